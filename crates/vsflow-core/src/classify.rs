@@ -1,0 +1,466 @@
+//! The classify decision: one packet in, a verdict out, the port's flow table updated.
+//!
+//! Monitor mode permits everything and tracks every flow. Enforce mode is stateful: the VM's
+//! own traffic is always permitted and opens a flow whose return traffic is permitted;
+//! unsolicited inbound traffic is permitted only when an allow rule admits it. Peer-opened
+//! flows remember the rule-set version that admitted them and are re-checked when it changes.
+//!
+//! Allocation-free whenever the flow exists or the table has room (see
+//! [`crate::FlowTable::capacity`]); a flood at the bound recycles slots.
+
+use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener};
+use crate::packet::{Direction, PacketMeta, TcpFlags, protocol};
+use crate::policy::Mode;
+use crate::port::Port;
+use crate::time::Tick;
+
+/// What to do with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it through.
+    Permit,
+    /// Drop it.
+    Block(BlockReason),
+}
+
+/// Why a packet was blocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockReason {
+    /// Inbound, no flow, no allow rule admits it.
+    Unsolicited,
+    /// Inbound on a peer-opened flow that the current rules no longer admit.
+    NotAdmitted,
+}
+
+/// Classifies `meta` on `port` at `now`. See the module docs.
+#[inline]
+pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
+    let key = FlowKey::of(meta);
+    let hash = port.table.hash(&key);
+    let verdict = match port.table.find_hashed(hash, &key) {
+        Some(at) => {
+            let restart = meta.protocol == protocol::TCP
+                && meta.tcp_flags.is_initial_syn()
+                && port.table.record(at).state == FlowState::Closed;
+            if restart {
+                // A new connection reusing the 5-tuple of a closed one starts from scratch.
+                port.table.remove(&key);
+                new_flow(port, hash, key, meta, now)
+            } else {
+                existing_flow(port, at, meta, now)
+            }
+        }
+        None => new_flow(port, hash, key, meta, now),
+    };
+    let c = &mut port.counters;
+    match verdict {
+        Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
+        Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
+    }
+    verdict
+}
+
+fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
+    if port.mode == Mode::Enforce && meta.direction == Direction::Inbound {
+        let version = port.rules.version();
+        let admitted = match port.table.record(at).admission {
+            Admission::Vm => true,
+            Admission::Rule(v) if v == version => true,
+            Admission::Rule(_) | Admission::Monitor => {
+                let key = port.table.key(at);
+                let ok =
+                    port.rules
+                        .admits(key.protocol, key.family, key.local_port, &key.remote_addr);
+                if ok {
+                    port.table.record_mut(at).admission = Admission::Rule(version);
+                }
+                ok
+            }
+        };
+        if !admitted {
+            return Verdict::Block(BlockReason::NotAdmitted);
+        }
+    }
+    let record = port.table.record_mut(at);
+    record.count(meta.direction, meta.length, now);
+    if meta.protocol == protocol::TCP {
+        let (state, fin) = tcp_transition(
+            record.state,
+            meta.direction,
+            meta.tcp_flags,
+            record.fin_seen,
+        );
+        record.fin_seen = fin;
+        if state != record.state {
+            port.table.set_state(at, state);
+        }
+    }
+    port.table.touch(at);
+    Verdict::Permit
+}
+
+fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
+    let tcp = meta.protocol == protocol::TCP;
+    let flags = meta.tcp_flags;
+    let (opener, admission) = match meta.direction {
+        Direction::Outbound => (Opener::Vm, Admission::Vm),
+        Direction::Inbound => {
+            let admission = match port.mode {
+                Mode::Monitor => Admission::Monitor,
+                Mode::Enforce => {
+                    if !port.rules.admits(
+                        key.protocol,
+                        key.family,
+                        key.local_port,
+                        &key.remote_addr,
+                    ) {
+                        return Verdict::Block(BlockReason::Unsolicited);
+                    }
+                    Admission::Rule(port.rules.version())
+                }
+            };
+            (Opener::Remote, admission)
+        }
+    };
+    if tcp && flags.has(TcpFlags::RST) {
+        // A reset for a flow we do not know: let the verdict stand, but do not let RST scans
+        // churn the table.
+        return Verdict::Permit;
+    }
+    let state = if !tcp {
+        FlowState::Active
+    } else if flags.is_initial_syn() {
+        match opener {
+            Opener::Vm => FlowState::SynSent,
+            Opener::Remote => FlowState::SynReceived,
+        }
+    } else {
+        // Picked up mid-stream (the driver started, or the flow was evicted, after the SYN).
+        FlowState::Established
+    };
+    let mut record = FlowRecord::new(state, opener, admission, now);
+    record.count(meta.direction, meta.length, now);
+    if tcp && flags.has(TcpFlags::FIN) {
+        let (s, fin) = tcp_transition(state, meta.direction, flags, 0);
+        record.state = s;
+        record.fin_seen = fin;
+    }
+    let c = &mut port.counters;
+    match port.table.insert_hashed(hash, key, record, now) {
+        Ok((_, evicted)) => {
+            c.flows_created = c.flows_created.wrapping_add(1);
+            match evicted {
+                None => {}
+                Some(Eviction::Closed) => c.evicted_closed = c.evicted_closed.wrapping_add(1),
+                Some(Eviction::Idle) => c.evicted_idle = c.evicted_idle.wrapping_add(1),
+                Some(Eviction::LeastRecentlyUsed) => {
+                    c.evicted_lru = c.evicted_lru.wrapping_add(1);
+                }
+            }
+        }
+        // Out of memory: the verdict stands, the flow is not tracked.
+        Err(_) => c.untracked = c.untracked.wrapping_add(1),
+    }
+    Verdict::Permit
+}
+
+/// The TCP state after a packet with `flags` travelling in `dir`, and the new FIN bits.
+#[must_use]
+pub const fn tcp_transition(
+    state: FlowState,
+    dir: Direction,
+    flags: TcpFlags,
+    fin_seen: u8,
+) -> (FlowState, u8) {
+    if flags.has(TcpFlags::RST) {
+        return (FlowState::Closed, fin_seen);
+    }
+    if flags.has(TcpFlags::FIN) {
+        let fin = fin_seen | (1 << dir.index());
+        let next = match state {
+            FlowState::Closed => FlowState::Closed,
+            _ if fin == 0b11 => FlowState::Closed,
+            _ => FlowState::FinWait,
+        };
+        return (next, fin);
+    }
+    let synack = flags.has(TcpFlags::SYN | TcpFlags::ACK);
+    let next = match (state, dir) {
+        (FlowState::SynSent, Direction::Inbound) if synack => FlowState::Established,
+        (FlowState::SynReceived, Direction::Inbound)
+            if flags.has(TcpFlags::ACK) && !flags.has(TcpFlags::SYN) =>
+        {
+            FlowState::Established
+        }
+        (s, _) => s,
+    };
+    (next, fin_seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::TableConfig;
+    use crate::policy::{AllowRule, PortRange, Prefix};
+    use crate::port::{PortConfig, PortIdentity};
+
+    const SYN: u8 = TcpFlags::SYN;
+    const SYNACK: u8 = TcpFlags::SYN | TcpFlags::ACK;
+    const ACK: u8 = TcpFlags::ACK;
+    const FIN: u8 = TcpFlags::FIN | TcpFlags::ACK;
+    const RST: u8 = TcpFlags::RST;
+
+    fn port(mode: Mode, max_flows: u32) -> Port {
+        let cfg = PortConfig {
+            table: TableConfig {
+                max_flows,
+                ..TableConfig::default()
+            },
+            initial_mode: mode,
+        };
+        Port::try_new(PortIdentity::try_from_str("p").unwrap(), cfg).unwrap()
+    }
+
+    fn out_tcp(sport: u16, flags: u8) -> PacketMeta {
+        PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 2],
+            sport,
+            [8, 8, 8, 8],
+            443,
+            flags,
+            100,
+        )
+    }
+
+    fn in_tcp(dport: u16, flags: u8) -> PacketMeta {
+        PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [7, 7, 7, 7],
+            50000,
+            [10, 0, 0, 2],
+            dport,
+            flags,
+            100,
+        )
+    }
+
+    fn state_of(p: &Port, m: &PacketMeta) -> Option<FlowState> {
+        p.table().get(&FlowKey::of(m)).map(|r| r.state)
+    }
+
+    #[test]
+    fn vm_opened_tcp_handshake_reaches_established_and_counts_both_directions() {
+        let mut p = port(Mode::Enforce, 16);
+        let syn = out_tcp(40000, SYN);
+        assert_eq!(p.classify(&syn, 1), Verdict::Permit);
+        assert_eq!(state_of(&p, &syn), Some(FlowState::SynSent));
+        assert_eq!(p.classify(&syn.reply(SYNACK), 2), Verdict::Permit);
+        assert_eq!(state_of(&p, &syn), Some(FlowState::Established));
+        assert_eq!(p.classify(&out_tcp(40000, ACK), 3), Verdict::Permit);
+        let r = *p.table().get(&FlowKey::of(&syn)).unwrap();
+        assert_eq!(r.opener, Opener::Vm);
+        assert_eq!(r.packets, [2, 1]);
+        assert_eq!(r.bytes, [200, 100]);
+        assert_eq!((r.first_seen, r.last_seen), (1, 3));
+    }
+
+    #[test]
+    fn fin_both_ways_closes_and_rst_closes_at_once() {
+        let mut p = port(Mode::Monitor, 16);
+        let syn = out_tcp(40001, SYN);
+        p.classify(&syn, 1);
+        p.classify(&syn.reply(SYNACK), 2);
+        p.classify(&out_tcp(40001, FIN), 3);
+        assert_eq!(state_of(&p, &syn), Some(FlowState::FinWait));
+        p.classify(&syn.reply(FIN), 4);
+        assert_eq!(state_of(&p, &syn), Some(FlowState::Closed));
+
+        let syn2 = out_tcp(40002, SYN);
+        p.classify(&syn2, 5);
+        p.classify(&syn2.reply(RST), 6);
+        assert_eq!(state_of(&p, &syn2), Some(FlowState::Closed));
+    }
+
+    #[test]
+    fn enforce_blocks_unsolicited_inbound_without_tracking_it() {
+        let mut p = port(Mode::Enforce, 16);
+        let m = in_tcp(22, SYN);
+        assert_eq!(p.classify(&m, 1), Verdict::Block(BlockReason::Unsolicited));
+        assert!(p.table().is_empty());
+        assert_eq!(p.counters().packets_blocked, 1);
+    }
+
+    #[test]
+    fn monitor_permits_and_tracks_unsolicited_inbound() {
+        let mut p = port(Mode::Monitor, 16);
+        let m = in_tcp(22, SYN);
+        assert_eq!(p.classify(&m, 1), Verdict::Permit);
+        let r = p.table().get(&FlowKey::of(&m)).unwrap();
+        assert_eq!(
+            (r.state, r.opener, r.admission),
+            (FlowState::SynReceived, Opener::Remote, Admission::Monitor)
+        );
+        p.classify(&m.reply(SYNACK), 2);
+        p.classify(&in_tcp(22, ACK), 3);
+        assert_eq!(state_of(&p, &m), Some(FlowState::Established));
+    }
+
+    #[test]
+    fn allow_rule_admits_inbound_and_removing_it_revokes_the_flow() {
+        let mut p = port(Mode::Enforce, 16);
+        let rule = AllowRule {
+            protocol: Some(protocol::TCP),
+            local_ports: PortRange::single(22),
+            remote: Prefix::v4([7, 0, 0, 0], 8).unwrap(),
+        };
+        p.replace_rules(&[rule]).unwrap();
+        let m = in_tcp(22, SYN);
+        assert_eq!(p.classify(&m, 1), Verdict::Permit);
+        assert_eq!(
+            p.classify(&in_tcp(23, SYN), 1),
+            Verdict::Block(BlockReason::Unsolicited)
+        );
+        p.replace_rules(&[]).unwrap();
+        assert_eq!(
+            p.classify(&in_tcp(22, ACK), 2),
+            Verdict::Block(BlockReason::NotAdmitted)
+        );
+        // The VM's own replies are never blocked.
+        assert_eq!(p.classify(&m.reply(ACK), 3), Verdict::Permit);
+    }
+
+    #[test]
+    fn switching_monitor_to_enforce_rechecks_peer_opened_flows() {
+        let mut p = port(Mode::Monitor, 16);
+        let inbound = in_tcp(80, SYN);
+        p.classify(&inbound, 1);
+        let vm = out_tcp(40003, SYN);
+        p.classify(&vm, 1);
+        p.set_mode(Mode::Enforce);
+        assert_eq!(
+            p.classify(&in_tcp(80, ACK), 2),
+            Verdict::Block(BlockReason::NotAdmitted)
+        );
+        assert_eq!(p.classify(&vm.reply(SYNACK), 2), Verdict::Permit);
+        let rule = AllowRule {
+            protocol: None,
+            local_ports: PortRange::single(80),
+            remote: Prefix::Any,
+        };
+        let v = p.replace_rules(&[rule]).unwrap();
+        assert_eq!(p.classify(&in_tcp(80, ACK), 3), Verdict::Permit);
+        assert_eq!(
+            p.table().get(&FlowKey::of(&inbound)).unwrap().admission,
+            Admission::Rule(v)
+        );
+    }
+
+    #[test]
+    fn udp_return_traffic_is_permitted_in_enforce() {
+        let mut p = port(Mode::Enforce, 16);
+        let q = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::UDP,
+            [10, 0, 0, 2],
+            5353,
+            [1, 1, 1, 1],
+            53,
+            0,
+            60,
+        );
+        assert_eq!(p.classify(&q, 1), Verdict::Permit);
+        assert_eq!(p.classify(&q.reply(0), 2), Verdict::Permit);
+        assert_eq!(state_of(&p, &q), Some(FlowState::Active));
+        let stray = PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::UDP,
+            [1, 1, 1, 1],
+            53,
+            [10, 0, 0, 2],
+            5354,
+            0,
+            60,
+        );
+        assert_eq!(
+            p.classify(&stray, 2),
+            Verdict::Block(BlockReason::Unsolicited)
+        );
+    }
+
+    #[test]
+    fn syn_on_a_closed_tuple_starts_a_new_connection() {
+        let mut p = port(Mode::Enforce, 16);
+        let syn = out_tcp(40004, SYN);
+        p.classify(&syn, 1);
+        p.classify(&syn.reply(RST), 2);
+        assert_eq!(state_of(&p, &syn), Some(FlowState::Closed));
+        p.classify(&syn, 3);
+        let r = p.table().get(&FlowKey::of(&syn)).unwrap();
+        assert_eq!(
+            (r.state, r.first_seen, r.packets),
+            (FlowState::SynSent, 3, [1, 0])
+        );
+    }
+
+    #[test]
+    fn unknown_rst_is_not_tracked() {
+        let mut p = port(Mode::Monitor, 16);
+        assert_eq!(p.classify(&in_tcp(9, RST), 1), Verdict::Permit);
+        assert!(p.table().is_empty());
+    }
+
+    #[test]
+    fn midstream_pickup_is_established() {
+        let mut p = port(Mode::Monitor, 16);
+        p.classify(&out_tcp(40005, ACK), 1);
+        assert_eq!(
+            state_of(&p, &out_tcp(40005, ACK)),
+            Some(FlowState::Established)
+        );
+    }
+
+    #[test]
+    fn transition_table() {
+        use Direction::{Inbound, Outbound};
+        let t = |s, d, f, fin| tcp_transition(s, d, TcpFlags(f), fin);
+        assert_eq!(
+            t(FlowState::SynSent, Inbound, SYNACK, 0),
+            (FlowState::Established, 0)
+        );
+        assert_eq!(
+            t(FlowState::SynSent, Outbound, SYNACK, 0),
+            (FlowState::SynSent, 0)
+        );
+        assert_eq!(
+            t(FlowState::SynReceived, Outbound, SYNACK, 0),
+            (FlowState::SynReceived, 0)
+        );
+        assert_eq!(
+            t(FlowState::SynReceived, Inbound, ACK, 0),
+            (FlowState::Established, 0)
+        );
+        assert_eq!(
+            t(FlowState::Established, Outbound, FIN, 0),
+            (FlowState::FinWait, 1)
+        );
+        assert_eq!(
+            t(FlowState::FinWait, Outbound, FIN, 1),
+            (FlowState::FinWait, 1)
+        );
+        assert_eq!(
+            t(FlowState::FinWait, Inbound, FIN, 1),
+            (FlowState::Closed, 3)
+        );
+        assert_eq!(
+            t(FlowState::Established, Inbound, RST, 0),
+            (FlowState::Closed, 0)
+        );
+        assert_eq!(
+            t(FlowState::Closed, Inbound, ACK, 3),
+            (FlowState::Closed, 3)
+        );
+    }
+}

@@ -1,0 +1,495 @@
+//! The decoder: untrusted bytes to a validated [`PortState`].
+//!
+//! Order of checks: size bounds, magic, declared length, CRC-32C, major version, then the
+//! header and every record field by field. Nothing is indexed directly; every read goes
+//! through a bounds-checked cursor.
+
+use alloc::vec::Vec;
+
+use super::error::DecodeError;
+use super::format::{self, hdr, rec};
+use super::reader::Reader;
+use super::{PortState, SaveInfo, SavedFlow, crc32c};
+use crate::counters::PortCounters;
+use crate::flow::{Admission, FlowKey, FlowState, Opener};
+use crate::guid::Guid;
+use crate::packet::{IpFamily, protocol};
+use crate::policy::{AllowRule, MAX_RULES, Mode, PortRange, Prefix, RuleSet};
+use crate::port::{MAX_NAME_UNITS, PortIdentity};
+
+/// What to do with a blob of a format major version this build cannot read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownMajor {
+    /// Reject it: the restore fails (and with it Hyper-V's VM restore).
+    #[default]
+    Strict,
+    /// Accept it as an empty state (the port starts with no flows) and count it.
+    Lenient,
+}
+
+/// Decoder settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeConfig {
+    /// If set, blobs saved under another provider GUID are rejected.
+    pub expected_provider: Option<Guid>,
+    /// Policy for unknown major versions.
+    pub unknown_major: UnknownMajor,
+    /// Largest blob accepted (default 65,535: `SaveDataSize` is a USHORT).
+    pub max_len: usize,
+}
+
+impl Default for DecodeConfig {
+    fn default() -> Self {
+        Self {
+            expected_provider: None,
+            unknown_major: UnknownMajor::Strict,
+            max_len: usize::from(u16::MAX),
+        }
+    }
+}
+
+/// A successful decode.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per restore; boxing would add an infallible allocation"
+)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// A state to apply.
+    State(PortState),
+    /// An intact blob of a major version this build cannot read, accepted as empty because
+    /// the configuration is [`UnknownMajor::Lenient`].
+    UnsupportedMajor {
+        /// Major version found.
+        major: u16,
+        /// Minor version found.
+        minor: u16,
+    },
+}
+
+const MIN_LEN: usize = format::FROZEN_PREFIX_LEN + format::TRAILER_LEN;
+
+/// Checks size, magic, declared length and CRC, and returns the format version, without
+/// interpreting anything version-specific. Every major keeps this frozen prefix.
+///
+/// # Errors
+/// The first failed check.
+pub fn peek_version(bytes: &[u8], max_len: usize) -> Result<(u16, u16), DecodeError> {
+    let len = bytes.len();
+    if len < MIN_LEN {
+        return Err(DecodeError::TooShort { len });
+    }
+    if len > max_len {
+        return Err(DecodeError::TooLong { len, max: max_len });
+    }
+    let mut r = Reader::new(bytes);
+    let magic: [u8; 4] = r.array().ok_or(DecodeError::TooShort { len })?;
+    if magic != format::MAGIC {
+        return Err(DecodeError::BadMagic { found: magic });
+    }
+    let major = r.u16().ok_or(DecodeError::TooShort { len })?;
+    let minor = r.u16().ok_or(DecodeError::TooShort { len })?;
+    let mut r = Reader::new(
+        bytes
+            .get(hdr::TOTAL_LEN..)
+            .ok_or(DecodeError::TooShort { len })?,
+    );
+    let declared = r.u32().ok_or(DecodeError::TooShort { len })?;
+    if usize::try_from(declared).ok() != Some(len) {
+        return Err(DecodeError::LengthMismatch {
+            declared,
+            actual: len,
+        });
+    }
+    let (body, trailer) = bytes.split_at(len - format::TRAILER_LEN);
+    let stored = Reader::new(trailer)
+        .u32()
+        .ok_or(DecodeError::TooShort { len })?;
+    let computed = crc32c(body);
+    if stored != computed {
+        return Err(DecodeError::BadChecksum { stored, computed });
+    }
+    Ok((major, minor))
+}
+
+/// Decodes and validates a blob completely.
+///
+/// # Errors
+/// A [`DecodeError`] naming the first problem found. Arbitrary input never panics.
+pub fn decode(bytes: &[u8], config: &DecodeConfig) -> Result<Decoded, DecodeError> {
+    let (major, minor) = peek_version(bytes, config.max_len)?;
+    if major != format::MAJOR {
+        return match config.unknown_major {
+            UnknownMajor::Strict => Err(DecodeError::UnsupportedMajor { major, minor }),
+            UnknownMajor::Lenient => Ok(Decoded::UnsupportedMajor { major, minor }),
+        };
+    }
+    let body = bytes
+        .get(..bytes.len() - format::TRAILER_LEN)
+        .unwrap_or(&[]);
+    decode_v1(body, minor, config).map(Decoded::State)
+}
+
+#[allow(
+    clippy::too_many_lines,
+    reason = "one linear pass over the header and records"
+)]
+fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState, DecodeError> {
+    let short = DecodeError::TooShort {
+        len: body.len() + format::TRAILER_LEN,
+    };
+    let mut r = Reader::new(body);
+    r.take(hdr::HEADER_LEN).ok_or(short)?;
+    let header_len = r.u16().ok_or(short)?;
+    let flags = r.u16().ok_or(short)?;
+    let _total = r.u32().ok_or(short)?;
+    let provider = Guid::from_bytes(r.array().ok_or(short)?);
+    let record_count = r.u32().ok_or(short)?;
+    let units = r.u16().ok_or(short)?;
+    let _reserved = r.u16().ok_or(short)?;
+    if usize::from(header_len) < format::HEADER_LEN || usize::from(header_len) > body.len() {
+        return Err(DecodeError::BadHeaderLength { len: header_len });
+    }
+    if flags & !format::KNOWN_FLAGS != 0 {
+        return Err(DecodeError::UnknownFlags { flags });
+    }
+    if config.expected_provider.is_some_and(|p| p != provider) {
+        return Err(DecodeError::ProviderMismatch);
+    }
+    // Header fields of a later minor version sit between 40 and header_len: skip them.
+    r.take(usize::from(header_len) - format::HEADER_LEN)
+        .ok_or(short)?;
+    if usize::from(units) > MAX_NAME_UNITS {
+        return Err(DecodeError::BadIdentity { units });
+    }
+    let id_bytes = r
+        .take(2 * usize::from(units))
+        .ok_or(DecodeError::BadIdentity { units })?;
+    let mut id_units = [0u16; MAX_NAME_UNITS];
+    for (dst, pair) in id_units.iter_mut().zip(id_bytes.chunks_exact(2)) {
+        *dst = u16::from_le_bytes([
+            pair.first().copied().unwrap_or(0),
+            pair.get(1).copied().unwrap_or(0),
+        ]);
+    }
+    let identity = PortIdentity::try_from_utf16(id_units.get(..usize::from(units)).unwrap_or(&[]))
+        .map_err(|_| DecodeError::BadIdentity { units })?;
+
+    let mut mode = None;
+    let mut rules = None;
+    let mut counters = None;
+    let mut save_info = None;
+    let mut flows: Option<Vec<SavedFlow>> = None;
+    let mut seen_v4 = false;
+    let mut seen_v6 = false;
+    let mut skipped = 0u32;
+    for index in 0..record_count {
+        let offset = r.pos();
+        let overrun = DecodeError::RecordOverrun { index, offset };
+        let kind = r.u16().ok_or(overrun)?;
+        let _flags = r.u16().ok_or(overrun)?;
+        let len = r.u32().ok_or(overrun)?;
+        let payload = r
+            .take(usize::try_from(len).map_err(|_| overrun)?)
+            .ok_or(overrun)?;
+        let dup = DecodeError::DuplicateRecord { kind };
+        match kind {
+            rec::MODE => {
+                let v = Reader::new(payload)
+                    .u8()
+                    .ok_or(DecodeError::BadRecordLength { kind, len })?;
+                let m = Mode::from_wire(v).ok_or_else(|| DecodeError::InvalidField {
+                    kind,
+                    entry: 0,
+                    field: "mode",
+                    value: v.into(),
+                })?;
+                if mode.replace(m).is_some() {
+                    return Err(dup);
+                }
+            }
+            rec::RULES => {
+                if rules.replace(decode_rules(payload)?).is_some() {
+                    return Err(dup);
+                }
+            }
+            rec::FLOWS_V4 | rec::FLOWS_V6 => {
+                let seen = if kind == rec::FLOWS_V4 {
+                    &mut seen_v4
+                } else {
+                    &mut seen_v6
+                };
+                if core::mem::replace(seen, true) {
+                    return Err(dup);
+                }
+                let list = flows.get_or_insert_with(Vec::new);
+                decode_flows(kind, payload, list)?;
+            }
+            rec::COUNTERS => {
+                let mut p = Reader::new(payload);
+                let n = p.u16().ok_or(DecodeError::BadRecordLength { kind, len })?;
+                if p.remaining() != 8 * usize::from(n) {
+                    return Err(DecodeError::BadRecordLength { kind, len });
+                }
+                let c = PortCounters::from_values(core::iter::from_fn(|| p.u64()));
+                if counters.replace(c).is_some() {
+                    return Err(dup);
+                }
+            }
+            rec::SAVE_INFO => {
+                let mut p = Reader::new(payload);
+                let bad = DecodeError::BadRecordLength { kind, len };
+                let info = SaveInfo {
+                    flows_in_table: p.u32().ok_or(bad)?,
+                    flows_dropped: p.u32().ok_or(bad)?,
+                };
+                if save_info.replace(info).is_some() {
+                    return Err(dup);
+                }
+            }
+            _ => skipped = skipped.saturating_add(1),
+        }
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::TrailingBytes { offset: r.pos() });
+    }
+    let missing = |kind| DecodeError::MissingRecord { kind };
+    let mode = mode.ok_or_else(|| missing(rec::MODE))?;
+    let rules = rules.ok_or_else(|| missing(rec::RULES))?;
+    if !seen_v4 {
+        return Err(missing(rec::FLOWS_V4));
+    }
+    if !seen_v6 {
+        return Err(missing(rec::FLOWS_V6));
+    }
+    let counters = counters.ok_or_else(|| missing(rec::COUNTERS))?;
+    let save_info = save_info.ok_or_else(|| missing(rec::SAVE_INFO))?;
+    let flows = flows.unwrap_or_default();
+    let dropped_flag = flags & format::FLAG_FLOWS_DROPPED != 0;
+    let expected_in_table =
+        u64::try_from(flows.len()).unwrap_or(u64::MAX) + u64::from(save_info.flows_dropped);
+    if dropped_flag != (save_info.flows_dropped > 0)
+        || u64::from(save_info.flows_in_table) != expected_in_table
+    {
+        return Err(DecodeError::InconsistentSaveInfo);
+    }
+    Ok(PortState {
+        minor,
+        provider,
+        identity,
+        mode,
+        rules,
+        flows,
+        counters,
+        save_info,
+        skipped_records: skipped,
+    })
+}
+
+fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {
+    let kind = rec::RULES;
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let bad_len = DecodeError::BadRecordLength { kind, len };
+    let mut p = Reader::new(payload);
+    let version = p.u32().ok_or(bad_len)?;
+    let entry_len = p.u16().ok_or(bad_len)?;
+    let count = p.u16().ok_or(bad_len)?;
+    if usize::from(entry_len) < format::RULE_ENTRY_LEN {
+        return Err(DecodeError::BadEntryLength {
+            kind,
+            len: entry_len,
+        });
+    }
+    if usize::from(count) > MAX_RULES {
+        return Err(DecodeError::TooManyRules { count });
+    }
+    if p.remaining() != usize::from(entry_len) * usize::from(count) {
+        return Err(bad_len);
+    }
+    let mut out = [AllowRule {
+        protocol: None,
+        local_ports: PortRange::ANY,
+        remote: Prefix::Any,
+    }; MAX_RULES];
+    for (i, slot) in (0u32..).zip(out.iter_mut().take(usize::from(count))) {
+        let e = p.take(usize::from(entry_len)).ok_or(bad_len)?;
+        *slot = decode_rule(e, i)?;
+    }
+    RuleSet::try_from_slice(version, out.get(..usize::from(count)).unwrap_or(&[]))
+        .map_err(|_| DecodeError::OutOfMemory)
+}
+
+fn decode_rule(e: &[u8], entry: u32) -> Result<AllowRule, DecodeError> {
+    let kind = rec::RULES;
+    let invalid = |field, value: u64| DecodeError::InvalidField {
+        kind,
+        entry,
+        field,
+        value,
+    };
+    let mut r = Reader::new(e);
+    let short = DecodeError::BadEntryLength { kind, len: 0 };
+    let flags = r.u8().ok_or(short)?;
+    let proto = r.u8().ok_or(short)?;
+    let family = r.u8().ok_or(short)?;
+    let plen = r.u8().ok_or(short)?;
+    let start = r.u16().ok_or(short)?;
+    let end = r.u16().ok_or(short)?;
+    let addr: [u8; 16] = r.array().ok_or(short)?;
+    if flags & !format::RULE_ANY_PROTOCOL != 0 {
+        return Err(invalid("rule flags", flags.into()));
+    }
+    let protocol = if flags & format::RULE_ANY_PROTOCOL != 0 {
+        if proto != 0 {
+            return Err(invalid("protocol of an any-protocol rule", proto.into()));
+        }
+        None
+    } else {
+        Some(proto)
+    };
+    let local_ports =
+        PortRange::new(start, end).ok_or_else(|| invalid("port range end", end.into()))?;
+    let remote = match family {
+        format::family::ANY => {
+            if plen != 0 || addr != [0; 16] {
+                return Err(invalid("prefix of an any-address rule", plen.into()));
+            }
+            Prefix::Any
+        }
+        format::family::V4 => {
+            let a = [addr[0], addr[1], addr[2], addr[3]];
+            let p =
+                Prefix::v4(a, plen).ok_or_else(|| invalid("IPv4 prefix length", plen.into()))?;
+            if p != (Prefix::V4 { addr: a, len: plen })
+                || addr.get(4..).is_some_and(|t| t.iter().any(|&b| b != 0))
+            {
+                return Err(invalid("IPv4 prefix host bits", plen.into()));
+            }
+            p
+        }
+        format::family::V6 => {
+            let p =
+                Prefix::v6(addr, plen).ok_or_else(|| invalid("IPv6 prefix length", plen.into()))?;
+            if p != (Prefix::V6 { addr, len: plen }) {
+                return Err(invalid("IPv6 prefix host bits", plen.into()));
+            }
+            p
+        }
+        other => return Err(invalid("prefix family", other.into())),
+    };
+    Ok(AllowRule {
+        protocol,
+        local_ports,
+        remote,
+    })
+}
+
+fn decode_flows(kind: u16, payload: &[u8], list: &mut Vec<SavedFlow>) -> Result<(), DecodeError> {
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let bad_len = DecodeError::BadRecordLength { kind, len };
+    let (family, min_entry) = if kind == rec::FLOWS_V4 {
+        (IpFamily::V4, format::FLOW_V4_ENTRY_LEN)
+    } else {
+        (IpFamily::V6, format::FLOW_V6_ENTRY_LEN)
+    };
+    let mut p = Reader::new(payload);
+    let entry_len = p.u16().ok_or(bad_len)?;
+    let _reserved = p.u16().ok_or(bad_len)?;
+    let count = p.u32().ok_or(bad_len)?;
+    if usize::from(entry_len) < min_entry {
+        return Err(DecodeError::BadEntryLength {
+            kind,
+            len: entry_len,
+        });
+    }
+    let count_us = usize::try_from(count).map_err(|_| bad_len)?;
+    if Some(p.remaining()) != count_us.checked_mul(usize::from(entry_len)) {
+        return Err(bad_len);
+    }
+    list.try_reserve(count_us)
+        .map_err(|_| DecodeError::OutOfMemory)?;
+    for entry in 0..count {
+        let e = p.take(usize::from(entry_len)).ok_or(bad_len)?;
+        list.push(decode_flow(kind, family, e, entry)?);
+    }
+    Ok(())
+}
+
+fn decode_flow(
+    kind: u16,
+    family: IpFamily,
+    e: &[u8],
+    entry: u32,
+) -> Result<SavedFlow, DecodeError> {
+    let invalid = |field, value: u64| DecodeError::InvalidField {
+        kind,
+        entry,
+        field,
+        value,
+    };
+    let short = DecodeError::BadEntryLength { kind, len: 0 };
+    let mut r = Reader::new(e);
+    let proto = r.u8().ok_or(short)?;
+    let state_v = r.u8().ok_or(short)?;
+    let opener_v = r.u8().ok_or(short)?;
+    let adm_v = r.u8().ok_or(short)?;
+    let fin_seen = r.u8().ok_or(short)?;
+    let version = r.u32().ok_or(short)?;
+    let (local_addr, remote_addr) = match family {
+        IpFamily::V4 => {
+            let l: [u8; 4] = r.array().ok_or(short)?;
+            let rm: [u8; 4] = r.array().ok_or(short)?;
+            (crate::packet::v4(l), crate::packet::v4(rm))
+        }
+        IpFamily::V6 => (r.array().ok_or(short)?, r.array().ok_or(short)?),
+    };
+    let local_port = r.u16().ok_or(short)?;
+    let remote_port = r.u16().ok_or(short)?;
+    let mut vals = [0u64; 6];
+    for v in &mut vals {
+        *v = r.u64().ok_or(short)?;
+    }
+    let [p_out, p_in, b_out, b_in, first_age, last_age] = vals;
+    let state = FlowState::from_wire(state_v).ok_or_else(|| invalid("state", state_v.into()))?;
+    if state.is_tcp() != (proto == protocol::TCP) {
+        return Err(invalid("state for this protocol", state_v.into()));
+    }
+    let opener = Opener::from_wire(opener_v).ok_or_else(|| invalid("opener", opener_v.into()))?;
+    let admission = match adm_v {
+        format::admission::VM if version == 0 => Admission::Vm,
+        format::admission::MONITOR if version == 0 => Admission::Monitor,
+        format::admission::RULE => Admission::Rule(version),
+        format::admission::VM | format::admission::MONITOR => {
+            return Err(invalid("admission rule version", version.into()));
+        }
+        other => return Err(invalid("admission", other.into())),
+    };
+    if (opener == Opener::Remote) == (admission == Admission::Vm) {
+        return Err(invalid("admission for this opener", adm_v.into()));
+    }
+    if fin_seen > 0b11 || (fin_seen != 0 && !state.is_tcp()) {
+        return Err(invalid("FIN bits", fin_seen.into()));
+    }
+    if last_age > first_age {
+        return Err(invalid("last-seen age (after first-seen)", last_age));
+    }
+    let key = FlowKey {
+        family,
+        protocol: proto,
+        local_addr,
+        remote_addr,
+        local_port,
+        remote_port,
+    };
+    Ok(SavedFlow {
+        key,
+        state,
+        opener,
+        admission,
+        fin_seen,
+        packets: [p_out, p_in],
+        bytes: [b_out, b_in],
+        first_age,
+        last_age,
+    })
+}

@@ -1,0 +1,147 @@
+//! The runtime-state codec: the bytes a port's state becomes on the source host of a live
+//! migration and is rebuilt from on the destination host.
+//!
+//! - [`encode`] writes a port (or a [`PortState`]) into a versioned, checksummed blob no
+//!   larger than the configured cap, keeping the most valuable flows if they do not all fit.
+//! - [`decode`] validates a blob completely and returns the [`PortState`] it holds. Blobs are
+//!   untrusted (they cross hosts and driver versions): every malformation is a
+//!   [`DecodeError`], never a panic.
+//! - [`apply`] installs a decoded state into a port, all or nothing.
+//!
+//! Times travel as *ages* relative to the save instant and are rebased on the destination's
+//! clock. The byte format is specified in `docs/runtime-state-format.md` and [`format`].
+
+mod apply;
+mod crc;
+mod decode;
+mod encode;
+mod error;
+pub mod format;
+mod reader;
+
+use alloc::vec::Vec;
+
+pub use self::apply::{ApplyReport, apply, apply_empty};
+pub use self::crc::crc32c;
+pub use self::decode::{DecodeConfig, Decoded, UnknownMajor, decode, peek_version};
+pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_state};
+pub use self::error::{ApplyError, DecodeError};
+
+use crate::counters::PortCounters;
+use crate::flow::{Admission, FlowKey, FlowRecord, FlowState, Opener};
+use crate::guid::Guid;
+use crate::policy::{Mode, RuleSet};
+use crate::port::PortIdentity;
+use crate::time::Tick;
+
+/// Default size cap of one port's blob: 60 KiB. WFP packs every callout's blob for a NIC into
+/// one `NDIS_SWITCH_NIC_SAVE_STATE` whose `SaveDataSize` is a USHORT; the cap leaves room for
+/// WFP's own framing.
+pub const DEFAULT_CAP: usize = 60 * 1024;
+
+/// A flow as stored in a blob: its key, its state, and its times as ages at the save instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SavedFlow {
+    /// The flow's key.
+    pub key: FlowKey,
+    /// Connection state.
+    pub state: FlowState,
+    /// Who opened it.
+    pub opener: Opener,
+    /// Why inbound traffic is allowed.
+    pub admission: Admission,
+    /// FIN bits.
+    pub fin_seen: u8,
+    /// Packets per direction.
+    pub packets: [u64; 2],
+    /// Bytes per direction.
+    pub bytes: [u64; 2],
+    /// Ticks between the first packet and the save.
+    pub first_age: Tick,
+    /// Ticks between the latest packet and the save (`<= first_age`).
+    pub last_age: Tick,
+}
+
+impl SavedFlow {
+    /// A live record as of `now`.
+    #[must_use]
+    pub const fn from_record(key: FlowKey, r: &FlowRecord, now: Tick) -> Self {
+        let first_age = now.saturating_sub(r.first_seen);
+        let last_age = now.saturating_sub(r.last_seen);
+        Self {
+            key,
+            state: r.state,
+            opener: r.opener,
+            admission: r.admission,
+            fin_seen: r.fin_seen,
+            packets: r.packets,
+            bytes: r.bytes,
+            first_age,
+            // A record whose first_seen lies in the future (caller clock bug) still saves
+            // with last_age <= first_age.
+            last_age: if last_age < first_age {
+                last_age
+            } else {
+                first_age
+            },
+        }
+    }
+
+    /// The live record on a host whose clock reads `now` (ages rebased, clamped at zero).
+    #[must_use]
+    pub const fn to_record(&self, now: Tick) -> FlowRecord {
+        FlowRecord {
+            state: self.state,
+            opener: self.opener,
+            admission: self.admission,
+            fin_seen: self.fin_seen,
+            packets: self.packets,
+            bytes: self.bytes,
+            first_seen: now.saturating_sub(self.first_age),
+            last_seen: now.saturating_sub(self.last_age),
+        }
+    }
+
+    /// Sort key of the save-cap policy: established TCP first, then most recently active,
+    /// then the key (so the choice is deterministic). Smaller is more valuable.
+    #[must_use]
+    pub fn value_rank(&self) -> (bool, Tick, FlowKey) {
+        (
+            self.state != FlowState::Established,
+            self.last_age,
+            self.key,
+        )
+    }
+}
+
+/// What a blob says about the saving host's handling of the cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SaveInfo {
+    /// Flows the port's table held at the save.
+    pub flows_in_table: u32,
+    /// Flows left out to stay under the cap.
+    pub flows_dropped: u32,
+}
+
+/// Everything a blob carries for one port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortState {
+    /// Format minor version of the blob (decode) or to write (always [`format::MINOR`]).
+    pub minor: u16,
+    /// The provider GUID of the saving driver (the vSwitch subscription's providerGuid).
+    pub provider: Guid,
+    /// The port's durable identity on the saving host.
+    pub identity: PortIdentity,
+    /// The port's mode.
+    pub mode: Mode,
+    /// The port's allow rules.
+    pub rules: RuleSet,
+    /// Saved flows.
+    pub flows: Vec<SavedFlow>,
+    /// The port's counters.
+    pub counters: PortCounters,
+    /// The saving host's cap accounting.
+    pub save_info: SaveInfo,
+    /// Records of unknown type the decoder skipped (a newer minor version wrote them).
+    pub skipped_records: u32,
+}

@@ -1,0 +1,167 @@
+//! What the table remembers about one flow.
+
+use crate::packet::Direction;
+use crate::time::Tick;
+
+/// Connection state. TCP flows move through the first five; every other protocol is
+/// [`FlowState::Active`] until it idles out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FlowState {
+    /// TCP: the VM sent a SYN; no SYN-ACK seen yet.
+    SynSent,
+    /// TCP: a peer sent a SYN to the VM; the handshake has not completed.
+    SynReceived,
+    /// TCP: handshake complete (or picked up mid-stream).
+    Established,
+    /// TCP: a FIN was seen; the connection is closing.
+    FinWait,
+    /// TCP: closed by RST or by FINs in both directions.
+    Closed,
+    /// UDP and other protocols: traffic seen, not yet idle.
+    Active,
+}
+
+impl FlowState {
+    /// Wire value in the runtime-state format.
+    #[must_use]
+    pub const fn to_wire(self) -> u8 {
+        match self {
+            Self::SynSent => 1,
+            Self::SynReceived => 2,
+            Self::Established => 3,
+            Self::FinWait => 4,
+            Self::Closed => 5,
+            Self::Active => 6,
+        }
+    }
+
+    /// Parses a wire value.
+    #[must_use]
+    pub const fn from_wire(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::SynSent,
+            2 => Self::SynReceived,
+            3 => Self::Established,
+            4 => Self::FinWait,
+            5 => Self::Closed,
+            6 => Self::Active,
+            _ => return None,
+        })
+    }
+
+    /// Human name, for tools.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::SynSent => "syn-sent",
+            Self::SynReceived => "syn-received",
+            Self::Established => "established",
+            Self::FinWait => "fin-wait",
+            Self::Closed => "closed",
+            Self::Active => "active",
+        }
+    }
+
+    /// True for the TCP states.
+    #[must_use]
+    pub const fn is_tcp(self) -> bool {
+        !matches!(self, Self::Active)
+    }
+}
+
+/// Who sent the first packet the table saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Opener {
+    /// The VM (first packet outbound).
+    Vm,
+    /// A peer (first packet inbound).
+    Remote,
+}
+
+impl Opener {
+    /// Wire value.
+    #[must_use]
+    pub const fn to_wire(self) -> u8 {
+        match self {
+            Self::Vm => 1,
+            Self::Remote => 2,
+        }
+    }
+
+    /// Parses a wire value.
+    #[must_use]
+    pub const fn from_wire(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Self::Vm),
+            2 => Some(Self::Remote),
+            _ => None,
+        }
+    }
+}
+
+/// Why inbound traffic of a flow is allowed in Enforce mode.
+///
+/// A peer-opened flow admitted under rule set version *n* is re-checked against the current
+/// rules when the version changes (or when the port switches from Monitor to Enforce), so
+/// removing a rule also stops the flows it let in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Admission {
+    /// The VM opened it (or sent on it): return traffic is always allowed.
+    Vm,
+    /// Admitted while the port was in Monitor mode: not yet checked against rules.
+    Monitor,
+    /// Admitted in Enforce mode by the rule set with this version.
+    Rule(u32),
+}
+
+/// Per-flow state and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowRecord {
+    /// Connection state.
+    pub state: FlowState,
+    /// Who opened it.
+    pub opener: Opener,
+    /// Why inbound traffic is allowed (see [`Admission`]).
+    pub admission: Admission,
+    /// FIN seen, bit 0 from the VM, bit 1 from the peer.
+    pub fin_seen: u8,
+    /// Packets per direction, indexed by [`Direction::index`].
+    pub packets: [u64; 2],
+    /// Bytes per direction, indexed by [`Direction::index`].
+    pub bytes: [u64; 2],
+    /// When the first packet was seen.
+    pub first_seen: Tick,
+    /// When the latest packet was seen.
+    pub last_seen: Tick,
+}
+
+impl FlowRecord {
+    /// A record for a flow whose first packet is being seen now.
+    #[must_use]
+    pub const fn new(state: FlowState, opener: Opener, admission: Admission, now: Tick) -> Self {
+        Self {
+            state,
+            opener,
+            admission,
+            fin_seen: 0,
+            packets: [0; 2],
+            bytes: [0; 2],
+            first_seen: now,
+            last_seen: now,
+        }
+    }
+
+    /// Counts one packet of `length` bytes in `direction` at `now`.
+    #[inline]
+    pub fn count(&mut self, direction: Direction, length: u32, now: Tick) {
+        let i = direction.index();
+        // Indexes 0 and 1 always exist: `Direction::index` returns only those.
+        if let (Some(p), Some(b)) = (self.packets.get_mut(i), self.bytes.get_mut(i)) {
+            *p = p.saturating_add(1);
+            *b = b.saturating_add(u64::from(length));
+        }
+        if now > self.last_seen {
+            self.last_seen = now;
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The bounded per-port flow table.
+//!
+//! Layout: a slab of slots (`Vec<Slot>`, grown fallibly up to the bound, never shrunk), a
+//! `SwissTable` index from key hash to slot number (`hashbrown::HashTable<u32>`), and one
+//! intrusive LRU list per [`TimeoutClass`] threaded through the slots. Lookups, touches, state
+//! changes, inserts and evictions are O(1); nothing allocates unless the slab or index grows.
+//!
+//! When the table is full, an insert reclaims one slot, in this order:
+//! 1. the least recently used *closed* TCP flow;
+//! 2. otherwise the *idle* flow (idle for at least its class's timeout) that is furthest past
+//!    its timeout;
+//! 3. otherwise the least recently used flow of any class.
+//!
+//! So a flood of new flows recycles slots and can never grow memory past the bound.
+
+use alloc::vec::Vec;
+use core::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+
+use crate::error::Error;
+use crate::flow::{FlowKey, FlowRecord, FlowState, TimeoutClass, Timeouts};
+use crate::time::Tick;
+
+const NIL: u32 = u32::MAX;
+const FREE: u8 = u8::MAX;
+
+/// Largest bound a table accepts (a port with a million flows is a misconfiguration).
+pub const MAX_FLOWS_LIMIT: u32 = 1 << 20;
+
+/// Table sizing and behaviour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableConfig {
+    /// The bound: the table never holds more flows (default 4,096).
+    pub max_flows: u32,
+    /// Slots allocated up front (capped at `max_flows`); the table grows on demand up to
+    /// `max_flows` (default 64).
+    pub initial_capacity: u32,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+    /// Seed of the key hash. The driver passes a per-boot random value so that a peer cannot
+    /// aim crafted 5-tuples at one bucket.
+    pub hash_seed: u64,
+}
+
+impl Default for TableConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 4096,
+            initial_capacity: 64,
+            timeouts: Timeouts::default(),
+            hash_seed: 0x5653_464c_4f57_0001,
+        }
+    }
+}
+
+impl TableConfig {
+    /// Checks every value against its documented range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the offending value.
+    pub const fn validate(&self) -> Result<(), Error> {
+        if self.max_flows == 0 || self.max_flows > MAX_FLOWS_LIMIT {
+            return Err(Error::InvalidConfig("max_flows must be 1..=1048576"));
+        }
+        if !self.timeouts.is_valid() {
+            return Err(Error::InvalidConfig("timeouts must be non-zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a flow was removed to make room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eviction {
+    /// A closed TCP flow.
+    Closed,
+    /// A flow idle past its timeout.
+    Idle,
+    /// The least recently used live flow.
+    LeastRecentlyUsed,
+}
+
+/// A handle to a flow in a table, valid until the next insert or removal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowIndex(u32);
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: FlowKey,
+    record: FlowRecord,
+    prev: u32,
+    next: u32,
+    class: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY_LIST: List = List {
+    head: NIL,
+    tail: NIL,
+};
+
+/// A bounded table of flows with idle reclaim and LRU eviction. See the module docs.
+#[derive(Debug)]
+pub struct FlowTable {
+    index: HashTable<u32>,
+    slots: Vec<Slot>,
+    free: u32,
+    lists: [List; TimeoutClass::COUNT],
+    len: u32,
+    config: TableConfig,
+    hasher: FixedState,
+}
+
+impl FlowTable {
+    /// Creates an empty table with `config.initial_capacity` slots reserved.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an out-of-range value, [`Error::OutOfMemory`] if the initial
+    /// reservation fails.
+    pub fn try_new(config: TableConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let mut table = Self {
+            index: HashTable::new(),
+            slots: Vec::new(),
+            free: NIL,
+            lists: [EMPTY_LIST; TimeoutClass::COUNT],
+            len: 0,
+            config,
+            hasher: FixedState::with_seed(config.hash_seed),
+        };
+        table.reserve(config.initial_capacity)?;
+        Ok(table)
+    }
+
+    /// Ensures room for `additional` more flows (capped at the bound) without further
+    /// allocation.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    pub fn reserve(&mut self, additional: u32) -> Result<(), Error> {
+        let want = self
+            .len
+            .saturating_add(additional)
+            .min(self.config.max_flows) as usize;
+        let have = self.slots.capacity();
+        if want > have {
+            self.slots.try_reserve_exact(want - self.slots.len())?;
+        }
+        let extra = want.saturating_sub(self.len as usize);
+        let Self {
+            index,
+            slots,
+            hasher,
+            ..
+        } = self;
+        index.try_reserve(extra, |&i| hasher.hash_one(slots[i as usize].key))?;
+        Ok(())
+    }
+
+    /// The configuration the table was created with.
+    #[must_use]
+    pub const fn config(&self) -> &TableConfig {
+        &self.config
+    }
+
+    /// Number of flows.
+    #[must_use]
+    pub const fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// True if the table holds no flow.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flows the table can hold before its storage must grow (never more than the bound).
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.slots.capacity().min(self.config.max_flows as usize)
+    }
+
+    /// Bytes of heap the table holds (slab and index), for accounting.
+    #[must_use]
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<Slot>()
+            + self.index.capacity() * (core::mem::size_of::<u32>() + 1)
+    }
+
+    /// The hash of a key under this table's seed.
+    #[inline]
+    #[must_use]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Finds a flow by key.
+    #[inline]
+    #[must_use]
+    pub fn find(&self, key: &FlowKey) -> Option<FlowIndex> {
+        self.find_hashed(self.hash(key), key)
+    }
+
+    /// Finds a flow by key with a hash computed by [`FlowTable::hash`].
+    #[inline]
+    #[must_use]
+    pub fn find_hashed(&self, hash: u64, key: &FlowKey) -> Option<FlowIndex> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, |&i| slots[i as usize].key == *key)
+            .map(|&i| FlowIndex(i))
+    }
+
+    /// The record of a flow, by key.
+    #[must_use]
+    pub fn get(&self, key: &FlowKey) -> Option<&FlowRecord> {
+        self.find(key).map(|i| self.record(i))
+    }
+
+    /// The key of a flow.
+    #[must_use]
+    pub fn key(&self, at: FlowIndex) -> &FlowKey {
+        &self.slots[at.0 as usize].key
+    }
+
+    /// The record of a flow.
+    #[must_use]
+    pub fn record(&self, at: FlowIndex) -> &FlowRecord {
+        &self.slots[at.0 as usize].record
+    }
+
+    /// The record of a flow, to update counters. Use [`FlowTable::set_state`] to change its
+    /// state and [`FlowTable::touch`] after a packet.
+    pub fn record_mut(&mut self, at: FlowIndex) -> &mut FlowRecord {
+        &mut self.slots[at.0 as usize].record
+    }
+
+    /// Marks a flow most recently used in its class.
+    #[inline]
+    pub fn touch(&mut self, at: FlowIndex) {
+        let i = at.0;
+        let class = self.slots[i as usize].class as usize;
+        if self.lists[class].head != i {
+            self.unlink(i);
+            self.push_front(i, class);
+        }
+    }
+
+    /// Changes a flow's state, moving it to the list of its new timeout class.
+    pub fn set_state(&mut self, at: FlowIndex, state: FlowState) {
+        let i = at.0;
+        let slot = &mut self.slots[i as usize];
+        slot.record.state = state;
+        let class = TimeoutClass::of(slot.key.protocol, state).index();
+        if usize::from(slot.class) != class {
+            self.unlink(i);
+            self.push_front(i, class);
+        }
+    }
+
+    /// Inserts a flow that is not in the table, reclaiming a slot first if the table is full.
+    /// The new flow is most recently used in its class.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] if the slab or index had to grow and could not. The table is
+    /// unchanged except that a reclaimed flow stays reclaimed.
+    pub fn insert(
+        &mut self,
+        key: FlowKey,
+        record: FlowRecord,
+        now: Tick,
+    ) -> Result<(FlowIndex, Option<Eviction>), Error> {
+        let hash = self.hash(&key);
+        self.insert_hashed(hash, key, record, now)
+    }
+
+    /// [`FlowTable::insert`] with a hash computed by [`FlowTable::hash`].
+    ///
+    /// # Errors
+    /// As [`FlowTable::insert`].
+    pub fn insert_hashed(
+        &mut self,
+        hash: u64,
+        key: FlowKey,
+        record: FlowRecord,
+        now: Tick,
+    ) -> Result<(FlowIndex, Option<Eviction>), Error> {
+        debug_assert!(
+            self.find_hashed(hash, &key).is_none(),
+            "insert of a present key"
+        );
+        let evicted = if self.len >= self.config.max_flows {
+            self.evict_one(now)
+        } else {
+            None
+        };
+        if self.free == NIL && self.slots.len() == self.slots.capacity() {
+            let cap = self.slots.capacity();
+            let grow = cap
+                .max(16)
+                .min((self.config.max_flows as usize).saturating_sub(cap));
+            self.slots.try_reserve_exact(grow.max(1))?;
+        }
+        {
+            let Self {
+                index,
+                slots,
+                hasher,
+                ..
+            } = self;
+            index.try_reserve(1, |&i| hasher.hash_one(slots[i as usize].key))?;
+        }
+        let class = TimeoutClass::of(key.protocol, record.state).index();
+        let slot = Slot {
+            key,
+            record,
+            prev: NIL,
+            next: NIL,
+            class: 0,
+        };
+        let i = if self.free == NIL {
+            // Cannot fail to fit: capacity was reserved above.
+            let i = self.slots.len();
+            self.slots.push(slot);
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "bounded by MAX_FLOWS_LIMIT"
+            )]
+            let i = i as u32;
+            i
+        } else {
+            let i = self.free;
+            self.free = self.slots[i as usize].next;
+            self.slots[i as usize] = slot;
+            i
+        };
+        self.push_front(i, class);
+        let Self {
+            index,
+            slots,
+            hasher,
+            ..
+        } = self;
+        index.insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key));
+        self.len += 1;
+        Ok((FlowIndex(i), evicted))
+    }
+
+    /// Removes a flow by key, returning its record.
+    pub fn remove(&mut self, key: &FlowKey) -> Option<FlowRecord> {
+        let at = self.find(key)?;
+        let record = *self.record(at);
+        self.remove_at(at.0);
+        Some(record)
+    }
+
+    /// Removes up to `budget` flows idle for at least their class's timeout, oldest first in each
+    /// class. Returns how many were removed. The driver calls this from a periodic timer.
+    pub fn expire(&mut self, now: Tick, budget: usize) -> usize {
+        let mut removed = 0;
+        for class in TimeoutClass::ALL {
+            let timeout = self.config.timeouts.of(class);
+            while removed < budget {
+                let tail = self.lists[class.index()].tail;
+                if tail == NIL {
+                    break;
+                }
+                let last = self.slots[tail as usize].record.last_seen;
+                if now.saturating_sub(last) < timeout {
+                    break;
+                }
+                self.remove_at(tail);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Removes every flow, keeping the allocated storage.
+    pub fn clear(&mut self) {
+        self.index.clear();
+        self.slots.clear();
+        self.free = NIL;
+        self.lists = [EMPTY_LIST; TimeoutClass::COUNT];
+        self.len = 0;
+    }
+
+    /// All flows, in slab order.
+    pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowRecord)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.class != FREE)
+            .map(|s| (&s.key, &s.record))
+    }
+
+    /// The flows of one timeout class, least recently used first.
+    pub fn iter_lru(&self, class: TimeoutClass) -> impl Iterator<Item = (&FlowKey, &FlowRecord)> {
+        let mut at = self.lists[class.index()].tail;
+        core::iter::from_fn(move || {
+            if at == NIL {
+                return None;
+            }
+            let s = &self.slots[at as usize];
+            at = s.prev;
+            Some((&s.key, &s.record))
+        })
+    }
+
+    /// Picks and removes one flow in the documented order; `None` only if the table is empty.
+    fn evict_one(&mut self, now: Tick) -> Option<Eviction> {
+        let closed = self.lists[TimeoutClass::Closed.index()].tail;
+        if closed != NIL {
+            self.remove_at(closed);
+            return Some(Eviction::Closed);
+        }
+        let mut idle: Option<(u64, u32)> = None;
+        let mut lru: Option<(Tick, u32)> = None;
+        for class in TimeoutClass::ALL {
+            let tail = self.lists[class.index()].tail;
+            if tail == NIL {
+                continue;
+            }
+            let last = self.slots[tail as usize].record.last_seen;
+            let idle_for = now.saturating_sub(last);
+            let timeout = self.config.timeouts.of(class);
+            if idle_for >= timeout {
+                let overdue = idle_for - timeout;
+                if idle.is_none_or(|(o, _)| overdue > o) {
+                    idle = Some((overdue, tail));
+                }
+            }
+            if lru.is_none_or(|(l, _)| last < l) {
+                lru = Some((last, tail));
+            }
+        }
+        if let Some((_, at)) = idle {
+            self.remove_at(at);
+            return Some(Eviction::Idle);
+        }
+        let (_, at) = lru?;
+        self.remove_at(at);
+        Some(Eviction::LeastRecentlyUsed)
+    }
+
+    fn remove_at(&mut self, i: u32) {
+        let hash = self.hash(&self.slots[i as usize].key);
+        if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
+        self.unlink(i);
+        let slot = &mut self.slots[i as usize];
+        slot.class = FREE;
+        slot.next = self.free;
+        slot.prev = NIL;
+        self.free = i;
+        self.len -= 1;
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Slot {
+            prev, next, class, ..
+        } = self.slots[i as usize];
+        let list = &mut self.lists[class as usize];
+        if prev == NIL {
+            list.head = next;
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next == NIL {
+            list.tail = prev;
+        } else {
+            self.slots[next as usize].prev = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32, class: usize) {
+        let list = &mut self.lists[class];
+        let old = list.head;
+        list.head = i;
+        if old == NIL {
+            list.tail = i;
+        }
+        let slot = &mut self.slots[i as usize];
+        slot.prev = NIL;
+        slot.next = old;
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "class < TimeoutClass::COUNT"
+        )]
+        let class_u8 = class as u8;
+        slot.class = class_u8;
+        if old != NIL {
+            self.slots[old as usize].prev = i;
+        }
+    }
+
+    /// Checks every internal invariant; used by tests and the simulator's contract checks.
+    /// Returns a description of the first violation.
+    ///
+    /// # Errors
+    /// A static description of the broken invariant.
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        let mut in_lists = 0usize;
+        for (c, list) in self.lists.iter().enumerate() {
+            let mut at = list.head;
+            let mut prev = NIL;
+            let mut steps = 0usize;
+            while at != NIL {
+                let s = self
+                    .slots
+                    .get(at as usize)
+                    .ok_or("list points outside the slab")?;
+                if usize::from(s.class) != c {
+                    return Err("slot in the wrong class list");
+                }
+                if s.prev != prev {
+                    return Err("broken prev link");
+                }
+                if TimeoutClass::of(s.key.protocol, s.record.state).index() != c {
+                    return Err("flow filed under the wrong timeout class");
+                }
+                if self.find(&s.key) != Some(FlowIndex(at)) {
+                    return Err("listed flow not found through the index");
+                }
+                prev = at;
+                at = s.next;
+                steps += 1;
+                if steps > self.slots.len() {
+                    return Err("cycle in a class list");
+                }
+            }
+            if list.tail != prev {
+                return Err("list tail is not its last element");
+            }
+            in_lists += steps;
+        }
+        if in_lists != self.len as usize || self.index.len() != self.len as usize {
+            return Err("length disagrees with lists or index");
+        }
+        if self.len > self.config.max_flows {
+            return Err("table holds more than its bound");
+        }
+        let free = self.slots.iter().filter(|s| s.class == FREE).count();
+        if free + self.len as usize != self.slots.len() {
+            return Err("free list and live slots do not cover the slab");
+        }
+        Ok(())
+    }
+}

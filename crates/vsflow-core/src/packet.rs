@@ -1,0 +1,190 @@
+//! What classify is told about one packet.
+//!
+//! The callout reads these values from the WFP incoming values of a vSwitch transport layer; the
+//! core never sees packet bytes and never modifies a packet.
+
+/// IP protocol numbers the core treats specially.
+pub mod protocol {
+    /// ICMP for IPv4.
+    pub const ICMP: u8 = 1;
+    /// TCP.
+    pub const TCP: u8 = 6;
+    /// UDP.
+    pub const UDP: u8 = 17;
+    /// ICMP for IPv6.
+    pub const ICMPV6: u8 = 58;
+}
+
+/// The direction of a packet from the VM's point of view.
+///
+/// At the vSwitch, a packet *ingressing* the switch from the VM's port is [`Outbound`]; a
+/// packet *egressing* the switch to the VM's port is [`Inbound`].
+///
+/// [`Outbound`]: Direction::Outbound
+/// [`Inbound`]: Direction::Inbound
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Sent by the VM.
+    Outbound,
+    /// Sent to the VM.
+    Inbound,
+}
+
+impl Direction {
+    /// 0 for outbound, 1 for inbound: the index of per-direction counters.
+    #[must_use]
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Outbound => 0,
+            Self::Inbound => 1,
+        }
+    }
+}
+
+/// IPv4 or IPv6.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamily {
+    /// IPv4: addresses use the first 4 of 16 bytes, the rest are zero.
+    V4,
+    /// IPv6.
+    V6,
+}
+
+/// TCP flags as they appear in the TCP header (only the low 8 bits are used).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TcpFlags(pub u8);
+
+impl TcpFlags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+
+    /// True if every bit of `mask` is set.
+    #[must_use]
+    pub const fn has(self, mask: u8) -> bool {
+        self.0 & mask == mask
+    }
+
+    /// A SYN without ACK: the first packet of a connection.
+    #[must_use]
+    pub const fn is_initial_syn(self) -> bool {
+        self.has(Self::SYN) && !self.has(Self::ACK) && !self.has(Self::RST)
+    }
+}
+
+/// One packet as classify sees it.
+///
+/// Addresses are 16 bytes; an IPv4 address occupies the first four, the rest must be zero
+/// (the constructors guarantee it). Ports are host order; they are 0 for protocols without
+/// ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PacketMeta {
+    /// Direction from the VM's point of view.
+    pub direction: Direction,
+    /// Address family.
+    pub family: IpFamily,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Source address.
+    pub src_addr: [u8; 16],
+    /// Destination address.
+    pub dst_addr: [u8; 16],
+    /// Source port (host order).
+    pub src_port: u16,
+    /// Destination port (host order).
+    pub dst_port: u16,
+    /// TCP flags (zero for other protocols).
+    pub tcp_flags: TcpFlags,
+    /// IP packet length in bytes.
+    pub length: u32,
+}
+
+/// Widens an IPv4 address to the 16-byte form used throughout the core.
+#[must_use]
+pub const fn v4(a: [u8; 4]) -> [u8; 16] {
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+}
+
+impl PacketMeta {
+    /// An IPv4 packet.
+    #[must_use]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a packet has this many header fields"
+    )]
+    pub const fn ipv4(
+        direction: Direction,
+        protocol: u8,
+        src: [u8; 4],
+        src_port: u16,
+        dst: [u8; 4],
+        dst_port: u16,
+        tcp_flags: u8,
+        length: u32,
+    ) -> Self {
+        Self {
+            direction,
+            family: IpFamily::V4,
+            protocol,
+            src_addr: v4(src),
+            dst_addr: v4(dst),
+            src_port,
+            dst_port,
+            tcp_flags: TcpFlags(tcp_flags),
+            length,
+        }
+    }
+
+    /// An IPv6 packet.
+    #[must_use]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "a packet has this many header fields"
+    )]
+    pub const fn ipv6(
+        direction: Direction,
+        protocol: u8,
+        src: [u8; 16],
+        src_port: u16,
+        dst: [u8; 16],
+        dst_port: u16,
+        tcp_flags: u8,
+        length: u32,
+    ) -> Self {
+        Self {
+            direction,
+            family: IpFamily::V6,
+            protocol,
+            src_addr: src,
+            dst_addr: dst,
+            src_port,
+            dst_port,
+            tcp_flags: TcpFlags(tcp_flags),
+            length,
+        }
+    }
+
+    /// The same packet travelling the other way (addresses and ports swapped).
+    #[must_use]
+    pub const fn reply(&self, tcp_flags: u8) -> Self {
+        Self {
+            direction: match self.direction {
+                Direction::Outbound => Direction::Inbound,
+                Direction::Inbound => Direction::Outbound,
+            },
+            family: self.family,
+            protocol: self.protocol,
+            src_addr: self.dst_addr,
+            dst_addr: self.src_addr,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            tcp_flags: TcpFlags(tcp_flags),
+            length: self.length,
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Build script: on a Windows host, configure the WDK binary build (link against the
+//! kernel libraries, set the subsystem and entry point). Elsewhere there is nothing to do:
+//! the crate is empty off Windows.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    #[cfg(windows)]
+    wdk_build::configure_wdk_binary_build()?;
+    Ok(())
+}
