@@ -2,8 +2,10 @@
 //! kernel libraries, set the subsystem and entry point). Elsewhere there is nothing to do:
 //! the crate is empty off Windows.
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    #[cfg(windows)]
-    wdk_build::configure_wdk_binary_build()?;
-    Ok(())
+#[cfg(windows)]
+fn main() -> Result<(), wdk_build::ConfigError> {
+    wdk_build::configure_wdk_binary_build()
 }
+
+#[cfg(not(windows))]
+fn main() {}

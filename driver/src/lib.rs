@@ -1,6 +1,6 @@
 //! vsflow.sys, the KMDF WFP callout driver.
 //!
-//! Status: the WDK glue (DriverEntry, control device, kernel-services implementation, unload)
+//! Status: the WDK glue (`DriverEntry`, control device, kernel-services implementation, unload)
 //! is delivered by the driver issue; until then this crate only fixes the build layout:
 //! the wdk dependencies are gated to Windows so that the Linux workspace builds, and this
 //! file compiles to an empty library on every host. No behaviour is claimed here.

@@ -3,15 +3,18 @@
 //!
 //! - `cargo xtask ci`: the test command. fmt check, clippy for the host (all targets,
 //!   warnings denied), the whole workspace's tests, and clippy for x86_64-pc-windows-msvc on
-//!   every no_std crate.
+//!   every `no_std` crate, and a build of each for `x86_64-unknown-none`, which has no `std`.
 
 use std::env;
 use std::process::{Command, ExitCode};
 
-/// The no_std crates that must build for the kernel target without std.
+/// The `no_std` crates that must build for the kernel target without std.
 const NO_STD_CRATES: &[&str] = &["vsflow-core"];
 /// The kernel target.
 const KERNEL_TARGET: &str = "x86_64-pc-windows-msvc";
+/// A target with no `std` at all: building for it proves a crate and its dependencies need
+/// nothing but `core` and `alloc` (the Windows targets still ship a `std`).
+const BARE_TARGET: &str = "x86_64-unknown-none";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -75,6 +78,11 @@ fn ci() -> Result<(), String> {
                 )
             },
         )?;
+    }
+    for krate in NO_STD_CRATES {
+        step(&format!("check {krate} for {BARE_TARGET} (proves no std)"), || {
+            run("cargo", &["check", "-p", krate, "--target", BARE_TARGET, "--locked"])
+        })?;
     }
     println!("xtask ci: all steps passed");
     Ok(())

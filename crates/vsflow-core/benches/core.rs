@@ -1,1 +1,2 @@
+//! Criterion benchmarks of vsflow-core (filled in below).
 fn main() {}

@@ -579,15 +579,20 @@ mod tests {
     }
 
     fn table(max_flows: u32) -> FlowTable {
-        FlowTable::try_new(TableConfig { max_flows, initial_capacity: 2, ..TableConfig::default() })
-            .unwrap()
+        FlowTable::try_new(TableConfig {
+            max_flows,
+            initial_capacity: 2,
+            ..TableConfig::default()
+        })
+        .unwrap()
     }
 
     #[test]
     fn insert_find_remove_keep_invariants() {
         let mut t = table(8);
         for n in 0..8 {
-            t.insert(key(n, protocol::TCP), rec(FlowState::Established, 1), 1).unwrap();
+            t.insert(key(n, protocol::TCP), rec(FlowState::Established, 1), 1)
+                .unwrap();
             t.check_invariants().unwrap();
         }
         assert_eq!(t.len(), 8);
@@ -602,10 +607,15 @@ mod tests {
     #[test]
     fn closed_flows_are_reclaimed_before_anything_else() {
         let mut t = table(3);
-        t.insert(key(1, protocol::TCP), rec(FlowState::Established, 1), 1).unwrap();
-        t.insert(key(2, protocol::TCP), rec(FlowState::Closed, 9), 9).unwrap();
-        t.insert(key(3, protocol::UDP), rec(FlowState::Active, 2), 2).unwrap();
-        let (_, ev) = t.insert(key(4, protocol::TCP), rec(FlowState::SynSent, 10), 10).unwrap();
+        t.insert(key(1, protocol::TCP), rec(FlowState::Established, 1), 1)
+            .unwrap();
+        t.insert(key(2, protocol::TCP), rec(FlowState::Closed, 9), 9)
+            .unwrap();
+        t.insert(key(3, protocol::UDP), rec(FlowState::Active, 2), 2)
+            .unwrap();
+        let (_, ev) = t
+            .insert(key(4, protocol::TCP), rec(FlowState::SynSent, 10), 10)
+            .unwrap();
         assert_eq!(ev, Some(Eviction::Closed));
         assert!(t.get(&key(2, protocol::TCP)).is_none());
         t.check_invariants().unwrap();
@@ -617,13 +627,31 @@ mod tests {
         let now = secs(10_000);
         // Established idle 1 h (timeout 2 h): not idle. UDP idle 100 s (timeout 60 s): 40 s
         // overdue. Other idle 200 s (timeout 30 s): 170 s overdue.
-        t.insert(key(1, protocol::TCP), rec(FlowState::Established, now - secs(3600)), 0).unwrap();
-        t.insert(key(2, protocol::UDP), rec(FlowState::Active, now - secs(100)), 0).unwrap();
-        t.insert(key(3, 47), rec(FlowState::Active, now - secs(200)), 0).unwrap();
-        let (_, ev) = t.insert(key(4, protocol::UDP), rec(FlowState::Active, now), now).unwrap();
+        t.insert(
+            key(1, protocol::TCP),
+            rec(FlowState::Established, now - secs(3600)),
+            0,
+        )
+        .unwrap();
+        t.insert(
+            key(2, protocol::UDP),
+            rec(FlowState::Active, now - secs(100)),
+            0,
+        )
+        .unwrap();
+        t.insert(key(3, 47), rec(FlowState::Active, now - secs(200)), 0)
+            .unwrap();
+        let (_, ev) = t
+            .insert(key(4, protocol::UDP), rec(FlowState::Active, now), now)
+            .unwrap();
         assert_eq!(ev, Some(Eviction::Idle));
-        assert!(t.get(&key(3, 47)).is_none(), "GRE flow was the most overdue");
-        let (_, ev) = t.insert(key(5, protocol::UDP), rec(FlowState::Active, now), now).unwrap();
+        assert!(
+            t.get(&key(3, 47)).is_none(),
+            "GRE flow was the most overdue"
+        );
+        let (_, ev) = t
+            .insert(key(5, protocol::UDP), rec(FlowState::Active, now), now)
+            .unwrap();
         assert_eq!(ev, Some(Eviction::Idle));
         assert!(t.get(&key(2, protocol::UDP)).is_none());
         t.check_invariants().unwrap();
@@ -632,14 +660,19 @@ mod tests {
     #[test]
     fn without_idle_flows_the_least_recently_used_goes() {
         let mut t = table(3);
-        t.insert(key(1, protocol::TCP), rec(FlowState::Established, 5), 5).unwrap();
-        t.insert(key(2, protocol::TCP), rec(FlowState::Established, 6), 6).unwrap();
-        t.insert(key(3, protocol::UDP), rec(FlowState::Active, 7), 7).unwrap();
+        t.insert(key(1, protocol::TCP), rec(FlowState::Established, 5), 5)
+            .unwrap();
+        t.insert(key(2, protocol::TCP), rec(FlowState::Established, 6), 6)
+            .unwrap();
+        t.insert(key(3, protocol::UDP), rec(FlowState::Active, 7), 7)
+            .unwrap();
         // Touch flow 1: flow 2 becomes the least recently used.
         let at = t.find(&key(1, protocol::TCP)).unwrap();
         t.record_mut(at).last_seen = 8;
         t.touch(at);
-        let (_, ev) = t.insert(key(4, protocol::TCP), rec(FlowState::SynSent, 9), 9).unwrap();
+        let (_, ev) = t
+            .insert(key(4, protocol::TCP), rec(FlowState::SynSent, 9), 9)
+            .unwrap();
         assert_eq!(ev, Some(Eviction::LeastRecentlyUsed));
         assert!(t.get(&key(2, protocol::TCP)).is_none());
         assert!(t.get(&key(1, protocol::TCP)).is_some());
@@ -650,22 +683,30 @@ mod tests {
     fn a_flood_never_grows_past_the_bound_or_its_storage() {
         let mut t = table(64);
         for n in 0..64u16 {
-            t.insert(key(n, protocol::TCP), rec(FlowState::Established, 1), 1).unwrap();
+            t.insert(key(n, protocol::TCP), rec(FlowState::Established, 1), 1)
+                .unwrap();
         }
         let bytes = t.heap_bytes();
         for n in 64..20_000u16 {
             let now = Tick::from(n);
-            t.insert(key(n, protocol::TCP), rec(FlowState::SynSent, now), now).unwrap();
+            t.insert(key(n, protocol::TCP), rec(FlowState::SynSent, now), now)
+                .unwrap();
             assert_eq!(t.len(), 64);
         }
-        assert_eq!(t.heap_bytes(), bytes, "storage grew under a flood at the bound");
+        assert_eq!(
+            t.heap_bytes(),
+            bytes,
+            "storage grew under a flood at the bound"
+        );
         t.check_invariants().unwrap();
     }
 
     #[test]
     fn state_changes_move_flows_between_classes() {
         let mut t = table(4);
-        let (at, _) = t.insert(key(1, protocol::TCP), rec(FlowState::SynSent, 1), 1).unwrap();
+        let (at, _) = t
+            .insert(key(1, protocol::TCP), rec(FlowState::SynSent, 1), 1)
+            .unwrap();
         t.set_state(at, FlowState::Closed);
         t.check_invariants().unwrap();
         assert_eq!(t.iter_lru(TimeoutClass::Closed).count(), 1);
@@ -677,9 +718,19 @@ mod tests {
         let mut t = table(16);
         let now = secs(1000);
         for n in 0..5 {
-            t.insert(key(n, protocol::UDP), rec(FlowState::Active, now - secs(61)), 0).unwrap();
+            t.insert(
+                key(n, protocol::UDP),
+                rec(FlowState::Active, now - secs(61)),
+                0,
+            )
+            .unwrap();
         }
-        t.insert(key(9, protocol::UDP), rec(FlowState::Active, now - secs(59)), 0).unwrap();
+        t.insert(
+            key(9, protocol::UDP),
+            rec(FlowState::Active, now - secs(59)),
+            0,
+        )
+        .unwrap();
         assert_eq!(t.expire(now, 3), 3);
         assert_eq!(t.expire(now, 100), 2);
         assert_eq!(t.len(), 1);
@@ -691,22 +742,41 @@ mod tests {
     fn clear_keeps_storage_and_resets_everything() {
         let mut t = table(16);
         for n in 0..10 {
-            t.insert(key(n, protocol::UDP), rec(FlowState::Active, 1), 1).unwrap();
+            t.insert(key(n, protocol::UDP), rec(FlowState::Active, 1), 1)
+                .unwrap();
         }
         t.clear();
         assert!(t.is_empty());
         t.check_invariants().unwrap();
-        t.insert(key(1, protocol::UDP), rec(FlowState::Active, 1), 1).unwrap();
+        t.insert(key(1, protocol::UDP), rec(FlowState::Active, 1), 1)
+            .unwrap();
         t.check_invariants().unwrap();
     }
 
     #[test]
     fn invalid_configs_are_rejected() {
         let bad = |c: TableConfig| FlowTable::try_new(c).err();
-        assert!(matches!(bad(TableConfig { max_flows: 0, ..TableConfig::default() }), Some(Error::InvalidConfig(_))));
-        assert!(matches!(bad(TableConfig { max_flows: MAX_FLOWS_LIMIT + 1, ..TableConfig::default() }), Some(Error::InvalidConfig(_))));
-        let mut timeouts = Timeouts::default();
-        timeouts.udp = 0;
-        assert!(matches!(bad(TableConfig { timeouts, ..TableConfig::default() }), Some(Error::InvalidConfig(_))));
+        assert!(matches!(
+            bad(TableConfig {
+                max_flows: 0,
+                ..TableConfig::default()
+            }),
+            Some(Error::InvalidConfig(_))
+        ));
+        assert!(matches!(
+            bad(TableConfig {
+                max_flows: MAX_FLOWS_LIMIT + 1,
+                ..TableConfig::default()
+            }),
+            Some(Error::InvalidConfig(_))
+        ));
+        let timeouts = Timeouts { udp: 0, ..Timeouts::default() };
+        assert!(matches!(
+            bad(TableConfig {
+                timeouts,
+                ..TableConfig::default()
+            }),
+            Some(Error::InvalidConfig(_))
+        ));
     }
 }

@@ -18,7 +18,10 @@ use vsflow_core::{
 pub const PROVIDER: Guid = Guid::from_parts(0x7673_666c, 0x6f77, 0x4d31, *b"vsflow01");
 
 pub fn encode_config() -> codec::EncodeConfig {
-    codec::EncodeConfig { provider: PROVIDER, cap: codec::DEFAULT_CAP }
+    codec::EncodeConfig {
+        provider: PROVIDER,
+        cap: codec::DEFAULT_CAP,
+    }
 }
 
 pub fn arb_family_addr(family: IpFamily) -> BoxedStrategy<[u8; 16]> {
@@ -29,32 +32,66 @@ pub fn arb_family_addr(family: IpFamily) -> BoxedStrategy<[u8; 16]> {
 }
 
 pub fn arb_key() -> impl Strategy<Value = FlowKey> {
-    (prop_oneof![Just(IpFamily::V4), Just(IpFamily::V6)], prop_oneof![Just(protocol::TCP), Just(protocol::UDP), Just(protocol::ICMP), any::<u8>()])
+    (
+        prop_oneof![Just(IpFamily::V4), Just(IpFamily::V6)],
+        prop_oneof![
+            Just(protocol::TCP),
+            Just(protocol::UDP),
+            Just(protocol::ICMP),
+            any::<u8>()
+        ],
+    )
         .prop_flat_map(|(family, proto)| {
-            (arb_family_addr(family), arb_family_addr(family), any::<u16>(), any::<u16>()).prop_map(
-                move |(l, r, lp, rp)| FlowKey {
+            (
+                arb_family_addr(family),
+                arb_family_addr(family),
+                any::<u16>(),
+                any::<u16>(),
+            )
+                .prop_map(move |(l, r, lp, rp)| FlowKey {
                     family,
                     protocol: proto,
                     local_addr: l,
                     remote_addr: r,
                     local_port: lp,
                     remote_port: rp,
-                },
-            )
+                })
         })
 }
 
 pub fn arb_saved_flow() -> impl Strategy<Value = SavedFlow> {
-    (arb_key(), 0usize..5, any::<bool>(), any::<u32>(), 0u8..4, any::<[u64; 4]>(), any::<u64>(), any::<u64>())
+    (
+        arb_key(),
+        0usize..5,
+        any::<bool>(),
+        any::<u32>(),
+        0u8..4,
+        any::<[u64; 4]>(),
+        any::<u64>(),
+        any::<u64>(),
+    )
         .prop_map(|(key, st, remote, ver, fin, c, a, b)| {
             let tcp = key.protocol == protocol::TCP;
             let state = if tcp {
-                [FlowState::SynSent, FlowState::SynReceived, FlowState::Established, FlowState::FinWait, FlowState::Closed][st]
+                [
+                    FlowState::SynSent,
+                    FlowState::SynReceived,
+                    FlowState::Established,
+                    FlowState::FinWait,
+                    FlowState::Closed,
+                ][st]
             } else {
                 FlowState::Active
             };
             let (opener, admission) = if remote {
-                (Opener::Remote, if ver % 2 == 0 { Admission::Monitor } else { Admission::Rule(ver) })
+                (
+                    Opener::Remote,
+                    if ver % 2 == 0 {
+                        Admission::Monitor
+                    } else {
+                        Admission::Rule(ver)
+                    },
+                )
             } else {
                 (Opener::Vm, Admission::Vm)
             };
@@ -106,24 +143,33 @@ pub fn arb_state(max_flows: usize) -> impl Strategy<Value = PortState> {
         proptest::collection::vec(arb_saved_flow(), 0..=max_flows),
         any::<[u64; PortCounters::COUNT]>(),
     )
-        .prop_map(|(identity, enforce, version, rules, flows, counters)| PortState {
-            minor: format::MINOR,
-            provider: PROVIDER,
-            identity,
-            mode: if enforce { Mode::Enforce } else { Mode::Monitor },
-            rules: RuleSet::try_from_slice(version, &rules).unwrap(),
-            flows,
-            counters: PortCounters::from_values(counters.into_iter()),
-            save_info: SaveInfo::default(),
-            skipped_records: 0,
-        })
+        .prop_map(
+            |(identity, enforce, version, rules, flows, counters)| PortState {
+                minor: format::MINOR,
+                provider: PROVIDER,
+                identity,
+                mode: if enforce {
+                    Mode::Enforce
+                } else {
+                    Mode::Monitor
+                },
+                rules: RuleSet::try_from_slice(version, &rules).unwrap(),
+                flows,
+                counters: PortCounters::from_values(counters.into_iter()),
+                save_info: SaveInfo::default(),
+                skipped_records: 0,
+            },
+        )
 }
 
 /// What decode returns for a state encoded under the cap: the same state with the encoder's
 /// save accounting.
 pub fn as_decoded(mut s: PortState) -> PortState {
     s.minor = format::MINOR;
-    s.save_info = SaveInfo { flows_in_table: u32::try_from(s.flows.len()).unwrap(), flows_dropped: 0 };
+    s.save_info = SaveInfo {
+        flows_in_table: u32::try_from(s.flows.len()).unwrap(),
+        flows_dropped: 0,
+    };
     s.skipped_records = 0;
     // The encoder writes IPv4 flows, then IPv6 flows, each in list order.
     let (mut a, b): (Vec<_>, Vec<_>) = s.flows.iter().partition(|f| f.key.family == IpFamily::V4);
@@ -184,7 +230,11 @@ pub fn records(b: &[u8]) -> Vec<RecordAt> {
     for _ in 0..count {
         let kind = le16(b, at);
         let len = le32(b, at + 4) as usize;
-        out.push(RecordAt { kind, start: at, payload: (at + 8, at + 8 + len) });
+        out.push(RecordAt {
+            kind,
+            start: at,
+            payload: (at + 8, at + 8 + len),
+        });
         at += 8 + len;
     }
     out
@@ -215,7 +265,8 @@ pub fn as_future_minor(b: &[u8], minor: u16, extra_entry: usize) -> Vec<u8> {
         let entry = usize::from(le16(payload, entry_at));
         let count = (payload.len() - fixed) / entry;
         let mut p = payload[..fixed].to_vec();
-        p[entry_at..entry_at + 2].copy_from_slice(&u16::try_from(entry + extra_entry).unwrap().to_le_bytes());
+        p[entry_at..entry_at + 2]
+            .copy_from_slice(&u16::try_from(entry + extra_entry).unwrap().to_le_bytes());
         for i in 0..count {
             p.extend_from_slice(&payload[fixed + i * entry..fixed + (i + 1) * entry]);
             p.extend(std::iter::repeat_n(0x5A, extra_entry));
@@ -243,7 +294,15 @@ pub fn with_major(b: &[u8], major: u16) -> Vec<u8> {
     reseal(v)
 }
 
-fn flow(family: IpFamily, proto: u8, n: u8, state: FlowState, opener: Opener, admission: Admission, age: u64) -> SavedFlow {
+fn flow(
+    family: IpFamily,
+    proto: u8,
+    n: u8,
+    state: FlowState,
+    opener: Opener,
+    admission: Admission,
+    age: u64,
+) -> SavedFlow {
     let (local_addr, remote_addr) = match family {
         IpFamily::V4 => (v4([10, 1, 0, n]), v4([203, 0, 113, n])),
         IpFamily::V6 => {
@@ -258,11 +317,18 @@ fn flow(family: IpFamily, proto: u8, n: u8, state: FlowState, opener: Opener, ad
     };
     let tcp = proto == protocol::TCP;
     SavedFlow {
-        key: FlowKey { family, protocol: proto, local_addr, remote_addr, local_port: 40000 + u16::from(n), remote_port: if tcp { 443 } else { 53 } },
+        key: FlowKey {
+            family,
+            protocol: proto,
+            local_addr,
+            remote_addr,
+            local_port: 40000 + u16::from(n),
+            remote_port: if tcp { 443 } else { 53 },
+        },
         state,
         opener,
         admission,
-        fin_seen: if state == FlowState::FinWait { 1 } else { 0 },
+        fin_seen: u8::from(state == FlowState::FinWait),
         packets: [u64::from(n) * 10, u64::from(n) * 9],
         bytes: [u64::from(n) * 1500, u64::from(n) * 1400],
         first_age: age * 2 + 10_000_000,
@@ -273,16 +339,38 @@ fn flow(family: IpFamily, proto: u8, n: u8, state: FlowState, opener: Opener, ad
 /// The fixed input of the `v1.0-monitor-mixed` fixture.
 pub fn fixture_monitor_mixed() -> PortState {
     let mut flows = Vec::new();
-    let states = [FlowState::SynSent, FlowState::SynReceived, FlowState::Established, FlowState::FinWait, FlowState::Closed];
+    let states = [
+        FlowState::SynSent,
+        FlowState::SynReceived,
+        FlowState::Established,
+        FlowState::FinWait,
+        FlowState::Closed,
+    ];
     for n in 0..20u8 {
-        let family = if n % 3 == 0 { IpFamily::V6 } else { IpFamily::V4 };
+        let family = if n % 3 == 0 {
+            IpFamily::V6
+        } else {
+            IpFamily::V4
+        };
         let (proto, state) = match n % 4 {
             0 | 1 => (protocol::TCP, states[usize::from(n) % 5]),
             2 => (protocol::UDP, FlowState::Active),
             _ => (protocol::ICMP, FlowState::Active),
         };
-        let (opener, admission) = if n % 5 == 0 { (Opener::Remote, Admission::Monitor) } else { (Opener::Vm, Admission::Vm) };
-        flows.push(flow(family, proto, n, state, opener, admission, u64::from(n) * 1_000_000));
+        let (opener, admission) = if n % 5 == 0 {
+            (Opener::Remote, Admission::Monitor)
+        } else {
+            (Opener::Vm, Admission::Vm)
+        };
+        flows.push(flow(
+            family,
+            proto,
+            n,
+            state,
+            opener,
+            admission,
+            u64::from(n) * 1_000_000,
+        ));
     }
     PortState {
         minor: format::MINOR,
@@ -300,15 +388,63 @@ pub fn fixture_monitor_mixed() -> PortState {
 /// The fixed input of the `v1.0-enforce-rules` fixture.
 pub fn fixture_enforce_rules() -> PortState {
     let rules = [
-        AllowRule { protocol: Some(protocol::TCP), local_ports: PortRange::single(22), remote: Prefix::v4([198, 51, 100, 0], 24).unwrap() },
-        AllowRule { protocol: Some(protocol::UDP), local_ports: PortRange::new(3544, 3544).unwrap(), remote: Prefix::Any },
-        AllowRule { protocol: None, local_ports: PortRange::new(8000, 8099).unwrap(), remote: Prefix::v6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 32).unwrap() },
+        AllowRule {
+            protocol: Some(protocol::TCP),
+            local_ports: PortRange::single(22),
+            remote: Prefix::v4([198, 51, 100, 0], 24).unwrap(),
+        },
+        AllowRule {
+            protocol: Some(protocol::UDP),
+            local_ports: PortRange::new(3544, 3544).unwrap(),
+            remote: Prefix::Any,
+        },
+        AllowRule {
+            protocol: None,
+            local_ports: PortRange::new(8000, 8099).unwrap(),
+            remote: Prefix::v6(
+                [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                32,
+            )
+            .unwrap(),
+        },
     ];
     let flows = vec![
-        flow(IpFamily::V4, protocol::TCP, 1, FlowState::Established, Opener::Vm, Admission::Vm, 5_000_000),
-        flow(IpFamily::V4, protocol::TCP, 2, FlowState::Established, Opener::Remote, Admission::Rule(7), 1_000_000),
-        flow(IpFamily::V6, protocol::UDP, 3, FlowState::Active, Opener::Remote, Admission::Rule(7), 2_000_000),
-        flow(IpFamily::V6, protocol::TCP, 4, FlowState::SynSent, Opener::Vm, Admission::Vm, 0),
+        flow(
+            IpFamily::V4,
+            protocol::TCP,
+            1,
+            FlowState::Established,
+            Opener::Vm,
+            Admission::Vm,
+            5_000_000,
+        ),
+        flow(
+            IpFamily::V4,
+            protocol::TCP,
+            2,
+            FlowState::Established,
+            Opener::Remote,
+            Admission::Rule(7),
+            1_000_000,
+        ),
+        flow(
+            IpFamily::V6,
+            protocol::UDP,
+            3,
+            FlowState::Active,
+            Opener::Remote,
+            Admission::Rule(7),
+            2_000_000,
+        ),
+        flow(
+            IpFamily::V6,
+            protocol::TCP,
+            4,
+            FlowState::SynSent,
+            Opener::Vm,
+            Admission::Vm,
+            0,
+        ),
     ];
     PortState {
         minor: format::MINOR,
@@ -329,7 +465,23 @@ pub fn fixture_capped() -> (PortState, usize) {
     s.flows.clear();
     for n in 0..300u16 {
         let lo = u8::try_from(n % 250).unwrap();
-        let mut f = flow(if n % 2 == 0 { IpFamily::V4 } else { IpFamily::V6 }, protocol::TCP, lo, if n % 3 == 0 { FlowState::Established } else { FlowState::SynSent }, Opener::Vm, Admission::Vm, u64::from(n) * 1000);
+        let mut f = flow(
+            if n % 2 == 0 {
+                IpFamily::V4
+            } else {
+                IpFamily::V6
+            },
+            protocol::TCP,
+            lo,
+            if n % 3 == 0 {
+                FlowState::Established
+            } else {
+                FlowState::SynSent
+            },
+            Opener::Vm,
+            Admission::Vm,
+            u64::from(n) * 1000,
+        );
         f.key.remote_port = n;
         s.flows.push(f);
     }

@@ -1,0 +1,110 @@
+//! Proves with a counting global allocator that classify allocates nothing for an existing
+//! flow, nothing for a new flow while the table has room, and nothing for a flood at the
+//! bound (slots are recycled).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use vsflow_core::flow::TableConfig;
+use vsflow_core::{Direction, Mode, PacketMeta, Port, PortConfig, PortIdentity, protocol};
+
+struct Counting;
+
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to `System`, which upholds the `GlobalAlloc` contract; the
+// counter has no effect on the memory returned.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: the caller's layout obligations are passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation goes there).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: as for `dealloc`; `new_size` obligations are the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn pkt(i: u16, dir: Direction) -> PacketMeta {
+    let vm = [10, 0, 0, 2];
+    let peer = [192, 0, 2, (i % 200) as u8];
+    match dir {
+        Direction::Outbound => {
+            PacketMeta::ipv4(dir, protocol::TCP, vm, 1000 + i, peer, 443, 0x10, 100)
+        }
+        Direction::Inbound => {
+            PacketMeta::ipv4(dir, protocol::TCP, peer, 443, vm, 1000 + i, 0x10, 100)
+        }
+    }
+}
+
+// One test function: the counter is process-wide and tests run on parallel threads.
+#[test]
+fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods() {
+    let cfg = PortConfig {
+        table: TableConfig {
+            max_flows: 1024,
+            initial_capacity: 1024,
+            ..TableConfig::default()
+        },
+        initial_mode: Mode::Enforce,
+    };
+    let mut port = Port::try_new(PortIdentity::try_from_str("a").unwrap(), cfg).unwrap();
+
+    // New flows while the table has room (capacity reserved up front).
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for i in 0..1024 {
+        port.classify(&pkt(i, Direction::Outbound), u64::from(i));
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst) - before,
+        0,
+        "new flows with room allocated"
+    );
+    assert_eq!(port.table().len(), 1024);
+
+    // Existing flows, both directions.
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for round in 0..10u64 {
+        for i in 0..1024 {
+            port.classify(&pkt(i, Direction::Inbound), 2000 + round);
+            port.classify(&pkt(i, Direction::Outbound), 2000 + round);
+        }
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst) - before,
+        0,
+        "existing flows allocated"
+    );
+
+    // A flood of new flows at the bound recycles slots.
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for i in 0..20_000u16 {
+        let m = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::UDP,
+            [10, 0, 0, 2],
+            i,
+            [203, 0, 113, 1],
+            53,
+            0,
+            60,
+        );
+        port.classify(&m, 10_000 + u64::from(i));
+    }
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst) - before,
+        0,
+        "flood at the bound allocated"
+    );
+    assert_eq!(port.table().len(), 1024);
+}

@@ -1,0 +1,114 @@
+//! Properties of classify under random traffic: the table bound holds under floods, the
+//! internal invariants always hold, Enforce never blocks the VM's own packets, and a flow the
+//! VM opened always gets its return traffic through.
+
+use proptest::prelude::*;
+use vsflow_core::flow::TableConfig;
+use vsflow_core::{Direction, Mode, PacketMeta, Port, PortConfig, PortIdentity, Verdict, protocol};
+
+fn arb_packet() -> impl Strategy<Value = PacketMeta> {
+    (
+        any::<bool>(),
+        prop_oneof![
+            Just(protocol::TCP),
+            Just(protocol::UDP),
+            Just(protocol::ICMP)
+        ],
+        0u8..4,
+        0u16..64,
+        0u8..4,
+        0u16..8,
+        any::<u8>(),
+        0u32..1500,
+    )
+        .prop_map(|(out, proto, local, lport, remote, rport, flags, len)| {
+            let vm = [10, 0, 0, local];
+            let peer = [198, 51, 100, remote];
+            if out {
+                PacketMeta::ipv4(
+                    Direction::Outbound,
+                    proto,
+                    vm,
+                    lport,
+                    peer,
+                    rport,
+                    flags,
+                    len,
+                )
+            } else {
+                PacketMeta::ipv4(
+                    Direction::Inbound,
+                    proto,
+                    peer,
+                    rport,
+                    vm,
+                    lport,
+                    flags,
+                    len,
+                )
+            }
+        })
+}
+
+fn port(mode: Mode, max_flows: u32) -> Port {
+    let cfg = PortConfig {
+        table: TableConfig {
+            max_flows,
+            initial_capacity: 4,
+            ..TableConfig::default()
+        },
+        initial_mode: mode,
+    };
+    Port::try_new(PortIdentity::try_from_str("prop").unwrap(), cfg).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bound_and_invariants_hold_under_any_traffic(
+        packets in proptest::collection::vec((arb_packet(), 0u64..5_000_000_000), 1..400),
+        max_flows in 1u32..40,
+        enforce in any::<bool>(),
+    ) {
+        let mut p = port(if enforce { Mode::Enforce } else { Mode::Monitor }, max_flows);
+        let mut now = 0u64;
+        for (m, dt) in packets {
+            now += dt;
+            let v = p.classify(&m, now);
+            if m.direction == Direction::Outbound {
+                prop_assert_eq!(v, Verdict::Permit, "the VM's own packets are never blocked");
+            }
+            if !enforce {
+                prop_assert_eq!(v, Verdict::Permit, "monitor mode blocks nothing");
+            }
+            prop_assert!(p.table().len() <= max_flows as usize);
+            if let Err(e) = p.table().check_invariants() {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+        let c = p.counters();
+        prop_assert!(c.flows_created >= c.evicted_closed + c.evicted_idle + c.evicted_lru + p.table().len() as u64);
+    }
+
+    #[test]
+    fn return_traffic_of_a_vm_opened_flow_is_permitted_in_enforce(m in arb_packet(), reply_flags in any::<u8>()) {
+        prop_assume!(m.direction == Direction::Outbound);
+        prop_assume!(m.protocol != protocol::TCP || m.tcp_flags.0 & 0x04 == 0);
+        let mut p = port(Mode::Enforce, 64);
+        prop_assert_eq!(p.classify(&m, 1), Verdict::Permit);
+        let reply = m.reply(reply_flags & !0x02);
+        prop_assert_eq!(p.classify(&reply, 2), Verdict::Permit);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_flows_never_grows_storage_past_the_bound(n in 100u16..3000) {
+        let mut p = port(Mode::Monitor, 64);
+        for i in 0..n {
+            let m = PacketMeta::ipv4(Direction::Inbound, protocol::TCP, [203, 0, 113, (i % 250) as u8], i, [10, 0, 0, 1], 80, 0x02, 60);
+            p.classify(&m, u64::from(i));
+        }
+        prop_assert_eq!(p.table().len(), 64);
+        prop_assert!(p.table().capacity() <= 64);
+    }
+}
