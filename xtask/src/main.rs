@@ -38,46 +38,31 @@ fn main() -> ExitCode {
 }
 
 fn ci() -> Result<(), String> {
-    step("rustfmt --check", || {
-        run("cargo", &["fmt", "--all", "--", "--check"])
-    })?;
+    step("rustfmt --check", || run("cargo", &["fmt", "--all", "--", "--check"]))?;
     step("clippy (host, all targets)", || {
         run(
             "cargo",
-            &[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--locked",
-                "--",
-                "-D",
-                "warnings",
-            ],
+            &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"],
         )
     })?;
-    step("tests (workspace)", || {
-        run("cargo", &["test", "--workspace", "--locked"])
-    })?;
+    step("tests (workspace)", || run("cargo", &["test", "--workspace", "--locked"]))?;
     for krate in NO_STD_CRATES {
-        step(
-            &format!("clippy {krate} for {KERNEL_TARGET} (no_std)"),
-            || {
-                run(
-                    "cargo",
-                    &[
-                        "clippy",
-                        "-p",
-                        krate,
-                        "--target",
-                        KERNEL_TARGET,
-                        "--locked",
-                        "--",
-                        "-D",
-                        "warnings",
-                    ],
-                )
-            },
-        )?;
+        step(&format!("clippy {krate} for {KERNEL_TARGET} (no_std)"), || {
+            run(
+                "cargo",
+                &[
+                    "clippy",
+                    "-p",
+                    krate,
+                    "--target",
+                    KERNEL_TARGET,
+                    "--locked",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        })?;
     }
     for krate in NO_STD_CRATES {
         step(&format!("check {krate} for {BARE_TARGET} (proves no std)"), || {

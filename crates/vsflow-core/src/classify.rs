@@ -69,8 +69,7 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
             Admission::Rule(_) | Admission::Monitor => {
                 let key = port.table.key(at);
                 let ok =
-                    port.rules
-                        .admits(key.protocol, key.family, key.local_port, &key.remote_addr);
+                    port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr);
                 if ok {
                     port.table.record_mut(at).admission = Admission::Rule(version);
                 }
@@ -84,12 +83,8 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
     let record = port.table.record_mut(at);
     record.count(meta.direction, meta.length, now);
     if meta.protocol == protocol::TCP {
-        let (state, fin) = tcp_transition(
-            record.state,
-            meta.direction,
-            meta.tcp_flags,
-            record.fin_seen,
-        );
+        let (state, fin) =
+            tcp_transition(record.state, meta.direction, meta.tcp_flags, record.fin_seen);
         record.fin_seen = fin;
         if state != record.state {
             port.table.set_state(at, state);
@@ -212,10 +207,7 @@ mod tests {
 
     fn port(mode: Mode, max_flows: u32) -> Port {
         let cfg = PortConfig {
-            table: TableConfig {
-                max_flows,
-                ..TableConfig::default()
-            },
+            table: TableConfig { max_flows, ..TableConfig::default() },
             initial_mode: mode,
         };
         Port::try_new(PortIdentity::try_from_str("p").unwrap(), cfg).unwrap()
@@ -319,15 +311,9 @@ mod tests {
         p.replace_rules(&[rule]).unwrap();
         let m = in_tcp(22, SYN);
         assert_eq!(p.classify(&m, 1), Verdict::Permit);
-        assert_eq!(
-            p.classify(&in_tcp(23, SYN), 1),
-            Verdict::Block(BlockReason::Unsolicited)
-        );
+        assert_eq!(p.classify(&in_tcp(23, SYN), 1), Verdict::Block(BlockReason::Unsolicited));
         p.replace_rules(&[]).unwrap();
-        assert_eq!(
-            p.classify(&in_tcp(22, ACK), 2),
-            Verdict::Block(BlockReason::NotAdmitted)
-        );
+        assert_eq!(p.classify(&in_tcp(22, ACK), 2), Verdict::Block(BlockReason::NotAdmitted));
         // The VM's own replies are never blocked.
         assert_eq!(p.classify(&m.reply(ACK), 3), Verdict::Permit);
     }
@@ -340,22 +326,13 @@ mod tests {
         let vm = out_tcp(40003, SYN);
         p.classify(&vm, 1);
         p.set_mode(Mode::Enforce);
-        assert_eq!(
-            p.classify(&in_tcp(80, ACK), 2),
-            Verdict::Block(BlockReason::NotAdmitted)
-        );
+        assert_eq!(p.classify(&in_tcp(80, ACK), 2), Verdict::Block(BlockReason::NotAdmitted));
         assert_eq!(p.classify(&vm.reply(SYNACK), 2), Verdict::Permit);
-        let rule = AllowRule {
-            protocol: None,
-            local_ports: PortRange::single(80),
-            remote: Prefix::Any,
-        };
+        let rule =
+            AllowRule { protocol: None, local_ports: PortRange::single(80), remote: Prefix::Any };
         let v = p.replace_rules(&[rule]).unwrap();
         assert_eq!(p.classify(&in_tcp(80, ACK), 3), Verdict::Permit);
-        assert_eq!(
-            p.table().get(&FlowKey::of(&inbound)).unwrap().admission,
-            Admission::Rule(v)
-        );
+        assert_eq!(p.table().get(&FlowKey::of(&inbound)).unwrap().admission, Admission::Rule(v));
     }
 
     #[test]
@@ -384,10 +361,7 @@ mod tests {
             0,
             60,
         );
-        assert_eq!(
-            p.classify(&stray, 2),
-            Verdict::Block(BlockReason::Unsolicited)
-        );
+        assert_eq!(p.classify(&stray, 2), Verdict::Block(BlockReason::Unsolicited));
     }
 
     #[test]
@@ -399,10 +373,7 @@ mod tests {
         assert_eq!(state_of(&p, &syn), Some(FlowState::Closed));
         p.classify(&syn, 3);
         let r = p.table().get(&FlowKey::of(&syn)).unwrap();
-        assert_eq!(
-            (r.state, r.first_seen, r.packets),
-            (FlowState::SynSent, 3, [1, 0])
-        );
+        assert_eq!((r.state, r.first_seen, r.packets), (FlowState::SynSent, 3, [1, 0]));
     }
 
     #[test]
@@ -416,51 +387,21 @@ mod tests {
     fn midstream_pickup_is_established() {
         let mut p = port(Mode::Monitor, 16);
         p.classify(&out_tcp(40005, ACK), 1);
-        assert_eq!(
-            state_of(&p, &out_tcp(40005, ACK)),
-            Some(FlowState::Established)
-        );
+        assert_eq!(state_of(&p, &out_tcp(40005, ACK)), Some(FlowState::Established));
     }
 
     #[test]
     fn transition_table() {
         use Direction::{Inbound, Outbound};
         let t = |s, d, f, fin| tcp_transition(s, d, TcpFlags(f), fin);
-        assert_eq!(
-            t(FlowState::SynSent, Inbound, SYNACK, 0),
-            (FlowState::Established, 0)
-        );
-        assert_eq!(
-            t(FlowState::SynSent, Outbound, SYNACK, 0),
-            (FlowState::SynSent, 0)
-        );
-        assert_eq!(
-            t(FlowState::SynReceived, Outbound, SYNACK, 0),
-            (FlowState::SynReceived, 0)
-        );
-        assert_eq!(
-            t(FlowState::SynReceived, Inbound, ACK, 0),
-            (FlowState::Established, 0)
-        );
-        assert_eq!(
-            t(FlowState::Established, Outbound, FIN, 0),
-            (FlowState::FinWait, 1)
-        );
-        assert_eq!(
-            t(FlowState::FinWait, Outbound, FIN, 1),
-            (FlowState::FinWait, 1)
-        );
-        assert_eq!(
-            t(FlowState::FinWait, Inbound, FIN, 1),
-            (FlowState::Closed, 3)
-        );
-        assert_eq!(
-            t(FlowState::Established, Inbound, RST, 0),
-            (FlowState::Closed, 0)
-        );
-        assert_eq!(
-            t(FlowState::Closed, Inbound, ACK, 3),
-            (FlowState::Closed, 3)
-        );
+        assert_eq!(t(FlowState::SynSent, Inbound, SYNACK, 0), (FlowState::Established, 0));
+        assert_eq!(t(FlowState::SynSent, Outbound, SYNACK, 0), (FlowState::SynSent, 0));
+        assert_eq!(t(FlowState::SynReceived, Outbound, SYNACK, 0), (FlowState::SynReceived, 0));
+        assert_eq!(t(FlowState::SynReceived, Inbound, ACK, 0), (FlowState::Established, 0));
+        assert_eq!(t(FlowState::Established, Outbound, FIN, 0), (FlowState::FinWait, 1));
+        assert_eq!(t(FlowState::FinWait, Outbound, FIN, 1), (FlowState::FinWait, 1));
+        assert_eq!(t(FlowState::FinWait, Inbound, FIN, 1), (FlowState::Closed, 3));
+        assert_eq!(t(FlowState::Established, Inbound, RST, 0), (FlowState::Closed, 0));
+        assert_eq!(t(FlowState::Closed, Inbound, ACK, 3), (FlowState::Closed, 3));
     }
 }

@@ -19,12 +19,7 @@ impl Guid {
     /// Builds a GUID from its four parts.
     #[must_use]
     pub const fn from_parts(data1: u32, data2: u16, data3: u16, data4: [u8; 8]) -> Self {
-        Self {
-            data1,
-            data2,
-            data3,
-            data4,
-        }
+        Self { data1, data2, data3, data4 }
     }
 
     /// The 16 bytes of the Windows in-memory representation (little-endian `Data1..Data3`).
@@ -71,10 +66,7 @@ mod tests {
     #[test]
     fn bytes_round_trip_and_match_windows_layout() {
         let g = Guid::from_parts(0x0102_0304, 0x0506, 0x0708, [9, 10, 11, 12, 13, 14, 15, 16]);
-        assert_eq!(
-            g.to_bytes(),
-            [4, 3, 2, 1, 6, 5, 8, 7, 9, 10, 11, 12, 13, 14, 15, 16]
-        );
+        assert_eq!(g.to_bytes(), [4, 3, 2, 1, 6, 5, 8, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
         assert_eq!(Guid::from_bytes(g.to_bytes()), g);
     }
 

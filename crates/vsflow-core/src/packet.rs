@@ -113,10 +113,7 @@ pub const fn v4(a: [u8; 4]) -> [u8; 16] {
 impl PacketMeta {
     /// An IPv4 packet.
     #[must_use]
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "a packet has this many header fields"
-    )]
+    #[allow(clippy::too_many_arguments, reason = "a packet has this many header fields")]
     pub const fn ipv4(
         direction: Direction,
         protocol: u8,
@@ -142,10 +139,7 @@ impl PacketMeta {
 
     /// An IPv6 packet.
     #[must_use]
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "a packet has this many header fields"
-    )]
+    #[allow(clippy::too_many_arguments, reason = "a packet has this many header fields")]
     pub const fn ipv6(
         direction: Direction,
         protocol: u8,

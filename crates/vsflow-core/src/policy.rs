@@ -60,28 +60,18 @@ pub struct PortRange {
 
 impl PortRange {
     /// Every port, including 0 (protocols without ports).
-    pub const ANY: Self = Self {
-        start: 0,
-        end: u16::MAX,
-    };
+    pub const ANY: Self = Self { start: 0, end: u16::MAX };
 
     /// A range; `None` if `start > end`.
     #[must_use]
     pub const fn new(start: u16, end: u16) -> Option<Self> {
-        if start <= end {
-            Some(Self { start, end })
-        } else {
-            None
-        }
+        if start <= end { Some(Self { start, end }) } else { None }
     }
 
     /// One port.
     #[must_use]
     pub const fn single(port: u16) -> Self {
-        Self {
-            start: port,
-            end: port,
-        }
+        Self { start: port, end: port }
     }
 
     /// True if `port` is in the range.
@@ -118,10 +108,7 @@ impl Prefix {
     pub fn v4(addr: [u8; 4], len: u8) -> Option<Self> {
         (len <= 32).then(|| {
             let bits = u32::from_be_bytes(addr) & mask32(len);
-            Self::V4 {
-                addr: bits.to_be_bytes(),
-                len,
-            }
+            Self::V4 { addr: bits.to_be_bytes(), len }
         })
     }
 
@@ -130,10 +117,7 @@ impl Prefix {
     pub fn v6(addr: [u8; 16], len: u8) -> Option<Self> {
         (len <= 128).then(|| {
             let bits = u128::from_be_bytes(addr) & mask128(len);
-            Self::V6 {
-                addr: bits.to_be_bytes(),
-                len,
-            }
+            Self::V6 { addr: bits.to_be_bytes(), len }
         })
     }
 
@@ -155,19 +139,11 @@ impl Prefix {
 }
 
 const fn mask32(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - len as u32)
-    }
+    if len == 0 { 0 } else { u32::MAX << (32 - len as u32) }
 }
 
 const fn mask128(len: u8) -> u128 {
-    if len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - len as u32)
-    }
+    if len == 0 { 0 } else { u128::MAX << (128 - len as u32) }
 }
 
 /// Permits unsolicited inbound traffic: protocol (or any), local port range, remote prefix.
@@ -251,9 +227,7 @@ impl RuleSet {
         local_port: u16,
         remote: &[u8; 16],
     ) -> bool {
-        self.rules
-            .iter()
-            .any(|r| r.matches(protocol, family, local_port, remote))
+        self.rules.iter().any(|r| r.matches(protocol, family, local_port, remote))
     }
 }
 
@@ -265,21 +239,11 @@ mod tests {
     #[test]
     fn v4_prefix_matches_only_its_network_and_family() {
         let p = Prefix::v4([192, 168, 7, 99], 24).unwrap();
-        assert_eq!(
-            p,
-            Prefix::V4 {
-                addr: [192, 168, 7, 0],
-                len: 24
-            }
-        );
+        assert_eq!(p, Prefix::V4 { addr: [192, 168, 7, 0], len: 24 });
         assert!(p.contains(IpFamily::V4, &v4([192, 168, 7, 1])));
         assert!(!p.contains(IpFamily::V4, &v4([192, 168, 8, 1])));
         assert!(!p.contains(IpFamily::V6, &v4([192, 168, 7, 1])));
-        assert!(
-            Prefix::v4([1, 2, 3, 4], 0)
-                .unwrap()
-                .contains(IpFamily::V4, &v4([9, 9, 9, 9]))
-        );
+        assert!(Prefix::v4([1, 2, 3, 4], 0).unwrap().contains(IpFamily::V4, &v4([9, 9, 9, 9])));
         assert!(Prefix::v4([1, 2, 3, 4], 33).is_none());
     }
 

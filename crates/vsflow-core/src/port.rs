@@ -31,10 +31,7 @@ impl PortIdentity {
     /// # Errors
     /// [`Error::NameTooLong`] past [`MAX_NAME_UNITS`].
     pub fn try_from_utf16(units: &[u16]) -> Result<Self, Error> {
-        let mut id = Self {
-            len: 0,
-            units: [0; MAX_NAME_UNITS],
-        };
+        let mut id = Self { len: 0, units: [0; MAX_NAME_UNITS] };
         let dst = id.units.get_mut(..units.len()).ok_or(Error::NameTooLong)?;
         dst.copy_from_slice(units);
         #[allow(clippy::cast_possible_truncation, reason = "len <= MAX_NAME_UNITS")]
@@ -48,10 +45,7 @@ impl PortIdentity {
     /// # Errors
     /// [`Error::NameTooLong`].
     pub fn try_from_str(s: &str) -> Result<Self, Error> {
-        let mut id = Self {
-            len: 0,
-            units: [0; MAX_NAME_UNITS],
-        };
+        let mut id = Self { len: 0, units: [0; MAX_NAME_UNITS] };
         for (n, u) in s.encode_utf16().enumerate() {
             *id.units.get_mut(n).ok_or(Error::NameTooLong)? = u;
             #[allow(clippy::cast_possible_truncation, reason = "n < MAX_NAME_UNITS")]
@@ -191,14 +185,8 @@ mod tests {
         let id = PortIdentity::try_from_str("B4A1E0A7-3F2C-4D7E-9C11-0A2B3C4D5E6F").unwrap();
         assert_eq!(id.to_string(), "B4A1E0A7-3F2C-4D7E-9C11-0A2B3C4D5E6F");
         let units: Vec<u16> = "port-ä".encode_utf16().collect();
-        assert_eq!(
-            PortIdentity::try_from_utf16(&units).unwrap().as_utf16(),
-            &units[..]
-        );
-        assert_eq!(
-            PortIdentity::try_from_utf16(&[0u16; 257]),
-            Err(Error::NameTooLong)
-        );
+        assert_eq!(PortIdentity::try_from_utf16(&units).unwrap().as_utf16(), &units[..]);
+        assert_eq!(PortIdentity::try_from_utf16(&[0u16; 257]), Err(Error::NameTooLong));
         let long: alloc::string::String = core::iter::repeat_n('x', 257).collect();
         assert_eq!(PortIdentity::try_from_str(&long), Err(Error::NameTooLong));
         assert!(PortIdentity::try_from_utf16(&[0u16; 256]).is_ok());

@@ -51,11 +51,7 @@ fn pkt(i: u16, dir: Direction) -> PacketMeta {
 #[test]
 fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods() {
     let cfg = PortConfig {
-        table: TableConfig {
-            max_flows: 1024,
-            initial_capacity: 1024,
-            ..TableConfig::default()
-        },
+        table: TableConfig { max_flows: 1024, initial_capacity: 1024, ..TableConfig::default() },
         initial_mode: Mode::Enforce,
     };
     let mut port = Port::try_new(PortIdentity::try_from_str("a").unwrap(), cfg).unwrap();
@@ -65,11 +61,7 @@ fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods(
     for i in 0..1024 {
         port.classify(&pkt(i, Direction::Outbound), u64::from(i));
     }
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst) - before,
-        0,
-        "new flows with room allocated"
-    );
+    assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "new flows with room allocated");
     assert_eq!(port.table().len(), 1024);
 
     // Existing flows, both directions.
@@ -80,11 +72,7 @@ fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods(
             port.classify(&pkt(i, Direction::Outbound), 2000 + round);
         }
     }
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst) - before,
-        0,
-        "existing flows allocated"
-    );
+    assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "existing flows allocated");
 
     // A flood of new flows at the bound recycles slots.
     let before = ALLOCS.load(Ordering::SeqCst);
@@ -101,10 +89,6 @@ fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods(
         );
         port.classify(&m, 10_000 + u64::from(i));
     }
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst) - before,
-        0,
-        "flood at the bound allocated"
-    );
+    assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "flood at the bound allocated");
     assert_eq!(port.table().len(), 1024);
 }

@@ -9,11 +9,7 @@ use vsflow_core::{Direction, Mode, PacketMeta, Port, PortConfig, PortIdentity, V
 fn arb_packet() -> impl Strategy<Value = PacketMeta> {
     (
         any::<bool>(),
-        prop_oneof![
-            Just(protocol::TCP),
-            Just(protocol::UDP),
-            Just(protocol::ICMP)
-        ],
+        prop_oneof![Just(protocol::TCP), Just(protocol::UDP), Just(protocol::ICMP)],
         0u8..4,
         0u16..64,
         0u8..4,
@@ -25,38 +21,16 @@ fn arb_packet() -> impl Strategy<Value = PacketMeta> {
             let vm = [10, 0, 0, local];
             let peer = [198, 51, 100, remote];
             if out {
-                PacketMeta::ipv4(
-                    Direction::Outbound,
-                    proto,
-                    vm,
-                    lport,
-                    peer,
-                    rport,
-                    flags,
-                    len,
-                )
+                PacketMeta::ipv4(Direction::Outbound, proto, vm, lport, peer, rport, flags, len)
             } else {
-                PacketMeta::ipv4(
-                    Direction::Inbound,
-                    proto,
-                    peer,
-                    rport,
-                    vm,
-                    lport,
-                    flags,
-                    len,
-                )
+                PacketMeta::ipv4(Direction::Inbound, proto, peer, rport, vm, lport, flags, len)
             }
         })
 }
 
 fn port(mode: Mode, max_flows: u32) -> Port {
     let cfg = PortConfig {
-        table: TableConfig {
-            max_flows,
-            initial_capacity: 4,
-            ..TableConfig::default()
-        },
+        table: TableConfig { max_flows, initial_capacity: 4, ..TableConfig::default() },
         initial_mode: mode,
     };
     Port::try_new(PortIdentity::try_from_str("prop").unwrap(), cfg).unwrap()

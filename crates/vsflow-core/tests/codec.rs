@@ -14,10 +14,7 @@ use vsflow_core::{
 
 fn port_with_traffic(flows: u16, now: u64) -> Port {
     let cfg = PortConfig {
-        table: TableConfig {
-            max_flows: 4096,
-            ..TableConfig::default()
-        },
+        table: TableConfig { max_flows: 4096, ..TableConfig::default() },
         initial_mode: Mode::Enforce,
     };
     let mut p = Port::try_new(PortIdentity::try_from_str("port-a").unwrap(), cfg).unwrap();
@@ -47,18 +44,13 @@ fn live_port_survives_encode_decode_apply_with_rebased_times() {
     let src = port_with_traffic(200, src_now);
     let mut blob = Vec::new();
     let summary = codec::encode(&src, src_now, &encode_config(), &mut blob).unwrap();
-    assert_eq!(
-        (summary.flows_written, summary.flows_dropped, summary.len),
-        (200, 0, blob.len())
-    );
+    assert_eq!((summary.flows_written, summary.flows_dropped, summary.len), (200, 0, blob.len()));
 
     let state = decode_state(&blob).unwrap();
     let dst_now = secs(42); // another host, another tick base
-    let mut dst = Port::try_new(
-        PortIdentity::try_from_str("port-a").unwrap(),
-        PortConfig::default(),
-    )
-    .unwrap();
+    let mut dst =
+        Port::try_new(PortIdentity::try_from_str("port-a").unwrap(), PortConfig::default())
+            .unwrap();
     let report = codec::apply(&mut dst, &state, dst_now).unwrap();
     assert_eq!(report.restored, 200);
     assert_eq!(dst.mode(), Mode::Enforce);
@@ -69,11 +61,7 @@ fn live_port_survives_encode_decode_apply_with_rebased_times() {
             (d.state, d.opener, d.admission, d.packets, d.bytes),
             (r.state, r.opener, r.admission, r.packets, r.bytes)
         );
-        assert_eq!(
-            dst_now - d.last_seen,
-            src_now - r.last_seen,
-            "age preserved"
-        );
+        assert_eq!(dst_now - d.last_seen, src_now - r.last_seen, "age preserved");
         assert_eq!(dst_now - d.first_seen, src_now - r.first_seen);
     }
     dst.table().check_invariants().unwrap();
@@ -90,22 +78,14 @@ fn restored_flows_keep_their_recency_order_for_eviction() {
     codec::encode(&src, now, &encode_config(), &mut blob).unwrap();
     let state = decode_state(&blob).unwrap();
     let cfg = PortConfig {
-        table: TableConfig {
-            max_flows: 50,
-            ..TableConfig::default()
-        },
+        table: TableConfig { max_flows: 50, ..TableConfig::default() },
         initial_mode: Mode::Monitor,
     };
     let mut dst = Port::try_new(PortIdentity::try_from_str("port-a").unwrap(), cfg).unwrap();
     codec::apply(&mut dst, &state, now).unwrap();
     // The destination is full and nothing is idle: the next new flow evicts the least
     // recently used flow of the source, whatever its class.
-    let oldest = src
-        .table()
-        .iter()
-        .min_by_key(|(_, r)| r.last_seen)
-        .map(|(k, _)| *k)
-        .unwrap();
+    let oldest = src.table().iter().min_by_key(|(_, r)| r.last_seen).map(|(k, _)| *k).unwrap();
     let newcomer = PacketMeta::ipv4(
         Direction::Outbound,
         protocol::UDP,
@@ -126,10 +106,7 @@ fn restored_flows_keep_their_recency_order_for_eviction() {
 fn over_the_cap_keeps_established_then_most_recent() {
     let (state, cap) = fixture_capped();
     let mut blob = Vec::new();
-    let cfg = codec::EncodeConfig {
-        cap,
-        ..encode_config()
-    };
+    let cfg = codec::EncodeConfig { cap, ..encode_config() };
     let summary = codec::encode_state(&state, &cfg, &mut blob).unwrap();
     assert!(blob.len() <= cap);
     assert!(summary.flows_dropped > 0);
@@ -152,18 +129,12 @@ fn over_the_cap_keeps_established_then_most_recent() {
         .iter()
         .filter(|f| !kept.contains(&f.key) && f.key.family == vsflow_core::IpFamily::V4)
     {
-        assert!(
-            f.value_rank() > worst_kept_v4,
-            "dropped {f:?} outranks a kept flow"
-        );
+        assert!(f.value_rank() > worst_kept_v4, "dropped {f:?} outranks a kept flow");
     }
     // All 100 established flows fit in 4 KiB? No: but every kept flow that is not
     // established comes after all established ones were taken.
-    let established_kept = decoded
-        .flows
-        .iter()
-        .filter(|f| f.state == FlowState::Established)
-        .count();
+    let established_kept =
+        decoded.flows.iter().filter(|f| f.state == FlowState::Established).count();
     let others_kept = decoded.flows.len() - established_kept;
     assert!(established_kept == 100 || others_kept == 0);
 }
@@ -172,14 +143,8 @@ fn over_the_cap_keeps_established_then_most_recent() {
 fn a_cap_too_small_for_the_fixed_records_is_an_error() {
     let s = fixture_enforce_rules();
     let mut out = vec![1, 2, 3];
-    let cfg = codec::EncodeConfig {
-        cap: 100,
-        ..encode_config()
-    };
-    assert_eq!(
-        codec::encode_state(&s, &cfg, &mut out),
-        Err(vsflow_core::Error::CapTooSmall)
-    );
+    let cfg = codec::EncodeConfig { cap: 100, ..encode_config() };
+    assert_eq!(codec::encode_state(&s, &cfg, &mut out), Err(vsflow_core::Error::CapTooSmall));
     assert!(out.is_empty());
 }
 
@@ -187,17 +152,11 @@ fn a_cap_too_small_for_the_fixed_records_is_an_error() {
 fn every_truncation_of_a_valid_blob_is_rejected() {
     let blob = encode_state(&fixture_enforce_rules());
     for n in 0..blob.len() {
-        assert!(
-            decode_state(&blob[..n]).is_err(),
-            "prefix of {n} bytes accepted"
-        );
+        assert!(decode_state(&blob[..n]).is_err(), "prefix of {n} bytes accepted");
     }
     let mut longer = blob;
     longer.push(0);
-    assert!(matches!(
-        decode_state(&longer),
-        Err(DecodeError::LengthMismatch { .. })
-    ));
+    assert!(matches!(decode_state(&longer), Err(DecodeError::LengthMismatch { .. })));
 }
 
 #[test]
@@ -207,10 +166,7 @@ fn every_single_byte_change_of_a_valid_blob_is_rejected_exhaustively() {
     for i in 0..blob.len() {
         for x in 1..=255u8 {
             damaged[i] = blob[i] ^ x;
-            assert!(
-                decode_state(&damaged).is_err(),
-                "byte {i} ^ {x:#x} accepted"
-            );
+            assert!(decode_state(&damaged).is_err(), "byte {i} ^ {x:#x} accepted");
         }
         damaged[i] = blob[i];
     }
@@ -219,14 +175,8 @@ fn every_single_byte_change_of_a_valid_blob_is_rejected_exhaustively() {
 #[test]
 fn unknown_major_is_an_error_when_strict_and_empty_when_lenient() {
     let blob = with_major(&encode_state(&fixture_monitor_mixed()), 2);
-    assert_eq!(
-        decode_state(&blob),
-        Err(DecodeError::UnsupportedMajor { major: 2, minor: 0 })
-    );
-    let lenient = DecodeConfig {
-        unknown_major: UnknownMajor::Lenient,
-        ..DecodeConfig::default()
-    };
+    assert_eq!(decode_state(&blob), Err(DecodeError::UnsupportedMajor { major: 2, minor: 0 }));
+    let lenient = DecodeConfig { unknown_major: UnknownMajor::Lenient, ..DecodeConfig::default() };
     assert_eq!(
         codec::decode(&blob, &lenient),
         Ok(Decoded::UnsupportedMajor { major: 2, minor: 0 })
@@ -234,10 +184,7 @@ fn unknown_major_is_an_error_when_strict_and_empty_when_lenient() {
     // A damaged blob of an unknown major is still rejected, even when lenient.
     let mut bad = blob;
     bad[20] ^= 1;
-    assert!(matches!(
-        codec::decode(&bad, &lenient),
-        Err(DecodeError::BadChecksum { .. })
-    ));
+    assert!(matches!(codec::decode(&bad, &lenient), Err(DecodeError::BadChecksum { .. })));
 }
 
 #[test]
@@ -258,18 +205,9 @@ fn a_later_minor_version_with_longer_entries_and_new_records_decodes_to_the_same
 fn provider_mismatch_is_rejected_when_checked() {
     let blob = encode_state(&fixture_monitor_mixed());
     let other = vsflow_core::Guid::from_parts(1, 2, 3, [4; 8]);
-    let cfg = DecodeConfig {
-        expected_provider: Some(other),
-        ..DecodeConfig::default()
-    };
-    assert_eq!(
-        codec::decode(&blob, &cfg),
-        Err(DecodeError::ProviderMismatch)
-    );
-    let cfg = DecodeConfig {
-        expected_provider: Some(PROVIDER),
-        ..DecodeConfig::default()
-    };
+    let cfg = DecodeConfig { expected_provider: Some(other), ..DecodeConfig::default() };
+    assert_eq!(codec::decode(&blob, &cfg), Err(DecodeError::ProviderMismatch));
+    let cfg = DecodeConfig { expected_provider: Some(PROVIDER), ..DecodeConfig::default() };
     assert!(codec::decode(&blob, &cfg).is_ok());
 }
 
@@ -277,10 +215,7 @@ fn provider_mismatch_is_rejected_when_checked() {
 fn semantic_damage_behind_a_valid_crc_is_named_precisely() {
     let blob = encode_state(&fixture_enforce_rules());
     let recs = records(&blob);
-    let v4 = recs
-        .iter()
-        .find(|r| r.kind == format::rec::FLOWS_V4)
-        .unwrap();
+    let v4 = recs.iter().find(|r| r.kind == format::rec::FLOWS_V4).unwrap();
     // State byte of the first IPv4 flow.
     let mut b = blob.clone();
     b[v4.payload.0 + 8 + 1] = 9;
@@ -302,24 +237,16 @@ fn semantic_damage_behind_a_valid_crc_is_named_precisely() {
     b.extend_from_slice(&[0; 4]);
     assert_eq!(
         decode_state(&reseal(b)),
-        Err(DecodeError::DuplicateRecord {
-            kind: format::rec::MODE
-        })
+        Err(DecodeError::DuplicateRecord { kind: format::rec::MODE })
     );
     // Drop a required record by lowering the count: the bytes behind it are then trailing.
     let mut b = blob.clone();
     b[32..36].copy_from_slice(&(le32(&blob, 32) - 1).to_le_bytes());
-    assert!(matches!(
-        decode_state(&reseal(b)),
-        Err(DecodeError::TrailingBytes { .. })
-    ));
+    assert!(matches!(decode_state(&reseal(b)), Err(DecodeError::TrailingBytes { .. })));
     // Unknown header flag.
     let mut b = blob;
     b[10] = 0x80;
-    assert_eq!(
-        decode_state(&reseal(b)),
-        Err(DecodeError::UnknownFlags { flags: 0x80 })
-    );
+    assert_eq!(decode_state(&reseal(b)), Err(DecodeError::UnknownFlags { flags: 0x80 }));
 }
 
 #[test]
@@ -337,10 +264,7 @@ fn apply_is_all_or_nothing_on_duplicate_flows() {
     ));
     let after: Vec<_> = p.table().iter().map(|(k, r)| (*k, *r)).collect();
     assert_eq!(before, after);
-    assert_eq!(
-        (p.mode(), *p.counters(), p.rules().clone()),
-        (mode, counters, rules)
-    );
+    assert_eq!((p.mode(), *p.counters(), p.rules().clone()), (mode, counters, rules));
 }
 
 #[test]
@@ -348,25 +272,17 @@ fn apply_beyond_the_destination_bound_keeps_the_most_valuable() {
     let now = secs(1000);
     let (state, _) = fixture_capped();
     let cfg = PortConfig {
-        table: TableConfig {
-            max_flows: 100,
-            ..TableConfig::default()
-        },
+        table: TableConfig { max_flows: 100, ..TableConfig::default() },
         initial_mode: Mode::Monitor,
     };
     let mut p = Port::try_new(PortIdentity::try_from_str("x").unwrap(), cfg).unwrap();
     let report = codec::apply(&mut p, &state, now).unwrap();
     assert_eq!((report.restored, report.dropped), (100, 200));
     assert!(
-        p.table()
-            .iter()
-            .all(|(_, r)| r.state == FlowState::Established),
+        p.table().iter().all(|(_, r)| r.state == FlowState::Established),
         "the 100 established flows win"
     );
-    assert_eq!(
-        p.counters().restore_dropped,
-        state.counters.restore_dropped + 200
-    );
+    assert_eq!(p.counters().restore_dropped, state.counters.restore_dropped + 200);
     p.table().check_invariants().unwrap();
 }
 
@@ -374,11 +290,8 @@ fn apply_beyond_the_destination_bound_keeps_the_most_valuable() {
 fn apply_keeps_flows_the_destination_saw_before_the_restore() {
     let now = secs(50);
     let state = decode_state(&encode_state(&fixture_enforce_rules())).unwrap();
-    let mut p = Port::try_new(
-        PortIdentity::try_from_str("x").unwrap(),
-        PortConfig::default(),
-    )
-    .unwrap();
+    let mut p =
+        Port::try_new(PortIdentity::try_from_str("x").unwrap(), PortConfig::default()).unwrap();
     let local = PacketMeta::ipv4(
         Direction::Outbound,
         protocol::UDP,

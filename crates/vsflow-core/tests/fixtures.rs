@@ -20,15 +20,7 @@ fn dir() -> PathBuf {
 
 fn encode_with_cap(s: &PortState, cap: usize) -> Vec<u8> {
     let mut out = Vec::new();
-    codec::encode_state(
-        s,
-        &codec::EncodeConfig {
-            cap,
-            ..encode_config()
-        },
-        &mut out,
-    )
-    .unwrap();
+    codec::encode_state(s, &codec::EncodeConfig { cap, ..encode_config() }, &mut out).unwrap();
     out
 }
 
@@ -38,10 +30,7 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
     let (capped, cap) = fixture_capped();
     vec![
         ("v1.0-monitor-mixed.bin", mixed.clone()),
-        (
-            "v1.0-enforce-rules.bin",
-            encode_state(&fixture_enforce_rules()),
-        ),
+        ("v1.0-enforce-rules.bin", encode_state(&fixture_enforce_rules())),
         ("v1.0-capped.bin", encode_with_cap(&capped, cap)),
         // What a 1.3 writer would produce under the 1.x compatibility rules.
         ("v1.3-future-minor.bin", as_future_minor(&mixed, 3, 8)),
@@ -60,10 +49,7 @@ fn v1_0_fixtures_are_reproduced_byte_for_byte() {
             continue;
         }
         let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert!(
-            stored == bytes,
-            "{name}: the encoder no longer reproduces this fixture"
-        );
+        assert!(stored == bytes, "{name}: the encoder no longer reproduces this fixture");
     }
 }
 
@@ -77,13 +63,7 @@ fn every_fixture_restores_forever() {
         }
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let bytes = std::fs::read(&path).unwrap();
-        let major: u16 = name
-            .trim_start_matches('v')
-            .split('.')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let major: u16 = name.trim_start_matches('v').split('.').next().unwrap().parse().unwrap();
         seen += 1;
         if major == 1 {
             let Decoded::State(state) = codec::decode(&bytes, &DecodeConfig::default())
@@ -91,11 +71,9 @@ fn every_fixture_restores_forever() {
             else {
                 panic!("{name}: not a state");
             };
-            let mut port = Port::try_new(
-                PortIdentity::try_from_str("dest").unwrap(),
-                PortConfig::default(),
-            )
-            .unwrap();
+            let mut port =
+                Port::try_new(PortIdentity::try_from_str("dest").unwrap(), PortConfig::default())
+                    .unwrap();
             let report = codec::apply(&mut port, &state, 1_000_000_000)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(report.restored as usize, state.flows.len(), "{name}");
@@ -106,10 +84,8 @@ fn every_fixture_restores_forever() {
                 Err(DecodeError::UnsupportedMajor { major, minor: 0 }),
                 "{name}: strict mode must refuse an unknown major"
             );
-            let lenient = DecodeConfig {
-                unknown_major: UnknownMajor::Lenient,
-                ..DecodeConfig::default()
-            };
+            let lenient =
+                DecodeConfig { unknown_major: UnknownMajor::Lenient, ..DecodeConfig::default() };
             assert_eq!(
                 codec::decode(&bytes, &lenient),
                 Ok(Decoded::UnsupportedMajor { major, minor: 0 }),

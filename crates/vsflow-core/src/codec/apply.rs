@@ -41,9 +41,7 @@ pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyRepor
     // Choose which saved flows to restore, and insert them oldest first so that each class's
     // LRU list ends up in recency order.
     let mut order: Vec<(Reverse<Tick>, u32)> = Vec::new();
-    order
-        .try_reserve_exact(state.flows.len())
-        .map_err(crate::Error::from)?;
+    order.try_reserve_exact(state.flows.len()).map_err(crate::Error::from)?;
     for (i, s) in (0u32..).zip(state.flows.iter()) {
         order.push((Reverse(s.last_age), i));
     }
@@ -92,11 +90,7 @@ pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyRepor
     port.rules = rules;
     port.mode = state.mode;
     port.counters = counters;
-    Ok(ApplyReport {
-        restored,
-        dropped,
-        kept_local,
-    })
+    Ok(ApplyReport { restored, dropped, kept_local })
 }
 
 /// Records a lenient restore of a blob whose major version this build cannot read: the port

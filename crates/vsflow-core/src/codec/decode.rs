@@ -89,22 +89,13 @@ pub fn peek_version(bytes: &[u8], max_len: usize) -> Result<(u16, u16), DecodeEr
     }
     let major = r.u16().ok_or(DecodeError::TooShort { len })?;
     let minor = r.u16().ok_or(DecodeError::TooShort { len })?;
-    let mut r = Reader::new(
-        bytes
-            .get(hdr::TOTAL_LEN..)
-            .ok_or(DecodeError::TooShort { len })?,
-    );
+    let mut r = Reader::new(bytes.get(hdr::TOTAL_LEN..).ok_or(DecodeError::TooShort { len })?);
     let declared = r.u32().ok_or(DecodeError::TooShort { len })?;
     if usize::try_from(declared).ok() != Some(len) {
-        return Err(DecodeError::LengthMismatch {
-            declared,
-            actual: len,
-        });
+        return Err(DecodeError::LengthMismatch { declared, actual: len });
     }
     let (body, trailer) = bytes.split_at(len - format::TRAILER_LEN);
-    let stored = Reader::new(trailer)
-        .u32()
-        .ok_or(DecodeError::TooShort { len })?;
+    let stored = Reader::new(trailer).u32().ok_or(DecodeError::TooShort { len })?;
     let computed = crc32c(body);
     if stored != computed {
         return Err(DecodeError::BadChecksum { stored, computed });
@@ -124,20 +115,13 @@ pub fn decode(bytes: &[u8], config: &DecodeConfig) -> Result<Decoded, DecodeErro
             UnknownMajor::Lenient => Ok(Decoded::UnsupportedMajor { major, minor }),
         };
     }
-    let body = bytes
-        .get(..bytes.len() - format::TRAILER_LEN)
-        .unwrap_or(&[]);
+    let body = bytes.get(..bytes.len() - format::TRAILER_LEN).unwrap_or(&[]);
     decode_v1(body, minor, config).map(Decoded::State)
 }
 
-#[allow(
-    clippy::too_many_lines,
-    reason = "one linear pass over the header and records"
-)]
+#[allow(clippy::too_many_lines, reason = "one linear pass over the header and records")]
 fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState, DecodeError> {
-    let short = DecodeError::TooShort {
-        len: body.len() + format::TRAILER_LEN,
-    };
+    let short = DecodeError::TooShort { len: body.len() + format::TRAILER_LEN };
     let mut r = Reader::new(body);
     r.take(hdr::HEADER_LEN).ok_or(short)?;
     let header_len = r.u16().ok_or(short)?;
@@ -157,14 +141,11 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
         return Err(DecodeError::ProviderMismatch);
     }
     // Header fields of a later minor version sit between 40 and header_len: skip them.
-    r.take(usize::from(header_len) - format::HEADER_LEN)
-        .ok_or(short)?;
+    r.take(usize::from(header_len) - format::HEADER_LEN).ok_or(short)?;
     if usize::from(units) > MAX_NAME_UNITS {
         return Err(DecodeError::BadIdentity { units });
     }
-    let id_bytes = r
-        .take(2 * usize::from(units))
-        .ok_or(DecodeError::BadIdentity { units })?;
+    let id_bytes = r.take(2 * usize::from(units)).ok_or(DecodeError::BadIdentity { units })?;
     let mut id_units = [0u16; MAX_NAME_UNITS];
     for (dst, pair) in id_units.iter_mut().zip(id_bytes.chunks_exact(2)) {
         *dst = u16::from_le_bytes([
@@ -189,15 +170,12 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
         let kind = r.u16().ok_or(overrun)?;
         let _flags = r.u16().ok_or(overrun)?;
         let len = r.u32().ok_or(overrun)?;
-        let payload = r
-            .take(usize::try_from(len).map_err(|_| overrun)?)
-            .ok_or(overrun)?;
+        let payload = r.take(usize::try_from(len).map_err(|_| overrun)?).ok_or(overrun)?;
         let dup = DecodeError::DuplicateRecord { kind };
         match kind {
             rec::MODE => {
-                let v = Reader::new(payload)
-                    .u8()
-                    .ok_or(DecodeError::BadRecordLength { kind, len })?;
+                let v =
+                    Reader::new(payload).u8().ok_or(DecodeError::BadRecordLength { kind, len })?;
                 let m = Mode::from_wire(v).ok_or_else(|| DecodeError::InvalidField {
                     kind,
                     entry: 0,
@@ -214,11 +192,7 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
                 }
             }
             rec::FLOWS_V4 | rec::FLOWS_V6 => {
-                let seen = if kind == rec::FLOWS_V4 {
-                    &mut seen_v4
-                } else {
-                    &mut seen_v6
-                };
+                let seen = if kind == rec::FLOWS_V4 { &mut seen_v4 } else { &mut seen_v6 };
                 if core::mem::replace(seen, true) {
                     return Err(dup);
                 }
@@ -295,10 +269,7 @@ fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {
     let entry_len = p.u16().ok_or(bad_len)?;
     let count = p.u16().ok_or(bad_len)?;
     if usize::from(entry_len) < format::RULE_ENTRY_LEN {
-        return Err(DecodeError::BadEntryLength {
-            kind,
-            len: entry_len,
-        });
+        return Err(DecodeError::BadEntryLength { kind, len: entry_len });
     }
     if usize::from(count) > MAX_RULES {
         return Err(DecodeError::TooManyRules { count });
@@ -306,11 +277,8 @@ fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {
     if p.remaining() != usize::from(entry_len) * usize::from(count) {
         return Err(bad_len);
     }
-    let mut out = [AllowRule {
-        protocol: None,
-        local_ports: PortRange::ANY,
-        remote: Prefix::Any,
-    }; MAX_RULES];
+    let mut out =
+        [AllowRule { protocol: None, local_ports: PortRange::ANY, remote: Prefix::Any }; MAX_RULES];
     for (i, slot) in (0u32..).zip(out.iter_mut().take(usize::from(count))) {
         let e = p.take(usize::from(entry_len)).ok_or(bad_len)?;
         *slot = decode_rule(e, i)?;
@@ -321,12 +289,7 @@ fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {
 
 fn decode_rule(e: &[u8], entry: u32) -> Result<AllowRule, DecodeError> {
     let kind = rec::RULES;
-    let invalid = |field, value: u64| DecodeError::InvalidField {
-        kind,
-        entry,
-        field,
-        value,
-    };
+    let invalid = |field, value: u64| DecodeError::InvalidField { kind, entry, field, value };
     let mut r = Reader::new(e);
     let short = DecodeError::BadEntryLength { kind, len: 0 };
     let flags = r.u8().ok_or(short)?;
@@ -377,11 +340,7 @@ fn decode_rule(e: &[u8], entry: u32) -> Result<AllowRule, DecodeError> {
         }
         other => return Err(invalid("prefix family", other.into())),
     };
-    Ok(AllowRule {
-        protocol,
-        local_ports,
-        remote,
-    })
+    Ok(AllowRule { protocol, local_ports, remote })
 }
 
 fn decode_flows(kind: u16, payload: &[u8], list: &mut Vec<SavedFlow>) -> Result<(), DecodeError> {
@@ -397,17 +356,13 @@ fn decode_flows(kind: u16, payload: &[u8], list: &mut Vec<SavedFlow>) -> Result<
     let _reserved = p.u16().ok_or(bad_len)?;
     let count = p.u32().ok_or(bad_len)?;
     if usize::from(entry_len) < min_entry {
-        return Err(DecodeError::BadEntryLength {
-            kind,
-            len: entry_len,
-        });
+        return Err(DecodeError::BadEntryLength { kind, len: entry_len });
     }
     let count_us = usize::try_from(count).map_err(|_| bad_len)?;
     if Some(p.remaining()) != count_us.checked_mul(usize::from(entry_len)) {
         return Err(bad_len);
     }
-    list.try_reserve(count_us)
-        .map_err(|_| DecodeError::OutOfMemory)?;
+    list.try_reserve(count_us).map_err(|_| DecodeError::OutOfMemory)?;
     for entry in 0..count {
         let e = p.take(usize::from(entry_len)).ok_or(bad_len)?;
         list.push(decode_flow(kind, family, e, entry)?);
@@ -421,12 +376,7 @@ fn decode_flow(
     e: &[u8],
     entry: u32,
 ) -> Result<SavedFlow, DecodeError> {
-    let invalid = |field, value: u64| DecodeError::InvalidField {
-        kind,
-        entry,
-        field,
-        value,
-    };
+    let invalid = |field, value: u64| DecodeError::InvalidField { kind, entry, field, value };
     let short = DecodeError::BadEntryLength { kind, len: 0 };
     let mut r = Reader::new(e);
     let proto = r.u8().ok_or(short)?;
@@ -473,14 +423,7 @@ fn decode_flow(
     if last_age > first_age {
         return Err(invalid("last-seen age (after first-seen)", last_age));
     }
-    let key = FlowKey {
-        family,
-        protocol: proto,
-        local_addr,
-        remote_addr,
-        local_port,
-        remote_port,
-    };
+    let key = FlowKey { family, protocol: proto, local_addr, remote_addr, local_port, remote_port };
     Ok(SavedFlow {
         key,
         state,

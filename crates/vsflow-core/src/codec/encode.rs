@@ -67,12 +67,7 @@ impl Source for LivePort<'_> {
         self.port.table.len()
     }
     fn family_counts(&self) -> (usize, usize) {
-        let v4 = self
-            .port
-            .table
-            .iter()
-            .filter(|(k, _)| k.family == IpFamily::V4)
-            .count();
+        let v4 = self.port.table.iter().filter(|(k, _)| k.family == IpFamily::V4).count();
         (v4, self.port.table.len() - v4)
     }
     fn for_each(&self, family: IpFamily, f: &mut dyn FnMut(SavedFlow)) {
@@ -105,11 +100,7 @@ impl Source for PortState {
         self.flows.len()
     }
     fn family_counts(&self) -> (usize, usize) {
-        let v4 = self
-            .flows
-            .iter()
-            .filter(|s| s.key.family == IpFamily::V4)
-            .count();
+        let v4 = self.flows.iter().filter(|s| s.key.family == IpFamily::V4).count();
         (v4, self.flows.len() - v4)
     }
     fn for_each(&self, family: IpFamily, f: &mut dyn FnMut(SavedFlow)) {
@@ -203,10 +194,7 @@ fn encode_source(
         });
         // Written oldest activity first, like a live port, so restore sorts cheaply.
         chosen.sort_unstable_by_key(|s| core::cmp::Reverse(s.last_age));
-        let c4 = chosen
-            .iter()
-            .filter(|s| s.key.family == IpFamily::V4)
-            .count();
+        let c4 = chosen.iter().filter(|s| s.key.family == IpFamily::V4).count();
         (c4, chosen.len() - c4)
     };
     let written = c4 + c6;
@@ -215,10 +203,7 @@ fn encode_source(
     out.try_reserve_exact(len)?;
 
     let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let info = SaveInfo {
-        flows_in_table: clamp(total_flows),
-        flows_dropped: clamp(dropped),
-    };
+    let info = SaveInfo { flows_in_table: clamp(total_flows), flows_dropped: clamp(dropped) };
     let mut w = Writer { out };
     // Header.
     w.bytes(&format::MAGIC);
@@ -226,19 +211,12 @@ fn encode_source(
     w.u16(format::MINOR);
     #[allow(clippy::cast_possible_truncation, reason = "HEADER_LEN is 40")]
     w.u16(format::HEADER_LEN as u16);
-    w.u16(if dropped > 0 {
-        format::FLAG_FLOWS_DROPPED
-    } else {
-        0
-    });
+    w.u16(if dropped > 0 { format::FLAG_FLOWS_DROPPED } else { 0 });
     w.u32(clamp(len));
     w.bytes(&config.provider.to_bytes());
     #[allow(clippy::cast_possible_truncation, reason = "REQUIRED has 6 entries")]
     w.u32(rec::REQUIRED.len() as u32);
-    #[allow(
-        clippy::cast_possible_truncation,
-        reason = "identity is at most 256 units"
-    )]
+    #[allow(clippy::cast_possible_truncation, reason = "identity is at most 256 units")]
     w.u16(identity.len() as u16);
     w.u16(0);
     debug_assert_eq!(w.out.len(), format::HEADER_LEN);
@@ -292,18 +270,12 @@ fn encode_source(
     let crc = crc32c(w.out);
     w.u32(crc);
     debug_assert_eq!(out.len(), len);
-    Ok(EncodeSummary {
-        len,
-        flows_written: clamp(written),
-        flows_dropped: clamp(dropped),
-    })
+    Ok(EncodeSummary { len, flows_written: clamp(written), flows_dropped: clamp(dropped) })
 }
 
 fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
     let PortRange { start, end } = r.local_ports;
-    let (flags, proto) = r
-        .protocol
-        .map_or((format::RULE_ANY_PROTOCOL, 0), |p| (0, p));
+    let (flags, proto) = r.protocol.map_or((format::RULE_ANY_PROTOCOL, 0), |p| (0, p));
     let (family, len, addr) = match r.remote {
         Prefix::Any => (format::family::ANY, 0, [0u8; 16]),
         Prefix::V4 { addr, len } => (format::family::V4, len, crate::packet::v4(addr)),

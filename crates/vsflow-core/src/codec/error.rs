@@ -138,10 +138,7 @@ impl fmt::Display for DecodeError {
                 "CRC-32C mismatch: stored {stored:#010x}, computed {computed:#010x} (blob damaged)"
             ),
             Self::UnsupportedMajor { major, minor } => {
-                write!(
-                    f,
-                    "format {major}.{minor} is not readable by this build (reads 1.x)"
-                )
+                write!(f, "format {major}.{minor} is not readable by this build (reads 1.x)")
             }
             Self::UnknownFlags { flags } => write!(f, "unknown header flags {flags:#06x}"),
             Self::BadHeaderLength { len } => write!(f, "bad header length {len}"),
@@ -150,10 +147,9 @@ impl fmt::Display for DecodeError {
             Self::RecordOverrun { index, offset } => {
                 write!(f, "record {index} at offset {offset} runs past the end")
             }
-            Self::TrailingBytes { offset } => write!(
-                f,
-                "unexpected bytes after the last record at offset {offset}"
-            ),
+            Self::TrailingBytes { offset } => {
+                write!(f, "unexpected bytes after the last record at offset {offset}")
+            }
             Self::DuplicateRecord { kind } => write!(f, "record type {kind} appears twice"),
             Self::MissingRecord { kind } => write!(f, "required record type {kind} is missing"),
             Self::BadRecordLength { kind, len } => {
@@ -169,16 +165,8 @@ impl fmt::Display for DecodeError {
                 )
             }
             Self::TooManyRules { count } => write!(f, "{count} allow rules, over the limit of 256"),
-            Self::InvalidField {
-                kind,
-                entry,
-                field,
-                value,
-            } => {
-                write!(
-                    f,
-                    "record type {kind}, entry {entry}: invalid {field} value {value}"
-                )
+            Self::InvalidField { kind, entry, field, value } => {
+                write!(f, "record type {kind}, entry {entry}: invalid {field} value {value}")
             }
             Self::InconsistentSaveInfo => {
                 f.write_str("save information disagrees with header flags")

@@ -79,11 +79,7 @@ impl SavedFlow {
             first_age,
             // A record whose first_seen lies in the future (caller clock bug) still saves
             // with last_age <= first_age.
-            last_age: if last_age < first_age {
-                last_age
-            } else {
-                first_age
-            },
+            last_age: if last_age < first_age { last_age } else { first_age },
         }
     }
 
@@ -106,11 +102,7 @@ impl SavedFlow {
     /// then the key (so the choice is deterministic). Smaller is more valuable.
     #[must_use]
     pub fn value_rank(&self) -> (bool, Tick, FlowKey) {
-        (
-            self.state != FlowState::Established,
-            self.last_age,
-            self.key,
-        )
+        (self.state != FlowState::Established, self.last_age, self.key)
     }
 }
 

@@ -18,10 +18,7 @@ use vsflow_core::{
 pub const PROVIDER: Guid = Guid::from_parts(0x7673_666c, 0x6f77, 0x4d31, *b"vsflow01");
 
 pub fn encode_config() -> codec::EncodeConfig {
-    codec::EncodeConfig {
-        provider: PROVIDER,
-        cap: codec::DEFAULT_CAP,
-    }
+    codec::EncodeConfig { provider: PROVIDER, cap: codec::DEFAULT_CAP }
 }
 
 pub fn arb_family_addr(family: IpFamily) -> BoxedStrategy<[u8; 16]> {
@@ -34,28 +31,19 @@ pub fn arb_family_addr(family: IpFamily) -> BoxedStrategy<[u8; 16]> {
 pub fn arb_key() -> impl Strategy<Value = FlowKey> {
     (
         prop_oneof![Just(IpFamily::V4), Just(IpFamily::V6)],
-        prop_oneof![
-            Just(protocol::TCP),
-            Just(protocol::UDP),
-            Just(protocol::ICMP),
-            any::<u8>()
-        ],
+        prop_oneof![Just(protocol::TCP), Just(protocol::UDP), Just(protocol::ICMP), any::<u8>()],
     )
         .prop_flat_map(|(family, proto)| {
-            (
-                arb_family_addr(family),
-                arb_family_addr(family),
-                any::<u16>(),
-                any::<u16>(),
-            )
-                .prop_map(move |(l, r, lp, rp)| FlowKey {
+            (arb_family_addr(family), arb_family_addr(family), any::<u16>(), any::<u16>()).prop_map(
+                move |(l, r, lp, rp)| FlowKey {
                     family,
                     protocol: proto,
                     local_addr: l,
                     remote_addr: r,
                     local_port: lp,
                     remote_port: rp,
-                })
+                },
+            )
         })
 }
 
@@ -86,11 +74,7 @@ pub fn arb_saved_flow() -> impl Strategy<Value = SavedFlow> {
             let (opener, admission) = if remote {
                 (
                     Opener::Remote,
-                    if ver % 2 == 0 {
-                        Admission::Monitor
-                    } else {
-                        Admission::Rule(ver)
-                    },
+                    if ver % 2 == 0 { Admission::Monitor } else { Admission::Rule(ver) },
                 )
             } else {
                 (Opener::Vm, Admission::Vm)
@@ -143,33 +127,25 @@ pub fn arb_state(max_flows: usize) -> impl Strategy<Value = PortState> {
         proptest::collection::vec(arb_saved_flow(), 0..=max_flows),
         any::<[u64; PortCounters::COUNT]>(),
     )
-        .prop_map(
-            |(identity, enforce, version, rules, flows, counters)| PortState {
-                minor: format::MINOR,
-                provider: PROVIDER,
-                identity,
-                mode: if enforce {
-                    Mode::Enforce
-                } else {
-                    Mode::Monitor
-                },
-                rules: RuleSet::try_from_slice(version, &rules).unwrap(),
-                flows,
-                counters: PortCounters::from_values(counters.into_iter()),
-                save_info: SaveInfo::default(),
-                skipped_records: 0,
-            },
-        )
+        .prop_map(|(identity, enforce, version, rules, flows, counters)| PortState {
+            minor: format::MINOR,
+            provider: PROVIDER,
+            identity,
+            mode: if enforce { Mode::Enforce } else { Mode::Monitor },
+            rules: RuleSet::try_from_slice(version, &rules).unwrap(),
+            flows,
+            counters: PortCounters::from_values(counters.into_iter()),
+            save_info: SaveInfo::default(),
+            skipped_records: 0,
+        })
 }
 
 /// What decode returns for a state encoded under the cap: the same state with the encoder's
 /// save accounting.
 pub fn as_decoded(mut s: PortState) -> PortState {
     s.minor = format::MINOR;
-    s.save_info = SaveInfo {
-        flows_in_table: u32::try_from(s.flows.len()).unwrap(),
-        flows_dropped: 0,
-    };
+    s.save_info =
+        SaveInfo { flows_in_table: u32::try_from(s.flows.len()).unwrap(), flows_dropped: 0 };
     s.skipped_records = 0;
     // The encoder writes IPv4 flows, then IPv6 flows, each in list order.
     let (mut a, b): (Vec<_>, Vec<_>) = s.flows.iter().partition(|f| f.key.family == IpFamily::V4);
@@ -230,11 +206,7 @@ pub fn records(b: &[u8]) -> Vec<RecordAt> {
     for _ in 0..count {
         let kind = le16(b, at);
         let len = le32(b, at + 4) as usize;
-        out.push(RecordAt {
-            kind,
-            start: at,
-            payload: (at + 8, at + 8 + len),
-        });
+        out.push(RecordAt { kind, start: at, payload: (at + 8, at + 8 + len) });
         at += 8 + len;
     }
     out
@@ -347,11 +319,7 @@ pub fn fixture_monitor_mixed() -> PortState {
         FlowState::Closed,
     ];
     for n in 0..20u8 {
-        let family = if n % 3 == 0 {
-            IpFamily::V6
-        } else {
-            IpFamily::V4
-        };
+        let family = if n % 3 == 0 { IpFamily::V6 } else { IpFamily::V4 };
         let (proto, state) = match n % 4 {
             0 | 1 => (protocol::TCP, states[usize::from(n) % 5]),
             2 => (protocol::UDP, FlowState::Active),
@@ -362,15 +330,7 @@ pub fn fixture_monitor_mixed() -> PortState {
         } else {
             (Opener::Vm, Admission::Vm)
         };
-        flows.push(flow(
-            family,
-            proto,
-            n,
-            state,
-            opener,
-            admission,
-            u64::from(n) * 1_000_000,
-        ));
+        flows.push(flow(family, proto, n, state, opener, admission, u64::from(n) * 1_000_000));
     }
     PortState {
         minor: format::MINOR,
@@ -401,11 +361,8 @@ pub fn fixture_enforce_rules() -> PortState {
         AllowRule {
             protocol: None,
             local_ports: PortRange::new(8000, 8099).unwrap(),
-            remote: Prefix::v6(
-                [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-                32,
-            )
-            .unwrap(),
+            remote: Prefix::v6([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 32)
+                .unwrap(),
         },
     ];
     let flows = vec![
@@ -436,15 +393,7 @@ pub fn fixture_enforce_rules() -> PortState {
             Admission::Rule(7),
             2_000_000,
         ),
-        flow(
-            IpFamily::V6,
-            protocol::TCP,
-            4,
-            FlowState::SynSent,
-            Opener::Vm,
-            Admission::Vm,
-            0,
-        ),
+        flow(IpFamily::V6, protocol::TCP, 4, FlowState::SynSent, Opener::Vm, Admission::Vm, 0),
     ];
     PortState {
         minor: format::MINOR,
@@ -466,18 +415,10 @@ pub fn fixture_capped() -> (PortState, usize) {
     for n in 0..300u16 {
         let lo = u8::try_from(n % 250).unwrap();
         let mut f = flow(
-            if n % 2 == 0 {
-                IpFamily::V4
-            } else {
-                IpFamily::V6
-            },
+            if n % 2 == 0 { IpFamily::V4 } else { IpFamily::V6 },
             protocol::TCP,
             lo,
-            if n % 3 == 0 {
-                FlowState::Established
-            } else {
-                FlowState::SynSent
-            },
+            if n % 3 == 0 { FlowState::Established } else { FlowState::SynSent },
             Opener::Vm,
             Admission::Vm,
             u64::from(n) * 1000,
