@@ -1,0 +1,60 @@
+//! Fuzzes the runtime-state decoder with arbitrary bytes, in strict and lenient mode.
+//!
+//! Besides "never panics", it checks two properties on every input that decodes: applying the
+//! state to a port either succeeds with a consistent table or fails without touching the port,
+//! and re-encoding the decoded state yields a blob that decodes to the same flows.
+//! To reach past the CRC, inputs starting with byte 0xFF get their length and CRC fields fixed
+//! up before decoding (the fuzzer then explores field validation).
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use vsflow_core::codec::{self, DecodeConfig, Decoded, UnknownMajor};
+use vsflow_core::{Port, PortConfig, PortIdentity};
+
+fn reseal(data: &[u8]) -> Vec<u8> {
+    let mut b = data.to_vec();
+    if b.len() >= 20 {
+        let n = b.len();
+        let len = u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        b[12..16].copy_from_slice(&len);
+        let crc = codec::crc32c(&b[..n - 4]).to_le_bytes();
+        b[n - 4..].copy_from_slice(&crc);
+    }
+    b
+}
+
+fuzz_target!(|data: &[u8]| {
+    let owned;
+    let bytes = match data.split_first() {
+        Some((0xFF, rest)) => {
+            owned = reseal(rest);
+            &owned[..]
+        }
+        _ => data,
+    };
+    let lenient = DecodeConfig { unknown_major: UnknownMajor::Lenient, ..DecodeConfig::default() };
+    let _ = codec::decode(bytes, &lenient);
+    let Ok(Decoded::State(state)) = codec::decode(bytes, &DecodeConfig::default()) else { return };
+
+    let mut port = Port::try_new(PortIdentity::try_from_str("fuzz").unwrap(), PortConfig::default()).unwrap();
+    match codec::apply(&mut port, &state, 1 << 40) {
+        Ok(_) => port.table().check_invariants().unwrap(),
+        Err(_) => assert!(port.table().is_empty(), "failed apply changed the port"),
+    }
+
+    let cfg = codec::EncodeConfig { provider: state.provider, cap: usize::MAX };
+    let mut again = Vec::new();
+    codec::encode_state(&state, &cfg, &mut again).unwrap();
+    let Ok(Decoded::State(round)) = codec::decode(&again, &DecodeConfig { max_len: usize::MAX, ..DecodeConfig::default() }) else {
+        panic!("re-encoded state does not decode");
+    };
+    let mut a = state.flows.clone();
+    let mut b = round.flows.clone();
+    a.sort_by_key(|f| (f.key, f.last_age));
+    b.sort_by_key(|f| (f.key, f.last_age));
+    assert_eq!(a, b);
+    assert_eq!(round.rules, state.rules);
+    assert_eq!(round.mode, state.mode);
+    assert_eq!(round.counters, state.counters);
+});
