@@ -166,6 +166,12 @@ impl Port {
         classify(self, meta, now)
     }
 
+    /// Counts a runtime-state save of this port that left `dropped` flows out.
+    pub const fn note_saved(&mut self, dropped: u32) {
+        self.counters.saves = self.counters.saves.saturating_add(1);
+        self.counters.save_dropped = self.counters.save_dropped.saturating_add(dropped as u64);
+    }
+
     /// Removes up to `budget` idle flows; returns how many.
     pub fn expire(&mut self, now: Tick, budget: usize) -> usize {
         let n = self.table.expire(now, budget);

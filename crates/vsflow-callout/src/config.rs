@@ -1,0 +1,119 @@
+//! Driver configuration (read by the driver from the service's `Parameters` key).
+
+use vsflow_core::Mode;
+use vsflow_core::codec::{DEFAULT_CAP, UnknownMajor};
+
+use crate::error::CalloutError;
+
+/// How a runtime-state restore completes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestoreMode {
+    /// Copy the blob, return `STATUS_PENDING`, decode and apply at `PASSIVE_LEVEL` on a work
+    /// item, then call `FwpsvSwitchNotifyComplete0` (the default: keeps the OID path short).
+    #[default]
+    Pending,
+    /// Decode and apply inside the callback and return the final status.
+    Synchronous,
+}
+
+/// Everything configurable, with the documented defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Restore completion mode (registry `RestoreMode`: 0 pending, 1 synchronous).
+    pub restore_mode: RestoreMode,
+    /// Policy for blobs of an unknown format major (registry `UnknownMajorPolicy`: 0 strict,
+    /// 1 lenient).
+    pub unknown_major: UnknownMajor,
+    /// Flow-table bound per port (registry `FlowsPerPort`, 16..=1,048,576, default 4,096).
+    pub flows_per_port: u32,
+    /// Size cap of one port's blob (registry `BlobCap`, 1,024..=65,000 bytes, default 61,440).
+    pub blob_cap: usize,
+    /// Mode of new ports (registry `DefaultMode`: 0 monitor, 1 enforce; default monitor).
+    pub default_mode: Mode,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            restore_mode: RestoreMode::Pending,
+            unknown_major: UnknownMajor::Strict,
+            flows_per_port: 4096,
+            blob_cap: DEFAULT_CAP,
+            default_mode: Mode::Monitor,
+        }
+    }
+}
+
+impl DriverConfig {
+    /// Checks every value against its documented range.
+    ///
+    /// # Errors
+    /// [`CalloutError::Core`] with `InvalidConfig`.
+    pub const fn validate(&self) -> Result<(), CalloutError> {
+        if self.flows_per_port < 16 || self.flows_per_port > 1 << 20 {
+            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("FlowsPerPort")));
+        }
+        if self.blob_cap < 1024 || self.blob_cap > 65_000 {
+            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("BlobCap")));
+        }
+        Ok(())
+    }
+
+    /// Builds a configuration from raw registry values (`None` = absent: default), rejecting
+    /// out-of-range values.
+    ///
+    /// # Errors
+    /// As [`DriverConfig::validate`], or for an unknown enumeration value.
+    pub fn from_registry(
+        restore_mode: Option<u32>,
+        unknown_major: Option<u32>,
+        flows_per_port: Option<u32>,
+        blob_cap: Option<u32>,
+        default_mode: Option<u32>,
+    ) -> Result<Self, CalloutError> {
+        let bad = |what| CalloutError::Core(vsflow_core::Error::InvalidConfig(what));
+        let d = Self::default();
+        let cfg = Self {
+            restore_mode: match restore_mode {
+                None | Some(0) => RestoreMode::Pending,
+                Some(1) => RestoreMode::Synchronous,
+                Some(_) => return Err(bad("RestoreMode")),
+            },
+            unknown_major: match unknown_major {
+                None | Some(0) => UnknownMajor::Strict,
+                Some(1) => UnknownMajor::Lenient,
+                Some(_) => return Err(bad("UnknownMajorPolicy")),
+            },
+            flows_per_port: flows_per_port.unwrap_or(d.flows_per_port),
+            blob_cap: blob_cap.map_or(d.blob_cap, |c| c as usize),
+            default_mode: match default_mode {
+                None | Some(0) => Mode::Monitor,
+                Some(1) => Mode::Enforce,
+                Some(_) => return Err(bad("DefaultMode")),
+            },
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_values_default_when_absent_and_are_range_checked() {
+        assert_eq!(
+            DriverConfig::from_registry(None, None, None, None, None),
+            Ok(DriverConfig::default())
+        );
+        let c =
+            DriverConfig::from_registry(Some(1), Some(1), Some(100), Some(2048), Some(1)).unwrap();
+        assert_eq!(c.restore_mode, RestoreMode::Synchronous);
+        assert_eq!(c.unknown_major, UnknownMajor::Lenient);
+        assert_eq!((c.flows_per_port, c.blob_cap, c.default_mode), (100, 2048, Mode::Enforce));
+        assert!(DriverConfig::from_registry(Some(2), None, None, None, None).is_err());
+        assert!(DriverConfig::from_registry(None, None, Some(15), None, None).is_err());
+        assert!(DriverConfig::from_registry(None, None, None, Some(70_000), None).is_err());
+    }
+}

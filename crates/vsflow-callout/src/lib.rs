@@ -1,0 +1,37 @@
+//! vsflow-callout: everything between the Windows Filtering Platform and vsflow-core.
+//!
+//! The driver (`driver/`, WDK glue) creates a [`Driver`] with its [`KernelServices`] and calls
+//! [`Driver::start`] and [`Driver::stop`]; WFP then calls the `extern "system"` functions here:
+//!
+//! - [`classify`]: where a packet goes: vSwitch port ids and 5-tuple in, verdict out.
+//! - [`vswitch`]: the seven vSwitch event callbacks; [`vswitch::save`] encodes a port's runtime
+//!   state, [`vswitch::restore`] copies a blob and pends, [`pending`] holds the notifications in
+//!   flight and guarantees each is completed exactly once.
+//! - [`registration`]: provider, sublayer, callouts, filters, subscription, and their exact
+//!   reverse; waits for the base filtering engine when it is not yet running.
+//! - [`frame`]: reads the TCP flags from the first bytes of a frame (never writes a packet).
+//!
+//! Nothing here depends on wdk-sys: the crate builds and runs on Linux against `vsflow-sim`,
+//! which defines the same `fwpkclnt.sys` symbols the driver imports.
+
+#![no_std]
+
+extern crate alloc;
+
+pub mod classify;
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod frame;
+pub mod keys;
+pub mod pending;
+pub mod registration;
+pub mod services;
+pub mod state;
+pub mod sync;
+pub mod vswitch;
+
+pub use config::{DriverConfig, RestoreMode};
+pub use driver::{Driver, DriverStats, Phase};
+pub use error::CalloutError;
+pub use services::{FrameView, KernelServices, LogLevel, RawSpinLock};

@@ -1,0 +1,112 @@
+//! Notifications in flight: every runtime-state restore that returned `STATUS_PENDING`.
+//!
+//! The rule that makes completion exactly-once: an entry is completed by whoever *removes* it
+//! from the set, and removal happens only under the driver's state lock. The deferred worker
+//! removes an entry when it has a result; a port delete, switch delete or driver stop removes
+//! the port's entries and completes them as cancelled. Whoever comes second finds nothing.
+
+use alloc::vec::Vec;
+
+use crate::error::CalloutError;
+use crate::state::PortKey;
+
+/// One pended restore.
+#[derive(Debug)]
+pub struct PendingRestore {
+    /// Unique id (never reused while the driver runs).
+    pub id: u64,
+    /// WFP's completion context, for `FwpsvSwitchNotifyComplete0`.
+    pub completion: usize,
+    /// The port it restores.
+    pub key: PortKey,
+    /// The blob, copied out of WFP's buffer in the callback. Moved to the worker when taken.
+    pub blob: Vec<u8>,
+    /// The worker has taken it and is decoding.
+    pub taken: bool,
+}
+
+/// The set of pended notifications.
+#[derive(Debug, Default)]
+pub struct PendingSet {
+    items: Vec<PendingRestore>,
+    next_id: u64,
+}
+
+impl PendingSet {
+    /// Records a pended restore; returns its id.
+    ///
+    /// # Errors
+    /// Out of memory (the caller must then not return `STATUS_PENDING`).
+    pub fn push(
+        &mut self,
+        completion: usize,
+        key: PortKey,
+        blob: Vec<u8>,
+    ) -> Result<u64, CalloutError> {
+        self.items.try_reserve(1)?;
+        self.next_id += 1;
+        let id = self.next_id;
+        self.items.push(PendingRestore { id, completion, key, blob, taken: false });
+        Ok(id)
+    }
+
+    /// Number of notifications in flight.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True if none is in flight.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The oldest entry the worker has not taken yet: marks it taken and moves its blob out.
+    pub fn take_next(&mut self) -> Option<(u64, PortKey, Vec<u8>)> {
+        let e = self.items.iter_mut().find(|e| !e.taken)?;
+        e.taken = true;
+        Some((e.id, e.key, core::mem::take(&mut e.blob)))
+    }
+
+    /// Removes entry `id`, if still present; the caller must complete it.
+    pub fn remove(&mut self, id: u64) -> Option<PendingRestore> {
+        let i = self.items.iter().position(|e| e.id == id)?;
+        Some(self.items.swap_remove(i))
+    }
+
+    /// Removes one entry of a port matching `pred`; the caller must complete it.
+    pub fn remove_where(
+        &mut self,
+        mut pred: impl FnMut(&PortKey) -> bool,
+    ) -> Option<PendingRestore> {
+        let i = self.items.iter().position(|e| pred(&e.key))?;
+        Some(self.items.swap_remove(i))
+    }
+
+    /// The completion contexts in flight (for contract checks and diagnostics).
+    pub fn completions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.items.iter().map(|e| e.completion)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: PortKey = PortKey { switch: 1, port: 7 };
+
+    #[test]
+    fn an_entry_is_removed_once_whoever_asks_first() {
+        let mut p = PendingSet::default();
+        let id = p.push(0xC0, K, alloc::vec![1, 2, 3]).unwrap();
+        let (tid, key, blob) = p.take_next().unwrap();
+        assert_eq!((tid, key, blob.as_slice()), (id, K, &[1u8, 2, 3][..]));
+        assert!(p.take_next().is_none(), "a taken entry is not handed out twice");
+        // The port is deleted while the worker decodes: the canceller wins.
+        let cancelled = p.remove_where(|k| *k == K).unwrap();
+        assert_eq!(cancelled.completion, 0xC0);
+        assert!(p.remove(id).is_none(), "the worker finds nothing to complete");
+        assert!(p.is_empty());
+    }
+}

@@ -1,0 +1,448 @@
+//! Start and stop: the WFP objects, the callouts and the vSwitch subscription, and their exact
+//! reverse.
+//!
+//! Start (PASSIVE): subscribe to BFE state; once BFE runs: register the four FWPS callouts,
+//! open a dynamic kernel engine session, add provider, sublayer, callout objects and filters in
+//! one transaction (all associated with the provider), then subscribe to vSwitch events with
+//! the provider GUID. Filters carry `PERMIT_IF_CALLOUT_UNREGISTERED`, so traffic never fails
+//! closed because vsflow is not loaded.
+//!
+//! Stop (PASSIVE): unsubscribe BFE state, unsubscribe vSwitch events, complete every pended
+//! notification, wait for the deferred worker, unregister the callouts (retrying
+//! `STATUS_DEVICE_BUSY`), delete the objects, close the engine, free all port state.
+
+use core::ffi::c_void;
+use core::ptr;
+
+use fwps_sys as sys;
+use fwps_sys::{GUID, HANDLE, NTSTATUS, nt_success};
+
+use crate::classify;
+use crate::driver::{Driver, Phase};
+use crate::error::CalloutError;
+use crate::keys::{self, HOOKS};
+use crate::services::{KernelServices, LogLevel};
+
+/// Registration handles. Only touched at `PASSIVE_LEVEL` by start, the BFE callback and stop.
+#[derive(Debug)]
+pub struct Registration {
+    /// Current phase.
+    pub phase: Phase,
+    /// Engine session handle.
+    pub engine: usize,
+    /// Run-time ids of the registered callouts (0 = not registered).
+    pub callout_ids: [u32; 4],
+    /// vSwitch subscription id.
+    pub subscription: Option<u32>,
+    /// BFE state-change subscription handle.
+    pub bfe: usize,
+    /// A registration attempt is running (guards against a BFE callback racing stop).
+    pub busy: bool,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Created,
+            engine: 0,
+            callout_ids: [0; 4],
+            subscription: None,
+            bfe: 0,
+            busy: false,
+        }
+    }
+}
+
+/// How many times stop retries a callout unregistration that reports `STATUS_DEVICE_BUSY`.
+const UNREGISTER_RETRIES: u32 = 64;
+
+fn check(status: NTSTATUS) -> Result<(), CalloutError> {
+    if nt_success(status) { Ok(()) } else { Err(CalloutError::Status(status)) }
+}
+
+fn check_add(status: NTSTATUS) -> Result<(), CalloutError> {
+    // Our own object left by an earlier instance (same keys): treat as success.
+    if status == sys::STATUS_FWP_ALREADY_EXISTS { Ok(()) } else { check(status) }
+}
+
+unsafe extern "system" fn bfe_state_changed<S: KernelServices>(
+    context: *mut c_void,
+    new_state: sys::FWPM_SERVICE_STATE,
+) {
+    if context.is_null() || new_state != sys::FWPM_SERVICE_RUNNING {
+        return;
+    }
+    // SAFETY: `context` is the driver pointer given at subscription; stop unsubscribes (which
+    // waits for running callbacks) before the driver can go away.
+    let driver = unsafe { &*context.cast::<Driver<S>>() };
+    if let Err(e) = driver.register_all() {
+        driver.log(LogLevel::Error, format_args!("registration after BFE start failed: {e}"));
+    }
+}
+
+impl<S: KernelServices> Driver<S> {
+    /// Starts the driver: registers now if BFE runs, or as soon as it does.
+    ///
+    /// # Errors
+    /// The failing WFP status; everything done so far is undone.
+    ///
+    /// # Safety
+    /// `self` must stay at its address and alive until [`Driver::stop`] has returned: WFP keeps
+    /// pointers to it (callout filter contexts, subscription contexts).
+    pub unsafe fn start(&self) -> Result<(), CalloutError> {
+        {
+            let mut reg = self.reg.lock();
+            if reg.phase != Phase::Created {
+                return Err(CalloutError::InvalidState);
+            }
+            reg.phase = Phase::WaitingForBfe;
+        }
+        let mut handle: HANDLE = ptr::null_mut();
+        // SAFETY: valid out-pointer; the callback and context stay valid until stop
+        // unsubscribes (the caller's contract).
+        let status = unsafe {
+            sys::FwpmBfeStateSubscribeChanges0(
+                self.device_object as *mut c_void,
+                Some(bfe_state_changed::<S>),
+                ptr::from_ref(self).cast_mut().cast(),
+                &raw mut handle,
+            )
+        };
+        if let Err(e) = check(status) {
+            self.reg.lock().phase = Phase::Created;
+            return Err(e);
+        }
+        self.reg.lock().bfe = handle as usize;
+        // SAFETY: no preconditions.
+        let bfe = unsafe { sys::FwpmBfeStateGet0() };
+        if bfe == sys::FWPM_SERVICE_RUNNING {
+            if let Err(e) = self.register_all() {
+                self.unsubscribe_bfe();
+                self.reg.lock().phase = Phase::Created;
+                return Err(e);
+            }
+        } else {
+            self.log(
+                LogLevel::Info,
+                format_args!(
+                    "base filtering engine not running (state {bfe}); registering when it starts"
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Registers callouts, objects and the vSwitch subscription (idempotent).
+    pub(crate) fn register_all(&self) -> Result<(), CalloutError> {
+        {
+            let mut reg = self.reg.lock();
+            if reg.phase != Phase::WaitingForBfe || reg.busy {
+                return Ok(());
+            }
+            reg.busy = true;
+        }
+        let result = self.register_inner();
+        let mut reg = self.reg.lock();
+        reg.busy = false;
+        if result.is_ok() {
+            reg.phase = Phase::Running;
+        }
+        drop(reg);
+        if let Err(e) = result {
+            self.log(LogLevel::Error, format_args!("registration failed: {e}"));
+        } else {
+            self.log(LogLevel::Info, format_args!("registered at the vSwitch transport layers"));
+        }
+        result
+    }
+
+    fn register_inner(&self) -> Result<(), CalloutError> {
+        // 1. Run-time callouts first, so filters take effect the moment they exist.
+        for (i, hook) in HOOKS.iter().enumerate() {
+            let callout = sys::FWPS_CALLOUT3 {
+                calloutKey: hook.callout,
+                flags: sys::FWP_CALLOUT_FLAG_ALLOW_RSC
+                    | sys::FWP_CALLOUT_FLAG_ALLOW_USO
+                    | sys::FWP_CALLOUT_FLAG_ALLOW_URO,
+                classifyFn: Some(classify::classify_fn::<S>),
+                notifyFn: Some(classify::notify_fn),
+                flowDeleteFn: None,
+            };
+            let mut id = 0u32;
+            // SAFETY: valid struct and out-pointer; the device object outlives registration.
+            let status = unsafe {
+                sys::FwpsCalloutRegister3(
+                    self.device_object as *mut c_void,
+                    &raw const callout,
+                    &raw mut id,
+                )
+            };
+            if let Err(e) = check(status) {
+                self.unregister_callouts();
+                return Err(e);
+            }
+            if let Some(slot) = self.reg.lock().callout_ids.get_mut(i) {
+                *slot = id;
+            }
+        }
+        // 2. Management objects in one transaction of a dynamic session.
+        if let Err(e) = self.add_objects() {
+            self.unregister_callouts();
+            return Err(e);
+        }
+        // 3. vSwitch events, routed by our provider GUID.
+        let mut id = 0u32;
+        // SAFETY: the dispatch table and context live in `self`, which outlives the
+        // subscription (start's contract); valid out-pointer.
+        let status = unsafe {
+            sys::FwpsvSwitchEventsSubscribe0(
+                &raw const keys::PROVIDER_KEY,
+                ptr::from_ref(self).cast_mut().cast(),
+                0,
+                ptr::null_mut(),
+                &raw const self.dispatch,
+                &raw mut id,
+            )
+        };
+        if let Err(e) = check(status) {
+            self.delete_objects();
+            self.unregister_callouts();
+            return Err(e);
+        }
+        self.reg.lock().subscription = Some(id);
+        Ok(())
+    }
+
+    fn add_objects(&self) -> Result<(), CalloutError> {
+        let session = sys::FWPM_SESSION0 {
+            sessionKey: GUID::default(),
+            displayData: display(&NAME_SESSION),
+            flags: sys::FWPM_SESSION_FLAG_DYNAMIC,
+            txnWaitTimeoutInMSec: 0,
+            processId: 0,
+            sid: ptr::null_mut(),
+            username: ptr::null_mut(),
+            kernelMode: 0,
+        };
+        let mut engine: HANDLE = ptr::null_mut();
+        // SAFETY: valid session struct and out-pointer.
+        check(unsafe {
+            sys::FwpmEngineOpen0(
+                ptr::null(),
+                sys::RPC_C_AUTHN_DEFAULT,
+                ptr::null_mut(),
+                &raw const session,
+                &raw mut engine,
+            )
+        })?;
+        self.reg.lock().engine = engine as usize;
+        // SAFETY: `engine` is the open session.
+        if let Err(e) = check(unsafe { sys::FwpmTransactionBegin0(engine, 0) }) {
+            self.close_engine();
+            return Err(e);
+        }
+        match self.add_objects_in_txn(engine) {
+            Ok(()) => {
+                // SAFETY: a transaction is open on `engine`.
+                let status = unsafe { sys::FwpmTransactionCommit0(engine) };
+                if let Err(e) = check(status) {
+                    self.close_engine();
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // SAFETY: a transaction is open on `engine`.
+                let _ = unsafe { sys::FwpmTransactionAbort0(engine) };
+                self.close_engine();
+                Err(e)
+            }
+        }
+    }
+
+    fn add_objects_in_txn(&self, engine: HANDLE) -> Result<(), CalloutError> {
+        let mut provider_key = keys::PROVIDER;
+        let provider = sys::FWPM_PROVIDER0 {
+            providerKey: keys::PROVIDER,
+            displayData: display(&NAME_PROVIDER),
+            flags: 0,
+            providerData: empty_blob(),
+            serviceName: ptr::null_mut(),
+        };
+        // SAFETY: valid engine and struct; no security descriptor.
+        check_add(unsafe { sys::FwpmProviderAdd0(engine, &raw const provider, ptr::null_mut()) })?;
+        let sublayer = sys::FWPM_SUBLAYER0 {
+            subLayerKey: keys::SUBLAYER,
+            displayData: display(&NAME_SUBLAYER),
+            flags: 0,
+            providerKey: &raw mut provider_key,
+            providerData: empty_blob(),
+            weight: 0x100,
+        };
+        // SAFETY: as above; `provider_key` outlives the call.
+        check_add(unsafe { sys::FwpmSubLayerAdd0(engine, &raw const sublayer, ptr::null_mut()) })?;
+        for hook in &HOOKS {
+            let callout = sys::FWPM_CALLOUT0 {
+                calloutKey: hook.callout,
+                displayData: display(&NAME_CALLOUT),
+                flags: 0,
+                providerKey: &raw mut provider_key,
+                providerData: empty_blob(),
+                applicableLayer: hook.layer,
+                calloutId: 0,
+            };
+            // SAFETY: as above.
+            check_add(unsafe {
+                sys::FwpmCalloutAdd0(engine, &raw const callout, ptr::null_mut(), ptr::null_mut())
+            })?;
+            let filter = sys::FWPM_FILTER0 {
+                filterKey: hook.filter,
+                displayData: display(&NAME_FILTER),
+                flags: sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED,
+                providerKey: &raw mut provider_key,
+                providerData: empty_blob(),
+                layerKey: hook.layer,
+                subLayerKey: keys::SUBLAYER,
+                weight: sys::FWP_VALUE0::EMPTY,
+                numFilterConditions: 0,
+                filterCondition: ptr::null_mut(),
+                action: sys::FWPM_ACTION0 {
+                    r#type: sys::FWP_ACTION_CALLOUT_TERMINATING,
+                    u: sys::FWPM_ACTION0_u { calloutKey: hook.callout },
+                },
+                ctx: sys::FWPM_FILTER0_ctx { rawContext: ptr::from_ref(self) as u64 },
+                reserved: ptr::null_mut(),
+                filterId: 0,
+                effectiveWeight: sys::FWP_VALUE0::EMPTY,
+            };
+            // SAFETY: as above.
+            check_add(unsafe {
+                sys::FwpmFilterAdd0(engine, &raw const filter, ptr::null_mut(), ptr::null_mut())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stops the driver in the documented order (idempotent). After it returns, WFP holds no
+    /// pointer to `self` and every pended notification has been completed.
+    pub fn stop(&self) {
+        {
+            let mut reg = self.reg.lock();
+            if matches!(reg.phase, Phase::Stopped | Phase::Created) {
+                reg.phase = Phase::Stopped;
+                return;
+            }
+        }
+        // 1. No more registration attempts from BFE callbacks.
+        self.unsubscribe_bfe();
+        // 2. No more vSwitch callbacks.
+        let subscription = self.reg.lock().subscription.take();
+        if let Some(id) = subscription {
+            // SAFETY: `id` came from a successful subscribe and is unsubscribed once.
+            unsafe { sys::FwpsvSwitchEventsUnsubscribe0(id, 0, ptr::null_mut()) };
+        }
+        // 3. Complete everything in flight; refuse new pended work.
+        self.state.lock().stopping = true;
+        self.cancel_pending(|_| true);
+        // 4. Wait for the deferred worker.
+        self.services.flush_deferred_work();
+        // 5.-7. Callouts, objects, engine.
+        self.unregister_callouts();
+        self.delete_objects();
+        // 8. Free every port (and its save buffer).
+        {
+            let mut st = self.state.lock();
+            st.ports = hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0));
+            st.switches = alloc::vec::Vec::new();
+        }
+        self.reg.lock().phase = Phase::Stopped;
+        self.log(LogLevel::Info, format_args!("stopped"));
+    }
+
+    fn unsubscribe_bfe(&self) {
+        let handle = core::mem::take(&mut self.reg.lock().bfe);
+        if handle != 0 {
+            // SAFETY: `handle` came from a successful subscription and is released once.
+            let _ = unsafe { sys::FwpmBfeStateUnsubscribeChanges0(handle as HANDLE) };
+        }
+    }
+
+    fn unregister_callouts(&self) {
+        let ids = core::mem::take(&mut self.reg.lock().callout_ids);
+        for id in ids.into_iter().filter(|&id| id != 0) {
+            for attempt in 0..=UNREGISTER_RETRIES {
+                // SAFETY: `id` is a callout this driver registered.
+                let status = unsafe { sys::FwpsCalloutUnregisterById0(id) };
+                if status != sys::STATUS_DEVICE_BUSY {
+                    break;
+                }
+                // vsflow sets no flow contexts, so this should not happen; retry a bounded
+                // number of times and move on rather than hang unload.
+                if attempt == UNREGISTER_RETRIES {
+                    self.log(
+                        LogLevel::Error,
+                        format_args!("callout {id} still busy after {UNREGISTER_RETRIES} retries"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn delete_objects(&self) {
+        let engine = self.reg.lock().engine;
+        if engine == 0 {
+            return;
+        }
+        let engine = engine as HANDLE;
+        // SAFETY: `engine` is the open session.
+        let txn = nt_success(unsafe { sys::FwpmTransactionBegin0(engine, 0) });
+        for hook in &HOOKS {
+            // SAFETY: valid engine and key; "not found" is fine (never added).
+            let _ = unsafe { sys::FwpmFilterDeleteByKey0(engine, &raw const hook.filter) };
+            // SAFETY: as above.
+            let _ = unsafe { sys::FwpmCalloutDeleteByKey0(engine, &raw const hook.callout) };
+        }
+        // SAFETY: as above.
+        let _ = unsafe { sys::FwpmSubLayerDeleteByKey0(engine, &raw const keys::SUBLAYER_KEY) };
+        // SAFETY: as above.
+        let _ = unsafe { sys::FwpmProviderDeleteByKey0(engine, &raw const keys::PROVIDER_KEY) };
+        if txn {
+            // SAFETY: the transaction begun above.
+            let _ = unsafe { sys::FwpmTransactionCommit0(engine) };
+        }
+        self.close_engine();
+    }
+
+    fn close_engine(&self) {
+        let engine = core::mem::take(&mut self.reg.lock().engine);
+        if engine != 0 {
+            // SAFETY: the session is open and closed once.
+            let _ = unsafe { sys::FwpmEngineClose0(engine as HANDLE) };
+        }
+    }
+}
+
+const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = s[i] as u16;
+        i += 1;
+    }
+    out
+}
+
+static NAME_SESSION: [u16; 15] = wide(b"vsflow session\0");
+static NAME_PROVIDER: [u16; 7] = wide(b"vsflow\0");
+static NAME_SUBLAYER: [u16; 16] = wide(b"vsflow sublayer\0");
+static NAME_CALLOUT: [u16; 25] = wide(b"vsflow vSwitch transport\0");
+static NAME_FILTER: [u16; 14] = wide(b"vsflow filter\0");
+
+fn display(name: &'static [u16]) -> sys::FWPM_DISPLAY_DATA0 {
+    // WFP copies display data and never writes through these pointers.
+    sys::FWPM_DISPLAY_DATA0 { name: name.as_ptr().cast_mut(), description: ptr::null_mut() }
+}
+
+const fn empty_blob() -> sys::FWP_BYTE_BLOB {
+    sys::FWP_BYTE_BLOB { size: 0, data: ptr::null_mut() }
+}

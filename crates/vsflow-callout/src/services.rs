@@ -1,0 +1,89 @@
+//! The kernel services the bridge needs, behind one small trait: the driver implements it with
+//! wdk-sys, the simulator with std.
+
+use core::ffi::c_void;
+use core::fmt;
+
+use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
+use vsflow_core::Tick;
+
+use crate::error::CalloutError;
+
+/// Severity of a log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Something failed.
+    Error,
+    /// Something unexpected that vsflow recovered from.
+    Warning,
+    /// Lifecycle events.
+    Info,
+    /// Per-event detail.
+    Trace,
+}
+
+/// What [`KernelServices::read_frame`] copied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameView {
+    /// Bytes copied from the start of the frame (Ethernet header first).
+    pub copied: usize,
+    /// Length of the whole frame in bytes.
+    pub frame_len: u32,
+}
+
+/// A spin lock usable at `IRQL <= DISPATCH_LEVEL` (`KeAcquireSpinLock` in the driver).
+///
+/// # Safety
+/// Implementors guarantee mutual exclusion between [`RawSpinLock::lock`] and the matching
+/// [`RawSpinLock::unlock`], and that holding the lock never blocks on anything that could wait
+/// for the holder.
+pub unsafe trait RawSpinLock: Send + Sync {
+    /// Acquires the lock; returns a token (the previous IRQL in the driver).
+    fn lock(&self) -> u8;
+    /// Releases the lock acquired with `token`.
+    ///
+    /// # Safety
+    /// The caller holds the lock, acquired by the `lock` call that returned `token`.
+    unsafe fn unlock(&self, token: u8);
+}
+
+/// Kernel services. All methods are callable at `IRQL <= DISPATCH_LEVEL`.
+pub trait KernelServices: Send + Sync + 'static {
+    /// The lock type.
+    type Lock: RawSpinLock;
+
+    /// A new, unlocked lock.
+    fn new_lock(&self) -> Self::Lock;
+
+    /// Monotonic time in 100 ns units (`KeQueryInterruptTime`).
+    fn now(&self) -> Tick;
+
+    /// Arranges for [`crate::Driver::run_deferred`] to be called at `PASSIVE_LEVEL` soon, on
+    /// another thread of control. Requests while one is outstanding may coalesce into one call.
+    ///
+    /// # Errors
+    /// If no work item can be queued (the caller then does the work itself).
+    fn request_deferred_work(&self) -> Result<(), CalloutError>;
+
+    /// Blocks (at `PASSIVE_LEVEL`) until no deferred work is queued or running.
+    fn flush_deferred_work(&self);
+
+    /// Writes a log line.
+    fn log(&self, level: LogLevel, args: fmt::Arguments<'_>);
+
+    /// A per-boot random value seeding the flow-table hash.
+    fn hash_seed(&self) -> u64;
+
+    /// Copies up to `out.len()` bytes from the start of the frame WFP passed as `layerData` at
+    /// a vSwitch transport layer (`NdisGetDataBuffer` on the first `NET_BUFFER`).
+    ///
+    /// # Safety
+    /// `layer_data` and `meta` are the pointers WFP passed to the classify function, valid for
+    /// the duration of the call.
+    unsafe fn read_frame(
+        &self,
+        layer_data: *mut c_void,
+        meta: *const FWPS_INCOMING_METADATA_VALUES0,
+        out: &mut [u8],
+    ) -> Option<FrameView>;
+}

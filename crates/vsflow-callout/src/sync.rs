@@ -1,0 +1,59 @@
+//! A mutex over a kernel spin lock.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+
+use crate::services::RawSpinLock;
+
+/// Data protected by a [`RawSpinLock`].
+pub struct SpinMutex<L: RawSpinLock, T> {
+    lock: L,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: access to `data` is serialized by `lock` (see `RawSpinLock`'s contract), so sharing
+// the mutex across threads is sound when `T` may be sent between them.
+unsafe impl<L: RawSpinLock, T: Send> Sync for SpinMutex<L, T> {}
+// SAFETY: as above; moving the mutex moves the data.
+unsafe impl<L: RawSpinLock, T: Send> Send for SpinMutex<L, T> {}
+
+impl<L: RawSpinLock, T> SpinMutex<L, T> {
+    /// Wraps `data`.
+    pub const fn new(lock: L, data: T) -> Self {
+        Self { lock, data: UnsafeCell::new(data) }
+    }
+
+    /// Acquires the lock. Keep guards short: the holder runs at `DISPATCH_LEVEL`.
+    pub fn lock(&self) -> SpinGuard<'_, L, T> {
+        let token = self.lock.lock();
+        SpinGuard { mutex: self, token }
+    }
+}
+
+/// Proof of holding a [`SpinMutex`]; releases it on drop.
+pub struct SpinGuard<'a, L: RawSpinLock, T> {
+    mutex: &'a SpinMutex<L, T>,
+    token: u8,
+}
+
+impl<L: RawSpinLock, T> Deref for SpinGuard<'_, L, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no other reference to the data exists.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<L: RawSpinLock, T> DerefMut for SpinGuard<'_, L, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock and is borrowed mutably: this is the only reference.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<L: RawSpinLock, T> Drop for SpinGuard<'_, L, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard acquired the lock with `token` and releases it exactly once.
+        unsafe { self.mutex.lock.unlock(self.token) };
+    }
+}
