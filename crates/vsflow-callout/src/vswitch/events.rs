@@ -79,6 +79,12 @@ impl<S: KernelServices> Driver<S> {
     }
 
     fn add_port(&self, switch: u32, p: &NDIS_SWITCH_PORT_PARAMETERS) -> Result<(), CalloutError> {
+        // Only VM ports carry VM flows. The external port (the physical NIC) and internal port
+        // (the host's vNIC) are never tracked, so vsflow never blocks traffic on them.
+        if !matches!(p.PortType, sys::NdisSwitchPortTypeSynthetic | sys::NdisSwitchPortTypeEmulated)
+        {
+            return Ok(());
+        }
         let name = identity(&p.PortName).ok_or(CalloutError::Status(STATUS_INVALID_PARAMETER))?;
         let key = PortKey { switch, port: p.PortId };
         // Allocate outside the lock: a port's table reserves its initial slots.

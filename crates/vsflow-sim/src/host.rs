@@ -1,0 +1,787 @@
+//! A simulated Hyper-V host: its WFP engine, its virtual switches, and its instance of the
+//! vsflow driver. Scenarios drive it event by event, as a real host would.
+
+use std::ffi::c_void;
+use std::mem::size_of;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fwps_sys::{self as sys, GUID, NTSTATUS};
+use vsflow_callout::{Driver, DriverConfig};
+
+use crate::contract::Violation;
+use crate::packet::{ClassifyInput, SimPacket, layer_data};
+use crate::services::{HostShared, SimServices};
+use crate::vswitch::Subscription;
+use crate::world::{CurrentHost, next_handle, register_host, remove_host, with_host_id};
+
+/// The external port's id on every simulated switch.
+pub const EXTERNAL_PORT: u32 = 1;
+
+/// A port on a simulated switch.
+#[derive(Clone, Debug)]
+pub struct SimPort {
+    pub id: u32,
+    pub name: Vec<u16>,
+    pub port_type: u32,
+    pub nic: Option<(u16, bool)>,
+}
+
+/// A simulated virtual switch.
+#[derive(Clone, Debug)]
+pub struct SimSwitch {
+    pub name: Vec<u16>,
+    pub ports: Vec<SimPort>,
+}
+
+/// What happened to a packet crossing the switch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketFate {
+    /// Permitted at ingress and egress.
+    Delivered,
+    /// Blocked at ingress.
+    BlockedAtIngress,
+    /// Blocked at egress.
+    BlockedAtEgress,
+}
+
+/// A restore notification handed to the driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestoreTicket {
+    /// Completion context passed to the callback.
+    pub context: usize,
+    /// What the callback returned.
+    pub returned: NTSTATUS,
+    /// How long the callback took.
+    pub elapsed: Duration,
+}
+
+/// A simulated host.
+#[derive(Debug)]
+pub struct Host {
+    id: usize,
+    shared: Arc<HostShared>,
+    driver: Option<Box<Driver<SimServices>>>,
+    /// The host's switches.
+    pub switches: Vec<SimSwitch>,
+    seed: u64,
+}
+
+fn utf16(s: &str) -> Vec<u16> {
+    s.encode_utf16().collect()
+}
+
+fn counted(s: &[u16]) -> sys::IF_COUNTED_STRING {
+    let mut c = sys::IF_COUNTED_STRING::EMPTY;
+    let n = s.len().min(sys::IF_MAX_STRING_SIZE);
+    c.String[..n].copy_from_slice(&s[..n]);
+    c.Length = u16::try_from(2 * n).unwrap_or(0);
+    c
+}
+
+fn switch_params(name: &[u16]) -> sys::NDIS_SWITCH_PARAMETERS {
+    sys::NDIS_SWITCH_PARAMETERS {
+        Header: sys::NDIS_OBJECT_HEADER {
+            Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
+            Revision: 1,
+            Size: u16::try_from(size_of::<sys::NDIS_SWITCH_PARAMETERS>()).unwrap_or(0),
+        },
+        Flags: 0,
+        SwitchName: counted(name),
+        SwitchFriendlyName: counted(name),
+        // Callbacks may see initial values (documented).
+        NumSwitchPorts: 0,
+        IsActive: 0,
+    }
+}
+
+fn port_params(p: &SimPort, restoring: bool) -> sys::NDIS_SWITCH_PORT_PARAMETERS {
+    sys::NDIS_SWITCH_PORT_PARAMETERS {
+        Header: sys::NDIS_OBJECT_HEADER {
+            Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
+            Revision: 1,
+            Size: u16::try_from(size_of::<sys::NDIS_SWITCH_PORT_PARAMETERS>()).unwrap_or(0),
+        },
+        Flags: if restoring { sys::NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT } else { 0 },
+        PortId: p.id,
+        PortName: counted(&p.name),
+        PortFriendlyName: counted(&p.name),
+        PortType: p.port_type,
+        IsValidationPort: 0,
+        PortState: 1,
+    }
+}
+
+fn nic_params(port_id: u32, index: u16, state: u32) -> Box<sys::NDIS_SWITCH_NIC_PARAMETERS> {
+    // SAFETY: plain data (integers and arrays); all zeroes is valid.
+    let mut n: Box<sys::NDIS_SWITCH_NIC_PARAMETERS> = Box::new(unsafe { std::mem::zeroed() });
+    n.Header = sys::NDIS_OBJECT_HEADER {
+        Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
+        Revision: 2,
+        Size: u16::try_from(size_of::<sys::NDIS_SWITCH_NIC_PARAMETERS>()).unwrap_or(0),
+    };
+    n.PortId = port_id;
+    n.NicIndex = index;
+    n.NicType = 1;
+    n.NicState = state;
+    n.MTU = 1500;
+    n
+}
+
+/// Builds an NDIS switch array of `elements` in one 8-aligned buffer.
+fn ndis_array<T: Copy>(elements: &[T]) -> Vec<u64> {
+    let header = size_of::<sys::NDIS_SWITCH_PORT_ARRAY>().next_multiple_of(8);
+    let stride = size_of::<T>().next_multiple_of(8);
+    let bytes = header + stride * elements.len();
+    let mut buf = vec![0u64; bytes.div_ceil(8)];
+    let base = buf.as_mut_ptr().cast::<u8>();
+    let a = sys::NDIS_SWITCH_PORT_ARRAY {
+        Header: sys::NDIS_OBJECT_HEADER {
+            Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
+            Revision: 1,
+            Size: u16::try_from(size_of::<sys::NDIS_SWITCH_PORT_ARRAY>()).unwrap_or(0),
+        },
+        Flags: 0,
+        FirstElementOffset: u16::try_from(header).unwrap_or(0),
+        NumElements: u32::try_from(elements.len()).unwrap_or(0),
+        ElementSize: u32::try_from(stride).unwrap_or(0),
+    };
+    // SAFETY: the buffer holds the header and every element at its offset.
+    unsafe { base.cast::<sys::NDIS_SWITCH_PORT_ARRAY>().write_unaligned(a) };
+    for (i, e) in elements.iter().enumerate() {
+        // SAFETY: inside the buffer (sized above).
+        let dst = unsafe { base.add(header + i * stride) };
+        // SAFETY: as above.
+        unsafe { dst.cast::<T>().write_unaligned(*e) };
+    }
+    buf
+}
+
+impl Host {
+    /// A host whose base filtering engine is running.
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self {
+            id: register_host(),
+            shared: Arc::new(HostShared::default()),
+            driver: None,
+            switches: Vec::new(),
+            seed,
+        }
+    }
+
+    /// A host whose base filtering engine has not started yet.
+    #[must_use]
+    pub fn with_bfe_stopped(seed: u64) -> Self {
+        let h = Self::new(seed);
+        with_host_id(h.id, |s| s.engine.bfe_state = sys::FWPM_SERVICE_STOPPED);
+        h
+    }
+
+    /// The simulated clock (100 ns ticks).
+    #[must_use]
+    pub fn now(&self) -> u64 {
+        self.shared.clock.load(Ordering::SeqCst)
+    }
+
+    /// Advances the clock.
+    pub fn advance(&self, ticks: u64) {
+        self.shared.clock.fetch_add(ticks, Ordering::SeqCst);
+    }
+
+    /// Makes deferred-work requests fail (exercises the synchronous fallback).
+    pub fn refuse_deferred_work(&self, refuse: bool) {
+        self.shared.refuse_deferred.store(refuse, Ordering::SeqCst);
+    }
+
+    /// Starts the base filtering engine and notifies subscribers.
+    pub fn start_bfe(&mut self) {
+        let subs = with_host_id(self.id, |s| {
+            s.engine.bfe_state = sys::FWPM_SERVICE_RUNNING;
+            s.engine.bfe_subscriptions.clone()
+        });
+        let _cur = CurrentHost::enter(self.id);
+        for sub in subs {
+            if let Some(cb) = sub.callback {
+                // SAFETY: the driver's callback with the context it registered.
+                unsafe { cb(sub.context as *mut c_void, sys::FWPM_SERVICE_RUNNING) };
+            }
+        }
+    }
+
+    /// Loads and starts the driver (DriverEntry).
+    ///
+    /// # Errors
+    /// The status `Driver::start` failed with.
+    pub fn load_driver(&mut self, config: DriverConfig) -> Result<(), NTSTATUS> {
+        assert!(self.driver.is_none(), "driver already loaded");
+        let services = SimServices { shared: Arc::clone(&self.shared), seed: self.seed };
+        let driver =
+            Driver::try_new(services, config, std::ptr::null_mut::<c_void>().wrapping_add(0xD0))
+                .map_err(|e| e.to_ntstatus())?;
+        let driver = Box::new(driver);
+        self.shared.driver.store(std::ptr::from_ref(&*driver) as usize, Ordering::SeqCst);
+        let _cur = CurrentHost::enter(self.id);
+        // SAFETY: the box keeps the driver at a fixed address until unload stops it.
+        let r = unsafe { driver.start() };
+        match r {
+            Ok(()) => {
+                self.driver = Some(driver);
+                Ok(())
+            }
+            Err(e) => {
+                self.shared.driver.store(0, Ordering::SeqCst);
+                Err(e.to_ntstatus())
+            }
+        }
+    }
+
+    /// The loaded driver.
+    ///
+    /// # Panics
+    /// If no driver is loaded.
+    #[must_use]
+    pub fn driver(&self) -> &Driver<SimServices> {
+        self.driver.as_deref().expect("no driver loaded")
+    }
+
+    /// Stops and unloads the driver, then checks it left nothing behind.
+    pub fn unload_driver(&mut self) {
+        let Some(driver) = self.driver.take() else { return };
+        {
+            let _cur = CurrentHost::enter(self.id);
+            driver.stop();
+        }
+        self.shared.driver.store(0, Ordering::SeqCst);
+        drop(driver);
+        with_host_id(self.id, |s| {
+            let key = vsflow_callout::keys::PROVIDER;
+            let mut left = Vec::new();
+            let o = &s.engine.objects;
+            let ours = |p: &Option<GUID>| *p == Some(key);
+            if o.providers.iter().any(|p| p.key == key) {
+                left.push("provider".to_owned());
+            }
+            left.extend(
+                o.sublayers.iter().filter(|x| ours(&x.provider)).map(|_| "sublayer".to_owned()),
+            );
+            left.extend(
+                o.callouts
+                    .iter()
+                    .filter(|x| ours(&x.provider))
+                    .map(|_| "callout object".to_owned()),
+            );
+            left.extend(
+                o.filters.iter().filter(|x| ours(&x.provider)).map(|_| "filter".to_owned()),
+            );
+            if !s.engine.registered.is_empty() {
+                left.push(format!("{} registered callouts", s.engine.registered.len()));
+            }
+            if !s.engine.sessions.is_empty() {
+                left.push(format!("{} open engine sessions", s.engine.sessions.len()));
+            }
+            if !s.engine.bfe_subscriptions.is_empty() {
+                left.push("BFE subscription".to_owned());
+            }
+            if !s.vswitch.subscriptions.is_empty() {
+                left.push("vSwitch subscription".to_owned());
+            }
+            for (ctx, o) in &s.vswitch.outstanding {
+                left.push(format!(
+                    "pended {} of port {} (context {ctx:#x})",
+                    o.callback, o.port_id
+                ));
+            }
+            let outstanding: Vec<_> = s.vswitch.outstanding.drain().collect();
+            for (_, o) in outstanding {
+                s.violate(Violation::NeverCompleted {
+                    what: format!("{} of port {}", o.callback, o.port_id),
+                });
+            }
+            for what in left {
+                s.violate(Violation::Leak { what });
+            }
+        });
+    }
+
+    /// Contract violations recorded so far.
+    #[must_use]
+    pub fn violations(&self) -> Vec<Violation> {
+        with_host_id(self.id, |s| s.violations.clone())
+    }
+
+    /// Captured driver log lines.
+    #[must_use]
+    pub fn logs(&self) -> Vec<String> {
+        self.shared.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Pended notifications not yet completed.
+    #[must_use]
+    pub fn outstanding(&self) -> usize {
+        with_host_id(self.id, |s| s.vswitch.outstanding.len())
+    }
+
+    /// The status a pended notification completed with.
+    #[must_use]
+    pub fn completion(&self, context: usize) -> Option<NTSTATUS> {
+        with_host_id(self.id, |s| s.vswitch.completed.get(&context).copied())
+    }
+
+    /// Runs the driver's queued deferred work (its work item).
+    pub fn run_deferred(&self) -> usize {
+        let _cur = CurrentHost::enter(self.id);
+        SimServices { shared: Arc::clone(&self.shared), seed: self.seed }.run_deferred()
+    }
+
+    /// Deferred-work requests waiting.
+    #[must_use]
+    pub fn deferred_waiting(&self) -> usize {
+        self.shared.deferred_requests.load(Ordering::SeqCst)
+    }
+
+    fn subscriptions(&self) -> Vec<Subscription> {
+        with_host_id(self.id, |s| s.vswitch.subscriptions.clone())
+    }
+
+    /// Calls a vSwitch callback of every subscription, tracking pended completions.
+    fn notify(
+        &self,
+        callback: &'static str,
+        may_pend: bool,
+        port_id: u32,
+        mut call: impl FnMut(&Subscription, *mut c_void) -> NTSTATUS,
+    ) -> Vec<(usize, NTSTATUS)> {
+        let _cur = CurrentHost::enter(self.id);
+        let mut out = Vec::new();
+        for sub in self.subscriptions() {
+            let ctx = next_handle();
+            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
+            let status = call(&sub, ctx as *mut c_void);
+            with_host_id(self.id, |s| {
+                s.vswitch.in_callback -= 1;
+                if status == sys::STATUS_PENDING {
+                    if may_pend {
+                        s.vswitch
+                            .outstanding
+                            .insert(ctx, crate::vswitch::Outstanding { callback, port_id });
+                    } else {
+                        s.violate(Violation::PendingNotAllowed { callback });
+                    }
+                }
+            });
+            out.push((ctx, status));
+        }
+        out
+    }
+
+    /// Creates a switch with its initial external port (and any more ports), as the
+    /// `VSWITCH_CREATE` lifetime event reports it. Returns the switch index.
+    pub fn create_switch(&mut self, name: &str, initial: &[SimPort]) -> usize {
+        let mut ports = vec![SimPort {
+            id: EXTERNAL_PORT,
+            name: utf16("external"),
+            port_type: sys::NdisSwitchPortTypeExternal,
+            nic: Some((0, true)),
+        }];
+        ports.extend_from_slice(initial);
+        let sw = SimSwitch { name: utf16(name), ports };
+        let params = switch_params(&sw.name);
+        let port_array: Vec<sys::NDIS_SWITCH_PORT_PARAMETERS> =
+            sw.ports.iter().map(|p| port_params(p, false)).collect();
+        let nic_array: Vec<sys::NDIS_SWITCH_NIC_PARAMETERS> =
+            sw.ports.iter().filter_map(|p| p.nic.map(|(i, _)| *nic_params(p.id, i, 2))).collect();
+        let pa = ndis_array(&port_array);
+        let na = ndis_array(&nic_array);
+        self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+            match sub.table.vSwitchLifetimeNotifyFn {
+                // SAFETY: the driver's callback with its context and valid arguments.
+                Some(f) => unsafe {
+                    f(
+                        sub.context as *mut c_void,
+                        sys::FWPS_VSWITCH_EVENT_VSWITCH_CREATE,
+                        &raw const params,
+                        pa.as_ptr().cast(),
+                        na.as_ptr().cast(),
+                    )
+                },
+                None => sys::STATUS_SUCCESS,
+            }
+        });
+        self.switches.push(sw);
+        self.switches.len() - 1
+    }
+
+    /// Deletes a switch (lifetime event).
+    pub fn delete_switch(&mut self, sw: usize) {
+        let params = switch_params(&self.switches[sw].name);
+        self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+            match sub.table.vSwitchLifetimeNotifyFn {
+                // SAFETY: as in `create_switch`.
+                Some(f) => unsafe {
+                    f(
+                        sub.context as *mut c_void,
+                        sys::FWPS_VSWITCH_EVENT_VSWITCH_DELETE,
+                        &raw const params,
+                        std::ptr::null(),
+                        std::ptr::null(),
+                    )
+                },
+                None => sys::STATUS_SUCCESS,
+            }
+        });
+        self.switches[sw].ports.clear();
+    }
+
+    /// Creates a VM port; `restoring` sets `NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT`.
+    pub fn create_port(&mut self, sw: usize, id: u32, name: &str, restoring: bool) -> NTSTATUS {
+        let port = SimPort {
+            id,
+            name: utf16(name),
+            port_type: sys::NdisSwitchPortTypeSynthetic,
+            nic: None,
+        };
+        let params = switch_params(&self.switches[sw].name);
+        let pp = port_params(&port, restoring);
+        let r = self.port_event(sys::FWPS_VSWITCH_EVENT_PORT_CREATE, &params, &pp);
+        self.switches[sw].ports.push(port);
+        r
+    }
+
+    fn port_event(
+        &self,
+        event: u32,
+        params: &sys::NDIS_SWITCH_PARAMETERS,
+        pp: &sys::NDIS_SWITCH_PORT_PARAMETERS,
+    ) -> NTSTATUS {
+        let results =
+            self.notify("vSwitchPortEventNotifyFn", true, pp.PortId, |sub, ctx| {
+                match sub.table.vSwitchPortEventNotifyFn {
+                    // SAFETY: the driver's callback with valid arguments.
+                    Some(f) => unsafe { f(sub.context as *mut c_void, ctx, event, params, pp) },
+                    None => sys::STATUS_SUCCESS,
+                }
+            });
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+    }
+
+    /// Deletes a VM port.
+    pub fn delete_port(&mut self, sw: usize, id: u32) -> NTSTATUS {
+        let Some(i) = self.switches[sw].ports.iter().position(|p| p.id == id) else {
+            return sys::STATUS_NOT_FOUND;
+        };
+        let port = self.switches[sw].ports.remove(i);
+        let params = switch_params(&self.switches[sw].name);
+        let pp = port_params(&port, false);
+        self.port_event(sys::FWPS_VSWITCH_EVENT_PORT_DELETE, &params, &pp)
+    }
+
+    /// A NIC event on a port (`INTERFACE_CREATE`, `_CONNECT`, `_DISCONNECT`, `_DELETE`).
+    pub fn nic_event(&mut self, sw: usize, port_id: u32, index: u16, event: u32) -> NTSTATUS {
+        let state = match event {
+            sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE => 1,
+            sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT => 2,
+            sys::FWPS_VSWITCH_EVENT_INTERFACE_DISCONNECT => 3,
+            _ => 4,
+        };
+        if let Some(p) = self.switches[sw].ports.iter_mut().find(|p| p.id == port_id) {
+            p.nic = (state != 4).then_some((index, state == 2));
+        }
+        let params = switch_params(&self.switches[sw].name);
+        let nic = nic_params(port_id, index, state);
+        let results = self.notify("vSwitchInterfaceEventNotifyFn", true, port_id, |sub, ctx| {
+            match sub.table.vSwitchInterfaceEventNotifyFn {
+                // SAFETY: the driver's callback with valid arguments.
+                Some(f) => unsafe {
+                    f(sub.context as *mut c_void, ctx, event, &raw const params, &raw const *nic)
+                },
+                None => sys::STATUS_SUCCESS,
+            }
+        });
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+    }
+
+    /// A filter-engine reorder notification.
+    pub fn reorder(&mut self, in_required_position: bool) -> NTSTATUS {
+        let filters = sys::NDIS_ENUM_FILTERS::default();
+        let results = self.notify("vSwitchFilterEngineReorderNotifyRn", false, 0, |sub, ctx| {
+            match sub.table.vSwitchFilterEngineReorderNotifyRn {
+                // SAFETY: the driver's callback with valid arguments.
+                Some(f) => unsafe {
+                    f(
+                        sub.context as *mut c_void,
+                        ctx,
+                        u8::from(in_required_position),
+                        &raw const filters,
+                    )
+                },
+                None => sys::STATUS_SUCCESS,
+            }
+        });
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+    }
+
+    /// A port policy event (`POLICY_ADD`, `_UPDATE`, `_DELETE`).
+    pub fn policy_event(&mut self, sw: usize, port_id: u32, event: u32) -> NTSTATUS {
+        let params = switch_params(&self.switches[sw].name);
+        let prop =
+            sys::NDIS_SWITCH_PORT_PROPERTY_PARAMETERS { PortId: port_id, ..Default::default() };
+        let del = sys::NDIS_SWITCH_PORT_PROPERTY_DELETE_PARAMETERS {
+            PortId: port_id,
+            ..Default::default()
+        };
+        let is_delete = event == sys::FWPS_VSWITCH_EVENT_POLICY_DELETE;
+        let results =
+            self.notify("vSwitchPolicyEventNotifyFn", true, port_id, |sub, ctx| {
+                match sub.table.vSwitchPolicyEventNotifyFn {
+                    // SAFETY: the driver's callback; property pointer null on delete, delete pointer
+                    // only on delete (documented).
+                    Some(f) => unsafe {
+                        f(
+                            sub.context as *mut c_void,
+                            ctx,
+                            event,
+                            &raw const params,
+                            if is_delete { std::ptr::null() } else { &raw const prop },
+                            if is_delete { &raw const del } else { std::ptr::null() },
+                        )
+                    },
+                    None => sys::STATUS_SUCCESS,
+                }
+            });
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+    }
+
+    /// Runtime-state save of a port: every subscriber's blob, copied out at once as Hyper-V
+    /// copies it into the OID's buffer, tagged with the subscriber's provider GUID.
+    pub fn save(&mut self, sw: usize, port_id: u32) -> (Vec<(Option<GUID>, Vec<u8>)>, Duration) {
+        let params = switch_params(&self.switches[sw].name);
+        let _cur = CurrentHost::enter(self.id);
+        let mut blobs = Vec::new();
+        let mut elapsed = Duration::ZERO;
+        for sub in self.subscriptions() {
+            let Some(f) = sub.table.vSwitchRuntimeStateSaveNotifyFn else { continue };
+            let mut data: *mut c_void = std::ptr::null_mut();
+            let mut len = 0usize;
+            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
+            let t = Instant::now();
+            // SAFETY: the driver's callback with valid out-pointers.
+            let status = unsafe {
+                f(
+                    sub.context as *mut c_void,
+                    next_handle() as *mut c_void,
+                    sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_SAVE,
+                    &raw const params,
+                    port_id,
+                    &raw mut data,
+                    &raw mut len,
+                )
+            };
+            elapsed += t.elapsed();
+            let bytes = if len == 0 || data.is_null() {
+                Vec::new()
+            } else {
+                // SAFETY: the driver returned `len` readable bytes at `data`.
+                unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.to_vec()
+            };
+            with_host_id(self.id, |s| {
+                s.vswitch.in_callback -= 1;
+                if status == sys::STATUS_PENDING {
+                    // A pended save has no documented way to return its data.
+                    s.violate(Violation::PendingNotAllowed {
+                        callback: "vSwitchRuntimeStateSaveNotifyFn",
+                    });
+                }
+                if bytes.len() > usize::from(u16::MAX) {
+                    s.violate(Violation::SaveTooLarge { len: bytes.len() });
+                }
+            });
+            blobs.push((sub.provider, bytes));
+        }
+        (blobs, elapsed)
+    }
+
+    /// Runtime-state restore of a port: each blob goes to the subscriber whose provider GUID
+    /// matches the one it was saved under (blobs of no subscriber are dropped, as WFP does).
+    pub fn restore(
+        &mut self,
+        sw: usize,
+        port_id: u32,
+        blobs: &[(Option<GUID>, Vec<u8>)],
+    ) -> Vec<RestoreTicket> {
+        let params = switch_params(&self.switches[sw].name);
+        let _cur = CurrentHost::enter(self.id);
+        let mut tickets = Vec::new();
+        for sub in self.subscriptions() {
+            let Some(f) = sub.table.vSwitchRuntimeStateRestoreNotifyFn else { continue };
+            let Some((_, blob)) = blobs.iter().find(|(p, _)| p.is_some() && *p == sub.provider)
+            else {
+                continue;
+            };
+            // WFP's buffer lives only for the call: hand a copy and poison it afterwards.
+            let mut buffer = blob.clone();
+            let ctx = next_handle();
+            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
+            let t = Instant::now();
+            // SAFETY: the driver's callback with a valid buffer of `len` bytes.
+            let status = unsafe {
+                f(
+                    sub.context as *mut c_void,
+                    ctx as *mut c_void,
+                    sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_RESTORE,
+                    &raw const params,
+                    port_id,
+                    buffer.as_mut_ptr().cast(),
+                    buffer.len(),
+                )
+            };
+            let elapsed = t.elapsed();
+            buffer.fill(0xDD);
+            with_host_id(self.id, |s| {
+                s.vswitch.in_callback -= 1;
+                if status == sys::STATUS_PENDING {
+                    s.vswitch.outstanding.insert(
+                        ctx,
+                        crate::vswitch::Outstanding {
+                            callback: "vSwitchRuntimeStateRestoreNotifyFn",
+                            port_id,
+                        },
+                    );
+                }
+            });
+            tickets.push(RestoreTicket { context: ctx, returned: status, elapsed });
+        }
+        tickets
+    }
+
+    /// The final status of a restore: the callback's, or its completion's once completed.
+    #[must_use]
+    pub fn restore_status(&self, t: &RestoreTicket) -> Option<NTSTATUS> {
+        if t.returned == sys::STATUS_PENDING {
+            self.completion(t.context)
+        } else {
+            Some(t.returned)
+        }
+    }
+
+    /// Sends `p` across switch `sw` from port `src` to port `dst`: classified at the ingress
+    /// transport layer, then at egress.
+    pub fn transmit(&mut self, sw: usize, src: u32, dst: u32, p: &SimPacket) -> PacketFate {
+        let (ingress_id, ingress_key, egress_id, egress_key) = match p.family {
+            vsflow_core::IpFamily::V4 => (
+                sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4,
+                sys::FWPM_LAYER_INGRESS_VSWITCH_TRANSPORT_V4,
+                sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V4,
+                sys::FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V4,
+            ),
+            vsflow_core::IpFamily::V6 => (
+                sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V6,
+                sys::FWPM_LAYER_INGRESS_VSWITCH_TRANSPORT_V6,
+                sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V6,
+                sys::FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V6,
+            ),
+        };
+        let name = self.switches[sw].name.clone();
+        if !self.classify_at(ingress_id, &ingress_key, true, src, dst, &name, p) {
+            return PacketFate::BlockedAtIngress;
+        }
+        if !self.classify_at(egress_id, &egress_key, false, src, dst, &name, p) {
+            return PacketFate::BlockedAtEgress;
+        }
+        PacketFate::Delivered
+    }
+
+    /// Runs the filters of one layer on a packet; true if permitted.
+    #[allow(clippy::too_many_arguments, reason = "the classify inputs")]
+    fn classify_at(
+        &self,
+        layer_id: u16,
+        layer: &GUID,
+        ingress: bool,
+        src: u32,
+        dst: u32,
+        switch_name: &[u16],
+        p: &SimPacket,
+    ) -> bool {
+        let (filters, callouts) =
+            with_host_id(self.id, |s| (s.engine.filters_at(layer), s.engine.registered.clone()));
+        let _cur = CurrentHost::enter(self.id);
+        let before = p.frame.clone();
+        let mut input = ClassifyInput::new(p, ingress, src, dst, switch_name);
+        let values = input.incoming(layer_id);
+        for f in filters {
+            match f.action {
+                sys::FWP_ACTION_BLOCK => return false,
+                sys::FWP_ACTION_PERMIT => return true,
+                _ => {}
+            }
+            let Some(ckey) = f.callout else { continue };
+            let Some(callout) = callouts.iter().find(|c| c.key == ckey) else {
+                if f.flags & sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED != 0 {
+                    continue;
+                }
+                return false;
+            };
+            let Some(classify) = callout.classify else { continue };
+            // SAFETY: plain data, all zeroes valid.
+            let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
+            filter.filterId = f.id;
+            filter.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout.id };
+            filter.context = f.raw_context;
+            let mut out = sys::FWPS_CLASSIFY_OUT0 {
+                rights: sys::FWPS_RIGHT_ACTION_WRITE,
+                ..Default::default()
+            };
+            // SAFETY: the driver's classify function with valid inputs alive for the call.
+            unsafe {
+                classify(
+                    &raw const values,
+                    &raw const input.meta,
+                    layer_data(p),
+                    std::ptr::null(),
+                    &raw const filter,
+                    0,
+                    &raw mut out,
+                )
+            };
+            if p.frame != before {
+                with_host_id(self.id, |s| {
+                    s.violate(Violation::BadClassifyAction {
+                        what: "packet modified (HLK NoEgressModification)".to_owned(),
+                    })
+                });
+            }
+            match out.actionType {
+                sys::FWP_ACTION_BLOCK => {
+                    if out.rights & sys::FWPS_RIGHT_ACTION_WRITE != 0 {
+                        with_host_id(self.id, |s| {
+                            s.violate(Violation::BadClassifyAction {
+                                what: "block without clearing FWPS_RIGHT_ACTION_WRITE".to_owned(),
+                            })
+                        });
+                    }
+                    return false;
+                }
+                sys::FWP_ACTION_PERMIT => {}
+                other => {
+                    if f.action == sys::FWP_ACTION_CALLOUT_TERMINATING {
+                        with_host_id(self.id, |s| {
+                            s.violate(Violation::BadClassifyAction {
+                                what: format!("terminating callout returned action {other:#x}"),
+                            })
+                        });
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.unload_driver();
+        remove_host(self.id);
+    }
+}

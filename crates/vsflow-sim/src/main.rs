@@ -1,0 +1,111 @@
+//! `vsflow-sim`: the two-host live-migration simulator (the README's main job) and the blob
+//! inspector for support engineers.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use vsflow_callout::RestoreMode;
+use vsflow_sim::migrate::{self, MigrateOptions};
+
+#[derive(Parser)]
+#[command(name = "vsflow-sim", version, about = "vsflow's WFP + Hyper-V vSwitch simulator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Restore {
+    /// Return STATUS_PENDING, finish on a work item (default).
+    Pending,
+    /// Decode and apply inside the callback.
+    Sync,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Live-migrate every VM port from host A to host B with live traffic and report.
+    Migrate {
+        /// VM ports to migrate.
+        #[arg(long, default_value_t = 64)]
+        ports: u32,
+        /// Flows opened per port before migration.
+        #[arg(long, default_value_t = 1000)]
+        flows_per_port: u32,
+        /// Restore completion mode.
+        #[arg(long, value_enum, default_value_t = Restore::Pending)]
+        restore: Restore,
+        /// Seed of traffic and event order.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Shuffle the destination's event order and the port order.
+        #[arg(long)]
+        shuffle: bool,
+        /// Write each port's blob here as migrated.
+        #[arg(long)]
+        save_dir: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Saved blobs.
+    Blob {
+        #[command(subcommand)]
+        command: BlobCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BlobCommand {
+    /// Decode a saved blob and print it; exits 1 and says what is wrong if it is damaged.
+    Inspect {
+        /// The blob file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Migrate { ports, flows_per_port, restore, seed, shuffle, save_dir, json } => {
+            let opts = MigrateOptions {
+                ports,
+                flows_per_port,
+                restore_mode: match restore {
+                    Restore::Pending => RestoreMode::Pending,
+                    Restore::Sync => RestoreMode::Synchronous,
+                },
+                seed,
+                shuffle,
+                save_dir,
+                save_restore: true,
+            };
+            let report = migrate::run(&opts);
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", report.to_text());
+            }
+            if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::Blob { command: BlobCommand::Inspect { file } } => {
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("vsflow-sim: cannot read {}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            match vsflow_sim::inspect::inspect(&bytes) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("{}: {why}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The main job: a two-host live migration with live traffic, and the report users care about.
+//!
+//! Host A and host B each run vsflow (Enforce mode, an SSH allow rule). VMs on A open TCP
+//! connections (IPv4 and IPv6), receive SSH connections through the allow rule, and exchange
+//! UDP. Then every VM port migrates: save on A, NIC disconnect/delete and port delete on A;
+//! port create with a *different* `PortId`, NIC create, restore, NIC connect on B. The proof:
+//! every connection established on A is established on B, and its inbound packets are
+//! permitted on B right after the restore, while the same scenario with save/restore disabled
+//! blocks them.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fwps_sys as sys;
+use vsflow_callout::{DriverConfig, RestoreMode};
+use vsflow_core::codec::{self, DecodeConfig, Decoded};
+use vsflow_core::policy::{AllowRule, PortRange, Prefix};
+use vsflow_core::{FlowState, IpFamily, Mode, protocol};
+
+use crate::host::{EXTERNAL_PORT, Host, PacketFate};
+use crate::packet::SimPacket;
+
+/// Scenario options.
+#[derive(Clone, Debug)]
+pub struct MigrateOptions {
+    /// VM ports to migrate.
+    pub ports: u32,
+    /// Flows opened per port before migration.
+    pub flows_per_port: u32,
+    /// Restore completion mode on the destination.
+    pub restore_mode: RestoreMode,
+    /// Seed of traffic mix and event-order shuffling.
+    pub seed: u64,
+    /// Shuffle the destination's event order (restore before or after NIC connect; deferred
+    /// work run at once or after later events) and the order ports migrate in.
+    pub shuffle: bool,
+    /// Write every port's blob as migrated.
+    pub save_dir: Option<PathBuf>,
+    /// Carry runtime state (false: the baseline run).
+    pub save_restore: bool,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        Self {
+            ports: 64,
+            flows_per_port: 1000,
+            restore_mode: RestoreMode::Pending,
+            seed: 1,
+            shuffle: false,
+            save_dir: None,
+            save_restore: true,
+        }
+    }
+}
+
+/// Latency percentiles of one callback kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Latency {
+    /// Median.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Maximum.
+    pub max: Duration,
+}
+
+impl Latency {
+    fn of(mut v: Vec<Duration>) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        v.sort();
+        let at = |q: f64| {
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss,
+                reason = "an index into a short vector"
+            )]
+            let i = ((v.len() - 1) as f64 * q).round() as usize;
+            v[i.min(v.len() - 1)]
+        };
+        Self { p50: at(0.5), p99: at(0.99), max: *v.last().unwrap_or(&Duration::ZERO) }
+    }
+}
+
+/// What one run measured and proved.
+#[derive(Clone, Debug, Default)]
+pub struct MigrationReport {
+    /// Options of the run.
+    pub ports: u32,
+    /// Flows per port requested.
+    pub flows_per_port: u32,
+    /// Restore mode.
+    pub pending: bool,
+    /// Save callback latency.
+    pub save: Latency,
+    /// Restore callback latency (until it returned).
+    pub restore_callback: Latency,
+    /// Restore latency until completion (callback + deferred decode/apply/complete).
+    pub restore_complete: Latency,
+    /// All callbacks of one migrating port together (save + restore to completion + port/NIC
+    /// events on both hosts).
+    pub per_port_total: Latency,
+    /// Blob sizes: min, mean, max.
+    pub blob_sizes: (usize, usize, usize),
+    /// Flows on host A before migration.
+    pub flows_on_a: usize,
+    /// Flows carried in blobs.
+    pub flows_carried: u64,
+    /// Flows left out by the size cap.
+    pub flows_dropped: u64,
+    /// TCP connections established on A (flows in the established state in A's tables).
+    pub established_on_a: usize,
+    /// The connections the scenario opened and checks on B.
+    pub connections: usize,
+    /// Of those, established on B after restore.
+    pub established_on_b: usize,
+    /// Inbound packets of established connections permitted on B right after restore.
+    pub inbound_permitted: usize,
+    /// The same packets in the baseline run (no save/restore): blocked.
+    pub baseline_blocked: Option<usize>,
+    /// Restores that failed.
+    pub failed_restores: usize,
+    /// Contract violations on either host.
+    pub violations: Vec<String>,
+}
+
+struct Conn {
+    port: usize,
+    packet: SimPacket,
+}
+
+fn vm_addr(family: IpFamily, port: usize) -> [u8; 16] {
+    let [_, _, hi, lo] = u32::try_from(port).unwrap_or(0).to_be_bytes();
+    match family {
+        IpFamily::V4 => vsflow_core::packet::v4([10, hi, lo, 2]),
+        IpFamily::V6 => [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi, lo, 2],
+    }
+}
+
+fn remote_addr(family: IpFamily, n: u32, ssh: bool) -> [u8; 16] {
+    let [_, _, hi, lo] = n.to_be_bytes();
+    match (family, ssh) {
+        (IpFamily::V4, false) => vsflow_core::packet::v4([198, 51, hi, lo]),
+        (IpFamily::V4, true) => vsflow_core::packet::v4([203, 0, 113, lo]),
+        (IpFamily::V6, _) => [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi, lo],
+    }
+}
+
+/// A tiny deterministic generator (SplitMix64).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+const TICK_MS: u64 = 10_000;
+
+fn config(opts: &MigrateOptions) -> DriverConfig {
+    DriverConfig {
+        restore_mode: opts.restore_mode,
+        default_mode: Mode::Enforce,
+        ..DriverConfig::default()
+    }
+}
+
+fn port_name(i: usize) -> String {
+    format!("6F1C{i:04X}-5A3B-4C2D-9E8F-{:012X}", i * 7919)
+}
+
+/// Runs the scenario (and, if `opts.save_restore`, the baseline too) and returns the report.
+///
+/// # Panics
+/// If the simulated driver cannot be loaded (a bug, reported loudly).
+#[must_use]
+#[allow(clippy::too_many_lines, reason = "the scenario, step by step")]
+pub fn run(opts: &MigrateOptions) -> MigrationReport {
+    let mut report = run_once(opts);
+    if opts.save_restore {
+        let baseline =
+            run_once(&MigrateOptions { save_restore: false, save_dir: None, ..opts.clone() });
+        report.baseline_blocked = Some(baseline.connections - baseline.inbound_permitted);
+        report.violations.extend(baseline.violations);
+    }
+    report
+}
+
+#[allow(clippy::too_many_lines, reason = "the scenario, step by step")]
+fn run_once(opts: &MigrateOptions) -> MigrationReport {
+    let mut rng = Rng(opts.seed);
+    let mut a = Host::new(opts.seed);
+    let mut b = Host::new(opts.seed ^ 0xB);
+    b.advance(123_456_789); // another host, another tick base
+    a.advance(987_654_321_000);
+    a.load_driver(config(opts)).expect("driver loads on host A");
+    b.load_driver(config(opts)).expect("driver loads on host B");
+    let sa = a.create_switch("0E5B1C2D-AAAA-4000-8000-00000000000A", &[]);
+    let sb = b.create_switch("0E5B1C2D-BBBB-4000-8000-00000000000B", &[]);
+    let ports = opts.ports as usize;
+    let ssh = AllowRule {
+        protocol: Some(protocol::TCP),
+        local_ports: PortRange::single(22),
+        remote: Prefix::v4([203, 0, 113, 0], 24).unwrap_or(Prefix::Any),
+    };
+    for i in 0..ports {
+        let id = 100 + u32::try_from(i).unwrap_or(0);
+        a.create_port(sa, id, &port_name(i), false);
+        let nic = u16::try_from(i % 60_000).unwrap_or(0) + 1;
+        a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE);
+        a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
+    }
+    a.driver().with_state(|st| {
+        for e in st.ports.values_mut() {
+            let _ = e.port.replace_rules(&[ssh]);
+        }
+    });
+
+    // Traffic on A.
+    let mut conns: Vec<Conn> = Vec::new();
+    for i in 0..ports {
+        let id = 100 + u32::try_from(i).unwrap_or(0);
+        for f in 0..opts.flows_per_port {
+            a.advance(TICK_MS);
+            let kind = rng.below(100);
+            let family = if rng.below(5) == 0 { IpFamily::V6 } else { IpFamily::V4 };
+            let vm = vm_addr(family, i);
+            let lport = 20_000 + u16::try_from(f % 40_000).unwrap_or(0);
+            match kind {
+                // Inbound SSH through the allow rule (IPv4 only: the rule's prefix).
+                0..=9 => {
+                    let syn = SimPacket::new(
+                        IpFamily::V4,
+                        protocol::TCP,
+                        remote_addr(IpFamily::V4, f, true),
+                        lport,
+                        vm_addr(IpFamily::V4, i),
+                        22,
+                        0x02,
+                        0,
+                    );
+                    a.transmit(sa, EXTERNAL_PORT, id, &syn);
+                    a.transmit(sa, id, EXTERNAL_PORT, &syn.reply(0x12, 0));
+                    a.transmit(sa, EXTERNAL_PORT, id, &syn.reply(0x12, 0).reply(0x10, 0));
+                    conns.push(Conn { port: i, packet: syn.reply(0x10, 100).reply(0x18, 100) });
+                }
+                // VM-opened TCP, established.
+                10..=74 => {
+                    let syn = SimPacket::new(
+                        family,
+                        protocol::TCP,
+                        vm,
+                        lport,
+                        remote_addr(family, f, false),
+                        443,
+                        0x02,
+                        0,
+                    );
+                    a.transmit(sa, id, EXTERNAL_PORT, &syn);
+                    let synack = syn.reply(0x12, 0);
+                    a.transmit(sa, EXTERNAL_PORT, id, &synack);
+                    a.transmit(sa, id, EXTERNAL_PORT, &synack.reply(0x10, 200));
+                    conns.push(Conn { port: i, packet: syn.reply(0x18, 1200) });
+                }
+                // VM-opened TCP still in handshake.
+                75..=84 => {
+                    let syn = SimPacket::new(
+                        family,
+                        protocol::TCP,
+                        vm,
+                        lport,
+                        remote_addr(family, f, false),
+                        8443,
+                        0x02,
+                        0,
+                    );
+                    a.transmit(sa, id, EXTERNAL_PORT, &syn);
+                }
+                // UDP.
+                _ => {
+                    let q = SimPacket::new(
+                        family,
+                        protocol::UDP,
+                        vm,
+                        lport,
+                        remote_addr(family, f, false),
+                        53,
+                        0,
+                        40,
+                    );
+                    a.transmit(sa, id, EXTERNAL_PORT, &q);
+                    a.transmit(sa, EXTERNAL_PORT, id, &q.reply(0, 120));
+                }
+            }
+        }
+    }
+    let established_on_a: usize = a.driver().with_state(|st| {
+        st.ports
+            .values()
+            .map(|e| {
+                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
+            })
+            .sum()
+    });
+    let flows_on_a: usize =
+        a.driver().with_state(|st| st.ports.values().map(|e| e.port.table().len()).sum());
+
+    // Migration, port by port.
+    let mut order: Vec<usize> = (0..ports).collect();
+    if opts.shuffle {
+        for k in (1..order.len()).rev() {
+            let j = usize::try_from(rng.below(k as u64 + 1)).unwrap_or(0);
+            order.swap(k, j);
+        }
+    }
+    let mut saves = Vec::new();
+    let mut restore_cb = Vec::new();
+    let mut restore_done = Vec::new();
+    let mut per_port = Vec::new();
+    let mut sizes = Vec::new();
+    let mut carried = 0u64;
+    let mut dropped = 0u64;
+    let mut failed = 0usize;
+    let mut deferred_tickets = Vec::new();
+    for &i in &order {
+        let id_a = 100 + u32::try_from(i).unwrap_or(0);
+        let id_b = 5000 + u32::try_from(i).unwrap_or(0);
+        let nic = u16::try_from(i % 60_000).unwrap_or(0) + 1;
+        let t0 = std::time::Instant::now();
+        let blobs = if opts.save_restore {
+            let (blobs, elapsed) = a.save(sa, id_a);
+            saves.push(elapsed);
+            for (_, blob) in &blobs {
+                sizes.push(blob.len());
+                if let Ok(Decoded::State(s)) = codec::decode(blob, &DecodeConfig::default()) {
+                    carried += s.flows.len() as u64;
+                    dropped += u64::from(s.save_info.flows_dropped);
+                }
+                if let Some(dir) = &opts.save_dir {
+                    let _ = std::fs::create_dir_all(dir);
+                    let _ =
+                        std::fs::write(dir.join(format!("port-{i:04}-{}.bin", port_name(i))), blob);
+                }
+            }
+            blobs
+        } else {
+            Vec::new()
+        };
+        a.nic_event(sa, id_a, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_DISCONNECT);
+        a.nic_event(sa, id_a, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_DELETE);
+        a.delete_port(sa, id_a);
+
+        b.advance(TICK_MS);
+        b.create_port(sb, id_b, &port_name(i), opts.save_restore);
+        b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE);
+        let connect_first = opts.shuffle && rng.below(2) == 0;
+        if connect_first {
+            b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
+        }
+        if opts.save_restore {
+            let tickets = b.restore(sb, id_b, &blobs);
+            let defer = opts.shuffle && rng.below(3) == 0;
+            for t in tickets {
+                restore_cb.push(t.elapsed);
+                if t.returned == sys::STATUS_PENDING && defer {
+                    deferred_tickets.push(t);
+                    continue;
+                }
+                let t1 = std::time::Instant::now();
+                b.run_deferred();
+                restore_done.push(t.elapsed + t1.elapsed());
+                if b.restore_status(&t) != Some(sys::STATUS_SUCCESS) {
+                    failed += 1;
+                }
+            }
+        }
+        if !connect_first {
+            b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
+        }
+        per_port.push(t0.elapsed());
+    }
+    // Deferred work the shuffle held back runs now, after later ports' events.
+    b.run_deferred();
+    for t in deferred_tickets {
+        restore_done.push(t.elapsed);
+        if b.restore_status(&t) != Some(sys::STATUS_SUCCESS) {
+            failed += 1;
+        }
+    }
+
+    // The proof: established connections on B, and their inbound packets right after restore.
+    let established_on_b: usize = b.driver().with_state(|st| {
+        st.ports
+            .values()
+            .map(|e| {
+                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
+            })
+            .sum()
+    });
+    let mut inbound_permitted = 0;
+    for c in &conns {
+        let id_b = 5000 + u32::try_from(c.port).unwrap_or(0);
+        b.advance(TICK_MS);
+        if b.transmit(sb, EXTERNAL_PORT, id_b, &c.packet) == PacketFate::Delivered {
+            inbound_permitted += 1;
+        }
+    }
+    a.unload_driver();
+    b.unload_driver();
+    let violations =
+        a.violations().into_iter().chain(b.violations()).map(|v| v.to_string()).collect();
+    let (min, max) =
+        (sizes.iter().copied().min().unwrap_or(0), sizes.iter().copied().max().unwrap_or(0));
+    let mean = if sizes.is_empty() { 0 } else { sizes.iter().sum::<usize>() / sizes.len() };
+    MigrationReport {
+        ports: opts.ports,
+        flows_per_port: opts.flows_per_port,
+        pending: opts.restore_mode == RestoreMode::Pending,
+        save: Latency::of(saves),
+        restore_callback: Latency::of(restore_cb),
+        restore_complete: Latency::of(restore_done),
+        per_port_total: Latency::of(per_port),
+        blob_sizes: (min, mean, max),
+        flows_on_a,
+        flows_carried: carried,
+        flows_dropped: dropped,
+        established_on_a,
+        connections: conns.len(),
+        established_on_b,
+        inbound_permitted,
+        baseline_blocked: None,
+        failed_restores: failed,
+        violations,
+    }
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} us", d.as_secs_f64() * 1e6)
+}
+
+impl MigrationReport {
+    /// True when everything the scenario proves held.
+    #[must_use]
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+            && self.failed_restores == 0
+            && self.established_on_a == self.connections
+            && self.established_on_b >= self.established_on_a
+            && self.inbound_permitted == self.connections
+            && self.baseline_blocked.is_none_or(|b| b == self.connections)
+    }
+
+    /// The report for a person.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "vsflow-sim live migration: {} ports x {} flows, {} restore",
+            self.ports,
+            self.flows_per_port,
+            if self.pending { "pended" } else { "synchronous" }
+        );
+        let _ = writeln!(s, "\ncallback latency            p50          p99          max");
+        for (name, l) in [
+            ("save", self.save),
+            ("restore (callback)", self.restore_callback),
+            ("restore (to completion)", self.restore_complete),
+            ("one port, all callbacks", self.per_port_total),
+        ] {
+            let _ =
+                writeln!(s, "  {name:<24} {:>12} {:>12} {:>12}", us(l.p50), us(l.p99), us(l.max));
+        }
+        let _ = writeln!(
+            s,
+            "\nblob size (bytes)           min {}  mean {}  max {}",
+            self.blob_sizes.0, self.blob_sizes.1, self.blob_sizes.2
+        );
+        let _ = writeln!(s, "flows on host A             {}", self.flows_on_a);
+        let _ = writeln!(
+            s,
+            "flows carried / dropped     {} / {} (the cap keeps established TCP first)",
+            self.flows_carried, self.flows_dropped
+        );
+        let _ = writeln!(s, "\nproof");
+        let _ = writeln!(s, "  connections established on A          {}", self.established_on_a);
+        let _ = writeln!(s, "  established on B after restore        {}", self.established_on_b);
+        let _ = writeln!(
+            s,
+            "  their inbound packets permitted on B  {} of {}",
+            self.inbound_permitted, self.connections
+        );
+        if let Some(b) = self.baseline_blocked {
+            let _ = writeln!(
+                s,
+                "  same packets without save/restore     {b} of {} blocked (Enforce mode)",
+                self.connections
+            );
+        }
+        let _ = writeln!(s, "  failed restores                       {}", self.failed_restores);
+        let _ = writeln!(s, "  contract violations                   {}", self.violations.len());
+        for v in &self.violations {
+            let _ = writeln!(s, "    - {v}");
+        }
+        let _ = writeln!(s, "\nresult: {}", if self.passed() { "PASS" } else { "FAIL" });
+        s
+    }
+
+    /// The report as JSON.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let lat = |l: Latency| serde_json::json!({"p50_us": l.p50.as_secs_f64() * 1e6, "p99_us": l.p99.as_secs_f64() * 1e6, "max_us": l.max.as_secs_f64() * 1e6});
+        serde_json::json!({
+            "ports": self.ports,
+            "flows_per_port": self.flows_per_port,
+            "restore": if self.pending { "pending" } else { "sync" },
+            "latency": {"save": lat(self.save), "restore_callback": lat(self.restore_callback), "restore_complete": lat(self.restore_complete), "per_port_total": lat(self.per_port_total)},
+            "blob_bytes": {"min": self.blob_sizes.0, "mean": self.blob_sizes.1, "max": self.blob_sizes.2},
+            "flows": {"on_a": self.flows_on_a, "carried": self.flows_carried, "dropped": self.flows_dropped},
+            "proof": {"connections": self.connections, "established_on_a": self.established_on_a, "established_on_b": self.established_on_b, "inbound_permitted_on_b": self.inbound_permitted, "baseline_blocked": self.baseline_blocked},
+            "failed_restores": self.failed_restores,
+            "violations": self.violations,
+            "passed": self.passed(),
+        })
+    }
+}

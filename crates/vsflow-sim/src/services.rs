@@ -1,0 +1,147 @@
+//! `KernelServices` for the simulator: a virtual clock, a deferred-work queue the scenario
+//! drives, spin locks that detect recursive acquisition, and captured logs.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
+
+use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
+use vsflow_callout::{CalloutError, FrameView, KernelServices, LogLevel, RawSpinLock};
+
+use crate::packet::SimPacket;
+
+/// State shared between a host and its driver's services.
+#[derive(Debug, Default)]
+pub struct HostShared {
+    /// Virtual time in 100 ns ticks.
+    pub clock: AtomicU64,
+    /// Outstanding requests for `Driver::run_deferred`.
+    pub deferred_requests: AtomicUsize,
+    /// Refuse deferred-work requests (to exercise the synchronous fallback).
+    pub refuse_deferred: AtomicBool,
+    /// The running driver (`*const Driver<SimServices>`), for flush.
+    pub driver: AtomicUsize,
+    /// Captured log lines.
+    pub logs: Mutex<Vec<String>>,
+    /// Recursive lock acquisitions seen.
+    pub recursive_locks: AtomicUsize,
+}
+
+/// The simulator's kernel services.
+#[derive(Debug, Clone)]
+pub struct SimServices {
+    pub shared: Arc<HostShared>,
+    pub seed: u64,
+}
+
+/// A spin lock that fails loudly on recursive acquisition.
+#[derive(Debug, Default)]
+pub struct SimLock {
+    held: AtomicBool,
+    owner: Mutex<Option<ThreadId>>,
+    shared: Option<Arc<HostShared>>,
+}
+
+// SAFETY: `held` is taken with an acquire compare-exchange and released with a release store,
+// which gives mutual exclusion; recursive acquisition is detected and reported instead of
+// spinning forever.
+unsafe impl RawSpinLock for SimLock {
+    fn lock(&self) -> u8 {
+        let me = std::thread::current().id();
+        loop {
+            if self
+                .held
+                .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                *self.owner.lock().unwrap_or_else(PoisonError::into_inner) = Some(me);
+                return 2;
+            }
+            if *self.owner.lock().unwrap_or_else(PoisonError::into_inner) == Some(me) {
+                if let Some(s) = &self.shared {
+                    s.recursive_locks.fetch_add(1, Ordering::SeqCst);
+                }
+                panic!("recursive spin lock acquisition: a deadlock at DISPATCH_LEVEL");
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    unsafe fn unlock(&self, _token: u8) {
+        *self.owner.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.held.store(false, Ordering::Release);
+    }
+}
+
+impl SimServices {
+    /// Runs queued deferred work now.
+    pub fn run_deferred(&self) -> usize {
+        let mut runs = 0;
+        while self.shared.deferred_requests.swap(0, Ordering::SeqCst) > 0 {
+            let p = self.shared.driver.load(Ordering::SeqCst);
+            if p == 0 {
+                break;
+            }
+            // SAFETY: `driver` is set by the host to its boxed driver while it is loaded and
+            // cleared before the box is dropped.
+            let driver = unsafe { &*(p as *const vsflow_callout::Driver<Self>) };
+            driver.run_deferred();
+            runs += 1;
+        }
+        runs
+    }
+}
+
+impl KernelServices for SimServices {
+    type Lock = SimLock;
+
+    fn new_lock(&self) -> SimLock {
+        SimLock { shared: Some(Arc::clone(&self.shared)), ..SimLock::default() }
+    }
+
+    fn now(&self) -> u64 {
+        self.shared.clock.load(Ordering::SeqCst)
+    }
+
+    fn request_deferred_work(&self) -> Result<(), CalloutError> {
+        if self.shared.refuse_deferred.load(Ordering::SeqCst) {
+            return Err(CalloutError::Status(fwps_sys::STATUS_INSUFFICIENT_RESOURCES));
+        }
+        self.shared.deferred_requests.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn flush_deferred_work(&self) {
+        self.run_deferred();
+    }
+
+    fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
+        self.shared
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(format!("{level:?}: {args}"));
+    }
+
+    fn hash_seed(&self) -> u64 {
+        self.seed
+    }
+
+    unsafe fn read_frame(
+        &self,
+        layer_data: *mut c_void,
+        _meta: *const FWPS_INCOMING_METADATA_VALUES0,
+        out: &mut [u8],
+    ) -> Option<FrameView> {
+        // SAFETY: the simulator passes a `SimPacket` as layer data, alive for the call.
+        let packet = unsafe { layer_data.cast::<SimPacket>().as_ref() }?;
+        let n = packet.frame.len().min(out.len());
+        out.get_mut(..n)?.copy_from_slice(packet.frame.get(..n)?);
+        Some(FrameView {
+            copied: n,
+            frame_len: u32::try_from(packet.frame.len()).unwrap_or(u32::MAX),
+        })
+    }
+}
