@@ -245,7 +245,7 @@ impl<S: KernelServices> Driver<S> {
                 status,
                 0,
                 core::ptr::null_mut(),
-            )
+            );
         };
     }
 

@@ -1,11 +1,13 @@
-//! The `fwpkclnt.sys` symbols, defined for the simulator: same names, same `extern "system"`
-//! signatures as `fwps-sys` declares. Each acts on the calling thread's current host and
-//! records contract violations.
+//! The `fwpkclnt.sys` symbols, defined for the simulator.
+//!
+//! Same names, same `extern "system"` signatures as `fwps-sys` declares. Each acts on the
+//! calling thread's current host and records contract violations.
 //!
 //! Calls into the driver (BFE callbacks, vSwitch callbacks, classify) never happen from inside
 //! these functions: the engine lock is not held while driver code runs.
 
 #![allow(non_snake_case, reason = "the C names of the exports")]
+#![allow(missing_docs, reason = "each export is documented under the same name in fwps-sys")]
 #![allow(
     clippy::missing_safety_doc,
     reason = "each export's contract is the WDK's, cited in fwps-sys"

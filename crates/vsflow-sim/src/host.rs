@@ -22,16 +22,22 @@ pub const EXTERNAL_PORT: u32 = 1;
 /// A port on a simulated switch.
 #[derive(Clone, Debug)]
 pub struct SimPort {
+    /// Run-time id.
     pub id: u32,
+    /// Name (UTF-16).
     pub name: Vec<u16>,
+    /// `NDIS_SWITCH_PORT_TYPE`.
     pub port_type: u32,
+    /// NIC index and whether it is connected.
     pub nic: Option<(u16, bool)>,
 }
 
 /// A simulated virtual switch.
 #[derive(Clone, Debug)]
 pub struct SimSwitch {
+    /// Name (UTF-16).
     pub name: Vec<u16>,
+    /// Ports.
     pub ports: Vec<SimPort>,
 }
 
@@ -45,6 +51,9 @@ pub enum PacketFate {
     /// Blocked at egress.
     BlockedAtEgress,
 }
+
+/// A saved blob and the provider GUID of the subscription that saved it.
+pub type SavedBlob = (Option<GUID>, Vec<u8>);
 
 /// A restore notification handed to the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,16 +219,19 @@ impl Host {
         }
     }
 
-    /// Loads and starts the driver (DriverEntry).
+    /// Loads and starts the driver (`DriverEntry`).
     ///
     /// # Errors
     /// The status `Driver::start` failed with.
+    ///
+    /// # Panics
+    /// If a driver is already loaded (a scenario bug).
     pub fn load_driver(&mut self, config: DriverConfig) -> Result<(), NTSTATUS> {
         assert!(self.driver.is_none(), "driver already loaded");
         let services = SimServices { shared: Arc::clone(&self.shared), seed: self.seed };
         let driver =
             Driver::try_new(services, config, std::ptr::null_mut::<c_void>().wrapping_add(0xD0))
-                .map_err(|e| e.to_ntstatus())?;
+                .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
         let driver = Box::new(driver);
         self.shared.driver.store(std::ptr::from_ref(&*driver) as usize, Ordering::SeqCst);
         let _cur = CurrentHost::enter(self.id);
@@ -329,7 +341,8 @@ impl Host {
         with_host_id(self.id, |s| s.vswitch.completed.get(&context).copied())
     }
 
-    /// Runs the driver's queued deferred work (its work item).
+    /// Runs the driver's queued deferred work (its work item); returns how many runs.
+    #[allow(clippy::must_use_candidate, reason = "callers run it for its effect")]
     pub fn run_deferred(&self) -> usize {
         let _cur = CurrentHost::enter(self.id);
         SimServices { shared: Arc::clone(&self.shared), seed: self.seed }.run_deferred()
@@ -455,14 +468,13 @@ impl Host {
         params: &sys::NDIS_SWITCH_PARAMETERS,
         pp: &sys::NDIS_SWITCH_PORT_PARAMETERS,
     ) -> NTSTATUS {
-        let results =
-            self.notify("vSwitchPortEventNotifyFn", true, pp.PortId, |sub, ctx| {
-                match sub.table.vSwitchPortEventNotifyFn {
-                    // SAFETY: the driver's callback with valid arguments.
-                    Some(f) => unsafe { f(sub.context as *mut c_void, ctx, event, params, pp) },
-                    None => sys::STATUS_SUCCESS,
-                }
-            });
+        let results = self.notify("vSwitchPortEventNotifyFn", true, pp.PortId, |sub, ctx| {
+            match sub.table.vSwitchPortEventNotifyFn {
+                // SAFETY: the driver's callback with valid arguments.
+                Some(f) => unsafe { f(sub.context as *mut c_void, ctx, event, params, pp) },
+                None => sys::STATUS_SUCCESS,
+            }
+        });
         results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
     }
 
@@ -532,30 +544,29 @@ impl Host {
             ..Default::default()
         };
         let is_delete = event == sys::FWPS_VSWITCH_EVENT_POLICY_DELETE;
-        let results =
-            self.notify("vSwitchPolicyEventNotifyFn", true, port_id, |sub, ctx| {
-                match sub.table.vSwitchPolicyEventNotifyFn {
-                    // SAFETY: the driver's callback; property pointer null on delete, delete pointer
-                    // only on delete (documented).
-                    Some(f) => unsafe {
-                        f(
-                            sub.context as *mut c_void,
-                            ctx,
-                            event,
-                            &raw const params,
-                            if is_delete { std::ptr::null() } else { &raw const prop },
-                            if is_delete { &raw const del } else { std::ptr::null() },
-                        )
-                    },
-                    None => sys::STATUS_SUCCESS,
-                }
-            });
+        let results = self.notify("vSwitchPolicyEventNotifyFn", true, port_id, |sub, ctx| {
+            match sub.table.vSwitchPolicyEventNotifyFn {
+                // SAFETY: the driver's callback; property pointer null on delete, delete pointer
+                // only on delete (documented).
+                Some(f) => unsafe {
+                    f(
+                        sub.context as *mut c_void,
+                        ctx,
+                        event,
+                        &raw const params,
+                        if is_delete { std::ptr::null() } else { &raw const prop },
+                        if is_delete { &raw const del } else { std::ptr::null() },
+                    )
+                },
+                None => sys::STATUS_SUCCESS,
+            }
+        });
         results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
     }
 
     /// Runtime-state save of a port: every subscriber's blob, copied out at once as Hyper-V
     /// copies it into the OID's buffer, tagged with the subscriber's provider GUID.
-    pub fn save(&mut self, sw: usize, port_id: u32) -> (Vec<(Option<GUID>, Vec<u8>)>, Duration) {
+    pub fn save(&mut self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
         let params = switch_params(&self.switches[sw].name);
         let _cur = CurrentHost::enter(self.id);
         let mut blobs = Vec::new();
@@ -743,13 +754,13 @@ impl Host {
                     &raw const filter,
                     0,
                     &raw mut out,
-                )
+                );
             };
             if p.frame != before {
                 with_host_id(self.id, |s| {
                     s.violate(Violation::BadClassifyAction {
                         what: "packet modified (HLK NoEgressModification)".to_owned(),
-                    })
+                    });
                 });
             }
             match out.actionType {
@@ -758,7 +769,7 @@ impl Host {
                         with_host_id(self.id, |s| {
                             s.violate(Violation::BadClassifyAction {
                                 what: "block without clearing FWPS_RIGHT_ACTION_WRITE".to_owned(),
-                            })
+                            });
                         });
                     }
                     return false;
@@ -769,7 +780,7 @@ impl Host {
                         with_host_id(self.id, |s| {
                             s.violate(Violation::BadClassifyAction {
                                 what: format!("terminating callout returned action {other:#x}"),
-                            })
+                            });
                         });
                     }
                 }

@@ -24,6 +24,7 @@ fn secs(ticks: u64) -> String {
 ///
 /// # Errors
 /// The rendered reason the blob is invalid.
+#[allow(clippy::too_many_lines, reason = "one section of output after another")]
 pub fn inspect(bytes: &[u8]) -> Result<String, String> {
     let mut out = String::new();
     let (major, minor) = codec::peek_version(bytes, usize::MAX)

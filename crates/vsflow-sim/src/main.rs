@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Restore {
-    /// Return STATUS_PENDING, finish on a work item (default).
+    /// Return `STATUS_PENDING`, finish on a work item (default).
     Pending,
     /// Decode and apply inside the callback.
     Sync,

@@ -150,7 +150,7 @@ fn remote_addr(family: IpFamily, n: u32, ssh: bool) -> [u8; 16] {
     }
 }
 
-/// A tiny deterministic generator (SplitMix64).
+/// A tiny deterministic generator (`SplitMix64`).
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {

@@ -67,7 +67,6 @@ impl SimPacket {
         let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
         let l4_len = match self.protocol {
             protocol::TCP => 20,
-            protocol::UDP => 8,
             _ => 8,
         } + payload;
         match self.family {
@@ -105,7 +104,9 @@ impl SimPacket {
 
 /// The values and metadata of one classify call, kept alive while the call runs.
 pub struct ClassifyInput {
+    /// The incoming values, indexed by field.
     pub values: Vec<FWPS_INCOMING_VALUE0>,
+    /// The metadata.
     pub meta: FWPS_INCOMING_METADATA_VALUES0,
     v6_src: Box<sys::FWP_BYTE_ARRAY16>,
     v6_dst: Box<sys::FWP_BYTE_ARRAY16>,

@@ -32,7 +32,9 @@ pub struct HostShared {
 /// The simulator's kernel services.
 #[derive(Debug, Clone)]
 pub struct SimServices {
+    /// State shared with the host.
     pub shared: Arc<HostShared>,
+    /// Hash seed handed to the driver.
     pub seed: u64,
 }
 
@@ -76,7 +78,8 @@ unsafe impl RawSpinLock for SimLock {
 }
 
 impl SimServices {
-    /// Runs queued deferred work now.
+    /// Runs queued deferred work now; returns how many runs.
+    #[allow(clippy::must_use_candidate, reason = "callers run it for its effect")]
     pub fn run_deferred(&self) -> usize {
         let mut runs = 0;
         while self.shared.deferred_requests.swap(0, Ordering::SeqCst) > 0 {

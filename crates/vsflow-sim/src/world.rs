@@ -19,9 +19,10 @@ pub struct HostState {
 
 impl HostState {
     pub fn violate(&mut self, v: Violation) {
-        if std::env::var_os("VSFLOW_SIM_PANIC_ON_VIOLATION").is_some() {
-            panic!("contract violation: {v}");
-        }
+        assert!(
+            std::env::var_os("VSFLOW_SIM_PANIC_ON_VIOLATION").is_none(),
+            "contract violation: {v}"
+        );
         self.violations.push(v);
     }
 }
@@ -61,7 +62,9 @@ pub fn with_host_id<R>(id: usize, f: impl FnOnce(&mut HostState) -> R) -> R {
         .get_mut(id)
         .and_then(Option::as_mut)
         .unwrap_or_else(|| panic!("simulated host {id} does not exist"));
-    f(host)
+    let r = f(host);
+    drop(w);
+    r
 }
 
 /// Runs `f` on the calling thread's current host. A WFP function called outside a simulated
