@@ -2,7 +2,7 @@
 //!
 //! - `classify/existing_10k`: a packet of an existing flow, 10,000 flows in the port; baseline
 //!   `classify/std_hashmap_existing_10k`, the same lookup-and-update on
-//!   `std::collections::HashMap` with its default (SipHash) hasher.
+//!   `std::collections::HashMap` with its default (`SipHash`) hasher.
 //! - `classify/new_with_room`: the first packet of a new flow while the table has room.
 //! - `codec/*`: encode, and decode + validate + apply, of a port whose blob is ~60 KiB, against
 //!   `copy_from_slice` of the same bytes and against serde + postcard for the same flows.
@@ -24,7 +24,7 @@ use vsflow_core::{
 
 const PROVIDER: Guid = Guid::from_parts(0x7673_666c, 0x6f77, 0x4d31, *b"vsflow01");
 
-/// A deterministic pseudo-random sequence (SplitMix64), so runs are comparable.
+/// A deterministic pseudo-random sequence (`SplitMix64`), so runs are comparable.
 struct Mix(u64);
 impl Mix {
     fn next(&mut self) -> u64 {
@@ -66,7 +66,7 @@ fn port(max_flows: u32, reserve: u32) -> Port {
 
 /// The baseline's per-packet work: the same decision logic as `classify` for an existing flow
 /// (Enforce admission check, counters, TCP transition), on std's `HashMap` with its default
-/// SipHash hasher and no LRU upkeep.
+/// `SipHash` hasher and no LRU upkeep.
 fn std_classify(
     map: &mut HashMap<FlowKey, FlowRecord>,
     m: &PacketMeta,
