@@ -170,20 +170,26 @@ fn encode_source(
     let all = n4 * format::FLOW_V4_ENTRY_LEN + n6 * format::FLOW_V6_ENTRY_LEN;
     let total_flows = src.flow_count();
 
-    // Over the cap: rank every flow and keep the best that fit.
+    // Over the cap: rank every flow (compact 12-byte sort keys, not the flows themselves) and
+    // keep greedily the best that fit.
     let mut chosen: Vec<SavedFlow> = Vec::new();
     let (c4, c6) = if all <= budget {
         (n4, n6)
     } else {
-        chosen.try_reserve_exact(total_flows)?;
-        src.for_each(IpFamily::V4, &mut |s| chosen.push(s));
-        src.for_each(IpFamily::V6, &mut |s| chosen.push(s));
-        chosen.sort_unstable_by_key(SavedFlow::value_rank);
+        let mut every: Vec<SavedFlow> = Vec::new();
+        every.try_reserve_exact(total_flows)?;
+        src.for_each(IpFamily::V4, &mut |s| every.push(s));
+        src.for_each(IpFamily::V6, &mut |s| every.push(s));
+        let mut order: Vec<(u64, u32)> = Vec::new();
+        order.try_reserve_exact(every.len())?;
+        order.extend((0u32..).zip(every.iter()).map(|(i, s)| (s.value_rank(), i)));
+        order.sort_unstable();
         let mut left = budget;
-        chosen.retain(|s| {
-            let cost = match s.key.family {
-                IpFamily::V4 => format::FLOW_V4_ENTRY_LEN,
-                IpFamily::V6 => format::FLOW_V6_ENTRY_LEN,
+        order.retain(|&(_, i)| {
+            let cost = match every.get(i as usize).map(|s| s.key.family) {
+                Some(IpFamily::V4) => format::FLOW_V4_ENTRY_LEN,
+                Some(IpFamily::V6) => format::FLOW_V6_ENTRY_LEN,
+                None => usize::MAX,
             };
             if cost <= left {
                 left -= cost;
@@ -193,7 +199,12 @@ fn encode_source(
             }
         });
         // Written oldest activity first, like a live port, so restore sorts cheaply.
-        chosen.sort_unstable_by_key(|s| core::cmp::Reverse(s.last_age));
+        for (key, i) in &mut order {
+            *key = u64::MAX - every.get(*i as usize).map_or(0, |s| s.last_age);
+        }
+        order.sort_unstable();
+        chosen.try_reserve_exact(order.len())?;
+        chosen.extend(order.iter().filter_map(|&(_, i)| every.get(i as usize).copied()));
         let c4 = chosen.iter().filter(|s| s.key.family == IpFamily::V4).count();
         (c4, chosen.len() - c4)
     };

@@ -98,11 +98,12 @@ impl SavedFlow {
         }
     }
 
-    /// Sort key of the save-cap policy: established TCP first, then most recently active,
-    /// then the key (so the choice is deterministic). Smaller is more valuable.
+    /// Sort key of the save-cap policy: established TCP first, then most recently active.
+    /// Smaller is more valuable; equal ranks keep the order of the table (deterministic).
     #[must_use]
-    pub fn value_rank(&self) -> (bool, Tick, FlowKey) {
-        (self.state != FlowState::Established, self.last_age, self.key)
+    pub fn value_rank(&self) -> u64 {
+        let established = u64::from(self.state != FlowState::Established) << 63;
+        established | self.last_age.min(u64::MAX >> 1)
     }
 }
 

@@ -14,8 +14,11 @@ use vsflow_core::{
     PortRange, Prefix, RuleSet, protocol,
 };
 
-/// The provider GUID the tests save under.
-pub const PROVIDER: Guid = Guid::from_parts(0x7673_666c, 0x6f77, 0x4d31, *b"vsflow01");
+/// The provider GUID the tests save under: vsflow's real provider
+/// (`vsflow_callout::keys::PROVIDER`, asserted equal in the end-to-end tests), so the golden
+/// fixtures restore through the driver too.
+pub const PROVIDER: Guid =
+    Guid::from_parts(0x7673_666c, 0x6f77, 0x4d31, [0xa0, 0x01, 0x76, 0x73, 0x66, 0x77, 0x50, 0x0d]);
 
 pub fn encode_config() -> codec::EncodeConfig {
     codec::EncodeConfig { provider: PROVIDER, cap: codec::DEFAULT_CAP }
