@@ -317,6 +317,33 @@ impl Host {
         });
     }
 
+    /// Runs `f` with this host as the thread's current host (to call WFP functions directly).
+    pub fn within<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _cur = CurrentHost::enter(self.id);
+        f()
+    }
+
+    /// Records a pended notification the driver never saw (to test the never-completed check).
+    pub fn forge_outstanding(&self, context: usize, callback: &'static str, port_id: u32) {
+        with_host_id(self.id, |s| {
+            s.vswitch
+                .outstanding
+                .insert(context, crate::vswitch::Outstanding { callback, port_id });
+        });
+    }
+
+    /// The engine's committed management objects (for HLK-style checks).
+    #[must_use]
+    pub fn engine_objects(&self) -> crate::engine::Objects {
+        with_host_id(self.id, |s| s.engine.objects.clone())
+    }
+
+    /// The flags of every registered run-time callout.
+    #[must_use]
+    pub fn callout_flags(&self) -> Vec<u32> {
+        with_host_id(self.id, |s| s.engine.registered.iter().map(|c| c.flags).collect())
+    }
+
     /// Contract violations recorded so far.
     #[must_use]
     pub fn violations(&self) -> Vec<Violation> {

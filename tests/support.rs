@@ -1,0 +1,112 @@
+//! Helpers shared by the end-to-end scenarios: hosts with a switch and VM ports, traffic that
+//! establishes connections, and the checks every scenario ends with.
+
+use fwps_sys as sys;
+use vsflow_callout::{DriverConfig, RestoreMode};
+use vsflow_core::{IpFamily, Mode, protocol};
+use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::{Host, PacketFate, SimPacket};
+
+/// A driver configuration for scenarios: Enforce mode by default, so carried state is visible.
+#[must_use]
+pub fn enforce(restore: RestoreMode) -> DriverConfig {
+    DriverConfig { restore_mode: restore, default_mode: Mode::Enforce, ..DriverConfig::default() }
+}
+
+/// A host with the driver loaded and one switch; returns the host and the switch index.
+///
+/// # Panics
+/// If the driver does not load.
+#[must_use]
+pub fn host(seed: u64, config: DriverConfig, switch: &str) -> (Host, usize) {
+    let mut h = Host::new(seed);
+    h.load_driver(config).expect("driver loads");
+    let sw = h.create_switch(switch, &[]);
+    (h, sw)
+}
+
+/// Creates VM port `id` named `name` with a connected NIC.
+///
+/// # Panics
+/// If the driver rejects an event.
+pub fn vm_port(h: &mut Host, sw: usize, id: u32, name: &str, nic: u16, restoring: bool) {
+    assert_eq!(h.create_port(sw, id, name, restoring), sys::STATUS_SUCCESS);
+    assert_eq!(
+        h.nic_event(sw, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE),
+        sys::STATUS_SUCCESS
+    );
+    assert_eq!(
+        h.nic_event(sw, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT),
+        sys::STATUS_SUCCESS
+    );
+}
+
+/// The VM's IPv4 address on port `id`.
+#[must_use]
+pub fn vm_ip(id: u32) -> [u8; 16] {
+    let [_, _, hi, lo] = id.to_be_bytes();
+    vsflow_core::packet::v4([10, hi, lo, 2])
+}
+
+/// Opens `n` VM-initiated TCP connections from port `id` (SYN out, SYN-ACK in, ACK out) and
+/// returns, for each, an inbound data packet of the established connection.
+///
+/// # Panics
+/// If a packet of the handshake is not delivered.
+pub fn open_connections(h: &mut Host, sw: usize, id: u32, n: u16) -> Vec<SimPacket> {
+    (0..n)
+        .map(|k| {
+            h.advance(10_000);
+            let remote =
+                vsflow_core::packet::v4([198, 51, 100, u8::try_from(k % 250).unwrap_or(0)]);
+            let syn = SimPacket::new(
+                IpFamily::V4,
+                protocol::TCP,
+                vm_ip(id),
+                30_000 + k,
+                remote,
+                443,
+                0x02,
+                0,
+            );
+            assert_eq!(h.transmit(sw, id, EXTERNAL_PORT, &syn), PacketFate::Delivered);
+            let synack = syn.reply(0x12, 0);
+            assert_eq!(h.transmit(sw, EXTERNAL_PORT, id, &synack), PacketFate::Delivered);
+            assert_eq!(
+                h.transmit(sw, id, EXTERNAL_PORT, &synack.reply(0x10, 0)),
+                PacketFate::Delivered
+            );
+            syn.reply(0x18, 500)
+        })
+        .collect()
+}
+
+/// How many of `inbound` reach port `id`.
+pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usize {
+    inbound.iter().filter(|p| h.transmit(sw, EXTERNAL_PORT, id, p) == PacketFate::Delivered).count()
+}
+
+/// Flows in the table of the port named `name`.
+#[must_use]
+pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
+    h.driver().with_state(|st| {
+        st.ports
+            .values()
+            .find(|e| e.port.identity().to_string() == name)
+            .map(|e| e.port.table().len())
+    })
+}
+
+/// Unloads the driver and asserts no contract was broken and nothing was left behind.
+///
+/// # Panics
+/// On any violation.
+pub fn finish(h: &mut Host) {
+    h.unload_driver();
+    let v = h.violations();
+    assert!(
+        v.is_empty(),
+        "contract violations: {}",
+        v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    );
+}
