@@ -38,15 +38,9 @@ fn completing_with_status_pending_is_reported() {
     let (mut h, sw) = host(2, enforce(RestoreMode::Pending), "SW");
     let ctx = restore_pending(&mut h, sw);
     h.within(|| {
+        let (context, status) = (ctx as *mut c_void, sys::STATUS_PENDING);
         // SAFETY: deliberately wrong status; the simulator only records it.
-        unsafe {
-            sys::FwpsvSwitchNotifyComplete0(
-                ctx as *mut c_void,
-                sys::STATUS_PENDING,
-                0,
-                ptr::null_mut(),
-            )
-        };
+        unsafe { sys::FwpsvSwitchNotifyComplete0(context, status, 0, ptr::null_mut()) };
     });
     assert!(h.violations().contains(&Violation::CompletedWithPending));
     h.run_deferred();
@@ -101,13 +95,11 @@ fn objects_without_a_provider_are_reported() {
     let h = Host::new(6);
     h.within(|| {
         let mut engine: sys::HANDLE = ptr::null_mut();
+        let out = &raw mut engine;
         // SAFETY: valid out-pointer.
-        assert_eq!(
-            unsafe {
-                sys::FwpmEngineOpen0(ptr::null(), 0, ptr::null_mut(), ptr::null(), &raw mut engine)
-            },
-            0
-        );
+        let status =
+            unsafe { sys::FwpmEngineOpen0(ptr::null(), 0, ptr::null_mut(), ptr::null(), out) };
+        assert_eq!(status, 0);
         let sub = sys::FWPM_SUBLAYER0 {
             subLayerKey: sys::GUID::from_parts(9, 9, 9, [9; 8]),
             displayData: sys::FWPM_DISPLAY_DATA0 {
