@@ -11,7 +11,7 @@ use crate::error::CalloutError;
 use crate::state::PortKey;
 
 /// One pended restore.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PendingRestore {
     /// Unique id (never reused while the driver runs).
     pub id: u64,
@@ -26,7 +26,7 @@ pub struct PendingRestore {
 }
 
 /// The set of pended notifications.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PendingSet {
     items: Vec<PendingRestore>,
     next_id: u64,
