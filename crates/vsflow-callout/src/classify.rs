@@ -17,7 +17,7 @@ use fwps_sys::{
 use vsflow_core::{Direction, PacketMeta, TcpFlags, Verdict, protocol};
 
 use crate::driver::Driver;
-use crate::frame::{FRAME_PREFIX, tcp_flags};
+use crate::frame::{FRAME_PREFIX, FRAME_PREFIX_V4, tcp_flags};
 use crate::services::KernelServices;
 use crate::state::PortKey;
 
@@ -232,8 +232,15 @@ impl<S: KernelServices> Driver<S> {
             }
         };
         let mut frame = [0u8; FRAME_PREFIX];
+        // Only TCP needs header bytes (for its flags); IPv4 headers end within 96 bytes.
+        let want = match (c.meta.protocol, c.meta.family) {
+            (protocol::TCP, vsflow_core::IpFamily::V4) => FRAME_PREFIX_V4,
+            (protocol::TCP, vsflow_core::IpFamily::V6) => FRAME_PREFIX,
+            _ => 0,
+        };
+        let buf = frame.get_mut(..want).unwrap_or(&mut []);
         // SAFETY: caller's contract on `layer_data` and `meta`.
-        if let Some(view) = unsafe { self.services.read_frame(layer_data, meta, &mut frame) } {
+        if let Some(view) = unsafe { self.services.read_frame(layer_data, meta, buf) } {
             c.meta.length = view.frame_len;
             if c.meta.protocol == protocol::TCP {
                 c.meta.tcp_flags =

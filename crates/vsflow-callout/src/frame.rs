@@ -4,6 +4,9 @@
 /// Bytes of a frame's start that classify copies: Ethernet + one VLAN tag (18), IPv6 (40),
 /// a few extension headers, and the first 14 bytes of TCP.
 pub const FRAME_PREFIX: usize = 128;
+/// Enough for TCP over IPv4: Ethernet with two VLAN tags (22), a maximal IPv4 header (60),
+/// and the TCP flags (14).
+pub const FRAME_PREFIX_V4: usize = 96;
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86DD;

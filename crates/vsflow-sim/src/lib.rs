@@ -11,6 +11,7 @@
 //! [`migrate`] runs the two-host live migration of the README's main job; [`inspect`] decodes a
 //! saved blob for a person.
 
+pub mod bench;
 pub mod contract;
 pub mod engine;
 pub mod exports;

@@ -49,6 +49,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the callback paths against their targets (docs/PERFORMANCE.md).
+    Bench {
+        /// Samples per measurement.
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
     /// Saved blobs.
     Blob {
         #[command(subcommand)]
@@ -87,6 +93,10 @@ fn main() -> ExitCode {
                 print!("{}", report.to_text());
             }
             if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Command::Bench { iterations } => {
+            print!("{}", vsflow_sim::bench::run(iterations).to_text());
+            ExitCode::SUCCESS
         }
         Command::Blob { command: BlobCommand::Inspect { file } } => {
             let bytes = match std::fs::read(&file) {

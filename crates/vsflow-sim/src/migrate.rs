@@ -67,7 +67,9 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut v: Vec<Duration>) -> Self {
+    /// Percentiles of `v`.
+    #[must_use]
+    pub fn of(mut v: Vec<Duration>) -> Self {
         if v.is_empty() {
             return Self::default();
         }

@@ -5,7 +5,6 @@ use std::ffi::c_void;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::ThreadId;
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
 use vsflow_callout::{CalloutError, FrameView, KernelServices, LogLevel, RawSpinLock};
@@ -42,8 +41,17 @@ pub struct SimServices {
 #[derive(Debug, Default)]
 pub struct SimLock {
     held: AtomicBool,
-    owner: Mutex<Option<ThreadId>>,
+    /// Identity of the holding thread (address of a thread-local), 0 when free.
+    owner: AtomicUsize,
     shared: Option<Arc<HostShared>>,
+}
+
+thread_local! {
+    static THREAD_TAG: u8 = const { 0 };
+}
+
+fn thread_tag() -> usize {
+    THREAD_TAG.with(|t| std::ptr::from_ref(t) as usize)
 }
 
 // SAFETY: `held` is taken with an acquire compare-exchange and released with a release store,
@@ -51,17 +59,17 @@ pub struct SimLock {
 // spinning forever.
 unsafe impl RawSpinLock for SimLock {
     fn lock(&self) -> u8 {
-        let me = std::thread::current().id();
+        let me = thread_tag();
         loop {
             if self
                 .held
                 .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                *self.owner.lock().unwrap_or_else(PoisonError::into_inner) = Some(me);
+                self.owner.store(me, Ordering::Relaxed);
                 return 2;
             }
-            if *self.owner.lock().unwrap_or_else(PoisonError::into_inner) == Some(me) {
+            if self.owner.load(Ordering::Relaxed) == me {
                 if let Some(s) = &self.shared {
                     s.recursive_locks.fetch_add(1, Ordering::SeqCst);
                 }
@@ -72,7 +80,7 @@ unsafe impl RawSpinLock for SimLock {
     }
 
     unsafe fn unlock(&self, _token: u8) {
-        *self.owner.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.owner.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Release);
     }
 }
@@ -105,7 +113,7 @@ impl KernelServices for SimServices {
     }
 
     fn now(&self) -> u64 {
-        self.shared.clock.load(Ordering::SeqCst)
+        self.shared.clock.load(Ordering::Relaxed)
     }
 
     fn request_deferred_work(&self) -> Result<(), CalloutError> {
