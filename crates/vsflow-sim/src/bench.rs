@@ -73,6 +73,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// If the simulated driver cannot be loaded.
 #[must_use]
 #[allow(clippy::too_many_lines, reason = "one measurement after another")]
+#[allow(clippy::many_single_char_names, reason = "hosts a, b, h and the report r, as in the docs")]
 pub fn run(iterations: usize) -> BenchReport {
     let mut r = BenchReport::default();
     let cfg = DriverConfig {
@@ -215,7 +216,7 @@ pub fn run(iterations: usize) -> BenchReport {
                         &raw const filter,
                         0,
                         &raw mut out,
-                    )
+                    );
                 };
                 black_box(out.actionType);
             }
