@@ -10,8 +10,8 @@
 //! Elsewhere they are plain `extern "system"` symbols, which `vsflow-sim` defines: the callout
 //! code under test calls exactly the symbols the shipped driver imports.
 //!
-//! Layouts were derived from the headers by hand; docs/WINDOWS-VERIFICATION.md lists the
-//! assertion values to confirm with a C `sizeof`/`offsetof` build on Windows.
+//! Layouts were derived from the headers by hand: verify on Windows (docs/WINDOWS-VERIFICATION.md
+//! items 13-14: a C `sizeof`/`offsetof` build with the WDK).
 
 #![no_std]
 #![allow(

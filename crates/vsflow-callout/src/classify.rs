@@ -145,7 +145,7 @@ fn addr4(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
         return None;
     }
     // SAFETY: the type tag says `uint32` is the active arm. WFP gives IPv4 addresses in host
-    // byte order.
+    // byte order (verify on Windows, item 10).
     let a = unsafe { v.u.uint32 };
     Some(vsflow_core::packet::v4(a.to_be_bytes()))
 }
@@ -165,8 +165,9 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
     Some(unsafe { ptr::read_unaligned(p) }.byteArray16)
 }
 
-/// The switch a classify call belongs to, from the `VSWITCH_ID` value (the switch name as a
-/// UTF-16 byte blob). With one switch on the host, the value is not consulted.
+/// The switch a classify call belongs to, from the `VSWITCH_ID` value (assumed: the switch
+/// name as a UTF-16 byte blob; verify on Windows, item 9). With one switch on the host, the
+/// value is not consulted.
 ///
 /// # Safety
 /// As [`read_values`].

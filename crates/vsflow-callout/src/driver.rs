@@ -187,6 +187,8 @@ impl<S: KernelServices> Driver<S> {
                 Ok(())
             }
             (Ok(Decoded::State(state)), Some(entry)) => {
+                // PortName is assumed durable across migration (verify on Windows: item 5); a
+                // mismatch is logged and counted, never fatal.
                 if state.identity != *entry.port.identity() {
                     st.stats.identity_mismatches += 1;
                     self.log(

@@ -1,7 +1,8 @@
 //! The fixed GUIDs that identify vsflow's WFP objects.
 //!
 //! They never change across versions: the provider GUID also routes runtime-state restores
-//! between hosts (source and destination must subscribe with the same `providerGuid`).
+//! between hosts (source and destination must subscribe with the same `providerGuid`; verify
+//! on Windows: docs/WINDOWS-VERIFICATION.md item 4).
 
 use fwps_sys::{
     FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V4, FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V6,

@@ -61,7 +61,8 @@ fn check(status: NTSTATUS) -> Result<(), CalloutError> {
 }
 
 fn check_add(status: NTSTATUS) -> Result<(), CalloutError> {
-    // Our own object left by an earlier instance (same keys): treat as success.
+    // Our own object left by an earlier instance (same keys): treat as success (verify on
+    // Windows, item 15).
     if status == sys::STATUS_FWP_ALREADY_EXISTS { Ok(()) } else { check(status) }
 }
 
@@ -161,6 +162,7 @@ impl<S: KernelServices> Driver<S> {
         for (i, hook) in HOOKS.iter().enumerate() {
             let callout = sys::FWPS_CALLOUT3 {
                 calloutKey: hook.callout,
+                // Safe for a callout that only reads headers (verify on Windows, item 12).
                 flags: sys::FWP_CALLOUT_FLAG_ALLOW_RSC
                     | sys::FWP_CALLOUT_FLAG_ALLOW_USO
                     | sys::FWP_CALLOUT_FLAG_ALLOW_URO,
@@ -333,9 +335,11 @@ impl<S: KernelServices> Driver<S> {
                 return;
             }
         }
-        // 1. No more registration attempts from BFE callbacks.
+        // 1. No more registration attempts from BFE callbacks (assumes unsubscribe waits for a
+        //    running callback: verify on Windows, item 8).
         self.unsubscribe_bfe();
-        // 2. No more vSwitch callbacks.
+        // 2. No more vSwitch callbacks (assumes unsubscribe waits for callbacks in flight:
+        //    verify on Windows, item 7).
         let subscription = self.reg.lock().subscription.take();
         if let Some(id) = subscription {
             // SAFETY: `id` came from a successful subscribe and is unsubscribed once.

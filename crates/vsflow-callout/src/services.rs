@@ -75,7 +75,8 @@ pub trait KernelServices: Send + Sync + 'static {
     fn hash_seed(&self) -> u64;
 
     /// Copies up to `out.len()` bytes from the start of the frame WFP passed as `layerData` at
-    /// a vSwitch transport layer (`NdisGetDataBuffer` on the first `NET_BUFFER`).
+    /// a vSwitch transport layer (`NdisGetDataBuffer` on the first `NET_BUFFER`; that the data
+    /// starts at the Ethernet header is to verify on Windows, item 11).
     ///
     /// # Safety
     /// `layer_data` and `meta` are the pointers WFP passed to the classify function, valid for

@@ -271,6 +271,9 @@ fn bench_codec(c: &mut Criterion) {
             BatchSize::SmallInput,
         );
     });
+    g.bench_function("crc32c_only", |b| {
+        b.iter(|| black_box(codec::crc32c(black_box(&blob))));
+    });
     g.bench_function("decode_validate_only", |b| {
         b.iter(|| black_box(codec::decode(black_box(&blob), &DecodeConfig::default()).unwrap()));
     });

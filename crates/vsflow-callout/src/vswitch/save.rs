@@ -4,7 +4,7 @@
 //! (`FwpsvSwitchNotifyComplete0` has no buffer argument). The driver keeps ownership of the
 //! buffer it returns (who frees it is not documented either): one buffer per port, reused by
 //! the next save of that port, freed with the port or when the driver unsubscribes. Both are
-//! listed in docs/WINDOWS-VERIFICATION.md.
+//! listed in docs/WINDOWS-VERIFICATION.md (verify on Windows: items 1-3).
 
 use core::ffi::c_void;
 use core::ptr;
