@@ -132,3 +132,21 @@ fn engine_calls_while_bfe_is_stopped_are_reported() {
     });
     assert_eq!(h.violations(), vec![Violation::BfeNotRunning { call: "FwpmEngineOpen0" }]);
 }
+
+#[test]
+fn a_heap_block_the_driver_never_frees_is_reported_at_unload() {
+    let (mut h, sw) = host(8, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 4, "q", 1, false);
+    {
+        // Stand in for a driver bug: a block allocated as driver code and never freed.
+        let _driver_code = vsflow_sim::alloc::Attribution::enter(Some(h.id()));
+        std::mem::forget(vec![0u8; 64]);
+    }
+    h.unload_driver();
+    assert_eq!(
+        h.violations(),
+        vec![Violation::Leak {
+            what: "1 heap blocks allocated by the driver and never freed".to_owned()
+        }]
+    );
+}

@@ -204,6 +204,17 @@ impl Host {
         self.shared.refuse_deferred.store(refuse, Ordering::SeqCst);
     }
 
+    /// The host's id (heap accounting and diagnostics).
+    #[must_use]
+    pub const fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Marks the calling thread as running this host's driver code (heap accounting).
+    fn driver_code(&self) -> crate::alloc::Attribution {
+        crate::alloc::Attribution::enter(Some(self.id))
+    }
+
     /// Starts the base filtering engine and notifies subscribers.
     pub fn start_bfe(&mut self) {
         let subs = with_host_id(self.id, |s| {
@@ -211,6 +222,7 @@ impl Host {
             s.engine.bfe_subscriptions.clone()
         });
         let _cur = CurrentHost::enter(self.id);
+        let _drv = self.driver_code();
         for sub in subs {
             if let Some(cb) = sub.callback {
                 // SAFETY: the driver's callback with the context it registered.
@@ -263,10 +275,12 @@ impl Host {
         let Some(driver) = self.driver.take() else { return };
         {
             let _cur = CurrentHost::enter(self.id);
+            let _drv = self.driver_code();
             driver.stop();
+            self.shared.driver.store(0, Ordering::SeqCst);
+            drop(driver);
         }
-        self.shared.driver.store(0, Ordering::SeqCst);
-        drop(driver);
+        let live = crate::alloc::live_driver_blocks(self.id);
         with_host_id(self.id, |s| {
             let key = vsflow_callout::keys::PROVIDER;
             let mut left = Vec::new();
@@ -310,6 +324,11 @@ impl Host {
                 s.violate(Violation::NeverCompleted {
                     what: format!("{} of port {}", o.callback, o.port_id),
                 });
+            }
+            if let Some(n) = live
+                && n > 0
+            {
+                left.push(format!("{n} heap blocks allocated by the driver and never freed"));
             }
             for what in left {
                 s.violate(Violation::Leak { what });
@@ -372,6 +391,7 @@ impl Host {
     #[allow(clippy::must_use_candidate, reason = "callers run it for its effect")]
     pub fn run_deferred(&self) -> usize {
         let _cur = CurrentHost::enter(self.id);
+        let _drv = self.driver_code();
         SimServices { shared: Arc::clone(&self.shared), seed: self.seed }.run_deferred()
     }
 
@@ -398,7 +418,10 @@ impl Host {
         for sub in self.subscriptions() {
             let ctx = next_handle();
             with_host_id(self.id, |s| s.vswitch.in_callback += 1);
-            let status = call(&sub, ctx as *mut c_void);
+            let status = {
+                let _drv = self.driver_code();
+                call(&sub, ctx as *mut c_void)
+            };
             with_host_id(self.id, |s| {
                 s.vswitch.in_callback -= 1;
                 if status == sys::STATUS_PENDING {
@@ -604,6 +627,7 @@ impl Host {
             let mut len = 0usize;
             with_host_id(self.id, |s| s.vswitch.in_callback += 1);
             let t = Instant::now();
+            let drv = self.driver_code();
             // SAFETY: the driver's callback with valid out-pointers.
             let status = unsafe {
                 f(
@@ -616,6 +640,7 @@ impl Host {
                     &raw mut len,
                 )
             };
+            drop(drv);
             elapsed += t.elapsed();
             let bytes = if len == 0 || data.is_null() {
                 Vec::new()
@@ -662,6 +687,7 @@ impl Host {
             let ctx = next_handle();
             with_host_id(self.id, |s| s.vswitch.in_callback += 1);
             let t = Instant::now();
+            let drv = self.driver_code();
             // SAFETY: the driver's callback with a valid buffer of `len` bytes.
             let status = unsafe {
                 f(
@@ -674,6 +700,7 @@ impl Host {
                     buffer.len(),
                 )
             };
+            drop(drv);
             let elapsed = t.elapsed();
             buffer.fill(0xDD);
             with_host_id(self.id, |s| {
@@ -771,6 +798,7 @@ impl Host {
                 rights: sys::FWPS_RIGHT_ACTION_WRITE,
                 ..Default::default()
             };
+            let drv = self.driver_code();
             // SAFETY: the driver's classify function with valid inputs alive for the call.
             unsafe {
                 classify(
@@ -783,6 +811,7 @@ impl Host {
                     &raw mut out,
                 );
             };
+            drop(drv);
             if p.frame != before {
                 with_host_id(self.id, |s| {
                     s.violate(Violation::BadClassifyAction {

@@ -11,6 +11,7 @@
 //! [`migrate`] runs the two-host live migration of the README's main job; [`inspect`] decodes a
 //! saved blob for a person.
 
+pub mod alloc;
 pub mod bench;
 pub mod contract;
 pub mod engine;
@@ -24,5 +25,8 @@ pub mod vswitch;
 mod world;
 
 pub use contract::Violation;
+
+#[global_allocator]
+static ACCOUNTING: alloc::Accounting = alloc::Accounting;
 pub use host::{Host, PacketFate, RestoreTicket};
 pub use packet::SimPacket;

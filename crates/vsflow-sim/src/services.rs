@@ -129,6 +129,8 @@ impl KernelServices for SimServices {
     }
 
     fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
+        // The kernel's log buffer is not the driver's memory.
+        let _kernel = crate::alloc::Attribution::enter(None);
         self.shared
             .logs
             .lock()

@@ -1,0 +1,220 @@
+//! Heap accounting of the driver under test, in the spirit of Driver Verifier's pool tracking.
+//!
+//! A global allocator records every block allocated while driver code runs, tagged with the
+//! simulated host it runs on, and forgets it when it is freed (by anyone). At unload the host's
+//! driver must have no block left: the "every allocation freed" contract.
+//!
+//! The simulator marks every call into the driver (start, stop, callbacks, classify, deferred
+//! work, drop) as driver code and every exported WFP function as simulator code. The record
+//! is a fixed open-addressing table (no allocation inside the allocator).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Counts the driver's heap use on top of the system allocator.
+pub struct Accounting;
+
+const SLOTS: usize = 1 << 16;
+const EMPTY: usize = 0;
+
+struct Table {
+    lock: AtomicBool,
+    ptrs: [AtomicUsize; SLOTS],
+    hosts: [AtomicUsize; SLOTS],
+    overflow: AtomicBool,
+}
+
+/// Live blocks per host (indexed by host id modulo `SLOTS`; host ids are process-unique and
+/// never 65,536 apart while both alive).
+static COUNTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+
+static TABLE: Table = Table {
+    lock: AtomicBool::new(false),
+    ptrs: [const { AtomicUsize::new(EMPTY) }; SLOTS],
+    hosts: [const { AtomicUsize::new(0) }; SLOTS],
+    overflow: AtomicBool::new(false),
+};
+
+thread_local! {
+    /// 0 = simulator code; otherwise 1 + the host id whose driver code is running.
+    static DRIVER_HOST: Cell<usize> = const { Cell::new(0) };
+}
+
+struct Locked;
+impl Locked {
+    fn take() -> Self {
+        while TABLE
+            .lock
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        Self
+    }
+}
+impl Drop for Locked {
+    fn drop(&mut self) {
+        TABLE.lock.store(false, Ordering::Release);
+    }
+}
+
+const fn slot_of(p: usize) -> usize {
+    (p >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (usize::BITS - 16)
+}
+
+fn record(p: usize, host: usize) {
+    let _g = Locked::take();
+    let mut i = slot_of(p);
+    for _ in 0..SLOTS {
+        if TABLE.ptrs[i].load(Ordering::Relaxed) == EMPTY {
+            TABLE.ptrs[i].store(p, Ordering::Relaxed);
+            TABLE.hosts[i].store(host, Ordering::Relaxed);
+            COUNTS[host % SLOTS].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        i = (i + 1) % SLOTS;
+    }
+    TABLE.overflow.store(true, Ordering::Relaxed);
+}
+
+fn forget(p: usize) {
+    let _g = Locked::take();
+    let mut i = slot_of(p);
+    for _ in 0..SLOTS {
+        match TABLE.ptrs[i].load(Ordering::Relaxed) {
+            EMPTY => return,
+            q if q == p => break,
+            _ => i = (i + 1) % SLOTS,
+        }
+    }
+    if TABLE.ptrs[i].load(Ordering::Relaxed) != p {
+        return;
+    }
+    COUNTS[TABLE.hosts[i].load(Ordering::Relaxed) % SLOTS].fetch_sub(1, Ordering::Relaxed);
+    // Backward-shift deletion keeps every probe chain intact.
+    let mut hole = i;
+    let mut j = (i + 1) % SLOTS;
+    loop {
+        let q = TABLE.ptrs[j].load(Ordering::Relaxed);
+        if q == EMPTY {
+            break;
+        }
+        let natural = slot_of(q);
+        let between =
+            if hole <= j { hole < natural && natural <= j } else { hole < natural || natural <= j };
+        if !between {
+            TABLE.ptrs[hole].store(q, Ordering::Relaxed);
+            TABLE.hosts[hole].store(TABLE.hosts[j].load(Ordering::Relaxed), Ordering::Relaxed);
+            hole = j;
+        }
+        j = (j + 1) % SLOTS;
+    }
+    TABLE.ptrs[hole].store(EMPTY, Ordering::Relaxed);
+}
+
+fn driver_host() -> usize {
+    DRIVER_HOST.try_with(Cell::get).unwrap_or(0)
+}
+
+// SAFETY: every call is forwarded unchanged to `System`, which upholds the `GlobalAlloc`
+// contract; the bookkeeping never touches the memory handed out.
+unsafe impl GlobalAlloc for Accounting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller's layout obligations are passed on.
+        let p = unsafe { System.alloc(layout) };
+        let host = driver_host();
+        if host != 0 && !p.is_null() {
+            record(p as usize, host);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as above.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        let host = driver_host();
+        if host != 0 && !p.is_null() {
+            record(p as usize, host);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        forget(ptr as usize);
+        // SAFETY: `ptr` came from `System` with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: as above.
+        let q = unsafe { System.realloc(ptr, layout, new_size) };
+        if !q.is_null() {
+            let _ = forget_and_report(ptr as usize, q as usize);
+        }
+        q
+    }
+}
+
+/// A reallocated block keeps its owner.
+fn forget_and_report(old: usize, new: usize) -> bool {
+    let owner = {
+        let _g = Locked::take();
+        let mut i = slot_of(old);
+        let mut found = 0;
+        for _ in 0..SLOTS {
+            match TABLE.ptrs[i].load(Ordering::Relaxed) {
+                EMPTY => break,
+                q if q == old => {
+                    found = TABLE.hosts[i].load(Ordering::Relaxed);
+                    break;
+                }
+                _ => i = (i + 1) % SLOTS,
+            }
+        }
+        found
+    };
+    if owner == 0 {
+        let host = driver_host();
+        if host != 0 {
+            record(new, host);
+        }
+        return false;
+    }
+    forget(old);
+    record(new, owner);
+    true
+}
+
+/// Marks the calling thread as running host `host`'s driver code (`Some`) or simulator code
+/// (`None`) until dropped.
+pub struct Attribution {
+    previous: usize,
+}
+
+impl Attribution {
+    /// Enters driver code of `host`, or simulator code.
+    #[must_use]
+    pub fn enter(host: Option<usize>) -> Self {
+        let previous = DRIVER_HOST.with(|d| d.replace(host.map_or(0, |h| h + 1)));
+        Self { previous }
+    }
+}
+
+impl Drop for Attribution {
+    fn drop(&mut self) {
+        DRIVER_HOST.with(|d| d.set(self.previous));
+    }
+}
+
+/// Blocks allocated by host `host`'s driver and not yet freed; `None` if the record
+/// overflowed (then nothing can be concluded).
+#[must_use]
+pub fn live_driver_blocks(host: usize) -> Option<usize> {
+    if TABLE.overflow.load(Ordering::Relaxed) {
+        return None;
+    }
+    let _g = Locked::take();
+    Some(COUNTS[(host + 1) % SLOTS].load(Ordering::Relaxed))
+}
