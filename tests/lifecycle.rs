@@ -121,3 +121,22 @@ fn reload_after_unload_registers_again() {
     assert_eq!(open_connections(&mut h, sw, 5, 2).len(), 2);
     finish(&mut h);
 }
+
+#[test]
+fn configuration_comes_from_the_parameters_key_with_defaults_and_range_checks() {
+    let mut h = Host::new(9);
+    h.set_parameter("RestoreMode", 1);
+    h.set_parameter("FlowsPerPort", 64);
+    h.load_driver_from_registry().expect("valid parameters load");
+    assert_eq!(h.driver().config().restore_mode, RestoreMode::Synchronous);
+    assert_eq!(h.driver().config().flows_per_port, 64);
+    assert_eq!(h.driver().config().blob_cap, 60 * 1024, "absent values take their defaults");
+    finish(&mut h);
+    let mut bad = Host::new(10);
+    bad.set_parameter("BlobCap", 70_000);
+    assert_eq!(
+        bad.load_driver_from_registry(),
+        Err(sys::STATUS_INVALID_PARAMETER),
+        "out-of-range values refuse to load"
+    );
+}

@@ -59,6 +59,23 @@ impl DriverConfig {
         Ok(())
     }
 
+    /// Reads the configuration through the kernel services: `RestoreMode`,
+    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`.
+    ///
+    /// # Errors
+    /// As [`DriverConfig::from_registry`].
+    pub fn from_services<S: crate::services::KernelServices>(
+        services: &S,
+    ) -> Result<Self, CalloutError> {
+        Self::from_registry(
+            services.config_value("RestoreMode"),
+            services.config_value("UnknownMajorPolicy"),
+            services.config_value("FlowsPerPort"),
+            services.config_value("BlobCap"),
+            services.config_value("DefaultMode"),
+        )
+    }
+
     /// Builds a configuration from raw registry values (`None` = absent: default), rejecting
     /// out-of-range values.
     ///

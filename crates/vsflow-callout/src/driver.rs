@@ -82,7 +82,20 @@ impl<S: KernelServices> fmt::Debug for Driver<S> {
 }
 
 impl<S: KernelServices> Driver<S> {
-    /// Creates the driver object (nothing registered yet).
+    /// Creates the driver object with the configuration read through
+    /// [`KernelServices::config_value`] (what `DriverEntry` does).
+    ///
+    /// # Errors
+    /// Invalid configuration values.
+    pub fn try_from_services(
+        services: S,
+        device_object: *mut c_void,
+    ) -> Result<Self, CalloutError> {
+        let config = DriverConfig::from_services(&services)?;
+        Self::try_new(services, config, device_object)
+    }
+
+    /// Creates the driver object with an explicit configuration (nothing registered yet).
     ///
     /// # Errors
     /// Invalid configuration.

@@ -74,6 +74,10 @@ pub trait KernelServices: Send + Sync + 'static {
     /// A per-boot random value seeding the flow-table hash.
     fn hash_seed(&self) -> u64;
 
+    /// A configuration value (a `REG_DWORD` under the service's `Parameters` key in the
+    /// driver), or `None` when absent. Names: see [`crate::config::DriverConfig::from_services`].
+    fn config_value(&self, name: &str) -> Option<u32>;
+
     /// Copies up to `out.len()` bytes from the start of the frame WFP passed as `layerData` at
     /// a vSwitch transport layer (`NdisGetDataBuffer` on the first `NET_BUFFER`; that the data
     /// starts at the Ethernet header is to verify on Windows, item 11).

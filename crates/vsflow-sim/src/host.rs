@@ -199,6 +199,25 @@ impl Host {
         self.shared.clock.fetch_add(ticks, Ordering::SeqCst);
     }
 
+    /// Sets a value under the driver service's `Parameters` key (read at load).
+    pub fn set_parameter(&self, name: &str, value: u32) {
+        let mut reg =
+            self.shared.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        reg.retain(|(n, _)| n != name);
+        reg.push((name.to_owned(), value));
+    }
+
+    /// Loads the driver as `DriverEntry` does: configuration from the `Parameters` key.
+    ///
+    /// # Errors
+    /// The status loading failed with (invalid parameters, start failure).
+    pub fn load_driver_from_registry(&mut self) -> Result<(), NTSTATUS> {
+        let services = SimServices { shared: Arc::clone(&self.shared), seed: self.seed };
+        let config = vsflow_callout::DriverConfig::from_services(&services)
+            .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
+        self.load_driver(config)
+    }
+
     /// Makes deferred-work requests fail (exercises the synchronous fallback).
     pub fn refuse_deferred_work(&self, refuse: bool) {
         self.shared.refuse_deferred.store(refuse, Ordering::SeqCst);

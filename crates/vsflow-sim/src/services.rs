@@ -26,6 +26,8 @@ pub struct HostShared {
     pub logs: Mutex<Vec<String>>,
     /// Recursive lock acquisitions seen.
     pub recursive_locks: AtomicUsize,
+    /// The service's `Parameters` values.
+    pub registry: Mutex<Vec<(String, u32)>>,
 }
 
 /// The simulator's kernel services.
@@ -140,6 +142,12 @@ impl KernelServices for SimServices {
 
     fn hash_seed(&self) -> u64 {
         self.seed
+    }
+
+    fn config_value(&self, name: &str) -> Option<u32> {
+        let _kernel = crate::alloc::Attribution::enter(None);
+        let reg = self.shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        reg.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
     unsafe fn read_frame(
