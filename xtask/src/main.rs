@@ -9,7 +9,7 @@ use std::env;
 use std::process::{Command, ExitCode};
 
 /// The `no_std` crates that must build for the kernel target without std.
-const NO_STD_CRATES: &[&str] = &["fwps-sys", "vsflow-core", "vsflow-callout"];
+const NO_STD_CRATES: &[&str] = &["fwps-sys", "vsflow-core", "vsflow-proto", "vsflow-callout"];
 /// The kernel target.
 const KERNEL_TARGET: &str = "x86_64-pc-windows-msvc";
 /// A target with no `std` at all: building for it proves a crate and its dependencies need

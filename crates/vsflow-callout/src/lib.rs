@@ -9,6 +9,7 @@
 //!   flight and guarantees each is completed exactly once.
 //! - [`registration`]: provider, sublayer, callouts, filters, subscription, and their exact
 //!   reverse; waits for the base filtering engine when it is not yet running.
+//! - [`control`]: the control device's IOCTLs (vsflow-proto), validated before use.
 //! - [`frame`]: reads the TCP flags from the first bytes of a frame (never writes a packet).
 //!
 //! Nothing here depends on wdk-sys: the crate builds and runs on Linux against `vsflow-sim`,
@@ -20,6 +21,7 @@ extern crate alloc;
 
 pub mod classify;
 pub mod config;
+pub mod control;
 pub mod driver;
 pub mod error;
 pub mod frame;

@@ -223,6 +223,31 @@ impl Host {
         self.shared.refuse_deferred.store(refuse, Ordering::SeqCst);
     }
 
+    /// Sends an IOCTL to the driver's control device, as `DeviceIoControl` with a
+    /// `METHOD_BUFFERED` code would: returns the outcome and the output bytes the I/O manager
+    /// would copy back (`Information` bytes on success, none on failure).
+    ///
+    /// # Panics
+    /// If no driver is loaded.
+    #[must_use]
+    pub fn ioctl(
+        &self,
+        code: u32,
+        input: &[u8],
+        output_len: usize,
+    ) -> (vsflow_callout::control::IoctlOutcome, Vec<u8>) {
+        let _cur = CurrentHost::enter(self.id);
+        let mut system_buffer = vec![0u8; output_len];
+        let outcome = {
+            let _drv = self.driver_code();
+            self.driver().handle_ioctl(code, input, &mut system_buffer)
+        };
+        let copied =
+            if sys::nt_success(outcome.status) { outcome.information.min(output_len) } else { 0 };
+        system_buffer.truncate(copied);
+        (outcome, system_buffer)
+    }
+
     /// The host's id (heap accounting and diagnostics).
     #[must_use]
     pub const fn id(&self) -> usize {

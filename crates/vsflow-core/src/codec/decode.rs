@@ -281,66 +281,10 @@ fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {
         [AllowRule { protocol: None, local_ports: PortRange::ANY, remote: Prefix::Any }; MAX_RULES];
     for (i, slot) in (0u32..).zip(out.iter_mut().take(usize::from(count))) {
         let e = p.take(usize::from(entry_len)).ok_or(bad_len)?;
-        *slot = decode_rule(e, i)?;
+        *slot = super::rule::rule_from_bytes(e, i)?;
     }
     RuleSet::try_from_slice(version, out.get(..usize::from(count)).unwrap_or(&[]))
         .map_err(|_| DecodeError::OutOfMemory)
-}
-
-fn decode_rule(e: &[u8], entry: u32) -> Result<AllowRule, DecodeError> {
-    let kind = rec::RULES;
-    let invalid = |field, value: u64| DecodeError::InvalidField { kind, entry, field, value };
-    let mut r = Reader::new(e);
-    let short = DecodeError::BadEntryLength { kind, len: 0 };
-    let flags = r.u8().ok_or(short)?;
-    let proto = r.u8().ok_or(short)?;
-    let family = r.u8().ok_or(short)?;
-    let plen = r.u8().ok_or(short)?;
-    let start = r.u16().ok_or(short)?;
-    let end = r.u16().ok_or(short)?;
-    let addr: [u8; 16] = r.array().ok_or(short)?;
-    if flags & !format::RULE_ANY_PROTOCOL != 0 {
-        return Err(invalid("rule flags", flags.into()));
-    }
-    let protocol = if flags & format::RULE_ANY_PROTOCOL != 0 {
-        if proto != 0 {
-            return Err(invalid("protocol of an any-protocol rule", proto.into()));
-        }
-        None
-    } else {
-        Some(proto)
-    };
-    let local_ports =
-        PortRange::new(start, end).ok_or_else(|| invalid("port range end", end.into()))?;
-    let remote = match family {
-        format::family::ANY => {
-            if plen != 0 || addr != [0; 16] {
-                return Err(invalid("prefix of an any-address rule", plen.into()));
-            }
-            Prefix::Any
-        }
-        format::family::V4 => {
-            let a = [addr[0], addr[1], addr[2], addr[3]];
-            let p =
-                Prefix::v4(a, plen).ok_or_else(|| invalid("IPv4 prefix length", plen.into()))?;
-            if p != (Prefix::V4 { addr: a, len: plen })
-                || addr.get(4..).is_some_and(|t| t.iter().any(|&b| b != 0))
-            {
-                return Err(invalid("IPv4 prefix host bits", plen.into()));
-            }
-            p
-        }
-        format::family::V6 => {
-            let p =
-                Prefix::v6(addr, plen).ok_or_else(|| invalid("IPv6 prefix length", plen.into()))?;
-            if p != (Prefix::V6 { addr, len: plen }) {
-                return Err(invalid("IPv6 prefix host bits", plen.into()));
-            }
-            p
-        }
-        other => return Err(invalid("prefix family", other.into())),
-    };
-    Ok(AllowRule { protocol, local_ports, remote })
 }
 
 fn decode_flows(kind: u16, payload: &[u8], list: &mut Vec<SavedFlow>) -> Result<(), DecodeError> {

@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::flow::{Admission, TimeoutClass};
 use crate::guid::Guid;
 use crate::packet::IpFamily;
-use crate::policy::{AllowRule, Mode, PortRange, Prefix, RuleSet};
+use crate::policy::{AllowRule, Mode, RuleSet};
 use crate::port::{Port, PortIdentity};
 use crate::time::Tick;
 
@@ -285,20 +285,7 @@ fn encode_source(
 }
 
 fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
-    let PortRange { start, end } = r.local_ports;
-    let (flags, proto) = r.protocol.map_or((format::RULE_ANY_PROTOCOL, 0), |p| (0, p));
-    let (family, len, addr) = match r.remote {
-        Prefix::Any => (format::family::ANY, 0, [0u8; 16]),
-        Prefix::V4 { addr, len } => (format::family::V4, len, crate::packet::v4(addr)),
-        Prefix::V6 { addr, len } => (format::family::V6, len, addr),
-    };
-    w.u8(flags);
-    w.u8(proto);
-    w.u8(family);
-    w.u8(len);
-    w.u16(start);
-    w.u16(end);
-    w.bytes(&addr);
+    w.bytes(&super::rule::rule_to_bytes(r));
 }
 
 fn write_flow(w: &mut Writer<'_>, s: &SavedFlow) {

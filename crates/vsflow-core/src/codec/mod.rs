@@ -18,6 +18,7 @@ mod encode;
 mod error;
 pub mod format;
 mod reader;
+mod rule;
 
 use alloc::vec::Vec;
 
@@ -26,6 +27,7 @@ pub use self::crc::crc32c;
 pub use self::decode::{DecodeConfig, Decoded, UnknownMajor, decode, peek_version};
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_state};
 pub use self::error::{ApplyError, DecodeError};
+pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
 
 use crate::counters::PortCounters;
 use crate::flow::{Admission, FlowKey, FlowRecord, FlowState, Opener};

@@ -1,0 +1,269 @@
+//! The control device's IOCTL handling, below the WDK seam.
+//!
+//! The driver's dispatch routine passes the code and the system buffer's input and output views
+//! here and completes the request with the returned status and `Information`.
+//!
+//! Every request is validated completely by `vsflow_proto::Request::decode` before anything
+//! is touched. Mapping: unknown code -> `STATUS_INVALID_DEVICE_REQUEST`; malformed ->
+//! `STATUS_INVALID_PARAMETER` (protocol version -> `STATUS_REVISION_MISMATCH`); output too
+//! small -> `STATUS_BUFFER_TOO_SMALL` with the needed size in `Information`; unknown port ->
+//! `STATUS_NOT_FOUND`. Runs at `PASSIVE_LEVEL`.
+
+use alloc::vec::Vec;
+
+use fwps_sys::{
+    NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
+    STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+};
+use vsflow_core::codec::{SavedFlow, UnknownMajor, format};
+use vsflow_core::{AllowRule, Error as CoreError};
+use vsflow_proto::request::{PortRef, Request};
+use vsflow_proto::response::{self, ConfigInfo, PortInfo, VersionInfo};
+use vsflow_proto::{PROTOCOL_VERSION, ProtoError};
+
+use crate::config::RestoreMode;
+use crate::driver::{Driver, DriverStats};
+use crate::services::KernelServices;
+use crate::state::{PortKey, SwitchState};
+
+/// How an IOCTL completes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoctlOutcome {
+    /// The request's status.
+    pub status: NTSTATUS,
+    /// `IoStatus.Information`: bytes written, or bytes needed with `STATUS_BUFFER_TOO_SMALL`.
+    pub information: usize,
+}
+
+impl IoctlOutcome {
+    const fn ok(len: usize) -> Self {
+        Self { status: STATUS_SUCCESS, information: len }
+    }
+
+    const fn fail(status: NTSTATUS) -> Self {
+        Self { status, information: 0 }
+    }
+}
+
+fn proto_error(e: ProtoError) -> IoctlOutcome {
+    match e {
+        ProtoError::UnknownIoctl(_) => IoctlOutcome::fail(STATUS_INVALID_DEVICE_REQUEST),
+        ProtoError::UnsupportedVersion(_) => IoctlOutcome::fail(STATUS_REVISION_MISMATCH),
+        ProtoError::BufferTooSmall { needed } => {
+            IoctlOutcome { status: STATUS_BUFFER_TOO_SMALL, information: needed }
+        }
+        ProtoError::Truncated { .. }
+        | ProtoError::TrailingBytes
+        | ProtoError::BadMagic
+        | ProtoError::BadFlags(_)
+        | ProtoError::InvalidField(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
+    }
+}
+
+fn written(r: Result<usize, ProtoError>) -> IoctlOutcome {
+    r.map_or_else(proto_error, IoctlOutcome::ok)
+}
+
+const fn key(p: PortRef) -> PortKey {
+    PortKey { switch: p.switch_id, port: p.port_id }
+}
+
+fn parse_version() -> [u16; 3] {
+    let mut out = [0u16; 3];
+    for (slot, part) in out.iter_mut().zip(env!("CARGO_PKG_VERSION").split('.')) {
+        *slot = part.parse().unwrap_or(0);
+    }
+    out
+}
+
+impl DriverStats {
+    /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
+    #[must_use]
+    pub const fn to_array(&self) -> [u64; 15] {
+        [
+            self.classify_calls,
+            self.trusted_port_packets,
+            self.unknown_port_packets,
+            self.malformed_values,
+            self.saves,
+            self.saves_empty,
+            self.restores_sync,
+            self.restores_pended,
+            self.restores_applied,
+            self.restores_empty,
+            self.restores_failed,
+            self.restores_cancelled,
+            self.identity_mismatches,
+            self.restores_unknown_port,
+            self.reorder_events,
+        ]
+    }
+}
+
+impl<S: KernelServices> Driver<S> {
+    /// Handles one IOCTL of the control device.
+    pub fn handle_ioctl(&self, code: u32, input: &[u8], output: &mut [u8]) -> IoctlOutcome {
+        let request = match Request::decode(code, input) {
+            Ok(r) => r,
+            Err(e) => return proto_error(e),
+        };
+        match request {
+            Request::GetVersion => {
+                let v = VersionInfo {
+                    protocol: PROTOCOL_VERSION,
+                    driver: parse_version(),
+                    format: [format::MAJOR, format::MINOR],
+                };
+                written(v.encode(output))
+            }
+            Request::GetConfig => {
+                let c = &self.config;
+                let info = ConfigInfo {
+                    restore_mode: u8::from(c.restore_mode == RestoreMode::Synchronous),
+                    unknown_major: u8::from(c.unknown_major == UnknownMajor::Lenient),
+                    default_mode: c.default_mode,
+                    flows_per_port: c.flows_per_port,
+                    blob_cap: u32::try_from(c.blob_cap).unwrap_or(u32::MAX),
+                };
+                written(info.encode(output))
+            }
+            Request::ListPorts => {
+                let st = self.state.lock();
+                let ports = st.ports.iter().map(|(k, e)| PortInfo {
+                    port: PortRef { switch_id: k.switch, port_id: k.port },
+                    flow_count: u32::try_from(e.port.table().len()).unwrap_or(u32::MAX),
+                    mode: e.port.mode(),
+                    nic_connected: e.nic_connected,
+                    restoring: e.restoring,
+                    rules_version: e.port.rules().version(),
+                    name: *e.port.identity(),
+                });
+                written(response::encode_ports(ports, output))
+            }
+            Request::GetFlows { port, start, max } => self.get_flows(port, start, max, output),
+            Request::GetCounters { port } => {
+                let st = self.state.lock();
+                match port {
+                    None => written(response::encode_counters(&st.stats.to_array(), output)),
+                    Some(p) => match st.ports.get(&key(p)) {
+                        Some(e) => written(response::encode_counters(
+                            &e.port.counters().to_array(),
+                            output,
+                        )),
+                        None => IoctlOutcome::fail(STATUS_NOT_FOUND),
+                    },
+                }
+            }
+            Request::ClearCounters { port } => {
+                let mut st = self.state.lock();
+                if let Err(status) = clear_counters(&mut st, port) {
+                    return IoctlOutcome::fail(status);
+                }
+                drop(st);
+                written(response::encode_empty(output))
+            }
+            Request::SetPortMode { port, mode } => {
+                let mut st = self.state.lock();
+                let Some(e) = st.ports.get_mut(&key(port)) else {
+                    return IoctlOutcome::fail(STATUS_NOT_FOUND);
+                };
+                e.port.set_mode(mode);
+                drop(st);
+                written(response::encode_empty(output))
+            }
+            Request::ReplaceRules { port, rules } => {
+                self.replace_rules(port, rules.iter(), rules.len(), output)
+            }
+        }
+    }
+}
+
+impl<S: KernelServices> Driver<S> {
+    fn get_flows(&self, port: PortRef, start: u32, max: u32, output: &mut [u8]) -> IoctlOutcome {
+        let now = self.services.now();
+        let st = self.state.lock();
+        let Some(entry) = st.ports.get(&key(port)) else {
+            return IoctlOutcome::fail(STATUS_NOT_FOUND);
+        };
+        let table = entry.port.table();
+        let total = table.len();
+        let remaining = total.saturating_sub(start as usize);
+        let (count, needed) = response::flows_that_fit(output.len(), remaining, max as usize);
+        if count == 0 && remaining > 0 {
+            return IoctlOutcome { status: STATUS_BUFFER_TOO_SMALL, information: needed };
+        }
+        // Slab order: stable while the table does not change; pages taken while traffic flows
+        // may miss or repeat a flow (diagnostics, not a snapshot).
+        let flows =
+            table.iter().skip(start as usize).map(|(k, r)| SavedFlow::from_record(*k, r, now));
+        written(response::encode_flows(
+            u32::try_from(total).unwrap_or(u32::MAX),
+            start,
+            count,
+            flows,
+            output,
+        ))
+    }
+
+    fn replace_rules(
+        &self,
+        port: PortRef,
+        rules: impl Iterator<Item = AllowRule>,
+        len: usize,
+        output: &mut [u8],
+    ) -> IoctlOutcome {
+        // Build the new list outside the lock (it allocates).
+        let mut list: Vec<AllowRule> = Vec::new();
+        if list.try_reserve_exact(len).is_err() {
+            return IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES);
+        }
+        list.extend(rules);
+        let mut st = self.state.lock();
+        let Some(e) = st.ports.get_mut(&key(port)) else {
+            return IoctlOutcome::fail(STATUS_NOT_FOUND);
+        };
+        match e.port.replace_rules(&list) {
+            Ok(version) => {
+                drop(st);
+                written(response::encode_rules_version(version, output))
+            }
+            Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
+            Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
+        }
+    }
+}
+
+fn clear_counters(st: &mut SwitchState, port: Option<PortRef>) -> Result<(), NTSTATUS> {
+    match port {
+        None => {
+            st.stats = DriverStats::default();
+            for e in st.ports.values_mut() {
+                e.port.clear_counters();
+            }
+            Ok(())
+        }
+        Some(p) => {
+            let e = st.ports.get_mut(&key(p)).ok_or(STATUS_NOT_FOUND)?;
+            e.port.clear_counters();
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DriverStats;
+
+    #[test]
+    fn driver_counters_match_the_protocol_names() {
+        assert_eq!(
+            DriverStats::default().to_array().len(),
+            vsflow_proto::response::DRIVER_COUNTER_NAMES.len()
+        );
+        let s = DriverStats { classify_calls: 1, reorder_events: 15, ..DriverStats::default() };
+        let a = s.to_array();
+        assert_eq!((a[0], a[14]), (1, 15));
+        assert_eq!(vsflow_proto::response::DRIVER_COUNTER_NAMES[14], "reorder_events");
+    }
+}
