@@ -35,17 +35,20 @@ fn version_config_ports_flows_and_counters_are_reported() {
 
     let (status, _, bytes) = call(&h, &Request::GetVersion, 64);
     assert_eq!(status, 0);
-    let v = VersionInfo::decode(&bytes).expect("version");
-    assert_eq!((v.protocol, v.format), (1, [1, 0]));
+    let version = VersionInfo::decode(&bytes).expect("version");
+    assert_eq!((version.protocol, version.format), (1, [1, 0]));
 
     let (_, _, bytes) = call(&h, &Request::GetConfig, 64);
-    let c = ConfigInfo::decode(&bytes).expect("config");
-    assert_eq!((c.default_mode, c.flows_per_port, c.blob_cap), (Mode::Enforce, 4096, 61_440));
+    let config = ConfigInfo::decode(&bytes).expect("config");
+    assert_eq!(
+        (config.default_mode, config.flows_per_port, config.blob_cap),
+        (Mode::Enforce, 4096, 61_440)
+    );
 
     let p = ports(&h);
     assert_eq!(p.len(), 1);
     assert_eq!(
-        (p[0].port.port_id, p[0].flow_count, p[0].name.to_string(), p[0].nic_connected),
+        (p0.port.port_id, p[0].flow_count, p[0].name.to_string(), p[0].nic_connected),
         (7, 25, "vm-seven".to_owned(), true)
     );
 
@@ -54,7 +57,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     let mut start = 0;
     loop {
         let (status, _, bytes) =
-            call(&h, &Request::GetFlows { port: p[0].port, start, max: 10 }, 4096);
+            call(&h, &Request::GetFlows { port: p0.port, start, max: 10 }, 4096);
         assert_eq!(status, 0);
         let page = response::decode_flows(&bytes, |f| seen.push(f)).expect("flows");
         assert_eq!(page.total, 25);
@@ -66,18 +69,18 @@ fn version_config_ports_flows_and_counters_are_reported() {
     assert_eq!(seen.len(), 25);
     assert!(seen.iter().all(|f| f.key.remote_port == 443 && f.opener == vsflow_core::Opener::Vm));
 
-    let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p[0].port) }, 512);
-    let mut c = [0u64; 14];
-    assert_eq!(response::decode_counters(&bytes, &mut c), Ok(14));
-    assert_eq!(c[2], 25, "flows_created");
+    let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
+    let mut port_counters = [0u64; 14];
+    assert_eq!(response::decode_counters(&bytes, &mut port_counters), Ok(14));
+    assert_eq!(port_counters[2], 25, "flows_created");
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: None }, 512);
-    let mut d = [0u64; 15];
-    response::decode_counters(&bytes, &mut d).expect("driver counters");
-    assert!(d[0] > 0, "classify_calls");
+    let mut driver_counters = [0u64; 15];
+    response::decode_counters(&bytes, &mut driver_counters).expect("driver counters");
+    assert!(driver_counters[0] > 0, "classify_calls");
     assert_eq!(call(&h, &Request::ClearCounters { port: None }, 64).0, 0);
-    let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p[0].port) }, 512);
-    response::decode_counters(&bytes, &mut c).expect("counters");
-    assert_eq!(c, [0; 14]);
+    let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
+    response::decode_counters(&bytes, &mut port_counters).expect("counters");
+    assert_eq!(port_counters, [0; 14]);
     finish(&mut h);
 }
 
