@@ -45,10 +45,11 @@ fn version_config_ports_flows_and_counters_are_reported() {
         (Mode::Enforce, 4096, 61_440)
     );
 
-    let p = ports(&h);
-    assert_eq!(p.len(), 1);
+    let listed = ports(&h);
+    assert_eq!(listed.len(), 1);
+    let p0 = listed[0];
     assert_eq!(
-        (p0.port.port_id, p[0].flow_count, p[0].name.to_string(), p[0].nic_connected),
+        (p0.port.port_id, p0.flow_count, p0.name.to_string(), p0.nic_connected),
         (7, 25, "vm-seven".to_owned(), true)
     );
 
