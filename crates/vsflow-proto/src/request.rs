@@ -285,7 +285,7 @@ mod tests {
         );
         assert!(matches!(Request::decode(code, &buf[..n - 1]), Err(ProtoError::Truncated { .. })));
         let mut longer = buf;
-        assert_eq!(Request::decode(code, &longer[..n + 1]), Err(ProtoError::TrailingBytes));
+        assert_eq!(Request::decode(code, &longer[..=n]), Err(ProtoError::TrailingBytes));
         longer[0] = b'X';
         assert_eq!(Request::decode(code, &longer[..n]), Err(ProtoError::BadMagic));
         let mut v2 = buf;
