@@ -108,3 +108,17 @@ unsafe extern "system" {
         reserved: *mut c_void,
     );
 }
+
+#[cfg_attr(windows, link(name = "ndis.sys", kind = "raw-dylib", modifiers = "+verbatim"))]
+unsafe extern "system" {
+    /// Returns a pointer to `BytesNeeded` contiguous bytes at the start of a `NET_BUFFER`'s
+    /// data: inside the buffer if contiguous, else copied into `Storage`; null if the data is
+    /// shorter (`ndis.sys`).
+    pub fn NdisGetDataBuffer(
+        NetBuffer: *mut crate::ndis::NET_BUFFER,
+        BytesNeeded: u32,
+        Storage: *mut c_void,
+        AlignMultiple: u32,
+        AlignOffset: u32,
+    ) -> *mut c_void;
+}

@@ -312,3 +312,37 @@ assert_layout!(
     PropertyInstanceId = 32
 );
 assert_layout!(NDIS_ENUM_FILTERS, size = 16, align = 4, OffsetFirstFilter = 12);
+
+/// The start of `NET_BUFFER_LIST` (`ndis/nbl.h`), up to the fields vsflow reads.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NET_BUFFER_LIST {
+    /// `Next`.
+    pub Next: *mut Self,
+    /// `FirstNetBuffer`.
+    pub FirstNetBuffer: *mut NET_BUFFER,
+}
+
+/// The start of `NET_BUFFER` (`ndis/nbl.h`), up to `DataLength`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct NET_BUFFER {
+    /// `Next`.
+    pub Next: *mut Self,
+    /// `CurrentMdl`.
+    pub CurrentMdl: *mut core::ffi::c_void,
+    /// `CurrentMdlOffset`.
+    pub CurrentMdlOffset: u32,
+    /// `DataLength` (a `ULONG` in a union with `SIZE_T stDataLength`).
+    pub DataLength: usize,
+}
+
+assert_layout!(NET_BUFFER_LIST, size = 16, align = 8, FirstNetBuffer = 8);
+assert_layout!(
+    NET_BUFFER,
+    size = 32,
+    align = 8,
+    CurrentMdl = 8,
+    CurrentMdlOffset = 16,
+    DataLength = 24
+);

@@ -20,7 +20,7 @@ use vsflow_core::{
 
 use crate::host::{EXTERNAL_PORT, Host};
 use crate::migrate::{Latency, MigrateOptions};
-use crate::packet::{ClassifyInput, SimPacket, layer_data};
+use crate::packet::{ClassifyInput, SimPacket};
 
 /// What the bench measured.
 #[derive(Clone, Debug, Default)]
@@ -201,17 +201,18 @@ pub fn run(iterations: usize) -> BenchReport {
     h.within(|| {
         for _ in 0..15 {
             let t = Instant::now();
-            for ((input, v), p) in inputs.iter().zip(&values).zip(&replies) {
+            for (input, v) in inputs.iter_mut().zip(&values) {
                 let mut out = sys::FWPS_CLASSIFY_OUT0 {
                     rights: sys::FWPS_RIGHT_ACTION_WRITE,
                     ..Default::default()
                 };
+                let layer_data = input.layer_data();
                 // SAFETY: the callout's classify function with inputs alive for the call.
                 unsafe {
                     classify(
                         v,
                         &raw const input.meta,
-                        layer_data(p),
+                        layer_data,
                         std::ptr::null(),
                         &raw const filter,
                         0,

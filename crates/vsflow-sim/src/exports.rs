@@ -15,6 +15,8 @@
 
 use std::ffi::c_void;
 
+use std::ptr;
+
 use fwps_sys::{self as sys, GUID, HANDLE, NTSTATUS};
 
 use crate::contract::Violation;
@@ -538,4 +540,22 @@ pub unsafe extern "system" fn FwpsvSwitchNotifyComplete0(
         }
         h.vswitch.completed.insert(ctx, status);
     });
+}
+
+/// The simulator's `NdisGetDataBuffer`: `CurrentMdl` of a simulated `NET_BUFFER` points at the
+/// frame's contiguous bytes (see `packet::ClassifyInput`).
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisGetDataBuffer(
+    net_buffer: *mut sys::NET_BUFFER,
+    bytes_needed: u32,
+    _storage: *mut c_void,
+    _align_multiple: u32,
+    _align_offset: u32,
+) -> *mut c_void {
+    // SAFETY: the driver passes the NET_BUFFER the simulator built.
+    let Some(nb) = (unsafe { net_buffer.as_ref() }) else { return ptr::null_mut() };
+    if bytes_needed as usize > nb.DataLength || nb.CurrentMdl.is_null() {
+        return ptr::null_mut();
+    }
+    nb.CurrentMdl
 }

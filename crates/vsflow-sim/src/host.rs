@@ -11,7 +11,7 @@ use fwps_sys::{self as sys, GUID, NTSTATUS};
 use vsflow_callout::{Driver, DriverConfig};
 
 use crate::contract::Violation;
-use crate::packet::{ClassifyInput, SimPacket, layer_data};
+use crate::packet::{ClassifyInput, SimPacket};
 use crate::services::{HostShared, SimServices};
 use crate::vswitch::Subscription;
 use crate::world::{CurrentHost, next_handle, register_host, remove_host, with_host_id};
@@ -842,13 +842,14 @@ impl Host {
                 rights: sys::FWPS_RIGHT_ACTION_WRITE,
                 ..Default::default()
             };
+            let layer_data = input.layer_data();
             let drv = self.driver_code();
             // SAFETY: the driver's classify function with valid inputs alive for the call.
             unsafe {
                 classify(
                     &raw const values,
                     &raw const input.meta,
-                    layer_data(p),
+                    layer_data,
                     std::ptr::null(),
                     &raw const filter,
                     0,

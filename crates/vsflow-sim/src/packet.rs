@@ -102,10 +102,14 @@ impl SimPacket {
     }
 }
 
-/// The values and metadata of one classify call, kept alive while the call runs.
+/// The values, metadata and `NET_BUFFER_LIST` of one classify call, kept alive while the call
+/// runs.
 pub struct ClassifyInput {
     /// The incoming values, indexed by field.
     pub values: Vec<FWPS_INCOMING_VALUE0>,
+    /// The `NET_BUFFER_LIST` handed to classify as `layerData`.
+    pub nbl: Box<sys::NET_BUFFER_LIST>,
+    nb: Box<sys::NET_BUFFER>,
     /// The metadata.
     pub meta: FWPS_INCOMING_METADATA_VALUES0,
     v6_src: Box<sys::FWP_BYTE_ARRAY16>,
@@ -132,6 +136,17 @@ impl ClassifyInput {
     ) -> Box<Self> {
         let mut me = Box::new(Self {
             values: Vec::new(),
+            nbl: Box::new(sys::NET_BUFFER_LIST {
+                Next: std::ptr::null_mut(),
+                FirstNetBuffer: std::ptr::null_mut(),
+            }),
+            // The simulator's NdisGetDataBuffer reads the frame through `CurrentMdl`.
+            nb: Box::new(sys::NET_BUFFER {
+                Next: std::ptr::null_mut(),
+                CurrentMdl: p.frame.as_ptr().cast_mut().cast(),
+                CurrentMdlOffset: 0,
+                DataLength: p.frame.len(),
+            }),
             // SAFETY: the metadata struct is plain data (integers and nullable pointers); all
             // zeroes is a valid value.
             meta: unsafe { std::mem::zeroed() },
@@ -140,6 +155,7 @@ impl ClassifyInput {
             switch_blob: Box::new(sys::FWP_BYTE_BLOB { size: 0, data: std::ptr::null_mut() }),
             switch_bytes: switch_name.iter().flat_map(|u| u.to_le_bytes()).collect(),
         });
+        me.nbl.FirstNetBuffer = &raw mut *me.nb;
         me.switch_blob.size = u32::try_from(me.switch_bytes.len()).unwrap_or(0);
         me.switch_blob.data = me.switch_bytes.as_mut_ptr();
         let (src, dst) = match p.family {
@@ -197,8 +213,10 @@ impl ClassifyInput {
     }
 }
 
-/// The packet pointer handed to classify as `layerData`.
-#[must_use]
-pub fn layer_data(p: &SimPacket) -> *mut c_void {
-    std::ptr::from_ref(p).cast_mut().cast()
+impl ClassifyInput {
+    /// The `layerData` pointer for classify: the `NET_BUFFER_LIST`.
+    #[must_use]
+    pub fn layer_data(&mut self) -> *mut c_void {
+        (&raw mut *self.nbl).cast()
+    }
 }

@@ -9,8 +9,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
 use vsflow_callout::{CalloutError, FrameView, KernelServices, LogLevel, RawSpinLock};
 
-use crate::packet::SimPacket;
-
 /// State shared between a host and its driver's services.
 #[derive(Debug, Default)]
 pub struct HostShared {
@@ -156,13 +154,8 @@ impl KernelServices for SimServices {
         _meta: *const FWPS_INCOMING_METADATA_VALUES0,
         out: &mut [u8],
     ) -> Option<FrameView> {
-        // SAFETY: the simulator passes a `SimPacket` as layer data, alive for the call.
-        let packet = unsafe { layer_data.cast::<SimPacket>().as_ref() }?;
-        let n = packet.frame.len().min(out.len());
-        out.get_mut(..n)?.copy_from_slice(packet.frame.get(..n)?);
-        Some(FrameView {
-            copied: n,
-            frame_len: u32::try_from(packet.frame.len()).unwrap_or(u32::MAX),
-        })
+        // The driver's own code path: NET_BUFFER_LIST -> NdisGetDataBuffer (the simulator's).
+        // SAFETY: the simulator passes the classify input's NET_BUFFER_LIST, alive for the call.
+        unsafe { vsflow_callout::frame::copy_nbl_prefix(layer_data, out) }
     }
 }
