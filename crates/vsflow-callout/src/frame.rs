@@ -146,9 +146,11 @@ mod tests {
     }
 }
 
-/// Copies up to `out.len()` bytes from the start of the first `NET_BUFFER` of the
-/// `NET_BUFFER_LIST` at `nbl` (what WFP passes as `layerData` at the vSwitch layers) with
-/// `NdisGetDataBuffer`; returns how many bytes were copied and the frame's length.
+/// Copies the start of a frame out of a `NET_BUFFER_LIST`.
+///
+/// Up to `out.len()` bytes from the first `NET_BUFFER` of the list at `nbl` (what WFP passes
+/// as `layerData` at the vSwitch layers), with `NdisGetDataBuffer`; returns how many bytes were
+/// copied and the frame's length.
 ///
 /// # Safety
 /// `nbl` is null or a valid `NET_BUFFER_LIST` for the duration of the call.
