@@ -77,6 +77,48 @@ pub fn tcp_flags(frame: &[u8]) -> Option<u8> {
     frame.get(tcp + 13).copied()
 }
 
+/// Copies the start of a frame out of a `NET_BUFFER_LIST`.
+///
+/// Up to `out.len()` bytes from the first `NET_BUFFER` of the list at `nbl` (what WFP passes
+/// as `layerData` at the vSwitch layers), with `NdisGetDataBuffer`; returns how many bytes were
+/// copied and the frame's length.
+///
+/// # Safety
+/// `nbl` is null or a valid `NET_BUFFER_LIST` for the duration of the call.
+pub unsafe fn copy_nbl_prefix(
+    nbl: *mut core::ffi::c_void,
+    out: &mut [u8],
+) -> Option<crate::services::FrameView> {
+    // SAFETY: caller's contract.
+    let list = unsafe { nbl.cast::<fwps_sys::NET_BUFFER_LIST>().as_ref() }?;
+    let nb = list.FirstNetBuffer;
+    // SAFETY: the list's first buffer, valid with the list.
+    let buffer = unsafe { nb.as_ref() }?;
+    let frame_len = buffer.DataLength;
+    let want = out.len().min(frame_len);
+    if want == 0 {
+        return Some(crate::services::FrameView {
+            copied: 0,
+            frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
+        });
+    }
+    let needed = u32::try_from(want).ok()?;
+    // SAFETY: `nb` is valid; `out` has at least `want` writable bytes for the copy case.
+    let p = unsafe { fwps_sys::NdisGetDataBuffer(nb, needed, out.as_mut_ptr().cast(), 1, 0) };
+    if p.is_null() {
+        return None;
+    }
+    if p.cast::<u8>() != out.as_mut_ptr() {
+        // SAFETY: NDIS returned `want` contiguous readable bytes at `p`.
+        let src = unsafe { core::slice::from_raw_parts(p.cast::<u8>(), want) };
+        out.get_mut(..want)?.copy_from_slice(src);
+    }
+    Some(crate::services::FrameView {
+        copied: want,
+        frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::tcp_flags;
@@ -144,46 +186,4 @@ mod tests {
             let _ = tcp_flags(&bytes);
         }
     }
-}
-
-/// Copies the start of a frame out of a `NET_BUFFER_LIST`.
-///
-/// Up to `out.len()` bytes from the first `NET_BUFFER` of the list at `nbl` (what WFP passes
-/// as `layerData` at the vSwitch layers), with `NdisGetDataBuffer`; returns how many bytes were
-/// copied and the frame's length.
-///
-/// # Safety
-/// `nbl` is null or a valid `NET_BUFFER_LIST` for the duration of the call.
-pub unsafe fn copy_nbl_prefix(
-    nbl: *mut core::ffi::c_void,
-    out: &mut [u8],
-) -> Option<crate::services::FrameView> {
-    // SAFETY: caller's contract.
-    let list = unsafe { nbl.cast::<fwps_sys::NET_BUFFER_LIST>().as_ref() }?;
-    let nb = list.FirstNetBuffer;
-    // SAFETY: the list's first buffer, valid with the list.
-    let buffer = unsafe { nb.as_ref() }?;
-    let frame_len = buffer.DataLength;
-    let want = out.len().min(frame_len);
-    if want == 0 {
-        return Some(crate::services::FrameView {
-            copied: 0,
-            frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
-        });
-    }
-    let needed = u32::try_from(want).ok()?;
-    // SAFETY: `nb` is valid; `out` has at least `want` writable bytes for the copy case.
-    let p = unsafe { fwps_sys::NdisGetDataBuffer(nb, needed, out.as_mut_ptr().cast(), 1, 0) };
-    if p.is_null() {
-        return None;
-    }
-    if p.cast::<u8>() != out.as_mut_ptr() {
-        // SAFETY: NDIS returned `want` contiguous readable bytes at `p`.
-        let src = unsafe { core::slice::from_raw_parts(p.cast::<u8>(), want) };
-        out.get_mut(..want)?.copy_from_slice(src);
-    }
-    Some(crate::services::FrameView {
-        copied: want,
-        frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
-    })
 }
