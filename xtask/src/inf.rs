@@ -1,9 +1,9 @@
-//! `cargo xtask inf-lint`: the InfVerif and primitive-driver rules that can be checked
-//! without Windows. InfVerif (`/w /h`) on Windows remains the authority; this catches the
+//! `cargo xtask inf-lint`: the `InfVerif` and primitive-driver rules that can be checked
+//! without Windows. `InfVerif` (`/w /h`) on Windows remains the authority; this catches the
 //! mistakes that would fail it, on every CI run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 /// The WFP callout class GUID (`WFPCALLOUTS`).
 pub const WFP_CLASS_GUID: &str = "{57465043-616C-6C6F-7574-5F636C617373}";
@@ -51,13 +51,19 @@ impl Inf {
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 let key = name.trim().to_ascii_lowercase();
-                inf.sections.entry(key.clone()).or_insert((n + 1, name.trim().to_owned(), Vec::new()));
+                inf.sections
+                    .entry(key.clone())
+                    .or_insert_with(|| (n + 1, name.trim().to_owned(), Vec::new()));
                 current = Some(key);
                 continue;
             }
-            let Some(sec) = current.as_ref().and_then(|c| inf.sections.get_mut(c)) else { continue };
+            let Some(sec) = current.as_ref().and_then(|c| inf.sections.get_mut(c)) else {
+                continue;
+            };
             let (key, value) = match line.split_once('=') {
-                Some((k, v)) if !k.contains(',') => (Some(k.trim().to_ascii_lowercase()), v.trim().to_owned()),
+                Some((k, v)) if !k.contains(',') => {
+                    (Some(k.trim().to_ascii_lowercase()), v.trim().to_owned())
+                }
                 _ => (None, line.to_owned()),
             };
             sec.2.push(Entry { line: n + 1, key, value });
@@ -123,7 +129,9 @@ fn valid_driver_ver(v: &str) -> bool {
     let Some((date, version)) = v.split_once(',') else { return false };
     let d: Vec<&str> = date.trim().split('/').collect();
     let date_ok = d.len() == 3
-        && d.iter().zip([2, 2, 4]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_digit()))
+        && d.iter()
+            .zip([2, 2, 4])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_digit()))
         && d[0].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
         && d[1].parse::<u32>().is_ok_and(|x| (1..=31).contains(&x));
     let parts: Vec<&str> = version.trim().split('.').collect();
@@ -136,23 +144,43 @@ fn valid_driver_ver(v: &str) -> bool {
 pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
     let inf = Inf::parse(text);
     let mut out = Vec::new();
-    let mut bad = |line: usize, rule: &'static str, message: String| out.push(Finding { line, rule, message });
+    let mut bad = |line: usize, rule: &'static str, message: String| {
+        out.push(Finding { line, rule, message });
+    };
 
     // [Version]
-    match inf.section("Version") {
-        None => bad(0, "version", "[Version] section missing".into()),
-        Some(_) => {
+    if inf.section("Version").is_none() {
+        bad(0, "version", "[Version] section missing".into());
+    } else {
+        {
             let v = |k: &str| inf.value("Version", k);
-            if v("Signature").is_none_or(|e| !unquote(&e.value).eq_ignore_ascii_case("$WINDOWS NT$")) {
-                bad(v("Signature").map_or(0, |e| e.line), "version", "Signature must be \"$WINDOWS NT$\"".into());
+            if v("Signature")
+                .is_none_or(|e| !unquote(&e.value).eq_ignore_ascii_case("$WINDOWS NT$"))
+            {
+                bad(
+                    v("Signature").map_or(0, |e| e.line),
+                    "version",
+                    "Signature must be \"$WINDOWS NT$\"".into(),
+                );
             }
             match (v("Class"), v("ClassGuid")) {
                 (Some(c), Some(g)) => {
                     if !c.value.eq_ignore_ascii_case("WFPCALLOUTS") {
-                        bad(c.line, "class", format!("Class is {}, a WFP callout driver uses WFPCALLOUTS", c.value));
+                        bad(
+                            c.line,
+                            "class",
+                            format!("Class is {}, a WFP callout driver uses WFPCALLOUTS", c.value),
+                        );
                     }
                     if !g.value.eq_ignore_ascii_case(WFP_CLASS_GUID) {
-                        bad(g.line, "class", format!("ClassGuid {} does not match WFPCALLOUTS {WFP_CLASS_GUID}", g.value));
+                        bad(
+                            g.line,
+                            "class",
+                            format!(
+                                "ClassGuid {} does not match WFPCALLOUTS {WFP_CLASS_GUID}",
+                                g.value
+                            ),
+                        );
                     }
                 }
                 _ => bad(0, "class", "Class and ClassGuid are required".into()),
@@ -164,12 +192,20 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
                 bad(0, "version", "CatalogFile missing (signed packages need a catalog)".into());
             }
             if v("PnpLockdown").is_none_or(|e| e.value != "1") {
-                bad(v("PnpLockdown").map_or(0, |e| e.line), "pnplockdown", "PnpLockdown = 1 is required".into());
+                bad(
+                    v("PnpLockdown").map_or(0, |e| e.line),
+                    "pnplockdown",
+                    "PnpLockdown = 1 is required".into(),
+                );
             }
             match v("DriverVer") {
                 None => bad(0, "driverver", "DriverVer missing".into()),
                 Some(e) if stage == Stage::Stamped && !valid_driver_ver(&e.value) => {
-                    bad(e.line, "driverver", format!("DriverVer '{}' is not MM/DD/YYYY,w.x.y.z", e.value));
+                    bad(
+                        e.line,
+                        "driverver",
+                        format!("DriverVer '{}' is not MM/DD/YYYY,w.x.y.z", e.value),
+                    );
                 }
                 Some(_) => {}
             }
@@ -183,30 +219,45 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
     for (name, (line, orig, _)) in &inf.sections {
         for base in ["defaultinstall", "defaultuninstall"] {
             if name == base || name.starts_with(&format!("{base}.services")) {
-                bad(*line, "decoration", format!("[{orig}] must be architecture-decorated (.NTamd64 / .NTarm64)"));
+                bad(
+                    *line,
+                    "decoration",
+                    format!("[{orig}] must be architecture-decorated (.NTamd64 / .NTarm64)"),
+                );
             }
         }
-        if let Some(arch) = name.strip_prefix("defaultinstall.").or_else(|| name.strip_prefix("defaultuninstall.")) {
+        if let Some(arch) =
+            name.strip_prefix("defaultinstall.").or_else(|| name.strip_prefix("defaultuninstall."))
+        {
             let arch = arch.split('.').next().unwrap_or("");
             if !ARCHES.contains(&arch) || (stage == Stage::Stamped && arch == "nt$arch$") {
                 bad(*line, "decoration", format!("[{orig}]: unknown architecture decoration"));
             }
         }
     }
-    let installs: Vec<String> =
-        inf.sections.keys().filter(|k| k.starts_with("defaultinstall.") && k.matches('.').count() == 1).cloned().collect();
+    let installs: Vec<String> = inf
+        .sections
+        .keys()
+        .filter(|k| k.starts_with("defaultinstall.") && k.matches('.').count() == 1)
+        .cloned()
+        .collect();
     if installs.is_empty() {
         bad(0, "decoration", "no [DefaultInstall.NT<arch>] section".into());
     }
     for i in &installs {
         let services = format!("{i}.services");
-        if inf.section(&services).is_none_or(|s| !s.iter().any(|e| e.key.as_deref() == Some("addservice"))) {
+        if inf
+            .section(&services)
+            .is_none_or(|s| !s.iter().any(|e| e.key.as_deref() == Some("addservice")))
+        {
             bad(0, "service", format!("[{services}] with an AddService directive is required"));
         }
     }
     for (name, (line, orig, entries)) in &inf.sections {
         if name.starts_with("defaultuninstall.") && name.matches('.').count() == 1 {
-            let legacy = entries.iter().any(|e| e.key.as_deref() == Some("legacyuninstall") && e.value == "1");
+            let legacy = entries
+                .iter()
+                .any(|e| e.key.as_deref() == Some("legacyuninstall") && e.value == "1");
             if !legacy {
                 bad(*line, "uninstall", format!("[{orig}] requires LegacyUninstall = 1"));
             }
@@ -222,7 +273,14 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
             }
             for e in entries {
                 if list(&e.value).next() != Some("13") {
-                    bad(e.line, "dirid", format!("destination {} must be DIRID 13 (run from the driver store)", e.value));
+                    bad(
+                        e.line,
+                        "dirid",
+                        format!(
+                            "destination {} must be DIRID 13 (run from the driver store)",
+                            e.value
+                        ),
+                    );
                 }
             }
         }
@@ -236,16 +294,28 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
                 "copyfiles" | "delfiles" | "addreg" | "delreg" => {
                     for target in list(&e.value).filter(|t| !t.starts_with('@')) {
                         if inf.section(target).is_none() {
-                            bad(e.line, "section", format!("[{orig}] {key} references undefined section [{target}]"));
+                            bad(
+                                e.line,
+                                "section",
+                                format!("[{orig}] {key} references undefined section [{target}]"),
+                            );
                         }
                     }
                 }
                 "addservice" => {
                     let parts: Vec<&str> = e.value.split(',').map(str::trim).collect();
                     match parts.get(2).filter(|s| !s.is_empty()) {
-                        None => bad(e.line, "service", "AddService needs a service-install section".into()),
+                        None => bad(
+                            e.line,
+                            "service",
+                            "AddService needs a service-install section".into(),
+                        ),
                         Some(sec) => match inf.section(sec) {
-                            None => bad(e.line, "section", format!("AddService references undefined section [{sec}]")),
+                            None => bad(
+                                e.line,
+                                "section",
+                                format!("AddService references undefined section [{sec}]"),
+                            ),
                             Some(_) => check_service(&inf, sec, &mut bad),
                         },
                     }
@@ -266,7 +336,10 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
                 let after = &rest[start + 1..];
                 let Some(end) = after.find('%') else { break };
                 let token = &after[..end];
-                if !token.is_empty() && !token.chars().all(|c| c.is_ascii_digit()) && !strings.contains(&token.to_ascii_lowercase()) {
+                if !token.is_empty()
+                    && !token.chars().all(|c| c.is_ascii_digit())
+                    && !strings.contains(&token.to_ascii_lowercase())
+                {
                     bad(e.line, "string", format!("%{token}% is not defined in [Strings]"));
                 }
                 rest = &after[end + 1..];
@@ -275,7 +348,12 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
     }
 
     // Files copied are listed in [SourceDisksFiles], whose disks are in [SourceDisksNames].
-    let disks: BTreeSet<String> = inf.section("SourceDisksNames").unwrap_or(&[]).iter().filter_map(|e| e.key.clone()).collect();
+    let disks: BTreeSet<String> = inf
+        .section("SourceDisksNames")
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|e| e.key.clone())
+        .collect();
     let mut files = BTreeSet::new();
     for e in inf.section("SourceDisksFiles").unwrap_or(&[]) {
         if let Some(f) = &e.key {
@@ -286,16 +364,25 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
             }
         }
     }
-    for (_, (_, _, entries)) in &inf.sections {
+    for (_, _, entries) in inf.sections.values() {
         for e in entries.iter().filter(|e| e.key.as_deref() == Some("copyfiles")) {
             for target in list(&e.value) {
                 let copied: Vec<String> = match target.strip_prefix('@') {
                     Some(f) => vec![f.to_ascii_lowercase()],
-                    None => inf.section(target).unwrap_or(&[]).iter().filter_map(|x| list(&x.value).next().map(str::to_ascii_lowercase)).collect(),
+                    None => inf
+                        .section(target)
+                        .unwrap_or(&[])
+                        .iter()
+                        .filter_map(|x| list(&x.value).next().map(str::to_ascii_lowercase))
+                        .collect(),
                 };
                 for f in copied {
                     if !files.contains(&f) {
-                        bad(e.line, "files", format!("{f} is copied but not listed in [SourceDisksFiles]"));
+                        bad(
+                            e.line,
+                            "files",
+                            format!("{f} is copied but not listed in [SourceDisksFiles]"),
+                        );
                     }
                 }
             }
@@ -306,16 +393,26 @@ pub fn lint(text: &str, stage: Stage) -> Vec<Finding> {
 
 fn check_service(inf: &Inf, sec: &str, bad: &mut impl FnMut(usize, &'static str, String)) {
     let v = |k: &str| inf.value(sec, k);
-    let expect = |bad: &mut dyn FnMut(usize, &'static str, String), k: &str, ok: &dyn Fn(&str) -> bool, why: &str| match v(k) {
+    let expect = |bad: &mut dyn FnMut(usize, &'static str, String),
+                  k: &str,
+                  ok: &dyn Fn(&str) -> bool,
+                  why: &str| match v(k) {
         None => bad(0, "service", format!("[{sec}] {k} missing ({why})")),
-        Some(e) if !ok(&e.value) => bad(e.line, "service", format!("[{sec}] {k} = {} ({why})", e.value)),
+        Some(e) if !ok(&e.value) => {
+            bad(e.line, "service", format!("[{sec}] {k} = {} ({why})", e.value));
+        }
         Some(_) => {}
     };
     expect(bad, "ServiceType", &|x| x == "1", "must be 1, SERVICE_KERNEL_DRIVER");
     expect(bad, "StartType", &|x| matches!(x, "0" | "1" | "2" | "3"), "must be 0-3");
     expect(bad, "ErrorControl", &|x| x == "1", "must be 1, SERVICE_ERROR_NORMAL");
     expect(bad, "LoadOrderGroup", &|x| x.eq_ignore_ascii_case("NDIS"), "must be NDIS");
-    expect(bad, "ServiceBinary", &|x| x.starts_with("%13%\\"), "must be under %13%, the driver store");
+    expect(
+        bad,
+        "ServiceBinary",
+        &|x| x.starts_with("%13%\\"),
+        "must be under %13%, the driver store",
+    );
 }
 
 /// Stamps the `.inx`: architecture and `DriverVer`.
@@ -325,7 +422,7 @@ pub fn stamp(inx: &str, arch: &str, date_mdy: &str, version: &str) -> String {
     for line in inx.lines() {
         let l = line.replace("$ARCH$", arch);
         if strip_comment(&l).trim_start().to_ascii_lowercase().starts_with("driverver") {
-            out.push_str(&format!("DriverVer   = {date_mdy},{version}\n"));
+            let _ = writeln!(out, "DriverVer   = {date_mdy},{version}");
         } else {
             out.push_str(&l);
             out.push('\n');
@@ -361,18 +458,36 @@ mod tests {
         let s = stamped();
         let cases: Vec<(String, &str)> = vec![
             (s.replace("ServiceDescription = ", "ServiceDescriptionX = "), "string"),
-            (s.replace("[Strings]", "[Manufacturer]\n%ProviderName% = x\n\n[Strings]"), "primitive"),
+            (
+                s.replace("[Strings]", "[Manufacturer]\n%ProviderName% = x\n\n[Strings]"),
+                "primitive",
+            ),
             (s.replace("[DefaultInstall.NTamd64]\n", "[DefaultInstall]\n"), "decoration"),
             (s.replace("DefaultDestDir = 13", "DefaultDestDir = 12"), "dirid"),
             (s.replace("ServiceType    = 1", "ServiceType    = 2"), "service"),
             (s.replace("LoadOrderGroup = NDIS", "LoadOrderGroup = Base"), "service"),
-            (s.replace("AddReg         = vsflow.Parameters", "AddReg         = vsflow.Missing"), "section"),
-            (s.replace("{57465043-616C-6C6F-7574-5F636C617373}", "{4D36E972-E325-11CE-BFC1-08002BE10318}"), "class"),
+            (
+                s.replace("AddReg         = vsflow.Parameters", "AddReg         = vsflow.Missing"),
+                "section",
+            ),
+            (
+                s.replace(
+                    "{57465043-616C-6C6F-7574-5F636C617373}",
+                    "{4D36E972-E325-11CE-BFC1-08002BE10318}",
+                ),
+                "class",
+            ),
             (s.replace("LegacyUninstall = 1", "LegacyUninstall = 0"), "uninstall"),
             (s.replace("vsflow.sys = 1,,", "other.sys = 1,,"), "files"),
-            (s.replace("DriverVer   = 11/21/2026,0.1.0.0", "DriverVer   = 2026-11-21,0.1"), "driverver"),
+            (
+                s.replace("DriverVer   = 11/21/2026,0.1.0.0", "DriverVer   = 2026-11-21,0.1"),
+                "driverver",
+            ),
             (s.replace("PnpLockdown = 1", "PnpLockdown = 0"), "pnplockdown"),
-            (s.replace("ServiceBinary  = %13%\\vsflow.sys", "ServiceBinary  = %12%\\vsflow.sys"), "service"),
+            (
+                s.replace("ServiceBinary  = %13%\\vsflow.sys", "ServiceBinary  = %12%\\vsflow.sys"),
+                "service",
+            ),
             (s.replace("[DefaultInstall.NTamd64.Services]", "[Other.Services]"), "service"),
         ];
         for (text, rule) in cases {

@@ -1,9 +1,19 @@
-//! `cargo xtask`: the project's task runner (the cargo-make tasks delegate here, so there is
-//! one implementation of every task).
+//! `cargo xtask`: the project's task runner (the cargo-make tasks in Makefile.toml delegate
+//! here, so there is one implementation of every task).
 //!
 //! - `cargo xtask ci`: the test command. fmt check, clippy for the host (all targets,
-//!   warnings denied), the whole workspace's tests, and clippy for x86_64-pc-windows-msvc on
-//!   every `no_std` crate, and a build of each for `x86_64-unknown-none`, which has no `std`.
+//!   warnings denied), the whole workspace's tests, clippy for `x86_64-pc-windows-msvc` on
+//!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
+//!   the INF lint, and the driver's `wdk-check`.
+//! - `cargo xtask inf-lint FILE [--source]`: the INF rules checkable without Windows.
+//! - `cargo xtask package [--arch amd64|arm64]`: stamp, lint and lay out the driver package
+//!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
+//! - `cargo xtask wdk-check`: type-check and lint `driver/` for the kernel target against
+//!   the mirror of the wdk crates in `xtask/wdk-mirror/` (a check, not a build).
+
+mod inf;
+mod package;
+mod wdk_check;
 
 use std::env;
 use std::process::{Command, ExitCode};
@@ -18,13 +28,17 @@ const BARE_TARGET: &str = "x86_64-unknown-none";
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("fmt") => run("cargo", &["fmt", "--all"]),
+        Some("inf-lint") => inf_lint(&rest),
+        Some("package") => package::package(&rest),
+        Some("wdk-check") => wdk_check::check(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|fmt>");
-            eprintln!("  ci   fmt check, clippy (host + {KERNEL_TARGET}), workspace tests");
-            eprintln!("  fmt  format the workspace");
+            eprintln!(
+                "usage: cargo xtask <ci|fmt|inf-lint FILE [--source]|package [--arch A]|wdk-check>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -34,6 +48,25 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn inf_lint(args: &[&str]) -> Result<(), String> {
+    let stage = if args.contains(&"--source") { inf::Stage::Source } else { inf::Stage::Stamped };
+    let file = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .ok_or("usage: cargo xtask inf-lint FILE [--source]")?;
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+    let findings = inf::lint(&text, stage);
+    for f in &findings {
+        println!("{file}: {f}");
+    }
+    if findings.is_empty() {
+        println!("{file}: clean");
+        Ok(())
+    } else {
+        Err(format!("{file}: {} finding(s)", findings.len()))
     }
 }
 
@@ -63,12 +96,13 @@ fn ci() -> Result<(), String> {
                 ],
             )
         })?;
-    }
-    for krate in NO_STD_CRATES {
         step(&format!("check {krate} for {BARE_TARGET} (proves no std)"), || {
             run("cargo", &["check", "-p", krate, "--target", BARE_TARGET, "--locked"])
         })?;
     }
+    step("inf-lint inf/vsflow.inx", || inf_lint(&["inf/vsflow.inx", "--source"]))?;
+    step("package (stamp + lint)", || package::package(&[]))?;
+    step("wdk-check (driver/ against the wdk mirror)", wdk_check::check)?;
     println!("xtask ci: all steps passed");
     Ok(())
 }
@@ -78,7 +112,11 @@ fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String
     f().map_err(|e| format!("step '{name}' failed: {e}"))
 }
 
-fn run(program: &str, args: &[&str]) -> Result<(), String> {
+/// Runs a program, failing on a non-zero exit.
+///
+/// # Errors
+/// The program could not start or exited non-zero.
+pub fn run(program: &str, args: &[&str]) -> Result<(), String> {
     let status = Command::new(program)
         .args(args)
         .status()

@@ -13,7 +13,10 @@ use crate::fwps::FWPS_CALLOUT3;
 use crate::vswitch::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0;
 use crate::{GUID, HANDLE, NTSTATUS, WCHAR};
 
-#[cfg_attr(windows, link(name = "fwpkclnt.sys", kind = "raw-dylib", modifiers = "+verbatim"))]
+#[cfg_attr(
+    all(windows, feature = "link-kernel"),
+    link(name = "fwpkclnt.sys", kind = "raw-dylib", modifiers = "+verbatim")
+)]
 unsafe extern "system" {
     /// Registers a callout with the filter engine.
     pub fn FwpsCalloutRegister3(
@@ -109,7 +112,10 @@ unsafe extern "system" {
     );
 }
 
-#[cfg_attr(windows, link(name = "ndis.sys", kind = "raw-dylib", modifiers = "+verbatim"))]
+#[cfg_attr(
+    all(windows, feature = "link-kernel"),
+    link(name = "ndis.sys", kind = "raw-dylib", modifiers = "+verbatim")
+)]
 unsafe extern "system" {
     /// Returns a pointer to `BytesNeeded` contiguous bytes at the start of a `NET_BUFFER`'s
     /// data: inside the buffer if contiguous, else copied into `Storage`; null if the data is

@@ -6,9 +6,10 @@
 //! microsoft/wdkmetadata). C names are kept so a reader can grep the headers; every `repr(C)`
 //! type carries const assertions of size, alignment and key offsets for `x86_64` Windows.
 //!
-//! Linking: on Windows targets the functions import from `fwpkclnt.sys` (raw-dylib, verbatim).
-//! Elsewhere they are plain `extern "system"` symbols, which `vsflow-sim` defines: the callout
-//! code under test calls exactly the symbols the shipped driver imports.
+//! Linking: for the driver (Windows target, feature `link-kernel`) the functions import from
+//! `fwpkclnt.sys` and `ndis.sys` (raw-dylib, verbatim). Elsewhere they are plain
+//! `extern "system"` symbols, which `vsflow-sim` defines: the callout code under test calls
+//! exactly the symbols the shipped driver imports.
 //!
 //! Layouts were derived from the headers by hand: verify on Windows (docs/WINDOWS-VERIFICATION.md
 //! items 13-14: a C `sizeof`/`offsetof` build with the WDK).

@@ -19,6 +19,7 @@
 
 extern crate alloc;
 
+pub mod alloc_util;
 pub mod classify;
 pub mod config;
 pub mod control;

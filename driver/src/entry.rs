@@ -1,0 +1,254 @@
+//! `DriverEntry` and `EvtDriverUnload`.
+
+use alloc::boxed::Box;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use vsflow_callout::Driver;
+use wdk_sys::ntddk::KeQueryInterruptTimePrecise;
+use wdk_sys::{
+    _WDF_DRIVER_INIT_FLAGS, DRIVER_OBJECT, KEY_READ, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT,
+    STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_NO_HANDLE,
+    WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDF_WORKITEM_CONFIG, WDFDEVICE, WDFDRIVER,
+    WDFKEY, WDFOBJECT, WDFWORKITEM, call_unsafe_wdf_function_binding,
+};
+
+use crate::control;
+use crate::services::WdkServices;
+
+/// The running driver (set once started, taken at unload).
+static DRIVER: AtomicPtr<Driver<WdkServices>> = AtomicPtr::new(ptr::null_mut());
+/// The control device (`WDFDEVICE`).
+static CONTROL_DEVICE: AtomicUsize = AtomicUsize::new(0);
+
+/// Pool tag of vsflow's own pool allocations, `'vsfl'` (reads "vsfl" in `!poolused`).
+pub const POOL_TAG: ULONG = u32::from_le_bytes(*b"vsfl");
+
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "WDF structure sizes fit a ULONG (const-asserted)"
+)]
+const fn size_of_u32<T>() -> ULONG {
+    let s = core::mem::size_of::<T>();
+    assert!(s <= u32::MAX as usize);
+    s as ULONG
+}
+
+/// The running driver, for WDF callbacks.
+pub fn driver() -> Option<&'static Driver<WdkServices>> {
+    // SAFETY: the pointer is a leaked box set before any callback that reads it can run and
+    // cleared in unload before the box is freed.
+    unsafe { DRIVER.load(Ordering::Acquire).as_ref() }
+}
+
+const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
+    let mut out = [0u16; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = s[i] as u16;
+        i += 1;
+    }
+    out
+}
+
+/// A `UNICODE_STRING` over a static UTF-16 buffer (no terminator counted).
+#[must_use]
+pub fn unicode(s: &'static [u16]) -> UNICODE_STRING {
+    #[allow(clippy::cast_possible_truncation, reason = "static names are short")]
+    let bytes = (s.len() * 2) as u16;
+    UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: s.as_ptr().cast_mut() }
+}
+
+static RESTORE_MODE: [u16; 11] = wide(b"RestoreMode");
+static UNKNOWN_MAJOR: [u16; 18] = wide(b"UnknownMajorPolicy");
+static FLOWS_PER_PORT: [u16; 12] = wide(b"FlowsPerPort");
+static BLOB_CAP: [u16; 7] = wide(b"BlobCap");
+static DEFAULT_MODE: [u16; 11] = wide(b"DefaultMode");
+
+/// Reads the `Parameters` values (absent ones stay `None`: the driver's defaults apply).
+unsafe fn read_parameters(driver: WDFDRIVER) -> [(&'static str, Option<u32>); 5] {
+    let mut out: [(&'static str, Option<u32>); 5] = [
+        ("RestoreMode", None),
+        ("UnknownMajorPolicy", None),
+        ("FlowsPerPort", None),
+        ("BlobCap", None),
+        ("DefaultMode", None),
+    ];
+    let names: [&'static [u16]; 5] =
+        [&RESTORE_MODE, &UNKNOWN_MAJOR, &FLOWS_PER_PORT, &BLOB_CAP, &DEFAULT_MODE];
+    let mut key: WDFKEY = WDF_NO_HANDLE.cast();
+    // SAFETY: PASSIVE_LEVEL in DriverEntry; valid out-pointer.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDriverOpenParametersRegistryKey,
+            driver,
+            KEY_READ,
+            WDF_NO_OBJECT_ATTRIBUTES,
+            &raw mut key
+        )
+    };
+    if !wdk::nt_success(status) {
+        return out;
+    }
+    for ((_, slot), name) in out.iter_mut().zip(names) {
+        let name = unicode(name);
+        let mut value: ULONG = 0;
+        // SAFETY: open key, valid name and out-pointer.
+        let status = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRegistryQueryULong,
+                key,
+                &raw const name,
+                &raw mut value
+            )
+        };
+        if wdk::nt_success(status) {
+            *slot = Some(value);
+        }
+    }
+    // SAFETY: the key opened above.
+    unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
+    out
+}
+
+fn boot_seed() -> u64 {
+    let mut qpc = 0u64;
+    // SAFETY: valid out-pointer.
+    let t = unsafe { KeQueryInterruptTimePrecise(&raw mut qpc) };
+    // SplitMix64 finalizer over interrupt time and the performance counter.
+    let mut z = t ^ qpc.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `DriverEntry`: a non-PnP KMDF driver with a control device.
+///
+/// # Safety
+/// Called once by the I/O manager with valid arguments.
+#[unsafe(export_name = "DriverEntry")]
+pub unsafe extern "system" fn driver_entry(
+    driver: &mut DRIVER_OBJECT,
+    registry_path: PCUNICODE_STRING,
+) -> NTSTATUS {
+    let mut config = WDF_DRIVER_CONFIG {
+        Size: size_of_u32::<WDF_DRIVER_CONFIG>(),
+        EvtDriverUnload: Some(evt_driver_unload),
+        DriverInitFlags: _WDF_DRIVER_INIT_FLAGS::WdfDriverInitNonPnpDriver as ULONG,
+        DriverPoolTag: POOL_TAG,
+        ..WDF_DRIVER_CONFIG::default()
+    };
+    let mut wdf_driver: WDFDRIVER = WDF_NO_HANDLE.cast();
+    // SAFETY: valid driver object and registry path from the I/O manager; valid pointers.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfDriverCreate,
+            ptr::from_mut(driver) as PDRIVER_OBJECT,
+            registry_path,
+            WDF_NO_OBJECT_ATTRIBUTES,
+            &raw mut config,
+            &raw mut wdf_driver
+        )
+    };
+    if !wdk::nt_success(status) {
+        return status;
+    }
+    // SAFETY: PASSIVE_LEVEL; the WDF driver just created.
+    let parameters = unsafe { read_parameters(wdf_driver) };
+    // SAFETY: as above.
+    let device = match unsafe { control::create(wdf_driver) } {
+        Ok(d) => d,
+        Err(status) => return status,
+    };
+    CONTROL_DEVICE.store(device as usize, Ordering::Release);
+    let status = start(device, parameters);
+    if !wdk::nt_success(status) {
+        delete_control_device();
+        return status;
+    }
+    // SAFETY: the control device created above, fully set up.
+    unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
+    STATUS_SUCCESS
+}
+
+fn start(device: WDFDEVICE, parameters: [(&'static str, Option<u32>); 5]) -> NTSTATUS {
+    // SAFETY: a valid control device.
+    let wdm = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceWdmGetDeviceObject, device) };
+    let services = WdkServices { work_item: AtomicUsize::new(0), parameters, seed: boot_seed() };
+    let core = match Driver::try_from_services(services, wdm.cast()) {
+        Ok(d) => d,
+        Err(e) => return e.to_ntstatus(),
+    };
+    let boxed = match vsflow_callout::alloc_util::try_box(core) {
+        Ok(b) => b,
+        Err(e) => return e.to_ntstatus(),
+    };
+    // The work item that finishes pended restores, parented to the control device.
+    let mut item_config = WDF_WORKITEM_CONFIG {
+        Size: size_of_u32::<WDF_WORKITEM_CONFIG>(),
+        EvtWorkItemFunc: Some(evt_work_item),
+        AutomaticSerialization: 0,
+    };
+    let mut attributes = WDF_OBJECT_ATTRIBUTES {
+        Size: size_of_u32::<WDF_OBJECT_ATTRIBUTES>(),
+        ParentObject: device as WDFOBJECT,
+        ..WDF_OBJECT_ATTRIBUTES::default()
+    };
+    let mut item: WDFWORKITEM = WDF_NO_HANDLE.cast();
+    // SAFETY: valid configuration, attributes and out-pointer at PASSIVE_LEVEL.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfWorkItemCreate,
+            &raw mut item_config,
+            &raw mut attributes,
+            &raw mut item
+        )
+    };
+    if !wdk::nt_success(status) {
+        return status;
+    }
+    boxed.services().work_item.store(item as usize, Ordering::Release);
+    let raw = Box::into_raw(boxed);
+    DRIVER.store(raw, Ordering::Release);
+    // SAFETY: `raw` is the leaked box, valid until unload frees it.
+    let core = unsafe { &*raw };
+    // SAFETY: the driver stays at its address until unload stops and frees it.
+    let started = unsafe { core.start() };
+    match started {
+        Ok(()) => STATUS_SUCCESS,
+        Err(e) => {
+            DRIVER.store(ptr::null_mut(), Ordering::Release);
+            // SAFETY: taken back from `Box::into_raw` above; nothing else refers to it.
+            drop(unsafe { Box::from_raw(raw) });
+            e.to_ntstatus()
+        }
+    }
+}
+
+extern "C" fn evt_work_item(_item: WDFWORKITEM) {
+    if let Some(d) = driver() {
+        d.run_deferred();
+    }
+}
+
+fn delete_control_device() {
+    let device = CONTROL_DEVICE.swap(0, Ordering::AcqRel);
+    if device != 0 {
+        // SAFETY: the control device created in DriverEntry, deleted once.
+        unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, device as WDFOBJECT) };
+    }
+}
+
+/// `EvtDriverUnload`: stop in the documented order (unsubscribe, complete every pended
+/// notification, flush the work item, unregister callouts, delete WFP objects, close the
+/// engine), free the driver, then delete the control device (and its work item).
+extern "C" fn evt_driver_unload(_driver: WDFDRIVER) {
+    let raw = DRIVER.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !raw.is_null() {
+        // SAFETY: the box leaked in `start`; no WFP callback can reach it once `stop` returned.
+        let boxed = unsafe { Box::from_raw(raw) };
+        boxed.stop();
+        drop(boxed);
+    }
+    delete_control_device();
+}

@@ -1,0 +1,139 @@
+//! `KernelServices` on wdk-sys.
+
+use core::cell::UnsafeCell;
+use core::ffi::c_void;
+use core::fmt::{self, Write as _};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
+use vsflow_callout::{CalloutError, FrameView, KernelServices, LogLevel, RawSpinLock};
+use wdk_sys::ntddk::{
+    DbgPrintEx, KeAcquireSpinLockRaiseToDpc, KeQueryInterruptTimePrecise, KeReleaseSpinLock,
+};
+use wdk_sys::{
+    KSPIN_LOCK, STATUS_INSUFFICIENT_RESOURCES, WDFWORKITEM, call_unsafe_wdf_function_binding,
+};
+
+/// `DPFLTR_IHVNETWORK_ID`: vsflow's messages show with `ed nt!Kd_IHVNETWORK_Mask 0xf`.
+const DPFLTR_IHVNETWORK_ID: u32 = 0x4F;
+
+/// A `KSPIN_LOCK` (acquired with `KeAcquireSpinLockRaiseToDpc`).
+pub struct KernelSpinLock {
+    lock: UnsafeCell<KSPIN_LOCK>,
+}
+
+// SAFETY: `KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock` give mutual exclusion at
+// DISPATCH_LEVEL; the lock word is only touched by them.
+unsafe impl RawSpinLock for KernelSpinLock {
+    fn lock(&self) -> u8 {
+        // SAFETY: the lock word lives as long as `self` and was initialized to 0.
+        unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) }
+    }
+
+    unsafe fn unlock(&self, token: u8) {
+        // SAFETY: the caller holds the lock, acquired with the IRQL in `token`.
+        unsafe { KeReleaseSpinLock(self.lock.get(), token) };
+    }
+}
+
+// SAFETY: the lock word is shared only through the kernel's spin-lock routines.
+unsafe impl Sync for KernelSpinLock {}
+// SAFETY: as above.
+unsafe impl Send for KernelSpinLock {}
+
+/// The driver's kernel services.
+pub struct WdkServices {
+    /// The work item that runs `Driver::run_deferred` (a `WDFWORKITEM`, 0 until created).
+    pub work_item: AtomicUsize,
+    /// Configuration values read from the `Parameters` key at `DriverEntry`.
+    pub parameters: [(&'static str, Option<u32>); 5],
+    /// Per-boot seed.
+    pub seed: u64,
+}
+
+/// Formats into a fixed buffer (no allocation; truncates).
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for b in s.bytes() {
+            // Leave room for the terminating NUL; drop what does not fit.
+            if self.len + 1 < self.buf.len() && b != 0 {
+                if let Some(slot) = self.buf.get_mut(self.len) {
+                    *slot = b;
+                }
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KernelServices for WdkServices {
+    type Lock = KernelSpinLock;
+
+    fn new_lock(&self) -> KernelSpinLock {
+        KernelSpinLock { lock: UnsafeCell::new(0) }
+    }
+
+    fn now(&self) -> u64 {
+        let mut qpc = 0u64;
+        // SAFETY: valid out-pointer; callable at any IRQL.
+        unsafe { KeQueryInterruptTimePrecise(&raw mut qpc) }
+    }
+
+    fn request_deferred_work(&self) -> Result<(), CalloutError> {
+        let item = self.work_item.load(Ordering::Acquire);
+        if item == 0 {
+            return Err(CalloutError::Status(STATUS_INSUFFICIENT_RESOURCES));
+        }
+        // SAFETY: the work item exists until unload flushes and deletes it; enqueueing a work
+        // item already queued has no effect (the requests coalesce).
+        unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, item as WDFWORKITEM) };
+        Ok(())
+    }
+
+    fn flush_deferred_work(&self) {
+        let item = self.work_item.load(Ordering::Acquire);
+        if item != 0 {
+            // SAFETY: PASSIVE_LEVEL (stop runs at unload); the work item exists.
+            unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemFlush, item as WDFWORKITEM) };
+        }
+    }
+
+    fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
+        let mut line = Line { buf: [0; 256], len: 0 };
+        let _ = writeln!(line, "vsflow: {args}");
+        let severity = match level {
+            LogLevel::Error => 0,
+            LogLevel::Warning => 1,
+            LogLevel::Trace => 2,
+            LogLevel::Info => 3,
+        };
+        // SAFETY: a NUL-terminated format and a NUL-terminated argument (the buffer is zeroed
+        // past `len`).
+        unsafe { DbgPrintEx(DPFLTR_IHVNETWORK_ID, severity, c"%s".as_ptr(), line.buf.as_ptr()) };
+    }
+
+    fn hash_seed(&self) -> u64 {
+        self.seed
+    }
+
+    fn config_value(&self, name: &str) -> Option<u32> {
+        self.parameters.iter().find(|(n, _)| *n == name).and_then(|(_, v)| *v)
+    }
+
+    unsafe fn read_frame(
+        &self,
+        layer_data: *mut c_void,
+        _meta: *const FWPS_INCOMING_METADATA_VALUES0,
+        out: &mut [u8],
+    ) -> Option<FrameView> {
+        // SAFETY: WFP's layer data at the vSwitch layers is a NET_BUFFER_LIST valid for the
+        // classify call (caller's contract).
+        unsafe { vsflow_callout::frame::copy_nbl_prefix(layer_data, out) }
+    }
+}

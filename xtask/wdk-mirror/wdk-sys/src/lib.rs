@@ -1,0 +1,327 @@
+//! Mirror of wdk-sys 0.5 (KMDF): the items vsflow's driver uses, with bindgen's names and
+//! signatures. Check-only: the functions are declarations that are never linked.
+
+#![no_std]
+#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+
+use core::ffi::c_void;
+
+pub type NTSTATUS = i32;
+pub type ULONG = u32;
+pub type USHORT = u16;
+pub type UCHAR = u8;
+pub type BOOLEAN = u8;
+pub type WCHAR = u16;
+pub type PWCH = *mut WCHAR;
+pub type PVOID = *mut c_void;
+pub type PCSTR = *const i8;
+pub type KIRQL = UCHAR;
+pub type ULONG_PTR = u64;
+pub type KSPIN_LOCK = ULONG_PTR;
+pub type PKSPIN_LOCK = *mut KSPIN_LOCK;
+pub type ULONG64 = u64;
+pub type PULONG64 = *mut ULONG64;
+pub type PULONG = *mut ULONG;
+pub type ACCESS_MASK = ULONG;
+
+pub const STATUS_SUCCESS: NTSTATUS = 0;
+pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
+pub const STATUS_INVALID_DEVICE_STATE: NTSTATUS = 0xC000_0184_u32 as i32;
+pub const KEY_READ: u32 = 131_097;
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _UNICODE_STRING {
+    pub Length: USHORT,
+    pub MaximumLength: USHORT,
+    pub Buffer: PWCH,
+}
+pub type UNICODE_STRING = _UNICODE_STRING;
+pub type PCUNICODE_STRING = *const UNICODE_STRING;
+
+#[repr(C)]
+#[derive(Debug)]
+pub struct _DEVICE_OBJECT {
+    pub Type: i16,
+    pub Size: USHORT,
+}
+pub type DEVICE_OBJECT = _DEVICE_OBJECT;
+pub type PDEVICE_OBJECT = *mut DEVICE_OBJECT;
+
+#[repr(C)]
+#[derive(Debug)]
+pub struct _DRIVER_OBJECT {
+    pub Type: i16,
+    pub Size: i16,
+    pub DeviceObject: PDEVICE_OBJECT,
+    pub Flags: ULONG,
+}
+pub type DRIVER_OBJECT = _DRIVER_OBJECT;
+pub type PDRIVER_OBJECT = *mut DRIVER_OBJECT;
+
+macro_rules! wdf_handle {
+    ($($h:ident $inner:ident),* $(,)?) => {$(
+        #[repr(C)]
+        #[derive(Debug, Copy, Clone)]
+        pub struct $inner {
+            pub unused: i32,
+        }
+        pub type $h = *mut $inner;
+    )*};
+}
+wdf_handle!(WDFDRIVER WDFDRIVER__, WDFDEVICE WDFDEVICE__, WDFQUEUE WDFQUEUE__, WDFREQUEST WDFREQUEST__, WDFWORKITEM WDFWORKITEM__, WDFKEY WDFKEY__);
+pub type WDFOBJECT = *mut c_void;
+
+#[repr(C)]
+#[derive(Debug)]
+pub struct WDFDEVICE_INIT {
+    _opaque: [u8; 0],
+}
+pub type PWDFDEVICE_INIT = *mut WDFDEVICE_INIT;
+
+pub const WDF_NO_HANDLE: *mut c_void = core::ptr::null_mut();
+pub const WDF_NO_OBJECT_ATTRIBUTES: *mut WDF_OBJECT_ATTRIBUTES = core::ptr::null_mut();
+
+#[repr(i32)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
+pub enum _WDF_DRIVER_INIT_FLAGS {
+    #[default]
+    WdfDriverInitNonPnpDriver = 1,
+    WdfDriverInitNoDispatchOverride = 2,
+    WdfVerifyOn = 4,
+    WdfVerifierOn = 8,
+}
+pub use self::_WDF_DRIVER_INIT_FLAGS as WDF_DRIVER_INIT_FLAGS;
+
+#[repr(i32)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
+pub enum _WDF_TRI_STATE {
+    WdfFalse = 0,
+    WdfTrue = 1,
+    #[default]
+    WdfUseDefault = 2,
+}
+pub use self::_WDF_TRI_STATE as WDF_TRI_STATE;
+
+#[repr(i32)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
+pub enum _WDF_IO_QUEUE_DISPATCH_TYPE {
+    #[default]
+    WdfIoQueueDispatchInvalid = 0,
+    WdfIoQueueDispatchSequential = 1,
+    WdfIoQueueDispatchParallel = 2,
+    WdfIoQueueDispatchManual = 3,
+    WdfIoQueueDispatchMax = 4,
+}
+pub use self::_WDF_IO_QUEUE_DISPATCH_TYPE as WDF_IO_QUEUE_DISPATCH_TYPE;
+
+#[repr(i32)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
+pub enum _WDF_EXECUTION_LEVEL {
+    #[default]
+    WdfExecutionLevelInvalid = 0,
+    WdfExecutionLevelInheritFromParent = 1,
+    WdfExecutionLevelPassive = 2,
+    WdfExecutionLevelDispatch = 3,
+}
+pub use self::_WDF_EXECUTION_LEVEL as WDF_EXECUTION_LEVEL;
+
+#[repr(i32)]
+#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
+pub enum _WDF_SYNCHRONIZATION_SCOPE {
+    #[default]
+    WdfSynchronizationScopeInvalid = 0,
+    WdfSynchronizationScopeInheritFromParent = 1,
+    WdfSynchronizationScopeDevice = 2,
+    WdfSynchronizationScopeQueue = 3,
+    WdfSynchronizationScopeNone = 4,
+}
+pub use self::_WDF_SYNCHRONIZATION_SCOPE as WDF_SYNCHRONIZATION_SCOPE;
+
+pub type PFN_WDF_DRIVER_DEVICE_ADD = Option<unsafe extern "C" fn(Driver: WDFDRIVER, DeviceInit: PWDFDEVICE_INIT) -> NTSTATUS>;
+pub type PFN_WDF_DRIVER_UNLOAD = Option<unsafe extern "C" fn(Driver: WDFDRIVER)>;
+pub type PFN_WDF_OBJECT_CONTEXT_CLEANUP = Option<unsafe extern "C" fn(Object: WDFOBJECT)>;
+pub type PFN_WDF_OBJECT_CONTEXT_DESTROY = Option<unsafe extern "C" fn(Object: WDFOBJECT)>;
+pub type PFN_WDF_IO_QUEUE_IO_DEFAULT = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
+pub type PFN_WDF_IO_QUEUE_IO_READ = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, Length: usize)>;
+pub type PFN_WDF_IO_QUEUE_IO_WRITE = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, Length: usize)>;
+pub type PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL = Option<
+    unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, OutputBufferLength: usize, InputBufferLength: usize, IoControlCode: ULONG),
+>;
+pub type PFN_WDF_IO_QUEUE_IO_INTERNAL_DEVICE_CONTROL = PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL;
+pub type PFN_WDF_IO_QUEUE_IO_STOP = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, ActionFlags: ULONG)>;
+pub type PFN_WDF_IO_QUEUE_IO_RESUME = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
+pub type PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
+pub type PFN_WDF_WORKITEM = Option<unsafe extern "C" fn(WorkItem: WDFWORKITEM)>;
+
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _WDF_DRIVER_CONFIG {
+    pub Size: ULONG,
+    pub EvtDriverDeviceAdd: PFN_WDF_DRIVER_DEVICE_ADD,
+    pub EvtDriverUnload: PFN_WDF_DRIVER_UNLOAD,
+    pub DriverInitFlags: ULONG,
+    pub DriverPoolTag: ULONG,
+}
+pub type WDF_DRIVER_CONFIG = _WDF_DRIVER_CONFIG;
+pub type PWDF_DRIVER_CONFIG = *mut WDF_DRIVER_CONFIG;
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _WDF_OBJECT_CONTEXT_TYPE_INFO {
+    pub Size: ULONG,
+    pub ContextName: PCSTR,
+    pub ContextSize: usize,
+}
+pub type WDF_OBJECT_CONTEXT_TYPE_INFO = _WDF_OBJECT_CONTEXT_TYPE_INFO;
+pub type PCWDF_OBJECT_CONTEXT_TYPE_INFO = *const WDF_OBJECT_CONTEXT_TYPE_INFO;
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _WDF_OBJECT_ATTRIBUTES {
+    pub Size: ULONG,
+    pub EvtCleanupCallback: PFN_WDF_OBJECT_CONTEXT_CLEANUP,
+    pub EvtDestroyCallback: PFN_WDF_OBJECT_CONTEXT_DESTROY,
+    pub ExecutionLevel: WDF_EXECUTION_LEVEL,
+    pub SynchronizationScope: WDF_SYNCHRONIZATION_SCOPE,
+    pub ParentObject: WDFOBJECT,
+    pub ContextSizeOverride: usize,
+    pub ContextTypeInfo: PCWDF_OBJECT_CONTEXT_TYPE_INFO,
+}
+impl Default for _WDF_OBJECT_ATTRIBUTES {
+    fn default() -> Self {
+        Self {
+            Size: 0,
+            EvtCleanupCallback: None,
+            EvtDestroyCallback: None,
+            ExecutionLevel: WDF_EXECUTION_LEVEL::default(),
+            SynchronizationScope: WDF_SYNCHRONIZATION_SCOPE::default(),
+            ParentObject: core::ptr::null_mut(),
+            ContextSizeOverride: 0,
+            ContextTypeInfo: core::ptr::null(),
+        }
+    }
+}
+pub type WDF_OBJECT_ATTRIBUTES = _WDF_OBJECT_ATTRIBUTES;
+pub type PWDF_OBJECT_ATTRIBUTES = *mut WDF_OBJECT_ATTRIBUTES;
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union _WDF_IO_QUEUE_CONFIG__bindgen_ty_1 {
+    pub Parallel: _WDF_IO_QUEUE_CONFIG__bindgen_ty_1__bindgen_ty_1,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _WDF_IO_QUEUE_CONFIG__bindgen_ty_1__bindgen_ty_1 {
+    pub NumberOfPresentedRequests: ULONG,
+}
+impl Default for _WDF_IO_QUEUE_CONFIG__bindgen_ty_1 {
+    fn default() -> Self {
+        Self { Parallel: _WDF_IO_QUEUE_CONFIG__bindgen_ty_1__bindgen_ty_1::default() }
+    }
+}
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct _WDF_IO_QUEUE_CONFIG {
+    pub Size: ULONG,
+    pub DispatchType: WDF_IO_QUEUE_DISPATCH_TYPE,
+    pub PowerManaged: WDF_TRI_STATE,
+    pub AllowZeroLengthRequests: BOOLEAN,
+    pub DefaultQueue: BOOLEAN,
+    pub EvtIoDefault: PFN_WDF_IO_QUEUE_IO_DEFAULT,
+    pub EvtIoRead: PFN_WDF_IO_QUEUE_IO_READ,
+    pub EvtIoWrite: PFN_WDF_IO_QUEUE_IO_WRITE,
+    pub EvtIoDeviceControl: PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL,
+    pub EvtIoInternalDeviceControl: PFN_WDF_IO_QUEUE_IO_INTERNAL_DEVICE_CONTROL,
+    pub EvtIoStop: PFN_WDF_IO_QUEUE_IO_STOP,
+    pub EvtIoResume: PFN_WDF_IO_QUEUE_IO_RESUME,
+    pub EvtIoCanceledOnQueue: PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE,
+    pub Settings: _WDF_IO_QUEUE_CONFIG__bindgen_ty_1,
+    pub Driver: WDFDRIVER,
+}
+impl Default for _WDF_IO_QUEUE_CONFIG {
+    fn default() -> Self {
+        Self {
+            Size: 0,
+            DispatchType: WDF_IO_QUEUE_DISPATCH_TYPE::default(),
+            PowerManaged: WDF_TRI_STATE::default(),
+            AllowZeroLengthRequests: 0,
+            DefaultQueue: 0,
+            EvtIoDefault: None,
+            EvtIoRead: None,
+            EvtIoWrite: None,
+            EvtIoDeviceControl: None,
+            EvtIoInternalDeviceControl: None,
+            EvtIoStop: None,
+            EvtIoResume: None,
+            EvtIoCanceledOnQueue: None,
+            Settings: _WDF_IO_QUEUE_CONFIG__bindgen_ty_1::default(),
+            Driver: core::ptr::null_mut(),
+        }
+    }
+}
+pub type WDF_IO_QUEUE_CONFIG = _WDF_IO_QUEUE_CONFIG;
+pub type PWDF_IO_QUEUE_CONFIG = *mut WDF_IO_QUEUE_CONFIG;
+
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _WDF_WORKITEM_CONFIG {
+    pub Size: ULONG,
+    pub EvtWorkItemFunc: PFN_WDF_WORKITEM,
+    pub AutomaticSerialization: BOOLEAN,
+}
+pub type WDF_WORKITEM_CONFIG = _WDF_WORKITEM_CONFIG;
+pub type PWDF_WORKITEM_CONFIG = *mut WDF_WORKITEM_CONFIG;
+
+/// `ntddk.h` / `wdm.h` functions (bindgen puts them in `wdk_sys::ntddk`).
+pub mod ntddk {
+    use super::*;
+
+    unsafe extern "C" {
+        pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> KIRQL;
+        pub fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL);
+        pub fn KeQueryInterruptTimePrecise(QpcTimeStamp: PULONG64) -> ULONG64;
+        pub fn DbgPrintEx(ComponentId: ULONG, Level: ULONG, Format: PCSTR, ...) -> ULONG;
+        pub fn ExAllocatePool2(Flags: u64, NumberOfBytes: usize, Tag: ULONG) -> PVOID;
+        pub fn ExFreePool(P: PVOID);
+    }
+}
+
+/// The WDF functions, as `call_unsafe_wdf_function_binding!` calls them (without the
+/// `WdfDriverGlobals` argument the real macro supplies).
+#[doc(hidden)]
+pub mod wdf_functions {
+    use super::*;
+
+    unsafe extern "C" {
+        pub fn WdfDriverCreate(DriverObject: PDRIVER_OBJECT, RegistryPath: PCUNICODE_STRING, DriverAttributes: PWDF_OBJECT_ATTRIBUTES, DriverConfig: PWDF_DRIVER_CONFIG, Driver: *mut WDFDRIVER) -> NTSTATUS;
+        pub fn WdfDriverOpenParametersRegistryKey(Driver: WDFDRIVER, DesiredAccess: ACCESS_MASK, KeyAttributes: PWDF_OBJECT_ATTRIBUTES, Key: *mut WDFKEY) -> NTSTATUS;
+        pub fn WdfRegistryQueryULong(Key: WDFKEY, ValueName: PCUNICODE_STRING, Value: PULONG) -> NTSTATUS;
+        pub fn WdfRegistryClose(Key: WDFKEY);
+        pub fn WdfControlDeviceInitAllocate(Driver: WDFDRIVER, SDDLString: PCUNICODE_STRING) -> PWDFDEVICE_INIT;
+        pub fn WdfDeviceInitAssignName(DeviceInit: PWDFDEVICE_INIT, DeviceName: PCUNICODE_STRING) -> NTSTATUS;
+        pub fn WdfDeviceInitFree(DeviceInit: PWDFDEVICE_INIT);
+        pub fn WdfDeviceCreate(DeviceInit: *mut PWDFDEVICE_INIT, DeviceAttributes: PWDF_OBJECT_ATTRIBUTES, Device: *mut WDFDEVICE) -> NTSTATUS;
+        pub fn WdfDeviceCreateSymbolicLink(Device: WDFDEVICE, SymbolicLinkName: PCUNICODE_STRING) -> NTSTATUS;
+        pub fn WdfDeviceWdmGetDeviceObject(Device: WDFDEVICE) -> PDEVICE_OBJECT;
+        pub fn WdfControlFinishInitializing(Device: WDFDEVICE);
+        pub fn WdfIoQueueCreate(Device: WDFDEVICE, Config: PWDF_IO_QUEUE_CONFIG, QueueAttributes: PWDF_OBJECT_ATTRIBUTES, Queue: *mut WDFQUEUE) -> NTSTATUS;
+        pub fn WdfRequestRetrieveInputBuffer(Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS;
+        pub fn WdfRequestRetrieveOutputBuffer(Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS;
+        pub fn WdfRequestCompleteWithInformation(Request: WDFREQUEST, Status: NTSTATUS, Information: ULONG_PTR);
+        pub fn WdfWorkItemCreate(Config: PWDF_WORKITEM_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, WorkItem: *mut WDFWORKITEM) -> NTSTATUS;
+        pub fn WdfWorkItemEnqueue(WorkItem: WDFWORKITEM);
+        pub fn WdfWorkItemFlush(WorkItem: WDFWORKITEM);
+        pub fn WdfObjectDelete(Object: WDFOBJECT);
+    }
+}
+
+/// Mirrors wdk-sys's `call_unsafe_wdf_function_binding!`: calls a WDF function by name with
+/// its arguments (the real macro goes through `WdfFunctions` and adds `WdfDriverGlobals`).
+#[macro_export]
+macro_rules! call_unsafe_wdf_function_binding {
+    ($name:ident $(, $arg:expr)* $(,)?) => {
+        $crate::wdf_functions::$name($($arg),*)
+    };
+}
