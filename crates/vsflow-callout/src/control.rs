@@ -155,6 +155,14 @@ impl<S: KernelServices> Driver<S> {
                     },
                 }
             }
+            Request::GetRules { port } => {
+                let st = self.state.lock();
+                let Some(e) = st.ports.get(&key(port)) else {
+                    return IoctlOutcome::fail(STATUS_NOT_FOUND);
+                };
+                let rules = e.port.rules();
+                written(response::encode_rules(rules.version(), rules.rules(), output))
+            }
             Request::ClearCounters { port } => {
                 let mut st = self.state.lock();
                 if let Err(status) = clear_counters(&mut st, port) {

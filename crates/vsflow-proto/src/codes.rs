@@ -34,11 +34,13 @@ pub enum Ioctl {
     ReplaceRules,
     /// The driver's configuration.
     GetConfig,
+    /// A port's allow rules and their version.
+    GetRules,
 }
 
 impl Ioctl {
     /// Every operation.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::GetVersion,
         Self::ListPorts,
         Self::GetFlows,
@@ -47,6 +49,7 @@ impl Ioctl {
         Self::SetPortMode,
         Self::ReplaceRules,
         Self::GetConfig,
+        Self::GetRules,
     ];
 
     /// The IOCTL code. Reads need `FILE_READ_DATA`; changes need `FILE_WRITE_DATA` too.
@@ -61,6 +64,7 @@ impl Ioctl {
             Self::SetPortMode => (0x805, FILE_READ_DATA | FILE_WRITE_DATA),
             Self::ReplaceRules => (0x806, FILE_READ_DATA | FILE_WRITE_DATA),
             Self::GetConfig => (0x807, FILE_READ_DATA),
+            Self::GetRules => (0x808, FILE_READ_DATA),
         };
         ctl_code(FILE_DEVICE_VSFLOW, function, METHOD_BUFFERED, access)
     }
@@ -83,6 +87,7 @@ impl Ioctl {
             Self::SetPortMode => "set-port-mode",
             Self::ReplaceRules => "replace-rules",
             Self::GetConfig => "get-config",
+            Self::GetRules => "get-rules",
         }
     }
 }

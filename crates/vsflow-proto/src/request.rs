@@ -86,6 +86,11 @@ pub enum Request<'a> {
     },
     /// [`Ioctl::GetConfig`].
     GetConfig,
+    /// [`Ioctl::GetRules`].
+    GetRules {
+        /// The port.
+        port: PortRef,
+    },
 }
 
 fn port(r: &mut Reader<'_>) -> Result<PortRef, ProtoError> {
@@ -110,6 +115,7 @@ impl<'a> Request<'a> {
             Self::SetPortMode { .. } => Ioctl::SetPortMode,
             Self::ReplaceRules { .. } => Ioctl::ReplaceRules,
             Self::GetConfig => Ioctl::GetConfig,
+            Self::GetRules { .. } => Ioctl::GetRules,
         }
     }
 
@@ -137,6 +143,7 @@ impl<'a> Request<'a> {
                 Self::GetFlows { port, start, max }
             }
             Ioctl::GetCounters => Self::GetCounters { port: optional_port(&mut r)? },
+            Ioctl::GetRules => Self::GetRules { port: port(&mut r)? },
             Ioctl::ClearCounters => Self::ClearCounters { port: optional_port(&mut r)? },
             Ioctl::SetPortMode => {
                 let port = port(&mut r)?;
@@ -175,7 +182,7 @@ impl<'a> Request<'a> {
             + match self {
                 Self::GetVersion | Self::ListPorts | Self::GetConfig => 0,
                 Self::GetFlows { .. } => 16,
-                Self::GetCounters { .. } | Self::ClearCounters { .. } => 8,
+                Self::GetCounters { .. } | Self::ClearCounters { .. } | Self::GetRules { .. } => 8,
                 Self::SetPortMode { .. } => 12,
                 Self::ReplaceRules { rules, .. } => 12 + rules.bytes.len(),
             }
@@ -202,6 +209,7 @@ impl<'a> Request<'a> {
                 w.u32(max);
             }
             Self::GetCounters { port } | Self::ClearCounters { port } => put_port(&mut w, port),
+            Self::GetRules { port } => put_port(&mut w, Some(port)),
             Self::SetPortMode { port, mode } => {
                 put_port(&mut w, Some(port));
                 w.bytes(&[mode.to_wire(), 0, 0, 0]);
@@ -255,6 +263,7 @@ mod tests {
         round_trip(Request::GetVersion);
         round_trip(Request::ListPorts);
         round_trip(Request::GetConfig);
+        round_trip(Request::GetRules { port: P });
         round_trip(Request::GetFlows { port: P, start: 10, max: 100 });
         round_trip(Request::GetCounters { port: Some(P) });
         round_trip(Request::GetCounters { port: None });

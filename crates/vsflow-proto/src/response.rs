@@ -30,11 +30,20 @@ pub const DRIVER_COUNTER_NAMES: [&str; 15] = [
     "reorder_events",
 ];
 
+/// A writer over exactly the `needed` bytes of `out`, header written.
 fn begin(out: &mut [u8], needed: usize) -> Result<Writer<'_>, ProtoError> {
     ensure(out, needed)?;
-    let mut w = Writer::new(out);
+    let mut w = Writer::new(out.get_mut(..needed).unwrap_or_default());
     Header::CURRENT.write(&mut w);
     Ok(w)
+}
+
+/// The length written, checking the encoder filled exactly what it sized.
+fn done(w: &Writer<'_>, needed: usize) -> Result<usize, ProtoError> {
+    if w.overflowed() || w.len() != needed {
+        return Err(ProtoError::InvalidField("response size (encoder bug)"));
+    }
+    Ok(w.len())
 }
 
 fn read_header(bytes: &[u8]) -> Result<Reader<'_>, ProtoError> {
@@ -48,7 +57,8 @@ fn read_header(bytes: &[u8]) -> Result<Reader<'_>, ProtoError> {
 /// # Errors
 /// [`ProtoError::BufferTooSmall`].
 pub fn encode_empty(out: &mut [u8]) -> Result<usize, ProtoError> {
-    Ok(begin(out, HEADER_LEN)?.len())
+    let w = begin(out, HEADER_LEN)?;
+    done(&w, HEADER_LEN)
 }
 
 /// Checks a response with no body.
@@ -72,7 +82,7 @@ pub struct VersionInfo {
 
 impl VersionInfo {
     /// Encoded length.
-    pub const LEN: usize = HEADER_LEN + 12;
+    pub const LEN: usize = HEADER_LEN + 14;
 
     /// Encodes.
     ///
@@ -85,7 +95,7 @@ impl VersionInfo {
             w.u16(*v);
         }
         w.u16(0);
-        Ok(w.len())
+        done(&w, Self::LEN)
     }
 
     /// Decodes.
@@ -137,7 +147,8 @@ pub fn encode_ports(
     out: &mut [u8],
 ) -> Result<usize, ProtoError> {
     let n = ports.len();
-    let mut w = begin(out, PORTS_FIXED + n * PORT_ENTRY_LEN)?;
+    let needed = PORTS_FIXED + n * PORT_ENTRY_LEN;
+    let mut w = begin(out, needed)?;
     w.u32(count32(n));
     w.u32(0);
     for p in ports {
@@ -153,7 +164,7 @@ pub fn encode_ports(
             w.u16(units.get(i).copied().unwrap_or(0));
         }
     }
-    Ok(w.len())
+    done(&w, needed)
 }
 
 /// Decodes a port list, calling `f` on each port.
@@ -229,7 +240,8 @@ pub fn encode_flows(
     flows: impl Iterator<Item = SavedFlow>,
     out: &mut [u8],
 ) -> Result<usize, ProtoError> {
-    let mut w = begin(out, FLOWS_FIXED + count * FLOW_ENTRY_LEN)?;
+    let needed = FLOWS_FIXED + count * FLOW_ENTRY_LEN;
+    let mut w = begin(out, needed)?;
     w.u32(total);
     w.u32(start);
     w.u32(count32(count));
@@ -261,7 +273,7 @@ pub fn encode_flows(
             w.u64(v);
         }
     }
-    let len = w.len();
+    let len = if written == count { done(&w, needed)? } else { w.len() };
     if written < count {
         // Fewer flows than promised (the table changed): fix the count.
         if let Some(dst) = out.get_mut(HEADER_LEN + 8..HEADER_LEN + 12) {
@@ -329,13 +341,14 @@ pub fn decode_flows(bytes: &[u8], mut f: impl FnMut(SavedFlow)) -> Result<FlowsP
 /// # Errors
 /// [`ProtoError::BufferTooSmall`].
 pub fn encode_counters(values: &[u64], out: &mut [u8]) -> Result<usize, ProtoError> {
-    let mut w = begin(out, HEADER_LEN + 4 + 8 * values.len())?;
+    let needed = HEADER_LEN + 4 + 8 * values.len();
+    let mut w = begin(out, needed)?;
     w.u16(u16::try_from(values.len()).unwrap_or(0));
     w.u16(0);
     for v in values {
         w.u64(*v);
     }
-    Ok(w.len())
+    done(&w, needed)
 }
 
 /// Decodes counter values into `out`; returns how many the driver sent.
@@ -363,7 +376,7 @@ pub fn decode_counters(bytes: &[u8], out: &mut [u64]) -> Result<usize, ProtoErro
 pub fn encode_rules_version(version: u32, out: &mut [u8]) -> Result<usize, ProtoError> {
     let mut w = begin(out, HEADER_LEN + 4)?;
     w.u32(version);
-    Ok(w.len())
+    done(&w, HEADER_LEN + 4)
 }
 
 /// Decodes [`encode_rules_version`].
@@ -375,6 +388,52 @@ pub fn decode_rules_version(bytes: &[u8]) -> Result<u32, ProtoError> {
     let v = r.u32()?;
     r.finish()?;
     Ok(v)
+}
+
+/// Encodes a port's rules: version, count, entry length, entries (the 24-byte rule entry of the
+/// runtime-state format).
+///
+/// # Errors
+/// [`ProtoError::BufferTooSmall`].
+pub fn encode_rules(
+    version: u32,
+    rules: &[vsflow_core::AllowRule],
+    out: &mut [u8],
+) -> Result<usize, ProtoError> {
+    let len = vsflow_core::codec::RULE_LEN;
+    let needed = HEADER_LEN + 8 + len * rules.len();
+    let mut w = begin(out, needed)?;
+    w.u32(version);
+    w.u16(u16::try_from(rules.len()).unwrap_or(u16::MAX));
+    w.u16(u16::try_from(len).unwrap_or(0));
+    for r in rules {
+        w.bytes(&vsflow_core::codec::rule_to_bytes(r));
+    }
+    done(&w, needed)
+}
+
+/// Decodes [`encode_rules`], calling `f` on each rule; returns the version.
+///
+/// # Errors
+/// A malformed response.
+pub fn decode_rules(
+    bytes: &[u8],
+    mut f: impl FnMut(vsflow_core::AllowRule),
+) -> Result<u32, ProtoError> {
+    let mut r = read_header(bytes)?;
+    let version = r.u32()?;
+    let n = r.u16()?;
+    let len = usize::from(r.u16()?);
+    if len < vsflow_core::codec::RULE_LEN {
+        return Err(ProtoError::InvalidField("rule entry length"));
+    }
+    for i in 0..n {
+        let e = r.take(len)?;
+        f(vsflow_core::codec::rule_from_bytes(e, u32::from(i))
+            .map_err(|_| ProtoError::InvalidField("rule"))?);
+    }
+    r.finish()?;
+    Ok(version)
 }
 
 /// [`crate::Ioctl::GetConfig`]'s answer.
@@ -405,7 +464,7 @@ impl ConfigInfo {
         w.bytes(&[self.restore_mode, self.unknown_major, self.default_mode.to_wire(), 0]);
         w.u32(self.flows_per_port);
         w.u32(self.blob_cap);
-        Ok(w.len())
+        done(&w, Self::LEN)
     }
 
     /// Decodes.

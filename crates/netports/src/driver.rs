@@ -1,0 +1,203 @@
+//! Control of vsflow.sys over its IOCTL protocol (`vsflow-proto`). The transport is a trait:
+//! `DeviceIoControl` on `\\.\vsflow` on Windows, the simulator's control device in tests.
+
+use vsflow_core::codec::SavedFlow;
+use vsflow_core::{AllowRule, Mode};
+use vsflow_proto::request::{PortRef, Request, rule_list};
+use vsflow_proto::response::{self, ConfigInfo, DRIVER_COUNTER_NAMES, PortInfo, VersionInfo};
+
+use crate::error::Error;
+
+/// `STATUS_BUFFER_TOO_SMALL`.
+pub const STATUS_BUFFER_TOO_SMALL: i32 = 0xC000_0023_u32.cast_signed();
+/// `STATUS_NOT_FOUND`.
+pub const STATUS_NOT_FOUND: i32 = 0xC000_0225_u32.cast_signed();
+/// Largest output buffer the client will offer.
+const MAX_OUTPUT: usize = 16 << 20;
+
+/// The answer to one IOCTL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IoctlReply {
+    /// NTSTATUS.
+    pub status: i32,
+    /// `IoStatus.Information`.
+    pub information: usize,
+    /// Output bytes copied back.
+    pub output: Vec<u8>,
+}
+
+/// Sends IOCTLs to the driver's control device.
+pub trait Transport {
+    /// Sends one IOCTL with `input` and an output buffer of `output_len` bytes.
+    ///
+    /// # Errors
+    /// The device cannot be reached.
+    fn ioctl(&mut self, code: u32, input: &[u8], output_len: usize) -> Result<IoctlReply, Error>;
+}
+
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn ioctl(&mut self, code: u32, input: &[u8], output_len: usize) -> Result<IoctlReply, Error> {
+        (**self).ioctl(code, input, output_len)
+    }
+}
+
+/// A client of the driver.
+#[derive(Debug)]
+pub struct DriverClient<T> {
+    transport: T,
+}
+
+fn proto_err(e: vsflow_proto::ProtoError) -> Error {
+    Error::Protocol(e.to_string())
+}
+
+impl<T: Transport> DriverClient<T> {
+    /// A client over `transport`.
+    pub const fn new(transport: T) -> Self {
+        Self { transport }
+    }
+
+    /// Sends a request, growing the output buffer as the driver asks.
+    fn call(&mut self, req: &Request<'_>, mut out_len: usize) -> Result<Vec<u8>, Error> {
+        let mut input = vec![0u8; req.encoded_len()];
+        req.encode(&mut input).map_err(proto_err)?;
+        for _ in 0..4 {
+            let reply = self.transport.ioctl(req.ioctl().code(), &input, out_len)?;
+            match reply.status {
+                s if s >= 0 => return Ok(reply.output),
+                STATUS_BUFFER_TOO_SMALL => {
+                    out_len = reply.information.max(out_len * 2).min(MAX_OUTPUT);
+                }
+                STATUS_NOT_FOUND => return Err(Error::NotFound),
+                status => return Err(Error::Driver { status }),
+            }
+        }
+        Err(Error::Protocol("the driver kept asking for a larger buffer".into()))
+    }
+
+    /// Protocol, driver and format versions.
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn version(&mut self) -> Result<VersionInfo, Error> {
+        VersionInfo::decode(&self.call(&Request::GetVersion, VersionInfo::LEN)?).map_err(proto_err)
+    }
+
+    /// The driver's configuration.
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn config(&mut self) -> Result<ConfigInfo, Error> {
+        ConfigInfo::decode(&self.call(&Request::GetConfig, ConfigInfo::LEN)?).map_err(proto_err)
+    }
+
+    /// Every tracked port.
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn ports(&mut self) -> Result<Vec<PortInfo>, Error> {
+        let bytes = self.call(&Request::ListPorts, 16 + 8 * response::PORT_ENTRY_LEN)?;
+        let mut v = Vec::new();
+        response::decode_ports(&bytes, |p| v.push(p)).map_err(proto_err)?;
+        Ok(v)
+    }
+
+    /// A port by name, `SWITCH:PORT` or port id (unique across switches).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or ambiguity as [`Error::Protocol`].
+    pub fn find_port(&mut self, spec: &str) -> Result<PortInfo, Error> {
+        let ports = self.ports()?;
+        let by_ids = spec
+            .split_once(':')
+            .and_then(|(s, p)| Some((s.parse::<u32>().ok()?, p.parse::<u32>().ok()?)));
+        let matches: Vec<PortInfo> = ports
+            .into_iter()
+            .filter(|p| {
+                p.name.to_string() == spec
+                    || by_ids == Some((p.port.switch_id, p.port.port_id))
+                    || spec.parse::<u32>().is_ok_and(|id| id == p.port.port_id)
+            })
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(Error::NotFound),
+            _ => Err(Error::Protocol(format!("'{spec}' names several ports; use SWITCH:PORT"))),
+        }
+    }
+
+    /// Up to `max` flows of a port, fetched page by page.
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn flows(&mut self, port: PortRef, max: usize) -> Result<Vec<SavedFlow>, Error> {
+        let mut out = Vec::new();
+        let mut start = 0u32;
+        loop {
+            let page_max = 256u32;
+            let req = Request::GetFlows { port, start, max: page_max };
+            let bytes = self.call(&req, response::FLOWS_FIXED + 64 * response::FLOW_ENTRY_LEN)?;
+            let page = response::decode_flows(&bytes, |f| out.push(f)).map_err(proto_err)?;
+            start = start.saturating_add(page.returned);
+            if page.returned == 0 || start >= page.total || out.len() >= max {
+                break;
+            }
+        }
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// Counters with their names: a port's, or the driver's with `None`.
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn counters(&mut self, port: Option<PortRef>) -> Result<Vec<(&'static str, u64)>, Error> {
+        let bytes = self.call(&Request::GetCounters { port }, 8 + 4 + 8 * 32)?;
+        let mut values = [0u64; 32];
+        let n = response::decode_counters(&bytes, &mut values).map_err(proto_err)?;
+        let names: &[&'static str] =
+            if port.is_some() { &vsflow_core::PortCounters::NAMES } else { &DRIVER_COUNTER_NAMES };
+        Ok(names.iter().copied().zip(values.iter().copied()).take(n).collect())
+    }
+
+    /// Resets counters (a port's, or all).
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn clear_counters(&mut self, port: Option<PortRef>) -> Result<(), Error> {
+        let bytes = self.call(&Request::ClearCounters { port }, 8)?;
+        response::decode_empty(&bytes).map_err(proto_err)
+    }
+
+    /// Sets a port's mode.
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn set_mode(&mut self, port: PortRef, mode: Mode) -> Result<(), Error> {
+        let bytes = self.call(&Request::SetPortMode { port, mode }, 8)?;
+        response::decode_empty(&bytes).map_err(proto_err)
+    }
+
+    /// A port's allow rules and their version.
+    ///
+    /// # Errors
+    /// Transport or driver errors.
+    pub fn rules(&mut self, port: PortRef) -> Result<(u32, Vec<AllowRule>), Error> {
+        let bytes =
+            self.call(&Request::GetRules { port }, 16 + 16 * vsflow_core::codec::RULE_LEN)?;
+        let mut v = Vec::new();
+        let version = response::decode_rules(&bytes, |r| v.push(r)).map_err(proto_err)?;
+        Ok((version, v))
+    }
+
+    /// Replaces a port's allow rules atomically; returns the new rule-set version.
+    ///
+    /// # Errors
+    /// Transport or driver errors, or more than 256 rules.
+    pub fn replace_rules(&mut self, port: PortRef, rules: &[AllowRule]) -> Result<u32, Error> {
+        let mut space = vec![0u8; rules.len() * vsflow_core::codec::RULE_LEN];
+        let list = rule_list(rules, &mut space).map_err(proto_err)?;
+        let bytes = self.call(&Request::ReplaceRules { port, rules: list }, 12)?;
+        response::decode_rules_version(&bytes).map_err(proto_err)
+    }
+}

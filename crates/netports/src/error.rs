@@ -1,0 +1,147 @@
+//! Errors, the Win32 codes they come from, and the one line a user reads.
+
+use std::fmt;
+
+/// Win32 error codes the APIs return (documented values).
+pub mod win32 {
+    /// `ERROR_ACCESS_DENIED`.
+    pub const ACCESS_DENIED: u32 = 5;
+    /// `ERROR_INVALID_HANDLE`.
+    pub const INVALID_HANDLE: u32 = 6;
+    /// `ERROR_NOT_ENOUGH_MEMORY`.
+    pub const NOT_ENOUGH_MEMORY: u32 = 8;
+    /// `ERROR_NOT_READY`.
+    pub const NOT_READY: u32 = 21;
+    /// `ERROR_SHARING_VIOLATION`.
+    pub const SHARING_VIOLATION: u32 = 32;
+    /// `ERROR_NOT_SUPPORTED`.
+    pub const NOT_SUPPORTED: u32 = 50;
+    /// `ERROR_INVALID_PARAMETER`.
+    pub const INVALID_PARAMETER: u32 = 87;
+    /// `ERROR_FILE_NOT_FOUND` (opening a device that does not exist).
+    pub const FILE_NOT_FOUND: u32 = 2;
+    /// `ERROR_NOT_FOUND`.
+    pub const NOT_FOUND: u32 = 1168;
+    /// `ERROR_CALL_NOT_IMPLEMENTED` (also how netports reports a missing export through
+    /// code-returning traits).
+    pub const CALL_NOT_IMPLEMENTED: u32 = 120;
+    /// `WSAEACCES`.
+    pub const WSAEACCES: u32 = 10013;
+    /// `WSAEADDRINUSE`.
+    pub const WSAEADDRINUSE: u32 = 10048;
+}
+
+/// A netports failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The function is not available on this system (not Windows, or the export is missing,
+    /// as on Wine and trimmed editions).
+    Unsupported {
+        /// What is missing.
+        what: String,
+    },
+    /// Not elevated.
+    AccessDenied,
+    /// The block overlaps a reservation, or a port in it is in use.
+    Conflict,
+    /// No such reservation.
+    NotFound,
+    /// The Teredo client is not started.
+    NotReady,
+    /// No IPv6 stack (Teredo needs one).
+    NoIpv6,
+    /// Start 0, count 0, or a block past port 65535: rejected before calling Windows.
+    InvalidRange {
+        /// Why.
+        why: &'static str,
+    },
+    /// The vsflow driver is not installed or not running.
+    DriverNotInstalled,
+    /// The driver answered with an error status.
+    Driver {
+        /// NTSTATUS.
+        status: i32,
+    },
+    /// A malformed answer or input.
+    Protocol(String),
+    /// Any other OS error.
+    Os {
+        /// Win32 error code.
+        code: u32,
+        /// The function that failed.
+        function: &'static str,
+    },
+}
+
+impl Error {
+    /// Maps a Win32 error of a reservation or Teredo function.
+    #[must_use]
+    pub fn from_win32(code: u32, function: &'static str) -> Self {
+        match code {
+            win32::ACCESS_DENIED => Self::AccessDenied,
+            win32::SHARING_VIOLATION => Self::Conflict,
+            win32::NOT_FOUND => Self::NotFound,
+            win32::NOT_READY => Self::NotReady,
+            win32::NOT_SUPPORTED => Self::NoIpv6,
+            win32::CALL_NOT_IMPLEMENTED => Self::Unsupported {
+                what: format!(
+                    "{function} is not available on this system (Wine, or a trimmed Windows edition)"
+                ),
+            },
+            _ => Self::Os { code, function },
+        }
+    }
+
+    /// The process exit code for this error (documented in the CLI help and README).
+    #[must_use]
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            Self::Unsupported { .. } => 3,
+            Self::AccessDenied => 4,
+            Self::Conflict => 5,
+            Self::NotFound | Self::NotReady => 6,
+            Self::DriverNotInstalled => 7,
+            Self::InvalidRange { .. } => 2,
+            Self::NoIpv6 | Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } => 1,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unsupported { what } => f.write_str(what),
+            Self::AccessDenied => f.write_str("access denied: run from an elevated prompt (Run as administrator), or give the program a requireAdministrator manifest"),
+            Self::Conflict => f.write_str("conflict: the block overlaps an existing reservation or a port in it is in use; choose another block (see `netports list` and `netports why-blocked PORT`)"),
+            Self::NotFound => f.write_str("not found: no reservation with exactly this start and count (see `netports list`)"),
+            Self::NotReady => f.write_str("the Teredo client is not started (it starts with IPv6 connectivity needs; `netsh interface teredo show state`)"),
+            Self::NoIpv6 => f.write_str("no IPv6 stack on this host: Teredo is unavailable"),
+            Self::InvalidRange { why } => write!(f, "invalid port block: {why}"),
+            Self::DriverNotInstalled => f.write_str("the vsflow driver is not installed or not running (`sc query vsflow`; install with docs/INSTALL.md)"),
+            Self::Driver { status } => write!(f, "the driver refused the request: NTSTATUS {status:#010x}"),
+            Self::Protocol(why) => write!(f, "unexpected answer: {why}"),
+            Self::Os { code, function } => write!(f, "{function} failed with Windows error {code}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_codes_map_to_typed_errors_with_advice() {
+        assert_eq!(Error::from_win32(5, "x"), Error::AccessDenied);
+        assert_eq!(Error::from_win32(32, "x"), Error::Conflict);
+        assert_eq!(Error::from_win32(1168, "x"), Error::NotFound);
+        assert_eq!(Error::from_win32(21, "GetTeredoPort"), Error::NotReady);
+        assert_eq!(Error::from_win32(50, "GetTeredoPort"), Error::NoIpv6);
+        assert_eq!(Error::from_win32(1234, "f"), Error::Os { code: 1234, function: "f" });
+        assert!(Error::AccessDenied.to_string().contains("elevated"));
+        assert!(Error::DriverNotInstalled.to_string().contains("sc query vsflow"));
+        assert_eq!(Error::AccessDenied.exit_code(), 4);
+        assert_eq!(Error::Unsupported { what: "x".into() }.exit_code(), 3);
+    }
+}

@@ -1,0 +1,31 @@
+//! netports: what firewall software and services need around vsflow on a Hyper-V host.
+//!
+//! - [`teredo`]: the Teredo client's UDP port, and a watcher for its changes (firewalls keep an
+//!   exception for it).
+//! - [`range`], [`model`]: persistent port reservations (blocks nobody else may take) and the
+//!   documented behaviour of the Windows APIs that manage them.
+//! - [`diagnose`], [`excluded`]: why `bind` fails with `WSAEACCES` although nothing listens
+//!   (reserved, excluded by WinNAT/HNS, in use).
+//! - [`driver`]: control of vsflow.sys over its IOCTL protocol; [`exception`]: keeping an allow
+//!   rule for the Teredo port up to date in the driver.
+//! - `win` (Windows only): the Windows implementations, every `iphlpapi`/`ws2_32`/`fwpuclnt` function
+//!   resolved at run time (a missing export is [`Error::Unsupported`], never a crash).
+//!
+//! Everything but `win` is platform-independent and tested on Linux.
+
+pub mod cli;
+pub mod diagnose;
+pub mod driver;
+pub mod error;
+pub mod exception;
+pub mod excluded;
+pub mod model;
+pub mod platform;
+pub mod range;
+pub mod rules_file;
+pub mod teredo;
+#[cfg(windows)]
+pub mod win;
+
+pub use error::Error;
+pub use range::{PortBlock, Protocol};

@@ -1,0 +1,75 @@
+//! Administered (persistent) reservations, read from the NSI registry store (undocumented,
+//! read-only; verify on Windows): each value name under the key is the hex of an
+//! `INET_PORT_RANGE`.
+
+use windows_sys::Win32::System::Registry::{
+    HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RegCloseKey, RegEnumValueW, RegOpenKeyExW,
+};
+
+use crate::error::Error;
+use crate::excluded::parse_nsi_value_name;
+use crate::range::{PortBlock, Protocol};
+
+const TCP_KEY: &str =
+    r"SYSTEM\CurrentControlSet\Control\Nsi\{eb004a03-9b1a-11d4-9123-0050047759bc}\29";
+const UDP_KEY: &str =
+    r"SYSTEM\CurrentControlSet\Control\Nsi\{eb004a02-9b1a-11d4-9123-0050047759bc}\5";
+/// `ERROR_FILE_NOT_FOUND`: no key, no reservation.
+const ERROR_FILE_NOT_FOUND: u32 = 2;
+/// `ERROR_NO_MORE_ITEMS`.
+const ERROR_NO_MORE_ITEMS: u32 = 259;
+
+/// The administered reservations of `proto`.
+///
+/// # Errors
+/// The key cannot be read (other than being absent).
+pub fn administered(proto: Protocol) -> Result<Vec<PortBlock>, Error> {
+    let path: Vec<u16> = match proto {
+        Protocol::Tcp => TCP_KEY,
+        Protocol::Udp => UDP_KEY,
+    }
+    .encode_utf16()
+    .chain(std::iter::once(0))
+    .collect();
+    let mut key: HKEY = std::ptr::null_mut();
+    // SAFETY: a predefined root key, a NUL-terminated path and a valid out-pointer.
+    let rc = unsafe { RegOpenKeyExW(HKEY_LOCAL_MACHINE, path.as_ptr(), 0, KEY_READ, &raw mut key) };
+    if rc == ERROR_FILE_NOT_FOUND {
+        return Ok(Vec::new());
+    }
+    if rc != 0 {
+        return Err(Error::from_win32(rc, "RegOpenKeyExW (NSI reservations)"));
+    }
+    let mut out = Vec::new();
+    for index in 0.. {
+        let mut name = [0u16; 64];
+        let mut len = u32::try_from(name.len()).unwrap_or(0);
+        // SAFETY: an open key; a buffer of `len` code units; null for the optional outputs.
+        let rc = unsafe {
+            RegEnumValueW(
+                key,
+                index,
+                name.as_mut_ptr(),
+                &raw mut len,
+                std::ptr::null(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
+        if rc == ERROR_NO_MORE_ITEMS {
+            break;
+        }
+        if rc != 0 {
+            continue;
+        }
+        let s = String::from_utf16_lossy(name.get(..len as usize).unwrap_or(&[]));
+        if let Some(b) = parse_nsi_value_name(&s) {
+            out.push(b);
+        }
+    }
+    // SAFETY: the key opened above.
+    unsafe { RegCloseKey(key) };
+    out.sort();
+    Ok(out)
+}
