@@ -1,13 +1,16 @@
 //! The Teredo port on Windows, and a watcher for its changes.
 //!
-//! The port comes from `FwpmSystemPortsGet0` (the non-deprecated source, preferred when
-//! `fwpuclnt` exports it and BFE answers), else `GetTeredoPort`; the watcher uses
-//! `NotifyTeredoPortChange` / `CancelMibChangeNotify2`.
+//! Two sources, the non-deprecated one preferred when `fwpuclnt` exports it and BFE answers:
+//! - `FwpmSystemPortsGet0` / `FwpmSystemPortsSubscribe0` (`FWPM_SYSTEM_PORT_TEREDO`);
+//! - `GetTeredoPort` / `NotifyTeredoPortChange` (deprecated, still everywhere).
 //!
 //! The watcher's rules (the seed's deadlock rule): the user's closure runs on the OS's
-//! notification thread, serialized, with panics caught at the FFI boundary; dropping the
-//! watcher cancels the registration, never on the notification thread itself (there the
-//! cancel is handed to another thread) and never while holding the lock the callback takes.
+//! notification thread, serialized by one lock and by the OS, with panics caught at the FFI
+//! boundary; dropping the watcher ends the registration (`FwpmSystemPortsUnsubscribe0` or
+//! `CancelMibChangeNotify2`, both wait for running callbacks) never on the notification thread
+//! itself (there the cancel is handed to another thread) and never while holding the lock the
+//! callback takes. [`WatchState`] turns notifications into events: `Initial` first, then real
+//! changes only.
 
 use std::cell::Cell;
 use std::ffi::c_void;
@@ -16,14 +19,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
-    FWPM_SYSTEM_PORT_TEREDO, FWPM_SYSTEM_PORTS0,
+    FWPM_SYSTEM_PORTS_BY_TYPE0, FWPM_SYSTEM_PORTS0,
 };
 
 use super::dynload::{Dll, system_fn};
 use crate::error::Error;
-use crate::teredo::{TeredoEvent, event_from_callback, port_from_api};
+use crate::teredo::{
+    Observation, TeredoEvent, WatchState, observation_from_callback, port_from_api,
+    port_from_system_ports,
+};
 
 type TeredoCallback = unsafe extern "system" fn(*const c_void, u16, i32);
+type SystemPortsCallback = unsafe extern "system" fn(*mut c_void, *const FWPM_SYSTEM_PORTS0);
 
 system_fn!(fn get_teredo_port = Dll::Iphlpapi, c"GetTeredoPort": fn(*mut u16) -> u32;);
 system_fn!(fn notify_teredo_port_change = Dll::Iphlpapi, c"NotifyTeredoPortChange": fn(Option<TeredoCallback>, *const c_void, bool, *mut HANDLE) -> u32;);
@@ -31,70 +38,91 @@ system_fn!(fn cancel_mib_change_notify2 = Dll::Iphlpapi, c"CancelMibChangeNotify
 system_fn!(fn fwpm_engine_open0 = Dll::Fwpuclnt, c"FwpmEngineOpen0": fn(*const u16, u32, *const c_void, *const c_void, *mut HANDLE) -> u32;);
 system_fn!(fn fwpm_engine_close0 = Dll::Fwpuclnt, c"FwpmEngineClose0": fn(HANDLE) -> u32;);
 system_fn!(fn fwpm_system_ports_get0 = Dll::Fwpuclnt, c"FwpmSystemPortsGet0": fn(HANDLE, *mut *mut FWPM_SYSTEM_PORTS0) -> u32;);
+system_fn!(fn fwpm_system_ports_subscribe0 = Dll::Fwpuclnt, c"FwpmSystemPortsSubscribe0": fn(HANDLE, *const c_void, Option<SystemPortsCallback>, *const c_void, *mut HANDLE) -> u32;);
+system_fn!(fn fwpm_system_ports_unsubscribe0 = Dll::Fwpuclnt, c"FwpmSystemPortsUnsubscribe0": fn(HANDLE, HANDLE) -> u32;);
 system_fn!(fn fwpm_free_memory0 = Dll::Fwpuclnt, c"FwpmFreeMemory0": fn(*mut *mut c_void););
 
 /// `RPC_C_AUTHN_WINNT`.
 const RPC_C_AUTHN_WINNT: u32 = 10;
 
-/// The Teredo port from the WFP system-ports list (`Ok(None)`: no Teredo entry).
-fn teredo_port_fwpm() -> Result<Option<u16>, Error> {
-    let (open, close, get, free) = (
-        fwpm_engine_open0()?,
-        fwpm_engine_close0()?,
-        fwpm_system_ports_get0()?,
-        fwpm_free_memory0()?,
-    );
-    let mut engine: HANDLE = std::ptr::null_mut();
-    // SAFETY: the documented signature; null server, identity and session; valid out-pointer.
-    let rc = unsafe {
-        open(
-            std::ptr::null(),
-            RPC_C_AUTHN_WINNT,
-            std::ptr::null(),
-            std::ptr::null(),
-            &raw mut engine,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::from_win32(rc, "FwpmEngineOpen0"));
-    }
-    let mut ports: *mut FWPM_SYSTEM_PORTS0 = std::ptr::null_mut();
-    // SAFETY: an open engine and a valid out-pointer.
-    let rc = unsafe { get(engine, &raw mut ports) };
-    let mut found = None;
-    if rc == 0 {
-        // SAFETY: WFP returned a valid structure (or null).
-        if let Some(p) = unsafe { ports.as_ref() } {
-            for i in 0..p.numTypes as usize {
-                // SAFETY: `types` has `numTypes` entries.
-                let entry = unsafe { p.types.add(i) };
-                // SAFETY: `entry` points inside the array.
-                let t = unsafe { &*entry };
-                if t.r#type == FWPM_SYSTEM_PORT_TEREDO && t.numPorts > 0 && !t.ports.is_null() {
-                    // SAFETY: `ports` has `numPorts` entries. Host order (verify on Windows).
-                    found = Some(unsafe { *t.ports });
-                }
-            }
-        }
-        // SAFETY: memory allocated by FwpmSystemPortsGet0, freed once.
-        unsafe { free((&raw mut ports).cast()) };
-    }
-    // SAFETY: the engine opened above.
-    unsafe { close(engine) };
-    if rc != 0 {
-        return Err(Error::from_win32(rc, "FwpmSystemPortsGet0"));
-    }
-    Ok(found.filter(|p| *p != 0))
+/// An open user-mode WFP engine session, closed on drop.
+struct Engine {
+    /// The `HANDLE`, as an integer so that a watcher can be sent to the thread that drops it.
+    handle: usize,
+    close: unsafe extern "system" fn(HANDLE) -> u32,
 }
 
-/// The Teredo client's UDP port: `None` if it has none.
-///
-/// # Errors
-/// `Unsupported` (neither source exists), `NotReady`, `NoIpv6`.
-pub fn teredo_port() -> Result<Option<u16>, Error> {
-    if let Ok(Some(p)) = teredo_port_fwpm() {
-        return Ok(Some(p));
+impl Engine {
+    fn open() -> Result<Self, Error> {
+        let (open, close) = (fwpm_engine_open0()?, fwpm_engine_close0()?);
+        let mut handle: HANDLE = std::ptr::null_mut();
+        // SAFETY: the documented signature; null server, identity and session; valid
+        // out-pointer.
+        let rc = unsafe {
+            open(
+                std::ptr::null(),
+                RPC_C_AUTHN_WINNT,
+                std::ptr::null(),
+                std::ptr::null(),
+                &raw mut handle,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::from_win32(rc, "FwpmEngineOpen0"));
+        }
+        Ok(Self { handle: handle as usize, close })
     }
+
+    /// The Teredo port in the system-ports list (`None`: no Teredo entry).
+    fn teredo_port(&self) -> Result<Option<u16>, Error> {
+        let (get, free) = (fwpm_system_ports_get0()?, fwpm_free_memory0()?);
+        let mut ports: *mut FWPM_SYSTEM_PORTS0 = std::ptr::null_mut();
+        // SAFETY: an open engine and a valid out-pointer.
+        let rc = unsafe { get(self.handle as HANDLE, &raw mut ports) };
+        if rc != 0 {
+            return Err(Error::from_win32(rc, "FwpmSystemPortsGet0"));
+        }
+        // SAFETY: WFP returned a valid list (or null) that lives until freed below.
+        let found = unsafe { teredo_in(ports) };
+        // SAFETY: memory allocated by FwpmSystemPortsGet0, freed once.
+        unsafe { free((&raw mut ports).cast()) };
+        Ok(found)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // SAFETY: the session opened in `open`, closed once.
+        unsafe { (self.close)(self.handle as HANDLE) };
+    }
+}
+
+/// The Teredo port in a system-ports list.
+///
+/// # Safety
+/// `list` is null or a valid `FWPM_SYSTEM_PORTS0` whose arrays hold the counts they claim,
+/// alive for the call.
+unsafe fn teredo_in(list: *const FWPM_SYSTEM_PORTS0) -> Option<u16> {
+    // SAFETY: per the contract, null or valid.
+    let list = unsafe { list.as_ref() }?;
+    let types: &[FWPM_SYSTEM_PORTS_BY_TYPE0] = if list.types.is_null() {
+        &[]
+    } else {
+        // SAFETY: `types` has `numTypes` entries (contract).
+        unsafe { std::slice::from_raw_parts(list.types, list.numTypes as usize) }
+    };
+    port_from_system_ports(types.iter().map(|t| {
+        let ports: &[u16] = if t.ports.is_null() {
+            &[]
+        } else {
+            // SAFETY: `ports` has `numPorts` entries (contract).
+            unsafe { std::slice::from_raw_parts(t.ports, t.numPorts as usize) }
+        };
+        (t.r#type, ports)
+    }))
+}
+
+fn teredo_port_iphlp() -> Result<Option<u16>, Error> {
     let f = get_teredo_port()?;
     let mut raw = 0u16;
     // SAFETY: the documented signature; valid out-pointer.
@@ -105,8 +133,38 @@ pub fn teredo_port() -> Result<Option<u16>, Error> {
     }
 }
 
+/// The Teredo client's UDP port: `None` if it has none.
+///
+/// # Errors
+/// `Unsupported` (neither source exists), `NotReady`, `NoIpv6`.
+pub fn teredo_port() -> Result<Option<u16>, Error> {
+    if let Ok(Some(p)) = Engine::open().and_then(|e| e.teredo_port()) {
+        return Ok(Some(p));
+    }
+    teredo_port_iphlp()
+}
+
+/// What the registration and its callbacks share.
 struct Shared {
-    callback: Mutex<Box<dyn FnMut(TeredoEvent) + Send>>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: WatchState,
+    callback: Box<dyn FnMut(TeredoEvent) + Send>,
+}
+
+impl Shared {
+    /// Runs `step` on the state under the lock and gives the event, if any, to the user's
+    /// closure; a panic in the closure stops here.
+    fn deliver(&self, step: impl FnOnce(&mut WatchState) -> Option<TeredoEvent>) {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(event) = step(&mut inner.state) {
+                (inner.callback)(event);
+            }
+        }));
+    }
 }
 
 thread_local! {
@@ -114,75 +172,184 @@ thread_local! {
     static RUNNING: Cell<usize> = const { Cell::new(0) };
 }
 
-unsafe extern "system" fn trampoline(context: *const c_void, port: u16, notification_type: i32) {
+/// Marks the current thread as running `context`'s callback for the guard's lifetime.
+struct Running;
+
+impl Running {
+    fn enter(context: usize) -> Self {
+        RUNNING.with(|r| r.set(context));
+        Self
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.set(0));
+    }
+}
+
+unsafe extern "system" fn on_teredo_change(context: *const c_void, port: u16, kind: i32) {
     if context.is_null() {
         return;
     }
-    RUNNING.with(|r| r.set(context as usize));
+    let _running = Running::enter(context as usize);
     // SAFETY: `context` is the `Shared` the registration keeps alive until cancel returns.
     let shared = unsafe { &*context.cast::<Shared>() };
-    let current = if notification_type == crate::teredo::MIB_INITIAL_NOTIFICATION {
-        teredo_port().ok().flatten()
-    } else {
-        None
-    };
-    let event = event_from_callback(port, notification_type, current);
-    // A panic must not unwind into iphlpapi.
-    let _ = catch_unwind(AssertUnwindSafe(|| {
-        let mut cb = shared.callback.lock().unwrap_or_else(PoisonError::into_inner);
-        cb(event);
-    }));
-    RUNNING.with(|r| r.set(0));
+    let observation = observation_from_callback(port, kind);
+    shared.deliver(|state| state.observe(observation));
 }
 
-/// Watches the Teredo port; cancels on drop.
+unsafe extern "system" fn on_system_ports(context: *mut c_void, ports: *const FWPM_SYSTEM_PORTS0) {
+    if context.is_null() {
+        return;
+    }
+    let _running = Running::enter(context as usize);
+    // SAFETY: `context` is the `Shared` the registration keeps alive until unsubscribe
+    // returns.
+    let shared = unsafe { &*context.cast::<Shared>() };
+    // SAFETY: WFP passes a valid list (or null) for the duration of the callback.
+    let port = unsafe { teredo_in(ports) };
+    shared.deliver(|state| state.observe(Observation::Port(port)));
+}
+
+/// The OS registration behind a watcher.
+enum Registration {
+    SystemPorts {
+        engine: Engine,
+        handle: usize,
+        unsubscribe: unsafe extern "system" fn(HANDLE, HANDLE) -> u32,
+    },
+    TeredoChange {
+        handle: usize,
+        cancel: unsafe extern "system" fn(HANDLE) -> u32,
+    },
+}
+
+impl Registration {
+    /// `FwpmSystemPortsSubscribe0` on a new engine session.
+    fn system_ports(context: *const Shared) -> Result<Self, Error> {
+        let engine = Engine::open()?;
+        let (subscribe, unsubscribe) =
+            (fwpm_system_ports_subscribe0()?, fwpm_system_ports_unsubscribe0()?);
+        let mut handle: HANDLE = std::ptr::null_mut();
+        // SAFETY: the documented signature; `context` stays valid until unsubscribe returns.
+        let rc = unsafe {
+            subscribe(
+                engine.handle as HANDLE,
+                std::ptr::null(),
+                Some(on_system_ports),
+                context.cast(),
+                &raw mut handle,
+            )
+        };
+        if rc != 0 {
+            return Err(Error::from_win32(rc, "FwpmSystemPortsSubscribe0"));
+        }
+        Ok(Self::SystemPorts { engine, handle: handle as usize, unsubscribe })
+    }
+
+    /// `NotifyTeredoPortChange`.
+    fn teredo_change(context: *const Shared) -> Result<Self, Error> {
+        let notify = notify_teredo_port_change()?;
+        // Resolved before registering so that the registration can always be cancelled.
+        let cancel = cancel_mib_change_notify2()?;
+        let mut handle: HANDLE = std::ptr::null_mut();
+        // SAFETY: the documented signature; `context` stays valid until cancel returns.
+        let rc = unsafe { notify(Some(on_teredo_change), context.cast(), true, &raw mut handle) };
+        if rc != 0 {
+            return Err(Error::from_win32(rc, "NotifyTeredoPortChange"));
+        }
+        Ok(Self::TeredoChange { handle: handle as usize, cancel })
+    }
+
+    /// The port now, from the same source.
+    fn current_port(&self) -> Option<u16> {
+        match self {
+            Self::SystemPorts { engine, .. } => engine.teredo_port().ok().flatten(),
+            Self::TeredoChange { .. } => teredo_port_iphlp().ok().flatten(),
+        }
+    }
+
+    /// Ends the registration; returns once no callback runs any more.
+    fn end(self) {
+        match self {
+            Self::SystemPorts { engine, handle, unsubscribe } => {
+                // SAFETY: the subscription made on this session, ended once, not from its
+                // callback thread; the session is closed after it (drop of `engine`).
+                unsafe { unsubscribe(engine.handle as HANDLE, handle as HANDLE) };
+            }
+            Self::TeredoChange { handle, cancel } => {
+                // SAFETY: the registration's handle, cancelled once, not from its callback
+                // thread.
+                unsafe { cancel(handle as HANDLE) };
+            }
+        }
+    }
+}
+
+/// Watches the Teredo port; ends the registration on drop.
 pub struct TeredoWatcher {
-    handle: usize,
+    registration: Option<Registration>,
     context: usize,
-    cancel: unsafe extern "system" fn(HANDLE) -> u32,
 }
 
 impl std::fmt::Debug for TeredoWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TeredoWatcher").field("handle", &self.handle).finish_non_exhaustive()
+        let source = match self.registration {
+            Some(Registration::SystemPorts { .. }) => "FwpmSystemPortsSubscribe0",
+            Some(Registration::TeredoChange { .. }) => "NotifyTeredoPortChange",
+            None => "ended",
+        };
+        f.debug_struct("TeredoWatcher").field("source", &source).finish_non_exhaustive()
     }
 }
 
 impl TeredoWatcher {
     /// Registers `callback`, which first receives `TeredoEvent::Initial`, then every change.
+    /// The closure runs on an OS thread; it must not wait for a thread that is dropping this
+    /// watcher (the drop waits for the closure to return).
     ///
     /// # Errors
-    /// `Unsupported` (the functions are missing), or the registration failed.
+    /// `Unsupported` (neither source exists), or the registration failed.
     pub fn start(callback: impl FnMut(TeredoEvent) + Send + 'static) -> Result<Self, Error> {
-        let notify = notify_teredo_port_change()?;
-        // Resolved now so that drop can always cancel.
-        let cancel = cancel_mib_change_notify2()?;
-        let shared = Arc::new(Shared { callback: Mutex::new(Box::new(callback)) });
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner { state: WatchState::default(), callback: Box::new(callback) }),
+        });
         let context = Arc::into_raw(shared);
-        let mut handle: HANDLE = std::ptr::null_mut();
-        // SAFETY: the documented signature; `context` stays valid until cancel returns.
-        let rc = unsafe { notify(Some(trampoline), context.cast(), true, &raw mut handle) };
-        if rc != 0 {
-            // SAFETY: the registration failed: no callback will use `context`; reclaim it.
-            drop(unsafe { Arc::from_raw(context) });
-            return Err(Error::from_win32(rc, "NotifyTeredoPortChange"));
-        }
-        Ok(Self { handle: handle as usize, context: context as usize, cancel })
+        let registration = match Registration::system_ports(context)
+            .or_else(|_| Registration::teredo_change(context))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                // SAFETY: no registration exists: no callback will use `context`; reclaim
+                // the reference `into_raw` made.
+                drop(unsafe { Arc::from_raw(context) });
+                return Err(e);
+            }
+        };
+        // The initial port is read after subscribing, so no change between the two is lost;
+        // changes reported before this are folded into it (WatchState).
+        let port = registration.current_port();
+        // SAFETY: `context` is alive: the registration holds its reference until `end`.
+        let shared = unsafe { &*context };
+        shared.deliver(|state| state.initial(port));
+        Ok(Self { registration: Some(registration), context: context as usize })
     }
 }
 
 impl Drop for TeredoWatcher {
     fn drop(&mut self) {
-        let (handle, context, cancel) = (self.handle, self.context, self.cancel);
+        let Some(registration) = self.registration.take() else { return };
+        let context = self.context;
         let finish = move || {
-            // SAFETY: the registration's handle, cancelled once, not from its callback thread.
-            unsafe { cancel(handle as HANDLE) };
-            // SAFETY: after the cancel returns no callback runs: release the registration's
-            // reference to the shared state.
+            registration.end();
+            // SAFETY: after the registration ended no callback runs: release its reference
+            // to the shared state.
             drop(unsafe { Arc::from_raw(context as *const Shared) });
         };
         if RUNNING.with(Cell::get) == context {
-            // Dropped from inside its own callback: cancelling here would deadlock.
+            // Dropped from inside its own callback: ending the registration here would wait
+            // for this very callback (deadlock). Hand it to another thread.
             std::thread::spawn(finish);
         } else {
             finish();
