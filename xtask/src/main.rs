@@ -4,7 +4,8 @@
 //! - `cargo xtask ci`: the test command. fmt check, clippy for the host (all targets,
 //!   warnings denied), the whole workspace's tests, clippy for `x86_64-pc-windows-msvc` on
 //!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
-//!   the INF lint, and the driver's `wdk-check`.
+//!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the INF
+//!   lint, and the driver's `wdk-check`.
 //! - `cargo xtask inf-lint FILE [--source]`: the INF rules checkable without Windows.
 //! - `cargo xtask package [--arch amd64|arm64]`: stamp, lint and lay out the driver package
 //!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
@@ -20,6 +21,10 @@ use std::process::{Command, ExitCode};
 
 /// The `no_std` crates that must build for the kernel target without std.
 const NO_STD_CRATES: &[&str] = &["fwps-sys", "vsflow-core", "vsflow-proto", "vsflow-callout"];
+/// The user-mode crates whose Windows code (`#[cfg(windows)]`) must compile and pass clippy.
+const USER_MODE_WINDOWS_CRATES: &[&str] = &["netports"];
+/// The user-mode Windows target (the gnu ABI: its linker and import libraries install on Linux).
+const USER_TARGET: &str = "x86_64-pc-windows-gnu";
 /// The kernel target.
 const KERNEL_TARGET: &str = "x86_64-pc-windows-msvc";
 /// A target with no `std` at all: building for it proves a crate and its dependencies need
@@ -98,6 +103,25 @@ fn ci() -> Result<(), String> {
         })?;
         step(&format!("check {krate} for {BARE_TARGET} (proves no std)"), || {
             run("cargo", &["check", "-p", krate, "--target", BARE_TARGET, "--locked"])
+        })?;
+    }
+    for krate in USER_MODE_WINDOWS_CRATES {
+        step(&format!("clippy {krate} for {USER_TARGET} (all targets)"), || {
+            run(
+                "cargo",
+                &[
+                    "clippy",
+                    "-p",
+                    krate,
+                    "--all-targets",
+                    "--target",
+                    USER_TARGET,
+                    "--locked",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
         })?;
     }
     step("inf-lint inf/vsflow.inx", || inf_lint(&["inf/vsflow.inx", "--source"]))?;
