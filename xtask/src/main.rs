@@ -4,19 +4,23 @@
 //! - `cargo xtask ci`: the test command. fmt check, clippy for the host (all targets,
 //!   warnings denied), the whole workspace's tests, clippy for `x86_64-pc-windows-msvc` on
 //!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
-//!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the INF
-//!   lint, and the driver's `wdk-check`.
+//!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the
+//!   Wine run, the INF lint, and the driver's `wdk-check`.
 //! - `cargo xtask inf-lint FILE [--source]`: the INF rules checkable without Windows.
 //! - `cargo xtask package [--arch amd64|arm64]`: stamp, lint and lay out the driver package
 //!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
+//! - `cargo xtask wine`: `netports.exe` built for Windows and run under Wine, each command
+//!   with the exit code and output it must give.
 //! - `cargo xtask wdk-check`: type-check and lint `driver/` for the kernel target against
 //!   the mirror of the wdk crates in `xtask/wdk-mirror/` (a check, not a build).
 
 mod inf;
 mod package;
 mod wdk_check;
+mod wine;
 
 use std::env;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The `no_std` crates that must build for the kernel target without std.
@@ -40,9 +44,10 @@ fn main() -> ExitCode {
         Some("inf-lint") => inf_lint(&rest),
         Some("package") => package::package(&rest),
         Some("wdk-check") => wdk_check::check(),
+        Some("wine") => wine::smoke(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|inf-lint FILE [--source]|package [--arch A]|wdk-check>"
+                "usage: cargo xtask <ci|fmt|inf-lint FILE [--source]|package [--arch A]|wdk-check|wine>"
             );
             return ExitCode::from(2);
         }
@@ -124,6 +129,7 @@ fn ci() -> Result<(), String> {
             )
         })?;
     }
+    step("wine: netports.exe (x86_64-pc-windows-gnu) under Wine", wine::smoke)?;
     step("inf-lint inf/vsflow.inx", || inf_lint(&["inf/vsflow.inx", "--source"]))?;
     step("package (stamp + lint)", || package::package(&[]))?;
     step("wdk-check (driver/ against the wdk mirror)", wdk_check::check)?;
@@ -134,6 +140,12 @@ fn ci() -> Result<(), String> {
 fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
     println!("==> {name}");
     f().map_err(|e| format!("step '{name}' failed: {e}"))
+}
+
+/// The repository root.
+#[must_use]
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Runs a program, failing on a non-zero exit.

@@ -7,11 +7,11 @@
 //! `signtool` (a test certificate is created on first use). Verify on Windows: the
 //! Windows-only steps cannot run on the Linux CI.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::inf::{self, Stage};
-use crate::run;
+use crate::{root, run};
 
 /// `MM/DD/YYYY` of a Unix day number (proleptic Gregorian; Howard Hinnant's algorithm).
 #[must_use]
@@ -39,10 +39,6 @@ fn today() -> String {
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
         });
     mdy_from_days(secs.div_euclid(86_400))
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Runs the packaging.

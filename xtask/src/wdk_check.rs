@@ -10,15 +10,9 @@
 //! It is a check, not a build: nothing is linked, and the real build (with the real crates)
 //! happens on Windows (`.github/workflows/windows.yml`).
 
-use std::path::{Path, PathBuf};
-
-use crate::{KERNEL_TARGET, run};
+use crate::{KERNEL_TARGET, root, run};
 
 const MIRRORED: [&str; 4] = ["wdk", "wdk-sys", "wdk-alloc", "wdk-panic"];
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// Runs the check, restoring `Cargo.lock` afterwards (the patch changes the resolution).
 pub fn check() -> Result<(), String> {

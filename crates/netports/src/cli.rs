@@ -20,7 +20,7 @@ use crate::driver::DriverClient;
 use crate::error::Error;
 use crate::exception::Follower;
 use crate::platform::Platform;
-use crate::range::{PortBlock, Protocol, parse_count, parse_port};
+use crate::range::{PortBlock, Protocol, ReservationCall, parse_count, parse_port};
 use crate::rules_file;
 use crate::teredo::TeredoEvent;
 
@@ -276,8 +276,14 @@ fn execute(cli: &Cli, p: &mut dyn Platform, out: &mut dyn Write) -> Result<(), E
             }
         }
         Command::TeredoException { follow } => {
-            let current = p.teredo_port()?;
+            // The driver first: without it there is nothing to keep up to date.
             let mut follower = Follower::new(DriverClient::new(p.driver()?));
+            // A stopped Teredo client has no port: keep the static 3544 rule only (and follow
+            // until it starts).
+            let current = match p.teredo_port() {
+                Err(Error::NotReady) => None,
+                other => other?,
+            };
             let first = follower.on_event(TeredoEvent::Initial { port: current })?;
             let port_text =
                 current.map_or_else(|| "no teredo port".to_owned(), |c| format!("udp {c}"));
@@ -320,7 +326,7 @@ fn execute(cli: &Cli, p: &mut dyn Platform, out: &mut dyn Write) -> Result<(), E
             let token = p
                 .reservations()?
                 .create(proto, b)
-                .map_err(|c| Error::from_win32(c, "CreatePersistentPortReservation"))?;
+                .map_err(|c| Error::from_win32(c, proto.persistent_api(ReservationCall::Create)))?;
             if json {
                 writeln!(out, "{}", json!({"reserved": {"protocol": proto, "start": b.start, "count": b.count, "token": format!("{token:#018x}")}})).map_err(io)?;
             } else {
@@ -332,7 +338,7 @@ fn execute(cli: &Cli, p: &mut dyn Platform, out: &mut dyn Write) -> Result<(), E
             let proto = Protocol::from(*proto);
             p.reservations()?
                 .delete(proto, b)
-                .map_err(|c| Error::from_win32(c, "DeletePersistentPortReservation"))?;
+                .map_err(|c| Error::from_win32(c, proto.persistent_api(ReservationCall::Delete)))?;
             writeln!(
                 out,
                 "{}",
@@ -351,7 +357,7 @@ fn execute(cli: &Cli, p: &mut dyn Platform, out: &mut dyn Write) -> Result<(), E
             let token = p
                 .reservations()?
                 .lookup(proto, b)
-                .map_err(|c| Error::from_win32(c, "LookupPersistentPortReservation"))?;
+                .map_err(|c| Error::from_win32(c, proto.persistent_api(ReservationCall::Lookup)))?;
             writeln!(out, "{}", if json { json!({"protocol": proto, "start": b.start, "count": b.count, "token": format!("{token:#018x}")}).to_string() } else { format!("{proto} {b}: token {token:#018x}") }).map_err(io)?;
         }
         Command::List => {

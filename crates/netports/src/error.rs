@@ -25,6 +25,8 @@ pub mod win32 {
     /// `ERROR_CALL_NOT_IMPLEMENTED` (also how netports reports a missing export through
     /// code-returning traits).
     pub const CALL_NOT_IMPLEMENTED: u32 = 120;
+    /// `WSAEOPNOTSUPP` (a socket IOCTL this Winsock does not implement).
+    pub const WSAEOPNOTSUPP: u32 = 10045;
     /// `WSAEACCES`.
     pub const WSAEACCES: u32 = 10013;
     /// `WSAEADDRINUSE`.
@@ -74,20 +76,27 @@ pub enum Error {
 }
 
 impl Error {
-    /// Maps a Win32 error of a reservation or Teredo function.
+    /// Maps a Win32 (or Winsock) error of a reservation, Teredo or socket function.
+    ///
+    /// `ERROR_NOT_READY` and `ERROR_NOT_SUPPORTED` mean "Teredo client not started" and "no
+    /// IPv6 stack" only for the Teredo functions, which document them so; elsewhere
+    /// `ERROR_NOT_SUPPORTED` is plain "unsupported".
     #[must_use]
     pub fn from_win32(code: u32, function: &'static str) -> Self {
+        let teredo = function.contains("Teredo");
         match code {
-            win32::ACCESS_DENIED => Self::AccessDenied,
+            win32::ACCESS_DENIED | win32::WSAEACCES => Self::AccessDenied,
             win32::SHARING_VIOLATION => Self::Conflict,
             win32::NOT_FOUND => Self::NotFound,
-            win32::NOT_READY => Self::NotReady,
-            win32::NOT_SUPPORTED => Self::NoIpv6,
-            win32::CALL_NOT_IMPLEMENTED => Self::Unsupported {
-                what: format!(
-                    "{function} is not available on this system (Wine, or a trimmed Windows edition)"
-                ),
-            },
+            win32::NOT_READY if teredo => Self::NotReady,
+            win32::NOT_SUPPORTED if teredo => Self::NoIpv6,
+            win32::NOT_SUPPORTED | win32::CALL_NOT_IMPLEMENTED | win32::WSAEOPNOTSUPP => {
+                Self::Unsupported {
+                    what: format!(
+                        "{function} is not available on this system (Wine, or a trimmed Windows edition)"
+                    ),
+                }
+            }
             _ => Self::Os { code, function },
         }
     }
@@ -138,6 +147,13 @@ mod tests {
         assert_eq!(Error::from_win32(1168, "x"), Error::NotFound);
         assert_eq!(Error::from_win32(21, "GetTeredoPort"), Error::NotReady);
         assert_eq!(Error::from_win32(50, "GetTeredoPort"), Error::NoIpv6);
+        assert!(matches!(Error::from_win32(50, "WSAIoctl"), Error::Unsupported { .. }));
+        assert_eq!(Error::from_win32(21, "f"), Error::Os { code: 21, function: "f" });
+        assert!(matches!(
+            Error::from_win32(10_045, "SIO_ACQUIRE_PORT_RESERVATION"),
+            Error::Unsupported { .. }
+        ));
+        assert_eq!(Error::from_win32(10_013, "bind"), Error::AccessDenied);
         assert_eq!(Error::from_win32(1234, "f"), Error::Os { code: 1234, function: "f" });
         assert!(Error::AccessDenied.to_string().contains("elevated"));
         assert!(Error::DriverNotInstalled.to_string().contains("sc query vsflow"));

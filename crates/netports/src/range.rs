@@ -18,7 +18,31 @@ pub enum Protocol {
     Udp,
 }
 
+/// A persistent-reservation call, to name the Windows function in errors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReservationCall {
+    /// `CreatePersistent*PortReservation`.
+    Create,
+    /// `DeletePersistent*PortReservation`.
+    Delete,
+    /// `LookupPersistent*PortReservation`.
+    Lookup,
+}
+
 impl Protocol {
+    /// The name of the Windows function making `call` for this protocol.
+    #[must_use]
+    pub const fn persistent_api(self, call: ReservationCall) -> &'static str {
+        match (call, self) {
+            (ReservationCall::Create, Self::Tcp) => "CreatePersistentTcpPortReservation",
+            (ReservationCall::Create, Self::Udp) => "CreatePersistentUdpPortReservation",
+            (ReservationCall::Delete, Self::Tcp) => "DeletePersistentTcpPortReservation",
+            (ReservationCall::Delete, Self::Udp) => "DeletePersistentUdpPortReservation",
+            (ReservationCall::Lookup, Self::Tcp) => "LookupPersistentTcpPortReservation",
+            (ReservationCall::Lookup, Self::Udp) => "LookupPersistentUdpPortReservation",
+        }
+    }
+
     /// `tcp` or `udp`.
     #[must_use]
     pub const fn name(self) -> &'static str {

@@ -27,6 +27,8 @@ impl Transport for SimTransport {
 
 struct TestPlatform {
     teredo: Option<u16>,
+    /// `false`: the Teredo client is not started (`ERROR_NOT_READY`).
+    teredo_ready: bool,
     events: Vec<TeredoEvent>,
     model: Model,
     excluded: Vec<ExcludedRange>,
@@ -38,6 +40,7 @@ impl TestPlatform {
     fn new() -> Self {
         Self {
             teredo: Some(51_234),
+            teredo_ready: true,
             events: Vec::new(),
             model: Model::elevated(),
             excluded: vec![ExcludedRange {
@@ -55,7 +58,7 @@ impl Platform for TestPlatform {
         "model"
     }
     fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
-        Ok(self.teredo)
+        if self.teredo_ready { Ok(self.teredo) } else { Err(Error::NotReady) }
     }
     fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
         for ev in
@@ -305,6 +308,34 @@ fn teredo_exception_follows_port_changes_in_the_driver() {
         "# vm-seven rules, version 4\nallow tcp 22\nallow udp 3544\n"
     );
     host.borrow_mut().unload_driver();
+}
+
+#[test]
+fn a_stopped_teredo_client_keeps_the_static_rule_and_says_so() {
+    let mut p = TestPlatform::new();
+    p.teredo_ready = false;
+    let (code, out, err) = run(&mut p, &["teredo", "port"]);
+    assert_eq!((code, out.as_str()), (6, ""));
+    assert_eq!(
+        err,
+        "netports: the Teredo client is not started (it starts with IPv6 connectivity needs; `netsh interface teredo show state`)\n"
+    );
+    let (code, _, err) = run(&mut p, &["teredo-exception"]);
+    assert_eq!((code, err.contains("driver is not installed")), (7, true), "driver first");
+    let host = host_with_port();
+    p.host = Some(Rc::clone(&host));
+    let (code, out, err) = run(&mut p, &["teredo-exception"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "allow rules for udp 3544 and no teredo port kept on every VM port (1 updated)\n"
+    );
+    assert_eq!(
+        run(&mut p, &["driver", "rules", "vm-seven"]).1,
+        "# vm-seven rules, version 1\nallow udp 3544\n"
+    );
+    host.borrow_mut().unload_driver();
+    assert!(host.borrow().violations().is_empty());
 }
 
 #[test]

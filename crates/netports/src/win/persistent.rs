@@ -15,7 +15,7 @@ system_fn!(fn lookup_tcp = Dll::Iphlpapi, c"LookupPersistentTcpPortReservation":
 system_fn!(fn lookup_udp = Dll::Iphlpapi, c"LookupPersistentUdpPortReservation": fn(u16, u16, *mut u64) -> u32;);
 
 /// The Windows persistent-reservation API (the `Reservations` trait returns Win32 codes; a
-/// missing export reports `ERROR_NOT_SUPPORTED`, mapped by the caller).
+/// missing export reports `ERROR_CALL_NOT_IMPLEMENTED`, mapped by the caller).
 #[derive(Debug, Default)]
 pub struct WindowsReservations;
 

@@ -63,9 +63,8 @@ fn ioctl(
     // SAFETY: no arguments.
     let code = wsa_get_last_error().map_or(0, |g| unsafe { g() });
     Err(match u32::try_from(code).unwrap_or(0) {
-        10013 => Error::AccessDenied,
         10048 | 10055 => Error::Conflict,
-        c => Error::Os { code: c, function },
+        c => Error::from_win32(c, function),
     })
 }
 
