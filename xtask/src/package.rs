@@ -2,7 +2,7 @@
 //!
 //! On every host: stamp `vsflow.inf` from `inf/vsflow.inx` (architecture, and `DriverVer` from
 //! the date and the Cargo version), lint it, and lay out the package directory. On Windows with
-//! the WDK on `PATH` (a Developer/EWDK prompt): also build the driver in release, copy
+//! the WDK on `PATH` (a Developer/EWDK prompt): also build the driver (profile `driver`: release with panic = abort), copy
 //! `vsflow.sys`, run `infverif /w /h`, `inf2cat` and test-sign the `.sys` and `.cat` with
 //! `signtool` (a test certificate is created on first use). Verify on Windows: the
 //! Windows-only steps cannot run on the Linux CI.
@@ -79,11 +79,11 @@ pub fn package(args: &[&str]) -> Result<(), String> {
 
 fn windows_steps(dir: &Path, arch: &str) -> Result<(), String> {
     let target = if arch == "arm64" { "aarch64-pc-windows-msvc" } else { "x86_64-pc-windows-msvc" };
-    run("cargo", &["build", "-p", "vsflow-driver", "--release", "--target", target])?;
-    let built = root().join("target").join(target).join("release/vsflow.dll");
+    run("cargo", &["build", "-p", "vsflow-driver", "--profile", "driver", "--target", target])?;
+    let built = root().join("target").join(target).join("driver/vsflow.dll");
     std::fs::copy(&built, dir.join("vsflow.sys"))
         .map_err(|e| format!("{}: {e}", built.display()))?;
-    let pdb = root().join("target").join(target).join("release/vsflow.pdb");
+    let pdb = root().join("target").join(target).join("driver/vsflow.pdb");
     let _ = std::fs::copy(&pdb, dir.join("vsflow.pdb"));
     let d = dir.to_string_lossy().into_owned();
     let inf_path = format!("{d}\\vsflow.inf");
