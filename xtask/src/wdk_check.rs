@@ -19,11 +19,19 @@ pub fn check() -> Result<(), String> {
     let root = root().canonicalize().map_err(|e| e.to_string())?;
     let lock = root.join("Cargo.lock");
     let saved = std::fs::read(&lock).map_err(|e| format!("Cargo.lock: {e}"))?;
-    let mut args: Vec<String> =
-        ["clippy", "-p", "vsflow-driver", "--target", KERNEL_TARGET, "--target-dir"]
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+    let mut args: Vec<String> = [
+        "clippy",
+        "-p",
+        "vsflow-driver",
+        "--profile",
+        "driver",
+        "--target",
+        KERNEL_TARGET,
+        "--target-dir",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
     args.push(root.join("target/wdk-check").to_string_lossy().into_owned());
     for krate in MIRRORED {
         let path = root.join("xtask/wdk-mirror").join(krate);
