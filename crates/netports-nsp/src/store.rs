@@ -1,0 +1,334 @@
+//! Name registrations on disk: a small JSON file, written atomically, never silently replaced.
+//!
+//! ```json
+//! {"format":"netports-nsp-names","version":1,"names":[{"name":"web","protocol":"tcp","start":50000,"count":10}]}
+//! ```
+//!
+//! - Every change takes an exclusive lock on `<file>.lock` (`File::lock`: `LockFileEx` on
+//!   Windows, `flock` elsewhere), reads the current file, changes it, writes `<file>.tmp`,
+//!   flushes it to disk and renames it over the file, so a crash leaves the old or the new
+//!   file, never a mix, and two writers (the provider and the CLI) never lose each other's
+//!   change. Readers take no lock: the rename is atomic.
+//! - A missing file is an empty set. A file that cannot be read as a valid set (bad JSON,
+//!   unknown version, an invalid or duplicate name) is *corrupt*: it is reported with the
+//!   reason, left exactly as it is, and every change is refused until an operator moves it
+//!   aside. The provider keeps answering `teredo`.
+//! - Tokens of reservations are never stored (they change at reboot); only the block is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::ServiceName;
+use crate::reservation::{Reservation, Transport};
+
+/// The `format` field.
+pub const FORMAT: &str = "netports-nsp-names";
+/// The `version` field this code reads and writes.
+pub const VERSION: u32 = 1;
+/// The most names a file may hold (a bound on what a client can make the provider store).
+pub const MAX_NAMES: usize = 4096;
+
+/// The registered names.
+pub type Names = BTreeMap<ServiceName, Reservation>;
+
+/// Why the store cannot do what was asked.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Reading, writing or locking failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// The file exists but is not a valid set of names; it was left untouched.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// `teredo` is built in and cannot be registered or removed.
+    Reserved,
+    /// The name is not registered.
+    NotRegistered,
+    /// [`MAX_NAMES`] names are registered already.
+    Full,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::Corrupt { path, why } => write!(
+                f,
+                "{} is corrupt ({why}); it was left as it is: move it aside to start over",
+                path.display()
+            ),
+            Self::Reserved => {
+                f.write_str("'teredo' is built in and cannot be registered or removed")
+            }
+            Self::NotRegistered => f.write_str("no such name is registered"),
+            Self::Full => write!(f, "{MAX_NAMES} names are registered already"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File1 {
+    format: String,
+    version: u32,
+    names: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: ServiceName,
+    protocol: Transport,
+    start: u16,
+    count: u16,
+}
+
+/// The registrations file.
+#[derive(Clone, Debug)]
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    /// A store kept in `path` (its folder is created on the first change).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, error: io::Error) -> StoreError {
+        StoreError::Io { path: self.path.clone(), error }
+    }
+
+    fn corrupt(&self, why: impl Into<String>) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), why: why.into() }
+    }
+
+    /// The registered names (none when the file does not exist).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], [`StoreError::Corrupt`].
+    pub fn load(&self) -> Result<Names, StoreError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Names::new()),
+            Err(e) => return Err(self.io(e)),
+        };
+        let file: File1 =
+            serde_json::from_slice(&bytes).map_err(|e| self.corrupt(e.to_string()))?;
+        if file.format != FORMAT {
+            return Err(self.corrupt(format!("format is {:?}, not {FORMAT:?}", file.format)));
+        }
+        if file.version != VERSION {
+            return Err(self.corrupt(format!("version {} is not {VERSION}", file.version)));
+        }
+        if file.names.len() > MAX_NAMES {
+            return Err(self.corrupt(format!("{} names, at most {MAX_NAMES}", file.names.len())));
+        }
+        let mut names = Names::new();
+        for e in file.names {
+            if e.name.is_teredo() {
+                return Err(self.corrupt("'teredo' is built in and cannot be registered"));
+            }
+            let reservation = Reservation::new(e.protocol, e.start, e.count)
+                .map_err(|err| self.corrupt(format!("{}: {err}", e.name)))?;
+            let name = e.name.clone();
+            if names.insert(e.name, reservation).is_some() {
+                return Err(self.corrupt(format!("{name} is registered twice")));
+            }
+        }
+        Ok(names)
+    }
+
+    /// The reservation registered for `name`.
+    ///
+    /// # Errors
+    /// As [`Store::load`].
+    pub fn get(&self, name: &ServiceName) -> Result<Option<Reservation>, StoreError> {
+        Ok(self.load()?.get(name).copied())
+    }
+
+    /// Registers `name` (replacing what it stood for).
+    ///
+    /// # Errors
+    /// [`StoreError::Reserved`] for `teredo`, [`StoreError::Full`], I/O, or a corrupt file
+    /// (left untouched).
+    pub fn register(&self, name: &ServiceName, r: Reservation) -> Result<(), StoreError> {
+        if name.is_teredo() {
+            return Err(StoreError::Reserved);
+        }
+        self.update(|names| {
+            if !names.contains_key(name) && names.len() >= MAX_NAMES {
+                return Err(StoreError::Full);
+            }
+            names.insert(name.clone(), r);
+            Ok(())
+        })
+    }
+
+    /// Removes `name`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotRegistered`], [`StoreError::Reserved`], I/O, corrupt file.
+    pub fn unregister(&self, name: &ServiceName) -> Result<Reservation, StoreError> {
+        if name.is_teredo() {
+            return Err(StoreError::Reserved);
+        }
+        let mut removed = None;
+        self.update(|names| {
+            removed = names.remove(name);
+            if removed.is_some() { Ok(()) } else { Err(StoreError::NotRegistered) }
+        })?;
+        removed.ok_or(StoreError::NotRegistered)
+    }
+
+    /// Lock, read, change, write atomically, unlock.
+    fn update(
+        &self,
+        change: impl FnOnce(&mut Names) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        }
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.sibling("lock"))
+            .map_err(|e| self.io(e))?;
+        lock.lock().map_err(|e| self.io(e))?;
+        let mut names = self.load()?;
+        change(&mut names)?;
+        let file = File1 {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            names: names
+                .into_iter()
+                .map(|(name, r)| Entry {
+                    name,
+                    protocol: r.transport(),
+                    start: r.start(),
+                    count: r.count(),
+                })
+                .collect(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&file)
+            .map_err(|e| self.io(io::Error::other(e.to_string())))?;
+        bytes.push(b'\n');
+        let tmp = self.sibling("tmp");
+        let mut out = File::create(&tmp).map_err(|e| self.io(e))?;
+        out.write_all(&bytes).map_err(|e| self.io(e))?;
+        out.sync_all().map_err(|e| self.io(e))?;
+        drop(out);
+        fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
+        // The lock is released when `lock` closes.
+        drop(lock);
+        Ok(())
+    }
+
+    fn sibling(&self, ext: &str) -> PathBuf {
+        let mut name = self.path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
+        name.push(".");
+        name.push(ext);
+        self.path.with_file_name(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("netports-nsp-store-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        d
+    }
+
+    fn n(s: &str) -> ServiceName {
+        ServiceName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn registrations_persist_and_survive_a_new_store() {
+        let d = dir("persist");
+        let s = Store::new(d.join("names.json"));
+        assert!(s.load().unwrap().is_empty(), "a missing file is an empty set");
+        let web = Reservation::new(Transport::Tcp, 50_000, 10).unwrap();
+        s.register(&n("web"), web).unwrap();
+        s.register(&n("dns"), Reservation::new(Transport::Udp, 5353, 1).unwrap()).unwrap();
+        let again = Store::new(d.join("names.json"));
+        assert_eq!(again.get(&n("WEB")).unwrap(), Some(web));
+        assert_eq!(again.load().unwrap().len(), 2);
+        assert_eq!(again.unregister(&n("web")).unwrap(), web);
+        assert!(matches!(again.unregister(&n("web")), Err(StoreError::NotRegistered)));
+        assert!(matches!(again.register(&n("teredo"), web), Err(StoreError::Reserved)));
+        assert!(!d.join("names.json.tmp").exists(), "no temporary file is left");
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_reported_and_never_replaced() {
+        let d = dir("corrupt");
+        fs::create_dir_all(&d).unwrap();
+        let path = d.join("names.json");
+        let web = Reservation::new(Transport::Tcp, 50_000, 10).unwrap();
+        for bad in [
+            &b"{not json"[..],
+            br#"{"format":"netports-nsp-names","version":2,"names":[]}"#,
+            br#"{"format":"other","version":1,"names":[]}"#,
+            br#"{"format":"netports-nsp-names","version":1,"names":[{"name":"a","protocol":"tcp","start":0,"count":1}]}"#,
+            br#"{"format":"netports-nsp-names","version":1,"names":[{"name":"a b","protocol":"tcp","start":1,"count":1}]}"#,
+            br#"{"format":"netports-nsp-names","version":1,"names":[{"name":"teredo","protocol":"udp","start":1,"count":1}]}"#,
+            br#"{"format":"netports-nsp-names","version":1,"names":[{"name":"a","protocol":"tcp","start":1,"count":1},{"name":"A","protocol":"udp","start":2,"count":1}]}"#,
+        ] {
+            fs::write(&path, bad).unwrap();
+            let s = Store::new(&path);
+            assert!(matches!(s.load(), Err(StoreError::Corrupt { .. })), "{}", String::from_utf8_lossy(bad));
+            assert!(matches!(s.register(&n("web"), web), Err(StoreError::Corrupt { .. })));
+            assert!(matches!(s.unregister(&n("a")), Err(StoreError::Corrupt { .. })));
+            assert_eq!(fs::read(&path).unwrap(), bad, "the corrupt file is preserved byte for byte");
+        }
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn concurrent_writers_never_lose_a_registration() {
+        let d = dir("writers");
+        let path = d.join("names.json");
+        std::thread::scope(|scope| {
+            for t in 0..4u16 {
+                let path = path.clone();
+                scope.spawn(move || {
+                    let s = Store::new(path);
+                    for i in 0..25u16 {
+                        let r = Reservation::new(Transport::Tcp, 10_000 + t * 100 + i, 1).unwrap();
+                        s.register(&n(&format!("svc-{t}-{i}")), r).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(Store::new(&path).load().unwrap().len(), 100);
+        let _ = fs::remove_dir_all(&d);
+    }
+}
