@@ -80,7 +80,8 @@ impl ServiceName {
 
 impl fmt::Display for ServiceName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad` honours width and alignment (`{:<24}`).
+        f.pad(&self.0)
     }
 }
 

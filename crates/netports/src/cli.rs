@@ -138,6 +138,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DriverCommand,
     },
+    /// The Winsock name provider: serve, install, names, resolve.
+    Nsp {
+        /// The names file (default: %ProgramData%\netports\nsp-names.json on Windows).
+        #[arg(long, global = true)]
+        names_file: Option<std::path::PathBuf>,
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::nsp::NspCommand,
+    },
 }
 
 /// `netports teredo ...`.
@@ -235,6 +244,9 @@ fn io(e: std::io::Error) -> Error {
 fn execute(cli: &Cli, p: &mut dyn Platform, out: &mut dyn Write) -> Result<(), Error> {
     let json = cli.json;
     match &cli.command {
+        Command::Nsp { names_file, command } => {
+            crate::nsp::execute(command, names_file.as_ref(), p, out, json)?;
+        }
         Command::Teredo { command: TeredoCommand::Port } => {
             let port = p.teredo_port()?;
             if json {

@@ -8,6 +8,8 @@
 //!   (reserved, excluded by WinNAT/HNS, in use).
 //! - [`driver`]: control of vsflow.sys over its IOCTL protocol; [`exception`]: keeping an allow
 //!   rule for the Teredo port up to date in the driver.
+//! - [`nsp`]: hosting, installing and querying the Winsock name provider (netports-nsp), and
+//!   its names file.
 //! - `win` (Windows only): the Windows implementations, every `iphlpapi`/`ws2_32`/`fwpuclnt` function
 //!   resolved at run time (a missing export is [`Error::Unsupported`], never a crash).
 //!
@@ -20,6 +22,7 @@ pub mod error;
 pub mod exception;
 pub mod excluded;
 pub mod model;
+pub mod nsp;
 pub mod platform;
 pub mod range;
 pub mod rules_file;

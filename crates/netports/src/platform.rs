@@ -6,6 +6,7 @@ use crate::driver::Transport;
 use crate::error::Error;
 use crate::excluded::ExcludedRange;
 use crate::model::Reservations;
+use crate::nsp::NspHost;
 use crate::range::{PortBlock, Protocol};
 use crate::teredo::TeredoEvent;
 
@@ -67,6 +68,13 @@ pub trait Platform {
     /// # Errors
     /// Unsupported, driver not installed, access denied.
     fn driver(&mut self) -> Result<Box<dyn Transport>, Error>;
+    /// Hosting, installing and querying the Winsock name provider.
+    ///
+    /// # Errors
+    /// Unsupported (the default: only Windows has Winsock).
+    fn nsp(&mut self) -> Result<&mut dyn NspHost, Error> {
+        unsupported("the Winsock name provider")
+    }
 }
 
 /// A platform without the Windows APIs: every operation says so.

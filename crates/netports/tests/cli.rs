@@ -361,3 +361,67 @@ fn every_windows_only_command_says_so_off_windows() {
     }
     assert_eq!(run(&mut p, &["bogus"]).0, 2, "usage errors exit 2");
 }
+
+#[test]
+fn nsp_names_are_registered_listed_and_removed_in_the_names_file() {
+    let dir = std::env::temp_dir().join(format!("netports-cli-nsp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let file = dir.join("names.json");
+    let f = file.to_str().unwrap();
+    let mut p = Unsupported;
+    let (code, out, err) =
+        run(&mut p, &["nsp", "--names-file", f, "register", "Web", "tcp", "50000", "10"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("registered web -> tcp 50000-50009 (in {f})\n"));
+    run(&mut p, &["nsp", "--names-file", f, "register", "dns", "udp", "5353", "1"]);
+    assert_eq!(
+        run(&mut p, &["nsp", "--names-file", f, "names"]).1,
+        "name                     ports\nteredo                   udp (the Teredo client's port, built in)\ndns                      udp 5353\nweb                      tcp 50000-50009\n"
+    );
+    assert_eq!(
+        run(&mut p, &["--json", "nsp", "--names-file", f, "names"]).1,
+        "{\"names\":[{\"count\":1,\"name\":\"dns\",\"protocol\":\"udp\",\"start\":5353},{\"count\":10,\"name\":\"web\",\"protocol\":\"tcp\",\"start\":50000}]}\n"
+    );
+    assert_eq!(
+        run(&mut p, &["nsp", "--names-file", f, "unregister", "web"]).1,
+        "unregistered web (was tcp 50000-50009)\n"
+    );
+    let (code, _, err) = run(&mut p, &["nsp", "--names-file", f, "unregister", "web"]);
+    assert_eq!((code, err.contains("not found")), (6, true));
+    let (code, _, err) =
+        run(&mut p, &["nsp", "--names-file", f, "register", "teredo", "udp", "1", "1"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (2, "netports: 'teredo' is built in and cannot be registered or removed\n")
+    );
+    let (code, _, err) =
+        run(&mut p, &["nsp", "--names-file", f, "register", "a b", "udp", "1", "1"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) =
+        run(&mut p, &["nsp", "--names-file", f, "register", "x", "udp", "65535", "2"]);
+    assert_eq!(code, 2, "{err}");
+    // A corrupt file is reported, kept, and blocks changes.
+    std::fs::write(&file, "{broken").unwrap();
+    let (code, _, err) = run(&mut p, &["nsp", "--names-file", f, "register", "x", "udp", "7", "1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is corrupt") && err.contains("move it aside"), "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "{broken");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nsp_winsock_commands_say_they_need_windows() {
+    let mut p = Unsupported;
+    for args in [
+        &["nsp", "serve"][..],
+        &["nsp", "install"],
+        &["nsp", "uninstall"],
+        &["nsp", "resolve", "teredo"],
+        &["nsp", "names"],
+    ] {
+        let (code, out, err) = run(&mut p, args);
+        assert_eq!((code, out.as_str()), (3, ""), "{args:?}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("Windows"), "{err}");
+    }
+}

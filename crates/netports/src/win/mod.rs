@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod dynload;
+pub mod nsp;
 pub mod persistent;
 pub mod registry;
 pub mod runtime;
@@ -24,6 +25,7 @@ use crate::teredo::TeredoEvent;
 #[derive(Default)]
 pub struct WindowsPlatform {
     reservations: persistent::WindowsReservations,
+    nsp: nsp::WindowsNsp,
     held: Vec<runtime::RuntimeReservation>,
 }
 
@@ -122,5 +124,9 @@ impl Platform for WindowsPlatform {
 
     fn driver(&mut self) -> Result<Box<dyn Transport>, Error> {
         Ok(Box::new(device::DeviceTransport::open()?))
+    }
+
+    fn nsp(&mut self) -> Result<&mut dyn crate::nsp::NspHost, Error> {
+        Ok(&mut self.nsp)
     }
 }
