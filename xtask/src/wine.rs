@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use crate::{USER_TARGET, root, run};
 
 /// Tools the step needs; `.ci/run` installs them (`wine64`, `gcc-mingw-w64-x86-64`).
-const TOOLS: [&str; 2] = ["wine", "x86_64-w64-mingw32-gcc"];
+const TOOLS: [&str; 3] = ["wine", "x86_64-w64-mingw32-gcc", "x86_64-w64-mingw32-objdump"];
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -64,11 +64,12 @@ pub fn smoke() -> Result<(), String> {
     }
     // The release binary, the one that ships. (A debug build also imports
     // `bcryptprimitives.dll`, which Rust's std uses for hash seeds and Wine 8 lacks; the
-    // release binary does not, because netports never seeds a std `HashMap`. Should that
-    // change, every case below fails with exit 53, "DLL not found".)
+    // release binary does not, because netports never seeds a std `HashMap`:
+    // `check_imports` keeps it that way.)
     run("cargo", &["build", "-p", "netports", "--release", "--target", USER_TARGET, "--locked"])?;
     let root = root().canonicalize().map_err(|e| e.to_string())?;
     let exe = root.join("target").join(USER_TARGET).join("release").join("netports.exe");
+    check_imports(&exe)?;
     let prefix = root.join("target").join("wine-prefix");
 
     // Ports held by this (Linux) process: Wine's bind of them must fail with "in use".
@@ -103,6 +104,27 @@ pub fn smoke() -> Result<(), String> {
         case(&["driver", "status"], 7, "the vsflow driver is not installed"),
         case(&["driver", "flows", "1"], 7, "the vsflow driver is not installed"),
         case(&["teredo-exception", "--follow"], 7, "the vsflow driver is not installed"),
+        // The name provider: Wine has no NSPv2 hosting or catalog install, but the names file
+        // is real file I/O (with `LockFileEx` and an atomic rename) in the prefix's
+        // C:\ProgramData.
+        case(&["nsp", "serve"], 3, "WSAAdvertiseProvider is not exported by ws2_32.dll"),
+        case(&["nsp", "install"], 3, "WSCInstallNameSpaceEx is not exported by ws2_32.dll"),
+        case(&["nsp", "uninstall"], 6, "the netports name provider is not installed"),
+        case(
+            &["nsp", "register", "Web", "tcp", "50000", "10"],
+            0,
+            r"registered web -> tcp 50000-50009 (in C:\ProgramData\netports\nsp-names.json)",
+        ),
+        case(&["nsp", "names"], 0, "web                      tcp 50000-50009"),
+        case(
+            &["--json", "nsp", "names"],
+            0,
+            r#"{"count":10,"name":"web","protocol":"tcp","start":50000}"#,
+        ),
+        case(&["nsp", "unregister", "web"], 0, "unregistered web (was tcp 50000-50009)"),
+        case(&["nsp", "unregister", "web"], 6, "web is not registered"),
+        // Wine's WSALookupServiceBegin is a stub that fails: the client path says so.
+        case(&["nsp", "resolve", "teredo"], 1, "WSALookupServiceBeginW failed"),
     ];
     // One wine server for all the commands (each would otherwise start and stop its own).
     // It stays in the foreground: spawned with its output detached, stopped with `-k`.
@@ -126,6 +148,29 @@ pub fn smoke() -> Result<(), String> {
     }
     println!("wine: {} of {} commands as expected", cases.len() - failures.len(), cases.len());
     if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
+}
+
+/// DLLs the binary must not import: Wine 8 lacks them, and every command would fail to
+/// start (exit 53) instead of testing anything.
+const MISSING_ON_WINE: [&str; 1] = ["bcryptprimitives.dll"];
+
+/// Fails with a clear message when the binary imports a DLL Wine lacks.
+fn check_imports(exe: &Path) -> Result<(), String> {
+    let out = Command::new("x86_64-w64-mingw32-objdump")
+        .arg("-p")
+        .arg(exe)
+        .output()
+        .map_err(|e| format!("cannot run x86_64-w64-mingw32-objdump: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    for dll in MISSING_ON_WINE {
+        if text.contains(&format!("dll name: {dll}")) {
+            return Err(format!(
+                "netports.exe imports {dll}, which Wine 8 lacks (std's HashMap RandomState \
+                 imports ProcessPrng from it: use a fixed-key hasher for maps keyed by our own ids)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn check(exe: &Path, prefix: &Path, c: &Case) -> Result<(), String> {

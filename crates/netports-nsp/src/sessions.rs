@@ -18,11 +18,19 @@
 //! a handle of another session is refused like a stale one.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, DefaultHasher};
 use std::num::NonZeroU64;
 
 use crate::answer::Answer;
 use crate::name::ServiceName;
 use crate::wsa::WsaError;
+
+/// Maps keyed by ids this table hands out itself (sequential, never chosen by a client), so
+/// a fixed-key hasher is enough: no per-process random seed. (A random seed would make the
+/// binary import `ProcessPrng` from bcryptprimitives.dll, which Wine 8 lacks; the Wine run
+/// of the real binary in the test command depends on not importing it.)
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+type Set<K> = HashSet<K, BuildHasherDefault<DefaultHasher>>;
 
 /// A client session (what `NSPv2Startup` returns through `ppvClientSessionArg`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,7 +100,7 @@ struct Lookup {
 
 #[derive(Debug, Default)]
 struct Session {
-    lookups: HashSet<LookupHandle>,
+    lookups: Set<LookupHandle>,
 }
 
 /// What the caller of [`Table::claim`] does next.
@@ -132,8 +140,8 @@ pub struct Stats {
 pub struct Table {
     limits: Limits,
     next: u64,
-    sessions: HashMap<SessionId, Session>,
-    lookups: HashMap<LookupHandle, Lookup>,
+    sessions: Map<SessionId, Session>,
+    lookups: Map<LookupHandle, Lookup>,
 }
 
 impl Table {

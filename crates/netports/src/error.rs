@@ -57,6 +57,8 @@ pub enum Error {
         /// Why.
         why: &'static str,
     },
+    /// Something named is not there (a service name, the installed provider).
+    Missing(String),
     /// A name is known but has no port now (Teredo client stopped, reservation deleted).
     NoData,
     /// A malformed argument other than a port block (a service name, say).
@@ -112,7 +114,7 @@ impl Error {
             Self::Unsupported { .. } => 3,
             Self::AccessDenied => 4,
             Self::Conflict => 5,
-            Self::NotFound | Self::NotReady | Self::NoData => 6,
+            Self::NotFound | Self::NotReady | Self::NoData | Self::Missing(_) => 6,
             Self::DriverNotInstalled => 7,
             Self::InvalidRange { .. } | Self::Invalid(_) => 2,
             Self::NoIpv6 | Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } => 1,
@@ -130,7 +132,7 @@ impl fmt::Display for Error {
             Self::NotReady => f.write_str("the Teredo client is not started (it starts with IPv6 connectivity needs; `netsh interface teredo show state`)"),
             Self::NoIpv6 => f.write_str("no IPv6 stack on this host: Teredo is unavailable"),
             Self::InvalidRange { why } => write!(f, "invalid port block: {why}"),
-            Self::Invalid(why) => f.write_str(why),
+            Self::Invalid(why) | Self::Missing(why) => f.write_str(why),
             Self::NoData => f.write_str("the name is known but has no port now (the Teredo client is stopped, or the reservation was deleted)"),
             Self::DriverNotInstalled => f.write_str("the vsflow driver is not installed or not running (`sc query vsflow`; install with docs/INSTALL.md)"),
             Self::Driver { status } => write!(f, "the driver refused the request: NTSTATUS {status:#010x}"),

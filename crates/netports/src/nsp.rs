@@ -123,7 +123,7 @@ pub trait NspHost {
 #[allow(clippy::needless_pass_by_value, reason = "used as a map_err function")]
 fn store_error(e: StoreError) -> Error {
     match e {
-        StoreError::NotRegistered => Error::NotFound,
+        StoreError::NotRegistered => Error::Missing(e.to_string()),
         StoreError::Reserved => Error::Invalid(e.to_string()),
         StoreError::Full | StoreError::Io { .. } | StoreError::Corrupt { .. } => {
             Error::Protocol(e.to_string())
@@ -170,7 +170,12 @@ pub fn execute(
         }
         NspCommand::Unregister { name } => {
             let name = name_arg(name)?;
-            let r = store_for(names_file, p)?.unregister(&name).map_err(store_error)?;
+            let r = store_for(names_file, p)?.unregister(&name).map_err(|e| match e {
+                StoreError::NotRegistered => {
+                    Error::Missing(format!("{name} is not registered (see `netports nsp names`)"))
+                }
+                e => store_error(e),
+            })?;
             if json {
                 writeln!(out, "{}", json!({"unregistered": name.as_str()})).map_err(|e| io(&e))?;
             } else {
@@ -194,30 +199,7 @@ pub fn execute(
                 }
             }
         }
-        NspCommand::Serve => {
-            let host = p.nsp()?;
-            let path = names_file.cloned().unwrap_or_else(|| host.names_file());
-            let store = Store::new(path);
-            // Report a corrupt names file now, not at the first lookup.
-            if let Err(e) = store.load() {
-                writeln!(out, "warning: {e}; registered names are unavailable until it is fixed")
-                    .map_err(|e| io(&e))?;
-            }
-            let provider = Arc::new(
-                Provider::new(store.clone(), host.sources(), Limits::default())
-                    .reporting(Box::new(|m| eprintln!("netports nsp: {m}"))),
-            );
-            let mut ready = || {
-                let _ = writeln!(
-                    out,
-                    "serving names (provider {{{:08x}-...}}, names in {}); Ctrl-C to stop",
-                    PROVIDER_ID.data1,
-                    store.path().display()
-                );
-                let _ = out.flush();
-            };
-            host.serve(provider, &mut ready)?;
-        }
+        NspCommand::Serve => serve(names_file, p, out)?,
         NspCommand::Install { service } => {
             let kind = if *service { ProviderType::Service } else { ProviderType::Application };
             let note = p.nsp()?.install(kind)?;
@@ -229,7 +211,12 @@ pub fn execute(
         }
         NspCommand::Resolve { name } => {
             let name = name_arg(name)?;
-            let r = p.nsp()?.resolve(name.as_str())?;
+            let r = p.nsp()?.resolve(name.as_str()).map_err(|e| match e {
+                Error::NotFound => Error::Missing(format!(
+                    "{name}: not found by the netports provider (registered? `netports nsp names`; serving? `netports nsp serve`)"
+                )),
+                e => e,
+            })?;
             if json {
                 writeln!(out, "{}", json!({"name": r.name, "comment": r.comment, "protocol": r.reservation.map(|b| b.transport().name()), "start": r.reservation.map(|b| b.start()), "count": r.reservation.map(|b| b.count()), "addresses": r.addresses})).map_err(|e| io(&e))?;
             } else {
@@ -242,6 +229,36 @@ pub fn execute(
         }
     }
     Ok(())
+}
+
+/// `netports nsp serve`.
+fn serve(
+    names_file: Option<&PathBuf>,
+    p: &mut dyn Platform,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let host = p.nsp()?;
+    let path = names_file.cloned().unwrap_or_else(|| host.names_file());
+    let store = Store::new(path);
+    // Report a corrupt names file now, not at the first lookup.
+    if let Err(e) = store.load() {
+        writeln!(out, "warning: {e}; registered names are unavailable until it is fixed")
+            .map_err(|e| io(&e))?;
+    }
+    let provider = Arc::new(
+        Provider::new(store.clone(), host.sources(), Limits::default())
+            .reporting(Box::new(|m| eprintln!("netports nsp: {m}"))),
+    );
+    let mut ready = || {
+        let _ = writeln!(
+            out,
+            "serving names (provider {{{:08x}-...}}, names in {}); Ctrl-C to stop",
+            PROVIDER_ID.data1,
+            store.path().display()
+        );
+        let _ = out.flush();
+    };
+    host.serve(provider, &mut ready)
 }
 
 fn store_for(names_file: Option<&PathBuf>, p: &mut dyn Platform) -> Result<Store, Error> {

@@ -387,7 +387,10 @@ fn nsp_names_are_registered_listed_and_removed_in_the_names_file() {
         "unregistered web (was tcp 50000-50009)\n"
     );
     let (code, _, err) = run(&mut p, &["nsp", "--names-file", f, "unregister", "web"]);
-    assert_eq!((code, err.contains("not found")), (6, true));
+    assert_eq!(
+        (code, err.as_str()),
+        (6, "netports: web is not registered (see `netports nsp names`)\n")
+    );
     let (code, _, err) =
         run(&mut p, &["nsp", "--names-file", f, "register", "teredo", "udp", "1", "1"]);
     assert_eq!(

@@ -20,7 +20,7 @@ use netports_nsp::reservation::Reservation;
 use netports_nsp::{PROVIDER_ID, Provider, routine};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{
-    CSADDR_INFO, LUP_RETURN_ALL, NSPV2_ROUTINE, WSADATA, WSAQUERYSETW,
+    CSADDR_INFO, LUP_RETURN_ALL, NSPV2_ROUTINE, WSADATA, WSANAMESPACE_INFOW, WSAQUERYSETW,
 };
 use windows_sys::Win32::System::Com::BLOB;
 use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
@@ -41,6 +41,7 @@ system_fn!(fn wsa_unadvertise_provider = Dll::Ws2_32, c"WSAUnadvertiseProvider":
 system_fn!(fn wsa_provider_complete_async_call = Dll::Ws2_32, c"WSAProviderCompleteAsyncCall": fn(HANDLE, i32) -> i32;);
 system_fn!(fn wsc_install_name_space_ex = Dll::Ws2_32, c"WSCInstallNameSpaceEx": fn(*const u16, *const u16, u32, u32, *const GUID, *const BLOB) -> i32;);
 system_fn!(fn wsc_uninstall_name_space = Dll::Ws2_32, c"WSCUnInstallNameSpace": fn(*const GUID) -> i32;);
+system_fn!(fn wsa_enum_name_space_providers_w = Dll::Ws2_32, c"WSAEnumNameSpaceProvidersW": fn(*mut u32, *mut WSANAMESPACE_INFOW) -> i32;);
 system_fn!(fn wsa_lookup_service_begin_w = Dll::Ws2_32, c"WSALookupServiceBeginW": fn(*const WSAQUERYSETW, u32, *mut HANDLE) -> i32;);
 system_fn!(fn wsa_lookup_service_next_w = Dll::Ws2_32, c"WSALookupServiceNextW": fn(HANDLE, u32, *mut u32, *mut WSAQUERYSETW) -> i32;);
 system_fn!(fn wsa_lookup_service_end = Dll::Ws2_32, c"WSALookupServiceEnd": fn(HANDLE) -> i32;);
@@ -220,6 +221,10 @@ impl NspHost for WindowsNsp {
 
     fn uninstall(&mut self) -> Result<(), Error> {
         let f = wsc_uninstall_name_space()?;
+        // Check the catalog first: a stub (Wine) reports success for anything.
+        if !installed()? {
+            return Err(Error::Missing("the netports name provider is not installed".into()));
+        }
         // SAFETY: a valid GUID.
         if unsafe { f(&raw const ID) } != 0 {
             return Err(last_error("WSCUnInstallNameSpace"));
@@ -262,6 +267,34 @@ impl NspHost for WindowsNsp {
             .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
         base.join("netports").join("nsp-names.json")
     }
+}
+
+/// Whether the Winsock catalog lists the provider.
+fn installed() -> Result<bool, Error> {
+    let enumerate = wsa_enum_name_space_providers_w()?;
+    startup()?;
+    let mut words = vec![0u64; 512];
+    for _ in 0..3 {
+        let mut len = u32::try_from(words.len() * 8).unwrap_or(u32::MAX);
+        // SAFETY: an 8-aligned writable buffer of `len` bytes and a valid length pointer.
+        let n = unsafe { enumerate(&raw mut len, words.as_mut_ptr().cast()) };
+        if let Ok(n) = usize::try_from(n) {
+            let entries = words.as_ptr().cast::<WSANAMESPACE_INFOW>();
+            let ours = (0..n).any(|i| {
+                // SAFETY: Winsock wrote `n` entries at the start of the buffer.
+                let e = unsafe { entries.wrapping_add(i).read_unaligned() };
+                netports_nsp::provider::same_guid(&e.NSProviderId, &PROVIDER_ID)
+            });
+            return Ok(ours);
+        }
+        // SAFETY: no arguments.
+        let code = wsa_get_last_error().map_or(0, |f| unsafe { f() });
+        if code != WSAEFAULT {
+            return Err(last_error("WSAEnumNameSpaceProvidersW"));
+        }
+        words = vec![0u64; (len as usize).div_ceil(8).max(words.len() + 1)];
+    }
+    Err(Error::Protocol("the provider list kept growing".into()))
 }
 
 type NextFn = unsafe extern "system" fn(HANDLE, u32, *mut u32, *mut WSAQUERYSETW) -> i32;
