@@ -26,7 +26,7 @@ use std::process::{Command, ExitCode};
 /// The `no_std` crates that must build for the kernel target without std.
 const NO_STD_CRATES: &[&str] = &["fwps-sys", "vsflow-core", "vsflow-proto", "vsflow-callout"];
 /// The user-mode crates whose Windows code (`#[cfg(windows)]`) must compile and pass clippy.
-const USER_MODE_WINDOWS_CRATES: &[&str] = &["netports"];
+const USER_MODE_WINDOWS_CRATES: &[&str] = &["netports", "netports-nsp"];
 /// The user-mode Windows target (the gnu ABI: its linker and import libraries install on Linux).
 const USER_TARGET: &str = "x86_64-pc-windows-gnu";
 /// The kernel target.

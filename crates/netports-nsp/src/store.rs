@@ -98,6 +98,37 @@ struct Entry {
     count: u16,
 }
 
+/// Reads the bytes of a names file; the error says what is wrong with them.
+///
+/// # Errors
+/// Bad JSON, another format or version, too many names, an invalid or duplicate name, an
+/// invalid block, or `teredo`.
+pub fn parse(bytes: &[u8]) -> Result<Names, String> {
+    let file: File1 = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if file.format != FORMAT {
+        return Err(format!("format is {:?}, not {FORMAT:?}", file.format));
+    }
+    if file.version != VERSION {
+        return Err(format!("version {} is not {VERSION}", file.version));
+    }
+    if file.names.len() > MAX_NAMES {
+        return Err(format!("{} names, at most {MAX_NAMES}", file.names.len()));
+    }
+    let mut names = Names::new();
+    for e in file.names {
+        if e.name.is_teredo() {
+            return Err("'teredo' is built in and cannot be registered".into());
+        }
+        let reservation = Reservation::new(e.protocol, e.start, e.count)
+            .map_err(|err| format!("{}: {err}", e.name))?;
+        let name = e.name.clone();
+        if names.insert(e.name, reservation).is_some() {
+            return Err(format!("{name} is registered twice"));
+        }
+    }
+    Ok(names)
+}
+
 /// The registrations file.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -134,30 +165,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Names::new()),
             Err(e) => return Err(self.io(e)),
         };
-        let file: File1 =
-            serde_json::from_slice(&bytes).map_err(|e| self.corrupt(e.to_string()))?;
-        if file.format != FORMAT {
-            return Err(self.corrupt(format!("format is {:?}, not {FORMAT:?}", file.format)));
-        }
-        if file.version != VERSION {
-            return Err(self.corrupt(format!("version {} is not {VERSION}", file.version)));
-        }
-        if file.names.len() > MAX_NAMES {
-            return Err(self.corrupt(format!("{} names, at most {MAX_NAMES}", file.names.len())));
-        }
-        let mut names = Names::new();
-        for e in file.names {
-            if e.name.is_teredo() {
-                return Err(self.corrupt("'teredo' is built in and cannot be registered"));
-            }
-            let reservation = Reservation::new(e.protocol, e.start, e.count)
-                .map_err(|err| self.corrupt(format!("{}: {err}", e.name)))?;
-            let name = e.name.clone();
-            if names.insert(e.name, reservation).is_some() {
-                return Err(self.corrupt(format!("{name} is registered twice")));
-            }
-        }
-        Ok(names)
+        parse(&bytes).map_err(|why| self.corrupt(why))
     }
 
     /// The reservation registered for `name`.
