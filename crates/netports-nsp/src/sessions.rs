@@ -69,11 +69,13 @@ pub struct Limits {
     pub sessions: usize,
     /// Live lookups per session.
     pub lookups_per_session: usize,
+    /// Live lookups in all (so memory stays bounded whatever the clients do).
+    pub lookups: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { sessions: 65_536, lookups_per_session: 1_024 }
+        Self { sessions: 4_096, lookups_per_session: 256, lookups: 65_536 }
     }
 }
 
@@ -188,7 +190,7 @@ impl Table {
     ) -> Result<LookupHandle, WsaError> {
         let limit = self.limits.lookups_per_session;
         let live = self.sessions.get(&session).ok_or(WsaError::InvalidSession)?.lookups.len();
-        if live >= limit {
+        if live >= limit || self.lookups.len() >= self.limits.lookups {
             return Err(WsaError::NoMemory);
         }
         let handle = LookupHandle(self.fresh());
@@ -363,16 +365,19 @@ mod tests {
 
     #[test]
     fn limits_bound_sessions_and_lookups() {
-        let mut t = Table::new(Limits { sessions: 2, lookups_per_session: 3 });
+        let mut t = Table::new(Limits { sessions: 2, lookups_per_session: 3, lookups: 4 });
         let s = t.start().unwrap();
-        t.start().unwrap();
+        let s2 = t.start().unwrap();
         assert_eq!(t.start(), Err(WsaError::NoMemory));
         for _ in 0..3 {
             t.begin(s, name("a"), 0).unwrap();
         }
-        assert_eq!(t.begin(s, name("a"), 0), Err(WsaError::NoMemory));
+        assert_eq!(t.begin(s, name("a"), 0), Err(WsaError::NoMemory), "per session");
+        t.begin(s2, name("a"), 0).unwrap();
+        assert_eq!(t.begin(s2, name("a"), 0), Err(WsaError::NoMemory), "in all");
         t.rundown(s);
-        assert!(t.start().is_ok(), "a run-down session frees its slot");
+        assert!(t.begin(s2, name("a"), 0).is_ok(), "a run-down session frees its lookups");
+        assert!(t.start().is_ok(), "and its slot");
     }
 
     #[test]

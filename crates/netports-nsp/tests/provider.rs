@@ -325,7 +325,7 @@ fn rundown_during_a_lookup_frees_it_and_a_second_rundown_is_harmless() {
 
 #[test]
 fn limits_refuse_floods() {
-    let (p, _) = provider("limits", Limits { sessions: 4, lookups_per_session: 8 });
+    let (p, _) = provider("limits", Limits { sessions: 4, lookups_per_session: 8, lookups: 100 });
     let s: Vec<SessionId> = (0..4).map(|_| p.startup(&PROVIDER_ID).unwrap()).collect();
     assert_eq!(p.startup(&PROVIDER_ID), Err(WsaError::NoMemory));
     for _ in 0..8 {
