@@ -231,6 +231,27 @@ pub fn run(
     }
 }
 
+/// Watches Teredo events, writing the line `line` makes of each; stops when the output
+/// fails (a closed pipe) and reports that failure.
+fn watch_lines(
+    p: &mut dyn Platform,
+    out: &mut dyn Write,
+    mut line: impl FnMut(TeredoEvent) -> String,
+) -> Result<(), Error> {
+    let mut write_err = None;
+    p.teredo_watch(&mut |ev| {
+        let text = line(ev);
+        match writeln!(out, "{text}").and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                write_err = Some(e);
+                false
+            }
+        }
+    })?;
+    write_err.map_or(Ok(()), |e| Err(io(e)))
+}
+
 fn block(start: &str, count: &str) -> Result<PortBlock, Error> {
     PortBlock::new(parse_port(start)?, parse_count(count)?)
 }
@@ -268,24 +289,9 @@ fn execute(cli: &Cli, p: &mut dyn Platform, out: &mut dyn Write) -> Result<(), E
             }
         }
         Command::Teredo { command: TeredoCommand::Watch } => {
-            let mut write_err = None;
-            p.teredo_watch(&mut |ev| {
-                let line = if json {
-                    serde_json::to_string(&ev).unwrap_or_default()
-                } else {
-                    human_event(ev)
-                };
-                match writeln!(out, "{line}").and_then(|()| out.flush()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        write_err = Some(e);
-                        false
-                    }
-                }
+            watch_lines(p, out, |ev| {
+                if json { serde_json::to_string(&ev).unwrap_or_default() } else { human_event(ev) }
             })?;
-            if let Some(e) = write_err {
-                return Err(io(e));
-            }
         }
         Command::TeredoException { follow } => {
             // The driver first: without it there is nothing to keep up to date.
@@ -310,26 +316,13 @@ fn execute(cli: &Cli, p: &mut dyn Platform, out: &mut dyn Write) -> Result<(), E
                 writeln!(out, "allow rules for udp 3544 and {port_text} kept on every VM port ({first} updated)").map_err(io)?;
             }
             if *follow {
-                let mut write_err = None;
-                p.teredo_watch(&mut |ev| {
-                    let line = match follower.on_event(ev) {
-                        Ok(n) if json => json!({"event": ev, "ports_updated": n}).to_string(),
-                        Ok(n) => format!("{}: {n} port(s) updated", human_event(ev)),
-                        // Keep following: the next event retries from the last applied port.
-                        Err(e) if json => json!({"event": ev, "error": e.to_string()}).to_string(),
-                        Err(e) => format!("{}: not applied: {e}", human_event(ev)),
-                    };
-                    match writeln!(out, "{line}").and_then(|()| out.flush()) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            write_err = Some(e);
-                            false
-                        }
-                    }
+                watch_lines(p, out, |ev| match follower.on_event(ev) {
+                    Ok(n) if json => json!({"event": ev, "ports_updated": n}).to_string(),
+                    Ok(n) => format!("{}: {n} port(s) updated", human_event(ev)),
+                    // Keep following: the next event retries from the last applied port.
+                    Err(e) if json => json!({"event": ev, "error": e.to_string()}).to_string(),
+                    Err(e) => format!("{}: not applied: {e}", human_event(ev)),
                 })?;
-                if let Some(e) = write_err {
-                    return Err(io(e));
-                }
             }
         }
         Command::Reserve { proto, start, count } => {
