@@ -143,6 +143,14 @@ impl Fixture {
         (completion_of(call), len)
     }
 
+    /// One `SetServiceEx` call; returns its completion code.
+    fn set_service(&mut self, reg: &WSAQUERYSET2W, op: i32, session: *mut c_void) -> i32 {
+        let call = self.call();
+        // SAFETY: a valid query set, as a client's WSASetService would send.
+        unsafe { self.table.NSPv2SetServiceEx.unwrap()(call, &PROVIDER_ID, reg, op, 0, session) };
+        completion_of(call)
+    }
+
     fn end(&self, h: HANDLE) -> Result<(), i32> {
         // SAFETY: as Winsock calls it.
         let rc = unsafe { self.table.NSPv2LookupServiceEnd.unwrap()(h) };
@@ -339,19 +347,7 @@ fn set_service_through_the_entry_point_registers_a_name_that_then_resolves() {
     let mut blob_bytes = r.to_blob();
     let mut blob = BLOB { cbSize: 8, pBlobData: blob_bytes.as_mut_ptr() };
     let reg = WSAQUERYSET2W { lpBlob: &raw mut blob, ..query(&name, &PROVIDER_ID) };
-    let call = f.call();
-    // SAFETY: a valid query set with a blob, as a client's WSASetService would send.
-    unsafe {
-        f.table.NSPv2SetServiceEx.unwrap()(
-            call,
-            &PROVIDER_ID,
-            &reg,
-            RNRSERVICE_REGISTER,
-            0,
-            session,
-        )
-    };
-    assert_eq!(completion_of(call), 0);
+    assert_eq!(f.set_service(&reg, RNRSERVICE_REGISTER, session), 0);
     // A single port given as a CSADDR_INFO.
     let mut sa = SOCKADDR_IN { sin_family: 2, sin_port: 5353u16.to_be(), ..SOCKADDR_IN::default() };
     let mut cs = CSADDR_INFO {
@@ -369,19 +365,7 @@ fn set_service_through_the_entry_point_registers_a_name_that_then_resolves() {
         lpcsaBuffer: &raw mut cs,
         ..query(&dns, &PROVIDER_ID)
     };
-    let call = f.call();
-    // SAFETY: as above.
-    unsafe {
-        f.table.NSPv2SetServiceEx.unwrap()(
-            call,
-            &PROVIDER_ID,
-            &reg,
-            RNRSERVICE_REGISTER,
-            0,
-            session,
-        )
-    };
-    assert_eq!(completion_of(call), 0);
+    assert_eq!(f.set_service(&reg, RNRSERVICE_REGISTER, session), 0);
     assert_eq!(
         f.provider.store().get(&netports_nsp::name::ServiceName::parse("dns").unwrap()).unwrap(),
         Reservation::new(Transport::Udp, 5353, 1).ok()
