@@ -6,7 +6,7 @@ use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
-use vsflow_callout::{CalloutError, FrameView, KernelServices, LogLevel, RawSpinLock};
+use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock};
 use wdk_sys::ntddk::{
     DbgPrintEx, KeAcquireSpinLockRaiseToDpc, KeQueryInterruptTimePrecise, KeReleaseSpinLock,
 };
@@ -126,14 +126,14 @@ impl KernelServices for WdkServices {
         self.parameters.iter().find(|(n, _)| *n == name).and_then(|(_, v)| *v)
     }
 
-    unsafe fn read_frame(
+    unsafe fn read_frame<'a>(
         &self,
         layer_data: *mut c_void,
         _meta: *const FWPS_INCOMING_METADATA_VALUES0,
-        out: &mut [u8],
-    ) -> Option<FrameView> {
+        storage: &'a mut [u8],
+    ) -> Option<Frame<'a>> {
         // SAFETY: WFP's layer data at the vSwitch layers is a NET_BUFFER_LIST valid for the
         // classify call (caller's contract).
-        unsafe { vsflow_callout::frame::copy_nbl_prefix(layer_data, out) }
+        unsafe { vsflow_callout::frame::nbl_prefix(layer_data, storage) }
     }
 }

@@ -232,20 +232,19 @@ impl<S: KernelServices> Driver<S> {
                 return None;
             }
         };
-        let mut frame = [0u8; FRAME_PREFIX];
+        let mut storage = [0u8; FRAME_PREFIX];
         // Only TCP needs header bytes (for its flags); IPv4 headers end within 96 bytes.
         let want = match (c.meta.protocol, c.meta.family) {
             (protocol::TCP, vsflow_core::IpFamily::V4) => FRAME_PREFIX_V4,
             (protocol::TCP, vsflow_core::IpFamily::V6) => FRAME_PREFIX,
             _ => 0,
         };
-        let buf = frame.get_mut(..want).unwrap_or(&mut []);
-        // SAFETY: caller's contract on `layer_data` and `meta`.
-        if let Some(view) = unsafe { self.services.read_frame(layer_data, meta, buf) } {
-            c.meta.length = view.frame_len;
+        let storage = storage.get_mut(..want).unwrap_or(&mut []);
+        // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
+        if let Some(frame) = unsafe { self.services.read_frame(layer_data, meta, storage) } {
+            c.meta.length = frame.frame_len;
             if c.meta.protocol == protocol::TCP {
-                c.meta.tcp_flags =
-                    TcpFlags(frame.get(..view.copied).and_then(tcp_flags).unwrap_or(0));
+                c.meta.tcp_flags = TcpFlags(tcp_flags(frame.head).unwrap_or(0));
             }
         }
         let now = self.services.now();

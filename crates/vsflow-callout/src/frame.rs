@@ -77,46 +77,39 @@ pub fn tcp_flags(frame: &[u8]) -> Option<u8> {
     frame.get(tcp + 13).copied()
 }
 
-/// Copies the start of a frame out of a `NET_BUFFER_LIST`.
+/// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
 ///
-/// Up to `out.len()` bytes from the first `NET_BUFFER` of the list at `nbl` (what WFP passes
-/// as `layerData` at the vSwitch layers), with `NdisGetDataBuffer`; returns how many bytes were
-/// copied and the frame's length.
+/// Up to `storage.len()` bytes from the first `NET_BUFFER` of the list at `nbl` (what WFP
+/// passes as `layerData` at the vSwitch layers), with `NdisGetDataBuffer`: the view points into
+/// the buffer, or into `storage` when NDIS had to copy.
 ///
 /// # Safety
-/// `nbl` is null or a valid `NET_BUFFER_LIST` for the duration of the call.
-pub unsafe fn copy_nbl_prefix(
+/// `nbl` is null or a valid `NET_BUFFER_LIST` whose data stays valid and unchanged for as long
+/// as `storage` is borrowed (within one classify call).
+pub unsafe fn nbl_prefix(
     nbl: *mut core::ffi::c_void,
-    out: &mut [u8],
-) -> Option<crate::services::FrameView> {
+    storage: &mut [u8],
+) -> Option<crate::services::Frame<'_>> {
     // SAFETY: caller's contract.
     let list = unsafe { nbl.cast::<fwps_sys::NET_BUFFER_LIST>().as_ref() }?;
     let nb = list.FirstNetBuffer;
     // SAFETY: the list's first buffer, valid with the list.
     let buffer = unsafe { nb.as_ref() }?;
-    let frame_len = buffer.DataLength;
-    let want = out.len().min(frame_len);
+    let frame_len = u32::try_from(buffer.DataLength).unwrap_or(u32::MAX);
+    let want = storage.len().min(buffer.DataLength);
     if want == 0 {
-        return Some(crate::services::FrameView {
-            copied: 0,
-            frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
-        });
+        return Some(crate::services::Frame { head: &[], frame_len });
     }
     let needed = u32::try_from(want).ok()?;
-    // SAFETY: `nb` is valid; `out` has at least `want` writable bytes for the copy case.
-    let p = unsafe { fwps_sys::NdisGetDataBuffer(nb, needed, out.as_mut_ptr().cast(), 1, 0) };
+    // SAFETY: `nb` is valid; `storage` has at least `want` writable bytes for the copy case.
+    let p = unsafe { fwps_sys::NdisGetDataBuffer(nb, needed, storage.as_mut_ptr().cast(), 1, 0) };
     if p.is_null() {
         return None;
     }
-    if p.cast::<u8>() != out.as_mut_ptr() {
-        // SAFETY: NDIS returned `want` contiguous readable bytes at `p`.
-        let src = unsafe { core::slice::from_raw_parts(p.cast::<u8>(), want) };
-        out.get_mut(..want)?.copy_from_slice(src);
-    }
-    Some(crate::services::FrameView {
-        copied: want,
-        frame_len: u32::try_from(frame_len).unwrap_or(u32::MAX),
-    })
+    // SAFETY: NDIS returned `want` contiguous readable bytes at `p` (in the buffer, or the
+    // storage it copied into), valid while the list is (caller's contract: while `storage` is borrowed).
+    let head = unsafe { core::slice::from_raw_parts(p.cast::<u8>().cast_const(), want) };
+    Some(crate::services::Frame { head, frame_len })
 }
 
 #[cfg(test)]

@@ -37,4 +37,4 @@ pub mod vswitch;
 pub use config::{DriverConfig, RestoreMode};
 pub use driver::{Driver, DriverStats, Phase};
 pub use error::CalloutError;
-pub use services::{FrameView, KernelServices, LogLevel, RawSpinLock};
+pub use services::{Frame, KernelServices, LogLevel, RawSpinLock};

@@ -22,11 +22,12 @@ pub enum LogLevel {
     Trace,
 }
 
-/// What [`KernelServices::read_frame`] copied.
+/// The start of a frame, as [`KernelServices::read_frame`] found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameView {
-    /// Bytes copied from the start of the frame (Ethernet header first).
-    pub copied: usize,
+pub struct Frame<'a> {
+    /// The first bytes of the frame (Ethernet header first): in NDIS's own buffer when they
+    /// are contiguous there (no copy, the usual case), else copied into the caller's storage.
+    pub head: &'a [u8],
     /// Length of the whole frame in bytes.
     pub frame_len: u32,
 }
@@ -78,17 +79,20 @@ pub trait KernelServices: Send + Sync + 'static {
     /// driver), or `None` when absent. Names: see [`crate::config::DriverConfig::from_services`].
     fn config_value(&self, name: &str) -> Option<u32>;
 
-    /// Copies up to `out.len()` bytes from the start of the frame WFP passed as `layerData` at
-    /// a vSwitch transport layer (`NdisGetDataBuffer` on the first `NET_BUFFER`; that the data
-    /// starts at the Ethernet header is to verify on Windows, item 11).
+    /// The first `storage.len()` bytes (fewer if the frame is shorter) of the frame WFP passed
+    /// as `layerData` at a vSwitch transport layer: `NdisGetDataBuffer` on the first
+    /// `NET_BUFFER`, which points into the buffer when the bytes are contiguous and copies
+    /// them into `storage` otherwise. (That the data starts at the Ethernet header is to
+    /// verify on Windows, item 11.)
     ///
     /// # Safety
     /// `layer_data` and `meta` are the pointers WFP passed to the classify function, valid for
-    /// the duration of the call.
-    unsafe fn read_frame(
+    /// the duration of the call; `storage` lives inside that call, so the returned view does
+    /// not outlive the packet.
+    unsafe fn read_frame<'a>(
         &self,
         layer_data: *mut c_void,
         meta: *const FWPS_INCOMING_METADATA_VALUES0,
-        out: &mut [u8],
-    ) -> Option<FrameView>;
+        storage: &'a mut [u8],
+    ) -> Option<Frame<'a>>;
 }

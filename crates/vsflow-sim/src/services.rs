@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
-use vsflow_callout::{CalloutError, FrameView, KernelServices, LogLevel, RawSpinLock};
+use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock};
 
 /// State shared between a host and its driver's services.
 #[derive(Debug, Default)]
@@ -148,14 +148,14 @@ impl KernelServices for SimServices {
         reg.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }
 
-    unsafe fn read_frame(
+    unsafe fn read_frame<'a>(
         &self,
         layer_data: *mut c_void,
         _meta: *const FWPS_INCOMING_METADATA_VALUES0,
-        out: &mut [u8],
-    ) -> Option<FrameView> {
+        storage: &'a mut [u8],
+    ) -> Option<Frame<'a>> {
         // The driver's own code path: NET_BUFFER_LIST -> NdisGetDataBuffer (the simulator's).
         // SAFETY: the simulator passes the classify input's NET_BUFFER_LIST, alive for the call.
-        unsafe { vsflow_callout::frame::copy_nbl_prefix(layer_data, out) }
+        unsafe { vsflow_callout::frame::nbl_prefix(layer_data, storage) }
     }
 }
