@@ -183,10 +183,14 @@ struct SerdeFlow {
 }
 
 fn full_port(now: u64) -> Port {
+    port_with_flows(now, 886)
+}
+
+fn port_with_flows(now: u64, flows: usize) -> Port {
     // Realistic counters: established TCP flows with thousands of packets, megabytes, ages of
     // seconds to minutes.
     let mut p = port(4096, 4096);
-    let pkts = packets(886, 5);
+    let pkts = packets(flows, 5);
     for (i, m) in pkts.iter().enumerate() {
         let t = now - (i as u64 % 600) * 10_000_000;
         let syn =
@@ -256,6 +260,11 @@ fn bench_codec(c: &mut Criterion) {
     let mut out = Vec::with_capacity(codec::DEFAULT_CAP);
     g.bench_function("encode_full_port", |b| {
         b.iter(|| black_box(codec::encode(black_box(&p), now, &cfg, &mut out).unwrap()));
+    });
+    // Over the cap (1,200 IPv4 flows, ~880 fit): the flows to keep must be chosen.
+    let over = port_with_flows(now, 1200);
+    g.bench_function("encode_over_cap_1200_flows", |b| {
+        b.iter(|| black_box(codec::encode(black_box(&over), now, &cfg, &mut out).unwrap()));
     });
     g.bench_function("decode_validate_apply", |b| {
         b.iter_batched_ref(

@@ -183,21 +183,33 @@ fn encode_source(
         let mut order: Vec<(u64, u32)> = Vec::new();
         order.try_reserve_exact(every.len())?;
         order.extend((0u32..).zip(every.iter()).map(|(i, s)| (s.value_rank(), i)));
-        order.sort_unstable();
-        let mut left = budget;
-        order.retain(|&(_, i)| {
-            let cost = match every.get(i as usize).map(|s| s.key.family) {
-                Some(IpFamily::V4) => format::FLOW_V4_ENTRY_LEN,
-                Some(IpFamily::V6) => format::FLOW_V6_ENTRY_LEN,
-                None => usize::MAX,
-            };
-            if cost <= left {
-                left -= cost;
-                true
-            } else {
-                false
+        if n4 == 0 || n6 == 0 {
+            // One entry size: exactly `budget / entry` flows fit, so the best of them are found
+            // by selection (linear) rather than by sorting everything.
+            let entry = if n6 == 0 { format::FLOW_V4_ENTRY_LEN } else { format::FLOW_V6_ENTRY_LEN };
+            let keep = (budget / entry).min(order.len());
+            if keep < order.len() {
+                order.select_nth_unstable(keep);
+                order.truncate(keep);
             }
-        });
+        } else {
+            // Two entry sizes: greedy in rank order, taking each flow that still fits.
+            order.sort_unstable();
+            let mut left = budget;
+            order.retain(|&(_, i)| {
+                let cost = match every.get(i as usize).map(|s| s.key.family) {
+                    Some(IpFamily::V4) => format::FLOW_V4_ENTRY_LEN,
+                    Some(IpFamily::V6) => format::FLOW_V6_ENTRY_LEN,
+                    None => usize::MAX,
+                };
+                if cost <= left {
+                    left -= cost;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
         // Written oldest activity first, like a live port, so restore sorts cheaply.
         for (key, i) in &mut order {
             *key = u64::MAX - every.get(*i as usize).map_or(0, |s| s.last_age);
