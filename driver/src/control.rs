@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::ptr;
+use vsflow_callout::wide::ascii as wide;
 
 use wdk_sys::{
     _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_TRI_STATE, NTSTATUS, PVOID, STATUS_INSUFFICIENT_RESOURCES,
@@ -12,16 +13,6 @@ use wdk_sys::{
 };
 
 use crate::entry::{driver, unicode};
-
-const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = s[i] as u16;
-        i += 1;
-    }
-    out
-}
 
 /// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`: SYSTEM and Administrators, full access; nobody else.
 static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");

@@ -3,6 +3,7 @@
 use alloc::boxed::Box;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use vsflow_callout::wide::ascii as wide;
 
 use vsflow_callout::Driver;
 use wdk_sys::ntddk::KeQueryInterruptTimePrecise;
@@ -39,16 +40,6 @@ pub fn driver() -> Option<&'static Driver<WdkServices>> {
     // SAFETY: the pointer is a leaked box set before any callback that reads it can run and
     // cleared in unload before the box is freed.
     unsafe { DRIVER.load(Ordering::Acquire).as_ref() }
-}
-
-const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = s[i] as u16;
-        i += 1;
-    }
-    out
 }
 
 /// A `UNICODE_STRING` over a static UTF-16 buffer (no terminator counted).

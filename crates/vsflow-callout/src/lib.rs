@@ -33,6 +33,7 @@ pub mod services;
 pub mod state;
 pub mod sync;
 pub mod vswitch;
+pub mod wide;
 
 pub use config::{DriverConfig, RestoreMode};
 pub use driver::{Driver, DriverStats, Phase};

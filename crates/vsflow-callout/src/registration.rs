@@ -11,6 +11,7 @@
 //! notification, wait for the deferred worker, unregister the callouts (retrying
 //! `STATUS_DEVICE_BUSY`), delete the objects, close the engine, free all port state.
 
+use crate::wide::ascii as wide;
 use core::ffi::c_void;
 use core::ptr;
 
@@ -424,16 +425,6 @@ impl<S: KernelServices> Driver<S> {
             let _ = unsafe { sys::FwpmEngineClose0(engine as HANDLE) };
         }
     }
-}
-
-const fn wide<const N: usize>(s: &[u8; N]) -> [u16; N] {
-    let mut out = [0u16; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = s[i] as u16;
-        i += 1;
-    }
-    out
 }
 
 static NAME_SESSION: [u16; 15] = wide(b"vsflow session\0");

@@ -20,6 +20,7 @@ pub mod host;
 pub mod inspect;
 pub mod migrate;
 pub mod packet;
+pub mod rng;
 pub mod services;
 pub mod vswitch;
 mod world;

@@ -8,6 +8,7 @@
 //! permitted on B right after the restore, while the same scenario with save/restore disabled
 //! blocks them.
 
+use crate::rng::SplitMix64;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -152,21 +153,6 @@ fn remote_addr(family: IpFamily, n: u32, ssh: bool) -> [u8; 16] {
     }
 }
 
-/// A tiny deterministic generator (`SplitMix64`).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 const TICK_MS: u64 = 10_000;
 
 fn config(opts: &MigrateOptions) -> DriverConfig {
@@ -200,7 +186,7 @@ pub fn run(opts: &MigrateOptions) -> MigrationReport {
 
 #[allow(clippy::too_many_lines, reason = "the scenario, step by step")]
 fn run_once(opts: &MigrateOptions) -> MigrationReport {
-    let mut rng = Rng(opts.seed);
+    let mut rng = SplitMix64(opts.seed);
     let mut a = Host::new(opts.seed);
     let mut b = Host::new(opts.seed ^ 0xB);
     b.advance(123_456_789); // another host, another tick base
@@ -238,6 +224,19 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
             let family = if rng.below(5) == 0 { IpFamily::V6 } else { IpFamily::V4 };
             let vm = vm_addr(family, i);
             let lport = 20_000 + u16::try_from(f % 40_000).unwrap_or(0);
+            // A packet the VM sends to a remote host.
+            let outbound = |proto, remote_port, flags, len| {
+                SimPacket::new(
+                    family,
+                    proto,
+                    vm,
+                    lport,
+                    remote_addr(family, f, false),
+                    remote_port,
+                    flags,
+                    len,
+                )
+            };
             match kind {
                 // Inbound SSH through the allow rule (IPv4 only: the rule's prefix).
                 0..=9 => {
@@ -258,16 +257,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
                 }
                 // VM-opened TCP, established.
                 10..=74 => {
-                    let syn = SimPacket::new(
-                        family,
-                        protocol::TCP,
-                        vm,
-                        lport,
-                        remote_addr(family, f, false),
-                        443,
-                        0x02,
-                        0,
-                    );
+                    let syn = outbound(protocol::TCP, 443, 0x02, 0);
                     a.transmit(sa, id, EXTERNAL_PORT, &syn);
                     let synack = syn.reply(0x12, 0);
                     a.transmit(sa, EXTERNAL_PORT, id, &synack);
@@ -276,30 +266,12 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
                 }
                 // VM-opened TCP still in handshake.
                 75..=84 => {
-                    let syn = SimPacket::new(
-                        family,
-                        protocol::TCP,
-                        vm,
-                        lport,
-                        remote_addr(family, f, false),
-                        8443,
-                        0x02,
-                        0,
-                    );
+                    let syn = outbound(protocol::TCP, 8443, 0x02, 0);
                     a.transmit(sa, id, EXTERNAL_PORT, &syn);
                 }
                 // UDP.
                 _ => {
-                    let q = SimPacket::new(
-                        family,
-                        protocol::UDP,
-                        vm,
-                        lport,
-                        remote_addr(family, f, false),
-                        53,
-                        0,
-                        40,
-                    );
+                    let q = outbound(protocol::UDP, 53, 0, 40);
                     a.transmit(sa, id, EXTERNAL_PORT, &q);
                     a.transmit(sa, EXTERNAL_PORT, id, &q.reply(0, 120));
                 }
