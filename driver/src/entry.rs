@@ -106,11 +106,7 @@ fn boot_seed() -> u64 {
     let mut qpc = 0u64;
     // SAFETY: valid out-pointer.
     let t = unsafe { KeQueryInterruptTimePrecise(&raw mut qpc) };
-    // SplitMix64 finalizer over interrupt time and the performance counter.
-    let mut z = t ^ qpc.rotate_left(32) ^ 0x9E37_79B9_7F4A_7C15;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    vsflow_callout::seed::boot_seed(t, qpc)
 }
 
 /// `DriverEntry`: a non-PnP KMDF driver with a control device.

@@ -29,6 +29,7 @@ pub mod frame;
 pub mod keys;
 pub mod pending;
 pub mod registration;
+pub mod seed;
 pub mod services;
 pub mod state;
 pub mod sync;
