@@ -6,7 +6,7 @@ use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
-use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock};
+use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
 use wdk_sys::ntddk::{
     DbgPrintEx, KeAcquireSpinLockRaiseToDpc, KeQueryInterruptTimePrecise, KeReleaseSpinLock,
 };
@@ -120,6 +120,11 @@ impl KernelServices for WdkServices {
 
     fn hash_seed(&self) -> u64 {
         self.seed
+    }
+
+    fn trace(&self, event: &TraceEvent) {
+        // Until the TraceLogging provider is registered (issue 10), events go to the debugger.
+        self.log(LogLevel::Trace, format_args!("event {event:?}"));
     }
 
     fn config_value(&self, name: &str) -> Option<u32> {

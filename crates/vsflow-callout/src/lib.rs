@@ -33,6 +33,7 @@ pub mod seed;
 pub mod services;
 pub mod state;
 pub mod sync;
+pub mod trace;
 pub mod vswitch;
 pub mod wide;
 
@@ -40,3 +41,4 @@ pub use config::{DriverConfig, RestoreMode};
 pub use driver::{Driver, DriverStats, Phase};
 pub use error::CalloutError;
 pub use services::{Frame, KernelServices, LogLevel, RawSpinLock};
+pub use trace::{DegradedReason, RestoreOutcome, TraceEvent};

@@ -8,6 +8,7 @@ use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
 use vsflow_core::Tick;
 
 use crate::error::CalloutError;
+use crate::trace::TraceEvent;
 
 /// Severity of a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -69,8 +70,11 @@ pub trait KernelServices: Send + Sync + 'static {
     /// Blocks (at `PASSIVE_LEVEL`) until no deferred work is queued or running.
     fn flush_deferred_work(&self);
 
-    /// Writes a log line.
+    /// Writes a log line (`DbgPrintEx` in the driver: for the debugger).
     fn log(&self, level: LogLevel, args: fmt::Arguments<'_>);
+
+    /// Emits a diagnostic event (ETW `TraceLogging` in the driver: for the field).
+    fn trace(&self, event: &TraceEvent);
 
     /// A per-boot random value seeding the flow-table hash.
     fn hash_seed(&self) -> u64;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
-use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock};
+use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
 
 /// State shared between a host and its driver's services.
 #[derive(Debug, Default)]
@@ -22,6 +22,8 @@ pub struct HostShared {
     pub driver: AtomicUsize,
     /// Captured log lines.
     pub logs: Mutex<Vec<String>>,
+    /// Captured diagnostic events (what the driver writes to ETW).
+    pub events: Mutex<Vec<TraceEvent>>,
     /// Recursive lock acquisitions seen.
     pub recursive_locks: AtomicUsize,
     /// The service's `Parameters` values.
@@ -136,6 +138,12 @@ impl KernelServices for SimServices {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(format!("{level:?}: {args}"));
+    }
+
+    fn trace(&self, event: &TraceEvent) {
+        // ETW's buffers are not the driver's memory.
+        let _kernel = crate::alloc::Attribution::enter(None);
+        self.shared.events.lock().unwrap_or_else(PoisonError::into_inner).push(*event);
     }
 
     fn hash_seed(&self) -> u64 {

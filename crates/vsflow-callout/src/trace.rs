@@ -1,0 +1,91 @@
+//! Field diagnostics: the events vsflow reports through ETW.
+//!
+//! Driver teams read a driver's behaviour in the field through ETW, not a kernel debugger. Every
+//! event the driver emits is one value of [`TraceEvent`], handed to
+//! [`crate::KernelServices::trace`]: the driver writes it as a `TraceLogging` event of its
+//! documented provider (see `docs/TRACING.md`), the simulator records it so tests can assert it.
+//! Events are plain data: building one allocates nothing and reads no packet.
+
+/// How a runtime-state restore ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RestoreOutcome {
+    /// The blob was decoded and applied.
+    Applied,
+    /// The port was restored empty and the restore reported success: the blob was empty,
+    /// damaged, foreign or of an unknown major version, or the port is unknown (see `reason`).
+    Degraded(DegradedReason),
+    /// The restore was failed on purpose (the opt-in strict policy), or could not run.
+    Failed,
+    /// The pended restore was completed as cancelled (port or switch deleted, driver stopping).
+    Cancelled,
+}
+
+/// Why a restore was degraded to an empty port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DegradedReason {
+    /// A zero-length blob.
+    Empty,
+    /// The blob failed validation (framing, checksum, bounds).
+    Damaged,
+    /// The blob was written by another provider.
+    Foreign,
+    /// The blob's major format version is unknown to this driver.
+    UnknownMajor,
+    /// The port is not known to vsflow.
+    UnknownPort,
+    /// Memory ran out while applying it.
+    OutOfMemory,
+}
+
+/// One diagnostic event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TraceEvent {
+    /// A runtime-state save was answered.
+    Save {
+        /// The port's current `PortId`.
+        port: u32,
+        /// Bytes of the blob handed to WFP.
+        bytes: u32,
+        /// Flows carried as exact records.
+        flows_saved: u32,
+        /// Flows that did not fit (not carried exactly).
+        flows_dropped: u32,
+        /// The NTSTATUS returned.
+        status: i32,
+    },
+    /// A runtime-state restore completed (synchronously or through its pended completion).
+    Restore {
+        /// The port's current `PortId`.
+        port: u32,
+        /// Bytes of the blob received.
+        bytes: u32,
+        /// Flows restored as exact records.
+        flows_restored: u32,
+        /// How it ended.
+        outcome: RestoreOutcome,
+        /// The NTSTATUS reported to WFP.
+        status: i32,
+    },
+    /// The base filtering engine changed state (`FWPM_SERVICE_STATE`).
+    BfeState {
+        /// The new state.
+        state: u32,
+    },
+    /// A registration step failed.
+    RegistrationFailed {
+        /// Which step (a fixed name such as `"FwpsCalloutRegister3"`).
+        step: &'static str,
+        /// The NTSTATUS it returned.
+        status: i32,
+    },
+    /// A filter naming a vsflow callout that vsflow did not add was refused in `notifyFn`.
+    ForeignFilterRejected {
+        /// The filter's runtime id.
+        filter_id: u64,
+        /// The FWPS layer id it was added at.
+        layer_id: u16,
+    },
+}
