@@ -89,12 +89,20 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
 /// Flows in the table of the port named `name`.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
-    h.driver().with_state(|st| {
-        st.ports
-            .values()
-            .find(|e| e.port.identity().to_string() == name)
-            .map(|e| e.port.table().len())
+    use vsflow_proto::request::Request;
+    let req = Request::ListPorts;
+    let mut buf = vec![0u8; req.encoded_len()];
+    req.encode(&mut buf).expect("encodes");
+    let (o, bytes) = h.ioctl(req.ioctl().code(), &buf, 1 << 20);
+    assert_eq!(o.status, 0, "ListPorts");
+    let mut found = None;
+    vsflow_proto::response::decode_ports(&bytes, |p| {
+        if p.name.to_string() == name {
+            found = Some(p.flow_count as usize);
+        }
     })
+    .expect("ports decode");
+    found
 }
 
 /// Unloads the driver and asserts no contract was broken and nothing was left behind.

@@ -17,7 +17,7 @@ use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode};
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
 use vsflow_core::policy::{AllowRule, PortRange, Prefix};
-use vsflow_core::{FlowState, IpFamily, Mode, protocol};
+use vsflow_core::{IpFamily, Mode, protocol};
 
 use crate::host::{EXTERNAL_PORT, Host, PacketFate};
 use crate::packet::SimPacket;
@@ -208,11 +208,8 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE);
         a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
     }
-    a.driver().with_state(|st| {
-        for e in st.ports.values_mut() {
-            let _ = e.port.replace_rules(&[ssh]);
-        }
-    });
+    // The operator's rules, through the control device as netports sets them.
+    set_rules_on_every_port(&a, &[ssh]);
 
     // Traffic on A.
     let mut conns: Vec<Conn> = Vec::new();
@@ -278,16 +275,9 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
             }
         }
     }
-    let established_on_a: usize = a.driver().with_state(|st| {
-        st.ports
-            .values()
-            .map(|e| {
-                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
-            })
-            .sum()
-    });
-    let flows_on_a: usize =
-        a.driver().with_state(|st| st.ports.values().map(|e| e.port.table().len()).sum());
+    let totals_a = a.driver().flow_totals();
+    let established_on_a = totals_a.established;
+    let flows_on_a = totals_a.flows;
 
     // Migration, port by port.
     let mut order: Vec<usize> = (0..ports).collect();
@@ -373,14 +363,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     }
 
     // The proof: established connections on B, and their inbound packets right after restore.
-    let established_on_b: usize = b.driver().with_state(|st| {
-        st.ports
-            .values()
-            .map(|e| {
-                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
-            })
-            .sum()
-    });
+    let established_on_b = b.driver().flow_totals().established;
     let mut inbound_permitted = 0;
     for c in &conns {
         let id_b = 5000 + u32::try_from(c.port).unwrap_or(0);
@@ -506,5 +489,29 @@ impl MigrationReport {
             "violations": self.violations,
             "passed": self.passed(),
         })
+    }
+}
+
+/// Sets `rules` on every port of `h` through the `ListPorts` and `ReplaceRules` IOCTLs.
+///
+/// # Panics
+/// If the driver refuses (a scenario bug).
+pub fn set_rules_on_every_port(h: &Host, rules: &[vsflow_core::AllowRule]) {
+    use vsflow_proto::request::{Request, rule_list};
+    use vsflow_proto::response;
+    let call = |req: &Request<'_>, out: usize| {
+        let mut buf = vec![0u8; req.encoded_len()];
+        req.encode(&mut buf).expect("request encodes");
+        h.ioctl(req.ioctl().code(), &buf, out)
+    };
+    let (o, bytes) = call(&Request::ListPorts, 1 << 20);
+    assert!(fwps_sys::nt_success(o.status), "ListPorts: {:#x}", o.status);
+    let mut ports = Vec::new();
+    response::decode_ports(&bytes, |p| ports.push(p.port)).expect("ports decode");
+    let mut space = vec![0u8; 24 * rules.len()];
+    let list = rule_list(rules, &mut space).expect("rules encode");
+    for port in ports {
+        let (o, _) = call(&Request::ReplaceRules { port, rules: list }, 64);
+        assert!(fwps_sys::nt_success(o.status), "ReplaceRules: {:#x}", o.status);
     }
 }

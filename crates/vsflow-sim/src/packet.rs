@@ -140,12 +140,14 @@ impl ClassifyInput {
                 Next: std::ptr::null_mut(),
                 FirstNetBuffer: std::ptr::null_mut(),
             }),
-            // The simulator's NdisGetDataBuffer reads the frame through `CurrentMdl`.
+            // The simulator's NdisGetDataBuffer reads the packet through `CurrentMdl`. At the
+            // vSwitch transport layers the data starts at the IP header (WFP "Data offset
+            // positions"), past the 14-byte Ethernet header.
             nb: Box::new(sys::NET_BUFFER {
                 Next: std::ptr::null_mut(),
-                CurrentMdl: p.frame.as_ptr().cast_mut().cast(),
+                CurrentMdl: p.frame.get(14..).unwrap_or(&[]).as_ptr().cast_mut().cast(),
                 CurrentMdlOffset: 0,
-                DataLength: p.frame.len(),
+                DataLength: p.frame.len().saturating_sub(14),
             }),
             // SAFETY: the metadata struct is plain data (integers and nullable pointers); all
             // zeroes is a valid value.
