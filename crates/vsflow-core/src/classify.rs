@@ -391,6 +391,87 @@ mod tests {
     }
 
     #[test]
+    fn a_udp_flow_idle_past_its_timeout_admits_nothing() {
+        let mut p = port(Mode::Enforce, 16);
+        let q = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::UDP,
+            [10, 0, 0, 2],
+            5353,
+            [1, 1, 1, 1],
+            53,
+            0,
+            60,
+        );
+        let t0 = crate::time::secs(10);
+        assert_eq!(p.classify(&q, t0), Verdict::Permit);
+        // Within the UDP timeout (60 s) the peer's reply is return traffic.
+        assert_eq!(p.classify(&q.reply(0), t0 + crate::time::secs(59)), Verdict::Permit);
+        // An hour of silence later the flow is gone: the peer's packet is unsolicited.
+        let late = t0 + crate::time::secs(59 + 3600);
+        assert_eq!(p.classify(&q.reply(0), late), Verdict::Block(BlockReason::Unsolicited));
+        assert!(p.table().get(&FlowKey::of(&q)).is_none(), "the expired flow is reclaimed");
+        // The VM speaking again opens a fresh flow.
+        assert_eq!(p.classify(&q, late + 1), Verdict::Permit);
+        let r = p.table().get(&FlowKey::of(&q)).unwrap();
+        assert_eq!((r.first_seen, r.packets), (late + 1, [1, 0]));
+    }
+
+    #[test]
+    fn an_expired_established_tcp_flow_admits_nothing_inbound() {
+        let mut p = port(Mode::Enforce, 16);
+        let syn = out_tcp(40010, SYN);
+        p.classify(&syn, 1);
+        p.classify(&syn.reply(SYNACK), 2);
+        let timeout = TableConfig::default().timeouts.tcp_established;
+        assert_eq!(p.classify(&syn.reply(ACK), 2 + timeout - 1), Verdict::Permit);
+        assert_eq!(
+            p.classify(&syn.reply(ACK), 2 + 2 * timeout),
+            Verdict::Block(BlockReason::Unsolicited)
+        );
+    }
+
+    #[test]
+    fn a_syn_burst_through_an_allow_rule_never_evicts_established_connections() {
+        let mut p = port(Mode::Enforce, 8);
+        let web = AllowRule {
+            protocol: Some(protocol::TCP),
+            local_ports: PortRange::single(80),
+            remote: Prefix::Any,
+        };
+        p.replace_rules(&[web]).unwrap();
+        // Four quiet connections the VM opened.
+        let conns: alloc::vec::Vec<PacketMeta> = (0..4).map(|i| out_tcp(41000 + i, SYN)).collect();
+        for c in &conns {
+            p.classify(c, 1);
+            p.classify(&c.reply(SYNACK), 2);
+        }
+        // A burst of SYNs from many peers to the allowed port.
+        for i in 0..200u16 {
+            let [hi, lo] = i.to_be_bytes();
+            let m = PacketMeta::ipv4(
+                Direction::Inbound,
+                protocol::TCP,
+                [203, 0, hi, lo],
+                1024 + i,
+                [10, 0, 0, 2],
+                80,
+                SYN,
+                60,
+            );
+            assert_eq!(p.classify(&m, 1_000_000 + u64::from(i)), Verdict::Permit);
+        }
+        for c in &conns {
+            assert_eq!(
+                p.classify(&c.reply(ACK), 3_000_000),
+                Verdict::Permit,
+                "an established connection was evicted by a SYN"
+            );
+        }
+        p.table().check_invariants().unwrap();
+    }
+
+    #[test]
     fn transition_table() {
         use Direction::{Inbound, Outbound};
         let t = |s, d, f, fin| tcp_transition(s, d, TcpFlags(f), fin);
