@@ -4,14 +4,26 @@
 //! own traffic is always permitted and opens a flow whose return traffic is permitted;
 //! unsolicited inbound traffic is permitted only when an allow rule admits it. Peer-opened
 //! flows remember the rule-set version that admitted them and are re-checked when it changes.
+//! A port that is restoring is treated as Monitor (see [`crate::port`]).
+//!
+//! A flow idle for at least its timeout admits nothing: classify treats it as absent (removes
+//! it and handles the packet as the first of a new flow), so a peer cannot use a long-silent
+//! flow, before or after a migration, as return traffic.
+//!
+//! A new flow that needs room never displaces an established TCP connection unless it is
+//! established itself and the VM sent it or a restored fingerprint vouches for it
+//! ([`crate::flow::Room`]); otherwise it is refused, counted, and its verdict stands.
+//!
+//! After a restore, unknown flows may be picked up as established by fingerprint or loosely
+//! ([`crate::port`], "Pickups").
 //!
 //! Allocation-free whenever the flow exists or the table has room (see
 //! [`crate::FlowTable::capacity`]); a flood at the bound recycles slots.
 
-use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener};
+use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener, Room};
 use crate::packet::{Direction, PacketMeta, TcpFlags, protocol};
 use crate::policy::Mode;
-use crate::port::Port;
+use crate::port::{Pickup, Port};
 use crate::time::Tick;
 
 /// What to do with a packet.
@@ -38,13 +50,20 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     let key = FlowKey::of(meta);
     let hash = port.table.hash(&key);
     let verdict = match port.table.find_hashed(hash, &key) {
+        Some(at) if port.table.is_expired(at, now) => {
+            // Idle past its timeout: the flow is gone; this packet starts afresh.
+            port.table.remove_hashed(hash, at);
+            let c = &mut port.counters;
+            c.expired_on_packet = c.expired_on_packet.wrapping_add(1);
+            new_flow(port, hash, key, meta, now)
+        }
         Some(at) => {
             let restart = meta.protocol == protocol::TCP
                 && meta.tcp_flags.is_initial_syn()
                 && port.table.record(at).state == FlowState::Closed;
             if restart {
                 // A new connection reusing the 5-tuple of a closed one starts from scratch.
-                port.table.remove(&key);
+                port.table.remove_hashed(hash, at);
                 new_flow(port, hash, key, meta, now)
             } else {
                 existing_flow(port, at, meta, now)
@@ -52,16 +71,20 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
         }
         None => new_flow(port, hash, key, meta, now),
     };
+    let restoring = port.is_restoring();
     let c = &mut port.counters;
     match verdict {
         Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
         Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
     }
+    if restoring {
+        c.window_packets = c.window_packets.wrapping_add(1);
+    }
     verdict
 }
 
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
-    if port.mode == Mode::Enforce && meta.direction == Direction::Inbound {
+    if port.effective_mode() == Mode::Enforce && meta.direction == Direction::Inbound {
         let version = port.rules.version();
         let admitted = match port.table.record(at).admission {
             Admission::Vm => true,
@@ -97,24 +120,24 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
 fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
     let tcp = meta.protocol == protocol::TCP;
     let flags = meta.tcp_flags;
-    let (opener, admission) = match meta.direction {
-        Direction::Outbound => (Opener::Vm, Admission::Vm),
-        Direction::Inbound => {
-            let admission = match port.mode {
-                Mode::Monitor => Admission::Monitor,
-                Mode::Enforce => {
-                    if !port.rules.admits(
-                        key.protocol,
-                        key.family,
-                        key.local_port,
-                        &key.remote_addr,
-                    ) {
-                        return Verdict::Block(BlockReason::Unsolicited);
-                    }
-                    Admission::Rule(port.rules.version())
-                }
-            };
-            (Opener::Remote, admission)
+    // A packet that may belong to a connection already under way (no SYN, no RST) may be
+    // picked up after a restore.
+    let midstream = !tcp || !(flags.has(TcpFlags::SYN) || flags.has(TcpFlags::RST));
+    let fingerprint = midstream && port.fingerprint_pickup(&key, now);
+    let pickup = fingerprint.then_some(Pickup::Fingerprint);
+    let (opener, admission, pickup) = match (meta.direction, port.effective_mode()) {
+        (Direction::Outbound, _) => (Opener::Vm, Admission::Vm, pickup),
+        (Direction::Inbound, Mode::Monitor) => (Opener::Remote, Admission::Monitor, pickup),
+        (Direction::Inbound, Mode::Enforce) => {
+            if port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
+                (Opener::Remote, Admission::Rule(port.rules.version()), pickup)
+            } else if fingerprint {
+                (Opener::Remote, Admission::Vm, pickup)
+            } else if tcp && midstream && port.loose_pickup(now) {
+                (Opener::Remote, Admission::Vm, Some(Pickup::Loose))
+            } else {
+                return Verdict::Block(BlockReason::Unsolicited);
+            }
         }
     };
     if tcp && flags.has(TcpFlags::RST) {
@@ -130,7 +153,8 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
             Opener::Remote => FlowState::SynReceived,
         }
     } else {
-        // Picked up mid-stream (the driver started, or the flow was evicted, after the SYN).
+        // Picked up mid-stream (the driver started, the flow was evicted or expired after the
+        // SYN, or a restore vouches for it).
         FlowState::Established
     };
     let mut record = FlowRecord::new(state, opener, admission, now);
@@ -140,10 +164,21 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
         record.state = s;
         record.fin_seen = fin;
     }
+    // Only the VM's own packets and fingerprinted flows may displace an established
+    // connection, and only when they are established themselves.
+    let vouched = meta.direction == Direction::Outbound || pickup == Some(Pickup::Fingerprint);
+    let room = if vouched { Room::for_record(&record) } else { Room::SpareEstablished };
     let c = &mut port.counters;
-    match port.table.insert_hashed(hash, key, record, now) {
+    match port.table.insert_with(hash, key, record, now, room) {
         Ok((_, evicted)) => {
             c.flows_created = c.flows_created.wrapping_add(1);
+            match pickup {
+                None => {}
+                Some(Pickup::Fingerprint) => {
+                    c.picked_up_fingerprint = c.picked_up_fingerprint.wrapping_add(1);
+                }
+                Some(Pickup::Loose) => c.picked_up_loose = c.picked_up_loose.wrapping_add(1),
+            }
             match evicted {
                 None => {}
                 Some(Eviction::Closed) => c.evicted_closed = c.evicted_closed.wrapping_add(1),
@@ -153,6 +188,9 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
                 }
             }
         }
+        // The table holds only connections this flow may not displace: the verdict stands,
+        // the flow is not tracked.
+        Err(crate::Error::TableFull) => c.refused_full = c.refused_full.wrapping_add(1),
         // Out of memory: the verdict stands, the flow is not tracked.
         Err(_) => c.untracked = c.untracked.wrapping_add(1),
     }

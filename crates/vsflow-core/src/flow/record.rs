@@ -62,6 +62,18 @@ impl FlowState {
         }
     }
 
+    /// How far a TCP connection has got: handshake 0, established 1, closing 2, closed 3
+    /// (`Active` is 0).
+    #[must_use]
+    pub const fn progress(self) -> u8 {
+        match self {
+            Self::SynSent | Self::SynReceived | Self::Active => 0,
+            Self::Established => 1,
+            Self::FinWait => 2,
+            Self::Closed => 3,
+        }
+    }
+
     /// True for the TCP states.
     #[must_use]
     pub const fn is_tcp(self) -> bool {
@@ -148,6 +160,49 @@ impl FlowRecord {
             bytes: [0; 2],
             first_seen: now,
             last_seen: now,
+        }
+    }
+
+    /// True for an established TCP connection: the flows eviction spares (see
+    /// [`crate::flow::Room`]).
+    #[inline]
+    #[must_use]
+    pub const fn is_established(&self) -> bool {
+        matches!(self.state, FlowState::Established)
+    }
+
+    /// The record of a flow that a restore carried (`self`, its admission already mapped to
+    /// this host) and that this host also saw in the restore window (`window`).
+    ///
+    /// The carried opener, admission and first-seen time win (the source saw the flow start);
+    /// the TCP state is the further of the two, FIN bits are united, counters summed and the
+    /// last-seen time is the later one. If the carried flow was closed and the window saw a new
+    /// connection on the same 5-tuple, the window's record wins.
+    #[must_use]
+    pub fn merge_window(&self, window: &Self) -> Self {
+        if self.state == FlowState::Closed && window.state != FlowState::Closed {
+            return *window;
+        }
+        let fin_seen = self.fin_seen | window.fin_seen;
+        let state = if !self.state.is_tcp() {
+            self.state
+        } else if fin_seen == 0b11 {
+            FlowState::Closed
+        } else if window.state.progress() > self.state.progress() {
+            window.state
+        } else {
+            self.state
+        };
+        let add = |a: [u64; 2], b: [u64; 2]| [a[0].saturating_add(b[0]), a[1].saturating_add(b[1])];
+        Self {
+            state,
+            opener: self.opener,
+            admission: self.admission,
+            fin_seen,
+            packets: add(self.packets, window.packets),
+            bytes: add(self.bytes, window.bytes),
+            first_seen: self.first_seen.min(window.first_seen),
+            last_seen: self.last_seen.max(window.last_seen),
         }
     }
 
