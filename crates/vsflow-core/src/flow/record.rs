@@ -220,3 +220,39 @@ impl FlowRecord {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(state: FlowState, opener: Opener, admission: Admission, t: Tick) -> FlowRecord {
+        let mut r = FlowRecord::new(state, opener, admission, t);
+        r.count(Direction::Inbound, 100, t);
+        r
+    }
+
+    #[test]
+    fn merge_keeps_the_carried_identity_and_the_further_state() {
+        let carried = rec(FlowState::Established, Opener::Vm, Admission::Rule(3), 10);
+        let window = rec(FlowState::FinWait, Opener::Remote, Admission::Monitor, 50);
+        let m = carried.merge_window(&window);
+        assert_eq!((m.opener, m.admission), (Opener::Vm, Admission::Rule(3)));
+        assert_eq!(m.state, FlowState::FinWait);
+        assert_eq!((m.first_seen, m.last_seen), (10, 50));
+        assert_eq!((m.packets, m.bytes), ([0, 2], [0, 200]));
+        let m = window.merge_window(&carried);
+        assert_eq!(m.state, FlowState::FinWait, "a window pickup never rolls a state back");
+    }
+
+    #[test]
+    fn merge_closes_on_fins_from_both_sides_and_lets_a_new_connection_win_over_a_closed_one() {
+        let mut carried = rec(FlowState::FinWait, Opener::Vm, Admission::Vm, 10);
+        carried.fin_seen = 0b01;
+        let mut window = rec(FlowState::FinWait, Opener::Remote, Admission::Monitor, 20);
+        window.fin_seen = 0b10;
+        assert_eq!(carried.merge_window(&window).state, FlowState::Closed);
+        let closed = rec(FlowState::Closed, Opener::Vm, Admission::Vm, 10);
+        let fresh = rec(FlowState::SynReceived, Opener::Remote, Admission::Monitor, 20);
+        assert_eq!(closed.merge_window(&fresh), fresh);
+    }
+}
