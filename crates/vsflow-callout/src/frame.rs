@@ -95,8 +95,8 @@ pub unsafe fn nbl_prefix(
     let nb = list.FirstNetBuffer;
     // SAFETY: the list's first buffer, valid with the list.
     let buffer = unsafe { nb.as_ref() }?;
-    let frame_len = u32::try_from(buffer.DataLength).unwrap_or(u32::MAX);
-    let want = storage.len().min(buffer.DataLength);
+    let frame_len = buffer.data_length();
+    let want = storage.len().min(usize::try_from(frame_len).unwrap_or(usize::MAX));
     if want == 0 {
         return Some(crate::services::Frame { head: &[], frame_len });
     }

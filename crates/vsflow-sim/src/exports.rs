@@ -15,8 +15,6 @@
 
 use std::ffi::c_void;
 
-use std::ptr;
-
 use fwps_sys::{self as sys, GUID, HANDLE, NTSTATUS};
 
 use crate::contract::Violation;
@@ -542,20 +540,24 @@ pub unsafe extern "system" fn FwpsvSwitchNotifyComplete0(
     });
 }
 
-/// The simulator's `NdisGetDataBuffer`: `CurrentMdl` of a simulated `NET_BUFFER` points at the
-/// frame's contiguous bytes (see `packet::ClassifyInput`).
+/// `NdisGetDataBuffer` as documented: see [`crate::packet::get_data_buffer`].
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn NdisGetDataBuffer(
     net_buffer: *mut sys::NET_BUFFER,
     bytes_needed: u32,
-    _storage: *mut c_void,
-    _align_multiple: u32,
-    _align_offset: u32,
+    storage: *mut c_void,
+    align_multiple: u32,
+    align_offset: u32,
 ) -> *mut c_void {
-    // SAFETY: the driver passes the NET_BUFFER the simulator built.
-    let Some(nb) = (unsafe { net_buffer.as_ref() }) else { return ptr::null_mut() };
-    if bytes_needed as usize > nb.DataLength || nb.CurrentMdl.is_null() {
-        return ptr::null_mut();
+    // SAFETY: the driver passes the NET_BUFFER the simulator built and storage of
+    // `bytes_needed` bytes or null (NdisGetDataBuffer's contract).
+    unsafe {
+        crate::packet::get_data_buffer(
+            net_buffer,
+            bytes_needed,
+            storage,
+            align_multiple,
+            align_offset,
+        )
     }
-    nb.CurrentMdl
 }

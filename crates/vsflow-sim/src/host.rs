@@ -248,6 +248,53 @@ impl Host {
         (outcome, system_buffer)
     }
 
+    /// Sends a control request as user mode would (`DeviceIoControl` on the control device):
+    /// encodes it, sends it, and returns the status and output bytes.
+    ///
+    /// # Panics
+    /// If the request does not encode (a scenario bug) or no driver is loaded.
+    #[must_use]
+    pub fn control(
+        &self,
+        req: &vsflow_proto::request::Request<'_>,
+        output_len: usize,
+    ) -> (NTSTATUS, Vec<u8>) {
+        let mut buf = vec![0u8; req.encoded_len()];
+        req.encode(&mut buf).expect("a scenario's request encodes");
+        let (o, bytes) = self.ioctl(req.ioctl().code(), &buf, output_len);
+        (o.status, bytes)
+    }
+
+    /// The driver's ports, through the `ListPorts` IOCTL.
+    ///
+    /// # Panics
+    /// If the driver's answer does not decode.
+    #[must_use]
+    pub fn list_ports(&self) -> Vec<vsflow_proto::response::PortInfo> {
+        let (status, bytes) = self.control(&vsflow_proto::request::Request::ListPorts, 1 << 20);
+        let mut v = Vec::new();
+        if sys::nt_success(status) {
+            vsflow_proto::response::decode_ports(&bytes, |p| v.push(p)).expect("ListPorts decodes");
+        }
+        v
+    }
+
+    /// Replaces the allow rules of every port the driver lists, through the `ReplaceRules`
+    /// IOCTL (as an operator's tool does). Returns how many ports accepted them.
+    #[must_use]
+    pub fn replace_rules_everywhere(&self, rules: &[vsflow_core::policy::AllowRule]) -> usize {
+        let mut space = vec![0u8; 24 * rules.len().max(1)];
+        let Ok(list) = vsflow_proto::request::rule_list(rules, &mut space) else { return 0 };
+        self.list_ports()
+            .iter()
+            .filter(|p| {
+                let req =
+                    vsflow_proto::request::Request::ReplaceRules { port: p.port, rules: list };
+                sys::nt_success(self.control(&req, 64).0)
+            })
+            .count()
+    }
+
     /// The host's id (heap accounting and diagnostics).
     #[must_use]
     pub const fn id(&self) -> usize {
@@ -816,8 +863,8 @@ impl Host {
         let (filters, callouts) =
             with_host_id(self.id, |s| (s.engine.filters_at(layer), s.engine.registered.clone()));
         let _cur = CurrentHost::enter(self.id);
-        let before = p.frame.clone();
         let mut input = ClassifyInput::new(p, ingress, src, dst, switch_name);
+        let before = input.list.bytes();
         let values = input.incoming(layer_id);
         for f in filters {
             match f.action {
@@ -857,7 +904,7 @@ impl Host {
                 );
             };
             drop(drv);
-            if p.frame != before {
+            if input.list.bytes() != before {
                 with_host_id(self.id, |s| {
                     s.violate(Violation::BadClassifyAction {
                         what: "packet modified (HLK NoEgressModification)".to_owned(),

@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod packet;
 pub mod rng;
 pub mod services;
+pub mod traffic;
 pub mod vswitch;
 mod world;
 

@@ -21,6 +21,7 @@ use vsflow_core::{FlowState, IpFamily, Mode, protocol};
 
 use crate::host::{EXTERNAL_PORT, Host, PacketFate};
 use crate::packet::SimPacket;
+use crate::traffic::{self, remote_addr};
 
 /// Scenario options.
 #[derive(Clone, Debug)]
@@ -136,23 +137,6 @@ struct Conn {
     packet: SimPacket,
 }
 
-fn vm_addr(family: IpFamily, port: usize) -> [u8; 16] {
-    let [_, _, hi, lo] = u32::try_from(port).unwrap_or(0).to_be_bytes();
-    match family {
-        IpFamily::V4 => vsflow_core::packet::v4([10, hi, lo, 2]),
-        IpFamily::V6 => [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi, lo, 2],
-    }
-}
-
-fn remote_addr(family: IpFamily, n: u32, ssh: bool) -> [u8; 16] {
-    let [_, _, hi, lo] = n.to_be_bytes();
-    match (family, ssh) {
-        (IpFamily::V4, false) => vsflow_core::packet::v4([198, 51, hi, lo]),
-        (IpFamily::V4, true) => vsflow_core::packet::v4([203, 0, 113, lo]),
-        (IpFamily::V6, _) => [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi, lo],
-    }
-}
-
 const TICK_MS: u64 = 10_000;
 
 fn config(opts: &MigrateOptions) -> DriverConfig {
@@ -208,72 +192,67 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE);
         a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
     }
-    a.driver().with_state(|st| {
-        for e in st.ports.values_mut() {
-            let _ = e.port.replace_rules(&[ssh]);
-        }
-    });
+    // Rules go in as an operator's tool sends them: the ReplaceRules IOCTL.
+    let ruled = a.replace_rules_everywhere(&[ssh]);
+    assert_eq!(ruled, ports, "every VM port accepts the SSH rule");
 
-    // Traffic on A.
+    // Traffic on A. Data starts at the IP header; some packets carry IPv4 options or IPv6
+    // extension headers, and some are laid out in MDL chains cut inside the headers.
     let mut conns: Vec<Conn> = Vec::new();
     for i in 0..ports {
         let id = 100 + u32::try_from(i).unwrap_or(0);
+        let vm_n = u32::try_from(i).unwrap_or(0);
         for f in 0..opts.flows_per_port {
             a.advance(TICK_MS);
             let kind = rng.below(100);
             let family = if rng.below(5) == 0 { IpFamily::V6 } else { IpFamily::V4 };
-            let vm = vm_addr(family, i);
             let lport = 20_000 + u16::try_from(f % 40_000).unwrap_or(0);
-            // A packet the VM sends to a remote host.
-            let outbound = |proto, remote_port, flags, len| {
-                SimPacket::new(
-                    family,
-                    proto,
-                    vm,
-                    lport,
-                    remote_addr(family, f, false),
-                    remote_port,
-                    flags,
-                    len,
-                )
+            let cut = usize::try_from(rng.below(60)).unwrap_or(0) + 1;
+            let shape = |p: SimPacket| match f % 8 {
+                1 | 5 => p.split_at(&[cut]),
+                3 if p.family == IpFamily::V4 => p.with_ipv4_options(2).split_at(&[cut]),
+                3 => p.with_ipv6_ext(&[crate::packet::Ipv6Ext::HopByHop]),
+                _ => p,
             };
             match kind {
                 // Inbound SSH through the allow rule (IPv4 only: the rule's prefix).
                 0..=9 => {
-                    let syn = SimPacket::new(
+                    let syn = traffic::inbound_syn(
                         IpFamily::V4,
-                        protocol::TCP,
                         remote_addr(IpFamily::V4, f, true),
                         lport,
-                        vm_addr(IpFamily::V4, i),
+                        vm_n,
                         22,
-                        0x02,
-                        0,
                     );
-                    a.transmit(sa, EXTERNAL_PORT, id, &syn);
-                    a.transmit(sa, id, EXTERNAL_PORT, &syn.reply(0x12, 0));
-                    a.transmit(sa, EXTERNAL_PORT, id, &syn.reply(0x12, 0).reply(0x10, 0));
-                    conns.push(Conn { port: i, packet: syn.reply(0x10, 100).reply(0x18, 100) });
+                    let (_, data) = traffic::inbound_handshake(&mut a, sa, id, &shape(syn));
+                    conns.push(Conn { port: i, packet: data });
                 }
                 // VM-opened TCP, established.
                 10..=74 => {
-                    let syn = outbound(protocol::TCP, 443, 0x02, 0);
-                    a.transmit(sa, id, EXTERNAL_PORT, &syn);
-                    let synack = syn.reply(0x12, 0);
-                    a.transmit(sa, EXTERNAL_PORT, id, &synack);
-                    a.transmit(sa, id, EXTERNAL_PORT, &synack.reply(0x10, 200));
-                    conns.push(Conn { port: i, packet: syn.reply(0x18, 1200) });
+                    let syn =
+                        traffic::vm_syn(family, vm_n, lport, remote_addr(family, f, false), 443);
+                    let (_, data) = traffic::vm_handshake(&mut a, sa, id, &shape(syn));
+                    conns.push(Conn { port: i, packet: data });
                 }
                 // VM-opened TCP still in handshake.
                 75..=84 => {
-                    let syn = outbound(protocol::TCP, 8443, 0x02, 0);
-                    a.transmit(sa, id, EXTERNAL_PORT, &syn);
+                    let syn =
+                        traffic::vm_syn(family, vm_n, lport, remote_addr(family, f, false), 8443);
+                    a.transmit(sa, id, EXTERNAL_PORT, &shape(syn));
                 }
                 // UDP.
                 _ => {
-                    let q = outbound(protocol::UDP, 53, 0, 40);
-                    a.transmit(sa, id, EXTERNAL_PORT, &q);
-                    a.transmit(sa, EXTERNAL_PORT, id, &q.reply(0, 120));
+                    let q = SimPacket::new(
+                        family,
+                        protocol::UDP,
+                        traffic::vm_addr(family, vm_n),
+                        lport,
+                        remote_addr(family, f, false),
+                        53,
+                        0,
+                        40,
+                    );
+                    traffic::udp_exchange(&mut a, sa, id, &shape(q));
                 }
             }
         }
