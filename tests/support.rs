@@ -86,6 +86,18 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
     inbound.iter().filter(|p| h.transmit(sw, EXTERNAL_PORT, id, p) == PacketFate::Delivered).count()
 }
 
+/// The states of the flows in the table of the port named `name`.
+#[must_use]
+pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
+    h.driver().with_state(|st| {
+        st.ports
+            .values()
+            .find(|e| e.port.identity().to_string() == name)
+            .map(|e| e.port.table().iter().map(|(_, r)| r.state).collect())
+            .unwrap_or_default()
+    })
+}
+
 /// Flows in the table of the port named `name`.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
