@@ -532,9 +532,13 @@ pub unsafe extern "system" fn FwpsvSwitchNotifyComplete0(
             h.violate(Violation::CompletedWithPending);
             return;
         }
-        if h.vswitch.outstanding.remove(&ctx).is_none() {
+        let Some(o) = h.vswitch.outstanding.remove(&ctx) else {
             h.violate(Violation::UnknownCompletion { context: ctx });
             return;
+        };
+        if o.callback == "vSwitchRuntimeStateRestoreNotifyFn" && !sys::nt_success(status) {
+            // OID_SWITCH_NIC_RESTORE: an extension's failure fails the VM's whole restore.
+            h.failed_vm_restores.push((o.port_id, status));
         }
         h.vswitch.completed.insert(ctx, status);
     });

@@ -66,6 +66,17 @@ pub struct RestoreTicket {
     pub elapsed: Duration,
 }
 
+/// The outcome of a VM's restore as Hyper-V sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmRestore {
+    /// Every extension restored (or had nothing to restore).
+    Succeeded,
+    /// An extension has not completed its pended restore yet.
+    Pending,
+    /// An extension failed `OID_SWITCH_NIC_RESTORE`: the whole VM restore fails.
+    Failed(NTSTATUS),
+}
+
 /// A simulated host.
 #[derive(Debug)]
 pub struct Host {
@@ -741,6 +752,9 @@ impl Host {
             };
             with_host_id(self.id, |s| {
                 s.vswitch.in_callback -= 1;
+                if sys::nt_success(status) && status != sys::STATUS_PENDING && data.is_null() {
+                    s.violate(Violation::SaveNullOnSuccess);
+                }
                 if status == sys::STATUS_PENDING {
                     // A pended save has no documented way to return its data.
                     s.violate(Violation::PendingNotAllowed {
@@ -804,11 +818,37 @@ impl Host {
                             port_id,
                         },
                     );
+                } else if !sys::nt_success(status) {
+                    // OID_SWITCH_NIC_RESTORE: an extension's failure fails the whole restore.
+                    s.failed_vm_restores.push((port_id, status));
                 }
             });
             tickets.push(RestoreTicket { context: ctx, returned: status, elapsed });
         }
         tickets
+    }
+
+    /// The VM restores this host's extensible switch failed because an extension (vsflow)
+    /// failed `OID_SWITCH_NIC_RESTORE` ("if an extension fails the request, the whole restore
+    /// fails"): port id and status.
+    #[must_use]
+    pub fn failed_vm_restores(&self) -> Vec<(u32, NTSTATUS)> {
+        with_host_id(self.id, |s| s.failed_vm_restores.clone())
+    }
+
+    /// How Hyper-V sees the restore of one port's state from the callbacks' tickets: failed if
+    /// any extension failed it, pending while any has not completed, else succeeded.
+    #[must_use]
+    pub fn vm_restore(&self, tickets: &[RestoreTicket]) -> VmRestore {
+        let mut pending = false;
+        for t in tickets {
+            match self.restore_status(t) {
+                None => pending = true,
+                Some(s) if !sys::nt_success(s) => return VmRestore::Failed(s),
+                Some(_) => {}
+            }
+        }
+        if pending { VmRestore::Pending } else { VmRestore::Succeeded }
     }
 
     /// The final status of a restore: the callback's, or its completion's once completed.

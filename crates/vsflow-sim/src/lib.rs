@@ -30,5 +30,5 @@ pub use contract::Violation;
 
 #[global_allocator]
 static ACCOUNTING: alloc::Accounting = alloc::Accounting;
-pub use host::{Host, PacketFate, RestoreTicket};
+pub use host::{Host, PacketFate, RestoreTicket, VmRestore};
 pub use packet::SimPacket;

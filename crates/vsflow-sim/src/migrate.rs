@@ -126,8 +126,11 @@ pub struct MigrationReport {
     pub inbound_permitted: usize,
     /// The same packets in the baseline run (no save/restore): blocked.
     pub baseline_blocked: Option<usize>,
-    /// Restores that failed.
+    /// Restores that failed (as Hyper-V sees them: any extension's failure fails the VM's).
     pub failed_restores: usize,
+    /// Inbound packets sent in the restore window (NIC created, restore not completed):
+    /// delivered, sent.
+    pub window: (usize, usize),
     /// Contract violations on either host.
     pub violations: Vec<String>,
 }
@@ -285,6 +288,14 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     let mut dropped = 0u64;
     let mut failed = 0usize;
     let mut deferred_tickets = Vec::new();
+    let mut first_conn: Vec<Option<usize>> = vec![None; ports];
+    for (k, c) in conns.iter().enumerate() {
+        if first_conn[c.port].is_none() {
+            first_conn[c.port] = Some(k);
+        }
+    }
+    let mut window_sent = 0usize;
+    let mut window_delivered = 0usize;
     for &i in &order {
         let id_a = 100 + u32::try_from(i).unwrap_or(0);
         let id_b = 5000 + u32::try_from(i).unwrap_or(0);
@@ -322,6 +333,16 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         }
         if opts.save_restore {
             let tickets = b.restore(sb, id_b, &blobs);
+            // The restore window: the NIC is created and traffic flows before the pended
+            // restore completes ("Hyper-V extensible switch port and network adapter
+            // states"). The VM's first carried connection sends now.
+            if let Some(c) = first_conn.get(i).copied().flatten() {
+                b.advance(TICK_MS);
+                window_sent += 1;
+                if b.transmit(sb, EXTERNAL_PORT, id_b, &conns[c].packet) == PacketFate::Delivered {
+                    window_delivered += 1;
+                }
+            }
             let defer = opts.shuffle && rng.below(3) == 0;
             for t in tickets {
                 restore_cb.push(t.elapsed);
@@ -368,6 +389,8 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
             inbound_permitted += 1;
         }
     }
+    // Hyper-V fails a VM's restore if any extension failed it.
+    failed = failed.max(b.failed_vm_restores().len());
     a.unload_driver();
     b.unload_driver();
     let violations =
@@ -393,6 +416,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         inbound_permitted,
         baseline_blocked: None,
         failed_restores: failed,
+        window: (window_delivered, window_sent),
         violations,
     }
 }
@@ -411,6 +435,7 @@ impl MigrationReport {
             && self.established_on_b >= self.established_on_a
             && self.inbound_permitted == self.connections
             && self.baseline_blocked.is_none_or(|b| b == self.connections)
+            && self.window.0 == self.window.1
     }
 
     /// The report for a person.
@@ -460,6 +485,11 @@ impl MigrationReport {
                 self.connections
             );
         }
+        let _ = writeln!(
+            s,
+            "  delivered in the restore window       {} of {}",
+            self.window.0, self.window.1
+        );
         let _ = writeln!(s, "  failed restores                       {}", self.failed_restores);
         let _ = writeln!(s, "  contract violations                   {}", self.violations.len());
         for v in &self.violations {
@@ -482,6 +512,7 @@ impl MigrationReport {
             "flows": {"on_a": self.flows_on_a, "carried": self.flows_carried, "dropped": self.flows_dropped},
             "proof": {"connections": self.connections, "established_on_a": self.established_on_a, "established_on_b": self.established_on_b, "inbound_permitted_on_b": self.inbound_permitted, "baseline_blocked": self.baseline_blocked},
             "failed_restores": self.failed_restores,
+            "restore_window": {"delivered": self.window.0, "sent": self.window.1},
             "violations": self.violations,
             "passed": self.passed(),
         })
