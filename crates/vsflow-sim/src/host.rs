@@ -28,8 +28,56 @@ pub struct SimPort {
     pub name: Vec<u16>,
     /// `NDIS_SWITCH_PORT_TYPE`.
     pub port_type: u32,
-    /// NIC index and whether it is connected.
-    pub nic: Option<(u16, bool)>,
+    /// `IsValidationPort`: a port Hyper-V creates to validate a configuration, never a VM's.
+    pub is_validation: bool,
+    /// NIC index and its `NDIS_SWITCH_NIC_STATE`.
+    pub nic: Option<(u16, u32)>,
+}
+
+impl SimPort {
+    /// A port of this `NDIS_SWITCH_PORT_TYPE` with no NIC.
+    #[must_use]
+    pub fn new(id: u32, name: &str, port_type: u32) -> Self {
+        Self { id, name: utf16(name), port_type, is_validation: false, nic: None }
+    }
+
+    /// The same port with a NIC in `state` (`NdisSwitchNicState*`).
+    #[must_use]
+    pub const fn with_nic(mut self, index: u16, state: u32) -> Self {
+        self.nic = Some((index, state));
+        self
+    }
+
+    /// The same port flagged `IsValidationPort`.
+    #[must_use]
+    pub const fn validation(mut self) -> Self {
+        self.is_validation = true;
+        self
+    }
+}
+
+/// The `ElementSize` of the NIC arrays the double hands over (`NDIS_SWITCH_NIC_ARRAY`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NicElementSize {
+    /// `sizeof(NDIS_SWITCH_NIC_PARAMETERS)` of NDIS 6.40+ headers (2224 bytes), revision 2.
+    #[default]
+    Current,
+    /// `NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1` (2207 bytes), revision 1: the
+    /// elements are packed at that stride, so fields are unaligned.
+    Revision1,
+    /// A later revision: this many bytes past the current size.
+    Larger(usize),
+}
+
+/// Whether Windows replays `VSWITCH_CREATE` to a subscription made after switches exist.
+/// No document says it does: a test chooses (WINDOWS-VERIFICATION).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExistingSwitches {
+    /// The subscriber hears only of switches created later (worse for the driver).
+    #[default]
+    NotReplayed,
+    /// The subscriber gets `VSWITCH_CREATE` with the current arrays for each existing switch.
+    Replayed,
 }
 
 /// A simulated virtual switch.
@@ -83,6 +131,12 @@ pub struct Host {
     id: usize,
     shared: Arc<HostShared>,
     driver: Option<Box<Driver<SimServices>>>,
+    /// `ElementSize` of the NIC arrays handed over.
+    pub nic_element_size: NicElementSize,
+    /// Whether a late subscriber hears of existing switches.
+    pub existing_switches: ExistingSwitches,
+    /// Subscriptions already told of the existing switches.
+    told: Vec<u32>,
     /// The host's switches.
     pub switches: Vec<SimSwitch>,
     seed: u64,
@@ -117,6 +171,12 @@ fn switch_params(name: &[u16]) -> sys::NDIS_SWITCH_PARAMETERS {
 }
 
 fn port_params(p: &SimPort, restoring: bool) -> sys::NDIS_SWITCH_PORT_PARAMETERS {
+    let mut pp = port_params_of(p, restoring);
+    pp.IsValidationPort = u8::from(p.is_validation);
+    pp
+}
+
+fn port_params_of(p: &SimPort, restoring: bool) -> sys::NDIS_SWITCH_PORT_PARAMETERS {
     sys::NDIS_SWITCH_PORT_PARAMETERS {
         Header: sys::NDIS_OBJECT_HEADER {
             Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
@@ -149,12 +209,13 @@ fn nic_params(port_id: u32, index: u16, state: u32) -> Box<sys::NDIS_SWITCH_NIC_
     n
 }
 
-/// Builds an NDIS switch array of `elements` in one 8-aligned buffer.
-fn ndis_array<T: Copy>(elements: &[T]) -> Vec<u64> {
+/// Builds an NDIS switch array of `elements` in one 8-aligned buffer, each element `stride`
+/// bytes apart (the first `min(stride, size_of::<T>())` bytes of each element are copied; the
+/// rest, for a larger stride, is zero).
+fn ndis_array<T: Copy>(elements: &[T], stride: usize) -> Vec<u64> {
     let header = size_of::<sys::NDIS_SWITCH_PORT_ARRAY>().next_multiple_of(8);
-    let stride = size_of::<T>().next_multiple_of(8);
     let bytes = header + stride * elements.len();
-    let mut buf = vec![0u64; bytes.div_ceil(8)];
+    let mut buf = vec![0u64; bytes.div_ceil(8).max(1)];
     let base = buf.as_mut_ptr().cast::<u8>();
     let a = sys::NDIS_SWITCH_PORT_ARRAY {
         Header: sys::NDIS_OBJECT_HEADER {
@@ -167,13 +228,19 @@ fn ndis_array<T: Copy>(elements: &[T]) -> Vec<u64> {
         NumElements: u32::try_from(elements.len()).unwrap_or(0),
         ElementSize: u32::try_from(stride).unwrap_or(0),
     };
-    // SAFETY: the buffer holds the header and every element at its offset.
+    // SAFETY: the buffer holds the header.
     unsafe { base.cast::<sys::NDIS_SWITCH_PORT_ARRAY>().write_unaligned(a) };
+    let n = stride.min(size_of::<T>());
     for (i, e) in elements.iter().enumerate() {
-        // SAFETY: inside the buffer (sized above).
-        let dst = unsafe { base.add(header + i * stride) };
-        // SAFETY: as above.
-        unsafe { dst.cast::<T>().write_unaligned(*e) };
+        // SAFETY: 1. the destination is inside the buffer (sized for every element at its
+        // stride); 2. `n` bytes of `e` are readable; 3. the regions do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::from_ref(e).cast::<u8>(),
+                base.add(header + i * stride),
+                n,
+            );
+        }
     }
     buf
 }
@@ -186,6 +253,9 @@ impl Host {
             id: register_host(),
             shared: Arc::new(HostShared::default()),
             driver: None,
+            nic_element_size: NicElementSize::default(),
+            existing_switches: ExistingSwitches::default(),
+            told: Vec::new(),
             switches: Vec::new(),
             seed,
         }
@@ -331,6 +401,9 @@ impl Host {
                 unsafe { cb(sub.context as *mut c_void, sys::FWPM_SERVICE_RUNNING) };
             }
         }
+        drop(_drv);
+        drop(_cur);
+        self.tell_new_subscribers();
     }
 
     /// Loads and starts the driver (`DriverEntry`).
@@ -354,6 +427,8 @@ impl Host {
         match r {
             Ok(()) => {
                 self.driver = Some(driver);
+                drop(_cur);
+                self.tell_new_subscribers();
                 Ok(())
             }
             Err(e) => {
@@ -541,25 +616,48 @@ impl Host {
         out
     }
 
-    /// Creates a switch with its initial external port (and any more ports), as the
-    /// `VSWITCH_CREATE` lifetime event reports it. Returns the switch index.
-    pub fn create_switch(&mut self, name: &str, initial: &[SimPort]) -> usize {
-        let mut ports = vec![SimPort {
-            id: EXTERNAL_PORT,
-            name: utf16("external"),
-            port_type: sys::NdisSwitchPortTypeExternal,
-            nic: Some((0, true)),
-        }];
-        ports.extend_from_slice(initial);
-        let sw = SimSwitch { name: utf16(name), ports };
+    /// The NIC array of switch `sw`: every port's NIC with its `NicState`.
+    fn nic_array(&self, sw: &SimSwitch) -> Vec<u64> {
+        let nics: Vec<sys::NDIS_SWITCH_NIC_PARAMETERS> = sw
+            .ports
+            .iter()
+            .filter_map(|p| p.nic.map(|(i, state)| *self.nic_params(p.id, i, state)))
+            .collect();
+        let stride = match self.nic_element_size {
+            NicElementSize::Current => size_of::<sys::NDIS_SWITCH_NIC_PARAMETERS>(),
+            NicElementSize::Revision1 => sys::NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1,
+            NicElementSize::Larger(extra) => size_of::<sys::NDIS_SWITCH_NIC_PARAMETERS>() + extra,
+        };
+        ndis_array(&nics, stride)
+    }
+
+    /// NIC parameters as this host's NDIS revision writes them.
+    fn nic_params(
+        &self,
+        port_id: u32,
+        index: u16,
+        state: u32,
+    ) -> Box<sys::NDIS_SWITCH_NIC_PARAMETERS> {
+        let mut n = nic_params(port_id, index, state);
+        if self.nic_element_size == NicElementSize::Revision1 {
+            n.Header.Revision = sys::NDIS_SWITCH_NIC_PARAMETERS_REVISION_1;
+            n.Header.Size =
+                u16::try_from(sys::NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1).unwrap_or(0);
+        }
+        n
+    }
+
+    /// `VSWITCH_CREATE` for switch `sw` with its current port and NIC arrays, to `subs`.
+    fn announce_switch(&self, sw: &SimSwitch, only: Option<&[u32]>) {
         let params = switch_params(&sw.name);
         let port_array: Vec<sys::NDIS_SWITCH_PORT_PARAMETERS> =
             sw.ports.iter().map(|p| port_params(p, false)).collect();
-        let nic_array: Vec<sys::NDIS_SWITCH_NIC_PARAMETERS> =
-            sw.ports.iter().filter_map(|p| p.nic.map(|(i, _)| *nic_params(p.id, i, 2))).collect();
-        let pa = ndis_array(&port_array);
-        let na = ndis_array(&nic_array);
+        let pa = ndis_array(&port_array, size_of::<sys::NDIS_SWITCH_PORT_PARAMETERS>());
+        let na = self.nic_array(sw);
         self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+            if only.is_some_and(|ids| !ids.contains(&sub.id)) {
+                return sys::STATUS_SUCCESS;
+            }
             match sub.table.vSwitchLifetimeNotifyFn {
                 // SAFETY: the driver's callback with its context and valid arguments.
                 Some(f) => unsafe {
@@ -574,8 +672,52 @@ impl Host {
                 None => sys::STATUS_SUCCESS,
             }
         });
+    }
+
+    /// Creates a switch with its initial external port (and any more ports), as the
+    /// `VSWITCH_CREATE` lifetime event reports it. Returns the switch index.
+    pub fn create_switch(&mut self, name: &str, initial: &[SimPort]) -> usize {
+        let mut ports = vec![
+            SimPort::new(EXTERNAL_PORT, "external", sys::NdisSwitchPortTypeExternal)
+                .with_nic(0, sys::NdisSwitchNicStateConnected),
+        ];
+        ports.extend_from_slice(initial);
+        let sw = SimSwitch { name: utf16(name), ports };
+        self.announce_switch(&sw, None);
         self.switches.push(sw);
         self.switches.len() - 1
+    }
+
+    /// Pauses and restarts the WFP extension on switch `sw` (what a filter-engine reorder or
+    /// any FilterPause/FilterRestart of the extension does): WFP queries the switch's ports
+    /// and NICs again in FilterRestart and reports them with `VSWITCH_CREATE`, for a switch
+    /// the driver already knows (lifetime callback doc; see WINDOWS-VERIFICATION for whether
+    /// a `VSWITCH_DELETE` precedes it: the double sends none).
+    pub fn pause_restart(&mut self, sw: usize) {
+        let s = self.switches[sw].clone();
+        self.announce_switch(&s, None);
+    }
+
+    /// Replaces what switch `sw` knows of port `id` without telling the driver (a port
+    /// deleted and another created under the same id while the extension was paused).
+    pub fn replace_port_silently(&mut self, sw: usize, port: SimPort) {
+        let ports = &mut self.switches[sw].ports;
+        ports.retain(|p| p.id != port.id);
+        ports.push(port);
+    }
+
+    /// Tells subscriptions made since the last call of the switches that already exist, if
+    /// this host replays them ([`ExistingSwitches`]).
+    fn tell_new_subscribers(&mut self) {
+        let subs: Vec<u32> = self.subscriptions().iter().map(|s| s.id).collect();
+        let new: Vec<u32> = subs.iter().copied().filter(|id| !self.told.contains(id)).collect();
+        self.told = subs;
+        if new.is_empty() || self.existing_switches == ExistingSwitches::NotReplayed {
+            return;
+        }
+        for sw in self.switches.clone() {
+            self.announce_switch(&sw, Some(&new));
+        }
     }
 
     /// Deletes a switch (lifetime event).
@@ -601,12 +743,11 @@ impl Host {
 
     /// Creates a VM port; `restoring` sets `NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT`.
     pub fn create_port(&mut self, sw: usize, id: u32, name: &str, restoring: bool) -> NTSTATUS {
-        let port = SimPort {
-            id,
-            name: utf16(name),
-            port_type: sys::NdisSwitchPortTypeSynthetic,
-            nic: None,
-        };
+        self.create_port_as(sw, SimPort::new(id, name, sys::NdisSwitchPortTypeSynthetic), restoring)
+    }
+
+    /// Creates `port` (any type, validation or not) on switch `sw`.
+    pub fn create_port_as(&mut self, sw: usize, port: SimPort, restoring: bool) -> NTSTATUS {
         let params = switch_params(&self.switches[sw].name);
         let pp = port_params(&port, restoring);
         let r = self.port_event(sys::FWPS_VSWITCH_EVENT_PORT_CREATE, &params, &pp);
@@ -650,10 +791,10 @@ impl Host {
             _ => 4,
         };
         if let Some(p) = self.switches[sw].ports.iter_mut().find(|p| p.id == port_id) {
-            p.nic = (state != 4).then_some((index, state == 2));
+            p.nic = (state != sys::NdisSwitchNicStateDeleted).then_some((index, state));
         }
         let params = switch_params(&self.switches[sw].name);
-        let nic = nic_params(port_id, index, state);
+        let nic = self.nic_params(port_id, index, state);
         let results = self.notify("vSwitchInterfaceEventNotifyFn", true, port_id, |sub, ctx| {
             match sub.table.vSwitchInterfaceEventNotifyFn {
                 // SAFETY: the driver's callback with valid arguments.
@@ -683,6 +824,10 @@ impl Host {
                 None => sys::STATUS_SUCCESS,
             }
         });
+        // A reorder pauses and restarts the extension: every switch is reported again.
+        for sw in 0..self.switches.len() {
+            self.pause_restart(sw);
+        }
         results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
     }
 
