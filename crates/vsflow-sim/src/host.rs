@@ -11,6 +11,7 @@ use fwps_sys::{self as sys, GUID, NTSTATUS};
 use vsflow_callout::{Driver, DriverConfig};
 
 use crate::contract::Violation;
+use crate::engine::{Arbiter, Decision};
 use crate::packet::{ClassifyInput, SimPacket};
 use crate::services::{HostShared, SimServices};
 use crate::vswitch::Subscription;
@@ -534,6 +535,12 @@ impl Host {
         with_host_id(self.id, |s| s.engine.objects.clone())
     }
 
+    /// Classify calls the engine has made on this host (every callout).
+    #[must_use]
+    pub fn classify_invocations(&self) -> u64 {
+        with_host_id(self.id, |s| s.engine.classify_calls)
+    }
+
     /// The flags of every registered run-time callout.
     #[must_use]
     pub fn callout_flags(&self) -> Vec<u32> {
@@ -1033,8 +1040,11 @@ impl Host {
         PacketFate::Delivered
     }
 
-    /// Runs the filters of one layer on a packet; true if permitted.
+    /// Runs the filters of one layer on a packet as WFP arbitrates them; true if permitted.
+    /// Every sublayer is evaluated, highest weight first; within one, filters from the
+    /// highest weight until one returns permit or block ([`crate::engine::Arbiter`]).
     #[allow(clippy::too_many_arguments, reason = "the classify inputs")]
+    #[allow(clippy::too_many_lines, reason = "one layer's classify, top to bottom")]
     fn classify_at(
         &self,
         layer_id: u16,
@@ -1045,71 +1055,101 @@ impl Host {
         switch_name: &[u16],
         p: &SimPacket,
     ) -> bool {
-        let (filters, callouts) =
-            with_host_id(self.id, |s| (s.engine.filters_at(layer), s.engine.registered.clone()));
+        let (sublayers, callouts) =
+            with_host_id(self.id, |s| (s.engine.sublayers_at(layer), s.engine.registered.clone()));
         let _cur = CurrentHost::enter(self.id);
         let mut input = ClassifyInput::new(p, ingress, src, dst, switch_name);
         let before = input.list.bytes();
         let values = input.incoming(layer_id);
-        for f in filters {
-            match f.action {
-                sys::FWP_ACTION_BLOCK => return false,
-                sys::FWP_ACTION_PERMIT => return true,
-                _ => {}
-            }
-            let Some(ckey) = f.callout else { continue };
-            let Some(callout) = callouts.iter().find(|c| c.key == ckey) else {
-                if f.flags & sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED != 0 {
-                    continue;
+        let mut arbiter = Arbiter::default();
+        for (sublayer_weight, filters) in sublayers {
+            for f in filters {
+                let soft = f.flags & sys::FWPM_FILTER_FLAG_CLEAR_ACTION_RIGHT == 0;
+                if f.action == sys::FWP_ACTION_BLOCK || f.action == sys::FWP_ACTION_PERMIT {
+                    arbiter.sublayer(Decision { action: f.action, overridable: soft }, false);
+                    break;
                 }
-                return false;
-            };
-            let Some(classify) = callout.classify else { continue };
-            // SAFETY: plain data, all zeroes valid.
-            let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
-            filter.filterId = f.id;
-            filter.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout.id };
-            filter.context = f.raw_context;
-            let mut out = sys::FWPS_CLASSIFY_OUT0 {
-                rights: sys::FWPS_RIGHT_ACTION_WRITE,
-                ..Default::default()
-            };
-            let layer_data = input.layer_data();
-            let drv = self.driver_code();
-            // SAFETY: the driver's classify function with valid inputs alive for the call.
-            unsafe {
-                classify(
-                    &raw const values,
-                    &raw const input.meta,
-                    layer_data,
-                    std::ptr::null(),
-                    &raw const filter,
-                    0,
-                    &raw mut out,
-                );
-            };
-            drop(drv);
-            if input.list.bytes() != before {
-                with_host_id(self.id, |s| {
-                    s.violate(Violation::BadClassifyAction {
-                        what: "packet modified (HLK NoEgressModification)".to_owned(),
-                    });
-                });
-            }
-            match out.actionType {
-                sys::FWP_ACTION_BLOCK => {
-                    if out.rights & sys::FWPS_RIGHT_ACTION_WRITE != 0 {
-                        with_host_id(self.id, |s| {
-                            s.violate(Violation::BadClassifyAction {
-                                what: "block without clearing FWPS_RIGHT_ACTION_WRITE".to_owned(),
-                            });
-                        });
+                let terminating = f.action == sys::FWP_ACTION_CALLOUT_TERMINATING
+                    || f.action == sys::FWP_ACTION_CALLOUT_UNKNOWN;
+                let Some(ckey) = f.callout else { continue };
+                let Some(callout) = callouts.iter().find(|c| c.key == ckey) else {
+                    // fwpmtypes.h: a filter whose callout is not registered acts as block,
+                    // or as permit with FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED.
+                    if !terminating {
+                        continue;
                     }
-                    return false;
+                    let action =
+                        if f.flags & sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED != 0 {
+                            sys::FWP_ACTION_PERMIT
+                        } else {
+                            sys::FWP_ACTION_BLOCK
+                        };
+                    arbiter.sublayer(Decision { action, overridable: soft }, false);
+                    break;
+                };
+                let Some(classify) = callout.classify else { continue };
+                // SAFETY: plain data, all zeroes valid.
+                let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
+                filter.filterId = f.id;
+                filter.subLayerWeight = sublayer_weight;
+                filter.flags = if soft { 0 } else { sys::FWPS_FILTER_FLAG_CLEAR_ACTION_RIGHT };
+                filter.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout.id };
+                filter.context = f.raw_context;
+                let rights = arbiter.rights();
+                let mut out = sys::FWPS_CLASSIFY_OUT0 { rights, ..Default::default() };
+                let layer_data = input.layer_data();
+                with_host_id(self.id, |s| s.engine.classify_started(callout.id));
+                let drv = self.driver_code();
+                // SAFETY: the driver's classify function with valid inputs alive for the call.
+                unsafe {
+                    classify(
+                        &raw const values,
+                        &raw const input.meta,
+                        layer_data,
+                        std::ptr::null(),
+                        &raw const filter,
+                        0,
+                        &raw mut out,
+                    );
+                };
+                drop(drv);
+                with_host_id(self.id, |s| s.engine.classify_finished(callout.id));
+                if input.list.bytes() != before {
+                    with_host_id(self.id, |s| {
+                        s.violate(Violation::BadClassifyAction {
+                            what: "packet modified (HLK NoEgressModification)".to_owned(),
+                        });
+                    });
                 }
-                sys::FWP_ACTION_PERMIT => {}
-                other => {
-                    if f.action == sys::FWP_ACTION_CALLOUT_TERMINATING {
+                if !terminating {
+                    continue; // an inspection callout's action is not used
+                }
+                let kept_write = out.rights & sys::FWPS_RIGHT_ACTION_WRITE != 0;
+                match out.actionType {
+                    sys::FWP_ACTION_BLOCK => {
+                        if rights & sys::FWPS_RIGHT_ACTION_WRITE != 0 && kept_write {
+                            with_host_id(self.id, |s| {
+                                s.violate(Violation::BadClassifyAction {
+                                    what: "block without clearing FWPS_RIGHT_ACTION_WRITE"
+                                        .to_owned(),
+                                });
+                            });
+                        }
+                        let d = Decision { action: sys::FWP_ACTION_BLOCK, overridable: kept_write };
+                        arbiter.sublayer(d, true);
+                        break;
+                    }
+                    sys::FWP_ACTION_PERMIT => {
+                        let d =
+                            Decision { action: sys::FWP_ACTION_PERMIT, overridable: kept_write };
+                        arbiter.sublayer(d, true);
+                        break;
+                    }
+                    sys::FWP_ACTION_CONTINUE => {}
+                    // Without the write right a callout returns without acting (WFPSampler's
+                    // classify functions check FWPS_RIGHT_ACTION_WRITE first).
+                    _ if rights & sys::FWPS_RIGHT_ACTION_WRITE == 0 => {}
+                    other => {
                         with_host_id(self.id, |s| {
                             s.violate(Violation::BadClassifyAction {
                                 what: format!("terminating callout returned action {other:#x}"),
@@ -1119,7 +1159,7 @@ impl Host {
                 }
             }
         }
-        true
+        arbiter.permits()
     }
 }
 
