@@ -88,11 +88,8 @@ pub unsafe fn nbl_prefix(
     let nb = list.FirstNetBuffer;
     // SAFETY: the list's first buffer, valid with the list.
     let buffer = unsafe { nb.as_ref() }?;
-    // `DataLength` is a ULONG (in a union with a SIZE_T): its low 32 bits, whichever way the
-    // binding declares the union.
-    #[allow(clippy::cast_possible_truncation, reason = "the ULONG arm of the union")]
-    let frame_len = buffer.DataLength as u32;
-    let want = storage.len().min(frame_len as usize);
+    let frame_len = buffer.data_length();
+    let want = storage.len().min(usize::try_from(frame_len).unwrap_or(usize::MAX));
     if want == 0 {
         return Some(crate::services::Frame { head: &[], frame_len });
     }

@@ -301,7 +301,9 @@ impl<S: KernelServices> Driver<S> {
         fresh: Option<Port>,
     ) -> NTSTATUS {
         let mode = st.restore_window.take().unwrap_or(self.config.default_mode);
-        if self.config.fail_bad_restores {
+        let strict_major = reason == DegradedReason::UnknownMajor
+            && self.config.unknown_major == vsflow_core::codec::UnknownMajor::Strict;
+        if self.config.fail_bad_restores || strict_major {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
             st.port.set_mode(mode);
             self.count(Counter::RestoresFailed);
