@@ -312,7 +312,7 @@ impl<S: KernelServices> Driver<S> {
                         .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
                         .count();
                     t.packets_blocked += st.port.counters().packets_blocked;
-                    t.restoring += usize::from(st.restore_window.is_some());
+                    t.restoring += usize::from(st.port.is_restoring());
                     t.largest_port = t.largest_port.max(st.port.table().len());
                     t.consistent &= st.port.table().check_invariants().is_ok();
                 }

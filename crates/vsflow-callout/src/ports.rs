@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
-use vsflow_core::{Mode, Port, PortIdentity};
+use vsflow_core::{Port, PortIdentity};
 
 use crate::alloc_util::try_box;
 use crate::error::CalloutError;
@@ -69,16 +69,9 @@ pub(crate) struct PortState {
     /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
     /// driver: replaced by the next save, freed with the port or at stop.
     pub(crate) save_buffer: Vec<u8>,
-    /// The restore window: the port was created with `RESTORING_PORT` and its restore has not
-    /// been applied or cancelled yet. Traffic is monitored (permitted and tracked); holds the
-    /// mode to go back to if the restore brings no state.
-    pub(crate) restore_window: Option<Mode>,
     /// Digest of the last blob applied to this port (a second restore of the same blob
     /// changes nothing).
     pub(crate) last_restore: Option<u64>,
-    /// An operator changed the mode or rules during the restore window (they win over the
-    /// blob's policy; see `docs/PERFORMANCE.md` and the restore module).
-    pub(crate) policy_set_in_window: bool,
     /// Classify calls that reached this port (summed into the driver's count on read).
     pub(crate) classify_calls: u64,
 }

@@ -22,7 +22,8 @@
 //! ([`RestoreOutcome::Degraded`]), and the restore reports success. Failing such a restore is an
 //! opt-in policy (registry `FailBadRestores` = 1). Restoring the same blob into the same port a
 //! second time changes nothing. Policy set by an operator during the restore window wins
-//! over the blob's (the blob carries an older decision; the restored flows are kept).
+//! over the blob's (the blob carries an older decision; the restored flows are kept), and the
+//! rules version stays monotonic: vsflow-core's `Port` restore API decides both.
 
 use alloc::vec::Vec;
 use core::ffi::c_void;
@@ -33,7 +34,7 @@ use fwps_sys::{
     STATUS_SUCCESS,
 };
 use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded};
-use vsflow_core::{AllowRule, Port};
+use vsflow_core::Port;
 
 use super::{driver, identity};
 use crate::config::RestoreMode;
@@ -230,7 +231,7 @@ impl<S: KernelServices> Driver<S> {
     ) -> NTSTATUS {
         if st.last_restore == Some(sum) {
             // The same blob again: already applied.
-            st.restore_window = None;
+            st.port.cancel_restore();
             self.trace_restore(key.port, bytes, 0, RestoreOutcome::Applied, STATUS_SUCCESS);
             return STATUS_SUCCESS;
         }
@@ -248,26 +249,8 @@ impl<S: KernelServices> Driver<S> {
                         ),
                     );
                 }
-                // An operator's policy set in the window wins over the blob's.
-                let operator = if st.policy_set_in_window {
-                    let mut rules: Vec<AllowRule> = Vec::new();
-                    if rules.try_reserve_exact(st.port.rules().rules().len()).is_ok() {
-                        rules.extend_from_slice(st.port.rules().rules());
-                        Some((st.restore_window.unwrap_or(st.port.mode()), rules))
-                    } else {
-                        None
-                    }
-                } else {
-                    None
-                };
                 match codec::apply(&mut st.port, &state, now) {
                     Ok(report) => {
-                        if let Some((mode, rules)) = operator {
-                            st.port.set_mode(mode);
-                            let _ = st.port.replace_rules(&rules);
-                        }
-                        st.restore_window = None;
-                        st.policy_set_in_window = false;
                         st.last_restore = Some(sum);
                         self.count(Counter::RestoresApplied);
                         self.trace_restore(key.port, bytes, report.restored, RestoreOutcome::Applied, STATUS_SUCCESS);
@@ -300,30 +283,26 @@ impl<S: KernelServices> Driver<S> {
         error: Option<CalloutError>,
         fresh: Option<Port>,
     ) -> NTSTATUS {
-        let mode = st.restore_window.take().unwrap_or(self.config.default_mode);
         let strict_major = reason == DegradedReason::UnknownMajor
             && self.config.unknown_major == vsflow_core::codec::UnknownMajor::Strict;
         if self.config.fail_bad_restores || strict_major {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
-            st.port.set_mode(mode);
+            st.port.cancel_restore();
             self.count(Counter::RestoresFailed);
             self.log(LogLevel::Error, format_args!("port {}: restore failed ({reason:?}): policy FailBadRestores", key.port));
             self.trace_restore(key.port, bytes, 0, RestoreOutcome::Failed, status);
             return status;
         }
         match fresh {
-            Some(mut port) => {
-                port.set_mode(mode);
-                st.port = port;
-            }
+            // An empty port: no flows, no rules, the configured default mode.
+            Some(port) => st.port = port,
             None => {
-                // Out of memory for a new table: keep the table, but drop the policy it had.
+                // Out of memory for a new table: keep the table, but drop the rules it had.
                 let _ = st.port.replace_rules(&[]);
-                st.port.set_mode(mode);
+                st.port.set_mode(self.config.default_mode);
             }
         }
         codec::apply_empty(&mut st.port);
-        st.policy_set_in_window = false;
         st.last_restore = Some(sum);
         self.count(Counter::RestoresEmpty);
         self.log(LogLevel::Warning, format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port));
