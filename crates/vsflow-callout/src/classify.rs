@@ -152,10 +152,8 @@ impl<S: KernelServices> Driver<S> {
             }
         };
         // 2. The switch, by name (never guessed).
-        let mut name = [0u16; 257];
         // SAFETY: caller's contract.
-        let n = unsafe { switch_name_units(values, &mut name) };
-        let name = n.and_then(|n| name.get(..n));
+        let name = unsafe { switch_name_bytes(values) };
         // 3. Packet bytes: the TCP flags (data starts at the IP header at these layers).
         let mut storage = [0u8; IP_PREFIX];
         let want = if c.meta.protocol == protocol::TCP { IP_PREFIX } else { 0 };
@@ -172,7 +170,7 @@ impl<S: KernelServices> Driver<S> {
         let found = self
             .ports
             .read(|ix| {
-                let switch = ix.switch_id(name?)?;
+                let switch = ix.switch_id_le(name?)?;
                 let slot = ix.port(&PortKey { switch, port: c.port_id })?;
                 let mut st = slot.state.lock();
                 st.classify_calls += 1;
@@ -351,13 +349,14 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
     Some(unsafe { ptr::read_unaligned(p) }.byteArray16)
 }
 
-/// The switch a classify call belongs to, from the `VSWITCH_ID` value (assumed: the switch
-/// name as a UTF-16 byte blob; verify on Windows, item 9). Always consulted: a packet of a
-/// switch vsflow does not know is never judged by another switch's port.
+/// The switch a classify call belongs to: the bytes of the `VSWITCH_ID` value (assumed: the
+/// switch name as a UTF-16LE byte blob, maybe NUL-terminated; verify on Windows, item 9), at
+/// most 256 units. Always consulted: a packet of a switch vsflow does not know is never judged
+/// by another switch's port. Compared in place, never copied.
 ///
 /// # Safety
-/// As [`read_values`].
-unsafe fn switch_name_units(values: &FWPS_INCOMING_VALUES0, out: &mut [u16; 257]) -> Option<usize> {
+/// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
+unsafe fn switch_name_bytes<'a>(values: &'a FWPS_INCOMING_VALUES0) -> Option<&'a [u8]> {
     // SAFETY: caller's contract.
     let v = unsafe { value(values, sys::FIELD_VSWITCH_ID) }?;
     if v.r#type != sys::FWP_BYTE_BLOB_TYPE {
@@ -368,26 +367,13 @@ unsafe fn switch_name_units(values: &FWPS_INCOMING_VALUES0, out: &mut [u16; 257]
     if blob.is_null() {
         return None;
     }
-    // SAFETY: non-null blob from WFP.
+    // SAFETY: non-null blob from WFP, valid for the call.
     let blob = unsafe { ptr::read_unaligned(blob) };
     if blob.data.is_null() {
         return None;
     }
-    let bytes = (blob.size as usize).min(2 * out.len());
-    // SAFETY: WFP's blob has `size` readable bytes; we read at most that many.
-    let data = unsafe { core::slice::from_raw_parts(blob.data, bytes) };
-    let mut n = 0;
-    for (dst, pair) in out.iter_mut().zip(data.chunks_exact(2)) {
-        let u = u16::from_le_bytes([
-            pair.first().copied().unwrap_or(0),
-            pair.get(1).copied().unwrap_or(0),
-        ]);
-        if u == 0 {
-            break;
-        }
-        *dst = u;
-        n += 1;
-    }
-    Some(n)
+    let bytes = (blob.size as usize).min(2 * 256);
+    // SAFETY: WFP's blob has `size` readable bytes for the call; we read at most that many.
+    Some(unsafe { core::slice::from_raw_parts(blob.data, bytes) })
 }
 

@@ -55,7 +55,8 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         iterations: usize,
         /// `callbacks` (save, restore, per-port, classify vs core), `scaling` (threads and
-        /// ports, classify latency during saves: issue 11), or `all`.
+        /// ports, classify latency during saves: issue 11), `classify` (callout vs core
+        /// only), or `all`.
         #[arg(long, default_value = "all")]
         mode: String,
         /// Seconds per throughput point (scaling mode).
@@ -106,6 +107,19 @@ fn main() -> ExitCode {
         }
         Command::Bench { iterations, mode, seconds, trials } => {
             let (callbacks, scaling) = match mode.as_str() {
+                "classify" => {
+                    let cfg = vsflow_callout::DriverConfig {
+                        default_mode: vsflow_core::Mode::Enforce,
+                        restore_mode: vsflow_callout::RestoreMode::Synchronous,
+                        ..vsflow_callout::DriverConfig::default()
+                    };
+                    let (c, k) = vsflow_sim::bench::callout_vs_core(cfg, trials.max(1) * 3);
+                    println!(
+                        "classify via callout {c:.1} ns/packet vs core {k:.1} ns/packet, one thread: {:.2}x",
+                        c / k.max(f64::MIN_POSITIVE)
+                    );
+                    return ExitCode::SUCCESS;
+                }
                 "callbacks" => (true, false),
                 "scaling" => (false, true),
                 "all" => (true, true),

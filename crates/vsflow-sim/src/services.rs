@@ -59,8 +59,8 @@ thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(PASSIVE_LEVEL) };
     /// This thread's simulated processor.
     static PROCESSOR: Cell<Option<u32>> = const { Cell::new(None) };
-    /// Rundown references this thread holds: (rundown address, count).
-    static HELD_RUNDOWNS: RefCell<Vec<(usize, u32)>> = const { RefCell::new(Vec::new()) };
+    /// Rundown references this thread holds: (rundown address, count), no allocation.
+    static HELD_RUNDOWNS: RefCell<[(usize, u32); 8]> = const { RefCell::new([(0, 0); 8]) };
 }
 
 static NEXT_PROCESSOR: AtomicUsize = AtomicUsize::new(0);
@@ -130,32 +130,6 @@ impl SimRundown {
         &self.lines[i].0
     }
 
-    fn held_delta(&self, delta: i32) -> bool {
-        let me = std::ptr::from_ref(self) as usize;
-        // The simulator's bookkeeping is not the driver's memory.
-        let _kernel = crate::alloc::Attribution::enter(None);
-        HELD_RUNDOWNS.with(|h| {
-            let mut h = h.borrow_mut();
-            match h.iter_mut().position(|(a, _)| *a == me) {
-                Some(i) if delta > 0 => {
-                    h[i].1 += 1;
-                    true
-                }
-                Some(i) => {
-                    h[i].1 -= 1;
-                    if h[i].1 == 0 {
-                        h.swap_remove(i);
-                    }
-                    true
-                }
-                None if delta > 0 => {
-                    h.push((me, 1));
-                    true
-                }
-                None => false,
-            }
-        })
-    }
 }
 
 // SAFETY: `acquire` increments a per-processor counter and then checks the run-down flag
@@ -173,15 +147,32 @@ unsafe impl RawRundown for SimRundown {
             line.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
-        self.held_delta(1);
+        let me = std::ptr::from_ref(self) as usize;
+        HELD_RUNDOWNS.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(e) = h.iter_mut().find(|e| e.0 == me) {
+                e.1 += 1;
+            } else if let Some(e) = h.iter_mut().find(|e| e.1 == 0) {
+                *e = (me, 1);
+            }
+        });
         true
     }
 
     unsafe fn release(&self) {
-        if !self.held_delta(-1) {
+        // A simulated thread stays on its processor, so its acquire and release use the
+        // same counter: one that goes below zero was released without an acquire.
+        let me = std::ptr::from_ref(self) as usize;
+        let held = HELD_RUNDOWNS.with(|h| {
+            let mut h = h.borrow_mut();
+            h.iter_mut().find(|e| e.0 == me && e.1 > 0).map_or(0, |e| {
+                e.1 -= 1;
+                e.1 + 1
+            })
+        });
+        if held == 0 || self.line().fetch_sub(1, Ordering::SeqCst) <= 0 {
             misuse(self.shared.as_ref(), "rundown released without a matching acquire on this thread".to_owned());
         }
-        self.line().fetch_sub(1, Ordering::SeqCst);
     }
 
     fn wait_for_release(&self) {
@@ -189,8 +180,8 @@ unsafe impl RawRundown for SimRundown {
             misuse(self.shared.as_ref(), "ExWaitForRundownProtectionReleaseCacheAware at DISPATCH_LEVEL".to_owned());
         }
         let me = std::ptr::from_ref(self) as usize;
-        if HELD_RUNDOWNS.with(|h| h.borrow().iter().any(|(a, _)| *a == me)) {
-            misuse(self.shared.as_ref(), "rundown wait by a thread holding a reference (deadlock)".to_owned());
+        if HELD_RUNDOWNS.with(|h| h.borrow().iter().any(|e| e.0 == me && e.1 > 0)) {
+            misuse(self.shared.as_ref(), "rundown wait by a thread holding a reference on it (deadlock)".to_owned());
         }
         self.running_down.store(true, Ordering::SeqCst);
         while self.lines.iter().map(|l| l.0.load(Ordering::SeqCst)).sum::<i64>() != 0 {
