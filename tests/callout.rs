@@ -37,8 +37,8 @@ const fn ssh_rule() -> AllowRule {
 }
 
 /// Host A with port "vm" (20 connections) saved; host B with port "vm" created restoring.
-fn saved_and_target() -> (Host, Host, usize, Vec<vsflow_sim::host::SavedBlob>, Vec<vsflow_sim::SimPacket>)
-{
+fn saved_and_target()
+-> (Host, Host, usize, Vec<vsflow_sim::host::SavedBlob>, Vec<vsflow_sim::SimPacket>) {
     let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
     let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
     vm_port(&mut a, sa, 10, "vm", 1, false);

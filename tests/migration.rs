@@ -76,11 +76,8 @@ fn migrate_one(
     let status = b.restore_status(&tickets[0]).expect("completed");
     let reached = delivered(&mut b, sb, 77, &inbound);
     let flows = flows_of(&b, "vm-port-1");
-    let events = b
-        .trace_events()
-        .into_iter()
-        .filter(|e| matches!(e, TraceEvent::Restore { .. }))
-        .collect();
+    let events =
+        b.trace_events().into_iter().filter(|e| matches!(e, TraceEvent::Restore { .. })).collect();
     finish(&mut a);
     finish(&mut b);
     (u32::from_ne_bytes(status.to_ne_bytes()), flows, reached, events)
@@ -126,7 +123,10 @@ fn failing_a_bad_restore_is_an_opt_in_policy() {
     let (status, flows, _, events) = migrate_one(strict, |b| b[100] ^= 0x40);
     assert_eq!(status, u32::from_ne_bytes(sys::STATUS_DATA_ERROR.to_ne_bytes()));
     assert_eq!(flows, Some(0));
-    assert!(matches!(events.as_slice(), [TraceEvent::Restore { outcome: RestoreOutcome::Failed, .. }]));
+    assert!(matches!(
+        events.as_slice(),
+        [TraceEvent::Restore { outcome: RestoreOutcome::Failed, .. }]
+    ));
 }
 
 #[test]
@@ -134,7 +134,12 @@ fn an_intact_blob_restores_and_permits_return_traffic() {
     let (status, flows, reached, events) = migrate_one(enforce(RestoreMode::Pending), |_| {});
     assert!(matches!(
         events.as_slice(),
-        [TraceEvent::Restore { outcome: RestoreOutcome::Applied, flows_restored: 20, status: 0, .. }]
+        [TraceEvent::Restore {
+            outcome: RestoreOutcome::Applied,
+            flows_restored: 20,
+            status: 0,
+            ..
+        }]
     ));
     assert_eq!(status, 0);
     assert_eq!(flows, Some(20));

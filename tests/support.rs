@@ -88,6 +88,9 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
 
 /// The states of the flows in the table of the port named `name` (through the `ListPorts`
 /// and `GetFlows` IOCTLs, as netports reads them).
+///
+/// # Panics
+/// If a request fails or its answer does not decode.
 #[must_use]
 pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
     use vsflow_proto::request::Request;
@@ -123,6 +126,9 @@ pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
 }
 
 /// Flows in the table of the port named `name`.
+///
+/// # Panics
+/// If `ListPorts` fails or its answer does not decode.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
     use vsflow_proto::request::Request;

@@ -64,7 +64,8 @@ pub unsafe extern "system" fn classify_fn<S: KernelServices>(
         return;
     }
     // SAFETY: WFP's filter, valid for the call; only its plain fields are read.
-    let (context, filter_id) = unsafe { ((*filter).context, (*filter).filterId) };
+    let f = unsafe { &*filter };
+    let (context, filter_id) = (f.context, f.filterId);
     let verdict = match instances::driver_for_filter(context, filter_id) {
         None => None,
         Some(address) => {
@@ -89,9 +90,10 @@ pub unsafe extern "system" fn classify_fn<S: KernelServices>(
     }
 }
 
-/// `notifyFn` of vsflow's callouts: accepts vsflow's own filters and every delete; refuses a
-/// filter anyone else adds that names a vsflow callout (`FWPS_CALLOUT_NOTIFY_ADD_FILTER`
-/// failing makes the filter add fail), and reports it.
+/// `notifyFn` of vsflow's callouts: accepts vsflow's own filters and every delete.
+///
+/// A filter anyone else adds that names a vsflow callout is refused (failing
+/// `FWPS_CALLOUT_NOTIFY_ADD_FILTER` makes the filter add fail) and reported.
 ///
 /// # Safety
 /// Called by WFP with valid (or null) pointers.
@@ -104,7 +106,9 @@ pub unsafe extern "system" fn notify_fn<S: KernelServices>(
         return STATUS_SUCCESS;
     }
     // SAFETY: WFP's pointers, valid (or null) for the call.
-    let (key, f) = unsafe { (filter_key.as_ref(), filter.as_ref()) };
+    let key = unsafe { filter_key.as_ref() };
+    // SAFETY: as above.
+    let f = unsafe { filter.as_ref() };
     let Some(f) = f else { return sys::STATUS_INVALID_PARAMETER };
     let ours = key.is_some_and(|k| HOOKS.iter().any(|h| h.filter == *k))
         && instances::is_driver(f.context);
@@ -356,7 +360,7 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
 ///
 /// # Safety
 /// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
-unsafe fn switch_name_bytes<'a>(values: &'a FWPS_INCOMING_VALUES0) -> Option<&'a [u8]> {
+unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
     // SAFETY: caller's contract.
     let v = unsafe { value(values, sys::FIELD_VSWITCH_ID) }?;
     if v.r#type != sys::FWP_BYTE_BLOB_TYPE {
@@ -376,4 +380,3 @@ unsafe fn switch_name_bytes<'a>(values: &'a FWPS_INCOMING_VALUES0) -> Option<&'a
     // SAFETY: WFP's blob has `size` readable bytes for the call; we read at most that many.
     Some(unsafe { core::slice::from_raw_parts(blob.data, bytes) })
 }
-

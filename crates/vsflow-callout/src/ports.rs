@@ -183,10 +183,10 @@ impl<L: RawSpinLock> Master<L> {
     ///
     /// # Errors
     /// Out of memory (nothing removed).
-    pub(crate) fn remove_port(&mut self, key: &PortKey) -> Result<(), CalloutError> {
-        if self.ports.contains_key(key) {
+    pub(crate) fn remove_port(&mut self, key: PortKey) -> Result<(), CalloutError> {
+        if self.ports.contains_key(&key) {
             self.garbage.try_reserve(1)?;
-            if let Some(slot) = self.ports.remove(key) {
+            if let Some(slot) = self.ports.remove(&key) {
                 self.garbage.push(slot);
             }
         }

@@ -190,9 +190,11 @@ pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
     (median(callout_rounds), median(core_rounds))
 }
 
-/// Prepared classify calls on a loaded driver: per port ("lane"), the inbound packets of
-/// established (or unsolicited) connections as WFP would hand them to vsflow's callout at the
-/// egress V4 layer, through vsflow's own filter (its run-time id and context).
+/// Prepared classify calls on a loaded driver.
+///
+/// Per port ("lane"), the inbound packets of established (or unsolicited) connections as WFP
+/// would hand them to vsflow's callout at the egress V4 layer, through vsflow's own filter (its
+/// run-time id and context).
 pub struct ClassifyRig {
     lanes: Vec<Lane>,
     filter: sys::FWPS_FILTER3,
@@ -200,6 +202,7 @@ pub struct ClassifyRig {
 
 struct Lane {
     packets: Vec<SimPacket>,
+    #[allow(clippy::vec_box, reason = "the calls point into each input: they must not move")]
     _inputs: Vec<Box<ClassifyInput>>,
     calls: Vec<Call>,
 }
@@ -215,6 +218,7 @@ struct Call {
 // caller's storage, never into the packet).
 unsafe impl Sync for ClassifyRig {}
 // SAFETY: as above; the boxes move with the rig.
+#[allow(clippy::non_send_fields_in_send_ty, reason = "pointers into the rig's own boxes")]
 unsafe impl Send for ClassifyRig {}
 
 impl ClassifyRig {
@@ -372,7 +376,6 @@ fn remote_v4(k: usize) -> [u8; 16] {
     vsflow_core::packet::v4([198, 18 + (b1 & 1), b2, b3])
 }
 
-
 /// Issue 11's measurements, ratios within one run.
 #[derive(Clone, Debug, Default)]
 pub struct ScalingReport {
@@ -422,7 +425,13 @@ fn switch_params(name: &str) -> sys::NDIS_SWITCH_PARAMETERS {
 }
 
 /// Packets/s of `threads` threads, thread `t` classifying lane `lane(t)` for `d`.
-fn throughput(rig: &ClassifyRig, threads: usize, lane: impl Fn(usize) -> usize + Sync, d: Duration) -> f64 {
+#[allow(clippy::many_single_char_names, reason = "t(hread), d(uration), n, e, s as in the docs")]
+fn throughput(
+    rig: &ClassifyRig,
+    threads: usize,
+    lane: impl Fn(usize) -> usize + Sync,
+    d: Duration,
+) -> f64 {
     let barrier = std::sync::Barrier::new(threads);
     let total = std::sync::atomic::AtomicU64::new(0);
     let elapsed = std::sync::Mutex::new(Duration::ZERO);
@@ -481,14 +490,17 @@ fn latency(rig: &ClassifyRig, lane: usize, calls: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Issue 11's benchmarks: classify throughput on N threads and N ports vs one thread, two
-/// threads on one port, classify p99 on port B while port A is saved in a loop vs quiet, and
-/// the callout vs the core call on one thread. `seconds` per throughput point, `trials`
-/// repetitions (medians reported).
+/// Issue 11's benchmarks, ratios within one run.
+///
+/// Classify throughput on N threads and N ports vs one thread, two threads on one port,
+/// classify p99 on port B while port A is saved in a loop vs quiet, and the callout vs the core
+/// call on one thread. `seconds` per throughput point, `trials` repetitions (medians reported).
 ///
 /// # Panics
 /// If the simulated driver cannot be loaded.
 #[must_use]
+#[allow(clippy::many_single_char_names, reason = "h(ost), r(eport), d(uration), c, k")]
+#[allow(clippy::too_many_lines, reason = "one measurement after another")]
 pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     let cfg = DriverConfig {
         default_mode: Mode::Enforce,
