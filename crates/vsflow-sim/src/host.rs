@@ -1197,3 +1197,17 @@ impl Drop for Host {
         remove_host(self.id);
     }
 }
+
+impl Host {
+    /// The diagnostic events the driver emitted so far (what it writes to ETW), oldest first.
+    #[must_use]
+    pub fn trace_events(&self) -> Vec<vsflow_callout::TraceEvent> {
+        self.shared.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Kernel-primitive misuse the services detected (each also panicked where it happened).
+    #[must_use]
+    pub fn primitive_misuse(&self) -> Vec<String> {
+        self.shared.misuse.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}

@@ -17,7 +17,7 @@ use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode};
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
 use vsflow_core::policy::{AllowRule, PortRange, Prefix};
-use vsflow_core::{FlowState, IpFamily, Mode, protocol};
+use vsflow_core::{IpFamily, Mode, protocol};
 
 use crate::host::{EXTERNAL_PORT, Host, PacketFate};
 use crate::packet::SimPacket;
@@ -260,16 +260,9 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
             }
         }
     }
-    let established_on_a: usize = a.driver().with_state(|st| {
-        st.ports
-            .values()
-            .map(|e| {
-                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
-            })
-            .sum()
-    });
-    let flows_on_a: usize =
-        a.driver().with_state(|st| st.ports.values().map(|e| e.port.table().len()).sum());
+    let totals_a = a.driver().flow_totals();
+    let established_on_a = totals_a.established;
+    let flows_on_a = totals_a.flows;
 
     // Migration, port by port.
     let mut order: Vec<usize> = (0..ports).collect();
@@ -373,14 +366,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     }
 
     // The proof: established connections on B, and their inbound packets right after restore.
-    let established_on_b: usize = b.driver().with_state(|st| {
-        st.ports
-            .values()
-            .map(|e| {
-                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
-            })
-            .sum()
-    });
+    let established_on_b = b.driver().flow_totals().established;
     let mut inbound_permitted = 0;
     for c in &conns {
         let id_b = 5000 + u32::try_from(c.port).unwrap_or(0);
