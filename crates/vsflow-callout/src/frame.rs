@@ -88,6 +88,7 @@ pub unsafe fn nbl_prefix(
     let nb = list.FirstNetBuffer;
     // SAFETY: the list's first buffer, valid with the list.
     let buffer = unsafe { nb.as_ref() }?;
+    // `DataLength` is a ULONG (in a union with a SIZE_T): fwps-sys declares the ULONG.
     let frame_len = buffer.data_length();
     let want = storage.len().min(usize::try_from(frame_len).unwrap_or(usize::MAX));
     if want == 0 {

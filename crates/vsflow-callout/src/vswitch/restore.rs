@@ -313,9 +313,7 @@ impl<S: KernelServices> Driver<S> {
         error: Option<CalloutError>,
         fresh: Option<Port>,
     ) -> NTSTATUS {
-        let strict_major = reason == DegradedReason::UnknownMajor
-            && self.config.unknown_major == vsflow_core::codec::UnknownMajor::Strict;
-        if self.config.fail_bad_restores || strict_major {
+        if self.config.fail_bad_restores {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
             st.port.cancel_restore();
             self.count(Counter::RestoresFailed);
