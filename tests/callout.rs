@@ -248,3 +248,61 @@ fn classify_on_several_threads_while_ports_come_and_go_and_the_driver_stops() {
     assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
     finish(&mut h);
 }
+
+#[test]
+fn bfe_state_changes_are_traced_and_a_restart_re_adds_the_filters() {
+    let (mut h, sw) = host(5, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm", 1, false);
+    let filters = |h: &Host| {
+        h.engine_objects()
+            .filters
+            .iter()
+            .filter(|f| f.provider == Some(vsflow_callout::keys::PROVIDER))
+            .count()
+    };
+    assert_eq!(filters(&h), 4);
+    h.stop_bfe();
+    assert_eq!(h.driver().phase(), vsflow_callout::Phase::WaitingForBfe);
+    h.start_bfe();
+    assert_eq!(h.driver().phase(), vsflow_callout::Phase::Running);
+    assert_eq!(filters(&h), 4, "RUNNING re-adds every object");
+    let states: Vec<u32> = h
+        .trace_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            TraceEvent::BfeState { state } => Some(state),
+            _ => None,
+        })
+        .collect();
+    assert!(states.contains(&sys::FWPM_SERVICE_STOP_PENDING), "{states:?}");
+    assert_eq!(states.last(), Some(&sys::FWPM_SERVICE_RUNNING), "{states:?}");
+    // Traffic is judged again: connections the VM opens carry their return traffic.
+    let inbound = open_connections(&mut h, sw, 7, 2);
+    assert_eq!(delivered(&mut h, sw, 7, &inbound), 2);
+    finish(&mut h);
+}
+
+#[test]
+fn a_rejected_foreign_filter_is_traced() {
+    use vsflow_callout::keys::HOOKS;
+    use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
+    let (mut h, sw) = host(6, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm", 1, false);
+    {
+        let mut other = ForeignProcess::open(h.id());
+        let sub = other.add_sublayer(0x8000);
+        let hook = HOOKS[0];
+        let status = other.add_filter(hook.layer, sub, ForeignAction::Callout(hook.callout), 0, 7);
+        assert!(status < 0);
+    }
+    let rejected: Vec<_> = h
+        .trace_events()
+        .into_iter()
+        .filter(|e| matches!(e, TraceEvent::ForeignFilterRejected { .. }))
+        .collect();
+    assert!(
+        matches!(rejected.as_slice(), [TraceEvent::ForeignFilterRejected { layer_id, .. }] if *layer_id == HOOKS[0].layer_id),
+        "{rejected:?}"
+    );
+    finish(&mut h);
+}
