@@ -458,6 +458,17 @@ impl FlowTable {
         self.slots.iter().filter(|s| s.class != FREE).map(|s| (&s.key, &s.record))
     }
 
+    /// The flows from slab position `from` on, in slab order, each with its position: a
+    /// cursor for paging (a page resumes at the last position + 1 without walking what came
+    /// before).
+    pub fn iter_from(&self, from: u32) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
+        let start = (from as usize).min(self.slots.len());
+        (from..)
+            .zip(self.slots.get(start..).unwrap_or(&[]))
+            .filter(|(_, s)| s.class != FREE)
+            .map(|(i, s)| (i, &s.key, &s.record))
+    }
+
     /// The flows of one timeout class, least recently used first.
     pub fn iter_lru(&self, class: TimeoutClass) -> impl Iterator<Item = (&FlowKey, &FlowRecord)> {
         let mut at = self.lists[class.index()].tail;
