@@ -111,6 +111,9 @@ pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
 }
 
 /// Flows in the table of the port named `name`.
+///
+/// # Panics
+/// If `ListPorts` fails or its answer does not decode.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
     use vsflow_proto::request::Request;

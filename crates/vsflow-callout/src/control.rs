@@ -14,8 +14,7 @@ use alloc::vec::Vec;
 use fwps_sys::{
     NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES,
     STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
-    STATUS_NOT_FOUND,
-    STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+    STATUS_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
 };
 use vsflow_core::codec::{SavedFlow, UnknownMajor, format};
 use vsflow_core::{AllowRule, Error as CoreError};
@@ -115,7 +114,7 @@ impl<S: KernelServices> Driver<S> {
                             flow_count: u32::try_from(e.port.table().len()).unwrap_or(u32::MAX),
                             mode: e.port.mode(),
                             nic_connected: e.nic_connected,
-                            restoring: e.restore_window.is_some(),
+                            restoring: e.port.is_restoring(),
                             rules_version: e.port.rules().version(),
                             name: *e.port.identity(),
                         }
@@ -162,13 +161,8 @@ impl<S: KernelServices> Driver<S> {
                     return fail;
                 }
                 self.with_port(port, |e| {
+                    // In the restore window the operator's choice wins over the blob's.
                     e.port.set_mode(mode);
-                    if e.restore_window.is_some() {
-                        // The operator's choice wins over the blob's (restore module).
-                        e.restore_window = Some(mode);
-                        e.port.set_mode(vsflow_core::Mode::Monitor);
-                        e.policy_set_in_window = true;
-                    }
                     written(response::encode_empty(output))
                 })
             }
@@ -248,12 +242,7 @@ impl<S: KernelServices> Driver<S> {
         }
         list.extend(rules);
         self.with_port(port, |e| match e.port.replace_rules(&list) {
-            Ok(version) => {
-                if e.restore_window.is_some() {
-                    e.policy_set_in_window = true;
-                }
-                written(response::encode_rules_version(version, output))
-            }
+            Ok(version) => written(response::encode_rules_version(version, output)),
             Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
             Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
         })

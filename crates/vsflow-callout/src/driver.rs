@@ -23,7 +23,7 @@ use crate::error::CalloutError;
 use crate::keys;
 use crate::pending::PendingSet;
 use crate::percpu::{Counter, PerCpuCounters};
-use crate::ports::PortMap;
+use crate::ports::{Index, PortMap};
 use crate::registration::Registration;
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
@@ -280,13 +280,13 @@ impl<S: KernelServices> Driver<S> {
     /// Switches known.
     #[must_use]
     pub fn switch_count(&self) -> usize {
-        self.ports.read(|ix| ix.switch_count()).unwrap_or(0)
+        self.ports.read(Index::switch_count).unwrap_or(0)
     }
 
     /// Ports tracked.
     #[must_use]
     pub fn port_count(&self) -> usize {
-        self.ports.read(|ix| ix.len()).unwrap_or(0)
+        self.ports.read(Index::len).unwrap_or(0)
     }
 
     /// Restore notifications pended and not yet completed.
@@ -312,13 +312,13 @@ impl<S: KernelServices> Driver<S> {
                         .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
                         .count();
                     t.packets_blocked += st.port.counters().packets_blocked;
-                    t.restoring += usize::from(st.restore_window.is_some());
+                    t.restoring += usize::from(st.port.is_restoring());
                     t.largest_port = t.largest_port.max(st.port.table().len());
                     t.consistent &= st.port.table().check_invariants().is_ok();
                 }
                 t
             })
-            .unwrap_or(FlowTotals { consistent: true, ..FlowTotals::default() })
+            .unwrap_or_else(|| FlowTotals { consistent: true, ..FlowTotals::default() })
     }
 
     pub(crate) fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {

@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
-use vsflow_core::{Mode, Port, PortIdentity};
+use vsflow_core::{Port, PortIdentity};
 
 use crate::alloc_util::try_box;
 use crate::error::CalloutError;
@@ -69,16 +69,9 @@ pub(crate) struct PortState {
     /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
     /// driver: replaced by the next save, freed with the port or at stop.
     pub(crate) save_buffer: Vec<u8>,
-    /// The restore window: the port was created with `RESTORING_PORT` and its restore has not
-    /// been applied or cancelled yet. Traffic is monitored (permitted and tracked); holds the
-    /// mode to go back to if the restore brings no state.
-    pub(crate) restore_window: Option<Mode>,
     /// Digest of the last blob applied to this port (a second restore of the same blob
     /// changes nothing).
     pub(crate) last_restore: Option<u64>,
-    /// An operator changed the mode or rules during the restore window (they win over the
-    /// blob's policy; see `docs/PERFORMANCE.md` and the restore module).
-    pub(crate) policy_set_in_window: bool,
     /// Classify calls that reached this port (summed into the driver's count on read).
     pub(crate) classify_calls: u64,
 }
@@ -109,6 +102,23 @@ impl<L: RawSpinLock> Index<L> {
     /// The id of the switch named `name`.
     pub(crate) fn switch_id(&self, name: &[u16]) -> Option<u32> {
         self.switches.iter().find(|s| s.name.as_utf16() == name).map(|s| s.id)
+    }
+
+    /// The id of the switch whose name is `bytes` (UTF-16LE, up to an optional NUL unit),
+    /// compared in place.
+    pub(crate) fn switch_id_le(&self, bytes: &[u8]) -> Option<u32> {
+        let units = bytes.chunks_exact(2).map(|p| match p {
+            [lo, hi] => u16::from_le_bytes([*lo, *hi]),
+            _ => 0,
+        });
+        let len = units.clone().position(|u| u == 0).unwrap_or(bytes.len() / 2);
+        self.switches
+            .iter()
+            .find(|s| {
+                let name = s.name.as_utf16();
+                name.len() == len && name.iter().copied().eq(units.clone().take(len))
+            })
+            .map(|s| s.id)
     }
 
     /// The port `key`, valid while the index is (the caller holds its reference).
@@ -173,10 +183,10 @@ impl<L: RawSpinLock> Master<L> {
     ///
     /// # Errors
     /// Out of memory (nothing removed).
-    pub(crate) fn remove_port(&mut self, key: &PortKey) -> Result<(), CalloutError> {
-        if self.ports.contains_key(key) {
+    pub(crate) fn remove_port(&mut self, key: PortKey) -> Result<(), CalloutError> {
+        if self.ports.contains_key(&key) {
             self.garbage.try_reserve(1)?;
-            if let Some(slot) = self.ports.remove(key) {
+            if let Some(slot) = self.ports.remove(&key) {
                 self.garbage.push(slot);
             }
         }

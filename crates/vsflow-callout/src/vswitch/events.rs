@@ -13,15 +13,15 @@ use fwps_sys::{
     STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 use vsflow_core::flow::TableConfig;
-use vsflow_core::{Mode, Port, PortConfig};
+use vsflow_core::{Port, PortConfig};
 
 use super::{driver, identity};
+use crate::alloc_util::try_box;
 use crate::driver::Driver;
 use crate::error::CalloutError;
-use crate::services::{KernelServices, LogLevel};
-use crate::alloc_util::try_box;
 use crate::percpu::Counter;
 use crate::ports::{PortKey, PortSlot, PortState};
+use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
 
 /// Most elements vsflow reads from an OS-provided port or NIC array.
@@ -144,12 +144,11 @@ impl<S: KernelServices> Driver<S> {
         // Allocate outside every lock: a port's table reserves its initial slots.
         let mut port = Port::try_new(name, self.port_config())?;
         // The restore window: monitor (permit and track) until the restore is applied or
-        // cancelled, so connections carried by the migration are not blocked meanwhile.
-        let restore_window = restoring.then(|| {
-            let mode = port.mode();
-            port.set_mode(Mode::Monitor);
-            mode
-        });
+        // cancelled, so connections carried by the migration are not blocked meanwhile; flows
+        // seen in the window merge with the restored ones (vsflow-core's restore API).
+        if restoring {
+            port.begin_restore();
+        }
         let state = PortState {
             port,
             port_type: p.PortType,
@@ -157,9 +156,7 @@ impl<S: KernelServices> Driver<S> {
             nic_connected: false,
             vm_nic: false,
             save_buffer: alloc::vec::Vec::new(),
-            restore_window,
             last_restore: None,
-            policy_set_in_window: false,
             classify_calls: 0,
         };
         let slot = try_box(PortSlot {
@@ -198,7 +195,7 @@ impl<S: KernelServices> Driver<S> {
                     let key = PortKey { switch: id, port: port.PortId };
                     self.cancel_port(key);
                     // Frees the port's table and its save buffer once no reader holds it.
-                    if let Err(e) = self.ports.update(|m| m.remove_port(&key)) {
+                    if let Err(e) = self.ports.update(|m| m.remove_port(key)) {
                         self.log(LogLevel::Error, format_args!("port {} delete: {e}", port.PortId));
                     }
                 }

@@ -22,7 +22,8 @@
 //! ([`RestoreOutcome::Degraded`]), and the restore reports success. Failing such a restore is an
 //! opt-in policy (registry `FailBadRestores` = 1). Restoring the same blob into the same port a
 //! second time changes nothing. Policy set by an operator during the restore window wins
-//! over the blob's (the blob carries an older decision; the restored flows are kept).
+//! over the blob's (the blob carries an older decision; the restored flows are kept), and the
+//! rules version stays monotonic: vsflow-core's `Port` restore API decides both.
 
 use alloc::vec::Vec;
 use core::ffi::c_void;
@@ -32,8 +33,8 @@ use fwps_sys::{
     NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_PENDING,
     STATUS_SUCCESS,
 };
+use vsflow_core::Port;
 use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded};
-use vsflow_core::{AllowRule, Port};
 
 use super::{driver, identity};
 use crate::config::RestoreMode;
@@ -75,6 +76,7 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
 }
 
 /// What a decode produced, ready to apply.
+#[allow(clippy::large_enum_variant, reason = "one value per restore, moved once, never stored")]
 enum Restorable {
     /// A state to apply.
     State(vsflow_core::codec::PortState),
@@ -103,7 +105,13 @@ impl<S: KernelServices> Driver<S> {
         let switch_id = self.ports.read(|ix| ix.switch_id(name.as_utf16())).flatten();
         let Some(switch) = switch_id else {
             self.count(Counter::RestoresUnknownPort);
-            self.trace_restore(port_id, blob.len(), 0, RestoreOutcome::Degraded(DegradedReason::UnknownPort), STATUS_SUCCESS);
+            self.trace_restore(
+                port_id,
+                blob.len(),
+                0,
+                RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+                STATUS_SUCCESS,
+            );
             return STATUS_SUCCESS;
         };
         let key = PortKey { switch, port: port_id };
@@ -112,7 +120,9 @@ impl<S: KernelServices> Driver<S> {
                 Ok(()) => return STATUS_PENDING,
                 Err(e) => self.log(
                     LogLevel::Warning,
-                    format_args!("port {port_id}: restore not pended ({e}); restoring synchronously"),
+                    format_args!(
+                        "port {port_id}: restore not pended ({e}); restoring synchronously"
+                    ),
                 ),
             }
         }
@@ -135,7 +145,11 @@ impl<S: KernelServices> Driver<S> {
         if let Err(e) = self.services.request_deferred_work() {
             // Take it back; if it is already gone, someone completed it: still report pending.
             if self.pending.lock().remove(id).is_some() {
-                self.counters.add(self.services.current_processor(), Counter::RestoresPended, u64::MAX);
+                self.counters.add(
+                    self.services.current_processor(),
+                    Counter::RestoresPended,
+                    u64::MAX,
+                );
                 return Err(e);
             }
         }
@@ -199,7 +213,11 @@ impl<S: KernelServices> Driver<S> {
         let sum = digest(blob);
         // An empty port, built outside the lock, for the degraded path.
         let fresh = match &decoded {
-            Restorable::Degraded(..) => self.ports.read(|ix| ix.port(&key).map(|p| p.identity)).flatten().and_then(|id| Port::try_new(id, self.port_config()).ok()),
+            Restorable::Degraded(..) => self
+                .ports
+                .read(|ix| ix.port(&key).map(|p| p.identity))
+                .flatten()
+                .and_then(|id| Port::try_new(id, self.port_config()).ok()),
             Restorable::State(_) => None,
         };
         let outcome = self.ports.read(|ix| {
@@ -207,14 +225,18 @@ impl<S: KernelServices> Driver<S> {
             let mut st = slot.state.lock();
             Some(self.apply_locked(&mut st, key, blob.len(), sum, decoded, fresh, now))
         });
-        match outcome.flatten() {
-            Some(status) => status,
-            None => {
-                self.count(Counter::RestoresUnknownPort);
-                self.trace_restore(key.port, blob.len(), 0, RestoreOutcome::Degraded(DegradedReason::UnknownPort), STATUS_SUCCESS);
-                STATUS_SUCCESS
-            }
+        if let Some(status) = outcome.flatten() {
+            return status;
         }
+        self.count(Counter::RestoresUnknownPort);
+        self.trace_restore(
+            key.port,
+            blob.len(),
+            0,
+            RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+            STATUS_SUCCESS,
+        );
+        STATUS_SUCCESS
     }
 
     #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]
@@ -230,7 +252,7 @@ impl<S: KernelServices> Driver<S> {
     ) -> NTSTATUS {
         if st.last_restore == Some(sum) {
             // The same blob again: already applied.
-            st.restore_window = None;
+            st.port.cancel_restore();
             self.trace_restore(key.port, bytes, 0, RestoreOutcome::Applied, STATUS_SUCCESS);
             return STATUS_SUCCESS;
         }
@@ -248,33 +270,24 @@ impl<S: KernelServices> Driver<S> {
                         ),
                     );
                 }
-                // An operator's policy set in the window wins over the blob's.
-                let operator = if st.policy_set_in_window {
-                    let mut rules: Vec<AllowRule> = Vec::new();
-                    if rules.try_reserve_exact(st.port.rules().rules().len()).is_ok() {
-                        rules.extend_from_slice(st.port.rules().rules());
-                        Some((st.restore_window.unwrap_or(st.port.mode()), rules))
-                    } else {
-                        None
-                    }
-                } else {
-                    None
-                };
                 match codec::apply(&mut st.port, &state, now) {
                     Ok(report) => {
-                        if let Some((mode, rules)) = operator {
-                            st.port.set_mode(mode);
-                            let _ = st.port.replace_rules(&rules);
-                        }
-                        st.restore_window = None;
-                        st.policy_set_in_window = false;
                         st.last_restore = Some(sum);
                         self.count(Counter::RestoresApplied);
-                        self.trace_restore(key.port, bytes, report.restored, RestoreOutcome::Applied, STATUS_SUCCESS);
+                        self.trace_restore(
+                            key.port,
+                            bytes,
+                            report.restored,
+                            RestoreOutcome::Applied,
+                            STATUS_SUCCESS,
+                        );
                         return STATUS_SUCCESS;
                     }
                     Err(e) => {
-                        let reason = if matches!(e, codec::ApplyError::Core(vsflow_core::Error::OutOfMemory)) {
+                        let reason = if matches!(
+                            e,
+                            codec::ApplyError::Core(vsflow_core::Error::OutOfMemory)
+                        ) {
                             DegradedReason::OutOfMemory
                         } else {
                             DegradedReason::Damaged
@@ -300,36 +313,47 @@ impl<S: KernelServices> Driver<S> {
         error: Option<CalloutError>,
         fresh: Option<Port>,
     ) -> NTSTATUS {
-        let mode = st.restore_window.take().unwrap_or(self.config.default_mode);
         if self.config.fail_bad_restores {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
-            st.port.set_mode(mode);
+            st.port.cancel_restore();
             self.count(Counter::RestoresFailed);
-            self.log(LogLevel::Error, format_args!("port {}: restore failed ({reason:?}): policy FailBadRestores", key.port));
+            self.log(
+                LogLevel::Error,
+                format_args!(
+                    "port {}: restore failed ({reason:?}): policy FailBadRestores",
+                    key.port
+                ),
+            );
             self.trace_restore(key.port, bytes, 0, RestoreOutcome::Failed, status);
             return status;
         }
-        match fresh {
-            Some(mut port) => {
-                port.set_mode(mode);
-                st.port = port;
-            }
-            None => {
-                // Out of memory for a new table: keep the table, but drop the policy it had.
-                let _ = st.port.replace_rules(&[]);
-                st.port.set_mode(mode);
-            }
+        if let Some(port) = fresh {
+            // An empty port: no flows, no rules, the configured default mode.
+            st.port = port;
+        } else {
+            // Out of memory for a new table: keep the table, but drop the rules it had.
+            let _ = st.port.replace_rules(&[]);
+            st.port.set_mode(self.config.default_mode);
         }
         codec::apply_empty(&mut st.port);
-        st.policy_set_in_window = false;
         st.last_restore = Some(sum);
         self.count(Counter::RestoresEmpty);
-        self.log(LogLevel::Warning, format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port));
+        self.log(
+            LogLevel::Warning,
+            format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port),
+        );
         self.trace_restore(key.port, bytes, 0, RestoreOutcome::Degraded(reason), STATUS_SUCCESS);
         STATUS_SUCCESS
     }
 
-    fn trace_restore(&self, port: u32, bytes: usize, flows: u32, outcome: RestoreOutcome, status: NTSTATUS) {
+    fn trace_restore(
+        &self,
+        port: u32,
+        bytes: usize,
+        flows: u32,
+        outcome: RestoreOutcome,
+        status: NTSTATUS,
+    ) {
         self.trace(&TraceEvent::Restore {
             port,
             bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
@@ -365,7 +389,13 @@ impl<S: KernelServices> Driver<S> {
             let entry = self.pending.lock().remove_where(&mut pred);
             let Some(entry) = entry else { break };
             self.count(Counter::RestoresCancelled);
-            self.trace_restore(entry.key.port, entry.blob.len(), 0, RestoreOutcome::Cancelled, STATUS_CANCELLED);
+            self.trace_restore(
+                entry.key.port,
+                entry.blob.len(),
+                0,
+                RestoreOutcome::Cancelled,
+                STATUS_CANCELLED,
+            );
             Self::complete(entry.completion, STATUS_CANCELLED);
         }
     }
