@@ -57,6 +57,9 @@ pub unsafe extern "system" fn FwpsCalloutRegister3(
     callout_id: *mut u32,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpsCalloutRegister3"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: the driver passes a valid callout.
     let Some(c) = (unsafe { callout.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     with_current(|h| {
@@ -127,6 +130,9 @@ pub unsafe extern "system" fn FwpmEngineOpen0(
     engine_handle: *mut HANDLE,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpmEngineOpen0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if engine_handle.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
@@ -171,6 +177,9 @@ pub unsafe extern "system" fn FwpmTransactionBegin0(
     _flags: u32,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpmTransactionBegin0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     with_current(|h| {
         let snapshot = h.engine.objects.clone();
         let Some(s) = h.engine.session_mut(engine_handle as usize) else {
@@ -205,6 +214,11 @@ fn end_txn(engine_handle: HANDLE, commit: bool, call: &'static str) -> NTSTATUS 
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmTransactionCommit0(engine_handle: HANDLE) -> NTSTATUS {
+    if crate::faults::engine_call() {
+        // A failed commit leaves nothing of the transaction behind.
+        let _ = end_txn(engine_handle, false, "FwpmTransactionCommit0");
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     end_txn(engine_handle, true, "FwpmTransactionCommit0")
 }
 
@@ -231,6 +245,9 @@ pub unsafe extern "system" fn FwpmProviderAdd0(
     _sd: *mut c_void,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpmProviderAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(p) = (unsafe { provider.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     with_current(|h| {
@@ -283,6 +300,9 @@ pub unsafe extern "system" fn FwpmSubLayerAdd0(
     _sd: *mut c_void,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpmSubLayerAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(s) = (unsafe { sublayer.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
@@ -327,6 +347,9 @@ pub unsafe extern "system" fn FwpmCalloutAdd0(
     id: *mut u32,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpmCalloutAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(c) = (unsafe { callout.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
@@ -382,6 +405,9 @@ pub unsafe extern "system" fn FwpmFilterAdd0(
     id: *mut u64,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpmFilterAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(f) = (unsafe { filter.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
@@ -528,6 +554,9 @@ pub unsafe extern "system" fn FwpmBfeStateSubscribeChanges0(
     change_handle: *mut HANDLE,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpmBfeStateSubscribeChanges0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if callback.is_none() || change_handle.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
@@ -568,6 +597,9 @@ pub unsafe extern "system" fn FwpsvSwitchEventsSubscribe0(
     subscription_id: *mut u32,
 ) -> NTSTATUS {
     with_current(|h| passive_only(h, "FwpsvSwitchEventsSubscribe0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if flags != 0 || !reserved.is_null() || subscription_id.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }

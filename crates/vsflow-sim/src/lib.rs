@@ -16,6 +16,7 @@ pub mod bench;
 pub mod contract;
 pub mod engine;
 pub mod exports;
+pub mod faults;
 pub mod foreign;
 pub mod host;
 pub mod inspect;

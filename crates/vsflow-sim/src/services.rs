@@ -436,7 +436,12 @@ impl KernelServices for SimServices {
     }
 
     fn request_deferred_work(&self) -> Result<(), CalloutError> {
-        if self.shared.refuse_deferred.load(Ordering::SeqCst) {
+        if self.shared.refuse_deferred.load(Ordering::SeqCst)
+            || crate::faults::hit(
+                self.shared.host_id.load(Ordering::SeqCst),
+                crate::faults::Site::WorkItem,
+            )
+        {
             return Err(CalloutError::Status(fwps_sys::STATUS_INSUFFICIENT_RESOURCES));
         }
         self.shared.deferred_requests.fetch_add(1, Ordering::SeqCst);
