@@ -494,10 +494,7 @@ fn throughput(
     let e = elapsed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let n = total.into_inner().max(1);
     #[allow(clippy::cast_precision_loss, reason = "a measurement")]
-    Point {
-        pps: n as f64 / e.as_secs_f64().max(1e-9),
-        cpu_ns: cpu.into_inner() as f64 / n as f64,
-    }
+    Point { pps: n as f64 / e.as_secs_f64().max(1e-9), cpu_ns: cpu.into_inner() as f64 / n as f64 }
 }
 
 fn percentiles(mut v: Vec<u64>) -> (f64, f64) {

@@ -214,13 +214,18 @@ impl Engine {
             .collect()
     }
 
-    /// A classify of callout `id` starts.
-    pub fn classify_started(&mut self, id: u32) {
+    /// A classify of callout `id` starts, if the callout is still registered (false: it was
+    /// unregistered, the engine does not call it).
+    pub fn classify_started(&mut self, id: u32) -> bool {
+        if !self.registered.iter().any(|c| c.id == id) {
+            return false;
+        }
         self.classify_calls += 1;
         match self.classify_in_flight.iter_mut().find(|e| e.0 == id) {
             Some(e) => e.1 += 1,
             None => self.classify_in_flight.push((id, 1)),
         }
+        true
     }
 
     /// A classify of callout `id` returned.

@@ -30,6 +30,13 @@ fn bfe_running(h: &mut HostState, call: &'static str) -> bool {
     }
 }
 
+/// Records a call made above PASSIVE_LEVEL to a service documented for PASSIVE_LEVEL only.
+fn passive_only(h: &mut HostState, call: &'static str) {
+    if crate::irql::current() != crate::irql::Irql::Passive {
+        h.violate(Violation::WrongIrql { call });
+    }
+}
+
 fn filter_change_allowed(h: &mut HostState, call: &'static str) {
     if h.vswitch.in_callback > 0 || !h.vswitch.outstanding.is_empty() {
         h.violate(Violation::FilterChangeDuringNotification { call });
@@ -49,6 +56,10 @@ pub unsafe extern "system" fn FwpsCalloutRegister3(
     callout: *const sys::FWPS_CALLOUT3,
     callout_id: *mut u32,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpsCalloutRegister3"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: the driver passes a valid callout.
     let Some(c) = (unsafe { callout.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     with_current(|h| {
@@ -96,11 +107,13 @@ fn unregister(h: &mut HostState, pred: impl Fn(&RegisteredCallout) -> bool) -> N
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpsCalloutUnregisterById0(callout_id: u32) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpsCalloutUnregisterById0"));
     with_current(|h| unregister(h, |c| c.id == callout_id))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpsCalloutUnregisterByKey0(callout_key: *const GUID) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpsCalloutUnregisterByKey0"));
     // SAFETY: valid or null key.
     let Some(key) = (unsafe { opt_guid(callout_key) }) else {
         return sys::STATUS_INVALID_PARAMETER;
@@ -116,6 +129,10 @@ pub unsafe extern "system" fn FwpmEngineOpen0(
     session: *const sys::FWPM_SESSION0,
     engine_handle: *mut HANDLE,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmEngineOpen0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if engine_handle.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
@@ -136,6 +153,7 @@ pub unsafe extern "system" fn FwpmEngineOpen0(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmEngineClose0(engine_handle: HANDLE) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmEngineClose0"));
     let handle = engine_handle as usize;
     with_current(|h| {
         let Some(i) = h.engine.sessions.iter().position(|s| s.handle == handle) else {
@@ -158,6 +176,10 @@ pub unsafe extern "system" fn FwpmTransactionBegin0(
     engine_handle: HANDLE,
     _flags: u32,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmTransactionBegin0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     with_current(|h| {
         let snapshot = h.engine.objects.clone();
         let Some(s) = h.engine.session_mut(engine_handle as usize) else {
@@ -192,6 +214,11 @@ fn end_txn(engine_handle: HANDLE, commit: bool, call: &'static str) -> NTSTATUS 
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmTransactionCommit0(engine_handle: HANDLE) -> NTSTATUS {
+    if crate::faults::engine_call() {
+        // A failed commit leaves nothing of the transaction behind.
+        let _ = end_txn(engine_handle, false, "FwpmTransactionCommit0");
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     end_txn(engine_handle, true, "FwpmTransactionCommit0")
 }
 
@@ -217,6 +244,10 @@ pub unsafe extern "system" fn FwpmProviderAdd0(
     provider: *const sys::FWPM_PROVIDER0,
     _sd: *mut c_void,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmProviderAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(p) = (unsafe { provider.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     with_current(|h| {
@@ -268,6 +299,10 @@ pub unsafe extern "system" fn FwpmSubLayerAdd0(
     sublayer: *const sys::FWPM_SUBLAYER0,
     _sd: *mut c_void,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmSubLayerAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(s) = (unsafe { sublayer.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
@@ -311,6 +346,10 @@ pub unsafe extern "system" fn FwpmCalloutAdd0(
     _sd: *mut c_void,
     id: *mut u32,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmCalloutAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(c) = (unsafe { callout.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
@@ -365,6 +404,10 @@ pub unsafe extern "system" fn FwpmFilterAdd0(
     _sd: *mut c_void,
     id: *mut u64,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmFilterAdd0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(f) = (unsafe { filter.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
@@ -474,6 +517,7 @@ pub unsafe extern "system" fn FwpmFilterDeleteByKey0(
     engine_handle: HANDLE,
     key: *const GUID,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmFilterDeleteByKey0"));
     with_current(|h| filter_change_allowed(h, "FwpmFilterDeleteByKey0"));
     let mut gone = None;
     let status = delete_by_key(engine_handle, key, "FwpmFilterDeleteByKey0", |h, k| {
@@ -509,6 +553,10 @@ pub unsafe extern "system" fn FwpmBfeStateSubscribeChanges0(
     context: *mut c_void,
     change_handle: *mut HANDLE,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmBfeStateSubscribeChanges0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if callback.is_none() || change_handle.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
@@ -527,6 +575,7 @@ pub unsafe extern "system" fn FwpmBfeStateSubscribeChanges0(
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmBfeStateUnsubscribeChanges0(change_handle: HANDLE) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpmBfeStateUnsubscribeChanges0"));
     with_current(|h| {
         let n = h.engine.bfe_subscriptions.len();
         h.engine.bfe_subscriptions.retain(|s| s.handle != change_handle as usize);
@@ -547,6 +596,10 @@ pub unsafe extern "system" fn FwpsvSwitchEventsSubscribe0(
     table: *const sys::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0,
     subscription_id: *mut u32,
 ) -> NTSTATUS {
+    with_current(|h| passive_only(h, "FwpsvSwitchEventsSubscribe0"));
+    if crate::faults::engine_call() {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if flags != 0 || !reserved.is_null() || subscription_id.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
@@ -577,7 +630,17 @@ pub unsafe extern "system" fn FwpsvSwitchEventsUnsubscribe0(
     _flags: u32,
     _reserved: *mut c_void,
 ) {
+    with_current(|h| passive_only(h, "FwpsvSwitchEventsUnsubscribe0"));
     with_current(|h| {
+        // A callback of this host running now on another thread: this thread is not in one
+        // (the IRQL of a callback is DISPATCH, and unsubscribe is PASSIVE-only).
+        if h.vswitch.in_callback > 0 && crate::irql::current() == crate::irql::Irql::Passive {
+            h.violate(Violation::UnsubscribeWithCallbacksInFlight);
+        }
+        if !h.vswitch.outstanding.is_empty() {
+            let pending = h.vswitch.outstanding.len();
+            h.violate(Violation::UnsubscribeWithPendingNotifications { pending });
+        }
         let n = h.vswitch.subscriptions.len();
         h.vswitch.subscriptions.retain(|s| s.id != subscription_id);
         if n == h.vswitch.subscriptions.len() {
@@ -600,6 +663,20 @@ pub unsafe extern "system" fn FwpsvSwitchNotifyComplete0(
             return;
         }
         let Some(o) = h.vswitch.outstanding.remove(&ctx) else {
+            if h.vswitch.in_progress.contains_key(&ctx) && !h.vswitch.early.contains_key(&ctx) {
+                // The callback has not returned yet (its work item ran on another CPU): the
+                // outcome is settled when it returns STATUS_PENDING.
+                h.vswitch.early.insert(ctx, status);
+                h.vswitch.early_completions += 1;
+                let o = h.vswitch.in_progress.get(&ctx).cloned();
+                if let Some(o) = o
+                    && o.callback == "vSwitchRuntimeStateRestoreNotifyFn"
+                    && !sys::nt_success(status)
+                {
+                    h.failed_vm_restores.push((o.port_id, status));
+                }
+                return;
+            }
             h.violate(Violation::UnknownCompletion { context: ctx });
             return;
         };

@@ -41,6 +41,15 @@ pub struct HostShared {
     pub recursive_locks: AtomicUsize,
     /// The service's `Parameters` values.
     pub registry: Mutex<Vec<(String, u32)>>,
+    /// The host's id (for work items run on their own threads).
+    pub host_id: AtomicUsize,
+    /// Run each requested work item at once on its own thread, as another CPU would, possibly
+    /// before the requesting callback returns.
+    pub eager_work_items: AtomicBool,
+    /// Work-item threads not yet joined.
+    pub workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// One work item runs at a time (a WDF work item is not reentered).
+    pub work_item: Mutex<()>,
     /// Misuse of a kernel primitive (each also panics where it happened).
     pub misuse: Mutex<Vec<String>>,
 }
@@ -104,6 +113,17 @@ fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
         s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what.clone());
     }
     panic!("kernel primitive misused: {what}");
+}
+
+/// A primitive used at an IRQL its page forbids. Driver Verifier would bugcheck; the double
+/// records it (the host reports it as a violation at unload) and lets the call proceed, so one
+/// wrong-IRQL call fails its test instead of aborting the whole test binary (a panic cannot
+/// unwind out of the `extern "system"` callback the call usually sits in).
+fn wrong_irql(shared: Option<&Arc<HostShared>>, what: String) {
+    let _kernel = crate::alloc::Attribution::enter(None);
+    if let Some(s) = shared {
+        s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what);
+    }
 }
 
 /// One processor's rundown counter, alone on its cache line.
@@ -182,7 +202,7 @@ unsafe impl RawRundown for SimRundown {
 
     fn wait_for_release(&self) {
         if current_irql() >= DISPATCH_LEVEL {
-            misuse(
+            wrong_irql(
                 self.shared.as_ref(),
                 "ExWaitForRundownProtectionReleaseCacheAware at DISPATCH_LEVEL".to_owned(),
             );
@@ -226,7 +246,7 @@ unsafe impl RawMutex for SimMutex {
     fn lock(&self) {
         let irql = current_irql();
         if irql > APC_LEVEL {
-            misuse(self.shared.as_ref(), "ExAcquireFastMutex above APC_LEVEL".to_owned());
+            wrong_irql(self.shared.as_ref(), "ExAcquireFastMutex above APC_LEVEL".to_owned());
         }
         let me = thread_tag();
         if self.held.load(Ordering::Acquire) && self.owner.load(Ordering::Relaxed) == me {
@@ -320,6 +340,7 @@ impl SimServices {
     /// Runs queued deferred work now; returns how many runs.
     #[allow(clippy::must_use_candidate, reason = "callers run it for its effect")]
     pub fn run_deferred(&self) -> usize {
+        let _one = self.shared.work_item.lock().unwrap_or_else(PoisonError::into_inner);
         let mut runs = 0;
         while self.shared.deferred_requests.swap(0, Ordering::SeqCst) > 0 {
             let p = self.shared.driver.load(Ordering::SeqCst);
@@ -333,6 +354,48 @@ impl SimServices {
             runs += 1;
         }
         runs
+    }
+
+    /// Joins every work-item thread started so far.
+    pub fn join_workers(&self) {
+        loop {
+            let batch: Vec<_> = {
+                let _kernel = crate::alloc::Attribution::enter(None);
+                self.shared
+                    .workers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain(..)
+                    .collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            for w in batch {
+                let _ = w.join();
+            }
+        }
+    }
+
+    /// Starts the work item on its own thread at PASSIVE_LEVEL and gives it a moment to run
+    /// (so its completion can come before the requesting callback returns).
+    fn start_worker(&self) {
+        let _kernel = crate::alloc::Attribution::enter(None);
+        let me = self.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let handle = std::thread::spawn(move || {
+            let id = me.shared.host_id.load(Ordering::SeqCst);
+            let _cur = crate::world::CurrentHost::enter(id);
+            let _drv = crate::alloc::Attribution::enter(Some(id));
+            me.run_deferred();
+            flag.store(true, Ordering::SeqCst);
+        });
+        self.shared.workers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+        let t = std::time::Instant::now();
+        while !done.load(Ordering::SeqCst) && t.elapsed() < std::time::Duration::from_millis(20) {
+            std::thread::yield_now();
+        }
     }
 }
 
@@ -363,7 +426,7 @@ impl KernelServices for SimServices {
 
     fn delay(&self, micros: u32) {
         if current_irql() > APC_LEVEL {
-            misuse(Some(&self.shared), "KeDelayExecutionThread above APC_LEVEL".to_owned());
+            wrong_irql(Some(&self.shared), "KeDelayExecutionThread above APC_LEVEL".to_owned());
         }
         std::thread::sleep(std::time::Duration::from_micros(u64::from(micros)));
     }
@@ -373,14 +436,30 @@ impl KernelServices for SimServices {
     }
 
     fn request_deferred_work(&self) -> Result<(), CalloutError> {
-        if self.shared.refuse_deferred.load(Ordering::SeqCst) {
+        if self.shared.refuse_deferred.load(Ordering::SeqCst)
+            || crate::faults::hit(
+                self.shared.host_id.load(Ordering::SeqCst),
+                crate::faults::Site::WorkItem,
+            )
+        {
             return Err(CalloutError::Status(fwps_sys::STATUS_INSUFFICIENT_RESOURCES));
         }
         self.shared.deferred_requests.fetch_add(1, Ordering::SeqCst);
+        if self.shared.eager_work_items.load(Ordering::SeqCst) {
+            self.start_worker();
+        }
         Ok(())
     }
 
     fn flush_deferred_work(&self) {
+        // Waiting for a work item is PASSIVE_LEVEL only.
+        if crate::irql::current() != crate::irql::Irql::Passive {
+            crate::world::with_current(|h| {
+                h.violate(crate::contract::Violation::WrongIrql { call: "flush_deferred_work" });
+            });
+            return;
+        }
+        self.join_workers();
         self.run_deferred();
     }
 

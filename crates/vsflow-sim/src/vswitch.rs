@@ -40,4 +40,10 @@ pub struct WfpVSwitch {
     pub completed: HashMap<usize, NTSTATUS>,
     /// Depth of vSwitch callbacks currently running.
     pub in_callback: u32,
+    /// Callbacks running now, by completion context.
+    pub in_progress: HashMap<usize, Outstanding>,
+    /// Completions that arrived while their callback was still running.
+    pub early: HashMap<usize, NTSTATUS>,
+    /// How many completions arrived before their callback returned.
+    pub early_completions: u64,
 }

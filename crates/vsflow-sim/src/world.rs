@@ -80,6 +80,12 @@ pub fn with_current<R>(f: impl FnOnce(&mut HostState) -> R) -> R {
     with_host_id(id, f)
 }
 
+/// The calling thread's current host, if any.
+#[must_use]
+pub fn current_id() -> Option<usize> {
+    CURRENT.try_with(Cell::get).ok().flatten()
+}
+
 /// Makes `id` the calling thread's current host until the guard drops.
 pub struct CurrentHost {
     previous: Option<usize>,
