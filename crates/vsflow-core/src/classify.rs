@@ -22,7 +22,6 @@
 
 use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener, Room};
 use crate::packet::{Direction, PacketMeta, TcpFlags, protocol};
-use crate::policy::Mode;
 use crate::port::{Pickup, Port};
 use crate::time::Tick;
 
@@ -71,7 +70,7 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
         }
         None => new_flow(port, hash, key, meta, now),
     };
-    let restoring = port.is_restoring();
+    let restoring = port.restore.restoring;
     let c = &mut port.counters;
     match verdict {
         Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
@@ -84,7 +83,7 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
 }
 
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
-    if port.effective_mode() == Mode::Enforce && meta.direction == Direction::Inbound {
+    if port.enforce && meta.direction == Direction::Inbound {
         let version = port.rules.version();
         let admitted = match port.table.record(at).admission {
             Admission::Vm => true,
@@ -125,10 +124,10 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
     let midstream = !tcp || !(flags.has(TcpFlags::SYN) || flags.has(TcpFlags::RST));
     let fingerprint = midstream && port.fingerprint_pickup(&key, now);
     let pickup = fingerprint.then_some(Pickup::Fingerprint);
-    let (opener, admission, pickup) = match (meta.direction, port.effective_mode()) {
+    let (opener, admission, pickup) = match (meta.direction, port.enforce) {
         (Direction::Outbound, _) => (Opener::Vm, Admission::Vm, pickup),
-        (Direction::Inbound, Mode::Monitor) => (Opener::Remote, Admission::Monitor, pickup),
-        (Direction::Inbound, Mode::Enforce) => {
+        (Direction::Inbound, false) => (Opener::Remote, Admission::Monitor, pickup),
+        (Direction::Inbound, true) => {
             if port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
                 (Opener::Remote, Admission::Rule(port.rules.version()), pickup)
             } else if fingerprint {
@@ -234,7 +233,7 @@ pub const fn tcp_transition(
 mod tests {
     use super::*;
     use crate::flow::TableConfig;
-    use crate::policy::{AllowRule, PortRange, Prefix};
+    use crate::policy::{AllowRule, Mode, PortRange, Prefix};
     use crate::port::{PortConfig, PortIdentity};
 
     const SYN: u8 = TcpFlags::SYN;

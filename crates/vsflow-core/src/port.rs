@@ -280,6 +280,9 @@ pub struct Port {
     pub(crate) rules: RuleSet,
     pub(crate) table: FlowTable,
     pub(crate) counters: PortCounters,
+    /// Classify enforces: the mode is Enforce and the port is not restoring (kept in step by
+    /// every method that changes either, so the packet path reads one flag).
+    pub(crate) enforce: bool,
     pub(crate) restore: RestoreState,
 }
 
@@ -295,6 +298,7 @@ impl Port {
             rules: RuleSet::default(),
             table: FlowTable::try_new(config.table)?,
             counters: PortCounters::default(),
+            enforce: matches!(config.initial_mode, Mode::Enforce),
             restore: RestoreState::default(),
         })
     }
@@ -315,7 +319,11 @@ impl Port {
     #[inline]
     #[must_use]
     pub const fn effective_mode(&self) -> Mode {
-        if self.restore.restoring { Mode::Monitor } else { self.mode }
+        if self.enforce { Mode::Enforce } else { Mode::Monitor }
+    }
+
+    const fn update_enforce(&mut self) {
+        self.enforce = matches!(self.mode, Mode::Enforce) && !self.restore.restoring;
     }
 
     /// Switches mode. Peer-opened flows admitted in Monitor mode are re-checked against the
@@ -326,6 +334,7 @@ impl Port {
         if self.restore.restoring {
             self.restore.operator_mode = true;
         }
+        self.update_enforce();
     }
 
     /// The allow rules.
@@ -353,6 +362,7 @@ impl Port {
         self.restore.restoring = true;
         self.restore.operator_mode = false;
         self.restore.operator_rules = false;
+        self.update_enforce();
     }
 
     /// True between [`Port::begin_restore`] and the restore's commit or cancel.
@@ -366,6 +376,7 @@ impl Port {
     /// ones re-checked on their next packet.
     pub const fn cancel_restore(&mut self) {
         self.restore.restoring = false;
+        self.update_enforce();
     }
 
     /// The pickup windows.
@@ -477,6 +488,7 @@ impl Port {
         self.restore.restoring = false;
         self.restore.restored_at = Some(now);
         self.restore.fingerprints = plan.fingerprints;
+        self.update_enforce();
     }
 
     /// True if an unknown flow with `key` is picked up at `now` by fingerprint: within the
