@@ -70,14 +70,10 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
         }
         None => new_flow(port, hash, key, meta, now),
     };
-    let restoring = port.restore.restoring;
     let c = &mut port.counters;
     match verdict {
         Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
         Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
-    }
-    if restoring {
-        c.window_packets = c.window_packets.wrapping_add(1);
     }
     verdict
 }
@@ -171,12 +167,12 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
     match port.table.insert_with(hash, key, record, now, room) {
         Ok((_, evicted)) => {
             c.flows_created = c.flows_created.wrapping_add(1);
-            match pickup {
-                None => {}
-                Some(Pickup::Fingerprint) => {
-                    c.picked_up_fingerprint = c.picked_up_fingerprint.wrapping_add(1);
-                }
-                Some(Pickup::Loose) => c.picked_up_loose = c.picked_up_loose.wrapping_add(1),
+            if let Some(how) = pickup {
+                let n = match how {
+                    Pickup::Fingerprint => &mut c.picked_up_fingerprint,
+                    Pickup::Loose => &mut c.picked_up_loose,
+                };
+                *n = n.wrapping_add(1);
             }
             match evicted {
                 None => {}

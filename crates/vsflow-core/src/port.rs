@@ -124,6 +124,9 @@ pub(crate) struct RestoreState {
     operator_mode: bool,
     /// The operator replaced the rules while restoring.
     operator_rules: bool,
+    /// Packets classified (permitted + blocked) when the window opened: the window's packets
+    /// are counted when it closes, at no cost per packet.
+    window_start: u64,
     /// When the latest restore was committed.
     restored_at: Option<Tick>,
     /// Fingerprints of that restore, dropped by [`Port::expire`] once its windows are over.
@@ -359,6 +362,9 @@ impl Port {
     /// Enters the restoring state (the port was created to receive a restore): classify treats
     /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
     pub const fn begin_restore(&mut self) {
+        if !self.restore.restoring {
+            self.restore.window_start = self.packets_classified();
+        }
         self.restore.restoring = true;
         self.restore.operator_mode = false;
         self.restore.operator_rules = false;
@@ -375,8 +381,21 @@ impl Port {
     /// restore): the port applies its own mode again; flows seen in the window stay, inbound
     /// ones re-checked on their next packet.
     pub const fn cancel_restore(&mut self) {
-        self.restore.restoring = false;
+        self.close_window();
         self.update_enforce();
+    }
+
+    const fn packets_classified(&self) -> u64 {
+        self.counters.packets_permitted.wrapping_add(self.counters.packets_blocked)
+    }
+
+    /// Leaves the restoring state, counting the packets classified in the window.
+    const fn close_window(&mut self) {
+        if self.restore.restoring {
+            let n = self.packets_classified().wrapping_sub(self.restore.window_start);
+            self.counters.window_packets = self.counters.window_packets.saturating_add(n);
+            self.restore.restoring = false;
+        }
     }
 
     /// The pickup windows.
@@ -483,6 +502,13 @@ impl Port {
         if let Some(mode) = plan.mode {
             self.mode = mode;
         }
+        // The window's packets, counted against the counters they were classified under.
+        let window = if self.restore.restoring {
+            self.packets_classified().wrapping_sub(self.restore.window_start)
+        } else {
+            0
+        };
+        counters.window_packets = counters.window_packets.saturating_add(window);
         self.table = table;
         self.counters = counters;
         self.restore.restoring = false;
@@ -524,6 +550,7 @@ impl Port {
     /// Resets the counters to zero.
     pub fn clear_counters(&mut self) {
         self.counters = PortCounters::default();
+        self.restore.window_start = 0;
     }
 
     /// Classifies one packet: see [`classify`].
