@@ -153,8 +153,9 @@ pub struct FlowTable {
     lists: [List; TimeoutClass::COUNT],
     len: u32,
     config: TableConfig,
-    /// `config.timeouts` by class index: one load on the packet path.
-    timeouts: [Tick; TimeoutClass::COUNT],
+    /// `config.timeouts` by class index, padded to a power of two so that a masked class
+    /// indexes it without a bounds check on the packet path.
+    timeouts: [Tick; 8],
     hasher: FixedState,
 }
 
@@ -173,7 +174,9 @@ impl FlowTable {
             lists: [EMPTY_LIST; TimeoutClass::COUNT],
             len: 0,
             config,
-            timeouts: TimeoutClass::ALL.map(|c| config.timeouts.of(c)),
+            timeouts: core::array::from_fn(|i| {
+                TimeoutClass::ALL.get(i).map_or(Tick::MAX, |&c| config.timeouts.of(c))
+            }),
             hasher: FixedState::with_seed(config.hash_seed),
         };
         table.reserve(config.initial_capacity)?;
@@ -289,7 +292,7 @@ impl FlowTable {
     #[must_use]
     pub fn is_expired(&self, at: FlowIndex, now: Tick) -> bool {
         let slot = &self.slots[at.0 as usize];
-        let timeout = self.timeouts.get(usize::from(slot.class)).copied().unwrap_or(0);
+        let timeout = self.timeouts[usize::from(slot.class & 7)];
         now.saturating_sub(slot.record.last_seen) >= timeout
     }
 
