@@ -357,3 +357,36 @@ fn the_flows_ioctl_pages_with_a_cursor_across_holes() {
     assert_eq!((seen.len(), unique.len()), (10, 10), "no flow repeated or missed");
     finish(&mut h);
 }
+
+#[test]
+fn a_failed_registration_step_and_a_cancelled_restore_are_traced() {
+    use vsflow_sim::faults::{Site, arm, disarm};
+    // The first engine call of the driver's start fails: the step is traced, start fails
+    // cleanly.
+    let mut h = Host::new(21);
+    arm(h.id(), Some(Site::Engine), 1);
+    let loaded = h.load_driver(enforce(RestoreMode::Pending));
+    disarm();
+    assert!(loaded.is_err());
+    let failed: Vec<_> = h
+        .trace_events()
+        .into_iter()
+        .filter(|e| matches!(e, TraceEvent::RegistrationFailed { .. }))
+        .collect();
+    assert!(
+        matches!(failed.as_slice(), [TraceEvent::RegistrationFailed { status, .. }] if *status < 0),
+        "{failed:?}"
+    );
+    // A pended restore whose port is deleted before the work item runs: completed as
+    // cancelled, and traced so.
+    let (mut b, sb) = host(22, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut b, sb, 9, "vm", 1, true);
+    let t = b.restore(sb, 9, &[(Some(vsflow_callout::keys::PROVIDER), vec![1, 2, 3])]);
+    assert_eq!(b.delete_port(sb, 9), 0);
+    assert_eq!(b.restore_status(&t[0]), Some(sys::STATUS_CANCELLED));
+    assert!(b.trace_events().iter().any(|e| matches!(
+        e,
+        TraceEvent::Restore { port: 9, outcome: RestoreOutcome::Cancelled, .. }
+    )));
+    finish(&mut b);
+}
