@@ -32,11 +32,20 @@ pub struct PortCounters {
     /// Restores of an unsupported format major version that restored an empty state
     /// (lenient mode).
     pub restores_empty: u64,
+    /// Connections saved as fingerprints (not exact records) because of the size cap.
+    pub save_fingerprinted: u64,
+    /// Fingerprints armed for pickup by restores.
+    pub restored_fingerprints: u64,
+    /// Unknown flows picked up as established because their fingerprint matched.
+    pub fingerprint_pickups: u64,
+    /// Restores whose blob named another port or NIC than this one (restored all the same:
+    /// restores are keyed by the destination's port id).
+    pub identity_mismatches: u64,
 }
 
 impl PortCounters {
     /// Number of counters, in [`PortCounters::to_array`] order.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 18;
 
     /// Names in [`PortCounters::to_array`] order, for tools.
     pub const NAMES: [&'static str; Self::COUNT] = [
@@ -54,6 +63,10 @@ impl PortCounters {
         "restored_flows",
         "restore_dropped",
         "restores_empty",
+        "save_fingerprinted",
+        "restored_fingerprints",
+        "fingerprint_pickups",
+        "identity_mismatches",
     ];
 
     /// The counters in their fixed wire order. New counters are only ever appended.
@@ -74,6 +87,10 @@ impl PortCounters {
             self.restored_flows,
             self.restore_dropped,
             self.restores_empty,
+            self.save_fingerprinted,
+            self.restored_fingerprints,
+            self.fingerprint_pickups,
+            self.identity_mismatches,
         ]
     }
 
@@ -97,6 +114,10 @@ impl PortCounters {
             restored_flows: next(),
             restore_dropped: next(),
             restores_empty: next(),
+            save_fingerprinted: next(),
+            restored_fingerprints: next(),
+            fingerprint_pickups: next(),
+            identity_mismatches: next(),
         }
     }
 }
@@ -107,7 +128,7 @@ mod tests {
 
     #[test]
     fn array_round_trip_and_short_or_long_input() {
-        let c = PortCounters::from_values(1..=14);
+        let c = PortCounters::from_values(1..=18);
         assert_eq!(c.to_array(), core::array::from_fn(|i| i as u64 + 1));
         assert_eq!(PortCounters::from_values(c.to_array().into_iter()), c);
         let short = PortCounters::from_values([7u64, 8].into_iter());

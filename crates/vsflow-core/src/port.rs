@@ -3,8 +3,10 @@
 use core::fmt;
 
 use crate::classify::{Verdict, classify};
+use crate::codec::RestoreMemo;
 use crate::counters::PortCounters;
 use crate::error::Error;
+use crate::fingerprint::Pickup;
 use crate::flow::{FlowTable, TableConfig};
 use crate::packet::PacketMeta;
 use crate::policy::{AllowRule, Mode, RuleSet};
@@ -94,6 +96,12 @@ pub struct Port {
     pub(crate) rules: RuleSet,
     pub(crate) table: FlowTable,
     pub(crate) counters: PortCounters,
+    /// The VM network adapter's durable name (`NicName`), once the NIC events have named it.
+    pub(crate) nic: Option<PortIdentity>,
+    /// Fingerprints armed by the latest restore, for the classify pickup hook.
+    pub(crate) pickup: Pickup,
+    /// What the latest restore added, so that applying the same blob again changes nothing.
+    pub(crate) restored: RestoreMemo,
 }
 
 impl Port {
@@ -108,6 +116,9 @@ impl Port {
             rules: RuleSet::default(),
             table: FlowTable::try_new(config.table)?,
             counters: PortCounters::default(),
+            nic: None,
+            pickup: Pickup::default(),
+            restored: RestoreMemo::default(),
         })
     }
 
@@ -153,6 +164,24 @@ impl Port {
     #[must_use]
     pub const fn counters(&self) -> &PortCounters {
         &self.counters
+    }
+
+    /// The VM network adapter's name (`NicName`), if known.
+    #[must_use]
+    pub const fn nic_identity(&self) -> Option<&PortIdentity> {
+        self.nic.as_ref()
+    }
+
+    /// Records the VM network adapter's name (`NicName`) from the NIC events; it travels in
+    /// the runtime state beside the port's name.
+    pub const fn set_nic_identity(&mut self, nic: Option<PortIdentity>) {
+        self.nic = nic;
+    }
+
+    /// Fingerprints armed by the latest restore (see [`crate::fingerprint`]).
+    #[must_use]
+    pub const fn pickup(&self) -> &Pickup {
+        &self.pickup
     }
 
     /// Resets the counters to zero.
