@@ -35,6 +35,11 @@ use crate::time::{Tick, secs};
 /// Bits in one fingerprint.
 pub const FINGERPRINT_BITS: u32 = 32;
 
+/// Most fingerprints one blob may carry: `MAX_FINGERPRINTS / 2^32 <= 1e-5`, so the false
+/// match probability per unknown packet stays within the target for any blob a decoder
+/// accepts. (A 60 KiB blob holds about 26,000.)
+pub const MAX_FINGERPRINTS: usize = 42_949;
+
 /// Default pickup window: fingerprints match for this long after the restore (5 minutes).
 pub const DEFAULT_PICKUP_WINDOW: Tick = secs(300);
 

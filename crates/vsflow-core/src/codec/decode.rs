@@ -372,34 +372,26 @@ fn decode_fingerprints(payload: &[u8]) -> Result<FingerprintSet, DecodeError> {
     let salt = [p.u64().ok_or(bad)?, p.u64().ok_or(bad)?];
     let bits = p.u8().ok_or(bad)?;
     let encoding = p.u8().ok_or(bad)?;
-    let _reserved = p.u16().ok_or(bad)?;
+    let k = p.u8().ok_or(bad)?;
+    let reserved = p.u8().ok_or(bad)?;
     let count = p.u32().ok_or(bad)?;
     if u32::from(bits) != crate::fingerprint::FINGERPRINT_BITS {
         return Err(invalid("fingerprint bits", bits.into()));
     }
-    if encoding != format::FINGERPRINTS_SORTED_U32 {
+    if encoding != format::FINGERPRINTS_RICE {
         return Err(invalid("fingerprint encoding", encoding.into()));
     }
-    let n = usize::try_from(count).map_err(|_| bad)?;
-    if Some(p.remaining()) != n.checked_mul(4) {
-        return Err(bad);
+    if k > super::rice::MAX_K || reserved != 0 {
+        return Err(invalid("Rice parameter", k.into()));
     }
-    let mut values = Vec::new();
-    values.try_reserve_exact(n).map_err(|_| DecodeError::OutOfMemory)?;
-    let mut prev: Option<u32> = None;
-    for entry in 0..count {
-        let v = p.u32().ok_or(bad)?;
-        if prev.is_some_and(|q| q >= v) {
-            return Err(DecodeError::InvalidField {
-                kind,
-                entry,
-                field: "fingerprint order (ascending, distinct)",
-                value: v.into(),
-            });
-        }
-        prev = Some(v);
-        values.push(v);
+    if usize::try_from(count).map_or(true, |n| n > crate::fingerprint::MAX_FINGERPRINTS) {
+        return Err(invalid("fingerprint count", count.into()));
     }
+    let rest = p.take(p.remaining()).unwrap_or(&[]);
+    let values = super::rice::decode(rest, k, count).map_err(|e| match e {
+        super::rice::RiceError::OutOfMemory => DecodeError::OutOfMemory,
+        _ => invalid("Rice-coded fingerprints", count.into()),
+    })?;
     if values.is_empty() {
         // The salt of an empty set means nothing: states compare equal without it.
         return Ok(FingerprintSet::default());

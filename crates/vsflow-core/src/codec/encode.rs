@@ -15,7 +15,7 @@ use hashbrown::HashTable;
 use siphasher::sip::SipHasher13;
 
 use super::format::{self, compact, hdr, rec};
-use super::{PortState, SavedFlow, crc32c};
+use super::{PortState, SavedFlow, crc32c, rice};
 use crate::counters::PortCounters;
 use crate::error::Error;
 use crate::fingerprint::FingerprintSet;
@@ -376,9 +376,20 @@ const fn minimal_len(identity_units: usize) -> usize {
 /// What goes into the blob.
 struct Plan {
     exact: Vec<SavedFlow>,
-    fingerprinted: Vec<u32>,
+    /// Fingerprints to write: sorted, distinct.
+    fps: Vec<u32>,
+    /// Their Rice parameter.
+    k: u8,
+    /// Connections the fingerprints stand for.
+    fingerprinted: usize,
     lost: usize,
     counters: bool,
+}
+
+/// Fingerprints a decoded state brings along.
+struct Carried<'a> {
+    values: &'a [u32],
+    flows: usize,
 }
 
 #[allow(clippy::too_many_lines, reason = "the budget, then the blob layout, written in order")]
@@ -407,18 +418,19 @@ fn encode_source(
     let rules = all_rules.get(..rule_count).unwrap_or(&[]);
     room -= rule_count * format::RULE_ENTRY_LEN;
 
-    // Carried fingerprints (a decoded state re-encoded) go first if they fit, else are lost.
+    // Fingerprints a decoded state already carries (re-encoded by a tool) are kept with the
+    // highest priority, all or none.
     let carried = src.carried();
-    let carried_values: &[u32] =
-        carried.filter(|c| 4 * c.len() <= room).map_or(&[], FingerprintSet::values);
-    room -= 4 * carried_values.len();
-    let carried_lost = if carried_values.is_empty() { src.carried_count() as usize } else { 0 };
-    let carried_kept = src.carried_count() as usize - carried_lost;
+    let salt = carried.map_or_else(|| src.salt(), FingerprintSet::salt);
+    let carried_in = Carried {
+        values: carried.map_or(&[], FingerprintSet::values),
+        flows: src.carried_count() as usize,
+    };
 
     let mut flows: Vec<SavedFlow> = Vec::new();
     flows.try_reserve_exact(src.flow_count())?;
     src.for_each(&mut |s| flows.push(s));
-    let plan = plan(&flows, room, rules_version, src.salt())?;
+    let plan = plan(&flows, room, rules_version, salt, &carried_in)?;
     drop(flows);
 
     // Dictionaries of what is written.
@@ -439,12 +451,8 @@ fn encode_source(
         dicts[f] = d;
         lays[f] = lay;
     }
-    let mut fps: Vec<u32> = Vec::new();
-    fps.try_reserve_exact(plan.fingerprinted.len() + carried_values.len())?;
-    fps.extend_from_slice(carried_values);
-    fps.extend_from_slice(&plan.fingerprinted);
-    fps.sort_unstable();
-    fps.dedup();
+    let fps = &plan.fps;
+    let fp_bytes = rice::bytes(fps, plan.k);
 
     let len = minimal
         + nic.map_or(0, |n| format::RECORD_HEADER_LEN + 2 + 2 * n.len())
@@ -453,7 +461,7 @@ fn encode_source(
         + dicts[1].bytes(IpFamily::V6)
         + entries_len[0]
         + entries_len[1]
-        + 4 * fps.len();
+        + fp_bytes;
     if len > config.cap {
         // The plan's estimate is an upper bound of this (see `plan`): unreachable, but a blob
         // over the cap must never be produced.
@@ -464,8 +472,8 @@ fn encode_source(
 
     let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let written = plan.exact.len();
-    let fingerprinted = plan.fingerprinted.len() + carried_kept;
-    let lost = plan.lost + carried_lost;
+    let fingerprinted = plan.fingerprinted;
+    let lost = plan.lost;
     let in_table = written + fingerprinted + lost;
     let rules_dropped = all_rules.len() - rule_count;
     let mut w = Writer { out };
@@ -563,18 +571,16 @@ fn encode_source(
         }
     }
     // Fingerprints.
-    let salt = carried.map_or_else(|| src.salt(), FingerprintSet::salt);
-    w.record(rec::FINGERPRINTS, format::FINGERPRINTS_HEADER_LEN + 4 * fps.len());
+    w.record(rec::FINGERPRINTS, format::FINGERPRINTS_HEADER_LEN + fp_bytes);
     w.u64(salt[0]);
     w.u64(salt[1]);
     #[allow(clippy::cast_possible_truncation, reason = "32")]
     w.u8(crate::fingerprint::FINGERPRINT_BITS as u8);
-    w.u8(format::FINGERPRINTS_SORTED_U32);
-    w.u16(0);
+    w.u8(format::FINGERPRINTS_RICE);
+    w.u8(plan.k);
+    w.u8(0);
     w.u32(clamp(fps.len()));
-    for v in &fps {
-        w.u32(*v);
-    }
+    rice::encode(fps, plan.k, w.out);
     // Trailer.
     let crc = crc32c(w.out);
     w.u32(crc);
@@ -589,7 +595,14 @@ fn encode_source(
 }
 
 /// Chooses exact records and fingerprints within `room` bytes.
-fn plan(flows: &[SavedFlow], room: usize, rules_version: u32, salt: [u64; 2]) -> Result<Plan, Error> {
+#[allow(clippy::too_many_lines, reason = "three cases of one budget")]
+fn plan(
+    flows: &[SavedFlow],
+    room: usize,
+    rules_version: u32,
+    salt: [u64; 2],
+    carried: &Carried<'_>,
+) -> Result<Plan, Error> {
     // Dictionaries and costs over every flow: an upper bound of what any subset costs (a
     // subset's dictionary is a subset, its index widths no wider, and a remote that drops out
     // of the dictionary costs its literal instead of its entry plus an index).
@@ -608,63 +621,137 @@ fn plan(flows: &[SavedFlow], room: usize, rules_version: u32, salt: [u64; 2]) ->
         let f = family_slot(s.key.family);
         entry_len(s, &dicts[f], &lays[f], rules_version, counters).unwrap_or(1 << 40)
     };
-    let copy_all = |counters| -> Result<Plan, Error> {
+    let carried_k = rice::best_k(carried.values);
+    let carried_bytes = rice::bytes(carried.values, carried_k);
+    let sum = |counters| {
+        flows.iter().fold(dict_bytes + carried_bytes, |a, s| a.saturating_add(cost(s, counters)))
+    };
+    if sum(false) <= room {
         let mut exact = Vec::new();
         exact.try_reserve_exact(flows.len())?;
         exact.extend_from_slice(flows);
-        Ok(Plan { exact, fingerprinted: Vec::new(), lost: 0, counters })
-    };
-    let sum = |counters| flows.iter().fold(dict_bytes, |a, s| a.saturating_add(cost(s, counters)));
-    if sum(false) <= room {
-        return copy_all(sum(true) <= room);
+        let mut fps = Vec::new();
+        fps.try_reserve_exact(carried.values.len())?;
+        fps.extend_from_slice(carried.values);
+        return Ok(Plan {
+            exact,
+            fps,
+            k: carried_k,
+            fingerprinted: carried.flows,
+            lost: 0,
+            counters: sum(true) <= room,
+        });
     }
 
-    // Over the cap: rank (established TCP first, then most recently active).
+    // Over the cap. Rank: established TCP first, then most recently active.
     let mut order: Vec<(u64, u32)> = Vec::new();
     order.try_reserve_exact(flows.len())?;
     order.extend((0u32..).zip(flows.iter()).map(|(i, s)| (s.value_rank(), i)));
     order.sort_unstable();
-    let get = |i: u32| flows.get(i as usize);
     let is_est = |s: &SavedFlow| s.state == FlowState::Established;
-    let established = flows.iter().filter(|s| is_est(s)).count();
-    let mut take = Vec::new(); // 0 lost, 1 fingerprint, 2 exact
-    take.try_reserve_exact(flows.len())?;
-    take.resize(flows.len(), 0u8);
-    if 4 * established + dict_bytes >= room {
-        // Fingerprints only, the most valuable established connections first.
-        let mut left = room / 4;
-        for &(_, i) in &order {
-            if left == 0 {
-                break;
-            }
-            if get(i).is_some_and(is_est) {
-                if let Some(t) = take.get_mut(i as usize) {
-                    *t = 1;
-                }
-                left -= 1;
+    // The fingerprint pool: (value, priority); carried values have priority 0, established
+    // flows 1 + their rank among established flows. Sorted by value.
+    let mut pool: Vec<(u32, u32)> = Vec::new();
+    pool.try_reserve_exact(carried.values.len() + flows.len())?;
+    pool.extend(carried.values.iter().map(|&v| (v, 0)));
+    let mut prio = Vec::new(); // flow index -> priority (0: not established)
+    prio.try_reserve_exact(flows.len())?;
+    prio.resize(flows.len(), 0u32);
+    let mut by_prio: Vec<u32> = Vec::new(); // priority - 1 -> flow index
+    by_prio.try_reserve_exact(flows.len())?;
+    let mut n_est = 0u32;
+    for &(_, i) in &order {
+        if let Some(s) = flows.get(i as usize).filter(|s| is_est(s)) {
+            n_est += 1;
+            by_prio.push(i);
+            pool.push((crate::fingerprint::fingerprint(salt, &s.key), n_est));
+            if let Some(p) = prio.get_mut(i as usize) {
+                *p = n_est;
             }
         }
+    }
+    pool.sort_unstable();
+    // Distinct values of the pool entries with priority below `m`.
+    let mut scratch: Vec<u32> = Vec::new();
+    scratch.try_reserve_exact(pool.len())?;
+    let subset = |m: u32, out: &mut Vec<u32>| {
+        out.clear();
+        for &(v, p) in &pool {
+            if p < m && out.last() != Some(&v) {
+                out.push(v);
+            }
+        }
+    };
+    let n_all = n_est + 1;
+    subset(n_all, &mut scratch);
+    let k_all = rice::best_k(&scratch);
+    let all_bytes = rice::bytes(&scratch, k_all);
+
+    let mut take = Vec::new(); // flow index -> 0 lost, 1 fingerprint, 2 exact
+    take.try_reserve_exact(flows.len())?;
+    take.resize(flows.len(), 0u8);
+    let max_fps = crate::fingerprint::MAX_FINGERPRINTS;
+    let (m, k) = if dict_bytes + all_bytes >= room || scratch.len() > max_fps {
+        // Fingerprints only: the largest m whose subset fits (the size is monotone in m).
+        let fits = |m: u32, scratch: &mut Vec<u32>| {
+            subset(m, scratch);
+            let k = rice::best_k(scratch);
+            (rice::bytes(scratch, k) <= room && scratch.len() <= max_fps, k)
+        };
+        let (mut lo, mut hi) = (0u32, n_all); // fits(lo), and m >= hi does not
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid, &mut scratch).0 {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (_, k) = fits(lo, &mut scratch);
+        for (t, &p) in take.iter_mut().zip(prio.iter()) {
+            if p != 0 && p < lo {
+                *t = 1;
+            }
+        }
+        (lo, k)
     } else {
-        let mut left = room - 4 * established - dict_bytes;
+        // Every fingerprint fits: spend the rest upgrading the most valuable flows to exact
+        // records. Removing a value that no other entry shares shrinks the fingerprints by at
+        // least k bits (see `rice`), so an established flow's upgrade costs its entry minus
+        // k / 8 bytes.
+        let mut unique = Vec::new(); // priority -> value not shared
+        unique.try_reserve_exact(n_all as usize)?;
+        unique.resize(n_all as usize, false);
+        for (j, &(v, p)) in pool.iter().enumerate() {
+            let shared = (j > 0 && pool.get(j - 1).is_some_and(|x| x.0 == v))
+                || pool.get(j + 1).is_some_and(|x| x.0 == v);
+            if let Some(u) = unique.get_mut(p as usize) {
+                *u = p != 0 && !shared;
+            }
+        }
+        let saving = usize::from(k_all / 8);
+        let mut left = room - dict_bytes - all_bytes;
         for &(_, i) in &order {
-            let Some(s) = get(i) else { continue };
-            let est = is_est(s);
+            let Some(s) = flows.get(i as usize) else { continue };
+            let p = prio.get(i as usize).copied().unwrap_or(0);
             let c = cost(s, false);
-            let extra = if est { c.saturating_sub(4) } else { c };
+            let back = if unique.get(p as usize).copied().unwrap_or(false) { saving } else { 0 };
+            let extra = c.saturating_sub(back);
             let t = if extra <= left {
                 left -= extra;
                 2
             } else {
-                u8::from(est)
+                u8::from(p != 0)
             };
             if let Some(slot) = take.get_mut(i as usize) {
                 *slot = t;
             }
         }
-    }
+        (n_all, k_all)
+    };
     let mut exact = Vec::new();
-    let mut keys = Vec::new();
     let mut lost = 0;
+    let mut fp_count = 0;
     // Exact records keep the source's order (oldest activity first within each class).
     for (s, &t) in flows.iter().zip(take.iter()) {
         match t {
@@ -672,17 +759,35 @@ fn plan(flows: &[SavedFlow], room: usize, rules_version: u32, salt: [u64; 2]) ->
                 exact.try_reserve(1)?;
                 exact.push(*s);
             }
-            1 => {
-                keys.try_reserve(1)?;
-                keys.push(s.key);
-            }
+            1 => fp_count += 1,
             _ => lost += 1,
         }
     }
-    let mut fingerprinted = Vec::new();
-    fingerprinted.try_reserve_exact(keys.len())?;
-    fingerprinted.extend(keys.iter().map(|k| crate::fingerprint::fingerprint(salt, k)));
-    Ok(Plan { exact, fingerprinted, lost, counters: false })
+    let mut fps = Vec::new();
+    fps.try_reserve_exact(pool.len())?;
+    let mut last = None;
+    for &(v, p) in &pool {
+        let keep = if p == 0 {
+            m > 0
+        } else {
+            // The flow of priority p keeps its fingerprint unless it became exact.
+            let i = by_prio.get(p as usize - 1).copied().unwrap_or(u32::MAX);
+            take.get(i as usize) == Some(&1)
+        };
+        if keep && last != Some(v) {
+            fps.push(v);
+            last = Some(v);
+        }
+    }
+    let carried_kept = if m > 0 { carried.flows } else { 0 };
+    Ok(Plan {
+        exact,
+        fps,
+        k,
+        fingerprinted: fp_count + carried_kept,
+        lost: lost + (carried.flows - carried_kept),
+        counters: false,
+    })
 }
 
 fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {

@@ -82,7 +82,9 @@ pub mod rec {
     /// 1.1: compact IPv6 flows.
     pub const COMPACT_V6: u16 = 12;
     /// 1.1: fingerprints of established connections saved without an exact record:
-    /// salt 2 x u64, bits u8 (32), encoding u8 (0: sorted u32), reserved u16, count u32, values.
+    /// salt 2 x u64, bits u8 (32), encoding u8 (0: Golomb-Rice), Rice parameter u8 (<= 31),
+    /// reserved u8 (0), count u32, then the Rice-coded sorted distinct values (see
+    /// `codec::rice`) filling the rest of the payload exactly.
     pub const FINGERPRINTS: u16 = 13;
 }
 
@@ -139,8 +141,9 @@ pub mod compact {
 
 /// Fingerprint record: fixed part before the values.
 pub const FINGERPRINTS_HEADER_LEN: usize = 16 + 1 + 1 + 2 + 4;
-/// Fingerprint encoding: sorted, strictly increasing u32 values.
-pub const FINGERPRINTS_SORTED_U32: u8 = 0;
+/// Fingerprint encoding: Golomb-Rice coded sorted distinct values. Another encoding would be
+/// a new record type (a 1.1 reader refuses an encoding it does not know).
+pub const FINGERPRINTS_RICE: u8 = 0;
 /// Save-info-2 payload length.
 pub const SAVE_INFO2_LEN: usize = 12;
 

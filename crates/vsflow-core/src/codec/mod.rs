@@ -18,6 +18,7 @@ mod encode;
 mod error;
 pub mod format;
 mod reader;
+pub mod rice;
 mod rule;
 
 use alloc::vec::Vec;
