@@ -3,6 +3,13 @@
 //! a valid blob within the cap, restores are idempotent, lenient empty restores empty the
 //! port, identities are carried and mismatches counted.
 
+#![allow(
+    clippy::many_single_char_names,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    reason = "test arithmetic on small known values"
+)]
+
 mod common;
 
 use common::*;
@@ -25,7 +32,7 @@ fn port(max_flows: u32, mode: Mode) -> Port {
     Port::try_new(PortIdentity::try_from_str(GUID_NAME).unwrap(), cfg).unwrap()
 }
 
-/// A deterministic pseudo-random sequence (SplitMix64).
+/// A deterministic pseudo-random sequence (`SplitMix64`).
 struct Mix(u64);
 impl Mix {
     fn next(&mut self) -> u64 {
