@@ -32,7 +32,13 @@ fn encode(p: &Port) -> (Vec<u8>, codec::EncodeSummary) {
 /// What the 1.0 encoder wrote for `v4` IPv4 and `v6` IPv6 flows and no rules (its layout is
 /// fixed-width: `docs/runtime-state-format.md`, "Size cap").
 fn v1_0_len(identity_units: usize, v4: usize, v6: usize) -> usize {
-    40 + 2 * identity_units + 9 + 16 + (8 + 2 + 8 * 14) + 16 + 2 * 16 + 4
+    40 + 2 * identity_units
+        + 9
+        + 16
+        + (8 + 2 + 8 * 14)
+        + 16
+        + 2 * 16
+        + 4
         + v4 * format::FLOW_V4_ENTRY_LEN
         + v6 * format::FLOW_V6_ENTRY_LEN
 }
@@ -105,7 +111,9 @@ fn main() {
         let (_, s) = encode(&workload::established_port(NOW, mid));
         if s.flows_written == mid { lo = mid } else { hi = mid }
     }
-    println!("exact capacity of 60 KiB (IPv4, one VM address, established, ages < 1 h): about {lo} flows");
+    println!(
+        "exact capacity of 60 KiB (IPv4, one VM address, established, ages < 1 h): about {lo} flows"
+    );
     // Connections carried (exact + fingerprint) per 60 KiB.
     let (_, s) = encode(&workload::established_port(NOW, 40_000));
     println!(

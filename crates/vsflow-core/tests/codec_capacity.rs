@@ -125,7 +125,11 @@ fn the_default_table_of_4096_ipv4_flows_fits_the_default_cap_exactly() {
     let (p, _) = busy_port(4096, false, 7200, now);
     let (blob, s) = save(&p, now, codec::DEFAULT_CAP);
     assert_eq!((s.flows_written, s.flows_fingerprinted, s.flows_dropped), (4096, 0, 0));
-    println!("4096 IPv4 flows: {} bytes, {:.2} bytes per flow", blob.len(), blob.len() as f64 / 4096.0);
+    println!(
+        "4096 IPv4 flows: {} bytes, {:.2} bytes per flow",
+        blob.len(),
+        blob.len() as f64 / 4096.0
+    );
     assert_eq!(state_of(&blob).flows.len(), 4096);
 }
 
@@ -208,8 +212,9 @@ fn past_the_fingerprint_capacity_the_most_recent_connections_are_kept_and_the_re
     // The connections lost are the least recently active (busy_port opens them in order).
     let state = state_of(&blob);
     let exact: std::collections::HashSet<FlowKey> = state.flows.iter().map(|f| f.key).collect();
-    let carried =
-        |c: &PacketMeta| exact.contains(&FlowKey::of(c)) || state.fingerprints.contains(&FlowKey::of(c));
+    let carried = |c: &PacketMeta| {
+        exact.contains(&FlowKey::of(c)) || state.fingerprints.contains(&FlowKey::of(c))
+    };
     assert!(conns[conns.len() - 1000..].iter().all(carried));
     assert!(!conns[..100].iter().all(carried));
 }
@@ -278,8 +283,8 @@ fn even_the_largest_identities_and_every_rule_save_a_valid_blob_at_the_smallest_
     assert_eq!(st.mode, Mode::Enforce);
     assert_eq!(st.save_info.flows_dropped, s.flows_dropped);
     // A long port name too: the NIC name gives way first, then rules.
-    let mut q = Port::try_new(PortIdentity::try_from_str(&long).unwrap(), PortConfig::default())
-        .unwrap();
+    let mut q =
+        Port::try_new(PortIdentity::try_from_str(&long).unwrap(), PortConfig::default()).unwrap();
     q.set_nic_identity(Some(PortIdentity::try_from_str(&long).unwrap()));
     q.replace_rules(&rules(256)).unwrap();
     let (blob, _) = save(&q, now, 1024);
@@ -361,8 +366,8 @@ fn identities_travel_and_mismatches_are_counted_but_restore() {
     assert_eq!(r.restored, 5);
     assert_eq!(other.counters().identity_mismatches, 1);
     // Another port name.
-    let mut renamed = Port::try_new(PortIdentity::try_from_str("x").unwrap(), PortConfig::default())
-        .unwrap();
+    let mut renamed =
+        Port::try_new(PortIdentity::try_from_str("x").unwrap(), PortConfig::default()).unwrap();
     assert!(codec::apply(&mut renamed, &state, 1).unwrap().identity_mismatch);
 }
 
@@ -399,5 +404,7 @@ fn window_flows_merge_with_the_blob_and_fingerprinted_ones_become_carried() {
     // And after the window nothing matches at all.
     let other = conns.iter().rev().find(|c| !exact.contains(&FlowKey::of(c))).unwrap();
     assert!(pickup.clone().take(&FlowKey::of(other), secs(5)));
-    assert!(!pickup.take(&FlowKey::of(other), secs(4) + codec::ApplyConfig::default().pickup_window));
+    assert!(
+        !pickup.take(&FlowKey::of(other), secs(4) + codec::ApplyConfig::default().pickup_window)
+    );
 }

@@ -5,11 +5,9 @@ use core::cmp::Reverse;
 
 use super::error::ApplyError;
 use super::{PortState, SavedFlow};
-use crate::counters::PortCounters;
 use crate::fingerprint::{DEFAULT_PICKUP_WINDOW, Pickup};
-use crate::flow::{Admission, FlowRecord, FlowState, FlowTable, Opener};
+use crate::flow::{Admission, FlowState, FlowTable, Opener};
 use crate::packet::protocol;
-use crate::policy::RuleSet;
 use crate::port::Port;
 use crate::time::Tick;
 
@@ -65,10 +63,13 @@ pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyRepor
 ///
 /// The new table, rules and counters are built completely first; only then are they swapped
 /// in, so on error the port is exactly as before. The blob's mode and rules replace the
-/// port's (the VM's policy migrates with it). Flows the port already tracks (seen in the
-/// restore window) merge with the blob's: a flow in both keeps the blob's history and adds
-/// the window's packets; one only on this host is kept while room remains, and if it matches
-/// a fingerprint it becomes a carried connection. The blob's fingerprints are armed for
+/// port's (the VM's policy migrates with it) unless the operator changed them while the port
+/// was restoring; rule versions stay this host's and carried admissions are mapped to them
+/// ([`Port::plan_restore`]). Flows saved past their idle timeout are not restored (counted
+/// `expired`). Flows the port already tracks (seen in the restore window) merge with the
+/// blob's ([`crate::FlowRecord::merge_window`], counted `window_flows_merged`); one only on
+/// this host is kept while room remains, and if it matches a fingerprint it becomes a carried
+/// connection. The blob's fingerprints are armed for
 /// `config.pickup_window`. If the blob holds more flows than this host's bound, the most
 /// valuable are kept ([`SavedFlow::value_rank`]).
 ///
@@ -91,13 +92,19 @@ pub fn apply_with(
     }
     let table_config = *port.table.config();
     let bound = table_config.max_flows as usize;
-    let rules = RuleSet::try_from_slice(state.rules.version(), state.rules.rules())?;
+    let plan = port.plan_restore(state.mode, &state.rules)?;
 
     // Choose which saved flows to restore, and insert them oldest first so that each class's
     // LRU list ends up in recency order.
     let mut order: Vec<(Reverse<Tick>, u32)> = Vec::new();
     order.try_reserve_exact(state.flows.len()).map_err(crate::Error::from)?;
+    // Flows idle past their timeout at the save admit nothing: not restored, counted expired.
+    let mut expired = 0u64;
     for (i, s) in (0u32..).zip(state.flows.iter()) {
+        if table_config.timeouts.expired(s.key.protocol, s.state, s.last_age) {
+            expired += 1;
+            continue;
+        }
         order.push((Reverse(s.last_age), i));
     }
     let mut dropped = 0usize;
@@ -114,6 +121,7 @@ pub fn apply_with(
     let mut table = FlowTable::try_new(table_config)?;
     #[allow(clippy::cast_possible_truncation, reason = "at most the bound, a u32")]
     table.reserve(order.len() as u32)?;
+    let mut merged = 0u64;
     for &(_, i) in &order {
         let Some(s) = state.flows.get(i as usize) else {
             continue;
@@ -122,8 +130,10 @@ pub fn apply_with(
             return Err(ApplyError::DuplicateFlow { index: i as usize });
         }
         let mut record = s.to_record(now);
+        record.admission = plan.admission(record.admission);
         if let Some(local) = port.table.get(&s.key) {
-            merge(&mut record, local);
+            record = record.merge_window(local);
+            merged += 1;
         }
         table.insert(s.key, record, now)?;
     }
@@ -160,8 +170,10 @@ pub fn apply_with(
     let fingerprints = u32::try_from(state.fingerprints.len()).unwrap_or(u32::MAX);
     let identity_mismatch = state.identity != port.identity
         || matches!((&state.nic, &port.nic), (Some(a), Some(b)) if a != b);
-    let mut counters = add_counters(&port.counters, &state.counters);
+    let mut counters = port.counters.saturating_add(&state.counters);
     counters.restores = counters.restores.saturating_add(1);
+    counters.expired = counters.expired.saturating_add(expired);
+    counters.window_flows_merged = counters.window_flows_merged.saturating_add(merged);
     counters.restored_flows = counters.restored_flows.saturating_add(u64::from(restored));
     counters.restore_dropped = counters.restore_dropped.saturating_add(u64::from(dropped));
     counters.restored_fingerprints =
@@ -170,10 +182,7 @@ pub fn apply_with(
         counters.fingerprint_pickups.saturating_add(u64::from(picked_up_local));
     counters.identity_mismatches =
         counters.identity_mismatches.saturating_add(u64::from(identity_mismatch));
-    port.table = table;
-    port.rules = rules;
-    port.mode = state.mode;
-    port.counters = counters;
+    port.commit_restore(plan, table, counters, now);
     port.pickup = pickup;
     port.restored = RestoreMemo { digest };
     if port.nic.is_none() {
@@ -190,29 +199,6 @@ pub fn apply_with(
     })
 }
 
-/// A flow in both the blob and the port (seen in the restore window): the blob's history,
-/// the window's packets added, the later activity, and a TCP state that only moves forward.
-fn merge(record: &mut FlowRecord, local: &FlowRecord) {
-    for (a, b) in record.packets.iter_mut().zip(local.packets) {
-        *a = a.saturating_add(b);
-    }
-    for (a, b) in record.bytes.iter_mut().zip(local.bytes) {
-        *a = a.saturating_add(b);
-    }
-    record.last_seen = record.last_seen.max(local.last_seen);
-    if record.state.is_tcp() && local.state.is_tcp() {
-        let progress = |s: FlowState| match s {
-            FlowState::FinWait => 1,
-            FlowState::Closed => 2,
-            _ => 0,
-        };
-        if progress(local.state) > progress(record.state) {
-            record.state = local.state;
-        }
-        record.fin_seen |= local.fin_seen;
-    }
-}
-
 /// Records a lenient restore that carries nothing, emptying the port.
 ///
 /// For a blob of an unknown major version, or a damaged or empty one under the lenient policy:
@@ -222,9 +208,5 @@ pub fn apply_empty(port: &mut Port) {
     port.table.clear();
     port.pickup.clear();
     port.counters.restores_empty = port.counters.restores_empty.saturating_add(1);
-}
-
-fn add_counters(a: &PortCounters, b: &PortCounters) -> PortCounters {
-    let (a, b) = (a.to_array(), b.to_array());
-    PortCounters::from_values(a.iter().zip(b.iter()).map(|(x, y)| x.saturating_add(*y)))
+    port.cancel_restore();
 }

@@ -252,7 +252,10 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
                     return Err(dup);
                 }
             }
-            rec::ADDRS_V4 | rec::ADDRS_V6 | rec::COMPACT_V4 | rec::COMPACT_V6
+            rec::ADDRS_V4
+            | rec::ADDRS_V6
+            | rec::COMPACT_V4
+            | rec::COMPACT_V6
             | rec::FINGERPRINTS => {
                 let slot = later.get_mut(usize::from(kind - rec::ADDRS_V4)).ok_or(dup)?;
                 if slot.replace(payload).is_some() {
@@ -307,10 +310,9 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
     // 1.1: the 1.0 view counts every flow outside the 1.0 records as dropped; the real split
     // is exact (both kinds of record) + fingerprinted + lost.
     let version = rules.version();
-    for (ckind, dict, payload) in [
-        (rec::COMPACT_V4, addrs_v4, compact_v4),
-        (rec::COMPACT_V6, addrs_v6, compact_v6),
-    ] {
+    for (ckind, dict, payload) in
+        [(rec::COMPACT_V4, addrs_v4, compact_v4), (rec::COMPACT_V6, addrs_v6, compact_v6)]
+    {
         if let Some(p) = payload {
             decode_compact(ckind, dict, p, version, &mut flows)?;
         }
@@ -439,7 +441,8 @@ fn decode_compact(
     let rw = p.u8().ok_or(bad_len)?;
     let reserved = p.u8().ok_or(bad_len)?;
     let count = p.u32().ok_or(bad_len)?;
-    let invalid = |entry, field, value: u64| DecodeError::InvalidField { kind, entry, field, value };
+    let invalid =
+        |entry, field, value: u64| DecodeError::InvalidField { kind, entry, field, value };
     if flags & !compact::FLAG_COUNTERS != 0 {
         return Err(invalid(0, "compact flags", flags.into()));
     }
@@ -478,7 +481,8 @@ fn decode_compact(
             return Err(invalid(entry, "FIN bits", fin_seen.into()));
         }
         let li = p.uint(usize::from(lw)).ok_or(short)?;
-        let local_addr = addr_at(li).ok_or_else(|| invalid(entry, "local address index", li.into()))?;
+        let local_addr =
+            addr_at(li).ok_or_else(|| invalid(entry, "local address index", li.into()))?;
         let remote_addr = if tag & compact::REMOTE_LITERAL != 0 {
             let a = p.take(alen).ok_or(short)?;
             let mut out = [0u8; 16];
@@ -518,7 +522,8 @@ fn decode_compact(
                 *v = p.varint().ok_or(short)?;
             }
         }
-        let key = FlowKey { family, protocol: proto, local_addr, remote_addr, local_port, remote_port };
+        let key =
+            FlowKey { family, protocol: proto, local_addr, remote_addr, local_port, remote_port };
         list.push(SavedFlow {
             key,
             state,

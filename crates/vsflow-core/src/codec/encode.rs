@@ -107,9 +107,10 @@ impl Source for LivePort<'_> {
         // the seed nor the salt; two saves never share a salt.
         let seed = self.port.table.config().hash_seed;
         let mut msg = [0u8; 17];
-        for (d, s) in msg.iter_mut().zip(
-            self.now.to_le_bytes().iter().chain(self.port.counters.saves.to_le_bytes().iter()),
-        ) {
+        for (d, s) in msg
+            .iter_mut()
+            .zip(self.now.to_le_bytes().iter().chain(self.port.counters.saves.to_le_bytes().iter()))
+        {
             *d = *s;
         }
         let h = |lane: u8| {
@@ -240,7 +241,12 @@ struct Dict {
 
 impl Dict {
     fn new() -> Self {
-        Self { addrs: Vec::new(), index: HashTable::new(), hasher: FixedState::with_seed(7), locals: 0 }
+        Self {
+            addrs: Vec::new(),
+            index: HashTable::new(),
+            hasher: FixedState::with_seed(7),
+            locals: 0,
+        }
     }
 
     fn find(&self, a: &[u8; 16]) -> Option<u32> {
@@ -352,8 +358,8 @@ fn entry_len(
 
 const fn coarse_ages(s: &SavedFlow) -> (u64, u64) {
     let last = s.last_age / TICKS_PER_SECOND;
-    let dur = s.first_age.saturating_sub(s.last_age)
-        / (TICKS_PER_SECOND * compact::DURATION_UNIT_SECS);
+    let dur =
+        s.first_age.saturating_sub(s.last_age) / (TICKS_PER_SECOND * compact::DURATION_UNIT_SECS);
     (last, dur)
 }
 

@@ -152,10 +152,8 @@ pub fn arb_state(max_flows: usize) -> impl Strategy<Value = PortState> {
 /// state with the encoder's save accounting, exact ages and counters.
 pub fn as_decoded_v1_0(mut s: PortState) -> PortState {
     s.minor = 0;
-    s.save_info = SaveInfo {
-        flows_in_table: u32::try_from(s.flows.len()).unwrap(),
-        ..SaveInfo::default()
-    };
+    s.save_info =
+        SaveInfo { flows_in_table: u32::try_from(s.flows.len()).unwrap(), ..SaveInfo::default() };
     s.skipped_records = 0;
     s.digest = 0;
     // The encoder writes IPv4 flows, then IPv6 flows, each in list order.
