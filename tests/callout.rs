@@ -390,3 +390,42 @@ fn a_failed_registration_step_and_a_cancelled_restore_are_traced() {
     )));
     finish(&mut b);
 }
+
+fn counted(s: &str) -> sys::IF_COUNTED_STRING {
+    let units: Vec<u16> = s.encode_utf16().collect();
+    let mut c = sys::IF_COUNTED_STRING::EMPTY;
+    c.String[..units.len()].copy_from_slice(&units);
+    c.Length = u16::try_from(2 * units.len()).unwrap();
+    c
+}
+
+// The NIC's durable name (NicName), learnt from the NIC events, travels in the runtime state
+// (format 1.1) beside the port's name.
+#[test]
+fn the_nic_name_from_nic_events_is_saved_with_the_port() {
+    let (mut h, sw) = host(23, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    // SAFETY: plain data (integers, arrays); all zeroes is valid.
+    let mut nic: sys::NDIS_SWITCH_NIC_PARAMETERS = unsafe { std::mem::zeroed() };
+    nic.PortId = 5;
+    nic.NicIndex = 1;
+    nic.NicType = 1; // synthetic
+    nic.NicState = 2; // connected
+    nic.NicName = counted("Microsoft:GUEST-NIC-0001");
+    // SAFETY: plain data (integers, arrays); all zeroes is valid.
+    let mut switch: sys::NDIS_SWITCH_PARAMETERS = unsafe { std::mem::zeroed() };
+    switch.SwitchName = counted("SW");
+    let status = h.within(|| {
+        h.driver().on_interface(sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT, &switch, &nic)
+    });
+    assert_eq!(status, 0);
+    let (blobs, _) = h.save(sw, 5);
+    let cfg = vsflow_core::codec::DecodeConfig::default();
+    let vsflow_core::codec::Decoded::State(state) =
+        vsflow_core::codec::decode(&blobs[0].1, &cfg).expect("decodes")
+    else {
+        panic!("a known format");
+    };
+    assert_eq!(state.nic.map(|n| n.to_string()).as_deref(), Some("Microsoft:GUEST-NIC-0001"));
+    finish(&mut h);
+}
