@@ -97,13 +97,13 @@ pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
     let Some(listed) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
         return Vec::new();
     };
-    let mut states = Vec::new();
+    let mut found = Vec::new();
     let mut start = 0;
     loop {
         let (status, bytes) =
             h.control(&Request::GetFlows { port: listed.port, start, max: 256 }, 1 << 20);
         assert_eq!(status, 0, "GetFlows");
-        let flows_page = vsflow_proto::response::decode_flows(&bytes, |f| states.push(f.state))
+        let flows_page = vsflow_proto::response::decode_flows(&bytes, |f| found.push(f.state))
             .expect("flows decode");
         // The driver pages with a cursor: pass back the page's `next`.
         start = flows_page.next;
@@ -111,7 +111,7 @@ pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
             break;
         }
     }
-    states
+    found
 }
 
 /// Flows in the table of the port named `name`.
