@@ -429,3 +429,15 @@ fn the_nic_name_from_nic_events_is_saved_with_the_port() {
     assert_eq!(state.nic.map(|n| n.to_string()).as_deref(), Some("Microsoft:GUEST-NIC-0001"));
     finish(&mut h);
 }
+
+#[test]
+fn the_driver_classify_count_keeps_the_calls_of_deleted_ports() {
+    let (mut h, sw) = host(24, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    let _ = open_connections(&mut h, sw, 5, 4);
+    let before = h.driver().stats().classify_calls;
+    assert!(before >= 12, "{before}");
+    assert_eq!(h.delete_port(sw, 5), 0);
+    assert_eq!(h.driver().stats().classify_calls, before, "counted per port, kept at delete");
+    finish(&mut h);
+}

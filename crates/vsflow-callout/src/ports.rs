@@ -261,8 +261,9 @@ impl<S: KernelServices> PortMap<S> {
     }
 
     /// Closes the map (stop): waits for every reader in flight (classify included), then frees
-    /// every port. Readers get `None` from then on.
-    pub(crate) fn close(&self) {
+    /// every port; returns the classify calls they had counted. Readers get `None` from then
+    /// on.
+    pub(crate) fn close(&self) -> u64 {
         let gone = self.update(|m| {
             m.closed = true;
             m.switches.clear();
@@ -271,6 +272,8 @@ impl<S: KernelServices> PortMap<S> {
             Ok(ports)
         });
         // Freed outside the locks.
-        drop(gone);
+        gone.map_or(0, |ports| {
+            ports.into_values().map(|slot| slot.state.lock().classify_calls).sum()
+        })
     }
 }
