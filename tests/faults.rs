@@ -5,7 +5,7 @@
 //! violation, the VM's restore not failed by vsflow, and the port's state all-or-nothing
 //! (every carried flow, or none). Results: docs/FAULT-INJECTION.md.
 //!
-//! The vSwitch callbacks run at PASSIVE_LEVEL here to keep IRQL findings (tests/threads.rs)
+//! The vSwitch callbacks run at `PASSIVE_LEVEL` here to keep IRQL findings (tests/threads.rs)
 //! out of this sweep's results.
 
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! Foreign filters: any elevated process can add a filter that names vsflow's callout, with
 //! any context (`FWPM_FILTER0.rawContext` becomes `FWPS_FILTER3.context`). The engine calls the
-//! callout's notifyFn with FWPS_CALLOUT_NOTIFY_ADD_FILTER and refuses the filter when notifyFn
+//! callout's notifyFn with `FWPS_CALLOUT_NOTIFY_ADD_FILTER` and refuses the filter when notifyFn
 //! fails. Its own binary: before the fix, classify dereferencing a garbage context crashes.
 
 use vsflow_callout::RestoreMode;

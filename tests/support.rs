@@ -88,26 +88,29 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
 
 /// The states of the flows in the table of the port named `name`, through the `ListPorts`
 /// and `GetFlows` IOCTLs.
+///
+/// # Panics
+/// If the driver fails the request or its answer does not decode.
 #[must_use]
 pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
     use vsflow_proto::request::Request;
-    let Some(port) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
+    let Some(info) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
         return Vec::new();
     };
-    let mut states = Vec::new();
+    let mut seen = Vec::new();
     let mut start = 0;
     loop {
         let (status, bytes) =
-            h.control(&Request::GetFlows { port: port.port, start, max: 256 }, 1 << 20);
+            h.control(&Request::GetFlows { port: info.port, start, max: 256 }, 1 << 20);
         assert_eq!(status, 0, "GetFlows");
-        let page = vsflow_proto::response::decode_flows(&bytes, |f| states.push(f.state))
+        let page = vsflow_proto::response::decode_flows(&bytes, |f| seen.push(f.state))
             .expect("flows decode");
         start += page.returned;
         if page.returned == 0 || start >= page.total {
             break;
         }
     }
-    states
+    seen
 }
 
 /// Flows in the table of the port named `name`.

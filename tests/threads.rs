@@ -1,9 +1,9 @@
 //! Callbacks in flight, on several threads, at the IRQL Windows documents.
 //!
 //! - Every vSwitch callback page says `IRQL <= DISPATCH_LEVEL`: the double runs them at
-//!   DISPATCH_LEVEL, so PASSIVE-only services (waits, fast mutexes, management calls) fail there.
-//! - A pended restore's work item can run on another CPU and call FwpsvSwitchNotifyComplete0
-//!   before the restore callback has returned STATUS_PENDING.
+//!   `DISPATCH_LEVEL`, so PASSIVE-only services (waits, fast mutexes, management calls) fail there.
+//! - A pended restore's work item can run on another CPU and call `FwpsvSwitchNotifyComplete0`
+//!   before the restore callback has returned `STATUS_PENDING`.
 //! - Classify runs on several threads while events, restores, work items and unload run; a
 //!   filter whose callout is unregistered blocks (fwpmtypes.h), so unload must delete filters
 //!   (close the engine) before unregistering callouts.

@@ -256,8 +256,12 @@ impl Engine {
 #[must_use]
 pub unsafe fn filter_weight(v: &sys::FWP_VALUE0) -> u64 {
     match v.r#type {
-        // SAFETY: the `uint64` arm, a valid pointer or null (caller's contract).
-        sys::FWP_UINT64 => unsafe { v.u.uint64.as_ref() }.copied().unwrap_or(0),
+        sys::FWP_UINT64 => {
+            // SAFETY: the type says the `uint64` arm is the live one.
+            let p = unsafe { v.u.uint64 };
+            // SAFETY: a valid pointer or null (caller's contract).
+            unsafe { p.as_ref() }.copied().unwrap_or(0)
+        }
         // SAFETY: the `uint8` arm.
         sys::FWP_UINT8 => u64::from(unsafe { v.u.uint8 } & 0x0f) << 60,
         _ => 0,
@@ -275,7 +279,9 @@ pub struct Decision {
 }
 
 /// WFP's filter arbitration within a layer ("Filter Arbitration", Configurable Override
-/// Policy): every sublayer is evaluated, highest weight first, even after a block; the result
+/// Policy).
+///
+/// Every sublayer is evaluated, highest weight first, even after a block; the result
 /// is kept with its `FWPS_RIGHT_ACTION_WRITE` flag:
 ///
 /// | current | a lower sublayer returns | result |
@@ -311,13 +317,13 @@ impl Arbiter {
         self.current = Some(match self.current {
             None => d,
             Some(cur) => match (cur.action, cur.overridable, d.action) {
-                (sys::FWP_ACTION_BLOCK, false, _) => cur,
+                // A callout's block vetoes a hard permit.
                 (sys::FWP_ACTION_PERMIT, false, sys::FWP_ACTION_BLOCK) if from_callout => {
                     Decision { action: sys::FWP_ACTION_BLOCK, overridable: false }
                 }
-                (sys::FWP_ACTION_PERMIT, false, _) => cur,
-                (sys::FWP_ACTION_PERMIT, true, sys::FWP_ACTION_PERMIT) => d,
+                // Soft decisions are overridden by the next sublayer's.
                 (_, true, _) => d,
+                // A hard block is final; a hard permit stands against static filters.
                 _ => cur,
             },
         });

@@ -30,7 +30,7 @@ fn bfe_running(h: &mut HostState, call: &'static str) -> bool {
     }
 }
 
-/// Records a call made above PASSIVE_LEVEL to a service documented for PASSIVE_LEVEL only.
+/// Records a call made above `PASSIVE_LEVEL` to a service documented for `PASSIVE_LEVEL` only.
 fn passive_only(h: &mut HostState, call: &'static str) {
     if crate::irql::current() != crate::irql::Irql::Passive {
         h.violate(Violation::WrongIrql { call });

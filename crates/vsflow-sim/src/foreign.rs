@@ -1,8 +1,9 @@
-//! Another elevated process on the host: it opens its own engine session and adds its own
-//! provider, sublayers and filters through the same management functions (`fwpmk.h`), as any
+//! Another elevated process on the host.
+//!
+//! It opens its own engine session and adds its own provider, sublayers and filters through the same management functions (`fwpmk.h`), as any
 //! administrator's tool or another vendor's firewall can. Its filters may name vsflow's
 //! callouts with any context: the engine then calls vsflow's notifyFn, and refuses the filter
-//! if notifyFn fails (FWPS_CALLOUT_NOTIFY_FN3).
+//! if notifyFn fails (`FWPS_CALLOUT_NOTIFY_FN3`).
 
 use std::ffi::c_void;
 
@@ -69,6 +70,9 @@ impl ForeignProcess {
     }
 
     /// Adds a sublayer of this weight; returns its key.
+    ///
+    /// # Panics
+    /// If the engine refuses it (a scenario bug: BFE stopped or the session closed).
     pub fn add_sublayer(&mut self, weight: u16) -> GUID {
         let key = self.key();
         let _cur = CurrentHost::enter(self.host);

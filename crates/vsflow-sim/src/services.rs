@@ -377,7 +377,7 @@ impl SimServices {
         }
     }
 
-    /// Starts the work item on its own thread at PASSIVE_LEVEL and gives it a moment to run
+    /// Starts the work item on its own thread at `PASSIVE_LEVEL` and gives it a moment to run
     /// (so its completion can come before the requesting callback returns).
     fn start_worker(&self) {
         let _kernel = crate::alloc::Attribution::enter(None);
