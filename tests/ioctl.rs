@@ -62,8 +62,8 @@ fn version_config_ports_flows_and_counters_are_reported() {
         assert_eq!(status, 0);
         let page = response::decode_flows(&bytes, |f| seen.push(f)).expect("flows");
         assert_eq!(page.total, 25);
-        start += page.returned;
-        if page.returned == 0 || start >= page.total {
+        start = page.next;
+        if page.next == response::FLOWS_END {
             break;
         }
     }

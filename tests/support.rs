@@ -105,8 +105,9 @@ pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
         assert_eq!(status, 0, "GetFlows");
         let page = vsflow_proto::response::decode_flows(&bytes, |f| seen.push(f.state))
             .expect("flows decode");
-        start += page.returned;
-        if page.returned == 0 || start >= page.total {
+        // The driver pages with a cursor: pass back the page's `next`.
+        start = page.next;
+        if page.next == vsflow_proto::response::FLOWS_END {
             break;
         }
     }

@@ -138,8 +138,9 @@ impl<T: Transport> DriverClient<T> {
             let req = Request::GetFlows { port, start, max: page_max };
             let bytes = self.call(&req, response::FLOWS_FIXED + 64 * response::FLOW_ENTRY_LEN)?;
             let page = response::decode_flows(&bytes, |f| out.push(f)).map_err(proto_err)?;
-            start = start.saturating_add(page.returned);
-            if page.returned == 0 || start >= page.total || out.len() >= max {
+            // The driver pages with a cursor: pass back the page's `next`.
+            start = page.next;
+            if page.next == response::FLOWS_END || out.len() >= max {
                 break;
             }
         }

@@ -205,26 +205,23 @@ fn too_small(
 impl<S: KernelServices> Driver<S> {
     fn get_flows(&self, port: PortRef, start: u32, max: u32, output: &mut [u8]) -> IoctlOutcome {
         let now = self.services.now();
-        // One page under the port's lock, never the whole table.
+        // One page under the port's lock: the cursor is a position in the port's table, so a
+        // page walks only its own flows, never the table before it.
         self.with_port(port, |entry| {
             let table = entry.port.table();
-            let total = table.len();
-            let remaining = total.saturating_sub(start as usize);
+            let total = u32::try_from(table.len()).unwrap_or(u32::MAX);
+            let remaining = table.iter_from(start).take(max as usize + 1).count();
             let (count, needed) = response::flows_that_fit(output.len(), remaining, max as usize);
-            if count == 0 && remaining > 0 {
+            if count == 0 && remaining > 0 && max > 0 {
                 return IoctlOutcome { status: STATUS_BUFFER_TOO_SMALL, information: needed };
             }
-            // Slab order: stable while the table does not change; pages taken while traffic
-            // flows may miss or repeat a flow (diagnostics, not a snapshot).
-            let flows =
-                table.iter().skip(start as usize).map(|(k, r)| SavedFlow::from_record(*k, r, now));
-            written(response::encode_flows(
-                u32::try_from(total).unwrap_or(u32::MAX),
-                start,
-                count,
-                flows,
-                output,
-            ))
+            // The cursor after the page: the position after its last flow, or the end.
+            let next = table
+                .iter_from(start)
+                .nth(count)
+                .map_or(response::FLOWS_END, |(position, _, _)| position);
+            let flows = table.iter_from(start).map(|(_, k, r)| SavedFlow::from_record(*k, r, now));
+            written(response::encode_flows(total, start, count, next, flows, output))
         })
     }
 

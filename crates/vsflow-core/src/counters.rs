@@ -50,7 +50,8 @@ pub struct PortCounters {
     /// Extended: unknown TCP flows picked up as established by loose pickup (a non-SYN packet
     /// within the loose window after a restore).
     pub picked_up_loose: u64,
-    /// Extended: packets classified while the port was restoring (treated as Monitor).
+    /// Extended: packets classified while the port was restoring (treated as Monitor),
+    /// counted when the window closes.
     pub window_packets: u64,
     /// Extended: flows seen in the restore window that the restore also carried (merged).
     pub window_flows_merged: u64,

@@ -124,6 +124,9 @@ pub(crate) struct RestoreState {
     operator_mode: bool,
     /// The operator replaced the rules while restoring.
     operator_rules: bool,
+    /// Packets classified (permitted + blocked) when the window opened: the window's packets
+    /// are counted when it closes, at no cost per packet.
+    window_start: u64,
     /// When the latest restore was committed.
     restored_at: Option<Tick>,
     /// Fingerprints of that restore, dropped by [`Port::expire`] once its windows are over.
@@ -280,6 +283,9 @@ pub struct Port {
     pub(crate) rules: RuleSet,
     pub(crate) table: FlowTable,
     pub(crate) counters: PortCounters,
+    /// Classify enforces: the mode is Enforce and the port is not restoring (kept in step by
+    /// every method that changes either, so the packet path reads one flag).
+    pub(crate) enforce: bool,
     pub(crate) restore: RestoreState,
 }
 
@@ -295,6 +301,7 @@ impl Port {
             rules: RuleSet::default(),
             table: FlowTable::try_new(config.table)?,
             counters: PortCounters::default(),
+            enforce: matches!(config.initial_mode, Mode::Enforce),
             restore: RestoreState::default(),
         })
     }
@@ -315,7 +322,11 @@ impl Port {
     #[inline]
     #[must_use]
     pub const fn effective_mode(&self) -> Mode {
-        if self.restore.restoring { Mode::Monitor } else { self.mode }
+        if self.enforce { Mode::Enforce } else { Mode::Monitor }
+    }
+
+    const fn update_enforce(&mut self) {
+        self.enforce = matches!(self.mode, Mode::Enforce) && !self.restore.restoring;
     }
 
     /// Switches mode. Peer-opened flows admitted in Monitor mode are re-checked against the
@@ -326,6 +337,7 @@ impl Port {
         if self.restore.restoring {
             self.restore.operator_mode = true;
         }
+        self.update_enforce();
     }
 
     /// The allow rules.
@@ -350,9 +362,13 @@ impl Port {
     /// Enters the restoring state (the port was created to receive a restore): classify treats
     /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
     pub const fn begin_restore(&mut self) {
+        if !self.restore.restoring {
+            self.restore.window_start = self.packets_classified();
+        }
         self.restore.restoring = true;
         self.restore.operator_mode = false;
         self.restore.operator_rules = false;
+        self.update_enforce();
     }
 
     /// True between [`Port::begin_restore`] and the restore's commit or cancel.
@@ -365,7 +381,21 @@ impl Port {
     /// restore): the port applies its own mode again; flows seen in the window stay, inbound
     /// ones re-checked on their next packet.
     pub const fn cancel_restore(&mut self) {
-        self.restore.restoring = false;
+        self.close_window();
+        self.update_enforce();
+    }
+
+    const fn packets_classified(&self) -> u64 {
+        self.counters.packets_permitted.wrapping_add(self.counters.packets_blocked)
+    }
+
+    /// Leaves the restoring state, counting the packets classified in the window.
+    const fn close_window(&mut self) {
+        if self.restore.restoring {
+            let n = self.packets_classified().wrapping_sub(self.restore.window_start);
+            self.counters.window_packets = self.counters.window_packets.saturating_add(n);
+            self.restore.restoring = false;
+        }
     }
 
     /// The pickup windows.
@@ -472,11 +502,19 @@ impl Port {
         if let Some(mode) = plan.mode {
             self.mode = mode;
         }
+        // The window's packets, counted against the counters they were classified under.
+        let window = if self.restore.restoring {
+            self.packets_classified().wrapping_sub(self.restore.window_start)
+        } else {
+            0
+        };
+        counters.window_packets = counters.window_packets.saturating_add(window);
         self.table = table;
         self.counters = counters;
         self.restore.restoring = false;
         self.restore.restored_at = Some(now);
         self.restore.fingerprints = plan.fingerprints;
+        self.update_enforce();
     }
 
     /// True if an unknown flow with `key` is picked up at `now` by fingerprint: within the
@@ -512,6 +550,7 @@ impl Port {
     /// Resets the counters to zero.
     pub fn clear_counters(&mut self) {
         self.counters = PortCounters::default();
+        self.restore.window_start = 0;
     }
 
     /// Classifies one packet: see [`classify`].

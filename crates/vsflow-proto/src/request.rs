@@ -51,11 +51,12 @@ pub enum Request<'a> {
     GetVersion,
     /// [`Ioctl::ListPorts`].
     ListPorts,
-    /// [`Ioctl::GetFlows`]: flows `start..start + max` of a port.
+    /// [`Ioctl::GetFlows`]: up to `max` flows of a port from cursor `start` (0 for the first
+    /// page, then the previous page's `next`: see `response::FlowsPage`).
     GetFlows {
         /// The port.
         port: PortRef,
-        /// Index of the first flow.
+        /// The cursor: 0, or the `next` of the previous page.
         start: u32,
         /// Most flows to return.
         max: u32,

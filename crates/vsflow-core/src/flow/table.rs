@@ -153,8 +153,9 @@ pub struct FlowTable {
     lists: [List; TimeoutClass::COUNT],
     len: u32,
     config: TableConfig,
-    /// `config.timeouts` by class index: one load on the packet path.
-    timeouts: [Tick; TimeoutClass::COUNT],
+    /// `config.timeouts` by class index, padded to a power of two so that a masked class
+    /// indexes it without a bounds check on the packet path.
+    timeouts: [Tick; 8],
     hasher: FixedState,
 }
 
@@ -173,7 +174,9 @@ impl FlowTable {
             lists: [EMPTY_LIST; TimeoutClass::COUNT],
             len: 0,
             config,
-            timeouts: TimeoutClass::ALL.map(|c| config.timeouts.of(c)),
+            timeouts: core::array::from_fn(|i| {
+                TimeoutClass::ALL.get(i).map_or(Tick::MAX, |&c| config.timeouts.of(c))
+            }),
             hasher: FixedState::with_seed(config.hash_seed),
         };
         table.reserve(config.initial_capacity)?;
@@ -289,7 +292,7 @@ impl FlowTable {
     #[must_use]
     pub fn is_expired(&self, at: FlowIndex, now: Tick) -> bool {
         let slot = &self.slots[at.0 as usize];
-        let timeout = self.timeouts.get(usize::from(slot.class)).copied().unwrap_or(0);
+        let timeout = self.timeouts[usize::from(slot.class & 7)];
         now.saturating_sub(slot.record.last_seen) >= timeout
     }
 
@@ -456,6 +459,17 @@ impl FlowTable {
     /// All flows, in slab order.
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowRecord)> + '_ {
         self.slots.iter().filter(|s| s.class != FREE).map(|s| (&s.key, &s.record))
+    }
+
+    /// The flows from slab position `from` on, in slab order, each with its position: a
+    /// cursor for paging (a page resumes at the last position + 1 without walking what came
+    /// before).
+    pub fn iter_from(&self, from: u32) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
+        let start = (from as usize).min(self.slots.len());
+        (from..)
+            .zip(self.slots.get(start..).unwrap_or(&[]))
+            .filter(|(_, s)| s.class != FREE)
+            .map(|(i, s)| (i, &s.key, &s.record))
     }
 
     /// The flows of one timeout class, least recently used first.
