@@ -48,3 +48,37 @@ fn traffic_is_judged_correctly_after_foreign_filters_were_tried() {
     drop(other);
     finish(&mut h);
 }
+
+#[test]
+fn a_foreign_filter_added_before_vsflow_registers_is_never_notified_and_its_context_is_not_used() {
+    // "Processing Notify Callouts": a callout registered after filters naming it were added
+    // is not told of them, so notifyFn cannot refuse this one: classify gets its context.
+    let mut h = vsflow_sim::Host::new(1);
+    let mut other = ForeignProcess::open(h.id());
+    let sub = other.add_sublayer(0x8000);
+    for hook in HOOKS {
+        assert_eq!(other.add_callout_object(hook.callout, hook.layer), 0);
+        let status =
+            other.add_filter(hook.layer, sub, ForeignAction::Callout(hook.callout), 0, GARBAGE[1]);
+        assert_eq!(status, 0, "nothing is registered yet: the engine accepts it");
+    }
+    h.load_driver(enforce(RestoreMode::Pending)).expect("loads");
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 3);
+    assert_eq!(delivered(&mut h, sw, 7, &inbound), 3);
+    let unsolicited = vsflow_sim::traffic::inbound_syn(
+        vsflow_core::IpFamily::V4,
+        vsflow_sim::traffic::remote_addr(vsflow_core::IpFamily::V4, 4, false),
+        5000,
+        7,
+        3389,
+    );
+    assert_ne!(
+        h.transmit(sw, vsflow_sim::host::EXTERNAL_PORT, 7, &unsolicited),
+        vsflow_sim::PacketFate::Delivered,
+        "Enforce still blocks unsolicited traffic"
+    );
+    drop(other);
+    finish(&mut h);
+}

@@ -285,19 +285,40 @@ impl Engine {
     }
 
     /// `FwpmEngineClose0`: an open transaction is aborted; a dynamic session's objects go.
-    pub fn close_session(&mut self, handle: usize, b: &mut Vec<Violation>) -> NTSTATUS {
+    /// Returns the filters deleted with it and the notifyFn of each one's registered callout
+    /// (a deleted filter is notified: "Processing Notify Callouts", Filter Deletion).
+    ///
+    /// # Errors
+    /// The status the call fails with.
+    pub fn close_session(
+        &mut self,
+        handle: usize,
+        b: &mut Vec<Violation>,
+    ) -> Result<Vec<(FilterObj, CalloutNotify)>, NTSTATUS> {
         let Some(i) = self.sessions.iter().position(|s| s.handle == handle) else {
             b.push(Violation::BadHandle { call: "FwpmEngineClose0" });
-            return sys::STATUS_INVALID_PARAMETER;
+            return Err(sys::STATUS_INVALID_PARAMETER);
         };
         let s = self.sessions.remove(i);
         if let Some(snapshot) = s.txn {
             self.objects = *snapshot;
         }
-        if s.dynamic {
-            self.drop_session_objects(handle);
+        if !s.dynamic {
+            return Ok(Vec::new());
         }
-        sys::STATUS_SUCCESS
+        let gone: Vec<_> = self
+            .objects
+            .filters
+            .iter()
+            .filter(|f| f.session == handle)
+            .map(|f| {
+                let notify =
+                    f.callout.and_then(|c| self.registered_callout(&c)).map(|r| (r.id, r.notify));
+                (f.clone(), notify)
+            })
+            .collect();
+        self.drop_session_objects(handle);
+        Ok(gone)
     }
 
     /// `FwpmTransactionBegin0`: no nesting.
@@ -411,7 +432,7 @@ impl Engine {
         handle: usize,
         mut f: FilterObj,
         b: &mut Vec<Violation>,
-    ) -> Result<(FilterObj, Option<(u32, sys::FWPS_CALLOUT_NOTIFY_FN3)>), NTSTATUS> {
+    ) -> Result<(FilterObj, CalloutNotify), NTSTATUS> {
         if !self.session_ok(handle, "FwpmFilterAdd0", b) {
             return Err(sys::STATUS_INVALID_PARAMETER);
         }
@@ -487,7 +508,7 @@ impl Engine {
         handle: usize,
         key: GUID,
         b: &mut Vec<Violation>,
-    ) -> Result<(FilterObj, Option<(u32, sys::FWPS_CALLOUT_NOTIFY_FN3)>), NTSTATUS> {
+    ) -> Result<(FilterObj, CalloutNotify), NTSTATUS> {
         if !self.session_ok(handle, "FwpmFilterDeleteByKey0", b) {
             return Err(sys::STATUS_INVALID_PARAMETER);
         }
@@ -551,6 +572,9 @@ impl Engine {
         }
     }
 }
+
+/// The run-time id and notifyFn of the registered callout a filter names, if registered.
+pub type CalloutNotify = Option<(u32, sys::FWPS_CALLOUT_NOTIFY_FN3)>;
 
 /// The kinds of management object deleted by key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use std::ffi::c_void;
 use fwps_sys::{self as sys, GUID, HANDLE, NTSTATUS};
 
 use crate::contract::Violation;
-use crate::engine::{FilterObj, ObjectKind, RegisteredCallout};
+use crate::engine::{CalloutNotify, FilterObj, ObjectKind, RegisteredCallout};
 use crate::vswitch::Completed;
 use crate::world::{HostState, with_current};
 
@@ -159,7 +159,27 @@ pub unsafe extern "system" fn FwpmEngineOpen0(
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmEngineClose0(engine_handle: HANDLE) -> NTSTATUS {
     passive_only("FwpmEngineClose0");
-    rule(|h, b| h.engine.close_session(engine_handle as usize, b))
+    match rule(|h, b| h.engine.close_session(engine_handle as usize, b)) {
+        Ok(gone) => {
+            for (f, notify) in gone {
+                notify_deleted(&f, notify);
+            }
+            sys::STATUS_SUCCESS
+        }
+        Err(status) => status,
+    }
+}
+
+/// Tells a deleted filter's registered callout (`FWPS_CALLOUT_NOTIFY_DELETE_FILTER`), outside
+/// the engine lock.
+fn notify_deleted(f: &FilterObj, notify: CalloutNotify) {
+    if let Some((callout_id, Some(notify_fn))) = notify {
+        let mut fs = fwps_filter(f, callout_id);
+        // SAFETY: the driver's notifyFn with the filter key and a valid FWPS_FILTER3.
+        let _ = unsafe {
+            notify_fn(sys::FWPS_CALLOUT_NOTIFY_DELETE_FILTER, &raw const f.key, &raw mut fs)
+        };
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -372,19 +392,13 @@ pub unsafe extern "system" fn FwpmFilterDeleteByKey0(
         filter_change_allowed(h, "FwpmFilterDeleteByKey0");
         h.engine.delete_filter(engine_handle as usize, key, b)
     });
-    let (f, notify) = match gone {
-        Ok(x) => x,
-        Err(status) => return status,
-    };
-    // The callout hears of the deletion (FWPS_CALLOUT_NOTIFY_DELETE_FILTER), outside the lock.
-    if let Some((callout_id, Some(notify_fn))) = notify {
-        let mut fs = fwps_filter(&f, callout_id);
-        // SAFETY: the driver's notifyFn with the filter key and a valid FWPS_FILTER3.
-        let _ = unsafe {
-            notify_fn(sys::FWPS_CALLOUT_NOTIFY_DELETE_FILTER, &raw const f.key, &raw mut fs)
-        };
+    match gone {
+        Ok((f, notify)) => {
+            notify_deleted(&f, notify);
+            sys::STATUS_SUCCESS
+        }
+        Err(status) => status,
     }
-    sys::STATUS_SUCCESS
 }
 
 #[unsafe(no_mangle)]

@@ -88,6 +88,26 @@ impl ForeignProcess {
         key
     }
 
+    /// Adds a callout object with this key at `layer` (any process may add a management
+    /// object naming another's callout key). Returns the engine's status.
+    pub fn add_callout_object(&mut self, key: GUID, layer: GUID) -> NTSTATUS {
+        let _cur = CurrentHost::enter(self.host);
+        // SAFETY: plain data, all zeroes valid.
+        let mut c: sys::FWPM_CALLOUT0 = unsafe { std::mem::zeroed() };
+        c.calloutKey = key;
+        c.providerKey = &raw mut self.provider;
+        c.applicableLayer = layer;
+        // SAFETY: valid handle and callout; the id out-pointer is optional.
+        unsafe {
+            exports::FwpmCalloutAdd0(
+                self.session,
+                &raw const c,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        }
+    }
+
     /// Adds a filter at `layer` in `sublayer`; `flags` are `FWPM_FILTER_FLAG_*`, `raw_context`
     /// becomes the run-time filter's `context`. Returns the engine's status (a callout's
     /// notifyFn can refuse it).
