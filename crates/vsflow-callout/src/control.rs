@@ -106,7 +106,7 @@ impl<S: KernelServices> Driver<S> {
             }
             Request::ListPorts => {
                 // One port lock at a time; never a host-wide one.
-                let listed = self.ports.read(|ix| {
+                let listed = self.read_ports(|ix| {
                     let ports = ix.ports().map(|slot| {
                         let e = slot.state.lock();
                         PortInfo {
@@ -143,7 +143,7 @@ impl<S: KernelServices> Driver<S> {
                 match port {
                     None => {
                         self.clear_stats();
-                        let _ = self.ports.read(|ix| {
+                        let _ = self.read_ports(|ix| {
                             for slot in ix.ports() {
                                 slot.state.lock().port.clear_counters();
                             }
@@ -181,8 +181,7 @@ impl<S: KernelServices> Driver<S> {
         port: PortRef,
         f: impl FnOnce(&mut PortState) -> IoctlOutcome,
     ) -> IoctlOutcome {
-        self.ports
-            .read(|ix| ix.port(&key(port)).map(|slot| f(&mut slot.state.lock())))
+        self.read_ports(|ix| ix.port(key(port)).map(|slot| f(&mut slot.state.lock())))
             .flatten()
             .unwrap_or(IoctlOutcome::fail(STATUS_NOT_FOUND))
     }

@@ -44,5 +44,5 @@ pub mod wide;
 pub use config::{DriverConfig, RestoreMode};
 pub use driver::{Driver, DriverStats, FlowTotals, Phase};
 pub use error::CalloutError;
-pub use services::{Frame, KernelServices, LogLevel, RawMutex, RawRundown, RawSpinLock};
+pub use services::{Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock};
 pub use trace::{DegradedReason, RestoreOutcome, TraceEvent};

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
 use vsflow_callout::{
-    CalloutError, Frame, KernelServices, LogLevel, RawMutex, RawRundown, RawSpinLock, TraceEvent,
+    CalloutError, Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock,
+    TraceEvent,
 };
 
 /// State shared between a host and its driver's services.
@@ -231,49 +232,127 @@ unsafe impl RawRundown for SimRundown {
     }
 }
 
-/// `FAST_MUTEX`: raises the holder to `APC_LEVEL`.
+/// `EX_SPIN_LOCK`: shared or exclusive, the holder at `DISPATCH_LEVEL`.
+///
+/// `ExAcquireSpinLockShared` / `ExAcquireSpinLockExclusive`: `IRQL <= DISPATCH_LEVEL`. A thread
+/// holding the lock shared must not acquire it exclusively (the documented deadlock): reported
+/// as misuse, as are releases of a hold the thread does not have.
 #[derive(Debug, Default)]
-pub struct SimMutex {
-    held: AtomicBool,
-    owner: AtomicUsize,
-    saved_irql: AtomicUsize,
+pub struct SimRwLock {
+    /// Bit 31: held exclusively; low bits: shared holders.
+    state: std::sync::atomic::AtomicU32,
     shared: Option<Arc<HostShared>>,
 }
 
-// SAFETY: `held` is taken with an acquire compare-exchange and released with a release store:
-// mutual exclusion; waiting yields the thread (a passive-level wait).
-unsafe impl RawMutex for SimMutex {
-    fn lock(&self) {
-        let irql = current_irql();
-        if irql > APC_LEVEL {
-            wrong_irql(self.shared.as_ref(), "ExAcquireFastMutex above APC_LEVEL".to_owned());
-        }
-        let me = thread_tag();
-        if self.held.load(Ordering::Acquire) && self.owner.load(Ordering::Relaxed) == me {
-            misuse(self.shared.as_ref(), "ExAcquireFastMutex recursively".to_owned());
-        }
-        while self
-            .held
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::thread::yield_now();
-        }
-        self.owner.store(me, Ordering::Relaxed);
-        self.saved_irql.store(usize::from(set_irql(APC_LEVEL)), Ordering::Relaxed);
+const EXCLUSIVE: u32 = 1 << 31;
+
+thread_local! {
+    /// Reader/writer locks this thread holds: (address, shared holds, exclusive), no allocation.
+    static HELD_RW: RefCell<[(usize, u32, bool); 8]> = const { RefCell::new([(0, 0, false); 8]) };
+}
+
+impl SimRwLock {
+    fn me(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
-    unsafe fn unlock(&self) {
-        if !self.held.load(Ordering::Acquire) || self.owner.load(Ordering::Relaxed) != thread_tag()
-        {
-            misuse(
+    /// Changes this thread's record of holds on this lock; returns (shared, exclusive) before.
+    fn record(&self, shared: i32, exclusive: Option<bool>) -> (u32, bool) {
+        let me = self.me();
+        HELD_RW.with(|h| {
+            let mut h = h.borrow_mut();
+            let i = h
+                .iter()
+                .position(|e| e.0 == me && (e.1 > 0 || e.2))
+                .or_else(|| h.iter().position(|e| e.1 == 0 && !e.2));
+            let Some(i) = i else { return (0, false) };
+            let before = (h[i].1, h[i].2);
+            h[i].0 = me;
+            h[i].1 = h[i].1.saturating_add_signed(shared);
+            if let Some(x) = exclusive {
+                h[i].2 = x;
+            }
+            before
+        })
+    }
+}
+
+// SAFETY: exclusive holders take the word from 0 to EXCLUSIVE with a compare-exchange (no
+// shared or exclusive holder then); shared holders increment it only while EXCLUSIVE is clear
+// (compare-exchange); releases undo their own change with release ordering.
+unsafe impl RawRwSpinLock for SimRwLock {
+    fn lock_shared(&self) -> u8 {
+        if current_irql() > DISPATCH_LEVEL {
+            wrong_irql(
                 self.shared.as_ref(),
-                "ExReleaseFastMutex by a thread that does not own it".to_owned(),
+                "ExAcquireSpinLockShared above DISPATCH_LEVEL".to_owned(),
             );
         }
-        set_irql(u8::try_from(self.saved_irql.load(Ordering::Relaxed)).unwrap_or(PASSIVE_LEVEL));
-        self.owner.store(0, Ordering::Relaxed);
-        self.held.store(false, Ordering::Release);
+        let prev = set_irql(DISPATCH_LEVEL);
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & EXCLUSIVE == 0
+                && self
+                    .state
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.record(1, None);
+        prev
+    }
+
+    unsafe fn unlock_shared(&self, token: u8) {
+        let (shared, _) = self.record(-1, None);
+        if shared == 0 {
+            misuse(
+                self.shared.as_ref(),
+                "ExReleaseSpinLockShared without a shared hold on this thread".to_owned(),
+            );
+        }
+        self.state.fetch_sub(1, Ordering::Release);
+        set_irql(token);
+    }
+
+    fn lock_exclusive(&self) -> u8 {
+        if current_irql() > DISPATCH_LEVEL {
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExAcquireSpinLockExclusive above DISPATCH_LEVEL".to_owned(),
+            );
+        }
+        let (shared, exclusive) = self.record(0, None);
+        if shared > 0 {
+            misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive by a thread holding it shared (shared->exclusive upgrade deadlocks)".to_owned());
+        }
+        if exclusive {
+            misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive recursively".to_owned());
+        }
+        let prev = set_irql(DISPATCH_LEVEL);
+        while self
+            .state
+            .compare_exchange_weak(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        self.record(0, Some(true));
+        prev
+    }
+
+    unsafe fn unlock_exclusive(&self, token: u8) {
+        let (_, exclusive) = self.record(0, Some(false));
+        if !exclusive {
+            misuse(
+                self.shared.as_ref(),
+                "ExReleaseSpinLockExclusive without an exclusive hold on this thread".to_owned(),
+            );
+        }
+        self.state.store(0, Ordering::Release);
+        set_irql(token);
     }
 }
 
@@ -402,7 +481,7 @@ impl SimServices {
 impl KernelServices for SimServices {
     type Lock = SimLock;
     type Rundown = SimRundown;
-    type Mutex = SimMutex;
+    type RwLock = SimRwLock;
 
     fn new_lock(&self) -> SimLock {
         SimLock { shared: Some(Arc::clone(&self.shared)), ..SimLock::default() }
@@ -412,8 +491,8 @@ impl KernelServices for SimServices {
         Ok(SimRundown::new(Some(Arc::clone(&self.shared))))
     }
 
-    fn new_mutex(&self) -> SimMutex {
-        SimMutex { shared: Some(Arc::clone(&self.shared)), ..SimMutex::default() }
+    fn new_rw_lock(&self) -> SimRwLock {
+        SimRwLock { shared: Some(Arc::clone(&self.shared)), ..SimRwLock::default() }
     }
 
     fn current_processor(&self) -> u32 {
