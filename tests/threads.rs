@@ -124,3 +124,14 @@ fn classify_on_several_threads_while_events_restores_work_items_and_unload_run()
     );
     finish(&mut h);
 }
+
+#[test]
+fn unload_retries_a_callout_unregistration_answered_device_busy() {
+    // The driver cannot unload until every callout is unregistered: on STATUS_DEVICE_BUSY (a
+    // classify in flight on another processor) it waits and retries.
+    let (mut h, sw) = host(4, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    let _ = open_connections(&mut h, sw, 7, 2);
+    h.busy_unregisters(5);
+    finish(&mut h); // reports "registered callouts" left behind if it gave up
+}

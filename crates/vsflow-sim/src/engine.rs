@@ -140,6 +140,9 @@ pub struct Engine {
     pub classify_in_flight: Vec<(u32, usize)>,
     /// Classify calls made.
     pub classify_calls: u64,
+    /// Unregister calls still to answer `STATUS_DEVICE_BUSY` as if a classify of the callout
+    /// were running on another processor at that moment (a test's choice).
+    pub busy_unregisters: u32,
     next_callout_id: u32,
     next_filter_id: u64,
 }
@@ -155,6 +158,7 @@ impl Default for Engine {
             registered: Vec::new(),
             classify_in_flight: Vec::new(),
             classify_calls: 0,
+            busy_unregisters: 0,
             next_callout_id: 1,
             next_filter_id: 1,
         }
@@ -542,6 +546,10 @@ impl Engine {
     /// documented: the double answers busy, the choice worse for the driver.
     pub fn unregister(&mut self, pred: impl Fn(&RegisteredCallout) -> bool) -> NTSTATUS {
         if self.registered.iter().any(|c| pred(c) && self.classifies_running(c.id) > 0) {
+            return sys::STATUS_DEVICE_BUSY;
+        }
+        if self.busy_unregisters > 0 && self.registered.iter().any(&pred) {
+            self.busy_unregisters -= 1;
             return sys::STATUS_DEVICE_BUSY;
         }
         if remove_first(&mut self.registered, pred) {

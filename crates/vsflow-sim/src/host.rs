@@ -583,6 +583,12 @@ impl Host {
         with_host_id(self.id, |s| s.engine.objects.clone())
     }
 
+    /// Makes the next `n` callout unregistrations answer `STATUS_DEVICE_BUSY`, as when a
+    /// classify of the callout runs on another processor at that moment.
+    pub fn busy_unregisters(&self, n: u32) {
+        with_host_id(self.id, |s| s.engine.busy_unregisters = n);
+    }
+
     /// Classify calls the engine has made on this host (every callout).
     #[must_use]
     pub fn classify_invocations(&self) -> u64 {
