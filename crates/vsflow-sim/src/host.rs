@@ -979,7 +979,7 @@ impl Host {
 
     /// Runtime-state save of a port: every subscriber's blob, copied out at once as Hyper-V
     /// copies it into the OID's buffer, tagged with the subscriber's provider GUID.
-    pub fn save(&mut self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
+    pub fn save(&self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
         let params = switch_params(&self.switches[sw].name);
         let mut blobs = Vec::new();
         let results = self.notify("vSwitchRuntimeStateSaveNotifyFn", false, port_id, |sub, ctx| {
@@ -1026,7 +1026,7 @@ impl Host {
     /// matches the one it was saved under (blobs of no subscriber are dropped, as WFP does).
     /// WFP's buffer lives only for the call: the double hands a copy and poisons it after.
     pub fn restore(
-        &mut self,
+        &self,
         sw: usize,
         port_id: u32,
         blobs: &[(Option<GUID>, Vec<u8>)],
