@@ -137,6 +137,7 @@ fn unload_retries_a_callout_unregistration_answered_device_busy() {
 }
 
 #[test]
+#[allow(clippy::needless_collect, reason = "every thread starts before any is joined")]
 fn saves_and_restores_of_different_nics_run_concurrently() {
     // "Saves for one NIC are never interleaved; saves for different NICs may run
     // concurrently": the double runs them on one thread per port (restores too: the worse

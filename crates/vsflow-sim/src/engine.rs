@@ -172,16 +172,23 @@ impl Engine {
     }
 
     /// A fresh run-time callout id.
+    ///
+    /// Run-time ids are the kernel's: unique across every simulated host of the process, as
+    /// they are across a machine (several hosts share one process and one driver-side table).
     pub fn next_callout_id(&mut self) -> u32 {
-        let id = self.next_callout_id;
-        self.next_callout_id += 1;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.next_callout_id = id + 1;
         id
     }
 
     /// A fresh run-time filter id.
+    ///
+    /// Unique across every simulated host of the process (see [`Engine::next_callout_id`]).
     pub fn next_filter_id(&mut self) -> u64 {
-        let id = self.next_filter_id;
-        self.next_filter_id += 1;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.next_filter_id = id + 1;
         id
     }
 

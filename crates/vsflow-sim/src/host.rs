@@ -979,6 +979,7 @@ impl Host {
 
     /// Runtime-state save of a port: every subscriber's blob, copied out at once as Hyper-V
     /// copies it into the OID's buffer, tagged with the subscriber's provider GUID.
+    #[must_use]
     pub fn save(&self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
         let params = switch_params(&self.switches[sw].name);
         let mut blobs = Vec::new();
@@ -1025,6 +1026,7 @@ impl Host {
     /// Runtime-state restore of a port: each blob goes to the subscriber whose provider GUID
     /// matches the one it was saved under (blobs of no subscriber are dropped, as WFP does).
     /// WFP's buffer lives only for the call: the double hands a copy and poisons it after.
+    #[must_use]
     pub fn restore(
         &self,
         sw: usize,
