@@ -357,3 +357,75 @@ fn the_flows_ioctl_pages_with_a_cursor_across_holes() {
     assert_eq!((seen.len(), unique.len()), (10, 10), "no flow repeated or missed");
     finish(&mut h);
 }
+
+#[test]
+fn a_failed_registration_step_and_a_cancelled_restore_are_traced() {
+    use vsflow_sim::faults::{Site, arm, disarm};
+    // The first engine call of the driver's start fails: the step is traced, start fails
+    // cleanly.
+    let mut h = Host::new(21);
+    arm(h.id(), Some(Site::Engine), 1);
+    let loaded = h.load_driver(enforce(RestoreMode::Pending));
+    disarm();
+    assert!(loaded.is_err());
+    let failed: Vec<_> = h
+        .trace_events()
+        .into_iter()
+        .filter(|e| matches!(e, TraceEvent::RegistrationFailed { .. }))
+        .collect();
+    assert!(
+        matches!(failed.as_slice(), [TraceEvent::RegistrationFailed { status, .. }] if *status < 0),
+        "{failed:?}"
+    );
+    // A pended restore whose port is deleted before the work item runs: completed as
+    // cancelled, and traced so.
+    let (mut b, sb) = host(22, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut b, sb, 9, "vm", 1, true);
+    let t = b.restore(sb, 9, &[(Some(vsflow_callout::keys::PROVIDER), vec![1, 2, 3])]);
+    assert_eq!(b.delete_port(sb, 9), 0);
+    assert_eq!(b.restore_status(&t[0]), Some(sys::STATUS_CANCELLED));
+    assert!(b.trace_events().iter().any(|e| matches!(
+        e,
+        TraceEvent::Restore { port: 9, outcome: RestoreOutcome::Cancelled, .. }
+    )));
+    finish(&mut b);
+}
+
+fn counted(s: &str) -> sys::IF_COUNTED_STRING {
+    let units: Vec<u16> = s.encode_utf16().collect();
+    let mut c = sys::IF_COUNTED_STRING::EMPTY;
+    c.String[..units.len()].copy_from_slice(&units);
+    c.Length = u16::try_from(2 * units.len()).unwrap();
+    c
+}
+
+// The NIC's durable name (NicName), learnt from the NIC events, travels in the runtime state
+// (format 1.1) beside the port's name.
+#[test]
+fn the_nic_name_from_nic_events_is_saved_with_the_port() {
+    let (mut h, sw) = host(23, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    // SAFETY: plain data (integers, arrays); all zeroes is valid.
+    let mut nic: sys::NDIS_SWITCH_NIC_PARAMETERS = unsafe { std::mem::zeroed() };
+    nic.PortId = 5;
+    nic.NicIndex = 1;
+    nic.NicType = 1; // synthetic
+    nic.NicState = 2; // connected
+    nic.NicName = counted("Microsoft:GUEST-NIC-0001");
+    // SAFETY: plain data (integers, arrays); all zeroes is valid.
+    let mut switch: sys::NDIS_SWITCH_PARAMETERS = unsafe { std::mem::zeroed() };
+    switch.SwitchName = counted("SW");
+    let status = h.within(|| {
+        h.driver().on_interface(sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT, &switch, &nic)
+    });
+    assert_eq!(status, 0);
+    let (blobs, _) = h.save(sw, 5);
+    let cfg = vsflow_core::codec::DecodeConfig::default();
+    let vsflow_core::codec::Decoded::State(state) =
+        vsflow_core::codec::decode(&blobs[0].1, &cfg).expect("decodes")
+    else {
+        panic!("a known format");
+    };
+    assert_eq!(state.nic.map(|n| n.to_string()).as_deref(), Some("Microsoft:GUEST-NIC-0001"));
+    finish(&mut h);
+}

@@ -90,28 +90,28 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
 /// and `GetFlows` IOCTLs.
 ///
 /// # Panics
-/// If the driver fails the request or its answer does not decode.
+/// If `GetFlows` fails or its answer does not decode.
 #[must_use]
 pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
     use vsflow_proto::request::Request;
-    let Some(info) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
+    let Some(listed) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
         return Vec::new();
     };
-    let mut seen = Vec::new();
+    let mut found = Vec::new();
     let mut start = 0;
     loop {
         let (status, bytes) =
-            h.control(&Request::GetFlows { port: info.port, start, max: 256 }, 1 << 20);
+            h.control(&Request::GetFlows { port: listed.port, start, max: 256 }, 1 << 20);
         assert_eq!(status, 0, "GetFlows");
-        let page = vsflow_proto::response::decode_flows(&bytes, |f| seen.push(f.state))
+        let flows_page = vsflow_proto::response::decode_flows(&bytes, |f| found.push(f.state))
             .expect("flows decode");
         // The driver pages with a cursor: pass back the page's `next`.
-        start = page.next;
-        if page.next == vsflow_proto::response::FLOWS_END {
+        start = flows_page.next;
+        if flows_page.next == vsflow_proto::response::FLOWS_END {
             break;
         }
     }
-    seen
+    found
 }
 
 /// Flows in the table of the port named `name`.

@@ -26,24 +26,11 @@ use crate::keys;
 use crate::pending::PendingSet;
 use crate::percpu::{Counter, PerCpuCounters};
 use crate::ports::{Index, PortMap};
-use crate::registration::Registration;
+use crate::registration::{Phase, Registration};
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
 use crate::trace::TraceEvent;
 use crate::vswitch;
-
-/// Lifecycle of the driver's WFP registration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Created, `start` not called.
-    Created,
-    /// Waiting for the base filtering engine to report RUNNING.
-    WaitingForBfe,
-    /// Callouts, objects and vSwitch subscription in place.
-    Running,
-    /// Stopped (terminal).
-    Stopped,
-}
 
 /// Driver-wide counters (summed over processors and ports when read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

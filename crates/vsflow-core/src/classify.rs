@@ -22,7 +22,7 @@
 
 use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener, Room};
 use crate::packet::{Direction, PacketMeta, TcpFlags, protocol};
-use crate::port::{Pickup, Port};
+use crate::port::{PickedUp, Port};
 use crate::time::Tick;
 
 /// What to do with a packet.
@@ -119,7 +119,7 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
     // picked up after a restore.
     let midstream = !tcp || !(flags.has(TcpFlags::SYN) || flags.has(TcpFlags::RST));
     let fingerprint = midstream && port.fingerprint_pickup(&key, now);
-    let pickup = fingerprint.then_some(Pickup::Fingerprint);
+    let pickup = fingerprint.then_some(PickedUp::Fingerprint);
     let (opener, admission, pickup) = match (meta.direction, port.enforce) {
         (Direction::Outbound, _) => (Opener::Vm, Admission::Vm, pickup),
         (Direction::Inbound, false) => (Opener::Remote, Admission::Monitor, pickup),
@@ -129,7 +129,7 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
             } else if fingerprint {
                 (Opener::Remote, Admission::Vm, pickup)
             } else if tcp && midstream && port.loose_pickup(now) {
-                (Opener::Remote, Admission::Vm, Some(Pickup::Loose))
+                (Opener::Remote, Admission::Vm, Some(PickedUp::Loose))
             } else {
                 return Verdict::Block(BlockReason::Unsolicited);
             }
@@ -161,7 +161,7 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
     }
     // Only the VM's own packets and fingerprinted flows may displace an established
     // connection, and only when they are established themselves.
-    let vouched = meta.direction == Direction::Outbound || pickup == Some(Pickup::Fingerprint);
+    let vouched = meta.direction == Direction::Outbound || pickup == Some(PickedUp::Fingerprint);
     let room = if vouched { Room::for_record(&record) } else { Room::SpareEstablished };
     let c = &mut port.counters;
     match port.table.insert_with(hash, key, record, now, room) {
@@ -169,8 +169,8 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
             c.flows_created = c.flows_created.wrapping_add(1);
             if let Some(how) = pickup {
                 let n = match how {
-                    Pickup::Fingerprint => &mut c.picked_up_fingerprint,
-                    Pickup::Loose => &mut c.picked_up_loose,
+                    PickedUp::Fingerprint => &mut c.fingerprint_pickups,
+                    PickedUp::Loose => &mut c.picked_up_loose,
                 };
                 *n = n.wrapping_add(1);
             }

@@ -219,6 +219,7 @@ impl<S: KernelServices> Driver<S> {
 
     fn nic_event(&self, switch: u32, event: u32, nic: &NDIS_SWITCH_NIC_PARAMETERS) {
         let vm_nic = matches!(nic.NicType, NIC_TYPE_SYNTHETIC | NIC_TYPE_EMULATED);
+        let nic_name = identity(&nic.NicName).filter(|n| !n.as_utf16().is_empty());
         let _ = self.read_ports(|ix| {
             let Some(slot) = ix.port(PortKey { switch, port: nic.PortId }) else { return };
             let mut e = slot.state.lock();
@@ -226,11 +227,16 @@ impl<S: KernelServices> Driver<S> {
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE => {
                     e.nic = Some(nic.NicIndex);
                     e.vm_nic = vm_nic;
+                    // The NIC's durable name travels in the runtime state (format 1.1).
+                    e.port.set_nic_identity(nic_name);
                 }
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT => {
                     e.nic = Some(nic.NicIndex);
                     e.vm_nic = vm_nic;
                     e.nic_connected = true;
+                    if nic_name.is_some() {
+                        e.port.set_nic_identity(nic_name);
+                    }
                 }
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_DISCONNECT => e.nic_connected = false,
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_DELETE => {
