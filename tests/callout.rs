@@ -54,7 +54,7 @@ fn saved_and_target()
 #[test]
 fn restoring_the_same_blob_twice_changes_nothing() {
     let (_a, mut b, sb, blobs, inbound) = saved_and_target();
-    b.restore(sb, 77, &blobs);
+    let _ = b.restore(sb, 77, &blobs);
     b.run_deferred();
     let port = port_ref(&b, "vm");
     let once = (port_counter(&b, port, "restores"), port_counter(&b, port, "restored_flows"));
@@ -103,7 +103,7 @@ fn flows_seen_in_the_restore_window_merge_with_the_restored_ones() {
     assert_eq!(delivered(&mut b, sb, 77, &inbound[..5]), 5);
     // ...and the VM opens new ones.
     let fresh = open_connections(&mut b, sb, 77, 3);
-    b.restore(sb, 77, &blobs);
+    let _ = b.restore(sb, 77, &blobs);
     b.run_deferred();
     assert_eq!(flows_of(&b, "vm"), Some(23), "20 restored + 3 seen in the window");
     assert_eq!(delivered(&mut b, sb, 77, &inbound), 20);
@@ -127,7 +127,7 @@ fn rules_set_during_the_restore_window_win_and_the_version_never_goes_backwards(
     vm_port(&mut b, sb, 77, "vm", 1, true);
     assert_eq!(b.replace_rules_everywhere(&[ssh_rule()]), 1);
     let before = b.list_ports()[0].rules_version;
-    b.restore(sb, 77, &blobs);
+    let _ = b.restore(sb, 77, &blobs);
     b.run_deferred();
     let port = port_ref(&b, "vm");
     let (status, bytes) = b.control(&Request::GetRules { port }, 4096);

@@ -1,9 +1,9 @@
 //! Callbacks in flight, on several threads, at the IRQL Windows documents.
 //!
 //! - Every vSwitch callback page says `IRQL <= DISPATCH_LEVEL`: the double runs them at
-//!   DISPATCH_LEVEL, so PASSIVE-only services (waits, fast mutexes, management calls) fail there.
-//! - A pended restore's work item can run on another CPU and call FwpsvSwitchNotifyComplete0
-//!   before the restore callback has returned STATUS_PENDING.
+//!   `DISPATCH_LEVEL`, so PASSIVE-only services (waits, fast mutexes, management calls) fail there.
+//! - A pended restore's work item can run on another CPU and call `FwpsvSwitchNotifyComplete0`
+//!   before the restore callback has returned `STATUS_PENDING`.
 //! - Classify runs on several threads while events, restores, work items and unload run; a
 //!   filter whose callout is unregistered blocks (fwpmtypes.h), so unload must delete filters
 //!   (close the engine) before unregistering callouts.
@@ -123,4 +123,56 @@ fn classify_on_several_threads_while_events_restores_work_items_and_unload_run()
         "no packet blocked by a filter whose callout was already unregistered"
     );
     finish(&mut h);
+}
+
+#[test]
+fn unload_retries_a_callout_unregistration_answered_device_busy() {
+    // The driver cannot unload until every callout is unregistered: on STATUS_DEVICE_BUSY (a
+    // classify in flight on another processor) it waits and retries.
+    let (mut h, sw) = host(4, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    let _ = open_connections(&mut h, sw, 7, 2);
+    h.busy_unregisters(5);
+    finish(&mut h); // reports "registered callouts" left behind if it gave up
+}
+
+#[test]
+#[allow(clippy::needless_collect, reason = "every thread starts before any is joined")]
+fn saves_and_restores_of_different_nics_run_concurrently() {
+    // "Saves for one NIC are never interleaved; saves for different NICs may run
+    // concurrently": the double runs them on one thread per port (restores too: the worse
+    // reading where the documents are silent).
+    let (mut a, sa) = host(5, enforce(RestoreMode::Pending), "SW-A");
+    let (mut b, sb) = host(6, enforce(RestoreMode::Pending), "SW-B");
+    let ports: Vec<u32> = (20..28).collect();
+    let mut inbound = Vec::new();
+    for &id in &ports {
+        vm_port(&mut a, sa, id, &format!("vm-{id}"), u16::try_from(id).unwrap_or(1), false);
+        inbound.push(open_connections(&mut a, sa, id, 4));
+        vm_port(&mut b, sb, id + 100, &format!("vm-{id}"), u16::try_from(id).unwrap_or(1), true);
+    }
+    let blobs: Vec<_> = std::thread::scope(|s| {
+        let a = &a;
+        let handles: Vec<_> = ports.iter().map(|&id| s.spawn(move || a.save(sa, id).0)).collect();
+        handles.into_iter().map(|h| h.join().expect("save thread")).collect()
+    });
+    let tickets: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ports
+            .iter()
+            .zip(&blobs)
+            .map(|(&id, blob)| {
+                let b = &b;
+                s.spawn(move || b.restore(sb, id + 100, blob))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("restore thread")).collect()
+    });
+    b.run_deferred();
+    for ((&id, t), packets) in ports.iter().zip(&tickets).zip(&inbound) {
+        assert_eq!(b.vm_restore(t), VmRestore::Succeeded);
+        assert_eq!(flows_of(&b, &format!("vm-{id}")), Some(4));
+        assert_eq!(vsflow_scenarios::delivered(&mut b, sb, id + 100, packets), 4);
+    }
+    finish(&mut a);
+    finish(&mut b);
 }

@@ -70,7 +70,7 @@ pub enum Violation {
         /// The function called.
         call: &'static str,
     },
-    /// A service documented for PASSIVE_LEVEL was called at DISPATCH_LEVEL (in classify, a
+    /// A service documented for `PASSIVE_LEVEL` was called at `DISPATCH_LEVEL` (in classify, a
     /// vSwitch callback, or holding a spin lock).
     WrongIrql {
         /// The service.

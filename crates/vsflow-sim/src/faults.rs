@@ -5,9 +5,9 @@
 //!   NULL: the global allocator returns null for it).
 //! - [`Site::WorkItem`]: `KernelServices::request_deferred_work` (`WdfWorkItemCreate` /
 //!   enqueue cannot be had): `STATUS_INSUFFICIENT_RESOURCES`.
-//! - [`Site::Engine`]: a WFP call that adds, opens, registers or commits (FwpmEngineOpen0,
-//!   FwpmTransactionBegin0/Commit0, FwpmProviderAdd0, FwpmSubLayerAdd0, FwpmCalloutAdd0,
-//!   FwpmFilterAdd0, FwpsCalloutRegister3, FwpsvSwitchEventsSubscribe0,
+//! - [`Site::Engine`]: a WFP call that adds, opens, registers or commits (`FwpmEngineOpen0`,
+//!   FwpmTransactionBegin0/Commit0, `FwpmProviderAdd0`, `FwpmSubLayerAdd0`, `FwpmCalloutAdd0`,
+//!   `FwpmFilterAdd0`, `FwpsCalloutRegister3`, `FwpsvSwitchEventsSubscribe0`,
 //!   FwpmBfeStateSubscribeChanges0): `STATUS_INSUFFICIENT_RESOURCES` ("other status codes: an
 //!   error occurred" on each page). A failed commit rolls the transaction back.
 //!

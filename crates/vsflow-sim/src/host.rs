@@ -141,8 +141,8 @@ pub struct Host {
     driver: Option<Box<Driver<SimServices>>>,
     /// `ElementSize` of the NIC arrays handed over.
     pub nic_element_size: NicElementSize,
-    /// The IRQL the vSwitch callbacks run at: DISPATCH_LEVEL by default, the highest their
-    /// pages allow (`req.irql: <= DISPATCH_LEVEL` on every FWPS_VSWITCH_*_CALLBACK0).
+    /// The IRQL the vSwitch callbacks run at: `DISPATCH_LEVEL` by default, the highest their
+    /// pages allow (`req.irql: <= DISPATCH_LEVEL` on every `FWPS_VSWITCH_*_CALLBACK0`).
     pub vswitch_callback_irql: crate::irql::Irql,
     /// Whether a late subscriber hears of existing switches.
     pub existing_switches: ExistingSwitches,
@@ -243,15 +243,10 @@ fn ndis_array<T: Copy>(elements: &[T], stride: usize) -> Vec<u64> {
     unsafe { base.cast::<sys::NDIS_SWITCH_PORT_ARRAY>().write_unaligned(a) };
     let n = stride.min(size_of::<T>());
     for (i, e) in elements.iter().enumerate() {
-        // SAFETY: 1. the destination is inside the buffer (sized for every element at its
-        // stride); 2. `n` bytes of `e` are readable; 3. the regions do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                std::ptr::from_ref(e).cast::<u8>(),
-                base.add(header + i * stride),
-                n,
-            );
-        }
+        let dst = base.wrapping_add(header + i * stride);
+        // SAFETY: 1. `dst` is inside the buffer (sized for every element at its stride);
+        // 2. `n` bytes of `e` are readable; 3. the regions do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(e).cast::<u8>(), dst, n) };
     }
     buf
 }
@@ -409,8 +404,8 @@ impl Host {
     }
 
     /// Moves BFE to `state` and calls every state-change subscriber with it
-    /// (FwpmBfeStateSubscribeChanges0).
-    fn bfe_transition(&mut self, state: u32) {
+    /// (`FwpmBfeStateSubscribeChanges0`).
+    fn bfe_transition(&self, state: u32) {
         let subs = with_host_id(self.id, |s| {
             s.engine.bfe_state = state;
             s.engine.bfe_subscriptions.clone()
@@ -425,7 +420,7 @@ impl Host {
         }
     }
 
-    /// Starts the base filtering engine: START_PENDING, then RUNNING, each reported to the
+    /// Starts the base filtering engine: `START_PENDING`, then RUNNING, each reported to the
     /// subscribers.
     pub fn start_bfe(&mut self) {
         self.bfe_transition(sys::FWPM_SERVICE_START_PENDING);
@@ -433,8 +428,8 @@ impl Host {
         self.tell_new_subscribers();
     }
 
-    /// Stops the base filtering engine as the service manager does (FwpmBfeStateSubscribeChanges0
-    /// remarks; WFPSampler's BFE subscription): subscribers hear STOP_PENDING (and should close
+    /// Stops the base filtering engine as the service manager does (`FwpmBfeStateSubscribeChanges0`
+    /// remarks; `WFPSampler`'s BFE subscription): subscribers hear `STOP_PENDING` (and should close
     /// their engine handles then); BFE then goes away: every session's handle becomes invalid
     /// and the objects of dynamic sessions are deleted; subscribers hear STOPPED. Run-time
     /// callouts (fwpkclnt, in the kernel) and vSwitch subscriptions stay.
@@ -470,13 +465,13 @@ impl Host {
                 .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
         let driver = Box::new(driver);
         self.shared.driver.store(std::ptr::from_ref(&*driver) as usize, Ordering::SeqCst);
-        let _cur = CurrentHost::enter(self.id);
+        let cur = CurrentHost::enter(self.id);
         // SAFETY: the box keeps the driver at a fixed address until unload stops it.
         let r = unsafe { driver.start() };
         match r {
             Ok(()) => {
                 self.driver = Some(driver);
-                drop(_cur);
+                drop(cur);
                 self.tell_new_subscribers();
                 Ok(())
             }
@@ -588,6 +583,12 @@ impl Host {
         with_host_id(self.id, |s| s.engine.objects.clone())
     }
 
+    /// Makes the next `n` callout unregistrations answer `STATUS_DEVICE_BUSY`, as when a
+    /// classify of the callout runs on another processor at that moment.
+    pub fn busy_unregisters(&self, n: u32) {
+        with_host_id(self.id, |s| s.engine.busy_unregisters = n);
+    }
+
     /// Classify calls the engine has made on this host (every callout).
     #[must_use]
     pub fn classify_invocations(&self) -> u64 {
@@ -662,8 +663,8 @@ impl Host {
 
     /// Calls a vSwitch callback of every subscription, tracking pended completions: the one
     /// place the double calls vSwitch callbacks. `call` returns `None` when it did not call
-    /// the subscriber (no callback, or nothing for it). The callback runs at DISPATCH_LEVEL
-    /// (the vSwitch callbacks are documented for IRQL <= DISPATCH_LEVEL: the double takes the
+    /// the subscriber (no callback, or nothing for it). The callback runs at `DISPATCH_LEVEL`
+    /// (the vSwitch callbacks are documented for IRQL <= `DISPATCH_LEVEL`: the double takes the
     /// higher). Its completion may arrive before it returns (a work item on another CPU): the
     /// double accepts that for a callback that then returns `STATUS_PENDING`.
     fn notify(
@@ -797,7 +798,7 @@ impl Host {
 
     /// Pauses and restarts the WFP extension on switch `sw` (what a filter-engine reorder or
     /// any FilterPause/FilterRestart of the extension does): WFP queries the switch's ports
-    /// and NICs again in FilterRestart and reports them with `VSWITCH_CREATE`, for a switch
+    /// and NICs again in `FilterRestart` and reports them with `VSWITCH_CREATE`, for a switch
     /// the driver already knows (lifetime callback doc; see WINDOWS-VERIFICATION for whether
     /// a `VSWITCH_DELETE` precedes it: the double sends none).
     pub fn pause_restart(&mut self, sw: usize) {
@@ -978,7 +979,8 @@ impl Host {
 
     /// Runtime-state save of a port: every subscriber's blob, copied out at once as Hyper-V
     /// copies it into the OID's buffer, tagged with the subscriber's provider GUID.
-    pub fn save(&mut self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
+    #[must_use]
+    pub fn save(&self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
         let params = switch_params(&self.switches[sw].name);
         let mut blobs = Vec::new();
         let results = self.notify("vSwitchRuntimeStateSaveNotifyFn", false, port_id, |sub, ctx| {
@@ -1024,8 +1026,9 @@ impl Host {
     /// Runtime-state restore of a port: each blob goes to the subscriber whose provider GUID
     /// matches the one it was saved under (blobs of no subscriber are dropped, as WFP does).
     /// WFP's buffer lives only for the call: the double hands a copy and poisons it after.
+    #[must_use]
     pub fn restore(
-        &mut self,
+        &self,
         sw: usize,
         port_id: u32,
         blobs: &[(Option<GUID>, Vec<u8>)],

@@ -1,10 +1,12 @@
-//! Emulated IRQL, per thread (the level itself lives in [`crate::services`], which the spin
-//! locks, rundown and fast mutexes use). Callbacks WFP may call at DISPATCH_LEVEL (classify,
-//! the vSwitch callbacks: "IRQL <= DISPATCH_LEVEL") run at DISPATCH_LEVEL in the double, the
-//! higher of what the documents allow; services documented for PASSIVE_LEVEL only
-//! (FwpmFilterAdd0 and the other management calls, FwpsCalloutRegister3,
-//! FwpsCalloutUnregister*, FwpsvSwitchEventsSubscribe0/Unsubscribe0,
-//! FwpmBfeStateSubscribeChanges0, a work-item flush) fail loudly above it
+//! Emulated IRQL, per thread.
+//!
+//! The level itself lives in [`crate::services`], which the spin locks, rundown and fast
+//! mutexes use. Callbacks WFP may call at `DISPATCH_LEVEL` (classify,
+//! the vSwitch callbacks: "IRQL <= `DISPATCH_LEVEL`") run at `DISPATCH_LEVEL` in the double, the
+//! higher of what the documents allow; services documented for `PASSIVE_LEVEL` only
+//! (`FwpmFilterAdd0` and the other management calls, `FwpsCalloutRegister3`,
+//! `FwpsCalloutUnregister*`, FwpsvSwitchEventsSubscribe0/Unsubscribe0,
+//! `FwpmBfeStateSubscribeChanges0`, a work-item flush) fail loudly above it
 //! (`Violation::WrongIrql`).
 
 use crate::services::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, set_irql};
@@ -12,11 +14,11 @@ use crate::services::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, se
 /// An IRQL the double emulates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Irql {
-    /// PASSIVE_LEVEL (0).
+    /// `PASSIVE_LEVEL` (0).
     Passive,
-    /// APC_LEVEL (1).
+    /// `APC_LEVEL` (1).
     Apc,
-    /// DISPATCH_LEVEL (2).
+    /// `DISPATCH_LEVEL` (2).
     Dispatch,
 }
 

@@ -1,5 +1,6 @@
-//! The wire: packets crossing a simulated switch, classified at the vSwitch transport layers
-//! as WFP does it (ingress layer, then egress; every sublayer arbitrated). [`Wire`] lets other
+//! The wire: packets crossing a simulated switch.
+//!
+//! Classified at the vSwitch transport layers as WFP does it (ingress layer, then egress; every sublayer arbitrated). [`Wire`] lets other
 //! threads send packets while the host runs events, restores, work items and unload.
 
 use fwps_sys::{self as sys, GUID};
@@ -36,6 +37,7 @@ impl Wire {
 
 /// Sends `p` from port `src` to port `dst` of the switch named `switch_name` on host `host`:
 /// classified at the ingress transport layer, then at egress.
+#[must_use]
 pub fn transmit(host: usize, switch_name: &[u16], src: u32, dst: u32, p: &SimPacket) -> PacketFate {
     let (ingress_id, ingress_key, egress_id, egress_key) = match p.family {
         vsflow_core::IpFamily::V4 => (

@@ -28,6 +28,13 @@ impl HostState {
         );
         self.violations.push(v);
     }
+
+    /// Records every breach a rule reported.
+    pub fn report(&mut self, breaches: Vec<Violation>) {
+        for v in breaches {
+            self.violate(v);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
