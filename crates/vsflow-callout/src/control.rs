@@ -180,8 +180,8 @@ impl<S: KernelServices> Driver<S> {
                 drop(st);
                 written(response::encode_empty(output))
             }
-            Request::ReplaceRules { port, rules } => {
-                self.replace_rules(port, rules.iter(), rules.len(), output)
+            Request::ReplaceRules { port, expected_version, rules } => {
+                self.replace_rules(port, expected_version, rules.iter(), rules.len(), output)
             }
         }
     }
@@ -217,6 +217,7 @@ impl<S: KernelServices> Driver<S> {
     fn replace_rules(
         &self,
         port: PortRef,
+        expected_version: u32,
         rules: impl Iterator<Item = AllowRule>,
         len: usize,
         output: &mut [u8],
@@ -231,6 +232,10 @@ impl<S: KernelServices> Driver<S> {
         let Some(e) = st.ports.get_mut(&key(port)) else {
             return IoctlOutcome::fail(STATUS_NOT_FOUND);
         };
+        // Compare and replace under one lock: an edit based on stale rules is refused.
+        if e.port.rules().version() != expected_version {
+            return IoctlOutcome::fail(response::STATUS_RULES_CHANGED);
+        }
         match e.port.replace_rules(&list) {
             Ok(version) => {
                 drop(st);
