@@ -56,7 +56,7 @@ mod tests {
 
     #[test]
     fn the_target_directory_is_read_from_cargo_metadata() {
-        let json = r#"{"packages":[],"target_directory":"/work/t \\"x\\" \\\\d","version":1}"#;
+        let json = r#"{"packages":[],"target_directory":"/work/t \"x\" \\d","version":1}"#;
         assert_eq!(
             json_string_field(json, "target_directory").as_deref(),
             Some(r#"/work/t "x" \d"#)

@@ -42,17 +42,17 @@ pub fn parse(text: &str) -> Wanted {
             pending.push(' ');
             pending.push_str(line);
         }
-        if pending.contains(']') {
-            if let Some(list) = current.take() {
-                let inner = pending.trim().trim_start_matches('[');
-                let inner = inner.split(']').next().unwrap_or("");
-                list.extend(
-                    inner
-                        .split(',')
-                        .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
-                        .filter(|s| !s.is_empty()),
-                );
-            }
+        if pending.contains(']')
+            && let Some(list) = current.take()
+        {
+            let inner = pending.trim().trim_start_matches('[');
+            let inner = inner.split(']').next().unwrap_or("");
+            list.extend(
+                inner
+                    .split(',')
+                    .map(|s| s.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
+                    .filter(|s| !s.is_empty()),
+            );
         }
     }
     wanted

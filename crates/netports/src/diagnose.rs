@@ -11,7 +11,7 @@
 //!   excluded port succeeds"; only a second `SO_REUSEADDR` bind fails with `WSAEACCES`), and
 //!   users report a plain listen succeeding on a `*` range. So a port there is "free" for a
 //!   single listener, with a note.
-//! - The ports are probed on 0.0.0.0, 127.0.0.1, [::] and [::1]: a socket bound to one
+//! - The ports are probed on 0.0.0.0, 127.0.0.1, `[::]` and `[::1]`: a socket bound to one
 //!   address (say 127.0.0.1) makes the port busy there only.
 //! - The usual remedy for a WinNAT exclusion that keeps landing on a needed port (the recipe
 //!   users share): stop winnat, add an administered exclusion for the port, start winnat.

@@ -135,12 +135,11 @@ impl Error {
     pub const fn exit_code(&self) -> u8 {
         match self {
             Self::Unsupported { .. } | Self::NoIpv6 => 3,
-            Self::AccessDenied => 4,
+            Self::AccessDenied | Self::CatalogRefused { .. } => 4,
             Self::Conflict
             | Self::Forbidden { .. }
             | Self::AlreadyInstalled
             | Self::RulesChanged { .. } => 5,
-            Self::CatalogRefused { .. } => 4,
             Self::NotFound | Self::NotReady | Self::NoData | Self::Missing(_) => 6,
             Self::DriverNotInstalled => 7,
             Self::InvalidRange { .. } | Self::Invalid(_) => 2,

@@ -1,5 +1,6 @@
-//! The Winsock name provider (netports-nsp) hosted, installed and queried by netports: the
-//! [`NspHost`] trait the platform implements, and the rules around it that do not depend on
+//! The Winsock name provider (netports-nsp) hosted, installed and queried by netports.
+//!
+//! The [`NspHost`] trait the platform implements, and the rules around it that do not depend on
 //! Windows (the catalog check before installing, the error each Winsock code means).
 //!
 //! Who can resolve names: the provider answers while `netports nsp serve` runs (it is hosted
@@ -30,6 +31,10 @@ use netports_nsp::provider::Sources;
 use netports_nsp::reservation::Reservation;
 
 use crate::error::{Error, win32};
+
+/// `NAPI_PROVIDER_INSTALLATION_BLOB::dwProviderType` netports installs with:
+/// `ProviderType_Application` (1), the one hosting type Microsoft documents as supported.
+pub const PROVIDER_TYPE_APPLICATION: u32 = 1;
 
 /// What `resolve` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +84,9 @@ pub trait NspHost {
     fn names_file(&self) -> PathBuf;
 }
 
-/// The error a Winsock catalog function's code means: `WSAEACCES` and `WSANO_RECOVERY`
+/// The error a Winsock catalog function's code means.
+///
+/// `WSAEACCES` and `WSANO_RECOVERY`
 /// (what a non-elevated caller gets) ask for an elevated prompt; `WSAEALREADY` / `WSAEINVAL`
 /// on install mean "installed already".
 #[must_use]

@@ -1,4 +1,6 @@
-//! What the CLI needs from the operating system, behind one trait: Windows implements it with
+//! What the CLI needs from the operating system, behind one trait.
+//!
+//! Windows implements it with
 //! the real APIs, [`Unsupported`] answers everywhere else, and tests use the model. The trait
 //! speaks the library's types only (no CLI argument types).
 

@@ -1,4 +1,6 @@
-//! Port blocks and protocols: netports-nsp's [`PortBlock`] and [`Transport`](Protocol) (one
+//! Port blocks and protocols.
+//!
+//! netports-nsp's [`PortBlock`] and [`Transport`](Protocol) (one
 //! definition for the provider and the CLI), parsing, and the Windows function names. Host
 //! byte order everywhere; the Windows layer converts to network order at the FFI boundary only.
 

@@ -67,6 +67,12 @@ pub struct PortOrder {
 }
 
 impl PortOrder {
+    /// Nothing settled yet.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self { settled: None }
+    }
+
     /// The order confirmed so far, if any.
     #[must_use]
     pub const fn settled(&self) -> Option<ByteOrder> {
@@ -177,8 +183,9 @@ impl WatchState {
     }
 }
 
-/// The raw Teredo port in a `FWPM_SYSTEM_PORTS0` list, given as `(type, ports)` pairs: the
-/// first port of the first `FWPM_SYSTEM_PORT_TEREDO` entry, as stored (its byte order is
+/// The raw Teredo port in a `FWPM_SYSTEM_PORTS0` list, given as `(type, ports)` pairs.
+///
+/// The first port of the first `FWPM_SYSTEM_PORT_TEREDO` entry, as stored (its byte order is
 /// settled by [`PortOrder`]). `None` when there is no Teredo entry or its port is 0.
 #[must_use]
 pub fn port_from_system_ports<'a>(

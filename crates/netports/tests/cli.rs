@@ -33,25 +33,28 @@ impl Transport for SimTransport {
         } else {
             Vec::new()
         };
-        if !sneak.is_empty() {
-            if let Ok(Request::ReplaceRules { port, .. }) = Request::decode(code, input) {
-                let mut other = netports::driver::DriverClient::new(SimTransport {
-                    host: Rc::clone(&self.host),
-                    race: Rc::new(RefCell::new(Vec::new())),
-                });
-                let (read, mut rules) = other.rules(port)?;
-                rules.extend(sneak);
-                other.replace_rules(port, read, &rules)?;
-            }
+        if let (false, Ok(Request::ReplaceRules { port, .. })) =
+            (sneak.is_empty(), Request::decode(code, input))
+        {
+            let mut other = netports::driver::DriverClient::new(Self {
+                host: Rc::clone(&self.host),
+                race: Rc::new(RefCell::new(Vec::new())),
+            });
+            let (read, mut rules) = other.rules(port)?;
+            rules.extend(sneak);
+            other.replace_rules(port, read, &rules)?;
         }
         let (o, output) = self.host.borrow().ioctl(code, input, output_len);
         Ok(IoctlReply { status: o.status, information: o.information, output })
     }
 }
 
-/// Host permit filters: (id, port) pairs, shared with the test.
+/// The next filter id and the (id, port) pairs.
+type FilterTable = (u64, Vec<(u64, u16)>);
+
+/// Host permit filters, shared with the test.
 #[derive(Clone, Default)]
-struct Filters(Rc<RefCell<(u64, Vec<(u64, u16)>)>>);
+struct Filters(Rc<RefCell<FilterTable>>);
 
 impl HostFilters for Filters {
     fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, Error> {

@@ -1,5 +1,7 @@
 //! `netports teredo port|watch` and `netports teredo-exception`.
 
+use std::fmt::Write as _;
+
 use clap::Subcommand;
 use serde_json::json;
 
@@ -71,7 +73,7 @@ fn applied_line(ev: TeredoEvent, kept: &[u16], applied: &Applied) -> String {
         ports.join(" and ")
     );
     if !applied.added.is_empty() || !applied.removed.is_empty() {
-        line.push_str(&format!(" (added {:?}, removed {:?})", applied.added, applied.removed));
+        let _ = write!(line, " (added {:?}, removed {:?})", applied.added, applied.removed);
     }
     if matches!(ev, TeredoEvent::Initial { .. }) {
         line.push_str("; kept until Ctrl-C");
