@@ -284,6 +284,17 @@ impl Registration {
     }
 }
 
+/// Where a watcher's notifications come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `FwpmSystemPortsSubscribe0` when available, else `NotifyTeredoPortChange`.
+    Any,
+    /// `FwpmSystemPortsSubscribe0` only.
+    SystemPorts,
+    /// `NotifyTeredoPortChange` only.
+    TeredoChange,
+}
+
 /// Watches the Teredo port; ends the registration on drop.
 pub struct TeredoWatcher {
     registration: Option<Registration>,
@@ -309,13 +320,28 @@ impl TeredoWatcher {
     /// # Errors
     /// `Unsupported` (neither source exists), or the registration failed.
     pub fn start(callback: impl FnMut(TeredoEvent) + Send + 'static) -> Result<Self, Error> {
+        Self::start_from(Source::Any, callback)
+    }
+
+    /// Like [`TeredoWatcher::start`], from a chosen source.
+    ///
+    /// # Errors
+    /// `Unsupported` (the source does not exist), or the registration failed.
+    pub fn start_from(
+        source: Source,
+        callback: impl FnMut(TeredoEvent) + Send + 'static,
+    ) -> Result<Self, Error> {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner { state: WatchState::default(), callback: Box::new(callback) }),
         });
         let context = Arc::into_raw(shared);
-        let registration = match Registration::system_ports(context)
-            .or_else(|_| Registration::teredo_change(context))
-        {
+        let registered = match source {
+            Source::Any => Registration::system_ports(context)
+                .or_else(|_| Registration::teredo_change(context)),
+            Source::SystemPorts => Registration::system_ports(context),
+            Source::TeredoChange => Registration::teredo_change(context),
+        };
+        let registration = match registered {
             Ok(r) => r,
             Err(e) => {
                 // SAFETY: no registration exists: no callback will use `context`; reclaim

@@ -135,8 +135,19 @@ BOOL WINAPI DllMain(HINSTANCE inst, DWORD reason, LPVOID reserved)
             elevated = TRUE;
         if (GetEnvironmentVariableA("NETPORTS_DOUBLE_TEREDO", buf, sizeof buf)) {
             int p = atoi(buf);
-            if (p > 0 && p < 65536) { teredo_running = TRUE; teredo_port_host = (USHORT)p; }
+            if (p > 0 && p < 65536) {
+                /* The Teredo client runs, and its UDP socket is in the endpoint table (owner
+                 * unknown in a CLI run: pid 0). */
+                teredo_running = TRUE;
+                teredo_port_host = (USHORT)p;
+                endpoints[0].used = 1;
+                endpoints[0].udp = 1;
+                endpoints[0].port = (USHORT)p;
+            }
         }
+        /* NETPORTS_DOUBLE_ORDER=host: GetTeredoPort reports host order (undocumented). */
+        if (GetEnvironmentVariableA("NETPORTS_DOUBLE_ORDER", buf, sizeof buf) && buf[0] == 'h')
+            report_network_order = FALSE;
     }
     return TRUE;
 }
