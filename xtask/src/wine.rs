@@ -5,8 +5,10 @@
 //! `crates/netports/tests/wine-doubles/` (iphlpapi, fwpuclnt, and bcryptprimitives for the
 //! test harness) implement them as Microsoft documents them (docs/SIMULATOR-FIDELITY.md, "Wine
 //! doubles"). They are built with mingw, copied into the prefix's system32 and loaded "native"
-//! (`WINEDLLOVERRIDES`), so netports' production loader (`LoadLibraryExW` from System32) finds
-//! them as it would the real DLLs: no test-only code path in netports.
+//! for netports' two executables only (Wine's per-application `DllOverrides`; Wine's own
+//! services keep its builtin iphlpapi, which has what they use), so netports' production
+//! loader (`LoadLibraryExW` from System32) finds them as it would the real DLLs: no test-only
+//! code path in netports.
 //!
 //! Two parts:
 //! 1. the release `netports.exe`, command by command, with the exit code and output each must
@@ -19,6 +21,7 @@
 //! a failing tool is an error, never a silent skip. Without Wine the step is skipped loudly,
 //! except under CI (`CI` set), where that is an error.
 
+use std::fmt::Write as _;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,8 +36,11 @@ const TOOLS: [&str; 4] =
 const DOUBLES: [(&str, &[&str]); 3] =
     [("iphlpapi", &[]), ("fwpuclnt", &[]), ("bcryptprimitives", &["-ladvapi32"])];
 
-/// Wine's overrides: the doubles native, no Mono/Gecko prompts.
-const OVERRIDES: &str = "mscoree,mshtml=;iphlpapi,fwpuclnt,bcryptprimitives=n";
+/// Wine's overrides for every process: no Mono/Gecko prompts. (The doubles are native for
+/// netports' executables only: [`install_doubles`].)
+const OVERRIDES: &str = "mscoree,mshtml=";
+/// The name the Windows test binary runs under (per-application overrides are by name).
+const TEST_EXE: &str = "netports-wine-tests.exe";
 
 fn have(tool: &str) -> bool {
     Command::new("sh")
@@ -94,8 +100,10 @@ pub fn smoke() -> Result<(), String> {
     run("cargo", &["build", "-p", "netports", "--release", "--target", USER_TARGET, "--locked"])?;
     let exe = existing(target.join(USER_TARGET).join("release").join("netports.exe"))?;
     check_imports(&exe)?;
-    let tests = build_tests()?;
-    let doubles = build_doubles(&target.join("wine-doubles"))?;
+    let dir = target.join("wine-doubles");
+    let doubles = build_doubles(&dir)?;
+    let tests = dir.join(TEST_EXE);
+    std::fs::copy(build_tests()?, &tests).map_err(|e| format!("{}: {e}", tests.display()))?;
     let prefix = target.join("wine-prefix");
     install_doubles(&prefix, &doubles)?;
 
@@ -313,6 +321,41 @@ fn install_doubles(prefix: &Path, doubles: &[PathBuf]) -> Result<(), String> {
     for dll in doubles {
         let name = dll.file_name().ok_or("a double without a name")?;
         std::fs::copy(dll, system32.join(name)).map_err(|e| format!("{}: {e}", dll.display()))?;
+    }
+    // Native for netports.exe and the test binary only.
+    let mut reg = String::from("REGEDIT4\n");
+    for exe in ["netports.exe", TEST_EXE] {
+        let _ = write!(
+            reg,
+            "\n[HKEY_CURRENT_USER\\Software\\Wine\\AppDefaults\\{exe}\\DllOverrides]\n"
+        );
+        for (name, _) in DOUBLES {
+            let _ = writeln!(reg, "\"{name}\"=\"native\"");
+        }
+    }
+    let file = prefix.with_file_name("wine-doubles.reg");
+    std::fs::write(&file, reg).map_err(|e| format!("{}: {e}", file.display()))?;
+    let log = prefix.with_file_name("regedit.log");
+    let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let status = Command::new("wine")
+        .arg("regedit")
+        .arg("/S")
+        .arg(&file)
+        .env("WINEPREFIX", prefix)
+        .env("WINEDEBUG", "-all")
+        .env("WINEDLLOVERRIDES", OVERRIDES)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .map_err(|e| format!("cannot run wine regedit: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "wine regedit {} failed ({status}); see {}",
+            file.display(),
+            log.display()
+        ));
     }
     Ok(())
 }
