@@ -120,8 +120,7 @@ fn mode_and_rules_change_what_is_permitted() {
     };
     let mut space = [0u8; 24];
     let rules = rule_list(&[rule], &mut space).expect("rules");
-    let (status, _, _) =
-        call(&h, &Request::ReplaceRules { port, expected_version: 5, rules }, 64);
+    let (status, _, _) = call(&h, &Request::ReplaceRules { port, expected_version: 5, rules }, 64);
     assert_eq!(status, response::STATUS_RULES_CHANGED, "a replace based on stale rules is refused");
     let (status, _, bytes) =
         call(&h, &Request::ReplaceRules { port, expected_version: 0, rules }, 64);

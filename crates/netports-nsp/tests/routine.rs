@@ -397,7 +397,11 @@ fn without_a_hosted_provider_the_entry_points_refuse_and_still_complete_async_ca
     LAST_ERROR.with(|e| e.set(0));
     // SAFETY: valid arguments; nothing is hosted.
     let rc = unsafe { t.NSPv2Startup.unwrap()(&PROVIDER_ID, &raw mut session) };
-    assert_eq!(last_error(rc), WSANO_RECOVERY, "an INT entry sets the last error like every other failure");
+    assert_eq!(
+        last_error(rc),
+        WSANO_RECOVERY,
+        "an INT entry sets the last error like every other failure"
+    );
     let call = f.call();
     let mut len = 0u32;
     // SAFETY: as above.
@@ -418,7 +422,9 @@ fn without_a_hosted_provider_the_entry_points_refuse_and_still_complete_async_ca
     let reg = query(&wide("web"), &PROVIDER_ID);
     let call = f.call();
     // SAFETY: as above.
-    unsafe { t.NSPv2SetServiceEx.unwrap()(call, &PROVIDER_ID, &reg, RNRSERVICE_REGISTER, 0, session) };
+    unsafe {
+        t.NSPv2SetServiceEx.unwrap()(call, &PROVIDER_ID, &reg, RNRSERVICE_REGISTER, 0, session)
+    };
     assert_eq!(completion_of(call), WSANO_RECOVERY);
     let again = routine::host(f.provider.clone(), record_completion, record_last_error).unwrap();
     assert_eq!(

@@ -301,7 +301,9 @@ impl Verdict {
     pub fn explain(&self, proto: Protocol, port: u16) -> Vec<String> {
         match self {
             Self::Free { notes } => {
-                let mut lines = vec![format!("{proto} {port} is free (bound on 0.0.0.0, 127.0.0.1 and, where IPv6 runs, [::] and [::1])")];
+                let mut lines = vec![format!(
+                    "{proto} {port} is free (bound on 0.0.0.0, 127.0.0.1 and, where IPv6 runs, [::] and [::1])"
+                )];
                 for n in notes {
                     lines.push(match n {
                         Note::Administered { block } => format!("  note: it is in the administered range {block}: a plain bind succeeds there, but a second SO_REUSEADDR bind fails with WSAEACCES (KB 3039044)"),
@@ -312,7 +314,10 @@ impl Verdict {
             }
             Self::InUse { on, owners } => {
                 let addrs: Vec<&str> = on.iter().map(|a| a.text()).collect();
-                let mut lines = vec![format!("{proto} {port} is in use (bind fails with WSAEADDRINUSE on {})", addrs.join(", "))];
+                let mut lines = vec![format!(
+                    "{proto} {port} is in use (bind fails with WSAEADDRINUSE on {})",
+                    addrs.join(", ")
+                )];
                 if owners.is_empty() {
                     lines.push("  the endpoint tables name no owner (a socket of another user, or one that just closed)".to_owned());
                 }
@@ -340,7 +345,9 @@ impl Verdict {
             Self::Denied => vec![format!(
                 "{proto} {port} cannot be bound (WSAEACCES) but no reservation or exclusion names it: check firewall or security software"
             )],
-            Self::Failed { code } => vec![format!("{proto} {port}: bind failed with Winsock error {code}")],
+            Self::Failed { code } => {
+                vec![format!("{proto} {port}: bind failed with Winsock error {code}")]
+            }
         }
     }
 }
@@ -419,23 +426,51 @@ mod tests {
         let owner = Owner { pid: 42, process: Some("svc.exe".into()), local: "127.0.0.1".into() };
         assert_eq!(
             decide(50_010, &probes(InUse, Bound), std::slice::from_ref(&owner), &ranges()),
-            Verdict::InUse { on: vec![ProbeAddr::AnyV4, ProbeAddr::LoopbackV4], owners: vec![owner] },
+            Verdict::InUse {
+                on: vec![ProbeAddr::AnyV4, ProbeAddr::LoopbackV4],
+                owners: vec![owner]
+            },
             "in use wins even inside an exclusion"
         );
         assert_eq!(
             decide(50_010, &probes(AccessDenied, Bound), &[], &ranges()),
-            Verdict::Excluded { block: b(50_000, 100), family: Family::Ipv4, dynamic: Some(b(49_152, 16_384)) }
+            Verdict::Excluded {
+                block: b(50_000, 100),
+                family: Family::Ipv4,
+                dynamic: Some(b(49_152, 16_384))
+            }
         );
         assert_eq!(
             decide(60_005, &probes(Bound, AccessDenied), &[], &ranges()),
-            Verdict::Excluded { block: b(60_000, 10), family: Family::Ipv6, dynamic: Some(b(49_152, 16_384)) },
+            Verdict::Excluded {
+                block: b(60_000, 10),
+                family: Family::Ipv6,
+                dynamic: Some(b(49_152, 16_384))
+            },
             "IPv6 exclusions count for IPv6 refusals"
         );
-        assert_eq!(decide(60_005, &probes(AccessDenied, Bound), &[], &ranges()), Verdict::Denied, "an IPv6 exclusion does not explain an IPv4 refusal");
-        assert_eq!(decide(9000, &probes(AccessDenied, Bound), &[], &ranges()), Verdict::Reserved { block: b(9000, 1) });
-        assert_eq!(decide(445, &probes(AccessDenied, AccessDenied), &[], &ranges()), Verdict::Denied);
-        assert_eq!(decide(444, &probes(Bound, BindOutcome::NoStack), &[], &Ranges::default()), Verdict::Free { notes: vec![] }, "no IPv6 stack is not a failure");
-        assert_eq!(decide(444, &probes(BindOutcome::Failed(10_055), Bound), &[], &Ranges::default()), Verdict::Failed { code: 10_055 });
+        assert_eq!(
+            decide(60_005, &probes(AccessDenied, Bound), &[], &ranges()),
+            Verdict::Denied,
+            "an IPv6 exclusion does not explain an IPv4 refusal"
+        );
+        assert_eq!(
+            decide(9000, &probes(AccessDenied, Bound), &[], &ranges()),
+            Verdict::Reserved { block: b(9000, 1) }
+        );
+        assert_eq!(
+            decide(445, &probes(AccessDenied, AccessDenied), &[], &ranges()),
+            Verdict::Denied
+        );
+        assert_eq!(
+            decide(444, &probes(Bound, BindOutcome::NoStack), &[], &Ranges::default()),
+            Verdict::Free { notes: vec![] },
+            "no IPv6 stack is not a failure"
+        );
+        assert_eq!(
+            decide(444, &probes(BindOutcome::Failed(10_055), Bound), &[], &Ranges::default()),
+            Verdict::Failed { code: 10_055 }
+        );
     }
 
     #[test]
@@ -450,13 +485,23 @@ mod tests {
 
     #[test]
     fn the_explanations_carry_the_remedy_and_the_dynamic_range() {
-        let v = decide(50_010, &probes(BindOutcome::AccessDenied, BindOutcome::Bound), &[], &ranges());
+        let v =
+            decide(50_010, &probes(BindOutcome::AccessDenied, BindOutcome::Bound), &[], &ranges());
         let text = v.explain(Protocol::Tcp, 50_010).join("\n");
         assert!(text.contains("WinNAT"), "{text}");
         assert!(text.contains("dynamic port range 49152-65535"), "{text}");
         assert!(text.contains("net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=50010 numberofports=1 && net start winnat"), "{text}");
-        let free = decide(50_000, &probes(BindOutcome::Bound, BindOutcome::Bound), &[], &Ranges { dynamic: vec![(Family::Ipv4, b(49_152, 16_384))], ..Ranges::default() });
-        assert!(free.explain(Protocol::Udp, 50_000).join("\n").contains("dynamic port range 49152-65535"));
+        let free = decide(
+            50_000,
+            &probes(BindOutcome::Bound, BindOutcome::Bound),
+            &[],
+            &Ranges { dynamic: vec![(Family::Ipv4, b(49_152, 16_384))], ..Ranges::default() },
+        );
+        assert!(
+            free.explain(Protocol::Udp, 50_000)
+                .join("\n")
+                .contains("dynamic port range 49152-65535")
+        );
     }
 
     #[test]

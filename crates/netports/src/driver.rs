@@ -218,8 +218,8 @@ impl<T: Transport> DriverClient<T> {
     ) -> Result<u32, Error> {
         let mut space = vec![0u8; rules.len() * vsflow_core::codec::RULE_LEN];
         let list = rule_list(rules, &mut space).map_err(proto_err)?;
-        let bytes = self
-            .call(&Request::ReplaceRules { port, expected_version: read, rules: list }, 12)?;
+        let bytes =
+            self.call(&Request::ReplaceRules { port, expected_version: read, rules: list }, 12)?;
         response::decode_rules_version(&bytes).map_err(proto_err)
     }
 

@@ -199,9 +199,16 @@ mod tests {
         assert_eq!(Error::Unsupported { what: "x".into() }.exit_code(), 3);
         assert_eq!(Error::NoIpv6.exit_code(), 3, "no IPv6 stack: not available on this system");
         let forbidden = Error::Forbidden { function: "SIO_ACQUIRE_PORT_RESERVATION" };
-        assert!(!forbidden.to_string().contains("run from an elevated"), "WSAEACCES on a reservation is not about elevation");
+        assert!(
+            !forbidden.to_string().contains("run from an elevated"),
+            "WSAEACCES on a reservation is not about elevation"
+        );
         assert_eq!(forbidden.exit_code(), 5);
         assert_eq!(Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }.exit_code(), 4);
-        assert!(Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }.to_string().contains("WSANO_RECOVERY"));
+        assert!(
+            Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }
+                .to_string()
+                .contains("WSANO_RECOVERY")
+        );
     }
 }

@@ -74,10 +74,11 @@ impl<F: HostFilters> TeredoException<F> {
         let port = match event {
             TeredoEvent::Initial { port } | TeredoEvent::Changed { port } => port,
         };
-        let wanted: Vec<u16> = [Some(TEREDO_STATIC_PORT), port.filter(|p| *p != TEREDO_STATIC_PORT)]
-            .into_iter()
-            .flatten()
-            .collect();
+        let wanted: Vec<u16> =
+            [Some(TEREDO_STATIC_PORT), port.filter(|p| *p != TEREDO_STATIC_PORT)]
+                .into_iter()
+                .flatten()
+                .collect();
         let mut applied = Applied::default();
         for &p in &wanted {
             if !self.kept.iter().any(|(k, _)| *k == p) {
@@ -157,7 +158,10 @@ mod tests {
         let mut x = TeredoException::new(&mut engine);
         x.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
         x.filters.fail_add = true;
-        assert_eq!(x.on_event(TeredoEvent::Changed { port: Some(52_000) }), Err(Error::AccessDenied));
+        assert_eq!(
+            x.on_event(TeredoEvent::Changed { port: Some(52_000) }),
+            Err(Error::AccessDenied)
+        );
         assert_eq!(x.ports(), vec![3544, 51_000], "nothing removed");
         x.filters.fail_add = false;
         let a = x.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();

@@ -161,8 +161,15 @@ Startport    Endport
 
     #[test]
     fn unrecognised_netsh_output_is_an_error_not_an_empty_listing() {
-        for text in ["", "The following command was not found: int ipv4 show excludedportrange.", "0 5\n9 3\n"] {
-            assert!(matches!(parse_netsh(text), Err(Error::Protocol(m)) if m.contains("not recognised")), "{text:?}");
+        for text in [
+            "",
+            "The following command was not found: int ipv4 show excludedportrange.",
+            "0 5\n9 3\n",
+        ] {
+            assert!(
+                matches!(parse_netsh(text), Err(Error::Protocol(m)) if m.contains("not recognised")),
+                "{text:?}"
+            );
         }
     }
 

@@ -132,10 +132,16 @@ mod tests {
 
     #[test]
     fn catalog_codes_map_to_clear_errors() {
-        assert_eq!(install_error(11_003, "WSCInstallNameSpaceEx"), Error::CatalogRefused { function: "WSCInstallNameSpaceEx" });
+        assert_eq!(
+            install_error(11_003, "WSCInstallNameSpaceEx"),
+            Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }
+        );
         assert_eq!(install_error(10_013, "WSCInstallNameSpaceEx"), Error::AccessDenied);
         assert_eq!(install_error(10_037, "WSCInstallNameSpaceEx"), Error::AlreadyInstalled);
-        assert_eq!(install_error(10_022, "WSCUnInstallNameSpace"), Error::Os { code: 10_022, function: "WSCUnInstallNameSpace" });
+        assert_eq!(
+            install_error(10_022, "WSCUnInstallNameSpace"),
+            Error::Os { code: 10_022, function: "WSCUnInstallNameSpace" }
+        );
         assert_eq!(install_error(11_003, "x").exit_code(), 4);
         assert_eq!(Error::AlreadyInstalled.exit_code(), 5);
     }

@@ -78,7 +78,10 @@ mod tests {
         assert_eq!(PortBlock::new(0, 5), Err(BlockError::StartZero));
         assert_eq!(PortBlock::new(5, 0), Err(BlockError::CountZero));
         assert_eq!(PortBlock::new(65_535, 2), Err(BlockError::PastEnd));
-        assert!(matches!(block("65535", "2"), Err(Error::InvalidRange { why: "the block runs past port 65535" })));
+        assert!(matches!(
+            block("65535", "2"),
+            Err(Error::InvalidRange { why: "the block runs past port 65535" })
+        ));
         let b = PortBlock::new(65_535, 1).unwrap();
         assert_eq!(b.end(), 65_535);
         assert_eq!(PortBlock::new(5000, 10).unwrap().to_string(), "5000-5009");

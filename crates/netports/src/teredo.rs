@@ -230,15 +230,26 @@ mod tests {
         assert_eq!(host.settled(), Some(ByteOrder::Host));
 
         let mut unknown = PortOrder::default();
-        assert_eq!(unknown.read("x", raw, &mut Vec::new).port, Some(51_234), "unconfirmed: network order assumed");
+        assert_eq!(
+            unknown.read("x", raw, &mut Vec::new).port,
+            Some(51_234),
+            "unconfirmed: network order assumed"
+        );
         assert_eq!(unknown.settled(), None, "and not settled");
         assert_eq!(unknown.read("x", 0, &mut || unreachable!()).port, None);
-        assert_eq!(unknown.read("x", 0x0101, &mut || unreachable!()).port, Some(0x0101), "same both ways");
+        assert_eq!(
+            unknown.read("x", 0x0101, &mut || unreachable!()).port,
+            Some(0x0101),
+            "same both ways"
+        );
     }
 
     #[test]
     fn callbacks_become_observations() {
-        assert_eq!(observation_from_callback(None, MIB_INITIAL_NOTIFICATION), Observation::Registered);
+        assert_eq!(
+            observation_from_callback(None, MIB_INITIAL_NOTIFICATION),
+            Observation::Registered
+        );
         assert_eq!(observation_from_callback(Some(4000), 0), Observation::Port(Some(4000)));
         assert_eq!(observation_from_callback(None, 0), Observation::Port(None));
     }

@@ -86,7 +86,11 @@ struct Catalog {
 }
 
 impl NspHost for Catalog {
-    fn serve(&mut self, _: std::sync::Arc<netports_nsp::Provider>, _: &mut dyn FnMut()) -> Result<(), Error> {
+    fn serve(
+        &mut self,
+        _: std::sync::Arc<netports_nsp::Provider>,
+        _: &mut dyn FnMut(),
+    ) -> Result<(), Error> {
         Err(Error::Unsupported { what: "model".into() })
     }
     fn installed(&mut self) -> Result<bool, Error> {
@@ -146,7 +150,11 @@ impl TestPlatform {
             excluded_v6: vec![],
             dynamic: PortBlock::new(49_152, 16_384).unwrap(),
             in_use: vec![(443, ProbeAddr::AnyV4), (1025, ProbeAddr::LoopbackV6)],
-            owners: vec![Owner { pid: 4242, process: Some("web.exe".into()), local: "0.0.0.0".into() }],
+            owners: vec![Owner {
+                pid: 4242,
+                process: Some("web.exe".into()),
+                local: "0.0.0.0".into(),
+            }],
             host: None,
             race: Rc::new(RefCell::new(Vec::new())),
             filters: Filters::default(),
@@ -184,9 +192,15 @@ impl Platform for TestPlatform {
     fn excluded(&mut self, proto: Protocol, family: Family) -> Result<Vec<ExcludedRange>, Error> {
         let list = if family == Family::Ipv4 { &self.excluded } else { &self.excluded_v6 };
         // Administered reservations show up with `*`, as netsh lists them.
-        let mut v: Vec<ExcludedRange> = if proto == Protocol::Tcp { list.clone() } else { Vec::new() };
+        let mut v: Vec<ExcludedRange> =
+            if proto == Protocol::Tcp { list.clone() } else { Vec::new() };
         if family == Family::Ipv4 {
-            v.extend(self.model.list().filter(|(p, _)| *p == proto).map(|(_, block)| ExcludedRange { block, administered: true }));
+            v.extend(
+                self.model
+                    .list()
+                    .filter(|(p, _)| *p == proto)
+                    .map(|(_, block)| ExcludedRange { block, administered: true }),
+            );
         }
         Ok(v)
     }
@@ -289,7 +303,8 @@ fn reservations_create_lookup_release_with_documented_errors() {
 #[test]
 fn list_shows_reservations_exclusions_of_both_families_and_the_dynamic_range() {
     let mut p = TestPlatform::new();
-    p.excluded_v6 = vec![ExcludedRange { block: PortBlock::new(60_000, 10).unwrap(), administered: false }];
+    p.excluded_v6 =
+        vec![ExcludedRange { block: PortBlock::new(60_000, 10).unwrap(), administered: false }];
     run(&mut p, &["reserve", "tcp", "8000", "10"]);
     let (_, out, _) = run(&mut p, &["list"]);
     assert_eq!(
@@ -297,7 +312,12 @@ fn list_shows_reservations_exclusions_of_both_families_and_the_dynamic_range() {
         "proto  family ports          kind\ntcp    ipv4   8000-8009      reserved\ntcp    ipv4   49709-49808    excluded (no owner: WinNAT/HNS)\ntcp    ipv6   60000-60009    excluded (no owner: WinNAT/HNS)\ntcp    ipv4   49152-65535    dynamic port range\ntcp    ipv6   49152-65535    dynamic port range\nudp    ipv4   49152-65535    dynamic port range\nudp    ipv6   49152-65535    dynamic port range\n"
     );
     let (_, out, _) = run(&mut p, &["--json", "list"]);
-    assert!(out.starts_with("{\"dynamic\":[{\"end\":65535,\"family\":\"ipv4\",\"protocol\":\"tcp\",\"start\":49152}"), "{out}");
+    assert!(
+        out.starts_with(
+            "{\"dynamic\":[{\"end\":65535,\"family\":\"ipv4\",\"protocol\":\"tcp\",\"start\":49152}"
+        ),
+        "{out}"
+    );
     assert!(out.contains("{\"end\":60009,\"family\":\"ipv6\",\"kind\":\"excluded (no owner: WinNAT/HNS)\",\"protocol\":\"tcp\",\"start\":60000}"), "{out}");
 }
 
@@ -307,22 +327,37 @@ fn why_blocked_decides_from_the_bind_result_first() {
     run(&mut p, &["reserve", "tcp", "8000", "10"]);
     // A WinNAT exclusion refuses the bind: named, with the dynamic range and the remedy.
     let out = run(&mut p, &["why-blocked", "49720"]).1;
-    assert!(out.starts_with("tcp 49720 is in the ipv4 excluded range 49709-49808, which has no owner"), "{out}");
+    assert!(
+        out.starts_with("tcp 49720 is in the ipv4 excluded range 49709-49808, which has no owner"),
+        "{out}"
+    );
     assert!(out.contains("remedy (elevated): net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=49720 numberofports=1 && net start winnat"), "{out}");
     assert!(out.contains("ipv4 dynamic port range: 49152-65535"), "{out}");
     // An administered reservation does not refuse a plain bind: free, with a note.
     let out = run(&mut p, &["why-blocked", "8001"]).1;
     assert!(out.starts_with("tcp 8001 is free"), "{out}");
-    assert!(out.contains("administered range 8000-8009: a plain bind succeeds there") && out.contains("KB 3039044"), "{out}");
+    assert!(
+        out.contains("administered range 8000-8009: a plain bind succeeds there")
+            && out.contains("KB 3039044"),
+        "{out}"
+    );
     // In use, with the owner from the endpoint tables.
     assert_eq!(
         run(&mut p, &["why-blocked", "443"]).1,
         "tcp 443 is in use (bind fails with WSAEADDRINUSE on 0.0.0.0)\n  held by pid 4242 (web.exe) on 0.0.0.0\n  ipv4 dynamic port range: 49152-65535\n  ipv6 dynamic port range: 49152-65535\n"
     );
     // Held on [::1] only: still in use (every address is probed).
-    assert!(run(&mut p, &["why-blocked", "1025"]).1.starts_with("tcp 1025 is in use (bind fails with WSAEADDRINUSE on [::1])"));
+    assert!(
+        run(&mut p, &["why-blocked", "1025"])
+            .1
+            .starts_with("tcp 1025 is in use (bind fails with WSAEADDRINUSE on [::1])")
+    );
     assert!(run(&mut p, &["why-blocked", "444", "--udp"]).1.starts_with("udp 444 is free"));
-    assert!(run(&mut p, &["why-blocked", "50000"]).1.contains("note: it is in the ipv4 dynamic port range 49152-65535"));
+    assert!(
+        run(&mut p, &["why-blocked", "50000"])
+            .1
+            .contains("note: it is in the ipv4 dynamic port range 49152-65535")
+    );
     let out = run(&mut p, &["--json", "why-blocked", "443"]).1;
     assert!(out.contains("\"result\":{\"on\":[\"0.0.0.0\"],\"owners\":[{\"local\":\"0.0.0.0\",\"pid\":4242,\"process\":\"web.exe\"}],\"verdict\":\"in-use\"}"), "{out}");
 }
@@ -330,14 +365,19 @@ fn why_blocked_decides_from_the_bind_result_first() {
 #[test]
 fn find_free_avoids_exclusions_the_dynamic_range_and_busy_ports() {
     let mut p = TestPlatform::new();
-    p.excluded = vec![ExcludedRange { block: PortBlock::new(1024, 5).unwrap(), administered: false }];
+    p.excluded =
+        vec![ExcludedRange { block: PortBlock::new(1024, 5).unwrap(), administered: false }];
     // 1025 is excluded; 1029-1030 free, 1031 busy on 0.0.0.0.
     p.in_use = vec![(1031, ProbeAddr::AnyV4)];
     assert_eq!(
         run(&mut p, &["find-free", "3"]).1,
         "tcp 1032-1034 is free: outside every exclusion and the dynamic range, and not in use (reserve it: `netports reserve tcp 1032 3`, elevated)\n"
     );
-    assert_eq!(run(&mut p, &["--json", "find-free", "2", "--udp"]).1, "{\"count\":2,\"end\":1030,\"protocol\":\"udp\",\"start\":1029}\n", "the refused ports are not free either");
+    assert_eq!(
+        run(&mut p, &["--json", "find-free", "2", "--udp"]).1,
+        "{\"count\":2,\"end\":1030,\"protocol\":\"udp\",\"start\":1029}\n",
+        "the refused ports are not free either"
+    );
     let (code, _, err) = run(&mut p, &["find-free", "60000"]);
     assert_eq!(code, 6, "{err}");
     assert_eq!(run(&mut p, &["find-free", "0"]).0, 2);
@@ -350,9 +390,15 @@ fn why_blocked_binds_for_real_off_windows() {
     let port = held.local_addr().unwrap().port().to_string();
     let (code, out, err) = run(&mut Unsupported, &["why-blocked", &port]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with(&format!("tcp {port} is in use (bind fails with WSAEADDRINUSE on ")), "{out}");
+    assert!(
+        out.starts_with(&format!("tcp {port} is in use (bind fails with WSAEADDRINUSE on ")),
+        "{out}"
+    );
     assert!(out.contains("127.0.0.1"), "{out}");
-    assert!(out.contains("(not consulted: ipv4 exclusions: listing excluded port ranges needs Windows"), "{out}");
+    assert!(
+        out.contains("(not consulted: ipv4 exclusions: listing excluded port ranges needs Windows"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -444,10 +490,8 @@ fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
     let host = host_with_port();
     let mut p = TestPlatform::new();
     p.host = Some(Rc::clone(&host));
-    p.events = vec![
-        TeredoEvent::Changed { port: Some(52_000) },
-        TeredoEvent::Changed { port: None },
-    ];
+    p.events =
+        vec![TeredoEvent::Changed { port: Some(52_000) }, TeredoEvent::Changed { port: None }];
     let (code, out, err) = run(&mut p, &["teredo-exception"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -475,7 +519,10 @@ fn a_stopped_teredo_client_says_so() {
     );
     p.teredo = None;
     let out = run(&mut p, &["--json", "teredo-exception"]).1;
-    assert_eq!(out, "{\"added\":[3544],\"event\":{\"event\":\"initial\",\"port\":null},\"filters\":[3544],\"removed\":[]}\n");
+    assert_eq!(
+        out,
+        "{\"added\":[3544],\"event\":{\"event\":\"initial\",\"port\":null},\"filters\":[3544],\"removed\":[]}\n"
+    );
 }
 
 #[test]
@@ -495,8 +542,14 @@ fn concurrent_rule_edits_never_lose_an_update() {
         "# vm-seven rules, version 2\nallow tcp 22\nallow udp 3544\n",
         "both edits are there"
     );
-    assert_eq!(run(&mut p, &["driver", "allow", "vm-seven", "udp", "3544"]).1, "vm-seven: already allowed: allow udp 3544\n");
-    assert_eq!(run(&mut p, &["driver", "disallow", "vm-seven", "allow", "tcp", "22"]).1, "vm-seven: removed allow tcp 22 (version 3)\n");
+    assert_eq!(
+        run(&mut p, &["driver", "allow", "vm-seven", "udp", "3544"]).1,
+        "vm-seven: already allowed: allow udp 3544\n"
+    );
+    assert_eq!(
+        run(&mut p, &["driver", "disallow", "vm-seven", "allow", "tcp", "22"]).1,
+        "vm-seven: removed allow tcp 22 (version 3)\n"
+    );
     // A whole-file replace racing an edit is refused, not applied over it.
     let file = std::env::temp_dir().join(format!("netports-race-{}.txt", std::process::id()));
     std::fs::write(&file, "allow tcp 80\n").unwrap();
@@ -518,7 +571,13 @@ fn nsp_install_checks_the_catalog_and_explains_refusals() {
     let mut p = TestPlatform::new();
     p.catalog.install_code = Some(11_003);
     let (code, _, err) = run(&mut p, &["nsp", "install"]);
-    assert_eq!((code, err.as_str()), (4, "netports: WSCInstallNameSpaceEx: the Winsock catalog refused the change (WSANO_RECOVERY): changing the catalog needs an elevated prompt (Run as administrator)\n"));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            4,
+            "netports: WSCInstallNameSpaceEx: the Winsock catalog refused the change (WSANO_RECOVERY): changing the catalog needs an elevated prompt (Run as administrator)\n"
+        )
+    );
     p.catalog.install_code = Some(10_013);
     assert_eq!(run(&mut p, &["nsp", "install"]).0, 4);
     p.catalog.install_code = None;
@@ -526,7 +585,13 @@ fn nsp_install_checks_the_catalog_and_explains_refusals() {
     assert_eq!(code, 0);
     assert!(out.contains("for clients of the same user and session"), "{out}");
     let (code, _, err) = run(&mut p, &["nsp", "install"]);
-    assert_eq!((code, err.as_str()), (5, "netports: the netports name provider is installed already (`netports nsp uninstall` first)\n"));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            5,
+            "netports: the netports name provider is installed already (`netports nsp uninstall` first)\n"
+        )
+    );
     assert_eq!(run(&mut p, &["nsp", "uninstall"]).0, 0);
     assert_eq!(run(&mut p, &["nsp", "uninstall"]).0, 6, "not installed");
     assert_eq!(run(&mut p, &["nsp", "install", "--service"]).0, 2, "no --service");

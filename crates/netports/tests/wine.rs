@@ -165,7 +165,10 @@ fn watcher_follows_changes_and_stops(source: Source) {
     assert_eq!(ev, TeredoEvent::Changed { port: Some(52_000) });
     assert_ne!(thread, me, "changes arrive on the notification thread");
     d.teredo(0);
-    assert_eq!(rx2.recv_timeout(Duration::from_secs(10)).unwrap().0, TeredoEvent::Changed { port: None });
+    assert_eq!(
+        rx2.recv_timeout(Duration::from_secs(10)).unwrap().0,
+        TeredoEvent::Changed { port: None }
+    );
     assert_eq!(d.registrations(), 1);
     drop(w);
     assert_eq!(d.registrations(), 0, "dropping the watcher ends the registration");
@@ -231,13 +234,25 @@ fn teredo_errors_map_to_exit_codes() {
     let Some(d) = doubles() else { return };
     d.configure(false, true, true);
     let (code, _, err) = run(&["teredo", "port"]);
-    assert_eq!((code, err.as_str()), (6, "netports: the Teredo client is not started (it starts with IPv6 connectivity needs; `netsh interface teredo show state`)\n"));
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            6,
+            "netports: the Teredo client is not started (it starts with IPv6 connectivity needs; `netsh interface teredo show state`)\n"
+        )
+    );
     d.configure(false, false, true);
     let (code, _, err) = run(&["teredo", "port"]);
-    assert_eq!((code, err.as_str()), (3, "netports: no IPv6 stack on this host: Teredo is unavailable\n"));
+    assert_eq!(
+        (code, err.as_str()),
+        (3, "netports: no IPv6 stack on this host: Teredo is unavailable\n")
+    );
     d.configure(false, true, true);
     d.teredo(40_000);
-    assert_eq!(run(&["teredo", "port"]).1, "teredo client port: udp 40000 (static port udp 3544)\n");
+    assert_eq!(
+        run(&["teredo", "port"]).1,
+        "teredo client port: udp 40000 (static port udp 3544)\n"
+    );
 }
 
 #[test]
@@ -252,8 +267,16 @@ fn persistent_reservations_round_trip_with_the_documented_errors() {
     assert!(err.contains("run from an elevated prompt"), "{err}");
     d.configure(true, true, true);
     let token = r.create(Protocol::Tcp, b(50_000, 10)).unwrap();
-    assert_eq!(r.lookup(Protocol::Tcp, b(50_000, 10)), Ok(token), "start port went out in network order and came back");
-    assert_eq!(r.lookup(Protocol::Tcp, b(50_000, 9)), Err(1168), "ERROR_NOT_FOUND: exact match only");
+    assert_eq!(
+        r.lookup(Protocol::Tcp, b(50_000, 10)),
+        Ok(token),
+        "start port went out in network order and came back"
+    );
+    assert_eq!(
+        r.lookup(Protocol::Tcp, b(50_000, 9)),
+        Err(1168),
+        "ERROR_NOT_FOUND: exact match only"
+    );
     assert_eq!(r.create(Protocol::Tcp, b(50_005, 2)), Err(32), "ERROR_SHARING_VIOLATION: overlap");
     assert!(r.create(Protocol::Udp, b(50_005, 2)).is_ok(), "protocols are separate");
     // SAFETY: a control of the double: TCP 6001 in use.
@@ -276,7 +299,10 @@ fn why_blocked_names_the_owner_from_the_endpoint_table() {
     unsafe { (d.add_endpoint)(0, 0, port, std::process::id()) };
     let (code, out, err) = run(&["why-blocked", &port.to_string()]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with(&format!("tcp {port} is in use (bind fails with WSAEADDRINUSE on ")), "{out}");
+    assert!(
+        out.starts_with(&format!("tcp {port} is in use (bind fails with WSAEADDRINUSE on ")),
+        "{out}"
+    );
     assert!(out.contains(&format!("held by pid {} (", std::process::id())), "{out}");
     assert!(out.contains(".exe)"), "the process name is read: {out}");
     drop(held);
@@ -288,7 +314,10 @@ fn why_blocked_names_the_owner_from_the_endpoint_table() {
 fn the_host_teredo_filters_follow_the_port_and_go_with_the_session() {
     let Some(d) = doubles() else { return };
     d.configure(false, true, true);
-    assert!(matches!(WfpHostFilters::open(), Err(Error::AccessDenied)), "filters need an administrator");
+    assert!(
+        matches!(WfpHostFilters::open(), Err(Error::AccessDenied)),
+        "filters need an administrator"
+    );
     d.configure(true, true, true);
     let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
     keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
@@ -311,6 +340,15 @@ fn reservation_ioctl_errors_are_not_about_elevation() {
     // The runtime-reservation IOCTLs are Wine's own (not doubled): the mapping is checked here
     // on the Windows build, and `netports acquire` reaches Wine's WSAIoctl in `cargo xtask wine`.
     assert_eq!(runtime::ioctl_error(10_048, "SIO_ACQUIRE_PORT_RESERVATION"), Error::Conflict);
-    assert_eq!(runtime::ioctl_error(10_013, "SIO_ACQUIRE_PORT_RESERVATION"), Error::Forbidden { function: "SIO_ACQUIRE_PORT_RESERVATION" });
-    assert!(matches!(runtime::ioctl_error(10_055, "SIO_ACQUIRE_PORT_RESERVATION"), Error::Os { code: 10_055, .. }), "WSAENOBUFS is not a conflict");
+    assert_eq!(
+        runtime::ioctl_error(10_013, "SIO_ACQUIRE_PORT_RESERVATION"),
+        Error::Forbidden { function: "SIO_ACQUIRE_PORT_RESERVATION" }
+    );
+    assert!(
+        matches!(
+            runtime::ioctl_error(10_055, "SIO_ACQUIRE_PORT_RESERVATION"),
+            Error::Os { code: 10_055, .. }
+        ),
+        "WSAENOBUFS is not a conflict"
+    );
 }

@@ -358,7 +358,11 @@ mod tests {
 
     #[test]
     fn a_version_1_replace_is_refused_and_version_2_carries_what_was_read() {
-        let rule = AllowRule { protocol: Some(17), local_ports: PortRange::single(53), remote: Prefix::Any };
+        let rule = AllowRule {
+            protocol: Some(17),
+            local_ports: PortRange::single(53),
+            remote: Prefix::Any,
+        };
         let mut space = [0u8; 24];
         let list = rule_list(&[rule], &mut space).unwrap();
         let mut buf = [0u8; 64];

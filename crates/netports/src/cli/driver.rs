@@ -72,7 +72,10 @@ fn one_rule(words: &[String]) -> Result<AllowRule, Error> {
     if !text.trim_start().starts_with("allow") {
         text = format!("allow {text}");
     }
-    match rules_file::parse(&text).map_err(|e| Error::Invalid(format!("rule '{text}': {e}")))?.as_slice() {
+    match rules_file::parse(&text)
+        .map_err(|e| Error::Invalid(format!("rule '{text}': {e}")))?
+        .as_slice()
+    {
         [rule] => Ok(*rule),
         _ => Err(Error::Invalid(format!("'{text}' is not one rule (see `netports::rules_file`)"))),
     }
@@ -83,7 +86,11 @@ fn one_rule(words: &[String]) -> Result<AllowRule, Error> {
 /// # Errors
 /// What the command met; see [`Error::exit_code`].
 #[allow(clippy::too_many_lines, reason = "one arm per driver command")]
-pub fn execute(command: &DriverCommand, p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
+pub fn execute(
+    command: &DriverCommand,
+    p: &mut dyn Platform,
+    out: &mut Printer<'_>,
+) -> Result<(), Error> {
     let mut client = DriverClient::new(p.driver()?);
     match command {
         DriverCommand::Status => {
@@ -182,7 +189,8 @@ pub fn execute(command: &DriverCommand, p: &mut dyn Platform, out: &mut Printer<
             let rule = one_rule(rule)?;
             let info = client.find_port(port)?;
             let result = client.edit_rules(info.port, |rules| {
-                let mut next: Vec<AllowRule> = rules.iter().copied().filter(|r| *r != rule).collect();
+                let mut next: Vec<AllowRule> =
+                    rules.iter().copied().filter(|r| *r != rule).collect();
                 if add {
                     next.push(rule);
                 }
@@ -219,7 +227,8 @@ pub fn execute(command: &DriverCommand, p: &mut dyn Platform, out: &mut Printer<
                     serde_json::Value::Object(map)
                 },
                 || {
-                    let mut lines: Vec<String> = values.iter().map(|(n, v)| format!("{n:<24} {v}")).collect();
+                    let mut lines: Vec<String> =
+                        values.iter().map(|(n, v)| format!("{n:<24} {v}")).collect();
                     if *clear {
                         lines.push("(cleared)".to_owned());
                     }

@@ -100,7 +100,10 @@ pub fn execute(
                 }
                 e => store_error(e),
             })?;
-            out.line(|| json!({"unregistered": name.as_str()}), || format!("unregistered {name} (was {r})"))
+            out.line(
+                || json!({"unregistered": name.as_str()}),
+                || format!("unregistered {name} (was {r})"),
+            )
         }
         NspCommand::Names => {
             let names = store_for(names_file, p)?.load().map_err(store_error)?;
@@ -132,7 +135,10 @@ pub fn execute(
         }
         NspCommand::Uninstall => {
             crate::nsp::uninstall(p.nsp()?)?;
-            out.line(|| json!({"uninstalled": true}), || "uninstalled the netports name provider".to_owned())
+            out.line(
+                || json!({"uninstalled": true}),
+                || "uninstalled the netports name provider".to_owned(),
+            )
         }
         NspCommand::Resolve { name } => {
             let name = name_arg(name)?;
@@ -156,7 +162,11 @@ pub fn execute(
 }
 
 /// `netports nsp serve`.
-fn serve(names_file: Option<&PathBuf>, p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
+fn serve(
+    names_file: Option<&PathBuf>,
+    p: &mut dyn Platform,
+    out: &mut Printer<'_>,
+) -> Result<(), Error> {
     let host = p.nsp()?;
     let path = names_file.cloned().unwrap_or_else(|| host.names_file());
     let store = Store::new(path);

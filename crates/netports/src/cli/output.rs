@@ -59,7 +59,11 @@ impl<'a> Printer<'a> {
     ///
     /// # Errors
     /// The output failed.
-    pub fn line(&mut self, value: impl FnOnce() -> Value, text: impl FnOnce() -> String) -> Result<(), Error> {
+    pub fn line(
+        &mut self,
+        value: impl FnOnce() -> Value,
+        text: impl FnOnce() -> String,
+    ) -> Result<(), Error> {
         self.emit(value, || [text()])
     }
 
@@ -67,7 +71,11 @@ impl<'a> Printer<'a> {
     /// stderr).
     pub fn error(&mut self, e: &Error) {
         if self.json {
-            let _ = writeln!(self.out, "{}", serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()}));
+            let _ = writeln!(
+                self.out,
+                "{}",
+                serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()})
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ use crate::diagnose::{self, BindOutcome, Owner, ProbeAddr, Ranges};
 use crate::error::Error;
 use crate::excluded::Family;
 use crate::platform::Platform;
-use crate::range::{PortBlock, Protocol, ReservationCall, block, parse_count, parse_port, persistent_api};
+use crate::range::{
+    PortBlock, Protocol, ReservationCall, block, parse_count, parse_port, persistent_api,
+};
 
 /// The port commands.
 #[derive(Subcommand, Debug)]
@@ -81,14 +83,17 @@ pub enum PortsCommand {
 ///
 /// # Errors
 /// What the command met; see [`Error::exit_code`].
-pub fn execute(command: &PortsCommand, p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
+pub fn execute(
+    command: &PortsCommand,
+    p: &mut dyn Platform,
+    out: &mut Printer<'_>,
+) -> Result<(), Error> {
     match command {
         PortsCommand::Reserve { proto, start, count } => {
             let (proto, b) = (Protocol::from(*proto), block(start, count)?);
-            let token = p
-                .reservations()?
-                .create(proto, b)
-                .map_err(|c| Error::from_win32(c, persistent_api(proto, ReservationCall::Create)))?;
+            let token = p.reservations()?.create(proto, b).map_err(|c| {
+                Error::from_win32(c, persistent_api(proto, ReservationCall::Create))
+            })?;
             out.line(
                 || json!({"reserved": {"protocol": proto, "start": b.start, "count": b.count, "token": format!("{token:#018x}")}}),
                 || format!("reserved {proto} {b} (token {token:#018x}; tokens change at reboot, look them up with `netports lookup`)"),
@@ -96,9 +101,9 @@ pub fn execute(command: &PortsCommand, p: &mut dyn Platform, out: &mut Printer<'
         }
         PortsCommand::Release { proto, start, count } => {
             let (proto, b) = (Protocol::from(*proto), block(start, count)?);
-            p.reservations()?
-                .delete(proto, b)
-                .map_err(|c| Error::from_win32(c, persistent_api(proto, ReservationCall::Delete)))?;
+            p.reservations()?.delete(proto, b).map_err(|c| {
+                Error::from_win32(c, persistent_api(proto, ReservationCall::Delete))
+            })?;
             out.line(
                 || json!({"released": {"protocol": proto, "start": b.start, "count": b.count}}),
                 || format!("released {proto} {b}"),
@@ -106,18 +111,21 @@ pub fn execute(command: &PortsCommand, p: &mut dyn Platform, out: &mut Printer<'
         }
         PortsCommand::Lookup { proto, start, count } => {
             let (proto, b) = (Protocol::from(*proto), block(start, count)?);
-            let token = p
-                .reservations()?
-                .lookup(proto, b)
-                .map_err(|c| Error::from_win32(c, persistent_api(proto, ReservationCall::Lookup)))?;
+            let token = p.reservations()?.lookup(proto, b).map_err(|c| {
+                Error::from_win32(c, persistent_api(proto, ReservationCall::Lookup))
+            })?;
             out.line(
                 || json!({"protocol": proto, "start": b.start, "count": b.count, "token": format!("{token:#018x}")}),
                 || format!("{proto} {b}: token {token:#018x}"),
             )
         }
         PortsCommand::List => list(p, out),
-        PortsCommand::WhyBlocked { port, udp } => why_blocked(p, out, udp_flag(*udp), parse_port(port)?),
-        PortsCommand::FindFree { count, udp } => find_free(p, out, udp_flag(*udp), parse_count(count)?),
+        PortsCommand::WhyBlocked { port, udp } => {
+            why_blocked(p, out, udp_flag(*udp), parse_port(port)?)
+        }
+        PortsCommand::FindFree { count, udp } => {
+            find_free(p, out, udp_flag(*udp), parse_count(count)?)
+        }
         PortsCommand::Acquire { ports, udp, hold } => {
             let (start, count) = match ports.as_slice() {
                 [count] => (None, parse_count(count)?),
@@ -156,7 +164,11 @@ fn list(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
                 if family == Family::Ipv4 && reserved.contains(&e.block) {
                     continue;
                 }
-                let kind = if e.administered { "administered (*)" } else { "excluded (no owner: WinNAT/HNS)" };
+                let kind = if e.administered {
+                    "administered (*)"
+                } else {
+                    "excluded (no owner: WinNAT/HNS)"
+                };
                 rows.push((proto, family, e.block, kind));
             }
             if let Ok(d) = p.dynamic_range(proto, family) {
@@ -208,7 +220,12 @@ fn ranges(p: &mut dyn Platform, proto: Protocol, with_exclusions: bool) -> Range
     r
 }
 
-fn why_blocked(p: &mut dyn Platform, out: &mut Printer<'_>, proto: Protocol, port: u16) -> Result<(), Error> {
+fn why_blocked(
+    p: &mut dyn Platform,
+    out: &mut Printer<'_>,
+    proto: Protocol,
+    port: u16,
+) -> Result<(), Error> {
     let probes = diagnose::probe_all(|addr| p.try_bind(proto, addr, port));
     let in_use = probes.iter().any(|x| x.outcome == BindOutcome::InUse);
     let mut ranges = ranges(p, proto, true);
@@ -236,7 +253,12 @@ fn why_blocked(p: &mut dyn Platform, out: &mut Printer<'_>, proto: Protocol, por
     )
 }
 
-fn find_free(p: &mut dyn Platform, out: &mut Printer<'_>, proto: Protocol, count: u16) -> Result<(), Error> {
+fn find_free(
+    p: &mut dyn Platform,
+    out: &mut Printer<'_>,
+    proto: Protocol,
+    count: u16,
+) -> Result<(), Error> {
     // Every source is needed here: an unreadable one is an error, not a guess.
     let mut avoid = p.administered(proto)?;
     for family in FAMILIES {
@@ -248,7 +270,11 @@ fn find_free(p: &mut dyn Platform, out: &mut Printer<'_>, proto: Protocol, count
             !matches!(p.try_bind(proto, addr, port), BindOutcome::Bound | BindOutcome::NoStack)
         })
     })
-    .ok_or_else(|| Error::Missing(format!("no block of {count} {proto} ports outside the exclusions and the dynamic range is free")))?;
+    .ok_or_else(|| {
+        Error::Missing(format!(
+            "no block of {count} {proto} ports outside the exclusions and the dynamic range is free"
+        ))
+    })?;
     out.line(
         || json!({"protocol": proto, "start": found.start, "count": found.count, "end": found.end()}),
         || format!("{proto} {found} is free: outside every exclusion and the dynamic range, and not in use (reserve it: `netports reserve {proto} {} {}`, elevated)", found.start, found.count),

@@ -24,7 +24,11 @@ pub enum TeredoCommand {
 ///
 /// # Errors
 /// What the platform reports.
-pub fn execute(command: &TeredoCommand, p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
+pub fn execute(
+    command: &TeredoCommand,
+    p: &mut dyn Platform,
+    out: &mut Printer<'_>,
+) -> Result<(), Error> {
     match command {
         TeredoCommand::Port => {
             let port = p.teredo_port()?;
@@ -36,9 +40,7 @@ pub fn execute(command: &TeredoCommand, p: &mut dyn Platform, out: &mut Printer<
                 },
             )
         }
-        TeredoCommand::Watch => watch(p, out, |ev, out| {
-            out.line(|| json!(ev), || human_event(ev))
-        }),
+        TeredoCommand::Watch => watch(p, out, |ev, out| out.line(|| json!(ev), || human_event(ev))),
     }
 }
 

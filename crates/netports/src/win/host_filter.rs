@@ -72,20 +72,34 @@ impl WfpHostFilters {
         let (add_provider, add_sublayer) = (fwpm_provider_add0()?, fwpm_sublayer_add0()?);
         let name = wide("netports");
         let session = FWPM_SESSION0 {
-            displayData: FWPM_DISPLAY_DATA0 { name: name.as_ptr().cast_mut(), description: std::ptr::null_mut() },
+            displayData: FWPM_DISPLAY_DATA0 {
+                name: name.as_ptr().cast_mut(),
+                description: std::ptr::null_mut(),
+            },
             flags: FWPM_SESSION_FLAG_DYNAMIC,
             ..FWPM_SESSION0::default()
         };
         let mut engine: HANDLE = std::ptr::null_mut();
         // SAFETY: local engine (null server), a valid session whose strings outlive the call,
         // a valid out-pointer.
-        let rc = unsafe { open(std::ptr::null(), RPC_C_AUTHN_WINNT, std::ptr::null(), &raw const session, &raw mut engine) };
+        let rc = unsafe {
+            open(
+                std::ptr::null(),
+                RPC_C_AUTHN_WINNT,
+                std::ptr::null(),
+                &raw const session,
+                &raw mut engine,
+            )
+        };
         check(rc, "FwpmEngineOpen0")?;
         let this = Self { engine, close };
         let provider_name = wide("netports (Teredo exception)");
         let provider = FWPM_PROVIDER0 {
             providerKey: PROVIDER_KEY,
-            displayData: FWPM_DISPLAY_DATA0 { name: provider_name.as_ptr().cast_mut(), description: std::ptr::null_mut() },
+            displayData: FWPM_DISPLAY_DATA0 {
+                name: provider_name.as_ptr().cast_mut(),
+                description: std::ptr::null_mut(),
+            },
             ..FWPM_PROVIDER0::default()
         };
         // SAFETY: an open session and a valid provider; no security descriptor.
@@ -96,7 +110,10 @@ impl WfpHostFilters {
         let mut key = PROVIDER_KEY;
         let sublayer = FWPM_SUBLAYER0 {
             subLayerKey: SUBLAYER_KEY,
-            displayData: FWPM_DISPLAY_DATA0 { name: provider_name.as_ptr().cast_mut(), description: std::ptr::null_mut() },
+            displayData: FWPM_DISPLAY_DATA0 {
+                name: provider_name.as_ptr().cast_mut(),
+                description: std::ptr::null_mut(),
+            },
             providerKey: &raw mut key,
             weight: 0x100,
             ..FWPM_SUBLAYER0::default()

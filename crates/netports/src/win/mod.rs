@@ -119,7 +119,13 @@ impl Platform for WindowsPlatform {
     }
 
     fn dynamic_range(&mut self, proto: Protocol, family: Family) -> Result<PortBlock, Error> {
-        excluded::parse_dynamic_port(&netsh(&["int", family.name(), "show", "dynamicport", proto.name()])?)
+        excluded::parse_dynamic_port(&netsh(&[
+            "int",
+            family.name(),
+            "show",
+            "dynamicport",
+            proto.name(),
+        ])?)
     }
 
     fn try_bind(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {

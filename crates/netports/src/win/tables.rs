@@ -74,7 +74,11 @@ pub fn decode(bytes: &[u8], proto: Protocol, v6: bool) -> Vec<Endpoint> {
     (0..n)
         .map_while(|i| {
             let r = bytes.get(4 + i * row..4 + (i + 1) * row)?;
-            Some(Endpoint { local: addr(r, addr_off, v6), port: port_at(r, port_at_off), pid: u32_at(r, pid_off) })
+            Some(Endpoint {
+                local: addr(r, addr_off, v6),
+                port: port_at(r, port_at_off),
+                pid: u32_at(r, pid_off),
+            })
         })
         .collect()
 }
@@ -85,7 +89,9 @@ pub fn decode(bytes: &[u8], proto: Protocol, v6: bool) -> Vec<Endpoint> {
 /// Unsupported, or the table cannot be read.
 pub fn endpoints(proto: Protocol) -> Result<Vec<Endpoint>, Error> {
     let (f, class, name) = match proto {
-        Protocol::Tcp => (get_extended_tcp_table()?, TCP_TABLE_OWNER_PID_ALL, "GetExtendedTcpTable"),
+        Protocol::Tcp => {
+            (get_extended_tcp_table()?, TCP_TABLE_OWNER_PID_ALL, "GetExtendedTcpTable")
+        }
         Protocol::Udp => (get_extended_udp_table()?, UDP_TABLE_OWNER_PID, "GetExtendedUdpTable"),
     };
     let mut out = Vec::new();
@@ -108,8 +114,7 @@ pub fn endpoints(proto: Protocol) -> Result<Vec<Endpoint>, Error> {
                     words = vec![0u32; (size as usize).div_ceil(4).max(words.len() + 1)];
                 }
                 // No IPv6 stack: no IPv6 endpoints.
-                rc if v6 => {
-                    let _ = rc;
+                _ if v6 => {
                     done = true;
                     break;
                 }
@@ -153,7 +158,9 @@ fn process_name(pid: u32) -> Option<String> {
     let mut buf = [0u16; 520];
     let mut len = u32::try_from(buf.len()).unwrap_or(0);
     // SAFETY: an open process handle and a buffer of `len` code units.
-    let ok = unsafe { QueryFullProcessImageNameW(h, PROCESS_NAME_WIN32, buf.as_mut_ptr(), &raw mut len) };
+    let ok = unsafe {
+        QueryFullProcessImageNameW(h, PROCESS_NAME_WIN32, buf.as_mut_ptr(), &raw mut len)
+    };
     // SAFETY: the handle opened above, closed once.
     unsafe { CloseHandle(h) };
     if ok == 0 {
@@ -173,7 +180,13 @@ mod tests {
         b.extend([127, 0, 0, 1]);
         b.extend([0xC3, 0x50, 0, 0]); // 50000 in network order
         b.extend(7u32.to_le_bytes());
-        assert_eq!(decode(&b, Protocol::Udp, false), vec![Endpoint { local: "127.0.0.1".into(), port: 50_000, pid: 7 }]);
-        assert!(decode(&b[..10], Protocol::Udp, false).is_empty(), "a short table yields what is complete");
+        assert_eq!(
+            decode(&b, Protocol::Udp, false),
+            vec![Endpoint { local: "127.0.0.1".into(), port: 50_000, pid: 7 }]
+        );
+        assert!(
+            decode(&b[..10], Protocol::Udp, false).is_empty(),
+            "a short table yields what is complete"
+        );
     }
 }

@@ -68,10 +68,11 @@ fn teredo_udp_ports() -> Vec<u16> {
 
 /// Reads a raw port through `order`, logging a disagreement.
 fn read_port(source: &str, order: &Mutex<PortOrder>, raw: u16) -> Option<u16> {
-    let reading = order
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .read(source, raw, &mut teredo_udp_ports);
+    let reading = order.lock().unwrap_or_else(PoisonError::into_inner).read(
+        source,
+        raw,
+        &mut teredo_udp_ports,
+    );
     if let Some(w) = reading.warning {
         eprintln!("netports: warning: {w}");
     }
@@ -213,14 +214,8 @@ unsafe extern "system" fn on_system_ports(context: *mut c_void, ports: *const FW
 
 /// The OS registration behind a watcher.
 enum Registration {
-    SystemPorts {
-        handle: usize,
-        unsubscribe: unsafe extern "system" fn(HANDLE, HANDLE) -> u32,
-    },
-    TeredoChange {
-        handle: usize,
-        cancel: unsafe extern "system" fn(HANDLE) -> u32,
-    },
+    SystemPorts { handle: usize, unsubscribe: unsafe extern "system" fn(HANDLE, HANDLE) -> u32 },
+    TeredoChange { handle: usize, cancel: unsafe extern "system" fn(HANDLE) -> u32 },
 }
 
 impl Registration {
