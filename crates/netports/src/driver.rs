@@ -10,6 +10,8 @@ use crate::error::Error;
 
 /// `STATUS_BUFFER_TOO_SMALL`.
 pub const STATUS_BUFFER_TOO_SMALL: i32 = 0xC000_0023_u32.cast_signed();
+/// `STATUS_REVISION_MISMATCH`: the driver does not speak this protocol version.
+pub const STATUS_REVISION_MISMATCH: i32 = 0xC000_0059_u32.cast_signed();
 /// `STATUS_NOT_FOUND`.
 pub const STATUS_NOT_FOUND: i32 = 0xC000_0225_u32.cast_signed();
 /// How often [`DriverClient::edit_rules`] re-reads and re-applies an edit that raced
@@ -80,6 +82,12 @@ impl<T: Transport> DriverClient<T> {
                     out_len = reply.information.max(out_len * 2).min(MAX_OUTPUT);
                 }
                 STATUS_NOT_FOUND => return Err(Error::NotFound),
+                STATUS_REVISION_MISMATCH => {
+                    return Err(Error::Protocol(format!(
+                        "the driver does not speak control protocol {} (an older or newer vsflow.sys): install netports and the driver from the same release",
+                        vsflow_proto::PROTOCOL_VERSION
+                    )));
+                }
                 response::STATUS_RULES_CHANGED => {
                     return Err(Error::RulesChanged { read: rules_read(req) });
                 }
@@ -250,5 +258,32 @@ impl<T: Transport> DriverClient<T> {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Refusing(i32);
+
+    impl Transport for Refusing {
+        fn ioctl(&mut self, _: u32, _: &[u8], _: usize) -> Result<IoctlReply, Error> {
+            Ok(IoctlReply { status: self.0, information: 0, output: Vec::new() })
+        }
+    }
+
+    #[test]
+    fn driver_statuses_become_clear_errors() {
+        let err = DriverClient::new(Refusing(STATUS_REVISION_MISMATCH)).version().unwrap_err();
+        assert!(
+            matches!(&err, Error::Protocol(m) if m.contains("does not speak control protocol 2")),
+            "{err}"
+        );
+        let port = PortRef { switch_id: 1, port_id: 7 };
+        assert_eq!(
+            DriverClient::new(Refusing(response::STATUS_RULES_CHANGED)).replace_rules(port, 9, &[]),
+            Err(Error::RulesChanged { read: 9 })
+        );
     }
 }
