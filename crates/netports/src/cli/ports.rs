@@ -46,7 +46,7 @@ pub enum PortsCommand {
     },
     /// Administered reservations, excluded ranges (IPv4 and IPv6) and the dynamic port range.
     List,
-    /// Why binding a port fails: binds it on 0.0.0.0, 127.0.0.1, `[::]` and `[::1]`, then names
+    /// Why binding a port fails: binds it on the IPv4 and IPv6 wildcard and loopback addresses, then names
     /// the socket, exclusion or reservation responsible.
     WhyBlocked {
         /// The port.
