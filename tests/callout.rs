@@ -153,7 +153,8 @@ fn a_control_request_that_fails_for_a_small_output_buffer_changes_nothing() {
     assert_eq!(status, sys::STATUS_BUFFER_TOO_SMALL);
     let mut space = [0u8; 24];
     let list = rule_list(&[ssh_rule()], &mut space).expect("rules");
-    let (status, _) = h.control(&Request::ReplaceRules { port, rules: list }, 1);
+    let expected_version = before[0].rules_version;
+    let (status, _) = h.control(&Request::ReplaceRules { port, expected_version, rules: list }, 1);
     assert_eq!(status, sys::STATUS_BUFFER_TOO_SMALL);
     let created = port_counter(&h, port, "flows_created");
     let (status, _) = h.control(&Request::ClearCounters { port: Some(port) }, 0);
