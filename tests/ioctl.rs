@@ -36,7 +36,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     let (status, _, bytes) = call(&h, &Request::GetVersion, 64);
     assert_eq!(status, 0);
     let version = VersionInfo::decode(&bytes).expect("version");
-    assert_eq!((version.protocol, version.format), (1, [1, 0]));
+    assert_eq!((version.protocol, version.format), (1, [1, 1]));
 
     let (_, _, bytes) = call(&h, &Request::GetConfig, 64);
     let config = ConfigInfo::decode(&bytes).expect("config");
@@ -71,8 +71,11 @@ fn version_config_ports_flows_and_counters_are_reported() {
     assert!(seen.iter().all(|f| f.key.remote_port == 443 && f.opener == vsflow_core::Opener::Vm));
 
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
-    let mut port_counters = [0u64; 14];
-    assert_eq!(response::decode_counters(&bytes, &mut port_counters), Ok(14));
+    let mut port_counters = [0u64; vsflow_core::PortCounters::COUNT];
+    assert_eq!(
+        response::decode_counters(&bytes, &mut port_counters),
+        Ok(vsflow_core::PortCounters::COUNT)
+    );
     assert_eq!(port_counters[2], 25, "flows_created");
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: None }, 512);
     let mut driver_counters = [0u64; 15];
@@ -81,7 +84,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     assert_eq!(call(&h, &Request::ClearCounters { port: None }, 64).0, 0);
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
     response::decode_counters(&bytes, &mut port_counters).expect("counters");
-    assert_eq!(port_counters, [0; 14]);
+    assert_eq!(port_counters, [0; vsflow_core::PortCounters::COUNT]);
     finish(&mut h);
 }
 

@@ -35,9 +35,10 @@ use crate::time::{Tick, secs};
 /// Bits in one fingerprint.
 pub const FINGERPRINT_BITS: u32 = 32;
 
-/// Most fingerprints one blob may carry: `MAX_FINGERPRINTS / 2^32 <= 1e-5`, so the false
-/// match probability per unknown packet stays within the target for any blob a decoder
-/// accepts. (A 60 KiB blob holds about 26,000.)
+/// Most fingerprints one blob may carry: `MAX_FINGERPRINTS / 2^32 <= 1e-5`.
+///
+/// So the false match probability per unknown packet stays within the target for any blob a
+/// decoder accepts. (A 60 KiB blob holds about 26,000.)
 pub const MAX_FINGERPRINTS: usize = 42_949;
 
 /// Default pickup window: fingerprints match for this long after the restore (5 minutes).
@@ -215,7 +216,7 @@ impl Pickup {
     }
 
     /// The classify hook: true if `key` (a flow the table does not know) matches a fingerprint
-    /// not yet used, within the window; that fingerprint is then used up. Cost: one SipHash of
+    /// not yet used, within the window; that fingerprint is then used up. Cost: one `SipHash` of
     /// at most 38 bytes and a binary search, only while armed.
     pub fn take(&mut self, key: &FlowKey, now: Tick) -> bool {
         if !self.is_armed(now) {

@@ -54,11 +54,11 @@ pub fn full_port(now: u64) -> Port {
 
 /// `n` established TCP connections opened by the VM (`10.0.0.2`) to random peers over the
 /// last hour, on a port whose bound holds them all.
-pub fn established_port(now: u64, n: u32) -> Port {
-    let mut p = port(n, n);
-    let mut r = Mix(0xE57A_B115_4ED0);
-    for i in 0..n {
-        let b = r.next().to_le_bytes();
+pub fn established_port(now: u64, count: u32) -> Port {
+    let mut p = port(count, count);
+    let mut rng = Mix(0xE57A_B115_4ED0);
+    for i in 0..count {
+        let b = rng.next().to_le_bytes();
         let syn = PacketMeta::ipv4(
             Direction::Outbound,
             protocol::TCP,
@@ -69,7 +69,7 @@ pub fn established_port(now: u64, n: u32) -> Port {
             0x02,
             60,
         );
-        let t = now - u64::from(n - i) * 36_000_000_000 / u64::from(n);
+        let t = now - u64::from(count - i) * 36_000_000_000 / u64::from(count);
         p.classify(&syn, t);
         p.classify(&syn.reply(0x12), t + 1);
     }

@@ -199,10 +199,11 @@ pub fn apply_with(
     })
 }
 
-/// Records a lenient restore that carries nothing (a blob of an unknown major version, or a
-/// damaged or empty one under the lenient policy): the port is emptied as documented (no
-/// flows, no fingerprints; its mode and rules stay as configured on this host) and the event
-/// is counted.
+/// Records a lenient restore that carries nothing, emptying the port.
+///
+/// For a blob of an unknown major version, or a damaged or empty one under the lenient policy:
+/// the port is emptied as documented (no flows, no fingerprints; its mode and rules stay as
+/// configured on this host) and the event is counted.
 pub fn apply_empty(port: &mut Port) {
     port.table.clear();
     port.pickup.clear();

@@ -401,6 +401,7 @@ fn decode_fingerprints(payload: &[u8]) -> Result<FingerprintSet, DecodeError> {
     Ok(FingerprintSet::from_sorted(salt, values))
 }
 
+#[allow(clippy::too_many_lines, reason = "one entry layout, field by field")]
 fn decode_compact(
     kind: u16,
     dict: Option<&[u8]>,

@@ -190,9 +190,11 @@ pub fn encode(
     encode_source(&LivePort { port, now }, config, out)
 }
 
-/// Encodes a [`PortState`] (tools, fixtures, tests). The state's `save_info` is replaced by
-/// what this encode does; its `minor` is ignored (this build writes [`format::MINOR`]).
-/// Fingerprints the state carries are written again if they fit.
+/// Encodes a [`PortState`] (tools, fixtures, tests).
+///
+/// The state's `save_info` is replaced by what this encode does; its `minor` is ignored (this
+/// build writes [`format::MINOR`]). Fingerprints the state carries are written again if they
+/// fit.
 ///
 /// # Errors
 /// As [`encode`].
@@ -267,12 +269,11 @@ impl Dict {
         for s in flows.clone() {
             let a = s.key.remote_addr;
             let h = hasher.hash_one(a);
-            match seen.find_mut(h, |(x, _)| *x == a) {
-                Some((_, n)) => *n += 1,
-                None => {
-                    seen.try_reserve(1, |(x, _)| hasher.hash_one(x))?;
-                    seen.insert_unique(h, (a, 1), |(x, _)| hasher.hash_one(x));
-                }
+            if let Some((_, n)) = seen.find_mut(h, |(x, _)| *x == a) {
+                *n += 1;
+            } else {
+                seen.try_reserve(1, |(x, _)| hasher.hash_one(x))?;
+                seen.insert_unique(h, (a, 1), |(x, _)| hasher.hash_one(x));
             }
         }
         for s in flows {
@@ -339,10 +340,10 @@ fn entry_len(
         n += 1;
     }
     n += if dict.find(&s.key.remote_addr).is_some() { lay.rw } else { addr_len(s.key.family) };
-    if let Admission::Rule(v) = s.admission {
-        if v != rules_version {
-            n += varint_len(u64::from(rules_version.wrapping_sub(v)));
-        }
+    if let Admission::Rule(v) = s.admission
+        && v != rules_version
+    {
+        n += varint_len(u64::from(rules_version.wrapping_sub(v)));
     }
     let (last_s, dur_m) = coarse_ages(s);
     n += varint_len(last_s) + varint_len(dur_m);
@@ -771,7 +772,7 @@ fn plan(
     }
     let mut fps = Vec::new();
     fps.try_reserve_exact(pool.len())?;
-    let mut last = None;
+    let mut prev_value = None;
     for &(v, p) in &pool {
         let keep = if p == 0 {
             m > 0
@@ -780,9 +781,9 @@ fn plan(
             let i = by_prio.get(p as usize - 1).copied().unwrap_or(u32::MAX);
             take.get(i as usize) == Some(&1)
         };
-        if keep && last != Some(v) {
+        if keep && prev_value != Some(v) {
             fps.push(v);
-            last = Some(v);
+            prev_value = Some(v);
         }
     }
     let carried_kept = if m > 0 { carried.flows } else { 0 };

@@ -81,8 +81,9 @@ pub mod rec {
     pub const COMPACT_V4: u16 = 11;
     /// 1.1: compact IPv6 flows.
     pub const COMPACT_V6: u16 = 12;
-    /// 1.1: fingerprints of established connections saved without an exact record:
-    /// salt 2 x u64, bits u8 (32), encoding u8 (0: Golomb-Rice), Rice parameter u8 (<= 31),
+    /// 1.1: fingerprints of established connections saved without an exact record.
+    ///
+    /// Salt 2 x u64, bits u8 (32), encoding u8 (0: Golomb-Rice), Rice parameter u8 (<= 31),
     /// reserved u8 (0), count u32, then the Rice-coded sorted distinct values (see
     /// `codec::rice`) filling the rest of the payload exactly.
     pub const FINGERPRINTS: u16 = 13;

@@ -49,7 +49,7 @@ pub fn best_k(values: &[u32]) -> u8 {
     // Near-optimal for geometric gaps of mean m: floor(log2(m * ln 2)); check its neighbours.
     let m = ((1u64 << 32) / n).max(1) * 11 / 16;
     #[allow(clippy::cast_possible_truncation, reason = "at most 63")]
-    let guess = (63 - m.max(1).leading_zeros()) as u8;
+    let guess = m.max(1).ilog2() as u8;
     let guess = guess.min(MAX_K);
     let mut best = (bits(values, guess), guess);
     for k in [guess.saturating_sub(1), guess.saturating_add(1).min(MAX_K)] {
@@ -131,49 +131,47 @@ pub fn decode(bytes: &[u8], k: u8, count: u32) -> Result<Vec<u32>, RiceError> {
     }
     // Each value takes at least k + 1 bits: refuse counts the bytes cannot hold before
     // reserving memory for them.
-    let n = usize::try_from(count).map_err(|_| RiceError::Truncated)?;
-    if (n as u64).saturating_mul(u64::from(k) + 1) > (bytes.len() as u64).saturating_mul(8) {
+    let available = u64::try_from(bytes.len()).unwrap_or(u64::MAX).saturating_mul(8);
+    if u64::from(count).saturating_mul(u64::from(k) + 1) > available {
         return Err(RiceError::Truncated);
     }
-    let mut out = Vec::new();
-    out.try_reserve_exact(n).map_err(|_| RiceError::OutOfMemory)?;
-    let mut r = BitReader { bytes, pos: 0 };
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(usize::try_from(count).map_err(|_| RiceError::OutOfMemory)?)
+        .map_err(|_| RiceError::OutOfMemory)?;
+    let mut reader = BitReader { bytes, pos: 0 };
     let mut prev: Option<u32> = None;
     for _ in 0..count {
-        let mut q = 0u64;
+        let mut quotient = 0u64;
         loop {
-            match r.bit() {
+            match reader.bit() {
                 None => return Err(RiceError::Truncated),
                 Some(true) => {
-                    q += 1;
-                    if q > u64::from(u32::MAX) {
+                    quotient += 1;
+                    if quotient > u64::from(u32::MAX) {
                         return Err(RiceError::Overflow);
                     }
                 }
                 Some(false) => break,
             }
         }
-        let low = r.bits(u32::from(k)).ok_or(RiceError::Truncated)?;
-        let d = (q << k) | low;
-        let v = match prev {
-            None => d,
-            Some(p) => u64::from(p) + 1 + d,
-        };
-        let v = u32::try_from(v).map_err(|_| RiceError::Overflow)?;
-        out.push(v);
-        prev = Some(v);
+        let low = reader.bits(u32::from(k)).ok_or(RiceError::Truncated)?;
+        let gap = (quotient << k) | low;
+        let value = prev.map_or(gap, |p| u64::from(p) + 1 + gap);
+        let value = u32::try_from(value).map_err(|_| RiceError::Overflow)?;
+        values.push(value);
+        prev = Some(value);
     }
     // Canonical end: only zero padding in the last byte, no byte after it.
-    let used_bytes = r.pos.div_ceil(8);
-    if used_bytes != bytes.len() {
+    if reader.pos.div_ceil(8) != bytes.len() {
         return Err(RiceError::Trailing);
     }
-    while r.pos % 8 != 0 {
-        if r.bit() != Some(false) {
+    while !reader.pos.is_multiple_of(8) {
+        if reader.bit() != Some(false) {
             return Err(RiceError::Trailing);
         }
     }
-    Ok(out)
+    Ok(values)
 }
 
 struct BitReader<'a> {
