@@ -153,7 +153,8 @@ fn a_control_request_that_fails_for_a_small_output_buffer_changes_nothing() {
     assert_eq!(status, sys::STATUS_BUFFER_TOO_SMALL);
     let mut space = [0u8; 24];
     let list = rule_list(&[ssh_rule()], &mut space).expect("rules");
-    let (status, _) = h.control(&Request::ReplaceRules { port, rules: list }, 1);
+    let expected_version = before[0].rules_version;
+    let (status, _) = h.control(&Request::ReplaceRules { port, expected_version, rules: list }, 1);
     assert_eq!(status, sys::STATUS_BUFFER_TOO_SMALL);
     let created = port_counter(&h, port, "flows_created");
     let (status, _) = h.control(&Request::ClearCounters { port: Some(port) }, 0);
@@ -427,5 +428,35 @@ fn the_nic_name_from_nic_events_is_saved_with_the_port() {
         panic!("a known format");
     };
     assert_eq!(state.nic.map(|n| n.to_string()).as_deref(), Some("Microsoft:GUEST-NIC-0001"));
+    finish(&mut h);
+}
+
+#[test]
+fn the_driver_classify_count_keeps_the_calls_of_deleted_ports() {
+    let (mut h, sw) = host(24, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    let _ = open_connections(&mut h, sw, 5, 4);
+    let before = h.driver().stats().classify_calls;
+    assert!(before >= 12, "{before}");
+    assert_eq!(h.delete_port(sw, 5), 0);
+    assert_eq!(h.driver().stats().classify_calls, before, "counted per port, kept at delete");
+    finish(&mut h);
+}
+
+// A port created to receive a restore that never comes (the source host saved nothing for
+// vsflow) must not stay in Monitor forever: the window closes after RestoreWindowSeconds.
+#[test]
+fn a_restore_window_without_a_restore_closes_after_its_deadline() {
+    use vsflow_core::IpFamily;
+    let (mut h, sw) = host(25, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, true);
+    let remote = vsflow_sim::traffic::remote_addr(IpFamily::V4, 1, false);
+    let syn = |sport| vsflow_sim::traffic::inbound_syn(IpFamily::V4, remote, sport, 5, 8080);
+    let ext = vsflow_sim::host::EXTERNAL_PORT;
+    assert_eq!(h.transmit(sw, ext, 5, &syn(4000)), vsflow_sim::PacketFate::Delivered, "window");
+    assert!(h.list_ports()[0].restoring);
+    h.advance(61 * 10_000_000);
+    assert_ne!(h.transmit(sw, ext, 5, &syn(4001)), vsflow_sim::PacketFate::Delivered, "enforced");
+    assert!(!h.list_ports()[0].restoring);
     finish(&mut h);
 }

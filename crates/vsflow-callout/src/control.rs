@@ -166,11 +166,11 @@ impl<S: KernelServices> Driver<S> {
                     written(response::encode_empty(output))
                 })
             }
-            Request::ReplaceRules { port, rules } => {
+            Request::ReplaceRules { port, expected_version, rules } => {
                 if let Some(fail) = too_small(output, |o| response::encode_rules_version(0, o)) {
                     return fail;
                 }
-                self.replace_rules(port, rules.iter(), rules.len(), output)
+                self.replace_rules(port, expected_version, rules.iter(), rules.len(), output)
             }
         }
     }
@@ -227,6 +227,7 @@ impl<S: KernelServices> Driver<S> {
     fn replace_rules(
         &self,
         port: PortRef,
+        expected_version: u32,
         rules: impl Iterator<Item = AllowRule>,
         len: usize,
         output: &mut [u8],
@@ -237,10 +238,16 @@ impl<S: KernelServices> Driver<S> {
             return IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES);
         }
         list.extend(rules);
-        self.with_port(port, |e| match e.port.replace_rules(&list) {
-            Ok(version) => written(response::encode_rules_version(version, output)),
-            Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
-            Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
+        // Compare and replace under the port's lock: an edit based on stale rules is refused.
+        self.with_port(port, |e| {
+            if e.port.rules().version() != expected_version {
+                return IoctlOutcome::fail(response::STATUS_RULES_CHANGED);
+            }
+            match e.port.replace_rules(&list) {
+                Ok(version) => written(response::encode_rules_version(version, output)),
+                Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
+                Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
+            }
         })
     }
 }

@@ -31,6 +31,7 @@ use crate::driver::Driver;
 use crate::error::CalloutError;
 use crate::instances;
 use crate::keys::{self, HOOKS};
+use crate::percpu::Counter;
 use crate::services::{KernelServices, LogLevel, RawRundown};
 use crate::trace::TraceEvent;
 
@@ -451,7 +452,8 @@ impl<S: KernelServices> Driver<S> {
         // 5. Callouts (waits and retries while busy).
         self.unregister_callouts();
         // 6. Classify calls in flight drained, every port (and its save buffer) freed.
-        self.ports.close();
+        let calls = self.ports.close();
+        self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
         instances::unregister(self.address());
         self.reg.lock().phase = Phase::Stopped;
         self.log(LogLevel::Info, format_args!("stopped"));

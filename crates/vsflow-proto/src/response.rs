@@ -379,6 +379,13 @@ pub fn decode_counters(bytes: &[u8], out: &mut [u64]) -> Result<usize, ProtoErro
     Ok(n)
 }
 
+/// The status of a stale [`crate::Request::ReplaceRules`].
+///
+/// Its `expected_version` is no longer the port's rule-set version (someone replaced the rules
+/// since the caller read them): `STATUS_TRANSACTIONAL_CONFLICT`, which `DeviceIoControl` reports as
+/// `ERROR_TRANSACTIONAL_CONFLICT` (6800). Nothing was replaced; read again and retry.
+pub const STATUS_RULES_CHANGED: i32 = 0xC019_0001_u32.cast_signed();
+
 /// [`crate::Ioctl::ReplaceRules`]'s answer: the new rule-set version.
 ///
 /// # Errors

@@ -385,8 +385,11 @@ impl Host {
         self.list_ports()
             .iter()
             .filter(|p| {
-                let req =
-                    vsflow_proto::request::Request::ReplaceRules { port: p.port, rules: list };
+                let req = vsflow_proto::request::Request::ReplaceRules {
+                    port: p.port,
+                    expected_version: p.rules_version,
+                    rules: list,
+                };
                 sys::nt_success(self.control(&req, 64).0)
             })
             .count()

@@ -116,7 +116,7 @@ impl<S: KernelServices> Driver<S> {
                     self.cancel_switch(id);
                     match self.ports.update(|m| m.remove_switch(id)) {
                         // Freed here, after the map's locks are released.
-                        Ok(gone) => drop(gone),
+                        Ok(gone) => gone.into_iter().for_each(|slot| self.retire(slot)),
                         Err(e) => self.log(LogLevel::Error, format_args!("switch delete: {e}")),
                     }
                 }
@@ -159,6 +159,13 @@ impl<S: KernelServices> Driver<S> {
             vm_nic: false,
             save_buffer: alloc::vec::Vec::new(),
             last_restore: None,
+            window_deadline: if restoring {
+                self.services.now().saturating_add(vsflow_core::time::secs(u64::from(
+                    self.config.restore_window_secs,
+                )))
+            } else {
+                vsflow_core::Tick::MAX
+            },
             classify_calls: 0,
         };
         let slot = try_box(PortSlot {
@@ -168,8 +175,17 @@ impl<S: KernelServices> Driver<S> {
         })?;
         let replaced = self.ports.update(move |m| m.insert_port(slot).map_err(|(e, _slot)| e))?;
         // A port this one replaced is freed here, after the map's locks are released.
-        drop(replaced);
+        if let Some(slot) = replaced {
+            self.retire(slot);
+        }
         Ok(())
+    }
+
+    /// Frees a port taken out of the map, keeping its classify count in the driver's.
+    fn retire(&self, slot: alloc::boxed::Box<PortSlot<S::Lock>>) {
+        let calls = slot.state.lock().classify_calls;
+        self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
+        drop(slot);
     }
 
     /// Port created or deleted.
@@ -202,7 +218,7 @@ impl<S: KernelServices> Driver<S> {
                     // Out of the map under every processor's lock (no reader inside), then its
                     // table and save buffer are freed here.
                     match self.ports.update(|m| Ok(m.remove_port(key))) {
-                        Ok(gone) => drop(gone),
+                        Ok(gone) => gone.into_iter().for_each(|slot| self.retire(slot)),
                         Err(e) => {
                             self.log(
                                 LogLevel::Error,
