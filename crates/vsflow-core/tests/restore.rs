@@ -268,3 +268,14 @@ fn applying_the_same_blob_again_still_ends_the_restore_window() {
         Verdict::Block(BlockReason::Unsolicited)
     );
 }
+
+#[test]
+fn a_replayed_begin_restore_keeps_the_operators_change() {
+    let state = save(&source(), 10);
+    let mut dst = port(Mode::Enforce);
+    dst.begin_restore();
+    dst.replace_rules(&[rule(443)]).unwrap();
+    dst.begin_restore();
+    codec::apply(&mut dst, &state, 20).unwrap();
+    assert_eq!(dst.rules().rules(), &[rule(443)]);
+}
