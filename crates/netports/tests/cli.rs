@@ -567,6 +567,40 @@ fn concurrent_rule_edits_never_lose_an_update() {
 }
 
 #[test]
+fn a_rules_file_dumped_before_someone_elses_edit_is_refused_not_applied_over_it() {
+    let host = host_with_port();
+    let mut p = TestPlatform::new();
+    p.host = Some(Rc::clone(&host));
+    let file = std::env::temp_dir().join(format!("netports-dump-{}.txt", std::process::id()));
+    // The usual workflow: dump, edit the file, apply it.
+    let dump = run(&mut p, &["driver", "rules", "vm-seven"]).1;
+    assert_eq!(dump, "# vm-seven rules, version 0\n");
+    std::fs::write(&file, format!("{dump}allow tcp 80\n")).unwrap();
+    // Meanwhile another administrator allows ssh.
+    assert_eq!(
+        run(&mut p, &["driver", "allow", "vm-seven", "tcp", "22"]).1,
+        "vm-seven: allowed allow tcp 22 (version 1)\n"
+    );
+    let (code, out, err) = run(&mut p, &["driver", "rules", "vm-seven", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (5, ""), "{err}");
+    assert!(err.contains("rules changed since they were read (version 0)"), "{err}");
+    assert_eq!(
+        run(&mut p, &["driver", "rules", "vm-seven"]).1,
+        "# vm-seven rules, version 1\nallow tcp 22\n",
+        "the other administrator's rule is kept"
+    );
+    // Dumped again (version 1) and edited, it applies.
+    std::fs::write(&file, "# vm-seven rules, version 1\nallow tcp 22\nallow tcp 80\n").unwrap();
+    assert_eq!(
+        run(&mut p, &["driver", "rules", "vm-seven", file.to_str().unwrap()]).1,
+        "vm-seven: 2 rule(s) installed (version 2)\n"
+    );
+    let _ = std::fs::remove_file(&file);
+    host.borrow_mut().unload_driver();
+    assert!(host.borrow().violations().is_empty());
+}
+
+#[test]
 fn nsp_install_checks_the_catalog_and_explains_refusals() {
     let mut p = TestPlatform::new();
     p.catalog.install_code = Some(11_003);
