@@ -470,16 +470,33 @@ fn driver_commands_against_the_simulated_driver() {
         "# vm-seven rules, version 1\nallow tcp 22 from 203.0.113.0/24\nallow udp 3544\n"
     );
     std::fs::write(&file, "allow tcp 99-1\n").unwrap();
+    // A malformed rules file is the user's input: exit 2, and not called a driver answer.
     let (code, _, err) = run(&mut p, &["driver", "rules", "7", file.to_str().unwrap()]);
-    assert_eq!(code, 1);
-    assert!(err.contains("line 1: port range end before start"), "{err}");
+    assert_eq!(
+        (code, err),
+        (
+            2,
+            format!(
+                "netports: {}: line 1: port range end before start: 'allow tcp 99-1'\n",
+                file.display()
+            )
+        )
+    );
+    let gone = dir.join("no-such-file.txt");
+    let (code, _, err) = run(&mut p, &["driver", "rules", "7", gone.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with(&format!("netports: {}: ", gone.display())), "{err}");
     let out = run(&mut p, &["--json", "driver", "counters", "vm-seven", "--clear"]).1;
     assert!(out.contains("\"flows_created\":3"), "{out}");
     assert!(
         run(&mut p, &["driver", "counters", "vm-seven"]).1.contains("flows_created            0")
     );
+    // An unknown VM port is named as such, not as a missing reservation.
     let (code, _, err) = run(&mut p, &["driver", "flows", "nope"]);
-    assert_eq!((code, err.contains("not found")), (6, true));
+    assert_eq!(
+        (code, err.as_str()),
+        (6, "netports: no VM port 'nope' is tracked by the driver (see `netports driver ports`)\n")
+    );
     let _ = std::fs::remove_dir_all(&dir);
     host.borrow_mut().unload_driver();
     assert!(host.borrow().violations().is_empty());
