@@ -161,10 +161,11 @@ pub fn execute(
         }
         DriverCommand::Rules { port, file: Some(file) } => {
             let info = client.find_port(port)?;
+            // The file is the user's input: unreadable or malformed is exit 2.
             let text = std::fs::read_to_string(file)
-                .map_err(|e| Error::Protocol(format!("{}: {e}", file.display())))?;
+                .map_err(|e| Error::Invalid(format!("{}: {e}", file.display())))?;
             let rules = rules_file::parse(&text)
-                .map_err(|e| Error::Protocol(format!("{}: {e}", file.display())))?;
+                .map_err(|e| Error::Invalid(format!("{}: {e}", file.display())))?;
             // A dump's header names the version it was read at: someone else's edit since
             // then is refused, not overwritten. Without one, replace what is there now (a
             // concurrent edit between this read and the replace is still refused).
