@@ -20,7 +20,8 @@ use vsflow_sim::Host;
 use vsflow_sim::host::EXTERNAL_PORT;
 
 /// The simulator's control device; `race` replaces a port's rules behind the client's back
-/// before the next `ReplaceRules` reaches the driver (a concurrent editor).
+/// before the next `ReplaceRules` reaches the driver (a concurrent editor, one whole
+/// read-modify-write through the driver per queued rule, one per `ReplaceRules`).
 struct SimTransport {
     host: Rc<RefCell<Host>>,
     race: Rc<RefCell<Vec<vsflow_core::AllowRule>>>,
@@ -28,8 +29,9 @@ struct SimTransport {
 
 impl Transport for SimTransport {
     fn ioctl(&mut self, code: u32, input: &[u8], output_len: usize) -> Result<IoctlReply, Error> {
-        let sneak: Vec<_> = if code == Ioctl::ReplaceRules.code() {
-            self.race.borrow_mut().drain(..).collect()
+        let sneak: Vec<_> = if code == Ioctl::ReplaceRules.code() && !self.race.borrow().is_empty()
+        {
+            vec![self.race.borrow_mut().remove(0)]
         } else {
             Vec::new()
         };
@@ -579,6 +581,38 @@ fn concurrent_rule_edits_never_lose_an_update() {
         "# vm-seven rules, version 4\nallow udp 3544\nallow tcp 22\n"
     );
     let _ = std::fs::remove_file(&file);
+    host.borrow_mut().unload_driver();
+    assert!(host.borrow().violations().is_empty());
+}
+
+#[test]
+fn an_edit_that_keeps_losing_the_race_gives_up_cleanly_and_every_other_edit_is_kept() {
+    let host = host_with_port();
+    let mut p = TestPlatform::new();
+    p.host = Some(Rc::clone(&host));
+    let other = |port: u16| netports::rules_file::parse(&format!("allow tcp {port}")).unwrap()[0];
+    // Another editor lands a change before each of our replaces, EDIT_ATTEMPTS - 1 times: the
+    // last attempt wins and nothing is lost.
+    let n = u16::try_from(netports::driver::EDIT_ATTEMPTS).unwrap();
+    p.race.borrow_mut().extend((1..n).map(other));
+    let (code, out, err) = run(&mut p, &["driver", "allow", "vm-seven", "udp", "3544"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("vm-seven: allowed allow udp 3544 (version {n})\n"));
+    let rules = run(&mut p, &["driver", "rules", "vm-seven"]).1;
+    for port in 1..n {
+        assert!(rules.contains(&format!("allow tcp {port}\n")), "{rules}");
+    }
+    // EDIT_ATTEMPTS times: netports gives up (exit 5) without replacing anything.
+    p.race.borrow_mut().extend((100..100 + n).map(other));
+    let (code, out, err) = run(&mut p, &["driver", "disallow", "vm-seven", "udp", "3544"]);
+    assert_eq!((code, out.as_str()), (5, ""), "{err}");
+    assert!(err.contains("rules changed since they were read"), "{err}");
+    let rules = run(&mut p, &["driver", "rules", "vm-seven"]).1;
+    assert!(rules.starts_with(&format!("# vm-seven rules, version {}\n", 2 * n)), "{rules}");
+    assert!(rules.contains("allow udp 3544\n"), "our removal was not applied: {rules}");
+    for port in 100..100 + n {
+        assert!(rules.contains(&format!("allow tcp {port}\n")), "{rules}");
+    }
     host.borrow_mut().unload_driver();
     assert!(host.borrow().violations().is_empty());
 }
