@@ -417,6 +417,20 @@ fn acquire_reports_the_block_and_token() {
     );
 }
 
+/// A platform whose driver is vsflow on the simulator, with one VM port (`vm-seven`).
+fn with_driver() -> (Rc<RefCell<Host>>, TestPlatform) {
+    let host = host_with_port();
+    let mut p = TestPlatform::new();
+    p.host = Some(Rc::clone(&host));
+    (host, p)
+}
+
+/// Unloads the simulated driver and checks it broke none of the simulator's rules.
+fn unload_cleanly(host: &Rc<RefCell<Host>>) {
+    host.borrow_mut().unload_driver();
+    assert!(host.borrow().violations().is_empty(), "{:?}", host.borrow().violations());
+}
+
 fn host_with_port() -> Rc<RefCell<Host>> {
     let mut h = Host::new(11);
     h.load_driver(vsflow_callout::DriverConfig::default()).unwrap();
@@ -500,15 +514,12 @@ fn driver_commands_against_the_simulated_driver() {
         (6, "netports: no VM port 'nope' is tracked by the driver (see `netports driver ports`)\n")
     );
     let _ = std::fs::remove_dir_all(&dir);
-    host.borrow_mut().unload_driver();
-    assert!(host.borrow().violations().is_empty());
+    unload_cleanly(&host);
 }
 
 #[test]
 fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
-    let host = host_with_port();
-    let mut p = TestPlatform::new();
-    p.host = Some(Rc::clone(&host));
+    let (host, mut p) = with_driver();
     p.events =
         vec![TeredoEvent::Changed { port: Some(52_000) }, TeredoEvent::Changed { port: None }];
     let (code, out, err) = run(&mut p, &["teredo-exception"]);
@@ -523,7 +534,7 @@ fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
         "# vm-seven rules, version 0\n",
         "the VM's rules are not touched"
     );
-    host.borrow_mut().unload_driver();
+    unload_cleanly(&host);
 }
 
 #[test]
@@ -546,9 +557,7 @@ fn a_stopped_teredo_client_says_so() {
 
 #[test]
 fn concurrent_rule_edits_never_lose_an_update() {
-    let host = host_with_port();
-    let mut p = TestPlatform::new();
-    p.host = Some(Rc::clone(&host));
+    let (host, mut p) = with_driver();
     let ssh = netports::rules_file::parse("allow tcp 22").unwrap()[0];
     // Someone adds ssh between our read and our replace: the driver refuses ours, netports
     // reads again and re-applies its edit.
@@ -581,15 +590,12 @@ fn concurrent_rule_edits_never_lose_an_update() {
         "# vm-seven rules, version 4\nallow udp 3544\nallow tcp 22\n"
     );
     let _ = std::fs::remove_file(&file);
-    host.borrow_mut().unload_driver();
-    assert!(host.borrow().violations().is_empty());
+    unload_cleanly(&host);
 }
 
 #[test]
 fn an_edit_that_keeps_losing_the_race_gives_up_cleanly_and_every_other_edit_is_kept() {
-    let host = host_with_port();
-    let mut p = TestPlatform::new();
-    p.host = Some(Rc::clone(&host));
+    let (host, mut p) = with_driver();
     let other = |port: u16| netports::rules_file::parse(&format!("allow tcp {port}")).unwrap()[0];
     // Another editor lands a change before each of our replaces, EDIT_ATTEMPTS - 1 times: the
     // last attempt wins and nothing is lost.
@@ -613,15 +619,12 @@ fn an_edit_that_keeps_losing_the_race_gives_up_cleanly_and_every_other_edit_is_k
     for port in 100..100 + n {
         assert!(rules.contains(&format!("allow tcp {port}\n")), "{rules}");
     }
-    host.borrow_mut().unload_driver();
-    assert!(host.borrow().violations().is_empty());
+    unload_cleanly(&host);
 }
 
 #[test]
 fn a_rules_file_dumped_before_someone_elses_edit_is_refused_not_applied_over_it() {
-    let host = host_with_port();
-    let mut p = TestPlatform::new();
-    p.host = Some(Rc::clone(&host));
+    let (host, mut p) = with_driver();
     let file = std::env::temp_dir().join(format!("netports-dump-{}.txt", std::process::id()));
     // The usual workflow: dump, edit the file, apply it.
     let dump = run(&mut p, &["driver", "rules", "vm-seven"]).1;
@@ -647,8 +650,7 @@ fn a_rules_file_dumped_before_someone_elses_edit_is_refused_not_applied_over_it(
         "vm-seven: 2 rule(s) installed (version 2)\n"
     );
     let _ = std::fs::remove_file(&file);
-    host.borrow_mut().unload_driver();
-    assert!(host.borrow().violations().is_empty());
+    unload_cleanly(&host);
 }
 
 #[test]
