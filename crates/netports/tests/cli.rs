@@ -131,6 +131,8 @@ struct TestPlatform {
     dynamic: PortBlock,
     /// Ports held, and on which addresses.
     in_use: Vec<(u16, ProbeAddr)>,
+    /// Ports the endpoint tables list on an address the probes do not try.
+    table_only: Vec<u16>,
     owners: Vec<Owner>,
     host: Option<Rc<RefCell<Host>>>,
     race: Rc<RefCell<Vec<vsflow_core::AllowRule>>>,
@@ -152,6 +154,7 @@ impl TestPlatform {
             excluded_v6: vec![],
             dynamic: PortBlock::new(49_152, 16_384).unwrap(),
             in_use: vec![(443, ProbeAddr::AnyV4), (1025, ProbeAddr::LoopbackV6)],
+            table_only: Vec::new(),
             owners: vec![Owner {
                 pid: 4242,
                 process: Some("web.exe".into()),
@@ -222,6 +225,9 @@ impl Platform for TestPlatform {
     }
     fn owners(&mut self, _: Protocol, _: u16) -> Result<Vec<Owner>, Error> {
         Ok(self.owners.clone())
+    }
+    fn endpoint_ports(&mut self, _: Protocol) -> Result<Vec<u16>, Error> {
+        Ok(self.in_use.iter().map(|(port, _)| *port).chain(self.table_only.iter().copied()).collect())
     }
     fn acquire(&mut self, _: Protocol, start: Option<u16>, count: u16) -> Result<Acquired, Error> {
         Ok(Acquired { block: PortBlock::new(start.unwrap_or(61_000), count)?, token: 0xABCD })
@@ -383,6 +389,15 @@ fn find_free_avoids_exclusions_the_dynamic_range_and_busy_ports() {
     let (code, _, err) = run(&mut p, &["find-free", "60000"]);
     assert_eq!(code, 6, "{err}");
     assert_eq!(run(&mut p, &["find-free", "0"]).0, 2);
+    // A socket bound to one specific address (192.0.2.5:1029) lets the four probes bind
+    // (Windows allows a wildcard bind beside it), but the endpoint table lists it: the port
+    // is not free (a reservation of it would fail with ERROR_SHARING_VIOLATION).
+    p.table_only = vec![1029];
+    assert_eq!(
+        run(&mut p, &["--json", "find-free", "2", "--udp"]).1,
+        "{\"count\":2,\"end\":1033,\"protocol\":\"udp\",\"start\":1032}\n",
+        "a port in the endpoint table is in use"
+    );
 }
 
 #[test]
