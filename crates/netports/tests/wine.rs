@@ -336,6 +336,26 @@ fn the_host_teredo_filters_follow_the_port_and_go_with_the_session() {
 }
 
 #[test]
+fn host_filters_keep_working_after_the_instance_that_added_the_provider_exits() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    // Two `teredo-exception` processes: the first adds netports' provider and sublayer in its
+    // dynamic session, the second finds them there (FWP_E_ALREADY_EXISTS).
+    let first = WfpHostFilters::open().unwrap();
+    let mut second = WfpHostFilters::open().unwrap();
+    second.permit_udp(7000).unwrap();
+    // The first exits: its session's provider and sublayer go with it. The second's next
+    // port change must still get its filters.
+    drop(first);
+    let ids = second.permit_udp(7001).expect("filters after the other instance exited");
+    let filters = d.filters();
+    assert!(filters.contains(&(4, 17, 7001)) && filters.contains(&(6, 17, 7001)), "{filters:?}");
+    second.remove(&ids).unwrap();
+    drop(second);
+    assert!(!d.filters().iter().any(|f| f.2 == 7001), "{:?}", d.filters());
+}
+
+#[test]
 fn reservation_ioctl_errors_are_not_about_elevation() {
     // The runtime-reservation IOCTLs are Wine's own (not doubled): the mapping is checked here
     // on the Windows build, and `netports acquire` reaches Wine's WSAIoctl in `cargo xtask wine`.
