@@ -227,7 +227,12 @@ impl Platform for TestPlatform {
         Ok(self.owners.clone())
     }
     fn endpoint_ports(&mut self, _: Protocol) -> Result<Vec<u16>, Error> {
-        Ok(self.in_use.iter().map(|(port, _)| *port).chain(self.table_only.iter().copied()).collect())
+        Ok(self
+            .in_use
+            .iter()
+            .map(|(port, _)| *port)
+            .chain(self.table_only.iter().copied())
+            .collect())
     }
     fn acquire(&mut self, _: Protocol, start: Option<u16>, count: u16) -> Result<Acquired, Error> {
         Ok(Acquired { block: PortBlock::new(start.unwrap_or(61_000), count)?, token: 0xABCD })
