@@ -172,7 +172,9 @@ mod tests {
         );
         assert_eq!(
             did,
-            ["installed targets x86_64-pc-windows-msvc, x86_64-pc-windows-gnu, x86_64-unknown-none"]
+            [
+                "installed targets x86_64-pc-windows-msvc, x86_64-pc-windows-gnu, x86_64-unknown-none"
+            ]
         );
         // rustup failing is an error, not a skipped step.
         let err = install_missing(&wanted, &mut |_| Err("rustup: offline".to_owned()));
