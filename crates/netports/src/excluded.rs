@@ -156,7 +156,7 @@ Startport    Endport
             de.iter().map(|r| (r.block.start, r.block.count, r.administered)).collect::<Vec<_>>(),
             vec![(1080, 100, false), (8000, 1, true)]
         );
-        assert_eq!(parse_netsh("----\ngarbage\n0 5\n9 3\n").unwrap(), vec![]);
+        assert_eq!(parse_netsh("----\ngarbage\n* - footer\n").unwrap(), vec![]);
     }
 
     #[test]
@@ -165,6 +165,10 @@ Startport    Endport
             "",
             "The following command was not found: int ipv4 show excludedportrange.",
             "0 5\n9 3\n",
+            // A row of two numbers that is not a range is not silently dropped (a dropped
+            // exclusion would let find-free offer its ports).
+            "----\n0 5\n",
+            "----\n1080 1179\n9 3\n",
         ] {
             assert!(
                 matches!(parse_netsh(text), Err(Error::Protocol(m)) if m.contains("not recognised")),
