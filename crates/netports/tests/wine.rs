@@ -48,6 +48,7 @@ struct Doubles {
     configure: unsafe extern "system" fn(i32, i32, i32),
     add_endpoint: unsafe extern "system" fn(i32, i32, u16, u32),
     registrations: unsafe extern "system" fn() -> u32,
+    initial_inline: unsafe extern "system" fn(i32),
     fwp_configure: unsafe extern "system" fn(i32, i32),
     fwp_set_teredo_port: unsafe extern "system" fn(u16),
     fwp_filters: unsafe extern "system" fn(*mut u32, u32) -> u32,
@@ -70,6 +71,7 @@ fn doubles() -> Option<Doubles> {
             configure: ctl!("iphlpapi.dll", c"DoubleConfigure"),
             add_endpoint: ctl!("iphlpapi.dll", c"DoubleAddEndpoint"),
             registrations: ctl!("iphlpapi.dll", c"DoubleRegistrations"),
+            initial_inline: ctl!("iphlpapi.dll", c"DoubleInitialInline"),
             fwp_configure: ctl!("fwpuclnt.dll", c"DoubleFwpConfigure"),
             fwp_set_teredo_port: ctl!("fwpuclnt.dll", c"DoubleFwpSetTeredoPort"),
             fwp_filters: ctl!("fwpuclnt.dll", c"DoubleFwpFilters"),
@@ -176,6 +178,16 @@ fn watcher_follows_changes_and_stops(source: Source) {
 
 #[test]
 fn the_notify_teredo_port_change_watcher_starts_follows_and_stops() {
+    watcher_follows_changes_and_stops(Source::TeredoChange);
+}
+
+#[test]
+fn the_watcher_copes_with_an_initial_notification_before_registration_returns() {
+    let Some(d) = doubles() else { return };
+    // Undocumented when "immediately after the registration completes" is: here, on the
+    // registering thread before NotifyTeredoPortChange returns.
+    // SAFETY: a control of the double.
+    unsafe { (d.initial_inline)(1) };
     watcher_follows_changes_and_stops(Source::TeredoChange);
 }
 

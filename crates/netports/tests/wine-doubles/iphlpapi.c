@@ -39,6 +39,10 @@ static BOOL teredo_running;
 static USHORT teredo_port_host;
 static BOOL ipv6_stack = TRUE;
 static BOOL report_network_order = TRUE;
+/* Where the initial notification runs: on the notification thread (default), or on the
+ * registering thread before NotifyTeredoPortChange returns. The documents say only
+ * "immediately after the registration completes": the test chooses (DoubleInitialInline). */
+static BOOL initial_inline;
 
 /* Elevation of the caller (Create/Delete need administrators). */
 static BOOL elevated;
@@ -188,8 +192,20 @@ DWORD WINAPI NotifyTeredoPortChange(TEREDO_CB cb, PVOID ctx, BOOLEAN initial, HA
     *handle = (HANDLE)(ULONG_PTR)(0x7e00 + slot);
     /* "an initial notification ... immediately after the registration completes": on the
      * notification thread, with Port 0 and MibInitialNotification. */
-    if (initial) enqueue(slot, 0, MIB_INITIAL_NOTIFICATION);
+    if (initial && !initial_inline) enqueue(slot, 0, MIB_INITIAL_NOTIFICATION);
+    BOOL inline_now = initial && initial_inline;
+    if (inline_now) {
+        regs[slot].running_thread = GetCurrentThreadId();
+        ResetEvent(regs[slot].idle);
+    }
     LeaveCriticalSection(&lock);
+    if (inline_now) {
+        cb(ctx, 0, MIB_INITIAL_NOTIFICATION);
+        EnterCriticalSection(&lock);
+        regs[slot].running_thread = 0;
+        SetEvent(regs[slot].idle);
+        LeaveCriticalSection(&lock);
+    }
     return NO_ERROR_;
 }
 
@@ -413,6 +429,15 @@ void WINAPI DoubleAddEndpoint(BOOL udp, BOOL v6, USHORT port_host, DWORD pid)
         endpoints[i].port = port_host; endpoints[i].pid = pid;
         break;
     }
+    LeaveCriticalSection(&lock);
+}
+
+/* The initial notification runs on the registering thread, before NotifyTeredoPortChange
+ * returns (TRUE), or on the notification thread (FALSE, the default). */
+void WINAPI DoubleInitialInline(BOOL on)
+{
+    EnterCriticalSection(&lock);
+    initial_inline = on;
     LeaveCriticalSection(&lock);
 }
 
