@@ -137,7 +137,13 @@ mod tests {
             Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }
         );
         assert_eq!(install_error(10_013, "WSCInstallNameSpaceEx"), Error::AccessDenied);
-        assert_eq!(install_error(10_037, "WSCInstallNameSpaceEx"), Error::AlreadyInstalled);
+        // WSAEINVAL is documented as "one or more arguments are invalid": a bug in what
+        // netports passes, never to be reported as "installed already" (the catalog is
+        // checked before installing).
+        assert_eq!(
+            install_error(10_022, "WSCInstallNameSpaceEx"),
+            Error::Os { code: 10_022, function: "WSCInstallNameSpaceEx" }
+        );
         assert_eq!(
             install_error(10_022, "WSCUnInstallNameSpace"),
             Error::Os { code: 10_022, function: "WSCUnInstallNameSpace" }
