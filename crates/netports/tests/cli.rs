@@ -643,6 +643,20 @@ fn an_edit_that_keeps_losing_the_race_gives_up_cleanly_and_every_other_edit_is_k
 }
 
 #[test]
+fn a_port_name_two_switches_share_is_a_usage_error_that_names_the_way_out() {
+    let (host, mut p) = with_driver();
+    let sw2 = host.borrow_mut().create_switch("SW2", &[]);
+    host.borrow_mut().create_port(sw2, 9, "vm-seven", false);
+    let (code, out, err) = run(&mut p, &["driver", "rules", "vm-seven"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (2, "", "netports: 'vm-seven' names several ports; use SWITCH:PORT\n")
+    );
+    assert_eq!(run(&mut p, &["driver", "rules", "1:7"]).0, 0, "SWITCH:PORT picks one");
+    unload_cleanly(&host);
+}
+
+#[test]
 fn a_rules_file_dumped_before_someone_elses_edit_is_refused_not_applied_over_it() {
     let (host, mut p) = with_driver();
     let file = std::env::temp_dir().join(format!("netports-dump-{}.txt", std::process::id()));
