@@ -145,8 +145,14 @@ fn run(args: &[&str]) -> (u8, String, String) {
 }
 
 fn watcher_follows_changes_and_stops(source: Source) {
+    watcher_follows_changes_in_order(source, true);
+}
+
+/// The watcher from `source`, whose ports the doubles report in network order or not (the
+/// order is undocumented: netports settles it against the UDP endpoint table).
+fn watcher_follows_changes_in_order(source: Source, network_order: bool) {
     let Some(d) = doubles() else { return };
-    d.configure(false, true, true);
+    d.configure(false, true, network_order);
     d.teredo(51_234);
     let (tx, rx) = mpsc::channel();
     let w = TeredoWatcher::start_from(source, move |ev| {
@@ -189,6 +195,16 @@ fn the_watcher_copes_with_an_initial_notification_before_registration_returns() 
     // SAFETY: a control of the double.
     unsafe { (d.initial_inline)(1) };
     watcher_follows_changes_and_stops(Source::TeredoChange);
+}
+
+#[test]
+fn the_notify_teredo_port_change_watcher_reads_ports_reported_in_host_order() {
+    watcher_follows_changes_in_order(Source::TeredoChange, false);
+}
+
+#[test]
+fn the_system_ports_watcher_reads_ports_reported_in_host_order() {
+    watcher_follows_changes_in_order(Source::SystemPorts, false);
 }
 
 #[test]
