@@ -97,6 +97,13 @@ fn classify_on_several_threads_while_events_restores_work_items_and_unload_run()
             })
         })
         .collect();
+    // Packets are flowing on every thread before the first event (a thread that panicked
+    // stops the wait; its join below reports it).
+    while sent.load(Ordering::SeqCst) < 3 * inbound.len()
+        && !threads.iter().any(std::thread::JoinHandle::is_finished)
+    {
+        std::thread::yield_now();
+    }
     // Events, restores and work items while packets flow.
     for round in 0..5u32 {
         let id = 100 + round;
