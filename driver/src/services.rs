@@ -1,5 +1,6 @@
 //! `KernelServices` on wdk-sys.
 
+
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt::{self, Write as _};
@@ -11,11 +12,14 @@ use wdk_sys::ntddk::{
     DbgPrintEx, KeAcquireSpinLockRaiseToDpc, KeQueryInterruptTimePrecise, KeReleaseSpinLock,
 };
 use wdk_sys::{
-    KSPIN_LOCK, STATUS_INSUFFICIENT_RESOURCES, WDFWORKITEM, call_unsafe_wdf_function_binding,
+    _DPFLTR_TYPE, KSPIN_LOCK, STATUS_INSUFFICIENT_RESOURCES, WDFWORKITEM,
+    call_unsafe_wdf_function_binding,
 };
 
-/// `DPFLTR_IHVNETWORK_ID`: vsflow's messages show with `ed nt!Kd_IHVNETWORK_Mask 0xf`.
-const DPFLTR_IHVNETWORK_ID: u32 = 0x4F;
+/// `DPFLTR_IHVNETWORK_ID` (dpfilter.h: 80): vsflow's messages show with
+/// `ed nt!Kd_IHVNETWORK_Mask 0xf`.
+#[allow(clippy::cast_sign_loss, reason = "a small non-negative enum constant")]
+const DPFLTR_IHVNETWORK_ID: u32 = _DPFLTR_TYPE::DPFLTR_IHVNETWORK_ID as u32;
 
 /// A `KSPIN_LOCK` (acquired with `KeAcquireSpinLockRaiseToDpc`).
 pub struct KernelSpinLock {
@@ -49,6 +53,8 @@ pub struct WdkServices {
     pub parameters: [(&'static str, Option<u32>); 5],
     /// Per-boot seed.
     pub seed: u64,
+    /// The running Windows build (`RtlGetVersion`), if it could be read.
+    pub os_build: Option<u32>,
 }
 
 /// Formats into a fixed buffer (no allocation; truncates).
@@ -123,8 +129,11 @@ impl KernelServices for WdkServices {
     }
 
     fn trace(&self, event: &TraceEvent) {
-        // Until the TraceLogging provider is registered (issue 10), events go to the debugger.
-        self.log(LogLevel::Trace, format_args!("event {event:?}"));
+        crate::etw::write(event);
+    }
+
+    fn os_build(&self) -> Option<u32> {
+        self.os_build
     }
 
     fn config_value(&self, name: &str) -> Option<u32> {

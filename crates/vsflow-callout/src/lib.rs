@@ -27,6 +27,7 @@ pub mod driver;
 pub mod error;
 pub mod frame;
 pub mod keys;
+pub mod os_version;
 pub mod pending;
 pub mod registration;
 pub mod seed;

@@ -114,7 +114,7 @@ impl Session {
         // SAFETY: the driver's entry point with a valid driver object and registry path.
         let status = unsafe { entry(&mut object, &raw const path) };
         *self.driver_object.borrow_mut() = Some(object);
-        self.check_irql("DriverEntry");
+        self.check_irql("DriverEntry", PASSIVE_LEVEL);
         if !status::nt_success(status) {
             if let Some(d) = framework::with(|fw| fw.driver) {
                 delete_tree(d);
@@ -172,9 +172,10 @@ impl Session {
             framework::with(|fw| fw.irql = PASSIVE_LEVEL);
             return Ioctl::Refused(status::INVALID_DEVICE_REQUEST);
         };
+        let level = framework::with(|fw| fw.irql);
         // SAFETY: the driver's callback with the queue and request the framework presents.
         unsafe { f(queue as WDFQUEUE, request as WDFREQUEST, output_len, input.len(), code) };
-        self.check_irql("EvtIoDeviceControl");
+        self.check_irql("EvtIoDeviceControl", level);
         framework::with(|fw| {
             let r = fw.requests.get(&request);
             match r.and_then(|r| r.completed.map(|c| (c, r))) {
@@ -236,17 +237,18 @@ impl Session {
                 let Some(Kind::Timer(t)) = fw.objects.get_mut(&h).map(|o| &mut o.kind) else { return None };
                 t.due = (t.period_ms > 0).then(|| due + u64::from(t.period_ms) * 10_000);
                 let (f, passive) = (t.func, t.passive);
-                fw.irql = if passive { PASSIVE_LEVEL } else { DISPATCH_LEVEL };
+                let level = if passive { PASSIVE_LEVEL } else { DISPATCH_LEVEL };
+                fw.irql = level;
                 fw.running_timer = Some(h);
-                Some((h, f))
+                Some((h, f, level))
             });
-            let Some((h, f)) = next else { break };
+            let Some((h, f, level)) = next else { break };
             if let Some(f) = f {
                 // SAFETY: the driver's timer callback with its timer.
                 unsafe { f(h as WDFTIMER) };
             }
             framework::with(|fw| fw.running_timer = None);
-            self.check_irql("EvtTimerFunc");
+            self.check_irql("EvtTimerFunc", level);
             fired += 1;
         }
         fired
@@ -272,17 +274,18 @@ impl Session {
         });
         // SAFETY: the driver's unload callback with its WDFDRIVER.
         unsafe { unload(driver as WDFDRIVER) };
-        self.check_irql("EvtDriverUnload");
+        self.check_irql("EvtDriverUnload", PASSIVE_LEVEL);
         delete_tree(driver);
         self.report_leftovers("unload");
         Ok(())
     }
 
-    fn check_irql(&self, what: &'static str) {
+    /// A callback returns at the IRQL it was called at, holding no spin lock.
+    fn check_irql(&self, what: &'static str, level: u8) {
         framework::with(|fw| {
-            if fw.irql != PASSIVE_LEVEL && fw.running_timer.is_none() {
+            if fw.irql != level {
                 let irql = fw.irql;
-                fw.violate(Violation::LeftAtUnload { what: format!("{what} returned at IRQL {irql}") });
+                fw.violate(Violation::LeftAtUnload { what: format!("{what} returned at IRQL {irql}, called at {level}") });
             }
             fw.irql = PASSIVE_LEVEL;
             if !fw.held_locks.is_empty() {
@@ -358,6 +361,12 @@ impl Session {
                 _ => None,
             })
         })
+    }
+
+    /// The control device's `WDFDEVICE` handle.
+    #[must_use]
+    pub fn device_handle(&self) -> Option<usize> {
+        framework::with(|fw| fw.objects.iter().find_map(|(h, o)| matches!(o.kind, Kind::Device(_)).then_some(*h)))
     }
 
     /// Timers: (period ms, due time) for each live timer.
