@@ -86,15 +86,59 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
     inbound.iter().filter(|p| h.transmit(sw, EXTERNAL_PORT, id, p) == PacketFate::Delivered).count()
 }
 
+/// The states of the flows in the table of the port named `name` (through the `ListPorts`
+/// and `GetFlows` IOCTLs, as netports reads them).
+#[must_use]
+pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
+    use vsflow_proto::request::Request;
+    let call = |req: &Request<'_>| {
+        let mut buf = vec![0u8; req.encoded_len()];
+        req.encode(&mut buf).expect("encodes");
+        let (o, bytes) = h.ioctl(req.ioctl().code(), &buf, 1 << 20);
+        assert_eq!(o.status, 0, "{req:?}");
+        bytes
+    };
+    let mut port = None;
+    vsflow_proto::response::decode_ports(&call(&Request::ListPorts), |p| {
+        if p.name.to_string() == name {
+            port = Some(p.port);
+        }
+    })
+    .expect("ports decode");
+    let Some(port) = port else { return Vec::new() };
+    let mut states = Vec::new();
+    let mut start = 0;
+    loop {
+        let page = vsflow_proto::response::decode_flows(
+            &call(&Request::GetFlows { port, start, max: 1000 }),
+            |f| states.push(f.state),
+        )
+        .expect("flows decode");
+        start += page.returned;
+        if page.returned == 0 || start >= page.total {
+            break;
+        }
+    }
+    states
+}
+
 /// Flows in the table of the port named `name`.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
-    h.driver().with_state(|st| {
-        st.ports
-            .values()
-            .find(|e| e.port.identity().to_string() == name)
-            .map(|e| e.port.table().len())
+    use vsflow_proto::request::Request;
+    let req = Request::ListPorts;
+    let mut buf = vec![0u8; req.encoded_len()];
+    req.encode(&mut buf).expect("encodes");
+    let (o, bytes) = h.ioctl(req.ioctl().code(), &buf, 1 << 20);
+    assert_eq!(o.status, 0, "ListPorts");
+    let mut found = None;
+    vsflow_proto::response::decode_ports(&bytes, |p| {
+        if p.name.to_string() == name {
+            found = Some(p.flow_count as usize);
+        }
     })
+    .expect("ports decode");
+    found
 }
 
 /// Unloads the driver and asserts no contract was broken and nothing was left behind.

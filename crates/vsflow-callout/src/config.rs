@@ -22,7 +22,8 @@ pub struct DriverConfig {
     /// Restore completion mode (registry `RestoreMode`: 0 pending, 1 synchronous).
     pub restore_mode: RestoreMode,
     /// Policy for blobs of an unknown format major (registry `UnknownMajorPolicy`: 0 strict,
-    /// 1 lenient).
+    /// 1 lenient, the default when absent). Either way such a blob restores an empty port
+    /// unless `fail_bad_restores` is set; strict only reports it as a decode error.
     pub unknown_major: UnknownMajor,
     /// Flow-table bound per port (registry `FlowsPerPort`, 16..=1,048,576, default 4,096).
     pub flows_per_port: u32,
@@ -30,16 +31,22 @@ pub struct DriverConfig {
     pub blob_cap: usize,
     /// Mode of new ports (registry `DefaultMode`: 0 monitor, 1 enforce; default monitor).
     pub default_mode: Mode,
+    /// Fail a restore whose blob is empty, damaged, foreign or of an unknown major version
+    /// (registry `FailBadRestores`: 0 no, the default: restore an empty port and succeed; 1 yes:
+    /// Hyper-V then fails the VM's restore). Opt-in only: a migration never fails because of
+    /// vsflow by default.
+    pub fail_bad_restores: bool,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
         Self {
             restore_mode: RestoreMode::Pending,
-            unknown_major: UnknownMajor::Strict,
+            unknown_major: UnknownMajor::Lenient,
             flows_per_port: 4096,
             blob_cap: DEFAULT_CAP,
             default_mode: Mode::Monitor,
+            fail_bad_restores: false,
         }
     }
 }
@@ -60,20 +67,30 @@ impl DriverConfig {
     }
 
     /// Reads the configuration through the kernel services: `RestoreMode`,
-    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`.
+    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`, `FailBadRestores`.
     ///
     /// # Errors
     /// As [`DriverConfig::from_registry`].
     pub fn from_services<S: crate::services::KernelServices>(
         services: &S,
     ) -> Result<Self, CalloutError> {
-        Self::from_registry(
+        let mut cfg = Self::from_registry(
             services.config_value("RestoreMode"),
             services.config_value("UnknownMajorPolicy"),
             services.config_value("FlowsPerPort"),
             services.config_value("BlobCap"),
             services.config_value("DefaultMode"),
-        )
+        )?;
+        cfg.fail_bad_restores = match services.config_value("FailBadRestores") {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(_) => {
+                return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
+                    "FailBadRestores",
+                )));
+            }
+        };
+        Ok(cfg)
     }
 
     /// Builds a configuration from raw registry values (`None` = absent: default), rejecting
@@ -97,8 +114,8 @@ impl DriverConfig {
                 Some(_) => return Err(bad("RestoreMode")),
             },
             unknown_major: match unknown_major {
-                None | Some(0) => UnknownMajor::Strict,
-                Some(1) => UnknownMajor::Lenient,
+                Some(0) => UnknownMajor::Strict,
+                None | Some(1) => UnknownMajor::Lenient,
                 Some(_) => return Err(bad("UnknownMajorPolicy")),
             },
             flows_per_port: flows_per_port.unwrap_or(d.flows_per_port),
@@ -108,6 +125,7 @@ impl DriverConfig {
                 Some(1) => Mode::Enforce,
                 Some(_) => return Err(bad("DefaultMode")),
             },
+            fail_bad_restores: d.fail_bad_restores,
         };
         cfg.validate()?;
         Ok(cfg)

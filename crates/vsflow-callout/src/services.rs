@@ -49,13 +49,79 @@ pub unsafe trait RawSpinLock: Send + Sync {
     unsafe fn unlock(&self, token: u8);
 }
 
-/// Kernel services. All methods are callable at `IRQL <= DISPATCH_LEVEL`.
+/// Cache-aware rundown protection (`EX_RUNDOWN_REF_CACHE_AWARE`): many readers acquire and
+/// release it on their own processor's counter (no shared cache line on the packet path); one
+/// waiter blocks new acquisitions and waits until every acquisition has been released.
+///
+/// # Safety
+/// Implementors guarantee: after [`RawRundown::wait_for_release`] returns, every successful
+/// [`RawRundown::acquire`] made before it has been released and every later `acquire` fails,
+/// until [`RawRundown::reinitialize`].
+pub unsafe trait RawRundown: Send + Sync {
+    /// Takes a reference (`ExAcquireRundownProtectionCacheAware`); `false` once run down.
+    /// Any IRQL `<= DISPATCH_LEVEL`.
+    fn acquire(&self) -> bool;
+    /// Drops a reference (`ExReleaseRundownProtectionCacheAware`).
+    ///
+    /// # Safety
+    /// The caller holds a reference from a successful [`RawRundown::acquire`].
+    unsafe fn release(&self);
+    /// Makes every later `acquire` fail and waits for the references held to be released
+    /// (`ExWaitForRundownProtectionReleaseCacheAware`). `PASSIVE_LEVEL` (or `APC_LEVEL`) only:
+    /// never under a spin lock.
+    fn wait_for_release(&self);
+    /// Lets `acquire` succeed again after a completed wait
+    /// (`ExReInitializeRundownProtectionCacheAware`).
+    fn reinitialize(&self);
+}
+
+/// A mutex for `PASSIVE_LEVEL` code that may wait while holding it (`FAST_MUTEX`:
+/// `ExAcquireFastMutex` / `ExReleaseFastMutex`; the holder runs at `APC_LEVEL`).
+///
+/// # Safety
+/// Implementors guarantee mutual exclusion between `lock` and the matching `unlock`.
+pub unsafe trait RawMutex: Send + Sync {
+    /// Acquires it (`IRQL < DISPATCH_LEVEL`).
+    fn lock(&self);
+    /// Releases it.
+    ///
+    /// # Safety
+    /// The calling thread holds it.
+    unsafe fn unlock(&self);
+}
+
+/// Kernel services. All methods are callable at `IRQL <= DISPATCH_LEVEL` unless noted.
 pub trait KernelServices: Send + Sync + 'static {
     /// The lock type.
     type Lock: RawSpinLock;
+    /// The cache-aware rundown type.
+    type Rundown: RawRundown;
+    /// The passive-level mutex type.
+    type Mutex: RawMutex;
 
     /// A new, unlocked lock.
     fn new_lock(&self) -> Self::Lock;
+
+    /// New rundown protection, not run down (`ExAllocateCacheAwareRundownProtection`,
+    /// nonpaged; freed with `ExFreeCacheAwareRundownProtection` when dropped).
+    ///
+    /// # Errors
+    /// Out of memory.
+    fn new_rundown(&self) -> Result<Self::Rundown, CalloutError>;
+
+    /// A new, unowned passive-level mutex (`ExInitializeFastMutex`).
+    fn new_mutex(&self) -> Self::Mutex;
+
+    /// The processor the caller runs on, `0..processor_count()`
+    /// (`KeGetCurrentProcessorNumberEx`). Only a hint for spreading counters: the caller may
+    /// be moved to another processor right after (at `PASSIVE_LEVEL`).
+    fn current_processor(&self) -> u32;
+
+    /// How many processors there can be (`KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS)`).
+    fn processor_count(&self) -> u32;
+
+    /// Waits about `micros` microseconds at `PASSIVE_LEVEL` (`KeDelayExecutionThread`).
+    fn delay(&self, micros: u32);
 
     /// Monotonic time in 100 ns units (`KeQueryInterruptTime`).
     fn now(&self) -> Tick;

@@ -3,7 +3,7 @@
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 
-use crate::services::RawSpinLock;
+use crate::services::{RawMutex, RawRundown, RawSpinLock};
 
 /// Data protected by a [`RawSpinLock`].
 pub struct SpinMutex<L: RawSpinLock, T> {
@@ -55,5 +55,75 @@ impl<L: RawSpinLock, T> Drop for SpinGuard<'_, L, T> {
     fn drop(&mut self) {
         // SAFETY: this guard acquired the lock with `token` and releases it exactly once.
         unsafe { self.mutex.lock.unlock(self.token) };
+    }
+}
+
+/// Data protected by a passive-level [`RawMutex`] (code that may wait while holding it).
+pub struct PassiveMutex<M: RawMutex, T> {
+    lock: M,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: access to `data` is serialized by `lock` (see `RawMutex`'s contract).
+unsafe impl<M: RawMutex, T: Send> Sync for PassiveMutex<M, T> {}
+// SAFETY: as above; moving the mutex moves the data.
+unsafe impl<M: RawMutex, T: Send> Send for PassiveMutex<M, T> {}
+
+impl<M: RawMutex, T> PassiveMutex<M, T> {
+    /// Wraps `data`.
+    pub const fn new(lock: M, data: T) -> Self {
+        Self { lock, data: UnsafeCell::new(data) }
+    }
+
+    /// Acquires the mutex (`PASSIVE_LEVEL`).
+    pub fn lock(&self) -> PassiveGuard<'_, M, T> {
+        self.lock.lock();
+        PassiveGuard { mutex: self }
+    }
+}
+
+/// Proof of holding a [`PassiveMutex`]; releases it on drop.
+pub struct PassiveGuard<'a, M: RawMutex, T> {
+    mutex: &'a PassiveMutex<M, T>,
+}
+
+impl<M: RawMutex, T> Deref for PassiveGuard<'_, M, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the mutex, so no other reference to the data exists.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<M: RawMutex, T> DerefMut for PassiveGuard<'_, M, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the mutex and is borrowed mutably: the only reference.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<M: RawMutex, T> Drop for PassiveGuard<'_, M, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard acquired the mutex and releases it exactly once.
+        unsafe { self.mutex.lock.unlock() };
+    }
+}
+
+/// A reference taken on a [`RawRundown`]; released on drop.
+pub struct RundownGuard<'a, R: RawRundown> {
+    rundown: &'a R,
+}
+
+impl<'a, R: RawRundown> RundownGuard<'a, R> {
+    /// Takes a reference, or `None` once the protection is run down.
+    pub fn acquire(rundown: &'a R) -> Option<Self> {
+        rundown.acquire().then_some(Self { rundown })
+    }
+}
+
+impl<R: RawRundown> Drop for RundownGuard<'_, R> {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the reference its `acquire` took, released once.
+        unsafe { self.rundown.release() };
     }
 }

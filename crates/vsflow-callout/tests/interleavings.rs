@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use vsflow_callout::pending::PendingSet;
-use vsflow_callout::state::PortKey;
+use vsflow_callout::ports::PortKey;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Actor {

@@ -4,14 +4,26 @@
 //! own traffic is always permitted and opens a flow whose return traffic is permitted;
 //! unsolicited inbound traffic is permitted only when an allow rule admits it. Peer-opened
 //! flows remember the rule-set version that admitted them and are re-checked when it changes.
+//! A port that is restoring is treated as Monitor (see [`crate::port`]).
+//!
+//! A flow idle for at least its timeout admits nothing: classify treats it as absent (removes
+//! it and handles the packet as the first of a new flow), so a peer cannot use a long-silent
+//! flow, before or after a migration, as return traffic.
+//!
+//! A new flow that needs room never displaces an established TCP connection unless it is
+//! established itself and the VM sent it or a restored fingerprint vouches for it
+//! ([`crate::flow::Room`]); otherwise it is refused, counted, and its verdict stands.
+//!
+//! After a restore, unknown flows may be picked up as established by fingerprint or loosely
+//! ([`crate::port`], "Pickups").
 //!
 //! Allocation-free whenever the flow exists or the table has room (see
 //! [`crate::FlowTable::capacity`]); a flood at the bound recycles slots.
 
-use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener};
+use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener, Room};
 use crate::packet::{Direction, PacketMeta, TcpFlags, protocol};
 use crate::policy::Mode;
-use crate::port::Port;
+use crate::port::{Pickup, Port};
 use crate::time::Tick;
 
 /// What to do with a packet.
@@ -38,13 +50,20 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     let key = FlowKey::of(meta);
     let hash = port.table.hash(&key);
     let verdict = match port.table.find_hashed(hash, &key) {
+        Some(at) if port.table.is_expired(at, now) => {
+            // Idle past its timeout: the flow is gone; this packet starts afresh.
+            port.table.remove_hashed(hash, at);
+            let c = &mut port.counters;
+            c.expired_on_packet = c.expired_on_packet.wrapping_add(1);
+            new_flow(port, hash, key, meta, now)
+        }
         Some(at) => {
             let restart = meta.protocol == protocol::TCP
                 && meta.tcp_flags.is_initial_syn()
                 && port.table.record(at).state == FlowState::Closed;
             if restart {
                 // A new connection reusing the 5-tuple of a closed one starts from scratch.
-                port.table.remove(&key);
+                port.table.remove_hashed(hash, at);
                 new_flow(port, hash, key, meta, now)
             } else {
                 existing_flow(port, at, meta, now)
@@ -52,16 +71,20 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
         }
         None => new_flow(port, hash, key, meta, now),
     };
+    let restoring = port.is_restoring();
     let c = &mut port.counters;
     match verdict {
         Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
         Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
     }
+    if restoring {
+        c.window_packets = c.window_packets.wrapping_add(1);
+    }
     verdict
 }
 
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
-    if port.mode == Mode::Enforce && meta.direction == Direction::Inbound {
+    if port.effective_mode() == Mode::Enforce && meta.direction == Direction::Inbound {
         let version = port.rules.version();
         let admitted = match port.table.record(at).admission {
             Admission::Vm => true,
@@ -97,24 +120,24 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
 fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
     let tcp = meta.protocol == protocol::TCP;
     let flags = meta.tcp_flags;
-    let (opener, admission) = match meta.direction {
-        Direction::Outbound => (Opener::Vm, Admission::Vm),
-        Direction::Inbound => {
-            let admission = match port.mode {
-                Mode::Monitor => Admission::Monitor,
-                Mode::Enforce => {
-                    if !port.rules.admits(
-                        key.protocol,
-                        key.family,
-                        key.local_port,
-                        &key.remote_addr,
-                    ) {
-                        return Verdict::Block(BlockReason::Unsolicited);
-                    }
-                    Admission::Rule(port.rules.version())
-                }
-            };
-            (Opener::Remote, admission)
+    // A packet that may belong to a connection already under way (no SYN, no RST) may be
+    // picked up after a restore.
+    let midstream = !tcp || !(flags.has(TcpFlags::SYN) || flags.has(TcpFlags::RST));
+    let fingerprint = midstream && port.fingerprint_pickup(&key, now);
+    let pickup = fingerprint.then_some(Pickup::Fingerprint);
+    let (opener, admission, pickup) = match (meta.direction, port.effective_mode()) {
+        (Direction::Outbound, _) => (Opener::Vm, Admission::Vm, pickup),
+        (Direction::Inbound, Mode::Monitor) => (Opener::Remote, Admission::Monitor, pickup),
+        (Direction::Inbound, Mode::Enforce) => {
+            if port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
+                (Opener::Remote, Admission::Rule(port.rules.version()), pickup)
+            } else if fingerprint {
+                (Opener::Remote, Admission::Vm, pickup)
+            } else if tcp && midstream && port.loose_pickup(now) {
+                (Opener::Remote, Admission::Vm, Some(Pickup::Loose))
+            } else {
+                return Verdict::Block(BlockReason::Unsolicited);
+            }
         }
     };
     if tcp && flags.has(TcpFlags::RST) {
@@ -130,7 +153,8 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
             Opener::Remote => FlowState::SynReceived,
         }
     } else {
-        // Picked up mid-stream (the driver started, or the flow was evicted, after the SYN).
+        // Picked up mid-stream (the driver started, the flow was evicted or expired after the
+        // SYN, or a restore vouches for it).
         FlowState::Established
     };
     let mut record = FlowRecord::new(state, opener, admission, now);
@@ -140,10 +164,21 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
         record.state = s;
         record.fin_seen = fin;
     }
+    // Only the VM's own packets and fingerprinted flows may displace an established
+    // connection, and only when they are established themselves.
+    let vouched = meta.direction == Direction::Outbound || pickup == Some(Pickup::Fingerprint);
+    let room = if vouched { Room::for_record(&record) } else { Room::SpareEstablished };
     let c = &mut port.counters;
-    match port.table.insert_hashed(hash, key, record, now) {
+    match port.table.insert_with(hash, key, record, now, room) {
         Ok((_, evicted)) => {
             c.flows_created = c.flows_created.wrapping_add(1);
+            match pickup {
+                None => {}
+                Some(Pickup::Fingerprint) => {
+                    c.picked_up_fingerprint = c.picked_up_fingerprint.wrapping_add(1);
+                }
+                Some(Pickup::Loose) => c.picked_up_loose = c.picked_up_loose.wrapping_add(1),
+            }
             match evicted {
                 None => {}
                 Some(Eviction::Closed) => c.evicted_closed = c.evicted_closed.wrapping_add(1),
@@ -153,6 +188,9 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
                 }
             }
         }
+        // The table holds only connections this flow may not displace: the verdict stands,
+        // the flow is not tracked.
+        Err(crate::Error::TableFull) => c.refused_full = c.refused_full.wrapping_add(1),
         // Out of memory: the verdict stands, the flow is not tracked.
         Err(_) => c.untracked = c.untracked.wrapping_add(1),
     }
@@ -388,6 +426,87 @@ mod tests {
         let mut p = port(Mode::Monitor, 16);
         p.classify(&out_tcp(40005, ACK), 1);
         assert_eq!(state_of(&p, &out_tcp(40005, ACK)), Some(FlowState::Established));
+    }
+
+    #[test]
+    fn a_udp_flow_idle_past_its_timeout_admits_nothing() {
+        let mut p = port(Mode::Enforce, 16);
+        let q = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::UDP,
+            [10, 0, 0, 2],
+            5353,
+            [1, 1, 1, 1],
+            53,
+            0,
+            60,
+        );
+        let t0 = crate::time::secs(10);
+        assert_eq!(p.classify(&q, t0), Verdict::Permit);
+        // Within the UDP timeout (60 s) the peer's reply is return traffic.
+        assert_eq!(p.classify(&q.reply(0), t0 + crate::time::secs(59)), Verdict::Permit);
+        // An hour of silence later the flow is gone: the peer's packet is unsolicited.
+        let late = t0 + crate::time::secs(59 + 3600);
+        assert_eq!(p.classify(&q.reply(0), late), Verdict::Block(BlockReason::Unsolicited));
+        assert!(p.table().get(&FlowKey::of(&q)).is_none(), "the expired flow is reclaimed");
+        // The VM speaking again opens a fresh flow.
+        assert_eq!(p.classify(&q, late + 1), Verdict::Permit);
+        let r = p.table().get(&FlowKey::of(&q)).unwrap();
+        assert_eq!((r.first_seen, r.packets), (late + 1, [1, 0]));
+    }
+
+    #[test]
+    fn an_expired_established_tcp_flow_admits_nothing_inbound() {
+        let mut p = port(Mode::Enforce, 16);
+        let syn = out_tcp(40010, SYN);
+        p.classify(&syn, 1);
+        p.classify(&syn.reply(SYNACK), 2);
+        let timeout = TableConfig::default().timeouts.tcp_established;
+        assert_eq!(p.classify(&syn.reply(ACK), 2 + timeout - 1), Verdict::Permit);
+        assert_eq!(
+            p.classify(&syn.reply(ACK), 2 + 2 * timeout),
+            Verdict::Block(BlockReason::Unsolicited)
+        );
+    }
+
+    #[test]
+    fn a_syn_burst_through_an_allow_rule_never_evicts_established_connections() {
+        let mut p = port(Mode::Enforce, 8);
+        let web = AllowRule {
+            protocol: Some(protocol::TCP),
+            local_ports: PortRange::single(80),
+            remote: Prefix::Any,
+        };
+        p.replace_rules(&[web]).unwrap();
+        // Four quiet connections the VM opened.
+        let conns: alloc::vec::Vec<PacketMeta> = (0..4).map(|i| out_tcp(41000 + i, SYN)).collect();
+        for c in &conns {
+            p.classify(c, 1);
+            p.classify(&c.reply(SYNACK), 2);
+        }
+        // A burst of SYNs from many peers to the allowed port.
+        for i in 0..200u16 {
+            let [hi, lo] = i.to_be_bytes();
+            let m = PacketMeta::ipv4(
+                Direction::Inbound,
+                protocol::TCP,
+                [203, 0, hi, lo],
+                1024 + i,
+                [10, 0, 0, 2],
+                80,
+                SYN,
+                60,
+            );
+            assert_eq!(p.classify(&m, 1_000_000 + u64::from(i)), Verdict::Permit);
+        }
+        for c in &conns {
+            assert_eq!(
+                p.classify(&c.reply(ACK), 3_000_000),
+                Verdict::Permit,
+                "an established connection was evicted by a SYN"
+            );
+        }
+        p.table().check_invariants().unwrap();
     }
 
     #[test]

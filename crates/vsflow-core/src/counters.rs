@@ -1,4 +1,10 @@
 //! Per-port counters.
+//!
+//! The first [`PortCounters::COUNT`] counters are the ones runtime-state format 1.x carries, in
+//! their fixed wire order ([`PortCounters::to_array`]). Counters added since (flow expiry at
+//! classify, refused inserts, the restore window and the pickups of issue 12) are the
+//! *extended* set ([`PortCounters::EXTRA_NAMES`]); [`PortCounters::to_all_array`] gives both,
+//! for tools.
 
 /// Counters of one port. They travel with the port's runtime state on live migration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -32,6 +38,25 @@ pub struct PortCounters {
     /// Restores of an unsupported format major version that restored an empty state
     /// (lenient mode).
     pub restores_empty: u64,
+    /// Extended: flows found idle past their timeout by classify, and started afresh (or, for
+    /// unsolicited inbound traffic, refused).
+    pub expired_on_packet: u64,
+    /// Extended: new flows not tracked because the table was full of established connections
+    /// that an unestablished flow may not displace (the packet's verdict stands).
+    pub refused_full: u64,
+    /// Extended: unknown flows picked up as established because their fingerprint was in the
+    /// restored fingerprint set.
+    pub picked_up_fingerprint: u64,
+    /// Extended: unknown TCP flows picked up as established by loose pickup (a non-SYN packet
+    /// within the loose window after a restore).
+    pub picked_up_loose: u64,
+    /// Extended: packets classified while the port was restoring (treated as Monitor).
+    pub window_packets: u64,
+    /// Extended: flows seen in the restore window that the restore also carried (merged).
+    pub window_flows_merged: u64,
+    /// Extended: restores whose mode or rules were not installed because the operator changed
+    /// them while the restore was pending (the operator's later change wins).
+    pub restore_policy_kept: u64,
 }
 
 impl PortCounters {
@@ -77,6 +102,84 @@ impl PortCounters {
         ]
     }
 
+    /// Number of extended counters, in [`PortCounters::extra_to_array`] order.
+    pub const EXTRA_COUNT: usize = 7;
+
+    /// Names of the extended counters.
+    pub const EXTRA_NAMES: [&'static str; Self::EXTRA_COUNT] = [
+        "expired_on_packet",
+        "refused_full",
+        "picked_up_fingerprint",
+        "picked_up_loose",
+        "window_packets",
+        "window_flows_merged",
+        "restore_policy_kept",
+    ];
+
+    /// Number of all counters.
+    pub const ALL_COUNT: usize = Self::COUNT + Self::EXTRA_COUNT;
+
+    /// Names of all counters, in [`PortCounters::to_all_array`] order.
+    pub const ALL_NAMES: [&'static str; Self::ALL_COUNT] = {
+        let mut names = [""; Self::ALL_COUNT];
+        let mut i = 0;
+        while i < Self::COUNT {
+            names[i] = Self::NAMES[i];
+            i += 1;
+        }
+        while i < Self::ALL_COUNT {
+            names[i] = Self::EXTRA_NAMES[i - Self::COUNT];
+            i += 1;
+        }
+        names
+    };
+
+    /// The extended counters.
+    #[must_use]
+    pub const fn extra_to_array(&self) -> [u64; Self::EXTRA_COUNT] {
+        [
+            self.expired_on_packet,
+            self.refused_full,
+            self.picked_up_fingerprint,
+            self.picked_up_loose,
+            self.window_packets,
+            self.window_flows_merged,
+            self.restore_policy_kept,
+        ]
+    }
+
+    /// Every counter: the wire counters, then the extended ones.
+    #[must_use]
+    pub fn to_all_array(&self) -> [u64; Self::ALL_COUNT] {
+        let (wire, extra) = (self.to_array(), self.extra_to_array());
+        core::array::from_fn(|i| {
+            wire.get(i).or_else(|| extra.get(i - Self::COUNT)).copied().unwrap_or(0)
+        })
+    }
+
+    /// Builds counters from values in [`PortCounters::to_all_array`] order; missing trailing
+    /// values are zero, extra values are ignored.
+    #[must_use]
+    pub fn from_all_values(mut values: impl Iterator<Item = u64>) -> Self {
+        let mut c = Self::from_values(values.by_ref().take(Self::COUNT));
+        let mut next = || values.next().unwrap_or(0);
+        c.expired_on_packet = next();
+        c.refused_full = next();
+        c.picked_up_fingerprint = next();
+        c.picked_up_loose = next();
+        c.window_packets = next();
+        c.window_flows_merged = next();
+        c.restore_policy_kept = next();
+        c
+    }
+
+    /// Every counter of `self` plus the same counter of `other`, saturating.
+    #[must_use]
+    pub fn saturating_add(&self, other: &Self) -> Self {
+        let (a, b) = (self.to_all_array(), other.to_all_array());
+        Self::from_all_values(a.iter().zip(b.iter()).map(|(x, y)| x.saturating_add(*y)))
+    }
+
     /// Builds counters from values in wire order; missing trailing values are zero, extra
     /// values (from a newer minor version) are ignored.
     #[must_use]
@@ -97,6 +200,7 @@ impl PortCounters {
             restored_flows: next(),
             restore_dropped: next(),
             restores_empty: next(),
+            ..Self::default()
         }
     }
 }
@@ -116,5 +220,21 @@ mod tests {
         assert_eq!(short.restores_empty, 0);
         let long = PortCounters::from_values(1..=40);
         assert_eq!(long, c);
+    }
+
+    #[test]
+    fn all_counters_round_trip_and_add() {
+        let c = PortCounters::from_all_values(1..);
+        let all = c.to_all_array();
+        assert_eq!(all, core::array::from_fn(|i| i as u64 + 1));
+        assert_eq!(c.extra_to_array()[0], PortCounters::COUNT as u64 + 1);
+        assert_eq!(PortCounters::ALL_NAMES[PortCounters::COUNT], "expired_on_packet");
+        assert_eq!(PortCounters::ALL_NAMES[PortCounters::ALL_COUNT - 1], "restore_policy_kept");
+        let sum = c.saturating_add(&c);
+        assert_eq!(sum.to_all_array(), core::array::from_fn(|i| 2 * (i as u64 + 1)));
+        let max = PortCounters::from_all_values(core::iter::repeat(u64::MAX));
+        assert_eq!(max.saturating_add(&c), max);
+        // The wire form carries only the format-1 counters.
+        assert_eq!(PortCounters::from_values(c.to_array().into_iter()).picked_up_loose, 0);
     }
 }

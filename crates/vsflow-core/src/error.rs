@@ -15,6 +15,9 @@ pub enum Error {
     NameTooLong,
     /// The blob would exceed the configured cap even with no flows (`STATUS_BUFFER_OVERFLOW`).
     CapTooSmall,
+    /// A flow table is full and holds only flows an insert may not displace (established
+    /// connections): the flow is not tracked (`STATUS_INSUFFICIENT_RESOURCES`).
+    TableFull,
 }
 
 impl fmt::Display for Error {
@@ -25,6 +28,7 @@ impl fmt::Display for Error {
             Self::TooManyRules => f.write_str("too many allow rules"),
             Self::NameTooLong => f.write_str("port name longer than 256 UTF-16 code units"),
             Self::CapTooSmall => f.write_str("runtime-state cap too small for the fixed records"),
+            Self::TableFull => f.write_str("flow table full of established connections"),
         }
     }
 }

@@ -1,14 +1,200 @@
-//! A switch port: its durable identity and everything vsflow keeps for it.
+//! A switch port: its durable identity and everything vsflow keeps for it, including the
+//! port's side of a live-migration restore.
+//!
+//! # Restoring
+//!
+//! Traffic flows on the destination after the NIC is created and before the pended restore
+//! completes. A port created with `NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT` is put in
+//! the *restoring* state ([`Port::begin_restore`]); until the restore is applied
+//! ([`Port::commit_restore`]) or cancelled ([`Port::cancel_restore`]) classify treats its
+//! traffic as [`Mode::Monitor`]: everything is permitted and tracked, so connections the blob
+//! carries are not blocked in that window. Inbound flows first seen in the window are admitted
+//! as [`Admission::Monitor`], so in Enforce mode they are re-checked against the rules on their
+//! next inbound packet after the window.
+//!
+//! A restore is applied in three steps that the codec's `apply` drives:
+//! 1. [`Port::plan_restore`] decides what policy the restore installs (fallible, changes
+//!    nothing);
+//! 2. the codec builds the new table from the carried flows, each with the admission
+//!    [`RestorePlan::admission`] maps it to, then [`Port::merge_window_flows`] adds the flows
+//!    this port already tracks (seen in the window), merging a flow both sides know with
+//!    [`FlowRecord::merge_window`];
+//! 3. [`Port::commit_restore`] swaps everything in (infallible).
+//!
+//! **Policy.** An operator's change made while the port is restoring is later than the state
+//! the source host saved, so it wins: if [`Port::replace_rules`] ran during the window the
+//! port keeps its rules and the blob's rules are discarded; likewise for [`Port::set_mode`] and
+//! the blob's mode (counted in `restore_policy_kept`). Otherwise the blob's mode and rules are
+//! installed (the VM's policy migrates with it).
+//!
+//! **Rule versions** are this host's: they only ever increase on a port (a restore installs
+//! the carried rules as version `max(local, carried) + 1`; a carried version of 2^31 or more
+//! is not taken over, so versions cannot be pushed to wrap). A carried flow admitted under
+//! exactly the rules being installed keeps its admission under the new version; every other
+//! carried rule admission becomes [`Admission::Monitor`] (re-checked), and flows admitted under
+//! this host's older rules carry older versions: a change of rules, by restore or by the
+//! operator, always re-checks. Versions of two hosts never meet in one table.
+//!
+//! **Collisions.** A flow both carried and seen in the window keeps the carried opener,
+//! admission and first-seen time (the source saw its start), the further TCP state, the union
+//! of FIN bits, summed counters and the latest last-seen time; if the carried flow was closed
+//! and the window saw a new connection on the same 5-tuple, the window's flow wins.
+//!
+//! # Pickups (issue 12)
+//!
+//! After a restore, for [`PickupConfig::fingerprint_window`], a packet of an unknown flow whose
+//! key is in the restored [`FingerprintSet`] is picked up as an established flow in either
+//! direction (counted in `picked_up_fingerprint`). With [`PickupConfig::loose`] (off by
+//! default), for [`PickupConfig::loose_window`], an inbound non-SYN TCP packet of an unknown
+//! flow that no rule admits is picked up as established too (`picked_up_loose`): Linux
+//! conntrack's loose mode, which trades the protection against unsolicited mid-stream packets
+//! for connections that fit neither exactly nor as a fingerprint. Picked-up flows are admitted
+//! as [`Admission::Vm`] (the source host had them established; who opened them is unknown).
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::fmt;
 
 use crate::classify::{Verdict, classify};
 use crate::counters::PortCounters;
 use crate::error::Error;
-use crate::flow::{FlowTable, TableConfig};
+use crate::flow::{Admission, FlowKey, FlowRecord, FlowTable, TableConfig};
 use crate::packet::PacketMeta;
 use crate::policy::{AllowRule, Mode, RuleSet};
-use crate::time::Tick;
+use crate::time::{Tick, secs};
+
+/// A set of flow fingerprints carried by a restore.
+///
+/// The codec's keyed hashes of the flows that did not fit as exact records. The codec owns the
+/// structure and the hash; classify asks only [`FingerprintSet::contains`].
+pub trait FingerprintSet: fmt::Debug + Send + Sync {
+    /// True if `key`'s fingerprint is in the set (false positives at the set's documented
+    /// rate, no false negatives). Must not allocate or panic.
+    fn contains(&self, key: &FlowKey) -> bool;
+    /// Number of fingerprints, for tools.
+    fn len(&self) -> usize;
+    /// True if the set is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Lets a one-element boxed array stand for its element: boxes of it are allocated fallibly.
+impl<F: FingerprintSet> FingerprintSet for [F; 1] {
+    fn contains(&self, key: &FlowKey) -> bool {
+        let [f] = self;
+        f.contains(key)
+    }
+    fn len(&self) -> usize {
+        let [f] = self;
+        f.len()
+    }
+}
+
+/// How long after a restore unknown flows may be picked up (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PickupConfig {
+    /// Window of fingerprint pickup after a restore (default 300 s).
+    pub fingerprint_window: Tick,
+    /// Loose pickup of non-SYN TCP packets (default off).
+    pub loose: bool,
+    /// Window of loose pickup after a restore (default 60 s).
+    pub loose_window: Tick,
+}
+
+impl Default for PickupConfig {
+    fn default() -> Self {
+        Self { fingerprint_window: secs(300), loose: false, loose_window: secs(60) }
+    }
+}
+
+/// How classify picked up an unknown flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pickup {
+    Fingerprint,
+    Loose,
+}
+
+/// The port's restore state.
+#[derive(Debug, Default)]
+pub(crate) struct RestoreState {
+    /// Between [`Port::begin_restore`] and the restore's commit or cancel.
+    pub(crate) restoring: bool,
+    /// The operator set the mode while restoring.
+    operator_mode: bool,
+    /// The operator replaced the rules while restoring.
+    operator_rules: bool,
+    /// When the latest restore was committed.
+    restored_at: Option<Tick>,
+    /// Fingerprints of that restore, dropped by [`Port::expire`] once its windows are over.
+    fingerprints: Option<Box<dyn FingerprintSet>>,
+    pickup: PickupConfig,
+}
+
+/// What a restore installs, decided by [`Port::plan_restore`]; see the module docs.
+#[derive(Debug)]
+pub struct RestorePlan {
+    /// `None`: the port keeps its rules (the operator changed them during the window).
+    rules: Option<RuleSet>,
+    /// `None`: the port keeps its mode.
+    mode: Option<Mode>,
+    carried_version: u32,
+    version: u32,
+    fingerprints: Option<Box<dyn FingerprintSet>>,
+    merged: u32,
+}
+
+impl RestorePlan {
+    /// The admission on this host of a carried flow that was admitted as `carried`.
+    #[must_use]
+    pub const fn admission(&self, carried: Admission) -> Admission {
+        match carried {
+            Admission::Vm => Admission::Vm,
+            Admission::Rule(v) if self.rules.is_some() && v == self.carried_version => {
+                Admission::Rule(self.version)
+            }
+            Admission::Rule(_) | Admission::Monitor => Admission::Monitor,
+        }
+    }
+
+    /// The rules version the port has once the plan is committed.
+    #[must_use]
+    pub const fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// True if the blob's rules will be installed (the operator did not change them during
+    /// the window).
+    #[must_use]
+    pub const fn installs_rules(&self) -> bool {
+        self.rules.is_some()
+    }
+
+    /// Flows merged so far by [`Port::merge_window_flows`].
+    #[must_use]
+    pub const fn merged(&self) -> u32 {
+        self.merged
+    }
+
+    /// Gives the restore a fingerprint set for pickups (allocated fallibly).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`]; the plan is unchanged.
+    pub fn try_set_fingerprints<F: FingerprintSet + 'static>(
+        &mut self,
+        set: F,
+    ) -> Result<(), Error> {
+        let mut one: Vec<F> = Vec::new();
+        one.try_reserve_exact(1)?;
+        one.push(set);
+        // One element in a vector of capacity one: `into_boxed_slice` does not reallocate.
+        let Ok(boxed): Result<Box<[F; 1]>, _> = one.into_boxed_slice().try_into() else {
+            return Err(Error::OutOfMemory);
+        };
+        self.fingerprints = Some(boxed);
+        Ok(())
+    }
+}
 
 /// Longest name the vSwitch reports (`IF_MAX_STRING_SIZE` UTF-16 code units).
 pub const MAX_NAME_UNITS: usize = 256;
@@ -94,6 +280,7 @@ pub struct Port {
     pub(crate) rules: RuleSet,
     pub(crate) table: FlowTable,
     pub(crate) counters: PortCounters,
+    pub(crate) restore: RestoreState,
 }
 
 impl Port {
@@ -108,6 +295,7 @@ impl Port {
             rules: RuleSet::default(),
             table: FlowTable::try_new(config.table)?,
             counters: PortCounters::default(),
+            restore: RestoreState::default(),
         })
     }
 
@@ -123,10 +311,21 @@ impl Port {
         self.mode
     }
 
+    /// The mode classify applies: [`Mode::Monitor`] while restoring, else [`Port::mode`].
+    #[inline]
+    #[must_use]
+    pub const fn effective_mode(&self) -> Mode {
+        if self.restore.restoring { Mode::Monitor } else { self.mode }
+    }
+
     /// Switches mode. Peer-opened flows admitted in Monitor mode are re-checked against the
-    /// rules on their next inbound packet once in Enforce mode.
+    /// rules on their next inbound packet once in Enforce mode. While restoring, the operator's
+    /// mode wins over the blob's (see the module docs).
     pub const fn set_mode(&mut self, mode: Mode) {
         self.mode = mode;
+        if self.restore.restoring {
+            self.restore.operator_mode = true;
+        }
     }
 
     /// The allow rules.
@@ -135,12 +334,167 @@ impl Port {
         &self.rules
     }
 
-    /// Replaces the allow rules atomically; returns the new version.
+    /// Replaces the allow rules atomically; returns the new version (always greater than the
+    /// old one). While restoring, these rules win over the blob's (see the module docs).
     ///
     /// # Errors
     /// [`Error::TooManyRules`], [`Error::OutOfMemory`]; the old rules stay on error.
     pub fn replace_rules(&mut self, rules: &[AllowRule]) -> Result<u32, Error> {
-        self.rules.replace(rules)
+        let v = self.rules.replace(rules)?;
+        if self.restore.restoring {
+            self.restore.operator_rules = true;
+        }
+        Ok(v)
+    }
+
+    /// Enters the restoring state (the port was created to receive a restore): classify treats
+    /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
+    pub const fn begin_restore(&mut self) {
+        self.restore.restoring = true;
+        self.restore.operator_mode = false;
+        self.restore.operator_rules = false;
+    }
+
+    /// True between [`Port::begin_restore`] and the restore's commit or cancel.
+    #[must_use]
+    pub const fn is_restoring(&self) -> bool {
+        self.restore.restoring
+    }
+
+    /// Leaves the restoring state without a restore (cancelled, failed, or an empty lenient
+    /// restore): the port applies its own mode again; flows seen in the window stay, inbound
+    /// ones re-checked on their next packet.
+    pub const fn cancel_restore(&mut self) {
+        self.restore.restoring = false;
+    }
+
+    /// The pickup windows.
+    #[must_use]
+    pub const fn pickup_config(&self) -> &PickupConfig {
+        &self.restore.pickup
+    }
+
+    /// Sets the pickup windows (driver configuration).
+    pub const fn set_pickup_config(&mut self, config: PickupConfig) {
+        self.restore.pickup = config;
+    }
+
+    /// When the latest restore was committed, if any.
+    #[must_use]
+    pub const fn restored_at(&self) -> Option<Tick> {
+        self.restore.restored_at
+    }
+
+    /// The fingerprints of the latest restore, while its pickup windows last.
+    #[must_use]
+    pub fn fingerprints(&self) -> Option<&dyn FingerprintSet> {
+        self.restore.fingerprints.as_deref()
+    }
+
+    /// Step 1 of a restore: what it installs given the blob's `mode` and `rules`. Changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`], [`Error::TooManyRules`].
+    pub fn plan_restore(&self, mode: Mode, rules: &RuleSet) -> Result<RestorePlan, Error> {
+        let window = self.restore.restoring;
+        let local = self.rules.version();
+        let keep_rules = window && self.restore.operator_rules;
+        let rules_version = rules.version();
+        let (rules, version) = if keep_rules {
+            (None, local)
+        } else {
+            let carried = rules.version();
+            let base = if carried < 1 << 31 { local.max(carried) } else { local };
+            let version = base.wrapping_add(1).max(1);
+            (Some(RuleSet::try_from_slice(version, rules.rules())?), version)
+        };
+        let mode = (!(window && self.restore.operator_mode)).then_some(mode);
+        Ok(RestorePlan {
+            rules,
+            mode,
+            carried_version: rules_version,
+            version,
+            fingerprints: None,
+            merged: 0,
+        })
+    }
+
+    /// Step 2 of a restore: inserts the flows this port tracks (seen in the restore window, or
+    /// before it) into `table`, which holds the carried flows, while room remains; a flow both
+    /// know is merged ([`FlowRecord::merge_window`]). Returns how many were inserted (not
+    /// counting merges; see [`RestorePlan::merged`]).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    pub fn merge_window_flows(
+        &self,
+        plan: &mut RestorePlan,
+        table: &mut FlowTable,
+        now: Tick,
+    ) -> Result<u32, Error> {
+        let bound = table.config().max_flows as usize;
+        let mut kept = 0u32;
+        for (k, r) in self.table.iter() {
+            if let Some(at) = table.find(k) {
+                let carried = *table.record(at);
+                let merged = carried.merge_window(r);
+                *table.record_mut(at) = FlowRecord { state: carried.state, ..merged };
+                table.set_state(at, merged.state);
+                table.touch(at);
+                plan.merged = plan.merged.saturating_add(1);
+            } else if table.len() < bound {
+                table.insert(*k, *r, now)?;
+                kept = kept.saturating_add(1);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Step 3 of a restore: installs `table`, the planned mode and rules, and `counters`; ends
+    /// the restoring state and opens the pickup windows at `now`. Cannot fail.
+    pub fn commit_restore(
+        &mut self,
+        plan: RestorePlan,
+        table: FlowTable,
+        counters: PortCounters,
+        now: Tick,
+    ) {
+        let mut counters = counters;
+        if plan.rules.is_none() || plan.mode.is_none() {
+            counters.restore_policy_kept = counters.restore_policy_kept.saturating_add(1);
+        }
+        counters.window_flows_merged =
+            counters.window_flows_merged.saturating_add(u64::from(plan.merged));
+        if let Some(rules) = plan.rules {
+            self.rules = rules;
+        }
+        if let Some(mode) = plan.mode {
+            self.mode = mode;
+        }
+        self.table = table;
+        self.counters = counters;
+        self.restore.restoring = false;
+        self.restore.restored_at = Some(now);
+        self.restore.fingerprints = plan.fingerprints;
+    }
+
+    /// True if an unknown flow with `key` is picked up at `now` by fingerprint: within the
+    /// fingerprint window of the latest restore, and in its set.
+    #[inline]
+    pub(crate) fn fingerprint_pickup(&self, key: &FlowKey, now: Tick) -> bool {
+        let r = &self.restore;
+        let Some(set) = r.fingerprints.as_deref() else { return false };
+        let Some(at) = r.restored_at else { return false };
+        now.saturating_sub(at) <= r.pickup.fingerprint_window && set.contains(key)
+    }
+
+    /// True if loose pickup is on and `now` is within its window after the latest restore.
+    #[inline]
+    pub(crate) fn loose_pickup(&self, now: Tick) -> bool {
+        let r = &self.restore;
+        r.pickup.loose
+            && r.restored_at.is_some_and(|at| now.saturating_sub(at) <= r.pickup.loose_window)
     }
 
     /// The flow table.
@@ -172,10 +526,19 @@ impl Port {
         self.counters.save_dropped = self.counters.save_dropped.saturating_add(dropped as u64);
     }
 
-    /// Removes up to `budget` idle flows; returns how many.
+    /// Removes up to `budget` idle flows; returns how many. Also drops the restored
+    /// fingerprints once the pickup windows are over. The driver calls this from a periodic
+    /// timer.
     pub fn expire(&mut self, now: Tick, budget: usize) -> usize {
         let n = self.table.expire(now, budget);
         self.counters.expired = self.counters.expired.saturating_add(n as u64);
+        let r = &mut self.restore;
+        if let Some(at) = r.restored_at
+            && r.fingerprints.is_some()
+            && now.saturating_sub(at) > r.pickup.fingerprint_window
+        {
+            r.fingerprints = None;
+        }
         n
     }
 }

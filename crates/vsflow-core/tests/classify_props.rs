@@ -1,10 +1,15 @@
 //! Properties of classify under random traffic: the table bound holds under floods, the
-//! internal invariants always hold, Enforce never blocks the VM's own packets, and a flow the
-//! VM opened always gets its return traffic through.
+//! internal invariants always hold, Enforce never blocks the VM's own packets, a flow the VM
+//! opened always gets its return traffic through, no inbound traffic from other peers evicts an
+//! established connection, a flow idle past its timeout admits nothing, and a restoring port
+//! blocks nothing.
 
 use proptest::prelude::*;
 use vsflow_core::flow::TableConfig;
-use vsflow_core::{Direction, Mode, PacketMeta, Port, PortConfig, PortIdentity, Verdict, protocol};
+use vsflow_core::{
+    AllowRule, BlockReason, Direction, FlowKey, Mode, PacketMeta, Port, PortConfig, PortIdentity,
+    PortRange, Prefix, Verdict, protocol,
+};
 
 fn arb_packet() -> impl Strategy<Value = PacketMeta> {
     (
@@ -84,5 +89,66 @@ proptest! {
         }
         prop_assert_eq!(p.table().len(), 64);
         prop_assert!(p.table().capacity() <= 64);
+    }
+
+    #[test]
+    fn inbound_traffic_from_other_peers_never_evicts_an_established_connection(
+        established in 1u16..8,
+        max_flows in 8u32..16,
+        packets in proptest::collection::vec((arb_packet(), 0u64..10_000_000), 1..300),
+    ) {
+        let mut p = port(Mode::Enforce, max_flows);
+        let any = AllowRule { protocol: None, local_ports: PortRange::ANY, remote: Prefix::Any };
+        p.replace_rules(&[any]).unwrap();
+        let conns: Vec<PacketMeta> = (0..established)
+            .map(|i| PacketMeta::ipv4(Direction::Outbound, protocol::TCP, [10, 0, 0, 9], 30000 + i, [192, 0, 2, 1], 443, 0x02, 60))
+            .collect();
+        for c in &conns {
+            p.classify(c, 1);
+            p.classify(&c.reply(0x12), 2);
+        }
+        let mut now = 2;
+        for (m, dt) in packets {
+            now += dt;
+            // Other peers only (the connections' own peer is 192.0.2.1), any flags.
+            if m.direction == Direction::Inbound {
+                p.classify(&m, now);
+            }
+        }
+        for c in &conns {
+            prop_assert!(p.table().get(&FlowKey::of(c)).is_some(), "an established connection was evicted");
+        }
+    }
+
+    #[test]
+    fn a_flow_idle_past_its_timeout_admits_nothing(
+        udp in any::<bool>(),
+        idle in 0u64..20_000_000_000,
+    ) {
+        let mut p = port(Mode::Enforce, 16);
+        let proto = if udp { protocol::UDP } else { protocol::TCP };
+        let out = PacketMeta::ipv4(Direction::Outbound, proto, [10, 0, 0, 2], 5000, [192, 0, 2, 1], 53, 0x10, 60);
+        p.classify(&out, 1);
+        let timeouts = TableConfig::default().timeouts;
+        let timeout = if udp { timeouts.udp } else { timeouts.tcp_established };
+        let v = p.classify(&out.reply(0x10), 1 + idle);
+        if idle >= timeout {
+            prop_assert_eq!(v, Verdict::Block(BlockReason::Unsolicited));
+        } else {
+            prop_assert_eq!(v, Verdict::Permit);
+        }
+    }
+
+    #[test]
+    fn a_restoring_port_blocks_nothing(
+        packets in proptest::collection::vec((arb_packet(), 0u64..5_000_000_000), 1..200),
+    ) {
+        let mut p = port(Mode::Enforce, 16);
+        p.begin_restore();
+        let mut now = 0;
+        for (m, dt) in packets {
+            now += dt;
+            prop_assert_eq!(p.classify(&m, now), Verdict::Permit);
+        }
     }
 }

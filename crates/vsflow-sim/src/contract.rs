@@ -49,6 +49,9 @@ pub enum Violation {
         /// Bytes returned.
         len: usize,
     },
+    /// A save callback returned success with a null buffer: `runtimeState` is
+    /// `_Outptr_result_buffer_(*runtimeStateLength)`, a valid buffer on success.
+    SaveNullOnSuccess,
     /// The classify function changed the packet's action without the write right, or returned
     /// an action that is not permit or block.
     BadClassifyAction {
@@ -88,6 +91,7 @@ impl fmt::Display for Violation {
             Self::BadSublayer => f.write_str("filter added to a sublayer that is not the driver's own (HLK FwpmSublayers.UseOwnOrBuiltIn)"),
             Self::FilterWithoutCalloutObject => f.write_str("filter references a callout object that was never added"),
             Self::SaveTooLarge { len } => write!(f, "runtime state of {len} bytes does not fit NDIS_SWITCH_NIC_SAVE_STATE (USHORT size)"),
+            Self::SaveNullOnSuccess => f.write_str("vSwitchRuntimeStateSaveNotifyFn returned success with a NULL runtimeState (_Outptr_result_buffer_)"),
             Self::BadClassifyAction { what } => write!(f, "classify: {what}"),
             Self::Leak { what } => write!(f, "left behind at unload: {what}"),
             Self::RecursiveLock => f.write_str("spin lock acquired recursively (deadlock at DISPATCH_LEVEL)"),

@@ -15,8 +15,6 @@
 
 use std::ffi::c_void;
 
-use std::ptr;
-
 use fwps_sys::{self as sys, GUID, HANDLE, NTSTATUS};
 
 use crate::contract::Violation;
@@ -66,6 +64,7 @@ pub unsafe extern "system" fn FwpsCalloutRegister3(
             key: c.calloutKey,
             flags: c.flags,
             classify: c.classifyFn,
+            notify: c.notifyFn,
         });
         if !callout_id.is_null() {
             // SAFETY: non-null out-pointer.
@@ -78,6 +77,13 @@ pub unsafe extern "system" fn FwpsCalloutRegister3(
 fn unregister(h: &mut HostState, pred: impl Fn(&RegisteredCallout) -> bool) -> NTSTATUS {
     if !h.vswitch.subscriptions.is_empty() {
         h.violate(Violation::UnregisterBeforeUnsubscribe);
+    }
+    // STATUS_DEVICE_BUSY is documented for flow contexts still associated (vsflow associates
+    // none); filters that still name the callout do not stop it ("succeeds even if there are
+    // filters"). A classify still running is not documented: the double answers busy, the
+    // choice worse for the driver (WINDOWS-VERIFICATION), so the driver must retry.
+    if h.engine.registered.iter().any(|c| pred(c) && h.engine.classifies_running(c.id) > 0) {
+        return sys::STATUS_DEVICE_BUSY;
     }
     let before = h.engine.registered.len();
     h.engine.registered.retain(|c| !pred(c));
@@ -371,46 +377,75 @@ pub unsafe extern "system" fn FwpmFilterAdd0(
     };
     // SAFETY: the driver uses the `rawContext` arm (no FWPM_FILTER_FLAG_HAS_PROVIDER_CONTEXT).
     let raw_context = unsafe { f.ctx.rawContext };
+    // SAFETY: the caller's FWPM_FILTER0 holds a valid weight value.
+    let weight = unsafe { crate::engine::filter_weight(&f.weight) };
+    let added =
+        with_current(|h| {
+            filter_change_allowed(h, "FwpmFilterAdd0");
+            if !session_ok(h, engine_handle, "FwpmFilterAdd0") {
+                return Err(sys::STATUS_INVALID_PARAMETER);
+            }
+            if provider.is_none() {
+                h.violate(Violation::ObjectWithoutProvider { kind: "filter" });
+            }
+            let own_sublayer =
+                h.engine.objects.sublayers.iter().any(|s| {
+                    s.key == f.subLayerKey && s.provider.is_some() && s.provider == provider
+                });
+            if !own_sublayer && f.subLayerKey != BUILTIN_SUBLAYER_UNIVERSAL {
+                h.violate(Violation::BadSublayer);
+                return Err(sys::STATUS_FWP_NOT_FOUND);
+            }
+            if let Some(c) = callout
+                && !h.engine.objects.callouts.iter().any(|x| x.key == c)
+            {
+                h.violate(Violation::FilterWithoutCalloutObject);
+                return Err(sys::STATUS_FWP_CALLOUT_NOT_FOUND);
+            }
+            if h.engine.objects.filters.iter().any(|x| x.key == f.filterKey) {
+                return Err(sys::STATUS_FWP_ALREADY_EXISTS);
+            }
+            let fid = h.engine.next_filter_id();
+            let obj = FilterObj {
+                key: f.filterKey,
+                id: fid,
+                provider,
+                layer: f.layerKey,
+                sublayer: f.subLayerKey,
+                action: f.action.r#type,
+                callout,
+                flags: f.flags,
+                weight,
+                raw_context,
+                session: engine_handle as usize,
+            };
+            let notify =
+                callout.and_then(|c| h.engine.registered_callout(&c)).map(|r| (r.id, r.notify));
+            Ok((obj, notify))
+        });
+    let (obj, notify) = match added {
+        Ok(x) => x,
+        Err(status) => return status,
+    };
+    // The engine tells the registered callout a filter names it, and does not add the filter
+    // if notifyFn fails (FWPS_CALLOUT_NOTIFY_FN3: "the filter engine does not add the filter").
+    // Called without the engine lock: the driver may call back into the engine.
+    if let Some((callout_id, Some(notify_fn))) = notify {
+        let mut fs = fwps_filter(&obj, callout_id);
+        // SAFETY: the driver's notifyFn with the filter key and a valid FWPS_FILTER3.
+        let status = unsafe {
+            notify_fn(sys::FWPS_CALLOUT_NOTIFY_ADD_FILTER, &raw const obj.key, &raw mut fs)
+        };
+        if !sys::nt_success(status) {
+            return status;
+        }
+    }
+    let fid = obj.id;
     with_current(|h| {
-        filter_change_allowed(h, "FwpmFilterAdd0");
-        if !session_ok(h, engine_handle, "FwpmFilterAdd0") {
-            return sys::STATUS_INVALID_PARAMETER;
-        }
-        if provider.is_none() {
-            h.violate(Violation::ObjectWithoutProvider { kind: "filter" });
-        }
-        let own_sublayer = h
-            .engine
-            .objects
-            .sublayers
-            .iter()
-            .any(|s| s.key == f.subLayerKey && s.provider.is_some() && s.provider == provider);
-        if !own_sublayer && f.subLayerKey != BUILTIN_SUBLAYER_UNIVERSAL {
-            h.violate(Violation::BadSublayer);
-            return sys::STATUS_FWP_NOT_FOUND;
-        }
-        if let Some(c) = callout
-            && !h.engine.objects.callouts.iter().any(|x| x.key == c)
-        {
-            h.violate(Violation::FilterWithoutCalloutObject);
-            return sys::STATUS_FWP_CALLOUT_NOT_FOUND;
-        }
-        if h.engine.objects.filters.iter().any(|x| x.key == f.filterKey) {
+        if h.engine.objects.filters.iter().any(|x| x.key == obj.key) {
             return sys::STATUS_FWP_ALREADY_EXISTS;
         }
-        let fid = h.engine.next_filter_id();
-        h.engine.objects.filters.push(FilterObj {
-            key: f.filterKey,
-            id: fid,
-            provider,
-            layer: f.layerKey,
-            sublayer: f.subLayerKey,
-            action: f.action.r#type,
-            callout,
-            flags: f.flags,
-            raw_context,
-            session: engine_handle as usize,
-        });
+        h.engine.objects.filters.push(obj);
         if !id.is_null() {
             // SAFETY: non-null out-pointer.
             unsafe { id.write(fid) };
@@ -419,17 +454,47 @@ pub unsafe extern "system" fn FwpmFilterAdd0(
     })
 }
 
+/// The run-time view of a filter handed to a callout's notifyFn and classifyFn.
+fn fwps_filter(f: &FilterObj, callout_id: u32) -> sys::FWPS_FILTER3 {
+    // SAFETY: plain data, all zeroes valid.
+    let mut fs: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
+    fs.filterId = f.id;
+    fs.flags = if f.flags & sys::FWPM_FILTER_FLAG_CLEAR_ACTION_RIGHT != 0 {
+        sys::FWPS_FILTER_FLAG_CLEAR_ACTION_RIGHT
+    } else {
+        0
+    };
+    fs.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout_id };
+    fs.context = f.raw_context;
+    fs
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmFilterDeleteByKey0(
     engine_handle: HANDLE,
     key: *const GUID,
 ) -> NTSTATUS {
     with_current(|h| filter_change_allowed(h, "FwpmFilterDeleteByKey0"));
-    delete_by_key(engine_handle, key, "FwpmFilterDeleteByKey0", |h, k| {
-        let n = h.engine.objects.filters.len();
-        h.engine.objects.filters.retain(|x| x.key != k);
-        n != h.engine.objects.filters.len()
-    })
+    let mut gone = None;
+    let status = delete_by_key(engine_handle, key, "FwpmFilterDeleteByKey0", |h, k| {
+        let Some(i) = h.engine.objects.filters.iter().position(|x| x.key == k) else {
+            return false;
+        };
+        let f = h.engine.objects.filters.remove(i);
+        let notify =
+            f.callout.and_then(|c| h.engine.registered_callout(&c)).map(|r| (r.id, r.notify));
+        gone = Some((f, notify));
+        true
+    });
+    // The callout hears of the deletion (FWPS_CALLOUT_NOTIFY_DELETE_FILTER), outside the lock.
+    if let Some((f, Some((callout_id, Some(notify_fn))))) = gone {
+        let mut fs = fwps_filter(&f, callout_id);
+        // SAFETY: the driver's notifyFn with the filter key and a valid FWPS_FILTER3.
+        let _ = unsafe {
+            notify_fn(sys::FWPS_CALLOUT_NOTIFY_DELETE_FILTER, &raw const f.key, &raw mut fs)
+        };
+    }
+    status
 }
 
 #[unsafe(no_mangle)]
@@ -534,28 +599,36 @@ pub unsafe extern "system" fn FwpsvSwitchNotifyComplete0(
             h.violate(Violation::CompletedWithPending);
             return;
         }
-        if h.vswitch.outstanding.remove(&ctx).is_none() {
+        let Some(o) = h.vswitch.outstanding.remove(&ctx) else {
             h.violate(Violation::UnknownCompletion { context: ctx });
             return;
+        };
+        if o.callback == "vSwitchRuntimeStateRestoreNotifyFn" && !sys::nt_success(status) {
+            // OID_SWITCH_NIC_RESTORE: an extension's failure fails the VM's whole restore.
+            h.failed_vm_restores.push((o.port_id, status));
         }
         h.vswitch.completed.insert(ctx, status);
     });
 }
 
-/// The simulator's `NdisGetDataBuffer`: `CurrentMdl` of a simulated `NET_BUFFER` points at the
-/// frame's contiguous bytes (see `packet::ClassifyInput`).
+/// `NdisGetDataBuffer` as documented: see [`crate::packet::get_data_buffer`].
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn NdisGetDataBuffer(
     net_buffer: *mut sys::NET_BUFFER,
     bytes_needed: u32,
-    _storage: *mut c_void,
-    _align_multiple: u32,
-    _align_offset: u32,
+    storage: *mut c_void,
+    align_multiple: u32,
+    align_offset: u32,
 ) -> *mut c_void {
-    // SAFETY: the driver passes the NET_BUFFER the simulator built.
-    let Some(nb) = (unsafe { net_buffer.as_ref() }) else { return ptr::null_mut() };
-    if bytes_needed as usize > nb.DataLength || nb.CurrentMdl.is_null() {
-        return ptr::null_mut();
+    // SAFETY: the driver passes the NET_BUFFER the simulator built and storage of
+    // `bytes_needed` bytes or null (NdisGetDataBuffer's contract).
+    unsafe {
+        crate::packet::get_data_buffer(
+            net_buffer,
+            bytes_needed,
+            storage,
+            align_multiple,
+            align_offset,
+        )
     }
-    nb.CurrentMdl
 }

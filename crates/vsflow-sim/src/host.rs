@@ -11,6 +11,7 @@ use fwps_sys::{self as sys, GUID, NTSTATUS};
 use vsflow_callout::{Driver, DriverConfig};
 
 use crate::contract::Violation;
+use crate::engine::{Arbiter, Decision};
 use crate::packet::{ClassifyInput, SimPacket};
 use crate::services::{HostShared, SimServices};
 use crate::vswitch::Subscription;
@@ -28,8 +29,56 @@ pub struct SimPort {
     pub name: Vec<u16>,
     /// `NDIS_SWITCH_PORT_TYPE`.
     pub port_type: u32,
-    /// NIC index and whether it is connected.
-    pub nic: Option<(u16, bool)>,
+    /// `IsValidationPort`: a port Hyper-V creates to validate a configuration, never a VM's.
+    pub is_validation: bool,
+    /// NIC index and its `NDIS_SWITCH_NIC_STATE`.
+    pub nic: Option<(u16, u32)>,
+}
+
+impl SimPort {
+    /// A port of this `NDIS_SWITCH_PORT_TYPE` with no NIC.
+    #[must_use]
+    pub fn new(id: u32, name: &str, port_type: u32) -> Self {
+        Self { id, name: utf16(name), port_type, is_validation: false, nic: None }
+    }
+
+    /// The same port with a NIC in `state` (`NdisSwitchNicState*`).
+    #[must_use]
+    pub const fn with_nic(mut self, index: u16, state: u32) -> Self {
+        self.nic = Some((index, state));
+        self
+    }
+
+    /// The same port flagged `IsValidationPort`.
+    #[must_use]
+    pub const fn validation(mut self) -> Self {
+        self.is_validation = true;
+        self
+    }
+}
+
+/// The `ElementSize` of the NIC arrays the double hands over (`NDIS_SWITCH_NIC_ARRAY`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NicElementSize {
+    /// `sizeof(NDIS_SWITCH_NIC_PARAMETERS)` of NDIS 6.40+ headers (2224 bytes), revision 2.
+    #[default]
+    Current,
+    /// `NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1` (2207 bytes), revision 1: the
+    /// elements are packed at that stride, so fields are unaligned.
+    Revision1,
+    /// A later revision: this many bytes past the current size.
+    Larger(usize),
+}
+
+/// Whether Windows replays `VSWITCH_CREATE` to a subscription made after switches exist.
+/// No document says it does: a test chooses (WINDOWS-VERIFICATION).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExistingSwitches {
+    /// The subscriber hears only of switches created later (worse for the driver).
+    #[default]
+    NotReplayed,
+    /// The subscriber gets `VSWITCH_CREATE` with the current arrays for each existing switch.
+    Replayed,
 }
 
 /// A simulated virtual switch.
@@ -66,12 +115,29 @@ pub struct RestoreTicket {
     pub elapsed: Duration,
 }
 
+/// The outcome of a VM's restore as Hyper-V sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmRestore {
+    /// Every extension restored (or had nothing to restore).
+    Succeeded,
+    /// An extension has not completed its pended restore yet.
+    Pending,
+    /// An extension failed `OID_SWITCH_NIC_RESTORE`: the whole VM restore fails.
+    Failed(NTSTATUS),
+}
+
 /// A simulated host.
 #[derive(Debug)]
 pub struct Host {
     id: usize,
     shared: Arc<HostShared>,
     driver: Option<Box<Driver<SimServices>>>,
+    /// `ElementSize` of the NIC arrays handed over.
+    pub nic_element_size: NicElementSize,
+    /// Whether a late subscriber hears of existing switches.
+    pub existing_switches: ExistingSwitches,
+    /// Subscriptions already told of the existing switches.
+    told: Vec<u32>,
     /// The host's switches.
     pub switches: Vec<SimSwitch>,
     seed: u64,
@@ -106,6 +172,12 @@ fn switch_params(name: &[u16]) -> sys::NDIS_SWITCH_PARAMETERS {
 }
 
 fn port_params(p: &SimPort, restoring: bool) -> sys::NDIS_SWITCH_PORT_PARAMETERS {
+    let mut pp = port_params_of(p, restoring);
+    pp.IsValidationPort = u8::from(p.is_validation);
+    pp
+}
+
+fn port_params_of(p: &SimPort, restoring: bool) -> sys::NDIS_SWITCH_PORT_PARAMETERS {
     sys::NDIS_SWITCH_PORT_PARAMETERS {
         Header: sys::NDIS_OBJECT_HEADER {
             Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
@@ -138,12 +210,13 @@ fn nic_params(port_id: u32, index: u16, state: u32) -> Box<sys::NDIS_SWITCH_NIC_
     n
 }
 
-/// Builds an NDIS switch array of `elements` in one 8-aligned buffer.
-fn ndis_array<T: Copy>(elements: &[T]) -> Vec<u64> {
+/// Builds an NDIS switch array of `elements` in one 8-aligned buffer, each element `stride`
+/// bytes apart (the first `min(stride, size_of::<T>())` bytes of each element are copied; the
+/// rest, for a larger stride, is zero).
+fn ndis_array<T: Copy>(elements: &[T], stride: usize) -> Vec<u64> {
     let header = size_of::<sys::NDIS_SWITCH_PORT_ARRAY>().next_multiple_of(8);
-    let stride = size_of::<T>().next_multiple_of(8);
     let bytes = header + stride * elements.len();
-    let mut buf = vec![0u64; bytes.div_ceil(8)];
+    let mut buf = vec![0u64; bytes.div_ceil(8).max(1)];
     let base = buf.as_mut_ptr().cast::<u8>();
     let a = sys::NDIS_SWITCH_PORT_ARRAY {
         Header: sys::NDIS_OBJECT_HEADER {
@@ -156,13 +229,19 @@ fn ndis_array<T: Copy>(elements: &[T]) -> Vec<u64> {
         NumElements: u32::try_from(elements.len()).unwrap_or(0),
         ElementSize: u32::try_from(stride).unwrap_or(0),
     };
-    // SAFETY: the buffer holds the header and every element at its offset.
+    // SAFETY: the buffer holds the header.
     unsafe { base.cast::<sys::NDIS_SWITCH_PORT_ARRAY>().write_unaligned(a) };
+    let n = stride.min(size_of::<T>());
     for (i, e) in elements.iter().enumerate() {
-        // SAFETY: inside the buffer (sized above).
-        let dst = unsafe { base.add(header + i * stride) };
-        // SAFETY: as above.
-        unsafe { dst.cast::<T>().write_unaligned(*e) };
+        // SAFETY: 1. the destination is inside the buffer (sized for every element at its
+        // stride); 2. `n` bytes of `e` are readable; 3. the regions do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                std::ptr::from_ref(e).cast::<u8>(),
+                base.add(header + i * stride),
+                n,
+            );
+        }
     }
     buf
 }
@@ -175,6 +254,9 @@ impl Host {
             id: register_host(),
             shared: Arc::new(HostShared::default()),
             driver: None,
+            nic_element_size: NicElementSize::default(),
+            existing_switches: ExistingSwitches::default(),
+            told: Vec::new(),
             switches: Vec::new(),
             seed,
         }
@@ -248,6 +330,53 @@ impl Host {
         (outcome, system_buffer)
     }
 
+    /// Sends a control request as user mode would (`DeviceIoControl` on the control device):
+    /// encodes it, sends it, and returns the status and output bytes.
+    ///
+    /// # Panics
+    /// If the request does not encode (a scenario bug) or no driver is loaded.
+    #[must_use]
+    pub fn control(
+        &self,
+        req: &vsflow_proto::request::Request<'_>,
+        output_len: usize,
+    ) -> (NTSTATUS, Vec<u8>) {
+        let mut buf = vec![0u8; req.encoded_len()];
+        req.encode(&mut buf).expect("a scenario's request encodes");
+        let (o, bytes) = self.ioctl(req.ioctl().code(), &buf, output_len);
+        (o.status, bytes)
+    }
+
+    /// The driver's ports, through the `ListPorts` IOCTL.
+    ///
+    /// # Panics
+    /// If the driver's answer does not decode.
+    #[must_use]
+    pub fn list_ports(&self) -> Vec<vsflow_proto::response::PortInfo> {
+        let (status, bytes) = self.control(&vsflow_proto::request::Request::ListPorts, 1 << 20);
+        let mut v = Vec::new();
+        if sys::nt_success(status) {
+            vsflow_proto::response::decode_ports(&bytes, |p| v.push(p)).expect("ListPorts decodes");
+        }
+        v
+    }
+
+    /// Replaces the allow rules of every port the driver lists, through the `ReplaceRules`
+    /// IOCTL (as an operator's tool does). Returns how many ports accepted them.
+    #[must_use]
+    pub fn replace_rules_everywhere(&self, rules: &[vsflow_core::policy::AllowRule]) -> usize {
+        let mut space = vec![0u8; 24 * rules.len().max(1)];
+        let Ok(list) = vsflow_proto::request::rule_list(rules, &mut space) else { return 0 };
+        self.list_ports()
+            .iter()
+            .filter(|p| {
+                let req =
+                    vsflow_proto::request::Request::ReplaceRules { port: p.port, rules: list };
+                sys::nt_success(self.control(&req, 64).0)
+            })
+            .count()
+    }
+
     /// The host's id (heap accounting and diagnostics).
     #[must_use]
     pub const fn id(&self) -> usize {
@@ -273,6 +402,9 @@ impl Host {
                 unsafe { cb(sub.context as *mut c_void, sys::FWPM_SERVICE_RUNNING) };
             }
         }
+        drop(_drv);
+        drop(_cur);
+        self.tell_new_subscribers();
     }
 
     /// Loads and starts the driver (`DriverEntry`).
@@ -296,6 +428,8 @@ impl Host {
         match r {
             Ok(()) => {
                 self.driver = Some(driver);
+                drop(_cur);
+                self.tell_new_subscribers();
                 Ok(())
             }
             Err(e) => {
@@ -401,6 +535,12 @@ impl Host {
         with_host_id(self.id, |s| s.engine.objects.clone())
     }
 
+    /// Classify calls the engine has made on this host (every callout).
+    #[must_use]
+    pub fn classify_invocations(&self) -> u64 {
+        with_host_id(self.id, |s| s.engine.classify_calls)
+    }
+
     /// The flags of every registered run-time callout.
     #[must_use]
     pub fn callout_flags(&self) -> Vec<u32> {
@@ -483,25 +623,48 @@ impl Host {
         out
     }
 
-    /// Creates a switch with its initial external port (and any more ports), as the
-    /// `VSWITCH_CREATE` lifetime event reports it. Returns the switch index.
-    pub fn create_switch(&mut self, name: &str, initial: &[SimPort]) -> usize {
-        let mut ports = vec![SimPort {
-            id: EXTERNAL_PORT,
-            name: utf16("external"),
-            port_type: sys::NdisSwitchPortTypeExternal,
-            nic: Some((0, true)),
-        }];
-        ports.extend_from_slice(initial);
-        let sw = SimSwitch { name: utf16(name), ports };
+    /// The NIC array of switch `sw`: every port's NIC with its `NicState`.
+    fn nic_array(&self, sw: &SimSwitch) -> Vec<u64> {
+        let nics: Vec<sys::NDIS_SWITCH_NIC_PARAMETERS> = sw
+            .ports
+            .iter()
+            .filter_map(|p| p.nic.map(|(i, state)| *self.nic_params(p.id, i, state)))
+            .collect();
+        let stride = match self.nic_element_size {
+            NicElementSize::Current => size_of::<sys::NDIS_SWITCH_NIC_PARAMETERS>(),
+            NicElementSize::Revision1 => sys::NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1,
+            NicElementSize::Larger(extra) => size_of::<sys::NDIS_SWITCH_NIC_PARAMETERS>() + extra,
+        };
+        ndis_array(&nics, stride)
+    }
+
+    /// NIC parameters as this host's NDIS revision writes them.
+    fn nic_params(
+        &self,
+        port_id: u32,
+        index: u16,
+        state: u32,
+    ) -> Box<sys::NDIS_SWITCH_NIC_PARAMETERS> {
+        let mut n = nic_params(port_id, index, state);
+        if self.nic_element_size == NicElementSize::Revision1 {
+            n.Header.Revision = sys::NDIS_SWITCH_NIC_PARAMETERS_REVISION_1;
+            n.Header.Size =
+                u16::try_from(sys::NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1).unwrap_or(0);
+        }
+        n
+    }
+
+    /// `VSWITCH_CREATE` for switch `sw` with its current port and NIC arrays, to `subs`.
+    fn announce_switch(&self, sw: &SimSwitch, only: Option<&[u32]>) {
         let params = switch_params(&sw.name);
         let port_array: Vec<sys::NDIS_SWITCH_PORT_PARAMETERS> =
             sw.ports.iter().map(|p| port_params(p, false)).collect();
-        let nic_array: Vec<sys::NDIS_SWITCH_NIC_PARAMETERS> =
-            sw.ports.iter().filter_map(|p| p.nic.map(|(i, _)| *nic_params(p.id, i, 2))).collect();
-        let pa = ndis_array(&port_array);
-        let na = ndis_array(&nic_array);
+        let pa = ndis_array(&port_array, size_of::<sys::NDIS_SWITCH_PORT_PARAMETERS>());
+        let na = self.nic_array(sw);
         self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+            if only.is_some_and(|ids| !ids.contains(&sub.id)) {
+                return sys::STATUS_SUCCESS;
+            }
             match sub.table.vSwitchLifetimeNotifyFn {
                 // SAFETY: the driver's callback with its context and valid arguments.
                 Some(f) => unsafe {
@@ -516,8 +679,52 @@ impl Host {
                 None => sys::STATUS_SUCCESS,
             }
         });
+    }
+
+    /// Creates a switch with its initial external port (and any more ports), as the
+    /// `VSWITCH_CREATE` lifetime event reports it. Returns the switch index.
+    pub fn create_switch(&mut self, name: &str, initial: &[SimPort]) -> usize {
+        let mut ports = vec![
+            SimPort::new(EXTERNAL_PORT, "external", sys::NdisSwitchPortTypeExternal)
+                .with_nic(0, sys::NdisSwitchNicStateConnected),
+        ];
+        ports.extend_from_slice(initial);
+        let sw = SimSwitch { name: utf16(name), ports };
+        self.announce_switch(&sw, None);
         self.switches.push(sw);
         self.switches.len() - 1
+    }
+
+    /// Pauses and restarts the WFP extension on switch `sw` (what a filter-engine reorder or
+    /// any FilterPause/FilterRestart of the extension does): WFP queries the switch's ports
+    /// and NICs again in FilterRestart and reports them with `VSWITCH_CREATE`, for a switch
+    /// the driver already knows (lifetime callback doc; see WINDOWS-VERIFICATION for whether
+    /// a `VSWITCH_DELETE` precedes it: the double sends none).
+    pub fn pause_restart(&mut self, sw: usize) {
+        let s = self.switches[sw].clone();
+        self.announce_switch(&s, None);
+    }
+
+    /// Replaces what switch `sw` knows of port `id` without telling the driver (a port
+    /// deleted and another created under the same id while the extension was paused).
+    pub fn replace_port_silently(&mut self, sw: usize, port: SimPort) {
+        let ports = &mut self.switches[sw].ports;
+        ports.retain(|p| p.id != port.id);
+        ports.push(port);
+    }
+
+    /// Tells subscriptions made since the last call of the switches that already exist, if
+    /// this host replays them ([`ExistingSwitches`]).
+    fn tell_new_subscribers(&mut self) {
+        let subs: Vec<u32> = self.subscriptions().iter().map(|s| s.id).collect();
+        let new: Vec<u32> = subs.iter().copied().filter(|id| !self.told.contains(id)).collect();
+        self.told = subs;
+        if new.is_empty() || self.existing_switches == ExistingSwitches::NotReplayed {
+            return;
+        }
+        for sw in self.switches.clone() {
+            self.announce_switch(&sw, Some(&new));
+        }
     }
 
     /// Deletes a switch (lifetime event).
@@ -543,12 +750,11 @@ impl Host {
 
     /// Creates a VM port; `restoring` sets `NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT`.
     pub fn create_port(&mut self, sw: usize, id: u32, name: &str, restoring: bool) -> NTSTATUS {
-        let port = SimPort {
-            id,
-            name: utf16(name),
-            port_type: sys::NdisSwitchPortTypeSynthetic,
-            nic: None,
-        };
+        self.create_port_as(sw, SimPort::new(id, name, sys::NdisSwitchPortTypeSynthetic), restoring)
+    }
+
+    /// Creates `port` (any type, validation or not) on switch `sw`.
+    pub fn create_port_as(&mut self, sw: usize, port: SimPort, restoring: bool) -> NTSTATUS {
         let params = switch_params(&self.switches[sw].name);
         let pp = port_params(&port, restoring);
         let r = self.port_event(sys::FWPS_VSWITCH_EVENT_PORT_CREATE, &params, &pp);
@@ -592,10 +798,10 @@ impl Host {
             _ => 4,
         };
         if let Some(p) = self.switches[sw].ports.iter_mut().find(|p| p.id == port_id) {
-            p.nic = (state != 4).then_some((index, state == 2));
+            p.nic = (state != sys::NdisSwitchNicStateDeleted).then_some((index, state));
         }
         let params = switch_params(&self.switches[sw].name);
-        let nic = nic_params(port_id, index, state);
+        let nic = self.nic_params(port_id, index, state);
         let results = self.notify("vSwitchInterfaceEventNotifyFn", true, port_id, |sub, ctx| {
             match sub.table.vSwitchInterfaceEventNotifyFn {
                 // SAFETY: the driver's callback with valid arguments.
@@ -625,6 +831,10 @@ impl Host {
                 None => sys::STATUS_SUCCESS,
             }
         });
+        // A reorder pauses and restarts the extension: every switch is reported again.
+        for sw in 0..self.switches.len() {
+            self.pause_restart(sw);
+        }
         results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
     }
 
@@ -694,6 +904,9 @@ impl Host {
             };
             with_host_id(self.id, |s| {
                 s.vswitch.in_callback -= 1;
+                if sys::nt_success(status) && status != sys::STATUS_PENDING && data.is_null() {
+                    s.violate(Violation::SaveNullOnSuccess);
+                }
                 if status == sys::STATUS_PENDING {
                     // A pended save has no documented way to return its data.
                     s.violate(Violation::PendingNotAllowed {
@@ -757,11 +970,37 @@ impl Host {
                             port_id,
                         },
                     );
+                } else if !sys::nt_success(status) {
+                    // OID_SWITCH_NIC_RESTORE: an extension's failure fails the whole restore.
+                    s.failed_vm_restores.push((port_id, status));
                 }
             });
             tickets.push(RestoreTicket { context: ctx, returned: status, elapsed });
         }
         tickets
+    }
+
+    /// The VM restores this host's extensible switch failed because an extension (vsflow)
+    /// failed `OID_SWITCH_NIC_RESTORE` ("if an extension fails the request, the whole restore
+    /// fails"): port id and status.
+    #[must_use]
+    pub fn failed_vm_restores(&self) -> Vec<(u32, NTSTATUS)> {
+        with_host_id(self.id, |s| s.failed_vm_restores.clone())
+    }
+
+    /// How Hyper-V sees the restore of one port's state from the callbacks' tickets: failed if
+    /// any extension failed it, pending while any has not completed, else succeeded.
+    #[must_use]
+    pub fn vm_restore(&self, tickets: &[RestoreTicket]) -> VmRestore {
+        let mut pending = false;
+        for t in tickets {
+            match self.restore_status(t) {
+                None => pending = true,
+                Some(s) if !sys::nt_success(s) => return VmRestore::Failed(s),
+                Some(_) => {}
+            }
+        }
+        if pending { VmRestore::Pending } else { VmRestore::Succeeded }
     }
 
     /// The final status of a restore: the callback's, or its completion's once completed.
@@ -801,8 +1040,11 @@ impl Host {
         PacketFate::Delivered
     }
 
-    /// Runs the filters of one layer on a packet; true if permitted.
+    /// Runs the filters of one layer on a packet as WFP arbitrates them; true if permitted.
+    /// Every sublayer is evaluated, highest weight first; within one, filters from the
+    /// highest weight until one returns permit or block ([`crate::engine::Arbiter`]).
     #[allow(clippy::too_many_arguments, reason = "the classify inputs")]
+    #[allow(clippy::too_many_lines, reason = "one layer's classify, top to bottom")]
     fn classify_at(
         &self,
         layer_id: u16,
@@ -813,71 +1055,101 @@ impl Host {
         switch_name: &[u16],
         p: &SimPacket,
     ) -> bool {
-        let (filters, callouts) =
-            with_host_id(self.id, |s| (s.engine.filters_at(layer), s.engine.registered.clone()));
+        let (sublayers, callouts) =
+            with_host_id(self.id, |s| (s.engine.sublayers_at(layer), s.engine.registered.clone()));
         let _cur = CurrentHost::enter(self.id);
-        let before = p.frame.clone();
         let mut input = ClassifyInput::new(p, ingress, src, dst, switch_name);
+        let before = input.list.bytes();
         let values = input.incoming(layer_id);
-        for f in filters {
-            match f.action {
-                sys::FWP_ACTION_BLOCK => return false,
-                sys::FWP_ACTION_PERMIT => return true,
-                _ => {}
-            }
-            let Some(ckey) = f.callout else { continue };
-            let Some(callout) = callouts.iter().find(|c| c.key == ckey) else {
-                if f.flags & sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED != 0 {
-                    continue;
+        let mut arbiter = Arbiter::default();
+        for (sublayer_weight, filters) in sublayers {
+            for f in filters {
+                let soft = f.flags & sys::FWPM_FILTER_FLAG_CLEAR_ACTION_RIGHT == 0;
+                if f.action == sys::FWP_ACTION_BLOCK || f.action == sys::FWP_ACTION_PERMIT {
+                    arbiter.sublayer(Decision { action: f.action, overridable: soft }, false);
+                    break;
                 }
-                return false;
-            };
-            let Some(classify) = callout.classify else { continue };
-            // SAFETY: plain data, all zeroes valid.
-            let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
-            filter.filterId = f.id;
-            filter.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout.id };
-            filter.context = f.raw_context;
-            let mut out = sys::FWPS_CLASSIFY_OUT0 {
-                rights: sys::FWPS_RIGHT_ACTION_WRITE,
-                ..Default::default()
-            };
-            let layer_data = input.layer_data();
-            let drv = self.driver_code();
-            // SAFETY: the driver's classify function with valid inputs alive for the call.
-            unsafe {
-                classify(
-                    &raw const values,
-                    &raw const input.meta,
-                    layer_data,
-                    std::ptr::null(),
-                    &raw const filter,
-                    0,
-                    &raw mut out,
-                );
-            };
-            drop(drv);
-            if p.frame != before {
-                with_host_id(self.id, |s| {
-                    s.violate(Violation::BadClassifyAction {
-                        what: "packet modified (HLK NoEgressModification)".to_owned(),
-                    });
-                });
-            }
-            match out.actionType {
-                sys::FWP_ACTION_BLOCK => {
-                    if out.rights & sys::FWPS_RIGHT_ACTION_WRITE != 0 {
-                        with_host_id(self.id, |s| {
-                            s.violate(Violation::BadClassifyAction {
-                                what: "block without clearing FWPS_RIGHT_ACTION_WRITE".to_owned(),
-                            });
-                        });
+                let terminating = f.action == sys::FWP_ACTION_CALLOUT_TERMINATING
+                    || f.action == sys::FWP_ACTION_CALLOUT_UNKNOWN;
+                let Some(ckey) = f.callout else { continue };
+                let Some(callout) = callouts.iter().find(|c| c.key == ckey) else {
+                    // fwpmtypes.h: a filter whose callout is not registered acts as block,
+                    // or as permit with FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED.
+                    if !terminating {
+                        continue;
                     }
-                    return false;
+                    let action =
+                        if f.flags & sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED != 0 {
+                            sys::FWP_ACTION_PERMIT
+                        } else {
+                            sys::FWP_ACTION_BLOCK
+                        };
+                    arbiter.sublayer(Decision { action, overridable: soft }, false);
+                    break;
+                };
+                let Some(classify) = callout.classify else { continue };
+                // SAFETY: plain data, all zeroes valid.
+                let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
+                filter.filterId = f.id;
+                filter.subLayerWeight = sublayer_weight;
+                filter.flags = if soft { 0 } else { sys::FWPS_FILTER_FLAG_CLEAR_ACTION_RIGHT };
+                filter.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout.id };
+                filter.context = f.raw_context;
+                let rights = arbiter.rights();
+                let mut out = sys::FWPS_CLASSIFY_OUT0 { rights, ..Default::default() };
+                let layer_data = input.layer_data();
+                with_host_id(self.id, |s| s.engine.classify_started(callout.id));
+                let drv = self.driver_code();
+                // SAFETY: the driver's classify function with valid inputs alive for the call.
+                unsafe {
+                    classify(
+                        &raw const values,
+                        &raw const input.meta,
+                        layer_data,
+                        std::ptr::null(),
+                        &raw const filter,
+                        0,
+                        &raw mut out,
+                    );
+                };
+                drop(drv);
+                with_host_id(self.id, |s| s.engine.classify_finished(callout.id));
+                if input.list.bytes() != before {
+                    with_host_id(self.id, |s| {
+                        s.violate(Violation::BadClassifyAction {
+                            what: "packet modified (HLK NoEgressModification)".to_owned(),
+                        });
+                    });
                 }
-                sys::FWP_ACTION_PERMIT => {}
-                other => {
-                    if f.action == sys::FWP_ACTION_CALLOUT_TERMINATING {
+                if !terminating {
+                    continue; // an inspection callout's action is not used
+                }
+                let kept_write = out.rights & sys::FWPS_RIGHT_ACTION_WRITE != 0;
+                match out.actionType {
+                    sys::FWP_ACTION_BLOCK => {
+                        if rights & sys::FWPS_RIGHT_ACTION_WRITE != 0 && kept_write {
+                            with_host_id(self.id, |s| {
+                                s.violate(Violation::BadClassifyAction {
+                                    what: "block without clearing FWPS_RIGHT_ACTION_WRITE"
+                                        .to_owned(),
+                                });
+                            });
+                        }
+                        let d = Decision { action: sys::FWP_ACTION_BLOCK, overridable: kept_write };
+                        arbiter.sublayer(d, true);
+                        break;
+                    }
+                    sys::FWP_ACTION_PERMIT => {
+                        let d =
+                            Decision { action: sys::FWP_ACTION_PERMIT, overridable: kept_write };
+                        arbiter.sublayer(d, true);
+                        break;
+                    }
+                    sys::FWP_ACTION_CONTINUE => {}
+                    // Without the write right a callout returns without acting (WFPSampler's
+                    // classify functions check FWPS_RIGHT_ACTION_WRITE first).
+                    _ if rights & sys::FWPS_RIGHT_ACTION_WRITE == 0 => {}
+                    other => {
                         with_host_id(self.id, |s| {
                             s.violate(Violation::BadClassifyAction {
                                 what: format!("terminating callout returned action {other:#x}"),
@@ -887,7 +1159,7 @@ impl Host {
                 }
             }
         }
-        true
+        arbiter.permits()
     }
 }
 
@@ -895,5 +1167,19 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.unload_driver();
         remove_host(self.id);
+    }
+}
+
+impl Host {
+    /// The diagnostic events the driver emitted so far (what it writes to ETW), oldest first.
+    #[must_use]
+    pub fn trace_events(&self) -> Vec<vsflow_callout::TraceEvent> {
+        self.shared.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Kernel-primitive misuse the services detected (each also panicked where it happened).
+    #[must_use]
+    pub fn primitive_misuse(&self) -> Vec<String> {
+        self.shared.misuse.lock().map(|e| e.clone()).unwrap_or_default()
     }
 }

@@ -16,12 +16,14 @@ pub mod bench;
 pub mod contract;
 pub mod engine;
 pub mod exports;
+pub mod foreign;
 pub mod host;
 pub mod inspect;
 pub mod migrate;
 pub mod packet;
 pub mod rng;
 pub mod services;
+pub mod traffic;
 pub mod vswitch;
 mod world;
 
@@ -29,5 +31,5 @@ pub use contract::Violation;
 
 #[global_allocator]
 static ACCOUNTING: alloc::Accounting = alloc::Accounting;
-pub use host::{Host, PacketFate, RestoreTicket};
+pub use host::{Host, PacketFate, RestoreTicket, VmRestore};
 pub use packet::SimPacket;

@@ -1,13 +1,25 @@
 //! `KernelServices` for the simulator: a virtual clock, a deferred-work queue the scenario
-//! drives, spin locks that detect recursive acquisition, and captured logs.
+//! drives, spin locks that detect recursive acquisition, cache-aware rundown protection and
+//! fast mutexes with their documented contracts, an emulated IRQL per thread, and captured
+//! logs.
+//!
+//! Misuse is reported in [`HostShared::misuse`] and fails loudly (panics), as Driver Verifier
+//! would bugcheck: releasing a rundown reference never acquired, waiting for rundown at
+//! `DISPATCH_LEVEL` (`ExWaitForRundownProtectionReleaseCacheAware`: `IRQL <= APC_LEVEL`),
+//! reinitializing a rundown that was not run down, acquiring a fast mutex at `DISPATCH_LEVEL`
+//! or recursively (`ExAcquireFastMutex`: `IRQL <= APC_LEVEL`, not recursive), releasing a fast
+//! mutex the thread does not own.
 
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
-use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
+use vsflow_callout::{
+    CalloutError, Frame, KernelServices, LogLevel, RawMutex, RawRundown, RawSpinLock, TraceEvent,
+};
 
 /// State shared between a host and its driver's services.
 #[derive(Debug, Default)]
@@ -28,6 +40,212 @@ pub struct HostShared {
     pub recursive_locks: AtomicUsize,
     /// The service's `Parameters` values.
     pub registry: Mutex<Vec<(String, u32)>>,
+    /// Misuse of a kernel primitive (each also panics where it happened).
+    pub misuse: Mutex<Vec<String>>,
+}
+
+/// Processors the simulated host reports (`KeQueryMaximumProcessorCountEx`).
+pub const PROCESSORS: u32 = 8;
+
+/// `PASSIVE_LEVEL`.
+pub const PASSIVE_LEVEL: u8 = 0;
+/// `APC_LEVEL`.
+pub const APC_LEVEL: u8 = 1;
+/// `DISPATCH_LEVEL`.
+pub const DISPATCH_LEVEL: u8 = 2;
+
+thread_local! {
+    /// The emulated IRQL of this thread.
+    static IRQL: Cell<u8> = const { Cell::new(PASSIVE_LEVEL) };
+    /// This thread's simulated processor.
+    static PROCESSOR: Cell<Option<u32>> = const { Cell::new(None) };
+    /// Rundown references this thread holds: (rundown address, count).
+    static HELD_RUNDOWNS: RefCell<Vec<(usize, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+static NEXT_PROCESSOR: AtomicUsize = AtomicUsize::new(0);
+
+/// The emulated IRQL of the calling thread.
+#[must_use]
+pub fn current_irql() -> u8 {
+    IRQL.with(Cell::get)
+}
+
+/// Sets the calling thread's emulated IRQL; returns the previous one.
+pub fn set_irql(irql: u8) -> u8 {
+    IRQL.with(|c| c.replace(irql))
+}
+
+/// The calling thread's simulated processor: assigned round-robin on first use.
+#[must_use]
+pub fn current_processor() -> u32 {
+    PROCESSOR.with(|p| {
+        if let Some(n) = p.get() {
+            return n;
+        }
+        let n = u32::try_from(NEXT_PROCESSOR.fetch_add(1, Ordering::Relaxed) % PROCESSORS as usize)
+            .unwrap_or(0);
+        p.set(Some(n));
+        n
+    })
+}
+
+/// Pins the calling thread to simulated processor `n` (benchmarks).
+pub fn set_processor(n: u32) {
+    PROCESSOR.with(|p| p.set(Some(n % PROCESSORS)));
+}
+
+fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
+    let _kernel = crate::alloc::Attribution::enter(None);
+    if let Some(s) = shared {
+        s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what.clone());
+    }
+    panic!("kernel primitive misused: {what}");
+}
+
+/// One processor's rundown counter, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct RundownLine(AtomicI64);
+
+/// `EX_RUNDOWN_REF_CACHE_AWARE`: a counter per processor and a run-down flag.
+#[derive(Debug)]
+pub struct SimRundown {
+    lines: Box<[RundownLine]>,
+    running_down: AtomicBool,
+    shared: Option<Arc<HostShared>>,
+}
+
+impl SimRundown {
+    fn new(shared: Option<Arc<HostShared>>) -> Self {
+        Self {
+            lines: (0..PROCESSORS).map(|_| RundownLine::default()).collect(),
+            running_down: AtomicBool::new(false),
+            shared,
+        }
+    }
+
+    fn line(&self) -> &AtomicI64 {
+        let i = current_processor() as usize % self.lines.len();
+        &self.lines[i].0
+    }
+
+    fn held_delta(&self, delta: i32) -> bool {
+        let me = std::ptr::from_ref(self) as usize;
+        // The simulator's bookkeeping is not the driver's memory.
+        let _kernel = crate::alloc::Attribution::enter(None);
+        HELD_RUNDOWNS.with(|h| {
+            let mut h = h.borrow_mut();
+            match h.iter_mut().position(|(a, _)| *a == me) {
+                Some(i) if delta > 0 => {
+                    h[i].1 += 1;
+                    true
+                }
+                Some(i) => {
+                    h[i].1 -= 1;
+                    if h[i].1 == 0 {
+                        h.swap_remove(i);
+                    }
+                    true
+                }
+                None if delta > 0 => {
+                    h.push((me, 1));
+                    true
+                }
+                None => false,
+            }
+        })
+    }
+}
+
+// SAFETY: `acquire` increments a per-processor counter and then checks the run-down flag
+// (both SeqCst); `wait_for_release` sets the flag (SeqCst) and then waits for the sum of the
+// counters to reach zero: an acquire that saw the flag clear is counted before the waiter
+// sums, and one that saw it set backs out and fails.
+unsafe impl RawRundown for SimRundown {
+    fn acquire(&self) -> bool {
+        if self.running_down.load(Ordering::SeqCst) {
+            return false;
+        }
+        let line = self.line();
+        line.fetch_add(1, Ordering::SeqCst);
+        if self.running_down.load(Ordering::SeqCst) {
+            line.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        self.held_delta(1);
+        true
+    }
+
+    unsafe fn release(&self) {
+        if !self.held_delta(-1) {
+            misuse(self.shared.as_ref(), "rundown released without a matching acquire on this thread".to_owned());
+        }
+        self.line().fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn wait_for_release(&self) {
+        if current_irql() >= DISPATCH_LEVEL {
+            misuse(self.shared.as_ref(), "ExWaitForRundownProtectionReleaseCacheAware at DISPATCH_LEVEL".to_owned());
+        }
+        let me = std::ptr::from_ref(self) as usize;
+        if HELD_RUNDOWNS.with(|h| h.borrow().iter().any(|(a, _)| *a == me)) {
+            misuse(self.shared.as_ref(), "rundown wait by a thread holding a reference (deadlock)".to_owned());
+        }
+        self.running_down.store(true, Ordering::SeqCst);
+        while self.lines.iter().map(|l| l.0.load(Ordering::SeqCst)).sum::<i64>() != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    fn reinitialize(&self) {
+        if !self.running_down.load(Ordering::SeqCst) {
+            misuse(self.shared.as_ref(), "ExReInitializeRundownProtectionCacheAware on a rundown not run down".to_owned());
+        }
+        self.running_down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `FAST_MUTEX`: raises the holder to `APC_LEVEL`.
+#[derive(Debug, Default)]
+pub struct SimMutex {
+    held: AtomicBool,
+    owner: AtomicUsize,
+    saved_irql: AtomicUsize,
+    shared: Option<Arc<HostShared>>,
+}
+
+// SAFETY: `held` is taken with an acquire compare-exchange and released with a release store:
+// mutual exclusion; waiting yields the thread (a passive-level wait).
+unsafe impl RawMutex for SimMutex {
+    fn lock(&self) {
+        let irql = current_irql();
+        if irql > APC_LEVEL {
+            misuse(self.shared.as_ref(), "ExAcquireFastMutex above APC_LEVEL".to_owned());
+        }
+        let me = thread_tag();
+        if self.held.load(Ordering::Acquire) && self.owner.load(Ordering::Relaxed) == me {
+            misuse(self.shared.as_ref(), "ExAcquireFastMutex recursively".to_owned());
+        }
+        while self
+            .held
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        self.owner.store(me, Ordering::Relaxed);
+        self.saved_irql.store(usize::from(set_irql(APC_LEVEL)), Ordering::Relaxed);
+    }
+
+    unsafe fn unlock(&self) {
+        if !self.held.load(Ordering::Acquire) || self.owner.load(Ordering::Relaxed) != thread_tag() {
+            misuse(self.shared.as_ref(), "ExReleaseFastMutex by a thread that does not own it".to_owned());
+        }
+        set_irql(u8::try_from(self.saved_irql.load(Ordering::Relaxed)).unwrap_or(PASSIVE_LEVEL));
+        self.owner.store(0, Ordering::Relaxed);
+        self.held.store(false, Ordering::Release);
+    }
 }
 
 /// The simulator's kernel services.
@@ -39,7 +257,8 @@ pub struct SimServices {
     pub seed: u64,
 }
 
-/// A spin lock that fails loudly on recursive acquisition.
+/// A spin lock that fails loudly on recursive acquisition; the holder runs at
+/// `DISPATCH_LEVEL` (`KeAcquireSpinLockRaiseToDpc`).
 #[derive(Debug, Default)]
 pub struct SimLock {
     held: AtomicBool,
@@ -69,7 +288,7 @@ unsafe impl RawSpinLock for SimLock {
                 .is_ok()
             {
                 self.owner.store(me, Ordering::Relaxed);
-                return 2;
+                return set_irql(DISPATCH_LEVEL);
             }
             if self.owner.load(Ordering::Relaxed) == me {
                 if let Some(s) = &self.shared {
@@ -81,9 +300,10 @@ unsafe impl RawSpinLock for SimLock {
         }
     }
 
-    unsafe fn unlock(&self, _token: u8) {
+    unsafe fn unlock(&self, token: u8) {
         self.owner.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Release);
+        set_irql(token);
     }
 }
 
@@ -109,9 +329,34 @@ impl SimServices {
 
 impl KernelServices for SimServices {
     type Lock = SimLock;
+    type Rundown = SimRundown;
+    type Mutex = SimMutex;
 
     fn new_lock(&self) -> SimLock {
         SimLock { shared: Some(Arc::clone(&self.shared)), ..SimLock::default() }
+    }
+
+    fn new_rundown(&self) -> Result<SimRundown, CalloutError> {
+        Ok(SimRundown::new(Some(Arc::clone(&self.shared))))
+    }
+
+    fn new_mutex(&self) -> SimMutex {
+        SimMutex { shared: Some(Arc::clone(&self.shared)), ..SimMutex::default() }
+    }
+
+    fn current_processor(&self) -> u32 {
+        current_processor()
+    }
+
+    fn processor_count(&self) -> u32 {
+        PROCESSORS
+    }
+
+    fn delay(&self, micros: u32) {
+        if current_irql() > APC_LEVEL {
+            misuse(Some(&self.shared), "KeDelayExecutionThread above APC_LEVEL".to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(u64::from(micros)));
     }
 
     fn now(&self) -> u64 {

@@ -15,6 +15,9 @@ pub struct HostState {
     pub engine: Engine,
     pub vswitch: WfpVSwitch,
     pub violations: Vec<Violation>,
+    /// VM restores the extensible switch failed because an extension failed
+    /// `OID_SWITCH_NIC_RESTORE`: port id and the extension's status.
+    pub failed_vm_restores: Vec<(u32, fwps_sys::NTSTATUS)>,
 }
 
 impl HostState {

@@ -5,9 +5,7 @@ use core::cmp::Reverse;
 
 use super::error::ApplyError;
 use super::{PortState, SavedFlow};
-use crate::counters::PortCounters;
 use crate::flow::FlowTable;
-use crate::policy::RuleSet;
 use crate::port::Port;
 use crate::time::Tick;
 
@@ -26,9 +24,11 @@ pub struct ApplyReport {
 ///
 /// The new table, rules and counters are built completely first; only then are they swapped
 /// in, so on error the port is exactly as before. The blob's mode and rules replace the
-/// port's (the VM's policy migrates with it). Flows the port already tracks and the blob does
-/// not carry are kept while room remains. If the blob holds more flows than this host's
-/// bound, the most valuable are kept ([`SavedFlow::value_rank`]).
+/// port's (the VM's policy migrates with it) unless the operator changed them while the port
+/// was restoring, and rule versions stay this host's ([`Port::plan_restore`]). Flows the port
+/// already tracks (seen in the restore window) are kept while room remains and merged with
+/// the carried flow of the same key ([`Port::merge_window_flows`]). If the blob holds more
+/// flows than this host's bound, the most valuable are kept ([`SavedFlow::value_rank`]).
 ///
 /// # Errors
 /// [`ApplyError::DuplicateFlow`] if two saved flows share a key; [`ApplyError::Core`] for out of
@@ -36,13 +36,19 @@ pub struct ApplyReport {
 pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyReport, ApplyError> {
     let config = *port.table.config();
     let bound = config.max_flows as usize;
-    let rules = RuleSet::try_from_slice(state.rules.version(), state.rules.rules())?;
+    let mut plan = port.plan_restore(state.mode, &state.rules)?;
 
     // Choose which saved flows to restore, and insert them oldest first so that each class's
     // LRU list ends up in recency order.
     let mut order: Vec<(Reverse<Tick>, u32)> = Vec::new();
     order.try_reserve_exact(state.flows.len()).map_err(crate::Error::from)?;
+    // Flows idle past their timeout at the save admit nothing: not restored, counted expired.
+    let mut expired = 0u64;
     for (i, s) in (0u32..).zip(state.flows.iter()) {
+        if config.timeouts.expired(s.key.protocol, s.state, s.last_age) {
+            expired += 1;
+            continue;
+        }
         order.push((Reverse(s.last_age), i));
     }
     let mut dropped = 0usize;
@@ -66,40 +72,27 @@ pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyRepor
         if table.find(&s.key).is_some() {
             return Err(ApplyError::DuplicateFlow { index: i as usize });
         }
-        table.insert(s.key, s.to_record(now), now)?;
+        let mut record = s.to_record(now);
+        record.admission = plan.admission(record.admission);
+        table.insert(s.key, record, now)?;
     }
-    let mut kept_local = 0u32;
-    for (k, r) in port.table.iter() {
-        if table.len() >= bound {
-            break;
-        }
-        if table.find(k).is_none() {
-            table.insert(*k, *r, now)?;
-            kept_local += 1;
-        }
-    }
+    let kept_local = port.merge_window_flows(&mut plan, &mut table, now)?;
 
     // Commit: nothing below can fail.
     let restored = u32::try_from(order.len()).unwrap_or(u32::MAX);
     let dropped = u32::try_from(dropped).unwrap_or(u32::MAX);
-    let mut counters = add_counters(&port.counters, &state.counters);
+    let mut counters = port.counters.saturating_add(&state.counters);
     counters.restores = counters.restores.saturating_add(1);
+    counters.expired = counters.expired.saturating_add(expired);
     counters.restored_flows = counters.restored_flows.saturating_add(u64::from(restored));
     counters.restore_dropped = counters.restore_dropped.saturating_add(u64::from(dropped));
-    port.table = table;
-    port.rules = rules;
-    port.mode = state.mode;
-    port.counters = counters;
+    port.commit_restore(plan, table, counters, now);
     Ok(ApplyReport { restored, dropped, kept_local })
 }
 
 /// Records a lenient restore of a blob whose major version this build cannot read: the port
-/// keeps what it has (normally nothing) and counts the event.
+/// keeps what it has (normally nothing), leaves the restoring state and counts the event.
 pub fn apply_empty(port: &mut Port) {
     port.counters.restores_empty = port.counters.restores_empty.saturating_add(1);
-}
-
-fn add_counters(a: &PortCounters, b: &PortCounters) -> PortCounters {
-    let (a, b) = (a.to_array(), b.to_array());
-    PortCounters::from_values(a.iter().zip(b.iter()).map(|(x, y)| x.saturating_add(*y)))
+    port.cancel_restore();
 }

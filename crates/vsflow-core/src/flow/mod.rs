@@ -8,5 +8,5 @@ mod timeouts;
 
 pub use key::FlowKey;
 pub use record::{Admission, FlowRecord, FlowState, Opener};
-pub use table::{Eviction, FlowIndex, FlowTable, TableConfig};
+pub use table::{Eviction, FlowIndex, FlowTable, Room, TableConfig};
 pub use timeouts::{TimeoutClass, Timeouts};

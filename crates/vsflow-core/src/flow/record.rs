@@ -62,6 +62,18 @@ impl FlowState {
         }
     }
 
+    /// How far a TCP connection has got: handshake 0, established 1, closing 2, closed 3
+    /// (`Active` is 0).
+    #[must_use]
+    pub const fn progress(self) -> u8 {
+        match self {
+            Self::SynSent | Self::SynReceived | Self::Active => 0,
+            Self::Established => 1,
+            Self::FinWait => 2,
+            Self::Closed => 3,
+        }
+    }
+
     /// True for the TCP states.
     #[must_use]
     pub const fn is_tcp(self) -> bool {
@@ -151,6 +163,49 @@ impl FlowRecord {
         }
     }
 
+    /// True for an established TCP connection: the flows eviction spares (see
+    /// [`crate::flow::Room`]).
+    #[inline]
+    #[must_use]
+    pub const fn is_established(&self) -> bool {
+        matches!(self.state, FlowState::Established)
+    }
+
+    /// The record of a flow that a restore carried (`self`, its admission already mapped to
+    /// this host) and that this host also saw in the restore window (`window`).
+    ///
+    /// The carried opener, admission and first-seen time win (the source saw the flow start);
+    /// the TCP state is the further of the two, FIN bits are united, counters summed and the
+    /// last-seen time is the later one. If the carried flow was closed and the window saw a new
+    /// connection on the same 5-tuple, the window's record wins.
+    #[must_use]
+    pub fn merge_window(&self, window: &Self) -> Self {
+        if self.state == FlowState::Closed && window.state != FlowState::Closed {
+            return *window;
+        }
+        let fin_seen = self.fin_seen | window.fin_seen;
+        let state = if !self.state.is_tcp() {
+            self.state
+        } else if fin_seen == 0b11 {
+            FlowState::Closed
+        } else if window.state.progress() > self.state.progress() {
+            window.state
+        } else {
+            self.state
+        };
+        let add = |a: [u64; 2], b: [u64; 2]| [a[0].saturating_add(b[0]), a[1].saturating_add(b[1])];
+        Self {
+            state,
+            opener: self.opener,
+            admission: self.admission,
+            fin_seen,
+            packets: add(self.packets, window.packets),
+            bytes: add(self.bytes, window.bytes),
+            first_seen: self.first_seen.min(window.first_seen),
+            last_seen: self.last_seen.max(window.last_seen),
+        }
+    }
+
     /// Counts one packet of `length` bytes in `direction` at `now`.
     #[inline]
     pub fn count(&mut self, direction: Direction, length: u32, now: Tick) {
@@ -163,5 +218,41 @@ impl FlowRecord {
         if now > self.last_seen {
             self.last_seen = now;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(state: FlowState, opener: Opener, admission: Admission, t: Tick) -> FlowRecord {
+        let mut r = FlowRecord::new(state, opener, admission, t);
+        r.count(Direction::Inbound, 100, t);
+        r
+    }
+
+    #[test]
+    fn merge_keeps_the_carried_identity_and_the_further_state() {
+        let carried = rec(FlowState::Established, Opener::Vm, Admission::Rule(3), 10);
+        let window = rec(FlowState::FinWait, Opener::Remote, Admission::Monitor, 50);
+        let m = carried.merge_window(&window);
+        assert_eq!((m.opener, m.admission), (Opener::Vm, Admission::Rule(3)));
+        assert_eq!(m.state, FlowState::FinWait);
+        assert_eq!((m.first_seen, m.last_seen), (10, 50));
+        assert_eq!((m.packets, m.bytes), ([0, 2], [0, 200]));
+        let m = window.merge_window(&carried);
+        assert_eq!(m.state, FlowState::FinWait, "a window pickup never rolls a state back");
+    }
+
+    #[test]
+    fn merge_closes_on_fins_from_both_sides_and_lets_a_new_connection_win_over_a_closed_one() {
+        let mut carried = rec(FlowState::FinWait, Opener::Vm, Admission::Vm, 10);
+        carried.fin_seen = 0b01;
+        let mut window = rec(FlowState::FinWait, Opener::Remote, Admission::Monitor, 20);
+        window.fin_seen = 0b10;
+        assert_eq!(carried.merge_window(&window).state, FlowState::Closed);
+        let closed = rec(FlowState::Closed, Opener::Vm, Admission::Vm, 10);
+        let fresh = rec(FlowState::SynReceived, Opener::Remote, Admission::Monitor, 20);
+        assert_eq!(closed.merge_window(&fresh), fresh);
     }
 }

@@ -5,13 +5,23 @@
 //! intrusive LRU list per [`TimeoutClass`] threaded through the slots. Lookups, touches, state
 //! changes, inserts and evictions are O(1); nothing allocates unless the slab or index grows.
 //!
+//! A flow idle for at least its class's timeout is *expired*: it admits nothing (classify asks
+//! [`FlowTable::is_expired`] before using a flow and treats an expired one as absent), and
+//! [`FlowTable::expire`] reclaims expired flows from a periodic timer, oldest first, within a
+//! budget.
+//!
 //! When the table is full, an insert reclaims one slot, in this order:
 //! 1. the least recently used *closed* TCP flow;
-//! 2. otherwise the *idle* flow (idle for at least its class's timeout) that is furthest past
-//!    its timeout;
-//! 3. otherwise the least recently used flow of any class.
+//! 2. otherwise the *idle* flow (expired) that is furthest past its timeout;
+//! 3. otherwise the least recently used flow that is not an established TCP connection
+//!    (handshakes, closing connections, UDP and other protocols);
+//! 4. otherwise, only if the insert may displace established connections ([`Room::Any`]), the
+//!    least recently used established TCP connection.
 //!
-//! So a flood of new flows recycles slots and can never grow memory past the bound.
+//! If none qualifies the insert is refused ([`Error::TableFull`]): an established connection is
+//! never evicted to admit an unestablished flow, so a burst of SYNs through an allow rule
+//! recycles the slots of other handshakes and cannot push quiet established connections out.
+//! A flood of new flows recycles slots and can never grow memory past the bound.
 //!
 //! Recency is kept lazily: a packet moves its flow to the head of its list only if the flow was
 //! last placed there at least [`TableConfig::lru_granularity`] earlier (default 100 ms). Each
@@ -92,6 +102,25 @@ pub enum Eviction {
     LeastRecentlyUsed,
 }
 
+/// Which flows an insert into a full table may displace (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Room {
+    /// Closed, expired, then least recently used flows that are not established TCP
+    /// connections; never an established connection.
+    SpareEstablished,
+    /// As [`Room::SpareEstablished`], then the least recently used established connection.
+    Any,
+}
+
+impl Room {
+    /// The default for a record: an established flow may displace an established flow, an
+    /// unestablished one may not.
+    #[must_use]
+    pub const fn for_record(record: &FlowRecord) -> Self {
+        if record.is_established() { Self::Any } else { Self::SpareEstablished }
+    }
+}
+
 /// A handle to a flow in a table, valid until the next insert or removal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowIndex(u32);
@@ -124,6 +153,8 @@ pub struct FlowTable {
     lists: [List; TimeoutClass::COUNT],
     len: u32,
     config: TableConfig,
+    /// `config.timeouts` by class index: one load on the packet path.
+    timeouts: [Tick; TimeoutClass::COUNT],
     hasher: FixedState,
 }
 
@@ -142,6 +173,7 @@ impl FlowTable {
             lists: [EMPTY_LIST; TimeoutClass::COUNT],
             len: 0,
             config,
+            timeouts: TimeoutClass::ALL.map(|c| config.timeouts.of(c)),
             hasher: FixedState::with_seed(config.hash_seed),
         };
         table.reserve(config.initial_capacity)?;
@@ -159,7 +191,16 @@ impl FlowTable {
         if want > have {
             self.slots.try_reserve_exact(want - self.slots.len())?;
         }
-        let extra = want.saturating_sub(self.len as usize);
+        self.reserve_index(want)
+    }
+
+    /// Reserves index room for `want` flows; at the bound, for twice the bound, so that the
+    /// tombstones a flood leaves are cleared by rehashing in place and the index never grows
+    /// again.
+    fn reserve_index(&mut self, want: usize) -> Result<(), Error> {
+        let max = self.config.max_flows as usize;
+        let items = if want >= max { 2 * max } else { want };
+        let extra = items.saturating_sub(self.len as usize);
         let Self { index, slots, hasher, .. } = self;
         index.try_reserve(extra, |&i| hasher.hash_one(slots[i as usize].key))?;
         Ok(())
@@ -242,6 +283,16 @@ impl FlowTable {
         &mut self.slots[at.0 as usize].record
     }
 
+    /// True if the flow has been idle for at least its class's timeout at `now`: it admits
+    /// nothing and is reclaimed by [`FlowTable::expire`] or the next insert that needs room.
+    #[inline]
+    #[must_use]
+    pub fn is_expired(&self, at: FlowIndex, now: Tick) -> bool {
+        let slot = &self.slots[at.0 as usize];
+        let timeout = self.timeouts.get(usize::from(slot.class)).copied().unwrap_or(0);
+        now.saturating_sub(slot.record.last_seen) >= timeout
+    }
+
     /// Records that a flow saw a packet at its record's `last_seen`: moves it to the head of
     /// its class list if it was placed there at least one LRU granularity earlier.
     #[inline]
@@ -268,12 +319,14 @@ impl FlowTable {
         }
     }
 
-    /// Inserts a flow that is not in the table, reclaiming a slot first if the table is full.
-    /// The new flow is most recently used in its class.
+    /// Inserts a flow that is not in the table, reclaiming a slot first if the table is full
+    /// ([`Room::for_record`] decides what may be reclaimed). The new flow is most recently used
+    /// in its class. Inserting records in `last_seen` order keeps expiry order exact.
     ///
     /// # Errors
-    /// [`Error::OutOfMemory`] if the slab or index had to grow and could not. The table is
-    /// unchanged except that a reclaimed flow stays reclaimed.
+    /// [`Error::TableFull`] if the table is full and no flow may be reclaimed (the table is
+    /// unchanged); [`Error::OutOfMemory`] if the slab or index had to grow and could not (the
+    /// table is unchanged except that a reclaimed flow stays reclaimed).
     pub fn insert(
         &mut self,
         key: FlowKey,
@@ -295,12 +348,34 @@ impl FlowTable {
         record: FlowRecord,
         now: Tick,
     ) -> Result<(FlowIndex, Option<Eviction>), Error> {
+        self.insert_with(hash, key, record, now, Room::for_record(&record))
+    }
+
+    /// [`FlowTable::insert_hashed`] with an explicit [`Room`] policy.
+    ///
+    /// # Errors
+    /// As [`FlowTable::insert`].
+    pub fn insert_with(
+        &mut self,
+        hash: u64,
+        key: FlowKey,
+        record: FlowRecord,
+        now: Tick,
+        room: Room,
+    ) -> Result<(FlowIndex, Option<Eviction>), Error> {
         debug_assert!(self.find_hashed(hash, &key).is_none(), "insert of a present key");
-        let evicted = if self.len >= self.config.max_flows { self.evict_one(now) } else { None };
+        let evicted = if self.len >= self.config.max_flows {
+            Some(self.evict_one(now, room).ok_or(Error::TableFull)?)
+        } else {
+            None
+        };
         if self.free == NIL && self.slots.len() == self.slots.capacity() {
             let cap = self.slots.capacity();
             let grow = cap.max(16).min((self.config.max_flows as usize).saturating_sub(cap));
             self.slots.try_reserve_exact(grow.max(1))?;
+            if self.slots.capacity() >= self.config.max_flows as usize {
+                self.reserve_index(self.slots.capacity())?;
+            }
         }
         {
             let Self { index, slots, hasher, .. } = self;
@@ -337,12 +412,22 @@ impl FlowTable {
         Some(record)
     }
 
+    /// Removes a flow by handle, its key hashing to `hash`.
+    pub(crate) fn remove_hashed(&mut self, hash: u64, at: FlowIndex) {
+        self.remove_at_hashed(hash, at.0);
+    }
+
     /// Removes up to `budget` flows idle for at least their class's timeout, oldest first in each
     /// class. Returns how many were removed. The driver calls this from a periodic timer.
+    ///
+    /// Cost: O(removed + classes); it stops at the first live flow of each class. Each class list
+    /// is ordered by placement time and a flow's last packet is less than one
+    /// [`TableConfig::lru_granularity`] after its placement, so a flow is reclaimed at most one
+    /// granularity after it expired (classify treats it as absent meanwhile).
     pub fn expire(&mut self, now: Tick, budget: usize) -> usize {
         let mut removed = 0;
         for class in TimeoutClass::ALL {
-            let timeout = self.config.timeouts.of(class);
+            let timeout = self.timeouts.get(class.index()).copied().unwrap_or(0);
             while removed < budget {
                 let tail = self.lists[class.index()].tail;
                 if tail == NIL {
@@ -386,8 +471,8 @@ impl FlowTable {
         })
     }
 
-    /// Picks and removes one flow in the documented order; `None` only if the table is empty.
-    fn evict_one(&mut self, now: Tick) -> Option<Eviction> {
+    /// Picks and removes one flow in the documented order; `None` if nothing may go.
+    fn evict_one(&mut self, now: Tick, room: Room) -> Option<Eviction> {
         let closed = self.lists[TimeoutClass::Closed.index()].tail;
         if closed != NIL {
             self.remove_at(closed);
@@ -402,14 +487,14 @@ impl FlowTable {
             }
             let last = self.slots[tail as usize].record.last_seen;
             let idle_for = now.saturating_sub(last);
-            let timeout = self.config.timeouts.of(class);
+            let timeout = self.timeouts.get(class.index()).copied().unwrap_or(0);
             if idle_for >= timeout {
                 let overdue = idle_for - timeout;
                 if idle.is_none_or(|(o, _)| overdue > o) {
                     idle = Some((overdue, tail));
                 }
             }
-            if lru.is_none_or(|(l, _)| last < l) {
+            if class != TimeoutClass::TcpEstablished && lru.is_none_or(|(l, _)| last < l) {
                 lru = Some((last, tail));
             }
         }
@@ -417,13 +502,24 @@ impl FlowTable {
             self.remove_at(at);
             return Some(Eviction::Idle);
         }
-        let (_, at) = lru?;
+        let at = match (lru, room) {
+            (Some((_, at)), _) => at,
+            (None, Room::Any) => self.lists[TimeoutClass::TcpEstablished.index()].tail,
+            (None, Room::SpareEstablished) => NIL,
+        };
+        if at == NIL {
+            return None;
+        }
         self.remove_at(at);
         Some(Eviction::LeastRecentlyUsed)
     }
 
     fn remove_at(&mut self, i: u32) {
         let hash = self.hash(&self.slots[i as usize].key);
+        self.remove_at_hashed(hash, i);
+    }
+
+    fn remove_at_hashed(&mut self, hash: u64, i: u32) {
         if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
             entry.remove();
         }
@@ -612,8 +708,15 @@ mod tests {
         t.record_mut(at).last_seen = ms(800);
         t.touch(at);
         assert_eq!(lru(&t), key(2, protocol::TCP));
+        // An established flow may displace the least recently used flow: the UDP flow first
+        // (not established), then flow 2.
         let (_, ev) =
-            t.insert(key(4, protocol::TCP), rec(FlowState::SynSent, ms(900)), ms(900)).unwrap();
+            t.insert(key(4, protocol::TCP), rec(FlowState::Established, ms(900)), ms(900)).unwrap();
+        assert_eq!(ev, Some(Eviction::LeastRecentlyUsed));
+        assert!(t.get(&key(3, protocol::UDP)).is_none());
+        let (_, ev) = t
+            .insert(key(5, protocol::TCP), rec(FlowState::Established, ms(1000)), ms(1000))
+            .unwrap();
         assert_eq!(ev, Some(Eviction::LeastRecentlyUsed));
         assert!(t.get(&key(2, protocol::TCP)).is_none());
         assert!(t.get(&key(1, protocol::TCP)).is_some());
@@ -621,10 +724,65 @@ mod tests {
     }
 
     #[test]
+    fn an_unestablished_flow_never_displaces_an_established_one() {
+        let mut t = table(3);
+        let ms = |n: u64| n * 10_000;
+        t.insert(key(1, protocol::TCP), rec(FlowState::Established, ms(1)), ms(1)).unwrap();
+        t.insert(key(2, protocol::TCP), rec(FlowState::Established, ms(2)), ms(2)).unwrap();
+        t.insert(key(3, protocol::TCP), rec(FlowState::SynSent, ms(900)), ms(900)).unwrap();
+        // The handshake goes, although the established flows are older.
+        let (_, ev) =
+            t.insert(key(4, protocol::UDP), rec(FlowState::Active, ms(950)), ms(950)).unwrap();
+        assert_eq!(ev, Some(Eviction::LeastRecentlyUsed));
+        assert!(t.get(&key(3, protocol::TCP)).is_none());
+        let (_, ev) =
+            t.insert(key(5, protocol::TCP), rec(FlowState::SynReceived, ms(960)), ms(960)).unwrap();
+        assert_eq!(ev, Some(Eviction::LeastRecentlyUsed));
+        assert!(t.get(&key(4, protocol::UDP)).is_none());
+        // Only established flows left besides it: another handshake displaces it, never them.
+        let before = t.len();
+        t.remove(&key(5, protocol::TCP)).unwrap();
+        t.insert(key(6, protocol::TCP), rec(FlowState::Established, ms(970)), ms(970)).unwrap();
+        assert_eq!(t.len(), before);
+        let hash = t.hash(&key(7, protocol::TCP));
+        let r = rec(FlowState::SynSent, ms(980));
+        assert_eq!(
+            t.insert_with(hash, key(7, protocol::TCP), r, ms(980), Room::SpareEstablished),
+            Err(Error::TableFull)
+        );
+        assert_eq!(t.insert(key(7, protocol::TCP), r, ms(980)), Err(Error::TableFull));
+        assert!(t.get(&key(7, protocol::TCP)).is_none());
+        // Unless it is idle past its timeout.
+        let late = ms(2) + t.config().timeouts.tcp_established;
+        let (_, ev) = t.insert(key(7, protocol::TCP), rec(FlowState::SynSent, late), late).unwrap();
+        assert_eq!(ev, Some(Eviction::Idle));
+        assert!(t.get(&key(1, protocol::TCP)).is_none());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn is_expired_follows_the_class_timeout() {
+        let mut t = table(4);
+        let (at, _) = t.insert(key(1, protocol::UDP), rec(FlowState::Active, 0), 0).unwrap();
+        let udp = t.config().timeouts.udp;
+        assert!(!t.is_expired(at, udp - 1));
+        assert!(t.is_expired(at, udp));
+        // A clock reading before the last packet is not idle.
+        t.record_mut(at).last_seen = udp * 3;
+        assert!(!t.is_expired(at, udp));
+        let (at, _) = t.insert(key(2, protocol::TCP), rec(FlowState::Established, 0), 0).unwrap();
+        assert!(!t.is_expired(at, udp));
+        assert!(t.is_expired(at, t.config().timeouts.tcp_established));
+    }
+
+    #[test]
     fn a_flood_never_grows_past_the_bound_or_its_storage() {
         let mut t = table(64);
-        for n in 0..64u16 {
+        for n in 0..32u16 {
             t.insert(key(n, protocol::TCP), rec(FlowState::Established, 1), 1).unwrap();
+        }
+        for n in 32..64u16 {
+            t.insert(key(n, protocol::UDP), rec(FlowState::Active, 1), 1).unwrap();
         }
         let bytes = t.heap_bytes();
         for n in 64..20_000u16 {
@@ -633,6 +791,9 @@ mod tests {
             assert_eq!(t.len(), 64);
         }
         assert_eq!(t.heap_bytes(), bytes, "storage grew under a flood at the bound");
+        for n in 0..32u16 {
+            assert!(t.get(&key(n, protocol::TCP)).is_some(), "an established flow was evicted");
+        }
         t.check_invariants().unwrap();
     }
 

@@ -104,6 +104,13 @@ impl Timeouts {
         }
     }
 
+    /// True if a flow of `proto` in `state`, idle for `idle` ticks, is expired (admits
+    /// nothing).
+    #[must_use]
+    pub const fn expired(&self, proto: u8, state: FlowState, idle: Tick) -> bool {
+        idle >= self.of(TimeoutClass::of(proto, state))
+    }
+
     /// All timeouts must be non-zero.
     pub(crate) const fn is_valid(&self) -> bool {
         self.tcp_handshake > 0
