@@ -23,8 +23,9 @@ static DRIVER: AtomicPtr<Driver<WdkServices>> = AtomicPtr::new(ptr::null_mut());
 /// The control device (`WDFDEVICE`).
 static CONTROL_DEVICE: AtomicUsize = AtomicUsize::new(0);
 
-/// `WDF_DRIVER_CONFIG::DriverPoolTag`, `'vsfl'` (reads "vsfl" in `!poolused`): the tag of the
-/// allocations KMDF makes for this driver's WDF objects. The Rust heap (`Box`, `Vec`, the flow
+/// `WDF_DRIVER_CONFIG::DriverPoolTag`, `'vsfl'` (reads "vsfl" in `!poolused`).
+///
+/// It tags the allocations KMDF makes for this driver's WDF objects. The Rust heap (`Box`, `Vec`, the flow
 /// tables) goes through wdk-alloc's `ExAllocatePool2`, tagged `'rust'`.
 pub const POOL_TAG: ULONG = u32::from_le_bytes(*b"vsfl");
 
@@ -97,8 +98,10 @@ unsafe fn read_parameters(driver: WDFDRIVER) -> [(&'static str, Option<u32>); 5]
 
 /// The running build (`RtlGetVersion`), `None` if it cannot be read.
 fn os_build() -> Option<u32> {
-    let mut info =
-        RTL_OSVERSIONINFOW { dwOSVersionInfoSize: size_of_u32::<RTL_OSVERSIONINFOW>(), ..RTL_OSVERSIONINFOW::default() };
+    let mut info = RTL_OSVERSIONINFOW {
+        dwOSVersionInfoSize: size_of_u32::<RTL_OSVERSIONINFOW>(),
+        ..RTL_OSVERSIONINFOW::default()
+    };
     // SAFETY: a valid structure with its size set.
     let status = unsafe { RtlGetVersion(&raw mut info) };
     wdk::nt_success(status).then_some(info.dwBuildNumber)

@@ -1,6 +1,8 @@
-//! The driver's ETW provider, `Vsflow.Callout` (TraceLogging, Microsoft's `tracelogging`
-//! crate with `kernel_mode`): every [`TraceEvent`] becomes one event. docs/TRACING.md lists the
-//! provider GUID, the events, their fields and how to capture them.
+//! The driver's ETW provider, `Vsflow.Callout`.
+//!
+//! `TraceLogging` through Microsoft's `tracelogging` crate with `kernel_mode`: every
+//! [`TraceEvent`] becomes one event. docs/TRACING.md lists the provider GUID, the events, their
+//! fields and how to capture them.
 //!
 //! Each event is written by one [`event!`] invocation: on Windows that is the crate's
 //! `write_event!` (which does nothing while no session listens); under the KMDF double, where
@@ -83,31 +85,54 @@ const fn reason_name(reason: DegradedReason) -> &'static str {
     }
 }
 
-/// Writes `event` (any IRQL <= DISPATCH_LEVEL; allocates nothing on Windows).
+/// Writes `event` (any IRQL `<= DISPATCH_LEVEL`; allocates nothing on Windows).
 pub fn write(event: &TraceEvent) {
     match *event {
         TraceEvent::Save { port, bytes, flows_saved, flows_dropped, status } => event!(
-            "RuntimeStateSave", Informational, KEYWORD_MIGRATION,
-            u32("Port", port), u32("Bytes", bytes), u32("FlowsSaved", flows_saved),
-            u32("FlowsDropped", flows_dropped), win_ntstatus("Status", status),
+            "RuntimeStateSave",
+            Informational,
+            KEYWORD_MIGRATION,
+            u32("Port", port),
+            u32("Bytes", bytes),
+            u32("FlowsSaved", flows_saved),
+            u32("FlowsDropped", flows_dropped),
+            win_ntstatus("Status", status),
         ),
         TraceEvent::Restore { port, bytes, flows_restored, outcome, status } => {
             let (outcome, reason) = outcome_name(outcome);
             match outcome {
                 "Applied" | "Cancelled" => event!(
-                    "RuntimeStateRestore", Informational, KEYWORD_MIGRATION,
-                    u32("Port", port), u32("Bytes", bytes), u32("FlowsRestored", flows_restored),
-                    str8("Outcome", outcome), str8("Reason", reason), win_ntstatus("Status", status),
+                    "RuntimeStateRestore",
+                    Informational,
+                    KEYWORD_MIGRATION,
+                    u32("Port", port),
+                    u32("Bytes", bytes),
+                    u32("FlowsRestored", flows_restored),
+                    str8("Outcome", outcome),
+                    str8("Reason", reason),
+                    win_ntstatus("Status", status),
                 ),
                 "Degraded" => event!(
-                    "RuntimeStateRestore", Warning, KEYWORD_MIGRATION,
-                    u32("Port", port), u32("Bytes", bytes), u32("FlowsRestored", flows_restored),
-                    str8("Outcome", outcome), str8("Reason", reason), win_ntstatus("Status", status),
+                    "RuntimeStateRestore",
+                    Warning,
+                    KEYWORD_MIGRATION,
+                    u32("Port", port),
+                    u32("Bytes", bytes),
+                    u32("FlowsRestored", flows_restored),
+                    str8("Outcome", outcome),
+                    str8("Reason", reason),
+                    win_ntstatus("Status", status),
                 ),
                 _ => event!(
-                    "RuntimeStateRestore", Error, KEYWORD_MIGRATION,
-                    u32("Port", port), u32("Bytes", bytes), u32("FlowsRestored", flows_restored),
-                    str8("Outcome", outcome), str8("Reason", reason), win_ntstatus("Status", status),
+                    "RuntimeStateRestore",
+                    Error,
+                    KEYWORD_MIGRATION,
+                    u32("Port", port),
+                    u32("Bytes", bytes),
+                    u32("FlowsRestored", flows_restored),
+                    str8("Outcome", outcome),
+                    str8("Reason", reason),
+                    win_ntstatus("Status", status),
                 ),
             }
         }
@@ -115,12 +140,18 @@ pub fn write(event: &TraceEvent) {
             event!("BfeStateChange", Informational, KEYWORD_ENGINE, u32("State", state));
         }
         TraceEvent::RegistrationFailed { step, status } => event!(
-            "RegistrationFailed", Error, KEYWORD_ENGINE,
-            str8("Step", step), win_ntstatus("Status", status),
+            "RegistrationFailed",
+            Error,
+            KEYWORD_ENGINE,
+            str8("Step", step),
+            win_ntstatus("Status", status),
         ),
         TraceEvent::ForeignFilterRejected { filter_id, layer_id } => event!(
-            "ForeignFilterRejected", Warning, KEYWORD_POLICY,
-            u64("FilterId", filter_id), u16("LayerId", layer_id),
+            "ForeignFilterRejected",
+            Warning,
+            KEYWORD_POLICY,
+            u64("FilterId", filter_id),
+            u16("LayerId", layer_id),
         ),
         _ => event!("UnknownEvent", Verbose, KEYWORD_ENGINE,),
     }

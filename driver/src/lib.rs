@@ -8,7 +8,7 @@
 //! - [`control`]: the control device `\\.\vsflow` (SYSTEM and Administrators only) and its
 //!   sequential IOCTL queue; requests are handled by `vsflow_callout::control`.
 //! - [`expiry`]: the periodic WDF timer that expires idle flows.
-//! - [`etw`]: the `Vsflow.Callout` TraceLogging provider (docs/TRACING.md).
+//! - [`etw`]: the `Vsflow.Callout` `TraceLogging` provider (docs/TRACING.md).
 //! - [`wdf`]: `WDF_OBJECT_ATTRIBUTES_INIT` and structure sizes.
 //!
 //! Everything that does not need the WDK lives in vsflow-callout, vsflow-core and
@@ -45,7 +45,8 @@ mod tests;
 const _: () = {
     assert!(core::mem::align_of::<vsflow_callout::Driver<services::WdkServices>>() <= 16);
     assert!(core::mem::align_of::<services::WdkServices>() <= 16);
-    assert!(core::mem::align_of::<vsflow_callout::state::SwitchState>() <= 16);
+    assert!(core::mem::align_of::<services::KernelMutex>() <= 16);
+    assert!(core::mem::align_of::<services::KernelRundown>() <= 16);
 };
 
 #[cfg(all(windows, not(test)))]

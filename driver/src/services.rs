@@ -1,20 +1,29 @@
 //! `KernelServices` on wdk-sys.
 
-
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
+use vsflow_callout::services::{RawMutex, RawRundown};
 use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
 use wdk_sys::ntddk::{
-    DbgPrintEx, KeAcquireSpinLockRaiseToDpc, KeQueryInterruptTimePrecise, KeReleaseSpinLock,
+    DbgPrintEx, ExAcquirePushLockExclusiveEx, ExAcquireRundownProtectionCacheAware,
+    ExAllocateCacheAwareRundownProtection, ExFreeCacheAwareRundownProtection,
+    ExReInitializeRundownProtectionCacheAware, ExReleasePushLockExclusiveEx,
+    ExReleaseRundownProtectionCacheAware, ExWaitForRundownProtectionReleaseCacheAware,
+    KeAcquireSpinLockRaiseToDpc, KeDelayExecutionThread, KeEnterCriticalRegion,
+    KeGetCurrentProcessorNumberEx, KeLeaveCriticalRegion, KeQueryInterruptTimePrecise,
+    KeQueryMaximumProcessorCountEx, KeReleaseSpinLock,
 };
 use wdk_sys::{
-    _DPFLTR_TYPE, KSPIN_LOCK, STATUS_INSUFFICIENT_RESOURCES, WDFWORKITEM,
+    _DPFLTR_TYPE, _MODE, _POOL_TYPE, ALL_PROCESSOR_GROUPS, KSPIN_LOCK, LARGE_INTEGER,
+    PEX_RUNDOWN_REF_CACHE_AWARE, STATUS_INSUFFICIENT_RESOURCES, ULONG_PTR, WDFWORKITEM,
     call_unsafe_wdf_function_binding,
 };
+
+use crate::entry::POOL_TAG;
 
 /// `DPFLTR_IHVNETWORK_ID` (dpfilter.h: 80): vsflow's messages show with
 /// `ed nt!Kd_IHVNETWORK_Mask 0xf`.
@@ -44,6 +53,80 @@ unsafe impl RawSpinLock for KernelSpinLock {
 unsafe impl Sync for KernelSpinLock {}
 // SAFETY: as above.
 unsafe impl Send for KernelSpinLock {}
+
+/// Cache-aware rundown protection (`EX_RUNDOWN_REF_CACHE_AWARE`, allocated nonpaged by
+/// `ExAllocateCacheAwareRundownProtection`, freed on drop).
+pub struct KernelRundown {
+    rundown: PEX_RUNDOWN_REF_CACHE_AWARE,
+}
+
+// SAFETY: the Ex*RundownProtectionCacheAware routines give exactly the guarantee `RawRundown`
+// documents; the structure is only touched through them.
+unsafe impl RawRundown for KernelRundown {
+    fn acquire(&self) -> bool {
+        // SAFETY: allocated in `new_rundown`, freed only on drop.
+        unsafe { ExAcquireRundownProtectionCacheAware(self.rundown) != 0 }
+    }
+
+    unsafe fn release(&self) {
+        // SAFETY: the caller holds a reference (trait contract); the structure is live.
+        unsafe { ExReleaseRundownProtectionCacheAware(self.rundown) };
+    }
+
+    fn wait_for_release(&self) {
+        // SAFETY: the structure is live; PASSIVE_LEVEL is the caller's contract.
+        unsafe { ExWaitForRundownProtectionReleaseCacheAware(self.rundown) };
+    }
+
+    fn reinitialize(&self) {
+        // SAFETY: called after a completed wait (trait contract).
+        unsafe { ExReInitializeRundownProtectionCacheAware(self.rundown) };
+    }
+}
+
+impl Drop for KernelRundown {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ExAllocateCacheAwareRundownProtection, freed once; no reference
+        // can be held by a value being dropped (the owner ran it down first).
+        unsafe { ExFreeCacheAwareRundownProtection(self.rundown) };
+    }
+}
+
+// SAFETY: the rundown routines are safe to call concurrently from any processor.
+unsafe impl Send for KernelRundown {}
+// SAFETY: as above.
+unsafe impl Sync for KernelRundown {}
+
+/// The passive-level mutex: an exclusive push lock taken inside a critical region.
+///
+/// An `EX_PUSH_LOCK` is one pointer-sized word, zero when free, so the value may move while
+/// nobody holds it. It is taken inside a critical region (`KeEnterCriticalRegion`: normal kernel APCs off, as the push-lock routines require).
+/// The holder may wait (`KeDelayExecutionThread`), as `RawMutex` allows.
+pub struct KernelMutex {
+    lock: UnsafeCell<ULONG_PTR>,
+}
+
+// SAFETY: ExAcquirePushLockExclusiveEx / ExReleasePushLockExclusiveEx give mutual exclusion.
+unsafe impl RawMutex for KernelMutex {
+    fn lock(&self) {
+        // SAFETY: IRQL <= APC_LEVEL (the trait's contract); balanced by `unlock`.
+        unsafe { KeEnterCriticalRegion() };
+        // SAFETY: the lock word lives as long as `self`; inside a critical region.
+        unsafe { ExAcquirePushLockExclusiveEx(self.lock.get(), 0) };
+    }
+
+    unsafe fn unlock(&self) {
+        // SAFETY: the calling thread holds it (trait contract).
+        unsafe { ExReleasePushLockExclusiveEx(self.lock.get(), 0) };
+        // SAFETY: leaves the critical region `lock` entered.
+        unsafe { KeLeaveCriticalRegion() };
+    }
+}
+
+// SAFETY: the word is only touched by the push-lock routines.
+unsafe impl Send for KernelMutex {}
+// SAFETY: as above.
+unsafe impl Sync for KernelMutex {}
 
 /// The driver's kernel services.
 pub struct WdkServices {
@@ -80,9 +163,48 @@ impl fmt::Write for Line {
 
 impl KernelServices for WdkServices {
     type Lock = KernelSpinLock;
+    type Rundown = KernelRundown;
+    type Mutex = KernelMutex;
 
     fn new_lock(&self) -> KernelSpinLock {
         KernelSpinLock { lock: UnsafeCell::new(0) }
+    }
+
+    fn new_rundown(&self) -> Result<KernelRundown, CalloutError> {
+        // SAFETY: IRQL <= DISPATCH_LEVEL; nonpaged pool.
+        let rundown =
+            unsafe { ExAllocateCacheAwareRundownProtection(_POOL_TYPE::NonPagedPoolNx, POOL_TAG) };
+        if rundown.is_null() {
+            return Err(CalloutError::Status(STATUS_INSUFFICIENT_RESOURCES));
+        }
+        Ok(KernelRundown { rundown })
+    }
+
+    fn new_mutex(&self) -> KernelMutex {
+        // ExInitializePushLock sets the word to 0.
+        KernelMutex { lock: UnsafeCell::new(0) }
+    }
+
+    fn current_processor(&self) -> u32 {
+        // SAFETY: a null PROCESSOR_NUMBER is allowed; any IRQL.
+        unsafe { KeGetCurrentProcessorNumberEx(core::ptr::null_mut()) }
+    }
+
+    fn processor_count(&self) -> u32 {
+        #[allow(clippy::cast_possible_truncation, reason = "ALL_PROCESSOR_GROUPS is 0xFFFF")]
+        // SAFETY: any IRQL.
+        unsafe {
+            KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS as u16)
+        }
+    }
+
+    fn delay(&self, micros: u32) {
+        // Relative (negative) interval in 100 ns units.
+        let mut interval = LARGE_INTEGER { QuadPart: -(i64::from(micros) * 10) };
+        #[allow(clippy::cast_possible_truncation, reason = "KernelMode is 0")]
+        let mode = _MODE::KernelMode as i8;
+        // SAFETY: PASSIVE_LEVEL (the trait's contract); a valid interval.
+        let _status = unsafe { KeDelayExecutionThread(mode, 0, &raw mut interval) };
     }
 
     fn now(&self) -> u64 {

@@ -5,6 +5,9 @@ use wdk_sys::{
 };
 
 /// `sizeof(T)` as the `ULONG` the WDF `Size` fields hold.
+///
+/// # Panics
+/// At compile time (const evaluation) for a type larger than 4 GiB.
 #[allow(
     clippy::cast_possible_truncation,
     reason = "WDF structure sizes fit a ULONG (const-asserted)"
@@ -16,8 +19,9 @@ pub const fn size_of_u32<T>() -> ULONG {
     s as ULONG
 }
 
-/// `WDF_OBJECT_ATTRIBUTES_INIT` (wdfobject.h): zeroed, `Size` set, `ExecutionLevel` and
-/// `SynchronizationScope` `InheritFromParent`. Zero is `Invalid` for both, and KMDF rejects
+/// `WDF_OBJECT_ATTRIBUTES_INIT` (wdfobject.h).
+///
+/// Zeroed, `Size` set, `ExecutionLevel` and `SynchronizationScope` `InheritFromParent`. Zero is `Invalid` for both, and KMDF rejects
 /// it with `STATUS_WDF_OBJECT_ATTRIBUTES_INVALID`: every attributes value the driver passes
 /// starts here, never at `Default::default()`.
 #[must_use]

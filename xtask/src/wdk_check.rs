@@ -43,7 +43,10 @@ fn patches(root: &std::path::Path, crates: &[&str]) -> Vec<String> {
 }
 
 /// Runs `f` and restores `Cargo.lock` afterwards (the patches change the resolution).
-fn keeping_lock(root: &std::path::Path, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+fn keeping_lock(
+    root: &std::path::Path,
+    f: impl FnOnce() -> Result<(), String>,
+) -> Result<(), String> {
     let lock = root.join("Cargo.lock");
     let saved = std::fs::read(&lock).map_err(|e| format!("Cargo.lock: {e}"))?;
     let result = f();
@@ -103,7 +106,8 @@ pub fn over_aligned(text: &str) -> Vec<(usize, String)> {
 pub fn alignment_lint() -> Result<(), String> {
     let root = root();
     let mut findings = Vec::new();
-    let mut stack: Vec<std::path::PathBuf> = KERNEL_CRATES.iter().map(|c| root.join(c).join("src")).collect();
+    let mut stack: Vec<std::path::PathBuf> =
+        KERNEL_CRATES.iter().map(|c| root.join(c).join("src")).collect();
     while let Some(dir) = stack.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for entry in entries {
@@ -111,18 +115,15 @@ pub fn alignment_lint() -> Result<(), String> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 for (line, what) in over_aligned(&text) {
                     findings.push(format!("{}:{line}: {what} exceeds the kernel heap's {KERNEL_HEAP_ALIGN}-byte alignment", path.display()));
                 }
             }
         }
     }
-    if findings.is_empty() {
-        Ok(())
-    } else {
-        Err(findings.join("\n"))
-    }
+    if findings.is_empty() { Ok(()) } else { Err(findings.join("\n")) }
 }
 
 /// Runs the check, restoring `Cargo.lock` afterwards (the patch changes the resolution).

@@ -14,8 +14,9 @@ pub const USO_MIN_BUILD: u32 = 18_362;
 /// First build with `FWP_CALLOUT_FLAG_ALLOW_URO` (Windows 10 2004).
 pub const URO_MIN_BUILD: u32 = 19_041;
 
-/// The `FWPS_CALLOUT3::flags` for vsflow's header-only callouts on OS build `build` (`None`:
-/// unknown, so only the flag every supported build has). Allowing segment coalescing and
+/// The `FWPS_CALLOUT3::flags` for vsflow's header-only callouts on OS build `build`.
+///
+/// `None` (unknown) gives only the flag every supported build has. Allowing segment coalescing and
 /// offload is safe for a callout that only reads headers (verify on Windows, item 12).
 #[must_use]
 pub const fn callout_flags(build: Option<u32>) -> u32 {

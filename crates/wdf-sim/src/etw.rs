@@ -63,7 +63,10 @@ pub fn register(provider: &'static str, guid: [u8; 16]) {
     framework::with(|fw| {
         fw.calls.push("EtwRegister");
         if fw.etw.registered.iter().any(|(n, _)| *n == provider) {
-            fw.violate(Violation::BadArgument { call: "EtwRegister", what: format!("provider {provider} registered twice") });
+            fw.violate(Violation::BadArgument {
+                call: "EtwRegister",
+                what: format!("provider {provider} registered twice"),
+            });
         } else {
             fw.etw.registered.push((provider, guid));
         }

@@ -7,24 +7,29 @@
 
 #![allow(non_snake_case, reason = "the exported names are the WDK's")]
 #![allow(clippy::missing_safety_doc, reason = "each DDI's contract is Microsoft's documented one")]
-#![allow(clippy::not_unsafe_ptr_arg_deref, reason = "extern shims read the driver's pointers as KMDF does")]
+#![allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "extern shims read the driver's pointers as KMDF does"
+)]
 
 use std::ffi::{CStr, c_char, c_void};
 use std::mem::size_of;
 
 use wdk_sys::{
-    _WDF_DRIVER_INIT_FLAGS, _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE,
-    BOOLEAN, DEVICE_OBJECT, KIRQL, LONGLONG, NTSTATUS, PCUNICODE_STRING, PDEVICE_OBJECT,
-    PDRIVER_OBJECT, PKSPIN_LOCK, PRTL_OSVERSIONINFOW, PULONG, PULONG64, PVOID, PWDF_DRIVER_CONFIG,
-    PWDF_IO_QUEUE_CONFIG, PWDF_OBJECT_ATTRIBUTES, PWDF_TIMER_CONFIG, PWDF_WORKITEM_CONFIG,
-    PWDFDEVICE_INIT, RTL_OSVERSIONINFOW, ULONG, ULONG_PTR, ULONG64, WDF_DRIVER_CONFIG,
-    WDF_IO_QUEUE_CONFIG, WDF_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDF_WORKITEM_CONFIG, WDFDEVICE,
-    WDFDRIVER, WDFKEY, WDFOBJECT, WDFQUEUE, WDFREQUEST, WDFTIMER, WDFWORKITEM, ACCESS_MASK,
+    _WDF_DRIVER_INIT_FLAGS, _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE, ACCESS_MASK,
+    BOOLEAN, DEVICE_OBJECT, KIRQL, KPROCESSOR_MODE, LONGLONG, NTSTATUS, PCUNICODE_STRING,
+    PDEVICE_OBJECT, PDRIVER_OBJECT, PEX_RUNDOWN_REF_CACHE_AWARE, PKSPIN_LOCK, PLARGE_INTEGER,
+    POOL_TYPE, PPROCESSOR_NUMBER, PRTL_OSVERSIONINFOW, PULONG, PULONG_PTR, PULONG64, PVOID,
+    PWDF_DRIVER_CONFIG, PWDF_IO_QUEUE_CONFIG, PWDF_OBJECT_ATTRIBUTES, PWDF_TIMER_CONFIG,
+    PWDF_WORKITEM_CONFIG, PWDFDEVICE_INIT, RTL_OSVERSIONINFOW, ULONG, ULONG_PTR, ULONG64, USHORT,
+    WDF_DRIVER_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG,
+    WDF_WORKITEM_CONFIG, WDFDEVICE, WDFDRIVER, WDFKEY, WDFOBJECT, WDFQUEUE, WDFREQUEST, WDFTIMER,
+    WDFWORKITEM,
 };
 
 use crate::framework::{
-    self, DISPATCH_LEVEL, Device, DeviceInit, Framework, Kind, Object, Queue, RegValue, Timer,
-    WorkItem,
+    self, DISPATCH_LEVEL, Device, DeviceInit, Framework, Kind, Object, Queue, RegValue, Rundown,
+    Timer, WorkItem,
 };
 use crate::status::{self, Status};
 use crate::validate::{self, Options};
@@ -38,8 +43,18 @@ fn unicode(fw: &mut Framework, call: &'static str, s: PCUNICODE_STRING) -> Optio
         fw.violate(Violation::BadArgument { call, what: "null UNICODE_STRING".into() });
         return None;
     };
-    if us.Length % 2 != 0 || us.MaximumLength % 2 != 0 || us.Length > us.MaximumLength || (us.Length > 0 && us.Buffer.is_null()) {
-        fw.violate(Violation::BadArgument { call, what: format!("malformed UNICODE_STRING (Length {}, MaximumLength {})", us.Length, us.MaximumLength) });
+    if us.Length % 2 != 0
+        || us.MaximumLength % 2 != 0
+        || us.Length > us.MaximumLength
+        || (us.Length > 0 && us.Buffer.is_null())
+    {
+        fw.violate(Violation::BadArgument {
+            call,
+            what: format!(
+                "malformed UNICODE_STRING (Length {}, MaximumLength {})",
+                us.Length, us.MaximumLength
+            ),
+        });
         return None;
     }
     if us.Length == 0 {
@@ -64,20 +79,31 @@ fn out<T>(fw: &mut Framework, call: &'static str, p: *mut T, value: T) {
     }
 }
 
-fn new_object(fw: &mut Framework, kind: Kind, parent: Option<usize>, a: Option<&WDF_OBJECT_ATTRIBUTES>) -> usize {
+fn new_object(
+    fw: &mut Framework,
+    kind: Kind,
+    parent: Option<usize>,
+    a: Option<&WDF_OBJECT_ATTRIBUTES>,
+) -> usize {
     let h = fw.handle();
-    fw.objects.insert(h, Object {
-        kind,
-        parent,
-        cleanup: a.and_then(|a| a.EvtCleanupCallback),
-        destroy: a.and_then(|a| a.EvtDestroyCallback),
-    });
+    fw.objects.insert(
+        h,
+        Object {
+            kind,
+            parent,
+            cleanup: a.and_then(|a| a.EvtCleanupCallback),
+            destroy: a.and_then(|a| a.EvtDestroyCallback),
+        },
+    );
     h
 }
 
 // ---------------------------------------------------------------------------------------------
 // Driver (fxdriverapi.cpp, WdfDriverCreate; wdfdriver.h)
 
+/// `WdfDriverCreate`: `Size` exact, valid `DriverInitFlags`, PASSIVE_LEVEL, a valid registry
+/// path, once per driver; attributes with PARENT_NOT_ALLOWED | EXECUTION_LEVEL_ALLOWED |
+/// SYNCHRONIZATION_SCOPE_ALLOWED.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn WdfDriverCreate(
     DriverObject: PDRIVER_OBJECT,
@@ -94,11 +120,17 @@ pub unsafe extern "C" fn WdfDriverCreate(
     framework::with(|fw| {
         fw.calls.push("WdfDriverCreate");
         if DriverObject as usize != fw.driver_object {
-            fw.violate(Violation::BadArgument { call: "WdfDriverCreate", what: "not the DRIVER_OBJECT given to DriverEntry".into() });
+            fw.violate(Violation::BadArgument {
+                call: "WdfDriverCreate",
+                what: "not the DRIVER_OBJECT given to DriverEntry".into(),
+            });
         }
         // SAFETY: the driver's configuration structure (required parameter).
         let Some(config) = (unsafe { DriverConfig.as_ref() }) else {
-            fw.violate(Violation::BadArgument { call: "WdfDriverCreate", what: "null DriverConfig".into() });
+            fw.violate(Violation::BadArgument {
+                call: "WdfDriverCreate",
+                what: "null DriverConfig".into(),
+            });
             return status::INVALID_PARAMETER;
         };
         if config.Size as usize != size_of::<WDF_DRIVER_CONFIG>() {
@@ -118,7 +150,15 @@ pub unsafe extern "C" fn WdfDriverCreate(
             return status::DRIVER_INTERNAL_ERROR;
         }
         let a = attributes(DriverAttributes);
-        if let Err(s) = validate::attributes(a, Options { parent_not_allowed: true, execution_level_allowed: true, synchronization_scope_allowed: true, parent_required: false }) {
+        if let Err(s) = validate::attributes(
+            a,
+            Options {
+                parent_not_allowed: true,
+                execution_level_allowed: true,
+                synchronization_scope_allowed: true,
+                parent_required: false,
+            },
+        ) {
             return s;
         }
         let h = new_object(fw, Kind::Driver { unload: config.EvtDriverUnload }, None, a);
@@ -152,7 +192,8 @@ pub unsafe extern "C" fn WdfDriverOpenParametersRegistryKey(
         if fw.parameters.is_none() {
             return status::OBJECT_NAME_NOT_FOUND;
         }
-        let parent = a.map(|a| a.ParentObject as usize).filter(|p| *p != 0).or(Some(Driver as usize));
+        let parent =
+            a.map(|a| a.ParentObject as usize).filter(|p| *p != 0).or(Some(Driver as usize));
         let h = new_object(fw, Kind::Key, parent, a);
         out(fw, "WdfDriverOpenParametersRegistryKey", Key, h as WDFKEY);
         status::SUCCESS
@@ -162,7 +203,11 @@ pub unsafe extern "C" fn WdfDriverOpenParametersRegistryKey(
 /// wdfregistry.h `WdfRegistryQueryULong`: `STATUS_OBJECT_NAME_NOT_FOUND` for an absent value,
 /// `STATUS_OBJECT_TYPE_MISMATCH` for a value that is not `REG_DWORD` (PASSIVE_LEVEL).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfRegistryQueryULong(Key: WDFKEY, ValueName: PCUNICODE_STRING, Value: PULONG) -> NTSTATUS {
+pub unsafe extern "C" fn WdfRegistryQueryULong(
+    Key: WDFKEY,
+    ValueName: PCUNICODE_STRING,
+    Value: PULONG,
+) -> NTSTATUS {
     framework::with(|fw| {
         fw.calls.push("WdfRegistryQueryULong");
         if fw.object("WdfRegistryQueryULong", Key as usize, "WDFKEY").is_none() {
@@ -171,8 +216,12 @@ pub unsafe extern "C" fn WdfRegistryQueryULong(Key: WDFKEY, ValueName: PCUNICODE
         if !fw.require_passive("WdfRegistryQueryULong") {
             return status::INVALID_DEVICE_REQUEST;
         }
-        let Some(name) = unicode(fw, "WdfRegistryQueryULong", ValueName) else { return status::INVALID_PARAMETER };
-        let found = fw.parameters.as_ref().and_then(|p| p.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v.clone()));
+        let Some(name) = unicode(fw, "WdfRegistryQueryULong", ValueName) else {
+            return status::INVALID_PARAMETER;
+        };
+        let found = fw.parameters.as_ref().and_then(|p| {
+            p.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v.clone())
+        });
         match found {
             None => status::OBJECT_NAME_NOT_FOUND,
             Some(RegValue::String(_)) => status::OBJECT_TYPE_MISMATCH,
@@ -200,13 +249,20 @@ pub unsafe extern "C" fn WdfRegistryClose(Key: WDFKEY) {
 
 /// `WdfControlDeviceInitAllocate`: the SDDL string is required (NULL result on failure).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfControlDeviceInitAllocate(Driver: WDFDRIVER, SDDLString: PCUNICODE_STRING) -> PWDFDEVICE_INIT {
+pub unsafe extern "C" fn WdfControlDeviceInitAllocate(
+    Driver: WDFDRIVER,
+    SDDLString: PCUNICODE_STRING,
+) -> PWDFDEVICE_INIT {
     framework::with(|fw| {
         fw.calls.push("WdfControlDeviceInitAllocate");
-        if fw.object("WdfControlDeviceInitAllocate", Driver as usize, "WDFDRIVER").is_none() || !fw.require_passive("WdfControlDeviceInitAllocate") {
+        if fw.object("WdfControlDeviceInitAllocate", Driver as usize, "WDFDRIVER").is_none()
+            || !fw.require_passive("WdfControlDeviceInitAllocate")
+        {
             return std::ptr::null_mut();
         }
-        let Some(sddl) = unicode(fw, "WdfControlDeviceInitAllocate", SDDLString) else { return std::ptr::null_mut() };
+        let Some(sddl) = unicode(fw, "WdfControlDeviceInitAllocate", SDDLString) else {
+            return std::ptr::null_mut();
+        };
         // An SDDL device-object string is a DACL ("D:" ...) of parenthesized ACEs.
         if !sddl.starts_with("D:") || sddl.matches('(').count() != sddl.matches(')').count() {
             return std::ptr::null_mut();
@@ -217,30 +273,42 @@ pub unsafe extern "C" fn WdfControlDeviceInitAllocate(Driver: WDFDRIVER, SDDLStr
     })
 }
 
+/// `WdfDeviceInitAssignName`: records the `\\Device\\...` name.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfDeviceInitAssignName(DeviceInit: PWDFDEVICE_INIT, DeviceName: PCUNICODE_STRING) -> NTSTATUS {
+pub unsafe extern "C" fn WdfDeviceInitAssignName(
+    DeviceInit: PWDFDEVICE_INIT,
+    DeviceName: PCUNICODE_STRING,
+) -> NTSTATUS {
     framework::with(|fw| {
         fw.calls.push("WdfDeviceInitAssignName");
-        let Some(name) = unicode(fw, "WdfDeviceInitAssignName", DeviceName) else { return status::INVALID_PARAMETER };
-        match fw.inits.get_mut(&(DeviceInit as usize)) {
-            Some(init) => {
-                init.name = Some(name);
-                status::SUCCESS
-            }
-            None => {
-                fw.violate(Violation::BadHandle { call: "WdfDeviceInitAssignName", handle: DeviceInit as usize, expected: "PWDFDEVICE_INIT" });
-                status::INVALID_PARAMETER
-            }
+        let Some(name) = unicode(fw, "WdfDeviceInitAssignName", DeviceName) else {
+            return status::INVALID_PARAMETER;
+        };
+        if let Some(init) = fw.inits.get_mut(&(DeviceInit as usize)) {
+            init.name = Some(name);
+            status::SUCCESS
+        } else {
+            fw.violate(Violation::BadHandle {
+                call: "WdfDeviceInitAssignName",
+                handle: DeviceInit as usize,
+                expected: "PWDFDEVICE_INIT",
+            });
+            status::INVALID_PARAMETER
         }
     })
 }
 
+/// `WdfDeviceInitFree`: frees an init structure no successful `WdfDeviceCreate` consumed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn WdfDeviceInitFree(DeviceInit: PWDFDEVICE_INIT) {
     framework::with(|fw| {
         fw.calls.push("WdfDeviceInitFree");
         if fw.inits.remove(&(DeviceInit as usize)).is_none() {
-            fw.violate(Violation::BadHandle { call: "WdfDeviceInitFree", handle: DeviceInit as usize, expected: "PWDFDEVICE_INIT" });
+            fw.violate(Violation::BadHandle {
+                call: "WdfDeviceInitFree",
+                handle: DeviceInit as usize,
+                expected: "PWDFDEVICE_INIT",
+            });
         }
     });
 }
@@ -249,12 +317,19 @@ pub unsafe extern "C" fn WdfDeviceInitFree(DeviceInit: PWDFDEVICE_INIT) {
 /// | SYNCHRONIZATION_SCOPE_ALLOWED; SDDL needs a name (`STATUS_INVALID_SECURITY_DESCR`); on
 /// success the init structure is consumed and `*DeviceInit` set to NULL (fxdevice.cpp).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfDeviceCreate(DeviceInit: *mut PWDFDEVICE_INIT, DeviceAttributes: PWDF_OBJECT_ATTRIBUTES, Device: *mut WDFDEVICE) -> NTSTATUS {
+pub unsafe extern "C" fn WdfDeviceCreate(
+    DeviceInit: *mut PWDFDEVICE_INIT,
+    DeviceAttributes: PWDF_OBJECT_ATTRIBUTES,
+    Device: *mut WDFDEVICE,
+) -> NTSTATUS {
     framework::with(|fw| {
         fw.calls.push("WdfDeviceCreate");
         // SAFETY: the DDI's required in/out pointer.
         let Some(init_ptr) = (unsafe { DeviceInit.as_mut() }) else {
-            fw.violate(Violation::BadArgument { call: "WdfDeviceCreate", what: "null DeviceInit".into() });
+            fw.violate(Violation::BadArgument {
+                call: "WdfDeviceCreate",
+                what: "null DeviceInit".into(),
+            });
             return status::INVALID_PARAMETER;
         };
         out(fw, "WdfDeviceCreate", Device, std::ptr::null_mut());
@@ -262,22 +337,45 @@ pub unsafe extern "C" fn WdfDeviceCreate(DeviceInit: *mut PWDFDEVICE_INIT, Devic
             return status::INVALID_DEVICE_REQUEST;
         }
         let a = attributes(DeviceAttributes);
-        if let Err(s) = validate::attributes(a, Options { parent_not_allowed: true, execution_level_allowed: true, synchronization_scope_allowed: true, parent_required: false }) {
+        if let Err(s) = validate::attributes(
+            a,
+            Options {
+                parent_not_allowed: true,
+                execution_level_allowed: true,
+                synchronization_scope_allowed: true,
+                parent_required: false,
+            },
+        ) {
             return s;
         }
         let Some(init) = fw.inits.get(&(*init_ptr as usize)) else {
-            fw.violate(Violation::BadHandle { call: "WdfDeviceCreate", handle: *init_ptr as usize, expected: "PWDFDEVICE_INIT" });
+            fw.violate(Violation::BadHandle {
+                call: "WdfDeviceCreate",
+                handle: *init_ptr as usize,
+                expected: "PWDFDEVICE_INIT",
+            });
             return status::INVALID_PARAMETER;
         };
         let Some(name) = init.name.clone() else { return status::INVALID_SECURITY_DESCR };
-        let taken = fw.objects.values().any(|o| matches!(&o.kind, Kind::Device(d) if d.name.as_deref() == Some(name.as_str())));
+        let taken = fw.objects.values().any(
+            |o| matches!(&o.kind, Kind::Device(d) if d.name.as_deref() == Some(name.as_str())),
+        );
         if taken {
             return status::OBJECT_NAME_COLLISION;
         }
-        let Some(init) = fw.inits.remove(&(*init_ptr as usize)) else { return status::INVALID_PARAMETER };
+        let Some(init) = fw.inits.remove(&(*init_ptr as usize)) else {
+            return status::INVALID_PARAMETER;
+        };
         // SAFETY: plain data; all zeroes is a valid DEVICE_OBJECT prefix for the double.
         let wdm: Box<DEVICE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
-        let device = Device { name: Some(name), sddl: init.sddl, initializing: true, links: Vec::new(), default_queue: None, wdm };
+        let device = Device {
+            name: Some(name),
+            sddl: init.sddl,
+            initializing: true,
+            links: Vec::new(),
+            default_queue: None,
+            wdm,
+        };
         let parent = fw.driver;
         let h = new_object(fw, Kind::Device(device), parent, a);
         *init_ptr = std::ptr::null_mut();
@@ -286,14 +384,20 @@ pub unsafe extern "C" fn WdfDeviceCreate(DeviceInit: *mut PWDFDEVICE_INIT, Devic
     })
 }
 
+/// `WdfDeviceCreateSymbolicLink`: PASSIVE_LEVEL; a link name in use is a collision.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfDeviceCreateSymbolicLink(Device: WDFDEVICE, SymbolicLinkName: PCUNICODE_STRING) -> NTSTATUS {
+pub unsafe extern "C" fn WdfDeviceCreateSymbolicLink(
+    Device: WDFDEVICE,
+    SymbolicLinkName: PCUNICODE_STRING,
+) -> NTSTATUS {
     framework::with(|fw| {
         fw.calls.push("WdfDeviceCreateSymbolicLink");
         if !fw.require_passive("WdfDeviceCreateSymbolicLink") {
             return status::INVALID_DEVICE_REQUEST;
         }
-        let Some(link) = unicode(fw, "WdfDeviceCreateSymbolicLink", SymbolicLinkName) else { return status::INVALID_PARAMETER };
+        let Some(link) = unicode(fw, "WdfDeviceCreateSymbolicLink", SymbolicLinkName) else {
+            return status::INVALID_PARAMETER;
+        };
         let taken = fw.objects.values().any(|o| matches!(&o.kind, Kind::Device(d) if d.links.iter().any(|l| l.eq_ignore_ascii_case(&link))));
         if taken {
             return status::OBJECT_NAME_COLLISION;
@@ -308,6 +412,7 @@ pub unsafe extern "C" fn WdfDeviceCreateSymbolicLink(Device: WDFDEVICE, Symbolic
     })
 }
 
+/// `WdfDeviceWdmGetDeviceObject`: the device's WDM `DEVICE_OBJECT`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn WdfDeviceWdmGetDeviceObject(Device: WDFDEVICE) -> PDEVICE_OBJECT {
     framework::with(|fw| {
@@ -325,7 +430,9 @@ pub unsafe extern "C" fn WdfDeviceWdmGetDeviceObject(Device: WDFDEVICE) -> PDEVI
 pub unsafe extern "C" fn WdfControlFinishInitializing(Device: WDFDEVICE) {
     framework::with(|fw| {
         fw.calls.push("WdfControlFinishInitializing");
-        if let Some(Object { kind: Kind::Device(d), .. }) = fw.object("WdfControlFinishInitializing", Device as usize, "WDFDEVICE") {
+        if let Some(Object { kind: Kind::Device(d), .. }) =
+            fw.object("WdfControlFinishInitializing", Device as usize, "WDFDEVICE")
+        {
             d.initializing = false;
         }
     });
@@ -338,11 +445,23 @@ pub unsafe extern "C" fn WdfControlFinishInitializing(Device: WDFDEVICE) {
 /// `Size` one of the known config sizes; a default queue of a control device only before
 /// `WdfControlFinishInitializing` (`STATUS_INVALID_DEVICE_STATE`), one per device.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfIoQueueCreate(Device: WDFDEVICE, Config: PWDF_IO_QUEUE_CONFIG, QueueAttributes: PWDF_OBJECT_ATTRIBUTES, Queue: *mut WDFQUEUE) -> NTSTATUS {
+pub unsafe extern "C" fn WdfIoQueueCreate(
+    Device: WDFDEVICE,
+    Config: PWDF_IO_QUEUE_CONFIG,
+    QueueAttributes: PWDF_OBJECT_ATTRIBUTES,
+    Queue: *mut WDFQUEUE,
+) -> NTSTATUS {
     framework::with(|fw| {
         fw.calls.push("WdfIoQueueCreate");
         let a = attributes(QueueAttributes);
-        if let Err(s) = validate::attributes(a, Options { execution_level_allowed: true, synchronization_scope_allowed: true, ..Options::default() }) {
+        if let Err(s) = validate::attributes(
+            a,
+            Options {
+                execution_level_allowed: true,
+                synchronization_scope_allowed: true,
+                ..Options::default()
+            },
+        ) {
             return s;
         }
         // SAFETY: the DDI's required configuration.
@@ -350,28 +469,37 @@ pub unsafe extern "C" fn WdfIoQueueCreate(Device: WDFDEVICE, Config: PWDF_IO_QUE
         if config.Size as usize != size_of::<WDF_IO_QUEUE_CONFIG>() {
             return status::INFO_LENGTH_MISMATCH;
         }
-        if config.DispatchType <= _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchInvalid || config.DispatchType >= _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchMax {
+        if config.DispatchType <= _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchInvalid
+            || config.DispatchType >= _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchMax
+        {
             return status::INVALID_PARAMETER;
         }
         if config.DefaultQueue == 0 && Queue.is_null() {
             return status::INVALID_PARAMETER;
         }
-        let Some(Object { kind: Kind::Device(d), .. }) = fw.object("WdfIoQueueCreate", Device as usize, "WDFDEVICE") else {
+        let Some(Object { kind: Kind::Device(d), .. }) =
+            fw.object("WdfIoQueueCreate", Device as usize, "WDFDEVICE")
+        else {
             return status::INVALID_PARAMETER;
         };
-        if config.DefaultQueue != 0 {
-            if !d.initializing || d.default_queue.is_some() {
-                return status::INVALID_DEVICE_STATE;
-            }
+        if config.DefaultQueue != 0 && (!d.initializing || d.default_queue.is_some()) {
+            return status::INVALID_DEVICE_STATE;
         }
         // PowerManaged: fxioqueue.cpp forces it FALSE for a control (legacy) device.
-        let passive = a.is_some_and(|a| a.ExecutionLevel == _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive);
-        let queue = Queue { dispatch: config.DispatchType, device_control: config.EvtIoDeviceControl, passive, in_flight: None };
+        let passive =
+            a.is_some_and(|a| a.ExecutionLevel == _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive);
+        let queue = Queue {
+            dispatch: config.DispatchType,
+            device_control: config.EvtIoDeviceControl,
+            passive,
+            in_flight: None,
+        };
         let h = new_object(fw, Kind::Queue(queue), Some(Device as usize), a);
-        if config.DefaultQueue != 0 {
-            if let Some(Object { kind: Kind::Device(d), .. }) = fw.objects.get_mut(&(Device as usize)) {
-                d.default_queue = Some(h);
-            }
+        if config.DefaultQueue != 0
+            && let Some(Object { kind: Kind::Device(d), .. }) =
+                fw.objects.get_mut(&(Device as usize))
+        {
+            d.default_queue = Some(h);
         }
         if !Queue.is_null() {
             out(fw, "WdfIoQueueCreate", Queue, h as WDFQUEUE);
@@ -380,7 +508,14 @@ pub unsafe extern "C" fn WdfIoQueueCreate(Device: WDFDEVICE, Config: PWDF_IO_QUE
     })
 }
 
-fn retrieve(call: &'static str, Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize, output: bool) -> NTSTATUS {
+fn retrieve(
+    call: &'static str,
+    Request: WDFREQUEST,
+    MinimumRequiredSize: usize,
+    Buffer: *mut PVOID,
+    Length: *mut usize,
+    output: bool,
+) -> NTSTATUS {
     framework::with(|fw| {
         fw.calls.push(call);
         fw.require_dispatch_or_below(call);
@@ -389,11 +524,19 @@ fn retrieve(call: &'static str, Request: WDFREQUEST, MinimumRequiredSize: usize,
             out(fw, call, Length, 0);
         }
         let Some(r) = fw.requests.get_mut(&(Request as usize)) else {
-            fw.violate(Violation::BadHandle { call, handle: Request as usize, expected: "WDFREQUEST" });
+            fw.violate(Violation::BadHandle {
+                call,
+                handle: Request as usize,
+                expected: "WDFREQUEST",
+            });
             return status::INVALID_PARAMETER;
         };
         if r.completed.is_some() {
-            fw.violate(Violation::BadHandle { call, handle: Request as usize, expected: "WDFREQUEST (not completed)" });
+            fw.violate(Violation::BadHandle {
+                call,
+                handle: Request as usize,
+                expected: "WDFREQUEST (not completed)",
+            });
             return status::INVALID_PARAMETER;
         }
         let len = if output { r.output_len } else { r.input_len };
@@ -411,25 +554,45 @@ fn retrieve(call: &'static str, Request: WDFREQUEST, MinimumRequiredSize: usize,
     })
 }
 
+/// `WdfRequestRetrieveInputBuffer`: the shared system buffer and the input length.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfRequestRetrieveInputBuffer(Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS {
+pub unsafe extern "C" fn WdfRequestRetrieveInputBuffer(
+    Request: WDFREQUEST,
+    MinimumRequiredSize: usize,
+    Buffer: *mut PVOID,
+    Length: *mut usize,
+) -> NTSTATUS {
     retrieve("WdfRequestRetrieveInputBuffer", Request, MinimumRequiredSize, Buffer, Length, false)
 }
 
+/// `WdfRequestRetrieveOutputBuffer`: the shared system buffer and the output length.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfRequestRetrieveOutputBuffer(Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS {
+pub unsafe extern "C" fn WdfRequestRetrieveOutputBuffer(
+    Request: WDFREQUEST,
+    MinimumRequiredSize: usize,
+    Buffer: *mut PVOID,
+    Length: *mut usize,
+) -> NTSTATUS {
     retrieve("WdfRequestRetrieveOutputBuffer", Request, MinimumRequiredSize, Buffer, Length, true)
 }
 
 /// `WdfRequestCompleteWithInformation`: exactly once per request; for METHOD_BUFFERED the I/O
 /// manager copies `Information` bytes to the caller, so it must not exceed the output length.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfRequestCompleteWithInformation(Request: WDFREQUEST, Status: NTSTATUS, Information: ULONG_PTR) {
+pub unsafe extern "C" fn WdfRequestCompleteWithInformation(
+    Request: WDFREQUEST,
+    Status: NTSTATUS,
+    Information: ULONG_PTR,
+) {
     framework::with(|fw| {
         fw.calls.push("WdfRequestCompleteWithInformation");
         fw.require_dispatch_or_below("WdfRequestCompleteWithInformation");
         let Some(r) = fw.requests.get_mut(&(Request as usize)) else {
-            fw.violate(Violation::BadHandle { call: "WdfRequestCompleteWithInformation", handle: Request as usize, expected: "WDFREQUEST" });
+            fw.violate(Violation::BadHandle {
+                call: "WdfRequestCompleteWithInformation",
+                handle: Request as usize,
+                expected: "WDFREQUEST",
+            });
             return;
         };
         if r.completed.is_some() {
@@ -441,10 +604,10 @@ pub unsafe extern "C" fn WdfRequestCompleteWithInformation(Request: WDFREQUEST, 
         if status::nt_success(Status) && Information > output_len as u64 {
             fw.violate(Violation::InformationTooLarge { information: Information, output_len });
         }
-        if let Some(Object { kind: Kind::Queue(q), .. }) = fw.objects.get_mut(&queue) {
-            if q.in_flight == Some(Request as usize) {
-                q.in_flight = None;
-            }
+        if let Some(Object { kind: Kind::Queue(q), .. }) = fw.objects.get_mut(&queue)
+            && q.in_flight == Some(Request as usize)
+        {
+            q.in_flight = None;
         }
     });
 }
@@ -452,7 +615,11 @@ pub unsafe extern "C" fn WdfRequestCompleteWithInformation(Request: WDFREQUEST, 
 // ---------------------------------------------------------------------------------------------
 // Work items (fxworkitemapi.cpp WdfWorkItemCreate, fxworkitem.cpp)
 
-fn parent_device(fw: &mut Framework, call: &'static str, a: &WDF_OBJECT_ATTRIBUTES) -> Result<usize, Status> {
+fn parent_device(
+    fw: &mut Framework,
+    call: &'static str,
+    a: &WDF_OBJECT_ATTRIBUTES,
+) -> Result<usize, Status> {
     let parent = a.ParentObject as usize;
     if !fw.is_live(parent) {
         fw.violate(Violation::BadHandle { call, handle: parent, expected: "a live parent object" });
@@ -467,7 +634,11 @@ fn parent_device(fw: &mut Framework, call: &'static str, a: &WDF_OBJECT_ATTRIBUT
 /// exact, `EvtWorkItemFunc` non-null, then the attributes with default options (so
 /// `ExecutionLevel` must be `InheritFromParent` and the scope `InheritFromParent` or `None`).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfWorkItemCreate(Config: PWDF_WORKITEM_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, WorkItem: *mut WDFWORKITEM) -> NTSTATUS {
+pub unsafe extern "C" fn WdfWorkItemCreate(
+    Config: PWDF_WORKITEM_CONFIG,
+    Attributes: PWDF_OBJECT_ATTRIBUTES,
+    WorkItem: *mut WDFWORKITEM,
+) -> NTSTATUS {
     framework::with(|fw| {
         fw.calls.push("WdfWorkItemCreate");
         fw.require_dispatch_or_below("WdfWorkItemCreate");
@@ -494,7 +665,12 @@ pub unsafe extern "C" fn WdfWorkItemCreate(Config: PWDF_WORKITEM_CONFIG, Attribu
             Ok(p) => p,
             Err(s) => return s,
         };
-        let h = new_object(fw, Kind::WorkItem(WorkItem { func: config.EvtWorkItemFunc, queued: false }), Some(parent), a);
+        let h = new_object(
+            fw,
+            Kind::WorkItem(WorkItem { func: config.EvtWorkItemFunc, queued: false }),
+            Some(parent),
+            a,
+        );
         out(fw, "WdfWorkItemCreate", WorkItem, h as WDFWORKITEM);
         status::SUCCESS
     })
@@ -506,7 +682,9 @@ pub unsafe extern "C" fn WdfWorkItemEnqueue(WorkItem: WDFWORKITEM) {
     framework::with(|fw| {
         fw.calls.push("WdfWorkItemEnqueue");
         fw.require_dispatch_or_below("WdfWorkItemEnqueue");
-        if let Some(Object { kind: Kind::WorkItem(w), .. }) = fw.object("WdfWorkItemEnqueue", WorkItem as usize, "WDFWORKITEM") {
+        if let Some(Object { kind: Kind::WorkItem(w), .. }) =
+            fw.object("WdfWorkItemEnqueue", WorkItem as usize, "WDFWORKITEM")
+        {
             w.queued = true;
         }
     });
@@ -545,7 +723,11 @@ pub unsafe extern "C" fn WdfWorkItemFlush(WorkItem: WDFWORKITEM) {
 /// `TolerableDelay` at most `MAXLONG`; attributes with EXECUTION_LEVEL_ALLOWED; a periodic timer
 /// at `PASSIVE_LEVEL` is `STATUS_NOT_SUPPORTED`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn WdfTimerCreate(Config: PWDF_TIMER_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, Timer: *mut WDFTIMER) -> NTSTATUS {
+pub unsafe extern "C" fn WdfTimerCreate(
+    Config: PWDF_TIMER_CONFIG,
+    Attributes: PWDF_OBJECT_ATTRIBUTES,
+    Timer: *mut WDFTIMER,
+) -> NTSTATUS {
     const MAXLONG: u32 = 0x7FFF_FFFF;
     framework::with(|fw| {
         fw.calls.push("WdfTimerCreate");
@@ -563,13 +745,18 @@ pub unsafe extern "C" fn WdfTimerCreate(Config: PWDF_TIMER_CONFIG, Attributes: P
         if config.Size as usize != size_of::<WDF_TIMER_CONFIG>() {
             return status::INFO_LENGTH_MISMATCH;
         }
-        if config.EvtTimerFunc.is_none() || config.Period > MAXLONG || config.TolerableDelay > MAXLONG {
+        if config.EvtTimerFunc.is_none()
+            || config.Period > MAXLONG
+            || config.TolerableDelay > MAXLONG
+        {
             return status::INVALID_PARAMETER;
         }
         if config.TolerableDelay > 0 && config.UseHighResolutionTimer != 0 {
             return status::INVALID_PARAMETER;
         }
-        if let Err(s) = validate::attributes(a, Options { execution_level_allowed: true, ..Options::default() }) {
+        if let Err(s) =
+            validate::attributes(a, Options { execution_level_allowed: true, ..Options::default() })
+        {
             return s;
         }
         let passive = attrs.ExecutionLevel == _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive;
@@ -580,7 +767,8 @@ pub unsafe extern "C" fn WdfTimerCreate(Config: PWDF_TIMER_CONFIG, Attributes: P
             Ok(p) => p,
             Err(s) => return s,
         };
-        let timer = Timer { func: config.EvtTimerFunc, period_ms: config.Period, passive, due: None };
+        let timer =
+            Timer { func: config.EvtTimerFunc, period_ms: config.Period, passive, due: None };
         let h = new_object(fw, Kind::Timer(timer), Some(parent), a);
         out(fw, "WdfTimerCreate", Timer, h as WDFTIMER);
         status::SUCCESS
@@ -595,9 +783,15 @@ pub unsafe extern "C" fn WdfTimerStart(Timer: WDFTIMER, DueTime: LONGLONG) -> BO
         fw.calls.push("WdfTimerStart");
         fw.require_dispatch_or_below("WdfTimerStart");
         let now = fw.clock;
-        let due = if DueTime < 0 { now.saturating_add(DueTime.unsigned_abs()) } else { DueTime.unsigned_abs().max(now) };
+        let due = if DueTime < 0 {
+            now.saturating_add(DueTime.unsigned_abs())
+        } else {
+            DueTime.unsigned_abs().max(now)
+        };
         match fw.object("WdfTimerStart", Timer as usize, "WDFTIMER") {
-            Some(Object { kind: Kind::Timer(t), .. }) => BOOLEAN::from(t.due.replace(due).is_some()),
+            Some(Object { kind: Kind::Timer(t), .. }) => {
+                BOOLEAN::from(t.due.replace(due).is_some())
+            }
             _ => 0,
         }
     })
@@ -635,11 +829,19 @@ pub unsafe extern "C" fn WdfObjectDelete(Object: WDFOBJECT) {
         fw.calls.push("WdfObjectDelete");
         fw.require_dispatch_or_below("WdfObjectDelete");
         if fw.requests.contains_key(&(Object as usize)) {
-            fw.violate(Violation::BadHandle { call: "WdfObjectDelete", handle: Object as usize, expected: "a deletable object (a presented request is completed, not deleted)" });
+            fw.violate(Violation::BadHandle {
+                call: "WdfObjectDelete",
+                handle: Object as usize,
+                expected: "a deletable object (a presented request is completed, not deleted)",
+            });
             return false;
         }
         if !fw.is_live(Object as usize) {
-            fw.violate(Violation::BadHandle { call: "WdfObjectDelete", handle: Object as usize, expected: "a live object" });
+            fw.violate(Violation::BadHandle {
+                call: "WdfObjectDelete",
+                handle: Object as usize,
+                expected: "a live object",
+            });
             return false;
         }
         true
@@ -671,6 +873,7 @@ pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> K
     })
 }
 
+/// `KeReleaseSpinLock`: releases a held lock and restores the IRQL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL) {
     framework::with(|fw| {
@@ -699,12 +902,21 @@ pub unsafe extern "C" fn KeQueryInterruptTimePrecise(QpcTimeStamp: PULONG64) -> 
 /// variadic by the mirror, defined here with the one argument: on x86-64 System V a variadic
 /// call passes integer and pointer arguments in the same registers as a fixed one.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn DbgPrintEx(ComponentId: ULONG, Level: ULONG, Format: *const c_char, Arg: *const c_char) -> ULONG {
+pub unsafe extern "C" fn DbgPrintEx(
+    ComponentId: ULONG,
+    Level: ULONG,
+    Format: *const c_char,
+    Arg: *const c_char,
+) -> ULONG {
     framework::with(|fw| {
         // SAFETY: NUL-terminated format (the DDI's contract; checked non-null).
-        let format = (!Format.is_null()).then(|| unsafe { CStr::from_ptr(Format) }.to_string_lossy().into_owned());
+        let format = (!Format.is_null())
+            .then(|| unsafe { CStr::from_ptr(Format) }.to_string_lossy().into_owned());
         if format.as_deref() != Some("%s") || Arg.is_null() {
-            fw.violate(Violation::BadArgument { call: "DbgPrintEx", what: format!("format {format:?}: the double reads exactly one %s argument") });
+            fw.violate(Violation::BadArgument {
+                call: "DbgPrintEx",
+                what: format!("format {format:?}: the double reads exactly one %s argument"),
+            });
             return 0;
         }
         // SAFETY: the `%s` argument is NUL-terminated (checked non-null).
@@ -721,7 +933,9 @@ pub unsafe extern "C" fn RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW
     framework::with(|fw| {
         fw.calls.push("RtlGetVersion");
         // SAFETY: the caller's structure.
-        let Some(info) = (unsafe { lpVersionInformation.as_mut() }) else { return status::INVALID_PARAMETER };
+        let Some(info) = (unsafe { lpVersionInformation.as_mut() }) else {
+            return status::INVALID_PARAMETER;
+        };
         if info.dwOSVersionInfoSize as usize != size_of::<RTL_OSVERSIONINFOW>() {
             return status::INVALID_PARAMETER;
         }
@@ -738,14 +952,269 @@ pub unsafe extern "C" fn RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ExAllocatePool2(_Flags: u64, _NumberOfBytes: u64, _Tag: ULONG) -> PVOID {
     framework::with(|fw| {
-        fw.violate(Violation::BadArgument { call: "ExAllocatePool2", what: "not modelled: the driver's heap is the host's in tests".into() });
+        fw.violate(Violation::BadArgument {
+            call: "ExAllocatePool2",
+            what: "not modelled: the driver's heap is the host's in tests".into(),
+        });
     });
     std::ptr::null_mut()
 }
 
+/// `ExFreePool` (not modelled, see `ExAllocatePool2`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ExFreePool(_P: PVOID) {
     framework::with(|fw| {
         fw.violate(Violation::BadArgument { call: "ExFreePool", what: "not modelled".into() });
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rundown protection (wdm.h; "Run-Down Protection" in the kernel-mode driver architecture docs)
+
+/// `ExAllocateCacheAwareRundownProtection`: nonpaged, initialized (not run down).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAllocateCacheAwareRundownProtection(
+    _PoolType: POOL_TYPE,
+    _PoolTag: ULONG,
+) -> PEX_RUNDOWN_REF_CACHE_AWARE {
+    framework::with(|fw| {
+        fw.require_dispatch_or_below("ExAllocateCacheAwareRundownProtection");
+        let h = fw.handle();
+        fw.rundowns.insert(h, Rundown::default());
+        h as PEX_RUNDOWN_REF_CACHE_AWARE
+    })
+}
+
+/// `ExFreeCacheAwareRundownProtection`: only with no reference held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExFreeCacheAwareRundownProtection(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| match fw.rundowns.remove(&(RunRefCacheAware as usize)) {
+        None => fw.violate(Violation::BadHandle {
+            call: "ExFreeCacheAwareRundownProtection",
+            handle: RunRefCacheAware as usize,
+            expected: "EX_RUNDOWN_REF_CACHE_AWARE",
+        }),
+        Some(r) if r.refs > 0 => fw.violate(Violation::BadArgument {
+            call: "ExFreeCacheAwareRundownProtection",
+            what: format!("{} reference(s) still held", r.refs),
+        }),
+        Some(_) => {}
+    });
+}
+
+/// `ExAcquireRundownProtectionCacheAware`: FALSE once run down.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAcquireRundownProtectionCacheAware(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) -> BOOLEAN {
+    framework::with(|fw| {
+        fw.require_dispatch_or_below("ExAcquireRundownProtectionCacheAware");
+        match fw.rundowns.get_mut(&(RunRefCacheAware as usize)) {
+            Some(r) if !r.run_down => {
+                r.refs += 1;
+                1
+            }
+            Some(_) => 0,
+            None => {
+                fw.violate(Violation::BadHandle {
+                    call: "ExAcquireRundownProtectionCacheAware",
+                    handle: RunRefCacheAware as usize,
+                    expected: "EX_RUNDOWN_REF_CACHE_AWARE",
+                });
+                0
+            }
+        }
+    })
+}
+
+/// `ExReleaseRundownProtectionCacheAware`: drops a reference held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReleaseRundownProtectionCacheAware(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| match fw.rundowns.get_mut(&(RunRefCacheAware as usize)) {
+        Some(r) if r.refs > 0 => r.refs -= 1,
+        _ => fw.violate(Violation::BadArgument {
+            call: "ExReleaseRundownProtectionCacheAware",
+            what: "no reference held".into(),
+        }),
+    });
+}
+
+/// `ExWaitForRundownProtectionReleaseCacheAware`: `IRQL < DISPATCH_LEVEL`; waits for every
+/// reference. With one simulated processor a reference still held can never be released while
+/// the caller waits: that is a deadlock, reported.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExWaitForRundownProtectionReleaseCacheAware(
+    RunRef: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| {
+        fw.require_passive("ExWaitForRundownProtectionReleaseCacheAware");
+        match fw.rundowns.get_mut(&(RunRef as usize)) {
+            Some(r) => {
+                r.run_down = true;
+                if r.refs > 0 {
+                    let refs = r.refs;
+                    fw.violate(Violation::BadArgument {
+                        call: "ExWaitForRundownProtectionReleaseCacheAware",
+                        what: format!(
+                            "waits on {refs} reference(s) its own thread holds (deadlock)"
+                        ),
+                    });
+                }
+            }
+            None => fw.violate(Violation::BadHandle {
+                call: "ExWaitForRundownProtectionReleaseCacheAware",
+                handle: RunRef as usize,
+                expected: "EX_RUNDOWN_REF_CACHE_AWARE",
+            }),
+        }
+    });
+}
+
+/// `ExReInitializeRundownProtectionCacheAware`: after a completed wait.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReInitializeRundownProtectionCacheAware(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| match fw.rundowns.get_mut(&(RunRefCacheAware as usize)) {
+        Some(r) if r.run_down && r.refs == 0 => r.run_down = false,
+        _ => fw.violate(Violation::BadArgument {
+            call: "ExReInitializeRundownProtectionCacheAware",
+            what: "not run down (or references held)".into(),
+        }),
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Push locks and critical regions (wdm.h, Windows 8 and later)
+
+/// `ExInitializePushLock`: a free push lock is 0.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExInitializePushLock(PushLock: PULONG_PTR) {
+    framework::with(|fw| out(fw, "ExInitializePushLock", PushLock, 0));
+}
+
+/// `ExAcquirePushLockExclusiveEx`: `IRQL <= APC_LEVEL`, inside a critical region (normal kernel
+/// APCs disabled); not recursive.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAcquirePushLockExclusiveEx(PushLock: PULONG_PTR, _Flags: ULONG) {
+    framework::with(|fw| {
+        fw.require_passive("ExAcquirePushLockExclusiveEx");
+        if fw.critical_region == 0 {
+            fw.violate(Violation::BadArgument {
+                call: "ExAcquirePushLockExclusiveEx",
+                what: "outside a critical region".into(),
+            });
+        }
+        if fw.held_push_locks.contains(&(PushLock as usize)) {
+            fw.violate(Violation::WaitForOwnCallback {
+                call: "ExAcquirePushLockExclusiveEx (recursive)",
+            });
+        } else {
+            fw.held_push_locks.push(PushLock as usize);
+        }
+    });
+}
+
+/// `ExReleasePushLockExclusiveEx`: releases a push lock held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReleasePushLockExclusiveEx(PushLock: PULONG_PTR, _Flags: ULONG) {
+    framework::with(|fw| {
+        if let Some(i) = fw.held_push_locks.iter().position(|l| *l == PushLock as usize) {
+            fw.held_push_locks.remove(i);
+        } else {
+            fw.violate(Violation::BadArgument {
+                call: "ExReleasePushLockExclusiveEx",
+                what: "not held".into(),
+            });
+        }
+    });
+}
+
+/// `KeEnterCriticalRegion`: disables normal kernel APCs (nests).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeEnterCriticalRegion() {
+    framework::with(|fw| fw.critical_region += 1);
+}
+
+/// `KeLeaveCriticalRegion`: balances `KeEnterCriticalRegion`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeLeaveCriticalRegion() {
+    framework::with(|fw| {
+        if fw.critical_region == 0 {
+            fw.violate(Violation::BadArgument {
+                call: "KeLeaveCriticalRegion",
+                what: "not in a critical region".into(),
+            });
+        } else {
+            fw.critical_region -= 1;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processors and waits
+
+/// `KeGetCurrentProcessorNumberEx`: the simulated processor's index (group 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeGetCurrentProcessorNumberEx(ProcNumber: PPROCESSOR_NUMBER) -> ULONG {
+    framework::with(|fw| {
+        let n = fw.current_processor;
+        if !ProcNumber.is_null() {
+            #[allow(clippy::cast_possible_truncation, reason = "at most 64 processors in a group")]
+            out(
+                fw,
+                "KeGetCurrentProcessorNumberEx",
+                ProcNumber,
+                wdk_sys::PROCESSOR_NUMBER { Group: 0, Number: n as u8, Reserved: 0 },
+            );
+        }
+        n
+    })
+}
+
+/// `KeQueryMaximumProcessorCountEx`: `ALL_PROCESSOR_GROUPS` (0xFFFF) counts every group.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeQueryMaximumProcessorCountEx(GroupNumber: USHORT) -> ULONG {
+    framework::with(|fw| {
+        if GroupNumber == 0 || u32::from(GroupNumber) == wdk_sys::ALL_PROCESSOR_GROUPS {
+            fw.processors
+        } else {
+            0
+        }
+    })
+}
+
+/// `KeDelayExecutionThread`: `IRQL <= APC_LEVEL`; a negative interval is relative (100 ns).
+/// The double's clock moves on by the interval instead of sleeping.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeDelayExecutionThread(
+    _WaitMode: KPROCESSOR_MODE,
+    _Alertable: BOOLEAN,
+    Interval: PLARGE_INTEGER,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.require_passive("KeDelayExecutionThread");
+        if fw.critical_region == 0 && !fw.held_push_locks.is_empty() {
+            fw.violate(Violation::BadArgument {
+                call: "KeDelayExecutionThread",
+                what: "holding a push lock outside a critical region".into(),
+            });
+        }
+        // SAFETY: the caller's interval.
+        let Some(interval) = (unsafe { Interval.as_ref() }) else {
+            return status::INVALID_PARAMETER;
+        };
+        // SAFETY: every bit pattern of the union is a valid LONGLONG.
+        let q = unsafe { interval.QuadPart };
+        if q < 0 {
+            fw.clock = fw.clock.saturating_add(q.unsigned_abs());
+        } else {
+            fw.clock = fw.clock.max(q.unsigned_abs());
+        }
+        status::SUCCESS
+    })
 }

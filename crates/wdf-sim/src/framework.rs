@@ -154,6 +154,15 @@ pub struct Request {
     pub completed: Option<(i32, u64)>,
 }
 
+/// Cache-aware rundown protection from `ExAllocateCacheAwareRundownProtection`.
+#[derive(Debug, Default)]
+pub struct Rundown {
+    /// References held.
+    pub refs: u32,
+    /// `ExWaitForRundownProtectionReleaseCacheAware` has run: acquisitions fail.
+    pub run_down: bool,
+}
+
 /// A registry value under the service's `Parameters` key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegValue {
@@ -198,6 +207,16 @@ pub struct Framework {
     pub running_timer: Option<usize>,
     /// Spin locks held (addresses of their `KSPIN_LOCK`s).
     pub held_locks: Vec<usize>,
+    /// Push locks held exclusively (addresses).
+    pub held_push_locks: Vec<usize>,
+    /// `KeEnterCriticalRegion` depth.
+    pub critical_region: u32,
+    /// Rundown protections by address.
+    pub rundowns: BTreeMap<usize, Rundown>,
+    /// `KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS)`.
+    pub processors: u32,
+    /// `KeGetCurrentProcessorNumberEx`.
+    pub current_processor: u32,
     next_handle: usize,
 }
 
@@ -221,6 +240,11 @@ impl Default for Framework {
             running_work_item: None,
             running_timer: None,
             held_locks: Vec::new(),
+            held_push_locks: Vec::new(),
+            critical_region: 0,
+            rundowns: BTreeMap::new(),
+            processors: 4,
+            current_processor: 0,
             next_handle: 0x5F00_0000,
         }
     }
@@ -258,7 +282,12 @@ impl Framework {
     }
 
     /// The object behind `handle`, if it is live and of the kind `expected` names.
-    pub fn object(&mut self, call: &'static str, handle: usize, expected: &'static str) -> Option<&mut Object> {
+    pub fn object(
+        &mut self,
+        call: &'static str,
+        handle: usize,
+        expected: &'static str,
+    ) -> Option<&mut Object> {
         let ok = self.objects.get(&handle).is_some_and(|o| o.kind.name() == expected);
         if !ok {
             self.violate(Violation::BadHandle { call, handle, expected });
@@ -312,11 +341,16 @@ impl Framework {
 
 static FRAMEWORK: Mutex<Option<Framework>> = Mutex::new(None);
 
-/// Runs `f` on the framework state. A DDI called with no session is a test bug: it fails loudly.
+/// Runs `f` on the framework state.
+///
+/// # Panics
+/// With no [`crate::Session`]: a DDI called outside one is a test bug and fails loudly.
 pub fn with<R>(f: impl FnOnce(&mut Framework) -> R) -> R {
     let mut guard = lock();
     let fw = guard.as_mut().expect("a WDF or kernel function was called with no wdf_sim::Session");
-    f(fw)
+    let r = f(fw);
+    drop(guard);
+    r
 }
 
 /// Locks the state.

@@ -22,6 +22,15 @@
 //! docs/SIMULATOR-FIDELITY.md ("KMDF double") lists every modelled behaviour, its source and
 //! its test.
 
+#![allow(
+    clippy::doc_markdown,
+    reason = "the docs name Windows DDIs, IRQLs and structures in prose throughout"
+)]
+#![allow(
+    clippy::too_long_first_doc_paragraph,
+    reason = "each shim's first paragraph states the KMDF rule it enforces and its source"
+)]
+
 pub mod etw;
 pub mod exports;
 pub mod framework;

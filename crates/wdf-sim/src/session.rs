@@ -64,20 +64,24 @@ impl Session {
     pub fn new() -> Self {
         let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         *framework::lock() = Some(Framework::default());
-        Self { _serial: serial, driver_object: RefCell::new(None), registry_path: REGISTRY_PATH.encode_utf16().collect() }
+        Self {
+            _serial: serial,
+            driver_object: RefCell::new(None),
+            registry_path: REGISTRY_PATH.encode_utf16().collect(),
+        }
     }
 
     /// Sets a `REG_DWORD` value under the service's `Parameters` key.
     pub fn set_parameter(&self, name: &str, value: u32) {
-        self.set_value(name, RegValue::Dword(value));
+        Self::set_value(name, RegValue::Dword(value));
     }
 
     /// Sets a `REG_SZ` value under the service's `Parameters` key.
     pub fn set_parameter_string(&self, name: &str, value: &str) {
-        self.set_value(name, RegValue::String(value.to_owned()));
+        Self::set_value(name, RegValue::String(value.to_owned()));
     }
 
-    fn set_value(&self, name: &str, value: RegValue) {
+    fn set_value(name: &str, value: RegValue) {
         framework::with(|fw| {
             let p = fw.parameters.get_or_insert_with(Vec::new);
             p.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
@@ -110,16 +114,20 @@ impl Session {
         });
         #[allow(clippy::cast_possible_truncation, reason = "a short constant path")]
         let bytes = (self.registry_path.len() * 2) as u16;
-        let path = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: self.registry_path.as_ptr().cast_mut() };
+        let path = UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            Buffer: self.registry_path.as_ptr().cast_mut(),
+        };
         // SAFETY: the driver's entry point with a valid driver object and registry path.
         let status = unsafe { entry(&mut object, &raw const path) };
         *self.driver_object.borrow_mut() = Some(object);
-        self.check_irql("DriverEntry", PASSIVE_LEVEL);
+        check_irql("DriverEntry", PASSIVE_LEVEL);
         if !status::nt_success(status) {
             if let Some(d) = framework::with(|fw| fw.driver) {
                 delete_tree(d);
             }
-            self.report_leftovers("failed DriverEntry");
+            report_leftovers("failed DriverEntry");
         }
         status
     }
@@ -139,7 +147,9 @@ impl Session {
                 .objects
                 .iter()
                 .find_map(|(h, o)| match &o.kind {
-                    Kind::Device(d) if !d.links.is_empty() => Some((*h, d.initializing, d.default_queue)),
+                    Kind::Device(d) if !d.links.is_empty() => {
+                        Some((*h, d.initializing, d.default_queue))
+                    }
                     _ => None,
                 })
                 .ok_or(status::OBJECT_NAME_NOT_FOUND)?;
@@ -160,7 +170,17 @@ impl Session {
             let (func, passive) = (q.device_control, q.passive);
             let mut buffer = vec![0u8; input.len().max(output_len)];
             buffer[..input.len()].copy_from_slice(input);
-            fw.requests.insert(request, Request { queue, code, buffer, input_len: input.len(), output_len, completed: None });
+            fw.requests.insert(
+                request,
+                Request {
+                    queue,
+                    code,
+                    buffer,
+                    input_len: input.len(),
+                    output_len,
+                    completed: None,
+                },
+            );
             fw.irql = if passive { PASSIVE_LEVEL } else { DISPATCH_LEVEL };
             Ok((queue, request, func))
         });
@@ -175,7 +195,7 @@ impl Session {
         let level = framework::with(|fw| fw.irql);
         // SAFETY: the driver's callback with the queue and request the framework presents.
         unsafe { f(queue as WDFQUEUE, request as WDFREQUEST, output_len, input.len(), code) };
-        self.check_irql("EvtIoDeviceControl", level);
+        check_irql("EvtIoDeviceControl", level);
         framework::with(|fw| {
             let r = fw.requests.get(&request);
             match r.and_then(|r| r.completed.map(|c| (c, r))) {
@@ -234,7 +254,9 @@ impl Session {
                     return None;
                 };
                 fw.clock = fw.clock.max(due);
-                let Some(Kind::Timer(t)) = fw.objects.get_mut(&h).map(|o| &mut o.kind) else { return None };
+                let Some(Kind::Timer(t)) = fw.objects.get_mut(&h).map(|o| &mut o.kind) else {
+                    return None;
+                };
                 t.due = (t.period_ms > 0).then(|| due + u64::from(t.period_ms) * 10_000);
                 let (f, passive) = (t.func, t.passive);
                 let level = if passive { PASSIVE_LEVEL } else { DISPATCH_LEVEL };
@@ -248,7 +270,7 @@ impl Session {
                 unsafe { f(h as WDFTIMER) };
             }
             framework::with(|fw| fw.running_timer = None);
-            self.check_irql("EvtTimerFunc", level);
+            check_irql("EvtTimerFunc", level);
             fired += 1;
         }
         fired
@@ -274,48 +296,68 @@ impl Session {
         });
         // SAFETY: the driver's unload callback with its WDFDRIVER.
         unsafe { unload(driver as WDFDRIVER) };
-        self.check_irql("EvtDriverUnload", PASSIVE_LEVEL);
+        check_irql("EvtDriverUnload", PASSIVE_LEVEL);
         delete_tree(driver);
-        self.report_leftovers("unload");
+        report_leftovers("unload");
         Ok(())
     }
+}
 
-    /// A callback returns at the IRQL it was called at, holding no spin lock.
-    fn check_irql(&self, what: &'static str, level: u8) {
-        framework::with(|fw| {
-            if fw.irql != level {
-                let irql = fw.irql;
-                fw.violate(Violation::LeftAtUnload { what: format!("{what} returned at IRQL {irql}, called at {level}") });
-            }
-            fw.irql = PASSIVE_LEVEL;
-            if !fw.held_locks.is_empty() {
-                let n = fw.held_locks.len();
-                fw.violate(Violation::LeftAtUnload { what: format!("{what} returned holding {n} spin lock(s)") });
-                fw.held_locks.clear();
-            }
-        });
-    }
+/// A callback returns at the IRQL it was called at, holding no lock.
+fn check_irql(what: &'static str, level: u8) {
+    framework::with(|fw| {
+        if fw.irql != level {
+            let irql = fw.irql;
+            fw.violate(Violation::LeftAtUnload {
+                what: format!("{what} returned at IRQL {irql}, called at {level}"),
+            });
+        }
+        fw.irql = PASSIVE_LEVEL;
+        if !fw.held_push_locks.is_empty() || fw.critical_region != 0 {
+            fw.violate(Violation::LeftAtUnload {
+                what: format!("{what} returned holding a push lock or in a critical region"),
+            });
+            fw.held_push_locks.clear();
+            fw.critical_region = 0;
+        }
+        if !fw.held_locks.is_empty() {
+            let n = fw.held_locks.len();
+            fw.violate(Violation::LeftAtUnload {
+                what: format!("{what} returned holding {n} spin lock(s)"),
+            });
+            fw.held_locks.clear();
+        }
+    });
+}
 
-    fn report_leftovers(&self, when: &str) {
-        framework::with(|fw| {
-            let mut left = Vec::new();
-            for (name, _) in &fw.etw.registered {
-                left.push(format!("ETW provider {name} still registered after {when}"));
+/// Reports what the driver left outside the framework's own tree.
+fn report_leftovers(when: &str) {
+    framework::with(|fw| {
+        let mut left = Vec::new();
+        for (name, _) in &fw.etw.registered {
+            left.push(format!("ETW provider {name} still registered after {when}"));
+        }
+        if !fw.rundowns.is_empty() {
+            left.push(format!(
+                "{} rundown protection(s) never freed after {when}",
+                fw.rundowns.len()
+            ));
+        }
+        if !fw.inits.is_empty() {
+            left.push(format!("{} WDFDEVICE_INIT never freed after {when}", fw.inits.len()));
+        }
+        for (h, r) in &fw.requests {
+            if r.completed.is_none() {
+                left.push(format!("request {h:#x} (IOCTL {:#x}) never completed", r.code));
             }
-            if !fw.inits.is_empty() {
-                left.push(format!("{} WDFDEVICE_INIT never freed after {when}", fw.inits.len()));
-            }
-            for (h, r) in &fw.requests {
-                if r.completed.is_none() {
-                    left.push(format!("request {h:#x} (IOCTL {:#x}) never completed", r.code));
-                }
-            }
-            for v in left {
-                fw.violate(Violation::LeftAtUnload { what: v });
-            }
-        });
-    }
+        }
+        for v in left {
+            fw.violate(Violation::LeftAtUnload { what: v });
+        }
+    });
+}
 
+impl Session {
     /// Misuses seen so far.
     #[must_use]
     pub fn violations(&self) -> Vec<Violation> {
@@ -357,7 +399,12 @@ impl Session {
     pub fn control_device(&self) -> Option<(String, String, Vec<String>, bool)> {
         framework::with(|fw| {
             fw.objects.values().find_map(|o| match &o.kind {
-                Kind::Device(d) => Some((d.name.clone().unwrap_or_default(), d.sddl.clone(), d.links.clone(), d.initializing)),
+                Kind::Device(d) => Some((
+                    d.name.clone().unwrap_or_default(),
+                    d.sddl.clone(),
+                    d.links.clone(),
+                    d.initializing,
+                )),
                 _ => None,
             })
         })
@@ -366,17 +413,22 @@ impl Session {
     /// The control device's `WDFDEVICE` handle.
     #[must_use]
     pub fn device_handle(&self) -> Option<usize> {
-        framework::with(|fw| fw.objects.iter().find_map(|(h, o)| matches!(o.kind, Kind::Device(_)).then_some(*h)))
+        framework::with(|fw| {
+            fw.objects.iter().find_map(|(h, o)| matches!(o.kind, Kind::Device(_)).then_some(*h))
+        })
     }
 
     /// Timers: (period ms, due time) for each live timer.
     #[must_use]
     pub fn timers(&self) -> Vec<(u32, Option<u64>)> {
         framework::with(|fw| {
-            fw.objects.values().filter_map(|o| match &o.kind {
-                Kind::Timer(t) => Some((t.period_ms, t.due)),
-                _ => None,
-            }).collect()
+            fw.objects
+                .values()
+                .filter_map(|o| match &o.kind {
+                    Kind::Timer(t) => Some((t.period_ms, t.due)),
+                    _ => None,
+                })
+                .collect()
         })
     }
 
@@ -406,7 +458,9 @@ pub(crate) fn run_work_item(h: usize, f: PFN_WDF_WORKITEM) {
     framework::with(|fw| {
         fw.running_work_item = previous;
         if fw.irql != PASSIVE_LEVEL || !fw.held_locks.is_empty() {
-            fw.violate(Violation::LeftAtUnload { what: "a work item returned above PASSIVE_LEVEL or holding a spin lock".into() });
+            fw.violate(Violation::LeftAtUnload {
+                what: "a work item returned above PASSIVE_LEVEL or holding a spin lock".into(),
+            });
             fw.irql = PASSIVE_LEVEL;
             fw.held_locks.clear();
         }

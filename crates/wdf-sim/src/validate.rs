@@ -9,8 +9,8 @@
 use core::mem::size_of;
 
 use wdk_sys::{
-    WDF_OBJECT_ATTRIBUTES, WDF_OBJECT_CONTEXT_TYPE_INFO, _WDF_EXECUTION_LEVEL,
-    _WDF_SYNCHRONIZATION_SCOPE,
+    _WDF_EXECUTION_LEVEL, _WDF_SYNCHRONIZATION_SCOPE, WDF_OBJECT_ATTRIBUTES,
+    WDF_OBJECT_CONTEXT_TYPE_INFO,
 };
 
 use crate::status::{self, Status};
@@ -43,9 +43,16 @@ pub const fn attributes_size() -> usize {
 /// (context type info, `ExecutionLevel` or `SynchronizationScope` out of range: 0 is `Invalid`,
 /// what a zeroed structure holds), `STATUS_WDF_PARENT_ASSIGNMENT_NOT_ALLOWED`,
 /// `STATUS_WDF_SYNCHRONIZATION_SCOPE_INVALID`, `STATUS_WDF_EXECUTION_LEVEL_INVALID`.
-pub fn attributes(attributes: Option<&WDF_OBJECT_ATTRIBUTES>, options: Options) -> Result<(), Status> {
+pub fn attributes(
+    attributes: Option<&WDF_OBJECT_ATTRIBUTES>,
+    options: Options,
+) -> Result<(), Status> {
     let Some(a) = attributes else {
-        return if options.parent_required { Err(status::WDF_PARENT_NOT_SPECIFIED) } else { Ok(()) };
+        return if options.parent_required {
+            Err(status::WDF_PARENT_NOT_SPECIFIED)
+        } else {
+            Ok(())
+        };
     };
     if a.Size as usize != attributes_size() {
         return Err(status::INFO_LENGTH_MISMATCH);
@@ -141,7 +148,10 @@ mod tests {
 
     #[test]
     fn initialized_attributes_with_a_parent_pass_for_a_work_item() {
-        let a = WDF_OBJECT_ATTRIBUTES { ParentObject: 0x1000 as wdk_sys::WDFOBJECT, ..attributes_init() };
+        let a = WDF_OBJECT_ATTRIBUTES {
+            ParentObject: 0x1000 as wdk_sys::WDFOBJECT,
+            ..attributes_init()
+        };
         assert_eq!(attributes(Some(&a), WORK_ITEM), Ok(()));
     }
 
@@ -159,7 +169,10 @@ mod tests {
             attributes(Some(&attributes_init()), WORK_ITEM),
             Err(status::WDF_PARENT_NOT_SPECIFIED)
         );
-        let with_parent = WDF_OBJECT_ATTRIBUTES { ParentObject: 0x1000 as wdk_sys::WDFOBJECT, ..attributes_init() };
+        let with_parent = WDF_OBJECT_ATTRIBUTES {
+            ParentObject: 0x1000 as wdk_sys::WDFOBJECT,
+            ..attributes_init()
+        };
         let device = Options { parent_not_allowed: true, ..Options::default() };
         assert_eq!(
             attributes(Some(&with_parent), device),
@@ -177,7 +190,11 @@ mod tests {
             attributes(Some(&passive), Options::default()),
             Err(status::WDF_EXECUTION_LEVEL_INVALID)
         );
-        let queue = Options { execution_level_allowed: true, synchronization_scope_allowed: true, ..Options::default() };
+        let queue = Options {
+            execution_level_allowed: true,
+            synchronization_scope_allowed: true,
+            ..Options::default()
+        };
         assert_eq!(attributes(Some(&passive), queue), Ok(()));
         let device_scope = WDF_OBJECT_ATTRIBUTES {
             SynchronizationScope: _WDF_SYNCHRONIZATION_SCOPE::WdfSynchronizationScopeDevice,
@@ -193,12 +210,18 @@ mod tests {
         };
         assert_eq!(attributes(Some(&none_scope), Options::default()), Ok(()));
         let out_of_range = WDF_OBJECT_ATTRIBUTES { ExecutionLevel: 4, ..attributes_init() };
-        assert_eq!(attributes(Some(&out_of_range), queue), Err(status::WDF_OBJECT_ATTRIBUTES_INVALID));
+        assert_eq!(
+            attributes(Some(&out_of_range), queue),
+            Err(status::WDF_OBJECT_ATTRIBUTES_INVALID)
+        );
     }
 
     #[test]
     fn context_size_override_needs_type_info() {
         let a = WDF_OBJECT_ATTRIBUTES { ContextSizeOverride: 16, ..attributes_init() };
-        assert_eq!(attributes(Some(&a), Options::default()), Err(status::WDF_OBJECT_ATTRIBUTES_INVALID));
+        assert_eq!(
+            attributes(Some(&a), Options::default()),
+            Err(status::WDF_OBJECT_ATTRIBUTES_INVALID)
+        );
     }
 }

@@ -22,6 +22,12 @@ pub type CHAR = ::core::ffi::c_char;
 pub type PCSTR = *const CHAR;
 pub type LPCSTR = *const CHAR;
 pub type CSHORT = ::core::ffi::c_short;
+pub type CCHAR = ::core::ffi::c_char;
+/// `LONG` is 32 bits on Windows (bindgen: `c_long`, which is 64 bits on the Linux host): the
+/// mirror spells the Windows width so host builds keep the Windows layouts.
+pub type LONG = i32;
+pub type KPROCESSOR_MODE = CCHAR;
+pub type PULONG_PTR = *mut ULONG_PTR;
 pub type LONGLONG = ::core::ffi::c_longlong;
 pub type KIRQL = UCHAR;
 pub type ULONG_PTR = ::core::ffi::c_ulonglong;
@@ -38,6 +44,7 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
 pub const STATUS_INVALID_DEVICE_STATE: NTSTATUS = 0xC000_0184_u32 as i32;
 pub const KEY_READ: u32 = 131_097;
+pub const ALL_PROCESSOR_GROUPS: u32 = 65535;
 pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as i32;
 pub const STATUS_BUFFER_TOO_SMALL: NTSTATUS = 0xC000_0023_u32 as i32;
 pub const STATUS_NOT_SUPPORTED: NTSTATUS = 0xC000_00BB_u32 as i32;
@@ -135,6 +142,9 @@ module_enum!(_WDF_SYNCHRONIZATION_SCOPE as WDF_SYNCHRONIZATION_SCOPE {
     WdfSynchronizationScopeQueue = 3,
     WdfSynchronizationScopeNone = 4,
 });
+module_enum!(_POOL_TYPE as POOL_TYPE { NonPagedPool = 0, NonPagedPoolNx = 512 });
+module_enum!(_MODE as MODE { KernelMode = 0, UserMode = 1, MaximumMode = 2 });
+
 /// `DPFLTR_TYPE` (dpfilter.h): only the component vsflow prints under.
 pub mod _DPFLTR_TYPE {
     pub type Type = ::core::ffi::c_int;
@@ -315,6 +325,50 @@ impl Default for _OSVERSIONINFOW {
     }
 }
 pub type RTL_OSVERSIONINFOW = _OSVERSIONINFOW;
+
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _PROCESSOR_NUMBER {
+    pub Group: USHORT,
+    pub Number: UCHAR,
+    pub Reserved: UCHAR,
+}
+pub type PROCESSOR_NUMBER = _PROCESSOR_NUMBER;
+pub type PPROCESSOR_NUMBER = *mut _PROCESSOR_NUMBER;
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union _LARGE_INTEGER {
+    pub __bindgen_anon_1: _LARGE_INTEGER__bindgen_ty_1,
+    pub u: _LARGE_INTEGER__bindgen_ty_2,
+    pub QuadPart: LONGLONG,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _LARGE_INTEGER__bindgen_ty_1 {
+    pub LowPart: ULONG,
+    pub HighPart: LONG,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _LARGE_INTEGER__bindgen_ty_2 {
+    pub LowPart: ULONG,
+    pub HighPart: LONG,
+}
+impl Default for _LARGE_INTEGER {
+    fn default() -> Self {
+        Self { QuadPart: 0 }
+    }
+}
+pub type LARGE_INTEGER = _LARGE_INTEGER;
+pub type PLARGE_INTEGER = *mut LARGE_INTEGER;
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _EX_RUNDOWN_REF_CACHE_AWARE {
+    _unused: [u8; 0],
+}
+pub type PEX_RUNDOWN_REF_CACHE_AWARE = *mut _EX_RUNDOWN_REF_CACHE_AWARE;
 pub type PRTL_OSVERSIONINFOW = *mut _OSVERSIONINFOW;
 
 /// `ntddk.h` / `wdm.h` functions (bindgen puts them in `wdk_sys::ntddk`).
@@ -328,6 +382,20 @@ pub mod ntddk {
         pub fn DbgPrintEx(ComponentId: ULONG, Level: ULONG, Format: PCSTR, ...) -> ULONG;
         pub fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID;
         pub fn RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW) -> NTSTATUS;
+        pub fn ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE, PoolTag: ULONG) -> PEX_RUNDOWN_REF_CACHE_AWARE;
+        pub fn ExFreeCacheAwareRundownProtection(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExAcquireRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE) -> BOOLEAN;
+        pub fn ExReleaseRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExReInitializeRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExInitializePushLock(PushLock: PULONG_PTR);
+        pub fn ExAcquirePushLockExclusiveEx(PushLock: PULONG_PTR, Flags: ULONG);
+        pub fn ExReleasePushLockExclusiveEx(PushLock: PULONG_PTR, Flags: ULONG);
+        pub fn KeEnterCriticalRegion();
+        pub fn KeLeaveCriticalRegion();
+        pub fn KeGetCurrentProcessorNumberEx(ProcNumber: PPROCESSOR_NUMBER) -> ULONG;
+        pub fn KeQueryMaximumProcessorCountEx(GroupNumber: USHORT) -> ULONG;
+        pub fn KeDelayExecutionThread(WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Interval: PLARGE_INTEGER) -> NTSTATUS;
         pub fn ExFreePool(P: PVOID);
     }
 }
