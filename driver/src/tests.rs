@@ -364,3 +364,26 @@ fn a_failed_driver_entry_leaves_no_provider_and_no_objects() {
     assert!(entry::driver().is_none());
     assert!(h.engine_objects().callouts.is_empty());
 }
+
+#[test]
+fn a_foreign_filter_on_a_vsflow_callout_is_refused_and_reported_through_etw() {
+    use vsflow_callout::keys::HOOKS;
+    use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
+    let s = Session::new();
+    let h = Host::new(12);
+    assert_eq!(load(&s, &h), 0);
+    {
+        let mut other = ForeignProcess::open(h.id());
+        let sub = other.add_sublayer(0x8000);
+        let hook = HOOKS[0];
+        let status =
+            other.add_filter(hook.layer, sub, ForeignAction::Callout(hook.callout), 0, 0xDEAD);
+        assert!(status < 0, "notifyFn refuses it");
+    }
+    let rejected: Vec<_> =
+        s.etw_events().into_iter().filter(|e| e.name == "ForeignFilterRejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].keyword, etw::KEYWORD_POLICY);
+    assert!(matches!(rejected[0].field("LayerId"), Some(EtwValue::U16(_))));
+    unload_clean(&s, &h);
+}
