@@ -119,7 +119,28 @@ fn driver_entry_builds_the_control_device_in_the_documented_order_and_unload_lea
     assert_eq!(links, ["\\DosDevices\\vsflow"]);
     assert!(!initializing);
     assert_eq!(h.callout_flags().len(), 4, "callouts registered");
+    let before_unload = s.calls().len();
     unload_clean(&s, &h);
+    // Unload order: the timer stopped (waiting for a running tick) before the driver stops,
+    // the work item flushed by the stop, the control device deleted, the ETW provider last.
+    let unload: Vec<_> = s.calls()[before_unload..]
+        .iter()
+        .copied()
+        .filter(|c| {
+            matches!(
+                *c,
+                "EvtDriverUnload"
+                    | "WdfTimerStop"
+                    | "WdfWorkItemFlush"
+                    | "WdfObjectDelete"
+                    | "EtwUnregister"
+            )
+        })
+        .collect();
+    assert_eq!(
+        unload,
+        ["EvtDriverUnload", "WdfTimerStop", "WdfWorkItemFlush", "WdfObjectDelete", "EtwUnregister"]
+    );
 }
 
 #[test]
