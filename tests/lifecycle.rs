@@ -73,11 +73,7 @@ fn bfe_starting_after_the_driver_registers_then() {
     assert_eq!(h.driver().phase(), Phase::WaitingForBfe);
     let sw = h.create_switch("SW", &[]);
     let _ = sw;
-    assert_eq!(
-        h.driver().switch_count(),
-        0,
-        "not subscribed yet: the driver saw nothing"
-    );
+    assert_eq!(h.driver().switch_count(), 0, "not subscribed yet: the driver saw nothing");
     h.start_bfe();
     assert_eq!(h.driver().phase(), Phase::Running);
     let sw = h.create_switch("SW2", &[]);

@@ -120,7 +120,7 @@ fn carried_connections_flow_after_nic_create_before_the_pended_restore_completes
 
 #[test]
 fn a_restore_failed_by_the_driver_fails_the_whole_vm_restore_and_is_reported() {
-    // The opt-in strict policy: an unknown major version fails the restore; the double then
+    // The opt-in policy (FailBadRestores): an unknown major version fails the restore; the double then
     // fails the VM's restore as the extensible switch does.
     let blob = std::fs::read(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -128,7 +128,7 @@ fn a_restore_failed_by_the_driver_fails_the_whole_vm_restore_and_is_reported() {
     )
     .expect("fixture");
     let strict = vsflow_callout::DriverConfig {
-        unknown_major: vsflow_core::codec::UnknownMajor::Strict,
+        fail_bad_restores: true,
         ..enforce(RestoreMode::Synchronous)
     };
     let (mut b, sb) = host(2, strict, "SW-B");

@@ -86,34 +86,22 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
     inbound.iter().filter(|p| h.transmit(sw, EXTERNAL_PORT, id, p) == PacketFate::Delivered).count()
 }
 
-/// The states of the flows in the table of the port named `name` (through the `ListPorts`
-/// and `GetFlows` IOCTLs, as netports reads them).
+/// The states of the flows in the table of the port named `name`, through the `ListPorts`
+/// and `GetFlows` IOCTLs.
 #[must_use]
 pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
     use vsflow_proto::request::Request;
-    let call = |req: &Request<'_>| {
-        let mut buf = vec![0u8; req.encoded_len()];
-        req.encode(&mut buf).expect("encodes");
-        let (o, bytes) = h.ioctl(req.ioctl().code(), &buf, 1 << 20);
-        assert_eq!(o.status, 0, "{req:?}");
-        bytes
+    let Some(port) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
+        return Vec::new();
     };
-    let mut port = None;
-    vsflow_proto::response::decode_ports(&call(&Request::ListPorts), |p| {
-        if p.name.to_string() == name {
-            port = Some(p.port);
-        }
-    })
-    .expect("ports decode");
-    let Some(port) = port else { return Vec::new() };
     let mut states = Vec::new();
     let mut start = 0;
     loop {
-        let page = vsflow_proto::response::decode_flows(
-            &call(&Request::GetFlows { port, start, max: 1000 }),
-            |f| states.push(f.state),
-        )
-        .expect("flows decode");
+        let (status, bytes) =
+            h.control(&Request::GetFlows { port: port.port, start, max: 256 }, 1 << 20);
+        assert_eq!(status, 0, "GetFlows");
+        let page = vsflow_proto::response::decode_flows(&bytes, |f| states.push(f.state))
+            .expect("flows decode");
         start += page.returned;
         if page.returned == 0 || start >= page.total {
             break;
@@ -123,6 +111,9 @@ pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
 }
 
 /// Flows in the table of the port named `name`.
+///
+/// # Panics
+/// If `ListPorts` fails or its answer does not decode.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
     use vsflow_proto::request::Request;

@@ -64,7 +64,8 @@ pub unsafe extern "system" fn classify_fn<S: KernelServices>(
         return;
     }
     // SAFETY: WFP's filter, valid for the call; only its plain fields are read.
-    let (context, filter_id) = unsafe { ((*filter).context, (*filter).filterId) };
+    let f = unsafe { &*filter };
+    let (context, filter_id) = (f.context, f.filterId);
     let verdict = match instances::driver_for_filter(context, filter_id) {
         None => None,
         Some(address) => {
@@ -89,9 +90,10 @@ pub unsafe extern "system" fn classify_fn<S: KernelServices>(
     }
 }
 
-/// `notifyFn` of vsflow's callouts: accepts vsflow's own filters and every delete; refuses a
-/// filter anyone else adds that names a vsflow callout (`FWPS_CALLOUT_NOTIFY_ADD_FILTER`
-/// failing makes the filter add fail), and reports it.
+/// `notifyFn` of vsflow's callouts: accepts vsflow's own filters and every delete.
+///
+/// A filter anyone else adds that names a vsflow callout is refused (failing
+/// `FWPS_CALLOUT_NOTIFY_ADD_FILTER` makes the filter add fail) and reported.
 ///
 /// # Safety
 /// Called by WFP with valid (or null) pointers.
@@ -104,7 +106,9 @@ pub unsafe extern "system" fn notify_fn<S: KernelServices>(
         return STATUS_SUCCESS;
     }
     // SAFETY: WFP's pointers, valid (or null) for the call.
-    let (key, f) = unsafe { (filter_key.as_ref(), filter.as_ref()) };
+    let key = unsafe { filter_key.as_ref() };
+    // SAFETY: as above.
+    let f = unsafe { filter.as_ref() };
     let Some(f) = f else { return sys::STATUS_INVALID_PARAMETER };
     let ours = key.is_some_and(|k| HOOKS.iter().any(|h| h.filter == *k))
         && instances::is_driver(f.context);
@@ -152,10 +156,8 @@ impl<S: KernelServices> Driver<S> {
             }
         };
         // 2. The switch, by name (never guessed).
-        let mut name = [0u16; 257];
         // SAFETY: caller's contract.
-        let n = unsafe { switch_name_units(values, &mut name) };
-        let name = n.and_then(|n| name.get(..n));
+        let name = unsafe { switch_name_bytes(values) };
         // 3. Packet bytes: the TCP flags (data starts at the IP header at these layers).
         let mut storage = [0u8; IP_PREFIX];
         let want = if c.meta.protocol == protocol::TCP { IP_PREFIX } else { 0 };
@@ -172,7 +174,7 @@ impl<S: KernelServices> Driver<S> {
         let found = self
             .ports
             .read(|ix| {
-                let switch = ix.switch_id(name?)?;
+                let switch = ix.switch_id_le(name?)?;
                 let slot = ix.port(&PortKey { switch, port: c.port_id })?;
                 let mut st = slot.state.lock();
                 st.classify_calls += 1;
@@ -351,13 +353,14 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
     Some(unsafe { ptr::read_unaligned(p) }.byteArray16)
 }
 
-/// The switch a classify call belongs to, from the `VSWITCH_ID` value (assumed: the switch
-/// name as a UTF-16 byte blob; verify on Windows, item 9). Always consulted: a packet of a
-/// switch vsflow does not know is never judged by another switch's port.
+/// The switch a classify call belongs to: the bytes of the `VSWITCH_ID` value (assumed: the
+/// switch name as a UTF-16LE byte blob, maybe NUL-terminated; verify on Windows, item 9), at
+/// most 256 units. Always consulted: a packet of a switch vsflow does not know is never judged
+/// by another switch's port. Compared in place, never copied.
 ///
 /// # Safety
-/// As [`read_values`].
-unsafe fn switch_name_units(values: &FWPS_INCOMING_VALUES0, out: &mut [u16; 257]) -> Option<usize> {
+/// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
+unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
     // SAFETY: caller's contract.
     let v = unsafe { value(values, sys::FIELD_VSWITCH_ID) }?;
     if v.r#type != sys::FWP_BYTE_BLOB_TYPE {
@@ -368,26 +371,12 @@ unsafe fn switch_name_units(values: &FWPS_INCOMING_VALUES0, out: &mut [u16; 257]
     if blob.is_null() {
         return None;
     }
-    // SAFETY: non-null blob from WFP.
+    // SAFETY: non-null blob from WFP, valid for the call.
     let blob = unsafe { ptr::read_unaligned(blob) };
     if blob.data.is_null() {
         return None;
     }
-    let bytes = (blob.size as usize).min(2 * out.len());
-    // SAFETY: WFP's blob has `size` readable bytes; we read at most that many.
-    let data = unsafe { core::slice::from_raw_parts(blob.data, bytes) };
-    let mut n = 0;
-    for (dst, pair) in out.iter_mut().zip(data.chunks_exact(2)) {
-        let u = u16::from_le_bytes([
-            pair.first().copied().unwrap_or(0),
-            pair.get(1).copied().unwrap_or(0),
-        ]);
-        if u == 0 {
-            break;
-        }
-        *dst = u;
-        n += 1;
-    }
-    Some(n)
+    let bytes = (blob.size as usize).min(2 * 256);
+    // SAFETY: WFP's blob has `size` readable bytes for the call; we read at most that many.
+    Some(unsafe { core::slice::from_raw_parts(blob.data, bytes) })
 }
-

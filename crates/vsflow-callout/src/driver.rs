@@ -23,7 +23,7 @@ use crate::error::CalloutError;
 use crate::keys;
 use crate::pending::PendingSet;
 use crate::percpu::{Counter, PerCpuCounters};
-use crate::ports::PortMap;
+use crate::ports::{Index, PortMap};
 use crate::registration::Registration;
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
@@ -280,13 +280,13 @@ impl<S: KernelServices> Driver<S> {
     /// Switches known.
     #[must_use]
     pub fn switch_count(&self) -> usize {
-        self.ports.read(|ix| ix.switch_count()).unwrap_or(0)
+        self.ports.read(Index::switch_count).unwrap_or(0)
     }
 
     /// Ports tracked.
     #[must_use]
     pub fn port_count(&self) -> usize {
-        self.ports.read(|ix| ix.len()).unwrap_or(0)
+        self.ports.read(Index::len).unwrap_or(0)
     }
 
     /// Restore notifications pended and not yet completed.
@@ -318,7 +318,7 @@ impl<S: KernelServices> Driver<S> {
                 }
                 t
             })
-            .unwrap_or(FlowTotals { consistent: true, ..FlowTotals::default() })
+            .unwrap_or_else(|| FlowTotals { consistent: true, ..FlowTotals::default() })
     }
 
     pub(crate) fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {

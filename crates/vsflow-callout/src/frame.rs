@@ -1,8 +1,8 @@
 //! Reading the TCP flags of a packet: the only packet bytes vsflow looks at. Packets are never
 //! modified.
 //!
-//! At `FWPS_LAYER_{INGRESS,EGRESS}_VSWITCH_TRANSPORT_V4/V6` the packet data starts at the IP
-//! header (WFP "Data offset positions"; WFPSampler's packet examination). The IPv4 header's
+//! At the `FWPS_LAYER_*_VSWITCH_TRANSPORT_V4` and `_V6` layers the packet data starts at the IP
+//! header (WFP "Data offset positions"; the `WFPSampler` packet examination). The IPv4 header's
 //! IHL and the IPv6 extension headers are walked with bounds. A non-first fragment has no
 //! transport header: no flags are read from it (and classify does not judge it, see
 //! `classify.rs`).
@@ -88,6 +88,7 @@ pub unsafe fn nbl_prefix(
     let nb = list.FirstNetBuffer;
     // SAFETY: the list's first buffer, valid with the list.
     let buffer = unsafe { nb.as_ref() }?;
+    // `DataLength` is a ULONG (in a union with a SIZE_T): fwps-sys declares the ULONG.
     let frame_len = buffer.data_length();
     let want = storage.len().min(usize::try_from(frame_len).unwrap_or(usize::MAX));
     if want == 0 {

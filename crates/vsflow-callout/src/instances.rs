@@ -43,7 +43,7 @@ fn find(driver: usize) -> Option<&'static Instance> {
 ///
 /// # Errors
 /// `InvalidState` when every slot is taken.
-pub(crate) fn register(driver: usize) -> Result<(), CalloutError> {
+pub fn register(driver: usize) -> Result<(), CalloutError> {
     if find(driver).is_some() {
         return Ok(());
     }
@@ -62,7 +62,7 @@ pub(crate) fn register(driver: usize) -> Result<(), CalloutError> {
 }
 
 /// Forgets a driver (after its callouts are unregistered and its callbacks drained).
-pub(crate) fn unregister(driver: usize) {
+pub fn unregister(driver: usize) {
     if let Some(i) = find(driver) {
         for f in &i.filters {
             f.store(0, Ordering::Release);
@@ -72,14 +72,14 @@ pub(crate) fn unregister(driver: usize) {
 }
 
 /// Records the run-time id of filter number `n` (`0..4`) the driver added itself.
-pub(crate) fn set_filter(driver: usize, n: usize, filter_id: u64) {
+pub fn set_filter(driver: usize, n: usize, filter_id: u64) {
     if let Some(slot) = find(driver).and_then(|i| i.filters.get(n)) {
         slot.store(filter_id, Ordering::Release);
     }
 }
 
 /// Records the run-time id of callout number `n` the driver registered.
-pub(crate) fn set_callout(driver: usize, n: usize, callout_id: u32) {
+pub fn set_callout(driver: usize, n: usize, callout_id: u32) {
     if let Some(slot) = find(driver).and_then(|i| i.callouts.get(n)) {
         slot.store(callout_id, Ordering::Release);
     }
@@ -88,7 +88,7 @@ pub(crate) fn set_callout(driver: usize, n: usize, callout_id: u32) {
 /// The running driver a classify call belongs to: `context` must be a registered driver's
 /// address and `filter_id` one of the filters it added. Only compares values.
 #[inline]
-pub(crate) fn driver_for_filter(context: u64, filter_id: u64) -> Option<usize> {
+pub fn driver_for_filter(context: u64, filter_id: u64) -> Option<usize> {
     let context = usize::try_from(context).ok().filter(|&c| c != 0)?;
     let i = find(context)?;
     i.filters
@@ -98,15 +98,17 @@ pub(crate) fn driver_for_filter(context: u64, filter_id: u64) -> Option<usize> {
 }
 
 /// Whether `context` is a registered driver's address (a value comparison).
-pub(crate) fn is_driver(context: u64) -> bool {
+pub fn is_driver(context: u64) -> bool {
     usize::try_from(context).ok().and_then(find).is_some()
 }
 
 /// A registered driver that registered callout `callout_id` (to report a foreign filter to).
-pub(crate) fn driver_for_callout(callout_id: u32) -> Option<usize> {
+pub fn driver_for_callout(callout_id: u32) -> Option<usize> {
     INSTANCES.iter().find_map(|i| {
         let d = i.driver.load(Ordering::Acquire);
-        (d != 0 && callout_id != 0 && i.callouts.iter().any(|c| c.load(Ordering::Acquire) == callout_id))
-            .then_some(d)
+        (d != 0
+            && callout_id != 0
+            && i.callouts.iter().any(|c| c.load(Ordering::Acquire) == callout_id))
+        .then_some(d)
     })
 }

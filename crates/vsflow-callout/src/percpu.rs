@@ -9,7 +9,7 @@ use crate::error::CalloutError;
 /// The driver-wide counters, by position (`DriverStats` field order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
-pub(crate) enum Counter {
+pub enum Counter {
     ClassifyCalls,
     TrustedPortPackets,
     UnknownPortPackets,
@@ -28,7 +28,7 @@ pub(crate) enum Counter {
 }
 
 /// Number of counters.
-pub(crate) const COUNTERS: usize = 15;
+pub const COUNTERS: usize = 15;
 
 /// One processor's counters, alone on their cache lines.
 ///
@@ -49,7 +49,7 @@ const _: () = assert!(core::mem::size_of::<Line>() == 192);
 const _: () = assert!(core::mem::align_of::<Line>() <= 16);
 
 /// Per-processor counters.
-pub(crate) struct PerCpuCounters {
+pub struct PerCpuCounters {
     lines: Vec<Line>,
 }
 
@@ -58,7 +58,7 @@ impl PerCpuCounters {
     ///
     /// # Errors
     /// Out of memory.
-    pub(crate) fn try_new(processors: u32) -> Result<Self, CalloutError> {
+    pub fn try_new(processors: u32) -> Result<Self, CalloutError> {
         let n = (processors as usize).clamp(1, 1024);
         let mut lines = Vec::new();
         lines.try_reserve_exact(n)?;
@@ -68,7 +68,7 @@ impl PerCpuCounters {
 
     /// Adds `n` to counter `c` on processor `cpu`'s line.
     #[inline]
-    pub(crate) fn add(&self, cpu: u32, c: Counter, n: u64) {
+    pub fn add(&self, cpu: u32, c: Counter, n: u64) {
         let line = self.lines.get(cpu as usize % self.lines.len().max(1));
         if let Some(v) = line.and_then(|l| l.counters.get(c as usize)) {
             v.fetch_add(n, Ordering::Relaxed);
@@ -76,7 +76,7 @@ impl PerCpuCounters {
     }
 
     /// Counter `c` summed over every processor.
-    pub(crate) fn sum(&self, c: Counter) -> u64 {
+    pub fn sum(&self, c: Counter) -> u64 {
         self.lines
             .iter()
             .filter_map(|l| l.counters.get(c as usize))
@@ -84,7 +84,7 @@ impl PerCpuCounters {
     }
 
     /// Sets every counter to zero (a diagnostic reset: increments racing it may survive).
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         for l in &self.lines {
             for v in &l.counters {
                 v.store(0, Ordering::Relaxed);

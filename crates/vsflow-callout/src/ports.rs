@@ -104,6 +104,23 @@ impl<L: RawSpinLock> Index<L> {
         self.switches.iter().find(|s| s.name.as_utf16() == name).map(|s| s.id)
     }
 
+    /// The id of the switch whose name is `bytes` (UTF-16LE, up to an optional NUL unit),
+    /// compared in place.
+    pub(crate) fn switch_id_le(&self, bytes: &[u8]) -> Option<u32> {
+        let units = bytes.chunks_exact(2).map(|p| match p {
+            [lo, hi] => u16::from_le_bytes([*lo, *hi]),
+            _ => 0,
+        });
+        let len = units.clone().position(|u| u == 0).unwrap_or(bytes.len() / 2);
+        self.switches
+            .iter()
+            .find(|s| {
+                let name = s.name.as_utf16();
+                name.len() == len && name.iter().copied().eq(units.clone().take(len))
+            })
+            .map(|s| s.id)
+    }
+
     /// The port `key`, valid while the index is (the caller holds its reference).
     pub(crate) fn port(&self, key: &PortKey) -> Option<&PortSlot<L>> {
         let p = *self.ports.get(key)?;
@@ -166,10 +183,10 @@ impl<L: RawSpinLock> Master<L> {
     ///
     /// # Errors
     /// Out of memory (nothing removed).
-    pub(crate) fn remove_port(&mut self, key: &PortKey) -> Result<(), CalloutError> {
-        if self.ports.contains_key(key) {
+    pub(crate) fn remove_port(&mut self, key: PortKey) -> Result<(), CalloutError> {
+        if self.ports.contains_key(&key) {
             self.garbage.try_reserve(1)?;
-            if let Some(slot) = self.ports.remove(key) {
+            if let Some(slot) = self.ports.remove(&key) {
                 self.garbage.push(slot);
             }
         }

@@ -27,12 +27,12 @@ use fwps_sys as sys;
 use fwps_sys::{GUID, HANDLE, NTSTATUS, nt_success};
 
 use crate::classify;
-use crate::instances;
-use crate::trace::TraceEvent;
 use crate::driver::{Driver, Phase};
 use crate::error::CalloutError;
+use crate::instances;
 use crate::keys::{self, HOOKS};
 use crate::services::{KernelServices, LogLevel, RawRundown};
+use crate::trace::TraceEvent;
 
 /// Registration handles. Only touched at `PASSIVE_LEVEL` by start, the BFE callback and stop.
 #[derive(Debug)]
@@ -151,7 +151,10 @@ impl<S: KernelServices> Driver<S> {
         match state {
             sys::FWPM_SERVICE_RUNNING => {
                 if let Err(e) = self.register_all() {
-                    self.log(LogLevel::Error, format_args!("registration after BFE start failed: {e}"));
+                    self.log(
+                        LogLevel::Error,
+                        format_args!("registration after BFE start failed: {e}"),
+                    );
                 }
             }
             sys::FWPM_SERVICE_STOP_PENDING => {
@@ -164,7 +167,10 @@ impl<S: KernelServices> Driver<S> {
                 // BFE drops dynamic objects and invalidates engine handles: close ours and
                 // add everything again when it runs.
                 self.close_engine();
-                self.log(LogLevel::Warning, format_args!("base filtering engine stopping; waiting for it to run again"));
+                self.log(
+                    LogLevel::Warning,
+                    format_args!("base filtering engine stopping; waiting for it to run again"),
+                );
             }
             _ => {}
         }
@@ -388,7 +394,6 @@ impl<S: KernelServices> Driver<S> {
                 filterId: 0,
                 effectiveWeight: sys::FWP_VALUE0::EMPTY,
             };
-            // SAFETY: as above.
             let mut filter_id = 0u64;
             // SAFETY: as above; valid out-pointer.
             check_add(unsafe {
@@ -456,7 +461,7 @@ impl<S: KernelServices> Driver<S> {
                     break;
                 }
                 // A driver cannot unload while its callout is registered: wait and retry.
-                if attempt % UNREGISTER_LOG_EVERY == 0 {
+                if attempt.is_multiple_of(UNREGISTER_LOG_EVERY) {
                     self.log(
                         LogLevel::Warning,
                         format_args!("callout {id} busy; retrying (attempt {attempt})"),

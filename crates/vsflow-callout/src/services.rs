@@ -49,9 +49,11 @@ pub unsafe trait RawSpinLock: Send + Sync {
     unsafe fn unlock(&self, token: u8);
 }
 
-/// Cache-aware rundown protection (`EX_RUNDOWN_REF_CACHE_AWARE`): many readers acquire and
-/// release it on their own processor's counter (no shared cache line on the packet path); one
-/// waiter blocks new acquisitions and waits until every acquisition has been released.
+/// Cache-aware rundown protection (`EX_RUNDOWN_REF_CACHE_AWARE`).
+///
+/// Many readers acquire and release it on their own processor's counter (no shared cache line
+/// on the packet path); one waiter blocks new acquisitions and waits until every acquisition
+/// has been released.
 ///
 /// # Safety
 /// Implementors guarantee: after [`RawRundown::wait_for_release`] returns, every successful

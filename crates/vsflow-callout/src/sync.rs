@@ -117,7 +117,9 @@ pub struct RundownGuard<'a, R: RawRundown> {
 impl<'a, R: RawRundown> RundownGuard<'a, R> {
     /// Takes a reference, or `None` once the protection is run down.
     pub fn acquire(rundown: &'a R) -> Option<Self> {
-        rundown.acquire().then_some(Self { rundown })
+        // Build the guard only after a successful acquire: a guard dropped without its
+        // reference would release one it never took.
+        if rundown.acquire() { Some(Self { rundown }) } else { None }
     }
 }
 

@@ -128,6 +128,8 @@ pub struct Engine {
     pub bfe_subscriptions: Vec<BfeSubscription>,
     /// Open sessions.
     pub sessions: Vec<Session>,
+    /// Handles of sessions BFE's stop invalidated.
+    pub stale_handles: Vec<usize>,
     /// Committed (and in-transaction) objects.
     pub objects: Objects,
     /// Registered run-time callouts.
@@ -146,6 +148,7 @@ impl Default for Engine {
             bfe_state: sys::FWPM_SERVICE_RUNNING,
             bfe_subscriptions: Vec::new(),
             sessions: Vec::new(),
+            stale_handles: Vec::new(),
             objects: Objects::default(),
             registered: Vec::new(),
             classify_in_flight: Vec::new(),

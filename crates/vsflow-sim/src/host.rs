@@ -388,10 +388,11 @@ impl Host {
         crate::alloc::Attribution::enter(Some(self.id))
     }
 
-    /// Starts the base filtering engine and notifies subscribers.
-    pub fn start_bfe(&mut self) {
+    /// Moves BFE to `state` and calls every state-change subscriber with it
+    /// (FwpmBfeStateSubscribeChanges0).
+    fn bfe_transition(&mut self, state: u32) {
         let subs = with_host_id(self.id, |s| {
-            s.engine.bfe_state = sys::FWPM_SERVICE_RUNNING;
+            s.engine.bfe_state = state;
             s.engine.bfe_subscriptions.clone()
         });
         let _cur = CurrentHost::enter(self.id);
@@ -399,12 +400,39 @@ impl Host {
         for sub in subs {
             if let Some(cb) = sub.callback {
                 // SAFETY: the driver's callback with the context it registered.
-                unsafe { cb(sub.context as *mut c_void, sys::FWPM_SERVICE_RUNNING) };
+                unsafe { cb(sub.context as *mut c_void, state) };
             }
         }
-        drop(_drv);
-        drop(_cur);
+    }
+
+    /// Starts the base filtering engine: START_PENDING, then RUNNING, each reported to the
+    /// subscribers.
+    pub fn start_bfe(&mut self) {
+        self.bfe_transition(sys::FWPM_SERVICE_START_PENDING);
+        self.bfe_transition(sys::FWPM_SERVICE_RUNNING);
         self.tell_new_subscribers();
+    }
+
+    /// Stops the base filtering engine as the service manager does (FwpmBfeStateSubscribeChanges0
+    /// remarks; WFPSampler's BFE subscription): subscribers hear STOP_PENDING (and should close
+    /// their engine handles then); BFE then goes away: every session's handle becomes invalid
+    /// and the objects of dynamic sessions are deleted; subscribers hear STOPPED. Run-time
+    /// callouts (fwpkclnt, in the kernel) and vSwitch subscriptions stay.
+    pub fn stop_bfe(&mut self) {
+        self.bfe_transition(sys::FWPM_SERVICE_STOP_PENDING);
+        with_host_id(self.id, |s| {
+            let sessions: Vec<_> = s.engine.sessions.drain(..).collect();
+            for session in sessions {
+                if let Some(snapshot) = session.txn {
+                    s.engine.objects = *snapshot;
+                }
+                if session.dynamic {
+                    s.engine.drop_session_objects(session.handle);
+                }
+                s.engine.stale_handles.push(session.handle);
+            }
+        });
+        self.bfe_transition(sys::FWPM_SERVICE_STOPPED);
     }
 
     /// Loads and starts the driver (`DriverEntry`).

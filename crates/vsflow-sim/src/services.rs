@@ -1,7 +1,8 @@
-//! `KernelServices` for the simulator: a virtual clock, a deferred-work queue the scenario
-//! drives, spin locks that detect recursive acquisition, cache-aware rundown protection and
-//! fast mutexes with their documented contracts, an emulated IRQL per thread, and captured
-//! logs.
+//! `KernelServices` for the simulator.
+//!
+//! A virtual clock, a deferred-work queue the scenario drives, spin locks that detect recursive
+//! acquisition, cache-aware rundown protection and fast mutexes with their documented
+//! contracts, an emulated IRQL per thread, and captured logs.
 //!
 //! Misuse is reported in [`HostShared::misuse`] and fails loudly (panics), as Driver Verifier
 //! would bugcheck: releasing a rundown reference never acquired, waiting for rundown at
@@ -10,9 +11,9 @@
 //! or recursively (`ExAcquireFastMutex`: `IRQL <= APC_LEVEL`, not recursive), releasing a fast
 //! mutex the thread does not own.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::fmt;
-use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -59,8 +60,8 @@ thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(PASSIVE_LEVEL) };
     /// This thread's simulated processor.
     static PROCESSOR: Cell<Option<u32>> = const { Cell::new(None) };
-    /// Rundown references this thread holds: (rundown address, count).
-    static HELD_RUNDOWNS: RefCell<Vec<(usize, u32)>> = const { RefCell::new(Vec::new()) };
+    /// Rundown references this thread holds: (rundown address, count), no allocation.
+    static HELD_RUNDOWNS: RefCell<[(usize, u32); 8]> = const { RefCell::new([(0, 0); 8]) };
 }
 
 static NEXT_PROCESSOR: AtomicUsize = AtomicUsize::new(0);
@@ -72,6 +73,7 @@ pub fn current_irql() -> u8 {
 }
 
 /// Sets the calling thread's emulated IRQL; returns the previous one.
+#[allow(clippy::must_use_candidate, reason = "callers may only raise it")]
 pub fn set_irql(irql: u8) -> u8 {
     IRQL.with(|c| c.replace(irql))
 }
@@ -95,6 +97,7 @@ pub fn set_processor(n: u32) {
     PROCESSOR.with(|p| p.set(Some(n % PROCESSORS)));
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "callers build the message for this call")]
 fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
     let _kernel = crate::alloc::Attribution::enter(None);
     if let Some(s) = shared {
@@ -129,33 +132,6 @@ impl SimRundown {
         let i = current_processor() as usize % self.lines.len();
         &self.lines[i].0
     }
-
-    fn held_delta(&self, delta: i32) -> bool {
-        let me = std::ptr::from_ref(self) as usize;
-        // The simulator's bookkeeping is not the driver's memory.
-        let _kernel = crate::alloc::Attribution::enter(None);
-        HELD_RUNDOWNS.with(|h| {
-            let mut h = h.borrow_mut();
-            match h.iter_mut().position(|(a, _)| *a == me) {
-                Some(i) if delta > 0 => {
-                    h[i].1 += 1;
-                    true
-                }
-                Some(i) => {
-                    h[i].1 -= 1;
-                    if h[i].1 == 0 {
-                        h.swap_remove(i);
-                    }
-                    true
-                }
-                None if delta > 0 => {
-                    h.push((me, 1));
-                    true
-                }
-                None => false,
-            }
-        })
-    }
 }
 
 // SAFETY: `acquire` increments a per-processor counter and then checks the run-down flag
@@ -173,24 +149,50 @@ unsafe impl RawRundown for SimRundown {
             line.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
-        self.held_delta(1);
+        let me = std::ptr::from_ref(self) as usize;
+        HELD_RUNDOWNS.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(e) = h.iter_mut().find(|e| e.0 == me) {
+                e.1 += 1;
+            } else if let Some(e) = h.iter_mut().find(|e| e.1 == 0) {
+                *e = (me, 1);
+            }
+        });
         true
     }
 
     unsafe fn release(&self) {
-        if !self.held_delta(-1) {
-            misuse(self.shared.as_ref(), "rundown released without a matching acquire on this thread".to_owned());
+        // A simulated thread stays on its processor, so its acquire and release use the
+        // same counter: one that goes below zero was released without an acquire.
+        let me = std::ptr::from_ref(self) as usize;
+        let held = HELD_RUNDOWNS.with(|h| {
+            let mut h = h.borrow_mut();
+            h.iter_mut().find(|e| e.0 == me && e.1 > 0).map_or(0, |e| {
+                e.1 -= 1;
+                e.1 + 1
+            })
+        });
+        if held == 0 || self.line().fetch_sub(1, Ordering::SeqCst) <= 0 {
+            misuse(
+                self.shared.as_ref(),
+                "rundown released without a matching acquire on this thread".to_owned(),
+            );
         }
-        self.line().fetch_sub(1, Ordering::SeqCst);
     }
 
     fn wait_for_release(&self) {
         if current_irql() >= DISPATCH_LEVEL {
-            misuse(self.shared.as_ref(), "ExWaitForRundownProtectionReleaseCacheAware at DISPATCH_LEVEL".to_owned());
+            misuse(
+                self.shared.as_ref(),
+                "ExWaitForRundownProtectionReleaseCacheAware at DISPATCH_LEVEL".to_owned(),
+            );
         }
         let me = std::ptr::from_ref(self) as usize;
-        if HELD_RUNDOWNS.with(|h| h.borrow().iter().any(|(a, _)| *a == me)) {
-            misuse(self.shared.as_ref(), "rundown wait by a thread holding a reference (deadlock)".to_owned());
+        if HELD_RUNDOWNS.with(|h| h.borrow().iter().any(|e| e.0 == me && e.1 > 0)) {
+            misuse(
+                self.shared.as_ref(),
+                "rundown wait by a thread holding a reference on it (deadlock)".to_owned(),
+            );
         }
         self.running_down.store(true, Ordering::SeqCst);
         while self.lines.iter().map(|l| l.0.load(Ordering::SeqCst)).sum::<i64>() != 0 {
@@ -200,7 +202,10 @@ unsafe impl RawRundown for SimRundown {
 
     fn reinitialize(&self) {
         if !self.running_down.load(Ordering::SeqCst) {
-            misuse(self.shared.as_ref(), "ExReInitializeRundownProtectionCacheAware on a rundown not run down".to_owned());
+            misuse(
+                self.shared.as_ref(),
+                "ExReInitializeRundownProtectionCacheAware on a rundown not run down".to_owned(),
+            );
         }
         self.running_down.store(false, Ordering::SeqCst);
     }
@@ -239,8 +244,12 @@ unsafe impl RawMutex for SimMutex {
     }
 
     unsafe fn unlock(&self) {
-        if !self.held.load(Ordering::Acquire) || self.owner.load(Ordering::Relaxed) != thread_tag() {
-            misuse(self.shared.as_ref(), "ExReleaseFastMutex by a thread that does not own it".to_owned());
+        if !self.held.load(Ordering::Acquire) || self.owner.load(Ordering::Relaxed) != thread_tag()
+        {
+            misuse(
+                self.shared.as_ref(),
+                "ExReleaseFastMutex by a thread that does not own it".to_owned(),
+            );
         }
         set_irql(u8::try_from(self.saved_irql.load(Ordering::Relaxed)).unwrap_or(PASSIVE_LEVEL));
         self.owner.store(0, Ordering::Relaxed);

@@ -16,12 +16,12 @@ use vsflow_core::flow::TableConfig;
 use vsflow_core::{Port, PortConfig};
 
 use super::{driver, identity};
+use crate::alloc_util::try_box;
 use crate::driver::Driver;
 use crate::error::CalloutError;
-use crate::services::{KernelServices, LogLevel};
-use crate::alloc_util::try_box;
 use crate::percpu::Counter;
 use crate::ports::{PortKey, PortSlot, PortState};
+use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
 
 /// Most elements vsflow reads from an OS-provided port or NIC array.
@@ -195,7 +195,7 @@ impl<S: KernelServices> Driver<S> {
                     let key = PortKey { switch: id, port: port.PortId };
                     self.cancel_port(key);
                     // Frees the port's table and its save buffer once no reader holds it.
-                    if let Err(e) = self.ports.update(|m| m.remove_port(&key)) {
+                    if let Err(e) = self.ports.update(|m| m.remove_port(key)) {
                         self.log(LogLevel::Error, format_args!("port {} delete: {e}", port.PortId));
                     }
                 }

@@ -33,8 +33,8 @@ use fwps_sys::{
     NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_PENDING,
     STATUS_SUCCESS,
 };
-use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded};
 use vsflow_core::Port;
+use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded};
 
 use super::{driver, identity};
 use crate::config::RestoreMode;
@@ -76,6 +76,7 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
 }
 
 /// What a decode produced, ready to apply.
+#[allow(clippy::large_enum_variant, reason = "one value per restore, moved once, never stored")]
 enum Restorable {
     /// A state to apply.
     State(vsflow_core::codec::PortState),
@@ -104,7 +105,13 @@ impl<S: KernelServices> Driver<S> {
         let switch_id = self.ports.read(|ix| ix.switch_id(name.as_utf16())).flatten();
         let Some(switch) = switch_id else {
             self.count(Counter::RestoresUnknownPort);
-            self.trace_restore(port_id, blob.len(), 0, RestoreOutcome::Degraded(DegradedReason::UnknownPort), STATUS_SUCCESS);
+            self.trace_restore(
+                port_id,
+                blob.len(),
+                0,
+                RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+                STATUS_SUCCESS,
+            );
             return STATUS_SUCCESS;
         };
         let key = PortKey { switch, port: port_id };
@@ -113,7 +120,9 @@ impl<S: KernelServices> Driver<S> {
                 Ok(()) => return STATUS_PENDING,
                 Err(e) => self.log(
                     LogLevel::Warning,
-                    format_args!("port {port_id}: restore not pended ({e}); restoring synchronously"),
+                    format_args!(
+                        "port {port_id}: restore not pended ({e}); restoring synchronously"
+                    ),
                 ),
             }
         }
@@ -136,7 +145,11 @@ impl<S: KernelServices> Driver<S> {
         if let Err(e) = self.services.request_deferred_work() {
             // Take it back; if it is already gone, someone completed it: still report pending.
             if self.pending.lock().remove(id).is_some() {
-                self.counters.add(self.services.current_processor(), Counter::RestoresPended, u64::MAX);
+                self.counters.add(
+                    self.services.current_processor(),
+                    Counter::RestoresPended,
+                    u64::MAX,
+                );
                 return Err(e);
             }
         }
@@ -200,7 +213,11 @@ impl<S: KernelServices> Driver<S> {
         let sum = digest(blob);
         // An empty port, built outside the lock, for the degraded path.
         let fresh = match &decoded {
-            Restorable::Degraded(..) => self.ports.read(|ix| ix.port(&key).map(|p| p.identity)).flatten().and_then(|id| Port::try_new(id, self.port_config()).ok()),
+            Restorable::Degraded(..) => self
+                .ports
+                .read(|ix| ix.port(&key).map(|p| p.identity))
+                .flatten()
+                .and_then(|id| Port::try_new(id, self.port_config()).ok()),
             Restorable::State(_) => None,
         };
         let outcome = self.ports.read(|ix| {
@@ -208,14 +225,18 @@ impl<S: KernelServices> Driver<S> {
             let mut st = slot.state.lock();
             Some(self.apply_locked(&mut st, key, blob.len(), sum, decoded, fresh, now))
         });
-        match outcome.flatten() {
-            Some(status) => status,
-            None => {
-                self.count(Counter::RestoresUnknownPort);
-                self.trace_restore(key.port, blob.len(), 0, RestoreOutcome::Degraded(DegradedReason::UnknownPort), STATUS_SUCCESS);
-                STATUS_SUCCESS
-            }
+        if let Some(status) = outcome.flatten() {
+            return status;
         }
+        self.count(Counter::RestoresUnknownPort);
+        self.trace_restore(
+            key.port,
+            blob.len(),
+            0,
+            RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+            STATUS_SUCCESS,
+        );
+        STATUS_SUCCESS
     }
 
     #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]
@@ -253,11 +274,20 @@ impl<S: KernelServices> Driver<S> {
                     Ok(report) => {
                         st.last_restore = Some(sum);
                         self.count(Counter::RestoresApplied);
-                        self.trace_restore(key.port, bytes, report.restored, RestoreOutcome::Applied, STATUS_SUCCESS);
+                        self.trace_restore(
+                            key.port,
+                            bytes,
+                            report.restored,
+                            RestoreOutcome::Applied,
+                            STATUS_SUCCESS,
+                        );
                         return STATUS_SUCCESS;
                     }
                     Err(e) => {
-                        let reason = if matches!(e, codec::ApplyError::Core(vsflow_core::Error::OutOfMemory)) {
+                        let reason = if matches!(
+                            e,
+                            codec::ApplyError::Core(vsflow_core::Error::OutOfMemory)
+                        ) {
                             DegradedReason::OutOfMemory
                         } else {
                             DegradedReason::Damaged
@@ -283,34 +313,47 @@ impl<S: KernelServices> Driver<S> {
         error: Option<CalloutError>,
         fresh: Option<Port>,
     ) -> NTSTATUS {
-        let strict_major = reason == DegradedReason::UnknownMajor
-            && self.config.unknown_major == vsflow_core::codec::UnknownMajor::Strict;
-        if self.config.fail_bad_restores || strict_major {
+        if self.config.fail_bad_restores {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
             st.port.cancel_restore();
             self.count(Counter::RestoresFailed);
-            self.log(LogLevel::Error, format_args!("port {}: restore failed ({reason:?}): policy FailBadRestores", key.port));
+            self.log(
+                LogLevel::Error,
+                format_args!(
+                    "port {}: restore failed ({reason:?}): policy FailBadRestores",
+                    key.port
+                ),
+            );
             self.trace_restore(key.port, bytes, 0, RestoreOutcome::Failed, status);
             return status;
         }
-        match fresh {
+        if let Some(port) = fresh {
             // An empty port: no flows, no rules, the configured default mode.
-            Some(port) => st.port = port,
-            None => {
-                // Out of memory for a new table: keep the table, but drop the rules it had.
-                let _ = st.port.replace_rules(&[]);
-                st.port.set_mode(self.config.default_mode);
-            }
+            st.port = port;
+        } else {
+            // Out of memory for a new table: keep the table, but drop the rules it had.
+            let _ = st.port.replace_rules(&[]);
+            st.port.set_mode(self.config.default_mode);
         }
         codec::apply_empty(&mut st.port);
         st.last_restore = Some(sum);
         self.count(Counter::RestoresEmpty);
-        self.log(LogLevel::Warning, format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port));
+        self.log(
+            LogLevel::Warning,
+            format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port),
+        );
         self.trace_restore(key.port, bytes, 0, RestoreOutcome::Degraded(reason), STATUS_SUCCESS);
         STATUS_SUCCESS
     }
 
-    fn trace_restore(&self, port: u32, bytes: usize, flows: u32, outcome: RestoreOutcome, status: NTSTATUS) {
+    fn trace_restore(
+        &self,
+        port: u32,
+        bytes: usize,
+        flows: u32,
+        outcome: RestoreOutcome,
+        status: NTSTATUS,
+    ) {
         self.trace(&TraceEvent::Restore {
             port,
             bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
@@ -346,7 +389,13 @@ impl<S: KernelServices> Driver<S> {
             let entry = self.pending.lock().remove_where(&mut pred);
             let Some(entry) = entry else { break };
             self.count(Counter::RestoresCancelled);
-            self.trace_restore(entry.key.port, entry.blob.len(), 0, RestoreOutcome::Cancelled, STATUS_CANCELLED);
+            self.trace_restore(
+                entry.key.port,
+                entry.blob.len(),
+                0,
+                RestoreOutcome::Cancelled,
+                STATUS_CANCELLED,
+            );
             Self::complete(entry.completion, STATUS_CANCELLED);
         }
     }

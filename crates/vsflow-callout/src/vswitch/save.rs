@@ -75,7 +75,12 @@ impl<S: KernelServices> Driver<S> {
             let out = match result {
                 Ok(summary) => {
                     st.port.note_saved(summary.flows_dropped);
-                    Ok((buffer.as_ptr(), buffer.len(), summary.flows_written, summary.flows_dropped))
+                    Ok((
+                        buffer.as_ptr(),
+                        buffer.len(),
+                        summary.flows_written,
+                        summary.flows_dropped,
+                    ))
                 }
                 Err(e) => {
                     buffer.clear();
@@ -99,7 +104,10 @@ impl<S: KernelServices> Driver<S> {
             }
             other => {
                 if let Some(Err(e)) = other {
-                    self.log(LogLevel::Error, format_args!("port {port_id}: runtime state not saved: {e}"));
+                    self.log(
+                        LogLevel::Error,
+                        format_args!("port {port_id}: runtime state not saved: {e}"),
+                    );
                 }
                 self.count(Counter::SavesEmpty);
                 self.trace(&TraceEvent::Save {
