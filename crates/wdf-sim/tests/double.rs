@@ -7,23 +7,19 @@
     reason = "each test holds its Session to the end: it serializes driver images"
 )]
 #![allow(clippy::cast_possible_truncation, reason = "small structure sizes and constants")]
-#![allow(
-    clippy::multiple_unsafe_ops_per_block,
-    clippy::many_single_char_names,
-    reason = "each test plays one driver's DDI sequence with valid arguments, commented once per block"
-)]
+#![allow(clippy::many_single_char_names, reason = "s (session), h (handles) and friends")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wdf_sim::validate::attributes_init;
 use wdf_sim::{Ioctl, Session, Violation, status};
-use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, RtlGetVersion};
 use wdk_sys::{
     _WDF_DRIVER_INIT_FLAGS, _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE, DRIVER_OBJECT,
-    KSPIN_LOCK, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, RTL_OSVERSIONINFOW, ULONG,
-    UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_NO_OBJECT_ATTRIBUTES,
-    WDF_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDF_WORKITEM_CONFIG, WDFDEVICE, WDFDRIVER, WDFKEY,
-    WDFOBJECT, WDFQUEUE, WDFREQUEST, WDFTIMER, WDFWORKITEM, call_unsafe_wdf_function_binding,
+    KSPIN_LOCK, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT, PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL,
+    RTL_OSVERSIONINFOW, ULONG, UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_IO_QUEUE_CONFIG,
+    WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG, WDF_WORKITEM_CONFIG,
+    WDFDEVICE, WDFDRIVER, WDFOBJECT, WDFQUEUE, WDFREQUEST, WDFTIMER, WDFWORKITEM,
+    call_unsafe_wdf_function_binding,
 };
 
 fn size<T>() -> ULONG {
@@ -47,8 +43,7 @@ static COMPLETE_TWICE: AtomicUsize = AtomicUsize::new(0);
 extern "C" fn unload(_: WDFDRIVER) {
     let d = DEVICE.swap(0, Ordering::SeqCst);
     if d != 0 {
-        // SAFETY: the device created by `control_device`.
-        unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, d as WDFOBJECT) };
+        ddi::delete(d as WDFOBJECT);
     }
 }
 
@@ -134,64 +129,182 @@ fn loaded() -> Session {
     s
 }
 
-/// The control-device sequence up to (not including) `WdfControlFinishInitializing`.
-fn control_device(queue_attrs: Option<WDF_OBJECT_ATTRIBUTES>) -> WDFDEVICE {
-    let sddl = wide("D:P(A;;GA;;;SY)(A;;GA;;;BA)");
-    let name = wide("\\Device\\simtest");
-    let link = wide("\\DosDevices\\simtest");
-    let driver = DRIVER.load(Ordering::SeqCst) as WDFDRIVER;
-    // SAFETY: valid driver and strings for all the calls below.
-    unsafe {
-        let mut init = call_unsafe_wdf_function_binding!(
-            WdfControlDeviceInitAllocate,
-            driver,
-            std::ptr::from_ref(&ustr(&sddl))
-        );
-        assert!(!init.is_null());
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDeviceInitAssignName,
-                init,
-                std::ptr::from_ref(&ustr(&name))
-            ),
-            0
-        );
+/// Safe wrappers, one DDI each, with the arguments the tests pass (valid pointers and
+/// strings that outlive the call).
+mod ddi {
+    use super::{size, ustr};
+    use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, RtlGetVersion};
+    use wdk_sys::{
+        KIRQL, KSPIN_LOCK, NTSTATUS, PWDFDEVICE_INIT, RTL_OSVERSIONINFOW, WDF_IO_QUEUE_CONFIG,
+        WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDFDEVICE, WDFDRIVER, WDFKEY, WDFOBJECT,
+        WDFQUEUE, WDFREQUEST, WDFWORKITEM, call_unsafe_wdf_function_binding,
+    };
+
+    pub fn init_allocate(driver: WDFDRIVER, sddl: &[u16]) -> PWDFDEVICE_INIT {
+        let sddl = ustr(sddl);
+        // SAFETY: a driver handle and a string valid for the call.
+        unsafe {
+            call_unsafe_wdf_function_binding!(WdfControlDeviceInitAllocate, driver, &raw const sddl)
+        }
+    }
+
+    pub fn assign_name(init: PWDFDEVICE_INIT, name: &[u16]) -> NTSTATUS {
+        let name = ustr(name);
+        // SAFETY: as above.
+        unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitAssignName, init, &raw const name) }
+    }
+
+    pub fn device_create(init: &mut PWDFDEVICE_INIT) -> (NTSTATUS, WDFDEVICE) {
         let mut device: WDFDEVICE = std::ptr::null_mut();
-        assert_eq!(
+        // SAFETY: valid in/out pointers.
+        let s = unsafe {
             call_unsafe_wdf_function_binding!(
                 WdfDeviceCreate,
-                &raw mut init,
+                std::ptr::from_mut(init),
                 WDF_NO_OBJECT_ATTRIBUTES,
                 &raw mut device
-            ),
-            0
-        );
-        assert!(init.is_null(), "WdfDeviceCreate consumes the init structure");
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDeviceCreateSymbolicLink,
-                device,
-                std::ptr::from_ref(&ustr(&link))
-            ),
-            0
-        );
-        let mut config = queue_config();
-        let mut attrs = queue_attrs;
+            )
+        };
+        (s, device)
+    }
+
+    pub fn symbolic_link(device: WDFDEVICE, link: &[u16]) -> NTSTATUS {
+        let link = ustr(link);
+        // SAFETY: as above.
+        unsafe {
+            call_unsafe_wdf_function_binding!(WdfDeviceCreateSymbolicLink, device, &raw const link)
+        }
+    }
+
+    pub fn queue_create(
+        device: WDFDEVICE,
+        mut config: WDF_IO_QUEUE_CONFIG,
+        attrs: Option<WDF_OBJECT_ATTRIBUTES>,
+    ) -> NTSTATUS {
+        let mut attrs = attrs;
         let a = attrs.as_mut().map_or(WDF_NO_OBJECT_ATTRIBUTES, std::ptr::from_mut);
         let mut q: WDFQUEUE = std::ptr::null_mut();
-        assert_eq!(
+        // SAFETY: valid configuration, attributes and out-pointer.
+        unsafe {
             call_unsafe_wdf_function_binding!(
                 WdfIoQueueCreate,
                 device,
                 &raw mut config,
                 a,
                 &raw mut q
-            ),
-            0
-        );
-        DEVICE.store(device as usize, Ordering::SeqCst);
-        device
+            )
+        }
     }
+
+    pub fn open_parameters(driver: WDFDRIVER) -> (NTSTATUS, WDFKEY) {
+        let mut key: WDFKEY = std::ptr::null_mut();
+        // SAFETY: valid out-pointer.
+        let s = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfDriverOpenParametersRegistryKey,
+                driver,
+                0x20019,
+                WDF_NO_OBJECT_ATTRIBUTES,
+                &raw mut key
+            )
+        };
+        (s, key)
+    }
+
+    pub fn query_ulong(key: WDFKEY, name: &[u16]) -> (NTSTATUS, u32) {
+        let name = ustr(name);
+        let mut v = 0u32;
+        // SAFETY: valid string and out-pointer.
+        let s = unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRegistryQueryULong,
+                key,
+                &raw const name,
+                &raw mut v
+            )
+        };
+        (s, v)
+    }
+
+    pub fn close_key(key: WDFKEY) {
+        // SAFETY: a key the test opened.
+        unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
+    }
+
+    pub fn enqueue(item: WDFWORKITEM) {
+        // SAFETY: a work item the test created.
+        unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, item) };
+    }
+
+    pub fn flush(item: WDFWORKITEM) {
+        // SAFETY: as above, at PASSIVE_LEVEL.
+        unsafe { call_unsafe_wdf_function_binding!(WdfWorkItemFlush, item) };
+    }
+
+    pub fn complete(request: WDFREQUEST, information: u64) {
+        // SAFETY: a request presented to the test's callback.
+        unsafe {
+            call_unsafe_wdf_function_binding!(
+                WdfRequestCompleteWithInformation,
+                request,
+                0,
+                information
+            );
+        };
+    }
+
+    pub fn delete(object: WDFOBJECT) {
+        // SAFETY: an object the test created.
+        unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, object) };
+    }
+
+    pub fn spin_acquire(lock: &mut KSPIN_LOCK) -> KIRQL {
+        // SAFETY: a valid lock word.
+        unsafe { KeAcquireSpinLockRaiseToDpc(std::ptr::from_mut(lock)) }
+    }
+
+    pub fn spin_release(lock: &mut KSPIN_LOCK, irql: KIRQL) {
+        // SAFETY: as above.
+        unsafe { KeReleaseSpinLock(std::ptr::from_mut(lock), irql) };
+    }
+
+    pub fn rtl_get_version(info: &mut RTL_OSVERSIONINFOW) -> NTSTATUS {
+        // SAFETY: a valid structure.
+        unsafe { RtlGetVersion(std::ptr::from_mut(info)) }
+    }
+
+    pub fn os_version_info(len: u32) -> RTL_OSVERSIONINFOW {
+        let _ = size::<RTL_OSVERSIONINFOW>;
+        RTL_OSVERSIONINFOW { dwOSVersionInfoSize: len, ..RTL_OSVERSIONINFOW::default() }
+    }
+}
+
+fn driver() -> WDFDRIVER {
+    DRIVER.load(Ordering::SeqCst) as WDFDRIVER
+}
+
+/// A control device named `name` with a default queue (`device_control` for its IOCTLs), not
+/// yet finished (`WdfControlFinishInitializing`).
+fn device_with_queue(
+    name: &str,
+    device_control: PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL,
+    queue_attrs: Option<WDF_OBJECT_ATTRIBUTES>,
+) -> WDFDEVICE {
+    let mut init = ddi::init_allocate(driver(), &wide("D:P(A;;GA;;;SY)(A;;GA;;;BA)"));
+    assert!(!init.is_null());
+    assert_eq!(ddi::assign_name(init, &wide(&format!("\\Device\\{name}"))), 0);
+    let (st, device) = ddi::device_create(&mut init);
+    assert_eq!(st, 0);
+    assert!(init.is_null(), "WdfDeviceCreate consumes the init structure");
+    assert_eq!(ddi::symbolic_link(device, &wide(&format!("\\DosDevices\\{name}"))), 0);
+    let config = WDF_IO_QUEUE_CONFIG { EvtIoDeviceControl: device_control, ..queue_config() };
+    assert_eq!(ddi::queue_create(device, config, queue_attrs), 0);
+    DEVICE.store(device as usize, Ordering::SeqCst);
+    device
+}
+
+fn control_device(queue_attrs: Option<WDF_OBJECT_ATTRIBUTES>) -> WDFDEVICE {
+    device_with_queue("simtest", Some(echo), queue_attrs)
 }
 
 fn queue_config() -> WDF_IO_QUEUE_CONFIG {
@@ -253,19 +366,7 @@ fn no_io_until_finish_initializing_and_no_default_queue_after_it() {
     let device = control_device(None);
     assert_eq!(s.ioctl(0x0022_0000, b"abc", 8), Ioctl::Refused(status::NO_SUCH_DEVICE));
     finish(device);
-    let mut config = queue_config();
-    let mut q: WDFQUEUE = std::ptr::null_mut();
-    // SAFETY: valid pointers.
-    let late = unsafe {
-        call_unsafe_wdf_function_binding!(
-            WdfIoQueueCreate,
-            device,
-            &raw mut config,
-            WDF_NO_OBJECT_ATTRIBUTES,
-            &raw mut q
-        )
-    };
-    assert_eq!(late, status::INVALID_DEVICE_STATE);
+    assert_eq!(ddi::queue_create(device, queue_config(), None), status::INVALID_DEVICE_STATE);
     assert!(matches!(s.ioctl(0x0022_0000, b"abc", 8), Ioctl::Completed { status: 0, .. }));
     s.unload().expect("unloads");
     assert_eq!(s.violations(), []);
@@ -309,25 +410,11 @@ fn requests_are_presented_at_dispatch_unless_the_queue_is_passive() {
         _i: usize,
         _c: ULONG,
     ) {
-        let mut key: WDFKEY = std::ptr::null_mut();
-        // SAFETY: valid pointers (the IRQL is what is under test).
-        let _ = unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfDriverOpenParametersRegistryKey,
-                DRIVER.load(Ordering::SeqCst) as WDFDRIVER,
-                0x20019,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut key
-            )
-        };
+        let (_, key) = ddi::open_parameters(driver());
         if !key.is_null() {
-            // SAFETY: the key just opened.
-            unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
+            ddi::close_key(key);
         }
-        // SAFETY: completing the request this callback owns.
-        unsafe {
-            call_unsafe_wdf_function_binding!(WdfRequestCompleteWithInformation, request, 0, 0);
-        };
+        ddi::complete(request, 0);
     }
     for (passive, expect_violation) in [(false, true), (true, false)] {
         let s = loaded();
@@ -335,62 +422,7 @@ fn requests_are_presented_at_dispatch_unless_the_queue_is_passive() {
             ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive,
             ..attributes_init()
         });
-        let sddl = wide("D:P(A;;GA;;;SY)");
-        let name = wide("\\Device\\irqltest");
-        let link = wide("\\DosDevices\\irqltest");
-        // SAFETY: the documented sequence with valid arguments.
-        unsafe {
-            let mut init = call_unsafe_wdf_function_binding!(
-                WdfControlDeviceInitAllocate,
-                DRIVER.load(Ordering::SeqCst) as WDFDRIVER,
-                std::ptr::from_ref(&ustr(&sddl))
-            );
-            assert_eq!(
-                call_unsafe_wdf_function_binding!(
-                    WdfDeviceInitAssignName,
-                    init,
-                    std::ptr::from_ref(&ustr(&name))
-                ),
-                0
-            );
-            let mut device: WDFDEVICE = std::ptr::null_mut();
-            assert_eq!(
-                call_unsafe_wdf_function_binding!(
-                    WdfDeviceCreate,
-                    &raw mut init,
-                    WDF_NO_OBJECT_ATTRIBUTES,
-                    &raw mut device
-                ),
-                0
-            );
-            assert_eq!(
-                call_unsafe_wdf_function_binding!(
-                    WdfDeviceCreateSymbolicLink,
-                    device,
-                    std::ptr::from_ref(&ustr(&link))
-                ),
-                0
-            );
-            let mut config = WDF_IO_QUEUE_CONFIG {
-                EvtIoDeviceControl: Some(registry_in_ioctl),
-                ..queue_config()
-            };
-            let mut a = attrs;
-            let ap = a.as_mut().map_or(WDF_NO_OBJECT_ATTRIBUTES, std::ptr::from_mut);
-            let mut q: WDFQUEUE = std::ptr::null_mut();
-            assert_eq!(
-                call_unsafe_wdf_function_binding!(
-                    WdfIoQueueCreate,
-                    device,
-                    &raw mut config,
-                    ap,
-                    &raw mut q
-                ),
-                0
-            );
-            DEVICE.store(device as usize, Ordering::SeqCst);
-            finish(device);
-        }
+        finish(device_with_queue("irqltest", Some(registry_in_ioctl), attrs));
         let _ = s.ioctl(0x0022_0000, b"", 0);
         let flagged = s.violations().iter().any(|v| {
             matches!(v, Violation::IrqlTooHigh { call: "WdfDriverOpenParametersRegistryKey", .. })
@@ -403,36 +435,11 @@ fn requests_are_presented_at_dispatch_unless_the_queue_is_passive() {
 #[test]
 fn sddl_without_a_name_is_refused_and_an_unfreed_init_is_reported() {
     let s = loaded();
-    let sddl = wide("D:P(A;;GA;;;SY)");
-    let driver = DRIVER.load(Ordering::SeqCst) as WDFDRIVER;
-    // SAFETY: valid arguments.
-    unsafe {
-        let mut init = call_unsafe_wdf_function_binding!(
-            WdfControlDeviceInitAllocate,
-            driver,
-            std::ptr::from_ref(&ustr(&sddl))
-        );
-        let mut device: WDFDEVICE = std::ptr::null_mut();
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDeviceCreate,
-                &raw mut init,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut device
-            ),
-            status::INVALID_SECURITY_DESCR
-        );
-        assert!(!init.is_null(), "a failed create leaves the init structure to the driver");
-        let bad = wide("not sddl");
-        assert!(
-            call_unsafe_wdf_function_binding!(
-                WdfControlDeviceInitAllocate,
-                driver,
-                std::ptr::from_ref(&ustr(&bad))
-            )
-            .is_null()
-        );
-    }
+    let mut init = ddi::init_allocate(driver(), &wide("D:P(A;;GA;;;SY)"));
+    let (st, _) = ddi::device_create(&mut init);
+    assert_eq!(st, status::INVALID_SECURITY_DESCR);
+    assert!(!init.is_null(), "a failed create leaves the init structure to the driver");
+    assert!(ddi::init_allocate(driver(), &wide("not sddl")).is_null());
     s.unload().expect("unloads");
     assert!(
         s.violations().iter().any(
@@ -446,43 +453,31 @@ fn work_item_rules_parent_attributes_coalescing_and_flush() {
     let s = loaded();
     let device = control_device(None);
     finish(device);
-    let driver = DRIVER.load(Ordering::SeqCst) as WDFOBJECT;
+    let parent = device as WDFOBJECT;
     // Zeroed attributes (ExecutionLevel/SynchronizationScope 0 = Invalid).
     let zeroed = WDF_OBJECT_ATTRIBUTES {
         Size: size::<WDF_OBJECT_ATTRIBUTES>(),
-        ParentObject: device as WDFOBJECT,
+        ParentObject: parent,
         ..WDF_OBJECT_ATTRIBUTES::default()
     };
-    assert_eq!(
-        work_item(device as WDFOBJECT, Some(zeroed)).0,
-        status::WDF_OBJECT_ATTRIBUTES_INVALID
-    );
+    assert_eq!(work_item(parent, Some(zeroed)).0, status::WDF_OBJECT_ATTRIBUTES_INVALID);
     // No parent; a parent that is not under a device; an explicit execution level.
-    let orphan = attributes_init();
-    assert_eq!(work_item(device as WDFOBJECT, Some(orphan)).0, status::WDF_PARENT_NOT_SPECIFIED);
-    assert_eq!(work_item(driver, None).0, status::INVALID_DEVICE_REQUEST);
+    assert_eq!(work_item(parent, Some(attributes_init())).0, status::WDF_PARENT_NOT_SPECIFIED);
+    assert_eq!(work_item(driver() as WDFOBJECT, None).0, status::INVALID_DEVICE_REQUEST);
     let passive = WDF_OBJECT_ATTRIBUTES {
-        ParentObject: device as WDFOBJECT,
+        ParentObject: parent,
         ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive,
         ..attributes_init()
     };
-    assert_eq!(
-        work_item(device as WDFOBJECT, Some(passive)).0,
-        status::WDF_EXECUTION_LEVEL_INVALID
-    );
-    let (st, item) = work_item(device as WDFOBJECT, None);
+    assert_eq!(work_item(parent, Some(passive)).0, status::WDF_EXECUTION_LEVEL_INVALID);
+    let (st, item) = work_item(parent, None);
     assert_eq!(st, 0);
-    // SAFETY: the work item created above.
-    unsafe {
-        call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, item);
-        call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, item);
-    }
+    ddi::enqueue(item);
+    ddi::enqueue(item);
     assert_eq!(s.run_work_items(), 1, "enqueueing a queued work item does not queue it again");
-    // SAFETY: as above; flush at PASSIVE_LEVEL runs the queued callback before returning.
-    unsafe {
-        call_unsafe_wdf_function_binding!(WdfWorkItemEnqueue, item);
-        call_unsafe_wdf_function_binding!(WdfWorkItemFlush, item);
-    }
+    // Flush at PASSIVE_LEVEL runs the queued callback before returning.
+    ddi::enqueue(item);
+    ddi::flush(item);
     assert_eq!(RUNS.load(Ordering::SeqCst), 2);
     assert_eq!(s.run_work_items(), 0);
     s.unload().expect("unloads");
@@ -521,19 +516,15 @@ fn kernel_rules_spin_lock_recursion_and_rtl_get_version_size() {
     let s = loaded();
     s.set_os_build(19_045);
     let mut lock: KSPIN_LOCK = 0;
-    // SAFETY: a valid lock word; the second acquisition is the misuse under test.
-    unsafe {
-        let old = KeAcquireSpinLockRaiseToDpc(&raw mut lock);
-        let _ = KeAcquireSpinLockRaiseToDpc(&raw mut lock);
-        KeReleaseSpinLock(&raw mut lock, old);
-    }
+    let old = ddi::spin_acquire(&mut lock);
+    // The second acquisition is the misuse under test.
+    let _ = ddi::spin_acquire(&mut lock);
+    ddi::spin_release(&mut lock, old);
     assert!(s.violations().contains(&Violation::SpinLockRecursion));
-    let mut info = RTL_OSVERSIONINFOW { dwOSVersionInfoSize: 8, ..RTL_OSVERSIONINFOW::default() };
-    // SAFETY: a valid structure.
-    assert_eq!(unsafe { RtlGetVersion(&raw mut info) }, status::INVALID_PARAMETER);
-    info.dwOSVersionInfoSize = size::<RTL_OSVERSIONINFOW>();
-    // SAFETY: as above.
-    assert_eq!(unsafe { RtlGetVersion(&raw mut info) }, 0);
+    let mut info = ddi::os_version_info(8);
+    assert_eq!(ddi::rtl_get_version(&mut info), status::INVALID_PARAMETER);
+    let mut info = ddi::os_version_info(size::<RTL_OSVERSIONINFOW>());
+    assert_eq!(ddi::rtl_get_version(&mut info), 0);
     assert_eq!((info.dwMajorVersion, info.dwBuildNumber), (10, 19_045));
     s.unload().expect("unloads");
 }
@@ -543,67 +534,14 @@ fn parameters_key_absent_values_and_types() {
     let s = loaded();
     s.set_parameter("A", 7);
     s.set_parameter_string("B", "x");
-    let driver = DRIVER.load(Ordering::SeqCst) as WDFDRIVER;
-    let (a, b, c) = (wide("A"), wide("B"), wide("C"));
-    // SAFETY: valid arguments.
-    unsafe {
-        let mut key: WDFKEY = std::ptr::null_mut();
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDriverOpenParametersRegistryKey,
-                driver,
-                0x20019,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut key
-            ),
-            0
-        );
-        let mut v = 0u32;
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfRegistryQueryULong,
-                key,
-                std::ptr::from_ref(&ustr(&a)),
-                &raw mut v
-            ),
-            0
-        );
-        assert_eq!(v, 7);
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfRegistryQueryULong,
-                key,
-                std::ptr::from_ref(&ustr(&b)),
-                &raw mut v
-            ),
-            status::OBJECT_TYPE_MISMATCH
-        );
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfRegistryQueryULong,
-                key,
-                std::ptr::from_ref(&ustr(&c)),
-                &raw mut v
-            ),
-            status::OBJECT_NAME_NOT_FOUND
-        );
-        call_unsafe_wdf_function_binding!(WdfRegistryClose, key);
-    }
+    let (st, key) = ddi::open_parameters(driver());
+    assert_eq!(st, 0);
+    assert_eq!(ddi::query_ulong(key, &wide("A")), (0, 7));
+    assert_eq!(ddi::query_ulong(key, &wide("B")).0, status::OBJECT_TYPE_MISMATCH);
+    assert_eq!(ddi::query_ulong(key, &wide("C")).0, status::OBJECT_NAME_NOT_FOUND);
+    ddi::close_key(key);
     s.remove_parameters_key();
-    // SAFETY: as above.
-    unsafe {
-        let mut key: WDFKEY = std::ptr::null_mut();
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDriverOpenParametersRegistryKey,
-                driver,
-                0x20019,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut key
-            ),
-            status::OBJECT_NAME_NOT_FOUND
-        );
-    }
+    assert_eq!(ddi::open_parameters(driver()).0, status::OBJECT_NAME_NOT_FOUND);
     s.unload().expect("unloads");
     assert_eq!(s.violations(), []);
 }
@@ -664,58 +602,7 @@ fn a_config_of_the_wrong_size_is_a_length_mismatch_and_a_driver_without_unload_c
 fn leftovers_at_unload_are_reported() {
     extern "C" fn never_complete(_q: WDFQUEUE, _r: WDFREQUEST, _o: usize, _i: usize, _c: ULONG) {}
     let s = loaded();
-    let sddl = wide("D:P(A;;GA;;;SY)");
-    let name = wide("\\Device\\pending");
-    let link = wide("\\DosDevices\\pending");
-    // SAFETY: valid arguments.
-    unsafe {
-        let mut init = call_unsafe_wdf_function_binding!(
-            WdfControlDeviceInitAllocate,
-            DRIVER.load(Ordering::SeqCst) as WDFDRIVER,
-            std::ptr::from_ref(&ustr(&sddl))
-        );
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDeviceInitAssignName,
-                init,
-                std::ptr::from_ref(&ustr(&name))
-            ),
-            0
-        );
-        let mut device: WDFDEVICE = std::ptr::null_mut();
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDeviceCreate,
-                &raw mut init,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut device
-            ),
-            0
-        );
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfDeviceCreateSymbolicLink,
-                device,
-                std::ptr::from_ref(&ustr(&link))
-            ),
-            0
-        );
-        let mut config =
-            WDF_IO_QUEUE_CONFIG { EvtIoDeviceControl: Some(never_complete), ..queue_config() };
-        let mut q: WDFQUEUE = std::ptr::null_mut();
-        assert_eq!(
-            call_unsafe_wdf_function_binding!(
-                WdfIoQueueCreate,
-                device,
-                &raw mut config,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut q
-            ),
-            0
-        );
-        DEVICE.store(device as usize, Ordering::SeqCst);
-        finish(device);
-    }
+    finish(device_with_queue("pending", Some(never_complete), None));
     assert_eq!(s.ioctl(0x0022_0000, b"a", 1), Ioctl::Pending);
     // Sequential dispatch: the next request waits for the first to complete.
     assert_eq!(s.ioctl(0x0022_0000, b"b", 1), Ioctl::Refused(status::INVALID_DEVICE_STATE));
