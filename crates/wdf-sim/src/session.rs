@@ -308,13 +308,13 @@ fn check_irql(what: &'static str, level: u8) {
     framework::with(|fw| {
         if fw.irql != level {
             let irql = fw.irql;
-            fw.violate(Violation::LeftAtUnload {
+            fw.violate(Violation::CallbackReturned {
                 what: format!("{what} returned at IRQL {irql}, called at {level}"),
             });
         }
         fw.irql = PASSIVE_LEVEL;
         if !fw.held_push_locks.is_empty() || fw.critical_region != 0 {
-            fw.violate(Violation::LeftAtUnload {
+            fw.violate(Violation::CallbackReturned {
                 what: format!("{what} returned holding a push lock or in a critical region"),
             });
             fw.held_push_locks.clear();
@@ -322,7 +322,7 @@ fn check_irql(what: &'static str, level: u8) {
         }
         if !fw.held_locks.is_empty() {
             let n = fw.held_locks.len();
-            fw.violate(Violation::LeftAtUnload {
+            fw.violate(Violation::CallbackReturned {
                 what: format!("{what} returned holding {n} spin lock(s)"),
             });
             fw.held_locks.clear();
@@ -458,7 +458,7 @@ pub(crate) fn run_work_item(h: usize, f: PFN_WDF_WORKITEM) {
     framework::with(|fw| {
         fw.running_work_item = previous;
         if fw.irql != PASSIVE_LEVEL || !fw.held_locks.is_empty() {
-            fw.violate(Violation::LeftAtUnload {
+            fw.violate(Violation::CallbackReturned {
                 what: "a work item returned above PASSIVE_LEVEL or holding a spin lock".into(),
             });
             fw.irql = PASSIVE_LEVEL;

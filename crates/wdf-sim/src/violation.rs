@@ -56,6 +56,12 @@ pub enum Violation {
     },
     /// An ETW event written through a provider that is not registered.
     EtwNotRegistered,
+    /// A callback returned at another IRQL than it was called at, holding a spin lock or push
+    /// lock, or inside a critical region.
+    CallbackReturned {
+        /// What.
+        what: String,
+    },
     /// Something left behind when the driver image unloads.
     LeftAtUnload {
         /// What.
