@@ -103,3 +103,35 @@ fn a_hard_block_above_is_final_and_every_sublayer_is_still_evaluated() {
     assert_eq!(h.classify_invocations(), calls + 1, "vsflow's sublayer was still evaluated");
     done(h, other);
 }
+
+#[test]
+fn a_filter_whose_callout_is_not_registered_blocks_unless_permit_if_callout_unregistered() {
+    // fwpmtypes.h, FWPM_FILTER0 flags: a terminating callout filter whose callout is not
+    // registered acts as block, or as permit with FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED.
+    // As any static filter, it is hard with CLEAR_ACTION_RIGHT and soft without (a soft block
+    // is then permitted by vsflow's sublayer below).
+    let nobody = fwps_sys::GUID::from_parts(0x0bad_ca11, 1, 2, [3; 8]);
+    let permit_if = fwps_sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED;
+    for (flags, expect) in [
+        (CLEAR_ACTION_RIGHT, PacketFate::BlockedAtIngress),
+        (0, PacketFate::Delivered),
+        (permit_if | CLEAR_ACTION_RIGHT, PacketFate::Delivered),
+    ] {
+        let (mut h, sw) = host(1, enforce(RestoreMode::Pending), "SW");
+        vm_port(&mut h, sw, 7, "vm-a", 1, false);
+        let mut other = ForeignProcess::open(h.id());
+        let sub = other.add_sublayer(0xFFFF);
+        let layer = HOOKS[0].layer; // ingress, IPv4
+        assert_eq!(other.add_callout_object(nobody, layer), 0);
+        assert_eq!(other.add_filter(layer, sub, ForeignAction::Callout(nobody), flags, 0), 0);
+        let syn = vsflow_sim::traffic::vm_syn(
+            IpFamily::V4,
+            7,
+            4000,
+            remote_addr(IpFamily::V4, 1, false),
+            443,
+        );
+        assert_eq!(h.transmit(sw, 7, EXTERNAL_PORT, &syn), expect, "flags {flags:#x}");
+        done(h, other);
+    }
+}

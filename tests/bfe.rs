@@ -1,5 +1,5 @@
 //! The base filtering engine stopping and starting again under a running driver
-//! (FwpmBfeStateSubscribeChanges0 remarks; WFPSampler's BFE subscription): STOP_PENDING is the
+//! (`FwpmBfeStateSubscribeChanges0` remarks; `WFPSampler`'s BFE subscription): `STOP_PENDING` is the
 //! time to close the engine handle; BFE's stop deletes dynamic sessions' objects and
 //! invalidates handles; RUNNING again is the time to add everything back.
 

@@ -54,7 +54,7 @@ fn saved_and_target()
 #[test]
 fn restoring_the_same_blob_twice_changes_nothing() {
     let (_a, mut b, sb, blobs, inbound) = saved_and_target();
-    b.restore(sb, 77, &blobs);
+    let _ = b.restore(sb, 77, &blobs);
     b.run_deferred();
     let port = port_ref(&b, "vm");
     let once = (port_counter(&b, port, "restores"), port_counter(&b, port, "restored_flows"));
@@ -103,7 +103,7 @@ fn flows_seen_in_the_restore_window_merge_with_the_restored_ones() {
     assert_eq!(delivered(&mut b, sb, 77, &inbound[..5]), 5);
     // ...and the VM opens new ones.
     let fresh = open_connections(&mut b, sb, 77, 3);
-    b.restore(sb, 77, &blobs);
+    let _ = b.restore(sb, 77, &blobs);
     b.run_deferred();
     assert_eq!(flows_of(&b, "vm"), Some(23), "20 restored + 3 seen in the window");
     assert_eq!(delivered(&mut b, sb, 77, &inbound), 20);
@@ -127,7 +127,7 @@ fn rules_set_during_the_restore_window_win_and_the_version_never_goes_backwards(
     vm_port(&mut b, sb, 77, "vm", 1, true);
     assert_eq!(b.replace_rules_everywhere(&[ssh_rule()]), 1);
     let before = b.list_ports()[0].rules_version;
-    b.restore(sb, 77, &blobs);
+    let _ = b.restore(sb, 77, &blobs);
     b.run_deferred();
     let port = port_ref(&b, "vm");
     let (status, bytes) = b.control(&Request::GetRules { port }, 4096);
@@ -153,7 +153,8 @@ fn a_control_request_that_fails_for_a_small_output_buffer_changes_nothing() {
     assert_eq!(status, sys::STATUS_BUFFER_TOO_SMALL);
     let mut space = [0u8; 24];
     let list = rule_list(&[ssh_rule()], &mut space).expect("rules");
-    let (status, _) = h.control(&Request::ReplaceRules { port, rules: list }, 1);
+    let expected_version = before[0].rules_version;
+    let (status, _) = h.control(&Request::ReplaceRules { port, expected_version, rules: list }, 1);
     assert_eq!(status, sys::STATUS_BUFFER_TOO_SMALL);
     let created = port_counter(&h, port, "flows_created");
     let (status, _) = h.control(&Request::ClearCounters { port: Some(port) }, 0);
@@ -304,5 +305,140 @@ fn a_rejected_foreign_filter_is_traced() {
         matches!(rejected.as_slice(), [TraceEvent::ForeignFilterRejected { layer_id, .. }] if *layer_id == HOOKS[0].layer_id),
         "{rejected:?}"
     );
+    finish(&mut h);
+}
+
+// The flows IOCTL pages with a cursor (a position in the port's table): pages resume where the
+// last one stopped, across holes left by expired flows, without repeating or missing a flow.
+#[test]
+fn the_flows_ioctl_pages_with_a_cursor_across_holes() {
+    use vsflow_core::IpFamily;
+    use vsflow_sim::SimPacket;
+    let (mut h, sw) = host(8, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    // Ten UDP flows first (low table positions), then ten TCP connections.
+    for k in 0..10u16 {
+        let q = SimPacket::new(
+            IpFamily::V4,
+            protocol::UDP,
+            vsflow_scenarios::vm_ip(5),
+            5000 + k,
+            vsflow_core::packet::v4([192, 0, 2, 53]),
+            53,
+            0,
+            40,
+        );
+        let _ = vsflow_sim::traffic::udp_exchange(&mut h, sw, 5, &q);
+    }
+    h.advance(61 * 10_000_000); // past the UDP timeout
+    let _ = open_connections(&mut h, sw, 5, 10);
+    let expired = h.within(|| h.driver().expire_idle(100));
+    assert_eq!(expired, 10, "the UDP flows leave holes at the start of the table");
+    let port = port_ref(&h, "vm");
+    let mut seen = Vec::new();
+    let mut start = 0;
+    let mut pages = 0;
+    loop {
+        let (status, bytes) = h.control(&Request::GetFlows { port, start, max: 3 }, 4096);
+        assert_eq!(status, 0);
+        let page = response::decode_flows(&bytes, |f| seen.push(f.key)).expect("page");
+        assert_eq!(page.total, 10);
+        assert!(page.returned <= 3);
+        pages += 1;
+        start = page.next;
+        if page.next == response::FLOWS_END {
+            break;
+        }
+        assert!(pages < 10, "the cursor advances");
+    }
+    assert_eq!(pages, 4, "3 + 3 + 3 + 1");
+    let mut unique = seen.clone();
+    unique.sort_by_key(|k| format!("{k:?}"));
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (10, 10), "no flow repeated or missed");
+    finish(&mut h);
+}
+
+#[test]
+fn a_failed_registration_step_and_a_cancelled_restore_are_traced() {
+    use vsflow_sim::faults::{Site, arm, disarm};
+    // The first engine call of the driver's start fails: the step is traced, start fails
+    // cleanly.
+    let mut h = Host::new(21);
+    arm(h.id(), Some(Site::Engine), 1);
+    let loaded = h.load_driver(enforce(RestoreMode::Pending));
+    disarm();
+    assert!(loaded.is_err());
+    let failed: Vec<_> = h
+        .trace_events()
+        .into_iter()
+        .filter(|e| matches!(e, TraceEvent::RegistrationFailed { .. }))
+        .collect();
+    assert!(
+        matches!(failed.as_slice(), [TraceEvent::RegistrationFailed { status, .. }] if *status < 0),
+        "{failed:?}"
+    );
+    // A pended restore whose port is deleted before the work item runs: completed as
+    // cancelled, and traced so.
+    let (mut b, sb) = host(22, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut b, sb, 9, "vm", 1, true);
+    let t = b.restore(sb, 9, &[(Some(vsflow_callout::keys::PROVIDER), vec![1, 2, 3])]);
+    assert_eq!(b.delete_port(sb, 9), 0);
+    assert_eq!(b.restore_status(&t[0]), Some(sys::STATUS_CANCELLED));
+    assert!(b.trace_events().iter().any(|e| matches!(
+        e,
+        TraceEvent::Restore { port: 9, outcome: RestoreOutcome::Cancelled, .. }
+    )));
+    finish(&mut b);
+}
+
+fn counted(s: &str) -> sys::IF_COUNTED_STRING {
+    let units: Vec<u16> = s.encode_utf16().collect();
+    let mut c = sys::IF_COUNTED_STRING::EMPTY;
+    c.String[..units.len()].copy_from_slice(&units);
+    c.Length = u16::try_from(2 * units.len()).unwrap();
+    c
+}
+
+// The NIC's durable name (NicName), learnt from the NIC events, travels in the runtime state
+// (format 1.1) beside the port's name.
+#[test]
+fn the_nic_name_from_nic_events_is_saved_with_the_port() {
+    let (mut h, sw) = host(23, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    // SAFETY: plain data (integers, arrays); all zeroes is valid.
+    let mut nic: sys::NDIS_SWITCH_NIC_PARAMETERS = unsafe { std::mem::zeroed() };
+    nic.PortId = 5;
+    nic.NicIndex = 1;
+    nic.NicType = 1; // synthetic
+    nic.NicState = 2; // connected
+    nic.NicName = counted("Microsoft:GUEST-NIC-0001");
+    // SAFETY: plain data (integers, arrays); all zeroes is valid.
+    let mut switch: sys::NDIS_SWITCH_PARAMETERS = unsafe { std::mem::zeroed() };
+    switch.SwitchName = counted("SW");
+    let status = h.within(|| {
+        h.driver().on_interface(sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT, &switch, &nic)
+    });
+    assert_eq!(status, 0);
+    let (blobs, _) = h.save(sw, 5);
+    let cfg = vsflow_core::codec::DecodeConfig::default();
+    let vsflow_core::codec::Decoded::State(state) =
+        vsflow_core::codec::decode(&blobs[0].1, &cfg).expect("decodes")
+    else {
+        panic!("a known format");
+    };
+    assert_eq!(state.nic.map(|n| n.to_string()).as_deref(), Some("Microsoft:GUEST-NIC-0001"));
+    finish(&mut h);
+}
+
+#[test]
+fn the_driver_classify_count_keeps_the_calls_of_deleted_ports() {
+    let (mut h, sw) = host(24, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    let _ = open_connections(&mut h, sw, 5, 4);
+    let before = h.driver().stats().classify_calls;
+    assert!(before >= 12, "{before}");
+    assert_eq!(h.delete_port(sw, 5), 0);
+    assert_eq!(h.driver().stats().classify_calls, before, "counted per port, kept at delete");
     finish(&mut h);
 }

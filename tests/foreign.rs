@@ -1,6 +1,6 @@
 //! Foreign filters: any elevated process can add a filter that names vsflow's callout, with
 //! any context (`FWPM_FILTER0.rawContext` becomes `FWPS_FILTER3.context`). The engine calls the
-//! callout's notifyFn with FWPS_CALLOUT_NOTIFY_ADD_FILTER and refuses the filter when notifyFn
+//! callout's notifyFn with `FWPS_CALLOUT_NOTIFY_ADD_FILTER` and refuses the filter when notifyFn
 //! fails. Its own binary: before the fix, classify dereferencing a garbage context crashes.
 
 use vsflow_callout::RestoreMode;
@@ -45,6 +45,40 @@ fn traffic_is_judged_correctly_after_foreign_filters_were_tried() {
     assert_eq!(delivered(&mut h, sw, 7, &inbound), 3);
     let more = open_connections(&mut h, sw, 7, 2);
     assert_eq!(delivered(&mut h, sw, 7, &more), 2);
+    drop(other);
+    finish(&mut h);
+}
+
+#[test]
+fn a_foreign_filter_added_before_vsflow_registers_is_never_notified_and_its_context_is_not_used() {
+    // "Processing Notify Callouts": a callout registered after filters naming it were added
+    // is not told of them, so notifyFn cannot refuse this one: classify gets its context.
+    let mut h = vsflow_sim::Host::new(1);
+    let mut other = ForeignProcess::open(h.id());
+    let sub = other.add_sublayer(0x8000);
+    for hook in HOOKS {
+        assert_eq!(other.add_callout_object(hook.callout, hook.layer), 0);
+        let status =
+            other.add_filter(hook.layer, sub, ForeignAction::Callout(hook.callout), 0, GARBAGE[1]);
+        assert_eq!(status, 0, "nothing is registered yet: the engine accepts it");
+    }
+    h.load_driver(enforce(RestoreMode::Pending)).expect("loads");
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 3);
+    assert_eq!(delivered(&mut h, sw, 7, &inbound), 3);
+    let unsolicited = vsflow_sim::traffic::inbound_syn(
+        vsflow_core::IpFamily::V4,
+        vsflow_sim::traffic::remote_addr(vsflow_core::IpFamily::V4, 4, false),
+        5000,
+        7,
+        3389,
+    );
+    assert_ne!(
+        h.transmit(sw, vsflow_sim::host::EXTERNAL_PORT, 7, &unsolicited),
+        vsflow_sim::PacketFate::Delivered,
+        "Enforce still blocks unsolicited traffic"
+    );
     drop(other);
     finish(&mut h);
 }

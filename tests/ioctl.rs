@@ -36,7 +36,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     let (status, _, bytes) = call(&h, &Request::GetVersion, 64);
     assert_eq!(status, 0);
     let version = VersionInfo::decode(&bytes).expect("version");
-    assert_eq!((version.protocol, version.format), (1, [1, 0]));
+    assert_eq!((version.protocol, version.format), (2, [1, 1]));
 
     let (_, _, bytes) = call(&h, &Request::GetConfig, 64);
     let config = ConfigInfo::decode(&bytes).expect("config");
@@ -62,8 +62,8 @@ fn version_config_ports_flows_and_counters_are_reported() {
         assert_eq!(status, 0);
         let page = response::decode_flows(&bytes, |f| seen.push(f)).expect("flows");
         assert_eq!(page.total, 25);
-        start += page.returned;
-        if page.returned == 0 || start >= page.total {
+        start = page.next;
+        if page.next == response::FLOWS_END {
             break;
         }
     }
@@ -71,8 +71,11 @@ fn version_config_ports_flows_and_counters_are_reported() {
     assert!(seen.iter().all(|f| f.key.remote_port == 443 && f.opener == vsflow_core::Opener::Vm));
 
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
-    let mut port_counters = [0u64; 14];
-    assert_eq!(response::decode_counters(&bytes, &mut port_counters), Ok(14));
+    let mut port_counters = [0u64; vsflow_core::PortCounters::COUNT];
+    assert_eq!(
+        response::decode_counters(&bytes, &mut port_counters),
+        Ok(vsflow_core::PortCounters::COUNT)
+    );
     assert_eq!(port_counters[2], 25, "flows_created");
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: None }, 512);
     let mut driver_counters = [0u64; 15];
@@ -81,7 +84,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     assert_eq!(call(&h, &Request::ClearCounters { port: None }, 64).0, 0);
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
     response::decode_counters(&bytes, &mut port_counters).expect("counters");
-    assert_eq!(port_counters, [0; 14]);
+    assert_eq!(port_counters, [0; vsflow_core::PortCounters::COUNT]);
     finish(&mut h);
 }
 
@@ -120,7 +123,10 @@ fn mode_and_rules_change_what_is_permitted() {
     };
     let mut space = [0u8; 24];
     let rules = rule_list(&[rule], &mut space).expect("rules");
-    let (status, _, bytes) = call(&h, &Request::ReplaceRules { port, rules }, 64);
+    let (status, _, _) = call(&h, &Request::ReplaceRules { port, expected_version: 5, rules }, 64);
+    assert_eq!(status, response::STATUS_RULES_CHANGED, "a replace based on stale rules is refused");
+    let (status, _, bytes) =
+        call(&h, &Request::ReplaceRules { port, expected_version: 0, rules }, 64);
     assert_eq!(status, 0);
     assert_eq!(response::decode_rules_version(&bytes), Ok(1));
     let ssh3 = SimPacket::new(

@@ -1,5 +1,5 @@
 //! Packets as the vSwitch transport layers hand them over: data starts at the IP header
-//! ("Data offset positions"; WFPSampler), IPv4 options and IPv6 extension headers move the
+//! ("Data offset positions"; `WFPSampler`), IPv4 options and IPv6 extension headers move the
 //! transport header, MDL chains are cut inside the headers, and non-first fragments have no
 //! ports. Each test names the behaviour of the driver it proves.
 

@@ -1,6 +1,6 @@
 //! Runtime-state restore as the extensible switch runs it.
 //!
-//! - OID_SWITCH_NIC_RESTORE: if an extension fails the request, the whole VM restore fails
+//! - `OID_SWITCH_NIC_RESTORE`: if an extension fails the request, the whole VM restore fails
 //!   (the double reports it in `Host::failed_vm_restores`); the save output is
 //!   `_Outptr_result_buffer_` (never NULL on success) and its size a USHORT.
 //! - "Hyper-V extensible switch port and network adapter states": traffic flows once the NIC
@@ -45,7 +45,7 @@ fn a_save_of_a_port_vsflow_does_not_know_is_a_valid_buffer_and_restores_successf
     let (blobs, _) = a.save(sa, 404);
     finish(&mut a); // no SaveNullOnSuccess
     for (_, blob) in &blobs {
-        assert!(blob.len() <= usize::from(u16::MAX));
+        assert!(u16::try_from(blob.len()).is_ok(), "fits NDIS_SWITCH_NIC_SAVE_STATE");
     }
     let (mut b, sb) = destination(RestoreMode::Pending, 5);
     let tickets = b.restore(sb, 5, &blobs);
@@ -82,7 +82,9 @@ fn damaged_blobs_never_fail_the_vm_restore_by_default() {
         for mode in [RestoreMode::Pending, RestoreMode::Synchronous] {
             let (mut b, sb) = destination(mode, 5);
             let mut bad = blobs.clone();
-            bad.iter_mut().for_each(|(_, blob)| d(blob));
+            for (_, blob) in &mut bad {
+                d(blob);
+            }
             let tickets = b.restore(sb, 5, &bad);
             b.run_deferred();
             assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "damage {k}, {mode:?}");

@@ -88,26 +88,30 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
 
 /// The states of the flows in the table of the port named `name`, through the `ListPorts`
 /// and `GetFlows` IOCTLs.
+///
+/// # Panics
+/// If `GetFlows` fails or its answer does not decode.
 #[must_use]
 pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
     use vsflow_proto::request::Request;
-    let Some(port) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
+    let Some(listed) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
         return Vec::new();
     };
-    let mut states = Vec::new();
+    let mut found = Vec::new();
     let mut start = 0;
     loop {
         let (status, bytes) =
-            h.control(&Request::GetFlows { port: port.port, start, max: 256 }, 1 << 20);
+            h.control(&Request::GetFlows { port: listed.port, start, max: 256 }, 1 << 20);
         assert_eq!(status, 0, "GetFlows");
-        let page = vsflow_proto::response::decode_flows(&bytes, |f| states.push(f.state))
+        let flows_page = vsflow_proto::response::decode_flows(&bytes, |f| found.push(f.state))
             .expect("flows decode");
-        start += page.returned;
-        if page.returned == 0 || start >= page.total {
+        // The driver pages with a cursor: pass back the page's `next`.
+        start = flows_page.next;
+        if flows_page.next == vsflow_proto::response::FLOWS_END {
             break;
         }
     }
-    states
+    found
 }
 
 /// Flows in the table of the port named `name`.

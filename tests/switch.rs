@@ -1,5 +1,5 @@
 //! The switch as WFP reports it: `VSWITCH_CREATE` carries the port and NIC arrays WFP queried
-//! in FilterRestart, and comes again when the extension is paused and restarted (a filter-engine
+//! in `FilterRestart`, and comes again when the extension is paused and restarted (a filter-engine
 //! reorder does that) for a switch the driver knows; NIC arrays carry each NIC's `NicState`
 //! and may use the revision-1 element size; port types per `NDIS_SWITCH_PORT_TYPE`; a driver
 //! started after switches and VMs exist.

@@ -45,7 +45,7 @@ mod tests;
 const _: () = {
     assert!(core::mem::align_of::<vsflow_callout::Driver<services::WdkServices>>() <= 16);
     assert!(core::mem::align_of::<services::WdkServices>() <= 16);
-    assert!(core::mem::align_of::<services::KernelMutex>() <= 16);
+    assert!(core::mem::align_of::<services::KernelRwLock>() <= 16);
     assert!(core::mem::align_of::<services::KernelRundown>() <= 16);
 };
 

@@ -6,20 +6,20 @@ use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
-use vsflow_callout::services::{RawMutex, RawRundown};
+use vsflow_callout::services::{RawRundown, RawRwSpinLock};
 use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
 use wdk_sys::ntddk::{
-    DbgPrintEx, ExAcquirePushLockExclusiveEx, ExAcquireRundownProtectionCacheAware,
-    ExAllocateCacheAwareRundownProtection, ExFreeCacheAwareRundownProtection,
-    ExReInitializeRundownProtectionCacheAware, ExReleasePushLockExclusiveEx,
-    ExReleaseRundownProtectionCacheAware, ExWaitForRundownProtectionReleaseCacheAware,
-    KeAcquireSpinLockRaiseToDpc, KeDelayExecutionThread, KeEnterCriticalRegion,
-    KeGetCurrentProcessorNumberEx, KeLeaveCriticalRegion, KeQueryInterruptTimePrecise,
+    DbgPrintEx, ExAcquireRundownProtectionCacheAware, ExAcquireSpinLockExclusive,
+    ExAcquireSpinLockShared, ExAllocateCacheAwareRundownProtection,
+    ExFreeCacheAwareRundownProtection, ExReInitializeRundownProtectionCacheAware,
+    ExReleaseRundownProtectionCacheAware, ExReleaseSpinLockExclusive, ExReleaseSpinLockShared,
+    ExWaitForRundownProtectionReleaseCacheAware, KeAcquireSpinLockRaiseToDpc,
+    KeDelayExecutionThread, KeGetCurrentProcessorNumberEx, KeQueryInterruptTimePrecise,
     KeQueryMaximumProcessorCountEx, KeReleaseSpinLock,
 };
 use wdk_sys::{
-    _DPFLTR_TYPE, _MODE, _POOL_TYPE, ALL_PROCESSOR_GROUPS, KSPIN_LOCK, LARGE_INTEGER,
-    PEX_RUNDOWN_REF_CACHE_AWARE, STATUS_INSUFFICIENT_RESOURCES, ULONG_PTR, WDFWORKITEM,
+    _DPFLTR_TYPE, _MODE, _POOL_TYPE, ALL_PROCESSOR_GROUPS, EX_SPIN_LOCK, KSPIN_LOCK, LARGE_INTEGER,
+    PEX_RUNDOWN_REF_CACHE_AWARE, STATUS_INSUFFICIENT_RESOURCES, WDFWORKITEM,
     call_unsafe_wdf_function_binding,
 };
 
@@ -97,36 +97,39 @@ unsafe impl Send for KernelRundown {}
 // SAFETY: as above.
 unsafe impl Sync for KernelRundown {}
 
-/// The passive-level mutex: an exclusive push lock taken inside a critical region.
-///
-/// An `EX_PUSH_LOCK` is one pointer-sized word, zero when free, so the value may move while
-/// nobody holds it. It is taken inside a critical region (`KeEnterCriticalRegion`: normal kernel APCs off, as the push-lock routines require).
-/// The holder may wait (`KeDelayExecutionThread`), as `RawMutex` allows.
-pub struct KernelMutex {
-    lock: UnsafeCell<ULONG_PTR>,
+/// A reader/writer spin lock (`EX_SPIN_LOCK`, a `LONG`, zero when free).
+pub struct KernelRwLock {
+    lock: UnsafeCell<EX_SPIN_LOCK>,
 }
 
-// SAFETY: ExAcquirePushLockExclusiveEx / ExReleasePushLockExclusiveEx give mutual exclusion.
-unsafe impl RawMutex for KernelMutex {
-    fn lock(&self) {
-        // SAFETY: IRQL <= APC_LEVEL (the trait's contract); balanced by `unlock`.
-        unsafe { KeEnterCriticalRegion() };
-        // SAFETY: the lock word lives as long as `self`; inside a critical region.
-        unsafe { ExAcquirePushLockExclusiveEx(self.lock.get(), 0) };
+// SAFETY: the Ex*SpinLockShared/Exclusive routines give the exclusion `RawRwSpinLock`
+// documents; the word is only touched by them.
+unsafe impl RawRwSpinLock for KernelRwLock {
+    fn lock_shared(&self) -> u8 {
+        // SAFETY: the lock word lives as long as `self`; IRQL <= DISPATCH_LEVEL.
+        unsafe { ExAcquireSpinLockShared(self.lock.get()) }
     }
 
-    unsafe fn unlock(&self) {
-        // SAFETY: the calling thread holds it (trait contract).
-        unsafe { ExReleasePushLockExclusiveEx(self.lock.get(), 0) };
-        // SAFETY: leaves the critical region `lock` entered.
-        unsafe { KeLeaveCriticalRegion() };
+    unsafe fn unlock_shared(&self, token: u8) {
+        // SAFETY: the caller holds it shared, acquired with the IRQL in `token`.
+        unsafe { ExReleaseSpinLockShared(self.lock.get(), token) };
+    }
+
+    fn lock_exclusive(&self) -> u8 {
+        // SAFETY: as in `lock_shared`.
+        unsafe { ExAcquireSpinLockExclusive(self.lock.get()) }
+    }
+
+    unsafe fn unlock_exclusive(&self, token: u8) {
+        // SAFETY: the caller holds it exclusively, acquired with the IRQL in `token`.
+        unsafe { ExReleaseSpinLockExclusive(self.lock.get(), token) };
     }
 }
 
-// SAFETY: the word is only touched by the push-lock routines.
-unsafe impl Send for KernelMutex {}
+// SAFETY: the word is only touched by the kernel's routines.
+unsafe impl Send for KernelRwLock {}
 // SAFETY: as above.
-unsafe impl Sync for KernelMutex {}
+unsafe impl Sync for KernelRwLock {}
 
 /// The driver's kernel services.
 pub struct WdkServices {
@@ -164,7 +167,7 @@ impl fmt::Write for Line {
 impl KernelServices for WdkServices {
     type Lock = KernelSpinLock;
     type Rundown = KernelRundown;
-    type Mutex = KernelMutex;
+    type RwLock = KernelRwLock;
 
     fn new_lock(&self) -> KernelSpinLock {
         KernelSpinLock { lock: UnsafeCell::new(0) }
@@ -180,9 +183,9 @@ impl KernelServices for WdkServices {
         Ok(KernelRundown { rundown })
     }
 
-    fn new_mutex(&self) -> KernelMutex {
-        // ExInitializePushLock sets the word to 0.
-        KernelMutex { lock: UnsafeCell::new(0) }
+    fn new_rw_lock(&self) -> KernelRwLock {
+        // An EX_SPIN_LOCK is initialized to zero (wdm.h).
+        KernelRwLock { lock: UnsafeCell::new(0) }
     }
 
     fn current_processor(&self) -> u32 {

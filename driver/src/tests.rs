@@ -197,7 +197,7 @@ fn ioctls_go_through_the_passive_sequential_queue_and_complete_once_with_informa
     let (status, bytes) = call(&s, &h, &Request::GetVersion, 64);
     assert_eq!(status, 0);
     let v = VersionInfo::decode(&bytes).expect("version decodes");
-    assert_eq!(v.protocol, 1);
+    assert_eq!(v.protocol, vsflow_proto::PROTOCOL_VERSION);
     // The Parameters key reached the configuration.
     let (status, bytes) = call(&s, &h, &Request::GetConfig, 64);
     assert_eq!(status, 0);

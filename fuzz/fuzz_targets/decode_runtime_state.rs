@@ -1,8 +1,10 @@
 //! Fuzzes the runtime-state decoder with arbitrary bytes, in strict and lenient mode.
 //!
-//! Besides "never panics", it checks two properties on every input that decodes: applying the
-//! state to a port either succeeds with a consistent table or fails without touching the port,
-//! and re-encoding the decoded state yields a blob that decodes to the same flows.
+//! Besides "never panics", it checks properties on every input that decodes (formats 1.0 and
+//! 1.1): applying the state to a port either succeeds with a consistent table or fails without
+//! touching the port, applying it again changes nothing (idempotent restore), re-encoding the
+//! decoded state yields a blob that decodes to the same flows (ages at the 1.1 precision) and
+//! the same fingerprints, and re-encoding under a small cap stays within the cap.
 //! To reach past the CRC, inputs starting with byte 0xFF get their length and CRC fields fixed
 //! up before decoding (the fuzzer then explores field validation).
 
@@ -39,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
 
     let mut port = Port::try_new(PortIdentity::try_from_str("fuzz").unwrap(), PortConfig::default()).unwrap();
     match codec::apply(&mut port, &state, 1 << 40) {
-        Ok(_) => port.table().check_invariants().unwrap(),
+        Ok(_) => {
+            port.table().check_invariants().unwrap();
+            let before = (*port.counters(), port.table().len());
+            assert!(codec::apply(&mut port, &state, 1 << 41).unwrap().repeated);
+            assert_eq!(before, (*port.counters(), port.table().len()), "restore not idempotent");
+        }
         Err(_) => assert!(port.table().is_empty(), "failed apply changed the port"),
     }
 
@@ -49,7 +56,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(Decoded::State(round)) = codec::decode(&again, &DecodeConfig { max_len: usize::MAX, ..DecodeConfig::default() }) else {
         panic!("re-encoded state does not decode");
     };
-    let mut a = state.flows.clone();
+    // 1.1 carries last activity in whole seconds and the duration in whole minutes.
+    let sec = vsflow_core::TICKS_PER_SECOND;
+    let coarse = |f: &codec::SavedFlow| {
+        let mut f = *f;
+        let last = f.last_age / sec * sec;
+        f.first_age = last + (f.first_age - f.last_age) / (60 * sec) * (60 * sec);
+        f.last_age = last;
+        f
+    };
+    let mut a: Vec<_> = state.flows.iter().map(coarse).collect();
     let mut b = round.flows.clone();
     a.sort_by_key(|f| (f.key, f.last_age));
     b.sort_by_key(|f| (f.key, f.last_age));
@@ -57,4 +73,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(round.rules, state.rules);
     assert_eq!(round.mode, state.mode);
     assert_eq!(round.counters, state.counters);
+    assert_eq!(round.fingerprints, state.fingerprints);
+    assert_eq!(round.nic, state.nic);
+
+    // Under a small cap the blob stays within it, or the cap is below any valid blob.
+    let small = codec::EncodeConfig { provider: state.provider, cap: 1024 + usize::from(data.len() as u16 % 2048) };
+    let mut capped = Vec::new();
+    if codec::encode_state(&state, &small, &mut capped).is_ok() {
+        assert!(capped.len() <= small.cap);
+        assert!(codec::decode(&capped, &DecodeConfig::default()).is_ok());
+    }
 });

@@ -339,8 +339,9 @@ pub struct NET_BUFFER_LIST {
     pub FirstNetBuffer: *mut NET_BUFFER,
 }
 
-/// `MDL` (`wdm.h`): one virtually contiguous piece of a buffer. Its bytes start at
-/// `StartVa + ByteOffset` (`MmGetMdlVirtualAddress`) and run `ByteCount` bytes; when
+/// `MDL` (`wdm.h`): one virtually contiguous piece of a buffer.
+///
+/// Its bytes start at `StartVa + ByteOffset` (`MmGetMdlVirtualAddress`) and run `ByteCount` bytes; when
 /// `MdlFlags` has `MDL_MAPPED_TO_SYSTEM_VA` or `MDL_SOURCE_IS_NONPAGED_POOL`,
 /// `MmGetSystemAddressForMdlSafe` returns `MappedSystemVa`, the same bytes' system address.
 #[repr(C)]
@@ -382,8 +383,9 @@ assert_layout!(
     ByteOffset = 44
 );
 
-/// The start of `NET_BUFFER` (`ndis/nbl.h`): its `NET_BUFFER_DATA` part. The data starts
-/// `CurrentMdlOffset` bytes into `CurrentMdl` and runs `DataLength` bytes along the MDL chain;
+/// The start of `NET_BUFFER` (`ndis/nbl.h`): its `NET_BUFFER_DATA` part.
+///
+/// The data starts `CurrentMdlOffset` bytes into `CurrentMdl` and runs `DataLength` bytes along the MDL chain;
 /// `DataOffset` is the same position counted from the start of `MdlChain`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -10,9 +10,9 @@
 //! (the default port) is trusted and never filtered; ports and switches vsflow does not track
 //! are never blocked. Packets are never modified.
 //!
-//! Locks: none host-wide. The port is found in the published port index under a cache-aware
-//! rundown reference ([`crate::ports`]) and judged under its own spin lock; driver-wide
-//! counters are per processor.
+//! Locks: none host-wide. The port is found in the port map under a shared hold of this
+//! processor's reader/writer lock ([`crate::ports`]) and judged under its own spin lock;
+//! driver-wide counters are per processor.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -172,10 +172,9 @@ impl<S: KernelServices> Driver<S> {
         // 4. The port, and its verdict under the port's own lock.
         let now = self.services.now();
         let found = self
-            .ports
-            .read(|ix| {
+            .read_ports(|ix| {
                 let switch = ix.switch_id_le(name?)?;
-                let slot = ix.port(&PortKey { switch, port: c.port_id })?;
+                let slot = ix.port(PortKey { switch, port: c.port_id })?;
                 let mut st = slot.state.lock();
                 st.classify_calls += 1;
                 Some(st.judged().then(|| st.port.classify(&c.meta, now)))

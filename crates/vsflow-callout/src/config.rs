@@ -22,8 +22,8 @@ pub struct DriverConfig {
     /// Restore completion mode (registry `RestoreMode`: 0 pending, 1 synchronous).
     pub restore_mode: RestoreMode,
     /// Policy for blobs of an unknown format major (registry `UnknownMajorPolicy`: 0 strict,
-    /// 1 lenient, the default when absent). Either way such a blob restores an empty port
-    /// unless `fail_bad_restores` is set; strict only reports it as a decode error.
+    /// the default, 1 lenient). Either way such a blob restores an empty port (the migration
+    /// succeeds) unless `fail_bad_restores` is set; strict only reports it as a decode error.
     pub unknown_major: UnknownMajor,
     /// Flow-table bound per port (registry `FlowsPerPort`, 16..=1,048,576, default 4,096).
     pub flows_per_port: u32,
@@ -42,7 +42,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         Self {
             restore_mode: RestoreMode::Pending,
-            unknown_major: UnknownMajor::Lenient,
+            unknown_major: UnknownMajor::Strict,
             flows_per_port: 4096,
             blob_cap: DEFAULT_CAP,
             default_mode: Mode::Monitor,
@@ -114,8 +114,8 @@ impl DriverConfig {
                 Some(_) => return Err(bad("RestoreMode")),
             },
             unknown_major: match unknown_major {
-                Some(0) => UnknownMajor::Strict,
-                None | Some(1) => UnknownMajor::Lenient,
+                None | Some(0) => UnknownMajor::Strict,
+                Some(1) => UnknownMajor::Lenient,
                 Some(_) => return Err(bad("UnknownMajorPolicy")),
             },
             flows_per_port: flows_per_port.unwrap_or(d.flows_per_port),

@@ -106,7 +106,7 @@ impl<S: KernelServices> Driver<S> {
             }
             Request::ListPorts => {
                 // One port lock at a time; never a host-wide one.
-                let listed = self.ports.read(|ix| {
+                let listed = self.read_ports(|ix| {
                     let ports = ix.ports().map(|slot| {
                         let e = slot.state.lock();
                         PortInfo {
@@ -143,7 +143,7 @@ impl<S: KernelServices> Driver<S> {
                 match port {
                     None => {
                         self.clear_stats();
-                        let _ = self.ports.read(|ix| {
+                        let _ = self.read_ports(|ix| {
                             for slot in ix.ports() {
                                 slot.state.lock().port.clear_counters();
                             }
@@ -166,11 +166,11 @@ impl<S: KernelServices> Driver<S> {
                     written(response::encode_empty(output))
                 })
             }
-            Request::ReplaceRules { port, rules } => {
+            Request::ReplaceRules { port, expected_version, rules } => {
                 if let Some(fail) = too_small(output, |o| response::encode_rules_version(0, o)) {
                     return fail;
                 }
-                self.replace_rules(port, rules.iter(), rules.len(), output)
+                self.replace_rules(port, expected_version, rules.iter(), rules.len(), output)
             }
         }
     }
@@ -181,8 +181,7 @@ impl<S: KernelServices> Driver<S> {
         port: PortRef,
         f: impl FnOnce(&mut PortState) -> IoctlOutcome,
     ) -> IoctlOutcome {
-        self.ports
-            .read(|ix| ix.port(&key(port)).map(|slot| f(&mut slot.state.lock())))
+        self.read_ports(|ix| ix.port(key(port)).map(|slot| f(&mut slot.state.lock())))
             .flatten()
             .unwrap_or(IoctlOutcome::fail(STATUS_NOT_FOUND))
     }
@@ -205,32 +204,30 @@ fn too_small(
 impl<S: KernelServices> Driver<S> {
     fn get_flows(&self, port: PortRef, start: u32, max: u32, output: &mut [u8]) -> IoctlOutcome {
         let now = self.services.now();
-        // One page under the port's lock, never the whole table.
+        // One page under the port's lock: the cursor is a position in the port's table, so a
+        // page walks only its own flows, never the table before it.
         self.with_port(port, |entry| {
             let table = entry.port.table();
-            let total = table.len();
-            let remaining = total.saturating_sub(start as usize);
+            let total = u32::try_from(table.len()).unwrap_or(u32::MAX);
+            let remaining = table.iter_from(start).take(max as usize + 1).count();
             let (count, needed) = response::flows_that_fit(output.len(), remaining, max as usize);
-            if count == 0 && remaining > 0 {
+            if count == 0 && remaining > 0 && max > 0 {
                 return IoctlOutcome { status: STATUS_BUFFER_TOO_SMALL, information: needed };
             }
-            // Slab order: stable while the table does not change; pages taken while traffic
-            // flows may miss or repeat a flow (diagnostics, not a snapshot).
-            let flows =
-                table.iter().skip(start as usize).map(|(k, r)| SavedFlow::from_record(*k, r, now));
-            written(response::encode_flows(
-                u32::try_from(total).unwrap_or(u32::MAX),
-                start,
-                count,
-                flows,
-                output,
-            ))
+            // The cursor after the page: the position after its last flow, or the end.
+            let next = table
+                .iter_from(start)
+                .nth(count)
+                .map_or(response::FLOWS_END, |(position, _, _)| position);
+            let flows = table.iter_from(start).map(|(_, k, r)| SavedFlow::from_record(*k, r, now));
+            written(response::encode_flows(total, start, count, next, flows, output))
         })
     }
 
     fn replace_rules(
         &self,
         port: PortRef,
+        expected_version: u32,
         rules: impl Iterator<Item = AllowRule>,
         len: usize,
         output: &mut [u8],
@@ -241,10 +238,16 @@ impl<S: KernelServices> Driver<S> {
             return IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES);
         }
         list.extend(rules);
-        self.with_port(port, |e| match e.port.replace_rules(&list) {
-            Ok(version) => written(response::encode_rules_version(version, output)),
-            Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
-            Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
+        // Compare and replace under the port's lock: an edit based on stale rules is refused.
+        self.with_port(port, |e| {
+            if e.port.rules().version() != expected_version {
+                return IoctlOutcome::fail(response::STATUS_RULES_CHANGED);
+            }
+            match e.port.replace_rules(&list) {
+                Ok(version) => written(response::encode_rules_version(version, output)),
+                Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
+                Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
+            }
         })
     }
 }

@@ -2,11 +2,13 @@
 //! flight, counters and WFP registration.
 //!
 //! Locks, and their order (a lock is only ever taken after the ones above it):
-//! 1. `ports` writer mutex (passive; switch and port create/delete, stop);
+//! 1. the port map: the current processor's reader/writer spin lock shared (readers), or every
+//!    processor's exclusively, in order (switch and port create/delete, stop): [`crate::ports`];
 //! 2. one port's spin lock ([`crate::ports::PortSlot::state`]);
 //! 3. `pending` (spin; leaf), `reg` (spin; leaf).
 //!
-//! Packets take only 2, through a lock-free index lookup ([`crate::ports`]).
+//! Packets take 1 shared (on a cache line only their processor writes) and 2. Everything works at
+//! `IRQL <= DISPATCH_LEVEL`; only `stop` and the work item wait, at `PASSIVE_LEVEL`.
 
 use alloc::vec::Vec;
 use core::ffi::c_void;
@@ -24,24 +26,11 @@ use crate::keys;
 use crate::pending::PendingSet;
 use crate::percpu::{Counter, PerCpuCounters};
 use crate::ports::{Index, PortMap};
-use crate::registration::Registration;
+use crate::registration::{Phase, Registration};
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
 use crate::trace::TraceEvent;
 use crate::vswitch;
-
-/// Lifecycle of the driver's WFP registration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Created, `start` not called.
-    Created,
-    /// Waiting for the base filtering engine to report RUNNING.
-    WaitingForBfe,
-    /// Callouts, objects and vSwitch subscription in place.
-    Running,
-    /// Stopped (terminal).
-    Stopped,
-}
 
 /// Driver-wide counters (summed over processors and ports when read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -228,8 +217,7 @@ impl<S: KernelServices> Driver<S> {
     pub fn stats(&self) -> DriverStats {
         let c = &self.counters;
         let port_calls = self
-            .ports
-            .read(|ix| ix.ports().map(|p| p.state.lock().classify_calls).sum::<u64>())
+            .read_ports(|ix| ix.ports().map(|p| p.state.lock().classify_calls).sum::<u64>())
             .unwrap_or(0);
         DriverStats {
             classify_calls: c.sum(Counter::ClassifyCalls).wrapping_add(port_calls),
@@ -250,10 +238,16 @@ impl<S: KernelServices> Driver<S> {
         }
     }
 
+    /// Runs `f` on the port map under this processor's shared lock (see [`crate::ports`]);
+    /// `None` once stopped.
+    pub(crate) fn read_ports<R>(&self, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
+        self.ports.read(self.services.current_processor(), f)
+    }
+
     /// Zeroes the driver-wide counters.
     pub(crate) fn clear_stats(&self) {
         self.counters.clear();
-        let _ = self.ports.read(|ix| {
+        let _ = self.read_ports(|ix| {
             for p in ix.ports() {
                 p.state.lock().classify_calls = 0;
             }
@@ -280,13 +274,13 @@ impl<S: KernelServices> Driver<S> {
     /// Switches known.
     #[must_use]
     pub fn switch_count(&self) -> usize {
-        self.ports.read(Index::switch_count).unwrap_or(0)
+        self.read_ports(Index::switch_count).unwrap_or(0)
     }
 
     /// Ports tracked.
     #[must_use]
     pub fn port_count(&self) -> usize {
-        self.ports.read(Index::len).unwrap_or(0)
+        self.read_ports(Index::len).unwrap_or(0)
     }
 
     /// Restore notifications pended and not yet completed.
@@ -298,27 +292,26 @@ impl<S: KernelServices> Driver<S> {
     /// Flow totals over every port (one port lock at a time; diagnostics).
     #[must_use]
     pub fn flow_totals(&self) -> FlowTotals {
-        self.ports
-            .read(|ix| {
-                let mut t = FlowTotals { consistent: true, ..FlowTotals::default() };
-                for p in ix.ports() {
-                    let st = p.state.lock();
-                    t.ports += 1;
-                    t.flows += st.port.table().len();
-                    t.established += st
-                        .port
-                        .table()
-                        .iter()
-                        .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
-                        .count();
-                    t.packets_blocked += st.port.counters().packets_blocked;
-                    t.restoring += usize::from(st.port.is_restoring());
-                    t.largest_port = t.largest_port.max(st.port.table().len());
-                    t.consistent &= st.port.table().check_invariants().is_ok();
-                }
-                t
-            })
-            .unwrap_or_else(|| FlowTotals { consistent: true, ..FlowTotals::default() })
+        self.read_ports(|ix| {
+            let mut t = FlowTotals { consistent: true, ..FlowTotals::default() };
+            for p in ix.ports() {
+                let st = p.state.lock();
+                t.ports += 1;
+                t.flows += st.port.table().len();
+                t.established += st
+                    .port
+                    .table()
+                    .iter()
+                    .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
+                    .count();
+                t.packets_blocked += st.port.counters().packets_blocked;
+                t.restoring += usize::from(st.port.is_restoring());
+                t.largest_port = t.largest_port.max(st.port.table().len());
+                t.consistent &= st.port.table().check_invariants().is_ok();
+            }
+            t
+        })
+        .unwrap_or_else(|| FlowTotals { consistent: true, ..FlowTotals::default() })
     }
 
     pub(crate) fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
@@ -333,8 +326,7 @@ impl<S: KernelServices> Driver<S> {
     /// port lock at a time.
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.services.now();
-        self.ports
-            .read(|ix| ix.ports().map(|p| p.state.lock().port.expire(now, budget)).sum())
+        self.read_ports(|ix| ix.ports().map(|p| p.state.lock().port.expire(now, budget)).sum())
             .unwrap_or(0)
     }
 }

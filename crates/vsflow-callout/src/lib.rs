@@ -43,7 +43,8 @@ pub mod vswitch;
 pub mod wide;
 
 pub use config::{DriverConfig, RestoreMode};
-pub use driver::{Driver, DriverStats, FlowTotals, Phase};
+pub use driver::{Driver, DriverStats, FlowTotals};
 pub use error::CalloutError;
-pub use services::{Frame, KernelServices, LogLevel, RawMutex, RawRundown, RawSpinLock};
+pub use registration::Phase;
+pub use services::{Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock};
 pub use trace::{DegradedReason, RestoreOutcome, TraceEvent};

@@ -1,37 +1,29 @@
 //! The host's switches and ports, and how a packet finds its port without a host-wide lock.
 //!
 //! Every port has its own spin lock ([`PortSlot::state`]): classify, save, restore and the
-//! IOCTLs of one port never wait for another port. Finding a port is lock-free for readers: the
-//! writers (switch and port create/delete, at `PASSIVE_LEVEL`, serialized by a passive mutex)
-//! build a new immutable [`Index`] and publish it; readers take a cache-aware rundown
-//! reference (`EX_RUNDOWN_REF_CACHE_AWARE`: a per-processor counter, no shared cache line) on
-//! the published index and look the port up in it.
+//! IOCTLs of one port never wait for another port. Finding a port takes no lock shared between
+//! processors: the port map is guarded by one reader/writer spin lock (`EX_SPIN_LOCK`) *per
+//! processor*, each on its own cache lines. A reader (classify, save, restore, IOCTLs) takes its
+//! own processor's lock shared: an interlocked operation on a line no other processor writes.
+//! A writer (switch and port create/delete, stop: rare) takes every processor's lock
+//! exclusively, in order, so no reader is inside the map while it changes; a port is freed only
+//! then, so it is never freed under a reader.
 //!
-//! Two index slots alternate. The protocol, and why a port is never freed under a reader:
-//! 1. A reader loads the generation `g`, acquires slot `g & 1`'s rundown, and reads the slot's
-//!    index. A slot's index is replaced only while its rundown is run down, so it is stable
-//!    for as long as the reader holds the reference. If the acquire fails (the writer ran the
-//!    slot down), the reader reloads `g` and tries the other slot.
-//! 2. A writer fills the stale slot (run down by the previous update, so no reader holds it)
-//!    with the new index, reinitializes its rundown and publishes `g + 1`; then it runs the
-//!    old slot down, which waits for every reader that may still see the old index. Only then
-//!    does it free the ports the new index no longer holds (their slots are unreachable).
-//! 3. At stop, both slots are run down and never reinitialized: every reader fails and
-//!    permits; the wait also drains every classify call in flight.
+//! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
+//! nobody waits, a writer spins only for readers' short critical sections, and a reader never
+//! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port -> pending).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::cell::UnsafeCell;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use vsflow_core::{Port, PortIdentity};
 
-use crate::alloc_util::try_box;
 use crate::error::CalloutError;
-use crate::services::{KernelServices, RawRundown, RawSpinLock};
-use crate::sync::{PassiveMutex, RundownGuard, SpinMutex};
+use crate::services::{KernelServices, RawSpinLock};
+use crate::sync::{ExclusiveGuard, SharedGuard, SpinMutex};
 
 /// A port of a switch: `(switch, PortId)`. `PortId`s are unique only within a switch and change
 /// across live migration; the port's durable identity lives in its [`PortState`].
@@ -84,7 +76,8 @@ impl PortState {
 }
 
 /// A port and its lock. Lives in a box owned by the writer's map; readers reach it through the
-/// published [`Index`] and never past the index's rundown reference.
+/// map under a shared hold of a processor's lock, and it is freed only after removal under all
+/// of them.
 pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) key: PortKey,
     /// `PortName`: never changes for a slot (a new name is a new port).
@@ -92,13 +85,18 @@ pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) state: SpinMutex<L, PortState>,
 }
 
-/// An immutable view of the switches and ports, published to readers.
-pub(crate) struct Index<L: RawSpinLock> {
-    switches: Vec<SwitchEntry>,
-    ports: HashMap<PortKey, *const PortSlot<L>, FixedState>,
+/// The switches and ports, as readers see them (under a shared hold of the map).
+pub(crate) type Index<L> = Master<L>;
+
+/// The map: owns the port boxes.
+pub(crate) struct Master<L: RawSpinLock> {
+    pub(crate) switches: Vec<SwitchEntry>,
+    pub(crate) ports: HashMap<PortKey, Box<PortSlot<L>>, FixedState>,
+    next_switch_id: u32,
+    closed: bool,
 }
 
-impl<L: RawSpinLock> Index<L> {
+impl<L: RawSpinLock> Master<L> {
     /// The id of the switch named `name`.
     pub(crate) fn switch_id(&self, name: &[u16]) -> Option<u32> {
         self.switches.iter().find(|s| s.name.as_utf16() == name).map(|s| s.id)
@@ -121,18 +119,14 @@ impl<L: RawSpinLock> Index<L> {
             .map(|s| s.id)
     }
 
-    /// The port `key`, valid while the index is (the caller holds its reference).
-    pub(crate) fn port(&self, key: &PortKey) -> Option<&PortSlot<L>> {
-        let p = *self.ports.get(key)?;
-        // SAFETY: every pointer in a published index is a live boxed slot: slots are freed
-        // only after an index without them is published and this index's readers drained.
-        Some(unsafe { &*p })
+    /// The port `key`.
+    pub(crate) fn port(&self, key: PortKey) -> Option<&PortSlot<L>> {
+        self.ports.get(&key).map(|b| &**b)
     }
 
     /// Every port.
     pub(crate) fn ports(&self) -> impl ExactSizeIterator<Item = &PortSlot<L>> + '_ {
-        // SAFETY: as in `port`.
-        self.ports.values().map(|p| unsafe { &**p })
+        self.ports.values().map(|b| &**b)
     }
 
     /// Number of ports.
@@ -144,21 +138,7 @@ impl<L: RawSpinLock> Index<L> {
     pub(crate) fn switch_count(&self) -> usize {
         self.switches.len()
     }
-}
 
-/// The writers' copy: owns the port boxes.
-pub(crate) struct Master<L: RawSpinLock> {
-    pub(crate) switches: Vec<SwitchEntry>,
-    pub(crate) ports: HashMap<PortKey, Box<PortSlot<L>>, FixedState>,
-    /// Slots removed by this update: freed once no reader can reach them.
-    pub(crate) garbage: Vec<Box<PortSlot<L>>>,
-    next_switch_id: u32,
-    /// The stale index slot is run down (true after the first update).
-    stale_run_down: bool,
-    seed: u64,
-}
-
-impl<L: RawSpinLock> Master<L> {
     /// The switch named `name`, creating it if needed.
     ///
     /// # Errors
@@ -174,206 +154,126 @@ impl<L: RawSpinLock> Master<L> {
         Ok(id)
     }
 
-    /// The id of the switch named `name`.
-    pub(crate) fn switch_id(&self, name: &[u16]) -> Option<u32> {
-        self.switches.iter().find(|s| s.name.as_utf16() == name).map(|s| s.id)
+    /// Removes a port and returns it (the caller frees it after releasing the map).
+    pub(crate) fn remove_port(&mut self, key: PortKey) -> Option<Box<PortSlot<L>>> {
+        self.ports.remove(&key)
     }
 
-    /// Removes a port; its slot is freed after the update is published and drained.
+    /// Inserts (or replaces) a port; returns the port it replaced.
+    ///
+    /// # Errors
+    /// Out of memory (nothing changed; the slot is handed back).
+    pub(crate) fn insert_port(&mut self, slot: Box<PortSlot<L>>) -> InsertResult<L> {
+        if self.ports.try_reserve(1).is_err() {
+            return Err((CalloutError::Core(vsflow_core::Error::OutOfMemory), slot));
+        }
+        Ok(self.ports.insert(slot.key, slot))
+    }
+
+    /// Forgets a switch and returns its ports (the caller frees them after releasing the map).
     ///
     /// # Errors
     /// Out of memory (nothing removed).
-    pub(crate) fn remove_port(&mut self, key: PortKey) -> Result<(), CalloutError> {
-        if self.ports.contains_key(&key) {
-            self.garbage.try_reserve(1)?;
-            if let Some(slot) = self.ports.remove(&key) {
-                self.garbage.push(slot);
-            }
-        }
-        Ok(())
-    }
-
-    /// Inserts (or replaces) a port.
-    ///
-    /// # Errors
-    /// Out of memory (nothing changed).
-    pub(crate) fn insert_port(&mut self, slot: Box<PortSlot<L>>) -> Result<(), CalloutError> {
-        self.ports.try_reserve(1)?;
-        self.garbage.try_reserve(1)?;
-        if let Some(old) = self.ports.insert(slot.key, slot) {
-            self.garbage.push(old);
-        }
-        Ok(())
-    }
-
-    /// Forgets a switch and its ports.
-    ///
-    /// # Errors
-    /// Out of memory (nothing removed).
-    pub(crate) fn remove_switch(&mut self, id: u32) -> Result<(), CalloutError> {
+    pub(crate) fn remove_switch(&mut self, id: u32) -> Result<Vec<Box<PortSlot<L>>>, CalloutError> {
         let n = self.ports.keys().filter(|k| k.switch == id).count();
-        self.garbage.try_reserve(n)?;
-        let keys = self.ports.extract_if(|k, _| k.switch == id);
-        for (_, slot) in keys {
-            self.garbage.push(slot);
-        }
+        let mut gone = Vec::new();
+        gone.try_reserve_exact(n)?;
+        gone.extend(self.ports.extract_if(|k, _| k.switch == id).map(|(_, slot)| slot));
         self.switches.retain(|s| s.id != id);
-        Ok(())
-    }
-
-    fn build_index(&self) -> Result<Box<Index<L>>, CalloutError> {
-        let mut switches = Vec::new();
-        switches.try_reserve_exact(self.switches.len())?;
-        switches.extend_from_slice(&self.switches);
-        let mut ports = HashMap::with_hasher(FixedState::with_seed(self.seed));
-        ports.try_reserve(self.ports.len())?;
-        for (k, slot) in &self.ports {
-            ports.insert(*k, ptr::from_ref::<PortSlot<L>>(slot));
-        }
-        try_box(Index { switches, ports })
+        Ok(gone)
     }
 }
 
-struct IndexSlot<R> {
-    rundown: R,
-    index: AtomicPtr<()>,
-}
+/// What [`Master::insert_port`] gives back: the port replaced, or the error and the slot.
+pub(crate) type InsertResult<L> =
+    Result<Option<Box<PortSlot<L>>>, (CalloutError, Box<PortSlot<L>>)>;
 
-/// The port map: a writer-owned master copy and the published index readers use.
+/// One processor's lock, alone on its cache lines.
+#[repr(align(128))]
+struct CpuLock<R>(R);
+
+/// The port map: the switches and ports under one reader/writer spin lock per processor.
 pub(crate) struct PortMap<S: KernelServices> {
-    writer: PassiveMutex<S::Mutex, Master<S::Lock>>,
-    generation: AtomicUsize,
-    slots: [IndexSlot<S::Rundown>; 2],
-    closed: AtomicBool,
+    locks: Vec<CpuLock<S::RwLock>>,
+    map: UnsafeCell<Master<S::Lock>>,
 }
+
+// SAFETY: `map` is read only under a shared hold of some processor's lock and written only
+// under exclusive holds of all of them (module protocol); its contents are `Send`.
+unsafe impl<S: KernelServices> Sync for PortMap<S> where Master<S::Lock>: Send {}
+// SAFETY: as above; moving the map moves its contents.
+unsafe impl<S: KernelServices> Send for PortMap<S> where Master<S::Lock>: Send {}
 
 impl<S: KernelServices> PortMap<S> {
-    /// An empty map.
+    /// An empty map with one lock per processor.
     ///
     /// # Errors
     /// Out of memory.
     pub(crate) fn try_new(services: &S) -> Result<Self, CalloutError> {
-        let seed = services.hash_seed();
-        let master = Master {
+        let n = (services.processor_count() as usize).clamp(1, 1024);
+        let mut locks = Vec::new();
+        locks.try_reserve_exact(n)?;
+        locks.extend((0..n).map(|_| CpuLock(services.new_rw_lock())));
+        let map = Master {
             switches: Vec::new(),
-            ports: HashMap::with_hasher(FixedState::with_seed(seed)),
-            garbage: Vec::new(),
+            ports: HashMap::with_hasher(FixedState::with_seed(services.hash_seed())),
             next_switch_id: 1,
-            stale_run_down: false,
-            seed,
+            closed: false,
         };
-        let first = Box::into_raw(master.build_index()?).cast::<()>();
-        let slots = [
-            IndexSlot { rundown: services.new_rundown()?, index: AtomicPtr::new(first) },
-            IndexSlot { rundown: services.new_rundown()?, index: AtomicPtr::new(ptr::null_mut()) },
-        ];
-        Ok(Self {
-            writer: PassiveMutex::new(services.new_mutex(), master),
-            generation: AtomicUsize::new(0),
-            slots,
-            closed: AtomicBool::new(false),
-        })
+        Ok(Self { locks, map: UnsafeCell::new(map) })
     }
 
-    /// Runs `f` on the published index; `None` once the map is closed (stop). Any IRQL
-    /// `<= DISPATCH_LEVEL`; takes no lock.
-    pub(crate) fn read<R>(&self, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
-        loop {
-            let g = self.generation.load(Ordering::Acquire);
-            let slot = self.slot(g);
-            if let Some(_held) = RundownGuard::acquire(&slot.rundown) {
-                let p = slot.index.load(Ordering::Acquire).cast::<Index<S::Lock>>();
-                // SAFETY: a slot's index is replaced or freed only while the slot is run down,
-                // and this reader holds a reference on it (module protocol, step 1).
-                let index = unsafe { p.as_ref() }?;
-                return Some(f(index));
-            }
-            if self.closed.load(Ordering::Acquire) {
-                return None;
-            }
-            core::hint::spin_loop();
+    /// Runs `f` on the map under the current processor's lock, shared; `None` once closed
+    /// (stop). Any IRQL `<= DISPATCH_LEVEL`; `f` runs at `DISPATCH_LEVEL` and must be short.
+    pub(crate) fn read<R>(&self, cpu: u32, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
+        let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
+        let _shared = SharedGuard::acquire(&lock.0);
+        // SAFETY: a shared hold of one processor's lock excludes every writer (writers hold
+        // all of them exclusively), so no `&mut` to the map exists meanwhile.
+        let map = unsafe { &*self.map.get() };
+        if map.closed {
+            return None;
         }
+        Some(f(map))
     }
 
-    fn slot(&self, generation: usize) -> &IndexSlot<S::Rundown> {
-        let [even, odd] = &self.slots;
-        if generation & 1 == 0 { even } else { odd }
-    }
-
-    /// Changes the master copy with `f` and publishes the result (`PASSIVE_LEVEL`: waits for
-    /// readers of the previous index). If `f` fails nothing is published, and `f` must have
-    /// left the master unchanged.
+    /// Changes the map with `f` under every processor's lock, exclusive (any IRQL
+    /// `<= DISPATCH_LEVEL`; spins only while readers finish their short sections). Ports `f`
+    /// removes are returned by it and dropped by the caller after the locks are released.
     ///
     /// # Errors
-    /// What `f` returns, `InvalidState` once closed, or out of memory building the index
-    /// (then the master is changed but readers keep the previous index until the next update;
-    /// removed slots stay alive until then).
+    /// `InvalidState` once closed, or what `f` returns.
     pub(crate) fn update<R>(
         &self,
         f: impl FnOnce(&mut Master<S::Lock>) -> Result<R, CalloutError>,
     ) -> Result<R, CalloutError> {
-        let mut m = self.writer.lock();
-        if self.closed.load(Ordering::Acquire) {
-            return Err(CalloutError::InvalidState);
+        let mut held: Vec<ExclusiveGuard<'_, S::RwLock>> = Vec::new();
+        held.try_reserve_exact(self.locks.len())?;
+        held.extend(self.locks.iter().map(|l| ExclusiveGuard::acquire(&l.0)));
+        // SAFETY: every processor's lock is held exclusively: no reader and no other writer.
+        let map = unsafe { &mut *self.map.get() };
+        let r = if map.closed { Err(CalloutError::InvalidState) } else { f(map) };
+        // Release in reverse order: the first hold restores the caller's IRQL, last.
+        while let Some(guard) = held.pop() {
+            drop(guard);
         }
-        let r = f(&mut m)?;
-        let index = m.build_index()?;
-        let g = self.generation.load(Ordering::Acquire);
-        let stale = self.slot(g.wrapping_add(1));
-        if !m.stale_run_down {
-            stale.rundown.wait_for_release();
-        }
-        let old = stale.index.swap(Box::into_raw(index).cast(), Ordering::AcqRel);
-        free_index::<S::Lock>(old);
-        stale.rundown.reinitialize();
-        self.generation.store(g.wrapping_add(1), Ordering::Release);
-        // Step 2: drain every reader that may still see the previous index.
-        self.slot(g).rundown.wait_for_release();
-        m.stale_run_down = true;
-        m.garbage.clear();
-        Ok(r)
+        r
     }
 
-    /// Runs `f` on the master copy without publishing (`PASSIVE_LEVEL`; writers' reads).
-    pub(crate) fn with_master<R>(&self, f: impl FnOnce(&Master<S::Lock>) -> R) -> R {
-        f(&self.writer.lock())
-    }
-
-    /// Closes the map (stop): drains every reader, then frees every index and port. Readers
-    /// get `None` from then on.
-    pub(crate) fn close(&self) {
-        let mut m = self.writer.lock();
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let g = self.generation.load(Ordering::Acquire);
-        if !m.stale_run_down {
-            self.slot(g.wrapping_add(1)).rundown.wait_for_release();
-        }
-        self.slot(g).rundown.wait_for_release();
-        m.stale_run_down = true;
-        for s in &self.slots {
-            free_index::<S::Lock>(s.index.swap(ptr::null_mut(), Ordering::AcqRel));
-        }
-        m.ports.clear();
-        m.switches.clear();
-        m.garbage.clear();
-    }
-}
-
-fn free_index<L: RawSpinLock>(p: *mut ()) {
-    if !p.is_null() {
-        // SAFETY: `p` came from `Box::into_raw` of an `Index<L>` in `update`/`try_new` and was
-        // swapped out of its slot while the slot was run down: no reader holds it, and it is
-        // freed once.
-        drop(unsafe { Box::from_raw(p.cast::<Index<L>>()) });
-    }
-}
-
-impl<S: KernelServices> Drop for PortMap<S> {
-    fn drop(&mut self) {
-        for s in &self.slots {
-            free_index::<S::Lock>(s.index.swap(ptr::null_mut(), Ordering::AcqRel));
-        }
+    /// Closes the map (stop): waits for every reader in flight (classify included), then frees
+    /// every port; returns the classify calls they had counted. Readers get `None` from then
+    /// on.
+    pub(crate) fn close(&self) -> u64 {
+        let gone = self.update(|m| {
+            m.closed = true;
+            m.switches.clear();
+            let mut ports = HashMap::with_hasher(FixedState::with_seed(0));
+            core::mem::swap(&mut ports, &mut m.ports);
+            Ok(ports)
+        });
+        // Freed outside the locks.
+        gone.map_or(0, |ports| {
+            ports.into_values().map(|slot| slot.state.lock().classify_calls).sum()
+        })
     }
 }

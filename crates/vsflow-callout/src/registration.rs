@@ -27,28 +27,42 @@ use fwps_sys as sys;
 use fwps_sys::{GUID, HANDLE, NTSTATUS, nt_success};
 
 use crate::classify;
-use crate::driver::{Driver, Phase};
+use crate::driver::Driver;
 use crate::error::CalloutError;
 use crate::instances;
 use crate::keys::{self, HOOKS};
+use crate::percpu::Counter;
 use crate::services::{KernelServices, LogLevel, RawRundown};
 use crate::trace::TraceEvent;
+
+/// Lifecycle of the driver's WFP registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Created, `start` not called.
+    Created,
+    /// Waiting for the base filtering engine to report RUNNING.
+    WaitingForBfe,
+    /// Callouts, objects and vSwitch subscription in place.
+    Running,
+    /// Stopped (terminal).
+    Stopped,
+}
 
 /// Registration handles. Only touched at `PASSIVE_LEVEL` by start, the BFE callback and stop.
 #[derive(Debug)]
 pub struct Registration {
     /// Current phase.
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// Engine session handle.
-    pub engine: usize,
+    pub(crate) engine: usize,
     /// Run-time ids of the registered callouts (0 = not registered).
-    pub callout_ids: [u32; 4],
+    pub(crate) callout_ids: [u32; 4],
     /// vSwitch subscription id.
-    pub subscription: Option<u32>,
+    pub(crate) subscription: Option<u32>,
     /// BFE state-change subscription handle.
-    pub bfe: usize,
+    pub(crate) bfe: usize,
     /// A registration attempt is running (guards against a BFE callback racing stop).
-    pub busy: bool,
+    pub(crate) busy: bool,
 }
 
 impl Default for Registration {
@@ -123,7 +137,7 @@ impl<S: KernelServices> Driver<S> {
         };
         if let Err(e) = check(status) {
             self.reg.lock().phase = Phase::Created;
-            return Err(e);
+            return Err(self.fail_step("FwpmBfeStateSubscribeChanges0", e));
         }
         self.reg.lock().bfe = handle as usize;
         // SAFETY: no preconditions.
@@ -436,7 +450,8 @@ impl<S: KernelServices> Driver<S> {
         // 5. Callouts (waits and retries while busy).
         self.unregister_callouts();
         // 6. Classify calls in flight drained, every port (and its save buffer) freed.
-        self.ports.close();
+        let calls = self.ports.close();
+        self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
         instances::unregister(self.address());
         self.reg.lock().phase = Phase::Stopped;
         self.log(LogLevel::Info, format_args!("stopped"));

@@ -77,19 +77,31 @@ pub unsafe trait RawRundown: Send + Sync {
     fn reinitialize(&self);
 }
 
-/// A mutex for `PASSIVE_LEVEL` code that may wait while holding it (`FAST_MUTEX`:
-/// `ExAcquireFastMutex` / `ExReleaseFastMutex`; the holder runs at `APC_LEVEL`).
+/// A reader/writer spin lock (`EX_SPIN_LOCK`).
+///
+/// `ExAcquireSpinLockShared` / `ExReleaseSpinLockShared`, `ExAcquireSpinLockExclusive` /
+/// `ExReleaseSpinLockExclusive`. Both raise to `DISPATCH_LEVEL`; usable at
+/// `IRQL <= DISPATCH_LEVEL`.
 ///
 /// # Safety
-/// Implementors guarantee mutual exclusion between `lock` and the matching `unlock`.
-pub unsafe trait RawMutex: Send + Sync {
-    /// Acquires it (`IRQL < DISPATCH_LEVEL`).
-    fn lock(&self);
-    /// Releases it.
+/// Implementors guarantee that an exclusive holder excludes every other holder, and that
+/// shared holders exclude only exclusive ones. A shared holder must never ask for the same lock
+/// exclusively (the documented deadlock; the simulator reports it).
+pub unsafe trait RawRwSpinLock: Send + Sync {
+    /// Acquires it shared; returns the previous IRQL.
+    fn lock_shared(&self) -> u8;
+    /// Releases a shared hold.
     ///
     /// # Safety
-    /// The calling thread holds it.
-    unsafe fn unlock(&self);
+    /// The caller holds it shared, acquired with the IRQL in `token`.
+    unsafe fn unlock_shared(&self, token: u8);
+    /// Acquires it exclusively; returns the previous IRQL.
+    fn lock_exclusive(&self) -> u8;
+    /// Releases an exclusive hold.
+    ///
+    /// # Safety
+    /// The caller holds it exclusively, acquired with the IRQL in `token`.
+    unsafe fn unlock_exclusive(&self, token: u8);
 }
 
 /// Kernel services. All methods are callable at `IRQL <= DISPATCH_LEVEL` unless noted.
@@ -98,8 +110,8 @@ pub trait KernelServices: Send + Sync + 'static {
     type Lock: RawSpinLock;
     /// The cache-aware rundown type.
     type Rundown: RawRundown;
-    /// The passive-level mutex type.
-    type Mutex: RawMutex;
+    /// The reader/writer spin lock type.
+    type RwLock: RawRwSpinLock;
 
     /// A new, unlocked lock.
     fn new_lock(&self) -> Self::Lock;
@@ -111,8 +123,8 @@ pub trait KernelServices: Send + Sync + 'static {
     /// Out of memory.
     fn new_rundown(&self) -> Result<Self::Rundown, CalloutError>;
 
-    /// A new, unowned passive-level mutex (`ExInitializeFastMutex`).
-    fn new_mutex(&self) -> Self::Mutex;
+    /// A new, unowned reader/writer spin lock (an `EX_SPIN_LOCK` initialized to 0).
+    fn new_rw_lock(&self) -> Self::RwLock;
 
     /// The processor the caller runs on, `0..processor_count()`
     /// (`KeGetCurrentProcessorNumberEx`). Only a hint for spreading counters: the caller may

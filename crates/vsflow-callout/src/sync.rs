@@ -3,7 +3,7 @@
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 
-use crate::services::{RawMutex, RawRundown, RawSpinLock};
+use crate::services::{RawRundown, RawRwSpinLock, RawSpinLock};
 
 /// Data protected by a [`RawSpinLock`].
 pub struct SpinMutex<L: RawSpinLock, T> {
@@ -58,54 +58,45 @@ impl<L: RawSpinLock, T> Drop for SpinGuard<'_, L, T> {
     }
 }
 
-/// Data protected by a passive-level [`RawMutex`] (code that may wait while holding it).
-pub struct PassiveMutex<M: RawMutex, T> {
-    lock: M,
-    data: UnsafeCell<T>,
+/// A shared hold of a [`RawRwSpinLock`]; released on drop.
+pub struct SharedGuard<'a, L: RawRwSpinLock> {
+    lock: &'a L,
+    token: u8,
 }
 
-// SAFETY: access to `data` is serialized by `lock` (see `RawMutex`'s contract).
-unsafe impl<M: RawMutex, T: Send> Sync for PassiveMutex<M, T> {}
-// SAFETY: as above; moving the mutex moves the data.
-unsafe impl<M: RawMutex, T: Send> Send for PassiveMutex<M, T> {}
-
-impl<M: RawMutex, T> PassiveMutex<M, T> {
-    /// Wraps `data`.
-    pub const fn new(lock: M, data: T) -> Self {
-        Self { lock, data: UnsafeCell::new(data) }
-    }
-
-    /// Acquires the mutex (`PASSIVE_LEVEL`).
-    pub fn lock(&self) -> PassiveGuard<'_, M, T> {
-        self.lock.lock();
-        PassiveGuard { mutex: self }
+impl<'a, L: RawRwSpinLock> SharedGuard<'a, L> {
+    /// Acquires `lock` shared.
+    pub fn acquire(lock: &'a L) -> Self {
+        let token = lock.lock_shared();
+        Self { lock, token }
     }
 }
 
-/// Proof of holding a [`PassiveMutex`]; releases it on drop.
-pub struct PassiveGuard<'a, M: RawMutex, T> {
-    mutex: &'a PassiveMutex<M, T>,
-}
-
-impl<M: RawMutex, T> Deref for PassiveGuard<'_, M, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: the guard holds the mutex, so no other reference to the data exists.
-        unsafe { &*self.mutex.data.get() }
-    }
-}
-
-impl<M: RawMutex, T> DerefMut for PassiveGuard<'_, M, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard holds the mutex and is borrowed mutably: the only reference.
-        unsafe { &mut *self.mutex.data.get() }
-    }
-}
-
-impl<M: RawMutex, T> Drop for PassiveGuard<'_, M, T> {
+impl<L: RawRwSpinLock> Drop for SharedGuard<'_, L> {
     fn drop(&mut self) {
-        // SAFETY: this guard acquired the mutex and releases it exactly once.
-        unsafe { self.mutex.lock.unlock() };
+        // SAFETY: this guard acquired the lock shared with `token`; released once.
+        unsafe { self.lock.unlock_shared(self.token) };
+    }
+}
+
+/// An exclusive hold of a [`RawRwSpinLock`]; released on drop.
+pub struct ExclusiveGuard<'a, L: RawRwSpinLock> {
+    lock: &'a L,
+    token: u8,
+}
+
+impl<'a, L: RawRwSpinLock> ExclusiveGuard<'a, L> {
+    /// Acquires `lock` exclusively.
+    pub fn acquire(lock: &'a L) -> Self {
+        let token = lock.lock_exclusive();
+        Self { lock, token }
+    }
+}
+
+impl<L: RawRwSpinLock> Drop for ExclusiveGuard<'_, L> {
+    fn drop(&mut self) {
+        // SAFETY: this guard acquired the lock exclusively with `token`; released once.
+        unsafe { self.lock.unlock_exclusive(self.token) };
     }
 }
 

@@ -203,422 +203,291 @@ fn the_checker_catches_a_protocol_that_completes_without_removing() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Port delete vs classify vs restore vs unload: the published port index (ports.rs).
+// Port delete vs classify vs restore vs unload: the port map (ports.rs).
 //
-// A step-level model of `PortMap` (two index slots, each with a cache-aware rundown), explored
-// over every interleaving with memoized states, together with the real `PendingSet`. Each
-// actor's steps are those of the driver code named beside it; a rundown's acquire is two steps
-// (increment, then check the run-down flag) and a wait is two (set the flag, then wait for zero),
-// which is where the races are. Checked in every reachable state: no actor reads a freed port
-// or index; at the end every pended notification was completed exactly once, every port is
-// freed after stop, and no rundown reference is left.
+// A step-level model of `PortMap`: one reader/writer spin lock per processor; a reader takes its
+// processor's lock shared, a writer takes every processor's lock exclusively in order, changes
+// the map and frees what it removed after releasing them. Explored over every interleaving with
+// memoized states. Actors: classify on each processor, the restore worker (whoever removes a
+// pended entry completes it, then applies through the map as a reader), a port delete (cancel
+// the port's pended restores, then the exclusive update), and stop (close the pending set and
+// cancel all, then close the map: exclusive, take every port, free them). Checked in every
+// reachable state: no reader uses a freed port, no deadlock; at the end every pended
+// notification completed exactly once, every port freed, every lock free.
 // ---------------------------------------------------------------------------------------------
 
 mod portmap {
     use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-    use vsflow_callout::pending::PendingSet;
-    use vsflow_callout::ports::PortKey;
+    const CPUS: usize = 2;
 
-    const fn key(port: u32) -> PortKey {
-        PortKey { switch: 1, port }
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Default)]
+    struct RwLock {
+        shared: u32,
+        exclusive: bool,
     }
 
-    #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-    struct Slot {
-        count: u32,
-        run_down: bool,
-        /// Index id in this slot (None = empty).
-        index: Option<u32>,
-    }
-
-    /// A reader of the index (`PortMap::read`): classify, the restore worker's apply, IOCTLs.
     #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
     enum Reader {
         Start,
-        /// Loaded generation `g`, about to increment slot `g & 1`.
-        Loaded(usize),
-        /// Incremented slot `s`, about to check its run-down flag.
-        Incremented(usize),
-        /// Holds slot `s`; about to read its index and look up the port.
-        Holding(usize),
-        /// Holds slot `s` and uses port `p` (under the port lock).
-        Using(usize, u32),
+        /// Holds its processor's lock shared.
+        Holding,
+        /// Holds it and uses port `p` (under the port's lock).
+        Using(u32),
+        Done,
+    }
+
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+    enum Writer {
+        /// Holds the first `n` processors' locks exclusively.
+        Locking(usize),
+        /// Changed the map; releasing (holds `n` locks still).
+        Releasing(usize),
+        /// Locks released; frees what it removed.
+        Freeing,
         Done,
     }
 
     #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
     enum Actor {
-        /// Classify of a packet of `port`.
-        Classify { port: u32, r: Reader },
-        /// `restore_fn` (pend) of `port`, one step.
-        Restore { port: u32, done: bool },
-        /// The work item: `take_next`; remove; read-apply; complete; repeat.
-        Worker { phase: u8, job: Option<(u64, u32)>, r: Reader },
-        /// `on_port(PORT_DELETE)`: cancel, then `PortMap::update` (fill stale slot, publish,
-        /// run the old slot down, wait, free).
-        Delete { port: u32, phase: u8 },
-        /// `Driver::stop`: close and cancel pending, then `PortMap::close`.
-        Stop { phase: u8 },
+        Classify {
+            cpu: usize,
+            port: u32,
+            r: Reader,
+        },
+        /// Pends a restore of `port` (refused once the pending set is closed).
+        Restore {
+            port: u32,
+            done: bool,
+        },
+        /// The work item on processor `cpu`: take; remove (then complete); apply as a reader.
+        Worker {
+            cpu: usize,
+            job: Option<(usize, u32)>,
+            removed: bool,
+            r: Reader,
+        },
+        /// Port delete: cancel its pended restores, then the exclusive update.
+        Delete {
+            port: u32,
+            cancelled: bool,
+            w: Writer,
+        },
+        /// Stop: close the pending set and cancel everything, then close the map.
+        Stop {
+            cancelled: bool,
+            w: Writer,
+        },
     }
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq)]
     struct World {
-        generation: usize,
-        slots: [Slot; 2],
-        stale_run_down: bool,
+        locks: [RwLock; CPUS],
         closed: bool,
-        /// Index id -> ports it holds.
-        indexes: BTreeMap<u32, BTreeSet<u32>>,
-        next_index: u32,
-        freed_indexes: BTreeSet<u32>,
-        live_ports: BTreeSet<u32>,
-        freed_ports: BTreeSet<u32>,
-        /// Ports removed by the writer, freed after the drain.
-        garbage: BTreeSet<u32>,
-        pending_items: Vec<(u64, usize, u32, bool)>,
+        map: BTreeSet<u32>,
+        freed: BTreeSet<u32>,
+        /// Removed by a writer, not yet freed: (writer index, port).
+        removed: BTreeSet<(usize, u32)>,
+        /// Pended: (context, port, taken by the worker).
+        pending: Vec<(usize, u32, bool)>,
         pending_closed: bool,
-        next_pending: u64,
-        completed: BTreeMap<usize, u32>,
         pended: Vec<usize>,
+        completed: BTreeMap<usize, u32>,
         actors: Vec<Actor>,
     }
 
     impl World {
         fn new(ports: &[u32], actors: Vec<Actor>) -> Self {
-            let mut indexes = BTreeMap::new();
-            indexes.insert(0, ports.iter().copied().collect());
             Self {
-                generation: 0,
-                slots: [
-                    Slot { count: 0, run_down: false, index: Some(0) },
-                    Slot { count: 0, run_down: false, index: None },
-                ],
-                stale_run_down: false,
+                locks: [RwLock::default(); CPUS],
                 closed: false,
-                indexes,
-                next_index: 1,
-                freed_indexes: BTreeSet::new(),
-                live_ports: ports.iter().copied().collect(),
-                freed_ports: BTreeSet::new(),
-                garbage: BTreeSet::new(),
-                pending_items: Vec::new(),
+                map: ports.iter().copied().collect(),
+                freed: BTreeSet::new(),
+                removed: BTreeSet::new(),
+                pending: Vec::new(),
                 pending_closed: false,
-                next_pending: 0,
-                completed: BTreeMap::new(),
                 pended: Vec::new(),
+                completed: BTreeMap::new(),
                 actors,
             }
-        }
-
-        /// The real `PendingSet` loaded with this world's entries (its protocol decides).
-        fn pending(&self) -> PendingSet {
-            let mut p = PendingSet::default();
-            // Rebuild preserving ids: push placeholders until ids line up.
-            let mut items = self.pending_items.clone();
-            items.sort_by_key(|e| e.0);
-            let mut next = 1u64;
-            for (id, ctx, port, taken) in items {
-                while next < id {
-                    let filler = p.push(0, key(u32::MAX), vec![]).unwrap();
-                    let _ = p.remove(filler);
-                    next += 1;
-                }
-                let got = p.push(ctx, key(port), vec![1]).unwrap();
-                assert_eq!(got, id);
-                let _ = taken; // marked below, in id order
-                next += 1;
-            }
-            // Re-mark taken entries in id order.
-            let mut order: Vec<_> = self.pending_items.clone();
-            order.sort_by_key(|e| e.0);
-            for (id, _, _, taken) in order {
-                if taken {
-                    // take_next hands out the oldest untaken: consume until this one.
-                    loop {
-                        let (got, _, _) = p.take_next().unwrap();
-                        if got == id {
-                            break;
-                        }
-                    }
-                }
-            }
-            while next <= self.next_pending {
-                let filler = p.push(0, key(u32::MAX), vec![]).unwrap();
-                let _ = p.remove(filler);
-                next += 1;
-            }
-            if self.pending_closed {
-                p.close();
-            }
-            p
         }
 
         fn complete(&mut self, ctx: usize) {
             *self.completed.entry(ctx).or_default() += 1;
         }
 
-        fn slot_of(g: usize) -> usize {
-            g & 1
-        }
-
-        /// One step of a reader wanting `port`; returns the next reader state, and whether
-        /// the port was found (at `Using`). Panics on a use after free.
-        fn read_step(&mut self, r: Reader, port: u32) -> Reader {
-            match r {
-                Reader::Start => Reader::Loaded(self.generation),
-                Reader::Loaded(g) => {
-                    let s = Self::slot_of(g);
-                    if self.slots[s].run_down {
-                        if self.closed {
-                            return Reader::Done;
-                        }
-                        return Reader::Start; // retry with the new generation
+        /// One step of a reader on `cpu` wanting `port`; `None` when blocked.
+        fn read_step(&mut self, cpu: usize, r: Reader, port: u32) -> Option<Reader> {
+            Some(match r {
+                Reader::Start => {
+                    if self.locks[cpu].exclusive {
+                        return None;
                     }
-                    self.slots[s].count += 1;
-                    Reader::Incremented(s)
+                    self.locks[cpu].shared += 1;
+                    Reader::Holding
                 }
-                Reader::Incremented(s) => {
-                    if self.slots[s].run_down {
-                        self.slots[s].count -= 1;
-                        if self.closed {
-                            return Reader::Done;
-                        }
-                        return Reader::Start;
-                    }
-                    Reader::Holding(s)
-                }
-                Reader::Holding(s) => {
-                    let Some(ix) = self.slots[s].index else {
-                        self.slots[s].count -= 1;
-                        return Reader::Done;
-                    };
-                    assert!(!self.freed_indexes.contains(&ix), "reader read freed index {ix}");
-                    if self.indexes[&ix].contains(&port) {
-                        Reader::Using(s, port)
+                Reader::Holding => {
+                    if !self.closed && self.map.contains(&port) {
+                        Reader::Using(port)
                     } else {
-                        self.slots[s].count -= 1;
+                        self.locks[cpu].shared -= 1;
                         Reader::Done
                     }
                 }
-                Reader::Using(s, p) => {
-                    assert!(!self.freed_ports.contains(&p), "port {p} used after free");
-                    self.slots[s].count -= 1;
+                Reader::Using(p) => {
+                    assert!(!self.freed.contains(&p), "port {p} used after free");
+                    self.locks[cpu].shared -= 1;
                     Reader::Done
                 }
-                Reader::Done => Reader::Done,
-            }
+                Reader::Done => return None,
+            })
         }
 
-        /// Writer's `update` step `phase` removing `port` (or closing when `port` is None).
-        /// Returns the next phase, or None when it cannot proceed yet (a wait).
-        fn update_step(&mut self, phase: u8, port: u32) -> Option<u8> {
-            let g = self.generation;
-            let stale = Self::slot_of(g + 1);
-            let old = Self::slot_of(g);
-            match phase {
-                // Remove from the master copy (into garbage).
-                0 => {
-                    if self.live_ports.remove(&port) {
-                        self.garbage.insert(port);
-                    }
-                    Some(1)
-                }
-                // Run the stale slot down if it is not yet (set flag).
-                1 => {
-                    if !self.stale_run_down {
-                        self.slots[stale].run_down = true;
-                    }
-                    Some(2)
-                }
-                // ... and wait for its readers.
-                2 => (self.slots[stale].count == 0).then_some(3),
-                // Replace its index (free the old one), reinitialize, publish.
-                3 => {
-                    let id = self.next_index;
-                    self.next_index += 1;
-                    self.indexes.insert(id, self.live_ports.clone());
-                    if let Some(prev) = self.slots[stale].index.replace(id) {
-                        self.freed_indexes.insert(prev);
-                    }
-                    self.slots[stale].run_down = false;
-                    self.generation = g + 1;
-                    Some(4)
-                }
-                // Run the old slot down...
-                4 => {
-                    let old_after = Self::slot_of(self.generation - 1);
-                    let _ = old;
-                    self.slots[old_after].run_down = true;
-                    Some(5)
-                }
-                // ... wait, then free the garbage.
-                5 => {
-                    let old_after = Self::slot_of(self.generation - 1);
-                    if self.slots[old_after].count != 0 {
+        /// One step of writer `me`; `change` runs once every lock is held. `None` when blocked.
+        fn write_step(
+            &mut self,
+            me: usize,
+            w: Writer,
+            change: impl FnOnce(&mut Self),
+        ) -> Option<Writer> {
+            Some(match w {
+                Writer::Locking(n) if n < CPUS => {
+                    let l = &mut self.locks[n];
+                    if l.exclusive || l.shared > 0 {
                         return None;
                     }
-                    self.stale_run_down = true;
-                    let garbage = std::mem::take(&mut self.garbage);
-                    self.freed_ports.extend(garbage);
-                    Some(6)
+                    l.exclusive = true;
+                    Writer::Locking(n + 1)
                 }
-                _ => Some(6),
-            }
+                Writer::Locking(_) => {
+                    change(self);
+                    Writer::Releasing(CPUS)
+                }
+                Writer::Releasing(0) => Writer::Freeing,
+                Writer::Releasing(n) => {
+                    self.locks[n - 1].exclusive = false;
+                    Writer::Releasing(n - 1)
+                }
+                Writer::Freeing => {
+                    let mine: Vec<_> =
+                        self.removed.iter().filter(|(w, _)| *w == me).copied().collect();
+                    for (w, p) in mine {
+                        self.removed.remove(&(w, p));
+                        self.freed.insert(p);
+                    }
+                    Writer::Done
+                }
+                Writer::Done => return None,
+            })
         }
 
         #[allow(clippy::too_many_lines, reason = "one arm per actor step, as in the driver")]
         fn step(&mut self, i: usize) -> bool {
             let actor = self.actors[i];
             let next = match actor {
-                Actor::Classify { r: Reader::Done, .. }
-                | Actor::Restore { done: true, .. }
-                | Actor::Delete { phase: 7, .. }
-                | Actor::Stop { phase: 4, .. } => return false,
-                Actor::Classify { port, r } => Actor::Classify { port, r: self.read_step(r, port) },
+                Actor::Classify { cpu, port, r } => match self.read_step(cpu, r, port) {
+                    Some(r) => Actor::Classify { cpu, port, r },
+                    None => return false,
+                },
+                Actor::Restore { done: true, .. } => return false,
                 Actor::Restore { port, .. } => {
-                    let mut p = self.pending();
-                    let ctx = 0x1000 + self.pended.len();
-                    if let Ok(id) = p.push(ctx, key(port), vec![1]) {
-                        self.pending_items.push((id, ctx, port, false));
-                        self.next_pending = id;
+                    if !self.pending_closed {
+                        let ctx = 0x1000 + self.pended.len();
+                        self.pending.push((ctx, port, false));
                         self.pended.push(ctx);
                     }
                     Actor::Restore { port, done: true }
                 }
-                Actor::Worker { phase: 0, .. } => {
-                    let mut p = self.pending();
-                    match p.take_next() {
-                        Some((id, k, _)) => {
-                            for e in &mut self.pending_items {
-                                if e.0 == id {
-                                    e.3 = true;
-                                }
+                Actor::Worker { cpu, job: None, .. } => {
+                    let Some(e) = self.pending.iter_mut().find(|e| !e.2) else { return false };
+                    e.2 = true;
+                    let (ctx, port) = (e.0, e.1);
+                    Actor::Worker { cpu, job: Some((ctx, port)), removed: false, r: Reader::Start }
+                }
+                // Decoded outside every lock; whoever removes the entry completes it.
+                Actor::Worker { cpu, job: Some((ctx, port)), removed: false, .. } => {
+                    match self.pending.iter().position(|e| e.0 == ctx) {
+                        Some(at) => {
+                            self.pending.remove(at);
+                            Actor::Worker {
+                                cpu,
+                                job: Some((ctx, port)),
+                                removed: true,
+                                r: Reader::Start,
                             }
-                            Actor::Worker { phase: 1, job: Some((id, k.port)), r: Reader::Start }
                         }
+                        None => Actor::Worker { cpu, job: None, removed: false, r: Reader::Start },
+                    }
+                }
+                // Apply under the port's lock, found through the map; then complete.
+                Actor::Worker { cpu, job: Some((ctx, port)), removed: true, r } => {
+                    match self.read_step(cpu, r, port) {
+                        Some(Reader::Done) => {
+                            self.complete(ctx);
+                            Actor::Worker { cpu, job: None, removed: false, r: Reader::Start }
+                        }
+                        Some(r) => Actor::Worker { cpu, job: Some((ctx, port)), removed: true, r },
                         None => return false,
                     }
                 }
-                // Decoded (outside locks); remove its entry: whoever removes completes.
-                Actor::Worker { phase: 1, job: Some((id, port)), .. } => {
-                    let mut p = self.pending();
-                    match p.remove(id) {
-                        Some(_) => {
-                            self.pending_items.retain(|e| e.0 != id);
-                            Actor::Worker { phase: 2, job: Some((id, port)), r: Reader::Start }
+                Actor::Delete { port, cancelled: false, w } => {
+                    match self.pending.iter().position(|e| e.1 == port) {
+                        Some(at) => {
+                            let (ctx, _, _) = self.pending.remove(at);
+                            self.complete(ctx);
+                            Actor::Delete { port, cancelled: false, w }
                         }
-                        None => Actor::Worker { phase: 0, job: None, r: Reader::Start },
+                        None => Actor::Delete { port, cancelled: true, w },
                     }
                 }
-                // Apply under the port lock, found through the index (a reader).
-                Actor::Worker { phase: 2, job: Some((id, port)), r } => {
-                    let r = self.read_step(r, port);
-                    if r == Reader::Done {
-                        let ctx = Self::pended_ctx(id);
-                        self.complete(ctx);
-                        Actor::Worker { phase: 0, job: None, r: Reader::Start }
-                    } else {
-                        Actor::Worker { phase: 2, job: Some((id, port)), r }
-                    }
-                }
-                Actor::Worker { .. } => return false,
-                // Port delete: cancel its pended restores, then update the index.
-                Actor::Delete { port, phase: 0 } => {
-                    if self.closed {
-                        Actor::Delete { port, phase: 7 }
-                    } else {
-                        let mut p = self.pending();
-                        match p.remove_where(|k| *k == key(port)) {
-                            Some(e) => {
-                                self.pending_items.retain(|x| x.1 != e.completion);
-                                self.complete(e.completion);
-                                Actor::Delete { port, phase: 0 }
-                            }
-                            None => Actor::Delete { port, phase: 1 },
+                Actor::Delete { port, cancelled: true, w } => {
+                    let next = self.write_step(i, w, |world| {
+                        if !world.closed && world.map.remove(&port) {
+                            world.removed.insert((i, port));
                         }
-                    }
-                }
-                // `update` runs under the writers' passive mutex: one writer at a time, and it
-                // checks `closed` first (then it changes nothing).
-                Actor::Delete { port, phase: 1 } => {
-                    let other_writer = self.actors.iter().enumerate().any(|(j, a)| {
-                        j != i
-                            && matches!(
-                                a,
-                                Actor::Delete { phase: 2..=6, .. } | Actor::Stop { phase: 2..=3 }
-                            )
                     });
-                    if other_writer {
-                        return false;
-                    }
-                    if self.closed {
-                        Actor::Delete { port, phase: 7 }
-                    } else {
-                        match self.update_step(0, port) {
-                            Some(n) => Actor::Delete { port, phase: n + 1 },
-                            None => return false,
-                        }
+                    match next {
+                        Some(w) => Actor::Delete { port, cancelled: true, w },
+                        None => return false,
                     }
                 }
-                Actor::Delete { port, phase } => match self.update_step(phase - 1, port) {
-                    Some(n) => Actor::Delete { port, phase: n + 1 },
-                    None => return false,
-                },
-                // Stop: close the pending set and complete everything in it.
-                Actor::Stop { phase: 0 } => {
-                    let mut p = self.pending();
-                    p.close();
+                Actor::Stop { cancelled: false, w } => {
                     self.pending_closed = true;
-                    match p.remove_where(|_| true) {
-                        Some(e) => {
-                            self.pending_items.retain(|x| x.1 != e.completion);
-                            self.complete(e.completion);
-                            Actor::Stop { phase: 0 }
+                    match self.pending.pop() {
+                        Some((ctx, _, _)) => {
+                            self.complete(ctx);
+                            Actor::Stop { cancelled: false, w }
                         }
-                        None => Actor::Stop { phase: 1 },
+                        None => Actor::Stop { cancelled: true, w },
                     }
                 }
-                // PortMap::close: closed flag, run both slots down (set), then wait, free all.
-                Actor::Stop { phase: 1 } => {
-                    // Serialized with writers by the passive mutex: only when no delete is
-                    // mid-update.
-                    if self.actors.iter().any(|a| matches!(a, Actor::Delete { phase: 2..=6, .. })) {
-                        return false;
-                    }
-                    self.closed = true;
-                    self.slots[0].run_down = true;
-                    self.slots[1].run_down = true;
-                    Actor::Stop { phase: 2 }
-                }
-                Actor::Stop { phase: 2 } => {
-                    if self.slots.iter().any(|s| s.count != 0) {
-                        return false;
-                    }
-                    Actor::Stop { phase: 3 }
-                }
-                Actor::Stop { .. } => {
-                    for s in &mut self.slots {
-                        if let Some(ix) = s.index.take() {
-                            self.freed_indexes.insert(ix);
+                Actor::Stop { cancelled: true, w } => {
+                    let next = self.write_step(i, w, |world| {
+                        world.closed = true;
+                        let all: Vec<u32> = std::mem::take(&mut world.map).into_iter().collect();
+                        for p in all {
+                            world.removed.insert((i, p));
                         }
+                    });
+                    match next {
+                        Some(w) => Actor::Stop { cancelled: true, w },
+                        None => return false,
                     }
-                    let all: Vec<u32> = self.live_ports.iter().copied().collect();
-                    self.freed_ports.extend(all);
-                    self.live_ports.clear();
-                    Actor::Stop { phase: 4 }
                 }
             };
-            if next == actor {
-                return false;
-            }
             self.actors[i] = next;
             true
         }
 
-        fn pended_ctx(id: u64) -> usize {
-            // Contexts are 0x1000 + order of pending; ids start at 1 in the same order.
-            0x1000 + usize::try_from(id - 1).unwrap()
+        fn finished(a: &Actor) -> bool {
+            matches!(
+                a,
+                Actor::Classify { r: Reader::Done, .. }
+                    | Actor::Restore { done: true, .. }
+                    | Actor::Worker { job: None, .. }
+                    | Actor::Delete { w: Writer::Done, .. }
+                    | Actor::Stop { w: Writer::Done, .. }
+            )
         }
 
         fn check_end(&self) -> Result<(), String> {
@@ -628,10 +497,10 @@ mod portmap {
                     return Err(format!("notification {ctx:#x} completed {n} times"));
                 }
             }
-            if self.slots.iter().any(|s| s.count != 0) {
-                return Err("a rundown reference was never released".to_owned());
+            if self.locks.iter().any(|l| l.shared > 0 || l.exclusive) {
+                return Err("a lock is still held".to_owned());
             }
-            if !self.live_ports.is_empty() {
+            if !self.map.is_empty() || !self.removed.is_empty() {
                 return Err("ports left after stop".to_owned());
             }
             Ok(())
@@ -651,22 +520,8 @@ mod portmap {
             }
         }
         if !progressed {
-            // Every actor is done or blocked: with a stop among them, the end state.
-            let blocked: Vec<_> = w
-                .actors
-                .iter()
-                .filter(|a| {
-                    !matches!(
-                        a,
-                        Actor::Classify { r: Reader::Done, .. }
-                            | Actor::Restore { done: true, .. }
-                            | Actor::Worker { phase: 0, .. }
-                            | Actor::Delete { phase: 7, .. }
-                            | Actor::Stop { phase: 4, .. }
-                    )
-                })
-                .collect();
-            assert!(blocked.is_empty(), "deadlock: {blocked:?} in {w:#?}");
+            let stuck: Vec<_> = w.actors.iter().filter(|a| !World::finished(a)).collect();
+            assert!(stuck.is_empty(), "deadlock: {stuck:?} in {w:#?}");
             if let Err(e) = w.check_end() {
                 panic!("{e} in final state {w:#?}");
             }
@@ -674,52 +529,53 @@ mod portmap {
         }
     }
 
-    #[test]
-    fn port_delete_vs_classify_vs_restore_vs_unload_never_reads_a_freed_port() {
-        // The test ids are sequential: PendingSet ids start at 1 in push order, which
-        // `pended_ctx` relies on (ids also advance for fillers, so keep restores first).
-        let actors = vec![
-            Actor::Restore { port: 1, done: false },
-            Actor::Classify { port: 1, r: Reader::Start },
-            Actor::Classify { port: 2, r: Reader::Start },
-            Actor::Worker { phase: 0, job: None, r: Reader::Start },
-            Actor::Delete { port: 1, phase: 0 },
-            Actor::Stop { phase: 0 },
-        ];
+    fn run(ports: &[u32], actors: Vec<Actor>) -> (u64, usize) {
         let mut seen = HashSet::new();
         let mut ends = 0;
-        explore(&World::new(&[1, 2], actors), &mut seen, &mut ends);
-        assert!(ends >= 2 && seen.len() > 5_000, "{ends} end states, {} states", seen.len());
+        explore(&World::new(ports, actors), &mut seen, &mut ends);
+        (ends, seen.len())
     }
 
     #[test]
-    fn two_deletes_and_a_classify_interleave_safely() {
-        let actors = vec![
-            Actor::Classify { port: 2, r: Reader::Start },
-            Actor::Classify { port: 1, r: Reader::Start },
-            Actor::Delete { port: 1, phase: 0 },
-            Actor::Delete { port: 2, phase: 0 },
-            Actor::Stop { phase: 0 },
-        ];
-        let mut seen = HashSet::new();
-        let mut ends = 0;
-        explore(&World::new(&[1, 2], actors), &mut seen, &mut ends);
-        assert!(ends > 1, "{ends}");
+    fn port_delete_vs_classify_vs_restore_vs_unload_never_uses_a_freed_port() {
+        let (ends, states) = run(
+            &[1, 2],
+            vec![
+                Actor::Restore { port: 1, done: false },
+                Actor::Classify { cpu: 0, port: 1, r: Reader::Start },
+                Actor::Classify { cpu: 1, port: 1, r: Reader::Start },
+                Actor::Worker { cpu: 1, job: None, removed: false, r: Reader::Start },
+                Actor::Delete { port: 1, cancelled: false, w: Writer::Locking(0) },
+                Actor::Stop { cancelled: false, w: Writer::Locking(0) },
+            ],
+        );
+        assert!(ends >= 2 && states > 1_000, "{ends} end states, {states} states");
     }
 
     #[test]
-    fn the_model_catches_freeing_before_the_drain() {
-        // A writer that frees the removed port right after publishing (no wait) must be
-        // caught: a reader that loaded the old index uses the freed port.
-        let mut w = World::new(&[1], vec![Actor::Classify { port: 1, r: Reader::Start }]);
-        for _ in 0..3 {
-            w.step(0); // Loaded -> Incremented -> Holding
-        }
-        assert_eq!(w.actors[0], Actor::Classify { port: 1, r: Reader::Holding(0) });
-        w.step(0); // Using(0, 1)
-        // Broken writer: remove and free at once.
-        w.live_ports.remove(&1);
-        w.freed_ports.insert(1);
+    fn two_deletes_two_classifies_and_a_stop_interleave_safely() {
+        let (ends, states) = run(
+            &[1, 2],
+            vec![
+                Actor::Classify { cpu: 0, port: 2, r: Reader::Start },
+                Actor::Classify { cpu: 1, port: 1, r: Reader::Start },
+                Actor::Delete { port: 1, cancelled: false, w: Writer::Locking(0) },
+                Actor::Delete { port: 2, cancelled: false, w: Writer::Locking(0) },
+                Actor::Stop { cancelled: false, w: Writer::Locking(0) },
+            ],
+        );
+        assert!(ends >= 1 && states > 1_000, "{ends} end states, {states} states");
+    }
+
+    #[test]
+    fn the_model_catches_a_writer_that_skips_a_processors_lock() {
+        // A writer that takes only processor 0's lock frees a port a reader on processor 1 is
+        // using: the exploration must find it.
+        let mut w = World::new(&[1], vec![Actor::Classify { cpu: 1, port: 1, r: Reader::Start }]);
+        assert!(w.step(0) && w.step(0)); // Holding, then Using(1)
+        w.locks[0].exclusive = true; // the broken writer's only lock
+        w.map.remove(&1);
+        w.freed.insert(1);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.step(0)));
         assert!(r.is_err(), "use after free detected");
     }

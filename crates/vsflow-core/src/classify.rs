@@ -22,8 +22,7 @@
 
 use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener, Room};
 use crate::packet::{Direction, PacketMeta, TcpFlags, protocol};
-use crate::policy::Mode;
-use crate::port::{Pickup, Port};
+use crate::port::{PickedUp, Port};
 use crate::time::Tick;
 
 /// What to do with a packet.
@@ -71,20 +70,16 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
         }
         None => new_flow(port, hash, key, meta, now),
     };
-    let restoring = port.is_restoring();
     let c = &mut port.counters;
     match verdict {
         Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
         Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
     }
-    if restoring {
-        c.window_packets = c.window_packets.wrapping_add(1);
-    }
     verdict
 }
 
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
-    if port.effective_mode() == Mode::Enforce && meta.direction == Direction::Inbound {
+    if port.enforce && meta.direction == Direction::Inbound {
         let version = port.rules.version();
         let admitted = match port.table.record(at).admission {
             Admission::Vm => true,
@@ -124,17 +119,17 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
     // picked up after a restore.
     let midstream = !tcp || !(flags.has(TcpFlags::SYN) || flags.has(TcpFlags::RST));
     let fingerprint = midstream && port.fingerprint_pickup(&key, now);
-    let pickup = fingerprint.then_some(Pickup::Fingerprint);
-    let (opener, admission, pickup) = match (meta.direction, port.effective_mode()) {
+    let pickup = fingerprint.then_some(PickedUp::Fingerprint);
+    let (opener, admission, pickup) = match (meta.direction, port.enforce) {
         (Direction::Outbound, _) => (Opener::Vm, Admission::Vm, pickup),
-        (Direction::Inbound, Mode::Monitor) => (Opener::Remote, Admission::Monitor, pickup),
-        (Direction::Inbound, Mode::Enforce) => {
+        (Direction::Inbound, false) => (Opener::Remote, Admission::Monitor, pickup),
+        (Direction::Inbound, true) => {
             if port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
                 (Opener::Remote, Admission::Rule(port.rules.version()), pickup)
             } else if fingerprint {
                 (Opener::Remote, Admission::Vm, pickup)
             } else if tcp && midstream && port.loose_pickup(now) {
-                (Opener::Remote, Admission::Vm, Some(Pickup::Loose))
+                (Opener::Remote, Admission::Vm, Some(PickedUp::Loose))
             } else {
                 return Verdict::Block(BlockReason::Unsolicited);
             }
@@ -166,18 +161,18 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
     }
     // Only the VM's own packets and fingerprinted flows may displace an established
     // connection, and only when they are established themselves.
-    let vouched = meta.direction == Direction::Outbound || pickup == Some(Pickup::Fingerprint);
+    let vouched = meta.direction == Direction::Outbound || pickup == Some(PickedUp::Fingerprint);
     let room = if vouched { Room::for_record(&record) } else { Room::SpareEstablished };
     let c = &mut port.counters;
     match port.table.insert_with(hash, key, record, now, room) {
         Ok((_, evicted)) => {
             c.flows_created = c.flows_created.wrapping_add(1);
-            match pickup {
-                None => {}
-                Some(Pickup::Fingerprint) => {
-                    c.picked_up_fingerprint = c.picked_up_fingerprint.wrapping_add(1);
-                }
-                Some(Pickup::Loose) => c.picked_up_loose = c.picked_up_loose.wrapping_add(1),
+            if let Some(how) = pickup {
+                let n = match how {
+                    PickedUp::Fingerprint => &mut c.fingerprint_pickups,
+                    PickedUp::Loose => &mut c.picked_up_loose,
+                };
+                *n = n.wrapping_add(1);
             }
             match evicted {
                 None => {}
@@ -234,7 +229,7 @@ pub const fn tcp_transition(
 mod tests {
     use super::*;
     use crate::flow::TableConfig;
-    use crate::policy::{AllowRule, PortRange, Prefix};
+    use crate::policy::{AllowRule, Mode, PortRange, Prefix};
     use crate::port::{PortConfig, PortIdentity};
 
     const SYN: u8 = TcpFlags::SYN;

@@ -1,9 +1,9 @@
 //! Per-port counters.
 //!
-//! The first [`PortCounters::COUNT`] counters are the ones runtime-state format 1.x carries, in
-//! their fixed wire order ([`PortCounters::to_array`]). Counters added since (flow expiry at
-//! classify, refused inserts, the restore window and the pickups of issue 12) are the
-//! *extended* set ([`PortCounters::EXTRA_NAMES`]); [`PortCounters::to_all_array`] gives both,
+//! The first [`PortCounters::COUNT`] counters are the ones the runtime-state format carries, in
+//! their fixed wire order ([`PortCounters::to_array`]). The *extended* counters (flow expiry at
+//! classify, refused inserts, the restore window, loose pickups:
+//! [`PortCounters::EXTRA_NAMES`]) stay on the host; [`PortCounters::to_all_array`] gives both,
 //! for tools.
 
 /// Counters of one port. They travel with the port's runtime state on live migration.
@@ -38,19 +38,26 @@ pub struct PortCounters {
     /// Restores of an unsupported format major version that restored an empty state
     /// (lenient mode).
     pub restores_empty: u64,
+    /// Connections saved as fingerprints (not exact records) because of the size cap.
+    pub save_fingerprinted: u64,
+    /// Fingerprints armed for pickup by restores.
+    pub restored_fingerprints: u64,
+    /// Unknown flows picked up as established because their fingerprint matched.
+    pub fingerprint_pickups: u64,
+    /// Restores whose blob named another port or NIC than this one (restored all the same:
+    /// restores are keyed by the destination's port id).
+    pub identity_mismatches: u64,
     /// Extended: flows found idle past their timeout by classify, and started afresh (or, for
     /// unsolicited inbound traffic, refused).
     pub expired_on_packet: u64,
     /// Extended: new flows not tracked because the table was full of established connections
     /// that an unestablished flow may not displace (the packet's verdict stands).
     pub refused_full: u64,
-    /// Extended: unknown flows picked up as established because their fingerprint was in the
-    /// restored fingerprint set.
-    pub picked_up_fingerprint: u64,
     /// Extended: unknown TCP flows picked up as established by loose pickup (a non-SYN packet
     /// within the loose window after a restore).
     pub picked_up_loose: u64,
-    /// Extended: packets classified while the port was restoring (treated as Monitor).
+    /// Extended: packets classified while the port was restoring (treated as Monitor),
+    /// counted when the window closes.
     pub window_packets: u64,
     /// Extended: flows seen in the restore window that the restore also carried (merged).
     pub window_flows_merged: u64,
@@ -61,7 +68,7 @@ pub struct PortCounters {
 
 impl PortCounters {
     /// Number of counters, in [`PortCounters::to_array`] order.
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 18;
 
     /// Names in [`PortCounters::to_array`] order, for tools.
     pub const NAMES: [&'static str; Self::COUNT] = [
@@ -79,6 +86,10 @@ impl PortCounters {
         "restored_flows",
         "restore_dropped",
         "restores_empty",
+        "save_fingerprinted",
+        "restored_fingerprints",
+        "fingerprint_pickups",
+        "identity_mismatches",
     ];
 
     /// The counters in their fixed wire order. New counters are only ever appended.
@@ -99,17 +110,20 @@ impl PortCounters {
             self.restored_flows,
             self.restore_dropped,
             self.restores_empty,
+            self.save_fingerprinted,
+            self.restored_fingerprints,
+            self.fingerprint_pickups,
+            self.identity_mismatches,
         ]
     }
 
     /// Number of extended counters, in [`PortCounters::extra_to_array`] order.
-    pub const EXTRA_COUNT: usize = 7;
+    pub const EXTRA_COUNT: usize = 6;
 
     /// Names of the extended counters.
     pub const EXTRA_NAMES: [&'static str; Self::EXTRA_COUNT] = [
         "expired_on_packet",
         "refused_full",
-        "picked_up_fingerprint",
         "picked_up_loose",
         "window_packets",
         "window_flows_merged",
@@ -140,7 +154,6 @@ impl PortCounters {
         [
             self.expired_on_packet,
             self.refused_full,
-            self.picked_up_fingerprint,
             self.picked_up_loose,
             self.window_packets,
             self.window_flows_merged,
@@ -165,7 +178,6 @@ impl PortCounters {
         let mut next = || values.next().unwrap_or(0);
         c.expired_on_packet = next();
         c.refused_full = next();
-        c.picked_up_fingerprint = next();
         c.picked_up_loose = next();
         c.window_packets = next();
         c.window_flows_merged = next();
@@ -200,6 +212,10 @@ impl PortCounters {
             restored_flows: next(),
             restore_dropped: next(),
             restores_empty: next(),
+            save_fingerprinted: next(),
+            restored_fingerprints: next(),
+            fingerprint_pickups: next(),
+            identity_mismatches: next(),
             ..Self::default()
         }
     }
@@ -211,7 +227,7 @@ mod tests {
 
     #[test]
     fn array_round_trip_and_short_or_long_input() {
-        let c = PortCounters::from_values(1..=14);
+        let c = PortCounters::from_values(1..=18);
         assert_eq!(c.to_array(), core::array::from_fn(|i| i as u64 + 1));
         assert_eq!(PortCounters::from_values(c.to_array().into_iter()), c);
         let short = PortCounters::from_values([7u64, 8].into_iter());

@@ -9,6 +9,8 @@
 //! - [`policy`]: the per-port [`Mode`] and versioned allow rules.
 //! - [`port`]: a switch port's durable identity and state ([`Port`]), with [`classify`].
 //! - [`codec`]: the live-migration runtime-state blob (`encode`, `decode`, `apply`).
+//! - [`fingerprint`]: keyed fingerprints of connections a blob carries beyond its exact
+//!   records, and their pickup on the destination.
 //!
 //! Time is supplied by the caller as [`Tick`]s (100 ns units, Windows interrupt time).
 //! Allocation is fallible everywhere: out of memory is [`Error::OutOfMemory`], never a panic.
@@ -22,6 +24,7 @@ pub mod classify;
 pub mod codec;
 pub mod counters;
 pub mod error;
+pub mod fingerprint;
 pub mod flow;
 pub mod guid;
 pub mod packet;

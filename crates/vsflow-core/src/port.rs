@@ -16,9 +16,9 @@
 //! 1. [`Port::plan_restore`] decides what policy the restore installs (fallible, changes
 //!    nothing);
 //! 2. the codec builds the new table from the carried flows, each with the admission
-//!    [`RestorePlan::admission`] maps it to, then [`Port::merge_window_flows`] adds the flows
-//!    this port already tracks (seen in the window), merging a flow both sides know with
-//!    [`FlowRecord::merge_window`];
+//!    [`RestorePlan::admission`] maps it to, and adds the flows this port already tracks
+//!    (seen in the window), merging a flow both sides know with
+//!    [`crate::FlowRecord::merge_window`];
 //! 3. [`Port::commit_restore`] swaps everything in (infallible).
 //!
 //! **Policy.** An operator's change made while the port is restoring is later than the state
@@ -42,60 +42,32 @@
 //!
 //! # Pickups (issue 12)
 //!
-//! After a restore, for [`PickupConfig::fingerprint_window`], a packet of an unknown flow whose
-//! key is in the restored [`FingerprintSet`] is picked up as an established flow in either
-//! direction (counted in `picked_up_fingerprint`). With [`PickupConfig::loose`] (off by
+//! After a restore, within the codec's pickup window, a packet of an unknown flow whose key has
+//! an unused fingerprint in the restored set ([`crate::fingerprint::Pickup`]) is picked up as
+//! an established flow in either direction (counted in `fingerprint_pickups`; a SYN or RST
+//! never is). With [`PickupConfig::loose`] (off by
 //! default), for [`PickupConfig::loose_window`], an inbound non-SYN TCP packet of an unknown
 //! flow that no rule admits is picked up as established too (`picked_up_loose`): Linux
 //! conntrack's loose mode, which trades the protection against unsolicited mid-stream packets
 //! for connections that fit neither exactly nor as a fingerprint. Picked-up flows are admitted
 //! as [`Admission::Vm`] (the source host had them established; who opened them is unknown).
 
-use alloc::boxed::Box;
-use alloc::vec::Vec;
 use core::fmt;
 
 use crate::classify::{Verdict, classify};
+use crate::codec::RestoreMemo;
 use crate::counters::PortCounters;
 use crate::error::Error;
-use crate::flow::{Admission, FlowKey, FlowRecord, FlowTable, TableConfig};
+use crate::fingerprint::Pickup;
+use crate::flow::{Admission, FlowKey, FlowTable, TableConfig};
 use crate::packet::PacketMeta;
 use crate::policy::{AllowRule, Mode, RuleSet};
 use crate::time::{Tick, secs};
 
-/// A set of flow fingerprints carried by a restore.
-///
-/// The codec's keyed hashes of the flows that did not fit as exact records. The codec owns the
-/// structure and the hash; classify asks only [`FingerprintSet::contains`].
-pub trait FingerprintSet: fmt::Debug + Send + Sync {
-    /// True if `key`'s fingerprint is in the set (false positives at the set's documented
-    /// rate, no false negatives). Must not allocate or panic.
-    fn contains(&self, key: &FlowKey) -> bool;
-    /// Number of fingerprints, for tools.
-    fn len(&self) -> usize;
-    /// True if the set is empty.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Lets a one-element boxed array stand for its element: boxes of it are allocated fallibly.
-impl<F: FingerprintSet> FingerprintSet for [F; 1] {
-    fn contains(&self, key: &FlowKey) -> bool {
-        let [f] = self;
-        f.contains(key)
-    }
-    fn len(&self) -> usize {
-        let [f] = self;
-        f.len()
-    }
-}
-
-/// How long after a restore unknown flows may be picked up (see the module docs).
+/// Loose pickup after a restore (see the module docs). The fingerprint window is the codec's
+/// (`codec::ApplyConfig::pickup_window`): it arms the restored set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PickupConfig {
-    /// Window of fingerprint pickup after a restore (default 300 s).
-    pub fingerprint_window: Tick,
     /// Loose pickup of non-SYN TCP packets (default off).
     pub loose: bool,
     /// Window of loose pickup after a restore (default 60 s).
@@ -104,13 +76,13 @@ pub struct PickupConfig {
 
 impl Default for PickupConfig {
     fn default() -> Self {
-        Self { fingerprint_window: secs(300), loose: false, loose_window: secs(60) }
+        Self { loose: false, loose_window: secs(60) }
     }
 }
 
 /// How classify picked up an unknown flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Pickup {
+pub(crate) enum PickedUp {
     Fingerprint,
     Loose,
 }
@@ -124,10 +96,11 @@ pub(crate) struct RestoreState {
     operator_mode: bool,
     /// The operator replaced the rules while restoring.
     operator_rules: bool,
+    /// Packets classified (permitted + blocked) when the window opened: the window's packets
+    /// are counted when it closes, at no cost per packet.
+    window_start: u64,
     /// When the latest restore was committed.
     restored_at: Option<Tick>,
-    /// Fingerprints of that restore, dropped by [`Port::expire`] once its windows are over.
-    fingerprints: Option<Box<dyn FingerprintSet>>,
     pickup: PickupConfig,
 }
 
@@ -140,8 +113,6 @@ pub struct RestorePlan {
     mode: Option<Mode>,
     carried_version: u32,
     version: u32,
-    fingerprints: Option<Box<dyn FingerprintSet>>,
-    merged: u32,
 }
 
 impl RestorePlan {
@@ -168,31 +139,6 @@ impl RestorePlan {
     #[must_use]
     pub const fn installs_rules(&self) -> bool {
         self.rules.is_some()
-    }
-
-    /// Flows merged so far by [`Port::merge_window_flows`].
-    #[must_use]
-    pub const fn merged(&self) -> u32 {
-        self.merged
-    }
-
-    /// Gives the restore a fingerprint set for pickups (allocated fallibly).
-    ///
-    /// # Errors
-    /// [`Error::OutOfMemory`]; the plan is unchanged.
-    pub fn try_set_fingerprints<F: FingerprintSet + 'static>(
-        &mut self,
-        set: F,
-    ) -> Result<(), Error> {
-        let mut one: Vec<F> = Vec::new();
-        one.try_reserve_exact(1)?;
-        one.push(set);
-        // One element in a vector of capacity one: `into_boxed_slice` does not reallocate.
-        let Ok(boxed): Result<Box<[F; 1]>, _> = one.into_boxed_slice().try_into() else {
-            return Err(Error::OutOfMemory);
-        };
-        self.fingerprints = Some(boxed);
-        Ok(())
     }
 }
 
@@ -280,7 +226,16 @@ pub struct Port {
     pub(crate) rules: RuleSet,
     pub(crate) table: FlowTable,
     pub(crate) counters: PortCounters,
+    /// Classify enforces: the mode is Enforce and the port is not restoring (kept in step by
+    /// every method that changes either, so the packet path reads one flag).
+    pub(crate) enforce: bool,
     pub(crate) restore: RestoreState,
+    /// The VM network adapter's durable name (`NicName`), once the NIC events have named it.
+    pub(crate) nic: Option<PortIdentity>,
+    /// Fingerprints armed by the latest restore, for the classify pickup hook.
+    pub(crate) pickup: Pickup,
+    /// What the latest restore added, so that applying the same blob again changes nothing.
+    pub(crate) restored: RestoreMemo,
 }
 
 impl Port {
@@ -295,7 +250,11 @@ impl Port {
             rules: RuleSet::default(),
             table: FlowTable::try_new(config.table)?,
             counters: PortCounters::default(),
+            enforce: matches!(config.initial_mode, Mode::Enforce),
             restore: RestoreState::default(),
+            nic: None,
+            pickup: Pickup::default(),
+            restored: RestoreMemo::default(),
         })
     }
 
@@ -315,7 +274,11 @@ impl Port {
     #[inline]
     #[must_use]
     pub const fn effective_mode(&self) -> Mode {
-        if self.restore.restoring { Mode::Monitor } else { self.mode }
+        if self.enforce { Mode::Enforce } else { Mode::Monitor }
+    }
+
+    const fn update_enforce(&mut self) {
+        self.enforce = matches!(self.mode, Mode::Enforce) && !self.restore.restoring;
     }
 
     /// Switches mode. Peer-opened flows admitted in Monitor mode are re-checked against the
@@ -326,6 +289,7 @@ impl Port {
         if self.restore.restoring {
             self.restore.operator_mode = true;
         }
+        self.update_enforce();
     }
 
     /// The allow rules.
@@ -350,9 +314,13 @@ impl Port {
     /// Enters the restoring state (the port was created to receive a restore): classify treats
     /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
     pub const fn begin_restore(&mut self) {
+        if !self.restore.restoring {
+            self.restore.window_start = self.packets_classified();
+        }
         self.restore.restoring = true;
         self.restore.operator_mode = false;
         self.restore.operator_rules = false;
+        self.update_enforce();
     }
 
     /// True between [`Port::begin_restore`] and the restore's commit or cancel.
@@ -365,7 +333,21 @@ impl Port {
     /// restore): the port applies its own mode again; flows seen in the window stay, inbound
     /// ones re-checked on their next packet.
     pub const fn cancel_restore(&mut self) {
-        self.restore.restoring = false;
+        self.close_window();
+        self.update_enforce();
+    }
+
+    const fn packets_classified(&self) -> u64 {
+        self.counters.packets_permitted.wrapping_add(self.counters.packets_blocked)
+    }
+
+    /// Leaves the restoring state, counting the packets classified in the window.
+    const fn close_window(&mut self) {
+        if self.restore.restoring {
+            let n = self.packets_classified().wrapping_sub(self.restore.window_start);
+            self.counters.window_packets = self.counters.window_packets.saturating_add(n);
+            self.restore.restoring = false;
+        }
     }
 
     /// The pickup windows.
@@ -383,12 +365,6 @@ impl Port {
     #[must_use]
     pub const fn restored_at(&self) -> Option<Tick> {
         self.restore.restored_at
-    }
-
-    /// The fingerprints of the latest restore, while its pickup windows last.
-    #[must_use]
-    pub fn fingerprints(&self) -> Option<&dyn FingerprintSet> {
-        self.restore.fingerprints.as_deref()
     }
 
     /// Step 1 of a restore: what it installs given the blob's `mode` and `rules`. Changes
@@ -410,45 +386,7 @@ impl Port {
             (Some(RuleSet::try_from_slice(version, rules.rules())?), version)
         };
         let mode = (!(window && self.restore.operator_mode)).then_some(mode);
-        Ok(RestorePlan {
-            rules,
-            mode,
-            carried_version: rules_version,
-            version,
-            fingerprints: None,
-            merged: 0,
-        })
-    }
-
-    /// Step 2 of a restore: inserts the flows this port tracks (seen in the restore window, or
-    /// before it) into `table`, which holds the carried flows, while room remains; a flow both
-    /// know is merged ([`FlowRecord::merge_window`]). Returns how many were inserted (not
-    /// counting merges; see [`RestorePlan::merged`]).
-    ///
-    /// # Errors
-    /// [`Error::OutOfMemory`].
-    pub fn merge_window_flows(
-        &self,
-        plan: &mut RestorePlan,
-        table: &mut FlowTable,
-        now: Tick,
-    ) -> Result<u32, Error> {
-        let bound = table.config().max_flows as usize;
-        let mut kept = 0u32;
-        for (k, r) in self.table.iter() {
-            if let Some(at) = table.find(k) {
-                let carried = *table.record(at);
-                let merged = carried.merge_window(r);
-                *table.record_mut(at) = FlowRecord { state: carried.state, ..merged };
-                table.set_state(at, merged.state);
-                table.touch(at);
-                plan.merged = plan.merged.saturating_add(1);
-            } else if table.len() < bound {
-                table.insert(*k, *r, now)?;
-                kept = kept.saturating_add(1);
-            }
-        }
-        Ok(kept)
+        Ok(RestorePlan { rules, mode, carried_version: rules_version, version })
     }
 
     /// Step 3 of a restore: installs `table`, the planned mode and rules, and `counters`; ends
@@ -464,29 +402,31 @@ impl Port {
         if plan.rules.is_none() || plan.mode.is_none() {
             counters.restore_policy_kept = counters.restore_policy_kept.saturating_add(1);
         }
-        counters.window_flows_merged =
-            counters.window_flows_merged.saturating_add(u64::from(plan.merged));
         if let Some(rules) = plan.rules {
             self.rules = rules;
         }
         if let Some(mode) = plan.mode {
             self.mode = mode;
         }
+        // The window's packets, counted against the counters they were classified under.
+        let window = if self.restore.restoring {
+            self.packets_classified().wrapping_sub(self.restore.window_start)
+        } else {
+            0
+        };
+        counters.window_packets = counters.window_packets.saturating_add(window);
         self.table = table;
         self.counters = counters;
         self.restore.restoring = false;
         self.restore.restored_at = Some(now);
-        self.restore.fingerprints = plan.fingerprints;
+        self.update_enforce();
     }
 
-    /// True if an unknown flow with `key` is picked up at `now` by fingerprint: within the
-    /// fingerprint window of the latest restore, and in its set.
+    /// True if an unknown flow with `key` is picked up at `now` by fingerprint: the restored
+    /// set is armed and holds an unused fingerprint of `key` (used up by this call).
     #[inline]
-    pub(crate) fn fingerprint_pickup(&self, key: &FlowKey, now: Tick) -> bool {
-        let r = &self.restore;
-        let Some(set) = r.fingerprints.as_deref() else { return false };
-        let Some(at) = r.restored_at else { return false };
-        now.saturating_sub(at) <= r.pickup.fingerprint_window && set.contains(key)
+    pub(crate) fn fingerprint_pickup(&mut self, key: &FlowKey, now: Tick) -> bool {
+        self.pickup.take(key, now)
     }
 
     /// True if loose pickup is on and `now` is within its window after the latest restore.
@@ -509,9 +449,28 @@ impl Port {
         &self.counters
     }
 
+    /// The VM network adapter's name (`NicName`), if known.
+    #[must_use]
+    pub const fn nic_identity(&self) -> Option<&PortIdentity> {
+        self.nic.as_ref()
+    }
+
+    /// Records the VM network adapter's name (`NicName`) from the NIC events; it travels in
+    /// the runtime state beside the port's name.
+    pub const fn set_nic_identity(&mut self, nic: Option<PortIdentity>) {
+        self.nic = nic;
+    }
+
+    /// Fingerprints armed by the latest restore (see [`crate::fingerprint`]).
+    #[must_use]
+    pub const fn pickup(&self) -> &Pickup {
+        &self.pickup
+    }
+
     /// Resets the counters to zero.
     pub fn clear_counters(&mut self) {
         self.counters = PortCounters::default();
+        self.restore.window_start = 0;
     }
 
     /// Classifies one packet: see [`classify`].
@@ -526,18 +485,13 @@ impl Port {
         self.counters.save_dropped = self.counters.save_dropped.saturating_add(dropped as u64);
     }
 
-    /// Removes up to `budget` idle flows; returns how many. Also drops the restored
-    /// fingerprints once the pickup windows are over. The driver calls this from a periodic
-    /// timer.
+    /// Removes up to `budget` idle flows; returns how many. Also frees the restored
+    /// fingerprints once their window is over. The driver calls this from a periodic timer.
     pub fn expire(&mut self, now: Tick, budget: usize) -> usize {
         let n = self.table.expire(now, budget);
         self.counters.expired = self.counters.expired.saturating_add(n as u64);
-        let r = &mut self.restore;
-        if let Some(at) = r.restored_at
-            && r.fingerprints.is_some()
-            && now.saturating_sub(at) > r.pickup.fingerprint_window
-        {
-            r.fingerprints = None;
+        if !self.pickup.set().is_empty() && !self.pickup.is_armed(now) {
+            self.pickup.clear();
         }
         n
     }

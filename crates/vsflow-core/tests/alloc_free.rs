@@ -1,6 +1,7 @@
 //! Proves with a counting global allocator that classify allocates nothing for an existing
-//! flow, nothing for a new flow while the table has room, and nothing for a flood at the
-//! bound (slots are recycled).
+//! flow, nothing for a new flow while the table has room, nothing for a flood at the bound
+//! (slots are recycled, or the flow is refused when only established connections remain), and
+//! nothing on a restoring port.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -74,7 +75,8 @@ fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods(
     }
     assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "existing flows allocated");
 
-    // A flood of new flows at the bound recycles slots.
+    // A flood of new unestablished flows at the bound, the table full of established
+    // connections: refused, counted, nothing allocated.
     let before = ALLOCS.load(Ordering::SeqCst);
     for i in 0..20_000u16 {
         let m = PacketMeta::ipv4(
@@ -89,6 +91,35 @@ fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods(
         );
         port.classify(&m, 10_000 + u64::from(i));
     }
+    assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "refused flood allocated");
+    assert_eq!(port.table().len(), 1024);
+    assert_eq!(port.counters().refused_full, 20_000);
+
+    // A flood the VM sends mid-stream (established, so it may displace the least recently
+    // used connection) recycles slots.
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for i in 0..20_000u16 {
+        let m = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 3],
+            i,
+            [203, 0, 113, 1],
+            443,
+            0x10,
+            60,
+        );
+        port.classify(&m, 40_000 + u64::from(i));
+    }
     assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "flood at the bound allocated");
     assert_eq!(port.table().len(), 1024);
+    assert_eq!(port.counters().evicted_lru, 20_000);
+
+    // A restoring port (Monitor) classifies without allocating too.
+    port.begin_restore();
+    let before = ALLOCS.load(Ordering::SeqCst);
+    for i in 0..1024 {
+        port.classify(&pkt(i, Direction::Inbound), 70_000);
+    }
+    assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "restoring port allocated");
 }

@@ -126,9 +126,10 @@ pub fn run(iterations: usize) -> BenchReport {
     r
 }
 
-/// One thread: ns per packet through the callout's classify function and through
-/// `vsflow_core::classify` directly, on the same 10,000 established flows (medians of
-/// `rounds` rounds, interleaved).
+/// One thread: CPU ns per packet through the callout and through the core call.
+///
+/// The callout's classify function and `vsflow_core::classify` directly, on the same 10,000
+/// established flows (medians of `rounds` rounds, interleaved; thread CPU time).
 ///
 /// # Panics
 /// If the simulated driver cannot be loaded.
@@ -172,18 +173,22 @@ pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
     let inbound: Vec<PacketMeta> = metas.iter().map(|m| m.reply(0x10)).collect();
     let mut callout_rounds = Vec::new();
     let mut core_rounds = Vec::new();
+    // Thread CPU time, not wall time: on a shared machine a round that is descheduled would
+    // otherwise count the other processes' time (rounds are 0.5-2 ms, near a time slice).
     for _ in 0..rounds {
-        let t = Instant::now();
+        let t = thread_cpu();
         let blocked = rig.classify_round(0);
         #[allow(clippy::cast_precision_loss, reason = "a measurement")]
-        callout_rounds.push(t.elapsed().as_nanos() as f64 / rig.lanes[0].calls.len() as f64);
+        callout_rounds.push(
+            thread_cpu().saturating_sub(t).as_nanos() as f64 / rig.lanes[0].calls.len() as f64,
+        );
         assert_eq!(blocked, 0, "established return traffic is permitted");
-        let t = Instant::now();
+        let t = thread_cpu();
         for (now, m) in (1_000_000u64..).zip(&inbound) {
             black_box(core_port.classify(black_box(m), now));
         }
         #[allow(clippy::cast_precision_loss, reason = "a measurement")]
-        core_rounds.push(t.elapsed().as_nanos() as f64 / inbound.len() as f64);
+        core_rounds.push(thread_cpu().saturating_sub(t).as_nanos() as f64 / inbound.len() as f64);
     }
     drop(rig);
     h.unload_driver();
@@ -494,10 +499,7 @@ fn throughput(
     let e = elapsed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let n = total.into_inner().max(1);
     #[allow(clippy::cast_precision_loss, reason = "a measurement")]
-    Point {
-        pps: n as f64 / e.as_secs_f64().max(1e-9),
-        cpu_ns: cpu.into_inner() as f64 / n as f64,
-    }
+    Point { pps: n as f64 / e.as_secs_f64().max(1e-9), cpu_ns: cpu.into_inner() as f64 / n as f64 }
 }
 
 fn percentiles(mut v: Vec<u64>) -> (f64, f64) {

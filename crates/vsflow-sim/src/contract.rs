@@ -70,6 +70,26 @@ pub enum Violation {
         /// The function called.
         call: &'static str,
     },
+    /// A service documented for `PASSIVE_LEVEL` was called at `DISPATCH_LEVEL` (in classify, a
+    /// vSwitch callback, or holding a spin lock).
+    WrongIrql {
+        /// The service.
+        call: &'static str,
+    },
+    /// `FwpsvSwitchEventsUnsubscribe0` while a vSwitch callback was running on another thread
+    /// (the kernel unsubscribe page does not say it waits for them).
+    UnsubscribeWithCallbacksInFlight,
+    /// `FwpsvSwitchEventsUnsubscribe0` while pended notifications were not completed (their
+    /// completion contexts are WFP's; completing after unsubscribe is not documented).
+    UnsubscribeWithPendingNotifications {
+        /// How many were pending.
+        pending: usize,
+    },
+    /// A kernel primitive used against its documented contract (IRQL, recursion).
+    KernelPrimitiveMisuse {
+        /// What happened.
+        what: String,
+    },
     /// A transaction misuse (commit or abort without begin, nested begin).
     Transaction {
         /// What happened.
@@ -96,6 +116,10 @@ impl fmt::Display for Violation {
             Self::Leak { what } => write!(f, "left behind at unload: {what}"),
             Self::RecursiveLock => f.write_str("spin lock acquired recursively (deadlock at DISPATCH_LEVEL)"),
             Self::BadHandle { call } => write!(f, "{call} with an invalid handle"),
+            Self::WrongIrql { call } => write!(f, "{call} called at DISPATCH_LEVEL (PASSIVE_LEVEL only)"),
+            Self::UnsubscribeWithCallbacksInFlight => f.write_str("FwpsvSwitchEventsUnsubscribe0 while a vSwitch callback was still running"),
+            Self::UnsubscribeWithPendingNotifications { pending } => write!(f, "FwpsvSwitchEventsUnsubscribe0 with {pending} pended notifications not completed"),
+            Self::KernelPrimitiveMisuse { what } => write!(f, "kernel primitive misused: {what}"),
             Self::Transaction { what } => write!(f, "transaction misuse: {what}"),
         }
     }

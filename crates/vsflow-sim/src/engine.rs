@@ -4,7 +4,9 @@
 //! (providers, sublayers, callout objects, filters), the run-time callouts, and the filters a
 //! layer's classify dispatch runs.
 
-use fwps_sys::{self as sys, FWPM_SERVICE_STATE_CHANGE_CALLBACK0, GUID};
+use fwps_sys::{self as sys, FWPM_SERVICE_STATE_CHANGE_CALLBACK0, GUID, NTSTATUS};
+
+use crate::contract::Violation;
 
 /// A provider.
 #[derive(Clone, Debug)]
@@ -138,6 +140,9 @@ pub struct Engine {
     pub classify_in_flight: Vec<(u32, usize)>,
     /// Classify calls made.
     pub classify_calls: u64,
+    /// Unregister calls still to answer `STATUS_DEVICE_BUSY` as if a classify of the callout
+    /// were running on another processor at that moment (a test's choice).
+    pub busy_unregisters: u32,
     next_callout_id: u32,
     next_filter_id: u64,
 }
@@ -153,6 +158,7 @@ impl Default for Engine {
             registered: Vec::new(),
             classify_in_flight: Vec::new(),
             classify_calls: 0,
+            busy_unregisters: 0,
             next_callout_id: 1,
             next_filter_id: 1,
         }
@@ -166,16 +172,23 @@ impl Engine {
     }
 
     /// A fresh run-time callout id.
+    ///
+    /// Run-time ids are the kernel's: unique across every simulated host of the process, as
+    /// they are across a machine (several hosts share one process and one driver-side table).
     pub fn next_callout_id(&mut self) -> u32 {
-        let id = self.next_callout_id;
-        self.next_callout_id += 1;
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.next_callout_id = id + 1;
         id
     }
 
     /// A fresh run-time filter id.
+    ///
+    /// Unique across every simulated host of the process (see [`Engine::next_callout_id`]).
     pub fn next_filter_id(&mut self) -> u64 {
-        let id = self.next_filter_id;
-        self.next_filter_id += 1;
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.next_filter_id = id + 1;
         id
     }
 
@@ -214,13 +227,18 @@ impl Engine {
             .collect()
     }
 
-    /// A classify of callout `id` starts.
-    pub fn classify_started(&mut self, id: u32) {
+    /// A classify of callout `id` starts, if the callout is still registered (false: it was
+    /// unregistered, the engine does not call it).
+    pub fn classify_started(&mut self, id: u32) -> bool {
+        if !self.registered.iter().any(|c| c.id == id) {
+            return false;
+        }
         self.classify_calls += 1;
         match self.classify_in_flight.iter_mut().find(|e| e.0 == id) {
             Some(e) => e.1 += 1,
             None => self.classify_in_flight.push((id, 1)),
         }
+        true
     }
 
     /// A classify of callout `id` returned.
@@ -243,6 +261,359 @@ impl Engine {
     }
 }
 
+/// WFP's rules for management calls, enforced by the engine. Each method returns the status
+/// the call returns and pushes onto `b` the contract breaches it saw (the host records them).
+impl Engine {
+    /// A management call needs BFE running and a session this engine issued.
+    fn session_ok(&self, handle: usize, call: &'static str, b: &mut Vec<Violation>) -> bool {
+        if self.bfe_state != sys::FWPM_SERVICE_RUNNING {
+            b.push(Violation::BfeNotRunning { call });
+            return false;
+        }
+        if !self.sessions.iter().any(|s| s.handle == handle) {
+            b.push(Violation::BadHandle { call });
+            return false;
+        }
+        true
+    }
+
+    /// `FwpmEngineOpen0`: a session (BFE must be running).
+    ///
+    /// # Errors
+    /// `STATUS_UNSUCCESSFUL` when BFE is not running.
+    pub fn open_session(
+        &mut self,
+        dynamic: bool,
+        b: &mut Vec<Violation>,
+    ) -> Result<usize, NTSTATUS> {
+        if self.bfe_state != sys::FWPM_SERVICE_RUNNING {
+            b.push(Violation::BfeNotRunning { call: "FwpmEngineOpen0" });
+            return Err(sys::STATUS_UNSUCCESSFUL);
+        }
+        let handle = crate::world::next_handle();
+        self.sessions.push(Session { handle, dynamic, txn: None });
+        Ok(handle)
+    }
+
+    /// `FwpmEngineClose0`: an open transaction is aborted; a dynamic session's objects go.
+    /// Returns the filters deleted with it and the notifyFn of each one's registered callout
+    /// (a deleted filter is notified: "Processing Notify Callouts", Filter Deletion).
+    ///
+    /// # Errors
+    /// The status the call fails with.
+    pub fn close_session(
+        &mut self,
+        handle: usize,
+        b: &mut Vec<Violation>,
+    ) -> Result<Vec<(FilterObj, CalloutNotify)>, NTSTATUS> {
+        let Some(i) = self.sessions.iter().position(|s| s.handle == handle) else {
+            b.push(Violation::BadHandle { call: "FwpmEngineClose0" });
+            return Err(sys::STATUS_INVALID_PARAMETER);
+        };
+        let s = self.sessions.remove(i);
+        if let Some(snapshot) = s.txn {
+            self.objects = *snapshot;
+        }
+        if !s.dynamic {
+            return Ok(Vec::new());
+        }
+        let gone: Vec<_> = self
+            .objects
+            .filters
+            .iter()
+            .filter(|f| f.session == handle)
+            .map(|f| {
+                let notify =
+                    f.callout.and_then(|c| self.registered_callout(&c)).map(|r| (r.id, r.notify));
+                (f.clone(), notify)
+            })
+            .collect();
+        self.drop_session_objects(handle);
+        Ok(gone)
+    }
+
+    /// `FwpmTransactionBegin0`: no nesting.
+    pub fn begin_transaction(&mut self, handle: usize, b: &mut Vec<Violation>) -> NTSTATUS {
+        let snapshot = self.objects.clone();
+        let Some(s) = self.session_mut(handle) else {
+            b.push(Violation::BadHandle { call: "FwpmTransactionBegin0" });
+            return sys::STATUS_INVALID_PARAMETER;
+        };
+        if s.txn.is_some() {
+            b.push(Violation::Transaction { what: "nested FwpmTransactionBegin0" });
+            return sys::STATUS_FWP_TXN_IN_PROGRESS;
+        }
+        s.txn = Some(Box::new(snapshot));
+        sys::STATUS_SUCCESS
+    }
+
+    /// `FwpmTransactionCommit0` (`commit`) or `FwpmTransactionAbort0`: abort restores the
+    /// objects as they were at begin.
+    pub fn end_transaction(
+        &mut self,
+        handle: usize,
+        commit: bool,
+        call: &'static str,
+        b: &mut Vec<Violation>,
+    ) -> NTSTATUS {
+        let Some(s) = self.session_mut(handle) else {
+            b.push(Violation::BadHandle { call });
+            return sys::STATUS_INVALID_PARAMETER;
+        };
+        let Some(snapshot) = s.txn.take() else {
+            b.push(Violation::Transaction { what: "commit or abort without a transaction" });
+            return sys::STATUS_FWP_NO_TXN_IN_PROGRESS;
+        };
+        if !commit {
+            self.objects = *snapshot;
+        }
+        sys::STATUS_SUCCESS
+    }
+
+    /// `FwpmProviderAdd0`: keys are unique.
+    pub fn add_provider(&mut self, handle: usize, key: GUID, b: &mut Vec<Violation>) -> NTSTATUS {
+        if !self.session_ok(handle, "FwpmProviderAdd0", b) {
+            return sys::STATUS_INVALID_PARAMETER;
+        }
+        if self.objects.providers.iter().any(|x| x.key == key) {
+            return sys::STATUS_FWP_ALREADY_EXISTS;
+        }
+        self.objects.providers.push(ProviderObj { key, session: handle });
+        sys::STATUS_SUCCESS
+    }
+
+    /// `FwpmSubLayerAdd0`: keys are unique; an object without a provider breaks HLK
+    /// `FwpmProviders.AssociateWithObjects`.
+    pub fn add_sublayer(
+        &mut self,
+        handle: usize,
+        key: GUID,
+        provider: Option<GUID>,
+        weight: u16,
+        b: &mut Vec<Violation>,
+    ) -> NTSTATUS {
+        if !self.session_ok(handle, "FwpmSubLayerAdd0", b) {
+            return sys::STATUS_INVALID_PARAMETER;
+        }
+        if provider.is_none() {
+            b.push(Violation::ObjectWithoutProvider { kind: "sublayer" });
+        }
+        if self.objects.sublayers.iter().any(|x| x.key == key) {
+            return sys::STATUS_FWP_ALREADY_EXISTS;
+        }
+        self.objects.sublayers.push(SublayerObj { key, provider, weight, session: handle });
+        sys::STATUS_SUCCESS
+    }
+
+    /// `FwpmCalloutAdd0`: keys are unique. Returns the run-time id of the registered callout
+    /// with that key (0 if none).
+    ///
+    /// # Errors
+    /// The status the call fails with.
+    pub fn add_callout(
+        &mut self,
+        handle: usize,
+        key: GUID,
+        provider: Option<GUID>,
+        layer: GUID,
+        b: &mut Vec<Violation>,
+    ) -> Result<u32, NTSTATUS> {
+        if !self.session_ok(handle, "FwpmCalloutAdd0", b) {
+            return Err(sys::STATUS_INVALID_PARAMETER);
+        }
+        if provider.is_none() {
+            b.push(Violation::ObjectWithoutProvider { kind: "callout" });
+        }
+        if self.objects.callouts.iter().any(|x| x.key == key) {
+            return Err(sys::STATUS_FWP_ALREADY_EXISTS);
+        }
+        self.objects.callouts.push(CalloutObj { key, provider, layer, session: handle });
+        Ok(self.registered_callout(&key).map_or(0, |r| r.id))
+    }
+
+    /// `FwpmFilterAdd0`, before the callout's notifyFn is asked: the sublayer must be the
+    /// adder's own (its provider) or the built-in universal one (HLK
+    /// `FwpmSublayers.UseOwnOrBuiltIn`); a callout action needs the callout object; keys are
+    /// unique. Returns the filter to insert and the notifyFn of its registered callout.
+    ///
+    /// # Errors
+    /// The status the call fails with.
+    pub fn check_filter(
+        &mut self,
+        handle: usize,
+        mut f: FilterObj,
+        b: &mut Vec<Violation>,
+    ) -> Result<(FilterObj, CalloutNotify), NTSTATUS> {
+        if !self.session_ok(handle, "FwpmFilterAdd0", b) {
+            return Err(sys::STATUS_INVALID_PARAMETER);
+        }
+        if f.provider.is_none() {
+            b.push(Violation::ObjectWithoutProvider { kind: "filter" });
+        }
+        let own_sublayer = self
+            .objects
+            .sublayers
+            .iter()
+            .any(|s| s.key == f.sublayer && s.provider.is_some() && s.provider == f.provider);
+        if !own_sublayer && f.sublayer != BUILTIN_SUBLAYER_UNIVERSAL {
+            b.push(Violation::BadSublayer);
+            return Err(sys::STATUS_FWP_NOT_FOUND);
+        }
+        if let Some(c) = f.callout
+            && !self.objects.callouts.iter().any(|x| x.key == c)
+        {
+            b.push(Violation::FilterWithoutCalloutObject);
+            return Err(sys::STATUS_FWP_CALLOUT_NOT_FOUND);
+        }
+        if self.objects.filters.iter().any(|x| x.key == f.key) {
+            return Err(sys::STATUS_FWP_ALREADY_EXISTS);
+        }
+        f.id = self.next_filter_id();
+        f.session = handle;
+        let notify = f.callout.and_then(|c| self.registered_callout(&c)).map(|r| (r.id, r.notify));
+        Ok((f, notify))
+    }
+
+    /// Inserts a filter [`Engine::check_filter`] accepted (and notifyFn did not refuse).
+    pub fn insert_filter(&mut self, f: FilterObj) -> NTSTATUS {
+        if self.objects.filters.iter().any(|x| x.key == f.key) {
+            return sys::STATUS_FWP_ALREADY_EXISTS;
+        }
+        self.objects.filters.push(f);
+        sys::STATUS_SUCCESS
+    }
+
+    /// `Fwpm*DeleteByKey0` of a provider, sublayer or callout object. A callout object that a
+    /// filter still names is in use (`FwpmCalloutDeleteById0`: `STATUS_FWP_IN_USE`).
+    pub fn delete_object(
+        &mut self,
+        handle: usize,
+        kind: ObjectKind,
+        key: GUID,
+        call: &'static str,
+        b: &mut Vec<Violation>,
+    ) -> NTSTATUS {
+        if !self.session_ok(handle, call, b) {
+            return sys::STATUS_INVALID_PARAMETER;
+        }
+        let o = &mut self.objects;
+        let found = match kind {
+            ObjectKind::Provider => remove_first(&mut o.providers, |x| x.key == key),
+            ObjectKind::Sublayer => remove_first(&mut o.sublayers, |x| x.key == key),
+            ObjectKind::Callout => {
+                if o.filters.iter().any(|f| f.callout == Some(key)) {
+                    return sys::STATUS_FWP_IN_USE;
+                }
+                remove_first(&mut o.callouts, |x| x.key == key)
+            }
+        };
+        if found { sys::STATUS_SUCCESS } else { sys::STATUS_FWP_NOT_FOUND }
+    }
+
+    /// `FwpmFilterDeleteByKey0`: the deleted filter and the notifyFn of its registered callout.
+    ///
+    /// # Errors
+    /// The status the call fails with.
+    pub fn delete_filter(
+        &mut self,
+        handle: usize,
+        key: GUID,
+        b: &mut Vec<Violation>,
+    ) -> Result<(FilterObj, CalloutNotify), NTSTATUS> {
+        if !self.session_ok(handle, "FwpmFilterDeleteByKey0", b) {
+            return Err(sys::STATUS_INVALID_PARAMETER);
+        }
+        let Some(i) = self.objects.filters.iter().position(|x| x.key == key) else {
+            return Err(sys::STATUS_FWP_NOT_FOUND);
+        };
+        let f = self.objects.filters.remove(i);
+        let notify = f.callout.and_then(|c| self.registered_callout(&c)).map(|r| (r.id, r.notify));
+        Ok((f, notify))
+    }
+
+    /// `FwpsCalloutRegister3`: one registration per key; a classify function is required.
+    ///
+    /// # Errors
+    /// The status the call fails with.
+    pub fn register(&mut self, mut c: RegisteredCallout) -> Result<u32, NTSTATUS> {
+        if self.registered_callout(&c.key).is_some() {
+            return Err(sys::STATUS_FWP_ALREADY_EXISTS);
+        }
+        if c.classify.is_none() {
+            return Err(sys::STATUS_INVALID_PARAMETER);
+        }
+        c.id = self.next_callout_id();
+        self.registered.push(c);
+        Ok(c.id)
+    }
+
+    /// `FwpsCalloutUnregisterById0`/`ByKey0`. `STATUS_DEVICE_BUSY` is documented for flow
+    /// contexts still associated (the double models none); filters that still name the callout
+    /// do not stop it ("succeeds even if there are filters"). A classify still running is not
+    /// documented: the double answers busy, the choice worse for the driver.
+    pub fn unregister(&mut self, pred: impl Fn(&RegisteredCallout) -> bool) -> NTSTATUS {
+        if self.registered.iter().any(|c| pred(c) && self.classifies_running(c.id) > 0) {
+            return sys::STATUS_DEVICE_BUSY;
+        }
+        if self.busy_unregisters > 0 && self.registered.iter().any(&pred) {
+            self.busy_unregisters -= 1;
+            return sys::STATUS_DEVICE_BUSY;
+        }
+        if remove_first(&mut self.registered, pred) {
+            sys::STATUS_SUCCESS
+        } else {
+            sys::STATUS_FWP_CALLOUT_NOT_FOUND
+        }
+    }
+
+    /// `FwpmBfeStateSubscribeChanges0`.
+    pub fn subscribe_bfe(
+        &mut self,
+        callback: FWPM_SERVICE_STATE_CHANGE_CALLBACK0,
+        context: usize,
+    ) -> usize {
+        let handle = crate::world::next_handle();
+        self.bfe_subscriptions.push(BfeSubscription { handle, callback, context });
+        handle
+    }
+
+    /// `FwpmBfeStateUnsubscribeChanges0`.
+    pub fn unsubscribe_bfe(&mut self, handle: usize, b: &mut Vec<Violation>) -> NTSTATUS {
+        if remove_first(&mut self.bfe_subscriptions, |s| s.handle == handle) {
+            sys::STATUS_SUCCESS
+        } else {
+            b.push(Violation::BadHandle { call: "FwpmBfeStateUnsubscribeChanges0" });
+            sys::STATUS_INVALID_PARAMETER
+        }
+    }
+}
+
+/// The run-time id and notifyFn of the registered callout a filter names, if registered.
+pub type CalloutNotify = Option<(u32, sys::FWPS_CALLOUT_NOTIFY_FN3)>;
+
+/// The kinds of management object deleted by key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A provider.
+    Provider,
+    /// A sublayer.
+    Sublayer,
+    /// A callout object.
+    Callout,
+}
+
+/// `FWPM_SUBLAYER_UNIVERSAL`, the built-in sublayer any filter may use.
+pub const BUILTIN_SUBLAYER_UNIVERSAL: GUID =
+    GUID::from_parts(0xeebe_cc03, 0xced4, 0x4380, [0x81, 0x9a, 0x27, 0x34, 0x39, 0x7b, 0x2b, 0x74]);
+
+/// Removes the first element matching `pred`; true if one was removed.
+fn remove_first<T>(v: &mut Vec<T>, pred: impl Fn(&T) -> bool) -> bool {
+    v.iter().position(pred).is_some_and(|i| {
+        v.remove(i);
+        true
+    })
+}
+
 /// A filter weight as the engine orders it (Filter Weight Assignment): `FWP_UINT64` as given,
 /// `FWP_UINT8` n in the top four bits, `FWP_EMPTY` (automatic) 0.
 ///
@@ -251,8 +622,12 @@ impl Engine {
 #[must_use]
 pub unsafe fn filter_weight(v: &sys::FWP_VALUE0) -> u64 {
     match v.r#type {
-        // SAFETY: the `uint64` arm, a valid pointer or null (caller's contract).
-        sys::FWP_UINT64 => unsafe { v.u.uint64.as_ref() }.copied().unwrap_or(0),
+        sys::FWP_UINT64 => {
+            // SAFETY: the type says the `uint64` arm is the live one.
+            let p = unsafe { v.u.uint64 };
+            // SAFETY: a valid pointer or null (caller's contract).
+            unsafe { p.as_ref() }.copied().unwrap_or(0)
+        }
         // SAFETY: the `uint8` arm.
         sys::FWP_UINT8 => u64::from(unsafe { v.u.uint8 } & 0x0f) << 60,
         _ => 0,
@@ -270,7 +645,9 @@ pub struct Decision {
 }
 
 /// WFP's filter arbitration within a layer ("Filter Arbitration", Configurable Override
-/// Policy): every sublayer is evaluated, highest weight first, even after a block; the result
+/// Policy).
+///
+/// Every sublayer is evaluated, highest weight first, even after a block; the result
 /// is kept with its `FWPS_RIGHT_ACTION_WRITE` flag:
 ///
 /// | current | a lower sublayer returns | result |
@@ -306,13 +683,13 @@ impl Arbiter {
         self.current = Some(match self.current {
             None => d,
             Some(cur) => match (cur.action, cur.overridable, d.action) {
-                (sys::FWP_ACTION_BLOCK, false, _) => cur,
+                // A callout's block vetoes a hard permit.
                 (sys::FWP_ACTION_PERMIT, false, sys::FWP_ACTION_BLOCK) if from_callout => {
                     Decision { action: sys::FWP_ACTION_BLOCK, overridable: false }
                 }
-                (sys::FWP_ACTION_PERMIT, false, _) => cur,
-                (sys::FWP_ACTION_PERMIT, true, sys::FWP_ACTION_PERMIT) => d,
+                // Soft decisions are overridden by the next sublayer's.
                 (_, true, _) => d,
+                // A hard block is final; a hard permit stands against static filters.
                 _ => cur,
             },
         });

@@ -1,8 +1,9 @@
-//! Another elevated process on the host: it opens its own engine session and adds its own
-//! provider, sublayers and filters through the same management functions (`fwpmk.h`), as any
+//! Another elevated process on the host.
+//!
+//! It opens its own engine session and adds its own provider, sublayers and filters through the same management functions (`fwpmk.h`), as any
 //! administrator's tool or another vendor's firewall can. Its filters may name vsflow's
 //! callouts with any context: the engine then calls vsflow's notifyFn, and refuses the filter
-//! if notifyFn fails (FWPS_CALLOUT_NOTIFY_FN3).
+//! if notifyFn fails (`FWPS_CALLOUT_NOTIFY_FN3`).
 
 use std::ffi::c_void;
 
@@ -69,6 +70,9 @@ impl ForeignProcess {
     }
 
     /// Adds a sublayer of this weight; returns its key.
+    ///
+    /// # Panics
+    /// If the engine refuses it (a scenario bug: BFE stopped or the session closed).
     pub fn add_sublayer(&mut self, weight: u16) -> GUID {
         let key = self.key();
         let _cur = CurrentHost::enter(self.host);
@@ -82,6 +86,26 @@ impl ForeignProcess {
             unsafe { exports::FwpmSubLayerAdd0(self.session, &raw const s, std::ptr::null_mut()) };
         assert!(sys::nt_success(status), "foreign FwpmSubLayerAdd0: {status:#x}");
         key
+    }
+
+    /// Adds a callout object with this key at `layer` (any process may add a management
+    /// object naming another's callout key). Returns the engine's status.
+    pub fn add_callout_object(&mut self, key: GUID, layer: GUID) -> NTSTATUS {
+        let _cur = CurrentHost::enter(self.host);
+        // SAFETY: plain data, all zeroes valid.
+        let mut c: sys::FWPM_CALLOUT0 = unsafe { std::mem::zeroed() };
+        c.calloutKey = key;
+        c.providerKey = &raw mut self.provider;
+        c.applicableLayer = layer;
+        // SAFETY: valid handle and callout; the id out-pointer is optional.
+        unsafe {
+            exports::FwpmCalloutAdd0(
+                self.session,
+                &raw const c,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        }
     }
 
     /// Adds a filter at `layer` in `sublayer`; `flags` are `FWPM_FILTER_FLAG_*`, `raw_context`

@@ -11,8 +11,7 @@ use fwps_sys::{self as sys, GUID, NTSTATUS};
 use vsflow_callout::{Driver, DriverConfig};
 
 use crate::contract::Violation;
-use crate::engine::{Arbiter, Decision};
-use crate::packet::{ClassifyInput, SimPacket};
+use crate::packet::SimPacket;
 use crate::services::{HostShared, SimServices};
 use crate::vswitch::Subscription;
 use crate::world::{CurrentHost, next_handle, register_host, remove_host, with_host_id};
@@ -126,6 +125,14 @@ pub enum VmRestore {
     Failed(NTSTATUS),
 }
 
+/// One vSwitch callback the double made.
+#[derive(Clone, Copy, Debug)]
+struct Notified {
+    context: usize,
+    status: NTSTATUS,
+    elapsed: Duration,
+}
+
 /// A simulated host.
 #[derive(Debug)]
 pub struct Host {
@@ -134,6 +141,9 @@ pub struct Host {
     driver: Option<Box<Driver<SimServices>>>,
     /// `ElementSize` of the NIC arrays handed over.
     pub nic_element_size: NicElementSize,
+    /// The IRQL the vSwitch callbacks run at: `DISPATCH_LEVEL` by default, the highest their
+    /// pages allow (`req.irql: <= DISPATCH_LEVEL` on every `FWPS_VSWITCH_*_CALLBACK0`).
+    pub vswitch_callback_irql: crate::irql::Irql,
     /// Whether a late subscriber hears of existing switches.
     pub existing_switches: ExistingSwitches,
     /// Subscriptions already told of the existing switches.
@@ -233,15 +243,10 @@ fn ndis_array<T: Copy>(elements: &[T], stride: usize) -> Vec<u64> {
     unsafe { base.cast::<sys::NDIS_SWITCH_PORT_ARRAY>().write_unaligned(a) };
     let n = stride.min(size_of::<T>());
     for (i, e) in elements.iter().enumerate() {
-        // SAFETY: 1. the destination is inside the buffer (sized for every element at its
-        // stride); 2. `n` bytes of `e` are readable; 3. the regions do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                std::ptr::from_ref(e).cast::<u8>(),
-                base.add(header + i * stride),
-                n,
-            );
-        }
+        let dst = base.wrapping_add(header + i * stride);
+        // SAFETY: 1. `dst` is inside the buffer (sized for every element at its stride);
+        // 2. `n` bytes of `e` are readable; 3. the regions do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(e).cast::<u8>(), dst, n) };
     }
     buf
 }
@@ -250,11 +255,15 @@ impl Host {
     /// A host whose base filtering engine is running.
     #[must_use]
     pub fn new(seed: u64) -> Self {
+        let id = register_host();
+        let shared = Arc::new(HostShared::default());
+        shared.host_id.store(id, Ordering::SeqCst);
         Self {
-            id: register_host(),
-            shared: Arc::new(HostShared::default()),
+            id,
+            shared,
             driver: None,
             nic_element_size: NicElementSize::default(),
+            vswitch_callback_irql: crate::irql::Irql::Dispatch,
             existing_switches: ExistingSwitches::default(),
             told: Vec::new(),
             switches: Vec::new(),
@@ -298,6 +307,12 @@ impl Host {
         let config = vsflow_callout::DriverConfig::from_services(&services)
             .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
         self.load_driver(config)
+    }
+
+    /// Runs each requested work item at once on its own thread (another CPU): it may complete
+    /// a pended notification before the callback that pended it has returned.
+    pub fn eager_work_items(&self, eager: bool) {
+        self.shared.eager_work_items.store(eager, Ordering::SeqCst);
     }
 
     /// Makes deferred-work requests fail (exercises the synchronous fallback).
@@ -370,8 +385,11 @@ impl Host {
         self.list_ports()
             .iter()
             .filter(|p| {
-                let req =
-                    vsflow_proto::request::Request::ReplaceRules { port: p.port, rules: list };
+                let req = vsflow_proto::request::Request::ReplaceRules {
+                    port: p.port,
+                    expected_version: p.rules_version,
+                    rules: list,
+                };
                 sys::nt_success(self.control(&req, 64).0)
             })
             .count()
@@ -389,8 +407,8 @@ impl Host {
     }
 
     /// Moves BFE to `state` and calls every state-change subscriber with it
-    /// (FwpmBfeStateSubscribeChanges0).
-    fn bfe_transition(&mut self, state: u32) {
+    /// (`FwpmBfeStateSubscribeChanges0`).
+    fn bfe_transition(&self, state: u32) {
         let subs = with_host_id(self.id, |s| {
             s.engine.bfe_state = state;
             s.engine.bfe_subscriptions.clone()
@@ -405,7 +423,7 @@ impl Host {
         }
     }
 
-    /// Starts the base filtering engine: START_PENDING, then RUNNING, each reported to the
+    /// Starts the base filtering engine: `START_PENDING`, then RUNNING, each reported to the
     /// subscribers.
     pub fn start_bfe(&mut self) {
         self.bfe_transition(sys::FWPM_SERVICE_START_PENDING);
@@ -413,8 +431,8 @@ impl Host {
         self.tell_new_subscribers();
     }
 
-    /// Stops the base filtering engine as the service manager does (FwpmBfeStateSubscribeChanges0
-    /// remarks; WFPSampler's BFE subscription): subscribers hear STOP_PENDING (and should close
+    /// Stops the base filtering engine as the service manager does (`FwpmBfeStateSubscribeChanges0`
+    /// remarks; `WFPSampler`'s BFE subscription): subscribers hear `STOP_PENDING` (and should close
     /// their engine handles then); BFE then goes away: every session's handle becomes invalid
     /// and the objects of dynamic sessions are deleted; subscribers hear STOPPED. Run-time
     /// callouts (fwpkclnt, in the kernel) and vSwitch subscriptions stay.
@@ -450,13 +468,13 @@ impl Host {
                 .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
         let driver = Box::new(driver);
         self.shared.driver.store(std::ptr::from_ref(&*driver) as usize, Ordering::SeqCst);
-        let _cur = CurrentHost::enter(self.id);
+        let cur = CurrentHost::enter(self.id);
         // SAFETY: the box keeps the driver at a fixed address until unload stops it.
         let r = unsafe { driver.start() };
         match r {
             Ok(()) => {
                 self.driver = Some(driver);
-                drop(_cur);
+                drop(cur);
                 self.tell_new_subscribers();
                 Ok(())
             }
@@ -483,10 +501,12 @@ impl Host {
             let _cur = CurrentHost::enter(self.id);
             let _drv = self.driver_code();
             driver.stop();
+            SimServices { shared: Arc::clone(&self.shared), seed: self.seed }.join_workers();
             self.shared.driver.store(0, Ordering::SeqCst);
             drop(driver);
         }
         let live = crate::alloc::live_driver_blocks(self.id);
+        let misused = self.primitive_misuse();
         with_host_id(self.id, |s| {
             let key = vsflow_callout::keys::PROVIDER;
             let mut left = Vec::new();
@@ -539,6 +559,9 @@ impl Host {
             for what in left {
                 s.violate(Violation::Leak { what });
             }
+            for what in misused {
+                s.violate(Violation::KernelPrimitiveMisuse { what });
+            }
         });
     }
 
@@ -561,6 +584,12 @@ impl Host {
     #[must_use]
     pub fn engine_objects(&self) -> crate::engine::Objects {
         with_host_id(self.id, |s| s.engine.objects.clone())
+    }
+
+    /// Makes the next `n` callout unregistrations answer `STATUS_DEVICE_BUSY`, as when a
+    /// classify of the callout runs on another processor at that moment.
+    pub fn busy_unregisters(&self, n: u32) {
+        with_host_id(self.id, |s| s.engine.busy_unregisters = n);
     }
 
     /// Classify calls the engine has made on this host (every callout).
@@ -593,6 +622,12 @@ impl Host {
         with_host_id(self.id, |s| s.vswitch.outstanding.len())
     }
 
+    /// Completions that arrived before the callback that pended them had returned.
+    #[must_use]
+    pub fn early_completions(&self) -> u64 {
+        with_host_id(self.id, |s| s.vswitch.early_completions)
+    }
+
     /// The status a pended notification completed with.
     #[must_use]
     pub fn completion(&self, context: usize) -> Option<NTSTATUS> {
@@ -617,36 +652,77 @@ impl Host {
         with_host_id(self.id, |s| s.vswitch.subscriptions.clone())
     }
 
-    /// Calls a vSwitch callback of every subscription, tracking pended completions.
-    fn notify(
+    /// [`Self::notify`] for callbacks every subscriber gets (a missing callback counts as
+    /// success).
+    fn notify_each(
         &self,
         callback: &'static str,
         may_pend: bool,
         port_id: u32,
         mut call: impl FnMut(&Subscription, *mut c_void) -> NTSTATUS,
-    ) -> Vec<(usize, NTSTATUS)> {
+    ) -> Vec<Notified> {
+        self.notify(callback, may_pend, port_id, |s, c| Some(call(s, c)))
+    }
+
+    /// Calls a vSwitch callback of every subscription, tracking pended completions: the one
+    /// place the double calls vSwitch callbacks. `call` returns `None` when it did not call
+    /// the subscriber (no callback, or nothing for it). The callback runs at `DISPATCH_LEVEL`
+    /// (the vSwitch callbacks are documented for IRQL <= `DISPATCH_LEVEL`: the double takes the
+    /// higher). Its completion may arrive before it returns (a work item on another CPU): the
+    /// double accepts that for a callback that then returns `STATUS_PENDING`.
+    fn notify(
+        &self,
+        callback: &'static str,
+        may_pend: bool,
+        port_id: u32,
+        mut call: impl FnMut(&Subscription, *mut c_void) -> Option<NTSTATUS>,
+    ) -> Vec<Notified> {
         let _cur = CurrentHost::enter(self.id);
         let mut out = Vec::new();
         for sub in self.subscriptions() {
             let ctx = next_handle();
-            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
+            with_host_id(self.id, |s| {
+                s.vswitch.in_callback += 1;
+                s.vswitch
+                    .in_progress
+                    .insert(ctx, crate::vswitch::Outstanding { callback, port_id });
+            });
+            let t = Instant::now();
             let status = {
                 let _drv = self.driver_code();
+                let _irql = crate::irql::Raised::to(self.vswitch_callback_irql);
                 call(&sub, ctx as *mut c_void)
             };
+            let elapsed = t.elapsed();
             with_host_id(self.id, |s| {
                 s.vswitch.in_callback -= 1;
-                if status == sys::STATUS_PENDING {
-                    if may_pend {
+                s.vswitch.in_progress.remove(&ctx);
+                let early = s.vswitch.early.remove(&ctx);
+                let Some(status) = status else { return };
+                match (status == sys::STATUS_PENDING, early) {
+                    (true, _) if !may_pend => s.violate(Violation::PendingNotAllowed { callback }),
+                    (true, Some(done)) => {
+                        s.vswitch.completed.insert(ctx, done);
+                    }
+                    (true, None) => {
                         s.vswitch
                             .outstanding
                             .insert(ctx, crate::vswitch::Outstanding { callback, port_id });
-                    } else {
-                        s.violate(Violation::PendingNotAllowed { callback });
                     }
+                    (false, Some(_)) => s.violate(Violation::UnknownCompletion { context: ctx }),
+                    (false, None) => {}
+                }
+                if callback == "vSwitchRuntimeStateRestoreNotifyFn"
+                    && status != sys::STATUS_PENDING
+                    && !sys::nt_success(status)
+                {
+                    // OID_SWITCH_NIC_RESTORE: an extension's failure fails the whole restore.
+                    s.failed_vm_restores.push((port_id, status));
                 }
             });
-            out.push((ctx, status));
+            if let Some(status) = status {
+                out.push(Notified { context: ctx, status, elapsed });
+            }
         }
         out
     }
@@ -689,7 +765,7 @@ impl Host {
             sw.ports.iter().map(|p| port_params(p, false)).collect();
         let pa = ndis_array(&port_array, size_of::<sys::NDIS_SWITCH_PORT_PARAMETERS>());
         let na = self.nic_array(sw);
-        self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+        self.notify_each("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
             if only.is_some_and(|ids| !ids.contains(&sub.id)) {
                 return sys::STATUS_SUCCESS;
             }
@@ -725,7 +801,7 @@ impl Host {
 
     /// Pauses and restarts the WFP extension on switch `sw` (what a filter-engine reorder or
     /// any FilterPause/FilterRestart of the extension does): WFP queries the switch's ports
-    /// and NICs again in FilterRestart and reports them with `VSWITCH_CREATE`, for a switch
+    /// and NICs again in `FilterRestart` and reports them with `VSWITCH_CREATE`, for a switch
     /// the driver already knows (lifetime callback doc; see WINDOWS-VERIFICATION for whether
     /// a `VSWITCH_DELETE` precedes it: the double sends none).
     pub fn pause_restart(&mut self, sw: usize) {
@@ -758,7 +834,7 @@ impl Host {
     /// Deletes a switch (lifetime event).
     pub fn delete_switch(&mut self, sw: usize) {
         let params = switch_params(&self.switches[sw].name);
-        self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+        self.notify_each("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
             match sub.table.vSwitchLifetimeNotifyFn {
                 // SAFETY: as in `create_switch`.
                 Some(f) => unsafe {
@@ -796,14 +872,14 @@ impl Host {
         params: &sys::NDIS_SWITCH_PARAMETERS,
         pp: &sys::NDIS_SWITCH_PORT_PARAMETERS,
     ) -> NTSTATUS {
-        let results = self.notify("vSwitchPortEventNotifyFn", true, pp.PortId, |sub, ctx| {
+        let results = self.notify_each("vSwitchPortEventNotifyFn", true, pp.PortId, |sub, ctx| {
             match sub.table.vSwitchPortEventNotifyFn {
                 // SAFETY: the driver's callback with valid arguments.
                 Some(f) => unsafe { f(sub.context as *mut c_void, ctx, event, params, pp) },
                 None => sys::STATUS_SUCCESS,
             }
         });
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// Deletes a VM port.
@@ -830,40 +906,48 @@ impl Host {
         }
         let params = switch_params(&self.switches[sw].name);
         let nic = self.nic_params(port_id, index, state);
-        let results = self.notify("vSwitchInterfaceEventNotifyFn", true, port_id, |sub, ctx| {
-            match sub.table.vSwitchInterfaceEventNotifyFn {
-                // SAFETY: the driver's callback with valid arguments.
-                Some(f) => unsafe {
-                    f(sub.context as *mut c_void, ctx, event, &raw const params, &raw const *nic)
-                },
-                None => sys::STATUS_SUCCESS,
-            }
-        });
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        let results =
+            self.notify_each("vSwitchInterfaceEventNotifyFn", true, port_id, |sub, ctx| {
+                match sub.table.vSwitchInterfaceEventNotifyFn {
+                    // SAFETY: the driver's callback with valid arguments.
+                    Some(f) => unsafe {
+                        f(
+                            sub.context as *mut c_void,
+                            ctx,
+                            event,
+                            &raw const params,
+                            &raw const *nic,
+                        )
+                    },
+                    None => sys::STATUS_SUCCESS,
+                }
+            });
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// A filter-engine reorder notification.
     pub fn reorder(&mut self, in_required_position: bool) -> NTSTATUS {
         let filters = sys::NDIS_ENUM_FILTERS::default();
-        let results = self.notify("vSwitchFilterEngineReorderNotifyRn", false, 0, |sub, ctx| {
-            match sub.table.vSwitchFilterEngineReorderNotifyRn {
-                // SAFETY: the driver's callback with valid arguments.
-                Some(f) => unsafe {
-                    f(
-                        sub.context as *mut c_void,
-                        ctx,
-                        u8::from(in_required_position),
-                        &raw const filters,
-                    )
-                },
-                None => sys::STATUS_SUCCESS,
-            }
-        });
+        let results =
+            self.notify_each("vSwitchFilterEngineReorderNotifyRn", false, 0, |sub, ctx| {
+                match sub.table.vSwitchFilterEngineReorderNotifyRn {
+                    // SAFETY: the driver's callback with valid arguments.
+                    Some(f) => unsafe {
+                        f(
+                            sub.context as *mut c_void,
+                            ctx,
+                            u8::from(in_required_position),
+                            &raw const filters,
+                        )
+                    },
+                    None => sys::STATUS_SUCCESS,
+                }
+            });
         // A reorder pauses and restarts the extension: every switch is reported again.
         for sw in 0..self.switches.len() {
             self.pause_restart(sw);
         }
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// A port policy event (`POLICY_ADD`, `_UPDATE`, `_DELETE`).
@@ -876,7 +960,7 @@ impl Host {
             ..Default::default()
         };
         let is_delete = event == sys::FWPS_VSWITCH_EVENT_POLICY_DELETE;
-        let results = self.notify("vSwitchPolicyEventNotifyFn", true, port_id, |sub, ctx| {
+        let results = self.notify_each("vSwitchPolicyEventNotifyFn", true, port_id, |sub, ctx| {
             match sub.table.vSwitchPolicyEventNotifyFn {
                 // SAFETY: the driver's callback; property pointer null on delete, delete pointer
                 // only on delete (documented).
@@ -893,28 +977,24 @@ impl Host {
                 None => sys::STATUS_SUCCESS,
             }
         });
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// Runtime-state save of a port: every subscriber's blob, copied out at once as Hyper-V
     /// copies it into the OID's buffer, tagged with the subscriber's provider GUID.
-    pub fn save(&mut self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
+    #[must_use]
+    pub fn save(&self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
         let params = switch_params(&self.switches[sw].name);
-        let _cur = CurrentHost::enter(self.id);
         let mut blobs = Vec::new();
-        let mut elapsed = Duration::ZERO;
-        for sub in self.subscriptions() {
-            let Some(f) = sub.table.vSwitchRuntimeStateSaveNotifyFn else { continue };
+        let results = self.notify("vSwitchRuntimeStateSaveNotifyFn", false, port_id, |sub, ctx| {
+            let f = sub.table.vSwitchRuntimeStateSaveNotifyFn?;
             let mut data: *mut c_void = std::ptr::null_mut();
             let mut len = 0usize;
-            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
-            let t = Instant::now();
-            let drv = self.driver_code();
             // SAFETY: the driver's callback with valid out-pointers.
             let status = unsafe {
                 f(
                     sub.context as *mut c_void,
-                    next_handle() as *mut c_void,
+                    ctx,
                     sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_SAVE,
                     &raw const params,
                     port_id,
@@ -922,90 +1002,68 @@ impl Host {
                     &raw mut len,
                 )
             };
-            drop(drv);
-            elapsed += t.elapsed();
+            // What follows is the double's memory, not the driver's.
+            let _kernel = crate::alloc::Attribution::enter(None);
             let bytes = if len == 0 || data.is_null() {
                 Vec::new()
             } else {
                 // SAFETY: the driver returned `len` readable bytes at `data`.
                 unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.to_vec()
             };
+            let null_on_success =
+                sys::nt_success(status) && status != sys::STATUS_PENDING && data.is_null();
             with_host_id(self.id, |s| {
-                s.vswitch.in_callback -= 1;
-                if sys::nt_success(status) && status != sys::STATUS_PENDING && data.is_null() {
+                if null_on_success {
                     s.violate(Violation::SaveNullOnSuccess);
                 }
-                if status == sys::STATUS_PENDING {
-                    // A pended save has no documented way to return its data.
-                    s.violate(Violation::PendingNotAllowed {
-                        callback: "vSwitchRuntimeStateSaveNotifyFn",
-                    });
-                }
-                if bytes.len() > usize::from(u16::MAX) {
-                    s.violate(Violation::SaveTooLarge { len: bytes.len() });
+                if len > usize::from(u16::MAX) {
+                    s.violate(Violation::SaveTooLarge { len });
                 }
             });
             blobs.push((sub.provider, bytes));
-        }
-        (blobs, elapsed)
+            Some(status)
+        });
+        (blobs, results.iter().map(|r| r.elapsed).sum())
     }
 
     /// Runtime-state restore of a port: each blob goes to the subscriber whose provider GUID
     /// matches the one it was saved under (blobs of no subscriber are dropped, as WFP does).
+    /// WFP's buffer lives only for the call: the double hands a copy and poisons it after.
+    #[must_use]
     pub fn restore(
-        &mut self,
+        &self,
         sw: usize,
         port_id: u32,
         blobs: &[(Option<GUID>, Vec<u8>)],
     ) -> Vec<RestoreTicket> {
         let params = switch_params(&self.switches[sw].name);
-        let _cur = CurrentHost::enter(self.id);
-        let mut tickets = Vec::new();
-        for sub in self.subscriptions() {
-            let Some(f) = sub.table.vSwitchRuntimeStateRestoreNotifyFn else { continue };
-            let Some((_, blob)) = blobs.iter().find(|(p, _)| p.is_some() && *p == sub.provider)
-            else {
-                continue;
-            };
-            // WFP's buffer lives only for the call: hand a copy and poison it afterwards.
-            let mut buffer = blob.clone();
-            let ctx = next_handle();
-            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
-            let t = Instant::now();
-            let drv = self.driver_code();
-            // SAFETY: the driver's callback with a valid buffer of `len` bytes.
-            let status = unsafe {
-                f(
-                    sub.context as *mut c_void,
-                    ctx as *mut c_void,
-                    sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_RESTORE,
-                    &raw const params,
-                    port_id,
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            drop(drv);
-            let elapsed = t.elapsed();
-            buffer.fill(0xDD);
-            with_host_id(self.id, |s| {
-                s.vswitch.in_callback -= 1;
-                if status == sys::STATUS_PENDING {
-                    s.vswitch.outstanding.insert(
+        let results =
+            self.notify("vSwitchRuntimeStateRestoreNotifyFn", true, port_id, |sub, ctx| {
+                let f = sub.table.vSwitchRuntimeStateRestoreNotifyFn?;
+                let (_, blob) = blobs.iter().find(|(p, _)| p.is_some() && *p == sub.provider)?;
+                let mut buffer = {
+                    let _kernel = crate::alloc::Attribution::enter(None);
+                    blob.clone()
+                };
+                // SAFETY: the driver's callback with a valid buffer of `len` bytes.
+                let status = unsafe {
+                    f(
+                        sub.context as *mut c_void,
                         ctx,
-                        crate::vswitch::Outstanding {
-                            callback: "vSwitchRuntimeStateRestoreNotifyFn",
-                            port_id,
-                        },
-                    );
-                } else if !sys::nt_success(status) {
-                    // OID_SWITCH_NIC_RESTORE: an extension's failure fails the whole restore.
-                    s.failed_vm_restores.push((port_id, status));
-                }
+                        sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_RESTORE,
+                        &raw const params,
+                        port_id,
+                        buffer.as_mut_ptr().cast(),
+                        buffer.len(),
+                    )
+                };
+                buffer.fill(0xDD);
+                Some(status)
             });
-            tickets.push(RestoreTicket { context: ctx, returned: status, elapsed });
-        }
-        tickets
+        results
+            .into_iter()
+            .map(|r| RestoreTicket { context: r.context, returned: r.status, elapsed: r.elapsed })
+            .collect()
     }
 
     /// The VM restores this host's extensible switch failed because an extension (vsflow)
@@ -1044,150 +1102,14 @@ impl Host {
     /// Sends `p` across switch `sw` from port `src` to port `dst`: classified at the ingress
     /// transport layer, then at egress.
     pub fn transmit(&mut self, sw: usize, src: u32, dst: u32, p: &SimPacket) -> PacketFate {
-        let (ingress_id, ingress_key, egress_id, egress_key) = match p.family {
-            vsflow_core::IpFamily::V4 => (
-                sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4,
-                sys::FWPM_LAYER_INGRESS_VSWITCH_TRANSPORT_V4,
-                sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V4,
-                sys::FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V4,
-            ),
-            vsflow_core::IpFamily::V6 => (
-                sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V6,
-                sys::FWPM_LAYER_INGRESS_VSWITCH_TRANSPORT_V6,
-                sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V6,
-                sys::FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V6,
-            ),
-        };
-        let name = self.switches[sw].name.clone();
-        if !self.classify_at(ingress_id, &ingress_key, true, src, dst, &name, p) {
-            return PacketFate::BlockedAtIngress;
-        }
-        if !self.classify_at(egress_id, &egress_key, false, src, dst, &name, p) {
-            return PacketFate::BlockedAtEgress;
-        }
-        PacketFate::Delivered
+        crate::wire::transmit(self.id, &self.switches[sw].name, src, dst, p)
     }
 
-    /// Runs the filters of one layer on a packet as WFP arbitrates them; true if permitted.
-    /// Every sublayer is evaluated, highest weight first; within one, filters from the
-    /// highest weight until one returns permit or block ([`crate::engine::Arbiter`]).
-    #[allow(clippy::too_many_arguments, reason = "the classify inputs")]
-    #[allow(clippy::too_many_lines, reason = "one layer's classify, top to bottom")]
-    fn classify_at(
-        &self,
-        layer_id: u16,
-        layer: &GUID,
-        ingress: bool,
-        src: u32,
-        dst: u32,
-        switch_name: &[u16],
-        p: &SimPacket,
-    ) -> bool {
-        let (sublayers, callouts) =
-            with_host_id(self.id, |s| (s.engine.sublayers_at(layer), s.engine.registered.clone()));
-        let _cur = CurrentHost::enter(self.id);
-        let mut input = ClassifyInput::new(p, ingress, src, dst, switch_name);
-        let before = input.list.bytes();
-        let values = input.incoming(layer_id);
-        let mut arbiter = Arbiter::default();
-        for (sublayer_weight, filters) in sublayers {
-            for f in filters {
-                let soft = f.flags & sys::FWPM_FILTER_FLAG_CLEAR_ACTION_RIGHT == 0;
-                if f.action == sys::FWP_ACTION_BLOCK || f.action == sys::FWP_ACTION_PERMIT {
-                    arbiter.sublayer(Decision { action: f.action, overridable: soft }, false);
-                    break;
-                }
-                let terminating = f.action == sys::FWP_ACTION_CALLOUT_TERMINATING
-                    || f.action == sys::FWP_ACTION_CALLOUT_UNKNOWN;
-                let Some(ckey) = f.callout else { continue };
-                let Some(callout) = callouts.iter().find(|c| c.key == ckey) else {
-                    // fwpmtypes.h: a filter whose callout is not registered acts as block,
-                    // or as permit with FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED.
-                    if !terminating {
-                        continue;
-                    }
-                    let action =
-                        if f.flags & sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED != 0 {
-                            sys::FWP_ACTION_PERMIT
-                        } else {
-                            sys::FWP_ACTION_BLOCK
-                        };
-                    arbiter.sublayer(Decision { action, overridable: soft }, false);
-                    break;
-                };
-                let Some(classify) = callout.classify else { continue };
-                // SAFETY: plain data, all zeroes valid.
-                let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
-                filter.filterId = f.id;
-                filter.subLayerWeight = sublayer_weight;
-                filter.flags = if soft { 0 } else { sys::FWPS_FILTER_FLAG_CLEAR_ACTION_RIGHT };
-                filter.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout.id };
-                filter.context = f.raw_context;
-                let rights = arbiter.rights();
-                let mut out = sys::FWPS_CLASSIFY_OUT0 { rights, ..Default::default() };
-                let layer_data = input.layer_data();
-                with_host_id(self.id, |s| s.engine.classify_started(callout.id));
-                let drv = self.driver_code();
-                // SAFETY: the driver's classify function with valid inputs alive for the call.
-                unsafe {
-                    classify(
-                        &raw const values,
-                        &raw const input.meta,
-                        layer_data,
-                        std::ptr::null(),
-                        &raw const filter,
-                        0,
-                        &raw mut out,
-                    );
-                };
-                drop(drv);
-                with_host_id(self.id, |s| s.engine.classify_finished(callout.id));
-                if input.list.bytes() != before {
-                    with_host_id(self.id, |s| {
-                        s.violate(Violation::BadClassifyAction {
-                            what: "packet modified (HLK NoEgressModification)".to_owned(),
-                        });
-                    });
-                }
-                if !terminating {
-                    continue; // an inspection callout's action is not used
-                }
-                let kept_write = out.rights & sys::FWPS_RIGHT_ACTION_WRITE != 0;
-                match out.actionType {
-                    sys::FWP_ACTION_BLOCK => {
-                        if rights & sys::FWPS_RIGHT_ACTION_WRITE != 0 && kept_write {
-                            with_host_id(self.id, |s| {
-                                s.violate(Violation::BadClassifyAction {
-                                    what: "block without clearing FWPS_RIGHT_ACTION_WRITE"
-                                        .to_owned(),
-                                });
-                            });
-                        }
-                        let d = Decision { action: sys::FWP_ACTION_BLOCK, overridable: kept_write };
-                        arbiter.sublayer(d, true);
-                        break;
-                    }
-                    sys::FWP_ACTION_PERMIT => {
-                        let d =
-                            Decision { action: sys::FWP_ACTION_PERMIT, overridable: kept_write };
-                        arbiter.sublayer(d, true);
-                        break;
-                    }
-                    sys::FWP_ACTION_CONTINUE => {}
-                    // Without the write right a callout returns without acting (WFPSampler's
-                    // classify functions check FWPS_RIGHT_ACTION_WRITE first).
-                    _ if rights & sys::FWPS_RIGHT_ACTION_WRITE == 0 => {}
-                    other => {
-                        with_host_id(self.id, |s| {
-                            s.violate(Violation::BadClassifyAction {
-                                what: format!("terminating callout returned action {other:#x}"),
-                            });
-                        });
-                    }
-                }
-            }
-        }
-        arbiter.permits()
+    /// A handle other threads can send packets with while this host runs events (real
+    /// concurrency: classify on several threads).
+    #[must_use]
+    pub fn wire(&self) -> crate::wire::Wire {
+        crate::wire::Wire::new(self.id, self.switches.iter().map(|s| s.name.clone()).collect())
     }
 }
 

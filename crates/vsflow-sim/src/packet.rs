@@ -2,7 +2,7 @@
 //!
 //! At `FWPS_LAYER_{INGRESS,EGRESS}_VSWITCH_TRANSPORT_V4/V6` the `NET_BUFFER_LIST`'s data starts
 //! at the **IP header** ("Data offset positions" in the WFP docs: only the
-//! `*_VSWITCH_ETHERNET` layers start at the MAC header; WFPSampler's basic packet examination
+//! `*_VSWITCH_ETHERNET` layers start at the MAC header; `WFPSampler`'s basic packet examination
 //! callouts: "Initial offset is at the IP Header"). The double builds a real IP datagram
 //! (IPv4 with options, IPv6 with extension headers, fragments) and lays it out in an MDL chain
 //! as NDIS would: the MAC header still in the first MDL before `CurrentMdlOffset`, the chain
@@ -315,6 +315,7 @@ pub struct NetBufferList {
     /// The list.
     pub nbl: Box<sys::NET_BUFFER_LIST>,
     nb: Box<sys::NET_BUFFER>,
+    #[allow(clippy::vec_box, reason = "each MDL at a fixed address the chain points to")]
     mdls: Vec<Box<sys::MDL>>,
     buffers: Vec<Vec<u8>>,
 }
@@ -402,7 +403,9 @@ impl NetBufferList {
     }
 }
 
-/// `NdisGetDataBuffer` as documented (ndis/nblapi.h): null if `DataLength` is less than
+/// `NdisGetDataBuffer` as documented (ndis/nblapi.h).
+///
+/// Null if `DataLength` is less than
 /// `bytes_needed`; a pointer into the buffer if the bytes are contiguous (and meet the
 /// alignment asked for); otherwise a copy into `storage`, or null when `storage` is null.
 ///
@@ -443,15 +446,11 @@ pub unsafe fn get_data_buffer(
         let Some(m) = (unsafe { mdl.as_ref() }) else { return std::ptr::null_mut() };
         let avail = (m.ByteCount as usize).saturating_sub(off);
         let n = avail.min(needed - copied);
-        // SAFETY: `n` bytes readable at the MDL's system address + `off`; `storage` has
-        // `needed` writable bytes (caller's contract); the regions do not overlap.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                m.MappedSystemVa.cast::<u8>().add(off),
-                out.add(copied),
-                n,
-            );
-        }
+        let src = m.MappedSystemVa.cast::<u8>().wrapping_add(off);
+        let dst = out.wrapping_add(copied);
+        // SAFETY: `n` bytes readable at `src` (inside the MDL's bytes); `dst` has room for them
+        // (`storage` has `needed` writable bytes: caller's contract); no overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
         copied += n;
         mdl = m.Next;
         off = 0;

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
 use vsflow_callout::{
-    CalloutError, Frame, KernelServices, LogLevel, RawMutex, RawRundown, RawSpinLock, TraceEvent,
+    CalloutError, Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock,
+    TraceEvent,
 };
 
 /// State shared between a host and its driver's services.
@@ -41,6 +42,15 @@ pub struct HostShared {
     pub recursive_locks: AtomicUsize,
     /// The service's `Parameters` values.
     pub registry: Mutex<Vec<(String, u32)>>,
+    /// The host's id (for work items run on their own threads).
+    pub host_id: AtomicUsize,
+    /// Run each requested work item at once on its own thread, as another CPU would, possibly
+    /// before the requesting callback returns.
+    pub eager_work_items: AtomicBool,
+    /// Work-item threads not yet joined.
+    pub workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// One work item runs at a time (a WDF work item is not reentered).
+    pub work_item: Mutex<()>,
     /// Misuse of a kernel primitive (each also panics where it happened).
     pub misuse: Mutex<Vec<String>>,
 }
@@ -104,6 +114,17 @@ fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
         s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what.clone());
     }
     panic!("kernel primitive misused: {what}");
+}
+
+/// A primitive used at an IRQL its page forbids. Driver Verifier would bugcheck; the double
+/// records it (the host reports it as a violation at unload) and lets the call proceed, so one
+/// wrong-IRQL call fails its test instead of aborting the whole test binary (a panic cannot
+/// unwind out of the `extern "system"` callback the call usually sits in).
+fn wrong_irql(shared: Option<&Arc<HostShared>>, what: String) {
+    let _kernel = crate::alloc::Attribution::enter(None);
+    if let Some(s) = shared {
+        s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what);
+    }
 }
 
 /// One processor's rundown counter, alone on its cache line.
@@ -182,7 +203,7 @@ unsafe impl RawRundown for SimRundown {
 
     fn wait_for_release(&self) {
         if current_irql() >= DISPATCH_LEVEL {
-            misuse(
+            wrong_irql(
                 self.shared.as_ref(),
                 "ExWaitForRundownProtectionReleaseCacheAware at DISPATCH_LEVEL".to_owned(),
             );
@@ -211,49 +232,127 @@ unsafe impl RawRundown for SimRundown {
     }
 }
 
-/// `FAST_MUTEX`: raises the holder to `APC_LEVEL`.
+/// `EX_SPIN_LOCK`: shared or exclusive, the holder at `DISPATCH_LEVEL`.
+///
+/// `ExAcquireSpinLockShared` / `ExAcquireSpinLockExclusive`: `IRQL <= DISPATCH_LEVEL`. A thread
+/// holding the lock shared must not acquire it exclusively (the documented deadlock): reported
+/// as misuse, as are releases of a hold the thread does not have.
 #[derive(Debug, Default)]
-pub struct SimMutex {
-    held: AtomicBool,
-    owner: AtomicUsize,
-    saved_irql: AtomicUsize,
+pub struct SimRwLock {
+    /// Bit 31: held exclusively; low bits: shared holders.
+    state: std::sync::atomic::AtomicU32,
     shared: Option<Arc<HostShared>>,
 }
 
-// SAFETY: `held` is taken with an acquire compare-exchange and released with a release store:
-// mutual exclusion; waiting yields the thread (a passive-level wait).
-unsafe impl RawMutex for SimMutex {
-    fn lock(&self) {
-        let irql = current_irql();
-        if irql > APC_LEVEL {
-            misuse(self.shared.as_ref(), "ExAcquireFastMutex above APC_LEVEL".to_owned());
-        }
-        let me = thread_tag();
-        if self.held.load(Ordering::Acquire) && self.owner.load(Ordering::Relaxed) == me {
-            misuse(self.shared.as_ref(), "ExAcquireFastMutex recursively".to_owned());
-        }
-        while self
-            .held
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            std::thread::yield_now();
-        }
-        self.owner.store(me, Ordering::Relaxed);
-        self.saved_irql.store(usize::from(set_irql(APC_LEVEL)), Ordering::Relaxed);
+const EXCLUSIVE: u32 = 1 << 31;
+
+thread_local! {
+    /// Reader/writer locks this thread holds: (address, shared holds, exclusive), no allocation.
+    static HELD_RW: RefCell<[(usize, u32, bool); 8]> = const { RefCell::new([(0, 0, false); 8]) };
+}
+
+impl SimRwLock {
+    fn me(&self) -> usize {
+        std::ptr::from_ref(self) as usize
     }
 
-    unsafe fn unlock(&self) {
-        if !self.held.load(Ordering::Acquire) || self.owner.load(Ordering::Relaxed) != thread_tag()
-        {
-            misuse(
+    /// Changes this thread's record of holds on this lock; returns (shared, exclusive) before.
+    fn record(&self, shared: i32, exclusive: Option<bool>) -> (u32, bool) {
+        let me = self.me();
+        HELD_RW.with(|h| {
+            let mut h = h.borrow_mut();
+            let i = h
+                .iter()
+                .position(|e| e.0 == me && (e.1 > 0 || e.2))
+                .or_else(|| h.iter().position(|e| e.1 == 0 && !e.2));
+            let Some(i) = i else { return (0, false) };
+            let before = (h[i].1, h[i].2);
+            h[i].0 = me;
+            h[i].1 = h[i].1.saturating_add_signed(shared);
+            if let Some(x) = exclusive {
+                h[i].2 = x;
+            }
+            before
+        })
+    }
+}
+
+// SAFETY: exclusive holders take the word from 0 to EXCLUSIVE with a compare-exchange (no
+// shared or exclusive holder then); shared holders increment it only while EXCLUSIVE is clear
+// (compare-exchange); releases undo their own change with release ordering.
+unsafe impl RawRwSpinLock for SimRwLock {
+    fn lock_shared(&self) -> u8 {
+        if current_irql() > DISPATCH_LEVEL {
+            wrong_irql(
                 self.shared.as_ref(),
-                "ExReleaseFastMutex by a thread that does not own it".to_owned(),
+                "ExAcquireSpinLockShared above DISPATCH_LEVEL".to_owned(),
             );
         }
-        set_irql(u8::try_from(self.saved_irql.load(Ordering::Relaxed)).unwrap_or(PASSIVE_LEVEL));
-        self.owner.store(0, Ordering::Relaxed);
-        self.held.store(false, Ordering::Release);
+        let prev = set_irql(DISPATCH_LEVEL);
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & EXCLUSIVE == 0
+                && self
+                    .state
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.record(1, None);
+        prev
+    }
+
+    unsafe fn unlock_shared(&self, token: u8) {
+        let (shared, _) = self.record(-1, None);
+        if shared == 0 {
+            misuse(
+                self.shared.as_ref(),
+                "ExReleaseSpinLockShared without a shared hold on this thread".to_owned(),
+            );
+        }
+        self.state.fetch_sub(1, Ordering::Release);
+        set_irql(token);
+    }
+
+    fn lock_exclusive(&self) -> u8 {
+        if current_irql() > DISPATCH_LEVEL {
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExAcquireSpinLockExclusive above DISPATCH_LEVEL".to_owned(),
+            );
+        }
+        let (shared, exclusive) = self.record(0, None);
+        if shared > 0 {
+            misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive by a thread holding it shared (shared->exclusive upgrade deadlocks)".to_owned());
+        }
+        if exclusive {
+            misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive recursively".to_owned());
+        }
+        let prev = set_irql(DISPATCH_LEVEL);
+        while self
+            .state
+            .compare_exchange_weak(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        self.record(0, Some(true));
+        prev
+    }
+
+    unsafe fn unlock_exclusive(&self, token: u8) {
+        let (_, exclusive) = self.record(0, Some(false));
+        if !exclusive {
+            misuse(
+                self.shared.as_ref(),
+                "ExReleaseSpinLockExclusive without an exclusive hold on this thread".to_owned(),
+            );
+        }
+        self.state.store(0, Ordering::Release);
+        set_irql(token);
     }
 }
 
@@ -320,6 +419,7 @@ impl SimServices {
     /// Runs queued deferred work now; returns how many runs.
     #[allow(clippy::must_use_candidate, reason = "callers run it for its effect")]
     pub fn run_deferred(&self) -> usize {
+        let _one = self.shared.work_item.lock().unwrap_or_else(PoisonError::into_inner);
         let mut runs = 0;
         while self.shared.deferred_requests.swap(0, Ordering::SeqCst) > 0 {
             let p = self.shared.driver.load(Ordering::SeqCst);
@@ -334,12 +434,54 @@ impl SimServices {
         }
         runs
     }
+
+    /// Joins every work-item thread started so far.
+    pub fn join_workers(&self) {
+        loop {
+            let batch: Vec<_> = {
+                let _kernel = crate::alloc::Attribution::enter(None);
+                self.shared
+                    .workers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain(..)
+                    .collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            for w in batch {
+                let _ = w.join();
+            }
+        }
+    }
+
+    /// Starts the work item on its own thread at `PASSIVE_LEVEL` and gives it a moment to run
+    /// (so its completion can come before the requesting callback returns).
+    fn start_worker(&self) {
+        let _kernel = crate::alloc::Attribution::enter(None);
+        let me = self.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let handle = std::thread::spawn(move || {
+            let id = me.shared.host_id.load(Ordering::SeqCst);
+            let _cur = crate::world::CurrentHost::enter(id);
+            let _drv = crate::alloc::Attribution::enter(Some(id));
+            me.run_deferred();
+            flag.store(true, Ordering::SeqCst);
+        });
+        self.shared.workers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+        let t = std::time::Instant::now();
+        while !done.load(Ordering::SeqCst) && t.elapsed() < std::time::Duration::from_millis(20) {
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl KernelServices for SimServices {
     type Lock = SimLock;
     type Rundown = SimRundown;
-    type Mutex = SimMutex;
+    type RwLock = SimRwLock;
 
     fn new_lock(&self) -> SimLock {
         SimLock { shared: Some(Arc::clone(&self.shared)), ..SimLock::default() }
@@ -349,8 +491,8 @@ impl KernelServices for SimServices {
         Ok(SimRundown::new(Some(Arc::clone(&self.shared))))
     }
 
-    fn new_mutex(&self) -> SimMutex {
-        SimMutex { shared: Some(Arc::clone(&self.shared)), ..SimMutex::default() }
+    fn new_rw_lock(&self) -> SimRwLock {
+        SimRwLock { shared: Some(Arc::clone(&self.shared)), ..SimRwLock::default() }
     }
 
     fn current_processor(&self) -> u32 {
@@ -363,7 +505,7 @@ impl KernelServices for SimServices {
 
     fn delay(&self, micros: u32) {
         if current_irql() > APC_LEVEL {
-            misuse(Some(&self.shared), "KeDelayExecutionThread above APC_LEVEL".to_owned());
+            wrong_irql(Some(&self.shared), "KeDelayExecutionThread above APC_LEVEL".to_owned());
         }
         std::thread::sleep(std::time::Duration::from_micros(u64::from(micros)));
     }
@@ -373,14 +515,30 @@ impl KernelServices for SimServices {
     }
 
     fn request_deferred_work(&self) -> Result<(), CalloutError> {
-        if self.shared.refuse_deferred.load(Ordering::SeqCst) {
+        if self.shared.refuse_deferred.load(Ordering::SeqCst)
+            || crate::faults::hit(
+                self.shared.host_id.load(Ordering::SeqCst),
+                crate::faults::Site::WorkItem,
+            )
+        {
             return Err(CalloutError::Status(fwps_sys::STATUS_INSUFFICIENT_RESOURCES));
         }
         self.shared.deferred_requests.fetch_add(1, Ordering::SeqCst);
+        if self.shared.eager_work_items.load(Ordering::SeqCst) {
+            self.start_worker();
+        }
         Ok(())
     }
 
     fn flush_deferred_work(&self) {
+        // Waiting for a work item is PASSIVE_LEVEL only.
+        if crate::irql::current() != crate::irql::Irql::Passive {
+            crate::world::with_current(|h| {
+                h.violate(crate::contract::Violation::WrongIrql { call: "flush_deferred_work" });
+            });
+            return;
+        }
+        self.join_workers();
         self.run_deferred();
     }
 

@@ -1,5 +1,6 @@
-//! Traffic the scenarios send: VM and remote addresses, named TCP flags, and the exchanges
-//! (TCP handshakes, closes, UDP request and reply) one VM port takes part in. Used by the main
+//! Traffic the scenarios send.
+//!
+//! VM and remote addresses, named TCP flags, and the exchanges (TCP handshakes, closes, UDP request and reply) one VM port takes part in. Used by the main
 //! job, the benchmarks and the end-to-end tests, so they all send the same packets.
 
 use vsflow_core::{IpFamily, protocol};
@@ -27,7 +28,7 @@ pub mod tcp {
     pub const FIN_ACK: u8 = FIN | ACK;
 }
 
-/// The address of the VM behind port number `n` (10.hi.lo.2, or fd00::hi:lo02).
+/// The address of the VM behind port number `n` (10.hi.lo.2, or `fd00::hi:lo02`).
 #[must_use]
 pub fn vm_addr(family: IpFamily, n: u32) -> [u8; 16] {
     let [_, _, hi, lo] = n.to_be_bytes();
@@ -38,7 +39,7 @@ pub fn vm_addr(family: IpFamily, n: u32) -> [u8; 16] {
 }
 
 /// A remote host's address: 198.51.hi.lo (documentation range), 203.0.113.lo for the SSH
-/// clients an allow rule admits, 2001:db8::hi:lo for IPv6.
+/// clients an allow rule admits, `2001:db8::hi:lo` for IPv6.
 #[must_use]
 pub fn remote_addr(family: IpFamily, n: u32, ssh_client: bool) -> [u8; 16] {
     let [_, _, hi, lo] = n.to_be_bytes();

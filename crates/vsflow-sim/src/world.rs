@@ -28,6 +28,13 @@ impl HostState {
         );
         self.violations.push(v);
     }
+
+    /// Records every breach a rule reported.
+    pub fn report(&mut self, breaches: Vec<Violation>) {
+        for v in breaches {
+            self.violate(v);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -78,6 +85,12 @@ pub fn with_current<R>(f: impl FnOnce(&mut HostState) -> R) -> R {
         .with(Cell::get)
         .expect("a WFP function was called on a thread with no current simulated host");
     with_host_id(id, f)
+}
+
+/// The calling thread's current host, if any.
+#[must_use]
+pub fn current_id() -> Option<usize> {
+    CURRENT.try_with(Cell::get).ok().flatten()
 }
 
 /// Makes `id` the calling thread's current host until the guard drops.

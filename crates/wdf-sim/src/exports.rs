@@ -18,8 +18,8 @@ use std::mem::size_of;
 use wdk_sys::{
     _WDF_DRIVER_INIT_FLAGS, _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE, ACCESS_MASK,
     BOOLEAN, DEVICE_OBJECT, KIRQL, KPROCESSOR_MODE, LONGLONG, NTSTATUS, PCUNICODE_STRING,
-    PDEVICE_OBJECT, PDRIVER_OBJECT, PEX_RUNDOWN_REF_CACHE_AWARE, PKSPIN_LOCK, PLARGE_INTEGER,
-    POOL_TYPE, PPROCESSOR_NUMBER, PRTL_OSVERSIONINFOW, PULONG, PULONG_PTR, PULONG64, PVOID,
+    PDEVICE_OBJECT, PDRIVER_OBJECT, PEX_RUNDOWN_REF_CACHE_AWARE, PEX_SPIN_LOCK, PKSPIN_LOCK,
+    PLARGE_INTEGER, POOL_TYPE, PPROCESSOR_NUMBER, PRTL_OSVERSIONINFOW, PULONG, PULONG64, PVOID,
     PWDF_DRIVER_CONFIG, PWDF_IO_QUEUE_CONFIG, PWDF_OBJECT_ATTRIBUTES, PWDF_TIMER_CONFIG,
     PWDF_WORKITEM_CONFIG, PWDFDEVICE_INIT, RTL_OSVERSIONINFOW, ULONG, ULONG_PTR, ULONG64, USHORT,
     WDF_DRIVER_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG,
@@ -1089,70 +1089,82 @@ pub unsafe extern "C" fn ExReInitializeRundownProtectionCacheAware(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Push locks and critical regions (wdm.h, Windows 8 and later)
+// Reader/writer spin locks (wdm.h `EX_SPIN_LOCK`; "Reader/Writer Spin Locks")
 
-/// `ExInitializePushLock`: a free push lock is 0.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ExInitializePushLock(PushLock: PULONG_PTR) {
-    framework::with(|fw| out(fw, "ExInitializePushLock", PushLock, 0));
+fn rw_acquire(call: &'static str, lock: PEX_SPIN_LOCK, exclusive: bool) -> KIRQL {
+    framework::with(|fw| {
+        fw.require_dispatch_or_below(call);
+        let old = fw.irql;
+        let (shared, held_exclusive) =
+            fw.rw_locks.get(&(lock as usize)).copied().unwrap_or((0, false));
+        // One simulated processor: waiting for another holder never ends. A shared holder that
+        // asks for the lock exclusively deadlocks on Windows too (documented).
+        if held_exclusive || (exclusive && shared > 0) {
+            fw.violate(Violation::SpinLockRecursion);
+        } else {
+            let entry = fw.rw_locks.entry(lock as usize).or_insert((0, false));
+            if exclusive {
+                entry.1 = true;
+            } else {
+                entry.0 += 1;
+            }
+            // SAFETY: the driver's lock word (nonzero while held).
+            unsafe { lock.write(1) };
+        }
+        fw.irql = DISPATCH_LEVEL;
+        old
+    })
 }
 
-/// `ExAcquirePushLockExclusiveEx`: `IRQL <= APC_LEVEL`, inside a critical region (normal kernel
-/// APCs disabled); not recursive.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ExAcquirePushLockExclusiveEx(PushLock: PULONG_PTR, _Flags: ULONG) {
+fn rw_release(call: &'static str, lock: PEX_SPIN_LOCK, old: KIRQL, exclusive: bool) {
     framework::with(|fw| {
-        fw.require_passive("ExAcquirePushLockExclusiveEx");
-        if fw.critical_region == 0 {
-            fw.violate(Violation::BadArgument {
-                call: "ExAcquirePushLockExclusiveEx",
-                what: "outside a critical region".into(),
-            });
-        }
-        if fw.held_push_locks.contains(&(PushLock as usize)) {
-            fw.violate(Violation::WaitForOwnCallback {
-                call: "ExAcquirePushLockExclusiveEx (recursive)",
-            });
+        let held = fw.rw_locks.get_mut(&(lock as usize));
+        let ok = match held {
+            Some(h) if exclusive && h.1 => {
+                h.1 = false;
+                true
+            }
+            Some(h) if !exclusive && h.0 > 0 => {
+                h.0 -= 1;
+                true
+            }
+            _ => false,
+        };
+        if ok {
+            if fw.rw_locks.get(&(lock as usize)).is_some_and(|h| h.0 == 0 && !h.1) {
+                fw.rw_locks.remove(&(lock as usize));
+                // SAFETY: the driver's lock word (zero when free).
+                unsafe { lock.write(0) };
+            }
         } else {
-            fw.held_push_locks.push(PushLock as usize);
+            fw.violate(Violation::BadArgument { call, what: "not held that way".into() });
         }
+        fw.irql = old;
     });
 }
 
-/// `ExReleasePushLockExclusiveEx`: releases a push lock held.
+/// `ExAcquireSpinLockShared`: raises to `DISPATCH_LEVEL`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ExReleasePushLockExclusiveEx(PushLock: PULONG_PTR, _Flags: ULONG) {
-    framework::with(|fw| {
-        if let Some(i) = fw.held_push_locks.iter().position(|l| *l == PushLock as usize) {
-            fw.held_push_locks.remove(i);
-        } else {
-            fw.violate(Violation::BadArgument {
-                call: "ExReleasePushLockExclusiveEx",
-                what: "not held".into(),
-            });
-        }
-    });
+pub unsafe extern "C" fn ExAcquireSpinLockShared(SpinLock: PEX_SPIN_LOCK) -> KIRQL {
+    rw_acquire("ExAcquireSpinLockShared", SpinLock, false)
 }
 
-/// `KeEnterCriticalRegion`: disables normal kernel APCs (nests).
+/// `ExReleaseSpinLockShared`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn KeEnterCriticalRegion() {
-    framework::with(|fw| fw.critical_region += 1);
+pub unsafe extern "C" fn ExReleaseSpinLockShared(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL) {
+    rw_release("ExReleaseSpinLockShared", SpinLock, OldIrql, false);
 }
 
-/// `KeLeaveCriticalRegion`: balances `KeEnterCriticalRegion`.
+/// `ExAcquireSpinLockExclusive`: raises to `DISPATCH_LEVEL`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn KeLeaveCriticalRegion() {
-    framework::with(|fw| {
-        if fw.critical_region == 0 {
-            fw.violate(Violation::BadArgument {
-                call: "KeLeaveCriticalRegion",
-                what: "not in a critical region".into(),
-            });
-        } else {
-            fw.critical_region -= 1;
-        }
-    });
+pub unsafe extern "C" fn ExAcquireSpinLockExclusive(SpinLock: PEX_SPIN_LOCK) -> KIRQL {
+    rw_acquire("ExAcquireSpinLockExclusive", SpinLock, true)
+}
+
+/// `ExReleaseSpinLockExclusive`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReleaseSpinLockExclusive(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL) {
+    rw_release("ExReleaseSpinLockExclusive", SpinLock, OldIrql, true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1198,12 +1210,6 @@ pub unsafe extern "C" fn KeDelayExecutionThread(
 ) -> NTSTATUS {
     framework::with(|fw| {
         fw.require_passive("KeDelayExecutionThread");
-        if fw.critical_region == 0 && !fw.held_push_locks.is_empty() {
-            fw.violate(Violation::BadArgument {
-                call: "KeDelayExecutionThread",
-                what: "holding a push lock outside a critical region".into(),
-            });
-        }
         // SAFETY: the caller's interval.
         let Some(interval) = (unsafe { Interval.as_ref() }) else {
             return status::INVALID_PARAMETER;

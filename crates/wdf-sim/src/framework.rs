@@ -207,10 +207,8 @@ pub struct Framework {
     pub running_timer: Option<usize>,
     /// Spin locks held (addresses of their `KSPIN_LOCK`s).
     pub held_locks: Vec<usize>,
-    /// Push locks held exclusively (addresses).
-    pub held_push_locks: Vec<usize>,
-    /// `KeEnterCriticalRegion` depth.
-    pub critical_region: u32,
+    /// Reader/writer spin locks (`EX_SPIN_LOCK`) held: address to (shared holders, exclusive).
+    pub rw_locks: BTreeMap<usize, (u32, bool)>,
     /// Rundown protections by address.
     pub rundowns: BTreeMap<usize, Rundown>,
     /// `KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS)`.
@@ -240,8 +238,7 @@ impl Default for Framework {
             running_work_item: None,
             running_timer: None,
             held_locks: Vec::new(),
-            held_push_locks: Vec::new(),
-            critical_region: 0,
+            rw_locks: BTreeMap::new(),
             rundowns: BTreeMap::new(),
             processors: 4,
             current_processor: 0,

@@ -313,12 +313,12 @@ fn check_irql(what: &'static str, level: u8) {
             });
         }
         fw.irql = PASSIVE_LEVEL;
-        if !fw.held_push_locks.is_empty() || fw.critical_region != 0 {
+        fw.rw_locks.retain(|_, (shared, exclusive)| *shared > 0 || *exclusive);
+        if !fw.rw_locks.is_empty() {
             fw.violate(Violation::CallbackReturned {
-                what: format!("{what} returned holding a push lock or in a critical region"),
+                what: format!("{what} returned holding an EX_SPIN_LOCK"),
             });
-            fw.held_push_locks.clear();
-            fw.critical_region = 0;
+            fw.rw_locks.clear();
         }
         if !fw.held_locks.is_empty() {
             let n = fw.held_locks.len();

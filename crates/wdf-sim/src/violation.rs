@@ -56,8 +56,8 @@ pub enum Violation {
     },
     /// An ETW event written through a provider that is not registered.
     EtwNotRegistered,
-    /// A callback returned at another IRQL than it was called at, holding a spin lock or push
-    /// lock, or inside a critical region.
+    /// A callback returned at another IRQL than it was called at, or holding a spin lock or
+    /// an `EX_SPIN_LOCK`.
     CallbackReturned {
         /// What.
         what: String,

@@ -111,11 +111,13 @@ impl<S: KernelServices> Driver<S> {
                 }
             }
             sys::FWPS_VSWITCH_EVENT_VSWITCH_DELETE => {
-                let id = self.ports.with_master(|m| m.switch_id(name.as_utf16()));
+                let id = self.read_ports(|m| m.switch_id(name.as_utf16())).flatten();
                 if let Some(id) = id {
                     self.cancel_switch(id);
-                    if let Err(e) = self.ports.update(|m| m.remove_switch(id)) {
-                        self.log(LogLevel::Error, format_args!("switch delete: {e}"));
+                    match self.ports.update(|m| m.remove_switch(id)) {
+                        // Freed here, after the map's locks are released.
+                        Ok(gone) => gone.into_iter().for_each(|slot| self.retire(slot)),
+                        Err(e) => self.log(LogLevel::Error, format_args!("switch delete: {e}")),
                     }
                 }
                 STATUS_SUCCESS
@@ -135,7 +137,7 @@ impl<S: KernelServices> Driver<S> {
         let name = identity(&p.PortName).ok_or(CalloutError::Status(STATUS_INVALID_PARAMETER))?;
         let key = PortKey { switch, port: p.PortId };
         let restoring = p.Flags & sys::NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT != 0;
-        let existing = self.ports.with_master(|m| m.ports.get(&key).map(|s| s.identity));
+        let existing = self.read_ports(|m| m.port(key).map(|s| s.identity)).flatten();
         match existing {
             Some(old) if old == name => return Ok(()),
             Some(_) => self.cancel_port(key),
@@ -164,7 +166,19 @@ impl<S: KernelServices> Driver<S> {
             identity: name,
             state: SpinMutex::new(self.services.new_lock(), state),
         })?;
-        self.ports.update(|m| m.insert_port(slot))
+        let replaced = self.ports.update(move |m| m.insert_port(slot).map_err(|(e, _slot)| e))?;
+        // A port this one replaced is freed here, after the map's locks are released.
+        if let Some(slot) = replaced {
+            self.retire(slot);
+        }
+        Ok(())
+    }
+
+    /// Frees a port taken out of the map, keeping its classify count in the driver's.
+    fn retire(&self, slot: alloc::boxed::Box<PortSlot<S::Lock>>) {
+        let calls = slot.state.lock().classify_calls;
+        self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
+        drop(slot);
     }
 
     /// Port created or deleted.
@@ -190,13 +204,20 @@ impl<S: KernelServices> Driver<S> {
                 }
             }
             sys::FWPS_VSWITCH_EVENT_PORT_DELETE => {
-                let id = self.ports.with_master(|m| m.switch_id(name.as_utf16()));
+                let id = self.read_ports(|m| m.switch_id(name.as_utf16())).flatten();
                 if let Some(id) = id {
                     let key = PortKey { switch: id, port: port.PortId };
                     self.cancel_port(key);
-                    // Frees the port's table and its save buffer once no reader holds it.
-                    if let Err(e) = self.ports.update(|m| m.remove_port(key)) {
-                        self.log(LogLevel::Error, format_args!("port {} delete: {e}", port.PortId));
+                    // Out of the map under every processor's lock (no reader inside), then its
+                    // table and save buffer are freed here.
+                    match self.ports.update(|m| Ok(m.remove_port(key))) {
+                        Ok(gone) => gone.into_iter().for_each(|slot| self.retire(slot)),
+                        Err(e) => {
+                            self.log(
+                                LogLevel::Error,
+                                format_args!("port {} delete: {e}", port.PortId),
+                            );
+                        }
                     }
                 }
                 STATUS_SUCCESS
@@ -207,18 +228,24 @@ impl<S: KernelServices> Driver<S> {
 
     fn nic_event(&self, switch: u32, event: u32, nic: &NDIS_SWITCH_NIC_PARAMETERS) {
         let vm_nic = matches!(nic.NicType, NIC_TYPE_SYNTHETIC | NIC_TYPE_EMULATED);
-        let _ = self.ports.read(|ix| {
-            let Some(slot) = ix.port(&PortKey { switch, port: nic.PortId }) else { return };
+        let nic_name = identity(&nic.NicName).filter(|n| !n.as_utf16().is_empty());
+        let _ = self.read_ports(|ix| {
+            let Some(slot) = ix.port(PortKey { switch, port: nic.PortId }) else { return };
             let mut e = slot.state.lock();
             match event {
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE => {
                     e.nic = Some(nic.NicIndex);
                     e.vm_nic = vm_nic;
+                    // The NIC's durable name travels in the runtime state (format 1.1).
+                    e.port.set_nic_identity(nic_name);
                 }
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT => {
                     e.nic = Some(nic.NicIndex);
                     e.vm_nic = vm_nic;
                     e.nic_connected = true;
+                    if nic_name.is_some() {
+                        e.port.set_nic_identity(nic_name);
+                    }
                 }
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_DISCONNECT => e.nic_connected = false,
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_DELETE => {
@@ -254,7 +281,7 @@ impl<S: KernelServices> Driver<S> {
         nic: &NDIS_SWITCH_NIC_PARAMETERS,
     ) -> NTSTATUS {
         let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
-        let id = self.ports.read(|ix| ix.switch_id(name.as_utf16())).flatten();
+        let id = self.read_ports(|ix| ix.switch_id(name.as_utf16())).flatten();
         if let Some(id) = id {
             self.nic_event(id, event, nic);
         }
@@ -306,7 +333,7 @@ pub unsafe extern "system" fn lifetime_fn<S: KernelServices>(
             })
         };
         let switch = identity(&sw.SwitchName)
-            .and_then(|n| d.ports.read(|ix| ix.switch_id(n.as_utf16())).flatten());
+            .and_then(|n| d.read_ports(|ix| ix.switch_id(n.as_utf16())).flatten());
         // SAFETY: as above.
         let nics_ok = unsafe {
             for_each_element::<NDIS_SWITCH_NIC_PARAMETERS>(nics, NIC_FIELDS, |n| {

@@ -102,7 +102,7 @@ impl<S: KernelServices> Driver<S> {
         blob: &[u8],
     ) -> NTSTATUS {
         let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
-        let switch_id = self.ports.read(|ix| ix.switch_id(name.as_utf16())).flatten();
+        let switch_id = self.read_ports(|ix| ix.switch_id(name.as_utf16())).flatten();
         let Some(switch) = switch_id else {
             self.count(Counter::RestoresUnknownPort);
             self.trace_restore(
@@ -214,14 +214,13 @@ impl<S: KernelServices> Driver<S> {
         // An empty port, built outside the lock, for the degraded path.
         let fresh = match &decoded {
             Restorable::Degraded(..) => self
-                .ports
-                .read(|ix| ix.port(&key).map(|p| p.identity))
+                .read_ports(|ix| ix.port(key).map(|p| p.identity))
                 .flatten()
                 .and_then(|id| Port::try_new(id, self.port_config()).ok()),
             Restorable::State(_) => None,
         };
-        let outcome = self.ports.read(|ix| {
-            let slot = ix.port(&key)?;
+        let outcome = self.read_ports(|ix| {
+            let slot = ix.port(key)?;
             let mut st = slot.state.lock();
             Some(self.apply_locked(&mut st, key, blob.len(), sum, decoded, fresh, now))
         });

@@ -66,9 +66,9 @@ impl<S: KernelServices> Driver<S> {
         let now = self.services.now();
         let cfg = EncodeConfig { provider: keys::provider_core(), cap: self.config.blob_cap };
         let name = identity(&switch.SwitchName);
-        let saved = self.ports.read(|ix| {
+        let saved = self.read_ports(|ix| {
             let switch = ix.switch_id(name?.as_utf16())?;
-            let slot = ix.port(&PortKey { switch, port: port_id })?;
+            let slot = ix.port(PortKey { switch, port: port_id })?;
             let mut st = slot.state.lock();
             let mut buffer = core::mem::take(&mut st.save_buffer);
             let result = codec::encode(&st.port, now, &cfg, &mut buffer);

@@ -52,6 +52,30 @@ pub fn full_port(now: u64) -> Port {
     port_with_flows(now, 886)
 }
 
+/// `n` established TCP connections opened by the VM (`10.0.0.2`) to random peers over the
+/// last hour, on a port whose bound holds them all.
+pub fn established_port(now: u64, count: u32) -> Port {
+    let mut p = port(count, count);
+    let mut rng = Mix(0xE57A_B115_4ED0);
+    for i in 0..count {
+        let b = rng.next().to_le_bytes();
+        let syn = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 2],
+            u16::from_le_bytes([b[0], b[1]]),
+            [b[2] | 1, b[3], b[4], b[5]],
+            443,
+            0x02,
+            60,
+        );
+        let t = now - u64::from(count - i) * 36_000_000_000 / u64::from(count);
+        p.classify(&syn, t);
+        p.classify(&syn.reply(0x12), t + 1);
+    }
+    p
+}
+
 pub fn port_with_flows(now: u64, flows: usize) -> Port {
     // Realistic counters: established TCP flows with thousands of packets, megabytes, ages of
     // seconds to minutes.

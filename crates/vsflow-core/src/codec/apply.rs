@@ -1,13 +1,29 @@
-//! Installing a decoded state into a port, all or nothing.
+//! Installing a decoded state into a port, all or nothing, idempotently.
 
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use super::error::ApplyError;
 use super::{PortState, SavedFlow};
-use crate::flow::FlowTable;
+use crate::fingerprint::{DEFAULT_PICKUP_WINDOW, Pickup};
+use crate::flow::{Admission, FlowState, FlowTable, Opener};
+use crate::packet::protocol;
 use crate::port::Port;
 use crate::time::Tick;
+
+/// Restore settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyConfig {
+    /// How long after the restore a packet of an unknown flow may be picked up by its
+    /// fingerprint (default [`DEFAULT_PICKUP_WINDOW`], 5 minutes; 0 disables pickup).
+    pub pickup_window: Tick,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        Self { pickup_window: DEFAULT_PICKUP_WINDOW }
+    }
+}
 
 /// What an apply did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,6 +34,29 @@ pub struct ApplyReport {
     pub dropped: u32,
     /// Flows the port already had (seen on this host before the restore) that were kept.
     pub kept_local: u32,
+    /// Fingerprints armed for pickup.
+    pub fingerprints: u32,
+    /// Flows seen before the restore that matched a fingerprint and became carried
+    /// connections.
+    pub picked_up_local: u32,
+    /// The blob names another port or NIC than this one (restored all the same).
+    pub identity_mismatch: bool,
+    /// The same blob was already applied to this port: nothing changed.
+    pub repeated: bool,
+}
+
+/// What the latest restore of a port was, so that applying the same blob again is a no-op.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreMemo {
+    digest: Option<u64>,
+}
+
+/// [`apply_with`] with the default [`ApplyConfig`].
+///
+/// # Errors
+/// As [`apply_with`].
+pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyReport, ApplyError> {
+    apply_with(port, state, now, &ApplyConfig::default())
 }
 
 /// Installs `state` into `port` on a host whose clock reads `now`.
@@ -25,18 +64,35 @@ pub struct ApplyReport {
 /// The new table, rules and counters are built completely first; only then are they swapped
 /// in, so on error the port is exactly as before. The blob's mode and rules replace the
 /// port's (the VM's policy migrates with it) unless the operator changed them while the port
-/// was restoring, and rule versions stay this host's ([`Port::plan_restore`]). Flows the port
-/// already tracks (seen in the restore window) are kept while room remains and merged with
-/// the carried flow of the same key ([`Port::merge_window_flows`]). If the blob holds more
-/// flows than this host's bound, the most valuable are kept ([`SavedFlow::value_rank`]).
+/// was restoring; rule versions stay this host's and carried admissions are mapped to them
+/// ([`Port::plan_restore`]). Flows saved past their idle timeout are not restored (counted
+/// `expired`). Flows the port already tracks (seen in the restore window) merge with the
+/// blob's ([`crate::FlowRecord::merge_window`], counted `window_flows_merged`); one only on
+/// this host is kept while room remains, and if it matches a fingerprint it becomes a carried
+/// connection. The blob's fingerprints are armed for
+/// `config.pickup_window`. If the blob holds more flows than this host's bound, the most
+/// valuable are kept ([`SavedFlow::value_rank`]).
+///
+/// Idempotent: applying a decoded blob that was already applied to this port (same
+/// [`PortState::digest`], non-zero) changes nothing and reports `repeated`.
 ///
 /// # Errors
 /// [`ApplyError::DuplicateFlow`] if two saved flows share a key; [`ApplyError::Core`] for out of
 /// memory.
-pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyReport, ApplyError> {
-    let config = *port.table.config();
-    let bound = config.max_flows as usize;
-    let mut plan = port.plan_restore(state.mode, &state.rules)?;
+#[allow(clippy::too_many_lines, reason = "one build-then-commit sequence")]
+pub fn apply_with(
+    port: &mut Port,
+    state: &PortState,
+    now: Tick,
+    config: &ApplyConfig,
+) -> Result<ApplyReport, ApplyError> {
+    let digest = (state.digest != 0).then_some(state.digest);
+    if digest.is_some() && port.restored.digest == digest {
+        return Ok(ApplyReport { repeated: true, ..ApplyReport::default() });
+    }
+    let table_config = *port.table.config();
+    let bound = table_config.max_flows as usize;
+    let plan = port.plan_restore(state.mode, &state.rules)?;
 
     // Choose which saved flows to restore, and insert them oldest first so that each class's
     // LRU list ends up in recency order.
@@ -45,7 +101,7 @@ pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyRepor
     // Flows idle past their timeout at the save admit nothing: not restored, counted expired.
     let mut expired = 0u64;
     for (i, s) in (0u32..).zip(state.flows.iter()) {
-        if config.timeouts.expired(s.key.protocol, s.state, s.last_age) {
+        if table_config.timeouts.expired(s.key.protocol, s.state, s.last_age) {
             expired += 1;
             continue;
         }
@@ -62,9 +118,10 @@ pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyRepor
     }
     order.sort_unstable();
 
-    let mut table = FlowTable::try_new(config)?;
+    let mut table = FlowTable::try_new(table_config)?;
     #[allow(clippy::cast_possible_truncation, reason = "at most the bound, a u32")]
     table.reserve(order.len() as u32)?;
+    let mut merged = 0u64;
     for &(_, i) in &order {
         let Some(s) = state.flows.get(i as usize) else {
             continue;
@@ -74,25 +131,82 @@ pub fn apply(port: &mut Port, state: &PortState, now: Tick) -> Result<ApplyRepor
         }
         let mut record = s.to_record(now);
         record.admission = plan.admission(record.admission);
+        if let Some(local) = port.table.get(&s.key) {
+            record = record.merge_window(local);
+            merged += 1;
+        }
         table.insert(s.key, record, now)?;
     }
-    let kept_local = port.merge_window_flows(&mut plan, &mut table, now)?;
+
+    let mut pickup = Pickup::try_new(
+        state.fingerprints.try_clone()?,
+        if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) },
+    )?;
+    let mut kept_local = 0u32;
+    for (k, r) in port.table.iter() {
+        if table.len() >= bound {
+            break;
+        }
+        if table.find(k).is_none() {
+            let mut r = *r;
+            let resumed = k.protocol == protocol::TCP
+                && !matches!(r.state, FlowState::SynSent | FlowState::SynReceived)
+                && pickup.take(k, now);
+            if resumed {
+                // A carried connection whose packets arrived before the restore: it was
+                // allowed on the source, so its traffic stays allowed both ways.
+                r.opener = Opener::Vm;
+                r.admission = Admission::Vm;
+            }
+            table.insert(*k, r, now)?;
+            kept_local += 1;
+        }
+    }
+    let picked_up_local = pickup.picked();
 
     // Commit: nothing below can fail.
     let restored = u32::try_from(order.len()).unwrap_or(u32::MAX);
     let dropped = u32::try_from(dropped).unwrap_or(u32::MAX);
+    let fingerprints = u32::try_from(state.fingerprints.len()).unwrap_or(u32::MAX);
+    let identity_mismatch = state.identity != port.identity
+        || matches!((&state.nic, &port.nic), (Some(a), Some(b)) if a != b);
     let mut counters = port.counters.saturating_add(&state.counters);
     counters.restores = counters.restores.saturating_add(1);
     counters.expired = counters.expired.saturating_add(expired);
+    counters.window_flows_merged = counters.window_flows_merged.saturating_add(merged);
     counters.restored_flows = counters.restored_flows.saturating_add(u64::from(restored));
     counters.restore_dropped = counters.restore_dropped.saturating_add(u64::from(dropped));
+    counters.restored_fingerprints =
+        counters.restored_fingerprints.saturating_add(u64::from(fingerprints));
+    counters.fingerprint_pickups =
+        counters.fingerprint_pickups.saturating_add(u64::from(picked_up_local));
+    counters.identity_mismatches =
+        counters.identity_mismatches.saturating_add(u64::from(identity_mismatch));
     port.commit_restore(plan, table, counters, now);
-    Ok(ApplyReport { restored, dropped, kept_local })
+    port.pickup = pickup;
+    port.restored = RestoreMemo { digest };
+    if port.nic.is_none() {
+        port.nic = state.nic;
+    }
+    Ok(ApplyReport {
+        restored,
+        dropped,
+        kept_local,
+        fingerprints,
+        picked_up_local,
+        identity_mismatch,
+        repeated: false,
+    })
 }
 
-/// Records a lenient restore of a blob whose major version this build cannot read: the port
-/// keeps what it has (normally nothing), leaves the restoring state and counts the event.
+/// Records a lenient restore that carries nothing, emptying the port.
+///
+/// For a blob of an unknown major version, or a damaged or empty one under the lenient policy:
+/// the port is emptied as documented (no flows, no fingerprints; its mode and rules stay as
+/// configured on this host) and the event is counted.
 pub fn apply_empty(port: &mut Port) {
+    port.table.clear();
+    port.pickup.clear();
     port.counters.restores_empty = port.counters.restores_empty.saturating_add(1);
     port.cancel_restore();
 }

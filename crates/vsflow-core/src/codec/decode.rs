@@ -7,15 +7,17 @@
 use alloc::vec::Vec;
 
 use super::error::DecodeError;
-use super::format::{self, hdr, rec};
+use super::format::{self, compact, hdr, rec};
 use super::reader::Reader;
 use super::{PortState, SaveInfo, SavedFlow, crc32c};
 use crate::counters::PortCounters;
+use crate::fingerprint::FingerprintSet;
 use crate::flow::{Admission, FlowKey, FlowState, Opener};
 use crate::guid::Guid;
 use crate::packet::{IpFamily, protocol};
 use crate::policy::{AllowRule, MAX_RULES, Mode, PortRange, Prefix, RuleSet};
 use crate::port::{MAX_NAME_UNITS, PortIdentity};
+use crate::time::TICKS_PER_SECOND;
 
 /// What to do with a blob of a format major version this build cannot read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -116,7 +118,11 @@ pub fn decode(bytes: &[u8], config: &DecodeConfig) -> Result<Decoded, DecodeErro
         };
     }
     let body = bytes.get(..bytes.len() - format::TRAILER_LEN).unwrap_or(&[]);
-    decode_v1(body, minor, config).map(Decoded::State)
+    let crc = Reader::new(bytes.get(body.len()..).unwrap_or(&[])).u32().unwrap_or(0);
+    let digest = (u64::from(crc) << 32) | (bytes.len() as u64 & 0xffff_ffff) | 1 << 31;
+    let mut state = decode_v1(body, minor, config)?;
+    state.digest = digest;
+    Ok(Decoded::State(state))
 }
 
 #[allow(clippy::too_many_lines, reason = "one linear pass over the header and records")]
@@ -146,15 +152,7 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
         return Err(DecodeError::BadIdentity { units });
     }
     let id_bytes = r.take(2 * usize::from(units)).ok_or(DecodeError::BadIdentity { units })?;
-    let mut id_units = [0u16; MAX_NAME_UNITS];
-    for (dst, pair) in id_units.iter_mut().zip(id_bytes.chunks_exact(2)) {
-        *dst = u16::from_le_bytes([
-            pair.first().copied().unwrap_or(0),
-            pair.get(1).copied().unwrap_or(0),
-        ]);
-    }
-    let identity = PortIdentity::try_from_utf16(id_units.get(..usize::from(units)).unwrap_or(&[]))
-        .map_err(|_| DecodeError::BadIdentity { units })?;
+    let identity = identity_from(id_bytes, units)?;
 
     let mut mode = None;
     let mut rules = None;
@@ -164,6 +162,10 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
     let mut seen_v4 = false;
     let mut seen_v6 = false;
     let mut skipped = 0u32;
+    let mut info2: Option<(u32, u32, u16)> = None;
+    let mut nic = None;
+    // 1.1 records whose contents depend on other records: parsed after the loop.
+    let mut later: [Option<&[u8]>; 5] = [None; 5];
     for index in 0..record_count {
         let offset = r.pos();
         let overrun = DecodeError::RecordOverrun { index, offset };
@@ -216,8 +218,47 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
                 let info = SaveInfo {
                     flows_in_table: p.u32().ok_or(bad)?,
                     flows_dropped: p.u32().ok_or(bad)?,
+                    ..SaveInfo::default()
                 };
                 if save_info.replace(info).is_some() {
+                    return Err(dup);
+                }
+            }
+            rec::SAVE_INFO2 => {
+                let mut p = Reader::new(payload);
+                let bad = DecodeError::BadRecordLength { kind, len };
+                let v = (p.u32().ok_or(bad)?, p.u32().ok_or(bad)?, p.u16().ok_or(bad)?);
+                let _reserved = p.u16().ok_or(bad)?;
+                if usize::from(v.2) > MAX_RULES {
+                    return Err(DecodeError::InvalidField {
+                        kind,
+                        entry: 0,
+                        field: "rules dropped",
+                        value: v.2.into(),
+                    });
+                }
+                if info2.replace(v).is_some() {
+                    return Err(dup);
+                }
+            }
+            rec::NIC_IDENTITY => {
+                let mut p = Reader::new(payload);
+                let n = p.u16().ok_or(DecodeError::BadRecordLength { kind, len })?;
+                if usize::from(n) > MAX_NAME_UNITS || p.remaining() != 2 * usize::from(n) {
+                    return Err(DecodeError::BadRecordLength { kind, len });
+                }
+                let id = identity_from(p.take(2 * usize::from(n)).unwrap_or(&[]), n)?;
+                if nic.replace(id).is_some() {
+                    return Err(dup);
+                }
+            }
+            rec::ADDRS_V4
+            | rec::ADDRS_V6
+            | rec::COMPACT_V4
+            | rec::COMPACT_V6
+            | rec::FINGERPRINTS => {
+                let slot = later.get_mut(usize::from(kind - rec::ADDRS_V4)).ok_or(dup)?;
+                if slot.replace(payload).is_some() {
                     return Err(dup);
                 }
             }
@@ -238,26 +279,267 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
     }
     let counters = counters.ok_or_else(|| missing(rec::COUNTERS))?;
     let save_info = save_info.ok_or_else(|| missing(rec::SAVE_INFO))?;
-    let flows = flows.unwrap_or_default();
+    let mut flows = flows.unwrap_or_default();
+    let legacy = u64::try_from(flows.len()).unwrap_or(u64::MAX);
     let dropped_flag = flags & format::FLAG_FLOWS_DROPPED != 0;
-    let expected_in_table =
-        u64::try_from(flows.len()).unwrap_or(u64::MAX) + u64::from(save_info.flows_dropped);
     if dropped_flag != (save_info.flows_dropped > 0)
-        || u64::from(save_info.flows_in_table) != expected_in_table
+        || u64::from(save_info.flows_in_table) != legacy + u64::from(save_info.flows_dropped)
     {
         return Err(DecodeError::InconsistentSaveInfo);
     }
+    let [addrs_v4, addrs_v6, compact_v4, compact_v6, fps] = later;
+    let Some((fingerprinted, lost, rules_dropped)) = info2 else {
+        if later.iter().any(Option::is_some) {
+            return Err(missing(rec::SAVE_INFO2));
+        }
+        return Ok(PortState {
+            minor,
+            provider,
+            identity,
+            nic,
+            mode,
+            rules,
+            flows,
+            fingerprints: FingerprintSet::default(),
+            counters,
+            save_info,
+            skipped_records: skipped,
+            digest: 0,
+        });
+    };
+    // 1.1: the 1.0 view counts every flow outside the 1.0 records as dropped; the real split
+    // is exact (both kinds of record) + fingerprinted + lost.
+    let version = rules.version();
+    for (ckind, dict, payload) in
+        [(rec::COMPACT_V4, addrs_v4, compact_v4), (rec::COMPACT_V6, addrs_v6, compact_v6)]
+    {
+        if let Some(p) = payload {
+            decode_compact(ckind, dict, p, version, &mut flows)?;
+        }
+    }
+    let fingerprints = match fps {
+        Some(p) => decode_fingerprints(p)?,
+        None => FingerprintSet::default(),
+    };
+    let exact = u64::try_from(flows.len()).unwrap_or(u64::MAX);
+    if u64::from(save_info.flows_in_table) != exact + u64::from(fingerprinted) + u64::from(lost)
+        || u64::try_from(fingerprints.len()).unwrap_or(u64::MAX) > u64::from(fingerprinted)
+    {
+        return Err(DecodeError::InconsistentSaveInfo);
+    }
+    let save_info = SaveInfo {
+        flows_in_table: save_info.flows_in_table,
+        flows_dropped: lost,
+        flows_fingerprinted: fingerprinted,
+        rules_dropped: rules_dropped.into(),
+    };
     Ok(PortState {
         minor,
         provider,
         identity,
+        nic,
         mode,
         rules,
         flows,
+        fingerprints,
         counters,
         save_info,
         skipped_records: skipped,
+        digest: 0,
     })
+}
+
+fn identity_from(bytes: &[u8], units: u16) -> Result<PortIdentity, DecodeError> {
+    let mut id_units = [0u16; MAX_NAME_UNITS];
+    let n = usize::from(units);
+    if n > MAX_NAME_UNITS || bytes.len() != 2 * n {
+        return Err(DecodeError::BadIdentity { units });
+    }
+    for (dst, pair) in id_units.iter_mut().zip(bytes.chunks_exact(2)) {
+        *dst = u16::from_le_bytes([
+            pair.first().copied().unwrap_or(0),
+            pair.get(1).copied().unwrap_or(0),
+        ]);
+    }
+    PortIdentity::try_from_utf16(id_units.get(..n).unwrap_or(&[]))
+        .map_err(|_| DecodeError::BadIdentity { units })
+}
+
+fn decode_fingerprints(payload: &[u8]) -> Result<FingerprintSet, DecodeError> {
+    let kind = rec::FINGERPRINTS;
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let bad = DecodeError::BadRecordLength { kind, len };
+    let invalid = |field, value: u64| DecodeError::InvalidField { kind, entry: 0, field, value };
+    let mut p = Reader::new(payload);
+    let salt = [p.u64().ok_or(bad)?, p.u64().ok_or(bad)?];
+    let bits = p.u8().ok_or(bad)?;
+    let encoding = p.u8().ok_or(bad)?;
+    let k = p.u8().ok_or(bad)?;
+    let reserved = p.u8().ok_or(bad)?;
+    let count = p.u32().ok_or(bad)?;
+    if u32::from(bits) != crate::fingerprint::FINGERPRINT_BITS {
+        return Err(invalid("fingerprint bits", bits.into()));
+    }
+    if encoding != format::FINGERPRINTS_RICE {
+        return Err(invalid("fingerprint encoding", encoding.into()));
+    }
+    if k > super::rice::MAX_K || reserved != 0 {
+        return Err(invalid("Rice parameter", k.into()));
+    }
+    if usize::try_from(count).map_or(true, |n| n > crate::fingerprint::MAX_FINGERPRINTS) {
+        return Err(invalid("fingerprint count", count.into()));
+    }
+    let rest = p.take(p.remaining()).unwrap_or(&[]);
+    let values = super::rice::decode(rest, k, count).map_err(|e| match e {
+        super::rice::RiceError::OutOfMemory => DecodeError::OutOfMemory,
+        _ => invalid("Rice-coded fingerprints", count.into()),
+    })?;
+    if values.is_empty() {
+        // The salt of an empty set means nothing: states compare equal without it.
+        return Ok(FingerprintSet::default());
+    }
+    Ok(FingerprintSet::from_sorted(salt, values))
+}
+
+#[allow(clippy::too_many_lines, reason = "one entry layout, field by field")]
+fn decode_compact(
+    kind: u16,
+    dict: Option<&[u8]>,
+    payload: &[u8],
+    rules_version: u32,
+    list: &mut Vec<SavedFlow>,
+) -> Result<(), DecodeError> {
+    let (family, dkind, alen) = if kind == rec::COMPACT_V4 {
+        (IpFamily::V4, rec::ADDRS_V4, 4)
+    } else {
+        (IpFamily::V6, rec::ADDRS_V6, 16)
+    };
+    // The dictionary.
+    let dict = dict.unwrap_or(&[0, 0]);
+    let dlen = u32::try_from(dict.len()).unwrap_or(u32::MAX);
+    let mut d = Reader::new(dict);
+    let n = d.u16().ok_or(DecodeError::BadRecordLength { kind: dkind, len: dlen })?;
+    if d.remaining() != alen * usize::from(n) {
+        return Err(DecodeError::BadRecordLength { kind: dkind, len: dlen });
+    }
+    let addrs = d.take(alen * usize::from(n)).unwrap_or(&[]);
+    let addr_at = |i: u32| -> Option<[u8; 16]> {
+        let start = (i as usize).checked_mul(alen)?;
+        let a = addrs.get(start..start.checked_add(alen)?)?;
+        let mut out = [0u8; 16];
+        for (dst, src) in out.iter_mut().zip(a) {
+            *dst = *src;
+        }
+        Some(out)
+    };
+    // The header.
+    let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let bad_len = DecodeError::BadRecordLength { kind, len };
+    let mut p = Reader::new(payload);
+    let flags = p.u8().ok_or(bad_len)?;
+    let lw = p.u8().ok_or(bad_len)?;
+    let rw = p.u8().ok_or(bad_len)?;
+    let reserved = p.u8().ok_or(bad_len)?;
+    let count = p.u32().ok_or(bad_len)?;
+    let invalid =
+        |entry, field, value: u64| DecodeError::InvalidField { kind, entry, field, value };
+    if flags & !compact::FLAG_COUNTERS != 0 {
+        return Err(invalid(0, "compact flags", flags.into()));
+    }
+    if lw > 2 || !(1..=2).contains(&rw) || reserved != 0 {
+        return Err(invalid(0, "compact index widths", u64::from(lw) << 8 | u64::from(rw)));
+    }
+    let counters = flags & compact::FLAG_COUNTERS != 0;
+    // Every entry takes at least 7 bytes: refuse counts the payload cannot hold before
+    // reserving memory for them.
+    let count_us = usize::try_from(count).map_err(|_| bad_len)?;
+    if count_us > p.remaining() / 7 {
+        return Err(bad_len);
+    }
+    list.try_reserve(count_us).map_err(|_| DecodeError::OutOfMemory)?;
+    for entry in 0..count {
+        let short = bad_len;
+        let tag = p.u8().ok_or(short)?;
+        let kind_v = tag & compact::KIND_MASK;
+        let (state, proto) = match kind_v {
+            compact::KIND_ACTIVE_UDP => (FlowState::Active, protocol::UDP),
+            compact::KIND_ACTIVE_OTHER => {
+                let proto = p.u8().ok_or(short)?;
+                if proto == protocol::TCP {
+                    return Err(invalid(entry, "protocol of an active flow", proto.into()));
+                }
+                (FlowState::Active, proto)
+            }
+            v => (
+                FlowState::from_wire(v).ok_or_else(|| invalid(entry, "state", v.into()))?,
+                protocol::TCP,
+            ),
+        };
+        let adm = (tag >> compact::ADMISSION_SHIFT) & 0b11;
+        let fin_seen = (tag >> compact::FIN_SHIFT) & 0b11;
+        if fin_seen != 0 && !state.is_tcp() {
+            return Err(invalid(entry, "FIN bits", fin_seen.into()));
+        }
+        let li = p.uint(usize::from(lw)).ok_or(short)?;
+        let local_addr =
+            addr_at(li).ok_or_else(|| invalid(entry, "local address index", li.into()))?;
+        let remote_addr = if tag & compact::REMOTE_LITERAL != 0 {
+            let a = p.take(alen).ok_or(short)?;
+            let mut out = [0u8; 16];
+            for (dst, src) in out.iter_mut().zip(a) {
+                *dst = *src;
+            }
+            out
+        } else {
+            let ri = p.uint(usize::from(rw)).ok_or(short)?;
+            addr_at(ri).ok_or_else(|| invalid(entry, "remote address index", ri.into()))?
+        };
+        let local_port = p.u16().ok_or(short)?;
+        let remote_port = p.u16().ok_or(short)?;
+        let (opener, admission) = match adm {
+            compact::ADM_VM => (Opener::Vm, Admission::Vm),
+            compact::ADM_MONITOR => (Opener::Remote, Admission::Monitor),
+            compact::ADM_RULE_CURRENT => (Opener::Remote, Admission::Rule(rules_version)),
+            _ => {
+                let delta = p.varint().ok_or(short)?;
+                let delta = u32::try_from(delta)
+                    .map_err(|_| invalid(entry, "rule version delta", delta))?;
+                (Opener::Remote, Admission::Rule(rules_version.wrapping_sub(delta)))
+            }
+        };
+        let last_s = p.varint().ok_or(short)?;
+        let dur_m = p.varint().ok_or(short)?;
+        let last_age = last_s
+            .checked_mul(TICKS_PER_SECOND)
+            .ok_or_else(|| invalid(entry, "last-seen age", last_s))?;
+        let first_age = dur_m
+            .checked_mul(TICKS_PER_SECOND * compact::DURATION_UNIT_SECS)
+            .and_then(|d| d.checked_add(last_age))
+            .ok_or_else(|| invalid(entry, "duration", dur_m))?;
+        let mut c = [0u64; 4];
+        if counters {
+            for v in &mut c {
+                *v = p.varint().ok_or(short)?;
+            }
+        }
+        let key =
+            FlowKey { family, protocol: proto, local_addr, remote_addr, local_port, remote_port };
+        list.push(SavedFlow {
+            key,
+            state,
+            opener,
+            admission,
+            fin_seen,
+            packets: [c[0], c[1]],
+            bytes: [c[2], c[3]],
+            first_age,
+            last_age,
+        });
+    }
+    if p.remaining() != 0 {
+        return Err(bad_len);
+    }
+    Ok(())
 }
 
 fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {

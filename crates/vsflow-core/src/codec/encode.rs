@@ -1,17 +1,30 @@
-//! The encoder: a port's state to bytes, within the size cap.
+//! The encoder: a port's state to bytes, within the size cap (format 1.1).
+//!
+//! Budget order when not everything fits: the header, identity, mode, counters and save
+//! information always; then the NIC identity; then as many rules as fit; then every flow
+//! exactly if they all fit (with per-flow counters if those fit too); otherwise a 32-bit
+//! fingerprint for every established TCP connection, the rest of the budget upgrading the most
+//! valuable flows to exact records; if even the fingerprints do not all fit, the most recently
+//! active established connections are fingerprinted and the rest are lost (counted).
 
 use alloc::vec::Vec;
+use core::hash::BuildHasher;
 
-use super::format::{self, hdr, rec};
-use super::{PortState, SaveInfo, SavedFlow, crc32c};
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
+use siphasher::sip::SipHasher13;
+
+use super::format::{self, compact, hdr, rec};
+use super::{PortState, SavedFlow, crc32c, rice};
 use crate::counters::PortCounters;
 use crate::error::Error;
-use crate::flow::{Admission, TimeoutClass};
+use crate::fingerprint::FingerprintSet;
+use crate::flow::{Admission, FlowState, TimeoutClass};
 use crate::guid::Guid;
-use crate::packet::IpFamily;
+use crate::packet::{IpFamily, protocol};
 use crate::policy::{AllowRule, Mode, RuleSet};
 use crate::port::{Port, PortIdentity};
-use crate::time::Tick;
+use crate::time::{TICKS_PER_SECOND, Tick};
 
 /// Encoder settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,22 +40,32 @@ pub struct EncodeConfig {
 pub struct EncodeSummary {
     /// Blob length.
     pub len: usize,
-    /// Flows written.
+    /// Flows written as exact records.
     pub flows_written: u32,
-    /// Flows left out by the cap.
+    /// Flows carried by neither an exact record nor a fingerprint (lost to the cap).
     pub flows_dropped: u32,
+    /// Established connections carried as fingerprints.
+    pub flows_fingerprinted: u32,
+    /// Allow rules left out because even they did not fit the cap.
+    pub rules_dropped: u32,
 }
 
 /// Where the encoder gets a port's contents: a live [`Port`] or a decoded [`PortState`].
 trait Source {
     fn identity(&self) -> &PortIdentity;
+    fn nic(&self) -> Option<&PortIdentity>;
     fn mode(&self) -> Mode;
     fn rules(&self) -> &RuleSet;
     fn counters(&self) -> PortCounters;
     fn flow_count(&self) -> usize;
-    fn family_counts(&self) -> (usize, usize);
-    /// Flows of `family`, oldest activity first where the source knows it.
-    fn for_each(&self, family: IpFamily, f: &mut dyn FnMut(SavedFlow));
+    /// Every flow, oldest activity first where the source knows it.
+    fn for_each(&self, f: &mut dyn FnMut(SavedFlow));
+    /// The fingerprint salt of this save.
+    fn salt(&self) -> [u64; 2];
+    /// Fingerprints the source already carries (a decoded state), kept as they are.
+    fn carried(&self) -> Option<&FingerprintSet>;
+    /// Connections those carried fingerprints stand for.
+    fn carried_count(&self) -> u32;
 }
 
 struct LivePort<'a> {
@@ -53,6 +76,9 @@ struct LivePort<'a> {
 impl Source for LivePort<'_> {
     fn identity(&self) -> &PortIdentity {
         &self.port.identity
+    }
+    fn nic(&self) -> Option<&PortIdentity> {
+        self.port.nic.as_ref()
     }
     fn mode(&self) -> Mode {
         self.port.mode
@@ -66,26 +92,50 @@ impl Source for LivePort<'_> {
     fn flow_count(&self) -> usize {
         self.port.table.len()
     }
-    fn family_counts(&self) -> (usize, usize) {
-        let v4 = self.port.table.iter().filter(|(k, _)| k.family == IpFamily::V4).count();
-        (v4, self.port.table.len() - v4)
-    }
-    fn for_each(&self, family: IpFamily, f: &mut dyn FnMut(SavedFlow)) {
+    fn for_each(&self, f: &mut dyn FnMut(SavedFlow)) {
         // Class by class, least recently used first: the decoder's recency sort then sees
         // long sorted runs.
         for class in TimeoutClass::ALL {
             for (k, r) in self.port.table.iter_lru(class) {
-                if k.family == family {
-                    f(SavedFlow::from_record(*k, r, self.now));
-                }
+                f(SavedFlow::from_record(*k, r, self.now));
             }
         }
+    }
+    fn salt(&self) -> [u64; 2] {
+        // Random per save without a random source in the core: SipHash keyed by the table's
+        // per-boot random seed over the save instant and the save count. A peer knows neither
+        // the seed nor the salt; two saves never share a salt.
+        let seed = self.port.table.config().hash_seed;
+        let mut msg = [0u8; 17];
+        for (d, s) in msg
+            .iter_mut()
+            .zip(self.now.to_le_bytes().iter().chain(self.port.counters.saves.to_le_bytes().iter()))
+        {
+            *d = *s;
+        }
+        let h = |lane: u8| {
+            let mut m = msg;
+            if let Some(last) = m.last_mut() {
+                *last = lane;
+            }
+            SipHasher13::new_with_keys(seed, seed.rotate_left(32) ^ 0x5653_464c_5341_4c54).hash(&m)
+        };
+        [h(0), h(1)]
+    }
+    fn carried(&self) -> Option<&FingerprintSet> {
+        None
+    }
+    fn carried_count(&self) -> u32 {
+        0
     }
 }
 
 impl Source for PortState {
     fn identity(&self) -> &PortIdentity {
         &self.identity
+    }
+    fn nic(&self) -> Option<&PortIdentity> {
+        self.nic.as_ref()
     }
     fn mode(&self) -> Mode {
         self.mode
@@ -99,26 +149,38 @@ impl Source for PortState {
     fn flow_count(&self) -> usize {
         self.flows.len()
     }
-    fn family_counts(&self) -> (usize, usize) {
-        let v4 = self.flows.iter().filter(|s| s.key.family == IpFamily::V4).count();
-        (v4, self.flows.len() - v4)
-    }
-    fn for_each(&self, family: IpFamily, f: &mut dyn FnMut(SavedFlow)) {
-        for s in self.flows.iter().filter(|s| s.key.family == family) {
+    fn for_each(&self, f: &mut dyn FnMut(SavedFlow)) {
+        for s in &self.flows {
             f(*s);
         }
+    }
+    fn salt(&self) -> [u64; 2] {
+        if !self.fingerprints.is_empty() {
+            return self.fingerprints.salt();
+        }
+        // Tools and tests: deterministic, so fixtures reproduce byte for byte.
+        let mut h = SipHasher13::new_with_keys(0x5653_464c, self.flows.len() as u64);
+        core::hash::Hasher::write(&mut h, &self.identity.as_utf16().len().to_le_bytes());
+        let a = core::hash::Hasher::finish(&h);
+        [a, a.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15]
+    }
+    fn carried(&self) -> Option<&FingerprintSet> {
+        (!self.fingerprints.is_empty()).then_some(&self.fingerprints)
+    }
+    fn carried_count(&self) -> u32 {
+        if self.fingerprints.is_empty() { 0 } else { self.save_info.flows_fingerprinted }
     }
 }
 
 /// Encodes a live port as of `now` into `out` (cleared first; its allocation is reused).
 ///
-/// If every flow fits under `config.cap` they are all written; otherwise the most valuable
-/// flows are kept (established TCP first, then most recently active) and the number left out
-/// is recorded in the blob and the summary.
+/// The blob never exceeds `config.cap`. See the module docs for what is kept when not
+/// everything fits; the summary and the blob's save information count what was left out.
 ///
 /// # Errors
-/// [`Error::CapTooSmall`] if even the flowless records exceed the cap;
-/// [`Error::OutOfMemory`]. `out` is left empty on error.
+/// [`Error::CapTooSmall`] if even a blob without rules and flows exceeds the cap (under
+/// 1 KiB, below the driver's configurable minimum); [`Error::OutOfMemory`]. `out` is left
+/// empty on error.
 pub fn encode(
     port: &Port,
     now: Tick,
@@ -128,8 +190,11 @@ pub fn encode(
     encode_source(&LivePort { port, now }, config, out)
 }
 
-/// Encodes a [`PortState`] (tools, fixtures, tests). The state's `save_info` is replaced by
-/// what this encode does; its `minor` is ignored (this build writes [`format::MINOR`]).
+/// Encodes a [`PortState`] (tools, fixtures, tests).
+///
+/// The state's `save_info` is replaced by what this encode does; its `minor` is ignored (this
+/// build writes [`format::MINOR`]). Fingerprints the state carries are written again if they
+/// fit.
 ///
 /// # Errors
 /// As [`encode`].
@@ -141,11 +206,200 @@ pub fn encode_state(
     encode_source(state, config, out)
 }
 
-const fn flows_record_len(count: usize, entry: usize) -> usize {
-    format::RECORD_HEADER_LEN + format::FLOWS_PAYLOAD_HEADER + count * entry
+/// Bytes of an unsigned LEB128 varint.
+pub(super) const fn varint_len(v: u64) -> usize {
+    let bits = 64 - v.leading_zeros() as usize;
+    if bits == 0 { 1 } else { bits.div_ceil(7) }
 }
 
-#[allow(clippy::too_many_lines, reason = "the blob layout, written in order")]
+const fn addr_len(family: IpFamily) -> usize {
+    match family {
+        IpFamily::V4 => 4,
+        IpFamily::V6 => 16,
+    }
+}
+
+const fn family_slot(family: IpFamily) -> usize {
+    match family {
+        IpFamily::V4 => 0,
+        IpFamily::V6 => 1,
+    }
+}
+
+/// Largest dictionary (its count is a u16).
+const MAX_DICT: usize = u16::MAX as usize;
+
+/// One family's address dictionary: locals first, then remotes seen at least twice, each in
+/// first-seen order.
+struct Dict {
+    addrs: Vec<[u8; 16]>,
+    /// Index into `addrs`, hashed by address.
+    index: HashTable<u32>,
+    hasher: FixedState,
+    locals: u32,
+}
+
+impl Dict {
+    fn new() -> Self {
+        Self {
+            addrs: Vec::new(),
+            index: HashTable::new(),
+            hasher: FixedState::with_seed(7),
+            locals: 0,
+        }
+    }
+
+    fn find(&self, a: &[u8; 16]) -> Option<u32> {
+        let h = self.hasher.hash_one(a);
+        let addrs = &self.addrs;
+        self.index.find(h, |&i| addrs.get(i as usize) == Some(a)).copied()
+    }
+
+    /// Builds the dictionary of `flows` (one family).
+    fn build<'a>(flows: impl Iterator<Item = &'a SavedFlow> + Clone) -> Result<Self, Error> {
+        let mut d = Self::new();
+        // Pass 1: locals.
+        for s in flows.clone() {
+            d.add(&s.key.local_addr)?;
+        }
+        d.locals = u32::try_from(d.addrs.len()).unwrap_or(u32::MAX);
+        // Pass 2: remotes used twice or more (once costs less as a literal).
+        let mut seen: HashTable<([u8; 16], u32)> = HashTable::new();
+        let hasher = d.hasher.clone();
+        for s in flows.clone() {
+            let a = s.key.remote_addr;
+            let h = hasher.hash_one(a);
+            if let Some((_, n)) = seen.find_mut(h, |(x, _)| *x == a) {
+                *n += 1;
+            } else {
+                seen.try_reserve(1, |(x, _)| hasher.hash_one(x))?;
+                seen.insert_unique(h, (a, 1), |(x, _)| hasher.hash_one(x));
+            }
+        }
+        for s in flows {
+            let a = s.key.remote_addr;
+            let h = hasher.hash_one(a);
+            if seen.find(h, |(x, _)| *x == a).is_some_and(|&(_, n)| n >= 2) {
+                d.add(&a)?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// Adds `a` unless present or the dictionary is full (an address left out is written
+    /// literally as a remote; a flow whose local address is left out is not written exactly).
+    fn add(&mut self, a: &[u8; 16]) -> Result<(), Error> {
+        if self.addrs.len() >= MAX_DICT || self.find(a).is_some() {
+            return Ok(());
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
+        let i = self.addrs.len() as u32;
+        self.addrs.try_reserve(1)?;
+        self.addrs.push(*a);
+        let Self { index, addrs, hasher, .. } = self;
+        let rehash = |j: &u32| hasher.hash_one(addrs.get(*j as usize).copied().unwrap_or_default());
+        index.try_reserve(1, rehash)?;
+        index.insert_unique(hasher.hash_one(a), i, rehash);
+        Ok(())
+    }
+
+    fn local_width(&self) -> usize {
+        match self.locals {
+            0 | 1 => 0,
+            2..=256 => 1,
+            _ => 2,
+        }
+    }
+
+    fn remote_width(&self) -> usize {
+        if self.addrs.len() <= 256 { 1 } else { 2 }
+    }
+
+    fn bytes(&self, family: IpFamily) -> usize {
+        self.addrs.len() * addr_len(family)
+    }
+}
+
+/// Per-family layout choices.
+struct Layout {
+    lw: usize,
+    rw: usize,
+}
+
+/// Bytes of `s`'s compact entry; `None` if its local address is not in the dictionary.
+fn entry_len(
+    s: &SavedFlow,
+    dict: &Dict,
+    lay: &Layout,
+    rules_version: u32,
+    counters: bool,
+) -> Option<usize> {
+    dict.find(&s.key.local_addr)?;
+    let mut n = 1 + lay.lw + 4;
+    if s.state == FlowState::Active && s.key.protocol != protocol::UDP {
+        n += 1;
+    }
+    n += if dict.find(&s.key.remote_addr).is_some() { lay.rw } else { addr_len(s.key.family) };
+    if let Admission::Rule(v) = s.admission
+        && v != rules_version
+    {
+        n += varint_len(u64::from(rules_version.wrapping_sub(v)));
+    }
+    let (last_s, dur_m) = coarse_ages(s);
+    n += varint_len(last_s) + varint_len(dur_m);
+    if counters {
+        n += [s.packets[0], s.packets[1], s.bytes[0], s.bytes[1]]
+            .iter()
+            .map(|&v| varint_len(v))
+            .sum::<usize>();
+    }
+    Some(n)
+}
+
+const fn coarse_ages(s: &SavedFlow) -> (u64, u64) {
+    let last = s.last_age / TICKS_PER_SECOND;
+    let dur =
+        s.first_age.saturating_sub(s.last_age) / (TICKS_PER_SECOND * compact::DURATION_UNIT_SECS);
+    (last, dur)
+}
+
+/// The fixed part of a blob: everything but rules, NIC name, dictionaries, entries and
+/// fingerprint values.
+const fn minimal_len(identity_units: usize) -> usize {
+    format::HEADER_LEN
+        + 2 * identity_units
+        + format::RECORD_HEADER_LEN + 1 // mode
+        + format::RECORD_HEADER_LEN + 8 // rules, empty
+        + 2 * (format::RECORD_HEADER_LEN + format::FLOWS_PAYLOAD_HEADER) // 1.0 flows, empty
+        + format::RECORD_HEADER_LEN + 2 + 8 * PortCounters::COUNT
+        + format::RECORD_HEADER_LEN + 8 // save info
+        + format::RECORD_HEADER_LEN + format::SAVE_INFO2_LEN
+        + 2 * (format::RECORD_HEADER_LEN + 2) // dictionaries, empty
+        + 2 * (format::RECORD_HEADER_LEN + compact::HEADER_LEN) // compact flows, empty
+        + format::RECORD_HEADER_LEN + format::FINGERPRINTS_HEADER_LEN
+        + format::TRAILER_LEN
+}
+
+/// What goes into the blob.
+struct Plan {
+    exact: Vec<SavedFlow>,
+    /// Fingerprints to write: sorted, distinct.
+    fps: Vec<u32>,
+    /// Their Rice parameter.
+    k: u8,
+    /// Connections the fingerprints stand for.
+    fingerprinted: usize,
+    lost: usize,
+    counters: bool,
+}
+
+/// Fingerprints a decoded state brings along.
+struct Carried<'a> {
+    values: &'a [u32],
+    flows: usize,
+}
+
+#[allow(clippy::too_many_lines, reason = "the budget, then the blob layout, written in order")]
 fn encode_source(
     src: &dyn Source,
     config: &EncodeConfig,
@@ -153,92 +407,94 @@ fn encode_source(
 ) -> Result<EncodeSummary, Error> {
     out.clear();
     let identity = src.identity().as_utf16();
-    let rules = src.rules().rules();
-    let fixed = format::HEADER_LEN
-        + 2 * identity.len()
-        + format::RECORD_HEADER_LEN + 1 // mode
-        + format::RECORD_HEADER_LEN + 8 + rules.len() * format::RULE_ENTRY_LEN
-        + format::RECORD_HEADER_LEN + 2 + 8 * PortCounters::COUNT
-        + format::RECORD_HEADER_LEN + 8 // save info
-        + flows_record_len(0, 0) * 2
-        + format::TRAILER_LEN;
-    if fixed > config.cap {
+    let all_rules = src.rules().rules();
+    let rules_version = src.rules().version();
+    let minimal = minimal_len(identity.len());
+    if minimal > config.cap {
         return Err(Error::CapTooSmall);
     }
-    let budget = config.cap - fixed;
-    let (n4, n6) = src.family_counts();
-    let all = n4 * format::FLOW_V4_ENTRY_LEN + n6 * format::FLOW_V6_ENTRY_LEN;
-    let total_flows = src.flow_count();
+    let mut room = config.cap - minimal;
+    let nic = src.nic().map(PortIdentity::as_utf16).filter(|n| {
+        let need = format::RECORD_HEADER_LEN + 2 + 2 * n.len();
+        need <= room
+    });
+    if let Some(n) = nic {
+        room -= format::RECORD_HEADER_LEN + 2 + 2 * n.len();
+    }
+    let rule_count = all_rules.len().min(room / format::RULE_ENTRY_LEN);
+    let rules = all_rules.get(..rule_count).unwrap_or(&[]);
+    room -= rule_count * format::RULE_ENTRY_LEN;
 
-    // Over the cap: rank every flow (compact 12-byte sort keys, not the flows themselves) and
-    // keep greedily the best that fit.
-    let mut chosen: Vec<SavedFlow> = Vec::new();
-    let (c4, c6) = if all <= budget {
-        (n4, n6)
-    } else {
-        let mut every: Vec<SavedFlow> = Vec::new();
-        every.try_reserve_exact(total_flows)?;
-        src.for_each(IpFamily::V4, &mut |s| every.push(s));
-        src.for_each(IpFamily::V6, &mut |s| every.push(s));
-        let mut order: Vec<(u64, u32)> = Vec::new();
-        order.try_reserve_exact(every.len())?;
-        order.extend((0u32..).zip(every.iter()).map(|(i, s)| (s.value_rank(), i)));
-        if n4 == 0 || n6 == 0 {
-            // One entry size: exactly `budget / entry` flows fit, so the best of them are found
-            // by selection (linear) rather than by sorting everything.
-            let entry = if n6 == 0 { format::FLOW_V4_ENTRY_LEN } else { format::FLOW_V6_ENTRY_LEN };
-            let keep = (budget / entry).min(order.len());
-            if keep < order.len() {
-                order.select_nth_unstable(keep);
-                order.truncate(keep);
-            }
-        } else {
-            // Two entry sizes: greedy in rank order, taking each flow that still fits.
-            order.sort_unstable();
-            let mut left = budget;
-            order.retain(|&(_, i)| {
-                let cost = match every.get(i as usize).map(|s| s.key.family) {
-                    Some(IpFamily::V4) => format::FLOW_V4_ENTRY_LEN,
-                    Some(IpFamily::V6) => format::FLOW_V6_ENTRY_LEN,
-                    None => usize::MAX,
-                };
-                if cost <= left {
-                    left -= cost;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-        // Written oldest activity first, like a live port, so restore sorts cheaply.
-        for (key, i) in &mut order {
-            *key = u64::MAX - every.get(*i as usize).map_or(0, |s| s.last_age);
-        }
-        order.sort_unstable();
-        chosen.try_reserve_exact(order.len())?;
-        chosen.extend(order.iter().filter_map(|&(_, i)| every.get(i as usize).copied()));
-        let c4 = chosen.iter().filter(|s| s.key.family == IpFamily::V4).count();
-        (c4, chosen.len() - c4)
+    // Fingerprints a decoded state already carries (re-encoded by a tool) are kept with the
+    // highest priority, all or none.
+    let carried = src.carried();
+    let salt = carried.map_or_else(|| src.salt(), FingerprintSet::salt);
+    let carried_in = Carried {
+        values: carried.map_or(&[], FingerprintSet::values),
+        flows: src.carried_count() as usize,
     };
-    let written = c4 + c6;
-    let dropped = total_flows - written;
-    let len = fixed + c4 * format::FLOW_V4_ENTRY_LEN + c6 * format::FLOW_V6_ENTRY_LEN;
+
+    let mut flows: Vec<SavedFlow> = Vec::new();
+    flows.try_reserve_exact(src.flow_count())?;
+    src.for_each(&mut |s| flows.push(s));
+    let plan = plan(&flows, room, rules_version, salt, &carried_in)?;
+    drop(flows);
+
+    // Dictionaries of what is written.
+    let families = [IpFamily::V4, IpFamily::V6];
+    let mut dicts = [Dict::new(), Dict::new()];
+    let mut lays = [Layout { lw: 0, rw: 1 }, Layout { lw: 0, rw: 1 }];
+    let mut entries_len = [0usize; 2];
+    let mut counts = [0usize; 2];
+    for (f, family) in families.into_iter().enumerate() {
+        let it = plan.exact.iter().filter(|s| s.key.family == family);
+        let d = Dict::build(it.clone())?;
+        let lay = Layout { lw: d.local_width(), rw: d.remote_width() };
+        entries_len[f] = it
+            .clone()
+            .map(|s| entry_len(s, &d, &lay, rules_version, plan.counters).unwrap_or(0))
+            .sum();
+        counts[f] = it.count();
+        dicts[f] = d;
+        lays[f] = lay;
+    }
+    let fps = &plan.fps;
+    let fp_bytes = rice::bytes(fps, plan.k);
+
+    let len = minimal
+        + nic.map_or(0, |n| format::RECORD_HEADER_LEN + 2 + 2 * n.len())
+        + rule_count * format::RULE_ENTRY_LEN
+        + dicts[0].bytes(IpFamily::V4)
+        + dicts[1].bytes(IpFamily::V6)
+        + entries_len[0]
+        + entries_len[1]
+        + fp_bytes;
+    if len > config.cap {
+        // The plan's estimate is an upper bound of this (see `plan`): unreachable, but a blob
+        // over the cap must never be produced.
+        debug_assert!(false, "encoder over the cap: {len} > {}", config.cap);
+        return Err(Error::CapTooSmall);
+    }
     out.try_reserve_exact(len)?;
 
     let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let info = SaveInfo { flows_in_table: clamp(total_flows), flows_dropped: clamp(dropped) };
+    let written = plan.exact.len();
+    let fingerprinted = plan.fingerprinted;
+    let lost = plan.lost;
+    let in_table = written + fingerprinted + lost;
+    let rules_dropped = all_rules.len() - rule_count;
     let mut w = Writer { out };
-    // Header.
+    // Header. To a 1.0 reader every flow is "dropped": its flow records are empty.
     w.bytes(&format::MAGIC);
     w.u16(format::MAJOR);
     w.u16(format::MINOR);
     #[allow(clippy::cast_possible_truncation, reason = "HEADER_LEN is 40")]
     w.u16(format::HEADER_LEN as u16);
-    w.u16(if dropped > 0 { format::FLAG_FLOWS_DROPPED } else { 0 });
+    w.u16(if in_table > 0 { format::FLAG_FLOWS_DROPPED } else { 0 });
     w.u32(clamp(len));
     w.bytes(&config.provider.to_bytes());
-    #[allow(clippy::cast_possible_truncation, reason = "REQUIRED has 6 entries")]
-    w.u32(rec::REQUIRED.len() as u32);
+    let records = 13 - u32::from(nic.is_none());
+    w.u32(records);
     #[allow(clippy::cast_possible_truncation, reason = "identity is at most 256 units")]
     w.u16(identity.len() as u16);
     w.u16(0);
@@ -252,7 +508,7 @@ fn encode_source(
     w.u8(src.mode().to_wire());
     // Rules.
     w.record(rec::RULES, 8 + rules.len() * format::RULE_ENTRY_LEN);
-    w.u32(src.rules().version());
+    w.u32(rules_version);
     #[allow(clippy::cast_possible_truncation, reason = "constant 24")]
     w.u16(format::RULE_ENTRY_LEN as u16);
     #[allow(clippy::cast_possible_truncation, reason = "at most MAX_RULES (256)")]
@@ -260,76 +516,337 @@ fn encode_source(
     for r in rules {
         write_rule(&mut w, r);
     }
-    // Flows.
-    for (family, count, entry, kind) in [
-        (IpFamily::V4, c4, format::FLOW_V4_ENTRY_LEN, rec::FLOWS_V4),
-        (IpFamily::V6, c6, format::FLOW_V6_ENTRY_LEN, rec::FLOWS_V6),
-    ] {
-        w.record(kind, format::FLOWS_PAYLOAD_HEADER + count * entry);
+    // 1.0 flow records, empty: this build writes compact records.
+    for (kind, entry) in
+        [(rec::FLOWS_V4, format::FLOW_V4_ENTRY_LEN), (rec::FLOWS_V6, format::FLOW_V6_ENTRY_LEN)]
+    {
+        w.record(kind, format::FLOWS_PAYLOAD_HEADER);
         #[allow(clippy::cast_possible_truncation, reason = "69 or 93")]
         w.u16(entry as u16);
         w.u16(0);
-        w.u32(clamp(count));
-        if chosen.is_empty() {
-            src.for_each(family, &mut |s| write_flow(&mut w, &s));
-        } else {
-            for s in chosen.iter().filter(|s| s.key.family == family) {
-                write_flow(&mut w, s);
-            }
-        }
+        w.u32(0);
     }
     // Counters.
     w.record(rec::COUNTERS, 2 + 8 * PortCounters::COUNT);
-    #[allow(clippy::cast_possible_truncation, reason = "COUNT is 14")]
+    #[allow(clippy::cast_possible_truncation, reason = "COUNT is 18")]
     w.u16(PortCounters::COUNT as u16);
     for v in src.counters().to_array() {
         w.u64(v);
     }
-    // Save info.
+    // Save info, as a 1.0 reader must see it.
     w.record(rec::SAVE_INFO, 8);
-    w.u32(info.flows_in_table);
-    w.u32(info.flows_dropped);
+    w.u32(clamp(in_table));
+    w.u32(clamp(in_table));
+    // Save info 2.
+    w.record(rec::SAVE_INFO2, format::SAVE_INFO2_LEN);
+    w.u32(clamp(fingerprinted));
+    w.u32(clamp(lost));
+    #[allow(clippy::cast_possible_truncation, reason = "at most MAX_RULES (256)")]
+    w.u16(rules_dropped as u16);
+    w.u16(0);
+    if let Some(n) = nic {
+        w.record(rec::NIC_IDENTITY, 2 + 2 * n.len());
+        #[allow(clippy::cast_possible_truncation, reason = "at most 256 units")]
+        w.u16(n.len() as u16);
+        for &u in n {
+            w.u16(u);
+        }
+    }
+    for (f, family) in families.into_iter().enumerate() {
+        let (dict, lay) = (&dicts[f], &lays[f]);
+        let (dkind, ckind) = match family {
+            IpFamily::V4 => (rec::ADDRS_V4, rec::COMPACT_V4),
+            IpFamily::V6 => (rec::ADDRS_V6, rec::COMPACT_V6),
+        };
+        let alen = addr_len(family);
+        w.record(dkind, 2 + dict.bytes(family));
+        #[allow(clippy::cast_possible_truncation, reason = "at most MAX_DICT")]
+        w.u16(dict.addrs.len() as u16);
+        for a in &dict.addrs {
+            w.bytes(a.get(..alen).unwrap_or(&[]));
+        }
+        w.record(ckind, compact::HEADER_LEN + entries_len[f]);
+        w.u8(if plan.counters { compact::FLAG_COUNTERS } else { 0 });
+        #[allow(clippy::cast_possible_truncation, reason = "0..=2")]
+        w.u8(lay.lw as u8);
+        #[allow(clippy::cast_possible_truncation, reason = "1 or 2")]
+        w.u8(lay.rw as u8);
+        w.u8(0);
+        w.u32(clamp(counts[f]));
+        for s in plan.exact.iter().filter(|s| s.key.family == family) {
+            write_compact(&mut w, s, dict, lay, rules_version, plan.counters);
+        }
+    }
+    // Fingerprints.
+    w.record(rec::FINGERPRINTS, format::FINGERPRINTS_HEADER_LEN + fp_bytes);
+    w.u64(salt[0]);
+    w.u64(salt[1]);
+    #[allow(clippy::cast_possible_truncation, reason = "32")]
+    w.u8(crate::fingerprint::FINGERPRINT_BITS as u8);
+    w.u8(format::FINGERPRINTS_RICE);
+    w.u8(plan.k);
+    w.u8(0);
+    w.u32(clamp(fps.len()));
+    rice::encode(fps, plan.k, w.out);
     // Trailer.
     let crc = crc32c(w.out);
     w.u32(crc);
     debug_assert_eq!(out.len(), len);
-    Ok(EncodeSummary { len, flows_written: clamp(written), flows_dropped: clamp(dropped) })
+    Ok(EncodeSummary {
+        len,
+        flows_written: clamp(written),
+        flows_dropped: clamp(lost),
+        flows_fingerprinted: clamp(fingerprinted),
+        rules_dropped: clamp(rules_dropped),
+    })
+}
+
+/// Chooses exact records and fingerprints within `room` bytes.
+#[allow(clippy::too_many_lines, reason = "three cases of one budget")]
+fn plan(
+    flows: &[SavedFlow],
+    room: usize,
+    rules_version: u32,
+    salt: [u64; 2],
+    carried: &Carried<'_>,
+) -> Result<Plan, Error> {
+    // Dictionaries and costs over every flow: an upper bound of what any subset costs (a
+    // subset's dictionary is a subset, its index widths no wider, and a remote that drops out
+    // of the dictionary costs its literal instead of its entry plus an index).
+    let mut dicts = [Dict::new(), Dict::new()];
+    let mut lays = [Layout { lw: 0, rw: 1 }, Layout { lw: 0, rw: 1 }];
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let f = family_slot(family);
+        let d = Dict::build(flows.iter().filter(|s| s.key.family == family))?;
+        lays[f] = Layout { lw: d.local_width(), rw: d.remote_width() };
+        dicts[f] = d;
+    }
+    let dict_bytes = dicts[0].bytes(IpFamily::V4) + dicts[1].bytes(IpFamily::V6);
+    // A flow that cannot be written exactly (its local address did not fit the dictionary)
+    // costs more than any budget.
+    let cost = |s: &SavedFlow, counters: bool| {
+        let f = family_slot(s.key.family);
+        entry_len(s, &dicts[f], &lays[f], rules_version, counters).unwrap_or(1 << 40)
+    };
+    let carried_k = rice::best_k(carried.values);
+    let carried_bytes = rice::bytes(carried.values, carried_k);
+    let sum = |counters| {
+        flows.iter().fold(dict_bytes + carried_bytes, |a, s| a.saturating_add(cost(s, counters)))
+    };
+    if sum(false) <= room {
+        let mut exact = Vec::new();
+        exact.try_reserve_exact(flows.len())?;
+        exact.extend_from_slice(flows);
+        let mut fps = Vec::new();
+        fps.try_reserve_exact(carried.values.len())?;
+        fps.extend_from_slice(carried.values);
+        return Ok(Plan {
+            exact,
+            fps,
+            k: carried_k,
+            fingerprinted: carried.flows,
+            lost: 0,
+            counters: sum(true) <= room,
+        });
+    }
+
+    // Over the cap. Rank: established TCP first, then most recently active.
+    let mut order: Vec<(u64, u32)> = Vec::new();
+    order.try_reserve_exact(flows.len())?;
+    order.extend((0u32..).zip(flows.iter()).map(|(i, s)| (s.value_rank(), i)));
+    order.sort_unstable();
+    let is_est = |s: &SavedFlow| s.state == FlowState::Established;
+    // The fingerprint pool: (value, priority); carried values have priority 0, established
+    // flows 1 + their rank among established flows. Sorted by value.
+    let mut pool: Vec<(u32, u32)> = Vec::new();
+    pool.try_reserve_exact(carried.values.len() + flows.len())?;
+    pool.extend(carried.values.iter().map(|&v| (v, 0)));
+    let mut prio = Vec::new(); // flow index -> priority (0: not established)
+    prio.try_reserve_exact(flows.len())?;
+    prio.resize(flows.len(), 0u32);
+    let mut by_prio: Vec<u32> = Vec::new(); // priority - 1 -> flow index
+    by_prio.try_reserve_exact(flows.len())?;
+    let mut n_est = 0u32;
+    for &(_, i) in &order {
+        if let Some(s) = flows.get(i as usize).filter(|s| is_est(s)) {
+            n_est += 1;
+            by_prio.push(i);
+            pool.push((crate::fingerprint::fingerprint(salt, &s.key), n_est));
+            if let Some(p) = prio.get_mut(i as usize) {
+                *p = n_est;
+            }
+        }
+    }
+    pool.sort_unstable();
+    // Distinct values of the pool entries with priority below `m`.
+    let mut scratch: Vec<u32> = Vec::new();
+    scratch.try_reserve_exact(pool.len())?;
+    let subset = |m: u32, out: &mut Vec<u32>| {
+        out.clear();
+        for &(v, p) in &pool {
+            if p < m && out.last() != Some(&v) {
+                out.push(v);
+            }
+        }
+    };
+    let n_all = n_est + 1;
+    subset(n_all, &mut scratch);
+    let k_all = rice::best_k(&scratch);
+    let all_bytes = rice::bytes(&scratch, k_all);
+
+    let mut take = Vec::new(); // flow index -> 0 lost, 1 fingerprint, 2 exact
+    take.try_reserve_exact(flows.len())?;
+    take.resize(flows.len(), 0u8);
+    let max_fps = crate::fingerprint::MAX_FINGERPRINTS;
+    let (m, k) = if dict_bytes + all_bytes >= room || scratch.len() > max_fps {
+        // Fingerprints only: the largest m whose subset fits (the size is monotone in m).
+        let fits = |m: u32, scratch: &mut Vec<u32>| {
+            subset(m, scratch);
+            let k = rice::best_k(scratch);
+            (rice::bytes(scratch, k) <= room && scratch.len() <= max_fps, k)
+        };
+        let (mut lo, mut hi) = (0u32, n_all); // fits(lo), and m >= hi does not
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid, &mut scratch).0 {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let (_, k) = fits(lo, &mut scratch);
+        for (t, &p) in take.iter_mut().zip(prio.iter()) {
+            if p != 0 && p < lo {
+                *t = 1;
+            }
+        }
+        (lo, k)
+    } else {
+        // Every fingerprint fits: spend the rest upgrading the most valuable flows to exact
+        // records. Removing a value that no other entry shares shrinks the fingerprints by at
+        // least k bits (see `rice`), so an established flow's upgrade costs its entry minus
+        // k / 8 bytes.
+        let mut unique = Vec::new(); // priority -> value not shared
+        unique.try_reserve_exact(n_all as usize)?;
+        unique.resize(n_all as usize, false);
+        for (j, &(v, p)) in pool.iter().enumerate() {
+            let shared = (j > 0 && pool.get(j - 1).is_some_and(|x| x.0 == v))
+                || pool.get(j + 1).is_some_and(|x| x.0 == v);
+            if let Some(u) = unique.get_mut(p as usize) {
+                *u = p != 0 && !shared;
+            }
+        }
+        let saving = usize::from(k_all / 8);
+        let mut left = room - dict_bytes - all_bytes;
+        for &(_, i) in &order {
+            let Some(s) = flows.get(i as usize) else { continue };
+            let p = prio.get(i as usize).copied().unwrap_or(0);
+            let c = cost(s, false);
+            let back = if unique.get(p as usize).copied().unwrap_or(false) { saving } else { 0 };
+            let extra = c.saturating_sub(back);
+            let t = if extra <= left {
+                left -= extra;
+                2
+            } else {
+                u8::from(p != 0)
+            };
+            if let Some(slot) = take.get_mut(i as usize) {
+                *slot = t;
+            }
+        }
+        (n_all, k_all)
+    };
+    let mut exact = Vec::new();
+    let mut lost = 0;
+    let mut fp_count = 0;
+    // Exact records keep the source's order (oldest activity first within each class).
+    for (s, &t) in flows.iter().zip(take.iter()) {
+        match t {
+            2 => {
+                exact.try_reserve(1)?;
+                exact.push(*s);
+            }
+            1 => fp_count += 1,
+            _ => lost += 1,
+        }
+    }
+    let mut fps = Vec::new();
+    fps.try_reserve_exact(pool.len())?;
+    let mut prev_value = None;
+    for &(v, p) in &pool {
+        let keep = if p == 0 {
+            m > 0
+        } else {
+            // The flow of priority p keeps its fingerprint unless it became exact.
+            let i = by_prio.get(p as usize - 1).copied().unwrap_or(u32::MAX);
+            take.get(i as usize) == Some(&1)
+        };
+        if keep && prev_value != Some(v) {
+            fps.push(v);
+            prev_value = Some(v);
+        }
+    }
+    let carried_kept = if m > 0 { carried.flows } else { 0 };
+    Ok(Plan {
+        exact,
+        fps,
+        k,
+        fingerprinted: fp_count + carried_kept,
+        lost: lost + (carried.flows - carried_kept),
+        counters: false,
+    })
 }
 
 fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
     w.bytes(&super::rule::rule_to_bytes(r));
 }
 
-fn write_flow(w: &mut Writer<'_>, s: &SavedFlow) {
-    let (adm, version) = match s.admission {
-        Admission::Vm => (format::admission::VM, 0),
-        Admission::Monitor => (format::admission::MONITOR, 0),
-        Admission::Rule(v) => (format::admission::RULE, v),
+fn write_compact(
+    w: &mut Writer<'_>,
+    s: &SavedFlow,
+    dict: &Dict,
+    lay: &Layout,
+    rules_version: u32,
+    counters: bool,
+) {
+    let kind = match s.state {
+        FlowState::Active if s.key.protocol == protocol::UDP => compact::KIND_ACTIVE_UDP,
+        FlowState::Active => compact::KIND_ACTIVE_OTHER,
+        st => st.to_wire(),
     };
-    w.u8(s.key.protocol);
-    w.u8(s.state.to_wire());
-    w.u8(s.opener.to_wire());
-    w.u8(adm);
-    w.u8(s.fin_seen);
-    w.u32(version);
-    match s.key.family {
-        IpFamily::V4 => {
-            w.bytes(s.key.local_addr.get(..4).unwrap_or(&[0; 4]));
-            w.bytes(s.key.remote_addr.get(..4).unwrap_or(&[0; 4]));
-        }
-        IpFamily::V6 => {
-            w.bytes(&s.key.local_addr);
-            w.bytes(&s.key.remote_addr);
-        }
+    let (adm, delta) = match s.admission {
+        Admission::Vm => (compact::ADM_VM, None),
+        Admission::Monitor => (compact::ADM_MONITOR, None),
+        Admission::Rule(v) if v == rules_version => (compact::ADM_RULE_CURRENT, None),
+        Admission::Rule(v) => (compact::ADM_RULE_OTHER, Some(rules_version.wrapping_sub(v))),
+    };
+    let remote = dict.find(&s.key.remote_addr);
+    let tag = kind
+        | (adm << compact::ADMISSION_SHIFT)
+        | ((s.fin_seen & 0b11) << compact::FIN_SHIFT)
+        | if remote.is_none() { compact::REMOTE_LITERAL } else { 0 };
+    w.u8(tag);
+    if kind == compact::KIND_ACTIVE_OTHER {
+        w.u8(s.key.protocol);
+    }
+    w.index(dict.find(&s.key.local_addr).unwrap_or(0), lay.lw);
+    match remote {
+        Some(i) => w.index(i, lay.rw),
+        None => w.bytes(s.key.remote_addr.get(..addr_len(s.key.family)).unwrap_or(&[])),
     }
     w.u16(s.key.local_port);
     w.u16(s.key.remote_port);
-    w.u64(s.packets[0]);
-    w.u64(s.packets[1]);
-    w.u64(s.bytes[0]);
-    w.u64(s.bytes[1]);
-    w.u64(s.first_age);
-    w.u64(s.last_age);
+    if let Some(d) = delta {
+        w.varint(u64::from(d));
+    }
+    let (last_s, dur_m) = coarse_ages(s);
+    w.varint(last_s);
+    w.varint(dur_m);
+    if counters {
+        for v in [s.packets[0], s.packets[1], s.bytes[0], s.bytes[1]] {
+            w.varint(v);
+        }
+    }
 }
 
 /// Appends to a vector whose capacity was reserved up front (no allocation while writing).
@@ -358,9 +875,39 @@ impl Writer<'_> {
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
     }
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            #[allow(clippy::cast_possible_truncation, reason = "low 7 bits")]
+            self.u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "v < 0x80")]
+        self.u8(v as u8);
+    }
+    #[inline]
+    fn index(&mut self, i: u32, width: usize) {
+        let b = i.to_le_bytes();
+        self.bytes(b.get(..width).unwrap_or(&[]));
+    }
     fn record(&mut self, kind: u16, payload: usize) {
         self.u16(kind);
         self.u16(0);
         self.u32(u32::try_from(payload).unwrap_or(u32::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::varint_len;
+
+    #[test]
+    fn varint_lengths() {
+        assert_eq!(varint_len(0), 1);
+        assert_eq!(varint_len(127), 1);
+        assert_eq!(varint_len(128), 2);
+        assert_eq!(varint_len(16_383), 2);
+        assert_eq!(varint_len(16_384), 3);
+        assert_eq!(varint_len(u64::MAX), 10);
     }
 }

@@ -1,4 +1,4 @@
-//! Byte layout of the runtime-state blob, version 1.0. The prose specification is
+//! Byte layout of the runtime-state blob, versions 1.0 and 1.1. The prose specification is
 //! `docs/runtime-state-format.md`; the constants here are the single source of truth in code.
 //!
 //! All integers little-endian, fixed width, no padding, no pointers.
@@ -7,8 +7,9 @@
 pub const MAGIC: [u8; 4] = *b"VSFL";
 /// Format major version written and read by this build.
 pub const MAJOR: u16 = 1;
-/// Format minor version written by this build.
-pub const MINOR: u16 = 0;
+/// Format minor version written by this build (1.1: compact flow records, address
+/// dictionaries, fingerprints, NIC identity; see `docs/runtime-state-format.md`).
+pub const MINOR: u16 = 1;
 
 /// Size of the 1.0 fixed header (before the port identity).
 pub const HEADER_LEN: usize = 40;
@@ -67,7 +68,85 @@ pub mod rec {
     pub const SAVE_INFO: u16 = 6;
     /// Every record type a 1.x writer must write.
     pub const REQUIRED: [u16; 6] = [MODE, RULES, FLOWS_V4, FLOWS_V6, COUNTERS, SAVE_INFO];
+    /// 1.1: how the flows in the table were saved: fingerprinted u32, lost u32, rules left
+    /// out u16, reserved u16. Required when any 1.1 flow record is present.
+    pub const SAVE_INFO2: u16 = 7;
+    /// 1.1: the NIC's durable name (`NicName`): code units u16 (<= 256), UTF-16LE units.
+    pub const NIC_IDENTITY: u16 = 8;
+    /// 1.1: IPv4 address dictionary: count u16, addresses.
+    pub const ADDRS_V4: u16 = 9;
+    /// 1.1: IPv6 address dictionary: count u16, addresses.
+    pub const ADDRS_V6: u16 = 10;
+    /// 1.1: compact IPv4 flows (see [`super::compact`]).
+    pub const COMPACT_V4: u16 = 11;
+    /// 1.1: compact IPv6 flows.
+    pub const COMPACT_V6: u16 = 12;
+    /// 1.1: fingerprints of established connections saved without an exact record.
+    ///
+    /// Salt 2 x u64, bits u8 (32), encoding u8 (0: Golomb-Rice), Rice parameter u8 (<= 31),
+    /// reserved u8 (0), count u32, then the Rice-coded sorted distinct values (see
+    /// `codec::rice`) filling the rest of the payload exactly.
+    pub const FINGERPRINTS: u16 = 13;
 }
+
+/// 1.1 compact flow records.
+///
+/// Payload: flags u8 (bit 0: per-flow counters present), local index width u8 (0, 1 or 2),
+/// remote index width u8 (1 or 2), reserved u8 (0), count u32, then entries of variable
+/// length:
+///
+/// | size | field |
+/// |---|---|
+/// | 1 | tag: bits 0-2 [`KIND`](compact::KIND_MASK), bits 3-4 admission, bits 5-6 FIN bits, bit 7 remote literal |
+/// | 0/1 | protocol (kind 6 only) |
+/// | w | local address: index into the family's dictionary (width from the header; 0 = index 0) |
+/// | 4/16 or w | remote address: literal (tag bit 7) or dictionary index |
+/// | 2 | local port |
+/// | 2 | remote port |
+/// | varint | admitting rule-set version as `rules version - v` (admission 3 only) |
+/// | varint | last-seen age, whole seconds |
+/// | varint | first-seen age minus last-seen age, whole minutes |
+/// | 4 varints | packets out, packets in, bytes out, bytes in (flag bit 0 only) |
+///
+/// Varints are unsigned LEB128, at most 10 bytes, no bits past 64.
+pub mod compact {
+    /// Flag: per-flow counters follow each entry.
+    pub const FLAG_COUNTERS: u8 = 0x01;
+    /// Tag bits of the kind: 1..=5 the TCP states (protocol 6) in [`crate::FlowState`] wire
+    /// order, 6 active with a protocol byte, 7 active UDP.
+    pub const KIND_MASK: u8 = 0x07;
+    /// Kind: active, protocol byte follows.
+    pub const KIND_ACTIVE_OTHER: u8 = 6;
+    /// Kind: active UDP.
+    pub const KIND_ACTIVE_UDP: u8 = 7;
+    /// Tag shift of the admission (2 bits): 0 VM (opener VM), 1 monitor (opener remote),
+    /// 2 rule at the blob's rule-set version, 3 rule at another version (varint follows).
+    pub const ADMISSION_SHIFT: u8 = 3;
+    /// Admission: opened by the VM.
+    pub const ADM_VM: u8 = 0;
+    /// Admission: monitor.
+    pub const ADM_MONITOR: u8 = 1;
+    /// Admission: the blob's current rules.
+    pub const ADM_RULE_CURRENT: u8 = 2;
+    /// Admission: an older rule-set version.
+    pub const ADM_RULE_OTHER: u8 = 3;
+    /// Tag shift of the FIN bits (2 bits).
+    pub const FIN_SHIFT: u8 = 5;
+    /// Tag bit: the remote address is literal.
+    pub const REMOTE_LITERAL: u8 = 0x80;
+    /// Payload header length.
+    pub const HEADER_LEN: usize = 8;
+    /// Seconds per unit of the duration field.
+    pub const DURATION_UNIT_SECS: u64 = 60;
+}
+
+/// Fingerprint record: fixed part before the values.
+pub const FINGERPRINTS_HEADER_LEN: usize = 16 + 1 + 1 + 2 + 4;
+/// Fingerprint encoding: Golomb-Rice coded sorted distinct values. Another encoding would be
+/// a new record type (a 1.1 reader refuses an encoding it does not know).
+pub const FINGERPRINTS_RICE: u8 = 0;
+/// Save-info-2 payload length.
+pub const SAVE_INFO2_LEN: usize = 12;
 
 /// Rule entry: flags u8, protocol u8, family u8, prefix length u8, port start u16,
 /// port end u16, address 16 bytes.

@@ -18,11 +18,12 @@ mod encode;
 mod error;
 pub mod format;
 mod reader;
+pub mod rice;
 mod rule;
 
 use alloc::vec::Vec;
 
-pub use self::apply::{ApplyReport, apply, apply_empty};
+pub use self::apply::{ApplyConfig, ApplyReport, RestoreMemo, apply, apply_empty, apply_with};
 pub use self::crc::crc32c;
 pub use self::decode::{DecodeConfig, Decoded, UnknownMajor, decode, peek_version};
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_state};
@@ -30,6 +31,7 @@ pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
 
 use crate::counters::PortCounters;
+use crate::fingerprint::FingerprintSet;
 use crate::flow::{Admission, FlowKey, FlowRecord, FlowState, Opener};
 use crate::guid::Guid;
 use crate::policy::{Mode, RuleSet};
@@ -110,12 +112,18 @@ impl SavedFlow {
 }
 
 /// What a blob says about the saving host's handling of the cap.
+///
+/// `flows_in_table` = exact flows + `flows_fingerprinted` + `flows_dropped`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct SaveInfo {
     /// Flows the port's table held at the save.
     pub flows_in_table: u32,
-    /// Flows left out to stay under the cap.
+    /// Flows carried neither exactly nor as a fingerprint (lost to the cap).
     pub flows_dropped: u32,
+    /// Established connections carried as fingerprints (format 1.1; 0 in 1.0 blobs).
+    pub flows_fingerprinted: u32,
+    /// Allow rules left out because they did not fit the cap (format 1.1).
+    pub rules_dropped: u32,
 }
 
 /// Everything a blob carries for one port.
@@ -127,16 +135,23 @@ pub struct PortState {
     pub provider: Guid,
     /// The port's durable identity on the saving host.
     pub identity: PortIdentity,
+    /// The VM network adapter's durable name (`NicName`), if the saving host knew it (1.1).
+    pub nic: Option<PortIdentity>,
     /// The port's mode.
     pub mode: Mode,
     /// The port's allow rules.
     pub rules: RuleSet,
-    /// Saved flows.
+    /// Saved flows (exact records).
     pub flows: Vec<SavedFlow>,
+    /// Fingerprints of established connections saved without an exact record (1.1).
+    pub fingerprints: FingerprintSet,
     /// The port's counters.
     pub counters: PortCounters,
     /// The saving host's cap accounting.
     pub save_info: SaveInfo,
     /// Records of unknown type the decoder skipped (a newer minor version wrote them).
     pub skipped_records: u32,
+    /// Identifies the blob this state was decoded from (its CRC-32C and length; never 0),
+    /// so that applying it twice to a port is recognised; 0 for states built otherwise.
+    pub digest: u64,
 }

@@ -46,6 +46,37 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
     }
+
+    /// An unsigned LEB128 varint of at most 10 bytes whose value fits 64 bits; `None` past
+    /// the end, for an overlong encoding (a final zero byte after the first) or overflow.
+    pub fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..10u32 {
+            let b = self.u8()?;
+            let low = u64::from(b & 0x7f);
+            if i == 9 && b > 1 {
+                return None;
+            }
+            v |= low << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return None;
+                }
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// A little-endian unsigned integer of `width` bytes (0..=4; 0 reads as 0).
+    pub fn uint(&mut self, width: usize) -> Option<u32> {
+        let b = self.take(width)?;
+        let mut v = 0u32;
+        for (i, x) in b.iter().enumerate().take(4) {
+            v |= u32::from(*x) << (8 * i);
+        }
+        Some(v)
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +93,20 @@ mod tests {
         assert_eq!(r.u8(), None);
         assert_eq!(r.remaining(), 0);
         assert_eq!(r.take(usize::MAX), None);
+    }
+
+    #[test]
+    fn varints_are_canonical_and_bounded() {
+        assert_eq!(Reader::new(&[0]).varint(), Some(0));
+        assert_eq!(Reader::new(&[0x7f]).varint(), Some(127));
+        assert_eq!(Reader::new(&[0x80, 0x01]).varint(), Some(128));
+        assert_eq!(Reader::new(&[0x80, 0x00]).varint(), None, "overlong");
+        assert_eq!(Reader::new(&[0x80]).varint(), None, "truncated");
+        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(Reader::new(&max).varint(), Some(u64::MAX));
+        let over = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(Reader::new(&over).varint(), None, "past 64 bits");
+        assert_eq!(Reader::new(&[1, 2, 3]).uint(2), Some(0x0201));
+        assert_eq!(Reader::new(&[1]).uint(0), Some(0));
     }
 }

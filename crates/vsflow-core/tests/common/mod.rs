@@ -7,6 +7,7 @@
 
 use proptest::prelude::*;
 use vsflow_core::codec::{self, PortState, SaveInfo, SavedFlow, format};
+use vsflow_core::fingerprint::FingerprintSet;
 use vsflow_core::flow::Admission;
 use vsflow_core::packet::v4;
 use vsflow_core::{
@@ -129,8 +130,9 @@ pub fn arb_state(max_flows: usize) -> impl Strategy<Value = PortState> {
         proptest::collection::vec(arb_rule(), 0..8),
         proptest::collection::vec(arb_saved_flow(), 0..=max_flows),
         any::<[u64; PortCounters::COUNT]>(),
+        proptest::option::of(arb_identity()),
     )
-        .prop_map(|(identity, enforce, version, rules, flows, counters)| PortState {
+        .prop_map(|(identity, enforce, version, rules, flows, counters, nic)| PortState {
             minor: format::MINOR,
             provider: PROVIDER,
             identity,
@@ -140,21 +142,58 @@ pub fn arb_state(max_flows: usize) -> impl Strategy<Value = PortState> {
             counters: PortCounters::from_values(counters.into_iter()),
             save_info: SaveInfo::default(),
             skipped_records: 0,
+            nic,
+            fingerprints: FingerprintSet::default(),
+            digest: 0,
         })
 }
 
-/// What decode returns for a state encoded under the cap: the same state with the encoder's
-/// save accounting.
-pub fn as_decoded(mut s: PortState) -> PortState {
-    s.minor = format::MINOR;
+/// What a 1.0 decoder returned for a state encoded under the cap by a 1.0 writer: the same
+/// state with the encoder's save accounting, exact ages and counters.
+pub fn as_decoded_v1_0(mut s: PortState) -> PortState {
+    s.minor = 0;
     s.save_info =
-        SaveInfo { flows_in_table: u32::try_from(s.flows.len()).unwrap(), flows_dropped: 0 };
+        SaveInfo { flows_in_table: u32::try_from(s.flows.len()).unwrap(), ..SaveInfo::default() };
     s.skipped_records = 0;
+    s.digest = 0;
     // The encoder writes IPv4 flows, then IPv6 flows, each in list order.
     let (mut a, b): (Vec<_>, Vec<_>) = s.flows.iter().partition(|f| f.key.family == IpFamily::V4);
     a.extend(b);
     s.flows = a;
     s
+}
+
+/// The ages a 1.1 compact record carries: last-seen in whole seconds, the duration in whole
+/// minutes.
+pub fn coarse(f: &mut SavedFlow) {
+    let sec = vsflow_core::TICKS_PER_SECOND;
+    let last = f.last_age / sec * sec;
+    let dur = (f.first_age - f.last_age) / (60 * sec) * (60 * sec);
+    f.last_age = last;
+    f.first_age = last + dur;
+}
+
+/// What decode returns for a state this build encoded with every flow exact: the same state
+/// with coarse ages, the encoder's save accounting, and per-flow counters only if `counters`.
+pub fn as_decoded(mut s: PortState, counters: bool) -> PortState {
+    s = as_decoded_v1_0(s);
+    s.minor = format::MINOR;
+    for f in &mut s.flows {
+        coarse(f);
+        if !counters {
+            f.packets = [0; 2];
+            f.bytes = [0; 2];
+        }
+    }
+    s
+}
+
+/// True if the blob's compact records carry per-flow counters.
+pub fn has_flow_counters(b: &[u8]) -> bool {
+    records(b)
+        .iter()
+        .filter(|r| r.kind == format::rec::COMPACT_V4 || r.kind == format::rec::COMPACT_V6)
+        .any(|r| b[r.payload.0] & format::compact::FLAG_COUNTERS != 0)
 }
 
 pub fn encode_state(s: &PortState) -> Vec<u8> {
@@ -163,9 +202,14 @@ pub fn encode_state(s: &PortState) -> Vec<u8> {
     out
 }
 
+/// Decodes strictly; the digest is cleared so states compare by contents.
 pub fn decode_state(b: &[u8]) -> Result<PortState, codec::DecodeError> {
     match codec::decode(b, &codec::DecodeConfig::default())? {
-        codec::Decoded::State(s) => Ok(s),
+        codec::Decoded::State(mut s) => {
+            assert_ne!(s.digest, 0);
+            s.digest = 0;
+            Ok(s)
+        }
         codec::Decoded::UnsupportedMajor { .. } => panic!("strict decode returned lenient result"),
     }
 }
@@ -345,6 +389,9 @@ pub fn fixture_monitor_mixed() -> PortState {
         counters: PortCounters::from_values(100..),
         save_info: SaveInfo::default(),
         skipped_records: 0,
+        nic: None,
+        fingerprints: FingerprintSet::default(),
+        digest: 0,
     }
 }
 
@@ -408,6 +455,9 @@ pub fn fixture_enforce_rules() -> PortState {
         counters: PortCounters::default(),
         save_info: SaveInfo::default(),
         skipped_records: 0,
+        nic: Some(PortIdentity::try_from_str("Network Adapter").unwrap()),
+        fingerprints: FingerprintSet::default(),
+        digest: 0,
     }
 }
 

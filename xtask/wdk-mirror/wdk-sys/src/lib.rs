@@ -27,7 +27,8 @@ pub type CCHAR = ::core::ffi::c_char;
 /// mirror spells the Windows width so host builds keep the Windows layouts.
 pub type LONG = i32;
 pub type KPROCESSOR_MODE = CCHAR;
-pub type PULONG_PTR = *mut ULONG_PTR;
+pub type EX_SPIN_LOCK = LONG;
+pub type PEX_SPIN_LOCK = *mut LONG;
 pub type LONGLONG = ::core::ffi::c_longlong;
 pub type KIRQL = UCHAR;
 pub type ULONG_PTR = ::core::ffi::c_ulonglong;
@@ -388,11 +389,10 @@ pub mod ntddk {
         pub fn ExReleaseRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
         pub fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: PEX_RUNDOWN_REF_CACHE_AWARE);
         pub fn ExReInitializeRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
-        pub fn ExInitializePushLock(PushLock: PULONG_PTR);
-        pub fn ExAcquirePushLockExclusiveEx(PushLock: PULONG_PTR, Flags: ULONG);
-        pub fn ExReleasePushLockExclusiveEx(PushLock: PULONG_PTR, Flags: ULONG);
-        pub fn KeEnterCriticalRegion();
-        pub fn KeLeaveCriticalRegion();
+        pub fn ExAcquireSpinLockShared(SpinLock: PEX_SPIN_LOCK) -> KIRQL;
+        pub fn ExReleaseSpinLockShared(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL);
+        pub fn ExAcquireSpinLockExclusive(SpinLock: PEX_SPIN_LOCK) -> KIRQL;
+        pub fn ExReleaseSpinLockExclusive(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL);
         pub fn KeGetCurrentProcessorNumberEx(ProcNumber: PPROCESSOR_NUMBER) -> ULONG;
         pub fn KeQueryMaximumProcessorCountEx(GroupNumber: USHORT) -> ULONG;
         pub fn KeDelayExecutionThread(WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Interval: PLARGE_INTEGER) -> NTSTATUS;
