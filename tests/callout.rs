@@ -442,3 +442,21 @@ fn the_driver_classify_count_keeps_the_calls_of_deleted_ports() {
     assert_eq!(h.driver().stats().classify_calls, before, "counted per port, kept at delete");
     finish(&mut h);
 }
+
+// A port created to receive a restore that never comes (the source host saved nothing for
+// vsflow) must not stay in Monitor forever: the window closes after RestoreWindowSeconds.
+#[test]
+fn a_restore_window_without_a_restore_closes_after_its_deadline() {
+    use vsflow_core::IpFamily;
+    let (mut h, sw) = host(25, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, true);
+    let remote = vsflow_sim::traffic::remote_addr(IpFamily::V4, 1, false);
+    let syn = |sport| vsflow_sim::traffic::inbound_syn(IpFamily::V4, remote, sport, 5, 8080);
+    let ext = vsflow_sim::host::EXTERNAL_PORT;
+    assert_eq!(h.transmit(sw, ext, 5, &syn(4000)), vsflow_sim::PacketFate::Delivered, "window");
+    assert!(h.list_ports()[0].restoring);
+    h.advance(61 * 10_000_000);
+    assert_ne!(h.transmit(sw, ext, 5, &syn(4001)), vsflow_sim::PacketFate::Delivered, "enforced");
+    assert!(!h.list_ports()[0].restoring);
+    finish(&mut h);
+}

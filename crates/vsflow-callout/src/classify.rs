@@ -177,6 +177,7 @@ impl<S: KernelServices> Driver<S> {
                 let slot = ix.port(PortKey { switch, port: c.port_id })?;
                 let mut st = slot.state.lock();
                 st.classify_calls += 1;
+                st.close_stale_window(now);
                 Some(st.judged().then(|| st.port.classify(&c.meta, now)))
             })
             .flatten();

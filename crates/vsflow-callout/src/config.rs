@@ -36,6 +36,11 @@ pub struct DriverConfig {
     /// Hyper-V then fails the VM's restore). Opt-in only: a migration never fails because of
     /// vsflow by default.
     pub fail_bad_restores: bool,
+    /// Longest restore window (registry `RestoreWindowSeconds`, 1..=3,600, default 60): a
+    /// port created with `RESTORING_PORT` is monitored until its restore is applied or
+    /// cancelled, or this long if no restore comes (a source host without vsflow saves
+    /// nothing, so no restore callback ever comes).
+    pub restore_window_secs: u32,
 }
 
 impl Default for DriverConfig {
@@ -47,6 +52,7 @@ impl Default for DriverConfig {
             blob_cap: DEFAULT_CAP,
             default_mode: Mode::Monitor,
             fail_bad_restores: false,
+            restore_window_secs: 60,
         }
     }
 }
@@ -62,6 +68,11 @@ impl DriverConfig {
         }
         if self.blob_cap < 1024 || self.blob_cap > 65_000 {
             return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("BlobCap")));
+        }
+        if self.restore_window_secs < 1 || self.restore_window_secs > 3_600 {
+            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
+                "RestoreWindowSeconds",
+            )));
         }
         Ok(())
     }
@@ -81,6 +92,10 @@ impl DriverConfig {
             services.config_value("BlobCap"),
             services.config_value("DefaultMode"),
         )?;
+        if let Some(secs) = services.config_value("RestoreWindowSeconds") {
+            cfg.restore_window_secs = secs;
+            cfg.validate()?;
+        }
         cfg.fail_bad_restores = match services.config_value("FailBadRestores") {
             None | Some(0) => false,
             Some(1) => true,
@@ -126,6 +141,7 @@ impl DriverConfig {
                 Some(_) => return Err(bad("DefaultMode")),
             },
             fail_bad_restores: d.fail_bad_restores,
+            restore_window_secs: d.restore_window_secs,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -326,8 +326,16 @@ impl<S: KernelServices> Driver<S> {
     /// port lock at a time.
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.services.now();
-        self.read_ports(|ix| ix.ports().map(|p| p.state.lock().port.expire(now, budget)).sum())
-            .unwrap_or(0)
+        self.read_ports(|ix| {
+            ix.ports()
+                .map(|p| {
+                    let mut st = p.state.lock();
+                    st.close_stale_window(now);
+                    st.port.expire(now, budget)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
     }
 }
 

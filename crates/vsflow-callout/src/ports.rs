@@ -64,11 +64,24 @@ pub(crate) struct PortState {
     /// Digest of the last blob applied to this port (a second restore of the same blob
     /// changes nothing).
     pub(crate) last_restore: Option<u64>,
+    /// When a restore window closes on its own if no restore came (the source host may have
+    /// saved nothing for vsflow: no restore callback will ever come); `Tick::MAX` if none.
+    pub(crate) window_deadline: vsflow_core::Tick,
     /// Classify calls that reached this port (summed into the driver's count on read).
     pub(crate) classify_calls: u64,
 }
 
 impl PortState {
+    /// Closes the restore window if its deadline passed (no restore came): the port applies
+    /// its own mode again. A branch per packet while no window is open.
+    #[inline]
+    pub(crate) fn close_stale_window(&mut self, now: vsflow_core::Tick) {
+        if now >= self.window_deadline {
+            self.window_deadline = vsflow_core::Tick::MAX;
+            self.port.cancel_restore();
+        }
+    }
+
     /// Whether packets of this port are judged (generic ports only with a VM NIC on them).
     pub(crate) const fn judged(&self) -> bool {
         self.port_type != fwps_sys::NdisSwitchPortTypeGeneric || self.vm_nic

@@ -161,11 +161,10 @@ fn migrate_and_replay(blob: &[u8], conns: &[PacketMeta], bound: u32) -> (usize, 
         // Outbound packets of the VM are always permitted; what matters is that the flow is
         // then tracked as an established connection whose inbound traffic passes.
         let back = dst.classify(&pkt.reply(TcpFlags::ACK), now + secs(1));
-        let passes = verdict == vsflow_core::Verdict::Permit && back == vsflow_core::Verdict::Permit;
-        let established = dst
-            .table()
-            .get(&FlowKey::of(c))
-            .is_some_and(|r| r.state == FlowState::Established);
+        let passes =
+            verdict == vsflow_core::Verdict::Permit && back == vsflow_core::Verdict::Permit;
+        let established =
+            dst.table().get(&FlowKey::of(c)).is_some_and(|r| r.state == FlowState::Established);
         if known {
             assert!(passes && established, "an exact flow is blocked");
             e += 1;

@@ -159,6 +159,13 @@ impl<S: KernelServices> Driver<S> {
             vm_nic: false,
             save_buffer: alloc::vec::Vec::new(),
             last_restore: None,
+            window_deadline: if restoring {
+                self.services.now().saturating_add(vsflow_core::time::secs(u64::from(
+                    self.config.restore_window_secs,
+                )))
+            } else {
+                vsflow_core::Tick::MAX
+            },
             classify_calls: 0,
         };
         let slot = try_box(PortSlot {

@@ -252,6 +252,7 @@ impl<S: KernelServices> Driver<S> {
         if st.last_restore == Some(sum) {
             // The same blob again: already applied.
             st.port.cancel_restore();
+            st.window_deadline = vsflow_core::Tick::MAX;
             self.trace_restore(key.port, bytes, 0, RestoreOutcome::Applied, STATUS_SUCCESS);
             return STATUS_SUCCESS;
         }
@@ -271,6 +272,7 @@ impl<S: KernelServices> Driver<S> {
                 }
                 match codec::apply(&mut st.port, &state, now) {
                     Ok(report) => {
+                        st.window_deadline = vsflow_core::Tick::MAX;
                         st.last_restore = Some(sum);
                         self.count(Counter::RestoresApplied);
                         self.trace_restore(
@@ -315,6 +317,7 @@ impl<S: KernelServices> Driver<S> {
         if self.config.fail_bad_restores {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
             st.port.cancel_restore();
+            st.window_deadline = vsflow_core::Tick::MAX;
             self.count(Counter::RestoresFailed);
             self.log(
                 LogLevel::Error,
@@ -335,6 +338,7 @@ impl<S: KernelServices> Driver<S> {
             st.port.set_mode(self.config.default_mode);
         }
         codec::apply_empty(&mut st.port);
+        st.window_deadline = vsflow_core::Tick::MAX;
         st.last_restore = Some(sum);
         self.count(Counter::RestoresEmpty);
         self.log(

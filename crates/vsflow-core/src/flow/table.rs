@@ -815,6 +815,52 @@ mod tests {
         assert_eq!(t.iter_lru(TimeoutClass::TcpHandshake).count(), 0);
     }
 
+    proptest::proptest! {
+        /// After a sweep with an unlimited budget, no flow is idle for more than its timeout plus
+        /// one LRU granularity, and none was removed before its timeout; a budget bounds the work.
+        #[test]
+        fn a_sweep_leaves_no_flow_idle_past_its_timeout_by_more_than_the_granularity(
+            ops in proptest::collection::vec((0u16..48, 0u8..3, 0u64..20_000_000_000), 1..300),
+            budget in 1usize..8,
+        ) {
+            let mut t = table(32);
+            let mut now = 0;
+            let states = [FlowState::SynSent, FlowState::Established, FlowState::Active];
+            for (n, st, dt) in ops {
+                now += dt;
+                let proto = if st == 2 { protocol::UDP } else { protocol::TCP };
+                let k = key(n, proto);
+                if let Some(at) = t.find(&k) {
+                    t.record_mut(at).last_seen = now;
+                    t.touch(at);
+                } else {
+                    let _ = t.insert(k, rec(states[usize::from(st)], now), now);
+                }
+            }
+            let later = now + 30_000_000_000;
+            let snapshot: alloc::vec::Vec<(FlowKey, FlowRecord)> =
+                t.iter().map(|(k, r)| (*k, *r)).collect();
+            let before = t.len();
+            let removed = t.expire(later, budget);
+            proptest::prop_assert!(removed <= budget);
+            proptest::prop_assert_eq!(t.len(), before - removed);
+            t.expire(later, usize::MAX);
+            let timeouts = t.config().timeouts;
+            let granularity = t.config().lru_granularity;
+            for (k, r) in &snapshot {
+                if t.get(k).is_none() {
+                    let timeout = timeouts.of(TimeoutClass::of(k.protocol, r.state));
+                    proptest::prop_assert!(later - r.last_seen >= timeout, "removed a live flow");
+                }
+            }
+            for (k, r) in t.iter() {
+                let timeout = timeouts.of(TimeoutClass::of(k.protocol, r.state));
+                proptest::prop_assert!(later - r.last_seen < timeout + granularity);
+            }
+            t.check_invariants().map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
+    }
+
     #[test]
     fn expire_removes_only_idle_flows_within_budget() {
         let mut t = table(16);
