@@ -313,13 +313,16 @@ impl Port {
 
     /// Enters the restoring state (the port was created to receive a restore): classify treats
     /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
+    ///
+    /// Idempotent: while the port is already restoring (a replayed port create), the window and
+    /// the operator's changes made in it are kept.
     pub const fn begin_restore(&mut self) {
         if !self.restore.restoring {
             self.restore.window_start = self.packets_classified();
+            self.restore.operator_mode = false;
+            self.restore.operator_rules = false;
         }
         self.restore.restoring = true;
-        self.restore.operator_mode = false;
-        self.restore.operator_rules = false;
         self.update_enforce();
     }
 
