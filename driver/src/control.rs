@@ -1,5 +1,12 @@
 //! The control device `\Device\vsflow` (`\\.\vsflow`), for SYSTEM and Administrators only,
 //! with a sequential queue for IOCTLs handled by `vsflow_callout::control`.
+//!
+//! The sequence is the non-PnP one of Microsoft's samples (NONPNP): `WdfControlDeviceInitAllocate`
+//! with the SDDL, `WdfDeviceInitAssignName`, `WdfDeviceCreate`, `WdfDeviceCreateSymbolicLink`,
+//! the default queue (which KMDF only accepts before the next step), then
+//! `WdfControlFinishInitializing` at once: until it is called the I/O manager does not open the
+//! device. IOCTLs that arrive before the driver has started are answered
+//! `STATUS_INVALID_DEVICE_STATE`.
 
 use alloc::vec::Vec;
 use core::ffi::c_void;
@@ -7,25 +14,24 @@ use core::ptr;
 use vsflow_callout::wide::ascii as wide;
 
 use wdk_sys::{
-    _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_TRI_STATE, NTSTATUS, PVOID, STATUS_INSUFFICIENT_RESOURCES,
-    ULONG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE, WDF_NO_OBJECT_ATTRIBUTES, WDFDEVICE, WDFDRIVER,
-    WDFOBJECT, WDFQUEUE, WDFREQUEST, call_unsafe_wdf_function_binding,
+    _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE, _WDF_TRI_STATE, NTSTATUS, PVOID,
+    STATUS_INSUFFICIENT_RESOURCES, ULONG, WDF_IO_QUEUE_CONFIG, WDF_NO_HANDLE,
+    WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDFDEVICE, WDFDRIVER, WDFOBJECT, WDFQUEUE,
+    WDFREQUEST, call_unsafe_wdf_function_binding,
 };
 
 use crate::entry::{driver, unicode};
+use crate::wdf::{object_attributes, size_of_u32};
 
 /// `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`: SYSTEM and Administrators, full access; nobody else.
 static SDDL: [u16; 27] = wide(b"D:P(A;;GA;;;SY)(A;;GA;;;BA)");
 static DEVICE_NAME: [u16; 14] = wide(b"\\Device\\vsflow");
 static LINK_NAME: [u16; 18] = wide(b"\\DosDevices\\vsflow");
 
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "the queue configuration is far smaller than 4 GiB"
-)]
-const QUEUE_CONFIG_SIZE: ULONG = core::mem::size_of::<WDF_IO_QUEUE_CONFIG>() as ULONG;
+const QUEUE_CONFIG_SIZE: ULONG = size_of_u32::<WDF_IO_QUEUE_CONFIG>();
 
-/// Creates the control device, its symbolic link and its queue.
+/// Creates the control device, its symbolic link and its queue, and finishes its
+/// initialization.
 ///
 /// # Errors
 /// The failing status; nothing is left behind.
@@ -84,14 +90,20 @@ pub unsafe fn create(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         EvtIoDeviceControl: Some(evt_io_device_control),
         ..WDF_IO_QUEUE_CONFIG::default()
     };
+    // Requests at PASSIVE_LEVEL: `EvtIoDeviceControl` is otherwise documented for
+    // IRQL <= DISPATCH_LEVEL.
+    let mut attributes = WDF_OBJECT_ATTRIBUTES {
+        ExecutionLevel: _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive,
+        ..object_attributes()
+    };
     let mut queue: WDFQUEUE = WDF_NO_HANDLE.cast();
-    // SAFETY: the device created above; valid configuration and out-pointer.
+    // SAFETY: the device created above; valid configuration, attributes and out-pointer.
     let status = unsafe {
         call_unsafe_wdf_function_binding!(
             WdfIoQueueCreate,
             device,
             &raw mut config,
-            WDF_NO_OBJECT_ATTRIBUTES,
+            &raw mut attributes,
             &raw mut queue
         )
     };
@@ -100,10 +112,12 @@ pub unsafe fn create(driver: WDFDRIVER) -> Result<WDFDEVICE, NTSTATUS> {
         unsafe { call_unsafe_wdf_function_binding!(WdfObjectDelete, device as WDFOBJECT) };
         return Err(status);
     }
+    // SAFETY: the device created above, fully set up (name, link, default queue).
+    unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
     Ok(device)
 }
 
-/// `EvtIoDeviceControl` of the sequential queue (`PASSIVE_LEVEL`).
+/// `EvtIoDeviceControl` of the sequential queue (`PASSIVE_LEVEL`: the queue's execution level).
 extern "C" fn evt_io_device_control(
     _queue: WDFQUEUE,
     request: WDFREQUEST,

@@ -6,34 +6,28 @@ use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 use vsflow_callout::wide::ascii as wide;
 
 use vsflow_callout::Driver;
-use wdk_sys::ntddk::KeQueryInterruptTimePrecise;
+use wdk_sys::ntddk::{KeQueryInterruptTimePrecise, RtlGetVersion};
 use wdk_sys::{
     _WDF_DRIVER_INIT_FLAGS, DRIVER_OBJECT, KEY_READ, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT,
-    STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_NO_HANDLE,
-    WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDF_WORKITEM_CONFIG, WDFDEVICE, WDFDRIVER,
-    WDFKEY, WDFOBJECT, WDFWORKITEM, call_unsafe_wdf_function_binding,
+    RTL_OSVERSIONINFOW, STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_NO_HANDLE,
+    WDF_NO_OBJECT_ATTRIBUTES, WDF_WORKITEM_CONFIG, WDFDEVICE, WDFDRIVER, WDFKEY, WDFOBJECT,
+    WDFWORKITEM, call_unsafe_wdf_function_binding,
 };
 
-use crate::control;
 use crate::services::WdkServices;
+use crate::wdf::{parented, size_of_u32};
+use crate::{control, etw, expiry};
 
 /// The running driver (set once started, taken at unload).
 static DRIVER: AtomicPtr<Driver<WdkServices>> = AtomicPtr::new(ptr::null_mut());
 /// The control device (`WDFDEVICE`).
 static CONTROL_DEVICE: AtomicUsize = AtomicUsize::new(0);
 
-/// Pool tag of vsflow's own pool allocations, `'vsfl'` (reads "vsfl" in `!poolused`).
+/// `WDF_DRIVER_CONFIG::DriverPoolTag`, `'vsfl'` (reads "vsfl" in `!poolused`).
+///
+/// It tags the allocations KMDF makes for this driver's WDF objects. The Rust heap (`Box`, `Vec`, the flow
+/// tables) goes through wdk-alloc's `ExAllocatePool2`, tagged `'rust'`.
 pub const POOL_TAG: ULONG = u32::from_le_bytes(*b"vsfl");
-
-#[allow(
-    clippy::cast_possible_truncation,
-    reason = "WDF structure sizes fit a ULONG (const-asserted)"
-)]
-const fn size_of_u32<T>() -> ULONG {
-    let s = core::mem::size_of::<T>();
-    assert!(s <= u32::MAX as usize);
-    s as ULONG
-}
 
 /// The running driver, for WDF callbacks.
 pub fn driver() -> Option<&'static Driver<WdkServices>> {
@@ -102,6 +96,17 @@ unsafe fn read_parameters(driver: WDFDRIVER) -> [(&'static str, Option<u32>); 5]
     out
 }
 
+/// The running build (`RtlGetVersion`), `None` if it cannot be read.
+fn os_build() -> Option<u32> {
+    let mut info = RTL_OSVERSIONINFOW {
+        dwOSVersionInfoSize: size_of_u32::<RTL_OSVERSIONINFOW>(),
+        ..RTL_OSVERSIONINFOW::default()
+    };
+    // SAFETY: a valid structure with its size set.
+    let status = unsafe { RtlGetVersion(&raw mut info) };
+    wdk::nt_success(status).then_some(info.dwBuildNumber)
+}
+
 fn boot_seed() -> u64 {
     let mut qpc = 0u64;
     // SAFETY: valid out-pointer.
@@ -118,9 +123,23 @@ pub unsafe extern "system" fn driver_entry(
     driver: &mut DRIVER_OBJECT,
     registry_path: PCUNICODE_STRING,
 ) -> NTSTATUS {
+    // The provider first, so every later step can report; unregistered on every failure.
+    etw::register();
+    // SAFETY: the caller's arguments, passed on.
+    let status = unsafe { create(driver, registry_path) };
+    if !wdk::nt_success(status) {
+        etw::unregister();
+    }
+    status
+}
+
+/// `DriverEntry` after the ETW provider: the WDF driver, the `Parameters` values, the control
+/// device, the driver's start.
+unsafe fn create(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) -> NTSTATUS {
     let mut config = WDF_DRIVER_CONFIG {
         Size: size_of_u32::<WDF_DRIVER_CONFIG>(),
         EvtDriverUnload: Some(evt_driver_unload),
+        #[allow(clippy::cast_sign_loss, reason = "a flag bit")]
         DriverInitFlags: _WDF_DRIVER_INIT_FLAGS::WdfDriverInitNonPnpDriver as ULONG,
         DriverPoolTag: POOL_TAG,
         ..WDF_DRIVER_CONFIG::default()
@@ -153,15 +172,18 @@ pub unsafe extern "system" fn driver_entry(
         delete_control_device();
         return status;
     }
-    // SAFETY: the control device created above, fully set up.
-    unsafe { call_unsafe_wdf_function_binding!(WdfControlFinishInitializing, device) };
     STATUS_SUCCESS
 }
 
 fn start(device: WDFDEVICE, parameters: [(&'static str, Option<u32>); 5]) -> NTSTATUS {
     // SAFETY: a valid control device.
     let wdm = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceWdmGetDeviceObject, device) };
-    let services = WdkServices { work_item: AtomicUsize::new(0), parameters, seed: boot_seed() };
+    let services = WdkServices {
+        work_item: AtomicUsize::new(0),
+        parameters,
+        seed: boot_seed(),
+        os_build: os_build(),
+    };
     let core = match Driver::try_from_services(services, wdm.cast()) {
         Ok(d) => d,
         Err(e) => return e.to_ntstatus(),
@@ -176,11 +198,7 @@ fn start(device: WDFDEVICE, parameters: [(&'static str, Option<u32>); 5]) -> NTS
         EvtWorkItemFunc: Some(evt_work_item),
         AutomaticSerialization: 0,
     };
-    let mut attributes = WDF_OBJECT_ATTRIBUTES {
-        Size: size_of_u32::<WDF_OBJECT_ATTRIBUTES>(),
-        ParentObject: device as WDFOBJECT,
-        ..WDF_OBJECT_ATTRIBUTES::default()
-    };
+    let mut attributes = parented(device as WDFOBJECT);
     let mut item: WDFWORKITEM = WDF_NO_HANDLE.cast();
     // SAFETY: valid configuration, attributes and out-pointer at PASSIVE_LEVEL.
     let status = unsafe {
@@ -201,15 +219,22 @@ fn start(device: WDFDEVICE, parameters: [(&'static str, Option<u32>); 5]) -> NTS
     let core = unsafe { &*raw };
     // SAFETY: the driver stays at its address until unload stops and frees it.
     let started = unsafe { core.start() };
-    match started {
-        Ok(()) => STATUS_SUCCESS,
-        Err(e) => {
-            DRIVER.store(ptr::null_mut(), Ordering::Release);
-            // SAFETY: taken back from `Box::into_raw` above; nothing else refers to it.
-            drop(unsafe { Box::from_raw(raw) });
-            e.to_ntstatus()
-        }
+    if let Err(e) = started {
+        DRIVER.store(ptr::null_mut(), Ordering::Release);
+        // SAFETY: taken back from `Box::into_raw` above; nothing else refers to it.
+        drop(unsafe { Box::from_raw(raw) });
+        return e.to_ntstatus();
     }
+    // SAFETY: PASSIVE_LEVEL; the control device; unload stops the timer before freeing.
+    if let Err(status) = unsafe { expiry::start(device) } {
+        DRIVER.store(ptr::null_mut(), Ordering::Release);
+        // SAFETY: as above; `stop` unregisters from WFP before the box is freed.
+        let boxed = unsafe { Box::from_raw(raw) };
+        boxed.stop();
+        drop(boxed);
+        return status;
+    }
+    STATUS_SUCCESS
 }
 
 extern "C" fn evt_work_item(_item: WDFWORKITEM) {
@@ -226,10 +251,12 @@ fn delete_control_device() {
     }
 }
 
-/// `EvtDriverUnload`: stop in the documented order (unsubscribe, complete every pended
-/// notification, flush the work item, unregister callouts, delete WFP objects, close the
-/// engine), free the driver, then delete the control device (and its work item).
+/// `EvtDriverUnload`: stop the expiry timer (waiting for a running tick), stop in the
+/// documented order (unsubscribe, complete every pended notification, flush the work item,
+/// unregister callouts, delete WFP objects, close the engine), free the driver, delete the
+/// control device (and its work item and timer), and unregister the ETW provider last.
 extern "C" fn evt_driver_unload(_driver: WDFDRIVER) {
+    expiry::stop();
     let raw = DRIVER.swap(ptr::null_mut(), Ordering::AcqRel);
     if !raw.is_null() {
         // SAFETY: the box leaked in `start`; no WFP callback can reach it once `stop` returned.
@@ -238,4 +265,5 @@ extern "C" fn evt_driver_unload(_driver: WDFDRIVER) {
         drop(boxed);
     }
     delete_control_device();
+    etw::unregister();
 }

@@ -6,16 +6,29 @@ use core::fmt::{self, Write as _};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
+use vsflow_callout::services::{RawRundown, RawRwSpinLock};
 use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
 use wdk_sys::ntddk::{
-    DbgPrintEx, KeAcquireSpinLockRaiseToDpc, KeQueryInterruptTimePrecise, KeReleaseSpinLock,
+    DbgPrintEx, ExAcquireRundownProtectionCacheAware, ExAcquireSpinLockExclusive,
+    ExAcquireSpinLockShared, ExAllocateCacheAwareRundownProtection,
+    ExFreeCacheAwareRundownProtection, ExReInitializeRundownProtectionCacheAware,
+    ExReleaseRundownProtectionCacheAware, ExReleaseSpinLockExclusive, ExReleaseSpinLockShared,
+    ExWaitForRundownProtectionReleaseCacheAware, KeAcquireSpinLockRaiseToDpc,
+    KeDelayExecutionThread, KeGetCurrentProcessorNumberEx, KeQueryInterruptTimePrecise,
+    KeQueryMaximumProcessorCountEx, KeReleaseSpinLock,
 };
 use wdk_sys::{
-    KSPIN_LOCK, STATUS_INSUFFICIENT_RESOURCES, WDFWORKITEM, call_unsafe_wdf_function_binding,
+    _DPFLTR_TYPE, _MODE, _POOL_TYPE, ALL_PROCESSOR_GROUPS, EX_SPIN_LOCK, KSPIN_LOCK, LARGE_INTEGER,
+    PEX_RUNDOWN_REF_CACHE_AWARE, STATUS_INSUFFICIENT_RESOURCES, WDFWORKITEM,
+    call_unsafe_wdf_function_binding,
 };
 
-/// `DPFLTR_IHVNETWORK_ID`: vsflow's messages show with `ed nt!Kd_IHVNETWORK_Mask 0xf`.
-const DPFLTR_IHVNETWORK_ID: u32 = 0x4F;
+use crate::entry::POOL_TAG;
+
+/// `DPFLTR_IHVNETWORK_ID` (dpfilter.h: 80): vsflow's messages show with
+/// `ed nt!Kd_IHVNETWORK_Mask 0xf`.
+#[allow(clippy::cast_sign_loss, reason = "a small non-negative enum constant")]
+const DPFLTR_IHVNETWORK_ID: u32 = _DPFLTR_TYPE::DPFLTR_IHVNETWORK_ID as u32;
 
 /// A `KSPIN_LOCK` (acquired with `KeAcquireSpinLockRaiseToDpc`).
 pub struct KernelSpinLock {
@@ -41,6 +54,83 @@ unsafe impl Sync for KernelSpinLock {}
 // SAFETY: as above.
 unsafe impl Send for KernelSpinLock {}
 
+/// Cache-aware rundown protection (`EX_RUNDOWN_REF_CACHE_AWARE`, allocated nonpaged by
+/// `ExAllocateCacheAwareRundownProtection`, freed on drop).
+pub struct KernelRundown {
+    rundown: PEX_RUNDOWN_REF_CACHE_AWARE,
+}
+
+// SAFETY: the Ex*RundownProtectionCacheAware routines give exactly the guarantee `RawRundown`
+// documents; the structure is only touched through them.
+unsafe impl RawRundown for KernelRundown {
+    fn acquire(&self) -> bool {
+        // SAFETY: allocated in `new_rundown`, freed only on drop.
+        unsafe { ExAcquireRundownProtectionCacheAware(self.rundown) != 0 }
+    }
+
+    unsafe fn release(&self) {
+        // SAFETY: the caller holds a reference (trait contract); the structure is live.
+        unsafe { ExReleaseRundownProtectionCacheAware(self.rundown) };
+    }
+
+    fn wait_for_release(&self) {
+        // SAFETY: the structure is live; PASSIVE_LEVEL is the caller's contract.
+        unsafe { ExWaitForRundownProtectionReleaseCacheAware(self.rundown) };
+    }
+
+    fn reinitialize(&self) {
+        // SAFETY: called after a completed wait (trait contract).
+        unsafe { ExReInitializeRundownProtectionCacheAware(self.rundown) };
+    }
+}
+
+impl Drop for KernelRundown {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ExAllocateCacheAwareRundownProtection, freed once; no reference
+        // can be held by a value being dropped (the owner ran it down first).
+        unsafe { ExFreeCacheAwareRundownProtection(self.rundown) };
+    }
+}
+
+// SAFETY: the rundown routines are safe to call concurrently from any processor.
+unsafe impl Send for KernelRundown {}
+// SAFETY: as above.
+unsafe impl Sync for KernelRundown {}
+
+/// A reader/writer spin lock (`EX_SPIN_LOCK`, a `LONG`, zero when free).
+pub struct KernelRwLock {
+    lock: UnsafeCell<EX_SPIN_LOCK>,
+}
+
+// SAFETY: the Ex*SpinLockShared/Exclusive routines give the exclusion `RawRwSpinLock`
+// documents; the word is only touched by them.
+unsafe impl RawRwSpinLock for KernelRwLock {
+    fn lock_shared(&self) -> u8 {
+        // SAFETY: the lock word lives as long as `self`; IRQL <= DISPATCH_LEVEL.
+        unsafe { ExAcquireSpinLockShared(self.lock.get()) }
+    }
+
+    unsafe fn unlock_shared(&self, token: u8) {
+        // SAFETY: the caller holds it shared, acquired with the IRQL in `token`.
+        unsafe { ExReleaseSpinLockShared(self.lock.get(), token) };
+    }
+
+    fn lock_exclusive(&self) -> u8 {
+        // SAFETY: as in `lock_shared`.
+        unsafe { ExAcquireSpinLockExclusive(self.lock.get()) }
+    }
+
+    unsafe fn unlock_exclusive(&self, token: u8) {
+        // SAFETY: the caller holds it exclusively, acquired with the IRQL in `token`.
+        unsafe { ExReleaseSpinLockExclusive(self.lock.get(), token) };
+    }
+}
+
+// SAFETY: the word is only touched by the kernel's routines.
+unsafe impl Send for KernelRwLock {}
+// SAFETY: as above.
+unsafe impl Sync for KernelRwLock {}
+
 /// The driver's kernel services.
 pub struct WdkServices {
     /// The work item that runs `Driver::run_deferred` (a `WDFWORKITEM`, 0 until created).
@@ -49,6 +139,8 @@ pub struct WdkServices {
     pub parameters: [(&'static str, Option<u32>); 5],
     /// Per-boot seed.
     pub seed: u64,
+    /// The running Windows build (`RtlGetVersion`), if it could be read.
+    pub os_build: Option<u32>,
 }
 
 /// Formats into a fixed buffer (no allocation; truncates).
@@ -74,9 +166,48 @@ impl fmt::Write for Line {
 
 impl KernelServices for WdkServices {
     type Lock = KernelSpinLock;
+    type Rundown = KernelRundown;
+    type RwLock = KernelRwLock;
 
     fn new_lock(&self) -> KernelSpinLock {
         KernelSpinLock { lock: UnsafeCell::new(0) }
+    }
+
+    fn new_rundown(&self) -> Result<KernelRundown, CalloutError> {
+        // SAFETY: IRQL <= DISPATCH_LEVEL; nonpaged pool.
+        let rundown =
+            unsafe { ExAllocateCacheAwareRundownProtection(_POOL_TYPE::NonPagedPoolNx, POOL_TAG) };
+        if rundown.is_null() {
+            return Err(CalloutError::Status(STATUS_INSUFFICIENT_RESOURCES));
+        }
+        Ok(KernelRundown { rundown })
+    }
+
+    fn new_rw_lock(&self) -> KernelRwLock {
+        // An EX_SPIN_LOCK is initialized to zero (wdm.h).
+        KernelRwLock { lock: UnsafeCell::new(0) }
+    }
+
+    fn current_processor(&self) -> u32 {
+        // SAFETY: a null PROCESSOR_NUMBER is allowed; any IRQL.
+        unsafe { KeGetCurrentProcessorNumberEx(core::ptr::null_mut()) }
+    }
+
+    fn processor_count(&self) -> u32 {
+        #[allow(clippy::cast_possible_truncation, reason = "ALL_PROCESSOR_GROUPS is 0xFFFF")]
+        // SAFETY: any IRQL.
+        unsafe {
+            KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS as u16)
+        }
+    }
+
+    fn delay(&self, micros: u32) {
+        // Relative (negative) interval in 100 ns units.
+        let mut interval = LARGE_INTEGER { QuadPart: -(i64::from(micros) * 10) };
+        #[allow(clippy::cast_possible_truncation, reason = "KernelMode is 0")]
+        let mode = _MODE::KernelMode as i8;
+        // SAFETY: PASSIVE_LEVEL (the trait's contract); a valid interval.
+        let _status = unsafe { KeDelayExecutionThread(mode, 0, &raw mut interval) };
     }
 
     fn now(&self) -> u64 {
@@ -123,8 +254,11 @@ impl KernelServices for WdkServices {
     }
 
     fn trace(&self, event: &TraceEvent) {
-        // Until the TraceLogging provider is registered (issue 10), events go to the debugger.
-        self.log(LogLevel::Trace, format_args!("event {event:?}"));
+        crate::etw::write(event);
+    }
+
+    fn os_build(&self) -> Option<u32> {
+        self.os_build
     }
 
     fn config_value(&self, name: &str) -> Option<u32> {

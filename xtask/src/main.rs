@@ -6,7 +6,8 @@
 //!   warnings denied), the whole workspace's tests, clippy for `x86_64-pc-windows-msvc` on
 //!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
 //!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the
-//!   Wine run, the INF lint, and the driver's `wdk-check`.
+//!   Wine run, the INF lint, the driver's `wdk-check`, and its `driver-tests` under the KMDF
+//!   double.
 //! - `cargo xtask inf-lint FILE [--source]`: the INF rules checkable without Windows.
 //! - `cargo xtask package [--arch amd64|arm64]`: stamp, lint and lay out the driver package
 //!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
@@ -14,6 +15,8 @@
 //!   with the exit code and output it must give.
 //! - `cargo xtask wdk-check`: type-check and lint `driver/` for the kernel target against
 //!   the mirror of the wdk crates in `xtask/wdk-mirror/` (a check, not a build).
+//! - `cargo xtask driver-tests`: `driver/` on the Linux host under the KMDF double
+//!   (crates/wdf-sim) and vsflow-sim.
 
 mod inf;
 mod package;
@@ -48,10 +51,11 @@ fn main() -> ExitCode {
         Some("inf-lint") => inf_lint(&rest),
         Some("package") => package::package(&rest),
         Some("wdk-check") => wdk_check::check(),
+        Some("driver-tests") => wdk_check::driver_tests(),
         Some("wine") => wine::smoke(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|wine>"
+                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine>"
             );
             return ExitCode::from(2);
         }
@@ -138,6 +142,7 @@ fn ci() -> Result<(), String> {
     step("inf-lint inf/vsflow.inx", || inf_lint(&["inf/vsflow.inx", "--source"]))?;
     step("package (stamp + lint)", || package::package(&[]))?;
     step("wdk-check (driver/ against the wdk mirror)", wdk_check::check)?;
+    step("driver-tests (driver/ under the KMDF double)", wdk_check::driver_tests)?;
     println!("xtask ci: all steps passed");
     Ok(())
 }

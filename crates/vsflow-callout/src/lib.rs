@@ -30,6 +30,7 @@ pub mod error;
 pub mod frame;
 mod instances;
 pub mod keys;
+pub mod os_version;
 pub mod pending;
 mod percpu;
 pub mod ports;

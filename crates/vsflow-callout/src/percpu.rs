@@ -30,10 +30,23 @@ pub enum Counter {
 /// Number of counters.
 pub const COUNTERS: usize = 15;
 
-/// One processor's counters, alone on its cache lines.
-#[repr(align(128))]
+/// One processor's counters, alone on their cache lines.
+///
+/// Not `#[repr(align(128))]`: the kernel heap (wdk-alloc, `ExAllocatePool2`) only guarantees
+/// 16-byte alignment and ignores a larger `Layout::align`, so an over-aligned type would be
+/// misaligned (undefined behaviour). Guard padding does the job instead: with a 192-byte
+/// stride and 64 bytes before each group of counters, the counters of two processors are at
+/// least 64 bytes apart wherever the array starts, so they never share a 64-byte line.
+#[repr(C)]
 #[derive(Default)]
-struct Line([AtomicU64; COUNTERS]);
+struct Line {
+    _front: [u64; 8],
+    counters: [AtomicU64; COUNTERS],
+    _back: [u64; 1],
+}
+
+const _: () = assert!(core::mem::size_of::<Line>() == 192);
+const _: () = assert!(core::mem::align_of::<Line>() <= 16);
 
 /// Per-processor counters.
 pub struct PerCpuCounters {
@@ -57,7 +70,7 @@ impl PerCpuCounters {
     #[inline]
     pub fn add(&self, cpu: u32, c: Counter, n: u64) {
         let line = self.lines.get(cpu as usize % self.lines.len().max(1));
-        if let Some(v) = line.and_then(|l| l.0.get(c as usize)) {
+        if let Some(v) = line.and_then(|l| l.counters.get(c as usize)) {
             v.fetch_add(n, Ordering::Relaxed);
         }
     }
@@ -66,14 +79,14 @@ impl PerCpuCounters {
     pub fn sum(&self, c: Counter) -> u64 {
         self.lines
             .iter()
-            .filter_map(|l| l.0.get(c as usize))
+            .filter_map(|l| l.counters.get(c as usize))
             .fold(0u64, |acc, v| acc.wrapping_add(v.load(Ordering::Relaxed)))
     }
 
     /// Sets every counter to zero (a diagnostic reset: increments racing it may survive).
     pub fn clear(&self) {
         for l in &self.lines {
-            for v in &l.0 {
+            for v in &l.counters {
                 v.store(0, Ordering::Relaxed);
             }
         }

@@ -202,8 +202,23 @@ pub(crate) type InsertResult<L> =
     Result<Option<Box<PortSlot<L>>>, (CalloutError, Box<PortSlot<L>>)>;
 
 /// One processor's lock, alone on its cache lines.
-#[repr(align(128))]
-struct CpuLock<R>(R);
+///
+/// Not `#[repr(align(128))]`: the kernel heap (wdk-alloc's `ExAllocatePool2`) guarantees only
+/// 16-byte alignment and ignores a larger `Layout::align` (undefined behaviour for an
+/// over-aligned type). 64 bytes of guard padding on each side keep two processors' locks at
+/// least 128 bytes apart wherever the array starts, so they never share a 64-byte line.
+#[repr(C)]
+struct CpuLock<R> {
+    _front: [u64; 8],
+    lock: R,
+    _back: [u64; 8],
+}
+
+impl<R> CpuLock<R> {
+    const fn new(lock: R) -> Self {
+        Self { _front: [0; 8], lock, _back: [0; 8] }
+    }
+}
 
 /// The port map: the switches and ports under one reader/writer spin lock per processor.
 pub(crate) struct PortMap<S: KernelServices> {
@@ -226,7 +241,7 @@ impl<S: KernelServices> PortMap<S> {
         let n = (services.processor_count() as usize).clamp(1, 1024);
         let mut locks = Vec::new();
         locks.try_reserve_exact(n)?;
-        locks.extend((0..n).map(|_| CpuLock(services.new_rw_lock())));
+        locks.extend((0..n).map(|_| CpuLock::new(services.new_rw_lock())));
         let map = Master {
             switches: Vec::new(),
             ports: HashMap::with_hasher(FixedState::with_seed(services.hash_seed())),
@@ -240,7 +255,7 @@ impl<S: KernelServices> PortMap<S> {
     /// (stop). Any IRQL `<= DISPATCH_LEVEL`; `f` runs at `DISPATCH_LEVEL` and must be short.
     pub(crate) fn read<R>(&self, cpu: u32, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
         let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
-        let _shared = SharedGuard::acquire(&lock.0);
+        let _shared = SharedGuard::acquire(&lock.lock);
         // SAFETY: a shared hold of one processor's lock excludes every writer (writers hold
         // all of them exclusively), so no `&mut` to the map exists meanwhile.
         let map = unsafe { &*self.map.get() };
@@ -262,7 +277,7 @@ impl<S: KernelServices> PortMap<S> {
     ) -> Result<R, CalloutError> {
         let mut held: Vec<ExclusiveGuard<'_, S::RwLock>> = Vec::new();
         held.try_reserve_exact(self.locks.len())?;
-        held.extend(self.locks.iter().map(|l| ExclusiveGuard::acquire(&l.0)));
+        held.extend(self.locks.iter().map(|l| ExclusiveGuard::acquire(&l.lock)));
         // SAFETY: every processor's lock is held exclusively: no reader and no other writer.
         let map = unsafe { &mut *self.map.get() };
         let r = if map.closed { Err(CalloutError::InvalidState) } else { f(map) };

@@ -239,10 +239,8 @@ impl<S: KernelServices> Driver<S> {
             }
             let callout = sys::FWPS_CALLOUT3 {
                 calloutKey: hook.callout,
-                // Safe for a callout that only reads headers (verify on Windows, item 12).
-                flags: sys::FWP_CALLOUT_FLAG_ALLOW_RSC
-                    | sys::FWP_CALLOUT_FLAG_ALLOW_USO
-                    | sys::FWP_CALLOUT_FLAG_ALLOW_URO,
+                // Only the flags the running build defines (os_version).
+                flags: crate::os_version::callout_flags(self.services.os_build()),
                 classifyFn: Some(classify::classify_fn::<S>),
                 notifyFn: Some(classify::notify_fn::<S>),
                 flowDeleteFn: None,

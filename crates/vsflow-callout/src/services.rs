@@ -159,6 +159,12 @@ pub trait KernelServices: Send + Sync + 'static {
     /// A per-boot random value seeding the flow-table hash.
     fn hash_seed(&self) -> u64;
 
+    /// The running Windows build number (`RtlGetVersion` in the driver), or `None` when
+    /// unknown; it selects the optional callout flags ([`crate::os_version::callout_flags`]).
+    fn os_build(&self) -> Option<u32> {
+        None
+    }
+
     /// A configuration value (a `REG_DWORD` under the service's `Parameters` key in the
     /// driver), or `None` when absent. Names: see [`crate::config::DriverConfig::from_services`].
     fn config_value(&self, name: &str) -> Option<u32>;

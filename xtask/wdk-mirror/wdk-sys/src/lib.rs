@@ -1,5 +1,9 @@
 //! Mirror of wdk-sys 0.5 (KMDF): the items vsflow's driver uses, with bindgen's names and
-//! signatures. Check-only: the functions are declarations that are never linked.
+//! signatures (wdk-real's `mirror_vs_real.py` compares them with the real bindings).
+//!
+//! The functions are declarations. For `x86_64-pc-windows-msvc` (`cargo xtask wdk-check`) they
+//! are never linked. On the Linux host (`cargo xtask driver-tests`) the crate wdf-sim, the KMDF
+//! double, defines every one of them, so the driver's calls dispatch into the double.
 
 #![no_std]
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
@@ -14,12 +18,25 @@ pub type BOOLEAN = u8;
 pub type WCHAR = u16;
 pub type PWCH = *mut WCHAR;
 pub type PVOID = *mut c_void;
-pub type PCSTR = *const i8;
+pub type CHAR = ::core::ffi::c_char;
+pub type PCSTR = *const CHAR;
+pub type LPCSTR = *const CHAR;
+pub type CSHORT = ::core::ffi::c_short;
+pub type CCHAR = ::core::ffi::c_char;
+/// `LONG` is 32 bits on Windows (bindgen: `c_long`, which is 64 bits on the Linux host): the
+/// mirror spells the Windows width so host builds keep the Windows layouts.
+pub type LONG = i32;
+pub type KPROCESSOR_MODE = CCHAR;
+pub type EX_SPIN_LOCK = LONG;
+pub type PEX_SPIN_LOCK = *mut LONG;
+pub type LONGLONG = ::core::ffi::c_longlong;
 pub type KIRQL = UCHAR;
-pub type ULONG_PTR = u64;
+pub type ULONG_PTR = ::core::ffi::c_ulonglong;
+pub type SIZE_T = ULONG_PTR;
+pub type POOL_FLAGS = ULONG64;
 pub type KSPIN_LOCK = ULONG_PTR;
 pub type PKSPIN_LOCK = *mut KSPIN_LOCK;
-pub type ULONG64 = u64;
+pub type ULONG64 = ::core::ffi::c_ulonglong;
 pub type PULONG64 = *mut ULONG64;
 pub type PULONG = *mut ULONG;
 pub type ACCESS_MASK = ULONG;
@@ -28,6 +45,10 @@ pub const STATUS_SUCCESS: NTSTATUS = 0;
 pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
 pub const STATUS_INVALID_DEVICE_STATE: NTSTATUS = 0xC000_0184_u32 as i32;
 pub const KEY_READ: u32 = 131_097;
+pub const ALL_PROCESSOR_GROUPS: u32 = 65535;
+pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as i32;
+pub const STATUS_BUFFER_TOO_SMALL: NTSTATUS = 0xC000_0023_u32 as i32;
+pub const STATUS_NOT_SUPPORTED: NTSTATUS = 0xC000_00BB_u32 as i32;
 
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -42,7 +63,7 @@ pub type PCUNICODE_STRING = *const UNICODE_STRING;
 #[repr(C)]
 #[derive(Debug)]
 pub struct _DEVICE_OBJECT {
-    pub Type: i16,
+    pub Type: CSHORT,
     pub Size: USHORT,
 }
 pub type DEVICE_OBJECT = _DEVICE_OBJECT;
@@ -51,8 +72,8 @@ pub type PDEVICE_OBJECT = *mut DEVICE_OBJECT;
 #[repr(C)]
 #[derive(Debug)]
 pub struct _DRIVER_OBJECT {
-    pub Type: i16,
-    pub Size: i16,
+    pub Type: CSHORT,
+    pub Size: CSHORT,
     pub DeviceObject: PDEVICE_OBJECT,
     pub Flags: ULONG,
 }
@@ -69,7 +90,7 @@ macro_rules! wdf_handle {
         pub type $h = *mut $inner;
     )*};
 }
-wdf_handle!(WDFDRIVER WDFDRIVER__, WDFDEVICE WDFDEVICE__, WDFQUEUE WDFQUEUE__, WDFREQUEST WDFREQUEST__, WDFWORKITEM WDFWORKITEM__, WDFKEY WDFKEY__);
+wdf_handle!(WDFDRIVER WDFDRIVER__, WDFDEVICE WDFDEVICE__, WDFQUEUE WDFQUEUE__, WDFREQUEST WDFREQUEST__, WDFWORKITEM WDFWORKITEM__, WDFKEY WDFKEY__, WDFTIMER WDFTIMER__);
 pub type WDFOBJECT = *mut c_void;
 
 #[repr(C)]
@@ -82,61 +103,55 @@ pub type PWDFDEVICE_INIT = *mut WDFDEVICE_INIT;
 pub const WDF_NO_HANDLE: *mut c_void = core::ptr::null_mut();
 pub const WDF_NO_OBJECT_ATTRIBUTES: *mut WDF_OBJECT_ATTRIBUTES = core::ptr::null_mut();
 
-#[repr(i32)]
-#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
-pub enum _WDF_DRIVER_INIT_FLAGS {
-    #[default]
+/// bindgen emits C enums as modules of `c_int` constants (wdk-build:
+/// `default_enum_style(EnumVariation::ModuleConsts)`), and the typedef as a re-export of `Type`.
+macro_rules! module_enum {
+    ($module:ident as $alias:ident { $($name:ident = $value:expr),* $(,)? }) => {
+        pub mod $module {
+            pub type Type = ::core::ffi::c_int;
+            $(pub const $name: Type = $value;)*
+        }
+        pub use self::$module::Type as $alias;
+    };
+}
+
+module_enum!(_WDF_DRIVER_INIT_FLAGS as WDF_DRIVER_INIT_FLAGS {
     WdfDriverInitNonPnpDriver = 1,
     WdfDriverInitNoDispatchOverride = 2,
     WdfVerifyOn = 4,
     WdfVerifierOn = 8,
-}
-pub use self::_WDF_DRIVER_INIT_FLAGS as WDF_DRIVER_INIT_FLAGS;
-
-#[repr(i32)]
-#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
-pub enum _WDF_TRI_STATE {
-    WdfFalse = 0,
-    WdfTrue = 1,
-    #[default]
-    WdfUseDefault = 2,
-}
-pub use self::_WDF_TRI_STATE as WDF_TRI_STATE;
-
-#[repr(i32)]
-#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
-pub enum _WDF_IO_QUEUE_DISPATCH_TYPE {
-    #[default]
+    WdfDriverInitCompanion = 16,
+});
+module_enum!(_WDF_TRI_STATE as WDF_TRI_STATE { WdfFalse = 0, WdfTrue = 1, WdfUseDefault = 2 });
+module_enum!(_WDF_IO_QUEUE_DISPATCH_TYPE as WDF_IO_QUEUE_DISPATCH_TYPE {
     WdfIoQueueDispatchInvalid = 0,
     WdfIoQueueDispatchSequential = 1,
     WdfIoQueueDispatchParallel = 2,
     WdfIoQueueDispatchManual = 3,
     WdfIoQueueDispatchMax = 4,
-}
-pub use self::_WDF_IO_QUEUE_DISPATCH_TYPE as WDF_IO_QUEUE_DISPATCH_TYPE;
-
-#[repr(i32)]
-#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
-pub enum _WDF_EXECUTION_LEVEL {
-    #[default]
+});
+module_enum!(_WDF_EXECUTION_LEVEL as WDF_EXECUTION_LEVEL {
     WdfExecutionLevelInvalid = 0,
     WdfExecutionLevelInheritFromParent = 1,
     WdfExecutionLevelPassive = 2,
     WdfExecutionLevelDispatch = 3,
-}
-pub use self::_WDF_EXECUTION_LEVEL as WDF_EXECUTION_LEVEL;
-
-#[repr(i32)]
-#[derive(Debug, Copy, Clone, Hash, PartialEq, Eq, Default)]
-pub enum _WDF_SYNCHRONIZATION_SCOPE {
-    #[default]
+});
+module_enum!(_WDF_SYNCHRONIZATION_SCOPE as WDF_SYNCHRONIZATION_SCOPE {
     WdfSynchronizationScopeInvalid = 0,
     WdfSynchronizationScopeInheritFromParent = 1,
     WdfSynchronizationScopeDevice = 2,
     WdfSynchronizationScopeQueue = 3,
     WdfSynchronizationScopeNone = 4,
+});
+module_enum!(_POOL_TYPE as POOL_TYPE { NonPagedPool = 0, NonPagedPoolNx = 512 });
+module_enum!(_MODE as MODE { KernelMode = 0, UserMode = 1, MaximumMode = 2 });
+
+/// `DPFLTR_TYPE` (dpfilter.h): only the component vsflow prints under.
+pub mod _DPFLTR_TYPE {
+    pub type Type = ::core::ffi::c_int;
+    pub const DPFLTR_IHVNETWORK_ID: Type = 80;
 }
-pub use self::_WDF_SYNCHRONIZATION_SCOPE as WDF_SYNCHRONIZATION_SCOPE;
+pub use self::_DPFLTR_TYPE::Type as DPFLTR_TYPE;
 
 pub type PFN_WDF_DRIVER_DEVICE_ADD = Option<unsafe extern "C" fn(Driver: WDFDRIVER, DeviceInit: PWDFDEVICE_INIT) -> NTSTATUS>;
 pub type PFN_WDF_DRIVER_UNLOAD = Option<unsafe extern "C" fn(Driver: WDFDRIVER)>;
@@ -153,6 +168,7 @@ pub type PFN_WDF_IO_QUEUE_IO_STOP = Option<unsafe extern "C" fn(Queue: WDFQUEUE,
 pub type PFN_WDF_IO_QUEUE_IO_RESUME = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
 pub type PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
 pub type PFN_WDF_WORKITEM = Option<unsafe extern "C" fn(WorkItem: WDFWORKITEM)>;
+pub type PFN_WDF_TIMER = Option<unsafe extern "C" fn(Timer: WDFTIMER)>;
 
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -170,9 +186,12 @@ pub type PWDF_DRIVER_CONFIG = *mut WDF_DRIVER_CONFIG;
 #[derive(Debug, Copy, Clone)]
 pub struct _WDF_OBJECT_CONTEXT_TYPE_INFO {
     pub Size: ULONG,
-    pub ContextName: PCSTR,
+    pub ContextName: LPCSTR,
     pub ContextSize: usize,
+    pub UniqueType: PCWDF_OBJECT_CONTEXT_TYPE_INFO,
+    pub EvtDriverGetUniqueContextType: PFN_GET_UNIQUE_CONTEXT_TYPE,
 }
+pub type PFN_GET_UNIQUE_CONTEXT_TYPE = Option<unsafe extern "C" fn() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO>;
 pub type WDF_OBJECT_CONTEXT_TYPE_INFO = _WDF_OBJECT_CONTEXT_TYPE_INFO;
 pub type PCWDF_OBJECT_CONTEXT_TYPE_INFO = *const WDF_OBJECT_CONTEXT_TYPE_INFO;
 
@@ -194,8 +213,8 @@ impl Default for _WDF_OBJECT_ATTRIBUTES {
             Size: 0,
             EvtCleanupCallback: None,
             EvtDestroyCallback: None,
-            ExecutionLevel: WDF_EXECUTION_LEVEL::default(),
-            SynchronizationScope: WDF_SYNCHRONIZATION_SCOPE::default(),
+            ExecutionLevel: 0,
+            SynchronizationScope: 0,
             ParentObject: core::ptr::null_mut(),
             ContextSizeOverride: 0,
             ContextTypeInfo: core::ptr::null(),
@@ -244,8 +263,8 @@ impl Default for _WDF_IO_QUEUE_CONFIG {
     fn default() -> Self {
         Self {
             Size: 0,
-            DispatchType: WDF_IO_QUEUE_DISPATCH_TYPE::default(),
-            PowerManaged: WDF_TRI_STATE::default(),
+            DispatchType: 0,
+            PowerManaged: 0,
             AllowZeroLengthRequests: 0,
             DefaultQueue: 0,
             EvtIoDefault: None,
@@ -274,6 +293,85 @@ pub struct _WDF_WORKITEM_CONFIG {
 pub type WDF_WORKITEM_CONFIG = _WDF_WORKITEM_CONFIG;
 pub type PWDF_WORKITEM_CONFIG = *mut WDF_WORKITEM_CONFIG;
 
+/// wdftimer.h (KMDF 1.33): `UseHighResolutionTimer` is `DECLSPEC_ALIGN(8)`, which bindgen
+/// renders as explicit padding.
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _WDF_TIMER_CONFIG {
+    pub Size: ULONG,
+    pub EvtTimerFunc: PFN_WDF_TIMER,
+    pub Period: ULONG,
+    pub AutomaticSerialization: BOOLEAN,
+    pub TolerableDelay: ULONG,
+    pub __bindgen_padding_0: [u8; 4usize],
+    pub UseHighResolutionTimer: BOOLEAN,
+}
+pub type WDF_TIMER_CONFIG = _WDF_TIMER_CONFIG;
+pub type PWDF_TIMER_CONFIG = *mut WDF_TIMER_CONFIG;
+const _: () = assert!(core::mem::size_of::<_WDF_TIMER_CONFIG>() == 40);
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _OSVERSIONINFOW {
+    pub dwOSVersionInfoSize: ULONG,
+    pub dwMajorVersion: ULONG,
+    pub dwMinorVersion: ULONG,
+    pub dwBuildNumber: ULONG,
+    pub dwPlatformId: ULONG,
+    pub szCSDVersion: [WCHAR; 128usize],
+}
+impl Default for _OSVERSIONINFOW {
+    fn default() -> Self {
+        Self { dwOSVersionInfoSize: 0, dwMajorVersion: 0, dwMinorVersion: 0, dwBuildNumber: 0, dwPlatformId: 0, szCSDVersion: [0; 128] }
+    }
+}
+pub type RTL_OSVERSIONINFOW = _OSVERSIONINFOW;
+
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _PROCESSOR_NUMBER {
+    pub Group: USHORT,
+    pub Number: UCHAR,
+    pub Reserved: UCHAR,
+}
+pub type PROCESSOR_NUMBER = _PROCESSOR_NUMBER;
+pub type PPROCESSOR_NUMBER = *mut _PROCESSOR_NUMBER;
+
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub union _LARGE_INTEGER {
+    pub __bindgen_anon_1: _LARGE_INTEGER__bindgen_ty_1,
+    pub u: _LARGE_INTEGER__bindgen_ty_2,
+    pub QuadPart: LONGLONG,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _LARGE_INTEGER__bindgen_ty_1 {
+    pub LowPart: ULONG,
+    pub HighPart: LONG,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct _LARGE_INTEGER__bindgen_ty_2 {
+    pub LowPart: ULONG,
+    pub HighPart: LONG,
+}
+impl Default for _LARGE_INTEGER {
+    fn default() -> Self {
+        Self { QuadPart: 0 }
+    }
+}
+pub type LARGE_INTEGER = _LARGE_INTEGER;
+pub type PLARGE_INTEGER = *mut LARGE_INTEGER;
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _EX_RUNDOWN_REF_CACHE_AWARE {
+    _unused: [u8; 0],
+}
+pub type PEX_RUNDOWN_REF_CACHE_AWARE = *mut _EX_RUNDOWN_REF_CACHE_AWARE;
+pub type PRTL_OSVERSIONINFOW = *mut _OSVERSIONINFOW;
+
 /// `ntddk.h` / `wdm.h` functions (bindgen puts them in `wdk_sys::ntddk`).
 pub mod ntddk {
     use super::*;
@@ -283,7 +381,21 @@ pub mod ntddk {
         pub fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL);
         pub fn KeQueryInterruptTimePrecise(QpcTimeStamp: PULONG64) -> ULONG64;
         pub fn DbgPrintEx(ComponentId: ULONG, Level: ULONG, Format: PCSTR, ...) -> ULONG;
-        pub fn ExAllocatePool2(Flags: u64, NumberOfBytes: usize, Tag: ULONG) -> PVOID;
+        pub fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID;
+        pub fn RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW) -> NTSTATUS;
+        pub fn ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE, PoolTag: ULONG) -> PEX_RUNDOWN_REF_CACHE_AWARE;
+        pub fn ExFreeCacheAwareRundownProtection(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExAcquireRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE) -> BOOLEAN;
+        pub fn ExReleaseRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExReInitializeRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExAcquireSpinLockShared(SpinLock: PEX_SPIN_LOCK) -> KIRQL;
+        pub fn ExReleaseSpinLockShared(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL);
+        pub fn ExAcquireSpinLockExclusive(SpinLock: PEX_SPIN_LOCK) -> KIRQL;
+        pub fn ExReleaseSpinLockExclusive(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL);
+        pub fn KeGetCurrentProcessorNumberEx(ProcNumber: PPROCESSOR_NUMBER) -> ULONG;
+        pub fn KeQueryMaximumProcessorCountEx(GroupNumber: USHORT) -> ULONG;
+        pub fn KeDelayExecutionThread(WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Interval: PLARGE_INTEGER) -> NTSTATUS;
         pub fn ExFreePool(P: PVOID);
     }
 }
@@ -313,6 +425,9 @@ pub mod wdf_functions {
         pub fn WdfWorkItemCreate(Config: PWDF_WORKITEM_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, WorkItem: *mut WDFWORKITEM) -> NTSTATUS;
         pub fn WdfWorkItemEnqueue(WorkItem: WDFWORKITEM);
         pub fn WdfWorkItemFlush(WorkItem: WDFWORKITEM);
+        pub fn WdfTimerCreate(Config: PWDF_TIMER_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, Timer: *mut WDFTIMER) -> NTSTATUS;
+        pub fn WdfTimerStart(Timer: WDFTIMER, DueTime: LONGLONG) -> BOOLEAN;
+        pub fn WdfTimerStop(Timer: WDFTIMER, Wait: BOOLEAN) -> BOOLEAN;
         pub fn WdfObjectDelete(Object: WDFOBJECT);
     }
 }

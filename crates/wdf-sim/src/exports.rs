@@ -1,0 +1,1226 @@
+//! The WDF and kernel entry points driver/ calls, defined under the names xtask/wdk-mirror's
+//! wdk-sys declares, so the driver's own calls land here. Each is a thin shim: it validates
+//! what the framework validates (the source is cited on each), records the call, and updates
+//! [`crate::framework::Framework`]. None of them calls back into the driver while holding the
+//! framework lock (callbacks run from [`crate::Session`] or, for flushes and deletes, after the
+//! lock is released).
+
+#![allow(non_snake_case, reason = "the exported names are the WDK's")]
+#![allow(clippy::missing_safety_doc, reason = "each DDI's contract is Microsoft's documented one")]
+#![allow(
+    clippy::not_unsafe_ptr_arg_deref,
+    reason = "extern shims read the driver's pointers as KMDF does"
+)]
+
+use std::ffi::{CStr, c_char, c_void};
+use std::mem::size_of;
+
+use wdk_sys::{
+    _WDF_DRIVER_INIT_FLAGS, _WDF_EXECUTION_LEVEL, _WDF_IO_QUEUE_DISPATCH_TYPE, ACCESS_MASK,
+    BOOLEAN, DEVICE_OBJECT, KIRQL, KPROCESSOR_MODE, LONGLONG, NTSTATUS, PCUNICODE_STRING,
+    PDEVICE_OBJECT, PDRIVER_OBJECT, PEX_RUNDOWN_REF_CACHE_AWARE, PEX_SPIN_LOCK, PKSPIN_LOCK,
+    PLARGE_INTEGER, POOL_TYPE, PPROCESSOR_NUMBER, PRTL_OSVERSIONINFOW, PULONG, PULONG64, PVOID,
+    PWDF_DRIVER_CONFIG, PWDF_IO_QUEUE_CONFIG, PWDF_OBJECT_ATTRIBUTES, PWDF_TIMER_CONFIG,
+    PWDF_WORKITEM_CONFIG, PWDFDEVICE_INIT, RTL_OSVERSIONINFOW, ULONG, ULONG_PTR, ULONG64, USHORT,
+    WDF_DRIVER_CONFIG, WDF_IO_QUEUE_CONFIG, WDF_OBJECT_ATTRIBUTES, WDF_TIMER_CONFIG,
+    WDF_WORKITEM_CONFIG, WDFDEVICE, WDFDRIVER, WDFKEY, WDFOBJECT, WDFQUEUE, WDFREQUEST, WDFTIMER,
+    WDFWORKITEM,
+};
+
+use crate::framework::{
+    self, DISPATCH_LEVEL, Device, DeviceInit, Framework, Kind, Object, Queue, RegValue, Rundown,
+    Timer, WorkItem,
+};
+use crate::status::{self, Status};
+use crate::validate::{self, Options};
+use crate::violation::Violation;
+
+/// Reads a `UNICODE_STRING` as KMDF's `FxValidateUnicodeString` checks it (even lengths,
+/// `Length <= MaximumLength`, a buffer when non-empty).
+fn unicode(fw: &mut Framework, call: &'static str, s: PCUNICODE_STRING) -> Option<String> {
+    // SAFETY: a non-null pointer is the driver's UNICODE_STRING (the DDI's contract).
+    let Some(us) = (unsafe { s.as_ref() }) else {
+        fw.violate(Violation::BadArgument { call, what: "null UNICODE_STRING".into() });
+        return None;
+    };
+    if us.Length % 2 != 0
+        || us.MaximumLength % 2 != 0
+        || us.Length > us.MaximumLength
+        || (us.Length > 0 && us.Buffer.is_null())
+    {
+        fw.violate(Violation::BadArgument {
+            call,
+            what: format!(
+                "malformed UNICODE_STRING (Length {}, MaximumLength {})",
+                us.Length, us.MaximumLength
+            ),
+        });
+        return None;
+    }
+    if us.Length == 0 {
+        return Some(String::new());
+    }
+    // SAFETY: `Length` bytes of UTF-16 at `Buffer` (checked above).
+    let units = unsafe { std::slice::from_raw_parts(us.Buffer, usize::from(us.Length) / 2) };
+    Some(String::from_utf16_lossy(units))
+}
+
+fn attributes<'a>(a: PWDF_OBJECT_ATTRIBUTES) -> Option<&'a WDF_OBJECT_ATTRIBUTES> {
+    // SAFETY: a non-null attributes pointer is the driver's structure for the call.
+    unsafe { a.as_ref() }
+}
+
+fn out<T>(fw: &mut Framework, call: &'static str, p: *mut T, value: T) {
+    if p.is_null() {
+        fw.violate(Violation::BadArgument { call, what: "null out-pointer".into() });
+    } else {
+        // SAFETY: a non-null out-pointer of the DDI.
+        unsafe { p.write(value) };
+    }
+}
+
+fn new_object(
+    fw: &mut Framework,
+    kind: Kind,
+    parent: Option<usize>,
+    a: Option<&WDF_OBJECT_ATTRIBUTES>,
+) -> usize {
+    let h = fw.handle();
+    fw.objects.insert(
+        h,
+        Object {
+            kind,
+            parent,
+            cleanup: a.and_then(|a| a.EvtCleanupCallback),
+            destroy: a.and_then(|a| a.EvtDestroyCallback),
+        },
+    );
+    h
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driver (fxdriverapi.cpp, WdfDriverCreate; wdfdriver.h)
+
+/// `WdfDriverCreate`: `Size` exact, valid `DriverInitFlags`, PASSIVE_LEVEL, a valid registry
+/// path, once per driver; attributes with PARENT_NOT_ALLOWED | EXECUTION_LEVEL_ALLOWED |
+/// SYNCHRONIZATION_SCOPE_ALLOWED.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfDriverCreate(
+    DriverObject: PDRIVER_OBJECT,
+    RegistryPath: PCUNICODE_STRING,
+    DriverAttributes: PWDF_OBJECT_ATTRIBUTES,
+    DriverConfig: PWDF_DRIVER_CONFIG,
+    Driver: *mut WDFDRIVER,
+) -> NTSTATUS {
+    const VALID_FLAGS: i32 = _WDF_DRIVER_INIT_FLAGS::WdfDriverInitNonPnpDriver
+        | _WDF_DRIVER_INIT_FLAGS::WdfDriverInitNoDispatchOverride
+        | _WDF_DRIVER_INIT_FLAGS::WdfVerifyOn
+        | _WDF_DRIVER_INIT_FLAGS::WdfVerifierOn
+        | _WDF_DRIVER_INIT_FLAGS::WdfDriverInitCompanion;
+    framework::with(|fw| {
+        fw.calls.push("WdfDriverCreate");
+        if DriverObject as usize != fw.driver_object {
+            fw.violate(Violation::BadArgument {
+                call: "WdfDriverCreate",
+                what: "not the DRIVER_OBJECT given to DriverEntry".into(),
+            });
+        }
+        // SAFETY: the driver's configuration structure (required parameter).
+        let Some(config) = (unsafe { DriverConfig.as_ref() }) else {
+            fw.violate(Violation::BadArgument {
+                call: "WdfDriverCreate",
+                what: "null DriverConfig".into(),
+            });
+            return status::INVALID_PARAMETER;
+        };
+        if config.Size as usize != size_of::<WDF_DRIVER_CONFIG>() {
+            return status::INFO_LENGTH_MISMATCH;
+        }
+        #[allow(clippy::cast_possible_wrap, reason = "flag bits")]
+        if config.DriverInitFlags as i32 & !VALID_FLAGS != 0 {
+            return status::INVALID_PARAMETER;
+        }
+        if !fw.require_passive("WdfDriverCreate") {
+            return status::INVALID_DEVICE_REQUEST;
+        }
+        if unicode(fw, "WdfDriverCreate", RegistryPath).is_none() {
+            return status::INVALID_PARAMETER;
+        }
+        if fw.driver.is_some() {
+            return status::DRIVER_INTERNAL_ERROR;
+        }
+        let a = attributes(DriverAttributes);
+        if let Err(s) = validate::attributes(
+            a,
+            Options {
+                parent_not_allowed: true,
+                execution_level_allowed: true,
+                synchronization_scope_allowed: true,
+                parent_required: false,
+            },
+        ) {
+            return s;
+        }
+        let h = new_object(fw, Kind::Driver { unload: config.EvtDriverUnload }, None, a);
+        fw.driver = Some(h);
+        out(fw, "WdfDriverCreate", Driver, h as WDFDRIVER);
+        status::SUCCESS
+    })
+}
+
+/// fxdriverapikm.cpp `WdfDriverOpenParametersRegistryKey`: PASSIVE_LEVEL, attributes with
+/// default options; the key is a child of the driver.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfDriverOpenParametersRegistryKey(
+    Driver: WDFDRIVER,
+    _DesiredAccess: ACCESS_MASK,
+    KeyAttributes: PWDF_OBJECT_ATTRIBUTES,
+    Key: *mut WDFKEY,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("WdfDriverOpenParametersRegistryKey");
+        if fw.object("WdfDriverOpenParametersRegistryKey", Driver as usize, "WDFDRIVER").is_none() {
+            return status::INVALID_PARAMETER;
+        }
+        if !fw.require_passive("WdfDriverOpenParametersRegistryKey") {
+            return status::INVALID_DEVICE_REQUEST;
+        }
+        let a = attributes(KeyAttributes);
+        if let Err(s) = validate::attributes(a, Options::default()) {
+            return s;
+        }
+        if fw.parameters.is_none() {
+            return status::OBJECT_NAME_NOT_FOUND;
+        }
+        let parent =
+            a.map(|a| a.ParentObject as usize).filter(|p| *p != 0).or(Some(Driver as usize));
+        let h = new_object(fw, Kind::Key, parent, a);
+        out(fw, "WdfDriverOpenParametersRegistryKey", Key, h as WDFKEY);
+        status::SUCCESS
+    })
+}
+
+/// wdfregistry.h `WdfRegistryQueryULong`: `STATUS_OBJECT_NAME_NOT_FOUND` for an absent value,
+/// `STATUS_OBJECT_TYPE_MISMATCH` for a value that is not `REG_DWORD` (PASSIVE_LEVEL).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfRegistryQueryULong(
+    Key: WDFKEY,
+    ValueName: PCUNICODE_STRING,
+    Value: PULONG,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("WdfRegistryQueryULong");
+        if fw.object("WdfRegistryQueryULong", Key as usize, "WDFKEY").is_none() {
+            return status::INVALID_PARAMETER;
+        }
+        if !fw.require_passive("WdfRegistryQueryULong") {
+            return status::INVALID_DEVICE_REQUEST;
+        }
+        let Some(name) = unicode(fw, "WdfRegistryQueryULong", ValueName) else {
+            return status::INVALID_PARAMETER;
+        };
+        let found = fw.parameters.as_ref().and_then(|p| {
+            p.iter().find(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v.clone())
+        });
+        match found {
+            None => status::OBJECT_NAME_NOT_FOUND,
+            Some(RegValue::String(_)) => status::OBJECT_TYPE_MISMATCH,
+            Some(RegValue::Dword(v)) => {
+                out(fw, "WdfRegistryQueryULong", Value, v);
+                status::SUCCESS
+            }
+        }
+    })
+}
+
+/// `WdfRegistryClose`: closes and deletes the key object.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfRegistryClose(Key: WDFKEY) {
+    framework::with(|fw| {
+        fw.calls.push("WdfRegistryClose");
+        if fw.object("WdfRegistryClose", Key as usize, "WDFKEY").is_some() {
+            fw.objects.remove(&(Key as usize));
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control device (wdfcontrol.h, wdfdevice.h; fxdeviceapi.cpp WdfDeviceCreate, fxdevice.cpp)
+
+/// `WdfControlDeviceInitAllocate`: the SDDL string is required (NULL result on failure).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfControlDeviceInitAllocate(
+    Driver: WDFDRIVER,
+    SDDLString: PCUNICODE_STRING,
+) -> PWDFDEVICE_INIT {
+    framework::with(|fw| {
+        fw.calls.push("WdfControlDeviceInitAllocate");
+        if fw.object("WdfControlDeviceInitAllocate", Driver as usize, "WDFDRIVER").is_none()
+            || !fw.require_passive("WdfControlDeviceInitAllocate")
+        {
+            return std::ptr::null_mut();
+        }
+        let Some(sddl) = unicode(fw, "WdfControlDeviceInitAllocate", SDDLString) else {
+            return std::ptr::null_mut();
+        };
+        // An SDDL device-object string is a DACL ("D:" ...) of parenthesized ACEs.
+        if !sddl.starts_with("D:") || sddl.matches('(').count() != sddl.matches(')').count() {
+            return std::ptr::null_mut();
+        }
+        let h = fw.handle();
+        fw.inits.insert(h, DeviceInit { sddl, name: None });
+        h as PWDFDEVICE_INIT
+    })
+}
+
+/// `WdfDeviceInitAssignName`: records the `\\Device\\...` name.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfDeviceInitAssignName(
+    DeviceInit: PWDFDEVICE_INIT,
+    DeviceName: PCUNICODE_STRING,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("WdfDeviceInitAssignName");
+        let Some(name) = unicode(fw, "WdfDeviceInitAssignName", DeviceName) else {
+            return status::INVALID_PARAMETER;
+        };
+        if let Some(init) = fw.inits.get_mut(&(DeviceInit as usize)) {
+            init.name = Some(name);
+            status::SUCCESS
+        } else {
+            fw.violate(Violation::BadHandle {
+                call: "WdfDeviceInitAssignName",
+                handle: DeviceInit as usize,
+                expected: "PWDFDEVICE_INIT",
+            });
+            status::INVALID_PARAMETER
+        }
+    })
+}
+
+/// `WdfDeviceInitFree`: frees an init structure no successful `WdfDeviceCreate` consumed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfDeviceInitFree(DeviceInit: PWDFDEVICE_INIT) {
+    framework::with(|fw| {
+        fw.calls.push("WdfDeviceInitFree");
+        if fw.inits.remove(&(DeviceInit as usize)).is_none() {
+            fw.violate(Violation::BadHandle {
+                call: "WdfDeviceInitFree",
+                handle: DeviceInit as usize,
+                expected: "PWDFDEVICE_INIT",
+            });
+        }
+    });
+}
+
+/// `WdfDeviceCreate`: PASSIVE_LEVEL; attributes with PARENT_NOT_ALLOWED | EXECUTION_LEVEL_ALLOWED
+/// | SYNCHRONIZATION_SCOPE_ALLOWED; SDDL needs a name (`STATUS_INVALID_SECURITY_DESCR`); on
+/// success the init structure is consumed and `*DeviceInit` set to NULL (fxdevice.cpp).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfDeviceCreate(
+    DeviceInit: *mut PWDFDEVICE_INIT,
+    DeviceAttributes: PWDF_OBJECT_ATTRIBUTES,
+    Device: *mut WDFDEVICE,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("WdfDeviceCreate");
+        // SAFETY: the DDI's required in/out pointer.
+        let Some(init_ptr) = (unsafe { DeviceInit.as_mut() }) else {
+            fw.violate(Violation::BadArgument {
+                call: "WdfDeviceCreate",
+                what: "null DeviceInit".into(),
+            });
+            return status::INVALID_PARAMETER;
+        };
+        out(fw, "WdfDeviceCreate", Device, std::ptr::null_mut());
+        if !fw.require_passive("WdfDeviceCreate") {
+            return status::INVALID_DEVICE_REQUEST;
+        }
+        let a = attributes(DeviceAttributes);
+        if let Err(s) = validate::attributes(
+            a,
+            Options {
+                parent_not_allowed: true,
+                execution_level_allowed: true,
+                synchronization_scope_allowed: true,
+                parent_required: false,
+            },
+        ) {
+            return s;
+        }
+        let Some(init) = fw.inits.get(&(*init_ptr as usize)) else {
+            fw.violate(Violation::BadHandle {
+                call: "WdfDeviceCreate",
+                handle: *init_ptr as usize,
+                expected: "PWDFDEVICE_INIT",
+            });
+            return status::INVALID_PARAMETER;
+        };
+        let Some(name) = init.name.clone() else { return status::INVALID_SECURITY_DESCR };
+        let taken = fw.objects.values().any(
+            |o| matches!(&o.kind, Kind::Device(d) if d.name.as_deref() == Some(name.as_str())),
+        );
+        if taken {
+            return status::OBJECT_NAME_COLLISION;
+        }
+        let Some(init) = fw.inits.remove(&(*init_ptr as usize)) else {
+            return status::INVALID_PARAMETER;
+        };
+        // SAFETY: plain data; all zeroes is a valid DEVICE_OBJECT prefix for the double.
+        let wdm: Box<DEVICE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
+        let device = Device {
+            name: Some(name),
+            sddl: init.sddl,
+            initializing: true,
+            links: Vec::new(),
+            default_queue: None,
+            wdm,
+        };
+        let parent = fw.driver;
+        let h = new_object(fw, Kind::Device(device), parent, a);
+        *init_ptr = std::ptr::null_mut();
+        out(fw, "WdfDeviceCreate", Device, h as WDFDEVICE);
+        status::SUCCESS
+    })
+}
+
+/// `WdfDeviceCreateSymbolicLink`: PASSIVE_LEVEL; a link name in use is a collision.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfDeviceCreateSymbolicLink(
+    Device: WDFDEVICE,
+    SymbolicLinkName: PCUNICODE_STRING,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("WdfDeviceCreateSymbolicLink");
+        if !fw.require_passive("WdfDeviceCreateSymbolicLink") {
+            return status::INVALID_DEVICE_REQUEST;
+        }
+        let Some(link) = unicode(fw, "WdfDeviceCreateSymbolicLink", SymbolicLinkName) else {
+            return status::INVALID_PARAMETER;
+        };
+        let taken = fw.objects.values().any(|o| matches!(&o.kind, Kind::Device(d) if d.links.iter().any(|l| l.eq_ignore_ascii_case(&link))));
+        if taken {
+            return status::OBJECT_NAME_COLLISION;
+        }
+        match fw.object("WdfDeviceCreateSymbolicLink", Device as usize, "WDFDEVICE") {
+            Some(Object { kind: Kind::Device(d), .. }) => {
+                d.links.push(link);
+                status::SUCCESS
+            }
+            _ => status::INVALID_PARAMETER,
+        }
+    })
+}
+
+/// `WdfDeviceWdmGetDeviceObject`: the device's WDM `DEVICE_OBJECT`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfDeviceWdmGetDeviceObject(Device: WDFDEVICE) -> PDEVICE_OBJECT {
+    framework::with(|fw| {
+        fw.calls.push("WdfDeviceWdmGetDeviceObject");
+        match fw.object("WdfDeviceWdmGetDeviceObject", Device as usize, "WDFDEVICE") {
+            Some(Object { kind: Kind::Device(d), .. }) => std::ptr::from_mut(&mut *d.wdm),
+            _ => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// `WdfControlFinishInitializing`: clears `DO_DEVICE_INITIALIZING`; until then the I/O manager
+/// refuses to open the device.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfControlFinishInitializing(Device: WDFDEVICE) {
+    framework::with(|fw| {
+        fw.calls.push("WdfControlFinishInitializing");
+        if let Some(Object { kind: Kind::Device(d), .. }) =
+            fw.object("WdfControlFinishInitializing", Device as usize, "WDFDEVICE")
+        {
+            d.initializing = false;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues and requests (fxioqueueapi.cpp WdfIoQueueCreate; fxrequestapi.cpp, fxrequest.cpp)
+
+/// `WdfIoQueueCreate`: attributes with EXECUTION_LEVEL_ALLOWED | SYNCHRONIZATION_SCOPE_ALLOWED;
+/// `Size` one of the known config sizes; a default queue of a control device only before
+/// `WdfControlFinishInitializing` (`STATUS_INVALID_DEVICE_STATE`), one per device.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfIoQueueCreate(
+    Device: WDFDEVICE,
+    Config: PWDF_IO_QUEUE_CONFIG,
+    QueueAttributes: PWDF_OBJECT_ATTRIBUTES,
+    Queue: *mut WDFQUEUE,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("WdfIoQueueCreate");
+        let a = attributes(QueueAttributes);
+        if let Err(s) = validate::attributes(
+            a,
+            Options {
+                execution_level_allowed: true,
+                synchronization_scope_allowed: true,
+                ..Options::default()
+            },
+        ) {
+            return s;
+        }
+        // SAFETY: the DDI's required configuration.
+        let Some(config) = (unsafe { Config.as_ref() }) else { return status::INVALID_PARAMETER };
+        if config.Size as usize != size_of::<WDF_IO_QUEUE_CONFIG>() {
+            return status::INFO_LENGTH_MISMATCH;
+        }
+        if config.DispatchType <= _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchInvalid
+            || config.DispatchType >= _WDF_IO_QUEUE_DISPATCH_TYPE::WdfIoQueueDispatchMax
+        {
+            return status::INVALID_PARAMETER;
+        }
+        if config.DefaultQueue == 0 && Queue.is_null() {
+            return status::INVALID_PARAMETER;
+        }
+        let Some(Object { kind: Kind::Device(d), .. }) =
+            fw.object("WdfIoQueueCreate", Device as usize, "WDFDEVICE")
+        else {
+            return status::INVALID_PARAMETER;
+        };
+        if config.DefaultQueue != 0 && (!d.initializing || d.default_queue.is_some()) {
+            return status::INVALID_DEVICE_STATE;
+        }
+        // PowerManaged: fxioqueue.cpp forces it FALSE for a control (legacy) device.
+        let passive =
+            a.is_some_and(|a| a.ExecutionLevel == _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive);
+        let queue = Queue {
+            dispatch: config.DispatchType,
+            device_control: config.EvtIoDeviceControl,
+            passive,
+            in_flight: None,
+        };
+        let h = new_object(fw, Kind::Queue(queue), Some(Device as usize), a);
+        if config.DefaultQueue != 0
+            && let Some(Object { kind: Kind::Device(d), .. }) =
+                fw.objects.get_mut(&(Device as usize))
+        {
+            d.default_queue = Some(h);
+        }
+        if !Queue.is_null() {
+            out(fw, "WdfIoQueueCreate", Queue, h as WDFQUEUE);
+        }
+        status::SUCCESS
+    })
+}
+
+fn retrieve(
+    call: &'static str,
+    Request: WDFREQUEST,
+    MinimumRequiredSize: usize,
+    Buffer: *mut PVOID,
+    Length: *mut usize,
+    output: bool,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push(call);
+        fw.require_dispatch_or_below(call);
+        out(fw, call, Buffer, std::ptr::null_mut());
+        if !Length.is_null() {
+            out(fw, call, Length, 0);
+        }
+        let Some(r) = fw.requests.get_mut(&(Request as usize)) else {
+            fw.violate(Violation::BadHandle {
+                call,
+                handle: Request as usize,
+                expected: "WDFREQUEST",
+            });
+            return status::INVALID_PARAMETER;
+        };
+        if r.completed.is_some() {
+            fw.violate(Violation::BadHandle {
+                call,
+                handle: Request as usize,
+                expected: "WDFREQUEST (not completed)",
+            });
+            return status::INVALID_PARAMETER;
+        }
+        let len = if output { r.output_len } else { r.input_len };
+        // fxrequest.cpp GetMemoryObject: a zero-length buffer is STATUS_BUFFER_TOO_SMALL.
+        if len == 0 || len < MinimumRequiredSize {
+            return status::BUFFER_TOO_SMALL;
+        }
+        // METHOD_BUFFERED: both calls return the same system buffer.
+        let p = r.buffer.as_mut_ptr().cast::<c_void>();
+        out(fw, call, Buffer, p);
+        if !Length.is_null() {
+            out(fw, call, Length, len);
+        }
+        status::SUCCESS
+    })
+}
+
+/// `WdfRequestRetrieveInputBuffer`: the shared system buffer and the input length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfRequestRetrieveInputBuffer(
+    Request: WDFREQUEST,
+    MinimumRequiredSize: usize,
+    Buffer: *mut PVOID,
+    Length: *mut usize,
+) -> NTSTATUS {
+    retrieve("WdfRequestRetrieveInputBuffer", Request, MinimumRequiredSize, Buffer, Length, false)
+}
+
+/// `WdfRequestRetrieveOutputBuffer`: the shared system buffer and the output length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfRequestRetrieveOutputBuffer(
+    Request: WDFREQUEST,
+    MinimumRequiredSize: usize,
+    Buffer: *mut PVOID,
+    Length: *mut usize,
+) -> NTSTATUS {
+    retrieve("WdfRequestRetrieveOutputBuffer", Request, MinimumRequiredSize, Buffer, Length, true)
+}
+
+/// `WdfRequestCompleteWithInformation`: exactly once per request; for METHOD_BUFFERED the I/O
+/// manager copies `Information` bytes to the caller, so it must not exceed the output length.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfRequestCompleteWithInformation(
+    Request: WDFREQUEST,
+    Status: NTSTATUS,
+    Information: ULONG_PTR,
+) {
+    framework::with(|fw| {
+        fw.calls.push("WdfRequestCompleteWithInformation");
+        fw.require_dispatch_or_below("WdfRequestCompleteWithInformation");
+        let Some(r) = fw.requests.get_mut(&(Request as usize)) else {
+            fw.violate(Violation::BadHandle {
+                call: "WdfRequestCompleteWithInformation",
+                handle: Request as usize,
+                expected: "WDFREQUEST",
+            });
+            return;
+        };
+        if r.completed.is_some() {
+            fw.violate(Violation::RequestCompletedTwice { request: Request as usize });
+            return;
+        }
+        r.completed = Some((Status, Information));
+        let (queue, output_len) = (r.queue, r.output_len);
+        if status::nt_success(Status) && Information > output_len as u64 {
+            fw.violate(Violation::InformationTooLarge { information: Information, output_len });
+        }
+        if let Some(Object { kind: Kind::Queue(q), .. }) = fw.objects.get_mut(&queue)
+            && q.in_flight == Some(Request as usize)
+        {
+            q.in_flight = None;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Work items (fxworkitemapi.cpp WdfWorkItemCreate, fxworkitem.cpp)
+
+fn parent_device(
+    fw: &mut Framework,
+    call: &'static str,
+    a: &WDF_OBJECT_ATTRIBUTES,
+) -> Result<usize, Status> {
+    let parent = a.ParentObject as usize;
+    if !fw.is_live(parent) {
+        fw.violate(Violation::BadHandle { call, handle: parent, expected: "a live parent object" });
+        return Err(status::INVALID_PARAMETER);
+    }
+    // Work items and timers are parented to a device or a queue (an object under a device):
+    // FxDeviceBase::_SearchForDevice, else STATUS_INVALID_DEVICE_REQUEST.
+    fw.device_of(parent).map(|_| parent).ok_or(status::INVALID_DEVICE_REQUEST)
+}
+
+/// `WdfWorkItemCreate`: a parent is required (`FX_VALIDATE_OPTION_PARENT_REQUIRED`), `Size`
+/// exact, `EvtWorkItemFunc` non-null, then the attributes with default options (so
+/// `ExecutionLevel` must be `InheritFromParent` and the scope `InheritFromParent` or `None`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfWorkItemCreate(
+    Config: PWDF_WORKITEM_CONFIG,
+    Attributes: PWDF_OBJECT_ATTRIBUTES,
+    WorkItem: *mut WDFWORKITEM,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("WdfWorkItemCreate");
+        fw.require_dispatch_or_below("WdfWorkItemCreate");
+        let a = attributes(Attributes);
+        let Some(attrs) = a else { return status::WDF_PARENT_NOT_SPECIFIED };
+        if attrs.Size as usize != validate::attributes_size() {
+            return status::INFO_LENGTH_MISMATCH;
+        }
+        if attrs.ParentObject.is_null() {
+            return status::WDF_PARENT_NOT_SPECIFIED;
+        }
+        // SAFETY: the DDI's required configuration.
+        let Some(config) = (unsafe { Config.as_ref() }) else { return status::INVALID_PARAMETER };
+        if config.Size as usize != size_of::<WDF_WORKITEM_CONFIG>() {
+            return status::INFO_LENGTH_MISMATCH;
+        }
+        if config.EvtWorkItemFunc.is_none() {
+            return status::INVALID_PARAMETER;
+        }
+        if let Err(s) = validate::attributes(a, Options::default()) {
+            return s;
+        }
+        let parent = match parent_device(fw, "WdfWorkItemCreate", attrs) {
+            Ok(p) => p,
+            Err(s) => return s,
+        };
+        let h = new_object(
+            fw,
+            Kind::WorkItem(WorkItem { func: config.EvtWorkItemFunc, queued: false }),
+            Some(parent),
+            a,
+        );
+        out(fw, "WdfWorkItemCreate", WorkItem, h as WDFWORKITEM);
+        status::SUCCESS
+    })
+}
+
+/// `WdfWorkItemEnqueue`: a work item already queued (not yet started) is not queued again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfWorkItemEnqueue(WorkItem: WDFWORKITEM) {
+    framework::with(|fw| {
+        fw.calls.push("WdfWorkItemEnqueue");
+        fw.require_dispatch_or_below("WdfWorkItemEnqueue");
+        if let Some(Object { kind: Kind::WorkItem(w), .. }) =
+            fw.object("WdfWorkItemEnqueue", WorkItem as usize, "WDFWORKITEM")
+        {
+            w.queued = true;
+        }
+    });
+}
+
+/// `WdfWorkItemFlush`: PASSIVE_LEVEL; returns once the callback queued or running has finished
+/// (the double runs a queued callback now). Never from the work item's own callback.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfWorkItemFlush(WorkItem: WDFWORKITEM) {
+    let run = framework::with(|fw| {
+        fw.calls.push("WdfWorkItemFlush");
+        if !fw.require_passive("WdfWorkItemFlush") {
+            return None;
+        }
+        if fw.running_work_item == Some(WorkItem as usize) {
+            fw.violate(Violation::WaitForOwnCallback { call: "WdfWorkItemFlush" });
+            return None;
+        }
+        match fw.object("WdfWorkItemFlush", WorkItem as usize, "WDFWORKITEM") {
+            Some(Object { kind: Kind::WorkItem(w), .. }) if w.queued => {
+                w.queued = false;
+                Some(w.func)
+            }
+            _ => None,
+        }
+    });
+    if let Some(f) = run {
+        crate::session::run_work_item(WorkItem as usize, f);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers (fxtimerapi.cpp WdfTimerCreate/Start/Stop, fxtimer.cpp)
+
+/// `WdfTimerCreate`: a parent is required; `Size` one of the known sizes; `Period` and
+/// `TolerableDelay` at most `MAXLONG`; attributes with EXECUTION_LEVEL_ALLOWED; a periodic timer
+/// at `PASSIVE_LEVEL` is `STATUS_NOT_SUPPORTED`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfTimerCreate(
+    Config: PWDF_TIMER_CONFIG,
+    Attributes: PWDF_OBJECT_ATTRIBUTES,
+    Timer: *mut WDFTIMER,
+) -> NTSTATUS {
+    const MAXLONG: u32 = 0x7FFF_FFFF;
+    framework::with(|fw| {
+        fw.calls.push("WdfTimerCreate");
+        fw.require_dispatch_or_below("WdfTimerCreate");
+        let a = attributes(Attributes);
+        let Some(attrs) = a else { return status::WDF_PARENT_NOT_SPECIFIED };
+        if attrs.Size as usize != validate::attributes_size() {
+            return status::INFO_LENGTH_MISMATCH;
+        }
+        if attrs.ParentObject.is_null() {
+            return status::WDF_PARENT_NOT_SPECIFIED;
+        }
+        // SAFETY: the DDI's required configuration.
+        let Some(config) = (unsafe { Config.as_ref() }) else { return status::INVALID_PARAMETER };
+        if config.Size as usize != size_of::<WDF_TIMER_CONFIG>() {
+            return status::INFO_LENGTH_MISMATCH;
+        }
+        if config.EvtTimerFunc.is_none()
+            || config.Period > MAXLONG
+            || config.TolerableDelay > MAXLONG
+        {
+            return status::INVALID_PARAMETER;
+        }
+        if config.TolerableDelay > 0 && config.UseHighResolutionTimer != 0 {
+            return status::INVALID_PARAMETER;
+        }
+        if let Err(s) =
+            validate::attributes(a, Options { execution_level_allowed: true, ..Options::default() })
+        {
+            return s;
+        }
+        let passive = attrs.ExecutionLevel == _WDF_EXECUTION_LEVEL::WdfExecutionLevelPassive;
+        if config.Period > 0 && passive {
+            return status::NOT_SUPPORTED;
+        }
+        let parent = match parent_device(fw, "WdfTimerCreate", attrs) {
+            Ok(p) => p,
+            Err(s) => return s,
+        };
+        let timer =
+            Timer { func: config.EvtTimerFunc, period_ms: config.Period, passive, due: None };
+        let h = new_object(fw, Kind::Timer(timer), Some(parent), a);
+        out(fw, "WdfTimerCreate", Timer, h as WDFTIMER);
+        status::SUCCESS
+    })
+}
+
+/// `WdfTimerStart`: `DueTime` negative is relative (100 ns units), positive absolute; returns
+/// whether the timer was already in the timer queue.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfTimerStart(Timer: WDFTIMER, DueTime: LONGLONG) -> BOOLEAN {
+    framework::with(|fw| {
+        fw.calls.push("WdfTimerStart");
+        fw.require_dispatch_or_below("WdfTimerStart");
+        let now = fw.clock;
+        let due = if DueTime < 0 {
+            now.saturating_add(DueTime.unsigned_abs())
+        } else {
+            DueTime.unsigned_abs().max(now)
+        };
+        match fw.object("WdfTimerStart", Timer as usize, "WDFTIMER") {
+            Some(Object { kind: Kind::Timer(t), .. }) => {
+                BOOLEAN::from(t.due.replace(due).is_some())
+            }
+            _ => 0,
+        }
+    })
+}
+
+/// `WdfTimerStop`: `Wait` TRUE needs PASSIVE_LEVEL and must not be called from the timer's own
+/// callback; returns whether the timer was in the timer queue.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfTimerStop(Timer: WDFTIMER, Wait: BOOLEAN) -> BOOLEAN {
+    framework::with(|fw| {
+        fw.calls.push("WdfTimerStop");
+        if Wait != 0 {
+            fw.require_passive("WdfTimerStop(Wait)");
+            if fw.running_timer == Some(Timer as usize) {
+                fw.violate(Violation::WaitForOwnCallback { call: "WdfTimerStop" });
+            }
+        } else {
+            fw.require_dispatch_or_below("WdfTimerStop");
+        }
+        match fw.object("WdfTimerStop", Timer as usize, "WDFTIMER") {
+            Some(Object { kind: Kind::Timer(t), .. }) => BOOLEAN::from(t.due.take().is_some()),
+            _ => 0,
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects (fxobjectapi.cpp WdfObjectDelete)
+
+/// `WdfObjectDelete`: deletes the object and its descendants, children first; work items are
+/// flushed and timers stopped as they are disposed. Requests are completed, never deleted.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn WdfObjectDelete(Object: WDFOBJECT) {
+    let ok = framework::with(|fw| {
+        fw.calls.push("WdfObjectDelete");
+        fw.require_dispatch_or_below("WdfObjectDelete");
+        if fw.requests.contains_key(&(Object as usize)) {
+            fw.violate(Violation::BadHandle {
+                call: "WdfObjectDelete",
+                handle: Object as usize,
+                expected: "a deletable object (a presented request is completed, not deleted)",
+            });
+            return false;
+        }
+        if !fw.is_live(Object as usize) {
+            fw.violate(Violation::BadHandle {
+                call: "WdfObjectDelete",
+                handle: Object as usize,
+                expected: "a live object",
+            });
+            return false;
+        }
+        true
+    });
+    if ok {
+        crate::session::delete_tree(Object as usize);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kernel (wdm.h, ntddk.h)
+
+/// `KeAcquireSpinLockRaiseToDpc`: raises to DISPATCH_LEVEL; acquiring a lock the (single)
+/// processor already holds never returns on Windows.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> KIRQL {
+    framework::with(|fw| {
+        fw.require_dispatch_or_below("KeAcquireSpinLockRaiseToDpc");
+        let old = fw.irql;
+        if fw.held_locks.contains(&(SpinLock as usize)) {
+            fw.violate(Violation::SpinLockRecursion);
+        } else {
+            fw.held_locks.push(SpinLock as usize);
+            // SAFETY: the driver's lock word.
+            unsafe { SpinLock.write(1) };
+        }
+        fw.irql = DISPATCH_LEVEL;
+        old
+    })
+}
+
+/// `KeReleaseSpinLock`: releases a held lock and restores the IRQL.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL) {
+    framework::with(|fw| {
+        if let Some(i) = fw.held_locks.iter().position(|l| *l == SpinLock as usize) {
+            fw.held_locks.remove(i);
+            // SAFETY: the driver's lock word.
+            unsafe { SpinLock.write(0) };
+        } else {
+            fw.violate(Violation::SpinLockNotHeld);
+        }
+        fw.irql = NewIrql;
+    });
+}
+
+/// `KeQueryInterruptTimePrecise`: the double's clock (100 ns); the QPC value is the same count.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeQueryInterruptTimePrecise(QpcTimeStamp: PULONG64) -> ULONG64 {
+    framework::with(|fw| {
+        let t = fw.clock;
+        out(fw, "KeQueryInterruptTimePrecise", QpcTimeStamp, t);
+        t
+    })
+}
+
+/// `DbgPrintEx(ComponentId, Level, "%s", text)`: the only format the driver uses. Declared
+/// variadic by the mirror, defined here with the one argument: on x86-64 System V a variadic
+/// call passes integer and pointer arguments in the same registers as a fixed one.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn DbgPrintEx(
+    ComponentId: ULONG,
+    Level: ULONG,
+    Format: *const c_char,
+    Arg: *const c_char,
+) -> ULONG {
+    framework::with(|fw| {
+        // SAFETY: NUL-terminated format (the DDI's contract; checked non-null).
+        let format = (!Format.is_null())
+            .then(|| unsafe { CStr::from_ptr(Format) }.to_string_lossy().into_owned());
+        if format.as_deref() != Some("%s") || Arg.is_null() {
+            fw.violate(Violation::BadArgument {
+                call: "DbgPrintEx",
+                what: format!("format {format:?}: the double reads exactly one %s argument"),
+            });
+            return 0;
+        }
+        // SAFETY: the `%s` argument is NUL-terminated (checked non-null).
+        let text = unsafe { CStr::from_ptr(Arg) }.to_string_lossy().into_owned();
+        fw.debug_output.push((ComponentId, Level, text));
+        0
+    })
+}
+
+/// `RtlGetVersion`: `dwOSVersionInfoSize` must be the size of `RTL_OSVERSIONINFOW` (or the EX
+/// form, which the driver does not use); reports Windows 10.0 with the build the test chose.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("RtlGetVersion");
+        // SAFETY: the caller's structure.
+        let Some(info) = (unsafe { lpVersionInformation.as_mut() }) else {
+            return status::INVALID_PARAMETER;
+        };
+        if info.dwOSVersionInfoSize as usize != size_of::<RTL_OSVERSIONINFOW>() {
+            return status::INVALID_PARAMETER;
+        }
+        info.dwMajorVersion = 10;
+        info.dwMinorVersion = 0;
+        info.dwBuildNumber = fw.os_build;
+        info.dwPlatformId = 2;
+        status::SUCCESS
+    })
+}
+
+/// `ExAllocatePool2` (wdk-alloc's allocator; the driver's tests use the host heap instead, so
+/// this is only reached if driver code calls it directly).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAllocatePool2(_Flags: u64, _NumberOfBytes: u64, _Tag: ULONG) -> PVOID {
+    framework::with(|fw| {
+        fw.violate(Violation::BadArgument {
+            call: "ExAllocatePool2",
+            what: "not modelled: the driver's heap is the host's in tests".into(),
+        });
+    });
+    std::ptr::null_mut()
+}
+
+/// `ExFreePool` (not modelled, see `ExAllocatePool2`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExFreePool(_P: PVOID) {
+    framework::with(|fw| {
+        fw.violate(Violation::BadArgument { call: "ExFreePool", what: "not modelled".into() });
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rundown protection (wdm.h; "Run-Down Protection" in the kernel-mode driver architecture docs)
+
+/// `ExAllocateCacheAwareRundownProtection`: nonpaged, initialized (not run down).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAllocateCacheAwareRundownProtection(
+    _PoolType: POOL_TYPE,
+    _PoolTag: ULONG,
+) -> PEX_RUNDOWN_REF_CACHE_AWARE {
+    framework::with(|fw| {
+        fw.require_dispatch_or_below("ExAllocateCacheAwareRundownProtection");
+        let h = fw.handle();
+        fw.rundowns.insert(h, Rundown::default());
+        h as PEX_RUNDOWN_REF_CACHE_AWARE
+    })
+}
+
+/// `ExFreeCacheAwareRundownProtection`: only with no reference held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExFreeCacheAwareRundownProtection(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| match fw.rundowns.remove(&(RunRefCacheAware as usize)) {
+        None => fw.violate(Violation::BadHandle {
+            call: "ExFreeCacheAwareRundownProtection",
+            handle: RunRefCacheAware as usize,
+            expected: "EX_RUNDOWN_REF_CACHE_AWARE",
+        }),
+        Some(r) if r.refs > 0 => fw.violate(Violation::BadArgument {
+            call: "ExFreeCacheAwareRundownProtection",
+            what: format!("{} reference(s) still held", r.refs),
+        }),
+        Some(_) => {}
+    });
+}
+
+/// `ExAcquireRundownProtectionCacheAware`: FALSE once run down.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAcquireRundownProtectionCacheAware(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) -> BOOLEAN {
+    framework::with(|fw| {
+        fw.require_dispatch_or_below("ExAcquireRundownProtectionCacheAware");
+        match fw.rundowns.get_mut(&(RunRefCacheAware as usize)) {
+            Some(r) if !r.run_down => {
+                r.refs += 1;
+                1
+            }
+            Some(_) => 0,
+            None => {
+                fw.violate(Violation::BadHandle {
+                    call: "ExAcquireRundownProtectionCacheAware",
+                    handle: RunRefCacheAware as usize,
+                    expected: "EX_RUNDOWN_REF_CACHE_AWARE",
+                });
+                0
+            }
+        }
+    })
+}
+
+/// `ExReleaseRundownProtectionCacheAware`: drops a reference held.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReleaseRundownProtectionCacheAware(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| match fw.rundowns.get_mut(&(RunRefCacheAware as usize)) {
+        Some(r) if r.refs > 0 => r.refs -= 1,
+        _ => fw.violate(Violation::BadArgument {
+            call: "ExReleaseRundownProtectionCacheAware",
+            what: "no reference held".into(),
+        }),
+    });
+}
+
+/// `ExWaitForRundownProtectionReleaseCacheAware`: `IRQL < DISPATCH_LEVEL`; waits for every
+/// reference. With one simulated processor a reference still held can never be released while
+/// the caller waits: that is a deadlock, reported.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExWaitForRundownProtectionReleaseCacheAware(
+    RunRef: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| {
+        fw.require_passive("ExWaitForRundownProtectionReleaseCacheAware");
+        match fw.rundowns.get_mut(&(RunRef as usize)) {
+            Some(r) => {
+                r.run_down = true;
+                if r.refs > 0 {
+                    let refs = r.refs;
+                    fw.violate(Violation::BadArgument {
+                        call: "ExWaitForRundownProtectionReleaseCacheAware",
+                        what: format!(
+                            "waits on {refs} reference(s) its own thread holds (deadlock)"
+                        ),
+                    });
+                }
+            }
+            None => fw.violate(Violation::BadHandle {
+                call: "ExWaitForRundownProtectionReleaseCacheAware",
+                handle: RunRef as usize,
+                expected: "EX_RUNDOWN_REF_CACHE_AWARE",
+            }),
+        }
+    });
+}
+
+/// `ExReInitializeRundownProtectionCacheAware`: after a completed wait.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReInitializeRundownProtectionCacheAware(
+    RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    framework::with(|fw| match fw.rundowns.get_mut(&(RunRefCacheAware as usize)) {
+        Some(r) if r.run_down && r.refs == 0 => r.run_down = false,
+        _ => fw.violate(Violation::BadArgument {
+            call: "ExReInitializeRundownProtectionCacheAware",
+            what: "not run down (or references held)".into(),
+        }),
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader/writer spin locks (wdm.h `EX_SPIN_LOCK`; "Reader/Writer Spin Locks")
+
+fn rw_acquire(call: &'static str, lock: PEX_SPIN_LOCK, exclusive: bool) -> KIRQL {
+    framework::with(|fw| {
+        fw.require_dispatch_or_below(call);
+        let old = fw.irql;
+        let (shared, held_exclusive) =
+            fw.rw_locks.get(&(lock as usize)).copied().unwrap_or((0, false));
+        // One simulated processor: waiting for another holder never ends. A shared holder that
+        // asks for the lock exclusively deadlocks on Windows too (documented).
+        if held_exclusive || (exclusive && shared > 0) {
+            fw.violate(Violation::SpinLockRecursion);
+        } else {
+            let entry = fw.rw_locks.entry(lock as usize).or_insert((0, false));
+            if exclusive {
+                entry.1 = true;
+            } else {
+                entry.0 += 1;
+            }
+            // SAFETY: the driver's lock word (nonzero while held).
+            unsafe { lock.write(1) };
+        }
+        fw.irql = DISPATCH_LEVEL;
+        old
+    })
+}
+
+fn rw_release(call: &'static str, lock: PEX_SPIN_LOCK, old: KIRQL, exclusive: bool) {
+    framework::with(|fw| {
+        let held = fw.rw_locks.get_mut(&(lock as usize));
+        let ok = match held {
+            Some(h) if exclusive && h.1 => {
+                h.1 = false;
+                true
+            }
+            Some(h) if !exclusive && h.0 > 0 => {
+                h.0 -= 1;
+                true
+            }
+            _ => false,
+        };
+        if ok {
+            if fw.rw_locks.get(&(lock as usize)).is_some_and(|h| h.0 == 0 && !h.1) {
+                fw.rw_locks.remove(&(lock as usize));
+                // SAFETY: the driver's lock word (zero when free).
+                unsafe { lock.write(0) };
+            }
+        } else {
+            fw.violate(Violation::BadArgument { call, what: "not held that way".into() });
+        }
+        fw.irql = old;
+    });
+}
+
+/// `ExAcquireSpinLockShared`: raises to `DISPATCH_LEVEL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAcquireSpinLockShared(SpinLock: PEX_SPIN_LOCK) -> KIRQL {
+    rw_acquire("ExAcquireSpinLockShared", SpinLock, false)
+}
+
+/// `ExReleaseSpinLockShared`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReleaseSpinLockShared(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL) {
+    rw_release("ExReleaseSpinLockShared", SpinLock, OldIrql, false);
+}
+
+/// `ExAcquireSpinLockExclusive`: raises to `DISPATCH_LEVEL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExAcquireSpinLockExclusive(SpinLock: PEX_SPIN_LOCK) -> KIRQL {
+    rw_acquire("ExAcquireSpinLockExclusive", SpinLock, true)
+}
+
+/// `ExReleaseSpinLockExclusive`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ExReleaseSpinLockExclusive(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL) {
+    rw_release("ExReleaseSpinLockExclusive", SpinLock, OldIrql, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processors and waits
+
+/// `KeGetCurrentProcessorNumberEx`: the simulated processor's index (group 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeGetCurrentProcessorNumberEx(ProcNumber: PPROCESSOR_NUMBER) -> ULONG {
+    framework::with(|fw| {
+        let n = fw.current_processor;
+        if !ProcNumber.is_null() {
+            #[allow(clippy::cast_possible_truncation, reason = "at most 64 processors in a group")]
+            out(
+                fw,
+                "KeGetCurrentProcessorNumberEx",
+                ProcNumber,
+                wdk_sys::PROCESSOR_NUMBER { Group: 0, Number: n as u8, Reserved: 0 },
+            );
+        }
+        n
+    })
+}
+
+/// `KeQueryMaximumProcessorCountEx`: `ALL_PROCESSOR_GROUPS` (0xFFFF) counts every group.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeQueryMaximumProcessorCountEx(GroupNumber: USHORT) -> ULONG {
+    framework::with(|fw| {
+        if GroupNumber == 0 || u32::from(GroupNumber) == wdk_sys::ALL_PROCESSOR_GROUPS {
+            fw.processors
+        } else {
+            0
+        }
+    })
+}
+
+/// `KeDelayExecutionThread`: `IRQL <= APC_LEVEL`; a negative interval is relative (100 ns).
+/// The double's clock moves on by the interval instead of sleeping.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeDelayExecutionThread(
+    _WaitMode: KPROCESSOR_MODE,
+    _Alertable: BOOLEAN,
+    Interval: PLARGE_INTEGER,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.require_passive("KeDelayExecutionThread");
+        // SAFETY: the caller's interval.
+        let Some(interval) = (unsafe { Interval.as_ref() }) else {
+            return status::INVALID_PARAMETER;
+        };
+        // SAFETY: every bit pattern of the union is a valid LONGLONG.
+        let q = unsafe { interval.QuadPart };
+        if q < 0 {
+            fw.clock = fw.clock.saturating_add(q.unsigned_abs());
+        } else {
+            fw.clock = fw.clock.max(q.unsigned_abs());
+        }
+        status::SUCCESS
+    })
+}

@@ -1,0 +1,410 @@
+//! driver/ under the KMDF double (wdf-sim), with vsflow-callout on vsflow-sim underneath:
+//! `DriverEntry`, IOCTLs through the queue, the work item, the timer, ETW and unload.
+
+#![allow(
+    clippy::significant_drop_tightening,
+    reason = "each test holds its wdf_sim::Session to the end: it serializes driver images"
+)]
+
+use fwps_sys as sys;
+use vsflow_core::{IpFamily, protocol};
+use vsflow_proto::Ioctl;
+use vsflow_proto::request::Request;
+use vsflow_proto::response::{ConfigInfo, VersionInfo};
+use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::{Host, SimPacket};
+use wdf_sim::etw::EtwValue;
+use wdf_sim::{Ioctl as Io, Session, Violation, status};
+use wdk_sys::{
+    WDF_NO_HANDLE, WDF_OBJECT_ATTRIBUTES, WDF_WORKITEM_CONFIG, WDFOBJECT, WDFWORKITEM,
+    call_unsafe_wdf_function_binding,
+};
+
+use crate::{entry, etw, expiry, wdf};
+
+/// One 100 ns tick per ... second.
+const SECOND: u64 = 10_000_000;
+
+fn load(s: &Session, h: &Host) -> i32 {
+    // SAFETY: the driver's own entry point.
+    h.within(|| unsafe { s.driver_entry(entry::driver_entry) })
+}
+
+fn unload_clean(s: &Session, h: &Host) {
+    h.within(|| s.unload()).expect("the driver unloads");
+    assert_eq!(s.violations(), Vec::<Violation>::new(), "KMDF misuse");
+    assert_eq!(h.violations(), Vec::new(), "WFP contract violations");
+    let o = h.engine_objects();
+    assert!(o.filters.is_empty() && o.callouts.is_empty(), "WFP objects left: {o:?}");
+    assert!(s.live_objects().is_empty(), "WDF objects left: {:?}", s.live_objects());
+    assert!(s.etw_providers().is_empty(), "ETW provider left registered");
+    assert!(entry::driver().is_none());
+}
+
+fn call(s: &Session, h: &Host, req: &Request<'_>, out: usize) -> (i32, Vec<u8>) {
+    let mut buf = vec![0u8; req.encoded_len()];
+    req.encode(&mut buf).expect("encodes");
+    match h.within(|| s.ioctl(req.ioctl().code(), &buf, out)) {
+        Io::Completed { status, output, .. } => (status, output),
+        other => panic!("IOCTL not completed: {other:?}"),
+    }
+}
+
+fn vm_port(h: &mut Host, sw: usize, id: u32, name: &str) {
+    assert_eq!(h.create_port(sw, id, name, false), sys::STATUS_SUCCESS);
+    assert_eq!(
+        h.nic_event(sw, id, 1, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE),
+        sys::STATUS_SUCCESS
+    );
+    assert_eq!(
+        h.nic_event(sw, id, 1, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT),
+        sys::STATUS_SUCCESS
+    );
+}
+
+fn syn(k: u16) -> SimPacket {
+    SimPacket::new(
+        IpFamily::V4,
+        protocol::TCP,
+        vsflow_core::packet::v4([10, 0, 5, 2]),
+        30_000 + k,
+        vsflow_core::packet::v4([198, 51, 100, 7]),
+        443,
+        0x02,
+        0,
+    )
+}
+
+fn flows() -> usize {
+    entry::driver().expect("driver running").flow_totals().flows
+}
+
+#[test]
+fn driver_entry_builds_the_control_device_in_the_documented_order_and_unload_leaves_nothing() {
+    let s = Session::new();
+    let h = Host::new(1);
+    assert_eq!(load(&s, &h), 0);
+    let calls: Vec<_> = s
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.starts_with("WdfControl")
+                || c.starts_with("WdfDevice")
+                || c.starts_with("WdfIoQueue")
+                || c.starts_with("WdfWorkItemCreate")
+                || c.starts_with("WdfTimer")
+                || *c == "WdfDriverCreate"
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "WdfDriverCreate",
+            "WdfControlDeviceInitAllocate",
+            "WdfDeviceInitAssignName",
+            "WdfDeviceCreate",
+            "WdfDeviceCreateSymbolicLink",
+            "WdfIoQueueCreate",
+            // Right after the queue, as the NONPNP sample does, not after WFP registration.
+            "WdfControlFinishInitializing",
+            "WdfDeviceWdmGetDeviceObject",
+            "WdfWorkItemCreate",
+            "WdfTimerCreate",
+            "WdfTimerStart",
+        ]
+    );
+    let (name, sddl, links, initializing) = s.control_device().expect("control device");
+    assert_eq!(name, "\\Device\\vsflow");
+    assert_eq!(sddl, "D:P(A;;GA;;;SY)(A;;GA;;;BA)");
+    assert_eq!(links, ["\\DosDevices\\vsflow"]);
+    assert!(!initializing);
+    assert_eq!(h.callout_flags().len(), 4, "callouts registered");
+    let before_unload = s.calls().len();
+    unload_clean(&s, &h);
+    // Unload order: the timer stopped (waiting for a running tick) before the driver stops,
+    // the work item flushed by the stop, the control device deleted, the ETW provider last.
+    let unload: Vec<_> = s.calls()[before_unload..]
+        .iter()
+        .copied()
+        .filter(|c| {
+            matches!(
+                *c,
+                "EvtDriverUnload"
+                    | "WdfTimerStop"
+                    | "WdfWorkItemFlush"
+                    | "WdfObjectDelete"
+                    | "EtwUnregister"
+            )
+        })
+        .collect();
+    assert_eq!(
+        unload,
+        ["EvtDriverUnload", "WdfTimerStop", "WdfWorkItemFlush", "WdfObjectDelete", "EtwUnregister"]
+    );
+}
+
+#[test]
+fn the_double_rejects_zeroed_work_item_attributes_and_accepts_wdf_object_attributes_init() {
+    extern "C" fn nothing(_: WDFWORKITEM) {}
+    let s = Session::new();
+    let h = Host::new(2);
+    assert_eq!(load(&s, &h), 0);
+    let device = s.device_handle().expect("device") as WDFOBJECT;
+    let mut config = WDF_WORKITEM_CONFIG {
+        Size: wdf::size_of_u32::<WDF_WORKITEM_CONFIG>(),
+        EvtWorkItemFunc: Some(nothing),
+        AutomaticSerialization: 0,
+    };
+    // The original bug: `..Default::default()` leaves ExecutionLevel and SynchronizationScope
+    // at 0, which is Invalid.
+    let mut zeroed = WDF_OBJECT_ATTRIBUTES {
+        Size: wdf::size_of_u32::<WDF_OBJECT_ATTRIBUTES>(),
+        ParentObject: device,
+        ..WDF_OBJECT_ATTRIBUTES::default()
+    };
+    let mut item: WDFWORKITEM = WDF_NO_HANDLE.cast();
+    // SAFETY: valid configuration, attributes and out-pointer.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfWorkItemCreate,
+            &raw mut config,
+            &raw mut zeroed,
+            &raw mut item
+        )
+    };
+    assert_eq!(status, status::WDF_OBJECT_ATTRIBUTES_INVALID);
+    let mut init = wdf::parented(device);
+    // SAFETY: as above.
+    let status = unsafe {
+        call_unsafe_wdf_function_binding!(
+            WdfWorkItemCreate,
+            &raw mut config,
+            &raw mut init,
+            &raw mut item
+        )
+    };
+    assert_eq!(status, 0);
+    assert!(!item.is_null());
+    unload_clean(&s, &h);
+}
+
+#[test]
+fn ioctls_go_through_the_passive_sequential_queue_and_complete_once_with_information() {
+    let s = Session::new();
+    let h = Host::new(3);
+    s.set_parameter("FlowsPerPort", 1000);
+    assert_eq!(load(&s, &h), 0);
+    let (status, bytes) = call(&s, &h, &Request::GetVersion, 64);
+    assert_eq!(status, 0);
+    let v = VersionInfo::decode(&bytes).expect("version decodes");
+    assert_eq!(v.protocol, vsflow_proto::PROTOCOL_VERSION);
+    // The Parameters key reached the configuration.
+    let (status, bytes) = call(&s, &h, &Request::GetConfig, 64);
+    assert_eq!(status, 0);
+    assert_eq!(ConfigInfo::decode(&bytes).expect("config").flows_per_port, 1000);
+    // An output buffer too small for the answer: a failure copies nothing back.
+    match h.within(|| s.ioctl(Ioctl::GetVersion.code(), b"", 4)) {
+        Io::Completed { status, output, .. } => {
+            assert!(status < 0);
+            assert!(output.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    // A code vsflow does not define is failed, not left pending.
+    let foreign =
+        vsflow_proto::codes::ctl_code(vsflow_proto::codes::FILE_DEVICE_VSFLOW, 0x8FF, 0, 1);
+    assert!(
+        matches!(h.within(|| s.ioctl(foreign, &[1, 2, 3], 16)), Io::Completed { status, .. } if status < 0)
+    );
+    unload_clean(&s, &h);
+}
+
+#[test]
+fn parameters_key_absent_or_mistyped_values_leave_the_defaults() {
+    let s = Session::new();
+    let h = Host::new(4);
+    s.remove_parameters_key();
+    assert_eq!(load(&s, &h), 0);
+    let default = entry::driver().expect("running").config().flows_per_port;
+    unload_clean(&s, &h);
+    drop(s);
+    let s = Session::new();
+    s.set_parameter_string("FlowsPerPort", "1000");
+    assert_eq!(load(&s, &h), 0);
+    assert_eq!(entry::driver().expect("running").config().flows_per_port, default);
+    unload_clean(&s, &h);
+}
+
+#[test]
+fn the_work_item_finishes_pended_restores_and_etw_reports_save_and_restore() {
+    let s = Session::new();
+    let mut h = Host::new(5);
+    s.set_parameter("DefaultMode", 1);
+    assert_eq!(load(&s, &h), 0);
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 5, "vm-five");
+    for k in 0..3 {
+        let _ = h.transmit(sw, 5, EXTERNAL_PORT, &syn(k));
+    }
+    let (blobs, _) = h.save(sw, 5);
+    assert_eq!(blobs.len(), 1);
+    // The same port restored from its blob: pended, finished by the work item.
+    assert_eq!(h.delete_port(sw, 5), sys::STATUS_SUCCESS);
+    assert_eq!(h.create_port(sw, 5, "vm-five", true), sys::STATUS_SUCCESS);
+    let tickets = h.restore(sw, 5, &blobs);
+    assert_eq!(tickets.len(), 1);
+    if tickets[0].returned == sys::STATUS_PENDING {
+        assert!(h.within(|| s.run_work_items()) >= 1, "the work item ran");
+    }
+    assert_eq!(h.restore_status(&tickets[0]), Some(sys::STATUS_SUCCESS));
+    let events = s.etw_events();
+    let save = events.iter().find(|e| e.name == "RuntimeStateSave").expect("save event");
+    assert_eq!(save.provider, etw::PROVIDER_NAME);
+    assert_eq!(save.field("Port"), Some(&EtwValue::U32(5)));
+    assert_eq!(save.field("Status"), Some(&EtwValue::I32(0)));
+    assert!(
+        matches!(save.field("Bytes"), Some(EtwValue::U32(n)) if *n as usize == blobs[0].1.len())
+    );
+    let restore = events.iter().find(|e| e.name == "RuntimeStateRestore").expect("restore event");
+    assert_eq!(restore.field("Outcome"), Some(&EtwValue::Str("Applied")));
+    assert_eq!(restore.keyword, etw::KEYWORD_MIGRATION);
+    h.delete_switch(sw);
+    unload_clean(&s, &h);
+}
+
+#[test]
+fn a_damaged_blob_is_a_degraded_restore_at_warning_level() {
+    let s = Session::new();
+    let mut h = Host::new(6);
+    assert_eq!(load(&s, &h), 0);
+    let sw = h.create_switch("SW", &[]);
+    assert_eq!(h.create_port(sw, 9, "vm-nine", true), sys::STATUS_SUCCESS);
+    let provider = Some(vsflow_callout::keys::PROVIDER_KEY);
+    let tickets = h.restore(sw, 9, &[(provider, vec![0xA5; 40])]);
+    if tickets.first().is_some_and(|t| t.returned == sys::STATUS_PENDING) {
+        h.within(|| s.run_work_items());
+    }
+    assert_eq!(
+        tickets.first().and_then(|t| h.restore_status(t)),
+        Some(sys::STATUS_SUCCESS),
+        "migration never fails"
+    );
+    let restore = s
+        .etw_events()
+        .into_iter()
+        .find(|e| e.name == "RuntimeStateRestore")
+        .expect("restore event");
+    assert_eq!(restore.field("Outcome"), Some(&EtwValue::Str("Degraded")));
+    assert_eq!(restore.field("Reason"), Some(&EtwValue::Str("Damaged")));
+    assert_eq!(restore.level, 3, "Warning");
+    h.delete_switch(sw);
+    unload_clean(&s, &h);
+}
+
+#[test]
+fn bfe_start_is_reported_through_etw() {
+    let s = Session::new();
+    let mut h = Host::with_bfe_stopped(7);
+    assert_eq!(load(&s, &h), 0);
+    h.start_bfe();
+    let bfe: Vec<_> = s.etw_events().into_iter().filter(|e| e.name == "BfeStateChange").collect();
+    assert_eq!(
+        bfe.last().and_then(|e| e.field("State")),
+        Some(&EtwValue::U32(sys::FWPM_SERVICE_RUNNING))
+    );
+    assert_eq!(h.callout_flags().len(), 4, "registered once BFE ran");
+    unload_clean(&s, &h);
+}
+
+#[test]
+fn the_periodic_timer_expires_idle_flows_at_dispatch_level() {
+    let s = Session::new();
+    let mut h = Host::new(8);
+    assert_eq!(load(&s, &h), 0);
+    assert_eq!(s.timers(), [(expiry::PERIOD_MS, Some(u64::from(expiry::PERIOD_MS) * 10_000))]);
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 5, "vm-five");
+    for k in 0..20 {
+        let _ = h.transmit(sw, 5, EXTERNAL_PORT, &syn(k));
+    }
+    let before = flows();
+    assert!(before > 0, "flows tracked");
+    // Two hours of ticks: every flow is idle long past any timeout.
+    let fired = h.within(|| s.advance(2 * 3600 * SECOND));
+    assert!(fired >= 7200, "fired {fired} times");
+    assert_eq!(flows(), 0, "idle flows expired");
+    h.delete_switch(sw);
+    unload_clean(&s, &h);
+    assert_eq!(s.timers(), []);
+}
+
+#[test]
+fn callout_flags_follow_the_os_build_from_rtl_get_version() {
+    let all = sys::FWP_CALLOUT_FLAG_ALLOW_RSC
+        | sys::FWP_CALLOUT_FLAG_ALLOW_USO
+        | sys::FWP_CALLOUT_FLAG_ALLOW_URO;
+    for (build, expected) in [(26_100, all), (17_763, sys::FWP_CALLOUT_FLAG_ALLOW_RSC)] {
+        let s = Session::new();
+        let h = Host::new(9);
+        s.set_os_build(build);
+        assert_eq!(load(&s, &h), 0);
+        let flags = h.callout_flags();
+        assert_eq!(flags.len(), 4);
+        assert!(flags.iter().all(|f| *f == expected), "build {build}: {flags:x?}");
+        unload_clean(&s, &h);
+    }
+}
+
+#[test]
+fn debugger_output_uses_dpfltr_ihvnetwork_id_and_the_provider_guid_is_the_name_hash() {
+    let s = Session::new();
+    let h = Host::new(10);
+    assert_eq!(load(&s, &h), 0);
+    let out = s.debug_output();
+    assert!(!out.is_empty());
+    assert!(
+        out.iter().all(|(component, _, text)| *component == 80 && text.starts_with("vsflow: "))
+    );
+    let guid = tracelogging::Guid::from_name(etw::PROVIDER_NAME);
+    assert_eq!(core::str::from_utf8(&guid.to_utf8_bytes()).expect("ascii"), etw::PROVIDER_GUID);
+    assert_eq!(s.etw_providers(), [(etw::PROVIDER_NAME, guid.to_bytes_le())]);
+    unload_clean(&s, &h);
+}
+
+#[test]
+fn a_failed_driver_entry_leaves_no_provider_and_no_objects() {
+    let s = Session::new();
+    let h = Host::new(11);
+    // An invalid configuration value fails the driver's start.
+    s.set_parameter("BlobCap", 1);
+    let status = load(&s, &h);
+    assert!(status < 0, "DriverEntry fails: {status:#x}");
+    assert_eq!(s.violations(), Vec::<Violation>::new());
+    assert!(s.etw_providers().is_empty());
+    assert!(s.live_objects().is_empty());
+    assert!(entry::driver().is_none());
+    assert!(h.engine_objects().callouts.is_empty());
+}
+
+#[test]
+fn a_foreign_filter_on_a_vsflow_callout_is_refused_and_reported_through_etw() {
+    use vsflow_callout::keys::HOOKS;
+    use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
+    let s = Session::new();
+    let h = Host::new(12);
+    assert_eq!(load(&s, &h), 0);
+    {
+        let mut other = ForeignProcess::open(h.id());
+        let sub = other.add_sublayer(0x8000);
+        let hook = HOOKS[0];
+        let status =
+            other.add_filter(hook.layer, sub, ForeignAction::Callout(hook.callout), 0, 0xDEAD);
+        assert!(status < 0, "notifyFn refuses it");
+    }
+    let rejected: Vec<_> =
+        s.etw_events().into_iter().filter(|e| e.name == "ForeignFilterRejected").collect();
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].keyword, etw::KEYWORD_POLICY);
+    assert!(matches!(rejected[0].field("LayerId"), Some(EtwValue::U16(_))));
+    unload_clean(&s, &h);
+}
