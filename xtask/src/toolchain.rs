@@ -100,25 +100,32 @@ fn rustup(args: &[&str]) -> Result<String, String> {
 pub fn ensure_installed() -> Result<(), String> {
     let file = root().join("rust-toolchain.toml");
     let text = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    let wanted = parse(&text);
-    let components = missing(&wanted.components, &rustup(&["component", "list", "--installed"])?);
-    if !components.is_empty() {
-        let mut args = vec!["component", "add"];
-        args.extend(components.iter().map(String::as_str));
-        rustup(&args)?;
-        println!("toolchain: installed components {}", components.join(", "));
-    }
-    let targets = missing(&wanted.targets, &rustup(&["target", "list", "--installed"])?);
-    if !targets.is_empty() {
-        let mut args = vec!["target", "add"];
-        args.extend(targets.iter().map(String::as_str));
-        rustup(&args)?;
-        println!("toolchain: installed targets {}", targets.join(", "));
-    }
-    if components.is_empty() && targets.is_empty() {
-        println!("toolchain: every component and target of rust-toolchain.toml is installed");
+    for line in install_missing(&parse(&text), &mut rustup)? {
+        println!("toolchain: {line}");
     }
     Ok(())
+}
+
+/// Asks `rustup` (a runner of rustup's arguments) what is installed and adds what `wanted`
+/// lacks; what it did, as lines to print.
+fn install_missing(
+    wanted: &Wanted,
+    rustup: &mut dyn FnMut(&[&str]) -> Result<String, String>,
+) -> Result<Vec<String>, String> {
+    let mut did = Vec::new();
+    for (kind, names) in [("component", &wanted.components), ("target", &wanted.targets)] {
+        let absent = missing(names, &rustup(&[kind, "list", "--installed"])?);
+        if !absent.is_empty() {
+            let mut args = vec![kind, "add"];
+            args.extend(absent.iter().map(String::as_str));
+            rustup(&args)?;
+            did.push(format!("installed {kind}s {}", absent.join(", ")));
+        }
+    }
+    if did.is_empty() {
+        did.push("every component and target of rust-toolchain.toml is installed".to_owned());
+    }
+    Ok(did)
 }
 
 #[cfg(test)]
@@ -133,6 +140,45 @@ mod tests {
         assert_eq!(w.components, ["clippy", "rustfmt"]);
         assert_eq!(w.targets, ["x86_64-pc-windows-msvc", "x86_64-unknown-none"]);
         assert_eq!(parse("[toolchain]\nchannel = \"stable\"\n"), Wanted::default());
+    }
+
+    #[test]
+    fn an_installed_channel_without_the_files_targets_gets_them_added() {
+        // The fresh-machine case: stable with clippy and rustfmt is installed, the Windows and
+        // bare-metal targets are not.
+        let wanted = parse(
+            "[toolchain]\nchannel = \"stable\"\ncomponents = [\"clippy\", \"rustfmt\"]\ntargets = [\"x86_64-pc-windows-msvc\", \"x86_64-pc-windows-gnu\", \"x86_64-unknown-none\"]\n",
+        );
+        let mut calls = Vec::new();
+        let did = install_missing(&wanted, &mut |args| {
+            calls.push(args.join(" "));
+            Ok(match args {
+                ["component", "list", "--installed"] => {
+                    "cargo-x86_64-unknown-linux-gnu\nclippy-x86_64-unknown-linux-gnu\nrustfmt-x86_64-unknown-linux-gnu\n"
+                }
+                ["target", "list", "--installed"] => "x86_64-unknown-linux-gnu\n",
+                _ => "",
+            }
+            .to_owned())
+        })
+        .unwrap();
+        assert_eq!(
+            calls,
+            [
+                "component list --installed",
+                "target list --installed",
+                "target add x86_64-pc-windows-msvc x86_64-pc-windows-gnu x86_64-unknown-none"
+            ]
+        );
+        assert_eq!(
+            did,
+            [
+                "installed targets x86_64-pc-windows-msvc, x86_64-pc-windows-gnu, x86_64-unknown-none"
+            ]
+        );
+        // rustup failing is an error, not a skipped step.
+        let err = install_missing(&wanted, &mut |_| Err("rustup: offline".to_owned()));
+        assert_eq!(err, Err("rustup: offline".to_owned()));
     }
 
     #[test]

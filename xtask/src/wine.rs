@@ -102,7 +102,12 @@ pub fn smoke() -> Result<(), String> {
     check_imports(&exe)?;
     let dir = target.join("wine-doubles");
     let doubles = build_doubles(&dir)?;
-    let tests = dir.join(TEST_EXE);
+    // Not beside the doubles: Windows looks in the application's directory before system32,
+    // so there the test's own LoadLibraryW would load the doubles from it, not from system32
+    // where netports' production loader (LOAD_LIBRARY_SEARCH_SYSTEM32) looks.
+    let tests_dir = target.join("wine-tests");
+    std::fs::create_dir_all(&tests_dir).map_err(|e| format!("{}: {e}", tests_dir.display()))?;
+    let tests = tests_dir.join(TEST_EXE);
     std::fs::copy(build_tests()?, &tests).map_err(|e| format!("{}: {e}", tests.display()))?;
     let prefix = target.join("wine-prefix");
     install_doubles(&prefix, &doubles)?;

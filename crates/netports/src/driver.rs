@@ -81,7 +81,12 @@ impl<T: Transport> DriverClient<T> {
                 STATUS_BUFFER_TOO_SMALL => {
                     out_len = reply.information.max(out_len * 2).min(MAX_OUTPUT);
                 }
-                STATUS_NOT_FOUND => return Err(Error::NotFound),
+                STATUS_NOT_FOUND => {
+                    return Err(Error::Missing(
+                        "the driver does not track that VM port (any more): see `netports driver ports`"
+                            .into(),
+                    ));
+                }
                 STATUS_REVISION_MISMATCH => {
                     return Err(Error::Protocol(format!(
                         "the driver does not speak control protocol {} (an older or newer vsflow.sys): install netports and the driver from the same release",
@@ -127,7 +132,7 @@ impl<T: Transport> DriverClient<T> {
     /// A port by name, `SWITCH:PORT` or port id (unique across switches).
     ///
     /// # Errors
-    /// [`Error::NotFound`], or ambiguity as [`Error::Protocol`].
+    /// [`Error::Missing`] when no port matches, [`Error::Invalid`] when several do.
     pub fn find_port(&mut self, spec: &str) -> Result<PortInfo, Error> {
         let ports = self.ports()?;
         let by_ids = spec
@@ -143,8 +148,10 @@ impl<T: Transport> DriverClient<T> {
             .collect();
         match matches.as_slice() {
             [one] => Ok(*one),
-            [] => Err(Error::NotFound),
-            _ => Err(Error::Protocol(format!("'{spec}' names several ports; use SWITCH:PORT"))),
+            [] => Err(Error::Missing(format!(
+                "no VM port '{spec}' is tracked by the driver (see `netports driver ports`)"
+            ))),
+            _ => Err(Error::Invalid(format!("'{spec}' names several ports; use SWITCH:PORT"))),
         }
     }
 
@@ -282,6 +289,12 @@ mod tests {
             "{err}"
         );
         let port = PortRef { switch_id: 1, port_id: 7 };
+        let err = DriverClient::new(Refusing(STATUS_NOT_FOUND)).rules(port).unwrap_err();
+        assert!(
+            matches!(&err, Error::Missing(m) if m.contains("does not track that VM port")),
+            "a port the driver no longer tracks, not a reservation: {err}"
+        );
+        assert_eq!(err.exit_code(), 6);
         assert_eq!(
             DriverClient::new(Refusing(response::STATUS_RULES_CHANGED)).replace_rules(port, 9, &[]),
             Err(Error::RulesChanged { read: 9 })

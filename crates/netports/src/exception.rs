@@ -9,6 +9,11 @@
 //!
 //! The filters belong to a dynamic WFP session (`FWPM_SESSION_FLAG_DYNAMIC`): they exist while
 //! the command runs and disappear when it ends, so a stale port is never left open.
+//!
+//! They are soft permits (the default for a filter permit) in a low-priority sublayer, the form
+//! Microsoft's Filter Arbitration page gives applications that request open ports: "overridable
+//! filters to a low priority sub-layer" that a firewall may match after validation. They do
+//! not override another sublayer's block (a filter block is a hard block by default).
 
 use crate::error::Error;
 use crate::teredo::{TEREDO_STATIC_PORT, TeredoEvent};

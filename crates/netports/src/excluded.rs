@@ -54,7 +54,7 @@ pub struct ExcludedRange {
 ///
 /// # Errors
 /// [`Error::Protocol`] when the output has no dashed separator line (not the listing: an
-/// error message, a missing context, a stub).
+/// error message, a missing context, a stub), or a row of two numbers is not a port range.
 pub fn parse_netsh(output: &str) -> Result<Vec<ExcludedRange>, Error> {
     let mut lines = output.lines();
     if !lines.by_ref().any(|l| {
@@ -68,13 +68,14 @@ pub fn parse_netsh(output: &str) -> Result<Vec<ExcludedRange>, Error> {
         let mut words = line.split_whitespace();
         let (Some(a), Some(b)) = (words.next(), words.next()) else { continue };
         let (Ok(start), Ok(end)) = (a.parse::<u16>(), b.parse::<u16>()) else { continue };
-        if end < start {
-            continue;
-        }
+        // Two numbers that are not a range: not the listing's shape (dropping the row would
+        // hide an exclusion).
+        let count = end.checked_sub(start).and_then(|span| span.checked_add(1));
+        let Some(block) = count.and_then(|n| PortBlock::new(start, n).ok()) else {
+            return Err(unrecognised("excludedportrange", output));
+        };
         let administered = words.next() == Some("*");
-        if let Ok(block) = PortBlock::new(start, end - start + 1) {
-            out.push(ExcludedRange { block, administered });
-        }
+        out.push(ExcludedRange { block, administered });
     }
     Ok(out)
 }
@@ -156,7 +157,7 @@ Startport    Endport
             de.iter().map(|r| (r.block.start, r.block.count, r.administered)).collect::<Vec<_>>(),
             vec![(1080, 100, false), (8000, 1, true)]
         );
-        assert_eq!(parse_netsh("----\ngarbage\n0 5\n9 3\n").unwrap(), vec![]);
+        assert_eq!(parse_netsh("----\ngarbage\n* - footer\n").unwrap(), vec![]);
     }
 
     #[test]
@@ -165,6 +166,11 @@ Startport    Endport
             "",
             "The following command was not found: int ipv4 show excludedportrange.",
             "0 5\n9 3\n",
+            // A row of two numbers that is not a range is not silently dropped (a dropped
+            // exclusion would let find-free offer its ports).
+            "----\n0 5\n",
+            "----\n1080 1179\n9 3\n",
+            "----\n0 65535\n",
         ] {
             assert!(
                 matches!(parse_netsh(text), Err(Error::Protocol(m)) if m.contains("not recognised")),

@@ -86,21 +86,18 @@ pub trait NspHost {
 
 /// The error a Winsock catalog function's code means.
 ///
-/// `WSAEACCES` and `WSANO_RECOVERY`
-/// (what a non-elevated caller gets) ask for an elevated prompt; `WSAEALREADY` / `WSAEINVAL`
-/// on install mean "installed already".
+/// `WSAEACCES` and `WSANO_RECOVERY` (what a non-elevated caller gets) ask for an elevated
+/// prompt. Every other code (`WSAEINVAL`: "one or more arguments are invalid") is reported as
+/// it is: "installed already" is decided from the catalog before installing ([`install`]),
+/// never guessed from a code.
 #[must_use]
 pub fn install_error(code: u32, function: &'static str) -> Error {
     match code {
         win32::WSAEACCES | win32::ACCESS_DENIED => Error::AccessDenied,
         win32::WSANO_RECOVERY => Error::CatalogRefused { function },
-        WSAEALREADY | WSAEINVAL if function.starts_with("WSCInstall") => Error::AlreadyInstalled,
         c => Error::Os { code: c, function },
     }
 }
-
-const WSAEALREADY: u32 = 10_037;
-const WSAEINVAL: u32 = 10_022;
 
 /// Installs the provider after checking the catalog (a second install is refused by netports,
 /// not left to Winsock's code).
@@ -137,7 +134,13 @@ mod tests {
             Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }
         );
         assert_eq!(install_error(10_013, "WSCInstallNameSpaceEx"), Error::AccessDenied);
-        assert_eq!(install_error(10_037, "WSCInstallNameSpaceEx"), Error::AlreadyInstalled);
+        // WSAEINVAL is documented as "one or more arguments are invalid": a bug in what
+        // netports passes, never to be reported as "installed already" (the catalog is
+        // checked before installing).
+        assert_eq!(
+            install_error(10_022, "WSCInstallNameSpaceEx"),
+            Error::Os { code: 10_022, function: "WSCInstallNameSpaceEx" }
+        );
         assert_eq!(
             install_error(10_022, "WSCUnInstallNameSpace"),
             Error::Os { code: 10_022, function: "WSCUnInstallNameSpace" }

@@ -69,6 +69,11 @@ pub trait Platform {
     /// # Errors
     /// Unsupported or the tables cannot be read.
     fn owners(&mut self, proto: Protocol, port: u16) -> Result<Vec<Owner>, Error>;
+    /// Every local port of `proto` the endpoint tables list (both families, any address).
+    ///
+    /// # Errors
+    /// Unsupported or the tables cannot be read.
+    fn endpoint_ports(&mut self, proto: Protocol) -> Result<Vec<u16>, Error>;
     /// Acquires a runtime reservation (a specific block, or any block of `count`) and keeps it
     /// until [`Platform::hold`] ends or the process exits.
     ///
@@ -136,6 +141,9 @@ impl Platform for Unsupported {
         crate::diagnose::bind_once(proto, addr, port)
     }
     fn owners(&mut self, _: Protocol, _: u16) -> Result<Vec<Owner>, Error> {
+        unsupported("the endpoint tables")
+    }
+    fn endpoint_ports(&mut self, _: Protocol) -> Result<Vec<u16>, Error> {
         unsupported("the endpoint tables")
     }
     fn acquire(&mut self, _: Protocol, _: Option<u16>, _: u16) -> Result<Acquired, Error> {

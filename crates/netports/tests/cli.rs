@@ -20,7 +20,8 @@ use vsflow_sim::Host;
 use vsflow_sim::host::EXTERNAL_PORT;
 
 /// The simulator's control device; `race` replaces a port's rules behind the client's back
-/// before the next `ReplaceRules` reaches the driver (a concurrent editor).
+/// before the next `ReplaceRules` reaches the driver (a concurrent editor, one whole
+/// read-modify-write through the driver per queued rule, one per `ReplaceRules`).
 struct SimTransport {
     host: Rc<RefCell<Host>>,
     race: Rc<RefCell<Vec<vsflow_core::AllowRule>>>,
@@ -28,8 +29,9 @@ struct SimTransport {
 
 impl Transport for SimTransport {
     fn ioctl(&mut self, code: u32, input: &[u8], output_len: usize) -> Result<IoctlReply, Error> {
-        let sneak: Vec<_> = if code == Ioctl::ReplaceRules.code() {
-            self.race.borrow_mut().drain(..).collect()
+        let sneak: Vec<_> = if code == Ioctl::ReplaceRules.code() && !self.race.borrow().is_empty()
+        {
+            vec![self.race.borrow_mut().remove(0)]
         } else {
             Vec::new()
         };
@@ -129,6 +131,8 @@ struct TestPlatform {
     dynamic: PortBlock,
     /// Ports held, and on which addresses.
     in_use: Vec<(u16, ProbeAddr)>,
+    /// Ports the endpoint tables list on an address the probes do not try.
+    table_only: Vec<u16>,
     owners: Vec<Owner>,
     host: Option<Rc<RefCell<Host>>>,
     race: Rc<RefCell<Vec<vsflow_core::AllowRule>>>,
@@ -150,6 +154,7 @@ impl TestPlatform {
             excluded_v6: vec![],
             dynamic: PortBlock::new(49_152, 16_384).unwrap(),
             in_use: vec![(443, ProbeAddr::AnyV4), (1025, ProbeAddr::LoopbackV6)],
+            table_only: Vec::new(),
             owners: vec![Owner {
                 pid: 4242,
                 process: Some("web.exe".into()),
@@ -220,6 +225,14 @@ impl Platform for TestPlatform {
     }
     fn owners(&mut self, _: Protocol, _: u16) -> Result<Vec<Owner>, Error> {
         Ok(self.owners.clone())
+    }
+    fn endpoint_ports(&mut self, _: Protocol) -> Result<Vec<u16>, Error> {
+        Ok(self
+            .in_use
+            .iter()
+            .map(|(port, _)| *port)
+            .chain(self.table_only.iter().copied())
+            .collect())
     }
     fn acquire(&mut self, _: Protocol, start: Option<u16>, count: u16) -> Result<Acquired, Error> {
         Ok(Acquired { block: PortBlock::new(start.unwrap_or(61_000), count)?, token: 0xABCD })
@@ -381,6 +394,15 @@ fn find_free_avoids_exclusions_the_dynamic_range_and_busy_ports() {
     let (code, _, err) = run(&mut p, &["find-free", "60000"]);
     assert_eq!(code, 6, "{err}");
     assert_eq!(run(&mut p, &["find-free", "0"]).0, 2);
+    // A socket bound to one specific address (192.0.2.5:1029) lets the four probes bind
+    // (Windows allows a wildcard bind beside it), but the endpoint table lists it: the port
+    // is not free (a reservation of it would fail with ERROR_SHARING_VIOLATION).
+    p.table_only = vec![1029];
+    assert_eq!(
+        run(&mut p, &["--json", "find-free", "2", "--udp"]).1,
+        "{\"count\":2,\"end\":1033,\"protocol\":\"udp\",\"start\":1032}\n",
+        "a port in the endpoint table is in use"
+    );
 }
 
 #[test]
@@ -413,6 +435,20 @@ fn acquire_reports_the_block_and_token() {
             .1
             .starts_with("acquired udp 7000-7001")
     );
+}
+
+/// A platform whose driver is vsflow on the simulator, with one VM port (`vm-seven`).
+fn with_driver() -> (Rc<RefCell<Host>>, TestPlatform) {
+    let host = host_with_port();
+    let mut p = TestPlatform::new();
+    p.host = Some(Rc::clone(&host));
+    (host, p)
+}
+
+/// Unloads the simulated driver and checks it broke none of the simulator's rules.
+fn unload_cleanly(host: &Rc<RefCell<Host>>) {
+    host.borrow_mut().unload_driver();
+    assert!(host.borrow().violations().is_empty(), "{:?}", host.borrow().violations());
 }
 
 fn host_with_port() -> Rc<RefCell<Host>> {
@@ -470,26 +506,40 @@ fn driver_commands_against_the_simulated_driver() {
         "# vm-seven rules, version 1\nallow tcp 22 from 203.0.113.0/24\nallow udp 3544\n"
     );
     std::fs::write(&file, "allow tcp 99-1\n").unwrap();
+    // A malformed rules file is the user's input: exit 2, and not called a driver answer.
     let (code, _, err) = run(&mut p, &["driver", "rules", "7", file.to_str().unwrap()]);
-    assert_eq!(code, 1);
-    assert!(err.contains("line 1: port range end before start"), "{err}");
+    assert_eq!(
+        (code, err),
+        (
+            2,
+            format!(
+                "netports: {}: line 1: port range end before start: 'allow tcp 99-1'\n",
+                file.display()
+            )
+        )
+    );
+    let gone = dir.join("no-such-file.txt");
+    let (code, _, err) = run(&mut p, &["driver", "rules", "7", gone.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with(&format!("netports: {}: ", gone.display())), "{err}");
     let out = run(&mut p, &["--json", "driver", "counters", "vm-seven", "--clear"]).1;
     assert!(out.contains("\"flows_created\":3"), "{out}");
     assert!(
         run(&mut p, &["driver", "counters", "vm-seven"]).1.contains("flows_created            0")
     );
+    // An unknown VM port is named as such, not as a missing reservation.
     let (code, _, err) = run(&mut p, &["driver", "flows", "nope"]);
-    assert_eq!((code, err.contains("not found")), (6, true));
+    assert_eq!(
+        (code, err.as_str()),
+        (6, "netports: no VM port 'nope' is tracked by the driver (see `netports driver ports`)\n")
+    );
     let _ = std::fs::remove_dir_all(&dir);
-    host.borrow_mut().unload_driver();
-    assert!(host.borrow().violations().is_empty());
+    unload_cleanly(&host);
 }
 
 #[test]
 fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
-    let host = host_with_port();
-    let mut p = TestPlatform::new();
-    p.host = Some(Rc::clone(&host));
+    let (host, mut p) = with_driver();
     p.events =
         vec![TeredoEvent::Changed { port: Some(52_000) }, TeredoEvent::Changed { port: None }];
     let (code, out, err) = run(&mut p, &["teredo-exception"]);
@@ -504,7 +554,7 @@ fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
         "# vm-seven rules, version 0\n",
         "the VM's rules are not touched"
     );
-    host.borrow_mut().unload_driver();
+    unload_cleanly(&host);
 }
 
 #[test]
@@ -527,9 +577,7 @@ fn a_stopped_teredo_client_says_so() {
 
 #[test]
 fn concurrent_rule_edits_never_lose_an_update() {
-    let host = host_with_port();
-    let mut p = TestPlatform::new();
-    p.host = Some(Rc::clone(&host));
+    let (host, mut p) = with_driver();
     let ssh = netports::rules_file::parse("allow tcp 22").unwrap()[0];
     // Someone adds ssh between our read and our replace: the driver refuses ours, netports
     // reads again and re-applies its edit.
@@ -562,8 +610,67 @@ fn concurrent_rule_edits_never_lose_an_update() {
         "# vm-seven rules, version 4\nallow udp 3544\nallow tcp 22\n"
     );
     let _ = std::fs::remove_file(&file);
-    host.borrow_mut().unload_driver();
-    assert!(host.borrow().violations().is_empty());
+    unload_cleanly(&host);
+}
+
+#[test]
+fn an_edit_that_keeps_losing_the_race_gives_up_cleanly_and_every_other_edit_is_kept() {
+    let (host, mut p) = with_driver();
+    let other = |port: u16| netports::rules_file::parse(&format!("allow tcp {port}")).unwrap()[0];
+    // Another editor lands a change before each of our replaces, EDIT_ATTEMPTS - 1 times: the
+    // last attempt wins and nothing is lost.
+    let n = u16::try_from(netports::driver::EDIT_ATTEMPTS).unwrap();
+    p.race.borrow_mut().extend((1..n).map(other));
+    let (code, out, err) = run(&mut p, &["driver", "allow", "vm-seven", "udp", "3544"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("vm-seven: allowed allow udp 3544 (version {n})\n"));
+    let rules = run(&mut p, &["driver", "rules", "vm-seven"]).1;
+    for port in 1..n {
+        assert!(rules.contains(&format!("allow tcp {port}\n")), "{rules}");
+    }
+    // EDIT_ATTEMPTS times: netports gives up (exit 5) without replacing anything.
+    p.race.borrow_mut().extend((100..100 + n).map(other));
+    let (code, out, err) = run(&mut p, &["driver", "disallow", "vm-seven", "udp", "3544"]);
+    assert_eq!((code, out.as_str()), (5, ""), "{err}");
+    assert!(err.contains("rules changed since they were read"), "{err}");
+    let rules = run(&mut p, &["driver", "rules", "vm-seven"]).1;
+    assert!(rules.starts_with(&format!("# vm-seven rules, version {}\n", 2 * n)), "{rules}");
+    assert!(rules.contains("allow udp 3544\n"), "our removal was not applied: {rules}");
+    for port in 100..100 + n {
+        assert!(rules.contains(&format!("allow tcp {port}\n")), "{rules}");
+    }
+    unload_cleanly(&host);
+}
+
+#[test]
+fn a_rules_file_dumped_before_someone_elses_edit_is_refused_not_applied_over_it() {
+    let (host, mut p) = with_driver();
+    let file = std::env::temp_dir().join(format!("netports-dump-{}.txt", std::process::id()));
+    // The usual workflow: dump, edit the file, apply it.
+    let dump = run(&mut p, &["driver", "rules", "vm-seven"]).1;
+    assert_eq!(dump, "# vm-seven rules, version 0\n");
+    std::fs::write(&file, format!("{dump}allow tcp 80\n")).unwrap();
+    // Meanwhile another administrator allows ssh.
+    assert_eq!(
+        run(&mut p, &["driver", "allow", "vm-seven", "tcp", "22"]).1,
+        "vm-seven: allowed allow tcp 22 (version 1)\n"
+    );
+    let (code, out, err) = run(&mut p, &["driver", "rules", "vm-seven", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (5, ""), "{err}");
+    assert!(err.contains("rules changed since they were read (version 0)"), "{err}");
+    assert_eq!(
+        run(&mut p, &["driver", "rules", "vm-seven"]).1,
+        "# vm-seven rules, version 1\nallow tcp 22\n",
+        "the other administrator's rule is kept"
+    );
+    // Dumped again (version 1) and edited, it applies.
+    std::fs::write(&file, "# vm-seven rules, version 1\nallow tcp 22\nallow tcp 80\n").unwrap();
+    assert_eq!(
+        run(&mut p, &["driver", "rules", "vm-seven", file.to_str().unwrap()]).1,
+        "vm-seven: 2 rule(s) installed (version 2)\n"
+    );
+    let _ = std::fs::remove_file(&file);
+    unload_cleanly(&host);
 }
 
 #[test]

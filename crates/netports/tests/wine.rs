@@ -48,6 +48,7 @@ struct Doubles {
     configure: unsafe extern "system" fn(i32, i32, i32),
     add_endpoint: unsafe extern "system" fn(i32, i32, u16, u32),
     registrations: unsafe extern "system" fn() -> u32,
+    initial_inline: unsafe extern "system" fn(i32),
     fwp_configure: unsafe extern "system" fn(i32, i32),
     fwp_set_teredo_port: unsafe extern "system" fn(u16),
     fwp_filters: unsafe extern "system" fn(*mut u32, u32) -> u32,
@@ -70,6 +71,7 @@ fn doubles() -> Option<Doubles> {
             configure: ctl!("iphlpapi.dll", c"DoubleConfigure"),
             add_endpoint: ctl!("iphlpapi.dll", c"DoubleAddEndpoint"),
             registrations: ctl!("iphlpapi.dll", c"DoubleRegistrations"),
+            initial_inline: ctl!("iphlpapi.dll", c"DoubleInitialInline"),
             fwp_configure: ctl!("fwpuclnt.dll", c"DoubleFwpConfigure"),
             fwp_set_teredo_port: ctl!("fwpuclnt.dll", c"DoubleFwpSetTeredoPort"),
             fwp_filters: ctl!("fwpuclnt.dll", c"DoubleFwpFilters"),
@@ -176,6 +178,16 @@ fn watcher_follows_changes_and_stops(source: Source) {
 
 #[test]
 fn the_notify_teredo_port_change_watcher_starts_follows_and_stops() {
+    watcher_follows_changes_and_stops(Source::TeredoChange);
+}
+
+#[test]
+fn the_watcher_copes_with_an_initial_notification_before_registration_returns() {
+    let Some(d) = doubles() else { return };
+    // Undocumented when "immediately after the registration completes" is: here, on the
+    // registering thread before NotifyTeredoPortChange returns.
+    // SAFETY: a control of the double.
+    unsafe { (d.initial_inline)(1) };
     watcher_follows_changes_and_stops(Source::TeredoChange);
 }
 
@@ -333,6 +345,26 @@ fn the_host_teredo_filters_follow_the_port_and_go_with_the_session() {
     drop(other);
     drop(keeper);
     assert_eq!(d.filters(), vec![], "a dynamic session's filters go when it closes");
+}
+
+#[test]
+fn host_filters_keep_working_after_the_instance_that_added_the_provider_exits() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    // Two `teredo-exception` processes: the first adds netports' provider and sublayer in its
+    // dynamic session, the second finds them there (FWP_E_ALREADY_EXISTS).
+    let first = WfpHostFilters::open().unwrap();
+    let mut second = WfpHostFilters::open().unwrap();
+    second.permit_udp(7000).unwrap();
+    // The first exits: its session's provider and sublayer go with it. The second's next
+    // port change must still get its filters.
+    drop(first);
+    let ids = second.permit_udp(7001).expect("filters after the other instance exited");
+    let filters = d.filters();
+    assert!(filters.contains(&(4, 17, 7001)) && filters.contains(&(6, 17, 7001)), "{filters:?}");
+    second.remove(&ids).unwrap();
+    drop(second);
+    assert!(!d.filters().iter().any(|f| f.2 == 7001), "{:?}", d.filters());
 }
 
 #[test]

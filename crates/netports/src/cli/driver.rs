@@ -34,7 +34,8 @@ pub enum DriverCommand {
         mode: ModeArg,
     },
     /// Show a port's allow rules, or replace them with the rules in FILE (atomically, and only
-    /// if nobody changed them since they were read).
+    /// if nobody changed them since they were read: since the dump whose header FILE keeps,
+    /// else since just now).
     Rules {
         /// Port name, SWITCH:PORT or port id.
         port: String,
@@ -160,12 +161,19 @@ pub fn execute(
         }
         DriverCommand::Rules { port, file: Some(file) } => {
             let info = client.find_port(port)?;
+            // The file is the user's input: unreadable or malformed is exit 2.
             let text = std::fs::read_to_string(file)
-                .map_err(|e| Error::Protocol(format!("{}: {e}", file.display())))?;
+                .map_err(|e| Error::Invalid(format!("{}: {e}", file.display())))?;
             let rules = rules_file::parse(&text)
-                .map_err(|e| Error::Protocol(format!("{}: {e}", file.display())))?;
-            // Replace what was read just now; a concurrent edit is refused, not overwritten.
-            let (read, _) = client.rules(info.port)?;
+                .map_err(|e| Error::Invalid(format!("{}: {e}", file.display())))?;
+            // A dump's header names the version it was read at: someone else's edit since
+            // then is refused, not overwritten. Without one, replace what is there now (a
+            // concurrent edit between this read and the replace is still refused).
+            let name = info.name.to_string();
+            let read = match rules_file::dumped_version(&text, &name) {
+                Some(version) => version,
+                None => client.rules(info.port)?.0,
+            };
             let version = client.replace_rules(info.port, read, &rules)?;
             out.line(
                 || json!({"port": info.name.to_string(), "rules": rules.len(), "version": version}),
@@ -178,7 +186,7 @@ pub fn execute(
             out.emit(
                 || json!({"port": info.name.to_string(), "version": version, "rules": rules.iter().map(rules_file::format).collect::<Vec<_>>()}),
                 || {
-                    let mut lines = vec![format!("# {} rules, version {version}", info.name)];
+                    let mut lines = vec![rules_file::header(&info.name.to_string(), version)];
                     lines.extend(rules.iter().map(rules_file::format));
                     lines
                 },

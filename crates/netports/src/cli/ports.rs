@@ -265,10 +265,14 @@ fn find_free(
         avoid.extend(p.excluded(proto, family)?.into_iter().map(|e| e.block));
         avoid.push(p.dynamic_range(proto, family)?);
     }
+    // A socket bound to one specific address leaves the four probes free (a wildcard bind
+    // beside it succeeds) but is listed in the endpoint tables: its port is in use too.
+    let listed: std::collections::BTreeSet<u16> = p.endpoint_ports(proto)?.into_iter().collect();
     let found = diagnose::find_free(count, &avoid, |port| {
-        ProbeAddr::ALL.iter().any(|&addr| {
-            !matches!(p.try_bind(proto, addr, port), BindOutcome::Bound | BindOutcome::NoStack)
-        })
+        listed.contains(&port)
+            || ProbeAddr::ALL.iter().any(|&addr| {
+                !matches!(p.try_bind(proto, addr, port), BindOutcome::Bound | BindOutcome::NoStack)
+            })
     })
     .ok_or_else(|| {
         Error::Missing(format!(

@@ -6,6 +6,11 @@
 //! The engine session is dynamic (`FWPM_SESSION_FLAG_DYNAMIC`): everything added through it is
 //! deleted when it closes, so the filters live exactly as long as `netports teredo-exception`.
 //! Adding needs an administrator (`ERROR_ACCESS_DENIED` otherwise).
+//!
+//! The provider and sublayer belong to the session of the instance that added them first;
+//! when that instance exits they go, and a second instance adds them again in its own session
+//! the next time a filter add reports them missing (docs/WINDOWS-VERIFICATION.md: what Windows
+//! does to the second instance's filters then).
 
 use std::ffi::c_void;
 
@@ -33,6 +38,10 @@ system_fn!(fn fwpm_filter_delete_by_id0 = Dll::Fwpuclnt, c"FwpmFilterDeleteById0
 const RPC_C_AUTHN_WINNT: u32 = 10;
 /// `FWP_E_ALREADY_EXISTS`: the provider or sublayer is there (another netports instance).
 const FWP_E_ALREADY_EXISTS: u32 = 0x8032_0009;
+/// `FWP_E_PROVIDER_NOT_FOUND`.
+const FWP_E_PROVIDER_NOT_FOUND: u32 = 0x8032_0005;
+/// `FWP_E_SUBLAYER_NOT_FOUND`.
+const FWP_E_SUBLAYER_NOT_FOUND: u32 = 0x8032_0007;
 /// `IPPROTO_UDP`.
 const IPPROTO_UDP: u8 = 17;
 
@@ -69,7 +78,6 @@ impl WfpHostFilters {
     /// Unsupported (no `fwpuclnt` export), access denied, the engine's error.
     pub fn open() -> Result<Self, Error> {
         let (open, close) = (fwpm_engine_open0()?, fwpm_engine_close0()?);
-        let (add_provider, add_sublayer) = (fwpm_provider_add0()?, fwpm_sublayer_add0()?);
         let name = wide("netports");
         let session = FWPM_SESSION0 {
             displayData: FWPM_DISPLAY_DATA0 {
@@ -93,6 +101,17 @@ impl WfpHostFilters {
         };
         check(rc, "FwpmEngineOpen0")?;
         let this = Self { engine, close };
+        this.add_provider_and_sublayer()?;
+        Ok(this)
+    }
+
+    /// Adds netports' provider and sublayer in this session, tolerating ones another
+    /// instance's session holds.
+    ///
+    /// # Errors
+    /// Unsupported, access denied, the engine's error.
+    fn add_provider_and_sublayer(&self) -> Result<(), Error> {
+        let (add_provider, add_sublayer) = (fwpm_provider_add0()?, fwpm_sublayer_add0()?);
         let provider_name = wide("netports (Teredo exception)");
         let provider = FWPM_PROVIDER0 {
             providerKey: PROVIDER_KEY,
@@ -103,7 +122,7 @@ impl WfpHostFilters {
             ..FWPM_PROVIDER0::default()
         };
         // SAFETY: an open session and a valid provider; no security descriptor.
-        let rc = unsafe { add_provider(this.engine, &raw const provider, std::ptr::null()) };
+        let rc = unsafe { add_provider(self.engine, &raw const provider, std::ptr::null()) };
         if rc != FWP_E_ALREADY_EXISTS {
             check(rc, "FwpmProviderAdd0")?;
         }
@@ -119,11 +138,11 @@ impl WfpHostFilters {
             ..FWPM_SUBLAYER0::default()
         };
         // SAFETY: an open session and a valid sublayer whose pointers outlive the call.
-        let rc = unsafe { add_sublayer(this.engine, &raw const sublayer, std::ptr::null()) };
+        let rc = unsafe { add_sublayer(self.engine, &raw const sublayer, std::ptr::null()) };
         if rc != FWP_E_ALREADY_EXISTS {
             check(rc, "FwpmSubLayerAdd0")?;
         }
-        Ok(this)
+        Ok(())
     }
 }
 
@@ -154,7 +173,15 @@ impl HostFilters for WfpHostFilters {
             let mut id = 0u64;
             // SAFETY: an open session, a filter whose pointers (name, provider key,
             // conditions) outlive the call, a valid out-pointer.
-            let rc = unsafe { add(self.engine, &raw const filter, std::ptr::null(), &raw mut id) };
+            let mut rc =
+                unsafe { add(self.engine, &raw const filter, std::ptr::null(), &raw mut id) };
+            if rc == FWP_E_SUBLAYER_NOT_FOUND || rc == FWP_E_PROVIDER_NOT_FOUND {
+                // The provider and sublayer were another instance's, whose dynamic session
+                // ended: add them in this session and try again.
+                self.add_provider_and_sublayer()?;
+                // SAFETY: as above.
+                rc = unsafe { add(self.engine, &raw const filter, std::ptr::null(), &raw mut id) };
+            }
             if let Err(e) = check(rc, "FwpmFilterAdd0") {
                 // Nothing half-added stays behind.
                 let _ = self.remove(&ids);

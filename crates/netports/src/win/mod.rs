@@ -136,6 +136,10 @@ impl Platform for WindowsPlatform {
         tables::owners(proto, port)
     }
 
+    fn endpoint_ports(&mut self, proto: Protocol) -> Result<Vec<u16>, Error> {
+        Ok(tables::endpoints(proto)?.into_iter().map(|e| e.port).collect())
+    }
+
     fn acquire(
         &mut self,
         proto: Protocol,

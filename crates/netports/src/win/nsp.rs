@@ -5,9 +5,10 @@
 //! lacks `WSAAdvertiseProvider`, `WSAProviderCompleteAsyncCall` and `WSCInstallNameSpaceEx`).
 //!
 //! Verify on Windows (docs/WINDOWS-VERIFICATION.md): the `WSCInstallNameSpaceEx` arguments
-//! for an NSPv2 provider (path = the hosting executable, version 1, an
-//! `NAPI_PROVIDER_INSTALLATION_BLOB`), and that Winsock keeps using the `NSPV2_ROUTINE`
-//! table's address (it lives for the whole process here).
+//! for an NSPv2 provider (an empty path as Microsoft's NSPv2 sample passes, version 1, an
+//! `NAPI_PROVIDER_INSTALLATION_BLOB` of version 1 with `ProviderType_Application`), and that
+//! Winsock keeps using the `NSPV2_ROUTINE` table's address (it lives for the whole process
+//! here).
 
 use std::ffi::c_void;
 use std::path::PathBuf;

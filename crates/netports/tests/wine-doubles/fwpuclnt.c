@@ -296,8 +296,10 @@ DWORD WINAPI FwpmSystemPortsSubscribe0(HANDLE engine, void *reserved, PORTS_CB c
     EnterCriticalSection(&lock);
     DWORD rc = ERROR_NOT_ENOUGH_MEMORY;
     if (engine && session_of(engine) < 0) { rc = ERROR_INVALID_HANDLE; goto out; }
-    for (int i = 0; i < 16; i++) if (!subs[i].used) {
-        subs[i].used = 1; subs[i].cb = cb; subs[i].ctx = ctx; subs[i].running_thread = 0;
+    /* A slot whose ended subscription's callback still runs is not reused (its unsubscribe
+     * waits for that callback). */
+    for (int i = 0; i < 16; i++) if (!subs[i].used && !subs[i].running_thread) {
+        subs[i].used = 1; subs[i].cb = cb; subs[i].ctx = ctx; pending[i] = 0;
         SetEvent(subs[i].idle);
         *handle = (HANDLE)(ULONG_PTR)(0x6e00 + i);
         if (!notifier) notifier = CreateThread(NULL, 0, notifier_main, NULL, 0, NULL);

@@ -39,6 +39,10 @@ static BOOL teredo_running;
 static USHORT teredo_port_host;
 static BOOL ipv6_stack = TRUE;
 static BOOL report_network_order = TRUE;
+/* Where the initial notification runs: on the notification thread (default), or on the
+ * registering thread before NotifyTeredoPortChange returns. The documents say only
+ * "immediately after the registration completes": the test chooses (DoubleInitialInline). */
+static BOOL initial_inline;
 
 /* Elevation of the caller (Create/Delete need administrators). */
 static BOOL elevated;
@@ -56,6 +60,7 @@ static ENDPOINT endpoints[64];
 /* Teredo change registrations. */
 typedef struct {
     int used;
+    DWORD generation;     /* bumped at every registration in this slot */
     TEREDO_CB cb;
     PVOID ctx;
     DWORD running_thread; /* thread inside cb, 0 when none */
@@ -65,7 +70,9 @@ static REG regs[16];
 static DWORD violations; /* CancelMibChangeNotify2 from its own callback (a deadlock on Windows) */
 
 /* The notification thread: one, so invocations are serialized (documented). */
-typedef struct EVENT_ { struct EVENT_ *next; int reg; USHORT port; int type; } EVENT;
+/* An event names its registration by slot and generation, so one queued for a cancelled
+ * registration never reaches a later registration that reuses the slot. */
+typedef struct EVENT_ { struct EVENT_ *next; int reg; DWORD generation; USHORT port; int type; } EVENT;
 static EVENT *queue_head, *queue_tail;
 static HANDLE queue_sem;
 static HANDLE notifier;
@@ -87,7 +94,7 @@ static DWORD WINAPI notifier_main(LPVOID unused)
             if (!queue_head) queue_tail = NULL;
         }
         REG *r = e ? &regs[e->reg] : NULL;
-        if (!r || !r->used) {
+        if (!r || !r->used || r->generation != e->generation) {
             LeaveCriticalSection(&lock);
             free(e);
             continue;
@@ -113,6 +120,7 @@ static void enqueue(int reg, USHORT port, int type)
     EVENT *e = calloc(1, sizeof *e);
     if (!e) return;
     e->reg = reg;
+    e->generation = regs[reg].generation;
     e->port = port;
     e->type = type;
     if (queue_tail) queue_tail->next = e; else queue_head = e;
@@ -171,9 +179,12 @@ DWORD WINAPI NotifyTeredoPortChange(TEREDO_CB cb, PVOID ctx, BOOLEAN initial, HA
     if (!cb || !handle) return ERROR_INVALID_PARAMETER;
     EnterCriticalSection(&lock);
     int slot = -1;
-    for (int i = 0; i < 16; i++) if (!regs[i].used) { slot = i; break; }
+    /* A slot whose cancelled registration's callback still runs is not reused: its
+     * CancelMibChangeNotify2 is waiting for that callback to return. */
+    for (int i = 0; i < 16; i++) if (!regs[i].used && !regs[i].running_thread) { slot = i; break; }
     if (slot < 0) { LeaveCriticalSection(&lock); *handle = NULL; return ERROR_NOT_ENOUGH_MEMORY; }
     regs[slot].used = 1;
+    regs[slot].generation++;
     regs[slot].cb = cb;
     regs[slot].ctx = ctx;
     regs[slot].running_thread = 0;
@@ -181,14 +192,29 @@ DWORD WINAPI NotifyTeredoPortChange(TEREDO_CB cb, PVOID ctx, BOOLEAN initial, HA
     *handle = (HANDLE)(ULONG_PTR)(0x7e00 + slot);
     /* "an initial notification ... immediately after the registration completes": on the
      * notification thread, with Port 0 and MibInitialNotification. */
-    if (initial) enqueue(slot, 0, MIB_INITIAL_NOTIFICATION);
+    if (initial && !initial_inline) enqueue(slot, 0, MIB_INITIAL_NOTIFICATION);
+    BOOL inline_now = initial && initial_inline;
+    if (inline_now) {
+        regs[slot].running_thread = GetCurrentThreadId();
+        ResetEvent(regs[slot].idle);
+    }
     LeaveCriticalSection(&lock);
+    if (inline_now) {
+        cb(ctx, 0, MIB_INITIAL_NOTIFICATION);
+        EnterCriticalSection(&lock);
+        regs[slot].running_thread = 0;
+        SetEvent(regs[slot].idle);
+        LeaveCriticalSection(&lock);
+    }
     return NO_ERROR_;
 }
 
 DWORD WINAPI CancelMibChangeNotify2(HANDLE handle)
 {
     ULONG_PTR h = (ULONG_PTR)handle;
+    /* Documented: ERROR_INVALID_PARAMETER for a NULL handle. Any other unknown handle is
+     * undocumented: ERROR_INVALID_HANDLE here. */
+    if (!handle) return ERROR_INVALID_PARAMETER;
     if (h < 0x7e00 || h >= 0x7e00 + 16) return ERROR_INVALID_HANDLE;
     int slot = (int)(h - 0x7e00);
     EnterCriticalSection(&lock);
@@ -318,7 +344,10 @@ static DWORD table(int udp, PVOID out, PDWORD size, ULONG af)
     for (int i = 0; i < 64; i++) {
         ENDPOINT *e = &endpoints[i];
         if (!e->used || e->udp != udp || e->v6 != v6) continue;
-        DWORD port = ntoh16(e->port); /* documented: network byte order */
+        /* Documented: network byte order in the low 16 bits; "the upper 16 bits may contain
+         * uninitialized data" (MIB_TCPROW_LH, MIB_TCP6ROW; silent for the owner-pid and UDP
+         * rows, so the double takes the worse choice there too). */
+        DWORD port = ntoh16(e->port) | 0xA5C30000u;
         memset(p, 0, row);
         if (!v6 && !udp) {          /* state, local addr, local port, remote addr, remote port, pid */
             DWORD listen = 2;       /* MIB_TCP_STATE_LISTEN */
@@ -400,6 +429,15 @@ void WINAPI DoubleAddEndpoint(BOOL udp, BOOL v6, USHORT port_host, DWORD pid)
         endpoints[i].port = port_host; endpoints[i].pid = pid;
         break;
     }
+    LeaveCriticalSection(&lock);
+}
+
+/* The initial notification runs on the registering thread, before NotifyTeredoPortChange
+ * returns (TRUE), or on the notification thread (FALSE, the default). */
+void WINAPI DoubleInitialInline(BOOL on)
+{
+    EnterCriticalSection(&lock);
+    initial_inline = on;
     LeaveCriticalSection(&lock);
 }
 
