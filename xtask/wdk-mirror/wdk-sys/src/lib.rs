@@ -6,7 +6,15 @@
 //! double, defines every one of them, so the driver's calls dispatch into the double.
 
 #![no_std]
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
+#![allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    missing_docs,
+    clippy::all,
+    clippy::pedantic,
+    clippy::nursery
+)]
 
 use core::ffi::c_void;
 
@@ -153,20 +161,33 @@ pub mod _DPFLTR_TYPE {
 }
 pub use self::_DPFLTR_TYPE::Type as DPFLTR_TYPE;
 
-pub type PFN_WDF_DRIVER_DEVICE_ADD = Option<unsafe extern "C" fn(Driver: WDFDRIVER, DeviceInit: PWDFDEVICE_INIT) -> NTSTATUS>;
+pub type PFN_WDF_DRIVER_DEVICE_ADD =
+    Option<unsafe extern "C" fn(Driver: WDFDRIVER, DeviceInit: PWDFDEVICE_INIT) -> NTSTATUS>;
 pub type PFN_WDF_DRIVER_UNLOAD = Option<unsafe extern "C" fn(Driver: WDFDRIVER)>;
 pub type PFN_WDF_OBJECT_CONTEXT_CLEANUP = Option<unsafe extern "C" fn(Object: WDFOBJECT)>;
 pub type PFN_WDF_OBJECT_CONTEXT_DESTROY = Option<unsafe extern "C" fn(Object: WDFOBJECT)>;
-pub type PFN_WDF_IO_QUEUE_IO_DEFAULT = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
-pub type PFN_WDF_IO_QUEUE_IO_READ = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, Length: usize)>;
-pub type PFN_WDF_IO_QUEUE_IO_WRITE = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, Length: usize)>;
+pub type PFN_WDF_IO_QUEUE_IO_DEFAULT =
+    Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
+pub type PFN_WDF_IO_QUEUE_IO_READ =
+    Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, Length: usize)>;
+pub type PFN_WDF_IO_QUEUE_IO_WRITE =
+    Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, Length: usize)>;
 pub type PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL = Option<
-    unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, OutputBufferLength: usize, InputBufferLength: usize, IoControlCode: ULONG),
+    unsafe extern "C" fn(
+        Queue: WDFQUEUE,
+        Request: WDFREQUEST,
+        OutputBufferLength: usize,
+        InputBufferLength: usize,
+        IoControlCode: ULONG,
+    ),
 >;
 pub type PFN_WDF_IO_QUEUE_IO_INTERNAL_DEVICE_CONTROL = PFN_WDF_IO_QUEUE_IO_DEVICE_CONTROL;
-pub type PFN_WDF_IO_QUEUE_IO_STOP = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, ActionFlags: ULONG)>;
-pub type PFN_WDF_IO_QUEUE_IO_RESUME = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
-pub type PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE = Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
+pub type PFN_WDF_IO_QUEUE_IO_STOP =
+    Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST, ActionFlags: ULONG)>;
+pub type PFN_WDF_IO_QUEUE_IO_RESUME =
+    Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
+pub type PFN_WDF_IO_QUEUE_IO_CANCELED_ON_QUEUE =
+    Option<unsafe extern "C" fn(Queue: WDFQUEUE, Request: WDFREQUEST)>;
 pub type PFN_WDF_WORKITEM = Option<unsafe extern "C" fn(WorkItem: WDFWORKITEM)>;
 pub type PFN_WDF_TIMER = Option<unsafe extern "C" fn(Timer: WDFTIMER)>;
 
@@ -191,7 +212,8 @@ pub struct _WDF_OBJECT_CONTEXT_TYPE_INFO {
     pub UniqueType: PCWDF_OBJECT_CONTEXT_TYPE_INFO,
     pub EvtDriverGetUniqueContextType: PFN_GET_UNIQUE_CONTEXT_TYPE,
 }
-pub type PFN_GET_UNIQUE_CONTEXT_TYPE = Option<unsafe extern "C" fn() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO>;
+pub type PFN_GET_UNIQUE_CONTEXT_TYPE =
+    Option<unsafe extern "C" fn() -> PCWDF_OBJECT_CONTEXT_TYPE_INFO>;
 pub type WDF_OBJECT_CONTEXT_TYPE_INFO = _WDF_OBJECT_CONTEXT_TYPE_INFO;
 pub type PCWDF_OBJECT_CONTEXT_TYPE_INFO = *const WDF_OBJECT_CONTEXT_TYPE_INFO;
 
@@ -322,7 +344,14 @@ pub struct _OSVERSIONINFOW {
 }
 impl Default for _OSVERSIONINFOW {
     fn default() -> Self {
-        Self { dwOSVersionInfoSize: 0, dwMajorVersion: 0, dwMinorVersion: 0, dwBuildNumber: 0, dwPlatformId: 0, szCSDVersion: [0; 128] }
+        Self {
+            dwOSVersionInfoSize: 0,
+            dwMajorVersion: 0,
+            dwMinorVersion: 0,
+            dwBuildNumber: 0,
+            dwPlatformId: 0,
+            szCSDVersion: [0; 128],
+        }
     }
 }
 pub type RTL_OSVERSIONINFOW = _OSVERSIONINFOW;
@@ -383,19 +412,30 @@ pub mod ntddk {
         pub fn DbgPrintEx(ComponentId: ULONG, Level: ULONG, Format: PCSTR, ...) -> ULONG;
         pub fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: SIZE_T, Tag: ULONG) -> PVOID;
         pub fn RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW) -> NTSTATUS;
-        pub fn ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE, PoolTag: ULONG) -> PEX_RUNDOWN_REF_CACHE_AWARE;
+        pub fn ExAllocateCacheAwareRundownProtection(
+            PoolType: POOL_TYPE,
+            PoolTag: ULONG,
+        ) -> PEX_RUNDOWN_REF_CACHE_AWARE;
         pub fn ExFreeCacheAwareRundownProtection(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
-        pub fn ExAcquireRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE) -> BOOLEAN;
+        pub fn ExAcquireRundownProtectionCacheAware(
+            RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+        ) -> BOOLEAN;
         pub fn ExReleaseRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
         pub fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: PEX_RUNDOWN_REF_CACHE_AWARE);
-        pub fn ExReInitializeRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
+        pub fn ExReInitializeRundownProtectionCacheAware(
+            RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE,
+        );
         pub fn ExAcquireSpinLockShared(SpinLock: PEX_SPIN_LOCK) -> KIRQL;
         pub fn ExReleaseSpinLockShared(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL);
         pub fn ExAcquireSpinLockExclusive(SpinLock: PEX_SPIN_LOCK) -> KIRQL;
         pub fn ExReleaseSpinLockExclusive(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL);
         pub fn KeGetCurrentProcessorNumberEx(ProcNumber: PPROCESSOR_NUMBER) -> ULONG;
         pub fn KeQueryMaximumProcessorCountEx(GroupNumber: USHORT) -> ULONG;
-        pub fn KeDelayExecutionThread(WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Interval: PLARGE_INTEGER) -> NTSTATUS;
+        pub fn KeDelayExecutionThread(
+            WaitMode: KPROCESSOR_MODE,
+            Alertable: BOOLEAN,
+            Interval: PLARGE_INTEGER,
+        ) -> NTSTATUS;
         pub fn ExFreePool(P: PVOID);
     }
 }
@@ -407,25 +447,80 @@ pub mod wdf_functions {
     use super::*;
 
     unsafe extern "C" {
-        pub fn WdfDriverCreate(DriverObject: PDRIVER_OBJECT, RegistryPath: PCUNICODE_STRING, DriverAttributes: PWDF_OBJECT_ATTRIBUTES, DriverConfig: PWDF_DRIVER_CONFIG, Driver: *mut WDFDRIVER) -> NTSTATUS;
-        pub fn WdfDriverOpenParametersRegistryKey(Driver: WDFDRIVER, DesiredAccess: ACCESS_MASK, KeyAttributes: PWDF_OBJECT_ATTRIBUTES, Key: *mut WDFKEY) -> NTSTATUS;
-        pub fn WdfRegistryQueryULong(Key: WDFKEY, ValueName: PCUNICODE_STRING, Value: PULONG) -> NTSTATUS;
+        pub fn WdfDriverCreate(
+            DriverObject: PDRIVER_OBJECT,
+            RegistryPath: PCUNICODE_STRING,
+            DriverAttributes: PWDF_OBJECT_ATTRIBUTES,
+            DriverConfig: PWDF_DRIVER_CONFIG,
+            Driver: *mut WDFDRIVER,
+        ) -> NTSTATUS;
+        pub fn WdfDriverOpenParametersRegistryKey(
+            Driver: WDFDRIVER,
+            DesiredAccess: ACCESS_MASK,
+            KeyAttributes: PWDF_OBJECT_ATTRIBUTES,
+            Key: *mut WDFKEY,
+        ) -> NTSTATUS;
+        pub fn WdfRegistryQueryULong(
+            Key: WDFKEY,
+            ValueName: PCUNICODE_STRING,
+            Value: PULONG,
+        ) -> NTSTATUS;
         pub fn WdfRegistryClose(Key: WDFKEY);
-        pub fn WdfControlDeviceInitAllocate(Driver: WDFDRIVER, SDDLString: PCUNICODE_STRING) -> PWDFDEVICE_INIT;
-        pub fn WdfDeviceInitAssignName(DeviceInit: PWDFDEVICE_INIT, DeviceName: PCUNICODE_STRING) -> NTSTATUS;
+        pub fn WdfControlDeviceInitAllocate(
+            Driver: WDFDRIVER,
+            SDDLString: PCUNICODE_STRING,
+        ) -> PWDFDEVICE_INIT;
+        pub fn WdfDeviceInitAssignName(
+            DeviceInit: PWDFDEVICE_INIT,
+            DeviceName: PCUNICODE_STRING,
+        ) -> NTSTATUS;
         pub fn WdfDeviceInitFree(DeviceInit: PWDFDEVICE_INIT);
-        pub fn WdfDeviceCreate(DeviceInit: *mut PWDFDEVICE_INIT, DeviceAttributes: PWDF_OBJECT_ATTRIBUTES, Device: *mut WDFDEVICE) -> NTSTATUS;
-        pub fn WdfDeviceCreateSymbolicLink(Device: WDFDEVICE, SymbolicLinkName: PCUNICODE_STRING) -> NTSTATUS;
+        pub fn WdfDeviceCreate(
+            DeviceInit: *mut PWDFDEVICE_INIT,
+            DeviceAttributes: PWDF_OBJECT_ATTRIBUTES,
+            Device: *mut WDFDEVICE,
+        ) -> NTSTATUS;
+        pub fn WdfDeviceCreateSymbolicLink(
+            Device: WDFDEVICE,
+            SymbolicLinkName: PCUNICODE_STRING,
+        ) -> NTSTATUS;
         pub fn WdfDeviceWdmGetDeviceObject(Device: WDFDEVICE) -> PDEVICE_OBJECT;
         pub fn WdfControlFinishInitializing(Device: WDFDEVICE);
-        pub fn WdfIoQueueCreate(Device: WDFDEVICE, Config: PWDF_IO_QUEUE_CONFIG, QueueAttributes: PWDF_OBJECT_ATTRIBUTES, Queue: *mut WDFQUEUE) -> NTSTATUS;
-        pub fn WdfRequestRetrieveInputBuffer(Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS;
-        pub fn WdfRequestRetrieveOutputBuffer(Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS;
-        pub fn WdfRequestCompleteWithInformation(Request: WDFREQUEST, Status: NTSTATUS, Information: ULONG_PTR);
-        pub fn WdfWorkItemCreate(Config: PWDF_WORKITEM_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, WorkItem: *mut WDFWORKITEM) -> NTSTATUS;
+        pub fn WdfIoQueueCreate(
+            Device: WDFDEVICE,
+            Config: PWDF_IO_QUEUE_CONFIG,
+            QueueAttributes: PWDF_OBJECT_ATTRIBUTES,
+            Queue: *mut WDFQUEUE,
+        ) -> NTSTATUS;
+        pub fn WdfRequestRetrieveInputBuffer(
+            Request: WDFREQUEST,
+            MinimumRequiredSize: usize,
+            Buffer: *mut PVOID,
+            Length: *mut usize,
+        ) -> NTSTATUS;
+        pub fn WdfRequestRetrieveOutputBuffer(
+            Request: WDFREQUEST,
+            MinimumRequiredSize: usize,
+            Buffer: *mut PVOID,
+            Length: *mut usize,
+        ) -> NTSTATUS;
+        pub fn WdfRequestCompleteWithInformation(
+            Request: WDFREQUEST,
+            Status: NTSTATUS,
+            Information: ULONG_PTR,
+        );
+        pub fn WdfWorkItemCreate(
+            Config: PWDF_WORKITEM_CONFIG,
+            Attributes: PWDF_OBJECT_ATTRIBUTES,
+            WorkItem: *mut WDFWORKITEM,
+        ) -> NTSTATUS;
         pub fn WdfWorkItemEnqueue(WorkItem: WDFWORKITEM);
         pub fn WdfWorkItemFlush(WorkItem: WDFWORKITEM);
-        pub fn WdfTimerCreate(Config: PWDF_TIMER_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, Timer: *mut WDFTIMER) -> NTSTATUS;
+        pub fn WdfTimerCreate(
+            Config: PWDF_TIMER_CONFIG,
+            Attributes: PWDF_OBJECT_ATTRIBUTES,
+            Timer: *mut WDFTIMER,
+        ) -> NTSTATUS;
         pub fn WdfTimerStart(Timer: WDFTIMER, DueTime: LONGLONG) -> BOOLEAN;
         pub fn WdfTimerStop(Timer: WDFTIMER, Wait: BOOLEAN) -> BOOLEAN;
         pub fn WdfObjectDelete(Object: WDFOBJECT);
