@@ -16,6 +16,7 @@ fn small(restore: RestoreMode, shuffle: bool, seed: u64) -> MigrateOptions {
         shuffle,
         save_dir: None,
         save_restore: true,
+        max_flows: None,
     }
 }
 
