@@ -229,94 +229,152 @@ const fn family_slot(family: IpFamily) -> usize {
 /// Largest dictionary (its count is a u16).
 const MAX_DICT: usize = u16::MAX as usize;
 
-/// One family's address dictionary: locals first, then remotes seen at least twice, each in
-/// first-seen order.
-struct Dict {
-    addrs: Vec<[u8; 16]>,
-    /// Index into `addrs`, hashed by address.
-    index: HashTable<u32>,
-    hasher: FixedState,
-    locals: u32,
+/// No dictionary index: a remote written literally, or a local address that did not fit.
+const NONE: u32 = u32::MAX;
+
+/// The address dictionaries of a list of flows, one per family (locals first, then remotes
+/// that at least two flows share, each in first-seen order), and every flow's indexes into
+/// its family's dictionary. Built in two passes with one hash lookup per flow (consecutive
+/// flows of one VM address skip even that).
+struct Dicts {
+    addrs: [Vec<[u8; 16]>; 2],
+    lays: [Layout; 2],
+    /// Per flow: (local index or NONE, remote index or NONE).
+    idx: Vec<(u32, u32)>,
 }
 
-impl Dict {
-    fn new() -> Self {
-        Self {
-            addrs: Vec::new(),
-            index: HashTable::new(),
-            hasher: FixedState::with_seed(7),
-            locals: 0,
-        }
-    }
-
-    fn find(&self, a: &[u8; 16]) -> Option<u32> {
-        let h = self.hasher.hash_one(a);
-        let addrs = &self.addrs;
-        self.index.find(h, |&i| addrs.get(i as usize) == Some(a)).copied()
-    }
-
-    /// Builds the dictionary of `flows` (one family).
-    fn build<'a>(flows: impl Iterator<Item = &'a SavedFlow> + Clone) -> Result<Self, Error> {
-        let mut d = Self::new();
-        // Pass 1: locals.
-        for s in flows.clone() {
-            d.add(&s.key.local_addr)?;
-        }
-        d.locals = u32::try_from(d.addrs.len()).unwrap_or(u32::MAX);
-        // Pass 2: remotes used twice or more (once costs less as a literal).
-        let mut seen: HashTable<([u8; 16], u32)> = HashTable::new();
-        let hasher = d.hasher.clone();
-        for s in flows.clone() {
-            let a = s.key.remote_addr;
-            let h = hasher.hash_one(a);
-            if let Some((_, n)) = seen.find_mut(h, |(x, _)| *x == a) {
-                *n += 1;
-            } else {
-                seen.try_reserve(1, |(x, _)| hasher.hash_one(x))?;
-                seen.insert_unique(h, (a, 1), |(x, _)| hasher.hash_one(x));
+impl Dicts {
+    #[allow(
+        clippy::too_many_lines,
+        clippy::many_single_char_names,
+        reason = "two passes over the flows; f family, a/r addresses, h hash, i/j indexes"
+    )]
+    fn build(flows: &[SavedFlow]) -> Result<Self, Error> {
+        let hasher = FixedState::with_seed(7);
+        let mut addrs: [Vec<[u8; 16]>; 2] = [Vec::new(), Vec::new()];
+        let mut local_index: [HashTable<u32>; 2] = [HashTable::new(), HashTable::new()];
+        // Distinct remotes per family: address, uses, dictionary index.
+        let mut remotes: [Vec<([u8; 16], u32, u32)>; 2] = [Vec::new(), Vec::new()];
+        let mut remote_index: [HashTable<u32>; 2] = [HashTable::new(), HashTable::new()];
+        let mut idx: Vec<(u32, u32)> = Vec::new();
+        idx.try_reserve_exact(flows.len())?;
+        // Room for every flow having a distinct remote: no growth while building.
+        let v4 = flows.iter().filter(|s| s.key.family == IpFamily::V4).count();
+        for (f, n) in [(0, v4), (1, flows.len() - v4)] {
+            if let (Some(rems), Some(ri)) = (remotes.get_mut(f), remote_index.get_mut(f)) {
+                rems.try_reserve_exact(n)?;
+                ri.try_reserve(n, |k: &u32| {
+                    hasher.hash_one(rems.get(*k as usize).map(|x| x.0).unwrap_or_default())
+                })?;
             }
         }
+        let mut last_local: Option<(usize, [u8; 16], u32)> = None;
+        // Pass 1: locals into the dictionaries, remotes counted.
         for s in flows {
-            let a = s.key.remote_addr;
-            let h = hasher.hash_one(a);
-            if seen.find(h, |(x, _)| *x == a).is_some_and(|&(_, n)| n >= 2) {
-                d.add(&a)?;
+            let f = family_slot(s.key.family);
+            let (Some(dict), Some(li), Some(rems), Some(ri)) = (
+                addrs.get_mut(f),
+                local_index.get_mut(f),
+                remotes.get_mut(f),
+                remote_index.get_mut(f),
+            ) else {
+                continue;
+            };
+            let a = s.key.local_addr;
+            let local = match last_local {
+                Some((lf, la, i)) if lf == f && la == a => i,
+                _ => {
+                    let h = hasher.hash_one(a);
+                    let found = li.find(h, |&j| dict.get(j as usize) == Some(&a)).copied();
+                    let i = match found {
+                        Some(i) => i,
+                        None if dict.len() < MAX_DICT => {
+                            #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
+                            let i = dict.len() as u32;
+                            dict.try_reserve(1)?;
+                            dict.push(a);
+                            let rehash = |j: &u32| {
+                                hasher.hash_one(dict.get(*j as usize).copied().unwrap_or_default())
+                            };
+                            li.try_reserve(1, rehash)?;
+                            li.insert_unique(h, i, rehash);
+                            i
+                        }
+                        None => NONE,
+                    };
+                    last_local = Some((f, a, i));
+                    i
+                }
+            };
+            let r = s.key.remote_addr;
+            let h = hasher.hash_one(r);
+            let found = ri.find(h, |&j| rems.get(j as usize).map(|x| &x.0) == Some(&r)).copied();
+            let rid = if let Some(j) = found {
+                if let Some(x) = rems.get_mut(j as usize) {
+                    x.1 += 1;
+                }
+                j
+            } else {
+                let j = u32::try_from(rems.len()).unwrap_or(NONE);
+                rems.try_reserve(1)?;
+                rems.push((r, 1, NONE));
+                let rehash = |k: &u32| {
+                    hasher.hash_one(rems.get(*k as usize).map(|x| x.0).unwrap_or_default())
+                };
+                ri.try_reserve(1, rehash)?;
+                ri.insert_unique(h, j, rehash);
+                j
+            };
+            idx.push((local, rid));
+        }
+        let locals = [addrs[0].len(), addrs[1].len()];
+        // Pass 2: remotes used twice or more join the dictionary (once costs less as a literal).
+        for (s, slot) in flows.iter().zip(idx.iter_mut()) {
+            let f = family_slot(s.key.family);
+            let (Some(dict), Some(rems)) = (addrs.get_mut(f), remotes.get_mut(f)) else { continue };
+            let Some(x) = rems.get_mut(slot.1 as usize) else {
+                slot.1 = NONE;
+                continue;
+            };
+            if x.1 >= 2 && x.2 == NONE && dict.len() < MAX_DICT {
+                #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
+                let i = dict.len() as u32;
+                dict.try_reserve(1)?;
+                dict.push(x.0);
+                x.2 = i;
             }
+            slot.1 = x.2;
         }
-        Ok(d)
+        let lay = |locals: usize, total: usize| Layout {
+            lw: match locals {
+                0 | 1 => 0,
+                2..=256 => 1,
+                _ => 2,
+            },
+            rw: if total <= 256 { 1 } else { 2 },
+        };
+        let lays = [lay(locals[0], addrs[0].len()), lay(locals[1], addrs[1].len())];
+        Ok(Self { addrs, lays, idx })
     }
 
-    /// Adds `a` unless present or the dictionary is full (an address left out is written
-    /// literally as a remote; a flow whose local address is left out is not written exactly).
-    fn add(&mut self, a: &[u8; 16]) -> Result<(), Error> {
-        if self.addrs.len() >= MAX_DICT || self.find(a).is_some() {
-            return Ok(());
+    fn bytes(&self) -> usize {
+        self.addrs[0].len() * 4 + self.addrs[1].len() * 16
+    }
+
+    /// Bytes of flow `i`'s compact entry; `None` if its local address is not in the dictionary.
+    fn entry_len(
+        &self,
+        i: usize,
+        s: &SavedFlow,
+        rules_version: u32,
+        counters: bool,
+    ) -> Option<usize> {
+        let (local, remote) = self.idx.get(i).copied()?;
+        if local == NONE {
+            return None;
         }
-        #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
-        let i = self.addrs.len() as u32;
-        self.addrs.try_reserve(1)?;
-        self.addrs.push(*a);
-        let Self { index, addrs, hasher, .. } = self;
-        let rehash = |j: &u32| hasher.hash_one(addrs.get(*j as usize).copied().unwrap_or_default());
-        index.try_reserve(1, rehash)?;
-        index.insert_unique(hasher.hash_one(a), i, rehash);
-        Ok(())
-    }
-
-    fn local_width(&self) -> usize {
-        match self.locals {
-            0 | 1 => 0,
-            2..=256 => 1,
-            _ => 2,
-        }
-    }
-
-    fn remote_width(&self) -> usize {
-        if self.addrs.len() <= 256 { 1 } else { 2 }
-    }
-
-    fn bytes(&self, family: IpFamily) -> usize {
-        self.addrs.len() * addr_len(family)
+        let lay = self.lays.get(family_slot(s.key.family))?;
+        Some(entry_len(s, lay, remote != NONE, rules_version, counters))
     }
 }
 
@@ -326,20 +384,19 @@ struct Layout {
     rw: usize,
 }
 
-/// Bytes of `s`'s compact entry; `None` if its local address is not in the dictionary.
+/// Bytes of `s`'s compact entry with this layout.
 fn entry_len(
     s: &SavedFlow,
-    dict: &Dict,
     lay: &Layout,
+    remote_indexed: bool,
     rules_version: u32,
     counters: bool,
-) -> Option<usize> {
-    dict.find(&s.key.local_addr)?;
+) -> usize {
     let mut n = 1 + lay.lw + 4;
     if s.state == FlowState::Active && s.key.protocol != protocol::UDP {
         n += 1;
     }
-    n += if dict.find(&s.key.remote_addr).is_some() { lay.rw } else { addr_len(s.key.family) };
+    n += if remote_indexed { lay.rw } else { addr_len(s.key.family) };
     if let Admission::Rule(v) = s.admission
         && v != rules_version
     {
@@ -353,7 +410,7 @@ fn entry_len(
             .map(|&v| varint_len(v))
             .sum::<usize>();
     }
-    Some(n)
+    n
 }
 
 const fn coarse_ages(s: &SavedFlow) -> (u64, u64) {
@@ -383,6 +440,8 @@ const fn minimal_len(identity_units: usize) -> usize {
 /// What goes into the blob.
 struct Plan {
     exact: Vec<SavedFlow>,
+    /// The dictionaries of `exact`, when the plan built them (every flow exact).
+    dicts: Option<Dicts>,
     /// Fingerprints to write: sorted, distinct.
     fps: Vec<u32>,
     /// Their Rice parameter.
@@ -437,26 +496,23 @@ fn encode_source(
     let mut flows: Vec<SavedFlow> = Vec::new();
     flows.try_reserve_exact(src.flow_count())?;
     src.for_each(&mut |s| flows.push(s));
-    let plan = plan(&flows, room, rules_version, salt, &carried_in)?;
-    drop(flows);
+    let plan = plan(flows, room, rules_version, salt, &carried_in)?;
 
-    // Dictionaries of what is written.
+    // Dictionaries of what is written: those of every flow when every flow is written,
+    // otherwise rebuilt for the flows kept.
+    let dicts = match plan.dicts {
+        Some(d) => d,
+        None => Dicts::build(&plan.exact)?,
+    };
     let families = [IpFamily::V4, IpFamily::V6];
-    let mut dicts = [Dict::new(), Dict::new()];
-    let mut lays = [Layout { lw: 0, rw: 1 }, Layout { lw: 0, rw: 1 }];
     let mut entries_len = [0usize; 2];
     let mut counts = [0usize; 2];
-    for (f, family) in families.into_iter().enumerate() {
-        let it = plan.exact.iter().filter(|s| s.key.family == family);
-        let d = Dict::build(it.clone())?;
-        let lay = Layout { lw: d.local_width(), rw: d.remote_width() };
-        entries_len[f] = it
-            .clone()
-            .map(|s| entry_len(s, &d, &lay, rules_version, plan.counters).unwrap_or(0))
-            .sum();
-        counts[f] = it.count();
-        dicts[f] = d;
-        lays[f] = lay;
+    for (i, s) in plan.exact.iter().enumerate() {
+        let f = family_slot(s.key.family);
+        if let (Some(e), Some(c)) = (entries_len.get_mut(f), counts.get_mut(f)) {
+            *e += dicts.entry_len(i, s, rules_version, plan.counters).unwrap_or(0);
+            *c += 1;
+        }
     }
     let fps = &plan.fps;
     let fp_bytes = rice::bytes(fps, plan.k);
@@ -464,8 +520,7 @@ fn encode_source(
     let len = minimal
         + nic.map_or(0, |n| format::RECORD_HEADER_LEN + 2 + 2 * n.len())
         + rule_count * format::RULE_ENTRY_LEN
-        + dicts[0].bytes(IpFamily::V4)
-        + dicts[1].bytes(IpFamily::V6)
+        + dicts.bytes()
         + entries_len[0]
         + entries_len[1]
         + fp_bytes;
@@ -553,16 +608,16 @@ fn encode_source(
         }
     }
     for (f, family) in families.into_iter().enumerate() {
-        let (dict, lay) = (&dicts[f], &lays[f]);
+        let (dict, lay) = (&dicts.addrs[f], &dicts.lays[f]);
         let (dkind, ckind) = match family {
             IpFamily::V4 => (rec::ADDRS_V4, rec::COMPACT_V4),
             IpFamily::V6 => (rec::ADDRS_V6, rec::COMPACT_V6),
         };
         let alen = addr_len(family);
-        w.record(dkind, 2 + dict.bytes(family));
+        w.record(dkind, 2 + dict.len() * alen);
         #[allow(clippy::cast_possible_truncation, reason = "at most MAX_DICT")]
-        w.u16(dict.addrs.len() as u16);
-        for a in &dict.addrs {
+        w.u16(dict.len() as u16);
+        for a in dict {
             w.bytes(a.get(..alen).unwrap_or(&[]));
         }
         w.record(ckind, compact::HEADER_LEN + entries_len[f]);
@@ -573,8 +628,10 @@ fn encode_source(
         w.u8(lay.rw as u8);
         w.u8(0);
         w.u32(clamp(counts[f]));
-        for s in plan.exact.iter().filter(|s| s.key.family == family) {
-            write_compact(&mut w, s, dict, lay, rules_version, plan.counters);
+        for (s, &(local, remote)) in plan.exact.iter().zip(dicts.idx.iter()) {
+            if s.key.family == family {
+                write_compact(&mut w, s, (local, remote, lay), rules_version, plan.counters);
+            }
         }
     }
     // Fingerprints.
@@ -604,7 +661,7 @@ fn encode_source(
 /// Chooses exact records and fingerprints within `room` bytes.
 #[allow(clippy::too_many_lines, reason = "three cases of one budget")]
 fn plan(
-    flows: &[SavedFlow],
+    flows: Vec<SavedFlow>,
     room: usize,
     rules_version: u32,
     salt: [u64; 2],
@@ -613,40 +670,34 @@ fn plan(
     // Dictionaries and costs over every flow: an upper bound of what any subset costs (a
     // subset's dictionary is a subset, its index widths no wider, and a remote that drops out
     // of the dictionary costs its literal instead of its entry plus an index).
-    let mut dicts = [Dict::new(), Dict::new()];
-    let mut lays = [Layout { lw: 0, rw: 1 }, Layout { lw: 0, rw: 1 }];
-    for family in [IpFamily::V4, IpFamily::V6] {
-        let f = family_slot(family);
-        let d = Dict::build(flows.iter().filter(|s| s.key.family == family))?;
-        lays[f] = Layout { lw: d.local_width(), rw: d.remote_width() };
-        dicts[f] = d;
-    }
-    let dict_bytes = dicts[0].bytes(IpFamily::V4) + dicts[1].bytes(IpFamily::V6);
+    let dicts = Dicts::build(&flows)?;
+    let dict_bytes = dicts.bytes();
     // A flow that cannot be written exactly (its local address did not fit the dictionary)
     // costs more than any budget.
-    let cost = |s: &SavedFlow, counters: bool| {
-        let f = family_slot(s.key.family);
-        entry_len(s, &dicts[f], &lays[f], rules_version, counters).unwrap_or(1 << 40)
+    let cost = |i: usize, s: &SavedFlow, counters: bool| {
+        dicts.entry_len(i, s, rules_version, counters).unwrap_or(1 << 40)
     };
     let carried_k = rice::best_k(carried.values);
     let carried_bytes = rice::bytes(carried.values, carried_k);
     let sum = |counters| {
-        flows.iter().fold(dict_bytes + carried_bytes, |a, s| a.saturating_add(cost(s, counters)))
+        flows
+            .iter()
+            .enumerate()
+            .fold(dict_bytes + carried_bytes, |a, (i, s)| a.saturating_add(cost(i, s, counters)))
     };
     if sum(false) <= room {
-        let mut exact = Vec::new();
-        exact.try_reserve_exact(flows.len())?;
-        exact.extend_from_slice(flows);
+        let counters = sum(true) <= room;
         let mut fps = Vec::new();
         fps.try_reserve_exact(carried.values.len())?;
         fps.extend_from_slice(carried.values);
         return Ok(Plan {
-            exact,
+            exact: flows,
+            dicts: Some(dicts),
             fps,
             k: carried_k,
             fingerprinted: carried.flows,
             lost: 0,
-            counters: sum(true) <= room,
+            counters,
         });
     }
 
@@ -741,7 +792,7 @@ fn plan(
         for &(_, i) in &order {
             let Some(s) = flows.get(i as usize) else { continue };
             let p = prio.get(i as usize).copied().unwrap_or(0);
-            let c = cost(s, false);
+            let c = cost(i as usize, s, false);
             let back = if unique.get(p as usize).copied().unwrap_or(false) { saving } else { 0 };
             let extra = c.saturating_sub(back);
             let t = if extra <= left {
@@ -789,6 +840,7 @@ fn plan(
     let carried_kept = if m > 0 { carried.flows } else { 0 };
     Ok(Plan {
         exact,
+        dicts: None,
         fps,
         k,
         fingerprinted: fp_count + carried_kept,
@@ -804,8 +856,7 @@ fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
 fn write_compact(
     w: &mut Writer<'_>,
     s: &SavedFlow,
-    dict: &Dict,
-    lay: &Layout,
+    (local, remote, lay): (u32, u32, &Layout),
     rules_version: u32,
     counters: bool,
 ) {
@@ -820,19 +871,20 @@ fn write_compact(
         Admission::Rule(v) if v == rules_version => (compact::ADM_RULE_CURRENT, None),
         Admission::Rule(v) => (compact::ADM_RULE_OTHER, Some(rules_version.wrapping_sub(v))),
     };
-    let remote = dict.find(&s.key.remote_addr);
+    let literal = remote == NONE;
     let tag = kind
         | (adm << compact::ADMISSION_SHIFT)
         | ((s.fin_seen & 0b11) << compact::FIN_SHIFT)
-        | if remote.is_none() { compact::REMOTE_LITERAL } else { 0 };
+        | if literal { compact::REMOTE_LITERAL } else { 0 };
     w.u8(tag);
     if kind == compact::KIND_ACTIVE_OTHER {
         w.u8(s.key.protocol);
     }
-    w.index(dict.find(&s.key.local_addr).unwrap_or(0), lay.lw);
-    match remote {
-        Some(i) => w.index(i, lay.rw),
-        None => w.bytes(s.key.remote_addr.get(..addr_len(s.key.family)).unwrap_or(&[])),
+    w.index(local, lay.lw);
+    if literal {
+        w.bytes(s.key.remote_addr.get(..addr_len(s.key.family)).unwrap_or(&[]));
+    } else {
+        w.index(remote, lay.rw);
     }
     w.u16(s.key.local_port);
     w.u16(s.key.remote_port);
