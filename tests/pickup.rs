@@ -37,12 +37,12 @@ fn counter(h: &Host, name: &str, counter: &str) -> u64 {
     values[i]
 }
 
+/// A save's blobs, one per provider (what the simulator hands the restore).
+type Blobs = Vec<(Option<sys::GUID>, Vec<u8>)>;
+
 /// Port 77 saved on host A with `connections` established connections and the blob cap `cap`;
 /// returns A's blobs, the connections' inbound packets and A's `Save` event.
-fn saved(
-    cap: usize,
-    connections: u16,
-) -> (Vec<(Option<sys::GUID>, Vec<u8>)>, Vec<SimPacket>, TraceEvent) {
+fn saved(cap: usize, connections: u16) -> (Blobs, Vec<SimPacket>, TraceEvent) {
     let cfg = DriverConfig { blob_cap: cap, ..enforce(RestoreMode::Pending) };
     let (mut a, sa) = host(1, cfg, "SW-A");
     vm_port(&mut a, sa, 77, "vm-port-77", 1, false);
@@ -58,7 +58,7 @@ fn saved(
 }
 
 /// Restores `blobs` into port 77 of host B (created restoring) and completes the restore.
-fn restore(b: &mut Host, sb: usize, blobs: &[(Option<sys::GUID>, Vec<u8>)]) {
+fn restore(b: &mut Host, sb: usize, blobs: &Blobs) {
     vm_port(b, sb, 77, "vm-port-77", 1, true);
     let tickets = b.restore(sb, 77, blobs);
     b.run_deferred();

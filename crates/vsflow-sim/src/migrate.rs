@@ -204,11 +204,12 @@ const fn inbound_key(p: &SimPacket) -> FlowKey {
 const TICK_MS: u64 = 10_000;
 
 fn config(opts: &MigrateOptions) -> DriverConfig {
+    let d = DriverConfig::default();
     DriverConfig {
         restore_mode: opts.restore_mode,
         default_mode: Mode::Enforce,
-        flows_per_port: opts.max_flows.unwrap_or(DriverConfig::default().flows_per_port),
-        ..DriverConfig::default()
+        flows_per_port: opts.max_flows.unwrap_or(d.flows_per_port),
+        ..d
     }
 }
 

@@ -102,8 +102,8 @@ impl<S: KernelServices> Driver<S> {
 
     /// A new, empty port with this driver's table bound, default mode and pickup windows
     /// (every port gets the configured [`crate::DriverConfig::pickup_config`]).
-    pub(crate) fn new_port(&self, identity: PortIdentity) -> Result<Port, vsflow_core::Error> {
-        let mut port = Port::try_new(identity, self.port_config())?;
+    pub(crate) fn new_port(&self, identity: &PortIdentity) -> Result<Port, vsflow_core::Error> {
+        let mut port = Port::try_new(*identity, self.port_config())?;
         port.set_pickup_config(self.config.pickup_config());
         Ok(port)
     }
@@ -152,7 +152,7 @@ impl<S: KernelServices> Driver<S> {
             None => {}
         }
         // Allocate outside every lock: a port's table reserves its initial slots.
-        let mut port = self.new_port(name)?;
+        let mut port = self.new_port(&name)?;
         // The restore window: monitor (permit and track) until the restore is applied or
         // cancelled, so connections carried by the migration are not blocked meanwhile; flows
         // seen in the window merge with the restored ones (vsflow-core's restore API).

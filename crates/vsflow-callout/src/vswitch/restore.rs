@@ -216,7 +216,7 @@ impl<S: KernelServices> Driver<S> {
             Restorable::Degraded(..) => self
                 .read_ports(|ix| ix.port(key).map(|p| p.identity))
                 .flatten()
-                .and_then(|id| self.new_port(id).ok()),
+                .and_then(|id| self.new_port(&id).ok()),
             Restorable::State(_) => None,
         };
         let outcome = self.read_ports(|ix| {
