@@ -106,7 +106,7 @@ pub fn write(event: &TraceEvent) {
                 u32("FlowsDropped", flows_dropped),
                 u32("FlowsFingerprinted", flows_fingerprinted),
                 win_ntstatus("Status", status),
-            )
+            );
         }
         TraceEvent::Restore { port, bytes, flows_restored, fingerprints, outcome, status } => {
             let (outcome, reason) = outcome_name(outcome);
