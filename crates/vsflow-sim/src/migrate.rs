@@ -17,6 +17,7 @@ use std::time::Duration;
 use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode, RestoreOutcome, TraceEvent};
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
+use vsflow_core::fingerprint::FingerprintSet;
 use vsflow_core::policy::{AllowRule, PortRange, Prefix};
 use vsflow_core::{FlowKey, IpFamily, Mode, PortCounters, protocol};
 use vsflow_proto::request::Request;
@@ -157,6 +158,9 @@ pub struct Split {
     /// Not carried exactly, but permitted on B when the VM's traffic resumed: picked up by
     /// their fingerprint.
     pub picked_up: usize,
+    /// Carried neither way, but permitted on B by the port's allow rules (the SSH rule admits
+    /// a mid-stream packet of its own): not lost, not carried.
+    pub by_rule: usize,
     /// Blocked on B: lost.
     pub lost: usize,
 }
@@ -352,6 +356,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     let mut fingerprinted = 0u64;
     let mut dropped = 0u64;
     let mut exact_keys: HashSet<(usize, FlowKey)> = HashSet::new();
+    let mut fingerprint_sets: Vec<Option<FingerprintSet>> = (0..ports).map(|_| None).collect();
     let mut failed = 0usize;
     let mut deferred_tickets = Vec::new();
     let mut first_conn: Vec<Option<usize>> = vec![None; ports];
@@ -377,6 +382,9 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
                     fingerprinted += u64::from(s.save_info.flows_fingerprinted);
                     dropped += u64::from(s.save_info.flows_dropped);
                     exact_keys.extend(s.flows.iter().map(|f| (i, f.key)));
+                    if let Some(slot) = fingerprint_sets.get_mut(i) {
+                        *slot = Some(s.fingerprints);
+                    }
                 }
                 if let Some(dir) = &opts.save_dir {
                     let _ = std::fs::create_dir_all(dir);
@@ -448,13 +456,20 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     for c in &conns {
         let id_b = 5000 + u32::try_from(c.port).unwrap_or(0);
         b.advance(RESUME_GAP);
-        let exact = exact_keys.contains(&(c.port, inbound_key(&c.packet)));
+        let key = inbound_key(&c.packet);
+        let exact = exact_keys.contains(&(c.port, key));
+        let fingerprinted = fingerprint_sets
+            .get(c.port)
+            .and_then(Option::as_ref)
+            .is_some_and(|set| set.contains(&key));
         if b.transmit(sb, EXTERNAL_PORT, id_b, &c.packet) == PacketFate::Delivered {
             inbound_permitted += 1;
             if exact {
                 split.exact += 1;
-            } else {
+            } else if fingerprinted {
                 split.picked_up += 1;
+            } else {
+                split.by_rule += 1;
             }
         } else {
             split.lost += 1;
@@ -548,7 +563,8 @@ impl MigrationReport {
             && self.failed_restores == 0
             && self.established_on_a == self.connections
             && self.established_on_b >= self.split.exact
-            && self.split.exact + self.split.picked_up + self.split.lost == self.connections
+            && self.split.exact + self.split.picked_up + self.split.by_rule + self.split.lost
+                == self.connections
             && (self.split.lost <= self.shared_fingerprints() || self.beyond_capacity())
             && self.baseline_blocked.is_none_or(|b| b == self.connections)
             && self.window.0 == self.window.1
@@ -643,6 +659,13 @@ impl MigrationReport {
         let _ = writeln!(s, "\nconnections on B (after the VM's traffic resumed)");
         let _ = writeln!(s, "  carried exactly                       {}", self.split.exact);
         let _ = writeln!(s, "  picked up by fingerprint              {}", self.split.picked_up);
+        if self.split.by_rule > 0 {
+            let _ = writeln!(
+                s,
+                "  not carried, admitted by a rule       {} (inbound SSH: the allow rule admits them anew)",
+                self.split.by_rule
+            );
+        }
         let _ = writeln!(
             s,
             "  lost                                  {}{}",
@@ -707,7 +730,7 @@ impl MigrationReport {
             "latency": {"save": lat(self.save), "restore_callback": lat(self.restore_callback), "restore_complete": lat(self.restore_complete), "per_port_total": lat(self.per_port_total)},
             "blob_bytes": {"min": self.blob_sizes.0, "mean": self.blob_sizes.1, "max": self.blob_sizes.2},
             "flows": {"on_a": self.flows_on_a, "carried": self.flows_carried, "fingerprinted": self.flows_fingerprinted, "dropped": self.flows_dropped},
-            "connections": {"exact": self.split.exact, "picked_up_by_fingerprint": self.split.picked_up, "lost": self.split.lost, "shared_fingerprint_values": self.shared_fingerprints(), "documented_capacity_per_port": DOCUMENTED_CAPACITY, "beyond_capacity": self.beyond_capacity()},
+            "connections": {"exact": self.split.exact, "picked_up_by_fingerprint": self.split.picked_up, "admitted_by_rule": self.split.by_rule, "lost": self.split.lost, "shared_fingerprint_values": self.shared_fingerprints(), "documented_capacity_per_port": DOCUMENTED_CAPACITY, "beyond_capacity": self.beyond_capacity()},
             "reported": self.reported.map(|r| serde_json::json!({
                 "counters_b": {"restored_flows": r.restored_flows, "restored_fingerprints": r.restored_fingerprints, "fingerprint_pickups": r.fingerprint_pickups, "picked_up_loose": r.picked_up_loose},
                 "etw_save_a": {"exact": r.etw_saved.0, "fingerprinted": r.etw_saved.1, "lost": r.etw_saved.2},
