@@ -659,7 +659,11 @@ fn encode_source(
 }
 
 /// Chooses exact records and fingerprints within `room` bytes.
-#[allow(clippy::too_many_lines, reason = "three cases of one budget")]
+#[allow(
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    reason = "three cases of one budget; s flow, i index, p priority, f family, c cost, t choice"
+)]
 fn plan(
     flows: Vec<SavedFlow>,
     room: usize,
