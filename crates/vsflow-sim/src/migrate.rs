@@ -656,6 +656,23 @@ impl MigrationReport {
                 self.connections
             );
         }
+        self.split_text(&mut s);
+        let _ = writeln!(
+            s,
+            "  delivered in the restore window       {} of {}",
+            self.window.0, self.window.1
+        );
+        let _ = writeln!(s, "  failed restores                       {}", self.failed_restores);
+        let _ = writeln!(s, "  contract violations                   {}", self.violations.len());
+        for v in &self.violations {
+            let _ = writeln!(s, "    - {v}");
+        }
+        let _ = writeln!(s, "\nresult: {}", if self.passed() { "PASS" } else { "FAIL" });
+        s
+    }
+
+    /// The split of the connections and what the driver reported, for [`Self::to_text`].
+    fn split_text(&self, s: &mut String) {
         let _ = writeln!(s, "\nconnections on B (after the VM's traffic resumed)");
         let _ = writeln!(s, "  carried exactly                       {}", self.split.exact);
         let _ = writeln!(s, "  picked up by fingerprint              {}", self.split.picked_up);
@@ -705,18 +722,6 @@ impl MigrationReport {
                 if self.agrees_with(r) { "agrees" } else { "DISAGREES" }
             );
         }
-        let _ = writeln!(
-            s,
-            "  delivered in the restore window       {} of {}",
-            self.window.0, self.window.1
-        );
-        let _ = writeln!(s, "  failed restores                       {}", self.failed_restores);
-        let _ = writeln!(s, "  contract violations                   {}", self.violations.len());
-        for v in &self.violations {
-            let _ = writeln!(s, "    - {v}");
-        }
-        let _ = writeln!(s, "\nresult: {}", if self.passed() { "PASS" } else { "FAIL" });
-        s
     }
 
     /// The report as JSON.
