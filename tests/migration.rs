@@ -58,6 +58,22 @@ fn ports_of_1000_flows_fit_the_cap_and_carry_every_connection() {
     assert!(r.blob_sizes.2 <= 60 * 1024);
 }
 
+#[test]
+fn past_the_exact_capacity_established_connections_are_carried_by_fingerprint() {
+    // 12,000 flows on one port (the bound raised): more than a 60 KiB blob holds exactly, so
+    // most established connections travel as fingerprints and are picked up on B by their
+    // first packet; none is blocked.
+    let r = run(&MigrateOptions {
+        ports: 1,
+        flows_per_port: 12_000,
+        ..small(RestoreMode::Pending, false, 5)
+    });
+    assert!(r.passed(), "{}", r.to_text());
+    assert!(r.flows_fingerprinted > 0, "{}", r.to_text());
+    assert_eq!(r.inbound_permitted, r.connections);
+    assert!(r.blob_sizes.2 <= 60 * 1024);
+}
+
 /// Migrates port `name` from a fresh host A to a fresh host B with the given blob mutation;
 /// returns the restore's status, the port's flows on B, the inbound packets B delivered, and
 /// B's restore events.

@@ -220,7 +220,9 @@ fn config(opts: &MigrateOptions) -> DriverConfig {
     DriverConfig {
         restore_mode: opts.restore_mode,
         default_mode: Mode::Enforce,
-        flows_per_port: opts.max_flows.unwrap_or(d.flows_per_port),
+        // Past the default table (4,096 flows) the bound is raised to hold every flow opened,
+        // unless `max_flows` sets it.
+        flows_per_port: opts.max_flows.unwrap_or_else(|| d.flows_per_port.max(opts.flows_per_port)),
         ..d
     }
 }
@@ -643,7 +645,11 @@ impl MigrationReport {
         );
         let _ = writeln!(s, "\nproof");
         let _ = writeln!(s, "  connections established on A          {}", self.established_on_a);
-        let _ = writeln!(s, "  established on B after restore        {}", self.established_on_b);
+        let _ = writeln!(
+            s,
+            "  established on B after restore        {} (+ {} fingerprinted: picked up when their traffic resumes)",
+            self.established_on_b, self.flows_fingerprinted
+        );
         let _ = writeln!(
             s,
             "  their inbound packets permitted on B  {} of {}",
