@@ -71,12 +71,21 @@ fn version_config_ports_flows_and_counters_are_reported() {
     assert!(seen.iter().all(|f| f.key.remote_port == 443 && f.opener == vsflow_core::Opener::Vm));
 
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
-    let mut port_counters = [0u64; vsflow_core::PortCounters::COUNT];
+    // Every counter, the extended ones after the runtime-state ones (`ALL_NAMES` order) ...
+    let mut port_counters = [0u64; vsflow_core::PortCounters::ALL_COUNT];
     assert_eq!(
         response::decode_counters(&bytes, &mut port_counters),
-        Ok(vsflow_core::PortCounters::COUNT)
+        Ok(vsflow_core::PortCounters::ALL_COUNT)
     );
     assert_eq!(port_counters[2], 25, "flows_created");
+    // ... and a reader that knows only the runtime-state counters (protocol 2's netports) reads
+    // those unchanged.
+    let mut older = [0u64; vsflow_core::PortCounters::COUNT];
+    assert_eq!(
+        response::decode_counters(&bytes, &mut older),
+        Ok(vsflow_core::PortCounters::ALL_COUNT)
+    );
+    assert_eq!(older[..], port_counters[..vsflow_core::PortCounters::COUNT]);
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: None }, 512);
     let mut driver_counters = [0u64; 15];
     response::decode_counters(&bytes, &mut driver_counters).expect("driver counters");
@@ -84,7 +93,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     assert_eq!(call(&h, &Request::ClearCounters { port: None }, 64).0, 0);
     let (_, _, bytes) = call(&h, &Request::GetCounters { port: Some(p0.port) }, 512);
     response::decode_counters(&bytes, &mut port_counters).expect("counters");
-    assert_eq!(port_counters, [0; vsflow_core::PortCounters::COUNT]);
+    assert_eq!(port_counters, [0; vsflow_core::PortCounters::ALL_COUNT]);
     finish(&mut h);
 }
 

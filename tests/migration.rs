@@ -16,6 +16,7 @@ fn small(restore: RestoreMode, shuffle: bool, seed: u64) -> MigrateOptions {
         shuffle,
         save_dir: None,
         save_restore: true,
+        max_flows: None,
     }
 }
 
@@ -54,6 +55,22 @@ fn ports_of_1000_flows_fit_the_cap_and_carry_every_connection() {
     });
     assert!(r.passed(), "{}", r.to_text());
     assert_eq!(r.flows_dropped, 0, "1000 flows per port fit the 60 KiB cap");
+    assert!(r.blob_sizes.2 <= 60 * 1024);
+}
+
+#[test]
+fn past_the_exact_capacity_established_connections_are_carried_by_fingerprint() {
+    // 12,000 flows on one port (the bound raised): more than a 60 KiB blob holds exactly, so
+    // most established connections travel as fingerprints and are picked up on B by their
+    // first packet; none is blocked.
+    let r = run(&MigrateOptions {
+        ports: 1,
+        flows_per_port: 12_000,
+        ..small(RestoreMode::Pending, false, 5)
+    });
+    assert!(r.passed(), "{}", r.to_text());
+    assert!(r.flows_fingerprinted > 0, "{}", r.to_text());
+    assert_eq!(r.inbound_permitted, r.connections);
     assert!(r.blob_sizes.2 <= 60 * 1024);
 }
 

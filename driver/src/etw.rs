@@ -88,17 +88,27 @@ const fn reason_name(reason: DegradedReason) -> &'static str {
 /// Writes `event` (any IRQL `<= DISPATCH_LEVEL`; allocates nothing on Windows).
 pub fn write(event: &TraceEvent) {
     match *event {
-        TraceEvent::Save { port, bytes, flows_saved, flows_dropped, status } => event!(
-            "RuntimeStateSave",
-            Informational,
-            KEYWORD_MIGRATION,
-            u32("Port", port),
-            u32("Bytes", bytes),
-            u32("FlowsSaved", flows_saved),
-            u32("FlowsDropped", flows_dropped),
-            win_ntstatus("Status", status),
-        ),
-        TraceEvent::Restore { port, bytes, flows_restored, outcome, status } => {
+        TraceEvent::Save {
+            port,
+            bytes,
+            flows_saved,
+            flows_dropped,
+            flows_fingerprinted,
+            status,
+        } => {
+            event!(
+                "RuntimeStateSave",
+                Informational,
+                KEYWORD_MIGRATION,
+                u32("Port", port),
+                u32("Bytes", bytes),
+                u32("FlowsSaved", flows_saved),
+                u32("FlowsDropped", flows_dropped),
+                u32("FlowsFingerprinted", flows_fingerprinted),
+                win_ntstatus("Status", status),
+            );
+        }
+        TraceEvent::Restore { port, bytes, flows_restored, fingerprints, outcome, status } => {
             let (outcome, reason) = outcome_name(outcome);
             match outcome {
                 "Applied" | "Cancelled" => event!(
@@ -108,6 +118,7 @@ pub fn write(event: &TraceEvent) {
                     u32("Port", port),
                     u32("Bytes", bytes),
                     u32("FlowsRestored", flows_restored),
+                    u32("Fingerprints", fingerprints),
                     str8("Outcome", outcome),
                     str8("Reason", reason),
                     win_ntstatus("Status", status),
@@ -119,6 +130,7 @@ pub fn write(event: &TraceEvent) {
                     u32("Port", port),
                     u32("Bytes", bytes),
                     u32("FlowsRestored", flows_restored),
+                    u32("Fingerprints", fingerprints),
                     str8("Outcome", outcome),
                     str8("Reason", reason),
                     win_ntstatus("Status", status),
@@ -130,6 +142,7 @@ pub fn write(event: &TraceEvent) {
                     u32("Port", port),
                     u32("Bytes", bytes),
                     u32("FlowsRestored", flows_restored),
+                    u32("Fingerprints", fingerprints),
                     str8("Outcome", outcome),
                     str8("Reason", reason),
                     win_ntstatus("Status", status),

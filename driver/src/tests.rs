@@ -265,8 +265,14 @@ fn the_work_item_finishes_pended_restores_and_etw_reports_save_and_restore() {
     assert!(
         matches!(save.field("Bytes"), Some(EtwValue::U32(n)) if *n as usize == blobs[0].1.len())
     );
+    // The split of issue 12: exact records and fingerprints (three flows fit exactly).
+    assert_eq!(save.field("FlowsSaved"), Some(&EtwValue::U32(3)));
+    assert_eq!(save.field("FlowsDropped"), Some(&EtwValue::U32(0)));
+    assert_eq!(save.field("FlowsFingerprinted"), Some(&EtwValue::U32(0)));
     let restore = events.iter().find(|e| e.name == "RuntimeStateRestore").expect("restore event");
     assert_eq!(restore.field("Outcome"), Some(&EtwValue::Str("Applied")));
+    assert_eq!(restore.field("Fingerprints"), Some(&EtwValue::U32(0)));
+    assert!(restore.field("FlowsRestored").is_some());
     assert_eq!(restore.keyword, etw::KEYWORD_MIGRATION);
     h.delete_switch(sw);
     unload_clean(&s, &h);

@@ -185,8 +185,14 @@ impl<T: Transport> DriverClient<T> {
         let bytes = self.call(&Request::GetCounters { port }, 8 + 4 + 8 * 32)?;
         let mut values = [0u64; 32];
         let n = response::decode_counters(&bytes, &mut values).map_err(proto_err)?;
-        let names: &[&'static str] =
-            if port.is_some() { &vsflow_core::PortCounters::NAMES } else { &DRIVER_COUNTER_NAMES };
+        // A port's answer holds the runtime-state counters, then the extended ones; an older
+        // driver sends only the first 18, and a newer one may append counters this build does
+        // not name (left out).
+        let names: &[&'static str] = if port.is_some() {
+            &vsflow_core::PortCounters::ALL_NAMES
+        } else {
+            &DRIVER_COUNTER_NAMES
+        };
         Ok(names.iter().copied().zip(values.iter().copied()).take(n).collect())
     }
 

@@ -524,6 +524,10 @@ fn driver_commands_against_the_simulated_driver() {
     assert!(err.starts_with(&format!("netports: {}: ", gone.display())), "{err}");
     let out = run(&mut p, &["--json", "driver", "counters", "vm-seven", "--clear"]).1;
     assert!(out.contains("\"flows_created\":3"), "{out}");
+    // The extended counters too: the migration split (exact, fingerprint, loose pickups).
+    for name in ["restored_flows", "fingerprint_pickups", "picked_up_loose", "window_packets"] {
+        assert!(out.contains(&format!("\"{name}\":")), "{name} in {out}");
+    }
     assert!(
         run(&mut p, &["driver", "counters", "vm-seven"]).1.contains("flows_created            0")
     );

@@ -1,7 +1,9 @@
 //! Driver configuration (read by the driver from the service's `Parameters` key).
 
 use vsflow_core::Mode;
-use vsflow_core::codec::{DEFAULT_CAP, UnknownMajor};
+use vsflow_core::codec::{ApplyConfig, DEFAULT_CAP, UnknownMajor};
+use vsflow_core::port::PickupConfig;
+use vsflow_core::time::secs;
 
 use crate::error::CalloutError;
 
@@ -41,6 +43,17 @@ pub struct DriverConfig {
     /// cancelled, or this long if no restore comes (a source host without vsflow saves
     /// nothing, so no restore callback ever comes).
     pub restore_window_secs: u32,
+    /// Fingerprint pickup window after a restore (registry `PickupWindowSeconds`, 0..=3,600,
+    /// default 300; 0 disables fingerprint pickup): a packet of an unknown flow whose keyed
+    /// fingerprint the blob carried is picked up as established within this long.
+    pub pickup_window_secs: u32,
+    /// Loose pickup (registry `LoosePickup`: 0 off, the default; 1 on): within
+    /// `loose_window_secs` after a restore, an inbound non-SYN TCP packet of an unknown flow is
+    /// picked up as established (Linux conntrack's loose mode; see docs/INSTALL.md for the
+    /// trade-off).
+    pub loose_pickup: bool,
+    /// Loose pickup window (registry `LooseWindowSeconds`, 1..=3,600, default 60).
+    pub loose_window_secs: u32,
 }
 
 impl Default for DriverConfig {
@@ -53,6 +66,9 @@ impl Default for DriverConfig {
             default_mode: Mode::Monitor,
             fail_bad_restores: false,
             restore_window_secs: 60,
+            pickup_window_secs: 300,
+            loose_pickup: false,
+            loose_window_secs: 60,
         }
     }
 }
@@ -74,11 +90,34 @@ impl DriverConfig {
                 "RestoreWindowSeconds",
             )));
         }
+        if self.pickup_window_secs > 3_600 {
+            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
+                "PickupWindowSeconds",
+            )));
+        }
+        if self.loose_window_secs < 1 || self.loose_window_secs > 3_600 {
+            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
+                "LooseWindowSeconds",
+            )));
+        }
         Ok(())
     }
 
+    /// The loose-pickup configuration every port gets.
+    #[must_use]
+    pub const fn pickup_config(&self) -> PickupConfig {
+        PickupConfig { loose: self.loose_pickup, loose_window: secs(self.loose_window_secs as u64) }
+    }
+
+    /// The codec's apply configuration (the fingerprint pickup window).
+    #[must_use]
+    pub const fn apply_config(&self) -> ApplyConfig {
+        ApplyConfig { pickup_window: secs(self.pickup_window_secs as u64) }
+    }
+
     /// Reads the configuration through the kernel services: `RestoreMode`,
-    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`, `FailBadRestores`.
+    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`, `RestoreWindowSeconds`,
+    /// `FailBadRestores`, `PickupWindowSeconds`, `LoosePickup`, `LooseWindowSeconds`.
     ///
     /// # Errors
     /// As [`DriverConfig::from_registry`].
@@ -94,8 +133,21 @@ impl DriverConfig {
         )?;
         if let Some(secs) = services.config_value("RestoreWindowSeconds") {
             cfg.restore_window_secs = secs;
-            cfg.validate()?;
         }
+        if let Some(secs) = services.config_value("PickupWindowSeconds") {
+            cfg.pickup_window_secs = secs;
+        }
+        if let Some(secs) = services.config_value("LooseWindowSeconds") {
+            cfg.loose_window_secs = secs;
+        }
+        cfg.loose_pickup = match services.config_value("LoosePickup") {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(_) => {
+                return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("LoosePickup")));
+            }
+        };
+        cfg.validate()?;
         cfg.fail_bad_restores = match services.config_value("FailBadRestores") {
             None | Some(0) => false,
             Some(1) => true,
@@ -142,6 +194,9 @@ impl DriverConfig {
             },
             fail_bad_restores: d.fail_bad_restores,
             restore_window_secs: d.restore_window_secs,
+            pickup_window_secs: d.pickup_window_secs,
+            loose_pickup: d.loose_pickup,
+            loose_window_secs: d.loose_window_secs,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -166,5 +221,28 @@ mod tests {
         assert!(DriverConfig::from_registry(Some(2), None, None, None, None).is_err());
         assert!(DriverConfig::from_registry(None, None, Some(15), None, None).is_err());
         assert!(DriverConfig::from_registry(None, None, None, Some(70_000), None).is_err());
+    }
+
+    #[test]
+    fn pickup_values_map_to_the_cores_configuration_and_are_range_checked() {
+        let d = DriverConfig::default();
+        assert_eq!(d.pickup_config(), PickupConfig::default(), "loose pickup is off by default");
+        assert_eq!(d.apply_config(), ApplyConfig::default(), "the codec's 5-minute window");
+        let c = DriverConfig {
+            pickup_window_secs: 0,
+            loose_pickup: true,
+            loose_window_secs: 5,
+            ..DriverConfig::default()
+        };
+        assert!(c.validate().is_ok());
+        assert_eq!(c.apply_config().pickup_window, 0, "0 disables fingerprint pickup");
+        assert_eq!(c.pickup_config(), PickupConfig { loose: true, loose_window: secs(5) });
+        for bad in [
+            DriverConfig { pickup_window_secs: 3_601, ..DriverConfig::default() },
+            DriverConfig { loose_window_secs: 0, ..DriverConfig::default() },
+            DriverConfig { loose_window_secs: 3_601, ..DriverConfig::default() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
     }
 }

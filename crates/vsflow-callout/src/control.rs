@@ -128,7 +128,10 @@ impl<S: KernelServices> Driver<S> {
                 written(response::encode_counters(&self.stats().to_array(), output))
             }
             Request::GetCounters { port: Some(p) } => self.with_port(p, |e| {
-                written(response::encode_counters(&e.port.counters().to_array(), output))
+                // Every counter, extended ones included (`PortCounters::ALL_NAMES` order): the
+                // answer is count-prefixed and only ever appended to, so an older reader takes
+                // the counters it knows and skips the rest (no protocol version change).
+                written(response::encode_counters(&e.port.counters().to_all_array(), output))
             }),
             Request::GetRules { port } => self.with_port(port, |e| {
                 let rules = e.port.rules();

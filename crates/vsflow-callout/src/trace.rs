@@ -51,8 +51,11 @@ pub enum TraceEvent {
         bytes: u32,
         /// Flows carried as exact records.
         flows_saved: u32,
-        /// Flows that did not fit (not carried exactly).
+        /// Flows carried neither exactly nor as a fingerprint (lost to the size cap).
         flows_dropped: u32,
+        /// Established connections carried as keyed fingerprints (no exact record fitted):
+        /// the destination picks them up when their traffic resumes.
+        flows_fingerprinted: u32,
         /// The NTSTATUS returned.
         status: i32,
     },
@@ -64,6 +67,8 @@ pub enum TraceEvent {
         bytes: u32,
         /// Flows restored as exact records.
         flows_restored: u32,
+        /// Fingerprints armed for pickup (connections carried without an exact record).
+        fingerprints: u32,
         /// How it ended.
         outcome: RestoreOutcome,
         /// The NTSTATUS reported to WFP.

@@ -66,7 +66,8 @@ fn group(c: &mut Criterion, name: &str, p: &Port, flows: u64, now: u64) {
 
 fn bench(c: &mut Criterion) {
     let now = 1_000_000_000_000u64;
-    let full = workload::port_with_flows(now, 4096);
+    // The default table: 4,096 established IPv4 connections of one VM address.
+    let full = workload::established_port(now, 4096);
     group(c, "codec11_4096_ipv4", &full, 4096, now);
     let busy = workload::established_port(now, 20_000);
     group(c, "codec11_20000_established", &busy, 20_000, now);

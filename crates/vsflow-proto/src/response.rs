@@ -346,7 +346,13 @@ pub fn decode_flows(bytes: &[u8], mut f: impl FnMut(SavedFlow)) -> Result<FlowsP
     Ok(page)
 }
 
-/// Encodes counter values (names: [`DRIVER_COUNTER_NAMES`] or `PortCounters::NAMES`).
+/// Encodes counter values (names: [`DRIVER_COUNTER_NAMES`], or for a port
+/// `PortCounters::ALL_NAMES`: the runtime-state counters, then the extended ones).
+///
+/// The answer is count-prefixed and its lists are only ever appended to: a reader that knows
+/// fewer counters takes the first ones it knows ([`decode_counters`] skips the rest), a reader
+/// that knows more sees the count the driver sent. Adding counters therefore needs no protocol
+/// version change (protocol 2 readers of an 18-counter port answer read a 24-counter one).
 ///
 /// # Errors
 /// [`ProtoError::BufferTooSmall`].
@@ -552,6 +558,7 @@ mod tests {
         assert_eq!(ConfigInfo::decode(&buf[..n]), Ok(c));
 
         let n = encode_counters(&[1, 2, 3], &mut buf).unwrap();
+        // A reader that knows fewer counters than the driver sends takes the first ones.
         let mut vals = [0u64; 2];
         assert_eq!(decode_counters(&buf[..n], &mut vals), Ok(3));
         assert_eq!(vals, [1, 2]);

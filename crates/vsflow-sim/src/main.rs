@@ -45,6 +45,10 @@ enum Command {
         /// Write each port's blob here as migrated.
         #[arg(long)]
         save_dir: Option<PathBuf>,
+        /// Flow-table bound per port on both hosts (the driver's `FlowsPerPort`, 16..=1048576;
+        /// default 4096). Raise it to migrate tables larger than the default.
+        #[arg(long)]
+        max_flows: Option<u32>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -84,7 +88,16 @@ enum BlobCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Migrate { ports, flows_per_port, restore, seed, shuffle, save_dir, json } => {
+        Command::Migrate {
+            ports,
+            flows_per_port,
+            restore,
+            seed,
+            shuffle,
+            save_dir,
+            max_flows,
+            json,
+        } => {
             let opts = MigrateOptions {
                 ports,
                 flows_per_port,
@@ -96,6 +109,7 @@ fn main() -> ExitCode {
                 shuffle,
                 save_dir,
                 save_restore: true,
+                max_flows,
             };
             let report = migrate::run(&opts);
             if json {

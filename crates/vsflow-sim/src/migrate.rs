@@ -9,15 +9,19 @@
 //! blocks them.
 
 use crate::rng::SplitMix64;
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use fwps_sys as sys;
-use vsflow_callout::{DriverConfig, RestoreMode};
+use vsflow_callout::{DriverConfig, RestoreMode, RestoreOutcome, TraceEvent};
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
+use vsflow_core::fingerprint::FingerprintSet;
 use vsflow_core::policy::{AllowRule, PortRange, Prefix};
-use vsflow_core::{IpFamily, Mode, protocol};
+use vsflow_core::{FlowKey, IpFamily, Mode, PortCounters, protocol};
+use vsflow_proto::request::Request;
+use vsflow_proto::response;
 
 use crate::host::{EXTERNAL_PORT, Host, PacketFate};
 use crate::packet::SimPacket;
@@ -41,6 +45,9 @@ pub struct MigrateOptions {
     pub save_dir: Option<PathBuf>,
     /// Carry runtime state (false: the baseline run).
     pub save_restore: bool,
+    /// Flow-table bound per port on both hosts (the driver's `FlowsPerPort`; `None`: its
+    /// default, 4,096). Raise it with `flows_per_port` beyond the default table.
+    pub max_flows: Option<u32>,
 }
 
 impl Default for MigrateOptions {
@@ -53,6 +60,7 @@ impl Default for MigrateOptions {
             shuffle: false,
             save_dir: None,
             save_restore: true,
+            max_flows: None,
         }
     }
 }
@@ -112,10 +120,17 @@ pub struct MigrationReport {
     pub blob_sizes: (usize, usize, usize),
     /// Flows on host A before migration.
     pub flows_on_a: usize,
-    /// Flows carried in blobs.
+    /// Flows carried in blobs as exact records.
     pub flows_carried: u64,
-    /// Flows left out by the size cap.
+    /// Established connections carried in blobs as keyed fingerprints.
+    pub flows_fingerprinted: u64,
+    /// Flows carried neither exactly nor as a fingerprint (lost to the size cap).
     pub flows_dropped: u64,
+    /// The opened connections, split by how they reached host B.
+    pub split: Split,
+    /// The same split as host B's port counters report it (the `GetCounters` IOCTL, summed
+    /// over ports), and as the drivers' ETW events report it (`None` in the baseline run).
+    pub reported: Option<Reported>,
     /// TCP connections established on A (flows in the established state in A's tables).
     pub established_on_a: usize,
     /// The connections the scenario opened and checks on B.
@@ -135,18 +150,80 @@ pub struct MigrationReport {
     pub violations: Vec<String>,
 }
 
+/// How the connections opened on host A reached host B.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    /// Carried as exact records: established on B as soon as the restore is applied.
+    pub exact: usize,
+    /// Not carried exactly, but permitted on B when the VM's traffic resumed: picked up by
+    /// their fingerprint.
+    pub picked_up: usize,
+    /// Carried neither way, but permitted on B by the port's allow rules (the SSH rule admits
+    /// a mid-stream packet of its own): not lost, not carried.
+    pub by_rule: usize,
+    /// Blocked on B: lost.
+    pub lost: usize,
+}
+
+/// The split as the driver itself reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// Port counters on B, summed: `restored_flows`.
+    pub restored_flows: u64,
+    /// `restored_fingerprints`.
+    pub restored_fingerprints: u64,
+    /// `fingerprint_pickups`.
+    pub fingerprint_pickups: u64,
+    /// `picked_up_loose`.
+    pub picked_up_loose: u64,
+    /// ETW on A, summed over `RuntimeStateSave`: flows saved exactly, fingerprinted, lost.
+    pub etw_saved: (u64, u64, u64),
+    /// ETW on B, summed over applied `RuntimeStateRestore`: flows restored exactly,
+    /// fingerprints armed.
+    pub etw_restored: (u64, u64),
+}
+
+/// Established TCP connections of one port the 60 KiB blob carries, exactly or as
+/// fingerprints (docs/runtime-state-format.md, "Capacity of the default 60 KiB blob"): within
+/// it, no connection may be lost.
+pub const DOCUMENTED_CAPACITY: usize = 25_900;
+
 struct Conn {
     port: usize,
     packet: SimPacket,
 }
 
+/// The key of the connection an inbound packet belongs to (local: the VM's side).
+const fn inbound_key(p: &SimPacket) -> FlowKey {
+    FlowKey {
+        family: p.family,
+        protocol: p.protocol,
+        local_addr: p.dst,
+        remote_addr: p.src,
+        local_port: p.dport,
+        remote_port: p.sport,
+    }
+}
+
 const TICK_MS: u64 = 10_000;
 
+/// Time between two checked packets on host B after the migrations (10 us: every VM's traffic
+/// resumes at once, about 100,000 packets a second on the host). Fingerprints are armed for the
+/// pickup window (default 5 minutes) after each port's restore; a serial 1 ms per packet would
+/// put the last of a million checked packets 16 minutes after its port's restore, which no live
+/// migration looks like. Connections whose traffic does not resume within the window are lost
+/// (the window is the driver's `PickupWindowSeconds`).
+const RESUME_GAP: u64 = 100;
+
 fn config(opts: &MigrateOptions) -> DriverConfig {
+    let d = DriverConfig::default();
     DriverConfig {
         restore_mode: opts.restore_mode,
         default_mode: Mode::Enforce,
-        ..DriverConfig::default()
+        // Past the default table (4,096 flows) the bound is raised to hold every flow opened,
+        // unless `max_flows` sets it.
+        flows_per_port: opts.max_flows.unwrap_or_else(|| d.flows_per_port.max(opts.flows_per_port)),
+        ..d
     }
 }
 
@@ -278,7 +355,10 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     let mut per_port = Vec::new();
     let mut sizes = Vec::new();
     let mut carried = 0u64;
+    let mut fingerprinted = 0u64;
     let mut dropped = 0u64;
+    let mut exact_keys: HashSet<(usize, FlowKey)> = HashSet::new();
+    let mut fingerprint_sets: Vec<Option<FingerprintSet>> = (0..ports).map(|_| None).collect();
     let mut failed = 0usize;
     let mut deferred_tickets = Vec::new();
     let mut first_conn: Vec<Option<usize>> = vec![None; ports];
@@ -301,7 +381,12 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
                 sizes.push(blob.len());
                 if let Ok(Decoded::State(s)) = codec::decode(blob, &DecodeConfig::default()) {
                     carried += s.flows.len() as u64;
+                    fingerprinted += u64::from(s.save_info.flows_fingerprinted);
                     dropped += u64::from(s.save_info.flows_dropped);
+                    exact_keys.extend(s.flows.iter().map(|f| (i, f.key)));
+                    if let Some(slot) = fingerprint_sets.get_mut(i) {
+                        *slot = Some(s.fingerprints);
+                    }
                 }
                 if let Some(dir) = &opts.save_dir {
                     let _ = std::fs::create_dir_all(dir);
@@ -365,16 +450,34 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         }
     }
 
-    // The proof: established connections on B, and their inbound packets right after restore.
+    // The proof: established connections on B, and their inbound packets right after restore
+    // (the VM's traffic resumes): carried exactly, picked up by fingerprint, or lost.
     let established_on_b = b.driver().flow_totals().established;
     let mut inbound_permitted = 0;
+    let mut split = Split::default();
     for c in &conns {
         let id_b = 5000 + u32::try_from(c.port).unwrap_or(0);
-        b.advance(TICK_MS);
+        b.advance(RESUME_GAP);
+        let key = inbound_key(&c.packet);
+        let exact = exact_keys.contains(&(c.port, key));
+        let fingerprinted = fingerprint_sets
+            .get(c.port)
+            .and_then(Option::as_ref)
+            .is_some_and(|set| set.contains(&key));
         if b.transmit(sb, EXTERNAL_PORT, id_b, &c.packet) == PacketFate::Delivered {
             inbound_permitted += 1;
+            if exact {
+                split.exact += 1;
+            } else if fingerprinted {
+                split.picked_up += 1;
+            } else {
+                split.by_rule += 1;
+            }
+        } else {
+            split.lost += 1;
         }
     }
+    let reported = opts.save_restore.then(|| reported(&a, &b));
     // Hyper-V fails a VM's restore if any extension failed it.
     failed = failed.max(b.failed_vm_restores().len());
     a.unload_driver();
@@ -395,7 +498,10 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         blob_sizes: (min, mean, max),
         flows_on_a,
         flows_carried: carried,
+        flows_fingerprinted: fingerprinted,
         flows_dropped: dropped,
+        split,
+        reported,
         established_on_a,
         connections: conns.len(),
         established_on_b,
@@ -405,6 +511,46 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         window: (window_delivered, window_sent),
         violations,
     }
+}
+
+/// What the drivers report: B's port counters through the `GetCounters` IOCTL, and both
+/// hosts' ETW events.
+fn reported(a: &Host, b: &Host) -> Reported {
+    let mut r = Reported::default();
+    let index = |name: &str| PortCounters::ALL_NAMES.iter().position(|n| *n == name);
+    for p in b.list_ports() {
+        let (status, bytes) =
+            b.control(&Request::GetCounters { port: Some(p.port) }, 8 + 4 + 8 * 64);
+        let mut values = [0u64; 64];
+        if !sys::nt_success(status) || response::decode_counters(&bytes, &mut values).is_err() {
+            continue;
+        }
+        let get = |name| index(name).and_then(|i| values.get(i)).copied().unwrap_or(0);
+        r.restored_flows += get("restored_flows");
+        r.restored_fingerprints += get("restored_fingerprints");
+        r.fingerprint_pickups += get("fingerprint_pickups");
+        r.picked_up_loose += get("picked_up_loose");
+    }
+    for e in a.trace_events() {
+        if let TraceEvent::Save { flows_saved, flows_fingerprinted, flows_dropped, .. } = e {
+            r.etw_saved.0 += u64::from(flows_saved);
+            r.etw_saved.1 += u64::from(flows_fingerprinted);
+            r.etw_saved.2 += u64::from(flows_dropped);
+        }
+    }
+    for e in b.trace_events() {
+        if let TraceEvent::Restore {
+            flows_restored,
+            fingerprints,
+            outcome: RestoreOutcome::Applied,
+            ..
+        } = e
+        {
+            r.etw_restored.0 += u64::from(flows_restored);
+            r.etw_restored.1 += u64::from(fingerprints);
+        }
+    }
+    r
 }
 
 fn us(d: Duration) -> String {
@@ -418,10 +564,45 @@ impl MigrationReport {
         self.violations.is_empty()
             && self.failed_restores == 0
             && self.established_on_a == self.connections
-            && self.established_on_b >= self.established_on_a
-            && self.inbound_permitted == self.connections
+            && self.established_on_b >= self.split.exact
+            && self.split.exact + self.split.picked_up + self.split.by_rule + self.split.lost
+                == self.connections
+            && (self.split.lost <= self.shared_fingerprints() || self.beyond_capacity())
             && self.baseline_blocked.is_none_or(|b| b == self.connections)
             && self.window.0 == self.window.1
+            && self.reported.is_none_or(|r| self.agrees_with(&r))
+    }
+
+    /// Connections whose fingerprint value another connection of the same port shares
+    /// (fingerprinted connections minus the distinct values the restores armed): a shared value
+    /// picks up one flow (each fingerprint admits one at most), so up to this many may be lost
+    /// even within the capacity, about `n^2 / 2^33` per port of `n` fingerprints
+    /// (docs/runtime-state-format.md).
+    #[must_use]
+    pub fn shared_fingerprints(&self) -> usize {
+        self.reported.map_or(0, |r| {
+            usize::try_from(self.flows_fingerprinted.saturating_sub(r.restored_fingerprints))
+                .unwrap_or(usize::MAX)
+        })
+    }
+
+    /// Some port had more established connections than the documented capacity, where losing
+    /// the least recently active is the documented behaviour.
+    #[must_use]
+    pub fn beyond_capacity(&self) -> bool {
+        let ports = usize::try_from(self.ports.max(1)).unwrap_or(usize::MAX);
+        self.connections.div_ceil(ports) > DOCUMENTED_CAPACITY
+    }
+
+    /// The driver's counters and ETW events report the split the scenario observed.
+    #[must_use]
+    pub fn agrees_with(&self, r: &Reported) -> bool {
+        let picked = u64::try_from(self.split.picked_up).unwrap_or(u64::MAX);
+        r.etw_saved == (self.flows_carried, self.flows_fingerprinted, self.flows_dropped)
+            && r.etw_restored == (r.restored_flows, r.restored_fingerprints)
+            // Two connections may share a fingerprint value: the blob then holds fewer values.
+            && r.restored_fingerprints <= self.flows_fingerprinted
+            && r.fingerprint_pickups + r.picked_up_loose == picked
     }
 
     /// The report for a person.
@@ -453,12 +634,22 @@ impl MigrationReport {
         let _ = writeln!(s, "flows on host A             {}", self.flows_on_a);
         let _ = writeln!(
             s,
-            "flows carried / dropped     {} / {} (the cap keeps established TCP first)",
-            self.flows_carried, self.flows_dropped
+            "flows carried exactly       {} (the cap keeps established TCP first)",
+            self.flows_carried
+        );
+        let _ = writeln!(s, "  as fingerprints           {}", self.flows_fingerprinted);
+        let _ = writeln!(
+            s,
+            "  left out by the cap       {} (flows, not established connections first)",
+            self.flows_dropped
         );
         let _ = writeln!(s, "\nproof");
         let _ = writeln!(s, "  connections established on A          {}", self.established_on_a);
-        let _ = writeln!(s, "  established on B after restore        {}", self.established_on_b);
+        let _ = writeln!(
+            s,
+            "  established on B after restore        {} (+ {} fingerprinted: picked up when their traffic resumes)",
+            self.established_on_b, self.flows_fingerprinted
+        );
         let _ = writeln!(
             s,
             "  their inbound packets permitted on B  {} of {}",
@@ -471,6 +662,7 @@ impl MigrationReport {
                 self.connections
             );
         }
+        self.split_text(&mut s);
         let _ = writeln!(
             s,
             "  delivered in the restore window       {} of {}",
@@ -485,6 +677,59 @@ impl MigrationReport {
         s
     }
 
+    /// The split of the connections and what the driver reported, for [`Self::to_text`].
+    fn split_text(&self, s: &mut String) {
+        let _ = writeln!(s, "\nconnections on B (after the VM's traffic resumed)");
+        let _ = writeln!(s, "  carried exactly                       {}", self.split.exact);
+        let _ = writeln!(s, "  picked up by fingerprint              {}", self.split.picked_up);
+        if self.split.by_rule > 0 {
+            let _ = writeln!(
+                s,
+                "  not carried, admitted by a rule       {} (inbound SSH: the allow rule admits them anew)",
+                self.split.by_rule
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  lost                                  {}{}",
+            self.split.lost,
+            if self.beyond_capacity() {
+                format!(" (beyond the documented {DOCUMENTED_CAPACITY} per port)")
+            } else if self.shared_fingerprints() > 0 {
+                format!(
+                    " (within the documented {DOCUMENTED_CAPACITY} per port; {} connections shared a fingerprint value with another)",
+                    self.shared_fingerprints()
+                )
+            } else {
+                format!(" (within the documented {DOCUMENTED_CAPACITY} per port)")
+            }
+        );
+        if let Some(r) = &self.reported {
+            let _ = writeln!(
+                s,
+                "  driver counters on B                  restored_flows {} restored_fingerprints {} fingerprint_pickups {} picked_up_loose {}",
+                r.restored_flows, r.restored_fingerprints, r.fingerprint_pickups, r.picked_up_loose
+            );
+            if r.restored_flows < self.flows_carried {
+                let _ = writeln!(
+                    s,
+                    "    ({} exact records not restored: UDP or half-open flows idle past their timeout at the save, counted `expired`)",
+                    self.flows_carried - r.restored_flows
+                );
+            }
+            let _ = writeln!(
+                s,
+                "  ETW                                   saved {} exact / {} fingerprinted / {} lost; restored {} exact / {} fingerprints ({})",
+                r.etw_saved.0,
+                r.etw_saved.1,
+                r.etw_saved.2,
+                r.etw_restored.0,
+                r.etw_restored.1,
+                if self.agrees_with(r) { "agrees" } else { "DISAGREES" }
+            );
+        }
+    }
+
     /// The report as JSON.
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
@@ -495,7 +740,14 @@ impl MigrationReport {
             "restore": if self.pending { "pending" } else { "sync" },
             "latency": {"save": lat(self.save), "restore_callback": lat(self.restore_callback), "restore_complete": lat(self.restore_complete), "per_port_total": lat(self.per_port_total)},
             "blob_bytes": {"min": self.blob_sizes.0, "mean": self.blob_sizes.1, "max": self.blob_sizes.2},
-            "flows": {"on_a": self.flows_on_a, "carried": self.flows_carried, "dropped": self.flows_dropped},
+            "flows": {"on_a": self.flows_on_a, "carried": self.flows_carried, "fingerprinted": self.flows_fingerprinted, "dropped": self.flows_dropped},
+            "connections": {"exact": self.split.exact, "picked_up_by_fingerprint": self.split.picked_up, "admitted_by_rule": self.split.by_rule, "lost": self.split.lost, "shared_fingerprint_values": self.shared_fingerprints(), "documented_capacity_per_port": DOCUMENTED_CAPACITY, "beyond_capacity": self.beyond_capacity()},
+            "reported": self.reported.map(|r| serde_json::json!({
+                "counters_b": {"restored_flows": r.restored_flows, "restored_fingerprints": r.restored_fingerprints, "fingerprint_pickups": r.fingerprint_pickups, "picked_up_loose": r.picked_up_loose},
+                "etw_save_a": {"exact": r.etw_saved.0, "fingerprinted": r.etw_saved.1, "lost": r.etw_saved.2},
+                "etw_restore_b": {"exact": r.etw_restored.0, "fingerprints": r.etw_restored.1},
+                "agrees": self.agrees_with(&r),
+            })),
             "proof": {"connections": self.connections, "established_on_a": self.established_on_a, "established_on_b": self.established_on_b, "inbound_permitted_on_b": self.inbound_permitted, "baseline_blocked": self.baseline_blocked},
             "failed_restores": self.failed_restores,
             "restore_window": {"delivered": self.window.0, "sent": self.window.1},

@@ -13,7 +13,7 @@ use fwps_sys::{
     STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 use vsflow_core::flow::TableConfig;
-use vsflow_core::{Port, PortConfig};
+use vsflow_core::{Port, PortConfig, PortIdentity};
 
 use super::{driver, identity};
 use crate::alloc_util::try_box;
@@ -100,6 +100,14 @@ impl<S: KernelServices> Driver<S> {
         }
     }
 
+    /// A new, empty port with this driver's table bound, default mode and pickup windows
+    /// (every port gets the configured [`crate::DriverConfig::pickup_config`]).
+    pub(crate) fn new_port(&self, identity: &PortIdentity) -> Result<Port, vsflow_core::Error> {
+        let mut port = Port::try_new(*identity, self.port_config())?;
+        port.set_pickup_config(self.config.pickup_config());
+        Ok(port)
+    }
+
     /// Switch created or deleted (its initial ports and NICs are reported separately).
     pub fn on_switch(&self, event: u32, switch: &NDIS_SWITCH_PARAMETERS) -> NTSTATUS {
         let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
@@ -144,7 +152,7 @@ impl<S: KernelServices> Driver<S> {
             None => {}
         }
         // Allocate outside every lock: a port's table reserves its initial slots.
-        let mut port = Port::try_new(name, self.port_config())?;
+        let mut port = self.new_port(&name)?;
         // The restore window: monitor (permit and track) until the restore is applied or
         // cancelled, so connections carried by the migration are not blocked meanwhile; flows
         // seen in the window merge with the restored ones (vsflow-core's restore API).

@@ -108,7 +108,7 @@ impl<S: KernelServices> Driver<S> {
             self.trace_restore(
                 port_id,
                 blob.len(),
-                0,
+                (0, 0),
                 RestoreOutcome::Degraded(DegradedReason::UnknownPort),
                 STATUS_SUCCESS,
             );
@@ -216,7 +216,7 @@ impl<S: KernelServices> Driver<S> {
             Restorable::Degraded(..) => self
                 .read_ports(|ix| ix.port(key).map(|p| p.identity))
                 .flatten()
-                .and_then(|id| Port::try_new(id, self.port_config()).ok()),
+                .and_then(|id| self.new_port(&id).ok()),
             Restorable::State(_) => None,
         };
         let outcome = self.read_ports(|ix| {
@@ -231,7 +231,7 @@ impl<S: KernelServices> Driver<S> {
         self.trace_restore(
             key.port,
             blob.len(),
-            0,
+            (0, 0),
             RestoreOutcome::Degraded(DegradedReason::UnknownPort),
             STATUS_SUCCESS,
         );
@@ -253,7 +253,7 @@ impl<S: KernelServices> Driver<S> {
             // The same blob again: already applied.
             st.port.cancel_restore();
             st.window_deadline = vsflow_core::Tick::MAX;
-            self.trace_restore(key.port, bytes, 0, RestoreOutcome::Applied, STATUS_SUCCESS);
+            self.trace_restore(key.port, bytes, (0, 0), RestoreOutcome::Applied, STATUS_SUCCESS);
             return STATUS_SUCCESS;
         }
         let (reason, error) = match decoded {
@@ -270,7 +270,7 @@ impl<S: KernelServices> Driver<S> {
                         ),
                     );
                 }
-                match codec::apply(&mut st.port, &state, now) {
+                match codec::apply_with(&mut st.port, &state, now, &self.config.apply_config()) {
                     Ok(report) => {
                         st.window_deadline = vsflow_core::Tick::MAX;
                         st.last_restore = Some(sum);
@@ -278,7 +278,7 @@ impl<S: KernelServices> Driver<S> {
                         self.trace_restore(
                             key.port,
                             bytes,
-                            report.restored,
+                            (report.restored, report.fingerprints),
                             RestoreOutcome::Applied,
                             STATUS_SUCCESS,
                         );
@@ -326,7 +326,7 @@ impl<S: KernelServices> Driver<S> {
                     key.port
                 ),
             );
-            self.trace_restore(key.port, bytes, 0, RestoreOutcome::Failed, status);
+            self.trace_restore(key.port, bytes, (0, 0), RestoreOutcome::Failed, status);
             return status;
         }
         if let Some(port) = fresh {
@@ -345,7 +345,13 @@ impl<S: KernelServices> Driver<S> {
             LogLevel::Warning,
             format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port),
         );
-        self.trace_restore(key.port, bytes, 0, RestoreOutcome::Degraded(reason), STATUS_SUCCESS);
+        self.trace_restore(
+            key.port,
+            bytes,
+            (0, 0),
+            RestoreOutcome::Degraded(reason),
+            STATUS_SUCCESS,
+        );
         STATUS_SUCCESS
     }
 
@@ -353,7 +359,7 @@ impl<S: KernelServices> Driver<S> {
         &self,
         port: u32,
         bytes: usize,
-        flows: u32,
+        (flows, fingerprints): (u32, u32),
         outcome: RestoreOutcome,
         status: NTSTATUS,
     ) {
@@ -361,6 +367,7 @@ impl<S: KernelServices> Driver<S> {
             port,
             bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
             flows_restored: flows,
+            fingerprints,
             outcome,
             status,
         });
@@ -395,7 +402,7 @@ impl<S: KernelServices> Driver<S> {
             self.trace_restore(
                 entry.key.port,
                 entry.blob.len(),
-                0,
+                (0, 0),
                 RestoreOutcome::Cancelled,
                 STATUS_CANCELLED,
             );

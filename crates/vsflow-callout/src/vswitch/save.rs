@@ -80,6 +80,7 @@ impl<S: KernelServices> Driver<S> {
                         buffer.len(),
                         summary.flows_written,
                         summary.flows_dropped,
+                        summary.flows_fingerprinted,
                     ))
                 }
                 Err(e) => {
@@ -92,12 +93,13 @@ impl<S: KernelServices> Driver<S> {
             Some(out)
         });
         match saved.flatten() {
-            Some(Ok((p, len, written, dropped))) => {
+            Some(Ok((p, len, written, dropped, fingerprinted))) => {
                 self.trace(&TraceEvent::Save {
                     port: port_id,
                     bytes: u32::try_from(len).unwrap_or(u32::MAX),
                     flows_saved: written,
                     flows_dropped: dropped,
+                    flows_fingerprinted: fingerprinted,
                     status: STATUS_SUCCESS,
                 });
                 (p, len)
@@ -115,6 +117,7 @@ impl<S: KernelServices> Driver<S> {
                     bytes: u32::try_from(self.empty_blob.len()).unwrap_or(u32::MAX),
                     flows_saved: 0,
                     flows_dropped: 0,
+                    flows_fingerprinted: 0,
                     status: STATUS_SUCCESS,
                 });
                 (self.empty_blob.as_ptr(), self.empty_blob.len())

@@ -659,7 +659,11 @@ fn encode_source(
 }
 
 /// Chooses exact records and fingerprints within `room` bytes.
-#[allow(clippy::too_many_lines, reason = "three cases of one budget")]
+#[allow(
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    reason = "three cases of one budget; s flow, i index, p priority, f family, c cost, t choice"
+)]
 fn plan(
     flows: Vec<SavedFlow>,
     room: usize,
@@ -667,9 +671,8 @@ fn plan(
     salt: [u64; 2],
     carried: &Carried<'_>,
 ) -> Result<Plan, Error> {
-    // Dictionaries and costs over every flow: an upper bound of what any subset costs (a
-    // subset's dictionary is a subset, its index widths no wider, and a remote that drops out
-    // of the dictionary costs its literal instead of its entry plus an index).
+    // Dictionaries and costs over every flow: exact when every flow is written; over the cap,
+    // their index widths bound those of any subset's dictionary.
     let dicts = Dicts::build(&flows)?;
     let dict_bytes = dicts.bytes();
     // A flow that cannot be written exactly (its local address did not fit the dictionary)
@@ -749,7 +752,7 @@ fn plan(
     take.try_reserve_exact(flows.len())?;
     take.resize(flows.len(), 0u8);
     let max_fps = crate::fingerprint::MAX_FINGERPRINTS;
-    let (m, k) = if dict_bytes + all_bytes >= room || scratch.len() > max_fps {
+    let (m, k) = if all_bytes >= room || scratch.len() > max_fps {
         // Fingerprints only: the largest m whose subset fits (the size is monotone in m).
         let fits = |m: u32, scratch: &mut Vec<u32>| {
             subset(m, scratch);
@@ -787,16 +790,37 @@ fn plan(
                 *u = p != 0 && !shared;
             }
         }
+        //
+        // The dictionary is charged as it is used, not up front: a flow pays for its local
+        // address the first time one is upgraded, and its remote address as a literal (a
+        // remote the kept flows share costs less as an entry plus indexes, so this is an upper
+        // bound of what the rebuilt dictionary costs).
         let saving = usize::from(k_all / 8);
-        let mut left = room - dict_bytes - all_bytes;
+        let mut left = room - all_bytes;
+        let mut charged: [Vec<bool>; 2] = [Vec::new(), Vec::new()];
+        for (c, d) in charged.iter_mut().zip(dicts.addrs.iter()) {
+            c.try_reserve_exact(d.len())?;
+            c.resize(d.len(), false);
+        }
         for &(_, i) in &order {
             let Some(s) = flows.get(i as usize) else { continue };
             let p = prio.get(i as usize).copied().unwrap_or(0);
-            let c = cost(i as usize, s, false);
+            let f = family_slot(s.key.family);
+            let local = dicts.idx.get(i as usize).map_or(NONE, |x| x.0);
+            let first_use = charged.get(f).and_then(|c| c.get(local as usize)) == Some(&false);
+            let c = dicts
+                .lays
+                .get(f)
+                .filter(|_| local != NONE)
+                .map_or(1 << 40, |lay| entry_len(s, lay, false, rules_version, false))
+                + if first_use { addr_len(s.key.family) } else { 0 };
             let back = if unique.get(p as usize).copied().unwrap_or(false) { saving } else { 0 };
             let extra = c.saturating_sub(back);
             let t = if extra <= left {
                 left -= extra;
+                if let Some(b) = charged.get_mut(f).and_then(|c| c.get_mut(local as usize)) {
+                    *b = true;
+                }
                 2
             } else {
                 u8::from(p != 0)

@@ -461,7 +461,8 @@ pub fn fixture_enforce_rules() -> PortState {
     }
 }
 
-/// The fixed input of the `v1.0-capped` fixture: 300 flows under a 4 KiB cap.
+/// The fixed input of the capped fixtures: 300 flows (100 established), with the cap of
+/// `v1.1-capped` (2 KiB; `v1.0-capped` was written under 4 KiB).
 pub fn fixture_capped() -> (PortState, usize) {
     let mut s = fixture_monitor_mixed();
     s.flows.clear();
@@ -479,5 +480,5 @@ pub fn fixture_capped() -> (PortState, usize) {
         f.key.remote_port = n;
         s.flows.push(f);
     }
-    (s, 4096)
+    (s, 2048)
 }
