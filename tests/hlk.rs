@@ -20,9 +20,9 @@ fn support_live_migration() {
 fn support_reordering() {
     let (mut h, sw) = host(1, enforce(RestoreMode::Pending), "SW");
     assert_eq!(h.reorder(false), sys::STATUS_SUCCESS, "reorder never pends");
-    assert_eq!(h.driver().with_state(|st| st.reorder_in_position), Some(false));
+    assert_eq!(h.driver().reorder_in_position(), Some(false));
     assert_eq!(h.reorder(true), sys::STATUS_SUCCESS);
-    assert_eq!(h.driver().with_state(|st| st.reorder_in_position), Some(true));
+    assert_eq!(h.driver().reorder_in_position(), Some(true));
     assert_eq!(h.driver().stats().reorder_events, 2);
     // Filtering keeps working across reorders.
     vm_port(&mut h, sw, 5, "p", 1, false);

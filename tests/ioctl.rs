@@ -36,7 +36,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     let (status, _, bytes) = call(&h, &Request::GetVersion, 64);
     assert_eq!(status, 0);
     let version = VersionInfo::decode(&bytes).expect("version");
-    assert_eq!((version.protocol, version.format), (1, [1, 1]));
+    assert_eq!((version.protocol, version.format), (2, [1, 1]));
 
     let (_, _, bytes) = call(&h, &Request::GetConfig, 64);
     let config = ConfigInfo::decode(&bytes).expect("config");
@@ -62,8 +62,8 @@ fn version_config_ports_flows_and_counters_are_reported() {
         assert_eq!(status, 0);
         let page = response::decode_flows(&bytes, |f| seen.push(f)).expect("flows");
         assert_eq!(page.total, 25);
-        start += page.returned;
-        if page.returned == 0 || start >= page.total {
+        start = page.next;
+        if page.next == response::FLOWS_END {
             break;
         }
     }
@@ -123,7 +123,10 @@ fn mode_and_rules_change_what_is_permitted() {
     };
     let mut space = [0u8; 24];
     let rules = rule_list(&[rule], &mut space).expect("rules");
-    let (status, _, bytes) = call(&h, &Request::ReplaceRules { port, rules }, 64);
+    let (status, _, _) = call(&h, &Request::ReplaceRules { port, expected_version: 5, rules }, 64);
+    assert_eq!(status, response::STATUS_RULES_CHANGED, "a replace based on stale rules is refused");
+    let (status, _, bytes) =
+        call(&h, &Request::ReplaceRules { port, expected_version: 0, rules }, 64);
     assert_eq!(status, 0);
     assert_eq!(response::decode_rules_version(&bytes), Ok(1));
     let ssh3 = SimPacket::new(

@@ -73,11 +73,7 @@ fn bfe_starting_after_the_driver_registers_then() {
     assert_eq!(h.driver().phase(), Phase::WaitingForBfe);
     let sw = h.create_switch("SW", &[]);
     let _ = sw;
-    assert_eq!(
-        h.driver().with_state(|st| st.switches.len()),
-        0,
-        "not subscribed yet: the driver saw nothing"
-    );
+    assert_eq!(h.driver().switch_count(), 0, "not subscribed yet: the driver saw nothing");
     h.start_bfe();
     assert_eq!(h.driver().phase(), Phase::Running);
     let sw = h.create_switch("SW2", &[]);
@@ -95,7 +91,7 @@ fn switch_delete_cancels_pending_restores_and_forgets_ports() {
     let t = b.restore(sb, 50, &blobs);
     b.delete_switch(sb);
     assert_eq!(b.completion(t[0].context), Some(sys::STATUS_CANCELLED));
-    assert_eq!(b.driver().with_state(|st| st.ports.len()), 0);
+    assert_eq!(b.driver().port_count(), 0);
     finish(&mut b);
 }
 

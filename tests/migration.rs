@@ -2,7 +2,7 @@
 //! orders, blobs of other format versions, and damaged blobs.
 
 use fwps_sys as sys;
-use vsflow_callout::{DriverConfig, RestoreMode};
+use vsflow_callout::{DegradedReason, DriverConfig, RestoreMode, RestoreOutcome, TraceEvent};
 use vsflow_core::codec::UnknownMajor;
 use vsflow_scenarios::{delivered, enforce, finish, flows_of, host, open_connections, vm_port};
 use vsflow_sim::migrate::{MigrateOptions, run};
@@ -73,11 +73,13 @@ fn past_the_exact_capacity_established_connections_are_carried_by_fingerprint() 
     assert!(r.blob_sizes.2 <= 60 * 1024);
 }
 
-/// Migrates port `name` from a fresh host A to a fresh host B with the given blob mutation.
+/// Migrates port `name` from a fresh host A to a fresh host B with the given blob mutation;
+/// returns the restore's status, the port's flows on B, the inbound packets B delivered, and
+/// B's restore events.
 fn migrate_one(
     config_b: DriverConfig,
     mut mutate: impl FnMut(&mut Vec<u8>),
-) -> (u32, Option<usize>, usize) {
+) -> (u32, Option<usize>, usize, Vec<TraceEvent>) {
     let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
     let (mut b, sb) = host(2, config_b, "SW-B");
     vm_port(&mut a, sa, 10, "vm-port-1", 1, false);
@@ -92,34 +94,71 @@ fn migrate_one(
     let status = b.restore_status(&tickets[0]).expect("completed");
     let reached = delivered(&mut b, sb, 77, &inbound);
     let flows = flows_of(&b, "vm-port-1");
+    let events =
+        b.trace_events().into_iter().filter(|e| matches!(e, TraceEvent::Restore { .. })).collect();
     finish(&mut a);
     finish(&mut b);
-    (u32::from_ne_bytes(status.to_ne_bytes()), flows, reached)
+    (u32::from_ne_bytes(status.to_ne_bytes()), flows, reached, events)
 }
 
-#[test]
-fn a_corrupt_blob_fails_the_restore_and_applies_nothing() {
-    let (status, flows, reached) = migrate_one(enforce(RestoreMode::Pending), |b| b[100] ^= 0x40);
-    assert_eq!(
-        status,
-        u32::from_ne_bytes(sys::STATUS_DATA_ERROR.to_ne_bytes()),
-        "Hyper-V sees the failure"
-    );
-    assert_eq!(flows, Some(0));
-    assert_eq!(reached, 0);
+fn degraded(events: &[TraceEvent], why: DegradedReason) -> bool {
+    matches!(
+        events,
+        [TraceEvent::Restore { port: 77, outcome: RestoreOutcome::Degraded(r), status: 0, .. }] if *r == why
+    )
 }
 
+// Before the fix (main at b408241) both failed the VM's restore with STATUS_DATA_ERROR.
 #[test]
-fn a_truncated_blob_fails_the_restore_and_applies_nothing() {
-    let (status, flows, _) =
+fn a_corrupt_blob_restores_an_empty_port_and_the_migration_succeeds() {
+    let (status, flows, reached, events) =
+        migrate_one(enforce(RestoreMode::Pending), |b| b[100] ^= 0x40);
+    assert_eq!(status, 0, "a migration never fails because of vsflow");
+    assert_eq!(flows, Some(0), "restored empty");
+    assert_eq!(reached, 0, "nothing carried: Enforce blocks the unsolicited inbound");
+    assert!(degraded(&events, DegradedReason::Damaged), "{events:?}");
+}
+
+// "A migration never fails because of vsflow": by default a damaged blob restores an empty
+// port, is counted, and the restore succeeds (OID_SWITCH_NIC_RESTORE: an extension's failure
+// fails the VM's whole restore).
+#[test]
+fn a_truncated_or_empty_blob_restores_an_empty_port() {
+    let (status, flows, _, events) =
         migrate_one(enforce(RestoreMode::Synchronous), |b| b.truncate(b.len() / 2));
+    assert_eq!(status, 0);
+    assert_eq!(flows, Some(0));
+    assert!(degraded(&events, DegradedReason::Damaged), "{events:?}");
+    let (status, flows, _, events) = migrate_one(enforce(RestoreMode::Pending), Vec::clear);
+    assert_eq!(status, 0, "a zero-length record completes with success");
+    assert_eq!(flows, Some(0));
+    assert!(degraded(&events, DegradedReason::Empty), "{events:?}");
+}
+
+#[test]
+fn failing_a_bad_restore_is_an_opt_in_policy() {
+    let strict = DriverConfig { fail_bad_restores: true, ..enforce(RestoreMode::Pending) };
+    let (status, flows, _, events) = migrate_one(strict, |b| b[100] ^= 0x40);
     assert_eq!(status, u32::from_ne_bytes(sys::STATUS_DATA_ERROR.to_ne_bytes()));
     assert_eq!(flows, Some(0));
+    assert!(matches!(
+        events.as_slice(),
+        [TraceEvent::Restore { outcome: RestoreOutcome::Failed, .. }]
+    ));
 }
 
 #[test]
 fn an_intact_blob_restores_and_permits_return_traffic() {
-    let (status, flows, reached) = migrate_one(enforce(RestoreMode::Pending), |_| {});
+    let (status, flows, reached, events) = migrate_one(enforce(RestoreMode::Pending), |_| {});
+    assert!(matches!(
+        events.as_slice(),
+        [TraceEvent::Restore {
+            outcome: RestoreOutcome::Applied,
+            flows_restored: 20,
+            status: 0,
+            ..
+        }]
+    ));
     assert_eq!(status, 0);
     assert_eq!(flows, Some(20));
     assert_eq!(reached, 20);
@@ -165,17 +204,21 @@ fn blobs_of_every_known_format_version_restore_through_the_driver() {
 }
 
 #[test]
-fn an_older_driver_facing_a_newer_major_fails_cleanly_when_strict_and_restores_empty_when_lenient()
-{
+fn an_older_driver_facing_a_newer_major_restores_empty_unless_told_to_fail() {
+    // Before the fix the default (strict) failed the restore with STATUS_REVISION_MISMATCH.
     let (status, flows, empty) =
         restore_fixture("v2.0-future-major.bin", enforce(RestoreMode::Pending));
-    assert_eq!(status, sys::STATUS_REVISION_MISMATCH);
-    assert_eq!((flows, empty), (Some(0), 0));
-    let lenient =
-        DriverConfig { unknown_major: UnknownMajor::Lenient, ..enforce(RestoreMode::Synchronous) };
-    let (status, flows, empty) = restore_fixture("v2.0-future-major.bin", lenient);
     assert_eq!(status, sys::STATUS_SUCCESS);
     assert_eq!((flows, empty), (Some(0), 1));
+    let strict =
+        DriverConfig { unknown_major: UnknownMajor::Strict, ..enforce(RestoreMode::Synchronous) };
+    let (status, flows, empty) = restore_fixture("v2.0-future-major.bin", strict);
+    assert_eq!(status, sys::STATUS_SUCCESS, "strict only names the decode error");
+    assert_eq!((flows, empty), (Some(0), 1));
+    let fail = DriverConfig { fail_bad_restores: true, ..enforce(RestoreMode::Synchronous) };
+    let (status, flows, empty) = restore_fixture("v2.0-future-major.bin", fail);
+    assert_eq!(status, sys::STATUS_REVISION_MISMATCH, "the opt-in policy fails it");
+    assert_eq!((flows, empty), (Some(0), 0));
 }
 
 #[test]

@@ -23,13 +23,9 @@ fn config(r: &mut Rng) -> DriverConfig {
 fn check(h: &Host, run: u64, step: usize) {
     let v = h.violations();
     assert!(v.is_empty(), "run {run} step {step}: {v:?}");
-    let (pending, ports_ok) = h.driver().with_state(|st| {
-        let ok = st
-            .ports
-            .values()
-            .all(|e| e.port.table().check_invariants().is_ok() && e.port.table().len() <= 16);
-        (st.pending.len(), ok)
-    });
+    let totals = h.driver().flow_totals();
+    let (pending, ports_ok) =
+        (h.driver().pending_count(), totals.consistent && totals.largest_port <= 16);
     assert!(ports_ok, "run {run} step {step}: a flow table is inconsistent");
     assert_eq!(
         h.outstanding(),
@@ -53,12 +49,11 @@ fn absorb(c: &mut Coverage, h: &Host) {
     let s = h.driver().stats();
     c.pended += s.restores_pended;
     c.cancelled += s.restores_cancelled;
-    c.failed += s.restores_failed;
+    // Damaged blobs restore an empty port (degraded), never fail the migration.
+    c.failed += s.restores_empty;
     c.applied += s.restores_applied;
     c.sync += s.restores_sync;
-    c.blocked += h
-        .driver()
-        .with_state(|st| st.ports.values().map(|e| e.port.counters().packets_blocked).sum::<u64>());
+    c.blocked += h.driver().flow_totals().packets_blocked;
 }
 
 #[allow(clippy::too_many_lines, reason = "one match arm per kind of event")]
@@ -192,7 +187,7 @@ fn ten_thousand_random_event_orders_keep_every_invariant() {
         one_run(run, &mut cov);
     }
     eprintln!(
-        "soak: {runs} runs: {} restores pended, {} synchronous, {} applied, {} failed, {} cancelled, {} reloads, {} packets blocked",
+        "soak: {runs} runs: {} restores pended, {} synchronous, {} applied, {} degraded to empty, {} cancelled, {} reloads, {} packets blocked",
         cov.pended, cov.sync, cov.applied, cov.failed, cov.cancelled, cov.reloads, cov.blocked
     );
     if runs >= 1000 {

@@ -3,8 +3,9 @@
 
 use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode};
-use vsflow_core::{IpFamily, Mode, protocol};
+use vsflow_core::{IpFamily, Mode};
 use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::traffic;
 use vsflow_sim::{Host, PacketFate, SimPacket};
 
 /// A driver configuration for scenarios: Enforce mode by default, so carried state is visible.
@@ -41,11 +42,10 @@ pub fn vm_port(h: &mut Host, sw: usize, id: u32, name: &str, nic: u16, restoring
     );
 }
 
-/// The VM's IPv4 address on port `id`.
+/// The VM's IPv4 address on port `id` (the traffic module's VM address).
 #[must_use]
 pub fn vm_ip(id: u32) -> [u8; 16] {
-    let [_, _, hi, lo] = id.to_be_bytes();
-    vsflow_core::packet::v4([10, hi, lo, 2])
+    traffic::vm_addr(IpFamily::V4, id)
 }
 
 /// Opens `n` VM-initiated TCP connections from port `id` (SYN out, SYN-ACK in, ACK out) and
@@ -59,24 +59,10 @@ pub fn open_connections(h: &mut Host, sw: usize, id: u32, n: u16) -> Vec<SimPack
             h.advance(10_000);
             let remote =
                 vsflow_core::packet::v4([198, 51, 100, u8::try_from(k % 250).unwrap_or(0)]);
-            let syn = SimPacket::new(
-                IpFamily::V4,
-                protocol::TCP,
-                vm_ip(id),
-                30_000 + k,
-                remote,
-                443,
-                0x02,
-                0,
-            );
-            assert_eq!(h.transmit(sw, id, EXTERNAL_PORT, &syn), PacketFate::Delivered);
-            let synack = syn.reply(0x12, 0);
-            assert_eq!(h.transmit(sw, EXTERNAL_PORT, id, &synack), PacketFate::Delivered);
-            assert_eq!(
-                h.transmit(sw, id, EXTERNAL_PORT, &synack.reply(0x10, 0)),
-                PacketFate::Delivered
-            );
-            syn.reply(0x18, 500)
+            let syn = traffic::vm_syn(IpFamily::V4, id, 30_000 + k, remote, 443);
+            let (fates, data) = traffic::vm_handshake(h, sw, id, &syn);
+            assert_eq!(fates, [PacketFate::Delivered; 3], "handshake {k} of port {id}");
+            data
         })
         .collect()
 }
@@ -86,15 +72,54 @@ pub fn delivered(h: &mut Host, sw: usize, id: u32, inbound: &[SimPacket]) -> usi
     inbound.iter().filter(|p| h.transmit(sw, EXTERNAL_PORT, id, p) == PacketFate::Delivered).count()
 }
 
+/// The states of the flows in the table of the port named `name`, through the `ListPorts`
+/// and `GetFlows` IOCTLs.
+///
+/// # Panics
+/// If `GetFlows` fails or its answer does not decode.
+#[must_use]
+pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
+    use vsflow_proto::request::Request;
+    let Some(listed) = h.list_ports().into_iter().find(|p| p.name.to_string() == name) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut start = 0;
+    loop {
+        let (status, bytes) =
+            h.control(&Request::GetFlows { port: listed.port, start, max: 256 }, 1 << 20);
+        assert_eq!(status, 0, "GetFlows");
+        let flows_page = vsflow_proto::response::decode_flows(&bytes, |f| found.push(f.state))
+            .expect("flows decode");
+        // The driver pages with a cursor: pass back the page's `next`.
+        start = flows_page.next;
+        if flows_page.next == vsflow_proto::response::FLOWS_END {
+            break;
+        }
+    }
+    found
+}
+
 /// Flows in the table of the port named `name`.
+///
+/// # Panics
+/// If `ListPorts` fails or its answer does not decode.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
-    h.driver().with_state(|st| {
-        st.ports
-            .values()
-            .find(|e| e.port.identity().to_string() == name)
-            .map(|e| e.port.table().len())
+    use vsflow_proto::request::Request;
+    let req = Request::ListPorts;
+    let mut buf = vec![0u8; req.encoded_len()];
+    req.encode(&mut buf).expect("encodes");
+    let (o, bytes) = h.ioctl(req.ioctl().code(), &buf, 1 << 20);
+    assert_eq!(o.status, 0, "ListPorts");
+    let mut found = None;
+    vsflow_proto::response::decode_ports(&bytes, |p| {
+        if p.name.to_string() == name {
+            found = Some(p.flow_count as usize);
+        }
     })
+    .expect("ports decode");
+    found
 }
 
 /// Unloads the driver and asserts no contract was broken and nothing was left behind.

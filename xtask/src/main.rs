@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's task runner (the cargo-make tasks in Makefile.toml delegate
 //! here, so there is one implementation of every task).
 //!
-//! - `cargo xtask ci`: the test command. fmt check, clippy for the host (all targets,
+//! - `cargo xtask ci`: the test command. The components and targets `rust-toolchain.toml`
+//!   lists, installed when missing (`cargo xtask toolchain` alone); fmt check, clippy for the host (all targets,
 //!   warnings denied), the whole workspace's tests, clippy for `x86_64-pc-windows-msvc` on
 //!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
 //!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the
@@ -16,6 +17,8 @@
 
 mod inf;
 mod package;
+mod target;
+mod toolchain;
 mod wdk_check;
 mod wine;
 
@@ -41,13 +44,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("fmt") => run("cargo", &["fmt", "--all"]),
+        Some("toolchain") => toolchain::ensure_installed(),
         Some("inf-lint") => inf_lint(&rest),
         Some("package") => package::package(&rest),
         Some("wdk-check") => wdk_check::check(),
         Some("wine") => wine::smoke(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|inf-lint FILE [--source]|package [--arch A]|wdk-check|wine>"
+                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|wine>"
             );
             return ExitCode::from(2);
         }
@@ -81,6 +85,7 @@ fn inf_lint(args: &[&str]) -> Result<(), String> {
 }
 
 fn ci() -> Result<(), String> {
+    step("toolchain (rust-toolchain.toml components and targets)", toolchain::ensure_installed)?;
     step("rustfmt --check", || run("cargo", &["fmt", "--all", "--", "--check"]))?;
     step("clippy (host, all targets)", || {
         run(

@@ -1,4 +1,5 @@
-//! `cargo xtask package`: the driver package in `target/package/vsflow/`.
+//! `cargo xtask package`: the driver package in `<target dir>/package/vsflow/` (the target
+//! directory as `cargo metadata` reports it, so `CARGO_TARGET_DIR` is respected).
 //!
 //! On every host: stamp `vsflow.inf` from `inf/vsflow.inx` (architecture, and `DriverVer` from
 //! the date and the Cargo version), lint it, and lay out the package directory. On Windows with
@@ -59,7 +60,7 @@ pub fn package(args: &[&str]) -> Result<(), String> {
         }
         return Err("the stamped INF does not pass the lint".into());
     }
-    let dir = root().join("target/package/vsflow").join(arch);
+    let dir = crate::target::dir()?.join("package/vsflow").join(arch);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::write(dir.join("vsflow.inf"), &stamped).map_err(|e| e.to_string())?;
     println!(
@@ -80,10 +81,14 @@ pub fn package(args: &[&str]) -> Result<(), String> {
 fn windows_steps(dir: &Path, arch: &str) -> Result<(), String> {
     let target = if arch == "arm64" { "aarch64-pc-windows-msvc" } else { "x86_64-pc-windows-msvc" };
     run("cargo", &["build", "-p", "vsflow-driver", "--profile", "driver", "--target", target])?;
-    let built = root().join("target").join(target).join("driver/vsflow.dll");
+    let out = crate::target::dir()?.join(target).join("driver");
+    let built = out.join("vsflow.dll");
+    if !built.is_file() {
+        return Err(format!("the driver build left no {}", built.display()));
+    }
     std::fs::copy(&built, dir.join("vsflow.sys"))
         .map_err(|e| format!("{}: {e}", built.display()))?;
-    let pdb = root().join("target").join(target).join("driver/vsflow.pdb");
+    let pdb = out.join("vsflow.pdb");
     let _ = std::fs::copy(&pdb, dir.join("vsflow.pdb"));
     let d = dir.to_string_lossy().into_owned();
     let inf_path = format!("{d}\\vsflow.inf");

@@ -133,6 +133,22 @@ pub struct NDIS_SWITCH_PORT_ARRAY {
 pub type NDIS_SWITCH_NIC_TYPE = u32;
 /// `NDIS_SWITCH_NIC_STATE`.
 pub type NDIS_SWITCH_NIC_STATE = u32;
+/// `NdisSwitchNicStateUnknown`.
+pub const NdisSwitchNicStateUnknown: NDIS_SWITCH_NIC_STATE = 0;
+/// `NdisSwitchNicStateCreated`: created, not yet connected (traffic already flows).
+pub const NdisSwitchNicStateCreated: NDIS_SWITCH_NIC_STATE = 1;
+/// `NdisSwitchNicStateConnected`.
+pub const NdisSwitchNicStateConnected: NDIS_SWITCH_NIC_STATE = 2;
+/// `NdisSwitchNicStateDisconnected`.
+pub const NdisSwitchNicStateDisconnected: NDIS_SWITCH_NIC_STATE = 3;
+/// `NdisSwitchNicStateDeleted`.
+pub const NdisSwitchNicStateDeleted: NDIS_SWITCH_NIC_STATE = 4;
+
+/// `NDIS_SWITCH_NIC_PARAMETERS_REVISION_1` (NDIS 6.30).
+pub const NDIS_SWITCH_NIC_PARAMETERS_REVISION_1: u8 = 1;
+/// `NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1`:
+/// `RTL_SIZEOF_THROUGH_FIELD(NDIS_SWITCH_NIC_PARAMETERS, VFAssigned)`, 2207 bytes on x64.
+pub const NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1: usize = 2207;
 
 /// `NDIS_SWITCH_NIC_PARAMETERS` (revision 2, NDIS 6.40+).
 #[repr(C)]
@@ -323,26 +339,94 @@ pub struct NET_BUFFER_LIST {
     pub FirstNetBuffer: *mut NET_BUFFER,
 }
 
-/// The start of `NET_BUFFER` (`ndis/nbl.h`), up to `DataLength`.
+/// `MDL` (`wdm.h`): one virtually contiguous piece of a buffer.
+///
+/// Its bytes start at `StartVa + ByteOffset` (`MmGetMdlVirtualAddress`) and run `ByteCount` bytes; when
+/// `MdlFlags` has `MDL_MAPPED_TO_SYSTEM_VA` or `MDL_SOURCE_IS_NONPAGED_POOL`,
+/// `MmGetSystemAddressForMdlSafe` returns `MappedSystemVa`, the same bytes' system address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MDL {
+    /// `Next`: the next MDL of the chain.
+    pub Next: *mut Self,
+    /// `Size` (`CSHORT`).
+    pub Size: i16,
+    /// `MdlFlags` (`CSHORT`).
+    pub MdlFlags: i16,
+    /// `Process`.
+    pub Process: *mut core::ffi::c_void,
+    /// `MappedSystemVa`.
+    pub MappedSystemVa: *mut core::ffi::c_void,
+    /// `StartVa`: page-aligned start.
+    pub StartVa: *mut core::ffi::c_void,
+    /// `ByteCount`.
+    pub ByteCount: u32,
+    /// `ByteOffset`: offset of the first byte from `StartVa`.
+    pub ByteOffset: u32,
+}
+
+/// `MDL_MAPPED_TO_SYSTEM_VA`.
+pub const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+/// `MDL_SOURCE_IS_NONPAGED_POOL`.
+pub const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+
+assert_layout!(
+    MDL,
+    size = 48,
+    align = 8,
+    Size = 8,
+    MdlFlags = 10,
+    Process = 16,
+    MappedSystemVa = 24,
+    StartVa = 32,
+    ByteCount = 40,
+    ByteOffset = 44
+);
+
+/// The start of `NET_BUFFER` (`ndis/nbl.h`): its `NET_BUFFER_DATA` part.
+///
+/// The data starts `CurrentMdlOffset` bytes into `CurrentMdl` and runs `DataLength` bytes along the MDL chain;
+/// `DataOffset` is the same position counted from the start of `MdlChain`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct NET_BUFFER {
     /// `Next`.
     pub Next: *mut Self,
-    /// `CurrentMdl`.
-    pub CurrentMdl: *mut core::ffi::c_void,
-    /// `CurrentMdlOffset`.
+    /// `CurrentMdl`: the MDL holding the first byte of data.
+    pub CurrentMdl: *mut MDL,
+    /// `CurrentMdlOffset`: offset of the first byte of data in `CurrentMdl`.
     pub CurrentMdlOffset: u32,
-    /// `DataLength` (a `ULONG` in a union with `SIZE_T stDataLength`).
-    pub DataLength: usize,
+    /// Alignment padding before the 8-aligned `DataLength` union.
+    pub Padding0: u32,
+    /// `DataLength`: in the header a `ULONG` in a union with `SIZE_T stDataLength`; NDIS's
+    /// accessor (`NET_BUFFER_DATA_LENGTH`) reads the `ULONG`. Read 32 bits.
+    pub DataLength: u32,
+    /// The upper half of the union's `SIZE_T stDataLength`: not part of the length (NDIS
+    /// writes only the `ULONG`), so its value is unspecified.
+    pub stDataLengthHigh: u32,
+    /// `MdlChain`: the first MDL of the buffer.
+    pub MdlChain: *mut MDL,
+    /// `DataOffset`: offset of the first byte of data from the start of `MdlChain`.
+    pub DataOffset: u32,
+}
+
+impl NET_BUFFER {
+    /// `NET_BUFFER_DATA_LENGTH`: the 32-bit length of the data.
+    #[must_use]
+    pub const fn data_length(&self) -> u32 {
+        self.DataLength
+    }
 }
 
 assert_layout!(NET_BUFFER_LIST, size = 16, align = 8, FirstNetBuffer = 8);
 assert_layout!(
     NET_BUFFER,
-    size = 32,
+    size = 48,
     align = 8,
     CurrentMdl = 8,
     CurrentMdlOffset = 16,
-    DataLength = 24
+    DataLength = 24,
+    stDataLengthHigh = 28,
+    MdlChain = 32,
+    DataOffset = 40
 );

@@ -1,11 +1,15 @@
 //! What a registered name stands for: a persistent port reservation (transport, first port,
 //! count), and the 8-byte blob that carries one in `WSAQUERYSET2W::lpBlob`.
 //!
+//! [`Transport`] and [`PortBlock`] are also netports' TCP/UDP type and validated port block
+//! (`netports::range` re-exports them): one definition for the provider and the CLI.
+//!
 //! Blob layout (little-endian, no padding): `version: u8 = 1`, `protocol: u8` (6 TCP, 17 UDP),
 //! `start: u16`, `count: u16`, `reserved: u16 = 0`. Answers carry it when `LUP_RETURN_BLOB`
 //! is asked for; `SetServiceEx` accepts it to register a block of more than one port.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,12 +68,123 @@ impl fmt::Display for Transport {
     }
 }
 
+/// Not `tcp` or `udp`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownTransport(pub String);
+
+impl fmt::Display for UnknownTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown protocol '{}' (tcp or udp)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownTransport {}
+
+impl FromStr for Transport {
+    type Err = UnknownTransport;
+    fn from_str(s: &str) -> Result<Self, UnknownTransport> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Self::Tcp),
+            "udp" => Ok(Self::Udp),
+            _ => Err(UnknownTransport(s.to_owned())),
+        }
+    }
+}
+
+/// Why a port block is not valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockError {
+    /// The start is 0.
+    StartZero,
+    /// The count is 0.
+    CountZero,
+    /// `start + count > 65,536`.
+    PastEnd,
+}
+
+impl BlockError {
+    /// The reason, for a person.
+    #[must_use]
+    pub const fn why(self) -> &'static str {
+        match self {
+            Self::StartZero => "the start port must not be 0",
+            Self::CountZero => "the count must not be 0",
+            Self::PastEnd => "the block runs past port 65535",
+        }
+    }
+}
+
+impl fmt::Display for BlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.why())
+    }
+}
+
+impl std::error::Error for BlockError {}
+
+/// A validated block of `count` ports starting at `start`: `start..start + count`, with start
+/// and count non-zero and the block ending by port 65535. Host byte order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PortBlock {
+    /// First port.
+    pub start: u16,
+    /// Number of ports.
+    pub count: u16,
+}
+
+impl PortBlock {
+    /// A validated block.
+    ///
+    /// # Errors
+    /// [`BlockError`].
+    pub const fn new(start: u16, count: u16) -> Result<Self, BlockError> {
+        if start == 0 {
+            return Err(BlockError::StartZero);
+        }
+        if count == 0 {
+            return Err(BlockError::CountZero);
+        }
+        if start as u32 + count as u32 > 65_536 {
+            return Err(BlockError::PastEnd);
+        }
+        Ok(Self { start, count })
+    }
+
+    /// The last port.
+    #[must_use]
+    pub const fn end(&self) -> u16 {
+        // Cannot overflow for a validated block.
+        self.start.wrapping_add(self.count).wrapping_sub(1)
+    }
+
+    /// True if `port` is in the block.
+    #[must_use]
+    pub const fn contains(&self, port: u16) -> bool {
+        port >= self.start && port <= self.end()
+    }
+
+    /// True if the blocks share a port.
+    #[must_use]
+    pub const fn overlaps(&self, other: &Self) -> bool {
+        self.start <= other.end() && other.start <= self.end()
+    }
+}
+
+impl fmt::Display for PortBlock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.count == 1 {
+            write!(f, "{}", self.start)
+        } else {
+            write!(f, "{}-{}", self.start, self.end())
+        }
+    }
+}
+
 /// A block of ports: `start..start + count`, validated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Reservation {
     transport: Transport,
-    start: u16,
-    count: u16,
+    block: PortBlock,
 }
 
 /// Why a block is not valid.
@@ -90,10 +205,20 @@ impl Reservation {
     /// # Errors
     /// [`InvalidBlock`] for start 0, count 0, or a block past port 65535.
     pub fn new(transport: Transport, start: u16, count: u16) -> Result<Self, InvalidBlock> {
-        if start == 0 || count == 0 || u32::from(start) + u32::from(count) > 65_536 {
-            return Err(InvalidBlock);
-        }
-        Ok(Self { transport, start, count })
+        let block = PortBlock::new(start, count).map_err(|_| InvalidBlock)?;
+        Ok(Self { transport, block })
+    }
+
+    /// A reservation of an already validated block.
+    #[must_use]
+    pub const fn of(transport: Transport, block: PortBlock) -> Self {
+        Self { transport, block }
+    }
+
+    /// The ports.
+    #[must_use]
+    pub const fn block(&self) -> PortBlock {
+        self.block
     }
 
     /// TCP or UDP.
@@ -105,27 +230,26 @@ impl Reservation {
     /// The first port.
     #[must_use]
     pub const fn start(&self) -> u16 {
-        self.start
+        self.block.start
     }
 
     /// The number of ports.
     #[must_use]
     pub const fn count(&self) -> u16 {
-        self.count
+        self.block.count
     }
 
     /// The last port.
     #[must_use]
     pub const fn end(&self) -> u16 {
-        // Cannot overflow for a validated block.
-        self.start.wrapping_add(self.count).wrapping_sub(1)
+        self.block.end()
     }
 
     /// The 8-byte blob.
     #[must_use]
     pub fn to_blob(&self) -> [u8; BLOB_LEN] {
-        let [s0, s1] = self.start.to_le_bytes();
-        let [c0, c1] = self.count.to_le_bytes();
+        let [s0, s1] = self.block.start.to_le_bytes();
+        let [c0, c1] = self.block.count.to_le_bytes();
         let protocol = if self.transport == Transport::Tcp { 6 } else { 17 };
         [BLOB_VERSION, protocol, s0, s1, c0, c1, 0, 0]
     }
@@ -150,11 +274,7 @@ pub const BLOB_VERSION: u8 = 1;
 
 impl fmt::Display for Reservation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.count == 1 {
-            write!(f, "{} {}", self.transport, self.start)
-        } else {
-            write!(f, "{} {}-{}", self.transport, self.start, self.end())
-        }
+        write!(f, "{} {}", self.transport, self.block)
     }
 }
 

@@ -51,6 +51,18 @@ struct Host {
 
 static HOST: RwLock<Option<Host>> = RwLock::new(None);
 
+/// The host's Winsock functions, kept after the provider stops being hosted: a call that
+/// arrives then (Winsock may still dispatch one after `WSAUnadvertiseProvider`) is refused and
+/// its async call completed like every other path. They are process-wide ws2_32 exports.
+static CALLS: RwLock<Option<(CompleteFn, SetLastErrorFn)>> = RwLock::new(None);
+
+/// The code a call gets when no provider is hosted.
+const NOT_HOSTED: i32 = WSANO_RECOVERY;
+
+fn calls() -> Option<(CompleteFn, SetLastErrorFn)> {
+    *CALLS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn current() -> Option<Host> {
     HOST.read().unwrap_or_else(PoisonError::into_inner).clone()
 }
@@ -88,6 +100,7 @@ pub fn host(
     }
     *slot = Some(Host { provider, complete, set_last_error });
     drop(slot);
+    *CALLS.write().unwrap_or_else(PoisonError::into_inner) = Some((complete, set_last_error));
     Ok(Hosting(()))
 }
 
@@ -116,7 +129,13 @@ pub fn routine() -> NSPV2_ROUTINE {
 
 /// Runs an `INT` entry: `NO_ERROR`, or `SOCKET_ERROR` with the code set.
 fn int_entry(body: impl FnOnce(&Provider) -> Result<(), WsaError>) -> i32 {
-    let Some(host) = current() else { return SOCKET_ERROR };
+    let Some(host) = current() else {
+        if let Some((_, set_last_error)) = calls() {
+            // SAFETY: the host's `WSASetLastError`, which takes any code.
+            unsafe { set_last_error(NOT_HOSTED) };
+        }
+        return SOCKET_ERROR;
+    };
     let code = match catch_unwind(AssertUnwindSafe(|| body(&host.provider))) {
         Ok(Ok(())) => return 0,
         Ok(Err(e)) => e.code(),
@@ -129,7 +148,14 @@ fn int_entry(body: impl FnOnce(&Provider) -> Result<(), WsaError>) -> i32 {
 
 /// Runs a `VOID` entry with an async call: completes `async_call` exactly once.
 fn async_entry(async_call: HANDLE, body: impl FnOnce(&Provider) -> Result<(), WsaError>) {
-    let Some(host) = current() else { return };
+    let Some(host) = current() else {
+        if let Some((complete, _)) = calls() {
+            // SAFETY: the host's `WSAProviderCompleteAsyncCall` with the handle Winsock gave
+            // this call, completed here once.
+            unsafe { complete(async_call, NOT_HOSTED) };
+        }
+        return;
+    };
     let code = match catch_unwind(AssertUnwindSafe(|| body(&host.provider))) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => e.code(),

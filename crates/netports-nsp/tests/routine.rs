@@ -389,13 +389,19 @@ fn set_service_through_the_entry_point_registers_a_name_that_then_resolves() {
 }
 
 #[test]
-fn without_a_hosted_provider_the_entry_points_refuse() {
+fn without_a_hosted_provider_the_entry_points_refuse_and_still_complete_async_calls() {
     let mut f = Fixture::new("unhosted", false);
     drop(f.hosting.take());
     let t = routine::routine();
     let mut session: *mut c_void = std::ptr::null_mut();
+    LAST_ERROR.with(|e| e.set(0));
     // SAFETY: valid arguments; nothing is hosted.
-    assert_eq!(unsafe { t.NSPv2Startup.unwrap()(&PROVIDER_ID, &raw mut session) }, SOCKET_ERROR);
+    let rc = unsafe { t.NSPv2Startup.unwrap()(&PROVIDER_ID, &raw mut session) };
+    assert_eq!(
+        last_error(rc),
+        WSANO_RECOVERY,
+        "an INT entry sets the last error like every other failure"
+    );
     let call = f.call();
     let mut len = 0u32;
     // SAFETY: as above.
@@ -408,7 +414,18 @@ fn without_a_hosted_provider_the_entry_points_refuse() {
             std::ptr::null_mut(),
         )
     };
-    assert!(COMPLETIONS.lock().unwrap().is_empty(), "no host, no completion function to call");
+    assert_eq!(
+        completion_of(call),
+        WSANO_RECOVERY,
+        "the no-provider path completes the async call like every other path"
+    );
+    let reg = query(&wide("web"), &PROVIDER_ID);
+    let call = f.call();
+    // SAFETY: as above.
+    unsafe {
+        t.NSPv2SetServiceEx.unwrap()(call, &PROVIDER_ID, &reg, RNRSERVICE_REGISTER, 0, session)
+    };
+    assert_eq!(completion_of(call), WSANO_RECOVERY);
     let again = routine::host(f.provider.clone(), record_completion, record_last_error).unwrap();
     assert_eq!(
         routine::host(f.provider.clone(), record_completion, record_last_error).unwrap_err(),

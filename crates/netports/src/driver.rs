@@ -10,8 +10,13 @@ use crate::error::Error;
 
 /// `STATUS_BUFFER_TOO_SMALL`.
 pub const STATUS_BUFFER_TOO_SMALL: i32 = 0xC000_0023_u32.cast_signed();
+/// `STATUS_REVISION_MISMATCH`: the driver does not speak this protocol version.
+pub const STATUS_REVISION_MISMATCH: i32 = 0xC000_0059_u32.cast_signed();
 /// `STATUS_NOT_FOUND`.
 pub const STATUS_NOT_FOUND: i32 = 0xC000_0225_u32.cast_signed();
+/// How often [`DriverClient::edit_rules`] re-reads and re-applies an edit that raced
+/// another.
+pub const EDIT_ATTEMPTS: usize = 8;
 /// Largest output buffer the client will offer.
 const MAX_OUTPUT: usize = 16 << 20;
 
@@ -47,6 +52,14 @@ pub struct DriverClient<T> {
     transport: T,
 }
 
+/// The version a replace request was based on (for the error).
+const fn rules_read(req: &Request<'_>) -> u32 {
+    match req {
+        Request::ReplaceRules { expected_version, .. } => *expected_version,
+        _ => 0,
+    }
+}
+
 fn proto_err(e: vsflow_proto::ProtoError) -> Error {
     Error::Protocol(e.to_string())
 }
@@ -68,7 +81,21 @@ impl<T: Transport> DriverClient<T> {
                 STATUS_BUFFER_TOO_SMALL => {
                     out_len = reply.information.max(out_len * 2).min(MAX_OUTPUT);
                 }
-                STATUS_NOT_FOUND => return Err(Error::NotFound),
+                STATUS_NOT_FOUND => {
+                    return Err(Error::Missing(
+                        "the driver does not track that VM port (any more): see `netports driver ports`"
+                            .into(),
+                    ));
+                }
+                STATUS_REVISION_MISMATCH => {
+                    return Err(Error::Protocol(format!(
+                        "the driver does not speak control protocol {} (an older or newer vsflow.sys): install netports and the driver from the same release",
+                        vsflow_proto::PROTOCOL_VERSION
+                    )));
+                }
+                response::STATUS_RULES_CHANGED => {
+                    return Err(Error::RulesChanged { read: rules_read(req) });
+                }
                 status => return Err(Error::Driver { status }),
             }
         }
@@ -105,7 +132,7 @@ impl<T: Transport> DriverClient<T> {
     /// A port by name, `SWITCH:PORT` or port id (unique across switches).
     ///
     /// # Errors
-    /// [`Error::NotFound`], or ambiguity as [`Error::Protocol`].
+    /// [`Error::Missing`] when no port matches, [`Error::Invalid`] when several do.
     pub fn find_port(&mut self, spec: &str) -> Result<PortInfo, Error> {
         let ports = self.ports()?;
         let by_ids = spec
@@ -121,8 +148,10 @@ impl<T: Transport> DriverClient<T> {
             .collect();
         match matches.as_slice() {
             [one] => Ok(*one),
-            [] => Err(Error::NotFound),
-            _ => Err(Error::Protocol(format!("'{spec}' names several ports; use SWITCH:PORT"))),
+            [] => Err(Error::Missing(format!(
+                "no VM port '{spec}' is tracked by the driver (see `netports driver ports`)"
+            ))),
+            _ => Err(Error::Invalid(format!("'{spec}' names several ports; use SWITCH:PORT"))),
         }
     }
 
@@ -138,8 +167,9 @@ impl<T: Transport> DriverClient<T> {
             let req = Request::GetFlows { port, start, max: page_max };
             let bytes = self.call(&req, response::FLOWS_FIXED + 64 * response::FLOW_ENTRY_LEN)?;
             let page = response::decode_flows(&bytes, |f| out.push(f)).map_err(proto_err)?;
-            start = start.saturating_add(page.returned);
-            if page.returned == 0 || start >= page.total || out.len() >= max {
+            // The driver pages with a cursor: pass back the page's `next`.
+            start = page.next;
+            if page.next == response::FLOWS_END || out.len() >= max {
                 break;
             }
         }
@@ -190,14 +220,84 @@ impl<T: Transport> DriverClient<T> {
         Ok((version, v))
     }
 
-    /// Replaces a port's allow rules atomically; returns the new rule-set version.
+    /// Replaces a port's allow rules atomically if they are still at `read` (the version the
+    /// caller read); returns the new rule-set version.
     ///
     /// # Errors
-    /// Transport or driver errors, or more than 256 rules.
-    pub fn replace_rules(&mut self, port: PortRef, rules: &[AllowRule]) -> Result<u32, Error> {
+    /// [`Error::RulesChanged`] when someone replaced them since; transport or driver errors,
+    /// or more than 256 rules.
+    pub fn replace_rules(
+        &mut self,
+        port: PortRef,
+        read: u32,
+        rules: &[AllowRule],
+    ) -> Result<u32, Error> {
         let mut space = vec![0u8; rules.len() * vsflow_core::codec::RULE_LEN];
         let list = rule_list(rules, &mut space).map_err(proto_err)?;
-        let bytes = self.call(&Request::ReplaceRules { port, rules: list }, 12)?;
+        let bytes =
+            self.call(&Request::ReplaceRules { port, expected_version: read, rules: list }, 12)?;
         response::decode_rules_version(&bytes).map_err(proto_err)
+    }
+
+    /// Read-modify-write of a port's rules: reads them, applies `edit`, and replaces them if
+    /// nobody changed them meanwhile; on a concurrent change it reads again and re-applies
+    /// `edit` (up to [`EDIT_ATTEMPTS`] times), so no one's update is lost. Returns the new
+    /// version and rules (`None` when `edit` changed nothing).
+    ///
+    /// # Errors
+    /// [`Error::RulesChanged`] after [`EDIT_ATTEMPTS`] conflicts; what `edit` returns;
+    /// transport or driver errors.
+    pub fn edit_rules(
+        &mut self,
+        port: PortRef,
+        mut edit: impl FnMut(&[AllowRule]) -> Result<Vec<AllowRule>, Error>,
+    ) -> Result<Option<(u32, Vec<AllowRule>)>, Error> {
+        let mut last = Error::RulesChanged { read: 0 };
+        for _ in 0..EDIT_ATTEMPTS {
+            let (read, rules) = self.rules(port)?;
+            let next = edit(&rules)?;
+            if next == rules {
+                return Ok(None);
+            }
+            match self.replace_rules(port, read, &next) {
+                Ok(version) => return Ok(Some((version, next))),
+                Err(e @ Error::RulesChanged { .. }) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Refusing(i32);
+
+    impl Transport for Refusing {
+        fn ioctl(&mut self, _: u32, _: &[u8], _: usize) -> Result<IoctlReply, Error> {
+            Ok(IoctlReply { status: self.0, information: 0, output: Vec::new() })
+        }
+    }
+
+    #[test]
+    fn driver_statuses_become_clear_errors() {
+        let err = DriverClient::new(Refusing(STATUS_REVISION_MISMATCH)).version().unwrap_err();
+        assert!(
+            matches!(&err, Error::Protocol(m) if m.contains("does not speak control protocol 2")),
+            "{err}"
+        );
+        let port = PortRef { switch_id: 1, port_id: 7 };
+        let err = DriverClient::new(Refusing(STATUS_NOT_FOUND)).rules(port).unwrap_err();
+        assert!(
+            matches!(&err, Error::Missing(m) if m.contains("does not track that VM port")),
+            "a port the driver no longer tracks, not a reservation: {err}"
+        );
+        assert_eq!(err.exit_code(), 6);
+        assert_eq!(
+            DriverClient::new(Refusing(response::STATUS_RULES_CHANGED)).replace_rules(port, 9, &[]),
+            Err(Error::RulesChanged { read: 9 })
+        );
     }
 }

@@ -31,6 +31,10 @@ pub mod win32 {
     pub const WSAEACCES: u32 = 10013;
     /// `WSAEADDRINUSE`.
     pub const WSAEADDRINUSE: u32 = 10048;
+    /// `WSAENOBUFS`: no buffer space (resources), not a conflict.
+    pub const WSAENOBUFS: u32 = 10055;
+    /// `WSANO_RECOVERY`: a non-recoverable error (the catalog refused the change).
+    pub const WSANO_RECOVERY: u32 = 11003;
 }
 
 /// A netports failure.
@@ -46,6 +50,25 @@ pub enum Error {
     AccessDenied,
     /// The block overlaps a reservation, or a port in it is in use.
     Conflict,
+    /// A runtime-reservation IOCTL was refused with `WSAEACCES`: the ports are excluded or
+    /// reserved for another use (elevation does not change that).
+    Forbidden {
+        /// The IOCTL.
+        function: &'static str,
+    },
+    /// The name provider is in the Winsock catalog already.
+    AlreadyInstalled,
+    /// The Winsock catalog refused the change with `WSANO_RECOVERY` (what a non-elevated
+    /// install gets).
+    CatalogRefused {
+        /// The function.
+        function: &'static str,
+    },
+    /// The rules changed between reading and replacing them (someone else edited them).
+    RulesChanged {
+        /// The version the edit was based on.
+        read: u32,
+    },
     /// No such reservation.
     NotFound,
     /// The Teredo client is not started.
@@ -111,13 +134,16 @@ impl Error {
     #[must_use]
     pub const fn exit_code(&self) -> u8 {
         match self {
-            Self::Unsupported { .. } => 3,
-            Self::AccessDenied => 4,
-            Self::Conflict => 5,
+            Self::Unsupported { .. } | Self::NoIpv6 => 3,
+            Self::AccessDenied | Self::CatalogRefused { .. } => 4,
+            Self::Conflict
+            | Self::Forbidden { .. }
+            | Self::AlreadyInstalled
+            | Self::RulesChanged { .. } => 5,
             Self::NotFound | Self::NotReady | Self::NoData | Self::Missing(_) => 6,
             Self::DriverNotInstalled => 7,
             Self::InvalidRange { .. } | Self::Invalid(_) => 2,
-            Self::NoIpv6 | Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } => 1,
+            Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } => 1,
         }
     }
 }
@@ -131,6 +157,10 @@ impl fmt::Display for Error {
             Self::NotFound => f.write_str("not found: no reservation with exactly this start and count (see `netports list`)"),
             Self::NotReady => f.write_str("the Teredo client is not started (it starts with IPv6 connectivity needs; `netsh interface teredo show state`)"),
             Self::NoIpv6 => f.write_str("no IPv6 stack on this host: Teredo is unavailable"),
+            Self::Forbidden { function } => write!(f, "{function} was refused (WSAEACCES): the ports are excluded or reserved for another use (see `netports list` and `netports why-blocked PORT`); running elevated does not change that"),
+            Self::AlreadyInstalled => f.write_str("the netports name provider is installed already (`netports nsp uninstall` first)"),
+            Self::CatalogRefused { function } => write!(f, "{function}: the Winsock catalog refused the change (WSANO_RECOVERY): changing the catalog needs an elevated prompt (Run as administrator)"),
+            Self::RulesChanged { read } => write!(f, "the port's rules changed since they were read (version {read}): someone else edited them; nothing was replaced, run the command again"),
             Self::InvalidRange { why } => write!(f, "invalid port block: {why}"),
             Self::Invalid(why) | Self::Missing(why) => f.write_str(why),
             Self::NoData => f.write_str("the name is known but has no port now (the Teredo client is stopped, or the reservation was deleted)"),
@@ -167,5 +197,18 @@ mod tests {
         assert!(Error::DriverNotInstalled.to_string().contains("sc query vsflow"));
         assert_eq!(Error::AccessDenied.exit_code(), 4);
         assert_eq!(Error::Unsupported { what: "x".into() }.exit_code(), 3);
+        assert_eq!(Error::NoIpv6.exit_code(), 3, "no IPv6 stack: not available on this system");
+        let forbidden = Error::Forbidden { function: "SIO_ACQUIRE_PORT_RESERVATION" };
+        assert!(
+            !forbidden.to_string().contains("run from an elevated"),
+            "WSAEACCES on a reservation is not about elevation"
+        );
+        assert_eq!(forbidden.exit_code(), 5);
+        assert_eq!(Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }.exit_code(), 4);
+        assert!(
+            Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }
+                .to_string()
+                .contains("WSANO_RECOVERY")
+        );
     }
 }

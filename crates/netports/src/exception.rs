@@ -1,84 +1,103 @@
-//! `netports teredo-exception --follow`: keep an allow rule for the current Teredo port (and
-//! the static 3544) in the driver, on every VM port, as the port changes.
+//! `netports teredo-exception`: the host's Teredo exception, as firewalls keep it.
+//!
+//! `GetTeredoPort`, `NotifyTeredoPortChange` and `FwpmSystemPortsGet0` report the Teredo client
+//! *of the local computer* (seeds 000, 001), and are "used by firewall applications to configure
+//! the appropriate exceptions". So netports keeps host WFP permit filters, in its own provider
+//! and sublayer, at the ALE receive/accept layers (IPv4 and IPv6), for UDP local port 3544 and
+//! the client's current port, and moves them when the port changes. It does not touch vsflow's
+//! VM port rules: a VM runs its own Teredo client with its own port.
+//!
+//! The filters belong to a dynamic WFP session (`FWPM_SESSION_FLAG_DYNAMIC`): they exist while
+//! the command runs and disappear when it ends, so a stale port is never left open.
+//!
+//! They are soft permits (the default for a filter permit) in a low-priority sublayer, the form
+//! Microsoft's Filter Arbitration page gives applications that request open ports: "overridable
+//! filters to a low priority sub-layer" that a firewall may match after validation. They do
+//! not override another sublayer's block (a filter block is a hard block by default).
 
-use vsflow_core::policy::{AllowRule, PortRange, Prefix};
-use vsflow_core::protocol;
-
-use crate::driver::{DriverClient, Transport};
 use crate::error::Error;
 use crate::teredo::{TEREDO_STATIC_PORT, TeredoEvent};
 
-fn teredo_rule(port: u16) -> AllowRule {
-    AllowRule {
-        protocol: Some(protocol::UDP),
-        local_ports: PortRange::single(port),
-        remote: Prefix::Any,
-    }
-}
-
-/// The rules to install: `existing` without the rule for the previous Teredo port (unless it
-/// is the static one), plus rules for 3544 and the current port, without duplicates.
-#[must_use]
-pub fn merge(
-    existing: &[AllowRule],
-    previous: Option<u16>,
-    current: Option<u16>,
-) -> Vec<AllowRule> {
-    let stale =
-        previous.filter(|p| *p != TEREDO_STATIC_PORT && Some(*p) != current).map(teredo_rule);
-    let mut out: Vec<AllowRule> = existing.iter().copied().filter(|r| Some(*r) != stale).collect();
-    for p in [Some(TEREDO_STATIC_PORT), current].into_iter().flatten() {
-        let r = teredo_rule(p);
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    out
-}
-
-/// Follows Teredo events and keeps the driver's rules current.
-#[derive(Debug)]
-pub struct Follower<T> {
-    client: DriverClient<T>,
-    current: Option<u16>,
-}
-
-impl<T: Transport> Follower<T> {
-    /// A follower driving `client`.
-    pub const fn new(client: DriverClient<T>) -> Self {
-        Self { client, current: None }
-    }
-
-    /// The port rules are currently kept for.
-    #[must_use]
-    pub const fn current(&self) -> Option<u16> {
-        self.current
-    }
-
-    /// Applies an event: reads every VM port's rules, swaps the rule of the previous Teredo port
-    /// for the current one (keeping 3544 and every other rule), and replaces them atomically
-    /// where they changed. Returns how many ports were updated.
+/// What keeps host permit filters (user-mode WFP on Windows, a model in tests).
+pub trait HostFilters {
+    /// Adds permit filters for inbound UDP to local port `port` (IPv4 and IPv6); returns their
+    /// ids.
     ///
     /// # Errors
-    /// Driver errors; the previous port stays current so the next event retries.
-    pub fn on_event(&mut self, event: TeredoEvent) -> Result<usize, Error> {
+    /// Access denied (filters need an administrator), or the engine's error.
+    fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, Error>;
+    /// Deletes filters by id.
+    ///
+    /// # Errors
+    /// The engine's error.
+    fn remove(&mut self, ids: &[u64]) -> Result<(), Error>;
+}
+
+impl<T: HostFilters + ?Sized> HostFilters for Box<T> {
+    fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, Error> {
+        (**self).permit_udp(port)
+    }
+    fn remove(&mut self, ids: &[u64]) -> Result<(), Error> {
+        (**self).remove(ids)
+    }
+}
+
+/// What one event changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Ports whose filters were added.
+    pub added: Vec<u16>,
+    /// Ports whose filters were removed.
+    pub removed: Vec<u16>,
+}
+
+/// Keeps the filters for 3544 and the current Teredo port.
+#[derive(Debug)]
+pub struct TeredoException<F> {
+    filters: F,
+    kept: Vec<(u16, Vec<u64>)>,
+}
+
+impl<F: HostFilters> TeredoException<F> {
+    /// An exception kept through `filters`; nothing is added before the first event.
+    pub const fn new(filters: F) -> Self {
+        Self { filters, kept: Vec::new() }
+    }
+
+    /// The ports filters are kept for, in the order they were added.
+    #[must_use]
+    pub fn ports(&self) -> Vec<u16> {
+        self.kept.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// Applies an event: filters for the new port are added before the old port's are
+    /// removed (no moment without an exception for the current port).
+    ///
+    /// # Errors
+    /// The engine's error; what was kept stays kept, so the next event retries.
+    pub fn on_event(&mut self, event: TeredoEvent) -> Result<Applied, Error> {
         let port = match event {
             TeredoEvent::Initial { port } | TeredoEvent::Changed { port } => port,
         };
-        if matches!(event, TeredoEvent::Changed { .. }) && port == self.current {
-            return Ok(0);
-        }
-        let mut updated = 0;
-        for p in self.client.ports()? {
-            let (_, rules) = self.client.rules(p.port)?;
-            let next = merge(&rules, self.current, port);
-            if next != rules {
-                self.client.replace_rules(p.port, &next)?;
-                updated += 1;
+        let wanted: Vec<u16> =
+            [Some(TEREDO_STATIC_PORT), port.filter(|p| *p != TEREDO_STATIC_PORT)]
+                .into_iter()
+                .flatten()
+                .collect();
+        let mut applied = Applied::default();
+        for &p in &wanted {
+            if !self.kept.iter().any(|(k, _)| *k == p) {
+                let ids = self.filters.permit_udp(p)?;
+                self.kept.push((p, ids));
+                applied.added.push(p);
             }
         }
-        self.current = port;
-        Ok(updated)
+        while let Some(i) = self.kept.iter().position(|(k, _)| !wanted.contains(k)) {
+            self.filters.remove(&self.kept[i].1)?;
+            let (p, _) = self.kept.remove(i);
+            applied.removed.push(p);
+        }
+        Ok(applied)
     }
 }
 
@@ -86,20 +105,71 @@ impl<T: Transport> Follower<T> {
 mod tests {
     use super::*;
 
+    /// A filter engine: ids per port, failures on demand.
+    #[derive(Debug, Default)]
+    struct Engine {
+        filters: Vec<(u64, u16)>,
+        next: u64,
+        fail_add: bool,
+    }
+
+    impl HostFilters for &mut Engine {
+        fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, Error> {
+            if self.fail_add {
+                return Err(Error::AccessDenied);
+            }
+            let ids = vec![self.next, self.next + 1];
+            self.next += 2;
+            self.filters.extend(ids.iter().map(|id| (*id, port)));
+            Ok(ids)
+        }
+        fn remove(&mut self, ids: &[u64]) -> Result<(), Error> {
+            self.filters.retain(|(id, _)| !ids.contains(id));
+            Ok(())
+        }
+    }
+
+    fn ports(e: &Engine) -> Vec<u16> {
+        let mut p: Vec<u16> = e.filters.iter().map(|(_, p)| *p).collect();
+        p.dedup();
+        p
+    }
+
     #[test]
-    fn merging_replaces_the_old_port_and_keeps_the_static_one() {
-        let ssh = AllowRule {
-            protocol: Some(6),
-            local_ports: PortRange::single(22),
-            remote: Prefix::Any,
-        };
-        let first = merge(&[ssh], None, Some(51_000));
-        assert_eq!(first, vec![ssh, teredo_rule(3544), teredo_rule(51_000)]);
-        let second = merge(&first, Some(51_000), Some(52_000));
-        assert_eq!(second, vec![ssh, teredo_rule(3544), teredo_rule(52_000)]);
-        let stopped = merge(&second, Some(52_000), None);
-        assert_eq!(stopped, vec![ssh, teredo_rule(3544)]);
-        assert_eq!(merge(&stopped, None, None), stopped, "idempotent");
-        assert_eq!(merge(&[], Some(3544), Some(3544)), vec![teredo_rule(3544)]);
+    fn the_filters_follow_the_port_and_keep_3544() {
+        let mut engine = Engine::default();
+        let mut x = TeredoException::new(&mut engine);
+        let a = x.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+        assert_eq!(a, Applied { added: vec![3544, 51_000], removed: vec![] });
+        let a = x.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
+        assert_eq!(a, Applied { added: vec![52_000], removed: vec![51_000] });
+        let a = x.on_event(TeredoEvent::Changed { port: None }).unwrap();
+        assert_eq!(a, Applied { added: vec![], removed: vec![52_000] });
+        assert_eq!(x.ports(), vec![3544]);
+        let a = x.on_event(TeredoEvent::Changed { port: Some(3544) }).unwrap();
+        assert_eq!(a, Applied::default(), "the static port is kept once");
+        drop(x);
+        assert_eq!(ports(&engine), vec![3544], "two filters (IPv4, IPv6) for 3544 only");
+        assert_eq!(engine.filters.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_add_keeps_the_old_filters_so_the_next_event_retries() {
+        let mut engine = Engine::default();
+        {
+            let mut x = TeredoException::new(&mut engine);
+            x.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+        }
+        let mut x = TeredoException::new(&mut engine);
+        x.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+        x.filters.fail_add = true;
+        assert_eq!(
+            x.on_event(TeredoEvent::Changed { port: Some(52_000) }),
+            Err(Error::AccessDenied)
+        );
+        assert_eq!(x.ports(), vec![3544, 51_000], "nothing removed");
+        x.filters.fail_add = false;
+        let a = x.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
+        assert_eq!(a.added, vec![52_000]);
     }
 }

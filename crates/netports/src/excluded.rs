@@ -1,45 +1,109 @@
-//! Sources of reserved and excluded port ranges, read-only.
+//! Sources of reserved and excluded port ranges and the dynamic port range, read-only.
 //!
-//! Windows has no documented API to enumerate them. The best available sources, in order:
+//! Windows has no documented API to enumerate them. The best available sources:
 //! - administered (persistent) reservations: value names under
 //!   `HKLM\SYSTEM\CurrentControlSet\Control\Nsi\{eb004a03-9b1a-11d4-9123-0050047759bc}\29`
 //!   (TCP) and `...\{eb004a02-9b1a-11d4-9123-0050047759bc}\5` (UDP), each the hex of an
 //!   `INET_PORT_RANGE` (undocumented; verify on Windows);
 //! - every excluded range, including the dynamic ones WinNAT/HNS take for Hyper-V, WSL and
-//!   Docker (no owner): the output of `netsh int ipv4 show excludedportrange protocol=tcp`,
-//!   whose header is localized, so only lines of two numbers (and an optional `*`, "administered")
-//!   are read.
+//!   Docker (no owner): `netsh int ipv4|ipv6 show excludedportrange protocol=tcp|udp`, whose
+//!   text is localized, so only lines of two numbers (and an optional `*`, "administered") are
+//!   read, after the dashed separator line that every language prints;
+//! - the dynamic (ephemeral) port range: `netsh int ipv4|ipv6 show dynamicport tcp|udp`, two
+//!   `label : number` lines (start, number of ports).
+//!
+//! Output that does not have this shape is an error, never an empty listing.
 
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::range::PortBlock;
 
-/// An excluded range and whether it is an administered (persistent) reservation.
+/// IPv4 or IPv6: exclusions and dynamic ranges are per family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+impl Family {
+    /// `ipv4` or `ipv6` (netsh's context name).
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "ipv4",
+            Self::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// An excluded range and whether it is an administered (persistent) exclusion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct ExcludedRange {
     /// The ports.
     pub block: PortBlock,
-    /// Marked `*` by netsh: an administered port exclusion (a persistent reservation).
+    /// Marked `*` by netsh: an administered port exclusion (a persistent reservation or a
+    /// `netsh add excludedportrange`).
     pub administered: bool,
 }
 
-/// Parses `netsh int ipv4 show excludedportrange` output in any language.
-#[must_use]
-pub fn parse_netsh(output: &str) -> Vec<ExcludedRange> {
+/// Parses `netsh int ipvN show excludedportrange` output in any language.
+///
+/// # Errors
+/// [`Error::Protocol`] when the output has no dashed separator line (not the listing: an
+/// error message, a missing context, a stub), or a row of two numbers is not a port range.
+pub fn parse_netsh(output: &str) -> Result<Vec<ExcludedRange>, Error> {
+    let mut lines = output.lines();
+    if !lines.by_ref().any(|l| {
+        let t = l.trim();
+        t.len() >= 4 && t.chars().all(|c| c == '-' || c.is_whitespace())
+    }) {
+        return Err(unrecognised("excludedportrange", output));
+    }
     let mut out = Vec::new();
-    for line in output.lines() {
+    for line in lines {
         let mut words = line.split_whitespace();
         let (Some(a), Some(b)) = (words.next(), words.next()) else { continue };
         let (Ok(start), Ok(end)) = (a.parse::<u16>(), b.parse::<u16>()) else { continue };
-        if end < start || start == 0 {
-            continue;
-        }
+        // Two numbers that are not a range: not the listing's shape (dropping the row would
+        // hide an exclusion).
+        let count = end.checked_sub(start).and_then(|span| span.checked_add(1));
+        let Some(block) = count.and_then(|n| PortBlock::new(start, n).ok()) else {
+            return Err(unrecognised("excludedportrange", output));
+        };
         let administered = words.next() == Some("*");
-        if let Ok(block) = PortBlock::new(start, end - start + 1) {
-            out.push(ExcludedRange { block, administered });
-        }
+        out.push(ExcludedRange { block, administered });
     }
-    out
+    Ok(out)
+}
+
+/// Parses `netsh int ipvN show dynamicport tcp|udp` output in any language: the first two
+/// `label : number` lines are the start and the number of ports.
+///
+/// # Errors
+/// [`Error::Protocol`] when there are not two such lines or they are not a valid block.
+pub fn parse_dynamic_port(output: &str) -> Result<PortBlock, Error> {
+    let numbers: Vec<u32> = output
+        .lines()
+        .filter_map(|l| l.rsplit_once(':'))
+        .filter_map(|(_, v)| v.trim().parse::<u32>().ok())
+        .take(2)
+        .collect();
+    let &[start, count] = numbers.as_slice() else {
+        return Err(unrecognised("dynamicport", output));
+    };
+    let (Ok(start), Ok(count)) = (u16::try_from(start), u16::try_from(count)) else {
+        return Err(unrecognised("dynamicport", output));
+    };
+    PortBlock::new(start, count).map_err(|_| unrecognised("dynamicport", output))
+}
+
+fn unrecognised(what: &str, output: &str) -> Error {
+    let first = output.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no output)");
+    Error::Protocol(format!("netsh {what}: output not recognised (first line: {first:?})"))
 }
 
 /// Parses an NSI value name: the hex of an `INET_PORT_RANGE` (start in network order, then the
@@ -84,16 +148,45 @@ Startport    Endport
 
     #[test]
     fn netsh_output_is_read_in_any_language() {
-        let en = parse_netsh(NETSH_EN);
+        let en = parse_netsh(NETSH_EN).unwrap();
         assert_eq!(en.len(), 3);
         assert_eq!(en[1].block, PortBlock::new(49_709, 100).unwrap());
         assert!(!en[1].administered && en[2].administered);
-        let de = parse_netsh(NETSH_DE);
+        let de = parse_netsh(NETSH_DE).unwrap();
         assert_eq!(
             de.iter().map(|r| (r.block.start, r.block.count, r.administered)).collect::<Vec<_>>(),
             vec![(1080, 100, false), (8000, 1, true)]
         );
-        assert!(parse_netsh("garbage\n0 5\n9 3\n").is_empty());
+        assert_eq!(parse_netsh("----\ngarbage\n* - footer\n").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn unrecognised_netsh_output_is_an_error_not_an_empty_listing() {
+        for text in [
+            "",
+            "The following command was not found: int ipv4 show excludedportrange.",
+            "0 5\n9 3\n",
+            // A row of two numbers that is not a range is not silently dropped (a dropped
+            // exclusion would let find-free offer its ports).
+            "----\n0 5\n",
+            "----\n1080 1179\n9 3\n",
+            "----\n0 65535\n",
+        ] {
+            assert!(
+                matches!(parse_netsh(text), Err(Error::Protocol(m)) if m.contains("not recognised")),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_dynamic_range_is_read_in_any_language() {
+        let en = "\nProtocol tcp Dynamic Port Range\n---------------------------------\nStart Port      : 49152\nNumber of Ports : 16384\n";
+        assert_eq!(parse_dynamic_port(en).unwrap(), PortBlock::new(49_152, 16_384).unwrap());
+        let fr = "Plage de ports dynamiques du protocole tcp\n----\nPort de démarrage : 1025\nNombre de ports   : 64511\n";
+        assert_eq!(parse_dynamic_port(fr).unwrap(), PortBlock::new(1025, 64_511).unwrap());
+        assert!(parse_dynamic_port("Start Port : 0\nNumber of Ports : 5\n").is_err());
+        assert!(parse_dynamic_port("nothing here").is_err());
     }
 
     #[test]

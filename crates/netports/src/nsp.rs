@@ -1,9 +1,20 @@
-//! `netports nsp ...`: the Winsock name provider (netports-nsp) from the command line.
+//! The Winsock name provider (netports-nsp) hosted, installed and queried by netports.
 //!
-//! - `serve`: host the provider in this process and advertise it (`WSAAdvertiseProvider`)
-//!   until interrupted;
-//! - `install [--service]` / `uninstall`: add or remove the provider in the Winsock catalog
-//!   (`WSCInstallNameSpaceEx` / `WSCUnInstallNameSpace`, administrator);
+//! The [`NspHost`] trait the platform implements, and the rules around it that do not depend on
+//! Windows (the catalog check before installing, the error each Winsock code means).
+//!
+//! Who can resolve names: the provider answers while `netports nsp serve` runs (it is hosted
+//! in that process, which advertises it with `WSAAdvertiseProvider`). Microsoft documents the
+//! application provider type only ("`ProviderType_Service` ... not currently supported"), and
+//! an advertised application provider is reached by clients of the same user and logon
+//! session as the hosting process. So: the user who runs `netports nsp serve`, in that session.
+//! Other users, services and other sessions do not see it.
+//!
+//! Commands (`netports nsp ...`, in `cli::nsp`):
+//! - `serve`: host the provider in this process and advertise it until interrupted;
+//! - `install` / `uninstall`: add or remove the provider in the Winsock catalog
+//!   (`WSCInstallNameSpaceEx` / `WSCUnInstallNameSpace`, administrator), the catalog checked
+//!   first;
 //! - `register NAME tcp|udp START COUNT` / `unregister NAME` / `names`: the names file, which
 //!   the serving provider reads on every lookup (no restart needed);
 //! - `resolve NAME`: ask Winsock, as any application would (`WSALookupServiceBegin` / `Next`
@@ -12,71 +23,18 @@
 //! The names file is `%ProgramData%\netports\nsp-names.json` on Windows, or `--names-file`.
 //! Registering, removing and listing names work on any system given `--names-file`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Subcommand;
-use netports_nsp::name::ServiceName;
+use netports_nsp::Provider;
 use netports_nsp::provider::Sources;
-use netports_nsp::reservation::{Reservation, Transport};
-use netports_nsp::sessions::Limits;
-use netports_nsp::store::{Store, StoreError};
-use netports_nsp::{PROVIDER_ID, Provider};
-use serde_json::json;
+use netports_nsp::reservation::Reservation;
 
-use crate::cli::ProtoArg;
-use crate::error::Error;
-use crate::platform::Platform;
-use crate::range::{parse_count, parse_port};
+use crate::error::{Error, win32};
 
-/// `netports nsp ...`.
-#[derive(Subcommand, Debug)]
-pub enum NspCommand {
-    /// Host the provider in this process until interrupted (Ctrl-C).
-    Serve,
-    /// Install the provider in the Winsock catalog (administrator).
-    Install {
-        /// Visible to every user and session (a provider hosted by a service); otherwise to
-        /// the installing user's session only.
-        #[arg(long)]
-        service: bool,
-    },
-    /// Remove the provider from the Winsock catalog (administrator).
-    Uninstall,
-    /// Register NAME for a port block (replaces what NAME stood for).
-    Register {
-        /// The service name.
-        name: String,
-        /// tcp or udp.
-        proto: ProtoArg,
-        /// First port.
-        start: String,
-        /// Number of ports.
-        count: String,
-    },
-    /// Remove a registered name.
-    Unregister {
-        /// The service name.
-        name: String,
-    },
-    /// The registered names.
-    Names,
-    /// Resolve NAME through Winsock, as an application would.
-    Resolve {
-        /// The service name (`teredo` or a registered one).
-        name: String,
-    },
-}
-
-/// How the provider is installed (`NAPI_PROVIDER_INSTALLATION_BLOB::dwProviderType`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProviderType {
-    /// `ProviderType_Application` (1): the installing user's session.
-    Application,
-    /// `ProviderType_Service` (2): every user and session.
-    Service,
-}
+/// `NAPI_PROVIDER_INSTALLATION_BLOB::dwProviderType` netports installs with:
+/// `ProviderType_Application` (1), the one hosting type Microsoft documents as supported.
+pub const PROVIDER_TYPE_APPLICATION: u32 = 1;
 
 /// What `resolve` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,15 +57,21 @@ pub trait NspHost {
     /// # Errors
     /// Unsupported (Wine lacks `WSAAdvertiseProvider`), or Winsock's error.
     fn serve(&mut self, provider: Arc<Provider>, ready: &mut dyn FnMut()) -> Result<(), Error>;
-    /// Installs the provider.
+    /// Whether the Winsock catalog lists the provider.
     ///
     /// # Errors
-    /// Unsupported, access denied, already installed.
-    fn install(&mut self, kind: ProviderType) -> Result<String, Error>;
-    /// Uninstalls the provider.
+    /// Unsupported, or the catalog cannot be read.
+    fn installed(&mut self) -> Result<bool, Error>;
+    /// Adds the provider to the catalog (no check: see [`install`]); returns a note for the
+    /// user.
     ///
     /// # Errors
-    /// Unsupported, access denied, not installed.
+    /// Unsupported, or the Winsock code as [`install_error`] maps it.
+    fn install(&mut self) -> Result<String, Error>;
+    /// Removes the provider from the catalog (no check: see [`uninstall`]).
+    ///
+    /// # Errors
+    /// Unsupported, or the Winsock code as [`install_error`] maps it.
     fn uninstall(&mut self) -> Result<(), Error>;
     /// Resolves `name` through Winsock.
     ///
@@ -120,155 +84,68 @@ pub trait NspHost {
     fn names_file(&self) -> PathBuf;
 }
 
-#[allow(clippy::needless_pass_by_value, reason = "used as a map_err function")]
-fn store_error(e: StoreError) -> Error {
-    match e {
-        StoreError::NotRegistered => Error::Missing(e.to_string()),
-        StoreError::Reserved => Error::Invalid(e.to_string()),
-        StoreError::Full | StoreError::Io { .. } | StoreError::Corrupt { .. } => {
-            Error::Protocol(e.to_string())
-        }
+/// The error a Winsock catalog function's code means.
+///
+/// `WSAEACCES` and `WSANO_RECOVERY` (what a non-elevated caller gets) ask for an elevated
+/// prompt. Every other code (`WSAEINVAL`: "one or more arguments are invalid") is reported as
+/// it is: "installed already" is decided from the catalog before installing ([`install`]),
+/// never guessed from a code.
+#[must_use]
+pub fn install_error(code: u32, function: &'static str) -> Error {
+    match code {
+        win32::WSAEACCES | win32::ACCESS_DENIED => Error::AccessDenied,
+        win32::WSANO_RECOVERY => Error::CatalogRefused { function },
+        c => Error::Os { code: c, function },
     }
 }
 
-fn io(e: &std::io::Error) -> Error {
-    Error::Protocol(format!("output: {e}"))
-}
-
-fn name_arg(s: &str) -> Result<ServiceName, Error> {
-    ServiceName::parse(s).map_err(|e| Error::Invalid(e.to_string()))
-}
-
-/// Runs `netports nsp ...`.
+/// Installs the provider after checking the catalog (a second install is refused by netports,
+/// not left to Winsock's code).
 ///
 /// # Errors
-/// What the command met; see [`Error::exit_code`].
-pub fn execute(
-    command: &NspCommand,
-    names_file: Option<&PathBuf>,
-    p: &mut dyn Platform,
-    out: &mut dyn Write,
-    json: bool,
-) -> Result<(), Error> {
-    match command {
-        NspCommand::Register { name, proto, start, count } => {
-            let name = name_arg(name)?;
-            let transport = match proto {
-                ProtoArg::Tcp => Transport::Tcp,
-                ProtoArg::Udp => Transport::Udp,
-            };
-            let r = Reservation::new(transport, parse_port(start)?, parse_count(count)?)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            let store = store_for(names_file, p)?;
-            store.register(&name, r).map_err(store_error)?;
-            if json {
-                writeln!(out, "{}", json!({"registered": name.as_str(), "protocol": transport.name(), "start": r.start(), "count": r.count(), "file": store.path()})).map_err(|e| io(&e))?;
-            } else {
-                writeln!(out, "registered {name} -> {r} (in {})", store.path().display())
-                    .map_err(|e| io(&e))?;
-            }
-        }
-        NspCommand::Unregister { name } => {
-            let name = name_arg(name)?;
-            let r = store_for(names_file, p)?.unregister(&name).map_err(|e| match e {
-                StoreError::NotRegistered => {
-                    Error::Missing(format!("{name} is not registered (see `netports nsp names`)"))
-                }
-                e => store_error(e),
-            })?;
-            if json {
-                writeln!(out, "{}", json!({"unregistered": name.as_str()})).map_err(|e| io(&e))?;
-            } else {
-                writeln!(out, "unregistered {name} (was {r})").map_err(|e| io(&e))?;
-            }
-        }
-        NspCommand::Names => {
-            let names = store_for(names_file, p)?.load().map_err(store_error)?;
-            if json {
-                let list: Vec<_> = names
-                    .iter()
-                    .map(|(n, r)| json!({"name": n.as_str(), "protocol": r.transport().name(), "start": r.start(), "count": r.count()}))
-                    .collect();
-                writeln!(out, "{}", json!({"names": list})).map_err(|e| io(&e))?;
-            } else {
-                writeln!(out, "{:<24} ports", "name").map_err(|e| io(&e))?;
-                writeln!(out, "{:<24} udp (the Teredo client's port, built in)", "teredo")
-                    .map_err(|e| io(&e))?;
-                for (n, r) in &names {
-                    writeln!(out, "{n:<24} {r}").map_err(|e| io(&e))?;
-                }
-            }
-        }
-        NspCommand::Serve => serve(names_file, p, out)?,
-        NspCommand::Install { service } => {
-            let kind = if *service { ProviderType::Service } else { ProviderType::Application };
-            let note = p.nsp()?.install(kind)?;
-            writeln!(out, "installed the netports name provider ({note}); start `netports nsp serve` to answer lookups").map_err(|e| io(&e))?;
-        }
-        NspCommand::Uninstall => {
-            p.nsp()?.uninstall()?;
-            writeln!(out, "uninstalled the netports name provider").map_err(|e| io(&e))?;
-        }
-        NspCommand::Resolve { name } => {
-            let name = name_arg(name)?;
-            let r = p.nsp()?.resolve(name.as_str()).map_err(|e| match e {
-                Error::NotFound => Error::Missing(format!(
-                    "{name}: not found by the netports provider (registered? `netports nsp names`; serving? `netports nsp serve`)"
-                )),
-                e => e,
-            })?;
-            if json {
-                writeln!(out, "{}", json!({"name": r.name, "comment": r.comment, "protocol": r.reservation.map(|b| b.transport().name()), "start": r.reservation.map(|b| b.start()), "count": r.reservation.map(|b| b.count()), "addresses": r.addresses})).map_err(|e| io(&e))?;
-            } else {
-                let block = r.reservation.map_or_else(|| "?".to_owned(), |b| b.to_string());
-                writeln!(out, "{}: {block} ({})", r.name, r.comment).map_err(|e| io(&e))?;
-                for a in &r.addresses {
-                    writeln!(out, "  {a}").map_err(|e| io(&e))?;
-                }
-            }
-        }
+/// [`Error::AlreadyInstalled`], or what [`NspHost::install`] returns.
+pub fn install(host: &mut dyn NspHost) -> Result<String, Error> {
+    if host.installed()? {
+        return Err(Error::AlreadyInstalled);
     }
-    Ok(())
+    host.install()
 }
 
-/// `netports nsp serve`.
-fn serve(
-    names_file: Option<&PathBuf>,
-    p: &mut dyn Platform,
-    out: &mut dyn Write,
-) -> Result<(), Error> {
-    let host = p.nsp()?;
-    let path = names_file.cloned().unwrap_or_else(|| host.names_file());
-    let store = Store::new(path);
-    // Report a corrupt names file now, not at the first lookup.
-    if let Err(e) = store.load() {
-        writeln!(out, "warning: {e}; registered names are unavailable until it is fixed")
-            .map_err(|e| io(&e))?;
+/// Uninstalls the provider after checking the catalog (a stub that reports success for
+/// anything, as Wine's, cannot make a missing provider look removed).
+///
+/// # Errors
+/// [`Error::Missing`] when it is not installed, or what [`NspHost::uninstall`] returns.
+pub fn uninstall(host: &mut dyn NspHost) -> Result<(), Error> {
+    if !host.installed()? {
+        return Err(Error::Missing("the netports name provider is not installed".into()));
     }
-    let provider = Arc::new(
-        Provider::new(store.clone(), host.sources(), Limits::default())
-            .reporting(Box::new(|m| eprintln!("netports nsp: {m}"))),
-    );
-    let mut ready = || {
-        let _ = writeln!(
-            out,
-            "serving names (provider {{{:08x}-...}}, names in {}); Ctrl-C to stop",
-            PROVIDER_ID.data1,
-            store.path().display()
+    host.uninstall()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_codes_map_to_clear_errors() {
+        assert_eq!(
+            install_error(11_003, "WSCInstallNameSpaceEx"),
+            Error::CatalogRefused { function: "WSCInstallNameSpaceEx" }
         );
-        let _ = out.flush();
-    };
-    host.serve(provider, &mut ready)
-}
-
-fn store_for(names_file: Option<&PathBuf>, p: &mut dyn Platform) -> Result<Store, Error> {
-    if let Some(f) = names_file {
-        return Ok(Store::new(f.clone()));
+        assert_eq!(install_error(10_013, "WSCInstallNameSpaceEx"), Error::AccessDenied);
+        // WSAEINVAL is documented as "one or more arguments are invalid": a bug in what
+        // netports passes, never to be reported as "installed already" (the catalog is
+        // checked before installing).
+        assert_eq!(
+            install_error(10_022, "WSCInstallNameSpaceEx"),
+            Error::Os { code: 10_022, function: "WSCInstallNameSpaceEx" }
+        );
+        assert_eq!(
+            install_error(10_022, "WSCUnInstallNameSpace"),
+            Error::Os { code: 10_022, function: "WSCUnInstallNameSpace" }
+        );
+        assert_eq!(install_error(11_003, "x").exit_code(), 4);
+        assert_eq!(Error::AlreadyInstalled.exit_code(), 5);
     }
-    p.nsp().map(|h| Store::new(h.names_file())).map_err(|_| Error::Unsupported {
-        what: format!(
-            "the default names file is a Windows path; on {} give --names-file",
-            std::env::consts::OS
-        ),
-    })
 }

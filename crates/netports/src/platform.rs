@@ -1,10 +1,14 @@
-//! What the CLI needs from the operating system, behind one trait: Windows implements it with
-//! the real APIs, [`Unsupported`] answers everywhere else, and tests use the model.
+//! What the CLI needs from the operating system, behind one trait.
+//!
+//! Windows implements it with
+//! the real APIs, [`Unsupported`] answers everywhere else, and tests use the model. The trait
+//! speaks the library's types only (no CLI argument types).
 
-use crate::diagnose::BindOutcome;
+use crate::diagnose::{BindOutcome, Owner, ProbeAddr};
 use crate::driver::Transport;
 use crate::error::Error;
-use crate::excluded::ExcludedRange;
+use crate::exception::HostFilters;
+use crate::excluded::{ExcludedRange, Family};
 use crate::model::Reservations;
 use crate::nsp::NspHost;
 use crate::range::{PortBlock, Protocol};
@@ -33,6 +37,11 @@ pub trait Platform {
     /// # Errors
     /// Unsupported or a registration failure.
     fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error>;
+    /// Host WFP permit filters (for the Teredo exception).
+    ///
+    /// # Errors
+    /// Unsupported, access denied, or the engine cannot be opened.
+    fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error>;
     /// The persistent-reservation API.
     ///
     /// # Errors
@@ -43,18 +52,33 @@ pub trait Platform {
     /// # Errors
     /// Unsupported or the source cannot be read.
     fn administered(&mut self, proto: Protocol) -> Result<Vec<PortBlock>, Error>;
-    /// Excluded ranges (including the dynamic ones without owner).
+    /// Excluded ranges of a family (including the dynamic ones without owner).
     ///
     /// # Errors
-    /// Unsupported or the source cannot be read.
-    fn excluded(&mut self, proto: Protocol) -> Result<Vec<ExcludedRange>, Error>;
-    /// Tries to bind the port on all addresses (and closes it again).
-    fn try_bind(&mut self, proto: Protocol, port: u16) -> BindOutcome;
+    /// Unsupported, or the source cannot be read or is not recognised.
+    fn excluded(&mut self, proto: Protocol, family: Family) -> Result<Vec<ExcludedRange>, Error>;
+    /// The dynamic (ephemeral) port range of a family.
+    ///
+    /// # Errors
+    /// Unsupported, or the source cannot be read or is not recognised.
+    fn dynamic_range(&mut self, proto: Protocol, family: Family) -> Result<PortBlock, Error>;
+    /// Tries to bind the port on one address (and closes it again).
+    fn try_bind(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome;
+    /// The sockets holding `port` (the endpoint tables, both families).
+    ///
+    /// # Errors
+    /// Unsupported or the tables cannot be read.
+    fn owners(&mut self, proto: Protocol, port: u16) -> Result<Vec<Owner>, Error>;
+    /// Every local port of `proto` the endpoint tables list (both families, any address).
+    ///
+    /// # Errors
+    /// Unsupported or the tables cannot be read.
+    fn endpoint_ports(&mut self, proto: Protocol) -> Result<Vec<u16>, Error>;
     /// Acquires a runtime reservation (a specific block, or any block of `count`) and keeps it
-    /// until [`Platform::release_held`] or exit.
+    /// until [`Platform::hold`] ends or the process exits.
     ///
     /// # Errors
-    /// Unsupported, conflict, access denied.
+    /// Unsupported, conflict, refused.
     fn acquire(
         &mut self,
         proto: Protocol,
@@ -97,17 +121,30 @@ impl Platform for Unsupported {
     fn teredo_watch(&mut self, _: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
         unsupported("watching the Teredo port")
     }
+    fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {
+        unsupported("host WFP filters")
+    }
     fn reservations(&mut self) -> Result<&mut dyn Reservations, Error> {
         unsupported("persistent port reservations")
     }
     fn administered(&mut self, _: Protocol) -> Result<Vec<PortBlock>, Error> {
         unsupported("listing port reservations")
     }
-    fn excluded(&mut self, _: Protocol) -> Result<Vec<ExcludedRange>, Error> {
+    fn excluded(&mut self, _: Protocol, _: Family) -> Result<Vec<ExcludedRange>, Error> {
         unsupported("listing excluded port ranges")
     }
-    fn try_bind(&mut self, _: Protocol, _: u16) -> BindOutcome {
-        BindOutcome::Unknown
+    fn dynamic_range(&mut self, _: Protocol, _: Family) -> Result<PortBlock, Error> {
+        unsupported("the dynamic port range")
+    }
+    fn try_bind(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        // The bind itself is portable: std's sockets on every system.
+        crate::diagnose::bind_once(proto, addr, port)
+    }
+    fn owners(&mut self, _: Protocol, _: u16) -> Result<Vec<Owner>, Error> {
+        unsupported("the endpoint tables")
+    }
+    fn endpoint_ports(&mut self, _: Protocol) -> Result<Vec<u16>, Error> {
+        unsupported("the endpoint tables")
     }
     fn acquire(&mut self, _: Protocol, _: Option<u16>, _: u16) -> Result<Acquired, Error> {
         unsupported("runtime port reservations")

@@ -1,21 +1,17 @@
-//! Port blocks: validation, overlap, parsing and formatting. Host byte order everywhere; the
-//! Windows layer converts to network order at the FFI boundary only.
+//! Port blocks and protocols.
+//!
+//! netports-nsp's [`PortBlock`] and [`Transport`](Protocol) (one
+//! definition for the provider and the CLI), parsing, and the Windows function names. Host
+//! byte order everywhere; the Windows layer converts to network order at the FFI boundary only.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::Serialize;
+pub use netports_nsp::reservation::{BlockError, PortBlock, Transport as Protocol};
 
 use crate::error::Error;
 
-/// TCP or UDP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    /// TCP.
-    Tcp,
-    /// UDP.
-    Udp,
+impl From<BlockError> for Error {
+    fn from(e: BlockError) -> Self {
+        Self::InvalidRange { why: e.why() }
+    }
 }
 
 /// A persistent-reservation call, to name the Windows function in errors.
@@ -29,102 +25,25 @@ pub enum ReservationCall {
     Lookup,
 }
 
-impl Protocol {
-    /// The name of the Windows function making `call` for this protocol.
-    #[must_use]
-    pub const fn persistent_api(self, call: ReservationCall) -> &'static str {
-        match (call, self) {
-            (ReservationCall::Create, Self::Tcp) => "CreatePersistentTcpPortReservation",
-            (ReservationCall::Create, Self::Udp) => "CreatePersistentUdpPortReservation",
-            (ReservationCall::Delete, Self::Tcp) => "DeletePersistentTcpPortReservation",
-            (ReservationCall::Delete, Self::Udp) => "DeletePersistentUdpPortReservation",
-            (ReservationCall::Lookup, Self::Tcp) => "LookupPersistentTcpPortReservation",
-            (ReservationCall::Lookup, Self::Udp) => "LookupPersistentUdpPortReservation",
-        }
-    }
-
-    /// `tcp` or `udp`.
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
+/// The name of the Windows function making `call` for `proto`.
+#[must_use]
+pub const fn persistent_api(proto: Protocol, call: ReservationCall) -> &'static str {
+    match (call, proto) {
+        (ReservationCall::Create, Protocol::Tcp) => "CreatePersistentTcpPortReservation",
+        (ReservationCall::Create, Protocol::Udp) => "CreatePersistentUdpPortReservation",
+        (ReservationCall::Delete, Protocol::Tcp) => "DeletePersistentTcpPortReservation",
+        (ReservationCall::Delete, Protocol::Udp) => "DeletePersistentUdpPortReservation",
+        (ReservationCall::Lookup, Protocol::Tcp) => "LookupPersistentTcpPortReservation",
+        (ReservationCall::Lookup, Protocol::Udp) => "LookupPersistentUdpPortReservation",
     }
 }
 
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Protocol {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(Self::Tcp),
-            "udp" => Ok(Self::Udp),
-            _ => Err(Error::Protocol(format!("unknown protocol '{s}' (tcp or udp)"))),
-        }
-    }
-}
-
-/// A block of `count` ports starting at `start`: `start..start + count`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct PortBlock {
-    /// First port.
-    pub start: u16,
-    /// Number of ports.
-    pub count: u16,
-}
-
-impl PortBlock {
-    /// A validated block: start and count non-zero, and `start + count <= 65,536`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidRange`] (checked before any Windows call).
-    pub fn new(start: u16, count: u16) -> Result<Self, Error> {
-        if start == 0 {
-            return Err(Error::InvalidRange { why: "the start port must not be 0" });
-        }
-        if count == 0 {
-            return Err(Error::InvalidRange { why: "the count must not be 0" });
-        }
-        if u32::from(start) + u32::from(count) > 65_536 {
-            return Err(Error::InvalidRange { why: "the block runs past port 65535" });
-        }
-        Ok(Self { start, count })
-    }
-
-    /// The last port.
-    #[must_use]
-    pub const fn end(&self) -> u16 {
-        // Cannot overflow for a validated block.
-        self.start.wrapping_add(self.count).wrapping_sub(1)
-    }
-
-    /// True if `port` is in the block.
-    #[must_use]
-    pub const fn contains(&self, port: u16) -> bool {
-        port >= self.start && port <= self.end()
-    }
-
-    /// True if the blocks share a port.
-    #[must_use]
-    pub const fn overlaps(&self, other: &Self) -> bool {
-        self.start <= other.end() && other.start <= self.end()
-    }
-}
-
-impl fmt::Display for PortBlock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.count == 1 {
-            write!(f, "{}", self.start)
-        } else {
-            write!(f, "{}-{}", self.start, self.end())
-        }
-    }
+/// A validated block from the command line's START and COUNT.
+///
+/// # Errors
+/// [`Error::InvalidRange`].
+pub fn block(start: &str, count: &str) -> Result<PortBlock, Error> {
+    Ok(PortBlock::new(parse_port(start)?, parse_count(count)?)?)
 }
 
 /// Parses a port number (1-65535).
@@ -156,9 +75,13 @@ mod tests {
 
     #[test]
     fn invalid_blocks_are_rejected_before_any_call() {
-        assert!(matches!(PortBlock::new(0, 5), Err(Error::InvalidRange { .. })));
-        assert!(matches!(PortBlock::new(5, 0), Err(Error::InvalidRange { .. })));
-        assert!(matches!(PortBlock::new(65_535, 2), Err(Error::InvalidRange { .. })));
+        assert_eq!(PortBlock::new(0, 5), Err(BlockError::StartZero));
+        assert_eq!(PortBlock::new(5, 0), Err(BlockError::CountZero));
+        assert_eq!(PortBlock::new(65_535, 2), Err(BlockError::PastEnd));
+        assert!(matches!(
+            block("65535", "2"),
+            Err(Error::InvalidRange { why: "the block runs past port 65535" })
+        ));
         let b = PortBlock::new(65_535, 1).unwrap();
         assert_eq!(b.end(), 65_535);
         assert_eq!(PortBlock::new(5000, 10).unwrap().to_string(), "5000-5009");

@@ -9,6 +9,11 @@
 //! ```
 //! Protocol: `tcp`, `udp`, `any` or a number; local ports: a port, `start-end` or `any`;
 //! remote: `from PREFIX` (address/length, or `any`), `any` when absent.
+//!
+//! `netports driver rules PORT` prints the rules under a [`header`] naming the port and the
+//! rules version; a file that keeps that header is applied only if the port's rules are still
+//! at that version (see [`dumped_version`]), so an edit made by someone else after the dump is
+//! refused rather than overwritten.
 
 use std::net::IpAddr;
 
@@ -84,6 +89,23 @@ fn parse_prefix(s: &str) -> Result<Prefix, String> {
     }
 }
 
+/// The first line of a dump: `# PORT rules, version N`.
+#[must_use]
+pub fn header(port: &str, version: u32) -> String {
+    format!("# {port} rules, version {version}")
+}
+
+/// The rules version a file was dumped at, from its [`header`] for `port` (the first such
+/// line); `None` when the file has no header for that port (it then replaces whatever rules
+/// the port has).
+#[must_use]
+pub fn dumped_version(text: &str, port: &str) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let (name, version) = line.trim().strip_prefix("# ")?.rsplit_once(" rules, version ")?;
+        if name == port { version.trim().parse().ok() } else { None }
+    })
+}
+
 /// A rule as a line of the rules file.
 #[must_use]
 pub fn format(r: &AllowRule) -> String {
@@ -128,6 +150,16 @@ mod tests {
             ]
         );
         assert_eq!(parse(&lines.join("\n")).unwrap(), rules);
+    }
+
+    #[test]
+    fn a_dump_header_gives_the_version_for_its_port_only() {
+        let text = format!("{}\nallow tcp 22\n", header("vm one", 7));
+        assert_eq!(dumped_version(&text, "vm one"), Some(7));
+        assert_eq!(dumped_version(&text, "vm-two"), None, "another port's dump");
+        assert_eq!(dumped_version("# ssh\nallow tcp 22\n", "vm one"), None);
+        assert_eq!(dumped_version("# vm one rules, version x\n", "vm one"), None);
+        assert_eq!(parse(&text).unwrap().len(), 1, "the header is a comment");
     }
 
     #[test]

@@ -22,16 +22,99 @@ pub enum TeredoEvent {
     },
 }
 
-/// Converts a port as the Teredo APIs return it to host order.
+/// How a source reports the Teredo port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ByteOrder {
+    /// Network order (the IP Helper convention; `GetExtendedUdpTable` documents it).
+    Network,
+    /// Host order.
+    Host,
+}
+
+impl ByteOrder {
+    /// `raw` read in this order.
+    #[must_use]
+    pub const fn read(self, raw: u16) -> u16 {
+        match self {
+            Self::Network => u16::from_be(raw),
+            Self::Host => raw,
+        }
+    }
+}
+
+/// A port read from a Teredo source, with a warning when the cross-check disagreed with the
+/// network-order assumption.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reading {
+    /// The port (`None`: 0, no port).
+    pub port: Option<u16>,
+    /// Set when the endpoint table contradicted network order.
+    pub warning: Option<String>,
+}
+
+/// The byte order of one Teredo source, settled at run time.
 ///
-/// The byte order of `GetTeredoPort` and of the change callback is not documented; like the
-/// other IP Helper ports it is taken to be network order (verify on Windows,
-/// docs/WINDOWS-VERIFICATION.md). This is the one place that decides it.
-#[must_use]
-pub const fn port_from_api(raw: u16) -> Option<u16> {
-    match u16::from_be(raw) {
-        0 => None,
-        p => Some(p),
+/// Neither `GetTeredoPort`, the change callback nor `FWPM_SYSTEM_PORTS_BY_TYPE0` document the
+/// byte order of their port. `GetExtendedUdpTable` does (network order): the Teredo client's
+/// socket is a UDP endpoint of the Teredo service, so the raw value is read both ways and the
+/// reading that names one of that service's UDP ports wins. Once one reading is confirmed it
+/// is kept for the source; until then network order is assumed. A disagreement with the
+/// assumption is reported (the caller logs it): docs/WINDOWS-VERIFICATION.md item 22.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortOrder {
+    settled: Option<ByteOrder>,
+}
+
+impl PortOrder {
+    /// Nothing settled yet.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self { settled: None }
+    }
+
+    /// The order confirmed so far, if any.
+    #[must_use]
+    pub const fn settled(&self) -> Option<ByteOrder> {
+        self.settled
+    }
+
+    /// Reads `raw` from `source`; `teredo_udp_ports` gives the host-order local ports of the
+    /// Teredo service's UDP endpoints (called only while the order is unsettled).
+    pub fn read(
+        &mut self,
+        source: &str,
+        raw: u16,
+        teredo_udp_ports: &mut dyn FnMut() -> Vec<u16>,
+    ) -> Reading {
+        if raw == 0 {
+            return Reading { port: None, warning: None };
+        }
+        if let Some(order) = self.settled {
+            return Reading { port: Some(order.read(raw)), warning: None };
+        }
+        let (net, host) = (ByteOrder::Network.read(raw), raw);
+        if net == host {
+            return Reading { port: Some(net), warning: None };
+        }
+        let ports = teredo_udp_ports();
+        match (ports.contains(&net), ports.contains(&host)) {
+            (true, false) => {
+                self.settled = Some(ByteOrder::Network);
+                Reading { port: Some(net), warning: None }
+            }
+            (false, true) => {
+                self.settled = Some(ByteOrder::Host);
+                Reading {
+                    port: Some(host),
+                    warning: Some(format!(
+                        "{source} reports the Teredo port in host order ({host}, not {net}): the Teredo service's UDP endpoint (GetExtendedUdpTable, network order) says so; using {host}"
+                    )),
+                }
+            }
+            // Neither or both: unconfirmed; the assumption stands.
+            _ => Reading { port: Some(net), warning: None },
+        }
     }
 }
 
@@ -47,13 +130,14 @@ pub enum Observation {
     Port(Option<u16>),
 }
 
-/// The raw `NotifyTeredoPortChange` callback arguments as an [`Observation`].
+/// The `NotifyTeredoPortChange` callback arguments as an [`Observation`]; `port` is the
+/// callback's port already read through the source's [`PortOrder`].
 #[must_use]
-pub const fn observation_from_callback(raw_port: u16, notification_type: i32) -> Observation {
+pub const fn observation_from_callback(port: Option<u16>, notification_type: i32) -> Observation {
     if notification_type == MIB_INITIAL_NOTIFICATION {
         Observation::Registered
     } else {
-        Observation::Port(port_from_api(raw_port))
+        Observation::Port(port)
     }
 }
 
@@ -99,10 +183,10 @@ impl WatchState {
     }
 }
 
-/// The Teredo port in a `FWPM_SYSTEM_PORTS0` list, given as `(type, ports)` pairs.
+/// The raw Teredo port in a `FWPM_SYSTEM_PORTS0` list, given as `(type, ports)` pairs.
 ///
-/// The first port of the first `FWPM_SYSTEM_PORT_TEREDO` entry (ports are host order there;
-/// verify on Windows). `None` when there is no Teredo entry or its port is 0.
+/// The first port of the first `FWPM_SYSTEM_PORT_TEREDO` entry, as stored (its byte order is
+/// settled by [`PortOrder`]). `None` when there is no Teredo entry or its port is 0.
 #[must_use]
 pub fn port_from_system_ports<'a>(
     entries: impl IntoIterator<Item = (i32, &'a [u16])>,
@@ -122,12 +206,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ports_are_converted_in_one_place() {
-        assert_eq!(port_from_api(51_234_u16.to_be()), Some(51_234));
-        assert_eq!(port_from_api(0), None);
-        assert_eq!(observation_from_callback(0, MIB_INITIAL_NOTIFICATION), Observation::Registered);
-        assert_eq!(observation_from_callback(4000_u16.to_be(), 1), Observation::Port(Some(4000)));
-        assert_eq!(observation_from_callback(0, 1), Observation::Port(None));
+    fn the_byte_order_is_settled_by_the_teredo_services_udp_endpoint() {
+        let raw = 51_234_u16.to_be();
+        let mut calls = 0;
+        let mut network = PortOrder::default();
+        let r = network.read("GetTeredoPort", raw, &mut || {
+            calls += 1;
+            vec![3544, 51_234]
+        });
+        assert_eq!(r, Reading { port: Some(51_234), warning: None });
+        assert_eq!(network.settled(), Some(ByteOrder::Network));
+        let again = network.read("GetTeredoPort", 4000_u16.to_be(), &mut || {
+            calls += 1;
+            vec![]
+        });
+        assert_eq!(again.port, Some(4000), "settled: no second look-up");
+        assert_eq!(calls, 1);
+
+        let mut host = PortOrder::default();
+        let r = host.read("GetTeredoPort", 51_234, &mut || vec![51_234]);
+        assert_eq!(r.port, Some(51_234));
+        assert!(r.warning.unwrap().contains("host order"), "a disagreement is reported");
+        assert_eq!(host.settled(), Some(ByteOrder::Host));
+
+        let mut unknown = PortOrder::default();
+        assert_eq!(
+            unknown.read("x", raw, &mut Vec::new).port,
+            Some(51_234),
+            "unconfirmed: network order assumed"
+        );
+        assert_eq!(unknown.settled(), None, "and not settled");
+        assert_eq!(unknown.read("x", 0, &mut || unreachable!()).port, None);
+        assert_eq!(
+            unknown.read("x", 0x0101, &mut || unreachable!()).port,
+            Some(0x0101),
+            "same both ways"
+        );
+    }
+
+    #[test]
+    fn callbacks_become_observations() {
+        assert_eq!(
+            observation_from_callback(None, MIB_INITIAL_NOTIFICATION),
+            Observation::Registered
+        );
+        assert_eq!(observation_from_callback(Some(4000), 0), Observation::Port(Some(4000)));
+        assert_eq!(observation_from_callback(None, 0), Observation::Port(None));
     }
 
     #[test]

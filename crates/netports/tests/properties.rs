@@ -1,16 +1,17 @@
 //! Property tests of netports' platform-independent logic: the parsers never panic and read
 //! back what the formatters (or Windows) write, the reservation model keeps its documented
-//! invariants under any sequence of calls, the Teredo exception merge keeps every other rule,
-//! and the diagnosis always names the most specific reason.
+//! invariants under any sequence of calls, the host Teredo exception keeps exactly 3544 and the
+//! current port, and the diagnosis follows the bind result.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use netports::diagnose::{BindOutcome, Verdict, why_blocked};
-use netports::exception::merge;
-use netports::excluded::{ExcludedRange, parse_netsh, parse_nsi_value_name};
+use netports::diagnose::{BindOutcome, Probe, ProbeAddr, Ranges, Verdict, decide};
+use netports::exception::{HostFilters, TeredoException};
+use netports::excluded::{ExcludedRange, Family, parse_netsh, parse_nsi_value_name};
 use netports::model::{Model, Reservations};
 use netports::rules_file;
+use netports::teredo::TeredoEvent;
 use netports::{PortBlock, Protocol};
 use proptest::prelude::*;
 use vsflow_core::policy::{AllowRule, PortRange, Prefix};
@@ -83,7 +84,7 @@ proptest! {
             writeln!(text, "{:>10}  {:>10}{mark}", b.start, b.end()).unwrap();
         }
         text.push_str("\n* - ...\n");
-        let parsed = parse_netsh(&text);
+        let parsed = parse_netsh(&text).unwrap();
         let expected: Vec<ExcludedRange> =
             ranges.iter().map(|(block, administered)| ExcludedRange { block: *block, administered: *administered }).collect();
         prop_assert_eq!(parsed, expected);
@@ -166,55 +167,71 @@ proptest! {
     }
 
     #[test]
-    fn the_teredo_merge_keeps_every_other_rule_and_exactly_the_current_port(
-        mut existing in proptest::collection::vec(rule(), 0..10),
-        previous in proptest::option::of(prop_oneof![Just(3544u16), 1u16..]),
-        current in proptest::option::of(prop_oneof![Just(3544u16), 1u16..]),
-        installed in any::<bool>(),
+    fn the_host_exception_keeps_exactly_3544_and_the_current_port(
+        ports in proptest::collection::vec(proptest::option::of(prop_oneof![Just(3544u16), 1u16..]), 1..20),
     ) {
-        let udp = |p: u16| AllowRule { protocol: Some(17), local_ports: PortRange::single(p), remote: Prefix::Any };
-        if let (true, Some(p)) = (installed, previous) {
-            // The previous event's rules are in place, among the others.
-            existing.insert(existing.len() / 2, udp(p));
-            existing.push(udp(3544));
+        let mut engine = Engine::default();
+        let mut x = TeredoException::new(&mut engine);
+        let mut current = None;
+        for (i, port) in ports.iter().enumerate() {
+            let ev = if i == 0 { TeredoEvent::Initial { port: *port } } else { TeredoEvent::Changed { port: *port } };
+            x.on_event(ev).unwrap();
+            current = *port;
         }
-        let out = merge(&existing, previous, current);
-        prop_assert!(out.contains(&udp(3544)));
-        if let Some(c) = current {
-            prop_assert!(out.contains(&udp(c)));
-        }
-        if let Some(p) = previous.filter(|p| *p != 3544 && Some(*p) != current) {
-            prop_assert!(!out.contains(&udp(p)), "the stale port's rule is gone");
-        }
-        for r in &existing {
-            let stale = previous.is_some_and(|p| *r == udp(p) && p != 3544 && Some(p) != current);
-            prop_assert_eq!(out.contains(r), !stale);
-        }
-        prop_assert_eq!(merge(&out, current, current), out, "idempotent");
+        drop(x);
+        let mut kept: Vec<u16> = engine.0.iter().map(|(_, p)| *p).collect();
+        kept.sort_unstable();
+        kept.dedup();
+        let mut want = vec![3544];
+        want.extend(current.filter(|p| *p != 3544));
+        want.sort_unstable();
+        prop_assert_eq!(kept, want);
+        prop_assert_eq!(engine.0.len(), 2 * engine.0.iter().map(|(_, p)| *p).collect::<std::collections::BTreeSet<_>>().len(), "IPv4 and IPv6 filter per port, no leftovers");
     }
 
     #[test]
-    fn the_diagnosis_names_the_most_specific_reason(
+    fn the_diagnosis_follows_the_bind_result(
         port in 1u16..300,
         reserved in proptest::collection::vec(small_block(), 0..4),
-        excluded in proptest::collection::vec((small_block(), any::<bool>()), 0..4),
-        bind in prop_oneof![Just(BindOutcome::Bound), Just(BindOutcome::InUse), Just(BindOutcome::AccessDenied), Just(BindOutcome::Unknown)],
+        excluded in proptest::collection::vec((small_block(), any::<bool>(), any::<bool>()), 0..4),
+        outcomes in proptest::collection::vec(prop_oneof![Just(BindOutcome::Bound), Just(BindOutcome::InUse), Just(BindOutcome::AccessDenied), Just(BindOutcome::NoStack)], 4),
     ) {
-        let excluded: Vec<ExcludedRange> = excluded.into_iter().map(|(block, administered)| ExcludedRange { block, administered }).collect();
-        let v = why_blocked(port, &reserved, &excluded, bind);
-        let in_reserved = reserved.iter().any(|b| b.contains(port));
-        let in_excluded = excluded.iter().find(|e| e.block.contains(port));
+        let ranges = Ranges {
+            administered: reserved,
+            excluded: excluded.into_iter().map(|(block, administered, v6)| (if v6 { Family::Ipv6 } else { Family::Ipv4 }, ExcludedRange { block, administered })).collect(),
+            dynamic: vec![],
+            unavailable: vec![],
+        };
+        let probes: Vec<Probe> = ProbeAddr::ALL.iter().zip(&outcomes).map(|(&addr, &outcome)| Probe { addr, outcome }).collect();
+        let v = decide(port, &probes, &[], &ranges);
+        let any = |o: BindOutcome| outcomes.contains(&o);
         match v {
-            Verdict::Reserved { block } => {
-                prop_assert!(block.contains(port));
-                prop_assert!(in_reserved || in_excluded.is_some_and(|e| e.administered));
+            Verdict::InUse { on, .. } => prop_assert!(!on.is_empty() && any(BindOutcome::InUse)),
+            Verdict::Excluded { block, family, .. } => {
+                prop_assert!(!any(BindOutcome::InUse) && block.contains(port));
+                prop_assert!(probes.iter().any(|p| p.outcome == BindOutcome::AccessDenied && p.addr.family() == family), "the refused family's exclusion");
             }
-            Verdict::Excluded { block } => {
-                prop_assert!(block.contains(port) && !in_reserved);
-            }
-            Verdict::InUse => prop_assert!(!in_reserved && in_excluded.is_none() && bind == BindOutcome::InUse),
-            Verdict::Denied => prop_assert!(!in_reserved && in_excluded.is_none() && bind == BindOutcome::AccessDenied),
-            Verdict::Free => prop_assert!(!in_reserved && in_excluded.is_none() && matches!(bind, BindOutcome::Bound | BindOutcome::Unknown)),
+            Verdict::Reserved { block } => prop_assert!(!any(BindOutcome::InUse) && any(BindOutcome::AccessDenied) && block.contains(port)),
+            Verdict::Denied => prop_assert!(!any(BindOutcome::InUse) && any(BindOutcome::AccessDenied)),
+            Verdict::Free { .. } => prop_assert!(any(BindOutcome::Bound) && !any(BindOutcome::InUse) && !any(BindOutcome::AccessDenied), "free only when nothing refused"),
+            Verdict::Failed { .. } => prop_assert!(!any(BindOutcome::Bound) && !any(BindOutcome::InUse) && !any(BindOutcome::AccessDenied)),
         }
+    }
+}
+
+/// A filter engine for the exception property: (id, port).
+#[derive(Debug, Default)]
+struct Engine(Vec<(u64, u16)>, u64);
+
+impl HostFilters for &mut Engine {
+    fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, netports::Error> {
+        let ids = vec![self.1, self.1 + 1];
+        self.1 += 2;
+        self.0.extend(ids.iter().map(|id| (*id, port)));
+        Ok(ids)
+    }
+    fn remove(&mut self, ids: &[u64]) -> Result<(), netports::Error> {
+        self.0.retain(|(id, _)| !ids.contains(id));
+        Ok(())
     }
 }

@@ -1,10 +1,18 @@
 //! Where a packet goes: the classify function WFP calls at the four vSwitch transport layers.
 //!
+//! Reading order: [`classify_fn`] (WFP's entry point: finds the driver without trusting
+//! `filter->context`) -> [`Driver::classify`] (values, packet bytes, the port, the verdict) ->
+//! the readers of WFP's values below.
+//!
 //! Ingress layers see a packet entering the switch from its source port: if that port is a VM
 //! port vsflow tracks, the packet is the VM's *outbound* traffic. Egress layers see a packet
 //! leaving the switch to its destination port: for a tracked VM port it is *inbound*. Port 0
-//! (the default port) is trusted and never filtered; ports vsflow does not track are never
-//! blocked. Packets are never modified.
+//! (the default port) is trusted and never filtered; ports and switches vsflow does not track
+//! are never blocked. Packets are never modified.
+//!
+//! Locks: none host-wide. The port is found in the port map under a shared hold of this
+//! processor's reader/writer lock ([`crate::ports`]) and judged under its own spin lock;
+//! driver-wide counters are per processor.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -17,9 +25,177 @@ use fwps_sys::{
 use vsflow_core::{Direction, PacketMeta, TcpFlags, Verdict, protocol};
 
 use crate::driver::Driver;
-use crate::frame::{FRAME_PREFIX, FRAME_PREFIX_V4, tcp_flags};
+use crate::frame::{IP_PREFIX, tcp_flags};
+use crate::instances;
+use crate::keys::HOOKS;
+use crate::percpu::Counter;
+use crate::ports::PortKey;
 use crate::services::KernelServices;
-use crate::state::PortKey;
+use crate::trace::TraceEvent;
+
+/// `classifyFn` of vsflow's callouts (`FWPS_CALLOUT_CLASSIFY_FN3`).
+///
+/// The driver is found by comparing `filter->context` and `filter->filterId` with the running
+/// drivers and the filters they added ([`crate::instances`]); a filter vsflow did not add is
+/// left alone (permit), and its context is never dereferenced.
+///
+/// # Safety
+/// Called by WFP with valid pointers.
+pub unsafe extern "system" fn classify_fn<S: KernelServices>(
+    in_fixed_values: *const FWPS_INCOMING_VALUES0,
+    in_meta_values: *const FWPS_INCOMING_METADATA_VALUES0,
+    layer_data: *mut c_void,
+    _classify_context: *const c_void,
+    filter: *const FWPS_FILTER3,
+    _flow_context: u64,
+    classify_out: *mut FWPS_CLASSIFY_OUT0,
+) {
+    if classify_out.is_null()
+        || filter.is_null()
+        || in_fixed_values.is_null()
+        || in_meta_values.is_null()
+    {
+        return;
+    }
+    // SAFETY: non-null and valid for the call (WFP's contract).
+    let out = unsafe { &mut *classify_out };
+    if out.rights & sys::FWPS_RIGHT_ACTION_WRITE == 0 {
+        // A higher-weight filter decided already.
+        return;
+    }
+    // SAFETY: WFP's filter, valid for the call; only its plain fields are read.
+    let f = unsafe { &*filter };
+    let (context, filter_id) = (f.context, f.filterId);
+    let verdict = match instances::driver_for_filter(context, filter_id) {
+        None => None,
+        Some(address) => {
+            // SAFETY: `address` is a running driver (registered before its filters were
+            // added, unregistered only after its callouts are unregistered and its classify
+            // calls in flight drained), compared by value, never taken from the filter.
+            let driver = unsafe { &*(address as *const Driver<S>) };
+            // SAFETY: non-null, valid for the call (WFP's contract).
+            let values = unsafe { &*in_fixed_values };
+            // SAFETY: as above.
+            let meta = unsafe { &*in_meta_values };
+            // SAFETY: WFP's pointers, valid for the call.
+            unsafe { driver.classify(values, meta, layer_data) }
+        }
+    };
+    match verdict {
+        Some(Verdict::Block(_)) => {
+            out.actionType = sys::FWP_ACTION_BLOCK;
+            out.rights &= !sys::FWPS_RIGHT_ACTION_WRITE;
+        }
+        Some(Verdict::Permit) | None => out.actionType = sys::FWP_ACTION_PERMIT,
+    }
+}
+
+/// `notifyFn` of vsflow's callouts: accepts vsflow's own filters and every delete.
+///
+/// A filter anyone else adds that names a vsflow callout is refused (failing
+/// `FWPS_CALLOUT_NOTIFY_ADD_FILTER` makes the filter add fail) and reported.
+///
+/// # Safety
+/// Called by WFP with valid (or null) pointers.
+pub unsafe extern "system" fn notify_fn<S: KernelServices>(
+    notify_type: sys::FWPS_CALLOUT_NOTIFY_TYPE,
+    filter_key: *const GUID,
+    filter: *mut FWPS_FILTER3,
+) -> NTSTATUS {
+    if notify_type != sys::FWPS_CALLOUT_NOTIFY_ADD_FILTER {
+        return STATUS_SUCCESS;
+    }
+    // SAFETY: WFP's pointers, valid (or null) for the call.
+    let key = unsafe { filter_key.as_ref() };
+    // SAFETY: as above.
+    let f = unsafe { filter.as_ref() };
+    let Some(f) = f else { return sys::STATUS_INVALID_PARAMETER };
+    let ours = key.is_some_and(|k| HOOKS.iter().any(|h| h.filter == *k))
+        && instances::is_driver(f.context);
+    if ours {
+        return STATUS_SUCCESS;
+    }
+    if let Some(address) = instances::driver_for_callout(f.action.calloutId) {
+        // SAFETY: a registered driver (see `classify_fn`); notifyFn runs while its callouts
+        // are registered.
+        let driver = unsafe { &*(address as *const Driver<S>) };
+        let layer_id = HOOKS
+            .iter()
+            .zip(0u16..)
+            .find(|(_, i)| driver.callout_id(usize::from(*i)) == f.action.calloutId)
+            .map_or(0, |(h, _)| h.layer_id);
+        driver.trace(&TraceEvent::ForeignFilterRejected { filter_id: f.filterId, layer_id });
+    }
+    sys::STATUS_INVALID_PARAMETER
+}
+
+impl<S: KernelServices> Driver<S> {
+    /// Classifies one packet. Returns the verdict, or `None` for "not ours: leave the action
+    /// to others" (permit).
+    ///
+    /// # Safety
+    /// The pointers are those WFP passed to classify, valid for the call.
+    pub unsafe fn classify(
+        &self,
+        values: &FWPS_INCOMING_VALUES0,
+        meta: &FWPS_INCOMING_METADATA_VALUES0,
+        layer_data: *mut c_void,
+    ) -> Option<Verdict> {
+        // 1. WFP's values: the VM's port and the 5-tuple.
+        // SAFETY: caller's contract.
+        let mut c = match unsafe { read_values(values, meta) } {
+            Ok(c) => c,
+            Err(why) => {
+                self.count(Counter::ClassifyCalls);
+                self.count(match why {
+                    Bypass::TrustedPort => Counter::TrustedPortPackets,
+                    Bypass::Malformed | Bypass::UnknownLayer => Counter::MalformedValues,
+                    Bypass::NoPortId | Bypass::NonFirstFragment => Counter::UnknownPortPackets,
+                });
+                return None;
+            }
+        };
+        // 2. The switch, by name (never guessed).
+        // SAFETY: caller's contract.
+        let name = unsafe { switch_name_bytes(values) };
+        // 3. Packet bytes: the TCP flags (data starts at the IP header at these layers).
+        let mut storage = [0u8; IP_PREFIX];
+        let want = if c.meta.protocol == protocol::TCP { IP_PREFIX } else { 0 };
+        let storage = storage.get_mut(..want).unwrap_or(&mut []);
+        // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
+        if let Some(frame) = unsafe { self.services.read_frame(layer_data, meta, storage) } {
+            c.meta.length = frame.frame_len;
+            if c.meta.protocol == protocol::TCP {
+                c.meta.tcp_flags = TcpFlags(tcp_flags(frame.head).unwrap_or(0));
+            }
+        }
+        // 4. The port, and its verdict under the port's own lock.
+        let now = self.services.now();
+        let found = self
+            .read_ports(|ix| {
+                let switch = ix.switch_id_le(name?)?;
+                let slot = ix.port(PortKey { switch, port: c.port_id })?;
+                let mut st = slot.state.lock();
+                st.classify_calls += 1;
+                st.close_stale_window(now);
+                Some(st.judged().then(|| st.port.classify(&c.meta, now)))
+            })
+            .flatten();
+        match found {
+            Some(Some(verdict)) => Some(verdict),
+            Some(None) => {
+                // A generic port without a VM NIC: not judged.
+                self.count(Counter::UnknownPortPackets);
+                None
+            }
+            None => {
+                self.count(Counter::ClassifyCalls);
+                self.count(Counter::UnknownPortPackets);
+                None
+            }
+        }
+    }
+}
 
 /// The vSwitch fields of one classify call, read from WFP's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +217,11 @@ pub enum Bypass {
     Malformed,
     /// Not one of vsflow's layers.
     UnknownLayer,
+    /// A non-first IP fragment of TCP or UDP: WFP gives no ports (`FWP_EMPTY`). The first
+    /// fragment was judged with its ports; the others are permitted without creating a flow
+    /// (a flow keyed on port 0 would be wrong, and blocking them as unsolicited would break
+    /// every fragmented datagram of an admitted flow).
+    NonFirstFragment,
 }
 
 /// Reads one incoming value, if present.
@@ -112,8 +293,15 @@ pub unsafe fn read_values(
     let protocol = unsafe { proto.u.uint8 };
     let port = |v: Option<sys::FWP_VALUE0>| match v {
         // SAFETY: the type tag says `uint16` is the active arm.
-        Some(v) if v.r#type == sys::FWP_UINT16 => unsafe { v.u.uint16 },
-        _ => 0,
+        Some(v) if v.r#type == sys::FWP_UINT16 => Some(unsafe { v.u.uint16 }),
+        _ => None,
+    };
+    let (src_port, dst_port) = match (port(sport), port(dport)) {
+        (Some(s), Some(d)) => (s, d),
+        _ if matches!(protocol, protocol::TCP | protocol::UDP) => {
+            return Err(Bypass::NonFirstFragment);
+        }
+        _ => (0, 0),
     };
     let (src_addr, dst_addr) = if v6 {
         // SAFETY: caller's contract; `addr16` checks the type tag and the pointer.
@@ -132,8 +320,8 @@ pub unsafe fn read_values(
             protocol,
             src_addr,
             dst_addr,
-            src_port: port(sport),
-            dst_port: port(dport),
+            src_port,
+            dst_port,
             tcp_flags: TcpFlags(0),
             length: 0,
         },
@@ -165,13 +353,14 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
     Some(unsafe { ptr::read_unaligned(p) }.byteArray16)
 }
 
-/// The switch a classify call belongs to, from the `VSWITCH_ID` value (assumed: the switch
-/// name as a UTF-16 byte blob; verify on Windows, item 9). With one switch on the host, the
-/// value is not consulted.
+/// The switch a classify call belongs to: the bytes of the `VSWITCH_ID` value (assumed: the
+/// switch name as a UTF-16LE byte blob, maybe NUL-terminated; verify on Windows, item 9), at
+/// most 256 units. Always consulted: a packet of a switch vsflow does not know is never judged
+/// by another switch's port. Compared in place, never copied.
 ///
 /// # Safety
-/// As [`read_values`].
-unsafe fn switch_name_units(values: &FWPS_INCOMING_VALUES0, out: &mut [u16; 257]) -> Option<usize> {
+/// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
+unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
     // SAFETY: caller's contract.
     let v = unsafe { value(values, sys::FIELD_VSWITCH_ID) }?;
     if v.r#type != sys::FWP_BYTE_BLOB_TYPE {
@@ -182,148 +371,12 @@ unsafe fn switch_name_units(values: &FWPS_INCOMING_VALUES0, out: &mut [u16; 257]
     if blob.is_null() {
         return None;
     }
-    // SAFETY: non-null blob from WFP.
+    // SAFETY: non-null blob from WFP, valid for the call.
     let blob = unsafe { ptr::read_unaligned(blob) };
     if blob.data.is_null() {
         return None;
     }
-    let bytes = (blob.size as usize).min(2 * out.len());
-    // SAFETY: WFP's blob has `size` readable bytes; we read at most that many.
-    let data = unsafe { core::slice::from_raw_parts(blob.data, bytes) };
-    let mut n = 0;
-    for (dst, pair) in out.iter_mut().zip(data.chunks_exact(2)) {
-        let u = u16::from_le_bytes([
-            pair.first().copied().unwrap_or(0),
-            pair.get(1).copied().unwrap_or(0),
-        ]);
-        if u == 0 {
-            break;
-        }
-        *dst = u;
-        n += 1;
-    }
-    Some(n)
-}
-
-impl<S: KernelServices> Driver<S> {
-    /// Classifies one packet. Returns the verdict, or `None` for "not ours: leave the action
-    /// to others" (permit).
-    ///
-    /// # Safety
-    /// The pointers are those WFP passed to classify, valid for the call.
-    pub unsafe fn classify(
-        &self,
-        values: &FWPS_INCOMING_VALUES0,
-        meta: &FWPS_INCOMING_METADATA_VALUES0,
-        layer_data: *mut c_void,
-    ) -> Option<Verdict> {
-        // SAFETY: caller's contract.
-        let read = unsafe { read_values(values, meta) };
-        let mut c = match read {
-            Ok(c) => c,
-            Err(why) => {
-                let mut st = self.state.lock();
-                st.stats.classify_calls += 1;
-                match why {
-                    Bypass::TrustedPort => st.stats.trusted_port_packets += 1,
-                    Bypass::Malformed | Bypass::UnknownLayer => st.stats.malformed_values += 1,
-                    Bypass::NoPortId => st.stats.unknown_port_packets += 1,
-                }
-                return None;
-            }
-        };
-        let mut storage = [0u8; FRAME_PREFIX];
-        // Only TCP needs header bytes (for its flags); IPv4 headers end within 96 bytes.
-        let want = match (c.meta.protocol, c.meta.family) {
-            (protocol::TCP, vsflow_core::IpFamily::V4) => FRAME_PREFIX_V4,
-            (protocol::TCP, vsflow_core::IpFamily::V6) => FRAME_PREFIX,
-            _ => 0,
-        };
-        let storage = storage.get_mut(..want).unwrap_or(&mut []);
-        // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
-        if let Some(frame) = unsafe { self.services.read_frame(layer_data, meta, storage) } {
-            c.meta.length = frame.frame_len;
-            if c.meta.protocol == protocol::TCP {
-                c.meta.tcp_flags = TcpFlags(tcp_flags(frame.head).unwrap_or(0));
-            }
-        }
-        let now = self.services.now();
-        let mut st = self.state.lock();
-        st.stats.classify_calls += 1;
-        let switch = st.single_switch().or_else(|| {
-            let mut name = [0u16; 257];
-            // SAFETY: caller's contract.
-            let n = unsafe { switch_name_units(values, &mut name) };
-            n.and_then(|n| st.switch_id(name.get(..n).unwrap_or(&[])))
-        });
-        let key = switch.map(|switch| PortKey { switch, port: c.port_id });
-        let verdict = key.and_then(|k| st.ports.get_mut(&k)).map(|e| e.port.classify(&c.meta, now));
-        if verdict.is_none() {
-            st.stats.unknown_port_packets += 1;
-        }
-        verdict
-    }
-}
-
-/// `classifyFn` of vsflow's callouts (`FWPS_CALLOUT_CLASSIFY_FN3`).
-///
-/// # Safety
-/// Called by WFP with valid pointers; `filter->context` is the driver pointer vsflow put into
-/// the filter's `rawContext`.
-pub unsafe extern "system" fn classify_fn<S: KernelServices>(
-    in_fixed_values: *const FWPS_INCOMING_VALUES0,
-    in_meta_values: *const FWPS_INCOMING_METADATA_VALUES0,
-    layer_data: *mut c_void,
-    _classify_context: *const c_void,
-    filter: *const FWPS_FILTER3,
-    _flow_context: u64,
-    classify_out: *mut FWPS_CLASSIFY_OUT0,
-) {
-    if classify_out.is_null()
-        || filter.is_null()
-        || in_fixed_values.is_null()
-        || in_meta_values.is_null()
-    {
-        return;
-    }
-    // SAFETY: non-null and valid for the call (WFP's contract).
-    let out = unsafe { &mut *classify_out };
-    if out.rights & sys::FWPS_RIGHT_ACTION_WRITE == 0 {
-        // A higher-weight filter decided already.
-        return;
-    }
-    // SAFETY: as above.
-    let context = unsafe { (*filter).context };
-    let verdict = if context == 0 {
-        None
-    } else {
-        // SAFETY: `context` is the address of the running driver (set when the filter was
-        // added; the filter is deleted before the driver goes away).
-        let driver = unsafe { &*(context as *const Driver<S>) };
-        // SAFETY: non-null, valid for the call (WFP's contract).
-        let values = unsafe { &*in_fixed_values };
-        // SAFETY: as above.
-        let meta = unsafe { &*in_meta_values };
-        // SAFETY: WFP's pointers, valid for the call.
-        unsafe { driver.classify(values, meta, layer_data) }
-    };
-    match verdict {
-        Some(Verdict::Block(_)) => {
-            out.actionType = sys::FWP_ACTION_BLOCK;
-            out.rights &= !sys::FWPS_RIGHT_ACTION_WRITE;
-        }
-        Some(Verdict::Permit) | None => out.actionType = sys::FWP_ACTION_PERMIT,
-    }
-}
-
-/// `notifyFn` of vsflow's callouts: accepts every filter add and delete.
-///
-/// # Safety
-/// Called by WFP.
-pub unsafe extern "system" fn notify_fn(
-    _notify_type: sys::FWPS_CALLOUT_NOTIFY_TYPE,
-    _filter_key: *const GUID,
-    _filter: *mut FWPS_FILTER3,
-) -> NTSTATUS {
-    STATUS_SUCCESS
+    let bytes = (blob.size as usize).min(2 * 256);
+    // SAFETY: WFP's blob has `size` readable bytes for the call; we read at most that many.
+    Some(unsafe { core::slice::from_raw_parts(blob.data, bytes) })
 }

@@ -22,7 +22,8 @@ pub struct DriverConfig {
     /// Restore completion mode (registry `RestoreMode`: 0 pending, 1 synchronous).
     pub restore_mode: RestoreMode,
     /// Policy for blobs of an unknown format major (registry `UnknownMajorPolicy`: 0 strict,
-    /// 1 lenient).
+    /// the default, 1 lenient). Either way such a blob restores an empty port (the migration
+    /// succeeds) unless `fail_bad_restores` is set; strict only reports it as a decode error.
     pub unknown_major: UnknownMajor,
     /// Flow-table bound per port (registry `FlowsPerPort`, 16..=1,048,576, default 4,096).
     pub flows_per_port: u32,
@@ -30,6 +31,16 @@ pub struct DriverConfig {
     pub blob_cap: usize,
     /// Mode of new ports (registry `DefaultMode`: 0 monitor, 1 enforce; default monitor).
     pub default_mode: Mode,
+    /// Fail a restore whose blob is empty, damaged, foreign or of an unknown major version
+    /// (registry `FailBadRestores`: 0 no, the default: restore an empty port and succeed; 1 yes:
+    /// Hyper-V then fails the VM's restore). Opt-in only: a migration never fails because of
+    /// vsflow by default.
+    pub fail_bad_restores: bool,
+    /// Longest restore window (registry `RestoreWindowSeconds`, 1..=3,600, default 60): a
+    /// port created with `RESTORING_PORT` is monitored until its restore is applied or
+    /// cancelled, or this long if no restore comes (a source host without vsflow saves
+    /// nothing, so no restore callback ever comes).
+    pub restore_window_secs: u32,
 }
 
 impl Default for DriverConfig {
@@ -40,6 +51,8 @@ impl Default for DriverConfig {
             flows_per_port: 4096,
             blob_cap: DEFAULT_CAP,
             default_mode: Mode::Monitor,
+            fail_bad_restores: false,
+            restore_window_secs: 60,
         }
     }
 }
@@ -56,24 +69,43 @@ impl DriverConfig {
         if self.blob_cap < 1024 || self.blob_cap > 65_000 {
             return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("BlobCap")));
         }
+        if self.restore_window_secs < 1 || self.restore_window_secs > 3_600 {
+            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
+                "RestoreWindowSeconds",
+            )));
+        }
         Ok(())
     }
 
     /// Reads the configuration through the kernel services: `RestoreMode`,
-    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`.
+    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`, `FailBadRestores`.
     ///
     /// # Errors
     /// As [`DriverConfig::from_registry`].
     pub fn from_services<S: crate::services::KernelServices>(
         services: &S,
     ) -> Result<Self, CalloutError> {
-        Self::from_registry(
+        let mut cfg = Self::from_registry(
             services.config_value("RestoreMode"),
             services.config_value("UnknownMajorPolicy"),
             services.config_value("FlowsPerPort"),
             services.config_value("BlobCap"),
             services.config_value("DefaultMode"),
-        )
+        )?;
+        if let Some(secs) = services.config_value("RestoreWindowSeconds") {
+            cfg.restore_window_secs = secs;
+            cfg.validate()?;
+        }
+        cfg.fail_bad_restores = match services.config_value("FailBadRestores") {
+            None | Some(0) => false,
+            Some(1) => true,
+            Some(_) => {
+                return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
+                    "FailBadRestores",
+                )));
+            }
+        };
+        Ok(cfg)
     }
 
     /// Builds a configuration from raw registry values (`None` = absent: default), rejecting
@@ -108,6 +140,8 @@ impl DriverConfig {
                 Some(1) => Mode::Enforce,
                 Some(_) => return Err(bad("DefaultMode")),
             },
+            fail_bad_restores: d.fail_bad_restores,
+            restore_window_secs: d.restore_window_secs,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -13,8 +13,8 @@ use alloc::vec::Vec;
 
 use fwps_sys::{
     NTSTATUS, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
-    STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
 };
 use vsflow_core::codec::{SavedFlow, UnknownMajor, format};
 use vsflow_core::{AllowRule, Error as CoreError};
@@ -23,9 +23,9 @@ use vsflow_proto::response::{self, ConfigInfo, PortInfo, VersionInfo};
 use vsflow_proto::{PROTOCOL_VERSION, ProtoError};
 
 use crate::config::RestoreMode;
-use crate::driver::{Driver, DriverStats};
+use crate::driver::Driver;
+use crate::ports::{PortKey, PortState};
 use crate::services::KernelServices;
-use crate::state::{PortKey, SwitchState};
 
 /// How an IOCTL completes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,30 +77,6 @@ fn parse_version() -> [u16; 3] {
     out
 }
 
-impl DriverStats {
-    /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
-    #[must_use]
-    pub const fn to_array(&self) -> [u64; 15] {
-        [
-            self.classify_calls,
-            self.trusted_port_packets,
-            self.unknown_port_packets,
-            self.malformed_values,
-            self.saves,
-            self.saves_empty,
-            self.restores_sync,
-            self.restores_pended,
-            self.restores_applied,
-            self.restores_empty,
-            self.restores_failed,
-            self.restores_cancelled,
-            self.identity_mismatches,
-            self.restores_unknown_port,
-            self.reorder_events,
-        ]
-    }
-}
-
 impl<S: KernelServices> Driver<S> {
     /// Handles one IOCTL of the control device.
     pub fn handle_ioctl(&self, code: u32, input: &[u8], output: &mut [u8]) -> IoctlOutcome {
@@ -129,94 +105,129 @@ impl<S: KernelServices> Driver<S> {
                 written(info.encode(output))
             }
             Request::ListPorts => {
-                let st = self.state.lock();
-                let ports = st.ports.iter().map(|(k, e)| PortInfo {
-                    port: PortRef { switch_id: k.switch, port_id: k.port },
-                    flow_count: u32::try_from(e.port.table().len()).unwrap_or(u32::MAX),
-                    mode: e.port.mode(),
-                    nic_connected: e.nic_connected,
-                    restoring: e.restoring,
-                    rules_version: e.port.rules().version(),
-                    name: *e.port.identity(),
+                // One port lock at a time; never a host-wide one.
+                let listed = self.read_ports(|ix| {
+                    let ports = ix.ports().map(|slot| {
+                        let e = slot.state.lock();
+                        PortInfo {
+                            port: PortRef { switch_id: slot.key.switch, port_id: slot.key.port },
+                            flow_count: u32::try_from(e.port.table().len()).unwrap_or(u32::MAX),
+                            mode: e.port.mode(),
+                            nic_connected: e.nic_connected,
+                            restoring: e.port.is_restoring(),
+                            rules_version: e.port.rules().version(),
+                            name: *e.port.identity(),
+                        }
+                    });
+                    written(response::encode_ports(ports, output))
                 });
-                written(response::encode_ports(ports, output))
+                listed.unwrap_or(IoctlOutcome::fail(STATUS_INVALID_DEVICE_STATE))
             }
             Request::GetFlows { port, start, max } => self.get_flows(port, start, max, output),
-            Request::GetCounters { port } => {
-                let st = self.state.lock();
-                match port {
-                    None => written(response::encode_counters(&st.stats.to_array(), output)),
-                    Some(p) => match st.ports.get(&key(p)) {
-                        Some(e) => written(response::encode_counters(
-                            &e.port.counters().to_array(),
-                            output,
-                        )),
-                        None => IoctlOutcome::fail(STATUS_NOT_FOUND),
-                    },
-                }
+            Request::GetCounters { port: None } => {
+                written(response::encode_counters(&self.stats().to_array(), output))
             }
-            Request::GetRules { port } => {
-                let st = self.state.lock();
-                let Some(e) = st.ports.get(&key(port)) else {
-                    return IoctlOutcome::fail(STATUS_NOT_FOUND);
-                };
+            Request::GetCounters { port: Some(p) } => self.with_port(p, |e| {
+                written(response::encode_counters(&e.port.counters().to_array(), output))
+            }),
+            Request::GetRules { port } => self.with_port(port, |e| {
                 let rules = e.port.rules();
                 written(response::encode_rules(rules.version(), rules.rules(), output))
-            }
+            }),
+            // Requests that change state check the output size first: a request that fails
+            // changes nothing.
             Request::ClearCounters { port } => {
-                let mut st = self.state.lock();
-                if let Err(status) = clear_counters(&mut st, port) {
-                    return IoctlOutcome::fail(status);
+                if let Some(fail) = too_small(output, response::encode_empty) {
+                    return fail;
                 }
-                drop(st);
-                written(response::encode_empty(output))
+                match port {
+                    None => {
+                        self.clear_stats();
+                        let _ = self.read_ports(|ix| {
+                            for slot in ix.ports() {
+                                slot.state.lock().port.clear_counters();
+                            }
+                        });
+                        written(response::encode_empty(output))
+                    }
+                    Some(p) => self.with_port(p, |e| {
+                        e.port.clear_counters();
+                        written(response::encode_empty(output))
+                    }),
+                }
             }
             Request::SetPortMode { port, mode } => {
-                let mut st = self.state.lock();
-                let Some(e) = st.ports.get_mut(&key(port)) else {
-                    return IoctlOutcome::fail(STATUS_NOT_FOUND);
-                };
-                e.port.set_mode(mode);
-                drop(st);
-                written(response::encode_empty(output))
+                if let Some(fail) = too_small(output, response::encode_empty) {
+                    return fail;
+                }
+                self.with_port(port, |e| {
+                    // In the restore window the operator's choice wins over the blob's.
+                    e.port.set_mode(mode);
+                    written(response::encode_empty(output))
+                })
             }
-            Request::ReplaceRules { port, rules } => {
-                self.replace_rules(port, rules.iter(), rules.len(), output)
+            Request::ReplaceRules { port, expected_version, rules } => {
+                if let Some(fail) = too_small(output, |o| response::encode_rules_version(0, o)) {
+                    return fail;
+                }
+                self.replace_rules(port, expected_version, rules.iter(), rules.len(), output)
             }
         }
+    }
+
+    /// Runs `f` on a port under its own lock; `STATUS_NOT_FOUND` if there is no such port.
+    fn with_port(
+        &self,
+        port: PortRef,
+        f: impl FnOnce(&mut PortState) -> IoctlOutcome,
+    ) -> IoctlOutcome {
+        self.read_ports(|ix| ix.port(key(port)).map(|slot| f(&mut slot.state.lock())))
+            .flatten()
+            .unwrap_or(IoctlOutcome::fail(STATUS_NOT_FOUND))
+    }
+}
+
+/// `Some(STATUS_BUFFER_TOO_SMALL)` when `output` cannot hold the response `encode` writes
+/// (measured on a scratch buffer, before anything changes).
+fn too_small(
+    output: &[u8],
+    encode: impl FnOnce(&mut [u8]) -> Result<usize, ProtoError>,
+) -> Option<IoctlOutcome> {
+    let mut scratch = [0u8; 64];
+    match encode(&mut scratch) {
+        Ok(needed) if needed <= output.len() => None,
+        Ok(needed) => Some(IoctlOutcome { status: STATUS_BUFFER_TOO_SMALL, information: needed }),
+        Err(e) => Some(proto_error(e)),
     }
 }
 
 impl<S: KernelServices> Driver<S> {
     fn get_flows(&self, port: PortRef, start: u32, max: u32, output: &mut [u8]) -> IoctlOutcome {
         let now = self.services.now();
-        let st = self.state.lock();
-        let Some(entry) = st.ports.get(&key(port)) else {
-            return IoctlOutcome::fail(STATUS_NOT_FOUND);
-        };
-        let table = entry.port.table();
-        let total = table.len();
-        let remaining = total.saturating_sub(start as usize);
-        let (count, needed) = response::flows_that_fit(output.len(), remaining, max as usize);
-        if count == 0 && remaining > 0 {
-            return IoctlOutcome { status: STATUS_BUFFER_TOO_SMALL, information: needed };
-        }
-        // Slab order: stable while the table does not change; pages taken while traffic flows
-        // may miss or repeat a flow (diagnostics, not a snapshot).
-        let flows =
-            table.iter().skip(start as usize).map(|(k, r)| SavedFlow::from_record(*k, r, now));
-        written(response::encode_flows(
-            u32::try_from(total).unwrap_or(u32::MAX),
-            start,
-            count,
-            flows,
-            output,
-        ))
+        // One page under the port's lock: the cursor is a position in the port's table, so a
+        // page walks only its own flows, never the table before it.
+        self.with_port(port, |entry| {
+            let table = entry.port.table();
+            let total = u32::try_from(table.len()).unwrap_or(u32::MAX);
+            let remaining = table.iter_from(start).take(max as usize + 1).count();
+            let (count, needed) = response::flows_that_fit(output.len(), remaining, max as usize);
+            if count == 0 && remaining > 0 && max > 0 {
+                return IoctlOutcome { status: STATUS_BUFFER_TOO_SMALL, information: needed };
+            }
+            // The cursor after the page: the position after its last flow, or the end.
+            let next = table
+                .iter_from(start)
+                .nth(count)
+                .map_or(response::FLOWS_END, |(position, _, _)| position);
+            let flows = table.iter_from(start).map(|(_, k, r)| SavedFlow::from_record(*k, r, now));
+            written(response::encode_flows(total, start, count, next, flows, output))
+        })
     }
 
     fn replace_rules(
         &self,
         port: PortRef,
+        expected_version: u32,
         rules: impl Iterator<Item = AllowRule>,
         len: usize,
         output: &mut [u8],
@@ -227,41 +238,23 @@ impl<S: KernelServices> Driver<S> {
             return IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES);
         }
         list.extend(rules);
-        let mut st = self.state.lock();
-        let Some(e) = st.ports.get_mut(&key(port)) else {
-            return IoctlOutcome::fail(STATUS_NOT_FOUND);
-        };
-        match e.port.replace_rules(&list) {
-            Ok(version) => {
-                drop(st);
-                written(response::encode_rules_version(version, output))
+        // Compare and replace under the port's lock: an edit based on stale rules is refused.
+        self.with_port(port, |e| {
+            if e.port.rules().version() != expected_version {
+                return IoctlOutcome::fail(response::STATUS_RULES_CHANGED);
             }
-            Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
-            Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
-        }
-    }
-}
-
-fn clear_counters(st: &mut SwitchState, port: Option<PortRef>) -> Result<(), NTSTATUS> {
-    match port {
-        None => {
-            st.stats = DriverStats::default();
-            for e in st.ports.values_mut() {
-                e.port.clear_counters();
+            match e.port.replace_rules(&list) {
+                Ok(version) => written(response::encode_rules_version(version, output)),
+                Err(CoreError::OutOfMemory) => IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
+                Err(_) => IoctlOutcome::fail(STATUS_INVALID_PARAMETER),
             }
-            Ok(())
-        }
-        Some(p) => {
-            let e = st.ports.get_mut(&key(p)).ok_or(STATUS_NOT_FOUND)?;
-            e.port.clear_counters();
-            Ok(())
-        }
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::DriverStats;
+    use crate::driver::DriverStats;
 
     #[test]
     fn driver_counters_match_the_protocol_names() {

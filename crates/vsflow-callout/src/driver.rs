@@ -1,48 +1,51 @@
-//! The driver object: configuration, kernel services, switch state, WFP registration, and the
-//! deferred worker that finishes pended restores.
+//! The driver object: configuration, kernel services, the port map, the notifications in
+//! flight, counters and WFP registration.
+//!
+//! Locks, and their order (a lock is only ever taken after the ones above it):
+//! 1. the port map: the current processor's reader/writer spin lock shared (readers), or every
+//!    processor's exclusively, in order (switch and port create/delete, stop): [`crate::ports`];
+//! 2. one port's spin lock ([`crate::ports::PortSlot::state`]);
+//! 3. `pending` (spin; leaf), `reg` (spin; leaf).
+//!
+//! Packets take 1 shared (on a cache line only their processor writes) and 2. Everything works at
+//! `IRQL <= DISPATCH_LEVEL`; only `stop` and the work item wait, at `PASSIVE_LEVEL`.
 
+use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::fmt;
+use core::sync::atomic::{AtomicU8, Ordering};
 
-use fwps_sys::{FWPS_VSWITCH_EVENT_DISPATCH_TABLE0, NTSTATUS, STATUS_CANCELLED, STATUS_SUCCESS};
-use vsflow_core::codec::{self, DecodeConfig, Decoded};
+use fwps_sys::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0;
+use vsflow_core::codec::{self, EncodeConfig};
+use vsflow_core::flow::TableConfig;
+use vsflow_core::{Port, PortConfig, PortIdentity};
 
 use crate::config::DriverConfig;
 use crate::error::CalloutError;
 use crate::keys;
-use crate::registration::Registration;
+use crate::pending::PendingSet;
+use crate::percpu::{Counter, PerCpuCounters};
+use crate::ports::{Index, PortMap};
+use crate::registration::{Phase, Registration};
 use crate::services::{KernelServices, LogLevel};
-use crate::state::{PortKey, SwitchState};
 use crate::sync::SpinMutex;
+use crate::trace::TraceEvent;
 use crate::vswitch;
 
-/// Lifecycle of the driver's WFP registration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Created, `start` not called.
-    Created,
-    /// Waiting for the base filtering engine to report RUNNING.
-    WaitingForBfe,
-    /// Callouts, objects and vSwitch subscription in place.
-    Running,
-    /// Stopped (terminal).
-    Stopped,
-}
-
-/// Driver-wide counters.
+/// Driver-wide counters (summed over processors and ports when read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
     /// Classify calls.
     pub classify_calls: u64,
     /// Packets of port 0 (the default port): trusted, never filtered.
     pub trusted_port_packets: u64,
-    /// Packets of ports vsflow does not track (permitted).
+    /// Packets of ports (or switches) vsflow does not track (permitted).
     pub unknown_port_packets: u64,
     /// Classify calls whose values were not of the expected types (permitted).
     pub malformed_values: u64,
     /// Runtime-state saves answered.
     pub saves: u64,
-    /// Saves that produced no blob (unknown port or out of memory).
+    /// Saves of a port vsflow does not track, or whose encode failed: a minimal empty blob.
     pub saves_empty: u64,
     /// Restores completed synchronously.
     pub restores_sync: u64,
@@ -50,9 +53,9 @@ pub struct DriverStats {
     pub restores_pended: u64,
     /// Restores applied.
     pub restores_applied: u64,
-    /// Restores of an unknown major version accepted as empty (lenient).
+    /// Restores degraded to an empty port (empty, damaged, foreign, unknown-major blob).
     pub restores_empty: u64,
-    /// Restores rejected (damaged blob, unknown major when strict, out of memory).
+    /// Restores failed (only under the opt-in `FailBadRestores` policy, or out of memory).
     pub restores_failed: u64,
     /// Pended restores completed as cancelled (port or switch deleted, driver stopping).
     pub restores_cancelled: u64,
@@ -64,14 +67,65 @@ pub struct DriverStats {
     pub reorder_events: u64,
 }
 
+impl DriverStats {
+    /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
+    #[must_use]
+    pub const fn to_array(&self) -> [u64; 15] {
+        [
+            self.classify_calls,
+            self.trusted_port_packets,
+            self.unknown_port_packets,
+            self.malformed_values,
+            self.saves,
+            self.saves_empty,
+            self.restores_sync,
+            self.restores_pended,
+            self.restores_applied,
+            self.restores_empty,
+            self.restores_failed,
+            self.restores_cancelled,
+            self.identity_mismatches,
+            self.restores_unknown_port,
+            self.reorder_events,
+        ]
+    }
+}
+
+/// A summary of every tracked port's flows (diagnostics; one port lock at a time).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTotals {
+    /// Ports tracked.
+    pub ports: usize,
+    /// Flows in their tables.
+    pub flows: usize,
+    /// Of which established.
+    pub established: usize,
+    /// Packets blocked on them.
+    pub packets_blocked: u64,
+    /// Ports in their restore window.
+    pub restoring: usize,
+    /// Flows of the fullest port.
+    pub largest_port: usize,
+    /// Every port's flow table passed its invariant check.
+    pub consistent: bool,
+}
+
 /// The driver. Create with [`Driver::try_new`], then [`Driver::start`]; the address must stay
 /// fixed until [`Driver::stop`] returns (WFP holds pointers to it).
 pub struct Driver<S: KernelServices> {
     pub(crate) services: S,
     pub(crate) config: DriverConfig,
     pub(crate) device_object: usize,
-    pub(crate) state: SpinMutex<S::Lock, SwitchState>,
+    pub(crate) ports: PortMap<S>,
+    pub(crate) pending: SpinMutex<S::Lock, PendingSet>,
+    pub(crate) counters: PerCpuCounters,
+    /// vSwitch callbacks and IOCTLs in flight (drained at stop).
+    pub(crate) callbacks: S::Rundown,
     pub(crate) reg: SpinMutex<S::Lock, Registration>,
+    /// Last filter-engine reorder report: 0 none, 1 out of position, 2 in position.
+    pub(crate) reorder_position: AtomicU8,
+    /// The minimal valid blob saved for a port vsflow does not track.
+    pub(crate) empty_blob: Vec<u8>,
     pub(crate) dispatch: FWPS_VSWITCH_EVENT_DISPATCH_TABLE0,
 }
 
@@ -98,23 +152,46 @@ impl<S: KernelServices> Driver<S> {
     /// Creates the driver object with an explicit configuration (nothing registered yet).
     ///
     /// # Errors
-    /// Invalid configuration.
+    /// Invalid configuration, out of memory.
     pub fn try_new(
         services: S,
         config: DriverConfig,
         device_object: *mut c_void,
     ) -> Result<Self, CalloutError> {
         config.validate()?;
-        let state = SpinMutex::new(services.new_lock(), SwitchState::new(services.hash_seed()));
+        let ports = PortMap::try_new(&services)?;
+        let counters = PerCpuCounters::try_new(services.processor_count())?;
+        let callbacks = services.new_rundown()?;
+        let pending = SpinMutex::new(services.new_lock(), PendingSet::default());
         let reg = SpinMutex::new(services.new_lock(), Registration::default());
+        let empty_blob = Self::minimal_blob(&config)?;
         Ok(Self {
             services,
             config,
             device_object: device_object as usize,
-            state,
+            ports,
+            pending,
+            counters,
+            callbacks,
             reg,
+            reorder_position: AtomicU8::new(0),
+            empty_blob,
             dispatch: vswitch::dispatch_table::<S>(),
         })
+    }
+
+    /// The blob saved for a port vsflow does not track: a valid state with no flows and no
+    /// rules, so the destination restores an empty port (WFP's save output is
+    /// `_Outptr_result_buffer_`: never NULL with success).
+    fn minimal_blob(config: &DriverConfig) -> Result<Vec<u8>, CalloutError> {
+        let identity = PortIdentity::try_from_utf16(&[])?;
+        let table = TableConfig { max_flows: 16, initial_capacity: 0, ..TableConfig::default() };
+        let port =
+            Port::try_new(identity, PortConfig { table, initial_mode: config.default_mode })?;
+        let mut out = Vec::new();
+        let cfg = EncodeConfig { provider: keys::provider_core(), cap: config.blob_cap };
+        codec::encode(&port, 0, &cfg, &mut out)?;
+        Ok(out)
     }
 
     /// The configuration.
@@ -135,140 +212,130 @@ impl<S: KernelServices> Driver<S> {
         self.reg.lock().phase
     }
 
-    /// Driver-wide counters.
+    /// Driver-wide counters: per-processor counters plus every port's classify count.
     #[must_use]
     pub fn stats(&self) -> DriverStats {
-        self.state.lock().stats
+        let c = &self.counters;
+        let port_calls = self
+            .read_ports(|ix| ix.ports().map(|p| p.state.lock().classify_calls).sum::<u64>())
+            .unwrap_or(0);
+        DriverStats {
+            classify_calls: c.sum(Counter::ClassifyCalls).wrapping_add(port_calls),
+            trusted_port_packets: c.sum(Counter::TrustedPortPackets),
+            unknown_port_packets: c.sum(Counter::UnknownPortPackets),
+            malformed_values: c.sum(Counter::MalformedValues),
+            saves: c.sum(Counter::Saves),
+            saves_empty: c.sum(Counter::SavesEmpty),
+            restores_sync: c.sum(Counter::RestoresSync),
+            restores_pended: c.sum(Counter::RestoresPended),
+            restores_applied: c.sum(Counter::RestoresApplied),
+            restores_empty: c.sum(Counter::RestoresEmpty),
+            restores_failed: c.sum(Counter::RestoresFailed),
+            restores_cancelled: c.sum(Counter::RestoresCancelled),
+            identity_mismatches: c.sum(Counter::IdentityMismatches),
+            restores_unknown_port: c.sum(Counter::RestoresUnknownPort),
+            reorder_events: c.sum(Counter::ReorderEvents),
+        }
     }
 
-    /// Runs `f` on the switch state under the lock (IOCTL handlers, diagnostics, tests).
-    pub fn with_state<R>(&self, f: impl FnOnce(&mut SwitchState) -> R) -> R {
-        f(&mut self.state.lock())
+    /// Runs `f` on the port map under this processor's shared lock (see [`crate::ports`]);
+    /// `None` once stopped.
+    pub(crate) fn read_ports<R>(&self, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
+        self.ports.read(self.services.current_processor(), f)
+    }
+
+    /// Zeroes the driver-wide counters.
+    pub(crate) fn clear_stats(&self) {
+        self.counters.clear();
+        let _ = self.read_ports(|ix| {
+            for p in ix.ports() {
+                p.state.lock().classify_calls = 0;
+            }
+        });
+    }
+
+    /// Counts one event on the current processor's line.
+    #[inline]
+    pub(crate) fn count(&self, c: Counter) {
+        self.counters.add(self.services.current_processor(), c, 1);
+    }
+
+    /// The last filter-engine reorder report: whether vsflow's filter engine is in its
+    /// required position in the extension stack.
+    #[must_use]
+    pub fn reorder_in_position(&self) -> Option<bool> {
+        match self.reorder_position.load(Ordering::Relaxed) {
+            1 => Some(false),
+            2 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// Switches known.
+    #[must_use]
+    pub fn switch_count(&self) -> usize {
+        self.read_ports(Index::switch_count).unwrap_or(0)
+    }
+
+    /// Ports tracked.
+    #[must_use]
+    pub fn port_count(&self) -> usize {
+        self.read_ports(Index::len).unwrap_or(0)
+    }
+
+    /// Restore notifications pended and not yet completed.
+    #[must_use]
+    pub fn pending_count(&self) -> usize {
+        self.pending.lock().len()
+    }
+
+    /// Flow totals over every port (one port lock at a time; diagnostics).
+    #[must_use]
+    pub fn flow_totals(&self) -> FlowTotals {
+        self.read_ports(|ix| {
+            let mut t = FlowTotals { consistent: true, ..FlowTotals::default() };
+            for p in ix.ports() {
+                let st = p.state.lock();
+                t.ports += 1;
+                t.flows += st.port.table().len();
+                t.established += st
+                    .port
+                    .table()
+                    .iter()
+                    .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
+                    .count();
+                t.packets_blocked += st.port.counters().packets_blocked;
+                t.restoring += usize::from(st.port.is_restoring());
+                t.largest_port = t.largest_port.max(st.port.table().len());
+                t.consistent &= st.port.table().check_invariants().is_ok();
+            }
+            t
+        })
+        .unwrap_or_else(|| FlowTotals { consistent: true, ..FlowTotals::default() })
     }
 
     pub(crate) fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
         self.services.log(level, args);
     }
 
-    /// Finishes pended restores: decodes each blob at `PASSIVE_LEVEL` outside the lock, applies
-    /// it, and completes the notification, unless the port went away meanwhile (then whoever
-    /// removed it has completed it). Called by the driver's work item.
-    pub fn run_deferred(&self) {
-        loop {
-            let job = self.state.lock().pending.take_next();
-            let Some((id, key, blob)) = job else { break };
-            let decoded = self.decode(&blob);
-            let mut st = self.state.lock();
-            let Some(entry) = st.pending.remove(id) else {
-                // Cancelled while decoding: completed by the canceller.
-                continue;
-            };
-            let status = self.finish_restore(&mut st, key, decoded);
-            drop(st);
-            Self::complete(entry.completion, status);
-        }
+    pub(crate) fn trace(&self, event: &TraceEvent) {
+        self.services.trace(event);
     }
 
-    pub(crate) fn decode(&self, blob: &[u8]) -> Result<Decoded, CalloutError> {
-        let cfg = DecodeConfig {
-            expected_provider: Some(keys::provider_core()),
-            unknown_major: self.config.unknown_major,
-            max_len: usize::from(u16::MAX),
-        };
-        codec::decode(blob, &cfg).map_err(CalloutError::from)
-    }
-
-    /// Applies a decode result to a port and returns the status to report. Called with the
-    /// state lock held.
-    pub(crate) fn finish_restore(
-        &self,
-        st: &mut SwitchState,
-        key: PortKey,
-        decoded: Result<Decoded, CalloutError>,
-    ) -> NTSTATUS {
-        let now = self.services.now();
-        let result = match (decoded, st.ports.get_mut(&key)) {
-            (Err(e), _) => Err(e),
-            (Ok(_), None) => {
-                st.stats.restores_unknown_port += 1;
-                Ok(())
-            }
-            (Ok(Decoded::UnsupportedMajor { major, minor }), Some(entry)) => {
-                codec::apply_empty(&mut entry.port);
-                st.stats.restores_empty += 1;
-                self.log(LogLevel::Warning, format_args!("port {}: runtime state format {major}.{minor} unreadable, restored empty (lenient)", key.port));
-                Ok(())
-            }
-            (Ok(Decoded::State(state)), Some(entry)) => {
-                // PortName is assumed durable across migration (verify on Windows: item 5); a
-                // mismatch is logged and counted, never fatal.
-                if state.identity != *entry.port.identity() {
-                    st.stats.identity_mismatches += 1;
-                    self.log(
-                        LogLevel::Warning,
-                        format_args!(
-                            "port {}: blob saved for port '{}', restoring into '{}'",
-                            key.port,
-                            state.identity,
-                            entry.port.identity()
-                        ),
-                    );
-                }
-                match codec::apply(&mut entry.port, &state, now) {
-                    Ok(_) => {
-                        entry.restoring = false;
-                        st.stats.restores_applied += 1;
-                        Ok(())
-                    }
-                    Err(e) => Err(CalloutError::from(e)),
-                }
-            }
-        };
-        match result {
-            Ok(()) => STATUS_SUCCESS,
-            Err(e) => {
-                st.stats.restores_failed += 1;
-                self.log(LogLevel::Error, format_args!("port {}: restore failed: {e}", key.port));
-                e.to_ntstatus()
-            }
-        }
-    }
-
-    /// Completes every pended notification of the ports matching `pred` as cancelled.
-    pub(crate) fn cancel_pending(&self, mut pred: impl FnMut(&PortKey) -> bool) {
-        loop {
-            let entry = {
-                let mut st = self.state.lock();
-                let e = st.pending.remove_where(&mut pred);
-                if e.is_some() {
-                    st.stats.restores_cancelled += 1;
-                }
-                e
-            };
-            let Some(entry) = entry else { break };
-            Self::complete(entry.completion, STATUS_CANCELLED);
-        }
-    }
-
-    pub(crate) fn complete(completion: usize, status: NTSTATUS) {
-        // SAFETY: `completion` is the context WFP passed to a callback that returned
-        // STATUS_PENDING; it was removed from the pending set under the lock, so this is its
-        // only completion, and `status` is never STATUS_PENDING.
-        unsafe {
-            fwps_sys::FwpsvSwitchNotifyComplete0(
-                completion as *mut c_void,
-                status,
-                0,
-                core::ptr::null_mut(),
-            );
-        };
-    }
-
-    /// Removes idle flows from every port, up to `budget` per port (periodic timer).
+    /// Removes idle flows from every port, up to `budget` per port (periodic timer). Takes one
+    /// port lock at a time.
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.services.now();
-        let mut st = self.state.lock();
-        st.ports.values_mut().map(|e| e.port.expire(now, budget)).sum()
+        self.read_ports(|ix| {
+            ix.ports()
+                .map(|p| {
+                    let mut st = p.state.lock();
+                    st.close_stale_window(now);
+                    st.port.expire(now, budget)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
     }
 }
 

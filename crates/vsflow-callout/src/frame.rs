@@ -1,80 +1,73 @@
-//! Reading the TCP flags of a frame: the only packet bytes vsflow looks at. Packets are never
+//! Reading the TCP flags of a packet: the only packet bytes vsflow looks at. Packets are never
 //! modified.
+//!
+//! At the `FWPS_LAYER_*_VSWITCH_TRANSPORT_V4` and `_V6` layers the packet data starts at the IP
+//! header (WFP "Data offset positions"; the `WFPSampler` packet examination). The IPv4 header's
+//! IHL and the IPv6 extension headers are walked with bounds. A non-first fragment has no
+//! transport header: no flags are read from it (and classify does not judge it, see
+//! `classify.rs`).
 
-/// Bytes of a frame's start that classify copies: Ethernet + one VLAN tag (18), IPv6 (40),
-/// a few extension headers, and the first 14 bytes of TCP.
-pub const FRAME_PREFIX: usize = 128;
-/// Enough for TCP over IPv4: Ethernet with two VLAN tags (22), a maximal IPv4 header (60),
-/// and the TCP flags (14).
-pub const FRAME_PREFIX_V4: usize = 96;
+/// Bytes of a packet's start that classify asks for: IPv6 (40), a few extension headers, and
+/// the first 14 bytes of TCP. Also covers a maximal IPv4 header (60) plus 14.
+pub const IP_PREFIX: usize = 128;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86DD;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88A8;
+const IPPROTO_TCP: u8 = 6;
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const DESTINATION: u8 = 60;
+/// Extension headers walked before giving up.
+const MAX_EXTENSIONS: usize = 8;
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at.checked_add(1)?)?]))
 }
 
-/// The TCP flags byte of an Ethernet frame carrying TCP over IPv4 or IPv6, or `None` if the
-/// frame is not TCP, is a non-first fragment, or the header is not inside `frame`.
+/// Where the TCP header starts in an IP packet, or `None` if the packet is not TCP, is a
+/// non-first fragment, or its headers are not inside `ip`.
 #[must_use]
-pub fn tcp_flags(frame: &[u8]) -> Option<u8> {
-    let mut at = 12;
-    let mut ethertype = be16(frame, at)?;
-    let mut tags = 0;
-    while (ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ) && tags < 2 {
-        at += 4;
-        ethertype = be16(frame, at)?;
-        tags += 1;
-    }
-    let ip = at + 2;
-    let tcp = match ethertype {
-        ETHERTYPE_IPV4 => {
-            let vihl = *frame.get(ip)?;
-            if vihl >> 4 != 4 {
+pub fn tcp_offset(ip: &[u8]) -> Option<usize> {
+    match *ip.first()? >> 4 {
+        4 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let frag = be16(ip, 6)?;
+            if ihl < 20 || *ip.get(9)? != IPPROTO_TCP || frag & 0x1fff != 0 {
                 return None;
             }
-            let ihl = usize::from(vihl & 0x0f) * 4;
-            let frag = be16(frame, ip + 6)?;
-            if ihl < 20 || *frame.get(ip + 9)? != 6 || frag & 0x1fff != 0 {
-                return None;
-            }
-            ip + ihl
+            Some(ihl)
         }
-        ETHERTYPE_IPV6 => {
-            if *frame.get(ip)? >> 4 != 6 {
-                return None;
-            }
-            let mut next = *frame.get(ip + 6)?;
-            let mut off = ip + 40;
-            // Hop-by-hop, routing, destination options: length in 8-octet units; fragment: 8.
-            for _ in 0..4 {
+        6 => {
+            let mut next = *ip.get(6)?;
+            let mut off = 40usize;
+            for _ in 0..MAX_EXTENSIONS {
                 match next {
-                    6 => break,
-                    0 | 43 | 60 => {
-                        next = *frame.get(off)?;
-                        off += (usize::from(*frame.get(off + 1)?) + 1) * 8;
+                    IPPROTO_TCP => return Some(off),
+                    HOP_BY_HOP | ROUTING | DESTINATION => {
+                        next = *ip.get(off)?;
+                        let len = (usize::from(*ip.get(off.checked_add(1)?)?) + 1) * 8;
+                        off = off.checked_add(len)?;
                     }
-                    44 => {
-                        next = *frame.get(off)?;
-                        if be16(frame, off + 2)? & 0xfff8 != 0 {
+                    FRAGMENT => {
+                        next = *ip.get(off)?;
+                        if be16(ip, off.checked_add(2)?)? & 0xfff8 != 0 {
                             return None;
                         }
-                        off += 8;
+                        off = off.checked_add(8)?;
                     }
                     _ => return None,
                 }
             }
-            if next != 6 {
-                return None;
-            }
-            off
+            (next == IPPROTO_TCP).then_some(off)
         }
-        _ => return None,
-    };
-    frame.get(tcp + 13).copied()
+        _ => None,
+    }
+}
+
+/// The TCP flags byte of an IP packet carrying TCP over IPv4 or IPv6 (data starting at the IP
+/// header), or `None` (see [`tcp_offset`]).
+#[must_use]
+pub fn tcp_flags(ip: &[u8]) -> Option<u8> {
+    ip.get(tcp_offset(ip)?.checked_add(13)?).copied()
 }
 
 /// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
@@ -95,8 +88,9 @@ pub unsafe fn nbl_prefix(
     let nb = list.FirstNetBuffer;
     // SAFETY: the list's first buffer, valid with the list.
     let buffer = unsafe { nb.as_ref() }?;
-    let frame_len = u32::try_from(buffer.DataLength).unwrap_or(u32::MAX);
-    let want = storage.len().min(buffer.DataLength);
+    // `DataLength` is a ULONG (in a union with a SIZE_T): fwps-sys declares the ULONG.
+    let frame_len = buffer.data_length();
+    let want = storage.len().min(usize::try_from(frame_len).unwrap_or(usize::MAX));
     if want == 0 {
         return Some(crate::services::Frame { head: &[], frame_len });
     }
@@ -117,12 +111,6 @@ mod tests {
     use super::tcp_flags;
     use alloc::vec::Vec;
 
-    fn eth(ethertype: u16) -> Vec<u8> {
-        let mut f = alloc::vec![0u8; 12];
-        f.extend_from_slice(&ethertype.to_be_bytes());
-        f
-    }
-
     fn tcp(flags: u8) -> [u8; 20] {
         let mut t = [0u8; 20];
         t[12] = 0x50;
@@ -131,51 +119,67 @@ mod tests {
     }
 
     #[test]
-    fn ipv4_tcp_flags_are_read_after_the_ip_header_and_options() {
-        let mut f = eth(0x0800);
-        let mut ip = [0u8; 24];
+    fn ipv4_tcp_flags_are_read_after_the_ip_header_and_its_options() {
+        let mut ip = alloc::vec![0u8; 24];
         ip[0] = 0x46; // IHL 6: 4 bytes of options
         ip[9] = 6;
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&tcp(0x12));
-        assert_eq!(tcp_flags(&f), Some(0x12));
+        ip.extend_from_slice(&tcp(0x12));
+        assert_eq!(tcp_flags(&ip), Some(0x12));
         // UDP: no flags.
-        f[14 + 9] = 17;
-        assert_eq!(tcp_flags(&f), None);
+        ip[9] = 17;
+        assert_eq!(tcp_flags(&ip), None);
     }
 
     #[test]
-    fn vlan_tagged_ipv6_with_an_extension_header() {
+    fn data_starts_at_the_ip_header_not_an_ethernet_header() {
+        // An Ethernet frame handed as if it were the packet: not parsed as IP.
         let mut f = alloc::vec![0u8; 12];
-        f.extend_from_slice(&0x8100u16.to_be_bytes());
-        f.extend_from_slice(&[0, 5]);
-        f.extend_from_slice(&0x86DDu16.to_be_bytes());
-        let mut ip = [0u8; 40];
-        ip[0] = 0x60;
-        ip[6] = 60; // destination options
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]); // next = TCP, length 0 => 8 bytes
-        f.extend_from_slice(&tcp(0x02));
-        assert_eq!(tcp_flags(&f), Some(0x02));
-    }
-
-    #[test]
-    fn non_first_fragments_and_truncated_frames_give_none() {
-        let mut f = eth(0x0800);
+        f.extend_from_slice(&0x0800u16.to_be_bytes());
         let mut ip = [0u8; 20];
         ip[0] = 0x45;
         ip[9] = 6;
-        ip[7] = 8; // fragment offset 8
         f.extend_from_slice(&ip);
-        f.extend_from_slice(&tcp(0x10));
+        f.extend_from_slice(&tcp(0x02));
         assert_eq!(tcp_flags(&f), None);
-        assert_eq!(tcp_flags(&f[..20]), None);
+        assert_eq!(tcp_flags(&f[14..]), Some(0x02));
+    }
+
+    #[test]
+    fn ipv6_with_extension_headers() {
+        let mut ip: Vec<u8> = alloc::vec![0u8; 40];
+        ip[0] = 0x60;
+        ip[6] = 0; // hop-by-hop
+        ip.extend_from_slice(&[60, 0, 0, 0, 0, 0, 0, 0]); // next destination options, 8 bytes
+        ip.extend_from_slice(&[44, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // next fragment, 16 bytes
+        ip.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]); // fragment: next TCP, offset 0
+        ip.extend_from_slice(&tcp(0x11));
+        assert_eq!(tcp_flags(&ip), Some(0x11));
+        // The same as a non-first fragment: no transport header.
+        let at = 40 + 8 + 16 + 2;
+        ip[at] = 0x01;
+        assert_eq!(tcp_flags(&ip), None);
+    }
+
+    #[test]
+    fn non_first_fragments_and_truncated_packets_give_none() {
+        let mut ip = alloc::vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[9] = 6;
+        ip[7] = 8; // fragment offset 8
+        ip.extend_from_slice(&tcp(0x10));
+        assert_eq!(tcp_flags(&ip), None);
+        ip[7] = 0;
+        assert_eq!(tcp_flags(&ip), Some(0x10));
+        assert_eq!(tcp_flags(&ip[..33]), None);
         assert_eq!(tcp_flags(&[]), None);
+        // IHL below 5 is malformed.
+        ip[0] = 0x44;
+        assert_eq!(tcp_flags(&ip), None);
     }
 
     proptest::proptest! {
         #[test]
-        fn arbitrary_frames_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..160)) {
+        fn arbitrary_packets_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = tcp_flags(&bytes);
         }
     }

@@ -10,7 +10,9 @@
 //! - [`registration`]: provider, sublayer, callouts, filters, subscription, and their exact
 //!   reverse; waits for the base filtering engine when it is not yet running.
 //! - [`control`]: the control device's IOCTLs (vsflow-proto), validated before use.
-//! - [`frame`]: reads the TCP flags from the first bytes of a frame (never writes a packet).
+//! - [`frame`]: reads the TCP flags from the first bytes of a packet, which start at the IP
+//!   header at these layers (never writes a packet).
+//! - [`ports`]: per-port state under per-port locks, found through a lock-free published index.
 //!
 //! Nothing here depends on wdk-sys: the crate builds and runs on Linux against `vsflow-sim`,
 //! which defines the same `fwpkclnt.sys` symbols the driver imports.
@@ -26,19 +28,22 @@ pub mod control;
 pub mod driver;
 pub mod error;
 pub mod frame;
+mod instances;
 pub mod keys;
 pub mod pending;
+mod percpu;
+pub mod ports;
 pub mod registration;
 pub mod seed;
 pub mod services;
-pub mod state;
 pub mod sync;
 pub mod trace;
 pub mod vswitch;
 pub mod wide;
 
 pub use config::{DriverConfig, RestoreMode};
-pub use driver::{Driver, DriverStats, Phase};
+pub use driver::{Driver, DriverStats, FlowTotals};
 pub use error::CalloutError;
-pub use services::{Frame, KernelServices, LogLevel, RawSpinLock};
+pub use registration::Phase;
+pub use services::{Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock};
 pub use trace::{DegradedReason, RestoreOutcome, TraceEvent};

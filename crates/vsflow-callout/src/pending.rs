@@ -4,11 +4,13 @@
 //! from the set, and removal happens only under the driver's state lock. The deferred worker
 //! removes an entry when it has a result; a port delete, switch delete or driver stop removes
 //! the port's entries and completes them as cancelled. Whoever comes second finds nothing.
+//! At stop the set is closed: nothing more can be pended, and the stopper removes and completes
+//! everything left. The set lives under its own spin lock (never on the packet path).
 
 use alloc::vec::Vec;
 
 use crate::error::CalloutError;
-use crate::state::PortKey;
+use crate::ports::PortKey;
 
 /// One pended restore.
 #[derive(Clone, Debug)]
@@ -30,19 +32,24 @@ pub struct PendingRestore {
 pub struct PendingSet {
     items: Vec<PendingRestore>,
     next_id: u64,
+    closed: bool,
 }
 
 impl PendingSet {
     /// Records a pended restore; returns its id.
     ///
     /// # Errors
-    /// Out of memory (the caller must then not return `STATUS_PENDING`).
+    /// Out of memory, or the set is closed (the caller must then not return
+    /// `STATUS_PENDING`).
     pub fn push(
         &mut self,
         completion: usize,
         key: PortKey,
         blob: Vec<u8>,
     ) -> Result<u64, CalloutError> {
+        if self.closed {
+            return Err(CalloutError::InvalidState);
+        }
         self.items.try_reserve(1)?;
         self.next_id += 1;
         let id = self.next_id;
@@ -84,6 +91,18 @@ impl PendingSet {
         Some(self.items.swap_remove(i))
     }
 
+    /// Closes the set (driver stop): every later `push` fails. The caller then removes and
+    /// completes what is left with [`PendingSet::remove_where`].
+    pub const fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// True once closed.
+    #[must_use]
+    pub const fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     /// The completion contexts in flight (for contract checks and diagnostics).
     pub fn completions(&self) -> impl Iterator<Item = usize> + '_ {
         self.items.iter().map(|e| e.completion)
@@ -108,5 +127,7 @@ mod tests {
         assert_eq!(cancelled.completion, 0xC0);
         assert!(p.remove(id).is_none(), "the worker finds nothing to complete");
         assert!(p.is_empty());
+        p.close();
+        assert!(p.push(0xC1, K, alloc::vec![]).is_err(), "nothing is pended after close");
     }
 }

@@ -7,9 +7,17 @@
 //! the provider GUID. Filters carry `PERMIT_IF_CALLOUT_UNREGISTERED`, so traffic never fails
 //! closed because vsflow is not loaded.
 //!
-//! Stop (PASSIVE): unsubscribe BFE state, unsubscribe vSwitch events, complete every pended
-//! notification, wait for the deferred worker, unregister the callouts (retrying
-//! `STATUS_DEVICE_BUSY`), delete the objects, close the engine, free all port state.
+//! BFE stop and restart (`FwpmBfeStateSubscribeChanges0` remarks; WFPSampler): on
+//! `STOP_PENDING` the engine handle is closed (BFE drops dynamic objects and invalidates
+//! handles) and the driver goes back to waiting; on `RUNNING` every object is added again.
+//! Run-time callouts and the vSwitch subscription are kernel objects and stay.
+//!
+//! Stop (PASSIVE), in this order: unsubscribe BFE state; close the pending set, complete every
+//! pended notification and flush the work item; unsubscribe vSwitch events; wait for vSwitch
+//! callbacks in flight; delete the objects and close the engine (dynamic filters go); unregister
+//! the callouts (on `STATUS_DEVICE_BUSY`, wait and retry: a driver cannot unload until its
+//! callouts are unregistered); close the port map (waits for classify calls in flight, frees
+//! every port); forget the driver in [`crate::instances`].
 
 use crate::wide::ascii as wide;
 use core::ffi::c_void;
@@ -19,26 +27,42 @@ use fwps_sys as sys;
 use fwps_sys::{GUID, HANDLE, NTSTATUS, nt_success};
 
 use crate::classify;
-use crate::driver::{Driver, Phase};
+use crate::driver::Driver;
 use crate::error::CalloutError;
+use crate::instances;
 use crate::keys::{self, HOOKS};
-use crate::services::{KernelServices, LogLevel};
+use crate::percpu::Counter;
+use crate::services::{KernelServices, LogLevel, RawRundown};
+use crate::trace::TraceEvent;
+
+/// Lifecycle of the driver's WFP registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Created, `start` not called.
+    Created,
+    /// Waiting for the base filtering engine to report RUNNING.
+    WaitingForBfe,
+    /// Callouts, objects and vSwitch subscription in place.
+    Running,
+    /// Stopped (terminal).
+    Stopped,
+}
 
 /// Registration handles. Only touched at `PASSIVE_LEVEL` by start, the BFE callback and stop.
 #[derive(Debug)]
 pub struct Registration {
     /// Current phase.
-    pub phase: Phase,
+    pub(crate) phase: Phase,
     /// Engine session handle.
-    pub engine: usize,
+    pub(crate) engine: usize,
     /// Run-time ids of the registered callouts (0 = not registered).
-    pub callout_ids: [u32; 4],
+    pub(crate) callout_ids: [u32; 4],
     /// vSwitch subscription id.
-    pub subscription: Option<u32>,
+    pub(crate) subscription: Option<u32>,
     /// BFE state-change subscription handle.
-    pub bfe: usize,
+    pub(crate) bfe: usize,
     /// A registration attempt is running (guards against a BFE callback racing stop).
-    pub busy: bool,
+    pub(crate) busy: bool,
 }
 
 impl Default for Registration {
@@ -54,8 +78,11 @@ impl Default for Registration {
     }
 }
 
-/// How many times stop retries a callout unregistration that reports `STATUS_DEVICE_BUSY`.
-const UNREGISTER_RETRIES: u32 = 64;
+/// How long stop waits before retrying a callout unregistration that reports
+/// `STATUS_DEVICE_BUSY`.
+const UNREGISTER_RETRY_MICROS: u32 = 1_000;
+/// A busy callout is logged once per this many retries.
+const UNREGISTER_LOG_EVERY: u32 = 1_000;
 
 fn check(status: NTSTATUS) -> Result<(), CalloutError> {
     if nt_success(status) { Ok(()) } else { Err(CalloutError::Status(status)) }
@@ -71,15 +98,13 @@ unsafe extern "system" fn bfe_state_changed<S: KernelServices>(
     context: *mut c_void,
     new_state: sys::FWPM_SERVICE_STATE,
 ) {
-    if context.is_null() || new_state != sys::FWPM_SERVICE_RUNNING {
+    if context.is_null() {
         return;
     }
     // SAFETY: `context` is the driver pointer given at subscription; stop unsubscribes (which
     // waits for running callbacks) before the driver can go away.
     let driver = unsafe { &*context.cast::<Driver<S>>() };
-    if let Err(e) = driver.register_all() {
-        driver.log(LogLevel::Error, format_args!("registration after BFE start failed: {e}"));
-    }
+    driver.on_bfe_state(new_state);
 }
 
 impl<S: KernelServices> Driver<S> {
@@ -112,7 +137,7 @@ impl<S: KernelServices> Driver<S> {
         };
         if let Err(e) = check(status) {
             self.reg.lock().phase = Phase::Created;
-            return Err(e);
+            return Err(self.fail_step("FwpmBfeStateSubscribeChanges0", e));
         }
         self.reg.lock().bfe = handle as usize;
         // SAFETY: no preconditions.
@@ -132,6 +157,51 @@ impl<S: KernelServices> Driver<S> {
             );
         }
         Ok(())
+    }
+
+    /// The base filtering engine changed state.
+    pub(crate) fn on_bfe_state(&self, state: sys::FWPM_SERVICE_STATE) {
+        self.trace(&TraceEvent::BfeState { state });
+        match state {
+            sys::FWPM_SERVICE_RUNNING => {
+                if let Err(e) = self.register_all() {
+                    self.log(
+                        LogLevel::Error,
+                        format_args!("registration after BFE start failed: {e}"),
+                    );
+                }
+            }
+            sys::FWPM_SERVICE_STOP_PENDING => {
+                let mut reg = self.reg.lock();
+                if reg.phase != Phase::Running {
+                    return;
+                }
+                reg.phase = Phase::WaitingForBfe;
+                drop(reg);
+                // BFE drops dynamic objects and invalidates engine handles: close ours and
+                // add everything again when it runs.
+                self.close_engine();
+                self.log(
+                    LogLevel::Warning,
+                    format_args!("base filtering engine stopping; waiting for it to run again"),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The run-time id of callout number `i` (0 if not registered).
+    pub(crate) fn callout_id(&self, i: usize) -> u32 {
+        self.reg.lock().callout_ids.get(i).copied().unwrap_or(0)
+    }
+
+    fn address(&self) -> usize {
+        ptr::from_ref(self) as usize
+    }
+
+    fn fail_step(&self, step: &'static str, e: CalloutError) -> CalloutError {
+        self.trace(&TraceEvent::RegistrationFailed { step, status: e.to_ntstatus() });
+        e
     }
 
     /// Registers callouts, objects and the vSwitch subscription (idempotent).
@@ -159,8 +229,14 @@ impl<S: KernelServices> Driver<S> {
     }
 
     fn register_inner(&self) -> Result<(), CalloutError> {
-        // 1. Run-time callouts first, so filters take effect the moment they exist.
+        // 0. Known to classify before any filter can name it.
+        instances::register(self.address()).map_err(|e| self.fail_step("instances", e))?;
+        // 1. Run-time callouts first, so filters take effect the moment they exist (kept
+        //    across a BFE restart).
         for (i, hook) in HOOKS.iter().enumerate() {
+            if self.callout_id(i) != 0 {
+                continue;
+            }
             let callout = sys::FWPS_CALLOUT3 {
                 calloutKey: hook.callout,
                 // Safe for a callout that only reads headers (verify on Windows, item 12).
@@ -168,7 +244,7 @@ impl<S: KernelServices> Driver<S> {
                     | sys::FWP_CALLOUT_FLAG_ALLOW_USO
                     | sys::FWP_CALLOUT_FLAG_ALLOW_URO,
                 classifyFn: Some(classify::classify_fn::<S>),
-                notifyFn: Some(classify::notify_fn),
+                notifyFn: Some(classify::notify_fn::<S>),
                 flowDeleteFn: None,
             };
             let mut id = 0u32;
@@ -181,19 +257,23 @@ impl<S: KernelServices> Driver<S> {
                 )
             };
             if let Err(e) = check(status) {
-                self.unregister_callouts();
-                return Err(e);
+                self.undo_registration();
+                return Err(self.fail_step("FwpsCalloutRegister3", e));
             }
             if let Some(slot) = self.reg.lock().callout_ids.get_mut(i) {
                 *slot = id;
             }
+            instances::set_callout(self.address(), i, id);
         }
         // 2. Management objects in one transaction of a dynamic session.
         if let Err(e) = self.add_objects() {
-            self.unregister_callouts();
+            self.undo_registration();
             return Err(e);
         }
-        // 3. vSwitch events, routed by our provider GUID.
+        // 3. vSwitch events, routed by our provider GUID (kept across a BFE restart).
+        if self.reg.lock().subscription.is_some() {
+            return Ok(());
+        }
         let mut id = 0u32;
         // SAFETY: the dispatch table and context live in `self`, which outlives the
         // subscription (start's contract); valid out-pointer.
@@ -209,11 +289,19 @@ impl<S: KernelServices> Driver<S> {
         };
         if let Err(e) = check(status) {
             self.delete_objects();
-            self.unregister_callouts();
-            return Err(e);
+            self.undo_registration();
+            return Err(self.fail_step("FwpsvSwitchEventsSubscribe0", e));
         }
         self.reg.lock().subscription = Some(id);
         Ok(())
+    }
+
+    /// Undoes a failed first registration (callouts; the instance entry).
+    fn undo_registration(&self) {
+        if self.reg.lock().subscription.is_none() {
+            self.unregister_callouts();
+            instances::unregister(self.address());
+        }
     }
 
     fn add_objects(&self) -> Result<(), CalloutError> {
@@ -229,7 +317,7 @@ impl<S: KernelServices> Driver<S> {
         };
         let mut engine: HANDLE = ptr::null_mut();
         // SAFETY: valid session struct and out-pointer.
-        check(unsafe {
+        let opened = check(unsafe {
             sys::FwpmEngineOpen0(
                 ptr::null(),
                 sys::RPC_C_AUTHN_DEFAULT,
@@ -237,12 +325,13 @@ impl<S: KernelServices> Driver<S> {
                 &raw const session,
                 &raw mut engine,
             )
-        })?;
+        });
+        opened.map_err(|e| self.fail_step("FwpmEngineOpen0", e))?;
         self.reg.lock().engine = engine as usize;
         // SAFETY: `engine` is the open session.
         if let Err(e) = check(unsafe { sys::FwpmTransactionBegin0(engine, 0) }) {
             self.close_engine();
-            return Err(e);
+            return Err(self.fail_step("FwpmTransactionBegin0", e));
         }
         match self.add_objects_in_txn(engine) {
             Ok(()) => {
@@ -250,20 +339,20 @@ impl<S: KernelServices> Driver<S> {
                 let status = unsafe { sys::FwpmTransactionCommit0(engine) };
                 if let Err(e) = check(status) {
                     self.close_engine();
-                    return Err(e);
+                    return Err(self.fail_step("FwpmTransactionCommit0", e));
                 }
                 Ok(())
             }
-            Err(e) => {
+            Err((step, e)) => {
                 // SAFETY: a transaction is open on `engine`.
                 let _ = unsafe { sys::FwpmTransactionAbort0(engine) };
                 self.close_engine();
-                Err(e)
+                Err(self.fail_step(step, e))
             }
         }
     }
 
-    fn add_objects_in_txn(&self, engine: HANDLE) -> Result<(), CalloutError> {
+    fn add_objects_in_txn(&self, engine: HANDLE) -> Result<(), (&'static str, CalloutError)> {
         let mut provider_key = keys::PROVIDER;
         let provider = sys::FWPM_PROVIDER0 {
             providerKey: keys::PROVIDER,
@@ -273,7 +362,8 @@ impl<S: KernelServices> Driver<S> {
             serviceName: ptr::null_mut(),
         };
         // SAFETY: valid engine and struct; no security descriptor.
-        check_add(unsafe { sys::FwpmProviderAdd0(engine, &raw const provider, ptr::null_mut()) })?;
+        check_add(unsafe { sys::FwpmProviderAdd0(engine, &raw const provider, ptr::null_mut()) })
+            .map_err(|e| ("FwpmProviderAdd0", e))?;
         let sublayer = sys::FWPM_SUBLAYER0 {
             subLayerKey: keys::SUBLAYER,
             displayData: display(&NAME_SUBLAYER),
@@ -283,8 +373,9 @@ impl<S: KernelServices> Driver<S> {
             weight: 0x100,
         };
         // SAFETY: as above; `provider_key` outlives the call.
-        check_add(unsafe { sys::FwpmSubLayerAdd0(engine, &raw const sublayer, ptr::null_mut()) })?;
-        for hook in &HOOKS {
+        check_add(unsafe { sys::FwpmSubLayerAdd0(engine, &raw const sublayer, ptr::null_mut()) })
+            .map_err(|e| ("FwpmSubLayerAdd0", e))?;
+        for (n, hook) in HOOKS.iter().enumerate() {
             let callout = sys::FWPM_CALLOUT0 {
                 calloutKey: hook.callout,
                 displayData: display(&NAME_CALLOUT),
@@ -297,7 +388,8 @@ impl<S: KernelServices> Driver<S> {
             // SAFETY: as above.
             check_add(unsafe {
                 sys::FwpmCalloutAdd0(engine, &raw const callout, ptr::null_mut(), ptr::null_mut())
-            })?;
+            })
+            .map_err(|e| ("FwpmCalloutAdd0", e))?;
             let filter = sys::FWPM_FILTER0 {
                 filterKey: hook.filter,
                 displayData: display(&NAME_FILTER),
@@ -318,16 +410,21 @@ impl<S: KernelServices> Driver<S> {
                 filterId: 0,
                 effectiveWeight: sys::FWP_VALUE0::EMPTY,
             };
-            // SAFETY: as above.
+            let mut filter_id = 0u64;
+            // SAFETY: as above; valid out-pointer.
             check_add(unsafe {
-                sys::FwpmFilterAdd0(engine, &raw const filter, ptr::null_mut(), ptr::null_mut())
-            })?;
+                sys::FwpmFilterAdd0(engine, &raw const filter, ptr::null_mut(), &raw mut filter_id)
+            })
+            .map_err(|e| ("FwpmFilterAdd0", e))?;
+            // classify accepts only the filters the driver added itself.
+            instances::set_filter(self.address(), n, filter_id);
         }
         Ok(())
     }
 
     /// Stops the driver in the documented order (idempotent). After it returns, WFP holds no
-    /// pointer to `self` and every pended notification has been completed.
+    /// pointer to `self`, every pended notification has been completed once, no callback is
+    /// running, and every port is freed.
     pub fn stop(&self) {
         {
             let mut reg = self.reg.lock();
@@ -339,27 +436,25 @@ impl<S: KernelServices> Driver<S> {
         // 1. No more registration attempts from BFE callbacks (assumes unsubscribe waits for a
         //    running callback: verify on Windows, item 8).
         self.unsubscribe_bfe();
-        // 2. No more vSwitch callbacks (assumes unsubscribe waits for callbacks in flight:
-        //    verify on Windows, item 7).
+        // 2. Complete everything pended, refuse new pended work, and flush the work item
+        //    (restores arriving from now on are handled synchronously).
+        self.cancel_all();
+        self.services.flush_deferred_work();
+        // 3. No more vSwitch callbacks, then wait for those in flight.
         let subscription = self.reg.lock().subscription.take();
         if let Some(id) = subscription {
             // SAFETY: `id` came from a successful subscribe and is unsubscribed once.
             unsafe { sys::FwpsvSwitchEventsUnsubscribe0(id, 0, ptr::null_mut()) };
         }
-        // 3. Complete everything in flight; refuse new pended work.
-        self.state.lock().stopping = true;
-        self.cancel_pending(|_| true);
-        // 4. Wait for the deferred worker.
-        self.services.flush_deferred_work();
-        // 5.-7. Callouts, objects, engine.
-        self.unregister_callouts();
+        self.callbacks.wait_for_release();
+        // 4. Objects and the engine (dynamic filters go with it) before the callouts.
         self.delete_objects();
-        // 8. Free every port (and its save buffer).
-        {
-            let mut st = self.state.lock();
-            st.ports = hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::with_seed(0));
-            st.switches = alloc::vec::Vec::new();
-        }
+        // 5. Callouts (waits and retries while busy).
+        self.unregister_callouts();
+        // 6. Classify calls in flight drained, every port (and its save buffer) freed.
+        let calls = self.ports.close();
+        self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
+        instances::unregister(self.address());
         self.reg.lock().phase = Phase::Stopped;
         self.log(LogLevel::Info, format_args!("stopped"));
     }
@@ -375,20 +470,22 @@ impl<S: KernelServices> Driver<S> {
     fn unregister_callouts(&self) {
         let ids = core::mem::take(&mut self.reg.lock().callout_ids);
         for id in ids.into_iter().filter(|&id| id != 0) {
-            for attempt in 0..=UNREGISTER_RETRIES {
+            let mut attempt = 0u32;
+            loop {
                 // SAFETY: `id` is a callout this driver registered.
                 let status = unsafe { sys::FwpsCalloutUnregisterById0(id) };
                 if status != sys::STATUS_DEVICE_BUSY {
                     break;
                 }
-                // vsflow sets no flow contexts, so this should not happen; retry a bounded
-                // number of times and move on rather than hang unload.
-                if attempt == UNREGISTER_RETRIES {
+                // A driver cannot unload while its callout is registered: wait and retry.
+                if attempt.is_multiple_of(UNREGISTER_LOG_EVERY) {
                     self.log(
-                        LogLevel::Error,
-                        format_args!("callout {id} still busy after {UNREGISTER_RETRIES} retries"),
+                        LogLevel::Warning,
+                        format_args!("callout {id} busy; retrying (attempt {attempt})"),
                     );
                 }
+                attempt = attempt.wrapping_add(1);
+                self.services.delay(UNREGISTER_RETRY_MICROS);
             }
         }
     }

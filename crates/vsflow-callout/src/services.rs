@@ -49,13 +49,93 @@ pub unsafe trait RawSpinLock: Send + Sync {
     unsafe fn unlock(&self, token: u8);
 }
 
-/// Kernel services. All methods are callable at `IRQL <= DISPATCH_LEVEL`.
+/// Cache-aware rundown protection (`EX_RUNDOWN_REF_CACHE_AWARE`).
+///
+/// Many readers acquire and release it on their own processor's counter (no shared cache line
+/// on the packet path); one waiter blocks new acquisitions and waits until every acquisition
+/// has been released.
+///
+/// # Safety
+/// Implementors guarantee: after [`RawRundown::wait_for_release`] returns, every successful
+/// [`RawRundown::acquire`] made before it has been released and every later `acquire` fails,
+/// until [`RawRundown::reinitialize`].
+pub unsafe trait RawRundown: Send + Sync {
+    /// Takes a reference (`ExAcquireRundownProtectionCacheAware`); `false` once run down.
+    /// Any IRQL `<= DISPATCH_LEVEL`.
+    fn acquire(&self) -> bool;
+    /// Drops a reference (`ExReleaseRundownProtectionCacheAware`).
+    ///
+    /// # Safety
+    /// The caller holds a reference from a successful [`RawRundown::acquire`].
+    unsafe fn release(&self);
+    /// Makes every later `acquire` fail and waits for the references held to be released
+    /// (`ExWaitForRundownProtectionReleaseCacheAware`). `PASSIVE_LEVEL` (or `APC_LEVEL`) only:
+    /// never under a spin lock.
+    fn wait_for_release(&self);
+    /// Lets `acquire` succeed again after a completed wait
+    /// (`ExReInitializeRundownProtectionCacheAware`).
+    fn reinitialize(&self);
+}
+
+/// A reader/writer spin lock (`EX_SPIN_LOCK`).
+///
+/// `ExAcquireSpinLockShared` / `ExReleaseSpinLockShared`, `ExAcquireSpinLockExclusive` /
+/// `ExReleaseSpinLockExclusive`. Both raise to `DISPATCH_LEVEL`; usable at
+/// `IRQL <= DISPATCH_LEVEL`.
+///
+/// # Safety
+/// Implementors guarantee that an exclusive holder excludes every other holder, and that
+/// shared holders exclude only exclusive ones. A shared holder must never ask for the same lock
+/// exclusively (the documented deadlock; the simulator reports it).
+pub unsafe trait RawRwSpinLock: Send + Sync {
+    /// Acquires it shared; returns the previous IRQL.
+    fn lock_shared(&self) -> u8;
+    /// Releases a shared hold.
+    ///
+    /// # Safety
+    /// The caller holds it shared, acquired with the IRQL in `token`.
+    unsafe fn unlock_shared(&self, token: u8);
+    /// Acquires it exclusively; returns the previous IRQL.
+    fn lock_exclusive(&self) -> u8;
+    /// Releases an exclusive hold.
+    ///
+    /// # Safety
+    /// The caller holds it exclusively, acquired with the IRQL in `token`.
+    unsafe fn unlock_exclusive(&self, token: u8);
+}
+
+/// Kernel services. All methods are callable at `IRQL <= DISPATCH_LEVEL` unless noted.
 pub trait KernelServices: Send + Sync + 'static {
     /// The lock type.
     type Lock: RawSpinLock;
+    /// The cache-aware rundown type.
+    type Rundown: RawRundown;
+    /// The reader/writer spin lock type.
+    type RwLock: RawRwSpinLock;
 
     /// A new, unlocked lock.
     fn new_lock(&self) -> Self::Lock;
+
+    /// New rundown protection, not run down (`ExAllocateCacheAwareRundownProtection`,
+    /// nonpaged; freed with `ExFreeCacheAwareRundownProtection` when dropped).
+    ///
+    /// # Errors
+    /// Out of memory.
+    fn new_rundown(&self) -> Result<Self::Rundown, CalloutError>;
+
+    /// A new, unowned reader/writer spin lock (an `EX_SPIN_LOCK` initialized to 0).
+    fn new_rw_lock(&self) -> Self::RwLock;
+
+    /// The processor the caller runs on, `0..processor_count()`
+    /// (`KeGetCurrentProcessorNumberEx`). Only a hint for spreading counters: the caller may
+    /// be moved to another processor right after (at `PASSIVE_LEVEL`).
+    fn current_processor(&self) -> u32;
+
+    /// How many processors there can be (`KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS)`).
+    fn processor_count(&self) -> u32;
+
+    /// Waits about `micros` microseconds at `PASSIVE_LEVEL` (`KeDelayExecutionThread`).
+    fn delay(&self, micros: u32);
 
     /// Monotonic time in 100 ns units (`KeQueryInterruptTime`).
     fn now(&self) -> Tick;

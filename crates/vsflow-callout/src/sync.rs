@@ -3,7 +3,7 @@
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 
-use crate::services::RawSpinLock;
+use crate::services::{RawRundown, RawRwSpinLock, RawSpinLock};
 
 /// Data protected by a [`RawSpinLock`].
 pub struct SpinMutex<L: RawSpinLock, T> {
@@ -55,5 +55,68 @@ impl<L: RawSpinLock, T> Drop for SpinGuard<'_, L, T> {
     fn drop(&mut self) {
         // SAFETY: this guard acquired the lock with `token` and releases it exactly once.
         unsafe { self.mutex.lock.unlock(self.token) };
+    }
+}
+
+/// A shared hold of a [`RawRwSpinLock`]; released on drop.
+pub struct SharedGuard<'a, L: RawRwSpinLock> {
+    lock: &'a L,
+    token: u8,
+}
+
+impl<'a, L: RawRwSpinLock> SharedGuard<'a, L> {
+    /// Acquires `lock` shared.
+    pub fn acquire(lock: &'a L) -> Self {
+        let token = lock.lock_shared();
+        Self { lock, token }
+    }
+}
+
+impl<L: RawRwSpinLock> Drop for SharedGuard<'_, L> {
+    fn drop(&mut self) {
+        // SAFETY: this guard acquired the lock shared with `token`; released once.
+        unsafe { self.lock.unlock_shared(self.token) };
+    }
+}
+
+/// An exclusive hold of a [`RawRwSpinLock`]; released on drop.
+pub struct ExclusiveGuard<'a, L: RawRwSpinLock> {
+    lock: &'a L,
+    token: u8,
+}
+
+impl<'a, L: RawRwSpinLock> ExclusiveGuard<'a, L> {
+    /// Acquires `lock` exclusively.
+    pub fn acquire(lock: &'a L) -> Self {
+        let token = lock.lock_exclusive();
+        Self { lock, token }
+    }
+}
+
+impl<L: RawRwSpinLock> Drop for ExclusiveGuard<'_, L> {
+    fn drop(&mut self) {
+        // SAFETY: this guard acquired the lock exclusively with `token`; released once.
+        unsafe { self.lock.unlock_exclusive(self.token) };
+    }
+}
+
+/// A reference taken on a [`RawRundown`]; released on drop.
+pub struct RundownGuard<'a, R: RawRundown> {
+    rundown: &'a R,
+}
+
+impl<'a, R: RawRundown> RundownGuard<'a, R> {
+    /// Takes a reference, or `None` once the protection is run down.
+    pub fn acquire(rundown: &'a R) -> Option<Self> {
+        // Build the guard only after a successful acquire: a guard dropped without its
+        // reference would release one it never took.
+        if rundown.acquire() { Some(Self { rundown }) } else { None }
+    }
+}
+
+impl<R: RawRundown> Drop for RundownGuard<'_, R> {
+    fn drop(&mut self) {
+        // SAFETY: this guard holds the reference its `acquire` took, released once.
+        unsafe { self.rundown.release() };
     }
 }

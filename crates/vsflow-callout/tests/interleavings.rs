@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use vsflow_callout::pending::PendingSet;
-use vsflow_callout::state::PortKey;
+use vsflow_callout::ports::PortKey;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Actor {
@@ -200,4 +200,383 @@ fn the_checker_catches_a_protocol_that_completes_without_removing() {
     let _ = id;
     w.complete(ctx); // broken worker: completes anyway
     assert!(w.check().is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Port delete vs classify vs restore vs unload: the port map (ports.rs).
+//
+// A step-level model of `PortMap`: one reader/writer spin lock per processor; a reader takes its
+// processor's lock shared, a writer takes every processor's lock exclusively in order, changes
+// the map and frees what it removed after releasing them. Explored over every interleaving with
+// memoized states. Actors: classify on each processor, the restore worker (whoever removes a
+// pended entry completes it, then applies through the map as a reader), a port delete (cancel
+// the port's pended restores, then the exclusive update), and stop (close the pending set and
+// cancel all, then close the map: exclusive, take every port, free them). Checked in every
+// reachable state: no reader uses a freed port, no deadlock; at the end every pended
+// notification completed exactly once, every port freed, every lock free.
+// ---------------------------------------------------------------------------------------------
+
+mod portmap {
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+    const CPUS: usize = 2;
+
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Default)]
+    struct RwLock {
+        shared: u32,
+        exclusive: bool,
+    }
+
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+    enum Reader {
+        Start,
+        /// Holds its processor's lock shared.
+        Holding,
+        /// Holds it and uses port `p` (under the port's lock).
+        Using(u32),
+        Done,
+    }
+
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+    enum Writer {
+        /// Holds the first `n` processors' locks exclusively.
+        Locking(usize),
+        /// Changed the map; releasing (holds `n` locks still).
+        Releasing(usize),
+        /// Locks released; frees what it removed.
+        Freeing,
+        Done,
+    }
+
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+    enum Actor {
+        Classify {
+            cpu: usize,
+            port: u32,
+            r: Reader,
+        },
+        /// Pends a restore of `port` (refused once the pending set is closed).
+        Restore {
+            port: u32,
+            done: bool,
+        },
+        /// The work item on processor `cpu`: take; remove (then complete); apply as a reader.
+        Worker {
+            cpu: usize,
+            job: Option<(usize, u32)>,
+            removed: bool,
+            r: Reader,
+        },
+        /// Port delete: cancel its pended restores, then the exclusive update.
+        Delete {
+            port: u32,
+            cancelled: bool,
+            w: Writer,
+        },
+        /// Stop: close the pending set and cancel everything, then close the map.
+        Stop {
+            cancelled: bool,
+            w: Writer,
+        },
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq)]
+    struct World {
+        locks: [RwLock; CPUS],
+        closed: bool,
+        map: BTreeSet<u32>,
+        freed: BTreeSet<u32>,
+        /// Removed by a writer, not yet freed: (writer index, port).
+        removed: BTreeSet<(usize, u32)>,
+        /// Pended: (context, port, taken by the worker).
+        pending: Vec<(usize, u32, bool)>,
+        pending_closed: bool,
+        pended: Vec<usize>,
+        completed: BTreeMap<usize, u32>,
+        actors: Vec<Actor>,
+    }
+
+    impl World {
+        fn new(ports: &[u32], actors: Vec<Actor>) -> Self {
+            Self {
+                locks: [RwLock::default(); CPUS],
+                closed: false,
+                map: ports.iter().copied().collect(),
+                freed: BTreeSet::new(),
+                removed: BTreeSet::new(),
+                pending: Vec::new(),
+                pending_closed: false,
+                pended: Vec::new(),
+                completed: BTreeMap::new(),
+                actors,
+            }
+        }
+
+        fn complete(&mut self, ctx: usize) {
+            *self.completed.entry(ctx).or_default() += 1;
+        }
+
+        /// One step of a reader on `cpu` wanting `port`; `None` when blocked.
+        fn read_step(&mut self, cpu: usize, r: Reader, port: u32) -> Option<Reader> {
+            Some(match r {
+                Reader::Start => {
+                    if self.locks[cpu].exclusive {
+                        return None;
+                    }
+                    self.locks[cpu].shared += 1;
+                    Reader::Holding
+                }
+                Reader::Holding => {
+                    if !self.closed && self.map.contains(&port) {
+                        Reader::Using(port)
+                    } else {
+                        self.locks[cpu].shared -= 1;
+                        Reader::Done
+                    }
+                }
+                Reader::Using(p) => {
+                    assert!(!self.freed.contains(&p), "port {p} used after free");
+                    self.locks[cpu].shared -= 1;
+                    Reader::Done
+                }
+                Reader::Done => return None,
+            })
+        }
+
+        /// One step of writer `me`; `change` runs once every lock is held. `None` when blocked.
+        fn write_step(
+            &mut self,
+            me: usize,
+            w: Writer,
+            change: impl FnOnce(&mut Self),
+        ) -> Option<Writer> {
+            Some(match w {
+                Writer::Locking(n) if n < CPUS => {
+                    let l = &mut self.locks[n];
+                    if l.exclusive || l.shared > 0 {
+                        return None;
+                    }
+                    l.exclusive = true;
+                    Writer::Locking(n + 1)
+                }
+                Writer::Locking(_) => {
+                    change(self);
+                    Writer::Releasing(CPUS)
+                }
+                Writer::Releasing(0) => Writer::Freeing,
+                Writer::Releasing(n) => {
+                    self.locks[n - 1].exclusive = false;
+                    Writer::Releasing(n - 1)
+                }
+                Writer::Freeing => {
+                    let mine: Vec<_> =
+                        self.removed.iter().filter(|(w, _)| *w == me).copied().collect();
+                    for (w, p) in mine {
+                        self.removed.remove(&(w, p));
+                        self.freed.insert(p);
+                    }
+                    Writer::Done
+                }
+                Writer::Done => return None,
+            })
+        }
+
+        #[allow(clippy::too_many_lines, reason = "one arm per actor step, as in the driver")]
+        fn step(&mut self, i: usize) -> bool {
+            let actor = self.actors[i];
+            let next = match actor {
+                Actor::Classify { cpu, port, r } => match self.read_step(cpu, r, port) {
+                    Some(r) => Actor::Classify { cpu, port, r },
+                    None => return false,
+                },
+                Actor::Restore { done: true, .. } => return false,
+                Actor::Restore { port, .. } => {
+                    if !self.pending_closed {
+                        let ctx = 0x1000 + self.pended.len();
+                        self.pending.push((ctx, port, false));
+                        self.pended.push(ctx);
+                    }
+                    Actor::Restore { port, done: true }
+                }
+                Actor::Worker { cpu, job: None, .. } => {
+                    let Some(e) = self.pending.iter_mut().find(|e| !e.2) else { return false };
+                    e.2 = true;
+                    let (ctx, port) = (e.0, e.1);
+                    Actor::Worker { cpu, job: Some((ctx, port)), removed: false, r: Reader::Start }
+                }
+                // Decoded outside every lock; whoever removes the entry completes it.
+                Actor::Worker { cpu, job: Some((ctx, port)), removed: false, .. } => {
+                    match self.pending.iter().position(|e| e.0 == ctx) {
+                        Some(at) => {
+                            self.pending.remove(at);
+                            Actor::Worker {
+                                cpu,
+                                job: Some((ctx, port)),
+                                removed: true,
+                                r: Reader::Start,
+                            }
+                        }
+                        None => Actor::Worker { cpu, job: None, removed: false, r: Reader::Start },
+                    }
+                }
+                // Apply under the port's lock, found through the map; then complete.
+                Actor::Worker { cpu, job: Some((ctx, port)), removed: true, r } => {
+                    match self.read_step(cpu, r, port) {
+                        Some(Reader::Done) => {
+                            self.complete(ctx);
+                            Actor::Worker { cpu, job: None, removed: false, r: Reader::Start }
+                        }
+                        Some(r) => Actor::Worker { cpu, job: Some((ctx, port)), removed: true, r },
+                        None => return false,
+                    }
+                }
+                Actor::Delete { port, cancelled: false, w } => {
+                    match self.pending.iter().position(|e| e.1 == port) {
+                        Some(at) => {
+                            let (ctx, _, _) = self.pending.remove(at);
+                            self.complete(ctx);
+                            Actor::Delete { port, cancelled: false, w }
+                        }
+                        None => Actor::Delete { port, cancelled: true, w },
+                    }
+                }
+                Actor::Delete { port, cancelled: true, w } => {
+                    let next = self.write_step(i, w, |world| {
+                        if !world.closed && world.map.remove(&port) {
+                            world.removed.insert((i, port));
+                        }
+                    });
+                    match next {
+                        Some(w) => Actor::Delete { port, cancelled: true, w },
+                        None => return false,
+                    }
+                }
+                Actor::Stop { cancelled: false, w } => {
+                    self.pending_closed = true;
+                    match self.pending.pop() {
+                        Some((ctx, _, _)) => {
+                            self.complete(ctx);
+                            Actor::Stop { cancelled: false, w }
+                        }
+                        None => Actor::Stop { cancelled: true, w },
+                    }
+                }
+                Actor::Stop { cancelled: true, w } => {
+                    let next = self.write_step(i, w, |world| {
+                        world.closed = true;
+                        let all: Vec<u32> = std::mem::take(&mut world.map).into_iter().collect();
+                        for p in all {
+                            world.removed.insert((i, p));
+                        }
+                    });
+                    match next {
+                        Some(w) => Actor::Stop { cancelled: true, w },
+                        None => return false,
+                    }
+                }
+            };
+            self.actors[i] = next;
+            true
+        }
+
+        fn finished(a: &Actor) -> bool {
+            matches!(
+                a,
+                Actor::Classify { r: Reader::Done, .. }
+                    | Actor::Restore { done: true, .. }
+                    | Actor::Worker { job: None, .. }
+                    | Actor::Delete { w: Writer::Done, .. }
+                    | Actor::Stop { w: Writer::Done, .. }
+            )
+        }
+
+        fn check_end(&self) -> Result<(), String> {
+            for ctx in &self.pended {
+                let n = self.completed.get(ctx).copied().unwrap_or(0);
+                if n != 1 {
+                    return Err(format!("notification {ctx:#x} completed {n} times"));
+                }
+            }
+            if self.locks.iter().any(|l| l.shared > 0 || l.exclusive) {
+                return Err("a lock is still held".to_owned());
+            }
+            if !self.map.is_empty() || !self.removed.is_empty() {
+                return Err("ports left after stop".to_owned());
+            }
+            Ok(())
+        }
+    }
+
+    fn explore(w: &World, seen: &mut HashSet<World>, ends: &mut u64) {
+        if !seen.insert(w.clone()) {
+            return;
+        }
+        let mut progressed = false;
+        for i in 0..w.actors.len() {
+            let mut next = w.clone();
+            if next.step(i) {
+                progressed = true;
+                explore(&next, seen, ends);
+            }
+        }
+        if !progressed {
+            let stuck: Vec<_> = w.actors.iter().filter(|a| !World::finished(a)).collect();
+            assert!(stuck.is_empty(), "deadlock: {stuck:?} in {w:#?}");
+            if let Err(e) = w.check_end() {
+                panic!("{e} in final state {w:#?}");
+            }
+            *ends += 1;
+        }
+    }
+
+    fn run(ports: &[u32], actors: Vec<Actor>) -> (u64, usize) {
+        let mut seen = HashSet::new();
+        let mut ends = 0;
+        explore(&World::new(ports, actors), &mut seen, &mut ends);
+        (ends, seen.len())
+    }
+
+    #[test]
+    fn port_delete_vs_classify_vs_restore_vs_unload_never_uses_a_freed_port() {
+        let (ends, states) = run(
+            &[1, 2],
+            vec![
+                Actor::Restore { port: 1, done: false },
+                Actor::Classify { cpu: 0, port: 1, r: Reader::Start },
+                Actor::Classify { cpu: 1, port: 1, r: Reader::Start },
+                Actor::Worker { cpu: 1, job: None, removed: false, r: Reader::Start },
+                Actor::Delete { port: 1, cancelled: false, w: Writer::Locking(0) },
+                Actor::Stop { cancelled: false, w: Writer::Locking(0) },
+            ],
+        );
+        assert!(ends >= 2 && states > 1_000, "{ends} end states, {states} states");
+    }
+
+    #[test]
+    fn two_deletes_two_classifies_and_a_stop_interleave_safely() {
+        let (ends, states) = run(
+            &[1, 2],
+            vec![
+                Actor::Classify { cpu: 0, port: 2, r: Reader::Start },
+                Actor::Classify { cpu: 1, port: 1, r: Reader::Start },
+                Actor::Delete { port: 1, cancelled: false, w: Writer::Locking(0) },
+                Actor::Delete { port: 2, cancelled: false, w: Writer::Locking(0) },
+                Actor::Stop { cancelled: false, w: Writer::Locking(0) },
+            ],
+        );
+        assert!(ends >= 1 && states > 1_000, "{ends} end states, {states} states");
+    }
+
+    #[test]
+    fn the_model_catches_a_writer_that_skips_a_processors_lock() {
+        // A writer that takes only processor 0's lock frees a port a reader on processor 1 is
+        // using: the exploration must find it.
+        let mut w = World::new(&[1], vec![Actor::Classify { cpu: 1, port: 1, r: Reader::Start }]);
+        assert!(w.step(0) && w.step(0)); // Holding, then Using(1)
+        w.locks[0].exclusive = true; // the broken writer's only lock
+        w.map.remove(&1);
+        w.freed.insert(1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.step(0)));
+        assert!(r.is_err(), "use after free detected");
+    }
 }

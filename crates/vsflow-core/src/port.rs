@@ -35,10 +35,10 @@
 //! this host's older rules carry older versions: a change of rules, by restore or by the
 //! operator, always re-checks. Versions of two hosts never meet in one table.
 //!
-//! **Collisions.** A flow both carried and seen in the window keeps the carried opener,
-//! admission and first-seen time (the source saw its start), the further TCP state, the union
-//! of FIN bits, summed counters and the latest last-seen time; if the carried flow was closed
-//! and the window saw a new connection on the same 5-tuple, the window's flow wins.
+//! **Collisions.** A flow both carried and seen in the window keeps the carried opener and
+//! admission (the source saw its start), the further TCP state, the union of FIN bits, summed
+//! counters, the earlier first-seen and the later last-seen time; if the carried flow was
+//! closed and the window saw a new connection on the same 5-tuple, the window's flow wins.
 //!
 //! # Pickups (issue 12)
 //!
@@ -313,13 +313,16 @@ impl Port {
 
     /// Enters the restoring state (the port was created to receive a restore): classify treats
     /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
+    ///
+    /// Idempotent: while the port is already restoring (a replayed port create), the window and
+    /// the operator's changes made in it are kept.
     pub const fn begin_restore(&mut self) {
         if !self.restore.restoring {
             self.restore.window_start = self.packets_classified();
+            self.restore.operator_mode = false;
+            self.restore.operator_rules = false;
         }
         self.restore.restoring = true;
-        self.restore.operator_mode = false;
-        self.restore.operator_rules = false;
         self.update_enforce();
     }
 

@@ -26,7 +26,7 @@ fn port(max_flows: u32) -> Port {
 
 /// Applies a restore that carries no exact flow, only the fingerprints of `keys` (an Enforce
 /// port without rules saved it).
-fn restore(p: &mut Port, keys: Vec<FlowKey>) {
+fn restore(p: &mut Port, keys: &[FlowKey]) {
     let mut blob = Vec::new();
     let cfg = codec::EncodeConfig { provider: PROVIDER, cap: codec::DEFAULT_CAP };
     codec::encode(&port(4), 0, &cfg, &mut blob).unwrap();
@@ -58,7 +58,7 @@ const SYN: u8 = 0x02;
 fn a_fingerprinted_flow_is_picked_up_as_established_in_both_directions() {
     let mut p = port(64);
     let (a, b) = (inbound(1, ACK), inbound(2, ACK));
-    restore(&mut p, vec![FlowKey::of(&a), FlowKey::of(&b)]);
+    restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b)]);
     assert_eq!(p.pickup().set().len(), 2);
     // The peer speaks first on one, the VM on the other.
     assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit);
@@ -80,7 +80,7 @@ fn a_fingerprinted_flow_is_picked_up_as_established_in_both_directions() {
 fn fingerprint_pickup_ends_with_its_window_and_never_takes_a_syn() {
     let mut p = port(64);
     let (a, b, c) = (inbound(1, ACK), inbound(2, ACK), inbound(3, SYN));
-    restore(&mut p, vec![FlowKey::of(&a), FlowKey::of(&b), FlowKey::of(&c)]);
+    restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b), FlowKey::of(&c)]);
     let window = DEFAULT_PICKUP_WINDOW;
     assert_eq!(p.classify(&c, RESTORED_AT + 1), Verdict::Block(BlockReason::Unsolicited));
     assert_eq!(p.classify(&a, RESTORED_AT + window - 1), Verdict::Permit);
@@ -96,16 +96,16 @@ fn fingerprint_pickup_ends_with_its_window_and_never_takes_a_syn() {
 #[test]
 fn loose_pickup_is_off_by_default_and_takes_only_non_syn_tcp_within_its_window() {
     let mut p = port(64);
-    restore(&mut p, Vec::new());
+    restore(&mut p, &[]);
     assert_eq!(
         p.classify(&inbound(1, ACK), RESTORED_AT + 1),
         Verdict::Block(BlockReason::Unsolicited)
     );
 
     let mut p = port(64);
-    let cfg = PickupConfig { loose: true, loose_window: secs(30), ..PickupConfig::default() };
+    let cfg = PickupConfig { loose: true, loose_window: secs(30) };
     p.set_pickup_config(cfg);
-    restore(&mut p, Vec::new());
+    restore(&mut p, &[]);
     assert_eq!(p.classify(&inbound(1, ACK), RESTORED_AT + 1), Verdict::Permit);
     assert_eq!(
         p.table().get(&FlowKey::of(&inbound(1, ACK))).unwrap().state,
@@ -137,7 +137,7 @@ fn a_fingerprint_pickup_may_displace_an_established_connection_a_loose_one_may_n
     let mut p = port(2);
     p.set_pickup_config(PickupConfig { loose: true, ..PickupConfig::default() });
     let fp = inbound(9, ACK);
-    restore(&mut p, vec![FlowKey::of(&fp)]);
+    restore(&mut p, &[FlowKey::of(&fp)]);
     // Two established connections the VM opened fill the table.
     for n in 1..=2 {
         p.classify(&inbound(n, SYN).reply(SYN), RESTORED_AT + 1);
@@ -156,7 +156,7 @@ fn a_fingerprint_pickup_may_displace_an_established_connection_a_loose_one_may_n
 fn counters_keep_the_pickup_split_through_the_counter_arrays() {
     let mut p = port(64);
     let a = inbound(1, ACK);
-    restore(&mut p, vec![FlowKey::of(&a)]);
+    restore(&mut p, &[FlowKey::of(&a)]);
     p.classify(&a, RESTORED_AT + 1);
     let all = p.counters().to_all_array();
     let at = PortCounters::ALL_NAMES.iter().position(|n| *n == "fingerprint_pickups").unwrap();
@@ -177,7 +177,7 @@ proptest! {
     ) {
         let mut p = port(64);
         let keys: Vec<FlowKey> = (0u8..16).step_by(2).map(|n| FlowKey::of(&inbound(n, ACK))).collect();
-        restore(&mut p, keys.clone());
+        restore(&mut p, &keys);
         let mut now = RESTORED_AT;
         let mut seen = std::collections::HashSet::new();
         let mut ended = std::collections::HashSet::new();

@@ -252,3 +252,30 @@ fn a_lenient_empty_restore_ends_the_window() {
     assert!(!dst.is_restoring());
     assert_eq!(dst.classify(&inbound_tcp(8080, 0x10), 2), Verdict::Block(BlockReason::Unsolicited));
 }
+
+#[test]
+fn applying_the_same_blob_again_still_ends_the_restore_window() {
+    let state = save(&source(), 10);
+    let mut dst = port(Mode::Enforce);
+    codec::apply(&mut dst, &state, 20).unwrap();
+    // The port is created again to receive the same blob (a repeated restore).
+    dst.begin_restore();
+    let report = codec::apply(&mut dst, &state, 30).unwrap();
+    assert!(report.repeated);
+    assert!(!dst.is_restoring(), "a repeated restore left the port in the Monitor window");
+    assert_eq!(
+        dst.classify(&inbound_tcp(8080, 0x10), 31),
+        Verdict::Block(BlockReason::Unsolicited)
+    );
+}
+
+#[test]
+fn a_replayed_begin_restore_keeps_the_operators_change() {
+    let state = save(&source(), 10);
+    let mut dst = port(Mode::Enforce);
+    dst.begin_restore();
+    dst.replace_rules(&[rule(443)]).unwrap();
+    dst.begin_restore();
+    codec::apply(&mut dst, &state, 20).unwrap();
+    assert_eq!(dst.rules().rules(), &[rule(443)]);
+}

@@ -51,11 +51,12 @@ pub enum Request<'a> {
     GetVersion,
     /// [`Ioctl::ListPorts`].
     ListPorts,
-    /// [`Ioctl::GetFlows`]: flows `start..start + max` of a port.
+    /// [`Ioctl::GetFlows`]: up to `max` flows of a port from cursor `start` (0 for the first
+    /// page, then the previous page's `next`: see `response::FlowsPage`).
     GetFlows {
         /// The port.
         port: PortRef,
-        /// Index of the first flow.
+        /// The cursor: 0, or the `next` of the previous page.
         start: u32,
         /// Most flows to return.
         max: u32,
@@ -77,10 +78,13 @@ pub enum Request<'a> {
         /// The new mode.
         mode: Mode,
     },
-    /// [`Ioctl::ReplaceRules`]: all of a port's rules at once.
+    /// [`Ioctl::ReplaceRules`]: all of a port's rules at once, if they are still at
+    /// `expected_version` (the version the caller read; protocol version 2).
     ReplaceRules {
         /// The port.
         port: PortRef,
+        /// The rule-set version the new rules are based on (`GetRules`, `ListPorts`).
+        expected_version: u32,
         /// The new rules.
         rules: RuleList<'a>,
     },
@@ -128,7 +132,7 @@ impl<'a> Request<'a> {
     pub fn decode(code: u32, input: &'a [u8]) -> Result<Self, ProtoError> {
         let ioctl = Ioctl::from_code(code).ok_or(ProtoError::UnknownIoctl(code))?;
         let mut r = Reader::new(input);
-        Header::read(&mut r)?;
+        let header = Header::read(&mut r)?;
         let req = match ioctl {
             Ioctl::GetVersion => Self::GetVersion,
             Ioctl::ListPorts => Self::ListPorts,
@@ -155,7 +159,13 @@ impl<'a> Request<'a> {
                 Self::SetPortMode { port, mode }
             }
             Ioctl::ReplaceRules => {
+                if header.version < 2 {
+                    // A version 1 replace cannot say what it read: refused, never applied
+                    // blindly over someone else's edit.
+                    return Err(ProtoError::UnsupportedVersion(header.version));
+                }
                 let port = port(&mut r)?;
+                let expected_version = r.u32()?;
                 let count = r.u16()?;
                 let entry_len = r.u16()?;
                 if usize::from(entry_len) != RULE_LEN {
@@ -168,7 +178,7 @@ impl<'a> Request<'a> {
                 for (i, e) in (0u32..).zip(bytes.chunks_exact(RULE_LEN)) {
                     rule_from_bytes(e, i).map_err(|_| ProtoError::InvalidField("rule"))?;
                 }
-                Self::ReplaceRules { port, rules: RuleList { bytes } }
+                Self::ReplaceRules { port, expected_version, rules: RuleList { bytes } }
             }
         };
         r.finish()?;
@@ -184,7 +194,7 @@ impl<'a> Request<'a> {
                 Self::GetFlows { .. } => 16,
                 Self::GetCounters { .. } | Self::ClearCounters { .. } | Self::GetRules { .. } => 8,
                 Self::SetPortMode { .. } => 12,
-                Self::ReplaceRules { rules, .. } => 12 + rules.bytes.len(),
+                Self::ReplaceRules { rules, .. } => 16 + rules.bytes.len(),
             }
     }
 
@@ -214,8 +224,9 @@ impl<'a> Request<'a> {
                 put_port(&mut w, Some(port));
                 w.bytes(&[mode.to_wire(), 0, 0, 0]);
             }
-            Self::ReplaceRules { port, rules } => {
+            Self::ReplaceRules { port, expected_version, rules } => {
                 put_port(&mut w, Some(port));
+                w.u32(expected_version);
                 w.u16(crate::wire::count32(rules.len()).try_into().unwrap_or(u16::MAX));
                 w.u16(u16::try_from(RULE_LEN).unwrap_or(0));
                 w.bytes(rules.bytes);
@@ -280,7 +291,7 @@ mod tests {
         let mut space = [0u8; 64];
         let list = rule_list(&rules, &mut space).unwrap();
         assert_eq!(list.iter().collect::<Vec<_>>(), rules.to_vec());
-        round_trip(Request::ReplaceRules { port: P, rules: list });
+        round_trip(Request::ReplaceRules { port: P, expected_version: 7, rules: list });
     }
 
     #[test]
@@ -297,9 +308,12 @@ mod tests {
         assert_eq!(Request::decode(code, &longer[..=n]), Err(ProtoError::TrailingBytes));
         longer[0] = b'X';
         assert_eq!(Request::decode(code, &longer[..n]), Err(ProtoError::BadMagic));
-        let mut v2 = buf;
-        v2[4] = 2;
-        assert_eq!(Request::decode(code, &v2[..n]), Err(ProtoError::UnsupportedVersion(2)));
+        let mut v3 = buf;
+        v3[4] = 3;
+        assert_eq!(Request::decode(code, &v3[..n]), Err(ProtoError::UnsupportedVersion(3)));
+        let mut v1 = buf;
+        v1[4] = 1;
+        assert!(Request::decode(code, &v1[..n]).is_ok(), "version 1 requests are still understood");
         let mut flags = buf;
         flags[6] = 1;
         assert_eq!(Request::decode(code, &flags[..n]), Err(ProtoError::BadFlags(1)));
@@ -331,14 +345,42 @@ mod tests {
         let mut space = [0u8; 72];
         let list = rule_list(&rules, &mut space).unwrap();
         let mut buf = [0u8; 128];
-        let n = Request::ReplaceRules { port: P, rules: list }.encode(&mut buf).unwrap();
+        let n = Request::ReplaceRules { port: P, expected_version: 0, rules: list }
+            .encode(&mut buf)
+            .unwrap();
         // Third rule: port range end below start.
-        let third = 8 + 12 + 2 * 24;
+        let third = 8 + 16 + 2 * 24;
         buf[third + 6..third + 8].copy_from_slice(&0u16.to_le_bytes());
         assert_eq!(
             Request::decode(Ioctl::ReplaceRules.code(), &buf[..n]),
             Err(ProtoError::InvalidField("rule"))
         );
+    }
+
+    #[test]
+    fn a_version_1_replace_is_refused_and_version_2_carries_what_was_read() {
+        let rule = AllowRule {
+            protocol: Some(17),
+            local_ports: PortRange::single(53),
+            remote: Prefix::Any,
+        };
+        let mut space = [0u8; 24];
+        let list = rule_list(&[rule], &mut space).unwrap();
+        let mut buf = [0u8; 64];
+        let n = Request::ReplaceRules { port: P, expected_version: 41, rules: list }
+            .encode(&mut buf)
+            .unwrap();
+        let code = Ioctl::ReplaceRules.code();
+        assert_eq!(
+            Request::decode(code, &buf[..n]),
+            Ok(Request::ReplaceRules { port: P, expected_version: 41, rules: list })
+        );
+        // A version 1 client's replace (no version field) is refused clearly.
+        let mut v1 = [0u8; 64];
+        v1[..16].copy_from_slice(&buf[..16]);
+        v1[4] = 1;
+        v1[16..n - 4].copy_from_slice(&buf[20..n]);
+        assert_eq!(Request::decode(code, &v1[..n - 4]), Err(ProtoError::UnsupportedVersion(1)));
     }
 
     proptest::proptest! {

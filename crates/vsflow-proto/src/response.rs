@@ -209,15 +209,25 @@ pub const FLOW_ENTRY_LEN: usize = 96;
 /// Fixed part of a flows page.
 pub const FLOWS_FIXED: usize = HEADER_LEN + 16;
 
+/// [`FlowsPage::next`] when the port has no more flows.
+pub const FLOWS_END: u32 = u32::MAX;
+
 /// A page of a port's flows, as decoded.
+///
+/// Paging uses a cursor: the first request passes `start = 0`, each next one passes the
+/// previous page's [`FlowsPage::next`], until it is [`FLOWS_END`]. (The cursor is a position in
+/// the port's table: a page never walks the flows before it. Pages taken while traffic flows
+/// may miss or repeat a flow: diagnostics, not a snapshot.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowsPage {
     /// Flows the port has.
     pub total: u32,
-    /// Index of the first flow in this page.
+    /// The cursor this page started at.
     pub start: u32,
     /// Flows in this page.
     pub returned: u32,
+    /// The cursor of the next page, or [`FLOWS_END`].
+    pub next: u32,
 }
 
 /// How many flows of `remaining` (at most `max`) fit in `out_len` bytes, and the size needed
@@ -237,6 +247,7 @@ pub fn encode_flows(
     total: u32,
     start: u32,
     count: usize,
+    next: u32,
     flows: impl Iterator<Item = SavedFlow>,
     out: &mut [u8],
 ) -> Result<usize, ProtoError> {
@@ -245,7 +256,7 @@ pub fn encode_flows(
     w.u32(total);
     w.u32(start);
     w.u32(count32(count));
-    w.u32(0);
+    w.u32(next);
     let mut written = 0usize;
     for f in flows.take(count) {
         written += 1;
@@ -289,8 +300,7 @@ pub fn encode_flows(
 /// A malformed response.
 pub fn decode_flows(bytes: &[u8], mut f: impl FnMut(SavedFlow)) -> Result<FlowsPage, ProtoError> {
     let mut r = read_header(bytes)?;
-    let page = FlowsPage { total: r.u32()?, start: r.u32()?, returned: r.u32()? };
-    r.u32()?;
+    let page = FlowsPage { total: r.u32()?, start: r.u32()?, returned: r.u32()?, next: r.u32()? };
     for _ in 0..page.returned {
         let family = match r.u8()? {
             4 => IpFamily::V4,
@@ -368,6 +378,13 @@ pub fn decode_counters(bytes: &[u8], out: &mut [u64]) -> Result<usize, ProtoErro
     r.finish()?;
     Ok(n)
 }
+
+/// The status of a stale [`crate::Request::ReplaceRules`].
+///
+/// Its `expected_version` is no longer the port's rule-set version (someone replaced the rules
+/// since the caller read them): `STATUS_TRANSACTIONAL_CONFLICT`, which `DeviceIoControl` reports as
+/// `ERROR_TRANSACTIONAL_CONFLICT` (6800). Nothing was replaced; read again and retry.
+pub const STATUS_RULES_CHANGED: i32 = 0xC019_0001_u32.cast_signed();
 
 /// [`crate::Ioctl::ReplaceRules`]'s answer: the new rule-set version.
 ///

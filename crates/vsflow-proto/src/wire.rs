@@ -4,8 +4,15 @@ use crate::error::ProtoError;
 
 /// `"VSFP"` little-endian.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"VSFP");
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks (and writes).
+///
+/// 2: [`crate::Request::ReplaceRules`] carries the rule-set version the caller read, and the
+/// driver refuses the replace when the rules changed since (no lost update). Version 1
+/// requests are still understood, except a version 1 `ReplaceRules`, which cannot say what it
+/// read and is refused with `STATUS_REVISION_MISMATCH`.
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build still reads.
+pub const OLDEST_PROTOCOL_VERSION: u16 = 1;
 /// Header size.
 pub const HEADER_LEN: usize = 8;
 
@@ -32,7 +39,7 @@ impl Header {
         }
         let version = r.u16()?;
         let flags = r.u16()?;
-        if version != PROTOCOL_VERSION {
+        if !(OLDEST_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
             return Err(ProtoError::UnsupportedVersion(version));
         }
         if flags != 0 {

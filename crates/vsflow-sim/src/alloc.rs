@@ -114,6 +114,12 @@ fn forget(p: usize) {
     TABLE.ptrs[hole].store(EMPTY, Ordering::Relaxed);
 }
 
+/// A driver allocation the fault plan fails ([`crate::faults`]).
+fn injected_failure() -> bool {
+    let host = driver_host();
+    host != 0 && crate::faults::hit(host - 1, crate::faults::Site::Alloc)
+}
+
 fn driver_host() -> usize {
     DRIVER_HOST.try_with(Cell::get).unwrap_or(0)
 }
@@ -122,6 +128,9 @@ fn driver_host() -> usize {
 // contract; the bookkeeping never touches the memory handed out.
 unsafe impl GlobalAlloc for Accounting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if injected_failure() {
+            return std::ptr::null_mut();
+        }
         // SAFETY: the caller's layout obligations are passed on.
         let p = unsafe { System.alloc(layout) };
         let host = driver_host();
@@ -132,6 +141,9 @@ unsafe impl GlobalAlloc for Accounting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if injected_failure() {
+            return std::ptr::null_mut();
+        }
         // SAFETY: as above.
         let p = unsafe { System.alloc_zeroed(layout) };
         let host = driver_host();
@@ -148,6 +160,9 @@ unsafe impl GlobalAlloc for Accounting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if injected_failure() {
+            return std::ptr::null_mut();
+        }
         // SAFETY: as above.
         let q = unsafe { System.realloc(ptr, layout, new_size) };
         if !q.is_null() {

@@ -120,51 +120,26 @@ pub fn run(iterations: usize) -> BenchReport {
     r.per_port = m.per_port_total;
 
     // Classify: the callout's extern "system" path vs the core directly, same packets.
+    let (callout_ns, core_ns) = callout_vs_core(cfg, 15);
+    r.classify_callout_ns = callout_ns;
+    r.classify_core_ns = core_ns;
+    r
+}
+
+/// One thread: CPU ns per packet through the callout and through the core call.
+///
+/// The callout's classify function and `vsflow_core::classify` directly, on the same 10,000
+/// established flows (medians of `rounds` rounds, interleaved; thread CPU time).
+///
+/// # Panics
+/// If the simulated driver cannot be loaded.
+#[must_use]
+pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
     let mut h = Host::new(3);
     h.load_driver(DriverConfig { flows_per_port: 16_384, ..cfg }).expect("loads");
     let sw = h.create_switch("BENCH-C", &[]);
     h.create_port(sw, 20, "classify", false);
-    let packets: Vec<SimPacket> = (0..10_000u32)
-        .map(|k| {
-            let [_, b1, b2, b3] = k.to_be_bytes();
-            SimPacket::new(
-                IpFamily::V4,
-                protocol::TCP,
-                vsflow_core::packet::v4([10, 0, 20, 2]),
-                1024 + u16::try_from(k % 60_000).unwrap_or(0),
-                vsflow_core::packet::v4([198, b1, b2, b3]),
-                443,
-                0x10,
-                100,
-            )
-        })
-        .collect();
-    for p in &packets {
-        h.transmit(sw, 20, EXTERNAL_PORT, p);
-    }
-    let replies: Vec<SimPacket> = packets.iter().map(|p| p.reply(0x10, 100)).collect();
-    let mut inputs: Vec<Box<ClassifyInput>> = replies
-        .iter()
-        .map(|p| {
-            ClassifyInput::new(
-                p,
-                false,
-                EXTERNAL_PORT,
-                20,
-                &"BENCH-C".encode_utf16().collect::<Vec<_>>(),
-            )
-        })
-        .collect();
-    let values: Vec<sys::FWPS_INCOMING_VALUES0> = inputs
-        .iter_mut()
-        .map(|i| i.incoming(sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V4))
-        .collect();
-    let driver = std::ptr::from_ref(h.driver());
-    // SAFETY: plain data, all zeroes valid.
-    let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
-    filter.context = driver as u64;
-    let classify = vsflow_callout::classify::classify_fn::<crate::services::SimServices>;
-
+    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-C", &[20], 10_000);
     let mut core_port = Port::try_new(
         PortIdentity::try_from_str("core").unwrap_or_else(|_| unreachable!()),
         PortConfig {
@@ -177,16 +152,17 @@ pub fn run(iterations: usize) -> BenchReport {
         },
     )
     .expect("port");
-    let metas: Vec<PacketMeta> = packets
+    let metas: Vec<PacketMeta> = rig.lanes[0]
+        .packets
         .iter()
         .map(|p| PacketMeta {
             direction: Direction::Outbound,
             family: IpFamily::V4,
             protocol: p.protocol,
-            src_addr: p.src,
-            dst_addr: p.dst,
-            src_port: p.sport,
-            dst_port: p.dport,
+            src_addr: p.dst,
+            dst_addr: p.src,
+            src_port: p.dport,
+            dst_port: p.sport,
             tcp_flags: vsflow_core::TcpFlags(0x10),
             length: 100,
         })
@@ -195,46 +171,529 @@ pub fn run(iterations: usize) -> BenchReport {
         core_port.classify(m, t);
     }
     let inbound: Vec<PacketMeta> = metas.iter().map(|m| m.reply(0x10)).collect();
-
     let mut callout_rounds = Vec::new();
     let mut core_rounds = Vec::new();
-    h.within(|| {
-        for _ in 0..15 {
-            let t = Instant::now();
-            for (input, v) in inputs.iter_mut().zip(&values) {
-                let mut out = sys::FWPS_CLASSIFY_OUT0 {
-                    rights: sys::FWPS_RIGHT_ACTION_WRITE,
-                    ..Default::default()
-                };
-                let layer_data = input.layer_data();
-                // SAFETY: the callout's classify function with inputs alive for the call.
-                unsafe {
-                    classify(
-                        v,
-                        &raw const input.meta,
-                        layer_data,
-                        std::ptr::null(),
-                        &raw const filter,
-                        0,
-                        &raw mut out,
-                    );
-                };
-                black_box(out.actionType);
-            }
-            #[allow(clippy::cast_precision_loss, reason = "a measurement")]
-            callout_rounds.push(t.elapsed().as_nanos() as f64 / inputs.len() as f64);
-            let t = Instant::now();
-            for (now, m) in (1_000_000u64..).zip(&inbound) {
-                black_box(core_port.classify(black_box(m), now));
-            }
-            #[allow(clippy::cast_precision_loss, reason = "a measurement")]
-            core_rounds.push(t.elapsed().as_nanos() as f64 / inbound.len() as f64);
+    // Thread CPU time, not wall time: on a shared machine a round that is descheduled would
+    // otherwise count the other processes' time (rounds are 0.5-2 ms, near a time slice).
+    for _ in 0..rounds {
+        let t = thread_cpu();
+        let blocked = rig.classify_round(0);
+        #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+        callout_rounds.push(
+            thread_cpu().saturating_sub(t).as_nanos() as f64 / rig.lanes[0].calls.len() as f64,
+        );
+        assert_eq!(blocked, 0, "established return traffic is permitted");
+        let t = thread_cpu();
+        for (now, m) in (1_000_000u64..).zip(&inbound) {
+            black_box(core_port.classify(black_box(m), now));
+        }
+        #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+        core_rounds.push(thread_cpu().saturating_sub(t).as_nanos() as f64 / inbound.len() as f64);
+    }
+    drop(rig);
+    h.unload_driver();
+    (median(callout_rounds), median(core_rounds))
+}
+
+/// Prepared classify calls on a loaded driver.
+///
+/// Per port ("lane"), the inbound packets of established (or unsolicited) connections as WFP
+/// would hand them to vsflow's callout at the egress V4 layer, through vsflow's own filter (its
+/// run-time id and context).
+pub struct ClassifyRig {
+    lanes: Vec<Lane>,
+    filter: sys::FWPS_FILTER3,
+}
+
+struct Lane {
+    packets: Vec<SimPacket>,
+    #[allow(clippy::vec_box, reason = "the calls point into each input: they must not move")]
+    _inputs: Vec<Box<ClassifyInput>>,
+    calls: Vec<Call>,
+}
+
+struct Call {
+    values: sys::FWPS_INCOMING_VALUES0,
+    meta: *const sys::FWPS_INCOMING_METADATA_VALUES0,
+    layer_data: *mut std::ffi::c_void,
+}
+
+// SAFETY: after construction the rig is only read: every pointer in a `Call` points into the
+// boxed inputs the rig owns, and classify only reads them (NdisGetDataBuffer copies into the
+// caller's storage, never into the packet).
+unsafe impl Sync for ClassifyRig {}
+// SAFETY: as above; the boxes move with the rig.
+#[allow(clippy::non_send_fields_in_send_ty, reason = "pointers into the rig's own boxes")]
+unsafe impl Send for ClassifyRig {}
+
+impl ClassifyRig {
+    /// Unsolicited inbound TCP packets to each of `ports` on switch `switch_name` (blocked by
+    /// a port in Enforce mode, tracked in Monitor).
+    ///
+    /// # Panics
+    /// If vsflow's egress filter is not in the engine (driver not running).
+    #[must_use]
+    pub fn new(h: &Host, switch_name: &str, ports: &[u32], packets: usize) -> Self {
+        let lanes = ports
+            .iter()
+            .map(|&id| {
+                let vm = vm_v4(id);
+                (0..packets)
+                    .map(|k| {
+                        SimPacket::new(
+                            IpFamily::V4,
+                            protocol::TCP,
+                            remote_v4(k),
+                            443,
+                            vm,
+                            8080,
+                            0x02,
+                            0,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>();
+        Self::build(h, switch_name, ports, lanes)
+    }
+
+    /// Opens `packets` connections from the VM of each of `ports` (handshakes through the
+    /// switch), and prepares the peers' data packets.
+    ///
+    /// # Panics
+    /// As [`ClassifyRig::new`].
+    #[must_use]
+    pub fn with_connections(
+        h: &mut Host,
+        sw: usize,
+        switch_name: &str,
+        ports: &[u32],
+        packets: usize,
+    ) -> Self {
+        let lanes = ports
+            .iter()
+            .map(|&id| {
+                (0..packets)
+                    .map(|k| {
+                        h.advance(1_000);
+                        let sport = 1024 + u16::try_from(k % 60_000).unwrap_or(0);
+                        let syn = SimPacket::new(
+                            IpFamily::V4,
+                            protocol::TCP,
+                            vm_v4(id),
+                            sport,
+                            remote_v4(k),
+                            443,
+                            0x02,
+                            0,
+                        );
+                        h.transmit(sw, id, EXTERNAL_PORT, &syn);
+                        let synack = syn.reply(0x12, 0);
+                        h.transmit(sw, EXTERNAL_PORT, id, &synack);
+                        h.transmit(sw, id, EXTERNAL_PORT, &synack.reply(0x10, 0));
+                        syn.reply(0x18, 100)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>();
+        Self::build(h, switch_name, ports, lanes)
+    }
+
+    fn build(h: &Host, switch_name: &str, ports: &[u32], lanes: Vec<Vec<SimPacket>>) -> Self {
+        let ours = h
+            .engine_objects()
+            .filters
+            .into_iter()
+            .find(|f| {
+                f.provider == Some(vsflow_callout::keys::PROVIDER)
+                    && f.layer == sys::FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V4
+            })
+            .expect("vsflow's egress V4 filter");
+        // SAFETY: plain data, all zeroes valid.
+        let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
+        filter.filterId = ours.id;
+        filter.context = ours.raw_context;
+        let name: Vec<u16> = switch_name.encode_utf16().collect();
+        let lanes = ports
+            .iter()
+            .zip(lanes)
+            .map(|(&id, packets)| {
+                let mut inputs: Vec<Box<ClassifyInput>> = packets
+                    .iter()
+                    .map(|p| ClassifyInput::new(p, false, EXTERNAL_PORT, id, &name))
+                    .collect();
+                let calls = inputs
+                    .iter_mut()
+                    .map(|i| Call {
+                        values: i.incoming(sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V4),
+                        meta: &raw const i.meta,
+                        layer_data: i.layer_data(),
+                    })
+                    .collect();
+                Lane { packets, _inputs: inputs, calls }
+            })
+            .collect();
+        Self { lanes, filter }
+    }
+
+    /// Packets per lane.
+    #[must_use]
+    pub fn lane_len(&self, lane: usize) -> usize {
+        self.lanes.get(lane).map_or(0, |l| l.calls.len())
+    }
+
+    /// Classifies packet `i` of `lane`; true if blocked.
+    #[must_use]
+    pub fn classify_one(&self, lane: usize, i: usize) -> bool {
+        let Some(call) = self.lanes.get(lane).and_then(|l| l.calls.get(i)) else { return false };
+        let mut out =
+            sys::FWPS_CLASSIFY_OUT0 { rights: sys::FWPS_RIGHT_ACTION_WRITE, ..Default::default() };
+        // SAFETY: the callout's classify function with inputs alive for the call (owned by
+        // the rig), as WFP would call it.
+        unsafe {
+            vsflow_callout::classify::classify_fn::<crate::services::SimServices>(
+                &raw const call.values,
+                call.meta,
+                call.layer_data,
+                std::ptr::null(),
+                &raw const self.filter,
+                0,
+                &raw mut out,
+            );
+        };
+        out.actionType == sys::FWP_ACTION_BLOCK
+    }
+
+    /// Classifies every packet of `lane` once; returns how many were blocked.
+    #[must_use]
+    pub fn classify_round(&self, lane: usize) -> u64 {
+        (0..self.lane_len(lane)).map(|i| u64::from(self.classify_one(lane, i))).sum()
+    }
+}
+
+fn vm_v4(id: u32) -> [u8; 16] {
+    let [_, _, hi, lo] = id.to_be_bytes();
+    vsflow_core::packet::v4([10, hi, lo, 2])
+}
+
+fn remote_v4(k: usize) -> [u8; 16] {
+    let [_, b1, b2, b3] = u32::try_from(k).unwrap_or(0).to_be_bytes();
+    vsflow_core::packet::v4([198, 18 + (b1 & 1), b2, b3])
+}
+
+/// Issue 11's measurements, ratios within one run.
+#[derive(Clone, Debug, Default)]
+pub struct ScalingReport {
+    /// Cores the machine reports.
+    pub cores: usize,
+    /// Classify throughput (packets/s, median of trials): `(threads, packets/s)`, each thread
+    /// on its own port.
+    pub distinct_ports: Vec<(usize, f64)>,
+    /// Median over trials of (2 threads on 2 ports) / (1 thread).
+    pub two_port_ratio: f64,
+    /// CPU ns per packet at `threads` threads on distinct ports (median of trials).
+    pub cpu_ns: Vec<(usize, f64)>,
+    /// Median over trials of 2 x (CPU ns per packet at 1 thread) / (at 2 threads): the
+    /// scaling two free cores would give, independent of the machine's other load.
+    pub two_port_cpu_ratio: f64,
+    /// Load average (1 minute) when the measurement started.
+    pub load: f64,
+    /// Two threads on one port, packets/s, and its ratio to one thread.
+    pub same_port: (f64, f64),
+    /// Classify latency on port B, quiet: p50, p99 (ns, per call incl. the clock reads).
+    pub quiet: (f64, f64),
+    /// The same while another thread saves port A (at the blob cap) in a loop.
+    pub while_saving: (f64, f64),
+    /// Saves completed during the latency measurement.
+    pub saves: u64,
+    /// Callout vs core, one thread: ns per packet.
+    pub callout_ns: f64,
+    /// The core call alone.
+    pub core_ns: f64,
+    /// Trials and seconds per throughput point.
+    pub trials: usize,
+    /// Seconds per throughput point.
+    pub seconds: f64,
+}
+
+fn switch_params(name: &str) -> sys::NDIS_SWITCH_PARAMETERS {
+    let units: Vec<u16> = name.encode_utf16().collect();
+    let mut counted = sys::IF_COUNTED_STRING::EMPTY;
+    let n = units.len().min(sys::IF_MAX_STRING_SIZE);
+    counted.String[..n].copy_from_slice(&units[..n]);
+    counted.Length = u16::try_from(2 * n).unwrap_or(0);
+    sys::NDIS_SWITCH_PARAMETERS {
+        Header: sys::NDIS_OBJECT_HEADER {
+            Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
+            Revision: 1,
+            Size: u16::try_from(std::mem::size_of::<sys::NDIS_SWITCH_PARAMETERS>()).unwrap_or(0),
+        },
+        Flags: 0,
+        SwitchName: counted,
+        SwitchFriendlyName: counted,
+        NumSwitchPorts: 0,
+        IsActive: 1,
+    }
+}
+
+/// CPU time the calling thread has used.
+#[cfg(unix)]
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid out-pointer; CLOCK_THREAD_CPUTIME_ID needs nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(u64::try_from(ts.tv_sec).unwrap_or(0), u32::try_from(ts.tv_nsec).unwrap_or(0))
+}
+
+/// Elsewhere (the simulator also builds for Windows): wall time since the first call, so the
+/// figures are wall-clock ones there.
+#[cfg(not(unix))]
+fn thread_cpu() -> Duration {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed()
+}
+
+/// One throughput point: packets per second of wall time, and CPU nanoseconds per packet
+/// (summed over the threads: contention shows as more CPU per packet, whatever else runs on
+/// the machine).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Point {
+    /// Packets per second (wall clock).
+    pub pps: f64,
+    /// CPU ns per packet.
+    pub cpu_ns: f64,
+}
+
+/// Packets/s of `threads` threads, thread `t` classifying lane `lane(t)` for `d`.
+#[allow(clippy::many_single_char_names, reason = "t(hread), d(uration), n, e, s as in the docs")]
+fn throughput(
+    rig: &ClassifyRig,
+    threads: usize,
+    lane: impl Fn(usize) -> usize + Sync,
+    d: Duration,
+) -> Point {
+    let barrier = std::sync::Barrier::new(threads);
+    let total = std::sync::atomic::AtomicU64::new(0);
+    let cpu = std::sync::atomic::AtomicU64::new(0);
+    let elapsed = std::sync::Mutex::new(Duration::ZERO);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (barrier, total, elapsed, lane, cpu) = (&barrier, &total, &elapsed, &lane, &cpu);
+            s.spawn(move || {
+                crate::services::set_processor(u32::try_from(t).unwrap_or(0));
+                let l = lane(t);
+                barrier.wait();
+                let start = Instant::now();
+                let cpu0 = thread_cpu();
+                let mut n = 0u64;
+                while start.elapsed() < d {
+                    black_box(rig.classify_round(l));
+                    n += rig.lane_len(l) as u64;
+                }
+                let e = start.elapsed();
+                let used = thread_cpu().saturating_sub(cpu0);
+                cpu.fetch_add(
+                    u64::try_from(used.as_nanos()).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                total.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                let mut m = elapsed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                *m = (*m).max(e);
+            });
         }
     });
-    r.classify_callout_ns = median(callout_rounds);
-    r.classify_core_ns = median(core_rounds);
+    let e = elapsed.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let n = total.into_inner().max(1);
+    #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+    Point { pps: n as f64 / e.as_secs_f64().max(1e-9), cpu_ns: cpu.into_inner() as f64 / n as f64 }
+}
+
+fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
+    v.sort_unstable();
+    let at = |q: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index into a sorted sample"
+        )]
+        let i = ((v.len().saturating_sub(1)) as f64 * q) as usize;
+        #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+        v.get(i).map_or(0.0, |&x| x as f64)
+    };
+    (at(0.5), at(0.99))
+}
+
+/// Per-call classify latency on `lane` for `calls` calls.
+fn latency(rig: &ClassifyRig, lane: usize, calls: usize) -> Vec<u64> {
+    crate::services::set_processor(1);
+    let n = rig.lane_len(lane).max(1);
+    (0..calls)
+        .map(|k| {
+            let t = Instant::now();
+            black_box(rig.classify_one(lane, k % n));
+            u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        })
+        .collect()
+}
+
+/// Issue 11's benchmarks, ratios within one run.
+///
+/// Classify throughput on N threads and N ports vs one thread, two threads on one port,
+/// classify p99 on port B while port A is saved in a loop vs quiet, and the callout vs the core
+/// call on one thread. `seconds` per throughput point, `trials` repetitions (medians reported).
+///
+/// # Panics
+/// If the simulated driver cannot be loaded.
+#[must_use]
+#[allow(clippy::many_single_char_names, reason = "h(ost), r(eport), d(uration), c, k")]
+#[allow(clippy::too_many_lines, reason = "one measurement after another")]
+pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
+    let cfg = DriverConfig {
+        default_mode: Mode::Enforce,
+        restore_mode: RestoreMode::Synchronous,
+        ..DriverConfig::default()
+    };
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get).max(2);
+    let max_threads = cores.max(4);
+    let mut h = Host::new(11);
+    h.load_driver(cfg).expect("loads");
+    let sw = h.create_switch("BENCH-S", &[]);
+    // Port A (9): a port at the blob cap, saved in a loop. Ports 10..: classify lanes.
+    h.create_port(sw, 9, "saved", false);
+    let _at_cap = ClassifyRig::with_connections(&mut h, sw, "BENCH-S", &[9], 886);
+    let ids: Vec<u32> = (0..max_threads).map(|t| 10 + u32::try_from(t).unwrap_or(0)).collect();
+    for &id in &ids {
+        h.create_port(sw, id, &format!("lane-{id}"), false);
+    }
+    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-S", &ids, 1024);
+    let d = Duration::from_secs_f64(seconds);
+    let mut r = ScalingReport { cores, trials, seconds, ..ScalingReport::default() };
+    r.load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0);
+    let mut points: Vec<Vec<Point>> = vec![Vec::new(); max_threads];
+    let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    let mut same = Vec::new();
+    let mut same_ratio = Vec::new();
+    for _ in 0..trials {
+        for n in 1..=max_threads {
+            points[n - 1].push(throughput(&rig, n, |t| t, d));
+        }
+        let one = points[0].last().copied().unwrap_or_default();
+        let two = points[1].last().copied().unwrap_or_default();
+        ratios.push(two.pps / one.pps.max(1.0));
+        cpu_ratios.push(2.0 * one.cpu_ns / two.cpu_ns.max(1e-9));
+        let two_same = throughput(&rig, 2, |_| 0, d);
+        same.push(two_same.pps);
+        same_ratio.push(two_same.pps / one.pps.max(1.0));
+    }
+    r.distinct_ports = points
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i + 1, median(v.iter().map(|p| p.pps).collect())))
+        .collect();
+    r.cpu_ns = points
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i + 1, median(v.iter().map(|p| p.cpu_ns).collect())))
+        .collect();
+    r.two_port_ratio = median(ratios);
+    r.two_port_cpu_ratio = median(cpu_ratios);
+    r.same_port = (median(same), median(same_ratio));
+
+    // Latency on port B (lane 1) quiet, then while port A is saved in a loop.
+    let calls = 400_000;
+    r.quiet = percentiles(latency(&rig, 1, calls));
+    let params = switch_params("BENCH-S");
+    let driver = h.driver();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let saves = std::sync::atomic::AtomicU64::new(0);
+    r.while_saving = std::thread::scope(|s| {
+        s.spawn(|| {
+            crate::services::set_processor(0);
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                black_box(driver.on_save(&params, 9));
+                saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        let v = percentiles(latency(&rig, 1, calls));
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        v
+    });
+    r.saves = saves.into_inner();
+    drop(rig);
     h.unload_driver();
+    let (c, k) = callout_vs_core(cfg, 15);
+    r.callout_ns = c;
+    r.core_ns = k;
     r
+}
+
+impl ScalingReport {
+    /// The report, each target with whether it was met.
+    #[must_use]
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let met = |ok: bool| if ok { "met" } else { "MISSED" };
+        let _ = writeln!(
+            s,
+            "vsflow-sim bench --mode scaling ({} cores reported, load average {:.1} at start; {} trials x {:.1} s per point, medians)",
+            self.cores, self.load, self.trials, self.seconds
+        );
+        let one = self.distinct_ports.first().map_or(1.0, |p| p.1).max(1.0);
+        for ((n, pps), (_, cpu)) in self.distinct_ports.iter().zip(&self.cpu_ns) {
+            let _ = writeln!(
+                s,
+                "  classify, {n} thread(s) on {n} port(s)   {:>8.2} Mpps  {:.2}x of 1 thread   {cpu:>6.1} CPU ns/packet",
+                pps / 1e6,
+                pps / one
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  2 threads / 1 thread, wall clock (median of per-trial ratios): {:.2}x (target >= 1.8x)  {}",
+            self.two_port_ratio,
+            met(self.two_port_ratio >= 1.8)
+        );
+        let _ = writeln!(
+            s,
+            "  2 threads / 1 thread, from CPU time per packet (2 x cpu1 / cpu2): {:.2}x (target >= 1.8x)  {}",
+            self.two_port_cpu_ratio,
+            met(self.two_port_cpu_ratio >= 1.8)
+        );
+        let _ = writeln!(
+            s,
+            "  2 threads on ONE port                 {:>8.2} Mpps  {:.2}x of 1 thread (reported)",
+            self.same_port.0 / 1e6,
+            self.same_port.1
+        );
+        let ratio = self.while_saving.1 / self.quiet.1.max(1.0);
+        let _ = writeln!(
+            s,
+            "  classify on port B: quiet p50 {:.0} ns p99 {:.0} ns; while port A is saved in a loop ({} saves) p50 {:.0} ns p99 {:.0} ns: p99 {ratio:.2}x (target <= 2x)  {}",
+            self.quiet.0,
+            self.quiet.1,
+            self.saves,
+            self.while_saving.0,
+            self.while_saving.1,
+            met(ratio <= 2.0)
+        );
+        let r = self.callout_ns / self.core_ns.max(f64::MIN_POSITIVE);
+        let _ = writeln!(
+            s,
+            "  classify via callout {:.1} ns/packet vs core {:.1} ns/packet, one thread: {r:.2}x (target <= 1.5x)  {}",
+            self.callout_ns,
+            self.core_ns,
+            met(r <= 1.5)
+        );
+        s
+    }
 }
 
 fn us(d: Duration) -> String {

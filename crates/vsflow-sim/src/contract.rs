@@ -49,6 +49,9 @@ pub enum Violation {
         /// Bytes returned.
         len: usize,
     },
+    /// A save callback returned success with a null buffer: `runtimeState` is
+    /// `_Outptr_result_buffer_(*runtimeStateLength)`, a valid buffer on success.
+    SaveNullOnSuccess,
     /// The classify function changed the packet's action without the write right, or returned
     /// an action that is not permit or block.
     BadClassifyAction {
@@ -66,6 +69,26 @@ pub enum Violation {
     BadHandle {
         /// The function called.
         call: &'static str,
+    },
+    /// A service documented for `PASSIVE_LEVEL` was called at `DISPATCH_LEVEL` (in classify, a
+    /// vSwitch callback, or holding a spin lock).
+    WrongIrql {
+        /// The service.
+        call: &'static str,
+    },
+    /// `FwpsvSwitchEventsUnsubscribe0` while a vSwitch callback was running on another thread
+    /// (the kernel unsubscribe page does not say it waits for them).
+    UnsubscribeWithCallbacksInFlight,
+    /// `FwpsvSwitchEventsUnsubscribe0` while pended notifications were not completed (their
+    /// completion contexts are WFP's; completing after unsubscribe is not documented).
+    UnsubscribeWithPendingNotifications {
+        /// How many were pending.
+        pending: usize,
+    },
+    /// A kernel primitive used against its documented contract (IRQL, recursion).
+    KernelPrimitiveMisuse {
+        /// What happened.
+        what: String,
     },
     /// A transaction misuse (commit or abort without begin, nested begin).
     Transaction {
@@ -88,10 +111,15 @@ impl fmt::Display for Violation {
             Self::BadSublayer => f.write_str("filter added to a sublayer that is not the driver's own (HLK FwpmSublayers.UseOwnOrBuiltIn)"),
             Self::FilterWithoutCalloutObject => f.write_str("filter references a callout object that was never added"),
             Self::SaveTooLarge { len } => write!(f, "runtime state of {len} bytes does not fit NDIS_SWITCH_NIC_SAVE_STATE (USHORT size)"),
+            Self::SaveNullOnSuccess => f.write_str("vSwitchRuntimeStateSaveNotifyFn returned success with a NULL runtimeState (_Outptr_result_buffer_)"),
             Self::BadClassifyAction { what } => write!(f, "classify: {what}"),
             Self::Leak { what } => write!(f, "left behind at unload: {what}"),
             Self::RecursiveLock => f.write_str("spin lock acquired recursively (deadlock at DISPATCH_LEVEL)"),
             Self::BadHandle { call } => write!(f, "{call} with an invalid handle"),
+            Self::WrongIrql { call } => write!(f, "{call} called at DISPATCH_LEVEL (PASSIVE_LEVEL only)"),
+            Self::UnsubscribeWithCallbacksInFlight => f.write_str("FwpsvSwitchEventsUnsubscribe0 while a vSwitch callback was still running"),
+            Self::UnsubscribeWithPendingNotifications { pending } => write!(f, "FwpsvSwitchEventsUnsubscribe0 with {pending} pended notifications not completed"),
+            Self::KernelPrimitiveMisuse { what } => write!(f, "kernel primitive misused: {what}"),
             Self::Transaction { what } => write!(f, "transaction misuse: {what}"),
         }
     }

@@ -1,10 +1,13 @@
-//! The `fwpkclnt.sys` symbols, defined for the simulator.
+//! The `fwpkclnt.sys` symbols, defined for the simulator: thin shims.
 //!
-//! Same names, same `extern "system"` signatures as `fwps-sys` declares. Each acts on the
-//! calling thread's current host and records contract violations.
+//! Same names, same `extern "system"` signatures as `fwps-sys` declares. Each reads its
+//! arguments, applies the fault plan and the IRQL check, and hands the work to the rules of the
+//! calling thread's current host: [`crate::engine`] (sessions, transactions, objects, callouts,
+//! arbitration) or [`crate::vswitch`] (subscriptions, notifications); breaches the rules report
+//! are recorded as violations.
 //!
-//! Calls into the driver (BFE callbacks, vSwitch callbacks, classify) never happen from inside
-//! these functions: the engine lock is not held while driver code runs.
+//! Calls into the driver (notifyFn, BFE callbacks, vSwitch callbacks, classify) never happen
+//! with the engine lock held.
 
 #![allow(non_snake_case, reason = "the C names of the exports")]
 #![allow(missing_docs, reason = "each export is documented under the same name in fwps-sys")]
@@ -15,21 +18,34 @@
 
 use std::ffi::c_void;
 
-use std::ptr;
-
 use fwps_sys::{self as sys, GUID, HANDLE, NTSTATUS};
 
 use crate::contract::Violation;
-use crate::engine::{CalloutObj, FilterObj, ProviderObj, RegisteredCallout, Session, SublayerObj};
-use crate::world::{HostState, next_handle, with_current};
+use crate::engine::{CalloutNotify, FilterObj, ObjectKind, RegisteredCallout};
+use crate::vswitch::Completed;
+use crate::world::{HostState, with_current};
 
-fn bfe_running(h: &mut HostState, call: &'static str) -> bool {
-    if h.engine.bfe_state == sys::FWPM_SERVICE_RUNNING {
-        true
-    } else {
-        h.violate(Violation::BfeNotRunning { call });
-        false
+/// Records a call made above `PASSIVE_LEVEL` to a service documented for `PASSIVE_LEVEL` only.
+fn passive_only(call: &'static str) {
+    if crate::irql::current() != crate::irql::Irql::Passive {
+        with_current(|h| h.violate(Violation::WrongIrql { call }));
     }
+}
+
+/// A PASSIVE-only call that the fault plan may fail: true if it must fail.
+fn enter(call: &'static str) -> bool {
+    passive_only(call);
+    crate::faults::engine_call()
+}
+
+/// Runs an engine rule on the current host and records the breaches it reports.
+fn rule<R>(f: impl FnOnce(&mut HostState, &mut Vec<Violation>) -> R) -> R {
+    with_current(|h| {
+        let mut b = Vec::new();
+        let r = f(h, &mut b);
+        h.report(b);
+        r
+    })
 }
 
 fn filter_change_allowed(h: &mut HostState, call: &'static str) {
@@ -45,61 +61,74 @@ unsafe fn opt_guid(p: *const GUID) -> Option<GUID> {
     unsafe { p.as_ref() }.copied()
 }
 
+/// Writes `v` through an optional out-pointer.
+///
+/// # Safety
+/// `p` is null or valid for writes.
+unsafe fn put<T>(p: *mut T, v: T) {
+    if !p.is_null() {
+        // SAFETY: non-null, valid for writes (caller's contract).
+        unsafe { p.write(v) };
+    }
+}
+
+const fn status_of<T>(r: &Result<T, NTSTATUS>) -> NTSTATUS {
+    match r {
+        Ok(_) => sys::STATUS_SUCCESS,
+        Err(s) => *s,
+    }
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpsCalloutRegister3(
     _device_object: *mut c_void,
     callout: *const sys::FWPS_CALLOUT3,
     callout_id: *mut u32,
 ) -> NTSTATUS {
-    // SAFETY: the driver passes a valid callout.
+    if enter("FwpsCalloutRegister3") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
+    // SAFETY: the driver passes a valid callout or null.
     let Some(c) = (unsafe { callout.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
-    with_current(|h| {
-        if h.engine.registered_callout(&c.calloutKey).is_some() {
-            return sys::STATUS_FWP_ALREADY_EXISTS;
-        }
-        if c.classifyFn.is_none() {
-            return sys::STATUS_INVALID_PARAMETER;
-        }
-        let id = h.engine.next_callout_id();
-        h.engine.registered.push(RegisteredCallout {
-            id,
+    let r = with_current(|h| {
+        h.engine.register(RegisteredCallout {
+            id: 0,
             key: c.calloutKey,
             flags: c.flags,
             classify: c.classifyFn,
-        });
-        if !callout_id.is_null() {
-            // SAFETY: non-null out-pointer.
-            unsafe { callout_id.write(id) };
-        }
-        sys::STATUS_SUCCESS
-    })
+            notify: c.notifyFn,
+        })
+    });
+    if let Ok(id) = r {
+        // SAFETY: the optional out-pointer the driver passed.
+        unsafe { put(callout_id, id) };
+    }
+    status_of(&r)
 }
 
-fn unregister(h: &mut HostState, pred: impl Fn(&RegisteredCallout) -> bool) -> NTSTATUS {
-    if !h.vswitch.subscriptions.is_empty() {
-        h.violate(Violation::UnregisterBeforeUnsubscribe);
-    }
-    let before = h.engine.registered.len();
-    h.engine.registered.retain(|c| !pred(c));
-    if h.engine.registered.len() == before {
-        sys::STATUS_FWP_CALLOUT_NOT_FOUND
-    } else {
-        sys::STATUS_SUCCESS
-    }
+fn unregister(pred: impl Fn(&RegisteredCallout) -> bool) -> NTSTATUS {
+    with_current(|h| {
+        if !h.vswitch.subscriptions.is_empty() {
+            h.violate(Violation::UnregisterBeforeUnsubscribe);
+        }
+        h.engine.unregister(pred)
+    })
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpsCalloutUnregisterById0(callout_id: u32) -> NTSTATUS {
-    with_current(|h| unregister(h, |c| c.id == callout_id))
+    passive_only("FwpsCalloutUnregisterById0");
+    unregister(|c| c.id == callout_id)
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpsCalloutUnregisterByKey0(callout_key: *const GUID) -> NTSTATUS {
+    passive_only("FwpsCalloutUnregisterByKey0");
     // SAFETY: valid or null key.
     let Some(key) = (unsafe { opt_guid(callout_key) }) else {
         return sys::STATUS_INVALID_PARAMETER;
     };
-    with_current(|h| unregister(h, |c| c.key == key))
+    unregister(|c| c.key == key)
 }
 
 #[unsafe(no_mangle)]
@@ -110,41 +139,47 @@ pub unsafe extern "system" fn FwpmEngineOpen0(
     session: *const sys::FWPM_SESSION0,
     engine_handle: *mut HANDLE,
 ) -> NTSTATUS {
+    if enter("FwpmEngineOpen0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if engine_handle.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
     // SAFETY: valid or null session.
     let dynamic =
         unsafe { session.as_ref() }.is_some_and(|s| s.flags & sys::FWPM_SESSION_FLAG_DYNAMIC != 0);
-    with_current(|h| {
-        if !bfe_running(h, "FwpmEngineOpen0") {
-            return sys::STATUS_UNSUCCESSFUL;
-        }
-        let handle = next_handle();
-        h.engine.sessions.push(Session { handle, dynamic, txn: None });
+    let r = rule(|h, b| h.engine.open_session(dynamic, b));
+    if let Ok(handle) = r {
         // SAFETY: non-null out-pointer.
-        unsafe { engine_handle.write(handle as HANDLE) };
-        sys::STATUS_SUCCESS
-    })
+        unsafe { put(engine_handle, handle as HANDLE) };
+    }
+    status_of(&r)
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmEngineClose0(engine_handle: HANDLE) -> NTSTATUS {
-    let handle = engine_handle as usize;
-    with_current(|h| {
-        let Some(i) = h.engine.sessions.iter().position(|s| s.handle == handle) else {
-            h.violate(Violation::BadHandle { call: "FwpmEngineClose0" });
-            return sys::STATUS_INVALID_PARAMETER;
+    passive_only("FwpmEngineClose0");
+    match rule(|h, b| h.engine.close_session(engine_handle as usize, b)) {
+        Ok(gone) => {
+            for (f, notify) in gone {
+                notify_deleted(&f, notify);
+            }
+            sys::STATUS_SUCCESS
+        }
+        Err(status) => status,
+    }
+}
+
+/// Tells a deleted filter's registered callout (`FWPS_CALLOUT_NOTIFY_DELETE_FILTER`), outside
+/// the engine lock.
+fn notify_deleted(f: &FilterObj, notify: CalloutNotify) {
+    if let Some((callout_id, Some(notify_fn))) = notify {
+        let mut fs = fwps_filter(f, callout_id);
+        // SAFETY: the driver's notifyFn with the filter key and a valid FWPS_FILTER3.
+        let _ = unsafe {
+            notify_fn(sys::FWPS_CALLOUT_NOTIFY_DELETE_FILTER, &raw const f.key, &raw mut fs)
         };
-        let s = h.engine.sessions.remove(i);
-        if let Some(snapshot) = s.txn {
-            h.engine.objects = *snapshot;
-        }
-        if s.dynamic {
-            h.engine.drop_session_objects(handle);
-        }
-        sys::STATUS_SUCCESS
-    })
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -152,57 +187,28 @@ pub unsafe extern "system" fn FwpmTransactionBegin0(
     engine_handle: HANDLE,
     _flags: u32,
 ) -> NTSTATUS {
-    with_current(|h| {
-        let snapshot = h.engine.objects.clone();
-        let Some(s) = h.engine.session_mut(engine_handle as usize) else {
-            h.violate(Violation::BadHandle { call: "FwpmTransactionBegin0" });
-            return sys::STATUS_INVALID_PARAMETER;
-        };
-        if s.txn.is_some() {
-            h.violate(Violation::Transaction { what: "nested FwpmTransactionBegin0" });
-            return sys::STATUS_FWP_TXN_IN_PROGRESS;
-        }
-        s.txn = Some(Box::new(snapshot));
-        sys::STATUS_SUCCESS
-    })
-}
-
-fn end_txn(engine_handle: HANDLE, commit: bool, call: &'static str) -> NTSTATUS {
-    with_current(|h| {
-        let Some(s) = h.engine.session_mut(engine_handle as usize) else {
-            h.violate(Violation::BadHandle { call });
-            return sys::STATUS_INVALID_PARAMETER;
-        };
-        let Some(snapshot) = s.txn.take() else {
-            h.violate(Violation::Transaction { what: "commit or abort without a transaction" });
-            return sys::STATUS_FWP_NO_TXN_IN_PROGRESS;
-        };
-        if !commit {
-            h.engine.objects = *snapshot;
-        }
-        sys::STATUS_SUCCESS
-    })
+    if enter("FwpmTransactionBegin0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
+    rule(|h, b| h.engine.begin_transaction(engine_handle as usize, b))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmTransactionCommit0(engine_handle: HANDLE) -> NTSTATUS {
-    end_txn(engine_handle, true, "FwpmTransactionCommit0")
+    let call = "FwpmTransactionCommit0";
+    if enter(call) {
+        // A failed commit leaves nothing of the transaction behind.
+        let _ = rule(|h, b| h.engine.end_transaction(engine_handle as usize, false, call, b));
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
+    rule(|h, b| h.engine.end_transaction(engine_handle as usize, true, call, b))
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmTransactionAbort0(engine_handle: HANDLE) -> NTSTATUS {
-    end_txn(engine_handle, false, "FwpmTransactionAbort0")
-}
-
-fn session_ok(h: &mut HostState, engine_handle: HANDLE, call: &'static str) -> bool {
-    if !bfe_running(h, call) {
-        return false;
-    }
-    if h.engine.session_mut(engine_handle as usize).is_none() {
-        h.violate(Violation::BadHandle { call });
-        return false;
-    }
-    true
+    let call = "FwpmTransactionAbort0";
+    passive_only(call);
+    rule(|h, b| h.engine.end_transaction(engine_handle as usize, false, call, b))
 }
 
 #[unsafe(no_mangle)]
@@ -211,37 +217,24 @@ pub unsafe extern "system" fn FwpmProviderAdd0(
     provider: *const sys::FWPM_PROVIDER0,
     _sd: *mut c_void,
 ) -> NTSTATUS {
+    if enter("FwpmProviderAdd0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(p) = (unsafe { provider.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
-    with_current(|h| {
-        if !session_ok(h, engine_handle, "FwpmProviderAdd0") {
-            return sys::STATUS_INVALID_PARAMETER;
-        }
-        if h.engine.objects.providers.iter().any(|x| x.key == p.providerKey) {
-            return sys::STATUS_FWP_ALREADY_EXISTS;
-        }
-        h.engine
-            .objects
-            .providers
-            .push(ProviderObj { key: p.providerKey, session: engine_handle as usize });
-        sys::STATUS_SUCCESS
-    })
+    rule(|h, b| h.engine.add_provider(engine_handle as usize, p.providerKey, b))
 }
 
-fn delete_by_key(
+fn delete_object(
     engine_handle: HANDLE,
     key: *const GUID,
+    kind: ObjectKind,
     call: &'static str,
-    f: impl FnOnce(&mut HostState, GUID) -> bool,
 ) -> NTSTATUS {
+    passive_only(call);
     // SAFETY: valid or null key from the driver.
     let Some(key) = (unsafe { opt_guid(key) }) else { return sys::STATUS_INVALID_PARAMETER };
-    with_current(|h| {
-        if !session_ok(h, engine_handle, call) {
-            return sys::STATUS_INVALID_PARAMETER;
-        }
-        if f(h, key) { sys::STATUS_SUCCESS } else { sys::STATUS_FWP_NOT_FOUND }
-    })
+    rule(|h, b| h.engine.delete_object(engine_handle as usize, kind, key, call, b))
 }
 
 #[unsafe(no_mangle)]
@@ -249,11 +242,7 @@ pub unsafe extern "system" fn FwpmProviderDeleteByKey0(
     engine_handle: HANDLE,
     key: *const GUID,
 ) -> NTSTATUS {
-    delete_by_key(engine_handle, key, "FwpmProviderDeleteByKey0", |h, k| {
-        let n = h.engine.objects.providers.len();
-        h.engine.objects.providers.retain(|x| x.key != k);
-        n != h.engine.objects.providers.len()
-    })
+    delete_object(engine_handle, key, ObjectKind::Provider, "FwpmProviderDeleteByKey0")
 }
 
 #[unsafe(no_mangle)]
@@ -262,28 +251,14 @@ pub unsafe extern "system" fn FwpmSubLayerAdd0(
     sublayer: *const sys::FWPM_SUBLAYER0,
     _sd: *mut c_void,
 ) -> NTSTATUS {
+    if enter("FwpmSubLayerAdd0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(s) = (unsafe { sublayer.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
     let provider = unsafe { opt_guid(s.providerKey) };
-    with_current(|h| {
-        if !session_ok(h, engine_handle, "FwpmSubLayerAdd0") {
-            return sys::STATUS_INVALID_PARAMETER;
-        }
-        if provider.is_none() {
-            h.violate(Violation::ObjectWithoutProvider { kind: "sublayer" });
-        }
-        if h.engine.objects.sublayers.iter().any(|x| x.key == s.subLayerKey) {
-            return sys::STATUS_FWP_ALREADY_EXISTS;
-        }
-        h.engine.objects.sublayers.push(SublayerObj {
-            key: s.subLayerKey,
-            provider,
-            weight: s.weight,
-            session: engine_handle as usize,
-        });
-        sys::STATUS_SUCCESS
-    })
+    rule(|h, b| h.engine.add_sublayer(engine_handle as usize, s.subLayerKey, provider, s.weight, b))
 }
 
 #[unsafe(no_mangle)]
@@ -291,11 +266,7 @@ pub unsafe extern "system" fn FwpmSubLayerDeleteByKey0(
     engine_handle: HANDLE,
     key: *const GUID,
 ) -> NTSTATUS {
-    delete_by_key(engine_handle, key, "FwpmSubLayerDeleteByKey0", |h, k| {
-        let n = h.engine.objects.sublayers.len();
-        h.engine.objects.sublayers.retain(|x| x.key != k);
-        n != h.engine.objects.sublayers.len()
-    })
+    delete_object(engine_handle, key, ObjectKind::Sublayer, "FwpmSubLayerDeleteByKey0")
 }
 
 #[unsafe(no_mangle)]
@@ -305,33 +276,21 @@ pub unsafe extern "system" fn FwpmCalloutAdd0(
     _sd: *mut c_void,
     id: *mut u32,
 ) -> NTSTATUS {
+    if enter("FwpmCalloutAdd0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(c) = (unsafe { callout.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
     // SAFETY: valid or null.
     let provider = unsafe { opt_guid(c.providerKey) };
-    with_current(|h| {
-        if !session_ok(h, engine_handle, "FwpmCalloutAdd0") {
-            return sys::STATUS_INVALID_PARAMETER;
-        }
-        if provider.is_none() {
-            h.violate(Violation::ObjectWithoutProvider { kind: "callout" });
-        }
-        if h.engine.objects.callouts.iter().any(|x| x.key == c.calloutKey) {
-            return sys::STATUS_FWP_ALREADY_EXISTS;
-        }
-        h.engine.objects.callouts.push(CalloutObj {
-            key: c.calloutKey,
-            provider,
-            layer: c.applicableLayer,
-            session: engine_handle as usize,
-        });
-        if !id.is_null() {
-            let rid = h.engine.registered_callout(&c.calloutKey).map_or(0, |r| r.id);
-            // SAFETY: non-null out-pointer.
-            unsafe { id.write(rid) };
-        }
-        sys::STATUS_SUCCESS
-    })
+    let r = rule(|h, b| {
+        h.engine.add_callout(engine_handle as usize, c.calloutKey, provider, c.applicableLayer, b)
+    });
+    if let Ok(rid) = r {
+        // SAFETY: the optional out-pointer the driver passed.
+        unsafe { put(id, rid) };
+    }
+    status_of(&r)
 }
 
 #[unsafe(no_mangle)]
@@ -339,18 +298,8 @@ pub unsafe extern "system" fn FwpmCalloutDeleteByKey0(
     engine_handle: HANDLE,
     key: *const GUID,
 ) -> NTSTATUS {
-    delete_by_key(engine_handle, key, "FwpmCalloutDeleteByKey0", |h, k| {
-        if h.engine.objects.filters.iter().any(|f| f.callout == Some(k)) {
-            return false;
-        }
-        let n = h.engine.objects.callouts.len();
-        h.engine.objects.callouts.retain(|x| x.key != k);
-        n != h.engine.objects.callouts.len()
-    })
+    delete_object(engine_handle, key, ObjectKind::Callout, "FwpmCalloutDeleteByKey0")
 }
-
-const BUILTIN_SUBLAYER_UNIVERSAL: GUID =
-    GUID::from_parts(0xeebe_cc03, 0xced4, 0x4380, [0x81, 0x9a, 0x27, 0x34, 0x39, 0x7b, 0x2b, 0x74]);
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmFilterAdd0(
@@ -359,64 +308,76 @@ pub unsafe extern "system" fn FwpmFilterAdd0(
     _sd: *mut c_void,
     id: *mut u64,
 ) -> NTSTATUS {
+    if enter("FwpmFilterAdd0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     // SAFETY: valid or null.
     let Some(f) = (unsafe { filter.as_ref() }) else { return sys::STATUS_INVALID_PARAMETER };
-    // SAFETY: valid or null.
-    let provider = unsafe { opt_guid(f.providerKey) };
     let callout = if f.action.r#type & sys::FWP_ACTION_FLAG_CALLOUT != 0 {
         // SAFETY: a callout action's union arm is `calloutKey`.
         Some(unsafe { f.action.u.calloutKey })
     } else {
         None
     };
-    // SAFETY: the driver uses the `rawContext` arm (no FWPM_FILTER_FLAG_HAS_PROVIDER_CONTEXT).
-    let raw_context = unsafe { f.ctx.rawContext };
-    with_current(|h| {
+    let obj = FilterObj {
+        key: f.filterKey,
+        id: 0,
+        // SAFETY: valid or null.
+        provider: unsafe { opt_guid(f.providerKey) },
+        layer: f.layerKey,
+        sublayer: f.subLayerKey,
+        action: f.action.r#type,
+        callout,
+        flags: f.flags,
+        // SAFETY: the caller's FWPM_FILTER0 holds a valid weight value.
+        weight: unsafe { crate::engine::filter_weight(&f.weight) },
+        // SAFETY: the `rawContext` arm (no FWPM_FILTER_FLAG_HAS_PROVIDER_CONTEXT is modelled).
+        raw_context: unsafe { f.ctx.rawContext },
+        session: 0,
+    };
+    let checked = rule(|h, b| {
         filter_change_allowed(h, "FwpmFilterAdd0");
-        if !session_ok(h, engine_handle, "FwpmFilterAdd0") {
-            return sys::STATUS_INVALID_PARAMETER;
+        h.engine.check_filter(engine_handle as usize, obj, b)
+    });
+    let (obj, notify) = match checked {
+        Ok(x) => x,
+        Err(status) => return status,
+    };
+    // The engine tells the registered callout a filter names it, and does not add the filter
+    // if notifyFn fails (FWPS_CALLOUT_NOTIFY_FN3). Without the engine lock: the driver may call
+    // back into the engine.
+    if let Some((callout_id, Some(notify_fn))) = notify {
+        let mut fs = fwps_filter(&obj, callout_id);
+        // SAFETY: the driver's notifyFn with the filter key and a valid FWPS_FILTER3.
+        let status = unsafe {
+            notify_fn(sys::FWPS_CALLOUT_NOTIFY_ADD_FILTER, &raw const obj.key, &raw mut fs)
+        };
+        if !sys::nt_success(status) {
+            return status;
         }
-        if provider.is_none() {
-            h.violate(Violation::ObjectWithoutProvider { kind: "filter" });
-        }
-        let own_sublayer = h
-            .engine
-            .objects
-            .sublayers
-            .iter()
-            .any(|s| s.key == f.subLayerKey && s.provider.is_some() && s.provider == provider);
-        if !own_sublayer && f.subLayerKey != BUILTIN_SUBLAYER_UNIVERSAL {
-            h.violate(Violation::BadSublayer);
-            return sys::STATUS_FWP_NOT_FOUND;
-        }
-        if let Some(c) = callout
-            && !h.engine.objects.callouts.iter().any(|x| x.key == c)
-        {
-            h.violate(Violation::FilterWithoutCalloutObject);
-            return sys::STATUS_FWP_CALLOUT_NOT_FOUND;
-        }
-        if h.engine.objects.filters.iter().any(|x| x.key == f.filterKey) {
-            return sys::STATUS_FWP_ALREADY_EXISTS;
-        }
-        let fid = h.engine.next_filter_id();
-        h.engine.objects.filters.push(FilterObj {
-            key: f.filterKey,
-            id: fid,
-            provider,
-            layer: f.layerKey,
-            sublayer: f.subLayerKey,
-            action: f.action.r#type,
-            callout,
-            flags: f.flags,
-            raw_context,
-            session: engine_handle as usize,
-        });
-        if !id.is_null() {
-            // SAFETY: non-null out-pointer.
-            unsafe { id.write(fid) };
-        }
-        sys::STATUS_SUCCESS
-    })
+    }
+    let fid = obj.id;
+    let status = with_current(|h| h.engine.insert_filter(obj));
+    if sys::nt_success(status) {
+        // SAFETY: the optional out-pointer the driver passed.
+        unsafe { put(id, fid) };
+    }
+    status
+}
+
+/// The run-time view of a filter handed to a callout's notifyFn.
+fn fwps_filter(f: &FilterObj, callout_id: u32) -> sys::FWPS_FILTER3 {
+    // SAFETY: plain data, all zeroes valid.
+    let mut fs: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
+    fs.filterId = f.id;
+    fs.flags = if f.flags & sys::FWPM_FILTER_FLAG_CLEAR_ACTION_RIGHT != 0 {
+        sys::FWPS_FILTER_FLAG_CLEAR_ACTION_RIGHT
+    } else {
+        0
+    };
+    fs.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout_id };
+    fs.context = f.raw_context;
+    fs
 }
 
 #[unsafe(no_mangle)]
@@ -424,12 +385,20 @@ pub unsafe extern "system" fn FwpmFilterDeleteByKey0(
     engine_handle: HANDLE,
     key: *const GUID,
 ) -> NTSTATUS {
-    with_current(|h| filter_change_allowed(h, "FwpmFilterDeleteByKey0"));
-    delete_by_key(engine_handle, key, "FwpmFilterDeleteByKey0", |h, k| {
-        let n = h.engine.objects.filters.len();
-        h.engine.objects.filters.retain(|x| x.key != k);
-        n != h.engine.objects.filters.len()
-    })
+    passive_only("FwpmFilterDeleteByKey0");
+    // SAFETY: valid or null key from the driver.
+    let Some(key) = (unsafe { opt_guid(key) }) else { return sys::STATUS_INVALID_PARAMETER };
+    let gone = rule(|h, b| {
+        filter_change_allowed(h, "FwpmFilterDeleteByKey0");
+        h.engine.delete_filter(engine_handle as usize, key, b)
+    });
+    match gone {
+        Ok((f, notify)) => {
+            notify_deleted(&f, notify);
+            sys::STATUS_SUCCESS
+        }
+        Err(status) => status,
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -444,33 +413,22 @@ pub unsafe extern "system" fn FwpmBfeStateSubscribeChanges0(
     context: *mut c_void,
     change_handle: *mut HANDLE,
 ) -> NTSTATUS {
+    if enter("FwpmBfeStateSubscribeChanges0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if callback.is_none() || change_handle.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
-    with_current(|h| {
-        let handle = next_handle();
-        h.engine.bfe_subscriptions.push(crate::engine::BfeSubscription {
-            handle,
-            callback,
-            context: context as usize,
-        });
-        // SAFETY: non-null out-pointer.
-        unsafe { change_handle.write(handle as HANDLE) };
-        sys::STATUS_SUCCESS
-    })
+    let handle = with_current(|h| h.engine.subscribe_bfe(callback, context as usize));
+    // SAFETY: non-null out-pointer.
+    unsafe { put(change_handle, handle as HANDLE) };
+    sys::STATUS_SUCCESS
 }
 
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FwpmBfeStateUnsubscribeChanges0(change_handle: HANDLE) -> NTSTATUS {
-    with_current(|h| {
-        let n = h.engine.bfe_subscriptions.len();
-        h.engine.bfe_subscriptions.retain(|s| s.handle != change_handle as usize);
-        if n == h.engine.bfe_subscriptions.len() {
-            h.violate(Violation::BadHandle { call: "FwpmBfeStateUnsubscribeChanges0" });
-            return sys::STATUS_INVALID_PARAMETER;
-        }
-        sys::STATUS_SUCCESS
-    })
+    passive_only("FwpmBfeStateUnsubscribeChanges0");
+    rule(|h, b| h.engine.unsubscribe_bfe(change_handle as usize, b))
 }
 
 #[unsafe(no_mangle)]
@@ -482,6 +440,9 @@ pub unsafe extern "system" fn FwpsvSwitchEventsSubscribe0(
     table: *const sys::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0,
     subscription_id: *mut u32,
 ) -> NTSTATUS {
+    if enter("FwpsvSwitchEventsSubscribe0") {
+        return sys::STATUS_INSUFFICIENT_RESOURCES;
+    }
     if flags != 0 || !reserved.is_null() || subscription_id.is_null() {
         return sys::STATUS_INVALID_PARAMETER;
     }
@@ -491,19 +452,10 @@ pub unsafe extern "system" fn FwpsvSwitchEventsSubscribe0(
     };
     // SAFETY: valid or null GUID.
     let provider = unsafe { opt_guid(provider_guid) };
-    with_current(|h| {
-        h.vswitch.next_subscription += 1;
-        let id = h.vswitch.next_subscription;
-        h.vswitch.subscriptions.push(crate::vswitch::Subscription {
-            id,
-            provider,
-            context: notify_context as usize,
-            table,
-        });
-        // SAFETY: non-null out-pointer.
-        unsafe { subscription_id.write(id) };
-        sys::STATUS_SUCCESS
-    })
+    let id = with_current(|h| h.vswitch.subscribe(provider, notify_context as usize, table));
+    // SAFETY: non-null out-pointer.
+    unsafe { put(subscription_id, id) };
+    sys::STATUS_SUCCESS
 }
 
 #[unsafe(no_mangle)]
@@ -512,13 +464,8 @@ pub unsafe extern "system" fn FwpsvSwitchEventsUnsubscribe0(
     _flags: u32,
     _reserved: *mut c_void,
 ) {
-    with_current(|h| {
-        let n = h.vswitch.subscriptions.len();
-        h.vswitch.subscriptions.retain(|s| s.id != subscription_id);
-        if n == h.vswitch.subscriptions.len() {
-            h.violate(Violation::BadHandle { call: "FwpsvSwitchEventsUnsubscribe0" });
-        }
-    });
+    passive_only("FwpsvSwitchEventsUnsubscribe0");
+    rule(|h, b| h.vswitch.unsubscribe(subscription_id, b));
 }
 
 #[unsafe(no_mangle)]
@@ -528,34 +475,34 @@ pub unsafe extern "system" fn FwpsvSwitchNotifyComplete0(
     _flags: u32,
     _reserved: *mut c_void,
 ) {
-    let ctx = completion_context as usize;
-    with_current(|h| {
-        if status == sys::STATUS_PENDING {
-            h.violate(Violation::CompletedWithPending);
-            return;
+    rule(|h, b| {
+        if let Completed::FailedRestore { port_id, status } =
+            h.vswitch.complete(completion_context as usize, status, b)
+        {
+            // OID_SWITCH_NIC_RESTORE: an extension's failure fails the VM's whole restore.
+            h.failed_vm_restores.push((port_id, status));
         }
-        if h.vswitch.outstanding.remove(&ctx).is_none() {
-            h.violate(Violation::UnknownCompletion { context: ctx });
-            return;
-        }
-        h.vswitch.completed.insert(ctx, status);
     });
 }
 
-/// The simulator's `NdisGetDataBuffer`: `CurrentMdl` of a simulated `NET_BUFFER` points at the
-/// frame's contiguous bytes (see `packet::ClassifyInput`).
+/// `NdisGetDataBuffer` as documented: see [`crate::packet::get_data_buffer`].
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn NdisGetDataBuffer(
     net_buffer: *mut sys::NET_BUFFER,
     bytes_needed: u32,
-    _storage: *mut c_void,
-    _align_multiple: u32,
-    _align_offset: u32,
+    storage: *mut c_void,
+    align_multiple: u32,
+    align_offset: u32,
 ) -> *mut c_void {
-    // SAFETY: the driver passes the NET_BUFFER the simulator built.
-    let Some(nb) = (unsafe { net_buffer.as_ref() }) else { return ptr::null_mut() };
-    if bytes_needed as usize > nb.DataLength || nb.CurrentMdl.is_null() {
-        return ptr::null_mut();
+    // SAFETY: the driver passes the NET_BUFFER the simulator built and storage of
+    // `bytes_needed` bytes or null (NdisGetDataBuffer's contract).
+    unsafe {
+        crate::packet::get_data_buffer(
+            net_buffer,
+            bytes_needed,
+            storage,
+            align_multiple,
+            align_offset,
+        )
     }
-    nb.CurrentMdl
 }

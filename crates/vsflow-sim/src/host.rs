@@ -11,7 +11,7 @@ use fwps_sys::{self as sys, GUID, NTSTATUS};
 use vsflow_callout::{Driver, DriverConfig};
 
 use crate::contract::Violation;
-use crate::packet::{ClassifyInput, SimPacket};
+use crate::packet::SimPacket;
 use crate::services::{HostShared, SimServices};
 use crate::vswitch::Subscription;
 use crate::world::{CurrentHost, next_handle, register_host, remove_host, with_host_id};
@@ -28,8 +28,56 @@ pub struct SimPort {
     pub name: Vec<u16>,
     /// `NDIS_SWITCH_PORT_TYPE`.
     pub port_type: u32,
-    /// NIC index and whether it is connected.
-    pub nic: Option<(u16, bool)>,
+    /// `IsValidationPort`: a port Hyper-V creates to validate a configuration, never a VM's.
+    pub is_validation: bool,
+    /// NIC index and its `NDIS_SWITCH_NIC_STATE`.
+    pub nic: Option<(u16, u32)>,
+}
+
+impl SimPort {
+    /// A port of this `NDIS_SWITCH_PORT_TYPE` with no NIC.
+    #[must_use]
+    pub fn new(id: u32, name: &str, port_type: u32) -> Self {
+        Self { id, name: utf16(name), port_type, is_validation: false, nic: None }
+    }
+
+    /// The same port with a NIC in `state` (`NdisSwitchNicState*`).
+    #[must_use]
+    pub const fn with_nic(mut self, index: u16, state: u32) -> Self {
+        self.nic = Some((index, state));
+        self
+    }
+
+    /// The same port flagged `IsValidationPort`.
+    #[must_use]
+    pub const fn validation(mut self) -> Self {
+        self.is_validation = true;
+        self
+    }
+}
+
+/// The `ElementSize` of the NIC arrays the double hands over (`NDIS_SWITCH_NIC_ARRAY`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NicElementSize {
+    /// `sizeof(NDIS_SWITCH_NIC_PARAMETERS)` of NDIS 6.40+ headers (2224 bytes), revision 2.
+    #[default]
+    Current,
+    /// `NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1` (2207 bytes), revision 1: the
+    /// elements are packed at that stride, so fields are unaligned.
+    Revision1,
+    /// A later revision: this many bytes past the current size.
+    Larger(usize),
+}
+
+/// Whether Windows replays `VSWITCH_CREATE` to a subscription made after switches exist.
+/// No document says it does: a test chooses (WINDOWS-VERIFICATION).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExistingSwitches {
+    /// The subscriber hears only of switches created later (worse for the driver).
+    #[default]
+    NotReplayed,
+    /// The subscriber gets `VSWITCH_CREATE` with the current arrays for each existing switch.
+    Replayed,
 }
 
 /// A simulated virtual switch.
@@ -66,12 +114,40 @@ pub struct RestoreTicket {
     pub elapsed: Duration,
 }
 
+/// The outcome of a VM's restore as Hyper-V sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmRestore {
+    /// Every extension restored (or had nothing to restore).
+    Succeeded,
+    /// An extension has not completed its pended restore yet.
+    Pending,
+    /// An extension failed `OID_SWITCH_NIC_RESTORE`: the whole VM restore fails.
+    Failed(NTSTATUS),
+}
+
+/// One vSwitch callback the double made.
+#[derive(Clone, Copy, Debug)]
+struct Notified {
+    context: usize,
+    status: NTSTATUS,
+    elapsed: Duration,
+}
+
 /// A simulated host.
 #[derive(Debug)]
 pub struct Host {
     id: usize,
     shared: Arc<HostShared>,
     driver: Option<Box<Driver<SimServices>>>,
+    /// `ElementSize` of the NIC arrays handed over.
+    pub nic_element_size: NicElementSize,
+    /// The IRQL the vSwitch callbacks run at: `DISPATCH_LEVEL` by default, the highest their
+    /// pages allow (`req.irql: <= DISPATCH_LEVEL` on every `FWPS_VSWITCH_*_CALLBACK0`).
+    pub vswitch_callback_irql: crate::irql::Irql,
+    /// Whether a late subscriber hears of existing switches.
+    pub existing_switches: ExistingSwitches,
+    /// Subscriptions already told of the existing switches.
+    told: Vec<u32>,
     /// The host's switches.
     pub switches: Vec<SimSwitch>,
     seed: u64,
@@ -106,6 +182,12 @@ fn switch_params(name: &[u16]) -> sys::NDIS_SWITCH_PARAMETERS {
 }
 
 fn port_params(p: &SimPort, restoring: bool) -> sys::NDIS_SWITCH_PORT_PARAMETERS {
+    let mut pp = port_params_of(p, restoring);
+    pp.IsValidationPort = u8::from(p.is_validation);
+    pp
+}
+
+fn port_params_of(p: &SimPort, restoring: bool) -> sys::NDIS_SWITCH_PORT_PARAMETERS {
     sys::NDIS_SWITCH_PORT_PARAMETERS {
         Header: sys::NDIS_OBJECT_HEADER {
             Type: sys::NDIS_OBJECT_TYPE_DEFAULT,
@@ -138,12 +220,13 @@ fn nic_params(port_id: u32, index: u16, state: u32) -> Box<sys::NDIS_SWITCH_NIC_
     n
 }
 
-/// Builds an NDIS switch array of `elements` in one 8-aligned buffer.
-fn ndis_array<T: Copy>(elements: &[T]) -> Vec<u64> {
+/// Builds an NDIS switch array of `elements` in one 8-aligned buffer, each element `stride`
+/// bytes apart (the first `min(stride, size_of::<T>())` bytes of each element are copied; the
+/// rest, for a larger stride, is zero).
+fn ndis_array<T: Copy>(elements: &[T], stride: usize) -> Vec<u64> {
     let header = size_of::<sys::NDIS_SWITCH_PORT_ARRAY>().next_multiple_of(8);
-    let stride = size_of::<T>().next_multiple_of(8);
     let bytes = header + stride * elements.len();
-    let mut buf = vec![0u64; bytes.div_ceil(8)];
+    let mut buf = vec![0u64; bytes.div_ceil(8).max(1)];
     let base = buf.as_mut_ptr().cast::<u8>();
     let a = sys::NDIS_SWITCH_PORT_ARRAY {
         Header: sys::NDIS_OBJECT_HEADER {
@@ -156,13 +239,14 @@ fn ndis_array<T: Copy>(elements: &[T]) -> Vec<u64> {
         NumElements: u32::try_from(elements.len()).unwrap_or(0),
         ElementSize: u32::try_from(stride).unwrap_or(0),
     };
-    // SAFETY: the buffer holds the header and every element at its offset.
+    // SAFETY: the buffer holds the header.
     unsafe { base.cast::<sys::NDIS_SWITCH_PORT_ARRAY>().write_unaligned(a) };
+    let n = stride.min(size_of::<T>());
     for (i, e) in elements.iter().enumerate() {
-        // SAFETY: inside the buffer (sized above).
-        let dst = unsafe { base.add(header + i * stride) };
-        // SAFETY: as above.
-        unsafe { dst.cast::<T>().write_unaligned(*e) };
+        let dst = base.wrapping_add(header + i * stride);
+        // SAFETY: 1. `dst` is inside the buffer (sized for every element at its stride);
+        // 2. `n` bytes of `e` are readable; 3. the regions do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(std::ptr::from_ref(e).cast::<u8>(), dst, n) };
     }
     buf
 }
@@ -171,10 +255,17 @@ impl Host {
     /// A host whose base filtering engine is running.
     #[must_use]
     pub fn new(seed: u64) -> Self {
+        let id = register_host();
+        let shared = Arc::new(HostShared::default());
+        shared.host_id.store(id, Ordering::SeqCst);
         Self {
-            id: register_host(),
-            shared: Arc::new(HostShared::default()),
+            id,
+            shared,
             driver: None,
+            nic_element_size: NicElementSize::default(),
+            vswitch_callback_irql: crate::irql::Irql::Dispatch,
+            existing_switches: ExistingSwitches::default(),
+            told: Vec::new(),
             switches: Vec::new(),
             seed,
         }
@@ -218,6 +309,12 @@ impl Host {
         self.load_driver(config)
     }
 
+    /// Runs each requested work item at once on its own thread (another CPU): it may complete
+    /// a pended notification before the callback that pended it has returned.
+    pub fn eager_work_items(&self, eager: bool) {
+        self.shared.eager_work_items.store(eager, Ordering::SeqCst);
+    }
+
     /// Makes deferred-work requests fail (exercises the synchronous fallback).
     pub fn refuse_deferred_work(&self, refuse: bool) {
         self.shared.refuse_deferred.store(refuse, Ordering::SeqCst);
@@ -248,6 +345,56 @@ impl Host {
         (outcome, system_buffer)
     }
 
+    /// Sends a control request as user mode would (`DeviceIoControl` on the control device):
+    /// encodes it, sends it, and returns the status and output bytes.
+    ///
+    /// # Panics
+    /// If the request does not encode (a scenario bug) or no driver is loaded.
+    #[must_use]
+    pub fn control(
+        &self,
+        req: &vsflow_proto::request::Request<'_>,
+        output_len: usize,
+    ) -> (NTSTATUS, Vec<u8>) {
+        let mut buf = vec![0u8; req.encoded_len()];
+        req.encode(&mut buf).expect("a scenario's request encodes");
+        let (o, bytes) = self.ioctl(req.ioctl().code(), &buf, output_len);
+        (o.status, bytes)
+    }
+
+    /// The driver's ports, through the `ListPorts` IOCTL.
+    ///
+    /// # Panics
+    /// If the driver's answer does not decode.
+    #[must_use]
+    pub fn list_ports(&self) -> Vec<vsflow_proto::response::PortInfo> {
+        let (status, bytes) = self.control(&vsflow_proto::request::Request::ListPorts, 1 << 20);
+        let mut v = Vec::new();
+        if sys::nt_success(status) {
+            vsflow_proto::response::decode_ports(&bytes, |p| v.push(p)).expect("ListPorts decodes");
+        }
+        v
+    }
+
+    /// Replaces the allow rules of every port the driver lists, through the `ReplaceRules`
+    /// IOCTL (as an operator's tool does). Returns how many ports accepted them.
+    #[must_use]
+    pub fn replace_rules_everywhere(&self, rules: &[vsflow_core::policy::AllowRule]) -> usize {
+        let mut space = vec![0u8; 24 * rules.len().max(1)];
+        let Ok(list) = vsflow_proto::request::rule_list(rules, &mut space) else { return 0 };
+        self.list_ports()
+            .iter()
+            .filter(|p| {
+                let req = vsflow_proto::request::Request::ReplaceRules {
+                    port: p.port,
+                    expected_version: p.rules_version,
+                    rules: list,
+                };
+                sys::nt_success(self.control(&req, 64).0)
+            })
+            .count()
+    }
+
     /// The host's id (heap accounting and diagnostics).
     #[must_use]
     pub const fn id(&self) -> usize {
@@ -259,10 +406,11 @@ impl Host {
         crate::alloc::Attribution::enter(Some(self.id))
     }
 
-    /// Starts the base filtering engine and notifies subscribers.
-    pub fn start_bfe(&mut self) {
+    /// Moves BFE to `state` and calls every state-change subscriber with it
+    /// (`FwpmBfeStateSubscribeChanges0`).
+    fn bfe_transition(&self, state: u32) {
         let subs = with_host_id(self.id, |s| {
-            s.engine.bfe_state = sys::FWPM_SERVICE_RUNNING;
+            s.engine.bfe_state = state;
             s.engine.bfe_subscriptions.clone()
         });
         let _cur = CurrentHost::enter(self.id);
@@ -270,9 +418,39 @@ impl Host {
         for sub in subs {
             if let Some(cb) = sub.callback {
                 // SAFETY: the driver's callback with the context it registered.
-                unsafe { cb(sub.context as *mut c_void, sys::FWPM_SERVICE_RUNNING) };
+                unsafe { cb(sub.context as *mut c_void, state) };
             }
         }
+    }
+
+    /// Starts the base filtering engine: `START_PENDING`, then RUNNING, each reported to the
+    /// subscribers.
+    pub fn start_bfe(&mut self) {
+        self.bfe_transition(sys::FWPM_SERVICE_START_PENDING);
+        self.bfe_transition(sys::FWPM_SERVICE_RUNNING);
+        self.tell_new_subscribers();
+    }
+
+    /// Stops the base filtering engine as the service manager does (`FwpmBfeStateSubscribeChanges0`
+    /// remarks; `WFPSampler`'s BFE subscription): subscribers hear `STOP_PENDING` (and should close
+    /// their engine handles then); BFE then goes away: every session's handle becomes invalid
+    /// and the objects of dynamic sessions are deleted; subscribers hear STOPPED. Run-time
+    /// callouts (fwpkclnt, in the kernel) and vSwitch subscriptions stay.
+    pub fn stop_bfe(&mut self) {
+        self.bfe_transition(sys::FWPM_SERVICE_STOP_PENDING);
+        with_host_id(self.id, |s| {
+            let sessions: Vec<_> = s.engine.sessions.drain(..).collect();
+            for session in sessions {
+                if let Some(snapshot) = session.txn {
+                    s.engine.objects = *snapshot;
+                }
+                if session.dynamic {
+                    s.engine.drop_session_objects(session.handle);
+                }
+                s.engine.stale_handles.push(session.handle);
+            }
+        });
+        self.bfe_transition(sys::FWPM_SERVICE_STOPPED);
     }
 
     /// Loads and starts the driver (`DriverEntry`).
@@ -290,12 +468,14 @@ impl Host {
                 .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
         let driver = Box::new(driver);
         self.shared.driver.store(std::ptr::from_ref(&*driver) as usize, Ordering::SeqCst);
-        let _cur = CurrentHost::enter(self.id);
+        let cur = CurrentHost::enter(self.id);
         // SAFETY: the box keeps the driver at a fixed address until unload stops it.
         let r = unsafe { driver.start() };
         match r {
             Ok(()) => {
                 self.driver = Some(driver);
+                drop(cur);
+                self.tell_new_subscribers();
                 Ok(())
             }
             Err(e) => {
@@ -321,10 +501,12 @@ impl Host {
             let _cur = CurrentHost::enter(self.id);
             let _drv = self.driver_code();
             driver.stop();
+            SimServices { shared: Arc::clone(&self.shared), seed: self.seed }.join_workers();
             self.shared.driver.store(0, Ordering::SeqCst);
             drop(driver);
         }
         let live = crate::alloc::live_driver_blocks(self.id);
+        let misused = self.primitive_misuse();
         with_host_id(self.id, |s| {
             let key = vsflow_callout::keys::PROVIDER;
             let mut left = Vec::new();
@@ -377,6 +559,9 @@ impl Host {
             for what in left {
                 s.violate(Violation::Leak { what });
             }
+            for what in misused {
+                s.violate(Violation::KernelPrimitiveMisuse { what });
+            }
         });
     }
 
@@ -399,6 +584,18 @@ impl Host {
     #[must_use]
     pub fn engine_objects(&self) -> crate::engine::Objects {
         with_host_id(self.id, |s| s.engine.objects.clone())
+    }
+
+    /// Makes the next `n` callout unregistrations answer `STATUS_DEVICE_BUSY`, as when a
+    /// classify of the callout runs on another processor at that moment.
+    pub fn busy_unregisters(&self, n: u32) {
+        with_host_id(self.id, |s| s.engine.busy_unregisters = n);
+    }
+
+    /// Classify calls the engine has made on this host (every callout).
+    #[must_use]
+    pub fn classify_invocations(&self) -> u64 {
+        with_host_id(self.id, |s| s.engine.classify_calls)
     }
 
     /// The flags of every registered run-time callout.
@@ -425,6 +622,12 @@ impl Host {
         with_host_id(self.id, |s| s.vswitch.outstanding.len())
     }
 
+    /// Completions that arrived before the callback that pended them had returned.
+    #[must_use]
+    pub fn early_completions(&self) -> u64 {
+        with_host_id(self.id, |s| s.vswitch.early_completions)
+    }
+
     /// The status a pended notification completed with.
     #[must_use]
     pub fn completion(&self, context: usize) -> Option<NTSTATUS> {
@@ -449,59 +652,123 @@ impl Host {
         with_host_id(self.id, |s| s.vswitch.subscriptions.clone())
     }
 
-    /// Calls a vSwitch callback of every subscription, tracking pended completions.
-    fn notify(
+    /// [`Self::notify`] for callbacks every subscriber gets (a missing callback counts as
+    /// success).
+    fn notify_each(
         &self,
         callback: &'static str,
         may_pend: bool,
         port_id: u32,
         mut call: impl FnMut(&Subscription, *mut c_void) -> NTSTATUS,
-    ) -> Vec<(usize, NTSTATUS)> {
+    ) -> Vec<Notified> {
+        self.notify(callback, may_pend, port_id, |s, c| Some(call(s, c)))
+    }
+
+    /// Calls a vSwitch callback of every subscription, tracking pended completions: the one
+    /// place the double calls vSwitch callbacks. `call` returns `None` when it did not call
+    /// the subscriber (no callback, or nothing for it). The callback runs at `DISPATCH_LEVEL`
+    /// (the vSwitch callbacks are documented for IRQL <= `DISPATCH_LEVEL`: the double takes the
+    /// higher). Its completion may arrive before it returns (a work item on another CPU): the
+    /// double accepts that for a callback that then returns `STATUS_PENDING`.
+    fn notify(
+        &self,
+        callback: &'static str,
+        may_pend: bool,
+        port_id: u32,
+        mut call: impl FnMut(&Subscription, *mut c_void) -> Option<NTSTATUS>,
+    ) -> Vec<Notified> {
         let _cur = CurrentHost::enter(self.id);
         let mut out = Vec::new();
         for sub in self.subscriptions() {
             let ctx = next_handle();
-            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
+            with_host_id(self.id, |s| {
+                s.vswitch.in_callback += 1;
+                s.vswitch
+                    .in_progress
+                    .insert(ctx, crate::vswitch::Outstanding { callback, port_id });
+            });
+            let t = Instant::now();
             let status = {
                 let _drv = self.driver_code();
+                let _irql = crate::irql::Raised::to(self.vswitch_callback_irql);
                 call(&sub, ctx as *mut c_void)
             };
+            let elapsed = t.elapsed();
             with_host_id(self.id, |s| {
                 s.vswitch.in_callback -= 1;
-                if status == sys::STATUS_PENDING {
-                    if may_pend {
+                s.vswitch.in_progress.remove(&ctx);
+                let early = s.vswitch.early.remove(&ctx);
+                let Some(status) = status else { return };
+                match (status == sys::STATUS_PENDING, early) {
+                    (true, _) if !may_pend => s.violate(Violation::PendingNotAllowed { callback }),
+                    (true, Some(done)) => {
+                        s.vswitch.completed.insert(ctx, done);
+                    }
+                    (true, None) => {
                         s.vswitch
                             .outstanding
                             .insert(ctx, crate::vswitch::Outstanding { callback, port_id });
-                    } else {
-                        s.violate(Violation::PendingNotAllowed { callback });
                     }
+                    (false, Some(_)) => s.violate(Violation::UnknownCompletion { context: ctx }),
+                    (false, None) => {}
+                }
+                if callback == "vSwitchRuntimeStateRestoreNotifyFn"
+                    && status != sys::STATUS_PENDING
+                    && !sys::nt_success(status)
+                {
+                    // OID_SWITCH_NIC_RESTORE: an extension's failure fails the whole restore.
+                    s.failed_vm_restores.push((port_id, status));
                 }
             });
-            out.push((ctx, status));
+            if let Some(status) = status {
+                out.push(Notified { context: ctx, status, elapsed });
+            }
         }
         out
     }
 
-    /// Creates a switch with its initial external port (and any more ports), as the
-    /// `VSWITCH_CREATE` lifetime event reports it. Returns the switch index.
-    pub fn create_switch(&mut self, name: &str, initial: &[SimPort]) -> usize {
-        let mut ports = vec![SimPort {
-            id: EXTERNAL_PORT,
-            name: utf16("external"),
-            port_type: sys::NdisSwitchPortTypeExternal,
-            nic: Some((0, true)),
-        }];
-        ports.extend_from_slice(initial);
-        let sw = SimSwitch { name: utf16(name), ports };
+    /// The NIC array of switch `sw`: every port's NIC with its `NicState`.
+    fn nic_array(&self, sw: &SimSwitch) -> Vec<u64> {
+        let nics: Vec<sys::NDIS_SWITCH_NIC_PARAMETERS> = sw
+            .ports
+            .iter()
+            .filter_map(|p| p.nic.map(|(i, state)| *self.nic_params(p.id, i, state)))
+            .collect();
+        let stride = match self.nic_element_size {
+            NicElementSize::Current => size_of::<sys::NDIS_SWITCH_NIC_PARAMETERS>(),
+            NicElementSize::Revision1 => sys::NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1,
+            NicElementSize::Larger(extra) => size_of::<sys::NDIS_SWITCH_NIC_PARAMETERS>() + extra,
+        };
+        ndis_array(&nics, stride)
+    }
+
+    /// NIC parameters as this host's NDIS revision writes them.
+    fn nic_params(
+        &self,
+        port_id: u32,
+        index: u16,
+        state: u32,
+    ) -> Box<sys::NDIS_SWITCH_NIC_PARAMETERS> {
+        let mut n = nic_params(port_id, index, state);
+        if self.nic_element_size == NicElementSize::Revision1 {
+            n.Header.Revision = sys::NDIS_SWITCH_NIC_PARAMETERS_REVISION_1;
+            n.Header.Size =
+                u16::try_from(sys::NDIS_SIZEOF_NDIS_SWITCH_NIC_PARAMETERS_REVISION_1).unwrap_or(0);
+        }
+        n
+    }
+
+    /// `VSWITCH_CREATE` for switch `sw` with its current port and NIC arrays, to `subs`.
+    fn announce_switch(&self, sw: &SimSwitch, only: Option<&[u32]>) {
         let params = switch_params(&sw.name);
         let port_array: Vec<sys::NDIS_SWITCH_PORT_PARAMETERS> =
             sw.ports.iter().map(|p| port_params(p, false)).collect();
-        let nic_array: Vec<sys::NDIS_SWITCH_NIC_PARAMETERS> =
-            sw.ports.iter().filter_map(|p| p.nic.map(|(i, _)| *nic_params(p.id, i, 2))).collect();
-        let pa = ndis_array(&port_array);
-        let na = ndis_array(&nic_array);
-        self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+        let pa = ndis_array(&port_array, size_of::<sys::NDIS_SWITCH_PORT_PARAMETERS>());
+        let na = self.nic_array(sw);
+        self.notify_each("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+            if only.is_some_and(|ids| !ids.contains(&sub.id)) {
+                return sys::STATUS_SUCCESS;
+            }
             match sub.table.vSwitchLifetimeNotifyFn {
                 // SAFETY: the driver's callback with its context and valid arguments.
                 Some(f) => unsafe {
@@ -516,14 +783,58 @@ impl Host {
                 None => sys::STATUS_SUCCESS,
             }
         });
+    }
+
+    /// Creates a switch with its initial external port (and any more ports), as the
+    /// `VSWITCH_CREATE` lifetime event reports it. Returns the switch index.
+    pub fn create_switch(&mut self, name: &str, initial: &[SimPort]) -> usize {
+        let mut ports = vec![
+            SimPort::new(EXTERNAL_PORT, "external", sys::NdisSwitchPortTypeExternal)
+                .with_nic(0, sys::NdisSwitchNicStateConnected),
+        ];
+        ports.extend_from_slice(initial);
+        let sw = SimSwitch { name: utf16(name), ports };
+        self.announce_switch(&sw, None);
         self.switches.push(sw);
         self.switches.len() - 1
+    }
+
+    /// Pauses and restarts the WFP extension on switch `sw` (what a filter-engine reorder or
+    /// any FilterPause/FilterRestart of the extension does): WFP queries the switch's ports
+    /// and NICs again in `FilterRestart` and reports them with `VSWITCH_CREATE`, for a switch
+    /// the driver already knows (lifetime callback doc; see WINDOWS-VERIFICATION for whether
+    /// a `VSWITCH_DELETE` precedes it: the double sends none).
+    pub fn pause_restart(&mut self, sw: usize) {
+        let s = self.switches[sw].clone();
+        self.announce_switch(&s, None);
+    }
+
+    /// Replaces what switch `sw` knows of port `id` without telling the driver (a port
+    /// deleted and another created under the same id while the extension was paused).
+    pub fn replace_port_silently(&mut self, sw: usize, port: SimPort) {
+        let ports = &mut self.switches[sw].ports;
+        ports.retain(|p| p.id != port.id);
+        ports.push(port);
+    }
+
+    /// Tells subscriptions made since the last call of the switches that already exist, if
+    /// this host replays them ([`ExistingSwitches`]).
+    fn tell_new_subscribers(&mut self) {
+        let subs: Vec<u32> = self.subscriptions().iter().map(|s| s.id).collect();
+        let new: Vec<u32> = subs.iter().copied().filter(|id| !self.told.contains(id)).collect();
+        self.told = subs;
+        if new.is_empty() || self.existing_switches == ExistingSwitches::NotReplayed {
+            return;
+        }
+        for sw in self.switches.clone() {
+            self.announce_switch(&sw, Some(&new));
+        }
     }
 
     /// Deletes a switch (lifetime event).
     pub fn delete_switch(&mut self, sw: usize) {
         let params = switch_params(&self.switches[sw].name);
-        self.notify("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
+        self.notify_each("vSwitchLifetimeNotifyFn", false, 0, |sub, _| {
             match sub.table.vSwitchLifetimeNotifyFn {
                 // SAFETY: as in `create_switch`.
                 Some(f) => unsafe {
@@ -543,12 +854,11 @@ impl Host {
 
     /// Creates a VM port; `restoring` sets `NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT`.
     pub fn create_port(&mut self, sw: usize, id: u32, name: &str, restoring: bool) -> NTSTATUS {
-        let port = SimPort {
-            id,
-            name: utf16(name),
-            port_type: sys::NdisSwitchPortTypeSynthetic,
-            nic: None,
-        };
+        self.create_port_as(sw, SimPort::new(id, name, sys::NdisSwitchPortTypeSynthetic), restoring)
+    }
+
+    /// Creates `port` (any type, validation or not) on switch `sw`.
+    pub fn create_port_as(&mut self, sw: usize, port: SimPort, restoring: bool) -> NTSTATUS {
         let params = switch_params(&self.switches[sw].name);
         let pp = port_params(&port, restoring);
         let r = self.port_event(sys::FWPS_VSWITCH_EVENT_PORT_CREATE, &params, &pp);
@@ -562,14 +872,14 @@ impl Host {
         params: &sys::NDIS_SWITCH_PARAMETERS,
         pp: &sys::NDIS_SWITCH_PORT_PARAMETERS,
     ) -> NTSTATUS {
-        let results = self.notify("vSwitchPortEventNotifyFn", true, pp.PortId, |sub, ctx| {
+        let results = self.notify_each("vSwitchPortEventNotifyFn", true, pp.PortId, |sub, ctx| {
             match sub.table.vSwitchPortEventNotifyFn {
                 // SAFETY: the driver's callback with valid arguments.
                 Some(f) => unsafe { f(sub.context as *mut c_void, ctx, event, params, pp) },
                 None => sys::STATUS_SUCCESS,
             }
         });
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// Deletes a VM port.
@@ -592,40 +902,52 @@ impl Host {
             _ => 4,
         };
         if let Some(p) = self.switches[sw].ports.iter_mut().find(|p| p.id == port_id) {
-            p.nic = (state != 4).then_some((index, state == 2));
+            p.nic = (state != sys::NdisSwitchNicStateDeleted).then_some((index, state));
         }
         let params = switch_params(&self.switches[sw].name);
-        let nic = nic_params(port_id, index, state);
-        let results = self.notify("vSwitchInterfaceEventNotifyFn", true, port_id, |sub, ctx| {
-            match sub.table.vSwitchInterfaceEventNotifyFn {
-                // SAFETY: the driver's callback with valid arguments.
-                Some(f) => unsafe {
-                    f(sub.context as *mut c_void, ctx, event, &raw const params, &raw const *nic)
-                },
-                None => sys::STATUS_SUCCESS,
-            }
-        });
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        let nic = self.nic_params(port_id, index, state);
+        let results =
+            self.notify_each("vSwitchInterfaceEventNotifyFn", true, port_id, |sub, ctx| {
+                match sub.table.vSwitchInterfaceEventNotifyFn {
+                    // SAFETY: the driver's callback with valid arguments.
+                    Some(f) => unsafe {
+                        f(
+                            sub.context as *mut c_void,
+                            ctx,
+                            event,
+                            &raw const params,
+                            &raw const *nic,
+                        )
+                    },
+                    None => sys::STATUS_SUCCESS,
+                }
+            });
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// A filter-engine reorder notification.
     pub fn reorder(&mut self, in_required_position: bool) -> NTSTATUS {
         let filters = sys::NDIS_ENUM_FILTERS::default();
-        let results = self.notify("vSwitchFilterEngineReorderNotifyRn", false, 0, |sub, ctx| {
-            match sub.table.vSwitchFilterEngineReorderNotifyRn {
-                // SAFETY: the driver's callback with valid arguments.
-                Some(f) => unsafe {
-                    f(
-                        sub.context as *mut c_void,
-                        ctx,
-                        u8::from(in_required_position),
-                        &raw const filters,
-                    )
-                },
-                None => sys::STATUS_SUCCESS,
-            }
-        });
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        let results =
+            self.notify_each("vSwitchFilterEngineReorderNotifyRn", false, 0, |sub, ctx| {
+                match sub.table.vSwitchFilterEngineReorderNotifyRn {
+                    // SAFETY: the driver's callback with valid arguments.
+                    Some(f) => unsafe {
+                        f(
+                            sub.context as *mut c_void,
+                            ctx,
+                            u8::from(in_required_position),
+                            &raw const filters,
+                        )
+                    },
+                    None => sys::STATUS_SUCCESS,
+                }
+            });
+        // A reorder pauses and restarts the extension: every switch is reported again.
+        for sw in 0..self.switches.len() {
+            self.pause_restart(sw);
+        }
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// A port policy event (`POLICY_ADD`, `_UPDATE`, `_DELETE`).
@@ -638,7 +960,7 @@ impl Host {
             ..Default::default()
         };
         let is_delete = event == sys::FWPS_VSWITCH_EVENT_POLICY_DELETE;
-        let results = self.notify("vSwitchPolicyEventNotifyFn", true, port_id, |sub, ctx| {
+        let results = self.notify_each("vSwitchPolicyEventNotifyFn", true, port_id, |sub, ctx| {
             match sub.table.vSwitchPolicyEventNotifyFn {
                 // SAFETY: the driver's callback; property pointer null on delete, delete pointer
                 // only on delete (documented).
@@ -655,28 +977,24 @@ impl Host {
                 None => sys::STATUS_SUCCESS,
             }
         });
-        results.first().map_or(sys::STATUS_SUCCESS, |r| r.1)
+        results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
     /// Runtime-state save of a port: every subscriber's blob, copied out at once as Hyper-V
     /// copies it into the OID's buffer, tagged with the subscriber's provider GUID.
-    pub fn save(&mut self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
+    #[must_use]
+    pub fn save(&self, sw: usize, port_id: u32) -> (Vec<SavedBlob>, Duration) {
         let params = switch_params(&self.switches[sw].name);
-        let _cur = CurrentHost::enter(self.id);
         let mut blobs = Vec::new();
-        let mut elapsed = Duration::ZERO;
-        for sub in self.subscriptions() {
-            let Some(f) = sub.table.vSwitchRuntimeStateSaveNotifyFn else { continue };
+        let results = self.notify("vSwitchRuntimeStateSaveNotifyFn", false, port_id, |sub, ctx| {
+            let f = sub.table.vSwitchRuntimeStateSaveNotifyFn?;
             let mut data: *mut c_void = std::ptr::null_mut();
             let mut len = 0usize;
-            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
-            let t = Instant::now();
-            let drv = self.driver_code();
             // SAFETY: the driver's callback with valid out-pointers.
             let status = unsafe {
                 f(
                     sub.context as *mut c_void,
-                    next_handle() as *mut c_void,
+                    ctx,
                     sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_SAVE,
                     &raw const params,
                     port_id,
@@ -684,84 +1002,91 @@ impl Host {
                     &raw mut len,
                 )
             };
-            drop(drv);
-            elapsed += t.elapsed();
+            // What follows is the double's memory, not the driver's.
+            let _kernel = crate::alloc::Attribution::enter(None);
             let bytes = if len == 0 || data.is_null() {
                 Vec::new()
             } else {
                 // SAFETY: the driver returned `len` readable bytes at `data`.
                 unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }.to_vec()
             };
+            let null_on_success =
+                sys::nt_success(status) && status != sys::STATUS_PENDING && data.is_null();
             with_host_id(self.id, |s| {
-                s.vswitch.in_callback -= 1;
-                if status == sys::STATUS_PENDING {
-                    // A pended save has no documented way to return its data.
-                    s.violate(Violation::PendingNotAllowed {
-                        callback: "vSwitchRuntimeStateSaveNotifyFn",
-                    });
+                if null_on_success {
+                    s.violate(Violation::SaveNullOnSuccess);
                 }
-                if bytes.len() > usize::from(u16::MAX) {
-                    s.violate(Violation::SaveTooLarge { len: bytes.len() });
+                if len > usize::from(u16::MAX) {
+                    s.violate(Violation::SaveTooLarge { len });
                 }
             });
             blobs.push((sub.provider, bytes));
-        }
-        (blobs, elapsed)
+            Some(status)
+        });
+        (blobs, results.iter().map(|r| r.elapsed).sum())
     }
 
     /// Runtime-state restore of a port: each blob goes to the subscriber whose provider GUID
     /// matches the one it was saved under (blobs of no subscriber are dropped, as WFP does).
+    /// WFP's buffer lives only for the call: the double hands a copy and poisons it after.
+    #[must_use]
     pub fn restore(
-        &mut self,
+        &self,
         sw: usize,
         port_id: u32,
         blobs: &[(Option<GUID>, Vec<u8>)],
     ) -> Vec<RestoreTicket> {
         let params = switch_params(&self.switches[sw].name);
-        let _cur = CurrentHost::enter(self.id);
-        let mut tickets = Vec::new();
-        for sub in self.subscriptions() {
-            let Some(f) = sub.table.vSwitchRuntimeStateRestoreNotifyFn else { continue };
-            let Some((_, blob)) = blobs.iter().find(|(p, _)| p.is_some() && *p == sub.provider)
-            else {
-                continue;
-            };
-            // WFP's buffer lives only for the call: hand a copy and poison it afterwards.
-            let mut buffer = blob.clone();
-            let ctx = next_handle();
-            with_host_id(self.id, |s| s.vswitch.in_callback += 1);
-            let t = Instant::now();
-            let drv = self.driver_code();
-            // SAFETY: the driver's callback with a valid buffer of `len` bytes.
-            let status = unsafe {
-                f(
-                    sub.context as *mut c_void,
-                    ctx as *mut c_void,
-                    sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_RESTORE,
-                    &raw const params,
-                    port_id,
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            drop(drv);
-            let elapsed = t.elapsed();
-            buffer.fill(0xDD);
-            with_host_id(self.id, |s| {
-                s.vswitch.in_callback -= 1;
-                if status == sys::STATUS_PENDING {
-                    s.vswitch.outstanding.insert(
+        let results =
+            self.notify("vSwitchRuntimeStateRestoreNotifyFn", true, port_id, |sub, ctx| {
+                let f = sub.table.vSwitchRuntimeStateRestoreNotifyFn?;
+                let (_, blob) = blobs.iter().find(|(p, _)| p.is_some() && *p == sub.provider)?;
+                let mut buffer = {
+                    let _kernel = crate::alloc::Attribution::enter(None);
+                    blob.clone()
+                };
+                // SAFETY: the driver's callback with a valid buffer of `len` bytes.
+                let status = unsafe {
+                    f(
+                        sub.context as *mut c_void,
                         ctx,
-                        crate::vswitch::Outstanding {
-                            callback: "vSwitchRuntimeStateRestoreNotifyFn",
-                            port_id,
-                        },
-                    );
-                }
+                        sys::FWPS_VSWITCH_EVENT_RUNTIME_STATE_RESTORE,
+                        &raw const params,
+                        port_id,
+                        buffer.as_mut_ptr().cast(),
+                        buffer.len(),
+                    )
+                };
+                buffer.fill(0xDD);
+                Some(status)
             });
-            tickets.push(RestoreTicket { context: ctx, returned: status, elapsed });
+        results
+            .into_iter()
+            .map(|r| RestoreTicket { context: r.context, returned: r.status, elapsed: r.elapsed })
+            .collect()
+    }
+
+    /// The VM restores this host's extensible switch failed because an extension (vsflow)
+    /// failed `OID_SWITCH_NIC_RESTORE` ("if an extension fails the request, the whole restore
+    /// fails"): port id and status.
+    #[must_use]
+    pub fn failed_vm_restores(&self) -> Vec<(u32, NTSTATUS)> {
+        with_host_id(self.id, |s| s.failed_vm_restores.clone())
+    }
+
+    /// How Hyper-V sees the restore of one port's state from the callbacks' tickets: failed if
+    /// any extension failed it, pending while any has not completed, else succeeded.
+    #[must_use]
+    pub fn vm_restore(&self, tickets: &[RestoreTicket]) -> VmRestore {
+        let mut pending = false;
+        for t in tickets {
+            match self.restore_status(t) {
+                None => pending = true,
+                Some(s) if !sys::nt_success(s) => return VmRestore::Failed(s),
+                Some(_) => {}
+            }
         }
-        tickets
+        if pending { VmRestore::Pending } else { VmRestore::Succeeded }
     }
 
     /// The final status of a restore: the callback's, or its completion's once completed.
@@ -777,117 +1102,14 @@ impl Host {
     /// Sends `p` across switch `sw` from port `src` to port `dst`: classified at the ingress
     /// transport layer, then at egress.
     pub fn transmit(&mut self, sw: usize, src: u32, dst: u32, p: &SimPacket) -> PacketFate {
-        let (ingress_id, ingress_key, egress_id, egress_key) = match p.family {
-            vsflow_core::IpFamily::V4 => (
-                sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4,
-                sys::FWPM_LAYER_INGRESS_VSWITCH_TRANSPORT_V4,
-                sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V4,
-                sys::FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V4,
-            ),
-            vsflow_core::IpFamily::V6 => (
-                sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V6,
-                sys::FWPM_LAYER_INGRESS_VSWITCH_TRANSPORT_V6,
-                sys::FWPS_LAYER_EGRESS_VSWITCH_TRANSPORT_V6,
-                sys::FWPM_LAYER_EGRESS_VSWITCH_TRANSPORT_V6,
-            ),
-        };
-        let name = self.switches[sw].name.clone();
-        if !self.classify_at(ingress_id, &ingress_key, true, src, dst, &name, p) {
-            return PacketFate::BlockedAtIngress;
-        }
-        if !self.classify_at(egress_id, &egress_key, false, src, dst, &name, p) {
-            return PacketFate::BlockedAtEgress;
-        }
-        PacketFate::Delivered
+        crate::wire::transmit(self.id, &self.switches[sw].name, src, dst, p)
     }
 
-    /// Runs the filters of one layer on a packet; true if permitted.
-    #[allow(clippy::too_many_arguments, reason = "the classify inputs")]
-    fn classify_at(
-        &self,
-        layer_id: u16,
-        layer: &GUID,
-        ingress: bool,
-        src: u32,
-        dst: u32,
-        switch_name: &[u16],
-        p: &SimPacket,
-    ) -> bool {
-        let (filters, callouts) =
-            with_host_id(self.id, |s| (s.engine.filters_at(layer), s.engine.registered.clone()));
-        let _cur = CurrentHost::enter(self.id);
-        let before = p.frame.clone();
-        let mut input = ClassifyInput::new(p, ingress, src, dst, switch_name);
-        let values = input.incoming(layer_id);
-        for f in filters {
-            match f.action {
-                sys::FWP_ACTION_BLOCK => return false,
-                sys::FWP_ACTION_PERMIT => return true,
-                _ => {}
-            }
-            let Some(ckey) = f.callout else { continue };
-            let Some(callout) = callouts.iter().find(|c| c.key == ckey) else {
-                if f.flags & sys::FWPM_FILTER_FLAG_PERMIT_IF_CALLOUT_UNREGISTERED != 0 {
-                    continue;
-                }
-                return false;
-            };
-            let Some(classify) = callout.classify else { continue };
-            // SAFETY: plain data, all zeroes valid.
-            let mut filter: sys::FWPS_FILTER3 = unsafe { std::mem::zeroed() };
-            filter.filterId = f.id;
-            filter.action = sys::FWPS_ACTION0 { r#type: f.action, calloutId: callout.id };
-            filter.context = f.raw_context;
-            let mut out = sys::FWPS_CLASSIFY_OUT0 {
-                rights: sys::FWPS_RIGHT_ACTION_WRITE,
-                ..Default::default()
-            };
-            let layer_data = input.layer_data();
-            let drv = self.driver_code();
-            // SAFETY: the driver's classify function with valid inputs alive for the call.
-            unsafe {
-                classify(
-                    &raw const values,
-                    &raw const input.meta,
-                    layer_data,
-                    std::ptr::null(),
-                    &raw const filter,
-                    0,
-                    &raw mut out,
-                );
-            };
-            drop(drv);
-            if p.frame != before {
-                with_host_id(self.id, |s| {
-                    s.violate(Violation::BadClassifyAction {
-                        what: "packet modified (HLK NoEgressModification)".to_owned(),
-                    });
-                });
-            }
-            match out.actionType {
-                sys::FWP_ACTION_BLOCK => {
-                    if out.rights & sys::FWPS_RIGHT_ACTION_WRITE != 0 {
-                        with_host_id(self.id, |s| {
-                            s.violate(Violation::BadClassifyAction {
-                                what: "block without clearing FWPS_RIGHT_ACTION_WRITE".to_owned(),
-                            });
-                        });
-                    }
-                    return false;
-                }
-                sys::FWP_ACTION_PERMIT => {}
-                other => {
-                    if f.action == sys::FWP_ACTION_CALLOUT_TERMINATING {
-                        with_host_id(self.id, |s| {
-                            s.violate(Violation::BadClassifyAction {
-                                what: format!("terminating callout returned action {other:#x}"),
-                            });
-                        });
-                    }
-                }
-            }
-        }
-        true
+    /// A handle other threads can send packets with while this host runs events (real
+    /// concurrency: classify on several threads).
+    #[must_use]
+    pub fn wire(&self) -> crate::wire::Wire {
+        crate::wire::Wire::new(self.id, self.switches.iter().map(|s| s.name.clone()).collect())
     }
 }
 
@@ -895,5 +1117,19 @@ impl Drop for Host {
     fn drop(&mut self) {
         self.unload_driver();
         remove_host(self.id);
+    }
+}
+
+impl Host {
+    /// The diagnostic events the driver emitted so far (what it writes to ETW), oldest first.
+    #[must_use]
+    pub fn trace_events(&self) -> Vec<vsflow_callout::TraceEvent> {
+        self.shared.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Kernel-primitive misuse the services detected (each also panicked where it happened).
+    #[must_use]
+    pub fn primitive_misuse(&self) -> Vec<String> {
+        self.shared.misuse.lock().map(|e| e.clone()).unwrap_or_default()
     }
 }

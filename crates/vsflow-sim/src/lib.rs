@@ -16,18 +16,23 @@ pub mod bench;
 pub mod contract;
 pub mod engine;
 pub mod exports;
+pub mod faults;
+pub mod foreign;
 pub mod host;
 pub mod inspect;
+pub mod irql;
 pub mod migrate;
 pub mod packet;
 pub mod rng;
 pub mod services;
+pub mod traffic;
 pub mod vswitch;
+pub mod wire;
 mod world;
 
 pub use contract::Violation;
 
 #[global_allocator]
 static ACCOUNTING: alloc::Accounting = alloc::Accounting;
-pub use host::{Host, PacketFate, RestoreTicket};
+pub use host::{Host, PacketFate, RestoreTicket, VmRestore};
 pub use packet::SimPacket;

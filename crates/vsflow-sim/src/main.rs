@@ -51,9 +51,20 @@ enum Command {
     },
     /// Measure the callback paths against their targets (docs/PERFORMANCE.md).
     Bench {
-        /// Samples per measurement.
+        /// Samples per measurement (callbacks mode).
         #[arg(long, default_value_t = 2000)]
         iterations: usize,
+        /// `callbacks` (save, restore, per-port, classify vs core), `scaling` (threads and
+        /// ports, classify latency during saves: issue 11), `classify` (callout vs core
+        /// only), or `all`.
+        #[arg(long, default_value = "all")]
+        mode: String,
+        /// Seconds per throughput point (scaling mode).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Trials per throughput point (scaling mode; medians reported).
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
     },
     /// Saved blobs.
     Blob {
@@ -94,8 +105,35 @@ fn main() -> ExitCode {
             }
             if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
-        Command::Bench { iterations } => {
-            print!("{}", vsflow_sim::bench::run(iterations).to_text());
+        Command::Bench { iterations, mode, seconds, trials } => {
+            let (callbacks, scaling) = match mode.as_str() {
+                "classify" => {
+                    let cfg = vsflow_callout::DriverConfig {
+                        default_mode: vsflow_core::Mode::Enforce,
+                        restore_mode: vsflow_callout::RestoreMode::Synchronous,
+                        ..vsflow_callout::DriverConfig::default()
+                    };
+                    let (c, k) = vsflow_sim::bench::callout_vs_core(cfg, trials.max(1) * 3);
+                    println!(
+                        "classify via callout {c:.1} ns/packet vs core {k:.1} ns/packet, one thread: {:.2}x",
+                        c / k.max(f64::MIN_POSITIVE)
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                "callbacks" => (true, false),
+                "scaling" => (false, true),
+                "all" => (true, true),
+                other => {
+                    eprintln!("vsflow-sim bench: unknown mode '{other}' (callbacks, scaling, all)");
+                    return ExitCode::from(2);
+                }
+            };
+            if callbacks {
+                print!("{}", vsflow_sim::bench::run(iterations).to_text());
+            }
+            if scaling {
+                print!("{}", vsflow_sim::bench::scaling(seconds, trials).to_text());
+            }
             ExitCode::SUCCESS
         }
         Command::Blob { command: BlobCommand::Inspect { file } } => {

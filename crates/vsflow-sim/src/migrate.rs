@@ -17,10 +17,11 @@ use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode};
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
 use vsflow_core::policy::{AllowRule, PortRange, Prefix};
-use vsflow_core::{FlowState, IpFamily, Mode, protocol};
+use vsflow_core::{IpFamily, Mode, protocol};
 
 use crate::host::{EXTERNAL_PORT, Host, PacketFate};
 use crate::packet::SimPacket;
+use crate::traffic::{self, remote_addr};
 
 /// Scenario options.
 #[derive(Clone, Debug)]
@@ -127,8 +128,11 @@ pub struct MigrationReport {
     pub inbound_permitted: usize,
     /// The same packets in the baseline run (no save/restore): blocked.
     pub baseline_blocked: Option<usize>,
-    /// Restores that failed.
+    /// Restores that failed (as Hyper-V sees them: any extension's failure fails the VM's).
     pub failed_restores: usize,
+    /// Inbound packets sent in the restore window (NIC created, restore not completed):
+    /// delivered, sent.
+    pub window: (usize, usize),
     /// Contract violations on either host.
     pub violations: Vec<String>,
 }
@@ -136,23 +140,6 @@ pub struct MigrationReport {
 struct Conn {
     port: usize,
     packet: SimPacket,
-}
-
-fn vm_addr(family: IpFamily, port: usize) -> [u8; 16] {
-    let [_, _, hi, lo] = u32::try_from(port).unwrap_or(0).to_be_bytes();
-    match family {
-        IpFamily::V4 => vsflow_core::packet::v4([10, hi, lo, 2]),
-        IpFamily::V6 => [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi, lo, 2],
-    }
-}
-
-fn remote_addr(family: IpFamily, n: u32, ssh: bool) -> [u8; 16] {
-    let [_, _, hi, lo] = n.to_be_bytes();
-    match (family, ssh) {
-        (IpFamily::V4, false) => vsflow_core::packet::v4([198, 51, hi, lo]),
-        (IpFamily::V4, true) => vsflow_core::packet::v4([203, 0, 113, lo]),
-        (IpFamily::V6, _) => [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, hi, lo],
-    }
 }
 
 const TICK_MS: u64 = 10_000;
@@ -212,86 +199,74 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE);
         a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
     }
-    a.driver().with_state(|st| {
-        for e in st.ports.values_mut() {
-            let _ = e.port.replace_rules(&[ssh]);
-        }
-    });
+    // Rules go in as an operator's tool sends them: the ReplaceRules IOCTL.
+    let ruled = a.replace_rules_everywhere(&[ssh]);
+    assert_eq!(ruled, ports, "every VM port accepts the SSH rule");
 
-    // Traffic on A.
+    // Traffic on A. Data starts at the IP header; some packets carry IPv4 options or IPv6
+    // extension headers, and some are laid out in MDL chains cut inside the headers.
     let mut conns: Vec<Conn> = Vec::new();
     for i in 0..ports {
         let id = 100 + u32::try_from(i).unwrap_or(0);
+        let vm_n = u32::try_from(i).unwrap_or(0);
         for f in 0..opts.flows_per_port {
             a.advance(TICK_MS);
             let kind = rng.below(100);
             let family = if rng.below(5) == 0 { IpFamily::V6 } else { IpFamily::V4 };
-            let vm = vm_addr(family, i);
             let lport = 20_000 + u16::try_from(f % 40_000).unwrap_or(0);
-            // A packet the VM sends to a remote host.
-            let outbound = |proto, remote_port, flags, len| {
-                SimPacket::new(
-                    family,
-                    proto,
-                    vm,
-                    lport,
-                    remote_addr(family, f, false),
-                    remote_port,
-                    flags,
-                    len,
-                )
+            let cut = usize::try_from(rng.below(60)).unwrap_or(0) + 1;
+            let shape = |p: SimPacket| match f % 8 {
+                1 | 5 => p.split_at(&[cut]),
+                3 if p.family == IpFamily::V4 => p.with_ipv4_options(2).split_at(&[cut]),
+                3 => p.with_ipv6_ext(&[crate::packet::Ipv6Ext::HopByHop]),
+                _ => p,
             };
             match kind {
                 // Inbound SSH through the allow rule (IPv4 only: the rule's prefix).
                 0..=9 => {
-                    let syn = SimPacket::new(
+                    let syn = traffic::inbound_syn(
                         IpFamily::V4,
-                        protocol::TCP,
                         remote_addr(IpFamily::V4, f, true),
                         lport,
-                        vm_addr(IpFamily::V4, i),
+                        vm_n,
                         22,
-                        0x02,
-                        0,
                     );
-                    a.transmit(sa, EXTERNAL_PORT, id, &syn);
-                    a.transmit(sa, id, EXTERNAL_PORT, &syn.reply(0x12, 0));
-                    a.transmit(sa, EXTERNAL_PORT, id, &syn.reply(0x12, 0).reply(0x10, 0));
-                    conns.push(Conn { port: i, packet: syn.reply(0x10, 100).reply(0x18, 100) });
+                    let (_, data) = traffic::inbound_handshake(&mut a, sa, id, &shape(syn));
+                    conns.push(Conn { port: i, packet: data });
                 }
                 // VM-opened TCP, established.
                 10..=74 => {
-                    let syn = outbound(protocol::TCP, 443, 0x02, 0);
-                    a.transmit(sa, id, EXTERNAL_PORT, &syn);
-                    let synack = syn.reply(0x12, 0);
-                    a.transmit(sa, EXTERNAL_PORT, id, &synack);
-                    a.transmit(sa, id, EXTERNAL_PORT, &synack.reply(0x10, 200));
-                    conns.push(Conn { port: i, packet: syn.reply(0x18, 1200) });
+                    let syn =
+                        traffic::vm_syn(family, vm_n, lport, remote_addr(family, f, false), 443);
+                    let (_, data) = traffic::vm_handshake(&mut a, sa, id, &shape(syn));
+                    conns.push(Conn { port: i, packet: data });
                 }
                 // VM-opened TCP still in handshake.
                 75..=84 => {
-                    let syn = outbound(protocol::TCP, 8443, 0x02, 0);
-                    a.transmit(sa, id, EXTERNAL_PORT, &syn);
+                    let syn =
+                        traffic::vm_syn(family, vm_n, lport, remote_addr(family, f, false), 8443);
+                    a.transmit(sa, id, EXTERNAL_PORT, &shape(syn));
                 }
                 // UDP.
                 _ => {
-                    let q = outbound(protocol::UDP, 53, 0, 40);
-                    a.transmit(sa, id, EXTERNAL_PORT, &q);
-                    a.transmit(sa, EXTERNAL_PORT, id, &q.reply(0, 120));
+                    let q = SimPacket::new(
+                        family,
+                        protocol::UDP,
+                        traffic::vm_addr(family, vm_n),
+                        lport,
+                        remote_addr(family, f, false),
+                        53,
+                        0,
+                        40,
+                    );
+                    traffic::udp_exchange(&mut a, sa, id, &shape(q));
                 }
             }
         }
     }
-    let established_on_a: usize = a.driver().with_state(|st| {
-        st.ports
-            .values()
-            .map(|e| {
-                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
-            })
-            .sum()
-    });
-    let flows_on_a: usize =
-        a.driver().with_state(|st| st.ports.values().map(|e| e.port.table().len()).sum());
+    let totals_a = a.driver().flow_totals();
+    let established_on_a = totals_a.established;
+    let flows_on_a = totals_a.flows;
 
     // Migration, port by port.
     let mut order: Vec<usize> = (0..ports).collect();
@@ -311,6 +286,14 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     let mut fingerprinted = 0u64;
     let mut failed = 0usize;
     let mut deferred_tickets = Vec::new();
+    let mut first_conn: Vec<Option<usize>> = vec![None; ports];
+    for (k, c) in conns.iter().enumerate() {
+        if first_conn[c.port].is_none() {
+            first_conn[c.port] = Some(k);
+        }
+    }
+    let mut window_sent = 0usize;
+    let mut window_delivered = 0usize;
     for &i in &order {
         let id_a = 100 + u32::try_from(i).unwrap_or(0);
         let id_b = 5000 + u32::try_from(i).unwrap_or(0);
@@ -349,6 +332,16 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         }
         if opts.save_restore {
             let tickets = b.restore(sb, id_b, &blobs);
+            // The restore window: the NIC is created and traffic flows before the pended
+            // restore completes ("Hyper-V extensible switch port and network adapter
+            // states"). The VM's first carried connection sends now.
+            if let Some(c) = first_conn.get(i).copied().flatten() {
+                b.advance(TICK_MS);
+                window_sent += 1;
+                if b.transmit(sb, EXTERNAL_PORT, id_b, &conns[c].packet) == PacketFate::Delivered {
+                    window_delivered += 1;
+                }
+            }
             let defer = opts.shuffle && rng.below(3) == 0;
             for t in tickets {
                 restore_cb.push(t.elapsed);
@@ -379,14 +372,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     }
 
     // The proof: established connections on B, and their inbound packets right after restore.
-    let established_on_b: usize = b.driver().with_state(|st| {
-        st.ports
-            .values()
-            .map(|e| {
-                e.port.table().iter().filter(|(_, r)| r.state == FlowState::Established).count()
-            })
-            .sum()
-    });
+    let established_on_b = b.driver().flow_totals().established;
     let mut inbound_permitted = 0;
     for c in &conns {
         let id_b = 5000 + u32::try_from(c.port).unwrap_or(0);
@@ -395,6 +381,8 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
             inbound_permitted += 1;
         }
     }
+    // Hyper-V fails a VM's restore if any extension failed it.
+    failed = failed.max(b.failed_vm_restores().len());
     a.unload_driver();
     b.unload_driver();
     let violations =
@@ -421,6 +409,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         inbound_permitted,
         baseline_blocked: None,
         failed_restores: failed,
+        window: (window_delivered, window_sent),
         violations,
     }
 }
@@ -442,6 +431,7 @@ impl MigrationReport {
                 >= self.established_on_a as u64
             && self.inbound_permitted == self.connections
             && self.baseline_blocked.is_none_or(|b| b == self.connections)
+            && self.window.0 == self.window.1
     }
 
     /// The report for a person.
@@ -495,6 +485,11 @@ impl MigrationReport {
                 self.connections
             );
         }
+        let _ = writeln!(
+            s,
+            "  delivered in the restore window       {} of {}",
+            self.window.0, self.window.1
+        );
         let _ = writeln!(s, "  failed restores                       {}", self.failed_restores);
         let _ = writeln!(s, "  contract violations                   {}", self.violations.len());
         for v in &self.violations {
@@ -517,6 +512,7 @@ impl MigrationReport {
             "flows": {"on_a": self.flows_on_a, "carried": self.flows_carried, "fingerprinted": self.flows_fingerprinted, "dropped": self.flows_dropped},
             "proof": {"connections": self.connections, "established_on_a": self.established_on_a, "established_on_b": self.established_on_b, "inbound_permitted_on_b": self.inbound_permitted, "baseline_blocked": self.baseline_blocked},
             "failed_restores": self.failed_restores,
+            "restore_window": {"delivered": self.window.0, "sent": self.window.1},
             "violations": self.violations,
             "passed": self.passed(),
         })

@@ -1,5 +1,14 @@
-//! Packets as the simulator sends them: a real Ethernet frame (what the driver reads TCP flags
-//! from) plus the 5-tuple, and the WFP incoming values and metadata built from them.
+//! Packets as the vSwitch transport layers hand them to a callout.
+//!
+//! At `FWPS_LAYER_{INGRESS,EGRESS}_VSWITCH_TRANSPORT_V4/V6` the `NET_BUFFER_LIST`'s data starts
+//! at the **IP header** ("Data offset positions" in the WFP docs: only the
+//! `*_VSWITCH_ETHERNET` layers start at the MAC header; `WFPSampler`'s basic packet examination
+//! callouts: "Initial offset is at the IP Header"). The double builds a real IP datagram
+//! (IPv4 with options, IPv6 with extension headers, fragments) and lays it out in an MDL chain
+//! as NDIS would: the MAC header still in the first MDL before `CurrentMdlOffset`, the chain
+//! split wherever a test asks, even inside the headers (`NET_BUFFER` and `MDL`, `ndis/nbl.h`,
+//! `wdm.h`). `NET_BUFFER`'s `DataLength` is the 32-bit `ULONG` of its union; the upper half of
+//! the `SIZE_T` is left as garbage, as NDIS never writes it.
 
 use std::ffi::c_void;
 
@@ -8,12 +17,56 @@ use fwps_sys::{
 };
 use vsflow_core::{IpFamily, protocol};
 
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not fragmented.
+    #[default]
+    Whole,
+    /// The first fragment: transport header present, more fragments follow.
+    First,
+    /// A later fragment at this offset (in 8-byte units): no transport header, so WFP has no
+    /// ports to report (the double gives `FWP_EMPTY` for both port values).
+    NonFirst(u16),
+}
+
+/// An IPv6 extension header the double can put before the transport header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv6Ext {
+    /// Hop-by-hop options (next header 0), 8 bytes.
+    HopByHop,
+    /// Routing header type 0 with no segments left (next header 43), 8 bytes.
+    Routing,
+    /// Destination options (next header 60), 16 bytes.
+    DestinationOptions,
+}
+
+impl Ipv6Ext {
+    const fn number(self) -> u8 {
+        match self {
+            Self::HopByHop => 0,
+            Self::Routing => 43,
+            Self::DestinationOptions => 60,
+        }
+    }
+}
+
+/// How the double lays a datagram out in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Offsets into the datagram where a new MDL begins (each MDL is a separate allocation,
+    /// so the bytes are not contiguous across a cut).
+    pub cuts: Vec<usize>,
+    /// Put no MAC header before the datagram in the first MDL (`CurrentMdlOffset` 0).
+    pub no_mac_prefix: bool,
+}
+
 /// A packet on the simulated wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimPacket {
     /// Address family.
     pub family: IpFamily,
-    /// IP protocol.
+    /// IP protocol (the transport protocol, after any IPv6 extension headers).
     pub protocol: u8,
     /// Source address (IPv4 in the first 4 bytes).
     pub src: [u8; 16],
@@ -25,12 +78,22 @@ pub struct SimPacket {
     pub dport: u16,
     /// TCP flags.
     pub flags: u8,
-    /// The Ethernet frame.
-    pub frame: Vec<u8>,
+    /// Payload bytes after the transport header.
+    pub payload: usize,
+    /// IPv4 option words (IHL = 5 + this).
+    pub ipv4_option_words: u8,
+    /// IPv6 extension headers, in order.
+    pub ipv6_ext: Vec<Ipv6Ext>,
+    /// Fragment position.
+    pub fragment: Fragment,
+    /// Memory layout.
+    pub layout: Layout,
+    /// The IP datagram, IP header first: what classify's `NET_BUFFER` describes.
+    pub datagram: Vec<u8>,
 }
 
 impl SimPacket {
-    /// A packet with a frame built from its fields and `payload` bytes of payload.
+    /// An unfragmented packet with a datagram built from its fields and `payload` bytes.
     #[must_use]
     #[allow(clippy::too_many_arguments, reason = "a packet has this many header fields")]
     pub fn new(
@@ -43,12 +106,26 @@ impl SimPacket {
         flags: u8,
         payload: usize,
     ) -> Self {
-        let mut p = Self { family, protocol, src, dst, sport, dport, flags, frame: Vec::new() };
-        p.frame = p.build_frame(payload);
+        let mut p = Self {
+            family,
+            protocol,
+            src,
+            dst,
+            sport,
+            dport,
+            flags,
+            payload,
+            ipv4_option_words: 0,
+            ipv6_ext: Vec::new(),
+            fragment: Fragment::Whole,
+            layout: Layout::default(),
+            datagram: Vec::new(),
+        };
+        p.rebuild();
         p
     }
 
-    /// The reply: addresses and ports swapped, new flags.
+    /// The reply: addresses and ports swapped, new flags, plain headers.
     #[must_use]
     pub fn reply(&self, flags: u8, payload: usize) -> Self {
         Self::new(
@@ -63,43 +140,322 @@ impl SimPacket {
         )
     }
 
-    fn build_frame(&self, payload: usize) -> Vec<u8> {
-        let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
-        let l4_len = match self.protocol {
-            protocol::TCP => 20,
-            _ => 8,
-        } + payload;
+    /// The same packet with `words` 32-bit IPv4 option words (IHL 5 + `words`, at most 10).
+    #[must_use]
+    pub fn with_ipv4_options(mut self, words: u8) -> Self {
+        self.ipv4_option_words = words.min(10);
+        self.rebuild();
+        self
+    }
+
+    /// The same packet with IPv6 extension headers before the transport header.
+    #[must_use]
+    pub fn with_ipv6_ext(mut self, ext: &[Ipv6Ext]) -> Self {
+        self.ipv6_ext = ext.to_vec();
+        self.rebuild();
+        self
+    }
+
+    /// The same packet as a fragment.
+    #[must_use]
+    pub fn as_fragment(mut self, f: Fragment) -> Self {
+        self.fragment = f;
+        self.rebuild();
+        self
+    }
+
+    /// The same bytes laid out in MDLs cut at these datagram offsets.
+    #[must_use]
+    pub fn split_at(mut self, cuts: &[usize]) -> Self {
+        self.layout.cuts = cuts.to_vec();
+        self
+    }
+
+    /// The same bytes with the data starting at offset 0 of the first MDL.
+    #[must_use]
+    pub fn without_mac_prefix(mut self) -> Self {
+        self.layout.no_mac_prefix = true;
+        self
+    }
+
+    /// Length of the IP header including IPv4 options or IPv6 extension headers (where the
+    /// transport header starts).
+    #[must_use]
+    pub fn ip_header_len(&self) -> usize {
         match self.family {
-            IpFamily::V4 => {
-                f.extend_from_slice(&0x0800u16.to_be_bytes());
-                let total = u16::try_from(20 + l4_len).unwrap_or(u16::MAX);
-                f.extend_from_slice(&[0x45, 0]);
-                f.extend_from_slice(&total.to_be_bytes());
-                f.extend_from_slice(&[0, 0, 0x40, 0, 64, self.protocol, 0, 0]);
-                f.extend_from_slice(&self.src[..4]);
-                f.extend_from_slice(&self.dst[..4]);
-            }
+            IpFamily::V4 => 20 + 4 * usize::from(self.ipv4_option_words),
             IpFamily::V6 => {
-                f.extend_from_slice(&0x86DDu16.to_be_bytes());
-                f.extend_from_slice(&[0x60, 0, 0, 0]);
-                f.extend_from_slice(&u16::try_from(l4_len).unwrap_or(u16::MAX).to_be_bytes());
-                f.extend_from_slice(&[self.protocol, 64]);
-                f.extend_from_slice(&self.src);
-                f.extend_from_slice(&self.dst);
+                40 + self.ipv6_ext.iter().map(|e| ext_len(*e)).sum::<usize>()
+                    + if self.fragment == Fragment::Whole { 0 } else { 8 }
             }
         }
-        f.extend_from_slice(&self.sport.to_be_bytes());
-        f.extend_from_slice(&self.dport.to_be_bytes());
+    }
+
+    fn transport(&self) -> Vec<u8> {
+        let mut t = Vec::new();
+        if let Fragment::NonFirst(_) = self.fragment {
+            t.resize(self.payload.max(8), 0xCD);
+            return t;
+        }
+        t.extend_from_slice(&self.sport.to_be_bytes());
+        t.extend_from_slice(&self.dport.to_be_bytes());
         if self.protocol == protocol::TCP {
-            f.extend_from_slice(&[
+            // seq, ack, data offset 5 words, flags, window, checksum, urgent.
+            t.extend_from_slice(&[
                 0, 0, 0, 1, 0, 0, 0, 0, 0x50, self.flags, 0xff, 0xff, 0, 0, 0, 0,
             ]);
         } else {
-            f.extend_from_slice(&[0, 8, 0, 0]);
+            let len = u16::try_from(8 + self.payload).unwrap_or(u16::MAX);
+            t.extend_from_slice(&len.to_be_bytes());
+            t.extend_from_slice(&[0, 0]);
         }
-        f.resize(f.len() + payload, 0xAB);
-        f
+        t.resize(t.len() + self.payload, 0xAB);
+        t
     }
+
+    fn rebuild(&mut self) {
+        let l4 = self.transport();
+        let mut d = Vec::with_capacity(80 + l4.len());
+        match self.family {
+            IpFamily::V4 => {
+                let ihl = 5 + self.ipv4_option_words;
+                let hlen = usize::from(ihl) * 4;
+                let total = u16::try_from(hlen + l4.len()).unwrap_or(u16::MAX);
+                let frag: u16 = match self.fragment {
+                    Fragment::Whole => 0x4000, // DF
+                    Fragment::First => 0x2000, // MF, offset 0
+                    Fragment::NonFirst(off) => off & 0x1fff,
+                };
+                d.extend_from_slice(&[0x40 | ihl, 0]);
+                d.extend_from_slice(&total.to_be_bytes());
+                d.extend_from_slice(&[0x12, 0x34]);
+                d.extend_from_slice(&frag.to_be_bytes());
+                d.extend_from_slice(&[64, self.protocol, 0, 0]);
+                d.extend_from_slice(&self.src[..4]);
+                d.extend_from_slice(&self.dst[..4]);
+                for w in 0..self.ipv4_option_words {
+                    // Router alert first (a real option with a length), NOPs after.
+                    if w == 0 {
+                        d.extend_from_slice(&[0x94, 0x04, 0, 0]);
+                    } else {
+                        d.extend_from_slice(&[0x01; 4]);
+                    }
+                }
+                let sum = checksum(&d[..hlen]);
+                d[10..12].copy_from_slice(&sum.to_be_bytes());
+            }
+            IpFamily::V6 => {
+                let mut chain: Vec<u8> = self.ipv6_ext.iter().map(|e| e.number()).collect();
+                if self.fragment != Fragment::Whole {
+                    chain.push(44);
+                }
+                let first = chain.first().copied().unwrap_or(self.protocol);
+                let ext_bytes = self.ip_header_len() - 40;
+                let payload_len = u16::try_from(ext_bytes + l4.len()).unwrap_or(u16::MAX);
+                d.extend_from_slice(&[0x60, 0, 0, 0]);
+                d.extend_from_slice(&payload_len.to_be_bytes());
+                d.extend_from_slice(&[first, 64]);
+                d.extend_from_slice(&self.src);
+                d.extend_from_slice(&self.dst);
+                for (i, e) in self.ipv6_ext.iter().enumerate() {
+                    let next = chain.get(i + 1).copied().unwrap_or(self.protocol);
+                    let len = ext_len(*e);
+                    d.push(next);
+                    d.push(u8::try_from(len / 8 - 1).unwrap_or(0));
+                    if *e == Ipv6Ext::Routing {
+                        d.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // type 0, 0 segments left
+                    } else {
+                        // PadN covering the rest.
+                        d.push(1);
+                        d.push(u8::try_from(len - 4).unwrap_or(0));
+                        d.resize(d.len() + len - 4, 0);
+                    }
+                }
+                if self.fragment != Fragment::Whole {
+                    let (off, more) = match self.fragment {
+                        Fragment::NonFirst(off) => (off, 0),
+                        _ => (0, 1),
+                    };
+                    d.push(self.protocol);
+                    d.push(0);
+                    d.extend_from_slice(&((off << 3) | more).to_be_bytes());
+                    d.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+                }
+            }
+        }
+        d.extend_from_slice(&l4);
+        self.datagram = d;
+    }
+}
+
+const fn ext_len(e: Ipv6Ext) -> usize {
+    match e {
+        Ipv6Ext::HopByHop | Ipv6Ext::Routing => 8,
+        Ipv6Ext::DestinationOptions => 16,
+    }
+}
+
+fn checksum(h: &[u8]) -> u16 {
+    let mut sum: u32 =
+        h.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !u16::try_from(sum).unwrap_or(0)
+}
+
+/// The garbage the double leaves in the upper half of `NET_BUFFER`'s `SIZE_T stDataLength`.
+pub const DATA_LENGTH_HIGH_GARBAGE: u32 = 0xA5A5_A5A5;
+
+/// The MAC header the double leaves before `CurrentMdlOffset` in the first MDL.
+const MAC_PREFIX: usize = 14;
+
+/// A `NET_BUFFER_LIST` with one `NET_BUFFER` over an MDL chain, built from a datagram.
+pub struct NetBufferList {
+    /// The list.
+    pub nbl: Box<sys::NET_BUFFER_LIST>,
+    nb: Box<sys::NET_BUFFER>,
+    #[allow(clippy::vec_box, reason = "each MDL at a fixed address the chain points to")]
+    mdls: Vec<Box<sys::MDL>>,
+    buffers: Vec<Vec<u8>>,
+}
+
+impl NetBufferList {
+    /// Lays `p`'s datagram out as its [`Layout`] says.
+    #[must_use]
+    pub fn new(p: &SimPacket) -> Self {
+        let prefix = if p.layout.no_mac_prefix { 0 } else { MAC_PREFIX };
+        let mut cuts: Vec<usize> =
+            p.layout.cuts.iter().copied().filter(|&c| c > 0 && c < p.datagram.len()).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut buffers = Vec::new();
+        let mut start = 0;
+        for end in cuts.into_iter().chain(std::iter::once(p.datagram.len())) {
+            let mut b = Vec::with_capacity(end - start + prefix);
+            if buffers.is_empty() {
+                b.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2][..prefix.min(12)]);
+                if prefix == MAC_PREFIX {
+                    b.extend_from_slice(match p.family {
+                        IpFamily::V4 => &[0x08, 0x00],
+                        IpFamily::V6 => &[0x86, 0xDD],
+                    });
+                }
+            }
+            b.extend_from_slice(&p.datagram[start..end]);
+            buffers.push(b);
+            start = end;
+        }
+        let mut mdls: Vec<Box<sys::MDL>> = buffers
+            .iter_mut()
+            .map(|b| {
+                let va = b.as_mut_ptr() as usize;
+                Box::new(sys::MDL {
+                    Next: std::ptr::null_mut(),
+                    Size: 48 + 8,
+                    MdlFlags: sys::MDL_SOURCE_IS_NONPAGED_POOL,
+                    Process: std::ptr::null_mut(),
+                    MappedSystemVa: b.as_mut_ptr().cast(),
+                    StartVa: b.as_mut_ptr().wrapping_sub(va & 0xfff).cast(),
+                    ByteCount: u32::try_from(b.len()).unwrap_or(0),
+                    ByteOffset: u32::try_from(va & 0xfff).unwrap_or(0),
+                })
+            })
+            .collect();
+        for i in (1..mdls.len()).rev() {
+            let next: *mut sys::MDL = &raw mut *mdls[i];
+            mdls[i - 1].Next = next;
+        }
+        let first: *mut sys::MDL = &raw mut *mdls[0];
+        let mut nb = Box::new(sys::NET_BUFFER {
+            Next: std::ptr::null_mut(),
+            CurrentMdl: first,
+            CurrentMdlOffset: u32::try_from(prefix).unwrap_or(0),
+            Padding0: 0,
+            DataLength: u32::try_from(p.datagram.len()).unwrap_or(u32::MAX),
+            stDataLengthHigh: DATA_LENGTH_HIGH_GARBAGE,
+            MdlChain: first,
+            DataOffset: u32::try_from(prefix).unwrap_or(0),
+        });
+        let nbl = Box::new(sys::NET_BUFFER_LIST {
+            Next: std::ptr::null_mut(),
+            FirstNetBuffer: &raw mut *nb,
+        });
+        Self { nbl, nb, mdls, buffers }
+    }
+
+    /// Every byte of every MDL (to detect a callout writing to the packet).
+    #[must_use]
+    pub fn bytes(&self) -> Vec<u8> {
+        self.buffers.concat()
+    }
+
+    /// MDLs in the chain.
+    #[must_use]
+    pub fn mdl_count(&self) -> usize {
+        self.mdls.len()
+    }
+
+    /// The `NET_BUFFER`.
+    #[must_use]
+    pub fn net_buffer(&mut self) -> *mut sys::NET_BUFFER {
+        &raw mut *self.nb
+    }
+}
+
+/// `NdisGetDataBuffer` as documented (ndis/nblapi.h).
+///
+/// Null if `DataLength` is less than
+/// `bytes_needed`; a pointer into the buffer if the bytes are contiguous (and meet the
+/// alignment asked for); otherwise a copy into `storage`, or null when `storage` is null.
+///
+/// # Safety
+/// `nb` is null or a `NET_BUFFER` whose MDL chain is valid; `storage` is null or has
+/// `bytes_needed` writable bytes.
+pub unsafe fn get_data_buffer(
+    nb: *mut sys::NET_BUFFER,
+    bytes_needed: u32,
+    storage: *mut c_void,
+    align_multiple: u32,
+    align_offset: u32,
+) -> *mut c_void {
+    // SAFETY: caller's contract.
+    let Some(nb) = (unsafe { nb.as_ref() }) else { return std::ptr::null_mut() };
+    if bytes_needed > nb.DataLength {
+        return std::ptr::null_mut();
+    }
+    let needed = bytes_needed as usize;
+    let mut mdl = nb.CurrentMdl;
+    let mut off = nb.CurrentMdlOffset as usize;
+    // SAFETY: the MDL chain is valid (caller's contract).
+    let Some(first) = (unsafe { mdl.as_ref() }) else { return std::ptr::null_mut() };
+    let in_first = (first.ByteCount as usize).saturating_sub(off);
+    let here = first.MappedSystemVa.cast::<u8>().wrapping_add(off);
+    let aligned =
+        align_multiple <= 1 || (here as usize) % (align_multiple as usize) == align_offset as usize;
+    if in_first >= needed && aligned {
+        return here.cast();
+    }
+    if storage.is_null() {
+        return std::ptr::null_mut();
+    }
+    let out = storage.cast::<u8>();
+    let mut copied = 0;
+    while copied < needed {
+        // SAFETY: the chain is valid; a null link ends it.
+        let Some(m) = (unsafe { mdl.as_ref() }) else { return std::ptr::null_mut() };
+        let avail = (m.ByteCount as usize).saturating_sub(off);
+        let n = avail.min(needed - copied);
+        let src = m.MappedSystemVa.cast::<u8>().wrapping_add(off);
+        let dst = out.wrapping_add(copied);
+        // SAFETY: `n` bytes readable at `src` (inside the MDL's bytes); `dst` has room for them
+        // (`storage` has `needed` writable bytes: caller's contract); no overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src, dst, n) };
+        copied += n;
+        mdl = m.Next;
+        off = 0;
+    }
+    storage
 }
 
 /// The values, metadata and `NET_BUFFER_LIST` of one classify call, kept alive while the call
@@ -108,8 +464,7 @@ pub struct ClassifyInput {
     /// The incoming values, indexed by field.
     pub values: Vec<FWPS_INCOMING_VALUE0>,
     /// The `NET_BUFFER_LIST` handed to classify as `layerData`.
-    pub nbl: Box<sys::NET_BUFFER_LIST>,
-    nb: Box<sys::NET_BUFFER>,
+    pub list: NetBufferList,
     /// The metadata.
     pub meta: FWPS_INCOMING_METADATA_VALUES0,
     v6_src: Box<sys::FWP_BYTE_ARRAY16>,
@@ -125,7 +480,8 @@ fn val(t: u32, u: FWP_VALUE0_u) -> FWPS_INCOMING_VALUE0 {
 impl ClassifyInput {
     /// The incoming values and metadata WFP would pass at an ingress or egress vSwitch
     /// transport layer for `p`, travelling from port `src_port` to port `dst_port` of the
-    /// switch named `switch_name`.
+    /// switch named `switch_name`. A non-first fragment carries no ports: both port values
+    /// are `FWP_EMPTY` (documents are silent on these layers; see WINDOWS-VERIFICATION).
     #[must_use]
     pub fn new(
         p: &SimPacket,
@@ -136,17 +492,7 @@ impl ClassifyInput {
     ) -> Box<Self> {
         let mut me = Box::new(Self {
             values: Vec::new(),
-            nbl: Box::new(sys::NET_BUFFER_LIST {
-                Next: std::ptr::null_mut(),
-                FirstNetBuffer: std::ptr::null_mut(),
-            }),
-            // The simulator's NdisGetDataBuffer reads the frame through `CurrentMdl`.
-            nb: Box::new(sys::NET_BUFFER {
-                Next: std::ptr::null_mut(),
-                CurrentMdl: p.frame.as_ptr().cast_mut().cast(),
-                CurrentMdlOffset: 0,
-                DataLength: p.frame.len(),
-            }),
+            list: NetBufferList::new(p),
             // SAFETY: the metadata struct is plain data (integers and nullable pointers); all
             // zeroes is a valid value.
             meta: unsafe { std::mem::zeroed() },
@@ -155,7 +501,6 @@ impl ClassifyInput {
             switch_blob: Box::new(sys::FWP_BYTE_BLOB { size: 0, data: std::ptr::null_mut() }),
             switch_bytes: switch_name.iter().flat_map(|u| u.to_le_bytes()).collect(),
         });
-        me.nbl.FirstNetBuffer = &raw mut *me.nb;
         me.switch_blob.size = u32::try_from(me.switch_bytes.len()).unwrap_or(0);
         me.switch_blob.data = me.switch_bytes.as_mut_ptr();
         let (src, dst) = match p.family {
@@ -188,9 +533,12 @@ impl ClassifyInput {
         values[sys::FIELD_IP_SOURCE_ADDRESS] = src;
         values[sys::FIELD_IP_DESTINATION_ADDRESS] = dst;
         values[sys::FIELD_IP_PROTOCOL] = val(sys::FWP_UINT8, FWP_VALUE0_u { uint8: p.protocol });
-        values[sys::FIELD_IP_SOURCE_PORT] = val(sys::FWP_UINT16, FWP_VALUE0_u { uint16: p.sport });
-        values[sys::FIELD_IP_DESTINATION_PORT] =
-            val(sys::FWP_UINT16, FWP_VALUE0_u { uint16: p.dport });
+        if !matches!(p.fragment, Fragment::NonFirst(_)) {
+            values[sys::FIELD_IP_SOURCE_PORT] =
+                val(sys::FWP_UINT16, FWP_VALUE0_u { uint16: p.sport });
+            values[sys::FIELD_IP_DESTINATION_PORT] =
+                val(sys::FWP_UINT16, FWP_VALUE0_u { uint16: p.dport });
+        }
         values[sys::FIELD_VSWITCH_ID] =
             val(sys::FWP_BYTE_BLOB_TYPE, FWP_VALUE0_u { byteBlob: &raw mut *me.switch_blob });
         me.values = values;
@@ -198,7 +546,6 @@ impl ClassifyInput {
             | sys::FWPS_L2_METADATA_FIELD_VSWITCH_DESTINATION_PORT_ID;
         me.meta.vSwitchSourcePortId = src_port;
         me.meta.vSwitchDestinationPortId = dst_port;
-        me.meta.ethernetMacHeaderSize = 14;
         me
     }
 
@@ -211,12 +558,103 @@ impl ClassifyInput {
             incomingValue: self.values.as_mut_ptr(),
         }
     }
-}
 
-impl ClassifyInput {
     /// The `layerData` pointer for classify: the `NET_BUFFER_LIST`.
     #[must_use]
     pub fn layer_data(&mut self) -> *mut c_void {
-        (&raw mut *self.nbl).cast()
+        (&raw mut *self.list.nbl).cast()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(family: IpFamily) -> SimPacket {
+        let (s, d) = match family {
+            IpFamily::V4 => {
+                (vsflow_core::packet::v4([10, 0, 0, 2]), vsflow_core::packet::v4([10, 0, 0, 3]))
+            }
+            IpFamily::V6 => ([0xfd; 16], [0x20; 16]),
+        };
+        SimPacket::new(family, protocol::TCP, s, 1000, d, 22, 0x02, 10)
+    }
+
+    fn read(p: &SimPacket, needed: u32, with_storage: bool) -> (Option<Vec<u8>>, bool) {
+        let mut l = NetBufferList::new(p);
+        let mut storage = vec![0u8; needed as usize];
+        let sp: *mut c_void =
+            if with_storage { storage.as_mut_ptr().cast() } else { std::ptr::null_mut() };
+        // SAFETY: the list is valid; storage has `needed` bytes or is null.
+        let r = unsafe { get_data_buffer(l.net_buffer(), needed, sp, 1, 0) };
+        if r.is_null() {
+            return (None, false);
+        }
+        let copied = r == sp;
+        // SAFETY: NDIS's contract: `needed` readable bytes at `r`.
+        let v = unsafe { std::slice::from_raw_parts(r.cast::<u8>(), needed as usize) }.to_vec();
+        (Some(v), copied)
+    }
+
+    #[test]
+    fn data_starts_at_the_ip_header_after_a_mac_prefix_in_the_first_mdl() {
+        let p = tcp(IpFamily::V4);
+        let l = NetBufferList::new(&p);
+        assert_eq!(l.nb.CurrentMdlOffset, 14);
+        assert_eq!(l.nb.DataOffset, 14);
+        assert_eq!(l.nb.stDataLengthHigh, DATA_LENGTH_HIGH_GARBAGE);
+        let (v, copied) = read(&p, 20, true);
+        assert_eq!(v.as_deref(), Some(&p.datagram[..20]));
+        assert!(!copied, "contiguous data is returned in place");
+        assert_eq!(p.datagram[0] >> 4, 4);
+    }
+
+    #[test]
+    fn a_chain_split_inside_the_headers_is_copied_into_storage_or_null_without_it() {
+        let p = tcp(IpFamily::V4).split_at(&[7, 23]);
+        assert_eq!(NetBufferList::new(&p).mdl_count(), 3);
+        let (v, copied) = read(&p, 40, true);
+        assert_eq!(v.as_deref(), Some(&p.datagram[..40]));
+        assert!(copied);
+        assert_eq!(read(&p, 40, false).0, None);
+        // Within the first MDL it is still in place.
+        assert_eq!(read(&p, 7, false).0.as_deref(), Some(&p.datagram[..7]));
+    }
+
+    #[test]
+    fn asking_for_more_than_data_length_returns_null() {
+        let p = tcp(IpFamily::V6);
+        let n = u32::try_from(p.datagram.len()).unwrap_or(0);
+        assert!(read(&p, n, true).0.is_some());
+        assert_eq!(read(&p, n + 1, true).0, None);
+    }
+
+    #[test]
+    fn ipv4_options_and_ipv6_extension_headers_move_the_transport_header() {
+        let p = tcp(IpFamily::V4).with_ipv4_options(3);
+        assert_eq!(p.datagram[0], 0x48);
+        assert_eq!(p.ip_header_len(), 32);
+        assert_eq!(p.datagram[32 + 13], 0x02, "TCP flags after the options");
+        assert_eq!(checksum(&p.datagram[..32]), 0, "header checksum is valid");
+        let p6 = tcp(IpFamily::V6).with_ipv6_ext(&[Ipv6Ext::HopByHop, Ipv6Ext::DestinationOptions]);
+        assert_eq!(p6.datagram[6], 0, "next header: hop-by-hop");
+        assert_eq!(p6.datagram[40], 60, "then destination options");
+        assert_eq!(p6.datagram[48], protocol::TCP, "then TCP");
+        assert_eq!(p6.ip_header_len(), 64);
+        assert_eq!(p6.datagram[64 + 13], 0x02);
+    }
+
+    #[test]
+    fn a_non_first_fragment_has_no_transport_header_and_no_port_values() {
+        let p = tcp(IpFamily::V4).as_fragment(Fragment::NonFirst(185));
+        assert_eq!(u16::from_be_bytes([p.datagram[6], p.datagram[7]]) & 0x1fff, 185);
+        let mut input = ClassifyInput::new(&p, true, 1, 2, &[]);
+        let v = input.incoming(sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4);
+        // SAFETY: `valueCount` values at `incomingValue`.
+        let vals = unsafe { std::slice::from_raw_parts(v.incomingValue, v.valueCount as usize) };
+        assert_eq!(vals[sys::FIELD_IP_SOURCE_PORT].value.r#type, sys::FWP_EMPTY);
+        assert_eq!(vals[sys::FIELD_IP_DESTINATION_PORT].value.r#type, sys::FWP_EMPTY);
+        let f6 = tcp(IpFamily::V6).as_fragment(Fragment::NonFirst(3));
+        assert_eq!(f6.datagram[6], 44, "fragment header");
     }
 }

@@ -1,13 +1,27 @@
-//! `KernelServices` for the simulator: a virtual clock, a deferred-work queue the scenario
-//! drives, spin locks that detect recursive acquisition, and captured logs.
+//! `KernelServices` for the simulator.
+//!
+//! A virtual clock, a deferred-work queue the scenario drives, spin locks that detect recursive
+//! acquisition, cache-aware rundown protection and fast mutexes with their documented
+//! contracts, an emulated IRQL per thread, and captured logs.
+//!
+//! Misuse is reported in [`HostShared::misuse`] and fails loudly (panics), as Driver Verifier
+//! would bugcheck: releasing a rundown reference never acquired, waiting for rundown at
+//! `DISPATCH_LEVEL` (`ExWaitForRundownProtectionReleaseCacheAware`: `IRQL <= APC_LEVEL`),
+//! reinitializing a rundown that was not run down, acquiring a fast mutex at `DISPATCH_LEVEL`
+//! or recursively (`ExAcquireFastMutex`: `IRQL <= APC_LEVEL`, not recursive), releasing a fast
+//! mutex the thread does not own.
 
+use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
-use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
+use vsflow_callout::{
+    CalloutError, Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock,
+    TraceEvent,
+};
 
 /// State shared between a host and its driver's services.
 #[derive(Debug, Default)]
@@ -28,6 +42,318 @@ pub struct HostShared {
     pub recursive_locks: AtomicUsize,
     /// The service's `Parameters` values.
     pub registry: Mutex<Vec<(String, u32)>>,
+    /// The host's id (for work items run on their own threads).
+    pub host_id: AtomicUsize,
+    /// Run each requested work item at once on its own thread, as another CPU would, possibly
+    /// before the requesting callback returns.
+    pub eager_work_items: AtomicBool,
+    /// Work-item threads not yet joined.
+    pub workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// One work item runs at a time (a WDF work item is not reentered).
+    pub work_item: Mutex<()>,
+    /// Misuse of a kernel primitive (each also panics where it happened).
+    pub misuse: Mutex<Vec<String>>,
+}
+
+/// Processors the simulated host reports (`KeQueryMaximumProcessorCountEx`).
+pub const PROCESSORS: u32 = 8;
+
+/// `PASSIVE_LEVEL`.
+pub const PASSIVE_LEVEL: u8 = 0;
+/// `APC_LEVEL`.
+pub const APC_LEVEL: u8 = 1;
+/// `DISPATCH_LEVEL`.
+pub const DISPATCH_LEVEL: u8 = 2;
+
+thread_local! {
+    /// The emulated IRQL of this thread.
+    static IRQL: Cell<u8> = const { Cell::new(PASSIVE_LEVEL) };
+    /// This thread's simulated processor.
+    static PROCESSOR: Cell<Option<u32>> = const { Cell::new(None) };
+    /// Rundown references this thread holds: (rundown address, count), no allocation.
+    static HELD_RUNDOWNS: RefCell<[(usize, u32); 8]> = const { RefCell::new([(0, 0); 8]) };
+}
+
+static NEXT_PROCESSOR: AtomicUsize = AtomicUsize::new(0);
+
+/// The emulated IRQL of the calling thread.
+#[must_use]
+pub fn current_irql() -> u8 {
+    IRQL.with(Cell::get)
+}
+
+/// Sets the calling thread's emulated IRQL; returns the previous one.
+#[allow(clippy::must_use_candidate, reason = "callers may only raise it")]
+pub fn set_irql(irql: u8) -> u8 {
+    IRQL.with(|c| c.replace(irql))
+}
+
+/// The calling thread's simulated processor: assigned round-robin on first use.
+#[must_use]
+pub fn current_processor() -> u32 {
+    PROCESSOR.with(|p| {
+        if let Some(n) = p.get() {
+            return n;
+        }
+        let n = u32::try_from(NEXT_PROCESSOR.fetch_add(1, Ordering::Relaxed) % PROCESSORS as usize)
+            .unwrap_or(0);
+        p.set(Some(n));
+        n
+    })
+}
+
+/// Pins the calling thread to simulated processor `n` (benchmarks).
+pub fn set_processor(n: u32) {
+    PROCESSOR.with(|p| p.set(Some(n % PROCESSORS)));
+}
+
+#[allow(clippy::needless_pass_by_value, reason = "callers build the message for this call")]
+fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
+    let _kernel = crate::alloc::Attribution::enter(None);
+    if let Some(s) = shared {
+        s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what.clone());
+    }
+    panic!("kernel primitive misused: {what}");
+}
+
+/// A primitive used at an IRQL its page forbids. Driver Verifier would bugcheck; the double
+/// records it (the host reports it as a violation at unload) and lets the call proceed, so one
+/// wrong-IRQL call fails its test instead of aborting the whole test binary (a panic cannot
+/// unwind out of the `extern "system"` callback the call usually sits in).
+fn wrong_irql(shared: Option<&Arc<HostShared>>, what: String) {
+    let _kernel = crate::alloc::Attribution::enter(None);
+    if let Some(s) = shared {
+        s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what);
+    }
+}
+
+/// One processor's rundown counter, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct RundownLine(AtomicI64);
+
+/// `EX_RUNDOWN_REF_CACHE_AWARE`: a counter per processor and a run-down flag.
+#[derive(Debug)]
+pub struct SimRundown {
+    lines: Box<[RundownLine]>,
+    running_down: AtomicBool,
+    shared: Option<Arc<HostShared>>,
+}
+
+impl SimRundown {
+    fn new(shared: Option<Arc<HostShared>>) -> Self {
+        Self {
+            lines: (0..PROCESSORS).map(|_| RundownLine::default()).collect(),
+            running_down: AtomicBool::new(false),
+            shared,
+        }
+    }
+
+    fn line(&self) -> &AtomicI64 {
+        let i = current_processor() as usize % self.lines.len();
+        &self.lines[i].0
+    }
+}
+
+// SAFETY: `acquire` increments a per-processor counter and then checks the run-down flag
+// (both SeqCst); `wait_for_release` sets the flag (SeqCst) and then waits for the sum of the
+// counters to reach zero: an acquire that saw the flag clear is counted before the waiter
+// sums, and one that saw it set backs out and fails.
+unsafe impl RawRundown for SimRundown {
+    fn acquire(&self) -> bool {
+        if self.running_down.load(Ordering::SeqCst) {
+            return false;
+        }
+        let line = self.line();
+        line.fetch_add(1, Ordering::SeqCst);
+        if self.running_down.load(Ordering::SeqCst) {
+            line.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        let me = std::ptr::from_ref(self) as usize;
+        HELD_RUNDOWNS.with(|h| {
+            let mut h = h.borrow_mut();
+            if let Some(e) = h.iter_mut().find(|e| e.0 == me) {
+                e.1 += 1;
+            } else if let Some(e) = h.iter_mut().find(|e| e.1 == 0) {
+                *e = (me, 1);
+            }
+        });
+        true
+    }
+
+    unsafe fn release(&self) {
+        // A simulated thread stays on its processor, so its acquire and release use the
+        // same counter: one that goes below zero was released without an acquire.
+        let me = std::ptr::from_ref(self) as usize;
+        let held = HELD_RUNDOWNS.with(|h| {
+            let mut h = h.borrow_mut();
+            h.iter_mut().find(|e| e.0 == me && e.1 > 0).map_or(0, |e| {
+                e.1 -= 1;
+                e.1 + 1
+            })
+        });
+        if held == 0 || self.line().fetch_sub(1, Ordering::SeqCst) <= 0 {
+            misuse(
+                self.shared.as_ref(),
+                "rundown released without a matching acquire on this thread".to_owned(),
+            );
+        }
+    }
+
+    fn wait_for_release(&self) {
+        if current_irql() >= DISPATCH_LEVEL {
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExWaitForRundownProtectionReleaseCacheAware at DISPATCH_LEVEL".to_owned(),
+            );
+        }
+        let me = std::ptr::from_ref(self) as usize;
+        if HELD_RUNDOWNS.with(|h| h.borrow().iter().any(|e| e.0 == me && e.1 > 0)) {
+            misuse(
+                self.shared.as_ref(),
+                "rundown wait by a thread holding a reference on it (deadlock)".to_owned(),
+            );
+        }
+        self.running_down.store(true, Ordering::SeqCst);
+        while self.lines.iter().map(|l| l.0.load(Ordering::SeqCst)).sum::<i64>() != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    fn reinitialize(&self) {
+        if !self.running_down.load(Ordering::SeqCst) {
+            misuse(
+                self.shared.as_ref(),
+                "ExReInitializeRundownProtectionCacheAware on a rundown not run down".to_owned(),
+            );
+        }
+        self.running_down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `EX_SPIN_LOCK`: shared or exclusive, the holder at `DISPATCH_LEVEL`.
+///
+/// `ExAcquireSpinLockShared` / `ExAcquireSpinLockExclusive`: `IRQL <= DISPATCH_LEVEL`. A thread
+/// holding the lock shared must not acquire it exclusively (the documented deadlock): reported
+/// as misuse, as are releases of a hold the thread does not have.
+#[derive(Debug, Default)]
+pub struct SimRwLock {
+    /// Bit 31: held exclusively; low bits: shared holders.
+    state: std::sync::atomic::AtomicU32,
+    shared: Option<Arc<HostShared>>,
+}
+
+const EXCLUSIVE: u32 = 1 << 31;
+
+thread_local! {
+    /// Reader/writer locks this thread holds: (address, shared holds, exclusive), no allocation.
+    static HELD_RW: RefCell<[(usize, u32, bool); 8]> = const { RefCell::new([(0, 0, false); 8]) };
+}
+
+impl SimRwLock {
+    fn me(&self) -> usize {
+        std::ptr::from_ref(self) as usize
+    }
+
+    /// Changes this thread's record of holds on this lock; returns (shared, exclusive) before.
+    fn record(&self, shared: i32, exclusive: Option<bool>) -> (u32, bool) {
+        let me = self.me();
+        HELD_RW.with(|h| {
+            let mut h = h.borrow_mut();
+            let i = h
+                .iter()
+                .position(|e| e.0 == me && (e.1 > 0 || e.2))
+                .or_else(|| h.iter().position(|e| e.1 == 0 && !e.2));
+            let Some(i) = i else { return (0, false) };
+            let before = (h[i].1, h[i].2);
+            h[i].0 = me;
+            h[i].1 = h[i].1.saturating_add_signed(shared);
+            if let Some(x) = exclusive {
+                h[i].2 = x;
+            }
+            before
+        })
+    }
+}
+
+// SAFETY: exclusive holders take the word from 0 to EXCLUSIVE with a compare-exchange (no
+// shared or exclusive holder then); shared holders increment it only while EXCLUSIVE is clear
+// (compare-exchange); releases undo their own change with release ordering.
+unsafe impl RawRwSpinLock for SimRwLock {
+    fn lock_shared(&self) -> u8 {
+        if current_irql() > DISPATCH_LEVEL {
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExAcquireSpinLockShared above DISPATCH_LEVEL".to_owned(),
+            );
+        }
+        let prev = set_irql(DISPATCH_LEVEL);
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & EXCLUSIVE == 0
+                && self
+                    .state
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        self.record(1, None);
+        prev
+    }
+
+    unsafe fn unlock_shared(&self, token: u8) {
+        let (shared, _) = self.record(-1, None);
+        if shared == 0 {
+            misuse(
+                self.shared.as_ref(),
+                "ExReleaseSpinLockShared without a shared hold on this thread".to_owned(),
+            );
+        }
+        self.state.fetch_sub(1, Ordering::Release);
+        set_irql(token);
+    }
+
+    fn lock_exclusive(&self) -> u8 {
+        if current_irql() > DISPATCH_LEVEL {
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExAcquireSpinLockExclusive above DISPATCH_LEVEL".to_owned(),
+            );
+        }
+        let (shared, exclusive) = self.record(0, None);
+        if shared > 0 {
+            misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive by a thread holding it shared (shared->exclusive upgrade deadlocks)".to_owned());
+        }
+        if exclusive {
+            misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive recursively".to_owned());
+        }
+        let prev = set_irql(DISPATCH_LEVEL);
+        while self
+            .state
+            .compare_exchange_weak(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        self.record(0, Some(true));
+        prev
+    }
+
+    unsafe fn unlock_exclusive(&self, token: u8) {
+        let (_, exclusive) = self.record(0, Some(false));
+        if !exclusive {
+            misuse(
+                self.shared.as_ref(),
+                "ExReleaseSpinLockExclusive without an exclusive hold on this thread".to_owned(),
+            );
+        }
+        self.state.store(0, Ordering::Release);
+        set_irql(token);
+    }
 }
 
 /// The simulator's kernel services.
@@ -39,7 +365,8 @@ pub struct SimServices {
     pub seed: u64,
 }
 
-/// A spin lock that fails loudly on recursive acquisition.
+/// A spin lock that fails loudly on recursive acquisition; the holder runs at
+/// `DISPATCH_LEVEL` (`KeAcquireSpinLockRaiseToDpc`).
 #[derive(Debug, Default)]
 pub struct SimLock {
     held: AtomicBool,
@@ -69,7 +396,7 @@ unsafe impl RawSpinLock for SimLock {
                 .is_ok()
             {
                 self.owner.store(me, Ordering::Relaxed);
-                return 2;
+                return set_irql(DISPATCH_LEVEL);
             }
             if self.owner.load(Ordering::Relaxed) == me {
                 if let Some(s) = &self.shared {
@@ -81,9 +408,10 @@ unsafe impl RawSpinLock for SimLock {
         }
     }
 
-    unsafe fn unlock(&self, _token: u8) {
+    unsafe fn unlock(&self, token: u8) {
         self.owner.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Release);
+        set_irql(token);
     }
 }
 
@@ -91,6 +419,7 @@ impl SimServices {
     /// Runs queued deferred work now; returns how many runs.
     #[allow(clippy::must_use_candidate, reason = "callers run it for its effect")]
     pub fn run_deferred(&self) -> usize {
+        let _one = self.shared.work_item.lock().unwrap_or_else(PoisonError::into_inner);
         let mut runs = 0;
         while self.shared.deferred_requests.swap(0, Ordering::SeqCst) > 0 {
             let p = self.shared.driver.load(Ordering::SeqCst);
@@ -105,13 +434,80 @@ impl SimServices {
         }
         runs
     }
+
+    /// Joins every work-item thread started so far.
+    pub fn join_workers(&self) {
+        loop {
+            let batch: Vec<_> = {
+                let _kernel = crate::alloc::Attribution::enter(None);
+                self.shared
+                    .workers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .drain(..)
+                    .collect()
+            };
+            if batch.is_empty() {
+                return;
+            }
+            for w in batch {
+                let _ = w.join();
+            }
+        }
+    }
+
+    /// Starts the work item on its own thread at `PASSIVE_LEVEL` and gives it a moment to run
+    /// (so its completion can come before the requesting callback returns).
+    fn start_worker(&self) {
+        let _kernel = crate::alloc::Attribution::enter(None);
+        let me = self.clone();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let handle = std::thread::spawn(move || {
+            let id = me.shared.host_id.load(Ordering::SeqCst);
+            let _cur = crate::world::CurrentHost::enter(id);
+            let _drv = crate::alloc::Attribution::enter(Some(id));
+            me.run_deferred();
+            flag.store(true, Ordering::SeqCst);
+        });
+        self.shared.workers.lock().unwrap_or_else(PoisonError::into_inner).push(handle);
+        let t = std::time::Instant::now();
+        while !done.load(Ordering::SeqCst) && t.elapsed() < std::time::Duration::from_millis(20) {
+            std::thread::yield_now();
+        }
+    }
 }
 
 impl KernelServices for SimServices {
     type Lock = SimLock;
+    type Rundown = SimRundown;
+    type RwLock = SimRwLock;
 
     fn new_lock(&self) -> SimLock {
         SimLock { shared: Some(Arc::clone(&self.shared)), ..SimLock::default() }
+    }
+
+    fn new_rundown(&self) -> Result<SimRundown, CalloutError> {
+        Ok(SimRundown::new(Some(Arc::clone(&self.shared))))
+    }
+
+    fn new_rw_lock(&self) -> SimRwLock {
+        SimRwLock { shared: Some(Arc::clone(&self.shared)), ..SimRwLock::default() }
+    }
+
+    fn current_processor(&self) -> u32 {
+        current_processor()
+    }
+
+    fn processor_count(&self) -> u32 {
+        PROCESSORS
+    }
+
+    fn delay(&self, micros: u32) {
+        if current_irql() > APC_LEVEL {
+            wrong_irql(Some(&self.shared), "KeDelayExecutionThread above APC_LEVEL".to_owned());
+        }
+        std::thread::sleep(std::time::Duration::from_micros(u64::from(micros)));
     }
 
     fn now(&self) -> u64 {
@@ -119,14 +515,30 @@ impl KernelServices for SimServices {
     }
 
     fn request_deferred_work(&self) -> Result<(), CalloutError> {
-        if self.shared.refuse_deferred.load(Ordering::SeqCst) {
+        if self.shared.refuse_deferred.load(Ordering::SeqCst)
+            || crate::faults::hit(
+                self.shared.host_id.load(Ordering::SeqCst),
+                crate::faults::Site::WorkItem,
+            )
+        {
             return Err(CalloutError::Status(fwps_sys::STATUS_INSUFFICIENT_RESOURCES));
         }
         self.shared.deferred_requests.fetch_add(1, Ordering::SeqCst);
+        if self.shared.eager_work_items.load(Ordering::SeqCst) {
+            self.start_worker();
+        }
         Ok(())
     }
 
     fn flush_deferred_work(&self) {
+        // Waiting for a work item is PASSIVE_LEVEL only.
+        if crate::irql::current() != crate::irql::Irql::Passive {
+            crate::world::with_current(|h| {
+                h.violate(crate::contract::Violation::WrongIrql { call: "flush_deferred_work" });
+            });
+            return;
+        }
+        self.join_workers();
         self.run_deferred();
     }
 

@@ -15,6 +15,9 @@ pub struct HostState {
     pub engine: Engine,
     pub vswitch: WfpVSwitch,
     pub violations: Vec<Violation>,
+    /// VM restores the extensible switch failed because an extension failed
+    /// `OID_SWITCH_NIC_RESTORE`: port id and the extension's status.
+    pub failed_vm_restores: Vec<(u32, fwps_sys::NTSTATUS)>,
 }
 
 impl HostState {
@@ -24,6 +27,13 @@ impl HostState {
             "contract violation: {v}"
         );
         self.violations.push(v);
+    }
+
+    /// Records every breach a rule reported.
+    pub fn report(&mut self, breaches: Vec<Violation>) {
+        for v in breaches {
+            self.violate(v);
+        }
     }
 }
 
@@ -75,6 +85,12 @@ pub fn with_current<R>(f: impl FnOnce(&mut HostState) -> R) -> R {
         .with(Cell::get)
         .expect("a WFP function was called on a thread with no current simulated host");
     with_host_id(id, f)
+}
+
+/// The calling thread's current host, if any.
+#[must_use]
+pub fn current_id() -> Option<usize> {
+    CURRENT.try_with(Cell::get).ok().flatten()
 }
 
 /// Makes `id` the calling thread's current host until the guard drops.

@@ -6,7 +6,9 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Storage::FileSystem::{CreateFileW, OPEN_EXISTING};
 use windows_sys::Win32::System::IO::DeviceIoControl;
 
-use crate::driver::{IoctlReply, STATUS_BUFFER_TOO_SMALL, STATUS_NOT_FOUND, Transport};
+use crate::driver::{
+    IoctlReply, STATUS_BUFFER_TOO_SMALL, STATUS_NOT_FOUND, STATUS_REVISION_MISMATCH, Transport,
+};
 use crate::error::{Error, win32};
 
 /// An open handle to `\\.\vsflow`.
@@ -58,6 +60,9 @@ impl Drop for DeviceTransport {
 const ERROR_INSUFFICIENT_BUFFER: u32 = 122;
 const ERROR_INVALID_FUNCTION: u32 = 1;
 const ERROR_REVISION_MISMATCH: u32 = 1306;
+/// `ERROR_TRANSACTIONAL_CONFLICT`: `STATUS_TRANSACTIONAL_CONFLICT`, the driver's "rules changed"
+/// (verify on Windows: docs/WINDOWS-VERIFICATION.md).
+const ERROR_TRANSACTIONAL_CONFLICT: u32 = 6800;
 
 impl Transport for DeviceTransport {
     fn ioctl(&mut self, code: u32, input: &[u8], output_len: usize) -> Result<IoctlReply, Error> {
@@ -88,8 +93,9 @@ impl Transport for DeviceTransport {
             ERROR_INSUFFICIENT_BUFFER => STATUS_BUFFER_TOO_SMALL,
             win32::NOT_FOUND => STATUS_NOT_FOUND,
             ERROR_INVALID_FUNCTION => 0xC000_0010_u32.cast_signed(),
-            ERROR_REVISION_MISMATCH => 0xC000_0059_u32.cast_signed(),
+            ERROR_REVISION_MISMATCH => STATUS_REVISION_MISMATCH,
             win32::INVALID_PARAMETER => 0xC000_000D_u32.cast_signed(),
+            ERROR_TRANSACTIONAL_CONFLICT => vsflow_proto::response::STATUS_RULES_CHANGED,
             win32::ACCESS_DENIED => return Err(Error::AccessDenied),
             c => return Err(Error::Os { code: c, function: "DeviceIoControl" }),
         };

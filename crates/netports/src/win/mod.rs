@@ -3,19 +3,23 @@
 
 pub mod device;
 pub mod dynload;
+pub mod host_filter;
 pub mod nsp;
 pub mod persistent;
 pub mod registry;
 pub mod runtime;
+pub mod service;
+pub mod tables;
 pub mod teredo;
 
-use std::io::ErrorKind;
+use std::path::PathBuf;
 use std::sync::mpsc;
 
-use crate::diagnose::BindOutcome;
+use crate::diagnose::{self, BindOutcome, Owner, ProbeAddr};
 use crate::driver::Transport;
-use crate::error::{Error, win32};
-use crate::excluded::{self, ExcludedRange};
+use crate::error::Error;
+use crate::exception::HostFilters;
+use crate::excluded::{self, ExcludedRange, Family};
 use crate::model::Reservations;
 use crate::platform::{Acquired, Platform};
 use crate::range::{PortBlock, Protocol};
@@ -33,6 +37,38 @@ impl std::fmt::Debug for WindowsPlatform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WindowsPlatform").field("held", &self.held.len()).finish_non_exhaustive()
     }
+}
+
+/// `%SystemRoot%\System32\netsh.exe`, from `GetSystemDirectoryW` (never a `netsh` found on
+/// `PATH` or in the current directory).
+fn netsh_path() -> Result<PathBuf, Error> {
+    use windows_sys::Win32::System::SystemInformation::GetSystemDirectoryW;
+    let mut buf = [0u16; 260];
+    // SAFETY: a buffer of the length given.
+    let n = unsafe { GetSystemDirectoryW(buf.as_mut_ptr(), u32::try_from(buf.len()).unwrap_or(0)) };
+    let n = n as usize;
+    if n == 0 || n >= buf.len() {
+        return Err(Error::Os { code: 0, function: "GetSystemDirectoryW" });
+    }
+    Ok(PathBuf::from(String::from_utf16_lossy(buf.get(..n).unwrap_or(&[]))).join("netsh.exe"))
+}
+
+/// Runs `System32\netsh.exe` with `args`; its stdout.
+fn netsh(args: &[&str]) -> Result<String, Error> {
+    let path = netsh_path()?;
+    let output = std::process::Command::new(&path).args(args).output().map_err(|e| Error::Os {
+        code: u32::try_from(e.raw_os_error().unwrap_or(0)).unwrap_or(0),
+        function: "netsh",
+    })?;
+    if !output.status.success() {
+        return Err(Error::Protocol(format!(
+            "{} {} exited with {}",
+            path.display(),
+            args.join(" "),
+            output.status
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 impl Platform for WindowsPlatform {
@@ -60,6 +96,10 @@ impl Platform for WindowsPlatform {
         Ok(())
     }
 
+    fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {
+        Ok(Box::new(host_filter::WfpHostFilters::open()?))
+    }
+
     fn reservations(&mut self) -> Result<&mut dyn Reservations, Error> {
         Ok(&mut self.reservations)
     }
@@ -68,38 +108,36 @@ impl Platform for WindowsPlatform {
         registry::administered(proto)
     }
 
-    fn excluded(&mut self, proto: Protocol) -> Result<Vec<ExcludedRange>, Error> {
-        let output = std::process::Command::new("netsh")
-            .args([
-                "int",
-                "ipv4",
-                "show",
-                "excludedportrange",
-                &format!("protocol={}", proto.name()),
-            ])
-            .output()
-            .map_err(|e| Error::Os {
-                code: u32::try_from(e.raw_os_error().unwrap_or(0)).unwrap_or(0),
-                function: "netsh",
-            })?;
-        Ok(excluded::parse_netsh(&String::from_utf8_lossy(&output.stdout)))
+    fn excluded(&mut self, proto: Protocol, family: Family) -> Result<Vec<ExcludedRange>, Error> {
+        excluded::parse_netsh(&netsh(&[
+            "int",
+            family.name(),
+            "show",
+            "excludedportrange",
+            &format!("protocol={}", proto.name()),
+        ])?)
     }
 
-    fn try_bind(&mut self, proto: Protocol, port: u16) -> BindOutcome {
-        let result = match proto {
-            Protocol::Tcp => std::net::TcpListener::bind(("0.0.0.0", port)).map(drop),
-            Protocol::Udp => std::net::UdpSocket::bind(("0.0.0.0", port)).map(drop),
-        };
-        match result {
-            Ok(()) => BindOutcome::Bound,
-            Err(e) if e.kind() == ErrorKind::AddrInUse || e.raw_os_error() == Some(10048) => {
-                BindOutcome::InUse
-            }
-            Err(e) if e.raw_os_error() == i32::try_from(win32::WSAEACCES).ok() => {
-                BindOutcome::AccessDenied
-            }
-            Err(_) => BindOutcome::Unknown,
-        }
+    fn dynamic_range(&mut self, proto: Protocol, family: Family) -> Result<PortBlock, Error> {
+        excluded::parse_dynamic_port(&netsh(&[
+            "int",
+            family.name(),
+            "show",
+            "dynamicport",
+            proto.name(),
+        ])?)
+    }
+
+    fn try_bind(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        diagnose::bind_once(proto, addr, port)
+    }
+
+    fn owners(&mut self, proto: Protocol, port: u16) -> Result<Vec<Owner>, Error> {
+        tables::owners(proto, port)
+    }
+
+    fn endpoint_ports(&mut self, proto: Protocol) -> Result<Vec<u16>, Error> {
+        Ok(tables::endpoints(proto)?.into_iter().map(|e| e.port).collect())
     }
 
     fn acquire(

@@ -5,9 +5,10 @@
 //! lacks `WSAAdvertiseProvider`, `WSAProviderCompleteAsyncCall` and `WSCInstallNameSpaceEx`).
 //!
 //! Verify on Windows (docs/WINDOWS-VERIFICATION.md): the `WSCInstallNameSpaceEx` arguments
-//! for an NSPv2 provider (path = the hosting executable, version 1, an
-//! `NAPI_PROVIDER_INSTALLATION_BLOB`), and that Winsock keeps using the `NSPV2_ROUTINE`
-//! table's address (it lives for the whole process here).
+//! for an NSPv2 provider (an empty path as Microsoft's NSPv2 sample passes, version 1, an
+//! `NAPI_PROVIDER_INSTALLATION_BLOB` of version 1 with `ProviderType_Application`), and that
+//! Winsock keeps using the `NSPV2_ROUTINE` table's address (it lives for the whole process
+//! here).
 
 use std::ffi::c_void;
 use std::path::PathBuf;
@@ -30,8 +31,8 @@ use super::dynload::{Dll, resolve, system_fn};
 use super::persistent::WindowsReservations;
 use crate::error::{Error, win32};
 use crate::model::Reservations;
-use crate::nsp::{NspHost, ProviderType, Resolved};
-use crate::range::{PortBlock, Protocol};
+use crate::nsp::{NspHost, Resolved};
+use crate::range::{ReservationCall, persistent_api};
 
 system_fn!(fn wsa_startup = Dll::Ws2_32, c"WSAStartup": fn(u16, *mut WSADATA) -> i32;);
 system_fn!(fn wsa_get_last_error = Dll::Ws2_32, c"WSAGetLastError": fn() -> i32;);
@@ -48,8 +49,6 @@ system_fn!(fn wsa_lookup_service_end = Dll::Ws2_32, c"WSALookupServiceEnd": fn(H
 
 /// `WSAEFAULT`.
 const WSAEFAULT: i32 = 10_014;
-/// `WSAEALREADY`.
-const WSAEALREADY: i32 = 10_037;
 /// `WSASERVICE_NOT_FOUND`.
 const WSASERVICE_NOT_FOUND: i32 = 10_108;
 /// `WSANO_DATA`.
@@ -82,17 +81,12 @@ impl Sources for WindowsSources {
     }
 
     fn reservation_exists(&self, r: &Reservation) -> Result<bool, SourceError> {
-        let proto = match r.transport() {
-            netports_nsp::reservation::Transport::Tcp => Protocol::Tcp,
-            netports_nsp::reservation::Transport::Udp => Protocol::Udp,
-        };
-        let block =
-            PortBlock::new(r.start(), r.count()).map_err(|e| SourceError::Failed(e.to_string()))?;
+        let (proto, block) = (r.transport(), r.block());
         match WindowsReservations.lookup(proto, block) {
             Ok(_) => Ok(true),
             Err(win32::NOT_FOUND) => Ok(false),
             Err(win32::CALL_NOT_IMPLEMENTED) => Err(SourceError::Unsupported(
-                proto.persistent_api(crate::range::ReservationCall::Lookup).to_owned(),
+                persistent_api(proto, ReservationCall::Lookup).to_owned(),
             )),
             Err(code) => Err(SourceError::Failed(format!("Windows error {code}"))),
         }
@@ -115,6 +109,13 @@ static ROUTINE: OnceLock<NSPV2_ROUTINE> = OnceLock::new();
 
 fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
+}
+
+/// `WSAGetLastError()` (0 when it cannot be resolved).
+fn last_code() -> u32 {
+    // SAFETY: no arguments.
+    let code = wsa_get_last_error().map_or(0, |f| unsafe { f() });
+    u32::try_from(code).unwrap_or(0)
 }
 
 fn last_error(function: &'static str) -> Error {
@@ -172,24 +173,32 @@ impl NspHost for WindowsNsp {
         Ok(())
     }
 
-    fn install(&mut self, kind: ProviderType) -> Result<String, Error> {
+    fn installed(&mut self) -> Result<bool, Error> {
+        installed()
+    }
+
+    fn install(&mut self) -> Result<String, Error> {
         let install = wsc_install_name_space_ex()?;
         // WSCInstallNameSpaceEx2 is undocumented (mingw lists 7 parameters, no types): it is
         // looked up so the output can say whether this Windows has it, and never called with
         // a guessed signature.
         let ex2 = resolve(Dll::Ws2_32, c"WSCInstallNameSpaceEx2").is_ok();
-        let exe = std::env::current_exe().map_err(|e| Error::Protocol(e.to_string()))?;
-        let path = wide(&exe.to_string_lossy());
+        // As Microsoft's NSPv2 sample installs its provider: an empty path (an NSPv2 provider
+        // is hosted by a process that advertises it, there is no DLL to load), NS_EMAIL,
+        // version 1, and an installation blob of version 1. The sample's header names the
+        // second field `dwReserved` and leaves it 0; nsemail.h documents it as
+        // `dwProviderType`, and netports sets `ProviderType_Application` (the one supported
+        // type). No domains (the sample registers one it is primary for): clients reach the
+        // provider by its id. Verify on Windows (docs/WINDOWS-VERIFICATION.md).
+        let path = wide("");
         let identifier = wide("netports name provider");
         let mut napi = NapiProviderInstallationBlob {
             version: 1,
-            provider_type: match kind {
-                ProviderType::Application => 1,
-                ProviderType::Service => 2,
-            },
+            provider_type: crate::nsp::PROVIDER_TYPE_APPLICATION,
             supports_wildcard: 0,
             domains: 0,
-            offset_first_domain: 0,
+            // Where domain descriptions would start, as the sample computes it.
+            offset_first_domain: 20,
         };
         let blob = BLOB { cbSize: 20, pBlobData: (&raw mut napi).cast() };
         // SAFETY: NUL-terminated strings, a valid GUID and blob, all alive for the call.
@@ -204,14 +213,7 @@ impl NspHost for WindowsNsp {
             )
         };
         if rc != 0 {
-            // SAFETY: no arguments.
-            let code = wsa_get_last_error().map_or(0, |f| unsafe { f() });
-            return Err(match code {
-                WSAEALREADY | 10_022 => Error::Invalid(
-                    "the provider is installed already (`netports nsp uninstall` first)".into(),
-                ),
-                _ => last_error("WSCInstallNameSpaceEx"),
-            });
+            return Err(crate::nsp::install_error(last_code(), "WSCInstallNameSpaceEx"));
         }
         Ok(format!(
             "WSCInstallNameSpaceEx; WSCInstallNameSpaceEx2 {}",
@@ -221,13 +223,9 @@ impl NspHost for WindowsNsp {
 
     fn uninstall(&mut self) -> Result<(), Error> {
         let f = wsc_uninstall_name_space()?;
-        // Check the catalog first: a stub (Wine) reports success for anything.
-        if !installed()? {
-            return Err(Error::Missing("the netports name provider is not installed".into()));
-        }
         // SAFETY: a valid GUID.
         if unsafe { f(&raw const ID) } != 0 {
-            return Err(last_error("WSCUnInstallNameSpace"));
+            return Err(crate::nsp::install_error(last_code(), "WSCUnInstallNameSpace"));
         }
         Ok(())
     }

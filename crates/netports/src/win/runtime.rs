@@ -11,7 +11,7 @@ use windows_sys::Win32::Networking::WinSock::{
 };
 
 use super::dynload::{Dll, system_fn};
-use crate::error::Error;
+use crate::error::{Error, win32};
 use crate::range::{PortBlock, Protocol};
 
 system_fn!(fn wsa_ioctl = Dll::Ws2_32, c"WSAIoctl": fn(SOCKET, u32, *const core::ffi::c_void, u32, *mut core::ffi::c_void, u32, *mut u32, *mut core::ffi::c_void, *const core::ffi::c_void) -> i32;);
@@ -62,10 +62,21 @@ fn ioctl(
     }
     // SAFETY: no arguments.
     let code = wsa_get_last_error().map_or(0, |g| unsafe { g() });
-    Err(match u32::try_from(code).unwrap_or(0) {
-        10048 | 10055 => Error::Conflict,
+    Err(ioctl_error(u32::try_from(code).unwrap_or(0), function))
+}
+
+/// What a reservation IOCTL's Winsock error means.
+///
+/// `WSAEADDRINUSE` a conflict, `WSAEACCES`
+/// ports excluded or reserved for another use (not elevation), `WSAENOBUFS` resources (not a
+/// conflict), the rest as `Error::from_win32` maps them.
+#[must_use]
+pub fn ioctl_error(code: u32, function: &'static str) -> Error {
+    match code {
+        win32::WSAEADDRINUSE => Error::Conflict,
+        win32::WSAEACCES => Error::Forbidden { function },
         c => Error::from_win32(c, function),
-    })
+    }
 }
 
 /// A runtime reservation, released (and its socket closed) on drop.

@@ -1,8 +1,14 @@
 //! The Teredo port on Windows, and a watcher for its changes.
 //!
 //! Two sources, the non-deprecated one preferred when `fwpuclnt` exports it and BFE answers:
-//! - `FwpmSystemPortsGet0` / `FwpmSystemPortsSubscribe0` (`FWPM_SYSTEM_PORT_TEREDO`);
+//! - `FwpmSystemPortsGet0` / `FwpmSystemPortsSubscribe0` (`FWPM_SYSTEM_PORT_TEREDO`), called
+//!   without an engine session (the handle is documented as optional, and a non-elevated
+//!   `FwpmEngineOpen0` may be refused);
 //! - `GetTeredoPort` / `NotifyTeredoPortChange` (deprecated, still everywhere).
+//!
+//! Neither documents its port's byte order: each source has a [`PortOrder`] settled against the
+//! Teredo service's UDP endpoint in `GetExtendedUdpTable` (documented network order), and a
+//! disagreement with the network-order assumption is logged to stderr.
 //!
 //! The watcher's rules (the seed's deadlock rule): the user's closure runs on the OS's
 //! notification thread, serialized by one lock and by the OS, with panics caught at the FFI
@@ -17,6 +23,8 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::tables;
+
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
     FWPM_SYSTEM_PORTS_BY_TYPE0, FWPM_SYSTEM_PORTS0,
@@ -24,8 +32,9 @@ use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
 
 use super::dynload::{Dll, system_fn};
 use crate::error::Error;
+use crate::range::Protocol;
 use crate::teredo::{
-    Observation, TeredoEvent, WatchState, observation_from_callback, port_from_api,
+    Observation, PortOrder, TeredoEvent, WatchState, observation_from_callback,
     port_from_system_ports,
 };
 
@@ -35,66 +44,55 @@ type SystemPortsCallback = unsafe extern "system" fn(*mut c_void, *const FWPM_SY
 system_fn!(fn get_teredo_port = Dll::Iphlpapi, c"GetTeredoPort": fn(*mut u16) -> u32;);
 system_fn!(fn notify_teredo_port_change = Dll::Iphlpapi, c"NotifyTeredoPortChange": fn(Option<TeredoCallback>, *const c_void, bool, *mut HANDLE) -> u32;);
 system_fn!(fn cancel_mib_change_notify2 = Dll::Iphlpapi, c"CancelMibChangeNotify2": fn(HANDLE) -> u32;);
-system_fn!(fn fwpm_engine_open0 = Dll::Fwpuclnt, c"FwpmEngineOpen0": fn(*const u16, u32, *const c_void, *const c_void, *mut HANDLE) -> u32;);
-system_fn!(fn fwpm_engine_close0 = Dll::Fwpuclnt, c"FwpmEngineClose0": fn(HANDLE) -> u32;);
 system_fn!(fn fwpm_system_ports_get0 = Dll::Fwpuclnt, c"FwpmSystemPortsGet0": fn(HANDLE, *mut *mut FWPM_SYSTEM_PORTS0) -> u32;);
 system_fn!(fn fwpm_system_ports_subscribe0 = Dll::Fwpuclnt, c"FwpmSystemPortsSubscribe0": fn(HANDLE, *const c_void, Option<SystemPortsCallback>, *const c_void, *mut HANDLE) -> u32;);
 system_fn!(fn fwpm_system_ports_unsubscribe0 = Dll::Fwpuclnt, c"FwpmSystemPortsUnsubscribe0": fn(HANDLE, HANDLE) -> u32;);
 system_fn!(fn fwpm_free_memory0 = Dll::Fwpuclnt, c"FwpmFreeMemory0": fn(*mut *mut c_void););
 
-/// `RPC_C_AUTHN_WINNT`.
-const RPC_C_AUTHN_WINNT: u32 = 10;
+/// The two sources' byte orders, settled once per process.
+static IPHLP_ORDER: Mutex<PortOrder> = Mutex::new(PortOrder::new());
+static FWP_ORDER: Mutex<PortOrder> = Mutex::new(PortOrder::new());
 
-/// An open user-mode WFP engine session, closed on drop.
-struct Engine {
-    /// The `HANDLE`, as an integer so that a watcher can be sent to the thread that drops it.
-    handle: usize,
-    close: unsafe extern "system" fn(HANDLE) -> u32,
+/// The host-order local ports of the Teredo service's UDP endpoints: those owned by the
+/// process hosting `iphlpsvc` (the IP Helper service, which runs the Teredo client), or every
+/// UDP endpoint when that process cannot be found (then a match is weaker evidence).
+fn teredo_udp_ports() -> Vec<u16> {
+    let service = super::service::pid("iphlpsvc");
+    tables::endpoints(Protocol::Udp)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| service.is_none_or(|pid| e.pid == pid))
+        .map(|e| e.port)
+        .collect()
 }
 
-impl Engine {
-    fn open() -> Result<Self, Error> {
-        let (open, close) = (fwpm_engine_open0()?, fwpm_engine_close0()?);
-        let mut handle: HANDLE = std::ptr::null_mut();
-        // SAFETY: the documented signature; null server, identity and session; valid
-        // out-pointer.
-        let rc = unsafe {
-            open(
-                std::ptr::null(),
-                RPC_C_AUTHN_WINNT,
-                std::ptr::null(),
-                std::ptr::null(),
-                &raw mut handle,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::from_win32(rc, "FwpmEngineOpen0"));
-        }
-        Ok(Self { handle: handle as usize, close })
+/// Reads a raw port through `order`, logging a disagreement.
+fn read_port(source: &str, order: &Mutex<PortOrder>, raw: u16) -> Option<u16> {
+    let reading = order.lock().unwrap_or_else(PoisonError::into_inner).read(
+        source,
+        raw,
+        &mut teredo_udp_ports,
+    );
+    if let Some(w) = reading.warning {
+        eprintln!("netports: warning: {w}");
     }
-
-    /// The Teredo port in the system-ports list (`None`: no Teredo entry).
-    fn teredo_port(&self) -> Result<Option<u16>, Error> {
-        let (get, free) = (fwpm_system_ports_get0()?, fwpm_free_memory0()?);
-        let mut ports: *mut FWPM_SYSTEM_PORTS0 = std::ptr::null_mut();
-        // SAFETY: an open engine and a valid out-pointer.
-        let rc = unsafe { get(self.handle as HANDLE, &raw mut ports) };
-        if rc != 0 {
-            return Err(Error::from_win32(rc, "FwpmSystemPortsGet0"));
-        }
-        // SAFETY: WFP returned a valid list (or null) that lives until freed below.
-        let found = unsafe { teredo_in(ports) };
-        // SAFETY: memory allocated by FwpmSystemPortsGet0, freed once.
-        unsafe { free((&raw mut ports).cast()) };
-        Ok(found)
-    }
+    reading.port
 }
 
-impl Drop for Engine {
-    fn drop(&mut self) {
-        // SAFETY: the session opened in `open`, closed once.
-        unsafe { (self.close)(self.handle as HANDLE) };
+/// The Teredo port from `FwpmSystemPortsGet0` (no engine session).
+fn teredo_port_fwp() -> Result<Option<u16>, Error> {
+    let (get, free) = (fwpm_system_ports_get0()?, fwpm_free_memory0()?);
+    let mut ports: *mut FWPM_SYSTEM_PORTS0 = std::ptr::null_mut();
+    // SAFETY: the engine handle is optional (null: no session); a valid out-pointer.
+    let rc = unsafe { get(std::ptr::null_mut(), &raw mut ports) };
+    if rc != 0 {
+        return Err(Error::from_win32(rc, "FwpmSystemPortsGet0"));
     }
+    // SAFETY: WFP returned a valid list (or null) that lives until freed below.
+    let raw = unsafe { teredo_in(ports) };
+    // SAFETY: memory allocated by FwpmSystemPortsGet0, freed once.
+    unsafe { free((&raw mut ports).cast()) };
+    Ok(raw.and_then(|r| read_port("FwpmSystemPortsGet0", &FWP_ORDER, r)))
 }
 
 /// The Teredo port in a system-ports list.
@@ -128,7 +126,7 @@ fn teredo_port_iphlp() -> Result<Option<u16>, Error> {
     // SAFETY: the documented signature; valid out-pointer.
     let rc = unsafe { f(&raw mut raw) };
     match rc {
-        0 => Ok(port_from_api(raw)),
+        0 => Ok(read_port("GetTeredoPort", &IPHLP_ORDER, raw)),
         rc => Err(Error::from_win32(rc, "GetTeredoPort")),
     }
 }
@@ -138,7 +136,7 @@ fn teredo_port_iphlp() -> Result<Option<u16>, Error> {
 /// # Errors
 /// `Unsupported` (neither source exists), `NotReady`, `NoIpv6`.
 pub fn teredo_port() -> Result<Option<u16>, Error> {
-    if let Ok(Some(p)) = Engine::open().and_then(|e| e.teredo_port()) {
+    if let Ok(Some(p)) = teredo_port_fwp() {
         return Ok(Some(p));
     }
     teredo_port_iphlp()
@@ -195,6 +193,7 @@ unsafe extern "system" fn on_teredo_change(context: *const c_void, port: u16, ki
     let _running = Running::enter(context as usize);
     // SAFETY: `context` is the `Shared` the registration keeps alive until cancel returns.
     let shared = unsafe { &*context.cast::<Shared>() };
+    let port = read_port("NotifyTeredoPortChange", &IPHLP_ORDER, port);
     let observation = observation_from_callback(port, kind);
     shared.deliver(|state| state.observe(observation));
 }
@@ -208,34 +207,27 @@ unsafe extern "system" fn on_system_ports(context: *mut c_void, ports: *const FW
     // returns.
     let shared = unsafe { &*context.cast::<Shared>() };
     // SAFETY: WFP passes a valid list (or null) for the duration of the callback.
-    let port = unsafe { teredo_in(ports) };
+    let raw = unsafe { teredo_in(ports) };
+    let port = raw.and_then(|r| read_port("FwpmSystemPortsSubscribe0", &FWP_ORDER, r));
     shared.deliver(|state| state.observe(Observation::Port(port)));
 }
 
 /// The OS registration behind a watcher.
 enum Registration {
-    SystemPorts {
-        engine: Engine,
-        handle: usize,
-        unsubscribe: unsafe extern "system" fn(HANDLE, HANDLE) -> u32,
-    },
-    TeredoChange {
-        handle: usize,
-        cancel: unsafe extern "system" fn(HANDLE) -> u32,
-    },
+    SystemPorts { handle: usize, unsubscribe: unsafe extern "system" fn(HANDLE, HANDLE) -> u32 },
+    TeredoChange { handle: usize, cancel: unsafe extern "system" fn(HANDLE) -> u32 },
 }
 
 impl Registration {
-    /// `FwpmSystemPortsSubscribe0` on a new engine session.
+    /// `FwpmSystemPortsSubscribe0` without an engine session (the handle is optional).
     fn system_ports(context: *const Shared) -> Result<Self, Error> {
-        let engine = Engine::open()?;
         let (subscribe, unsubscribe) =
             (fwpm_system_ports_subscribe0()?, fwpm_system_ports_unsubscribe0()?);
         let mut handle: HANDLE = std::ptr::null_mut();
         // SAFETY: the documented signature; `context` stays valid until unsubscribe returns.
         let rc = unsafe {
             subscribe(
-                engine.handle as HANDLE,
+                std::ptr::null_mut(),
                 std::ptr::null(),
                 Some(on_system_ports),
                 context.cast(),
@@ -245,7 +237,7 @@ impl Registration {
         if rc != 0 {
             return Err(Error::from_win32(rc, "FwpmSystemPortsSubscribe0"));
         }
-        Ok(Self::SystemPorts { engine, handle: handle as usize, unsubscribe })
+        Ok(Self::SystemPorts { handle: handle as usize, unsubscribe })
     }
 
     /// `NotifyTeredoPortChange`.
@@ -265,7 +257,7 @@ impl Registration {
     /// The port now, from the same source.
     fn current_port(&self) -> Option<u16> {
         match self {
-            Self::SystemPorts { engine, .. } => engine.teredo_port().ok().flatten(),
+            Self::SystemPorts { .. } => teredo_port_fwp().ok().flatten(),
             Self::TeredoChange { .. } => teredo_port_iphlp().ok().flatten(),
         }
     }
@@ -273,10 +265,10 @@ impl Registration {
     /// Ends the registration; returns once no callback runs any more.
     fn end(self) {
         match self {
-            Self::SystemPorts { engine, handle, unsubscribe } => {
-                // SAFETY: the subscription made on this session, ended once, not from its
-                // callback thread; the session is closed after it (drop of `engine`).
-                unsafe { unsubscribe(engine.handle as HANDLE, handle as HANDLE) };
+            Self::SystemPorts { handle, unsubscribe } => {
+                // SAFETY: the subscription made above (no session), ended once, not from its
+                // callback thread.
+                unsafe { unsubscribe(std::ptr::null_mut(), handle as HANDLE) };
             }
             Self::TeredoChange { handle, cancel } => {
                 // SAFETY: the registration's handle, cancelled once, not from its callback
@@ -285,6 +277,17 @@ impl Registration {
             }
         }
     }
+}
+
+/// Where a watcher's notifications come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `FwpmSystemPortsSubscribe0` when available, else `NotifyTeredoPortChange`.
+    Any,
+    /// `FwpmSystemPortsSubscribe0` only.
+    SystemPorts,
+    /// `NotifyTeredoPortChange` only.
+    TeredoChange,
 }
 
 /// Watches the Teredo port; ends the registration on drop.
@@ -312,13 +315,28 @@ impl TeredoWatcher {
     /// # Errors
     /// `Unsupported` (neither source exists), or the registration failed.
     pub fn start(callback: impl FnMut(TeredoEvent) + Send + 'static) -> Result<Self, Error> {
+        Self::start_from(Source::Any, callback)
+    }
+
+    /// Like [`TeredoWatcher::start`], from a chosen source.
+    ///
+    /// # Errors
+    /// `Unsupported` (the source does not exist), or the registration failed.
+    pub fn start_from(
+        source: Source,
+        callback: impl FnMut(TeredoEvent) + Send + 'static,
+    ) -> Result<Self, Error> {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner { state: WatchState::default(), callback: Box::new(callback) }),
         });
         let context = Arc::into_raw(shared);
-        let registration = match Registration::system_ports(context)
-            .or_else(|_| Registration::teredo_change(context))
-        {
+        let registered = match source {
+            Source::Any => Registration::system_ports(context)
+                .or_else(|_| Registration::teredo_change(context)),
+            Source::SystemPorts => Registration::system_ports(context),
+            Source::TeredoChange => Registration::teredo_change(context),
+        };
+        let registration = match registered {
             Ok(r) => r,
             Err(e) => {
                 // SAFETY: no registration exists: no callback will use `context`; reclaim

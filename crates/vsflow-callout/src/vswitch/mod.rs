@@ -19,6 +19,7 @@ use fwps_sys::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0;
 
 use crate::driver::Driver;
 use crate::services::KernelServices;
+use crate::sync::RundownGuard;
 
 /// The dispatch table for a driver with services `S`.
 #[must_use]
@@ -42,6 +43,14 @@ pub fn dispatch_table<S: KernelServices>() -> FWPS_VSWITCH_EVENT_DISPATCH_TABLE0
 unsafe fn driver<'a, S: KernelServices>(context: *mut c_void) -> Option<&'a Driver<S>> {
     // SAFETY: caller's contract.
     unsafe { context.cast::<Driver<S>>().as_ref() }
+}
+
+impl<S: KernelServices> Driver<S> {
+    /// Counts a vSwitch callback in flight (stop waits for it); `None` once stop has begun
+    /// draining (the callback then does nothing and succeeds).
+    pub(crate) fn enter_callback(&self) -> Option<RundownGuard<'_, S::Rundown>> {
+        RundownGuard::acquire(&self.callbacks)
+    }
 }
 
 /// Reads an OS-provided counted string as a durable identity.

@@ -1,95 +1,50 @@
-//! Runtime-state restore: a blob from the source host becomes a port's state here.
+//! The runtime-state restore lifecycle, top to bottom: a blob from the source host becomes a
+//! port's state here, and every notification that returned `STATUS_PENDING` is completed
+//! exactly once.
 //!
-//! Pending mode (default): copy the blob into driver memory, record the notification, ask for
-//! deferred work, return `STATUS_PENDING`; the worker decodes at `PASSIVE_LEVEL`, applies all
-//! or nothing, and calls `FwpsvSwitchNotifyComplete0` exactly once (see [`crate::pending`]).
-//! Synchronous mode, or when no work item can be queued: decode and apply in the callback.
-//! A damaged blob, or an unknown major version in strict mode, fails the restore (Hyper-V then
-//! fails the VM's restore); nothing is applied.
+//! 1. [`restore_fn`] (WFP's callback) -> [`Driver::on_restore`]: pending mode (default) copies
+//!    the blob, records the notification in the pending set, asks for deferred work and
+//!    returns `STATUS_PENDING`; synchronous mode (or no work item) decodes and applies inline.
+//! 2. [`Driver::run_deferred`] (the work item, `PASSIVE_LEVEL`): takes each entry, decodes it
+//!    outside every lock, then removes it from the set: whoever removes an entry completes it.
+//! 3. [`Driver::apply_restore`]: under the port's own lock only, applies the state (flows seen
+//!    in the restore window merge with the restored ones), or degrades to an empty port.
+//! 4. [`Driver::complete`]: `FwpsvSwitchNotifyComplete0`, once.
+//!
+//! Cancel paths (each removes the entries it completes, so a worker that comes second finds
+//! nothing): [`Driver::cancel_port`] (port delete or replaced), [`Driver::cancel_switch`]
+//! (switch delete), [`Driver::cancel_all`] (stop: the set is closed first, so nothing new is
+//! pended).
+//!
+//! A migration never fails because of vsflow: an empty, damaged, foreign or unknown-major
+//! blob, or one that cannot be applied, restores an EMPTY port (no flows, no rules, the
+//! configured default mode), is counted (`restores_empty`) and traced
+//! ([`RestoreOutcome::Degraded`]), and the restore reports success. Failing such a restore is an
+//! opt-in policy (registry `FailBadRestores` = 1). Restoring the same blob into the same port a
+//! second time changes nothing. Policy set by an operator during the restore window wins
+//! over the blob's (the blob carries an older decision; the restored flows are kept), and the
+//! rules version stays monotonic: vsflow-core's `Port` restore API decides both.
 
 use alloc::vec::Vec;
 use core::ffi::c_void;
+use core::hash::BuildHasher;
 
 use fwps_sys::{
-    NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS,
+    NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_PENDING,
+    STATUS_SUCCESS,
 };
+use vsflow_core::Port;
+use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded};
 
 use super::{driver, identity};
 use crate::config::RestoreMode;
 use crate::driver::Driver;
 use crate::error::CalloutError;
+use crate::keys;
+use crate::percpu::Counter;
+use crate::ports::{PortKey, PortState};
 use crate::services::{KernelServices, LogLevel};
-use crate::state::PortKey;
-
-impl<S: KernelServices> Driver<S> {
-    /// Handles a restore notification; returns `STATUS_PENDING` only after recording
-    /// `completion` for exactly-once completion.
-    pub fn on_restore(
-        &self,
-        completion: *mut c_void,
-        switch: &NDIS_SWITCH_PARAMETERS,
-        port_id: u32,
-        blob: &[u8],
-    ) -> NTSTATUS {
-        let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
-        let key = {
-            let st = self.state.lock();
-            st.switch_id(name.as_utf16()).map(|switch| PortKey { switch, port: port_id })
-        };
-        let Some(key) = key else {
-            self.state.lock().stats.restores_unknown_port += 1;
-            self.log(
-                LogLevel::Warning,
-                format_args!("restore for port {port_id} of an unknown switch ignored"),
-            );
-            return STATUS_SUCCESS;
-        };
-        if self.config.restore_mode == RestoreMode::Pending && !completion.is_null() {
-            match self.pend_restore(completion, key, blob) {
-                Ok(()) => return STATUS_PENDING,
-                Err(e) => self.log(
-                    LogLevel::Warning,
-                    format_args!(
-                        "port {port_id}: restore not pended ({e}); restoring synchronously"
-                    ),
-                ),
-            }
-        }
-        let decoded = self.decode(blob);
-        let mut st = self.state.lock();
-        st.stats.restores_sync += 1;
-        self.finish_restore(&mut st, key, decoded)
-    }
-
-    fn pend_restore(
-        &self,
-        completion: *mut c_void,
-        key: PortKey,
-        blob: &[u8],
-    ) -> Result<(), CalloutError> {
-        let mut copy = Vec::new();
-        copy.try_reserve_exact(blob.len())?;
-        copy.extend_from_slice(blob);
-        let id = {
-            let mut st = self.state.lock();
-            if st.stopping {
-                return Err(CalloutError::InvalidState);
-            }
-            let id = st.pending.push(completion as usize, key, copy)?;
-            st.stats.restores_pended += 1;
-            id
-        };
-        if let Err(e) = self.services.request_deferred_work() {
-            // Take it back; if it is already gone, someone completed it: still report pending.
-            let mut st = self.state.lock();
-            if st.pending.remove(id).is_some() {
-                st.stats.restores_pended -= 1;
-                return Err(e);
-            }
-        }
-        Ok(())
-    }
-}
+use crate::trace::{DegradedReason, RestoreOutcome, TraceEvent};
 
 /// `vSwitchRuntimeStateRestoreNotifyFn`.
 ///
@@ -107,6 +62,7 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
 ) -> NTSTATUS {
     // SAFETY: WFP passes the subscription's context.
     let Some(d) = (unsafe { driver::<S>(notify_context) }) else { return STATUS_SUCCESS };
+    let Some(_in_flight) = d.enter_callback() else { return STATUS_SUCCESS };
     // SAFETY: WFP's pointer, valid for the call.
     let Some(sw) = (unsafe { v_switch.as_ref() }) else { return STATUS_INVALID_PARAMETER };
     let blob: &[u8] = if runtime_state.is_null() || runtime_state_length == 0 {
@@ -117,4 +73,349 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
         unsafe { core::slice::from_raw_parts(runtime_state.cast::<u8>(), runtime_state_length) }
     };
     d.on_restore(completion_context, sw, port_id, blob)
+}
+
+/// What a decode produced, ready to apply.
+#[allow(clippy::large_enum_variant, reason = "one value per restore, moved once, never stored")]
+enum Restorable {
+    /// A state to apply.
+    State(vsflow_core::codec::PortState),
+    /// Nothing usable: restore an empty port (or fail under the opt-in policy).
+    Degraded(DegradedReason, Option<CalloutError>),
+}
+
+/// A blob's digest, to recognise a second restore of the same blob.
+fn digest(blob: &[u8]) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x7673_666c_6f77_0009).hash_one(blob)
+}
+
+impl<S: KernelServices> Driver<S> {
+    // ---- 1. The callback ----------------------------------------------------------------
+
+    /// Handles a restore notification; returns `STATUS_PENDING` only after recording
+    /// `completion` for exactly-once completion.
+    pub fn on_restore(
+        &self,
+        completion: *mut c_void,
+        switch: &NDIS_SWITCH_PARAMETERS,
+        port_id: u32,
+        blob: &[u8],
+    ) -> NTSTATUS {
+        let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
+        let switch_id = self.read_ports(|ix| ix.switch_id(name.as_utf16())).flatten();
+        let Some(switch) = switch_id else {
+            self.count(Counter::RestoresUnknownPort);
+            self.trace_restore(
+                port_id,
+                blob.len(),
+                0,
+                RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+                STATUS_SUCCESS,
+            );
+            return STATUS_SUCCESS;
+        };
+        let key = PortKey { switch, port: port_id };
+        if self.config.restore_mode == RestoreMode::Pending && !completion.is_null() {
+            match self.pend_restore(completion, key, blob) {
+                Ok(()) => return STATUS_PENDING,
+                Err(e) => self.log(
+                    LogLevel::Warning,
+                    format_args!(
+                        "port {port_id}: restore not pended ({e}); restoring synchronously"
+                    ),
+                ),
+            }
+        }
+        self.count(Counter::RestoresSync);
+        let decoded = self.decode(blob);
+        self.apply_restore(key, blob, decoded)
+    }
+
+    fn pend_restore(
+        &self,
+        completion: *mut c_void,
+        key: PortKey,
+        blob: &[u8],
+    ) -> Result<(), CalloutError> {
+        let mut copy = Vec::new();
+        copy.try_reserve_exact(blob.len())?;
+        copy.extend_from_slice(blob);
+        let id = self.pending.lock().push(completion as usize, key, copy)?;
+        self.count(Counter::RestoresPended);
+        if let Err(e) = self.services.request_deferred_work() {
+            // Take it back; if it is already gone, someone completed it: still report pending.
+            if self.pending.lock().remove(id).is_some() {
+                self.counters.add(
+                    self.services.current_processor(),
+                    Counter::RestoresPended,
+                    u64::MAX,
+                );
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- 2. The worker ------------------------------------------------------------------
+
+    /// Finishes pended restores: decodes each blob at `PASSIVE_LEVEL` outside every lock,
+    /// applies it under the port's lock, and completes the notification, unless a canceller
+    /// removed it meanwhile (then the canceller has completed it). Called by the driver's work
+    /// item.
+    pub fn run_deferred(&self) {
+        loop {
+            let job = self.pending.lock().take_next();
+            let Some((id, key, blob)) = job else { break };
+            let decoded = self.decode(&blob);
+            let Some(entry) = self.pending.lock().remove(id) else {
+                // Cancelled while decoding: completed by the canceller.
+                continue;
+            };
+            let status = self.apply_restore(key, &blob, decoded);
+            Self::complete(entry.completion, status);
+        }
+    }
+
+    /// Decodes a blob (no lock held).
+    fn decode(&self, blob: &[u8]) -> Restorable {
+        if blob.is_empty() {
+            return Restorable::Degraded(DegradedReason::Empty, None);
+        }
+        let cfg = DecodeConfig {
+            expected_provider: Some(keys::provider_core()),
+            unknown_major: self.config.unknown_major,
+            max_len: usize::from(u16::MAX),
+        };
+        match codec::decode(blob, &cfg) {
+            Ok(Decoded::State(state)) => Restorable::State(state),
+            Ok(Decoded::UnsupportedMajor { major, minor }) => Restorable::Degraded(
+                DegradedReason::UnknownMajor,
+                Some(CalloutError::Decode(DecodeError::UnsupportedMajor { major, minor })),
+            ),
+            Err(e) => {
+                let reason = match e {
+                    DecodeError::UnsupportedMajor { .. } => DegradedReason::UnknownMajor,
+                    DecodeError::ProviderMismatch => DegradedReason::Foreign,
+                    DecodeError::OutOfMemory => DegradedReason::OutOfMemory,
+                    _ => DegradedReason::Damaged,
+                };
+                Restorable::Degraded(reason, Some(CalloutError::Decode(e)))
+            }
+        }
+    }
+
+    // ---- 3. Apply -----------------------------------------------------------------------
+
+    /// Applies a decode result to port `key` under the port's lock only; returns the status to
+    /// report and traces the outcome.
+    fn apply_restore(&self, key: PortKey, blob: &[u8], decoded: Restorable) -> NTSTATUS {
+        let now = self.services.now();
+        let sum = digest(blob);
+        // An empty port, built outside the lock, for the degraded path.
+        let fresh = match &decoded {
+            Restorable::Degraded(..) => self
+                .read_ports(|ix| ix.port(key).map(|p| p.identity))
+                .flatten()
+                .and_then(|id| Port::try_new(id, self.port_config()).ok()),
+            Restorable::State(_) => None,
+        };
+        let outcome = self.read_ports(|ix| {
+            let slot = ix.port(key)?;
+            let mut st = slot.state.lock();
+            Some(self.apply_locked(&mut st, key, blob.len(), sum, decoded, fresh, now))
+        });
+        if let Some(status) = outcome.flatten() {
+            return status;
+        }
+        self.count(Counter::RestoresUnknownPort);
+        self.trace_restore(
+            key.port,
+            blob.len(),
+            0,
+            RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+            STATUS_SUCCESS,
+        );
+        STATUS_SUCCESS
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]
+    fn apply_locked(
+        &self,
+        st: &mut PortState,
+        key: PortKey,
+        bytes: usize,
+        sum: u64,
+        decoded: Restorable,
+        fresh: Option<Port>,
+        now: vsflow_core::Tick,
+    ) -> NTSTATUS {
+        if st.last_restore == Some(sum) {
+            // The same blob again: already applied.
+            st.port.cancel_restore();
+            st.window_deadline = vsflow_core::Tick::MAX;
+            self.trace_restore(key.port, bytes, 0, RestoreOutcome::Applied, STATUS_SUCCESS);
+            return STATUS_SUCCESS;
+        }
+        let (reason, error) = match decoded {
+            Restorable::State(state) => {
+                if state.identity != *st.port.identity() {
+                    self.count(Counter::IdentityMismatches);
+                    self.log(
+                        LogLevel::Warning,
+                        format_args!(
+                            "port {}: blob saved for port '{}', restoring into '{}'",
+                            key.port,
+                            state.identity,
+                            st.port.identity()
+                        ),
+                    );
+                }
+                match codec::apply(&mut st.port, &state, now) {
+                    Ok(report) => {
+                        st.window_deadline = vsflow_core::Tick::MAX;
+                        st.last_restore = Some(sum);
+                        self.count(Counter::RestoresApplied);
+                        self.trace_restore(
+                            key.port,
+                            bytes,
+                            report.restored,
+                            RestoreOutcome::Applied,
+                            STATUS_SUCCESS,
+                        );
+                        return STATUS_SUCCESS;
+                    }
+                    Err(e) => {
+                        let reason = if matches!(
+                            e,
+                            codec::ApplyError::Core(vsflow_core::Error::OutOfMemory)
+                        ) {
+                            DegradedReason::OutOfMemory
+                        } else {
+                            DegradedReason::Damaged
+                        };
+                        (reason, Some(CalloutError::Apply(e)))
+                    }
+                }
+            }
+            Restorable::Degraded(reason, error) => (reason, error),
+        };
+        self.degrade(st, key, bytes, sum, reason, error, fresh)
+    }
+
+    /// The port is restored empty (or, under the opt-in policy, the restore fails).
+    #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]
+    fn degrade(
+        &self,
+        st: &mut PortState,
+        key: PortKey,
+        bytes: usize,
+        sum: u64,
+        reason: DegradedReason,
+        error: Option<CalloutError>,
+        fresh: Option<Port>,
+    ) -> NTSTATUS {
+        if self.config.fail_bad_restores {
+            let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
+            st.port.cancel_restore();
+            st.window_deadline = vsflow_core::Tick::MAX;
+            self.count(Counter::RestoresFailed);
+            self.log(
+                LogLevel::Error,
+                format_args!(
+                    "port {}: restore failed ({reason:?}): policy FailBadRestores",
+                    key.port
+                ),
+            );
+            self.trace_restore(key.port, bytes, 0, RestoreOutcome::Failed, status);
+            return status;
+        }
+        if let Some(port) = fresh {
+            // An empty port: no flows, no rules, the configured default mode.
+            st.port = port;
+        } else {
+            // Out of memory for a new table: keep the table, but drop the rules it had.
+            let _ = st.port.replace_rules(&[]);
+            st.port.set_mode(self.config.default_mode);
+        }
+        codec::apply_empty(&mut st.port);
+        st.window_deadline = vsflow_core::Tick::MAX;
+        st.last_restore = Some(sum);
+        self.count(Counter::RestoresEmpty);
+        self.log(
+            LogLevel::Warning,
+            format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port),
+        );
+        self.trace_restore(key.port, bytes, 0, RestoreOutcome::Degraded(reason), STATUS_SUCCESS);
+        STATUS_SUCCESS
+    }
+
+    fn trace_restore(
+        &self,
+        port: u32,
+        bytes: usize,
+        flows: u32,
+        outcome: RestoreOutcome,
+        status: NTSTATUS,
+    ) {
+        self.trace(&TraceEvent::Restore {
+            port,
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
+            flows_restored: flows,
+            outcome,
+            status,
+        });
+    }
+
+    // ---- 4. Complete --------------------------------------------------------------------
+
+    /// Completes a pended notification. Only whoever removed its entry from the pending set
+    /// calls this, once.
+    pub(crate) fn complete(completion: usize, status: NTSTATUS) {
+        // SAFETY: `completion` is the context WFP passed to a callback that returned
+        // STATUS_PENDING; it was removed from the pending set under its lock, so this is its
+        // only completion, and `status` is never STATUS_PENDING.
+        unsafe {
+            fwps_sys::FwpsvSwitchNotifyComplete0(
+                completion as *mut c_void,
+                status,
+                0,
+                core::ptr::null_mut(),
+            );
+        };
+    }
+
+    // ---- Cancel paths -------------------------------------------------------------------
+
+    /// Completes every pended notification of the ports matching `pred` as cancelled.
+    fn cancel_where(&self, mut pred: impl FnMut(&PortKey) -> bool) {
+        loop {
+            let entry = self.pending.lock().remove_where(&mut pred);
+            let Some(entry) = entry else { break };
+            self.count(Counter::RestoresCancelled);
+            self.trace_restore(
+                entry.key.port,
+                entry.blob.len(),
+                0,
+                RestoreOutcome::Cancelled,
+                STATUS_CANCELLED,
+            );
+            Self::complete(entry.completion, STATUS_CANCELLED);
+        }
+    }
+
+    /// A port is deleted (or replaced by another port with the same id).
+    pub(crate) fn cancel_port(&self, key: PortKey) {
+        self.cancel_where(|k| *k == key);
+    }
+
+    /// A switch is deleted.
+    pub(crate) fn cancel_switch(&self, switch: u32) {
+        self.cancel_where(|k| k.switch == switch);
+    }
+
+    /// The driver stops: nothing more is pended, everything in flight is completed.
+    pub(crate) fn cancel_all(&self) {
+        self.pending.lock().close();
+        self.cancel_where(|_| true);
+    }
 }

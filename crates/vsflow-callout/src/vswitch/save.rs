@@ -3,11 +3,15 @@
 //! Synchronous, always: how a *pended* save would hand its buffer back is not documented
 //! (`FwpsvSwitchNotifyComplete0` has no buffer argument). The driver keeps ownership of the
 //! buffer it returns (who frees it is not documented either): one buffer per port, reused by
-//! the next save of that port, freed with the port or when the driver unsubscribes. Both are
-//! listed in docs/WINDOWS-VERIFICATION.md (verify on Windows: items 1-3).
+//! the next save of that port, freed with the port or at stop. Both are listed in
+//! docs/WINDOWS-VERIFICATION.md (verify on Windows: items 1-3).
+//!
+//! The encode runs under the saved port's own lock only: other ports' packets never wait for
+//! it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
+//! vsflow does not track (or whose encode fails) saves the driver's minimal blob (no flows,
+//! no rules), so the destination restores an empty port.
 
 use core::ffi::c_void;
-use core::ptr;
 
 use fwps_sys::{NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
 use vsflow_core::codec::{self, EncodeConfig};
@@ -15,48 +19,10 @@ use vsflow_core::codec::{self, EncodeConfig};
 use super::{driver, identity};
 use crate::driver::Driver;
 use crate::keys;
+use crate::percpu::Counter;
+use crate::ports::PortKey;
 use crate::services::{KernelServices, LogLevel};
-use crate::state::PortKey;
-
-impl<S: KernelServices> Driver<S> {
-    /// Encodes the port's state into its save buffer; returns the buffer's address and length,
-    /// valid until the next save of the port, its deletion or unsubscribe. A port vsflow does
-    /// not know, or an encode that fails, saves nothing (length 0): the migration proceeds and
-    /// the destination starts that port empty.
-    pub fn on_save(&self, switch: &NDIS_SWITCH_PARAMETERS, port_id: u32) -> (*const u8, usize) {
-        let Some(name) = identity(&switch.SwitchName) else { return (ptr::null(), 0) };
-        let now = self.services.now();
-        let cfg = EncodeConfig { provider: keys::provider_core(), cap: self.config.blob_cap };
-        let mut st = self.state.lock();
-        st.stats.saves += 1;
-        let key = st.switch_id(name.as_utf16()).map(|switch| PortKey { switch, port: port_id });
-        let Some(entry) = key.and_then(|k| st.ports.get_mut(&k)) else {
-            st.stats.saves_empty += 1;
-            return (ptr::null(), 0);
-        };
-        let mut buffer = core::mem::take(&mut entry.save_buffer);
-        let result = codec::encode(&entry.port, now, &cfg, &mut buffer);
-        match result {
-            Ok(summary) => {
-                let c = &mut entry.port;
-                c.note_saved(summary.flows_dropped);
-                entry.save_buffer = buffer;
-                (entry.save_buffer.as_ptr(), entry.save_buffer.len())
-            }
-            Err(e) => {
-                entry.save_buffer = buffer;
-                entry.save_buffer.clear();
-                st.stats.saves_empty += 1;
-                drop(st);
-                self.log(
-                    LogLevel::Error,
-                    format_args!("port {port_id}: runtime state not saved: {e}"),
-                );
-                (ptr::null(), 0)
-            }
-        }
-    }
-}
+use crate::trace::TraceEvent;
 
 /// `vSwitchRuntimeStateSaveNotifyFn`.
 ///
@@ -75,16 +41,84 @@ pub unsafe extern "system" fn save_fn<S: KernelServices>(
         return STATUS_INVALID_PARAMETER;
     }
     // SAFETY: WFP passes the subscription's context.
-    let d = unsafe { driver::<S>(notify_context) };
+    let Some(d) = (unsafe { driver::<S>(notify_context) }) else {
+        return STATUS_INVALID_PARAMETER;
+    };
     // SAFETY: WFP's pointer, valid for the call.
     let sw = unsafe { v_switch.as_ref() };
-    let (data, len) = match (d, sw) {
-        (Some(d), Some(sw)) => d.on_save(sw, port_id),
-        _ => (ptr::null(), 0),
+    let (data, len) = match (d.enter_callback(), sw) {
+        (Some(_in_flight), Some(sw)) => d.on_save(sw, port_id),
+        _ => (d.empty_blob.as_ptr(), d.empty_blob.len()),
     };
     // SAFETY: non-null out-pointers from WFP.
     unsafe { runtime_state.write(data.cast_mut().cast()) };
     // SAFETY: as above.
     unsafe { runtime_state_length.write(len) };
     STATUS_SUCCESS
+}
+
+impl<S: KernelServices> Driver<S> {
+    /// Encodes the port's state into its save buffer; returns the buffer's address and length,
+    /// valid until the next save of the port, its deletion or stop. Never empty: a port vsflow
+    /// does not track, or an encode that fails, returns the minimal blob.
+    pub fn on_save(&self, switch: &NDIS_SWITCH_PARAMETERS, port_id: u32) -> (*const u8, usize) {
+        self.count(Counter::Saves);
+        let now = self.services.now();
+        let cfg = EncodeConfig { provider: keys::provider_core(), cap: self.config.blob_cap };
+        let name = identity(&switch.SwitchName);
+        let saved = self.read_ports(|ix| {
+            let switch = ix.switch_id(name?.as_utf16())?;
+            let slot = ix.port(PortKey { switch, port: port_id })?;
+            let mut st = slot.state.lock();
+            let mut buffer = core::mem::take(&mut st.save_buffer);
+            let result = codec::encode(&st.port, now, &cfg, &mut buffer);
+            let out = match result {
+                Ok(summary) => {
+                    st.port.note_saved(summary.flows_dropped);
+                    Ok((
+                        buffer.as_ptr(),
+                        buffer.len(),
+                        summary.flows_written,
+                        summary.flows_dropped,
+                    ))
+                }
+                Err(e) => {
+                    buffer.clear();
+                    Err(e)
+                }
+            };
+            // The buffer moves back into the port: its heap block (what WFP reads) stays put.
+            st.save_buffer = buffer;
+            Some(out)
+        });
+        match saved.flatten() {
+            Some(Ok((p, len, written, dropped))) => {
+                self.trace(&TraceEvent::Save {
+                    port: port_id,
+                    bytes: u32::try_from(len).unwrap_or(u32::MAX),
+                    flows_saved: written,
+                    flows_dropped: dropped,
+                    status: STATUS_SUCCESS,
+                });
+                (p, len)
+            }
+            other => {
+                if let Some(Err(e)) = other {
+                    self.log(
+                        LogLevel::Error,
+                        format_args!("port {port_id}: runtime state not saved: {e}"),
+                    );
+                }
+                self.count(Counter::SavesEmpty);
+                self.trace(&TraceEvent::Save {
+                    port: port_id,
+                    bytes: u32::try_from(self.empty_blob.len()).unwrap_or(u32::MAX),
+                    flows_saved: 0,
+                    flows_dropped: 0,
+                    status: STATUS_SUCCESS,
+                });
+                (self.empty_blob.as_ptr(), self.empty_blob.len())
+            }
+        }
+    }
 }

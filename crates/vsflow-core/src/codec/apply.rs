@@ -88,6 +88,8 @@ pub fn apply_with(
 ) -> Result<ApplyReport, ApplyError> {
     let digest = (state.digest != 0).then_some(state.digest);
     if digest.is_some() && port.restored.digest == digest {
+        // Nothing changes, but the restore is over: the port leaves its Monitor window.
+        port.cancel_restore();
         return Ok(ApplyReport { repeated: true, ..ApplyReport::default() });
     }
     let table_config = *port.table.config();

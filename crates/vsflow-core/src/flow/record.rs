@@ -174,9 +174,9 @@ impl FlowRecord {
     /// The record of a flow that a restore carried (`self`, its admission already mapped to
     /// this host) and that this host also saw in the restore window (`window`).
     ///
-    /// The carried opener, admission and first-seen time win (the source saw the flow start);
-    /// the TCP state is the further of the two, FIN bits are united, counters summed and the
-    /// last-seen time is the later one. If the carried flow was closed and the window saw a new
+    /// The carried opener and admission win (the source saw the flow start); the TCP state is
+    /// the further of the two, FIN bits are united, counters summed, the first-seen time is the
+    /// earlier and the last-seen time the later one. If the carried flow was closed and the window saw a new
     /// connection on the same 5-tuple, the window's record wins.
     #[must_use]
     pub fn merge_window(&self, window: &Self) -> Self {
@@ -242,6 +242,51 @@ mod tests {
         assert_eq!((m.packets, m.bytes), ([0, 2], [0, 200]));
         let m = window.merge_window(&carried);
         assert_eq!(m.state, FlowState::FinWait, "a window pickup never rolls a state back");
+    }
+
+    fn arb_record() -> impl proptest::strategy::Strategy<Value = FlowRecord> {
+        use proptest::prelude::*;
+        let states = [
+            FlowState::SynSent,
+            FlowState::SynReceived,
+            FlowState::Established,
+            FlowState::FinWait,
+            FlowState::Closed,
+        ];
+        (0usize..5, any::<bool>(), 0u8..4, any::<[u32; 4]>(), 0u64..1000, 0u64..1000).prop_map(
+            move |(st, vm, fin, c, a, b)| {
+                let (opener, admission) = if vm {
+                    (Opener::Vm, Admission::Vm)
+                } else {
+                    (Opener::Remote, Admission::Rule(7))
+                };
+                let mut r = FlowRecord::new(states[st], opener, admission, a.min(b));
+                r.fin_seen = fin;
+                r.packets = [u64::from(c[0]), u64::from(c[1])];
+                r.bytes = [u64::from(c[2]), u64::from(c[3])];
+                r.last_seen = a.max(b);
+                r
+            },
+        )
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merge_never_loses_traffic_time_or_progress(carried in arb_record(), window in arb_record()) {
+            let m = carried.merge_window(&window);
+            if carried.state == FlowState::Closed && window.state != FlowState::Closed {
+                proptest::prop_assert_eq!(m, window);
+                return Ok(());
+            }
+            proptest::prop_assert_eq!((m.opener, m.admission), (carried.opener, carried.admission));
+            proptest::prop_assert_eq!(m.packets[0], carried.packets[0] + window.packets[0]);
+            proptest::prop_assert_eq!(m.bytes[1], carried.bytes[1] + window.bytes[1]);
+            proptest::prop_assert_eq!(m.last_seen, carried.last_seen.max(window.last_seen));
+            proptest::prop_assert_eq!(m.first_seen, carried.first_seen.min(window.first_seen));
+            proptest::prop_assert!(m.state.progress() >= carried.state.progress());
+            proptest::prop_assert!(m.state.progress() >= window.state.progress());
+            proptest::prop_assert_eq!(m.fin_seen, carried.fin_seen | window.fin_seen);
+        }
     }
 
     #[test]

@@ -1,0 +1,292 @@
+//! The host's switches and ports, and how a packet finds its port without a host-wide lock.
+//!
+//! Every port has its own spin lock ([`PortSlot::state`]): classify, save, restore and the
+//! IOCTLs of one port never wait for another port. Finding a port takes no lock shared between
+//! processors: the port map is guarded by one reader/writer spin lock (`EX_SPIN_LOCK`) *per
+//! processor*, each on its own cache lines. A reader (classify, save, restore, IOCTLs) takes its
+//! own processor's lock shared: an interlocked operation on a line no other processor writes.
+//! A writer (switch and port create/delete, stop: rare) takes every processor's lock
+//! exclusively, in order, so no reader is inside the map while it changes; a port is freed only
+//! then, so it is never freed under a reader.
+//!
+//! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
+//! nobody waits, a writer spins only for readers' short critical sections, and a reader never
+//! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port -> pending).
+
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+use vsflow_core::{Port, PortIdentity};
+
+use crate::error::CalloutError;
+use crate::services::{KernelServices, RawSpinLock};
+use crate::sync::{ExclusiveGuard, SharedGuard, SpinMutex};
+
+/// A port of a switch: `(switch, PortId)`. `PortId`s are unique only within a switch and change
+/// across live migration; the port's durable identity lives in its [`PortState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortKey {
+    /// The switch's id (assigned by vsflow at switch create).
+    pub switch: u32,
+    /// The current host's `NDIS_SWITCH_PORT_ID`.
+    pub port: u32,
+}
+
+/// A virtual switch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SwitchEntry {
+    /// vsflow's id for it.
+    pub(crate) id: u32,
+    /// `SwitchName` (the switch GUID string).
+    pub(crate) name: PortIdentity,
+}
+
+/// Everything vsflow keeps for one switch port, under the port's own lock.
+#[derive(Debug)]
+pub(crate) struct PortState {
+    /// Flow table, policy, counters, durable identity.
+    pub(crate) port: Port,
+    /// `NDIS_SWITCH_PORT_TYPE`.
+    pub(crate) port_type: u32,
+    /// The VM NIC connected to the port, if any (`NicIndex`).
+    pub(crate) nic: Option<u16>,
+    /// A NIC is connected (`NicState` connected, or between `INTERFACE_CONNECT` and
+    /// `INTERFACE_DISCONNECT`).
+    pub(crate) nic_connected: bool,
+    /// A VM NIC (synthetic or emulated) is on the port. A generic port is judged only then.
+    pub(crate) vm_nic: bool,
+    /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
+    /// driver: replaced by the next save, freed with the port or at stop.
+    pub(crate) save_buffer: Vec<u8>,
+    /// Digest of the last blob applied to this port (a second restore of the same blob
+    /// changes nothing).
+    pub(crate) last_restore: Option<u64>,
+    /// When a restore window closes on its own if no restore came (the source host may have
+    /// saved nothing for vsflow: no restore callback will ever come); `Tick::MAX` if none.
+    pub(crate) window_deadline: vsflow_core::Tick,
+    /// Classify calls that reached this port (summed into the driver's count on read).
+    pub(crate) classify_calls: u64,
+}
+
+impl PortState {
+    /// Closes the restore window if its deadline passed (no restore came): the port applies
+    /// its own mode again. A branch per packet while no window is open.
+    #[inline]
+    pub(crate) fn close_stale_window(&mut self, now: vsflow_core::Tick) {
+        if now >= self.window_deadline {
+            self.window_deadline = vsflow_core::Tick::MAX;
+            self.port.cancel_restore();
+        }
+    }
+
+    /// Whether packets of this port are judged (generic ports only with a VM NIC on them).
+    pub(crate) const fn judged(&self) -> bool {
+        self.port_type != fwps_sys::NdisSwitchPortTypeGeneric || self.vm_nic
+    }
+}
+
+/// A port and its lock. Lives in a box owned by the writer's map; readers reach it through the
+/// map under a shared hold of a processor's lock, and it is freed only after removal under all
+/// of them.
+pub(crate) struct PortSlot<L: RawSpinLock> {
+    pub(crate) key: PortKey,
+    /// `PortName`: never changes for a slot (a new name is a new port).
+    pub(crate) identity: PortIdentity,
+    pub(crate) state: SpinMutex<L, PortState>,
+}
+
+/// The switches and ports, as readers see them (under a shared hold of the map).
+pub(crate) type Index<L> = Master<L>;
+
+/// The map: owns the port boxes.
+pub(crate) struct Master<L: RawSpinLock> {
+    pub(crate) switches: Vec<SwitchEntry>,
+    pub(crate) ports: HashMap<PortKey, Box<PortSlot<L>>, FixedState>,
+    next_switch_id: u32,
+    closed: bool,
+}
+
+impl<L: RawSpinLock> Master<L> {
+    /// The id of the switch named `name`.
+    pub(crate) fn switch_id(&self, name: &[u16]) -> Option<u32> {
+        self.switches.iter().find(|s| s.name.as_utf16() == name).map(|s| s.id)
+    }
+
+    /// The id of the switch whose name is `bytes` (UTF-16LE, up to an optional NUL unit),
+    /// compared in place.
+    pub(crate) fn switch_id_le(&self, bytes: &[u8]) -> Option<u32> {
+        let units = bytes.chunks_exact(2).map(|p| match p {
+            [lo, hi] => u16::from_le_bytes([*lo, *hi]),
+            _ => 0,
+        });
+        let len = units.clone().position(|u| u == 0).unwrap_or(bytes.len() / 2);
+        self.switches
+            .iter()
+            .find(|s| {
+                let name = s.name.as_utf16();
+                name.len() == len && name.iter().copied().eq(units.clone().take(len))
+            })
+            .map(|s| s.id)
+    }
+
+    /// The port `key`.
+    pub(crate) fn port(&self, key: PortKey) -> Option<&PortSlot<L>> {
+        self.ports.get(&key).map(|b| &**b)
+    }
+
+    /// Every port.
+    pub(crate) fn ports(&self) -> impl ExactSizeIterator<Item = &PortSlot<L>> + '_ {
+        self.ports.values().map(|b| &**b)
+    }
+
+    /// Number of ports.
+    pub(crate) fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// Number of switches.
+    pub(crate) fn switch_count(&self) -> usize {
+        self.switches.len()
+    }
+
+    /// The switch named `name`, creating it if needed.
+    ///
+    /// # Errors
+    /// Out of memory.
+    pub(crate) fn switch_id_or_insert(&mut self, name: &PortIdentity) -> Result<u32, CalloutError> {
+        if let Some(s) = self.switches.iter().find(|s| s.name == *name) {
+            return Ok(s.id);
+        }
+        self.switches.try_reserve(1)?;
+        let id = self.next_switch_id;
+        self.next_switch_id = self.next_switch_id.wrapping_add(1).max(1);
+        self.switches.push(SwitchEntry { id, name: *name });
+        Ok(id)
+    }
+
+    /// Removes a port and returns it (the caller frees it after releasing the map).
+    pub(crate) fn remove_port(&mut self, key: PortKey) -> Option<Box<PortSlot<L>>> {
+        self.ports.remove(&key)
+    }
+
+    /// Inserts (or replaces) a port; returns the port it replaced.
+    ///
+    /// # Errors
+    /// Out of memory (nothing changed; the slot is handed back).
+    pub(crate) fn insert_port(&mut self, slot: Box<PortSlot<L>>) -> InsertResult<L> {
+        if self.ports.try_reserve(1).is_err() {
+            return Err((CalloutError::Core(vsflow_core::Error::OutOfMemory), slot));
+        }
+        Ok(self.ports.insert(slot.key, slot))
+    }
+
+    /// Forgets a switch and returns its ports (the caller frees them after releasing the map).
+    ///
+    /// # Errors
+    /// Out of memory (nothing removed).
+    pub(crate) fn remove_switch(&mut self, id: u32) -> Result<Vec<Box<PortSlot<L>>>, CalloutError> {
+        let n = self.ports.keys().filter(|k| k.switch == id).count();
+        let mut gone = Vec::new();
+        gone.try_reserve_exact(n)?;
+        gone.extend(self.ports.extract_if(|k, _| k.switch == id).map(|(_, slot)| slot));
+        self.switches.retain(|s| s.id != id);
+        Ok(gone)
+    }
+}
+
+/// What [`Master::insert_port`] gives back: the port replaced, or the error and the slot.
+pub(crate) type InsertResult<L> =
+    Result<Option<Box<PortSlot<L>>>, (CalloutError, Box<PortSlot<L>>)>;
+
+/// One processor's lock, alone on its cache lines.
+#[repr(align(128))]
+struct CpuLock<R>(R);
+
+/// The port map: the switches and ports under one reader/writer spin lock per processor.
+pub(crate) struct PortMap<S: KernelServices> {
+    locks: Vec<CpuLock<S::RwLock>>,
+    map: UnsafeCell<Master<S::Lock>>,
+}
+
+// SAFETY: `map` is read only under a shared hold of some processor's lock and written only
+// under exclusive holds of all of them (module protocol); its contents are `Send`.
+unsafe impl<S: KernelServices> Sync for PortMap<S> where Master<S::Lock>: Send {}
+// SAFETY: as above; moving the map moves its contents.
+unsafe impl<S: KernelServices> Send for PortMap<S> where Master<S::Lock>: Send {}
+
+impl<S: KernelServices> PortMap<S> {
+    /// An empty map with one lock per processor.
+    ///
+    /// # Errors
+    /// Out of memory.
+    pub(crate) fn try_new(services: &S) -> Result<Self, CalloutError> {
+        let n = (services.processor_count() as usize).clamp(1, 1024);
+        let mut locks = Vec::new();
+        locks.try_reserve_exact(n)?;
+        locks.extend((0..n).map(|_| CpuLock(services.new_rw_lock())));
+        let map = Master {
+            switches: Vec::new(),
+            ports: HashMap::with_hasher(FixedState::with_seed(services.hash_seed())),
+            next_switch_id: 1,
+            closed: false,
+        };
+        Ok(Self { locks, map: UnsafeCell::new(map) })
+    }
+
+    /// Runs `f` on the map under the current processor's lock, shared; `None` once closed
+    /// (stop). Any IRQL `<= DISPATCH_LEVEL`; `f` runs at `DISPATCH_LEVEL` and must be short.
+    pub(crate) fn read<R>(&self, cpu: u32, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
+        let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
+        let _shared = SharedGuard::acquire(&lock.0);
+        // SAFETY: a shared hold of one processor's lock excludes every writer (writers hold
+        // all of them exclusively), so no `&mut` to the map exists meanwhile.
+        let map = unsafe { &*self.map.get() };
+        if map.closed {
+            return None;
+        }
+        Some(f(map))
+    }
+
+    /// Changes the map with `f` under every processor's lock, exclusive (any IRQL
+    /// `<= DISPATCH_LEVEL`; spins only while readers finish their short sections). Ports `f`
+    /// removes are returned by it and dropped by the caller after the locks are released.
+    ///
+    /// # Errors
+    /// `InvalidState` once closed, or what `f` returns.
+    pub(crate) fn update<R>(
+        &self,
+        f: impl FnOnce(&mut Master<S::Lock>) -> Result<R, CalloutError>,
+    ) -> Result<R, CalloutError> {
+        let mut held: Vec<ExclusiveGuard<'_, S::RwLock>> = Vec::new();
+        held.try_reserve_exact(self.locks.len())?;
+        held.extend(self.locks.iter().map(|l| ExclusiveGuard::acquire(&l.0)));
+        // SAFETY: every processor's lock is held exclusively: no reader and no other writer.
+        let map = unsafe { &mut *self.map.get() };
+        let r = if map.closed { Err(CalloutError::InvalidState) } else { f(map) };
+        // Release in reverse order: the first hold restores the caller's IRQL, last.
+        while let Some(guard) = held.pop() {
+            drop(guard);
+        }
+        r
+    }
+
+    /// Closes the map (stop): waits for every reader in flight (classify included), then frees
+    /// every port; returns the classify calls they had counted. Readers get `None` from then
+    /// on.
+    pub(crate) fn close(&self) -> u64 {
+        let gone = self.update(|m| {
+            m.closed = true;
+            m.switches.clear();
+            let mut ports = HashMap::with_hasher(FixedState::with_seed(0));
+            core::mem::swap(&mut ports, &mut m.ports);
+            Ok(ports)
+        });
+        // Freed outside the locks.
+        gone.map_or(0, |ports| {
+            ports.into_values().map(|slot| slot.state.lock().classify_calls).sum()
+        })
+    }
+}

@@ -1,0 +1,48 @@
+//! The base filtering engine stopping and starting again under a running driver
+//! (`FwpmBfeStateSubscribeChanges0` remarks; `WFPSampler`'s BFE subscription): `STOP_PENDING` is the
+//! time to close the engine handle; BFE's stop deletes dynamic sessions' objects and
+//! invalidates handles; RUNNING again is the time to add everything back.
+
+use vsflow_callout::RestoreMode;
+use vsflow_core::IpFamily;
+use vsflow_scenarios::{delivered, enforce, finish, host, open_connections, vm_port};
+use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::traffic::{inbound_syn, remote_addr};
+use vsflow_sim::{Host, PacketFate};
+
+fn vsflow_filters(h: &Host) -> usize {
+    let key = Some(vsflow_callout::keys::PROVIDER);
+    h.engine_objects().filters.iter().filter(|f| f.provider == key).count()
+}
+
+#[test]
+fn after_bfe_restarts_vsflows_filters_are_back_and_enforcement_resumes() {
+    let (mut h, sw) = host(1, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 4);
+    let filters = vsflow_filters(&h);
+    assert!(filters > 0);
+    h.stop_bfe();
+    assert_eq!(vsflow_filters(&h), 0, "dynamic objects go with BFE");
+    assert!(
+        h.violations().is_empty(),
+        "the handle was closed at STOP_PENDING: {:?}",
+        h.violations()
+    );
+    h.start_bfe();
+    assert_eq!(vsflow_filters(&h), filters, "RUNNING: every object added again");
+    let unsolicited = inbound_syn(IpFamily::V4, remote_addr(IpFamily::V4, 4, false), 5000, 7, 3389);
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, 7, &unsolicited), PacketFate::BlockedAtEgress);
+    assert_eq!(delivered(&mut h, sw, 7, &inbound), 4, "port state survives BFE");
+    finish(&mut h);
+}
+
+#[test]
+fn bfe_stopping_twice_and_the_driver_unloading_while_it_is_stopped_leave_nothing() {
+    let (mut h, sw) = host(1, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    h.stop_bfe();
+    h.start_bfe();
+    h.stop_bfe();
+    finish(&mut h); // unload with BFE stopped: no stale handle used, nothing left
+}

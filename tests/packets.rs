@@ -1,0 +1,118 @@
+//! Packets as the vSwitch transport layers hand them over: data starts at the IP header
+//! ("Data offset positions"; `WFPSampler`), IPv4 options and IPv6 extension headers move the
+//! transport header, MDL chains are cut inside the headers, and non-first fragments have no
+//! ports. Each test names the behaviour of the driver it proves.
+
+use vsflow_callout::RestoreMode;
+use vsflow_core::{FlowState, IpFamily, protocol};
+use vsflow_scenarios::{enforce, finish, flow_states, host, vm_port};
+use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::packet::{Fragment, Ipv6Ext};
+use vsflow_sim::traffic::{self, remote_addr, tcp};
+use vsflow_sim::{PacketFate, SimPacket};
+
+const PORT: u32 = 7;
+const NAME: &str = "vm-seven";
+
+fn one_port() -> (vsflow_sim::Host, usize) {
+    let (mut h, sw) = host(1, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, PORT, NAME, 1, false);
+    (h, sw)
+}
+
+fn syn(family: IpFamily) -> SimPacket {
+    traffic::vm_syn(family, PORT, 40_000, remote_addr(family, 9, false), 443)
+}
+
+/// A SYN the VM sends, shaped by `shape`, leaves exactly one flow in `SynSent`.
+fn syn_alone_is_syn_sent(shape: impl Fn(SimPacket) -> SimPacket, family: IpFamily) {
+    let (mut h, sw) = one_port();
+    assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &shape(syn(family))), PacketFate::Delivered);
+    assert_eq!(flow_states(&h, NAME), vec![FlowState::SynSent], "TCP flags read at the IP offset");
+    finish(&mut h);
+}
+
+#[test]
+fn a_syn_alone_leaves_the_flow_in_syn_sent_ipv4() {
+    syn_alone_is_syn_sent(|p| p, IpFamily::V4);
+}
+
+#[test]
+fn a_syn_alone_leaves_the_flow_in_syn_sent_ipv6() {
+    syn_alone_is_syn_sent(|p| p, IpFamily::V6);
+}
+
+#[test]
+fn tcp_flags_are_read_after_ipv4_options() {
+    syn_alone_is_syn_sent(|p| p.with_ipv4_options(3), IpFamily::V4);
+    syn_alone_is_syn_sent(|p| p.with_ipv4_options(10), IpFamily::V4);
+}
+
+#[test]
+fn tcp_flags_are_read_after_ipv6_extension_headers() {
+    syn_alone_is_syn_sent(
+        |p| p.with_ipv6_ext(&[Ipv6Ext::HopByHop, Ipv6Ext::Routing, Ipv6Ext::DestinationOptions]),
+        IpFamily::V6,
+    );
+}
+
+#[test]
+fn tcp_flags_are_read_when_the_mdl_chain_is_cut_inside_the_headers() {
+    for cut in [1, 9, 20, 21, 33] {
+        syn_alone_is_syn_sent(|p| p.split_at(&[cut]), IpFamily::V4);
+    }
+    syn_alone_is_syn_sent(|p| p.split_at(&[3, 40, 41, 53]), IpFamily::V6);
+    syn_alone_is_syn_sent(|p| p.without_mac_prefix().split_at(&[2, 4, 6]), IpFamily::V4);
+}
+
+#[test]
+fn a_completed_handshake_is_established_and_fins_both_ways_close_it() {
+    let (mut h, sw) = one_port();
+    let s = syn(IpFamily::V4);
+    let (fates, _) = traffic::vm_handshake(&mut h, sw, PORT, &s);
+    assert_eq!(fates, [PacketFate::Delivered; 3]);
+    assert_eq!(flow_states(&h, NAME), vec![FlowState::Established]);
+    let fates = traffic::vm_close(&mut h, sw, PORT, &s);
+    assert_eq!(fates, [PacketFate::Delivered; 3]);
+    assert_eq!(flow_states(&h, NAME), vec![FlowState::Closed], "FIN both ways closes the flow");
+    finish(&mut h);
+}
+
+#[test]
+fn an_rst_from_the_peer_closes_the_flow() {
+    let (mut h, sw) = one_port();
+    let s = syn(IpFamily::V6);
+    let _ = traffic::vm_handshake(&mut h, sw, PORT, &s);
+    let rst = s.reply(tcp::RST, 0);
+    let _ = h.transmit(sw, EXTERNAL_PORT, PORT, &rst);
+    assert_eq!(flow_states(&h, NAME), vec![FlowState::Closed]);
+    finish(&mut h);
+}
+
+#[test]
+fn a_non_first_fragment_neither_creates_a_flow_nor_is_blocked_as_unsolicited() {
+    let (mut h, sw) = one_port();
+    // Inbound, unsolicited, in Enforce mode: a whole packet like it would be blocked.
+    let frag = SimPacket::new(
+        IpFamily::V4,
+        protocol::UDP,
+        remote_addr(IpFamily::V4, 3, false),
+        5353,
+        traffic::vm_addr(IpFamily::V4, PORT),
+        5353,
+        0,
+        64,
+    )
+    .as_fragment(Fragment::NonFirst(185));
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &frag), PacketFate::Delivered);
+    let out = syn(IpFamily::V6).as_fragment(Fragment::NonFirst(3));
+    assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &out), PacketFate::Delivered);
+    assert!(flow_states(&h, NAME).is_empty(), "no ports, no flow");
+    finish(&mut h);
+}
+
+#[test]
+fn a_first_fragment_carries_the_transport_header_and_is_tracked() {
+    syn_alone_is_syn_sent(|p| p.as_fragment(Fragment::First), IpFamily::V4);
+    syn_alone_is_syn_sent(|p| p.as_fragment(Fragment::First), IpFamily::V6);
+}

@@ -1,0 +1,185 @@
+//! Callbacks in flight, on several threads, at the IRQL Windows documents.
+//!
+//! - Every vSwitch callback page says `IRQL <= DISPATCH_LEVEL`: the double runs them at
+//!   `DISPATCH_LEVEL`, so PASSIVE-only services (waits, fast mutexes, management calls) fail there.
+//! - A pended restore's work item can run on another CPU and call `FwpsvSwitchNotifyComplete0`
+//!   before the restore callback has returned `STATUS_PENDING`.
+//! - Classify runs on several threads while events, restores, work items and unload run; a
+//!   filter whose callout is unregistered blocks (fwpmtypes.h), so unload must delete filters
+//!   (close the engine) before unregistering callouts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use fwps_sys as sys;
+use vsflow_callout::RestoreMode;
+use vsflow_scenarios::{enforce, finish, flows_of, host, open_connections, vm_port};
+use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::irql::Irql;
+use vsflow_sim::{Host, PacketFate, VmRestore};
+
+#[test]
+fn vswitch_callbacks_run_at_dispatch_level_as_documented() {
+    let mut h = Host::new(1);
+    assert_eq!(h.vswitch_callback_irql, Irql::Dispatch, "the default is the documented maximum");
+    h.load_driver(enforce(RestoreMode::Pending)).expect("loads");
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    let _ = open_connections(&mut h, sw, 7, 3);
+    let (blobs, _) = h.save(sw, 7);
+    vm_port(&mut h, sw, 8, "vm-b", 2, true);
+    let tickets = h.restore(sw, 8, &blobs);
+    h.run_deferred();
+    assert_eq!(h.vm_restore(&tickets), VmRestore::Succeeded);
+    h.pause_restart(sw);
+    assert_eq!(h.reorder(true), sys::STATUS_SUCCESS);
+    assert_eq!(h.delete_port(sw, 8), sys::STATUS_SUCCESS);
+    h.delete_switch(sw);
+    finish(&mut h);
+}
+
+#[test]
+fn a_work_item_may_complete_a_restore_before_its_callback_returns() {
+    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let _ = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    let mut early = 0;
+    for round in 0..20u32 {
+        let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
+        b.eager_work_items(true);
+        vm_port(&mut b, sb, 70 + round, "vm-a", 1, true);
+        let tickets = b.restore(sb, 70 + round, &blobs);
+        // No run_deferred: the work item ran on its own thread.
+        let t = std::time::Instant::now();
+        while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 5 {
+            std::thread::yield_now();
+        }
+        assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "round {round}");
+        assert_eq!(flows_of(&b, "vm-a"), Some(6));
+        early += b.early_completions();
+        finish(&mut b);
+    }
+    assert!(early > 0, "the double did complete before the callback returned");
+}
+
+#[test]
+fn classify_on_several_threads_while_events_restores_work_items_and_unload_run() {
+    let (mut h, sw) = host(3, enforce(RestoreMode::Pending), "SW");
+    h.eager_work_items(true);
+    let mut inbound = Vec::new();
+    for id in 10..14 {
+        vm_port(&mut h, sw, id, &format!("vm-{id}"), u16::try_from(id).unwrap_or(1), false);
+        inbound.extend(open_connections(&mut h, sw, id, 5).into_iter().map(|p| (id, p)));
+    }
+    let inbound = Arc::new(inbound);
+    let stop = Arc::new(AtomicBool::new(false));
+    let unloading = Arc::new(AtomicBool::new(false));
+    let blocked_loaded = Arc::new(AtomicUsize::new(0));
+    let blocked_unloading = Arc::new(AtomicUsize::new(0));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let wire = h.wire();
+            let (inbound, stop, unloading) = (inbound.clone(), stop.clone(), unloading.clone());
+            let (bl, bu, sent) = (blocked_loaded.clone(), blocked_unloading.clone(), sent.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    for (id, p) in inbound.iter() {
+                        let during_unload = unloading.load(Ordering::SeqCst);
+                        if wire.transmit(sw, EXTERNAL_PORT, *id, p) != PacketFate::Delivered {
+                            if during_unload { &bu } else { &bl }.fetch_add(1, Ordering::SeqCst);
+                        }
+                        sent.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Packets are flowing on every thread before the first event (a thread that panicked
+    // stops the wait; its join below reports it).
+    while sent.load(Ordering::SeqCst) < 3 * inbound.len()
+        && !threads.iter().any(std::thread::JoinHandle::is_finished)
+    {
+        std::thread::yield_now();
+    }
+    // Events, restores and work items while packets flow.
+    for round in 0..5u32 {
+        let id = 100 + round;
+        let (blobs, _) = h.save(sw, 10);
+        vm_port(&mut h, sw, id, &format!("vm-new-{round}"), 50, true);
+        let tickets = h.restore(sw, id, &blobs);
+        h.pause_restart(sw);
+        let _ = h.reorder(round % 2 == 0);
+        h.run_deferred();
+        assert_ne!(h.vm_restore(&tickets), VmRestore::Pending);
+        assert_eq!(h.delete_port(sw, id), sys::STATUS_SUCCESS);
+    }
+    unloading.store(true, Ordering::SeqCst);
+    h.unload_driver();
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("no classify thread panicked");
+    }
+    assert!(sent.load(Ordering::SeqCst) > 0);
+    assert_eq!(blocked_loaded.load(Ordering::SeqCst), 0, "established traffic never blocked");
+    assert_eq!(
+        blocked_unloading.load(Ordering::SeqCst),
+        0,
+        "no packet blocked by a filter whose callout was already unregistered"
+    );
+    finish(&mut h);
+}
+
+#[test]
+fn unload_retries_a_callout_unregistration_answered_device_busy() {
+    // The driver cannot unload until every callout is unregistered: on STATUS_DEVICE_BUSY (a
+    // classify in flight on another processor) it waits and retries.
+    let (mut h, sw) = host(4, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-a", 1, false);
+    let _ = open_connections(&mut h, sw, 7, 2);
+    h.busy_unregisters(5);
+    finish(&mut h); // reports "registered callouts" left behind if it gave up
+}
+
+#[test]
+#[allow(clippy::needless_collect, reason = "every thread starts before any is joined")]
+fn saves_and_restores_of_different_nics_run_concurrently() {
+    // "Saves for one NIC are never interleaved; saves for different NICs may run
+    // concurrently": the double runs them on one thread per port (restores too: the worse
+    // reading where the documents are silent).
+    let (mut a, sa) = host(5, enforce(RestoreMode::Pending), "SW-A");
+    let (mut b, sb) = host(6, enforce(RestoreMode::Pending), "SW-B");
+    let ports: Vec<u32> = (20..28).collect();
+    let mut inbound = Vec::new();
+    for &id in &ports {
+        vm_port(&mut a, sa, id, &format!("vm-{id}"), u16::try_from(id).unwrap_or(1), false);
+        inbound.push(open_connections(&mut a, sa, id, 4));
+        vm_port(&mut b, sb, id + 100, &format!("vm-{id}"), u16::try_from(id).unwrap_or(1), true);
+    }
+    let blobs: Vec<_> = std::thread::scope(|s| {
+        let a = &a;
+        let handles: Vec<_> = ports.iter().map(|&id| s.spawn(move || a.save(sa, id).0)).collect();
+        handles.into_iter().map(|h| h.join().expect("save thread")).collect()
+    });
+    let tickets: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = ports
+            .iter()
+            .zip(&blobs)
+            .map(|(&id, blob)| {
+                let b = &b;
+                s.spawn(move || b.restore(sb, id + 100, blob))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("restore thread")).collect()
+    });
+    b.run_deferred();
+    for ((&id, t), packets) in ports.iter().zip(&tickets).zip(&inbound) {
+        assert_eq!(b.vm_restore(t), VmRestore::Succeeded);
+        assert_eq!(flows_of(&b, &format!("vm-{id}")), Some(4));
+        assert_eq!(vsflow_scenarios::delivered(&mut b, sb, id + 100, packets), 4);
+    }
+    finish(&mut a);
+    finish(&mut b);
+}
