@@ -439,6 +439,8 @@ const fn minimal_len(identity_units: usize) -> usize {
 
 /// What goes into the blob.
 struct Plan {
+    /// The fingerprint salt the plan's values are under.
+    salt: [u64; 2],
     exact: Vec<SavedFlow>,
     /// The dictionaries of `exact`, when the plan built them (every flow exact).
     dicts: Option<Dicts>,
@@ -636,8 +638,8 @@ fn encode_source(
     }
     // Fingerprints.
     w.record(rec::FINGERPRINTS, format::FINGERPRINTS_HEADER_LEN + fp_bytes);
-    w.u64(salt[0]);
-    w.u64(salt[1]);
+    w.u64(plan.salt[0]);
+    w.u64(plan.salt[1]);
     #[allow(clippy::cast_possible_truncation, reason = "32")]
     w.u8(crate::fingerprint::FINGERPRINT_BITS as u8);
     w.u8(format::FINGERPRINTS_RICE);
@@ -694,6 +696,7 @@ fn plan(
         fps.try_reserve_exact(carried.values.len())?;
         fps.extend_from_slice(carried.values);
         return Ok(Plan {
+            salt,
             exact: flows,
             dicts: Some(dicts),
             fps,
@@ -712,9 +715,6 @@ fn plan(
     let is_est = |s: &SavedFlow| s.state == FlowState::Established;
     // The fingerprint pool: (value, priority); carried values have priority 0, established
     // flows 1 + their rank among established flows. Sorted by value.
-    let mut pool: Vec<(u32, u32)> = Vec::new();
-    pool.try_reserve_exact(carried.values.len() + flows.len())?;
-    pool.extend(carried.values.iter().map(|&v| (v, 0)));
     let mut prio = Vec::new(); // flow index -> priority (0: not established)
     prio.try_reserve_exact(flows.len())?;
     prio.resize(flows.len(), 0u32);
@@ -722,16 +722,39 @@ fn plan(
     by_prio.try_reserve_exact(flows.len())?;
     let mut n_est = 0u32;
     for &(_, i) in &order {
-        if let Some(s) = flows.get(i as usize).filter(|s| is_est(s)) {
+        if flows.get(i as usize).is_some_and(is_est) {
             n_est += 1;
             by_prio.push(i);
-            pool.push((crate::fingerprint::fingerprint(salt, &s.key), n_est));
             if let Some(p) = prio.get_mut(i as usize) {
                 *p = n_est;
             }
         }
     }
-    pool.sort_unstable();
+    let mut pool: Vec<(u32, u32)> = Vec::new();
+    pool.try_reserve_exact(carried.values.len() + flows.len())?;
+    // Two connections with one fingerprint value would be one pickup on the destination (a
+    // value is taken once), so one of them would be lost. Without carried values the salt is
+    // ours to choose: try further salts, derived from the first so that saves stay
+    // reproducible, until no two established flows share a value (at 20,000 connections a
+    // salt collides with probability about n^2 / 2^33 = 5%, so every further try divides the
+    // chance of a loss by about 20). The last salt tried is kept if every one collides.
+    let mut salt = salt;
+    for attempt in 0..SALT_TRIES {
+        pool.clear();
+        pool.extend(carried.values.iter().map(|&v| (v, 0)));
+        for &i in &by_prio {
+            if let Some(s) = flows.get(i as usize) {
+                let p = prio.get(i as usize).copied().unwrap_or(0);
+                pool.push((crate::fingerprint::fingerprint(salt, &s.key), p));
+            }
+        }
+        pool.sort_unstable();
+        let collides = pool.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0));
+        if !collides || !carried.values.is_empty() || attempt + 1 == SALT_TRIES {
+            break;
+        }
+        salt = next_salt(salt);
+    }
     // Distinct values of the pool entries with priority below `m`.
     let mut scratch: Vec<u32> = Vec::new();
     scratch.try_reserve_exact(pool.len())?;
@@ -863,6 +886,7 @@ fn plan(
     }
     let carried_kept = if m > 0 { carried.flows } else { 0 };
     Ok(Plan {
+        salt,
         exact,
         dicts: None,
         fps,
@@ -871,6 +895,15 @@ fn plan(
         lost: lost + (carried.flows - carried_kept),
         counters: false,
     })
+}
+
+/// Salts [`plan`] tries before it accepts a fingerprint collision among the connections.
+const SALT_TRIES: u32 = 8;
+
+/// The salt tried after `salt` when two connections' fingerprints collide: a fixed step of the
+/// second key (odd, so 2^64 steps pass before a repeat), the first key unchanged.
+const fn next_salt(salt: [u64; 2]) -> [u64; 2] {
+    [salt[0], salt[1].wrapping_add(0x9e37_79b9_7f4a_7c15)]
 }
 
 fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
@@ -975,7 +1008,65 @@ impl Writer<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::varint_len;
+    use alloc::vec::Vec;
+
+    use super::{Carried, SavedFlow, plan, varint_len};
+    use crate::fingerprint::fingerprint;
+    use crate::flow::{Admission, FlowKey, FlowState, Opener};
+    use crate::packet::{Direction, PacketMeta, protocol};
+
+    fn established(remote: u32) -> SavedFlow {
+        let [a, b, c, d] = remote.to_be_bytes();
+        let key = FlowKey::of(&PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 2],
+            40_000,
+            [a, b, c, d],
+            443,
+            0x10,
+            100,
+        ));
+        SavedFlow {
+            key,
+            state: FlowState::Established,
+            opener: Opener::Vm,
+            admission: Admission::Vm,
+            fin_seen: 0,
+            packets: [1, 1],
+            bytes: [100, 100],
+            first_age: 0,
+            last_age: 0,
+        }
+    }
+
+    /// Two connections whose fingerprints collide under `salt`: a birthday search over remote
+    /// addresses (300,000 keys hold about 10 pairs of equal 32-bit values).
+    fn colliding_pair(salt: [u64; 2]) -> (SavedFlow, SavedFlow) {
+        let mut values: Vec<(u32, u32)> = (0x0a00_0000u32..0x0a00_0000 + 300_000)
+            .map(|remote| (fingerprint(salt, &established(remote).key), remote))
+            .collect();
+        values.sort_unstable();
+        let pair = values.windows(2).find_map(|w| match w {
+            [a, b] if a.0 == b.0 => Some((a.1, b.1)),
+            _ => None,
+        });
+        let (first, second) = pair.expect("a pair among 300,000 keys (the search is deterministic)");
+        (established(first), established(second))
+    }
+
+    #[test]
+    fn two_connections_with_one_fingerprint_under_the_first_salt_are_both_carried() {
+        let salt = [0x5653_464c, 7];
+        let (x, y) = colliding_pair(salt);
+        let flows: Vec<SavedFlow> = alloc::vec![x, y];
+        // Room for fingerprints only: both connections go as fingerprints.
+        let carried = Carried { values: &[], flows: 0 };
+        let p = plan(flows, 16, 1, salt, &carried).expect("plan");
+        assert_eq!(p.fingerprinted, 2);
+        assert_eq!(p.lost, 0);
+        assert_eq!(p.fps.len(), 2, "one value per connection: each is picked up on its own");
+    }
 
     #[test]
     fn varint_lengths() {
