@@ -1051,7 +1051,8 @@ mod tests {
             [a, b] if a.0 == b.0 => Some((a.1, b.1)),
             _ => None,
         });
-        let (first, second) = pair.expect("a pair among 300,000 keys (the search is deterministic)");
+        let (first, second) =
+            pair.expect("a pair among 300,000 keys (the search is deterministic)");
         (established(first), established(second))
     }
 
