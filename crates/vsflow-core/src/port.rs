@@ -55,7 +55,6 @@
 use core::fmt;
 
 use crate::classify::{Verdict, classify};
-use crate::codec::RestoreMemo;
 use crate::counters::PortCounters;
 use crate::error::Error;
 use crate::fingerprint::Pickup;
@@ -234,8 +233,9 @@ pub struct Port {
     pub(crate) nic: Option<PortIdentity>,
     /// Fingerprints armed by the latest restore, for the classify pickup hook.
     pub(crate) pickup: Pickup,
-    /// What the latest restore added, so that applying the same blob again changes nothing.
-    pub(crate) restored: RestoreMemo,
+    /// The digest of the latest blob restored into this port, so that applying the same blob
+    /// again changes nothing (`None`: no restore yet, or a blob without a digest).
+    pub(crate) restored_digest: Option<u64>,
 }
 
 impl Port {
@@ -254,7 +254,7 @@ impl Port {
             restore: RestoreState::default(),
             nic: None,
             pickup: Pickup::default(),
-            restored: RestoreMemo::default(),
+            restored_digest: None,
         })
     }
 

@@ -45,12 +45,6 @@ pub struct ApplyReport {
     pub repeated: bool,
 }
 
-/// What the latest restore of a port was, so that applying the same blob again is a no-op.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RestoreMemo {
-    digest: Option<u64>,
-}
-
 /// [`apply_with`] with the default [`ApplyConfig`].
 ///
 /// # Errors
@@ -87,7 +81,7 @@ pub fn apply_with(
     config: &ApplyConfig,
 ) -> Result<ApplyReport, ApplyError> {
     let digest = (state.digest != 0).then_some(state.digest);
-    if digest.is_some() && port.restored.digest == digest {
+    if digest.is_some() && port.restored_digest == digest {
         // Nothing changes, but the restore is over: the port leaves its Monitor window.
         port.cancel_restore();
         return Ok(ApplyReport { repeated: true, ..ApplyReport::default() });
@@ -186,7 +180,7 @@ pub fn apply_with(
         counters.identity_mismatches.saturating_add(u64::from(identity_mismatch));
     port.commit_restore(plan, table, counters, now);
     port.pickup = pickup;
-    port.restored = RestoreMemo { digest };
+    port.restored_digest = digest;
     if port.nic.is_none() {
         port.nic = state.nic;
     }

@@ -23,7 +23,7 @@ mod rule;
 
 use alloc::vec::Vec;
 
-pub use self::apply::{ApplyConfig, ApplyReport, RestoreMemo, apply, apply_empty, apply_with};
+pub use self::apply::{ApplyConfig, ApplyReport, apply, apply_empty, apply_with};
 pub use self::crc::crc32c;
 pub use self::decode::{DecodeConfig, Decoded, UnknownMajor, decode, peek_version};
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_state};
