@@ -10,13 +10,18 @@ use vsflow_core::IpFamily;
 use vsflow_scenarios::{enforce, finish, host, vm_port};
 use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::traffic::{inbound_syn, remote_addr};
+use vsflow_sim::traffic::{inbound_syn, remote_addr, vm_syn};
 use vsflow_sim::{Host, PacketFate, SimPacket};
 
 const CLEAR_ACTION_RIGHT: u32 = fwps_sys::FWPM_FILTER_FLAG_CLEAR_ACTION_RIGHT;
 
 fn unsolicited() -> SimPacket {
     inbound_syn(IpFamily::V4, remote_addr(IpFamily::V4, 4, false), 5000, 7, 3389)
+}
+
+/// The VM on port 7 opening a connection: its outbound SYN to a remote host's port 443.
+fn vm_syn_out() -> SimPacket {
+    vm_syn(IpFamily::V4, 7, 4000, remote_addr(IpFamily::V4, 1, false), 443)
 }
 
 /// A host with vsflow in Enforce mode on port 7 and another vendor's filters on every layer.
@@ -62,13 +67,7 @@ fn a_hard_permit_above_is_not_overridden_by_a_static_block_below() {
         (0, ForeignAction::Block, 0),
     ]);
     // vsflow permits its own VM's outbound SYN; the static block below cannot override.
-    let syn = vsflow_sim::traffic::vm_syn(
-        IpFamily::V4,
-        7,
-        4000,
-        remote_addr(IpFamily::V4, 1, false),
-        443,
-    );
+    let syn = vm_syn_out();
     assert_eq!(h.transmit(sw, 7, EXTERNAL_PORT, &syn), PacketFate::Delivered);
     done(h, other);
 }
@@ -77,13 +76,7 @@ fn a_hard_permit_above_is_not_overridden_by_a_static_block_below() {
 fn a_soft_block_above_is_permitted_by_a_lower_permit() {
     let (mut h, sw, other) =
         with_foreign(&[(0xFFFF, ForeignAction::Block, 0), (0, ForeignAction::Permit, 0)]);
-    let syn = vsflow_sim::traffic::vm_syn(
-        IpFamily::V4,
-        7,
-        4000,
-        remote_addr(IpFamily::V4, 1, false),
-        443,
-    );
+    let syn = vm_syn_out();
     assert_eq!(h.transmit(sw, 7, EXTERNAL_PORT, &syn), PacketFate::Delivered);
     done(h, other);
 }
@@ -92,13 +85,7 @@ fn a_soft_block_above_is_permitted_by_a_lower_permit() {
 fn a_hard_block_above_is_final_and_every_sublayer_is_still_evaluated() {
     let (mut h, sw, other) = with_foreign(&[(0xFFFF, ForeignAction::Block, CLEAR_ACTION_RIGHT)]);
     let calls = h.classify_invocations();
-    let syn = vsflow_sim::traffic::vm_syn(
-        IpFamily::V4,
-        7,
-        4000,
-        remote_addr(IpFamily::V4, 1, false),
-        443,
-    );
+    let syn = vm_syn_out();
     assert_eq!(h.transmit(sw, 7, EXTERNAL_PORT, &syn), PacketFate::BlockedAtIngress);
     assert_eq!(h.classify_invocations(), calls + 1, "vsflow's sublayer was still evaluated");
     done(h, other);
@@ -124,13 +111,7 @@ fn a_filter_whose_callout_is_not_registered_blocks_unless_permit_if_callout_unre
         let layer = HOOKS[0].layer; // ingress, IPv4
         assert_eq!(other.add_callout_object(nobody, layer), 0);
         assert_eq!(other.add_filter(layer, sub, ForeignAction::Callout(nobody), flags, 0), 0);
-        let syn = vsflow_sim::traffic::vm_syn(
-            IpFamily::V4,
-            7,
-            4000,
-            remote_addr(IpFamily::V4, 1, false),
-            443,
-        );
+        let syn = vm_syn_out();
         assert_eq!(h.transmit(sw, 7, EXTERNAL_PORT, &syn), expect, "flags {flags:#x}");
         done(h, other);
     }

@@ -41,13 +41,7 @@ fn group(c: &mut Criterion, name: &str, p: &Port, flows: u64, now: u64) {
     let mut g = c.benchmark_group(name);
     // Per-flow figures: criterion's "elements" throughput is flows per second.
     g.throughput(Throughput::Elements(flows));
-    let mut dst = vec![0u8; blob.len()];
-    g.bench_function("baseline_copy_from_slice", |b| {
-        b.iter(|| {
-            dst.copy_from_slice(black_box(&blob));
-            black_box(&dst);
-        });
-    });
+    workload::bench_baseline_copy(&mut g, &blob);
     let mut out = Vec::with_capacity(codec::DEFAULT_CAP);
     g.bench_function("encode", |b| {
         b.iter(|| black_box(codec::encode(black_box(p), now, &cfg, &mut out).unwrap()));

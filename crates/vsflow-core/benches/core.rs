@@ -182,13 +182,7 @@ fn bench_codec(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Bytes(blob.len() as u64));
-    let mut dst = vec![0u8; blob.len()];
-    g.bench_function("baseline_copy_from_slice", |b| {
-        b.iter(|| {
-            dst.copy_from_slice(black_box(&blob));
-            black_box(&dst);
-        });
-    });
+    workload::bench_baseline_copy(&mut g, &blob);
     let mut out = Vec::with_capacity(codec::DEFAULT_CAP);
     g.bench_function("encode_full_port", |b| {
         b.iter(|| black_box(codec::encode(black_box(&p), now, &cfg, &mut out).unwrap()));

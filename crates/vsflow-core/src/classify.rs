@@ -272,6 +272,20 @@ mod tests {
         )
     }
 
+    /// The VM's DNS query: UDP 10.0.0.2:5353 -> 1.1.1.1:53.
+    fn dns_query() -> PacketMeta {
+        PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::UDP,
+            [10, 0, 0, 2],
+            5353,
+            [1, 1, 1, 1],
+            53,
+            0,
+            60,
+        )
+    }
+
     fn state_of(p: &Port, m: &PacketMeta) -> Option<FlowState> {
         p.table().get(&FlowKey::of(m)).map(|r| r.state)
     }
@@ -371,16 +385,7 @@ mod tests {
     #[test]
     fn udp_return_traffic_is_permitted_in_enforce() {
         let mut p = port(Mode::Enforce, 16);
-        let q = PacketMeta::ipv4(
-            Direction::Outbound,
-            protocol::UDP,
-            [10, 0, 0, 2],
-            5353,
-            [1, 1, 1, 1],
-            53,
-            0,
-            60,
-        );
+        let q = dns_query();
         assert_eq!(p.classify(&q, 1), Verdict::Permit);
         assert_eq!(p.classify(&q.reply(0), 2), Verdict::Permit);
         assert_eq!(state_of(&p, &q), Some(FlowState::Active));
@@ -426,16 +431,7 @@ mod tests {
     #[test]
     fn a_udp_flow_idle_past_its_timeout_admits_nothing() {
         let mut p = port(Mode::Enforce, 16);
-        let q = PacketMeta::ipv4(
-            Direction::Outbound,
-            protocol::UDP,
-            [10, 0, 0, 2],
-            5353,
-            [1, 1, 1, 1],
-            53,
-            0,
-            60,
-        );
+        let q = dns_query();
         let t0 = crate::time::secs(10);
         assert_eq!(p.classify(&q, t0), Verdict::Permit);
         // Within the UDP timeout (60 s) the peer's reply is return traffic.

@@ -111,6 +111,11 @@ fn save(p: &Port, now: u64, cap: usize) -> (Vec<u8>, codec::EncodeSummary) {
     (blob, s)
 }
 
+/// The keys of the flows `state` carries exactly.
+fn exact_keys(state: &codec::PortState) -> std::collections::HashSet<FlowKey> {
+    state.flows.iter().map(|f| f.key).collect()
+}
+
 fn state_of(blob: &[u8]) -> codec::PortState {
     match codec::decode(blob, &DecodeConfig::default()).unwrap() {
         Decoded::State(s) => s,
@@ -142,6 +147,22 @@ fn at_least_2048_ipv6_flows_fit_the_default_cap_exactly() {
     println!("2048 IPv6 flows: {} bytes", blob.len());
 }
 
+/// Saves, at the default cap, a port with `n` IPv4 connections established over the hour
+/// before `secs(100_000)`; returns the connections, the blob and the encoder's summary.
+fn save_established(n: u32) -> (Vec<PacketMeta>, Vec<u8>, codec::EncodeSummary) {
+    let now = secs(100_000);
+    let (p, conns) = busy_port(n, false, 3600, now);
+    let (blob, s) = save(&p, now, codec::DEFAULT_CAP);
+    println!(
+        "{n} established: exact {} fingerprinted {} lost {} ({} bytes)",
+        s.flows_written,
+        s.flows_fingerprinted,
+        s.flows_dropped,
+        blob.len()
+    );
+    (conns, blob, s)
+}
+
 /// Restores `blob` on a fresh destination port (enforce mode, no allow rule) and sends one
 /// non-SYN packet of every connection in alternating directions through classify; returns
 /// (carried exactly, picked up by fingerprint, blocked).
@@ -150,7 +171,7 @@ fn migrate_and_replay(blob: &[u8], conns: &[PacketMeta], bound: u32) -> (usize, 
     let mut dst = port(bound, Mode::Enforce);
     let now = secs(7);
     codec::apply(&mut dst, &state, now).unwrap();
-    let exact: std::collections::HashSet<FlowKey> = state.flows.iter().map(|f| f.key).collect();
+    let exact = exact_keys(&state);
     let (mut e, mut f, mut lost) = (0, 0, 0);
     for (i, c) in conns.iter().enumerate() {
         let pkt = if i % 2 == 0 { *c } else { c.reply(TcpFlags::ACK) };
@@ -180,17 +201,8 @@ fn migrate_and_replay(blob: &[u8], conns: &[PacketMeta], bound: u32) -> (usize, 
 
 #[test]
 fn twenty_thousand_established_connections_of_one_port_survive_within_the_default_cap() {
-    let now = secs(100_000);
     let n = 20_000;
-    let (p, conns) = busy_port(n, false, 3600, now);
-    let (blob, s) = save(&p, now, codec::DEFAULT_CAP);
-    println!(
-        "{n} established: exact {} fingerprinted {} lost {} ({} bytes)",
-        s.flows_written,
-        s.flows_fingerprinted,
-        s.flows_dropped,
-        blob.len()
-    );
+    let (conns, blob, s) = save_established(n);
     assert_eq!(s.flows_dropped, 0);
     assert_eq!(s.flows_written + s.flows_fingerprinted, n);
     assert!(s.flows_written > 0, "the budget left over from fingerprints buys exact records");
@@ -201,17 +213,8 @@ fn twenty_thousand_established_connections_of_one_port_survive_within_the_defaul
 
 #[test]
 fn past_the_fingerprint_capacity_the_most_recent_connections_are_kept_and_the_rest_counted() {
-    let now = secs(100_000);
     let n = 30_000;
-    let (p, conns) = busy_port(n, false, 3600, now);
-    let (blob, s) = save(&p, now, codec::DEFAULT_CAP);
-    println!(
-        "{n} established: exact {} fingerprinted {} lost {} ({} bytes)",
-        s.flows_written,
-        s.flows_fingerprinted,
-        s.flows_dropped,
-        blob.len()
-    );
+    let (conns, blob, s) = save_established(n);
     assert!(s.flows_dropped > 0);
     assert_eq!(s.flows_written + s.flows_fingerprinted + s.flows_dropped, n);
     let (e, f, lost) = migrate_and_replay(&blob, &conns, n);
@@ -219,7 +222,7 @@ fn past_the_fingerprint_capacity_the_most_recent_connections_are_kept_and_the_re
     assert_eq!(e + f, (s.flows_written + s.flows_fingerprinted) as usize);
     // The connections lost are the least recently active (busy_port opens them in order).
     let state = state_of(&blob);
-    let exact: std::collections::HashSet<FlowKey> = state.flows.iter().map(|f| f.key).collect();
+    let exact = exact_keys(&state);
     let carried = |c: &PacketMeta| {
         exact.contains(&FlowKey::of(c)) || state.fingerprints.contains(&FlowKey::of(c))
     };
@@ -386,7 +389,7 @@ fn window_flows_merge_with_the_blob_and_fingerprinted_ones_become_carried() {
     let (p, conns) = busy_port(n, false, 3600, now);
     let (blob, s) = save(&p, now, codec::DEFAULT_CAP);
     let state = state_of(&blob);
-    let exact: std::collections::HashSet<FlowKey> = state.flows.iter().map(|f| f.key).collect();
+    let exact = exact_keys(&state);
     let fp_conn = conns.iter().find(|c| !exact.contains(&FlowKey::of(c))).unwrap();
     let exact_conn = conns.iter().find(|c| exact.contains(&FlowKey::of(c))).unwrap();
     // In the restore window the destination tracks in monitor mode; the peer speaks first on

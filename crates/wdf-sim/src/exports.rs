@@ -70,6 +70,22 @@ fn attributes<'a>(a: PWDF_OBJECT_ATTRIBUTES) -> Option<&'a WDF_OBJECT_ATTRIBUTES
     unsafe { a.as_ref() }
 }
 
+/// The attributes of a create DDI whose object needs a parent
+/// (`FX_VALIDATE_OPTION_PARENT_REQUIRED`), checked in this order: present, `Size` exact,
+/// `ParentObject` non-null.
+fn parent_required_attributes<'a>(
+    a: PWDF_OBJECT_ATTRIBUTES,
+) -> Result<&'a WDF_OBJECT_ATTRIBUTES, Status> {
+    let attrs = attributes(a).ok_or(status::WDF_PARENT_NOT_SPECIFIED)?;
+    if attrs.Size as usize != validate::attributes_size() {
+        return Err(status::INFO_LENGTH_MISMATCH);
+    }
+    if attrs.ParentObject.is_null() {
+        return Err(status::WDF_PARENT_NOT_SPECIFIED);
+    }
+    Ok(attrs)
+}
+
 fn out<T>(fw: &mut Framework, call: &'static str, p: *mut T, value: T) {
     if p.is_null() {
         fw.violate(Violation::BadArgument { call, what: "null out-pointer".into() });
@@ -642,14 +658,11 @@ pub unsafe extern "C" fn WdfWorkItemCreate(
     framework::with(|fw| {
         fw.calls.push("WdfWorkItemCreate");
         fw.require_dispatch_or_below("WdfWorkItemCreate");
-        let a = attributes(Attributes);
-        let Some(attrs) = a else { return status::WDF_PARENT_NOT_SPECIFIED };
-        if attrs.Size as usize != validate::attributes_size() {
-            return status::INFO_LENGTH_MISMATCH;
-        }
-        if attrs.ParentObject.is_null() {
-            return status::WDF_PARENT_NOT_SPECIFIED;
-        }
+        let attrs = match parent_required_attributes(Attributes) {
+            Ok(attrs) => attrs,
+            Err(s) => return s,
+        };
+        let a = Some(attrs);
         // SAFETY: the DDI's required configuration.
         let Some(config) = (unsafe { Config.as_ref() }) else { return status::INVALID_PARAMETER };
         if config.Size as usize != size_of::<WDF_WORKITEM_CONFIG>() {
@@ -732,14 +745,11 @@ pub unsafe extern "C" fn WdfTimerCreate(
     framework::with(|fw| {
         fw.calls.push("WdfTimerCreate");
         fw.require_dispatch_or_below("WdfTimerCreate");
-        let a = attributes(Attributes);
-        let Some(attrs) = a else { return status::WDF_PARENT_NOT_SPECIFIED };
-        if attrs.Size as usize != validate::attributes_size() {
-            return status::INFO_LENGTH_MISMATCH;
-        }
-        if attrs.ParentObject.is_null() {
-            return status::WDF_PARENT_NOT_SPECIFIED;
-        }
+        let attrs = match parent_required_attributes(Attributes) {
+            Ok(attrs) => attrs,
+            Err(s) => return s,
+        };
+        let a = Some(attrs);
         // SAFETY: the DDI's required configuration.
         let Some(config) = (unsafe { Config.as_ref() }) else { return status::INVALID_PARAMETER };
         if config.Size as usize != size_of::<WDF_TIMER_CONFIG>() {

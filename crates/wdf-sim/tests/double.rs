@@ -98,14 +98,27 @@ extern "C" fn echo(_q: WDFQUEUE, request: WDFREQUEST, out_len: usize, in_len: us
 
 /// A minimal non-PnP driver: `WdfDriverCreate` with an unload callback (or none).
 unsafe extern "system" fn entry(driver: &mut DRIVER_OBJECT, path: PCUNICODE_STRING) -> NTSTATUS {
-    let mut config = WDF_DRIVER_CONFIG {
+    let config = WDF_DRIVER_CONFIG {
         Size: size::<WDF_DRIVER_CONFIG>(),
         EvtDriverUnload: Some(unload),
         DriverInitFlags: _WDF_DRIVER_INIT_FLAGS::WdfDriverInitNonPnpDriver as ULONG,
         ..WDF_DRIVER_CONFIG::default()
     };
+    let (s, d) = driver_create(driver, path, config);
+    DRIVER.store(d as usize, Ordering::SeqCst);
+    s
+}
+
+/// `WdfDriverCreate` with `config` and no object attributes, as a `DriverEntry` of this file
+/// calls it; returns the status and the driver handle written.
+fn driver_create(
+    driver: &mut DRIVER_OBJECT,
+    path: PCUNICODE_STRING,
+    mut config: WDF_DRIVER_CONFIG,
+) -> (NTSTATUS, WDFDRIVER) {
     let mut d: WDFDRIVER = std::ptr::null_mut();
-    // SAFETY: the arguments DriverEntry received; valid pointers.
+    // SAFETY: the arguments DriverEntry received; the config and out-pointer are locals (a
+    // wrong `config.Size` is what a test may put under test).
     let s = unsafe {
         call_unsafe_wdf_function_binding!(
             WdfDriverCreate,
@@ -116,8 +129,7 @@ unsafe extern "system" fn entry(driver: &mut DRIVER_OBJECT, path: PCUNICODE_STRI
             &raw mut d
         )
     };
-    DRIVER.store(d as usize, Ordering::SeqCst);
-    s
+    (s, d)
 }
 
 fn loaded() -> Session {
@@ -552,41 +564,19 @@ fn a_config_of_the_wrong_size_is_a_length_mismatch_and_a_driver_without_unload_c
         driver: &mut DRIVER_OBJECT,
         path: PCUNICODE_STRING,
     ) -> NTSTATUS {
-        let mut config = WDF_DRIVER_CONFIG { Size: 8, ..WDF_DRIVER_CONFIG::default() };
-        let mut d: WDFDRIVER = std::ptr::null_mut();
-        // SAFETY: valid pointers (the size is what is under test).
-        unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfDriverCreate,
-                std::ptr::from_mut(driver) as PDRIVER_OBJECT,
-                path,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut config,
-                &raw mut d
-            )
-        }
+        let config = WDF_DRIVER_CONFIG { Size: 8, ..WDF_DRIVER_CONFIG::default() };
+        driver_create(driver, path, config).0
     }
     unsafe extern "system" fn no_unload(
         driver: &mut DRIVER_OBJECT,
         path: PCUNICODE_STRING,
     ) -> NTSTATUS {
-        let mut config = WDF_DRIVER_CONFIG {
+        let config = WDF_DRIVER_CONFIG {
             Size: size::<WDF_DRIVER_CONFIG>(),
             DriverInitFlags: 1,
             ..WDF_DRIVER_CONFIG::default()
         };
-        let mut d: WDFDRIVER = std::ptr::null_mut();
-        // SAFETY: valid pointers.
-        unsafe {
-            call_unsafe_wdf_function_binding!(
-                WdfDriverCreate,
-                std::ptr::from_mut(driver) as PDRIVER_OBJECT,
-                path,
-                WDF_NO_OBJECT_ATTRIBUTES,
-                &raw mut config,
-                &raw mut d
-            )
-        }
+        driver_create(driver, path, config).0
     }
     let s = Session::new();
     // SAFETY: this file's entry points.

@@ -93,3 +93,18 @@ pub fn port_with_flows(now: u64, flows: usize) -> Port {
     }
     p
 }
+
+/// The baseline of a codec benchmark group, measured in the same run: copying the blob's bytes
+/// (`baseline_copy_from_slice`).
+pub fn bench_baseline_copy(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    blob: &[u8],
+) {
+    let mut dst = vec![0u8; blob.len()];
+    g.bench_function("baseline_copy_from_slice", |b| {
+        b.iter(|| {
+            dst.copy_from_slice(std::hint::black_box(blob));
+            std::hint::black_box(&dst);
+        });
+    });
+}

@@ -288,50 +288,43 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
         return Err(DecodeError::InconsistentSaveInfo);
     }
     let [addrs_v4, addrs_v6, compact_v4, compact_v6, fps] = later;
-    let Some((fingerprinted, lost, rules_dropped)) = info2 else {
-        if later.iter().any(Option::is_some) {
-            return Err(missing(rec::SAVE_INFO2));
+    let (fingerprints, save_info) = match info2 {
+        None => {
+            if later.iter().any(Option::is_some) {
+                return Err(missing(rec::SAVE_INFO2));
+            }
+            (FingerprintSet::default(), save_info)
         }
-        return Ok(PortState {
-            minor,
-            provider,
-            identity,
-            nic,
-            mode,
-            rules,
-            flows,
-            fingerprints: FingerprintSet::default(),
-            counters,
-            save_info,
-            skipped_records: skipped,
-            digest: 0,
-        });
-    };
-    // 1.1: the 1.0 view counts every flow outside the 1.0 records as dropped; the real split
-    // is exact (both kinds of record) + fingerprinted + lost.
-    let version = rules.version();
-    for (ckind, dict, payload) in
-        [(rec::COMPACT_V4, addrs_v4, compact_v4), (rec::COMPACT_V6, addrs_v6, compact_v6)]
-    {
-        if let Some(p) = payload {
-            decode_compact(ckind, dict, p, version, &mut flows)?;
+        Some((fingerprinted, lost, rules_dropped)) => {
+            // 1.1: the 1.0 view counts every flow outside the 1.0 records as dropped; the real
+            // split is exact (both kinds of record) + fingerprinted + lost.
+            let version = rules.version();
+            for (ckind, dict, payload) in
+                [(rec::COMPACT_V4, addrs_v4, compact_v4), (rec::COMPACT_V6, addrs_v6, compact_v6)]
+            {
+                if let Some(p) = payload {
+                    decode_compact(ckind, dict, p, version, &mut flows)?;
+                }
+            }
+            let fingerprints = match fps {
+                Some(p) => decode_fingerprints(p)?,
+                None => FingerprintSet::default(),
+            };
+            let exact = u64::try_from(flows.len()).unwrap_or(u64::MAX);
+            if u64::from(save_info.flows_in_table)
+                != exact + u64::from(fingerprinted) + u64::from(lost)
+                || u64::try_from(fingerprints.len()).unwrap_or(u64::MAX) > u64::from(fingerprinted)
+            {
+                return Err(DecodeError::InconsistentSaveInfo);
+            }
+            let save_info = SaveInfo {
+                flows_in_table: save_info.flows_in_table,
+                flows_dropped: lost,
+                flows_fingerprinted: fingerprinted,
+                rules_dropped: rules_dropped.into(),
+            };
+            (fingerprints, save_info)
         }
-    }
-    let fingerprints = match fps {
-        Some(p) => decode_fingerprints(p)?,
-        None => FingerprintSet::default(),
-    };
-    let exact = u64::try_from(flows.len()).unwrap_or(u64::MAX);
-    if u64::from(save_info.flows_in_table) != exact + u64::from(fingerprinted) + u64::from(lost)
-        || u64::try_from(fingerprints.len()).unwrap_or(u64::MAX) > u64::from(fingerprinted)
-    {
-        return Err(DecodeError::InconsistentSaveInfo);
-    }
-    let save_info = SaveInfo {
-        flows_in_table: save_info.flows_in_table,
-        flows_dropped: lost,
-        flows_fingerprinted: fingerprinted,
-        rules_dropped: rules_dropped.into(),
     };
     Ok(PortState {
         minor,
