@@ -324,6 +324,7 @@ pub unsafe fn read_values(
             dst_port,
             tcp_flags: TcpFlags(0),
             length: 0,
+            icmp: vsflow_core::Icmp::None,
         },
     })
 }
