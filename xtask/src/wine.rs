@@ -149,6 +149,13 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         probe.local_addr().map_err(|e| e.to_string())?.port().to_string()
     };
     let not_recognised = "netsh excludedportrange: output not recognised";
+    // Wine names the profile after the Unix user.
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
+    let local_app_data = format!(r"C:\users\{user}\AppData\Local");
+    // A folder any user may write, made on the Linux side (Wine maps its mode to the DACL).
+    let shared = prefix.join("drive_c/shared");
+    std::fs::create_dir_all(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
+    world_writable(&shared)?;
     let cases = [
         case(&["--help"], 0, "Exit codes: 0 ok"),
         case(
@@ -188,8 +195,9 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         case(&["driver", "status"], 7, "the vsflow driver is not installed"),
         case(&["driver", "flows", "1"], 7, "the vsflow driver is not installed"),
         // The name provider: Wine has no NSPv2 hosting or catalog install, but the names file
-        // is real file I/O (with `LockFileEx` and an atomic rename) in the prefix's
-        // C:\ProgramData.
+        // is real file I/O (with `LockFileEx`, a create-new temporary file and an atomic
+        // rename) in the user's own %LOCALAPPDATA% (never %ProgramData%, where any user can
+        // create the folder first), its folder's owner and DACL checked before every use.
         case(&["nsp", "serve"], 3, "WSAAdvertiseProvider is not exported by ws2_32.dll"),
         case(&["nsp", "install"], 3, "WSCInstallNameSpaceEx is not exported by ws2_32.dll"),
         case(&["nsp", "install", "--service"], 2, "unexpected argument '--service'"),
@@ -197,7 +205,9 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         case(
             &["nsp", "register", "Web", "tcp", "50000", "10"],
             0,
-            r"registered web -> tcp 50000-50009 (in C:\ProgramData\netports\nsp-names.json)",
+            &format!(
+                r"registered web -> tcp 50000-50009 (in {local_app_data}\netports\nsp-names.json)"
+            ),
         ),
         case(&["nsp", "names"], 0, "web                      tcp 50000-50009"),
         case(
@@ -207,6 +217,27 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         ),
         case(&["nsp", "unregister", "web"], 0, "unregistered web (was tcp 50000-50009)"),
         case(&["nsp", "unregister", "web"], 6, "web is not registered"),
+        // A folder other users can write (mode 0777 here, which Wine shows as a DACL granting
+        // Everyone full access) is refused, for reading and for writing.
+        case(
+            &[
+                "nsp",
+                "register",
+                "--names-file",
+                r"C:\shared\names.json",
+                "web",
+                "tcp",
+                "50000",
+                "10",
+            ],
+            4,
+            r"C:\shared: other users can change it",
+        ),
+        case(
+            &["nsp", "names", "--names-file", r"C:\shared\names.json"],
+            4,
+            "other users can change it",
+        ),
         // Wine's WSALookupServiceBegin is a stub that fails: the client path says so.
         case(&["nsp", "resolve", "teredo"], 1, "WSALookupServiceBeginW failed"),
     ];
@@ -231,6 +262,20 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         cases.len() + 1
     );
     Ok(failures)
+}
+
+/// Gives every user write access to `dir` (Wine shows it as an Everyone full-access ACE).
+#[cfg(unix)]
+fn world_writable(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Wine runs on Unix only.
+#[cfg(not(unix))]
+fn world_writable(_: &Path) -> Result<(), String> {
+    Err("the Wine step runs on Linux".into())
 }
 
 fn existing(path: PathBuf) -> Result<PathBuf, String> {
