@@ -82,6 +82,8 @@ pub enum Error {
     },
     /// Something named is not there (a service name, the installed provider).
     Missing(String),
+    /// A file or folder other users can change, refused (the names file's guard).
+    Untrusted(String),
     /// A name is known but has no port now (Teredo client stopped, reservation deleted).
     NoData,
     /// A malformed argument other than a port block (a service name, say).
@@ -135,7 +137,7 @@ impl Error {
     pub const fn exit_code(&self) -> u8 {
         match self {
             Self::Unsupported { .. } | Self::NoIpv6 => 3,
-            Self::AccessDenied | Self::CatalogRefused { .. } => 4,
+            Self::AccessDenied | Self::CatalogRefused { .. } | Self::Untrusted(_) => 4,
             Self::Conflict
             | Self::Forbidden { .. }
             | Self::AlreadyInstalled
@@ -162,7 +164,7 @@ impl fmt::Display for Error {
             Self::CatalogRefused { function } => write!(f, "{function}: the Winsock catalog refused the change (WSANO_RECOVERY): changing the catalog needs an elevated prompt (Run as administrator)"),
             Self::RulesChanged { read } => write!(f, "the port's rules changed since they were read (version {read}): someone else edited them; nothing was replaced, run the command again"),
             Self::InvalidRange { why } => write!(f, "invalid port block: {why}"),
-            Self::Invalid(why) | Self::Missing(why) => f.write_str(why),
+            Self::Invalid(why) | Self::Missing(why) | Self::Untrusted(why) => f.write_str(why),
             Self::NoData => f.write_str("the name is known but has no port now (the Teredo client is stopped, or the reservation was deleted)"),
             Self::DriverNotInstalled => f.write_str("the vsflow driver is not installed or not running (`sc query vsflow`; install with docs/INSTALL.md)"),
             Self::Driver { status } => write!(f, "the driver refused the request: NTSTATUS {status:#010x}"),

@@ -115,8 +115,8 @@ impl NspHost for Catalog {
     fn sources(&self) -> std::sync::Arc<dyn netports_nsp::Sources> {
         unreachable!("not served in these tests")
     }
-    fn names_file(&self) -> std::path::PathBuf {
-        std::env::temp_dir().join("netports-model-names.json")
+    fn names_file(&self) -> Result<std::path::PathBuf, Error> {
+        Ok(std::env::temp_dir().join("netports-model-names.json"))
     }
 }
 
