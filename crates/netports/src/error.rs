@@ -97,6 +97,8 @@ pub enum Error {
     },
     /// A malformed answer or input.
     Protocol(String),
+    /// The command reported its answer itself; only the exit code is left to give.
+    Reported(u8),
     /// Any other OS error.
     Os {
         /// Win32 error code.
@@ -146,6 +148,7 @@ impl Error {
             Self::DriverNotInstalled => 7,
             Self::InvalidRange { .. } | Self::Invalid(_) => 2,
             Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } => 1,
+            Self::Reported(code) => *code,
         }
     }
 }
@@ -170,6 +173,7 @@ impl fmt::Display for Error {
             Self::Driver { status } => write!(f, "the driver refused the request: NTSTATUS {status:#010x}"),
             Self::Protocol(why) => write!(f, "unexpected answer: {why}"),
             Self::Os { code, function } => write!(f, "{function} failed with Windows error {code}"),
+            Self::Reported(code) => write!(f, "exit code {code}"),
         }
     }
 }

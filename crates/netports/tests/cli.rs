@@ -8,7 +8,7 @@ use std::rc::Rc;
 use netports::cli;
 use netports::diagnose::{BindOutcome, Owner, ProbeAddr};
 use netports::driver::{IoctlReply, Transport};
-use netports::exception::HostFilters;
+use netports::exception::{FilterSpec, HostFilters};
 use netports::excluded::{ExcludedRange, Family};
 use netports::model::{Model, Reservations};
 use netports::nsp::{NspHost, Resolved};
@@ -51,30 +51,27 @@ impl Transport for SimTransport {
     }
 }
 
-/// The next filter id and the (id, port) pairs.
-type FilterTable = (u64, Vec<(u64, u16)>);
+/// The next filter id and the (id, filter) pairs.
+type FilterTable = (u64, Vec<(u64, FilterSpec)>);
 
-/// Host permit filters, shared with the test.
+/// Host permit filters, shared with the test; each change applies whole.
 #[derive(Clone, Default)]
 struct Filters(Rc<RefCell<FilterTable>>);
 
 impl HostFilters for Filters {
-    fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, Error> {
+    fn apply(&mut self, add: &[FilterSpec], remove: &[u64]) -> Result<Vec<u64>, Error> {
         let mut f = self.0.borrow_mut();
-        let ids = vec![f.0, f.0 + 1];
-        f.0 += 2;
-        f.1.extend(ids.iter().map(|id| (*id, port)));
+        f.1.retain(|(id, _)| !remove.contains(id));
+        let ids: Vec<u64> = (f.0..f.0 + add.len() as u64).collect();
+        f.0 += add.len() as u64;
+        f.1.extend(ids.iter().copied().zip(add.iter().copied()));
         Ok(ids)
-    }
-    fn remove(&mut self, ids: &[u64]) -> Result<(), Error> {
-        self.0.borrow_mut().1.retain(|(id, _)| !ids.contains(id));
-        Ok(())
     }
 }
 
 impl Filters {
     fn count(&self) -> usize {
-        self.0.borrow().1.len() / 2
+        self.0.borrow().1.len()
     }
 }
 

@@ -90,11 +90,8 @@ fn both_rules_enabled_is_success() {
 
 #[test]
 fn a_disabled_or_missing_rule_is_reported_with_the_remedy() {
-    let mut p = Rules(vec![(
-        "CoreNet-Teredo-In",
-        Store::Local,
-        IN.replace("Active=TRUE", "Active=FALSE"),
-    )]);
+    let mut p =
+        Rules(vec![("CoreNet-Teredo-In", Store::Local, IN.replace("Active=TRUE", "Active=FALSE"))]);
     let (code, out, _) = run(&mut p, &["teredo-exception", "--check"]);
     assert_eq!(code, 6);
     assert_eq!(

@@ -451,8 +451,9 @@ fn the_host_teredo_filters_are_ipv4_for_the_teredo_service_and_follow_the_port()
         "filters need an administrator"
     );
     d.configure(true, true, true);
-    let commits = d.commits();
     let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
+    // (Opening adds the run's provider and sublayer in a transaction of its own.)
+    let commits = d.commits();
     keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
     assert_eq!(d.filters(), teredo_filters(Some(51_000)));
     keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
