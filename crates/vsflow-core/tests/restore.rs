@@ -245,10 +245,10 @@ fn a_cancelled_restore_returns_the_port_to_its_own_mode() {
 }
 
 #[test]
-fn a_lenient_empty_restore_ends_the_window() {
+fn a_degraded_restore_ends_the_window() {
     let mut dst = port(Mode::Enforce);
     dst.begin_restore();
-    codec::apply_empty(&mut dst);
+    codec::apply_degraded(&mut dst, None);
     assert!(!dst.is_restoring());
     assert_eq!(dst.classify(&inbound_tcp(8080, 0x10), 2), Verdict::Block(BlockReason::Unsolicited));
 }
