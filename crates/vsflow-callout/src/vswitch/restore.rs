@@ -87,7 +87,6 @@ enum Restorable {
     Degraded(DegradedReason, Option<CalloutError>),
 }
 
-
 impl<S: KernelServices> Driver<S> {
     // ---- 1. The callback ----------------------------------------------------------------
 
@@ -305,7 +304,14 @@ impl<S: KernelServices> Driver<S> {
                         // The blob was intact: its policy stands even though its flows could
                         // not be applied.
                         let carried = Some(codec::carried_policy(&state));
-                        return self.degrade(st, key, (bytes, sum), reason, Some(e.into()), carried);
+                        return self.degrade(
+                            st,
+                            key,
+                            (bytes, sum),
+                            reason,
+                            Some(e.into()),
+                            carried,
+                        );
                     }
                 }
             }

@@ -219,8 +219,7 @@ pub fn carried_policy(state: &PortState) -> CarriedPolicy<'_> {
 /// fingerprints are dropped; the event is counted (`restores_empty`). Cannot fail: without
 /// memory for the carried rules the port is closed as if nothing had been carried.
 pub fn apply_degraded(port: &mut Port, carried: Option<CarriedPolicy<'_>>) {
-    let plan = carried
-        .and_then(|c| port.plan_restore(c).ok())
-        .unwrap_or_else(|| port.plan_uncarried());
+    let plan =
+        carried.and_then(|c| port.plan_restore(c).ok()).unwrap_or_else(|| port.plan_uncarried());
     port.commit_degraded(plan);
 }
