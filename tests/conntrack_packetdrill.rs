@@ -291,3 +291,25 @@ fn synack_reuse_a_new_syn_after_the_reset_starts_a_new_connection() {
         c.all_delivered();
     }
 }
+
+/// The connection of `conntrack_rst_invalid` after one of its out-of-window resets: the VM's
+/// stack ignored it (RFC 5961) and keeps sending, so the connection is alive (conntrack:
+/// `ESTABLISHED`). It then stays idle longer than a closed flow's 10 s timeout: the peer's
+/// next segment is return traffic of an established connection and must pass.
+#[test]
+fn a_reset_the_vm_ignored_does_not_end_the_connection_for_vsflow() {
+    for v6 in [false, true] {
+        let mut c = Conn::new(v6, false);
+        c.out(S, 0, 0);
+        c.inn(sa(1), 1, 0);
+        c.out(a(1), 1, 0);
+        c.inn(a(1), 1, 1000);
+        c.out(a(1001), 1, 0);
+        c.inn(R, 1_000_000, 0);
+        c.out(pa(1001), 1, 100);
+        assert_eq!(c.state(), [FlowState::Established], "the VM kept the connection");
+        c.h.advance(11 * vsflow_core::TICKS_PER_SECOND);
+        assert_eq!(c.inn(a(101), 1001, 0), PacketFate::Delivered, "the peer's next segment");
+        c.all_delivered();
+    }
+}
