@@ -66,11 +66,14 @@ fn read_pcap(bytes: &[u8]) -> Result<Vec<Frame>, String> {
     let mut reader = pcap_file::pcap::PcapReader::new(bytes).map_err(|e| e.to_string())?;
     let header = reader.header();
     let link = u32::from(header.datalink);
+    let nanos = header.ts_resolution == pcap_file::TsResolution::NanoSecond;
     let mut frames = Vec::new();
-    while let Some(p) = reader.next_packet() {
+    // The raw records: pcap-file 2.0's checked path refuses a record whose original length
+    // is over the snapshot length, which is every truncated capture.
+    while let Some(p) = reader.next_raw_packet() {
         let p = p.map_err(|e| e.to_string())?;
-        let ts = p.timestamp;
-        let ts_ns = ts.as_secs() * 1_000_000_000 + u64::from(ts.subsec_nanos());
+        let frac = u64::from(p.ts_frac) * if nanos { 1 } else { 1_000 };
+        let ts_ns = u64::from(p.ts_sec) * 1_000_000_000 + frac;
         frames.push(Frame { ts_ns, link, data: p.data.into_owned() });
     }
     Ok(frames)
