@@ -53,7 +53,9 @@ pub enum BlockReason {
 /// Classifies `meta` on `port` at `now`. See the module docs.
 #[inline]
 pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
-    let verdict = if crate::icmp::is_icmp(meta.family, meta.protocol) {
+    // TCP and UDP pay two compares of the protocol; the family is read only for the rest.
+    let maybe_icmp = meta.protocol != protocol::TCP && meta.protocol != protocol::UDP;
+    let verdict = if maybe_icmp && crate::icmp::is_icmp(meta.family, meta.protocol) {
         crate::icmp::classify(port, meta, now)
     } else {
         track(port, FlowKey::of(meta), meta, now)
@@ -98,6 +100,7 @@ pub(crate) fn track(port: &mut Port, key: FlowKey, meta: &PacketMeta, now: Tick)
 /// True if the current rules still admit inbound traffic of the flow at `at` (Enforce): a flow
 /// the VM opened always, a peer-opened one re-checked when the rules changed since it was
 /// admitted (its admission updated when they admit it).
+#[inline]
 pub(crate) fn admitted(port: &mut Port, at: FlowIndex) -> bool {
     let version = port.rules.version();
     match port.table.record(at).admission {
@@ -115,6 +118,7 @@ pub(crate) fn admitted(port: &mut Port, at: FlowIndex) -> bool {
     }
 }
 
+#[inline]
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
     if port.enforce && meta.direction == Direction::Inbound && !admitted(port, at) {
         return Verdict::Block(BlockReason::NotAdmitted);
