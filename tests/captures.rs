@@ -42,6 +42,20 @@ fn linux_ping_port_unreachable_and_neighbor_discovery_pass_in_enforce_without_ru
     assert!(r.counter("icmp_link") >= 5, "{}", r.to_text());
 }
 
+#[test]
+fn the_icmp_flows_of_the_linux_capture_survive_a_migration_at_any_point() {
+    // Save on one host, restore on another, before each of the VM's packets in turn: an echo
+    // whose reply arrives on the destination, and the UDP flow whose port-unreachable arrives
+    // there, are carried like any flow; nothing is blocked wherever the migration falls.
+    let frames = capture("linux-netns-icmp.pcap");
+    let vm_packets = replay::replay(&frames, &enforce(NETNS_VM)).classified().0;
+    for at in 0..vm_packets {
+        let opts = ReplayOptions { migrate_at: Some(at), ..enforce(NETNS_VM) };
+        let r = replay::replay(&frames, &opts);
+        assert_eq!(r.classified(), (vm_packets, 0), "migrated before packet {at}: {}", r.to_text());
+    }
+}
+
 // ---- Public captures (zeek testing/btest/Traces, OISF suricata-verify) ----
 
 fn v4(a: [u8; 4]) -> VmSide {
