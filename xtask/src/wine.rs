@@ -130,7 +130,7 @@ pub fn smoke() -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
-    let result = run_all(&exe, &tests, &prefix);
+    let result = register_bfe(&prefix).and_then(|()| run_all(&exe, &tests, &prefix));
     let _ = Command::new("wineserver").arg("-k").env("WINEPREFIX", &prefix).status();
     if let Ok(mut server) = server {
         let _ = server.wait();
@@ -368,7 +368,49 @@ fn build_doubles(dir: &Path) -> Result<Vec<PathBuf>, String> {
         }
         built.push(existing(dll)?);
     }
+    // The BFE service stand-in (tests/wine-doubles/bfe.c): an executable, registered as the
+    // service "BFE" by `register_bfe`.
+    let exe = dir.join(BFE_EXE);
+    let status = Command::new("x86_64-w64-mingw32-gcc")
+        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-static-libgcc", "-o"])
+        .arg(&exe)
+        .arg(src.join("bfe.c"))
+        .status()
+        .map_err(|e| format!("cannot run x86_64-w64-mingw32-gcc: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the BFE service double failed ({status})"));
+    }
+    built.push(existing(exe)?);
     Ok(built)
+}
+
+/// The BFE service stand-in's file name in the prefix's system32.
+const BFE_EXE: &str = "bfe-double.exe";
+
+/// Registers the BFE service stand-in (once per prefix) and starts it. Wine has no BFE; the
+/// tests that stop and start it leave it running.
+fn register_bfe(prefix: &Path) -> Result<(), String> {
+    let binpath = format!(r"C:\windows\system32\{BFE_EXE}");
+    // Fails harmlessly when the service exists already (a reused prefix).
+    wine_tool(prefix, &["sc", "create", "BFE", "binpath=", &binpath])?;
+    // Fails harmlessly when it runs already.
+    wine_tool(prefix, &["sc", "start", "BFE"])?;
+    Ok(())
+}
+
+/// Runs one of Wine's own programs quietly; whether it succeeded.
+fn wine_tool(prefix: &Path, args: &[&str]) -> Result<bool, String> {
+    let status = Command::new("wine")
+        .args(args)
+        .env("WINEPREFIX", prefix)
+        .env("WINEDEBUG", "-all")
+        .env("WINEDLLOVERRIDES", OVERRIDES)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run wine {}: {e}", args.join(" ")))?;
+    Ok(status.success())
 }
 
 /// Creates the prefix if needed and puts the doubles in its system32.
@@ -394,6 +436,7 @@ fn install_doubles(prefix: &Path, doubles: &[PathBuf]) -> Result<(), String> {
     }
     for dll in doubles {
         let name = dll.file_name().ok_or("a double without a name")?;
+        // (Also the BFE service stand-in's executable.)
         std::fs::copy(dll, system32.join(name)).map_err(|e| format!("{}: {e}", dll.display()))?;
     }
     // Native for netports.exe and the test binary only.

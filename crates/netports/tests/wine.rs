@@ -56,6 +56,7 @@ struct Doubles {
     fwp_objects: unsafe extern "system" fn(*mut u32, *mut u32),
     fwp_commits: unsafe extern "system" fn() -> u32,
     fwp_fail_filter_add: unsafe extern "system" fn(u32),
+    fwp_bfe: unsafe extern "system" fn(i32),
 }
 
 /// `FILTER_INFO` of the fwpuclnt double.
@@ -109,6 +110,7 @@ fn doubles() -> Option<Doubles> {
             fwp_objects: ctl!("fwpuclnt.dll", c"DoubleFwpObjects"),
             fwp_commits: ctl!("fwpuclnt.dll", c"DoubleFwpCommits"),
             fwp_fail_filter_add: ctl!("fwpuclnt.dll", c"DoubleFwpFailFilterAdd"),
+            fwp_bfe: ctl!("fwpuclnt.dll", c"DoubleFwpBfe"),
         })
     })();
     if found.is_none() {
@@ -190,6 +192,18 @@ impl Doubles {
         // SAFETY: a control of the double.
         unsafe { (self.fwp_commits)() }
     }
+    /// BFE stops (its engine drops every session, object and subscription, and the service
+    /// stops) or runs again.
+    fn bfe(&self, running: bool) {
+        if running {
+            bfe_service(true);
+        }
+        // SAFETY: a control of the double.
+        unsafe { (self.fwp_bfe)(running.into()) };
+        if !running {
+            bfe_service(false);
+        }
+    }
     /// The `nth` next `FwpmFilterAdd0` fails.
     fn fail_filter_add(&self, nth: u32) {
         // SAFETY: a control of the double.
@@ -224,6 +238,51 @@ fn teredo_filters(port: Option<u16>) -> Vec<Permit> {
     }
     v.sort();
     v
+}
+
+/// Starts or stops the BFE service stand-in (tests/wine-doubles/bfe.c) and waits for it.
+fn bfe_service(running: bool) {
+    use windows_sys::Win32::System::Services::{
+        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, QueryServiceStatus,
+        SC_MANAGER_CONNECT, SERVICE_CONTROL_STOP, SERVICE_QUERY_STATUS, SERVICE_RUNNING,
+        SERVICE_START, SERVICE_STATUS, SERVICE_STOP, SERVICE_STOPPED, StartServiceW,
+    };
+    let name: Vec<u16> = "BFE".encode_utf16().chain(std::iter::once(0)).collect();
+    // SAFETY: local manager, default database.
+    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+    assert!(!scm.is_null(), "the service control manager");
+    // SAFETY: an open manager and a NUL-terminated name.
+    let svc = unsafe {
+        OpenServiceW(scm, name.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
+    };
+    assert!(!svc.is_null(), "the BFE stand-in is registered (cargo xtask wine)");
+    let mut status = SERVICE_STATUS::default();
+    if running {
+        // SAFETY: an open service; no arguments. (Fails harmlessly when it runs already.)
+        unsafe { StartServiceW(svc, 0, std::ptr::null()) };
+    } else {
+        // SAFETY: an open service and a valid status buffer.
+        unsafe { ControlService(svc, SERVICE_CONTROL_STOP, &raw mut status) };
+    }
+    let want = if running { SERVICE_RUNNING } else { SERVICE_STOPPED };
+    wait_until("the BFE stand-in's state", || {
+        // SAFETY: an open service and a valid status buffer.
+        unsafe { QueryServiceStatus(svc, &raw mut status) };
+        status.dwCurrentState == want
+    });
+    // SAFETY: the handles opened above, closed once.
+    unsafe { CloseServiceHandle(svc) };
+    // SAFETY: as above.
+    unsafe { CloseServiceHandle(scm) };
+}
+
+/// Starts BFE again when dropped (a failing test must not leave it stopped for the next).
+struct BfeBack<'a>(&'a Doubles);
+
+impl Drop for BfeBack<'_> {
+    fn drop(&mut self) {
+        self.0.bfe(true);
+    }
 }
 
 fn recv(rx: &mpsc::Receiver<TeredoEvent>) -> TeredoEvent {
@@ -501,6 +560,54 @@ fn a_second_instance_works_beside_the_first_and_after_it_exits() {
     assert_eq!(d.filters(), teredo_filters(Some(52_000)));
     drop(second);
     assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)));
+}
+
+/// Runs a command on another thread; its result arrives on the receiver.
+fn run_in_background(args: &'static [&'static str]) -> mpsc::Receiver<(u8, String, String)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run(args));
+    });
+    rx
+}
+
+#[test]
+fn teredo_exception_exits_non_zero_with_a_message_when_bfe_stops() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    let back = BfeBack(&d);
+    let rx = run_in_background(&["teredo-exception"]);
+    wait_until("the exception's filters", || !d.filters().is_empty());
+    // BFE stops: the engine handle, the filters and the system-ports subscription die with it.
+    d.bfe(false);
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo-exception returns when BFE stops");
+    drop(back);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("note: these are soft permits"), "{out}");
+    assert!(
+        err.contains("the Base Filtering Engine (BFE) stopped"),
+        "the reason, not a silent end: {err}"
+    );
+}
+
+#[test]
+fn teredo_watch_on_the_system_ports_source_exits_when_bfe_stops() {
+    let Some(d) = doubles() else { return };
+    d.configure(false, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    let back = BfeBack(&d);
+    let rx = run_in_background(&["teredo", "watch"]);
+    wait_until("the watch's subscription", || d.registrations() == 1);
+    d.bfe(false);
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo watch returns when BFE stops");
+    drop(back);
+    assert_eq!((code, out.as_str()), (1, "watching; teredo port udp 51000\n"), "{err}");
+    assert!(err.contains("the Base Filtering Engine (BFE) stopped"), "{err}");
 }
 
 /// Raw WFP calls against the double (its own rules, as WFP documents them).
