@@ -34,10 +34,17 @@ pub trait Platform {
     /// Unsupported, not ready, no IPv6.
     fn teredo_port(&mut self) -> Result<Option<u16>, Error>;
     /// Watches Teredo port changes, calling `on_event` (serialized) until it returns false.
+    /// `wfp`: the caller holds WFP objects (the host exception), so a BFE stop, which drops
+    /// them, ends the watch with [`Error::BfeStopped`] (as it does whenever the watch's own
+    /// source is WFP's system-ports subscription).
     ///
     /// # Errors
-    /// Unsupported or a registration failure.
-    fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error>;
+    /// Unsupported, a registration failure, or BFE stopped.
+    fn teredo_watch(
+        &mut self,
+        wfp: bool,
+        on_event: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error>;
     /// Host WFP permit filters (for the Teredo exception).
     ///
     /// # Errors
@@ -128,7 +135,11 @@ impl Platform for Unsupported {
     fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
         unsupported("the Teredo port")
     }
-    fn teredo_watch(&mut self, _: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
+    fn teredo_watch(
+        &mut self,
+        _: bool,
+        _: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
         unsupported("watching the Teredo port")
     }
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {

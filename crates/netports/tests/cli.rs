@@ -137,6 +137,10 @@ struct TestPlatform {
     race: Rc<RefCell<Vec<vsflow_core::AllowRule>>>,
     filters: Filters,
     catalog: Catalog,
+    /// BFE stops after the events (the watch then ends with `Error::BfeStopped`).
+    bfe_stops: bool,
+    /// What the last watch was told about WFP objects.
+    watched_with_wfp: Option<bool>,
 }
 
 impl TestPlatform {
@@ -163,6 +167,8 @@ impl TestPlatform {
             race: Rc::new(RefCell::new(Vec::new())),
             filters: Filters::default(),
             catalog: Catalog::default(),
+            bfe_stops: false,
+            watched_with_wfp: None,
         }
     }
 }
@@ -174,15 +180,20 @@ impl Platform for TestPlatform {
     fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
         if self.teredo_ready { Ok(self.teredo) } else { Err(Error::NotReady) }
     }
-    fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
+    fn teredo_watch(
+        &mut self,
+        wfp: bool,
+        on_event: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
+        self.watched_with_wfp = Some(wfp);
         for ev in
             std::iter::once(TeredoEvent::Initial { port: self.teredo }).chain(self.events.drain(..))
         {
             if !on_event(ev) {
-                break;
+                return Ok(());
             }
         }
-        Ok(())
+        if self.bfe_stops { Err(Error::BfeStopped("stopped".into())) } else { Ok(()) }
     }
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {
         Ok(Box::new(self.filters.clone()))
@@ -560,6 +571,22 @@ fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
         "the VM's rules are not touched"
     );
     unload_cleanly(&host);
+}
+
+#[test]
+fn a_bfe_stop_ends_the_exception_with_exit_1_and_the_reason() {
+    let mut p = TestPlatform::new();
+    p.bfe_stops = true;
+    let (code, out, err) = run(&mut p, &["teredo-exception"]);
+    assert_eq!(p.watched_with_wfp, Some(true), "the exception holds WFP objects");
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 2, "the note and the initial event: {out}");
+    assert_eq!(
+        err,
+        "netports: the Base Filtering Engine (BFE) stopped (stopped): Windows dropped netports' WFP filters and subscriptions with it; run the command again once BFE runs (`sc query bfe`)\n"
+    );
+    let (code, _, _) = run(&mut p, &["teredo", "watch"]);
+    assert_eq!((code, p.watched_with_wfp), (1, Some(false)), "a plain watch holds none itself");
 }
 
 #[test]

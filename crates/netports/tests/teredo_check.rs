@@ -27,8 +27,12 @@ impl Platform for Rules {
     fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
         Unsupported.teredo_port()
     }
-    fn teredo_watch(&mut self, f: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
-        Unsupported.teredo_watch(f)
+    fn teredo_watch(
+        &mut self,
+        w: bool,
+        f: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
+        Unsupported.teredo_watch(w, f)
     }
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {
         Unsupported.host_filters()

@@ -39,7 +39,9 @@ pub fn execute(
                 },
             )
         }
-        TeredoCommand::Watch => watch(p, out, |ev, out| out.line(|| json!(ev), || human_event(ev))),
+        TeredoCommand::Watch => {
+            watch(p, out, false, |ev, out| out.line(|| json!(ev), || human_event(ev)))
+        }
     }
 }
 
@@ -57,7 +59,7 @@ pub fn exception(p: &mut dyn Platform, out: &mut Printer<'_>, check: bool) -> Re
     }
     let mut keeper = TeredoException::new(p.host_filters()?);
     out.line(|| json!({ "note": NOTE }), || format!("note: {NOTE}"))?;
-    watch(p, out, |ev, out| match keeper.on_event(ev) {
+    watch(p, out, true, |ev, out| match keeper.on_event(ev) {
         Ok(applied) => {
             let kept = keeper.filters();
             out.emit(
@@ -147,14 +149,16 @@ fn check_rules(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error>
 }
 
 /// Watches Teredo events, handing each to `on_event`; stops at the first output failure (a
-/// closed pipe) and reports it.
+/// closed pipe) and reports it. `wfp`: the caller holds WFP objects (see
+/// [`Platform::teredo_watch`]).
 fn watch(
     p: &mut dyn Platform,
     out: &mut Printer<'_>,
+    wfp: bool,
     mut on_event: impl FnMut(TeredoEvent, &mut Printer<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut failed = None;
-    p.teredo_watch(&mut |ev| match on_event(ev, out) {
+    p.teredo_watch(wfp, &mut |ev| match on_event(ev, out) {
         Ok(()) => true,
         Err(e) => {
             failed = Some(e);

@@ -86,20 +86,49 @@ impl Platform for WindowsPlatform {
         teredo::teredo_port()
     }
 
-    fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
-        // Events arrive on the OS's notification thread; hand them to this thread, which runs
-        // the caller's code (never the notification thread).
+    fn teredo_watch(
+        &mut self,
+        wfp: bool,
+        on_event: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
+        enum Msg {
+            Event(TeredoEvent),
+            BfeStopped(String),
+        }
+        // Events arrive on the OS's notification threads; hand them to this thread, which
+        // runs the caller's code (never a notification thread).
         let (tx, rx) = mpsc::channel();
+        let events = tx.clone();
         let watcher = teredo::TeredoWatcher::start(move |ev| {
-            let _ = tx.send(ev);
+            let _ = events.send(Msg::Event(ev));
         })?;
-        while let Ok(ev) = rx.recv() {
-            if !on_event(ev) {
-                break;
+        // BFE takes every WFP handle with it: the caller's filters, and the system-ports
+        // subscription when that is the watch's source.
+        let bfe = if wfp || watcher.uses_wfp() {
+            Some(service::StopWatch::start("BFE", move |why| {
+                let _ = tx.send(Msg::BfeStopped(why));
+            })?)
+        } else {
+            drop(tx);
+            None
+        };
+        let mut result = Ok(());
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Event(ev) => {
+                    if !on_event(ev) {
+                        break;
+                    }
+                }
+                Msg::BfeStopped(why) => {
+                    result = Err(Error::BfeStopped(why));
+                    break;
+                }
             }
         }
+        drop(bfe);
         drop(watcher);
-        Ok(())
+        result
     }
 
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {

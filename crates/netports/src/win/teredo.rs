@@ -318,6 +318,13 @@ impl TeredoWatcher {
         Self::start_from(Source::Any, callback)
     }
 
+    /// True when the notifications come from WFP (`FwpmSystemPortsSubscribe0`), which ends
+    /// with BFE.
+    #[must_use]
+    pub const fn uses_wfp(&self) -> bool {
+        matches!(self.registration, Some(Registration::SystemPorts { .. }))
+    }
+
     /// Like [`TeredoWatcher::start`], from a chosen source.
     ///
     /// # Errors
