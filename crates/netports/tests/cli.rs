@@ -11,7 +11,7 @@ use netports::driver::{IoctlReply, Transport};
 use netports::exception::{FilterSpec, HostFilters};
 use netports::excluded::{ExcludedRange, Family};
 use netports::model::{Model, Reservations};
-use netports::nsp::{NspHost, Resolved};
+use netports::nsp::{Catalog as WinsockCatalog, NspHost, Resolved};
 use netports::platform::{Acquired, Platform, Unsupported};
 use netports::teredo::TeredoEvent;
 use netports::{Error, PortBlock, Protocol};
@@ -94,17 +94,17 @@ impl NspHost for Catalog {
     ) -> Result<(), Error> {
         Err(Error::Unsupported { what: "model".into() })
     }
-    fn installed(&mut self) -> Result<bool, Error> {
+    fn installed(&mut self, _: WinsockCatalog) -> Result<bool, Error> {
         Ok(self.installed)
     }
-    fn install(&mut self) -> Result<String, Error> {
+    fn install(&mut self, _: WinsockCatalog) -> Result<String, Error> {
         if let Some(code) = self.install_code {
             return Err(netports::nsp::install_error(code, "WSCInstallNameSpaceEx"));
         }
         self.installed = true;
         Ok("WSCInstallNameSpaceEx".into())
     }
-    fn uninstall(&mut self) -> Result<(), Error> {
+    fn uninstall(&mut self, _: WinsockCatalog) -> Result<(), Error> {
         self.installed = false;
         Ok(())
     }
