@@ -1,5 +1,5 @@
 //! What a client passes to `WSALookupServiceBeginW` to reach the provider (issue 19, item 6):
-//! "lpServiceClassId ... is required" (WSALookupServiceBegin), so the query names netports'
+//! "lpServiceClassId ... is required" (`WSALookupServiceBegin`), so the query names netports'
 //! service class as well as its provider, namespace and the service name.
 
 use netports_nsp::client::{Lookup, SERVICE_CLASS_ID};
@@ -21,7 +21,7 @@ fn the_lookup_names_the_service_class_the_provider_and_the_name() {
     let mut units = Vec::new();
     for i in 0..64 {
         // SAFETY: a NUL-terminated string inside `lookup`.
-        let c = unsafe { q.lpszServiceInstanceName.add(i).read() };
+        let c = unsafe { q.lpszServiceInstanceName.wrapping_add(i).read() };
         if c == 0 {
             break;
         }

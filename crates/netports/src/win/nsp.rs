@@ -240,14 +240,10 @@ impl NspHost for WindowsNsp {
             wsa_lookup_service_end()?,
         );
         startup()?;
-        let service = wide(name);
-        let restrictions = WSAQUERYSETW {
-            dwSize: u32::try_from(size_of::<WSAQUERYSETW>()).unwrap_or(0),
-            lpszServiceInstanceName: service.as_ptr().cast_mut(),
-            dwNameSpace: NAMESPACE,
-            lpNSProviderId: (&raw const ID).cast_mut(),
-            ..WSAQUERYSETW::default()
-        };
+        // The name, NS_EMAIL, the provider id and netports' service class
+        // (`lpServiceClassId` is required): as any application would ask.
+        let mut lookup = netports_nsp::client::Lookup::new(name);
+        let restrictions = lookup.query_set();
         let mut lookup: HANDLE = std::ptr::null_mut();
         // SAFETY: a valid query set whose strings live for the call, a valid out-pointer.
         if unsafe { begin(&raw const restrictions, LUP_RETURN_ALL, &raw mut lookup) } != 0 {
