@@ -132,7 +132,8 @@ struct TestPlatform {
     in_use: Vec<(u16, ProbeAddr)>,
     /// Ports the endpoint tables list on an address the probes do not try.
     table_only: Vec<u16>,
-    owners: Vec<Owner>,
+    /// The endpoint tables: who holds which port.
+    owners: Vec<(u16, Owner)>,
     host: Option<Rc<RefCell<Host>>>,
     race: Rc<RefCell<Vec<vsflow_core::AllowRule>>>,
     filters: Filters,
@@ -158,11 +159,10 @@ impl TestPlatform {
             dynamic: PortBlock::new(49_152, 16_384).unwrap(),
             in_use: vec![(443, ProbeAddr::AnyV4), (1025, ProbeAddr::LoopbackV6)],
             table_only: Vec::new(),
-            owners: vec![Owner {
-                pid: 4242,
-                process: Some("web.exe".into()),
-                local: "0.0.0.0".into(),
-            }],
+            owners: vec![(
+                443,
+                Owner { pid: 4242, process: Some("web.exe".into()), local: "0.0.0.0".into() },
+            )],
             host: None,
             race: Rc::new(RefCell::new(Vec::new())),
             filters: Filters::default(),
@@ -233,8 +233,8 @@ impl Platform for TestPlatform {
             BindOutcome::Bound
         }
     }
-    fn owners(&mut self, _: Protocol, _: u16) -> Result<Vec<Owner>, Error> {
-        Ok(self.owners.clone())
+    fn owners(&mut self, _: Protocol, port: u16) -> Result<Vec<Owner>, Error> {
+        Ok(self.owners.iter().filter(|(p, _)| *p == port).map(|(_, o)| o.clone()).collect())
     }
     fn endpoint_ports(&mut self, _: Protocol) -> Result<Vec<u16>, Error> {
         Ok(self
@@ -383,6 +383,23 @@ fn why_blocked_decides_from_the_bind_result_first() {
     );
     let out = run(&mut p, &["--json", "why-blocked", "443"]).1;
     assert!(out.contains("\"result\":{\"on\":[\"0.0.0.0\"],\"owners\":[{\"local\":\"0.0.0.0\",\"pid\":4242,\"process\":\"web.exe\"}],\"verdict\":\"in-use\"}"), "{out}");
+}
+
+#[test]
+fn a_port_held_on_a_specific_address_is_not_called_free() {
+    let mut p = TestPlatform::new();
+    // A server bound to 192.0.2.5:7070 only: a default bind to 0.0.0.0 succeeds beside it
+    // (the SO_EXCLUSIVEADDRUSE tables), so every probe binds, but the endpoint table lists it.
+    p.table_only = vec![7070];
+    p.owners
+        .push((7070, Owner { pid: 77, process: Some("db.exe".into()), local: "192.0.2.5".into() }));
+    let (code, out, err) = run(&mut p, &["why-blocked", "7070"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("is free"), "{out}");
+    assert!(
+        out.starts_with("tcp 7070 is held by a socket on a specific address: a default bind to the wildcard succeeds beside it, but a server that binds the wildcard with SO_EXCLUSIVEADDRUSE, or that address, fails\n  held by pid 77 (db.exe) on 192.0.2.5\n"),
+        "{out}"
+    );
 }
 
 #[test]
