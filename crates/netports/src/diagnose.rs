@@ -13,6 +13,11 @@
 //!   single listener, with a note.
 //! - The ports are probed on 0.0.0.0, 127.0.0.1, `[::]` and `[::1]`: a socket bound to one
 //!   address (say 127.0.0.1) makes the port busy there only.
+//! - A socket bound to a specific non-loopback address leaves all four probes free: a default
+//!   bind to the wildcard succeeds beside it, while one with `SO_EXCLUSIVEADDRUSE` (what many
+//!   servers set) fails ("Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE", its tables). So the
+//!   endpoint tables are always read, and the wildcards are also probed with
+//!   `SO_EXCLUSIVEADDRUSE`; either naming the port makes it "held on a specific address".
 //! - The usual remedy for a WinNAT exclusion that keeps landing on a needed port (the recipe
 //!   users share): stop winnat, add an administered exclusion for the port, start winnat.
 
@@ -197,6 +202,16 @@ pub enum Verdict {
         /// Who holds it (empty when the tables do not say).
         owners: Vec<Owner>,
     },
+    /// Every plain probe bound, but a socket holds the port on another address: the endpoint
+    /// tables list it, or an exclusive (`SO_EXCLUSIVEADDRUSE`) bind to the wildcard failed.
+    /// A default wildcard bind succeeds beside a specific-address socket; an exclusive one, or
+    /// one to that address, fails ("Using `SO_REUSEADDR` and `SO_EXCLUSIVEADDRUSE`").
+    HeldOnAddress {
+        /// Who holds it (empty when the tables do not say).
+        owners: Vec<Owner>,
+        /// The wildcard addresses where the exclusive bind failed with `WSAEADDRINUSE`.
+        exclusive: Vec<ProbeAddr>,
+    },
     /// Refused (`WSAEACCES`), and an excluded range without owner holds it.
     Excluded {
         /// The range.
@@ -223,8 +238,17 @@ pub enum Verdict {
 }
 
 /// Decides from the probes first, then the owners and ranges.
+///
+/// `exclusive` are the exclusive wildcard probes (`SO_EXCLUSIVEADDRUSE`), `owners` the endpoint tables' sockets on the port
+/// (read whatever the probes gave).
 #[must_use]
-pub fn decide(port: u16, probes: &[Probe], owners: &[Owner], ranges: &Ranges) -> Verdict {
+pub fn decide(
+    port: u16,
+    probes: &[Probe],
+    exclusive: &[Probe],
+    owners: &[Owner],
+    ranges: &Ranges,
+) -> Verdict {
     let on: Vec<ProbeAddr> =
         probes.iter().filter(|p| p.outcome == BindOutcome::InUse).map(|p| p.addr).collect();
     if !on.is_empty() {
@@ -262,6 +286,11 @@ pub fn decide(port: u16, probes: &[Probe], owners: &[Owner], ranges: &Ranges) ->
         _ => None,
     }) {
         return Verdict::Failed { code };
+    }
+    let exclusive: Vec<ProbeAddr> =
+        exclusive.iter().filter(|p| p.outcome == BindOutcome::InUse).map(|p| p.addr).collect();
+    if !owners.is_empty() || !exclusive.is_empty() {
+        return Verdict::HeldOnAddress { owners: owners.to_vec(), exclusive };
     }
     if !probes.iter().any(|p| p.outcome == BindOutcome::Bound) {
         // Nothing bound and nothing refused: no stack at all.
@@ -324,6 +353,26 @@ impl Verdict {
                 for o in owners {
                     let name = o.process.as_deref().unwrap_or("?");
                     lines.push(format!("  held by pid {} ({name}) on {}", o.pid, o.local));
+                }
+                lines
+            }
+            Self::HeldOnAddress { owners, exclusive } => {
+                let mut lines = vec![format!(
+                    "{proto} {port} is held by a socket on a specific address: a default bind to the wildcard succeeds beside it, but a server that binds the wildcard with SO_EXCLUSIVEADDRUSE, or that address, fails"
+                )];
+                for o in owners {
+                    let name = o.process.as_deref().unwrap_or("?");
+                    lines.push(format!("  held by pid {} ({name}) on {}", o.pid, o.local));
+                }
+                if owners.is_empty() {
+                    lines.push("  the endpoint tables name no owner (a socket of another user, or one that just closed)".to_owned());
+                }
+                if !exclusive.is_empty() {
+                    let addrs: Vec<&str> = exclusive.iter().map(|a| a.text()).collect();
+                    lines.push(format!(
+                        "  an exclusive bind (SO_EXCLUSIVEADDRUSE) to {} fails with WSAEADDRINUSE",
+                        addrs.join(" and ")
+                    ));
                 }
                 lines
             }
@@ -416,16 +465,16 @@ mod tests {
         use BindOutcome::{AccessDenied, Bound, InUse};
         // A port in a range that binds is free, with a note: ranges do not override the bind.
         assert_eq!(
-            decide(9000, &probes(Bound, Bound), &[], &ranges()),
+            decide(9000, &probes(Bound, Bound), &[], &[], &ranges()),
             Verdict::Free { notes: vec![Note::Administered { block: b(9000, 1) }] }
         );
         assert_eq!(
-            decide(8005, &probes(Bound, Bound), &[], &ranges()),
+            decide(8005, &probes(Bound, Bound), &[], &[], &ranges()),
             Verdict::Free { notes: vec![Note::Administered { block: b(8000, 10) }] }
         );
         let owner = Owner { pid: 42, process: Some("svc.exe".into()), local: "127.0.0.1".into() };
         assert_eq!(
-            decide(50_010, &probes(InUse, Bound), std::slice::from_ref(&owner), &ranges()),
+            decide(50_010, &probes(InUse, Bound), &[], std::slice::from_ref(&owner), &ranges()),
             Verdict::InUse {
                 on: vec![ProbeAddr::AnyV4, ProbeAddr::LoopbackV4],
                 owners: vec![owner]
@@ -433,7 +482,7 @@ mod tests {
             "in use wins even inside an exclusion"
         );
         assert_eq!(
-            decide(50_010, &probes(AccessDenied, Bound), &[], &ranges()),
+            decide(50_010, &probes(AccessDenied, Bound), &[], &[], &ranges()),
             Verdict::Excluded {
                 block: b(50_000, 100),
                 family: Family::Ipv4,
@@ -441,7 +490,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decide(60_005, &probes(Bound, AccessDenied), &[], &ranges()),
+            decide(60_005, &probes(Bound, AccessDenied), &[], &[], &ranges()),
             Verdict::Excluded {
                 block: b(60_000, 10),
                 family: Family::Ipv6,
@@ -450,26 +499,49 @@ mod tests {
             "IPv6 exclusions count for IPv6 refusals"
         );
         assert_eq!(
-            decide(60_005, &probes(AccessDenied, Bound), &[], &ranges()),
+            decide(60_005, &probes(AccessDenied, Bound), &[], &[], &ranges()),
             Verdict::Denied,
             "an IPv6 exclusion does not explain an IPv4 refusal"
         );
         assert_eq!(
-            decide(9000, &probes(AccessDenied, Bound), &[], &ranges()),
+            decide(9000, &probes(AccessDenied, Bound), &[], &[], &ranges()),
             Verdict::Reserved { block: b(9000, 1) }
         );
         assert_eq!(
-            decide(445, &probes(AccessDenied, AccessDenied), &[], &ranges()),
+            decide(445, &probes(AccessDenied, AccessDenied), &[], &[], &ranges()),
             Verdict::Denied
         );
         assert_eq!(
-            decide(444, &probes(Bound, BindOutcome::NoStack), &[], &Ranges::default()),
+            decide(444, &probes(Bound, BindOutcome::NoStack), &[], &[], &Ranges::default()),
             Verdict::Free { notes: vec![] },
             "no IPv6 stack is not a failure"
         );
         assert_eq!(
-            decide(444, &probes(BindOutcome::Failed(10_055), Bound), &[], &Ranges::default()),
+            decide(444, &probes(BindOutcome::Failed(10_055), Bound), &[], &[], &Ranges::default()),
             Verdict::Failed { code: 10_055 }
+        );
+    }
+
+    #[test]
+    fn a_socket_on_another_address_or_a_failed_exclusive_bind_means_held() {
+        let bound = probes(BindOutcome::Bound, BindOutcome::Bound);
+        let owner = Owner { pid: 7, process: None, local: "192.0.2.5".into() };
+        assert_eq!(
+            decide(7070, &bound, &[], std::slice::from_ref(&owner), &Ranges::default()),
+            Verdict::HeldOnAddress { owners: vec![owner], exclusive: vec![] }
+        );
+        let excl = [Probe { addr: ProbeAddr::AnyV4, outcome: BindOutcome::InUse }];
+        let v = decide(7070, &bound, &excl, &[], &Ranges::default());
+        assert_eq!(v, Verdict::HeldOnAddress { owners: vec![], exclusive: vec![ProbeAddr::AnyV4] });
+        assert!(
+            v.explain(Protocol::Tcp, 7070)
+                .join("\n")
+                .contains("SO_EXCLUSIVEADDRUSE) to 0.0.0.0 fails")
+        );
+        let free = [Probe { addr: ProbeAddr::AnyV4, outcome: BindOutcome::Bound }];
+        assert_eq!(
+            decide(7070, &bound, &free, &[], &Ranges::default()),
+            Verdict::Free { notes: vec![] }
         );
     }
 
@@ -478,15 +550,20 @@ mod tests {
         let mut p = probes(BindOutcome::Bound, BindOutcome::Bound);
         p[1].outcome = BindOutcome::InUse;
         assert_eq!(
-            decide(7000, &p, &[], &Ranges::default()),
+            decide(7000, &p, &[], &[], &Ranges::default()),
             Verdict::InUse { on: vec![ProbeAddr::LoopbackV4], owners: vec![] }
         );
     }
 
     #[test]
     fn the_explanations_carry_the_remedy_and_the_dynamic_range() {
-        let v =
-            decide(50_010, &probes(BindOutcome::AccessDenied, BindOutcome::Bound), &[], &ranges());
+        let v = decide(
+            50_010,
+            &probes(BindOutcome::AccessDenied, BindOutcome::Bound),
+            &[],
+            &[],
+            &ranges(),
+        );
         let text = v.explain(Protocol::Tcp, 50_010).join("\n");
         assert!(text.contains("WinNAT"), "{text}");
         assert!(text.contains("dynamic port range 49152-65535"), "{text}");
@@ -494,6 +571,7 @@ mod tests {
         let free = decide(
             50_000,
             &probes(BindOutcome::Bound, BindOutcome::Bound),
+            &[],
             &[],
             &Ranges { dynamic: vec![(Family::Ipv4, b(49_152, 16_384))], ..Ranges::default() },
         );

@@ -72,6 +72,11 @@ pub trait Platform {
     fn dynamic_range(&mut self, proto: Protocol, family: Family) -> Result<PortBlock, Error>;
     /// Tries to bind the port on one address (and closes it again).
     fn try_bind(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome;
+    /// Tries to bind the port on one address with `SO_EXCLUSIVEADDRUSE` (Windows; elsewhere a
+    /// plain bind, which already fails beside a socket on a specific address).
+    fn try_bind_exclusive(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        self.try_bind(proto, addr, port)
+    }
     /// The sockets holding `port` (the endpoint tables, both families).
     ///
     /// # Errors

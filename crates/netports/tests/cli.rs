@@ -233,6 +233,15 @@ impl Platform for TestPlatform {
             BindOutcome::Bound
         }
     }
+    fn try_bind_exclusive(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        // A socket on a specific address (in the table only) refuses an exclusive wildcard
+        // bind of its family (the model's are IPv4).
+        if addr == ProbeAddr::AnyV4 && self.table_only.contains(&port) {
+            BindOutcome::InUse
+        } else {
+            self.try_bind(proto, addr, port)
+        }
+    }
     fn owners(&mut self, _: Protocol, port: u16) -> Result<Vec<Owner>, Error> {
         Ok(self.owners.iter().filter(|(p, _)| *p == port).map(|(_, o)| o.clone()).collect())
     }

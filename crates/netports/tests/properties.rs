@@ -204,7 +204,7 @@ proptest! {
             unavailable: vec![],
         };
         let probes: Vec<Probe> = ProbeAddr::ALL.iter().zip(&outcomes).map(|(&addr, &outcome)| Probe { addr, outcome }).collect();
-        let v = decide(port, &probes, &[], &ranges);
+        let v = decide(port, &probes, &[], &[], &ranges);
         let any = |o: BindOutcome| outcomes.contains(&o);
         match v {
             Verdict::InUse { on, .. } => prop_assert!(!on.is_empty() && any(BindOutcome::InUse)),
@@ -215,6 +215,7 @@ proptest! {
             Verdict::Reserved { block } => prop_assert!(!any(BindOutcome::InUse) && any(BindOutcome::AccessDenied) && block.contains(port)),
             Verdict::Denied => prop_assert!(!any(BindOutcome::InUse) && any(BindOutcome::AccessDenied)),
             Verdict::Free { .. } => prop_assert!(any(BindOutcome::Bound) && !any(BindOutcome::InUse) && !any(BindOutcome::AccessDenied), "free only when nothing refused"),
+            Verdict::HeldOnAddress { .. } => prop_assert!(false, "no owners, no exclusive probes here"),
             Verdict::Failed { .. } => prop_assert!(!any(BindOutcome::Bound) && !any(BindOutcome::InUse) && !any(BindOutcome::AccessDenied)),
         }
     }

@@ -77,6 +77,45 @@ fn netsh(args: &[&str]) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Binds `port` on `addr` with `SO_EXCLUSIVEADDRUSE` (set before `bind`, as documented) and
+/// closes it again; IPv6 sockets are IPv6-only.
+fn bind_exclusive(proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{
+        SO_EXCLUSIVEADDRUSE, SOCKET, SOL_SOCKET, setsockopt,
+    };
+    let sa = addr.socket_addr(port);
+    let (ty, p) = match proto {
+        Protocol::Tcp => (Type::STREAM, SockProtocol::TCP),
+        Protocol::Udp => (Type::DGRAM, SockProtocol::UDP),
+    };
+    let outcome = |e: &std::io::Error| {
+        e.raw_os_error()
+            .and_then(|c| u32::try_from(c).ok())
+            .map_or(BindOutcome::Failed(0), BindOutcome::from_code)
+    };
+    let socket = match Socket::new(Domain::for_address(sa), ty, Some(p)) {
+        Ok(s) => s,
+        Err(e) => return outcome(&e),
+    };
+    if sa.is_ipv6() && socket.set_only_v6(true).is_err() {
+        return BindOutcome::Failed(0);
+    }
+    let on: i32 = 1;
+    let raw = SOCKET::try_from(socket.as_raw_socket())
+        .unwrap_or(windows_sys::Win32::Networking::WinSock::INVALID_SOCKET);
+    // SAFETY: an open socket and a 4-byte BOOL option value.
+    let rc = unsafe { setsockopt(raw, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (&raw const on).cast(), 4) };
+    if rc != 0 {
+        return BindOutcome::Failed(0);
+    }
+    match socket.bind(&sa.into()) {
+        Ok(()) => BindOutcome::Bound,
+        Err(e) => outcome(&e),
+    }
+}
+
 impl Platform for WindowsPlatform {
     fn os(&self) -> &'static str {
         "windows"
@@ -165,6 +204,10 @@ impl Platform for WindowsPlatform {
 
     fn try_bind(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
         diagnose::bind_once(proto, addr, port)
+    }
+
+    fn try_bind_exclusive(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        bind_exclusive(proto, addr, port)
     }
 
     fn owners(&mut self, proto: Protocol, port: u16) -> Result<Vec<Owner>, Error> {
