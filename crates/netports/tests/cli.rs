@@ -341,7 +341,7 @@ fn list_shows_reservations_exclusions_of_both_families_and_the_dynamic_range() {
     let (_, out, _) = run(&mut p, &["list"]);
     assert_eq!(
         out,
-        "proto  family ports          kind\ntcp    ipv4   8000-8009      reserved\ntcp    ipv4   49709-49808    excluded (no owner: WinNAT/HNS)\ntcp    ipv6   60000-60009    excluded (no owner: WinNAT/HNS)\ntcp    ipv4   49152-65535    dynamic port range\ntcp    ipv6   49152-65535    dynamic port range\nudp    ipv4   49152-65535    dynamic port range\nudp    ipv6   49152-65535    dynamic port range\n"
+        "proto  family ports          kind\ntcp    ipv4   8000-8009      reserved\ntcp    ipv4   49709-49808    runtime reservation (no *)\ntcp    ipv6   60000-60009    runtime reservation (no *)\ntcp    ipv4   49152-65535    dynamic port range\ntcp    ipv6   49152-65535    dynamic port range\nudp    ipv4   49152-65535    dynamic port range\nudp    ipv6   49152-65535    dynamic port range\n"
     );
     let (_, out, _) = run(&mut p, &["--json", "list"]);
     assert!(
@@ -350,20 +350,23 @@ fn list_shows_reservations_exclusions_of_both_families_and_the_dynamic_range() {
         ),
         "{out}"
     );
-    assert!(out.contains("{\"end\":60009,\"family\":\"ipv6\",\"kind\":\"excluded (no owner: WinNAT/HNS)\",\"protocol\":\"tcp\",\"start\":60000}"), "{out}");
+    assert!(out.contains("{\"end\":60009,\"family\":\"ipv6\",\"kind\":\"runtime reservation (no *)\",\"protocol\":\"tcp\",\"start\":60000}"), "{out}");
 }
 
 #[test]
 fn why_blocked_decides_from_the_bind_result_first() {
     let mut p = TestPlatform::new();
     run(&mut p, &["reserve", "tcp", "8000", "10"]);
-    // A WinNAT exclusion refuses the bind: named, with the dynamic range and the remedy.
+    // An exclusion without `*` refuses the bind: a runtime reservation of some process (WinNAT's
+    // for Hyper-V/WSL/Docker, or any other's, `netports acquire --hold` included). The WinNAT
+    // remedy is offered only while the winnat service runs (it does not here).
     let out = run(&mut p, &["why-blocked", "49720"]).1;
     assert!(
-        out.starts_with("tcp 49720 is in the ipv4 excluded range 49709-49808, which has no owner"),
+        out.starts_with("tcp 49720 is in the ipv4 excluded range 49709-49808, a runtime reservation (no `*`): bind fails with WSAEACCES"),
         "{out}"
     );
-    assert!(out.contains("remedy (elevated): net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=49720 numberofports=1 && net start winnat"), "{out}");
+    assert!(!out.contains("net stop winnat"), "winnat does not run: no WinNAT remedy: {out}");
+    assert!(out.contains("it lasts while the process that acquired it keeps it"), "{out}");
     assert!(out.contains("ipv4 dynamic port range: 49152-65535"), "{out}");
     // An administered reservation does not refuse a plain bind: free, with a note.
     let out = run(&mut p, &["why-blocked", "8001"]).1;
