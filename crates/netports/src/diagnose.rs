@@ -4,8 +4,11 @@
 //! What Windows does, and where it is written:
 //! - `bind` fails with `WSAEADDRINUSE` when a socket holds the port; the owner is in
 //!   `GetExtendedTcpTable` / `GetExtendedUdpTable` (`dwOwningPid`, ports in network order).
-//! - `bind` fails with `WSAEACCES` inside an excluded range without an owner (the dynamic
-//!   ranges WinNAT/HNS take for Hyper-V, WSL, Docker: docker/for-win#3171, microsoft/WSL#5306).
+//! - `bind` fails with `WSAEACCES` inside an excluded range without `*`: a runtime reservation
+//!   (`SIO_ACQUIRE_PORT_RESERVATION`) some process holds. WinNAT/HNS take such ranges for
+//!   Hyper-V, WSL and Docker (docker/for-win#3171, microsoft/WSL#5306), but so does any process
+//!   (`netports acquire --hold` included), and netsh shows them alike; so the WinNAT remedy is
+//!   offered only while the `winnat` service runs.
 //! - An administered range (`*` in netsh: a persistent reservation or `netsh add
 //!   excludedportrange`) does not refuse a plain bind: KB 3039044 ("the first bind to an
 //!   excluded port succeeds"; only a second `SO_REUSEADDR` bind fails with `WSAEACCES`), and
@@ -15,11 +18,12 @@
 //!   address (say 127.0.0.1) makes the port busy there only.
 //! - A socket bound to a specific non-loopback address leaves all four probes free: a default
 //!   bind to the wildcard succeeds beside it, while one with `SO_EXCLUSIVEADDRUSE` (what many
-//!   servers set) fails ("Using SO_REUSEADDR and SO_EXCLUSIVEADDRUSE", its tables). So the
+//!   servers set) fails ("Using `SO_REUSEADDR` and `SO_EXCLUSIVEADDRUSE`", its tables). So the
 //!   endpoint tables are always read, and the wildcards are also probed with
 //!   `SO_EXCLUSIVEADDRUSE`; either naming the port makes it "held on a specific address".
 //! - The usual remedy for a WinNAT exclusion that keeps landing on a needed port (the recipe
-//!   users share): stop winnat, add an administered exclusion for the port, start winnat.
+//!   users share): stop winnat, add an administered exclusion for the port, start winnat
+//!   (offered only when winnat runs).
 
 use serde::Serialize;
 
@@ -166,6 +170,8 @@ pub struct Ranges {
     pub dynamic: Vec<(Family, PortBlock)>,
     /// Sources that could not be read, and why.
     pub unavailable: Vec<String>,
+    /// Whether the `winnat` service runs (`None`: unknown).
+    pub winnat_running: Option<bool>,
 }
 
 /// Something worth knowing about a port that binds.
@@ -212,15 +218,17 @@ pub enum Verdict {
         /// The wildcard addresses where the exclusive bind failed with `WSAEADDRINUSE`.
         exclusive: Vec<ProbeAddr>,
     },
-    /// Refused (`WSAEACCES`), and an excluded range without owner holds it.
+    /// Refused (`WSAEACCES`), and an excluded range without `*` holds it: a runtime
+    /// reservation of some process (WinNAT's, or any other's).
     Excluded {
         /// The range.
         block: PortBlock,
         /// Its family.
         family: Family,
-        /// The dynamic range of that family, when the exclusion lies inside it (the usual
-        /// WinNAT case, where the remedy applies).
+        /// The dynamic range of that family, when the exclusion lies inside it.
         dynamic: Option<PortBlock>,
+        /// Whether the `winnat` service runs (only then is the WinNAT remedy offered).
+        winnat_running: Option<bool>,
     },
     /// Refused, and only an administered range names it (unusual: a plain bind normally
     /// succeeds there).
@@ -271,7 +279,12 @@ pub fn decide(
                 .iter()
                 .find(|(f, d)| f == family && d.overlaps(&e.block))
                 .map(|(_, d)| *d);
-            return Verdict::Excluded { block: e.block, family: *family, dynamic };
+            return Verdict::Excluded {
+                block: e.block,
+                family: *family,
+                dynamic,
+                winnat_running: ranges.winnat_running,
+            };
         }
         if let Some(block) = named(true)
             .map(|(_, e)| e.block)
@@ -376,15 +389,28 @@ impl Verdict {
                 }
                 lines
             }
-            Self::Excluded { block, family, dynamic } => {
+            Self::Excluded { block, family, dynamic, winnat_running } => {
                 let mut lines = vec![format!(
-                    "{proto} {port} is in the {} excluded range {block}, which has no owner (WinNAT/HNS for Hyper-V, WSL or Docker; it moves at reboot): bind fails with WSAEACCES",
+                    "{proto} {port} is in the {} excluded range {block}, a runtime reservation (no `*`): bind fails with WSAEACCES",
                     family.name()
                 )];
                 if let Some(d) = dynamic {
-                    lines.push(format!("  the range lies in the {} dynamic port range {d}, from which WinNAT takes its exclusions", family.name()));
+                    lines.push(format!(
+                        "  the range lies in the {} dynamic port range {d}, from which runtime reservations are taken",
+                        family.name()
+                    ));
                 }
-                lines.push(format!("  remedy (elevated): {}", winnat_remedy(proto, *family, port)));
+                match winnat_running {
+                    Some(true) => {
+                        lines.push("  the winnat service runs, and WinNAT takes such ranges for Hyper-V, WSL and Docker (they move at reboot)".to_owned());
+                        lines.push(format!(
+                            "  if it is WinNAT's, remedy (elevated): {}",
+                            winnat_remedy(proto, *family, port)
+                        ));
+                    }
+                    Some(false) => lines.push("  it lasts while the process that acquired it keeps it (the winnat service is not running, so it is not WinNAT's)".to_owned()),
+                    None => lines.push("  it lasts while the process that acquired it keeps it (whether the winnat service runs could not be read)".to_owned()),
+                }
                 lines
             }
             Self::Reserved { block } => vec![format!(
@@ -457,6 +483,7 @@ mod tests {
             ],
             dynamic: vec![(Family::Ipv4, b(49_152, 16_384)), (Family::Ipv6, b(49_152, 16_384))],
             unavailable: vec![],
+            winnat_running: Some(true),
         }
     }
 
@@ -486,7 +513,8 @@ mod tests {
             Verdict::Excluded {
                 block: b(50_000, 100),
                 family: Family::Ipv4,
-                dynamic: Some(b(49_152, 16_384))
+                dynamic: Some(b(49_152, 16_384)),
+                winnat_running: Some(true),
             }
         );
         assert_eq!(
@@ -494,7 +522,8 @@ mod tests {
             Verdict::Excluded {
                 block: b(60_000, 10),
                 family: Family::Ipv6,
-                dynamic: Some(b(49_152, 16_384))
+                dynamic: Some(b(49_152, 16_384)),
+                winnat_running: Some(true),
             },
             "IPv6 exclusions count for IPv6 refusals"
         );
@@ -565,9 +594,17 @@ mod tests {
             &ranges(),
         );
         let text = v.explain(Protocol::Tcp, 50_010).join("\n");
-        assert!(text.contains("WinNAT"), "{text}");
+        assert!(text.contains("runtime reservation"), "{text}");
         assert!(text.contains("dynamic port range 49152-65535"), "{text}");
         assert!(text.contains("net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=50010 numberofports=1 && net start winnat"), "{text}");
+        let Verdict::Excluded { block, family, dynamic, .. } = v else { unreachable!() };
+        for winnat_running in [Some(false), None] {
+            let text = Verdict::Excluded { block, family, dynamic, winnat_running }
+                .explain(Protocol::Tcp, 50_010)
+                .join("\n");
+            assert!(!text.contains("net stop winnat"), "no WinNAT remedy unless it runs: {text}");
+            assert!(text.contains("lasts while the process that acquired it keeps it"), "{text}");
+        }
         let free = decide(
             50_000,
             &probes(BindOutcome::Bound, BindOutcome::Bound),

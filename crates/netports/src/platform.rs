@@ -112,6 +112,14 @@ pub trait Platform {
     fn nsp(&mut self) -> Result<&mut dyn NspHost, Error> {
         unsupported("the Winsock name provider")
     }
+    /// Whether the service `name` runs (a service that does not exist does not run).
+    ///
+    /// # Errors
+    /// Unsupported (the default), or the service control manager cannot be read.
+    fn service_running(&mut self, name: &str) -> Result<bool, Error> {
+        let _ = name;
+        unsupported("the service control manager")
+    }
     /// Where Windows Defender Firewall's rule `id` is defined, and its value in each store
     /// (`crate::firewall`).
     ///

@@ -142,6 +142,8 @@ struct TestPlatform {
     bfe_stops: bool,
     /// What the last watch was told about WFP objects.
     watched_with_wfp: Option<bool>,
+    /// Whether the winnat service runs.
+    winnat_running: bool,
 }
 
 impl TestPlatform {
@@ -169,6 +171,7 @@ impl TestPlatform {
             catalog: Catalog::default(),
             bfe_stops: false,
             watched_with_wfp: None,
+            winnat_running: false,
         }
     }
 }
@@ -266,6 +269,9 @@ impl Platform for TestPlatform {
     }
     fn nsp(&mut self) -> Result<&mut dyn NspHost, Error> {
         Ok(&mut self.catalog)
+    }
+    fn service_running(&mut self, name: &str) -> Result<bool, Error> {
+        Ok(name == "winnat" && self.winnat_running)
     }
 }
 
@@ -368,6 +374,11 @@ fn why_blocked_decides_from_the_bind_result_first() {
     assert!(!out.contains("net stop winnat"), "winnat does not run: no WinNAT remedy: {out}");
     assert!(out.contains("it lasts while the process that acquired it keeps it"), "{out}");
     assert!(out.contains("ipv4 dynamic port range: 49152-65535"), "{out}");
+    // While winnat runs, the range may be WinNAT's: the remedy is offered, as a possibility.
+    p.winnat_running = true;
+    let out = run(&mut p, &["why-blocked", "49720"]).1;
+    assert!(out.contains("if it is WinNAT's, remedy (elevated): net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=49720 numberofports=1 && net start winnat"), "{out}");
+    p.winnat_running = false;
     // An administered reservation does not refuse a plain bind: free, with a note.
     let out = run(&mut p, &["why-blocked", "8001"]).1;
     assert!(out.starts_with("tcp 8001 is free"), "{out}");

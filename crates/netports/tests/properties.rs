@@ -202,6 +202,7 @@ proptest! {
             excluded: excluded.into_iter().map(|(block, administered, v6)| (if v6 { Family::Ipv6 } else { Family::Ipv4 }, ExcludedRange { block, administered })).collect(),
             dynamic: vec![],
             unavailable: vec![],
+            winnat_running: None,
         };
         let probes: Vec<Probe> = ProbeAddr::ALL.iter().zip(&outcomes).map(|(&addr, &outcome)| Probe { addr, outcome }).collect();
         let v = decide(port, &probes, &[], &[], &ranges);

@@ -164,11 +164,8 @@ fn list(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
                 if family == Family::Ipv4 && reserved.contains(&e.block) {
                     continue;
                 }
-                let kind = if e.administered {
-                    "administered (*)"
-                } else {
-                    "excluded (no owner: WinNAT/HNS)"
-                };
+                let kind =
+                    if e.administered { "administered (*)" } else { "runtime reservation (no *)" };
                 rows.push((proto, family, e.block, kind));
             }
             if let Ok(d) = p.dynamic_range(proto, family) {
@@ -216,6 +213,9 @@ fn ranges(p: &mut dyn Platform, proto: Protocol, with_exclusions: bool) -> Range
             Ok(d) => r.dynamic.push((family, d)),
             Err(e) => r.unavailable.push(format!("{} dynamic port range: {e}", family.name())),
         }
+    }
+    if with_exclusions {
+        r.winnat_running = p.service_running("winnat").ok();
     }
     r
 }

@@ -246,6 +246,10 @@ impl Platform for WindowsPlatform {
         Ok(&mut self.nsp)
     }
 
+    fn service_running(&mut self, name: &str) -> Result<bool, Error> {
+        service::running(name)
+    }
+
     fn firewall_rules(&mut self, id: &str) -> Result<Vec<(Store, String)>, Error> {
         let mut found = Vec::new();
         for (store, key) in [

@@ -7,9 +7,10 @@
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, WAIT_IO_COMPLETION, WAIT_OBJECT_0};
 use windows_sys::Win32::System::Services::{
     CloseServiceHandle, NotifyServiceStatusChangeW, OpenSCManagerW, OpenServiceW,
-    QueryServiceStatusEx, SC_HANDLE, SC_MANAGER_CONNECT, SC_STATUS_PROCESS_INFO, SERVICE_NOTIFY_2W,
-    SERVICE_NOTIFY_STATUS_CHANGE, SERVICE_NOTIFY_STOP_PENDING, SERVICE_NOTIFY_STOPPED,
-    SERVICE_QUERY_STATUS, SERVICE_STATUS_PROCESS, SERVICE_STOP_PENDING, SERVICE_STOPPED,
+    QueryServiceStatus, QueryServiceStatusEx, SC_HANDLE, SC_MANAGER_CONNECT,
+    SC_STATUS_PROCESS_INFO, SERVICE_NOTIFY_2W, SERVICE_NOTIFY_STATUS_CHANGE,
+    SERVICE_NOTIFY_STOP_PENDING, SERVICE_NOTIFY_STOPPED, SERVICE_QUERY_STATUS, SERVICE_RUNNING,
+    SERVICE_STATUS, SERVICE_STATUS_PROCESS, SERVICE_STOP_PENDING, SERVICE_STOPPED,
 };
 use windows_sys::Win32::System::Threading::{
     CreateEventW, INFINITE, SetEvent, WaitForSingleObjectEx,
@@ -51,6 +52,45 @@ pub fn pid(name: &str) -> Option<u32> {
     unsafe { CloseServiceHandle(scm) };
     (ok && status.dwProcessId != 0).then_some(status.dwProcessId)
 }
+
+/// Whether service `name` runs (`false` when it does not exist).
+///
+/// # Errors
+/// The service control manager cannot be opened, or the service's status cannot be read.
+pub fn running(name: &str) -> Result<bool, Error> {
+    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+    // SAFETY: local machine, default database, connect right only.
+    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+    if scm.is_null() {
+        return Err(Error::from_win32(last_error(), "OpenSCManagerW"));
+    }
+    // SAFETY: an open manager and a NUL-terminated name.
+    let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), SERVICE_QUERY_STATUS) };
+    let result = if svc.is_null() {
+        match last_error() {
+            ERROR_SERVICE_DOES_NOT_EXIST => Ok(false),
+            code => Err(Error::from_win32(code, "OpenServiceW")),
+        }
+    } else {
+        let mut status = SERVICE_STATUS::default();
+        // SAFETY: an open service and a valid status buffer.
+        let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
+        let r = if ok == 0 {
+            Err(Error::from_win32(last_error(), "QueryServiceStatus"))
+        } else {
+            Ok(status.dwCurrentState == SERVICE_RUNNING)
+        };
+        // SAFETY: the service opened above, closed once.
+        unsafe { CloseServiceHandle(svc) };
+        r
+    };
+    // SAFETY: the manager opened above, closed once.
+    unsafe { CloseServiceHandle(scm) };
+    result
+}
+
+/// `ERROR_SERVICE_DOES_NOT_EXIST`.
+const ERROR_SERVICE_DOES_NOT_EXIST: u32 = 1060;
 
 /// A watch on a running service that reports when it stops (or stops watching).
 ///
