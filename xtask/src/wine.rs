@@ -130,7 +130,7 @@ pub fn smoke() -> Result<(), String> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
-    let result = register_bfe(&prefix).and_then(|()| run_all(&exe, &tests, &prefix));
+    let result = register_services(&prefix).and_then(|()| run_all(&exe, &tests, &prefix));
     let _ = Command::new("wineserver").arg("-k").env("WINEPREFIX", &prefix).status();
     if let Ok(mut server) = server {
         let _ = server.wait();
@@ -370,31 +370,34 @@ fn build_doubles(dir: &Path) -> Result<Vec<PathBuf>, String> {
         }
         built.push(existing(dll)?);
     }
-    // The BFE service stand-in (tests/wine-doubles/bfe.c): an executable, registered as the
-    // service "BFE" by `register_bfe`.
-    let exe = dir.join(BFE_EXE);
+    // The service stand-in (tests/wine-doubles/service.c): an executable, registered as the
+    // services "BFE" and "iphlpsvc" by `register_services`.
+    let exe = dir.join(SERVICE_EXE);
     let status = Command::new("x86_64-w64-mingw32-gcc")
         .args(["-O2", "-Wall", "-Wextra", "-Werror", "-static-libgcc", "-o"])
         .arg(&exe)
-        .arg(src.join("bfe.c"))
+        .arg(src.join("service.c"))
         .status()
         .map_err(|e| format!("cannot run x86_64-w64-mingw32-gcc: {e}"))?;
     if !status.success() {
-        return Err(format!("building the BFE service double failed ({status})"));
+        return Err(format!("building the service stand-in failed ({status})"));
     }
     built.push(existing(exe)?);
     Ok(built)
 }
 
-/// The BFE service stand-in's file name in the prefix's system32.
-const BFE_EXE: &str = "bfe-double.exe";
+/// The service stand-in's file name in the prefix's system32.
+const SERVICE_EXE: &str = "service-double.exe";
 
-/// Registers the BFE service stand-in (once per prefix) and starts it. Wine has no BFE; the
-/// tests that stop and start it leave it running.
-fn register_bfe(prefix: &Path) -> Result<(), String> {
-    let binpath = format!(r"C:\windows\system32\{BFE_EXE}");
-    // Fails harmlessly when the service exists already (a reused prefix).
-    wine_tool(prefix, &["sc", "create", "BFE", "binpath=", &binpath])?;
+/// Registers the service stand-in as BFE and iphlpsvc (once per prefix) and starts BFE (Wine
+/// has neither; the tests that stop BFE leave it running, iphlpsvc starts only where a test
+/// wants it).
+fn register_services(prefix: &Path) -> Result<(), String> {
+    let binpath = format!(r"C:\windows\system32\{SERVICE_EXE}");
+    for name in ["BFE", "iphlpsvc"] {
+        // Fails harmlessly when the service exists already (a reused prefix).
+        wine_tool(prefix, &["sc", "create", name, "binpath=", &binpath])?;
+    }
     // Fails harmlessly when it runs already.
     wine_tool(prefix, &["sc", "start", "BFE"])?;
     Ok(())
@@ -438,7 +441,7 @@ fn install_doubles(prefix: &Path, doubles: &[PathBuf]) -> Result<(), String> {
     }
     for dll in doubles {
         let name = dll.file_name().ok_or("a double without a name")?;
-        // (Also the BFE service stand-in's executable.)
+        // (Also the service stand-in's executable.)
         std::fs::copy(dll, system32.join(name)).map_err(|e| format!("{}: {e}", dll.display()))?;
     }
     // Native for netports.exe and the test binary only.

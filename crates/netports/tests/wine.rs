@@ -51,6 +51,7 @@ struct Doubles {
     initial_inline: unsafe extern "system" fn(i32),
     fwp_configure: unsafe extern "system" fn(i32, i32),
     fwp_set_teredo_port: unsafe extern "system" fn(u16),
+    fwp_set_teredo_ports: unsafe extern "system" fn(*const u16, u32),
     fwp_filters: unsafe extern "system" fn(*mut FilterInfo, u32) -> u32,
     fwp_subscriptions: unsafe extern "system" fn() -> u32,
     fwp_objects: unsafe extern "system" fn(*mut u32, *mut u32),
@@ -105,6 +106,7 @@ fn doubles() -> Option<Doubles> {
             initial_inline: ctl!("iphlpapi.dll", c"DoubleInitialInline"),
             fwp_configure: ctl!("fwpuclnt.dll", c"DoubleFwpConfigure"),
             fwp_set_teredo_port: ctl!("fwpuclnt.dll", c"DoubleFwpSetTeredoPort"),
+            fwp_set_teredo_ports: ctl!("fwpuclnt.dll", c"DoubleFwpSetTeredoPorts"),
             fwp_filters: ctl!("fwpuclnt.dll", c"DoubleFwpFilters"),
             fwp_subscriptions: ctl!("fwpuclnt.dll", c"DoubleFwpSubscriptions"),
             fwp_objects: ctl!("fwpuclnt.dll", c"DoubleFwpObjects"),
@@ -240,40 +242,67 @@ fn teredo_filters(port: Option<u16>) -> Vec<Permit> {
     v
 }
 
-/// Starts or stops the BFE service stand-in (tests/wine-doubles/bfe.c) and waits for it.
+/// Starts or stops the BFE service stand-in and waits for it.
 fn bfe_service(running: bool) {
+    service("BFE", running);
+}
+
+/// Starts or stops a service stand-in (tests/wine-doubles/service.c) and waits for it; its
+/// process id while it runs.
+fn service(name: &str, running: bool) -> u32 {
     use windows_sys::Win32::System::Services::{
-        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, QueryServiceStatus,
-        SC_MANAGER_CONNECT, SERVICE_CONTROL_STOP, SERVICE_QUERY_STATUS, SERVICE_RUNNING,
-        SERVICE_START, SERVICE_STATUS, SERVICE_STOP, SERVICE_STOPPED, StartServiceW,
+        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, QueryServiceStatusEx,
+        SC_MANAGER_CONNECT, SC_STATUS_PROCESS_INFO, SERVICE_CONTROL_STOP, SERVICE_QUERY_STATUS,
+        SERVICE_RUNNING, SERVICE_START, SERVICE_STATUS, SERVICE_STATUS_PROCESS, SERVICE_STOP,
+        SERVICE_STOPPED, StartServiceW,
     };
-    let name: Vec<u16> = "BFE".encode_utf16().chain(std::iter::once(0)).collect();
+    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
     // SAFETY: local manager, default database.
     let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
     assert!(!scm.is_null(), "the service control manager");
     // SAFETY: an open manager and a NUL-terminated name.
     let svc = unsafe {
-        OpenServiceW(scm, name.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
+        OpenServiceW(scm, wide.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
     };
-    assert!(!svc.is_null(), "the BFE stand-in is registered (cargo xtask wine)");
-    let mut status = SERVICE_STATUS::default();
+    assert!(!svc.is_null(), "the {name} stand-in is registered (cargo xtask wine)");
     if running {
         // SAFETY: an open service; no arguments. (Fails harmlessly when it runs already.)
         unsafe { StartServiceW(svc, 0, std::ptr::null()) };
     } else {
+        let mut status = SERVICE_STATUS::default();
         // SAFETY: an open service and a valid status buffer.
         unsafe { ControlService(svc, SERVICE_CONTROL_STOP, &raw mut status) };
     }
     let want = if running { SERVICE_RUNNING } else { SERVICE_STOPPED };
-    wait_until("the BFE stand-in's state", || {
-        // SAFETY: an open service and a valid status buffer.
-        unsafe { QueryServiceStatus(svc, &raw mut status) };
+    let mut status = SERVICE_STATUS_PROCESS::default();
+    wait_until("the stand-in's state", || {
+        let mut needed = 0u32;
+        // SAFETY: an open service and a buffer of the size given.
+        unsafe {
+            QueryServiceStatusEx(
+                svc,
+                SC_STATUS_PROCESS_INFO,
+                (&raw mut status).cast(),
+                u32::try_from(size_of::<SERVICE_STATUS_PROCESS>()).unwrap(),
+                &raw mut needed,
+            )
+        };
         status.dwCurrentState == want
     });
     // SAFETY: the handles opened above, closed once.
     unsafe { CloseServiceHandle(svc) };
     // SAFETY: as above.
     unsafe { CloseServiceHandle(scm) };
+    status.dwProcessId
+}
+
+/// Stops a service stand-in when dropped.
+struct Stops(&'static str);
+
+impl Drop for Stops {
+    fn drop(&mut self) {
+        service(self.0, false);
+    }
 }
 
 /// Starts BFE again when dropped (a failing test must not leave it stopped for the next).
@@ -608,6 +637,50 @@ fn teredo_watch_on_the_system_ports_source_exits_when_bfe_stops() {
     drop(back);
     assert_eq!((code, out.as_str()), (1, "watching; teredo port udp 51000\n"), "{err}");
     assert!(err.contains("the Base Filtering Engine (BFE) stopped"), "{err}");
+}
+
+#[test]
+fn teredo_port_reports_every_port_of_the_system_ports_entry() {
+    let Some(d) = doubles() else { return };
+    d.configure(false, true, true);
+    d.teredo(51_234);
+    let ports = [51_234u16, 51_235];
+    // SAFETY: a control of the double; two ports.
+    unsafe { (d.fwp_set_teredo_ports)(ports.as_ptr(), 2) };
+    let (code, out, err) = run(&["teredo", "port"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("teredo client ports: udp 51234, udp 51235 ("), "{out}");
+}
+
+#[test]
+fn the_byte_order_is_confirmed_only_by_the_teredo_services_own_endpoint() {
+    let Some(d) = doubles() else { return };
+    // GetTeredoPort reports host order (contradicting the network-order assumption).
+    d.configure(false, true, false);
+    service("iphlpsvc", false);
+    // iphlpsvc does not run: the Teredo socket belongs to some process (pid 4242), a hint
+    // for this reading only, not a confirmation.
+    // SAFETY: a control of the double (iphlpapi only: no system-ports Teredo entry).
+    unsafe { (d.set_teredo_port)(51_234, 4242) };
+    let (code, out, err) = run(&["teredo", "port"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("byte order: host, from a UDP socket not known to be the Teredo service's (not confirmed)"),
+        "{out}"
+    );
+    // iphlpsvc runs and owns the Teredo socket: confirmed.
+    let pid = service("iphlpsvc", true);
+    let stops = Stops("iphlpsvc");
+    // SAFETY: as above.
+    unsafe { (d.set_teredo_port)(51_234, pid) };
+    let (code, out, err) = run(&["teredo", "port"]);
+    drop(stops);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("udp 51234")
+            && out.contains("byte order: host, confirmed by the Teredo service's socket"),
+        "{out}"
+    );
 }
 
 /// Raw WFP calls against the double (its own rules, as WFP documents them).

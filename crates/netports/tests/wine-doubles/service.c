@@ -1,10 +1,13 @@
 /*
- * A stand-in for the Base Filtering Engine *service* under Wine, which has none: a service
- * named BFE that runs until it is stopped. It carries no filter engine (the fwpuclnt double
- * is the engine; a test stops both together, DoubleFwpBfe and this service). It lets
- * netports' BFE watch (NotifyServiceStatusChangeW on "BFE", which Wine implements) run
- * against a real service control manager. Built as bfe-double.exe by `cargo xtask wine` and
- * registered as the demand-start service BFE in the Wine prefix; used only by tests.
+ * A stand-in for Windows services Wine does not have, registered under their names in the
+ * Wine prefix by `cargo xtask wine` (service-double.exe; used only by tests):
+ * - BFE, the Base Filtering Engine service: it carries no filter engine (the fwpuclnt double
+ *   is the engine; a test stops both together, DoubleFwpBfe and this service), and lets
+ *   netports' BFE watch (NotifyServiceStatusChangeW, which Wine implements) run against a real
+ *   service control manager;
+ * - iphlpsvc, the IP Helper service that runs the Teredo client: its process id is what
+ *   netports looks for among the UDP endpoints to confirm the Teredo port's byte order.
+ * Each runs, as its own process, until it is stopped.
  */
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
@@ -26,9 +29,9 @@ static DWORD WINAPI control(DWORD code, DWORD type, void *data, void *context)
 
 static void WINAPI service_main(DWORD argc, LPWSTR *argv)
 {
-    (void)argc; (void)argv;
+    /* argv[0] is the name the service was started under. */
     stop = CreateEventW(NULL, TRUE, FALSE, NULL);
-    handle = RegisterServiceCtrlHandlerExW(L"BFE", control, NULL);
+    handle = RegisterServiceCtrlHandlerExW(argc > 0 ? argv[0] : L"", control, NULL);
     if (!handle) return;
     status.dwServiceType = SERVICE_WIN32_OWN_PROCESS;
     status.dwControlsAccepted = SERVICE_ACCEPT_STOP | SERVICE_ACCEPT_SHUTDOWN;
@@ -41,6 +44,7 @@ static void WINAPI service_main(DWORD argc, LPWSTR *argv)
 
 int main(void)
 {
-    SERVICE_TABLE_ENTRYW table[] = { { (LPWSTR)L"BFE", service_main }, { NULL, NULL } };
+    /* An own-process service: the table's name is not matched against the service's. */
+    SERVICE_TABLE_ENTRYW table[] = { { (LPWSTR)L"", service_main }, { NULL, NULL } };
     return StartServiceCtrlDispatcherW(table) ? 0 : 1;
 }
