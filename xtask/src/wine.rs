@@ -227,7 +227,7 @@ fn cli_cases(tcp_port: &str, udp_port: &str, free_port: &str, local_app_data: &s
         case(&["teredo", "port"], 6, "the Teredo client is not started"),
         case(&["teredo", "port"], 0, "teredo client port: udp 51234")
             .with("NETPORTS_DOUBLE_TEREDO", "51234"),
-        case(&["--json", "teredo", "port"], 0, "{\"static_port\":3544,\"teredo_port\":51234}")
+        case(&["--json", "teredo", "port"], 0, r#"{"byte_order":"host","byte_order_basis":"hint","static_port":3544,"teredo_port":51234,"teredo_ports":[51234]}"#)
             .with("NETPORTS_DOUBLE_TEREDO", "51234"),
         case(&["reserve", "tcp", "50000", "10"], 4, "access denied: run from an elevated prompt"),
         case(&["reserve", "tcp", "50000", "10"], 0, "reserved tcp 50000-50009")

@@ -13,7 +13,7 @@ use crate::firewall::Store;
 use crate::model::Reservations;
 use crate::nsp::NspHost;
 use crate::range::{PortBlock, Protocol};
-use crate::teredo::TeredoEvent;
+use crate::teredo::{PortReading, TeredoEvent};
 
 /// A runtime reservation the platform acquired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,11 +28,11 @@ pub struct Acquired {
 pub trait Platform {
     /// `windows`, `linux`, ...
     fn os(&self) -> &'static str;
-    /// The Teredo client's port (`None`: client not running).
+    /// The Teredo client's ports (none: no port), and how their byte order was decided.
     ///
     /// # Errors
     /// Unsupported, not ready, no IPv6.
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error>;
+    fn teredo_port(&mut self) -> Result<PortReading, Error>;
     /// Watches Teredo port changes, calling `on_event` (serialized) until it returns false.
     /// `wfp`: the caller holds WFP objects (the host exception), so a BFE stop, which drops
     /// them, ends the watch with [`Error::BfeStopped`] (as it does whenever the watch's own
@@ -145,7 +145,7 @@ impl Platform for Unsupported {
     fn os(&self) -> &'static str {
         std::env::consts::OS
     }
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
+    fn teredo_port(&mut self) -> Result<PortReading, Error> {
         unsupported("the Teredo port")
     }
     fn teredo_watch(

@@ -13,7 +13,7 @@ use netports::excluded::{ExcludedRange, Family};
 use netports::model::{Model, Reservations};
 use netports::nsp::{Catalog as WinsockCatalog, NspHost, Resolved};
 use netports::platform::{Acquired, Platform, Unsupported};
-use netports::teredo::TeredoEvent;
+use netports::teredo::{Basis, ByteOrder, PortReading, TeredoEvent};
 use netports::{Error, PortBlock, Protocol};
 use vsflow_proto::{Ioctl, Request};
 use vsflow_sim::Host;
@@ -180,8 +180,16 @@ impl Platform for TestPlatform {
     fn os(&self) -> &'static str {
         "model"
     }
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
-        if self.teredo_ready { Ok(self.teredo) } else { Err(Error::NotReady) }
+    fn teredo_port(&mut self) -> Result<PortReading, Error> {
+        if !self.teredo_ready {
+            return Err(Error::NotReady);
+        }
+        Ok(PortReading {
+            ports: self.teredo.into_iter().collect(),
+            order: ByteOrder::Network,
+            basis: Basis::Confirmed,
+            warning: None,
+        })
     }
     fn teredo_watch(
         &mut self,
@@ -189,8 +197,8 @@ impl Platform for TestPlatform {
         on_event: &mut dyn FnMut(TeredoEvent) -> bool,
     ) -> Result<(), Error> {
         self.watched_with_wfp = Some(wfp);
-        for ev in
-            std::iter::once(TeredoEvent::Initial { port: self.teredo }).chain(self.events.drain(..))
+        for ev in std::iter::once(TeredoEvent::Initial { ports: self.teredo.into_iter().collect() })
+            .chain(self.events.drain(..))
         {
             if !on_event(ev) {
                 return Ok(());
@@ -288,25 +296,29 @@ fn teredo_port_and_watch() {
     let mut p = TestPlatform::new();
     assert_eq!(
         run(&mut p, &["teredo", "port"]),
-        (0, "teredo client port: udp 51234 (static port udp 3544)\n".into(), String::new())
+        (
+            0,
+            "teredo client port: udp 51234 (static port udp 3544; byte order: network, confirmed by the Teredo service's socket)\n".into(),
+            String::new()
+        )
     );
     assert_eq!(
         run(&mut p, &["--json", "teredo", "port"]).1,
-        "{\"static_port\":3544,\"teredo_port\":51234}\n"
+        "{\"byte_order\":\"network\",\"byte_order_basis\":\"confirmed\",\"static_port\":3544,\"teredo_port\":51234,\"teredo_ports\":[51234]}\n"
     );
     p.events =
-        vec![TeredoEvent::Changed { port: Some(52_000) }, TeredoEvent::Changed { port: None }];
+        vec![TeredoEvent::Changed { ports: vec![52_000] }, TeredoEvent::Changed { ports: vec![] }];
     let (code, out, _) = run(&mut p, &["teredo", "watch"]);
     assert_eq!(code, 0);
     assert_eq!(
         out,
         "watching; teredo port udp 51234\nteredo port changed: udp 52000\nteredo client stopped\n"
     );
-    p.events = vec![TeredoEvent::Changed { port: Some(52_001) }];
+    p.events = vec![TeredoEvent::Changed { ports: vec![52_001] }];
     let out = run(&mut p, &["--json", "teredo", "watch"]).1;
     assert_eq!(
         out,
-        "{\"event\":\"initial\",\"port\":51234}\n{\"event\":\"changed\",\"port\":52001}\n"
+        "{\"event\":\"initial\",\"ports\":[51234]}\n{\"event\":\"changed\",\"ports\":[52001]}\n"
     );
 }
 
@@ -595,7 +607,7 @@ fn driver_commands_against_the_simulated_driver() {
 fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
     let (host, mut p) = with_driver();
     p.events =
-        vec![TeredoEvent::Changed { port: Some(52_000) }, TeredoEvent::Changed { port: None }];
+        vec![TeredoEvent::Changed { ports: vec![52_000] }, TeredoEvent::Changed { ports: vec![] }];
     let (code, out, err) = run(&mut p, &["teredo-exception"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -644,7 +656,7 @@ fn a_stopped_teredo_client_says_so() {
     assert_eq!(
         out,
         format!(
-            "{{\"note\":\"{}\"}}\n{{\"added\":2,\"event\":{{\"event\":\"initial\",\"port\":null}},\"filters\":[{{\"direction\":\"out\",\"local_address\":null,\"local_port\":null,\"remote_port\":3544}},{{\"direction\":\"in\",\"local_address\":\"224.0.0.253\",\"local_port\":3544,\"remote_port\":null}}],\"removed\":0}}\n",
+            "{{\"note\":\"{}\"}}\n{{\"added\":2,\"event\":{{\"event\":\"initial\",\"ports\":[]}},\"filters\":[{{\"direction\":\"out\",\"local_address\":null,\"local_port\":null,\"remote_port\":3544}},{{\"direction\":\"in\",\"local_address\":\"224.0.0.253\",\"local_port\":3544,\"remote_port\":null}}],\"removed\":0}}\n",
             NOTE.strip_prefix("note: ").unwrap()
         )
     );

@@ -24,7 +24,7 @@ impl Platform for Rules {
     fn os(&self) -> &'static str {
         "model"
     }
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
+    fn teredo_port(&mut self) -> Result<netports::teredo::PortReading, Error> {
         Unsupported.teredo_port()
     }
     fn teredo_watch(

@@ -219,7 +219,7 @@ const SVCHOST: &str = r"\device\harddiskvolume1\windows\system32\svchost.exe";
 
 /// The host Teredo filters netports must keep for client port `port`: all IPv4 UDP, all for
 /// the Teredo service's process only.
-fn teredo_filters(port: Option<u16>) -> Vec<Permit> {
+fn teredo_filters(ports: &[u16]) -> Vec<Permit> {
     let none = std::net::Ipv4Addr::UNSPECIFIED;
     let mut v = vec![
         // The client qualifies with the Teredo server's UDP 3544 (remote).
@@ -234,7 +234,7 @@ fn teredo_filters(port: Option<u16>) -> Vec<Permit> {
             SVCHOST.to_owned(),
         ),
     ];
-    if let Some(p) = port {
+    for &p in ports {
         v.push((Layer::RecvAcceptV4, 17, p, 0, none, SVCHOST.to_owned()));
         v.push((Layer::ConnectV4, 17, p, 0, none, SVCHOST.to_owned()));
     }
@@ -359,15 +359,15 @@ fn watcher_follows_changes_in_order(source: Source, network_order: bool) {
         }
     });
     let (first, _) = rx2.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(first, TeredoEvent::Initial { port: Some(51_234) });
+    assert_eq!(first, TeredoEvent::Initial { ports: vec![51_234] });
     d.teredo(52_000);
     let (ev, thread) = rx2.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(ev, TeredoEvent::Changed { port: Some(52_000) });
+    assert_eq!(ev, TeredoEvent::Changed { ports: vec![52_000] });
     assert_ne!(thread, me, "changes arrive on the notification thread");
     d.teredo(0);
     assert_eq!(
         rx2.recv_timeout(Duration::from_secs(10)).unwrap().0,
-        TeredoEvent::Changed { port: None }
+        TeredoEvent::Changed { ports: vec![] }
     );
     assert_eq!(d.registrations(), 1);
     drop(w);
@@ -424,7 +424,7 @@ fn dropped_from_its_own_callback(source: Source) {
     *slot.lock().unwrap() = Some(w);
     assert!(matches!(recv(&rx), TeredoEvent::Initial { .. }));
     d.teredo(52_000);
-    assert_eq!(recv(&rx), TeredoEvent::Changed { port: Some(52_000) });
+    assert_eq!(recv(&rx), TeredoEvent::Changed { ports: vec![52_000] });
     wait_until("the registration ends on another thread", || d.registrations() == 0);
 }
 
@@ -446,7 +446,7 @@ fn the_byte_order_is_settled_against_the_teredo_services_endpoint() {
     d.configure(false, true, false);
     // SAFETY: a control of the double (iphlpapi only: the system-ports list has no Teredo entry).
     unsafe { (d.set_teredo_port)(51_234, 4242) };
-    assert_eq!(teredo_port(), Ok(Some(51_234)));
+    assert_eq!(teredo_port().map(|r| r.ports), Ok(vec![51_234]));
 }
 
 #[test]
@@ -471,7 +471,8 @@ fn teredo_errors_map_to_exit_codes() {
     d.teredo(40_000);
     assert_eq!(
         run(&["teredo", "port"]).1,
-        "teredo client port: udp 40000 (static port udp 3544)\n"
+        "teredo client port: udp 40000 (static port udp 3544; byte order: network, from a UDP socket not known to be the Teredo service's (not confirmed))\n",
+        "iphlpsvc does not run here: the Teredo socket (pid 4242) is a hint only"
     );
 }
 
@@ -542,12 +543,12 @@ fn the_host_teredo_filters_are_ipv4_for_the_teredo_service_and_follow_the_port()
     let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
     // (Opening adds the run's provider and sublayer in a transaction of its own.)
     let commits = d.commits();
-    keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(51_000)));
-    keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(52_000)));
-    keeper.on_event(TeredoEvent::Changed { port: None }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(None));
+    keeper.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[51_000]));
+    keeper.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[52_000]));
+    keeper.on_event(&TeredoEvent::Changed { ports: vec![] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[]));
     assert_eq!(d.commits() - commits, 3, "each change is one transaction");
     drop(keeper);
     assert_eq!(d.filters(), vec![], "a dynamic session's filters go when it closes");
@@ -559,15 +560,15 @@ fn a_port_change_that_fails_half_way_leaves_the_previous_filters() {
     let Some(d) = doubles() else { return };
     d.configure(true, true, true);
     let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
-    keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+    keeper.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap();
     let commits = d.commits();
     // The second filter of the change fails: the first is rolled back with the transaction.
     d.fail_filter_add(2);
-    assert!(keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).is_err());
-    assert_eq!(d.filters(), teredo_filters(Some(51_000)), "nothing half-applied");
+    assert!(keeper.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).is_err());
+    assert_eq!(d.filters(), teredo_filters(&[51_000]), "nothing half-applied");
     assert_eq!(d.commits(), commits, "the failed change committed nothing");
-    keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(52_000)), "the next event applies it");
+    keeper.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[52_000]), "the next event applies it");
 }
 
 #[test]
@@ -577,16 +578,16 @@ fn a_second_instance_works_beside_the_first_and_after_it_exits() {
     // Two `teredo-exception` processes, each in its own dynamic session: each must use its
     // own provider and sublayer (a dynamic object of another session cannot be referenced).
     let mut first = TeredoException::new(WfpHostFilters::open().unwrap());
-    first.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+    first.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap();
     let mut second = TeredoException::new(WfpHostFilters::open().unwrap());
     second
-        .on_event(TeredoEvent::Initial { port: Some(51_000) })
+        .on_event(&TeredoEvent::Initial { ports: vec![51_000] })
         .expect("the second instance gets its filters");
     assert_eq!(d.objects(), (2, 2), "a provider and a sublayer per instance");
     drop(first);
-    assert_eq!(d.filters(), teredo_filters(Some(51_000)), "the second's filters stay");
-    second.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(52_000)));
+    assert_eq!(d.filters(), teredo_filters(&[51_000]), "the second's filters stay");
+    second.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[52_000]));
     drop(second);
     assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)));
 }

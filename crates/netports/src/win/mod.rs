@@ -121,7 +121,7 @@ impl Platform for WindowsPlatform {
         "windows"
     }
 
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
+    fn teredo_port(&mut self) -> Result<crate::teredo::PortReading, Error> {
         teredo::teredo_port()
     }
 

@@ -65,7 +65,7 @@ pub struct WindowsSources;
 impl Sources for WindowsSources {
     fn teredo_port(&self) -> Result<Option<u16>, SourceError> {
         match super::teredo::teredo_port() {
-            Ok(p) => Ok(p),
+            Ok(r) => Ok(r.first()),
             Err(Error::NotReady) => Err(SourceError::NotReady),
             Err(Error::Unsupported { what }) => Err(SourceError::Unsupported(what)),
             Err(e) => Err(SourceError::Failed(e.to_string())),
