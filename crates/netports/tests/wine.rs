@@ -47,6 +47,7 @@ struct Doubles {
     set_teredo_port: unsafe extern "system" fn(u16, u32),
     configure: unsafe extern "system" fn(i32, i32, i32),
     add_endpoint: unsafe extern "system" fn(i32, i32, u16, u32),
+    own_endpoint: unsafe extern "system" fn(i32, u16, u32),
     registrations: unsafe extern "system" fn() -> u32,
     initial_inline: unsafe extern "system" fn(i32),
     fwp_configure: unsafe extern "system" fn(i32, i32),
@@ -102,6 +103,7 @@ fn doubles() -> Option<Doubles> {
             set_teredo_port: ctl!("iphlpapi.dll", c"DoubleSetTeredoPort"),
             configure: ctl!("iphlpapi.dll", c"DoubleConfigure"),
             add_endpoint: ctl!("iphlpapi.dll", c"DoubleAddEndpoint"),
+            own_endpoint: ctl!("iphlpapi.dll", c"DoubleOwnEndpoint"),
             registrations: ctl!("iphlpapi.dll", c"DoubleRegistrations"),
             initial_inline: ctl!("iphlpapi.dll", c"DoubleInitialInline"),
             fwp_configure: ctl!("fwpuclnt.dll", c"DoubleFwpConfigure"),
@@ -516,8 +518,9 @@ fn why_blocked_names_the_owner_from_the_endpoint_table() {
     let Some(d) = doubles() else { return };
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
-    // SAFETY: a control of the double: the table lists this process's socket.
-    unsafe { (d.add_endpoint)(0, 0, port, std::process::id()) };
+    // Wine's tables list the socket (it is real) but know no owner: the test names it.
+    // SAFETY: a control of the double: the owner of TCP `port`'s real sockets.
+    unsafe { (d.own_endpoint)(0, port, std::process::id()) };
     let (code, out, err) = run(&["why-blocked", &port.to_string()]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -527,8 +530,29 @@ fn why_blocked_names_the_owner_from_the_endpoint_table() {
     assert!(out.contains(&format!("held by pid {} (", std::process::id())), "{out}");
     assert!(out.contains(".exe)"), "the process name is read: {out}");
     drop(held);
+    // The socket is gone from the tables with the socket itself.
     let (_, out, _) = run(&["why-blocked", &port.to_string()]);
     assert!(out.starts_with(&format!("tcp {port} is free")), "{out}");
+}
+
+#[test]
+fn the_endpoint_tables_list_the_real_sockets() {
+    let Some(d) = doubles() else { return };
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let (tp, up) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+    let listed = |proto| -> Vec<u16> {
+        netports::win::tables::endpoints(proto).unwrap().into_iter().map(|e| e.port).collect()
+    };
+    assert!(listed(Protocol::Tcp).contains(&tp), "a listening TCP socket is in the TCP table");
+    assert!(listed(Protocol::Udp).contains(&up), "a bound UDP socket is in the UDP table");
+    // ERROR_SHARING_VIOLATION: "a port in the block is in use" counts real sockets too.
+    d.configure(true, true, true);
+    let block = PortBlock::new(tp, 1).unwrap();
+    assert_eq!(WindowsReservations.create(Protocol::Tcp, block), Err(32));
+    drop((tcp, udp));
+    assert!(!listed(Protocol::Tcp).contains(&tp), "closed: gone from the table");
+    assert!(!listed(Protocol::Udp).contains(&up));
 }
 
 #[test]

@@ -432,6 +432,12 @@ void WINAPI DoubleAddEndpoint(BOOL udp, BOOL v6, USHORT port_host, DWORD pid)
     LeaveCriticalSection(&lock);
 }
 
+/* Names the owner of `port_host`'s sockets (here: declares one, as DoubleAddEndpoint). */
+void WINAPI DoubleOwnEndpoint(BOOL udp, USHORT port_host, DWORD pid)
+{
+    DoubleAddEndpoint(udp, FALSE, port_host, pid);
+}
+
 /* The initial notification runs on the registering thread, before NotifyTeredoPortChange
  * returns (TRUE), or on the notification thread (FALSE, the default). */
 void WINAPI DoubleInitialInline(BOOL on)
