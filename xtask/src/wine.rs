@@ -10,6 +10,13 @@
 //! loader (`LoadLibraryExW` from System32) finds them as it would the real DLLs: no test-only
 //! code path in netports.
 //!
+//! What this shows is netports' handling of the answers it gets: the doubles follow Microsoft's
+//! documents where netports depends on them, and the rest is Wine's (its sockets, its bind
+//! rules, its registry and service manager), not Windows'. Exclusions and reservations never
+//! refuse a bind under Wine, for example, so the "excluded" verdicts are checked against the
+//! model (`crates/netports/tests/cli.rs`), and what only Windows can show is listed in
+//! docs/WINDOWS-VERIFICATION.md.
+//!
 //! Two parts:
 //! 1. the release `netports.exe`, command by command, with the exit code and output each must
 //!    give (the error mapping, the byte-order cross-check, what stays unsupported);
@@ -141,7 +148,9 @@ pub fn smoke() -> Result<(), String> {
 fn run_all(exe: &Path, tests: &Path, prefix: &Path) -> Result<(), String> {
     let mut failures = commands(exe, prefix)?;
     let (passed, total, test_failures) = windows_tests(tests, prefix)?;
-    println!("wine: {passed} of {total} Windows tests passed against the doubles");
+    println!(
+        "wine: {passed} of {total} Windows tests passed against the doubles (netports' handling of what Wine and the doubles answer, not Windows' behaviour)"
+    );
     failures.extend(test_failures);
     if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
 }
@@ -181,7 +190,7 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
     }
     drop((tcp, udp));
     println!(
-        "wine: {} of {} netports.exe commands as expected",
+        "wine: {} of {} netports.exe commands as expected (netports' handling; Wine's sockets and the doubles, not Windows)",
         cases.len() + 1 - failures.len(),
         cases.len() + 1
     );
@@ -386,6 +395,13 @@ fn build_doubles(dir: &Path) -> Result<Vec<PathBuf>, String> {
     Ok(built)
 }
 
+/// Where Wine keeps its 64-bit builtin DLLs (Debian 12's package first).
+const WINE_DLL_DIRS: [&str; 3] = [
+    "/usr/lib/x86_64-linux-gnu/wine/x86_64-windows",
+    "/usr/lib/wine/x86_64-windows",
+    "/usr/local/lib/wine/x86_64-windows",
+];
+
 /// The service stand-in's file name in the prefix's system32.
 const SERVICE_EXE: &str = "service-double.exe";
 
@@ -444,6 +460,15 @@ fn install_doubles(prefix: &Path, doubles: &[PathBuf]) -> Result<(), String> {
         // (Also the service stand-in's executable.)
         std::fs::copy(dll, system32.join(name)).map_err(|e| format!("{}: {e}", dll.display()))?;
     }
+    // Wine's own iphlpapi under another name: the iphlpapi double takes the endpoint tables
+    // (the real sockets) from it.
+    let wine_iphlpapi = WINE_DLL_DIRS
+        .iter()
+        .map(|d| Path::new(d).join("iphlpapi.dll"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("Wine's builtin iphlpapi.dll is in none of {WINE_DLL_DIRS:?}"))?;
+    std::fs::copy(&wine_iphlpapi, system32.join("wineiphlp.dll"))
+        .map_err(|e| format!("{}: {e}", wine_iphlpapi.display()))?;
     // Native for netports.exe and the test binary only.
     let mut reg = String::from("REGEDIT4\n");
     for exe in ["netports.exe", TEST_EXE] {
