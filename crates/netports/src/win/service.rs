@@ -4,7 +4,9 @@
 //! [`StopWatch`], which reports when a service stops (netports watches BFE, whose stop kills
 //! every WFP handle).
 
-use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, WAIT_IO_COMPLETION, WAIT_OBJECT_0};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, HANDLE, WAIT_IO_COMPLETION, WAIT_OBJECT_0, WAIT_TIMEOUT,
+};
 use windows_sys::Win32::System::Services::{
     CloseServiceHandle, NotifyServiceStatusChangeW, OpenSCManagerW, OpenServiceW,
     QueryServiceStatus, QueryServiceStatusEx, SC_HANDLE, SC_MANAGER_CONNECT,
@@ -12,9 +14,7 @@ use windows_sys::Win32::System::Services::{
     SERVICE_NOTIFY_STOP_PENDING, SERVICE_NOTIFY_STOPPED, SERVICE_QUERY_STATUS, SERVICE_RUNNING,
     SERVICE_STATUS, SERVICE_STATUS_PROCESS, SERVICE_STOP_PENDING, SERVICE_STOPPED,
 };
-use windows_sys::Win32::System::Threading::{
-    CreateEventW, INFINITE, SetEvent, WaitForSingleObjectEx,
-};
+use windows_sys::Win32::System::Threading::{CreateEventW, SetEvent, WaitForSingleObjectEx};
 
 use crate::error::Error;
 
@@ -101,7 +101,8 @@ const ERROR_SERVICE_DOES_NOT_EXIST: u32 = 1060;
 /// function is queued immediately"). Closing the service handle cancels the request: after
 /// `CloseServiceHandle` no notification is queued any more. User mode has no BFE-state
 /// subscription (`FwpmBfeStateSubscribeChanges0` is kernel mode only), so this is how
-/// netports learns that BFE, and every WFP handle with it, went away.
+/// netports learns that BFE, and every WFP handle with it, went away. The state is also asked
+/// directly once a second, so a late or lost notification is noticed within that.
 pub struct StopWatch {
     stop: usize,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -171,6 +172,17 @@ impl StopWatch {
     }
 }
 
+/// How often the watch also asks the service's state (a lost notification is noticed then).
+const POLL_MS: u32 = 1000;
+
+const fn is_stopping(state: u32) -> bool {
+    state == SERVICE_STOPPED || state == SERVICE_STOP_PENDING
+}
+
+fn state_text(state: u32) -> String {
+    if state == SERVICE_STOPPED { "stopped".into() } else { "stopping".into() }
+}
+
 /// The watch thread: `Some(why)` when the service stopped (or the watch failed), `None` when
 /// the watch was ended.
 fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
@@ -197,9 +209,20 @@ fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
         }
         loop {
             // SAFETY: an event handle owned by the watch; an alertable wait runs the APC.
-            let w = unsafe { WaitForSingleObjectEx(stop, INFINITE, 1) };
+            let w = unsafe { WaitForSingleObjectEx(stop, POLL_MS, 1) };
             if w == WAIT_OBJECT_0 {
                 return None;
+            }
+            if w == WAIT_TIMEOUT {
+                // A notification can be late or lost (ERROR_SERVICE_NOTIFY_CLIENT_LAGGING;
+                // Wine has lost one here): ask the state directly as well, once a second.
+                let mut status = SERVICE_STATUS::default();
+                // SAFETY: a service handle with SERVICE_QUERY_STATUS and a valid buffer.
+                let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
+                if ok != 0 && is_stopping(status.dwCurrentState) {
+                    return Some(state_text(status.dwCurrentState));
+                }
+                continue;
             }
             if w != WAIT_IO_COMPLETION {
                 return Some(format!("waiting for the service failed ({w:#x})"));
@@ -215,12 +238,8 @@ fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
             ));
         }
         let state = notify.ServiceStatus.dwCurrentState;
-        if state == SERVICE_STOPPED || state == SERVICE_STOP_PENDING {
-            return Some(if state == SERVICE_STOPPED {
-                "stopped".into()
-            } else {
-                "stopping".into()
-            });
+        if is_stopping(state) {
+            return Some(state_text(state));
         }
         // Another state (a spurious wake): ask again.
     }
