@@ -295,6 +295,7 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment,
+            transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
         })
