@@ -206,3 +206,223 @@ proptest! {
         }
     }
 }
+
+// ---- Issue 16: pickups admit no new conversation ----
+
+const RST: u8 = 0x04;
+const SALT: [u64; 2] = [11, 12];
+
+/// The VM's packet on the flow of `inbound(n, _)`.
+fn outbound(n: u8, flags: u8) -> PacketMeta {
+    inbound(n, flags).reply(flags)
+}
+
+/// `SplitMix64`: deterministic keys for the collision searches below.
+struct Mix(u64);
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// An inbound packet of `proto` from a random peer to the VM (10.0.0.2).
+fn random_inbound(rng: &mut Mix, proto: u8, flags: u8) -> PacketMeta {
+    let r = rng.next().to_le_bytes();
+    PacketMeta::ipv4(
+        Direction::Inbound,
+        proto,
+        [r[0] | 1, r[1], r[2], r[3]],
+        u16::from_le_bytes([r[4], r[5]]),
+        [10, 0, 0, 2],
+        u16::from_le_bytes([r[6], r[7]]) | 1,
+        flags,
+        60,
+    )
+}
+
+/// Two inbound packets of protocols `a` and `b` on different flows whose keys have the same
+/// fingerprint under [`SALT`]: what an outsider's spray finds by chance (a birthday search
+/// over 2^18 keys of each protocol; deterministic).
+fn colliding(a: u8, b: u8) -> (PacketMeta, PacketMeta) {
+    let fp = |m: &PacketMeta| vsflow_core::fingerprint::fingerprint(SALT, &FlowKey::of(m));
+    let mut rng = Mix(0x16_0016);
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..1 << 18 {
+        let m = random_inbound(&mut rng, a, ACK);
+        seen.insert(fp(&m), m);
+    }
+    let mut rng = Mix(0x16_0017);
+    for _ in 0..1 << 20 {
+        let m = random_inbound(&mut rng, b, ACK);
+        if let Some(first) = seen.get(&fp(&m)) {
+            if FlowKey::of(first) != FlowKey::of(&m) {
+                return (*first, m);
+            }
+        }
+    }
+    unreachable!("no collision in 2^38 pairs")
+}
+
+#[test]
+fn a_syn_on_a_fingerprint_picked_up_flow_is_judged_by_the_rules() {
+    let mut p = port(64);
+    let (a, b) = (inbound(1, ACK), inbound(2, ACK));
+    restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b)]);
+    // Picked up, and the VM answered: an established connection.
+    assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&outbound(1, ACK), RESTORED_AT + 2), Verdict::Permit);
+    assert_eq!(p.classify(&a, RESTORED_AT + 3), Verdict::Permit);
+    // A SYN on its 5-tuple is a new connection: no rule admits it.
+    assert_eq!(
+        p.classify(&inbound(1, SYN), RESTORED_AT + 4),
+        Verdict::Block(BlockReason::Unsolicited)
+    );
+    // The same before the VM answered.
+    assert_eq!(p.classify(&b, RESTORED_AT + 5), Verdict::Permit);
+    assert_eq!(
+        p.classify(&inbound(2, SYN), RESTORED_AT + 6),
+        Verdict::Block(BlockReason::Unsolicited)
+    );
+}
+
+#[test]
+fn loose_pickup_never_admits_the_syn_that_follows_an_ack() {
+    let mut p = port(64);
+    p.set_pickup_config(PickupConfig { loose: true, loose_window: secs(30) });
+    restore(&mut p, &[]);
+    assert_eq!(p.classify(&inbound(1, ACK), RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(
+        p.classify(&inbound(1, SYN), RESTORED_AT + 2),
+        Verdict::Block(BlockReason::Unsolicited)
+    );
+    assert_eq!(p.classify(&outbound(1, RST), RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(
+        p.classify(&inbound(1, ACK), RESTORED_AT + 4),
+        Verdict::Block(BlockReason::Unsolicited),
+        "after the VM refused the picked-up flow, nothing on it passes"
+    );
+}
+
+#[test]
+fn a_pickup_is_tentative_until_the_vm_answers_and_a_refused_one_uses_up_no_fingerprint() {
+    let mut p = port(64);
+    let a = inbound(1, ACK);
+    restore(&mut p, &[FlowKey::of(&a)]);
+    assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit);
+    assert!(p.table().get(&FlowKey::of(&a)).is_none(), "tentative: not in the table yet");
+    // The VM's TCP stack has no such connection: it answers with a reset.
+    assert_eq!(p.classify(&outbound(1, RST), RESTORED_AT + 2), Verdict::Permit);
+    assert_eq!(p.pickup().picked(), 0, "a refused pickup used up its fingerprint");
+    for flags in [ACK, SYN, ACK | 0x08] {
+        assert_eq!(
+            p.classify(&inbound(1, flags), RESTORED_AT + 3),
+            Verdict::Block(BlockReason::Unsolicited),
+            "flags {flags:#x} passed after the VM refused the flow"
+        );
+    }
+    assert!(p.table().get(&FlowKey::of(&a)).is_none());
+}
+
+#[test]
+fn a_false_match_the_vm_refuses_does_not_cost_the_real_connection() {
+    let (real, spray) = colliding(protocol::TCP, protocol::TCP);
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&real)]);
+    // The outsider's ACK matches the real connection's fingerprint: one mid-stream segment
+    // reaches the VM, which resets it; then nothing more passes on that 5-tuple.
+    assert_eq!(p.classify(&spray, RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&spray.reply(RST), RESTORED_AT + 2), Verdict::Permit);
+    assert_eq!(p.classify(&spray, RESTORED_AT + 3), Verdict::Block(BlockReason::Unsolicited));
+    let syn = PacketMeta { tcp_flags: vsflow_core::TcpFlags(SYN), ..spray };
+    assert_eq!(p.classify(&syn, RESTORED_AT + 4), Verdict::Block(BlockReason::Unsolicited));
+    // The real connection resumes: picked up, confirmed by the VM, established.
+    assert_eq!(p.classify(&real, RESTORED_AT + 5), Verdict::Permit);
+    assert_eq!(p.classify(&real.reply(ACK), RESTORED_AT + 6), Verdict::Permit);
+    assert_eq!(p.classify(&real, RESTORED_AT + 7), Verdict::Permit);
+    assert_eq!(p.table().get(&FlowKey::of(&real)).map(|r| r.state), Some(FlowState::Established));
+    assert_eq!(p.pickup().picked(), 1);
+}
+
+#[test]
+fn udp_and_other_protocols_are_never_picked_up_by_a_fingerprint() {
+    // A UDP datagram whose key has the fingerprint of a carried TCP connection.
+    let (tcp, udp) = colliding(protocol::TCP, protocol::UDP);
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&tcp)]);
+    assert_eq!(p.classify(&udp, RESTORED_AT + 1), Verdict::Block(BlockReason::Unsolicited));
+    assert_eq!(p.classify(&udp, RESTORED_AT + 2), Verdict::Block(BlockReason::Unsolicited));
+    // Another protocol whose key is fingerprinted (as if it collided): not picked up either.
+    let gre = PacketMeta { protocol: 47, src_port: 0, dst_port: 0, ..inbound(7, 0) };
+    let mut q = port(64);
+    restore(&mut q, &[FlowKey::of(&gre)]);
+    assert_eq!(q.classify(&gre, RESTORED_AT + 1), Verdict::Block(BlockReason::Unsolicited));
+    assert_eq!(q.counters().fingerprint_pickups, 0);
+}
+
+#[test]
+fn the_vms_own_udp_on_a_colliding_key_does_not_use_up_the_tcp_connections_pickup() {
+    let (tcp, udp) = colliding(protocol::TCP, protocol::UDP);
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&tcp)]);
+    // The VM's datagram opens its own flow, as always, and its reply passes.
+    assert_eq!(p.classify(&udp.reply(0), RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&udp, RESTORED_AT + 2), Verdict::Permit);
+    // The TCP connection is still picked up.
+    assert_eq!(p.classify(&tcp, RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(p.classify(&tcp.reply(ACK), RESTORED_AT + 4), Verdict::Permit);
+    assert_eq!(p.pickup().picked(), 1);
+}
+
+/// The issue's spray, scaled to a test: 2^20 ACKs from random peers to random ports in one
+/// pickup window, each followed by the SYN an attacker sends when its ACK got through and by
+/// a UDP datagram on the same ports; the VM resets every ACK it receives (it has no such
+/// connection). Nothing new is opened, no fingerprint is used up, and every carried connection
+/// is picked up afterwards. (docs/SECURITY.md and `examples/pickup_spray.rs` run 10^8.)
+#[test]
+fn a_spray_opens_nothing_and_costs_no_carried_connection() {
+    let n = 40_000u32;
+    let mut rng = Mix(0x5EED_0016);
+    let real: Vec<PacketMeta> =
+        (0..n).map(|_| random_inbound(&mut rng, protocol::TCP, ACK)).collect();
+    let keys: Vec<FlowKey> = real.iter().map(FlowKey::of).collect();
+    let mut p = port(65_536);
+    restore(&mut p, &keys);
+    let carried: std::collections::HashSet<FlowKey> = keys.iter().copied().collect();
+    let mut rng = Mix(0xA77A_C4E5);
+    let (mut acks, mut syns, mut udp) = (0u64, 0u64, 0u64);
+    let mut now = RESTORED_AT;
+    for _ in 0..1 << 20 {
+        now += 1;
+        let ack = random_inbound(&mut rng, protocol::TCP, ACK);
+        if carried.contains(&FlowKey::of(&ack)) {
+            continue;
+        }
+        if p.classify(&ack, now) == Verdict::Permit {
+            acks += 1;
+            p.classify(&ack.reply(RST), now);
+        }
+        let syn = PacketMeta { tcp_flags: vsflow_core::TcpFlags(SYN), ..ack };
+        syns += u64::from(p.classify(&syn, now) == Verdict::Permit);
+        let dgram =
+            PacketMeta { protocol: protocol::UDP, tcp_flags: vsflow_core::TcpFlags(0), ..ack };
+        udp += u64::from(p.classify(&dgram, now) == Verdict::Permit);
+    }
+    assert_eq!((syns, udp), (0, 0), "new inbound connections / UDP flows admitted");
+    // Expected false matches: 2^20 * 40,000 / 2^32 = 9.8 (the documented rate).
+    assert!(acks <= 40, "{acks} mid-stream segments admitted, far over n/2^32 per packet");
+    assert_eq!(p.pickup().picked(), 0, "the spray used up fingerprints");
+    let mut lost = 0;
+    for m in &real {
+        now += 1;
+        if p.classify(m, now) != Verdict::Permit {
+            lost += 1;
+        }
+        p.classify(&m.reply(ACK), now);
+    }
+    assert_eq!(lost, 0, "carried connections lost to the spray");
+    assert_eq!(p.pickup().picked(), n);
+}
