@@ -2,7 +2,7 @@
 //!
 //! The first [`PortCounters::COUNT`] counters are the ones the runtime-state format carries, in
 //! their fixed wire order ([`PortCounters::to_array`]). The *extended* counters (flow expiry at
-//! classify, refused inserts, the restore window, loose pickups:
+//! classify, refused inserts, the restore window, pickups, unreadable headers:
 //! [`PortCounters::EXTRA_NAMES`]) stay on the host; [`PortCounters::to_all_array`] gives both,
 //! for tools.
 
@@ -56,7 +56,7 @@ pub struct PortCounters {
     /// Extended: unknown TCP flows picked up as established by loose pickup (a non-SYN packet
     /// within the loose window after a restore).
     pub picked_up_loose: u64,
-    /// Extended: packets classified while the port was restoring (treated as Monitor),
+    /// Extended: packets classified while the port was restoring (the restore window),
     /// counted when the window closes.
     pub window_packets: u64,
     /// Extended: flows seen in the restore window that the restore also carried (merged).
@@ -64,6 +64,16 @@ pub struct PortCounters {
     /// Extended: restores whose mode or rules were not installed because the operator changed
     /// them while the restore was pending (the operator's later change wins).
     pub restore_policy_kept: u64,
+    /// Extended: pickups (window, fingerprint, loose) the VM answered: now established flows.
+    pub pickups_confirmed: u64,
+    /// Extended: pickups the VM reset (it had no such connection: a false match or a dead
+    /// connection); nothing more is admitted on their 5-tuples, no fingerprint is used up.
+    pub pickups_refused: u64,
+    /// Extended: inbound packets blocked in the restore window (initial SYNs, unsolicited UDP
+    /// and other protocols: the peer retries).
+    pub window_blocked: u64,
+    /// Extended: packets whose TCP flags or ports could not be read (judged without them).
+    pub headers_unreadable: u64,
 }
 
 impl PortCounters {
@@ -118,7 +128,7 @@ impl PortCounters {
     }
 
     /// Number of extended counters, in [`PortCounters::extra_to_array`] order.
-    pub const EXTRA_COUNT: usize = 6;
+    pub const EXTRA_COUNT: usize = 10;
 
     /// Names of the extended counters.
     pub const EXTRA_NAMES: [&'static str; Self::EXTRA_COUNT] = [
@@ -128,6 +138,10 @@ impl PortCounters {
         "window_packets",
         "window_flows_merged",
         "restore_policy_kept",
+        "pickups_confirmed",
+        "pickups_refused",
+        "window_blocked",
+        "headers_unreadable",
     ];
 
     /// Number of all counters.
@@ -158,6 +172,10 @@ impl PortCounters {
             self.window_packets,
             self.window_flows_merged,
             self.restore_policy_kept,
+            self.pickups_confirmed,
+            self.pickups_refused,
+            self.window_blocked,
+            self.headers_unreadable,
         ]
     }
 
@@ -182,6 +200,10 @@ impl PortCounters {
         c.window_packets = next();
         c.window_flows_merged = next();
         c.restore_policy_kept = next();
+        c.pickups_confirmed = next();
+        c.pickups_refused = next();
+        c.window_blocked = next();
+        c.headers_unreadable = next();
         c
     }
 
@@ -245,7 +267,7 @@ mod tests {
         assert_eq!(all, core::array::from_fn(|i| i as u64 + 1));
         assert_eq!(c.extra_to_array()[0], PortCounters::COUNT as u64 + 1);
         assert_eq!(PortCounters::ALL_NAMES[PortCounters::COUNT], "expired_on_packet");
-        assert_eq!(PortCounters::ALL_NAMES[PortCounters::ALL_COUNT - 1], "restore_policy_kept");
+        assert_eq!(PortCounters::ALL_NAMES[PortCounters::ALL_COUNT - 1], "headers_unreadable");
         let sum = c.saturating_add(&c);
         assert_eq!(sum.to_all_array(), core::array::from_fn(|i| 2 * (i as u64 + 1)));
         let max = PortCounters::from_all_values(core::iter::repeat(u64::MAX));

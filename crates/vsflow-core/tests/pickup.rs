@@ -60,14 +60,16 @@ fn a_fingerprinted_flow_is_picked_up_as_established_in_both_directions() {
     let (a, b) = (inbound(1, ACK), inbound(2, ACK));
     restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b)]);
     assert_eq!(p.pickup().set().len(), 2);
-    // The peer speaks first on one, the VM on the other.
+    // The peer speaks first on one (tentative until the VM answers), the VM on the other.
     assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&a.reply(ACK), RESTORED_AT + 1), Verdict::Permit);
     assert_eq!(p.classify(&b.reply(ACK), RESTORED_AT + 1), Verdict::Permit);
     assert_eq!(p.classify(&b, RESTORED_AT + 2), Verdict::Permit);
     for m in [&a, &b] {
         assert_eq!(p.table().get(&FlowKey::of(m)).unwrap().state, FlowState::Established);
     }
     assert_eq!(p.counters().fingerprint_pickups, 2);
+    assert_eq!(p.counters().pickups_confirmed, 2);
     assert_eq!(p.counters().picked_up_loose, 0);
     // An unknown flow without a fingerprint is still unsolicited.
     assert_eq!(
@@ -107,6 +109,7 @@ fn loose_pickup_is_off_by_default_and_takes_only_non_syn_tcp_within_its_window()
     p.set_pickup_config(cfg);
     restore(&mut p, &[]);
     assert_eq!(p.classify(&inbound(1, ACK), RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&outbound(1, ACK), RESTORED_AT + 1), Verdict::Permit);
     assert_eq!(
         p.table().get(&FlowKey::of(&inbound(1, ACK))).unwrap().state,
         FlowState::Established
@@ -133,7 +136,7 @@ fn no_pickup_without_a_restore() {
 }
 
 #[test]
-fn a_fingerprint_pickup_may_displace_an_established_connection_a_loose_one_may_not() {
+fn a_tentative_pickup_takes_no_table_slot_and_the_vms_answer_may_displace_like_its_own_packet() {
     let mut p = port(2);
     p.set_pickup_config(PickupConfig { loose: true, ..PickupConfig::default() });
     let fp = inbound(9, ACK);
@@ -143,11 +146,16 @@ fn a_fingerprint_pickup_may_displace_an_established_connection_a_loose_one_may_n
         p.classify(&inbound(n, SYN).reply(SYN), RESTORED_AT + 1);
         p.classify(&inbound(n, 0x12), RESTORED_AT + 2);
     }
+    // Pickups the VM has not answered: admitted, but they hold no slot and evict nothing.
     assert_eq!(p.classify(&inbound(5, ACK), RESTORED_AT + 3), Verdict::Permit);
-    assert_eq!(p.counters().refused_full, 1, "a loose pickup displaced a connection");
-    assert_eq!(p.counters().picked_up_loose, 0);
     assert_eq!(p.classify(&fp, RESTORED_AT + 4), Verdict::Permit);
-    assert_eq!(p.counters().fingerprint_pickups, 1);
+    let c = p.counters();
+    assert_eq!((c.picked_up_loose, c.fingerprint_pickups), (1, 1));
+    assert_eq!((c.evicted_lru, c.refused_full, p.table().len()), (0, 0, 2));
+    assert!(p.table().get(&FlowKey::of(&inbound(1, ACK))).is_some());
+    // The VM's answer is its own mid-stream segment: an established connection of the VM,
+    // which may displace the least recently used one as the VM's own packets may.
+    assert_eq!(p.classify(&fp.reply(ACK), RESTORED_AT + secs(1)), Verdict::Permit);
     assert_eq!(p.counters().evicted_lru, 1);
     assert!(p.table().get(&FlowKey::of(&fp)).is_some());
 }
@@ -166,44 +174,71 @@ fn counters_keep_the_pickup_split_through_the_counter_arrays() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
-    /// Within the window, an inbound packet of a fingerprinted flow that is not a SYN or RST
-    /// passes, in whatever order the two directions speak, until the connection ends (a
-    /// fingerprint admits one flow: once a picked-up flow is reset or finished and gone, it is
-    /// not picked up again); an inbound packet of a flow never seen and not fingerprinted is
-    /// unsolicited.
+    /// Within the window, against a model of the pickup (issue 16): an inbound segment of a
+    /// flow never seen passes only if it is mid-stream (readable, ACK set, SYN and RST clear)
+    /// and fingerprinted, and then only a few times until the VM answers; the VM's reset
+    /// refuses the flow for good, any other answer establishes it. An inbound initial SYN
+    /// never passes (no rule admits it), and an unfingerprinted flow the VM never spoke on
+    /// admits nothing.
     #[test]
     fn fingerprinted_flows_pass_within_the_window(
         packets in proptest::collection::vec((0u8..16, any::<bool>(), any::<u8>(), 0u64..secs(20)), 1..200),
     ) {
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        enum Model { Tentative(u8), Refused, Vm }
         let mut p = port(64);
         let keys: Vec<FlowKey> = (0u8..16).step_by(2).map(|n| FlowKey::of(&inbound(n, ACK))).collect();
         restore(&mut p, &keys);
         let mut now = RESTORED_AT;
-        let mut seen = std::collections::HashSet::new();
-        let mut ended = std::collections::HashSet::new();
+        let mut model = std::collections::HashMap::new();
         for (n, out, flags, dt) in packets {
             now += dt;
-            let m = if out { inbound(n, flags).reply(flags) } else { inbound(n, flags) };
+            let m = if out { outbound(n, flags) } else { inbound(n, flags) };
             let key = FlowKey::of(&m);
+            let answers_vm_syn = p.table().get(&key).is_some_and(|r| r.state == FlowState::SynSent);
             let v = p.classify(&m, now);
             let in_window = now - RESTORED_AT < DEFAULT_PICKUP_WINDOW;
-            let starts = flags & (0x02 | 0x04) != 0;
-            if keys.contains(&key) && in_window && !starts && !out && !ended.contains(&key) {
+            let in_table = p.table().get(&key).is_some();
+            if out {
                 prop_assert_eq!(v, Verdict::Permit);
+                // The VM's reset refuses a tentative flow; anything else it sends opens (or
+                // confirms) a flow of its own, as the VM's traffic always does.
+                match model.get(&key) {
+                    Some(Model::Tentative(_)) if flags & RST != 0 => { model.insert(key, Model::Refused); }
+                    _ if flags & RST == 0 => { model.insert(key, Model::Vm); }
+                    _ => {}
+                }
+                continue;
             }
-            if flags & (0x01 | 0x04) != 0 {
-                ended.insert(key);
+            let midstream = flags & ACK != 0 && flags & (SYN | RST) == 0;
+            let initial_syn = flags & (SYN | ACK | RST) == SYN;
+            if initial_syn {
+                if !answers_vm_syn {
+                    prop_assert_eq!(v, Verdict::Block(BlockReason::Unsolicited), "an inbound SYN passed");
+                }
+                continue;
             }
-            if !out && !seen.contains(&key) && !keys.contains(&key) {
-                prop_assert_eq!(v, Verdict::Block(BlockReason::Unsolicited));
-            }
-            if out || v == Verdict::Permit {
-                seen.insert(key);
-            }
+            let expected = match model.get(&key).copied() {
+                Some(Model::Vm) if in_table => Verdict::Permit,
+                Some(Model::Vm) => v, // the VM's flow ended (closed and expired): not modelled
+                Some(Model::Tentative(k)) if midstream && in_window && k < 4 => {
+                    model.insert(key, Model::Tentative(k + 1));
+                    Verdict::Permit
+                }
+                None if midstream && in_window && keys.contains(&key) => {
+                    model.insert(key, Model::Tentative(1));
+                    Verdict::Permit
+                }
+                Some(Model::Refused | Model::Tentative(_)) | None => {
+                    Verdict::Block(BlockReason::Unsolicited)
+                }
+            };
+            prop_assert_eq!(v, expected, "flags {:#x}", flags);
             if let Err(e) = p.table().check_invariants() {
                 return Err(TestCaseError::fail(e));
             }
         }
+        prop_assert!(p.table().iter().all(|(_, r)| r.packets[0] > 0), "a flow the VM never spoke on holds the table");
     }
 }
 
@@ -258,10 +293,10 @@ fn colliding(a: u8, b: u8) -> (PacketMeta, PacketMeta) {
     let mut rng = Mix(0x16_0017);
     for _ in 0..1 << 20 {
         let m = random_inbound(&mut rng, b, ACK);
-        if let Some(first) = seen.get(&fp(&m)) {
-            if FlowKey::of(first) != FlowKey::of(&m) {
-                return (*first, m);
-            }
+        if let Some(first) = seen.get(&fp(&m))
+            && FlowKey::of(first) != FlowKey::of(&m)
+        {
+            return (*first, m);
         }
     }
     unreachable!("no collision in 2^38 pairs")

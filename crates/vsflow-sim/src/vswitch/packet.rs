@@ -92,7 +92,7 @@ pub struct SimPacket {
     pub ipv6_ext: Vec<Ipv6Ext>,
     /// Fragment position.
     pub fragment: Fragment,
-    /// An IPsec authentication header (RFC 4302, 24 bytes: HMAC-SHA1-96) before the transport
+    /// An authentication header (`IPsec` AH, RFC 4302, 24 bytes: HMAC-SHA1-96) before the transport
     /// header; WFP's `IP_PROTOCOL` value is still the transport protocol (the double's choice:
     /// the worse one for the driver, whose flags then sit behind the AH; verify on Windows).
     pub ah: bool,
@@ -175,7 +175,7 @@ impl SimPacket {
         self
     }
 
-    /// The same packet with an IPsec authentication header before the transport header.
+    /// The same packet with an authentication header (`IPsec` AH) before the transport header.
     #[must_use]
     pub fn with_ah(mut self) -> Self {
         self.ah = true;
