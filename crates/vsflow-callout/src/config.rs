@@ -38,10 +38,11 @@ pub struct DriverConfig {
     /// Hyper-V then fails the VM's restore). Opt-in only: a migration never fails because of
     /// vsflow by default.
     pub fail_bad_restores: bool,
-    /// Longest restore window (registry `RestoreWindowSeconds`, 1..=3,600, default 60): a
-    /// port created with `RESTORING_PORT` is monitored until its restore is applied or
-    /// cancelled, or this long if no restore comes (a source host without vsflow saves
-    /// nothing, so no restore callback ever comes).
+    /// Longest restore window (registry `RestoreWindowSeconds`, 1..=3,600, default 60; the
+    /// default's reason: docs/INSTALL.md): a port created with `RESTORING_PORT` is in the
+    /// restore window (which enforces, picking up mid-stream TCP tentatively: vsflow-core
+    /// `port.rs`) until its restore is applied or cancelled, or this long if no restore comes
+    /// (a source host without vsflow saves nothing, so no restore callback ever comes).
     pub restore_window_secs: u32,
     /// Fingerprint pickup window after a restore (registry `PickupWindowSeconds`, 0..=3,600,
     /// default 300; 0 disables fingerprint pickup): a packet of an unknown flow whose keyed

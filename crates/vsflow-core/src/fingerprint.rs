@@ -185,36 +185,45 @@ impl FingerprintSet {
 
 /// A restored fingerprint set armed for pickup on the destination: matches until `until`.
 ///
-/// Each fingerprint is in one of three states: *unused* (its connection has not resumed),
-/// *used* (a flow it admitted was confirmed by the VM: it admits nothing more), or *refused
-/// for one key* (the VM reset a flow it admitted: that 5-tuple is not admitted by it again,
-/// every other key with this fingerprint still is). A match alone uses nothing up: classify
-/// holds the flow tentatively ([`crate::flow::tentative`]) and calls [`Pickup::confirm`] when
-/// the VM answers, [`Pickup::refuse`] when it resets. So a spray of packets can never use up a
-/// real connection's fingerprint; and since a refusal is remembered per fingerprint (not only
-/// in the bounded tentative set), a 5-tuple that matched by chance cannot be replayed to get
-/// more segments through, unless a *second* spray key matches the same fingerprint and is
-/// refused too (see docs/runtime-state-format.md, "False admissions").
+/// Each fingerprint is *unused* (its connection has not resumed), *used* (a flow it admitted
+/// was confirmed by the VM: it admits nothing more), or unused but *refused for up to two
+/// keys* (the VM reset flows it admitted: those 5-tuples are not admitted by it again, every
+/// other key with this fingerprint still is). A match alone uses nothing up: classify holds
+/// the flow tentatively ([`crate::flow::tentative`]) and calls [`Pickup::confirm`] when the VM
+/// answers, [`Pickup::refuse`] when it resets. So a spray can never use up a real connection's
+/// fingerprint; and since refusals are remembered per fingerprint (not only in the bounded
+/// tentative set), a 5-tuple that matched by chance cannot be replayed for more segments
+/// unless three spray keys match the same fingerprint (docs/runtime-state-format.md, "Pickups:
+/// what they admit").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pickup {
     set: FingerprintSet,
     until: Tick,
-    /// Per fingerprint: [`UNUSED`], [`USED`], or the tag of the key the VM last refused.
-    state: Vec<u32>,
+    /// Per fingerprint: [`UNUSED`], [`USED`], or the tags of the last two keys the VM refused
+    /// (the latest in the low half; an empty half is 0).
+    state: Vec<u64>,
     picked: u32,
 }
 
-/// A fingerprint whose connection has not resumed.
-const UNUSED: u32 = 0;
+/// A fingerprint whose connection has not resumed and that nothing was refused for.
+const UNUSED: u64 = 0;
 /// A fingerprint whose pickup the VM confirmed.
-const USED: u32 = u32::MAX;
+const USED: u64 = u64::MAX;
 
 /// The tag of a key in a fingerprint's state: the low half of the key's `SipHash` (the
-/// fingerprint is the high half), never [`UNUSED`] or [`USED`].
+/// fingerprint is the high half), never 0 or `u32::MAX` (so a state of refusals is never
+/// [`UNUSED`] or [`USED`]).
 const fn tag(h: u64) -> u32 {
     #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits")]
     let t = h as u32;
-    if t == UNUSED || t == USED { 1 } else { t }
+    if t == 0 || t == u32::MAX { 1 } else { t }
+}
+
+/// True if `state` (refusals) holds `t`.
+const fn refused(state: u64, t: u32) -> bool {
+    #[allow(clippy::cast_possible_truncation, reason = "the two 32-bit halves")]
+    let (latest, earlier) = (state as u32, (state >> 32) as u32);
+    latest == t || earlier == t
 }
 
 impl Pickup {
@@ -265,9 +274,8 @@ impl Pickup {
         let h = sip(self.set.salt, key);
         let i = self.set.position_of(high(h))?;
         match *self.state.get(i)? {
-            UNUSED => u32::try_from(i).ok(),
             USED => None,
-            refused if refused == tag(h) => None,
+            s if s != UNUSED && refused(s, tag(h)) => None,
             _ => u32::try_from(i).ok(),
         }
     }
@@ -286,11 +294,14 @@ impl Pickup {
     }
 
     /// The VM refused (reset) the flow `key` that fingerprint `i` admitted: `key` is not
-    /// admitted by it again; the fingerprint stays unused for every other key.
+    /// admitted by it again (nor is the key refused before it); the fingerprint stays unused
+    /// for every other key.
     pub fn refuse(&mut self, i: u32, key: &FlowKey) {
         let t = tag(sip(self.set.salt, key));
         if let Some(s) = self.state.get_mut(i as usize).filter(|s| **s != USED) {
-            *s = t;
+            if !refused(*s, t) {
+                *s = (*s << 32) | u64::from(t);
+            }
         }
     }
 
@@ -397,5 +408,24 @@ mod tests {
         p.refuse(j, &keys[1]);
         assert_eq!(p.lookup(&keys[1], 4), None, "a refusal never revives a used fingerprint");
         assert_eq!((p.picked(), p.pending().count()), (1, 1));
+    }
+
+    #[test]
+    fn a_fingerprint_remembers_the_last_two_keys_refused_with_it() {
+        let real = key(1);
+        let set = FingerprintSet::try_from_keys([5, 6], [real].iter()).unwrap();
+        let mut p = Pickup::try_new(set, 1000).unwrap();
+        let i = p.lookup(&real, 1).unwrap();
+        // Other keys refused with this fingerprint do not shut the real one out.
+        p.refuse(i, &key(2));
+        p.refuse(i, &key(3));
+        assert_eq!(p.lookup(&real, 2), Some(i));
+        p.refuse(i, &real);
+        assert_eq!(p.lookup(&real, 3), None);
+        p.refuse(i, &real);
+        p.refuse(i, &key(2));
+        assert_eq!(p.lookup(&real, 4), None, "still one of the last two refused");
+        p.refuse(i, &key(3));
+        assert_eq!(p.lookup(&real, 5), Some(i), "two later refusals push it out");
     }
 }
