@@ -298,10 +298,9 @@ impl Pickup {
     /// for every other key.
     pub fn refuse(&mut self, i: u32, key: &FlowKey) {
         let t = tag(sip(self.set.salt, key));
-        if let Some(s) = self.state.get_mut(i as usize).filter(|s| **s != USED) {
-            if !refused(*s, t) {
-                *s = (*s << 32) | u64::from(t);
-            }
+        if let Some(s) = self.state.get_mut(i as usize).filter(|s| **s != USED && !refused(**s, t))
+        {
+            *s = (*s << 32) | u64::from(t);
         }
     }
 
