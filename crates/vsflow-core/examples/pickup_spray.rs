@@ -114,7 +114,7 @@ fn spray(
         t += step;
         let peer = [r[0] | 1, r[1], r[2], r[3]];
         let sport = u16::from_le_bytes([r[4], r[5]]);
-        let dport = if r[6] % 16 == 0 { 3389 } else { u16::from_le_bytes([r2[0], r2[1]]) };
+        let dport = if r[6].is_multiple_of(16) { 3389 } else { u16::from_le_bytes([r2[0], r2[1]]) };
         if r[7] & 7 == 7 {
             let proto = if r[6] & 0x10 == 0 { protocol::UDP } else { protocol::ICMP };
             let (sp, dp) = if proto == protocol::UDP { (sport, dport) } else { (0, 0) };
