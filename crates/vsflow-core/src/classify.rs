@@ -59,10 +59,10 @@ pub enum BlockReason {
 /// Classifies `meta` on `port` at `now`. See the module docs.
 #[inline]
 pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
-    let verdict = if matches!(meta.headers, Headers::NoPorts) {
-        portless(port, meta)
-    } else {
+    let verdict = if matches!(meta.headers, Headers::Complete) {
         keyed(port, meta, now)
+    } else {
+        unreadable(port, meta, now)
     };
     let c = &mut port.counters;
     match verdict {
@@ -74,14 +74,23 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
             }
         }
     }
-    if !matches!(meta.headers, Headers::Complete) {
-        c.headers_unreadable = c.headers_unreadable.wrapping_add(1);
-    }
     verdict
 }
 
+/// A packet whose TCP flags or ports could not be read ([`Headers`]): counted, then judged
+/// without them.
+#[cold]
+fn unreadable(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
+    let c = &mut port.counters;
+    c.headers_unreadable = c.headers_unreadable.wrapping_add(1);
+    match meta.headers {
+        Headers::NoPorts => portless(port, meta),
+        Headers::NoFlags | Headers::Complete => keyed(port, meta, now),
+    }
+}
+
 /// A packet with ports: its flow decides.
-#[inline]
+#[inline(always)]
 fn keyed(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     let key = FlowKey::of(meta);
     let hash = port.table.hash(&key);
@@ -125,6 +134,7 @@ fn portless(port: &Port, meta: &PacketMeta) -> Verdict {
     }
 }
 
+#[inline(always)]
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
     if meta.direction == Direction::Inbound
         && !matches!(port.judging, Judging::Monitor)
@@ -147,20 +157,11 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
 }
 
 /// Whether an inbound packet of the flow at `at` passes in Enforce or the restore window.
+#[inline(always)]
 fn inbound_admitted(port: &mut Port, at: FlowIndex, meta: &PacketMeta) -> Result<(), BlockReason> {
     let record = port.table.record(at);
     if meta.may_open_connection() {
-        // A new connection on this 5-tuple, whatever the flow: the rules decide, unless it
-        // answers the VM's own SYN (simultaneous open).
-        let answers_vm = record.state == FlowState::SynSent && record.opener == Opener::Vm;
-        let key = port.table.key(at);
-        return if answers_vm
-            || port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr)
-        {
-            Ok(())
-        } else {
-            Err(BlockReason::Unsolicited)
-        };
+        return opening_admitted(port, at);
     }
     let version = port.rules.version();
     match record.admission {
@@ -180,6 +181,20 @@ fn inbound_admitted(port: &mut Port, at: FlowIndex, meta: &PacketMeta) -> Result
     }
 }
 
+/// An inbound packet that may open a connection (an initial SYN, or unreadable flags) on the
+/// flow at `at`: a new connection on this 5-tuple, whatever the flow, so the rules decide,
+/// unless it answers the VM's own SYN (simultaneous open).
+fn opening_admitted(port: &Port, at: FlowIndex) -> Result<(), BlockReason> {
+    let record = port.table.record(at);
+    let answers_vm = record.state == FlowState::SynSent && record.opener == Opener::Vm;
+    let key = port.table.key(at);
+    if answers_vm || port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
+        Ok(())
+    } else {
+        Err(BlockReason::Unsolicited)
+    }
+}
+
 fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
     match (meta.direction, port.judging) {
         (Direction::Outbound, _) => vm_flow(port, hash, key, meta, now),
@@ -196,6 +211,7 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
 
 /// The VM's packet of a flow the table does not hold: permitted, and it opens the flow. If a
 /// pickup admitted the flow tentatively, this packet is the VM's answer.
+#[inline(always)]
 fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
     if !port.tentative.is_empty() && matches!(meta.headers, Headers::Complete) {
         match port.tentative.answer(&key, meta.tcp_flags) {
@@ -215,7 +231,8 @@ fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tic
         }
     }
     // The VM resuming a fingerprinted connection: picked up at once, the fingerprint used.
-    let fingerprint = meta.is_midstream_tcp() && port.pickup.take(&key, now);
+    let fingerprint =
+        meta.is_midstream_tcp() && port.pickup.is_armed(now) && port.pickup.take(&key, now);
     if fingerprint {
         let c = &mut port.counters;
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
@@ -309,6 +326,7 @@ struct Flow {
 
 /// Tracks a new flow whose packet is permitted: the verdict stands whether or not the table
 /// takes it.
+#[inline]
 fn track(
     port: &mut Port,
     hash: u64,
