@@ -90,7 +90,7 @@ fn unreadable(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
 }
 
 /// A packet with ports: its flow decides.
-#[inline(always)]
+#[inline]
 fn keyed(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     let key = FlowKey::of(meta);
     let hash = port.table.hash(&key);
@@ -134,7 +134,7 @@ fn portless(port: &Port, meta: &PacketMeta) -> Verdict {
     }
 }
 
-#[inline(always)]
+#[inline]
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
     if meta.direction == Direction::Inbound
         && !matches!(port.judging, Judging::Monitor)
@@ -157,7 +157,7 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
 }
 
 /// Whether an inbound packet of the flow at `at` passes in Enforce or the restore window.
-#[inline(always)]
+#[inline]
 fn inbound_admitted(port: &mut Port, at: FlowIndex, meta: &PacketMeta) -> Result<(), BlockReason> {
     let record = port.table.record(at);
     if meta.may_open_connection() {
@@ -211,7 +211,7 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
 
 /// The VM's packet of a flow the table does not hold: permitted, and it opens the flow. If a
 /// pickup admitted the flow tentatively, this packet is the VM's answer.
-#[inline(always)]
+#[inline]
 fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
     if !port.tentative.is_empty() && matches!(meta.headers, Headers::Complete) {
         match port.tentative.answer(&key, meta.tcp_flags) {
