@@ -22,7 +22,7 @@ use fwps_sys::{
     FWPS_CLASSIFY_OUT0, FWPS_FILTER3, FWPS_INCOMING_METADATA_VALUES0, FWPS_INCOMING_VALUES0, GUID,
     NTSTATUS, STATUS_SUCCESS,
 };
-use vsflow_core::{Direction, Headers, PacketMeta, TcpFlags, Verdict, protocol};
+use vsflow_core::{Direction, Headers, Icmp, PacketMeta, TcpFlags, Verdict, icmp, protocol};
 
 use crate::driver::Driver;
 use crate::frame::{IP_PREFIX, is_non_first_fragment, tcp_flags};
@@ -158,12 +158,22 @@ impl<S: KernelServices> Driver<S> {
         // 2. The switch, by name (never guessed).
         // SAFETY: caller's contract.
         let name = unsafe { switch_name_bytes(values) };
-        // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, and for
-        //    a packet WFP gave no ports for, whether it is a non-first fragment.
-        let mut storage = [0u8; IP_PREFIX];
+        // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, what an
+        //    ICMP message says (WFP's port values hold only its type and code), and for a packet
+        //    WFP gave no ports for, whether it is a non-first fragment.
+        let icmp = icmp::is_icmp(c.meta.family, c.meta.protocol);
         let portless = c.meta.headers == Headers::NoPorts;
-        let want = if c.meta.protocol == protocol::TCP || portless { IP_PREFIX } else { 0 };
+        let mut storage = [0u8; icmp::READ_LEN];
+        let want = match c.meta.protocol {
+            _ if portless => IP_PREFIX,
+            protocol::TCP => IP_PREFIX,
+            _ if icmp => icmp::READ_LEN,
+            _ => 0,
+        };
         let storage = storage.get_mut(..want).unwrap_or(&mut []);
+        if icmp {
+            c.meta.icmp = Icmp::Unreadable;
+        }
         // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
         let frame = unsafe { self.services.read_frame(layer_data, meta, storage) };
         if let Some(frame) = &frame {
@@ -184,9 +194,11 @@ impl<S: KernelServices> Driver<S> {
                 Some(flags) => c.meta.tcp_flags = TcpFlags(flags),
                 None => c.meta.headers = Headers::NoFlags,
             }
+        } else if icmp && frame.is_some() {
+            c.meta.icmp = icmp::read(head);
         }
         // 4. The port, and its verdict under the port's own lock.
-        let now = self.services.now();
+        let now = self.now();
         let found = self
             .read_ports(|ix| {
                 let switch = ix.switch_id_le(name?)?;
@@ -343,6 +355,7 @@ pub unsafe fn read_values(
             tcp_flags: TcpFlags(0),
             length: 0,
             headers,
+            icmp: Icmp::None,
         },
     })
 }

@@ -27,6 +27,10 @@
 //! After a restore, unknown flows may be picked up by fingerprint or loosely
 //! ([`crate::port`], "Pickups").
 //!
+//! ICMP and ICMPv6 are decided by [`crate::icmp`]: queries are tracked here under their own
+//! key ([`track`]), errors are admitted as related to a tracked flow, neighbor discovery by a
+//! default. None is ever picked up (only TCP is).
+//!
 //! Allocation-free whenever the flow exists or the table has room (see
 //! [`crate::FlowTable::capacity`]); a flood at the bound recycles slots.
 
@@ -54,15 +58,20 @@ pub enum BlockReason {
     Unsolicited,
     /// Inbound on a peer-opened flow that the current rules no longer admit.
     NotAdmitted,
+    /// Inbound IPv6 neighbor discovery or MLD that may not have come from the link (hop
+    /// limit or source address; see [`crate::icmp`]) and that no allow rule admits.
+    NotOnLink,
 }
 
 /// Classifies `meta` on `port` at `now`. See the module docs.
 #[inline]
 pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
-    let verdict = if matches!(meta.headers, Headers::Complete) {
-        keyed(port, meta, now)
-    } else {
+    let verdict = if !matches!(meta.headers, Headers::Complete) {
         unreadable(port, meta, now)
+    } else if crate::icmp::is_icmp(meta.family, meta.protocol) {
+        crate::icmp::classify(port, meta, now)
+    } else {
+        track(port, FlowKey::of(meta), meta, now)
     };
     let c = &mut port.counters;
     match verdict {
@@ -85,14 +94,14 @@ fn unreadable(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     c.headers_unreadable = c.headers_unreadable.wrapping_add(1);
     match meta.headers {
         Headers::NoPorts => portless(port, meta),
-        Headers::NoFlags | Headers::Complete => keyed(port, meta, now),
+        Headers::NoFlags | Headers::Complete => track(port, FlowKey::of(meta), meta, now),
     }
 }
 
-/// A packet with ports: its flow decides.
+/// The verdict on a packet of the flow `key`, the flow created or updated. Counting permits
+/// and blocks is the caller's.
 #[inline]
-fn keyed(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
-    let key = FlowKey::of(meta);
+pub(crate) fn track(port: &mut Port, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
     let hash = port.table.hash(&key);
     match port.table.find_hashed(hash, &key) {
         Some(at) if port.table.is_expired(at, now) => {
@@ -159,24 +168,31 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
 /// Whether an inbound packet of the flow at `at` passes in Enforce or the restore window.
 #[inline]
 fn inbound_admitted(port: &mut Port, at: FlowIndex, meta: &PacketMeta) -> Result<(), BlockReason> {
-    let record = port.table.record(at);
     if meta.may_open_connection() {
         return opening_admitted(port, at);
     }
+    if admitted(port, at) { Ok(()) } else { Err(BlockReason::NotAdmitted) }
+}
+
+/// True if the current rules still admit inbound traffic of the flow at `at` (Enforce or the
+/// restore window): a flow the VM opened always, a peer-opened one re-checked when the rules
+/// changed since it was admitted (its admission updated when they admit it); in the restore
+/// window a flow seen in it ([`Admission::Monitor`]) passes until the restore re-checks it.
+#[inline]
+pub(crate) fn admitted(port: &mut Port, at: FlowIndex) -> bool {
     let version = port.rules.version();
-    match record.admission {
-        Admission::Vm => Ok(()),
-        Admission::Rule(v) if v == version => Ok(()),
-        // Seen in the restore window: the restore re-checks it against the restored rules.
-        Admission::Monitor if matches!(port.judging, Judging::Restoring) => Ok(()),
+    match port.table.record(at).admission {
+        Admission::Vm => true,
+        Admission::Rule(v) if v == version => true,
+        Admission::Monitor if matches!(port.judging, Judging::Restoring) => true,
         Admission::Rule(_) | Admission::Monitor => {
             let key = port.table.key(at);
-            if port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
+            let local_port = crate::icmp::rule_port(key);
+            let ok = port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr);
+            if ok {
                 port.table.record_mut(at).admission = Admission::Rule(version);
-                Ok(())
-            } else {
-                Err(BlockReason::NotAdmitted)
             }
+            ok
         }
     }
 }
@@ -188,7 +204,8 @@ fn opening_admitted(port: &Port, at: FlowIndex) -> Result<(), BlockReason> {
     let record = port.table.record(at);
     let answers_vm = record.state == FlowState::SynSent && record.opener == Opener::Vm;
     let key = port.table.key(at);
-    if answers_vm || port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
+    let local_port = crate::icmp::rule_port(key);
+    if answers_vm || port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr) {
         Ok(())
     } else {
         Err(BlockReason::Unsolicited)
@@ -201,7 +218,7 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
         (Direction::Inbound, Judging::Monitor) => {
             let flow =
                 Flow { opener: Opener::Remote, admission: Admission::Monitor, vouched: false };
-            track(port, hash, key, meta, now, flow)
+            open(port, hash, key, meta, now, flow)
         }
         (Direction::Inbound, Judging::Enforce | Judging::Restoring) => {
             inbound_flow(port, hash, key, meta, now)
@@ -239,7 +256,7 @@ fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tic
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
     let flow = Flow { opener: Opener::Vm, admission: Admission::Vm, vouched: true };
-    track(port, hash, key, meta, now, flow)
+    open(port, hash, key, meta, now, flow)
 }
 
 /// The VM answered a tentative pickup: the flow is established and tracked.
@@ -265,7 +282,7 @@ fn confirmed(
     let c = &mut port.counters;
     c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     let flow = Flow { opener: Opener::Remote, admission, vouched: true };
-    let verdict = track(port, hash, key, meta, now, flow);
+    let verdict = open(port, hash, key, meta, now, flow);
     if let Some(at) = port.table.find_hashed(hash, &key) {
         // The segments admitted while the flow was tentative.
         let r = port.table.record_mut(at);
@@ -277,10 +294,11 @@ fn confirmed(
 
 /// An inbound packet of a flow the table does not hold, in Enforce or the restore window.
 fn inbound_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
-    if port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
+    let local_port = crate::icmp::rule_port(&key);
+    if port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr) {
         let admission = Admission::Rule(port.rules.version());
         let flow = Flow { opener: Opener::Remote, admission, vouched: false };
-        return track(port, hash, key, meta, now, flow);
+        return open(port, hash, key, meta, now, flow);
     }
     if meta.is_midstream_tcp() && port.pickups_open(now) {
         return pickup(port, key, now);
@@ -324,10 +342,10 @@ struct Flow {
     vouched: bool,
 }
 
-/// Tracks a new flow whose packet is permitted: the verdict stands whether or not the table
-/// takes it.
+/// Opens (tracks) a new flow whose packet is permitted: the verdict stands whether or not the
+/// table takes it.
 #[inline]
-fn track(
+fn open(
     port: &mut Port,
     hash: u64,
     key: FlowKey,

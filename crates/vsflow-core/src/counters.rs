@@ -64,6 +64,15 @@ pub struct PortCounters {
     /// Extended: restores whose mode or rules were not installed because the operator changed
     /// them while the restore was pending (the operator's later change wins).
     pub restore_policy_kept: u64,
+    /// Extended: ICMP errors permitted because the packet they quote belongs to a tracked flow
+    /// (related).
+    pub icmp_related: u64,
+    /// Extended: inbound ICMP messages that belong to no flow (replies without a request,
+    /// errors whose quote matches no flow, unknown or unreadable messages): blocked in Enforce
+    /// unless an allow rule admits their type.
+    pub icmp_unmatched: u64,
+    /// Extended: IPv6 neighbor discovery and MLD messages permitted by the on-link default.
+    pub icmp_link: u64,
     /// Extended: pickups (window, fingerprint, loose) the VM answered: now established flows.
     pub pickups_confirmed: u64,
     /// Extended: pickups the VM reset (it had no such connection: a false match or a dead
@@ -128,7 +137,7 @@ impl PortCounters {
     }
 
     /// Number of extended counters, in [`PortCounters::extra_to_array`] order.
-    pub const EXTRA_COUNT: usize = 10;
+    pub const EXTRA_COUNT: usize = 13;
 
     /// Names of the extended counters.
     pub const EXTRA_NAMES: [&'static str; Self::EXTRA_COUNT] = [
@@ -138,6 +147,9 @@ impl PortCounters {
         "window_packets",
         "window_flows_merged",
         "restore_policy_kept",
+        "icmp_related",
+        "icmp_unmatched",
+        "icmp_link",
         "pickups_confirmed",
         "pickups_refused",
         "window_blocked",
@@ -172,6 +184,9 @@ impl PortCounters {
             self.window_packets,
             self.window_flows_merged,
             self.restore_policy_kept,
+            self.icmp_related,
+            self.icmp_unmatched,
+            self.icmp_link,
             self.pickups_confirmed,
             self.pickups_refused,
             self.window_blocked,
@@ -200,6 +215,9 @@ impl PortCounters {
         c.window_packets = next();
         c.window_flows_merged = next();
         c.restore_policy_kept = next();
+        c.icmp_related = next();
+        c.icmp_unmatched = next();
+        c.icmp_link = next();
         c.pickups_confirmed = next();
         c.pickups_refused = next();
         c.window_blocked = next();

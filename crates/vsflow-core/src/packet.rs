@@ -1,7 +1,10 @@
 //! What classify is told about one packet.
 //!
-//! The callout reads these values from the WFP incoming values of a vSwitch transport layer; the
-//! core never sees packet bytes and never modifies a packet.
+//! The callout reads these values from the WFP incoming values of a vSwitch transport layer and,
+//! for TCP flags and ICMP messages, from the packet's first bytes ([`crate::icmp::read`]); the
+//! core never modifies a packet.
+
+pub use crate::icmp::Icmp;
 
 /// IP protocol numbers the core treats specially.
 pub mod protocol {
@@ -125,6 +128,8 @@ pub struct PacketMeta {
     pub length: u32,
     /// Which headers could be read ([`Headers::Complete`] from the constructors).
     pub headers: Headers,
+    /// What an ICMP or ICMPv6 message says ([`Icmp::None`] for other protocols).
+    pub icmp: Icmp,
 }
 
 /// Widens an IPv4 address to the 16-byte form used throughout the core.
@@ -158,6 +163,7 @@ impl PacketMeta {
             tcp_flags: TcpFlags(tcp_flags),
             length,
             headers: Headers::Complete,
+            icmp: Icmp::None,
         }
     }
 
@@ -185,12 +191,20 @@ impl PacketMeta {
             tcp_flags: TcpFlags(tcp_flags),
             length,
             headers: Headers::Complete,
+            icmp: Icmp::None,
         }
     }
 
-    /// The same packet travelling the other way (addresses and ports swapped).
+    /// The same packet travelling the other way (addresses and ports swapped; an ICMP query
+    /// becomes its answer, with the answer's type).
     #[must_use]
     pub const fn reply(&self, tcp_flags: u8) -> Self {
+        let (src_port, dst_port) = match self.icmp {
+            Icmp::Query { request, kind, .. } => {
+                (crate::icmp::query_type(self.family, !request, kind) as u16, 0)
+            }
+            _ => (self.dst_port, self.src_port),
+        };
         Self {
             direction: match self.direction {
                 Direction::Outbound => Direction::Inbound,
@@ -200,11 +214,12 @@ impl PacketMeta {
             protocol: self.protocol,
             src_addr: self.dst_addr,
             dst_addr: self.src_addr,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
+            src_port,
+            dst_port,
             tcp_flags: TcpFlags(tcp_flags),
             length: self.length,
             headers: Headers::Complete,
+            icmp: self.icmp.answer(),
         }
     }
 

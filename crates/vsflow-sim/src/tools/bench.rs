@@ -201,6 +201,7 @@ pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
             tcp_flags: vsflow_core::TcpFlags(0x10),
             length: 100,
             headers: vsflow_core::Headers::Complete,
+            icmp: vsflow_core::Icmp::None,
         })
         .collect();
     for (t, m) in (0u64..).zip(&metas) {
