@@ -164,24 +164,15 @@ fn a_syn_whose_flags_cannot_be_read_is_never_picked_up() {
     let syn = to_rdp(IpFamily::V4, 2, tcp::SYN);
     assert_ne!(h.transmit(sw, EXTERNAL_PORT, PORT, &syn), PacketFate::Delivered);
     let hidden = [
-        (
-            "tiny first fragment, IPv4",
-            to_rdp(IpFamily::V4, 3, tcp::SYN).as_fragment(Fragment::TinyFirst(8)),
-        ),
-        (
-            "tiny first fragment, IPv6",
-            to_rdp(IpFamily::V6, 4, tcp::SYN).as_fragment(Fragment::TinyFirst(12)),
-        ),
+        ("tiny first fragment, IPv4", to_rdp(IpFamily::V4, 3, tcp::SYN).tiny_first_fragment(8)),
+        ("tiny first fragment, IPv6", to_rdp(IpFamily::V6, 4, tcp::SYN).tiny_first_fragment(12)),
         ("behind an IPv4 AH", to_rdp(IpFamily::V4, 5, tcp::SYN).with_ah()),
         ("behind an IPv6 AH", to_rdp(IpFamily::V6, 6, tcp::SYN).with_ah()),
         (
             "behind 9 IPv6 extension headers",
             to_rdp(IpFamily::V6, 7, tcp::SYN).with_ipv6_ext(&[Ipv6Ext::DestinationOptions; 9]),
         ),
-        (
-            "cut short by the frame",
-            to_rdp(IpFamily::V4, 8, tcp::SYN).as_fragment(Fragment::TinyFirst(13)),
-        ),
+        ("cut short by the frame", to_rdp(IpFamily::V4, 8, tcp::SYN).tiny_first_fragment(13)),
     ];
     for (what, p) in &hidden {
         assert_ne!(
@@ -217,17 +208,17 @@ fn a_first_fragment_without_ports_is_judged_not_waved_through() {
             0,
             64,
         )
-        .as_fragment(Fragment::TinyFirst(2));
+        .tiny_first_fragment(2);
         assert_ne!(
             h.transmit(sw, EXTERNAL_PORT, PORT, &udp),
             PacketFate::Delivered,
             "{family:?}: an unsolicited first fragment without ports passed in Enforce"
         );
-        let tcp = to_rdp(family, 4, tcp::SYN).as_fragment(Fragment::TinyFirst(3));
+        let tcp = to_rdp(family, 4, tcp::SYN).tiny_first_fragment(3);
         assert_ne!(h.transmit(sw, EXTERNAL_PORT, PORT, &tcp), PacketFate::Delivered, "{family:?}");
     }
     // The VM's own portless first fragment is its traffic: permitted, not tracked.
-    let out = syn(IpFamily::V4).as_fragment(Fragment::TinyFirst(2));
+    let out = syn(IpFamily::V4).tiny_first_fragment(2);
     assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &out), PacketFate::Delivered);
     assert!(flow_states(&h, NAME).is_empty(), "no ports, no flow");
     finish(&mut h);
