@@ -28,12 +28,6 @@ pub enum Fragment {
     /// A later fragment at this offset (in 8-byte units): no transport header, so WFP has no
     /// ports to report (the double gives `FWP_EMPTY` for both port values).
     NonFirst(u16),
-    /// A *tiny* first fragment (RFC 1858): offset 0, more fragments follow, and only the first
-    /// this many bytes of the transport header (the rest, TCP flags included, are in the next
-    /// fragment). With fewer than 4 bytes there are no ports to read: the double gives
-    /// `FWP_EMPTY` for both port values (docs are silent; the worse choice for the driver,
-    /// WINDOWS-VERIFICATION 40).
-    TinyFirst(u8),
 }
 
 /// An IPv6 extension header the double can put before the transport header.
@@ -45,6 +39,10 @@ pub enum Ipv6Ext {
     Routing,
     /// Destination options (next header 60), 16 bytes.
     DestinationOptions,
+    /// Authentication header (next header 51), 24 bytes: RFC 4302 section 2 (12 fixed bytes
+    /// and a 96-bit ICV, RFC 2404); its length field counts 4-octet units minus 2, unlike the
+    /// other extension headers' 8-octet units minus 1.
+    Authentication,
 }
 
 impl Ipv6Ext {
@@ -53,6 +51,7 @@ impl Ipv6Ext {
             Self::HopByHop => 0,
             Self::Routing => 43,
             Self::DestinationOptions => 60,
+            Self::Authentication => 51,
         }
     }
 }
@@ -92,10 +91,14 @@ pub struct SimPacket {
     pub ipv6_ext: Vec<Ipv6Ext>,
     /// Fragment position.
     pub fragment: Fragment,
-    /// An authentication header (`IPsec` AH, RFC 4302, 24 bytes: HMAC-SHA1-96) before the transport
-    /// header; WFP's `IP_PROTOCOL` value is still the transport protocol (the double's choice:
-    /// the worse one for the driver, whose flags then sit behind the AH; verify on Windows).
-    pub ah: bool,
+    /// An authentication header (`IPsec` AH, RFC 4302, 24 bytes) between the IPv4 header and
+    /// the transport header (IPv6: [`Ipv6Ext::Authentication`]). WFP's `IP_PROTOCOL` value is
+    /// still the transport protocol (the double's choice, the worse one for the driver: its
+    /// flags sit behind the AH; WINDOWS-VERIFICATION 56).
+    pub ipv4_ah: bool,
+    /// A first fragment that carries only this many bytes of the transport header (RFC 1858's
+    /// tiny fragment): `None` for a whole header.
+    pub transport_cut: Option<usize>,
     /// Memory layout.
     pub layout: Layout,
     /// The IP datagram, IP header first: what classify's `NET_BUFFER` describes.
@@ -128,7 +131,8 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment: Fragment::Whole,
-            ah: false,
+            ipv4_ah: false,
+            transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
         };
@@ -175,22 +179,35 @@ impl SimPacket {
         self
     }
 
-    /// The same packet with an authentication header (`IPsec` AH) before the transport header.
+    /// The same packet as a first fragment carrying only `bytes` bytes of its transport header
+    /// (RFC 1858's tiny fragment: under 14 bytes of TCP the flags are in the next fragment,
+    /// under 4 the ports are too).
     #[must_use]
-    pub fn with_ah(mut self) -> Self {
-        self.ah = true;
+    pub fn tiny_first_fragment(mut self, bytes: usize) -> Self {
+        self.fragment = Fragment::First;
+        self.transport_cut = Some(bytes);
         self.rebuild();
         self
     }
 
-    /// True if WFP has ports to report for this packet (see [`Fragment`]).
+    /// The same packet with an authentication header (`IPsec` AH) before the transport header:
+    /// after the IPv4 header, or as the last IPv6 extension header.
     #[must_use]
-    pub const fn has_ports(&self) -> bool {
-        match self.fragment {
-            Fragment::Whole | Fragment::First => true,
-            Fragment::NonFirst(_) => false,
-            Fragment::TinyFirst(n) => n >= 4,
+    pub fn with_ah(mut self) -> Self {
+        match self.family {
+            IpFamily::V4 => self.ipv4_ah = true,
+            IpFamily::V6 => self.ipv6_ext.push(Ipv6Ext::Authentication),
         }
+        self.rebuild();
+        self
+    }
+
+    /// True if the packet holds its transport ports: not a later fragment, and a first fragment
+    /// cut before them has none. WFP can report only ports the packet has (the double gives
+    /// `FWP_EMPTY` otherwise).
+    #[must_use]
+    pub fn has_ports(&self) -> bool {
+        !matches!(self.fragment, Fragment::NonFirst(_)) && self.transport_cut.is_none_or(|n| n >= 4)
     }
 
     /// The same bytes laid out in MDLs cut at these datagram offsets.
@@ -211,27 +228,16 @@ impl SimPacket {
     /// transport header starts).
     #[must_use]
     pub fn ip_header_len(&self) -> usize {
-        let ah = if self.ah { AH_LEN } else { 0 };
         match self.family {
-            IpFamily::V4 => 20 + 4 * usize::from(self.ipv4_option_words) + ah,
+            IpFamily::V4 => {
+                20 + 4 * usize::from(self.ipv4_option_words)
+                    + if self.ipv4_ah { ext_len(Ipv6Ext::Authentication) } else { 0 }
+            }
             IpFamily::V6 => {
                 40 + self.ipv6_ext.iter().map(|e| ext_len(*e)).sum::<usize>()
                     + if self.fragment == Fragment::Whole { 0 } else { 8 }
-                    + ah
             }
         }
-    }
-
-    /// The authentication header, `next` the header after it.
-    fn ah_header(next: u8) -> [u8; AH_LEN] {
-        let mut h = [0u8; AH_LEN];
-        h[0] = next;
-        // Payload length: the AH's length in 32-bit words minus 2.
-        h[1] = u8::try_from(AH_LEN / 4 - 2).unwrap_or(0);
-        h[4..8].copy_from_slice(&0x0000_1000u32.to_be_bytes()); // SPI
-        h[8..12].copy_from_slice(&1u32.to_be_bytes()); // sequence number
-        h[12..].fill(0x5A); // ICV
-        h
     }
 
     /// A packet from the bytes of its IP datagram (a capture's, or one built by a test),
@@ -294,10 +300,8 @@ impl SimPacket {
         let fragment = match (first, payload.fragmented, ports) {
             (true, false, Some(_)) => Fragment::Whole,
             (true, true, Some(_)) => Fragment::First,
-            // A first fragment too short for the ports: no port values.
-            (true, _, None) => Fragment::TinyFirst(u8::try_from(l4.len().min(3)).unwrap_or(0)),
-            // A later fragment: no port values.
-            (false, _, _) => Fragment::NonFirst(1),
+            // No port values: presented as a later fragment is.
+            (_, _, _) => Fragment::NonFirst(1),
         };
         let (sport, dport) = ports.unwrap_or((0, 0));
         Ok(Self {
@@ -312,7 +316,8 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment,
-            ah: false,
+            ipv4_ah: false,
+            transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
         })
@@ -345,8 +350,8 @@ impl SimPacket {
             t.extend_from_slice(&[0, 0]);
         }
         t.resize(t.len() + self.payload, 0xAB);
-        if let Fragment::TinyFirst(n) = self.fragment {
-            t.truncate(usize::from(n));
+        if let Some(n) = self.transport_cut {
+            t.truncate(n);
         }
         t
     }
@@ -358,18 +363,19 @@ impl SimPacket {
             IpFamily::V4 => {
                 let ihl = 5 + self.ipv4_option_words;
                 let hlen = usize::from(ihl) * 4;
-                let ah = if self.ah { AH_LEN } else { 0 };
+                let ah = if self.ipv4_ah { ext_len(Ipv6Ext::Authentication) } else { 0 };
                 let total = u16::try_from(hlen + ah + l4.len()).unwrap_or(u16::MAX);
                 let frag: u16 = match self.fragment {
-                    Fragment::Whole => 0x4000,                          // DF
-                    Fragment::First | Fragment::TinyFirst(_) => 0x2000, // MF, offset 0
+                    Fragment::Whole => 0x4000, // DF
+                    Fragment::First => 0x2000, // MF, offset 0
                     Fragment::NonFirst(off) => off & 0x1fff,
                 };
-                let ip_protocol = if self.ah { AH } else { self.protocol };
                 d.extend_from_slice(&[0x40 | ihl, 0]);
                 d.extend_from_slice(&total.to_be_bytes());
                 d.extend_from_slice(&[0x12, 0x34]);
                 d.extend_from_slice(&frag.to_be_bytes());
+                let ip_protocol =
+                    if self.ipv4_ah { Ipv6Ext::Authentication.number() } else { self.protocol };
                 d.extend_from_slice(&[64, ip_protocol, 0, 0]);
                 d.extend_from_slice(&self.src[..4]);
                 d.extend_from_slice(&self.dst[..4]);
@@ -383,17 +389,17 @@ impl SimPacket {
                 }
                 let sum = checksum(&d[..hlen]);
                 d[10..12].copy_from_slice(&sum.to_be_bytes());
-                if self.ah {
-                    d.extend_from_slice(&Self::ah_header(self.protocol));
+                if self.ipv4_ah {
+                    // Next header, payload length (4-octet units minus 2), reserved, SPI,
+                    // sequence number, a 96-bit ICV (RFC 4302 section 2).
+                    d.extend_from_slice(&[self.protocol, 4, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1]);
+                    d.resize(d.len() + 12, 0x5A);
                 }
             }
             IpFamily::V6 => {
                 let mut chain: Vec<u8> = self.ipv6_ext.iter().map(|e| e.number()).collect();
                 if self.fragment != Fragment::Whole {
                     chain.push(44);
-                }
-                if self.ah {
-                    chain.push(AH);
                 }
                 let first = chain.first().copied().unwrap_or(self.protocol);
                 let ext_bytes = self.ip_header_len() - 40;
@@ -407,6 +413,13 @@ impl SimPacket {
                     let next = chain.get(i + 1).copied().unwrap_or(self.protocol);
                     let len = ext_len(*e);
                     d.push(next);
+                    if *e == Ipv6Ext::Authentication {
+                        // Payload Len in 4-octet units minus 2, reserved, SPI, sequence, ICV.
+                        d.push(u8::try_from(len / 4 - 2).unwrap_or(0));
+                        d.extend_from_slice(&[0, 0, 0, 0, 0x01, 0x00, 0, 0, 0, 1]);
+                        d.resize(d.len() + len - 12, 0x5A);
+                        continue;
+                    }
                     d.push(u8::try_from(len / 8 - 1).unwrap_or(0));
                     if *e == Ipv6Ext::Routing {
                         d.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // type 0, 0 segments left
@@ -422,13 +435,10 @@ impl SimPacket {
                         Fragment::NonFirst(off) => (off, 0),
                         _ => (0, 1),
                     };
-                    d.push(if self.ah { AH } else { self.protocol });
+                    d.push(self.protocol);
                     d.push(0);
                     d.extend_from_slice(&((off << 3) | more).to_be_bytes());
                     d.extend_from_slice(&0x1234_5678u32.to_be_bytes());
-                }
-                if self.ah {
-                    d.extend_from_slice(&Self::ah_header(self.protocol));
                 }
             }
         }
@@ -437,15 +447,11 @@ impl SimPacket {
     }
 }
 
-/// IP protocol number of the authentication header.
-const AH: u8 = 51;
-/// Bytes of the double's authentication header (12 fixed + a 12-byte ICV).
-const AH_LEN: usize = 24;
-
 const fn ext_len(e: Ipv6Ext) -> usize {
     match e {
         Ipv6Ext::HopByHop | Ipv6Ext::Routing => 8,
         Ipv6Ext::DestinationOptions => 16,
+        Ipv6Ext::Authentication => 24,
     }
 }
 
@@ -634,9 +640,8 @@ fn val(t: u32, u: FWP_VALUE0_u) -> FWPS_INCOMING_VALUE0 {
 impl ClassifyInput {
     /// The incoming values and metadata WFP would pass at an ingress or egress vSwitch
     /// transport layer for `p`, travelling from port `src_port` to port `dst_port` of the
-    /// switch named `switch_name`. A non-first fragment, and a first fragment too short for
-    /// them, carries no ports: both port values are `FWP_EMPTY` (documents are silent on these
-    /// layers; see WINDOWS-VERIFICATION).
+    /// switch named `switch_name`. A non-first fragment carries no ports: both port values
+    /// are `FWP_EMPTY` (documents are silent on these layers; see WINDOWS-VERIFICATION).
     #[must_use]
     pub fn new(
         p: &SimPacket,
@@ -813,47 +818,58 @@ mod tests {
         assert_eq!(f6.datagram[6], 44, "fragment header");
     }
 
-    fn port_types(p: &SimPacket) -> (u32, u32) {
-        let mut input = ClassifyInput::new(p, true, 1, 2, &[]);
-        let v = input.incoming(sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4);
-        // SAFETY: `valueCount` values at `incomingValue`.
-        let vals = unsafe { std::slice::from_raw_parts(v.incomingValue, v.valueCount as usize) };
-        (
-            vals[sys::FIELD_IP_SOURCE_PORT].value.r#type,
-            vals[sys::FIELD_IP_DESTINATION_PORT].value.r#type,
-        )
-    }
-
     #[test]
-    fn a_tiny_first_fragment_cuts_the_transport_header_and_below_4_bytes_has_no_ports() {
-        let p = tcp(IpFamily::V4).as_fragment(Fragment::TinyFirst(8));
+    fn a_tiny_first_fragment_cut_before_the_ports_has_no_port_values() {
+        let port_values = |p: &SimPacket| {
+            let mut input = ClassifyInput::new(p, true, 1, 2, &[]);
+            let v = input.incoming(sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4);
+            // SAFETY: `valueCount` values at `incomingValue`.
+            let vals =
+                unsafe { std::slice::from_raw_parts(v.incomingValue, v.valueCount as usize) };
+            (
+                vals[sys::FIELD_IP_SOURCE_PORT].value.r#type,
+                vals[sys::FIELD_IP_DESTINATION_PORT].value.r#type,
+            )
+        };
+        // 8 bytes of TCP: ports, no flags (RFC 1858).
+        let p = tcp(IpFamily::V4).tiny_first_fragment(8);
+        assert_eq!(p.datagram.len(), 28);
+        assert_eq!(u16::from_be_bytes([p.datagram[2], p.datagram[3]]), 28, "total length");
         assert_eq!(u16::from_be_bytes([p.datagram[6], p.datagram[7]]), 0x2000, "MF, offset 0");
-        assert_eq!(p.datagram.len(), 20 + 8, "ports and sequence number only: no flags");
-        assert_eq!(port_types(&p), (sys::FWP_UINT16, sys::FWP_UINT16));
-        let p = tcp(IpFamily::V4).as_fragment(Fragment::TinyFirst(2));
-        assert_eq!(p.datagram.len(), 22);
-        assert_eq!(port_types(&p), (sys::FWP_EMPTY, sys::FWP_EMPTY));
-        let p6 = tcp(IpFamily::V6).as_fragment(Fragment::TinyFirst(12));
-        assert_eq!(p6.datagram[6], 44);
-        assert_eq!(u16::from_be_bytes([p6.datagram[42], p6.datagram[43]]), 1, "offset 0, M");
-        assert_eq!(p6.datagram.len(), 48 + 12);
+        assert_eq!(checksum(&p.datagram[..20]), 0);
+        assert_eq!(port_values(&p), (sys::FWP_UINT16, sys::FWP_UINT16));
+        // 2 bytes: not even the destination port.
+        let q = tcp(IpFamily::V4).tiny_first_fragment(2);
+        assert!(!q.has_ports());
+        assert_eq!(port_values(&q), (sys::FWP_EMPTY, sys::FWP_EMPTY));
     }
 
     #[test]
-    fn an_authentication_header_sits_between_the_ip_and_transport_headers() {
+    fn an_ipv4_authentication_header_sits_between_the_ip_and_transport_headers() {
         let p = tcp(IpFamily::V4).with_ah();
         assert_eq!(p.datagram[9], 51, "IPv4 protocol: AH");
         assert_eq!(p.datagram[20], protocol::TCP, "AH next header");
-        assert_eq!(usize::from(p.datagram[21] + 2) * 4, 24, "AH length");
+        assert_eq!(usize::from(p.datagram[21] + 2) * 4, 24, "AH length (RFC 4302)");
         assert_eq!(p.ip_header_len(), 44);
         assert_eq!(p.datagram[44 + 13], 0x02, "TCP flags after the AH");
         assert_eq!(
             usize::from(u16::from_be_bytes([p.datagram[2], p.datagram[3]])),
             p.datagram.len()
         );
+        assert_eq!(checksum(&p.datagram[..20]), 0);
         let p6 = tcp(IpFamily::V6).with_ipv6_ext(&[Ipv6Ext::HopByHop]).with_ah();
         assert_eq!(p6.datagram[40], 51, "hop-by-hop, then AH");
         assert_eq!(p6.datagram[48], protocol::TCP);
         assert_eq!(p6.datagram[p6.ip_header_len() + 13], 0x02);
+    }
+
+    #[test]
+    fn an_ipv6_authentication_header_counts_its_length_in_4_octet_units() {
+        let p = tcp(IpFamily::V6).with_ipv6_ext(&[Ipv6Ext::Authentication]);
+        assert_eq!(p.datagram[6], 51, "next header: AH");
+        assert_eq!(p.datagram[40], protocol::TCP, "then TCP");
+        assert_eq!(p.datagram[41], 4, "24 bytes = (4 + 2) x 4 (RFC 4302)");
+        assert_eq!(p.ip_header_len(), 64);
+        assert_eq!(p.datagram[64 + 13], 0x02, "the TCP flags after the AH");
     }
 }

@@ -497,7 +497,7 @@ fn unreadable_flags(o: &Options) -> Report {
     run.migrate(Arrival::Intact);
     run.complete_restore();
     run.advance(SECOND);
-    let tiny = hidden_syns(&run, IpFamily::V4, 2, |p| p.as_fragment(Fragment::TinyFirst(8)));
+    let tiny = hidden_syns(&run, IpFamily::V4, 2, |p| p.tiny_first_fragment(8));
     let ah = hidden_syns(&run, IpFamily::V6, 2, SimPacket::with_ah);
     let deep =
         hidden_syns(&run, IpFamily::V6, 2, |p| p.with_ipv6_ext(&[Ipv6Ext::DestinationOptions; 9]));
@@ -546,7 +546,7 @@ fn unreadable_flags_loose(o: &Options) -> Report {
             let flags = if shape == 3 { tcp::ACK } else { tcp::SYN };
             let p = run.outsider(family, protocol::TCP, base + 16 * k + shape, 3389, flags);
             let p = match shape {
-                0 => p.as_fragment(Fragment::TinyFirst(8)),
+                0 => p.tiny_first_fragment(8),
                 1 => p.with_ah(),
                 2 => p.with_ipv6_ext(&[Ipv6Ext::DestinationOptions; 9]),
                 _ => p,
@@ -579,7 +579,7 @@ fn portless(o: &Options) -> Report {
         for proto in [protocol::TCP, protocol::UDP] {
             let p = run
                 .outsider(IpFamily::V4, proto, base + 100 + k, 3389, tcp::SYN)
-                .as_fragment(Fragment::TinyFirst(2));
+                .tiny_first_fragment(2);
             run.inbound(&p, Origin::Adversary);
         }
     }

@@ -260,14 +260,10 @@ fn is_initial_syn(p: &SimPacket) -> bool {
         && p.flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN
 }
 
-/// The TCP flags are in the packet: not a later fragment, not a tiny first fragment cut
-/// before byte 14 of the TCP header (a parser that walks every header can read them).
-const fn flags_in_packet(p: &SimPacket) -> bool {
-    match p.fragment {
-        Fragment::Whole | Fragment::First => true,
-        Fragment::NonFirst(_) => false,
-        Fragment::TinyFirst(n) => n >= 14,
-    }
+/// The TCP flags are in the packet: not a later fragment, not a first fragment cut before
+/// byte 14 of the TCP header (a parser that walks every header can read them).
+fn flags_in_packet(p: &SimPacket) -> bool {
+    !matches!(p.fragment, Fragment::NonFirst(_)) && p.transport_cut.is_none_or(|n| n >= 14)
 }
 
 /// Who sent a packet and why.
@@ -1062,18 +1058,17 @@ fn describe(p: &SimPacket, inbound: bool, origin: Origin, fa: bool, fb: bool) ->
         },
         match p.fragment {
             Fragment::Whole => String::new(),
-            Fragment::First => " first fragment".to_owned(),
-            Fragment::TinyFirst(n) => format!(" tiny first fragment ({n} transport bytes)"),
+            Fragment::First => match p.transport_cut {
+                Some(n) => format!(" tiny first fragment ({n} transport bytes)"),
+                None => " first fragment".to_owned(),
+            },
             Fragment::NonFirst(off) => format!(" fragment at {off}"),
         },
         p.flags,
-        match (p.ah, p.ipv6_ext.is_empty()) {
-            (false, true) => String::new(),
-            (ah, _) => format!(
-                " behind {} extension header(s){}",
-                p.ipv6_ext.len(),
-                if ah { " and an AH" } else { "" }
-            ),
+        match (p.ipv4_ah, p.ipv6_ext.len()) {
+            (false, 0) => String::new(),
+            (true, _) => " behind an AH".to_owned(),
+            (false, n) => format!(" behind {n} extension header(s)"),
         },
         short_addr(&p.src, p.family),
         p.sport,
@@ -1251,12 +1246,12 @@ mod tests {
         {
             assert!(!is_midstream(&inbound(flags)), "{flags:#x}");
         }
-        assert!(!is_midstream(&inbound(tcp::ACK).as_fragment(Fragment::TinyFirst(13))), "cut off");
-        assert!(is_midstream(&inbound(tcp::ACK).as_fragment(Fragment::TinyFirst(14))));
+        assert!(!is_midstream(&inbound(tcp::ACK).tiny_first_fragment(13)), "flags cut off");
+        assert!(is_midstream(&inbound(tcp::ACK).tiny_first_fragment(14)));
         assert!(is_midstream(&inbound(tcp::ACK).with_ah()), "behind an AH the flags are there");
         assert!(!is_midstream(&inbound(tcp::ACK).as_fragment(Fragment::NonFirst(3))));
         assert!(is_initial_syn(&inbound(tcp::SYN)));
-        assert!(!is_initial_syn(&inbound(tcp::SYN).as_fragment(Fragment::TinyFirst(8))));
+        assert!(!is_initial_syn(&inbound(tcp::SYN).tiny_first_fragment(8)));
     }
 
     #[test]
