@@ -265,3 +265,32 @@ fn zeek_truncated_headers_never_panic_and_are_judged_on_what_is_there() {
     assert_eq!(r.classified(), (1, 1), "{}", r.to_text());
     assert_eq!(r.counter("icmp_unmatched"), 1, "{}", r.to_text());
 }
+
+#[test]
+fn malformed_datagrams_never_panic_and_are_counted() {
+    // The Linux capture with its first IPv4 echo request damaged three ways: an IHL below 5,
+    // a version that is neither 4 nor 6, and a header cut to 12 bytes. The double cannot read
+    // them as IP, so they are counted malformed and not presented; the rest replays as before
+    // (the echo's reply then has no request: unsolicited).
+    let frames = capture("linux-netns-icmp.pcap");
+    let at = frames
+        .iter()
+        .position(|f| f.data.get(12..14) == Some(&[0x08, 0x00][..]) && f.data.get(34) == Some(&8))
+        .expect("an IPv4 echo request");
+    for damage in 0..3 {
+        let mut frames = frames.clone();
+        match damage {
+            0 => frames[at].data[14] = 0x44,
+            1 => frames[at].data[14] = 0x15,
+            _ => frames[at].data.truncate(14 + 12),
+        }
+        let r = replay::replay(&frames, &enforce(NETNS_VM));
+        assert_eq!(
+            r.count(|f| matches!(f, Fate::Malformed(_))),
+            1,
+            "damage {damage}: {}",
+            r.to_text()
+        );
+        assert_eq!(r.classified(), (21, 1), "damage {damage}: {}", r.to_text());
+    }
+}

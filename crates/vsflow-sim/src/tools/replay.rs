@@ -132,12 +132,16 @@ pub fn datagram(frame: &Frame) -> Option<(&[u8], Macs)> {
         LINK_NULL | LINK_LOOP => (d.get(4..)?, None),
         _ => return None,
     };
+    // A frame that says it carries IP but whose header is not one is the datagram all the
+    // same: reading it is `SimPacket::from_datagram`'s (malformed, counted), not "not IP".
     let version = *ip.first()? >> 4;
+    let field = |at: usize| Some(usize::from(u16::from_be_bytes([*ip.get(at)?, *ip.get(at + 1)?])));
     let len = match version {
-        4 => usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?])),
-        6 => 40 + usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?])),
-        _ => return None,
+        4 => field(2),
+        6 => field(4).map(|n| n + 40),
+        _ => None,
     };
+    let Some(len) = len else { return Some((ip, macs)) };
     // Trim the link layer's padding; a truncated capture keeps what it has.
     Some((ip.get(..len.clamp(1, ip.len())).unwrap_or(ip), macs))
 }
