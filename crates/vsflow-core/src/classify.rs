@@ -709,6 +709,41 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_headers_are_judged_never_mid_stream_and_counted() {
+        use crate::packet::Headers;
+        let mut p = port(Mode::Enforce, 16);
+        // The VM's connection to 443 is established.
+        let syn = out_tcp(40020, SYN);
+        p.classify(&syn, 1);
+        p.classify(&syn.reply(SYNACK), 2);
+        // Flags that cannot be read on that flow may hide a SYN: judged by the rules.
+        let hidden =
+            PacketMeta { headers: Headers::NoFlags, tcp_flags: TcpFlags(0), ..syn.reply(0) };
+        assert_eq!(p.classify(&hidden, 3), Verdict::Block(BlockReason::Unsolicited));
+        assert_eq!(state_of(&p, &syn), Some(FlowState::Established), "the flow is untouched");
+        // No ports: only a rule admitting every port admits it; it never makes a flow.
+        let portless =
+            PacketMeta { headers: Headers::NoPorts, src_port: 0, dst_port: 0, ..in_tcp(0, 0) };
+        assert_eq!(p.classify(&portless, 4), Verdict::Block(BlockReason::Unsolicited));
+        let one = AllowRule {
+            protocol: Some(protocol::TCP),
+            local_ports: PortRange::new(0, 1024).unwrap(),
+            remote: Prefix::Any,
+        };
+        p.replace_rules(&[one]).unwrap();
+        assert_eq!(p.classify(&portless, 5), Verdict::Block(BlockReason::Unsolicited));
+        let every = AllowRule { local_ports: PortRange::ANY, ..one };
+        p.replace_rules(&[every]).unwrap();
+        assert_eq!(p.classify(&portless, 6), Verdict::Permit);
+        assert_eq!(
+            p.classify(&PacketMeta { direction: Direction::Outbound, ..portless }, 7),
+            Verdict::Permit
+        );
+        assert_eq!(p.table().len(), 1);
+        assert_eq!(p.counters().headers_unreadable, 5);
+    }
+
+    #[test]
     fn transition_table() {
         use Direction::{Inbound, Outbound};
         let t = |s, d, f, fin| tcp_transition(s, d, TcpFlags(f), fin);
