@@ -645,7 +645,6 @@ fn a_blob_damaged_in_its_flow_section_keeps_the_vms_mode_and_rules() {
 // Fails on main (f0d045f): a peer's connection admitted by a rule and carried as a fingerprint
 // was picked up as VM-admitted on B, so it survived B removing every rule.
 #[test]
-#[ignore = "fails on main: the VM's own mid-stream packet picks a peer-opened connection up as VM-admitted; fixed by classify's vouching (fc-restore, after fc-pickup's classify lands)"]
 fn a_rule_admitted_connection_is_never_carried_as_a_vm_admitted_fingerprint() {
     let (blobs, vm_in, ssh_in) = source_with_ssh(300, 40, 2048);
     let (mut b, sb) =

@@ -248,14 +248,24 @@ fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tic
         }
     }
     // The VM resuming a fingerprinted connection: picked up at once, the fingerprint used.
-    let fingerprint =
-        meta.is_midstream_tcp() && port.pickup.is_armed(now) && port.pickup.take(&key, now);
+    let armed = meta.is_midstream_tcp() && port.pickup.is_armed(now);
+    let fingerprint = armed && port.pickup.take(&key, now);
     if fingerprint {
         let c = &mut port.counters;
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
-    let flow = Flow { opener: Opener::Vm, admission: Admission::Vm, vouched: true };
+    let flow = if armed && !fingerprint {
+        // While a restore's fingerprints are armed, a mid-stream segment of a connection the
+        // blob carried neither exactly nor as the VM's fingerprint may be one a peer opened
+        // (those are never fingerprinted: a rule or Monitor admitted them on the source). It
+        // passes, as the VM's traffic always does, but its return traffic is judged by the
+        // rules (re-checked on the next inbound packet) instead of admitted as the VM's: a
+        // rule-admitted connection never becomes VM-admitted by a migration.
+        Flow { opener: Opener::Remote, admission: Admission::Monitor, vouched: true }
+    } else {
+        Flow { opener: Opener::Vm, admission: Admission::Vm, vouched: true }
+    };
     open(port, hash, key, meta, now, flow)
 }
 
