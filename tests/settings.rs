@@ -107,7 +107,8 @@ fn refused_values_are_counted_in_the_driver_counters() {
     let mut values = [0u64; 64];
     let n = vsflow_proto::response::decode_counters(&bytes, &mut values).expect("decodes");
     let names = vsflow_proto::response::DRIVER_COUNTER_NAMES;
-    let at = names.iter().position(|c| *c == "settings_refused").expect("a settings_refused counter");
+    let at =
+        names.iter().position(|c| *c == "settings_refused").expect("a settings_refused counter");
     assert!(at < n);
     assert_eq!(values[at], 2, "two values refused");
     finish(&mut h);
