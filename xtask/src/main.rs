@@ -6,8 +6,9 @@
 //!   warnings denied), the whole workspace's tests, clippy for `x86_64-pc-windows-msvc` on
 //!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
 //!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the
-//!   Wine run, the INF lint, the driver's `wdk-check`, and its `driver-tests` under the KMDF
-//!   double.
+//!   Wine run, the INF lint, vsflow.sys linked and checked (`sys --check`, `sys
+//!   --reproducible`), the package, the driver's `wdk-check`, and its `driver-tests` under the
+//!   KMDF double.
 //! - `cargo xtask inf-lint FILE [--source]`: the INF rules checkable without Windows.
 //! - `cargo xtask package [--arch amd64|arm64]`: stamp, lint and lay out the driver package
 //!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
@@ -17,9 +18,13 @@
 //!   the mirror of the wdk crates in `xtask/wdk-mirror/` (a check, not a build).
 //! - `cargo xtask driver-tests`: `driver/` on the Linux host under the KMDF double
 //!   (crates/wdf-sim) and vsflow-sim.
+//! - `cargo xtask sys [--check] [--reproducible]`: vsflow.sys linked on Linux as a Windows
+//!   kernel image (rust-lld, the WDK's linker arguments, the repository's KMDF stub and
+//!   kernel-export table), and the image rules checked (see `sys`).
 
 mod inf;
 mod package;
+mod sys;
 mod target;
 mod toolchain;
 mod wdk_check;
@@ -53,9 +58,10 @@ fn main() -> ExitCode {
         Some("wdk-check") => wdk_check::check(),
         Some("driver-tests") => wdk_check::driver_tests(),
         Some("wine") => wine::smoke(),
+        Some("sys") => sys::command(&rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine>"
+                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|sys [--check] [--image FILE] [--reproducible] [--exports]>"
             );
             return ExitCode::from(2);
         }
@@ -140,7 +146,13 @@ fn ci() -> Result<(), String> {
     }
     step("wine: netports.exe (x86_64-pc-windows-gnu) under Wine", wine::smoke)?;
     step("inf-lint inf/vsflow.inx", || inf_lint(&["inf/vsflow.inx", "--source"]))?;
-    step("package (stamp + lint)", || package::package(&[]))?;
+    step("sys: vsflow.sys linked for x86_64-pc-windows-msvc, image rules", || {
+        sys::command(&["--check"])
+    })?;
+    step("sys: two builds byte-identical (SOURCE_DATE_EPOCH)", || {
+        sys::command(&["--reproducible"])
+    })?;
+    step("package (stamp + lint, vsflow.sys beside the INF)", || package::package(&[]))?;
     step("wdk-check (driver/ against the wdk mirror)", wdk_check::check)?;
     step("driver-tests (driver/ under the KMDF double)", wdk_check::driver_tests)?;
     println!("xtask ci: all steps passed");

@@ -43,7 +43,7 @@ fn patches(root: &std::path::Path, crates: &[&str]) -> Vec<String> {
 }
 
 /// Runs `f` and restores `Cargo.lock` afterwards (the patches change the resolution).
-fn keeping_lock(
+pub fn keeping_lock(
     root: &std::path::Path,
     f: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {
