@@ -8,9 +8,9 @@ use vsflow_callout::RestoreMode;
 use vsflow_callout::keys::HOOKS;
 use vsflow_core::IpFamily;
 use vsflow_scenarios::{enforce, finish, host, vm_port};
-use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::traffic::{inbound_syn, remote_addr, vm_syn};
+use vsflow_sim::tools::traffic::{inbound_syn, remote_addr, vm_syn};
+use vsflow_sim::wfp::foreign::{ForeignAction, ForeignProcess};
 use vsflow_sim::{Host, PacketFate, SimPacket};
 
 const CLEAR_ACTION_RIGHT: u32 = fwps_sys::FWPM_FILTER_FLAG_CLEAR_ACTION_RIGHT;

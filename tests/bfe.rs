@@ -7,7 +7,7 @@ use vsflow_callout::RestoreMode;
 use vsflow_core::IpFamily;
 use vsflow_scenarios::{delivered, enforce, finish, host, open_connections, vm_port};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::traffic::{inbound_syn, remote_addr};
+use vsflow_sim::tools::traffic::{inbound_syn, remote_addr};
 use vsflow_sim::{Host, PacketFate};
 
 fn vsflow_filters(h: &Host) -> usize {

@@ -205,7 +205,7 @@ fn classify_on_several_threads_while_ports_come_and_go_and_the_driver_stops() {
     let (mut h, sw) = host(9, enforce(RestoreMode::Synchronous), "SW");
     vm_port(&mut h, sw, 5, "vm-5", 1, false);
     vm_port(&mut h, sw, 6, "vm-6", 2, false);
-    let bench = vsflow_sim::bench::ClassifyRig::new(&h, "SW", &[5, 6], 256);
+    let bench = vsflow_sim::tools::bench::ClassifyRig::new(&h, "SW", &[5, 6], 256);
     let stop = AtomicBool::new(false);
     let judged = AtomicU64::new(0);
     let after_stop = AtomicU64::new(0);
@@ -215,7 +215,7 @@ fn classify_on_several_threads_while_ports_come_and_go_and_the_driver_stops() {
             let (bench, stop, judged, after_stop, stopped) =
                 (&bench, &stop, &judged, &after_stop, &stopped);
             s.spawn(move || {
-                vsflow_sim::services::set_processor(t);
+                vsflow_sim::kernel::services::set_processor(t);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Acquire) {
                     let was_stopped = stopped.load(Ordering::Acquire);
@@ -286,7 +286,7 @@ fn bfe_state_changes_are_traced_and_a_restart_re_adds_the_filters() {
 #[test]
 fn a_rejected_foreign_filter_is_traced() {
     use vsflow_callout::keys::HOOKS;
-    use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
+    use vsflow_sim::wfp::foreign::{ForeignAction, ForeignProcess};
     let (mut h, sw) = host(6, enforce(RestoreMode::Pending), "SW");
     vm_port(&mut h, sw, 7, "vm", 1, false);
     {
@@ -328,7 +328,7 @@ fn the_flows_ioctl_pages_with_a_cursor_across_holes() {
             0,
             40,
         );
-        let _ = vsflow_sim::traffic::udp_exchange(&mut h, sw, 5, &q);
+        let _ = vsflow_sim::tools::traffic::udp_exchange(&mut h, sw, 5, &q);
     }
     h.advance(61 * 10_000_000); // past the UDP timeout
     let _ = open_connections(&mut h, sw, 5, 10);
@@ -361,7 +361,7 @@ fn the_flows_ioctl_pages_with_a_cursor_across_holes() {
 
 #[test]
 fn a_failed_registration_step_and_a_cancelled_restore_are_traced() {
-    use vsflow_sim::faults::{Site, arm, disarm};
+    use vsflow_sim::kernel::faults::{Site, arm, disarm};
     // The first engine call of the driver's start fails: the step is traced, start fails
     // cleanly.
     let mut h = Host::new(21);
@@ -450,8 +450,8 @@ fn a_restore_window_without_a_restore_closes_after_its_deadline() {
     use vsflow_core::IpFamily;
     let (mut h, sw) = host(25, enforce(RestoreMode::Pending), "SW");
     vm_port(&mut h, sw, 5, "vm", 1, true);
-    let remote = vsflow_sim::traffic::remote_addr(IpFamily::V4, 1, false);
-    let syn = |sport| vsflow_sim::traffic::inbound_syn(IpFamily::V4, remote, sport, 5, 8080);
+    let remote = vsflow_sim::tools::traffic::remote_addr(IpFamily::V4, 1, false);
+    let syn = |sport| vsflow_sim::tools::traffic::inbound_syn(IpFamily::V4, remote, sport, 5, 8080);
     let ext = vsflow_sim::host::EXTERNAL_PORT;
     assert_eq!(h.transmit(sw, ext, 5, &syn(4000)), vsflow_sim::PacketFate::Delivered, "window");
     assert!(h.list_ports()[0].restoring);

@@ -139,7 +139,7 @@ fn a_heap_block_the_driver_never_frees_is_reported_at_unload() {
     vm_port(&mut h, sw, 4, "q", 1, false);
     {
         // Stand in for a driver bug: a block allocated as driver code and never freed.
-        let _driver_code = vsflow_sim::alloc::Attribution::enter(Some(h.id()));
+        let _driver_code = vsflow_sim::kernel::alloc::Attribution::enter(Some(h.id()));
         std::mem::forget(vec![0u8; 64]);
     }
     h.unload_driver();

@@ -12,7 +12,7 @@ use std::process::Command;
 use fwps_sys as sys;
 use vsflow_callout::RestoreMode;
 use vsflow_scenarios::{delivered, enforce, flows_of, open_connections};
-use vsflow_sim::faults::{self, Site};
+use vsflow_sim::kernel::faults::{self, Site};
 use vsflow_sim::{Host, VmRestore};
 
 const CONNS: u16 = 3;

@@ -6,7 +6,7 @@
 use vsflow_callout::RestoreMode;
 use vsflow_callout::keys::HOOKS;
 use vsflow_scenarios::{delivered, enforce, finish, host, open_connections, vm_port};
-use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
+use vsflow_sim::wfp::foreign::{ForeignAction, ForeignProcess};
 
 const GARBAGE: [u64; 3] = [0, 0xDEAD_BEEF_0000_0001, 0x0000_7fff_ffff_f000];
 
@@ -67,9 +67,9 @@ fn a_foreign_filter_added_before_vsflow_registers_is_never_notified_and_its_cont
     vm_port(&mut h, sw, 7, "vm-a", 1, false);
     let inbound = open_connections(&mut h, sw, 7, 3);
     assert_eq!(delivered(&mut h, sw, 7, &inbound), 3);
-    let unsolicited = vsflow_sim::traffic::inbound_syn(
+    let unsolicited = vsflow_sim::tools::traffic::inbound_syn(
         vsflow_core::IpFamily::V4,
-        vsflow_sim::traffic::remote_addr(vsflow_core::IpFamily::V4, 4, false),
+        vsflow_sim::tools::traffic::remote_addr(vsflow_core::IpFamily::V4, 4, false),
         5000,
         7,
         3389,

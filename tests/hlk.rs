@@ -7,7 +7,7 @@ use vsflow_callout::{DriverConfig, RestoreMode, keys};
 use vsflow_core::{IpFamily, protocol};
 use vsflow_scenarios::{delivered, enforce, finish, host, open_connections, vm_port};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::migrate::{MigrateOptions, run};
+use vsflow_sim::tools::migrate::{MigrateOptions, run};
 use vsflow_sim::{PacketFate, SimPacket};
 
 #[test]

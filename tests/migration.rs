@@ -5,7 +5,7 @@ use fwps_sys as sys;
 use vsflow_callout::{DegradedReason, DriverConfig, RestoreMode, RestoreOutcome, TraceEvent};
 use vsflow_core::codec::UnknownMajor;
 use vsflow_scenarios::{delivered, enforce, finish, flows_of, host, open_connections, vm_port};
-use vsflow_sim::migrate::{MigrateOptions, run};
+use vsflow_sim::tools::migrate::{MigrateOptions, run};
 
 fn small(restore: RestoreMode, shuffle: bool, seed: u64) -> MigrateOptions {
     MigrateOptions {

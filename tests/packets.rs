@@ -7,8 +7,8 @@ use vsflow_callout::RestoreMode;
 use vsflow_core::{FlowState, IpFamily, protocol};
 use vsflow_scenarios::{enforce, finish, flow_states, host, vm_port};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::packet::{Fragment, Ipv6Ext};
-use vsflow_sim::traffic::{self, remote_addr, tcp};
+use vsflow_sim::tools::traffic::{self, remote_addr, tcp};
+use vsflow_sim::vswitch::packet::{Fragment, Ipv6Ext};
 use vsflow_sim::{PacketFate, SimPacket};
 
 const PORT: u32 = 7;

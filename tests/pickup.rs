@@ -8,7 +8,7 @@ use vsflow_callout::{DriverConfig, RestoreMode, RestoreOutcome, TraceEvent};
 use vsflow_core::{PortCounters, TICKS_PER_SECOND};
 use vsflow_proto::request::Request;
 use vsflow_scenarios::{delivered, enforce, finish, host, open_connections, vm_port};
-use vsflow_sim::migrate::{MigrateOptions, run};
+use vsflow_sim::tools::migrate::{MigrateOptions, run};
 use vsflow_sim::{Host, SimPacket};
 
 /// Host B with the driver loaded from its registry `Parameters` (Enforce by default) and one

@@ -8,7 +8,7 @@ use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode};
 use vsflow_core::{IpFamily, Mode, protocol};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::rng::SplitMix64 as Rng;
+use vsflow_sim::tools::rng::SplitMix64 as Rng;
 use vsflow_sim::{Host, SimPacket};
 
 fn config(r: &mut Rng) -> DriverConfig {

@@ -5,7 +5,7 @@ use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode};
 use vsflow_core::{IpFamily, Mode};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::traffic;
+use vsflow_sim::tools::traffic;
 use vsflow_sim::{Host, PacketFate, SimPacket};
 
 /// A driver configuration for scenarios: Enforce mode by default, so carried state is visible.

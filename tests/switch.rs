@@ -172,9 +172,9 @@ fn a_driver_started_after_switches_exist_never_blocks_their_traffic_when_not_rep
     h.load_driver(enforce(RestoreMode::Pending)).expect("loads");
     assert!(names(&h).is_empty(), "nothing was reported");
     // Untracked traffic is never blocked, in either direction.
-    let syn = vsflow_sim::traffic::inbound_syn(
+    let syn = vsflow_sim::tools::traffic::inbound_syn(
         vsflow_core::IpFamily::V4,
-        vsflow_sim::traffic::remote_addr(vsflow_core::IpFamily::V4, 1, false),
+        vsflow_sim::tools::traffic::remote_addr(vsflow_core::IpFamily::V4, 1, false),
         4000,
         10,
         8080,

@@ -15,7 +15,7 @@ use fwps_sys as sys;
 use vsflow_callout::RestoreMode;
 use vsflow_scenarios::{enforce, finish, flows_of, host, open_connections, vm_port};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::irql::Irql;
+use vsflow_sim::kernel::irql::Irql;
 use vsflow_sim::{Host, PacketFate, VmRestore};
 
 #[test]

@@ -395,7 +395,7 @@ fn a_failed_driver_entry_leaves_no_provider_and_no_objects() {
 #[test]
 fn a_foreign_filter_on_a_vsflow_callout_is_refused_and_reported_through_etw() {
     use vsflow_callout::keys::HOOKS;
-    use vsflow_sim::foreign::{ForeignAction, ForeignProcess};
+    use vsflow_sim::wfp::foreign::{ForeignAction, ForeignProcess};
     let s = Session::new();
     let h = Host::new(12);
     assert_eq!(load(&s, &h), 0);

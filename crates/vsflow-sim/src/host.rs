@@ -11,9 +11,9 @@ use fwps_sys::{self as sys, GUID, NTSTATUS};
 use vsflow_callout::{Driver, DriverConfig};
 
 use crate::contract::Violation;
-use crate::packet::SimPacket;
-use crate::services::{HostShared, SimServices};
+use crate::kernel::services::{HostShared, SimServices};
 use crate::vswitch::Subscription;
+use crate::vswitch::packet::SimPacket;
 use crate::world::{CurrentHost, next_handle, register_host, remove_host, with_host_id};
 
 /// The external port's id on every simulated switch.
@@ -143,7 +143,7 @@ pub struct Host {
     pub nic_element_size: NicElementSize,
     /// The IRQL the vSwitch callbacks run at: `DISPATCH_LEVEL` by default, the highest their
     /// pages allow (`req.irql: <= DISPATCH_LEVEL` on every `FWPS_VSWITCH_*_CALLBACK0`).
-    pub vswitch_callback_irql: crate::irql::Irql,
+    pub vswitch_callback_irql: crate::kernel::irql::Irql,
     /// Whether a late subscriber hears of existing switches.
     pub existing_switches: ExistingSwitches,
     /// Subscriptions already told of the existing switches.
@@ -263,7 +263,7 @@ impl Host {
             shared,
             driver: None,
             nic_element_size: NicElementSize::default(),
-            vswitch_callback_irql: crate::irql::Irql::Dispatch,
+            vswitch_callback_irql: crate::kernel::irql::Irql::Dispatch,
             existing_switches: ExistingSwitches::default(),
             told: Vec::new(),
             switches: Vec::new(),
@@ -402,8 +402,8 @@ impl Host {
     }
 
     /// Marks the calling thread as running this host's driver code (heap accounting).
-    fn driver_code(&self) -> crate::alloc::Attribution {
-        crate::alloc::Attribution::enter(Some(self.id))
+    fn driver_code(&self) -> crate::kernel::alloc::Attribution {
+        crate::kernel::alloc::Attribution::enter(Some(self.id))
     }
 
     /// Moves BFE to `state` and calls every state-change subscriber with it
@@ -505,7 +505,7 @@ impl Host {
             self.shared.driver.store(0, Ordering::SeqCst);
             drop(driver);
         }
-        let live = crate::alloc::live_driver_blocks(self.id);
+        let live = crate::kernel::alloc::live_driver_blocks(self.id);
         let misused = self.primitive_misuse();
         with_host_id(self.id, |s| {
             let key = vsflow_callout::keys::PROVIDER;
@@ -582,7 +582,7 @@ impl Host {
 
     /// The engine's committed management objects (for HLK-style checks).
     #[must_use]
-    pub fn engine_objects(&self) -> crate::engine::Objects {
+    pub fn engine_objects(&self) -> crate::wfp::engine::Objects {
         with_host_id(self.id, |s| s.engine.objects.clone())
     }
 
@@ -690,7 +690,7 @@ impl Host {
             let t = Instant::now();
             let status = {
                 let _drv = self.driver_code();
-                let _irql = crate::irql::Raised::to(self.vswitch_callback_irql);
+                let _irql = crate::kernel::irql::Raised::to(self.vswitch_callback_irql);
                 call(&sub, ctx as *mut c_void)
             };
             let elapsed = t.elapsed();
@@ -1003,7 +1003,7 @@ impl Host {
                 )
             };
             // What follows is the double's memory, not the driver's.
-            let _kernel = crate::alloc::Attribution::enter(None);
+            let _kernel = crate::kernel::alloc::Attribution::enter(None);
             let bytes = if len == 0 || data.is_null() {
                 Vec::new()
             } else {
@@ -1042,7 +1042,7 @@ impl Host {
                 let f = sub.table.vSwitchRuntimeStateRestoreNotifyFn?;
                 let (_, blob) = blobs.iter().find(|(p, _)| p.is_some() && *p == sub.provider)?;
                 let mut buffer = {
-                    let _kernel = crate::alloc::Attribution::enter(None);
+                    let _kernel = crate::kernel::alloc::Attribution::enter(None);
                     blob.clone()
                 };
                 // SAFETY: the driver's callback with a valid buffer of `len` bytes.
@@ -1102,14 +1102,17 @@ impl Host {
     /// Sends `p` across switch `sw` from port `src` to port `dst`: classified at the ingress
     /// transport layer, then at egress.
     pub fn transmit(&mut self, sw: usize, src: u32, dst: u32, p: &SimPacket) -> PacketFate {
-        crate::wire::transmit(self.id, &self.switches[sw].name, src, dst, p)
+        crate::vswitch::wire::transmit(self.id, &self.switches[sw].name, src, dst, p)
     }
 
     /// A handle other threads can send packets with while this host runs events (real
     /// concurrency: classify on several threads).
     #[must_use]
-    pub fn wire(&self) -> crate::wire::Wire {
-        crate::wire::Wire::new(self.id, self.switches.iter().map(|s| s.name.clone()).collect())
+    pub fn wire(&self) -> crate::vswitch::wire::Wire {
+        crate::vswitch::wire::Wire::new(
+            self.id,
+            self.switches.iter().map(|s| s.name.clone()).collect(),
+        )
     }
 }
 

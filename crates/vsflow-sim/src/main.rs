@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use vsflow_callout::RestoreMode;
-use vsflow_sim::migrate::{self, MigrateOptions};
+use vsflow_sim::tools::migrate::{self, MigrateOptions};
 
 #[derive(Parser)]
 #[command(name = "vsflow-sim", version, about = "vsflow's WFP + Hyper-V vSwitch simulator")]
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                         restore_mode: vsflow_callout::RestoreMode::Synchronous,
                         ..vsflow_callout::DriverConfig::default()
                     };
-                    let (c, k) = vsflow_sim::bench::callout_vs_core(cfg, trials.max(1) * 3);
+                    let (c, k) = vsflow_sim::tools::bench::callout_vs_core(cfg, trials.max(1) * 3);
                     println!(
                         "classify via callout {c:.1} ns/packet vs core {k:.1} ns/packet, one thread: {:.2}x",
                         c / k.max(f64::MIN_POSITIVE)
@@ -143,10 +143,10 @@ fn main() -> ExitCode {
                 }
             };
             if callbacks {
-                print!("{}", vsflow_sim::bench::run(iterations).to_text());
+                print!("{}", vsflow_sim::tools::bench::run(iterations).to_text());
             }
             if scaling {
-                print!("{}", vsflow_sim::bench::scaling(seconds, trials).to_text());
+                print!("{}", vsflow_sim::tools::bench::scaling(seconds, trials).to_text());
             }
             ExitCode::SUCCESS
         }
@@ -158,7 +158,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match vsflow_sim::inspect::inspect(&bytes) {
+            match vsflow_sim::tools::inspect::inspect(&bytes) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

@@ -6,8 +6,8 @@ use std::cell::Cell;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::contract::Violation;
-use crate::engine::Engine;
 use crate::vswitch::WfpVSwitch;
+use crate::wfp::engine::Engine;
 
 /// One host's WFP-side state.
 #[derive(Debug, Default)]
@@ -80,7 +80,7 @@ pub fn with_host_id<R>(id: usize, f: impl FnOnce(&mut HostState) -> R) -> R {
 /// Runs `f` on the calling thread's current host. A WFP function called outside a simulated
 /// host is a test bug: fail loudly.
 pub fn with_current<R>(f: impl FnOnce(&mut HostState) -> R) -> R {
-    let _sim = crate::alloc::Attribution::enter(None);
+    let _sim = crate::kernel::alloc::Attribution::enter(None);
     let id = CURRENT
         .with(Cell::get)
         .expect("a WFP function was called on a thread with no current simulated host");

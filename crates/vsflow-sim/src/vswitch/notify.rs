@@ -1,5 +1,4 @@
 //! The WFP side of the vSwitch event API: subscriptions and the notifications in flight.
-//! The switch itself (its ports, NICs and event sequences) is driven by [`crate::Host`].
 
 use std::collections::HashMap;
 

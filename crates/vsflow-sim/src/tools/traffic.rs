@@ -6,7 +6,7 @@
 use vsflow_core::{IpFamily, protocol};
 
 use crate::host::{EXTERNAL_PORT, Host, PacketFate};
-use crate::packet::SimPacket;
+use crate::vswitch::packet::SimPacket;
 
 /// TCP header flag bits (RFC 9293).
 pub mod tcp {

@@ -109,7 +109,7 @@ pub fn set_processor(n: u32) {
 
 #[allow(clippy::needless_pass_by_value, reason = "callers build the message for this call")]
 fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
-    let _kernel = crate::alloc::Attribution::enter(None);
+    let _kernel = crate::kernel::alloc::Attribution::enter(None);
     if let Some(s) = shared {
         s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what.clone());
     }
@@ -121,7 +121,7 @@ fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
 /// wrong-IRQL call fails its test instead of aborting the whole test binary (a panic cannot
 /// unwind out of the `extern "system"` callback the call usually sits in).
 fn wrong_irql(shared: Option<&Arc<HostShared>>, what: String) {
-    let _kernel = crate::alloc::Attribution::enter(None);
+    let _kernel = crate::kernel::alloc::Attribution::enter(None);
     if let Some(s) = shared {
         s.misuse.lock().unwrap_or_else(PoisonError::into_inner).push(what);
     }
@@ -439,7 +439,7 @@ impl SimServices {
     pub fn join_workers(&self) {
         loop {
             let batch: Vec<_> = {
-                let _kernel = crate::alloc::Attribution::enter(None);
+                let _kernel = crate::kernel::alloc::Attribution::enter(None);
                 self.shared
                     .workers
                     .lock()
@@ -459,14 +459,14 @@ impl SimServices {
     /// Starts the work item on its own thread at `PASSIVE_LEVEL` and gives it a moment to run
     /// (so its completion can come before the requesting callback returns).
     fn start_worker(&self) {
-        let _kernel = crate::alloc::Attribution::enter(None);
+        let _kernel = crate::kernel::alloc::Attribution::enter(None);
         let me = self.clone();
         let done = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&done);
         let handle = std::thread::spawn(move || {
             let id = me.shared.host_id.load(Ordering::SeqCst);
             let _cur = crate::world::CurrentHost::enter(id);
-            let _drv = crate::alloc::Attribution::enter(Some(id));
+            let _drv = crate::kernel::alloc::Attribution::enter(Some(id));
             me.run_deferred();
             flag.store(true, Ordering::SeqCst);
         });
@@ -516,9 +516,9 @@ impl KernelServices for SimServices {
 
     fn request_deferred_work(&self) -> Result<(), CalloutError> {
         if self.shared.refuse_deferred.load(Ordering::SeqCst)
-            || crate::faults::hit(
+            || crate::kernel::faults::hit(
                 self.shared.host_id.load(Ordering::SeqCst),
-                crate::faults::Site::WorkItem,
+                crate::kernel::faults::Site::WorkItem,
             )
         {
             return Err(CalloutError::Status(fwps_sys::STATUS_INSUFFICIENT_RESOURCES));
@@ -532,7 +532,7 @@ impl KernelServices for SimServices {
 
     fn flush_deferred_work(&self) {
         // Waiting for a work item is PASSIVE_LEVEL only.
-        if crate::irql::current() != crate::irql::Irql::Passive {
+        if crate::kernel::irql::current() != crate::kernel::irql::Irql::Passive {
             crate::world::with_current(|h| {
                 h.violate(crate::contract::Violation::WrongIrql { call: "flush_deferred_work" });
             });
@@ -544,7 +544,7 @@ impl KernelServices for SimServices {
 
     fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
         // The kernel's log buffer is not the driver's memory.
-        let _kernel = crate::alloc::Attribution::enter(None);
+        let _kernel = crate::kernel::alloc::Attribution::enter(None);
         self.shared
             .logs
             .lock()
@@ -554,7 +554,7 @@ impl KernelServices for SimServices {
 
     fn trace(&self, event: &TraceEvent) {
         // ETW's buffers are not the driver's memory.
-        let _kernel = crate::alloc::Attribution::enter(None);
+        let _kernel = crate::kernel::alloc::Attribution::enter(None);
         self.shared.events.lock().unwrap_or_else(PoisonError::into_inner).push(*event);
     }
 
@@ -563,7 +563,7 @@ impl KernelServices for SimServices {
     }
 
     fn config_value(&self, name: &str) -> Option<u32> {
-        let _kernel = crate::alloc::Attribution::enter(None);
+        let _kernel = crate::kernel::alloc::Attribution::enter(None);
         let reg = self.shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
         reg.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
     }

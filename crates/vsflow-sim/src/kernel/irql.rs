@@ -1,6 +1,6 @@
 //! Emulated IRQL, per thread.
 //!
-//! The level itself lives in [`crate::services`], which the spin locks, rundown and fast
+//! The level itself lives in [`crate::kernel::services`], which the spin locks, rundown and fast
 //! mutexes use. Callbacks WFP may call at `DISPATCH_LEVEL` (classify,
 //! the vSwitch callbacks: "IRQL <= `DISPATCH_LEVEL`") run at `DISPATCH_LEVEL` in the double, the
 //! higher of what the documents allow; services documented for `PASSIVE_LEVEL` only
@@ -9,7 +9,7 @@
 //! `FwpmBfeStateSubscribeChanges0`, a work-item flush) fail loudly above it
 //! (`Violation::WrongIrql`).
 
-use crate::services::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, set_irql};
+use crate::kernel::services::{APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL, current_irql, set_irql};
 
 /// An IRQL the double emulates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

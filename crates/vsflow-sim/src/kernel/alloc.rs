@@ -114,10 +114,10 @@ fn forget(p: usize) {
     TABLE.ptrs[hole].store(EMPTY, Ordering::Relaxed);
 }
 
-/// A driver allocation the fault plan fails ([`crate::faults`]).
+/// A driver allocation the fault plan fails ([`crate::kernel::faults`]).
 fn injected_failure() -> bool {
     let host = driver_host();
-    host != 0 && crate::faults::hit(host - 1, crate::faults::Site::Alloc)
+    host != 0 && crate::kernel::faults::hit(host - 1, crate::kernel::faults::Site::Alloc)
 }
 
 fn driver_host() -> usize {

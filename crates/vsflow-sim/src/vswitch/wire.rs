@@ -6,9 +6,9 @@
 use fwps_sys::{self as sys, GUID};
 
 use crate::contract::Violation;
-use crate::engine::{Arbiter, Decision};
 use crate::host::PacketFate;
-use crate::packet::{ClassifyInput, SimPacket};
+use crate::vswitch::packet::{ClassifyInput, SimPacket};
+use crate::wfp::engine::{Arbiter, Decision};
 use crate::world::{CurrentHost, with_host_id};
 
 /// A sender of packets on one host's switches, usable from any thread.
@@ -64,7 +64,7 @@ pub fn transmit(host: usize, switch_name: &[u16], src: u32, dst: u32, p: &SimPac
 
 /// Runs the filters of one layer on a packet as WFP arbitrates them; true if permitted.
 /// Every sublayer is evaluated, highest weight first; within one, filters from the
-/// highest weight until one returns permit or block ([`crate::engine::Arbiter`]).
+/// highest weight until one returns permit or block ([`crate::wfp::engine::Arbiter`]).
 #[allow(clippy::too_many_arguments, reason = "the classify inputs")]
 #[allow(clippy::too_many_lines, reason = "one layer's classify, top to bottom")]
 fn classify_at(
@@ -124,8 +124,8 @@ fn classify_at(
                 // Unregistered since the snapshot: the filter acts as its callout is gone.
                 continue;
             }
-            let drv = crate::alloc::Attribution::enter(Some(host));
-            let irql = crate::irql::Raised::to(crate::irql::Irql::Dispatch);
+            let drv = crate::kernel::alloc::Attribution::enter(Some(host));
+            let irql = crate::kernel::irql::Raised::to(crate::kernel::irql::Irql::Dispatch);
             // SAFETY: the driver's classify function with valid inputs alive for the call.
             unsafe {
                 classify(

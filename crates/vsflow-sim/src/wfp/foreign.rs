@@ -9,7 +9,7 @@ use std::ffi::c_void;
 
 use fwps_sys::{self as sys, GUID, HANDLE, NTSTATUS};
 
-use crate::exports;
+use crate::wfp::exports;
 use crate::world::CurrentHost;
 
 /// What a foreign filter does.
@@ -122,7 +122,7 @@ impl ForeignProcess {
         let key = self.key();
         let _cur = CurrentHost::enter(self.host);
         // The callout's notifyFn runs inside this call: its allocations are the driver's.
-        let _drv = crate::alloc::Attribution::enter(Some(self.host));
+        let _drv = crate::kernel::alloc::Attribution::enter(Some(self.host));
         // SAFETY: plain data, all zeroes valid.
         let mut f: sys::FWPM_FILTER0 = unsafe { std::mem::zeroed() };
         f.filterKey = key;

@@ -8,7 +8,7 @@
 //! permitted on B right after the restore, while the same scenario with save/restore disabled
 //! blocks them.
 
-use crate::rng::SplitMix64;
+use crate::tools::rng::SplitMix64;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -24,8 +24,8 @@ use vsflow_proto::request::Request;
 use vsflow_proto::response;
 
 use crate::host::{EXTERNAL_PORT, Host, PacketFate};
-use crate::packet::SimPacket;
-use crate::traffic::{self, remote_addr};
+use crate::tools::traffic::{self, remote_addr};
+use crate::vswitch::packet::SimPacket;
 
 /// Scenario options.
 #[derive(Clone, Debug)]
@@ -291,7 +291,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
             let shape = |p: SimPacket| match f % 8 {
                 1 | 5 => p.split_at(&[cut]),
                 3 if p.family == IpFamily::V4 => p.with_ipv4_options(2).split_at(&[cut]),
-                3 => p.with_ipv6_ext(&[crate::packet::Ipv6Ext::HopByHop]),
+                3 => p.with_ipv6_ext(&[crate::vswitch::packet::Ipv6Ext::HopByHop]),
                 _ => p,
             };
             match kind {

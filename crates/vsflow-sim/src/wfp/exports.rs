@@ -2,7 +2,7 @@
 //!
 //! Same names, same `extern "system"` signatures as `fwps-sys` declares. Each reads its
 //! arguments, applies the fault plan and the IRQL check, and hands the work to the rules of the
-//! calling thread's current host: [`crate::engine`] (sessions, transactions, objects, callouts,
+//! calling thread's current host: [`crate::wfp::engine`] (sessions, transactions, objects, callouts,
 //! arbitration) or [`crate::vswitch`] (subscriptions, notifications); breaches the rules report
 //! are recorded as violations.
 //!
@@ -21,13 +21,13 @@ use std::ffi::c_void;
 use fwps_sys::{self as sys, GUID, HANDLE, NTSTATUS};
 
 use crate::contract::Violation;
-use crate::engine::{CalloutNotify, FilterObj, ObjectKind, RegisteredCallout};
 use crate::vswitch::Completed;
+use crate::wfp::engine::{CalloutNotify, FilterObj, ObjectKind, RegisteredCallout};
 use crate::world::{HostState, with_current};
 
 /// Records a call made above `PASSIVE_LEVEL` to a service documented for `PASSIVE_LEVEL` only.
 fn passive_only(call: &'static str) {
-    if crate::irql::current() != crate::irql::Irql::Passive {
+    if crate::kernel::irql::current() != crate::kernel::irql::Irql::Passive {
         with_current(|h| h.violate(Violation::WrongIrql { call }));
     }
 }
@@ -35,7 +35,7 @@ fn passive_only(call: &'static str) {
 /// A PASSIVE-only call that the fault plan may fail: true if it must fail.
 fn enter(call: &'static str) -> bool {
     passive_only(call);
-    crate::faults::engine_call()
+    crate::kernel::faults::engine_call()
 }
 
 /// Runs an engine rule on the current host and records the breaches it reports.
@@ -330,7 +330,7 @@ pub unsafe extern "system" fn FwpmFilterAdd0(
         callout,
         flags: f.flags,
         // SAFETY: the caller's FWPM_FILTER0 holds a valid weight value.
-        weight: unsafe { crate::engine::filter_weight(&f.weight) },
+        weight: unsafe { crate::wfp::engine::filter_weight(&f.weight) },
         // SAFETY: the `rawContext` arm (no FWPM_FILTER_FLAG_HAS_PROVIDER_CONTEXT is modelled).
         raw_context: unsafe { f.ctx.rawContext },
         session: 0,
@@ -485,7 +485,7 @@ pub unsafe extern "system" fn FwpsvSwitchNotifyComplete0(
     });
 }
 
-/// `NdisGetDataBuffer` as documented: see [`crate::packet::get_data_buffer`].
+/// `NdisGetDataBuffer` as documented: see [`crate::vswitch::packet::get_data_buffer`].
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn NdisGetDataBuffer(
     net_buffer: *mut sys::NET_BUFFER,
@@ -497,7 +497,7 @@ pub unsafe extern "system" fn NdisGetDataBuffer(
     // SAFETY: the driver passes the NET_BUFFER the simulator built and storage of
     // `bytes_needed` bytes or null (NdisGetDataBuffer's contract).
     unsafe {
-        crate::packet::get_data_buffer(
+        crate::vswitch::packet::get_data_buffer(
             net_buffer,
             bytes_needed,
             storage,

@@ -24,8 +24,8 @@ use vsflow_core::{
 };
 
 use crate::host::{EXTERNAL_PORT, Host};
-use crate::migrate::{Latency, MigrateOptions};
-use crate::packet::{ClassifyInput, SimPacket};
+use crate::tools::migrate::{Latency, MigrateOptions};
+use crate::vswitch::packet::{ClassifyInput, SimPacket};
 
 /// What the bench measured.
 #[derive(Clone, Debug, Default)]
@@ -146,7 +146,7 @@ pub fn run(iterations: usize) -> BenchReport {
     b.unload_driver();
 
     // All callbacks of one migrating port, from a full migration.
-    let m = crate::migrate::run(&MigrateOptions {
+    let m = crate::tools::migrate::run(&MigrateOptions {
         ports: 64,
         flows_per_port: 1000,
         save_restore: true,
@@ -386,7 +386,7 @@ impl ClassifyRig {
         // SAFETY: the callout's classify function with inputs alive for the call (owned by
         // the rig), as WFP would call it.
         unsafe {
-            vsflow_callout::classify::classify_fn::<crate::services::SimServices>(
+            vsflow_callout::classify::classify_fn::<crate::kernel::services::SimServices>(
                 &raw const call.values,
                 call.meta,
                 call.layer_data,
@@ -518,7 +518,7 @@ fn throughput(
         for t in 0..threads {
             let (barrier, total, elapsed, lane, cpu) = (&barrier, &total, &elapsed, &lane, &cpu);
             s.spawn(move || {
-                crate::services::set_processor(u32::try_from(t).unwrap_or(0));
+                crate::kernel::services::set_processor(u32::try_from(t).unwrap_or(0));
                 let l = lane(t);
                 barrier.wait();
                 let start = Instant::now();
@@ -564,7 +564,7 @@ fn percentiles(mut v: Vec<u64>) -> (f64, f64) {
 
 /// Per-call classify latency on `lane` for `calls` calls.
 fn latency(rig: &ClassifyRig, lane: usize, calls: usize) -> Vec<u64> {
-    crate::services::set_processor(1);
+    crate::kernel::services::set_processor(1);
     let n = rig.lane_len(lane).max(1);
     (0..calls)
         .map(|k| {
@@ -651,7 +651,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     let saves = std::sync::atomic::AtomicU64::new(0);
     r.while_saving = std::thread::scope(|s| {
         s.spawn(|| {
-            crate::services::set_processor(0);
+            crate::kernel::services::set_processor(0);
             while !stop.load(std::sync::atomic::Ordering::Acquire) {
                 black_box(driver.on_save(&params, 9));
                 saves.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -1,0 +1,12 @@
+//! What people run on top of the doubles.
+//!
+//! - [`migrate`]: the README's main job, a two-host live migration with live traffic;
+//! - [`bench`]: the callback-path benchmarks;
+//! - [`inspect`]: a saved runtime-state blob, decoded for a person;
+//! - [`traffic`]: the exchanges the scenarios send; [`rng`]: their deterministic generator.
+
+pub mod bench;
+pub mod inspect;
+pub mod migrate;
+pub mod rng;
+pub mod traffic;
