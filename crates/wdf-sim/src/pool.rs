@@ -217,9 +217,8 @@ mod tests {
         let mut v = Vec::new();
         let p = pool.allocate(POOL_FLAG_NON_PAGED | POOL_FLAG_UNINITIALIZED, 8, TAG, 0, &mut v);
         // SAFETY: 8 bytes just allocated.
-        assert!(
-            unsafe { std::slice::from_raw_parts(p, 8) }.iter().all(|b| *b == UNINITIALIZED_FILL)
-        );
+        let bytes = unsafe { std::slice::from_raw_parts(p, 8) };
+        assert!(bytes.iter().all(|b| *b == UNINITIALIZED_FILL));
         pool.free(p as usize, 0, &mut v);
     }
 
