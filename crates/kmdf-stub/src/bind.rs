@@ -96,6 +96,9 @@ pub const MINIMUM_VERSION_REQUIRED: ULONG = 33;
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::string::String;
+
     use super::*;
 
     #[test]
@@ -106,8 +109,3 @@ mod tests {
         assert_eq!(VERSION, WdfVersion { Major: 1, Minor: 33, Build: 0 });
     }
 }
-
-#[cfg(test)]
-extern crate std;
-#[cfg(test)]
-use std::string::String;

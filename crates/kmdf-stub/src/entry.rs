@@ -124,24 +124,23 @@ unsafe extern "system" fn fx_driver_entry(
 ) -> NTSTATUS {
     // SAFETY: the I/O manager's registry path, valid for this call (or null).
     let Some(path) = (unsafe { RegistryPath.as_ref() }) else { return STATUS_INVALID_PARAMETER };
+    // The entry point runs once, before any other code of the image: nothing else refers to
+    // the copy.
     let copy = &raw mut REGISTRY_PATH;
-    // SAFETY: the entry point runs once, before any other code of the image; the caller's
-    // string is valid for its length.
-    if unsafe { (*copy).set(path) }.is_err() {
+    // SAFETY: as just said.
+    let copy = unsafe { &mut *copy };
+    // SAFETY: the caller's string is valid for its length.
+    if unsafe { copy.set(path) }.is_err() {
         return STATUS_INVALID_PARAMETER;
     }
+    let path_string = &raw mut REGISTRY_PATH_STRING;
     // SAFETY: as above; the copy lives in the image until it unloads.
-    unsafe { REGISTRY_PATH_STRING = (*copy).unicode() };
+    unsafe { path_string.write(copy.unicode()) };
+    let bind_info = (&raw mut BIND_INFO).cast::<WdfBindInfo>();
+    let globals = &raw mut WdfDriverGlobals;
     // SAFETY: the bind information and the globals' address live in the image; the loader
     // writes `WdfFunctions_01033`, `WdfDriverGlobals` and the counts before it returns.
-    let status = unsafe {
-        WdfVersionBind(
-            DriverObject,
-            &raw mut REGISTRY_PATH_STRING,
-            (&raw mut BIND_INFO).cast(),
-            &raw mut WdfDriverGlobals,
-        )
-    };
+    let status = unsafe { WdfVersionBind(DriverObject, path_string, bind_info, globals) };
     if !nt_success(status) {
         return status;
     }
@@ -151,23 +150,29 @@ unsafe extern "system" fn fx_driver_entry(
         unbind();
         return status;
     }
-    // SAFETY: set by `WdfVersionBind` above, valid until unbound.
-    let globals = unsafe { WdfDriverGlobals.as_ref() };
-    if globals.is_some_and(|g| g.DisplaceDriverUnload != 0) {
+    // SAFETY: written by `WdfVersionBind` above; read once here, before any other code runs.
+    let globals = unsafe { globals.read() };
+    // SAFETY: set by `WdfVersionBind`, valid until unbound.
+    let displace = unsafe { globals.as_ref() }.is_some_and(|g| g.DisplaceDriverUnload != 0);
+    if displace {
         // SAFETY: the I/O manager's driver object, valid while the image is loaded; the entry
         // point is the only code running.
-        unsafe {
-            ORIGINAL_UNLOAD = (*DriverObject).DriverUnload;
-            (*DriverObject).DriverUnload = Some(driver_unload);
-        }
+        let object = unsafe { &mut *DriverObject };
+        let original = &raw mut ORIGINAL_UNLOAD;
+        // SAFETY: written only here, before the routine that reads it is installed.
+        unsafe { original.write(object.DriverUnload) };
+        object.DriverUnload = Some(driver_unload);
     }
     status
 }
 
 /// The stub's unload routine: the framework's (saved at entry), then unbinding.
 unsafe extern "C" fn driver_unload(DriverObject: PDRIVER_OBJECT) {
-    // SAFETY: written once in `FxDriverEntry`, before this routine could be installed.
-    if let Some(original) = unsafe { ORIGINAL_UNLOAD } {
+    // Written once in `FxDriverEntry`, before this routine could be installed.
+    let original = &raw const ORIGINAL_UNLOAD;
+    // SAFETY: as just said.
+    let original = unsafe { original.read() };
+    if let Some(original) = original {
         // SAFETY: the routine the driver object held, with the same driver object.
         unsafe { original(DriverObject) };
     }
@@ -175,13 +180,12 @@ unsafe extern "C" fn driver_unload(DriverObject: PDRIVER_OBJECT) {
 }
 
 fn unbind() {
+    let globals = &raw const WdfDriverGlobals;
+    // SAFETY: written by `WdfVersionBind`; the I/O manager runs entry and unload one at a time.
+    let globals = unsafe { globals.read() };
+    let path = &raw mut REGISTRY_PATH_STRING;
+    let bind_info = (&raw mut BIND_INFO).cast::<WdfBindInfo>();
     // SAFETY: the registry path copy and bind information live in the image; the globals are
     // the ones `WdfVersionBind` returned. The status is not actionable at unload.
-    let _status = unsafe {
-        WdfVersionUnbind(
-            &raw mut REGISTRY_PATH_STRING,
-            (&raw mut BIND_INFO).cast(),
-            WdfDriverGlobals,
-        )
-    };
+    let _status = unsafe { WdfVersionUnbind(path, bind_info, globals) };
 }

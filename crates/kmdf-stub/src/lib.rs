@@ -10,8 +10,8 @@
 //!    version 2 since KMDF 1.25): component `KmdfLibrary`, version 1.33, the number of table
 //!    entries the driver was compiled against (458) and the address of the driver's
 //!    `WdfFunctions_01033` pointer, which the framework sets to its function table
-//!    (fxlibrarycommon.cpp: "FuncTable arrives with a ptr to &WdfFunctions, so we update what
-//!    WdfFunctions points to"), plus the addresses of `WdfFunctionCount`,
+//!    (fxlibrarycommon.cpp: "`FuncTable` arrives with a ptr to `&WdfFunctions`, so we update
+//!    what `WdfFunctions` points to"), plus the addresses of `WdfFunctionCount`,
 //!    `WdfStructureCount`, `WdfClientVersionHigherThanFramework` and `WdfStructures`, which
 //!    the framework fills (fxldr.h `WDF_BIND_INFO2`).
 //! 2. `FxDriverEntry` (kernel target only): copies the registry path (the I/O manager's buffer

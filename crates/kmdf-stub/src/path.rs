@@ -11,6 +11,10 @@ use wdk_sys::UNICODE_STRING;
 /// UTF-16 units the copy holds.
 pub const CAPACITY: usize = 512;
 
+/// A registry path the copy refuses: malformed, or longer than [`CAPACITY`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadPath;
+
 /// A registry path held in the image.
 #[derive(Debug)]
 pub struct PathBuffer {
@@ -33,21 +37,21 @@ impl PathBuffer {
     ///
     /// # Safety
     /// `path.Buffer` is valid for `path.Length` bytes when non-null.
-    pub unsafe fn set(&mut self, path: &UNICODE_STRING) -> Result<(), ()> {
+    pub unsafe fn set(&mut self, path: &UNICODE_STRING) -> Result<(), BadPath> {
         let bytes = usize::from(path.Length);
         if bytes % 2 != 0 || path.Length > path.MaximumLength || bytes / 2 > CAPACITY {
-            return Err(());
+            return Err(BadPath);
         }
         if bytes == 0 {
             self.len = 0;
             return Ok(());
         }
         if path.Buffer.is_null() {
-            return Err(());
+            return Err(BadPath);
         }
         // SAFETY: `Length` bytes of UTF-16 at `Buffer` (the caller's contract; checked non-null).
         let source = unsafe { core::slice::from_raw_parts(path.Buffer, bytes / 2) };
-        let target = self.units.get_mut(..source.len()).ok_or(())?;
+        let target = self.units.get_mut(..source.len()).ok_or(BadPath)?;
         target.copy_from_slice(source);
         self.len = source.len();
         Ok(())
@@ -99,14 +103,16 @@ mod tests {
         let mut long = [0x41u16; CAPACITY + 1];
         let mut copy = PathBuffer::new();
         let bytes = u16::try_from(long.len() * 2).unwrap();
-        // SAFETY: each buffer holds the bytes its length says (or the call refuses first).
-        unsafe {
-            assert_eq!(copy.set(&counted(&mut long, bytes, bytes)), Err(()));
-            assert_eq!(copy.set(&counted(&mut long, 3, 4)), Err(()), "odd length");
-            assert_eq!(copy.set(&counted(&mut long, 8, 4)), Err(()), "Length > MaximumLength");
-            let null =
-                UNICODE_STRING { Length: 2, MaximumLength: 2, Buffer: core::ptr::null_mut() };
-            assert_eq!(copy.set(&null), Err(()));
+        let null = UNICODE_STRING { Length: 2, MaximumLength: 2, Buffer: core::ptr::null_mut() };
+        let cases = [
+            (counted(&mut long, bytes, bytes), "too long"),
+            (counted(&mut long, 3, 4), "odd length"),
+            (counted(&mut long, 8, 4), "Length > MaximumLength"),
+            (null, "null buffer"),
+        ];
+        for (path, what) in cases {
+            // SAFETY: each buffer holds the bytes its length says (or the call refuses first).
+            assert_eq!(unsafe { copy.set(&path) }, Err(BadPath), "{what}");
         }
         assert_eq!(copy.unicode().Length, 0);
     }

@@ -523,8 +523,9 @@ pub mod _WDFFUNCENUM {
 }
 pub use self::_WDFFUNCENUM::Type as WDFFUNCENUM;
 
-pub type PFN_WDFDRIVERCREATE =
-    Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, DriverObject: PDRIVER_OBJECT, RegistryPath: PCUNICODE_STRING, DriverAttributes: PWDF_OBJECT_ATTRIBUTES, DriverConfig: PWDF_DRIVER_CONFIG, Driver: *mut WDFDRIVER) -> NTSTATUS>;
+// One line (longer than rustfmt's 250): wdk-real's mirror_vs_real.py reads declarations by line.
+#[rustfmt::skip]
+pub type PFN_WDFDRIVERCREATE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, DriverObject: PDRIVER_OBJECT, RegistryPath: PCUNICODE_STRING, DriverAttributes: PWDF_OBJECT_ATTRIBUTES, DriverConfig: PWDF_DRIVER_CONFIG, Driver: *mut WDFDRIVER) -> NTSTATUS>;
 pub type PFN_WDFDRIVEROPENPARAMETERSREGISTRYKEY = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Driver: WDFDRIVER, DesiredAccess: ACCESS_MASK, KeyAttributes: PWDF_OBJECT_ATTRIBUTES, Key: *mut WDFKEY) -> NTSTATUS>;
 pub type PFN_WDFREGISTRYQUERYULONG = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Key: WDFKEY, ValueName: PCUNICODE_STRING, Value: PULONG) -> NTSTATUS>;
 pub type PFN_WDFREGISTRYCLOSE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Key: WDFKEY)>;
