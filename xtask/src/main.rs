@@ -7,8 +7,8 @@
 //!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
 //!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the
 //!   Wine run, the INF lint, vsflow.sys linked and checked (`sys --check`, `sys
-//!   --reproducible`), the package, the driver's `wdk-check`, and its `driver-tests` under the
-//!   KMDF double.
+//!   --reproducible`) and run under the doubles (`sys-loader`), the package, the driver's
+//!   `wdk-check`, and its `driver-tests` under the KMDF double.
 //! - `cargo xtask inf-lint FILE [--source]`: the INF rules checkable without Windows.
 //! - `cargo xtask package [--arch amd64|arm64]`: stamp, lint and lay out the driver package
 //!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
@@ -21,6 +21,8 @@
 //! - `cargo xtask sys [--check] [--reproducible]`: vsflow.sys linked on Linux as a Windows
 //!   kernel image (rust-lld, the WDK's linker arguments, the repository's KMDF stub and
 //!   kernel-export table), and the image rules checked (see `sys`).
+//! - `cargo xtask sys-loader`: that image loaded into a Linux process and run under the
+//!   doubles (crates/sys-loader): the driver's scenarios through its own machine code.
 
 mod inf;
 mod package;
@@ -60,9 +62,10 @@ fn main() -> ExitCode {
         Some("driver-tests") => wdk_check::driver_tests(),
         Some("wine") => wine::smoke(),
         Some("sys") => sys::command(&rest),
+        Some("sys-loader") => sys::loader_tests(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|sys [--check] [--image FILE] [--reproducible] [--exports]>"
+                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|sys [--check] [--image FILE] [--reproducible] [--exports]|sys-loader>"
             );
             return ExitCode::from(2);
         }
@@ -153,6 +156,10 @@ fn ci() -> Result<(), String> {
     step("sys: two builds byte-identical (SOURCE_DATE_EPOCH)", || {
         sys::command(&["--reproducible"])
     })?;
+    step(
+        "sys-loader: vsflow.sys run under the doubles (scenarios, bad images)",
+        sys::loader_tests,
+    )?;
     step("package (stamp + lint, vsflow.sys beside the INF)", || package::package(&[]))?;
     step("wdk-check (driver/ against the wdk mirror)", wdk_check::check)?;
     step("driver-tests (driver/ under the KMDF double)", wdk_check::driver_tests)?;

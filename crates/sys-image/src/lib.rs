@@ -312,8 +312,10 @@ fn sections(
         if u64::from(va) + u64::from(virtual_size) > u64::from(size_of_image) {
             return err(format!("section {name} runs past SizeOfImage"));
         }
-        let mapped = u64::from(raw_size.min(virtual_size));
-        if mapped > 0 && u64::from(raw_offset) + mapped > data.len() as u64 {
+        // All of `SizeOfRawData` must be in the file (the PE format's "size of the initialized
+        // data on disk"), not only the part that is mapped: a file cut inside a section's
+        // padding is still a truncated file.
+        if raw_size > 0 && u64::from(raw_offset) + u64::from(raw_size) > data.len() as u64 {
             return err(format!("section {name}'s raw data runs past the end of the file"));
         }
         if let Some(prev) = out.last()

@@ -117,6 +117,15 @@ impl Loaded {
         self.entry
     }
 
+    /// The address in `DriverObject->DriverUnload`, once the entry point has run.
+    #[must_use]
+    pub fn driver_unload_routine(&self) -> Option<usize> {
+        let object = DRIVER_OBJECT_PTR.with(Cell::get);
+        // SAFETY: the driver object wdf-sim's session keeps alive (or null).
+        let routine = unsafe { object.as_ref() }?.DriverUnload?;
+        Some(routine as *const () as usize)
+    }
+
     /// Starts the driver: the image's entry point (`FxDriverEntry`: `WdfVersionBind`, then the
     /// driver's `DriverEntry`) with a driver object and the service's registry path, as the I/O
     /// manager calls it (wdf-sim's `Session::driver_entry`: `PASSIVE_LEVEL`; on failure the

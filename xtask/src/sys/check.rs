@@ -144,7 +144,7 @@ fn entry_point(image: &Image<'_>) -> Verdict {
     match image.section_at(image.entry, 1) {
         Some(s) if s.executable() => {}
         Some(s) => {
-            problems.push(format!("entry {:#x} lies in non-executable {}", image.entry, s.name))
+            problems.push(format!("entry {:#x} lies in non-executable {}", image.entry, s.name));
         }
         None => problems.push(format!("entry {:#x} lies in no section", image.entry)),
     }
@@ -371,7 +371,7 @@ fn hvci_iat(image: &Image<'_>) -> Verdict {
     if image.iat.size > 0 {
         match image.section_at(image.iat.rva, image.iat.size) {
             Some(s) if s.executable() => {
-                problems.push(format!("the IAT lies in executable section {}", s.name))
+                problems.push(format!("the IAT lies in executable section {}", s.name));
             }
             Some(_) => {}
             None => problems.push("the IAT lies in no section".into()),

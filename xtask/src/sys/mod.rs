@@ -12,6 +12,10 @@
 //!   byte-identical.
 //! - `--exports`: prints the kernel-export table (`xtask/sys/header_versions.py` reads it).
 //!
+//! `cargo xtask sys-loader` ([`loader_tests`]): links the image, then runs crates/sys-loader's
+//! scenarios and bad-image tests on it (the image's own machine code under the doubles), after
+//! clippy on them.
+//!
 //! On Windows the WDK build (`cargo xtask package`) is the driver; this is the Linux image the
 //! loader harness (crates/sys-loader) runs and the Windows workflow compares.
 
@@ -55,6 +59,41 @@ pub fn command(args: &[&str]) -> Result<(), String> {
         None => build()?,
     };
     if args.contains(&"--check") || given.is_some() { check_file(&image) } else { Ok(()) }
+}
+
+/// `cargo xtask sys-loader`: the image linked, then the loader's tests run on it.
+///
+/// # Errors
+/// The build, clippy or a test failed.
+pub fn loader_tests() -> Result<(), String> {
+    let image = build()?;
+    let image = image.canonicalize().map_err(|e| format!("{}: {e}", image.display()))?;
+    crate::run(
+        "cargo",
+        &[
+            "clippy",
+            "-p",
+            "sys-loader",
+            "--all-targets",
+            "--features",
+            "image",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    let status = Command::new("cargo")
+        .args(["test", "-p", "sys-loader", "--features", "image", "--locked"])
+        .env("VSFLOW_SYS", &image)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("the loader's tests on {} failed ({status})", image.display()));
+    }
+    println!("sys-loader: {} ran under the doubles (scenarios and bad images)", image.display());
+    Ok(())
 }
 
 /// Runs the image rules on `path` and prints the report.

@@ -164,6 +164,8 @@ pub mod crt {
         ".p2align 4",
         ".globl vsflow_sys_loader_chkstk",
         "vsflow_sys_loader_chkstk:",
+        // Counted for the tests (flags may change: the convention allows it).
+        "lock inc qword ptr [rip + {calls}]",
         // R10: the caller's stack pointer (above the return address); R11: bytes left.
         "lea r10, [rsp + 8]",
         "mov r11, rax",
@@ -178,7 +180,17 @@ pub mod crt {
         "sub r10, r11",
         "test byte ptr [r10], 0",
         "ret",
+        calls = sym CHKSTK_CALLS,
     );
+
+    /// Calls of `__chkstk` so far (the image calls it for frames above a page).
+    static CHKSTK_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+    /// How many times the image has called `__chkstk` in this process.
+    #[must_use]
+    pub fn chkstk_calls() -> u64 {
+        CHKSTK_CALLS.load(std::sync::atomic::Ordering::Relaxed)
+    }
 
     unsafe extern "C" {
         fn vsflow_sys_loader_chkstk();
