@@ -170,7 +170,7 @@ impl<S: KernelServices> Driver<S> {
             }
         }
         // 4. The port, and its verdict under the port's own lock.
-        let now = self.services.now();
+        let now = self.now();
         let found = self
             .read_ports(|ix| {
                 let switch = ix.switch_id_le(name?)?;
