@@ -304,7 +304,8 @@ fn a_save_and_a_pended_restore_complete_from_the_work_item_and_etw_reports_both(
 }
 
 #[test]
-fn a_damaged_blob_is_a_degraded_restore_at_warning_level_and_the_vm_still_migrates() {
+fn a_damaged_blob_is_a_degraded_restore_at_error_level_the_port_enforces_and_the_vm_still_migrates()
+{
     let mut h = Host::new(6);
     let driver = started(&[], &h);
     let sw = h.create_switch("SW", &[]);
@@ -322,7 +323,13 @@ fn a_damaged_blob_is_a_degraded_restore_at_warning_level_and_the_vm_still_migrat
     let restore = restore.first().expect("restore event");
     assert_eq!(restore.field("Outcome"), Some(&EtwValue::Str("Degraded")));
     assert_eq!(restore.field("Reason"), Some(&EtwValue::Str("Damaged")));
-    assert_eq!(restore.level, 3, "Warning");
+    assert_eq!(restore.level, 2, "Error: every degraded restore is traced at error level");
+    let (status, bytes) = call(&driver, &h, &Request::ListPorts, 1 << 20);
+    assert_eq!(status, 0);
+    let mut modes = Vec::new();
+    vsflow_proto::response::decode_ports(&bytes, |p| modes.push((p.port.port_id, p.mode)))
+        .expect("ports decode");
+    assert_eq!(modes, vec![(9, vsflow_core::Mode::Enforce)], "never Monitor by accident");
     h.delete_switch(sw);
     unload_clean(&driver, &h);
 }
