@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         Some("sys-loader") => sys::loader_tests(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|sys [--check] [--image FILE] [--reproducible] [--exports]|sys-loader>"
+                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|sys [--check] [--image FILE] [--reproducible] [--exports] [--compare A B]|sys-loader>"
             );
             return ExitCode::from(2);
         }

@@ -175,8 +175,22 @@ pub fn build(target_dir: &Path) -> Result<PathBuf, String> {
         args.push("-C".into());
         args.push(format!("link-arg={a}"));
     }
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    crate::wdk_check::keeping_lock(&root, || run("cargo", &refs))?;
+    crate::wdk_check::keeping_lock(&root, || {
+        // The build's flags are the ones above: a RUSTFLAGS in the environment would replace
+        // the configured rustflags (and with them the path remapping and the static CRT).
+        let status = Command::new("cargo")
+            .args(&args)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .current_dir(&root)
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("the vsflow.sys build failed ({status})"))
+        }
+    })?;
     let built = target_dir.join(KERNEL_TARGET).join("driver").join("vsflow.dll");
     let image = target_dir.join("vsflow.sys");
     std::fs::copy(&built, &image).map_err(|e| format!("{}: {e}", built.display()))?;

@@ -11,6 +11,9 @@
 //!   `SOURCE_DATE_EPOCH` (the last commit's time if unset) and fails unless the images are
 //!   byte-identical.
 //! - `--exports`: prints the kernel-export table (`xtask/sys/header_versions.py` reads it).
+//! - `--compare A B`: the import and export tables of two images, which must name the same
+//!   functions of the same modules (module names compare case-insensitively). The Windows
+//!   workflow compares the WDK's image with the one linked here.
 //!
 //! `cargo xtask sys-loader` ([`loader_tests`]): links the image, then runs crates/sys-loader's
 //! scenarios and bad-image tests on it (the image's own machine code under the doubles), after
@@ -40,7 +43,7 @@ pub fn build() -> Result<PathBuf, String> {
     Ok(image)
 }
 
-/// `cargo xtask sys [--check] [--image FILE] [--reproducible] [--exports]`.
+/// `cargo xtask sys [--check] [--image FILE] [--reproducible] [--exports] [--compare A B]`.
 ///
 /// # Errors
 /// A build, a rule or the reproducibility comparison failed.
@@ -51,6 +54,12 @@ pub fn command(args: &[&str]) -> Result<(), String> {
     }
     if args.contains(&"--reproducible") {
         return reproducible();
+    }
+    if let Some(i) = args.iter().position(|a| *a == "--compare") {
+        let (Some(a), Some(b)) = (args.get(i + 1), args.get(i + 2)) else {
+            return Err("--compare needs two images".into());
+        };
+        return compare(Path::new(a), Path::new(b));
     }
     let given = args.iter().position(|a| *a == "--image").map(|i| args.get(i + 1));
     let image = match given {
@@ -115,6 +124,57 @@ pub fn check_file(path: &Path) -> Result<(), String> {
     }
 }
 
+/// The imports (`module!name`, module in lower case) and exports of the image at `path`.
+fn tables(path: &Path) -> Result<(Vec<String>, Vec<String>), String> {
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let image = sys_image::Image::parse(&data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut imports: Vec<String> = image
+        .imports
+        .iter()
+        .map(|i| format!("{}!{}", i.module.to_ascii_lowercase(), i.symbol))
+        .collect();
+    imports.sort();
+    let mut exports: Vec<String> = image.exports.iter().map(|e| e.name.clone()).collect();
+    exports.sort();
+    Ok((imports, exports))
+}
+
+/// Differences between two sorted lists: (only in `a`, only in `b`).
+#[must_use]
+pub fn differences(a: &[String], b: &[String]) -> (Vec<String>, Vec<String>) {
+    let only_a = a.iter().filter(|x| !b.contains(x)).cloned().collect();
+    let only_b = b.iter().filter(|x| !a.contains(x)).cloned().collect();
+    (only_a, only_b)
+}
+
+/// `--compare A B`.
+fn compare(a: &Path, b: &Path) -> Result<(), String> {
+    let (imports_a, exports_a) = tables(a)?;
+    let (imports_b, exports_b) = tables(b)?;
+    let mut problems = Vec::new();
+    for (what, x, y) in [("import", &imports_a, &imports_b), ("export", &exports_a, &exports_b)] {
+        let (only_a, only_b) = differences(x, y);
+        for n in only_a {
+            problems.push(format!("{what} {n} only in {}", a.display()));
+        }
+        for n in only_b {
+            problems.push(format!("{what} {n} only in {}", b.display()));
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "sys --compare: {} and {} import the same {} functions and export the same {} names",
+            a.display(),
+            b.display(),
+            imports_a.len(),
+            exports_a.len()
+        );
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
 fn reproducible() -> Result<(), String> {
     let epoch = if let Ok(e) = std::env::var("SOURCE_DATE_EPOCH") {
         e
@@ -151,5 +211,20 @@ fn reproducible() -> Result<(), String> {
             images[0].len(),
             images[1].len()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::differences;
+
+    #[test]
+    fn differences_name_what_each_side_has_alone() {
+        let a = ["ntoskrnl.exe!A".to_owned(), "ntoskrnl.exe!B".to_owned()];
+        let b = ["ntoskrnl.exe!B".to_owned(), "wdfldr.sys!C".to_owned()];
+        assert_eq!(
+            differences(&a, &b),
+            (vec!["ntoskrnl.exe!A".to_owned()], vec!["wdfldr.sys!C".to_owned()])
+        );
     }
 }

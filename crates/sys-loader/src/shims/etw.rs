@@ -34,6 +34,7 @@ use wdk_sys::NTSTATUS;
 const STATUS_SUCCESS: NTSTATUS = 0;
 const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32.cast_signed();
 const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32.cast_signed();
+const STATUS_NOT_SUPPORTED: NTSTATUS = 0xC000_00BB_u32.cast_signed();
 /// `EventProviderSetTraits` (`EVENT_INFO_CLASS`, evntprov.h).
 const EVENT_PROVIDER_SET_TRAITS: u32 = 2;
 /// `EVENT_CONTROL_CODE_ENABLE_PROVIDER`.
@@ -173,7 +174,8 @@ pub unsafe extern "win64" fn EtwRegister(
 }
 
 /// `EtwSetInformation(RegHandle, InformationClass, Information, Length)`: provider traits name
-/// the provider; other classes are accepted and ignored (the double keeps no other state).
+/// the provider; another class is reported as not modelled (`STATUS_NOT_SUPPORTED`), never
+/// accepted without effect.
 pub unsafe extern "win64" fn EtwSetInformation(
     RegHandle: u64,
     InformationClass: u32,
@@ -185,7 +187,8 @@ pub unsafe extern "win64" fn EtwSetInformation(
         return STATUS_INVALID_HANDLE;
     };
     if InformationClass != EVENT_PROVIDER_SET_TRAITS {
-        return STATUS_SUCCESS;
+        violate(format!("EtwSetInformation class {InformationClass}: not modelled"));
+        return STATUS_NOT_SUPPORTED;
     }
     if EventInformation.is_null() {
         return STATUS_INVALID_PARAMETER;

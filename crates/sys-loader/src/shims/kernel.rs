@@ -202,3 +202,19 @@ pub mod crt {
         vsflow_sys_loader_chkstk as *const () as usize
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rust_panic_bugcheck_names_the_panic_location_and_others_their_parameters() {
+        let file = "driver/src/entry.rs";
+        let rpnc = describe_bugcheck(RUST_PANIC, file.as_ptr() as usize, file.len(), 42, 7);
+        assert_eq!(rpnc, "vsflow.sys bug-checked RPNC (a Rust panic) at driver/src/entry.rs:42:7");
+        assert_eq!(
+            describe_bugcheck(0xC4, 0x62, 1, 2, 3),
+            "vsflow.sys bug-checked 0x000000c4 (0x62, 0x1, 0x2, 0x3)"
+        );
+    }
+}
