@@ -459,3 +459,47 @@ pub fn checksum(data: &[u8]) -> Option<u32> {
     sum = (sum & 0xffff) + (sum >> 16);
     u32::try_from(sum + data.len() as u64).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_short_or_foreign_files_are_errors_not_panics() {
+        assert!(Image::parse(&[]).is_err());
+        assert!(Image::parse(b"MZ").is_err());
+        let mut elf = vec![0x7f, b'E', b'L', b'F'];
+        elf.resize(4096, 0);
+        assert!(Image::parse(&elf).is_err());
+        let mut seed = 0x2545_F491_4F6C_DD1D_u64;
+        for len in [64usize, 512, 4096] {
+            let noise: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed.to_le_bytes()[0]
+                })
+                .collect();
+            let mut with_mz = noise.clone();
+            with_mz[..2].copy_from_slice(b"MZ");
+            assert!(Image::parse(&noise).is_err());
+            assert!(Image::parse(&with_mz).is_err());
+        }
+    }
+
+    #[test]
+    fn the_checksum_sums_16_bit_words_skips_its_own_field_and_adds_the_length() {
+        // e_lfanew = 0: the field is at 4 + 20 + 64 = 88.
+        let mut data = vec![0u8; 96];
+        data[0] = 0x01;
+        data[1] = 0x02;
+        data[88..92].copy_from_slice(&[0xff; 4]);
+        data[94] = 0x03;
+        assert_eq!(checksum(&data), Some(0x0201 + 0x0003 + 96));
+        // Carries fold back into 16 bits.
+        data[2..6].copy_from_slice(&[0xff, 0xff, 0x02, 0x00]);
+        assert_eq!(checksum(&data), Some(((0x0201 + 0xffff + 0x0002 + 0x0003) & 0xffff) + 1 + 96));
+        assert_eq!(checksum(&data[..80]), None, "too short to hold the field");
+    }
+}
