@@ -40,9 +40,6 @@ pub const WDK_LINK_ARGS: [&str; 13] = [
 ///   build (the one to debug) keeps its own.
 pub const LLD_EXTRA_ARGS: [&str; 2] = ["/RELEASE", "/DEBUG:NONE"];
 
-/// The wdk crates `cargo xtask wdk-check` and this build replace with the mirror.
-const MIRRORED: [&str; 4] = ["wdk", "wdk-sys", "wdk-alloc", "wdk-panic"];
-
 fn host_tool(name: &str) -> Result<PathBuf, String> {
     let out = |args: &[&str]| -> Result<String, String> {
         let o = Command::new("rustc")
@@ -147,11 +144,8 @@ pub fn build(target_dir: &Path) -> Result<PathBuf, String> {
     .map(str::to_owned)
     .to_vec();
     args.push(target_dir.to_string_lossy().into_owned());
-    for krate in MIRRORED {
-        let path = root.join("xtask/wdk-mirror").join(krate);
-        args.push("--config".into());
-        args.push(format!("patch.crates-io.{krate}.path={:?}", path.to_string_lossy()));
-    }
+    // The mirror in place of the wdk crates, as `cargo xtask wdk-check` patches it in.
+    args.extend(crate::wdk_check::patches(&root, &crate::wdk_check::MIRRORED));
     args.push("--config".into());
     args.push(format!("target.{KERNEL_TARGET}.linker={:?}", lld.to_string_lossy()));
     args.push("--config".into());
