@@ -77,11 +77,24 @@ unsafe fn attributes(a: PWDF_OBJECT_ATTRIBUTES) -> Option<WDF_OBJECT_ATTRIBUTES>
     Some(copy)
 }
 
-fn or_original(
-    copy: &mut Option<WDF_OBJECT_ATTRIBUTES>,
-    original: PWDF_OBJECT_ATTRIBUTES,
-) -> PWDF_OBJECT_ATTRIBUTES {
+fn or_original<T>(copy: &mut Option<T>, original: *mut T) -> *mut T {
     copy.as_mut().map_or(original, |c| &raw mut *c)
+}
+
+/// The image's configuration (first field `Size`) copied with `patch` applied, or `None` to
+/// pass the image's pointer on unchanged (null, or a size the double will refuse).
+///
+/// # Safety
+/// `p` is null or valid.
+unsafe fn config<C: Copy>(
+    p: *mut C,
+    size: impl Fn(&C) -> ULONG,
+    patch: impl FnOnce(&mut C),
+) -> Option<C> {
+    // SAFETY: null or valid (the caller's contract).
+    let mut copy = unsafe { p.as_ref() }.copied().filter(|c| size(c) as usize == size_of::<C>())?;
+    patch(&mut copy);
+    Some(copy)
 }
 
 /// `WdfDriverCreate`: the double's, with `EvtDriverUnload` on a trampoline; on success the
@@ -250,14 +263,17 @@ pub unsafe extern "win64" fn WdfWorkItemCreate(
     // SAFETY: the image's attributes (or null).
     let mut attrs = unsafe { attributes(Attributes) };
     // SAFETY: the image's configuration (or null).
-    let mut copy = unsafe { Config.as_ref() }
-        .copied()
-        .filter(|c| c.Size as usize == size_of::<WDF_WORKITEM_CONFIG>());
-    if let Some(c) = copy.as_mut() {
-        c.EvtWorkItemFunc = c.EvtWorkItemFunc.map(|f| trampoline::work_item::host(f as usize));
-    }
-    let config = copy.as_mut().map_or(Config, |c| &raw mut *c);
-    let a = or_original(&mut attrs, Attributes);
+    let mut copy = unsafe {
+        config(
+            Config,
+            |c: &WDF_WORKITEM_CONFIG| c.Size,
+            |c| {
+                c.EvtWorkItemFunc =
+                    c.EvtWorkItemFunc.map(|f| trampoline::work_item::host(f as usize));
+            },
+        )
+    };
+    let (config, a) = (or_original(&mut copy, Config), or_original(&mut attrs, Attributes));
     // SAFETY: the image's arguments, with the copies above.
     unsafe { x::WdfWorkItemCreate(config, a, WorkItem) }
 }
@@ -273,14 +289,16 @@ pub unsafe extern "win64" fn WdfTimerCreate(
     // SAFETY: the image's attributes (or null).
     let mut attrs = unsafe { attributes(Attributes) };
     // SAFETY: the image's configuration (or null).
-    let mut copy = unsafe { Config.as_ref() }
-        .copied()
-        .filter(|c| c.Size as usize == size_of::<WDF_TIMER_CONFIG>());
-    if let Some(c) = copy.as_mut() {
-        c.EvtTimerFunc = c.EvtTimerFunc.map(|f| trampoline::timer::host(f as usize));
-    }
-    let config = copy.as_mut().map_or(Config, |c| &raw mut *c);
-    let a = or_original(&mut attrs, Attributes);
+    let mut copy = unsafe {
+        config(
+            Config,
+            |c: &WDF_TIMER_CONFIG| c.Size,
+            |c| {
+                c.EvtTimerFunc = c.EvtTimerFunc.map(|f| trampoline::timer::host(f as usize));
+            },
+        )
+    };
+    let (config, a) = (or_original(&mut copy, Config), or_original(&mut attrs, Attributes));
     // SAFETY: the image's arguments, with the copies above.
     unsafe { x::WdfTimerCreate(config, a, Timer) }
 }
