@@ -39,6 +39,10 @@ pub enum Ipv6Ext {
     Routing,
     /// Destination options (next header 60), 16 bytes.
     DestinationOptions,
+    /// Authentication header (next header 51), 24 bytes: RFC 4302 section 2 (12 fixed bytes
+    /// and a 96-bit ICV, RFC 2404); its length field counts 4-octet units minus 2, unlike the
+    /// other extension headers' 8-octet units minus 1.
+    Authentication,
 }
 
 impl Ipv6Ext {
@@ -47,6 +51,7 @@ impl Ipv6Ext {
             Self::HopByHop => 0,
             Self::Routing => 43,
             Self::DestinationOptions => 60,
+            Self::Authentication => 51,
         }
     }
 }
@@ -86,6 +91,9 @@ pub struct SimPacket {
     pub ipv6_ext: Vec<Ipv6Ext>,
     /// Fragment position.
     pub fragment: Fragment,
+    /// A first fragment that carries only this many bytes of the transport header (RFC 1858's
+    /// tiny fragment): `None` for a whole header.
+    pub transport_cut: Option<usize>,
     /// Memory layout.
     pub layout: Layout,
     /// The IP datagram, IP header first: what classify's `NET_BUFFER` describes.
@@ -118,6 +126,7 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment: Fragment::Whole,
+            transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
         };
@@ -164,6 +173,25 @@ impl SimPacket {
         self
     }
 
+    /// The same packet as a first fragment carrying only `bytes` bytes of its transport header
+    /// (RFC 1858's tiny fragment: under 14 bytes of TCP the flags are in the next fragment,
+    /// under 4 the ports are too).
+    #[must_use]
+    pub fn tiny_first_fragment(mut self, bytes: usize) -> Self {
+        self.fragment = Fragment::First;
+        self.transport_cut = Some(bytes);
+        self.rebuild();
+        self
+    }
+
+    /// True if the packet holds its transport ports: not a later fragment, and a first fragment
+    /// cut before them has none. WFP can report only ports the packet has (the double gives
+    /// `FWP_EMPTY` otherwise).
+    #[must_use]
+    pub fn has_ports(&self) -> bool {
+        !matches!(self.fragment, Fragment::NonFirst(_)) && self.transport_cut.is_none_or(|n| n >= 4)
+    }
+
     /// The same bytes laid out in MDLs cut at these datagram offsets.
     #[must_use]
     pub fn split_at(mut self, cuts: &[usize]) -> Self {
@@ -191,10 +219,100 @@ impl SimPacket {
         }
     }
 
+    /// A packet from the bytes of its IP datagram (a capture's, or one built by a test),
+    /// used as they are. The fields are what WFP reports in its values at the vSwitch
+    /// transport layers, read by the double itself (etherparse), not by the callout's code:
+    /// the upper-layer protocol after IPv6 extension headers; TCP and UDP ports; for ICMP and
+    /// ICMPv6 the type in the source-port value and the code in the destination-port value
+    /// (fwpsk.h: `FWPS_FIELD_*_VSWITCH_TRANSPORT_V4_ICMP_TYPE` is `..._IP_SOURCE_PORT`,
+    /// `..._ICMP_CODE` is `..._IP_DESTINATION_PORT`); no ports for other protocols. A
+    /// non-first fragment, or a first fragment too short to hold the ports, carries no port
+    /// values (`FWP_EMPTY`: the documents are silent; the worse choice for the driver).
+    ///
+    /// # Errors
+    /// The bytes do not start with an IPv4 or IPv6 header that etherparse can read: such a
+    /// packet is not presented at the transport layers (verify on Windows).
+    pub fn from_datagram(datagram: Vec<u8>) -> Result<Self, String> {
+        let mut p = Self::read_values(&datagram)?;
+        p.datagram = datagram;
+        Ok(p)
+    }
+
+    fn read_values(datagram: &[u8]) -> Result<Self, String> {
+        use etherparse::{LaxNetSlice, LaxSlicedPacket};
+        let sliced = LaxSlicedPacket::from_ip(datagram).map_err(|e| e.to_string())?;
+        let (family, src, dst, payload, first) = match &sliced.net {
+            Some(LaxNetSlice::Ipv4(ip)) => {
+                let h = ip.header();
+                let src = vsflow_core::packet::v4(h.source());
+                let dst = vsflow_core::packet::v4(h.destination());
+                let first = h.fragments_offset().value() == 0;
+                (IpFamily::V4, src, dst, ip.payload().clone(), first)
+            }
+            Some(LaxNetSlice::Ipv6(ip)) => {
+                let h = ip.header();
+                let first = ip.extensions().clone().into_iter().all(|e| match e {
+                    etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
+                    _ => true,
+                });
+                (IpFamily::V6, h.source(), h.destination(), ip.payload().clone(), first)
+            }
+            _ => return Err("not an IP datagram".into()),
+        };
+        let proto = payload.ip_number.0;
+        let l4 = payload.payload;
+        let be16 = |at: usize| l4.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let icmp = match family {
+            IpFamily::V4 => proto == protocol::ICMP,
+            IpFamily::V6 => proto == protocol::ICMPV6,
+        };
+        let (ports, flags) = if !first {
+            (None, 0)
+        } else if proto == protocol::TCP || proto == protocol::UDP {
+            let flags = if proto == protocol::TCP { l4.get(13).copied().unwrap_or(0) } else { 0 };
+            (be16(0).zip(be16(2)), flags)
+        } else if icmp {
+            (l4.first().zip(l4.get(1)).map(|(t, c)| (u16::from(*t), u16::from(*c))), 0)
+        } else {
+            (Some((0, 0)), 0)
+        };
+        let fragment = match (first, payload.fragmented, ports) {
+            (true, false, Some(_)) => Fragment::Whole,
+            (true, true, Some(_)) => Fragment::First,
+            // No port values: presented as a later fragment is.
+            (_, _, _) => Fragment::NonFirst(1),
+        };
+        let (sport, dport) = ports.unwrap_or((0, 0));
+        Ok(Self {
+            family,
+            protocol: proto,
+            src,
+            dst,
+            sport,
+            dport,
+            flags,
+            payload: l4.len(),
+            ipv4_option_words: 0,
+            ipv6_ext: Vec::new(),
+            fragment,
+            transport_cut: None,
+            layout: Layout::default(),
+            datagram: Vec::new(),
+        })
+    }
+
     fn transport(&self) -> Vec<u8> {
         let mut t = Vec::new();
         if let Fragment::NonFirst(_) = self.fragment {
             t.resize(self.payload.max(8), 0xCD);
+            return t;
+        }
+        if matches!(self.protocol, protocol::ICMP | protocol::ICMPV6) {
+            // Type and code (WFP's port values), checksum, and 4 zero bytes (identifier and
+            // sequence of a query).
+            let (ty, code) = (self.sport.to_be_bytes()[1], self.dport.to_be_bytes()[1]);
+            t.extend_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+            t.resize(t.len() + self.payload, 0xAB);
             return t;
         }
         t.extend_from_slice(&self.sport.to_be_bytes());
@@ -210,6 +328,9 @@ impl SimPacket {
             t.extend_from_slice(&[0, 0]);
         }
         t.resize(t.len() + self.payload, 0xAB);
+        if let Some(n) = self.transport_cut {
+            t.truncate(n);
+        }
         t
     }
 
@@ -261,6 +382,13 @@ impl SimPacket {
                     let next = chain.get(i + 1).copied().unwrap_or(self.protocol);
                     let len = ext_len(*e);
                     d.push(next);
+                    if *e == Ipv6Ext::Authentication {
+                        // Payload Len in 4-octet units minus 2, reserved, SPI, sequence, ICV.
+                        d.push(u8::try_from(len / 4 - 2).unwrap_or(0));
+                        d.extend_from_slice(&[0, 0, 0, 0, 0x01, 0x00, 0, 0, 0, 1]);
+                        d.resize(d.len() + len - 12, 0x5A);
+                        continue;
+                    }
                     d.push(u8::try_from(len / 8 - 1).unwrap_or(0));
                     if *e == Ipv6Ext::Routing {
                         d.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // type 0, 0 segments left
@@ -292,6 +420,7 @@ const fn ext_len(e: Ipv6Ext) -> usize {
     match e {
         Ipv6Ext::HopByHop | Ipv6Ext::Routing => 8,
         Ipv6Ext::DestinationOptions => 16,
+        Ipv6Ext::Authentication => 24,
     }
 }
 
@@ -533,7 +662,7 @@ impl ClassifyInput {
         values[sys::FIELD_IP_SOURCE_ADDRESS] = src;
         values[sys::FIELD_IP_DESTINATION_ADDRESS] = dst;
         values[sys::FIELD_IP_PROTOCOL] = val(sys::FWP_UINT8, FWP_VALUE0_u { uint8: p.protocol });
-        if !matches!(p.fragment, Fragment::NonFirst(_)) {
+        if p.has_ports() {
             values[sys::FIELD_IP_SOURCE_PORT] =
                 val(sys::FWP_UINT16, FWP_VALUE0_u { uint16: p.sport });
             values[sys::FIELD_IP_DESTINATION_PORT] =
@@ -656,5 +785,41 @@ mod tests {
         assert_eq!(vals[sys::FIELD_IP_DESTINATION_PORT].value.r#type, sys::FWP_EMPTY);
         let f6 = tcp(IpFamily::V6).as_fragment(Fragment::NonFirst(3));
         assert_eq!(f6.datagram[6], 44, "fragment header");
+    }
+
+    #[test]
+    fn a_tiny_first_fragment_cut_before_the_ports_has_no_port_values() {
+        let port_values = |p: &SimPacket| {
+            let mut input = ClassifyInput::new(p, true, 1, 2, &[]);
+            let v = input.incoming(sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4);
+            // SAFETY: `valueCount` values at `incomingValue`.
+            let vals =
+                unsafe { std::slice::from_raw_parts(v.incomingValue, v.valueCount as usize) };
+            (
+                vals[sys::FIELD_IP_SOURCE_PORT].value.r#type,
+                vals[sys::FIELD_IP_DESTINATION_PORT].value.r#type,
+            )
+        };
+        // 8 bytes of TCP: ports, no flags (RFC 1858).
+        let p = tcp(IpFamily::V4).tiny_first_fragment(8);
+        assert_eq!(p.datagram.len(), 28);
+        assert_eq!(u16::from_be_bytes([p.datagram[2], p.datagram[3]]), 28, "total length");
+        assert_eq!(u16::from_be_bytes([p.datagram[6], p.datagram[7]]), 0x2000, "MF, offset 0");
+        assert_eq!(checksum(&p.datagram[..20]), 0);
+        assert_eq!(port_values(&p), (sys::FWP_UINT16, sys::FWP_UINT16));
+        // 2 bytes: not even the destination port.
+        let q = tcp(IpFamily::V4).tiny_first_fragment(2);
+        assert!(!q.has_ports());
+        assert_eq!(port_values(&q), (sys::FWP_EMPTY, sys::FWP_EMPTY));
+    }
+
+    #[test]
+    fn an_ipv6_authentication_header_counts_its_length_in_4_octet_units() {
+        let p = tcp(IpFamily::V6).with_ipv6_ext(&[Ipv6Ext::Authentication]);
+        assert_eq!(p.datagram[6], 51, "next header: AH");
+        assert_eq!(p.datagram[40], protocol::TCP, "then TCP");
+        assert_eq!(p.datagram[41], 4, "24 bytes = (4 + 2) x 4 (RFC 4302)");
+        assert_eq!(p.ip_header_len(), 64);
+        assert_eq!(p.datagram[64 + 13], 0x02, "the TCP flags after the AH");
     }
 }
