@@ -409,10 +409,13 @@ fn debugger_output_goes_to_dpfltr_ihvnetwork_id_and_the_provider_is_named_by_its
 
 #[test]
 fn a_failed_driver_entry_unbinds_and_leaves_no_provider_no_objects_and_no_pool() {
+    use vsflow_sim::kernel::faults::{self, Site};
     let h = Host::new(11);
-    // An invalid configuration value fails the driver's start.
-    let driver = loaded(&[("BlobCap", 1)]);
+    let driver = loaded(&[]);
+    // The first filter-engine call fails: the driver's start fails.
+    faults::arm(h.id(), Some(Site::Engine), 1);
     let status = h.within(|| driver.driver_entry());
+    faults::disarm();
     assert!(status < 0, "DriverEntry fails: {status:#x}");
     let s = driver.session();
     assert_eq!(s.violations(), Vec::<Violation>::new());
