@@ -396,7 +396,7 @@ fn why_blocked_decides_from_the_bind_result_first() {
     assert!(out.starts_with("tcp 8001 is free"), "{out}");
     assert!(
         out.contains("administered range 8000-8009: a plain bind succeeds there")
-            && out.contains("KB 3039044"),
+            && out.contains("on Windows Server 2008 R2, 2012 and 2012 R2 (KB 3039044)"),
         "{out}"
     );
     // In use, with the owner from the endpoint tables.
@@ -741,6 +741,52 @@ fn a_port_name_two_switches_share_is_a_usage_error_that_names_the_way_out() {
     );
     assert_eq!(run(&mut p, &["driver", "rules", "1:7"]).0, 0, "SWITCH:PORT picks one");
     unload_cleanly(&host);
+}
+
+#[test]
+fn a_rules_file_dumped_from_another_port_is_refused_not_applied() {
+    let (host, mut p) = with_driver();
+    let file = std::env::temp_dir().join(format!("netports-other-{}.txt", std::process::id()));
+    // A dump of another port's rules, applied to vm-seven by mistake: its header says so.
+    std::fs::write(&file, "# vm-eight rules, version 3\nallow tcp 80\n").unwrap();
+    let (code, out, err) = run(&mut p, &["driver", "rules", "vm-seven", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("is a dump of vm-eight's rules, not vm-seven's"), "{err}");
+    assert_eq!(
+        run(&mut p, &["driver", "rules", "vm-seven"]).1,
+        "# vm-seven rules, version 0\n",
+        "nothing replaced"
+    );
+    let _ = std::fs::remove_file(&file);
+    unload_cleanly(&host);
+}
+
+#[test]
+fn nsp_serve_before_install_says_not_installed() {
+    let mut p = TestPlatform::new();
+    let dir = std::env::temp_dir().join(format!("netports-serve-{}", std::process::id()));
+    let names = dir.join("names.json");
+    let (code, out, err) = run(&mut p, &["nsp", "serve", "--names-file", names.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (6, ""), "{err}");
+    assert_eq!(
+        err,
+        "netports: the netports name provider is not installed: run `netports nsp install` from an elevated prompt first\n"
+    );
+}
+
+#[test]
+fn names_file_is_an_option_of_the_commands_that_use_it_only() {
+    let mut p = TestPlatform::new();
+    for args in [
+        &["nsp", "install", "--names-file", "x.json"][..],
+        &["nsp", "uninstall", "--names-file", "x.json"],
+        &["nsp", "resolve", "web", "--names-file", "x.json"],
+        &["nsp", "--names-file", "x.json", "install"],
+    ] {
+        let (code, _, err) = run(&mut p, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    assert!(!p.catalog.installed, "nothing was installed");
 }
 
 #[test]

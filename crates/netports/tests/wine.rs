@@ -708,6 +708,50 @@ fn the_byte_order_is_confirmed_only_by_the_teredo_services_own_endpoint() {
     );
 }
 
+/// Gives this process a console of its own, so a Ctrl-C can reach it as a user's keypress
+/// would (`GenerateConsoleCtrlEvent`), and sends one once `ready` holds.
+fn ctrl_c_when(what: &str, ready: impl FnMut() -> bool) {
+    use windows_sys::Win32::System::Console::{
+        AllocConsole, CTRL_C_EVENT, FreeConsole, GenerateConsoleCtrlEvent,
+    };
+    wait_until(what, ready);
+    // SAFETY: no arguments.
+    unsafe { FreeConsole() };
+    // SAFETY: no arguments.
+    assert_ne!(unsafe { AllocConsole() }, 0, "a console for the Ctrl-C");
+    // SAFETY: the console's process group (0: every process attached, this one).
+    assert_ne!(unsafe { GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0) }, 0);
+}
+
+#[test]
+fn ctrl_c_ends_teredo_exception_with_exit_0_after_removing_its_filters() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    let rx = run_in_background(&["teredo-exception"]);
+    ctrl_c_when("the exception's filters", || !d.filters().is_empty());
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo-exception returns on Ctrl-C");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(err, "", "an interruption is not an error");
+    assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)), "its filters are gone");
+}
+
+#[test]
+fn ctrl_c_ends_teredo_watch_with_exit_0() {
+    let Some(d) = doubles() else { return };
+    d.configure(false, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    let rx = run_in_background(&["teredo", "watch"]);
+    ctrl_c_when("the watch's registration", || d.registrations() == 1);
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo watch returns on Ctrl-C");
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "watching; teredo port udp 51000\n", ""));
+    assert_eq!(d.registrations(), 0, "the registration ended");
+}
+
 /// Raw WFP calls against the double (its own rules, as WFP documents them).
 mod engine {
     use windows_sys::Win32::Foundation::HANDLE;
