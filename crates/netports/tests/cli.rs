@@ -883,42 +883,42 @@ fn nsp_names_are_registered_listed_and_removed_in_the_names_file() {
     let f = file.to_str().unwrap();
     let mut p = Unsupported;
     let (code, out, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "Web", "tcp", "50000", "10"]);
+        run(&mut p, &["nsp", "register", "Web", "tcp", "50000", "10", "--names-file", f]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("registered web -> tcp 50000-50009 (in {f})\n"));
-    run(&mut p, &["nsp", "--names-file", f, "register", "dns", "udp", "5353", "1"]);
+    run(&mut p, &["nsp", "register", "dns", "udp", "5353", "1", "--names-file", f]);
     assert_eq!(
-        run(&mut p, &["nsp", "--names-file", f, "names"]).1,
+        run(&mut p, &["nsp", "names", "--names-file", f]).1,
         "name                     ports\nteredo                   udp (the Teredo client's port, built in)\ndns                      udp 5353\nweb                      tcp 50000-50009\n"
     );
     assert_eq!(
-        run(&mut p, &["--json", "nsp", "--names-file", f, "names"]).1,
+        run(&mut p, &["--json", "nsp", "names", "--names-file", f]).1,
         "{\"names\":[{\"count\":1,\"name\":\"dns\",\"protocol\":\"udp\",\"start\":5353},{\"count\":10,\"name\":\"web\",\"protocol\":\"tcp\",\"start\":50000}]}\n"
     );
     assert_eq!(
-        run(&mut p, &["nsp", "--names-file", f, "unregister", "web"]).1,
+        run(&mut p, &["nsp", "unregister", "web", "--names-file", f]).1,
         "unregistered web (was tcp 50000-50009)\n"
     );
-    let (code, _, err) = run(&mut p, &["nsp", "--names-file", f, "unregister", "web"]);
+    let (code, _, err) = run(&mut p, &["nsp", "unregister", "web", "--names-file", f]);
     assert_eq!(
         (code, err.as_str()),
         (6, "netports: web is not registered (see `netports nsp names`)\n")
     );
     let (code, _, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "teredo", "udp", "1", "1"]);
+        run(&mut p, &["nsp", "register", "teredo", "udp", "1", "1", "--names-file", f]);
     assert_eq!(
         (code, err.as_str()),
         (2, "netports: 'teredo' is built in and cannot be registered or removed\n")
     );
     let (code, _, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "a b", "udp", "1", "1"]);
+        run(&mut p, &["nsp", "register", "a b", "udp", "1", "1", "--names-file", f]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "x", "udp", "65535", "2"]);
+        run(&mut p, &["nsp", "register", "x", "udp", "65535", "2", "--names-file", f]);
     assert_eq!(code, 2, "{err}");
     // A corrupt file is reported, kept, and blocks changes.
     std::fs::write(&file, "{broken").unwrap();
-    let (code, _, err) = run(&mut p, &["nsp", "--names-file", f, "register", "x", "udp", "7", "1"]);
+    let (code, _, err) = run(&mut p, &["nsp", "register", "x", "udp", "7", "1", "--names-file", f]);
     assert_eq!(code, 1);
     assert!(err.contains("is corrupt") && err.contains("move it aside"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "{broken");

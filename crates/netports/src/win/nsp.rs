@@ -12,9 +12,7 @@
 
 use std::ffi::c_void;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use netports_nsp::provider::{NAMESPACE, SourceError, Sources};
 use netports_nsp::reservation::Reservation;
@@ -25,8 +23,7 @@ use windows_sys::Win32::Networking::WinSock::{
     WSANAMESPACE_INFOW, WSAQUERYSETW,
 };
 use windows_sys::Win32::System::Com::BLOB;
-use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
-use windows_sys::core::{BOOL, GUID};
+use windows_sys::core::GUID;
 
 use super::dynload::{Dll, resolve, system_fn};
 use super::persistent::WindowsReservations;
@@ -85,14 +82,6 @@ impl Sources for WindowsSources {
     }
 }
 
-/// Set by the console control handler (Ctrl-C, Ctrl-Break, close).
-static STOP: AtomicBool = AtomicBool::new(false);
-
-unsafe extern "system" fn on_console_control(_kind: u32) -> BOOL {
-    STOP.store(true, Ordering::SeqCst);
-    1
-}
-
 /// The provider id at a fixed address (Winsock receives pointers to it).
 static ID: GUID = PROVIDER_ID;
 
@@ -148,19 +137,19 @@ impl NspHost for WindowsNsp {
         // SAFETY: a valid GUID and a table that lives for the whole process.
         if unsafe { advertise(&raw const ID, table) } != 0 {
             drop(hosting);
-            return Err(last_error("WSAAdvertiseProvider"));
+            // WSAEINVALIDPROVIDER: not in the catalog (uninstalled since the check).
+            return Err(if last_code() == 10_105 {
+                crate::nsp::not_installed()
+            } else {
+                last_error("WSAAdvertiseProvider")
+            });
         }
-        STOP.store(false, Ordering::SeqCst);
-        // SAFETY: a handler that only sets an atomic.
-        unsafe { SetConsoleCtrlHandler(Some(on_console_control), 1) };
+        let interrupt = super::interrupt::Interrupt::install();
         ready();
-        while !STOP.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        interrupt.wait();
         // SAFETY: the GUID advertised above.
         unsafe { unadvertise(&raw const ID) };
-        // SAFETY: removes the handler added above.
-        unsafe { SetConsoleCtrlHandler(Some(on_console_control), 0) };
+        drop(interrupt);
         drop(hosting);
         Ok(())
     }
