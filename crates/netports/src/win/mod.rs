@@ -10,6 +10,8 @@ pub mod persistent;
 pub mod registry;
 pub mod runtime;
 pub mod service;
+#[cfg(clippy)]
+mod signatures;
 pub mod tables;
 pub mod teredo;
 
