@@ -2,39 +2,42 @@
 
 use std::fmt;
 
-/// Win32 error codes the APIs return (documented values).
+/// Win32 and Winsock error codes the APIs return (windows-sys's definitions, as `u32`).
 pub mod win32 {
+    use windows_sys::Win32::Foundation as f;
+    use windows_sys::Win32::Networking::WinSock as ws;
+
     /// `ERROR_ACCESS_DENIED`.
-    pub const ACCESS_DENIED: u32 = 5;
+    pub const ACCESS_DENIED: u32 = f::ERROR_ACCESS_DENIED;
     /// `ERROR_INVALID_HANDLE`.
-    pub const INVALID_HANDLE: u32 = 6;
+    pub const INVALID_HANDLE: u32 = f::ERROR_INVALID_HANDLE;
     /// `ERROR_NOT_ENOUGH_MEMORY`.
-    pub const NOT_ENOUGH_MEMORY: u32 = 8;
+    pub const NOT_ENOUGH_MEMORY: u32 = f::ERROR_NOT_ENOUGH_MEMORY;
     /// `ERROR_NOT_READY`.
-    pub const NOT_READY: u32 = 21;
+    pub const NOT_READY: u32 = f::ERROR_NOT_READY;
     /// `ERROR_SHARING_VIOLATION`.
-    pub const SHARING_VIOLATION: u32 = 32;
+    pub const SHARING_VIOLATION: u32 = f::ERROR_SHARING_VIOLATION;
     /// `ERROR_NOT_SUPPORTED`.
-    pub const NOT_SUPPORTED: u32 = 50;
+    pub const NOT_SUPPORTED: u32 = f::ERROR_NOT_SUPPORTED;
     /// `ERROR_INVALID_PARAMETER`.
-    pub const INVALID_PARAMETER: u32 = 87;
+    pub const INVALID_PARAMETER: u32 = f::ERROR_INVALID_PARAMETER;
     /// `ERROR_FILE_NOT_FOUND` (opening a device that does not exist).
-    pub const FILE_NOT_FOUND: u32 = 2;
+    pub const FILE_NOT_FOUND: u32 = f::ERROR_FILE_NOT_FOUND;
     /// `ERROR_NOT_FOUND`.
-    pub const NOT_FOUND: u32 = 1168;
+    pub const NOT_FOUND: u32 = f::ERROR_NOT_FOUND;
     /// `ERROR_CALL_NOT_IMPLEMENTED` (also how netports reports a missing export through
     /// code-returning traits).
-    pub const CALL_NOT_IMPLEMENTED: u32 = 120;
+    pub const CALL_NOT_IMPLEMENTED: u32 = f::ERROR_CALL_NOT_IMPLEMENTED;
     /// `WSAEOPNOTSUPP` (a socket IOCTL this Winsock does not implement).
-    pub const WSAEOPNOTSUPP: u32 = 10045;
+    pub const WSAEOPNOTSUPP: u32 = ws::WSAEOPNOTSUPP.cast_unsigned();
     /// `WSAEACCES`.
-    pub const WSAEACCES: u32 = 10013;
+    pub const WSAEACCES: u32 = ws::WSAEACCES.cast_unsigned();
     /// `WSAEADDRINUSE`.
-    pub const WSAEADDRINUSE: u32 = 10048;
+    pub const WSAEADDRINUSE: u32 = ws::WSAEADDRINUSE.cast_unsigned();
     /// `WSAENOBUFS`: no buffer space (resources), not a conflict.
-    pub const WSAENOBUFS: u32 = 10055;
+    pub const WSAENOBUFS: u32 = ws::WSAENOBUFS.cast_unsigned();
     /// `WSANO_RECOVERY`: a non-recoverable error (the catalog refused the change).
-    pub const WSANO_RECOVERY: u32 = 11003;
+    pub const WSANO_RECOVERY: u32 = ws::WSANO_RECOVERY.cast_unsigned();
 }
 
 /// A netports failure.

@@ -782,11 +782,13 @@ mod engine {
     };
     use windows_sys::core::GUID;
 
-    pub const LIFETIME_MISMATCH: u32 = 0x8032_0016;
-    pub const TXN_IN_PROGRESS: u32 = 0x8032_000E;
-    pub const NO_TXN_IN_PROGRESS: u32 = 0x8032_000D;
-    pub const TIMEOUT: u32 = 0x8032_0012;
-    pub const SUBLAYER_NOT_FOUND: u32 = 0x8032_0007;
+    use windows_sys::Win32::Foundation as f;
+
+    pub const LIFETIME_MISMATCH: u32 = f::FWP_E_LIFETIME_MISMATCH.cast_unsigned();
+    pub const TXN_IN_PROGRESS: u32 = f::FWP_E_TXN_IN_PROGRESS.cast_unsigned();
+    pub const NO_TXN_IN_PROGRESS: u32 = f::FWP_E_NO_TXN_IN_PROGRESS.cast_unsigned();
+    pub const TIMEOUT: u32 = f::FWP_E_TIMEOUT.cast_unsigned();
+    pub const SUBLAYER_NOT_FOUND: u32 = f::FWP_E_SUBLAYER_NOT_FOUND.cast_unsigned();
 
     pub fn open(dynamic: bool) -> HANDLE {
         let session = FWPM_SESSION0 {

@@ -20,7 +20,8 @@ use netports_nsp::{PROVIDER_ID, Provider, routine};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{
     CSADDR_INFO, LUP_RETURN_ALL, NAPI_PROVIDER_INSTALLATION_BLOB, NSPV2_ROUTINE, WSADATA,
-    WSANAMESPACE_INFOW, WSAQUERYSETW,
+    WSAEFAULT, WSAEINVALIDPROVIDER, WSANAMESPACE_INFOW, WSANO_DATA, WSAQUERYSETW,
+    WSASERVICE_NOT_FOUND,
 };
 use windows_sys::Win32::System::Com::BLOB;
 use windows_sys::core::GUID;
@@ -47,13 +48,6 @@ system_fn!(fn wsc_enum_name_space_providers32 = Dll::Ws2_32, c"WSCEnumNameSpaceP
 system_fn!(fn wsa_lookup_service_begin_w = Dll::Ws2_32, c"WSALookupServiceBeginW": fn(*const WSAQUERYSETW, u32, *mut HANDLE) -> i32;);
 system_fn!(fn wsa_lookup_service_next_w = Dll::Ws2_32, c"WSALookupServiceNextW": fn(HANDLE, u32, *mut u32, *mut WSAQUERYSETW) -> i32;);
 system_fn!(fn wsa_lookup_service_end = Dll::Ws2_32, c"WSALookupServiceEnd": fn(HANDLE) -> i32;);
-
-/// `WSAEFAULT`.
-const WSAEFAULT: i32 = 10_014;
-/// `WSASERVICE_NOT_FOUND`.
-const WSASERVICE_NOT_FOUND: i32 = 10_108;
-/// `WSANO_DATA`.
-const WSANO_DATA: i32 = 11_004;
 
 /// The provider's sources on Windows.
 #[derive(Debug, Default)]
@@ -138,7 +132,7 @@ impl NspHost for WindowsNsp {
         if unsafe { advertise(&raw const ID, table) } != 0 {
             drop(hosting);
             // WSAEINVALIDPROVIDER: not in the catalog (uninstalled since the check).
-            return Err(if last_code() == 10_105 {
+            return Err(if last_code() == WSAEINVALIDPROVIDER.cast_unsigned() {
                 crate::nsp::not_installed()
             } else {
                 last_error("WSAAdvertiseProvider")

@@ -2,6 +2,7 @@
 //! read-only; verify on Windows): each value name under the key is the hex of an
 //! `INET_PORT_RANGE`.
 
+use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_MORE_DATA};
 use windows_sys::Win32::System::Registry::{
     HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RRF_RT_REG_SZ, RegCloseKey, RegEnumValueW, RegGetValueW,
     RegOpenKeyExW,
@@ -15,10 +16,6 @@ const TCP_KEY: &str =
     r"SYSTEM\CurrentControlSet\Control\Nsi\{eb004a03-9b1a-11d4-9123-0050047759bc}\29";
 const UDP_KEY: &str =
     r"SYSTEM\CurrentControlSet\Control\Nsi\{eb004a02-9b1a-11d4-9123-0050047759bc}\5";
-/// `ERROR_FILE_NOT_FOUND`: no key, no reservation.
-const ERROR_FILE_NOT_FOUND: u32 = 2;
-/// `ERROR_MORE_DATA`.
-const ERROR_MORE_DATA: u32 = 234;
 
 /// Windows Defender Firewall's local rule store (`crate::firewall`).
 pub const FIREWALL_RULES: &str =

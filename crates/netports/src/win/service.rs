@@ -5,7 +5,8 @@
 //! every WFP handle).
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, HANDLE, WAIT_IO_COMPLETION, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    CloseHandle, ERROR_SERVICE_DOES_NOT_EXIST, HANDLE, WAIT_IO_COMPLETION, WAIT_OBJECT_0,
+    WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Services::{
     CloseServiceHandle, NotifyServiceStatusChangeW, OpenSCManagerW, OpenServiceW,
@@ -88,9 +89,6 @@ pub fn running(name: &str) -> Result<bool, Error> {
     unsafe { CloseServiceHandle(scm) };
     result
 }
-
-/// `ERROR_SERVICE_DOES_NOT_EXIST`.
-const ERROR_SERVICE_DOES_NOT_EXIST: u32 = 1060;
 
 /// A watch on a running service that reports when it stops (or stops watching).
 ///
