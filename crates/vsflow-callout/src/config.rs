@@ -189,9 +189,11 @@ pub struct DriverConfig {
     /// Fail a restore whose blob is unusable (`FailBadRestores`): Hyper-V then fails the VM's
     /// restore. Opt-in only: a migration never fails because of vsflow by default.
     pub fail_bad_restores: bool,
-    /// Longest restore window (`RestoreWindowSeconds`): a port created with `RESTORING_PORT`
-    /// waits for its restore at most this long if none comes (a source host without vsflow
-    /// saves nothing, so no restore callback ever comes); a pended restore keeps it open.
+    /// Longest restore window (`RestoreWindowSeconds`; the default's reason: docs/INSTALL.md):
+    /// a port created with `RESTORING_PORT` waits for its restore at most this long if none
+    /// comes (a source host without vsflow saves nothing, so no restore callback ever comes);
+    /// a pended restore keeps it open. The window enforces, picking up mid-stream TCP
+    /// tentatively (vsflow-core `port.rs`, "Restoring").
     pub restore_window_secs: u32,
     /// Fingerprint pickup window after a restore (`PickupWindowSeconds`; 0 disables
     /// fingerprint pickup).
