@@ -259,13 +259,27 @@ fn service(name: &str, running: bool) -> u32 {
         SERVICE_STOPPED, StartServiceW,
     };
     let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-    // SAFETY: local manager, default database.
-    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-    assert!(!scm.is_null(), "the service control manager");
-    // SAFETY: an open manager and a NUL-terminated name.
-    let svc = unsafe {
-        OpenServiceW(scm, wide.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
-    };
+    // (Wine sometimes reports a manager handle invalid while another thread opens one: the
+    // open is retried, as netports' own service code does.)
+    let (mut scm, mut svc) = (std::ptr::null_mut(), std::ptr::null_mut());
+    for _ in 0..5 {
+        // SAFETY: local manager, default database.
+        scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+        if scm.is_null() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        // SAFETY: an open manager and a NUL-terminated name.
+        svc = unsafe {
+            OpenServiceW(scm, wide.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
+        };
+        if !svc.is_null() {
+            break;
+        }
+        // SAFETY: the manager opened above, closed once.
+        unsafe { CloseServiceHandle(scm) };
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!svc.is_null(), "the {name} stand-in is registered (cargo xtask wine)");
     if running {
         // SAFETY: an open service; no arguments. (Fails harmlessly when it runs already.)

@@ -5,8 +5,8 @@
 //! every WFP handle).
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, ERROR_SERVICE_DOES_NOT_EXIST, HANDLE, WAIT_IO_COMPLETION, WAIT_OBJECT_0,
-    WAIT_TIMEOUT,
+    CloseHandle, ERROR_INVALID_HANDLE, ERROR_SERVICE_DOES_NOT_EXIST, HANDLE, WAIT_IO_COMPLETION,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Services::{
     CloseServiceHandle, NotifyServiceStatusChangeW, OpenSCManagerW, OpenServiceW,
@@ -22,17 +22,10 @@ use crate::error::Error;
 /// The pid of service `name` when it runs (`None`: unknown, stopped, or not readable).
 #[must_use]
 pub fn pid(name: &str) -> Option<u32> {
-    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-    // SAFETY: local machine, default database, connect right only.
-    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-    if scm.is_null() {
-        return None;
-    }
-    // SAFETY: an open manager and a NUL-terminated name.
-    let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), SERVICE_QUERY_STATUS) };
+    let (scm, svc) = open(name, SERVICE_QUERY_STATUS).ok()?;
     let mut status = SERVICE_STATUS_PROCESS::default();
     let mut needed = 0u32;
-    let ok = !svc.is_null() && {
+    let ok = svc.is_some_and(|svc| {
         // SAFETY: an open service and a buffer the size of SERVICE_STATUS_PROCESS.
         let rc = unsafe {
             QueryServiceStatusEx(
@@ -43,15 +36,87 @@ pub fn pid(name: &str) -> Option<u32> {
                 &raw mut needed,
             )
         };
-        rc != 0
-    };
-    if !svc.is_null() {
-        // SAFETY: the service handle opened above, closed once.
+        // SAFETY: the service handle opened by `open`, closed once.
         unsafe { CloseServiceHandle(svc) };
-    }
-    // SAFETY: the manager handle opened above, closed once.
+        rc != 0
+    });
+    // SAFETY: the manager handle opened by `open`, closed once.
     unsafe { CloseServiceHandle(scm) };
     (ok && status.dwProcessId != 0).then_some(status.dwProcessId)
+}
+
+/// Opens the service control manager and service `name` with `access`: `(manager, service)`,
+/// the service `None` when it does not exist.
+///
+/// A handle Wine reports invalid (`ERROR_INVALID_HANDLE`, seen under Wine when two threads open
+/// the manager at once; not documented for Windows) is retried a few times.
+fn open(name: &str, access: u32) -> Result<(SC_HANDLE, Option<SC_HANDLE>), Error> {
+    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // SAFETY: local machine, default database, connect right only.
+        let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+        if scm.is_null() {
+            let code = last_error();
+            if code == ERROR_INVALID_HANDLE && attempts < 5 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            return Err(Error::from_win32(code, "OpenSCManagerW"));
+        }
+        // SAFETY: an open manager and a NUL-terminated name.
+        let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), access) };
+        if !svc.is_null() {
+            return Ok((scm, Some(svc)));
+        }
+        let code = last_error();
+        // SAFETY: the manager opened above, closed once.
+        unsafe { CloseServiceHandle(scm) };
+        match code {
+            ERROR_SERVICE_DOES_NOT_EXIST => {
+                // SAFETY: as above; reopened for the caller, which closes it.
+                let scm = unsafe {
+                    OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT)
+                };
+                if scm.is_null() {
+                    return Err(Error::from_win32(last_error(), "OpenSCManagerW"));
+                }
+                return Ok((scm, None));
+            }
+            ERROR_INVALID_HANDLE if attempts < 5 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            code => return Err(Error::from_win32(code, "OpenServiceW")),
+        }
+    }
+}
+
+/// The current state of service `name` (`None` when it does not exist).
+///
+/// # Errors
+/// The service control manager cannot be opened, or the service's status cannot be read.
+pub fn state(name: &str) -> Result<Option<u32>, Error> {
+    let (scm, svc) = open(name, SERVICE_QUERY_STATUS)?;
+    let result = match svc {
+        None => Ok(None),
+        Some(svc) => {
+            let mut status = SERVICE_STATUS::default();
+            // SAFETY: an open service and a valid status buffer.
+            let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
+            let r = if ok == 0 {
+                Err(Error::from_win32(last_error(), "QueryServiceStatus"))
+            } else {
+                Ok(Some(status.dwCurrentState))
+            };
+            // SAFETY: the service opened by `open`, closed once.
+            unsafe { CloseServiceHandle(svc) };
+            r
+        }
+    };
+    // SAFETY: the manager opened by `open`, closed once.
+    unsafe { CloseServiceHandle(scm) };
+    result
 }
 
 /// Whether service `name` runs (`false` when it does not exist).
@@ -59,35 +124,7 @@ pub fn pid(name: &str) -> Option<u32> {
 /// # Errors
 /// The service control manager cannot be opened, or the service's status cannot be read.
 pub fn running(name: &str) -> Result<bool, Error> {
-    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-    // SAFETY: local machine, default database, connect right only.
-    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-    if scm.is_null() {
-        return Err(Error::from_win32(last_error(), "OpenSCManagerW"));
-    }
-    // SAFETY: an open manager and a NUL-terminated name.
-    let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), SERVICE_QUERY_STATUS) };
-    let result = if svc.is_null() {
-        match last_error() {
-            ERROR_SERVICE_DOES_NOT_EXIST => Ok(false),
-            code => Err(Error::from_win32(code, "OpenServiceW")),
-        }
-    } else {
-        let mut status = SERVICE_STATUS::default();
-        // SAFETY: an open service and a valid status buffer.
-        let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
-        let r = if ok == 0 {
-            Err(Error::from_win32(last_error(), "QueryServiceStatus"))
-        } else {
-            Ok(status.dwCurrentState == SERVICE_RUNNING)
-        };
-        // SAFETY: the service opened above, closed once.
-        unsafe { CloseServiceHandle(svc) };
-        r
-    };
-    // SAFETY: the manager opened above, closed once.
-    unsafe { CloseServiceHandle(scm) };
-    result
+    Ok(state(name)? == Some(SERVICE_RUNNING))
 }
 
 /// A watch on a running service that reports when it stops (or stops watching).
@@ -130,20 +167,12 @@ impl StopWatch {
     /// # Errors
     /// The service control manager or the service cannot be opened.
     pub fn start(name: &str, on_stop: impl FnOnce(String) + Send + 'static) -> Result<Self, Error> {
-        let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-        // SAFETY: local machine, default database, connect right only.
-        let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-        if scm.is_null() {
-            return Err(Error::from_win32(last_error(), "OpenSCManagerW"));
-        }
-        // SAFETY: an open manager and a NUL-terminated name.
-        let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), SERVICE_QUERY_STATUS) };
-        if svc.is_null() {
-            let code = last_error();
-            // SAFETY: the manager opened above, closed once.
+        let (scm, svc) = open(name, SERVICE_QUERY_STATUS)?;
+        let Some(svc) = svc else {
+            // SAFETY: the manager opened by `open`, closed once.
             unsafe { CloseServiceHandle(scm) };
-            return Err(Error::from_win32(code, "OpenServiceW"));
-        }
+            return Err(Error::from_win32(ERROR_SERVICE_DOES_NOT_EXIST, "OpenServiceW"));
+        };
         // SAFETY: a manual-reset event, initially not set, unnamed.
         let stop = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
         if stop.is_null() {
@@ -155,8 +184,9 @@ impl StopWatch {
             return Err(Error::from_win32(code, "CreateEventW"));
         }
         let (svc_addr, scm_addr, stop_addr) = (svc as usize, scm as usize, stop as usize);
+        let name = name.to_owned();
         let thread = std::thread::spawn(move || {
-            let why = watch(svc_addr as SC_HANDLE, stop_addr as HANDLE);
+            let why = watch(&name, svc_addr as SC_HANDLE, stop_addr as HANDLE);
             // SAFETY: the handles opened by `start`, owned by this thread, closed once; closing
             // the service handle cancels any request still pending.
             unsafe { CloseServiceHandle(svc_addr as SC_HANDLE) };
@@ -183,7 +213,7 @@ fn state_text(state: u32) -> String {
 
 /// The watch thread: `Some(why)` when the service stopped (or the watch failed), `None` when
 /// the watch was ended.
-fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
+fn watch(name: &str, svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
     use std::sync::atomic::{AtomicBool, Ordering};
     let fired = AtomicBool::new(false);
     let mut notify = SERVICE_NOTIFY_2W {
@@ -213,12 +243,12 @@ fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
             }
             if w == WAIT_TIMEOUT {
                 // A notification can be late or lost (ERROR_SERVICE_NOTIFY_CLIENT_LAGGING;
-                // Wine has lost one here): ask the state directly as well, once a second.
-                let mut status = SERVICE_STATUS::default();
-                // SAFETY: a service handle with SERVICE_QUERY_STATUS and a valid buffer.
-                let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
-                if ok != 0 && is_stopping(status.dwCurrentState) {
-                    return Some(state_text(status.dwCurrentState));
+                // Wine has lost one here): ask the state directly as well, once a second,
+                // with handles of its own. A service that no longer exists has stopped.
+                match state(name) {
+                    Ok(Some(s)) if is_stopping(s) => return Some(state_text(s)),
+                    Ok(None) => return Some("deleted".into()),
+                    _ => {}
                 }
                 continue;
             }
