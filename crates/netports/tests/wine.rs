@@ -57,6 +57,7 @@ struct Doubles {
     fwp_subscriptions: unsafe extern "system" fn() -> u32,
     fwp_objects: unsafe extern "system" fn(*mut u32, *mut u32),
     fwp_commits: unsafe extern "system" fn() -> u32,
+    fwp_gets: unsafe extern "system" fn() -> u32,
     fwp_fail_filter_add: unsafe extern "system" fn(u32),
     fwp_bfe: unsafe extern "system" fn(i32),
 }
@@ -113,6 +114,7 @@ fn doubles() -> Option<Doubles> {
             fwp_subscriptions: ctl!("fwpuclnt.dll", c"DoubleFwpSubscriptions"),
             fwp_objects: ctl!("fwpuclnt.dll", c"DoubleFwpObjects"),
             fwp_commits: ctl!("fwpuclnt.dll", c"DoubleFwpCommits"),
+            fwp_gets: ctl!("fwpuclnt.dll", c"DoubleFwpGets"),
             fwp_fail_filter_add: ctl!("fwpuclnt.dll", c"DoubleFwpFailFilterAdd"),
             fwp_bfe: ctl!("fwpuclnt.dll", c"DoubleFwpBfe"),
         })
@@ -207,6 +209,12 @@ impl Doubles {
         if !running {
             bfe_service(false);
         }
+    }
+    /// Whether a watch on the system-ports source has read its initial ports (subscribed, then
+    /// `FwpmSystemPortsGet0`).
+    fn watch_started(&self) -> bool {
+        // SAFETY: controls of the double.
+        self.registrations() == 1 && unsafe { (self.fwp_gets)() } >= 1
     }
     /// The `nth` next `FwpmFilterAdd0` fails.
     fn fail_filter_add(&self, nth: u32) {
@@ -669,7 +677,7 @@ fn teredo_watch_on_the_system_ports_source_exits_when_bfe_stops() {
     d.teredo(51_000);
     let back = BfeBack(&d);
     let rx = run_in_background(&["teredo", "watch"]);
-    wait_until("the watch's subscription", || d.registrations() == 1);
+    wait_until("the watch's subscription and initial read", || d.watch_started());
     d.bfe(false);
     let (code, out, err) =
         rx.recv_timeout(Duration::from_secs(20)).expect("teredo watch returns when BFE stops");
