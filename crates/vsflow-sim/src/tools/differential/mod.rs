@@ -1018,14 +1018,16 @@ fn attach(side: &mut Side) {
 }
 
 /// An outsider's address and source port: `n` picks them (198.18.0.0/15, RFC 2544's
-/// benchmarking range; `2001:db8:ffff::/48` for IPv6).
+/// benchmarking range; `2001:db8:ffff::/48` for IPv6): the low 17 bits the address, the next
+/// bits the port (1024..65535), so up to 2^17 x 64,512 (8.4e9) consecutive `n` are distinct
+/// 5-tuples.
 fn outsider_endpoint(family: IpFamily, n: u64) -> ([u8; 16], u16) {
-    let [_, _, _, _, _, b, c, d] = n.to_be_bytes();
+    let [_, _, _, _, _, b, c, d] = (n & 0x1_ffff).to_be_bytes();
     let src = match family {
-        IpFamily::V4 => vsflow_core::packet::v4([198, 0x12 | (b & 1), c, d]),
+        IpFamily::V4 => vsflow_core::packet::v4([198, 0x12 | b, c, d]),
         IpFamily::V6 => [0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, b, c, d],
     };
-    (src, 1024 + u16::try_from(n.wrapping_mul(7919) % 64_000).unwrap_or(0))
+    (src, 1024 + u16::try_from((n >> 17) % 64_512).unwrap_or(0))
 }
 
 /// The same packet (addresses, ports) with other TCP flags, as a plain whole packet.
@@ -1037,8 +1039,9 @@ pub fn with_flags(p: &SimPacket, flags: u8) -> SimPacket {
 /// The class of an outsider's SYN sent right after B picked up its tuple, before the guest
 /// answered.
 pub const SYN_AFTER_PICKUP: &str = "SYN on a picked-up tuple, before the VM answers";
-/// The class of an outsider's ACK sent after the guest refused a picked-up tuple (its RST).
-pub const AFTER_REFUSAL: &str = "ACK on a picked-up tuple after the VM's RST";
+/// The class of an outsider's ACK sent after the guest answered a picked-up tuple (a RST, or
+/// nothing from a guest whose firewall drops silently).
+pub const AFTER_REFUSAL: &str = "ACK on a picked-up tuple after the VM's answer (RST or none)";
 
 /// One line about a packet and its two verdicts.
 fn describe(p: &SimPacket, inbound: bool, origin: Origin, fa: bool, fb: bool) -> String {
