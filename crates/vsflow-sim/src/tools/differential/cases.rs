@@ -368,6 +368,16 @@ fn restore_window(o: &Options) -> Report {
             run.resume_inbound(i);
         }
     }
+    // A guest whose firewall drops silently never refuses: at most 4 segments of a 5-tuple
+    // pass before it answers.
+    run.guest_silent(true);
+    run.class("eight ACKs on one 5-tuple in the window, the VM silent");
+    let n = run.rng.next();
+    let p = run.outsider(IpFamily::V4, protocol::TCP, n, 3389, tcp::ACK);
+    for _ in 0..8 {
+        run.inbound(&p, Origin::Adversary);
+    }
+    run.guest_silent(false);
     run.complete_restore();
     run.advance(SECOND);
     run.class("the window's outsider flows, after the restore");

@@ -43,7 +43,7 @@
 //! admissions exceed that expectation by more than `6 sqrt(x) + 6` (a Poisson tail far below
 //! one in a million), and reports both.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use fwps_sys as sys;
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
@@ -333,6 +333,10 @@ pub struct Run {
     arrived_at: Tick,
     holding: bool,
     held: Vec<(SimPacket, (bool, bool))>,
+    /// 5-tuples the VM reset on B after B admitted an outsider's packet A blocked.
+    refused: HashSet<FlowKey>,
+    /// Outsiders' segments B admitted and A blocked per 5-tuple since the VM last spoke on it.
+    unanswered: HashMap<FlowKey, u32>,
 }
 
 fn registry_value(regs: &[(&'static str, u32)], name: &str) -> Option<u32> {
@@ -372,6 +376,8 @@ impl Run {
             arrived_at: 0,
             holding: false,
             held: Vec::new(),
+            refused: HashSet::new(),
+            unanswered: HashMap::new(),
         };
         run.b.id = ID_A;
         for side in [&mut run.a, &mut run.b] {
@@ -497,8 +503,21 @@ impl Run {
                 }
                 if let Some(y) = y {
                     self.b.transmit(&y, false);
+                    self.vm_spoke(&y);
                 }
             }
+        }
+    }
+
+    /// The VM sent `p` on B: a reset refuses its 5-tuple (nothing more may be admitted on it
+    /// that A blocks); any other packet answers it (the count of segments admitted before an
+    /// answer starts again).
+    fn vm_spoke(&mut self, p: &SimPacket) {
+        let key = vm_key(p, false);
+        if p.protocol == protocol::TCP && p.flags & tcp::RST != 0 {
+            self.refused.insert(key);
+        } else {
+            self.unanswered.remove(&key);
         }
     }
 
@@ -510,6 +529,9 @@ impl Run {
     }
 
     fn outbound_sent(&mut self, p: &SimPacket, origin: Origin) -> (bool, bool) {
+        if self.moved {
+            self.vm_spoke(p);
+        }
         self.advance(self.gap);
         let fa = self.a.transmit(p, false);
         let fb = self.b.transmit(p, false);
@@ -534,7 +556,15 @@ impl Run {
         // Only an outsider's packet can be a *false* admission: B admitting a legitimate packet
         // A blocks (its connection no longer admitted) is never documented.
         let outsider = !matches!(origin, Origin::Legit(_));
-        let documented = if fb && !fa && inbound && outsider && is_midstream(p) {
+        // A pickup (fingerprint, window or loose) admits at most 4 segments of a 5-tuple before
+        // the VM answers, and nothing after the VM refused it (runtime-state-format.md,
+        // "Pickups: what they admit").
+        let within_cap = fb && !fa && !self.refused.contains(&key) && {
+            let n = self.unanswered.entry(key).or_insert(0);
+            *n += 1;
+            *n <= PICKUP_SEGMENTS
+        };
+        let documented = if within_cap && inbound && outsider && is_midstream(p) {
             if self.in_pickup_window() && self.fingerprints.contains(&key) {
                 Documented::Fingerprint
             } else if self.in_restore_window() {
@@ -1035,6 +1065,10 @@ fn outsider_endpoint(family: IpFamily, n: u64) -> ([u8; 16], u16) {
 pub fn with_flags(p: &SimPacket, flags: u8) -> SimPacket {
     SimPacket::new(p.family, p.protocol, p.src, p.sport, p.dst, p.dport, flags, 0)
 }
+
+/// Segments a pickup may admit on one 5-tuple before the VM answers
+/// (runtime-state-format.md, "Pickups: what they admit").
+pub const PICKUP_SEGMENTS: u32 = 4;
 
 /// The class of an outsider's SYN sent right after B picked up its tuple, before the guest
 /// answered.
