@@ -191,8 +191,8 @@ fn a_table_beyond_the_exact_capacity_loses_no_connection_and_counters_and_etw_ag
     assert!(r.passed(), "{}", r.to_text());
     assert!(r.split.exact > 0 && r.split.picked_up > 0, "{}", r.to_text());
     assert_eq!(r.split.lost, 0, "within the documented capacity nothing is lost");
-    // Inbound SSH connections the rule admits anew are not picked up (a rule is consulted
-    // first and uses no fingerprint).
+    // Peer-opened connections are never fingerprinted (format 1.2), and inbound SSH connections
+    // the rule admits anew use no fingerprint (a rule is consulted first).
     assert_eq!(r.split.exact + r.split.picked_up + r.split.by_rule, r.connections);
     let rep = r.reported.expect("reported");
     assert!(r.agrees_with(&rep), "{}", r.to_text());
