@@ -27,6 +27,7 @@ fn case(name: &str) -> Report {
 fn passes(name: &str) {
     let r = case(name);
     assert!(r.passed(), "{}", r.to_text());
+    assert!(r.empty_classes().is_empty(), "classes without traffic: {:?}", r.empty_classes());
 }
 
 // ---- The harness itself: it sees an opening and a loss --------------------------------------

@@ -203,6 +203,17 @@ impl Report {
             && self.failed_restores == 0
     }
 
+    /// Classes no packet was judged in (the history is never judged): a case whose traffic
+    /// went nowhere proves nothing.
+    #[must_use]
+    pub fn empty_classes(&self) -> Vec<&str> {
+        self.classes
+            .iter()
+            .filter(|c| c.packets == 0 && c.name != "history")
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
     /// The class named `name`.
     ///
     /// # Panics
