@@ -217,3 +217,22 @@ fn loose_pickup_carries_connections_from_a_source_host_without_vsflow() {
     assert_eq!(delivered(&mut b, sb, 77, &later[10..]), 0, "after the loose window: blocked");
     finish(&mut b);
 }
+
+#[test]
+fn loose_pickup_opens_after_a_degraded_restore_too() {
+    // The blob arrives damaged: the restore is degraded (no flows carried), which is loose
+    // pickup's case as much as a source without vsflow.
+    let (mut blobs, inbound, _) = saved(61_440, 10);
+    for (_, blob) in &mut blobs {
+        if let Some(b) = blob.get_mut(60) {
+            *b ^= 0x5A;
+        }
+    }
+    let (mut b, sb) = host_from_registry(13, &[("LoosePickup", 1), ("LooseWindowSeconds", 60)]);
+    restore(&mut b, sb, &blobs);
+    assert_eq!(counter(&b, "vm-port-77", "restores_empty"), 1, "the restore was degraded");
+    b.advance(TICKS_PER_SECOND);
+    assert_eq!(delivered(&mut b, sb, 77, &inbound), 10, "loose pickup after a degraded restore");
+    assert_eq!(counter(&b, "vm-port-77", "picked_up_loose"), 10);
+    finish(&mut b);
+}

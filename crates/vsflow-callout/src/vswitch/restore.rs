@@ -372,6 +372,8 @@ impl<S: KernelServices> Driver<S> {
         carried: Option<vsflow_core::port::CarriedPolicy<'_>>,
     ) -> NTSTATUS {
         codec::apply_degraded(&mut st.port, carried);
+        // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
+        st.port.open_loose_window(self.now());
         st.window_deadline = vsflow_core::Tick::MAX;
         // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob.
         let expected = reason == DegradedReason::UnknownMajor
