@@ -964,6 +964,8 @@ impl Run {
         self.answer(&syn, r);
         self.release_answers();
         self.class(AFTER_REFUSAL);
+        // These tuples were admitted already: the bound on chance matches is the spray's.
+        self.chosen_keys();
         let again = with_flags(p, tcp::ACK);
         let r = self.inbound_quiet(&again, Origin::Adversary);
         self.answer(&again, r);
@@ -989,8 +991,9 @@ impl Run {
         found
     }
 
-    /// Marks the current class as sent on keys chosen to match fingerprints: the bound on
-    /// chance matches does not apply to it.
+    /// Marks the current class as sent on keys that were not drawn by chance (chosen to match a
+    /// fingerprint, or tuples a spray's match admitted already): the bound on chance matches
+    /// does not apply to it.
     pub fn chosen_keys(&mut self) {
         self.report.classes[self.class].chosen_keys = true;
     }
