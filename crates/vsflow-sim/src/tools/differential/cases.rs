@@ -564,6 +564,19 @@ fn unreadable_flags_loose(o: &Options) -> Report {
             run.inbound(&p, Origin::Adversary);
         }
     }
+    // Loose pickup's old hole: one ACK from anyone, then a SYN on its 5-tuple before the VM
+    // answers (and, from a silent guest, never).
+    run.guest_silent(true);
+    for k in 0..10 {
+        let ack = run.outsider(IpFamily::V4, protocol::TCP, base + 1_000 + k, 3389, tcp::ACK);
+        run.class("ACK, loose pickup on");
+        run.hold_answers();
+        run.inbound(&ack, Origin::Adversary);
+        run.class("SYN after a loose pickup, before the VM answers");
+        run.inbound(&with_flags(&ack, tcp::SYN), Origin::Adversary);
+        run.release_answers();
+    }
+    run.guest_silent(false);
     run.class("carried connections");
     run.resume_all();
     run.finish()

@@ -600,12 +600,13 @@ impl Run {
     }
 
     /// The destination's port is restoring: created with `RESTORING_PORT`, no restore applied
-    /// yet, and less than `RestoreWindowSeconds` ago.
+    /// yet, and a restore pended (however late) or the port created less than
+    /// `RestoreWindowSeconds` ago.
     fn in_restore_window(&self) -> bool {
         let window = registry_value(&self.dest_registry(), "RestoreWindowSeconds").unwrap_or(60);
-        self.restored_at.is_none()
-            && self.b.host.now().saturating_sub(self.arrived_at)
-                < u64::from(window) * TICKS_PER_SECOND
+        let young = self.b.host.now().saturating_sub(self.arrived_at)
+            < u64::from(window) * TICKS_PER_SECOND;
+        self.restored_at.is_none() && (young || !self.tickets.is_empty())
     }
 
     // ---- History --------------------------------------------------------------------------
