@@ -245,24 +245,27 @@ fn main() -> ExitCode {
             let opts = differential::Options { spray, connections, blob_cap, settings, seed };
             differential(&cases, list, &opts, json)
         }
-        Command::Blob { command: BlobCommand::Inspect { file } } => {
-            let bytes = match std::fs::read(&file) {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("vsflow-sim: cannot read {}: {e}", file.display());
-                    return ExitCode::from(2);
-                }
-            };
-            match vsflow_sim::tools::inspect::inspect(&bytes) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(why) => {
-                    eprintln!("{}: {why}", file.display());
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Blob { command: BlobCommand::Inspect { file } } => inspect(&file),
+    }
+}
+
+/// `vsflow-sim blob inspect FILE`: prints what a saved blob holds.
+fn inspect(file: &std::path::Path) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("vsflow-sim: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match vsflow_sim::tools::inspect::inspect(&bytes) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("{}: {why}", file.display());
+            ExitCode::FAILURE
         }
     }
 }
