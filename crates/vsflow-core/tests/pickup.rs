@@ -198,8 +198,14 @@ proptest! {
             let m = if out { outbound(n, flags) } else { inbound(n, flags) };
             let key = FlowKey::of(&m);
             let answers_vm_syn = p.table().get(&key).is_some_and(|r| r.state == FlowState::SynSent);
+            let closed = p.table().get(&key).is_some_and(|r| r.state == FlowState::Closed);
             // A flow in the table and not idle past its timeout (an expired one starts afresh).
             let known = p.table().find(&key).is_some_and(|at| !p.table().is_expired(at, now));
+            if !known && matches!(model.get(&key), Some(Model::Vm | Model::Judged)) {
+                // The flow left the table (closed, then idle past its timeout): this packet
+                // starts afresh, and may be picked up again.
+                model.remove(&key);
+            }
             let v = p.classify(&m, now);
             let in_window = now - RESTORED_AT < DEFAULT_PICKUP_WINDOW;
             let in_table = p.table().get(&key).is_some();
@@ -217,7 +223,15 @@ proptest! {
                         model.insert(key, Model::Refused);
                     }
                     Some(Model::Tentative(_)) if flags & RST == 0 => {
-                        used.insert(key);
+                        // A SYN withdraws the pickup (a connection of the VM's own, no
+                        // fingerprint used); anything else confirms it.
+                        if flags & (SYN | ACK) != SYN {
+                            used.insert(key);
+                        }
+                        model.insert(key, Model::Vm);
+                    }
+                    // The VM's SYN on a closed flow starts a connection of its own.
+                    _ if flags & (SYN | ACK | RST) == SYN && known && closed => {
                         model.insert(key, Model::Vm);
                     }
                     _ if flags & RST == 0 && !known => {
@@ -253,7 +267,12 @@ proptest! {
                     model.insert(key, Model::Tentative(k + 1));
                     Verdict::Permit
                 }
-                None if midstream && in_window && keys.contains(&key) => {
+                None if midstream
+                    && in_window
+                    && keys.contains(&key)
+                    && !used.contains(&key)
+                    && !refused.contains(&key) =>
+                {
                     model.insert(key, Model::Tentative(1));
                     Verdict::Permit
                 }
