@@ -25,10 +25,11 @@ pub enum Counter {
     IdentityMismatches,
     RestoresUnknownPort,
     ReorderEvents,
+    SettingsRefused,
 }
 
 /// Number of counters.
-pub const COUNTERS: usize = 15;
+pub const COUNTERS: usize = 16;
 
 /// One processor's counters, alone on their cache lines.
 ///
@@ -42,7 +43,6 @@ pub const COUNTERS: usize = 15;
 struct Line {
     _front: [u64; 8],
     counters: [AtomicU64; COUNTERS],
-    _back: [u64; 1],
 }
 
 const _: () = assert!(core::mem::size_of::<Line>() == 192);
