@@ -21,6 +21,7 @@ use wdk_sys::{
 };
 
 use crate::etw::EtwSession;
+use crate::pool::Pool;
 use crate::violation::Violation;
 
 /// `PASSIVE_LEVEL`.
@@ -211,6 +212,8 @@ pub struct Framework {
     pub rw_locks: BTreeMap<usize, (u32, bool)>,
     /// Rundown protections by address.
     pub rundowns: BTreeMap<usize, Rundown>,
+    /// The kernel pool (`ExAllocatePool2`).
+    pub pool: Pool,
     /// `KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS)`.
     pub processors: u32,
     /// `KeGetCurrentProcessorNumberEx`.
@@ -240,6 +243,7 @@ impl Default for Framework {
             held_locks: Vec::new(),
             rw_locks: BTreeMap::new(),
             rundowns: BTreeMap::new(),
+            pool: Pool::default(),
             processors: 4,
             current_processor: 0,
             next_handle: 0x5F00_0000,
