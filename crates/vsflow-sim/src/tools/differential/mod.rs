@@ -43,7 +43,7 @@
 //! admissions exceed that expectation by more than `6 sqrt(x) + 6` (a Poisson tail far below
 //! one in a million), and reports both.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use fwps_sys as sys;
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
@@ -333,6 +333,10 @@ pub struct Run {
     arrived_at: Tick,
     holding: bool,
     held: Vec<(SimPacket, (bool, bool))>,
+    /// 5-tuples the VM reset on B after B admitted an outsider's packet A blocked.
+    refused: HashSet<FlowKey>,
+    /// Outsiders' segments B admitted and A blocked per 5-tuple since the VM last spoke on it.
+    unanswered: HashMap<FlowKey, u32>,
 }
 
 fn registry_value(regs: &[(&'static str, u32)], name: &str) -> Option<u32> {
@@ -372,6 +376,8 @@ impl Run {
             arrived_at: 0,
             holding: false,
             held: Vec::new(),
+            refused: HashSet::new(),
+            unanswered: HashMap::new(),
         };
         run.b.id = ID_A;
         for side in [&mut run.a, &mut run.b] {
@@ -497,8 +503,21 @@ impl Run {
                 }
                 if let Some(y) = y {
                     self.b.transmit(&y, false);
+                    self.vm_spoke(&y);
                 }
             }
+        }
+    }
+
+    /// The VM sent `p` on B: a reset refuses its 5-tuple (nothing more may be admitted on it
+    /// that A blocks); any other packet answers it (the count of segments admitted before an
+    /// answer starts again).
+    fn vm_spoke(&mut self, p: &SimPacket) {
+        let key = vm_key(p, false);
+        if p.protocol == protocol::TCP && p.flags & tcp::RST != 0 {
+            self.refused.insert(key);
+        } else {
+            self.unanswered.remove(&key);
         }
     }
 
@@ -510,6 +529,9 @@ impl Run {
     }
 
     fn outbound_sent(&mut self, p: &SimPacket, origin: Origin) -> (bool, bool) {
+        if self.moved {
+            self.vm_spoke(p);
+        }
         self.advance(self.gap);
         let fa = self.a.transmit(p, false);
         let fb = self.b.transmit(p, false);
@@ -534,7 +556,15 @@ impl Run {
         // Only an outsider's packet can be a *false* admission: B admitting a legitimate packet
         // A blocks (its connection no longer admitted) is never documented.
         let outsider = !matches!(origin, Origin::Legit(_));
-        let documented = if fb && !fa && inbound && outsider && is_midstream(p) {
+        // A pickup (fingerprint, window or loose) admits at most 4 segments of a 5-tuple before
+        // the VM answers, and nothing after the VM refused it (runtime-state-format.md,
+        // "Pickups: what they admit").
+        let within_cap = fb && !fa && !self.refused.contains(&key) && {
+            let n = self.unanswered.entry(key).or_insert(0);
+            *n += 1;
+            *n <= PICKUP_SEGMENTS
+        };
+        let documented = if within_cap && inbound && outsider && is_midstream(p) {
             if self.in_pickup_window() && self.fingerprints.contains(&key) {
                 Documented::Fingerprint
             } else if self.in_restore_window() {
@@ -934,6 +964,8 @@ impl Run {
         self.answer(&syn, r);
         self.release_answers();
         self.class(AFTER_REFUSAL);
+        // These tuples were admitted already: the bound on chance matches is the spray's.
+        self.chosen_keys();
         let again = with_flags(p, tcp::ACK);
         let r = self.inbound_quiet(&again, Origin::Adversary);
         self.answer(&again, r);
@@ -959,8 +991,9 @@ impl Run {
         found
     }
 
-    /// Marks the current class as sent on keys chosen to match fingerprints: the bound on
-    /// chance matches does not apply to it.
+    /// Marks the current class as sent on keys that were not drawn by chance (chosen to match a
+    /// fingerprint, or tuples a spray's match admitted already): the bound on chance matches
+    /// does not apply to it.
     pub fn chosen_keys(&mut self) {
         self.report.classes[self.class].chosen_keys = true;
     }
@@ -1018,14 +1051,16 @@ fn attach(side: &mut Side) {
 }
 
 /// An outsider's address and source port: `n` picks them (198.18.0.0/15, RFC 2544's
-/// benchmarking range; `2001:db8:ffff::/48` for IPv6).
+/// benchmarking range; `2001:db8:ffff::/48` for IPv6): the low 17 bits the address, the next
+/// bits the port (1024..65535), so up to 2^17 x 64,512 (8.4e9) consecutive `n` are distinct
+/// 5-tuples.
 fn outsider_endpoint(family: IpFamily, n: u64) -> ([u8; 16], u16) {
-    let [_, _, _, _, _, b, c, d] = n.to_be_bytes();
+    let [_, _, _, _, _, b, c, d] = (n & 0x1_ffff).to_be_bytes();
     let src = match family {
-        IpFamily::V4 => vsflow_core::packet::v4([198, 0x12 | (b & 1), c, d]),
+        IpFamily::V4 => vsflow_core::packet::v4([198, 0x12 | b, c, d]),
         IpFamily::V6 => [0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, b, c, d],
     };
-    (src, 1024 + u16::try_from(n.wrapping_mul(7919) % 64_000).unwrap_or(0))
+    (src, 1024 + u16::try_from((n >> 17) % 64_512).unwrap_or(0))
 }
 
 /// The same packet (addresses, ports) with other TCP flags, as a plain whole packet.
@@ -1034,11 +1069,16 @@ pub fn with_flags(p: &SimPacket, flags: u8) -> SimPacket {
     SimPacket::new(p.family, p.protocol, p.src, p.sport, p.dst, p.dport, flags, 0)
 }
 
+/// Segments a pickup may admit on one 5-tuple before the VM answers
+/// (runtime-state-format.md, "Pickups: what they admit").
+pub const PICKUP_SEGMENTS: u32 = 4;
+
 /// The class of an outsider's SYN sent right after B picked up its tuple, before the guest
 /// answered.
 pub const SYN_AFTER_PICKUP: &str = "SYN on a picked-up tuple, before the VM answers";
-/// The class of an outsider's ACK sent after the guest refused a picked-up tuple (its RST).
-pub const AFTER_REFUSAL: &str = "ACK on a picked-up tuple after the VM's RST";
+/// The class of an outsider's ACK sent after the guest answered a picked-up tuple (a RST, or
+/// nothing from a guest whose firewall drops silently).
+pub const AFTER_REFUSAL: &str = "ACK on a picked-up tuple after the VM's answer (RST or none)";
 
 /// One line about a packet and its two verdicts.
 fn describe(p: &SimPacket, inbound: bool, origin: Origin, fa: bool, fb: bool) -> String {
