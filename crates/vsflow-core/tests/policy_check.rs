@@ -22,10 +22,13 @@ fn fixture(name: &str) -> Vec<u8> {
 const STATE_FIXTURES: [&str; 3] =
     ["v1.2-enforce-rules.bin", "v1.2-monitor-mixed.bin", "v1.2-capped.bin"];
 
+/// A record: type and payload.
+type Record = (u16, Vec<u8>);
+
 /// Header and identity of `b`, then `recs` as its records: each `POLICY_CHECK` of 8 bytes gets
 /// the CRC of every byte before its CRC field, wherever it stands; the total length and the
 /// trailer are fixed up. What an attacker with a hex editor and a CRC-32C routine writes.
-fn rebuild(b: &[u8], recs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+fn rebuild(b: &[u8], recs: &[Record]) -> Vec<u8> {
     let start = usize::from(le16(b, 8)) + 2 * usize::from(le16(b, 36));
     let mut out = b[..start].to_vec();
     out[32..36].copy_from_slice(&u32::try_from(recs.len()).unwrap().to_le_bytes());
@@ -50,7 +53,7 @@ fn rebuild(b: &[u8], recs: &[(u16, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// The records of `b` as (type, payload).
-fn parts(b: &[u8]) -> Vec<(u16, Vec<u8>)> {
+fn parts(b: &[u8]) -> Vec<Record> {
     records(b).iter().map(|r| (r.kind, b[r.payload.0..r.payload.1].to_vec())).collect()
 }
 
@@ -166,7 +169,7 @@ fn a_policy_check_out_of_place_or_twice_is_refused() {
 fn a_matching_policy_crc_over_fields_out_of_range_yields_no_policy() {
     let good = fixture("v1.2-enforce-rules.bin");
     let recs = parts(&good);
-    let mut cases: Vec<(&str, Vec<(u16, Vec<u8>)>)> = Vec::new();
+    let mut cases: Vec<(&str, Vec<Record>)> = Vec::new();
     for mode in [2u8, 3, 0x80, 0xFF] {
         let mut r = recs.clone();
         r[0].1[0] = mode;
@@ -204,7 +207,7 @@ fn a_matching_policy_crc_over_fields_out_of_range_yields_no_policy() {
     // Port range 22..=21 (start after end).
     r[1].1[entry + 6..entry + 8].copy_from_slice(&21u16.to_le_bytes());
     cases.push(("inverted port range", r));
-    let mut r = recs.clone();
+    let mut r = recs;
     // 198.51.100.0/24 with a host bit set.
     r[1].1[entry + 8 + 3] = 1;
     cases.push(("host bits past the prefix", r));
@@ -269,7 +272,7 @@ fn a_no_state_blob_with_anything_else_is_refused_and_never_carries_policy() {
 // pointing past the end: no panic, no policy unless the whole policy and its check are there.
 #[test]
 fn salvage_on_every_truncation_never_panics_and_needs_the_whole_policy() {
-    for name in STATE_FIXTURES.iter().chain(["v1.2-no-state.bin"].iter()) {
+    for name in STATE_FIXTURES.iter().chain(std::iter::once(&"v1.2-no-state.bin")) {
         let good = fixture(name);
         let whole = salvage(&good);
         let end = policy_crc_at(&good).map(|at| at + 4);
