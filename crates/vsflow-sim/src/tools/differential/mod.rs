@@ -96,6 +96,9 @@ pub struct Setup {
     pub registry: Vec<(&'static str, u32)>,
     /// Further values for the destination hosts only.
     pub destination_registry: Vec<(&'static str, u32)>,
+    /// Values set last on every host (`vsflow-sim differential --set NAME=VALUE`), over the
+    /// case's own.
+    pub settings: Vec<(String, u32)>,
     /// VM-opened TCP connections established on A (to remote port 443).
     pub vm_tcp: u32,
     /// Inbound SSH connections the allow rule admitted on A, opened before the VM's own.
@@ -108,11 +111,26 @@ pub struct Setup {
     pub seed: u64,
 }
 
+impl Setup {
+    /// The registry values of a source (or, with `destination`, a destination) host, in the
+    /// order they are set: the case's, the destination's, then `settings`.
+    #[must_use]
+    pub fn registry_of(&self, destination: bool) -> Vec<(String, u32)> {
+        let own = self.registry.iter();
+        let dest = self.destination_registry.iter().filter(|_| destination);
+        own.chain(dest)
+            .map(|(n, v)| ((*n).to_owned(), *v))
+            .chain(self.settings.iter().cloned())
+            .collect()
+    }
+}
+
 impl Default for Setup {
     fn default() -> Self {
         Self {
             registry: Vec::new(),
             destination_registry: Vec::new(),
+            settings: Vec::new(),
             vm_tcp: 40,
             ssh: 8,
             udp: 8,
@@ -287,7 +305,7 @@ struct Side {
 }
 
 impl Side {
-    fn new(seed: u64, registry: &[(&'static str, u32)], uptime: Tick, switch: &str) -> Self {
+    fn new(seed: u64, registry: &[(String, u32)], uptime: Tick, switch: &str) -> Self {
         let mut host = Host::new(seed);
         host.advance(uptime);
         for (name, value) in registry {
@@ -339,7 +357,7 @@ pub struct Run {
     unanswered: HashMap<FlowKey, u32>,
 }
 
-fn registry_value(regs: &[(&'static str, u32)], name: &str) -> Option<u32> {
+fn registry_value(regs: &[(String, u32)], name: &str) -> Option<u32> {
     regs.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
 
@@ -352,10 +370,9 @@ impl Run {
     #[must_use]
     pub fn start(case: &str, setup: Setup) -> Self {
         let uptime = 3 * 86_400 * TICKS_PER_SECOND;
-        let mut a =
-            Side::new(setup.seed, &setup.registry, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
-        let b =
-            Side::new(setup.seed, &setup.registry, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
+        let source = setup.registry_of(false);
+        let mut a = Side::new(setup.seed, &source, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
+        let b = Side::new(setup.seed, &source, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
         a.id = ID_A;
         let mut run = Self {
             a,
@@ -539,10 +556,8 @@ impl Run {
         (fa, fb)
     }
 
-    fn dest_registry(&self) -> Vec<(&'static str, u32)> {
-        let mut r = self.setup.registry.clone();
-        r.extend(self.setup.destination_registry.iter().copied());
-        r
+    fn dest_registry(&self) -> Vec<(String, u32)> {
+        self.setup.registry_of(true)
     }
 
     fn judge(&mut self, p: &SimPacket, inbound: bool, origin: Origin, fa: bool, fb: bool) {
@@ -564,16 +579,17 @@ impl Run {
             *n += 1;
             *n <= PICKUP_SEGMENTS
         };
-        let documented = if within_cap && inbound && outsider && is_midstream(p) {
-            if self.in_pickup_window() && self.fingerprints.contains(&key) {
-                Documented::Fingerprint
-            } else if self.in_restore_window() {
-                Documented::Window
-            } else if registry_value(&self.dest_registry(), "LoosePickup") == Some(1) {
-                Documented::Loose
-            } else {
-                Documented::No
-            }
+        // Loose pickup (opt-in) admits any mid-stream segment of a flow B does not know, the
+        // VM's own connections included, whatever the rules (docs/SECURITY.md, edge 5).
+        let loose = registry_value(&self.dest_registry(), "LoosePickup") == Some(1);
+        let documented = if !(within_cap && inbound && is_midstream(p)) {
+            Documented::No
+        } else if outsider && self.in_pickup_window() && self.fingerprints.contains(&key) {
+            Documented::Fingerprint
+        } else if outsider && self.in_restore_window() {
+            Documented::Window
+        } else if loose {
+            Documented::Loose
         } else {
             Documented::No
         };
@@ -600,12 +616,13 @@ impl Run {
     }
 
     /// The destination's port is restoring: created with `RESTORING_PORT`, no restore applied
-    /// yet, and less than `RestoreWindowSeconds` ago.
+    /// yet, and a restore pended (however late) or the port created less than
+    /// `RestoreWindowSeconds` ago.
     fn in_restore_window(&self) -> bool {
         let window = registry_value(&self.dest_registry(), "RestoreWindowSeconds").unwrap_or(60);
-        self.restored_at.is_none()
-            && self.b.host.now().saturating_sub(self.arrived_at)
-                < u64::from(window) * TICKS_PER_SECOND
+        let young = self.b.host.now().saturating_sub(self.arrived_at)
+            < u64::from(window) * TICKS_PER_SECOND;
+        self.restored_at.is_none() && (young || !self.tickets.is_empty())
     }
 
     // ---- History --------------------------------------------------------------------------
@@ -1227,13 +1244,15 @@ pub struct Options {
     pub connections: u32,
     /// Size cap of the blob in the fingerprint cases (registry `BlobCap`).
     pub blob_cap: u32,
+    /// Registry values set last on every host of every case (e.g. `RestoreMode` 1).
+    pub settings: Vec<(String, u32)>,
     /// Seed.
     pub seed: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { spray: 20_000, connections: 3_000, blob_cap: 16_384, seed: 16 }
+        Self { spray: 20_000, connections: 3_000, blob_cap: 16_384, settings: Vec::new(), seed: 16 }
     }
 }
 
