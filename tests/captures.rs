@@ -2,6 +2,7 @@
 //! and answered, replayed through the shipped callout at the vSwitch transport layers as the
 //! VM's port, with the documented expectation of each capture (tests/fixtures/pcap/README.md).
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use vsflow_core::policy::{AllowRule, PortRange, Prefix};
@@ -54,6 +55,83 @@ fn the_icmp_flows_of_the_linux_capture_survive_a_migration_at_any_point() {
         let r = replay::replay(&frames, &opts);
         assert_eq!(r.classified(), (vm_packets, 0), "migrated before packet {at}: {}", r.to_text());
     }
+}
+
+// ---- Provenance: every committed capture is listed with its source and licence ----
+
+/// The rows of tests/fixtures/pcap/README.md's table: file name (in backticks) -> the cells.
+fn provenance_rows(readme: &str) -> Vec<(String, Vec<String>)> {
+    readme
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<String> =
+                l.trim().trim_matches('|').split(" | ").map(|c| c.trim().to_owned()).collect();
+            let file = cells.first().map_or("", |c| c.trim_matches('`')).to_owned();
+            (file, cells)
+        })
+        .collect()
+}
+
+// Issue 17: c1792bc committed 21 public captures and listed none of them in the README; the
+// standards require each to name its source and licence. The README's columns: file, source
+// (repository, path, the snapshot commit it was compared with), licence (the upstream licence
+// text kept beside the captures), SHA-256, what it exercises, the expectation asserted here.
+#[test]
+fn every_capture_has_a_provenance_row_with_its_checksum_and_every_row_a_capture() {
+    use sha2::{Digest, Sha256};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pcap");
+    let readme = std::fs::read_to_string(dir.join("README.md")).expect("README.md");
+    let rows = provenance_rows(&readme);
+    let mut problems = Vec::new();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("fixtures/pcap")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "README.md" && !n.starts_with("LICENSE."))
+        .collect();
+    files.sort();
+    for f in &files {
+        match rows.iter().filter(|(r, _)| r == f).count() {
+            1 => {}
+            0 => problems.push(format!("{f}: no README row")),
+            n => problems.push(format!("{f}: {n} README rows")),
+        }
+    }
+    for (file, cells) in &rows {
+        if !files.contains(file) {
+            problems.push(format!("{file}: a README row but no such file"));
+            continue;
+        }
+        let [_, source, licence, sha256, exercises, expectation] = cells.as_slice() else {
+            problems.push(format!("{file}: {} cells, not 6", cells.len()));
+            continue;
+        };
+        for (what, cell) in
+            [("source", source), ("licence", licence), ("what it exercises", exercises)]
+        {
+            if cell.is_empty() {
+                problems.push(format!("{file}: no {what}"));
+            }
+        }
+        if expectation.is_empty() {
+            problems.push(format!("{file}: no expectation"));
+        }
+        // A licence text the row names is kept beside the captures.
+        for word in licence.split(|c: char| c == '`' || c.is_whitespace()) {
+            if word.starts_with("LICENSE.") && !dir.join(word).is_file() {
+                problems.push(format!("{file}: names {word}, which is not there"));
+            }
+        }
+        let bytes = std::fs::read(dir.join(file)).expect("capture");
+        let actual = Sha256::digest(&bytes).iter().fold(String::new(), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
+        if sha256.trim_matches('`') != actual {
+            problems.push(format!("{file}: SHA-256 {actual}, the README says {sha256}"));
+        }
+    }
+    assert!(problems.is_empty(), "tests/fixtures/pcap/README.md:\n{}", problems.join("\n"));
 }
 
 // ---- Public captures (zeek testing/btest/Traces, OISF suricata-verify) ----
