@@ -217,7 +217,8 @@ fn zeek_neighbor_discovery_from_the_link_passes_and_mld_with_hop_limit_64_does_n
 
 #[test]
 fn zeek_ipv4_fragments_are_judged_by_their_first_fragment_and_ports() {
-    // NTP 123 -> 137 in fragments (offsets 0 and 48, and a second datagram's first fragment).
+    // NTP 123 -> 137 in fragments of one datagram (id 242): offset 0, offset 48, then a
+    // second, longer fragment at offset 0 overlapping both.
     let to_vm = v4([164, 1, 123, 61]);
     let r = run("zeek-ipv4-fragmented-1.pcap", &enforce(to_vm));
     let (_, blocked) = r.classified();
