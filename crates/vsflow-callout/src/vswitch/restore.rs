@@ -6,7 +6,9 @@
 //!    the blob, records the notification in the pending set, asks for deferred work and
 //!    returns `STATUS_PENDING`; synchronous mode (or no work item) decodes and applies inline.
 //! 2. [`Driver::run_deferred`] (the work item, `PASSIVE_LEVEL`): takes each entry, decodes it
-//!    outside every lock, then removes it from the set: whoever removes an entry completes it.
+//!    outside every lock, then claims it (no canceller can remove it any more) and, once it is
+//!    applied, removes it from the set: whoever removes an entry completes it. Until then the
+//!    restore is in flight for a save of its port (`PendingSet::in_flight`).
 //!    The time the entry waited since the callback ages its flows (a flow that idled past its
 //!    timeout while the work item was late arrives expired).
 //! 3. [`Driver::apply_restore`]: under the port's own lock only, applies the state (flows seen
@@ -186,13 +188,16 @@ impl<S: KernelServices> Driver<S> {
             let job = self.pending.lock().take_next();
             let Some((id, key, blob)) = job else { break };
             let mut decoded = self.decode(&blob);
-            let Some(entry) = self.pending.lock().remove(id) else {
+            // Claimed, not removed: until it is applied the restore stays in flight for a save
+            // of the port, which would otherwise encode the port as it was before its restore.
+            let Some((completion, received_at)) = self.pending.lock().claim(id) else {
                 // Cancelled while decoding: completed by the canceller.
                 continue;
             };
-            self.age_by_wait(&mut decoded, entry.received_at);
+            self.age_by_wait(&mut decoded, received_at);
             let status = self.apply_restore(key, &blob, decoded);
-            Self::complete(entry.completion, status);
+            self.pending.lock().release(id);
+            Self::complete(completion, status);
         }
     }
 
