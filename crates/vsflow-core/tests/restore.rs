@@ -348,7 +348,8 @@ fn a_connection_admitted_by_a_rule_the_cap_left_out_is_rechecked() {
 // Fails on main (072fa57): a compact flow entry carries its last-seen age in whole seconds,
 // rounded down, so a flow idle 59.5 s at the save (UDP timeout 60 s) arrived 59 s old and
 // admitted the peer's reply for up to a second after the source, had the VM stayed, would have
-// blocked it as expired. Rounded up, a carried flow never outlives its idle timeout.
+// blocked it as expired. Read as the oldest age its second stands for, a carried flow never
+// outlives its idle timeout.
 #[test]
 fn a_carried_flow_never_outlives_its_idle_timeout_on_the_destination() {
     let tenth = secs(1) / 10;
