@@ -381,8 +381,14 @@ impl<S: KernelServices> Driver<S> {
         carried: Option<vsflow_core::port::CarriedPolicy<'_>>,
     ) -> NTSTATUS {
         codec::apply_degraded(&mut st.port, carried);
+        let now = self.now();
         // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
-        st.port.open_loose_window(self.now());
+        st.port.open_loose_window(now);
+        // Nor was any connection's opener: for the pickup window the VM's mid-stream segment
+        // of a connection the port does not know may be a peer's, so its return traffic is
+        // judged by the rules (never made the VM's: a later rule removal must cut it).
+        let window = self.config.apply_config().pickup_window;
+        st.port.judge_uncarried_until(if window == 0 { 0 } else { now.saturating_add(window) });
         st.window_deadline = vsflow_core::Tick::MAX;
         // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob.
         let expected = reason == DegradedReason::UnknownMajor
