@@ -505,3 +505,38 @@ fn a_spray_opens_nothing_and_costs_no_carried_connection() {
     assert_eq!(lost, 0, "carried connections lost to the spray");
     assert_eq!(p.pickup().picked(), n);
 }
+
+/// The VM's SYN-ACK on a 5-tuple picked up tentatively (by fingerprint, loosely, or in the
+/// restore window) means a SYN reached the VM that vsflow never judged as one: a later
+/// fragment that overlaps the first fragment's TCP flags, reassembled by the guest (RFC 1858
+/// section 3.3). A VM resuming a carried connection never answers with a SYN-ACK. The answer
+/// passes (the VM's own packet), but it confirms nothing: the peer's handshake ACK and data are
+/// judged by the rules, which admit nothing here, and no fingerprint is used up.
+#[test]
+fn the_vms_syn_ack_never_confirms_a_pickup() {
+    const SYNACK: u8 = 0x12;
+    const PSH: u8 = 0x08;
+    let a = inbound(1, ACK);
+    let mut fingerprint = port(64);
+    restore(&mut fingerprint, &[FlowKey::of(&a)]);
+    let mut loose = port(64);
+    loose.set_pickup_config(PickupConfig { loose: true, loose_window: secs(30) });
+    restore(&mut loose, &[]);
+    let mut window = port(64);
+    window.begin_restore();
+    for (name, p) in
+        [("fingerprint", &mut fingerprint), ("loose", &mut loose), ("window", &mut window)]
+    {
+        assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit, "{name}: not picked up");
+        assert_eq!(p.classify(&outbound(1, SYNACK), RESTORED_AT + 2), Verdict::Permit, "{name}");
+        for (t, flags) in [ACK, ACK | PSH, ACK].into_iter().enumerate() {
+            let v = p.classify(&inbound(1, flags), RESTORED_AT + 3 + t as u64);
+            assert!(
+                matches!(v, Verdict::Block(_)),
+                "{name}: the peer's segment {t} (flags {flags:#x}) after the VM's SYN-ACK passed: \
+                 a connection opened to a port no rule admits"
+            );
+        }
+    }
+    assert_eq!(fingerprint.pickup().picked(), 0, "the SYN-ACK used up a carried fingerprint");
+}
