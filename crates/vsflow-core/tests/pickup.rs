@@ -209,15 +209,26 @@ proptest! {
             let midstream = flags & ACK != 0 && flags & (SYN | RST) == 0;
             if out {
                 prop_assert_eq!(v, Verdict::Permit);
-                // The VM's reset refuses a tentative flow; anything else it sends opens (or
-                // confirms) a flow of its own, as the VM's traffic always does. In the window
+                // The VM's reset refuses a tentative flow, and so does its SYN-ACK (it
+                // answers a SYN: a peer's connection, which the rules judge); anything else it
+                // sends opens (or confirms) a flow of its own, as the VM's traffic always does. In the window
                 // (fingerprints armed), a mid-stream segment of a flow the table does not know
                 // and no unused fingerprint of the VM's vouches for opens a flow whose return
                 // traffic the rules judge (issue 16: it may be a connection a peer opened).
+                let synack = flags & (SYN | ACK | RST) == SYN | ACK;
                 match model.get(&key).copied() {
                     Some(Model::Tentative(_)) if flags & RST != 0 => {
                         refused.insert(key);
                         model.insert(key, Model::Refused);
+                    }
+                    // A SYN-ACK answers a SYN: the VM resumes nothing, the pickup is refused,
+                    // and the half-open flow it opens is judged by the rules.
+                    Some(Model::Tentative(_)) if synack => {
+                        refused.insert(key);
+                        model.insert(key, Model::Judged);
+                    }
+                    _ if synack && !known => {
+                        model.insert(key, Model::Judged);
                     }
                     // The VM's initial SYN withdraws the tentative flow (its own new
                     // connection, no fingerprint used); anything else confirms it.
