@@ -211,8 +211,9 @@ proptest! {
                 prop_assert_eq!(v, Verdict::Permit);
                 // The VM's reset refuses a tentative flow, and so does its SYN-ACK (it
                 // answers a SYN: a peer's connection, which the rules judge); anything else it
-                // sends opens (or confirms) a flow of its own, as the VM's traffic always does. In the window
-                // (fingerprints armed), a mid-stream segment of a flow the table does not know
+                // sends opens (or confirms) a flow of its own, as the VM's traffic always
+                // does. In the window (fingerprints armed), a mid-stream segment of a flow the
+                // table does not know
                 // and no unused fingerprint of the VM's vouches for opens a flow whose return
                 // traffic the rules judge (issue 16: it may be a connection a peer opened).
                 let synack = flags & (SYN | ACK | RST) == SYN | ACK;
