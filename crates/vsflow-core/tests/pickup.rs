@@ -552,3 +552,68 @@ fn the_vms_syn_ack_never_confirms_a_pickup() {
     }
     assert_eq!(fingerprint.pickup().picked(), 0, "the SYN-ACK used up a carried fingerprint");
 }
+
+/// ICMP errors across a migration (conntrack's RELATED, `icmp.rs`): an outsider's error whose
+/// quote names the VM's packet of a carried connection not picked up yet, of a tentative
+/// pickup, or of no connection at all is blocked on the destination, in the restore window as
+/// after it; it creates no flow, confirms no pickup and uses up no fingerprint; and an error
+/// quoting a connection that has expired does not bring it back.
+#[test]
+fn a_forged_icmp_error_creates_confirms_or_resurrects_nothing_across_a_migration() {
+    use vsflow_core::Icmp;
+    use vsflow_core::icmp::Quoted;
+    // Destination unreachable from the peer of `inbound(n, _)`, quoting the VM's segment to it.
+    let error = |n: u8| {
+        let peer = inbound(n, ACK);
+        let mut m = PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::ICMP,
+            [198, 51, 100, n],
+            3,
+            [10, 0, 0, 2],
+            1,
+            0,
+            56,
+        );
+        m.icmp = Icmp::Error(Quoted {
+            protocol: protocol::TCP,
+            dst_addr: peer.src_addr,
+            src_port: peer.dst_port,
+            dst_port: peer.src_port,
+            to_sender: true,
+            query: None,
+        });
+        m
+    };
+    let unsolicited = Verdict::Block(BlockReason::Unsolicited);
+    // The restore window: nothing is known yet.
+    let mut w = port(64);
+    w.begin_restore();
+    assert_eq!(w.classify(&inbound(2, ACK), RESTORED_AT), Verdict::Permit, "window pickup");
+    for n in [1, 2, 3] {
+        assert_eq!(w.classify(&error(n), RESTORED_AT + 1), unsolicited, "window, peer {n}");
+    }
+    assert!(w.table().is_empty(), "an error made a flow in the window");
+    assert!(w.tentative().is_tentative(&FlowKey::of(&inbound(2, ACK))));
+    // After the restore: 1 and 2 carried as fingerprints, 2 picked up tentatively, 3 unknown.
+    let (a, b) = (inbound(1, ACK), inbound(2, ACK));
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b)]);
+    assert_eq!(p.classify(&b, RESTORED_AT + 1), Verdict::Permit);
+    for n in [1, 2, 3] {
+        assert_eq!(p.classify(&error(n), RESTORED_AT + 2), unsolicited, "peer {n}");
+    }
+    assert!(p.table().is_empty(), "an error made a flow");
+    assert!(p.tentative().is_tentative(&FlowKey::of(&b)), "an error settled a pickup");
+    assert_eq!(p.pickup().picked(), 0, "an error used up a fingerprint");
+    // The real connections still resume.
+    assert_eq!(p.classify(&b.reply(ACK), RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(p.classify(&a, RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(p.classify(&a.reply(ACK), RESTORED_AT + 4), Verdict::Permit);
+    assert_eq!(p.pickup().picked(), 2);
+    // Related while the connection lives; not once it has expired, and it stays expired.
+    assert_eq!(p.classify(&error(1), RESTORED_AT + 5), Verdict::Permit, "a real error");
+    let late = RESTORED_AT + 5 + TableConfig::default().timeouts.tcp_established + 1;
+    assert_eq!(p.classify(&error(1), late), unsolicited, "an error on an expired connection");
+    assert_eq!(p.classify(&a, late + 1), unsolicited, "the error resurrected the connection");
+}
