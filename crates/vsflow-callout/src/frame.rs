@@ -15,9 +15,9 @@
 //! the packet [`vsflow_core::Headers::NoFlags`], which classify never treats as mid-stream; a
 //! TCP or UDP packet WFP gives no ports for is a non-first fragment only if its IP header says
 //! so ([`is_non_first_fragment`]: fragment offset not 0); otherwise it is judged without ports
-//! ([`vsflow_core::Headers::NoPorts`]). A later fragment that starts within the bytes vsflow
-//! reads ([`may_overlap_headers`]) may rewrite the headers its first fragment was judged by
-//! (RFC 1858 3.3): it is judged without ports too. See `classify.rs`.
+//! ([`vsflow_core::Headers::NoPorts`]). A TCP (or IPv6 UDP) later fragment that starts within
+//! the bytes vsflow reads ([`may_overlap_headers`]) may rewrite the headers its first fragment
+//! was judged by (RFC 1858 3.3): it is judged without ports too. See `classify.rs`.
 
 /// Bytes of a packet's start that classify asks for: IPv6 (40), a few extension headers, and
 /// the first 14 bytes of TCP. Also covers a maximal IPv4 header (60), an AH, plus 14.
@@ -184,9 +184,16 @@ pub fn is_non_first_fragment(ip: &[u8]) -> bool {
 /// fragment header, destination options or an AH move the TCP header further in, so the bound
 /// is every byte vsflow reads, not only offset 1. No sender makes such a fragment on a link
 /// with an MTU of 176 bytes or more (IPv4: 20 + 128 + 28; IPv6's minimum MTU is 1280).
+///
+/// Except IPv4 UDP: its header is the payload's first 8 bytes, which only the first fragment
+/// carries, and UDP has no flags, so nothing a later fragment overlaps was judged (a capture
+/// of NTP fragmented at offset 48 replays unchanged: `captures.rs`). IPv6 UDP is not exempt:
+/// destination options or an AH after the fragment header move its ports into reach.
 #[must_use]
 pub fn may_overlap_headers(ip: &[u8]) -> bool {
-    matches!(walk(ip), Walk::NonFirstFragment { offset } if offset < IP_PREFIX)
+    let Walk::NonFirstFragment { offset } = walk(ip) else { return false };
+    let ipv4_udp = ip.first().is_some_and(|b| b >> 4 == 4) && ip.get(9) == Some(&17);
+    offset < IP_PREFIX && !ipv4_udp
 }
 
 /// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
@@ -376,6 +383,10 @@ mod tests {
         }
         ip[6..8].copy_from_slice(&0u16.to_be_bytes());
         assert!(!may_overlap_headers(&ip), "a first fragment");
+        // IPv4 UDP: only the first fragment holds its header.
+        ip[9] = 17;
+        ip[6..8].copy_from_slice(&1u16.to_be_bytes());
+        assert!(!may_overlap_headers(&ip), "IPv4 UDP");
         let mut ip6: Vec<u8> = alloc::vec![0u8; 40];
         ip6[0] = 0x60;
         ip6[6] = 44;
