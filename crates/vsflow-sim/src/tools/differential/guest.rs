@@ -11,7 +11,7 @@
 //! (offset 1, byte 8), its bytes win: the guest takes the later fragment's flags. That is the
 //! worse guest for vsflow (RFC 1858 section 3.3): RFC 5722 and RFC 8200 section 4.5 make IPv6
 //! receivers drop overlapping datagrams and Linux drops overlapping IPv4 ones, but nothing
-//! says every guest does (WINDOWS-VERIFICATION 61). The guest records every connection a peer
+//! says every guest does (WINDOWS-VERIFICATION 62). The guest records every connection a peer
 //! opened that it completed ([`Guest::accepted`]): B's guest completing one A's never had is a
 //! new inbound connection B admitted, however its packets looked to vsflow.
 //!
