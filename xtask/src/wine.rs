@@ -161,11 +161,7 @@ fn wait_for_server_exit(prefix: &Path) -> Result<(), String> {
         .stdin(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run wineserver -w: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("wineserver -w failed ({status})"))
-    }
+    if status.success() { Ok(()) } else { Err(format!("wineserver -w failed ({status})")) }
 }
 
 /// Whether the persistent server spawned by [`smoke`] is the one serving the prefix: had
