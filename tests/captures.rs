@@ -12,7 +12,9 @@ use vsflow_sim::tools::replay::{self, Fate, FlowSummary, ReplayOptions, Report, 
 fn capture(name: &str) -> Vec<replay::Frame> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pcap").join(name);
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    replay::read_capture(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"))
+    let c = replay::read_capture(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(c.damaged, None, "{name}");
+    c.frames
 }
 
 fn enforce(vm: VmSide) -> ReplayOptions {
@@ -444,4 +446,74 @@ fn teredo_flows_survive_a_migration_wherever_it_falls() {
         let r = replay::replay(&frames, &opts);
         assert_eq!(fates(&r), unmigrated, "migrated before frame {at}: {}", r.to_text());
     }
+}
+
+// ---- Damaged capture files: read up to the damage, counted, never a panic ----
+
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/pcap").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_capture_cut_anywhere_gives_the_whole_frames_before_the_cut_and_says_it_is_cut() {
+    let bytes = fixture_bytes("linux-netns-icmp.pcap");
+    let whole = replay::read_capture(&bytes).expect("a capture");
+    assert_eq!(whole.damaged, None);
+    // Where each record ends: the 24-byte file header, then a 16-byte header per record.
+    let mut ends = vec![24];
+    for f in &whole.frames {
+        ends.push(ends[ends.len() - 1] + 16 + f.data.len());
+    }
+    assert_eq!(ends.last(), Some(&bytes.len()));
+    for cut in 0..24 {
+        assert!(replay::read_capture(&bytes[..cut]).is_err(), "no file header at {cut}");
+    }
+    for cut in 24..bytes.len() {
+        let c = replay::read_capture(&bytes[..cut]).expect("the file header is whole");
+        let complete = ends.iter().filter(|&&e| e <= cut).count() - 1;
+        assert_eq!(c.frames, whole.frames[..complete], "cut at byte {cut}");
+        assert_eq!(c.damaged.is_some(), !ends.contains(&cut), "cut at byte {cut}: {c:?}");
+    }
+}
+
+#[test]
+fn a_record_length_beyond_the_file_stops_the_reading_there_and_the_frames_before_replay() {
+    // pcapfix's example of a damaged capture has a record claiming 16,896 captured bytes in
+    // the middle of the file; the same damage made here to the sixth record of the Linux
+    // capture (its captured-length field, little-endian).
+    let mut bytes = fixture_bytes("linux-netns-icmp.pcap");
+    let whole = replay::read_capture(&bytes).expect("a capture");
+    let at = 24 + whole.frames[..5].iter().map(|f| 16 + f.data.len()).sum::<usize>();
+    bytes[at + 8..at + 12].copy_from_slice(&16_896u32.to_le_bytes());
+    let c = replay::read_capture(&bytes).expect("the file header is whole");
+    assert_eq!(c.frames, whole.frames[..5]);
+    let why = c.damaged.expect("damaged");
+    assert!(why.starts_with("frame 5 unreadable"), "{why}");
+    let r = replay::replay(&c.frames, &enforce(NETNS_VM));
+    assert_eq!(r.packets.len(), 5);
+}
+
+#[test]
+fn any_one_byte_of_a_capture_damaged_never_panics_the_reader_or_the_replay() {
+    // Every byte of a capture in turn, flipped: the file header (link type, magic, snapshot
+    // length), the record headers (lengths, timestamps) and the packets. Whatever is read is
+    // replayed: counted as permitted, blocked, not IP, malformed or not the VM's.
+    let bytes = fixture_bytes("zeek-ipv4-fragmented-1.pcap");
+    let (mut refused, mut cut, mut malformed) = (0, 0, 0);
+    for at in 0..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0xff;
+        let Ok(c) = replay::read_capture(&damaged) else {
+            refused += 1;
+            continue;
+        };
+        cut += usize::from(c.damaged.is_some());
+        let r = replay::replay(&c.frames, &enforce(VmSide::FirstSender));
+        assert_eq!(r.packets.len(), c.frames.len(), "byte {at}");
+        malformed += r.count(|f| matches!(f, Fate::Malformed(_)));
+    }
+    // Each kind of damage happened: a file header refused, a record length that stops the
+    // reading, an IP header the double cannot read.
+    assert!(refused > 0 && cut > 0 && malformed > 0, "{refused} {cut} {malformed}");
 }
