@@ -171,16 +171,16 @@ impl Swapping {
 }
 
 impl netports_nsp::guard::Guard for Swapping {
-    fn check(&self, path: &Path, kind: netports_nsp::guard::Kind) -> Result<(), String> {
+    fn check(&self, opened: &fs::File, kind: netports_nsp::guard::Kind) -> Result<(), String> {
         match kind {
             netports_nsp::guard::Kind::Folder => {
-                let verdict = self.os.check(path, kind);
+                let verdict = self.os.check(opened, kind);
                 self.attack();
                 verdict
             }
             netports_nsp::guard::Kind::File => {
                 self.undo();
-                self.os.check(path, kind)
+                self.os.check(opened, kind)
             }
         }
     }
