@@ -40,10 +40,11 @@ pub fn service_sid(name: &str) -> Option<String> {
     Some(sid)
 }
 
-/// The security descriptor, in SDDL, of an `FWPM_CONDITION_ALE_USER_ID` condition that holds
-/// for the sockets of service `name` only: a DACL granting `FWP_ACTRL_MATCH_FILTER` to its
-/// service SID and to nobody else ("Permitting and Blocking Applications and Users": the
-/// condition is true when the DACL grants that right to the socket owner's token).
+/// The SDDL of an `FWPM_CONDITION_ALE_USER_ID` descriptor matching service `name` alone.
+///
+/// A DACL granting `FWP_ACTRL_MATCH_FILTER` to its service SID and to nobody else
+/// ("Permitting and Blocking Applications and Users": the condition is true when the DACL
+/// grants that right to the socket owner's token).
 #[must_use]
 pub fn service_only_sddl(name: &str) -> Option<String> {
     service_sid(name).map(|sid| format!("D:(A;;{MATCH_FILTER_SDDL};;;{sid})"))

@@ -23,9 +23,9 @@ use windows_sys::Win32::Foundation::{GetLastError, HANDLE, LocalFree};
 use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
     FWP_ACTION_PERMIT, FWP_BYTE_BLOB, FWP_BYTE_BLOB_TYPE, FWP_MATCH_EQUAL,
     FWP_SECURITY_DESCRIPTOR_TYPE, FWP_UINT8, FWP_UINT16, FWP_UINT32, FWPM_CONDITION_ALE_APP_ID,
-    FWPM_CONDITION_ALE_USER_ID, FWPM_CONDITION_IP_LOCAL_ADDRESS,
-    FWPM_CONDITION_IP_LOCAL_PORT, FWPM_CONDITION_IP_PROTOCOL, FWPM_CONDITION_IP_REMOTE_PORT,
-    FWPM_DISPLAY_DATA0, FWPM_FILTER_CONDITION0, FWPM_FILTER0, FWPM_LAYER_ALE_AUTH_CONNECT_V4,
+    FWPM_CONDITION_ALE_USER_ID, FWPM_CONDITION_IP_LOCAL_ADDRESS, FWPM_CONDITION_IP_LOCAL_PORT,
+    FWPM_CONDITION_IP_PROTOCOL, FWPM_CONDITION_IP_REMOTE_PORT, FWPM_DISPLAY_DATA0,
+    FWPM_FILTER_CONDITION0, FWPM_FILTER0, FWPM_LAYER_ALE_AUTH_CONNECT_V4,
     FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4, FWPM_PROVIDER0, FWPM_SESSION_FLAG_DYNAMIC, FWPM_SESSION0,
     FWPM_SUBLAYER0,
 };
@@ -120,7 +120,10 @@ fn teredo_user_sd() -> Result<Vec<u8>, Error> {
     if ok == 0 || sd.is_null() {
         // SAFETY: reads this thread's last error, set by the failed conversion.
         let code = unsafe { GetLastError() };
-        return Err(Error::from_win32(code, "ConvertStringSecurityDescriptorToSecurityDescriptorW"));
+        return Err(Error::from_win32(
+            code,
+            "ConvertStringSecurityDescriptorToSecurityDescriptorW",
+        ));
     }
     // SAFETY: the conversion returned a descriptor of `len` bytes at `sd`.
     let copy = unsafe { std::slice::from_raw_parts(sd.cast::<u8>(), len as usize) }.to_vec();
@@ -180,14 +183,8 @@ impl WfpHostFilters {
             )
         };
         check(rc, "FwpmEngineOpen0")?;
-        let this = Self {
-            engine,
-            close,
-            provider: fresh_key()?,
-            sublayer: fresh_key()?,
-            app_id,
-            user_sd,
-        };
+        let this =
+            Self { engine, close, provider: fresh_key()?, sublayer: fresh_key()?, app_id, user_sd };
         this.transaction(Self::add_provider_and_sublayer)?;
         Ok(this)
     }
