@@ -882,6 +882,26 @@ impl Host {
         results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
     }
 
+    /// Sends `PORT_CREATE` (`create`) or `PORT_DELETE` for `port` on switch `sw` without
+    /// recording it in the host's list of the switch's ports (so it takes `&self`): for tests
+    /// that raise port events on one thread while others save, restore or send packets.
+    pub fn port_notification(&self, sw: usize, port: &SimPort, create: bool) -> NTSTATUS {
+        let params = switch_params(&self.switches[sw].name);
+        let pp = port_params(port, false);
+        let event = if create {
+            sys::FWPS_VSWITCH_EVENT_PORT_CREATE
+        } else {
+            sys::FWPS_VSWITCH_EVENT_PORT_DELETE
+        };
+        self.port_event(event, &params, &pp)
+    }
+
+    /// Interrupts that hold up one of this host's processors ([`crate::kernel::interrupts`]).
+    #[must_use]
+    pub fn interrupts(&self) -> &crate::kernel::interrupts::InterruptHold {
+        &self.shared.interrupts
+    }
+
     /// Deletes a VM port.
     pub fn delete_port(&mut self, sw: usize, id: u32) -> NTSTATUS {
         let Some(i) = self.switches[sw].ports.iter().position(|p| p.id == id) else {
