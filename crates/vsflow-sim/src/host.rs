@@ -885,6 +885,7 @@ impl Host {
     /// Sends `PORT_CREATE` (`create`) or `PORT_DELETE` for `port` on switch `sw` without
     /// recording it in the host's list of the switch's ports (so it takes `&self`): for tests
     /// that raise port events on one thread while others save, restore or send packets.
+    #[must_use]
     pub fn port_notification(&self, sw: usize, port: &SimPort, create: bool) -> NTSTATUS {
         let params = switch_params(&self.switches[sw].name);
         let pp = port_params(port, false);

@@ -77,11 +77,10 @@ fn a_second_shared_acquisition_by_the_owner_is_reported() {
     let lock = s.new_rw_lock();
     let a = lock.lock_shared();
     let b = lock.lock_shared();
-    // SAFETY: both holds are this thread's, released in reverse order.
-    unsafe {
-        lock.unlock_shared(b);
-        lock.unlock_shared(a);
-    }
+    // SAFETY: this thread's second hold, released first.
+    unsafe { lock.unlock_shared(b) };
+    // SAFETY: this thread's first hold.
+    unsafe { lock.unlock_shared(a) };
     let m = misuse(&s);
     assert!(m.iter().any(|w| w.contains("already owns")), "{m:?}");
 }
@@ -94,12 +93,10 @@ fn spin_locks_released_out_of_order_are_reported() {
     let ta = a.lock();
     let tb = b.lock();
     assert_eq!((ta, tb), (PASSIVE_LEVEL, DISPATCH_LEVEL));
-    // SAFETY: both held by this thread; `a` is released first, restoring PASSIVE_LEVEL while
-    // `b` is still held.
-    unsafe {
-        a.unlock(ta);
-        b.unlock(tb);
-    }
+    // SAFETY: held by this thread; released first, restoring PASSIVE_LEVEL while `b` is held.
+    unsafe { a.unlock(ta) };
+    // SAFETY: held by this thread.
+    unsafe { b.unlock(tb) };
     let m = misuse(&s);
     assert!(m.iter().any(|w| w.contains("out of order")), "{m:?}");
     assert!(m.iter().any(|w| w.contains("at IRQL 0")), "b was released at PASSIVE_LEVEL: {m:?}");
@@ -113,11 +110,10 @@ fn in_order_releases_are_clean_and_a_wrong_token_is_reported() {
     let (a, rw) = (s.new_lock(), s.new_rw_lock());
     let ta = a.lock();
     let tr = rw.lock_exclusive();
-    // SAFETY: both held by this thread, released in reverse order with their own tokens.
-    unsafe {
-        rw.unlock_exclusive(tr);
-        a.unlock(ta);
-    }
+    // SAFETY: held exclusively by this thread, released first with its own token.
+    unsafe { rw.unlock_exclusive(tr) };
+    // SAFETY: held by this thread, with its own token.
+    unsafe { a.unlock(ta) };
     assert!(misuse(&s).is_empty(), "{:?}", misuse(&s));
     assert_eq!(current_irql(), PASSIVE_LEVEL);
     let t = a.lock();

@@ -246,8 +246,8 @@ thread_local! {
 
 /// The checks every spin-lock release makes, then the IRQL it restores.
 ///
-/// `KeReleaseSpinLock` ("Callers of this routine are running at IRQL = DISPATCH_LEVEL ... The
-/// input NewIrql value must be the OldIrql returned by KeAcquireSpinLock"), and the same for
+/// `KeReleaseSpinLock` ("Callers of this routine are running at IRQL = `DISPATCH_LEVEL` ... The
+/// input `NewIrql` value must be the `OldIrql` returned by `KeAcquireSpinLock`"), and the same for
 /// `ExReleaseSpinLockShared`/`Exclusive` ("restores the IRQL to the original value that it had
 /// on entry to ExAcquireSpinLock..."): a release called below `DISPATCH_LEVEL`, or with another
 /// IRQL than its acquisition returned, is misuse; so is a release that takes the IRQL below
@@ -469,10 +469,11 @@ pub struct SimServices {
     pub seed: u64,
 }
 
-/// A spin lock that fails loudly on recursive acquisition; the holder runs at
-/// `DISPATCH_LEVEL` (`KeAcquireSpinLockRaiseToDpc`). Releases are checked as `KeReleaseSpinLock`
-/// documents (IRQL, the token, release order); right after an acquisition the host's
-/// [`crate::kernel::interrupts`] may hold the processor.
+/// A spin lock that fails loudly on recursive acquisition.
+///
+/// The holder runs at `DISPATCH_LEVEL` (`KeAcquireSpinLockRaiseToDpc`). Releases are checked as
+/// `KeReleaseSpinLock` documents (IRQL, the token, release order); right after an acquisition
+/// the host's [`crate::kernel::interrupts`] may hold the processor.
 #[derive(Debug, Default)]
 pub struct SimLock {
     held: AtomicBool,
