@@ -7,8 +7,9 @@
 //!    returns `STATUS_PENDING`; synchronous mode (or no work item) decodes and applies inline.
 //! 2. [`Driver::run_deferred`] (the work item, `PASSIVE_LEVEL`): takes each entry, decodes it
 //!    outside every lock, then removes it from the set: whoever removes an entry completes it.
-//! 3. [`Driver::apply_restore`]: under the port's own lock only, applies the state (flows seen
-//!    in the restore window merge with the restored ones), or degrades to an empty port.
+//! 3. [`Driver::apply_restore`]: under the port's own lock only (the map's is held just to take
+//!    a reference on the port), applies the state (flows seen in the restore window merge with
+//!    the restored ones), or degrades to an empty port.
 //! 4. [`Driver::complete`]: `FwpsvSwitchNotifyComplete0`, once.
 //!
 //! Cancel paths (each removes the entries it completes, so a worker that comes second finds
@@ -211,31 +212,25 @@ impl<S: KernelServices> Driver<S> {
     fn apply_restore(&self, key: PortKey, blob: &[u8], decoded: Restorable) -> NTSTATUS {
         let now = self.services.now();
         let sum = digest(blob);
+        // The map lock only to take a reference; the apply runs under the port's lock alone.
+        let Some(slot) = self.port_ref(|_| Some(key)).filter(|slot| !slot.is_removed()) else {
+            self.count(Counter::RestoresUnknownPort);
+            self.trace_restore(
+                key.port,
+                blob.len(),
+                (0, 0),
+                RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+                STATUS_SUCCESS,
+            );
+            return STATUS_SUCCESS;
+        };
         // An empty port, built outside the lock, for the degraded path.
         let fresh = match &decoded {
-            Restorable::Degraded(..) => self
-                .read_ports(|ix| ix.port(key).map(|p| p.identity))
-                .flatten()
-                .and_then(|id| self.new_port(&id).ok()),
+            Restorable::Degraded(..) => self.new_port(&slot.identity).ok(),
             Restorable::State(_) => None,
         };
-        let outcome = self.read_ports(|ix| {
-            let slot = ix.port(key)?;
-            let mut st = slot.state.lock();
-            Some(self.apply_locked(&mut st, key, blob.len(), sum, decoded, fresh, now))
-        });
-        if let Some(status) = outcome.flatten() {
-            return status;
-        }
-        self.count(Counter::RestoresUnknownPort);
-        self.trace_restore(
-            key.port,
-            blob.len(),
-            (0, 0),
-            RestoreOutcome::Degraded(DegradedReason::UnknownPort),
-            STATUS_SUCCESS,
-        );
-        STATUS_SUCCESS
+        let mut st = slot.state.lock();
+        self.apply_locked(&mut st, key, blob.len(), sum, decoded, fresh, now)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]

@@ -6,8 +6,8 @@
 //! the next save of that port, freed with the port or at stop. Both are listed in
 //! docs/WINDOWS-VERIFICATION.md (verify on Windows: items 1-3).
 //!
-//! The encode runs under the saved port's own lock only: other ports' packets never wait for
-//! it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
+//! The encode runs under the saved port's own lock only (the port map's lock is held just to
+//! take a reference on the port): other ports' packets never wait for it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
 //! vsflow does not track (or whose encode fails) saves the driver's minimal blob (no flows,
 //! no rules), so the destination restores an empty port.
 
@@ -66,9 +66,13 @@ impl<S: KernelServices> Driver<S> {
         let now = self.services.now();
         let cfg = EncodeConfig { provider: keys::provider_core(), cap: self.config.blob_cap };
         let name = identity(&switch.SwitchName);
-        let saved = self.read_ports(|ix| {
-            let switch = ix.switch_id(name?.as_utf16())?;
-            let slot = ix.port(PortKey { switch, port: port_id })?;
+        // The map lock only to take a reference; the encode runs under the port's lock alone.
+        let slot = name.and_then(|name| {
+            self.port_ref(|ix| {
+                Some(PortKey { switch: ix.switch_id(name.as_utf16())?, port: port_id })
+            })
+        });
+        let saved = slot.map(|slot| {
             let mut st = slot.state.lock();
             let mut buffer = core::mem::take(&mut st.save_buffer);
             let result = codec::encode(&st.port, now, &cfg, &mut buffer);
@@ -90,9 +94,9 @@ impl<S: KernelServices> Driver<S> {
             };
             // The buffer moves back into the port: its heap block (what WFP reads) stays put.
             st.save_buffer = buffer;
-            Some(out)
+            out
         });
-        match saved.flatten() {
+        match saved {
             Some(Ok((p, len, written, dropped, fingerprinted))) => {
                 self.trace(&TraceEvent::Save {
                     port: port_id,
