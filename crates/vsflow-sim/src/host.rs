@@ -438,6 +438,20 @@ impl Host {
     /// callouts (fwpkclnt, in the kernel) and vSwitch subscriptions stay.
     pub fn stop_bfe(&mut self) {
         self.bfe_transition(sys::FWPM_SERVICE_STOP_PENDING);
+        self.finish_bfe_stop();
+    }
+
+    /// Makes BFE begin to stop right after the driver's next successful `call` (an engine
+    /// function name, e.g. `"FwpmTransactionCommit0"`) returns: subscribers hear
+    /// `STOP_PENDING` then, from another thread, while the driver may be in the middle of
+    /// registering. The stop completes with [`Host::finish_bfe_stop`].
+    pub fn stop_bfe_after(&self, call: &'static str) {
+        with_host_id(self.id, |s| s.engine.stop_after = Some(call));
+    }
+
+    /// The rest of a BFE stop whose `STOP_PENDING` was already delivered: every session's
+    /// handle becomes invalid, dynamic sessions' objects are deleted, subscribers hear STOPPED.
+    pub fn finish_bfe_stop(&mut self) {
         with_host_id(self.id, |s| {
             let sessions: Vec<_> = s.engine.sessions.drain(..).collect();
             for session in sessions {
