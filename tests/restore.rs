@@ -159,6 +159,21 @@ fn a_restore_blob_longer_than_the_documented_maximum_is_refused_before_it_is_cop
         assert_eq!(tickets[0].returned, sys::STATUS_SUCCESS, "{mode:?}: refused at once");
         assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
         assert_eq!(b.driver().stats().restores_empty, 1, "{mode:?}: counted as degraded");
+        assert_eq!(b.driver().stats().restores_oversized, 1, "{mode:?}: counted as oversized");
+        assert!(
+            b.trace_events().iter().any(|e| matches!(
+                e,
+                vsflow_callout::TraceEvent::Restore {
+                    port: 9,
+                    bytes: 200_000,
+                    outcome: vsflow_callout::RestoreOutcome::Degraded(
+                        vsflow_callout::DegradedReason::Oversized
+                    ),
+                    ..
+                }
+            )),
+            "{mode:?}: traced"
+        );
         finish(&mut b);
     }
 }

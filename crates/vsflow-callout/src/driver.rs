@@ -67,12 +67,15 @@ pub struct DriverStats {
     pub restores_unknown_port: u64,
     /// Filter-engine reorder notifications.
     pub reorder_events: u64,
+    /// Restores refused because the blob was longer than the format's maximum (also counted
+    /// in `restores_empty`: the port was degraded).
+    pub restores_oversized: u64,
 }
 
 impl DriverStats {
     /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
     #[must_use]
-    pub const fn to_array(&self) -> [u64; 15] {
+    pub const fn to_array(&self) -> [u64; 16] {
         [
             self.classify_calls,
             self.trusted_port_packets,
@@ -89,6 +92,7 @@ impl DriverStats {
             self.identity_mismatches,
             self.restores_unknown_port,
             self.reorder_events,
+            self.restores_oversized,
         ]
     }
 }
@@ -239,6 +243,7 @@ impl<S: KernelServices> Driver<S> {
             identity_mismatches: c.sum(Counter::IdentityMismatches),
             restores_unknown_port: c.sum(Counter::RestoresUnknownPort),
             reorder_events: c.sum(Counter::ReorderEvents),
+            restores_oversized: c.sum(Counter::RestoresOversized),
         }
     }
 

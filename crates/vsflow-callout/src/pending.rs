@@ -4,8 +4,11 @@
 //! from the set, and removal happens only under the driver's state lock. The deferred worker
 //! removes an entry when it has a result; a port delete, switch delete or driver stop removes
 //! the port's entries and completes them as cancelled. Whoever comes second finds nothing.
-//! At stop the set is closed: nothing more can be pended, and the stopper removes and completes
-//! everything left. The set lives under its own spin lock (never on the packet path).
+//! At stop the set is closed: nothing more can be pended, and the stopper finishes everything
+//! left (decodes, applies and completes it, as the worker would). While the driver adds its
+//! WFP objects again after a BFE restart the set is *held*: nothing new is pended (restores
+//! complete synchronously) until the objects are in. The set lives under its own spin lock
+//! (never on the packet path).
 
 use alloc::vec::Vec;
 
@@ -33,13 +36,14 @@ pub struct PendingSet {
     items: Vec<PendingRestore>,
     next_id: u64,
     closed: bool,
+    held: bool,
 }
 
 impl PendingSet {
     /// Records a pended restore; returns its id.
     ///
     /// # Errors
-    /// Out of memory, or the set is closed (the caller must then not return
+    /// Out of memory, or the set is closed or held (the caller must then not return
     /// `STATUS_PENDING`).
     pub fn push(
         &mut self,
@@ -47,7 +51,7 @@ impl PendingSet {
         key: PortKey,
         blob: Vec<u8>,
     ) -> Result<u64, CalloutError> {
-        if self.closed {
+        if self.closed || self.held {
             return Err(CalloutError::InvalidState);
         }
         self.items.try_reserve(1)?;
@@ -91,10 +95,16 @@ impl PendingSet {
         Some(self.items.swap_remove(i))
     }
 
-    /// Closes the set (driver stop): every later `push` fails. The caller then removes and
-    /// completes what is left with [`PendingSet::remove_where`].
+    /// Closes the set (driver stop): every later `push` fails. The caller then finishes what
+    /// is left ([`PendingSet::take_next`], [`PendingSet::remove`]).
     pub const fn close(&mut self) {
         self.closed = true;
+    }
+
+    /// Holds the set (`true`: every `push` fails until released with `false`): while the
+    /// driver adds WFP objects, which it may not do with a notification pended.
+    pub const fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// True once closed.
@@ -129,5 +139,14 @@ mod tests {
         assert!(p.is_empty());
         p.close();
         assert!(p.push(0xC1, K, alloc::vec![]).is_err(), "nothing is pended after close");
+    }
+
+    #[test]
+    fn a_held_set_refuses_new_entries_until_released() {
+        let mut p = PendingSet::default();
+        p.hold(true);
+        assert!(p.push(0xC0, K, alloc::vec![]).is_err());
+        p.hold(false);
+        assert!(p.push(0xC0, K, alloc::vec![]).is_ok());
     }
 }

@@ -14,8 +14,14 @@
 //!
 //! Cancel paths (each removes the entries it completes, so a worker that comes second finds
 //! nothing): [`Driver::cancel_port`] (port delete or replaced), [`Driver::cancel_switch`]
-//! (switch delete), [`Driver::cancel_all`] (stop: the set is closed first, so nothing new is
-//! pended).
+//! (switch delete): the port is gone, so is its VM. Stop does not cancel:
+//! [`Driver::finish_all`] closes the set (restores from then on complete synchronously) and
+//! finishes every restore still pended — decode, apply, complete with its status — so
+//! unloading the driver during a migration fails no VM's restore.
+//!
+//! A blob longer than [`MAX_BLOB_LEN`] (the format's documented maximum) is refused before it
+//! is copied or decoded: counted (`restores_oversized`), the port degraded
+//! ([`DegradedReason::Oversized`]), the restore completes at once.
 //!
 //! A migration never fails because of vsflow: an empty, damaged, foreign or unknown-major
 //! blob, or one that cannot be applied, restores an EMPTY port (no flows, no rules, the
@@ -76,6 +82,12 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
     d.on_restore(completion_context, sw, port_id, blob)
 }
 
+/// The longest blob vsflow restores: 65,535 bytes.
+///
+/// docs/runtime-state-format.md, "Validation on restore"; a save never writes more than
+/// `BlobCap`, at most 65,000. A longer one is refused before anything is copied.
+pub const MAX_BLOB_LEN: usize = u16::MAX as usize;
+
 /// What a decode produced, ready to apply.
 #[allow(clippy::large_enum_variant, reason = "one value per restore, moved once, never stored")]
 enum Restorable {
@@ -116,6 +128,20 @@ impl<S: KernelServices> Driver<S> {
             return STATUS_SUCCESS;
         };
         let key = PortKey { switch, port: port_id };
+        if blob.len() > MAX_BLOB_LEN {
+            // Refused before any copy: a hostile or broken source must not make the host
+            // allocate and hash what it sends.
+            self.count(Counter::RestoresOversized);
+            self.log(
+                LogLevel::Warning,
+                format_args!(
+                    "port {port_id}: restore blob of {} bytes is over the maximum {MAX_BLOB_LEN}",
+                    blob.len()
+                ),
+            );
+            let refused = Restorable::Degraded(DegradedReason::Oversized, None);
+            return self.apply_restore(key, blob.len(), None, refused);
+        }
         if self.config.restore_mode == RestoreMode::Pending && !completion.is_null() {
             match self.pend_restore(completion, key, blob) {
                 Ok(()) => return STATUS_PENDING,
@@ -129,7 +155,7 @@ impl<S: KernelServices> Driver<S> {
         }
         self.count(Counter::RestoresSync);
         let decoded = self.decode(blob);
-        self.apply_restore(key, blob, decoded)
+        self.apply_restore(key, blob.len(), Some(digest(blob)), decoded)
     }
 
     fn pend_restore(
@@ -162,7 +188,8 @@ impl<S: KernelServices> Driver<S> {
     /// Finishes pended restores: decodes each blob at `PASSIVE_LEVEL` outside every lock,
     /// applies it under the port's lock, and completes the notification, unless a canceller
     /// removed it meanwhile (then the canceller has completed it). Called by the driver's work
-    /// item.
+    /// item, and at `PASSIVE_LEVEL` by stop and by a re-registration after a BFE restart
+    /// (entries the work item took meanwhile it completes itself).
     pub fn run_deferred(&self) {
         loop {
             let job = self.pending.lock().take_next();
@@ -172,7 +199,7 @@ impl<S: KernelServices> Driver<S> {
                 // Cancelled while decoding: completed by the canceller.
                 continue;
             };
-            let status = self.apply_restore(key, &blob, decoded);
+            let status = self.apply_restore(key, blob.len(), Some(digest(&blob)), decoded);
             Self::complete(entry.completion, status);
         }
     }
@@ -185,7 +212,7 @@ impl<S: KernelServices> Driver<S> {
         let cfg = DecodeConfig {
             expected_provider: Some(keys::provider_core()),
             unknown_major: self.config.unknown_major,
-            max_len: usize::from(u16::MAX),
+            max_len: MAX_BLOB_LEN,
         };
         match codec::decode(blob, &cfg) {
             Ok(Decoded::State(state)) => Restorable::State(state),
@@ -209,15 +236,23 @@ impl<S: KernelServices> Driver<S> {
 
     /// Applies a decode result to port `key` under the port's lock only; returns the status to
     /// report and traces the outcome.
-    fn apply_restore(&self, key: PortKey, blob: &[u8], decoded: Restorable) -> NTSTATUS {
+    ///
+    /// `bytes` is the blob's length (for the trace), `sum` its digest (`None` when it was not
+    /// read: a refused blob).
+    fn apply_restore(
+        &self,
+        key: PortKey,
+        bytes: usize,
+        sum: Option<u64>,
+        decoded: Restorable,
+    ) -> NTSTATUS {
         let now = self.services.now();
-        let sum = digest(blob);
         // The map lock only to take a reference; the apply runs under the port's lock alone.
         let Some(slot) = self.port_ref(|_| Some(key)).filter(|slot| !slot.is_removed()) else {
             self.count(Counter::RestoresUnknownPort);
             self.trace_restore(
                 key.port,
-                blob.len(),
+                bytes,
                 (0, 0),
                 RestoreOutcome::Degraded(DegradedReason::UnknownPort),
                 STATUS_SUCCESS,
@@ -230,7 +265,7 @@ impl<S: KernelServices> Driver<S> {
             Restorable::State(_) => None,
         };
         let mut st = slot.state.lock();
-        self.apply_locked(&mut st, key, blob.len(), sum, decoded, fresh, now)
+        self.apply_locked(&mut st, key, bytes, sum, decoded, fresh, now)
     }
 
     #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]
@@ -239,12 +274,12 @@ impl<S: KernelServices> Driver<S> {
         st: &mut PortState,
         key: PortKey,
         bytes: usize,
-        sum: u64,
+        sum: Option<u64>,
         decoded: Restorable,
         fresh: Option<Port>,
         now: vsflow_core::Tick,
     ) -> NTSTATUS {
-        if st.last_restore == Some(sum) {
+        if sum.is_some() && st.last_restore == sum {
             // The same blob again: already applied.
             st.port.cancel_restore();
             st.window_deadline = vsflow_core::Tick::MAX;
@@ -268,7 +303,7 @@ impl<S: KernelServices> Driver<S> {
                 match codec::apply_with(&mut st.port, &state, now, &self.config.apply_config()) {
                     Ok(report) => {
                         st.window_deadline = vsflow_core::Tick::MAX;
-                        st.last_restore = Some(sum);
+                        st.last_restore = sum;
                         self.count(Counter::RestoresApplied);
                         self.trace_restore(
                             key.port,
@@ -304,7 +339,7 @@ impl<S: KernelServices> Driver<S> {
         st: &mut PortState,
         key: PortKey,
         bytes: usize,
-        sum: u64,
+        sum: Option<u64>,
         reason: DegradedReason,
         error: Option<CalloutError>,
         fresh: Option<Port>,
@@ -334,7 +369,7 @@ impl<S: KernelServices> Driver<S> {
         }
         codec::apply_empty(&mut st.port);
         st.window_deadline = vsflow_core::Tick::MAX;
-        st.last_restore = Some(sum);
+        st.last_restore = sum;
         self.count(Counter::RestoresEmpty);
         self.log(
             LogLevel::Warning,
@@ -415,9 +450,13 @@ impl<S: KernelServices> Driver<S> {
         self.cancel_where(|k| k.switch == switch);
     }
 
-    /// The driver stops: nothing more is pended, everything in flight is completed.
-    pub(crate) fn cancel_all(&self) {
+    /// The driver stops (`PASSIVE_LEVEL`): nothing more is pended (restores from now on
+    /// complete synchronously), and every restore still pended is finished here — decoded,
+    /// applied, completed with its status — never cancelled: `OID_SWITCH_NIC_RESTORE` fails the
+    /// VM's whole restore if an extension fails it. Entries the work item has taken it
+    /// completes itself; the caller flushes it next.
+    pub(crate) fn finish_all(&self) {
         self.pending.lock().close();
-        self.cancel_where(|_| true);
+        self.run_deferred();
     }
 }
