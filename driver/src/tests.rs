@@ -414,3 +414,14 @@ fn a_foreign_filter_on_a_vsflow_callout_is_refused_and_reported_through_etw() {
     assert!(matches!(rejected[0].field("LayerId"), Some(EtwValue::U16(_))));
     unload_clean(&s, &h);
 }
+
+#[test]
+fn the_per_boot_seed_comes_from_the_system_preferred_rng() {
+    // The flow-table hash key and the fingerprint salt: BCryptGenRandom(NULL, ..,
+    // BCRYPT_USE_SYSTEM_PREFERRED_RNG) at PASSIVE_LEVEL in DriverEntry, not interrupt time.
+    let s = Session::new();
+    let h = Host::new(1);
+    assert_eq!(load(&s, &h), 0);
+    assert!(s.calls().contains(&"BCryptGenRandom"), "seeded without the system RNG");
+    unload_clean(&s, &h);
+}
