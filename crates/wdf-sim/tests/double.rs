@@ -464,7 +464,9 @@ fn sddl_without_a_name_is_refused_and_an_unfreed_init_is_reported() {
     let (st, _) = ddi::device_create(&mut init);
     assert_eq!(st, status::INVALID_SECURITY_DESCR);
     assert!(!init.is_null(), "a failed create leaves the init structure to the driver");
-    assert!(ddi::init_allocate(driver(), &wide("not sddl")).is_null());
+    // The SDDL is stored, not parsed, at allocation (see
+    // `a_malformed_sddl_fails_device_create_not_init_allocate`); this one is left unfreed too.
+    assert!(!ddi::init_allocate(driver(), &wide("not sddl")).is_null());
     s.unload().expect("unloads");
     assert!(
         s.violations().iter().any(
@@ -659,6 +661,7 @@ fn spin_locks_released_out_of_order_or_with_another_irql_are_reported() {
         "out-of-order release not reported: {v:?}"
     );
     s.unload().expect("unloads");
+    drop(s);
     // In order, but with another IRQL than the acquisition returned.
     let s = loaded();
     let mut c: KSPIN_LOCK = 0;
@@ -672,6 +675,7 @@ fn spin_locks_released_out_of_order_or_with_another_irql_are_reported() {
         s.violations()
     );
     s.unload().expect("unloads");
+    drop(s);
     // In order, each with its own IRQL: clean.
     let s = loaded();
     let (mut a, mut b): (KSPIN_LOCK, KSPIN_LOCK) = (0, 0);
@@ -728,4 +732,37 @@ fn a_malformed_sddl_fails_device_create_not_init_allocate() {
     unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
     s.unload().expect("unloads");
     assert_eq!(s.violations(), []);
+}
+
+#[test]
+fn bcrypt_gen_random_needs_a_null_handle_the_system_rng_flag_and_passive_level() {
+    // BCryptGenRandom: with BCRYPT_USE_SYSTEM_PREFERRED_RNG "The hAlgorithm parameter must be
+    // NULL" and it "is only supported at PASSIVE_LEVEL IRQL"; STATUS_INVALID_HANDLE for a bad
+    // handle, STATUS_INVALID_PARAMETER for bad parameters.
+    use wdf_sim::exports::BCryptGenRandom;
+    let s = loaded();
+    s.set_rng_state(7);
+    let mut buf = [0u8; 12];
+    let draw = |h: usize, b: &mut [u8], flags: u32| {
+        // SAFETY: a buffer of `b.len()` bytes; the handle value is what is under test.
+        unsafe { BCryptGenRandom(h as *mut _, b.as_mut_ptr(), b.len() as u32, flags) }
+    };
+    assert_eq!(draw(0, &mut buf, 2), 0);
+    assert_eq!(buf[..8], Session::next_random(7).to_le_bytes(), "the RNG's stream");
+    assert_ne!(buf[8..], [0; 4], "a partial last word is filled too");
+    assert_eq!(draw(0x1234, &mut buf, 2), status::INVALID_PARAMETER, "handle with the flag");
+    assert_eq!(draw(0, &mut buf, 0), status::INVALID_HANDLE, "no handle, no flag");
+    assert_eq!(draw(0, &mut buf, 2 | 0x100), status::INVALID_PARAMETER, "unknown flag");
+    assert_eq!(s.violations(), []);
+    let mut lock: KSPIN_LOCK = 0;
+    let old = ddi::spin_acquire(&mut lock);
+    assert_eq!(draw(0, &mut buf, 2), status::INVALID_PARAMETER, "at DISPATCH_LEVEL");
+    ddi::spin_release(&mut lock, old);
+    assert!(
+        s.violations().iter().any(|v| matches!(
+            v,
+            Violation::IrqlTooHigh { call: "BCryptGenRandom", irql: 2, max: 0 }
+        ))
+    );
+    s.unload().expect("unloads");
 }
