@@ -70,9 +70,10 @@ fn restoring_the_same_blob_twice_changes_nothing() {
 }
 
 // Fails on main (b408241): a damaged blob failed the restore, the port kept the flows it had
-// and stayed flagged restoring.
+// and stayed flagged restoring. (Issue 16: a degraded restore keeps the VM's own connections
+// seen in the window, and closes the port rather than lowering it.)
 #[test]
-fn a_lenient_restore_leaves_the_port_empty_and_no_longer_restoring() {
+fn a_degraded_restore_keeps_the_vms_window_flows_closes_the_port_and_ends_the_window() {
     let (_a, mut b, sb, mut blobs, _) = saved_and_target();
     // Traffic in the restore window: the VM opens two connections.
     let _ = open_connections(&mut b, sb, 77, 2);
@@ -84,10 +85,10 @@ fn a_lenient_restore_leaves_the_port_empty_and_no_longer_restoring() {
     let t = b.restore(sb, 77, &blobs);
     b.run_deferred();
     assert_eq!(b.restore_status(&t[0]), Some(0), "the migration does not fail");
-    assert_eq!(flows_of(&b, "vm"), Some(0), "an EMPTY port, as documented");
+    assert_eq!(flows_of(&b, "vm"), Some(2), "no flow carried, the VM's own ones kept");
     let listed = b.list_ports();
     assert!(!listed[0].restoring, "the restore window is over");
-    assert_eq!(listed[0].mode, Mode::Enforce, "the configured default mode");
+    assert_eq!(listed[0].mode, Mode::Enforce, "nothing carried: Enforce");
     assert_eq!(b.driver().stats().restores_empty, 1, "counted");
     assert!(b.trace_events().iter().any(|e| matches!(
         e,

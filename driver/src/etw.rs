@@ -66,6 +66,7 @@ macro_rules! event {
 const fn outcome_name(outcome: RestoreOutcome) -> (&'static str, &'static str) {
     match outcome {
         RestoreOutcome::Applied => ("Applied", ""),
+        RestoreOutcome::Repeated => ("Repeated", ""),
         RestoreOutcome::Degraded(reason) => ("Degraded", reason_name(reason)),
         RestoreOutcome::Failed => ("Failed", ""),
         RestoreOutcome::Cancelled => ("Cancelled", ""),
@@ -76,6 +77,7 @@ const fn outcome_name(outcome: RestoreOutcome) -> (&'static str, &'static str) {
 const fn reason_name(reason: DegradedReason) -> &'static str {
     match reason {
         DegradedReason::Empty => "Empty",
+        DegradedReason::NoState => "NoState",
         DegradedReason::Damaged => "Damaged",
         DegradedReason::Foreign => "Foreign",
         DegradedReason::UnknownMajor => "UnknownMajor",
@@ -112,7 +114,7 @@ pub fn write(event: &TraceEvent) {
         TraceEvent::Restore { port, bytes, flows_restored, fingerprints, outcome, status } => {
             let (outcome, reason) = outcome_name(outcome);
             match outcome {
-                "Applied" | "Cancelled" => event!(
+                "Applied" | "Repeated" | "Cancelled" => event!(
                     "RuntimeStateRestore",
                     Informational,
                     KEYWORD_MIGRATION,
@@ -124,18 +126,8 @@ pub fn write(event: &TraceEvent) {
                     str8("Reason", reason),
                     win_ntstatus("Status", status),
                 ),
-                "Degraded" => event!(
-                    "RuntimeStateRestore",
-                    Warning,
-                    KEYWORD_MIGRATION,
-                    u32("Port", port),
-                    u32("Bytes", bytes),
-                    u32("FlowsRestored", flows_restored),
-                    u32("Fingerprints", fingerprints),
-                    str8("Outcome", outcome),
-                    str8("Reason", reason),
-                    win_ntstatus("Status", status),
-                ),
+                // A degraded restore is an error (the VM's connections were not carried),
+                // like a failed one: both at error level.
                 _ => event!(
                     "RuntimeStateRestore",
                     Error,

@@ -278,8 +278,10 @@ fn the_work_item_finishes_pended_restores_and_etw_reports_save_and_restore() {
     unload_clean(&s, &h);
 }
 
+// Fails on main (63e77af): a degraded restore was traced at warning level (3), and the port
+// it left was in the default mode (Monitor).
 #[test]
-fn a_damaged_blob_is_a_degraded_restore_at_warning_level() {
+fn a_damaged_blob_is_a_degraded_restore_at_error_level_and_the_port_enforces() {
     let s = Session::new();
     let mut h = Host::new(6);
     assert_eq!(load(&s, &h), 0);
@@ -302,7 +304,13 @@ fn a_damaged_blob_is_a_degraded_restore_at_warning_level() {
         .expect("restore event");
     assert_eq!(restore.field("Outcome"), Some(&EtwValue::Str("Degraded")));
     assert_eq!(restore.field("Reason"), Some(&EtwValue::Str("Damaged")));
-    assert_eq!(restore.level, 3, "Warning");
+    assert_eq!(restore.level, 2, "Error: every degraded restore is traced at error level");
+    let (status, bytes) = call(&s, &h, &Request::ListPorts, 1 << 20);
+    assert_eq!(status, 0);
+    let mut modes = Vec::new();
+    vsflow_proto::response::decode_ports(&bytes, |p| modes.push((p.port.port_id, p.mode)))
+        .expect("ports decode");
+    assert_eq!(modes, vec![(9, vsflow_core::Mode::Enforce)], "never Monitor by accident");
     h.delete_switch(sw);
     unload_clean(&s, &h);
 }

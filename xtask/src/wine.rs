@@ -56,6 +56,8 @@ struct Case {
     exit: i32,
     /// Must appear in stdout (or, for failures, in the last stderr line).
     says: String,
+    /// A failure that reports on stdout (a check's answer), with nothing on stderr.
+    stdout: bool,
 }
 
 fn case(args: &[&str], exit: i32, says: &str) -> Case {
@@ -64,12 +66,19 @@ fn case(args: &[&str], exit: i32, says: &str) -> Case {
         env: Vec::new(),
         exit,
         says: says.to_owned(),
+        stdout: false,
     }
 }
 
 impl Case {
     fn with(mut self, key: &'static str, value: &'static str) -> Self {
         self.env.push((key, value));
+        self
+    }
+
+    /// The answer is on stdout even though the exit code is not 0.
+    const fn on_stdout(mut self) -> Self {
+        self.stdout = true;
         self
     }
 }
@@ -148,19 +157,66 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         let probe = TcpListener::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
         probe.local_addr().map_err(|e| e.to_string())?.port().to_string()
     };
+    // Wine names the profile after the Unix user.
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".to_owned());
+    let local_app_data = format!(r"C:\users\{user}\AppData\Local");
+    // A folder any user may write, made on the Linux side (Wine maps its mode to the DACL).
+    let shared = prefix.join("drive_c/shared");
+    std::fs::create_dir_all(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
+    world_writable(&shared)?;
+    let cases = cli_cases(&tcp_port, &udp_port, &free_port, &local_app_data);
+    let mut failures = Vec::new();
+    for c in &cases {
+        if let Err(e) = check(exe, prefix, c) {
+            failures.push(e);
+        }
+    }
+    // The byte-order disagreement is logged (stderr) when the double reports host order.
+    let warned = wine(exe, &["teredo", "port"], prefix, &[("NETPORTS_DOUBLE_TEREDO", "51234")])?;
+    if warned.stderr.contains("reports the Teredo port in host order") {
+        println!("  ok   netports teredo port (host-order source) -> the disagreement is logged");
+    } else {
+        failures
+            .push(format!("  FAIL the byte-order disagreement was not logged: {}", warned.stderr));
+    }
+    drop((tcp, udp));
+    println!(
+        "wine: {} of {} netports.exe commands as expected",
+        cases.len() + 1 - failures.len(),
+        cases.len() + 1
+    );
+    Ok(failures)
+}
+
+/// Gives every user write access to `dir` (Wine shows it as an Everyone full-access ACE).
+#[cfg(unix)]
+fn world_writable(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Wine runs on Unix only.
+#[cfg(not(unix))]
+fn world_writable(_: &Path) -> Result<(), String> {
+    Err("the Wine step runs on Linux".into())
+}
+
+/// What each netports.exe command must give; the ports are held (`tcp`, `udp`) or free.
+fn cli_cases(tcp_port: &str, udp_port: &str, free_port: &str, local_app_data: &str) -> Vec<Case> {
     let not_recognised = "netsh excludedportrange: output not recognised";
-    let cases = [
+    vec![
         case(&["--help"], 0, "Exit codes: 0 ok"),
         case(
-            &["why-blocked", &tcp_port],
+            &["why-blocked", tcp_port],
             0,
             &format!("tcp {tcp_port} is in use (bind fails with WSAEADDRINUSE on 0.0.0.0"),
         ),
-        case(&["why-blocked", &udp_port, "--udp"], 0, &format!("udp {udp_port} is in use")),
-        case(&["why-blocked", &free_port], 0, &format!("tcp {free_port} is free")),
+        case(&["why-blocked", udp_port, "--udp"], 0, &format!("udp {udp_port} is in use")),
+        case(&["why-blocked", free_port], 0, &format!("tcp {free_port} is free")),
         // Wine's netsh prints nothing: the sources are named as not consulted, not faked.
-        case(&["why-blocked", &free_port], 0, not_recognised),
-        case(&["--json", "why-blocked", &tcp_port], 0, "\"verdict\":\"in-use\""),
+        case(&["why-blocked", free_port], 0, not_recognised),
+        case(&["--json", "why-blocked", tcp_port], 0, "\"verdict\":\"in-use\""),
         case(&["list"], 1, not_recognised),
         case(&["find-free", "3"], 1, not_recognised),
         case(&["reserve", "tcp", "0", "10"], 2, "invalid port block: a port is a number"),
@@ -183,13 +239,24 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         ),
         case(&["release", "tcp", "50000", "10"], 4, "access denied"),
         case(&["teredo-exception"], 4, "access denied"),
+        // Windows Defender Firewall's Teredo rules, as `install_doubles` put them in the
+        // prefix's registry (the inbound one enabled, the outbound one disabled).
+        case(
+            &["teredo-exception", "--check"],
+            6,
+            "CoreNet-Teredo-In (local): enabled: allow in, udp, local port Teredo, svchost.exe, service iphlpsvc\nCoreNet-Teredo-Out (local): disabled",
+        )
+        .on_stdout(),
+        case(&["teredo-exception", "--check"], 6, "Enable-NetFirewallRule -Name CoreNet-Teredo-In,CoreNet-Teredo-Out")
+            .on_stdout(),
         // Wine's own ws2_32 has no runtime reservations (not doubled).
         case(&["acquire", "5"], 3, "SIO_ACQUIRE_PORT_RESERVATION is not available"),
         case(&["driver", "status"], 7, "the vsflow driver is not installed"),
         case(&["driver", "flows", "1"], 7, "the vsflow driver is not installed"),
         // The name provider: Wine has no NSPv2 hosting or catalog install, but the names file
-        // is real file I/O (with `LockFileEx` and an atomic rename) in the prefix's
-        // C:\ProgramData.
+        // is real file I/O (with `LockFileEx`, a create-new temporary file and an atomic
+        // rename) in the user's own %LOCALAPPDATA% (never %ProgramData%, where any user can
+        // create the folder first), its folder's owner and DACL checked before every use.
         case(&["nsp", "serve"], 3, "WSAAdvertiseProvider is not exported by ws2_32.dll"),
         case(&["nsp", "install"], 3, "WSCInstallNameSpaceEx is not exported by ws2_32.dll"),
         case(&["nsp", "install", "--service"], 2, "unexpected argument '--service'"),
@@ -197,7 +264,9 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         case(
             &["nsp", "register", "Web", "tcp", "50000", "10"],
             0,
-            r"registered web -> tcp 50000-50009 (in C:\ProgramData\netports\nsp-names.json)",
+            &format!(
+                r"registered web -> tcp 50000-50009 (in {local_app_data}\netports\nsp-names.json)"
+            ),
         ),
         case(&["nsp", "names"], 0, "web                      tcp 50000-50009"),
         case(
@@ -207,30 +276,30 @@ fn commands(exe: &Path, prefix: &Path) -> Result<Vec<String>, String> {
         ),
         case(&["nsp", "unregister", "web"], 0, "unregistered web (was tcp 50000-50009)"),
         case(&["nsp", "unregister", "web"], 6, "web is not registered"),
+        // A folder other users can write (mode 0777 here, which Wine shows as a DACL granting
+        // Everyone full access) is refused, for reading and for writing.
+        case(
+            &[
+                "nsp",
+                "register",
+                "--names-file",
+                r"C:\shared\names.json",
+                "web",
+                "tcp",
+                "50000",
+                "10",
+            ],
+            4,
+            r"C:\shared: other users can change it",
+        ),
+        case(
+            &["nsp", "names", "--names-file", r"C:\shared\names.json"],
+            4,
+            "other users can change it",
+        ),
         // Wine's WSALookupServiceBegin is a stub that fails: the client path says so.
         case(&["nsp", "resolve", "teredo"], 1, "WSALookupServiceBeginW failed"),
-    ];
-    let mut failures = Vec::new();
-    for c in &cases {
-        if let Err(e) = check(exe, prefix, c) {
-            failures.push(e);
-        }
-    }
-    // The byte-order disagreement is logged (stderr) when the double reports host order.
-    let warned = wine(exe, &["teredo", "port"], prefix, &[("NETPORTS_DOUBLE_TEREDO", "51234")])?;
-    if warned.stderr.contains("reports the Teredo port in host order") {
-        println!("  ok   netports teredo port (host-order source) -> the disagreement is logged");
-    } else {
-        failures
-            .push(format!("  FAIL the byte-order disagreement was not logged: {}", warned.stderr));
-    }
-    drop((tcp, udp));
-    println!(
-        "wine: {} of {} netports.exe commands as expected",
-        cases.len() + 1 - failures.len(),
-        cases.len() + 1
-    );
-    Ok(failures)
+    ]
 }
 
 fn existing(path: PathBuf) -> Result<PathBuf, String> {
@@ -337,6 +406,23 @@ fn install_doubles(prefix: &Path, doubles: &[PathBuf]) -> Result<(), String> {
         for (name, _) in DOUBLES {
             let _ = writeln!(reg, "\"{name}\"=\"native\"");
         }
+    }
+    // Windows Defender Firewall's Teredo rules in its local store ([MS-GPFAS] 2.2.2.19
+    // grammar): the inbound one enabled, the outbound one disabled.
+    reg.push_str(
+        "\n[HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\SharedAccess\\Parameters\\FirewallPolicy\\FirewallRules]\n",
+    );
+    for (id, rule) in [
+        (
+            "CoreNet-Teredo-In",
+            r"v2.30|Action=Allow|Active=TRUE|Dir=In|Protocol=17|LPort=Teredo|App=%SystemRoot%\system32\svchost.exe|Svc=iphlpsvc|Edge=TRUE|",
+        ),
+        (
+            "CoreNet-Teredo-Out",
+            r"v2.30|Action=Allow|Active=FALSE|Dir=Out|Protocol=17|App=%SystemRoot%\system32\svchost.exe|Svc=iphlpsvc|",
+        ),
+    ] {
+        let _ = writeln!(reg, "\"{id}\"=\"{}\"", rule.replace('\\', "\\\\"));
     }
     let file = prefix.with_file_name("wine-doubles.reg");
     std::fs::write(&file, reg).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -481,8 +567,13 @@ fn check(exe: &Path, prefix: &Path, c: &Case) -> Result<(), String> {
     // Wine's own chatter (prefix creation) goes to stderr before the program runs; the
     // program's error is its last line.
     let last_err = out.stderr.lines().last().unwrap_or("");
-    let shown = if c.exit == 0 { out.stdout.as_str() } else { out.stderr.as_str() };
-    let one_line = c.exit == 0 || c.exit == 2 || last_err.starts_with("netports: ");
+    let on_stdout = c.exit == 0 || c.stdout;
+    let shown = if on_stdout { out.stdout.as_str() } else { out.stderr.as_str() };
+    let one_line = if c.stdout {
+        out.stderr.is_empty()
+    } else {
+        c.exit == 0 || c.exit == 2 || last_err.starts_with("netports: ")
+    };
     let env: Vec<String> = c.env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
     let label = format!("{}netports {}", env.concat(), c.args.join(" "));
     if out.code == c.exit && shown.contains(&c.says) && one_line && !out.stderr.contains("panicked")

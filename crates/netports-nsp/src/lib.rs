@@ -15,12 +15,14 @@
 //! - [`routine`]: the seven `extern "system"` entry points and the `NSPV2_ROUTINE` table;
 //! - [`name`], [`reservation`], [`answer`], [`wsa`]: the data.
 //!
-//! Nothing here calls the OS: the host (`netports nsp serve`) resolves
+//! Nothing here calls the OS but the names file's I/O and its [`guard`] (who may change the
+//! file: ownership and mode on Unix, owner and DACL on Windows). The host (`netports nsp serve`) resolves
 //! `WSAAdvertiseProvider`, `WSAProviderCompleteAsyncCall` and `WSASetLastError` at run time
 //! and hands the last two to [`routine::host`]. So the whole provider, entry points
 //! included, builds and is tested on Linux.
 
 pub mod answer;
+pub mod guard;
 pub mod name;
 pub mod provider;
 pub mod queryset;

@@ -171,7 +171,9 @@ impl Provider {
             StoreError::Reserved => WsaError::Invalid,
             StoreError::NotRegistered => WsaError::NotFound,
             StoreError::Full => WsaError::NoMemory,
-            StoreError::Io { .. } | StoreError::Corrupt { .. } => WsaError::Internal,
+            StoreError::Io { .. } | StoreError::Corrupt { .. } | StoreError::Untrusted { .. } => {
+                WsaError::Internal
+            }
         }
     }
 

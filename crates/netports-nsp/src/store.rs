@@ -1,14 +1,21 @@
-//! Name registrations on disk: a small JSON file, written atomically, never silently replaced.
+//! Name registrations on disk: a small JSON file, written atomically, never silently replaced,
+//! and never taken from a place another user can change.
 //!
 //! ```json
 //! {"format":"netports-nsp-names","version":1,"names":[{"name":"web","protocol":"tcp","start":50000,"count":10}]}
 //! ```
 //!
+//! - Its folder, and the file when it exists, are checked by the [`Guard`] before every read
+//!   and every write: owned by the current user, SYSTEM or Administrators (root), and nobody
+//!   else may change them. Anything else is [`StoreError::Untrusted`] and is neither read nor
+//!   written (issue 19: a names file another user controls decides where every name points).
+//!   A missing folder is created for its owner only.
 //! - Every change takes an exclusive lock on `<file>.lock` (`File::lock`: `LockFileEx` on
-//!   Windows, `flock` elsewhere), reads the current file, changes it, writes `<file>.tmp`,
-//!   flushes it to disk and renames it over the file, so a crash leaves the old or the new
-//!   file, never a mix, and two writers (the provider and the CLI) never lose each other's
-//!   change. Readers take no lock: the rename is atomic.
+//!   Windows, `flock` elsewhere), reads the current file, changes it, writes a new temporary
+//!   file `<file>.<random>.tmp` opened create-new (so nothing planted in advance is written
+//!   through), flushes it to disk and renames it over the file, so a crash leaves the old or
+//!   the new file, never a mix, and two writers (the provider and the CLI) never lose each
+//!   other's change. Readers take no lock: the rename is atomic.
 //! - A missing file is an empty set. A file that cannot be read as a valid set (bad JSON,
 //!   unknown version, an invalid or duplicate name) is *corrupt*: it is reported with the
 //!   reason, left exactly as it is, and every change is refused until an operator moves it
@@ -17,12 +24,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::guard::{self, Guard, Kind};
 use crate::name::ServiceName;
 use crate::reservation::{Reservation, Transport};
 
@@ -59,6 +68,14 @@ pub enum StoreError {
     NotRegistered,
     /// [`MAX_NAMES`] names are registered already.
     Full,
+    /// The folder or the file can be changed by someone other than the current user, SYSTEM
+    /// or Administrators (root): it is neither read nor written.
+    Untrusted {
+        /// The folder or file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
 }
 
 impl fmt::Display for StoreError {
@@ -75,6 +92,11 @@ impl fmt::Display for StoreError {
             }
             Self::NotRegistered => f.write_str("no such name is registered"),
             Self::Full => write!(f, "{MAX_NAMES} names are registered already"),
+            Self::Untrusted { path, why } => write!(
+                f,
+                "{}: other users can change it ({why}); the names file must live where only you, SYSTEM and Administrators can write",
+                path.display()
+            ),
         }
     }
 }
@@ -133,12 +155,19 @@ pub fn parse(bytes: &[u8]) -> Result<Names, String> {
 #[derive(Clone, Debug)]
 pub struct Store {
     path: PathBuf,
+    guard: Arc<dyn Guard>,
 }
 
 impl Store {
-    /// A store kept in `path` (its folder is created on the first change).
+    /// A store kept in `path`, guarded by this system's [`guard::os`] (its folder is created
+    /// on the first change if missing; its parent must exist).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self::with_guard(path, guard::os())
+    }
+
+    /// A store kept in `path`, guarded by `guard`.
+    pub fn with_guard(path: impl Into<PathBuf>, guard: Arc<dyn Guard>) -> Self {
+        Self { path: path.into(), guard }
     }
 
     /// The file.
@@ -155,16 +184,37 @@ impl Store {
         StoreError::Corrupt { path: self.path.clone(), why: why.into() }
     }
 
-    /// The registered names (none when the file does not exist).
+    /// The folder holding the file (`.` for a bare file name).
+    fn folder(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+
+    fn check(&self, path: &Path, kind: Kind) -> Result<(), StoreError> {
+        self.guard
+            .check(path, kind)
+            .map_err(|why| StoreError::Untrusted { path: path.to_path_buf(), why })
+    }
+
+    /// The registered names (none when the file or its folder does not exist).
     ///
     /// # Errors
-    /// [`StoreError::Io`], [`StoreError::Corrupt`].
+    /// [`StoreError::Untrusted`], [`StoreError::Io`], [`StoreError::Corrupt`].
     pub fn load(&self) -> Result<Names, StoreError> {
+        let folder = self.folder();
+        match fs::metadata(&folder) {
+            Ok(_) => self.check(&folder, Kind::Folder)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Names::new()),
+            Err(e) => return Err(self.io(e)),
+        }
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Names::new()),
             Err(e) => return Err(self.io(e)),
         };
+        self.check(&self.path, Kind::File)?;
         parse(&bytes).map_err(|why| self.corrupt(why))
     }
 
@@ -210,14 +260,18 @@ impl Store {
         removed.ok_or(StoreError::NotRegistered)
     }
 
-    /// Lock, read, change, write atomically, unlock.
+    /// Check or create the folder, lock, read, change, write atomically, unlock.
     fn update(
         &self,
         change: impl FnOnce(&mut Names) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        let folder = self.folder();
+        match self.guard.create_folder(&folder) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(StoreError::Io { path: folder, error: e }),
         }
+        self.check(&folder, Kind::Folder)?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -243,15 +297,29 @@ impl Store {
         let mut bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| self.io(io::Error::other(e.to_string())))?;
         bytes.push(b'\n');
-        let tmp = self.sibling("tmp");
-        let mut out = File::create(&tmp).map_err(|e| self.io(e))?;
-        out.write_all(&bytes).map_err(|e| self.io(e))?;
-        out.sync_all().map_err(|e| self.io(e))?;
-        drop(out);
-        fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
+        let nonce = self.guard.nonce().map_err(|e| self.io(e))?;
+        let tmp = self.sibling(&format!("{nonce:016x}.tmp"));
+        let written = self
+            .write_new(&tmp, &bytes)
+            .and_then(|()| fs::rename(&tmp, &self.path).map_err(|e| self.io(e)));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
         // The lock is released when `lock` closes.
         drop(lock);
-        Ok(())
+        written
+    }
+
+    /// Writes `bytes` to a file that must not exist yet (create-new: never through something
+    /// planted there), flushed to disk.
+    fn write_new(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut out = options.open(path).map_err(|e| self.io(e))?;
+        out.write_all(bytes).map_err(|e| self.io(e))?;
+        out.sync_all().map_err(|e| self.io(e))
     }
 
     fn sibling(&self, ext: &str) -> PathBuf {
@@ -291,7 +359,12 @@ mod tests {
         assert_eq!(again.unregister(&n("web")).unwrap(), web);
         assert!(matches!(again.unregister(&n("web")), Err(StoreError::NotRegistered)));
         assert!(matches!(again.register(&n("teredo"), web), Err(StoreError::Reserved)));
-        assert!(!d.join("names.json.tmp").exists(), "no temporary file is left");
+        let left: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| std::path::Path::new(n).extension().is_some_and(|e| e == "tmp"))
+            .collect();
+        assert!(left.is_empty(), "no temporary file is left: {left:?}");
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -82,6 +82,8 @@ pub enum Error {
     },
     /// Something named is not there (a service name, the installed provider).
     Missing(String),
+    /// A file or folder other users can change, refused (the names file's guard).
+    Untrusted(String),
     /// A name is known but has no port now (Teredo client stopped, reservation deleted).
     NoData,
     /// A malformed argument other than a port block (a service name, say).
@@ -95,6 +97,8 @@ pub enum Error {
     },
     /// A malformed answer or input.
     Protocol(String),
+    /// The command reported its answer itself; only the exit code is left to give.
+    Reported(u8),
     /// Any other OS error.
     Os {
         /// Win32 error code.
@@ -135,7 +139,7 @@ impl Error {
     pub const fn exit_code(&self) -> u8 {
         match self {
             Self::Unsupported { .. } | Self::NoIpv6 => 3,
-            Self::AccessDenied | Self::CatalogRefused { .. } => 4,
+            Self::AccessDenied | Self::CatalogRefused { .. } | Self::Untrusted(_) => 4,
             Self::Conflict
             | Self::Forbidden { .. }
             | Self::AlreadyInstalled
@@ -144,6 +148,7 @@ impl Error {
             Self::DriverNotInstalled => 7,
             Self::InvalidRange { .. } | Self::Invalid(_) => 2,
             Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } => 1,
+            Self::Reported(code) => *code,
         }
     }
 }
@@ -162,12 +167,13 @@ impl fmt::Display for Error {
             Self::CatalogRefused { function } => write!(f, "{function}: the Winsock catalog refused the change (WSANO_RECOVERY): changing the catalog needs an elevated prompt (Run as administrator)"),
             Self::RulesChanged { read } => write!(f, "the port's rules changed since they were read (version {read}): someone else edited them; nothing was replaced, run the command again"),
             Self::InvalidRange { why } => write!(f, "invalid port block: {why}"),
-            Self::Invalid(why) | Self::Missing(why) => f.write_str(why),
+            Self::Invalid(why) | Self::Missing(why) | Self::Untrusted(why) => f.write_str(why),
             Self::NoData => f.write_str("the name is known but has no port now (the Teredo client is stopped, or the reservation was deleted)"),
             Self::DriverNotInstalled => f.write_str("the vsflow driver is not installed or not running (`sc query vsflow`; install with docs/INSTALL.md)"),
             Self::Driver { status } => write!(f, "the driver refused the request: NTSTATUS {status:#010x}"),
             Self::Protocol(why) => write!(f, "unexpected answer: {why}"),
             Self::Os { code, function } => write!(f, "{function} failed with Windows error {code}"),
+            Self::Reported(code) => write!(f, "exit code {code}"),
         }
     }
 }

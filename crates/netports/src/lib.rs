@@ -6,8 +6,9 @@
 //!   documented behaviour of the Windows APIs that manage them.
 //! - [`diagnose`], [`excluded`]: why `bind` fails with `WSAEACCES` although nothing listens
 //!   (reserved, excluded by WinNAT/HNS, in use).
-//! - [`driver`]: control of vsflow.sys over its IOCTL protocol; [`exception`]: keeping an allow
-//!   rule for the Teredo port up to date in the driver.
+//! - [`driver`]: control of vsflow.sys over its IOCTL protocol; [`exception`]: the host's
+//!   Teredo exception (WFP permits for the Teredo service, moved as its port changes);
+//!   [`firewall`]: Windows Defender Firewall's own Teredo rules.
 //! - [`nsp`]: hosting, installing and querying the Winsock name provider (netports-nsp), and
 //!   its names file.
 //! - `win` (Windows only): the Windows implementations, every `iphlpapi`/`ws2_32`/`fwpuclnt` function
@@ -21,6 +22,7 @@ pub mod driver;
 pub mod error;
 pub mod exception;
 pub mod excluded;
+pub mod firewall;
 pub mod model;
 pub mod nsp;
 pub mod platform;

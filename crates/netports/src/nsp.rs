@@ -20,7 +20,9 @@
 //! - `resolve NAME`: ask Winsock, as any application would (`WSALookupServiceBegin` / `Next`
 //!   / `End` with the provider's id).
 //!
-//! The names file is `%ProgramData%\netports\nsp-names.json` on Windows, or `--names-file`.
+//! The names file is the user's own, `%LOCALAPPDATA%\netports\nsp-names.json` on Windows
+//! (the provider serves that user's session only), or `--names-file`; it is used only where
+//! nobody but the user, SYSTEM and Administrators can change it (`netports_nsp::guard`).
 //! Registering, removing and listing names work on any system given `--names-file`.
 
 use std::path::PathBuf;
@@ -80,8 +82,12 @@ pub trait NspHost {
     fn resolve(&mut self, name: &str) -> Result<Resolved, Error>;
     /// What the provider answers from (Teredo port, reservation lookup).
     fn sources(&self) -> Arc<dyn Sources>;
-    /// The default names file.
-    fn names_file(&self) -> PathBuf;
+    /// The default names file: the current user's (`%LOCALAPPDATA%\netports\nsp-names.json`
+    /// on Windows), never a machine-wide folder any user could create first.
+    ///
+    /// # Errors
+    /// The user's folder cannot be found.
+    fn names_file(&self) -> Result<PathBuf, Error>;
 }
 
 /// The error a Winsock catalog function's code means.

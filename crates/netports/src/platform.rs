@@ -9,6 +9,7 @@ use crate::driver::Transport;
 use crate::error::Error;
 use crate::exception::HostFilters;
 use crate::excluded::{ExcludedRange, Family};
+use crate::firewall::Store;
 use crate::model::Reservations;
 use crate::nsp::NspHost;
 use crate::range::{PortBlock, Protocol};
@@ -98,6 +99,15 @@ pub trait Platform {
     /// Unsupported (the default: only Windows has Winsock).
     fn nsp(&mut self) -> Result<&mut dyn NspHost, Error> {
         unsupported("the Winsock name provider")
+    }
+    /// Where Windows Defender Firewall's rule `id` is defined, and its value in each store
+    /// (`crate::firewall`).
+    ///
+    /// # Errors
+    /// Unsupported (the default), or a store cannot be read.
+    fn firewall_rules(&mut self, id: &str) -> Result<Vec<(Store, String)>, Error> {
+        let _ = id;
+        unsupported("reading Windows Defender Firewall's rules")
     }
 }
 

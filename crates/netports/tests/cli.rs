@@ -8,7 +8,7 @@ use std::rc::Rc;
 use netports::cli;
 use netports::diagnose::{BindOutcome, Owner, ProbeAddr};
 use netports::driver::{IoctlReply, Transport};
-use netports::exception::HostFilters;
+use netports::exception::{FilterSpec, HostFilters};
 use netports::excluded::{ExcludedRange, Family};
 use netports::model::{Model, Reservations};
 use netports::nsp::{NspHost, Resolved};
@@ -51,34 +51,33 @@ impl Transport for SimTransport {
     }
 }
 
-/// The next filter id and the (id, port) pairs.
-type FilterTable = (u64, Vec<(u64, u16)>);
+/// The next filter id and the (id, filter) pairs.
+type FilterTable = (u64, Vec<(u64, FilterSpec)>);
 
-/// Host permit filters, shared with the test.
+/// Host permit filters, shared with the test; each change applies whole.
 #[derive(Clone, Default)]
 struct Filters(Rc<RefCell<FilterTable>>);
 
 impl HostFilters for Filters {
-    fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, Error> {
+    fn apply(&mut self, add: &[FilterSpec], remove: &[u64]) -> Result<Vec<u64>, Error> {
         let mut f = self.0.borrow_mut();
-        let ids = vec![f.0, f.0 + 1];
-        f.0 += 2;
-        f.1.extend(ids.iter().map(|id| (*id, port)));
+        f.1.retain(|(id, _)| !remove.contains(id));
+        let ids: Vec<u64> = (f.0..f.0 + add.len() as u64).collect();
+        f.0 += add.len() as u64;
+        f.1.extend(ids.iter().copied().zip(add.iter().copied()));
         Ok(ids)
-    }
-    fn remove(&mut self, ids: &[u64]) -> Result<(), Error> {
-        self.0.borrow_mut().1.retain(|(id, _)| !ids.contains(id));
-        Ok(())
     }
 }
 
 impl Filters {
-    fn ports(&self) -> Vec<u16> {
-        let mut p: Vec<u16> = self.0.borrow().1.iter().map(|(_, p)| *p).collect();
-        p.dedup();
-        p
+    fn count(&self) -> usize {
+        self.0.borrow().1.len()
     }
 }
+
+/// What `teredo-exception` says first: its permits are soft, Windows Defender Firewall's
+/// block wins, and its own Teredo rules decide.
+const NOTE: &str = "note: these are soft permits in netports' own sublayer: under Windows Defender Firewall they change nothing (its block wins); Teredo passes there only through its rules CoreNet-Teredo-In and CoreNet-Teredo-Out (check them: `netports teredo-exception --check`)";
 
 /// The Winsock catalog: whether the provider is installed, and what an install returns.
 #[derive(Default)]
@@ -115,8 +114,8 @@ impl NspHost for Catalog {
     fn sources(&self) -> std::sync::Arc<dyn netports_nsp::Sources> {
         unreachable!("not served in these tests")
     }
-    fn names_file(&self) -> std::path::PathBuf {
-        std::env::temp_dir().join("netports-model-names.json")
+    fn names_file(&self) -> Result<std::path::PathBuf, Error> {
+        Ok(std::env::temp_dir().join("netports-model-names.json"))
     }
 }
 
@@ -550,9 +549,11 @@ fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "watching; teredo port udp 51234; host permit filters (inbound, IPv4 and IPv6) for udp 3544 and udp 51234 (added [3544, 51234], removed []); kept until Ctrl-C\nteredo port changed: udp 52000; host permit filters (inbound, IPv4 and IPv6) for udp 3544 and udp 52000 (added [52000], removed [51234])\nteredo client stopped; host permit filters (inbound, IPv4 and IPv6) for udp 3544 (added [], removed [52000])\n"
+        format!(
+            "{NOTE}\nwatching; teredo port udp 51234; host permits (IPv4 UDP, the Teredo service only): in to 51234, out from 51234, out to 3544, in to 224.0.0.253:3544 (added 4, removed 0); kept until Ctrl-C\nteredo port changed: udp 52000; host permits (IPv4 UDP, the Teredo service only): in to 52000, out from 52000, out to 3544, in to 224.0.0.253:3544 (added 2, removed 2)\nteredo client stopped; host permits (IPv4 UDP, the Teredo service only): out to 3544, in to 224.0.0.253:3544 (added 0, removed 2)\n"
+        )
     );
-    assert_eq!(p.filters.ports(), vec![3544]);
+    assert_eq!(p.filters.count(), 2, "the two static permits stay while the command runs");
     assert_eq!(
         run(&mut p, &["driver", "rules", "vm-seven"]).1,
         "# vm-seven rules, version 0\n",
@@ -575,7 +576,10 @@ fn a_stopped_teredo_client_says_so() {
     let out = run(&mut p, &["--json", "teredo-exception"]).1;
     assert_eq!(
         out,
-        "{\"added\":[3544],\"event\":{\"event\":\"initial\",\"port\":null},\"filters\":[3544],\"removed\":[]}\n"
+        format!(
+            "{{\"note\":\"{}\"}}\n{{\"added\":2,\"event\":{{\"event\":\"initial\",\"port\":null}},\"filters\":[{{\"direction\":\"out\",\"local_address\":null,\"local_port\":null,\"remote_port\":3544}},{{\"direction\":\"in\",\"local_address\":\"224.0.0.253\",\"local_port\":3544,\"remote_port\":null}}],\"removed\":0}}\n",
+            NOTE.strip_prefix("note: ").unwrap()
+        )
     );
 }
 

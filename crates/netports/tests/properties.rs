@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use netports::diagnose::{BindOutcome, Probe, ProbeAddr, Ranges, Verdict, decide};
-use netports::exception::{HostFilters, TeredoException};
+use netports::exception::{FilterSpec, HostFilters, TeredoException, filters_for};
 use netports::excluded::{ExcludedRange, Family, parse_netsh, parse_nsi_value_name};
 use netports::model::{Model, Reservations};
 use netports::rules_file;
@@ -167,26 +167,27 @@ proptest! {
     }
 
     #[test]
-    fn the_host_exception_keeps_exactly_3544_and_the_current_port(
+    fn the_host_exception_keeps_exactly_the_current_ports_filters(
         ports in proptest::collection::vec(proptest::option::of(prop_oneof![Just(3544u16), 1u16..]), 1..20),
+        failures in proptest::collection::vec(any::<bool>(), 20),
     ) {
         let mut engine = Engine::default();
         let mut x = TeredoException::new(&mut engine);
         let mut current = None;
         for (i, port) in ports.iter().enumerate() {
             let ev = if i == 0 { TeredoEvent::Initial { port: *port } } else { TeredoEvent::Changed { port: *port } };
-            x.on_event(ev).unwrap();
-            current = *port;
+            x.filters_mut().2 = failures[i] && i > 0;
+            if x.on_event(ev).is_ok() {
+                current = *port;
+            }
+            prop_assert_eq!(x.filters(), filters_for(current), "a failed change leaves the previous port's filters");
         }
         drop(x);
-        let mut kept: Vec<u16> = engine.0.iter().map(|(_, p)| *p).collect();
-        kept.sort_unstable();
-        kept.dedup();
-        let mut want = vec![3544];
-        want.extend(current.filter(|p| *p != 3544));
-        want.sort_unstable();
-        prop_assert_eq!(kept, want);
-        prop_assert_eq!(engine.0.len(), 2 * engine.0.iter().map(|(_, p)| *p).collect::<std::collections::BTreeSet<_>>().len(), "IPv4 and IPv6 filter per port, no leftovers");
+        let mut kept: Vec<FilterSpec> = engine.0.iter().map(|(_, f)| *f).collect();
+        let mut want = filters_for(current);
+        kept.sort_by_key(ToString::to_string);
+        want.sort_by_key(ToString::to_string);
+        prop_assert_eq!(kept, want, "the engine holds exactly those, no leftovers");
     }
 
     #[test]
@@ -219,19 +220,19 @@ proptest! {
     }
 }
 
-/// A filter engine for the exception property: (id, port).
+/// A filter engine for the exception property: (id, filter), the next id, fail the next change.
 #[derive(Debug, Default)]
-struct Engine(Vec<(u64, u16)>, u64);
+struct Engine(Vec<(u64, FilterSpec)>, u64, bool);
 
 impl HostFilters for &mut Engine {
-    fn permit_udp(&mut self, port: u16) -> Result<Vec<u64>, netports::Error> {
-        let ids = vec![self.1, self.1 + 1];
-        self.1 += 2;
-        self.0.extend(ids.iter().map(|id| (*id, port)));
+    fn apply(&mut self, add: &[FilterSpec], remove: &[u64]) -> Result<Vec<u64>, netports::Error> {
+        if self.2 {
+            return Err(netports::Error::AccessDenied);
+        }
+        self.0.retain(|(id, _)| !remove.contains(id));
+        let ids: Vec<u64> = (self.1..self.1 + add.len() as u64).collect();
+        self.1 += add.len() as u64;
+        self.0.extend(ids.iter().copied().zip(add.iter().copied()));
         Ok(ids)
-    }
-    fn remove(&mut self, ids: &[u64]) -> Result<(), netports::Error> {
-        self.0.retain(|(id, _)| !ids.contains(id));
-        Ok(())
     }
 }

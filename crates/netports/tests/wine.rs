@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netports::cli;
-use netports::exception::{HostFilters, TeredoException};
+use netports::exception::TeredoException;
 use netports::model::Reservations;
 use netports::teredo::TeredoEvent;
 use netports::win::host_filter::WfpHostFilters;
@@ -51,9 +51,39 @@ struct Doubles {
     initial_inline: unsafe extern "system" fn(i32),
     fwp_configure: unsafe extern "system" fn(i32, i32),
     fwp_set_teredo_port: unsafe extern "system" fn(u16),
-    fwp_filters: unsafe extern "system" fn(*mut u32, u32) -> u32,
+    fwp_filters: unsafe extern "system" fn(*mut FilterInfo, u32) -> u32,
     fwp_subscriptions: unsafe extern "system" fn() -> u32,
+    fwp_objects: unsafe extern "system" fn(*mut u32, *mut u32),
+    fwp_commits: unsafe extern "system" fn() -> u32,
+    fwp_fail_filter_add: unsafe extern "system" fn(u32),
 }
+
+/// `FILTER_INFO` of the fwpuclnt double.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FilterInfo {
+    layer: u32,
+    proto: u32,
+    local_port: u32,
+    remote_port: u32,
+    local_addr: u32,
+    session: u32,
+    app_id_len: u32,
+    app_id: [u16; 260],
+}
+
+/// Where a permit filter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Layer {
+    RecvAcceptV4,
+    RecvAcceptV6,
+    ConnectV4,
+    ConnectV6,
+}
+
+/// A permit filter as the double holds it: layer, protocol, local port, remote port, local
+/// address (0: no such condition) and the application id as text.
+type Permit = (Layer, u32, u16, u16, std::net::Ipv4Addr, String);
 
 /// A double's control as a typed function pointer.
 macro_rules! ctl {
@@ -76,6 +106,9 @@ fn doubles() -> Option<Doubles> {
             fwp_set_teredo_port: ctl!("fwpuclnt.dll", c"DoubleFwpSetTeredoPort"),
             fwp_filters: ctl!("fwpuclnt.dll", c"DoubleFwpFilters"),
             fwp_subscriptions: ctl!("fwpuclnt.dll", c"DoubleFwpSubscriptions"),
+            fwp_objects: ctl!("fwpuclnt.dll", c"DoubleFwpObjects"),
+            fwp_commits: ctl!("fwpuclnt.dll", c"DoubleFwpCommits"),
+            fwp_fail_filter_add: ctl!("fwpuclnt.dll", c"DoubleFwpFailFilterAdd"),
         })
     })();
     if found.is_none() {
@@ -108,18 +141,89 @@ impl Doubles {
         let fwp = unsafe { (self.fwp_subscriptions)() };
         iphlp + fwp
     }
-    /// Permit filters as (layer 4|6, protocol, port).
-    fn filters(&self) -> Vec<(u32, u32, u16)> {
-        let mut out = [0u32; 64];
+    /// Every permit filter, sorted.
+    fn filters(&self) -> Vec<Permit> {
+        let blank = FilterInfo {
+            layer: 0,
+            proto: 0,
+            local_port: 0,
+            remote_port: 0,
+            local_addr: 0,
+            session: 0,
+            app_id_len: 0,
+            app_id: [0; 260],
+        };
+        let mut out = vec![blank; 64];
         // SAFETY: a buffer of 64 entries.
         let n = unsafe { (self.fwp_filters)(out.as_mut_ptr(), 64) } as usize;
-        let mut v: Vec<_> = out[..n.min(64)]
+        let mut v: Vec<Permit> = out[..n.min(64)]
             .iter()
-            .map(|x| (x >> 24, (x >> 16) & 0xFF, u16::try_from(x & 0xFFFF).unwrap()))
+            .map(|f| {
+                let layer =
+                    [Layer::RecvAcceptV4, Layer::RecvAcceptV6, Layer::ConnectV4, Layer::ConnectV6]
+                        [f.layer as usize];
+                let units = (f.app_id_len as usize / 2).min(260);
+                let app =
+                    String::from_utf16_lossy(&f.app_id[..units]).trim_end_matches('\0').to_owned();
+                (
+                    layer,
+                    f.proto,
+                    u16::try_from(f.local_port).unwrap(),
+                    u16::try_from(f.remote_port).unwrap(),
+                    std::net::Ipv4Addr::from(f.local_addr),
+                    app,
+                )
+            })
             .collect();
-        v.sort_unstable();
+        v.sort();
         v
     }
+    /// (providers, sublayers) alive in the engine.
+    fn objects(&self) -> (u32, u32) {
+        let (mut p, mut s) = (0, 0);
+        // SAFETY: a control of the double; valid out-pointers.
+        unsafe { (self.fwp_objects)(&raw mut p, &raw mut s) };
+        (p, s)
+    }
+    /// Explicit transactions committed so far.
+    fn commits(&self) -> u32 {
+        // SAFETY: a control of the double.
+        unsafe { (self.fwp_commits)() }
+    }
+    /// The `nth` next `FwpmFilterAdd0` fails.
+    fn fail_filter_add(&self, nth: u32) {
+        // SAFETY: a control of the double.
+        unsafe { (self.fwp_fail_filter_add)(nth) };
+    }
+}
+
+/// The Teredo service's application id as the double gives it (`FwpmGetAppIdFromFileName0`
+/// of `%SystemRoot%\System32\svchost.exe`, the process hosting `iphlpsvc`).
+const SVCHOST: &str = r"\device\harddiskvolume1\windows\system32\svchost.exe";
+
+/// The host Teredo filters netports must keep for client port `port`: all IPv4 UDP, all for
+/// the Teredo service's process only.
+fn teredo_filters(port: Option<u16>) -> Vec<Permit> {
+    let none = std::net::Ipv4Addr::UNSPECIFIED;
+    let mut v = vec![
+        // The client qualifies with the Teredo server's UDP 3544 (remote).
+        (Layer::ConnectV4, 17, 0, 3544, none, SVCHOST.to_owned()),
+        // Local 3544 only for the IPv4 multicast discovery group 224.0.0.253.
+        (
+            Layer::RecvAcceptV4,
+            17,
+            3544,
+            0,
+            std::net::Ipv4Addr::new(224, 0, 0, 253),
+            SVCHOST.to_owned(),
+        ),
+    ];
+    if let Some(p) = port {
+        v.push((Layer::RecvAcceptV4, 17, p, 0, none, SVCHOST.to_owned()));
+        v.push((Layer::ConnectV4, 17, p, 0, none, SVCHOST.to_owned()));
+    }
+    v.sort();
+    v
 }
 
 fn recv(rx: &mpsc::Receiver<TeredoEvent>) -> TeredoEvent {
@@ -339,7 +443,7 @@ fn why_blocked_names_the_owner_from_the_endpoint_table() {
 }
 
 #[test]
-fn the_host_teredo_filters_follow_the_port_and_go_with_the_session() {
+fn the_host_teredo_filters_are_ipv4_for_the_teredo_service_and_follow_the_port() {
     let Some(d) = doubles() else { return };
     d.configure(false, true, true);
     assert!(
@@ -348,39 +452,195 @@ fn the_host_teredo_filters_follow_the_port_and_go_with_the_session() {
     );
     d.configure(true, true, true);
     let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
+    // (Opening adds the run's provider and sublayer in a transaction of its own.)
+    let commits = d.commits();
     keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
-    assert_eq!(d.filters(), vec![(4, 17, 3544), (4, 17, 51_000), (6, 17, 3544), (6, 17, 51_000)]);
+    assert_eq!(d.filters(), teredo_filters(Some(51_000)));
     keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
-    assert_eq!(d.filters(), vec![(4, 17, 3544), (4, 17, 52_000), (6, 17, 3544), (6, 17, 52_000)]);
+    assert_eq!(d.filters(), teredo_filters(Some(52_000)));
     keeper.on_event(TeredoEvent::Changed { port: None }).unwrap();
-    assert_eq!(d.filters(), vec![(4, 17, 3544), (6, 17, 3544)]);
-    // A second instance shares the provider and sublayer.
-    let mut other = WfpHostFilters::open().unwrap();
-    let ids = other.permit_udp(7000).unwrap();
-    other.remove(&ids).unwrap();
-    drop(other);
+    assert_eq!(d.filters(), teredo_filters(None));
+    assert_eq!(d.commits() - commits, 3, "each change is one transaction");
     drop(keeper);
     assert_eq!(d.filters(), vec![], "a dynamic session's filters go when it closes");
+    assert_eq!(d.objects(), (0, 0), "and its provider and sublayer");
 }
 
 #[test]
-fn host_filters_keep_working_after_the_instance_that_added_the_provider_exits() {
+fn a_port_change_that_fails_half_way_leaves_the_previous_filters() {
     let Some(d) = doubles() else { return };
     d.configure(true, true, true);
-    // Two `teredo-exception` processes: the first adds netports' provider and sublayer in its
-    // dynamic session, the second finds them there (FWP_E_ALREADY_EXISTS).
-    let first = WfpHostFilters::open().unwrap();
-    let mut second = WfpHostFilters::open().unwrap();
-    second.permit_udp(7000).unwrap();
-    // The first exits: its session's provider and sublayer go with it. The second's next
-    // port change must still get its filters.
+    let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
+    keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+    let commits = d.commits();
+    // The second filter of the change fails: the first is rolled back with the transaction.
+    d.fail_filter_add(2);
+    assert!(keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).is_err());
+    assert_eq!(d.filters(), teredo_filters(Some(51_000)), "nothing half-applied");
+    assert_eq!(d.commits(), commits, "the failed change committed nothing");
+    keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(Some(52_000)), "the next event applies it");
+}
+
+#[test]
+fn a_second_instance_works_beside_the_first_and_after_it_exits() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    // Two `teredo-exception` processes, each in its own dynamic session: each must use its
+    // own provider and sublayer (a dynamic object of another session cannot be referenced).
+    let mut first = TeredoException::new(WfpHostFilters::open().unwrap());
+    first.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+    let mut second = TeredoException::new(WfpHostFilters::open().unwrap());
+    second
+        .on_event(TeredoEvent::Initial { port: Some(51_000) })
+        .expect("the second instance gets its filters");
+    assert_eq!(d.objects(), (2, 2), "a provider and a sublayer per instance");
     drop(first);
-    let ids = second.permit_udp(7001).expect("filters after the other instance exited");
-    let filters = d.filters();
-    assert!(filters.contains(&(4, 17, 7001)) && filters.contains(&(6, 17, 7001)), "{filters:?}");
-    second.remove(&ids).unwrap();
+    assert_eq!(d.filters(), teredo_filters(Some(51_000)), "the second's filters stay");
+    second.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(Some(52_000)));
     drop(second);
-    assert!(!d.filters().iter().any(|f| f.2 == 7001), "{:?}", d.filters());
+    assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)));
+}
+
+/// Raw WFP calls against the double (its own rules, as WFP documents them).
+mod engine {
+    use windows_sys::Win32::Foundation::HANDLE;
+    use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
+        FWP_ACTION_PERMIT, FWPM_FILTER0, FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4, FWPM_PROVIDER0,
+        FWPM_SESSION_FLAG_DYNAMIC, FWPM_SESSION0, FWPM_SUBLAYER0, FwpmEngineClose0,
+        FwpmEngineOpen0, FwpmFilterAdd0, FwpmProviderAdd0, FwpmSubLayerAdd0, FwpmTransactionAbort0,
+        FwpmTransactionBegin0, FwpmTransactionCommit0,
+    };
+    use windows_sys::core::GUID;
+
+    pub const LIFETIME_MISMATCH: u32 = 0x8032_0016;
+    pub const TXN_IN_PROGRESS: u32 = 0x8032_000E;
+    pub const NO_TXN_IN_PROGRESS: u32 = 0x8032_000D;
+    pub const TIMEOUT: u32 = 0x8032_0012;
+    pub const SUBLAYER_NOT_FOUND: u32 = 0x8032_0007;
+
+    pub fn open(dynamic: bool) -> HANDLE {
+        let session = FWPM_SESSION0 {
+            flags: if dynamic { FWPM_SESSION_FLAG_DYNAMIC } else { 0 },
+            ..FWPM_SESSION0::default()
+        };
+        let mut h: HANDLE = std::ptr::null_mut();
+        // SAFETY: a valid session and out-pointer; local engine.
+        let rc = unsafe {
+            FwpmEngineOpen0(std::ptr::null(), 10, std::ptr::null(), &raw const session, &raw mut h)
+        };
+        assert_eq!(rc, 0);
+        h
+    }
+    pub fn close(h: HANDLE) {
+        // SAFETY: a handle from `open`.
+        assert_eq!(unsafe { FwpmEngineClose0(h) }, 0);
+    }
+    pub fn provider(h: HANDLE, key: GUID) -> u32 {
+        let p = FWPM_PROVIDER0 { providerKey: key, ..FWPM_PROVIDER0::default() };
+        // SAFETY: a valid provider.
+        unsafe { FwpmProviderAdd0(h, &raw const p, std::ptr::null_mut()) }
+    }
+    pub fn sublayer(h: HANDLE, key: GUID, mut provider: GUID) -> u32 {
+        let s = FWPM_SUBLAYER0 {
+            subLayerKey: key,
+            providerKey: &raw mut provider,
+            ..FWPM_SUBLAYER0::default()
+        };
+        // SAFETY: a valid sublayer whose provider key outlives the call.
+        unsafe { FwpmSubLayerAdd0(h, &raw const s, std::ptr::null_mut()) }
+    }
+    pub fn filter(h: HANDLE, sublayer: GUID) -> u32 {
+        let mut f = FWPM_FILTER0 {
+            layerKey: FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4,
+            subLayerKey: sublayer,
+            ..FWPM_FILTER0::default()
+        };
+        f.action.r#type = FWP_ACTION_PERMIT;
+        let mut id = 0u64;
+        // SAFETY: a valid filter without conditions and a valid out-pointer.
+        unsafe { FwpmFilterAdd0(h, &raw const f, std::ptr::null_mut(), &raw mut id) }
+    }
+    pub fn begin(h: HANDLE) -> u32 {
+        // SAFETY: a session handle.
+        unsafe { FwpmTransactionBegin0(h, 0) }
+    }
+    pub fn commit(h: HANDLE) -> u32 {
+        // SAFETY: a session handle.
+        unsafe { FwpmTransactionCommit0(h) }
+    }
+    pub fn abort(h: HANDLE) -> u32 {
+        // SAFETY: a session handle.
+        unsafe { FwpmTransactionAbort0(h) }
+    }
+}
+
+#[test]
+#[allow(clippy::many_single_char_names, reason = "sessions a, b, c; provider p, sublayer s")]
+fn the_engine_double_refuses_references_to_another_sessions_dynamic_objects() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    let (p, s) = (windows_sys::core::GUID::from_u128(1), windows_sys::core::GUID::from_u128(2));
+    let a = engine::open(true);
+    assert_eq!(
+        (engine::provider(a, p), engine::sublayer(a, s, p), engine::filter(a, s)),
+        (0, 0, 0)
+    );
+    let b = engine::open(true);
+    assert_eq!(
+        engine::filter(b, s),
+        engine::LIFETIME_MISMATCH,
+        "another dynamic session's sublayer"
+    );
+    assert_eq!(
+        engine::sublayer(b, windows_sys::core::GUID::from_u128(3), p),
+        engine::LIFETIME_MISMATCH,
+        "another dynamic session's provider"
+    );
+    let c = engine::open(false);
+    assert_eq!(
+        engine::filter(c, s),
+        engine::LIFETIME_MISMATCH,
+        "a static object cannot outlive it"
+    );
+    engine::close(a);
+    assert_eq!(engine::filter(b, s), engine::SUBLAYER_NOT_FOUND, "gone with its session");
+    engine::close(b);
+    engine::close(c);
+    assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)));
+}
+
+#[test]
+#[allow(clippy::many_single_char_names, reason = "sessions a, b, c; provider p, sublayer s")]
+fn the_engine_double_has_one_transaction_per_session_and_rolls_back_an_abort() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    let (p, s) = (windows_sys::core::GUID::from_u128(1), windows_sys::core::GUID::from_u128(2));
+    let a = engine::open(true);
+    let b = engine::open(true);
+    assert_eq!(engine::commit(a), engine::NO_TXN_IN_PROGRESS);
+    assert_eq!(engine::abort(a), engine::NO_TXN_IN_PROGRESS);
+    assert_eq!(engine::begin(a), 0);
+    assert_eq!(engine::begin(a), engine::TXN_IN_PROGRESS);
+    assert_eq!(engine::provider(a, p), 0);
+    assert_eq!(
+        engine::provider(b, windows_sys::core::GUID::from_u128(9)),
+        engine::TIMEOUT,
+        "the lock is held"
+    );
+    assert_eq!(engine::abort(a), 0);
+    assert_eq!(d.objects(), (0, 0), "the abort rolled the provider back");
+    assert_eq!(engine::begin(a), 0);
+    assert_eq!((engine::provider(a, p), engine::sublayer(a, s, p)), (0, 0));
+    let commits = d.commits();
+    assert_eq!(engine::commit(a), 0);
+    assert_eq!((d.objects(), d.commits()), ((1, 1), commits + 1));
+    assert_eq!(engine::begin(a), 0);
+    assert_eq!(engine::filter(a, s), 0);
+    engine::close(a); // aborts the open transaction, then deletes the session's objects
+    assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)));
+    engine::close(b);
 }
 
 #[test]

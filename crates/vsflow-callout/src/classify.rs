@@ -22,7 +22,7 @@ use fwps_sys::{
     FWPS_CLASSIFY_OUT0, FWPS_FILTER3, FWPS_INCOMING_METADATA_VALUES0, FWPS_INCOMING_VALUES0, GUID,
     NTSTATUS, STATUS_SUCCESS,
 };
-use vsflow_core::{Direction, PacketMeta, TcpFlags, Verdict, protocol};
+use vsflow_core::{Direction, Icmp, PacketMeta, TcpFlags, Verdict, icmp, protocol};
 
 use crate::driver::Driver;
 use crate::frame::{IP_PREFIX, tcp_flags};
@@ -158,19 +158,30 @@ impl<S: KernelServices> Driver<S> {
         // 2. The switch, by name (never guessed).
         // SAFETY: caller's contract.
         let name = unsafe { switch_name_bytes(values) };
-        // 3. Packet bytes: the TCP flags (data starts at the IP header at these layers).
-        let mut storage = [0u8; IP_PREFIX];
-        let want = if c.meta.protocol == protocol::TCP { IP_PREFIX } else { 0 };
+        // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, or
+        // what an ICMP message says (WFP's port values hold only its type and code).
+        let icmp = icmp::is_icmp(c.meta.family, c.meta.protocol);
+        let mut storage = [0u8; icmp::READ_LEN];
+        let want = match c.meta.protocol {
+            protocol::TCP => IP_PREFIX,
+            _ if icmp => icmp::READ_LEN,
+            _ => 0,
+        };
         let storage = storage.get_mut(..want).unwrap_or(&mut []);
+        if icmp {
+            c.meta.icmp = Icmp::Unreadable;
+        }
         // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
         if let Some(frame) = unsafe { self.services.read_frame(layer_data, meta, storage) } {
             c.meta.length = frame.frame_len;
             if c.meta.protocol == protocol::TCP {
                 c.meta.tcp_flags = TcpFlags(tcp_flags(frame.head).unwrap_or(0));
+            } else if icmp {
+                c.meta.icmp = icmp::read(frame.head);
             }
         }
         // 4. The port, and its verdict under the port's own lock.
-        let now = self.services.now();
+        let now = self.now();
         let found = self
             .read_ports(|ix| {
                 let switch = ix.switch_id_le(name?)?;
@@ -324,6 +335,7 @@ pub unsafe fn read_values(
             dst_port,
             tcp_flags: TcpFlags(0),
             length: 0,
+            icmp: Icmp::None,
         },
     })
 }

@@ -209,7 +209,7 @@ fn too_small(
 
 impl<S: KernelServices> Driver<S> {
     fn get_flows(&self, port: PortRef, start: u32, max: u32, output: &mut [u8]) -> IoctlOutcome {
-        let now = self.services.now();
+        let now = self.now();
         // One page under the port's lock: the cursor is a position in the port's table, so a
         // page walks only its own flows, never the table before it.
         self.with_port(port, |entry| {

@@ -34,6 +34,15 @@ use crate::sync::SpinMutex;
 use crate::trace::TraceEvent;
 use crate::vswitch;
 
+/// Where vsflow-core's clock starts: one day after the kernel's interrupt time (0 at boot).
+///
+/// A restored flow's times are rebased from ages (`last seen = now - idle time`); on a host
+/// that booted seconds ago, a flow idle for minutes would need a time before 0. Starting the
+/// core's clock past the longest idle timeout (2 h for established TCP) keeps every restorable
+/// idle time representable, so a carried flow expires exactly when it would have on the
+/// source, however recently the destination booted.
+pub const CLOCK_EPOCH: vsflow_core::Tick = vsflow_core::time::secs(86_400);
+
 /// Driver-wide counters (summed over processors and ports when read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DriverStats {
@@ -332,6 +341,12 @@ impl<S: KernelServices> Driver<S> {
         t
     }
 
+    /// The clock vsflow-core runs on: the kernel's interrupt time plus [`CLOCK_EPOCH`].
+    #[inline]
+    pub(crate) fn now(&self) -> vsflow_core::Tick {
+        self.services.now().saturating_add(CLOCK_EPOCH)
+    }
+
     pub(crate) fn log(&self, level: LogLevel, args: fmt::Arguments<'_>) {
         self.services.log(level, args);
     }
@@ -343,7 +358,7 @@ impl<S: KernelServices> Driver<S> {
     /// Removes idle flows from every port, up to `budget` per port (periodic timer). Takes one
     /// port lock at a time, never the map's.
     pub fn expire_idle(&self, budget: usize) -> usize {
-        let now = self.services.now();
+        let now = self.now();
         self.each_port()
             .iter()
             .map(|p| {

@@ -82,9 +82,9 @@ pub(crate) struct PortState {
     /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
     /// driver: replaced by the next save, freed with the port or at stop.
     pub(crate) save_buffer: Vec<u8>,
-    /// Digest of the last blob applied to this port (a second restore of the same blob
-    /// changes nothing).
-    pub(crate) last_restore: Option<u64>,
+    /// Keyed digest and length of the last blob restored into this port (a second restore of
+    /// the same blob changes nothing).
+    pub(crate) last_restore: Option<(u64, usize)>,
     /// When a restore window closes on its own if no restore came (the source host may have
     /// saved nothing for vsflow: no restore callback will ever come); `Tick::MAX` if none.
     pub(crate) window_deadline: vsflow_core::Tick,

@@ -12,8 +12,14 @@
 pub enum RestoreOutcome {
     /// The blob was decoded and applied.
     Applied,
-    /// The port was restored empty and the restore reported success: the blob was empty,
-    /// damaged, foreign or of an unknown major version, or the port is unknown (see `reason`).
+    /// The same blob (same keyed digest and length) was restored into this port before:
+    /// nothing changed.
+    Repeated,
+    /// No flows were restored and the restore reported success: the blob was empty, damaged,
+    /// foreign, of an unknown major version or from a source without state, it could not be
+    /// applied, or the port is unknown (see `reason`). The port's policy was kept or closed,
+    /// never lowered: the operator's settings, else the policy the blob still carries, else
+    /// Enforce. Traced at error level.
     Degraded(DegradedReason),
     /// The restore was failed on purpose (the opt-in strict policy), or could not run.
     Failed,
@@ -21,12 +27,15 @@ pub enum RestoreOutcome {
     Cancelled,
 }
 
-/// Why a restore was degraded to an empty port.
+/// Why a restore carried no flows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DegradedReason {
     /// A zero-length blob.
     Empty,
+    /// The source host had no state for the port (it did not track it, its encode failed, or
+    /// it was stopping): its blob says so and carries no policy.
+    NoState,
     /// The blob failed validation (framing, checksum, bounds).
     Damaged,
     /// The blob was written by another provider.

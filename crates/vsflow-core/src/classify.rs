@@ -17,6 +17,10 @@
 //! After a restore, unknown flows may be picked up as established by fingerprint or loosely
 //! ([`crate::port`], "Pickups").
 //!
+//! ICMP and ICMPv6 are decided by [`crate::icmp`]: queries are tracked here under their own
+//! key ([`track`]), errors are admitted as related to a tracked flow, neighbor discovery by a
+//! default.
+//!
 //! Allocation-free whenever the flow exists or the table has room (see
 //! [`crate::FlowTable::capacity`]); a flood at the bound recycles slots.
 
@@ -41,14 +45,33 @@ pub enum BlockReason {
     Unsolicited,
     /// Inbound on a peer-opened flow that the current rules no longer admit.
     NotAdmitted,
+    /// Inbound IPv6 neighbor discovery or MLD that may not have come from the link (hop
+    /// limit or source address; see [`crate::icmp`]) and that no allow rule admits.
+    NotOnLink,
 }
 
 /// Classifies `meta` on `port` at `now`. See the module docs.
 #[inline]
 pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
-    let key = FlowKey::of(meta);
+    let verdict = if crate::icmp::is_icmp(meta.family, meta.protocol) {
+        crate::icmp::classify(port, meta, now)
+    } else {
+        track(port, FlowKey::of(meta), meta, now)
+    };
+    let c = &mut port.counters;
+    match verdict {
+        Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
+        Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
+    }
+    verdict
+}
+
+/// The verdict on a packet of the flow `key`, the flow created or updated. Counting permits
+/// and blocks is the caller's.
+#[inline]
+pub(crate) fn track(port: &mut Port, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
     let hash = port.table.hash(&key);
-    let verdict = match port.table.find_hashed(hash, &key) {
+    match port.table.find_hashed(hash, &key) {
         Some(at) if port.table.is_expired(at, now) => {
             // Idle past its timeout: the flow is gone; this packet starts afresh.
             port.table.remove_hashed(hash, at);
@@ -69,34 +92,32 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
             }
         }
         None => new_flow(port, hash, key, meta, now),
-    };
-    let c = &mut port.counters;
-    match verdict {
-        Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
-        Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
     }
-    verdict
+}
+
+/// True if the current rules still admit inbound traffic of the flow at `at` (Enforce): a flow
+/// the VM opened always, a peer-opened one re-checked when the rules changed since it was
+/// admitted (its admission updated when they admit it).
+pub(crate) fn admitted(port: &mut Port, at: FlowIndex) -> bool {
+    let version = port.rules.version();
+    match port.table.record(at).admission {
+        Admission::Vm => true,
+        Admission::Rule(v) if v == version => true,
+        Admission::Rule(_) | Admission::Monitor => {
+            let key = port.table.key(at);
+            let local_port = crate::icmp::rule_port(key);
+            let ok = port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr);
+            if ok {
+                port.table.record_mut(at).admission = Admission::Rule(version);
+            }
+            ok
+        }
+    }
 }
 
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
-    if port.enforce && meta.direction == Direction::Inbound {
-        let version = port.rules.version();
-        let admitted = match port.table.record(at).admission {
-            Admission::Vm => true,
-            Admission::Rule(v) if v == version => true,
-            Admission::Rule(_) | Admission::Monitor => {
-                let key = port.table.key(at);
-                let ok =
-                    port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr);
-                if ok {
-                    port.table.record_mut(at).admission = Admission::Rule(version);
-                }
-                ok
-            }
-        };
-        if !admitted {
-            return Verdict::Block(BlockReason::NotAdmitted);
-        }
+    if port.enforce && meta.direction == Direction::Inbound && !admitted(port, at) {
+        return Verdict::Block(BlockReason::NotAdmitted);
     }
     let record = port.table.record_mut(at);
     record.count(meta.direction, meta.length, now);
@@ -124,7 +145,8 @@ fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Ti
         (Direction::Outbound, _) => (Opener::Vm, Admission::Vm, pickup),
         (Direction::Inbound, false) => (Opener::Remote, Admission::Monitor, pickup),
         (Direction::Inbound, true) => {
-            if port.rules.admits(key.protocol, key.family, key.local_port, &key.remote_addr) {
+            let local_port = crate::icmp::rule_port(&key);
+            if port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr) {
                 (Opener::Remote, Admission::Rule(port.rules.version()), pickup)
             } else if fingerprint {
                 (Opener::Remote, Admission::Vm, pickup)

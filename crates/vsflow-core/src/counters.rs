@@ -64,6 +64,15 @@ pub struct PortCounters {
     /// Extended: restores whose mode or rules were not installed because the operator changed
     /// them while the restore was pending (the operator's later change wins).
     pub restore_policy_kept: u64,
+    /// Extended: ICMP errors permitted because the packet they quote belongs to a tracked flow
+    /// (related).
+    pub icmp_related: u64,
+    /// Extended: inbound ICMP messages that belong to no flow (replies without a request,
+    /// errors whose quote matches no flow, unknown or unreadable messages): blocked in Enforce
+    /// unless an allow rule admits their type.
+    pub icmp_unmatched: u64,
+    /// Extended: IPv6 neighbor discovery and MLD messages permitted by the on-link default.
+    pub icmp_link: u64,
 }
 
 impl PortCounters {
@@ -118,7 +127,7 @@ impl PortCounters {
     }
 
     /// Number of extended counters, in [`PortCounters::extra_to_array`] order.
-    pub const EXTRA_COUNT: usize = 6;
+    pub const EXTRA_COUNT: usize = 9;
 
     /// Names of the extended counters.
     pub const EXTRA_NAMES: [&'static str; Self::EXTRA_COUNT] = [
@@ -128,6 +137,9 @@ impl PortCounters {
         "window_packets",
         "window_flows_merged",
         "restore_policy_kept",
+        "icmp_related",
+        "icmp_unmatched",
+        "icmp_link",
     ];
 
     /// Number of all counters.
@@ -158,6 +170,9 @@ impl PortCounters {
             self.window_packets,
             self.window_flows_merged,
             self.restore_policy_kept,
+            self.icmp_related,
+            self.icmp_unmatched,
+            self.icmp_link,
         ]
     }
 
@@ -182,6 +197,9 @@ impl PortCounters {
         c.window_packets = next();
         c.window_flows_merged = next();
         c.restore_policy_kept = next();
+        c.icmp_related = next();
+        c.icmp_unmatched = next();
+        c.icmp_link = next();
         c
     }
 
@@ -245,7 +263,7 @@ mod tests {
         assert_eq!(all, core::array::from_fn(|i| i as u64 + 1));
         assert_eq!(c.extra_to_array()[0], PortCounters::COUNT as u64 + 1);
         assert_eq!(PortCounters::ALL_NAMES[PortCounters::COUNT], "expired_on_packet");
-        assert_eq!(PortCounters::ALL_NAMES[PortCounters::ALL_COUNT - 1], "restore_policy_kept");
+        assert_eq!(PortCounters::ALL_NAMES[PortCounters::ALL_COUNT - 1], "icmp_link");
         let sum = c.saturating_add(&c);
         assert_eq!(sum.to_all_array(), core::array::from_fn(|i| 2 * (i as u64 + 1)));
         let max = PortCounters::from_all_values(core::iter::repeat(u64::MAX));

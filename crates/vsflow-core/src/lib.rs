@@ -5,6 +5,8 @@
 //! calls on these types; the same code runs unchanged in the kernel and in the Linux tests.
 //!
 //! - [`packet`]: what classify is told about a packet ([`PacketMeta`]).
+//! - [`icmp`]: ICMP and ICMPv6 as stateful firewalls handle them: echo flows, errors related
+//!   to the flow they quote, neighbor discovery.
 //! - [`flow`]: the bounded per-port [`FlowTable`], its keys, records and timeouts.
 //! - [`policy`]: the per-port [`Mode`] and versioned allow rules.
 //! - [`port`]: a switch port's durable identity and state ([`Port`]), with [`classify`].
@@ -27,6 +29,7 @@ pub mod error;
 pub mod fingerprint;
 pub mod flow;
 pub mod guid;
+pub mod icmp;
 pub mod packet;
 pub mod policy;
 pub mod port;
@@ -37,6 +40,7 @@ pub use counters::PortCounters;
 pub use error::Error;
 pub use flow::{FlowKey, FlowRecord, FlowState, FlowTable, Opener, Timeouts};
 pub use guid::Guid;
+pub use icmp::Icmp;
 pub use packet::{Direction, IpFamily, PacketMeta, TcpFlags, protocol};
 pub use policy::{AllowRule, Mode, PortRange, Prefix, RuleSet};
 pub use port::{Port, PortConfig, PortIdentity};

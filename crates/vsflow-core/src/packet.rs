@@ -1,7 +1,10 @@
 //! What classify is told about one packet.
 //!
-//! The callout reads these values from the WFP incoming values of a vSwitch transport layer; the
-//! core never sees packet bytes and never modifies a packet.
+//! The callout reads these values from the WFP incoming values of a vSwitch transport layer and,
+//! for TCP flags and ICMP messages, from the packet's first bytes ([`crate::icmp::read`]); the
+//! core never modifies a packet.
+
+pub use crate::icmp::Icmp;
 
 /// IP protocol numbers the core treats specially.
 pub mod protocol {
@@ -102,6 +105,8 @@ pub struct PacketMeta {
     pub tcp_flags: TcpFlags,
     /// IP packet length in bytes.
     pub length: u32,
+    /// What an ICMP or ICMPv6 message says ([`Icmp::None`] for other protocols).
+    pub icmp: Icmp,
 }
 
 /// Widens an IPv4 address to the 16-byte form used throughout the core.
@@ -134,6 +139,7 @@ impl PacketMeta {
             dst_port,
             tcp_flags: TcpFlags(tcp_flags),
             length,
+            icmp: Icmp::None,
         }
     }
 
@@ -160,12 +166,20 @@ impl PacketMeta {
             dst_port,
             tcp_flags: TcpFlags(tcp_flags),
             length,
+            icmp: Icmp::None,
         }
     }
 
-    /// The same packet travelling the other way (addresses and ports swapped).
+    /// The same packet travelling the other way (addresses and ports swapped; an ICMP query
+    /// becomes its answer, with the answer's type).
     #[must_use]
     pub const fn reply(&self, tcp_flags: u8) -> Self {
+        let (src_port, dst_port) = match self.icmp {
+            Icmp::Query { request, kind, .. } => {
+                (crate::icmp::query_type(self.family, !request, kind) as u16, 0)
+            }
+            _ => (self.dst_port, self.src_port),
+        };
         Self {
             direction: match self.direction {
                 Direction::Outbound => Direction::Inbound,
@@ -175,10 +189,11 @@ impl PacketMeta {
             protocol: self.protocol,
             src_addr: self.dst_addr,
             dst_addr: self.src_addr,
-            src_port: self.dst_port,
-            dst_port: self.src_port,
+            src_port,
+            dst_port,
             tcp_flags: TcpFlags(tcp_flags),
             length: self.length,
+            icmp: self.icmp.answer(),
         }
     }
 }

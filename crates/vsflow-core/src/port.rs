@@ -21,19 +21,31 @@
 //!    [`crate::FlowRecord::merge_window`];
 //! 3. [`Port::commit_restore`] swaps everything in (infallible).
 //!
-//! **Policy.** An operator's change made while the port is restoring is later than the state
-//! the source host saved, so it wins: if [`Port::replace_rules`] ran during the window the
-//! port keeps its rules and the blob's rules are discarded; likewise for [`Port::set_mode`] and
-//! the blob's mode (counted in `restore_policy_kept`). Otherwise the blob's mode and rules are
-//! installed (the VM's policy migrates with it).
+//! **Policy.** An operator's change made while the port awaits its restore (from
+//! [`Port::begin_restore`] until a restore commits, even after the window closed on its own
+//! and the restore is still pended) is later than the state the source host saved, so it
+//! wins: if [`Port::replace_rules`] ran, the port keeps its rules and the blob's are
+//! discarded; likewise for [`Port::set_mode`] and the blob's mode (counted in
+//! `restore_policy_kept`). Otherwise the blob's mode and rules are installed (the VM's policy
+//! migrates with it).
 //!
-//! **Rule versions** are this host's: they only ever increase on a port (a restore installs
-//! the carried rules as version `max(local, carried) + 1`; a carried version of 2^31 or more
-//! is not taken over, so versions cannot be pushed to wrap). A carried flow admitted under
-//! exactly the rules being installed keeps its admission under the new version; every other
-//! carried rule admission becomes [`Admission::Monitor`] (re-checked), and flows admitted under
-//! this host's older rules carry older versions: a change of rules, by restore or by the
-//! operator, always re-checks. Versions of two hosts never meet in one table.
+//! **A degraded restore never lowers policy** ([`Port::plan_uncarried`],
+//! [`Port::commit_degraded`]): when the blob carries no usable flows, the operator's settings
+//! stay; otherwise the policy the blob still carries is installed (an intact blob that could
+//! not be applied, or a damaged one whose separately checked policy survived); otherwise the
+//! port keeps a mode the operator or an earlier restore set, and else becomes
+//! [`Mode::Enforce`] with its rules (none on a new port). Never the host's default mode for new
+//! ports by accident: that would turn an Enforce VM's port into Monitor.
+//!
+//! **Rule versions** are this host's: they only ever increase on a port, whatever the restore
+//! (a restore installs the carried rules as version `max(local, carried) + 1`; a carried
+//! version of 2^31 or more is not taken over, so versions cannot be pushed to wrap; a restore
+//! that installs no rules keeps the version). A carried flow admitted under exactly the rules
+//! being installed, complete (the source's blob cap left no rule out), keeps its admission
+//! under the new version; every other carried rule admission becomes [`Admission::Monitor`]
+//! (re-checked), and flows admitted under this host's older rules carry older versions: a
+//! change of rules, by restore or by the operator, always re-checks. Versions of two hosts
+//! never meet in one table.
 //!
 //! **Collisions.** A flow both carried and seen in the window keeps the carried opener and
 //! admission (the source saw its start), the further TCP state, the union of FIN bits, summed
@@ -91,10 +103,15 @@ pub(crate) enum PickedUp {
 pub(crate) struct RestoreState {
     /// Between [`Port::begin_restore`] and the restore's commit or cancel.
     pub(crate) restoring: bool,
-    /// The operator set the mode while restoring.
-    operator_mode: bool,
-    /// The operator replaced the rules while restoring.
-    operator_rules: bool,
+    /// Between [`Port::begin_restore`] and the restore's commit: the restore window may have
+    /// closed on its own (no restore yet after `RestoreWindowSeconds`), but a restore may still
+    /// come, and the operator's changes made meanwhile must win over it.
+    awaiting: bool,
+    /// What the operator changed while the port awaited its restore.
+    operator: OperatorChanges,
+    /// The port's mode is the VM's (set by the operator or by a restore), not just this
+    /// host's default for new ports.
+    mode_known: bool,
     /// Packets classified (permitted + blocked) when the window opened: the window's packets
     /// are counted when it closes, at no cost per packet.
     window_start: u64,
@@ -103,27 +120,58 @@ pub(crate) struct RestoreState {
     pickup: PickupConfig,
 }
 
+/// The policy a runtime-state blob carries for a port, as far as it could be read.
+#[derive(Clone, Copy, Debug)]
+pub struct CarriedPolicy<'a> {
+    /// The VM's mode on the source host.
+    pub mode: Mode,
+    /// Its allow rules (with the source host's version).
+    pub rules: &'a RuleSet,
+    /// False if the source's blob cap left rules out: `rules` is a prefix of the VM's rules,
+    /// so no carried rule admission can be trusted (each is re-checked).
+    pub complete: bool,
+}
+
+/// The operator's changes made while a port awaited its restore: they win over the blob.
+#[derive(Clone, Copy, Debug, Default)]
+struct OperatorChanges {
+    /// [`Port::set_mode`] ran.
+    mode: bool,
+    /// [`Port::replace_rules`] ran.
+    rules: bool,
+}
+
+impl OperatorChanges {
+    const fn any(self) -> bool {
+        self.mode || self.rules
+    }
+}
+
 /// What a restore installs, decided by [`Port::plan_restore`]; see the module docs.
 #[derive(Debug)]
 pub struct RestorePlan {
-    /// `None`: the port keeps its rules (the operator changed them during the window).
+    /// `None`: the port keeps its rules (the operator changed them, or nothing was carried).
     rules: Option<RuleSet>,
     /// `None`: the port keeps its mode.
     mode: Option<Mode>,
-    carried_version: u32,
+    /// The carried rules' version, if a complete carried rule set is installed: carried flows
+    /// admitted under exactly that version keep a rule admission.
+    trusted_version: Option<u32>,
     version: u32,
 }
 
 impl RestorePlan {
     /// The admission on this host of a carried flow that was admitted as `carried`.
+    ///
+    /// A rule admission survives only if the complete rule set that admitted it is what the
+    /// port installs; every other one is re-checked against the port's rules on the flow's
+    /// next inbound packet ([`Admission::Monitor`]).
     #[must_use]
     pub const fn admission(&self, carried: Admission) -> Admission {
-        match carried {
-            Admission::Vm => Admission::Vm,
-            Admission::Rule(v) if self.rules.is_some() && v == self.carried_version => {
-                Admission::Rule(self.version)
-            }
-            Admission::Rule(_) | Admission::Monitor => Admission::Monitor,
+        match (carried, self.trusted_version) {
+            (Admission::Vm, _) => Admission::Vm,
+            (Admission::Rule(v), Some(t)) if v == t => Admission::Rule(self.version),
+            (Admission::Rule(_) | Admission::Monitor, _) => Admission::Monitor,
         }
     }
 
@@ -286,9 +334,8 @@ impl Port {
     /// mode wins over the blob's (see the module docs).
     pub const fn set_mode(&mut self, mode: Mode) {
         self.mode = mode;
-        if self.restore.restoring {
-            self.restore.operator_mode = true;
-        }
+        self.restore.operator.mode |= self.restore.awaiting;
+        self.restore.mode_known = true;
         self.update_enforce();
     }
 
@@ -305,24 +352,24 @@ impl Port {
     /// [`Error::TooManyRules`], [`Error::OutOfMemory`]; the old rules stay on error.
     pub fn replace_rules(&mut self, rules: &[AllowRule]) -> Result<u32, Error> {
         let v = self.rules.replace(rules)?;
-        if self.restore.restoring {
-            self.restore.operator_rules = true;
-        }
+        self.restore.operator.rules |= self.restore.awaiting;
         Ok(v)
     }
 
     /// Enters the restoring state (the port was created to receive a restore): classify treats
     /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
     ///
-    /// Idempotent: while the port is already restoring (a replayed port create), the window and
-    /// the operator's changes made in it are kept.
+    /// Idempotent: while the port already awaits its restore (a replayed port create), the
+    /// window and the operator's changes made since are kept.
     pub const fn begin_restore(&mut self) {
         if !self.restore.restoring {
             self.restore.window_start = self.packets_classified();
-            self.restore.operator_mode = false;
-            self.restore.operator_rules = false;
+        }
+        if !self.restore.awaiting {
+            self.restore.operator = OperatorChanges { mode: false, rules: false };
         }
         self.restore.restoring = true;
+        self.restore.awaiting = true;
         self.update_enforce();
     }
 
@@ -332,9 +379,10 @@ impl Port {
         self.restore.restoring
     }
 
-    /// Leaves the restoring state without a restore (cancelled, failed, or an empty lenient
-    /// restore): the port applies its own mode again; flows seen in the window stay, inbound
-    /// ones re-checked on their next packet.
+    /// Leaves the restoring state without a restore (the window closed on its own, or the same
+    /// blob came again): the port applies its own mode again; flows seen in the window stay,
+    /// inbound ones re-checked on their next packet. A restore may still come: the operator's
+    /// changes made until then win over it.
     pub const fn cancel_restore(&mut self) {
         self.close_window();
         self.update_enforce();
@@ -370,26 +418,42 @@ impl Port {
         self.restore.restored_at
     }
 
-    /// Step 1 of a restore: what it installs given the blob's `mode` and `rules`. Changes
+    /// Step 1 of a restore: what it installs given the policy the blob carries. Changes
     /// nothing.
     ///
+    /// The operator's settings made since the port was created (or last restored) stay: they
+    /// are later than the source's save; otherwise the carried mode and rules are installed
+    /// (the VM's policy migrates with it).
+    ///
     /// # Errors
-    /// [`Error::OutOfMemory`], [`Error::TooManyRules`].
-    pub fn plan_restore(&self, mode: Mode, rules: &RuleSet) -> Result<RestorePlan, Error> {
-        let window = self.restore.restoring;
+    /// [`Error::OutOfMemory`], [`Error::TooManyRules`] (building the carried rule set); the
+    /// caller may fall back to [`Port::plan_uncarried`], which cannot fail.
+    pub fn plan_restore(&self, carried: CarriedPolicy<'_>) -> Result<RestorePlan, Error> {
         let local = self.rules.version();
-        let keep_rules = window && self.restore.operator_rules;
-        let rules_version = rules.version();
-        let (rules, version) = if keep_rules {
-            (None, local)
+        let r = &self.restore;
+        let (rules, version, trusted_version) = if r.operator.rules {
+            (None, local, None)
         } else {
-            let carried = rules.version();
-            let base = if carried < 1 << 31 { local.max(carried) } else { local };
+            let from = carried.rules.version();
+            let base = if from < 1 << 31 { local.max(from) } else { local };
             let version = base.wrapping_add(1).max(1);
-            (Some(RuleSet::try_from_slice(version, rules.rules())?), version)
+            let rules = RuleSet::try_from_slice(version, carried.rules.rules())?;
+            (Some(rules), version, carried.complete.then_some(from))
         };
-        let mode = (!(window && self.restore.operator_mode)).then_some(mode);
-        Ok(RestorePlan { rules, mode, carried_version: rules_version, version })
+        let mode = (!r.operator.mode).then_some(carried.mode);
+        Ok(RestorePlan { rules, mode, trusted_version, version })
+    }
+
+    /// Step 1 of a restore that carries no policy (the blob could not be read, or its source
+    /// had no state for the port): the port keeps its rules (the operator's or an earlier
+    /// restore's; none on a new port) and its mode if the operator or an earlier restore set
+    /// it; otherwise it becomes [`Mode::Enforce`]. Never the host's default mode for new ports
+    /// by accident: that would open an Enforce VM's firewall. Changes nothing; cannot fail.
+    #[must_use]
+    pub const fn plan_uncarried(&self) -> RestorePlan {
+        let r = &self.restore;
+        let mode = if r.operator.mode || r.mode_known { None } else { Some(Mode::Enforce) };
+        RestorePlan { rules: None, mode, trusted_version: None, version: self.rules.version() }
     }
 
     /// Step 3 of a restore: installs `table`, the planned mode and rules, and `counters`; ends
@@ -402,15 +466,10 @@ impl Port {
         now: Tick,
     ) {
         let mut counters = counters;
-        if plan.rules.is_none() || plan.mode.is_none() {
+        if self.restore.operator.any() {
             counters.restore_policy_kept = counters.restore_policy_kept.saturating_add(1);
         }
-        if let Some(rules) = plan.rules {
-            self.rules = rules;
-        }
-        if let Some(mode) = plan.mode {
-            self.mode = mode;
-        }
+        self.install(plan);
         // The window's packets, counted against the counters they were classified under.
         let window = if self.restore.restoring {
             self.packets_classified().wrapping_sub(self.restore.window_start)
@@ -423,6 +482,38 @@ impl Port {
         self.restore.restoring = false;
         self.restore.restored_at = Some(now);
         self.update_enforce();
+    }
+
+    /// A degraded restore (the blob was empty, damaged, foreign, of an unknown major version,
+    /// from a source without state, or could not be applied): installs the planned policy
+    /// ([`Port::plan_restore`]: never lower than what the port or the blob had), keeps the
+    /// flows seen in the window (inbound ones are re-checked on their next packet), drops any
+    /// armed fingerprints, ends the restoring state and counts it (`restores_empty`). Cannot
+    /// fail.
+    pub fn commit_degraded(&mut self, plan: RestorePlan) {
+        if self.restore.operator.any() {
+            let c = &mut self.counters;
+            c.restore_policy_kept = c.restore_policy_kept.saturating_add(1);
+        }
+        self.install(plan);
+        self.pickup.clear();
+        self.counters.restores_empty = self.counters.restores_empty.saturating_add(1);
+        self.close_window();
+        self.update_enforce();
+    }
+
+    /// Installs a plan's mode and rules. The operator's settings have been honoured: later
+    /// ones are judged against the next restore.
+    fn install(&mut self, plan: RestorePlan) {
+        if let Some(rules) = plan.rules {
+            self.rules = rules;
+        }
+        if let Some(mode) = plan.mode {
+            self.mode = mode;
+        }
+        self.restore.mode_known = true;
+        self.restore.awaiting = false;
+        self.restore.operator = OperatorChanges { mode: false, rules: false };
     }
 
     /// True if an unknown flow with `key` is picked up at `now` by fingerprint: the restored
@@ -482,10 +573,13 @@ impl Port {
         classify(self, meta, now)
     }
 
-    /// Counts a runtime-state save of this port that left `dropped` flows out.
-    pub const fn note_saved(&mut self, dropped: u32) {
-        self.counters.saves = self.counters.saves.saturating_add(1);
-        self.counters.save_dropped = self.counters.save_dropped.saturating_add(dropped as u64);
+    /// Counts a runtime-state save of this port that left `dropped` flows out and carried
+    /// `fingerprinted` connections as fingerprints (the blob's own counters include it).
+    pub const fn note_saved(&mut self, dropped: u32, fingerprinted: u32) {
+        let c = &mut self.counters;
+        c.saves = c.saves.saturating_add(1);
+        c.save_dropped = c.save_dropped.saturating_add(dropped as u64);
+        c.save_fingerprinted = c.save_fingerprinted.saturating_add(fingerprinted as u64);
     }
 
     /// Removes up to `budget` idle flows; returns how many. Also frees the restored

@@ -7,8 +7,8 @@
 use proptest::prelude::*;
 use vsflow_core::flow::TableConfig;
 use vsflow_core::{
-    AllowRule, BlockReason, Direction, FlowKey, Mode, PacketMeta, Port, PortConfig, PortIdentity,
-    PortRange, Prefix, Verdict, protocol,
+    AllowRule, BlockReason, Direction, FlowKey, Icmp, Mode, PacketMeta, Port, PortConfig,
+    PortIdentity, PortRange, Prefix, Verdict, icmp::Quoted, protocol,
 };
 
 fn arb_packet() -> impl Strategy<Value = PacketMeta> {
@@ -25,11 +25,28 @@ fn arb_packet() -> impl Strategy<Value = PacketMeta> {
         .prop_map(|(out, proto, local, lport, remote, rport, flags, len)| {
             let vm = [10, 0, 0, local];
             let peer = [198, 51, 100, remote];
-            if out {
+            let mut m = if out {
                 PacketMeta::ipv4(Direction::Outbound, proto, vm, lport, peer, rport, flags, len)
             } else {
                 PacketMeta::ipv4(Direction::Inbound, proto, peer, rport, vm, lport, flags, len)
+            };
+            if proto == protocol::ICMP {
+                // An echo request or reply (identifier from the VM's port), an error quoting
+                // a TCP packet of these endpoints, or another message.
+                m.icmp = match flags % 4 {
+                    0 | 1 => Icmp::Query { request: flags % 4 == 0, kind: 8, id: lport },
+                    2 => Icmp::Error(Quoted {
+                        protocol: protocol::TCP,
+                        dst_addr: m.src_addr,
+                        src_port: m.dst_port,
+                        dst_port: m.src_port,
+                        to_sender: true,
+                        query: None,
+                    }),
+                    _ => Icmp::Other,
+                };
             }
+            m
         })
 }
 
@@ -74,6 +91,8 @@ proptest! {
     fn return_traffic_of_a_vm_opened_flow_is_permitted_in_enforce(m in arb_packet(), reply_flags in any::<u8>()) {
         prop_assume!(m.direction == Direction::Outbound);
         prop_assume!(m.protocol != protocol::TCP || m.tcp_flags.0 & 0x04 == 0);
+        // Of ICMP, only a query's request opens a flow.
+        prop_assume!(m.protocol != protocol::ICMP || matches!(m.icmp, Icmp::Query { request: true, .. }));
         let mut p = port(Mode::Enforce, 64);
         prop_assert_eq!(p.classify(&m, 1), Verdict::Permit);
         let reply = m.reply(reply_flags & !0x02);

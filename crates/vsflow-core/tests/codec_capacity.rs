@@ -330,7 +330,7 @@ fn restoring_the_same_blob_twice_does_not_double_counters() {
 }
 
 #[test]
-fn a_lenient_empty_restore_leaves_an_empty_port() {
+fn an_unreadable_restore_keeps_the_flows_seen_locally_and_arms_no_fingerprints() {
     let mut dst = port(4096, Mode::Enforce);
     let (p, _) = busy_port(10, false, 10, secs(100));
     let (blob, _) = save(&p, secs(100), codec::DEFAULT_CAP);
@@ -348,8 +348,9 @@ fn a_lenient_empty_restore_leaves_an_empty_port() {
     );
     dst.classify(&local, secs(2));
     assert_eq!(dst.table().len(), 11);
-    codec::apply_empty(&mut dst);
-    assert_eq!(dst.table().len(), 0, "docs: an unreadable blob restores an empty port");
+    codec::apply_degraded(&mut dst, None);
+    assert_eq!(dst.table().len(), 11, "nothing carried, nothing of this host's lost");
+    assert_eq!(dst.mode(), Mode::Enforce, "the earlier restore's mode is kept");
     assert!(!dst.pickup().is_armed(secs(2)));
     assert_eq!(dst.counters().restores_empty, 1);
     dst.table().check_invariants().unwrap();

@@ -245,10 +245,10 @@ fn a_cancelled_restore_returns_the_port_to_its_own_mode() {
 }
 
 #[test]
-fn a_lenient_empty_restore_ends_the_window() {
+fn a_degraded_restore_ends_the_window() {
     let mut dst = port(Mode::Enforce);
     dst.begin_restore();
-    codec::apply_empty(&mut dst);
+    codec::apply_degraded(&mut dst, None);
     assert!(!dst.is_restoring());
     assert_eq!(dst.classify(&inbound_tcp(8080, 0x10), 2), Verdict::Block(BlockReason::Unsolicited));
 }
@@ -278,4 +278,56 @@ fn a_replayed_begin_restore_keeps_the_operators_change() {
     dst.begin_restore();
     codec::apply(&mut dst, &state, 20).unwrap();
     assert_eq!(dst.rules().rules(), &[rule(443)]);
+}
+
+/// A peer's SSH connection to the VM, admitted by a rule for port 22.
+fn ssh_in(flags: u8) -> PacketMeta {
+    PacketMeta::ipv4(
+        Direction::Inbound,
+        protocol::TCP,
+        [203, 0, 113, 9],
+        51000,
+        [10, 0, 0, 2],
+        22,
+        flags,
+        60,
+    )
+}
+
+// Fails on main (63e77af): when the blob cap left the admitting rule out, the connection's
+// carried rule admission was mapped to the destination's new rules version as if those rules
+// had admitted it, so it kept passing on a host whose rules do not admit it.
+#[test]
+fn a_connection_admitted_by_a_rule_the_cap_left_out_is_rechecked() {
+    let mut src = port(Mode::Enforce);
+    // 39 rules the peer does not match, then the one that admits it.
+    let mut rules: Vec<AllowRule> = (0..39).map(|i| rule(1000 + i)).collect();
+    rules.push(rule(22));
+    src.replace_rules(&rules).unwrap();
+    assert_eq!(src.classify(&ssh_in(0x02), 1), Verdict::Permit);
+    assert_eq!(src.classify(&ssh_in(0x10), 2), Verdict::Permit);
+    // A cap that holds 20 rules and the connection's exact record.
+    let minimal = {
+        let empty = port(Mode::Enforce);
+        let mut blob = Vec::new();
+        let cfg = codec::EncodeConfig { provider: PROVIDER, cap: codec::DEFAULT_CAP };
+        codec::encode(&empty, 10, &cfg, &mut blob).unwrap();
+        blob.len()
+    };
+    let mut blob = Vec::new();
+    let cfg = codec::EncodeConfig { provider: PROVIDER, cap: minimal + 20 * 24 + 20 };
+    let summary = codec::encode(&src, 10, &cfg, &mut blob).unwrap();
+    assert_eq!((summary.rules_dropped, summary.flows_written), (20, 1), "{summary:?}");
+    let Decoded::State(state) = codec::decode(&blob, &DecodeConfig::default()).unwrap() else {
+        unreachable!()
+    };
+    assert_eq!(state.rules.rules().len(), 20);
+
+    let mut dst = port(Mode::Enforce);
+    codec::apply(&mut dst, &state, 20).unwrap();
+    assert_eq!(
+        dst.classify(&ssh_in(0x10), 21),
+        Verdict::Block(BlockReason::NotAdmitted),
+        "no installed rule admits it: the carried admission must be re-checked"
+    );
 }

@@ -25,6 +25,7 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+use crate::error::Error;
 use crate::platform::Platform;
 use output::Printer;
 
@@ -54,9 +55,16 @@ pub enum Command {
         #[command(subcommand)]
         command: teredo::TeredoCommand,
     },
-    /// Keep host firewall (WFP) permit filters for the Teredo client: inbound UDP to 3544 and
-    /// to its current port, moved as the port changes, until interrupted (administrator).
-    TeredoException,
+    /// Keep host firewall (WFP) permit filters for the Teredo client (IPv4 UDP, the Teredo
+    /// service only: its port in and out, out to the server's 3544, in to 224.0.0.253:3544),
+    /// moved as the port changes, until interrupted (administrator). Soft permits: under Windows
+    /// Defender Firewall they change nothing; see `--check`.
+    TeredoException {
+        /// Only report whether Windows Defender Firewall's own Teredo rules
+        /// (CoreNet-Teredo-In/Out) are enabled (exit 6 if not).
+        #[arg(long)]
+        check: bool,
+    },
     /// Persistent reservations, listings and bind diagnosis.
     #[command(flatten)]
     Ports(ports::PortsCommand),
@@ -98,7 +106,7 @@ pub fn run(
     let mut printer = Printer::new(out, cli.json);
     let result = match &cli.command {
         Command::Teredo { command } => teredo::execute(command, platform, &mut printer),
-        Command::TeredoException => teredo::exception(platform, &mut printer),
+        Command::TeredoException { check } => teredo::exception(platform, &mut printer, *check),
         Command::Ports(command) => ports::execute(command, platform, &mut printer),
         Command::Driver { command } => driver::execute(command, platform, &mut printer),
         Command::Nsp { names_file, command } => {
@@ -107,6 +115,8 @@ pub fn run(
     };
     match result {
         Ok(()) => 0,
+        // The command printed its own answer.
+        Err(Error::Reported(code)) => code,
         Err(e) => {
             printer.error(&e);
             let _ = writeln!(err, "netports: {e}");

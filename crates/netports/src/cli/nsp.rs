@@ -59,6 +59,7 @@ fn store_error(e: StoreError) -> Error {
     match e {
         StoreError::NotRegistered => Error::Missing(e.to_string()),
         StoreError::Reserved => Error::Invalid(e.to_string()),
+        StoreError::Untrusted { .. } => Error::Untrusted(e.to_string()),
         StoreError::Full | StoreError::Io { .. } | StoreError::Corrupt { .. } => {
             Error::Protocol(e.to_string())
         }
@@ -168,7 +169,10 @@ fn serve(
     out: &mut Printer<'_>,
 ) -> Result<(), Error> {
     let host = p.nsp()?;
-    let path = names_file.cloned().unwrap_or_else(|| host.names_file());
+    let path = match names_file {
+        Some(f) => f.clone(),
+        None => host.names_file()?,
+    };
     let store = Store::new(path);
     // Report a corrupt names file now, not at the first lookup.
     if let Err(e) = store.load() {
@@ -198,10 +202,11 @@ fn store_for(names_file: Option<&PathBuf>, p: &mut dyn Platform) -> Result<Store
     if let Some(f) = names_file {
         return Ok(Store::new(f.clone()));
     }
-    p.nsp().map(|h| Store::new(h.names_file())).map_err(|_| Error::Unsupported {
+    let host = p.nsp().map_err(|_| Error::Unsupported {
         what: format!(
             "the default names file is a Windows path; on {} give --names-file",
             std::env::consts::OS
         ),
-    })
+    })?;
+    Ok(Store::new(host.names_file()?))
 }

@@ -1,13 +1,12 @@
 //! `netports teredo port|watch` and `netports teredo-exception`.
 
-use std::fmt::Write as _;
-
 use clap::Subcommand;
 use serde_json::json;
 
 use super::output::Printer;
 use crate::error::Error;
-use crate::exception::{Applied, TeredoException};
+use crate::exception::{Applied, FilterSpec, NOTE, TeredoException};
+use crate::firewall::{self, Store, TEREDO_RULES};
 use crate::platform::Platform;
 use crate::teredo::{TEREDO_STATIC_PORT, TeredoEvent};
 
@@ -44,19 +43,26 @@ pub fn execute(
     }
 }
 
-/// `netports teredo-exception`: host permit filters for 3544 and the current port, kept
-/// until interrupted (or the output closes).
+/// `netports teredo-exception [--check]`.
+///
+/// Host permit filters for the Teredo client, kept until interrupted (or the output closes);
+/// with `check`, whether Windows Defender Firewall's own Teredo rules are enabled instead.
 ///
 /// # Errors
-/// Unsupported, access denied (filters need an administrator), the engine's errors.
-pub fn exception(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
+/// Unsupported, access denied (filters need an administrator), the engine's errors;
+/// [`Error::Reported`] (exit 6) when `check` finds the rules not enabled.
+pub fn exception(p: &mut dyn Platform, out: &mut Printer<'_>, check: bool) -> Result<(), Error> {
+    if check {
+        return check_rules(p, out);
+    }
     let mut keeper = TeredoException::new(p.host_filters()?);
+    out.line(|| json!({ "note": NOTE }), || format!("note: {NOTE}"))?;
     watch(p, out, |ev, out| match keeper.on_event(ev) {
         Ok(applied) => {
-            let kept = keeper.ports();
+            let kept = keeper.filters();
             out.emit(
                 || json!({"event": ev, "filters": kept, "added": applied.added, "removed": applied.removed}),
-                || [applied_line(ev, &kept, &applied)],
+                || [applied_line(ev, &kept, applied)],
             )
         }
         // Keep watching: what was kept stays, and the next event retries.
@@ -67,20 +73,77 @@ pub fn exception(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Erro
     })
 }
 
-fn applied_line(ev: TeredoEvent, kept: &[u16], applied: &Applied) -> String {
-    let ports: Vec<String> = kept.iter().map(|p| format!("udp {p}")).collect();
+fn applied_line(ev: TeredoEvent, kept: &[FilterSpec], applied: Applied) -> String {
+    let filters: Vec<String> = kept.iter().map(ToString::to_string).collect();
     let mut line = format!(
-        "{}; host permit filters (inbound, IPv4 and IPv6) for {}",
+        "{}; host permits (IPv4 UDP, the Teredo service only): {} (added {}, removed {})",
         human_event(ev),
-        ports.join(" and ")
+        filters.join(", "),
+        applied.added,
+        applied.removed
     );
-    if !applied.added.is_empty() || !applied.removed.is_empty() {
-        let _ = write!(line, " (added {:?}, removed {:?})", applied.added, applied.removed);
-    }
     if matches!(ev, TeredoEvent::Initial { .. }) {
         line.push_str("; kept until Ctrl-C");
     }
     line
+}
+
+/// `netports teredo-exception --check`.
+fn check_rules(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
+    let mut rows = Vec::new();
+    let mut enabled = true;
+    for id in TEREDO_RULES {
+        let found = p.firewall_rules(id)?;
+        if found.is_empty() {
+            enabled = false;
+            rows.push((id, None::<Store>, None::<firewall::Rule>, String::new()));
+            continue;
+        }
+        let mut through = false;
+        for (store, value) in found {
+            let rule = firewall::parse(&value);
+            through |= rule.as_ref().is_some_and(firewall::Rule::lets_through);
+            rows.push((id, Some(store), rule, value));
+        }
+        enabled &= through;
+    }
+    out.emit(
+        || {
+            let rules: Vec<_> = rows
+                .iter()
+                .map(|(id, store, rule, _)| match (store, rule) {
+                    (Some(s), Some(r)) => json!({"id": id, "store": s, "enabled": r.active, "action": r.action, "direction": r.direction}),
+                    (s, _) => json!({"id": id, "store": s, "enabled": false}),
+                })
+                .collect();
+            json!({"enabled": enabled, "rules": rules})
+        },
+        || {
+            let mut lines: Vec<String> = rows
+                .iter()
+                .map(|(id, store, rule, value)| match (store, rule) {
+                    (None, _) => format!("{id}: not found in the firewall's rule stores"),
+                    (Some(s), None) => format!("{id} ({}): not readable: {value}", s.name()),
+                    (Some(s), Some(r)) => format!(
+                        "{id} ({}): {}: {}",
+                        s.name(),
+                        if r.active { "enabled" } else { "disabled" },
+                        r.describe()
+                    ),
+                })
+                .collect();
+            lines.push(if enabled {
+                "Windows Defender Firewall lets Teredo through (its own rules are enabled)".to_owned()
+            } else {
+                format!(
+                    "Windows Defender Firewall blocks Teredo unless these rules are enabled; netports' soft permits do not change that. Enable them (elevated PowerShell): {}",
+                    firewall::ENABLE
+                )
+            });
+            lines
+        },
+    )?;
+    if enabled { Ok(()) } else { Err(Error::Reported(6)) }
 }
 
 /// Watches Teredo events, handing each to `on_event`; stops at the first output failure (a

@@ -20,6 +20,7 @@ use crate::driver::Transport;
 use crate::error::Error;
 use crate::exception::HostFilters;
 use crate::excluded::{self, ExcludedRange, Family};
+use crate::firewall::Store;
 use crate::model::Reservations;
 use crate::platform::{Acquired, Platform};
 use crate::range::{PortBlock, Protocol};
@@ -39,9 +40,9 @@ impl std::fmt::Debug for WindowsPlatform {
     }
 }
 
-/// `%SystemRoot%\System32\netsh.exe`, from `GetSystemDirectoryW` (never a `netsh` found on
-/// `PATH` or in the current directory).
-fn netsh_path() -> Result<PathBuf, Error> {
+/// `%SystemRoot%\System32`, from `GetSystemDirectoryW` (never a path found on `PATH` or in
+/// the current directory).
+pub(crate) fn system_directory() -> Result<PathBuf, Error> {
     use windows_sys::Win32::System::SystemInformation::GetSystemDirectoryW;
     let mut buf = [0u16; 260];
     // SAFETY: a buffer of the length given.
@@ -50,7 +51,12 @@ fn netsh_path() -> Result<PathBuf, Error> {
     if n == 0 || n >= buf.len() {
         return Err(Error::Os { code: 0, function: "GetSystemDirectoryW" });
     }
-    Ok(PathBuf::from(String::from_utf16_lossy(buf.get(..n).unwrap_or(&[]))).join("netsh.exe"))
+    Ok(PathBuf::from(String::from_utf16_lossy(buf.get(..n).unwrap_or(&[]))))
+}
+
+/// `%SystemRoot%\System32\netsh.exe`.
+fn netsh_path() -> Result<PathBuf, Error> {
+    Ok(system_directory()?.join("netsh.exe"))
 }
 
 /// Runs `System32\netsh.exe` with `args`; its stdout.
@@ -166,5 +172,18 @@ impl Platform for WindowsPlatform {
 
     fn nsp(&mut self) -> Result<&mut dyn crate::nsp::NspHost, Error> {
         Ok(&mut self.nsp)
+    }
+
+    fn firewall_rules(&mut self, id: &str) -> Result<Vec<(Store, String)>, Error> {
+        let mut found = Vec::new();
+        for (store, key) in [
+            (Store::Local, registry::FIREWALL_RULES),
+            (Store::GroupPolicy, registry::POLICY_FIREWALL_RULES),
+        ] {
+            if let Some(value) = registry::string_value(key, id)? {
+                found.push((store, value));
+            }
+        }
+        Ok(found)
     }
 }

@@ -260,11 +260,41 @@ impl NspHost for WindowsNsp {
         Arc::new(WindowsSources)
     }
 
-    fn names_file(&self) -> PathBuf {
-        let base = std::env::var_os("ProgramData")
-            .map_or_else(|| PathBuf::from(r"C:\ProgramData"), PathBuf::from);
-        base.join("netports").join("nsp-names.json")
+    fn names_file(&self) -> Result<PathBuf, Error> {
+        Ok(local_app_data()?.join("netports").join("nsp-names.json"))
     }
+}
+
+/// The current user's `%LOCALAPPDATA%` (`SHGetKnownFolderPath(FOLDERID_LocalAppData)`): only
+/// the user, SYSTEM and Administrators can write there, unlike `%ProgramData%`, where any user
+/// can create (and so own) a folder before an administrator's first `nsp register`.
+fn local_app_data() -> Result<PathBuf, Error> {
+    use std::os::windows::ffi::OsStringExt;
+    use windows_sys::Win32::System::Com::CoTaskMemFree;
+    use windows_sys::Win32::UI::Shell::{FOLDERID_LocalAppData, SHGetKnownFolderPath};
+    let mut p: windows_sys::core::PWSTR = std::ptr::null_mut();
+    // SAFETY: a known-folder id, no flags, the current user (null token), a valid out-pointer.
+    let hr = unsafe {
+        SHGetKnownFolderPath(&FOLDERID_LocalAppData, 0, std::ptr::null_mut(), &raw mut p)
+    };
+    let path = if hr >= 0 && !p.is_null() {
+        let mut len = 0;
+        // SAFETY: a NUL-terminated string from SHGetKnownFolderPath; reading stops at the NUL.
+        while len < 32_768 && unsafe { p.wrapping_add(len).read() } != 0 {
+            len += 1;
+        }
+        // SAFETY: `len` units were just read.
+        let units = unsafe { std::slice::from_raw_parts(p, len) };
+        Some(PathBuf::from(std::ffi::OsString::from_wide(units)))
+    } else {
+        None
+    };
+    // SAFETY: allocated by SHGetKnownFolderPath (freed even when it failed), freed once.
+    unsafe { CoTaskMemFree(p.cast()) };
+    path.ok_or_else(|| Error::Os {
+        code: hr.cast_unsigned(),
+        function: "SHGetKnownFolderPath(FOLDERID_LocalAppData)",
+    })
 }
 
 /// Whether the Winsock catalog lists the provider.

@@ -3,7 +3,8 @@
 //! `INET_PORT_RANGE`.
 
 use windows_sys::Win32::System::Registry::{
-    HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RegCloseKey, RegEnumValueW, RegOpenKeyExW,
+    HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RRF_RT_REG_SZ, RegCloseKey, RegEnumValueW, RegGetValueW,
+    RegOpenKeyExW,
 };
 
 use crate::error::Error;
@@ -18,6 +19,53 @@ const UDP_KEY: &str =
 const ERROR_FILE_NOT_FOUND: u32 = 2;
 /// `ERROR_NO_MORE_ITEMS`.
 const ERROR_NO_MORE_ITEMS: u32 = 259;
+/// `ERROR_MORE_DATA`.
+const ERROR_MORE_DATA: u32 = 234;
+
+/// Windows Defender Firewall's local rule store (`crate::firewall`).
+pub const FIREWALL_RULES: &str =
+    r"SYSTEM\CurrentControlSet\Services\SharedAccess\Parameters\FirewallPolicy\FirewallRules";
+/// Group Policy's firewall rule store ([MS-GPFAS] 2.2.2.19).
+pub const POLICY_FIREWALL_RULES: &str =
+    r"SOFTWARE\Policies\Microsoft\WindowsFirewall\FirewallRules";
+
+/// The `REG_SZ` value `name` under `HKLM\key` (`None`: no such key or value).
+///
+/// # Errors
+/// The value cannot be read (other than being absent), or is not a string.
+pub fn string_value(key: &str, name: &str) -> Result<Option<String>, Error> {
+    let key: Vec<u16> = key.encode_utf16().chain(std::iter::once(0)).collect();
+    let value: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+    let mut buf = vec![0u16; 1024];
+    for _ in 0..3 {
+        let mut size = u32::try_from(buf.len() * 2).unwrap_or(u32::MAX);
+        // SAFETY: a predefined root key, NUL-terminated names, a buffer of `size` bytes and a
+        // valid size pointer; the type is not asked for.
+        let rc = unsafe {
+            RegGetValueW(
+                HKEY_LOCAL_MACHINE,
+                key.as_ptr(),
+                value.as_ptr(),
+                RRF_RT_REG_SZ,
+                std::ptr::null_mut(),
+                buf.as_mut_ptr().cast(),
+                &raw mut size,
+            )
+        };
+        match rc {
+            0 => {
+                let units = (size as usize / 2).min(buf.len());
+                let text = buf.get(..units).unwrap_or(&[]);
+                let end = text.iter().position(|&c| c == 0).unwrap_or(text.len());
+                return Ok(Some(String::from_utf16_lossy(&text[..end])));
+            }
+            ERROR_FILE_NOT_FOUND => return Ok(None),
+            ERROR_MORE_DATA => buf = vec![0u16; (size as usize).div_ceil(2) + 1],
+            rc => return Err(Error::from_win32(rc, "RegGetValueW (firewall rules)")),
+        }
+    }
+    Err(Error::Protocol("a firewall rule value kept growing".into()))
+}
 
 /// The administered reservations of `proto`.
 ///

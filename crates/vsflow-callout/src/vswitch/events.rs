@@ -167,7 +167,7 @@ impl<S: KernelServices> Driver<S> {
             save_buffer: alloc::vec::Vec::new(),
             last_restore: None,
             window_deadline: if restoring {
-                self.services.now().saturating_add(vsflow_core::time::secs(u64::from(
+                self.now().saturating_add(vsflow_core::time::secs(u64::from(
                     self.config.restore_window_secs,
                 )))
             } else {

@@ -9,7 +9,7 @@
 //!    outside every lock, then removes it from the set: whoever removes an entry completes it.
 //! 3. [`Driver::apply_restore`]: under the port's own lock only (the map's is held just to take
 //!    a reference on the port), applies the state (flows seen in the restore window merge with
-//!    the restored ones), or degrades to an empty port.
+//!    the restored ones), or degrades (no flows carried, policy kept or closed).
 //! 4. [`Driver::complete`]: `FwpsvSwitchNotifyComplete0`, once.
 //!
 //! Cancel paths (each removes the entries it completes, so a worker that comes second finds
@@ -23,24 +23,26 @@
 //! is copied or decoded: counted (`restores_oversized`), the port degraded
 //! ([`DegradedReason::Oversized`]), the restore completes at once.
 //!
-//! A migration never fails because of vsflow: an empty, damaged, foreign or unknown-major
-//! blob, or one that cannot be applied, restores an EMPTY port (no flows, no rules, the
-//! configured default mode), is counted (`restores_empty`) and traced
-//! ([`RestoreOutcome::Degraded`]), and the restore reports success. Failing such a restore is an
-//! opt-in policy (registry `FailBadRestores` = 1). Restoring the same blob into the same port a
-//! second time changes nothing. Policy set by an operator during the restore window wins
-//! over the blob's (the blob carries an older decision; the restored flows are kept), and the
-//! rules version stays monotonic: vsflow-core's `Port` restore API decides both.
+//! A migration never fails because of vsflow, and never opens the firewall: an empty,
+//! damaged, foreign or unknown-major blob, one from a source without state, or one that cannot
+//! be applied, restores no flows and never lowers the port's policy (the operator's settings,
+//! else the policy the blob still carries, else Enforce: `codec::apply_degraded`); it is
+//! counted (`restores_empty`) and traced at error level ([`RestoreOutcome::Degraded`]), and
+//! the restore reports success. Failing such a restore is an opt-in policy (registry
+//! `FailBadRestores` = 1; the port is closed the same way first). Restoring the same blob
+//! (same keyed digest and length) into the same port a second time changes nothing and is
+//! traced [`RestoreOutcome::Repeated`]. Policy set by an operator while the port awaits its
+//! restore wins over the blob's (the blob carries an older decision), even when the work item
+//! runs after the window closed: a pended restore keeps the window open. The rules version
+//! stays monotonic. vsflow-core's `Port` restore API decides policy and versions.
 
 use alloc::vec::Vec;
 use core::ffi::c_void;
-use core::hash::BuildHasher;
 
 use fwps_sys::{
     NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_PENDING,
     STATUS_SUCCESS,
 };
-use vsflow_core::Port;
 use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded};
 
 use super::{driver, identity};
@@ -97,11 +99,6 @@ enum Restorable {
     Degraded(DegradedReason, Option<CalloutError>),
 }
 
-/// A blob's digest, to recognise a second restore of the same blob.
-fn digest(blob: &[u8]) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x7673_666c_6f77_0009).hash_one(blob)
-}
-
 impl<S: KernelServices> Driver<S> {
     // ---- 1. The callback ----------------------------------------------------------------
 
@@ -155,7 +152,7 @@ impl<S: KernelServices> Driver<S> {
         }
         self.count(Counter::RestoresSync);
         let decoded = self.decode(blob);
-        self.apply_restore(key, blob.len(), Some(digest(blob)), decoded)
+        self.apply_restore(key, blob.len(), Some(self.digest(blob)), decoded)
     }
 
     fn pend_restore(
@@ -167,6 +164,11 @@ impl<S: KernelServices> Driver<S> {
         let mut copy = Vec::new();
         copy.try_reserve_exact(blob.len())?;
         copy.extend_from_slice(blob);
+        // The restore is coming: the port's window must not close on its own meanwhile,
+        // however late the work item runs (the operator's changes made in it win either way).
+        if let Some(slot) = self.port_ref(|_| Some(key)) {
+            slot.state.lock().window_deadline = vsflow_core::Tick::MAX;
+        }
         let id = self.pending.lock().push(completion as usize, key, copy)?;
         self.count(Counter::RestoresPended);
         if let Err(e) = self.services.request_deferred_work() {
@@ -199,7 +201,7 @@ impl<S: KernelServices> Driver<S> {
                 // Cancelled while decoding: completed by the canceller.
                 continue;
             };
-            let status = self.apply_restore(key, blob.len(), Some(digest(&blob)), decoded);
+            let status = self.apply_restore(key, blob.len(), Some(self.digest(&blob)), decoded);
             Self::complete(entry.completion, status);
         }
     }
@@ -213,6 +215,7 @@ impl<S: KernelServices> Driver<S> {
             expected_provider: Some(keys::provider_core()),
             unknown_major: self.config.unknown_major,
             max_len: MAX_BLOB_LEN,
+            digest_key: self.digest_key(),
         };
         match codec::decode(blob, &cfg) {
             Ok(Decoded::State(state)) => Restorable::State(state),
@@ -234,11 +237,22 @@ impl<S: KernelServices> Driver<S> {
 
     // ---- 3. Apply -----------------------------------------------------------------------
 
-    /// Applies a decode result to port `key` under the port's lock only; returns the status to
-    /// report and traces the outcome.
+    /// The key of the digest that identifies a blob: per boot, random (the flow tables' hash
+    /// seed), so nobody can build a second blob that passes for the first.
+    fn digest_key(&self) -> [u64; 2] {
+        let seed = self.services.hash_seed();
+        [seed ^ 0x6469_6765_7374_6b30, seed.rotate_left(29) ^ 0x7673_666c_6f77_6b31]
+    }
+
+    /// A blob's keyed digest (with its length, what identifies a blob already applied).
+    fn digest(&self, blob: &[u8]) -> u64 {
+        codec::blob_digest(self.digest_key(), blob)
+    }
+
+    /// Applies a decode result to port `key` under the port's lock only (the map's is held just
+    /// to take a reference on the port); returns the status to report and traces the outcome.
     ///
-    /// `bytes` is the blob's length (for the trace), `sum` its digest (`None` when it was not
-    /// read: a refused blob).
+    /// `bytes` is the blob's length, `sum` its keyed digest (`None` for a blob refused unread).
     fn apply_restore(
         &self,
         key: PortKey,
@@ -246,8 +260,7 @@ impl<S: KernelServices> Driver<S> {
         sum: Option<u64>,
         decoded: Restorable,
     ) -> NTSTATUS {
-        let now = self.services.now();
-        // The map lock only to take a reference; the apply runs under the port's lock alone.
+        let now = self.now();
         let Some(slot) = self.port_ref(|_| Some(key)).filter(|slot| !slot.is_removed()) else {
             self.count(Counter::RestoresUnknownPort);
             self.trace_restore(
@@ -259,16 +272,10 @@ impl<S: KernelServices> Driver<S> {
             );
             return STATUS_SUCCESS;
         };
-        // An empty port, built outside the lock, for the degraded path.
-        let fresh = match &decoded {
-            Restorable::Degraded(..) => self.new_port(&slot.identity).ok(),
-            Restorable::State(_) => None,
-        };
         let mut st = slot.state.lock();
-        self.apply_locked(&mut st, key, bytes, sum, decoded, fresh, now)
+        self.apply_locked(&mut st, key, bytes, sum, decoded, now)
     }
 
-    #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]
     fn apply_locked(
         &self,
         st: &mut PortState,
@@ -276,14 +283,13 @@ impl<S: KernelServices> Driver<S> {
         bytes: usize,
         sum: Option<u64>,
         decoded: Restorable,
-        fresh: Option<Port>,
         now: vsflow_core::Tick,
     ) -> NTSTATUS {
-        if sum.is_some() && st.last_restore == sum {
-            // The same blob again: already applied.
+        if sum.is_some_and(|sum| st.last_restore == Some((sum, bytes))) {
+            // The same blob again (same keyed digest and length): nothing changes.
             st.port.cancel_restore();
             st.window_deadline = vsflow_core::Tick::MAX;
-            self.trace_restore(key.port, bytes, (0, 0), RestoreOutcome::Applied, STATUS_SUCCESS);
+            self.trace_restore(key.port, bytes, (0, 0), RestoreOutcome::Repeated, STATUS_SUCCESS);
             return STATUS_SUCCESS;
         }
         let (reason, error) = match decoded {
@@ -303,13 +309,18 @@ impl<S: KernelServices> Driver<S> {
                 match codec::apply_with(&mut st.port, &state, now, &self.config.apply_config()) {
                     Ok(report) => {
                         st.window_deadline = vsflow_core::Tick::MAX;
-                        st.last_restore = sum;
-                        self.count(Counter::RestoresApplied);
+                        st.last_restore = sum.map(|sum| (sum, bytes));
+                        let outcome = if report.repeated {
+                            RestoreOutcome::Repeated
+                        } else {
+                            self.count(Counter::RestoresApplied);
+                            RestoreOutcome::Applied
+                        };
                         self.trace_restore(
                             key.port,
                             bytes,
                             (report.restored, report.fingerprints),
-                            RestoreOutcome::Applied,
+                            outcome,
                             STATUS_SUCCESS,
                         );
                         return STATUS_SUCCESS;
@@ -323,31 +334,42 @@ impl<S: KernelServices> Driver<S> {
                         } else {
                             DegradedReason::Damaged
                         };
-                        (reason, Some(CalloutError::Apply(e)))
+                        // The blob was intact: its policy stands even though its flows could
+                        // not be applied.
+                        let carried = Some(codec::carried_policy(&state));
+                        return self.degrade(
+                            st,
+                            key,
+                            (bytes, sum),
+                            reason,
+                            Some(e.into()),
+                            carried,
+                        );
                     }
                 }
             }
             Restorable::Degraded(reason, error) => (reason, error),
         };
-        self.degrade(st, key, bytes, sum, reason, error, fresh)
+        self.degrade(st, key, (bytes, sum), reason, error, None)
     }
 
-    /// The port is restored empty (or, under the opt-in policy, the restore fails).
-    #[allow(clippy::too_many_arguments, reason = "one call site, the port lock held")]
+    /// A degraded restore: no flows carried, and policy never lowered (the operator's settings,
+    /// else the policy the blob still carries, else Enforce: `codec::apply_degraded`).
+    /// Counted and traced at error level. The restore succeeds, unless the opt-in policy
+    /// (`FailBadRestores`) fails it: the port is closed the same way first.
     fn degrade(
         &self,
         st: &mut PortState,
         key: PortKey,
-        bytes: usize,
-        sum: Option<u64>,
+        (bytes, sum): (usize, Option<u64>),
         reason: DegradedReason,
         error: Option<CalloutError>,
-        fresh: Option<Port>,
+        carried: Option<vsflow_core::port::CarriedPolicy<'_>>,
     ) -> NTSTATUS {
+        codec::apply_degraded(&mut st.port, carried);
+        st.window_deadline = vsflow_core::Tick::MAX;
         if self.config.fail_bad_restores {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
-            st.port.cancel_restore();
-            st.window_deadline = vsflow_core::Tick::MAX;
             self.count(Counter::RestoresFailed);
             self.log(
                 LogLevel::Error,
@@ -359,21 +381,15 @@ impl<S: KernelServices> Driver<S> {
             self.trace_restore(key.port, bytes, (0, 0), RestoreOutcome::Failed, status);
             return status;
         }
-        if let Some(port) = fresh {
-            // An empty port: no flows, no rules, the configured default mode.
-            st.port = port;
-        } else {
-            // Out of memory for a new table: keep the table, but drop the rules it had.
-            let _ = st.port.replace_rules(&[]);
-            st.port.set_mode(self.config.default_mode);
-        }
-        codec::apply_empty(&mut st.port);
-        st.window_deadline = vsflow_core::Tick::MAX;
-        st.last_restore = sum;
+        st.last_restore = sum.map(|sum| (sum, bytes));
         self.count(Counter::RestoresEmpty);
         self.log(
-            LogLevel::Warning,
-            format_args!("port {}: runtime state unusable ({reason:?}): restored empty", key.port),
+            LogLevel::Error,
+            format_args!(
+                "port {}: runtime state unusable ({reason:?}): no flows restored, policy kept or \
+                 closed",
+                key.port
+            ),
         );
         self.trace_restore(
             key.port,

@@ -63,7 +63,7 @@ impl<S: KernelServices> Driver<S> {
     /// does not track, or an encode that fails, returns the minimal blob.
     pub fn on_save(&self, switch: &NDIS_SWITCH_PARAMETERS, port_id: u32) -> (*const u8, usize) {
         self.count(Counter::Saves);
-        let now = self.services.now();
+        let now = self.now();
         let cfg = EncodeConfig { provider: keys::provider_core(), cap: self.config.blob_cap };
         let name = identity(&switch.SwitchName);
         // The map lock only to take a reference; the encode runs under the port's lock alone.
@@ -78,7 +78,7 @@ impl<S: KernelServices> Driver<S> {
             let result = codec::encode(&st.port, now, &cfg, &mut buffer);
             let out = match result {
                 Ok(summary) => {
-                    st.port.note_saved(summary.flows_dropped);
+                    st.port.note_saved(summary.flows_dropped, summary.flows_fingerprinted);
                     Ok((
                         buffer.as_ptr(),
                         buffer.len(),

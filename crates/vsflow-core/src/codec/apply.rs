@@ -8,7 +8,7 @@ use super::{PortState, SavedFlow};
 use crate::fingerprint::{DEFAULT_PICKUP_WINDOW, Pickup};
 use crate::flow::{Admission, FlowState, FlowTable, Opener};
 use crate::packet::protocol;
-use crate::port::Port;
+use crate::port::{CarriedPolicy, Port};
 use crate::time::Tick;
 
 /// Restore settings.
@@ -88,13 +88,16 @@ pub fn apply_with(
     }
     let table_config = *port.table.config();
     let bound = table_config.max_flows as usize;
-    let plan = port.plan_restore(state.mode, &state.rules)?;
+    let plan = port.plan_restore(carried_policy(state))?;
 
     // Choose which saved flows to restore, and insert them oldest first so that each class's
     // LRU list ends up in recency order.
     let mut order: Vec<(Reverse<Tick>, u32)> = Vec::new();
     order.try_reserve_exact(state.flows.len()).map_err(crate::Error::from)?;
     // Flows idle past their timeout at the save admit nothing: not restored, counted expired.
+    // (Ages are rebased on `now`: a caller whose clock reads less than a flow's idle time
+    // would clamp it at 0 and let it outlive its timeout, so the driver runs the core on a
+    // clock that starts a day after boot, past every timeout.)
     let mut expired = 0u64;
     for (i, s) in (0u32..).zip(state.flows.iter()) {
         if table_config.timeouts.expired(s.key.protocol, s.state, s.last_age) {
@@ -195,14 +198,28 @@ pub fn apply_with(
     })
 }
 
-/// Records a lenient restore that carries nothing, emptying the port.
+/// The policy a decoded state carries.
+#[must_use]
+pub fn carried_policy(state: &PortState) -> CarriedPolicy<'_> {
+    CarriedPolicy {
+        mode: state.mode,
+        rules: &state.rules,
+        complete: state.save_info.rules_dropped == 0,
+    }
+}
+
+/// Records a degraded restore: the blob carried no usable flows (empty, damaged, foreign, of
+/// an unknown major version, from a source without state, or it could not be applied).
 ///
-/// For a blob of an unknown major version, or a damaged or empty one under the lenient policy:
-/// the port is emptied as documented (no flows, no fingerprints; its mode and rules stay as
-/// configured on this host) and the event is counted.
-pub fn apply_empty(port: &mut Port) {
-    port.table.clear();
-    port.pickup.clear();
-    port.counters.restores_empty = port.counters.restores_empty.saturating_add(1);
-    port.cancel_restore();
+/// Policy never drops ([`Port::plan_restore`]): the operator's settings stay; otherwise the
+/// policy the blob still carries (`carried`: an intact blob that could not be applied, or the
+/// separately checked policy of a damaged 1.2 blob) is installed; otherwise the port keeps a
+/// mode it already had from the operator or an earlier restore, or becomes Enforce, with its
+/// rules (none on a new port). Flows seen in the window stay (re-checked like any); armed
+/// fingerprints are dropped; the event is counted (`restores_empty`). Cannot fail: without
+/// memory for the carried rules the port is closed as if nothing had been carried.
+pub fn apply_degraded(port: &mut Port, carried: Option<CarriedPolicy<'_>>) {
+    let plan =
+        carried.and_then(|c| port.plan_restore(c).ok()).unwrap_or_else(|| port.plan_uncarried());
+    port.commit_degraded(plan);
 }

@@ -5,6 +5,9 @@
 //! through a bounds-checked cursor.
 
 use alloc::vec::Vec;
+use core::hash::Hasher;
+
+use siphasher::sip::SipHasher24;
 
 use super::error::DecodeError;
 use super::format::{self, compact, hdr, rec};
@@ -38,6 +41,10 @@ pub struct DecodeConfig {
     pub unknown_major: UnknownMajor,
     /// Largest blob accepted (default 65,535: `SaveDataSize` is a USHORT).
     pub max_len: usize,
+    /// Key of the digest that identifies a blob ([`blob_digest`], [`PortState::digest`]). The
+    /// driver uses a per-boot random key, so nobody can build two blobs with one digest; the
+    /// default is a fixed key (tools and tests).
+    pub digest_key: [u64; 2],
 }
 
 impl Default for DecodeConfig {
@@ -46,8 +53,25 @@ impl Default for DecodeConfig {
             expected_provider: None,
             unknown_major: UnknownMajor::Strict,
             max_len: usize::from(u16::MAX),
+            digest_key: DEFAULT_DIGEST_KEY,
         }
     }
+}
+
+/// The fixed digest key of [`DecodeConfig::default`].
+pub const DEFAULT_DIGEST_KEY: [u64; 2] = [0x7673_666c_6f77_2d62, 0x6c6f_622d_6964_2d31];
+
+/// A blob's identity: SipHash-2-4 under `key` of its length and bytes, never 0.
+///
+/// The length (u64 LE) is hashed first, then the bytes. Two different blobs share it with
+/// probability 2^-64 under a key they were not built for (a CRC identifies nothing: a
+/// different blob with the same CRC and length is easy to build).
+#[must_use]
+pub fn blob_digest(key: [u64; 2], bytes: &[u8]) -> u64 {
+    let mut h = SipHasher24::new_with_keys(key[0], key[1]);
+    h.write(&(bytes.len() as u64).to_le_bytes());
+    h.write(bytes);
+    h.finish() | 1
 }
 
 /// A successful decode.
@@ -118,10 +142,8 @@ pub fn decode(bytes: &[u8], config: &DecodeConfig) -> Result<Decoded, DecodeErro
         };
     }
     let body = bytes.get(..bytes.len() - format::TRAILER_LEN).unwrap_or(&[]);
-    let crc = Reader::new(bytes.get(body.len()..).unwrap_or(&[])).u32().unwrap_or(0);
-    let digest = (u64::from(crc) << 32) | (bytes.len() as u64 & 0xffff_ffff) | 1 << 31;
     let mut state = decode_v1(body, minor, config)?;
-    state.digest = digest;
+    state.digest = blob_digest(config.digest_key, bytes);
     Ok(Decoded::State(state))
 }
 

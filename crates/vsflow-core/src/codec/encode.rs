@@ -57,6 +57,9 @@ trait Source {
     fn mode(&self) -> Mode;
     fn rules(&self) -> &RuleSet;
     fn counters(&self) -> PortCounters;
+    /// True for a live port's save: the blob's counters count the save itself
+    /// (`Port::note_saved` then counts it on the source the same way).
+    fn is_save(&self) -> bool;
     fn flow_count(&self) -> usize;
     /// Every flow, oldest activity first where the source knows it.
     fn for_each(&self, f: &mut dyn FnMut(SavedFlow));
@@ -88,6 +91,9 @@ impl Source for LivePort<'_> {
     }
     fn counters(&self) -> PortCounters {
         self.port.counters
+    }
+    fn is_save(&self) -> bool {
+        true
     }
     fn flow_count(&self) -> usize {
         self.port.table.len()
@@ -145,6 +151,9 @@ impl Source for PortState {
     }
     fn counters(&self) -> PortCounters {
         self.counters
+    }
+    fn is_save(&self) -> bool {
+        false
     }
     fn flow_count(&self) -> usize {
         self.flows.len()
@@ -587,7 +596,14 @@ fn encode_source(
     w.record(rec::COUNTERS, 2 + 8 * PortCounters::COUNT);
     #[allow(clippy::cast_possible_truncation, reason = "COUNT is 18")]
     w.u16(PortCounters::COUNT as u16);
-    for v in src.counters().to_array() {
+    let mut counters = src.counters();
+    if src.is_save() {
+        let c = &mut counters;
+        c.saves = c.saves.saturating_add(1);
+        c.save_dropped = c.save_dropped.saturating_add(lost as u64);
+        c.save_fingerprinted = c.save_fingerprinted.saturating_add(fingerprinted as u64);
+    }
+    for v in counters.to_array() {
         w.u64(v);
     }
     // Save info, as a 1.0 reader must see it.

@@ -23,9 +23,13 @@ mod rule;
 
 use alloc::vec::Vec;
 
-pub use self::apply::{ApplyConfig, ApplyReport, apply, apply_empty, apply_with};
+pub use self::apply::{
+    ApplyConfig, ApplyReport, apply, apply_degraded, apply_with, carried_policy,
+};
 pub use self::crc::crc32c;
-pub use self::decode::{DecodeConfig, Decoded, UnknownMajor, decode, peek_version};
+pub use self::decode::{
+    DEFAULT_DIGEST_KEY, DecodeConfig, Decoded, UnknownMajor, blob_digest, decode, peek_version,
+};
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_state};
 pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
@@ -151,7 +155,8 @@ pub struct PortState {
     pub save_info: SaveInfo,
     /// Records of unknown type the decoder skipped (a newer minor version wrote them).
     pub skipped_records: u32,
-    /// Identifies the blob this state was decoded from (its CRC-32C and length; never 0),
-    /// so that applying it twice to a port is recognised; 0 for states built otherwise.
+    /// Identifies the blob this state was decoded from ([`blob_digest`] under the decoder's
+    /// key; never 0), so that applying it twice to a port is recognised; 0 for states built
+    /// otherwise.
     pub digest: u64,
 }

@@ -3,10 +3,12 @@
 //! - [`migrate`]: the README's main job, a two-host live migration with live traffic;
 //! - [`bench`]: the callback-path benchmarks;
 //! - [`inspect`]: a saved runtime-state blob, decoded for a person;
+//! - [`replay`]: a packet capture through vsflow, per flow what it would do and why;
 //! - [`traffic`]: the exchanges the scenarios send; [`rng`]: their deterministic generator.
 
 pub mod bench;
 pub mod inspect;
 pub mod migrate;
+pub mod replay;
 pub mod rng;
 pub mod traffic;

@@ -191,10 +191,99 @@ impl SimPacket {
         }
     }
 
+    /// A packet from the bytes of its IP datagram (a capture's, or one built by a test),
+    /// used as they are. The fields are what WFP reports in its values at the vSwitch
+    /// transport layers, read by the double itself (etherparse), not by the callout's code:
+    /// the upper-layer protocol after IPv6 extension headers; TCP and UDP ports; for ICMP and
+    /// ICMPv6 the type in the source-port value and the code in the destination-port value
+    /// (fwpsk.h: `FWPS_FIELD_*_VSWITCH_TRANSPORT_V4_ICMP_TYPE` is `..._IP_SOURCE_PORT`,
+    /// `..._ICMP_CODE` is `..._IP_DESTINATION_PORT`); no ports for other protocols. A
+    /// non-first fragment, or a first fragment too short to hold the ports, carries no port
+    /// values (`FWP_EMPTY`: the documents are silent; the worse choice for the driver).
+    ///
+    /// # Errors
+    /// The bytes do not start with an IPv4 or IPv6 header that etherparse can read: such a
+    /// packet is not presented at the transport layers (verify on Windows).
+    pub fn from_datagram(datagram: Vec<u8>) -> Result<Self, String> {
+        let mut p = Self::read_values(&datagram)?;
+        p.datagram = datagram;
+        Ok(p)
+    }
+
+    fn read_values(datagram: &[u8]) -> Result<Self, String> {
+        use etherparse::{LaxNetSlice, LaxSlicedPacket};
+        let sliced = LaxSlicedPacket::from_ip(datagram).map_err(|e| e.to_string())?;
+        let (family, src, dst, payload, first) = match &sliced.net {
+            Some(LaxNetSlice::Ipv4(ip)) => {
+                let h = ip.header();
+                let src = vsflow_core::packet::v4(h.source());
+                let dst = vsflow_core::packet::v4(h.destination());
+                let first = h.fragments_offset().value() == 0;
+                (IpFamily::V4, src, dst, ip.payload().clone(), first)
+            }
+            Some(LaxNetSlice::Ipv6(ip)) => {
+                let h = ip.header();
+                let first = ip.extensions().clone().into_iter().all(|e| match e {
+                    etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
+                    _ => true,
+                });
+                (IpFamily::V6, h.source(), h.destination(), ip.payload().clone(), first)
+            }
+            _ => return Err("not an IP datagram".into()),
+        };
+        let proto = payload.ip_number.0;
+        let l4 = payload.payload;
+        let be16 = |at: usize| l4.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+        let icmp = match family {
+            IpFamily::V4 => proto == protocol::ICMP,
+            IpFamily::V6 => proto == protocol::ICMPV6,
+        };
+        let (ports, flags) = if !first {
+            (None, 0)
+        } else if proto == protocol::TCP || proto == protocol::UDP {
+            let flags = if proto == protocol::TCP { l4.get(13).copied().unwrap_or(0) } else { 0 };
+            (be16(0).zip(be16(2)), flags)
+        } else if icmp {
+            (l4.first().zip(l4.get(1)).map(|(t, c)| (u16::from(*t), u16::from(*c))), 0)
+        } else {
+            (Some((0, 0)), 0)
+        };
+        let fragment = match (first, payload.fragmented, ports) {
+            (true, false, Some(_)) => Fragment::Whole,
+            (true, true, Some(_)) => Fragment::First,
+            // No port values: presented as a later fragment is.
+            (_, _, _) => Fragment::NonFirst(1),
+        };
+        let (sport, dport) = ports.unwrap_or((0, 0));
+        Ok(Self {
+            family,
+            protocol: proto,
+            src,
+            dst,
+            sport,
+            dport,
+            flags,
+            payload: l4.len(),
+            ipv4_option_words: 0,
+            ipv6_ext: Vec::new(),
+            fragment,
+            layout: Layout::default(),
+            datagram: Vec::new(),
+        })
+    }
+
     fn transport(&self) -> Vec<u8> {
         let mut t = Vec::new();
         if let Fragment::NonFirst(_) = self.fragment {
             t.resize(self.payload.max(8), 0xCD);
+            return t;
+        }
+        if matches!(self.protocol, protocol::ICMP | protocol::ICMPV6) {
+            // Type and code (WFP's port values), checksum, and 4 zero bytes (identifier and
+            // sequence of a query).
+            let (ty, code) = (self.sport.to_be_bytes()[1], self.dport.to_be_bytes()[1]);
+            t.extend_from_slice(&[ty, code, 0, 0, 0, 0, 0, 0]);
+            t.resize(t.len() + self.payload, 0xAB);
             return t;
         }
         t.extend_from_slice(&self.sport.to_be_bytes());
