@@ -26,6 +26,9 @@ pub struct PendingRestore {
     pub key: PortKey,
     /// The blob, copied out of WFP's buffer in the callback. Moved to the worker when taken.
     pub blob: Vec<u8>,
+    /// When the callback received it: the blob's ages count from its save, and the time it
+    /// waits here passes for its flows too.
+    pub received_at: vsflow_core::Tick,
     /// The worker has taken it and is decoding.
     pub taken: bool,
 }
@@ -50,6 +53,7 @@ impl PendingSet {
         completion: usize,
         key: PortKey,
         blob: Vec<u8>,
+        received_at: vsflow_core::Tick,
     ) -> Result<u64, CalloutError> {
         if self.closed || self.held {
             return Err(CalloutError::InvalidState);
@@ -57,7 +61,7 @@ impl PendingSet {
         self.items.try_reserve(1)?;
         self.next_id += 1;
         let id = self.next_id;
-        self.items.push(PendingRestore { id, completion, key, blob, taken: false });
+        self.items.push(PendingRestore { id, completion, key, blob, received_at, taken: false });
         Ok(id)
     }
 
@@ -128,7 +132,7 @@ mod tests {
     #[test]
     fn an_entry_is_removed_once_whoever_asks_first() {
         let mut p = PendingSet::default();
-        let id = p.push(0xC0, K, alloc::vec![1, 2, 3]).unwrap();
+        let id = p.push(0xC0, K, alloc::vec![1, 2, 3], 5).unwrap();
         let (tid, key, blob) = p.take_next().unwrap();
         assert_eq!((tid, key, blob.as_slice()), (id, K, &[1u8, 2, 3][..]));
         assert!(p.take_next().is_none(), "a taken entry is not handed out twice");
@@ -138,15 +142,15 @@ mod tests {
         assert!(p.remove(id).is_none(), "the worker finds nothing to complete");
         assert!(p.is_empty());
         p.close();
-        assert!(p.push(0xC1, K, alloc::vec![]).is_err(), "nothing is pended after close");
+        assert!(p.push(0xC1, K, alloc::vec![], 6).is_err(), "nothing is pended after close");
     }
 
     #[test]
     fn a_held_set_refuses_new_entries_until_released() {
         let mut p = PendingSet::default();
         p.hold(true);
-        assert!(p.push(0xC0, K, alloc::vec![]).is_err());
+        assert!(p.push(0xC0, K, alloc::vec![], 0).is_err());
         p.hold(false);
-        assert!(p.push(0xC0, K, alloc::vec![]).is_ok());
+        assert!(p.push(0xC0, K, alloc::vec![], 0).is_ok());
     }
 }

@@ -59,7 +59,7 @@ impl World {
             Actor::Restore { port, done: false } => {
                 if !self.stopping {
                     let ctx = 0x1000 + self.pended.len();
-                    self.pending.push(ctx, key(port), vec![0]).unwrap();
+                    self.pending.push(ctx, key(port), vec![0], 0).unwrap();
                     self.pended.push(ctx);
                 }
                 Actor::Restore { port, done: true }

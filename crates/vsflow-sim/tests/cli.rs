@@ -102,3 +102,38 @@ fn migrate_passes_and_writes_every_blob_it_carried() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn differential_lists_its_cases_runs_one_as_json_and_fails_on_an_unknown_case() {
+    let out = bin().args(["differential", "--list"]).output().expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for case in ["legit", "spray", "restore-window", "degraded-empty", "chain"] {
+        assert!(text.lines().any(|l| l.starts_with(case)), "{case} listed: {text}");
+    }
+    let out = bin()
+        .args([
+            "differential",
+            "--case",
+            "spray",
+            "--spray",
+            "2000",
+            "--connections",
+            "400",
+            "--json",
+        ])
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["passed"], true);
+    let classes = v["cases"][0]["classes"].as_array().expect("classes");
+    let sprayed: u64 = classes
+        .iter()
+        .filter(|c| c["name"].as_str().is_some_and(|n| n.starts_with("spray: ")))
+        .map(|c| c["packets"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(sprayed, 2000, "{v}");
+    let out = bin().args(["differential", "--case", "no-such-case"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+}

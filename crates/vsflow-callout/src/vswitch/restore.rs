@@ -7,6 +7,8 @@
 //!    returns `STATUS_PENDING`; synchronous mode (or no work item) decodes and applies inline.
 //! 2. [`Driver::run_deferred`] (the work item, `PASSIVE_LEVEL`): takes each entry, decodes it
 //!    outside every lock, then removes it from the set: whoever removes an entry completes it.
+//!    The time the entry waited since the callback ages its flows (a flow that idled past its
+//!    timeout while the work item was late arrives expired).
 //! 3. [`Driver::apply_restore`]: under the port's own lock only (the map's is held just to take
 //!    a reference on the port), applies the state (flows seen in the restore window merge with
 //!    the restored ones), or degrades (no flows carried, policy kept or closed).
@@ -169,7 +171,7 @@ impl<S: KernelServices> Driver<S> {
         if let Some(slot) = self.port_ref(|_| Some(key)) {
             slot.state.lock().window_deadline = vsflow_core::Tick::MAX;
         }
-        let id = self.pending.lock().push(completion as usize, key, copy)?;
+        let id = self.pending.lock().push(completion as usize, key, copy, self.now())?;
         self.count(Counter::RestoresPended);
         if let Err(e) = self.services.request_deferred_work() {
             // Take it back; if it is already gone, someone completed it: still report pending.
@@ -196,11 +198,20 @@ impl<S: KernelServices> Driver<S> {
         loop {
             let job = self.pending.lock().take_next();
             let Some((id, key, blob)) = job else { break };
-            let decoded = self.decode(&blob);
+            let mut decoded = self.decode(&blob);
             let Some(entry) = self.pending.lock().remove(id) else {
                 // Cancelled while decoding: completed by the canceller.
                 continue;
             };
+            // The blob's ages count from its save; the time it waited here passes too, so a
+            // flow that idled past its timeout meanwhile arrives expired.
+            if let Restorable::State(state) = &mut decoded {
+                let waited = self.now().saturating_sub(entry.received_at);
+                for f in &mut state.flows {
+                    f.first_age = f.first_age.saturating_add(waited);
+                    f.last_age = f.last_age.saturating_add(waited);
+                }
+            }
             let status = self.apply_restore(key, blob.len(), Some(self.digest(&blob)), decoded);
             Self::complete(entry.completion, status);
         }

@@ -207,6 +207,37 @@ const fn inbound_key(p: &SimPacket) -> FlowKey {
 
 const TICK_MS: u64 = 10_000;
 
+/// The source host's side of one port's migration, in Hyper-V's order.
+///
+/// The runtime-state save (if `save`), then NIC disconnect, NIC delete and port delete. Returns
+/// the blobs and how long the save callbacks took. The main job and the differential harness
+/// ([`crate::tools::differential`]) both move ports with it.
+pub fn depart(
+    a: &mut Host,
+    sa: usize,
+    id: u32,
+    nic: u16,
+    save: bool,
+) -> (Vec<crate::host::SavedBlob>, Duration) {
+    let saved = if save { a.save(sa, id) } else { (Vec::new(), Duration::ZERO) };
+    a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_DISCONNECT);
+    a.nic_event(sa, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_DELETE);
+    a.delete_port(sa, id);
+    saved
+}
+
+/// The destination host's side of one port's migration, up to the restore.
+///
+/// The port is created (with `NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT` if `restoring`)
+/// under a new `PortId` and the same name, then its NIC is created; traffic flows from then
+/// on, before the restore ("Hyper-V extensible switch port and network adapter states"). NIC
+/// connect and the restore itself ([`Host::restore`]) are the caller's, in whichever order it
+/// tests.
+pub fn arrive(b: &mut Host, sb: usize, id: u32, name: &str, nic: u16, restoring: bool) {
+    b.create_port(sb, id, name, restoring);
+    b.nic_event(sb, id, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE);
+}
+
 /// Time between two checked packets on host B after the migrations (10 us: every VM's traffic
 /// resumes at once, about 100,000 packets a second on the host). Fingerprints are armed for the
 /// pickup window (default 5 minutes) after each port's restore; a serial 1 ms per packet would
@@ -374,8 +405,8 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         let id_b = 5000 + u32::try_from(i).unwrap_or(0);
         let nic = u16::try_from(i % 60_000).unwrap_or(0) + 1;
         let t0 = std::time::Instant::now();
+        let (blobs, elapsed) = depart(&mut a, sa, id_a, nic, opts.save_restore);
         let blobs = if opts.save_restore {
-            let (blobs, elapsed) = a.save(sa, id_a);
             saves.push(elapsed);
             for (_, blob) in &blobs {
                 sizes.push(blob.len());
@@ -398,13 +429,9 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         } else {
             Vec::new()
         };
-        a.nic_event(sa, id_a, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_DISCONNECT);
-        a.nic_event(sa, id_a, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_DELETE);
-        a.delete_port(sa, id_a);
 
         b.advance(TICK_MS);
-        b.create_port(sb, id_b, &port_name(i), opts.save_restore);
-        b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE);
+        arrive(&mut b, sb, id_b, &port_name(i), nic, opts.save_restore);
         let connect_first = opts.shuffle && rng.below(2) == 0;
         if connect_first {
             b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);

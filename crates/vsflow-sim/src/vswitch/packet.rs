@@ -39,6 +39,10 @@ pub enum Ipv6Ext {
     Routing,
     /// Destination options (next header 60), 16 bytes.
     DestinationOptions,
+    /// Authentication header (next header 51), 24 bytes: RFC 4302 section 2 (12 fixed bytes
+    /// and a 96-bit ICV, RFC 2404); its length field counts 4-octet units minus 2, unlike the
+    /// other extension headers' 8-octet units minus 1.
+    Authentication,
 }
 
 impl Ipv6Ext {
@@ -47,6 +51,7 @@ impl Ipv6Ext {
             Self::HopByHop => 0,
             Self::Routing => 43,
             Self::DestinationOptions => 60,
+            Self::Authentication => 51,
         }
     }
 }
@@ -86,6 +91,9 @@ pub struct SimPacket {
     pub ipv6_ext: Vec<Ipv6Ext>,
     /// Fragment position.
     pub fragment: Fragment,
+    /// A first fragment that carries only this many bytes of the transport header (RFC 1858's
+    /// tiny fragment): `None` for a whole header.
+    pub transport_cut: Option<usize>,
     /// Memory layout.
     pub layout: Layout,
     /// The IP datagram, IP header first: what classify's `NET_BUFFER` describes.
@@ -118,6 +126,7 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment: Fragment::Whole,
+            transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
         };
@@ -162,6 +171,25 @@ impl SimPacket {
         self.fragment = f;
         self.rebuild();
         self
+    }
+
+    /// The same packet as a first fragment carrying only `bytes` bytes of its transport header
+    /// (RFC 1858's tiny fragment: under 14 bytes of TCP the flags are in the next fragment,
+    /// under 4 the ports are too).
+    #[must_use]
+    pub fn tiny_first_fragment(mut self, bytes: usize) -> Self {
+        self.fragment = Fragment::First;
+        self.transport_cut = Some(bytes);
+        self.rebuild();
+        self
+    }
+
+    /// True if the packet holds its transport ports: not a later fragment, and a first fragment
+    /// cut before them has none. WFP can report only ports the packet has (the double gives
+    /// `FWP_EMPTY` otherwise).
+    #[must_use]
+    pub fn has_ports(&self) -> bool {
+        !matches!(self.fragment, Fragment::NonFirst(_)) && self.transport_cut.is_none_or(|n| n >= 4)
     }
 
     /// The same bytes laid out in MDLs cut at these datagram offsets.
@@ -267,6 +295,7 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment,
+            transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
         })
@@ -299,6 +328,9 @@ impl SimPacket {
             t.extend_from_slice(&[0, 0]);
         }
         t.resize(t.len() + self.payload, 0xAB);
+        if let Some(n) = self.transport_cut {
+            t.truncate(n);
+        }
         t
     }
 
@@ -350,6 +382,13 @@ impl SimPacket {
                     let next = chain.get(i + 1).copied().unwrap_or(self.protocol);
                     let len = ext_len(*e);
                     d.push(next);
+                    if *e == Ipv6Ext::Authentication {
+                        // Payload Len in 4-octet units minus 2, reserved, SPI, sequence, ICV.
+                        d.push(u8::try_from(len / 4 - 2).unwrap_or(0));
+                        d.extend_from_slice(&[0, 0, 0, 0, 0x01, 0x00, 0, 0, 0, 1]);
+                        d.resize(d.len() + len - 12, 0x5A);
+                        continue;
+                    }
                     d.push(u8::try_from(len / 8 - 1).unwrap_or(0));
                     if *e == Ipv6Ext::Routing {
                         d.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // type 0, 0 segments left
@@ -381,6 +420,7 @@ const fn ext_len(e: Ipv6Ext) -> usize {
     match e {
         Ipv6Ext::HopByHop | Ipv6Ext::Routing => 8,
         Ipv6Ext::DestinationOptions => 16,
+        Ipv6Ext::Authentication => 24,
     }
 }
 
@@ -622,7 +662,7 @@ impl ClassifyInput {
         values[sys::FIELD_IP_SOURCE_ADDRESS] = src;
         values[sys::FIELD_IP_DESTINATION_ADDRESS] = dst;
         values[sys::FIELD_IP_PROTOCOL] = val(sys::FWP_UINT8, FWP_VALUE0_u { uint8: p.protocol });
-        if !matches!(p.fragment, Fragment::NonFirst(_)) {
+        if p.has_ports() {
             values[sys::FIELD_IP_SOURCE_PORT] =
                 val(sys::FWP_UINT16, FWP_VALUE0_u { uint16: p.sport });
             values[sys::FIELD_IP_DESTINATION_PORT] =
@@ -745,5 +785,41 @@ mod tests {
         assert_eq!(vals[sys::FIELD_IP_DESTINATION_PORT].value.r#type, sys::FWP_EMPTY);
         let f6 = tcp(IpFamily::V6).as_fragment(Fragment::NonFirst(3));
         assert_eq!(f6.datagram[6], 44, "fragment header");
+    }
+
+    #[test]
+    fn a_tiny_first_fragment_cut_before_the_ports_has_no_port_values() {
+        let port_values = |p: &SimPacket| {
+            let mut input = ClassifyInput::new(p, true, 1, 2, &[]);
+            let v = input.incoming(sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4);
+            // SAFETY: `valueCount` values at `incomingValue`.
+            let vals =
+                unsafe { std::slice::from_raw_parts(v.incomingValue, v.valueCount as usize) };
+            (
+                vals[sys::FIELD_IP_SOURCE_PORT].value.r#type,
+                vals[sys::FIELD_IP_DESTINATION_PORT].value.r#type,
+            )
+        };
+        // 8 bytes of TCP: ports, no flags (RFC 1858).
+        let p = tcp(IpFamily::V4).tiny_first_fragment(8);
+        assert_eq!(p.datagram.len(), 28);
+        assert_eq!(u16::from_be_bytes([p.datagram[2], p.datagram[3]]), 28, "total length");
+        assert_eq!(u16::from_be_bytes([p.datagram[6], p.datagram[7]]), 0x2000, "MF, offset 0");
+        assert_eq!(checksum(&p.datagram[..20]), 0);
+        assert_eq!(port_values(&p), (sys::FWP_UINT16, sys::FWP_UINT16));
+        // 2 bytes: not even the destination port.
+        let q = tcp(IpFamily::V4).tiny_first_fragment(2);
+        assert!(!q.has_ports());
+        assert_eq!(port_values(&q), (sys::FWP_EMPTY, sys::FWP_EMPTY));
+    }
+
+    #[test]
+    fn an_ipv6_authentication_header_counts_its_length_in_4_octet_units() {
+        let p = tcp(IpFamily::V6).with_ipv6_ext(&[Ipv6Ext::Authentication]);
+        assert_eq!(p.datagram[6], 51, "next header: AH");
+        assert_eq!(p.datagram[40], protocol::TCP, "then TCP");
+        assert_eq!(p.datagram[41], 4, "24 bytes = (4 + 2) x 4 (RFC 4302)");
+        assert_eq!(p.ip_header_len(), 64);
+        assert_eq!(p.datagram[64 + 13], 0x02, "the TCP flags after the AH");
     }
 }
