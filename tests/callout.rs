@@ -453,11 +453,14 @@ fn a_restore_window_without_a_restore_closes_after_its_deadline() {
     vm_port(&mut h, sw, 5, "vm", 1, true);
     let remote = vsflow_sim::tools::traffic::remote_addr(IpFamily::V4, 1, false);
     let syn = |sport| vsflow_sim::tools::traffic::inbound_syn(IpFamily::V4, remote, sport, 5, 8080);
+    let ack = |sport| syn(sport).reply(0, 0).reply(vsflow_sim::tools::traffic::tcp::ACK, 0);
     let ext = vsflow_sim::host::EXTERNAL_PORT;
-    assert_eq!(h.transmit(sw, ext, 5, &syn(4000)), vsflow_sim::PacketFate::Delivered, "window");
+    // The window enforces (issue 16): a mid-stream segment passes, a SYN does not.
+    assert_eq!(h.transmit(sw, ext, 5, &ack(4000)), vsflow_sim::PacketFate::Delivered, "window");
+    assert_ne!(h.transmit(sw, ext, 5, &syn(4001)), vsflow_sim::PacketFate::Delivered, "window");
     assert!(h.list_ports()[0].restoring);
     h.advance(61 * 10_000_000);
-    assert_ne!(h.transmit(sw, ext, 5, &syn(4001)), vsflow_sim::PacketFate::Delivered, "enforced");
+    assert_ne!(h.transmit(sw, ext, 5, &ack(4002)), vsflow_sim::PacketFate::Delivered, "enforced");
     assert!(!h.list_ports()[0].restoring);
     finish(&mut h);
 }

@@ -102,46 +102,43 @@ fn packets_without_ports_are_judged_alike_on_both_hosts() {
     passes("portless");
 }
 
-// ---- Failing on main: fc-pickup (items 2, 4, 5, 7) ------------------------------------------
+// ---- fc-pickup (items 2, 4, 5, 7) -------------------------------------------------------------
+// Failed on main 1866301 (the reasons were the `#[ignore]` messages: SYNs after a pickup, a
+// Monitor restore window, an outsider filling the window's table, hidden SYNs picked up,
+// portless first fragments waved through, UDP on a TCP fingerprint, loose pickup without a
+// restore); pass since 73956ae (fc-pickup).
 
 #[test]
-#[ignore = "fails on main: a SYN on a tuple picked up by fingerprint is admitted (5 new inbound connections) and each false match costs a real connection (9 lost); fixed by fc-pickup"]
 fn a_syn_on_a_picked_up_tuple_is_judged_as_a_new_connection() {
     passes("syn-after-pickup");
 }
 
 #[test]
-#[ignore = "fails on main: the restore window is Monitor (60 SYNs, 40 UDP, 20 other admitted); fixed by fc-pickup"]
 fn the_restore_window_admits_no_syn_and_no_unsolicited_udp() {
     passes("restore-window");
 }
 
 #[test]
-#[ignore = "fails on main: an outsider's window flows fill the table and the VM's new connections are refused; fixed by fc-pickup"]
 fn an_outsider_cannot_fill_the_table_in_the_restore_window() {
     passes("window-table-fill");
 }
 
 #[test]
-#[ignore = "fails on main: with no restore the window admits SYNs, UDP and other protocols for RestoreWindowSeconds; fixed by fc-pickup"]
 fn a_port_that_never_receives_its_restore_enforces_in_the_window() {
     passes("no-restore");
 }
 
 #[test]
-#[ignore = "fails on main: unreadable TCP flags are read as 0 (mid-stream): hidden SYNs are picked up by fingerprint; fixed by fc-pickup"]
 fn syns_with_unreadable_flags_are_not_picked_up_by_fingerprint() {
     passes("unreadable-flags");
 }
 
 #[test]
-#[ignore = "fails on main: loose pickup admits SYNs whose flags cannot be read; fixed by fc-pickup"]
 fn syns_with_unreadable_flags_are_not_picked_up_loosely() {
     passes("unreadable-flags-loose");
 }
 
 #[test]
-#[ignore = "fails on main: host A itself permits TCP/UDP first fragments without ports unjudged in Enforce; fixed by fc-pickup"]
 fn a_first_fragment_without_ports_is_judged_in_enforce() {
     let r = case("portless");
     assert_eq!(
@@ -153,19 +150,16 @@ fn a_first_fragment_without_ports_is_judged_in_enforce() {
 }
 
 #[test]
-#[ignore = "fails on main: a UDP datagram matching a TCP fingerprint is admitted, its flow passes every further datagram and the TCP connection is lost; fixed by fc-pickup"]
 fn a_udp_datagram_on_a_tcp_fingerprint_key_is_not_picked_up() {
     passes("udp-on-tcp-fingerprint");
 }
 
 #[test]
-#[ignore = "fails on main: the VM's own UDP on a TCP fingerprint key uses up that connection's pickup (4 lost); fixed by fc-pickup"]
 fn the_vms_udp_never_uses_up_a_tcp_connections_fingerprint() {
     passes("vm-udp-on-tcp-fingerprint");
 }
 
 #[test]
-#[ignore = "fails on main: LoosePickup does nothing when no restore ever comes (12 of 12 connections lost after the window); fixed by fc-pickup"]
 fn loose_pickup_admits_connections_when_no_restore_comes() {
     passes("loose-no-restore");
 }

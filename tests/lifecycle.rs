@@ -128,13 +128,13 @@ fn configuration_comes_from_the_parameters_key_with_defaults_and_range_checks() 
     assert_eq!(h.driver().config().flows_per_port, 64);
     assert_eq!(h.driver().config().blob_cap, 60 * 1024, "absent values take their defaults");
     finish(&mut h);
+    // Issue 16: an out-of-range value is refused with the documented default (and an
+    // error-level event, driver/src/tests.rs); the driver loads and filters.
     let mut bad = Host::new(10);
     bad.set_parameter("BlobCap", 70_000);
-    assert_eq!(
-        bad.load_driver_from_registry(),
-        Err(sys::STATUS_INVALID_PARAMETER),
-        "out-of-range values refuse to load"
-    );
+    bad.load_driver_from_registry().expect("an out-of-range value does not stop the driver");
+    assert_eq!(bad.driver().config().blob_cap, 60 * 1024, "the default applies");
+    finish(&mut bad);
 }
 
 #[test]

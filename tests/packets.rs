@@ -2,8 +2,14 @@
 //! ("Data offset positions"; `WFPSampler`), IPv4 options and IPv6 extension headers move the
 //! transport header, MDL chains are cut inside the headers, and non-first fragments have no
 //! ports. Each test names the behaviour of the driver it proves.
+//!
+//! Issue 16: headers that cannot be read are not permits. TCP flags vsflow cannot read (a tiny
+//! first fragment, headers it cannot walk) are never "mid-stream", so a hidden SYN is never
+//! picked up; a first fragment without ports is judged; only a true non-first fragment (IP
+//! fragment offset not 0) passes unjudged.
 
-use vsflow_callout::RestoreMode;
+use fwps_sys as sys;
+use vsflow_callout::{DriverConfig, RestoreMode};
 use vsflow_core::{FlowState, IpFamily, protocol};
 use vsflow_scenarios::{enforce, finish, flow_states, host, vm_port};
 use vsflow_sim::host::EXTERNAL_PORT;
@@ -115,4 +121,105 @@ fn a_non_first_fragment_neither_creates_a_flow_nor_is_blocked_as_unsolicited() {
 fn a_first_fragment_carries_the_transport_header_and_is_tracked() {
     syn_alone_is_syn_sent(|p| p.as_fragment(Fragment::First), IpFamily::V4);
     syn_alone_is_syn_sent(|p| p.as_fragment(Fragment::First), IpFamily::V6);
+}
+
+/// Host B after a live migration of an Enforce port (no rules, no flows), with loose pickup
+/// on: an inbound mid-stream TCP segment of an unknown flow passes (picked up), anything that
+/// could open a connection does not.
+fn restored_with_loose_pickup() -> (vsflow_sim::Host, usize) {
+    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, PORT, NAME, 1, false);
+    let (blobs, _) = a.save(sa, PORT);
+    finish(&mut a);
+    let cfg = DriverConfig { loose_pickup: true, ..enforce(RestoreMode::Pending) };
+    let (mut b, sb) = host(2, cfg, "SW-B");
+    vm_port(&mut b, sb, PORT, NAME, 1, true);
+    let tickets = b.restore(sb, PORT, &blobs);
+    b.run_deferred();
+    assert_eq!(b.restore_status(&tickets[0]), Some(sys::STATUS_SUCCESS));
+    (b, sb)
+}
+
+/// A segment from a peer to the VM's port 3389 (no rule admits it).
+fn to_rdp(family: IpFamily, n: u32, flags: u8) -> SimPacket {
+    let remote = remote_addr(family, n, false);
+    SimPacket::new(
+        family,
+        protocol::TCP,
+        remote,
+        50_000 + u16::try_from(n).unwrap_or(0),
+        traffic::vm_addr(family, PORT),
+        3389,
+        flags,
+        0,
+    )
+}
+
+#[test]
+fn a_syn_whose_flags_cannot_be_read_is_never_picked_up() {
+    let (mut h, sw) = restored_with_loose_pickup();
+    // Controls: loose pickup takes a readable ACK and refuses a readable SYN.
+    let ack = to_rdp(IpFamily::V4, 1, tcp::ACK);
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &ack), PacketFate::Delivered);
+    let syn = to_rdp(IpFamily::V4, 2, tcp::SYN);
+    assert_ne!(h.transmit(sw, EXTERNAL_PORT, PORT, &syn), PacketFate::Delivered);
+    let hidden = [
+        ("tiny first fragment, IPv4", to_rdp(IpFamily::V4, 3, tcp::SYN).tiny_first_fragment(8)),
+        ("tiny first fragment, IPv6", to_rdp(IpFamily::V6, 4, tcp::SYN).tiny_first_fragment(12)),
+        ("behind an IPv4 AH", to_rdp(IpFamily::V4, 5, tcp::SYN).with_ah()),
+        ("behind an IPv6 AH", to_rdp(IpFamily::V6, 6, tcp::SYN).with_ah()),
+        (
+            "behind 9 IPv6 extension headers",
+            to_rdp(IpFamily::V6, 7, tcp::SYN).with_ipv6_ext(&[Ipv6Ext::DestinationOptions; 9]),
+        ),
+        ("cut short by the frame", to_rdp(IpFamily::V4, 8, tcp::SYN).tiny_first_fragment(13)),
+    ];
+    for (what, p) in &hidden {
+        assert_ne!(
+            h.transmit(sw, EXTERNAL_PORT, PORT, p),
+            PacketFate::Delivered,
+            "a SYN {what} was picked up as mid-stream"
+        );
+    }
+    finish(&mut h);
+}
+
+#[test]
+fn a_segment_behind_an_authentication_header_is_read() {
+    let (mut h, sw) = restored_with_loose_pickup();
+    for (n, family) in [(1, IpFamily::V4), (2, IpFamily::V6)] {
+        let ack = to_rdp(family, n, tcp::ACK).with_ah();
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &ack), PacketFate::Delivered, "{family:?}");
+    }
+    finish(&mut h);
+}
+
+#[test]
+fn a_first_fragment_without_ports_is_judged_not_waved_through() {
+    let (mut h, sw) = one_port();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let udp = SimPacket::new(
+            family,
+            protocol::UDP,
+            remote_addr(family, 3, false),
+            5353,
+            traffic::vm_addr(family, PORT),
+            161,
+            0,
+            64,
+        )
+        .tiny_first_fragment(2);
+        assert_ne!(
+            h.transmit(sw, EXTERNAL_PORT, PORT, &udp),
+            PacketFate::Delivered,
+            "{family:?}: an unsolicited first fragment without ports passed in Enforce"
+        );
+        let tcp = to_rdp(family, 4, tcp::SYN).tiny_first_fragment(3);
+        assert_ne!(h.transmit(sw, EXTERNAL_PORT, PORT, &tcp), PacketFate::Delivered, "{family:?}");
+    }
+    // The VM's own portless first fragment is its traffic: permitted, not tracked.
+    let out = syn(IpFamily::V4).tiny_first_fragment(2);
+    assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &out), PacketFate::Delivered);
+    assert!(flow_states(&h, NAME).is_empty(), "no ports, no flow");
+    finish(&mut h);
 }

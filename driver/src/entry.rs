@@ -3,9 +3,8 @@
 use alloc::boxed::Box;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use vsflow_callout::wide::ascii as wide;
 
-use vsflow_callout::{Driver, KernelServices as _};
+use vsflow_callout::{ConfigValue, Driver, KernelServices as _, SETTINGS};
 use wdk_sys::ntddk::RtlGetVersion;
 use wdk_sys::{
     _WDF_DRIVER_INIT_FLAGS, DRIVER_OBJECT, KEY_READ, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT,
@@ -44,23 +43,29 @@ pub fn unicode(s: &'static [u16]) -> UNICODE_STRING {
     UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: s.as_ptr().cast_mut() }
 }
 
-static RESTORE_MODE: [u16; 11] = wide(b"RestoreMode");
-static UNKNOWN_MAJOR: [u16; 18] = wide(b"UnknownMajorPolicy");
-static FLOWS_PER_PORT: [u16; 12] = wide(b"FlowsPerPort");
-static BLOB_CAP: [u16; 7] = wide(b"BlobCap");
-static DEFAULT_MODE: [u16; 11] = wide(b"DefaultMode");
+/// `STATUS_OBJECT_NAME_NOT_FOUND` (ntstatus.h): `WdfRegistryQueryULong` for an absent value.
+#[allow(clippy::cast_possible_wrap, reason = "an NTSTATUS bit pattern")]
+const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034_u32 as i32;
 
-/// Reads the `Parameters` values (absent ones stay `None`: the driver's defaults apply).
-unsafe fn read_parameters(driver: WDFDRIVER) -> [(&'static str, Option<u32>); 5] {
-    let mut out: [(&'static str, Option<u32>); 5] = [
-        ("RestoreMode", None),
-        ("UnknownMajorPolicy", None),
-        ("FlowsPerPort", None),
-        ("BlobCap", None),
-        ("DefaultMode", None),
-    ];
-    let names: [&'static [u16]; 5] =
-        [&RESTORE_MODE, &UNKNOWN_MAJOR, &FLOWS_PER_PORT, &BLOB_CAP, &DEFAULT_MODE];
+/// Longest setting name, in UTF-16 code units (every name is ASCII).
+const NAME_UNITS: usize = 32;
+const _: () = {
+    let mut i = 0;
+    while i < SETTINGS.len() {
+        assert!(SETTINGS[i].name.len() <= NAME_UNITS);
+        i += 1;
+    }
+};
+
+/// Every value of [`SETTINGS`] as read from the key, in that order.
+pub type Parameters = [(&'static str, ConfigValue); SETTINGS.len()];
+
+/// Reads every value of the one list of settings (`vsflow_callout::SETTINGS`) from the
+/// `Parameters` key with `WdfRegistryQueryULong`: absent values stay `Absent` (the defaults
+/// apply), values that are not a `REG_DWORD` are `Unreadable` (refused, with an event, by
+/// `DriverConfig::from_services`). No key: every value absent.
+unsafe fn read_parameters(driver: WDFDRIVER) -> Parameters {
+    let mut out: Parameters = SETTINGS.map(|s| (s.name, ConfigValue::Absent));
     let mut key: WDFKEY = WDF_NO_HANDLE.cast();
     // SAFETY: PASSIVE_LEVEL in DriverEntry; valid out-pointer.
     let status = unsafe {
@@ -75,10 +80,19 @@ unsafe fn read_parameters(driver: WDFDRIVER) -> [(&'static str, Option<u32>); 5]
     if !wdk::nt_success(status) {
         return out;
     }
-    for ((_, slot), name) in out.iter_mut().zip(names) {
-        let name = unicode(name);
+    for (name, slot) in &mut out {
+        let mut units = [0u16; NAME_UNITS];
+        let mut n = 0usize;
+        for (dst, src) in units.iter_mut().zip(name.encode_utf16()) {
+            *dst = src;
+            n += 1;
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "at most NAME_UNITS units")]
+        let bytes = (2 * n) as u16;
+        let name =
+            UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: units.as_mut_ptr() };
         let mut value: ULONG = 0;
-        // SAFETY: open key, valid name and out-pointer.
+        // SAFETY: open key, a valid name over `units` (alive for the call), valid out-pointer.
         let status = unsafe {
             call_unsafe_wdf_function_binding!(
                 WdfRegistryQueryULong,
@@ -87,9 +101,14 @@ unsafe fn read_parameters(driver: WDFDRIVER) -> [(&'static str, Option<u32>); 5]
                 &raw mut value
             )
         };
-        if wdk::nt_success(status) {
-            *slot = Some(value);
-        }
+        *slot = if wdk::nt_success(status) {
+            ConfigValue::Dword(value)
+        } else if status == STATUS_OBJECT_NAME_NOT_FOUND {
+            ConfigValue::Absent
+        } else {
+            // STATUS_OBJECT_TYPE_MISMATCH (not a REG_DWORD), or the value could not be read.
+            ConfigValue::Unreadable
+        };
     }
     // SAFETY: the key opened above.
     unsafe { call_unsafe_wdf_function_binding!(WdfRegistryClose, key) };
@@ -168,7 +187,7 @@ unsafe fn create(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) ->
     STATUS_SUCCESS
 }
 
-fn start(device: WDFDEVICE, parameters: [(&'static str, Option<u32>); 5]) -> NTSTATUS {
+fn start(device: WDFDEVICE, parameters: Parameters) -> NTSTATUS {
     // SAFETY: a valid control device.
     let wdm = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceWdmGetDeviceObject, device) };
     let (seed, source) = random::boot_seed();

@@ -24,6 +24,8 @@ pub const KEYWORD_MIGRATION: u64 = 0x1;
 pub const KEYWORD_ENGINE: u64 = 0x2;
 /// Keyword of policy events (foreign filters).
 pub const KEYWORD_POLICY: u64 = 0x4;
+/// Keyword of configuration events (registry values refused at load).
+pub const KEYWORD_CONFIG: u64 = 0x8;
 
 tlg::define_provider!(PROVIDER, "Vsflow.Callout", id("89a711ba-7b7c-57d7-ad3c-a04cbf683b6f"));
 
@@ -151,6 +153,15 @@ pub fn write(event: &TraceEvent) {
             KEYWORD_ENGINE,
             str8("Step", step),
             win_ntstatus("Status", status),
+        ),
+        TraceEvent::SettingRefused { name, value, default, reason } => event!(
+            "SettingRefused",
+            Error,
+            KEYWORD_CONFIG,
+            str8("Name", name),
+            u32("Value", value),
+            u32("Default", default),
+            str8("Reason", reason),
         ),
         TraceEvent::ForeignFilterRejected { filter_id, layer_id } => event!(
             "ForeignFilterRejected",

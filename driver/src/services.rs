@@ -7,7 +7,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
 use vsflow_callout::services::{RawRundown, RawRwSpinLock};
-use vsflow_callout::{CalloutError, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent};
+use vsflow_callout::{
+    CalloutError, ConfigValue, Frame, KernelServices, LogLevel, RawSpinLock, TraceEvent,
+};
 use wdk_sys::ntddk::{
     DbgPrintEx, ExAcquireRundownProtectionCacheAware, ExAcquireSpinLockExclusive,
     ExAcquireSpinLockShared, ExAllocateCacheAwareRundownProtection,
@@ -135,8 +137,8 @@ unsafe impl Sync for KernelRwLock {}
 pub struct WdkServices {
     /// The work item that runs `Driver::run_deferred` (a `WDFWORKITEM`, 0 until created).
     pub work_item: AtomicUsize,
-    /// Configuration values read from the `Parameters` key at `DriverEntry`.
-    pub parameters: [(&'static str, Option<u32>); 5],
+    /// Every setting as read from the `Parameters` key at `DriverEntry`.
+    pub parameters: crate::entry::Parameters,
     /// Per-boot seed.
     pub seed: u64,
     /// The running Windows build (`RtlGetVersion`), if it could be read.
@@ -261,8 +263,8 @@ impl KernelServices for WdkServices {
         self.os_build
     }
 
-    fn config_value(&self, name: &str) -> Option<u32> {
-        self.parameters.iter().find(|(n, _)| *n == name).and_then(|(_, v)| *v)
+    fn config_value(&self, name: &str) -> ConfigValue {
+        self.parameters.iter().find(|(n, _)| *n == name).map_or(ConfigValue::Absent, |(_, v)| *v)
     }
 
     unsafe fn read_frame<'a>(

@@ -1,7 +1,8 @@
 //! netports-nsp: a Winsock namespace provider (NSPv2) that resolves service names to ports.
 //!
 //! Applications ask Winsock (`WSALookupServiceBegin` / `Next` / `End` with this provider's
-//! id, [`provider::PROVIDER_ID`]) instead of hard-coding ports:
+//! id, [`provider::PROVIDER_ID`], and netports' service class, [`client::SERVICE_CLASS_ID`]:
+//! [`client`]) instead of hard-coding ports:
 //! - `teredo` → the Teredo client's current UDP port;
 //! - a registered name → its persistent reservation (protocol, first port, count).
 //!
@@ -22,6 +23,7 @@
 //! included, builds and is tested on Linux.
 
 pub mod answer;
+pub mod client;
 pub mod guard;
 pub mod name;
 pub mod provider;

@@ -4,8 +4,11 @@
 //! What Windows does, and where it is written:
 //! - `bind` fails with `WSAEADDRINUSE` when a socket holds the port; the owner is in
 //!   `GetExtendedTcpTable` / `GetExtendedUdpTable` (`dwOwningPid`, ports in network order).
-//! - `bind` fails with `WSAEACCES` inside an excluded range without an owner (the dynamic
-//!   ranges WinNAT/HNS take for Hyper-V, WSL, Docker: docker/for-win#3171, microsoft/WSL#5306).
+//! - `bind` fails with `WSAEACCES` inside an excluded range without `*`: a runtime reservation
+//!   (`SIO_ACQUIRE_PORT_RESERVATION`) some process holds. WinNAT/HNS take such ranges for
+//!   Hyper-V, WSL and Docker (docker/for-win#3171, microsoft/WSL#5306), but so does any process
+//!   (`netports acquire --hold` included), and netsh shows them alike; so the WinNAT remedy is
+//!   offered only while the `winnat` service runs.
 //! - An administered range (`*` in netsh: a persistent reservation or `netsh add
 //!   excludedportrange`) does not refuse a plain bind: KB 3039044 ("the first bind to an
 //!   excluded port succeeds"; only a second `SO_REUSEADDR` bind fails with `WSAEACCES`), and
@@ -13,8 +16,14 @@
 //!   single listener, with a note.
 //! - The ports are probed on 0.0.0.0, 127.0.0.1, `[::]` and `[::1]`: a socket bound to one
 //!   address (say 127.0.0.1) makes the port busy there only.
+//! - A socket bound to a specific non-loopback address leaves all four probes free: a default
+//!   bind to the wildcard succeeds beside it, while one with `SO_EXCLUSIVEADDRUSE` (what many
+//!   servers set) fails ("Using `SO_REUSEADDR` and `SO_EXCLUSIVEADDRUSE`", its tables). So the
+//!   endpoint tables are always read, and the wildcards are also probed with
+//!   `SO_EXCLUSIVEADDRUSE`; either naming the port makes it "held on a specific address".
 //! - The usual remedy for a WinNAT exclusion that keeps landing on a needed port (the recipe
-//!   users share): stop winnat, add an administered exclusion for the port, start winnat.
+//!   users share): stop winnat, add an administered exclusion for the port, start winnat
+//!   (offered only when winnat runs).
 
 use serde::Serialize;
 
@@ -161,6 +170,8 @@ pub struct Ranges {
     pub dynamic: Vec<(Family, PortBlock)>,
     /// Sources that could not be read, and why.
     pub unavailable: Vec<String>,
+    /// Whether the `winnat` service runs (`None`: unknown).
+    pub winnat_running: Option<bool>,
 }
 
 /// Something worth knowing about a port that binds.
@@ -197,15 +208,27 @@ pub enum Verdict {
         /// Who holds it (empty when the tables do not say).
         owners: Vec<Owner>,
     },
-    /// Refused (`WSAEACCES`), and an excluded range without owner holds it.
+    /// Every plain probe bound, but a socket holds the port on another address: the endpoint
+    /// tables list it, or an exclusive (`SO_EXCLUSIVEADDRUSE`) bind to the wildcard failed.
+    /// A default wildcard bind succeeds beside a specific-address socket; an exclusive one, or
+    /// one to that address, fails ("Using `SO_REUSEADDR` and `SO_EXCLUSIVEADDRUSE`").
+    HeldOnAddress {
+        /// Who holds it (empty when the tables do not say).
+        owners: Vec<Owner>,
+        /// The wildcard addresses where the exclusive bind failed with `WSAEADDRINUSE`.
+        exclusive: Vec<ProbeAddr>,
+    },
+    /// Refused (`WSAEACCES`), and an excluded range without `*` holds it: a runtime
+    /// reservation of some process (WinNAT's, or any other's).
     Excluded {
         /// The range.
         block: PortBlock,
         /// Its family.
         family: Family,
-        /// The dynamic range of that family, when the exclusion lies inside it (the usual
-        /// WinNAT case, where the remedy applies).
+        /// The dynamic range of that family, when the exclusion lies inside it.
         dynamic: Option<PortBlock>,
+        /// Whether the `winnat` service runs (only then is the WinNAT remedy offered).
+        winnat_running: Option<bool>,
     },
     /// Refused, and only an administered range names it (unusual: a plain bind normally
     /// succeeds there).
@@ -223,8 +246,17 @@ pub enum Verdict {
 }
 
 /// Decides from the probes first, then the owners and ranges.
+///
+/// `exclusive` are the exclusive wildcard probes (`SO_EXCLUSIVEADDRUSE`), `owners` the endpoint tables' sockets on the port
+/// (read whatever the probes gave).
 #[must_use]
-pub fn decide(port: u16, probes: &[Probe], owners: &[Owner], ranges: &Ranges) -> Verdict {
+pub fn decide(
+    port: u16,
+    probes: &[Probe],
+    exclusive: &[Probe],
+    owners: &[Owner],
+    ranges: &Ranges,
+) -> Verdict {
     let on: Vec<ProbeAddr> =
         probes.iter().filter(|p| p.outcome == BindOutcome::InUse).map(|p| p.addr).collect();
     if !on.is_empty() {
@@ -247,7 +279,12 @@ pub fn decide(port: u16, probes: &[Probe], owners: &[Owner], ranges: &Ranges) ->
                 .iter()
                 .find(|(f, d)| f == family && d.overlaps(&e.block))
                 .map(|(_, d)| *d);
-            return Verdict::Excluded { block: e.block, family: *family, dynamic };
+            return Verdict::Excluded {
+                block: e.block,
+                family: *family,
+                dynamic,
+                winnat_running: ranges.winnat_running,
+            };
         }
         if let Some(block) = named(true)
             .map(|(_, e)| e.block)
@@ -262,6 +299,11 @@ pub fn decide(port: u16, probes: &[Probe], owners: &[Owner], ranges: &Ranges) ->
         _ => None,
     }) {
         return Verdict::Failed { code };
+    }
+    let exclusive: Vec<ProbeAddr> =
+        exclusive.iter().filter(|p| p.outcome == BindOutcome::InUse).map(|p| p.addr).collect();
+    if !owners.is_empty() || !exclusive.is_empty() {
+        return Verdict::HeldOnAddress { owners: owners.to_vec(), exclusive };
     }
     if !probes.iter().any(|p| p.outcome == BindOutcome::Bound) {
         // Nothing bound and nothing refused: no stack at all.
@@ -327,15 +369,48 @@ impl Verdict {
                 }
                 lines
             }
-            Self::Excluded { block, family, dynamic } => {
+            Self::HeldOnAddress { owners, exclusive } => {
                 let mut lines = vec![format!(
-                    "{proto} {port} is in the {} excluded range {block}, which has no owner (WinNAT/HNS for Hyper-V, WSL or Docker; it moves at reboot): bind fails with WSAEACCES",
+                    "{proto} {port} is held by a socket on a specific address: a default bind to the wildcard succeeds beside it, but a server that binds the wildcard with SO_EXCLUSIVEADDRUSE, or that address, fails"
+                )];
+                for o in owners {
+                    let name = o.process.as_deref().unwrap_or("?");
+                    lines.push(format!("  held by pid {} ({name}) on {}", o.pid, o.local));
+                }
+                if owners.is_empty() {
+                    lines.push("  the endpoint tables name no owner (a socket of another user, or one that just closed)".to_owned());
+                }
+                if !exclusive.is_empty() {
+                    let addrs: Vec<&str> = exclusive.iter().map(|a| a.text()).collect();
+                    lines.push(format!(
+                        "  an exclusive bind (SO_EXCLUSIVEADDRUSE) to {} fails with WSAEADDRINUSE",
+                        addrs.join(" and ")
+                    ));
+                }
+                lines
+            }
+            Self::Excluded { block, family, dynamic, winnat_running } => {
+                let mut lines = vec![format!(
+                    "{proto} {port} is in the {} excluded range {block}, a runtime reservation (no `*`): bind fails with WSAEACCES",
                     family.name()
                 )];
                 if let Some(d) = dynamic {
-                    lines.push(format!("  the range lies in the {} dynamic port range {d}, from which WinNAT takes its exclusions", family.name()));
+                    lines.push(format!(
+                        "  the range lies in the {} dynamic port range {d}, from which runtime reservations are taken",
+                        family.name()
+                    ));
                 }
-                lines.push(format!("  remedy (elevated): {}", winnat_remedy(proto, *family, port)));
+                match winnat_running {
+                    Some(true) => {
+                        lines.push("  the winnat service runs, and WinNAT takes such ranges for Hyper-V, WSL and Docker (they move at reboot)".to_owned());
+                        lines.push(format!(
+                            "  if it is WinNAT's, remedy (elevated): {}",
+                            winnat_remedy(proto, *family, port)
+                        ));
+                    }
+                    Some(false) => lines.push("  it lasts while the process that acquired it keeps it (the winnat service is not running, so it is not WinNAT's)".to_owned()),
+                    None => lines.push("  it lasts while the process that acquired it keeps it (whether the winnat service runs could not be read)".to_owned()),
+                }
                 lines
             }
             Self::Reserved { block } => vec![format!(
@@ -408,6 +483,7 @@ mod tests {
             ],
             dynamic: vec![(Family::Ipv4, b(49_152, 16_384)), (Family::Ipv6, b(49_152, 16_384))],
             unavailable: vec![],
+            winnat_running: Some(true),
         }
     }
 
@@ -416,16 +492,16 @@ mod tests {
         use BindOutcome::{AccessDenied, Bound, InUse};
         // A port in a range that binds is free, with a note: ranges do not override the bind.
         assert_eq!(
-            decide(9000, &probes(Bound, Bound), &[], &ranges()),
+            decide(9000, &probes(Bound, Bound), &[], &[], &ranges()),
             Verdict::Free { notes: vec![Note::Administered { block: b(9000, 1) }] }
         );
         assert_eq!(
-            decide(8005, &probes(Bound, Bound), &[], &ranges()),
+            decide(8005, &probes(Bound, Bound), &[], &[], &ranges()),
             Verdict::Free { notes: vec![Note::Administered { block: b(8000, 10) }] }
         );
         let owner = Owner { pid: 42, process: Some("svc.exe".into()), local: "127.0.0.1".into() };
         assert_eq!(
-            decide(50_010, &probes(InUse, Bound), std::slice::from_ref(&owner), &ranges()),
+            decide(50_010, &probes(InUse, Bound), &[], std::slice::from_ref(&owner), &ranges()),
             Verdict::InUse {
                 on: vec![ProbeAddr::AnyV4, ProbeAddr::LoopbackV4],
                 owners: vec![owner]
@@ -433,43 +509,68 @@ mod tests {
             "in use wins even inside an exclusion"
         );
         assert_eq!(
-            decide(50_010, &probes(AccessDenied, Bound), &[], &ranges()),
+            decide(50_010, &probes(AccessDenied, Bound), &[], &[], &ranges()),
             Verdict::Excluded {
                 block: b(50_000, 100),
                 family: Family::Ipv4,
-                dynamic: Some(b(49_152, 16_384))
+                dynamic: Some(b(49_152, 16_384)),
+                winnat_running: Some(true),
             }
         );
         assert_eq!(
-            decide(60_005, &probes(Bound, AccessDenied), &[], &ranges()),
+            decide(60_005, &probes(Bound, AccessDenied), &[], &[], &ranges()),
             Verdict::Excluded {
                 block: b(60_000, 10),
                 family: Family::Ipv6,
-                dynamic: Some(b(49_152, 16_384))
+                dynamic: Some(b(49_152, 16_384)),
+                winnat_running: Some(true),
             },
             "IPv6 exclusions count for IPv6 refusals"
         );
         assert_eq!(
-            decide(60_005, &probes(AccessDenied, Bound), &[], &ranges()),
+            decide(60_005, &probes(AccessDenied, Bound), &[], &[], &ranges()),
             Verdict::Denied,
             "an IPv6 exclusion does not explain an IPv4 refusal"
         );
         assert_eq!(
-            decide(9000, &probes(AccessDenied, Bound), &[], &ranges()),
+            decide(9000, &probes(AccessDenied, Bound), &[], &[], &ranges()),
             Verdict::Reserved { block: b(9000, 1) }
         );
         assert_eq!(
-            decide(445, &probes(AccessDenied, AccessDenied), &[], &ranges()),
+            decide(445, &probes(AccessDenied, AccessDenied), &[], &[], &ranges()),
             Verdict::Denied
         );
         assert_eq!(
-            decide(444, &probes(Bound, BindOutcome::NoStack), &[], &Ranges::default()),
+            decide(444, &probes(Bound, BindOutcome::NoStack), &[], &[], &Ranges::default()),
             Verdict::Free { notes: vec![] },
             "no IPv6 stack is not a failure"
         );
         assert_eq!(
-            decide(444, &probes(BindOutcome::Failed(10_055), Bound), &[], &Ranges::default()),
+            decide(444, &probes(BindOutcome::Failed(10_055), Bound), &[], &[], &Ranges::default()),
             Verdict::Failed { code: 10_055 }
+        );
+    }
+
+    #[test]
+    fn a_socket_on_another_address_or_a_failed_exclusive_bind_means_held() {
+        let bound = probes(BindOutcome::Bound, BindOutcome::Bound);
+        let owner = Owner { pid: 7, process: None, local: "192.0.2.5".into() };
+        assert_eq!(
+            decide(7070, &bound, &[], std::slice::from_ref(&owner), &Ranges::default()),
+            Verdict::HeldOnAddress { owners: vec![owner], exclusive: vec![] }
+        );
+        let excl = [Probe { addr: ProbeAddr::AnyV4, outcome: BindOutcome::InUse }];
+        let v = decide(7070, &bound, &excl, &[], &Ranges::default());
+        assert_eq!(v, Verdict::HeldOnAddress { owners: vec![], exclusive: vec![ProbeAddr::AnyV4] });
+        assert!(
+            v.explain(Protocol::Tcp, 7070)
+                .join("\n")
+                .contains("SO_EXCLUSIVEADDRUSE) to 0.0.0.0 fails")
+        );
+        let free = [Probe { addr: ProbeAddr::AnyV4, outcome: BindOutcome::Bound }];
+        assert_eq!(
+            decide(7070, &bound, &free, &[], &Ranges::default()),
+            Verdict::Free { notes: vec![] }
         );
     }
 
@@ -478,22 +579,36 @@ mod tests {
         let mut p = probes(BindOutcome::Bound, BindOutcome::Bound);
         p[1].outcome = BindOutcome::InUse;
         assert_eq!(
-            decide(7000, &p, &[], &Ranges::default()),
+            decide(7000, &p, &[], &[], &Ranges::default()),
             Verdict::InUse { on: vec![ProbeAddr::LoopbackV4], owners: vec![] }
         );
     }
 
     #[test]
     fn the_explanations_carry_the_remedy_and_the_dynamic_range() {
-        let v =
-            decide(50_010, &probes(BindOutcome::AccessDenied, BindOutcome::Bound), &[], &ranges());
+        let v = decide(
+            50_010,
+            &probes(BindOutcome::AccessDenied, BindOutcome::Bound),
+            &[],
+            &[],
+            &ranges(),
+        );
         let text = v.explain(Protocol::Tcp, 50_010).join("\n");
-        assert!(text.contains("WinNAT"), "{text}");
+        assert!(text.contains("runtime reservation"), "{text}");
         assert!(text.contains("dynamic port range 49152-65535"), "{text}");
         assert!(text.contains("net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=50010 numberofports=1 && net start winnat"), "{text}");
+        let Verdict::Excluded { block, family, dynamic, .. } = v else { unreachable!() };
+        for winnat_running in [Some(false), None] {
+            let text = Verdict::Excluded { block, family, dynamic, winnat_running }
+                .explain(Protocol::Tcp, 50_010)
+                .join("\n");
+            assert!(!text.contains("net stop winnat"), "no WinNAT remedy unless it runs: {text}");
+            assert!(text.contains("lasts while the process that acquired it keeps it"), "{text}");
+        }
         let free = decide(
             50_000,
             &probes(BindOutcome::Bound, BindOutcome::Bound),
+            &[],
             &[],
             &Ranges { dynamic: vec![(Family::Ipv4, b(49_152, 16_384))], ..Ranges::default() },
         );

@@ -99,6 +99,9 @@ pub enum Error {
     Protocol(String),
     /// The command reported its answer itself; only the exit code is left to give.
     Reported(u8),
+    /// The Base Filtering Engine stopped (why): every WFP handle, filter and subscription of
+    /// this process went with it.
+    BfeStopped(String),
     /// Any other OS error.
     Os {
         /// Win32 error code.
@@ -147,7 +150,7 @@ impl Error {
             Self::NotFound | Self::NotReady | Self::NoData | Self::Missing(_) => 6,
             Self::DriverNotInstalled => 7,
             Self::InvalidRange { .. } | Self::Invalid(_) => 2,
-            Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } => 1,
+            Self::Driver { .. } | Self::Protocol(_) | Self::Os { .. } | Self::BfeStopped(_) => 1,
             Self::Reported(code) => *code,
         }
     }
@@ -174,6 +177,7 @@ impl fmt::Display for Error {
             Self::Protocol(why) => write!(f, "unexpected answer: {why}"),
             Self::Os { code, function } => write!(f, "{function} failed with Windows error {code}"),
             Self::Reported(code) => write!(f, "exit code {code}"),
+            Self::BfeStopped(why) => write!(f, "the Base Filtering Engine (BFE) stopped ({why}): Windows dropped netports' WFP filters and subscriptions with it; run the command again once BFE runs (`sc query bfe`)"),
         }
     }
 }

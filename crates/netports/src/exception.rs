@@ -10,7 +10,8 @@
 //! application id: `svchost.exe`, which hosts `iphlpsvc`):
 //! - outbound to remote port 3544 (qualification, before the client has a port);
 //! - inbound to local port 3544 at 224.0.0.253 only;
-//! - for the client's port P: inbound to local port P, outbound from local port P.
+//! - for each of the client's ports P (every port of the Teredo entry): inbound to local port
+//!   P, outbound from local port P.
 //!
 //! They do not touch vsflow's VM port rules: a VM runs its own Teredo client with its own port.
 //!
@@ -81,12 +82,12 @@ impl fmt::Display for FilterSpec {
     }
 }
 
-/// The filters the Teredo exception needs while the client has port `port` (in this order:
-/// the client port's, then the static ones).
+/// The filters the Teredo exception needs while the client has the ports `ports` (every port
+/// of the Teredo entry; in this order: each client port's, then the static ones).
 #[must_use]
-pub fn filters_for(port: Option<u16>) -> Vec<FilterSpec> {
-    let mut v = Vec::with_capacity(4);
-    if let Some(p) = port {
+pub fn filters_for(ports: &[u16]) -> Vec<FilterSpec> {
+    let mut v = Vec::with_capacity(2 * ports.len() + 2);
+    for &p in ports {
         v.push(FilterSpec {
             direction: Direction::In,
             local_port: Some(p),
@@ -170,11 +171,8 @@ impl<F: HostFilters> TeredoException<F> {
     ///
     /// # Errors
     /// The engine's error; what was kept stays kept, so the next event retries.
-    pub fn on_event(&mut self, event: TeredoEvent) -> Result<Applied, Error> {
-        let port = match event {
-            TeredoEvent::Initial { port } | TeredoEvent::Changed { port } => port,
-        };
-        let wanted = filters_for(port);
+    pub fn on_event(&mut self, event: &TeredoEvent) -> Result<Applied, Error> {
+        let wanted = filters_for(event.ports());
         let add: Vec<FilterSpec> =
             wanted.iter().filter(|w| !self.kept.iter().any(|(k, _)| k == *w)).copied().collect();
         let remove: Vec<u64> =
@@ -240,9 +238,9 @@ mod tests {
 
     #[test]
     fn the_filters_are_ipv4_teredo_traffic_only() {
-        let all: Vec<String> = filters_for(Some(51_000)).iter().map(ToString::to_string).collect();
+        let all: Vec<String> = filters_for(&[51_000]).iter().map(ToString::to_string).collect();
         assert_eq!(all, ["in to 51000", "out from 51000", "out to 3544", "in to 224.0.0.253:3544"]);
-        let none: Vec<String> = filters_for(None).iter().map(ToString::to_string).collect();
+        let none: Vec<String> = filters_for(&[]).iter().map(ToString::to_string).collect();
         assert_eq!(
             none,
             ["out to 3544", "in to 224.0.0.253:3544"],
@@ -255,19 +253,22 @@ mod tests {
         let mut engine = Engine::default();
         let mut x = TeredoException::new(&mut engine);
         assert_eq!(
-            x.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap(),
+            x.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap(),
             Applied { added: 4, removed: 0 }
         );
         assert_eq!(
-            x.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap(),
+            x.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap(),
             Applied { added: 2, removed: 2 }
         );
-        assert_eq!(x.filters(), filters_for(Some(52_000)), "kept in order");
+        assert_eq!(x.filters(), filters_for(&[52_000]), "kept in order");
         assert_eq!(
-            x.on_event(TeredoEvent::Changed { port: None }).unwrap(),
+            x.on_event(&TeredoEvent::Changed { ports: vec![] }).unwrap(),
             Applied { added: 0, removed: 2 }
         );
-        assert_eq!(x.on_event(TeredoEvent::Changed { port: None }).unwrap(), Applied::default());
+        assert_eq!(
+            x.on_event(&TeredoEvent::Changed { ports: vec![] }).unwrap(),
+            Applied::default()
+        );
         drop(x);
         assert_eq!(specs(&engine), ["in to 224.0.0.253:3544", "out to 3544"]);
         assert_eq!(engine.changes, 3, "one change per event that changes something");
@@ -277,16 +278,16 @@ mod tests {
     fn a_failed_change_keeps_the_old_filters_so_the_next_event_retries() {
         let mut engine = Engine::default();
         let mut x = TeredoException::new(&mut engine);
-        x.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+        x.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap();
         x.filters.fail = true;
         assert_eq!(
-            x.on_event(TeredoEvent::Changed { port: Some(52_000) }),
+            x.on_event(&TeredoEvent::Changed { ports: vec![52_000] }),
             Err(Error::AccessDenied)
         );
-        assert_eq!(x.filters(), filters_for(Some(51_000)), "nothing removed");
+        assert_eq!(x.filters(), filters_for(&[51_000]), "nothing removed");
         x.filters.fail = false;
-        let a = x.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
+        let a = x.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap();
         assert_eq!(a, Applied { added: 2, removed: 2 });
-        assert_eq!(x.filters(), filters_for(Some(52_000)));
+        assert_eq!(x.filters(), filters_for(&[52_000]));
     }
 }

@@ -12,9 +12,10 @@
 //!
 //! Commands (`netports nsp ...`, in `cli::nsp`):
 //! - `serve`: host the provider in this process and advertise it until interrupted;
-//! - `install` / `uninstall`: add or remove the provider in the Winsock catalog
-//!   (`WSCInstallNameSpaceEx` / `WSCUnInstallNameSpace`, administrator), the catalog checked
-//!   first;
+//! - `install` / `uninstall`: add or remove the provider in both Winsock catalogs, the 64-bit
+//!   one (`WSCInstallNameSpaceEx` / `WSCUnInstallNameSpace`) and the 32-bit one (the `...32`
+//!   functions), administrator; each catalog is checked first, and an install that one catalog
+//!   refuses is undone in the other;
 //! - `register NAME tcp|udp START COUNT` / `unregister NAME` / `names`: the names file, which
 //!   the serving provider reads on every lookup (no restart needed);
 //! - `resolve NAME`: ask Winsock, as any application would (`WSALookupServiceBegin` / `Next`
@@ -51,6 +52,33 @@ pub struct Resolved {
     pub addresses: Vec<String>,
 }
 
+/// A Winsock catalog.
+///
+/// On 64-bit Windows there are two: 64-bit processes read the native one
+/// (`WSCInstallNameSpaceEx`, `WSCUnInstallNameSpace`, `WSAEnumNameSpaceProviders`), 32-bit
+/// processes the WOW64 one (the `...32` functions). The provider goes into both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Catalog {
+    /// The 64-bit catalog.
+    Native,
+    /// The 32-bit catalog.
+    Wow64,
+}
+
+impl Catalog {
+    /// Both, in the order netports installs them.
+    pub const BOTH: [Self; 2] = [Self::Native, Self::Wow64];
+
+    /// `64-bit` / `32-bit`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Native => "64-bit",
+            Self::Wow64 => "32-bit",
+        }
+    }
+}
+
 /// The Windows side of `netports nsp`.
 pub trait NspHost {
     /// Hosts `provider` and advertises it; calls `ready` once serving; returns when
@@ -59,22 +87,22 @@ pub trait NspHost {
     /// # Errors
     /// Unsupported (Wine lacks `WSAAdvertiseProvider`), or Winsock's error.
     fn serve(&mut self, provider: Arc<Provider>, ready: &mut dyn FnMut()) -> Result<(), Error>;
-    /// Whether the Winsock catalog lists the provider.
+    /// Whether `catalog` lists the provider.
     ///
     /// # Errors
     /// Unsupported, or the catalog cannot be read.
-    fn installed(&mut self) -> Result<bool, Error>;
-    /// Adds the provider to the catalog (no check: see [`install`]); returns a note for the
+    fn installed(&mut self, catalog: Catalog) -> Result<bool, Error>;
+    /// Adds the provider to `catalog` (no check: see [`install`]); returns a note for the
     /// user.
     ///
     /// # Errors
     /// Unsupported, or the Winsock code as [`install_error`] maps it.
-    fn install(&mut self) -> Result<String, Error>;
-    /// Removes the provider from the catalog (no check: see [`uninstall`]).
+    fn install(&mut self, catalog: Catalog) -> Result<String, Error>;
+    /// Removes the provider from `catalog` (no check: see [`uninstall`]).
     ///
     /// # Errors
     /// Unsupported, or the Winsock code as [`install_error`] maps it.
-    fn uninstall(&mut self) -> Result<(), Error>;
+    fn uninstall(&mut self, catalog: Catalog) -> Result<(), Error>;
     /// Resolves `name` through Winsock.
     ///
     /// # Errors
@@ -105,28 +133,77 @@ pub fn install_error(code: u32, function: &'static str) -> Error {
     }
 }
 
-/// Installs the provider after checking the catalog (a second install is refused by netports,
-/// not left to Winsock's code).
-///
-/// # Errors
-/// [`Error::AlreadyInstalled`], or what [`NspHost::install`] returns.
-pub fn install(host: &mut dyn NspHost) -> Result<String, Error> {
-    if host.installed()? {
-        return Err(Error::AlreadyInstalled);
-    }
-    host.install()
+/// What [`install`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// The catalogs it was added to (the others had it already).
+    pub catalogs: Vec<Catalog>,
+    /// The host's notes, one per catalog added to.
+    pub notes: Vec<String>,
 }
 
-/// Uninstalls the provider after checking the catalog (a stub that reports success for
+/// Installs the provider in every catalog that lacks it, after checking them.
+///
+/// A second install is refused by netports, not left to Winsock's code. All or nothing: when one
+/// catalog refuses, the catalogs changed by this call are restored.
+///
+/// # Errors
+/// [`Error::AlreadyInstalled`] when both have it, or what [`NspHost::install`] returns.
+pub fn install(host: &mut dyn NspHost) -> Result<Installed, Error> {
+    let mut missing = Vec::new();
+    for c in Catalog::BOTH {
+        if !host.installed(c)? {
+            missing.push(c);
+        }
+    }
+    if missing.is_empty() {
+        return Err(Error::AlreadyInstalled);
+    }
+    let mut done = Installed { catalogs: Vec::new(), notes: Vec::new() };
+    for c in missing {
+        match host.install(c) {
+            Ok(note) => {
+                done.catalogs.push(c);
+                done.notes.push(note);
+            }
+            Err(e) => {
+                for added in done.catalogs.iter().rev() {
+                    let _ = host.uninstall(*added);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Uninstalls the provider from every catalog that lists it (a stub that reports success for
 /// anything, as Wine's, cannot make a missing provider look removed).
 ///
 /// # Errors
-/// [`Error::Missing`] when it is not installed, or what [`NspHost::uninstall`] returns.
-pub fn uninstall(host: &mut dyn NspHost) -> Result<(), Error> {
-    if !host.installed()? {
+/// [`Error::Missing`] when no catalog lists it, or what [`NspHost::uninstall`] returns.
+pub fn uninstall(host: &mut dyn NspHost) -> Result<Vec<Catalog>, Error> {
+    let mut present = Vec::new();
+    for c in Catalog::BOTH {
+        if host.installed(c)? {
+            present.push(c);
+        }
+    }
+    if present.is_empty() {
         return Err(Error::Missing("the netports name provider is not installed".into()));
     }
-    host.uninstall()
+    for c in &present {
+        host.uninstall(*c)?;
+    }
+    Ok(present)
+}
+
+/// The catalogs as words: `64-bit and 32-bit Winsock catalogs`, `32-bit Winsock catalog`.
+#[must_use]
+pub fn catalogs_text(catalogs: &[Catalog]) -> String {
+    let names: Vec<&str> = catalogs.iter().map(|c| c.name()).collect();
+    let plural = if catalogs.len() > 1 { "s" } else { "" };
+    format!("{} Winsock catalog{plural}", names.join(" and "))
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::firewall::Store;
 use crate::model::Reservations;
 use crate::nsp::NspHost;
 use crate::range::{PortBlock, Protocol};
-use crate::teredo::TeredoEvent;
+use crate::teredo::{PortReading, TeredoEvent};
 
 /// A runtime reservation the platform acquired.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,16 +28,23 @@ pub struct Acquired {
 pub trait Platform {
     /// `windows`, `linux`, ...
     fn os(&self) -> &'static str;
-    /// The Teredo client's port (`None`: client not running).
+    /// The Teredo client's ports (none: no port), and how their byte order was decided.
     ///
     /// # Errors
     /// Unsupported, not ready, no IPv6.
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error>;
+    fn teredo_port(&mut self) -> Result<PortReading, Error>;
     /// Watches Teredo port changes, calling `on_event` (serialized) until it returns false.
+    /// `wfp`: the caller holds WFP objects (the host exception), so a BFE stop, which drops
+    /// them, ends the watch with [`Error::BfeStopped`] (as it does whenever the watch's own
+    /// source is WFP's system-ports subscription).
     ///
     /// # Errors
-    /// Unsupported or a registration failure.
-    fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error>;
+    /// Unsupported, a registration failure, or BFE stopped.
+    fn teredo_watch(
+        &mut self,
+        wfp: bool,
+        on_event: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error>;
     /// Host WFP permit filters (for the Teredo exception).
     ///
     /// # Errors
@@ -65,6 +72,11 @@ pub trait Platform {
     fn dynamic_range(&mut self, proto: Protocol, family: Family) -> Result<PortBlock, Error>;
     /// Tries to bind the port on one address (and closes it again).
     fn try_bind(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome;
+    /// Tries to bind the port on one address with `SO_EXCLUSIVEADDRUSE` (Windows; elsewhere a
+    /// plain bind, which already fails beside a socket on a specific address).
+    fn try_bind_exclusive(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        self.try_bind(proto, addr, port)
+    }
     /// The sockets holding `port` (the endpoint tables, both families).
     ///
     /// # Errors
@@ -100,6 +112,14 @@ pub trait Platform {
     fn nsp(&mut self) -> Result<&mut dyn NspHost, Error> {
         unsupported("the Winsock name provider")
     }
+    /// Whether the service `name` runs (a service that does not exist does not run).
+    ///
+    /// # Errors
+    /// Unsupported (the default), or the service control manager cannot be read.
+    fn service_running(&mut self, name: &str) -> Result<bool, Error> {
+        let _ = name;
+        unsupported("the service control manager")
+    }
     /// Where Windows Defender Firewall's rule `id` is defined, and its value in each store
     /// (`crate::firewall`).
     ///
@@ -125,10 +145,14 @@ impl Platform for Unsupported {
     fn os(&self) -> &'static str {
         std::env::consts::OS
     }
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
+    fn teredo_port(&mut self) -> Result<PortReading, Error> {
         unsupported("the Teredo port")
     }
-    fn teredo_watch(&mut self, _: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
+    fn teredo_watch(
+        &mut self,
+        _: bool,
+        _: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
         unsupported("watching the Teredo port")
     }
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {

@@ -6,20 +6,30 @@ use serde::Serialize;
 pub const TEREDO_STATIC_PORT: u16 = 3544;
 
 /// What a Teredo watcher reports, serialized (never two at once).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum TeredoEvent {
-    /// Registration confirmed (`MibInitialNotification`); the port is looked up separately
+    /// Registration confirmed (`MibInitialNotification`); the ports are looked up separately
     /// because the initial notification carries 0.
     Initial {
-        /// The port at registration, if the client runs.
-        port: Option<u16>,
+        /// The client's ports at registration (none: not running), ascending.
+        ports: Vec<u16>,
     },
-    /// The client's port changed (0 when the client stopped).
+    /// The client's ports changed (none: the client stopped).
     Changed {
-        /// The new port, `None` when the client stopped.
-        port: Option<u16>,
+        /// The new ports, ascending.
+        ports: Vec<u16>,
     },
+}
+
+impl TeredoEvent {
+    /// The ports the event reports.
+    #[must_use]
+    pub fn ports(&self) -> &[u16] {
+        match self {
+            Self::Initial { ports } | Self::Changed { ports } => ports,
+        }
+    }
 }
 
 /// How a source reports the Teredo port.
@@ -41,26 +51,106 @@ impl ByteOrder {
             Self::Host => raw,
         }
     }
+
+    /// `network` / `host`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Host => "host",
+        }
+    }
 }
 
-/// A port read from a Teredo source, with a warning when the cross-check disagreed with the
-/// network-order assumption.
+/// How a reading's byte order was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Basis {
+    /// An endpoint of the Teredo service's own process named one reading (now or before).
+    Confirmed,
+    /// A UDP socket of some process (the Teredo service's process was unknown) named one
+    /// reading: used for this reading, never kept.
+    Hint,
+    /// No evidence: network order, assumed.
+    Assumed,
+    /// Every value reads the same both ways.
+    Symmetric,
+}
+
+impl Basis {
+    /// How a person reads it.
+    #[must_use]
+    pub const fn text(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed by the Teredo service's socket",
+            Self::Hint => "from a UDP socket not known to be the Teredo service's (not confirmed)",
+            Self::Assumed => "assumed (not confirmed)",
+            Self::Symmetric => "either (the value reads the same both ways)",
+        }
+    }
+}
+
+/// What confirms or hints at a byte order: the local ports (host order) of UDP endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Evidence {
+    /// The endpoints of the Teredo service's process (`iphlpsvc`'s): they confirm.
+    TeredoService(Vec<u16>),
+    /// Every process's endpoints (the service's process is unknown): a hint only.
+    AnyProcess(Vec<u16>),
+}
+
+/// Ports read from a Teredo source, how their byte order was decided, and a warning when the
+/// evidence contradicted the network-order assumption.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortReading {
+    /// The ports (host order, ascending; none: 0 or no entry).
+    pub ports: Vec<u16>,
+    /// The order used.
+    pub order: ByteOrder,
+    /// How it was decided.
+    pub basis: Basis,
+    /// Set when the evidence said host order.
+    pub warning: Option<String>,
+}
+
+impl PortReading {
+    /// No port.
+    #[must_use]
+    pub const fn none() -> Self {
+        Self { ports: Vec::new(), order: ByteOrder::Network, basis: Basis::Assumed, warning: None }
+    }
+
+    /// The first port, if any.
+    #[must_use]
+    pub fn first(&self) -> Option<u16> {
+        self.ports.first().copied()
+    }
+}
+
+/// One port read from a Teredo source.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reading {
     /// The port (`None`: 0, no port).
     pub port: Option<u16>,
-    /// Set when the endpoint table contradicted network order.
+    /// The order used.
+    pub order: ByteOrder,
+    /// How it was decided.
+    pub basis: Basis,
+    /// Set when the evidence said host order.
     pub warning: Option<String>,
 }
 
-/// The byte order of one Teredo source, settled at run time.
+/// The byte order of one Teredo source, decided at run time.
 ///
 /// Neither `GetTeredoPort`, the change callback nor `FWPM_SYSTEM_PORTS_BY_TYPE0` document the
 /// byte order of their port. `GetExtendedUdpTable` does (network order): the Teredo client's
 /// socket is a UDP endpoint of the Teredo service, so the raw value is read both ways and the
-/// reading that names one of that service's UDP ports wins. Once one reading is confirmed it
-/// is kept for the source; until then network order is assumed. A disagreement with the
-/// assumption is reported (the caller logs it): docs/WINDOWS-VERIFICATION.md item 22.
+/// reading that names one of its UDP ports wins. Only the Teredo service's own endpoints
+/// ([`Evidence::TeredoService`]) confirm an order, which is then kept for the source; a match
+/// among every process's sockets ([`Evidence::AnyProcess`], when the service's process is
+/// unknown) is a hint for that reading only, because any socket may sit on the swapped value.
+/// Without evidence network order is assumed. Every reading says which ([`Basis`]); a host
+/// order is reported as a warning (docs/WINDOWS-VERIFICATION.md item 22).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PortOrder {
     settled: Option<ByteOrder>,
@@ -79,225 +169,217 @@ impl PortOrder {
         self.settled
     }
 
-    /// Reads `raw` from `source`; `teredo_udp_ports` gives the host-order local ports of the
-    /// Teredo service's UDP endpoints (called only while the order is unsettled).
+    /// Reads one raw value from `source`; `evidence` is asked only while the order is not
+    /// confirmed and the value reads differently both ways.
     pub fn read(
         &mut self,
         source: &str,
         raw: u16,
-        teredo_udp_ports: &mut dyn FnMut() -> Vec<u16>,
+        evidence: &mut dyn FnMut() -> Evidence,
     ) -> Reading {
-        if raw == 0 {
-            return Reading { port: None, warning: None };
+        let r = self.read_all(source, &[raw], evidence);
+        Reading { port: r.first(), order: r.order, basis: r.basis, warning: r.warning }
+    }
+
+    /// Reads every raw value of one report from `source` in one order (zeros dropped).
+    pub fn read_all(
+        &mut self,
+        source: &str,
+        raws: &[u16],
+        evidence: &mut dyn FnMut() -> Evidence,
+    ) -> PortReading {
+        let raws: Vec<u16> = raws.iter().copied().filter(|r| *r != 0).collect();
+        let finish = |order: ByteOrder, basis: Basis, warning: Option<String>| {
+            let mut ports: Vec<u16> = raws.iter().map(|r| order.read(*r)).collect();
+            ports.sort_unstable();
+            ports.dedup();
+            PortReading { ports, order, basis, warning }
+        };
+        if raws.is_empty() {
+            return PortReading::none();
         }
         if let Some(order) = self.settled {
-            return Reading { port: Some(order.read(raw)), warning: None };
+            return finish(order, Basis::Confirmed, None);
         }
-        let (net, host) = (ByteOrder::Network.read(raw), raw);
-        if net == host {
-            return Reading { port: Some(net), warning: None };
+        let asymmetric: Vec<u16> = raws.iter().copied().filter(|r| r.swap_bytes() != *r).collect();
+        if asymmetric.is_empty() {
+            return finish(ByteOrder::Network, Basis::Symmetric, None);
         }
-        let ports = teredo_udp_ports();
-        match (ports.contains(&net), ports.contains(&host)) {
-            (true, false) => {
-                self.settled = Some(ByteOrder::Network);
-                Reading { port: Some(net), warning: None }
+        let (ports, confirms) = match evidence() {
+            Evidence::TeredoService(p) => (p, true),
+            Evidence::AnyProcess(p) => (p, false),
+        };
+        let names = |order: ByteOrder| asymmetric.iter().any(|r| ports.contains(&order.read(*r)));
+        let order = match (names(ByteOrder::Network), names(ByteOrder::Host)) {
+            (true, false) => ByteOrder::Network,
+            (false, true) => ByteOrder::Host,
+            // Neither or both: no evidence either way; the assumption stands.
+            _ => return finish(ByteOrder::Network, Basis::Assumed, None),
+        };
+        let basis = if confirms {
+            self.settled = Some(order);
+            Basis::Confirmed
+        } else {
+            Basis::Hint
+        };
+        let warning = (order == ByteOrder::Host).then(|| {
+            let (host, net) = (asymmetric[0], asymmetric[0].swap_bytes());
+            if confirms {
+                format!(
+                    "{source} reports the Teredo port in host order ({host}, not {net}): the Teredo service's UDP endpoint (GetExtendedUdpTable, network order) says so; using {host}"
+                )
+            } else {
+                format!(
+                    "{source} reports the Teredo port in host order ({host}, not {net}) by the evidence of a UDP socket not known to be the Teredo service's; using {host} for this reading, not confirmed"
+                )
             }
-            (false, true) => {
-                self.settled = Some(ByteOrder::Host);
-                Reading {
-                    port: Some(host),
-                    warning: Some(format!(
-                        "{source} reports the Teredo port in host order ({host}, not {net}): the Teredo service's UDP endpoint (GetExtendedUdpTable, network order) says so; using {host}"
-                    )),
-                }
-            }
-            // Neither or both: unconfirmed; the assumption stands.
-            _ => Reading { port: Some(net), warning: None },
-        }
+        });
+        finish(order, basis, warning)
     }
 }
 
-/// `MibInitialNotification`.
-pub const MIB_INITIAL_NOTIFICATION: i32 = 3;
-
 /// What one notification reports, whatever its source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
     /// `MibInitialNotification` of `NotifyTeredoPortChange`: carries no port (0).
     Registered,
-    /// A port as the source reports it (`None`: the client stopped or has no port).
-    Port(Option<u16>),
+    /// The ports as the source reports them (none: the client stopped or has no port).
+    Ports(Vec<u16>),
 }
 
-/// The `NotifyTeredoPortChange` callback arguments as an [`Observation`]; `port` is the
+/// The `NotifyTeredoPortChange` callback arguments as an [`Observation`]; `ports` is the
 /// callback's port already read through the source's [`PortOrder`].
 #[must_use]
-pub const fn observation_from_callback(port: Option<u16>, notification_type: i32) -> Observation {
+pub fn observation_from_callback(ports: Vec<u16>, notification_type: i32) -> Observation {
     if notification_type == MIB_INITIAL_NOTIFICATION {
         Observation::Registered
     } else {
-        Observation::Port(port)
+        Observation::Ports(ports)
     }
 }
 
 /// Turns notifications into the events a watcher's user sees: one `Initial` first, then a
-/// `Changed` only when the port really changed.
+/// `Changed` only when the ports really changed.
 ///
 /// Both sources need this: `FwpmSystemPortsSubscribe0` fires for every system-port change
 /// (IP-HTTPS, RPC, ...), not only Teredo's, and `NotifyTeredoPortChange` may report the port
 /// it already reported. A notification that arrives before the initial event is folded into
-/// it: the initial port is read after the subscription exists, so no change is lost between
-/// reading the port and subscribing.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// it: the initial ports are read after the subscription exists, so no change is lost between
+/// reading them and subscribing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum WatchState {
     /// Nothing reported yet.
     #[default]
     Unreported,
-    /// The port last reported to the user.
-    Reported(Option<u16>),
+    /// The ports last reported to the user.
+    Reported(Vec<u16>),
 }
 
 impl WatchState {
-    /// The initial event, with the port read after subscribing; `None` if it was already sent.
-    pub const fn initial(&mut self, port: Option<u16>) -> Option<TeredoEvent> {
+    /// The initial event, with the ports read after subscribing; `None` if it was already
+    /// sent.
+    pub fn initial(&mut self, ports: Vec<u16>) -> Option<TeredoEvent> {
         if let Self::Reported(_) = self {
             return None;
         }
-        *self = Self::Reported(port);
-        Some(TeredoEvent::Initial { port })
+        *self = Self::Reported(ports.clone());
+        Some(TeredoEvent::Initial { ports })
     }
 
     /// The event a notification means, if any. `Registered` carries no port: it is answered
-    /// by [`WatchState::initial`] with a port read separately.
+    /// by [`WatchState::initial`] with ports read separately.
     pub fn observe(&mut self, observation: Observation) -> Option<TeredoEvent> {
-        let Observation::Port(port) = observation else { return None };
-        match *self {
+        let Observation::Ports(ports) = observation else { return None };
+        match self {
             Self::Unreported => None,
-            Self::Reported(last) if last == port => None,
+            Self::Reported(last) if *last == ports => None,
             Self::Reported(_) => {
-                *self = Self::Reported(port);
-                Some(TeredoEvent::Changed { port })
+                *self = Self::Reported(ports.clone());
+                Some(TeredoEvent::Changed { ports })
             }
         }
     }
 }
 
-/// The raw Teredo port in a `FWPM_SYSTEM_PORTS0` list, given as `(type, ports)` pairs.
-///
-/// The first port of the first `FWPM_SYSTEM_PORT_TEREDO` entry, as stored (its byte order is
-/// settled by [`PortOrder`]). `None` when there is no Teredo entry or its port is 0.
+/// Every raw port of the `FWPM_SYSTEM_PORT_TEREDO` entries in a `FWPM_SYSTEM_PORTS0` list,
+/// given as `(type, ports)` pairs, as stored (their byte order is decided by [`PortOrder`]);
+/// zeros dropped.
 #[must_use]
-pub fn port_from_system_ports<'a>(
+pub fn ports_from_system_ports<'a>(
     entries: impl IntoIterator<Item = (i32, &'a [u16])>,
-) -> Option<u16> {
+) -> Vec<u16> {
     entries
         .into_iter()
-        .find(|(t, _)| *t == FWPM_SYSTEM_PORT_TEREDO)
-        .and_then(|(_, ports)| ports.first().copied())
+        .filter(|(t, _)| *t == FWPM_SYSTEM_PORT_TEREDO)
+        .flat_map(|(_, ports)| ports.iter().copied())
         .filter(|p| *p != 0)
+        .collect()
 }
 
 /// `FWPM_SYSTEM_PORT_TEREDO`.
 pub const FWPM_SYSTEM_PORT_TEREDO: i32 = 1;
+
+/// `MibInitialNotification`.
+pub const MIB_INITIAL_NOTIFICATION: i32 = 3;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_byte_order_is_settled_by_the_teredo_services_udp_endpoint() {
-        let raw = 51_234_u16.to_be();
-        let mut calls = 0;
-        let mut network = PortOrder::default();
-        let r = network.read("GetTeredoPort", raw, &mut || {
-            calls += 1;
-            vec![3544, 51_234]
-        });
-        assert_eq!(r, Reading { port: Some(51_234), warning: None });
-        assert_eq!(network.settled(), Some(ByteOrder::Network));
-        let again = network.read("GetTeredoPort", 4000_u16.to_be(), &mut || {
-            calls += 1;
-            vec![]
-        });
-        assert_eq!(again.port, Some(4000), "settled: no second look-up");
-        assert_eq!(calls, 1);
-
-        let mut host = PortOrder::default();
-        let r = host.read("GetTeredoPort", 51_234, &mut || vec![51_234]);
-        assert_eq!(r.port, Some(51_234));
-        assert!(r.warning.unwrap().contains("host order"), "a disagreement is reported");
-        assert_eq!(host.settled(), Some(ByteOrder::Host));
-
-        let mut unknown = PortOrder::default();
-        assert_eq!(
-            unknown.read("x", raw, &mut Vec::new).port,
-            Some(51_234),
-            "unconfirmed: network order assumed"
-        );
-        assert_eq!(unknown.settled(), None, "and not settled");
-        assert_eq!(unknown.read("x", 0, &mut || unreachable!()).port, None);
-        assert_eq!(
-            unknown.read("x", 0x0101, &mut || unreachable!()).port,
-            Some(0x0101),
-            "same both ways"
-        );
-    }
-
-    #[test]
     fn callbacks_become_observations() {
         assert_eq!(
-            observation_from_callback(None, MIB_INITIAL_NOTIFICATION),
+            observation_from_callback(vec![], MIB_INITIAL_NOTIFICATION),
             Observation::Registered
         );
-        assert_eq!(observation_from_callback(Some(4000), 0), Observation::Port(Some(4000)));
-        assert_eq!(observation_from_callback(None, 0), Observation::Port(None));
+        assert_eq!(observation_from_callback(vec![4000], 0), Observation::Ports(vec![4000]));
+        assert_eq!(observation_from_callback(vec![], 0), Observation::Ports(vec![]));
     }
 
     #[test]
     fn the_initial_event_comes_first_and_only_real_changes_follow() {
         let mut w = WatchState::default();
-        assert_eq!(w.observe(Observation::Port(Some(1))), None, "before the initial event");
+        assert_eq!(w.observe(Observation::Ports(vec![1])), None, "before the initial event");
         assert_eq!(w.observe(Observation::Registered), None);
-        assert_eq!(w.initial(Some(2)), Some(TeredoEvent::Initial { port: Some(2) }));
-        assert_eq!(w.initial(Some(3)), None, "only one initial event");
-        assert_eq!(w.observe(Observation::Port(Some(2))), None, "no change");
+        assert_eq!(w.initial(vec![2]), Some(TeredoEvent::Initial { ports: vec![2] }));
+        assert_eq!(w.initial(vec![3]), None, "only one initial event");
+        assert_eq!(w.observe(Observation::Ports(vec![2])), None, "no change");
         assert_eq!(
-            w.observe(Observation::Port(Some(5))),
-            Some(TeredoEvent::Changed { port: Some(5) })
+            w.observe(Observation::Ports(vec![5])),
+            Some(TeredoEvent::Changed { ports: vec![5] })
         );
-        assert_eq!(w.observe(Observation::Port(None)), Some(TeredoEvent::Changed { port: None }));
-        assert_eq!(w.observe(Observation::Port(None)), None);
+        assert_eq!(
+            w.observe(Observation::Ports(vec![])),
+            Some(TeredoEvent::Changed { ports: vec![] })
+        );
+        assert_eq!(w.observe(Observation::Ports(vec![])), None);
     }
 
     #[test]
-    fn the_teredo_entry_is_found_among_system_ports() {
-        let rpc: &[u16] = &[135];
-        let teredo: &[u16] = &[51_000, 3544];
-        assert_eq!(port_from_system_ports([(0, rpc), (1, teredo)]), Some(51_000));
-        assert_eq!(port_from_system_ports([(0, rpc)]), None);
-        assert_eq!(port_from_system_ports([(1, &[0u16][..])]), None);
-        assert_eq!(port_from_system_ports([(1, &[][..])]), None);
+    fn several_raw_ports_are_read_in_one_order() {
+        let mut order = PortOrder::new();
+        let raws = [51_000u16.to_be(), 51_001u16.to_be(), 0];
+        let r = order.read_all("x", &raws, &mut || Evidence::TeredoService(vec![51_001]));
+        assert_eq!(r.ports, vec![51_000, 51_001]);
+        assert_eq!((r.order, r.basis), (ByteOrder::Network, Basis::Confirmed));
+        assert_eq!(order.read_all("x", &[], &mut || unreachable!()), PortReading::none());
     }
 
     proptest::proptest! {
         #[test]
-        fn events_never_repeat_a_port_and_start_with_initial(
-            initial in proptest::option::of(1u16..),
-            seen in proptest::collection::vec(proptest::option::of(proptest::option::of(1u16..4)), 0..40),
+        fn events_never_repeat_ports_and_start_with_initial(
+            initial in proptest::collection::vec(1u16.., 0..2),
+            seen in proptest::collection::vec(proptest::option::of(proptest::collection::vec(1u16..4, 0..2)), 0..40),
         ) {
             let mut w = WatchState::default();
             let mut events = vec![w.initial(initial).unwrap()];
             for s in seen {
-                let o = s.map_or(Observation::Registered, Observation::Port);
+                let o = s.map_or(Observation::Registered, Observation::Ports);
                 events.extend(w.observe(o));
             }
             proptest::prop_assert!(matches!(events[0], TeredoEvent::Initial { .. }), "initial first");
-            let ports: Vec<Option<u16>> = events.iter().map(|e| match e {
-                TeredoEvent::Initial { port } | TeredoEvent::Changed { port } => *port,
-            }).collect();
-            for pair in ports.windows(2) {
-                proptest::prop_assert_ne!(pair[0], pair[1]);
+            for pair in events.windows(2) {
+                proptest::prop_assert_ne!(pair[0].ports(), pair[1].ports());
             }
             proptest::prop_assert!(
                 events[1..].iter().all(|e| matches!(e, TeredoEvent::Changed { .. })),

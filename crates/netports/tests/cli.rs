@@ -11,9 +11,9 @@ use netports::driver::{IoctlReply, Transport};
 use netports::exception::{FilterSpec, HostFilters};
 use netports::excluded::{ExcludedRange, Family};
 use netports::model::{Model, Reservations};
-use netports::nsp::{NspHost, Resolved};
+use netports::nsp::{Catalog as WinsockCatalog, NspHost, Resolved};
 use netports::platform::{Acquired, Platform, Unsupported};
-use netports::teredo::TeredoEvent;
+use netports::teredo::{Basis, ByteOrder, PortReading, TeredoEvent};
 use netports::{Error, PortBlock, Protocol};
 use vsflow_proto::{Ioctl, Request};
 use vsflow_sim::Host;
@@ -94,17 +94,17 @@ impl NspHost for Catalog {
     ) -> Result<(), Error> {
         Err(Error::Unsupported { what: "model".into() })
     }
-    fn installed(&mut self) -> Result<bool, Error> {
+    fn installed(&mut self, _: WinsockCatalog) -> Result<bool, Error> {
         Ok(self.installed)
     }
-    fn install(&mut self) -> Result<String, Error> {
+    fn install(&mut self, _: WinsockCatalog) -> Result<String, Error> {
         if let Some(code) = self.install_code {
             return Err(netports::nsp::install_error(code, "WSCInstallNameSpaceEx"));
         }
         self.installed = true;
         Ok("WSCInstallNameSpaceEx".into())
     }
-    fn uninstall(&mut self) -> Result<(), Error> {
+    fn uninstall(&mut self, _: WinsockCatalog) -> Result<(), Error> {
         self.installed = false;
         Ok(())
     }
@@ -132,11 +132,18 @@ struct TestPlatform {
     in_use: Vec<(u16, ProbeAddr)>,
     /// Ports the endpoint tables list on an address the probes do not try.
     table_only: Vec<u16>,
-    owners: Vec<Owner>,
+    /// The endpoint tables: who holds which port.
+    owners: Vec<(u16, Owner)>,
     host: Option<Rc<RefCell<Host>>>,
     race: Rc<RefCell<Vec<vsflow_core::AllowRule>>>,
     filters: Filters,
     catalog: Catalog,
+    /// BFE stops after the events (the watch then ends with `Error::BfeStopped`).
+    bfe_stops: bool,
+    /// What the last watch was told about WFP objects.
+    watched_with_wfp: Option<bool>,
+    /// Whether the winnat service runs.
+    winnat_running: bool,
 }
 
 impl TestPlatform {
@@ -154,15 +161,17 @@ impl TestPlatform {
             dynamic: PortBlock::new(49_152, 16_384).unwrap(),
             in_use: vec![(443, ProbeAddr::AnyV4), (1025, ProbeAddr::LoopbackV6)],
             table_only: Vec::new(),
-            owners: vec![Owner {
-                pid: 4242,
-                process: Some("web.exe".into()),
-                local: "0.0.0.0".into(),
-            }],
+            owners: vec![(
+                443,
+                Owner { pid: 4242, process: Some("web.exe".into()), local: "0.0.0.0".into() },
+            )],
             host: None,
             race: Rc::new(RefCell::new(Vec::new())),
             filters: Filters::default(),
             catalog: Catalog::default(),
+            bfe_stops: false,
+            watched_with_wfp: None,
+            winnat_running: false,
         }
     }
 }
@@ -171,18 +180,31 @@ impl Platform for TestPlatform {
     fn os(&self) -> &'static str {
         "model"
     }
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
-        if self.teredo_ready { Ok(self.teredo) } else { Err(Error::NotReady) }
+    fn teredo_port(&mut self) -> Result<PortReading, Error> {
+        if !self.teredo_ready {
+            return Err(Error::NotReady);
+        }
+        Ok(PortReading {
+            ports: self.teredo.into_iter().collect(),
+            order: ByteOrder::Network,
+            basis: Basis::Confirmed,
+            warning: None,
+        })
     }
-    fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
-        for ev in
-            std::iter::once(TeredoEvent::Initial { port: self.teredo }).chain(self.events.drain(..))
+    fn teredo_watch(
+        &mut self,
+        wfp: bool,
+        on_event: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
+        self.watched_with_wfp = Some(wfp);
+        for ev in std::iter::once(TeredoEvent::Initial { ports: self.teredo.into_iter().collect() })
+            .chain(self.events.drain(..))
         {
             if !on_event(ev) {
-                break;
+                return Ok(());
             }
         }
-        Ok(())
+        if self.bfe_stops { Err(Error::BfeStopped("stopped".into())) } else { Ok(()) }
     }
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {
         Ok(Box::new(self.filters.clone()))
@@ -222,8 +244,17 @@ impl Platform for TestPlatform {
             BindOutcome::Bound
         }
     }
-    fn owners(&mut self, _: Protocol, _: u16) -> Result<Vec<Owner>, Error> {
-        Ok(self.owners.clone())
+    fn try_bind_exclusive(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        // A socket on a specific address (in the table only) refuses an exclusive wildcard
+        // bind of its family (the model's are IPv4).
+        if addr == ProbeAddr::AnyV4 && self.table_only.contains(&port) {
+            BindOutcome::InUse
+        } else {
+            self.try_bind(proto, addr, port)
+        }
+    }
+    fn owners(&mut self, _: Protocol, port: u16) -> Result<Vec<Owner>, Error> {
+        Ok(self.owners.iter().filter(|(p, _)| *p == port).map(|(_, o)| o.clone()).collect())
     }
     fn endpoint_ports(&mut self, _: Protocol) -> Result<Vec<u16>, Error> {
         Ok(self
@@ -247,6 +278,9 @@ impl Platform for TestPlatform {
     fn nsp(&mut self) -> Result<&mut dyn NspHost, Error> {
         Ok(&mut self.catalog)
     }
+    fn service_running(&mut self, name: &str) -> Result<bool, Error> {
+        Ok(name == "winnat" && self.winnat_running)
+    }
 }
 
 fn run(p: &mut dyn Platform, args: &[&str]) -> (u8, String, String) {
@@ -262,25 +296,29 @@ fn teredo_port_and_watch() {
     let mut p = TestPlatform::new();
     assert_eq!(
         run(&mut p, &["teredo", "port"]),
-        (0, "teredo client port: udp 51234 (static port udp 3544)\n".into(), String::new())
+        (
+            0,
+            "teredo client port: udp 51234 (static port udp 3544; byte order: network, confirmed by the Teredo service's socket)\n".into(),
+            String::new()
+        )
     );
     assert_eq!(
         run(&mut p, &["--json", "teredo", "port"]).1,
-        "{\"static_port\":3544,\"teredo_port\":51234}\n"
+        "{\"byte_order\":\"network\",\"byte_order_basis\":\"confirmed\",\"static_port\":3544,\"teredo_port\":51234,\"teredo_ports\":[51234]}\n"
     );
     p.events =
-        vec![TeredoEvent::Changed { port: Some(52_000) }, TeredoEvent::Changed { port: None }];
+        vec![TeredoEvent::Changed { ports: vec![52_000] }, TeredoEvent::Changed { ports: vec![] }];
     let (code, out, _) = run(&mut p, &["teredo", "watch"]);
     assert_eq!(code, 0);
     assert_eq!(
         out,
         "watching; teredo port udp 51234\nteredo port changed: udp 52000\nteredo client stopped\n"
     );
-    p.events = vec![TeredoEvent::Changed { port: Some(52_001) }];
+    p.events = vec![TeredoEvent::Changed { ports: vec![52_001] }];
     let out = run(&mut p, &["--json", "teredo", "watch"]).1;
     assert_eq!(
         out,
-        "{\"event\":\"initial\",\"port\":51234}\n{\"event\":\"changed\",\"port\":52001}\n"
+        "{\"event\":\"initial\",\"ports\":[51234]}\n{\"event\":\"changed\",\"ports\":[52001]}\n"
     );
 }
 
@@ -321,7 +359,7 @@ fn list_shows_reservations_exclusions_of_both_families_and_the_dynamic_range() {
     let (_, out, _) = run(&mut p, &["list"]);
     assert_eq!(
         out,
-        "proto  family ports          kind\ntcp    ipv4   8000-8009      reserved\ntcp    ipv4   49709-49808    excluded (no owner: WinNAT/HNS)\ntcp    ipv6   60000-60009    excluded (no owner: WinNAT/HNS)\ntcp    ipv4   49152-65535    dynamic port range\ntcp    ipv6   49152-65535    dynamic port range\nudp    ipv4   49152-65535    dynamic port range\nudp    ipv6   49152-65535    dynamic port range\n"
+        "proto  family ports          kind\ntcp    ipv4   8000-8009      reserved\ntcp    ipv4   49709-49808    runtime reservation (no *)\ntcp    ipv6   60000-60009    runtime reservation (no *)\ntcp    ipv4   49152-65535    dynamic port range\ntcp    ipv6   49152-65535    dynamic port range\nudp    ipv4   49152-65535    dynamic port range\nudp    ipv6   49152-65535    dynamic port range\n"
     );
     let (_, out, _) = run(&mut p, &["--json", "list"]);
     assert!(
@@ -330,21 +368,29 @@ fn list_shows_reservations_exclusions_of_both_families_and_the_dynamic_range() {
         ),
         "{out}"
     );
-    assert!(out.contains("{\"end\":60009,\"family\":\"ipv6\",\"kind\":\"excluded (no owner: WinNAT/HNS)\",\"protocol\":\"tcp\",\"start\":60000}"), "{out}");
+    assert!(out.contains("{\"end\":60009,\"family\":\"ipv6\",\"kind\":\"runtime reservation (no *)\",\"protocol\":\"tcp\",\"start\":60000}"), "{out}");
 }
 
 #[test]
 fn why_blocked_decides_from_the_bind_result_first() {
     let mut p = TestPlatform::new();
     run(&mut p, &["reserve", "tcp", "8000", "10"]);
-    // A WinNAT exclusion refuses the bind: named, with the dynamic range and the remedy.
+    // An exclusion without `*` refuses the bind: a runtime reservation of some process (WinNAT's
+    // for Hyper-V/WSL/Docker, or any other's, `netports acquire --hold` included). The WinNAT
+    // remedy is offered only while the winnat service runs (it does not here).
     let out = run(&mut p, &["why-blocked", "49720"]).1;
     assert!(
-        out.starts_with("tcp 49720 is in the ipv4 excluded range 49709-49808, which has no owner"),
+        out.starts_with("tcp 49720 is in the ipv4 excluded range 49709-49808, a runtime reservation (no `*`): bind fails with WSAEACCES"),
         "{out}"
     );
-    assert!(out.contains("remedy (elevated): net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=49720 numberofports=1 && net start winnat"), "{out}");
+    assert!(!out.contains("net stop winnat"), "winnat does not run: no WinNAT remedy: {out}");
+    assert!(out.contains("it lasts while the process that acquired it keeps it"), "{out}");
     assert!(out.contains("ipv4 dynamic port range: 49152-65535"), "{out}");
+    // While winnat runs, the range may be WinNAT's: the remedy is offered, as a possibility.
+    p.winnat_running = true;
+    let out = run(&mut p, &["why-blocked", "49720"]).1;
+    assert!(out.contains("if it is WinNAT's, remedy (elevated): net stop winnat && netsh int ipv4 add excludedportrange protocol=tcp startport=49720 numberofports=1 && net start winnat"), "{out}");
+    p.winnat_running = false;
     // An administered reservation does not refuse a plain bind: free, with a note.
     let out = run(&mut p, &["why-blocked", "8001"]).1;
     assert!(out.starts_with("tcp 8001 is free"), "{out}");
@@ -372,6 +418,23 @@ fn why_blocked_decides_from_the_bind_result_first() {
     );
     let out = run(&mut p, &["--json", "why-blocked", "443"]).1;
     assert!(out.contains("\"result\":{\"on\":[\"0.0.0.0\"],\"owners\":[{\"local\":\"0.0.0.0\",\"pid\":4242,\"process\":\"web.exe\"}],\"verdict\":\"in-use\"}"), "{out}");
+}
+
+#[test]
+fn a_port_held_on_a_specific_address_is_not_called_free() {
+    let mut p = TestPlatform::new();
+    // A server bound to 192.0.2.5:7070 only: a default bind to 0.0.0.0 succeeds beside it
+    // (the SO_EXCLUSIVEADDRUSE tables), so every probe binds, but the endpoint table lists it.
+    p.table_only = vec![7070];
+    p.owners
+        .push((7070, Owner { pid: 77, process: Some("db.exe".into()), local: "192.0.2.5".into() }));
+    let (code, out, err) = run(&mut p, &["why-blocked", "7070"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("is free"), "{out}");
+    assert!(
+        out.starts_with("tcp 7070 is held by a socket on a specific address: a default bind to the wildcard succeeds beside it, but a server that binds the wildcard with SO_EXCLUSIVEADDRUSE, or that address, fails\n  held by pid 77 (db.exe) on 192.0.2.5\n"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -544,7 +607,7 @@ fn driver_commands_against_the_simulated_driver() {
 fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
     let (host, mut p) = with_driver();
     p.events =
-        vec![TeredoEvent::Changed { port: Some(52_000) }, TeredoEvent::Changed { port: None }];
+        vec![TeredoEvent::Changed { ports: vec![52_000] }, TeredoEvent::Changed { ports: vec![] }];
     let (code, out, err) = run(&mut p, &["teredo-exception"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(
@@ -563,6 +626,22 @@ fn teredo_exception_keeps_host_filters_and_leaves_vm_rules_alone() {
 }
 
 #[test]
+fn a_bfe_stop_ends_the_exception_with_exit_1_and_the_reason() {
+    let mut p = TestPlatform::new();
+    p.bfe_stops = true;
+    let (code, out, err) = run(&mut p, &["teredo-exception"]);
+    assert_eq!(p.watched_with_wfp, Some(true), "the exception holds WFP objects");
+    assert_eq!(code, 1);
+    assert_eq!(out.lines().count(), 2, "the note and the initial event: {out}");
+    assert_eq!(
+        err,
+        "netports: the Base Filtering Engine (BFE) stopped (stopped): Windows dropped netports' WFP filters and subscriptions with it; run the command again once BFE runs (`sc query bfe`)\n"
+    );
+    let (code, _, _) = run(&mut p, &["teredo", "watch"]);
+    assert_eq!((code, p.watched_with_wfp), (1, Some(false)), "a plain watch holds none itself");
+}
+
+#[test]
 fn a_stopped_teredo_client_says_so() {
     let mut p = TestPlatform::new();
     p.teredo_ready = false;
@@ -577,7 +656,7 @@ fn a_stopped_teredo_client_says_so() {
     assert_eq!(
         out,
         format!(
-            "{{\"note\":\"{}\"}}\n{{\"added\":2,\"event\":{{\"event\":\"initial\",\"port\":null}},\"filters\":[{{\"direction\":\"out\",\"local_address\":null,\"local_port\":null,\"remote_port\":3544}},{{\"direction\":\"in\",\"local_address\":\"224.0.0.253\",\"local_port\":3544,\"remote_port\":null}}],\"removed\":0}}\n",
+            "{{\"note\":\"{}\"}}\n{{\"added\":2,\"event\":{{\"event\":\"initial\",\"ports\":[]}},\"filters\":[{{\"direction\":\"out\",\"local_address\":null,\"local_port\":null,\"remote_port\":3544}},{{\"direction\":\"in\",\"local_address\":\"224.0.0.253\",\"local_port\":3544,\"remote_port\":null}}],\"removed\":0}}\n",
             NOTE.strip_prefix("note: ").unwrap()
         )
     );

@@ -168,23 +168,24 @@ proptest! {
 
     #[test]
     fn the_host_exception_keeps_exactly_the_current_ports_filters(
-        ports in proptest::collection::vec(proptest::option::of(prop_oneof![Just(3544u16), 1u16..]), 1..20),
+        ports in proptest::collection::vec(proptest::collection::btree_set(prop_oneof![Just(3544u16), 1u16..], 0..3), 1..20),
         failures in proptest::collection::vec(any::<bool>(), 20),
     ) {
         let mut engine = Engine::default();
         let mut x = TeredoException::new(&mut engine);
-        let mut current = None;
-        for (i, port) in ports.iter().enumerate() {
-            let ev = if i == 0 { TeredoEvent::Initial { port: *port } } else { TeredoEvent::Changed { port: *port } };
+        let mut current: Vec<u16> = Vec::new();
+        for (i, set) in ports.iter().enumerate() {
+            let p: Vec<u16> = set.iter().copied().collect();
+            let ev = if i == 0 { TeredoEvent::Initial { ports: p.clone() } } else { TeredoEvent::Changed { ports: p.clone() } };
             x.filters_mut().2 = failures[i] && i > 0;
-            if x.on_event(ev).is_ok() {
-                current = *port;
+            if x.on_event(&ev).is_ok() {
+                current = p;
             }
-            prop_assert_eq!(x.filters(), filters_for(current), "a failed change leaves the previous port's filters");
+            prop_assert_eq!(x.filters(), filters_for(&current), "a failed change leaves the previous ports' filters");
         }
         drop(x);
         let mut kept: Vec<FilterSpec> = engine.0.iter().map(|(_, f)| *f).collect();
-        let mut want = filters_for(current);
+        let mut want = filters_for(&current);
         kept.sort_by_key(ToString::to_string);
         want.sort_by_key(ToString::to_string);
         prop_assert_eq!(kept, want, "the engine holds exactly those, no leftovers");
@@ -202,9 +203,10 @@ proptest! {
             excluded: excluded.into_iter().map(|(block, administered, v6)| (if v6 { Family::Ipv6 } else { Family::Ipv4 }, ExcludedRange { block, administered })).collect(),
             dynamic: vec![],
             unavailable: vec![],
+            winnat_running: None,
         };
         let probes: Vec<Probe> = ProbeAddr::ALL.iter().zip(&outcomes).map(|(&addr, &outcome)| Probe { addr, outcome }).collect();
-        let v = decide(port, &probes, &[], &ranges);
+        let v = decide(port, &probes, &[], &[], &ranges);
         let any = |o: BindOutcome| outcomes.contains(&o);
         match v {
             Verdict::InUse { on, .. } => prop_assert!(!on.is_empty() && any(BindOutcome::InUse)),
@@ -215,6 +217,7 @@ proptest! {
             Verdict::Reserved { block } => prop_assert!(!any(BindOutcome::InUse) && any(BindOutcome::AccessDenied) && block.contains(port)),
             Verdict::Denied => prop_assert!(!any(BindOutcome::InUse) && any(BindOutcome::AccessDenied)),
             Verdict::Free { .. } => prop_assert!(any(BindOutcome::Bound) && !any(BindOutcome::InUse) && !any(BindOutcome::AccessDenied), "free only when nothing refused"),
+            Verdict::HeldOnAddress { .. } => prop_assert!(false, "no owners, no exclusive probes here"),
             Verdict::Failed { .. } => prop_assert!(!any(BindOutcome::Bound) && !any(BindOutcome::InUse) && !any(BindOutcome::AccessDenied)),
         }
     }

@@ -24,11 +24,15 @@ impl Platform for Rules {
     fn os(&self) -> &'static str {
         "model"
     }
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
+    fn teredo_port(&mut self) -> Result<netports::teredo::PortReading, Error> {
         Unsupported.teredo_port()
     }
-    fn teredo_watch(&mut self, f: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
-        Unsupported.teredo_watch(f)
+    fn teredo_watch(
+        &mut self,
+        w: bool,
+        f: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
+        Unsupported.teredo_watch(w, f)
     }
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {
         Unsupported.host_filters()

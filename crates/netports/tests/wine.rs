@@ -47,15 +47,18 @@ struct Doubles {
     set_teredo_port: unsafe extern "system" fn(u16, u32),
     configure: unsafe extern "system" fn(i32, i32, i32),
     add_endpoint: unsafe extern "system" fn(i32, i32, u16, u32),
+    own_endpoint: unsafe extern "system" fn(i32, u16, u32),
     registrations: unsafe extern "system" fn() -> u32,
     initial_inline: unsafe extern "system" fn(i32),
     fwp_configure: unsafe extern "system" fn(i32, i32),
     fwp_set_teredo_port: unsafe extern "system" fn(u16),
+    fwp_set_teredo_ports: unsafe extern "system" fn(*const u16, u32),
     fwp_filters: unsafe extern "system" fn(*mut FilterInfo, u32) -> u32,
     fwp_subscriptions: unsafe extern "system" fn() -> u32,
     fwp_objects: unsafe extern "system" fn(*mut u32, *mut u32),
     fwp_commits: unsafe extern "system" fn() -> u32,
     fwp_fail_filter_add: unsafe extern "system" fn(u32),
+    fwp_bfe: unsafe extern "system" fn(i32),
 }
 
 /// `FILTER_INFO` of the fwpuclnt double.
@@ -100,15 +103,18 @@ fn doubles() -> Option<Doubles> {
             set_teredo_port: ctl!("iphlpapi.dll", c"DoubleSetTeredoPort"),
             configure: ctl!("iphlpapi.dll", c"DoubleConfigure"),
             add_endpoint: ctl!("iphlpapi.dll", c"DoubleAddEndpoint"),
+            own_endpoint: ctl!("iphlpapi.dll", c"DoubleOwnEndpoint"),
             registrations: ctl!("iphlpapi.dll", c"DoubleRegistrations"),
             initial_inline: ctl!("iphlpapi.dll", c"DoubleInitialInline"),
             fwp_configure: ctl!("fwpuclnt.dll", c"DoubleFwpConfigure"),
             fwp_set_teredo_port: ctl!("fwpuclnt.dll", c"DoubleFwpSetTeredoPort"),
+            fwp_set_teredo_ports: ctl!("fwpuclnt.dll", c"DoubleFwpSetTeredoPorts"),
             fwp_filters: ctl!("fwpuclnt.dll", c"DoubleFwpFilters"),
             fwp_subscriptions: ctl!("fwpuclnt.dll", c"DoubleFwpSubscriptions"),
             fwp_objects: ctl!("fwpuclnt.dll", c"DoubleFwpObjects"),
             fwp_commits: ctl!("fwpuclnt.dll", c"DoubleFwpCommits"),
             fwp_fail_filter_add: ctl!("fwpuclnt.dll", c"DoubleFwpFailFilterAdd"),
+            fwp_bfe: ctl!("fwpuclnt.dll", c"DoubleFwpBfe"),
         })
     })();
     if found.is_none() {
@@ -190,6 +196,18 @@ impl Doubles {
         // SAFETY: a control of the double.
         unsafe { (self.fwp_commits)() }
     }
+    /// BFE stops (its engine drops every session, object and subscription, and the service
+    /// stops) or runs again.
+    fn bfe(&self, running: bool) {
+        if running {
+            bfe_service(true);
+        }
+        // SAFETY: a control of the double.
+        unsafe { (self.fwp_bfe)(running.into()) };
+        if !running {
+            bfe_service(false);
+        }
+    }
     /// The `nth` next `FwpmFilterAdd0` fails.
     fn fail_filter_add(&self, nth: u32) {
         // SAFETY: a control of the double.
@@ -203,7 +221,7 @@ const SVCHOST: &str = r"\device\harddiskvolume1\windows\system32\svchost.exe";
 
 /// The host Teredo filters netports must keep for client port `port`: all IPv4 UDP, all for
 /// the Teredo service's process only.
-fn teredo_filters(port: Option<u16>) -> Vec<Permit> {
+fn teredo_filters(ports: &[u16]) -> Vec<Permit> {
     let none = std::net::Ipv4Addr::UNSPECIFIED;
     let mut v = vec![
         // The client qualifies with the Teredo server's UDP 3544 (remote).
@@ -218,12 +236,84 @@ fn teredo_filters(port: Option<u16>) -> Vec<Permit> {
             SVCHOST.to_owned(),
         ),
     ];
-    if let Some(p) = port {
+    for &p in ports {
         v.push((Layer::RecvAcceptV4, 17, p, 0, none, SVCHOST.to_owned()));
         v.push((Layer::ConnectV4, 17, p, 0, none, SVCHOST.to_owned()));
     }
     v.sort();
     v
+}
+
+/// Starts or stops the BFE service stand-in and waits for it.
+fn bfe_service(running: bool) {
+    service("BFE", running);
+}
+
+/// Starts or stops a service stand-in (tests/wine-doubles/service.c) and waits for it; its
+/// process id while it runs.
+fn service(name: &str, running: bool) -> u32 {
+    use windows_sys::Win32::System::Services::{
+        CloseServiceHandle, ControlService, OpenSCManagerW, OpenServiceW, QueryServiceStatusEx,
+        SC_MANAGER_CONNECT, SC_STATUS_PROCESS_INFO, SERVICE_CONTROL_STOP, SERVICE_QUERY_STATUS,
+        SERVICE_RUNNING, SERVICE_START, SERVICE_STATUS, SERVICE_STATUS_PROCESS, SERVICE_STOP,
+        SERVICE_STOPPED, StartServiceW,
+    };
+    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+    // SAFETY: local manager, default database.
+    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+    assert!(!scm.is_null(), "the service control manager");
+    // SAFETY: an open manager and a NUL-terminated name.
+    let svc = unsafe {
+        OpenServiceW(scm, wide.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
+    };
+    assert!(!svc.is_null(), "the {name} stand-in is registered (cargo xtask wine)");
+    if running {
+        // SAFETY: an open service; no arguments. (Fails harmlessly when it runs already.)
+        unsafe { StartServiceW(svc, 0, std::ptr::null()) };
+    } else {
+        let mut status = SERVICE_STATUS::default();
+        // SAFETY: an open service and a valid status buffer.
+        unsafe { ControlService(svc, SERVICE_CONTROL_STOP, &raw mut status) };
+    }
+    let want = if running { SERVICE_RUNNING } else { SERVICE_STOPPED };
+    let mut status = SERVICE_STATUS_PROCESS::default();
+    wait_until("the stand-in's state", || {
+        let mut needed = 0u32;
+        // SAFETY: an open service and a buffer of the size given.
+        unsafe {
+            QueryServiceStatusEx(
+                svc,
+                SC_STATUS_PROCESS_INFO,
+                (&raw mut status).cast(),
+                u32::try_from(size_of::<SERVICE_STATUS_PROCESS>()).unwrap(),
+                &raw mut needed,
+            )
+        };
+        status.dwCurrentState == want
+    });
+    // SAFETY: the handles opened above, closed once.
+    unsafe { CloseServiceHandle(svc) };
+    // SAFETY: as above.
+    unsafe { CloseServiceHandle(scm) };
+    status.dwProcessId
+}
+
+/// Stops a service stand-in when dropped.
+struct Stops(&'static str);
+
+impl Drop for Stops {
+    fn drop(&mut self) {
+        service(self.0, false);
+    }
+}
+
+/// Starts BFE again when dropped (a failing test must not leave it stopped for the next).
+struct BfeBack<'a>(&'a Doubles);
+
+impl Drop for BfeBack<'_> {
+    fn drop(&mut self) {
+        self.0.bfe(true);
+    }
 }
 
 fn recv(rx: &mpsc::Receiver<TeredoEvent>) -> TeredoEvent {
@@ -271,15 +361,15 @@ fn watcher_follows_changes_in_order(source: Source, network_order: bool) {
         }
     });
     let (first, _) = rx2.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(first, TeredoEvent::Initial { port: Some(51_234) });
+    assert_eq!(first, TeredoEvent::Initial { ports: vec![51_234] });
     d.teredo(52_000);
     let (ev, thread) = rx2.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(ev, TeredoEvent::Changed { port: Some(52_000) });
+    assert_eq!(ev, TeredoEvent::Changed { ports: vec![52_000] });
     assert_ne!(thread, me, "changes arrive on the notification thread");
     d.teredo(0);
     assert_eq!(
         rx2.recv_timeout(Duration::from_secs(10)).unwrap().0,
-        TeredoEvent::Changed { port: None }
+        TeredoEvent::Changed { ports: vec![] }
     );
     assert_eq!(d.registrations(), 1);
     drop(w);
@@ -336,7 +426,7 @@ fn dropped_from_its_own_callback(source: Source) {
     *slot.lock().unwrap() = Some(w);
     assert!(matches!(recv(&rx), TeredoEvent::Initial { .. }));
     d.teredo(52_000);
-    assert_eq!(recv(&rx), TeredoEvent::Changed { port: Some(52_000) });
+    assert_eq!(recv(&rx), TeredoEvent::Changed { ports: vec![52_000] });
     wait_until("the registration ends on another thread", || d.registrations() == 0);
 }
 
@@ -358,7 +448,7 @@ fn the_byte_order_is_settled_against_the_teredo_services_endpoint() {
     d.configure(false, true, false);
     // SAFETY: a control of the double (iphlpapi only: the system-ports list has no Teredo entry).
     unsafe { (d.set_teredo_port)(51_234, 4242) };
-    assert_eq!(teredo_port(), Ok(Some(51_234)));
+    assert_eq!(teredo_port().map(|r| r.ports), Ok(vec![51_234]));
 }
 
 #[test]
@@ -383,7 +473,8 @@ fn teredo_errors_map_to_exit_codes() {
     d.teredo(40_000);
     assert_eq!(
         run(&["teredo", "port"]).1,
-        "teredo client port: udp 40000 (static port udp 3544)\n"
+        "teredo client port: udp 40000 (static port udp 3544; byte order: network, from a UDP socket not known to be the Teredo service's (not confirmed))\n",
+        "iphlpsvc does not run here: the Teredo socket (pid 4242) is a hint only"
     );
 }
 
@@ -427,8 +518,9 @@ fn why_blocked_names_the_owner_from_the_endpoint_table() {
     let Some(d) = doubles() else { return };
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
-    // SAFETY: a control of the double: the table lists this process's socket.
-    unsafe { (d.add_endpoint)(0, 0, port, std::process::id()) };
+    // Wine's tables list the socket (it is real) but know no owner: the test names it.
+    // SAFETY: a control of the double: the owner of TCP `port`'s real sockets.
+    unsafe { (d.own_endpoint)(0, port, std::process::id()) };
     let (code, out, err) = run(&["why-blocked", &port.to_string()]);
     assert_eq!(code, 0, "{err}");
     assert!(
@@ -438,8 +530,29 @@ fn why_blocked_names_the_owner_from_the_endpoint_table() {
     assert!(out.contains(&format!("held by pid {} (", std::process::id())), "{out}");
     assert!(out.contains(".exe)"), "the process name is read: {out}");
     drop(held);
+    // The socket is gone from the tables with the socket itself.
     let (_, out, _) = run(&["why-blocked", &port.to_string()]);
     assert!(out.starts_with(&format!("tcp {port} is free")), "{out}");
+}
+
+#[test]
+fn the_endpoint_tables_list_the_real_sockets() {
+    let Some(d) = doubles() else { return };
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let udp = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let (tp, up) = (tcp.local_addr().unwrap().port(), udp.local_addr().unwrap().port());
+    let listed = |proto| -> Vec<u16> {
+        netports::win::tables::endpoints(proto).unwrap().into_iter().map(|e| e.port).collect()
+    };
+    assert!(listed(Protocol::Tcp).contains(&tp), "a listening TCP socket is in the TCP table");
+    assert!(listed(Protocol::Udp).contains(&up), "a bound UDP socket is in the UDP table");
+    // ERROR_SHARING_VIOLATION: "a port in the block is in use" counts real sockets too.
+    d.configure(true, true, true);
+    let block = PortBlock::new(tp, 1).unwrap();
+    assert_eq!(WindowsReservations.create(Protocol::Tcp, block), Err(32));
+    drop((tcp, udp));
+    assert!(!listed(Protocol::Tcp).contains(&tp), "closed: gone from the table");
+    assert!(!listed(Protocol::Udp).contains(&up));
 }
 
 #[test]
@@ -454,12 +567,12 @@ fn the_host_teredo_filters_are_ipv4_for_the_teredo_service_and_follow_the_port()
     let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
     // (Opening adds the run's provider and sublayer in a transaction of its own.)
     let commits = d.commits();
-    keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(51_000)));
-    keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(52_000)));
-    keeper.on_event(TeredoEvent::Changed { port: None }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(None));
+    keeper.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[51_000]));
+    keeper.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[52_000]));
+    keeper.on_event(&TeredoEvent::Changed { ports: vec![] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[]));
     assert_eq!(d.commits() - commits, 3, "each change is one transaction");
     drop(keeper);
     assert_eq!(d.filters(), vec![], "a dynamic session's filters go when it closes");
@@ -471,15 +584,15 @@ fn a_port_change_that_fails_half_way_leaves_the_previous_filters() {
     let Some(d) = doubles() else { return };
     d.configure(true, true, true);
     let mut keeper = TeredoException::new(WfpHostFilters::open().unwrap());
-    keeper.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+    keeper.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap();
     let commits = d.commits();
     // The second filter of the change fails: the first is rolled back with the transaction.
     d.fail_filter_add(2);
-    assert!(keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).is_err());
-    assert_eq!(d.filters(), teredo_filters(Some(51_000)), "nothing half-applied");
+    assert!(keeper.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).is_err());
+    assert_eq!(d.filters(), teredo_filters(&[51_000]), "nothing half-applied");
     assert_eq!(d.commits(), commits, "the failed change committed nothing");
-    keeper.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(52_000)), "the next event applies it");
+    keeper.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[52_000]), "the next event applies it");
 }
 
 #[test]
@@ -489,18 +602,110 @@ fn a_second_instance_works_beside_the_first_and_after_it_exits() {
     // Two `teredo-exception` processes, each in its own dynamic session: each must use its
     // own provider and sublayer (a dynamic object of another session cannot be referenced).
     let mut first = TeredoException::new(WfpHostFilters::open().unwrap());
-    first.on_event(TeredoEvent::Initial { port: Some(51_000) }).unwrap();
+    first.on_event(&TeredoEvent::Initial { ports: vec![51_000] }).unwrap();
     let mut second = TeredoException::new(WfpHostFilters::open().unwrap());
     second
-        .on_event(TeredoEvent::Initial { port: Some(51_000) })
+        .on_event(&TeredoEvent::Initial { ports: vec![51_000] })
         .expect("the second instance gets its filters");
     assert_eq!(d.objects(), (2, 2), "a provider and a sublayer per instance");
     drop(first);
-    assert_eq!(d.filters(), teredo_filters(Some(51_000)), "the second's filters stay");
-    second.on_event(TeredoEvent::Changed { port: Some(52_000) }).unwrap();
-    assert_eq!(d.filters(), teredo_filters(Some(52_000)));
+    assert_eq!(d.filters(), teredo_filters(&[51_000]), "the second's filters stay");
+    second.on_event(&TeredoEvent::Changed { ports: vec![52_000] }).unwrap();
+    assert_eq!(d.filters(), teredo_filters(&[52_000]));
     drop(second);
     assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)));
+}
+
+/// Runs a command on another thread; its result arrives on the receiver.
+fn run_in_background(args: &'static [&'static str]) -> mpsc::Receiver<(u8, String, String)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(run(args));
+    });
+    rx
+}
+
+#[test]
+fn teredo_exception_exits_non_zero_with_a_message_when_bfe_stops() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    let back = BfeBack(&d);
+    let rx = run_in_background(&["teredo-exception"]);
+    wait_until("the exception's filters", || !d.filters().is_empty());
+    // BFE stops: the engine handle, the filters and the system-ports subscription die with it.
+    d.bfe(false);
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo-exception returns when BFE stops");
+    drop(back);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("note: these are soft permits"), "{out}");
+    assert!(
+        err.contains("the Base Filtering Engine (BFE) stopped"),
+        "the reason, not a silent end: {err}"
+    );
+}
+
+#[test]
+fn teredo_watch_on_the_system_ports_source_exits_when_bfe_stops() {
+    let Some(d) = doubles() else { return };
+    d.configure(false, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    let back = BfeBack(&d);
+    let rx = run_in_background(&["teredo", "watch"]);
+    wait_until("the watch's subscription", || d.registrations() == 1);
+    d.bfe(false);
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo watch returns when BFE stops");
+    drop(back);
+    assert_eq!((code, out.as_str()), (1, "watching; teredo port udp 51000\n"), "{err}");
+    assert!(err.contains("the Base Filtering Engine (BFE) stopped"), "{err}");
+}
+
+#[test]
+fn teredo_port_reports_every_port_of_the_system_ports_entry() {
+    let Some(d) = doubles() else { return };
+    d.configure(false, true, true);
+    d.teredo(51_234);
+    let ports = [51_234u16, 51_235];
+    // SAFETY: a control of the double; two ports.
+    unsafe { (d.fwp_set_teredo_ports)(ports.as_ptr(), 2) };
+    let (code, out, err) = run(&["teredo", "port"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("teredo client ports: udp 51234, udp 51235 ("), "{out}");
+}
+
+#[test]
+fn the_byte_order_is_confirmed_only_by_the_teredo_services_own_endpoint() {
+    let Some(d) = doubles() else { return };
+    // GetTeredoPort reports host order (contradicting the network-order assumption).
+    d.configure(false, true, false);
+    service("iphlpsvc", false);
+    // iphlpsvc does not run: the Teredo socket belongs to some process (pid 4242), a hint
+    // for this reading only, not a confirmation.
+    // SAFETY: a control of the double (iphlpapi only: no system-ports Teredo entry).
+    unsafe { (d.set_teredo_port)(51_234, 4242) };
+    let (code, out, err) = run(&["teredo", "port"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("byte order: host, from a UDP socket not known to be the Teredo service's (not confirmed)"),
+        "{out}"
+    );
+    // iphlpsvc runs and owns the Teredo socket: confirmed.
+    let pid = service("iphlpsvc", true);
+    let stops = Stops("iphlpsvc");
+    // SAFETY: as above.
+    unsafe { (d.set_teredo_port)(51_234, pid) };
+    let (code, out, err) = run(&["teredo", "port"]);
+    drop(stops);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("udp 51234")
+            && out.contains("byte order: host, confirmed by the Teredo service's socket"),
+        "{out}"
+    );
 }
 
 /// Raw WFP calls against the double (its own rules, as WFP documents them).

@@ -22,10 +22,10 @@ use fwps_sys::{
     FWPS_CLASSIFY_OUT0, FWPS_FILTER3, FWPS_INCOMING_METADATA_VALUES0, FWPS_INCOMING_VALUES0, GUID,
     NTSTATUS, STATUS_SUCCESS,
 };
-use vsflow_core::{Direction, Icmp, PacketMeta, TcpFlags, Verdict, icmp, protocol};
+use vsflow_core::{Direction, Headers, Icmp, PacketMeta, TcpFlags, Verdict, icmp, protocol};
 
 use crate::driver::Driver;
-use crate::frame::{IP_PREFIX, tcp_flags};
+use crate::frame::{IP_PREFIX, is_non_first_fragment, tcp_flags};
 use crate::instances;
 use crate::keys::HOOKS;
 use crate::percpu::Counter;
@@ -158,11 +158,14 @@ impl<S: KernelServices> Driver<S> {
         // 2. The switch, by name (never guessed).
         // SAFETY: caller's contract.
         let name = unsafe { switch_name_bytes(values) };
-        // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, or
-        // what an ICMP message says (WFP's port values hold only its type and code).
+        // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, what an
+        //    ICMP message says (WFP's port values hold only its type and code), and for a packet
+        //    WFP gave no ports for, whether it is a non-first fragment.
         let icmp = icmp::is_icmp(c.meta.family, c.meta.protocol);
+        let portless = c.meta.headers == Headers::NoPorts;
         let mut storage = [0u8; icmp::READ_LEN];
         let want = match c.meta.protocol {
+            _ if portless => IP_PREFIX,
             protocol::TCP => IP_PREFIX,
             _ if icmp => icmp::READ_LEN,
             _ => 0,
@@ -172,13 +175,27 @@ impl<S: KernelServices> Driver<S> {
             c.meta.icmp = Icmp::Unreadable;
         }
         // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
-        if let Some(frame) = unsafe { self.services.read_frame(layer_data, meta, storage) } {
+        let frame = unsafe { self.services.read_frame(layer_data, meta, storage) };
+        if let Some(frame) = &frame {
             c.meta.length = frame.frame_len;
-            if c.meta.protocol == protocol::TCP {
-                c.meta.tcp_flags = TcpFlags(tcp_flags(frame.head).unwrap_or(0));
-            } else if icmp {
-                c.meta.icmp = icmp::read(frame.head);
+        }
+        let head = frame.as_ref().map_or(&[][..], |f| f.head);
+        if portless {
+            if is_non_first_fragment(head) {
+                // No transport header: it passes on its first fragment's verdict (without that
+                // fragment the datagram is never reassembled).
+                self.count(Counter::ClassifyCalls);
+                self.count(Counter::UnknownPortPackets);
+                return None;
             }
+        } else if c.meta.protocol == protocol::TCP {
+            // Flags that cannot be read are never "no flags" (issue 16).
+            match tcp_flags(head) {
+                Some(flags) => c.meta.tcp_flags = TcpFlags(flags),
+                None => c.meta.headers = Headers::NoFlags,
+            }
+        } else if icmp && frame.is_some() {
+            c.meta.icmp = icmp::read(head);
         }
         // 4. The port, and its verdict under the port's own lock.
         let now = self.now();
@@ -228,10 +245,12 @@ pub enum Bypass {
     Malformed,
     /// Not one of vsflow's layers.
     UnknownLayer,
-    /// A non-first IP fragment of TCP or UDP: WFP gives no ports (`FWP_EMPTY`). The first
-    /// fragment was judged with its ports; the others are permitted without creating a flow
-    /// (a flow keyed on port 0 would be wrong, and blocking them as unsolicited would break
-    /// every fragmented datagram of an admitted flow).
+    /// A non-first IP fragment of TCP or UDP (its IP header's fragment offset is not 0): WFP
+    /// gives no ports (`FWP_EMPTY`). The first fragment was judged with its ports; the others
+    /// are permitted without creating a flow (a flow keyed on port 0 would be wrong, blocking
+    /// them as unsolicited would break every fragmented datagram of an admitted flow, and
+    /// without its first fragment a datagram is never reassembled). A TCP or UDP packet without
+    /// ports that is *not* one (a tiny first fragment) is judged: [`Headers::NoPorts`].
     NonFirstFragment,
 }
 
@@ -307,12 +326,12 @@ pub unsafe fn read_values(
         Some(v) if v.r#type == sys::FWP_UINT16 => Some(unsafe { v.u.uint16 }),
         _ => None,
     };
-    let (src_port, dst_port) = match (port(sport), port(dport)) {
-        (Some(s), Some(d)) => (s, d),
-        _ if matches!(protocol, protocol::TCP | protocol::UDP) => {
-            return Err(Bypass::NonFirstFragment);
-        }
-        _ => (0, 0),
+    let (src_port, dst_port, headers) = match (port(sport), port(dport)) {
+        (Some(s), Some(d)) => (s, d, Headers::Complete),
+        // A non-first fragment, or a first fragment too short for the ports: the caller tells
+        // them apart from the IP header.
+        _ if matches!(protocol, protocol::TCP | protocol::UDP) => (0, 0, Headers::NoPorts),
+        _ => (0, 0, Headers::Complete),
     };
     let (src_addr, dst_addr) = if v6 {
         // SAFETY: caller's contract; `addr16` checks the type tag and the pointer.
@@ -335,6 +354,7 @@ pub unsafe fn read_values(
             dst_port,
             tcp_flags: TcpFlags(0),
             length: 0,
+            headers,
             icmp: Icmp::None,
         },
     })

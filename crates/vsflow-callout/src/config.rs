@@ -1,4 +1,15 @@
-//! Driver configuration (read by the driver from the service's `Parameters` key).
+//! Driver configuration: the registry values under the service's `Parameters` key.
+//!
+//! [`SETTINGS`] is the one list of them (name, type, range, default, meaning). The driver
+//! (driver/src/entry.rs) reads every value it names with `WdfRegistryQueryULong`, the
+//! simulator reads its registry double for the same names, and both hand the raw values to
+//! [`DriverConfig::from_services`]: what a test configures is what the shipped driver reads.
+//! docs/INSTALL.md and inf/vsflow.inx list the same values (checked by `tests/settings.rs`).
+//!
+//! A value out of its range, or not a `REG_DWORD`, is refused at load: the driver uses the
+//! documented default, says so with an error-level ETW event ([`TraceEvent::SettingRefused`])
+//! and a debugger line, and loads. A typo in one value must not leave a host unfiltered (a
+//! driver that fails to load filters nothing), and every default is the safe choice.
 
 use vsflow_core::Mode;
 use vsflow_core::codec::{ApplyConfig, DEFAULT_CAP, UnknownMajor};
@@ -6,6 +17,8 @@ use vsflow_core::port::PickupConfig;
 use vsflow_core::time::secs;
 
 use crate::error::CalloutError;
+use crate::services::{ConfigValue, KernelServices, LogLevel};
+use crate::trace::TraceEvent;
 
 /// How a runtime-state restore completes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -18,89 +31,274 @@ pub enum RestoreMode {
     Synchronous,
 }
 
-/// Everything configurable, with the documented defaults.
+/// The registry type of a setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegType {
+    /// `REG_DWORD` (read with `WdfRegistryQueryULong`).
+    Dword,
+}
+
+/// One registry value under `HKLM\SYSTEM\CurrentControlSet\Services\vsflow\Parameters`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Setting {
+    /// The value's name.
+    pub name: &'static str,
+    /// Its registry type.
+    pub reg_type: RegType,
+    /// Smallest accepted value.
+    pub min: u32,
+    /// Largest accepted value.
+    pub max: u32,
+    /// The value used when it is absent or refused.
+    pub default: u32,
+    /// What it does (docs/INSTALL.md says the same at more length).
+    pub doc: &'static str,
+}
+
+/// Which setting: an index into [`SETTINGS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs, reason = "each variant is the setting of the same name in SETTINGS")]
+pub enum Key {
+    RestoreMode,
+    UnknownMajorPolicy,
+    FlowsPerPort,
+    BlobCap,
+    DefaultMode,
+    RestoreWindowSeconds,
+    FailBadRestores,
+    PickupWindowSeconds,
+    LoosePickup,
+    LooseWindowSeconds,
+}
+
+const fn dword(
+    name: &'static str,
+    (min, max): (u32, u32),
+    default: u32,
+    doc: &'static str,
+) -> Setting {
+    Setting { name, reg_type: RegType::Dword, min, max, default, doc }
+}
+
+/// Every setting, in [`Key`] order.
+pub const SETTINGS: [Setting; 10] = [
+    dword(
+        "RestoreMode",
+        (0, 1),
+        0,
+        "0 pend each restore and finish it on a work item; 1 restore inside the callback",
+    ),
+    dword(
+        "UnknownMajorPolicy",
+        (0, 1),
+        0,
+        "0 strict: a blob of an unknown format major is a bad restore (failed only if \
+         FailBadRestores is 1); 1 lenient: it restores without flows even then",
+    ),
+    dword("FlowsPerPort", (16, 1 << 20), 4096, "flow-table bound per VM port"),
+    dword("BlobCap", (1024, 65_000), 61_440, "runtime-state blob size cap, bytes"),
+    dword(
+        "DefaultMode",
+        (0, 1),
+        0,
+        "mode of a new port: 0 monitor, 1 enforce (a restore never falls back to it)",
+    ),
+    dword(
+        "RestoreWindowSeconds",
+        (1, 3_600),
+        60,
+        "longest restore window of a port created to receive a restore, if none comes",
+    ),
+    dword(
+        "FailBadRestores",
+        (0, 1),
+        0,
+        "1 fails a restore whose blob is unusable (Hyper-V then fails the VM's migration); \
+         0 restores it without flows and succeeds",
+    ),
+    dword(
+        "PickupWindowSeconds",
+        (0, 3_600),
+        300,
+        "how long after a restore fingerprinted connections are picked up (0: off)",
+    ),
+    dword("LoosePickup", (0, 1), 0, "1 turns on loose pickup of mid-stream TCP after a restore"),
+    dword("LooseWindowSeconds", (1, 3_600), 60, "the loose pickup window"),
+];
+
+const _: () = assert!(DEFAULT_CAP == 61_440, "BlobCap's default is the codec's default cap");
+
+impl Key {
+    /// Every key, in [`SETTINGS`] order.
+    pub const ALL: [Self; 10] = [
+        Self::RestoreMode,
+        Self::UnknownMajorPolicy,
+        Self::FlowsPerPort,
+        Self::BlobCap,
+        Self::DefaultMode,
+        Self::RestoreWindowSeconds,
+        Self::FailBadRestores,
+        Self::PickupWindowSeconds,
+        Self::LoosePickup,
+        Self::LooseWindowSeconds,
+    ];
+
+    /// Its entry in [`SETTINGS`].
+    #[must_use]
+    pub const fn setting(self) -> &'static Setting {
+        match self {
+            Self::RestoreMode => &SETTINGS[0],
+            Self::UnknownMajorPolicy => &SETTINGS[1],
+            Self::FlowsPerPort => &SETTINGS[2],
+            Self::BlobCap => &SETTINGS[3],
+            Self::DefaultMode => &SETTINGS[4],
+            Self::RestoreWindowSeconds => &SETTINGS[5],
+            Self::FailBadRestores => &SETTINGS[6],
+            Self::PickupWindowSeconds => &SETTINGS[7],
+            Self::LoosePickup => &SETTINGS[8],
+            Self::LooseWindowSeconds => &SETTINGS[9],
+        }
+    }
+}
+
+impl Setting {
+    /// True if `value` is in the documented range.
+    #[must_use]
+    pub const fn accepts(&self, value: u32) -> bool {
+        self.min <= value && value <= self.max
+    }
+}
+
+/// Everything configurable, with the documented defaults ([`SETTINGS`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DriverConfig {
-    /// Restore completion mode (registry `RestoreMode`: 0 pending, 1 synchronous).
+    /// Restore completion mode (`RestoreMode`).
     pub restore_mode: RestoreMode,
-    /// Policy for blobs of an unknown format major (registry `UnknownMajorPolicy`: 0 strict,
-    /// the default, 1 lenient). Either way such a blob restores an empty port (the migration
-    /// succeeds) unless `fail_bad_restores` is set; strict only reports it as a decode error.
+    /// Policy for blobs of an unknown format major (`UnknownMajorPolicy`). Such a blob never
+    /// carries flows; strict counts it as a bad restore (failed if `fail_bad_restores`),
+    /// lenient restores it without flows even under `fail_bad_restores` (a rolling downgrade
+    /// is expected, not bad).
     pub unknown_major: UnknownMajor,
-    /// Flow-table bound per port (registry `FlowsPerPort`, 16..=1,048,576, default 4,096).
+    /// Flow-table bound per port (`FlowsPerPort`).
     pub flows_per_port: u32,
-    /// Size cap of one port's blob (registry `BlobCap`, 1,024..=65,000 bytes, default 61,440).
+    /// Size cap of one port's blob (`BlobCap`).
     pub blob_cap: usize,
-    /// Mode of new ports (registry `DefaultMode`: 0 monitor, 1 enforce; default monitor).
+    /// Mode of new ports (`DefaultMode`). A degraded restore never falls back to it: a port
+    /// whose restore carries no policy enforces (vsflow-core's `Port::plan_uncarried`).
     pub default_mode: Mode,
-    /// Fail a restore whose blob is empty, damaged, foreign or of an unknown major version
-    /// (registry `FailBadRestores`: 0 no, the default: restore an empty port and succeed; 1 yes:
-    /// Hyper-V then fails the VM's restore). Opt-in only: a migration never fails because of
-    /// vsflow by default.
+    /// Fail a restore whose blob is unusable (`FailBadRestores`): Hyper-V then fails the VM's
+    /// restore. Opt-in only: a migration never fails because of vsflow by default.
     pub fail_bad_restores: bool,
-    /// Longest restore window (registry `RestoreWindowSeconds`, 1..=3,600, default 60): a
-    /// port created with `RESTORING_PORT` is monitored until its restore is applied or
-    /// cancelled, or this long if no restore comes (a source host without vsflow saves
-    /// nothing, so no restore callback ever comes).
+    /// Longest restore window (`RestoreWindowSeconds`; the default's reason: docs/INSTALL.md):
+    /// a port created with `RESTORING_PORT` waits for its restore at most this long if none
+    /// comes (a source host without vsflow saves nothing, so no restore callback ever comes);
+    /// a pended restore keeps it open. The window enforces, picking up mid-stream TCP
+    /// tentatively (vsflow-core `port.rs`, "Restoring").
     pub restore_window_secs: u32,
-    /// Fingerprint pickup window after a restore (registry `PickupWindowSeconds`, 0..=3,600,
-    /// default 300; 0 disables fingerprint pickup): a packet of an unknown flow whose keyed
-    /// fingerprint the blob carried is picked up as established within this long.
+    /// Fingerprint pickup window after a restore (`PickupWindowSeconds`; 0 disables
+    /// fingerprint pickup).
     pub pickup_window_secs: u32,
-    /// Loose pickup (registry `LoosePickup`: 0 off, the default; 1 on): within
-    /// `loose_window_secs` after a restore, an inbound non-SYN TCP packet of an unknown flow is
-    /// picked up as established (Linux conntrack's loose mode; see docs/INSTALL.md for the
-    /// trade-off).
+    /// Loose pickup (`LoosePickup`; see docs/INSTALL.md for the trade-off).
     pub loose_pickup: bool,
-    /// Loose pickup window (registry `LooseWindowSeconds`, 1..=3,600, default 60).
+    /// Loose pickup window (`LooseWindowSeconds`).
     pub loose_window_secs: u32,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        Self {
-            restore_mode: RestoreMode::Pending,
-            unknown_major: UnknownMajor::Strict,
-            flows_per_port: 4096,
-            blob_cap: DEFAULT_CAP,
-            default_mode: Mode::Monitor,
-            fail_bad_restores: false,
-            restore_window_secs: 60,
-            pickup_window_secs: 300,
-            loose_pickup: false,
-            loose_window_secs: 60,
-        }
+        Self::from_values(|key| key.setting().default)
     }
 }
 
 impl DriverConfig {
-    /// Checks every value against its documented range.
+    /// The configuration from one in-range value per setting.
+    fn from_values(value: impl Fn(Key) -> u32) -> Self {
+        let flag = |key| value(key) == 1;
+        Self {
+            restore_mode: if flag(Key::RestoreMode) {
+                RestoreMode::Synchronous
+            } else {
+                RestoreMode::Pending
+            },
+            unknown_major: if flag(Key::UnknownMajorPolicy) {
+                UnknownMajor::Lenient
+            } else {
+                UnknownMajor::Strict
+            },
+            flows_per_port: value(Key::FlowsPerPort),
+            blob_cap: value(Key::BlobCap) as usize,
+            default_mode: if flag(Key::DefaultMode) { Mode::Enforce } else { Mode::Monitor },
+            restore_window_secs: value(Key::RestoreWindowSeconds),
+            fail_bad_restores: flag(Key::FailBadRestores),
+            pickup_window_secs: value(Key::PickupWindowSeconds),
+            loose_pickup: flag(Key::LoosePickup),
+            loose_window_secs: value(Key::LooseWindowSeconds),
+        }
+    }
+
+    /// The registry value of `key` that gives this configuration.
+    #[must_use]
+    pub fn registry_value(&self, key: Key) -> u32 {
+        match key {
+            Key::RestoreMode => u32::from(self.restore_mode == RestoreMode::Synchronous),
+            Key::UnknownMajorPolicy => u32::from(self.unknown_major == UnknownMajor::Lenient),
+            Key::FlowsPerPort => self.flows_per_port,
+            Key::BlobCap => u32::try_from(self.blob_cap).unwrap_or(u32::MAX),
+            Key::DefaultMode => u32::from(self.default_mode == Mode::Enforce),
+            Key::RestoreWindowSeconds => self.restore_window_secs,
+            Key::FailBadRestores => u32::from(self.fail_bad_restores),
+            Key::PickupWindowSeconds => self.pickup_window_secs,
+            Key::LoosePickup => u32::from(self.loose_pickup),
+            Key::LooseWindowSeconds => self.loose_window_secs,
+        }
+    }
+
+    /// Checks every value against its documented range ([`SETTINGS`]).
     ///
     /// # Errors
-    /// [`CalloutError::Core`] with `InvalidConfig`.
-    pub const fn validate(&self) -> Result<(), CalloutError> {
-        if self.flows_per_port < 16 || self.flows_per_port > 1 << 20 {
-            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("FlowsPerPort")));
-        }
-        if self.blob_cap < 1024 || self.blob_cap > 65_000 {
-            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("BlobCap")));
-        }
-        if self.restore_window_secs < 1 || self.restore_window_secs > 3_600 {
-            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
-                "RestoreWindowSeconds",
-            )));
-        }
-        if self.pickup_window_secs > 3_600 {
-            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
-                "PickupWindowSeconds",
-            )));
-        }
-        if self.loose_window_secs < 1 || self.loose_window_secs > 3_600 {
-            return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
-                "LooseWindowSeconds",
-            )));
+    /// [`CalloutError::Core`] with `InvalidConfig` naming the first value out of range.
+    pub fn validate(&self) -> Result<(), CalloutError> {
+        for key in Key::ALL {
+            let s = key.setting();
+            if !s.accepts(self.registry_value(key)) {
+                return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(s.name)));
+            }
         }
         Ok(())
+    }
+
+    /// Reads every value of [`SETTINGS`] through [`KernelServices::config_value`] (what
+    /// `DriverEntry` does with the `Parameters` key). An absent value takes its default; a
+    /// value out of range, or not a `REG_DWORD`, is refused: its default applies, an
+    /// error-level [`TraceEvent::SettingRefused`] and a debugger line say so. Never fails: a
+    /// driver that does not load filters nothing.
+    #[must_use]
+    pub fn from_services<S: KernelServices>(services: &S) -> Self {
+        Self::from_values(|key| {
+            let s = key.setting();
+            let refused = |value: u32, reason: &'static str| {
+                services.log(
+                    LogLevel::Error,
+                    format_args!(
+                        "registry value {} refused ({reason}: {value}); using its default {}",
+                        s.name, s.default
+                    ),
+                );
+                services.trace(&TraceEvent::SettingRefused {
+                    name: s.name,
+                    value,
+                    default: s.default,
+                    reason,
+                });
+                s.default
+            };
+            match services.config_value(s.name) {
+                ConfigValue::Absent => s.default,
+                ConfigValue::Dword(v) if s.accepts(v) => v,
+                ConfigValue::Dword(v) => refused(v, "out of range"),
+                ConfigValue::Unreadable => refused(0, "not a REG_DWORD"),
+            }
+        })
     }
 
     /// The loose-pickup configuration every port gets.
@@ -114,93 +312,6 @@ impl DriverConfig {
     pub const fn apply_config(&self) -> ApplyConfig {
         ApplyConfig { pickup_window: secs(self.pickup_window_secs as u64) }
     }
-
-    /// Reads the configuration through the kernel services: `RestoreMode`,
-    /// `UnknownMajorPolicy`, `FlowsPerPort`, `BlobCap`, `DefaultMode`, `RestoreWindowSeconds`,
-    /// `FailBadRestores`, `PickupWindowSeconds`, `LoosePickup`, `LooseWindowSeconds`.
-    ///
-    /// # Errors
-    /// As [`DriverConfig::from_registry`].
-    pub fn from_services<S: crate::services::KernelServices>(
-        services: &S,
-    ) -> Result<Self, CalloutError> {
-        let mut cfg = Self::from_registry(
-            services.config_value("RestoreMode"),
-            services.config_value("UnknownMajorPolicy"),
-            services.config_value("FlowsPerPort"),
-            services.config_value("BlobCap"),
-            services.config_value("DefaultMode"),
-        )?;
-        if let Some(secs) = services.config_value("RestoreWindowSeconds") {
-            cfg.restore_window_secs = secs;
-        }
-        if let Some(secs) = services.config_value("PickupWindowSeconds") {
-            cfg.pickup_window_secs = secs;
-        }
-        if let Some(secs) = services.config_value("LooseWindowSeconds") {
-            cfg.loose_window_secs = secs;
-        }
-        cfg.loose_pickup = match services.config_value("LoosePickup") {
-            None | Some(0) => false,
-            Some(1) => true,
-            Some(_) => {
-                return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig("LoosePickup")));
-            }
-        };
-        cfg.validate()?;
-        cfg.fail_bad_restores = match services.config_value("FailBadRestores") {
-            None | Some(0) => false,
-            Some(1) => true,
-            Some(_) => {
-                return Err(CalloutError::Core(vsflow_core::Error::InvalidConfig(
-                    "FailBadRestores",
-                )));
-            }
-        };
-        Ok(cfg)
-    }
-
-    /// Builds a configuration from raw registry values (`None` = absent: default), rejecting
-    /// out-of-range values.
-    ///
-    /// # Errors
-    /// As [`DriverConfig::validate`], or for an unknown enumeration value.
-    pub fn from_registry(
-        restore_mode: Option<u32>,
-        unknown_major: Option<u32>,
-        flows_per_port: Option<u32>,
-        blob_cap: Option<u32>,
-        default_mode: Option<u32>,
-    ) -> Result<Self, CalloutError> {
-        let bad = |what| CalloutError::Core(vsflow_core::Error::InvalidConfig(what));
-        let d = Self::default();
-        let cfg = Self {
-            restore_mode: match restore_mode {
-                None | Some(0) => RestoreMode::Pending,
-                Some(1) => RestoreMode::Synchronous,
-                Some(_) => return Err(bad("RestoreMode")),
-            },
-            unknown_major: match unknown_major {
-                None | Some(0) => UnknownMajor::Strict,
-                Some(1) => UnknownMajor::Lenient,
-                Some(_) => return Err(bad("UnknownMajorPolicy")),
-            },
-            flows_per_port: flows_per_port.unwrap_or(d.flows_per_port),
-            blob_cap: blob_cap.map_or(d.blob_cap, |c| c as usize),
-            default_mode: match default_mode {
-                None | Some(0) => Mode::Monitor,
-                Some(1) => Mode::Enforce,
-                Some(_) => return Err(bad("DefaultMode")),
-            },
-            fail_bad_restores: d.fail_bad_restores,
-            restore_window_secs: d.restore_window_secs,
-            pickup_window_secs: d.pickup_window_secs,
-            loose_pickup: d.loose_pickup,
-            loose_window_secs: d.loose_window_secs,
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
 }
 
 #[cfg(test)]
@@ -208,39 +319,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_values_default_when_absent_and_are_range_checked() {
+    fn the_defaults_are_the_settings_defaults_and_in_range() {
+        let d = DriverConfig::default();
+        assert!(d.validate().is_ok());
+        for key in Key::ALL {
+            assert_eq!(d.registry_value(key), key.setting().default, "{key:?}");
+        }
+        assert_eq!(d.restore_mode, RestoreMode::Pending);
+        assert_eq!(d.unknown_major, UnknownMajor::Strict);
         assert_eq!(
-            DriverConfig::from_registry(None, None, None, None, None),
-            Ok(DriverConfig::default())
+            (d.flows_per_port, d.blob_cap, d.default_mode),
+            (4096, DEFAULT_CAP, Mode::Monitor)
         );
-        let c =
-            DriverConfig::from_registry(Some(1), Some(1), Some(100), Some(2048), Some(1)).unwrap();
-        assert_eq!(c.restore_mode, RestoreMode::Synchronous);
-        assert_eq!(c.unknown_major, UnknownMajor::Lenient);
-        assert_eq!((c.flows_per_port, c.blob_cap, c.default_mode), (100, 2048, Mode::Enforce));
-        assert!(DriverConfig::from_registry(Some(2), None, None, None, None).is_err());
-        assert!(DriverConfig::from_registry(None, None, Some(15), None, None).is_err());
-        assert!(DriverConfig::from_registry(None, None, None, Some(70_000), None).is_err());
+        assert_eq!(d.pickup_config(), PickupConfig::default(), "loose pickup is off by default");
+        assert_eq!(d.apply_config(), ApplyConfig::default(), "the codec's 5-minute window");
     }
 
     #[test]
-    fn pickup_values_map_to_the_cores_configuration_and_are_range_checked() {
-        let d = DriverConfig::default();
-        assert_eq!(d.pickup_config(), PickupConfig::default(), "loose pickup is off by default");
-        assert_eq!(d.apply_config(), ApplyConfig::default(), "the codec's 5-minute window");
+    fn keys_and_settings_line_up_and_every_value_maps_back() {
+        for (i, key) in Key::ALL.iter().enumerate() {
+            assert_eq!(key.setting(), &SETTINGS[i]);
+            assert!(SETTINGS[i].accepts(SETTINGS[i].default));
+        }
         let c = DriverConfig {
+            restore_mode: RestoreMode::Synchronous,
+            unknown_major: UnknownMajor::Lenient,
+            flows_per_port: 100,
+            blob_cap: 2048,
+            default_mode: Mode::Enforce,
+            fail_bad_restores: true,
+            restore_window_secs: 7,
             pickup_window_secs: 0,
             loose_pickup: true,
             loose_window_secs: 5,
-            ..DriverConfig::default()
         };
         assert!(c.validate().is_ok());
+        assert_eq!(DriverConfig::from_values(|k| c.registry_value(k)), c);
         assert_eq!(c.apply_config().pickup_window, 0, "0 disables fingerprint pickup");
         assert_eq!(c.pickup_config(), PickupConfig { loose: true, loose_window: secs(5) });
         for bad in [
             DriverConfig { pickup_window_secs: 3_601, ..DriverConfig::default() },
             DriverConfig { loose_window_secs: 0, ..DriverConfig::default() },
-            DriverConfig { loose_window_secs: 3_601, ..DriverConfig::default() },
+            DriverConfig { flows_per_port: 15, ..DriverConfig::default() },
+            DriverConfig { blob_cap: 70_000, ..DriverConfig::default() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -152,15 +152,16 @@ impl<S: KernelServices> fmt::Debug for Driver<S> {
 
 impl<S: KernelServices> Driver<S> {
     /// Creates the driver object with the configuration read through
-    /// [`KernelServices::config_value`] (what `DriverEntry` does).
+    /// [`KernelServices::config_value`] (what `DriverEntry` does; values out of range are
+    /// refused there, with their defaults: [`DriverConfig::from_services`]).
     ///
     /// # Errors
-    /// Invalid configuration values.
+    /// Out of memory.
     pub fn try_from_services(
         services: S,
         device_object: *mut c_void,
     ) -> Result<Self, CalloutError> {
-        let config = DriverConfig::from_services(&services)?;
+        let config = DriverConfig::from_services(&services);
         Self::try_new(services, config, device_object)
     }
 

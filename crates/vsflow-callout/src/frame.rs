@@ -1,73 +1,134 @@
-//! Reading the TCP flags of a packet: the only packet bytes vsflow looks at. Packets are never
-//! modified.
+//! Reading a packet's headers: the TCP flags, and whether a packet is a non-first fragment. The
+//! only packet bytes vsflow looks at; packets are never modified.
 //!
 //! At the `FWPS_LAYER_*_VSWITCH_TRANSPORT_V4` and `_V6` layers the packet data starts at the IP
 //! header (WFP "Data offset positions"; the `WFPSampler` packet examination). The IPv4 header's
-//! IHL and the IPv6 extension headers are walked with bounds. A non-first fragment has no
-//! transport header: no flags are read from it (and classify does not judge it, see
-//! `classify.rs`).
+//! IHL, the IPv6 extension headers (hop-by-hop, routing, destination options, fragment) and
+//! authentication headers (`IPsec` AH, RFC 4302, in either family) are walked with bounds, at most
+//! [`MAX_EXTENSIONS`] of them, within the first [`IP_PREFIX`] bytes.
+//!
+//! **What cannot be read is never a permit** (issue 16): flags [`tcp_flags`] cannot read (a tiny
+//! first fragment, more headers than it walks, an ESP or unknown header, a frame cut short) make
+//! the packet [`vsflow_core::Headers::NoFlags`], which classify never treats as mid-stream; a
+//! TCP or UDP packet WFP gives no ports for is a non-first fragment only if its IP header says
+//! so ([`is_non_first_fragment`]: fragment offset not 0); otherwise it is judged without ports
+//! ([`vsflow_core::Headers::NoPorts`]). See `classify.rs`.
 
 /// Bytes of a packet's start that classify asks for: IPv6 (40), a few extension headers, and
-/// the first 14 bytes of TCP. Also covers a maximal IPv4 header (60) plus 14.
+/// the first 14 bytes of TCP. Also covers a maximal IPv4 header (60), an AH, plus 14.
 pub const IP_PREFIX: usize = 128;
 
 const IPPROTO_TCP: u8 = 6;
 const HOP_BY_HOP: u8 = 0;
 const ROUTING: u8 = 43;
 const FRAGMENT: u8 = 44;
+const AUTHENTICATION: u8 = 51;
 const DESTINATION: u8 = 60;
-/// Extension headers walked before giving up.
-const MAX_EXTENSIONS: usize = 8;
+/// Extension headers (IPv6 extension headers and authentication headers) walked before giving
+/// up.
+pub const MAX_EXTENSIONS: usize = 8;
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at.checked_add(1)?)?]))
 }
 
+/// What walking an IP packet's headers found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// The header after the IP headers: its protocol number and offset.
+    Transport {
+        /// The protocol (next header) number.
+        protocol: u8,
+        /// Where it starts.
+        at: usize,
+    },
+    /// A fragment whose offset is not 0: no transport header.
+    NonFirstFragment,
+    /// The headers are not inside the bytes given, are malformed, or are more than
+    /// [`MAX_EXTENSIONS`].
+    Unreadable,
+}
+
+/// Walks the IP headers of `ip` (data starting at the IP header) to the transport header.
+#[must_use]
+pub fn walk(ip: &[u8]) -> Walk {
+    let Some(&first) = ip.first() else { return Walk::Unreadable };
+    match first >> 4 {
+        4 => {
+            let ihl = usize::from(first & 0x0f) * 4;
+            let (Some(frag), Some(&protocol)) = (be16(ip, 6), ip.get(9)) else {
+                return Walk::Unreadable;
+            };
+            if ihl < 20 {
+                return Walk::Unreadable;
+            }
+            if frag & 0x1fff != 0 {
+                return Walk::NonFirstFragment;
+            }
+            chain(ip, protocol, ihl, false).unwrap_or(Walk::Unreadable)
+        }
+        6 => match ip.get(6) {
+            Some(&next) => chain(ip, next, 40, true).unwrap_or(Walk::Unreadable),
+            None => Walk::Unreadable,
+        },
+        _ => Walk::Unreadable,
+    }
+}
+
+/// Follows the header chain from header `next` at `off`; `None` if a header is cut short.
+fn chain(ip: &[u8], mut next: u8, mut off: usize, v6: bool) -> Option<Walk> {
+    for _ in 0..MAX_EXTENSIONS {
+        match next {
+            AUTHENTICATION => {
+                // RFC 4302 2.2: the payload length is the AH's length in 32-bit words minus 2.
+                let len = (usize::from(*ip.get(off.checked_add(1)?)?) + 2) * 4;
+                next = *ip.get(off)?;
+                off = off.checked_add(len)?;
+            }
+            HOP_BY_HOP | ROUTING | DESTINATION if v6 => {
+                let len = (usize::from(*ip.get(off.checked_add(1)?)?) + 1) * 8;
+                next = *ip.get(off)?;
+                off = off.checked_add(len)?;
+            }
+            FRAGMENT if v6 => {
+                if be16(ip, off.checked_add(2)?)? & 0xfff8 != 0 {
+                    return Some(Walk::NonFirstFragment);
+                }
+                next = *ip.get(off)?;
+                off = off.checked_add(8)?;
+            }
+            protocol => return Some(Walk::Transport { protocol, at: off }),
+        }
+    }
+    let extension = matches!(next, AUTHENTICATION)
+        || (v6 && matches!(next, HOP_BY_HOP | ROUTING | DESTINATION | FRAGMENT));
+    Some(if extension { Walk::Unreadable } else { Walk::Transport { protocol: next, at: off } })
+}
+
 /// Where the TCP header starts in an IP packet, or `None` if the packet is not TCP, is a
-/// non-first fragment, or its headers are not inside `ip`.
+/// non-first fragment, or its headers are not inside `ip` (see [`walk`]).
 #[must_use]
 pub fn tcp_offset(ip: &[u8]) -> Option<usize> {
-    match *ip.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
-            let frag = be16(ip, 6)?;
-            if ihl < 20 || *ip.get(9)? != IPPROTO_TCP || frag & 0x1fff != 0 {
-                return None;
-            }
-            Some(ihl)
-        }
-        6 => {
-            let mut next = *ip.get(6)?;
-            let mut off = 40usize;
-            for _ in 0..MAX_EXTENSIONS {
-                match next {
-                    IPPROTO_TCP => return Some(off),
-                    HOP_BY_HOP | ROUTING | DESTINATION => {
-                        next = *ip.get(off)?;
-                        let len = (usize::from(*ip.get(off.checked_add(1)?)?) + 1) * 8;
-                        off = off.checked_add(len)?;
-                    }
-                    FRAGMENT => {
-                        next = *ip.get(off)?;
-                        if be16(ip, off.checked_add(2)?)? & 0xfff8 != 0 {
-                            return None;
-                        }
-                        off = off.checked_add(8)?;
-                    }
-                    _ => return None,
-                }
-            }
-            (next == IPPROTO_TCP).then_some(off)
-        }
+    match walk(ip) {
+        Walk::Transport { protocol: IPPROTO_TCP, at } => Some(at),
         _ => None,
     }
 }
 
 /// The TCP flags byte of an IP packet carrying TCP over IPv4 or IPv6 (data starting at the IP
-/// header), or `None` (see [`tcp_offset`]).
+/// header), or `None`: not readable (see [`tcp_offset`]), never to be taken for "no flags".
 #[must_use]
 pub fn tcp_flags(ip: &[u8]) -> Option<u8> {
     ip.get(tcp_offset(ip)?.checked_add(13)?).copied()
+}
+
+/// True only if the IP header of `ip` says the packet is a fragment at a non-zero offset.
+///
+/// That is the IPv4 fragment offset, or an IPv6 fragment header's: such a packet has no
+/// transport header and passes on the verdict of its datagram's first fragment (classify.rs).
+#[must_use]
+pub fn is_non_first_fragment(ip: &[u8]) -> bool {
+    walk(ip) == Walk::NonFirstFragment
 }
 
 /// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
@@ -108,7 +169,7 @@ pub unsafe fn nbl_prefix(
 
 #[cfg(test)]
 mod tests {
-    use super::tcp_flags;
+    use super::{MAX_EXTENSIONS, Walk, is_non_first_fragment, tcp_flags, walk};
     use alloc::vec::Vec;
 
     fn tcp(flags: u8) -> [u8; 20] {
@@ -177,10 +238,77 @@ mod tests {
         assert_eq!(tcp_flags(&ip), None);
     }
 
+    #[test]
+    fn authentication_headers_are_walked_in_both_families() {
+        // IPv4 | AH (next TCP, 24 bytes) | TCP
+        let mut ip = alloc::vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[9] = 51;
+        ip.extend_from_slice(&[6, 4, 0, 0]);
+        ip.extend_from_slice(&[0; 20]);
+        ip.extend_from_slice(&tcp(0x02));
+        assert_eq!(tcp_flags(&ip), Some(0x02));
+        // IPv6 | hop-by-hop | AH | TCP
+        let mut ip: Vec<u8> = alloc::vec![0u8; 40];
+        ip[0] = 0x60;
+        ip[6] = 0;
+        ip.extend_from_slice(&[51, 0, 0, 0, 0, 0, 0, 0]);
+        ip.extend_from_slice(&[6, 4, 0, 0]);
+        ip.extend_from_slice(&[0; 20]);
+        ip.extend_from_slice(&tcp(0x10));
+        assert_eq!(tcp_flags(&ip), Some(0x10));
+        // The AH cut short: unreadable, not "no flags".
+        assert_eq!(tcp_flags(&ip[..60]), None);
+    }
+
+    #[test]
+    fn more_extension_headers_than_walked_or_an_unknown_one_are_unreadable() {
+        let build = |n: usize, last: u8| {
+            let mut ip: Vec<u8> = alloc::vec![0u8; 40];
+            ip[0] = 0x60;
+            ip[6] = if n == 0 { last } else { 60 };
+            for i in 0..n {
+                ip.extend_from_slice(&[if i + 1 == n { last } else { 60 }, 0, 1, 4, 0, 0, 0, 0]);
+            }
+            ip.extend_from_slice(&tcp(0x02));
+            ip
+        };
+        assert_eq!(tcp_flags(&build(MAX_EXTENSIONS, 6)), Some(0x02));
+        assert_eq!(tcp_flags(&build(MAX_EXTENSIONS + 1, 6)), None);
+        assert_eq!(walk(&build(MAX_EXTENSIONS + 1, 6)), Walk::Unreadable);
+        // ESP: nothing after it can be read.
+        assert_eq!(tcp_flags(&build(1, 50)), None);
+    }
+
+    #[test]
+    fn only_a_fragment_offset_makes_a_non_first_fragment() {
+        let mut ip = alloc::vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[9] = 17;
+        ip[6] = 0x20; // MF, offset 0: a first fragment
+        ip.extend_from_slice(&[0, 53]);
+        assert!(!is_non_first_fragment(&ip), "a tiny first fragment is a first fragment");
+        ip[7] = 1;
+        assert!(is_non_first_fragment(&ip));
+        ip[6] = 0;
+        assert!(is_non_first_fragment(&ip), "the last fragment");
+        assert!(!is_non_first_fragment(&ip[..4]), "unreadable is not a non-first fragment");
+        assert!(!is_non_first_fragment(&[]));
+        // IPv6 fragment header: offset 0 with M, then offset 3.
+        let mut ip6: Vec<u8> = alloc::vec![0u8; 40];
+        ip6[0] = 0x60;
+        ip6[6] = 44;
+        ip6.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 1]);
+        assert!(!is_non_first_fragment(&ip6));
+        ip6[42..44].copy_from_slice(&(3u16 << 3).to_be_bytes());
+        assert!(is_non_first_fragment(&ip6));
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_packets_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = tcp_flags(&bytes);
+            let _ = is_non_first_fragment(&bytes);
         }
     }
 }

@@ -43,9 +43,11 @@ pub mod trace;
 pub mod vswitch;
 pub mod wide;
 
-pub use config::{DriverConfig, RestoreMode};
+pub use config::{DriverConfig, Key, RestoreMode, SETTINGS, Setting};
 pub use driver::{Driver, DriverStats, FlowTotals};
 pub use error::CalloutError;
 pub use registration::Phase;
-pub use services::{Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock};
+pub use services::{
+    ConfigValue, Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock,
+};
 pub use trace::{DegradedReason, RestoreOutcome, TraceEvent};

@@ -93,13 +93,14 @@ pub(crate) struct PortState {
 }
 
 impl PortState {
-    /// Closes the restore window if its deadline passed (no restore came): the port applies
-    /// its own mode again. A branch per packet while no window is open.
+    /// Closes the restore window if its deadline passed (no restore came: a source host
+    /// without vsflow): the port applies its own mode again and the loose pickup window opens
+    /// ([`vsflow_core::Port::restore_timed_out`]). A branch per packet while no window is open.
     #[inline]
     pub(crate) fn close_stale_window(&mut self, now: vsflow_core::Tick) {
         if now >= self.window_deadline {
             self.window_deadline = vsflow_core::Tick::MAX;
-            self.port.cancel_restore();
+            self.port.restore_timed_out(now);
         }
     }
 

@@ -10,6 +10,17 @@ use vsflow_core::Tick;
 use crate::error::CalloutError;
 use crate::trace::TraceEvent;
 
+/// A registry value as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigValue {
+    /// No such value (or no `Parameters` key): the default applies.
+    Absent,
+    /// A `REG_DWORD`.
+    Dword(u32),
+    /// A value that could not be read as a `REG_DWORD` (another type): refused.
+    Unreadable,
+}
+
 /// Severity of a log line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
@@ -165,9 +176,9 @@ pub trait KernelServices: Send + Sync + 'static {
         None
     }
 
-    /// A configuration value (a `REG_DWORD` under the service's `Parameters` key in the
-    /// driver), or `None` when absent. Names: see [`crate::config::DriverConfig::from_services`].
-    fn config_value(&self, name: &str) -> Option<u32>;
+    /// A configuration value under the service's `Parameters` key (`WdfRegistryQueryULong` in
+    /// the driver). Names: [`crate::config::SETTINGS`].
+    fn config_value(&self, name: &str) -> ConfigValue;
 
     /// The first `storage.len()` bytes (fewer if the frame is shorter) of the frame WFP passed
     /// as `layerData` at a vSwitch transport layer: `NdisGetDataBuffer` on the first

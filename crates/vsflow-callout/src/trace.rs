@@ -97,6 +97,18 @@ pub enum TraceEvent {
         /// The NTSTATUS it returned.
         status: i32,
     },
+    /// A registry value under the `Parameters` key was refused at load (out of its documented
+    /// range, or not a `REG_DWORD`): its default applies (config.rs, `SETTINGS`).
+    SettingRefused {
+        /// The value's name.
+        name: &'static str,
+        /// What was read (0 if it was not a `REG_DWORD`).
+        value: u32,
+        /// The default used instead.
+        default: u32,
+        /// Why: `"out of range"` or `"not a REG_DWORD"`.
+        reason: &'static str,
+    },
     /// A filter naming a vsflow callout that vsflow did not add was refused in `notifyFn`.
     ForeignFilterRejected {
         /// The filter's runtime id.

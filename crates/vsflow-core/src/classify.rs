@@ -4,29 +4,42 @@
 //! own traffic is always permitted and opens a flow whose return traffic is permitted;
 //! unsolicited inbound traffic is permitted only when an allow rule admits it. Peer-opened
 //! flows remember the rule-set version that admitted them and are re-checked when it changes.
-//! A port that is restoring is treated as Monitor (see [`crate::port`]).
+//! A port that is restoring enforces, and picks up inbound mid-stream TCP tentatively (see
+//! [`crate::port`], "Restoring").
+//!
+//! **An inbound SYN is always a new connection** (issue 16): in Enforce (and the restore
+//! window) an inbound initial SYN, or a TCP segment whose flags could not be read
+//! ([`crate::packet::Headers`]), is admitted only by the rules, whatever flow its 5-tuple
+//! names (a picked-up flow, an established one), except the SYN answering the VM's own SYN
+//! (simultaneous open). On a flow the VM really has, its TCP stack answers such a SYN with a
+//! challenge ACK (RFC 5961 4), so blocking it costs nothing; on a flow picked up by mistake it
+//! would have opened a connection.
 //!
 //! A flow idle for at least its timeout admits nothing: classify treats it as absent (removes
 //! it and handles the packet as the first of a new flow), so a peer cannot use a long-silent
 //! flow, before or after a migration, as return traffic.
 //!
 //! A new flow that needs room never displaces an established TCP connection unless it is
-//! established itself and the VM sent it or a restored fingerprint vouches for it
-//! ([`crate::flow::Room`]); otherwise it is refused, counted, and its verdict stands.
+//! established itself and the VM sent it ([`crate::flow::Room`]); otherwise it is refused,
+//! counted, and its verdict stands. Pickups the VM has not answered never take a table slot
+//! ([`crate::flow::tentative`]).
 //!
-//! After a restore, unknown flows may be picked up as established by fingerprint or loosely
+//! After a restore, unknown flows may be picked up by fingerprint or loosely
 //! ([`crate::port`], "Pickups").
 //!
 //! ICMP and ICMPv6 are decided by [`crate::icmp`]: queries are tracked here under their own
 //! key ([`track`]), errors are admitted as related to a tracked flow, neighbor discovery by a
-//! default.
+//! default. None is ever picked up (only TCP is).
 //!
 //! Allocation-free whenever the flow exists or the table has room (see
 //! [`crate::FlowTable::capacity`]); a flood at the bound recycles slots.
 
-use crate::flow::{Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener, Room};
-use crate::packet::{Direction, PacketMeta, TcpFlags, protocol};
-use crate::port::{PickedUp, Port};
+use crate::flow::tentative::Answer;
+use crate::flow::{
+    Admission, Eviction, FlowIndex, FlowKey, FlowRecord, FlowState, Opener, PickupKind, Room,
+};
+use crate::packet::{Direction, Headers, PacketMeta, TcpFlags, protocol};
+use crate::port::{Judging, Port};
 use crate::time::Tick;
 
 /// What to do with a packet.
@@ -41,7 +54,7 @@ pub enum Verdict {
 /// Why a packet was blocked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockReason {
-    /// Inbound, no flow, no allow rule admits it.
+    /// Inbound, no flow (or a packet that may open a connection), no allow rule admits it.
     Unsolicited,
     /// Inbound on a peer-opened flow that the current rules no longer admit.
     NotAdmitted,
@@ -53,7 +66,9 @@ pub enum BlockReason {
 /// Classifies `meta` on `port` at `now`. See the module docs.
 #[inline]
 pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
-    let verdict = if crate::icmp::is_icmp(meta.family, meta.protocol) {
+    let verdict = if !matches!(meta.headers, Headers::Complete) {
+        unreadable(port, meta, now)
+    } else if crate::icmp::is_icmp(meta.family, meta.protocol) {
         crate::icmp::classify(port, meta, now)
     } else {
         track(port, FlowKey::of(meta), meta, now)
@@ -61,9 +76,26 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     let c = &mut port.counters;
     match verdict {
         Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
-        Verdict::Block(_) => c.packets_blocked = c.packets_blocked.wrapping_add(1),
+        Verdict::Block(_) => {
+            c.packets_blocked = c.packets_blocked.wrapping_add(1);
+            if matches!(port.judging, Judging::Restoring) {
+                c.window_blocked = c.window_blocked.wrapping_add(1);
+            }
+        }
     }
     verdict
+}
+
+/// A packet whose TCP flags or ports could not be read ([`Headers`]): counted, then judged
+/// without them.
+#[cold]
+fn unreadable(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
+    let c = &mut port.counters;
+    c.headers_unreadable = c.headers_unreadable.wrapping_add(1);
+    match meta.headers {
+        Headers::NoPorts => portless(port, meta),
+        Headers::NoFlags | Headers::Complete => track(port, FlowKey::of(meta), meta, now),
+    }
 }
 
 /// The verdict on a packet of the flow `key`, the flow created or updated. Counting permits
@@ -95,29 +127,29 @@ pub(crate) fn track(port: &mut Port, key: FlowKey, meta: &PacketMeta, now: Tick)
     }
 }
 
-/// True if the current rules still admit inbound traffic of the flow at `at` (Enforce): a flow
-/// the VM opened always, a peer-opened one re-checked when the rules changed since it was
-/// admitted (its admission updated when they admit it).
-pub(crate) fn admitted(port: &mut Port, at: FlowIndex) -> bool {
-    let version = port.rules.version();
-    match port.table.record(at).admission {
-        Admission::Vm => true,
-        Admission::Rule(v) if v == version => true,
-        Admission::Rule(_) | Admission::Monitor => {
-            let key = port.table.key(at);
-            let local_port = crate::icmp::rule_port(key);
-            let ok = port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr);
-            if ok {
-                port.table.record_mut(at).admission = Admission::Rule(version);
+/// A TCP or UDP packet whose ports could not be read (a first fragment too short to hold
+/// them; see [`Headers::NoPorts`]): it names no flow. The VM's own is permitted; inbound in
+/// Enforce only a rule admitting every port of its protocol from its source admits it.
+fn portless(port: &Port, meta: &PacketMeta) -> Verdict {
+    match (meta.direction, port.judging) {
+        (Direction::Outbound, _) | (Direction::Inbound, Judging::Monitor) => Verdict::Permit,
+        (Direction::Inbound, Judging::Enforce | Judging::Restoring) => {
+            if port.rules.admits_every_port(meta.protocol, meta.family, &meta.src_addr) {
+                Verdict::Permit
+            } else {
+                Verdict::Block(BlockReason::Unsolicited)
             }
-            ok
         }
     }
 }
 
+#[inline]
 fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -> Verdict {
-    if port.enforce && meta.direction == Direction::Inbound && !admitted(port, at) {
-        return Verdict::Block(BlockReason::NotAdmitted);
+    if meta.direction == Direction::Inbound
+        && !matches!(port.judging, Judging::Monitor)
+        && let Err(why) = inbound_admitted(port, at, meta)
+    {
+        return Verdict::Block(why);
     }
     let record = port.table.record_mut(at);
     record.count(meta.direction, meta.length, now);
@@ -133,69 +165,227 @@ fn existing_flow(port: &mut Port, at: FlowIndex, meta: &PacketMeta, now: Tick) -
     Verdict::Permit
 }
 
+/// Whether an inbound packet of the flow at `at` passes in Enforce or the restore window.
+#[inline]
+fn inbound_admitted(port: &mut Port, at: FlowIndex, meta: &PacketMeta) -> Result<(), BlockReason> {
+    if meta.may_open_connection() {
+        return opening_admitted(port, at);
+    }
+    if admitted(port, at) { Ok(()) } else { Err(BlockReason::NotAdmitted) }
+}
+
+/// True if the current rules still admit inbound traffic of the flow at `at` (Enforce or the
+/// restore window): a flow the VM opened always, a peer-opened one re-checked when the rules
+/// changed since it was admitted (its admission updated when they admit it); in the restore
+/// window a flow seen in it ([`Admission::Monitor`]) passes until the restore re-checks it.
+#[inline]
+pub(crate) fn admitted(port: &mut Port, at: FlowIndex) -> bool {
+    let version = port.rules.version();
+    match port.table.record(at).admission {
+        Admission::Vm => true,
+        Admission::Rule(v) if v == version => true,
+        Admission::Monitor if matches!(port.judging, Judging::Restoring) => true,
+        Admission::Rule(_) | Admission::Monitor => {
+            let key = port.table.key(at);
+            let local_port = crate::icmp::rule_port(key);
+            let ok = port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr);
+            if ok {
+                port.table.record_mut(at).admission = Admission::Rule(version);
+            }
+            ok
+        }
+    }
+}
+
+/// An inbound packet that may open a connection (an initial SYN, or unreadable flags) on the
+/// flow at `at`: a new connection on this 5-tuple, whatever the flow, so the rules decide,
+/// unless it answers the VM's own SYN (simultaneous open).
+fn opening_admitted(port: &Port, at: FlowIndex) -> Result<(), BlockReason> {
+    let record = port.table.record(at);
+    let answers_vm = record.state == FlowState::SynSent && record.opener == Opener::Vm;
+    let key = port.table.key(at);
+    let local_port = crate::icmp::rule_port(key);
+    if answers_vm || port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr) {
+        Ok(())
+    } else {
+        Err(BlockReason::Unsolicited)
+    }
+}
+
 fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
+    match (meta.direction, port.judging) {
+        (Direction::Outbound, _) => vm_flow(port, hash, key, meta, now),
+        (Direction::Inbound, Judging::Monitor) => {
+            let flow =
+                Flow { opener: Opener::Remote, admission: Admission::Monitor, vouched: false };
+            open(port, hash, key, meta, now, flow)
+        }
+        (Direction::Inbound, Judging::Enforce | Judging::Restoring) => {
+            inbound_flow(port, hash, key, meta, now)
+        }
+    }
+}
+
+/// The VM's packet of a flow the table does not hold: permitted, and it opens the flow. If a
+/// pickup admitted the flow tentatively, this packet is the VM's answer.
+#[inline]
+fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
+    if !port.tentative.is_empty() && matches!(meta.headers, Headers::Complete) {
+        match port.tentative.answer(&key, meta.tcp_flags) {
+            Some(Answer::Confirmed { kind, inbound }) => {
+                return confirmed(port, hash, key, meta, now, kind, inbound);
+            }
+            Some(Answer::Refused(kind)) => {
+                // The VM has no such connection: its reset passes (untracked, see `track`),
+                // nothing more is picked up on this 5-tuple, no fingerprint is used up.
+                if let PickupKind::Fingerprint(i) = kind {
+                    port.pickup.refuse(i, &key);
+                }
+                let c = &mut port.counters;
+                c.pickups_refused = c.pickups_refused.wrapping_add(1);
+            }
+            Some(Answer::Withdrawn) | None => {}
+        }
+    }
+    // The VM resuming a fingerprinted connection: picked up at once, the fingerprint used.
+    let fingerprint =
+        meta.is_midstream_tcp() && port.pickup.is_armed(now) && port.pickup.take(&key, now);
+    if fingerprint {
+        let c = &mut port.counters;
+        c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
+        c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
+    }
+    let flow = Flow { opener: Opener::Vm, admission: Admission::Vm, vouched: true };
+    open(port, hash, key, meta, now, flow)
+}
+
+/// The VM answered a tentative pickup: the flow is established and tracked.
+fn confirmed(
+    port: &mut Port,
+    hash: u64,
+    key: FlowKey,
+    meta: &PacketMeta,
+    now: Tick,
+    kind: PickupKind,
+    inbound: u8,
+) -> Verdict {
+    let admission = match kind {
+        // Not known from a restore: re-checked against the restored rules after the commit,
+        // unless loose pickup (which admits such connections anyway) is on.
+        PickupKind::Window if !port.restore_loose() => Admission::Monitor,
+        PickupKind::Fingerprint(i) => {
+            port.pickup.confirm(i);
+            Admission::Vm
+        }
+        PickupKind::Window | PickupKind::Loose => Admission::Vm,
+    };
+    let c = &mut port.counters;
+    c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
+    let flow = Flow { opener: Opener::Remote, admission, vouched: true };
+    let verdict = open(port, hash, key, meta, now, flow);
+    if let Some(at) = port.table.find_hashed(hash, &key) {
+        // The segments admitted while the flow was tentative.
+        let r = port.table.record_mut(at);
+        r.packets[Direction::Inbound.index()] =
+            r.packets[Direction::Inbound.index()].saturating_add(u64::from(inbound));
+    }
+    verdict
+}
+
+/// An inbound packet of a flow the table does not hold, in Enforce or the restore window.
+fn inbound_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
+    let local_port = crate::icmp::rule_port(&key);
+    if port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr) {
+        let admission = Admission::Rule(port.rules.version());
+        let flow = Flow { opener: Opener::Remote, admission, vouched: false };
+        return open(port, hash, key, meta, now, flow);
+    }
+    if meta.is_midstream_tcp() && port.pickups_open(now) {
+        return pickup(port, key, now);
+    }
+    Verdict::Block(BlockReason::Unsolicited)
+}
+
+/// An inbound mid-stream TCP segment of an unknown flow no rule admits, while some pickup is
+/// open: admitted to a tentative flow (or refused), see [`crate::flow::tentative`].
+fn pickup(port: &mut Port, key: FlowKey, now: Tick) -> Verdict {
+    match port.tentative.inbound(&key) {
+        Some(true) => return Verdict::Permit,
+        Some(false) => return Verdict::Block(BlockReason::Unsolicited),
+        None => {}
+    }
+    let kind = if matches!(port.judging, Judging::Restoring) {
+        PickupKind::Window
+    } else if let Some(i) = port.pickup.lookup(&key, now) {
+        PickupKind::Fingerprint(i)
+    } else if port.loose_open(now) {
+        PickupKind::Loose
+    } else {
+        return Verdict::Block(BlockReason::Unsolicited);
+    };
+    port.tentative.insert(key, kind, now);
+    let c = &mut port.counters;
+    match kind {
+        PickupKind::Fingerprint(_) => c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1),
+        PickupKind::Loose => c.picked_up_loose = c.picked_up_loose.wrapping_add(1),
+        PickupKind::Window => {}
+    }
+    Verdict::Permit
+}
+
+/// Who opened a flow classify is about to track, why its inbound traffic passes, and whether
+/// the VM vouches for it (may displace an established connection when the table is full).
+#[derive(Clone, Copy)]
+struct Flow {
+    opener: Opener,
+    admission: Admission,
+    vouched: bool,
+}
+
+/// Opens (tracks) a new flow whose packet is permitted: the verdict stands whether or not the
+/// table takes it.
+#[inline]
+fn open(
+    port: &mut Port,
+    hash: u64,
+    key: FlowKey,
+    meta: &PacketMeta,
+    now: Tick,
+    flow: Flow,
+) -> Verdict {
     let tcp = meta.protocol == protocol::TCP;
     let flags = meta.tcp_flags;
-    // A packet that may belong to a connection already under way (no SYN, no RST) may be
-    // picked up after a restore.
-    let midstream = !tcp || !(flags.has(TcpFlags::SYN) || flags.has(TcpFlags::RST));
-    let fingerprint = midstream && port.fingerprint_pickup(&key, now);
-    let pickup = fingerprint.then_some(PickedUp::Fingerprint);
-    let (opener, admission, pickup) = match (meta.direction, port.enforce) {
-        (Direction::Outbound, _) => (Opener::Vm, Admission::Vm, pickup),
-        (Direction::Inbound, false) => (Opener::Remote, Admission::Monitor, pickup),
-        (Direction::Inbound, true) => {
-            let local_port = crate::icmp::rule_port(&key);
-            if port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr) {
-                (Opener::Remote, Admission::Rule(port.rules.version()), pickup)
-            } else if fingerprint {
-                (Opener::Remote, Admission::Vm, pickup)
-            } else if tcp && midstream && port.loose_pickup(now) {
-                (Opener::Remote, Admission::Vm, Some(PickedUp::Loose))
-            } else {
-                return Verdict::Block(BlockReason::Unsolicited);
-            }
-        }
-    };
-    if tcp && flags.has(TcpFlags::RST) {
-        // A reset for a flow we do not know: let the verdict stand, but do not let RST scans
-        // churn the table.
+    if tcp && (flags.has(TcpFlags::RST) || !matches!(meta.headers, Headers::Complete)) {
+        // A reset for a flow we do not know, or flags we could not read: let the verdict
+        // stand, but do not let such packets churn the table.
         return Verdict::Permit;
     }
     let state = if !tcp {
         FlowState::Active
     } else if flags.is_initial_syn() {
-        match opener {
+        match flow.opener {
             Opener::Vm => FlowState::SynSent,
             Opener::Remote => FlowState::SynReceived,
         }
     } else {
-        // Picked up mid-stream (the driver started, the flow was evicted or expired after the
-        // SYN, or a restore vouches for it).
+        // Mid-stream (the driver started, the flow was evicted or expired after the SYN, or a
+        // pickup the VM confirmed).
         FlowState::Established
     };
-    let mut record = FlowRecord::new(state, opener, admission, now);
+    let mut record = FlowRecord::new(state, flow.opener, flow.admission, now);
     record.count(meta.direction, meta.length, now);
     if tcp && flags.has(TcpFlags::FIN) {
         let (s, fin) = tcp_transition(state, meta.direction, flags, 0);
         record.state = s;
         record.fin_seen = fin;
     }
-    // Only the VM's own packets and fingerprinted flows may displace an established
-    // connection, and only when they are established themselves.
-    let vouched = meta.direction == Direction::Outbound || pickup == Some(PickedUp::Fingerprint);
-    let room = if vouched { Room::for_record(&record) } else { Room::SpareEstablished };
+    // Only the VM's own packets may displace an established connection, and only when they
+    // are established themselves.
+    let room = if flow.vouched { Room::for_record(&record) } else { Room::SpareEstablished };
     let c = &mut port.counters;
     match port.table.insert_with(hash, key, record, now, room) {
         Ok((_, evicted)) => {
             c.flows_created = c.flows_created.wrapping_add(1);
-            if let Some(how) = pickup {
-                let n = match how {
-                    PickedUp::Fingerprint => &mut c.fingerprint_pickups,
-                    PickedUp::Loose => &mut c.picked_up_loose,
-                };
-                *n = n.wrapping_add(1);
-            }
             match evicted {
                 None => {}
                 Some(Eviction::Closed) => c.evicted_closed = c.evicted_closed.wrapping_add(1),

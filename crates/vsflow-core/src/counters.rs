@@ -2,7 +2,7 @@
 //!
 //! The first [`PortCounters::COUNT`] counters are the ones the runtime-state format carries, in
 //! their fixed wire order ([`PortCounters::to_array`]). The *extended* counters (flow expiry at
-//! classify, refused inserts, the restore window, loose pickups:
+//! classify, refused inserts, the restore window, pickups, unreadable headers:
 //! [`PortCounters::EXTRA_NAMES`]) stay on the host; [`PortCounters::to_all_array`] gives both,
 //! for tools.
 
@@ -56,7 +56,7 @@ pub struct PortCounters {
     /// Extended: unknown TCP flows picked up as established by loose pickup (a non-SYN packet
     /// within the loose window after a restore).
     pub picked_up_loose: u64,
-    /// Extended: packets classified while the port was restoring (treated as Monitor),
+    /// Extended: packets classified while the port was restoring (the restore window),
     /// counted when the window closes.
     pub window_packets: u64,
     /// Extended: flows seen in the restore window that the restore also carried (merged).
@@ -73,6 +73,16 @@ pub struct PortCounters {
     pub icmp_unmatched: u64,
     /// Extended: IPv6 neighbor discovery and MLD messages permitted by the on-link default.
     pub icmp_link: u64,
+    /// Extended: pickups (window, fingerprint, loose) the VM answered: now established flows.
+    pub pickups_confirmed: u64,
+    /// Extended: pickups the VM reset (it had no such connection: a false match or a dead
+    /// connection); nothing more is admitted on their 5-tuples, no fingerprint is used up.
+    pub pickups_refused: u64,
+    /// Extended: inbound packets blocked in the restore window (initial SYNs, unsolicited UDP
+    /// and other protocols: the peer retries).
+    pub window_blocked: u64,
+    /// Extended: packets whose TCP flags or ports could not be read (judged without them).
+    pub headers_unreadable: u64,
 }
 
 impl PortCounters {
@@ -127,7 +137,7 @@ impl PortCounters {
     }
 
     /// Number of extended counters, in [`PortCounters::extra_to_array`] order.
-    pub const EXTRA_COUNT: usize = 9;
+    pub const EXTRA_COUNT: usize = 13;
 
     /// Names of the extended counters.
     pub const EXTRA_NAMES: [&'static str; Self::EXTRA_COUNT] = [
@@ -140,6 +150,10 @@ impl PortCounters {
         "icmp_related",
         "icmp_unmatched",
         "icmp_link",
+        "pickups_confirmed",
+        "pickups_refused",
+        "window_blocked",
+        "headers_unreadable",
     ];
 
     /// Number of all counters.
@@ -173,6 +187,10 @@ impl PortCounters {
             self.icmp_related,
             self.icmp_unmatched,
             self.icmp_link,
+            self.pickups_confirmed,
+            self.pickups_refused,
+            self.window_blocked,
+            self.headers_unreadable,
         ]
     }
 
@@ -200,6 +218,10 @@ impl PortCounters {
         c.icmp_related = next();
         c.icmp_unmatched = next();
         c.icmp_link = next();
+        c.pickups_confirmed = next();
+        c.pickups_refused = next();
+        c.window_blocked = next();
+        c.headers_unreadable = next();
         c
     }
 
@@ -263,7 +285,7 @@ mod tests {
         assert_eq!(all, core::array::from_fn(|i| i as u64 + 1));
         assert_eq!(c.extra_to_array()[0], PortCounters::COUNT as u64 + 1);
         assert_eq!(PortCounters::ALL_NAMES[PortCounters::COUNT], "expired_on_packet");
-        assert_eq!(PortCounters::ALL_NAMES[PortCounters::ALL_COUNT - 1], "icmp_link");
+        assert_eq!(PortCounters::ALL_NAMES[PortCounters::ALL_COUNT - 1], "headers_unreadable");
         let sum = c.saturating_add(&c);
         assert_eq!(sum.to_all_array(), core::array::from_fn(|i| 2 * (i as u64 + 1)));
         let max = PortCounters::from_all_values(core::iter::repeat(u64::MAX));

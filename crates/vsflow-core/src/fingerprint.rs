@@ -17,11 +17,13 @@
 //! # False admissions
 //! The set holds `n` distinct 32-bit values. The key of an unknown packet that is not one of
 //! the fingerprinted connections hashes, under a salt the sender cannot know, to a uniformly
-//! distributed 32-bit value, so it matches with probability `n / 2^32` per packet: 3.5e-6 at
-//! the capacity of a default 60 KiB blob (about 15,000 fingerprints), under the 1e-5 target.
-//! [`Pickup::take`] consumes a fingerprint when it matches, so a set of `n` fingerprints admits
-//! at most `n` flows in total however many packets are sent (measured: see docs/PERFORMANCE.md,
-//! `cargo run --release -p vsflow-core --example fingerprint_fp`).
+//! distributed 32-bit value, so it matches with probability `n / 2^32` per packet: 6.0e-6 at
+//! the capacity of a default 60 KiB blob (about 25,900 fingerprints), under the 1e-5 target
+//! (measured: docs/PERFORMANCE.md, `cargo run --release -p vsflow-core --example
+//! fingerprint_fp`). A match admits one mid-stream TCP segment to a *tentative* flow, never a
+//! new conversation, and uses nothing up until the VM confirms the flow ([`Pickup`]); the
+//! bound on what a spray gets through is derived in docs/runtime-state-format.md ("False
+//! admissions") and measured by `cargo run --release -p vsflow-core --example pickup_spray`.
 
 use alloc::vec::Vec;
 
@@ -47,9 +49,17 @@ pub const DEFAULT_PICKUP_WINDOW: Tick = secs(300);
 /// The keyed hash of a key (see the module docs). `salt` is `[k0, k1]`.
 #[must_use]
 pub fn fingerprint(salt: [u64; 2], key: &FlowKey) -> u32 {
+    high(sip(salt, key))
+}
+
+/// The full 64-bit `SipHash` of the canonical key bytes: the fingerprint is its high half.
+fn sip(salt: [u64; 2], key: &FlowKey) -> u64 {
     let mut buf = [0u8; 38];
     let n = canonical_bytes(key, &mut buf);
-    let h = SipHasher13::new_with_keys(salt[0], salt[1]).hash(buf.get(..n).unwrap_or(&[]));
+    SipHasher13::new_with_keys(salt[0], salt[1]).hash(buf.get(..n).unwrap_or(&[]))
+}
+
+const fn high(h: u64) -> u32 {
     #[allow(clippy::cast_possible_truncation, reason = "the high 32 bits, by definition")]
     let fp = (h >> 32) as u32;
     fp
@@ -153,6 +163,11 @@ impl FingerprintSet {
         self.values.binary_search(&fingerprint(self.salt, key)).ok()
     }
 
+    /// Position of the fingerprint `value` in the set, if present.
+    fn position_of(&self, value: u32) -> Option<usize> {
+        self.values.binary_search(&value).ok()
+    }
+
     /// True if `key`'s fingerprint is in the set.
     #[must_use]
     pub fn contains(&self, key: &FlowKey) -> bool {
@@ -168,14 +183,47 @@ impl FingerprintSet {
     }
 }
 
-/// A restored fingerprint set armed for pickup on the destination: matches until `until`, each
-/// fingerprint at most once.
+/// A restored fingerprint set armed for pickup on the destination: matches until `until`.
+///
+/// Each fingerprint is *unused* (its connection has not resumed), *used* (a flow it admitted
+/// was confirmed by the VM: it admits nothing more), or unused but *refused for up to two
+/// keys* (the VM reset flows it admitted: those 5-tuples are not admitted by it again, every
+/// other key with this fingerprint still is). A match alone uses nothing up: classify holds
+/// the flow tentatively ([`crate::flow::tentative`]) and calls [`Pickup::confirm`] when the VM
+/// answers, [`Pickup::refuse`] when it resets. So a spray can never use up a real connection's
+/// fingerprint; and since refusals are remembered per fingerprint (not only in the bounded
+/// tentative set), a 5-tuple that matched by chance cannot be replayed for more segments
+/// unless three spray keys match the same fingerprint (docs/runtime-state-format.md, "Pickups:
+/// what they admit").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Pickup {
     set: FingerprintSet,
     until: Tick,
-    taken: Vec<u64>,
+    /// Per fingerprint: [`UNUSED`], [`USED`], or the tags of the last two keys the VM refused
+    /// (the latest in the low half; an empty half is 0).
+    state: Vec<u64>,
     picked: u32,
+}
+
+/// A fingerprint whose connection has not resumed and that nothing was refused for.
+const UNUSED: u64 = 0;
+/// A fingerprint whose pickup the VM confirmed.
+const USED: u64 = u64::MAX;
+
+/// The tag of a key in a fingerprint's state: the low half of the key's `SipHash` (the
+/// fingerprint is the high half), never 0 or `u32::MAX` (so a state of refusals is never
+/// [`UNUSED`] or [`USED`]).
+const fn tag(h: u64) -> u32 {
+    #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits")]
+    let t = h as u32;
+    if t == 0 || t == u32::MAX { 1 } else { t }
+}
+
+/// True if `state` (refusals) holds `t`.
+const fn refused(state: u64, t: u32) -> bool {
+    #[allow(clippy::cast_possible_truncation, reason = "the two 32-bit halves")]
+    let (latest, earlier) = (state as u32, (state >> 32) as u32);
+    latest == t || earlier == t
 }
 
 impl Pickup {
@@ -184,11 +232,10 @@ impl Pickup {
     /// # Errors
     /// [`Error::OutOfMemory`].
     pub fn try_new(set: FingerprintSet, until: Tick) -> Result<Self, Error> {
-        let words = set.len().div_ceil(64);
-        let mut taken = Vec::new();
-        taken.try_reserve_exact(words)?;
-        taken.resize(words, 0);
-        Ok(Self { set, until, taken, picked: 0 })
+        let mut state = Vec::new();
+        state.try_reserve_exact(set.len())?;
+        state.resize(set.len(), UNUSED);
+        Ok(Self { set, until, state, picked: 0 })
     }
 
     /// The armed set.
@@ -203,35 +250,70 @@ impl Pickup {
         self.until
     }
 
-    /// Flows picked up so far.
+    /// Pickups the VM confirmed so far (fingerprints used).
     #[must_use]
     pub const fn picked(&self) -> u32 {
         self.picked
     }
 
     /// True while fingerprints can still match at `now`.
+    #[inline]
     #[must_use]
     pub fn is_armed(&self, now: Tick) -> bool {
         now < self.until && !self.set.is_empty()
     }
 
-    /// The classify hook: true if `key` (a flow the table does not know) matches a fingerprint
-    /// not yet used, within the window; that fingerprint is then used up. Cost: one `SipHash` of
-    /// at most 38 bytes and a binary search, only while armed.
-    pub fn take(&mut self, key: &FlowKey, now: Tick) -> bool {
+    /// The position of an unused fingerprint of `key` (a TCP flow the table does not know)
+    /// within the window, unless the VM refused this very key with it. Uses nothing up. Cost:
+    /// one `SipHash` of at most 38 bytes and a binary search, only while armed.
+    #[must_use]
+    pub fn lookup(&self, key: &FlowKey, now: Tick) -> Option<u32> {
         if !self.is_armed(now) {
-            return false;
+            return None;
         }
-        let Some(i) = self.set.position(key) else { return false };
-        let (word, bit) = (i / 64, 1u64 << (i % 64));
-        match self.taken.get_mut(word) {
-            Some(w) if *w & bit == 0 => {
-                *w |= bit;
+        let h = sip(self.set.salt, key);
+        let i = self.set.position_of(high(h))?;
+        match *self.state.get(i)? {
+            USED => None,
+            s if s != UNUSED && refused(s, tag(h)) => None,
+            _ => u32::try_from(i).ok(),
+        }
+    }
+
+    /// The VM confirmed the flow fingerprint `i` admitted: the fingerprint is used up. False if
+    /// it already was.
+    pub fn confirm(&mut self, i: u32) -> bool {
+        match self.state.get_mut(i as usize) {
+            Some(s) if *s != USED => {
+                *s = USED;
                 self.picked = self.picked.saturating_add(1);
                 true
             }
             _ => false,
         }
+    }
+
+    /// The VM refused (reset) the flow `key` that fingerprint `i` admitted: `key` is not
+    /// admitted by it again (nor is the key refused before it); the fingerprint stays unused
+    /// for every other key.
+    pub fn refuse(&mut self, i: u32, key: &FlowKey) {
+        let t = tag(sip(self.set.salt, key));
+        if let Some(s) = self.state.get_mut(i as usize).filter(|s| **s != USED && !refused(**s, t))
+        {
+            *s = (*s << 32) | u64::from(t);
+        }
+    }
+
+    /// [`Pickup::lookup`] and [`Pickup::confirm`] at once: for a flow the VM itself speaks on
+    /// (its own packet, or traffic it sent in the restore window).
+    pub fn take(&mut self, key: &FlowKey, now: Tick) -> bool {
+        self.lookup(key, now).is_some_and(|i| self.confirm(i))
+    }
+
+    /// The fingerprints not used up: connections that have not resumed (a save during the
+    /// window can carry them on).
+    pub fn pending(&self) -> impl Iterator<Item = u32> + '_ {
+        self.set.values.iter().zip(&self.state).filter(|(_, s)| **s != USED).map(|(v, _)| *v)
     }
 
     /// Disarms and frees the set (the window ended, or the port was restored empty).
@@ -303,7 +385,46 @@ mod tests {
         assert!(!p.take(&keys[1], 1000), "the window has ended");
         assert!(p.take(&keys[2], 999));
         assert_eq!(p.picked(), 2);
+        assert_eq!(p.pending().count(), 1);
         p.clear();
         assert!(!p.is_armed(0));
+    }
+
+    #[test]
+    fn a_match_uses_nothing_up_until_confirmed_and_a_refusal_is_per_key() {
+        let keys = [key(1), key(2)];
+        let set = FingerprintSet::try_from_keys([5, 6], keys.iter()).unwrap();
+        let mut p = Pickup::try_new(set, 1000).unwrap();
+        let i = p.lookup(&keys[0], 1).unwrap();
+        assert_eq!(p.lookup(&keys[0], 2), Some(i), "a lookup uses nothing up");
+        p.refuse(i, &keys[0]);
+        assert_eq!(p.lookup(&keys[0], 3), None, "the refused key is not admitted again");
+        assert_eq!(p.pending().count(), 2, "a refusal uses nothing up");
+        let j = p.lookup(&keys[1], 3).unwrap();
+        assert!(p.confirm(j));
+        assert!(!p.confirm(j));
+        assert_eq!(p.lookup(&keys[1], 4), None);
+        p.refuse(j, &keys[1]);
+        assert_eq!(p.lookup(&keys[1], 4), None, "a refusal never revives a used fingerprint");
+        assert_eq!((p.picked(), p.pending().count()), (1, 1));
+    }
+
+    #[test]
+    fn a_fingerprint_remembers_the_last_two_keys_refused_with_it() {
+        let real = key(1);
+        let set = FingerprintSet::try_from_keys([5, 6], [real].iter()).unwrap();
+        let mut p = Pickup::try_new(set, 1000).unwrap();
+        let i = p.lookup(&real, 1).unwrap();
+        // Other keys refused with this fingerprint do not shut the real one out.
+        p.refuse(i, &key(2));
+        p.refuse(i, &key(3));
+        assert_eq!(p.lookup(&real, 2), Some(i));
+        p.refuse(i, &real);
+        assert_eq!(p.lookup(&real, 3), None);
+        p.refuse(i, &real);
+        p.refuse(i, &key(2));
+        assert_eq!(p.lookup(&real, 4), None, "still one of the last two refused");
+        p.refuse(i, &key(3));
+        assert_eq!(p.lookup(&real, 5), Some(i), "two later refusals push it out");
     }
 }

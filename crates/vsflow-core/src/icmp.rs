@@ -9,8 +9,8 @@
 //! - **Queries** (echo; for ICMPv4 also timestamp, information and address mask, the query
 //!   types Linux conntrack tracks): a flow like any other, keyed by the requester's
 //!   identifier and the request type ([`query_key`]). Only a request opens one; a reply is
-//!   return traffic of its request's flow (or picked up by a restored fingerprint), else it is
-//!   unsolicited. Carried across a migration like any flow: the key uses the existing fields.
+//!   return traffic of its request's flow, else it is unsolicited (never picked up after a
+//!   restore: only TCP is). Carried across a migration like any flow: the key uses the existing fields.
 //! - **Errors** (destination unreachable, packet too big, time exceeded, parameter problem; for
 //!   ICMPv4 also source quench and redirect, as conntrack's `icmp_is_err`): admitted when the
 //!   packet they quote ([`quoted`]) belongs to a tracked, unexpired flow and the error goes back
@@ -366,16 +366,15 @@ pub(crate) fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict
                 meta.dst_addr,
                 (request, kind, id),
             );
-            // A reply opens nothing: it is return traffic of a tracked query (or of one a
-            // restored fingerprint vouches for, which `track` picks up), else unsolicited.
-            let known = request
-                || port.table.find(&key).is_some_and(|at| !port.table.is_expired(at, now))
-                || (port.pickup.is_armed(now) && port.pickup.set().contains(&key));
+            // A reply opens nothing: it is return traffic of a tracked query, else unsolicited
+            // (only TCP is ever picked up after a restore: issue 16).
+            let known =
+                request || port.table.find(&key).is_some_and(|at| !port.table.is_expired(at, now));
             if known { track(port, key, meta, now) } else { unmatched(port, meta) }
         }
         Icmp::Error(q) => related(port, meta, &q, now),
         Icmp::Link { on_link } => {
-            if on_link || meta.direction == Direction::Outbound || !port.enforce {
+            if on_link || meta.direction == Direction::Outbound || port.monitors() {
                 let c = &mut port.counters;
                 c.icmp_link = c.icmp_link.wrapping_add(1);
                 Verdict::Permit
@@ -416,7 +415,7 @@ fn related(port: &mut Port, meta: &PacketMeta, q: &Quoted, now: Tick) -> Verdict
         };
         if let Some(at) = port.table.find(&key)
             && !port.table.is_expired(at, now)
-            && (meta.direction == Direction::Outbound || !port.enforce || admitted(port, at))
+            && (meta.direction == Direction::Outbound || port.monitors() || admitted(port, at))
         {
             let c = &mut port.counters;
             c.icmp_related = c.icmp_related.wrapping_add(1);
@@ -434,7 +433,7 @@ fn unmatched(port: &mut Port, meta: &PacketMeta) -> Verdict {
     }
     let c = &mut port.counters;
     c.icmp_unmatched = c.icmp_unmatched.wrapping_add(1);
-    if !port.enforce || admits_type(port, meta) {
+    if port.monitors() || admits_type(port, meta) {
         Verdict::Permit
     } else {
         Verdict::Block(BlockReason::Unsolicited)

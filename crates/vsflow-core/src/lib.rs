@@ -41,7 +41,7 @@ pub use error::Error;
 pub use flow::{FlowKey, FlowRecord, FlowState, FlowTable, Opener, Timeouts};
 pub use guid::Guid;
 pub use icmp::Icmp;
-pub use packet::{Direction, IpFamily, PacketMeta, TcpFlags, protocol};
+pub use packet::{Direction, Headers, IpFamily, PacketMeta, TcpFlags, protocol};
 pub use policy::{AllowRule, Mode, PortRange, Prefix, RuleSet};
 pub use port::{Port, PortConfig, PortIdentity};
 pub use time::{TICKS_PER_SECOND, Tick};

@@ -80,6 +80,27 @@ impl TcpFlags {
     }
 }
 
+/// How much of a packet's headers the callout could read (issue 16: headers that cannot be
+/// read are not permits).
+///
+/// A TCP packet whose flags could not be read may be a SYN: it is never "mid-stream", never
+/// picked up, and inbound in Enforce it is judged by the rules as a new connection. A packet
+/// whose ports could not be read (a first fragment too short to hold them, or headers the
+/// callout cannot walk) is judged without them: inbound in Enforce only a rule admitting every
+/// port admits it, and it neither creates nor matches a flow. A true non-first fragment (IP
+/// fragment offset not 0) never reaches classify: the callout permits it on the first
+/// fragment's verdict (without its first fragment the datagram cannot be reassembled).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Headers {
+    /// Everything classify uses was read.
+    #[default]
+    Complete,
+    /// TCP with ports, but the flags could not be read (`tcp_flags` is 0).
+    NoFlags,
+    /// TCP or UDP whose ports could not be read (ports and flags are 0).
+    NoPorts,
+}
+
 /// One packet as classify sees it.
 ///
 /// Addresses are 16 bytes; an IPv4 address occupies the first four, the rest must be zero
@@ -105,6 +126,8 @@ pub struct PacketMeta {
     pub tcp_flags: TcpFlags,
     /// IP packet length in bytes.
     pub length: u32,
+    /// Which headers could be read ([`Headers::Complete`] from the constructors).
+    pub headers: Headers,
     /// What an ICMP or ICMPv6 message says ([`Icmp::None`] for other protocols).
     pub icmp: Icmp,
 }
@@ -139,6 +162,7 @@ impl PacketMeta {
             dst_port,
             tcp_flags: TcpFlags(tcp_flags),
             length,
+            headers: Headers::Complete,
             icmp: Icmp::None,
         }
     }
@@ -166,6 +190,7 @@ impl PacketMeta {
             dst_port,
             tcp_flags: TcpFlags(tcp_flags),
             length,
+            headers: Headers::Complete,
             icmp: Icmp::None,
         }
     }
@@ -193,7 +218,63 @@ impl PacketMeta {
             dst_port,
             tcp_flags: TcpFlags(tcp_flags),
             length: self.length,
+            headers: Headers::Complete,
             icmp: self.icmp.answer(),
         }
+    }
+
+    /// A TCP segment that can only belong to a connection already under way: flags read, ACK
+    /// set, SYN and RST clear. The only packets a pickup may admit inbound (issue 16).
+    #[inline]
+    #[must_use]
+    pub const fn is_midstream_tcp(&self) -> bool {
+        self.protocol == protocol::TCP
+            && matches!(self.headers, Headers::Complete)
+            && self.tcp_flags.has(TcpFlags::ACK)
+            && !self.tcp_flags.has(TcpFlags::SYN)
+            && !self.tcp_flags.has(TcpFlags::RST)
+    }
+
+    /// A TCP segment that may open a connection: an initial SYN, or one whose flags could not
+    /// be read (it may hide a SYN). Inbound, only the rules admit it, whatever flow it names.
+    #[inline]
+    #[must_use]
+    pub const fn may_open_connection(&self) -> bool {
+        self.protocol == protocol::TCP
+            && (self.tcp_flags.is_initial_syn() || !matches!(self.headers, Headers::Complete))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tcp(flags: u8) -> PacketMeta {
+        PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [1, 2, 3, 4],
+            5,
+            [6, 7, 8, 9],
+            10,
+            flags,
+            60,
+        )
+    }
+
+    #[test]
+    fn only_readable_ack_segments_without_syn_or_rst_are_mid_stream() {
+        for f in 0..=u8::MAX {
+            let m = tcp(f);
+            let want = f & TcpFlags::ACK != 0 && f & (TcpFlags::SYN | TcpFlags::RST) == 0;
+            assert_eq!(m.is_midstream_tcp(), want, "flags {f:#x}");
+            let hidden = PacketMeta { headers: Headers::NoFlags, tcp_flags: TcpFlags(0), ..m };
+            assert!(!hidden.is_midstream_tcp());
+            assert!(hidden.may_open_connection(), "unreadable flags may hide a SYN");
+        }
+        assert!(tcp(TcpFlags::SYN).may_open_connection());
+        assert!(!tcp(TcpFlags::SYN | TcpFlags::ACK).may_open_connection());
+        let udp = PacketMeta { protocol: protocol::UDP, ..tcp(TcpFlags::ACK) };
+        assert!(!udp.is_midstream_tcp() && !udp.may_open_connection());
     }
 }

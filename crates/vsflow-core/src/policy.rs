@@ -229,6 +229,15 @@ impl RuleSet {
     ) -> bool {
         self.rules.iter().any(|r| r.matches(protocol, family, local_port, remote))
     }
+
+    /// True if some rule admits inbound `protocol` traffic from `remote` to *every* local port:
+    /// the judgement of a packet whose ports could not be read ([`crate::packet::Headers`]).
+    #[must_use]
+    pub fn admits_every_port(&self, protocol: u8, family: IpFamily, remote: &[u8; 16]) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.local_ports == PortRange::ANY && r.matches(protocol, family, 0, remote))
+    }
 }
 
 #[cfg(test)]

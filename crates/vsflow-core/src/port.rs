@@ -3,15 +3,25 @@
 //!
 //! # Restoring
 //!
-//! Traffic flows on the destination after the NIC is created and before the pended restore
+//! Traffic may flow on the destination after the NIC is created and before the pended restore
 //! completes. A port created with `NDIS_SWITCH_PORT_PARAMETERS_FLAG_RESTORING_PORT` is put in
-//! the *restoring* state ([`Port::begin_restore`]); until the restore is applied
-//! ([`Port::commit_restore`]) or cancelled ([`Port::cancel_restore`]) classify treats its
-//! traffic as [`Mode::Monitor`]: everything is permitted and tracked, so connections the blob
-//! carries are not blocked in that window. Inbound flows first seen in the window are admitted
-//! as [`Admission::Monitor`], so in Enforce mode they are re-checked against the rules on their
-//! next inbound packet after the window.
+//! the *restoring* state ([`Port::begin_restore`]) until the restore is applied
+//! ([`Port::commit_restore`]), cancelled ([`Port::cancel_restore`]), or none came in time
+//! ([`Port::restore_timed_out`]: a source host without vsflow saves nothing for it).
 //!
+//! **The restore window enforces** (issue 16), whatever the port's configured mode: the blob
+//! may carry Enforce, and until it is read nothing may open a conversation the source would
+//! have blocked. In the window classify admits and tracks the VM's own traffic (as Enforce
+//! does), admits inbound mid-stream TCP segments (readable flags, ACK set, SYN and RST clear:
+//! carried connections keep working) as *tentative* pickups ([`crate::flow::tentative`]:
+//! tracked once the VM answers, as [`Admission::Monitor`], so they are re-checked against the
+//! restored rules after the commit), and judges everything else inbound by the port's current
+//! rules: inbound initial SYNs and unsolicited UDP and other protocols are blocked (counted in
+//! `window_blocked`; the peer retries). Only an operator who sets Monitor during the window
+//! ([`Port::set_mode`]) makes it Monitor. An outsider cannot fill the table in the window:
+//! flows the VM has not answered are never in it.
+//!
+
 //! A restore is applied in three steps that the codec's `apply` drives:
 //! 1. [`Port::plan_restore`] decides what policy the restore installs (fallible, changes
 //!    nothing);
@@ -19,7 +29,8 @@
 //!    [`RestorePlan::admission`] maps it to, and adds the flows this port already tracks
 //!    (seen in the window), merging a flow both sides know with
 //!    [`crate::FlowRecord::merge_window`];
-//! 3. [`Port::commit_restore`] swaps everything in (infallible).
+//! 3. [`Port::commit_restore`] swaps everything in (infallible), and the codec arms the
+//!    restored fingerprints ([`Port::arm_pickup`]).
 //!
 //! **Policy.** An operator's change made while the port awaits its restore (from
 //! [`Port::begin_restore`] until a restore commits, even after the window closed on its own
@@ -52,17 +63,35 @@
 //! counters, the earlier first-seen and the later last-seen time; if the carried flow was
 //! closed and the window saw a new connection on the same 5-tuple, the window's flow wins.
 //!
-//! # Pickups (issue 12)
+//! # Pickups (issues 12 and 16)
 //!
-//! After a restore, within the codec's pickup window, a packet of an unknown flow whose key has
-//! an unused fingerprint in the restored set ([`crate::fingerprint::Pickup`]) is picked up as
-//! an established flow in either direction (counted in `fingerprint_pickups`; a SYN or RST
-//! never is). With [`PickupConfig::loose`] (off by
-//! default), for [`PickupConfig::loose_window`], an inbound non-SYN TCP packet of an unknown
-//! flow that no rule admits is picked up as established too (`picked_up_loose`): Linux
-//! conntrack's loose mode, which trades the protection against unsolicited mid-stream packets
-//! for connections that fit neither exactly nor as a fingerprint. Picked-up flows are admitted
-//! as [`Admission::Vm`] (the source host had them established; who opened them is unknown).
+//! A connection the destination does not know exactly may be *picked up*: in the restore window
+//! (above); within the pickup window after a restore, when its key has an unused fingerprint in
+//! the restored set ([`crate::fingerprint::Pickup`]); or, with [`PickupConfig::loose`] (off by
+//! default), for [`PickupConfig::loose_window`] after the restore window ends (by a restore, or
+//! by [`Port::restore_timed_out`] when none comes: a source host without vsflow, loose pickup's
+//! documented case), Linux conntrack's loose mode.
+//!
+//! **What is picked up, and how** (issue 16: pickups admit no new conversation):
+//! - Only TCP, and inbound only a mid-stream segment ([`PacketMeta::is_midstream_tcp`]). An
+//!   inbound initial SYN, or a segment whose flags could not be read, is judged by the rules as
+//!   a new connection, on a picked-up flow or not. UDP and other protocols are never picked up:
+//!   only established TCP connections are fingerprinted (every non-TCP match would be false),
+//!   and nothing tells a datagram that answers the VM from one that starts a conversation. The
+//!   VM's own UDP opens its flow as it always does (the VM's traffic does in Enforce), without
+//!   consulting the fingerprints.
+//! - An inbound pickup is *tentative* ([`crate::flow::tentative`]): it admits at most a few
+//!   segments and holds no table slot until the VM answers. The VM's answer confirms it (an
+//!   established flow, [`Admission::Vm`], the fingerprint used up), or the VM's reset refuses
+//!   it: nothing more on that 5-tuple is picked up, and the fingerprint is *not* used up, so an
+//!   outsider's spray costs no carried connection.
+//! - The VM's own mid-stream segment of an unknown flow with an unused fingerprint is picked up
+//!   at once (the VM spoke), with the right to displace an established connection if the table
+//!   is full.
+//!
+//! Counted: `fingerprint_pickups` and `picked_up_loose` (flows admitted by each, tentative
+//! included), `pickups_confirmed`, `pickups_refused`. Monitor mode permits everything and
+//! picks nothing up (the VM's own segments aside).
 
 use core::fmt;
 
@@ -70,18 +99,18 @@ use crate::classify::{Verdict, classify};
 use crate::counters::PortCounters;
 use crate::error::Error;
 use crate::fingerprint::Pickup;
-use crate::flow::{Admission, FlowKey, FlowTable, TableConfig};
+use crate::flow::{Admission, FlowTable, PickupKind, TableConfig, TentativeFlows};
 use crate::packet::PacketMeta;
 use crate::policy::{AllowRule, Mode, RuleSet};
 use crate::time::{Tick, secs};
 
-/// Loose pickup after a restore (see the module docs). The fingerprint window is the codec's
-/// (`codec::ApplyConfig::pickup_window`): it arms the restored set.
+/// Loose pickup after the restore window (see the module docs). The fingerprint window is the
+/// codec's (`codec::ApplyConfig::pickup_window`): it arms the restored set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PickupConfig {
-    /// Loose pickup of non-SYN TCP packets (default off).
+    /// Loose pickup of mid-stream TCP segments (default off).
     pub loose: bool,
-    /// Window of loose pickup after a restore (default 60 s).
+    /// Window of loose pickup after the restore window ends (default 60 s).
     pub loose_window: Tick,
 }
 
@@ -91,11 +120,17 @@ impl Default for PickupConfig {
     }
 }
 
-/// How classify picked up an unknown flow.
+/// How classify judges the port's traffic (kept in step with the mode and the restore state by
+/// every method that changes either, so the packet path reads one byte).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PickedUp {
-    Fingerprint,
-    Loose,
+pub(crate) enum Judging {
+    /// Permit and track everything.
+    Monitor,
+    /// Stateful, with allow rules.
+    Enforce,
+    /// The restore window: Enforce, plus tentative pickup of inbound mid-stream TCP, and
+    /// window flows admitted as [`Admission::Monitor`] pass until the restore re-checks them.
+    Restoring,
 }
 
 /// The port's restore state.
@@ -117,7 +152,18 @@ pub(crate) struct RestoreState {
     window_start: u64,
     /// When the latest restore was committed.
     restored_at: Option<Tick>,
+    /// When the latest restore window ended (committed, or timed out): the loose window opens.
+    loose_from: Option<Tick>,
     pickup: PickupConfig,
+}
+
+impl Judging {
+    const fn of(mode: Mode) -> Self {
+        match mode {
+            Mode::Monitor => Self::Monitor,
+            Mode::Enforce => Self::Enforce,
+        }
+    }
 }
 
 /// The policy a runtime-state blob carries for a port, as far as it could be read.
@@ -273,14 +319,15 @@ pub struct Port {
     pub(crate) rules: RuleSet,
     pub(crate) table: FlowTable,
     pub(crate) counters: PortCounters,
-    /// Classify enforces: the mode is Enforce and the port is not restoring (kept in step by
-    /// every method that changes either, so the packet path reads one flag).
-    pub(crate) enforce: bool,
+    /// How classify judges: from the mode and the restore state (see [`Judging`]).
+    pub(crate) judging: Judging,
     pub(crate) restore: RestoreState,
     /// The VM network adapter's durable name (`NicName`), once the NIC events have named it.
     pub(crate) nic: Option<PortIdentity>,
     /// Fingerprints armed by the latest restore, for the classify pickup hook.
     pub(crate) pickup: Pickup,
+    /// Flows picked up that the VM has not answered yet (bounded, never in the table).
+    pub(crate) tentative: TentativeFlows,
     /// The digest of the latest blob restored into this port, so that applying the same blob
     /// again changes nothing (`None`: no restore yet, or a blob without a digest).
     pub(crate) restored_digest: Option<u64>,
@@ -298,10 +345,11 @@ impl Port {
             rules: RuleSet::default(),
             table: FlowTable::try_new(config.table)?,
             counters: PortCounters::default(),
-            enforce: matches!(config.initial_mode, Mode::Enforce),
+            judging: Judging::of(config.initial_mode),
             restore: RestoreState::default(),
             nic: None,
             pickup: Pickup::default(),
+            tentative: TentativeFlows::try_new()?,
             restored_digest: None,
         })
     }
@@ -318,15 +366,33 @@ impl Port {
         self.mode
     }
 
-    /// The mode classify applies: [`Mode::Monitor`] while restoring, else [`Port::mode`].
+    /// True if classify permits everything on this port (Monitor, outside a restore window or
+    /// set by the operator in it).
+    #[inline]
+    pub(crate) const fn monitors(&self) -> bool {
+        matches!(self.judging, Judging::Monitor)
+    }
+
+    /// The mode classify applies: [`Port::mode`], except that the restore window enforces
+    /// unless the operator set Monitor during it (see the module docs).
     #[inline]
     #[must_use]
     pub const fn effective_mode(&self) -> Mode {
-        if self.enforce { Mode::Enforce } else { Mode::Monitor }
+        match self.judging {
+            Judging::Monitor => Mode::Monitor,
+            Judging::Enforce | Judging::Restoring => Mode::Enforce,
+        }
     }
 
-    const fn update_enforce(&mut self) {
-        self.enforce = matches!(self.mode, Mode::Enforce) && !self.restore.restoring;
+    const fn update_judging(&mut self) {
+        let r = &self.restore;
+        self.judging = if !r.restoring {
+            Judging::of(self.mode)
+        } else if r.operator.mode && matches!(self.mode, Mode::Monitor) {
+            Judging::Monitor
+        } else {
+            Judging::Restoring
+        };
     }
 
     /// Switches mode. Peer-opened flows admitted in Monitor mode are re-checked against the
@@ -336,7 +402,7 @@ impl Port {
         self.mode = mode;
         self.restore.operator.mode |= self.restore.awaiting;
         self.restore.mode_known = true;
-        self.update_enforce();
+        self.update_judging();
     }
 
     /// The allow rules.
@@ -356,8 +422,9 @@ impl Port {
         Ok(v)
     }
 
-    /// Enters the restoring state (the port was created to receive a restore): classify treats
-    /// traffic as Monitor until [`Port::commit_restore`] or [`Port::cancel_restore`].
+    /// Enters the restoring state (the port was created to receive a restore): the restore
+    /// window (see the module docs) until [`Port::commit_restore`], [`Port::cancel_restore`]
+    /// or [`Port::restore_timed_out`].
     ///
     /// Idempotent: while the port already awaits its restore (a replayed port create), the
     /// window and the operator's changes made since are kept.
@@ -370,7 +437,7 @@ impl Port {
         }
         self.restore.restoring = true;
         self.restore.awaiting = true;
-        self.update_enforce();
+        self.update_judging();
     }
 
     /// True between [`Port::begin_restore`] and the restore's commit or cancel.
@@ -381,11 +448,32 @@ impl Port {
 
     /// Leaves the restoring state without a restore (the window closed on its own, or the same
     /// blob came again): the port applies its own mode again; flows seen in the window stay,
-    /// inbound ones re-checked on their next packet. A restore may still come: the operator's
-    /// changes made until then win over it.
-    pub const fn cancel_restore(&mut self) {
+    /// inbound ones re-checked on their next packet; pickups the VM has not answered end. A
+    /// restore may still come: the operator's changes made until then win over it.
+    pub fn cancel_restore(&mut self) {
         self.close_window();
-        self.update_enforce();
+        self.update_judging();
+        self.end_window_pickups();
+    }
+
+    /// The restore window ends at `now` without a restore: none came within the driver's
+    /// `RestoreWindowSeconds` (a source host without vsflow saves nothing for it). As
+    /// [`Port::cancel_restore`], and the loose pickup window opens now (its documented case:
+    /// connections from such a host are known neither exactly nor by fingerprint).
+    pub fn restore_timed_out(&mut self, now: Tick) {
+        if !self.restore.restoring {
+            return;
+        }
+        self.close_window();
+        self.update_judging();
+        self.restore.loose_from = Some(now);
+        self.settle_window_pickups(now);
+    }
+
+    /// Pickups of the restore window the VM has not answered end with it (no restore armed
+    /// anything to hold them).
+    fn end_window_pickups(&mut self) {
+        self.tentative.rekind(|_, kind| (kind != PickupKind::Window).then_some(kind));
     }
 
     const fn packets_classified(&self) -> u64 {
@@ -481,7 +569,8 @@ impl Port {
         self.counters = counters;
         self.restore.restoring = false;
         self.restore.restored_at = Some(now);
-        self.update_enforce();
+        self.restore.loose_from = Some(now);
+        self.update_judging();
     }
 
     /// A degraded restore (the blob was empty, damaged, foreign, of an unknown major version,
@@ -499,7 +588,8 @@ impl Port {
         self.pickup.clear();
         self.counters.restores_empty = self.counters.restores_empty.saturating_add(1);
         self.close_window();
-        self.update_enforce();
+        self.update_judging();
+        self.end_window_pickups();
     }
 
     /// Installs a plan's mode and rules. The operator's settings have been honoured: later
@@ -516,19 +606,76 @@ impl Port {
         self.restore.operator = OperatorChanges { mode: false, rules: false };
     }
 
-    /// True if an unknown flow with `key` is picked up at `now` by fingerprint: the restored
-    /// set is armed and holds an unused fingerprint of `key` (used up by this call).
-    #[inline]
-    pub(crate) fn fingerprint_pickup(&mut self, key: &FlowKey, now: Tick) -> bool {
-        self.pickup.take(key, now)
+    /// Arms the fingerprints a restore carried, for the pickup window (the codec's `apply`
+    /// calls this right after [`Port::commit_restore`]). Flows picked up in the restore window
+    /// that the VM has not answered yet are held on by the fingerprint that matches them, or
+    /// by loose pickup, or dropped.
+    pub fn arm_pickup(&mut self, pickup: Pickup, now: Tick) {
+        self.pickup = pickup;
+        // Positions of an older set mean nothing in this one.
+        self.tentative.rekind(|_, kind| match kind {
+            PickupKind::Fingerprint(_) => None,
+            k => Some(k),
+        });
+        self.settle_window_pickups(now);
     }
 
-    /// True if loose pickup is on and `now` is within its window after the latest restore.
+    /// Re-decides what holds the tentative flows picked up in the restore window, once it has
+    /// ended: a fingerprint of the armed set, loose pickup, or nothing (dropped).
+    fn settle_window_pickups(&mut self, now: Tick) {
+        let loose = self.loose_open(now);
+        let Self { pickup, tentative, counters: c, .. } = self;
+        tentative.rekind(|key, kind| match kind {
+            PickupKind::Window => {
+                let held = pickup
+                    .lookup(key, now)
+                    .map(PickupKind::Fingerprint)
+                    .or_else(|| loose.then_some(PickupKind::Loose));
+                // Counted as admitted by what holds it now.
+                match held {
+                    Some(PickupKind::Fingerprint(_)) => {
+                        c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
+                    }
+                    Some(PickupKind::Loose) => {
+                        c.picked_up_loose = c.picked_up_loose.wrapping_add(1);
+                    }
+                    Some(PickupKind::Window) | None => {}
+                }
+                held
+            }
+            k => Some(k),
+        });
+    }
+
+    /// True if loose pickup is configured (whether or not its window is open).
     #[inline]
-    pub(crate) fn loose_pickup(&self, now: Tick) -> bool {
+    pub(crate) const fn restore_loose(&self) -> bool {
+        self.restore.pickup.loose
+    }
+
+    /// True if loose pickup is on and `now` is within its window after the latest restore
+    /// window ended.
+    #[inline]
+    pub(crate) fn loose_open(&self, now: Tick) -> bool {
         let r = &self.restore;
         r.pickup.loose
-            && r.restored_at.is_some_and(|at| now.saturating_sub(at) <= r.pickup.loose_window)
+            && r.loose_from.is_some_and(|at| now.saturating_sub(at) <= r.pickup.loose_window)
+    }
+
+    /// True if any pickup may admit an unknown flow at `now`: the restore window, armed
+    /// fingerprints, or loose pickup.
+    #[inline]
+    pub(crate) fn pickups_open(&self, now: Tick) -> bool {
+        matches!(self.judging, Judging::Restoring)
+            || self.pickup.is_armed(now)
+            || self.loose_open(now)
+    }
+
+    /// Flows picked up that the VM has not answered (or has refused), see
+    /// [`crate::flow::tentative`].
+    #[must_use]
+    pub const fn tentative(&self) -> &TentativeFlows {
+        &self.tentative
     }
 
     /// The flow table.
@@ -589,6 +736,9 @@ impl Port {
         self.counters.expired = self.counters.expired.saturating_add(n as u64);
         if !self.pickup.set().is_empty() && !self.pickup.is_armed(now) {
             self.pickup.clear();
+        }
+        if !self.tentative.is_empty() && !self.pickups_open(now) {
+            self.tentative.clear();
         }
         n
     }

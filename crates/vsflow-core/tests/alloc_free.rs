@@ -127,11 +127,26 @@ fn classify_allocates_nothing_for_existing_flows_new_flows_with_room_and_floods(
     assert_eq!(port.table().len(), 1024);
     assert_eq!(port.counters().evicted_lru, 20_000);
 
-    // A restoring port (Monitor) classifies without allocating too.
+    // A restoring port classifies without allocating too, including a spray of mid-stream
+    // segments of unknown flows (tentative pickups, answered by the VM's resets) and SYNs.
     port.begin_restore();
     let before = allocs();
     for i in 0..1024 {
         port.classify(&pkt(i, Direction::Inbound), 70_000);
+    }
+    for i in 0..5_000u16 {
+        let m = PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [198, 51, 100, 9],
+            i,
+            [10, 0, 0, 2],
+            3389,
+            if i % 3 == 0 { 0x02 } else { 0x10 },
+            60,
+        );
+        port.classify(&m, 80_000 + u64::from(i));
+        port.classify(&m.reply(0x04), 80_000 + u64::from(i));
     }
     assert_eq!(allocs() - before, 0, "restoring port allocated");
 }

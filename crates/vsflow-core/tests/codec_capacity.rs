@@ -393,15 +393,21 @@ fn window_flows_merge_with_the_blob_and_fingerprinted_ones_become_carried() {
     let exact = exact_keys(&state);
     let fp_conn = conns.iter().find(|c| !exact.contains(&FlowKey::of(c))).unwrap();
     let exact_conn = conns.iter().find(|c| exact.contains(&FlowKey::of(c))).unwrap();
-    // In the restore window the destination tracks in monitor mode; the peer speaks first on
-    // both connections, so the window's flows say "opened by the peer, monitor".
+    // The destination tracks in monitor mode before the restore; the peer speaks first on
+    // both connections, and the VM answers on the fingerprinted one.
     let mut dst = port(n, Mode::Monitor);
     let t = secs(3);
     dst.classify(&fp_conn.reply(TcpFlags::ACK), t);
+    dst.classify(fp_conn, t);
     dst.classify(&exact_conn.reply(TcpFlags::ACK), t);
+    // A third fingerprinted connection only its peer spoke on: that proves nothing (issue
+    // 16), so it is not resumed at the restore but picked up on its next segment.
+    let silent = conns.iter().rev().filter(|c| !exact.contains(&FlowKey::of(c))).nth(1).unwrap();
+    dst.classify(&silent.reply(TcpFlags::ACK), t);
     let before = dst.table().get(&FlowKey::of(exact_conn)).unwrap().packets;
     let r = codec::apply_with(&mut dst, &state, secs(4), &ApplyConfig::default()).unwrap();
     assert_eq!(r.picked_up_local, 1);
+    assert!(dst.table().get(&FlowKey::of(silent)).is_none(), "a peer-only window flow resumed");
     assert_eq!(r.restored, s.flows_written);
     let fp = dst.table().get(&FlowKey::of(fp_conn)).unwrap();
     assert_eq!(fp.admission, vsflow_core::flow::Admission::Vm, "carried: allowed both ways");
@@ -410,6 +416,16 @@ fn window_flows_merge_with_the_blob_and_fingerprinted_ones_become_carried() {
     assert_eq!(ex.packets, before, "over the cap no per-flow counters travel: the window's");
     assert_eq!(ex.last_seen, t, "the window's later activity");
     assert_eq!(dst.counters().fingerprint_pickups, 1);
+    // The Enforce port picks the silent one up on its next segment; the VM confirms it.
+    assert_eq!(
+        dst.classify(&silent.reply(TcpFlags::ACK), secs(4) + 1),
+        vsflow_core::Verdict::Permit
+    );
+    assert_eq!(dst.classify(silent, secs(4) + 2), vsflow_core::Verdict::Permit);
+    assert_eq!(
+        dst.table().get(&FlowKey::of(silent)).unwrap().admission,
+        vsflow_core::flow::Admission::Vm
+    );
     // The fingerprint used by the window's flow admits nothing else.
     let mut pickup = dst.pickup().clone();
     assert!(!pickup.take(&FlowKey::of(fp_conn), secs(5)));

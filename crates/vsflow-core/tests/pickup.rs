@@ -60,14 +60,16 @@ fn a_fingerprinted_flow_is_picked_up_as_established_in_both_directions() {
     let (a, b) = (inbound(1, ACK), inbound(2, ACK));
     restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b)]);
     assert_eq!(p.pickup().set().len(), 2);
-    // The peer speaks first on one, the VM on the other.
+    // The peer speaks first on one (tentative until the VM answers), the VM on the other.
     assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&a.reply(ACK), RESTORED_AT + 1), Verdict::Permit);
     assert_eq!(p.classify(&b.reply(ACK), RESTORED_AT + 1), Verdict::Permit);
     assert_eq!(p.classify(&b, RESTORED_AT + 2), Verdict::Permit);
     for m in [&a, &b] {
         assert_eq!(p.table().get(&FlowKey::of(m)).unwrap().state, FlowState::Established);
     }
     assert_eq!(p.counters().fingerprint_pickups, 2);
+    assert_eq!(p.counters().pickups_confirmed, 2);
     assert_eq!(p.counters().picked_up_loose, 0);
     // An unknown flow without a fingerprint is still unsolicited.
     assert_eq!(
@@ -107,6 +109,7 @@ fn loose_pickup_is_off_by_default_and_takes_only_non_syn_tcp_within_its_window()
     p.set_pickup_config(cfg);
     restore(&mut p, &[]);
     assert_eq!(p.classify(&inbound(1, ACK), RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&outbound(1, ACK), RESTORED_AT + 1), Verdict::Permit);
     assert_eq!(
         p.table().get(&FlowKey::of(&inbound(1, ACK))).unwrap().state,
         FlowState::Established
@@ -133,7 +136,7 @@ fn no_pickup_without_a_restore() {
 }
 
 #[test]
-fn a_fingerprint_pickup_may_displace_an_established_connection_a_loose_one_may_not() {
+fn a_tentative_pickup_takes_no_table_slot_and_the_vms_answer_may_displace_like_its_own_packet() {
     let mut p = port(2);
     p.set_pickup_config(PickupConfig { loose: true, ..PickupConfig::default() });
     let fp = inbound(9, ACK);
@@ -143,11 +146,16 @@ fn a_fingerprint_pickup_may_displace_an_established_connection_a_loose_one_may_n
         p.classify(&inbound(n, SYN).reply(SYN), RESTORED_AT + 1);
         p.classify(&inbound(n, 0x12), RESTORED_AT + 2);
     }
+    // Pickups the VM has not answered: admitted, but they hold no slot and evict nothing.
     assert_eq!(p.classify(&inbound(5, ACK), RESTORED_AT + 3), Verdict::Permit);
-    assert_eq!(p.counters().refused_full, 1, "a loose pickup displaced a connection");
-    assert_eq!(p.counters().picked_up_loose, 0);
     assert_eq!(p.classify(&fp, RESTORED_AT + 4), Verdict::Permit);
-    assert_eq!(p.counters().fingerprint_pickups, 1);
+    let c = p.counters();
+    assert_eq!((c.picked_up_loose, c.fingerprint_pickups), (1, 1));
+    assert_eq!((c.evicted_lru, c.refused_full, p.table().len()), (0, 0, 2));
+    assert!(p.table().get(&FlowKey::of(&inbound(1, ACK))).is_some());
+    // The VM's answer is its own mid-stream segment: an established connection of the VM,
+    // which may displace the least recently used one as the VM's own packets may.
+    assert_eq!(p.classify(&fp.reply(ACK), RESTORED_AT + secs(1)), Verdict::Permit);
     assert_eq!(p.counters().evicted_lru, 1);
     assert!(p.table().get(&FlowKey::of(&fp)).is_some());
 }
@@ -166,43 +174,290 @@ fn counters_keep_the_pickup_split_through_the_counter_arrays() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
-    /// Within the window, an inbound packet of a fingerprinted flow that is not a SYN or RST
-    /// passes, in whatever order the two directions speak, until the connection ends (a
-    /// fingerprint admits one flow: once a picked-up flow is reset or finished and gone, it is
-    /// not picked up again); an inbound packet of a flow never seen and not fingerprinted is
-    /// unsolicited.
+    /// Within the window, against a model of the pickup (issue 16): an inbound segment of a
+    /// flow never seen passes only if it is mid-stream (readable, ACK set, SYN and RST clear)
+    /// and fingerprinted, and then only a few times until the VM answers; the VM's reset
+    /// refuses the flow for good, any other answer establishes it. An inbound initial SYN
+    /// never passes (no rule admits it), and an unfingerprinted flow the VM never spoke on
+    /// admits nothing.
     #[test]
     fn fingerprinted_flows_pass_within_the_window(
         packets in proptest::collection::vec((0u8..16, any::<bool>(), any::<u8>(), 0u64..secs(20)), 1..200),
     ) {
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        enum Model { Tentative(u8), Refused, Vm }
         let mut p = port(64);
         let keys: Vec<FlowKey> = (0u8..16).step_by(2).map(|n| FlowKey::of(&inbound(n, ACK))).collect();
         restore(&mut p, &keys);
         let mut now = RESTORED_AT;
-        let mut seen = std::collections::HashSet::new();
-        let mut ended = std::collections::HashSet::new();
+        let mut model = std::collections::HashMap::new();
         for (n, out, flags, dt) in packets {
             now += dt;
-            let m = if out { inbound(n, flags).reply(flags) } else { inbound(n, flags) };
+            let m = if out { outbound(n, flags) } else { inbound(n, flags) };
             let key = FlowKey::of(&m);
+            let answers_vm_syn = p.table().get(&key).is_some_and(|r| r.state == FlowState::SynSent);
             let v = p.classify(&m, now);
             let in_window = now - RESTORED_AT < DEFAULT_PICKUP_WINDOW;
-            let starts = flags & (0x02 | 0x04) != 0;
-            if keys.contains(&key) && in_window && !starts && !out && !ended.contains(&key) {
+            let in_table = p.table().get(&key).is_some();
+            if out {
                 prop_assert_eq!(v, Verdict::Permit);
+                // The VM's reset refuses a tentative flow; anything else it sends opens (or
+                // confirms) a flow of its own, as the VM's traffic always does.
+                match model.get(&key) {
+                    Some(Model::Tentative(_)) if flags & RST != 0 => { model.insert(key, Model::Refused); }
+                    _ if flags & RST == 0 => { model.insert(key, Model::Vm); }
+                    _ => {}
+                }
+                continue;
             }
-            if flags & (0x01 | 0x04) != 0 {
-                ended.insert(key);
+            let midstream = flags & ACK != 0 && flags & (SYN | RST) == 0;
+            let initial_syn = flags & (SYN | ACK | RST) == SYN;
+            if initial_syn {
+                if !answers_vm_syn {
+                    prop_assert_eq!(v, Verdict::Block(BlockReason::Unsolicited), "an inbound SYN passed");
+                }
+                continue;
             }
-            if !out && !seen.contains(&key) && !keys.contains(&key) {
-                prop_assert_eq!(v, Verdict::Block(BlockReason::Unsolicited));
-            }
-            if out || v == Verdict::Permit {
-                seen.insert(key);
-            }
+            let expected = match model.get(&key).copied() {
+                Some(Model::Vm) if in_table => Verdict::Permit,
+                Some(Model::Vm) => v, // the VM's flow ended (closed and expired): not modelled
+                Some(Model::Tentative(k)) if midstream && in_window && k < 4 => {
+                    model.insert(key, Model::Tentative(k + 1));
+                    Verdict::Permit
+                }
+                None if midstream && in_window && keys.contains(&key) => {
+                    model.insert(key, Model::Tentative(1));
+                    Verdict::Permit
+                }
+                Some(Model::Refused | Model::Tentative(_)) | None => {
+                    Verdict::Block(BlockReason::Unsolicited)
+                }
+            };
+            prop_assert_eq!(v, expected, "flags {:#x}", flags);
             if let Err(e) = p.table().check_invariants() {
                 return Err(TestCaseError::fail(e));
             }
         }
+        prop_assert!(p.table().iter().all(|(_, r)| r.packets[0] > 0), "a flow the VM never spoke on holds the table");
     }
+}
+
+// ---- Issue 16: pickups admit no new conversation ----
+
+const RST: u8 = 0x04;
+const SALT: [u64; 2] = [11, 12];
+
+/// The VM's packet on the flow of `inbound(n, _)`.
+fn outbound(n: u8, flags: u8) -> PacketMeta {
+    inbound(n, flags).reply(flags)
+}
+
+/// `SplitMix64`: deterministic keys for the collision searches below.
+struct Mix(u64);
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// An inbound packet of `proto` from a random peer to the VM (10.0.0.2).
+fn random_inbound(rng: &mut Mix, proto: u8, flags: u8) -> PacketMeta {
+    let r = rng.next().to_le_bytes();
+    PacketMeta::ipv4(
+        Direction::Inbound,
+        proto,
+        [r[0] | 1, r[1], r[2], r[3]],
+        u16::from_le_bytes([r[4], r[5]]),
+        [10, 0, 0, 2],
+        u16::from_le_bytes([r[6], r[7]]) | 1,
+        flags,
+        60,
+    )
+}
+
+/// Two inbound packets of protocols `a` and `b` on different flows whose keys have the same
+/// fingerprint under [`SALT`]: what an outsider's spray finds by chance (a birthday search
+/// over 2^18 keys of each protocol; deterministic).
+fn colliding(a: u8, b: u8) -> (PacketMeta, PacketMeta) {
+    let fp = |m: &PacketMeta| vsflow_core::fingerprint::fingerprint(SALT, &FlowKey::of(m));
+    let mut rng = Mix(0x16_0016);
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..1 << 18 {
+        let m = random_inbound(&mut rng, a, ACK);
+        seen.insert(fp(&m), m);
+    }
+    let mut rng = Mix(0x16_0017);
+    for _ in 0..1 << 20 {
+        let m = random_inbound(&mut rng, b, ACK);
+        if let Some(first) = seen.get(&fp(&m))
+            && FlowKey::of(first) != FlowKey::of(&m)
+        {
+            return (*first, m);
+        }
+    }
+    unreachable!("no collision in 2^38 pairs")
+}
+
+#[test]
+fn a_syn_on_a_fingerprint_picked_up_flow_is_judged_by_the_rules() {
+    let mut p = port(64);
+    let (a, b) = (inbound(1, ACK), inbound(2, ACK));
+    restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b)]);
+    // Picked up, and the VM answered: an established connection.
+    assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&outbound(1, ACK), RESTORED_AT + 2), Verdict::Permit);
+    assert_eq!(p.classify(&a, RESTORED_AT + 3), Verdict::Permit);
+    // A SYN on its 5-tuple is a new connection: no rule admits it.
+    assert_eq!(
+        p.classify(&inbound(1, SYN), RESTORED_AT + 4),
+        Verdict::Block(BlockReason::Unsolicited)
+    );
+    // The same before the VM answered.
+    assert_eq!(p.classify(&b, RESTORED_AT + 5), Verdict::Permit);
+    assert_eq!(
+        p.classify(&inbound(2, SYN), RESTORED_AT + 6),
+        Verdict::Block(BlockReason::Unsolicited)
+    );
+}
+
+#[test]
+fn loose_pickup_never_admits_the_syn_that_follows_an_ack() {
+    let mut p = port(64);
+    p.set_pickup_config(PickupConfig { loose: true, loose_window: secs(30) });
+    restore(&mut p, &[]);
+    assert_eq!(p.classify(&inbound(1, ACK), RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(
+        p.classify(&inbound(1, SYN), RESTORED_AT + 2),
+        Verdict::Block(BlockReason::Unsolicited)
+    );
+    assert_eq!(p.classify(&outbound(1, RST), RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(
+        p.classify(&inbound(1, ACK), RESTORED_AT + 4),
+        Verdict::Block(BlockReason::Unsolicited),
+        "after the VM refused the picked-up flow, nothing on it passes"
+    );
+}
+
+#[test]
+fn a_pickup_is_tentative_until_the_vm_answers_and_a_refused_one_uses_up_no_fingerprint() {
+    let mut p = port(64);
+    let a = inbound(1, ACK);
+    restore(&mut p, &[FlowKey::of(&a)]);
+    assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit);
+    assert!(p.table().get(&FlowKey::of(&a)).is_none(), "tentative: not in the table yet");
+    // The VM's TCP stack has no such connection: it answers with a reset.
+    assert_eq!(p.classify(&outbound(1, RST), RESTORED_AT + 2), Verdict::Permit);
+    assert_eq!(p.pickup().picked(), 0, "a refused pickup used up its fingerprint");
+    for flags in [ACK, SYN, ACK | 0x08] {
+        assert_eq!(
+            p.classify(&inbound(1, flags), RESTORED_AT + 3),
+            Verdict::Block(BlockReason::Unsolicited),
+            "flags {flags:#x} passed after the VM refused the flow"
+        );
+    }
+    assert!(p.table().get(&FlowKey::of(&a)).is_none());
+}
+
+#[test]
+fn a_false_match_the_vm_refuses_does_not_cost_the_real_connection() {
+    let (real, spray) = colliding(protocol::TCP, protocol::TCP);
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&real)]);
+    // The outsider's ACK matches the real connection's fingerprint: one mid-stream segment
+    // reaches the VM, which resets it; then nothing more passes on that 5-tuple.
+    assert_eq!(p.classify(&spray, RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&spray.reply(RST), RESTORED_AT + 2), Verdict::Permit);
+    assert_eq!(p.classify(&spray, RESTORED_AT + 3), Verdict::Block(BlockReason::Unsolicited));
+    let syn = PacketMeta { tcp_flags: vsflow_core::TcpFlags(SYN), ..spray };
+    assert_eq!(p.classify(&syn, RESTORED_AT + 4), Verdict::Block(BlockReason::Unsolicited));
+    // The real connection resumes: picked up, confirmed by the VM, established.
+    assert_eq!(p.classify(&real, RESTORED_AT + 5), Verdict::Permit);
+    assert_eq!(p.classify(&real.reply(ACK), RESTORED_AT + 6), Verdict::Permit);
+    assert_eq!(p.classify(&real, RESTORED_AT + 7), Verdict::Permit);
+    assert_eq!(p.table().get(&FlowKey::of(&real)).map(|r| r.state), Some(FlowState::Established));
+    assert_eq!(p.pickup().picked(), 1);
+}
+
+#[test]
+fn udp_and_other_protocols_are_never_picked_up_by_a_fingerprint() {
+    // A UDP datagram whose key has the fingerprint of a carried TCP connection.
+    let (tcp, udp) = colliding(protocol::TCP, protocol::UDP);
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&tcp)]);
+    assert_eq!(p.classify(&udp, RESTORED_AT + 1), Verdict::Block(BlockReason::Unsolicited));
+    assert_eq!(p.classify(&udp, RESTORED_AT + 2), Verdict::Block(BlockReason::Unsolicited));
+    // Another protocol whose key is fingerprinted (as if it collided): not picked up either.
+    let gre = PacketMeta { protocol: 47, src_port: 0, dst_port: 0, ..inbound(7, 0) };
+    let mut q = port(64);
+    restore(&mut q, &[FlowKey::of(&gre)]);
+    assert_eq!(q.classify(&gre, RESTORED_AT + 1), Verdict::Block(BlockReason::Unsolicited));
+    assert_eq!(q.counters().fingerprint_pickups, 0);
+}
+
+#[test]
+fn the_vms_own_udp_on_a_colliding_key_does_not_use_up_the_tcp_connections_pickup() {
+    let (tcp, udp) = colliding(protocol::TCP, protocol::UDP);
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&tcp)]);
+    // The VM's datagram opens its own flow, as always, and its reply passes.
+    assert_eq!(p.classify(&udp.reply(0), RESTORED_AT + 1), Verdict::Permit);
+    assert_eq!(p.classify(&udp, RESTORED_AT + 2), Verdict::Permit);
+    // The TCP connection is still picked up.
+    assert_eq!(p.classify(&tcp, RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(p.classify(&tcp.reply(ACK), RESTORED_AT + 4), Verdict::Permit);
+    assert_eq!(p.pickup().picked(), 1);
+}
+
+/// The issue's spray, scaled to a test: 2^20 ACKs from random peers to random ports in one
+/// pickup window, each followed by the SYN an attacker sends when its ACK got through and by
+/// a UDP datagram on the same ports; the VM resets every ACK it receives (it has no such
+/// connection). Nothing new is opened, no fingerprint is used up, and every carried connection
+/// is picked up afterwards. (docs/SECURITY.md and `examples/pickup_spray.rs` run 10^8.)
+#[test]
+fn a_spray_opens_nothing_and_costs_no_carried_connection() {
+    let n = 40_000u32;
+    let mut rng = Mix(0x5EED_0016);
+    let real: Vec<PacketMeta> =
+        (0..n).map(|_| random_inbound(&mut rng, protocol::TCP, ACK)).collect();
+    let keys: Vec<FlowKey> = real.iter().map(FlowKey::of).collect();
+    let mut p = port(65_536);
+    restore(&mut p, &keys);
+    let carried: std::collections::HashSet<FlowKey> = keys.iter().copied().collect();
+    let mut rng = Mix(0xA77A_C4E5);
+    let (mut acks, mut syns, mut udp) = (0u64, 0u64, 0u64);
+    let mut now = RESTORED_AT;
+    for _ in 0..1 << 20 {
+        now += 1;
+        let ack = random_inbound(&mut rng, protocol::TCP, ACK);
+        if carried.contains(&FlowKey::of(&ack)) {
+            continue;
+        }
+        if p.classify(&ack, now) == Verdict::Permit {
+            acks += 1;
+            p.classify(&ack.reply(RST), now);
+        }
+        let syn = PacketMeta { tcp_flags: vsflow_core::TcpFlags(SYN), ..ack };
+        syns += u64::from(p.classify(&syn, now) == Verdict::Permit);
+        let dgram =
+            PacketMeta { protocol: protocol::UDP, tcp_flags: vsflow_core::TcpFlags(0), ..ack };
+        udp += u64::from(p.classify(&dgram, now) == Verdict::Permit);
+    }
+    assert_eq!((syns, udp), (0, 0), "new inbound connections / UDP flows admitted");
+    // Expected false matches: 2^20 * 40,000 / 2^32 = 9.8 (the documented rate).
+    assert!(acks <= 40, "{acks} mid-stream segments admitted, far over n/2^32 per packet");
+    assert_eq!(p.pickup().picked(), 0, "the spray used up fingerprints");
+    let mut lost = 0;
+    for m in &real {
+        now += 1;
+        if p.classify(m, now) != Verdict::Permit {
+            lost += 1;
+        }
+        p.classify(&m.reply(ACK), now);
+    }
+    assert_eq!(lost, 0, "carried connections lost to the spray");
+    assert_eq!(p.pickup().picked(), n);
 }

@@ -11,7 +11,7 @@ use fwps_sys::{self as sys, GUID, NTSTATUS};
 use vsflow_callout::{Driver, DriverConfig};
 
 use crate::contract::Violation;
-use crate::kernel::services::{HostShared, SimServices};
+use crate::kernel::services::{HostShared, RegValue, SimServices};
 use crate::vswitch::Subscription;
 use crate::vswitch::packet::SimPacket;
 use crate::world::{CurrentHost, next_handle, register_host, remove_host, with_host_id};
@@ -290,23 +290,39 @@ impl Host {
         self.shared.clock.fetch_add(ticks, Ordering::SeqCst);
     }
 
-    /// Sets a value under the driver service's `Parameters` key (read at load).
+    /// Sets a `REG_DWORD` under the driver service's `Parameters` key (read at load).
     pub fn set_parameter(&self, name: &str, value: u32) {
+        self.set_registry_value(name, RegValue::Dword(value));
+    }
+
+    /// Sets a `REG_SZ` under the `Parameters` key (a mistyped value).
+    pub fn set_parameter_string(&self, name: &str, value: &str) {
+        self.set_registry_value(name, RegValue::String(value.to_owned()));
+    }
+
+    fn set_registry_value(&self, name: &str, value: RegValue) {
         let mut reg =
             self.shared.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        reg.retain(|(n, _)| n != name);
+        reg.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
         reg.push((name.to_owned(), value));
     }
 
-    /// Loads the driver as `DriverEntry` does: configuration from the `Parameters` key.
+    /// Loads the driver as `DriverEntry` does: its configuration read from the `Parameters`
+    /// key by `Driver::try_from_services` (`DriverConfig::from_services`, the code the shipped
+    /// driver runs; out-of-range values refused with their defaults and an event).
     ///
     /// # Errors
-    /// The status loading failed with (invalid parameters, start failure).
+    /// The status loading failed with (start failure).
+    ///
+    /// # Panics
+    /// If a driver is already loaded (a scenario bug).
     pub fn load_driver_from_registry(&mut self) -> Result<(), NTSTATUS> {
+        assert!(self.driver.is_none(), "driver already loaded");
         let services = SimServices { shared: Arc::clone(&self.shared), seed: self.seed };
-        let config = vsflow_callout::DriverConfig::from_services(&services)
+        let device = std::ptr::null_mut::<c_void>().wrapping_add(0xD0);
+        let driver = Driver::try_from_services(services, device)
             .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
-        self.load_driver(config)
+        self.start_driver(driver)
     }
 
     /// Runs each requested work item at once on its own thread (another CPU): it may complete
@@ -475,11 +491,18 @@ impl Host {
     /// # Panics
     /// If a driver is already loaded (a scenario bug).
     pub fn load_driver(&mut self, config: DriverConfig) -> Result<(), NTSTATUS> {
-        assert!(self.driver.is_none(), "driver already loaded");
-        let services = SimServices { shared: Arc::clone(&self.shared), seed: self.seed };
-        let driver =
-            Driver::try_new(services, config, std::ptr::null_mut::<c_void>().wrapping_add(0xD0))
-                .map_err(vsflow_callout::CalloutError::to_ntstatus)?;
+        // One path: the configuration goes into the Parameters key and the driver reads it
+        // from there, as on Windows.
+        config.validate().map_err(vsflow_callout::CalloutError::to_ntstatus)?;
+        for key in vsflow_callout::Key::ALL {
+            self.set_parameter(key.setting().name, config.registry_value(key));
+        }
+        self.load_driver_from_registry()?;
+        assert_eq!(self.driver().config(), &config, "the Parameters key gives the configuration");
+        Ok(())
+    }
+
+    fn start_driver(&mut self, driver: Driver<SimServices>) -> Result<(), NTSTATUS> {
         let driver = Box::new(driver);
         self.shared.driver.store(std::ptr::from_ref(&*driver) as usize, Ordering::SeqCst);
         let cur = CurrentHost::enter(self.id);

@@ -128,17 +128,24 @@ pub fn execute(
         }
         NspCommand::Serve => serve(names_file, p, out),
         NspCommand::Install => {
-            let note = crate::nsp::install(p.nsp()?)?;
+            let done = crate::nsp::install(p.nsp()?)?;
+            let catalogs: Vec<&str> = done.catalogs.iter().map(|c| c.name()).collect();
             out.line(
-                || json!({"installed": true, "note": note}),
-                || format!("installed the netports name provider ({note}); names resolve while `netports nsp serve` runs, for clients of the same user and session"),
+                || json!({"installed": catalogs, "notes": done.notes}),
+                || format!("installed the netports name provider in the {} ({}); names resolve while `netports nsp serve` runs, for clients of the same user and session", crate::nsp::catalogs_text(&done.catalogs), done.notes.join("; ")),
             )
         }
         NspCommand::Uninstall => {
-            crate::nsp::uninstall(p.nsp()?)?;
+            let removed = crate::nsp::uninstall(p.nsp()?)?;
+            let catalogs: Vec<&str> = removed.iter().map(|c| c.name()).collect();
             out.line(
-                || json!({"uninstalled": true}),
-                || "uninstalled the netports name provider".to_owned(),
+                || json!({"uninstalled": catalogs}),
+                || {
+                    format!(
+                        "uninstalled the netports name provider from the {}",
+                        crate::nsp::catalogs_text(&removed)
+                    )
+                },
             )
         }
         NspCommand::Resolve { name } => {

@@ -164,11 +164,8 @@ fn list(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error> {
                 if family == Family::Ipv4 && reserved.contains(&e.block) {
                     continue;
                 }
-                let kind = if e.administered {
-                    "administered (*)"
-                } else {
-                    "excluded (no owner: WinNAT/HNS)"
-                };
+                let kind =
+                    if e.administered { "administered (*)" } else { "runtime reservation (no *)" };
                 rows.push((proto, family, e.block, kind));
             }
             if let Ok(d) = p.dynamic_range(proto, family) {
@@ -217,6 +214,9 @@ fn ranges(p: &mut dyn Platform, proto: Protocol, with_exclusions: bool) -> Range
             Err(e) => r.unavailable.push(format!("{} dynamic port range: {e}", family.name())),
         }
     }
+    if with_exclusions {
+        r.winnat_running = p.service_running("winnat").ok();
+    }
     r
 }
 
@@ -227,19 +227,22 @@ fn why_blocked(
     port: u16,
 ) -> Result<(), Error> {
     let probes = diagnose::probe_all(|addr| p.try_bind(proto, addr, port));
-    let in_use = probes.iter().any(|x| x.outcome == BindOutcome::InUse);
+    // An exclusive bind to each wildcard: it fails beside a socket on a specific address,
+    // which a default bind does not notice.
+    let exclusive: Vec<diagnose::Probe> = [ProbeAddr::AnyV4, ProbeAddr::AnyV6]
+        .into_iter()
+        .map(|addr| diagnose::Probe { addr, outcome: p.try_bind_exclusive(proto, addr, port) })
+        .collect();
     let mut ranges = ranges(p, proto, true);
-    let owners: Vec<Owner> = if in_use {
-        p.owners(proto, port).unwrap_or_else(|e| {
-            ranges.unavailable.push(format!("socket owners: {e}"));
-            Vec::new()
-        })
-    } else {
+    // The endpoint tables are read whatever the probes gave: a socket on one specific address
+    // leaves every probe free.
+    let owners: Vec<Owner> = p.owners(proto, port).unwrap_or_else(|e| {
+        ranges.unavailable.push(format!("socket owners: {e}"));
         Vec::new()
-    };
-    let verdict = diagnose::decide(port, &probes, &owners, &ranges);
+    });
+    let verdict = diagnose::decide(port, &probes, &exclusive, &owners, &ranges);
     out.emit(
-        || json!({"protocol": proto, "port": port, "probes": probes, "result": verdict, "dynamic": ranges.dynamic, "unavailable": ranges.unavailable, "explanation": verdict.explain(proto, port)}),
+        || json!({"protocol": proto, "port": port, "probes": probes, "exclusive_probes": exclusive, "result": verdict, "dynamic": ranges.dynamic, "unavailable": ranges.unavailable, "explanation": verdict.explain(proto, port)}),
         || {
             let mut lines = verdict.explain(proto, port);
             for (family, d) in &ranges.dynamic {

@@ -30,16 +30,26 @@ pub fn execute(
 ) -> Result<(), Error> {
     match command {
         TeredoCommand::Port => {
-            let port = p.teredo_port()?;
+            let r = p.teredo_port()?;
             out.line(
-                || json!({"teredo_port": port, "static_port": TEREDO_STATIC_PORT}),
-                || match port {
-                    Some(port) => format!("teredo client port: udp {port} (static port udp 3544)"),
-                    None => "the Teredo client has no port (not qualified)".to_owned(),
+                || json!({"teredo_port": r.first(), "teredo_ports": r.ports, "static_port": TEREDO_STATIC_PORT, "byte_order": r.order, "byte_order_basis": r.basis}),
+                || {
+                    if r.ports.is_empty() {
+                        return "the Teredo client has no port (not qualified)".to_owned();
+                    }
+                    format!(
+                        "teredo client port{}: {} (static port udp {TEREDO_STATIC_PORT}; byte order: {}, {})",
+                        if r.ports.len() > 1 { "s" } else { "" },
+                        udp_list(&r.ports),
+                        r.order.name(),
+                        r.basis.text()
+                    )
                 },
             )
         }
-        TeredoCommand::Watch => watch(p, out, |ev, out| out.line(|| json!(ev), || human_event(ev))),
+        TeredoCommand::Watch => {
+            watch(p, out, false, |ev, out| out.line(|| json!(ev), || human_event(&ev)))
+        }
     }
 }
 
@@ -57,23 +67,23 @@ pub fn exception(p: &mut dyn Platform, out: &mut Printer<'_>, check: bool) -> Re
     }
     let mut keeper = TeredoException::new(p.host_filters()?);
     out.line(|| json!({ "note": NOTE }), || format!("note: {NOTE}"))?;
-    watch(p, out, |ev, out| match keeper.on_event(ev) {
+    watch(p, out, true, |ev, out| match keeper.on_event(&ev) {
         Ok(applied) => {
             let kept = keeper.filters();
             out.emit(
                 || json!({"event": ev, "filters": kept, "added": applied.added, "removed": applied.removed}),
-                || [applied_line(ev, &kept, applied)],
+                || [applied_line(&ev, &kept, applied)],
             )
         }
         // Keep watching: what was kept stays, and the next event retries.
         Err(e) => out.line(
             || json!({"event": ev, "error": e.to_string()}),
-            || format!("{}: not applied: {e}", human_event(ev)),
+            || format!("{}: not applied: {e}", human_event(&ev)),
         ),
     })
 }
 
-fn applied_line(ev: TeredoEvent, kept: &[FilterSpec], applied: Applied) -> String {
+fn applied_line(ev: &TeredoEvent, kept: &[FilterSpec], applied: Applied) -> String {
     let filters: Vec<String> = kept.iter().map(ToString::to_string).collect();
     let mut line = format!(
         "{}; host permits (IPv4 UDP, the Teredo service only): {} (added {}, removed {})",
@@ -147,14 +157,16 @@ fn check_rules(p: &mut dyn Platform, out: &mut Printer<'_>) -> Result<(), Error>
 }
 
 /// Watches Teredo events, handing each to `on_event`; stops at the first output failure (a
-/// closed pipe) and reports it.
+/// closed pipe) and reports it. `wfp`: the caller holds WFP objects (see
+/// [`Platform::teredo_watch`]).
 fn watch(
     p: &mut dyn Platform,
     out: &mut Printer<'_>,
+    wfp: bool,
     mut on_event: impl FnMut(TeredoEvent, &mut Printer<'_>) -> Result<(), Error>,
 ) -> Result<(), Error> {
     let mut failed = None;
-    p.teredo_watch(&mut |ev| match on_event(ev, out) {
+    p.teredo_watch(wfp, &mut |ev| match on_event(ev, out) {
         Ok(()) => true,
         Err(e) => {
             failed = Some(e);
@@ -164,13 +176,25 @@ fn watch(
     failed.map_or(Ok(()), Err)
 }
 
+/// `udp 51234, udp 51235`.
+fn udp_list(ports: &[u16]) -> String {
+    ports.iter().map(|p| format!("udp {p}")).collect::<Vec<_>>().join(", ")
+}
+
 /// One line per event.
 #[must_use]
-pub fn human_event(ev: TeredoEvent) -> String {
+pub fn human_event(ev: &TeredoEvent) -> String {
+    let plural = if ev.ports().len() > 1 { "s" } else { "" };
     match ev {
-        TeredoEvent::Initial { port: Some(p) } => format!("watching; teredo port udp {p}"),
-        TeredoEvent::Initial { port: None } => "watching; the Teredo client has no port".to_owned(),
-        TeredoEvent::Changed { port: Some(p) } => format!("teredo port changed: udp {p}"),
-        TeredoEvent::Changed { port: None } => "teredo client stopped".to_owned(),
+        TeredoEvent::Initial { ports } if ports.is_empty() => {
+            "watching; the Teredo client has no port".to_owned()
+        }
+        TeredoEvent::Initial { ports } => {
+            format!("watching; teredo port{plural} {}", udp_list(ports))
+        }
+        TeredoEvent::Changed { ports } if ports.is_empty() => "teredo client stopped".to_owned(),
+        TeredoEvent::Changed { ports } => {
+            format!("teredo port{plural} changed: {}", udp_list(ports))
+        }
     }
 }

@@ -77,29 +77,97 @@ fn netsh(args: &[&str]) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Binds `port` on `addr` with `SO_EXCLUSIVEADDRUSE` (set before `bind`, as documented) and
+/// closes it again; IPv6 sockets are IPv6-only.
+fn bind_exclusive(proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{
+        SO_EXCLUSIVEADDRUSE, SOCKET, SOL_SOCKET, setsockopt,
+    };
+    let sa = addr.socket_addr(port);
+    let (ty, p) = match proto {
+        Protocol::Tcp => (Type::STREAM, SockProtocol::TCP),
+        Protocol::Udp => (Type::DGRAM, SockProtocol::UDP),
+    };
+    let outcome = |e: &std::io::Error| {
+        e.raw_os_error()
+            .and_then(|c| u32::try_from(c).ok())
+            .map_or(BindOutcome::Failed(0), BindOutcome::from_code)
+    };
+    let socket = match Socket::new(Domain::for_address(sa), ty, Some(p)) {
+        Ok(s) => s,
+        Err(e) => return outcome(&e),
+    };
+    if sa.is_ipv6() && socket.set_only_v6(true).is_err() {
+        return BindOutcome::Failed(0);
+    }
+    let on: i32 = 1;
+    let raw = SOCKET::try_from(socket.as_raw_socket())
+        .unwrap_or(windows_sys::Win32::Networking::WinSock::INVALID_SOCKET);
+    // SAFETY: an open socket and a 4-byte BOOL option value.
+    let rc = unsafe { setsockopt(raw, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (&raw const on).cast(), 4) };
+    if rc != 0 {
+        return BindOutcome::Failed(0);
+    }
+    match socket.bind(&sa.into()) {
+        Ok(()) => BindOutcome::Bound,
+        Err(e) => outcome(&e),
+    }
+}
+
 impl Platform for WindowsPlatform {
     fn os(&self) -> &'static str {
         "windows"
     }
 
-    fn teredo_port(&mut self) -> Result<Option<u16>, Error> {
+    fn teredo_port(&mut self) -> Result<crate::teredo::PortReading, Error> {
         teredo::teredo_port()
     }
 
-    fn teredo_watch(&mut self, on_event: &mut dyn FnMut(TeredoEvent) -> bool) -> Result<(), Error> {
-        // Events arrive on the OS's notification thread; hand them to this thread, which runs
-        // the caller's code (never the notification thread).
+    fn teredo_watch(
+        &mut self,
+        wfp: bool,
+        on_event: &mut dyn FnMut(TeredoEvent) -> bool,
+    ) -> Result<(), Error> {
+        enum Msg {
+            Event(TeredoEvent),
+            BfeStopped(String),
+        }
+        // Events arrive on the OS's notification threads; hand them to this thread, which
+        // runs the caller's code (never a notification thread).
         let (tx, rx) = mpsc::channel();
+        let events = tx.clone();
         let watcher = teredo::TeredoWatcher::start(move |ev| {
-            let _ = tx.send(ev);
+            let _ = events.send(Msg::Event(ev));
         })?;
-        while let Ok(ev) = rx.recv() {
-            if !on_event(ev) {
-                break;
+        // BFE takes every WFP handle with it: the caller's filters, and the system-ports
+        // subscription when that is the watch's source.
+        let bfe = if wfp || watcher.uses_wfp() {
+            Some(service::StopWatch::start("BFE", move |why| {
+                let _ = tx.send(Msg::BfeStopped(why));
+            })?)
+        } else {
+            drop(tx);
+            None
+        };
+        let mut result = Ok(());
+        while let Ok(msg) = rx.recv() {
+            match msg {
+                Msg::Event(ev) => {
+                    if !on_event(ev) {
+                        break;
+                    }
+                }
+                Msg::BfeStopped(why) => {
+                    result = Err(Error::BfeStopped(why));
+                    break;
+                }
             }
         }
+        drop(bfe);
         drop(watcher);
-        Ok(())
+        result
     }
 
     fn host_filters(&mut self) -> Result<Box<dyn HostFilters>, Error> {
@@ -138,6 +206,10 @@ impl Platform for WindowsPlatform {
         diagnose::bind_once(proto, addr, port)
     }
 
+    fn try_bind_exclusive(&mut self, proto: Protocol, addr: ProbeAddr, port: u16) -> BindOutcome {
+        bind_exclusive(proto, addr, port)
+    }
+
     fn owners(&mut self, proto: Protocol, port: u16) -> Result<Vec<Owner>, Error> {
         tables::owners(proto, port)
     }
@@ -172,6 +244,10 @@ impl Platform for WindowsPlatform {
 
     fn nsp(&mut self) -> Result<&mut dyn crate::nsp::NspHost, Error> {
         Ok(&mut self.nsp)
+    }
+
+    fn service_running(&mut self, name: &str) -> Result<bool, Error> {
+        service::running(name)
     }
 
     fn firewall_rules(&mut self, id: &str) -> Result<Vec<(Store, String)>, Error> {

@@ -21,7 +21,8 @@ use netports_nsp::reservation::Reservation;
 use netports_nsp::{PROVIDER_ID, Provider, routine};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{
-    CSADDR_INFO, LUP_RETURN_ALL, NSPV2_ROUTINE, WSADATA, WSANAMESPACE_INFOW, WSAQUERYSETW,
+    CSADDR_INFO, LUP_RETURN_ALL, NAPI_PROVIDER_INSTALLATION_BLOB, NSPV2_ROUTINE, WSADATA,
+    WSANAMESPACE_INFOW, WSAQUERYSETW,
 };
 use windows_sys::Win32::System::Com::BLOB;
 use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
@@ -31,7 +32,7 @@ use super::dynload::{Dll, resolve, system_fn};
 use super::persistent::WindowsReservations;
 use crate::error::{Error, win32};
 use crate::model::Reservations;
-use crate::nsp::{NspHost, Resolved};
+use crate::nsp::{Catalog, NspHost, Resolved};
 use crate::range::{ReservationCall, persistent_api};
 
 system_fn!(fn wsa_startup = Dll::Ws2_32, c"WSAStartup": fn(u16, *mut WSADATA) -> i32;);
@@ -41,8 +42,11 @@ system_fn!(fn wsa_advertise_provider = Dll::Ws2_32, c"WSAAdvertiseProvider": fn(
 system_fn!(fn wsa_unadvertise_provider = Dll::Ws2_32, c"WSAUnadvertiseProvider": fn(*const GUID) -> i32;);
 system_fn!(fn wsa_provider_complete_async_call = Dll::Ws2_32, c"WSAProviderCompleteAsyncCall": fn(HANDLE, i32) -> i32;);
 system_fn!(fn wsc_install_name_space_ex = Dll::Ws2_32, c"WSCInstallNameSpaceEx": fn(*const u16, *const u16, u32, u32, *const GUID, *const BLOB) -> i32;);
+system_fn!(fn wsc_install_name_space_ex32 = Dll::Ws2_32, c"WSCInstallNameSpaceEx32": fn(*const u16, *const u16, u32, u32, *const GUID, *const BLOB) -> i32;);
 system_fn!(fn wsc_uninstall_name_space = Dll::Ws2_32, c"WSCUnInstallNameSpace": fn(*const GUID) -> i32;);
+system_fn!(fn wsc_uninstall_name_space32 = Dll::Ws2_32, c"WSCUnInstallNameSpace32": fn(*const GUID) -> i32;);
 system_fn!(fn wsa_enum_name_space_providers_w = Dll::Ws2_32, c"WSAEnumNameSpaceProvidersW": fn(*mut u32, *mut WSANAMESPACE_INFOW) -> i32;);
+system_fn!(fn wsc_enum_name_space_providers32 = Dll::Ws2_32, c"WSCEnumNameSpaceProviders32": fn(*mut u32, *mut WSANAMESPACE_INFOW) -> i32;);
 system_fn!(fn wsa_lookup_service_begin_w = Dll::Ws2_32, c"WSALookupServiceBeginW": fn(*const WSAQUERYSETW, u32, *mut HANDLE) -> i32;);
 system_fn!(fn wsa_lookup_service_next_w = Dll::Ws2_32, c"WSALookupServiceNextW": fn(HANDLE, u32, *mut u32, *mut WSAQUERYSETW) -> i32;);
 system_fn!(fn wsa_lookup_service_end = Dll::Ws2_32, c"WSALookupServiceEnd": fn(HANDLE) -> i32;);
@@ -54,18 +58,6 @@ const WSASERVICE_NOT_FOUND: i32 = 10_108;
 /// `WSANO_DATA`.
 const WSANO_DATA: i32 = 11_004;
 
-/// `NAPI_PROVIDER_INSTALLATION_BLOB` (nsemail.h): five `DWORD`s.
-#[repr(C)]
-struct NapiProviderInstallationBlob {
-    version: u32,
-    provider_type: u32,
-    supports_wildcard: u32,
-    domains: u32,
-    offset_first_domain: u32,
-}
-
-const _: () = assert!(size_of::<NapiProviderInstallationBlob>() == 20);
-
 /// The provider's sources on Windows.
 #[derive(Debug, Default)]
 pub struct WindowsSources;
@@ -73,7 +65,7 @@ pub struct WindowsSources;
 impl Sources for WindowsSources {
     fn teredo_port(&self) -> Result<Option<u16>, SourceError> {
         match super::teredo::teredo_port() {
-            Ok(p) => Ok(p),
+            Ok(r) => Ok(r.first()),
             Err(Error::NotReady) => Err(SourceError::NotReady),
             Err(Error::Unsupported { what }) => Err(SourceError::Unsupported(what)),
             Err(e) => Err(SourceError::Failed(e.to_string())),
@@ -173,12 +165,15 @@ impl NspHost for WindowsNsp {
         Ok(())
     }
 
-    fn installed(&mut self) -> Result<bool, Error> {
-        installed()
+    fn installed(&mut self, catalog: Catalog) -> Result<bool, Error> {
+        installed(catalog)
     }
 
-    fn install(&mut self) -> Result<String, Error> {
-        let install = wsc_install_name_space_ex()?;
+    fn install(&mut self, catalog: Catalog) -> Result<String, Error> {
+        let (install, function) = match catalog {
+            Catalog::Native => (wsc_install_name_space_ex()?, "WSCInstallNameSpaceEx"),
+            Catalog::Wow64 => (wsc_install_name_space_ex32()?, "WSCInstallNameSpaceEx32"),
+        };
         // WSCInstallNameSpaceEx2 is undocumented (mingw lists 7 parameters, no types): it is
         // looked up so the output can say whether this Windows has it, and never called with
         // a guessed signature.
@@ -189,18 +184,20 @@ impl NspHost for WindowsNsp {
         // second field `dwReserved` and leaves it 0; nsemail.h documents it as
         // `dwProviderType`, and netports sets `ProviderType_Application` (the one supported
         // type). No domains (the sample registers one it is primary for): clients reach the
-        // provider by its id. Verify on Windows (docs/WINDOWS-VERIFICATION.md).
+        // provider by its id. The 32-bit catalog gets the same entry (the `...32` functions
+        // take the same arguments). Verify on Windows (docs/WINDOWS-VERIFICATION.md).
         let path = wide("");
         let identifier = wide("netports name provider");
-        let mut napi = NapiProviderInstallationBlob {
-            version: 1,
-            provider_type: crate::nsp::PROVIDER_TYPE_APPLICATION,
-            supports_wildcard: 0,
-            domains: 0,
+        let size = u32::try_from(size_of::<NAPI_PROVIDER_INSTALLATION_BLOB>()).unwrap_or(0);
+        let mut napi = NAPI_PROVIDER_INSTALLATION_BLOB {
+            dwVersion: 1,
+            dwProviderType: crate::nsp::PROVIDER_TYPE_APPLICATION,
+            fSupportsWildCard: 0,
+            cDomains: 0,
             // Where domain descriptions would start, as the sample computes it.
-            offset_first_domain: 20,
+            OffsetFirstDomain: size,
         };
-        let blob = BLOB { cbSize: 20, pBlobData: (&raw mut napi).cast() };
+        let blob = BLOB { cbSize: size, pBlobData: (&raw mut napi).cast() };
         // SAFETY: NUL-terminated strings, a valid GUID and blob, all alive for the call.
         let rc = unsafe {
             install(
@@ -213,19 +210,25 @@ impl NspHost for WindowsNsp {
             )
         };
         if rc != 0 {
-            return Err(crate::nsp::install_error(last_code(), "WSCInstallNameSpaceEx"));
+            return Err(crate::nsp::install_error(last_code(), function));
         }
-        Ok(format!(
-            "WSCInstallNameSpaceEx; WSCInstallNameSpaceEx2 {}",
-            if ex2 { "present, not used (undocumented)" } else { "absent" }
-        ))
+        Ok(match catalog {
+            Catalog::Native => format!(
+                "{function}; WSCInstallNameSpaceEx2 {}",
+                if ex2 { "present, not used (undocumented)" } else { "absent" }
+            ),
+            Catalog::Wow64 => function.to_owned(),
+        })
     }
 
-    fn uninstall(&mut self) -> Result<(), Error> {
-        let f = wsc_uninstall_name_space()?;
+    fn uninstall(&mut self, catalog: Catalog) -> Result<(), Error> {
+        let (f, function) = match catalog {
+            Catalog::Native => (wsc_uninstall_name_space()?, "WSCUnInstallNameSpace"),
+            Catalog::Wow64 => (wsc_uninstall_name_space32()?, "WSCUnInstallNameSpace32"),
+        };
         // SAFETY: a valid GUID.
         if unsafe { f(&raw const ID) } != 0 {
-            return Err(crate::nsp::install_error(last_code(), "WSCUnInstallNameSpace"));
+            return Err(crate::nsp::install_error(last_code(), function));
         }
         Ok(())
     }
@@ -237,14 +240,10 @@ impl NspHost for WindowsNsp {
             wsa_lookup_service_end()?,
         );
         startup()?;
-        let service = wide(name);
-        let restrictions = WSAQUERYSETW {
-            dwSize: u32::try_from(size_of::<WSAQUERYSETW>()).unwrap_or(0),
-            lpszServiceInstanceName: service.as_ptr().cast_mut(),
-            dwNameSpace: NAMESPACE,
-            lpNSProviderId: (&raw const ID).cast_mut(),
-            ..WSAQUERYSETW::default()
-        };
+        // The name, NS_EMAIL, the provider id and netports' service class
+        // (`lpServiceClassId` is required): as any application would ask.
+        let mut lookup = netports_nsp::client::Lookup::new(name);
+        let restrictions = lookup.query_set();
         let mut lookup: HANDLE = std::ptr::null_mut();
         // SAFETY: a valid query set whose strings live for the call, a valid out-pointer.
         if unsafe { begin(&raw const restrictions, LUP_RETURN_ALL, &raw mut lookup) } != 0 {
@@ -297,9 +296,12 @@ fn local_app_data() -> Result<PathBuf, Error> {
     })
 }
 
-/// Whether the Winsock catalog lists the provider.
-fn installed() -> Result<bool, Error> {
-    let enumerate = wsa_enum_name_space_providers_w()?;
+/// Whether `catalog` lists the provider.
+fn installed(catalog: Catalog) -> Result<bool, Error> {
+    let (enumerate, function) = match catalog {
+        Catalog::Native => (wsa_enum_name_space_providers_w()?, "WSAEnumNameSpaceProvidersW"),
+        Catalog::Wow64 => (wsc_enum_name_space_providers32()?, "WSCEnumNameSpaceProviders32"),
+    };
     startup()?;
     let mut words = vec![0u64; 512];
     for _ in 0..3 {
@@ -318,7 +320,7 @@ fn installed() -> Result<bool, Error> {
         // SAFETY: no arguments.
         let code = wsa_get_last_error().map_or(0, |f| unsafe { f() });
         if code != WSAEFAULT {
-            return Err(last_error("WSAEnumNameSpaceProvidersW"));
+            return Err(last_error(function));
         }
         words = vec![0u64; (len as usize).div_ceil(8).max(words.len() + 1)];
     }

@@ -6,9 +6,11 @@
 //!   `FwpmEngineOpen0` may be refused);
 //! - `GetTeredoPort` / `NotifyTeredoPortChange` (deprecated, still everywhere).
 //!
-//! Neither documents its port's byte order: each source has a [`PortOrder`] settled against the
-//! Teredo service's UDP endpoint in `GetExtendedUdpTable` (documented network order), and a
-//! disagreement with the network-order assumption is logged to stderr.
+//! Neither documents its port's byte order: each source has a [`PortOrder`], confirmed only by
+//! the Teredo service's own UDP endpoint in `GetExtendedUdpTable` (documented network order);
+//! when the service's process is unknown every process's endpoints are a hint for one reading,
+//! never kept. A host-order finding is logged to stderr. Every port of the system-ports Teredo
+//! entry is used.
 //!
 //! The watcher's rules (the seed's deadlock rule): the user's closure runs on the OS's
 //! notification thread, serialized by one lock and by the OS, with panics caught at the FFI
@@ -34,8 +36,8 @@ use super::dynload::{Dll, system_fn};
 use crate::error::Error;
 use crate::range::Protocol;
 use crate::teredo::{
-    Observation, PortOrder, TeredoEvent, WatchState, observation_from_callback,
-    port_from_system_ports,
+    Evidence, Observation, PortOrder, PortReading, TeredoEvent, WatchState,
+    observation_from_callback, ports_from_system_ports,
 };
 
 type TeredoCallback = unsafe extern "system" fn(*const c_void, u16, i32);
@@ -53,34 +55,34 @@ system_fn!(fn fwpm_free_memory0 = Dll::Fwpuclnt, c"FwpmFreeMemory0": fn(*mut *mu
 static IPHLP_ORDER: Mutex<PortOrder> = Mutex::new(PortOrder::new());
 static FWP_ORDER: Mutex<PortOrder> = Mutex::new(PortOrder::new());
 
-/// The host-order local ports of the Teredo service's UDP endpoints: those owned by the
-/// process hosting `iphlpsvc` (the IP Helper service, which runs the Teredo client), or every
-/// UDP endpoint when that process cannot be found (then a match is weaker evidence).
-fn teredo_udp_ports() -> Vec<u16> {
-    let service = super::service::pid("iphlpsvc");
-    tables::endpoints(Protocol::Udp)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|e| service.is_none_or(|pid| e.pid == pid))
-        .map(|e| e.port)
-        .collect()
+/// The host-order local ports of the Teredo service's UDP endpoints, those owned by the process
+/// hosting `iphlpsvc` (the IP Helper service, which runs the Teredo client); every process's
+/// UDP endpoints when that process cannot be found (then only a hint).
+fn teredo_udp_ports() -> Evidence {
+    let endpoints = tables::endpoints(Protocol::Udp).unwrap_or_default().into_iter();
+    match super::service::pid("iphlpsvc") {
+        Some(pid) => {
+            Evidence::TeredoService(endpoints.filter(|e| e.pid == pid).map(|e| e.port).collect())
+        }
+        None => Evidence::AnyProcess(endpoints.map(|e| e.port).collect()),
+    }
 }
 
-/// Reads a raw port through `order`, logging a disagreement.
-fn read_port(source: &str, order: &Mutex<PortOrder>, raw: u16) -> Option<u16> {
-    let reading = order.lock().unwrap_or_else(PoisonError::into_inner).read(
+/// Reads one report's raw ports through `order`, logging a host-order finding.
+fn read_ports(source: &str, order: &Mutex<PortOrder>, raws: &[u16]) -> PortReading {
+    let reading = order.lock().unwrap_or_else(PoisonError::into_inner).read_all(
         source,
-        raw,
+        raws,
         &mut teredo_udp_ports,
     );
-    if let Some(w) = reading.warning {
+    if let Some(w) = &reading.warning {
         eprintln!("netports: warning: {w}");
     }
-    reading.port
+    reading
 }
 
-/// The Teredo port from `FwpmSystemPortsGet0` (no engine session).
-fn teredo_port_fwp() -> Result<Option<u16>, Error> {
+/// The Teredo ports from `FwpmSystemPortsGet0` (no engine session).
+fn teredo_port_fwp() -> Result<PortReading, Error> {
     let (get, free) = (fwpm_system_ports_get0()?, fwpm_free_memory0()?);
     let mut ports: *mut FWPM_SYSTEM_PORTS0 = std::ptr::null_mut();
     // SAFETY: the engine handle is optional (null: no session); a valid out-pointer.
@@ -89,27 +91,27 @@ fn teredo_port_fwp() -> Result<Option<u16>, Error> {
         return Err(Error::from_win32(rc, "FwpmSystemPortsGet0"));
     }
     // SAFETY: WFP returned a valid list (or null) that lives until freed below.
-    let raw = unsafe { teredo_in(ports) };
+    let raws = unsafe { teredo_in(ports) };
     // SAFETY: memory allocated by FwpmSystemPortsGet0, freed once.
     unsafe { free((&raw mut ports).cast()) };
-    Ok(raw.and_then(|r| read_port("FwpmSystemPortsGet0", &FWP_ORDER, r)))
+    Ok(read_ports("FwpmSystemPortsGet0", &FWP_ORDER, &raws))
 }
 
-/// The Teredo port in a system-ports list.
+/// Every raw port of the Teredo entries in a system-ports list.
 ///
 /// # Safety
 /// `list` is null or a valid `FWPM_SYSTEM_PORTS0` whose arrays hold the counts they claim,
 /// alive for the call.
-unsafe fn teredo_in(list: *const FWPM_SYSTEM_PORTS0) -> Option<u16> {
+unsafe fn teredo_in(list: *const FWPM_SYSTEM_PORTS0) -> Vec<u16> {
     // SAFETY: per the contract, null or valid.
-    let list = unsafe { list.as_ref() }?;
+    let Some(list) = (unsafe { list.as_ref() }) else { return Vec::new() };
     let types: &[FWPM_SYSTEM_PORTS_BY_TYPE0] = if list.types.is_null() {
         &[]
     } else {
         // SAFETY: `types` has `numTypes` entries (contract).
         unsafe { std::slice::from_raw_parts(list.types, list.numTypes as usize) }
     };
-    port_from_system_ports(types.iter().map(|t| {
+    ports_from_system_ports(types.iter().map(|t| {
         let ports: &[u16] = if t.ports.is_null() {
             &[]
         } else {
@@ -120,24 +122,27 @@ unsafe fn teredo_in(list: *const FWPM_SYSTEM_PORTS0) -> Option<u16> {
     }))
 }
 
-fn teredo_port_iphlp() -> Result<Option<u16>, Error> {
+fn teredo_port_iphlp() -> Result<PortReading, Error> {
     let f = get_teredo_port()?;
     let mut raw = 0u16;
     // SAFETY: the documented signature; valid out-pointer.
     let rc = unsafe { f(&raw mut raw) };
     match rc {
-        0 => Ok(read_port("GetTeredoPort", &IPHLP_ORDER, raw)),
+        0 => Ok(read_ports("GetTeredoPort", &IPHLP_ORDER, &[raw])),
         rc => Err(Error::from_win32(rc, "GetTeredoPort")),
     }
 }
 
-/// The Teredo client's UDP port: `None` if it has none.
+/// The Teredo client's UDP ports (none: it has none), and how their byte order was decided:
+/// from the system-ports list when it has a Teredo entry, else `GetTeredoPort`.
 ///
 /// # Errors
 /// `Unsupported` (neither source exists), `NotReady`, `NoIpv6`.
-pub fn teredo_port() -> Result<Option<u16>, Error> {
-    if let Ok(Some(p)) = teredo_port_fwp() {
-        return Ok(Some(p));
+pub fn teredo_port() -> Result<PortReading, Error> {
+    if let Ok(r) = teredo_port_fwp()
+        && !r.ports.is_empty()
+    {
+        return Ok(r);
     }
     teredo_port_iphlp()
 }
@@ -193,8 +198,8 @@ unsafe extern "system" fn on_teredo_change(context: *const c_void, port: u16, ki
     let _running = Running::enter(context as usize);
     // SAFETY: `context` is the `Shared` the registration keeps alive until cancel returns.
     let shared = unsafe { &*context.cast::<Shared>() };
-    let port = read_port("NotifyTeredoPortChange", &IPHLP_ORDER, port);
-    let observation = observation_from_callback(port, kind);
+    let ports = read_ports("NotifyTeredoPortChange", &IPHLP_ORDER, &[port]).ports;
+    let observation = observation_from_callback(ports, kind);
     shared.deliver(|state| state.observe(observation));
 }
 
@@ -207,9 +212,9 @@ unsafe extern "system" fn on_system_ports(context: *mut c_void, ports: *const FW
     // returns.
     let shared = unsafe { &*context.cast::<Shared>() };
     // SAFETY: WFP passes a valid list (or null) for the duration of the callback.
-    let raw = unsafe { teredo_in(ports) };
-    let port = raw.and_then(|r| read_port("FwpmSystemPortsSubscribe0", &FWP_ORDER, r));
-    shared.deliver(|state| state.observe(Observation::Port(port)));
+    let raws = unsafe { teredo_in(ports) };
+    let ports = read_ports("FwpmSystemPortsSubscribe0", &FWP_ORDER, &raws).ports;
+    shared.deliver(|state| state.observe(Observation::Ports(ports)));
 }
 
 /// The OS registration behind a watcher.
@@ -254,11 +259,11 @@ impl Registration {
         Ok(Self::TeredoChange { handle: handle as usize, cancel })
     }
 
-    /// The port now, from the same source.
-    fn current_port(&self) -> Option<u16> {
+    /// The ports now, from the same source.
+    fn current_ports(&self) -> Vec<u16> {
         match self {
-            Self::SystemPorts { .. } => teredo_port_fwp().ok().flatten(),
-            Self::TeredoChange { .. } => teredo_port_iphlp().ok().flatten(),
+            Self::SystemPorts { .. } => teredo_port_fwp().map(|r| r.ports).unwrap_or_default(),
+            Self::TeredoChange { .. } => teredo_port_iphlp().map(|r| r.ports).unwrap_or_default(),
         }
     }
 
@@ -318,6 +323,13 @@ impl TeredoWatcher {
         Self::start_from(Source::Any, callback)
     }
 
+    /// True when the notifications come from WFP (`FwpmSystemPortsSubscribe0`), which ends
+    /// with BFE.
+    #[must_use]
+    pub const fn uses_wfp(&self) -> bool {
+        matches!(self.registration, Some(Registration::SystemPorts { .. }))
+    }
+
     /// Like [`TeredoWatcher::start`], from a chosen source.
     ///
     /// # Errors
@@ -347,10 +359,10 @@ impl TeredoWatcher {
         };
         // The initial port is read after subscribing, so no change between the two is lost;
         // changes reported before this are folded into it (WatchState).
-        let port = registration.current_port();
+        let ports = registration.current_ports();
         // SAFETY: `context` is alive: the registration holds its reference until `end`.
         let shared = unsafe { &*context };
-        shared.deliver(|state| state.initial(port));
+        shared.deliver(|state| state.initial(ports));
         Ok(Self { registration: Some(registration), context: context as usize })
     }
 }

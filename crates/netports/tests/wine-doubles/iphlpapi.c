@@ -52,10 +52,18 @@ typedef struct { int used; int udp; USHORT start; USHORT count; ULONG64 token; }
 static RESV reservations[64];
 static ULONG64 next_token = 0x5a00000000000001ULL;
 
-/* Endpoints the tables report (the test declares them; the bind results are Wine's real
- * sockets). */
+/* The endpoint tables are the real sockets (Wine's own GetExtendedTcpTable /
+ * GetExtendedUdpTable, from Wine's builtin iphlpapi copied into system32 as wineiphlp.dll by
+ * `cargo xtask wine`), the same sockets the bind probes meet, plus:
+ * - sockets Windows would have and Wine does not (the Teredo service's), which a test
+ *   declares (DoubleAddEndpoint, DoubleSetTeredoPort);
+ * - owners: Wine does not know a socket's owning process (its rows say pid 0), so a test may
+ *   name the owner of a port's real sockets (DoubleOwnEndpoint). */
 typedef struct { int used; int udp; int v6; USHORT port; DWORD pid; BYTE addr[16]; } ENDPOINT;
 static ENDPOINT endpoints[64];
+typedef struct { int used; int udp; USHORT port; DWORD pid; } OWNER;
+static OWNER owners[64];
+typedef DWORD (WINAPI *TABLE_FN)(PVOID, PDWORD, BOOL, ULONG, int, ULONG);
 
 /* Teredo change registrations. */
 typedef struct {
@@ -241,12 +249,64 @@ DWORD WINAPI CancelMibChangeNotify2(HANDLE handle)
 
 static USHORT ntoh16(USHORT v) { return (USHORT)((v >> 8) | (v << 8)); }
 
+/* Wine's own table function (NULL when it cannot be loaded). */
+static TABLE_FN wine_table(int udp)
+{
+    static HMODULE wine;
+    if (!wine) {
+        WCHAR path[MAX_PATH];
+        UINT n = GetSystemDirectoryW(path, MAX_PATH - 20);
+        if (n == 0 || n >= MAX_PATH - 20) return NULL;
+        lstrcatW(path, L"\\wineiphlp.dll");
+        wine = LoadLibraryW(path);
+        if (!wine) return NULL;
+    }
+    return (TABLE_FN)(void *)GetProcAddress(wine, udp ? "GetExtendedUdpTable" : "GetExtendedTcpTable");
+}
+
+/* The real rows of a table (malloc'ed; *n rows of the class's row size), or NULL. */
+static BYTE *real_rows(int udp, ULONG af, int cls, DWORD *n)
+{
+    *n = 0;
+    TABLE_FN f = wine_table(udp);
+    if (!f) return NULL;
+    DWORD size = 4096;
+    for (int tries = 0; tries < 8; tries++) {
+        BYTE *buf = malloc(size);
+        if (!buf) return NULL;
+        DWORD want = size;
+        DWORD rc = f(buf, &want, FALSE, af, cls, 0);
+        if (rc == NO_ERROR_) { memcpy(n, buf, 4); return buf; }
+        free(buf);
+        if (rc != ERROR_INSUFFICIENT_BUFFER) return NULL;
+        size = want + 1024;
+    }
+    return NULL;
+}
+
+static DWORD row_size(int udp, int v6) { return udp ? (v6 ? 28 : 12) : (v6 ? 56 : 24); }
+static DWORD port_offset(int udp, int v6) { return udp ? (v6 ? 20 : 4) : (v6 ? 20 : 8); }
+static DWORD pid_offset(int udp, int v6) { return udp ? (v6 ? 24 : 8) : (v6 ? 52 : 20); }
+
+/* Called with the lock held: a port of [first, first + count) has a real or declared socket. */
 static int port_in_use(int udp, USHORT first, USHORT count)
 {
     for (int i = 0; i < 64; i++)
         if (endpoints[i].used && endpoints[i].udp == udp && endpoints[i].port >= first
             && (DWORD)endpoints[i].port < (DWORD)first + count)
             return 1;
+    for (int v6 = 0; v6 < 2; v6++) {
+        DWORD n = 0;
+        BYTE *rows = real_rows(udp, v6 ? AF_INET6_ : AF_INET_, udp ? UDP_TABLE_OWNER_PID : TCP_TABLE_OWNER_PID_ALL, &n);
+        int hit = 0;
+        for (DWORD i = 0; rows && i < n && !hit; i++) {
+            BYTE *r = rows + 4 + i * row_size(udp, v6);
+            USHORT port = (USHORT)((r[port_offset(udp, v6)] << 8) | r[port_offset(udp, v6) + 1]);
+            hit = port >= first && (DWORD)port < (DWORD)first + count;
+        }
+        free(rows);
+        if (hit) return 1;
+    }
     return 0;
 }
 
@@ -322,25 +382,38 @@ ULONG WINAPI LookupPersistentUdpPortReservation(USHORT s, USHORT n, ULONG64 *t) 
 /* ---- endpoint tables (GetExtendedTcpTable / GetExtendedUdpTable) ----------------------- */
 
 /* Row sizes: MIB_TCPROW_OWNER_PID 24, MIB_TCP6ROW_OWNER_PID 56, MIB_UDPROW_OWNER_PID 12,
- * MIB_UDP6ROW_OWNER_PID 28; each table is a DWORD count then the rows (4-aligned). */
-static DWORD table(int udp, PVOID out, PDWORD size, ULONG af)
+ * MIB_UDP6ROW_OWNER_PID 28; each table is a DWORD count then the rows (4-aligned). The rows
+ * are Wine's real ones (owners named by DoubleOwnEndpoint), then the declared sockets. */
+static DWORD table(int udp, PVOID out, PDWORD size, ULONG af, int cls)
 {
     if (!size) return ERROR_INVALID_PARAMETER;
     if (af != AF_INET_ && af != AF_INET6_) return ERROR_INVALID_PARAMETER;
     int v6 = af == AF_INET6_;
-    DWORD row = udp ? (v6 ? 28 : 12) : (v6 ? 56 : 24);
+    DWORD row = row_size(udp, v6);
+    DWORD nreal = 0;
+    BYTE *real = real_rows(udp, af, cls, &nreal);
+    if (!real) return ERROR_NOT_SUPPORTED; /* the tables must show the real sockets */
     EnterCriticalSection(&lock);
-    DWORD n = 0;
+    DWORD n = nreal;
     for (int i = 0; i < 64; i++) if (endpoints[i].used && endpoints[i].udp == udp && endpoints[i].v6 == v6) n++;
     DWORD need = 4 + n * row;
     if (!out || *size < need) {
         *size = need;
         LeaveCriticalSection(&lock);
+        free(real);
         return ERROR_INSUFFICIENT_BUFFER;
     }
     BYTE *p = out;
     memcpy(p, &n, 4);
     p += 4;
+    memcpy(p, real + 4, nreal * row);
+    for (DWORD i = 0; i < nreal; i++, p += row) {
+        USHORT port = (USHORT)((p[port_offset(udp, v6)] << 8) | p[port_offset(udp, v6) + 1]);
+        for (int k = 0; k < 64; k++)
+            if (owners[k].used && owners[k].udp == udp && owners[k].port == port)
+                memcpy(p + pid_offset(udp, v6), &owners[k].pid, 4);
+    }
+    free(real);
     for (int i = 0; i < 64; i++) {
         ENDPOINT *e = &endpoints[i];
         if (!e->used || e->udp != udp || e->v6 != v6) continue;
@@ -373,7 +446,7 @@ DWORD WINAPI GetExtendedTcpTable(PVOID t, PDWORD size, BOOL order, ULONG af, int
     (void)order;
     if (reserved != 0) return ERROR_INVALID_PARAMETER;
     if (cls != TCP_TABLE_OWNER_PID_LISTENER && cls != TCP_TABLE_OWNER_PID_ALL) return ERROR_INVALID_PARAMETER;
-    return table(0, t, size, af);
+    return table(0, t, size, af, cls);
 }
 
 DWORD WINAPI GetExtendedUdpTable(PVOID t, PDWORD size, BOOL order, ULONG af, int cls, ULONG reserved)
@@ -381,7 +454,7 @@ DWORD WINAPI GetExtendedUdpTable(PVOID t, PDWORD size, BOOL order, ULONG af, int
     (void)order;
     if (reserved != 0) return ERROR_INVALID_PARAMETER;
     if (cls != UDP_TABLE_OWNER_PID) return ERROR_INVALID_PARAMETER;
-    return table(1, t, size, af);
+    return table(1, t, size, af, cls);
 }
 
 /* ---- test controls -------------------------------------------------------------------- */
@@ -427,6 +500,17 @@ void WINAPI DoubleAddEndpoint(BOOL udp, BOOL v6, USHORT port_host, DWORD pid)
         memset(&endpoints[i], 0, sizeof endpoints[i]);
         endpoints[i].used = 1; endpoints[i].udp = udp ? 1 : 0; endpoints[i].v6 = v6 ? 1 : 0;
         endpoints[i].port = port_host; endpoints[i].pid = pid;
+        break;
+    }
+    LeaveCriticalSection(&lock);
+}
+
+/* Names the owner of the real TCP or UDP sockets on `port_host` (Wine's rows say pid 0). */
+void WINAPI DoubleOwnEndpoint(BOOL udp, USHORT port_host, DWORD pid)
+{
+    EnterCriticalSection(&lock);
+    for (int i = 0; i < 64; i++) if (!owners[i].used) {
+        owners[i].used = 1; owners[i].udp = udp ? 1 : 0; owners[i].port = port_host; owners[i].pid = pid;
         break;
     }
     LeaveCriticalSection(&lock);

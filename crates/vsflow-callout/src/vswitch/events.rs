@@ -152,9 +152,10 @@ impl<S: KernelServices> Driver<S> {
         }
         // Allocate outside every lock: a port's table reserves its initial slots.
         let mut port = self.new_port(&name)?;
-        // The restore window: monitor (permit and track) until the restore is applied or
-        // cancelled, so connections carried by the migration are not blocked meanwhile; flows
-        // seen in the window merge with the restored ones (vsflow-core's restore API).
+        // The restore window until the restore is applied or cancelled: it enforces, but
+        // carried connections' mid-stream segments pass (picked up tentatively) so they are not
+        // blocked meanwhile; flows seen in the window merge with the restored ones
+        // (vsflow-core's restore API).
         if restoring {
             port.begin_restore();
         }

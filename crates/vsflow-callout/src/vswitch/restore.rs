@@ -379,7 +379,10 @@ impl<S: KernelServices> Driver<S> {
     ) -> NTSTATUS {
         codec::apply_degraded(&mut st.port, carried);
         st.window_deadline = vsflow_core::Tick::MAX;
-        if self.config.fail_bad_restores {
+        // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob.
+        let expected = reason == DegradedReason::UnknownMajor
+            && self.config.unknown_major == codec::UnknownMajor::Lenient;
+        if self.config.fail_bad_restores && !expected {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
             self.count(Counter::RestoresFailed);
             self.log(

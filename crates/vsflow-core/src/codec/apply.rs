@@ -148,9 +148,16 @@ pub fn apply_with(
         }
         if table.find(k).is_none() {
             let mut r = *r;
-            let resumed = k.protocol == protocol::TCP
-                && !matches!(r.state, FlowState::SynSent | FlowState::SynReceived)
-                && pickup.take(k, now);
+            let fingerprinted = k.protocol == protocol::TCP
+                && matches!(r.state, FlowState::Established | FlowState::FinWait)
+                && pickup.lookup(k, now).is_some();
+            // Only a flow the VM itself spoke on in the window resumes by fingerprint; one a
+            // peer alone spoke on proves nothing (issue 16): it is left out, and its next
+            // segment is picked up tentatively like any other.
+            if fingerprinted && r.packets[0] == 0 {
+                continue;
+            }
+            let resumed = fingerprinted && pickup.take(k, now);
             if resumed {
                 // A carried connection whose packets arrived before the restore: it was
                 // allowed on the source, so its traffic stays allowed both ways.
@@ -182,7 +189,7 @@ pub fn apply_with(
     counters.identity_mismatches =
         counters.identity_mismatches.saturating_add(u64::from(identity_mismatch));
     port.commit_restore(plan, table, counters, now);
-    port.pickup = pickup;
+    port.arm_pickup(pickup, now);
     port.restored_digest = digest;
     if port.nic.is_none() {
         port.nic = state.nic;

@@ -24,9 +24,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use fwps_sys::FWPS_INCOMING_METADATA_VALUES0;
 use vsflow_callout::{
-    CalloutError, Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock, RawSpinLock,
-    TraceEvent,
+    CalloutError, ConfigValue, Frame, KernelServices, LogLevel, RawRundown, RawRwSpinLock,
+    RawSpinLock, TraceEvent,
 };
+
+/// A value under the service's `Parameters` key, by registry type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegValue {
+    /// `REG_DWORD`.
+    Dword(u32),
+    /// `REG_SZ` (what `WdfRegistryQueryULong` refuses with `STATUS_OBJECT_TYPE_MISMATCH`).
+    String(String),
+}
 
 /// State shared between a host and its driver's services.
 #[derive(Debug, Default)]
@@ -45,8 +54,9 @@ pub struct HostShared {
     pub events: Mutex<Vec<TraceEvent>>,
     /// Recursive lock acquisitions seen.
     pub recursive_locks: AtomicUsize,
-    /// The service's `Parameters` values.
-    pub registry: Mutex<Vec<(String, u32)>>,
+    /// The service's `Parameters` key: its values by name (compared case-insensitively, as
+    /// the registry does).
+    pub registry: Mutex<Vec<(String, RegValue)>>,
     /// The host's id (for work items run on their own threads).
     pub host_id: AtomicUsize,
     /// Run each requested work item at once on its own thread, as another CPU would, possibly
@@ -678,10 +688,17 @@ impl KernelServices for SimServices {
         self.seed
     }
 
-    fn config_value(&self, name: &str) -> Option<u32> {
+    /// The registry double: what `WdfRegistryQueryULong` returns for the value (wdfregistry.h:
+    /// `STATUS_OBJECT_NAME_NOT_FOUND` when absent, `STATUS_OBJECT_TYPE_MISMATCH` for a value
+    /// that is not a `REG_DWORD`; value names are case-insensitive).
+    fn config_value(&self, name: &str) -> ConfigValue {
         let _kernel = crate::kernel::alloc::Attribution::enter(None);
         let reg = self.shared.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        reg.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+        match reg.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v) {
+            None => ConfigValue::Absent,
+            Some(RegValue::Dword(v)) => ConfigValue::Dword(*v),
+            Some(RegValue::String(_)) => ConfigValue::Unreadable,
+        }
     }
 
     unsafe fn read_frame<'a>(

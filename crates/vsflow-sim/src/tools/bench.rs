@@ -200,6 +200,7 @@ pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
             dst_port: p.sport,
             tcp_flags: vsflow_core::TcpFlags(0x10),
             length: 100,
+            headers: vsflow_core::Headers::Complete,
             icmp: vsflow_core::Icmp::None,
         })
         .collect();

@@ -158,8 +158,9 @@ pub struct Split {
     /// Not carried exactly, but permitted on B when the VM's traffic resumed: picked up by
     /// their fingerprint.
     pub picked_up: usize,
-    /// Carried neither way, but permitted on B by the port's allow rules (the SSH rule admits
-    /// a mid-stream packet of its own): not lost, not carried.
+    /// Not carried exactly, but permitted on B by the port's allow rules (the SSH rule admits a
+    /// mid-stream packet of its own; a rule is consulted before a fingerprint, which it then
+    /// does not use): not lost.
     pub by_rule: usize,
     /// Blocked on B: lost.
     pub lost: usize,
@@ -493,9 +494,10 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
             .is_some_and(|set| set.contains(&key));
         if b.transmit(sb, EXTERNAL_PORT, id_b, &c.packet) == PacketFate::Delivered {
             inbound_permitted += 1;
+            let ruled = ssh.matches(key.protocol, key.family, key.local_port, &key.remote_addr);
             if exact {
                 split.exact += 1;
-            } else if fingerprinted {
+            } else if fingerprinted && !ruled {
                 split.picked_up += 1;
             } else {
                 split.by_rule += 1;

@@ -91,6 +91,11 @@ pub struct SimPacket {
     pub ipv6_ext: Vec<Ipv6Ext>,
     /// Fragment position.
     pub fragment: Fragment,
+    /// An authentication header (`IPsec` AH, RFC 4302, 24 bytes) between the IPv4 header and
+    /// the transport header (IPv6: [`Ipv6Ext::Authentication`]). WFP's `IP_PROTOCOL` value is
+    /// still the transport protocol (the double's choice, the worse one for the driver: its
+    /// flags sit behind the AH; WINDOWS-VERIFICATION 56).
+    pub ipv4_ah: bool,
     /// A first fragment that carries only this many bytes of the transport header (RFC 1858's
     /// tiny fragment): `None` for a whole header.
     pub transport_cut: Option<usize>,
@@ -126,6 +131,7 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment: Fragment::Whole,
+            ipv4_ah: false,
             transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
@@ -184,6 +190,18 @@ impl SimPacket {
         self
     }
 
+    /// The same packet with an authentication header (`IPsec` AH) before the transport header:
+    /// after the IPv4 header, or as the last IPv6 extension header.
+    #[must_use]
+    pub fn with_ah(mut self) -> Self {
+        match self.family {
+            IpFamily::V4 => self.ipv4_ah = true,
+            IpFamily::V6 => self.ipv6_ext.push(Ipv6Ext::Authentication),
+        }
+        self.rebuild();
+        self
+    }
+
     /// True if the packet holds its transport ports: not a later fragment, and a first fragment
     /// cut before them has none. WFP can report only ports the packet has (the double gives
     /// `FWP_EMPTY` otherwise).
@@ -211,7 +229,10 @@ impl SimPacket {
     #[must_use]
     pub fn ip_header_len(&self) -> usize {
         match self.family {
-            IpFamily::V4 => 20 + 4 * usize::from(self.ipv4_option_words),
+            IpFamily::V4 => {
+                20 + 4 * usize::from(self.ipv4_option_words)
+                    + if self.ipv4_ah { ext_len(Ipv6Ext::Authentication) } else { 0 }
+            }
             IpFamily::V6 => {
                 40 + self.ipv6_ext.iter().map(|e| ext_len(*e)).sum::<usize>()
                     + if self.fragment == Fragment::Whole { 0 } else { 8 }
@@ -295,6 +316,7 @@ impl SimPacket {
             ipv4_option_words: 0,
             ipv6_ext: Vec::new(),
             fragment,
+            ipv4_ah: false,
             transport_cut: None,
             layout: Layout::default(),
             datagram: Vec::new(),
@@ -341,7 +363,8 @@ impl SimPacket {
             IpFamily::V4 => {
                 let ihl = 5 + self.ipv4_option_words;
                 let hlen = usize::from(ihl) * 4;
-                let total = u16::try_from(hlen + l4.len()).unwrap_or(u16::MAX);
+                let ah = if self.ipv4_ah { ext_len(Ipv6Ext::Authentication) } else { 0 };
+                let total = u16::try_from(hlen + ah + l4.len()).unwrap_or(u16::MAX);
                 let frag: u16 = match self.fragment {
                     Fragment::Whole => 0x4000, // DF
                     Fragment::First => 0x2000, // MF, offset 0
@@ -351,7 +374,9 @@ impl SimPacket {
                 d.extend_from_slice(&total.to_be_bytes());
                 d.extend_from_slice(&[0x12, 0x34]);
                 d.extend_from_slice(&frag.to_be_bytes());
-                d.extend_from_slice(&[64, self.protocol, 0, 0]);
+                let ip_protocol =
+                    if self.ipv4_ah { Ipv6Ext::Authentication.number() } else { self.protocol };
+                d.extend_from_slice(&[64, ip_protocol, 0, 0]);
                 d.extend_from_slice(&self.src[..4]);
                 d.extend_from_slice(&self.dst[..4]);
                 for w in 0..self.ipv4_option_words {
@@ -364,6 +389,12 @@ impl SimPacket {
                 }
                 let sum = checksum(&d[..hlen]);
                 d[10..12].copy_from_slice(&sum.to_be_bytes());
+                if self.ipv4_ah {
+                    // Next header, payload length (4-octet units minus 2), reserved, SPI,
+                    // sequence number, a 96-bit ICV (RFC 4302 section 2).
+                    d.extend_from_slice(&[self.protocol, 4, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1]);
+                    d.resize(d.len() + 12, 0x5A);
+                }
             }
             IpFamily::V6 => {
                 let mut chain: Vec<u8> = self.ipv6_ext.iter().map(|e| e.number()).collect();
@@ -811,6 +842,25 @@ mod tests {
         let q = tcp(IpFamily::V4).tiny_first_fragment(2);
         assert!(!q.has_ports());
         assert_eq!(port_values(&q), (sys::FWP_EMPTY, sys::FWP_EMPTY));
+    }
+
+    #[test]
+    fn an_ipv4_authentication_header_sits_between_the_ip_and_transport_headers() {
+        let p = tcp(IpFamily::V4).with_ah();
+        assert_eq!(p.datagram[9], 51, "IPv4 protocol: AH");
+        assert_eq!(p.datagram[20], protocol::TCP, "AH next header");
+        assert_eq!(usize::from(p.datagram[21] + 2) * 4, 24, "AH length (RFC 4302)");
+        assert_eq!(p.ip_header_len(), 44);
+        assert_eq!(p.datagram[44 + 13], 0x02, "TCP flags after the AH");
+        assert_eq!(
+            usize::from(u16::from_be_bytes([p.datagram[2], p.datagram[3]])),
+            p.datagram.len()
+        );
+        assert_eq!(checksum(&p.datagram[..20]), 0);
+        let p6 = tcp(IpFamily::V6).with_ipv6_ext(&[Ipv6Ext::HopByHop]).with_ah();
+        assert_eq!(p6.datagram[40], 51, "hop-by-hop, then AH");
+        assert_eq!(p6.datagram[48], protocol::TCP);
+        assert_eq!(p6.datagram[p6.ip_header_len() + 13], 0x02);
     }
 
     #[test]
