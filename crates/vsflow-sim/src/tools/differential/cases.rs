@@ -498,7 +498,7 @@ fn unreadable_flags(o: &Options) -> Report {
     run.complete_restore();
     run.advance(SECOND);
     let tiny = hidden_syns(&run, IpFamily::V4, 2, |p| p.tiny_first_fragment(8));
-    let ah = hidden_syns(&run, IpFamily::V6, 2, |p| p.with_ipv6_ext(&[Ipv6Ext::Authentication]));
+    let ah = hidden_syns(&run, IpFamily::V6, 2, SimPacket::with_ah);
     let deep =
         hidden_syns(&run, IpFamily::V6, 2, |p| p.with_ipv6_ext(&[Ipv6Ext::DestinationOptions; 9]));
     let owners: Vec<usize> = tiny
@@ -547,7 +547,7 @@ fn unreadable_flags_loose(o: &Options) -> Report {
             let p = run.outsider(family, protocol::TCP, base + 16 * k + shape, 3389, flags);
             let p = match shape {
                 0 => p.tiny_first_fragment(8),
-                1 => p.with_ipv6_ext(&[Ipv6Ext::Authentication]),
+                1 => p.with_ah(),
                 2 => p.with_ipv6_ext(&[Ipv6Ext::DestinationOptions; 9]),
                 _ => p,
             };

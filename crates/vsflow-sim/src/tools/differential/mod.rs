@@ -246,8 +246,7 @@ pub fn vm_key(p: &SimPacket, inbound: bool) -> FlowKey {
 /// of the TCP header), with ACK set and SYN and RST clear (issue 16, item 2).
 #[must_use]
 pub fn is_midstream(p: &SimPacket) -> bool {
-    let flags_present =
-        !matches!(p.fragment, Fragment::NonFirst(_)) && p.transport_cut.is_none_or(|n| n >= 14);
+    let flags_present = flags_in_packet(p);
     p.protocol == protocol::TCP
         && flags_present
         && p.flags & tcp::ACK != 0
@@ -257,9 +256,14 @@ pub fn is_midstream(p: &SimPacket) -> bool {
 /// An initial SYN whose flags are in the packet.
 fn is_initial_syn(p: &SimPacket) -> bool {
     p.protocol == protocol::TCP
-        && p.transport_cut.is_none_or(|n| n >= 14)
-        && !matches!(p.fragment, Fragment::NonFirst(_))
+        && flags_in_packet(p)
         && p.flags & (tcp::SYN | tcp::ACK | tcp::RST) == tcp::SYN
+}
+
+/// The TCP flags are in the packet: not a later fragment, not a first fragment cut before
+/// byte 14 of the TCP header (a parser that walks every header can read them).
+fn flags_in_packet(p: &SimPacket) -> bool {
+    !matches!(p.fragment, Fragment::NonFirst(_)) && p.transport_cut.is_none_or(|n| n >= 14)
 }
 
 /// Who sent a packet and why.
@@ -1054,11 +1058,18 @@ fn describe(p: &SimPacket, inbound: bool, origin: Origin, fa: bool, fb: bool) ->
         },
         match p.fragment {
             Fragment::Whole => String::new(),
-            Fragment::First => format!(" first fragment ({:?} transport bytes)", p.transport_cut),
+            Fragment::First => match p.transport_cut {
+                Some(n) => format!(" tiny first fragment ({n} transport bytes)"),
+                None => " first fragment".to_owned(),
+            },
             Fragment::NonFirst(off) => format!(" fragment at {off}"),
         },
         p.flags,
-        if p.ipv6_ext.is_empty() { String::new() } else { format!(" behind {:?}", p.ipv6_ext) },
+        match (p.ipv4_ah, p.ipv6_ext.len()) {
+            (false, 0) => String::new(),
+            (true, _) => " behind an AH".to_owned(),
+            (false, n) => format!(" behind {n} extension header(s)"),
+        },
         short_addr(&p.src, p.family),
         p.sport,
         short_addr(&p.dst, p.family),
@@ -1237,6 +1248,7 @@ mod tests {
         }
         assert!(!is_midstream(&inbound(tcp::ACK).tiny_first_fragment(13)), "flags cut off");
         assert!(is_midstream(&inbound(tcp::ACK).tiny_first_fragment(14)));
+        assert!(is_midstream(&inbound(tcp::ACK).with_ah()), "behind an AH the flags are there");
         assert!(!is_midstream(&inbound(tcp::ACK).as_fragment(Fragment::NonFirst(3))));
         assert!(is_initial_syn(&inbound(tcp::SYN)));
         assert!(!is_initial_syn(&inbound(tcp::SYN).tiny_first_fragment(8)));
