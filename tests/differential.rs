@@ -166,7 +166,9 @@ fn loose_pickup_admits_connections_when_no_restore_comes() {
 
 // ---- fc-restore (items 3, 7) ------------------------------------------------------------------
 // Failed on 530b4cb (main 1866301); pass since f0d045f (fc-restore): the five degraded blobs,
-// the operator's change against a late work item, ages on a recently booted destination.
+// the operator's change against a late work item, ages on a recently booted destination; since
+// format 1.2 (fc-restore): the source that cannot encode (no-state blob), rule-admitted
+// connections (never fingerprinted as the VM's), the save while the restore is pended.
 
 #[test]
 fn a_damaged_flow_section_keeps_the_policy() {
@@ -194,7 +196,6 @@ fn a_truncated_blob_never_lowers_policy() {
 }
 
 #[test]
-#[ignore = "fails on main: the source's minimal blob (encode failure) is a valid Monitor/no-rules policy B installs (needs format 1.2's no-state flag); fixed by fc-restore"]
 fn a_source_that_cannot_encode_never_lowers_policy() {
     passes("degraded-encode-failure");
 }
@@ -205,7 +206,6 @@ fn an_operator_change_in_the_window_survives_a_late_work_item() {
 }
 
 #[test]
-#[ignore = "fails on main: rule-admitted connections carried as fingerprints become VM-admitted and survive removing every rule (200 opened); fixed by fc-restore"]
 fn a_rule_admitted_connection_carried_as_a_fingerprint_is_rechecked_against_the_rules() {
     passes("rule-admitted-fingerprint");
 }
@@ -229,7 +229,6 @@ fn flows_that_idle_past_their_timeout_while_the_restore_is_pended_admit_nothing(
 }
 
 #[test]
-#[ignore = "fails on main: a save while B's restore is pended carries no flows and a Monitor policy; fixed by fc-restore"]
 fn a_save_while_the_restore_is_pended_carries_the_pended_state() {
     passes("save-while-pended");
 }

@@ -36,7 +36,7 @@ fn version_config_ports_flows_and_counters_are_reported() {
     let (status, _, bytes) = call(&h, &Request::GetVersion, 64);
     assert_eq!(status, 0);
     let version = VersionInfo::decode(&bytes).expect("version");
-    assert_eq!((version.protocol, version.format), (2, [1, 1]));
+    assert_eq!((version.protocol, version.format), (2, [1, 2]), "runtime-state format 1.2");
 
     let (_, _, bytes) = call(&h, &Request::GetConfig, 64);
     let config = ConfigInfo::decode(&bytes).expect("config");

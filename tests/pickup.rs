@@ -191,8 +191,8 @@ fn a_table_beyond_the_exact_capacity_loses_no_connection_and_counters_and_etw_ag
     assert!(r.passed(), "{}", r.to_text());
     assert!(r.split.exact > 0 && r.split.picked_up > 0, "{}", r.to_text());
     assert_eq!(r.split.lost, 0, "within the documented capacity nothing is lost");
-    // Inbound SSH connections the rule admits anew are not picked up (a rule is consulted
-    // first and uses no fingerprint).
+    // Peer-opened connections are never fingerprinted (format 1.2), and inbound SSH connections
+    // the rule admits anew use no fingerprint (a rule is consulted first).
     assert_eq!(r.split.exact + r.split.picked_up + r.split.by_rule, r.connections);
     let rep = r.reported.expect("reported");
     assert!(r.agrees_with(&rep), "{}", r.to_text());
@@ -215,5 +215,24 @@ fn loose_pickup_carries_connections_from_a_source_host_without_vsflow() {
     b.advance(61 * TICKS_PER_SECOND);
     let (_, later, _) = saved(61_440, 12);
     assert_eq!(delivered(&mut b, sb, 77, &later[10..]), 0, "after the loose window: blocked");
+    finish(&mut b);
+}
+
+#[test]
+fn loose_pickup_opens_after_a_degraded_restore_too() {
+    // The blob arrives damaged: the restore is degraded (no flows carried), which is loose
+    // pickup's case as much as a source without vsflow.
+    let (mut blobs, inbound, _) = saved(61_440, 10);
+    for (_, blob) in &mut blobs {
+        if let Some(b) = blob.get_mut(60) {
+            *b ^= 0x5A;
+        }
+    }
+    let (mut b, sb) = host_from_registry(13, &[("LoosePickup", 1), ("LooseWindowSeconds", 60)]);
+    restore(&mut b, sb, &blobs);
+    assert_eq!(counter(&b, "vm-port-77", "restores_empty"), 1, "the restore was degraded");
+    b.advance(TICKS_PER_SECOND);
+    assert_eq!(delivered(&mut b, sb, 77, &inbound), 10, "loose pickup after a degraded restore");
+    assert_eq!(counter(&b, "vm-port-77", "picked_up_loose"), 10);
     finish(&mut b);
 }

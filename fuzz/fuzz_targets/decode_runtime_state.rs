@@ -37,6 +37,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let lenient = DecodeConfig { unknown_major: UnknownMajor::Lenient, ..DecodeConfig::default() };
     let _ = codec::decode(bytes, &lenient);
+    // What a degraded restore recovers from a damaged blob (format 1.2): never panics either.
+    if let Some(policy) = codec::salvage_policy(bytes, &DecodeConfig::default()) {
+        let mut port = Port::try_new(PortIdentity::try_from_str("fuzz").unwrap(), PortConfig::default()).unwrap();
+        codec::apply_degraded(&mut port, Some(policy.carried()));
+    }
     let Ok(Decoded::State(state)) = codec::decode(bytes, &DecodeConfig::default()) else { return };
 
     let mut port = Port::try_new(PortIdentity::try_from_str("fuzz").unwrap(), PortConfig::default()).unwrap();

@@ -546,7 +546,7 @@ fn driver_commands_against_the_simulated_driver() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         out,
-        "vsflow driver 0.1.0 (protocol 2, runtime-state format 1.1)\nrestore pended, unknown major strict, new ports monitor, 4096 flows per port, blob cap 61440 bytes\n1 VM port(s) tracked\n"
+        "vsflow driver 0.1.0 (protocol 2, runtime-state format 1.2)\nrestore pended, unknown major strict, new ports monitor, 4096 flows per port, blob cap 61440 bytes\n1 VM port(s) tracked\n"
     );
     assert_eq!(
         run(&mut p, &["driver", "ports"]).1,

@@ -18,9 +18,8 @@ use core::fmt;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use fwps_sys::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0;
-use vsflow_core::codec::{self, EncodeConfig};
-use vsflow_core::flow::TableConfig;
-use vsflow_core::{Port, PortConfig, PortIdentity};
+use vsflow_core::PortIdentity;
+use vsflow_core::codec;
 
 use crate::config::DriverConfig;
 use crate::error::CalloutError;
@@ -42,6 +41,18 @@ use crate::vswitch;
 /// idle time representable, so a carried flow expires exactly when it would have on the
 /// source, however recently the destination booted.
 pub const CLOCK_EPOCH: vsflow_core::Tick = vsflow_core::time::secs(86_400);
+
+/// Why a save sends the no-state blob (its reason byte, `codec::format::no_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NoState {
+    /// The port is not one vsflow tracks.
+    Untracked = codec::format::no_state::UNTRACKED,
+    /// Encoding failed (out of memory).
+    EncodeFailed = codec::format::no_state::ENCODE_FAILED,
+    /// The driver is stopping, or the port's restore is being applied right now.
+    Unavailable = codec::format::no_state::UNAVAILABLE,
+}
 
 /// Driver-wide counters (summed over processors and ports when read).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -139,8 +150,9 @@ pub struct Driver<S: KernelServices> {
     pub(crate) reg: SpinMutex<S::Lock, Registration>,
     /// Last filter-engine reorder report: 0 none, 1 out of position, 2 in position.
     pub(crate) reorder_position: AtomicU8,
-    /// The minimal valid blob saved for a port vsflow does not track.
-    pub(crate) empty_blob: Vec<u8>,
+    /// The no-state blobs saved for a port vsflow has no state for, by reason
+    /// ([`NoState`]): they carry no policy (format 1.2).
+    pub(crate) no_state_blobs: [Vec<u8>; 3],
     pub(crate) dispatch: FWPS_VSWITCH_EVENT_DISPATCH_TABLE0,
 }
 
@@ -180,7 +192,11 @@ impl<S: KernelServices> Driver<S> {
         let callbacks = services.new_rundown()?;
         let pending = SpinMutex::new(services.new_lock(), PendingSet::default());
         let reg = SpinMutex::new(services.new_lock(), Registration::default());
-        let empty_blob = Self::minimal_blob(&config)?;
+        let no_state_blobs = [
+            Self::no_state_blob(NoState::Untracked)?,
+            Self::no_state_blob(NoState::EncodeFailed)?,
+            Self::no_state_blob(NoState::Unavailable)?,
+        ];
         Ok(Self {
             services,
             config,
@@ -191,23 +207,29 @@ impl<S: KernelServices> Driver<S> {
             callbacks,
             reg,
             reorder_position: AtomicU8::new(0),
-            empty_blob,
+            no_state_blobs,
             dispatch: vswitch::dispatch_table::<S>(),
         })
     }
 
-    /// The blob saved for a port vsflow does not track: a valid state with no flows and no
-    /// rules, so the destination restores an empty port (WFP's save output is
-    /// `_Outptr_result_buffer_`: never NULL with success).
-    fn minimal_blob(config: &DriverConfig) -> Result<Vec<u8>, CalloutError> {
+    /// The blob saved for a port vsflow has no state for (format 1.2's no-state blob): no
+    /// policy, no flows, the reason. The destination keeps or closes its own policy: the source
+    /// never sends a policy it does not have (WFP's save output is `_Outptr_result_buffer_`:
+    /// never NULL with success, so something must be sent).
+    fn no_state_blob(reason: NoState) -> Result<Vec<u8>, CalloutError> {
         let identity = PortIdentity::try_from_utf16(&[])?;
-        let table = TableConfig { max_flows: 16, initial_capacity: 0, ..TableConfig::default() };
-        let port =
-            Port::try_new(identity, PortConfig { table, initial_mode: config.default_mode })?;
         let mut out = Vec::new();
-        let cfg = EncodeConfig { provider: keys::provider_core(), cap: config.blob_cap };
-        codec::encode(&port, 0, &cfg, &mut out)?;
+        codec::encode_no_state(&identity, reason as u8, keys::provider_core(), &mut out)?;
         Ok(out)
+    }
+
+    /// The no-state blob for `reason`.
+    pub(crate) fn no_state(&self, reason: NoState) -> &[u8] {
+        match reason {
+            NoState::Untracked => &self.no_state_blobs[0],
+            NoState::EncodeFailed => &self.no_state_blobs[1],
+            NoState::Unavailable => &self.no_state_blobs[2],
+        }
     }
 
     /// The configuration.

@@ -99,6 +99,19 @@ impl PendingSet {
         Some(self.items.swap_remove(i))
     }
 
+    /// Removes the oldest entry of port `key` the worker has not taken (its blob still here);
+    /// the caller must complete it.
+    pub fn remove_waiting(&mut self, key: PortKey) -> Option<PendingRestore> {
+        let i = self.items.iter().position(|e| e.key == key && !e.taken)?;
+        Some(self.items.remove(i))
+    }
+
+    /// True if the worker is decoding a restore of port `key` right now.
+    #[must_use]
+    pub fn in_flight(&self, key: PortKey) -> bool {
+        self.items.iter().any(|e| e.key == key && e.taken)
+    }
+
     /// Closes the set (driver stop): every later `push` fails. The caller then finishes what
     /// is left ([`PendingSet::take_next`], [`PendingSet::remove`]).
     pub const fn close(&mut self) {

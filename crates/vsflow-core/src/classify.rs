@@ -213,33 +213,31 @@ fn opening_admitted(port: &Port, at: FlowIndex) -> Result<(), BlockReason> {
 }
 
 fn new_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
-    match (meta.direction, port.judging) {
-        (Direction::Outbound, _) => vm_flow(port, hash, key, meta, now),
-        (Direction::Inbound, Judging::Monitor) => {
-            let flow =
-                Flow { opener: Opener::Remote, admission: Admission::Monitor, vouched: false };
-            open(port, hash, key, meta, now, flow)
-        }
+    let flow = match (meta.direction, port.judging) {
+        (Direction::Outbound, _) => Ok(vm_flow(port, &key, meta, now)),
+        (Direction::Inbound, Judging::Monitor) => Ok(Flow::MONITOR),
         (Direction::Inbound, Judging::Enforce | Judging::Restoring) => {
-            inbound_flow(port, hash, key, meta, now)
+            inbound_flow(port, &key, meta, now)
         }
+    };
+    match flow {
+        Ok(flow) => open(port, hash, key, meta, now, flow),
+        Err(verdict) => verdict,
     }
 }
 
 /// The VM's packet of a flow the table does not hold: permitted, and it opens the flow. If a
 /// pickup admitted the flow tentatively, this packet is the VM's answer.
 #[inline]
-fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
+fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow {
     if !port.tentative.is_empty() && matches!(meta.headers, Headers::Complete) {
-        match port.tentative.answer(&key, meta.tcp_flags) {
-            Some(Answer::Confirmed { kind, inbound }) => {
-                return confirmed(port, hash, key, meta, now, kind, inbound);
-            }
+        match port.tentative.answer(key, meta.tcp_flags) {
+            Some(Answer::Confirmed { kind, inbound }) => return confirmed(port, kind, inbound),
             Some(Answer::Refused(kind)) => {
-                // The VM has no such connection: its reset passes (untracked, see `track`),
+                // The VM has no such connection: its reset passes (untracked, see `open`),
                 // nothing more is picked up on this 5-tuple, no fingerprint is used up.
                 if let PickupKind::Fingerprint(i) = kind {
-                    port.pickup.refuse(i, &key);
+                    port.pickup.refuse(i, key);
                 }
                 let c = &mut port.counters;
                 c.pickups_refused = c.pickups_refused.wrapping_add(1);
@@ -248,27 +246,17 @@ fn vm_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tic
         }
     }
     // The VM resuming a fingerprinted connection: picked up at once, the fingerprint used.
-    let fingerprint =
-        meta.is_midstream_tcp() && port.pickup.is_armed(now) && port.pickup.take(&key, now);
-    if fingerprint {
+    if port.pickup.is_armed(now) && meta.is_midstream_tcp() && port.pickup.take(key, now) {
         let c = &mut port.counters;
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
-    let flow = Flow { opener: Opener::Vm, admission: Admission::Vm, vouched: true };
-    open(port, hash, key, meta, now, flow)
+    Flow::VM
 }
 
-/// The VM answered a tentative pickup: the flow is established and tracked.
-fn confirmed(
-    port: &mut Port,
-    hash: u64,
-    key: FlowKey,
-    meta: &PacketMeta,
-    now: Tick,
-    kind: PickupKind,
-    inbound: u8,
-) -> Verdict {
+/// The VM answered a tentative pickup: the flow it opens is established (`inbound` segments
+/// were admitted while it was tentative).
+fn confirmed(port: &mut Port, kind: PickupKind, inbound: u8) -> Flow {
     let admission = match kind {
         // Not known from a restore: re-checked against the restored rules after the commit,
         // unless loose pickup (which admits such connections anyway) is on.
@@ -281,29 +269,25 @@ fn confirmed(
     };
     let c = &mut port.counters;
     c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
-    let flow = Flow { opener: Opener::Remote, admission, vouched: true };
-    let verdict = open(port, hash, key, meta, now, flow);
-    if let Some(at) = port.table.find_hashed(hash, &key) {
-        // The segments admitted while the flow was tentative.
-        let r = port.table.record_mut(at);
-        r.packets[Direction::Inbound.index()] =
-            r.packets[Direction::Inbound.index()].saturating_add(u64::from(inbound));
-    }
-    verdict
+    Flow { opener: Opener::Remote, admission, vouched: true, inbound }
 }
 
 /// An inbound packet of a flow the table does not hold, in Enforce or the restore window.
-fn inbound_flow(port: &mut Port, hash: u64, key: FlowKey, meta: &PacketMeta, now: Tick) -> Verdict {
-    let local_port = crate::icmp::rule_port(&key);
+fn inbound_flow(
+    port: &mut Port,
+    key: &FlowKey,
+    meta: &PacketMeta,
+    now: Tick,
+) -> Result<Flow, Verdict> {
+    let local_port = crate::icmp::rule_port(key);
     if port.rules.admits(key.protocol, key.family, local_port, &key.remote_addr) {
         let admission = Admission::Rule(port.rules.version());
-        let flow = Flow { opener: Opener::Remote, admission, vouched: false };
-        return open(port, hash, key, meta, now, flow);
+        return Ok(Flow { opener: Opener::Remote, admission, vouched: false, inbound: 0 });
     }
     if meta.is_midstream_tcp() && port.pickups_open(now) {
-        return pickup(port, key, now);
+        return Err(pickup(port, *key, now));
     }
-    Verdict::Block(BlockReason::Unsolicited)
+    Err(Verdict::Block(BlockReason::Unsolicited))
 }
 
 /// An inbound mid-stream TCP segment of an unknown flow no rule admits, while some pickup is
@@ -333,13 +317,24 @@ fn pickup(port: &mut Port, key: FlowKey, now: Tick) -> Verdict {
     Verdict::Permit
 }
 
-/// Who opened a flow classify is about to track, why its inbound traffic passes, and whether
-/// the VM vouches for it (may displace an established connection when the table is full).
+/// Who opened a flow classify is about to track, why its inbound traffic passes, whether the
+/// VM vouches for it (may displace an established connection when the table is full), and
+/// the inbound segments it had while tentative.
 #[derive(Clone, Copy)]
 struct Flow {
     opener: Opener,
     admission: Admission,
     vouched: bool,
+    inbound: u8,
+}
+
+impl Flow {
+    /// The VM's own flow.
+    const VM: Self =
+        Self { opener: Opener::Vm, admission: Admission::Vm, vouched: true, inbound: 0 };
+    /// A peer's flow in Monitor mode.
+    const MONITOR: Self =
+        Self { opener: Opener::Remote, admission: Admission::Monitor, vouched: false, inbound: 0 };
 }
 
 /// Opens (tracks) a new flow whose packet is permitted: the verdict stands whether or not the
@@ -374,6 +369,7 @@ fn open(
     };
     let mut record = FlowRecord::new(state, flow.opener, flow.admission, now);
     record.count(meta.direction, meta.length, now);
+    record.packets[Direction::Inbound.index()] += u64::from(flow.inbound);
     if tcp && flags.has(TcpFlags::FIN) {
         let (s, fin) = tcp_transition(state, meta.direction, flags, 0);
         record.state = s;
@@ -710,6 +706,41 @@ mod tests {
             );
         }
         p.table().check_invariants().unwrap();
+    }
+
+    #[test]
+    fn unreadable_headers_are_judged_never_mid_stream_and_counted() {
+        use crate::packet::Headers;
+        let mut p = port(Mode::Enforce, 16);
+        // The VM's connection to 443 is established.
+        let syn = out_tcp(40020, SYN);
+        p.classify(&syn, 1);
+        p.classify(&syn.reply(SYNACK), 2);
+        // Flags that cannot be read on that flow may hide a SYN: judged by the rules.
+        let hidden =
+            PacketMeta { headers: Headers::NoFlags, tcp_flags: TcpFlags(0), ..syn.reply(0) };
+        assert_eq!(p.classify(&hidden, 3), Verdict::Block(BlockReason::Unsolicited));
+        assert_eq!(state_of(&p, &syn), Some(FlowState::Established), "the flow is untouched");
+        // No ports: only a rule admitting every port admits it; it never makes a flow.
+        let portless =
+            PacketMeta { headers: Headers::NoPorts, src_port: 0, dst_port: 0, ..in_tcp(0, 0) };
+        assert_eq!(p.classify(&portless, 4), Verdict::Block(BlockReason::Unsolicited));
+        let one = AllowRule {
+            protocol: Some(protocol::TCP),
+            local_ports: PortRange::new(0, 1024).unwrap(),
+            remote: Prefix::Any,
+        };
+        p.replace_rules(&[one]).unwrap();
+        assert_eq!(p.classify(&portless, 5), Verdict::Block(BlockReason::Unsolicited));
+        let every = AllowRule { local_ports: PortRange::ANY, ..one };
+        p.replace_rules(&[every]).unwrap();
+        assert_eq!(p.classify(&portless, 6), Verdict::Permit);
+        assert_eq!(
+            p.classify(&PacketMeta { direction: Direction::Outbound, ..portless }, 7),
+            Verdict::Permit
+        );
+        assert_eq!(p.table().len(), 1);
+        assert_eq!(p.counters().headers_unreadable, 5);
     }
 
     #[test]

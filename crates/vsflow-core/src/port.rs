@@ -68,9 +68,10 @@
 //! A connection the destination does not know exactly may be *picked up*: in the restore window
 //! (above); within the pickup window after a restore, when its key has an unused fingerprint in
 //! the restored set ([`crate::fingerprint::Pickup`]); or, with [`PickupConfig::loose`] (off by
-//! default), for [`PickupConfig::loose_window`] after the restore window ends (by a restore, or
-//! by [`Port::restore_timed_out`] when none comes: a source host without vsflow, loose pickup's
-//! documented case), Linux conntrack's loose mode.
+//! default), for [`PickupConfig::loose_window`] after the restore window ends (by a restore, a
+//! degraded one included ([`Port::open_loose_window`]), or by [`Port::restore_timed_out`] when
+//! none comes: a source host without vsflow, loose pickup's documented case), Linux conntrack's
+//! loose mode.
 //!
 //! **What is picked up, and how** (issue 16: pickups admit no new conversation):
 //! - Only TCP, and inbound only a mid-stream segment ([`PacketMeta::is_midstream_tcp`]). An
@@ -468,6 +469,13 @@ impl Port {
         self.update_judging();
         self.restore.loose_from = Some(now);
         self.settle_window_pickups(now);
+    }
+
+    /// A restore that carried no connection (degraded: [`Port::commit_degraded`]) ended the
+    /// restore window at `now`: the loose pickup window opens now, as after a restore or a
+    /// timed-out window (none of the VM's connections is known exactly or by fingerprint).
+    pub fn open_loose_window(&mut self, now: Tick) {
+        self.restore.loose_from = Some(now);
     }
 
     /// Pickups of the restore window the VM has not answered end with it (no restore armed

@@ -119,7 +119,7 @@ fn exact_keys(state: &codec::PortState) -> std::collections::HashSet<FlowKey> {
 fn state_of(blob: &[u8]) -> codec::PortState {
     match codec::decode(blob, &DecodeConfig::default()).unwrap() {
         Decoded::State(s) => s,
-        Decoded::UnsupportedMajor { .. } => unreachable!(),
+        Decoded::UnsupportedMajor { .. } | Decoded::NoState { .. } => unreachable!(),
     }
 }
 

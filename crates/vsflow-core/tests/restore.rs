@@ -26,7 +26,7 @@ fn save(p: &Port, now: u64) -> PortState {
     codec::encode(p, now, &cfg, &mut blob).unwrap();
     match codec::decode(&blob, &DecodeConfig::default()).unwrap() {
         Decoded::State(s) => s,
-        Decoded::UnsupportedMajor { .. } => unreachable!(),
+        Decoded::UnsupportedMajor { .. } | Decoded::NoState { .. } => unreachable!(),
     }
 }
 

@@ -31,7 +31,7 @@ fn empty_enforce_state() -> PortState {
     codec::encode(&port(Mode::Enforce, 64), 5, &cfg, &mut blob).unwrap();
     match codec::decode(&blob, &DecodeConfig::default()).unwrap() {
         Decoded::State(s) => s,
-        Decoded::UnsupportedMajor { .. } => unreachable!(),
+        Decoded::UnsupportedMajor { .. } | Decoded::NoState { .. } => unreachable!(),
     }
 }
 

@@ -45,7 +45,7 @@ use fwps_sys::{
     NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_PENDING,
     STATUS_SUCCESS,
 };
-use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded};
+use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded, SalvagedPolicy};
 
 use super::{driver, identity};
 use crate::config::RestoreMode;
@@ -97,8 +97,9 @@ pub const MAX_BLOB_LEN: usize = u16::MAX as usize;
 enum Restorable {
     /// A state to apply.
     State(vsflow_core::codec::PortState),
-    /// Nothing usable: restore an empty port (or fail under the opt-in policy).
-    Degraded(DegradedReason, Option<CalloutError>),
+    /// No flows: a degraded restore (or a failed one under the opt-in policy), with the policy
+    /// the blob still carries if its own check survived the damage (format 1.2).
+    Degraded(DegradedReason, Option<CalloutError>, Option<SalvagedPolicy>),
 }
 
 impl<S: KernelServices> Driver<S> {
@@ -138,7 +139,7 @@ impl<S: KernelServices> Driver<S> {
                     blob.len()
                 ),
             );
-            let refused = Restorable::Degraded(DegradedReason::Oversized, None);
+            let refused = Restorable::Degraded(DegradedReason::Oversized, None, None);
             return self.apply_restore(key, blob.len(), None, refused);
         }
         if self.config.restore_mode == RestoreMode::Pending && !completion.is_null() {
@@ -203,16 +204,35 @@ impl<S: KernelServices> Driver<S> {
                 // Cancelled while decoding: completed by the canceller.
                 continue;
             };
-            // The blob's ages count from its save; the time it waited here passes too, so a
-            // flow that idled past its timeout meanwhile arrives expired.
-            if let Restorable::State(state) = &mut decoded {
-                let waited = self.now().saturating_sub(entry.received_at);
-                for f in &mut state.flows {
-                    f.first_age = f.first_age.saturating_add(waited);
-                    f.last_age = f.last_age.saturating_add(waited);
-                }
-            }
+            self.age_by_wait(&mut decoded, entry.received_at);
             let status = self.apply_restore(key, blob.len(), Some(self.digest(&blob)), decoded);
+            Self::complete(entry.completion, status);
+        }
+    }
+
+    /// The blob's ages count from its save; the time it waited in the pending set passes too,
+    /// so a flow that idled past its timeout meanwhile arrives expired.
+    fn age_by_wait(&self, decoded: &mut Restorable, received_at: vsflow_core::Tick) {
+        if let Restorable::State(state) = decoded {
+            let waited = self.now().saturating_sub(received_at);
+            for f in &mut state.flows {
+                f.first_age = f.first_age.saturating_add(waited);
+                f.last_age = f.last_age.saturating_add(waited);
+            }
+        }
+    }
+
+    /// Finishes, here and now, every pended restore of port `key` the work item has not taken
+    /// yet (a save of the port is asked for: the VM's state is the port's only once its restore
+    /// is applied). Whoever removes an entry completes it: the worker then finds nothing.
+    pub(crate) fn finish_pended(&self, key: PortKey) {
+        loop {
+            let entry = self.pending.lock().remove_waiting(key);
+            let Some(entry) = entry else { break };
+            let mut decoded = self.decode(&entry.blob);
+            self.age_by_wait(&mut decoded, entry.received_at);
+            let sum = Some(self.digest(&entry.blob));
+            let status = self.apply_restore(key, entry.blob.len(), sum, decoded);
             Self::complete(entry.completion, status);
         }
     }
@@ -220,20 +240,29 @@ impl<S: KernelServices> Driver<S> {
     /// Decodes a blob (no lock held).
     fn decode(&self, blob: &[u8]) -> Restorable {
         if blob.is_empty() {
-            return Restorable::Degraded(DegradedReason::Empty, None);
+            return Restorable::Degraded(DegradedReason::Empty, None, None);
         }
         let cfg = DecodeConfig {
             expected_provider: Some(keys::provider_core()),
             unknown_major: self.config.unknown_major,
             max_len: MAX_BLOB_LEN,
             digest_key: self.digest_key(),
+            ..DecodeConfig::default()
         };
         match codec::decode(blob, &cfg) {
             Ok(Decoded::State(state)) => Restorable::State(state),
             Ok(Decoded::UnsupportedMajor { major, minor }) => Restorable::Degraded(
                 DegradedReason::UnknownMajor,
                 Some(CalloutError::Decode(DecodeError::UnsupportedMajor { major, minor })),
+                None,
             ),
+            Ok(Decoded::NoState { reason }) => {
+                self.log(
+                    LogLevel::Error,
+                    format_args!("runtime state from a source without state (reason {reason})"),
+                );
+                Restorable::Degraded(DegradedReason::NoState, None, None)
+            }
             Err(e) => {
                 let reason = match e {
                     DecodeError::UnsupportedMajor { .. } => DegradedReason::UnknownMajor,
@@ -241,7 +270,11 @@ impl<S: KernelServices> Driver<S> {
                     DecodeError::OutOfMemory => DegradedReason::OutOfMemory,
                     _ => DegradedReason::Damaged,
                 };
-                Restorable::Degraded(reason, Some(CalloutError::Decode(e)))
+                // Damage may have spared the policy: a 1.2 blob checks it on its own.
+                let salvaged = (reason == DegradedReason::Damaged)
+                    .then(|| codec::salvage_policy(blob, &cfg))
+                    .flatten();
+                Restorable::Degraded(reason, Some(CalloutError::Decode(e)), salvaged)
             }
         }
     }
@@ -303,7 +336,7 @@ impl<S: KernelServices> Driver<S> {
             self.trace_restore(key.port, bytes, (0, 0), RestoreOutcome::Repeated, STATUS_SUCCESS);
             return STATUS_SUCCESS;
         }
-        let (reason, error) = match decoded {
+        match decoded {
             Restorable::State(state) => {
                 if state.identity != *st.port.identity() {
                     self.count(Counter::IdentityMismatches);
@@ -334,7 +367,7 @@ impl<S: KernelServices> Driver<S> {
                             outcome,
                             STATUS_SUCCESS,
                         );
-                        return STATUS_SUCCESS;
+                        STATUS_SUCCESS
                     }
                     Err(e) => {
                         let reason = if matches!(
@@ -348,20 +381,15 @@ impl<S: KernelServices> Driver<S> {
                         // The blob was intact: its policy stands even though its flows could
                         // not be applied.
                         let carried = Some(codec::carried_policy(&state));
-                        return self.degrade(
-                            st,
-                            key,
-                            (bytes, sum),
-                            reason,
-                            Some(e.into()),
-                            carried,
-                        );
+                        self.degrade(st, key, (bytes, sum), reason, Some(e.into()), carried)
                     }
                 }
             }
-            Restorable::Degraded(reason, error) => (reason, error),
-        };
-        self.degrade(st, key, (bytes, sum), reason, error, None)
+            Restorable::Degraded(reason, error, salvaged) => {
+                let carried = salvaged.as_ref().map(SalvagedPolicy::carried);
+                self.degrade(st, key, (bytes, sum), reason, error, carried)
+            }
+        }
     }
 
     /// A degraded restore: no flows carried, and policy never lowered (the operator's settings,
@@ -378,6 +406,8 @@ impl<S: KernelServices> Driver<S> {
         carried: Option<vsflow_core::port::CarriedPolicy<'_>>,
     ) -> NTSTATUS {
         codec::apply_degraded(&mut st.port, carried);
+        // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
+        st.port.open_loose_window(self.now());
         st.window_deadline = vsflow_core::Tick::MAX;
         // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob.
         let expected = reason == DegradedReason::UnknownMajor

@@ -8,8 +8,12 @@
 //!
 //! The encode runs under the saved port's own lock only (the port map's lock is held just to
 //! take a reference on the port): other ports' packets never wait for it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
-//! vsflow does not track (or whose encode fails) saves the driver's minimal blob (no flows,
-//! no rules), so the destination restores an empty port.
+//! vsflow does not track, an encode that fails, a save while the driver stops (or while the
+//! port's own restore is being decoded on the work item) send the no-state blob (format 1.2):
+//! the source never sends a policy it does not have, and the destination keeps or closes its
+//! own. A restore of the port still pended (not yet taken by the work item) is applied first,
+//! here: the VM's state is the port's only once it is (a second migration before the work
+//! item ran carries it on).
 
 use core::ffi::c_void;
 
@@ -17,7 +21,7 @@ use fwps_sys::{NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_INVALID_PARAMETER, STATU
 use vsflow_core::codec::{self, EncodeConfig};
 
 use super::{driver, identity};
-use crate::driver::Driver;
+use crate::driver::{Driver, NoState};
 use crate::keys;
 use crate::percpu::Counter;
 use crate::ports::PortKey;
@@ -46,9 +50,12 @@ pub unsafe extern "system" fn save_fn<S: KernelServices>(
     };
     // SAFETY: WFP's pointer, valid for the call.
     let sw = unsafe { v_switch.as_ref() };
-    let (data, len) = match (d.enter_callback(), sw) {
-        (Some(_in_flight), Some(sw)) => d.on_save(sw, port_id),
-        _ => (d.empty_blob.as_ptr(), d.empty_blob.len()),
+    let (data, len) = if let (Some(_in_flight), Some(sw)) = (d.enter_callback(), sw) {
+        d.on_save(sw, port_id)
+    } else {
+        // Stopping (or no switch parameters): no state to give.
+        let blob = d.no_state(NoState::Unavailable);
+        (blob.as_ptr(), blob.len())
     };
     // SAFETY: non-null out-pointers from WFP.
     unsafe { runtime_state.write(data.cast_mut().cast()) };
@@ -63,15 +70,23 @@ impl<S: KernelServices> Driver<S> {
     /// does not track, or an encode that fails, returns the minimal blob.
     pub fn on_save(&self, switch: &NDIS_SWITCH_PARAMETERS, port_id: u32) -> (*const u8, usize) {
         self.count(Counter::Saves);
-        let now = self.now();
         let cfg = EncodeConfig { provider: keys::provider_core(), cap: self.config.blob_cap };
         let name = identity(&switch.SwitchName);
+        let key = name
+            .and_then(|n| self.read_ports(|ix| ix.switch_id(n.as_utf16())).flatten())
+            .map(|switch| PortKey { switch, port: port_id });
+        // A restore of the port still pended: apply it first (its state is the VM's).
+        if let Some(key) = key {
+            self.finish_pended(key);
+        }
+        if key.is_some_and(|k| self.pending.lock().in_flight(k)) {
+            // The work item is decoding this port's restore right now: the port's state is
+            // not the VM's yet, and its policy may be only this host's default.
+            return self.save_no_state(port_id, NoState::Unavailable);
+        }
+        let now = self.now();
         // The map lock only to take a reference; the encode runs under the port's lock alone.
-        let slot = name.and_then(|name| {
-            self.port_ref(|ix| {
-                Some(PortKey { switch: ix.switch_id(name.as_utf16())?, port: port_id })
-            })
-        });
+        let slot = key.and_then(|key| self.port_ref(|_| Some(key)));
         let saved = slot.map(|slot| {
             let mut st = slot.state.lock();
             let mut buffer = core::mem::take(&mut st.save_buffer);
@@ -108,24 +123,29 @@ impl<S: KernelServices> Driver<S> {
                 });
                 (p, len)
             }
-            other => {
-                if let Some(Err(e)) = other {
-                    self.log(
-                        LogLevel::Error,
-                        format_args!("port {port_id}: runtime state not saved: {e}"),
-                    );
-                }
-                self.count(Counter::SavesEmpty);
-                self.trace(&TraceEvent::Save {
-                    port: port_id,
-                    bytes: u32::try_from(self.empty_blob.len()).unwrap_or(u32::MAX),
-                    flows_saved: 0,
-                    flows_dropped: 0,
-                    flows_fingerprinted: 0,
-                    status: STATUS_SUCCESS,
-                });
-                (self.empty_blob.as_ptr(), self.empty_blob.len())
+            Some(Err(e)) => {
+                self.log(
+                    LogLevel::Error,
+                    format_args!("port {port_id}: runtime state not saved: {e}"),
+                );
+                self.save_no_state(port_id, NoState::EncodeFailed)
             }
+            None => self.save_no_state(port_id, NoState::Untracked),
         }
+    }
+
+    /// Answers a save with the no-state blob (counted `saves_empty`, traced).
+    fn save_no_state(&self, port_id: u32, why: NoState) -> (*const u8, usize) {
+        let blob = self.no_state(why);
+        self.count(Counter::SavesEmpty);
+        self.trace(&TraceEvent::Save {
+            port: port_id,
+            bytes: u32::try_from(blob.len()).unwrap_or(u32::MAX),
+            flows_saved: 0,
+            flows_dropped: 0,
+            flows_fingerprinted: 0,
+            status: STATUS_SUCCESS,
+        });
+        (blob.as_ptr(), blob.len())
     }
 }

@@ -19,7 +19,7 @@ use crate::flow::{Admission, FlowKey, FlowState, Opener};
 use crate::guid::Guid;
 use crate::packet::{IpFamily, protocol};
 use crate::policy::{AllowRule, MAX_RULES, Mode, PortRange, Prefix, RuleSet};
-use crate::port::{MAX_NAME_UNITS, PortIdentity};
+use crate::port::{CarriedPolicy, MAX_NAME_UNITS, PortIdentity};
 use crate::time::TICKS_PER_SECOND;
 
 /// What to do with a blob of a format major version this build cannot read.
@@ -45,6 +45,11 @@ pub struct DecodeConfig {
     /// driver uses a per-boot random key, so nobody can build two blobs with one digest; the
     /// default is a fixed key (tools and tests).
     pub digest_key: [u64; 2],
+    /// Read as a reader of this minor version does (default: [`format::MINOR`], this build):
+    /// record types and header flags that later minors added are unknown to it, so it skips
+    /// those records and refuses those flags, exactly as the older build's decoder does.
+    /// Cross-version tests read new blobs as a 1.1 reader with it.
+    pub reader_minor: u16,
 }
 
 impl Default for DecodeConfig {
@@ -54,6 +59,7 @@ impl Default for DecodeConfig {
             unknown_major: UnknownMajor::Strict,
             max_len: usize::from(u16::MAX),
             digest_key: DEFAULT_DIGEST_KEY,
+            reader_minor: format::MINOR,
         }
     }
 }
@@ -91,6 +97,32 @@ pub enum Decoded {
         /// Minor version found.
         minor: u16,
     },
+    /// An intact no-state blob (1.2, [`format::FLAG_NO_STATE`]): the source host had no state
+    /// for the port. It carries no policy: the destination keeps or closes its own.
+    NoState {
+        /// Why ([`format::no_state`]).
+        reason: u8,
+    },
+}
+
+/// The mode and rules of a 1.2 blob that failed to decode, recovered through their own
+/// integrity check ([`format::rec::POLICY_CHECK`]): damage after them does not lose them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SalvagedPolicy {
+    /// The VM's mode.
+    pub mode: Mode,
+    /// Its rules.
+    pub rules: RuleSet,
+    /// False if the source's cap left rules out.
+    pub complete: bool,
+}
+
+impl SalvagedPolicy {
+    /// As the policy a restore installs.
+    #[must_use]
+    pub const fn carried(&self) -> CarriedPolicy<'_> {
+        CarriedPolicy { mode: self.mode, rules: &self.rules, complete: self.complete }
+    }
 }
 
 const MIN_LEN: usize = format::FROZEN_PREFIX_LEN + format::TRAILER_LEN;
@@ -142,13 +174,31 @@ pub fn decode(bytes: &[u8], config: &DecodeConfig) -> Result<Decoded, DecodeErro
         };
     }
     let body = bytes.get(..bytes.len() - format::TRAILER_LEN).unwrap_or(&[]);
+    let flags = Reader::new(body.get(hdr::FLAGS..).unwrap_or(&[])).u16().unwrap_or(0);
+    if flags & format::FLAG_NO_STATE != 0 && config.reader_minor >= 2 {
+        return decode_no_state(body, config).map(|reason| Decoded::NoState { reason });
+    }
     let mut state = decode_v1(body, minor, config)?;
     state.digest = blob_digest(config.digest_key, bytes);
     Ok(Decoded::State(state))
 }
 
-#[allow(clippy::too_many_lines, reason = "one linear pass over the header and records")]
-fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState, DecodeError> {
+/// The fixed header and port identity of a 1.x blob, checked.
+struct Header<'a> {
+    /// Positioned after the identity: at the first record.
+    records: Reader<'a>,
+    flags: u16,
+    provider: Guid,
+    record_count: u32,
+    identity: PortIdentity,
+}
+
+/// Reads and checks the header up to the port identity.
+fn header<'a>(
+    body: &'a [u8],
+    config: &DecodeConfig,
+    known_flags: u16,
+) -> Result<Header<'a>, DecodeError> {
     let short = DecodeError::TooShort { len: body.len() + format::TRAILER_LEN };
     let mut r = Reader::new(body);
     r.take(hdr::HEADER_LEN).ok_or(short)?;
@@ -162,7 +212,7 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
     if usize::from(header_len) < format::HEADER_LEN || usize::from(header_len) > body.len() {
         return Err(DecodeError::BadHeaderLength { len: header_len });
     }
-    if flags & !format::KNOWN_FLAGS != 0 {
+    if flags & !known_flags != 0 {
         return Err(DecodeError::UnknownFlags { flags });
     }
     if config.expected_provider.is_some_and(|p| p != provider) {
@@ -175,6 +225,96 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
     }
     let id_bytes = r.take(2 * usize::from(units)).ok_or(DecodeError::BadIdentity { units })?;
     let identity = identity_from(id_bytes, units)?;
+    Ok(Header { records: r, flags, provider, record_count, identity })
+}
+
+/// A no-state blob: the header (no other flag), then exactly one `NO_STATE` record.
+fn decode_no_state(body: &[u8], config: &DecodeConfig) -> Result<u8, DecodeError> {
+    let Header { records: mut r, flags, record_count, .. } =
+        header(body, config, format::FLAG_NO_STATE)?;
+    let kind = rec::NO_STATE;
+    if flags != format::FLAG_NO_STATE || record_count != 1 {
+        return Err(DecodeError::InvalidField {
+            kind,
+            entry: 0,
+            field: "no-state blob records",
+            value: record_count.into(),
+        });
+    }
+    let offset = r.pos();
+    let overrun = DecodeError::RecordOverrun { index: 0, offset };
+    let found = r.u16().ok_or(overrun)?;
+    let _flags = r.u16().ok_or(overrun)?;
+    let len = r.u32().ok_or(overrun)?;
+    if found != kind {
+        return Err(DecodeError::MissingRecord { kind });
+    }
+    let payload = r.take(usize::try_from(len).map_err(|_| overrun)?).ok_or(overrun)?;
+    let mut p = Reader::new(payload);
+    let bad = DecodeError::BadRecordLength { kind, len };
+    let reason = p.u8().ok_or(bad)?;
+    let reserved = [p.u8().ok_or(bad)?, p.u8().ok_or(bad)?, p.u8().ok_or(bad)?];
+    if p.remaining() != 0 || reserved != [0; 3] {
+        return Err(bad);
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::TrailingBytes { offset: r.pos() });
+    }
+    Ok(reason)
+}
+
+/// The mode and rules of a blob that did not decode, if they survived.
+///
+/// A 1.2 (or later 1.x) blob whose first three records are `MODE`, `RULES` and a
+/// `POLICY_CHECK` whose CRC-32C matches the bytes before it, under the expected provider.
+/// Everything after the policy may be damaged or missing (truncation included). `None` for
+/// anything else: the restore then carries no policy.
+#[must_use]
+pub fn salvage_policy(bytes: &[u8], config: &DecodeConfig) -> Option<SalvagedPolicy> {
+    let mut r = Reader::new(bytes);
+    if r.array::<4>()? != format::MAGIC || r.u16()? != format::MAJOR || r.u16()? < 2 {
+        return None;
+    }
+    // The body is everything: the trailer, if any, lies past the policy.
+    let Header { records: mut r, flags, .. } = header(bytes, config, u16::MAX).ok()?;
+    if flags & format::FLAG_NO_STATE != 0 {
+        return None;
+    }
+    let mut record = |want: u16| -> Option<&[u8]> {
+        let kind = r.u16()?;
+        let _flags = r.u16()?;
+        let len = usize::try_from(r.u32()?).ok()?;
+        (kind == want).then_some(())?;
+        r.take(len)
+    };
+    let mode = record(rec::MODE)?;
+    let rules = record(rec::RULES)?;
+    let check = record(rec::POLICY_CHECK)?;
+    let crc_at = bytes.len().checked_sub(r.remaining())?.checked_sub(4)?;
+    if check.len() != format::POLICY_CHECK_LEN {
+        return None;
+    }
+    let mut c = Reader::new(check);
+    let rules_dropped = c.u16()?;
+    let _reserved = c.u16()?;
+    if c.u32()? != crc32c(bytes.get(..crc_at)?) {
+        return None;
+    }
+    let mode = Mode::from_wire(Reader::new(mode).u8()?)?;
+    let rules = decode_rules(rules).ok()?;
+    Some(SalvagedPolicy { mode, rules, complete: rules_dropped == 0 })
+}
+
+#[allow(clippy::too_many_lines, reason = "one linear pass over the header and records")]
+fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState, DecodeError> {
+    let known_flags = format::known_flags(config.reader_minor) & !format::FLAG_NO_STATE;
+    let Header { records: mut r, flags, provider, record_count, identity } =
+        header(body, config, known_flags)?;
+    let last_known = rec::last_known(config.reader_minor);
+    // 1.2: the policy's own check, when present, is the third record, after MODE and RULES.
+    // (It is not required: a 1.x blob may lack it, as the synthetic `v1.3-future-minor`
+    // fixture, made from a 1.0 blob, does; its policy is then only covered by the blob's CRC.)
+    let mut policy_check: Option<u16> = None;
 
     let mut mode = None;
     let mut rules = None;
@@ -196,6 +336,11 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
         let len = r.u32().ok_or(overrun)?;
         let payload = r.take(usize::try_from(len).map_err(|_| overrun)?).ok_or(overrun)?;
         let dup = DecodeError::DuplicateRecord { kind };
+        if kind > last_known {
+            // A later minor's record (or one this reader is told not to know): skipped.
+            skipped = skipped.saturating_add(1);
+            continue;
+        }
         match kind {
             rec::MODE => {
                 let v =
@@ -274,6 +419,47 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
                     return Err(dup);
                 }
             }
+            rec::POLICY_CHECK => {
+                if index != 2 || mode.is_none() || rules.is_none() {
+                    return Err(DecodeError::InvalidField {
+                        kind,
+                        entry: 0,
+                        field: "policy check position (third, after MODE and RULES)",
+                        value: index.into(),
+                    });
+                }
+                let bad = DecodeError::BadRecordLength { kind, len };
+                let mut p = Reader::new(payload);
+                let rules_dropped = p.u16().ok_or(bad)?;
+                let reserved = p.u16().ok_or(bad)?;
+                let stored = p.u32().ok_or(bad)?;
+                if p.remaining() != 0 || reserved != 0 {
+                    return Err(bad);
+                }
+                // The CRC of every byte before its own field.
+                let crc_at = offset + format::RECORD_HEADER_LEN + 4;
+                let computed = crc32c(body.get(..crc_at).unwrap_or(&[]));
+                if stored != computed {
+                    return Err(DecodeError::InvalidField {
+                        kind,
+                        entry: 0,
+                        field: "policy CRC-32C",
+                        value: stored.into(),
+                    });
+                }
+                if policy_check.replace(rules_dropped).is_some() {
+                    return Err(dup);
+                }
+            }
+            rec::NO_STATE => {
+                // Only ever the sole record of a no-state blob (decoded apart).
+                return Err(DecodeError::InvalidField {
+                    kind,
+                    entry: 0,
+                    field: "no-state record in a state blob",
+                    value: 0,
+                });
+            }
             rec::ADDRS_V4
             | rec::ADDRS_V6
             | rec::COMPACT_V4
@@ -301,6 +487,11 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
     }
     let counters = counters.ok_or_else(|| missing(rec::COUNTERS))?;
     let save_info = save_info.ok_or_else(|| missing(rec::SAVE_INFO))?;
+    if let Some(checked) = policy_check
+        && checked != info2.map_or(0, |(_, _, rules_dropped)| rules_dropped)
+    {
+        return Err(DecodeError::InconsistentSaveInfo);
+    }
     let mut flows = flows.unwrap_or_default();
     let legacy = u64::try_from(flows.len()).unwrap_or(u64::MAX);
     let dropped_flag = flags & format::FLAG_FLOWS_DROPPED != 0;

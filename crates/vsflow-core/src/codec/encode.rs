@@ -215,6 +215,50 @@ pub fn encode_state(
     encode_source(state, config, out)
 }
 
+/// Writes the blob of a port the source host has no state for ([`format::FLAG_NO_STATE`]).
+///
+/// No policy, no flows, the reason ([`format::no_state`]). The destination then keeps or
+/// closes its own policy; it never installs one the source did not have.
+///
+/// # Errors
+/// [`Error::OutOfMemory`].
+pub fn encode_no_state(
+    identity: &PortIdentity,
+    reason: u8,
+    provider: Guid,
+    out: &mut Vec<u8>,
+) -> Result<usize, Error> {
+    out.clear();
+    let units = identity.as_utf16();
+    let len = format::HEADER_LEN
+        + 2 * units.len()
+        + format::RECORD_HEADER_LEN
+        + format::NO_STATE_LEN
+        + format::TRAILER_LEN;
+    out.try_reserve_exact(len)?;
+    let mut w = Writer { out };
+    w.bytes(&format::MAGIC);
+    w.u16(format::MAJOR);
+    w.u16(format::MINOR);
+    #[allow(clippy::cast_possible_truncation, reason = "HEADER_LEN is 40")]
+    w.u16(format::HEADER_LEN as u16);
+    w.u16(format::FLAG_NO_STATE);
+    w.u32(u32::try_from(len).unwrap_or(u32::MAX));
+    w.bytes(&provider.to_bytes());
+    w.u32(1);
+    #[allow(clippy::cast_possible_truncation, reason = "identity is at most 256 units")]
+    w.u16(units.len() as u16);
+    w.u16(0);
+    for &u in units {
+        w.u16(u);
+    }
+    w.record(rec::NO_STATE, format::NO_STATE_LEN);
+    w.bytes(&[reason, 0, 0, 0]);
+    let crc = crc32c(w.out);
+    w.u32(crc);
+    Ok(len)
+}
+
 /// Bytes of an unsigned LEB128 varint.
 pub(super) const fn varint_len(v: u64) -> usize {
     let bits = 64 - v.leading_zeros() as usize;
@@ -436,6 +480,7 @@ const fn minimal_len(identity_units: usize) -> usize {
         + 2 * identity_units
         + format::RECORD_HEADER_LEN + 1 // mode
         + format::RECORD_HEADER_LEN + 8 // rules, empty
+        + format::RECORD_HEADER_LEN + format::POLICY_CHECK_LEN
         + 2 * (format::RECORD_HEADER_LEN + format::FLOWS_PAYLOAD_HEADER) // 1.0 flows, empty
         + format::RECORD_HEADER_LEN + 2 + 8 * PortCounters::COUNT
         + format::RECORD_HEADER_LEN + 8 // save info
@@ -559,7 +604,7 @@ fn encode_source(
     w.u16(if in_table > 0 { format::FLAG_FLOWS_DROPPED } else { 0 });
     w.u32(clamp(len));
     w.bytes(&config.provider.to_bytes());
-    let records = 13 - u32::from(nic.is_none());
+    let records = 14 - u32::from(nic.is_none());
     w.u32(records);
     #[allow(clippy::cast_possible_truncation, reason = "identity is at most 256 units")]
     w.u16(identity.len() as u16);
@@ -582,6 +627,15 @@ fn encode_source(
     for r in rules {
         write_rule(&mut w, r);
     }
+    // The policy's own check (1.2): the CRC-32C of every byte so far and of the count of rules
+    // left out, so a destination recovers the VM's mode and rules from a blob damaged after
+    // them.
+    w.record(rec::POLICY_CHECK, format::POLICY_CHECK_LEN);
+    #[allow(clippy::cast_possible_truncation, reason = "at most MAX_RULES (256)")]
+    w.u16(rules_dropped as u16);
+    w.u16(0);
+    let policy_crc = crc32c(w.out);
+    w.u32(policy_crc);
     // 1.0 flow records, empty: this build writes compact records.
     for (kind, entry) in
         [(rec::FLOWS_V4, format::FLOW_V4_ENTRY_LEN), (rec::FLOWS_V6, format::FLOW_V6_ENTRY_LEN)]
@@ -728,7 +782,10 @@ fn plan(
     order.try_reserve_exact(flows.len())?;
     order.extend((0u32..).zip(flows.iter()).map(|(i, s)| (s.value_rank(), i)));
     order.sort_unstable();
-    let is_est = |s: &SavedFlow| s.state == FlowState::Established;
+    // Only the VM's own connections are fingerprinted: a pickup admits a flow as the VM's,
+    // which a peer-opened connection (admitted by a rule, or in Monitor mode) is not. Those
+    // travel exactly or not at all, and the destination's rules judge their next packet.
+    let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
     // The fingerprint pool: (value, priority); carried values have priority 0, established
     // flows 1 + their rank among established flows. Sorted by value.
     let mut prio = Vec::new(); // flow index -> priority (0: not established)

@@ -1,4 +1,4 @@
-//! Byte layout of the runtime-state blob, versions 1.0 and 1.1. The prose specification is
+//! Byte layout of the runtime-state blob, versions 1.0, 1.1 and 1.2. The prose specification is
 //! `docs/runtime-state-format.md`; the constants here are the single source of truth in code.
 //!
 //! All integers little-endian, fixed width, no padding, no pointers.
@@ -7,9 +7,11 @@
 pub const MAGIC: [u8; 4] = *b"VSFL";
 /// Format major version written and read by this build.
 pub const MAJOR: u16 = 1;
-/// Format minor version written by this build (1.1: compact flow records, address
-/// dictionaries, fingerprints, NIC identity; see `docs/runtime-state-format.md`).
-pub const MINOR: u16 = 1;
+/// Format minor version written by this build.
+///
+/// 1.1: compact flow records, address dictionaries, fingerprints, NIC identity; 1.2: the
+/// policy's own integrity check and the no-state blob (`docs/runtime-state-format.md`).
+pub const MINOR: u16 = 2;
 
 /// Size of the 1.0 fixed header (before the port identity).
 pub const HEADER_LEN: usize = 40;
@@ -49,8 +51,19 @@ pub mod hdr {
 
 /// Header flag: the encoder left flows out to stay under the size cap.
 pub const FLAG_FLOWS_DROPPED: u16 = 0x0001;
+/// Header flag (1.2): the source host had no state for the port.
+///
+/// It did not track it, its encode failed, or it was stopping. The blob carries no policy and
+/// no flows: its only record is [`rec::NO_STATE`]. A 1.1 reader refuses the unknown flag (so it
+/// never installs a policy from it).
+pub const FLAG_NO_STATE: u16 = 0x0002;
 /// Header flags this build defines.
-pub const KNOWN_FLAGS: u16 = FLAG_FLOWS_DROPPED;
+pub const KNOWN_FLAGS: u16 = FLAG_FLOWS_DROPPED | FLAG_NO_STATE;
+/// Header flags a reader of minor `minor` knows.
+#[must_use]
+pub const fn known_flags(minor: u16) -> u16 {
+    if minor >= 2 { KNOWN_FLAGS } else { FLAG_FLOWS_DROPPED }
+}
 
 /// Record types.
 pub mod rec {
@@ -87,6 +100,43 @@ pub mod rec {
     /// reserved u8 (0), count u32, then the Rice-coded sorted distinct values (see
     /// `codec::rice`) filling the rest of the payload exactly.
     pub const FINGERPRINTS: u16 = 13;
+    /// 1.2: the integrity check of the policy.
+    ///
+    /// Right after `MODE` and `RULES` (the blob's first two records): rules left out u16 (as
+    /// in `SAVE_INFO2`), reserved u16 (0), then the CRC-32C of every byte of the blob before
+    /// this field. A blob damaged anywhere after it still yields the VM's mode and rules.
+    /// Written by every 1.2 writer; optional to a reader (a 1.x blob without it is read as
+    /// before).
+    pub const POLICY_CHECK: u16 = 14;
+    /// 1.2: the only record of a no-state blob ([`super::FLAG_NO_STATE`]): reason u8
+    /// ([`super::no_state`]), reserved 3 bytes (0).
+    pub const NO_STATE: u16 = 15;
+    /// Largest record type a reader of minor `minor` knows (later ones it skips).
+    #[must_use]
+    pub const fn last_known(minor: u16) -> u16 {
+        match minor {
+            0 => SAVE_INFO,
+            1 => FINGERPRINTS,
+            _ => NO_STATE,
+        }
+    }
+}
+
+/// Policy-check payload length.
+pub const POLICY_CHECK_LEN: usize = 8;
+/// No-state payload length.
+pub const NO_STATE_LEN: usize = 4;
+
+/// Why a source host had no state for a port (the [`rec::NO_STATE`] record).
+pub mod no_state {
+    /// Not recorded.
+    pub const UNSPECIFIED: u8 = 0;
+    /// The source did not track the port.
+    pub const UNTRACKED: u8 = 1;
+    /// The source's encode failed (out of memory).
+    pub const ENCODE_FAILED: u8 = 2;
+    /// The source was stopping (or the port's restore was still being applied there).
+    pub const UNAVAILABLE: u8 = 3;
 }
 
 /// 1.1 compact flow records.

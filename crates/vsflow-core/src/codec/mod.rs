@@ -28,9 +28,10 @@ pub use self::apply::{
 };
 pub use self::crc::crc32c;
 pub use self::decode::{
-    DEFAULT_DIGEST_KEY, DecodeConfig, Decoded, UnknownMajor, blob_digest, decode, peek_version,
+    DEFAULT_DIGEST_KEY, DecodeConfig, Decoded, SalvagedPolicy, UnknownMajor, blob_digest, decode,
+    peek_version, salvage_policy,
 };
-pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_state};
+pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_no_state, encode_state};
 pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
 

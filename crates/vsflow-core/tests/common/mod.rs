@@ -211,10 +211,12 @@ pub fn decode_state(b: &[u8]) -> Result<PortState, codec::DecodeError> {
             Ok(s)
         }
         codec::Decoded::UnsupportedMajor { .. } => panic!("strict decode returned lenient result"),
+        codec::Decoded::NoState { .. } => panic!("a no-state blob"),
     }
 }
 
-/// Rewrites the total length and CRC after an edit, so a test reaches the checks behind them.
+/// Rewrites the total length and CRC after an edit (and, in a 1.2 blob, the policy's own CRC,
+/// as a writer would), so a test reaches the checks behind them.
 pub fn reseal(mut b: Vec<u8>) -> Vec<u8> {
     if b.len() < 20 {
         return b;
@@ -222,9 +224,32 @@ pub fn reseal(mut b: Vec<u8>) -> Vec<u8> {
     let n = b.len();
     let len = u32::try_from(n).unwrap().to_le_bytes();
     b[12..16].copy_from_slice(&len);
+    if let Some(at) = policy_crc_at(&b) {
+        let crc = codec::crc32c(&b[..at]).to_le_bytes();
+        b[at..at + 4].copy_from_slice(&crc);
+    }
     let crc = codec::crc32c(&b[..n - 4]).to_le_bytes();
     b[n - 4..].copy_from_slice(&crc);
     b
+}
+
+/// Where the policy CRC of a 1.2 blob is: the last four bytes of its third record, when that
+/// is a `POLICY_CHECK` of the right length (`None` for anything else).
+pub fn policy_crc_at(b: &[u8]) -> Option<usize> {
+    let get16 = |at: usize| Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?));
+    let get32 = |at: usize| Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    if b.len() < 40 || get16(6)? < 2 {
+        return None;
+    }
+    let mut at = usize::from(get16(8)?) + 2 * usize::from(get16(36)?);
+    for _ in 0..2 {
+        at = at.checked_add(8)?.checked_add(get32(at + 4)? as usize)?;
+    }
+    let crc_at = at + 8 + 4;
+    (get16(at)? == format::rec::POLICY_CHECK
+        && get32(at + 4)? == 8
+        && crc_at + 4 <= b.len().checked_sub(4)?)
+    .then_some(crc_at)
 }
 
 /// One record of a blob: type, start of its header, payload range.

@@ -44,8 +44,20 @@ pub fn inspect(bytes: &[u8]) -> Result<String, String> {
     {
         Decoded::UnsupportedMajor { major, minor } => {
             return Err(format!(
-                "format {major}.{minor} is newer than this tool reads (1.x); a strict destination fails the restore, a lenient one restores an empty state"
+                "format {major}.{minor} is newer than this tool reads (1.x); a destination restores no flows from it and keeps or closes its own policy (fails it only with FailBadRestores = 1 and UnknownMajorPolicy = 0)"
             ));
+        }
+        Decoded::NoState { reason } => {
+            let why = match reason {
+                codec::format::no_state::UNTRACKED => "the source did not track the port",
+                codec::format::no_state::ENCODE_FAILED => "the source's encode failed",
+                codec::format::no_state::UNAVAILABLE => {
+                    "the source was stopping or still restoring the port"
+                }
+                _ => "unspecified",
+            };
+            let _ = writeln!(out, "no state      {why} (reason {reason}): no policy, no flows");
+            return Ok(out);
         }
         Decoded::State(s) => s,
     };
