@@ -216,7 +216,6 @@ fn flows_idle_past_their_timeout_admit_nothing_on_a_recently_booted_destination(
 }
 
 #[test]
-#[ignore = "fails on main: A -> B -> C loses every connection that travelled as a fingerprint; fixed by fc-restore"]
 fn a_second_migration_carries_the_pending_fingerprints() {
     passes("chain");
 }

@@ -645,7 +645,6 @@ fn a_blob_damaged_in_its_flow_section_keeps_the_vms_mode_and_rules() {
 // Fails on main (f0d045f): a peer's connection admitted by a rule and carried as a fingerprint
 // was picked up as VM-admitted on B, so it survived B removing every rule.
 #[test]
-#[ignore = "fails on main: the VM's own mid-stream packet picks a peer-opened connection up as VM-admitted; fixed by classify's vouching (fc-restore, after fc-pickup's classify lands)"]
 fn a_rule_admitted_connection_is_never_carried_as_a_vm_admitted_fingerprint() {
     let (blobs, vm_in, ssh_in) = source_with_ssh(300, 40, 2048);
     let (mut b, sb) =
@@ -750,4 +749,31 @@ fn an_unknown_major_under_the_default_strict_policy_does_not_fail_the_vm() {
         assert_eq!(b.driver().stats().restores_empty, 1, "{policy:?}: degraded");
         finish(&mut b);
     }
+}
+
+// Fails on main (726e666): a second migration before the VM's traffic resumed (A -> B -> C)
+// carried only B's exact records: the connections that travelled A -> B as fingerprints, still
+// pending on B, were lost.
+#[test]
+fn a_second_migration_carries_the_fingerprints_still_pending() {
+    let (blobs, vm_in, _) = source_with_ssh(300, 0, 2048);
+    let cfg =
+        DriverConfig { blob_cap: 2048, flows_per_port: 8192, ..enforce(RestoreMode::Pending) };
+    let (mut b, sb) = host(2, cfg, "SW-B");
+    vm_port(&mut b, sb, 77, NAME, 1, true);
+    let t = b.restore(sb, 77, &blobs);
+    b.run_deferred();
+    assert_eq!(b.vm_restore(&t), VmRestore::Succeeded);
+    assert!(port_counter(&b, NAME, "restored_fingerprints") > 200, "most travel as fingerprints");
+    // B saves before any of the VM's traffic resumed.
+    b.advance(vsflow_core::TICKS_PER_SECOND);
+    let (onward, _) = b.save(sb, 77);
+    let (mut c, sc) = host(3, cfg, "SW-C");
+    vm_port(&mut c, sc, 9, NAME, 1, true);
+    let t = c.restore(sc, 9, &onward);
+    c.run_deferred();
+    assert_eq!(c.vm_restore(&t), VmRestore::Succeeded);
+    assert_eq!(delivered(&mut c, sc, 9, &vm_in), vm_in.len(), "every connection reached C");
+    finish(&mut b);
+    finish(&mut c);
 }

@@ -246,12 +246,24 @@ fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow
         }
     }
     // The VM resuming a fingerprinted connection: picked up at once, the fingerprint used.
-    if port.pickup.is_armed(now) && meta.is_midstream_tcp() && port.pickup.take(key, now) {
+    let armed = port.pickup.is_armed(now) && meta.is_midstream_tcp();
+    let fingerprint = armed && port.pickup.take(key, now);
+    if fingerprint {
         let c = &mut port.counters;
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
-    Flow::VM
+    if armed && !fingerprint {
+        // While a restore's fingerprints are armed, a mid-stream segment of a connection the
+        // blob carried neither exactly nor as the VM's fingerprint may be one a peer opened
+        // (those are never fingerprinted: a rule or Monitor admitted them on the source). It
+        // passes, as the VM's traffic always does, but its return traffic is judged by the
+        // rules (re-checked on the next inbound packet) instead of admitted as the VM's: a
+        // rule-admitted connection never becomes VM-admitted by a migration.
+        Flow::JUDGED
+    } else {
+        Flow::VM
+    }
 }
 
 /// The VM answered a tentative pickup: the flow it opens is established (`inbound` segments
@@ -332,6 +344,10 @@ impl Flow {
     /// The VM's own flow.
     const VM: Self =
         Self { opener: Opener::Vm, admission: Admission::Vm, vouched: true, inbound: 0 };
+    /// The VM's packet of a connection that may be a peer's (see `vm_flow`): the VM's
+    /// packet vouches for it, its return traffic is judged by the rules.
+    const JUDGED: Self =
+        Self { opener: Opener::Remote, admission: Admission::Monitor, vouched: true, inbound: 0 };
     /// A peer's flow in Monitor mode.
     const MONITOR: Self =
         Self { opener: Opener::Remote, admission: Admission::Monitor, vouched: false, inbound: 0 };

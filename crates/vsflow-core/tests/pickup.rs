@@ -185,32 +185,58 @@ proptest! {
         packets in proptest::collection::vec((0u8..16, any::<bool>(), any::<u8>(), 0u64..secs(20)), 1..200),
     ) {
         #[derive(Clone, Copy, PartialEq, Eq)]
-        enum Model { Tentative(u8), Refused, Vm }
+        enum Model { Tentative(u8), Refused, Vm, Judged }
         let mut p = port(64);
         let keys: Vec<FlowKey> = (0u8..16).step_by(2).map(|n| FlowKey::of(&inbound(n, ACK))).collect();
         restore(&mut p, &keys);
         let mut now = RESTORED_AT;
         let mut model = std::collections::HashMap::new();
+        // Keys whose fingerprint the VM used up, and keys the VM refused.
+        let (mut used, mut refused) = (std::collections::HashSet::new(), std::collections::HashSet::new());
         for (n, out, flags, dt) in packets {
             now += dt;
             let m = if out { outbound(n, flags) } else { inbound(n, flags) };
             let key = FlowKey::of(&m);
             let answers_vm_syn = p.table().get(&key).is_some_and(|r| r.state == FlowState::SynSent);
+            // A flow in the table and not idle past its timeout (an expired one starts afresh).
+            let known = p.table().find(&key).is_some_and(|at| !p.table().is_expired(at, now));
             let v = p.classify(&m, now);
             let in_window = now - RESTORED_AT < DEFAULT_PICKUP_WINDOW;
             let in_table = p.table().get(&key).is_some();
+            let midstream = flags & ACK != 0 && flags & (SYN | RST) == 0;
             if out {
                 prop_assert_eq!(v, Verdict::Permit);
                 // The VM's reset refuses a tentative flow; anything else it sends opens (or
-                // confirms) a flow of its own, as the VM's traffic always does.
-                match model.get(&key) {
-                    Some(Model::Tentative(_)) if flags & RST != 0 => { model.insert(key, Model::Refused); }
-                    _ if flags & RST == 0 => { model.insert(key, Model::Vm); }
+                // confirms) a flow of its own, as the VM's traffic always does. In the window
+                // (fingerprints armed), a mid-stream segment of a flow the table does not know
+                // and no unused fingerprint of the VM's vouches for opens a flow whose return
+                // traffic the rules judge (issue 16: it may be a connection a peer opened).
+                match model.get(&key).copied() {
+                    Some(Model::Tentative(_)) if flags & RST != 0 => {
+                        refused.insert(key);
+                        model.insert(key, Model::Refused);
+                    }
+                    Some(Model::Tentative(_)) if flags & RST == 0 => {
+                        used.insert(key);
+                        model.insert(key, Model::Vm);
+                    }
+                    _ if flags & RST == 0 && !known => {
+                        let vouched =
+                            keys.contains(&key) && !used.contains(&key) && !refused.contains(&key);
+                        let flow = match (midstream && in_window, vouched) {
+                            (true, true) => {
+                                used.insert(key);
+                                Model::Vm
+                            }
+                            (true, false) => Model::Judged,
+                            (false, _) => Model::Vm,
+                        };
+                        model.insert(key, flow);
+                    }
                     _ => {}
                 }
                 continue;
             }
-            let midstream = flags & ACK != 0 && flags & (SYN | RST) == 0;
             let initial_syn = flags & (SYN | ACK | RST) == SYN;
             if initial_syn {
                 if !answers_vm_syn {
@@ -220,7 +246,9 @@ proptest! {
             }
             let expected = match model.get(&key).copied() {
                 Some(Model::Vm) if in_table => Verdict::Permit,
-                Some(Model::Vm) => v, // the VM's flow ended (closed and expired): not modelled
+                Some(Model::Judged) if in_table => Verdict::Block(BlockReason::NotAdmitted),
+                // The VM's flow ended (closed and expired): not modelled.
+                Some(Model::Vm | Model::Judged) => v,
                 Some(Model::Tentative(k)) if midstream && in_window && k < 4 => {
                     model.insert(key, Model::Tentative(k + 1));
                     Verdict::Permit
@@ -233,7 +261,7 @@ proptest! {
                     Verdict::Block(BlockReason::Unsolicited)
                 }
             };
-            prop_assert_eq!(v, expected, "flags {:#x}", flags);
+            prop_assert_eq!(v, expected, "flags {:#x} of peer {}", flags, n);
             if let Err(e) = p.table().check_invariants() {
                 return Err(TestCaseError::fail(e));
             }

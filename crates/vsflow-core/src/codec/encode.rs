@@ -18,7 +18,6 @@ use super::format::{self, compact, hdr, rec};
 use super::{PortState, SavedFlow, crc32c, rice};
 use crate::counters::PortCounters;
 use crate::error::Error;
-use crate::fingerprint::FingerprintSet;
 use crate::flow::{Admission, FlowState, TimeoutClass};
 use crate::guid::Guid;
 use crate::packet::{IpFamily, protocol};
@@ -65,10 +64,16 @@ trait Source {
     fn for_each(&self, f: &mut dyn FnMut(SavedFlow));
     /// The fingerprint salt of this save.
     fn salt(&self) -> [u64; 2];
-    /// Fingerprints the source already carries (a decoded state), kept as they are.
-    fn carried(&self) -> Option<&FingerprintSet>;
-    /// Connections those carried fingerprints stand for.
-    fn carried_count(&self) -> u32;
+    /// Fingerprints the source already carries, kept as they are: a decoded state's, or the
+    /// ones a live port's restore armed that no connection has used yet (a second migration
+    /// before the VM's traffic resumed carries them on). Appends them (sorted, distinct) to
+    /// `out`; returns their salt, `None` if there are none.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn carried(&self, out: &mut Vec<u32>) -> Result<Option<[u64; 2]>, Error>;
+    /// Connections `n` carried fingerprints stand for.
+    fn carried_count(&self, n: usize) -> usize;
 }
 
 struct LivePort<'a> {
@@ -128,11 +133,23 @@ impl Source for LivePort<'_> {
         };
         [h(0), h(1)]
     }
-    fn carried(&self) -> Option<&FingerprintSet> {
-        None
+    fn carried(&self, out: &mut Vec<u32>) -> Result<Option<[u64; 2]>, Error> {
+        let pickup = &self.port.pickup;
+        if !pickup.is_armed(self.now) {
+            return Ok(None);
+        }
+        // Counted first, so that the extend below never allocates.
+        let n = pickup.pending().count();
+        if n == 0 {
+            return Ok(None);
+        }
+        out.try_reserve_exact(n)?;
+        out.extend(pickup.pending());
+        Ok(Some(pickup.set().salt()))
     }
-    fn carried_count(&self) -> u32 {
-        0
+    fn carried_count(&self, n: usize) -> usize {
+        // Each pending value stands for one connection that has not resumed.
+        n
     }
 }
 
@@ -173,11 +190,16 @@ impl Source for PortState {
         let a = core::hash::Hasher::finish(&h);
         [a, a.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15]
     }
-    fn carried(&self) -> Option<&FingerprintSet> {
-        (!self.fingerprints.is_empty()).then_some(&self.fingerprints)
+    fn carried(&self, out: &mut Vec<u32>) -> Result<Option<[u64; 2]>, Error> {
+        if self.fingerprints.is_empty() {
+            return Ok(None);
+        }
+        out.try_reserve_exact(self.fingerprints.len())?;
+        out.extend_from_slice(self.fingerprints.values());
+        Ok(Some(self.fingerprints.salt()))
     }
-    fn carried_count(&self) -> u32 {
-        if self.fingerprints.is_empty() { 0 } else { self.save_info.flows_fingerprinted }
+    fn carried_count(&self, n: usize) -> usize {
+        if n == 0 { 0 } else { self.save_info.flows_fingerprinted as usize }
     }
 }
 
@@ -540,14 +562,15 @@ fn encode_source(
     let rules = all_rules.get(..rule_count).unwrap_or(&[]);
     room -= rule_count * format::RULE_ENTRY_LEN;
 
-    // Fingerprints a decoded state already carries (re-encoded by a tool) are kept with the
-    // highest priority, all or none.
-    let carried = src.carried();
-    let salt = carried.map_or_else(|| src.salt(), FingerprintSet::salt);
-    let carried_in = Carried {
-        values: carried.map_or(&[], FingerprintSet::values),
-        flows: src.carried_count() as usize,
-    };
+    // Fingerprints the source already carries are kept with the highest priority, all or none,
+    // under their own salt: a decoded state's (re-encoded by a tool), or those a live port's
+    // restore armed that no connection has used yet (A -> B -> C before the VM's traffic
+    // resumed: B's new fingerprints join them under A's salt, which no peer knows either).
+    let mut carried_values = Vec::new();
+    let carried_salt = src.carried(&mut carried_values)?;
+    let salt = carried_salt.unwrap_or_else(|| src.salt());
+    let carried_in =
+        Carried { values: &carried_values, flows: src.carried_count(carried_values.len()) };
 
     let mut flows: Vec<SavedFlow> = Vec::new();
     flows.try_reserve_exact(src.flow_count())?;
