@@ -93,3 +93,23 @@ fn an_out_of_range_value_is_refused_with_an_event_and_the_default_in_the_simulat
     assert_eq!(refused, [("FlowsPerPort", 8, 4096), ("LoosePickup", 0, 0)]);
     finish(&mut h);
 }
+
+// Fails on main (fd61ab6): a refused value was traced but not counted.
+#[test]
+fn refused_values_are_counted_in_the_driver_counters() {
+    use vsflow_proto::request::Request;
+    let mut h = Host::new(3);
+    h.set_parameter("BlobCap", 1);
+    h.set_parameter("RestoreMode", 9);
+    h.load_driver_from_registry().expect("loads");
+    let (status, bytes) = h.control(&Request::GetCounters { port: None }, 1024);
+    assert_eq!(status, 0);
+    let mut values = [0u64; 64];
+    let n = vsflow_proto::response::decode_counters(&bytes, &mut values).expect("decodes");
+    let names = vsflow_proto::response::DRIVER_COUNTER_NAMES;
+    let at =
+        names.iter().position(|c| *c == "settings_refused").expect("a settings_refused counter");
+    assert!(at < n);
+    assert_eq!(values[at], 2, "two values refused");
+    finish(&mut h);
+}

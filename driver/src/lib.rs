@@ -23,6 +23,9 @@
 extern crate alloc;
 #[cfg(all(windows, not(test)))]
 extern crate wdk_panic;
+// The image `cargo xtask sys` links on Linux: vsflow's KMDF entry stub in place of the WDK's.
+#[cfg(all(windows, feature = "kmdf-stub"))]
+extern crate kmdf_stub;
 
 #[cfg(any(windows, feature = "wdf-sim"))]
 pub mod control;

@@ -8,7 +8,8 @@
 //! the driver used before) is guessable; this is not.
 //!
 //! wdk-sys has no `bcrypt.h` bindings, so the function is declared here from the header's
-//! prototype; in kernel mode it comes from `Cng.lib` (ksecdd.sys exports it). Should it fail,
+//! prototype; kernel-mode callers link `Cng.lib` (the page's requirements), whose imports name
+//! `cng.sys` (xtask/src/sys/exports.rs; checked on Windows by the workflow). Should it fail,
 //! the driver still loads, seeded from the interrupt time and the performance counter, and
 //! logs it at error level (no migration or packet depends on the seed being random; only the
 //! hash's resistance to crafted keys does).

@@ -6,8 +6,9 @@
 //!   warnings denied), the whole workspace's tests, clippy for `x86_64-pc-windows-msvc` on
 //!   every `no_std` crate and a build of each for `x86_64-unknown-none`, which has no `std`,
 //!   clippy for `x86_64-pc-windows-gnu` on the user-mode crates (their Windows code), the
-//!   Wine run, the INF lint, the driver's `wdk-check`, and its `driver-tests` under the KMDF
-//!   double.
+//!   Wine run, the INF lint, vsflow.sys linked and checked (`sys --check`, `sys
+//!   --reproducible`) and run under the doubles (`sys-loader`), the package, the driver's
+//!   `wdk-check`, and its `driver-tests` under the KMDF double.
 //! - `cargo xtask inf-lint FILE [--source]`: the INF rules checkable without Windows.
 //! - `cargo xtask package [--arch amd64|arm64]`: stamp, lint and lay out the driver package
 //!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
@@ -17,9 +18,15 @@
 //!   the mirror of the wdk crates in `xtask/wdk-mirror/` (a check, not a build).
 //! - `cargo xtask driver-tests`: `driver/` on the Linux host under the KMDF double
 //!   (crates/wdf-sim) and vsflow-sim.
+//! - `cargo xtask sys [--check] [--reproducible]`: vsflow.sys linked on Linux as a Windows
+//!   kernel image (rust-lld, the WDK's linker arguments, the repository's KMDF stub and
+//!   kernel-export table), and the image rules checked (see `sys`).
+//! - `cargo xtask sys-loader`: that image loaded into a Linux process and run under the
+//!   doubles (crates/sys-loader): the driver's scenarios through its own machine code.
 
 mod inf;
 mod package;
+mod sys;
 mod target;
 mod toolchain;
 mod wdk_check;
@@ -30,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// The `no_std` crates that must build for the kernel target without std.
-const NO_STD_CRATES: &[&str] = &["fwps-sys", "vsflow-core", "vsflow-proto", "vsflow-callout"];
+const NO_STD_CRATES: &[&str] =
+    &["fwps-sys", "vsflow-core", "vsflow-proto", "vsflow-callout", "kmdf-stub"];
 /// The user-mode crates whose Windows code (`#[cfg(windows)]`) must compile and pass clippy.
 const USER_MODE_WINDOWS_CRATES: &[&str] = &["netports", "netports-nsp"];
 /// The user-mode Windows target (the gnu ABI: its linker and import libraries install on Linux).
@@ -53,9 +61,11 @@ fn main() -> ExitCode {
         Some("wdk-check") => wdk_check::check(),
         Some("driver-tests") => wdk_check::driver_tests(),
         Some("wine") => wine::smoke(),
+        Some("sys") => sys::command(&rest),
+        Some("sys-loader") => sys::loader_tests(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine>"
+                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|sys [--check] [--image FILE] [--reproducible] [--exports] [--compare A B]|sys-loader>"
             );
             return ExitCode::from(2);
         }
@@ -140,7 +150,17 @@ fn ci() -> Result<(), String> {
     }
     step("wine: netports.exe (x86_64-pc-windows-gnu) under Wine", wine::smoke)?;
     step("inf-lint inf/vsflow.inx", || inf_lint(&["inf/vsflow.inx", "--source"]))?;
-    step("package (stamp + lint)", || package::package(&[]))?;
+    step("sys: vsflow.sys linked for x86_64-pc-windows-msvc, image rules", || {
+        sys::command(&["--check"])
+    })?;
+    step("sys: two builds byte-identical (SOURCE_DATE_EPOCH)", || {
+        sys::command(&["--reproducible"])
+    })?;
+    step(
+        "sys-loader: vsflow.sys run under the doubles (scenarios, bad images)",
+        sys::loader_tests,
+    )?;
+    step("package (stamp + lint, vsflow.sys beside the INF)", || package::package(&[]))?;
     step("wdk-check (driver/ against the wdk mirror)", wdk_check::check)?;
     step("driver-tests (driver/ under the KMDF double)", wdk_check::driver_tests)?;
     println!("xtask ci: all steps passed");

@@ -2,7 +2,9 @@
 //! directory as `cargo metadata` reports it, so `CARGO_TARGET_DIR` is respected).
 //!
 //! On every host: stamp `vsflow.inf` from `inf/vsflow.inx` (architecture, and `DriverVer` from
-//! the date and the Cargo version), lint it, and lay out the package directory. On Windows with
+//! the date and the Cargo version), lint it, and lay out the package directory. On Linux, for
+//! amd64: `vsflow.sys` linked by `cargo xtask sys` (rust-lld, the repository's KMDF stub and
+//! import libraries) beside the INF, unsigned and without a catalog. On Windows with
 //! the WDK on `PATH` (a Developer/EWDK prompt): also build the driver (profile `driver`: release with panic = abort), copy
 //! `vsflow.sys`, run `infverif /w /h`, `inf2cat` and test-sign the `.sys` and `.cat` with
 //! `signtool` (a test certificate is created on first use). Verify on Windows: the
@@ -71,8 +73,16 @@ pub fn package(args: &[&str]) -> Result<(), String> {
     if cfg!(windows) {
         windows_steps(&dir, arch)
     } else {
+        if arch == "amd64" {
+            let image = crate::sys::build()?;
+            std::fs::copy(&image, dir.join("vsflow.sys"))
+                .map_err(|e| format!("{}: {e}", image.display()))?;
+            println!(
+                "package: vsflow.sys linked on Linux (cargo xtask sys) beside vsflow.inf; not signed, no catalog"
+            );
+        }
         println!(
-            "package: not on Windows: driver build, InfVerif, Inf2Cat and signing skipped (see docs/INSTALL.md)"
+            "package: not on Windows: the WDK build, InfVerif, Inf2Cat and signing skipped (see docs/INSTALL.md)"
         );
         Ok(())
     }

@@ -18,7 +18,8 @@
 
 use crate::{KERNEL_TARGET, root, run};
 
-const MIRRORED: [&str; 4] = ["wdk", "wdk-sys", "wdk-alloc", "wdk-panic"];
+/// The wdk crates the mirror replaces for the kernel target.
+pub const MIRRORED: [&str; 4] = ["wdk", "wdk-sys", "wdk-alloc", "wdk-panic"];
 /// The mirror crates the host build uses (wdk-alloc and wdk-panic are Windows-only).
 const MIRRORED_HOST: [&str; 2] = ["wdk", "wdk-sys"];
 /// The crates that run in the kernel.
@@ -32,7 +33,8 @@ const KERNEL_CRATES: [&str; 5] = [
 /// wdk-alloc's `ExAllocatePool2` returns 16-byte aligned memory.
 const KERNEL_HEAP_ALIGN: u64 = 16;
 
-fn patches(root: &std::path::Path, crates: &[&str]) -> Vec<String> {
+/// `--config patch.crates-io.<crate>.path=...` arguments that put the mirror in place of `crates`.
+pub fn patches(root: &std::path::Path, crates: &[&str]) -> Vec<String> {
     let mut args = Vec::new();
     for krate in crates {
         let path = root.join("xtask/wdk-mirror").join(krate);
@@ -43,7 +45,7 @@ fn patches(root: &std::path::Path, crates: &[&str]) -> Vec<String> {
 }
 
 /// Runs `f` and restores `Cargo.lock` afterwards (the patches change the resolution).
-fn keeping_lock(
+pub fn keeping_lock(
     root: &std::path::Path,
     f: impl FnOnce() -> Result<(), String>,
 ) -> Result<(), String> {

@@ -7,9 +7,9 @@
 //! docs/INSTALL.md and inf/vsflow.inx list the same values (checked by `tests/settings.rs`).
 //!
 //! A value out of its range, or not a `REG_DWORD`, is refused at load: the driver uses the
-//! documented default, says so with an error-level ETW event ([`TraceEvent::SettingRefused`])
-//! and a debugger line, and loads. A typo in one value must not leave a host unfiltered (a
-//! driver that fails to load filters nothing), and every default is the safe choice.
+//! documented default, says so with an error-level ETW event ([`TraceEvent::SettingRefused`]),
+//! a debugger line and the driver counter `settings_refused`, and loads. A typo in one value
+//! must not leave a host unfiltered (a driver that fails to load filters nothing).
 
 use vsflow_core::Mode;
 use vsflow_core::codec::{ApplyConfig, DEFAULT_CAP, UnknownMajor};
@@ -274,9 +274,18 @@ impl DriverConfig {
     /// driver that does not load filters nothing.
     #[must_use]
     pub fn from_services<S: KernelServices>(services: &S) -> Self {
-        Self::from_values(|key| {
+        Self::read(services).0
+    }
+
+    /// [`DriverConfig::from_services`], and how many values were refused (the driver counts
+    /// them: `settings_refused`).
+    #[must_use]
+    pub fn read<S: KernelServices>(services: &S) -> (Self, u32) {
+        let refusals = core::cell::Cell::new(0u32);
+        let config = Self::from_values(|key| {
             let s = key.setting();
             let refused = |value: u32, reason: &'static str| {
+                refusals.set(refusals.get().saturating_add(1));
                 services.log(
                     LogLevel::Error,
                     format_args!(
@@ -298,7 +307,8 @@ impl DriverConfig {
                 ConfigValue::Dword(v) => refused(v, "out of range"),
                 ConfigValue::Unreadable => refused(0, "not a REG_DWORD"),
             }
-        })
+        });
+        (config, refusals.get())
     }
 
     /// The loose-pickup configuration every port gets.

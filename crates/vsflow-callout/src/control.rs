@@ -268,9 +268,15 @@ mod tests {
             DriverStats::default().to_array().len(),
             vsflow_proto::response::DRIVER_COUNTER_NAMES.len()
         );
-        let s = DriverStats { classify_calls: 1, reorder_events: 15, ..DriverStats::default() };
+        let s = DriverStats {
+            classify_calls: 1,
+            reorder_events: 15,
+            settings_refused: 16,
+            ..DriverStats::default()
+        };
         let a = s.to_array();
-        assert_eq!((a[0], a[14]), (1, 15));
+        assert_eq!((a[0], a[14], a[15]), (1, 15, 16));
         assert_eq!(vsflow_proto::response::DRIVER_COUNTER_NAMES[14], "reorder_events");
+        assert_eq!(vsflow_proto::response::DRIVER_COUNTER_NAMES[15], "settings_refused");
     }
 }

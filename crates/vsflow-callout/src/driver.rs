@@ -87,6 +87,9 @@ pub struct DriverStats {
     pub restores_unknown_port: u64,
     /// Filter-engine reorder notifications.
     pub reorder_events: u64,
+    /// Registry values refused at load (out of range or not a `REG_DWORD`; their defaults
+    /// apply, each traced `SettingRefused`).
+    pub settings_refused: u64,
     /// Restores refused because the blob was longer than the format's maximum (also counted
     /// in `restores_empty`: the port was degraded).
     pub restores_oversized: u64,
@@ -95,7 +98,7 @@ pub struct DriverStats {
 impl DriverStats {
     /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
     #[must_use]
-    pub const fn to_array(&self) -> [u64; 16] {
+    pub const fn to_array(&self) -> [u64; 17] {
         [
             self.classify_calls,
             self.trusted_port_packets,
@@ -112,6 +115,7 @@ impl DriverStats {
             self.identity_mismatches,
             self.restores_unknown_port,
             self.reorder_events,
+            self.settings_refused,
             self.restores_oversized,
         ]
     }
@@ -173,8 +177,10 @@ impl<S: KernelServices> Driver<S> {
         services: S,
         device_object: *mut c_void,
     ) -> Result<Self, CalloutError> {
-        let config = DriverConfig::from_services(&services);
-        Self::try_new(services, config, device_object)
+        let (config, refused) = DriverConfig::read(&services);
+        let driver = Self::try_new(services, config, device_object)?;
+        driver.counters.add(0, Counter::SettingsRefused, u64::from(refused));
+        Ok(driver)
     }
 
     /// Creates the driver object with an explicit configuration (nothing registered yet).
@@ -275,6 +281,7 @@ impl<S: KernelServices> Driver<S> {
             identity_mismatches: c.sum(Counter::IdentityMismatches),
             restores_unknown_port: c.sum(Counter::RestoresUnknownPort),
             reorder_events: c.sum(Counter::ReorderEvents),
+            settings_refused: c.sum(Counter::SettingsRefused),
             restores_oversized: c.sum(Counter::RestoresOversized),
         }
     }

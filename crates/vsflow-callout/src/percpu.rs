@@ -25,11 +25,12 @@ pub enum Counter {
     IdentityMismatches,
     RestoresUnknownPort,
     ReorderEvents,
+    SettingsRefused,
     RestoresOversized,
 }
 
 /// Number of counters.
-pub const COUNTERS: usize = 16;
+pub const COUNTERS: usize = 17;
 
 /// One processor's counters, alone on their cache lines.
 ///
@@ -43,10 +44,9 @@ pub const COUNTERS: usize = 16;
 struct Line {
     _front: [u64; 8],
     counters: [AtomicU64; COUNTERS],
-    _back: [u64; 8],
 }
 
-const _: () = assert!(core::mem::size_of::<Line>() == 128 + 8 * COUNTERS);
+const _: () = assert!(core::mem::size_of::<Line>() == 64 + 8 * COUNTERS);
 const _: () = assert!(core::mem::align_of::<Line>() <= 16);
 
 /// Per-processor counters.

@@ -978,24 +978,28 @@ pub unsafe extern "C" fn RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW
     })
 }
 
-/// `ExAllocatePool2` (wdk-alloc's allocator; the driver's tests use the host heap instead, so
-/// this is only reached if driver code calls it directly).
+/// `ExAllocatePool2`: the pool double ([`crate::pool`]). driver/ built for the host allocates
+/// from the host heap; vsflow.sys as linked for Windows reaches this through wdk-alloc.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ExAllocatePool2(_Flags: u64, _NumberOfBytes: u64, _Tag: ULONG) -> PVOID {
+pub unsafe extern "C" fn ExAllocatePool2(Flags: u64, NumberOfBytes: u64, Tag: ULONG) -> PVOID {
     framework::with(|fw| {
-        fw.violate(Violation::BadArgument {
-            call: "ExAllocatePool2",
-            what: "not modelled: the driver's heap is the host's in tests".into(),
-        });
-    });
-    std::ptr::null_mut()
+        let irql = fw.irql;
+        let mut v = Vec::new();
+        let size = usize::try_from(NumberOfBytes).unwrap_or(usize::MAX);
+        let p = fw.pool.allocate(Flags, size, Tag, irql, &mut v);
+        fw.violations.extend(v);
+        p.cast()
+    })
 }
 
-/// `ExFreePool` (not modelled, see `ExAllocatePool2`).
+/// `ExFreePool`: back to the pool double; a pointer it did not hand out is reported.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ExFreePool(_P: PVOID) {
+pub unsafe extern "C" fn ExFreePool(P: PVOID) {
     framework::with(|fw| {
-        fw.violate(Violation::BadArgument { call: "ExFreePool", what: "not modelled".into() });
+        let irql = fw.irql;
+        let mut v = Vec::new();
+        fw.pool.free(P as usize, irql, &mut v);
+        fw.violations.extend(v);
     });
 }
 
@@ -1005,11 +1009,22 @@ pub unsafe extern "C" fn ExFreePool(_P: PVOID) {
 /// `ExAllocateCacheAwareRundownProtection`: nonpaged, initialized (not run down).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ExAllocateCacheAwareRundownProtection(
-    _PoolType: POOL_TYPE,
+    PoolType: POOL_TYPE,
     _PoolTag: ULONG,
 ) -> PEX_RUNDOWN_REF_CACHE_AWARE {
     framework::with(|fw| {
         fw.require_dispatch_or_below("ExAllocateCacheAwareRundownProtection");
+        // Non-paged pool without the NX bit (`NonPagedPool`, 0) is executable: memory integrity
+        // asks for `NonPagedPoolNx` (Driver Verifier code integrity 0x2000).
+        if PoolType & wdk_sys::_POOL_TYPE::NonPagedPoolNx == 0 && PoolType & 1 == 0 {
+            fw.violate(Violation::BadArgument {
+                call: "ExAllocateCacheAwareRundownProtection",
+                what: format!(
+                    "pool type {PoolType}: executable non-paged pool (NonPagedPoolNx expected)"
+                ),
+            });
+            return std::ptr::null_mut();
+        }
         let h = fw.handle();
         fw.rundowns.insert(h, Rundown::default());
         h as PEX_RUNDOWN_REF_CACHE_AWARE
@@ -1203,7 +1218,7 @@ pub unsafe extern "C" fn ExReleaseSpinLockExclusive(SpinLock: PEX_SPIN_LOCK, Old
 }
 
 // ---------------------------------------------------------------------------------------------
-// Randomness (bcrypt.h; BCryptGenRandom, kernel mode through Cng.lib / ksecdd.sys)
+// Randomness (bcrypt.h; BCryptGenRandom, kernel mode through Cng.lib: cng.sys)
 
 /// `BCRYPT_RNG_USE_ENTROPY_IN_BUFFER` (ignored from Windows 8 on).
 const BCRYPT_RNG_USE_ENTROPY_IN_BUFFER: ULONG = 0x1;

@@ -21,6 +21,7 @@ use wdk_sys::{
 };
 
 use crate::etw::EtwSession;
+use crate::pool::Pool;
 use crate::violation::Violation;
 
 /// `PASSIVE_LEVEL`.
@@ -213,6 +214,8 @@ pub struct Framework {
     pub spin_irqls: BTreeMap<usize, u8>,
     /// Rundown protections by address.
     pub rundowns: BTreeMap<usize, Rundown>,
+    /// The kernel pool (`ExAllocatePool2`).
+    pub pool: Pool,
     /// `KeQueryMaximumProcessorCountEx(ALL_PROCESSOR_GROUPS)`.
     pub processors: u32,
     /// `KeGetCurrentProcessorNumberEx`.
@@ -249,6 +252,7 @@ impl Default for Framework {
             rw_locks: BTreeMap::new(),
             spin_irqls: BTreeMap::new(),
             rundowns: BTreeMap::new(),
+            pool: Pool::default(),
             processors: 4,
             current_processor: 0,
             rng_state: 0x5EED_0000_0000_0001,

@@ -17,6 +17,8 @@
 //!   request completed exactly once, `Information` within the output buffer;
 //! - work items and timers (parent rules, coalescing enqueue, flush, periodic re-arm, no
 //!   periodic passive timer), IRQL rules, spin locks, `RtlGetVersion`, the `Parameters` key;
+//! - the kernel pool ([`pool`]: `ExAllocatePool2`/`ExFreePool`, reached by vsflow.sys as linked
+//!   for Windows when crates/sys-loader runs it; the host build uses the host heap);
 //! - unload: `EvtDriverUnload`, then the framework deletes the tree; leftovers are reported.
 //!
 //! [`Session`] is the harness a test drives; [`etw`] records the driver's TraceLogging events.
@@ -35,6 +37,7 @@
 pub mod etw;
 pub mod exports;
 pub mod framework;
+pub mod pool;
 pub mod sddl;
 pub mod session;
 pub mod status;

@@ -364,6 +364,9 @@ fn report_leftovers(when: &str) {
         if !fw.inits.is_empty() {
             left.push(format!("{} WDFDEVICE_INIT never freed after {when}", fw.inits.len()));
         }
+        for leak in fw.pool.leaks() {
+            left.push(format!("{leak} never freed after {when}"));
+        }
         for (h, r) in &fw.requests {
             if r.completed.is_none() {
                 left.push(format!("request {h:#x} (IOCTL {:#x}) never completed", r.code));
@@ -404,6 +407,18 @@ impl Session {
     #[must_use]
     pub fn debug_output(&self) -> Vec<(u32, u32, String)> {
         framework::with(|fw| fw.debug_output.clone())
+    }
+
+    /// Live pool allocations: address, bytes, tag.
+    #[must_use]
+    pub fn pool_live(&self) -> Vec<(usize, usize, u32)> {
+        framework::with(|fw| fw.pool.live().into_iter().map(|(a, b)| (a, b.size, b.tag)).collect())
+    }
+
+    /// Pool allocations made so far.
+    #[must_use]
+    pub fn pool_allocations(&self) -> u64 {
+        framework::with(|fw| fw.pool.allocations)
     }
 
     /// Live WDF objects by type name.

@@ -766,3 +766,35 @@ fn bcrypt_gen_random_needs_a_null_handle_the_system_rng_flag_and_passive_level()
     );
     s.unload().expect("unloads");
 }
+
+#[test]
+fn pool_blocks_never_freed_and_executable_pool_are_reported() {
+    let s = loaded();
+    // SAFETY: a DDI call with plain arguments.
+    let kept = unsafe { wdk_sys::ntddk::ExAllocatePool2(0x40, 24, u32::from_le_bytes(*b"rust")) };
+    assert!(!kept.is_null());
+    assert_eq!(s.pool_live().len(), 1);
+    // SAFETY: as above.
+    let freed = unsafe { wdk_sys::ntddk::ExAllocatePool2(0x40, 8, u32::from_le_bytes(*b"vsfl")) };
+    // SAFETY: the block just allocated, freed once.
+    unsafe { wdk_sys::ntddk::ExFreePool(freed) };
+    // SAFETY: as above (POOL_FLAG_NON_PAGED_EXECUTE).
+    assert!(unsafe { wdk_sys::ntddk::ExAllocatePool2(0x80, 8, 1) }.is_null());
+    // SAFETY: as above (`NonPagedPool`, executable).
+    let rundown = unsafe {
+        wdk_sys::ntddk::ExAllocateCacheAwareRundownProtection(wdk_sys::_POOL_TYPE::NonPagedPool, 1)
+    };
+    assert!(rundown.is_null());
+    s.unload().expect("unloads");
+    let v = s.violations();
+    assert_eq!(
+        v.iter().filter(|v| matches!(v, Violation::BadArgument { .. })).count(),
+        2,
+        "executable pool twice: {v:?}"
+    );
+    assert!(
+        v.iter().any(|v| matches!(v, Violation::LeftAtUnload { what }
+            if what == "pool tag 'rust': 1 block(s), 24 bytes never freed after unload")),
+        "{v:?}"
+    );
+}

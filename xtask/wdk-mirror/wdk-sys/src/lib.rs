@@ -1,9 +1,13 @@
 //! Mirror of wdk-sys 0.5 (KMDF): the items vsflow's driver uses, with bindgen's names and
 //! signatures (wdk-real's `mirror_vs_real.py` compares them with the real bindings).
 //!
-//! The functions are declarations. For `x86_64-pc-windows-msvc` (`cargo xtask wdk-check`) they
-//! are never linked. On the Linux host (`cargo xtask driver-tests`) the crate wdf-sim, the KMDF
-//! double, defines every one of them, so the driver's calls dispatch into the double.
+//! The functions are declarations. For `x86_64-pc-windows-msvc` the WDF functions are called
+//! as the real crate calls them: through the `WdfFunctions_01033` table with `WdfDriverGlobals`
+//! first (`cargo xtask wdk-check` type-checks that; `cargo xtask sys` links it, with the table
+//! and globals defined by crates/kmdf-stub and the kernel functions by import libraries made
+//! from the repository's table of kernel exports). On the Linux host (`cargo xtask
+//! driver-tests`) the crate wdf-sim, the KMDF double, defines every one of them by name, so the
+//! driver's calls dispatch into the double.
 
 #![no_std]
 #![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, missing_docs, clippy::all, clippy::pedantic, clippy::nursery)]
@@ -58,6 +62,7 @@ pub struct _UNICODE_STRING {
     pub Buffer: PWCH,
 }
 pub type UNICODE_STRING = _UNICODE_STRING;
+pub type PUNICODE_STRING = *mut UNICODE_STRING;
 pub type PCUNICODE_STRING = *const UNICODE_STRING;
 
 #[repr(C)]
@@ -69,16 +74,58 @@ pub struct _DEVICE_OBJECT {
 pub type DEVICE_OBJECT = _DEVICE_OBJECT;
 pub type PDEVICE_OBJECT = *mut DEVICE_OBJECT;
 
+/// wdm.h: the driver object the I/O manager passes to `DriverEntry`, in full (the KMDF stub
+/// hooks `DriverUnload`, so the image reads and writes past the leading fields).
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Copy, Clone)]
 pub struct _DRIVER_OBJECT {
     pub Type: CSHORT,
     pub Size: CSHORT,
     pub DeviceObject: PDEVICE_OBJECT,
     pub Flags: ULONG,
+    pub DriverStart: PVOID,
+    pub DriverSize: ULONG,
+    pub DriverSection: PVOID,
+    pub DriverExtension: PDRIVER_EXTENSION,
+    pub DriverName: UNICODE_STRING,
+    pub HardwareDatabase: PUNICODE_STRING,
+    pub FastIoDispatch: PFAST_IO_DISPATCH,
+    pub DriverInit: PDRIVER_INITIALIZE,
+    pub DriverStartIo: PDRIVER_STARTIO,
+    pub DriverUnload: PDRIVER_UNLOAD,
+    pub MajorFunction: [PDRIVER_DISPATCH; 28usize],
 }
 pub type DRIVER_OBJECT = _DRIVER_OBJECT;
 pub type PDRIVER_OBJECT = *mut DRIVER_OBJECT;
+const _: () = assert!(core::mem::size_of::<_DRIVER_OBJECT>() == 336);
+const _: () = assert!(core::mem::offset_of!(_DRIVER_OBJECT, DriverUnload) == 104);
+
+/// Opaque here: the driver never reads them.
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _DRIVER_EXTENSION {
+    _unused: [u8; 0],
+}
+pub type PDRIVER_EXTENSION = *mut _DRIVER_EXTENSION;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _FAST_IO_DISPATCH {
+    _unused: [u8; 0],
+}
+pub type PFAST_IO_DISPATCH = *mut _FAST_IO_DISPATCH;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _IRP {
+    _unused: [u8; 0],
+}
+pub type DRIVER_INITIALIZE = Option<unsafe extern "C" fn(DriverObject: *mut _DRIVER_OBJECT, RegistryPath: PUNICODE_STRING) -> NTSTATUS>;
+pub type PDRIVER_INITIALIZE = DRIVER_INITIALIZE;
+pub type DRIVER_DISPATCH = Option<unsafe extern "C" fn(DeviceObject: *mut _DEVICE_OBJECT, Irp: *mut _IRP) -> NTSTATUS>;
+pub type PDRIVER_DISPATCH = DRIVER_DISPATCH;
+pub type DRIVER_STARTIO = Option<unsafe extern "C" fn(DeviceObject: *mut _DEVICE_OBJECT, Irp: *mut _IRP)>;
+pub type PDRIVER_STARTIO = DRIVER_STARTIO;
+pub type DRIVER_UNLOAD = Option<unsafe extern "C" fn(DriverObject: *mut _DRIVER_OBJECT)>;
+pub type PDRIVER_UNLOAD = DRIVER_UNLOAD;
 
 macro_rules! wdf_handle {
     ($($h:ident $inner:ident),* $(,)?) => {$(
@@ -421,11 +468,186 @@ pub mod wdf_functions {
     }
 }
 
-/// Mirrors wdk-sys's `call_unsafe_wdf_function_binding!`: calls a WDF function by name with
-/// its arguments (the real macro goes through `WdfFunctions` and adds `WdfDriverGlobals`).
+/// wdf.h, wdfglobals.h, wdffuncenum.h (KMDF 1.33): the function table the KMDF stub binds.
+pub type WDFFUNC = Option<unsafe extern "C" fn()>;
+
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct _WDF_DRIVER_GLOBALS {
+    pub Driver: WDFDRIVER,
+    pub DriverFlags: ULONG,
+    pub DriverTag: ULONG,
+    pub DriverName: [CHAR; 32usize],
+    pub DisplaceDriverUnload: BOOLEAN,
+}
+pub type WDF_DRIVER_GLOBALS = _WDF_DRIVER_GLOBALS;
+pub type PWDF_DRIVER_GLOBALS = *mut _WDF_DRIVER_GLOBALS;
+const _: () = assert!(core::mem::size_of::<_WDF_DRIVER_GLOBALS>() == 56);
+
+unsafe extern "C" {
+    /// `WdfFunctions` (wdf.h renames it `WdfFunctions_01033`): set by `WdfVersionBind`.
+    #[link_name = "WdfFunctions_01033"]
+    pub static mut WdfFunctions: *const WDFFUNC;
+    /// The driver's globals, set by `WdfVersionBind`; every WDF call passes it first.
+    pub static mut WdfDriverGlobals: PWDF_DRIVER_GLOBALS;
+    /// The number of table entries the framework provides (bind info version 2).
+    pub static mut WdfFunctionCount: ULONG;
+}
+
+/// `_WDFFUNCENUM`: the table index of each function the driver calls, and the table size.
+pub mod _WDFFUNCENUM {
+    pub type Type = ::core::ffi::c_int;
+    pub const WdfControlDeviceInitAllocateTableIndex: Type = 25;
+    pub const WdfControlFinishInitializingTableIndex: Type = 27;
+    pub const WdfDeviceWdmGetDeviceObjectTableIndex: Type = 31;
+    pub const WdfDeviceInitFreeTableIndex: Type = 54;
+    pub const WdfDeviceInitAssignNameTableIndex: Type = 67;
+    pub const WdfDeviceCreateTableIndex: Type = 75;
+    pub const WdfDeviceCreateSymbolicLinkTableIndex: Type = 80;
+    pub const WdfDriverCreateTableIndex: Type = 116;
+    pub const WdfDriverOpenParametersRegistryKeyTableIndex: Type = 119;
+    pub const WdfIoQueueCreateTableIndex: Type = 152;
+    pub const WdfObjectDeleteTableIndex: Type = 208;
+    pub const WdfRegistryCloseTableIndex: Type = 231;
+    pub const WdfRegistryQueryULongTableIndex: Type = 240;
+    pub const WdfRequestCompleteWithInformationTableIndex: Type = 265;
+    pub const WdfRequestRetrieveInputBufferTableIndex: Type = 269;
+    pub const WdfRequestRetrieveOutputBufferTableIndex: Type = 270;
+    pub const WdfTimerCreateTableIndex: Type = 318;
+    pub const WdfTimerStartTableIndex: Type = 319;
+    pub const WdfTimerStopTableIndex: Type = 320;
+    pub const WdfWorkItemCreateTableIndex: Type = 379;
+    pub const WdfWorkItemEnqueueTableIndex: Type = 380;
+    pub const WdfWorkItemFlushTableIndex: Type = 382;
+    pub const WdfFunctionTableNumEntries: Type = 458;
+}
+pub use self::_WDFFUNCENUM::Type as WDFFUNCENUM;
+
+// One line (longer than rustfmt's 250): wdk-real's mirror_vs_real.py reads declarations by line.
+#[rustfmt::skip]
+pub type PFN_WDFDRIVERCREATE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, DriverObject: PDRIVER_OBJECT, RegistryPath: PCUNICODE_STRING, DriverAttributes: PWDF_OBJECT_ATTRIBUTES, DriverConfig: PWDF_DRIVER_CONFIG, Driver: *mut WDFDRIVER) -> NTSTATUS>;
+pub type PFN_WDFDRIVEROPENPARAMETERSREGISTRYKEY = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Driver: WDFDRIVER, DesiredAccess: ACCESS_MASK, KeyAttributes: PWDF_OBJECT_ATTRIBUTES, Key: *mut WDFKEY) -> NTSTATUS>;
+pub type PFN_WDFREGISTRYQUERYULONG = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Key: WDFKEY, ValueName: PCUNICODE_STRING, Value: PULONG) -> NTSTATUS>;
+pub type PFN_WDFREGISTRYCLOSE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Key: WDFKEY)>;
+pub type PFN_WDFCONTROLDEVICEINITALLOCATE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Driver: WDFDRIVER, SDDLString: PCUNICODE_STRING) -> PWDFDEVICE_INIT>;
+pub type PFN_WDFDEVICEINITASSIGNNAME = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, DeviceInit: PWDFDEVICE_INIT, DeviceName: PCUNICODE_STRING) -> NTSTATUS>;
+pub type PFN_WDFDEVICEINITFREE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, DeviceInit: PWDFDEVICE_INIT)>;
+pub type PFN_WDFDEVICECREATE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, DeviceInit: *mut PWDFDEVICE_INIT, DeviceAttributes: PWDF_OBJECT_ATTRIBUTES, Device: *mut WDFDEVICE) -> NTSTATUS>;
+pub type PFN_WDFDEVICECREATESYMBOLICLINK = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Device: WDFDEVICE, SymbolicLinkName: PCUNICODE_STRING) -> NTSTATUS>;
+pub type PFN_WDFDEVICEWDMGETDEVICEOBJECT = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Device: WDFDEVICE) -> PDEVICE_OBJECT>;
+pub type PFN_WDFCONTROLFINISHINITIALIZING = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Device: WDFDEVICE)>;
+pub type PFN_WDFIOQUEUECREATE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Device: WDFDEVICE, Config: PWDF_IO_QUEUE_CONFIG, QueueAttributes: PWDF_OBJECT_ATTRIBUTES, Queue: *mut WDFQUEUE) -> NTSTATUS>;
+pub type PFN_WDFREQUESTRETRIEVEINPUTBUFFER = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS>;
+pub type PFN_WDFREQUESTRETRIEVEOUTPUTBUFFER = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Request: WDFREQUEST, MinimumRequiredSize: usize, Buffer: *mut PVOID, Length: *mut usize) -> NTSTATUS>;
+pub type PFN_WDFREQUESTCOMPLETEWITHINFORMATION = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Request: WDFREQUEST, Status: NTSTATUS, Information: ULONG_PTR)>;
+pub type PFN_WDFWORKITEMCREATE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Config: PWDF_WORKITEM_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, WorkItem: *mut WDFWORKITEM) -> NTSTATUS>;
+pub type PFN_WDFWORKITEMENQUEUE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, WorkItem: WDFWORKITEM)>;
+pub type PFN_WDFWORKITEMFLUSH = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, WorkItem: WDFWORKITEM)>;
+pub type PFN_WDFTIMERCREATE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Config: PWDF_TIMER_CONFIG, Attributes: PWDF_OBJECT_ATTRIBUTES, Timer: *mut WDFTIMER) -> NTSTATUS>;
+pub type PFN_WDFTIMERSTART = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Timer: WDFTIMER, DueTime: LONGLONG) -> BOOLEAN>;
+pub type PFN_WDFTIMERSTOP = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Timer: WDFTIMER, Wait: BOOLEAN) -> BOOLEAN>;
+pub type PFN_WDFOBJECTDELETE = Option<unsafe extern "C" fn(DriverGlobals: PWDF_DRIVER_GLOBALS, Object: WDFOBJECT)>;
+
+/// wdk-sys's `wdf` module: what its macro reads the table size from.
+pub mod wdf {
+    #[doc(hidden)]
+    pub mod __private {
+        /// Returns the number of functions available in the WDF function table (KMDF 1.25 and
+        /// later: `WdfFunctionCount`, set when the stub binds).
+        #[must_use]
+        pub fn get_wdf_function_count() -> usize {
+            // SAFETY: written by `WdfVersionBind` before `DriverEntry`, never afterwards.
+            (unsafe { crate::WdfFunctionCount }) as usize
+        }
+    }
+}
+
+/// Each WDF function the driver calls, by name: its `PFN_*` type and its table index (what
+/// the real crate's proc macro derives from the name).
+#[doc(hidden)]
+pub mod wdf_table {
+    macro_rules! entries {
+        ($($name:ident $pfn:ident $index:ident),* $(,)?) => {$(
+            pub mod $name {
+                pub type Pfn = crate::$pfn;
+                pub const INDEX: usize = crate::_WDFFUNCENUM::$index as usize;
+            }
+        )*};
+    }
+    entries!(
+        WdfDriverCreate PFN_WDFDRIVERCREATE WdfDriverCreateTableIndex,
+        WdfDriverOpenParametersRegistryKey PFN_WDFDRIVEROPENPARAMETERSREGISTRYKEY WdfDriverOpenParametersRegistryKeyTableIndex,
+        WdfRegistryQueryULong PFN_WDFREGISTRYQUERYULONG WdfRegistryQueryULongTableIndex,
+        WdfRegistryClose PFN_WDFREGISTRYCLOSE WdfRegistryCloseTableIndex,
+        WdfControlDeviceInitAllocate PFN_WDFCONTROLDEVICEINITALLOCATE WdfControlDeviceInitAllocateTableIndex,
+        WdfDeviceInitAssignName PFN_WDFDEVICEINITASSIGNNAME WdfDeviceInitAssignNameTableIndex,
+        WdfDeviceInitFree PFN_WDFDEVICEINITFREE WdfDeviceInitFreeTableIndex,
+        WdfDeviceCreate PFN_WDFDEVICECREATE WdfDeviceCreateTableIndex,
+        WdfDeviceCreateSymbolicLink PFN_WDFDEVICECREATESYMBOLICLINK WdfDeviceCreateSymbolicLinkTableIndex,
+        WdfDeviceWdmGetDeviceObject PFN_WDFDEVICEWDMGETDEVICEOBJECT WdfDeviceWdmGetDeviceObjectTableIndex,
+        WdfControlFinishInitializing PFN_WDFCONTROLFINISHINITIALIZING WdfControlFinishInitializingTableIndex,
+        WdfIoQueueCreate PFN_WDFIOQUEUECREATE WdfIoQueueCreateTableIndex,
+        WdfRequestRetrieveInputBuffer PFN_WDFREQUESTRETRIEVEINPUTBUFFER WdfRequestRetrieveInputBufferTableIndex,
+        WdfRequestRetrieveOutputBuffer PFN_WDFREQUESTRETRIEVEOUTPUTBUFFER WdfRequestRetrieveOutputBufferTableIndex,
+        WdfRequestCompleteWithInformation PFN_WDFREQUESTCOMPLETEWITHINFORMATION WdfRequestCompleteWithInformationTableIndex,
+        WdfWorkItemCreate PFN_WDFWORKITEMCREATE WdfWorkItemCreateTableIndex,
+        WdfWorkItemEnqueue PFN_WDFWORKITEMENQUEUE WdfWorkItemEnqueueTableIndex,
+        WdfWorkItemFlush PFN_WDFWORKITEMFLUSH WdfWorkItemFlushTableIndex,
+        WdfTimerCreate PFN_WDFTIMERCREATE WdfTimerCreateTableIndex,
+        WdfTimerStart PFN_WDFTIMERSTART WdfTimerStartTableIndex,
+        WdfTimerStop PFN_WDFTIMERSTOP WdfTimerStopTableIndex,
+        WdfObjectDelete PFN_WDFOBJECTDELETE WdfObjectDeleteTableIndex,
+    );
+}
+
+/// Mirrors wdk-sys's `call_unsafe_wdf_function_binding!` for the kernel target: the function
+/// pointer at the name's index of `WdfFunctions` (a slice of `WdfFunctionCount` entries, so an
+/// index past the framework's table panics instead of reading past it), called with
+/// `WdfDriverGlobals` first, as the inline functions of the WDF headers do.
+#[cfg(target_os = "windows")]
+#[macro_export]
+macro_rules! call_unsafe_wdf_function_binding {
+    ($name:ident $(, $arg:expr)* $(,)?) => {{
+        let table: &[$crate::WDFFUNC] = ::core::slice::from_raw_parts($crate::WdfFunctions, $crate::wdf::__private::get_wdf_function_count());
+        let function = ::core::mem::transmute::<$crate::WDFFUNC, $crate::wdf_table::$name::Pfn>(table[$crate::wdf_table::$name::INDEX]);
+        match function {
+            Some(function) => function($crate::WdfDriverGlobals, $($arg),*),
+            None => ::core::unreachable!("WDF function table entry is null"),
+        }
+    }};
+}
+
+/// On the Linux host (`cargo xtask driver-tests`): calls the WDF function by name, without the
+/// `WdfDriverGlobals` argument; crates/wdf-sim defines each one.
+#[cfg(not(target_os = "windows"))]
 #[macro_export]
 macro_rules! call_unsafe_wdf_function_binding {
     ($name:ident $(, $arg:expr)* $(,)?) => {
         $crate::wdf_functions::$name($($arg),*)
     };
+}
+
+// wdk-sys defines these for every kernel image it links (lib.rs): `_fltused` because LLVM
+// references it whenever floating point types appear, the C++ frame handlers because
+// `panic = "abort"` builds still reference them from unwind tables.
+#[cfg(target_os = "windows")]
+#[unsafe(no_mangle)]
+pub static _fltused: () = ();
+
+#[cfg(all(target_os = "windows", panic = "abort"))]
+#[unsafe(no_mangle)]
+pub const extern "system" fn __CxxFrameHandler3() -> i32 {
+    0
+}
+
+#[cfg(all(target_os = "windows", panic = "abort"))]
+#[unsafe(no_mangle)]
+pub const extern "system" fn __CxxFrameHandler4() -> i32 {
+    1
+}
+
+#[cfg(all(target_os = "windows", panic = "abort"))]
+#[unsafe(no_mangle)]
+pub const extern "system" fn __GSHandlerCheck_EH4() -> i32 {
+    2
 }
