@@ -27,6 +27,7 @@ fn case(name: &str) -> Report {
 fn passes(name: &str) {
     let r = case(name);
     assert!(r.passed(), "{}", r.to_text());
+    assert!(r.empty_classes().is_empty(), "classes without traffic: {:?}", r.empty_classes());
 }
 
 // ---- The harness itself: it sees an opening and a loss --------------------------------------
@@ -56,6 +57,40 @@ fn the_harness_catches_a_destination_that_opens_and_one_that_loses_connections()
     assert_eq!((opened.opened, opened.new_inbound_connections), (10, 10), "{}", r.to_text());
     assert!(!r.passed());
     assert_eq!(r.class("carried connections").differing, 0, "{}", r.to_text());
+
+    // In the window, a B in Monitor admits every segment: the first 4 of a 5-tuple are what
+    // the window documents, the rest open the firewall; after the VM's reset, anything does.
+    let mut run = Run::start("self-test-cap", Setup::default());
+    run.migrate(Arrival::Intact);
+    run.destination_mode(Mode::Monitor);
+    run.guest_silent(true);
+    run.class("eight ACKs, B in Monitor");
+    let ack = run.outsider(
+        vsflow_core::IpFamily::V4,
+        vsflow_core::protocol::TCP,
+        7,
+        3389,
+        vsflow_sim::tools::traffic::tcp::ACK,
+    );
+    for _ in 0..8 {
+        run.inbound(&ack, vsflow_sim::tools::differential::Origin::Adversary);
+    }
+    run.guest_silent(false);
+    run.class("after the VM's reset, B in Monitor");
+    let other = run.outsider(
+        vsflow_core::IpFamily::V4,
+        vsflow_core::protocol::TCP,
+        8,
+        3389,
+        vsflow_sim::tools::traffic::tcp::ACK,
+    );
+    run.inbound(&other, vsflow_sim::tools::differential::Origin::Adversary);
+    run.inbound(&other, vsflow_sim::tools::differential::Origin::Adversary);
+    let r = run.finish();
+    let capped = r.class("eight ACKs, B in Monitor");
+    assert_eq!((capped.window_admissions, capped.opened), (4, 4), "{}", r.to_text());
+    let refused = r.class("after the VM's reset, B in Monitor");
+    assert_eq!((refused.window_admissions, refused.opened), (1, 1), "{}", r.to_text());
 
     // B never receives the state (no restore, DefaultMode Enforce on B): the VM's connections
     // are lost, and the harness says so.

@@ -777,3 +777,28 @@ fn a_second_migration_carries_the_fingerprints_still_pending() {
     finish(&mut b);
     finish(&mut c);
 }
+
+// Fails on main (8a6beaa): a restore whose switch parameters vsflow cannot read (a switch name of
+// odd byte length) failed with STATUS_INVALID_PARAMETER, which fails the VM's whole restore;
+// only FailBadRestores may fail one.
+#[test]
+fn a_restore_with_unreadable_switch_parameters_never_fails_the_vm() {
+    let (mut b, sb) = host(2, DriverConfig::default(), "SW-B");
+    vm_port(&mut b, sb, 5, NAME, 1, true);
+    let mut params: sys::NDIS_SWITCH_PARAMETERS =
+        // SAFETY: plain data; all zeroes is a valid (empty) value.
+        unsafe { std::mem::zeroed() };
+    params.SwitchName.Length = 3; // not a whole number of UTF-16 units
+    let status = b.within(|| b.driver().on_restore(std::ptr::null_mut(), &params, 5, &[]));
+    assert_eq!(status, sys::STATUS_SUCCESS, "the VM's restore does not fail");
+    assert!(
+        restore_events(&b).iter().any(|e| matches!(
+            e,
+            TraceEvent::Restore { outcome: RestoreOutcome::Degraded(_), status: 0, .. }
+        )),
+        "counted and traced as degraded: {:?}",
+        restore_events(&b)
+    );
+    assert_eq!(b.driver().stats().restores_unknown_port, 1);
+    finish(&mut b);
+}

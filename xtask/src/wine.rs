@@ -266,7 +266,8 @@ fn cli_cases(tcp_port: &str, udp_port: &str, free_port: &str, local_app_data: &s
         // is real file I/O (with `LockFileEx`, a create-new temporary file and an atomic
         // rename) in the user's own %LOCALAPPDATA% (never %ProgramData%, where any user can
         // create the folder first), its folder's owner and DACL checked before every use.
-        case(&["nsp", "serve"], 3, "WSAAdvertiseProvider is not exported by ws2_32.dll"),
+        // The catalog is checked first: not installed (Wine cannot install it), exit 6.
+        case(&["nsp", "serve"], 6, "the netports name provider is not installed: run `netports nsp install`"),
         // Both catalogs are checked first; Wine has no 32-bit catalog functions (nor
         // WSCInstallNameSpaceEx): unsupported, never a half install.
         case(&["nsp", "install"], 3, "WSCEnumNameSpaceProviders32 is not exported by ws2_32.dll"),

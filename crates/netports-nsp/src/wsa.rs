@@ -1,33 +1,36 @@
-//! The Winsock error codes a namespace provider reports, and the provider's error type.
+//! The Winsock error codes a namespace provider reports (windows-sys's values), and the
+//! provider's error type.
 
 use std::fmt;
 
+use windows_sys::Win32::Networking::WinSock as ws;
+
 /// `WSA_INVALID_HANDLE`: a lookup handle that is unknown, ended or run down.
-pub const WSA_INVALID_HANDLE: i32 = 6;
+pub const WSA_INVALID_HANDLE: i32 = ws::WSA_INVALID_HANDLE;
 /// `WSA_NOT_ENOUGH_MEMORY`: also reported when a session or lookup limit is reached.
-pub const WSA_NOT_ENOUGH_MEMORY: i32 = 8;
+pub const WSA_NOT_ENOUGH_MEMORY: i32 = ws::WSA_NOT_ENOUGH_MEMORY;
 /// `WSAEFAULT`: the results buffer is too small (the needed size is reported with it).
-pub const WSAEFAULT: i32 = 10_014;
+pub const WSAEFAULT: i32 = ws::WSAEFAULT;
 /// `WSAEINVAL`: a malformed argument.
-pub const WSAEINVAL: i32 = 10_022;
+pub const WSAEINVAL: i32 = ws::WSAEINVAL;
 /// `WSAEOPNOTSUPP`: behaviour the provider does not offer.
-pub const WSAEOPNOTSUPP: i32 = 10_045;
+pub const WSAEOPNOTSUPP: i32 = ws::WSAEOPNOTSUPP;
 /// `WSAEINVALIDPROVIDER`: a call meant for another provider.
-pub const WSAEINVALIDPROVIDER: i32 = 10_105;
+pub const WSAEINVALIDPROVIDER: i32 = ws::WSAEINVALIDPROVIDER;
 /// `WSASERVICE_NOT_FOUND`: the name is not known to this provider.
-pub const WSASERVICE_NOT_FOUND: i32 = 10_108;
+pub const WSASERVICE_NOT_FOUND: i32 = ws::WSASERVICE_NOT_FOUND;
 /// `WSA_E_NO_MORE`: every result of the lookup has been returned.
-pub const WSA_E_NO_MORE: i32 = 10_110;
+pub const WSA_E_NO_MORE: i32 = ws::WSA_E_NO_MORE;
 /// `WSA_E_CANCELLED`: `LookupServiceEnd` (or the session's rundown) ran during the call.
-pub const WSA_E_CANCELLED: i32 = 10_111;
+pub const WSA_E_CANCELLED: i32 = ws::WSA_E_CANCELLED;
 /// `WSANO_RECOVERY`: an internal failure (a panic caught at the boundary, an I/O error).
-pub const WSANO_RECOVERY: i32 = 11_003;
+pub const WSANO_RECOVERY: i32 = ws::WSANO_RECOVERY;
 /// `WSANO_DATA`: the name is known but has no data now (Teredo client stopped, reservation
 /// deleted).
-pub const WSANO_DATA: i32 = 11_004;
+pub const WSANO_DATA: i32 = ws::WSANO_DATA;
 /// `SOCKET_ERROR`: what an `INT` entry point returns on failure (the code goes to
 /// `WSASetLastError`).
-pub const SOCKET_ERROR: i32 = -1;
+pub const SOCKET_ERROR: i32 = ws::SOCKET_ERROR;
 
 /// Why a provider call failed; [`WsaError::code`] is what Winsock receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

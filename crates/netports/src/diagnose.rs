@@ -10,10 +10,11 @@
 //!   (`netports acquire --hold` included), and netsh shows them alike; so the WinNAT remedy is
 //!   offered only while the `winnat` service runs.
 //! - An administered range (`*` in netsh: a persistent reservation or `netsh add
-//!   excludedportrange`) does not refuse a plain bind: KB 3039044 ("the first bind to an
-//!   excluded port succeeds"; only a second `SO_REUSEADDR` bind fails with `WSAEACCES`), and
-//!   users report a plain listen succeeding on a `*` range. So a port there is "free" for a
-//!   single listener, with a note.
+//!   excludedportrange`) does not refuse a plain bind: KB 3039044 (which applies to Windows
+//!   Server 2008 R2, 2012 and 2012 R2: the first bind to an excluded port succeeds, a second
+//!   `SO_REUSEADDR` bind fails with `WSAEACCES`), and users report a plain listen succeeding on a
+//!   `*` range on later versions. So a port there is "free" for a single listener, with a note
+//!   that scopes the KB to the versions it names (later ones: docs/WINDOWS-VERIFICATION.md P9).
 //! - The ports are probed on 0.0.0.0, 127.0.0.1, `[::]` and `[::1]`: a socket bound to one
 //!   address (say 127.0.0.1) makes the port busy there only.
 //! - A socket bound to a specific non-loopback address leaves all four probes free: a default
@@ -348,7 +349,7 @@ impl Verdict {
                 )];
                 for n in notes {
                     lines.push(match n {
-                        Note::Administered { block } => format!("  note: it is in the administered range {block}: a plain bind succeeds there, but a second SO_REUSEADDR bind fails with WSAEACCES (KB 3039044)"),
+                        Note::Administered { block } => format!("  note: it is in the administered range {block}: a plain bind succeeds there; a second SO_REUSEADDR bind fails with WSAEACCES on Windows Server 2008 R2, 2012 and 2012 R2 (KB 3039044)"),
                         Note::Dynamic { block, family } => format!("  note: it is in the {} dynamic port range {block}: Windows may give it to an outgoing connection at any time; reserve it (`netports reserve {proto} {port} 1`, elevated)", family.name()),
                     });
                 }
@@ -414,7 +415,7 @@ impl Verdict {
                 lines
             }
             Self::Reserved { block } => vec![format!(
-                "{proto} {port} is refused (WSAEACCES) and lies in the administered range {block}; a plain bind normally succeeds there (KB 3039044), so check for a second bind with SO_REUSEADDR or a filter; `netports lookup {proto} {} {}` shows whether it is a persistent reservation",
+                "{proto} {port} is refused (WSAEACCES) and lies in the administered range {block}; a plain bind normally succeeds there, so check for a filter, or (on Windows Server 2008 R2 to 2012 R2, KB 3039044) a second bind with SO_REUSEADDR; `netports lookup {proto} {} {}` shows whether it is a persistent reservation",
                 block.start, block.count
             )],
             Self::Denied => vec![format!(

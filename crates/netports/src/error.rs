@@ -2,39 +2,42 @@
 
 use std::fmt;
 
-/// Win32 error codes the APIs return (documented values).
+/// Win32 and Winsock error codes the APIs return (windows-sys's definitions, as `u32`).
 pub mod win32 {
+    use windows_sys::Win32::Foundation as f;
+    use windows_sys::Win32::Networking::WinSock as ws;
+
     /// `ERROR_ACCESS_DENIED`.
-    pub const ACCESS_DENIED: u32 = 5;
+    pub const ACCESS_DENIED: u32 = f::ERROR_ACCESS_DENIED;
     /// `ERROR_INVALID_HANDLE`.
-    pub const INVALID_HANDLE: u32 = 6;
+    pub const INVALID_HANDLE: u32 = f::ERROR_INVALID_HANDLE;
     /// `ERROR_NOT_ENOUGH_MEMORY`.
-    pub const NOT_ENOUGH_MEMORY: u32 = 8;
+    pub const NOT_ENOUGH_MEMORY: u32 = f::ERROR_NOT_ENOUGH_MEMORY;
     /// `ERROR_NOT_READY`.
-    pub const NOT_READY: u32 = 21;
+    pub const NOT_READY: u32 = f::ERROR_NOT_READY;
     /// `ERROR_SHARING_VIOLATION`.
-    pub const SHARING_VIOLATION: u32 = 32;
+    pub const SHARING_VIOLATION: u32 = f::ERROR_SHARING_VIOLATION;
     /// `ERROR_NOT_SUPPORTED`.
-    pub const NOT_SUPPORTED: u32 = 50;
+    pub const NOT_SUPPORTED: u32 = f::ERROR_NOT_SUPPORTED;
     /// `ERROR_INVALID_PARAMETER`.
-    pub const INVALID_PARAMETER: u32 = 87;
+    pub const INVALID_PARAMETER: u32 = f::ERROR_INVALID_PARAMETER;
     /// `ERROR_FILE_NOT_FOUND` (opening a device that does not exist).
-    pub const FILE_NOT_FOUND: u32 = 2;
+    pub const FILE_NOT_FOUND: u32 = f::ERROR_FILE_NOT_FOUND;
     /// `ERROR_NOT_FOUND`.
-    pub const NOT_FOUND: u32 = 1168;
+    pub const NOT_FOUND: u32 = f::ERROR_NOT_FOUND;
     /// `ERROR_CALL_NOT_IMPLEMENTED` (also how netports reports a missing export through
     /// code-returning traits).
-    pub const CALL_NOT_IMPLEMENTED: u32 = 120;
+    pub const CALL_NOT_IMPLEMENTED: u32 = f::ERROR_CALL_NOT_IMPLEMENTED;
     /// `WSAEOPNOTSUPP` (a socket IOCTL this Winsock does not implement).
-    pub const WSAEOPNOTSUPP: u32 = 10045;
+    pub const WSAEOPNOTSUPP: u32 = ws::WSAEOPNOTSUPP.cast_unsigned();
     /// `WSAEACCES`.
-    pub const WSAEACCES: u32 = 10013;
+    pub const WSAEACCES: u32 = ws::WSAEACCES.cast_unsigned();
     /// `WSAEADDRINUSE`.
-    pub const WSAEADDRINUSE: u32 = 10048;
+    pub const WSAEADDRINUSE: u32 = ws::WSAEADDRINUSE.cast_unsigned();
     /// `WSAENOBUFS`: no buffer space (resources), not a conflict.
-    pub const WSAENOBUFS: u32 = 10055;
+    pub const WSAENOBUFS: u32 = ws::WSAENOBUFS.cast_unsigned();
     /// `WSANO_RECOVERY`: a non-recoverable error (the catalog refused the change).
-    pub const WSANO_RECOVERY: u32 = 11003;
+    pub const WSANO_RECOVERY: u32 = ws::WSANO_RECOVERY.cast_unsigned();
 }
 
 /// A netports failure.
@@ -175,7 +178,13 @@ impl fmt::Display for Error {
             Self::DriverNotInstalled => f.write_str("the vsflow driver is not installed or not running (`sc query vsflow`; install with docs/INSTALL.md)"),
             Self::Driver { status } => write!(f, "the driver refused the request: NTSTATUS {status:#010x}"),
             Self::Protocol(why) => write!(f, "unexpected answer: {why}"),
-            Self::Os { code, function } => write!(f, "{function} failed with Windows error {code}"),
+            Self::Os { code, function } => match wfp_error(*code) {
+                Some((name, meaning)) => {
+                    write!(f, "{function} failed with {code:#010x} ({name}: {meaning})")
+                }
+                None if *code >= 0x8000_0000 => write!(f, "{function} failed with {code:#010x}"),
+                None => write!(f, "{function} failed with Windows error {code}"),
+            },
             Self::Reported(code) => write!(f, "exit code {code}"),
             Self::BfeStopped(why) => write!(f, "the Base Filtering Engine (BFE) stopped ({why}): Windows dropped netports' WFP filters and subscriptions with it; run the command again once BFE runs (`sc query bfe`)"),
         }
@@ -183,6 +192,98 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// The name and meaning (WFP Error Codes) of the `FWP_E_*` codes netports can meet.
+#[must_use]
+pub fn wfp_error(code: u32) -> Option<(&'static str, &'static str)> {
+    use windows_sys::Win32::Foundation as f;
+    let table: [(i32, &str, &str); 24] = [
+        (f::FWP_E_FILTER_NOT_FOUND, "FWP_E_FILTER_NOT_FOUND", "the filter does not exist"),
+        (f::FWP_E_LAYER_NOT_FOUND, "FWP_E_LAYER_NOT_FOUND", "the layer does not exist"),
+        (f::FWP_E_PROVIDER_NOT_FOUND, "FWP_E_PROVIDER_NOT_FOUND", "the provider does not exist"),
+        (f::FWP_E_SUBLAYER_NOT_FOUND, "FWP_E_SUBLAYER_NOT_FOUND", "the sub-layer does not exist"),
+        (f::FWP_E_NOT_FOUND, "FWP_E_NOT_FOUND", "the object does not exist"),
+        (
+            f::FWP_E_ALREADY_EXISTS,
+            "FWP_E_ALREADY_EXISTS",
+            "an object with that GUID or LUID already exists",
+        ),
+        (
+            f::FWP_E_IN_USE,
+            "FWP_E_IN_USE",
+            "the object is referenced by other objects, so it cannot be deleted",
+        ),
+        (
+            f::FWP_E_DYNAMIC_SESSION_IN_PROGRESS,
+            "FWP_E_DYNAMIC_SESSION_IN_PROGRESS",
+            "the call is not allowed from within a dynamic session",
+        ),
+        (f::FWP_E_WRONG_SESSION, "FWP_E_WRONG_SESSION", "the call was made from the wrong session"),
+        (
+            f::FWP_E_NO_TXN_IN_PROGRESS,
+            "FWP_E_NO_TXN_IN_PROGRESS",
+            "the call must be made from within an explicit transaction",
+        ),
+        (
+            f::FWP_E_TXN_IN_PROGRESS,
+            "FWP_E_TXN_IN_PROGRESS",
+            "the call is not allowed from within an explicit transaction",
+        ),
+        (
+            f::FWP_E_TXN_ABORTED,
+            "FWP_E_TXN_ABORTED",
+            "the explicit transaction has been forcibly cancelled",
+        ),
+        (f::FWP_E_SESSION_ABORTED, "FWP_E_SESSION_ABORTED", "the session has been cancelled"),
+        (
+            f::FWP_E_INCOMPATIBLE_TXN,
+            "FWP_E_INCOMPATIBLE_TXN",
+            "the call is not allowed from within a read-only transaction",
+        ),
+        (
+            f::FWP_E_TIMEOUT,
+            "FWP_E_TIMEOUT",
+            "the call timed out while waiting to acquire the transaction lock",
+        ),
+        (
+            f::FWP_E_LIFETIME_MISMATCH,
+            "FWP_E_LIFETIME_MISMATCH",
+            "the call tried to associate two objects with incompatible lifetimes",
+        ),
+        (
+            f::FWP_E_BUILTIN_OBJECT,
+            "FWP_E_BUILTIN_OBJECT",
+            "the object is built in, so it cannot be deleted",
+        ),
+        (f::FWP_E_NULL_POINTER, "FWP_E_NULL_POINTER", "a required pointer is null"),
+        (f::FWP_E_INVALID_ENUMERATOR, "FWP_E_INVALID_ENUMERATOR", "an enumerator is not valid"),
+        (
+            f::FWP_E_INVALID_FLAGS,
+            "FWP_E_INVALID_FLAGS",
+            "the flags field contains an invalid value",
+        ),
+        (
+            f::FWP_E_TYPE_MISMATCH,
+            "FWP_E_TYPE_MISMATCH",
+            "the data type does not match the expected type",
+        ),
+        (f::FWP_E_INVALID_PARAMETER, "FWP_E_INVALID_PARAMETER", "the parameter is incorrect"),
+        (
+            f::FWP_E_INCOMPATIBLE_LAYER,
+            "FWP_E_INCOMPATIBLE_LAYER",
+            "the operation is not supported by the specified layer",
+        ),
+        (
+            f::FWP_E_DUPLICATE_CONDITION,
+            "FWP_E_DUPLICATE_CONDITION",
+            "a filter condition contains a duplicate",
+        ),
+    ];
+    table
+        .iter()
+        .find(|(c, _, _)| c.cast_unsigned() == code)
+        .map(|(_, name, meaning)| (*name, *meaning))
+}
 
 #[cfg(test)]
 mod tests {

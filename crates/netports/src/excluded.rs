@@ -106,6 +106,41 @@ fn unrecognised(what: &str, output: &str) -> Error {
     Error::Protocol(format!("netsh {what}: output not recognised (first line: {first:?})"))
 }
 
+/// What enumerating one registry value (`RegEnumValueW` at an index) gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueName {
+    /// The value's name.
+    Name(String),
+    /// A name too long for the buffer (`ERROR_MORE_DATA`): not a port range, skipped.
+    TooLong,
+    /// Any other result code (`ERROR_NO_MORE_ITEMS`, 259, ends the enumeration).
+    Error(u32),
+}
+
+/// `ERROR_NO_MORE_ITEMS`.
+const ERROR_NO_MORE_ITEMS: u32 = 259;
+
+/// The administered reservations a registry key's value names describe, enumerating with
+/// `value` (index by index) until `ERROR_NO_MORE_ITEMS`; names that are not a port range are
+/// skipped. Sorted.
+///
+/// # Errors
+/// The first other error code (the enumeration stops there: an error that repeats would
+/// otherwise never end it, and a listing with holes would hide reservations).
+pub fn administered_from(mut value: impl FnMut(u32) -> ValueName) -> Result<Vec<PortBlock>, u32> {
+    let mut out = Vec::new();
+    for index in 0.. {
+        match value(index) {
+            ValueName::Name(n) => out.extend(parse_nsi_value_name(&n)),
+            ValueName::TooLong => {}
+            ValueName::Error(ERROR_NO_MORE_ITEMS) => break,
+            ValueName::Error(code) => return Err(code),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Parses an NSI value name: the hex of an `INET_PORT_RANGE` (start in network order, then the
 /// count, both little-endian `USHORT`s in memory: 8 hex digits).
 #[must_use]

@@ -19,6 +19,7 @@
 pub mod cli;
 pub mod diagnose;
 pub mod driver;
+pub mod endpoints;
 pub mod error;
 pub mod exception;
 pub mod excluded;

@@ -198,6 +198,14 @@ pub fn uninstall(host: &mut dyn NspHost) -> Result<Vec<Catalog>, Error> {
     Ok(present)
 }
 
+/// "Not installed", with what to do: `nsp serve` before `nsp install`.
+#[must_use]
+pub fn not_installed() -> Error {
+    Error::Missing(
+        "the netports name provider is not installed: run `netports nsp install` from an elevated prompt first".into(),
+    )
+}
+
 /// The catalogs as words: `64-bit and 32-bit Winsock catalogs`, `32-bit Winsock catalog`.
 #[must_use]
 pub fn catalogs_text(catalogs: &[Catalog]) -> String {

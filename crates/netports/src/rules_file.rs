@@ -13,7 +13,8 @@
 //! `netports driver rules PORT` prints the rules under a [`header`] naming the port and the
 //! rules version; a file that keeps that header is applied only if the port's rules are still
 //! at that version (see [`dumped_version`]), so an edit made by someone else after the dump is
-//! refused rather than overwritten.
+//! refused rather than overwritten, and only to that port (a dump of another port's rules is
+//! refused: [`dump_header`]).
 
 use std::net::IpAddr;
 
@@ -95,15 +96,21 @@ pub fn header(port: &str, version: u32) -> String {
     format!("# {port} rules, version {version}")
 }
 
-/// The rules version a file was dumped at, from its [`header`] for `port` (the first such
-/// line); `None` when the file has no header for that port (it then replaces whatever rules
-/// the port has).
+/// The port and rules version a file was dumped at, from its first [`header`] line; `None`
+/// when it has none (it then replaces whatever rules the port has).
 #[must_use]
-pub fn dumped_version(text: &str, port: &str) -> Option<u32> {
+pub fn dump_header(text: &str) -> Option<(String, u32)> {
     text.lines().find_map(|line| {
         let (name, version) = line.trim().strip_prefix("# ")?.rsplit_once(" rules, version ")?;
-        if name == port { version.trim().parse().ok() } else { None }
+        Some((name.to_owned(), version.trim().parse().ok()?))
     })
+}
+
+/// The rules version a file was dumped at, from its [`header`] for `port`; `None` when its
+/// header names another port or it has none.
+#[must_use]
+pub fn dumped_version(text: &str, port: &str) -> Option<u32> {
+    dump_header(text).filter(|(name, _)| name == port).map(|(_, v)| v)
 }
 
 /// A rule as a line of the rules file.

@@ -316,11 +316,13 @@ pub fn ports_from_system_ports<'a>(
         .collect()
 }
 
-/// `FWPM_SYSTEM_PORT_TEREDO`.
-pub const FWPM_SYSTEM_PORT_TEREDO: i32 = 1;
+/// `FWPM_SYSTEM_PORT_TEREDO` (windows-sys).
+pub const FWPM_SYSTEM_PORT_TEREDO: i32 =
+    windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::FWPM_SYSTEM_PORT_TEREDO;
 
-/// `MibInitialNotification`.
-pub const MIB_INITIAL_NOTIFICATION: i32 = 3;
+/// `MibInitialNotification` (windows-sys).
+pub const MIB_INITIAL_NOTIFICATION: i32 =
+    windows_sys::Win32::NetworkManagement::IpHelper::MibInitialNotification;
 
 #[cfg(test)]
 mod tests {

@@ -396,7 +396,7 @@ fn why_blocked_decides_from_the_bind_result_first() {
     assert!(out.starts_with("tcp 8001 is free"), "{out}");
     assert!(
         out.contains("administered range 8000-8009: a plain bind succeeds there")
-            && out.contains("KB 3039044"),
+            && out.contains("on Windows Server 2008 R2, 2012 and 2012 R2 (KB 3039044)"),
         "{out}"
     );
     // In use, with the owner from the endpoint tables.
@@ -744,6 +744,52 @@ fn a_port_name_two_switches_share_is_a_usage_error_that_names_the_way_out() {
 }
 
 #[test]
+fn a_rules_file_dumped_from_another_port_is_refused_not_applied() {
+    let (host, mut p) = with_driver();
+    let file = std::env::temp_dir().join(format!("netports-other-{}.txt", std::process::id()));
+    // A dump of another port's rules, applied to vm-seven by mistake: its header says so.
+    std::fs::write(&file, "# vm-eight rules, version 3\nallow tcp 80\n").unwrap();
+    let (code, out, err) = run(&mut p, &["driver", "rules", "vm-seven", file.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("is a dump of vm-eight's rules, not vm-seven's"), "{err}");
+    assert_eq!(
+        run(&mut p, &["driver", "rules", "vm-seven"]).1,
+        "# vm-seven rules, version 0\n",
+        "nothing replaced"
+    );
+    let _ = std::fs::remove_file(&file);
+    unload_cleanly(&host);
+}
+
+#[test]
+fn nsp_serve_before_install_says_not_installed() {
+    let mut p = TestPlatform::new();
+    let dir = std::env::temp_dir().join(format!("netports-serve-{}", std::process::id()));
+    let names = dir.join("names.json");
+    let (code, out, err) = run(&mut p, &["nsp", "serve", "--names-file", names.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (6, ""), "{err}");
+    assert_eq!(
+        err,
+        "netports: the netports name provider is not installed: run `netports nsp install` from an elevated prompt first\n"
+    );
+}
+
+#[test]
+fn names_file_is_an_option_of_the_commands_that_use_it_only() {
+    let mut p = TestPlatform::new();
+    for args in [
+        &["nsp", "install", "--names-file", "x.json"][..],
+        &["nsp", "uninstall", "--names-file", "x.json"],
+        &["nsp", "resolve", "web", "--names-file", "x.json"],
+        &["nsp", "--names-file", "x.json", "install"],
+    ] {
+        let (code, _, err) = run(&mut p, args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+    }
+    assert!(!p.catalog.installed, "nothing was installed");
+}
+
+#[test]
 fn a_rules_file_dumped_before_someone_elses_edit_is_refused_not_applied_over_it() {
     let (host, mut p) = with_driver();
     let file = std::env::temp_dir().join(format!("netports-dump-{}.txt", std::process::id()));
@@ -837,42 +883,42 @@ fn nsp_names_are_registered_listed_and_removed_in_the_names_file() {
     let f = file.to_str().unwrap();
     let mut p = Unsupported;
     let (code, out, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "Web", "tcp", "50000", "10"]);
+        run(&mut p, &["nsp", "register", "Web", "tcp", "50000", "10", "--names-file", f]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("registered web -> tcp 50000-50009 (in {f})\n"));
-    run(&mut p, &["nsp", "--names-file", f, "register", "dns", "udp", "5353", "1"]);
+    run(&mut p, &["nsp", "register", "dns", "udp", "5353", "1", "--names-file", f]);
     assert_eq!(
-        run(&mut p, &["nsp", "--names-file", f, "names"]).1,
+        run(&mut p, &["nsp", "names", "--names-file", f]).1,
         "name                     ports\nteredo                   udp (the Teredo client's port, built in)\ndns                      udp 5353\nweb                      tcp 50000-50009\n"
     );
     assert_eq!(
-        run(&mut p, &["--json", "nsp", "--names-file", f, "names"]).1,
+        run(&mut p, &["--json", "nsp", "names", "--names-file", f]).1,
         "{\"names\":[{\"count\":1,\"name\":\"dns\",\"protocol\":\"udp\",\"start\":5353},{\"count\":10,\"name\":\"web\",\"protocol\":\"tcp\",\"start\":50000}]}\n"
     );
     assert_eq!(
-        run(&mut p, &["nsp", "--names-file", f, "unregister", "web"]).1,
+        run(&mut p, &["nsp", "unregister", "web", "--names-file", f]).1,
         "unregistered web (was tcp 50000-50009)\n"
     );
-    let (code, _, err) = run(&mut p, &["nsp", "--names-file", f, "unregister", "web"]);
+    let (code, _, err) = run(&mut p, &["nsp", "unregister", "web", "--names-file", f]);
     assert_eq!(
         (code, err.as_str()),
         (6, "netports: web is not registered (see `netports nsp names`)\n")
     );
     let (code, _, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "teredo", "udp", "1", "1"]);
+        run(&mut p, &["nsp", "register", "teredo", "udp", "1", "1", "--names-file", f]);
     assert_eq!(
         (code, err.as_str()),
         (2, "netports: 'teredo' is built in and cannot be registered or removed\n")
     );
     let (code, _, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "a b", "udp", "1", "1"]);
+        run(&mut p, &["nsp", "register", "a b", "udp", "1", "1", "--names-file", f]);
     assert_eq!(code, 2, "{err}");
     let (code, _, err) =
-        run(&mut p, &["nsp", "--names-file", f, "register", "x", "udp", "65535", "2"]);
+        run(&mut p, &["nsp", "register", "x", "udp", "65535", "2", "--names-file", f]);
     assert_eq!(code, 2, "{err}");
     // A corrupt file is reported, kept, and blocks changes.
     std::fs::write(&file, "{broken").unwrap();
-    let (code, _, err) = run(&mut p, &["nsp", "--names-file", f, "register", "x", "udp", "7", "1"]);
+    let (code, _, err) = run(&mut p, &["nsp", "register", "x", "udp", "7", "1", "--names-file", f]);
     assert_eq!(code, 1);
     assert!(err.contains("is corrupt") && err.contains("move it aside"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "{broken");

@@ -57,6 +57,7 @@ struct Doubles {
     fwp_subscriptions: unsafe extern "system" fn() -> u32,
     fwp_objects: unsafe extern "system" fn(*mut u32, *mut u32),
     fwp_commits: unsafe extern "system" fn() -> u32,
+    fwp_gets: unsafe extern "system" fn() -> u32,
     fwp_fail_filter_add: unsafe extern "system" fn(u32),
     fwp_bfe: unsafe extern "system" fn(i32),
 }
@@ -113,6 +114,7 @@ fn doubles() -> Option<Doubles> {
             fwp_subscriptions: ctl!("fwpuclnt.dll", c"DoubleFwpSubscriptions"),
             fwp_objects: ctl!("fwpuclnt.dll", c"DoubleFwpObjects"),
             fwp_commits: ctl!("fwpuclnt.dll", c"DoubleFwpCommits"),
+            fwp_gets: ctl!("fwpuclnt.dll", c"DoubleFwpGets"),
             fwp_fail_filter_add: ctl!("fwpuclnt.dll", c"DoubleFwpFailFilterAdd"),
             fwp_bfe: ctl!("fwpuclnt.dll", c"DoubleFwpBfe"),
         })
@@ -208,6 +210,12 @@ impl Doubles {
             bfe_service(false);
         }
     }
+    /// Whether a watch on the system-ports source has read its initial ports (subscribed, then
+    /// `FwpmSystemPortsGet0`).
+    fn watch_started(&self) -> bool {
+        // SAFETY: controls of the double.
+        self.registrations() == 1 && unsafe { (self.fwp_gets)() } >= 1
+    }
     /// The `nth` next `FwpmFilterAdd0` fails.
     fn fail_filter_add(&self, nth: u32) {
         // SAFETY: a control of the double.
@@ -259,13 +267,27 @@ fn service(name: &str, running: bool) -> u32 {
         SERVICE_STOPPED, StartServiceW,
     };
     let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-    // SAFETY: local manager, default database.
-    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-    assert!(!scm.is_null(), "the service control manager");
-    // SAFETY: an open manager and a NUL-terminated name.
-    let svc = unsafe {
-        OpenServiceW(scm, wide.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
-    };
+    // (Wine sometimes reports a manager handle invalid while another thread opens one: the
+    // open is retried, as netports' own service code does.)
+    let (mut scm, mut svc) = (std::ptr::null_mut(), std::ptr::null_mut());
+    for _ in 0..5 {
+        // SAFETY: local manager, default database.
+        scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+        if scm.is_null() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        // SAFETY: an open manager and a NUL-terminated name.
+        svc = unsafe {
+            OpenServiceW(scm, wide.as_ptr(), SERVICE_START | SERVICE_STOP | SERVICE_QUERY_STATUS)
+        };
+        if !svc.is_null() {
+            break;
+        }
+        // SAFETY: the manager opened above, closed once.
+        unsafe { CloseServiceHandle(scm) };
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(!svc.is_null(), "the {name} stand-in is registered (cargo xtask wine)");
     if running {
         // SAFETY: an open service; no arguments. (Fails harmlessly when it runs already.)
@@ -655,7 +677,7 @@ fn teredo_watch_on_the_system_ports_source_exits_when_bfe_stops() {
     d.teredo(51_000);
     let back = BfeBack(&d);
     let rx = run_in_background(&["teredo", "watch"]);
-    wait_until("the watch's subscription", || d.registrations() == 1);
+    wait_until("the watch's subscription and initial read", || d.watch_started());
     d.bfe(false);
     let (code, out, err) =
         rx.recv_timeout(Duration::from_secs(20)).expect("teredo watch returns when BFE stops");
@@ -708,6 +730,69 @@ fn the_byte_order_is_confirmed_only_by_the_teredo_services_own_endpoint() {
     );
 }
 
+/// Gives this process a console of its own, so a Ctrl-C can reach it as a user's keypress
+/// would (before the command under test installs its handler).
+fn own_console() {
+    use windows_sys::Win32::System::Console::{
+        AllocConsole, FreeConsole, GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE,
+        STD_OUTPUT_HANDLE, SetStdHandle,
+    };
+    let kinds = [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE];
+    // SAFETY: plain arguments; the handles are kept, not closed.
+    let saved = kinds.map(|k| unsafe { GetStdHandle(k) });
+    // SAFETY: no arguments.
+    unsafe { FreeConsole() };
+    // SAFETY: no arguments.
+    assert_ne!(unsafe { AllocConsole() }, 0, "a console for the Ctrl-C");
+    // AllocConsole points the standard handles at the new console: keep the test's output
+    // where the harness reads it.
+    for (k, h) in kinds.into_iter().zip(saved) {
+        // SAFETY: a standard handle kind and the handle it had.
+        unsafe { SetStdHandle(k, h) };
+    }
+}
+
+/// Sends a Ctrl-C to this process's console once `ready` holds.
+fn ctrl_c_when(what: &str, ready: impl FnMut() -> bool) {
+    use windows_sys::Win32::System::Console::{CTRL_C_EVENT, GenerateConsoleCtrlEvent};
+    wait_until(what, ready);
+    // SAFETY: the console's process group (0: every process attached, this one).
+    assert_ne!(unsafe { GenerateConsoleCtrlEvent(CTRL_C_EVENT, 0) }, 0);
+}
+
+#[test]
+fn ctrl_c_ends_teredo_exception_with_exit_0_after_removing_its_filters() {
+    let Some(d) = doubles() else { return };
+    d.configure(true, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    own_console();
+    let rx = run_in_background(&["teredo-exception"]);
+    ctrl_c_when("the exception's filters", || !d.filters().is_empty());
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo-exception returns on Ctrl-C");
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(err, "", "an interruption is not an error");
+    assert_eq!((d.filters(), d.objects()), (vec![], (0, 0)), "its filters are gone");
+}
+
+#[test]
+fn ctrl_c_ends_teredo_watch_with_exit_0() {
+    let Some(d) = doubles() else { return };
+    d.configure(false, true, true);
+    d.bfe(true);
+    d.teredo(51_000);
+    own_console();
+    let rx = run_in_background(&["teredo", "watch"]);
+    ctrl_c_when("the watch's registration", || d.registrations() == 1);
+    let (code, out, err) =
+        rx.recv_timeout(Duration::from_secs(20)).expect("teredo watch returns on Ctrl-C");
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    // (The Ctrl-C may come before or after the initial event is printed.)
+    assert!(out.is_empty() || out == "watching; teredo port udp 51000\n", "{out}");
+    assert_eq!(d.registrations(), 0, "the registration ended");
+}
+
 /// Raw WFP calls against the double (its own rules, as WFP documents them).
 mod engine {
     use windows_sys::Win32::Foundation::HANDLE;
@@ -719,11 +804,13 @@ mod engine {
     };
     use windows_sys::core::GUID;
 
-    pub const LIFETIME_MISMATCH: u32 = 0x8032_0016;
-    pub const TXN_IN_PROGRESS: u32 = 0x8032_000E;
-    pub const NO_TXN_IN_PROGRESS: u32 = 0x8032_000D;
-    pub const TIMEOUT: u32 = 0x8032_0012;
-    pub const SUBLAYER_NOT_FOUND: u32 = 0x8032_0007;
+    use windows_sys::Win32::Foundation as f;
+
+    pub const LIFETIME_MISMATCH: u32 = f::FWP_E_LIFETIME_MISMATCH.cast_unsigned();
+    pub const TXN_IN_PROGRESS: u32 = f::FWP_E_TXN_IN_PROGRESS.cast_unsigned();
+    pub const NO_TXN_IN_PROGRESS: u32 = f::FWP_E_NO_TXN_IN_PROGRESS.cast_unsigned();
+    pub const TIMEOUT: u32 = f::FWP_E_TIMEOUT.cast_unsigned();
+    pub const SUBLAYER_NOT_FOUND: u32 = f::FWP_E_SUBLAYER_NOT_FOUND.cast_unsigned();
 
     pub fn open(dynamic: bool) -> HANDLE {
         let session = FWPM_SESSION0 {

@@ -198,11 +198,14 @@ proptest! {
             let m = if out { outbound(n, flags) } else { inbound(n, flags) };
             let key = FlowKey::of(&m);
             let answers_vm_syn = p.table().get(&key).is_some_and(|r| r.state == FlowState::SynSent);
-            // A flow in the table and not idle past its timeout (an expired one starts afresh).
-            let known = p.table().find(&key).is_some_and(|at| !p.table().is_expired(at, now));
+            // A flow in the table, not idle past its timeout and not a closed one an initial
+            // SYN restarts (those start afresh).
+            let restart = flags & (SYN | ACK | RST) == SYN
+                && p.table().get(&key).is_some_and(|r| r.state == FlowState::Closed);
+            let known =
+                !restart && p.table().find(&key).is_some_and(|at| !p.table().is_expired(at, now));
             let v = p.classify(&m, now);
             let in_window = now - RESTORED_AT < DEFAULT_PICKUP_WINDOW;
-            let in_table = p.table().get(&key).is_some();
             let midstream = flags & ACK != 0 && flags & (SYN | RST) == 0;
             if out {
                 prop_assert_eq!(v, Verdict::Permit);
@@ -215,6 +218,11 @@ proptest! {
                     Some(Model::Tentative(_)) if flags & RST != 0 => {
                         refused.insert(key);
                         model.insert(key, Model::Refused);
+                    }
+                    // The VM's initial SYN withdraws the tentative flow (its own new
+                    // connection, no fingerprint used); anything else confirms it.
+                    Some(Model::Tentative(_)) if flags & (SYN | ACK | RST) == SYN => {
+                        model.insert(key, Model::Vm);
                     }
                     Some(Model::Tentative(_)) if flags & RST == 0 => {
                         used.insert(key);
@@ -244,16 +252,24 @@ proptest! {
                 }
                 continue;
             }
-            let expected = match model.get(&key).copied() {
-                Some(Model::Vm) if in_table => Verdict::Permit,
-                Some(Model::Judged) if in_table => Verdict::Block(BlockReason::NotAdmitted),
-                // The VM's flow ended (closed and expired): not modelled.
-                Some(Model::Vm | Model::Judged) => v,
+            // A flow of the VM's that ended (idle past its timeout) is gone: the packet is the
+            // first of a flow the table does not know.
+            let entry = match model.get(&key).copied() {
+                Some(Model::Vm | Model::Judged) if !known => {
+                    model.remove(&key);
+                    None
+                }
+                m => m,
+            };
+            let usable = keys.contains(&key) && !used.contains(&key) && !refused.contains(&key);
+            let expected = match entry {
+                Some(Model::Vm) => Verdict::Permit,
+                Some(Model::Judged) => Verdict::Block(BlockReason::NotAdmitted),
                 Some(Model::Tentative(k)) if midstream && in_window && k < 4 => {
                     model.insert(key, Model::Tentative(k + 1));
                     Verdict::Permit
                 }
-                None if midstream && in_window && keys.contains(&key) => {
+                None if midstream && in_window && usable => {
                     model.insert(key, Model::Tentative(1));
                     Verdict::Permit
                 }

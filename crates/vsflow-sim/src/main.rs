@@ -93,6 +93,10 @@ enum Command {
         /// beyond what fits exactly travel as fingerprints.
         #[arg(long, default_value_t = 16_384)]
         blob_cap: u32,
+        /// A registry value (`Parameters`) set last on every host of every case, e.g.
+        /// `--set RestoreMode=1 --set PickupWindowSeconds=0` (docs/INSTALL.md lists them).
+        #[arg(long = "set", value_name = "NAME=VALUE", value_parser = setting)]
+        settings: Vec<(String, u32)>,
         /// Seed of the hosts and the traffic.
         #[arg(long, default_value_t = 16)]
         seed: u64,
@@ -180,8 +184,17 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::Differential { cases, list, spray, connections, blob_cap, seed, json } => {
-            let opts = differential::Options { spray, connections, blob_cap, seed };
+        Command::Differential {
+            cases,
+            list,
+            spray,
+            connections,
+            blob_cap,
+            settings,
+            seed,
+            json,
+        } => {
+            let opts = differential::Options { spray, connections, blob_cap, settings, seed };
             differential(&cases, list, &opts, json)
         }
         Command::Blob { command: BlobCommand::Inspect { file } } => {
@@ -204,6 +217,13 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `NAME=VALUE` with a 32-bit value (a registry `REG_DWORD`).
+fn setting(s: &str) -> Result<(String, u32), String> {
+    let (name, value) = s.split_once('=').ok_or_else(|| format!("'{s}' is not NAME=VALUE"))?;
+    let value = value.parse().map_err(|e| format!("'{value}' is not a 32-bit value: {e}"))?;
+    Ok((name.to_owned(), value))
 }
 
 /// `vsflow-sim differential`: runs the named cases (all by default) and prints their reports.
@@ -249,7 +269,7 @@ fn differential(
     if json {
         println!(
             "{}",
-            serde_json::json!({"options": {"spray": opts.spray, "connections": opts.connections, "blob_cap": opts.blob_cap, "seed": opts.seed}, "cases": reports, "passed": passed})
+            serde_json::json!({"options": {"spray": opts.spray, "connections": opts.connections, "blob_cap": opts.blob_cap, "settings": opts.settings, "seed": opts.seed}, "cases": reports, "passed": passed})
         );
     } else {
         println!("differential: {}", if passed { "PASS" } else { "FAIL" });

@@ -136,4 +136,13 @@ fn differential_lists_its_cases_runs_one_as_json_and_fails_on_an_unknown_case() 
     assert_eq!(sprayed, 2000, "{v}");
     let out = bin().args(["differential", "--case", "no-such-case"]).output().expect("runs");
     assert_eq!(out.status.code(), Some(2));
+    let out = bin().args(["differential", "--set", "RestoreMode"]).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2), "a setting without a value is a usage error");
+    let out = bin()
+        .args(["differential", "--case", "restore-window", "--set", "RestoreMode=1", "--json"])
+        .output()
+        .expect("runs");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["options"]["settings"][0], serde_json::json!(["RestoreMode", 1]), "{v}");
+    assert_eq!(v["passed"], true, "{v}");
 }

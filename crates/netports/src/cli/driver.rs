@@ -170,8 +170,14 @@ pub fn execute(
             // then is refused, not overwritten. Without one, replace what is there now (a
             // concurrent edit between this read and the replace is still refused).
             let name = info.name.to_string();
-            let read = match rules_file::dumped_version(&text, &name) {
-                Some(version) => version,
+            let read = match rules_file::dump_header(&text) {
+                Some((port, version)) if port == name => version,
+                Some((other, _)) => {
+                    return Err(Error::Invalid(format!(
+                        "{}: is a dump of {other}'s rules, not {name}'s: nothing replaced (dump {name}'s with `netports driver rules {name}`)",
+                        file.display()
+                    )));
+                }
                 None => client.rules(info.port)?.0,
             };
             let version = client.replace_rules(info.port, read, &rules)?;

@@ -8,11 +8,13 @@
 //! Everything writes to the given streams and returns the exit code, so tests run the CLI
 //! against the model and the simulator.
 //!
-//! Exit codes: 0 success; 1 an operating-system or driver error; 2 a usage error or invalid
-//! port block; 3 not available on this system (not Windows, the API is missing, or no IPv6
-//! stack); 4 access denied (run elevated); 5 conflict (overlap, ports excluded, provider
-//! installed already, rules changed meanwhile); 6 not found (or Teredo not running); 7 the
-//! vsflow driver is not installed.
+//! Exit codes: 0 success (also after Ctrl-C, once what a command holds is released); 1 an
+//! operating-system or driver error (BFE stopping included); 2 a usage error or invalid port
+//! block; 3 not available on this system (a Windows-only command elsewhere, a missing API, or
+//! no IPv6 stack; `why-blocked` binds on any system); 4 access denied (run elevated; a names
+//! file others can change); 5 conflict (overlap, ports excluded, provider installed already,
+//! rules changed meanwhile); 6 not found (or Teredo not running, provider not installed,
+//! firewall rules not enabled); 7 the vsflow driver is not installed.
 
 pub mod args;
 pub mod driver;
@@ -35,7 +37,7 @@ use output::Printer;
     name = "netports",
     version,
     about,
-    after_help = "Exit codes: 0 ok, 1 OS/driver error, 2 usage, 3 needs Windows (or IPv6), 4 access denied (run elevated), 5 conflict, 6 not found, 7 driver not installed."
+    after_help = "Exit codes: 0 ok (also after Ctrl-C), 1 OS/driver error, 2 usage, 3 not available here (needs Windows, an API or IPv6), 4 access denied (run elevated), 5 conflict, 6 not found, 7 driver not installed."
 )]
 pub struct Cli {
     /// Print JSON instead of text.
@@ -76,9 +78,6 @@ pub enum Command {
     },
     /// The Winsock name provider: serve, install, names, resolve.
     Nsp {
-        /// The names file (default: %ProgramData%\netports\nsp-names.json on Windows).
-        #[arg(long, global = true)]
-        names_file: Option<std::path::PathBuf>,
         /// What to do.
         #[command(subcommand)]
         command: nsp::NspCommand,
@@ -109,9 +108,7 @@ pub fn run(
         Command::TeredoException { check } => teredo::exception(platform, &mut printer, *check),
         Command::Ports(command) => ports::execute(command, platform, &mut printer),
         Command::Driver { command } => driver::execute(command, platform, &mut printer),
-        Command::Nsp { names_file, command } => {
-            nsp::execute(command, names_file.as_ref(), platform, &mut printer)
-        }
+        Command::Nsp { command } => nsp::execute(command, platform, &mut printer),
     };
     match result {
         Ok(()) => 0,

@@ -18,16 +18,29 @@ use crate::error::Error;
 use crate::platform::Platform;
 use crate::range::{Protocol, parse_count, parse_port};
 
+/// The names file, for the commands that use it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct NamesFile {
+    /// The names file (default: %LOCALAPPDATA%\netports\nsp-names.json on Windows; any other
+    /// system needs it).
+    #[arg(long = "names-file")]
+    pub path: Option<PathBuf>,
+}
+
 /// `netports nsp ...`.
 #[derive(Subcommand, Debug)]
 pub enum NspCommand {
     /// Host the provider in this process until interrupted (Ctrl-C). Names resolve while it
     /// runs, for clients of the same user and logon session.
-    Serve,
-    /// Install the provider in the Winsock catalog (administrator; an application provider,
-    /// the one hosting type Microsoft supports).
+    Serve {
+        #[command(flatten)]
+        /// Where the names are.
+        names: NamesFile,
+    },
+    /// Install the provider in both Winsock catalogs (administrator; an application
+    /// provider, the one hosting type Microsoft supports).
     Install,
-    /// Remove the provider from the Winsock catalog (administrator).
+    /// Remove the provider from the Winsock catalogs (administrator).
     Uninstall,
     /// Register NAME for a port block (replaces what NAME stood for).
     Register {
@@ -39,14 +52,24 @@ pub enum NspCommand {
         start: String,
         /// Number of ports.
         count: String,
+        #[command(flatten)]
+        /// Where the names are.
+        names: NamesFile,
     },
     /// Remove a registered name.
     Unregister {
         /// The service name.
         name: String,
+        #[command(flatten)]
+        /// Where the names are.
+        names: NamesFile,
     },
     /// The registered names.
-    Names,
+    Names {
+        #[command(flatten)]
+        /// Where the names are.
+        names: NamesFile,
+    },
     /// Resolve NAME through Winsock, as an application would.
     Resolve {
         /// The service name (`teredo` or a registered one).
@@ -76,12 +99,12 @@ fn name_arg(s: &str) -> Result<ServiceName, Error> {
 /// What the command met; see [`Error::exit_code`].
 pub fn execute(
     command: &NspCommand,
-    names_file: Option<&PathBuf>,
     p: &mut dyn Platform,
     out: &mut Printer<'_>,
 ) -> Result<(), Error> {
     match command {
-        NspCommand::Register { name, proto, start, count } => {
+        NspCommand::Register { name, proto, start, count, names } => {
+            let names_file = names.path.as_ref();
             let name = name_arg(name)?;
             let transport = Protocol::from(*proto);
             let r = Reservation::new(transport, parse_port(start)?, parse_count(count)?)
@@ -93,7 +116,8 @@ pub fn execute(
                 || format!("registered {name} -> {r} (in {})", store.path().display()),
             )
         }
-        NspCommand::Unregister { name } => {
+        NspCommand::Unregister { name, names } => {
+            let names_file = names.path.as_ref();
             let name = name_arg(name)?;
             let r = store_for(names_file, p)?.unregister(&name).map_err(|e| match e {
                 StoreError::NotRegistered => {
@@ -106,8 +130,8 @@ pub fn execute(
                 || format!("unregistered {name} (was {r})"),
             )
         }
-        NspCommand::Names => {
-            let names = store_for(names_file, p)?.load().map_err(store_error)?;
+        NspCommand::Names { names } => {
+            let names = store_for(names.path.as_ref(), p)?.load().map_err(store_error)?;
             out.emit(
                 || {
                     let list: Vec<_> = names
@@ -126,7 +150,7 @@ pub fn execute(
                 },
             )
         }
-        NspCommand::Serve => serve(names_file, p, out),
+        NspCommand::Serve { names } => serve(names.path.as_ref(), p, out),
         NspCommand::Install => {
             let done = crate::nsp::install(p.nsp()?)?;
             let catalogs: Vec<&str> = done.catalogs.iter().map(|c| c.name()).collect();
@@ -176,6 +200,11 @@ fn serve(
     out: &mut Printer<'_>,
 ) -> Result<(), Error> {
     let host = p.nsp()?;
+    // Winsock refuses to advertise a provider that is not in the catalog (WSAEINVALIDPROVIDER):
+    // say so plainly, first.
+    if !host.installed(crate::nsp::Catalog::Native)? {
+        return Err(crate::nsp::not_installed());
+    }
     let path = match names_file {
         Some(f) => f.clone(),
         None => host.names_file()?,

@@ -67,19 +67,29 @@ pub fn resolve(dll: Dll, name: &'static CStr) -> Result<usize, Error> {
     p.map(|f| f as usize).ok_or_else(missing)
 }
 
-/// Declares a typed, cached accessor for a system function.
+/// Declares a typed, cached accessor for a system function, and its pointer type
+/// (`<name>::Fn`, which `win::signatures` checks against windows-sys's declaration).
 macro_rules! system_fn {
     ($(#[$doc:meta])* $vis:vis fn $name:ident = $dll:expr, $cname:literal : fn($($arg:ty),* $(,)?) $(-> $ret:ty)?;) => {
         $(#[$doc])*
         ///
         /// # Errors
         /// `Error::Unsupported` when the export is missing.
-        $vis fn $name() -> Result<unsafe extern "system" fn($($arg),*) $(-> $ret)?, $crate::error::Error> {
+        $vis fn $name() -> Result<$name::Fn, $crate::error::Error> {
             static CELL: std::sync::OnceLock<Result<usize, $crate::error::Error>> = std::sync::OnceLock::new();
             let addr = CELL.get_or_init(|| $crate::win::dynload::resolve($dll, $cname)).clone()?;
-            // SAFETY: `addr` is the export named `$cname`, whose documented signature is the
-            // one declared here (checked against windows-sys 0.61.2).
-            Ok(unsafe { std::mem::transmute::<usize, unsafe extern "system" fn($($arg),*) $(-> $ret)?>(addr) })
+            // SAFETY: `addr` is the export named `$cname`, whose signature is the one declared
+            // here (`win::signatures` coerces windows-sys's declaration to it at compile time).
+            Ok(unsafe { std::mem::transmute::<usize, $name::Fn>(addr) })
+        }
+
+        #[doc = concat!("The pointer type of `", stringify!($name), "`'s function.")]
+        #[allow(non_camel_case_types, reason = "named after its accessor")]
+        pub(crate) mod $name {
+            #[allow(unused_imports, reason = "the parent's names, for the types below")]
+            use super::*;
+            /// The function as netports calls it.
+            pub type Fn = unsafe extern "system" fn($($arg),*) $(-> $ret)?;
         }
     };
 }

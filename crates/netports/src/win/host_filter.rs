@@ -25,29 +25,29 @@ use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
     FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4, FWPM_PROVIDER0, FWPM_SESSION_FLAG_DYNAMIC, FWPM_SESSION0,
     FWPM_SUBLAYER0,
 };
-use windows_sys::Win32::System::Rpc::UuidCreate;
-use windows_sys::core::GUID;
+use windows_sys::Win32::Networking::WinSock::IPPROTO_UDP;
+use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
+use windows_sys::Win32::System::Rpc::{
+    RPC_C_AUTHN_WINNT, RPC_S_UUID_LOCAL_ONLY, SEC_WINNT_AUTH_IDENTITY_W, UuidCreate,
+};
+use windows_sys::core::{GUID, PCWSTR};
 
 use super::dynload::{Dll, system_fn};
 use crate::error::Error;
 use crate::exception::{Direction, FilterSpec, HostFilters};
 
-system_fn!(fn fwpm_engine_open0 = Dll::Fwpuclnt, c"FwpmEngineOpen0": fn(*const u16, u32, *const c_void, *const FWPM_SESSION0, *mut HANDLE) -> u32;);
+system_fn!(fn fwpm_engine_open0 = Dll::Fwpuclnt, c"FwpmEngineOpen0": fn(PCWSTR, u32, *const SEC_WINNT_AUTH_IDENTITY_W, *const FWPM_SESSION0, *mut HANDLE) -> u32;);
 system_fn!(fn fwpm_engine_close0 = Dll::Fwpuclnt, c"FwpmEngineClose0": fn(HANDLE) -> u32;);
 system_fn!(fn fwpm_transaction_begin0 = Dll::Fwpuclnt, c"FwpmTransactionBegin0": fn(HANDLE, u32) -> u32;);
 system_fn!(fn fwpm_transaction_commit0 = Dll::Fwpuclnt, c"FwpmTransactionCommit0": fn(HANDLE) -> u32;);
 system_fn!(fn fwpm_transaction_abort0 = Dll::Fwpuclnt, c"FwpmTransactionAbort0": fn(HANDLE) -> u32;);
-system_fn!(fn fwpm_provider_add0 = Dll::Fwpuclnt, c"FwpmProviderAdd0": fn(HANDLE, *const FWPM_PROVIDER0, *const c_void) -> u32;);
-system_fn!(fn fwpm_sublayer_add0 = Dll::Fwpuclnt, c"FwpmSubLayerAdd0": fn(HANDLE, *const FWPM_SUBLAYER0, *const c_void) -> u32;);
-system_fn!(fn fwpm_filter_add0 = Dll::Fwpuclnt, c"FwpmFilterAdd0": fn(HANDLE, *const FWPM_FILTER0, *const c_void, *mut u64) -> u32;);
+system_fn!(fn fwpm_provider_add0 = Dll::Fwpuclnt, c"FwpmProviderAdd0": fn(HANDLE, *const FWPM_PROVIDER0, PSECURITY_DESCRIPTOR) -> u32;);
+system_fn!(fn fwpm_sublayer_add0 = Dll::Fwpuclnt, c"FwpmSubLayerAdd0": fn(HANDLE, *const FWPM_SUBLAYER0, PSECURITY_DESCRIPTOR) -> u32;);
+system_fn!(fn fwpm_filter_add0 = Dll::Fwpuclnt, c"FwpmFilterAdd0": fn(HANDLE, *const FWPM_FILTER0, PSECURITY_DESCRIPTOR, *mut u64) -> u32;);
 system_fn!(fn fwpm_filter_delete_by_id0 = Dll::Fwpuclnt, c"FwpmFilterDeleteById0": fn(HANDLE, u64) -> u32;);
 system_fn!(fn fwpm_get_app_id_from_file_name0 = Dll::Fwpuclnt, c"FwpmGetAppIdFromFileName0": fn(*const u16, *mut *mut FWP_BYTE_BLOB) -> u32;);
 system_fn!(fn fwpm_free_memory0 = Dll::Fwpuclnt, c"FwpmFreeMemory0": fn(*mut *mut c_void););
 
-/// `RPC_C_AUTHN_WINNT`.
-const RPC_C_AUTHN_WINNT: u32 = 10;
-/// `IPPROTO_UDP`.
-const IPPROTO_UDP: u8 = 17;
 /// The sublayer's weight: low, as Filter Arbitration advises for applications' permits.
 const SUBLAYER_WEIGHT: u16 = 0x100;
 
@@ -65,7 +65,7 @@ fn fresh_key() -> Result<GUID, Error> {
     // SAFETY: a valid out-pointer.
     let rc = unsafe { UuidCreate(&raw mut g) };
     // RPC_S_OK, or RPC_S_UUID_LOCAL_ONLY (unique on this computer, which is all a key needs).
-    if rc == 0 || rc == 1824 {
+    if rc == 0 || rc == RPC_S_UUID_LOCAL_ONLY {
         Ok(g)
     } else {
         Err(Error::from_win32(rc.cast_unsigned(), "UuidCreate"))
@@ -176,7 +176,7 @@ impl WfpHostFilters {
             ..FWPM_PROVIDER0::default()
         };
         // SAFETY: an open session and a valid provider; no security descriptor.
-        let rc = unsafe { add_provider(self.engine, &raw const provider, std::ptr::null()) };
+        let rc = unsafe { add_provider(self.engine, &raw const provider, std::ptr::null_mut()) };
         check(rc, "FwpmProviderAdd0")?;
         let mut key = self.provider;
         let sublayer = FWPM_SUBLAYER0 {
@@ -190,7 +190,7 @@ impl WfpHostFilters {
             ..FWPM_SUBLAYER0::default()
         };
         // SAFETY: an open session and a valid sublayer whose pointers outlive the call.
-        let rc = unsafe { add_sublayer(self.engine, &raw const sublayer, std::ptr::null()) };
+        let rc = unsafe { add_sublayer(self.engine, &raw const sublayer, std::ptr::null_mut()) };
         check(rc, "FwpmSubLayerAdd0")
     }
 
@@ -214,7 +214,7 @@ impl WfpHostFilters {
         };
         condition(FWPM_CONDITION_IP_PROTOCOL, &|c| {
             c.conditionValue.r#type = FWP_UINT8;
-            c.conditionValue.Anonymous.uint8 = IPPROTO_UDP;
+            c.conditionValue.Anonymous.uint8 = u8::try_from(IPPROTO_UDP).unwrap_or(17);
         });
         let app_id_ptr = &raw mut app_id;
         condition(FWPM_CONDITION_ALE_APP_ID, &|c| {
@@ -260,7 +260,7 @@ impl WfpHostFilters {
         let mut id = 0u64;
         // SAFETY: an open session, a filter whose pointers (name, provider key, conditions and
         // the app id blob) outlive the call, a valid out-pointer.
-        let rc = unsafe { add(self.engine, &raw const filter, std::ptr::null(), &raw mut id) };
+        let rc = unsafe { add(self.engine, &raw const filter, std::ptr::null_mut(), &raw mut id) };
         check(rc, "FwpmFilterAdd0")?;
         Ok(id)
     }

@@ -4,11 +4,14 @@
 pub mod device;
 pub mod dynload;
 pub mod host_filter;
+pub mod interrupt;
 pub mod nsp;
 pub mod persistent;
 pub mod registry;
 pub mod runtime;
 pub mod service;
+#[cfg(clippy)]
+mod signatures;
 pub mod tables;
 pub mod teredo;
 
@@ -134,6 +137,9 @@ impl Platform for WindowsPlatform {
             Event(TeredoEvent),
             BfeStopped(String),
         }
+        // Ctrl-C ends the watch normally: the caller releases what it holds and exits 0.
+        // (Installed first, so no interruption falls between registering and waiting.)
+        let interrupt = interrupt::Interrupt::install();
         // Events arrive on the OS's notification threads; hand them to this thread, which
         // runs the caller's code (never a notification thread).
         let (tx, rx) = mpsc::channel();
@@ -152,17 +158,19 @@ impl Platform for WindowsPlatform {
             None
         };
         let mut result = Ok(());
-        while let Ok(msg) = rx.recv() {
-            match msg {
-                Msg::Event(ev) => {
+        while !interrupt.requested() {
+            match rx.recv_timeout(interrupt::POLL) {
+                Ok(Msg::Event(ev)) => {
                     if !on_event(ev) {
                         break;
                     }
                 }
-                Msg::BfeStopped(why) => {
+                Ok(Msg::BfeStopped(why)) => {
                     result = Err(Error::BfeStopped(why));
                     break;
                 }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
         drop(bfe);
@@ -231,11 +239,9 @@ impl Platform for WindowsPlatform {
     }
 
     fn hold(&mut self) {
-        // Held until the process is interrupted (Ctrl-C ends it; the reservations die with
-        // their sockets).
-        loop {
-            std::thread::park();
-        }
+        // Held until interrupted (Ctrl-C); then released, each with its socket.
+        interrupt::Interrupt::install().wait();
+        self.held.clear();
     }
 
     fn driver(&mut self) -> Result<Box<dyn Transport>, Error> {

@@ -12,9 +12,7 @@
 
 use std::ffi::c_void;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use netports_nsp::provider::{NAMESPACE, SourceError, Sources};
 use netports_nsp::reservation::Reservation;
@@ -22,11 +20,11 @@ use netports_nsp::{PROVIDER_ID, Provider, routine};
 use windows_sys::Win32::Foundation::HANDLE;
 use windows_sys::Win32::Networking::WinSock::{
     CSADDR_INFO, LUP_RETURN_ALL, NAPI_PROVIDER_INSTALLATION_BLOB, NSPV2_ROUTINE, WSADATA,
-    WSANAMESPACE_INFOW, WSAQUERYSETW,
+    WSAEFAULT, WSAEINVALIDPROVIDER, WSANAMESPACE_INFOW, WSANO_DATA, WSAQUERYSETW,
+    WSASERVICE_NOT_FOUND,
 };
 use windows_sys::Win32::System::Com::BLOB;
-use windows_sys::Win32::System::Console::SetConsoleCtrlHandler;
-use windows_sys::core::{BOOL, GUID};
+use windows_sys::core::GUID;
 
 use super::dynload::{Dll, resolve, system_fn};
 use super::persistent::WindowsReservations;
@@ -50,13 +48,6 @@ system_fn!(fn wsc_enum_name_space_providers32 = Dll::Ws2_32, c"WSCEnumNameSpaceP
 system_fn!(fn wsa_lookup_service_begin_w = Dll::Ws2_32, c"WSALookupServiceBeginW": fn(*const WSAQUERYSETW, u32, *mut HANDLE) -> i32;);
 system_fn!(fn wsa_lookup_service_next_w = Dll::Ws2_32, c"WSALookupServiceNextW": fn(HANDLE, u32, *mut u32, *mut WSAQUERYSETW) -> i32;);
 system_fn!(fn wsa_lookup_service_end = Dll::Ws2_32, c"WSALookupServiceEnd": fn(HANDLE) -> i32;);
-
-/// `WSAEFAULT`.
-const WSAEFAULT: i32 = 10_014;
-/// `WSASERVICE_NOT_FOUND`.
-const WSASERVICE_NOT_FOUND: i32 = 10_108;
-/// `WSANO_DATA`.
-const WSANO_DATA: i32 = 11_004;
 
 /// The provider's sources on Windows.
 #[derive(Debug, Default)]
@@ -83,14 +74,6 @@ impl Sources for WindowsSources {
             Err(code) => Err(SourceError::Failed(format!("Windows error {code}"))),
         }
     }
-}
-
-/// Set by the console control handler (Ctrl-C, Ctrl-Break, close).
-static STOP: AtomicBool = AtomicBool::new(false);
-
-unsafe extern "system" fn on_console_control(_kind: u32) -> BOOL {
-    STOP.store(true, Ordering::SeqCst);
-    1
 }
 
 /// The provider id at a fixed address (Winsock receives pointers to it).
@@ -148,19 +131,19 @@ impl NspHost for WindowsNsp {
         // SAFETY: a valid GUID and a table that lives for the whole process.
         if unsafe { advertise(&raw const ID, table) } != 0 {
             drop(hosting);
-            return Err(last_error("WSAAdvertiseProvider"));
+            // WSAEINVALIDPROVIDER: not in the catalog (uninstalled since the check).
+            return Err(if last_code() == WSAEINVALIDPROVIDER.cast_unsigned() {
+                crate::nsp::not_installed()
+            } else {
+                last_error("WSAAdvertiseProvider")
+            });
         }
-        STOP.store(false, Ordering::SeqCst);
-        // SAFETY: a handler that only sets an atomic.
-        unsafe { SetConsoleCtrlHandler(Some(on_console_control), 1) };
+        let interrupt = super::interrupt::Interrupt::install();
         ready();
-        while !STOP.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        interrupt.wait();
         // SAFETY: the GUID advertised above.
         unsafe { unadvertise(&raw const ID) };
-        // SAFETY: removes the handler added above.
-        unsafe { SetConsoleCtrlHandler(Some(on_console_control), 0) };
+        drop(interrupt);
         drop(hosting);
         Ok(())
     }

@@ -2,25 +2,20 @@
 //! read-only; verify on Windows): each value name under the key is the hex of an
 //! `INET_PORT_RANGE`.
 
+use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_MORE_DATA};
 use windows_sys::Win32::System::Registry::{
     HKEY, HKEY_LOCAL_MACHINE, KEY_READ, RRF_RT_REG_SZ, RegCloseKey, RegEnumValueW, RegGetValueW,
     RegOpenKeyExW,
 };
 
 use crate::error::Error;
-use crate::excluded::parse_nsi_value_name;
+use crate::excluded::{ValueName, administered_from};
 use crate::range::{PortBlock, Protocol};
 
 const TCP_KEY: &str =
     r"SYSTEM\CurrentControlSet\Control\Nsi\{eb004a03-9b1a-11d4-9123-0050047759bc}\29";
 const UDP_KEY: &str =
     r"SYSTEM\CurrentControlSet\Control\Nsi\{eb004a02-9b1a-11d4-9123-0050047759bc}\5";
-/// `ERROR_FILE_NOT_FOUND`: no key, no reservation.
-const ERROR_FILE_NOT_FOUND: u32 = 2;
-/// `ERROR_NO_MORE_ITEMS`.
-const ERROR_NO_MORE_ITEMS: u32 = 259;
-/// `ERROR_MORE_DATA`.
-const ERROR_MORE_DATA: u32 = 234;
 
 /// Windows Defender Firewall's local rule store (`crate::firewall`).
 pub const FIREWALL_RULES: &str =
@@ -88,8 +83,7 @@ pub fn administered(proto: Protocol) -> Result<Vec<PortBlock>, Error> {
     if rc != 0 {
         return Err(Error::from_win32(rc, "RegOpenKeyExW (NSI reservations)"));
     }
-    let mut out = Vec::new();
-    for index in 0.. {
+    let listed = administered_from(|index| {
         let mut name = [0u16; 64];
         let mut len = u32::try_from(name.len()).unwrap_or(0);
         // SAFETY: an open key; a buffer of `len` code units; null for the optional outputs.
@@ -105,19 +99,13 @@ pub fn administered(proto: Protocol) -> Result<Vec<PortBlock>, Error> {
                 std::ptr::null_mut(),
             )
         };
-        if rc == ERROR_NO_MORE_ITEMS {
-            break;
+        match rc {
+            0 => ValueName::Name(String::from_utf16_lossy(name.get(..len as usize).unwrap_or(&[]))),
+            ERROR_MORE_DATA => ValueName::TooLong,
+            rc => ValueName::Error(rc),
         }
-        if rc != 0 {
-            continue;
-        }
-        let s = String::from_utf16_lossy(name.get(..len as usize).unwrap_or(&[]));
-        if let Some(b) = parse_nsi_value_name(&s) {
-            out.push(b);
-        }
-    }
-    // SAFETY: the key opened above.
+    });
+    // SAFETY: the key opened above, closed once.
     unsafe { RegCloseKey(key) };
-    out.sort();
-    Ok(out)
+    listed.map_err(|rc| Error::from_win32(rc, "RegEnumValueW (NSI reservations)"))
 }

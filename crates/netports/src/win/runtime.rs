@@ -6,15 +6,17 @@ use std::os::windows::io::{AsRawSocket, FromRawSocket, IntoRawSocket};
 
 use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
 use windows_sys::Win32::Networking::WinSock::{
-    INET_PORT_RANGE, INET_PORT_RESERVATION_INSTANCE, SIO_ACQUIRE_PORT_RESERVATION,
-    SIO_ASSOCIATE_PORT_RESERVATION, SIO_RELEASE_PORT_RESERVATION, SOCKET,
+    INET_PORT_RANGE, INET_PORT_RESERVATION_INSTANCE, LPWSAOVERLAPPED_COMPLETION_ROUTINE,
+    SIO_ACQUIRE_PORT_RESERVATION, SIO_ASSOCIATE_PORT_RESERVATION, SIO_RELEASE_PORT_RESERVATION,
+    SOCKET,
 };
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
 use super::dynload::{Dll, system_fn};
 use crate::error::{Error, win32};
 use crate::range::{PortBlock, Protocol};
 
-system_fn!(fn wsa_ioctl = Dll::Ws2_32, c"WSAIoctl": fn(SOCKET, u32, *const core::ffi::c_void, u32, *mut core::ffi::c_void, u32, *mut u32, *mut core::ffi::c_void, *const core::ffi::c_void) -> i32;);
+system_fn!(fn wsa_ioctl = Dll::Ws2_32, c"WSAIoctl": fn(SOCKET, u32, *const core::ffi::c_void, u32, *mut core::ffi::c_void, u32, *mut u32, *mut OVERLAPPED, LPWSAOVERLAPPED_COMPLETION_ROUTINE) -> i32;);
 system_fn!(fn wsa_get_last_error = Dll::Ws2_32, c"WSAGetLastError": fn() -> i32;);
 
 /// The `SOCKET` of a socket (a `u64` raw socket is pointer-sized on every Windows target).
@@ -54,7 +56,7 @@ fn ioctl(
             u32::try_from(output.len()).unwrap_or(0),
             &raw mut returned,
             std::ptr::null_mut(),
-            std::ptr::null(),
+            None,
         )
     };
     if rc == 0 {

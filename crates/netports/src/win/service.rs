@@ -5,7 +5,8 @@
 //! every WFP handle).
 
 use windows_sys::Win32::Foundation::{
-    CloseHandle, HANDLE, WAIT_IO_COMPLETION, WAIT_OBJECT_0, WAIT_TIMEOUT,
+    CloseHandle, ERROR_INVALID_HANDLE, ERROR_SERVICE_DOES_NOT_EXIST, HANDLE, WAIT_IO_COMPLETION,
+    WAIT_OBJECT_0,
 };
 use windows_sys::Win32::System::Services::{
     CloseServiceHandle, NotifyServiceStatusChangeW, OpenSCManagerW, OpenServiceW,
@@ -14,24 +15,22 @@ use windows_sys::Win32::System::Services::{
     SERVICE_NOTIFY_STOP_PENDING, SERVICE_NOTIFY_STOPPED, SERVICE_QUERY_STATUS, SERVICE_RUNNING,
     SERVICE_STATUS, SERVICE_STATUS_PROCESS, SERVICE_STOP_PENDING, SERVICE_STOPPED,
 };
-use windows_sys::Win32::System::Threading::{CreateEventW, SetEvent, WaitForSingleObjectEx};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, INFINITE, SetEvent, WaitForMultipleObjects, WaitForSingleObjectEx,
+};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Error;
 
 /// The pid of service `name` when it runs (`None`: unknown, stopped, or not readable).
 #[must_use]
 pub fn pid(name: &str) -> Option<u32> {
-    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-    // SAFETY: local machine, default database, connect right only.
-    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-    if scm.is_null() {
-        return None;
-    }
-    // SAFETY: an open manager and a NUL-terminated name.
-    let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), SERVICE_QUERY_STATUS) };
+    let (scm, svc) = open(name, SERVICE_QUERY_STATUS).ok()?;
     let mut status = SERVICE_STATUS_PROCESS::default();
     let mut needed = 0u32;
-    let ok = !svc.is_null() && {
+    let ok = svc.is_some_and(|svc| {
         // SAFETY: an open service and a buffer the size of SERVICE_STATUS_PROCESS.
         let rc = unsafe {
             QueryServiceStatusEx(
@@ -42,15 +41,87 @@ pub fn pid(name: &str) -> Option<u32> {
                 &raw mut needed,
             )
         };
-        rc != 0
-    };
-    if !svc.is_null() {
-        // SAFETY: the service handle opened above, closed once.
+        // SAFETY: the service handle opened by `open`, closed once.
         unsafe { CloseServiceHandle(svc) };
-    }
-    // SAFETY: the manager handle opened above, closed once.
+        rc != 0
+    });
+    // SAFETY: the manager handle opened by `open`, closed once.
     unsafe { CloseServiceHandle(scm) };
     (ok && status.dwProcessId != 0).then_some(status.dwProcessId)
+}
+
+/// Opens the service control manager and service `name` with `access`: `(manager, service)`,
+/// the service `None` when it does not exist.
+///
+/// A handle Wine reports invalid (`ERROR_INVALID_HANDLE`, seen under Wine when two threads open
+/// the manager at once; not documented for Windows) is retried a few times.
+fn open(name: &str, access: u32) -> Result<(SC_HANDLE, Option<SC_HANDLE>), Error> {
+    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // SAFETY: local machine, default database, connect right only.
+        let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
+        if scm.is_null() {
+            let code = last_error();
+            if code == ERROR_INVALID_HANDLE && attempts < 5 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            return Err(Error::from_win32(code, "OpenSCManagerW"));
+        }
+        // SAFETY: an open manager and a NUL-terminated name.
+        let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), access) };
+        if !svc.is_null() {
+            return Ok((scm, Some(svc)));
+        }
+        let code = last_error();
+        // SAFETY: the manager opened above, closed once.
+        unsafe { CloseServiceHandle(scm) };
+        match code {
+            ERROR_SERVICE_DOES_NOT_EXIST => {
+                // SAFETY: as above; reopened for the caller, which closes it.
+                let scm = unsafe {
+                    OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT)
+                };
+                if scm.is_null() {
+                    return Err(Error::from_win32(last_error(), "OpenSCManagerW"));
+                }
+                return Ok((scm, None));
+            }
+            ERROR_INVALID_HANDLE if attempts < 5 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            code => return Err(Error::from_win32(code, "OpenServiceW")),
+        }
+    }
+}
+
+/// The current state of service `name` (`None` when it does not exist).
+///
+/// # Errors
+/// The service control manager cannot be opened, or the service's status cannot be read.
+pub fn state(name: &str) -> Result<Option<u32>, Error> {
+    let (scm, svc) = open(name, SERVICE_QUERY_STATUS)?;
+    let result = match svc {
+        None => Ok(None),
+        Some(svc) => {
+            let mut status = SERVICE_STATUS::default();
+            // SAFETY: an open service and a valid status buffer.
+            let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
+            let r = if ok == 0 {
+                Err(Error::from_win32(last_error(), "QueryServiceStatus"))
+            } else {
+                Ok(Some(status.dwCurrentState))
+            };
+            // SAFETY: the service opened by `open`, closed once.
+            unsafe { CloseServiceHandle(svc) };
+            r
+        }
+    };
+    // SAFETY: the manager opened by `open`, closed once.
+    unsafe { CloseServiceHandle(scm) };
+    result
 }
 
 /// Whether service `name` runs (`false` when it does not exist).
@@ -58,54 +129,25 @@ pub fn pid(name: &str) -> Option<u32> {
 /// # Errors
 /// The service control manager cannot be opened, or the service's status cannot be read.
 pub fn running(name: &str) -> Result<bool, Error> {
-    let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-    // SAFETY: local machine, default database, connect right only.
-    let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-    if scm.is_null() {
-        return Err(Error::from_win32(last_error(), "OpenSCManagerW"));
-    }
-    // SAFETY: an open manager and a NUL-terminated name.
-    let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), SERVICE_QUERY_STATUS) };
-    let result = if svc.is_null() {
-        match last_error() {
-            ERROR_SERVICE_DOES_NOT_EXIST => Ok(false),
-            code => Err(Error::from_win32(code, "OpenServiceW")),
-        }
-    } else {
-        let mut status = SERVICE_STATUS::default();
-        // SAFETY: an open service and a valid status buffer.
-        let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
-        let r = if ok == 0 {
-            Err(Error::from_win32(last_error(), "QueryServiceStatus"))
-        } else {
-            Ok(status.dwCurrentState == SERVICE_RUNNING)
-        };
-        // SAFETY: the service opened above, closed once.
-        unsafe { CloseServiceHandle(svc) };
-        r
-    };
-    // SAFETY: the manager opened above, closed once.
-    unsafe { CloseServiceHandle(scm) };
-    result
+    Ok(state(name)? == Some(SERVICE_RUNNING))
 }
-
-/// `ERROR_SERVICE_DOES_NOT_EXIST`.
-const ERROR_SERVICE_DOES_NOT_EXIST: u32 = 1060;
 
 /// A watch on a running service that reports when it stops (or stops watching).
 ///
-/// `NotifyServiceStatusChangeW` queues its callback as an APC to the thread that asked, so a
-/// thread of its own asks and then waits alertably (`WaitForSingleObjectEx`) on either the APC
-/// or this watch's end. If the service is already stopped (or stopping) the callback is queued
-/// at once ("If the service is already in any of the requested states ... the callback
-/// function is queued immediately"). Closing the service handle cancels the request: after
-/// `CloseServiceHandle` no notification is queued any more. User mode has no BFE-state
-/// subscription (`FwpmBfeStateSubscribeChanges0` is kernel mode only), so this is how
-/// netports learns that BFE, and every WFP handle with it, went away. The state is also asked
-/// directly once a second, so a late or lost notification is noticed within that.
+/// Two threads. The *notifier* asks `NotifyServiceStatusChangeW` for the stop: it queues its
+/// callback as an APC to the thread that asked, so that thread then waits alertably
+/// (`WaitForSingleObjectEx`) for the APC or the watch's end. If the service is already stopped
+/// (or stopping) the callback is queued at once ("If the service is already in any of the
+/// requested states ... the callback function is queued immediately"); closing the service
+/// handle cancels the request. The *watcher* waits for the notifier's signal or the watch's
+/// end, and asks the state itself once a second with handles of its own, so a late or lost
+/// notification, or a notifier stuck in the call (Wine has kept one there when the service
+/// stopped while it registered), still gets the stop reported within that second. User mode
+/// has no BFE-state subscription (`FwpmBfeStateSubscribeChanges0` is kernel mode only), so
+/// this is how netports learns that BFE, and every WFP handle with it, went away.
 pub struct StopWatch {
-    stop: usize,
-    thread: Option<std::thread::JoinHandle<()>>,
+    events: Arc<Events>,
+    watcher: Option<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for StopWatch {
@@ -114,14 +156,49 @@ impl std::fmt::Debug for StopWatch {
     }
 }
 
+/// The watch's two manual-reset events: `end` (the watch ends) and `notified` (the notifier
+/// saw the stop). Closed when the last thread using them lets go.
+struct Events {
+    end: usize,
+    notified: usize,
+}
+
+impl Events {
+    fn new() -> Result<Self, Error> {
+        // SAFETY: a manual-reset event, initially not set, unnamed.
+        let end = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+        if end.is_null() {
+            return Err(Error::from_win32(last_error(), "CreateEventW"));
+        }
+        // SAFETY: as above.
+        let notified = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+        if notified.is_null() {
+            let code = last_error();
+            // SAFETY: the event created above, closed once.
+            unsafe { CloseHandle(end) };
+            return Err(Error::from_win32(code, "CreateEventW"));
+        }
+        Ok(Self { end: end as usize, notified: notified as usize })
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        // SAFETY: the events created in `new`, closed once, when nothing uses them any more.
+        unsafe { CloseHandle(self.end as HANDLE) };
+        // SAFETY: as above.
+        unsafe { CloseHandle(self.notified as HANDLE) };
+    }
+}
+
 /// Set by the notification callback (its context).
 unsafe extern "system" fn on_status(parameter: *const std::ffi::c_void) {
-    // SAFETY: the SERVICE_NOTIFY_2W the watch thread passed, alive while it waits; its
-    // context is the thread's flag.
+    // SAFETY: the SERVICE_NOTIFY_2W the notifier passed, alive while it waits; its context is
+    // the notifier's flag.
     let notify = unsafe { &*parameter.cast::<SERVICE_NOTIFY_2W>() };
-    // SAFETY: the context is the AtomicBool the watch thread owns, alive while it waits.
-    let fired = unsafe { &*notify.pContext.cast::<std::sync::atomic::AtomicBool>() };
-    fired.store(true, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the context is the AtomicBool the notifier owns, alive while it waits.
+    let fired = unsafe { &*notify.pContext.cast::<AtomicBool>() };
+    fired.store(true, Ordering::SeqCst);
 }
 
 impl StopWatch {
@@ -130,49 +207,27 @@ impl StopWatch {
     /// that cannot watch reports a stop).
     ///
     /// # Errors
-    /// The service control manager or the service cannot be opened.
+    /// The service does not exist, or the service control manager cannot be read.
     pub fn start(name: &str, on_stop: impl FnOnce(String) + Send + 'static) -> Result<Self, Error> {
-        let wide: Vec<u16> = name.encode_utf16().chain(std::iter::once(0)).collect();
-        // SAFETY: local machine, default database, connect right only.
-        let scm = unsafe { OpenSCManagerW(std::ptr::null(), std::ptr::null(), SC_MANAGER_CONNECT) };
-        if scm.is_null() {
-            return Err(Error::from_win32(last_error(), "OpenSCManagerW"));
+        if state(name)?.is_none() {
+            return Err(Error::from_win32(ERROR_SERVICE_DOES_NOT_EXIST, "OpenServiceW"));
         }
-        // SAFETY: an open manager and a NUL-terminated name.
-        let svc = unsafe { OpenServiceW(scm, wide.as_ptr(), SERVICE_QUERY_STATUS) };
-        if svc.is_null() {
-            let code = last_error();
-            // SAFETY: the manager opened above, closed once.
-            unsafe { CloseServiceHandle(scm) };
-            return Err(Error::from_win32(code, "OpenServiceW"));
-        }
-        // SAFETY: a manual-reset event, initially not set, unnamed.
-        let stop = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
-        if stop.is_null() {
-            let code = last_error();
-            // SAFETY: the handles opened above, closed once.
-            unsafe { CloseServiceHandle(svc) };
-            // SAFETY: as above.
-            unsafe { CloseServiceHandle(scm) };
-            return Err(Error::from_win32(code, "CreateEventW"));
-        }
-        let (svc_addr, scm_addr, stop_addr) = (svc as usize, scm as usize, stop as usize);
-        let thread = std::thread::spawn(move || {
-            let why = watch(svc_addr as SC_HANDLE, stop_addr as HANDLE);
-            // SAFETY: the handles opened by `start`, owned by this thread, closed once; closing
-            // the service handle cancels any request still pending.
-            unsafe { CloseServiceHandle(svc_addr as SC_HANDLE) };
-            // SAFETY: as above.
-            unsafe { CloseServiceHandle(scm_addr as SC_HANDLE) };
-            if let Some(why) = why {
+        let events = Arc::new(Events::new()?);
+        let (n_events, n_name) = (Arc::clone(&events), name.to_owned());
+        // The notifier is not joined: Drop ends it through `end`, and one stuck in the call
+        // must not hold up the watch's end.
+        std::thread::spawn(move || notifier(&n_name, &n_events));
+        let (w_events, w_name) = (Arc::clone(&events), name.to_owned());
+        let watcher = std::thread::spawn(move || {
+            if let Some(why) = watcher(&w_name, &w_events) {
                 on_stop(why);
             }
         });
-        Ok(Self { stop: stop_addr, thread: Some(thread) })
+        Ok(Self { events, watcher: Some(watcher) })
     }
 }
 
-/// How often the watch also asks the service's state (a lost notification is noticed then).
+/// How often the watcher also asks the service's state.
 const POLL_MS: u32 = 1000;
 
 const fn is_stopping(state: u32) -> bool {
@@ -183,10 +238,10 @@ fn state_text(state: u32) -> String {
     if state == SERVICE_STOPPED { "stopped".into() } else { "stopping".into() }
 }
 
-/// The watch thread: `Some(why)` when the service stopped (or the watch failed), `None` when
-/// the watch was ended.
-fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
-    use std::sync::atomic::{AtomicBool, Ordering};
+/// The notifier thread: asks for the stop notification and sets `notified` when it comes;
+/// returns when the watch ends (or the request fails: the watcher still polls).
+fn notifier(name: &str, events: &Events) {
+    let Ok((scm, Some(svc))) = open(name, SERVICE_QUERY_STATUS) else { return };
     let fired = AtomicBool::new(false);
     let mut notify = SERVICE_NOTIFY_2W {
         dwVersion: SERVICE_NOTIFY_STATUS_CHANGE,
@@ -194,7 +249,7 @@ fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
         pContext: (&raw const fired).cast_mut().cast(),
         ..SERVICE_NOTIFY_2W::default()
     };
-    loop {
+    'request: loop {
         // SAFETY: a service handle with SERVICE_QUERY_STATUS and a notify buffer that stays
         // valid until the callback ran or the handle is closed (both on this thread).
         let rc = unsafe {
@@ -205,55 +260,61 @@ fn watch(svc: SC_HANDLE, stop: HANDLE) -> Option<String> {
             )
         };
         if rc != 0 {
-            return Some(format!("NotifyServiceStatusChangeW failed with Windows error {rc}"));
+            break;
         }
         loop {
-            // SAFETY: an event handle owned by the watch; an alertable wait runs the APC.
-            let w = unsafe { WaitForSingleObjectEx(stop, POLL_MS, 1) };
-            if w == WAIT_OBJECT_0 {
-                return None;
-            }
-            if w == WAIT_TIMEOUT {
-                // A notification can be late or lost (ERROR_SERVICE_NOTIFY_CLIENT_LAGGING;
-                // Wine has lost one here): ask the state directly as well, once a second.
-                let mut status = SERVICE_STATUS::default();
-                // SAFETY: a service handle with SERVICE_QUERY_STATUS and a valid buffer.
-                let ok = unsafe { QueryServiceStatus(svc, &raw mut status) };
-                if ok != 0 && is_stopping(status.dwCurrentState) {
-                    return Some(state_text(status.dwCurrentState));
-                }
-                continue;
-            }
+            // SAFETY: an event handle alive while `events` is; an alertable wait runs the APC.
+            let w = unsafe { WaitForSingleObjectEx(events.end as HANDLE, INFINITE, 1) };
             if w != WAIT_IO_COMPLETION {
-                return Some(format!("waiting for the service failed ({w:#x})"));
+                break 'request;
             }
             if fired.swap(false, Ordering::SeqCst) {
                 break;
             }
         }
-        if notify.dwNotificationStatus != 0 {
-            return Some(format!(
-                "the service notification failed with Windows error {}",
-                notify.dwNotificationStatus
-            ));
-        }
-        let state = notify.ServiceStatus.dwCurrentState;
-        if is_stopping(state) {
-            return Some(state_text(state));
+        if notify.dwNotificationStatus != 0 || is_stopping(notify.ServiceStatus.dwCurrentState) {
+            // SAFETY: an event handle alive while `events` is.
+            unsafe { SetEvent(events.notified as HANDLE) };
+            break;
         }
         // Another state (a spurious wake): ask again.
+    }
+    // SAFETY: the handles `open` returned, closed once; closing the service handle cancels a
+    // request still pending.
+    unsafe { CloseServiceHandle(svc) };
+    // SAFETY: as above.
+    unsafe { CloseServiceHandle(scm) };
+}
+
+/// The watcher thread: `Some(why)` when the service stopped, `None` when the watch ended.
+fn watcher(name: &str, events: &Events) -> Option<String> {
+    let handles = [events.end as HANDLE, events.notified as HANDLE];
+    loop {
+        // SAFETY: two event handles alive while `events` is.
+        let w = unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, POLL_MS) };
+        if w == WAIT_OBJECT_0 {
+            return None;
+        }
+        // Notified, or a second passed: the state decides (a notification may come late, be
+        // lost, or report an error).
+        match state(name) {
+            Ok(Some(s)) if is_stopping(s) => return Some(state_text(s)),
+            Ok(None) => return Some("deleted".into()),
+            Ok(Some(_)) if w == WAIT_OBJECT_0 + 1 => {
+                return Some("the stop notification failed".into());
+            }
+            _ => {}
+        }
     }
 }
 
 impl Drop for StopWatch {
     fn drop(&mut self) {
-        // SAFETY: the event created in `start`, alive until closed below.
-        unsafe { SetEvent(self.stop as HANDLE) };
-        if let Some(t) = self.thread.take() {
+        // SAFETY: an event handle alive while `events` is.
+        unsafe { SetEvent(self.events.end as HANDLE) };
+        if let Some(t) = self.watcher.take() {
             let _ = t.join();
         }
-        // SAFETY: the event created in `start`, closed once, after the thread ended.
-        unsafe { CloseHandle(self.stop as HANDLE) };
     }
 }
 

@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use super::tables;
 
 use windows_sys::Win32::Foundation::HANDLE;
+use windows_sys::Win32::NetworkManagement::IpHelper::PTEREDO_PORT_CHANGE_CALLBACK;
 use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
-    FWPM_SYSTEM_PORTS_BY_TYPE0, FWPM_SYSTEM_PORTS0,
+    FWPM_SYSTEM_PORTS_BY_TYPE0, FWPM_SYSTEM_PORTS_CALLBACK0, FWPM_SYSTEM_PORTS0,
 };
 
 use super::dynload::{Dll, system_fn};
@@ -40,14 +41,11 @@ use crate::teredo::{
     observation_from_callback, ports_from_system_ports,
 };
 
-type TeredoCallback = unsafe extern "system" fn(*const c_void, u16, i32);
-type SystemPortsCallback = unsafe extern "system" fn(*mut c_void, *const FWPM_SYSTEM_PORTS0);
-
 system_fn!(fn get_teredo_port = Dll::Iphlpapi, c"GetTeredoPort": fn(*mut u16) -> u32;);
-system_fn!(fn notify_teredo_port_change = Dll::Iphlpapi, c"NotifyTeredoPortChange": fn(Option<TeredoCallback>, *const c_void, bool, *mut HANDLE) -> u32;);
+system_fn!(fn notify_teredo_port_change = Dll::Iphlpapi, c"NotifyTeredoPortChange": fn(PTEREDO_PORT_CHANGE_CALLBACK, *const c_void, bool, *mut HANDLE) -> u32;);
 system_fn!(fn cancel_mib_change_notify2 = Dll::Iphlpapi, c"CancelMibChangeNotify2": fn(HANDLE) -> u32;);
 system_fn!(fn fwpm_system_ports_get0 = Dll::Fwpuclnt, c"FwpmSystemPortsGet0": fn(HANDLE, *mut *mut FWPM_SYSTEM_PORTS0) -> u32;);
-system_fn!(fn fwpm_system_ports_subscribe0 = Dll::Fwpuclnt, c"FwpmSystemPortsSubscribe0": fn(HANDLE, *const c_void, Option<SystemPortsCallback>, *const c_void, *mut HANDLE) -> u32;);
+system_fn!(fn fwpm_system_ports_subscribe0 = Dll::Fwpuclnt, c"FwpmSystemPortsSubscribe0": fn(HANDLE, *const c_void, FWPM_SYSTEM_PORTS_CALLBACK0, *const c_void, *mut HANDLE) -> u32;);
 system_fn!(fn fwpm_system_ports_unsubscribe0 = Dll::Fwpuclnt, c"FwpmSystemPortsUnsubscribe0": fn(HANDLE, HANDLE) -> u32;);
 system_fn!(fn fwpm_free_memory0 = Dll::Fwpuclnt, c"FwpmFreeMemory0": fn(*mut *mut c_void););
 

@@ -82,6 +82,7 @@ static ENGINE snapshot; /* the state when the transaction began */
 static int txn_owner = -1; /* the session holding the engine's transaction lock */
 static DWORD commits;
 static DWORD fail_filter_add; /* the n-th next FwpmFilterAdd0 fails (0: none) */
+static LONG ports_gets; /* successful FwpmSystemPortsGet0 calls */
 
 typedef struct { int used; PORTS_CB cb; void *ctx; DWORD running_thread; HANDLE idle; } SUB;
 static SUB subs[16];
@@ -470,6 +471,7 @@ DWORD WINAPI FwpmSystemPortsGet0(HANDLE engine, FWPM_SYSTEM_PORTS0 **ports)
     else *ports = build_ports();
     LeaveCriticalSection(&lock);
     if (rc == ERROR_SUCCESS && !*ports) rc = ERROR_NOT_ENOUGH_MEMORY;
+    if (rc == ERROR_SUCCESS) InterlockedIncrement(&ports_gets);
     return rc;
 }
 
@@ -588,6 +590,9 @@ void WINAPI DoubleFwpObjects(DWORD *providers, DWORD *sublayers)
     if (sublayers) *sublayers = s;
     LeaveCriticalSection(&lock);
 }
+
+/* Successful FwpmSystemPortsGet0 calls so far. */
+DWORD WINAPI DoubleFwpGets(void) { return (DWORD)ports_gets; }
 
 /* Explicit transactions committed so far. */
 DWORD WINAPI DoubleFwpCommits(void) { return commits; }

@@ -42,8 +42,7 @@ use alloc::vec::Vec;
 use core::ffi::c_void;
 
 use fwps_sys::{
-    NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_PENDING,
-    STATUS_SUCCESS,
+    NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS,
 };
 use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded, SalvagedPolicy};
 
@@ -75,7 +74,11 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
     let Some(d) = (unsafe { driver::<S>(notify_context) }) else { return STATUS_SUCCESS };
     let Some(_in_flight) = d.enter_callback() else { return STATUS_SUCCESS };
     // SAFETY: WFP's pointer, valid for the call.
-    let Some(sw) = (unsafe { v_switch.as_ref() }) else { return STATUS_INVALID_PARAMETER };
+    let Some(sw) = (unsafe { v_switch.as_ref() }) else {
+        // Nothing to restore into; a migration never fails because of vsflow.
+        d.restore_into_nothing(port_id, runtime_state_length);
+        return STATUS_SUCCESS;
+    };
     let blob: &[u8] = if runtime_state.is_null() || runtime_state_length == 0 {
         &[]
     } else {
@@ -114,17 +117,12 @@ impl<S: KernelServices> Driver<S> {
         port_id: u32,
         blob: &[u8],
     ) -> NTSTATUS {
-        let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
-        let switch_id = self.read_ports(|ix| ix.switch_id(name.as_utf16())).flatten();
+        let switch_id = identity(&switch.SwitchName)
+            .and_then(|name| self.read_ports(|ix| ix.switch_id(name.as_utf16())).flatten());
         let Some(switch) = switch_id else {
-            self.count(Counter::RestoresUnknownPort);
-            self.trace_restore(
-                port_id,
-                blob.len(),
-                (0, 0),
-                RestoreOutcome::Degraded(DegradedReason::UnknownPort),
-                STATUS_SUCCESS,
-            );
+            // A switch vsflow does not know (or whose name it cannot read): no port to restore
+            // into. Succeeds: only FailBadRestores may fail a VM's restore.
+            self.restore_into_nothing(port_id, blob.len());
             return STATUS_SUCCESS;
         };
         let key = PortKey { switch, port: port_id };
@@ -156,6 +154,19 @@ impl<S: KernelServices> Driver<S> {
         self.count(Counter::RestoresSync);
         let decoded = self.decode(blob);
         self.apply_restore(key, blob.len(), Some(self.digest(blob)), decoded)
+    }
+
+    /// A restore for no port vsflow knows: counted (`restores_unknown_port`), traced as
+    /// degraded; the caller reports success.
+    fn restore_into_nothing(&self, port_id: u32, bytes: usize) {
+        self.count(Counter::RestoresUnknownPort);
+        self.trace_restore(
+            port_id,
+            bytes,
+            (0, 0),
+            RestoreOutcome::Degraded(DegradedReason::UnknownPort),
+            STATUS_SUCCESS,
+        );
     }
 
     fn pend_restore(
@@ -306,14 +317,7 @@ impl<S: KernelServices> Driver<S> {
     ) -> NTSTATUS {
         let now = self.now();
         let Some(slot) = self.port_ref(|_| Some(key)).filter(|slot| !slot.is_removed()) else {
-            self.count(Counter::RestoresUnknownPort);
-            self.trace_restore(
-                key.port,
-                bytes,
-                (0, 0),
-                RestoreOutcome::Degraded(DegradedReason::UnknownPort),
-                STATUS_SUCCESS,
-            );
+            self.restore_into_nothing(key.port, bytes);
             return STATUS_SUCCESS;
         };
         let mut st = slot.state.lock();

@@ -5,10 +5,12 @@
 //! challenge ACK; data and FIN are acknowledged. Only TCP whose header is whole is answered (a
 //! fragment waits for the rest of its datagram; answers to other protocols are not modelled).
 //!
-//! A *silent* guest runs a firewall that drops what it does not expect without a word (Windows
-//! Defender Firewall drops unsolicited inbound traffic; it sends no RST): segments of no
-//! connection and SYNs to closed ports get no answer. That is the worse guest for vsflow: a
-//! flow B picked up by mistake is never refused, so it stays established.
+//! A *silent* guest drops what it does not expect without a word: segments of no connection
+//! and SYNs to closed ports get no answer, as FreeBSD's `net.inet.tcp.blackhole=2` does
+//! (blackhole(4): "any segment arriving on a closed port is dropped without returning a RST")
+//! and a guest firewall that drops unsolicited inbound traffic would (Windows Defender
+//! Firewall's stealth behaviour: verify on Windows). That is the worse guest for vsflow: a flow
+//! B picked up by mistake is never refused, so only the pickup's own limits end it.
 
 use std::collections::HashMap;
 
@@ -65,8 +67,8 @@ impl Guest {
                 Some(p.reply(tcp::SYN_ACK, 0))
             }
             None if self.silent => None,
-            None if syn && !ack => Some(p.reply(tcp::RST | tcp::ACK, 0)),
-            None => Some(p.reply(tcp::RST, 0)),
+            None if ack => Some(p.reply(tcp::RST, 0)),
+            None => Some(p.reply(tcp::RST | tcp::ACK, 0)),
         }
     }
 

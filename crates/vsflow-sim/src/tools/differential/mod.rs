@@ -43,7 +43,7 @@
 //! admissions exceed that expectation by more than `6 sqrt(x) + 6` (a Poisson tail far below
 //! one in a million), and reports both.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use fwps_sys as sys;
 use vsflow_core::codec::{self, DecodeConfig, Decoded};
@@ -96,6 +96,9 @@ pub struct Setup {
     pub registry: Vec<(&'static str, u32)>,
     /// Further values for the destination hosts only.
     pub destination_registry: Vec<(&'static str, u32)>,
+    /// Values set last on every host (`vsflow-sim differential --set NAME=VALUE`), over the
+    /// case's own.
+    pub settings: Vec<(String, u32)>,
     /// VM-opened TCP connections established on A (to remote port 443).
     pub vm_tcp: u32,
     /// Inbound SSH connections the allow rule admitted on A, opened before the VM's own.
@@ -108,11 +111,26 @@ pub struct Setup {
     pub seed: u64,
 }
 
+impl Setup {
+    /// The registry values of a source (or, with `destination`, a destination) host, in the
+    /// order they are set: the case's, the destination's, then `settings`.
+    #[must_use]
+    pub fn registry_of(&self, destination: bool) -> Vec<(String, u32)> {
+        let own = self.registry.iter();
+        let dest = self.destination_registry.iter().filter(|_| destination);
+        own.chain(dest)
+            .map(|(n, v)| ((*n).to_owned(), *v))
+            .chain(self.settings.iter().cloned())
+            .collect()
+    }
+}
+
 impl Default for Setup {
     fn default() -> Self {
         Self {
             registry: Vec::new(),
             destination_registry: Vec::new(),
+            settings: Vec::new(),
             vm_tcp: 40,
             ssh: 8,
             udp: 8,
@@ -287,7 +305,7 @@ struct Side {
 }
 
 impl Side {
-    fn new(seed: u64, registry: &[(&'static str, u32)], uptime: Tick, switch: &str) -> Self {
+    fn new(seed: u64, registry: &[(String, u32)], uptime: Tick, switch: &str) -> Self {
         let mut host = Host::new(seed);
         host.advance(uptime);
         for (name, value) in registry {
@@ -333,9 +351,13 @@ pub struct Run {
     arrived_at: Tick,
     holding: bool,
     held: Vec<(SimPacket, (bool, bool))>,
+    /// 5-tuples the VM reset on B after B admitted an outsider's packet A blocked.
+    refused: HashSet<FlowKey>,
+    /// Outsiders' segments B admitted and A blocked per 5-tuple since the VM last spoke on it.
+    unanswered: HashMap<FlowKey, u32>,
 }
 
-fn registry_value(regs: &[(&'static str, u32)], name: &str) -> Option<u32> {
+fn registry_value(regs: &[(String, u32)], name: &str) -> Option<u32> {
     regs.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
 
@@ -348,10 +370,9 @@ impl Run {
     #[must_use]
     pub fn start(case: &str, setup: Setup) -> Self {
         let uptime = 3 * 86_400 * TICKS_PER_SECOND;
-        let mut a =
-            Side::new(setup.seed, &setup.registry, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
-        let b =
-            Side::new(setup.seed, &setup.registry, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
+        let source = setup.registry_of(false);
+        let mut a = Side::new(setup.seed, &source, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
+        let b = Side::new(setup.seed, &source, uptime, "0E5B1C2D-AAAA-4000-8000-00000000016A");
         a.id = ID_A;
         let mut run = Self {
             a,
@@ -372,6 +393,8 @@ impl Run {
             arrived_at: 0,
             holding: false,
             held: Vec::new(),
+            refused: HashSet::new(),
+            unanswered: HashMap::new(),
         };
         run.b.id = ID_A;
         for side in [&mut run.a, &mut run.b] {
@@ -497,8 +520,21 @@ impl Run {
                 }
                 if let Some(y) = y {
                     self.b.transmit(&y, false);
+                    self.vm_spoke(&y);
                 }
             }
+        }
+    }
+
+    /// The VM sent `p` on B: a reset refuses its 5-tuple (nothing more may be admitted on it
+    /// that A blocks); any other packet answers it (the count of segments admitted before an
+    /// answer starts again).
+    fn vm_spoke(&mut self, p: &SimPacket) {
+        let key = vm_key(p, false);
+        if p.protocol == protocol::TCP && p.flags & tcp::RST != 0 {
+            self.refused.insert(key);
+        } else {
+            self.unanswered.remove(&key);
         }
     }
 
@@ -510,6 +546,9 @@ impl Run {
     }
 
     fn outbound_sent(&mut self, p: &SimPacket, origin: Origin) -> (bool, bool) {
+        if self.moved {
+            self.vm_spoke(p);
+        }
         self.advance(self.gap);
         let fa = self.a.transmit(p, false);
         let fb = self.b.transmit(p, false);
@@ -517,10 +556,8 @@ impl Run {
         (fa, fb)
     }
 
-    fn dest_registry(&self) -> Vec<(&'static str, u32)> {
-        let mut r = self.setup.registry.clone();
-        r.extend(self.setup.destination_registry.iter().copied());
-        r
+    fn dest_registry(&self) -> Vec<(String, u32)> {
+        self.setup.registry_of(true)
     }
 
     fn judge(&mut self, p: &SimPacket, inbound: bool, origin: Origin, fa: bool, fb: bool) {
@@ -534,16 +571,25 @@ impl Run {
         // Only an outsider's packet can be a *false* admission: B admitting a legitimate packet
         // A blocks (its connection no longer admitted) is never documented.
         let outsider = !matches!(origin, Origin::Legit(_));
-        let documented = if fb && !fa && inbound && outsider && is_midstream(p) {
-            if self.in_pickup_window() && self.fingerprints.contains(&key) {
-                Documented::Fingerprint
-            } else if self.in_restore_window() {
-                Documented::Window
-            } else if registry_value(&self.dest_registry(), "LoosePickup") == Some(1) {
-                Documented::Loose
-            } else {
-                Documented::No
-            }
+        // A pickup (fingerprint, window or loose) admits at most 4 segments of a 5-tuple before
+        // the VM answers, and nothing after the VM refused it (runtime-state-format.md,
+        // "Pickups: what they admit").
+        let within_cap = fb && !fa && !self.refused.contains(&key) && {
+            let n = self.unanswered.entry(key).or_insert(0);
+            *n += 1;
+            *n <= PICKUP_SEGMENTS
+        };
+        // Loose pickup (opt-in) admits any mid-stream segment of a flow B does not know, the
+        // VM's own connections included, whatever the rules (docs/SECURITY.md, edge 5).
+        let loose = registry_value(&self.dest_registry(), "LoosePickup") == Some(1);
+        let documented = if !(within_cap && inbound && is_midstream(p)) {
+            Documented::No
+        } else if outsider && self.in_pickup_window() && self.fingerprints.contains(&key) {
+            Documented::Fingerprint
+        } else if outsider && self.in_restore_window() {
+            Documented::Window
+        } else if loose {
+            Documented::Loose
         } else {
             Documented::No
         };
@@ -570,12 +616,13 @@ impl Run {
     }
 
     /// The destination's port is restoring: created with `RESTORING_PORT`, no restore applied
-    /// yet, and less than `RestoreWindowSeconds` ago.
+    /// yet, and a restore pended (however late) or the port created less than
+    /// `RestoreWindowSeconds` ago.
     fn in_restore_window(&self) -> bool {
         let window = registry_value(&self.dest_registry(), "RestoreWindowSeconds").unwrap_or(60);
-        self.restored_at.is_none()
-            && self.b.host.now().saturating_sub(self.arrived_at)
-                < u64::from(window) * TICKS_PER_SECOND
+        let young = self.b.host.now().saturating_sub(self.arrived_at)
+            < u64::from(window) * TICKS_PER_SECOND;
+        self.restored_at.is_none() && (young || !self.tickets.is_empty())
     }
 
     // ---- History --------------------------------------------------------------------------
@@ -934,6 +981,8 @@ impl Run {
         self.answer(&syn, r);
         self.release_answers();
         self.class(AFTER_REFUSAL);
+        // These tuples were admitted already: the bound on chance matches is the spray's.
+        self.chosen_keys();
         let again = with_flags(p, tcp::ACK);
         let r = self.inbound_quiet(&again, Origin::Adversary);
         self.answer(&again, r);
@@ -959,8 +1008,9 @@ impl Run {
         found
     }
 
-    /// Marks the current class as sent on keys chosen to match fingerprints: the bound on
-    /// chance matches does not apply to it.
+    /// Marks the current class as sent on keys that were not drawn by chance (chosen to match a
+    /// fingerprint, or tuples a spray's match admitted already): the bound on chance matches
+    /// does not apply to it.
     pub fn chosen_keys(&mut self) {
         self.report.classes[self.class].chosen_keys = true;
     }
@@ -1018,14 +1068,16 @@ fn attach(side: &mut Side) {
 }
 
 /// An outsider's address and source port: `n` picks them (198.18.0.0/15, RFC 2544's
-/// benchmarking range; `2001:db8:ffff::/48` for IPv6).
+/// benchmarking range; `2001:db8:ffff::/48` for IPv6): the low 17 bits the address, the next
+/// bits the port (1024..65535), so up to 2^17 x 64,512 (8.4e9) consecutive `n` are distinct
+/// 5-tuples.
 fn outsider_endpoint(family: IpFamily, n: u64) -> ([u8; 16], u16) {
-    let [_, _, _, _, _, b, c, d] = n.to_be_bytes();
+    let [_, _, _, _, _, b, c, d] = (n & 0x1_ffff).to_be_bytes();
     let src = match family {
-        IpFamily::V4 => vsflow_core::packet::v4([198, 0x12 | (b & 1), c, d]),
+        IpFamily::V4 => vsflow_core::packet::v4([198, 0x12 | b, c, d]),
         IpFamily::V6 => [0x20, 0x01, 0x0d, 0xb8, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, b, c, d],
     };
-    (src, 1024 + u16::try_from(n.wrapping_mul(7919) % 64_000).unwrap_or(0))
+    (src, 1024 + u16::try_from((n >> 17) % 64_512).unwrap_or(0))
 }
 
 /// The same packet (addresses, ports) with other TCP flags, as a plain whole packet.
@@ -1034,11 +1086,16 @@ pub fn with_flags(p: &SimPacket, flags: u8) -> SimPacket {
     SimPacket::new(p.family, p.protocol, p.src, p.sport, p.dst, p.dport, flags, 0)
 }
 
+/// Segments a pickup may admit on one 5-tuple before the VM answers
+/// (runtime-state-format.md, "Pickups: what they admit").
+pub const PICKUP_SEGMENTS: u32 = 4;
+
 /// The class of an outsider's SYN sent right after B picked up its tuple, before the guest
 /// answered.
 pub const SYN_AFTER_PICKUP: &str = "SYN on a picked-up tuple, before the VM answers";
-/// The class of an outsider's ACK sent after the guest refused a picked-up tuple (its RST).
-pub const AFTER_REFUSAL: &str = "ACK on a picked-up tuple after the VM's RST";
+/// The class of an outsider's ACK sent after the guest answered a picked-up tuple (a RST, or
+/// nothing from a guest whose firewall drops silently).
+pub const AFTER_REFUSAL: &str = "ACK on a picked-up tuple after the VM's answer (RST or none)";
 
 /// One line about a packet and its two verdicts.
 fn describe(p: &SimPacket, inbound: bool, origin: Origin, fa: bool, fb: bool) -> String {
@@ -1187,13 +1244,15 @@ pub struct Options {
     pub connections: u32,
     /// Size cap of the blob in the fingerprint cases (registry `BlobCap`).
     pub blob_cap: u32,
+    /// Registry values set last on every host of every case (e.g. `RestoreMode` 1).
+    pub settings: Vec<(String, u32)>,
     /// Seed.
     pub seed: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { spray: 20_000, connections: 3_000, blob_cap: 16_384, seed: 16 }
+        Self { spray: 20_000, connections: 3_000, blob_cap: 16_384, settings: Vec::new(), seed: 16 }
     }
 }
 

@@ -79,8 +79,8 @@ pub struct ClassReport {
     pub reference_admitted: u64,
     /// Fingerprint matches a spray of this size may make: `N n / 2^32`.
     pub expected_fingerprint_matches: f64,
-    /// Sent on keys chosen to match fingerprints (a white-box search): the bound on chance
-    /// matches does not apply.
+    /// Sent on keys not drawn by chance (chosen to match fingerprints by a white-box search, or
+    /// tuples a spray's match admitted already): the bound on chance matches does not apply.
     pub chosen_keys: bool,
     /// Why losing packets is the documented outcome here, if it is.
     pub loss_documented: Option<&'static str>,
@@ -201,6 +201,17 @@ impl Report {
             && self.history_divergence == 0
             && self.violations.is_empty()
             && self.failed_restores == 0
+    }
+
+    /// Classes no packet was judged in (the history is never judged): a case whose traffic
+    /// went nowhere proves nothing.
+    #[must_use]
+    pub fn empty_classes(&self) -> Vec<&str> {
+        self.classes
+            .iter()
+            .filter(|c| c.packets == 0 && c.name != "history")
+            .map(|c| c.name.as_str())
+            .collect()
     }
 
     /// The class named `name`.
