@@ -63,6 +63,10 @@ fn stop_bfe_if_armed(call: &'static str) {
         Some(h.engine.bfe_subscriptions.clone())
     });
     let Some(subs) = subs else { return };
+    // The service control manager's thread is the simulator's, not the driver's: what
+    // creating it allocates (its handle, its result packet, freed as it exits, possibly after
+    // the join returns) is not the driver's heap.
+    let _sim = crate::kernel::alloc::Attribution::enter(None);
     std::thread::scope(|s| {
         s.spawn(|| {
             let _cur = crate::world::CurrentHost::enter(id);
