@@ -3,11 +3,14 @@
 //! past it is refused — the packet's verdict stands, the flow is not tracked (fail-closed for
 //! its return traffic in Enforce) — and connections already established keep passing.
 
+use vsflow_callout::TraceEvent;
 use vsflow_core::IpFamily;
 use vsflow_core::packet::protocol;
 use vsflow_scenarios::{delivered, finish, open_connections, vm_ip, vm_port};
 use vsflow_sim::host::EXTERNAL_PORT;
-use vsflow_sim::{Host, SimPacket};
+use vsflow_sim::kernel::faults::{self, Site};
+use vsflow_sim::tools::traffic;
+use vsflow_sim::{Host, PacketFate, SimPacket};
 
 /// Fewest bytes one tracked flow can cost (its key and record alone are larger).
 const MIN_FLOW_BYTES: usize = 64;
@@ -50,7 +53,83 @@ fn a_host_wide_flow_memory_budget_bounds_all_ports_together_and_spares_establish
         totals.flows
     );
     assert_eq!(delivered(&mut h, sw, 11, &established), 50, "an established connection was cut");
-    assert_eq!(h.driver().stats().settings_refused, 0);
+    let stats = h.driver().stats();
+    assert_eq!(stats.settings_refused, 0);
+    assert!(stats.flows_refused_budget > 0, "refusals are counted");
+    assert!(stats.flow_memory_bytes <= 1 << 20, "{} bytes charged", stats.flow_memory_bytes);
+    // The idle-flow timer reports the refusals once: one event, not one per flow.
+    let _ = h.within(|| h.driver().expire_idle(64));
+    let _ = h.within(|| h.driver().expire_idle(64));
+    let reports: Vec<_> = h
+        .trace_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            TraceEvent::FlowMemoryRefused { refused, limit, .. } => Some((refused, limit)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reports,
+        [(u32::try_from(stats.flows_refused_budget).unwrap(), 1 << 20)],
+        "one FlowMemoryRefused event"
+    );
+    finish(&mut h);
+}
+
+#[test]
+fn the_default_budget_is_a_64th_of_the_hosts_memory_within_its_bounds() {
+    for (memory, budget) in [
+        (Some(16u64 << 30), 256usize << 20),
+        (Some(2 << 30), 32 << 20),
+        (Some(256 << 20), 16 << 20),
+        (Some(1 << 40), 4 << 30),
+        (None, 256 << 20),
+    ] {
+        let mut h = Host::new(21);
+        h.set_physical_memory(memory);
+        h.load_driver_from_registry().expect("loads");
+        assert_eq!(h.driver().flow_budget().limit(), budget, "{memory:?}");
+        finish(&mut h);
+    }
+}
+
+#[test]
+fn a_failed_growth_allocation_refuses_the_new_flow_fail_closed_and_keeps_established_ones() {
+    let mut h = Host::new(22);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("alloc", &[]);
+    vm_port(&mut h, sw, 11, "vm", 1, false);
+    // 64 connections fill the port's first slab segment exactly.
+    let established = open_connections(&mut h, sw, 11, 64);
+    // The 65th flow needs one growth step; its allocation (ExAllocatePool2) fails.
+    faults::arm(h.id(), Some(Site::Alloc), 1);
+    let syn = traffic::vm_syn(
+        IpFamily::V4,
+        11,
+        40_000,
+        traffic::remote_addr(IpFamily::V4, 9, false),
+        443,
+    );
+    let (fates, data) = traffic::vm_handshake(&mut h, sw, 11, &syn);
+    faults::disarm();
+    assert_eq!(faults::fired(), 1, "the growth step allocated and failed");
+    assert_eq!(fates[0], PacketFate::Delivered, "the VM's own SYN: its verdict stands");
+    assert_ne!(fates[1], PacketFate::Delivered, "its reply is not admitted: not tracked");
+    // (The VM's next segment is its own mid-stream packet: tracked as established then.)
+    assert_eq!(fates[2], PacketFate::Delivered);
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, 11, &data), PacketFate::Delivered);
+    assert_eq!(delivered(&mut h, sw, 11, &established), 64, "an established connection was cut");
+    // Memory back: the next new flow grows the table and is tracked.
+    let syn = traffic::vm_syn(
+        IpFamily::V4,
+        11,
+        40_001,
+        traffic::remote_addr(IpFamily::V4, 9, false),
+        443,
+    );
+    let (fates, _) = traffic::vm_handshake(&mut h, sw, 11, &syn);
+    assert_eq!(fates, [PacketFate::Delivered; 3]);
     finish(&mut h);
 }
 

@@ -63,7 +63,13 @@ pub struct HostShared {
     pub work_item: Mutex<()>,
     /// Misuse of a kernel primitive (each also panics where it happened).
     pub misuse: Mutex<Vec<String>>,
+    /// The host's physical memory in bytes as the driver reads it at load: 0 for
+    /// [`SIM_PHYSICAL_MEMORY`], `u64::MAX` for a host whose size cannot be read.
+    pub physical_memory: AtomicU64,
 }
+
+/// The simulated host's physical memory unless a test sets another (16 GiB).
+pub const SIM_PHYSICAL_MEMORY: u64 = 16 << 30;
 
 /// Processors the simulated host reports (`KeQueryMaximumProcessorCountEx`).
 pub const PROCESSORS: u32 = 8;
@@ -570,6 +576,14 @@ impl KernelServices for SimServices {
 
     fn hash_seed(&self) -> u64 {
         self.seed
+    }
+
+    fn physical_memory_bytes(&self) -> Option<u64> {
+        match self.shared.physical_memory.load(Ordering::Relaxed) {
+            0 => Some(SIM_PHYSICAL_MEMORY),
+            u64::MAX => None,
+            bytes => Some(bytes),
+        }
     }
 
     /// The registry double: what `WdfRegistryQueryULong` returns for the value (wdfregistry.h:
