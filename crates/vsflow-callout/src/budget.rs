@@ -18,7 +18,7 @@ use crate::alloc_util::try_box;
 use crate::error::CalloutError;
 
 /// The owned budget (see the module docs).
-pub(crate) struct HostBudget(NonNull<FlowBudget>);
+pub struct HostBudget(NonNull<FlowBudget>);
 
 // SAFETY: `FlowBudget` is atomics only (`Sync` and `Send`); `HostBudget` owns it like a `Box`.
 unsafe impl Send for HostBudget {}
@@ -30,13 +30,13 @@ impl HostBudget {
     ///
     /// # Errors
     /// Out of memory.
-    pub(crate) fn try_new(limit: usize) -> Result<Self, CalloutError> {
+    pub fn try_new(limit: usize) -> Result<Self, CalloutError> {
         let boxed = try_box(FlowBudget::new(limit))?;
         Ok(Self(NonNull::from(Box::leak(boxed))))
     }
 
     /// The budget.
-    pub(crate) fn get(&self) -> &FlowBudget {
+    pub fn get(&self) -> &FlowBudget {
         // SAFETY: the pointer came from a live `Box` leaked in `try_new` and is freed only in
         // `drop`, after which no `&self` exists.
         unsafe { self.0.as_ref() }
@@ -44,7 +44,7 @@ impl HostBudget {
 
     /// The `'static` handle tables keep: valid until this budget is dropped, which happens
     /// after every table of the driver (see the module docs).
-    pub(crate) fn handle(&self) -> BudgetRef {
+    pub fn handle(&self) -> BudgetRef {
         // SAFETY: the budget is freed only when the driver drops its last field, after its
         // ports and every table in them (the module docs give the argument).
         BudgetRef(unsafe { self.0.as_ref() })

@@ -151,8 +151,10 @@ pub const FLOW_MEMORY_MAX: u64 = 4 << 30;
 /// host).
 pub const FLOW_MEMORY_UNKNOWN: u64 = 256 << 20;
 
-/// The host-wide flow-memory budget in bytes: `FlowMemoryMB` if set; otherwise derived from
-/// the host's physical memory (`physical`, bytes, read at `PASSIVE_LEVEL` at load:
+/// The host-wide flow-memory budget in bytes.
+///
+/// `FlowMemoryMB` if set; otherwise derived from the host's physical memory (`physical`,
+/// bytes, read at `PASSIVE_LEVEL` at load:
 /// [`KernelServices::physical_memory_bytes`]): 1/64 of it, at least 16 MiB and at most 4 GiB,
 /// or 256 MiB if unknown.
 ///

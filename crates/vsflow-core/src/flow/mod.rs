@@ -1,7 +1,8 @@
 //! Flows: the key that names one, the record kept for it, the idle timeouts, the bounded
-//! per-port table that holds them (grown in bounded steps, `segments.rs`, charged to the
-//! host's flow-memory budget, `budget.rs`), and the tentative flows a pickup admitted that the
-//! VM has not answered yet.
+//! per-port table that holds them, and the tentative flows a pickup admitted.
+//!
+//! The table grows in bounded steps (`segments.rs`), each charged to the host's flow-memory
+//! budget (`budget.rs`); tentative flows are those the VM has not answered yet.
 
 mod budget;
 mod key;

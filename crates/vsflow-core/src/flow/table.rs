@@ -8,11 +8,11 @@
 //! unless the slab or the index takes one growth step.
 //!
 //! Growth is off the packet path in the sense issue 18 asks for: no insert copies the table.
-//! The slab grows by one segment of 64 slots (about 7 KiB) when it is full; the index grows by
+//! The slab grows by one segment of 64 slots (8 KiB) when it is full; the index grows by
 //! *linear hashing* (Litwin 1980; Larson, "Dynamic hash tables", CACM 31(4), 1988): each insert
 //! that leaves more flows than buckets splits one bucket — the next in order — into itself and
-//! one new bucket, moving only the entries of that one chain, and a new segment of 1,024 bucket
-//! heads (4 KiB) is allocated when the bucket array crosses into it. The worst single insert
+//! one new bucket, moving only the entries of that one chain, and a new segment of 512 bucket
+//! heads (2 KiB) is allocated when the bucket array crosses into it. The worst single insert
 //! therefore allocates at most one slab segment and one bucket segment and walks one chain; it
 //! never reallocates, frees or copies storage (`tests/growth.rs` proves it with a counting
 //! allocator and measures the worst classify). The directories of segments are reserved for the
@@ -61,16 +61,17 @@ use crate::time::Tick;
 
 const NIL: u32 = u32::MAX;
 const FREE: u8 = u8::MAX;
-/// Slots per slab segment (64).
-const SLOT_SHIFT: u32 = 6;
-/// Bucket heads per index segment (1,024: 4 KiB).
-const BUCKET_SHIFT: u32 = 10;
+/// Slots per slab segment (64: 8 KiB).
+const SLOT_SEGMENT: usize = 64;
+/// Bucket heads per index segment (512: 2 KiB).
+const BUCKET_SEGMENT: usize = 512;
 /// Fewest buckets a table has.
 const MIN_BUCKETS: u32 = 16;
 
-/// Largest bound a table accepts: the driver's documented maximum of `FlowsPerPort`
-/// (docs/INSTALL.md gives the reasons: the host-wide budget bounds the total, and a port's
-/// migration blob carries about 25,900 connections at most).
+/// Largest bound a table accepts: the driver's documented maximum of `FlowsPerPort`.
+///
+/// docs/INSTALL.md gives the reasons: the host-wide budget bounds the total, and a port's
+/// migration blob carries about 25,900 connections at most.
 pub const MAX_FLOWS_LIMIT: u32 = 1 << 16;
 
 /// Table sizing and behaviour.
@@ -179,12 +180,37 @@ struct List {
 
 const EMPTY_LIST: List = List { head: NIL, tail: NIL };
 
+/// What a slab segment's slots hold before first use (never read: the slab's length says
+/// which slots were used).
+const FREE_SLOT: Slot = Slot {
+    key: FlowKey {
+        family: crate::packet::IpFamily::V4,
+        protocol: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+        local_port: 0,
+        remote_port: 0,
+    },
+    record: FlowRecord::new(
+        FlowState::Closed,
+        crate::flow::Opener::Vm,
+        crate::flow::Admission::Vm,
+        0,
+    ),
+    linked_at: 0,
+    prev: NIL,
+    next: NIL,
+    chain: NIL,
+    hash: 0,
+    class: FREE,
+};
+
 /// A bounded table of flows with idle reclaim and LRU eviction. See the module docs.
 #[derive(Debug)]
 pub struct FlowTable {
-    slots: Segments<Slot, SLOT_SHIFT>,
+    slots: Segments<Slot, SLOT_SEGMENT>,
     /// Bucket chain heads; buckets `0..level + split` are in use (linear hashing).
-    buckets: Segments<u32, BUCKET_SHIFT>,
+    buckets: Segments<u32, BUCKET_SEGMENT>,
     /// The bucket count at the start of the current round of splits (a power of two).
     level: u32,
     /// The next bucket to split.
@@ -266,13 +292,9 @@ impl FlowTable {
     /// Charges `bytes` to the budget (strictly, or even past the limit); `false` if refused.
     fn charge(&mut self, bytes: usize, strict: bool) -> bool {
         match self.config.budget {
-            Some(BudgetRef(b)) if strict => {
-                if !b.try_charge(bytes) {
-                    return false;
-                }
-            }
-            Some(BudgetRef(b)) => b.charge_over(bytes),
-            None => {}
+            Some(BudgetRef(b)) if strict && !b.try_charge(bytes) => return false,
+            Some(BudgetRef(b)) if !strict => b.charge_over(bytes),
+            _ => {}
         }
         self.charged += bytes;
         true
@@ -291,7 +313,7 @@ impl FlowTable {
         if !self.charge(bytes, strict) {
             return Err(Error::OverBudget);
         }
-        self.slots.grow().inspect_err(|_| self.uncharge(bytes))
+        self.slots.grow(FREE_SLOT).inspect_err(|_| self.uncharge(bytes))
     }
 
     /// One index growth step: a segment of up to 1,024 bucket heads.
@@ -300,7 +322,7 @@ impl FlowTable {
         if !self.charge(bytes, strict) {
             return Err(Error::OverBudget);
         }
-        self.buckets.grow().inspect_err(|_| self.uncharge(bytes))
+        self.buckets.grow(NIL).inspect_err(|_| self.uncharge(bytes))
     }
 
     /// The configuration the table was created with.
