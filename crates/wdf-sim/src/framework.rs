@@ -218,6 +218,9 @@ pub struct Framework {
     pub processors: u32,
     /// `KeGetCurrentProcessorNumberEx`.
     pub current_processor: u32,
+    /// The host's physical memory in bytes (`MmGetPhysicalMemoryRangesEx2`'s ranges add up to
+    /// it); 0: the call fails (returns NULL).
+    pub physical_memory: u64,
     next_handle: usize,
 }
 
@@ -246,6 +249,7 @@ impl Default for Framework {
             pool: Pool::default(),
             processors: 4,
             current_processor: 0,
+            physical_memory: 8 << 30,
             next_handle: 0x5F00_0000,
         }
     }

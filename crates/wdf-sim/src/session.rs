@@ -94,6 +94,12 @@ impl Session {
         framework::with(|fw| fw.parameters = None);
     }
 
+    /// The physical memory `MmGetPhysicalMemoryRangesEx2` reports, in bytes (0: the call
+    /// fails).
+    pub fn set_physical_memory(&self, bytes: u64) {
+        framework::with(|fw| fw.physical_memory = bytes);
+    }
+
     /// The build number `RtlGetVersion` reports.
     pub fn set_os_build(&self, build: u32) {
         framework::with(|fw| fw.os_build = build);

@@ -215,6 +215,7 @@ pub const EXPORTS: &[Export] = &[
     ex(NTOSKRNL, "KeQueryInterruptTimePrecise", WinBlue, Header("wdm.h")),
     ex(NTOSKRNL, "KeQueryMaximumProcessorCountEx", Win7, Header("wdm.h")),
     ex(NTOSKRNL, "KeReleaseSpinLock", Win2k, NO_GUARD),
+    ex(NTOSKRNL, "MmGetPhysicalMemoryRangesEx2", Win10Vb, Header("ntddk.h")),
     ex(NTOSKRNL, "RtlGetVersion", Win2k, NO_GUARD),
     ex(NTOSKRNL, "memcmp", Win2k, CRT),
     ex(NTOSKRNL, "memcpy", Win2k, CRT),

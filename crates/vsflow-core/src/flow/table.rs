@@ -1132,6 +1132,62 @@ mod tests {
     }
 
     #[test]
+    fn past_the_budget_a_new_flow_recycles_its_tables_unestablished_flows_or_is_refused() {
+        let budget: &'static FlowBudget =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(FlowBudget::new(0)));
+        let config = TableConfig {
+            max_flows: 1024,
+            initial_capacity: 64,
+            budget: Some(BudgetRef(budget)),
+            ..TableConfig::default()
+        };
+        let mut t = FlowTable::try_new(config).unwrap();
+        // The first storage is charged past the (zero) limit: a port is never left untracked.
+        assert_eq!(budget.used(), t.heap_bytes());
+        assert_eq!(budget.overdraft(), t.heap_bytes() as u64);
+        for n in 0..64 {
+            t.insert(key(n, protocol::TCP), rec(FlowState::Established, 1), 1).unwrap();
+        }
+        let used = budget.used();
+        // A handshake needs a growth step: refused, nothing established is displaced.
+        let r = rec(FlowState::SynSent, 2);
+        assert_eq!(t.insert(key(100, protocol::TCP), r, 2), Err(Error::OverBudget));
+        assert_eq!((t.len(), budget.used(), budget.refused()), (64, used, 1));
+        // An unestablished flow of the table's own is recycled instead, as at the bound.
+        t.remove(&key(0, protocol::TCP)).unwrap();
+        t.insert(key(100, protocol::TCP), r, 2).unwrap();
+        let (_, ev) = t.insert(key(101, protocol::UDP), rec(FlowState::Active, 3), 3).unwrap();
+        assert_eq!(ev, Some(Eviction::LeastRecentlyUsed), "the handshake made room");
+        assert!(t.get(&key(100, protocol::TCP)).is_none());
+        t.check_invariants().unwrap();
+        // A restore's storage is charged past the limit; everything is given back on drop.
+        t.reserve(200).unwrap();
+        assert!(t.capacity() >= 264 && budget.used() == t.heap_bytes());
+        drop(t);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn linear_hashing_keeps_one_bucket_per_flow_through_growth_and_removal() {
+        let mut t = table(4096);
+        for n in 0..3000 {
+            t.insert(key(n, protocol::UDP), rec(FlowState::Active, 1), 1).unwrap();
+        }
+        assert!(t.buckets() >= 3000 && t.buckets() <= 4096, "{} buckets", t.buckets());
+        t.check_invariants().unwrap();
+        for n in (0..3000).step_by(3) {
+            assert!(t.remove(&key(n, protocol::UDP)).is_some());
+        }
+        for n in 0..3000 {
+            assert_eq!(t.get(&key(n, protocol::UDP)).is_some(), n % 3 != 0, "flow {n}");
+        }
+        t.check_invariants().unwrap();
+        t.clear();
+        t.check_invariants().unwrap();
+        assert!(t.get(&key(1, protocol::UDP)).is_none());
+    }
+
+    #[test]
     fn invalid_configs_are_rejected() {
         let bad = |c: TableConfig| FlowTable::try_new(c).err();
         assert!(matches!(
