@@ -1012,6 +1012,10 @@ pub unsafe extern "C" fn MmGetPhysicalMemoryRangesEx2(
         let mut v = Vec::new();
         let p = fw.pool.allocate(crate::pool::POOL_FLAG_NON_PAGED, bytes, MM_RANGES_TAG, 0, &mut v);
         fw.violations.extend(v);
+        #[allow(
+            clippy::cast_ptr_alignment,
+            reason = "the pool double aligns every block to 16 bytes (MEMORY_ALLOCATION_ALIGNMENT)"
+        )]
         let p = p.cast::<wdk_sys::PHYSICAL_MEMORY_RANGE>();
         if p.is_null() {
             return p;
@@ -1021,9 +1025,10 @@ pub unsafe extern "C" fn MmGetPhysicalMemoryRangesEx2(
                 BaseAddress: wdk_sys::LARGE_INTEGER { QuadPart: base.cast_signed() },
                 NumberOfBytes: wdk_sys::LARGE_INTEGER { QuadPart: len.cast_signed() },
             };
-            // SAFETY: `bytes` were allocated for every entry, 16-byte aligned (the pool's
-            // alignment).
-            unsafe { p.add(i).write(r) };
+            // SAFETY: `bytes` were allocated for every entry: entry `i` is inside the block.
+            let entry = unsafe { p.add(i) };
+            // SAFETY: inside the block, 16-byte aligned (the pool's alignment).
+            unsafe { entry.write(r) };
         }
         p
     })

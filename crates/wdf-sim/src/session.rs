@@ -94,6 +94,11 @@ impl Session {
         framework::with(|fw| fw.parameters = None);
     }
 
+    /// Makes the `n`-th `ExAllocatePool2` from now fail (NULL: insufficient pool).
+    pub fn fail_pool_allocation(&self, n: u64) {
+        framework::with(|fw| fw.pool.fail_in = n);
+    }
+
     /// The physical memory `MmGetPhysicalMemoryRangesEx2` reports, in bytes (0: the call
     /// fails).
     pub fn set_physical_memory(&self, bytes: u64) {
