@@ -66,9 +66,11 @@ pub enum BlockReason {
 /// Classifies `meta` on `port` at `now`. See the module docs.
 #[inline]
 pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
+    // TCP and UDP pay two compares of the protocol; the family is read only for the rest.
+    let maybe_icmp = meta.protocol != protocol::TCP && meta.protocol != protocol::UDP;
     let verdict = if !matches!(meta.headers, Headers::Complete) {
         unreadable(port, meta, now)
-    } else if crate::icmp::is_icmp(meta.family, meta.protocol) {
+    } else if maybe_icmp && crate::icmp::is_icmp(meta.family, meta.protocol) {
         crate::icmp::classify(port, meta, now)
     } else {
         track(port, FlowKey::of(meta), meta, now)
@@ -253,13 +255,14 @@ fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
-    if armed && !fingerprint {
+    if (armed && !fingerprint) || (meta.is_midstream_tcp() && port.judges_uncarried(now)) {
         // While a restore's fingerprints are armed, a mid-stream segment of a connection the
         // blob carried neither exactly nor as the VM's fingerprint may be one a peer opened
         // (those are never fingerprinted: a rule or Monitor admitted them on the source). It
         // passes, as the VM's traffic always does, but its return traffic is judged by the
         // rules (re-checked on the next inbound packet) instead of admitted as the VM's: a
-        // rule-admitted connection never becomes VM-admitted by a migration.
+        // rule-admitted connection never becomes VM-admitted by a migration. After a
+        // degraded restore (nothing carried) likewise, for the pickup window.
         Flow::JUDGED
     } else {
         Flow::VM
@@ -441,6 +444,14 @@ pub const fn tcp_transition(
         (FlowState::SynSent, Direction::Inbound) if synack => FlowState::Established,
         (FlowState::SynReceived, Direction::Inbound)
             if flags.has(TcpFlags::ACK) && !flags.has(TcpFlags::SYN) =>
+        {
+            FlowState::Established
+        }
+        // The VM goes on sending on a connection an RST closed: its stack did not accept the
+        // reset (RFC 5961 accepts only one at the exact next sequence; vsflow cannot tell), so
+        // the connection is not over. FINs from both sides stay closed.
+        (FlowState::Closed, Direction::Outbound)
+            if flags.has(TcpFlags::ACK) && !flags.has(TcpFlags::SYN) && fin_seen != 0b11 =>
         {
             FlowState::Established
         }
@@ -772,5 +783,10 @@ mod tests {
         assert_eq!(t(FlowState::FinWait, Inbound, FIN, 1), (FlowState::Closed, 3));
         assert_eq!(t(FlowState::Established, Inbound, RST, 0), (FlowState::Closed, 0));
         assert_eq!(t(FlowState::Closed, Inbound, ACK, 3), (FlowState::Closed, 3));
+        // Closed by an RST the VM ignored: its next segment re-establishes; after FINs from
+        // both sides, or from the peer, nothing does.
+        assert_eq!(t(FlowState::Closed, Outbound, ACK, 0), (FlowState::Established, 0));
+        assert_eq!(t(FlowState::Closed, Outbound, ACK, 3), (FlowState::Closed, 3));
+        assert_eq!(t(FlowState::Closed, Inbound, ACK, 0), (FlowState::Closed, 0));
     }
 }
