@@ -259,8 +259,9 @@ impl KernelServices for WdkServices {
     /// Microsoft Learn, "`MmGetPhysicalMemoryRangesEx2` function"): a nonpaged pool block of
     /// address and byte-count pairs ending with an entry of zeros, freed by the caller. The
     /// driver calls it once, from `DriverEntry` (`PASSIVE_LEVEL`), to derive the default
-    /// flow-memory budget. That a NULL partition means the system partition, and that the
-    /// block is freed with `ExFreePool`, are to verify on Windows (docs/WINDOWS-VERIFICATION.md).
+    /// flow-memory budget. NULL is the system partition (ntddk.h: `MM_SYSTEM_PARTITION_OBJECT`);
+    /// that the block is freed with `ExFreePool` is to verify on Windows
+    /// (docs/WINDOWS-VERIFICATION.md).
     fn physical_memory_bytes(&self) -> Option<u64> {
         // SAFETY: no partition object, no flags; PASSIVE_LEVEL (DriverEntry, the trait's
         // contract for this method).
