@@ -490,7 +490,9 @@ impl Port {
     /// the rules judge, as while a restore's fingerprints are armed: the connection may be one
     /// a peer opened (admitted by a rule on the source), which must not become the VM's and
     /// survive a later rule removal. The VM's own connections were lost with the blob
-    /// (documented); a connection its rules admit resumes under them.
+    /// (documented); a connection its rules admit resumes under them. While loose pickup is
+    /// open (the opt-in that takes an unknown connection as the VM's) the VM's segment opens
+    /// the VM's flow, as a peer's segment would be picked up.
     pub const fn judge_uncarried_until(&mut self, until: Tick) {
         self.restore.judge_uncarried_until = until;
     }
