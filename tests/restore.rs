@@ -798,3 +798,30 @@ fn with_loose_pickup_the_vm_resumes_its_connections_after_a_degraded_restore() {
     assert_eq!(delivered(&mut b, sb, 77, &vm_in), vm_in.len(), "loose pickup: the VM's own");
     finish(&mut b);
 }
+
+// Fails on main (464ad64): a server VM whose connections peers opened (admitted by a rule, so
+// never fingerprinted) and that the cap left out arms no fingerprint on B; the VM's mid-stream
+// segment of such a lost connection then opened a VM-admitted flow, which survived B removing
+// every rule (A cuts it). For the pickup window after any restore, the VM's segment of a
+// connection nothing carried opens a flow whose return traffic the rules judge.
+#[test]
+fn a_peers_connection_the_cap_left_out_never_becomes_the_vms() {
+    let (blobs, _, ssh_in) = source_with_ssh(0, 300, 2048);
+    let (mut b, sb) =
+        host(2, DriverConfig { flows_per_port: 8192, ..enforce(RestoreMode::Pending) }, "SW-B");
+    vm_port(&mut b, sb, 77, NAME, 1, true);
+    let tickets = b.restore(sb, 77, &blobs);
+    b.run_deferred();
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
+    let flows = flows_of(&b, NAME).expect("port");
+    assert!(flows < ssh_in.len(), "the cap left connections out ({flows} carried)");
+    for p in &ssh_in {
+        let out = p.reply(traffic::tcp::ACK, 100);
+        let _ = b.transmit(sb, 77, vsflow_sim::host::EXTERNAL_PORT, &out);
+    }
+    assert_eq!(delivered(&mut b, sb, 77, &ssh_in), ssh_in.len(), "the SSH rule admits them");
+    let v = port_info(&b, NAME).rules_version;
+    assert_eq!(replace_rules(&b, NAME, v, &[]), 0);
+    assert_eq!(delivered(&mut b, sb, 77, &ssh_in), 0, "no rule admits SSH any more");
+    finish(&mut b);
+}
