@@ -436,15 +436,25 @@ fn teredo_runs_as_the_outer_udp_flows_the_vm_opened_and_the_cone_probe_from_the_
 
 #[test]
 fn teredo_flows_survive_a_migration_wherever_it_falls() {
-    // Saved on one host and restored on another before each frame in turn: the same frames
-    // are blocked as without the migration, none of the tunnel's.
+    // Saved on one host and restored on another before each frame in turn: the tunnel's
+    // frames (the VM's Teredo port 3797) meet the same fates as without the migration, the
+    // cone probe from .81 the only one blocked. (The host's other TCP tails are not compared:
+    // see docs/CONFORMANCE.md, Teredo.)
     let frames = capture("zeek-tunnels-teredo.pcap");
-    let fates = |r: &Report| r.packets.iter().map(|p| p.fate.clone()).collect::<Vec<_>>();
-    let unmigrated = fates(&replay::replay(&frames, &enforce(TEREDO_VM)));
+    let tunnel = |r: &Report| {
+        r.packets
+            .iter()
+            .filter(|p| p.conversation.as_ref().is_some_and(|c| c.label().contains(":3797 <->")))
+            .map(|p| (p.index, p.fate.clone()))
+            .collect::<Vec<_>>()
+    };
+    let unmigrated = tunnel(&replay::replay(&frames, &enforce(TEREDO_VM)));
+    assert_eq!(unmigrated.len(), 29, "the tunnel's frames");
+    assert_eq!(unmigrated.iter().filter(|(_, f)| *f == Fate::Blocked).count(), 1);
     for at in 0..frames.len() {
         let opts = ReplayOptions { migrate_at: Some(at), ..enforce(TEREDO_VM) };
         let r = replay::replay(&frames, &opts);
-        assert_eq!(fates(&r), unmigrated, "migrated before frame {at}: {}", r.to_text());
+        assert_eq!(tunnel(&r), unmigrated, "migrated before frame {at}: {}", r.to_text());
     }
 }
 
