@@ -517,6 +517,13 @@ impl Host {
         self.driver.as_deref().expect("no driver loaded")
     }
 
+    /// Allocations (and reallocations) this host's driver has made so far: what a callback
+    /// allocates is the difference across it.
+    #[must_use]
+    pub fn driver_allocations(&self) -> usize {
+        crate::kernel::alloc::driver_allocations(self.id)
+    }
+
     /// Stops and unloads the driver, then checks it left nothing behind.
     pub fn unload_driver(&mut self) {
         let Some(driver) = self.driver.take() else { return };
