@@ -61,6 +61,10 @@ pub(crate) struct PortState {
     /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
     /// driver: replaced by the next save, freed with the port or at stop.
     pub(crate) save_buffer: Vec<u8>,
+    /// The working memory of this port's saves, reused by each (no allocation per save once
+    /// the port has been saved at its size: `vsflow_core::codec::Encoder`). Freed with the
+    /// port.
+    pub(crate) encoder: vsflow_core::codec::Encoder,
     /// Keyed digest and length of the last blob restored into this port (a second restore of
     /// the same blob changes nothing).
     pub(crate) last_restore: Option<(u64, usize)>,

@@ -18,7 +18,7 @@
 use core::ffi::c_void;
 
 use fwps_sys::{NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
-use vsflow_core::codec::{self, EncodeConfig};
+use vsflow_core::codec::EncodeConfig;
 
 use super::{driver, identity};
 use crate::driver::{Driver, NoState};
@@ -89,7 +89,9 @@ impl<S: KernelServices> Driver<S> {
             let slot = ix.port(key?)?;
             let mut st = slot.state.lock();
             let mut buffer = core::mem::take(&mut st.save_buffer);
-            let result = codec::encode(&st.port, now, &cfg, &mut buffer);
+            // The port's own encoder: its working memory is reused from the last save.
+            let st = &mut *st;
+            let result = st.encoder.encode(&st.port, now, &cfg, &mut buffer);
             let out = match result {
                 Ok(summary) => {
                     st.port.note_saved(summary.flows_dropped, summary.flows_fingerprinted);
