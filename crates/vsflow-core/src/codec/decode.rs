@@ -633,9 +633,7 @@ fn decode_compact(
         let start = (i as usize).checked_mul(alen)?;
         let a = addrs.get(start..start.checked_add(alen)?)?;
         let mut out = [0u8; 16];
-        for (dst, src) in out.iter_mut().zip(a) {
-            *dst = *src;
-        }
+        out.get_mut(..alen)?.copy_from_slice(a);
         Some(out)
     };
     // The header.
@@ -692,8 +690,8 @@ fn decode_compact(
         let remote_addr = if tag & compact::REMOTE_LITERAL != 0 {
             let a = p.take(alen).ok_or(short)?;
             let mut out = [0u8; 16];
-            for (dst, src) in out.iter_mut().zip(a) {
-                *dst = *src;
+            if let Some(d) = out.get_mut(..alen) {
+                d.copy_from_slice(a);
             }
             out
         } else {

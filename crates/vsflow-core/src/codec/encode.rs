@@ -67,6 +67,9 @@ pub(super) trait Source {
     fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error>;
     /// The fingerprint salt of this save.
     fn salt(&self) -> [u64; 2];
+    /// A key for the encoder's address hashing: the port's per-boot random seed, so peers
+    /// cannot aim their addresses at one run of slots.
+    fn hash_seed(&self) -> u64;
     /// Fingerprints the source already carries, kept as they are: a decoded state's, or the
     /// ones a live port's restore armed that no connection has used yet (a second migration
     /// before the VM's traffic resumed carries them on). Appends them (sorted, distinct) to
@@ -116,6 +119,9 @@ impl Source for LivePort<'_> {
             );
         }
         Ok(())
+    }
+    fn hash_seed(&self) -> u64 {
+        self.port.table.config().hash_seed
     }
     fn salt(&self) -> [u64; 2] {
         // Random per save without a random source in the core: SipHash keyed by the table's
@@ -181,6 +187,10 @@ impl Source for PortState {
         out.try_reserve(self.flows.len())?;
         out.extend_from_slice(&self.flows);
         Ok(())
+    }
+    fn hash_seed(&self) -> u64 {
+        // Tools and tests: any fixed key (the blob does not depend on it).
+        0x5653_464c_4449_4354
     }
     fn salt(&self) -> [u64; 2] {
         if !self.fingerprints.is_empty() {
@@ -325,7 +335,81 @@ pub(super) struct Dicts {
     local_index: [HashTable<u32>; 2],
     /// Distinct remotes per family in first-seen order: address, uses, dictionary index.
     remotes: [Vec<([u8; 16], u32, u32)>; 2],
-    remote_index: [HashTable<u32>; 2],
+    /// Per family: remote address -> its position in `remotes`.
+    remote_index: [AddrIndex; 2],
+}
+
+/// A map from addresses to ids for one dictionary build: open addressing with linear probing,
+/// at most half full, keyed by the port's per-boot seed (remote addresses are the peers'
+/// choice: they cannot aim them at one run of slots). A slot belongs to the current build
+/// only if it carries the build's generation, so a new build reuses the slots without
+/// clearing them.
+#[derive(Debug, Default)]
+struct AddrIndex {
+    slots: Vec<AddrSlot>,
+    /// Slots in use by this build (a power of two, at most `slots.len()`) minus one.
+    mask: usize,
+    generation: u32,
+    hasher: FixedState,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct AddrSlot {
+    addr: u128,
+    generation: u32,
+    id: u32,
+}
+
+impl AddrIndex {
+    /// Starts a build of at most `n` addresses under `seed`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn reset(&mut self, n: usize, seed: u64) -> Result<(), Error> {
+        let want = n.saturating_mul(2).next_power_of_two().max(16);
+        if self.slots.len() < want {
+            self.slots.clear();
+            self.slots.try_reserve_exact(want)?;
+            self.slots.resize(want, AddrSlot::default());
+            self.generation = 0;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Wrapped: every stamp could look current; clear them once.
+            for slot in &mut self.slots {
+                slot.generation = 0;
+            }
+            self.generation = 1;
+        }
+        self.mask = want - 1;
+        self.hasher = FixedState::with_seed(seed);
+        Ok(())
+    }
+
+    /// The id of `addr`, or `id` if it is new (then recorded): (the id, whether new). At most
+    /// `n` (of [`AddrIndex::reset`]) distinct addresses per build.
+    fn find_or_insert(&mut self, addr: &[u8; 16], id: u32) -> (u32, bool) {
+        let a = u128::from_ne_bytes(*addr);
+        #[allow(clippy::cast_possible_truncation, reason = "a hash, masked")]
+        let mut i = self.hasher.hash_one(a) as usize & self.mask;
+        // At most half full: an empty slot comes before the probe wraps around.
+        for _ in 0..=self.mask {
+            let Some(slot) = self.slots.get_mut(i) else { break };
+            if slot.generation != self.generation {
+                *slot = AddrSlot { addr: a, generation: self.generation, id };
+                return (id, true);
+            }
+            if slot.addr == a {
+                return (slot.id, false);
+            }
+            i = (i + 1) & self.mask;
+        }
+        (NONE, false)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<AddrSlot>()
+    }
 }
 
 /// The dictionaries' hash: fixed (their order is first-seen, not hash order, so the hash
@@ -343,7 +427,7 @@ impl Dicts {
         clippy::many_single_char_names,
         reason = "two passes over the flows; f family, a/r addresses, h hash, i/j indexes"
     )]
-    fn build(&mut self, flows: &[SavedFlow], remotes: bool) -> Result<(), Error> {
+    fn build(&mut self, flows: &[SavedFlow], remotes: bool, seed: u64) -> Result<(), Error> {
         self.clear();
         let Self { addrs, lays, idx, local_index, remotes: rems_all, remote_index } = self;
         idx.try_reserve(flows.len())?;
@@ -353,9 +437,7 @@ impl Dicts {
             for (f, n) in [(0, v4), (1, flows.len() - v4)] {
                 if let (Some(rems), Some(ri)) = (rems_all.get_mut(f), remote_index.get_mut(f)) {
                     rems.try_reserve(n)?;
-                    ri.try_reserve(n, |k: &u32| {
-                        rems.get(*k as usize).map_or(0, |x| addr_hash(&x.0))
-                    })?;
+                    ri.reset(n, seed)?;
                 }
             }
         }
@@ -400,22 +482,14 @@ impl Dicts {
                 continue;
             }
             let r = s.key.remote_addr;
-            let h = addr_hash(&r);
-            let found = ri.find(h, |&j| rems.get(j as usize).map(|x| &x.0) == Some(&r)).copied();
-            let rid = if let Some(j) = found {
-                if let Some(x) = rems.get_mut(j as usize) {
-                    x.1 += 1;
-                }
-                j
-            } else {
-                // Reserved above: neither push nor insert grows.
-                let j = u32::try_from(rems.len()).unwrap_or(NONE);
+            let next = u32::try_from(rems.len()).unwrap_or(NONE);
+            let (rid, new) = ri.find_or_insert(&r, next);
+            if new {
+                // Reserved above: no growth.
                 rems.push((r, 1, NONE));
-                ri.insert_unique(h, j, |k: &u32| {
-                    rems.get(*k as usize).map_or(0, |x| addr_hash(&x.0))
-                });
-                j
-            };
+            } else if let Some(x) = rems.get_mut(rid as usize) {
+                x.1 += 1;
+            }
             idx.push((local, rid));
         }
         let locals = [addrs[0].len(), addrs[1].len()];
@@ -465,7 +539,6 @@ impl Dicts {
             self.addrs[f].clear();
             self.local_index[f].clear();
             self.remotes[f].clear();
-            self.remote_index[f].clear();
         }
         self.idx.clear();
     }
@@ -476,7 +549,8 @@ impl Dicts {
         for f in 0..2 {
             n += self.addrs[f].capacity() * 16
                 + self.remotes[f].capacity() * core::mem::size_of::<([u8; 16], u32, u32)>()
-                + (self.local_index[f].capacity() + self.remote_index[f].capacity()) * 5;
+                + self.local_index[f].capacity() * 5
+                + self.remote_index[f].heap_bytes();
         }
         n
     }
@@ -598,6 +672,7 @@ pub(super) fn encode_source(
         let carried_in =
             Carried { values: &carried_values, flows: src.carried_count(carried_values.len()) };
         work.flows.clear();
+        work.seed = src.hash_seed();
         src.flows(&mut work.flows)?;
         plan(work, room, rules_version, salt, &carried_in)
     });
@@ -748,9 +823,11 @@ pub(super) fn encode_source(
         if counts[f] == 0 {
             continue;
         }
+        let mut e = Entry::default();
         for (s, &(local, remote)) in exact.iter().zip(dicts.idx.iter()) {
             if s.key.family == family {
-                write_compact(&mut w, s, (local, remote, lay), rules_version, plan.counters);
+                write_compact(&mut e, s, (local, remote, lay), rules_version, plan.counters);
+                w.bytes(e.as_bytes());
             }
         }
     }
@@ -835,6 +912,8 @@ pub(super) struct Work {
     unique: Vec<bool>,
     /// Per family, per local dictionary index: charged to the budget already.
     charged: [Vec<bool>; 2],
+    /// Key of the dictionaries' address hash (the source's [`Source::hash_seed`]).
+    seed: u64,
 }
 
 impl Work {
@@ -880,7 +959,7 @@ fn fit_all(
     if w.flows.len().saturating_mul(MIN_ENTRY_LEN).saturating_add(carried_bytes) > room {
         return Ok(None);
     }
-    w.all.build(&w.flows, true)?;
+    w.all.build(&w.flows, true, w.seed)?;
     let mut base = [0usize; 2];
     let mut extra = [0usize; 2];
     for (s, &(local, remote)) in w.flows.iter().zip(w.all.idx.iter()) {
@@ -956,12 +1035,13 @@ fn plan(
         take,
         unique,
         charged,
+        seed,
         ..
     } = w;
     let flows: &[SavedFlow] = flows;
     if dicts.idx.len() != flows.len() {
         // `fit_all` left early, before building them.
-        dicts.build(flows, false)?;
+        dicts.build(flows, false, *seed)?;
     }
     // Rank: established TCP first, then most recently active.
     order.clear();
@@ -1142,7 +1222,7 @@ fn plan(
         }
     }
     // The dictionaries of what is written, and its entries' bytes.
-    kept.build(exact, true)?;
+    kept.build(exact, true, *seed)?;
     let mut entries = [0usize; 2];
     for (i, s) in exact.iter().enumerate() {
         if let Some(e) = entries.get_mut(family_slot(s.key.family)) {
@@ -1174,8 +1254,9 @@ fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
     w.bytes(&super::rule::rule_to_bytes(r));
 }
 
+/// Puts `s`'s compact entry together in `e` (what was there before is overwritten).
 fn write_compact(
-    w: &mut Writer<'_>,
+    e: &mut Entry,
     s: &SavedFlow,
     (local, remote, lay): (u32, u32, &Layout),
     rules_version: u32,
@@ -1197,8 +1278,7 @@ fn write_compact(
         | (adm << compact::ADMISSION_SHIFT)
         | ((s.fin_seen & 0b11) << compact::FIN_SHIFT)
         | if literal { compact::REMOTE_LITERAL } else { 0 };
-    // The entry is put together on the stack and appended at once (one length update).
-    let mut e = Entry::default();
+    e.n = 0;
     e.u8(tag);
     if kind == compact::KIND_ACTIVE_OTHER {
         e.u8(s.key.protocol);
@@ -1222,7 +1302,6 @@ fn write_compact(
             e.varint(v);
         }
     }
-    w.bytes(e.as_bytes());
 }
 
 /// Longest compact entry: tag, protocol, a 2-byte local index, a 16-byte literal remote, the
@@ -1230,7 +1309,8 @@ fn write_compact(
 /// varints (10 bytes each at most).
 const MAX_ENTRY_LEN: usize = 1 + 1 + 2 + 16 + 4 + 5 + 2 * 10 + 4 * 10;
 
-/// One compact entry being put together.
+/// One compact entry being put together on the stack, then appended at once (one length
+/// update per entry).
 struct Entry {
     b: [u8; MAX_ENTRY_LEN],
     n: usize,
