@@ -1047,7 +1047,8 @@ fn plan(
     order.clear();
     order.try_reserve(flows.len())?;
     order.extend((0u32..).zip(flows.iter()).map(|(i, s)| (s.value_rank(), i)));
-    order.sort_unstable();
+    // As `sort_unstable` of the pairs, with one comparison of a packed key per step.
+    order.sort_unstable_by_key(|&(r, i)| (u128::from(r) << 32) | u128::from(i));
     // Only the VM's own connections are fingerprinted: a pickup admits a flow as the VM's,
     // which a peer-opened connection (admitted by a rule, or in Monitor mode) is not. Those
     // travel exactly or not at all, and the destination's rules judge their next packet.
@@ -1086,7 +1087,7 @@ fn plan(
                 pool.push((crate::fingerprint::fingerprint(salt, &s.key), p));
             }
         }
-        pool.sort_unstable();
+        pool.sort_unstable_by_key(|&(v, p)| (u64::from(v) << 32) | u64::from(p));
         let collides = pool.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0));
         if !collides || !carried.values.is_empty() || attempt + 1 == SALT_TRIES {
             break;
