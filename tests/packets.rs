@@ -223,3 +223,89 @@ fn a_first_fragment_without_ports_is_judged_not_waved_through() {
     assert!(flow_states(&h, NAME).is_empty(), "no ports, no flow");
     finish(&mut h);
 }
+
+/// RFC 1858's tiny fragment with a lie after it: a first fragment (offset 0, more fragments)
+/// whose datagram ends 8 bytes into the TCP header (ports and sequence number), in a frame
+/// whose bytes past the datagram's end read as a TCP header with ACK. Ethernet pads a frame to
+/// 60 bytes, and a sender may put anything in the padding or append a longer trailer; the
+/// receiver's IP layer drops it all (RFC 791 total length, RFC 8200 payload length). The
+/// flags are in the next fragment (offset 1): a SYN.
+fn syn_hidden_past_the_datagram(family: IpFamily, n: u32) -> SimPacket {
+    let src = remote_addr(family, n, false);
+    let dst = traffic::vm_addr(family, PORT);
+    let sport = 50_000 + u16::try_from(n).unwrap_or(0);
+    let mut tcp_start = sport.to_be_bytes().to_vec();
+    tcp_start.extend_from_slice(&3389u16.to_be_bytes());
+    tcp_start.extend_from_slice(&[0, 0, 0, 1]); // sequence number
+    let mut d = match family {
+        IpFamily::V4 => {
+            let mut d = vec![0x45, 0, 0, 28, 0x42, 0x42, 0x20, 0x00, 64, protocol::TCP, 0, 0];
+            d.extend_from_slice(&src[..4]);
+            d.extend_from_slice(&dst[..4]);
+            let sum = !d.chunks(2).fold(0u32, |s, c| {
+                let s = s + u32::from(u16::from_be_bytes([c[0], c[1]]));
+                (s & 0xffff) + (s >> 16)
+            });
+            d[10..12].copy_from_slice(&u16::try_from(sum & 0xffff).unwrap().to_be_bytes());
+            d
+        }
+        IpFamily::V6 => {
+            // Payload length 16: the fragment header and 8 bytes of TCP.
+            let mut d = vec![0x60, 0, 0, 0, 0, 16, 44, 64];
+            d.extend_from_slice(&src);
+            d.extend_from_slice(&dst);
+            d.extend_from_slice(&[protocol::TCP, 0, 0, 1, 0x42, 0x42, 0x42, 0x42]);
+            d
+        }
+    };
+    let tcp_at = d.len();
+    d.extend_from_slice(&tcp_start);
+    // Past the datagram: what a TCP header's second half with ACK would be (ack number, data
+    // offset 5, flags ACK, window), then padding.
+    d.extend_from_slice(&[0, 0, 0, 1, 0x50, tcp::ACK, 0xff, 0xff, 0, 0, 0, 0]);
+    d.resize(d.len().max(46), 0);
+    assert_eq!(d[tcp_at + 13], tcp::ACK);
+    SimPacket::from_datagram(d).expect("an IP datagram")
+}
+
+/// The whole attack: if the tiny fragment passes, its later fragment passes on its verdict,
+/// the VM reassembles a SYN to 3389 and answers with a SYN-ACK, and the peer's ACK completes
+/// the handshake. Returns the fates of the first fragment and of that ACK.
+fn hidden_syn_handshake(
+    h: &mut vsflow_sim::Host,
+    sw: usize,
+    family: IpFamily,
+    n: u32,
+) -> (PacketFate, Option<PacketFate>) {
+    let first = syn_hidden_past_the_datagram(family, n);
+    assert!(first.has_ports(), "{family:?}: WFP reports the ports of the tiny fragment");
+    let fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+    if fate != PacketFate::Delivered {
+        return (fate, None);
+    }
+    let synack = to_rdp(family, n, tcp::SYN).reply(tcp::SYN_ACK, 0);
+    let rest = synack.reply(tcp::SYN, 0).as_fragment(Fragment::NonFirst(1));
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &rest), PacketFate::Delivered);
+    assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &synack), PacketFate::Delivered);
+    (fate, Some(h.transmit(sw, EXTERNAL_PORT, PORT, &synack.reply(tcp::ACK, 0))))
+}
+
+#[test]
+fn a_syn_hidden_past_the_datagram_end_is_never_picked_up() {
+    // Loose pickup, and the restore window (default settings: no restore has come yet).
+    let (mut loose, sl) = restored_with_loose_pickup();
+    let (mut window, sw) = host(3, enforce(RestoreMode::Pending), "SW-W");
+    vm_port(&mut window, sw, PORT, NAME, 1, true);
+    let mut opened = Vec::new();
+    for (what, h, s) in [("loose", &mut loose, sl), ("restore window", &mut window, sw)] {
+        for (n, family) in [(1, IpFamily::V4), (2, IpFamily::V6)] {
+            let (first, ack) = hidden_syn_handshake(h, s, family, n);
+            if first == PacketFate::Delivered {
+                opened.push(format!("{what} {family:?}: first fragment picked up, ACK {ack:?}"));
+            }
+        }
+    }
+    assert!(opened.is_empty(), "flags read past the datagram's end were picked up: {opened:?}");
+    finish(&mut loose);
+    finish(&mut window);
+}

@@ -183,3 +183,52 @@ fn saves_and_restores_of_different_nics_run_concurrently() {
     finish(&mut a);
     finish(&mut b);
 }
+
+// Fails on main (08e07ee): the work item removes a pended restore from the pending set (it is no
+// longer "in flight") before it takes the port's lock to apply it. A save of the port in that
+// gap saw neither a pended nor an in-flight restore and encoded the port as it was before its
+// restore: B's default mode (Monitor) and no rules, a *valid* policy, which C then installed as
+// the VM's: an Enforce VM became Monitor after two migrations and an unsolicited SYN reached it.
+#[test]
+fn a_save_racing_the_work_item_never_sends_the_port_as_it_was_before_its_restore() {
+    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let _ = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    // B's (and C's) DefaultMode is Monitor: what the VM's Enforce must never become.
+    let (mut b, sb) = host(2, vsflow_callout::DriverConfig::default(), "SW-B");
+    b.eager_work_items(true);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    let pause = b.pause_work_item_at_clock();
+    let tickets = b.restore(sb, 70, &blobs);
+    // The work item (another CPU) has taken the blob, decoded it and removed it from the
+    // pending set; it stops at its next clock read, before it locks the port to apply it.
+    assert!(pause.stopped(), "the work item reached its clock read");
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
+    let (onward, _) = b.save(sb, 70);
+    pause.resume();
+    let t = std::time::Instant::now();
+    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
+    finish(&mut b);
+
+    let (mut c, sc) = host(3, vsflow_callout::DriverConfig::default(), "SW-C");
+    vm_port(&mut c, sc, 9, "vm-a", 1, true);
+    let t = c.restore(sc, 9, &onward);
+    c.run_deferred();
+    assert_eq!(c.vm_restore(&t), VmRestore::Succeeded, "C's restore never fails");
+    let info = c.list_ports().into_iter().find(|p| p.name.to_string() == "vm-a").expect("port");
+    assert_eq!(info.mode, vsflow_core::Mode::Enforce, "the VM enforced on A: never Monitor on C");
+    let syn = vsflow_sim::tools::traffic::inbound_syn(
+        vsflow_core::IpFamily::V4,
+        vsflow_sim::tools::traffic::remote_addr(vsflow_core::IpFamily::V4, 99, false),
+        40_000,
+        7,
+        3389,
+    );
+    assert_ne!(c.transmit(sc, EXTERNAL_PORT, 9, &syn), PacketFate::Delivered, "no rule admits it");
+    finish(&mut c);
+}

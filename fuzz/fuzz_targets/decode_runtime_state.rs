@@ -5,8 +5,10 @@
 //! touching the port, applying it again changes nothing (idempotent restore), re-encoding the
 //! decoded state yields a blob that decodes to the same flows (ages at the 1.1 precision) and
 //! the same fingerprints, and re-encoding under a small cap stays within the cap.
-//! To reach past the CRC, inputs starting with byte 0xFF get their length and CRC fields fixed
-//! up before decoding (the fuzzer then explores field validation).
+//! To reach past the CRC, inputs starting with byte 0xFF get their length and CRC fields (and a
+//! 1.2 blob's policy CRC) fixed up before decoding (the fuzzer then explores field validation).
+//! Format 1.2: `salvage_policy` never panics, never yields a policy from a no-state blob, and
+//! agrees with `decode` on every blob that decodes.
 
 #![no_main]
 
@@ -14,12 +16,37 @@ use libfuzzer_sys::fuzz_target;
 use vsflow_core::codec::{self, DecodeConfig, Decoded, UnknownMajor};
 use vsflow_core::{Port, PortConfig, PortIdentity};
 
+/// Where the policy CRC of a 1.2 blob is: the last four bytes of its third record, when that
+/// is an 8-byte `POLICY_CHECK`.
+fn policy_crc_at(b: &[u8]) -> Option<usize> {
+    let get16 = |at: usize| Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?));
+    let get32 = |at: usize| Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?));
+    if b.len() < 40 || get16(6)? < 2 {
+        return None;
+    }
+    let mut at = usize::from(get16(8)?) + 2 * usize::from(get16(36)?);
+    for _ in 0..2 {
+        at = at.checked_add(8)?.checked_add(get32(at.checked_add(4)?)? as usize)?;
+    }
+    let crc_at = at.checked_add(12)?;
+    (get16(at)? == codec::format::rec::POLICY_CHECK
+        && get32(at + 4)? == 8
+        && crc_at + 4 <= b.len().checked_sub(4)?)
+    .then_some(crc_at)
+}
+
+/// Fixes up the total length, the policy CRC (1.2) and the trailer CRC, as a writer (or an
+/// attacker) would: the fuzzer then explores the field validation behind both checksums.
 fn reseal(data: &[u8]) -> Vec<u8> {
     let mut b = data.to_vec();
     if b.len() >= 20 {
         let n = b.len();
         let len = u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
         b[12..16].copy_from_slice(&len);
+        if let Some(at) = policy_crc_at(&b) {
+            let crc = codec::crc32c(&b[..at]).to_le_bytes();
+            b[at..at + 4].copy_from_slice(&crc);
+        }
         let crc = codec::crc32c(&b[..n - 4]).to_le_bytes();
         b[n - 4..].copy_from_slice(&crc);
     }
@@ -37,12 +64,26 @@ fuzz_target!(|data: &[u8]| {
     };
     let lenient = DecodeConfig { unknown_major: UnknownMajor::Lenient, ..DecodeConfig::default() };
     let _ = codec::decode(bytes, &lenient);
+    let as_1_1 = DecodeConfig { reader_minor: 1, ..DecodeConfig::default() };
+    let _ = codec::decode(bytes, &as_1_1);
     // What a degraded restore recovers from a damaged blob (format 1.2): never panics either.
-    if let Some(policy) = codec::salvage_policy(bytes, &DecodeConfig::default()) {
+    let salvaged = codec::salvage_policy(bytes, &DecodeConfig::default());
+    if let Some(policy) = &salvaged {
         let mut port = Port::try_new(PortIdentity::try_from_str("fuzz").unwrap(), PortConfig::default()).unwrap();
         codec::apply_degraded(&mut port, Some(policy.carried()));
     }
-    let Ok(Decoded::State(state)) = codec::decode(bytes, &DecodeConfig::default()) else { return };
+    let decoded = codec::decode(bytes, &DecodeConfig::default());
+    // The two readers agree: a no-state blob carries no policy, and a blob that decodes
+    // carries exactly the policy salvage would recover from it.
+    match (&decoded, &salvaged) {
+        (Ok(Decoded::NoState { .. }), Some(_)) => panic!("policy salvaged from a no-state blob"),
+        (Ok(Decoded::State(s)), Some(p)) => {
+            assert_eq!((s.mode, &s.rules), (p.mode, &p.rules), "salvage and decode disagree");
+            assert_eq!(s.save_info.rules_dropped == 0, p.complete);
+        }
+        _ => {}
+    }
+    let Ok(Decoded::State(state)) = decoded else { return };
 
     let mut port = Port::try_new(PortIdentity::try_from_str("fuzz").unwrap(), PortConfig::default()).unwrap();
     match codec::apply(&mut port, &state, 1 << 40) {

@@ -7,6 +7,9 @@
 //! authentication headers (`IPsec` AH, RFC 4302, in either family) are walked with bounds, at most
 //! [`MAX_EXTENSIONS`] of them, within the first [`IP_PREFIX`] bytes.
 //!
+//! Only the datagram's own bytes are read ([`datagram`]: never a frame's padding or trailer past
+//! the IP length).
+//!
 //! **What cannot be read is never a permit** (issue 16): flags [`tcp_flags`] cannot read (a tiny
 //! first fragment, more headers than it walks, an ESP or unknown header, a frame cut short) make
 //! the packet [`vsflow_core::Headers::NoFlags`], which classify never treats as mid-stream; a
@@ -49,9 +52,31 @@ pub enum Walk {
     Unreadable,
 }
 
-/// Walks the IP headers of `ip` (data starting at the IP header) to the transport header.
+/// The bytes of `ip` (data starting at the IP header) that belong to its IP datagram.
+///
+/// A frame may hold more than its datagram: Ethernet pads a frame to 60 bytes, and a sender
+/// may append any trailer. What lies past the datagram's end is the sender's choice, and the
+/// receiver's IP layer drops it (RFC 791 total length, RFC 8200 payload length), so nothing
+/// is read there: a tiny first fragment followed by bytes that read as a TCP header with ACK
+/// would otherwise pass for a mid-stream segment while the datagram it starts carries a SYN
+/// (issue 16). A length field of 0 is a large send (`LSOv2` sets the IPv4 total length to 0:
+/// the frame's length counts; Microsoft, "Offloading the Segmentation of Large TCP Packets")
+/// or a jumbogram: the frame bounds the datagram.
+#[must_use]
+pub fn datagram(ip: &[u8]) -> &[u8] {
+    let total = match ip.first().map(|b| b >> 4) {
+        Some(4) => be16(ip, 2).map_or(0, usize::from),
+        Some(6) => be16(ip, 4).map_or(0, |n| if n == 0 { 0 } else { 40 + usize::from(n) }),
+        _ => 0,
+    };
+    if total == 0 { ip } else { ip.get(..total).unwrap_or(ip) }
+}
+
+/// Walks the IP headers of `ip` (data starting at the IP header) to the transport header,
+/// within its [`datagram`].
 #[must_use]
 pub fn walk(ip: &[u8]) -> Walk {
+    let ip = datagram(ip);
     let Some(&first) = ip.first() else { return Walk::Unreadable };
     match first >> 4 {
         4 => {
@@ -64,6 +89,10 @@ pub fn walk(ip: &[u8]) -> Walk {
             }
             if frag & 0x1fff != 0 {
                 return Walk::NonFirstFragment;
+            }
+            if ihl > ip.len() {
+                // The datagram (or the bytes read) ends inside its own header.
+                return Walk::Unreadable;
             }
             chain(ip, protocol, ihl, false).unwrap_or(Walk::Unreadable)
         }
@@ -106,7 +135,7 @@ fn chain(ip: &[u8], mut next: u8, mut off: usize, v6: bool) -> Option<Walk> {
 }
 
 /// Where the TCP header starts in an IP packet, or `None` if the packet is not TCP, is a
-/// non-first fragment, or its headers are not inside `ip` (see [`walk`]).
+/// non-first fragment, or its headers are not inside its datagram (see [`walk`]).
 #[must_use]
 pub fn tcp_offset(ip: &[u8]) -> Option<usize> {
     match walk(ip) {
@@ -116,9 +145,12 @@ pub fn tcp_offset(ip: &[u8]) -> Option<usize> {
 }
 
 /// The TCP flags byte of an IP packet carrying TCP over IPv4 or IPv6 (data starting at the IP
-/// header), or `None`: not readable (see [`tcp_offset`]), never to be taken for "no flags".
+/// header), or `None`: not readable, never to be taken for "no flags".
+///
+/// Not readable: see [`tcp_offset`], or the flags lie past the end of the [`datagram`].
 #[must_use]
 pub fn tcp_flags(ip: &[u8]) -> Option<u8> {
+    let ip = datagram(ip);
     ip.get(tcp_offset(ip)?.checked_add(13)?).copied()
 }
 
@@ -302,6 +334,40 @@ mod tests {
         assert!(!is_non_first_fragment(&ip6));
         ip6[42..44].copy_from_slice(&(3u16 << 3).to_be_bytes());
         assert!(is_non_first_fragment(&ip6));
+    }
+
+    #[test]
+    fn flags_past_the_datagram_end_are_never_read() {
+        // IPv4: a first fragment of 28 bytes (8 of TCP: ports and sequence number), padded by
+        // Ethernet with bytes that read as a TCP header with ACK.
+        let mut ip = alloc::vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&28u16.to_be_bytes());
+        ip[6] = 0x20; // MF, offset 0
+        ip[9] = 6;
+        ip.extend_from_slice(&tcp(0x10));
+        assert_eq!(tcp_flags(&ip), None, "the flags byte is padding");
+        // The whole header inside the datagram: read.
+        ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+        assert_eq!(tcp_flags(&ip), Some(0x10));
+        // A total length of 0 (a large send, LSOv2): the frame counts.
+        ip[2..4].copy_from_slice(&0u16.to_be_bytes());
+        assert_eq!(tcp_flags(&ip), Some(0x10));
+        // Shorter than its own header: unreadable.
+        ip[2..4].copy_from_slice(&12u16.to_be_bytes());
+        assert_eq!(walk(&ip), Walk::Unreadable);
+        // IPv6: payload length 16 (fragment header and 8 bytes of TCP), a trailer after it.
+        let mut ip6: Vec<u8> = alloc::vec![0u8; 40];
+        ip6[0] = 0x60;
+        ip6[4..6].copy_from_slice(&16u16.to_be_bytes());
+        ip6[6] = 44;
+        ip6.extend_from_slice(&[6, 0, 0, 1, 0, 0, 0, 1]);
+        ip6.extend_from_slice(&tcp(0x10));
+        assert_eq!(tcp_flags(&ip6), None, "the flags byte is a trailer");
+        ip6[4..6].copy_from_slice(&28u16.to_be_bytes());
+        assert_eq!(tcp_flags(&ip6), Some(0x10));
+        ip6[4..6].copy_from_slice(&0u16.to_be_bytes());
+        assert_eq!(tcp_flags(&ip6), Some(0x10), "payload length 0: the frame counts");
     }
 
     proptest::proptest! {

@@ -331,6 +331,23 @@ impl Host {
         self.shared.eager_work_items.store(eager, Ordering::SeqCst);
     }
 
+    /// Race tests: the next clock read (`KeQueryInterruptTime`) of a work item running on its
+    /// own thread (`eager_work_items`) stops the work item there, as if its CPU were preempted at
+    /// that instant, until [`WorkItemPause::resume`]; meanwhile the test runs callbacks on its
+    /// own thread (another CPU).
+    #[must_use]
+    pub fn pause_work_item_at_clock(&self) -> WorkItemPause {
+        let (reached_tx, reached) = std::sync::mpsc::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        *self
+            .shared
+            .work_item_clock_pause
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(crate::kernel::services::ClockPause { reached: reached_tx, resume: resume_rx });
+        WorkItemPause { reached, resume }
+    }
+
     /// Makes deferred-work requests fail (exercises the synchronous fallback).
     pub fn refuse_deferred_work(&self, refuse: bool) {
         self.shared.refuse_deferred.store(refuse, Ordering::SeqCst);
@@ -1164,5 +1181,25 @@ impl Host {
     #[must_use]
     pub fn primitive_misuse(&self) -> Vec<String> {
         self.shared.misuse.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+/// A work item stopped at a clock read ([`Host::pause_work_item_at_clock`]).
+#[derive(Debug)]
+pub struct WorkItemPause {
+    reached: std::sync::mpsc::Receiver<()>,
+    resume: std::sync::mpsc::Sender<()>,
+}
+
+impl WorkItemPause {
+    /// Waits (up to 10 s) until the work item has stopped; false if it never got there.
+    #[must_use]
+    pub fn stopped(&self) -> bool {
+        self.reached.recv_timeout(std::time::Duration::from_secs(10)).is_ok()
+    }
+
+    /// Lets the work item go on.
+    pub fn resume(self) {
+        let _ = self.resume.send(());
     }
 }

@@ -8,10 +8,11 @@
 //!
 //! The encode runs under the saved port's own lock only: other ports' packets never wait for
 //! it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
-//! vsflow does not track, an encode that fails, a save while the driver stops (or while the
-//! port's own restore is being decoded on the work item) send the no-state blob (format 1.2):
-//! the source never sends a policy it does not have, and the destination keeps or closes its
-//! own. A restore of the port still pended (not yet taken by the work item) is applied first,
+//! vsflow does not track, an encode that fails, a save while the driver stops, or while the
+//! port is still in its restore window (its own restore being decoded on the work item, or
+//! taken from the pending set and not yet applied: checked under the port's lock) send the
+//! no-state blob (format 1.2): the source never sends a policy it does not have, and the
+//! destination keeps or closes its own. A restore of the port still pended (not yet taken by the work item) is applied first,
 //! here: the VM's state is the port's only once it is (a second migration before the work
 //! item ran carries it on).
 
@@ -88,6 +89,14 @@ impl<S: KernelServices> Driver<S> {
         let saved = self.read_ports(|ix| {
             let slot = ix.port(key?)?;
             let mut st = slot.state.lock();
+            if st.port.is_restoring() {
+                // Still in its restore window under the port's own lock: its restore has not
+                // been applied (the work item may have taken it from the pending set a moment
+                // ago and be about to lock the port), so its mode is this host's default for new
+                // ports and its rules none, not the VM's. Checked here, not only before: the
+                // pending set alone cannot say whether a restore it no longer holds is applied.
+                return Some(Err(None));
+            }
             let mut buffer = core::mem::take(&mut st.save_buffer);
             // The port's own encoder: its working memory is reused from the last save.
             let st = &mut *st;
@@ -105,7 +114,7 @@ impl<S: KernelServices> Driver<S> {
                 }
                 Err(e) => {
                     buffer.clear();
-                    Err(e)
+                    Err(Some(e))
                 }
             };
             // The buffer moves back into the port: its heap block (what WFP reads) stays put.
@@ -124,12 +133,19 @@ impl<S: KernelServices> Driver<S> {
                 });
                 (p, len)
             }
-            Some(Err(e)) => {
+            Some(Err(Some(e))) => {
                 self.log(
                     LogLevel::Error,
                     format_args!("port {port_id}: runtime state not saved: {e}"),
                 );
                 self.save_no_state(port_id, NoState::EncodeFailed)
+            }
+            Some(Err(None)) => {
+                self.log(
+                    LogLevel::Error,
+                    format_args!("port {port_id}: saved before its restore was applied: no state"),
+                );
+                self.save_no_state(port_id, NoState::Unavailable)
             }
             None => self.save_no_state(port_id, NoState::Untracked),
         }

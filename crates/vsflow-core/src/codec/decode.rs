@@ -266,7 +266,8 @@ fn decode_no_state(body: &[u8], config: &DecodeConfig) -> Result<u8, DecodeError
 /// The mode and rules of a blob that did not decode, if they survived.
 ///
 /// A 1.2 (or later 1.x) blob whose first three records are `MODE`, `RULES` and a
-/// `POLICY_CHECK` whose CRC-32C matches the bytes before it, under the expected provider.
+/// `POLICY_CHECK` whose CRC-32C matches the bytes before it, under the expected provider, with
+/// no header flag but those this reader knows for a state blob (`FLOWS_DROPPED`).
 /// Everything after the policy may be damaged or missing (truncation included). `None` for
 /// anything else: the restore then carries no policy.
 #[must_use]
@@ -275,11 +276,13 @@ pub fn salvage_policy(bytes: &[u8], config: &DecodeConfig) -> Option<SalvagedPol
     if r.array::<4>()? != format::MAGIC || r.u16()? != format::MAJOR || r.u16()? < 2 {
         return None;
     }
-    // The body is everything: the trailer, if any, lies past the policy.
-    let Header { records: mut r, flags, .. } = header(bytes, config, u16::MAX).ok()?;
-    if flags & format::FLAG_NO_STATE != 0 {
-        return None;
-    }
+    // The body is everything: the trailer, if any, lies past the policy. The policy CRC covers
+    // the header: with the policy intact its flags are the writer's, not damage, so a flag this
+    // reader does not know is refused exactly as `decode` refuses it (a later minor may define
+    // one that changes what the policy means, as 1.2's NO_STATE relies on 1.1 readers refusing
+    // it), and a no-state blob carries no policy.
+    let known = format::known_flags(config.reader_minor) & !format::FLAG_NO_STATE;
+    let Header { records: mut r, .. } = header(bytes, config, known).ok()?;
     let mut record = |want: u16| -> Option<&[u8]> {
         let kind = r.u16()?;
         let _flags = r.u16()?;

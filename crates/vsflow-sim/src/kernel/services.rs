@@ -63,6 +63,19 @@ pub struct HostShared {
     pub work_item: Mutex<()>,
     /// Misuse of a kernel primitive (each also panics where it happened).
     pub misuse: Mutex<Vec<String>>,
+    /// Scheduling control for race tests: the next clock read of a work item running on its
+    /// own thread stops there until the test resumes it (another CPU preempted at that
+    /// instant). See `Host::pause_work_item_at_clock`.
+    pub work_item_clock_pause: Mutex<Option<ClockPause>>,
+}
+
+/// A work item stopped at its next clock read: it reports `reached`, then waits for `resume`.
+#[derive(Debug)]
+pub struct ClockPause {
+    /// Signalled when the work item has stopped.
+    pub reached: std::sync::mpsc::Sender<()>,
+    /// Received (or dropped) to let it go on.
+    pub resume: std::sync::mpsc::Receiver<()>,
 }
 
 /// Processors the simulated host reports (`KeQueryMaximumProcessorCountEx`).
@@ -80,6 +93,8 @@ thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(PASSIVE_LEVEL) };
     /// This thread's simulated processor.
     static PROCESSOR: Cell<Option<u32>> = const { Cell::new(None) };
+    /// This thread runs a work item on its own (`eager_work_items`).
+    static WORK_ITEM_THREAD: Cell<bool> = const { Cell::new(false) };
     /// Rundown references this thread holds: (rundown address, count), no allocation.
     static HELD_RUNDOWNS: RefCell<[(usize, u32); 8]> = const { RefCell::new([(0, 0); 8]) };
 }
@@ -477,6 +492,7 @@ impl SimServices {
             let id = me.shared.host_id.load(Ordering::SeqCst);
             let _cur = crate::world::CurrentHost::enter(id);
             let _drv = crate::kernel::alloc::Attribution::enter(Some(id));
+            WORK_ITEM_THREAD.with(|w| w.set(true));
             me.run_deferred();
             flag.store(true, Ordering::SeqCst);
         });
@@ -521,6 +537,21 @@ impl KernelServices for SimServices {
     }
 
     fn now(&self) -> u64 {
+        if WORK_ITEM_THREAD.with(Cell::get) {
+            let pause = {
+                let _kernel = crate::kernel::alloc::Attribution::enter(None);
+                self.shared
+                    .work_item_clock_pause
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+            };
+            if let Some(p) = pause {
+                let _kernel = crate::kernel::alloc::Attribution::enter(None);
+                let _ = p.reached.send(());
+                let _ = p.resume.recv_timeout(std::time::Duration::from_secs(30));
+            }
+        }
         self.shared.clock.load(Ordering::Relaxed)
     }
 
