@@ -823,13 +823,17 @@ pub(super) fn encode_source(
         if counts[f] == 0 {
             continue;
         }
-        let mut e = Entry::default();
+        // The entries are written in place: the record's bytes are made first (the capacity
+        // was reserved: no allocation), then filled entry by entry.
+        let start = w.out.len();
+        w.out.resize(start + entries_len[f], 0);
+        let mut e = Entry { b: w.out.get_mut(start..).unwrap_or(&mut []), n: 0 };
         for (s, &(local, remote)) in exact.iter().zip(dicts.idx.iter()) {
             if s.key.family == family {
                 write_compact(&mut e, s, (local, remote, lay), rules_version, plan.counters);
-                w.bytes(e.as_bytes());
             }
         }
+        debug_assert_eq!(e.n, entries_len[f], "the entries' planned length");
     }
     // Fingerprints.
     w.record(rec::FINGERPRINTS, format::FINGERPRINTS_HEADER_LEN + fp_bytes);
@@ -961,23 +965,30 @@ fn fit_all(
     }
     w.all.build(&w.flows, true, w.seed)?;
     let mut base = [0usize; 2];
-    let mut extra = [0usize; 2];
     for (s, &(local, remote)) in w.flows.iter().zip(w.all.idx.iter()) {
         if local == NONE {
             // Its local address did not fit the dictionary: it cannot be written exactly.
             return Ok(None);
         }
         let f = family_slot(s.key.family);
-        let (Some(b), Some(x), Some(lay)) = (base.get_mut(f), extra.get_mut(f), w.all.lays.get(f))
-        else {
+        let (Some(b), Some(lay)) = (base.get_mut(f), w.all.lays.get(f)) else {
             return Ok(None);
         };
         *b += entry_len(s, lay, remote != NONE, rules_version, false);
-        *x += counters_len(s);
     }
     let without = w.all.bytes() + carried_bytes + base[0] + base[1];
     if without > room {
         return Ok(None);
+    }
+    // Per-flow counters take 4 bytes at least (four varints): often that alone decides.
+    if without + 4 * w.flows.len() > room {
+        return Ok(Some((base, false)));
+    }
+    let mut extra = [0usize; 2];
+    for s in &w.flows {
+        if let Some(x) = extra.get_mut(family_slot(s.key.family)) {
+            *x += counters_len(s);
+        }
     }
     if without + extra[0] + extra[1] <= room {
         Ok(Some(([base[0] + extra[0], base[1] + extra[1]], true)))
@@ -1255,9 +1266,9 @@ fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
     w.bytes(&super::rule::rule_to_bytes(r));
 }
 
-/// Puts `s`'s compact entry together in `e` (what was there before is overwritten).
+/// Writes `s`'s compact entry at `e`'s position.
 fn write_compact(
-    e: &mut Entry,
+    e: &mut Entry<'_>,
     s: &SavedFlow,
     (local, remote, lay): (u32, u32, &Layout),
     rules_version: u32,
@@ -1279,14 +1290,17 @@ fn write_compact(
         | (adm << compact::ADMISSION_SHIFT)
         | ((s.fin_seen & 0b11) << compact::FIN_SHIFT)
         | if literal { compact::REMOTE_LITERAL } else { 0 };
-    e.n = 0;
     e.u8(tag);
     if kind == compact::KIND_ACTIVE_OTHER {
         e.u8(s.key.protocol);
     }
     e.index(local, lay.lw);
     if literal {
-        e.bytes(s.key.remote_addr.get(..addr_len(s.key.family)).unwrap_or(&[]));
+        let r = &s.key.remote_addr;
+        match s.key.family {
+            IpFamily::V4 => e.bytes(&[r[0], r[1], r[2], r[3]]),
+            IpFamily::V6 => e.bytes(r),
+        }
     } else {
         e.index(remote, lay.rw);
     }
@@ -1305,25 +1319,13 @@ fn write_compact(
     }
 }
 
-/// Longest compact entry: tag, protocol, a 2-byte local index, a 16-byte literal remote, the
-/// ports, the rule-version varint (5 bytes at most), two age varints and four counter
-/// varints (10 bytes each at most).
-const MAX_ENTRY_LEN: usize = 1 + 1 + 2 + 16 + 4 + 5 + 2 * 10 + 4 * 10;
-
-/// One compact entry being put together on the stack, then appended at once (one length
-/// update per entry).
-struct Entry {
-    b: [u8; MAX_ENTRY_LEN],
+/// The compact entries of one record being written in place.
+struct Entry<'a> {
+    b: &'a mut [u8],
     n: usize,
 }
 
-impl Default for Entry {
-    fn default() -> Self {
-        Self { b: [0; MAX_ENTRY_LEN], n: 0 }
-    }
-}
-
-impl Entry {
+impl Entry<'_> {
     #[inline]
     fn u8(&mut self, v: u8) {
         if let Some(d) = self.b.get_mut(self.n) {
@@ -1351,10 +1353,11 @@ impl Entry {
     #[inline]
     fn index(&mut self, i: u32, width: usize) {
         let b = i.to_le_bytes();
-        self.bytes(b.get(..width).unwrap_or(&[]));
-    }
-    fn as_bytes(&self) -> &[u8] {
-        self.b.get(..self.n).unwrap_or(&[])
+        match width {
+            1 => self.u8(b[0]),
+            2 => self.bytes(&[b[0], b[1]]),
+            _ => {}
+        }
     }
 }
 
