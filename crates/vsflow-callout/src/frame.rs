@@ -225,7 +225,7 @@ mod tests {
             x ^= x << 17;
             let b = x.to_le_bytes();
             let len = usize::from(b[0] % 64);
-            let mut ip: Vec<u8> = (0..len).map(|i| b[i % 8].rotate_left(i as u32)).collect();
+            let mut ip: Vec<u8> = (0..len).map(|i| b[i % 8] ^ b[(i / 8) % 8]).collect();
             if let Some(v) = ip.get_mut(0) {
                 *v = 0x45;
             }

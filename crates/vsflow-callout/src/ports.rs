@@ -63,13 +63,9 @@ impl SwitchEntry {
     /// Whether `bytes` (UTF-16LE, up to an optional NUL unit) is this switch's name.
     fn is_named_le(&self, bytes: &[u8]) -> bool {
         let Some((le, n)) = &self.name_le else { return false };
-        let ends = match bytes.get(*n..) {
-            // The blob ends with the name (an odd byte after it is not a unit)...
-            Some([] | [_]) => true,
-            // ...or a NUL unit follows it.
-            Some([0, 0, ..]) => true,
-            _ => false,
-        };
+        // The blob ends with the name (an odd byte after it is not a unit), or a NUL unit
+        // follows it.
+        let ends = matches!(bytes.get(*n..), Some([] | [_] | [0, 0, ..]));
         ends && bytes.get(..*n) == le.get(..*n)
     }
 }
