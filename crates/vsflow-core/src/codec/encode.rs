@@ -1291,7 +1291,7 @@ fn radix_sort<T: Copy>(
                 *c += 1;
             }
         }
-        if counts.contains(&v.len()) {
+        if counts.iter().any(|&c| c == v.len()) {
             continue;
         }
         let mut at = 0;
