@@ -918,9 +918,6 @@ pub(super) struct Work {
     charged: [Vec<bool>; 2],
     /// Key of the dictionaries' address hash (the source's [`Source::hash_seed`]).
     seed: u64,
-    /// The radix sorts' second buffers.
-    sort_tmp_order: Vec<(u64, u32)>,
-    sort_tmp_pool: Vec<(u32, u32)>,
 }
 
 impl Work {
@@ -933,8 +930,7 @@ impl Work {
             + self.kept.heap_bytes()
             + self.order.capacity() * 16
             + (self.prio.capacity() + self.by_prio.capacity()) * 4
-            + (self.pool.capacity() + self.sort_tmp_pool.capacity()) * 8
-            + self.sort_tmp_order.capacity() * 16
+            + self.pool.capacity() * 8
             + self.take.capacity()
             + self.unique.capacity()
             + self.charged[0].capacity()
@@ -1051,8 +1047,6 @@ fn plan(
         unique,
         charged,
         seed,
-        sort_tmp_order,
-        sort_tmp_pool,
         ..
     } = w;
     let flows: &[SavedFlow] = flows;
@@ -1064,9 +1058,8 @@ fn plan(
     order.clear();
     order.try_reserve(flows.len())?;
     order.extend((0u32..).zip(flows.iter()).map(|(i, s)| (s.value_rank(), i)));
-    // As `sort_unstable` of the pairs: they are made in index order, so a stable sort by rank
-    // alone gives the same order.
-    radix_sort(order, sort_tmp_order, 8, |&(r, _)| r)?;
+    // As `sort_unstable` of the pairs, with one comparison of a packed key per step.
+    order.sort_unstable_by_key(|&(r, i)| (u128::from(r) << 32) | u128::from(i));
     // Only the VM's own connections are fingerprinted: a pickup admits a flow as the VM's,
     // which a peer-opened connection (admitted by a rule, or in Monitor mode) is not. Those
     // travel exactly or not at all, and the destination's rules judge their next packet.
@@ -1105,9 +1098,7 @@ fn plan(
                 pool.push((crate::fingerprint::fingerprint(salt, &s.key), p));
             }
         }
-        // By (value, priority): the pool is made in priority order, so a stable sort by value
-        // alone gives it.
-        radix_sort(pool, sort_tmp_pool, 4, |&(v, _)| u64::from(v))?;
+        pool.sort_unstable_by_key(|&(v, p)| (u64::from(v) << 32) | u64::from(p));
         let collides = pool.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0));
         if !collides || !carried.values.is_empty() || attempt + 1 == SALT_TRIES {
             break;
@@ -1262,57 +1253,6 @@ fn plan(
     })
 }
 
-/// Sorts `v` by `key`, stably (equal keys keep their order), with a least-significant-digit
-/// radix sort over the key's low `bytes` bytes: linear in `v`'s length, with `tmp` (reused) as
-/// the second buffer. A digit every key shares costs one counting pass and no move.
-///
-/// # Errors
-/// [`Error::OutOfMemory`] (`v` is then unchanged).
-fn radix_sort<T: Copy>(
-    v: &mut Vec<T>,
-    tmp: &mut Vec<T>,
-    bytes: u32,
-    key: impl Fn(&T) -> u64,
-) -> Result<(), Error> {
-    let Some(&first) = v.first() else { return Ok(()) };
-    tmp.clear();
-    tmp.try_reserve(v.len())?;
-    tmp.resize(v.len(), first);
-    for digit in 0..bytes {
-        let shift = 8 * digit;
-        let byte = |x: &T| {
-            #[allow(clippy::cast_possible_truncation, reason = "one byte of the key")]
-            let b = (key(x) >> shift) as u8;
-            usize::from(b)
-        };
-        let mut counts = [0usize; 256];
-        for x in v.iter() {
-            if let Some(c) = counts.get_mut(byte(x)) {
-                *c += 1;
-            }
-        }
-        if counts.iter().any(|&c| c == v.len()) {
-            continue;
-        }
-        let mut at = 0;
-        for c in &mut counts {
-            let n = *c;
-            *c = at;
-            at += n;
-        }
-        for x in v.iter() {
-            if let Some(c) = counts.get_mut(byte(x)) {
-                if let Some(d) = tmp.get_mut(*c) {
-                    *d = *x;
-                }
-                *c += 1;
-            }
-        }
-        core::mem::swap(v, tmp);
-    }
-    Ok(())
-}
-
 /// Salts [`plan`] tries before it accepts a fingerprint collision among the connections.
 const SALT_TRIES: u32 = 8;
 
@@ -1458,7 +1398,7 @@ impl Writer<'_> {
 mod tests {
     use alloc::vec::Vec;
 
-    use super::{Carried, SavedFlow, Work, plan, radix_sort, varint_len};
+    use super::{Carried, SavedFlow, Work, plan, varint_len};
     use crate::fingerprint::fingerprint;
     use crate::flow::{Admission, FlowKey, FlowState, Opener};
     use crate::packet::{Direction, PacketMeta, protocol};
@@ -1516,29 +1456,6 @@ mod tests {
         assert_eq!(p.fingerprinted, 2);
         assert_eq!(p.lost, 0);
         assert_eq!(w.fps.len(), 2, "one value per connection: each is picked up on its own");
-    }
-
-    #[test]
-    fn the_radix_sort_is_a_stable_sort_by_key() {
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for n in [0usize, 1, 2, 17, 1000, 5000] {
-            let v: Vec<(u64, u32)> = (0u32..)
-                .take(n)
-                .map(|i| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    // Few distinct keys (ties) and keys spread over every byte.
-                    (if i % 3 == 0 { x % 7 } else { x }, i)
-                })
-                .collect();
-            let mut want = v.clone();
-            want.sort_by_key(|&(k, _)| k);
-            let mut got = v;
-            let mut tmp = Vec::new();
-            radix_sort(&mut got, &mut tmp, 8, |&(k, _)| k).unwrap();
-            assert_eq!(got, want, "{n} elements");
-        }
     }
 
     #[test]
