@@ -14,6 +14,8 @@
 //!   (on Windows with the WDK: also build, `InfVerif`, `Inf2Cat` and test-sign).
 //! - `cargo xtask wine`: `netports.exe` built for Windows and run under Wine, each command
 //!   with the exit code and output it must give.
+//! - `cargo xtask live`: live traffic between two Linux network namespaces, judged by vsflow
+//!   (replayed through the callout) and by conntrack (`tests/live.rs`; root; under a minute).
 //! - `cargo xtask wdk-check`: type-check and lint `driver/` for the kernel target against
 //!   the mirror of the wdk crates in `xtask/wdk-mirror/` (a check, not a build).
 //! - `cargo xtask driver-tests`: `driver/` on the Linux host under the KMDF double
@@ -25,6 +27,7 @@
 //!   doubles (crates/sys-loader): the driver's scenarios through its own machine code.
 
 mod inf;
+mod live;
 mod package;
 mod sys;
 mod target;
@@ -61,11 +64,12 @@ fn main() -> ExitCode {
         Some("wdk-check") => wdk_check::check(),
         Some("driver-tests") => wdk_check::driver_tests(),
         Some("wine") => wine::smoke(),
+        Some("live") => live::live(),
         Some("sys") => sys::command(&rest),
         Some("sys-loader") => sys::loader_tests(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|sys [--check] [--image FILE] [--reproducible] [--exports] [--compare A B]|sys-loader>"
+                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|live|sys [--check] [--image FILE] [--reproducible] [--exports] [--compare A B]|sys-loader>"
             );
             return ExitCode::from(2);
         }
@@ -108,6 +112,7 @@ fn ci() -> Result<(), String> {
         )
     })?;
     step("tests (workspace)", || run("cargo", &["test", "--workspace", "--locked"]))?;
+    step("live traffic (Linux kernel and conntrack judge vsflow; tests/live.rs)", live::live)?;
     for krate in NO_STD_CRATES {
         step(&format!("clippy {krate} for {KERNEL_TARGET} (no_std)"), || {
             run(

@@ -66,9 +66,11 @@ pub enum BlockReason {
 /// Classifies `meta` on `port` at `now`. See the module docs.
 #[inline]
 pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
+    // TCP and UDP pay two compares of the protocol; the family is read only for the rest.
+    let maybe_icmp = meta.protocol != protocol::TCP && meta.protocol != protocol::UDP;
     let verdict = if !matches!(meta.headers, Headers::Complete) {
         unreadable(port, meta, now)
-    } else if crate::icmp::is_icmp(meta.family, meta.protocol) {
+    } else if maybe_icmp && crate::icmp::is_icmp(meta.family, meta.protocol) {
         crate::icmp::classify(port, meta, now)
     } else {
         track(port, FlowKey::of(meta), meta, now)
@@ -444,6 +446,14 @@ pub const fn tcp_transition(
         {
             FlowState::Established
         }
+        // The VM goes on sending on a connection an RST closed: its stack did not accept the
+        // reset (RFC 5961 accepts only one at the exact next sequence; vsflow cannot tell), so
+        // the connection is not over. FINs from both sides stay closed.
+        (FlowState::Closed, Direction::Outbound)
+            if flags.has(TcpFlags::ACK) && !flags.has(TcpFlags::SYN) && fin_seen != 0b11 =>
+        {
+            FlowState::Established
+        }
         (s, _) => s,
     };
     (next, fin_seen)
@@ -772,5 +782,10 @@ mod tests {
         assert_eq!(t(FlowState::FinWait, Inbound, FIN, 1), (FlowState::Closed, 3));
         assert_eq!(t(FlowState::Established, Inbound, RST, 0), (FlowState::Closed, 0));
         assert_eq!(t(FlowState::Closed, Inbound, ACK, 3), (FlowState::Closed, 3));
+        // Closed by an RST the VM ignored: its next segment re-establishes; after FINs from
+        // both sides, or from the peer, nothing does.
+        assert_eq!(t(FlowState::Closed, Outbound, ACK, 0), (FlowState::Established, 0));
+        assert_eq!(t(FlowState::Closed, Outbound, ACK, 3), (FlowState::Closed, 3));
+        assert_eq!(t(FlowState::Closed, Inbound, ACK, 0), (FlowState::Closed, 0));
     }
 }

@@ -1,5 +1,5 @@
-//! `vsflow-sim`: the two-host live-migration simulator (the README's main job) and the blob
-//! inspector for support engineers.
+//! `vsflow-sim`: the two-host live-migration simulator (the README's main job), the blob
+//! inspector, and the capture replay for support engineers.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -109,6 +109,42 @@ enum Command {
         #[command(subcommand)]
         command: BlobCommand,
     },
+    /// Replay a packet capture (pcap or pcapng) through vsflow as one VM's port: per flow,
+    /// what vsflow would do and why. Exits 1 if any packet was blocked.
+    Replay {
+        /// The capture.
+        file: PathBuf,
+        /// The VM's MAC address (aa:bb:cc:dd:ee:ff): its frames are outbound.
+        #[arg(long, conflicts_with = "vm_ip")]
+        vm_mac: Option<String>,
+        /// The VM's IP address (default: the source of the first IP packet).
+        #[arg(long)]
+        vm_ip: Option<std::net::IpAddr>,
+        /// The port's mode.
+        #[arg(long, value_enum, default_value_t = ReplayMode::Enforce)]
+        mode: ReplayMode,
+        /// Allow rules, in the format `netports driver rules PORT FILE` reads.
+        #[arg(long)]
+        rules: Option<PathBuf>,
+        /// Save the port's state on one host and restore it on another before the VM's
+        /// N-th packet (0-based).
+        #[arg(long)]
+        migrate_at: Option<usize>,
+        /// Loose pickup after the restore (the driver's `LoosePickup`).
+        #[arg(long)]
+        loose_pickup: bool,
+        /// Also print every frame.
+        #[arg(long)]
+        packets: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReplayMode {
+    /// Stateful: inbound only on the VM's flows or by an allow rule.
+    Enforce,
+    /// Permit and track everything.
+    Monitor,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +220,18 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Replay { file, vm_mac, vm_ip, mode, rules, migrate_at, loose_pickup, packets } => {
+            replay(
+                &file,
+                vm_mac.as_deref(),
+                vm_ip,
+                mode,
+                rules.as_deref(),
+                migrate_at,
+                loose_pickup,
+                packets,
+            )
+        }
         Command::Differential {
             cases,
             list,
@@ -197,26 +245,106 @@ fn main() -> ExitCode {
             let opts = differential::Options { spray, connections, blob_cap, settings, seed };
             differential(&cases, list, &opts, json)
         }
-        Command::Blob { command: BlobCommand::Inspect { file } } => {
-            let bytes = match std::fs::read(&file) {
-                Ok(b) => b,
-                Err(e) => {
-                    eprintln!("vsflow-sim: cannot read {}: {e}", file.display());
-                    return ExitCode::from(2);
-                }
-            };
-            match vsflow_sim::tools::inspect::inspect(&bytes) {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(why) => {
-                    eprintln!("{}: {why}", file.display());
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Blob { command: BlobCommand::Inspect { file } } => inspect(&file),
+    }
+}
+
+/// `vsflow-sim blob inspect FILE`: prints what a saved blob holds.
+fn inspect(file: &std::path::Path) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("vsflow-sim: cannot read {}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    match vsflow_sim::tools::inspect::inspect(&bytes) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("{}: {why}", file.display());
+            ExitCode::FAILURE
         }
     }
+}
+
+#[allow(clippy::too_many_arguments, reason = "the command's options")]
+#[allow(clippy::fn_params_excessive_bools, reason = "the command's flags")]
+fn replay(
+    file: &std::path::Path,
+    vm_mac: Option<&str>,
+    vm_ip: Option<std::net::IpAddr>,
+    mode: ReplayMode,
+    rules: Option<&std::path::Path>,
+    migrate_at: Option<usize>,
+    loose_pickup: bool,
+    packets: bool,
+) -> ExitCode {
+    use vsflow_sim::tools::replay::{self, Fate, ReplayOptions, VmSide};
+    let fail = |why: String| {
+        eprintln!("vsflow-sim replay: {why}");
+        ExitCode::from(2)
+    };
+    let vm = match (vm_mac, vm_ip) {
+        (Some(m), _) => {
+            let parts: Vec<u8> =
+                m.split([':', '-']).filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+            match <[u8; 6]>::try_from(parts) {
+                Ok(mac) => VmSide::Mac(mac),
+                Err(_) => return fail(format!("--vm-mac {m}: not a MAC address")),
+            }
+        }
+        (None, Some(std::net::IpAddr::V4(a))) => {
+            VmSide::Ip(vsflow_core::IpFamily::V4, vsflow_core::packet::v4(a.octets()))
+        }
+        (None, Some(std::net::IpAddr::V6(a))) => VmSide::Ip(vsflow_core::IpFamily::V6, a.octets()),
+        (None, None) => VmSide::FirstSender,
+    };
+    let rules = match rules.map(std::fs::read_to_string) {
+        None => Vec::new(),
+        Some(Ok(text)) => match netports::rules_file::parse(&text) {
+            Ok(r) => r,
+            Err(e) => return fail(format!("rules: {e}")),
+        },
+        Some(Err(e)) => return fail(format!("rules: {e}")),
+    };
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("{}: {e}", file.display())),
+    };
+    let frames = match replay::read_capture(&bytes) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("{}: {e}", file.display())),
+    };
+    let mode = match mode {
+        ReplayMode::Enforce => vsflow_core::Mode::Enforce,
+        ReplayMode::Monitor => vsflow_core::Mode::Monitor,
+    };
+    let opts =
+        ReplayOptions { vm, mode, rules, migrate_at, loose_pickup, ..ReplayOptions::default() };
+    let report = replay::replay(&frames, &opts);
+    if packets {
+        for p in &report.packets {
+            let what = match &p.fate {
+                Fate::Permitted => "permitted".to_owned(),
+                Fate::Blocked => format!("BLOCKED: {}", p.why.clone().unwrap_or_default()),
+                Fate::NotIp => "not IP".to_owned(),
+                Fate::Malformed(why) => format!("malformed: {why}"),
+                Fate::NotTheVms => "not the VM's".to_owned(),
+            };
+            let conv = p.conversation.as_ref().map(replay::Conversation::label).unwrap_or_default();
+            let dir = match p.dir {
+                Some(replay::Dir::Out) => "out",
+                Some(replay::Dir::In) => "in ",
+                None => "   ",
+            };
+            println!("{:>6} {dir} {what} {conv}", p.index);
+        }
+    }
+    print!("{}", report.to_text());
+    if report.classified().1 == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 /// `NAME=VALUE` with a 32-bit value (a registry `REG_DWORD`).

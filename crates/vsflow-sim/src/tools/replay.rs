@@ -66,11 +66,14 @@ fn read_pcap(bytes: &[u8]) -> Result<Vec<Frame>, String> {
     let mut reader = pcap_file::pcap::PcapReader::new(bytes).map_err(|e| e.to_string())?;
     let header = reader.header();
     let link = u32::from(header.datalink);
+    let nanos = header.ts_resolution == pcap_file::TsResolution::NanoSecond;
     let mut frames = Vec::new();
-    while let Some(p) = reader.next_packet() {
+    // The raw records: pcap-file 2.0's checked path refuses a record whose original length
+    // is over the snapshot length, which is every truncated capture.
+    while let Some(p) = reader.next_raw_packet() {
         let p = p.map_err(|e| e.to_string())?;
-        let ts = p.timestamp;
-        let ts_ns = ts.as_secs() * 1_000_000_000 + u64::from(ts.subsec_nanos());
+        let frac = u64::from(p.ts_frac) * if nanos { 1 } else { 1_000 };
+        let ts_ns = u64::from(p.ts_sec) * 1_000_000_000 + frac;
         frames.push(Frame { ts_ns, link, data: p.data.into_owned() });
     }
     Ok(frames)
@@ -129,12 +132,16 @@ pub fn datagram(frame: &Frame) -> Option<(&[u8], Macs)> {
         LINK_NULL | LINK_LOOP => (d.get(4..)?, None),
         _ => return None,
     };
+    // A frame that says it carries IP but whose header is not one is the datagram all the
+    // same: reading it is `SimPacket::from_datagram`'s (malformed, counted), not "not IP".
     let version = *ip.first()? >> 4;
+    let field = |at: usize| Some(usize::from(u16::from_be_bytes([*ip.get(at)?, *ip.get(at + 1)?])));
     let len = match version {
-        4 => usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?])),
-        6 => 40 + usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?])),
-        _ => return None,
+        4 => field(2),
+        6 => field(4).map(|n| n + 40),
+        _ => None,
     };
+    let Some(len) = len else { return Some((ip, macs)) };
     // Trim the link layer's padding; a truncated capture keeps what it has.
     Some((ip.get(..len.clamp(1, ip.len())).unwrap_or(ip), macs))
 }
@@ -166,6 +173,11 @@ pub struct ReplayOptions {
     pub migrate_at: Option<usize>,
     /// Restore mode of the destination host.
     pub restore_mode: RestoreMode,
+    /// Loose pickup after a restore (the driver's `LoosePickup`).
+    pub loose_pickup: bool,
+    /// Capture times (nanoseconds) at which to record the driver's flow table: before the
+    /// first frame later than each, or at the end.
+    pub snapshots: Vec<u64>,
 }
 
 impl Default for ReplayOptions {
@@ -176,6 +188,8 @@ impl Default for ReplayOptions {
             rules: Vec::new(),
             migrate_at: None,
             restore_mode: RestoreMode::Synchronous,
+            loose_pickup: false,
+            snapshots: Vec::new(),
         }
     }
 }
@@ -229,6 +243,8 @@ pub struct PacketResult {
 pub struct Conversation {
     /// Address family.
     pub family: IpFamily,
+    /// IP protocol of the flow (of the quoted packet for an ICMP error).
+    pub protocol: u8,
     /// What it is: `tcp`, `udp`, `icmp echo`, `neighbor discovery`, `proto 47`, ...
     pub kind: String,
     /// The VM's address.
@@ -299,6 +315,8 @@ pub struct Report {
     pub counters: Vec<(String, u64)>,
     /// The migration happened before this frame index.
     pub migrated_before: Option<usize>,
+    /// The driver's flows at each of [`ReplayOptions::snapshots`].
+    pub snapshots: Vec<(u64, Vec<SavedFlow>)>,
 }
 
 impl Report {
@@ -398,8 +416,12 @@ pub fn replay(frames: &[Frame], opts: &ReplayOptions) -> Report {
     let config = DriverConfig {
         default_mode: opts.mode,
         restore_mode: opts.restore_mode,
+        loose_pickup: opts.loose_pickup,
         ..DriverConfig::default()
     };
+    let mut pending_snapshots: Vec<u64> = opts.snapshots.clone();
+    pending_snapshots.sort_unstable();
+    pending_snapshots.reverse();
     let (mut h, mut sw) = host(1, config, false);
     let _ = h.replace_rules_everywhere(&opts.rules);
     let mut report = Report::default();
@@ -408,6 +430,10 @@ pub fn replay(frames: &[Frame], opts: &ReplayOptions) -> Report {
     let mut vm_packets = 0usize;
     let mut old_hosts = Vec::new();
     for (index, frame) in frames.iter().enumerate() {
+        while pending_snapshots.last().is_some_and(|&t| t < frame.ts_ns) {
+            let t = pending_snapshots.pop().unwrap_or_default();
+            report.snapshots.push((t, flows(&h)));
+        }
         let mut result = PacketResult {
             index,
             ts_ns: frame.ts_ns,
@@ -469,6 +495,9 @@ pub fn replay(frames: &[Frame], opts: &ReplayOptions) -> Report {
         result.error = is_error(&packet);
         report.packets.push(result);
     }
+    while let Some(t) = pending_snapshots.pop() {
+        report.snapshots.push((t, flows(&h)));
+    }
     summarize(&h, &mut report);
     drop(old_hosts);
     report
@@ -513,6 +542,7 @@ fn conversation(dir: Dir, p: &SimPacket) -> Conversation {
     let (local, remote) = if dir == Dir::Out { (p.src, p.dst) } else { (p.dst, p.src) };
     let base = |kind: String, lp: u16, rp: u16| Conversation {
         family: p.family,
+        protocol: p.protocol,
         kind,
         local,
         remote,
@@ -543,6 +573,7 @@ fn conversation(dir: Dir, p: &SimPacket) -> Conversation {
                         let asked =
                             if (dir == Dir::In) == request { "VM asks" } else { "peer asks" };
                         Conversation {
+                            protocol: q.protocol,
                             kind: format!("icmp query type {kind} id {id} ({asked})"),
                             local: qlocal,
                             remote: qremote,
@@ -553,6 +584,7 @@ fn conversation(dir: Dir, p: &SimPacket) -> Conversation {
                     }
                     None => Conversation {
                         family: p.family,
+                        protocol: q.protocol,
                         kind,
                         local: qlocal,
                         remote: qremote,
@@ -663,12 +695,6 @@ fn counters(h: &Host) -> Vec<(String, u64)> {
 
 /// The flow key the driver keeps a conversation under.
 fn key_of(c: &Conversation) -> FlowKey {
-    let proto = match (c.kind.as_str(), c.family) {
-        ("tcp", _) => protocol::TCP,
-        ("udp", _) => protocol::UDP,
-        (_, IpFamily::V4) => protocol::ICMP,
-        (_, IpFamily::V6) => protocol::ICMPV6,
-    };
     let remote_port = if c.kind.contains("peer asks") {
         c.remote_port | icmp::PEER_REQUESTER
     } else {
@@ -676,7 +702,7 @@ fn key_of(c: &Conversation) -> FlowKey {
     };
     FlowKey {
         family: c.family,
-        protocol: proto,
+        protocol: c.protocol,
         local_addr: c.local,
         remote_addr: c.remote,
         local_port: c.local_port,
