@@ -258,3 +258,27 @@ fn a_second_save_of_a_port_allocates_nothing() {
     }
     finish(&mut h);
 }
+
+/// The memory a save keeps for the next one is the port's only while saves come: the expiry
+/// sweep frees it a minute after the port's last save (a port saves once per migration), and a
+/// later save allocates it again.
+#[test]
+fn a_ports_save_memory_is_freed_a_minute_after_its_last_save() {
+    let (mut h, sw) = host(8, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut h, sw, 10, "vm", 1, false);
+    open_connections(&mut h, sw, 10, 2_000);
+    let _ = h.save(sw, 10);
+    let kept = h.driver_blocks().expect("blocks counted");
+    h.advance(30 * 10_000_000);
+    let _ = h.within(|| h.driver().expire_idle(16));
+    assert_eq!(h.driver_blocks(), Some(kept), "kept for 30 s after the save");
+    h.advance(31 * 10_000_000);
+    let _ = h.within(|| h.driver().expire_idle(16));
+    let freed = h.driver_blocks().expect("blocks counted");
+    assert!(freed < kept, "the sweep a minute after the save frees its memory ({kept} -> {freed})");
+    let before = h.driver_allocations();
+    let (blob, _) = h.save(sw, 10);
+    assert!(h.driver_allocations() > before, "the next save allocates again");
+    assert!(!blob.is_empty());
+    finish(&mut h);
+}

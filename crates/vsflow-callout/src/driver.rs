@@ -367,20 +367,13 @@ impl<S: KernelServices> Driver<S> {
         self.services.trace(event);
     }
 
-    /// Removes idle flows from every port, up to `budget` per port (periodic timer). Takes one
-    /// port lock at a time.
+    /// Removes idle flows from every port, up to `budget` per port (periodic timer), and frees
+    /// the save memory of ports not saved for a minute ([`crate::ports::ENCODER_KEEP`]). Takes
+    /// one port lock at a time.
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.now();
-        self.read_ports(|ix| {
-            ix.ports()
-                .map(|p| {
-                    let mut st = p.state.lock();
-                    st.close_stale_window(now);
-                    st.port.expire(now, budget)
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+        self.read_ports(|ix| ix.ports().map(|p| p.state.lock().sweep(now, budget)).sum())
+            .unwrap_or(0)
     }
 }
 

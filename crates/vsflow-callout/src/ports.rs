@@ -36,6 +36,10 @@ pub struct PortKey {
     pub port: u32,
 }
 
+/// How long a port keeps its encoder's memory after a save (60 s): a migration's retries and
+/// a checkpoint series reuse it; a port that stays frees it at the next sweep after that.
+pub(crate) const ENCODER_KEEP: vsflow_core::Tick = vsflow_core::time::secs(60);
+
 /// A virtual switch.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SwitchEntry {
@@ -88,9 +92,13 @@ pub(crate) struct PortState {
     /// driver: replaced by the next save, freed with the port or at stop.
     pub(crate) save_buffer: Vec<u8>,
     /// The working memory of this port's saves, reused by each (no allocation per save once
-    /// the port has been saved at its size: `vsflow_core::codec::Encoder`). Freed with the
-    /// port.
+    /// the port has been saved at its size: `vsflow_core::codec::Encoder`; about 200 bytes a
+    /// flow). Freed with the port, or by the expiry sweep once no save came for
+    /// [`ENCODER_KEEP`] ([`PortState::sweep`]): a port saves once per migration, and a port
+    /// that stays keeps no save memory.
     pub(crate) encoder: vsflow_core::codec::Encoder,
+    /// When the port was last saved (`Tick::MAX`: never).
+    pub(crate) last_save: vsflow_core::Tick,
     /// Keyed digest and length of the last blob restored into this port (a second restore of
     /// the same blob changes nothing).
     pub(crate) last_restore: Option<(u64, usize)>,
@@ -111,6 +119,20 @@ impl PortState {
             self.window_deadline = vsflow_core::Tick::MAX;
             self.port.restore_timed_out(now);
         }
+    }
+
+    /// The periodic sweep of this port: closes a stale restore window, removes up to `budget`
+    /// idle flows (returns how many), and frees the encoder's memory once no save came for
+    /// [`ENCODER_KEEP`].
+    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize) -> usize {
+        self.close_stale_window(now);
+        if self.last_save != vsflow_core::Tick::MAX
+            && now.saturating_sub(self.last_save) >= ENCODER_KEEP
+        {
+            self.encoder.release();
+            self.last_save = vsflow_core::Tick::MAX;
+        }
+        self.port.expire(now, budget)
     }
 
     /// Whether packets of this port are judged (generic ports only with a VM NIC on them).

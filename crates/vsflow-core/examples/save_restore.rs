@@ -51,10 +51,12 @@ fn main() {
         }
     }
     println!(
-        "{mode}: {rounds} rounds; blob {} bytes, {} exact, {} fingerprinted, {} lost",
+        "{mode}: {rounds} rounds; blob {} bytes, {} exact, {} fingerprinted, {} lost; the port's \
+         encoder holds {} bytes",
         out.len(),
         s.flows_written,
         s.flows_fingerprinted,
-        s.flows_dropped
+        s.flows_dropped,
+        encoder.heap_bytes()
     );
 }

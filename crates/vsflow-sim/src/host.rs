@@ -541,6 +541,12 @@ impl Host {
         crate::kernel::alloc::driver_allocations(self.id)
     }
 
+    /// Blocks this host's driver has allocated and not freed; `None` if the record overflowed.
+    #[must_use]
+    pub fn driver_blocks(&self) -> Option<usize> {
+        crate::kernel::alloc::live_driver_blocks(self.id)
+    }
+
     /// Stops and unloads the driver, then checks it left nothing behind.
     pub fn unload_driver(&mut self) {
         let Some(driver) = self.driver.take() else { return };

@@ -101,6 +101,7 @@ impl<S: KernelServices> Driver<S> {
             // The port's own encoder: its working memory is reused from the last save.
             let st = &mut *st;
             let result = st.encoder.encode(&st.port, now, &cfg, &mut buffer);
+            st.last_save = now;
             let out = match result {
                 Ok(summary) => {
                     st.port.note_saved(summary.flows_dropped, summary.flows_fingerprinted);
