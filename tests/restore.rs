@@ -741,3 +741,34 @@ fn a_restore_with_unreadable_switch_parameters_never_fails_the_vm() {
     assert_eq!(b.driver().stats().restores_unknown_port, 1);
     finish(&mut b);
 }
+
+// Fails on main (072fa57): after a degraded restore no fingerprint is armed, so the VM's first
+// mid-stream segment of a peer's connection the blob could not carry opened a VM-admitted flow:
+// the peer's SSH connection, admitted by a rule on A, survived B removing every rule (A would
+// have cut it). As while fingerprints are armed, the VM's mid-stream segment of a connection
+// nothing carried opens a flow whose return traffic the rules judge, for PickupWindowSeconds.
+#[test]
+fn a_peers_connection_lost_to_a_degraded_restore_never_becomes_the_vms() {
+    let (blobs, _vm_in, ssh_in) = source_with_ssh(20, 10, 61_440);
+    let mut bad = blobs;
+    let at = bad[0].1.len() - 20;
+    bad[0].1[at] ^= 0x40;
+    let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
+    vm_port(&mut b, sb, 77, NAME, 1, true);
+    let tickets = b.restore(sb, 77, &bad);
+    b.run_deferred();
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
+    assert_eq!(b.driver().stats().restores_empty, 1, "degraded: no flows carried");
+    assert_eq!(rules_of(&b, NAME).1, vec![ssh_rule()], "the VM's rules survived the damage");
+    // Each SSH connection resumes with the VM's packet first; the SSH rule admits the peers.
+    for p in &ssh_in {
+        let out = p.reply(traffic::tcp::ACK, 100);
+        let _ = b.transmit(sb, 77, vsflow_sim::host::EXTERNAL_PORT, &out);
+    }
+    assert_eq!(delivered(&mut b, sb, 77, &ssh_in), ssh_in.len(), "the rule admits them");
+    // The operator removes every rule: A would now block the peers; so must B.
+    let v = port_info(&b, NAME).rules_version;
+    assert_eq!(replace_rules(&b, NAME, v, &[]), 0);
+    assert_eq!(delivered(&mut b, sb, 77, &ssh_in), 0, "no rule admits SSH any more");
+    finish(&mut b);
+}

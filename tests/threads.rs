@@ -232,3 +232,54 @@ fn a_save_racing_the_work_item_never_sends_the_port_as_it_was_before_its_restore
     assert_ne!(c.transmit(sc, EXTERNAL_PORT, 9, &syn), PacketFate::Delivered, "no rule admits it");
     finish(&mut c);
 }
+
+// Fails on main (072fa57): the save checks "still in its restore window" under the port's lock,
+// but a port whose window closed on its own (no restore within RestoreWindowSeconds) is not in
+// it any more when its restore arrives late: the work item takes the restore from the pending
+// set, and a save in the gap before it locks the port encoded the port as it was, B's default
+// mode (Monitor) and no rules, which C installed as the VM's policy.
+#[test]
+fn a_save_racing_a_late_restore_after_the_window_closed_never_sends_the_default_policy() {
+    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let _ = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    let (mut b, sb) = host(2, vsflow_callout::DriverConfig::default(), "SW-B");
+    b.eager_work_items(true);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    // No restore within RestoreWindowSeconds (60): the window closes on its own (the timer).
+    b.advance(61 * vsflow_core::TICKS_PER_SECOND);
+    let _ = b.within(|| b.driver().expire_idle(16));
+    let pause = b.pause_work_item_at_clock();
+    let tickets = b.restore(sb, 70, &blobs);
+    assert!(pause.stopped(), "the work item reached its clock read");
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
+    let (onward, _) = b.save(sb, 70);
+    pause.resume();
+    let t = std::time::Instant::now();
+    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
+    let on_b = b.list_ports().into_iter().find(|p| p.name.to_string() == "vm-a").expect("port");
+    assert_eq!(on_b.mode, vsflow_core::Mode::Enforce, "B applied the late restore");
+    finish(&mut b);
+
+    let (mut c, sc) = host(3, vsflow_callout::DriverConfig::default(), "SW-C");
+    vm_port(&mut c, sc, 9, "vm-a", 1, true);
+    let t = c.restore(sc, 9, &onward);
+    c.run_deferred();
+    assert_eq!(c.vm_restore(&t), VmRestore::Succeeded, "C's restore never fails");
+    let info = c.list_ports().into_iter().find(|p| p.name.to_string() == "vm-a").expect("port");
+    assert_eq!(info.mode, vsflow_core::Mode::Enforce, "the VM enforced on A: never Monitor on C");
+    let syn = vsflow_sim::tools::traffic::inbound_syn(
+        vsflow_core::IpFamily::V4,
+        vsflow_sim::tools::traffic::remote_addr(vsflow_core::IpFamily::V4, 99, false),
+        40_000,
+        7,
+        3389,
+    );
+    assert_ne!(c.transmit(sc, EXTERNAL_PORT, 9, &syn), PacketFate::Delivered, "no rule admits it");
+    finish(&mut c);
+}

@@ -2,8 +2,11 @@
 //!
 //! The rule that makes completion exactly-once: an entry is completed by whoever *removes* it
 //! from the set, and removal happens only under the driver's state lock. The deferred worker
-//! removes an entry when it has a result; a port delete, switch delete or driver stop removes
-//! the port's entries and completes them as cancelled. Whoever comes second finds nothing.
+//! *claims* an entry when it has a result ([`PendingSet::claim`]): a claimed entry is the
+//! worker's alone, stays in the set (still in flight for a save of its port) until the worker
+//! has applied it and removes it ([`PendingSet::release`]); a port delete, switch delete or
+//! driver stop removes the port's unclaimed entries and completes them as cancelled. Whoever
+//! comes second finds nothing.
 //! At stop the set is closed: nothing more can be pended, and the stopper removes and completes
 //! everything left. The set lives under its own spin lock (never on the packet path).
 
@@ -28,6 +31,8 @@ pub struct PendingRestore {
     pub received_at: vsflow_core::Tick,
     /// The worker has taken it and is decoding.
     pub taken: bool,
+    /// The worker has claimed it and is applying it: only the worker removes and completes it.
+    pub claimed: bool,
 }
 
 /// The set of pended notifications.
@@ -57,7 +62,15 @@ impl PendingSet {
         self.items.try_reserve(1)?;
         self.next_id += 1;
         let id = self.next_id;
-        self.items.push(PendingRestore { id, completion, key, blob, received_at, taken: false });
+        self.items.push(PendingRestore {
+            id,
+            completion,
+            key,
+            blob,
+            received_at,
+            taken: false,
+            claimed: false,
+        });
         Ok(id)
     }
 
@@ -80,18 +93,36 @@ impl PendingSet {
         Some((e.id, e.key, core::mem::take(&mut e.blob)))
     }
 
-    /// Removes entry `id`, if still present; the caller must complete it.
+    /// Removes entry `id`, if still present and not claimed by the worker; the caller must
+    /// complete it.
     pub fn remove(&mut self, id: u64) -> Option<PendingRestore> {
-        let i = self.items.iter().position(|e| e.id == id)?;
+        let i = self.items.iter().position(|e| e.id == id && !e.claimed)?;
         Some(self.items.swap_remove(i))
     }
 
-    /// Removes one entry of a port matching `pred`; the caller must complete it.
+    /// The worker claims entry `id` to apply it, if no canceller removed it: returns its
+    /// completion context and when it was received. The entry stays in the set, in flight for
+    /// its port ([`PendingSet::in_flight`]), until [`PendingSet::release`]; the worker alone
+    /// completes it.
+    pub fn claim(&mut self, id: u64) -> Option<(usize, vsflow_core::Tick)> {
+        let e = self.items.iter_mut().find(|e| e.id == id && !e.claimed)?;
+        e.claimed = true;
+        Some((e.completion, e.received_at))
+    }
+
+    /// Removes claimed entry `id` once applied; the worker then completes it.
+    pub fn release(&mut self, id: u64) {
+        if let Some(i) = self.items.iter().position(|e| e.id == id && e.claimed) {
+            self.items.swap_remove(i);
+        }
+    }
+
+    /// Removes one unclaimed entry of a port matching `pred`; the caller must complete it.
     pub fn remove_where(
         &mut self,
         mut pred: impl FnMut(&PortKey) -> bool,
     ) -> Option<PendingRestore> {
-        let i = self.items.iter().position(|e| pred(&e.key))?;
+        let i = self.items.iter().position(|e| !e.claimed && pred(&e.key))?;
         Some(self.items.swap_remove(i))
     }
 
@@ -102,7 +133,8 @@ impl PendingSet {
         Some(self.items.remove(i))
     }
 
-    /// True if the worker is decoding a restore of port `key` right now.
+    /// True if the worker is decoding or applying a restore of port `key` right now (taken,
+    /// and not yet applied: a claimed entry leaves the set only once applied).
     #[must_use]
     pub fn in_flight(&self, key: PortKey) -> bool {
         self.items.iter().any(|e| e.key == key && e.taken)
@@ -144,6 +176,16 @@ mod tests {
         assert_eq!(cancelled.completion, 0xC0);
         assert!(p.remove(id).is_none(), "the worker finds nothing to complete");
         assert!(p.is_empty());
+        // Claimed by the worker: no canceller removes it, and it is in flight until released.
+        let id = p.push(0xC2, K, alloc::vec![4], 6).unwrap();
+        let _ = p.take_next().unwrap();
+        assert_eq!(p.claim(id), Some((0xC2, 6)));
+        assert!(p.remove_where(|k| *k == K).is_none(), "the worker owns a claimed entry");
+        assert!(p.remove(id).is_none());
+        assert!(p.claim(id).is_none(), "claimed once");
+        assert!(p.in_flight(K), "in flight until applied");
+        p.release(id);
+        assert!(!p.in_flight(K) && p.is_empty());
         p.close();
         assert!(p.push(0xC1, K, alloc::vec![], 6).is_err(), "nothing is pended after close");
     }

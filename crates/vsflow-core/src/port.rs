@@ -46,7 +46,9 @@
 //! not be applied, or a damaged one whose separately checked policy survived); otherwise the
 //! port keeps a mode the operator or an earlier restore set, and else becomes
 //! [`Mode::Enforce`] with its rules (none on a new port). Never the host's default mode for new
-//! ports by accident: that would turn an Enforce VM's port into Monitor.
+//! ports by accident: that would turn an Enforce VM's port into Monitor. Nor does a lost
+//! connection become the VM's: for the pickup window the VM's mid-stream segment of a connection
+//! the port does not know is judged ([`Port::judge_uncarried_until`]).
 //!
 //! **Rule versions** are this host's: they only ever increase on a port, whatever the restore
 //! (a restore installs the carried rules as version `max(local, carried) + 1`; a carried
@@ -153,6 +155,10 @@ pub(crate) struct RestoreState {
     window_start: u64,
     /// When the latest restore was committed.
     restored_at: Option<Tick>,
+    /// Until when the VM's mid-stream segment of a TCP connection nothing carried is judged
+    /// (its return traffic re-checked by the rules), after a degraded restore: see
+    /// [`Port::judge_uncarried_until`].
+    judge_uncarried_until: Tick,
     /// When the latest restore window ended (committed, or timed out): the loose window opens.
     loose_from: Option<Tick>,
     pickup: PickupConfig,
@@ -478,6 +484,24 @@ impl Port {
         self.restore.loose_from = Some(now);
     }
 
+    /// After a degraded restore (no flow carried, no fingerprint armed): until `until` (the
+    /// driver passes the restore instant plus `PickupWindowSeconds`), the VM's mid-stream
+    /// segment of a TCP connection the table does not know opens a flow whose return traffic
+    /// the rules judge, as while a restore's fingerprints are armed: the connection may be one
+    /// a peer opened (admitted by a rule on the source), which must not become the VM's and
+    /// survive a later rule removal. The VM's own connections were lost with the blob
+    /// (documented); a connection its rules admit resumes under them.
+    pub const fn judge_uncarried_until(&mut self, until: Tick) {
+        self.restore.judge_uncarried_until = until;
+    }
+
+    /// True if the VM's mid-stream segment of an unknown connection is judged at `now` (see
+    /// [`Port::judge_uncarried_until`]).
+    #[inline]
+    pub(crate) const fn judges_uncarried(&self, now: Tick) -> bool {
+        now < self.restore.judge_uncarried_until
+    }
+
     /// Pickups of the restore window the VM has not answered end with it (no restore armed
     /// anything to hold them).
     fn end_window_pickups(&mut self) {
@@ -578,6 +602,7 @@ impl Port {
         self.restore.restoring = false;
         self.restore.restored_at = Some(now);
         self.restore.loose_from = Some(now);
+        self.restore.judge_uncarried_until = 0;
         self.update_judging();
     }
 

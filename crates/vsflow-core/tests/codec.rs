@@ -71,9 +71,10 @@ fn live_port_survives_encode_decode_apply_with_rebased_times() {
             (d.state, d.opener, d.admission, d.packets, d.bytes),
             (r.state, r.opener, r.admission, r.packets, r.bytes)
         );
-        // Ages travel coarse: last activity in whole seconds, duration in whole minutes.
+        // Ages travel coarse: last activity in whole seconds (read as the oldest age the
+        // second stands for: never younger on the destination), duration in whole minutes.
         let sec = vsflow_core::TICKS_PER_SECOND;
-        let last = (src_now - r.last_seen) / sec * sec;
+        let last = (src_now - r.last_seen) / sec * sec + sec - 1;
         let dur = (r.last_seen - r.first_seen) / (60 * sec) * (60 * sec);
         assert_eq!(dst_now - d.last_seen, last, "age preserved to the second");
         assert_eq!(dst_now - d.first_seen, last + dur);

@@ -344,3 +344,25 @@ fn a_connection_admitted_by_a_rule_the_cap_left_out_is_rechecked() {
         "no installed rule admits it: the carried admission must be re-checked"
     );
 }
+
+// Fails on main (072fa57): a compact flow entry carries its last-seen age in whole seconds,
+// rounded down, so a flow idle 59.5 s at the save (UDP timeout 60 s) arrived 59 s old and
+// admitted the peer's reply for up to a second after the source, had the VM stayed, would have
+// blocked it as expired. Read as the oldest age its second stands for, a carried flow never
+// outlives its idle timeout.
+#[test]
+fn a_carried_flow_never_outlives_its_idle_timeout_on_the_destination() {
+    let tenth = secs(1) / 10;
+    let mut src = port(Mode::Enforce);
+    let t = secs(100);
+    src.classify(&dns_query(), t);
+    let saved_at = t + secs(59) + 5 * tenth;
+    let state = save(&src, saved_at);
+    let mut dst = port(Mode::Enforce);
+    let now = secs(86_400);
+    codec::apply(&mut dst, &state, now).unwrap();
+    // 0.6 s after the save: idle 60.1 s on the source.
+    let source = src.classify(&dns_query().reply(0), saved_at + 6 * tenth);
+    assert_eq!(source, Verdict::Block(BlockReason::Unsolicited), "expired on the source");
+    assert_eq!(dst.classify(&dns_query().reply(0), now + 6 * tenth), source);
+}

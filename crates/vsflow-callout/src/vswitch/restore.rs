@@ -6,7 +6,9 @@
 //!    the blob, records the notification in the pending set, asks for deferred work and
 //!    returns `STATUS_PENDING`; synchronous mode (or no work item) decodes and applies inline.
 //! 2. [`Driver::run_deferred`] (the work item, `PASSIVE_LEVEL`): takes each entry, decodes it
-//!    outside every lock, then removes it from the set: whoever removes an entry completes it.
+//!    outside every lock, then claims it (no canceller can remove it any more) and, once it is
+//!    applied, removes it from the set: whoever removes an entry completes it. Until then the
+//!    restore is in flight for a save of its port (`PendingSet::in_flight`).
 //!    The time the entry waited since the callback ages its flows (a flow that idled past its
 //!    timeout while the work item was late arrives expired).
 //! 3. [`Driver::apply_restore`]: under the port's own lock only, applies the state (flows seen
@@ -186,13 +188,16 @@ impl<S: KernelServices> Driver<S> {
             let job = self.pending.lock().take_next();
             let Some((id, key, blob)) = job else { break };
             let mut decoded = self.decode(&blob);
-            let Some(entry) = self.pending.lock().remove(id) else {
+            // Claimed, not removed: until it is applied the restore stays in flight for a save
+            // of the port, which would otherwise encode the port as it was before its restore.
+            let Some((completion, received_at)) = self.pending.lock().claim(id) else {
                 // Cancelled while decoding: completed by the canceller.
                 continue;
             };
-            self.age_by_wait(&mut decoded, entry.received_at);
+            self.age_by_wait(&mut decoded, received_at);
             let status = self.apply_restore(key, &blob, decoded);
-            Self::complete(entry.completion, status);
+            self.pending.lock().release(id);
+            Self::complete(completion, status);
         }
     }
 
@@ -376,8 +381,14 @@ impl<S: KernelServices> Driver<S> {
         carried: Option<vsflow_core::port::CarriedPolicy<'_>>,
     ) -> NTSTATUS {
         codec::apply_degraded(&mut st.port, carried);
+        let now = self.now();
         // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
-        st.port.open_loose_window(self.now());
+        st.port.open_loose_window(now);
+        // Nor was any connection's opener: for the pickup window the VM's mid-stream segment
+        // of a connection the port does not know may be a peer's, so its return traffic is
+        // judged by the rules (never made the VM's: a later rule removal must cut it).
+        let window = self.config.apply_config().pickup_window;
+        st.port.judge_uncarried_until(if window == 0 { 0 } else { now.saturating_add(window) });
         st.window_deadline = vsflow_core::Tick::MAX;
         // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob.
         let expected = reason == DegradedReason::UnknownMajor

@@ -8,13 +8,14 @@
 //!
 //! The encode runs under the saved port's own lock only: other ports' packets never wait for
 //! it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
-//! vsflow does not track, an encode that fails, a save while the driver stops, or while the
-//! port is still in its restore window (its own restore being decoded on the work item, or
-//! taken from the pending set and not yet applied: checked under the port's lock) send the
-//! no-state blob (format 1.2): the source never sends a policy it does not have, and the
-//! destination keeps or closes its own. A restore of the port still pended (not yet taken by the work item) is applied first,
-//! here: the VM's state is the port's only once it is (a second migration before the work
-//! item ran carries it on).
+//! vsflow does not track, an encode that fails, a save while the driver stops, while the work
+//! item holds the port's restore (decoding or applying it: the entry leaves the pending set
+//! only once applied, so a restore that arrived after the window closed on its own is covered
+//! too), or while the port is still in its restore window (checked under the port's lock) send
+//! the no-state blob (format 1.2): the source never sends a policy it does not have, and the
+//! destination keeps or closes its own. A restore of the port still pended (not yet taken by
+//! the work item) is applied first, here: the VM's state is the port's only once it is (a
+//! second migration before the work item ran carries it on).
 
 use core::ffi::c_void;
 
@@ -81,8 +82,8 @@ impl<S: KernelServices> Driver<S> {
             self.finish_pended(key);
         }
         if key.is_some_and(|k| self.pending.lock().in_flight(k)) {
-            // The work item is decoding this port's restore right now: the port's state is
-            // not the VM's yet, and its policy may be only this host's default.
+            // The work item is decoding or applying this port's restore right now: the port's
+            // state is not the VM's yet, and its policy may be only this host's default.
             return self.save_no_state(port_id, NoState::Unavailable);
         }
         let now = self.now();
@@ -90,11 +91,10 @@ impl<S: KernelServices> Driver<S> {
             let slot = ix.port(key?)?;
             let mut st = slot.state.lock();
             if st.port.is_restoring() {
-                // Still in its restore window under the port's own lock: its restore has not
-                // been applied (the work item may have taken it from the pending set a moment
-                // ago and be about to lock the port), so its mode is this host's default for new
-                // ports and its rules none, not the VM's. Checked here, not only before: the
-                // pending set alone cannot say whether a restore it no longer holds is applied.
+                // Still in its restore window under the port's own lock: no restore has been
+                // applied (none arrived yet), so its mode is this host's default for new ports
+                // and its rules none, not the VM's. A restore the work item holds is in flight
+                // above until applied.
                 return Some(Err(None));
             }
             let mut buffer = core::mem::take(&mut st.save_buffer);

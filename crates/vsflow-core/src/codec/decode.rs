@@ -739,6 +739,11 @@ fn decode_compact_family<const ALEN: usize>(
             .checked_mul(TICKS_PER_SECOND * compact::DURATION_UNIT_SECS)
             .and_then(|d| d.checked_add(last_age))
             .ok_or_else(|| invalid(entry, "duration", dur_m))?;
+        // A last-seen age of `s` whole seconds (rounded down by the writer) means an age in
+        // [s, s + 1): read as the oldest, so a carried flow never outlives its idle timeout on
+        // this host (it may expire up to a second early, never late). Both ages move together.
+        let slack = (TICKS_PER_SECOND - 1).min(u64::MAX - first_age);
+        let (last_age, first_age) = (last_age + slack, first_age + slack);
         let mut c = [0u64; 4];
         if counters {
             for v in &mut c {

@@ -163,14 +163,15 @@ pub fn as_decoded_v1_0(mut s: PortState) -> PortState {
     s
 }
 
-/// The ages a 1.1 compact record carries: last-seen in whole seconds, the duration in whole
-/// minutes.
+/// The ages a 1.1 compact record carries, as decoded: last-seen in whole seconds, read as the
+/// oldest age it may stand for (plus a second less a tick), the duration in whole minutes.
 pub fn coarse(f: &mut SavedFlow) {
     let sec = vsflow_core::TICKS_PER_SECOND;
     let last = f.last_age / sec * sec;
     let dur = (f.first_age - f.last_age) / (60 * sec) * (60 * sec);
-    f.last_age = last;
-    f.first_age = last + dur;
+    let slack = (sec - 1).min(u64::MAX - (last + dur));
+    f.last_age = last + slack;
+    f.first_age = last + dur + slack;
 }
 
 /// What decode returns for a state this build encoded with every flow exact: the same state
