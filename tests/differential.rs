@@ -149,6 +149,11 @@ fn a_syn_on_a_picked_up_tuple_is_judged_as_a_new_connection() {
 }
 
 #[test]
+fn a_syn_overlapping_a_picked_up_first_fragment_opens_no_connection() {
+    passes("overlapping-fragments");
+}
+
+#[test]
 fn the_restore_window_admits_no_syn_and_no_unsolicited_udp() {
     passes("restore-window");
 }

@@ -309,3 +309,56 @@ fn a_syn_hidden_past_the_datagram_end_is_never_picked_up() {
     finish(&mut loose);
     finish(&mut window);
 }
+
+/// RFC 1858 section 3.3's overlapping fragment: a first fragment whose whole TCP header reads
+/// ACK (mid-stream: picked up in the restore window or by loose pickup), then a later fragment
+/// at offset 1 (byte 8) whose data overwrites bytes 8-15 of that header, the flags among them,
+/// with a SYN. RFC 5722 and RFC 8200 section 4.5 tell IPv6 receivers to drop a datagram whose
+/// fragments overlap, and Linux drops overlapping IPv4 fragments (since 4.19), but a guest
+/// whose reassembly keeps the later bytes (or the earlier ones, the fragments sent in the other
+/// order) sees a SYN to 3389 that vsflow judged as an ACK. With IPv6 extension headers or an
+/// AH after the fragment header, the TCP header starts further in: any later fragment starting
+/// within the bytes vsflow reads may overlap it. Only a later fragment that starts past them
+/// passes on its first fragment's verdict.
+#[test]
+fn a_later_fragment_that_may_overlap_the_judged_tcp_header_is_judged() {
+    let (mut loose, sl) = restored_with_loose_pickup();
+    let (mut window, sw) = host(3, enforce(RestoreMode::Pending), "SW-W");
+    vm_port(&mut window, sw, PORT, NAME, 1, true);
+    let mut passed = Vec::new();
+    for (what, h, s) in [("loose", &mut loose, sl), ("restore window", &mut window, sw)] {
+        for (n, family) in [(1, IpFamily::V4), (2, IpFamily::V6)] {
+            let first = to_rdp(family, n, tcp::ACK).as_fragment(Fragment::First);
+            assert_eq!(
+                h.transmit(s, EXTERNAL_PORT, PORT, &first),
+                PacketFate::Delivered,
+                "{what} {family:?}: control: a mid-stream first fragment is picked up"
+            );
+            for offset in [1u16, 2, 15] {
+                let later = to_rdp(family, n, tcp::SYN).as_fragment(Fragment::NonFirst(offset));
+                if h.transmit(s, EXTERNAL_PORT, PORT, &later) == PacketFate::Delivered {
+                    passed.push(format!("{what} {family:?}: at byte {}", offset * 8));
+                }
+            }
+            // Past the bytes vsflow reads: on the first fragment's verdict, unjudged.
+            for offset in [16u16, 185] {
+                let later = to_rdp(family, n, tcp::ACK).as_fragment(Fragment::NonFirst(offset));
+                assert_eq!(
+                    h.transmit(s, EXTERNAL_PORT, PORT, &later),
+                    PacketFate::Delivered,
+                    "{what} {family:?}: a later fragment at byte {}",
+                    offset * 8
+                );
+            }
+            // The VM's own fragments are its traffic.
+            let own = syn(family).as_fragment(Fragment::NonFirst(1));
+            assert_eq!(h.transmit(s, PORT, EXTERNAL_PORT, &own), PacketFate::Delivered);
+        }
+    }
+    assert!(
+        passed.is_empty(),
+        "later fragments that may overlap the judged TCP header passed unjudged: {passed:?}"
+    );
+    finish(&mut loose);
+    finish(&mut window);
+}

@@ -127,22 +127,55 @@ pub fn smoke() -> Result<(), String> {
     std::fs::copy(build_tests()?, &tests).map_err(|e| format!("{}: {e}", tests.display()))?;
     let prefix = target.join("wine-prefix");
     install_doubles(&prefix, &doubles)?;
+    // The set-up's own Wine session (wineboot, regedit) must end first: while its server
+    // runs, a second `wineserver` for the prefix exits at once (status 2), and everything
+    // would run in the set-up's session instead of the persistent one.
+    wait_for_server_exit(&prefix)?;
 
     // One wine server for everything (each process would otherwise start and stop its own).
-    // It stays in the foreground: spawned with its output detached, stopped with `-k`.
-    let server = Command::new("wineserver")
+    // It stays in the foreground: spawned with its output to a log, stopped with `-k`.
+    let log = prefix.with_file_name("wineserver.log");
+    let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = file.try_clone().map_err(|e| e.to_string())?;
+    let mut server = Command::new("wineserver")
         .args(["-f", "-p"])
         .env("WINEPREFIX", &prefix)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let result = register_services(&prefix).and_then(|()| run_all(&exe, &tests, &prefix));
+        .stdout(file)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot run wineserver: {e}"))?;
+    let result = register_services(&prefix)
+        .and_then(|()| persistent(&mut server, &log))
+        .and_then(|()| run_all(&exe, &tests, &prefix));
     let _ = Command::new("wineserver").arg("-k").env("WINEPREFIX", &prefix).status();
-    if let Ok(mut server) = server {
-        let _ = server.wait();
-    }
+    let _ = server.wait();
     result
+}
+
+/// Waits (`wineserver -w`) until no Wine server runs for `prefix`.
+fn wait_for_server_exit(prefix: &Path) -> Result<(), String> {
+    let status = Command::new("wineserver")
+        .arg("-w")
+        .env("WINEPREFIX", prefix)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run wineserver -w: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("wineserver -w failed ({status})")) }
+}
+
+/// Whether the persistent server spawned by [`smoke`] is the one serving the prefix: had
+/// another server been running, it would have exited already (`register_services` ran Wine
+/// processes in between, so it had the time to).
+fn persistent(server: &mut std::process::Child, log: &Path) -> Result<(), String> {
+    match server.try_wait() {
+        Ok(None) => Ok(()),
+        Ok(Some(status)) => Err(format!(
+            "the persistent wineserver exited ({status}): another server runs for the prefix; see {}",
+            log.display()
+        )),
+        Err(e) => Err(format!("wineserver: {e}")),
+    }
 }
 
 fn run_all(exe: &Path, tests: &Path, prefix: &Path) -> Result<(), String> {
@@ -417,7 +450,22 @@ fn register_services(prefix: &Path) -> Result<(), String> {
     }
     // Fails harmlessly when it runs already.
     wine_tool(prefix, &["sc", "start", "BFE"])?;
-    Ok(())
+    // The tests expect BFE running: say so here if it is not, rather than in five tests.
+    let query = Command::new("wine")
+        .args(["sc", "query", "BFE"])
+        .env("WINEPREFIX", prefix)
+        .env("WINEDEBUG", "-all")
+        .env("WINEDLLOVERRIDES", OVERRIDES)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run wine sc query BFE: {e}"))?;
+    let text = String::from_utf8_lossy(&query.stdout);
+    if text.contains("RUNNING") {
+        Ok(())
+    } else {
+        Err(format!("the BFE stand-in did not start (wine sc query BFE: {})", text.trim()))
+    }
 }
 
 /// Runs one of Wine's own programs quietly; whether it succeeded.
@@ -442,8 +490,15 @@ fn install_doubles(prefix: &Path, doubles: &[PathBuf]) -> Result<(), String> {
         let log = prefix.with_file_name("wineboot.log");
         let file = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let err = file.try_clone().map_err(|e| e.to_string())?;
+        // Plain `wineboot`, not `wineboot -i`: for a missing prefix Wine's loader runs
+        // `wineboot --init` itself before the program it was asked to run, and `-i` then
+        // initialises a second time, starting a second services.exe beside the first. Two
+        // service control managers in one session share the ServiceCurrent counter that
+        // names a service's control pipe, so a service one of them starts may connect to the
+        // other's pipe: StartService then times out, and the service stays stopped (main's
+        // CI, 2026-12-07: five Windows tests timed out waiting for the BFE and iphlpsvc
+        // stand-ins on a fresh prefix, while reused prefixes passed).
         let status = Command::new("wineboot")
-            .arg("-i")
             .env("WINEPREFIX", prefix)
             .env("WINEDEBUG", "-all")
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=")
@@ -453,7 +508,7 @@ fn install_doubles(prefix: &Path, doubles: &[PathBuf]) -> Result<(), String> {
             .status()
             .map_err(|e| format!("cannot run wineboot: {e}"))?;
         if !status.success() || !system32.is_dir() {
-            return Err(format!("wineboot -i failed ({status}); see {}", log.display()));
+            return Err(format!("wineboot failed ({status}); see {}", log.display()));
         }
     }
     for dll in doubles {

@@ -290,8 +290,17 @@ fn service(name: &str, running: bool) -> u32 {
     }
     assert!(!svc.is_null(), "the {name} stand-in is registered (cargo xtask wine)");
     if running {
-        // SAFETY: an open service; no arguments. (Fails harmlessly when it runs already.)
-        unsafe { StartServiceW(svc, 0, std::ptr::null()) };
+        // SAFETY: an open service; no arguments.
+        if unsafe { StartServiceW(svc, 0, std::ptr::null()) } == 0 {
+            // SAFETY: reads this thread's last error, set by the failed call above.
+            let error = unsafe { windows_sys::Win32::Foundation::GetLastError() };
+            // (Running already is what the caller wants.)
+            assert_eq!(
+                error,
+                windows_sys::Win32::Foundation::ERROR_SERVICE_ALREADY_RUNNING,
+                "StartService({name}) failed with error {error}"
+            );
+        }
     } else {
         let mut status = SERVICE_STATUS::default();
         // SAFETY: an open service and a valid status buffer.
@@ -299,7 +308,8 @@ fn service(name: &str, running: bool) -> u32 {
     }
     let want = if running { SERVICE_RUNNING } else { SERVICE_STOPPED };
     let mut status = SERVICE_STATUS_PROCESS::default();
-    wait_until("the stand-in's state", || {
+    // A generous bound: the start or stop is one process on a machine that may be busy.
+    wait_for("the stand-in's state", Duration::from_secs(30), || {
         let mut needed = 0u32;
         // SAFETY: an open service and a buffer of the size given.
         unsafe {
@@ -342,14 +352,17 @@ fn recv(rx: &mpsc::Receiver<TeredoEvent>) -> TeredoEvent {
     rx.recv_timeout(Duration::from_secs(10)).expect("an event within 10 s")
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if f() {
-            return;
-        }
+fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(10), f);
+}
+
+/// Polls `f` every 20 ms until it holds; panics after `limit`.
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    panic!("timed out waiting for: {what}");
 }
 
 fn run(args: &[&str]) -> (u8, String, String) {

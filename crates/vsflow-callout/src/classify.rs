@@ -25,7 +25,7 @@ use fwps_sys::{
 use vsflow_core::{Direction, Headers, Icmp, PacketMeta, TcpFlags, Verdict, icmp, protocol};
 
 use crate::driver::Driver;
-use crate::frame::{IP_PREFIX, is_non_first_fragment, tcp_flags};
+use crate::frame::{IP_PREFIX, is_non_first_fragment, may_overlap_headers, tcp_flags};
 use crate::instances;
 use crate::keys::HOOKS;
 use crate::percpu::Counter;
@@ -181,7 +181,10 @@ impl<S: KernelServices> Driver<S> {
         }
         let head = frame.as_ref().map_or(&[][..], |f| f.head);
         if portless {
-            if is_non_first_fragment(head) {
+            // A later fragment that may overlap its first fragment's headers (RFC 1858 3.3) is
+            // judged without ports, like a first fragment without them: inbound in Enforce
+            // only a rule admitting every port of its protocol admits it (issue 16).
+            if is_non_first_fragment(head) && !may_overlap_headers(head) {
                 // No transport header: it passes on its first fragment's verdict (without that
                 // fragment the datagram is never reassembled).
                 self.count(Counter::ClassifyCalls);
@@ -250,7 +253,8 @@ pub enum Bypass {
     /// are permitted without creating a flow (a flow keyed on port 0 would be wrong, blocking
     /// them as unsolicited would break every fragmented datagram of an admitted flow, and
     /// without its first fragment a datagram is never reassembled). A TCP or UDP packet without
-    /// ports that is *not* one (a tiny first fragment) is judged: [`Headers::NoPorts`].
+    /// ports that is *not* one (a tiny first fragment), or a later fragment that may overlap
+    /// the first one's headers (`frame::may_overlap_headers`), is judged: [`Headers::NoPorts`].
     NonFirstFragment,
 }
 

@@ -15,7 +15,9 @@
 //! the packet [`vsflow_core::Headers::NoFlags`], which classify never treats as mid-stream; a
 //! TCP or UDP packet WFP gives no ports for is a non-first fragment only if its IP header says
 //! so ([`is_non_first_fragment`]: fragment offset not 0); otherwise it is judged without ports
-//! ([`vsflow_core::Headers::NoPorts`]). See `classify.rs`.
+//! ([`vsflow_core::Headers::NoPorts`]). A TCP (or IPv6 UDP) later fragment that starts within
+//! the bytes vsflow reads ([`may_overlap_headers`]) may rewrite the headers its first fragment
+//! was judged by (RFC 1858 3.3): it is judged without ports too. See `classify.rs`.
 
 /// Bytes of a packet's start that classify asks for: IPv6 (40), a few extension headers, and
 /// the first 14 bytes of TCP. Also covers a maximal IPv4 header (60), an AH, plus 14.
@@ -46,7 +48,10 @@ pub enum Walk {
         at: usize,
     },
     /// A fragment whose offset is not 0: no transport header.
-    NonFirstFragment,
+    NonFirstFragment {
+        /// Where its data starts in the datagram's fragmentable part, in bytes.
+        offset: usize,
+    },
     /// The headers are not inside the bytes given, are malformed, or are more than
     /// [`MAX_EXTENSIONS`].
     Unreadable,
@@ -88,7 +93,7 @@ pub fn walk(ip: &[u8]) -> Walk {
                 return Walk::Unreadable;
             }
             if frag & 0x1fff != 0 {
-                return Walk::NonFirstFragment;
+                return Walk::NonFirstFragment { offset: usize::from(frag & 0x1fff) * 8 };
             }
             if ihl > ip.len() {
                 // The datagram (or the bytes read) ends inside its own header.
@@ -120,8 +125,10 @@ fn chain(ip: &[u8], mut next: u8, mut off: usize, v6: bool) -> Option<Walk> {
                 off = off.checked_add(len)?;
             }
             FRAGMENT if v6 => {
-                if be16(ip, off.checked_add(2)?)? & 0xfff8 != 0 {
-                    return Some(Walk::NonFirstFragment);
+                // The offset in 8-byte units in the upper 13 bits: masked, it is in bytes.
+                let offset = usize::from(be16(ip, off.checked_add(2)?)? & 0xfff8);
+                if offset != 0 {
+                    return Some(Walk::NonFirstFragment { offset });
                 }
                 next = *ip.get(off)?;
                 off = off.checked_add(8)?;
@@ -168,7 +175,33 @@ pub fn tcp_flags(ip: &[u8]) -> Option<u8> {
 /// transport header and passes on the verdict of its datagram's first fragment (classify.rs).
 #[must_use]
 pub fn is_non_first_fragment(ip: &[u8]) -> bool {
-    walk(ip) == Walk::NonFirstFragment
+    matches!(walk(ip), Walk::NonFirstFragment { .. })
+}
+
+/// True if `ip` is a later fragment that may overlap the headers its first fragment was judged by.
+///
+/// Its data starts within the first [`IP_PREFIX`] bytes of the datagram's fragmentable part,
+/// where every header vsflow reads in a first fragment lies, so it may rewrite what that
+/// fragment's verdict rested on.
+///
+/// RFC 1858 section 3.3: a fragment at offset 1 (byte 8) overwrites a TCP header's bytes 8-15,
+/// its flags among them, so a first fragment judged as a mid-stream ACK becomes a SYN in the
+/// guest's reassembly. RFC 5722 and RFC 8200 section 4.5 make IPv6 receivers drop a datagram
+/// whose fragments overlap, and Linux drops overlapping IPv4 fragments, but nothing says every
+/// guest does (verify on Windows: its reassembly of overlapping IPv4 fragments). After an IPv6
+/// fragment header, destination options or an AH move the TCP header further in, so the bound
+/// is every byte vsflow reads, not only offset 1. No sender makes such a fragment on a link
+/// with an MTU of 176 bytes or more (IPv4: 20 + 128 + 28; IPv6's minimum MTU is 1280).
+///
+/// Except IPv4 UDP: its header is the payload's first 8 bytes, which only the first fragment
+/// carries, and UDP has no flags, so nothing a later fragment overlaps was judged (a capture
+/// of NTP fragmented at offset 48 replays unchanged: `captures.rs`). IPv6 UDP is not exempt:
+/// destination options or an AH after the fragment header move its ports into reach.
+#[must_use]
+pub fn may_overlap_headers(ip: &[u8]) -> bool {
+    let Walk::NonFirstFragment { offset } = walk(ip) else { return false };
+    let ipv4_udp = ip.first().is_some_and(|b| b >> 4 == 4) && ip.get(9) == Some(&17);
+    offset < IP_PREFIX && !ipv4_udp
 }
 
 /// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
@@ -375,6 +408,35 @@ mod tests {
         assert!(!is_non_first_fragment(&ip6));
         ip6[42..44].copy_from_slice(&(3u16 << 3).to_be_bytes());
         assert!(is_non_first_fragment(&ip6));
+    }
+
+    #[test]
+    fn a_later_fragment_within_the_bytes_read_may_overlap_the_headers() {
+        use super::may_overlap_headers;
+        let mut ip = alloc::vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[9] = 6;
+        ip.extend_from_slice(&[0; 8]);
+        for (units, overlaps) in [(1u16, true), (2, true), (15, true), (16, false), (185, false)] {
+            ip[6..8].copy_from_slice(&units.to_be_bytes());
+            assert_eq!(walk(&ip), Walk::NonFirstFragment { offset: usize::from(units) * 8 });
+            assert_eq!(may_overlap_headers(&ip), overlaps, "IPv4 offset {units}");
+        }
+        ip[6..8].copy_from_slice(&0u16.to_be_bytes());
+        assert!(!may_overlap_headers(&ip), "a first fragment");
+        // IPv4 UDP: only the first fragment holds its header.
+        ip[9] = 17;
+        ip[6..8].copy_from_slice(&1u16.to_be_bytes());
+        assert!(!may_overlap_headers(&ip), "IPv4 UDP");
+        let mut ip6: Vec<u8> = alloc::vec![0u8; 40];
+        ip6[0] = 0x60;
+        ip6[6] = 44;
+        ip6.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]);
+        ip6.extend_from_slice(&[0; 8]);
+        for (units, overlaps) in [(1u16, true), (15, true), (16, false)] {
+            ip6[42..44].copy_from_slice(&(units << 3).to_be_bytes());
+            assert_eq!(may_overlap_headers(&ip6), overlaps, "IPv6 offset {units}");
+        }
     }
 
     #[test]

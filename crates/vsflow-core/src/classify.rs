@@ -179,14 +179,22 @@ fn inbound_admitted(port: &mut Port, at: FlowIndex, meta: &PacketMeta) -> Result
 /// True if the current rules still admit inbound traffic of the flow at `at` (Enforce or the
 /// restore window): a flow the VM opened always, a peer-opened one re-checked when the rules
 /// changed since it was admitted (its admission updated when they admit it); in the restore
-/// window a flow seen in it ([`Admission::Monitor`]) passes until the restore re-checks it.
+/// window a flow seen in it ([`Admission::Monitor`]) passes until the restore re-checks it,
+/// except a half-open one (the VM's SYN-ACK to a SYN the table does not hold, see `vm_flow`:
+/// the handshake a peer completes is judged by the rules, in the window as after it).
 #[inline]
 pub(crate) fn admitted(port: &mut Port, at: FlowIndex) -> bool {
     let version = port.rules.version();
-    match port.table.record(at).admission {
+    let record = port.table.record(at);
+    match record.admission {
         Admission::Vm => true,
         Admission::Rule(v) if v == version => true,
-        Admission::Monitor if matches!(port.judging, Judging::Restoring) => true,
+        Admission::Monitor
+            if matches!(port.judging, Judging::Restoring)
+                && record.state != FlowState::SynReceived =>
+        {
+            true
+        }
         Admission::Rule(_) | Admission::Monitor => {
             let key = port.table.key(at);
             let local_port = crate::icmp::rule_port(key);
@@ -246,6 +254,13 @@ fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow
             }
             Some(Answer::Withdrawn) | None => {}
         }
+    }
+    if meta.protocol == protocol::TCP && meta.tcp_flags.has(TcpFlags::SYN | TcpFlags::ACK) {
+        // The VM answers a peer's SYN the table does not hold (one vsflow never judged as a
+        // SYN: an overlapping later fragment reassembled by the guest; or one admitted but not
+        // tracked). The connection is the peer's: its return traffic is judged by the rules
+        // (on A the SYN was), also in the restore window (a half-open flow, see `admitted`).
+        return Flow::JUDGED;
     }
     // The VM resuming a fingerprinted connection: picked up at once, the fingerprint used.
     let armed = port.pickup.is_armed(now) && meta.is_midstream_tcp();
@@ -381,6 +396,9 @@ fn open(
             Opener::Vm => FlowState::SynSent,
             Opener::Remote => FlowState::SynReceived,
         }
+    } else if flags.has(TcpFlags::SYN) && meta.direction == Direction::Outbound {
+        // The VM's SYN-ACK answering a SYN the table does not hold: half-open (see `vm_flow`).
+        FlowState::SynReceived
     } else {
         // Mid-stream (the driver started, the flow was evicted or expired after the SYN, or a
         // pickup the VM confirmed).

@@ -87,9 +87,11 @@ impl TcpFlags {
 /// picked up, and inbound in Enforce it is judged by the rules as a new connection. A packet
 /// whose ports could not be read (a first fragment too short to hold them, or headers the
 /// callout cannot walk) is judged without them: inbound in Enforce only a rule admitting every
-/// port admits it, and it neither creates nor matches a flow. A true non-first fragment (IP
-/// fragment offset not 0) never reaches classify: the callout permits it on the first
-/// fragment's verdict (without its first fragment the datagram cannot be reassembled).
+/// port admits it, and it neither creates nor matches a flow. So is a later fragment that may
+/// overlap its first fragment's headers (it starts within the bytes the callout reads: RFC
+/// 1858 3.3). Any other non-first fragment (IP fragment offset not 0) never reaches classify:
+/// the callout permits it on the first fragment's verdict (without its first fragment the
+/// datagram cannot be reassembled).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Headers {
     /// Everything classify uses was read.

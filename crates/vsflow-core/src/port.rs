@@ -87,7 +87,8 @@
 //!   segments and holds no table slot until the VM answers. The VM's answer confirms it (an
 //!   established flow, [`Admission::Vm`], the fingerprint used up), or the VM's reset refuses
 //!   it: nothing more on that 5-tuple is picked up, and the fingerprint is *not* used up, so an
-//!   outsider's spray costs no carried connection.
+//!   outsider's spray costs no carried connection. The VM's SYN-ACK refuses it too (it
+//!   answers a SYN, it resumes nothing; the rules judge that connection).
 //! - The VM's own mid-stream segment of an unknown flow with an unused fingerprint is picked up
 //!   at once (the VM spoke), with the right to displace an established connection if the table
 //!   is full.

@@ -209,15 +209,27 @@ proptest! {
             let midstream = flags & ACK != 0 && flags & (SYN | RST) == 0;
             if out {
                 prop_assert_eq!(v, Verdict::Permit);
-                // The VM's reset refuses a tentative flow; anything else it sends opens (or
-                // confirms) a flow of its own, as the VM's traffic always does. In the window
-                // (fingerprints armed), a mid-stream segment of a flow the table does not know
+                // The VM's reset refuses a tentative flow, and so does its SYN-ACK (it
+                // answers a SYN: a peer's connection, which the rules judge); anything else it
+                // sends opens (or confirms) a flow of its own, as the VM's traffic always
+                // does. In the window (fingerprints armed), a mid-stream segment of a flow the
+                // table does not know
                 // and no unused fingerprint of the VM's vouches for opens a flow whose return
                 // traffic the rules judge (issue 16: it may be a connection a peer opened).
+                let synack = flags & (SYN | ACK | RST) == SYN | ACK;
                 match model.get(&key).copied() {
                     Some(Model::Tentative(_)) if flags & RST != 0 => {
                         refused.insert(key);
                         model.insert(key, Model::Refused);
+                    }
+                    // A SYN-ACK answers a SYN: the VM resumes nothing, the pickup is refused,
+                    // and the half-open flow it opens is judged by the rules.
+                    Some(Model::Tentative(_)) if synack => {
+                        refused.insert(key);
+                        model.insert(key, Model::Judged);
+                    }
+                    _ if synack && !known => {
+                        model.insert(key, Model::Judged);
                     }
                     // The VM's initial SYN withdraws the tentative flow (its own new
                     // connection, no fingerprint used); anything else confirms it.
@@ -504,4 +516,104 @@ fn a_spray_opens_nothing_and_costs_no_carried_connection() {
     }
     assert_eq!(lost, 0, "carried connections lost to the spray");
     assert_eq!(p.pickup().picked(), n);
+}
+
+/// The VM's SYN-ACK on a 5-tuple picked up tentatively (by fingerprint, loosely, or in the
+/// restore window) means a SYN reached the VM that vsflow never judged as one: a later
+/// fragment that overlaps the first fragment's TCP flags, reassembled by the guest (RFC 1858
+/// section 3.3). A VM resuming a carried connection never answers with a SYN-ACK. The answer
+/// passes (the VM's own packet), but it confirms nothing: the peer's handshake ACK and data are
+/// judged by the rules, which admit nothing here, and no fingerprint is used up.
+#[test]
+fn the_vms_syn_ack_never_confirms_a_pickup() {
+    const SYNACK: u8 = 0x12;
+    const PSH: u8 = 0x08;
+    let a = inbound(1, ACK);
+    let mut fingerprint = port(64);
+    restore(&mut fingerprint, &[FlowKey::of(&a)]);
+    let mut loose = port(64);
+    loose.set_pickup_config(PickupConfig { loose: true, loose_window: secs(30) });
+    restore(&mut loose, &[]);
+    let mut window = port(64);
+    window.begin_restore();
+    for (name, p) in
+        [("fingerprint", &mut fingerprint), ("loose", &mut loose), ("window", &mut window)]
+    {
+        assert_eq!(p.classify(&a, RESTORED_AT + 1), Verdict::Permit, "{name}: not picked up");
+        assert_eq!(p.classify(&outbound(1, SYNACK), RESTORED_AT + 2), Verdict::Permit, "{name}");
+        for (t, flags) in [ACK, ACK | PSH, ACK].into_iter().enumerate() {
+            let v = p.classify(&inbound(1, flags), RESTORED_AT + 3 + t as u64);
+            assert!(
+                matches!(v, Verdict::Block(_)),
+                "{name}: the peer's segment {t} (flags {flags:#x}) after the VM's SYN-ACK passed: \
+                 a connection opened to a port no rule admits"
+            );
+        }
+    }
+    assert_eq!(fingerprint.pickup().picked(), 0, "the SYN-ACK used up a carried fingerprint");
+}
+
+/// ICMP errors across a migration (conntrack's RELATED, `icmp.rs`): an outsider's error whose
+/// quote names the VM's packet of a carried connection not picked up yet, of a tentative
+/// pickup, or of no connection at all is blocked on the destination, in the restore window as
+/// after it; it creates no flow, confirms no pickup and uses up no fingerprint; and an error
+/// quoting a connection that has expired does not bring it back.
+#[test]
+fn a_forged_icmp_error_creates_confirms_or_resurrects_nothing_across_a_migration() {
+    use vsflow_core::Icmp;
+    use vsflow_core::icmp::Quoted;
+    // Destination unreachable from the peer of `inbound(n, _)`, quoting the VM's segment to it.
+    let error = |n: u8| {
+        let peer = inbound(n, ACK);
+        let mut m = PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::ICMP,
+            [198, 51, 100, n],
+            3,
+            [10, 0, 0, 2],
+            1,
+            0,
+            56,
+        );
+        m.icmp = Icmp::Error(Quoted {
+            protocol: protocol::TCP,
+            dst_addr: peer.src_addr,
+            src_port: peer.dst_port,
+            dst_port: peer.src_port,
+            to_sender: true,
+            query: None,
+        });
+        m
+    };
+    let unsolicited = Verdict::Block(BlockReason::Unsolicited);
+    // The restore window: nothing is known yet.
+    let mut w = port(64);
+    w.begin_restore();
+    assert_eq!(w.classify(&inbound(2, ACK), RESTORED_AT), Verdict::Permit, "window pickup");
+    for n in [1, 2, 3] {
+        assert_eq!(w.classify(&error(n), RESTORED_AT + 1), unsolicited, "window, peer {n}");
+    }
+    assert!(w.table().is_empty(), "an error made a flow in the window");
+    assert!(w.tentative().is_tentative(&FlowKey::of(&inbound(2, ACK))));
+    // After the restore: 1 and 2 carried as fingerprints, 2 picked up tentatively, 3 unknown.
+    let (a, b) = (inbound(1, ACK), inbound(2, ACK));
+    let mut p = port(64);
+    restore(&mut p, &[FlowKey::of(&a), FlowKey::of(&b)]);
+    assert_eq!(p.classify(&b, RESTORED_AT + 1), Verdict::Permit);
+    for n in [1, 2, 3] {
+        assert_eq!(p.classify(&error(n), RESTORED_AT + 2), unsolicited, "peer {n}");
+    }
+    assert!(p.table().is_empty(), "an error made a flow");
+    assert!(p.tentative().is_tentative(&FlowKey::of(&b)), "an error settled a pickup");
+    assert_eq!(p.pickup().picked(), 0, "an error used up a fingerprint");
+    // The real connections still resume.
+    assert_eq!(p.classify(&b.reply(ACK), RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(p.classify(&a, RESTORED_AT + 3), Verdict::Permit);
+    assert_eq!(p.classify(&a.reply(ACK), RESTORED_AT + 4), Verdict::Permit);
+    assert_eq!(p.pickup().picked(), 2);
+    // Related while the connection lives; not once it has expired, and it stays expired.
+    assert_eq!(p.classify(&error(1), RESTORED_AT + 5), Verdict::Permit, "a real error");
+    let late = RESTORED_AT + 5 + TableConfig::default().timeouts.tcp_established + 1;
+    assert_eq!(p.classify(&error(1), late), unsolicited, "an error on an expired connection");
+    assert_eq!(p.classify(&a, late + 1), unsolicited, "the error resurrected the connection");
 }

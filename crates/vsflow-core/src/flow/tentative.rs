@@ -6,12 +6,17 @@
 //! "Pickups"). Such a segment is admitted, but the flow is only *tentative*: it lives here, not
 //! in the port's [`crate::FlowTable`], until the VM answers on it.
 //!
-//! - The VM answers with anything but RST or SYN: it has the connection. The flow is
+//! - The VM answers with anything but RST, SYN or SYN-ACK: it has the connection. The flow is
 //!   *confirmed* and moves to the table as an established connection ([`Answer::Confirmed`]).
 //! - The VM answers with RST (what a TCP stack does with a segment of a connection it does not
 //!   have, RFC 9293 3.10.7.1): the flow is *refused* ([`Answer::Refused`]). It stays here, so
 //!   that nothing more on its 5-tuple is picked up; the fingerprint that admitted it is not
 //!   used up (the real connection with that fingerprint still resumes).
+//! - The VM answers with a SYN-ACK: it accepted a SYN vsflow never judged as one (a later
+//!   fragment that overlaps the first fragment's TCP flags, reassembled by the guest: RFC 1858
+//!   section 3.3). A VM resuming a connection never sends one, so the flow is *refused* as
+//!   for a reset; classify tracks the VM's SYN-ACK as the answer to a peer's SYN, whose
+//!   return traffic the rules judge.
 //! - The VM sends a SYN on it: it opens a connection of its own ([`Answer::Withdrawn`]).
 //!
 //! A tentative flow admits at most [`INBOUND_LIMIT`] inbound segments before the VM answers,
@@ -63,7 +68,8 @@ pub enum Answer {
         /// Inbound segments admitted while tentative.
         inbound: u8,
     },
-    /// RST: the VM has no such connection. The flow stays, refused.
+    /// RST, or a SYN-ACK (the VM answers a SYN, it resumes no connection): the VM has no
+    /// such connection. The flow stays, refused.
     Refused(PickupKind),
     /// A SYN: the VM opens a connection of its own on this 5-tuple. The flow left this set.
     Withdrawn,
@@ -166,7 +172,7 @@ impl TentativeFlows {
     pub fn answer(&mut self, key: &FlowKey, flags: TcpFlags) -> Option<Answer> {
         let i = self.entries.iter().position(|e| e.key == *key && !e.refused)?;
         let e = self.entries.get_mut(i)?;
-        if flags.has(TcpFlags::RST) {
+        if flags.has(TcpFlags::RST) || flags.has(TcpFlags::SYN | TcpFlags::ACK) {
             e.refused = true;
             return Some(Answer::Refused(e.kind));
         }
@@ -252,6 +258,18 @@ mod tests {
         assert_eq!(t.answer(&key(1), ACK), None, "the VM's own traffic is not constrained");
         assert_eq!(t.answer(&key(2), TcpFlags(TcpFlags::SYN)), Some(Answer::Withdrawn));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_syn_ack_from_the_vm_refuses_a_flow() {
+        let mut t = TentativeFlows::try_new().unwrap();
+        t.insert(key(1), PickupKind::Loose, 5);
+        assert_eq!(
+            t.answer(&key(1), TcpFlags(TcpFlags::SYN | TcpFlags::ACK)),
+            Some(Answer::Refused(PickupKind::Loose))
+        );
+        assert!(t.is_refused(&key(1)));
+        assert_eq!(t.inbound(&key(1)), Some(false));
     }
 
     #[test]

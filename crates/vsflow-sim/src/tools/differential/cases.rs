@@ -86,6 +86,11 @@ pub const CASES: &[Case] = &[
         run: unreadable_flags_loose,
     },
     Case {
+        name: "overlapping-fragments",
+        what: "a first fragment whose TCP header reads ACK, then a fragment at byte 8 whose bytes make it a SYN (RFC 1858 3.3), then the handshake's ACK and data: in the restore window and on fingerprint keys",
+        run: overlapping_fragments,
+    },
+    Case {
         name: "portless",
         what: "TCP and UDP without ports: later fragments, and first fragments cut before the ports",
         run: portless,
@@ -596,6 +601,50 @@ fn unreadable_flags_loose(o: &Options) -> Report {
     run.guest_silent(false);
     run.class("carried connections");
     run.resume_all();
+    run.finish()
+}
+
+/// RFC 1858 section 3.3 against a guest that reassembles overlapping fragments (the guest's
+/// module docs): `ack` goes as a first fragment with its whole TCP header (mid-stream, so a
+/// pickup may admit it), then a later fragment at offset 1 (byte 8) carrying SYN over its
+/// flags; a guest that gets both sees a SYN to 3389 and answers it; then the outsider completes
+/// the handshake and sends data.
+fn overlapping_syn(run: &mut Run, ack: &SimPacket) {
+    run.inbound(&ack.clone().as_fragment(Fragment::First), Origin::Adversary);
+    run.inbound(&with_flags(ack, tcp::SYN).as_fragment(Fragment::NonFirst(1)), Origin::Adversary);
+    run.inbound(ack, Origin::Adversary);
+    run.inbound(&with_flags(ack, tcp::PSH_ACK), Origin::Adversary);
+}
+
+fn overlapping_fragments(o: &Options) -> Report {
+    let mut run = Run::start("overlapping-fragments", white_box(o));
+    run.migrate(Arrival::Intact);
+    run.advance(SECOND);
+    let base = run.rng.next();
+    run.class("an ACK first fragment overlapped by a SYN at byte 8, in the restore window");
+    for k in 0..10 {
+        let family = if k % 2 == 0 { IpFamily::V4 } else { IpFamily::V6 };
+        let ack = run.outsider(family, protocol::TCP, base + k, 3389, tcp::ACK);
+        overlapping_syn(&mut run, &ack);
+    }
+    run.complete_restore();
+    run.advance(SECOND);
+    let hits: Vec<SimPacket> = run
+        .colliding(4, |n| run.outsider_key(IpFamily::V4, protocol::TCP, n, 3389))
+        .into_iter()
+        .map(|n| run.outsider(IpFamily::V4, protocol::TCP, n, 3389, tcp::ACK))
+        .collect();
+    let owners: Vec<usize> =
+        hits.iter().filter_map(|p| run.fingerprint_owner(&super::vm_key(p, true))).collect();
+    run.class("an ACK first fragment overlapped by a SYN at byte 8, on a fingerprint key");
+    run.chosen_keys();
+    for ack in &hits {
+        overlapping_syn(&mut run, ack);
+    }
+    run.class("connections whose fingerprint an outsider matched");
+    resume_each(&mut run, &owners);
+    run.class("a sample of the other carried connections");
+    resume_sample(&mut run, 97);
     run.finish()
 }
 

@@ -510,6 +510,15 @@ impl Run {
         }
         let ra = if fa { self.a.guest.receive(p) } else { None };
         let rb = if fb { self.b.guest.receive(p) } else { None };
+        self.a.guest.newly_accepted.clear();
+        for key in std::mem::take(&mut self.b.guest.newly_accepted) {
+            // B's guest completed a connection a peer opened that A's never had: B admitted a
+            // new inbound connection, whatever vsflow took its packets for.
+            if self.moved && !self.a.guest.accepted.contains(&key) {
+                let what = describe(p, true, Origin::Adversary, fa, fb);
+                self.report.classes[self.class].record_accepted(&what);
+            }
+        }
         match (ra, rb) {
             (Some(x), Some(y)) if x == y => {
                 self.outbound_sent(&x, Origin::Legit(None));

@@ -143,6 +143,18 @@ impl ClassReport {
         }
     }
 
+    /// B's guest completed a connection a peer opened that A's guest never had (the packet
+    /// `what` completed it): a new inbound connection B admitted, counted as opened whatever
+    /// the verdicts on its packets were judged to be.
+    pub fn record_accepted(&mut self, what: &str) {
+        self.opened += 1;
+        self.new_inbound_connections += 1;
+        if self.examples.len() < 6 {
+            self.examples
+                .push(format!("OPENED (B's guest accepted a connection A's never had): {what}"));
+        }
+    }
+
     fn example(&mut self, what: &str, j: &Judged<'_>) {
         if self.examples.len() < 6 {
             self.examples.push(format!("{what}: {}", (j.describe)()));
