@@ -270,14 +270,20 @@ fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
-    if (armed && !fingerprint) || (meta.is_midstream_tcp() && port.judges_uncarried(now)) {
+    // In the restore window nothing is known yet: the restore decides (carried exactly: the
+    // blob's admission; by the VM's fingerprint: the VM's; neither: the rules judge). Loose
+    // pickup, when on, makes such connections the VM's anyway (see `confirmed`).
+    let window = matches!(port.judging, Judging::Restoring) && !port.restore_loose();
+    let midstream = meta.is_midstream_tcp();
+    if midstream && !fingerprint && (armed || window || port.judges_uncarried(now)) {
         // While a restore's fingerprints are armed, a mid-stream segment of a connection the
         // blob carried neither exactly nor as the VM's fingerprint may be one a peer opened
         // (those are never fingerprinted: a rule or Monitor admitted them on the source). It
         // passes, as the VM's traffic always does, but its return traffic is judged by the
         // rules (re-checked on the next inbound packet) instead of admitted as the VM's: a
-        // rule-admitted connection never becomes VM-admitted by a migration. After a
-        // degraded restore (nothing carried) likewise, for the pickup window.
+        // rule-admitted connection never becomes VM-admitted by a migration. Likewise in the
+        // restore window, and for the pickup window after any restore (one that armed no
+        // fingerprint, or a degraded one: nothing carried).
         Flow::JUDGED
     } else {
         Flow::VM

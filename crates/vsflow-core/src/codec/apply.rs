@@ -190,6 +190,14 @@ pub fn apply_with(
         counters.identity_mismatches.saturating_add(u64::from(identity_mismatch));
     port.commit_restore(plan, table, counters, now);
     port.arm_pickup(pickup, now);
+    // For the pickup window the VM's mid-stream segment of a connection the blob did not
+    // carry is judged, whether or not any fingerprint was armed: it may be a connection a
+    // peer opened, which travels exactly or not at all (classify.rs, `vm_flow`).
+    port.judge_uncarried_until(if config.pickup_window == 0 {
+        0
+    } else {
+        now.saturating_add(config.pickup_window)
+    });
     port.restored_digest = digest;
     if port.nic.is_none() {
         port.nic = state.nic;
