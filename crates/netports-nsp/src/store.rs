@@ -9,7 +9,9 @@
 //!   and every write: owned by the current user, SYSTEM or Administrators (root), and nobody
 //!   else may change them. Anything else is [`StoreError::Untrusted`] and is neither read nor
 //!   written (issue 19: a names file another user controls decides where every name points).
-//!   A missing folder is created for its owner only.
+//!   Each is opened first, never through a link at its own name, the guard decides on the
+//!   opened handle, and the bytes are read from the checked handle ([`guard::open`]): what is
+//!   checked is what is used. A missing folder is created for its owner only.
 //! - Every change takes an exclusive lock on `<file>.lock` (`File::lock`: `LockFileEx` on
 //!   Windows, `flock` elsewhere), reads the current file, changes it, writes a new temporary
 //!   file `<file>.<random>.tmp` opened create-new (so nothing planted in advance is written
@@ -24,8 +26,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -192,10 +194,24 @@ impl Store {
         }
     }
 
-    fn check(&self, path: &Path, kind: Kind) -> Result<(), StoreError> {
-        self.guard
-            .check(path, kind)
-            .map_err(|why| StoreError::Untrusted { path: path.to_path_buf(), why })
+    /// Opens `path` ([`guard::open`]) and has the guard check the opened handle; `None` when
+    /// nothing is there.
+    fn open_checked(&self, path: &Path, kind: Kind) -> Result<Option<File>, StoreError> {
+        let untrusted = |why: String| StoreError::Untrusted { path: path.to_path_buf(), why };
+        let opened = match guard::open(path, kind) {
+            Ok(f) => f,
+            Err(guard::OpenError::Missing) => return Ok(None),
+            Err(guard::OpenError::Link) => {
+                return Err(untrusted(
+                    "it is a symbolic link or another reparse point (a junction), which whoever made it can point elsewhere at any moment".into(),
+                ));
+            }
+            Err(guard::OpenError::Io(error)) => {
+                return Err(StoreError::Io { path: path.to_path_buf(), error });
+            }
+        };
+        self.guard.check(&opened, kind).map_err(untrusted)?;
+        Ok(Some(opened))
     }
 
     /// The registered names (none when the file or its folder does not exist).
@@ -203,18 +219,15 @@ impl Store {
     /// # Errors
     /// [`StoreError::Untrusted`], [`StoreError::Io`], [`StoreError::Corrupt`].
     pub fn load(&self) -> Result<Names, StoreError> {
-        let folder = self.folder();
-        match fs::metadata(&folder) {
-            Ok(_) => self.check(&folder, Kind::Folder)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Names::new()),
-            Err(e) => return Err(self.io(e)),
-        }
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Names::new()),
-            Err(e) => return Err(self.io(e)),
+        // The folder's handle is held while the file is opened and read.
+        let Some(_folder) = self.open_checked(&self.folder(), Kind::Folder)? else {
+            return Ok(Names::new());
         };
-        self.check(&self.path, Kind::File)?;
+        let Some(mut file) = self.open_checked(&self.path, Kind::File)? else {
+            return Ok(Names::new());
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| self.io(e))?;
         parse(&bytes).map_err(|why| self.corrupt(why))
     }
 
@@ -271,7 +284,11 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(StoreError::Io { path: folder, error: e }),
         }
-        self.check(&folder, Kind::Folder)?;
+        // Held (on Windows without FILE_SHARE_DELETE) until the new file is in place.
+        let held = self.open_checked(&folder, Kind::Folder)?.ok_or_else(|| StoreError::Io {
+            path: folder.clone(),
+            error: io::Error::from(io::ErrorKind::NotFound),
+        })?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -307,6 +324,7 @@ impl Store {
         }
         // The lock is released when `lock` closes.
         drop(lock);
+        drop(held);
         written
     }
 

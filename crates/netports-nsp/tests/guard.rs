@@ -120,3 +120,28 @@ fn the_current_user_is_recognised_by_its_sddl_alias_too() {
     let s = format!("O:S-1-5-32-544D:(A;;FA;;;S-1-5-18)(A;;FA;;;{ME})");
     assert_eq!(sddl::check(&s, &me()), Ok(()));
 }
+
+#[test]
+fn a_quoted_parenthesis_in_a_condition_never_hides_the_next_ace() {
+    // A conditional ACE's expression may hold string literals in double quotes ([MS-DTYP]
+    // 2.5.1.1; "Security Descriptor Definition Language for Conditional ACEs"), and a string
+    // may contain parentheses. Counting them would end the first ACE too late and swallow the
+    // next one: here Users' full control would be read as part of a read-only condition
+    // (a later quoted ')' balances the count, so nothing looks malformed).
+    let hidden = format!(
+        "O:{ME}D:(A;;FA;;;{ME})(XA;;FR;;;WD;(@User.Title == \"a(\"))(A;;FA;;;BU)(XA;;FR;;;WD;(@User.Title == \"b)\"))"
+    );
+    let why = sddl::check(&hidden, &me()).expect_err("Users may change it");
+    assert!(why.starts_with("BU may change it"), "{why}");
+    // A closing parenthesis in a string: the ACE goes on to its real end.
+    let closing =
+        format!("O:{ME}D:(XA;;FR;;;WD;(@User.Title == \"a)\"))(A;;FA;;;{ME})(A;;FW;;;AU)");
+    let why = sddl::check(&closing, &me()).expect_err("Authenticated Users may change it");
+    assert!(why.starts_with("AU may change it"), "{why}");
+    // Well-formed conditions with strings are still read.
+    let fine = format!("O:{ME}D:(A;;FA;;;{ME})(XA;;FR;;;WD;(@User.Title == \"(x)\"))");
+    assert_eq!(sddl::check(&fine, &me()), Ok(()));
+    // An unterminated string is unreadable, so refused.
+    let open = format!("O:{ME}D:(A;;FA;;;{ME})(XA;;FR;;;WD;(@User.Title == \"x))");
+    assert!(sddl::check(&open, &me()).is_err());
+}

@@ -137,3 +137,133 @@ fn a_missing_folder_is_created_for_its_owner_only() {
     assert_eq!(files_in(&store_dir), vec!["names.json", "names.json.lock"], "no temporary left");
     let _ = fs::remove_dir_all(&d);
 }
+
+/// An attacker who can replace the names folder in its parent (the parent is theirs, or
+/// the folder is a link they own) swaps it between the guard's check and the read: first
+/// their own folder (their file, their port for `web`), then the victim's again before the
+/// file is checked. What is checked must be what is read: the attacker's names are never
+/// returned (issue 19 review: check-then-use by path).
+#[derive(Debug)]
+struct Swapping {
+    os: std::sync::Arc<dyn netports_nsp::guard::Guard>,
+    /// The names folder the store uses.
+    folder: PathBuf,
+    /// The attacker's folder, swapped in after the folder check.
+    attacker: PathBuf,
+    /// Where the victim's folder waits meanwhile.
+    parked: PathBuf,
+}
+
+impl Swapping {
+    fn attack(&self) {
+        if self.attacker.exists() {
+            fs::rename(&self.folder, &self.parked).unwrap();
+            fs::rename(&self.attacker, &self.folder).unwrap();
+        }
+    }
+
+    fn undo(&self) {
+        if self.parked.exists() {
+            fs::rename(&self.folder, &self.attacker).unwrap();
+            fs::rename(&self.parked, &self.folder).unwrap();
+        }
+    }
+}
+
+impl netports_nsp::guard::Guard for Swapping {
+    fn check(&self, opened: &fs::File, kind: netports_nsp::guard::Kind) -> Result<(), String> {
+        match kind {
+            netports_nsp::guard::Kind::Folder => {
+                let verdict = self.os.check(opened, kind);
+                self.attack();
+                verdict
+            }
+            netports_nsp::guard::Kind::File => {
+                self.undo();
+                self.os.check(opened, kind)
+            }
+        }
+    }
+    fn create_folder(&self, dir: &Path) -> std::io::Result<()> {
+        self.os.create_folder(dir)
+    }
+    fn nonce(&self) -> std::io::Result<u64> {
+        self.os.nonce()
+    }
+}
+
+#[test]
+fn a_folder_swapped_between_check_and_read_never_serves_the_attackers_names() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot give the attacker's file to another user here; skipped");
+        return;
+    }
+    let d = dir("swapped");
+    let folder = d.join("netports");
+    let (name, mine) = web();
+    Store::new(folder.join("names.json")).register(&name, mine).unwrap();
+    // The attacker's folder and file: theirs (uid 12345), `web` pointed at their port.
+    let attacker = d.join("attacker");
+    fs::create_dir(&attacker).unwrap();
+    let theirs = Reservation::new(Transport::Tcp, 31_337, 1).unwrap();
+    fs::write(
+        attacker.join("names.json"),
+        br#"{"format":"netports-nsp-names","version":1,"names":[{"name":"web","protocol":"tcp","start":31337,"count":1}]}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&attacker, Some(12_345), None).unwrap();
+    std::os::unix::fs::chown(attacker.join("names.json"), Some(12_345), None).unwrap();
+    let guard = Swapping {
+        os: netports_nsp::guard::os(),
+        folder: folder.clone(),
+        attacker,
+        parked: d.join("parked"),
+    };
+    let s = Store::with_guard(folder.join("names.json"), std::sync::Arc::new(guard));
+    match s.load() {
+        Ok(names) => {
+            let got = names.get(&name).copied();
+            assert_ne!(got, Some(theirs), "the attacker's file was read after the check");
+            assert_eq!(got, Some(mine));
+        }
+        Err(e) => assert!(e.to_string().contains("other users can change"), "{e}"),
+    }
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_names_folder_that_is_a_symbolic_link_is_refused() {
+    // A link is owned by whoever made it and can be pointed elsewhere at any moment, so
+    // checking what it points to now proves nothing about what is read next (the Windows
+    // counterpart: a junction planted in %ProgramData%). Only the folder and the file are
+    // refused as links; the folders above them are the user's own choice.
+    let d = dir("linked-folder");
+    let real = d.join("real");
+    let (name, r) = web();
+    Store::new(real.join("names.json")).register(&name, r).unwrap();
+    std::os::unix::fs::symlink(&real, d.join("link")).unwrap();
+    let s = Store::new(d.join("link").join("names.json"));
+    let refused = s.load();
+    assert!(refused.is_err(), "a linked folder is refused for reading: {refused:?}");
+    assert!(refused.unwrap_err().to_string().contains("link"));
+    assert!(s.register(&ServiceName::parse("dns").unwrap(), r).is_err(), "and for writing");
+    assert_eq!(Store::new(real.join("names.json")).load().unwrap().len(), 1, "nothing written");
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_names_file_that_is_a_symbolic_link_is_refused() {
+    let d = dir("linked-file");
+    let (name, r) = web();
+    let other = d.join("other");
+    Store::new(other.join("names.json")).register(&name, r).unwrap();
+    let folder = d.join("netports");
+    fs::create_dir(&folder).unwrap();
+    fs::set_permissions(&folder, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(other.join("names.json"), folder.join("names.json")).unwrap();
+    let refused = Store::new(folder.join("names.json")).load();
+    assert!(refused.is_err(), "a linked names file is refused: {refused:?}");
+    assert!(refused.unwrap_err().to_string().contains("link"));
+    let _ = fs::remove_dir_all(&d);
+}

@@ -6,8 +6,9 @@
 //! RFC 4380; KB 968510): Teredo is UDP over **IPv4**; the client qualifies with the Teredo
 //! server's *remote* UDP 3544 and then talks to servers, relays and peers from its own dynamic
 //! port; local UDP 3544 is only the IPv4 multicast discovery group 224.0.0.253. So the filters
-//! ([`filters_for`]) are IPv4 and UDP only, each restricted to the Teredo service's process (its
-//! application id: `svchost.exe`, which hosts `iphlpsvc`):
+//! ([`filters_for`]) are IPv4 and UDP only, each restricted to the Teredo service: its process's
+//! application id (`svchost.exe`, which hosts `iphlpsvc`) and, since every `svchost.exe` shares
+//! that id, its service SID `NT SERVICE\iphlpsvc` ([`crate::service_sid`]):
 //! - outbound to remote port 3544 (qualification, before the client has a port);
 //! - inbound to local port 3544 at 224.0.0.253 only;
 //! - for each of the client's ports P (every port of the Teredo entry): inbound to local port
@@ -53,7 +54,8 @@ pub enum Direction {
     Out,
 }
 
-/// One host permit filter: IPv4, UDP, the Teredo service's process, and these conditions.
+/// One host permit filter: IPv4, UDP, the Teredo service (its app id and service SID), and these
+/// conditions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct FilterSpec {
     /// In or out.

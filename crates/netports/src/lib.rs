@@ -9,6 +9,8 @@
 //! - [`driver`]: control of vsflow.sys over its IOCTL protocol; [`exception`]: the host's
 //!   Teredo exception (WFP permits for the Teredo service, moved as its port changes);
 //!   [`firewall`]: Windows Defender Firewall's own Teredo rules.
+//! - [`service_sid`]: the SID of `NT SERVICE\<name>`, which scopes the Teredo exception to
+//!   the Teredo service.
 //! - [`nsp`]: hosting, installing and querying the Winsock name provider (netports-nsp), and
 //!   its names file.
 //! - `win` (Windows only): the Windows implementations, every `iphlpapi`/`ws2_32`/`fwpuclnt` function
@@ -29,6 +31,7 @@ pub mod nsp;
 pub mod platform;
 pub mod range;
 pub mod rules_file;
+pub mod service_sid;
 pub mod teredo;
 #[cfg(windows)]
 pub mod win;

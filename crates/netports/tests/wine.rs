@@ -74,6 +74,8 @@ struct FilterInfo {
     session: u32,
     app_id_len: u32,
     app_id: [u16; 260],
+    user_len: u32,
+    user: [u8; 256],
 }
 
 /// Where a permit filter is.
@@ -86,8 +88,9 @@ enum Layer {
 }
 
 /// A permit filter as the double holds it: layer, protocol, local port, remote port, local
-/// address (0: no such condition) and the application id as text.
-type Permit = (Layer, u32, u16, u16, std::net::Ipv4Addr, String);
+/// address (0: no such condition), the application id as text, and the DACL of its
+/// `FWPM_CONDITION_ALE_USER_ID` security descriptor in SDDL (empty: no such condition).
+type Permit = (Layer, u32, u16, u16, std::net::Ipv4Addr, String, String);
 
 /// A double's control as a typed function pointer.
 macro_rules! ctl {
@@ -160,6 +163,8 @@ impl Doubles {
             session: 0,
             app_id_len: 0,
             app_id: [0; 260],
+            user_len: 0,
+            user: [0; 256],
         };
         let mut out = vec![blank; 64];
         // SAFETY: a buffer of 64 entries.
@@ -173,6 +178,7 @@ impl Doubles {
                 let units = (f.app_id_len as usize / 2).min(260);
                 let app =
                     String::from_utf16_lossy(&f.app_id[..units]).trim_end_matches('\0').to_owned();
+                let user = if f.user_len == 0 { String::new() } else { dacl_sddl(&f.user) };
                 (
                     layer,
                     f.proto,
@@ -180,6 +186,7 @@ impl Doubles {
                     u16::try_from(f.remote_port).unwrap(),
                     std::net::Ipv4Addr::from(f.local_addr),
                     app,
+                    user,
                 )
             })
             .collect();
@@ -227,26 +234,62 @@ impl Doubles {
 /// of `%SystemRoot%\System32\svchost.exe`, the process hosting `iphlpsvc`).
 const SVCHOST: &str = r"\device\harddiskvolume1\windows\system32\svchost.exe";
 
+/// The `FWPM_CONDITION_ALE_USER_ID` DACL that scopes a filter to the Teredo service: every
+/// `svchost.exe` has the app id above, whichever services it hosts, so only the service SID of
+/// `iphlpsvc` (`NT SERVICE\iphlpsvc`, in that service's token) tells the Teredo service's
+/// sockets apart; `FWP_ACTRL_MATCH_FILTER` (0x1, written `CC`) granted to it.
+const IPHLPSVC_ONLY: &str =
+    "D:(A;;CC;;;S-1-5-80-62724632-2456781206-3863850748-1496050881-1042387526)";
+
+/// The DACL part (from `D:`) of a self-relative security descriptor, in SDDL.
+fn dacl_sddl(sd: &[u8]) -> String {
+    use windows_sys::Win32::Foundation::{HLOCAL, LocalFree};
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertSecurityDescriptorToStringSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use windows_sys::Win32::Security::DACL_SECURITY_INFORMATION;
+    let mut text: *mut u16 = std::ptr::null_mut();
+    // SAFETY: a self-relative descriptor (the double checked its header) and a valid
+    // out-pointer; the length is optional.
+    let ok = unsafe {
+        ConvertSecurityDescriptorToStringSecurityDescriptorW(
+            sd.as_ptr().cast_mut().cast(),
+            SDDL_REVISION_1,
+            DACL_SECURITY_INFORMATION,
+            &raw mut text,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_ne!(ok, 0, "the ALE_USER_ID descriptor converts to SDDL");
+    let mut len = 0;
+    // SAFETY: a NUL-terminated string from the conversion; reading stops at the NUL.
+    while unsafe { text.wrapping_add(len).read() } != 0 {
+        len += 1;
+    }
+    // SAFETY: `len` units were just read.
+    let s = String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(text, len) });
+    // SAFETY: allocated by the conversion with LocalAlloc, freed once.
+    unsafe { LocalFree(text as HLOCAL) };
+    s
+}
+
 /// The host Teredo filters netports must keep for client port `port`: all IPv4 UDP, all for
-/// the Teredo service's process only.
+/// the Teredo service only (svchost.exe's app id and the `iphlpsvc` service SID).
 fn teredo_filters(ports: &[u16]) -> Vec<Permit> {
     let none = std::net::Ipv4Addr::UNSPECIFIED;
+    let teredo = || (SVCHOST.to_owned(), IPHLPSVC_ONLY.to_owned());
+    let permit = |layer, local, remote, address, (app, user): (String, String)| {
+        (layer, 17, local, remote, address, app, user)
+    };
     let mut v = vec![
         // The client qualifies with the Teredo server's UDP 3544 (remote).
-        (Layer::ConnectV4, 17, 0, 3544, none, SVCHOST.to_owned()),
+        permit(Layer::ConnectV4, 0, 3544, none, teredo()),
         // Local 3544 only for the IPv4 multicast discovery group 224.0.0.253.
-        (
-            Layer::RecvAcceptV4,
-            17,
-            3544,
-            0,
-            std::net::Ipv4Addr::new(224, 0, 0, 253),
-            SVCHOST.to_owned(),
-        ),
+        permit(Layer::RecvAcceptV4, 3544, 0, std::net::Ipv4Addr::new(224, 0, 0, 253), teredo()),
     ];
     for &p in ports {
-        v.push((Layer::RecvAcceptV4, 17, p, 0, none, SVCHOST.to_owned()));
-        v.push((Layer::ConnectV4, 17, p, 0, none, SVCHOST.to_owned()));
+        v.push(permit(Layer::RecvAcceptV4, p, 0, none, teredo()));
+        v.push(permit(Layer::ConnectV4, p, 0, none, teredo()));
     }
     v.sort();
     v

@@ -5,7 +5,10 @@
 //! decision in plain Rust, tested on every system. Format ("Security Descriptor String
 //! Format", "ACE Strings"): `O:owner D:flags(ace)(ace)...`, each ACE
 //! `type;flags;rights;object_guid;inherit_object_guid;sid[;condition]`, rights as two-letter
-//! codes or a hex mask, SIDs as two-letter aliases or `S-1-...`.
+//! codes or a hex mask, SIDs as two-letter aliases or `S-1-...`. A condition may hold string
+//! literals in double quotes ([MS-DTYP] 2.5.1.1), which may contain parentheses, `;` or `:`:
+//! the reader skips them, so a quoted `(` never makes one ACE swallow the next, and a string
+//! left open makes the descriptor unreadable (refused).
 //!
 //! The rule: the owner (who can always rewrite the DACL) must be the current user, SYSTEM,
 //! Administrators or `TrustedInstaller`, and no allow ACE may give anyone else a right that
@@ -165,45 +168,59 @@ fn rights(field: &str) -> Option<u32> {
     Some(mask)
 }
 
-/// Splits `s` at `sep` outside parentheses.
-fn split_top(s: &str, sep: char) -> Vec<&str> {
-    let (mut depth, mut start, mut out) = (0i32, 0, Vec::new());
+/// The nesting of each character of `s`: its parenthesis depth, and whether it lies inside a
+/// double-quoted string (conditional expressions hold string literals, which may contain
+/// parentheses, semicolons or colons: [MS-DTYP] 2.5.1.1). `None` when a string is not closed.
+fn nesting(s: &str) -> Option<Vec<(usize, char, i32, bool)>> {
+    let (mut depth, mut quoted, mut out) = (0i32, false, Vec::with_capacity(s.len()));
     for (i, c) in s.char_indices() {
+        let inside = quoted;
         match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            c if c == sep && depth == 0 => {
-                out.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
+            '"' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
             _ => {}
+        }
+        out.push((i, c, depth, inside || c == '"'));
+    }
+    (!quoted).then_some(out)
+}
+
+/// Splits `s` at `sep` outside parentheses and strings (`None`: a string is not closed).
+fn split_top(s: &str, sep: char) -> Option<Vec<&str>> {
+    let (mut start, mut out) = (0, Vec::new());
+    for (i, c, depth, quoted) in nesting(s)? {
+        if c == sep && depth == 0 && !quoted {
+            out.push(&s[start..i]);
+            start = i + c.len_utf8();
         }
     }
     out.push(&s[start..]);
-    out
+    Some(out)
 }
 
 /// The `O:`, `G:`, `D:`, `S:` components of a descriptor string.
 fn components(s: &str) -> Option<Vec<(char, &str)>> {
-    let bytes = s.as_bytes();
-    let (mut depth, mut starts) = (0i32, Vec::new());
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            b'O' | b'G' | b'D' | b'S' if depth == 0 && bytes.get(i + 1) == Some(&b':') => {
-                starts.push(i);
-            }
-            _ => {}
+    let chars = nesting(s)?;
+    let mut starts = Vec::new();
+    for (n, &(i, c, depth, quoted)) in chars.iter().enumerate() {
+        if matches!(c, 'O' | 'G' | 'D' | 'S')
+            && depth == 0
+            && !quoted
+            && chars.get(n + 1).is_some_and(|&(_, next, _, _)| next == ':')
+        {
+            starts.push((i, c));
         }
     }
-    if depth != 0 || starts.first() != Some(&0) {
+    if chars.last().is_some_and(|&(_, _, depth, _)| depth != 0)
+        || starts.first().map(|&(i, _)| i) != Some(0)
+    {
         return None;
     }
     let mut out = Vec::new();
-    for (n, &at) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).copied().unwrap_or(s.len());
-        out.push((char::from(bytes[at]), s.get(at + 2..end)?));
+    for (n, &(at, tag)) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).map_or(s.len(), |&(i, _)| i);
+        out.push((tag, s.get(at + 2..end)?));
     }
     Some(out)
 }
@@ -215,27 +232,24 @@ fn aces(dacl: &str) -> Result<Vec<&str>, String> {
     if flags.contains("NO_ACCESS_CONTROL") {
         return Err("it has no DACL (NO_ACCESS_CONTROL: everyone has full access)".into());
     }
-    let mut rest = &dacl[open..];
+    let unreadable = || format!("its DACL cannot be read ({dacl})");
+    let rest = &dacl[open..];
     let mut out = Vec::new();
-    while !rest.is_empty() {
-        let Some(body) = rest.strip_prefix('(') else {
-            return Err(format!("its DACL cannot be read ({dacl})"));
-        };
-        let mut depth = 1i32;
-        let end = body
-            .char_indices()
-            .find(|&(_, c)| {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth -= 1,
-                    _ => {}
-                }
-                depth == 0
-            })
-            .map(|(i, _)| i)
-            .ok_or_else(|| format!("its DACL cannot be read ({dacl})"))?;
-        out.push(&body[..end]);
-        rest = &body[end + 1..];
+    let mut start = None;
+    for (i, c, depth, quoted) in nesting(rest).ok_or_else(unreadable)? {
+        match (c, depth, quoted, start) {
+            // An ACE opens at depth 1 and closes when the depth is back at 0.
+            ('(', 1, false, None) => start = Some(i + 1),
+            (')', 0, false, Some(from)) => {
+                out.push(&rest[from..i]);
+                start = None;
+            }
+            (_, _, _, Some(_)) if depth > 0 => {}
+            _ => return Err(unreadable()),
+        }
+    }
+    if start.is_some() {
+        return Err(unreadable());
     }
     Ok(out)
 }
@@ -261,7 +275,7 @@ pub fn check(descriptor: &str, me: &[&str]) -> Result<(), String> {
     let dacl =
         parts.iter().find(|(t, _)| *t == 'D').map(|(_, v)| *v).ok_or("its DACL cannot be read")?;
     for ace in aces(dacl)? {
-        let fields = split_top(ace, ';');
+        let fields = split_top(ace, ';').ok_or_else(|| format!("an ACE cannot be read ({ace})"))?;
         let [kind, _flags, mask, _object, _inherited, sid, ..] = fields.as_slice() else {
             return Err(format!("an ACE cannot be read ({ace})"));
         };

@@ -1,21 +1,29 @@
 //! The guard on Windows: the owner and DACL as SDDL, decided by [`super::sddl::check`].
 //!
-//! `GetNamedSecurityInfoW(OWNER | DACL)` then `ConvertSecurityDescriptorToStringSecurityDescriptorW`;
+//! [`open`] opens the folder or file with `FILE_FLAG_OPEN_REPARSE_POINT` (a reparse point at
+//! its name is opened itself, not followed, and then refused by its
+//! `FILE_ATTRIBUTE_REPARSE_POINT`); a folder with `FILE_FLAG_BACKUP_SEMANTICS`, only
+//! `READ_CONTROL | FILE_READ_ATTRIBUTES`, and shared for reading and writing but not for
+//! deleting, so it cannot be renamed or deleted while held. The check is made on that handle:
+//! `GetSecurityInfo(OWNER | DACL)` then `ConvertSecurityDescriptorToStringSecurityDescriptorW`;
 //! the current user is the token's user (`GetTokenInformation(TokenUser)`), written both as its
 //! `S-1-...` string and as SDDL writes it (an alias such as `LA` for the built-in
 //! Administrator). Folders are created with [`super::sddl::protected_folder`] through
 //! `ConvertStringSecurityDescriptorToSecurityDescriptorW`; nonces come from `BCryptGenRandom`
 //! with the system-preferred generator.
 
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::windows::ffi::OsStrExt;
+use std::os::windows::fs::{MetadataExt, OpenOptionsExt};
+use std::os::windows::io::AsRawHandle;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, HLOCAL, LocalFree};
 use windows_sys::Win32::Security::Authorization::{
     ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
-    ConvertStringSecurityDescriptorToSecurityDescriptorW, GetNamedSecurityInfoW, SDDL_REVISION_1,
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
     SE_FILE_OBJECT,
 };
 use windows_sys::Win32::Security::Cryptography::{
@@ -26,11 +34,43 @@ use windows_sys::Win32::Security::{
     OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES,
     SECURITY_DESCRIPTOR, SetSecurityDescriptorOwner, TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
-use windows_sys::Win32::Storage::FileSystem::CreateDirectoryW;
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateDirectoryW, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT,
+    FILE_FLAG_BACKUP_SEMANTICS, FILE_FLAG_OPEN_REPARSE_POINT, FILE_READ_ATTRIBUTES,
+    FILE_SHARE_READ, FILE_SHARE_WRITE, READ_CONTROL,
+};
 use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
 use windows_sys::core::PWSTR;
 
-use super::{Guard, Kind, sddl};
+use super::{Guard, Kind, OpenError, sddl};
+
+/// Opens `path` for the check and for use, never through a reparse point at `path` itself.
+pub(super) fn open(path: &Path, kind: Kind) -> Result<File, OpenError> {
+    let mut options = OpenOptions::new();
+    match kind {
+        Kind::Folder => {
+            options
+                .access_mode(READ_CONTROL | FILE_READ_ATTRIBUTES)
+                .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+                .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT);
+        }
+        // GENERIC_READ includes READ_CONTROL; std's default share mode lets a writer rename
+        // a new file over this one meanwhile (the reader keeps what it opened).
+        Kind::File => {
+            options.read(true).custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
+        }
+    }
+    let opened = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::Missing),
+        Err(e) => return Err(OpenError::Io(e)),
+    };
+    let attributes = opened.metadata().map_err(OpenError::Io)?.file_attributes();
+    if attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+        return Err(OpenError::Link);
+    }
+    Ok(opened)
+}
 
 /// `SECURITY_DESCRIPTOR_REVISION`.
 const SECURITY_DESCRIPTOR_REVISION: u32 = 1;
@@ -147,15 +187,28 @@ impl WindowsGuard {
 }
 
 impl Guard for WindowsGuard {
-    fn check(&self, path: &Path, _: Kind) -> Result<(), String> {
+    fn check(&self, opened: &File, kind: Kind) -> Result<(), String> {
         let me = self.me()?;
-        let name = wide(path);
+        let attributes = opened
+            .metadata()
+            .map_err(|e| format!("its attributes cannot be read ({e})"))?
+            .file_attributes();
+        match kind {
+            Kind::Folder if attributes & FILE_ATTRIBUTE_DIRECTORY == 0 => {
+                return Err("it is not a folder".into());
+            }
+            Kind::File if attributes & FILE_ATTRIBUTE_DIRECTORY != 0 => {
+                return Err("it is a folder, not a file".into());
+            }
+            _ => {}
+        }
         let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-        // SAFETY: a NUL-terminated path; the owner/group/DACL/SACL out-pointers are optional
-        // (null), the descriptor out-pointer is valid.
+        // SAFETY: a handle opened with READ_CONTROL (`open`), alive for the call; the
+        // owner/group/DACL/SACL out-pointers are optional (null), the descriptor out-pointer
+        // is valid.
         let rc = unsafe {
-            GetNamedSecurityInfoW(
-                name.as_ptr(),
+            GetSecurityInfo(
+                opened.as_raw_handle(),
                 SE_FILE_OBJECT,
                 OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION,
                 std::ptr::null_mut(),
@@ -169,7 +222,7 @@ impl Guard for WindowsGuard {
             return Err(format!("its security cannot be read (Windows error {rc})"));
         }
         let mut s: PWSTR = std::ptr::null_mut();
-        // SAFETY: the descriptor GetNamedSecurityInfoW returned and a valid out-pointer.
+        // SAFETY: the descriptor GetSecurityInfo returned and a valid out-pointer.
         let ok = unsafe {
             ConvertSecurityDescriptorToStringSecurityDescriptorW(
                 sd,
@@ -180,7 +233,7 @@ impl Guard for WindowsGuard {
             )
         };
         let error = io::Error::last_os_error();
-        // SAFETY: LocalAlloc'ed by GetNamedSecurityInfoW, freed once.
+        // SAFETY: LocalAlloc'ed by GetSecurityInfo, freed once.
         unsafe { LocalFree(sd as HLOCAL) };
         if ok == 0 {
             return Err(format!("its security cannot be read ({error})"));

@@ -9,23 +9,30 @@
 //! (`FwpmTransactionBegin0` / `Commit0`, `Abort0` on any error): all of it or none of it.
 //!
 //! Every filter is IPv4 (`FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4` in, `FWPM_LAYER_ALE_AUTH_CONNECT_V4`
-//! out), UDP, for the Teredo service's process: `FWPM_CONDITION_ALE_APP_ID` equal to
+//! out), UDP, for the Teredo service: `FWPM_CONDITION_ALE_APP_ID` equal to
 //! `FwpmGetAppIdFromFileName0(%SystemRoot%\System32\svchost.exe)` (the process hosting
-//! `iphlpsvc`), with the filter's port and address conditions. Adding needs an administrator
-//! (`ERROR_ACCESS_DENIED` otherwise).
+//! `iphlpsvc`) and, because every `svchost.exe` has that app id whichever services it hosts,
+//! `FWPM_CONDITION_ALE_USER_ID` with a security descriptor granting `FWP_ACTRL_MATCH_FILTER`
+//! to `NT SERVICE\iphlpsvc` alone ([`crate::service_sid`]; the form of Microsoft's
+//! "Permitting and Blocking Applications and Users" sample); then the filter's port and
+//! address conditions. Adding needs an administrator (`ERROR_ACCESS_DENIED` otherwise).
 
 use std::ffi::c_void;
 
-use windows_sys::Win32::Foundation::HANDLE;
+use windows_sys::Win32::Foundation::{GetLastError, HANDLE, LocalFree};
 use windows_sys::Win32::NetworkManagement::WindowsFilteringPlatform::{
-    FWP_ACTION_PERMIT, FWP_BYTE_BLOB, FWP_BYTE_BLOB_TYPE, FWP_MATCH_EQUAL, FWP_UINT8, FWP_UINT16,
-    FWP_UINT32, FWPM_CONDITION_ALE_APP_ID, FWPM_CONDITION_IP_LOCAL_ADDRESS,
-    FWPM_CONDITION_IP_LOCAL_PORT, FWPM_CONDITION_IP_PROTOCOL, FWPM_CONDITION_IP_REMOTE_PORT,
-    FWPM_DISPLAY_DATA0, FWPM_FILTER_CONDITION0, FWPM_FILTER0, FWPM_LAYER_ALE_AUTH_CONNECT_V4,
+    FWP_ACTION_PERMIT, FWP_BYTE_BLOB, FWP_BYTE_BLOB_TYPE, FWP_MATCH_EQUAL,
+    FWP_SECURITY_DESCRIPTOR_TYPE, FWP_UINT8, FWP_UINT16, FWP_UINT32, FWPM_CONDITION_ALE_APP_ID,
+    FWPM_CONDITION_ALE_USER_ID, FWPM_CONDITION_IP_LOCAL_ADDRESS, FWPM_CONDITION_IP_LOCAL_PORT,
+    FWPM_CONDITION_IP_PROTOCOL, FWPM_CONDITION_IP_REMOTE_PORT, FWPM_DISPLAY_DATA0,
+    FWPM_FILTER_CONDITION0, FWPM_FILTER0, FWPM_LAYER_ALE_AUTH_CONNECT_V4,
     FWPM_LAYER_ALE_AUTH_RECV_ACCEPT_V4, FWPM_PROVIDER0, FWPM_SESSION_FLAG_DYNAMIC, FWPM_SESSION0,
     FWPM_SUBLAYER0,
 };
 use windows_sys::Win32::Networking::WinSock::IPPROTO_UDP;
+use windows_sys::Win32::Security::Authorization::{
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 use windows_sys::Win32::System::Rpc::{
     RPC_C_AUTHN_WINNT, RPC_S_UUID_LOCAL_ONLY, SEC_WINNT_AUTH_IDENTITY_W, UuidCreate,
@@ -35,6 +42,7 @@ use windows_sys::core::{GUID, PCWSTR};
 use super::dynload::{Dll, system_fn};
 use crate::error::Error;
 use crate::exception::{Direction, FilterSpec, HostFilters};
+use crate::service_sid::{TEREDO_SERVICE, service_only_sddl};
 
 system_fn!(fn fwpm_engine_open0 = Dll::Fwpuclnt, c"FwpmEngineOpen0": fn(PCWSTR, u32, *const SEC_WINNT_AUTH_IDENTITY_W, *const FWPM_SESSION0, *mut HANDLE) -> u32;);
 system_fn!(fn fwpm_engine_close0 = Dll::Fwpuclnt, c"FwpmEngineClose0": fn(HANDLE) -> u32;);
@@ -91,6 +99,39 @@ fn teredo_app_id() -> Result<Vec<u8>, Error> {
     copy.ok_or_else(|| Error::Protocol("FwpmGetAppIdFromFileName0 returned no id".into()))
 }
 
+/// The self-relative security descriptor of the `FWPM_CONDITION_ALE_USER_ID` condition that
+/// holds for the Teredo service's sockets only (`service_only_sddl`, converted by
+/// `ConvertStringSecurityDescriptorToSecurityDescriptorW`, whose result is self-relative).
+fn teredo_user_sd() -> Result<Vec<u8>, Error> {
+    let sddl = service_only_sddl(TEREDO_SERVICE)
+        .ok_or_else(|| Error::Protocol(format!("{TEREDO_SERVICE} has no service SID")))?;
+    let text = wide(&sddl);
+    let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+    let mut len = 0u32;
+    // SAFETY: a NUL-terminated SDDL string and valid out-pointers.
+    let ok = unsafe {
+        ConvertStringSecurityDescriptorToSecurityDescriptorW(
+            text.as_ptr(),
+            SDDL_REVISION_1,
+            &raw mut sd,
+            &raw mut len,
+        )
+    };
+    if ok == 0 || sd.is_null() {
+        // SAFETY: reads this thread's last error, set by the failed conversion.
+        let code = unsafe { GetLastError() };
+        return Err(Error::from_win32(
+            code,
+            "ConvertStringSecurityDescriptorToSecurityDescriptorW",
+        ));
+    }
+    // SAFETY: the conversion returned a descriptor of `len` bytes at `sd`.
+    let copy = unsafe { std::slice::from_raw_parts(sd.cast::<u8>(), len as usize) }.to_vec();
+    // SAFETY: allocated by the conversion with LocalAlloc, freed once.
+    unsafe { LocalFree(sd) };
+    Ok(copy)
+}
+
 /// A dynamic engine session holding this run's provider, sublayer and filters.
 pub struct WfpHostFilters {
     engine: HANDLE,
@@ -98,6 +139,8 @@ pub struct WfpHostFilters {
     provider: GUID,
     sublayer: GUID,
     app_id: Vec<u8>,
+    /// `FWPM_CONDITION_ALE_USER_ID`'s security descriptor (self-relative).
+    user_sd: Vec<u8>,
 }
 
 impl std::fmt::Debug for WfpHostFilters {
@@ -117,6 +160,7 @@ impl WfpHostFilters {
     pub fn open() -> Result<Self, Error> {
         let (open, close) = (fwpm_engine_open0()?, fwpm_engine_close0()?);
         let app_id = teredo_app_id()?;
+        let user_sd = teredo_user_sd()?;
         let name = wide("netports");
         let session = FWPM_SESSION0 {
             displayData: FWPM_DISPLAY_DATA0 {
@@ -139,7 +183,8 @@ impl WfpHostFilters {
             )
         };
         check(rc, "FwpmEngineOpen0")?;
-        let this = Self { engine, close, provider: fresh_key()?, sublayer: fresh_key()?, app_id };
+        let this =
+            Self { engine, close, provider: fresh_key()?, sublayer: fresh_key()?, app_id, user_sd };
         this.transaction(Self::add_provider_and_sublayer)?;
         Ok(this)
     }
@@ -202,7 +247,11 @@ impl WfpHostFilters {
             size: u32::try_from(self.app_id.len()).unwrap_or(0),
             data: self.app_id.as_ptr().cast_mut(),
         };
-        let mut conditions = Vec::with_capacity(5);
+        let mut user_sd = FWP_BYTE_BLOB {
+            size: u32::try_from(self.user_sd.len()).unwrap_or(0),
+            data: self.user_sd.as_ptr().cast_mut(),
+        };
+        let mut conditions = Vec::with_capacity(6);
         let mut condition = |field: GUID, set: &dyn Fn(&mut FWPM_FILTER_CONDITION0)| {
             let mut c = FWPM_FILTER_CONDITION0 {
                 fieldKey: field,
@@ -220,6 +269,13 @@ impl WfpHostFilters {
         condition(FWPM_CONDITION_ALE_APP_ID, &|c| {
             c.conditionValue.r#type = FWP_BYTE_BLOB_TYPE;
             c.conditionValue.Anonymous.byteBlob = app_id_ptr;
+        });
+        // Every svchost.exe has the app id above: the Teredo service's SID tells its sockets
+        // apart from those of the other services svchost runs.
+        let user_sd_ptr = &raw mut user_sd;
+        condition(FWPM_CONDITION_ALE_USER_ID, &|c| {
+            c.conditionValue.r#type = FWP_SECURITY_DESCRIPTOR_TYPE;
+            c.conditionValue.Anonymous.sd = user_sd_ptr;
         });
         if let Some(p) = spec.local_port {
             condition(FWPM_CONDITION_IP_LOCAL_PORT, &|c| {
@@ -258,8 +314,8 @@ impl WfpHostFilters {
         };
         filter.action.r#type = FWP_ACTION_PERMIT;
         let mut id = 0u64;
-        // SAFETY: an open session, a filter whose pointers (name, provider key, conditions and
-        // the app id blob) outlive the call, a valid out-pointer.
+        // SAFETY: an open session, a filter whose pointers (name, provider key, conditions, the
+        // app id and security descriptor blobs) outlive the call, a valid out-pointer.
         let rc = unsafe { add(self.engine, &raw const filter, std::ptr::null_mut(), &raw mut id) };
         check(rc, "FwpmFilterAdd0")?;
         Ok(id)

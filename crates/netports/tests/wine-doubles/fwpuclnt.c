@@ -65,10 +65,12 @@ static SESSION sessions[16];
 typedef struct { int used; int session; int dynamic; GUID key; } OBJ; /* provider or sublayer */
 
 #define APPID_MAX 260
+#define USER_SD_MAX 256
 typedef struct {
     int used; int session; int dynamic; UINT64 id; GUID layer; GUID sublayer;
     UINT8 proto; UINT16 local_port, remote_port; UINT32 local_addr;
     DWORD app_id_len; BYTE app_id[APPID_MAX * 2];
+    DWORD user_len; BYTE user[USER_SD_MAX]; /* FWPM_CONDITION_ALE_USER_ID: a security descriptor */
     FWP_ACTION_TYPE action;
 } FILTER;
 
@@ -99,6 +101,7 @@ static const GUID COND_IP_REMOTE_PORT = {0xc35a604d, 0xd22b, 0x4e1a, {0x91, 0xb4
 static const GUID COND_IP_LOCAL_ADDRESS = {0xd9ee00de, 0xc1ef, 0x4617, {0xbf, 0xe3, 0xff, 0xd8, 0xf5, 0xa0, 0x89, 0x57}};
 static const GUID COND_IP_PROTOCOL = {0x3971ef2b, 0x623e, 0x4f9a, {0x8c, 0xb1, 0x6e, 0x79, 0xb8, 0x06, 0xb9, 0xa7}};
 static const GUID COND_ALE_APP_ID = {0xd78e1e87, 0x8644, 0x4ea5, {0x94, 0x37, 0xd8, 0x09, 0xec, 0xef, 0xc9, 0x71}};
+static const GUID COND_ALE_USER_ID = {0xaf043a0a, 0xb34d, 0x4f86, {0x97, 0x9c, 0xc9, 0x03, 0x71, 0xaf, 0x6e, 0x66}};
 
 /* The session of a handle, or a negative error: -1 unknown, -2 aborted by a BFE stop. */
 static int session_of(HANDLE h)
@@ -402,6 +405,18 @@ DWORD WINAPI FwpmFilterAdd0(HANDLE engine, const FWPM_FILTER0 *filter, void *sd,
             }
             memcpy(f.app_id, b->data, b->size);
             f.app_id_len = b->size;
+        } else if (IsEqualGUID(&c->fieldKey, &COND_ALE_USER_ID)) {
+            /* FWP_SECURITY_DESCRIPTOR_TYPE: a self-relative security descriptor in a byte blob
+             * (FWP_CONDITION_VALUE0 "sd"; "Permitting and Blocking Applications and Users"
+             * passes one from BuildSecurityDescriptorW, which is self-relative). The header is
+             * checked: revision 1 and SE_SELF_RELATIVE (0x8000) in its control word. */
+            const FWP_BYTE_BLOB *b = c->conditionValue.sd;
+            if (c->conditionValue.type != FWP_SECURITY_DESCRIPTOR_TYPE || !b || !b->data || b->size < 20
+                || b->size > sizeof f.user || b->data[0] != 1 || !(b->data[3] & 0x80)) {
+                rc = FWP_E_INVALID_PARAMETER_; goto out;
+            }
+            memcpy(f.user, b->data, b->size);
+            f.user_len = b->size;
         } else { rc = FWP_E_INVALID_PARAMETER_; goto out; }
     }
     rc = ERROR_NOT_ENOUGH_MEMORY;
@@ -554,6 +569,8 @@ void WINAPI DoubleFwpSetTeredoPort(USHORT port_host)
 typedef struct {
     DWORD layer, proto, local_port, remote_port, local_addr, session, app_id_len;
     WCHAR app_id[APPID_MAX];
+    DWORD user_len; /* 0: no FWPM_CONDITION_ALE_USER_ID condition */
+    BYTE user[USER_SD_MAX];
 } FILTER_INFO;
 
 /* Writes up to `max` permit filters; returns how many exist. */
@@ -573,6 +590,8 @@ DWORD WINAPI DoubleFwpFilters(FILTER_INFO *out, DWORD max)
             o->remote_port = f->remote_port; o->local_addr = f->local_addr; o->session = (DWORD)f->session;
             o->app_id_len = f->app_id_len;
             memcpy(o->app_id, f->app_id, f->app_id_len);
+            o->user_len = f->user_len;
+            memcpy(o->user, f->user, f->user_len);
         }
         n++;
     }
