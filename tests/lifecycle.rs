@@ -136,3 +136,38 @@ fn configuration_comes_from_the_parameters_key_with_defaults_and_range_checks() 
     assert_eq!(bad.driver().config().blob_cap, 60 * 1024, "the default applies");
     finish(&mut bad);
 }
+
+#[test]
+fn unloading_during_a_migration_finishes_every_pended_restore_and_fails_no_vm() {
+    // OID_SWITCH_NIC_RESTORE: an extension that fails it fails the VM's whole restore. A driver
+    // unloaded while restores are pended (the work item has not run yet) must finish them at
+    // stop (PASSIVE_LEVEL: decode, apply, complete with success), never cancel them.
+    let blobs = saved_blob();
+    let (mut b, sb) = host(41, enforce(RestoreMode::Pending), "SW-B");
+    let mut tickets = Vec::new();
+    for id in 60..63 {
+        vm_port(&mut b, sb, id, "port-x", 1, true);
+        tickets.push(b.restore(sb, id, &blobs));
+    }
+    assert_eq!(b.outstanding(), 3, "pended, the work item not run");
+    finish(&mut b);
+    for t in &tickets {
+        assert_eq!(b.vm_restore(t), vsflow_sim::VmRestore::Succeeded);
+    }
+    assert!(b.failed_vm_restores().is_empty(), "{:?}", b.failed_vm_restores());
+    let applied = b
+        .trace_events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e,
+                vsflow_callout::TraceEvent::Restore {
+                    outcome: vsflow_callout::RestoreOutcome::Applied,
+                    flows_restored: 10,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(applied, 3, "each pended restore was decoded and applied before stop went on");
+}

@@ -690,6 +690,67 @@ fn a_save_while_the_restore_is_pended_carries_the_pended_state() {
     finish(&mut c);
 }
 
+#[test]
+fn a_restore_blob_longer_than_the_documented_maximum_is_refused_before_it_is_copied() {
+    // docs/runtime-state-format.md: a blob is at most 65,535 bytes. A longer one (a hostile or
+    // broken source) is refused before the driver copies it: no allocation of its size, not
+    // pended, the port degraded (the VM's restore succeeds), counted.
+    use vsflow_sim::kernel::alloc::{largest_driver_block, reset_largest_driver_block};
+    for mode in [RestoreMode::Pending, RestoreMode::Synchronous] {
+        let (mut b, sb) = destination(mode, 9);
+        let huge = vec![0x5Au8; 200_000];
+        reset_largest_driver_block(b.id());
+        let tickets = b.restore(sb, 9, &[(Some(vsflow_callout::keys::PROVIDER), huge)]);
+        let largest = largest_driver_block(b.id());
+        assert!(largest <= 65_535, "{mode:?}: the driver allocated {largest} bytes: it copied");
+        assert_eq!(tickets[0].returned, sys::STATUS_SUCCESS, "{mode:?}: refused at once");
+        assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
+        assert_eq!(b.driver().stats().restores_empty, 1, "{mode:?}: counted as degraded");
+        assert_eq!(b.driver().stats().restores_oversized, 1, "{mode:?}: counted as oversized");
+        assert!(
+            b.trace_events().iter().any(|e| matches!(
+                e,
+                vsflow_callout::TraceEvent::Restore {
+                    port: 9,
+                    bytes: 200_000,
+                    outcome: vsflow_callout::RestoreOutcome::Degraded(
+                        vsflow_callout::DegradedReason::Oversized
+                    ),
+                    ..
+                }
+            )),
+            "{mode:?}: traced"
+        );
+        finish(&mut b);
+    }
+}
+
+#[test]
+fn an_unknown_major_under_the_default_strict_policy_does_not_fail_the_vm() {
+    // What the INF's UnknownMajorPolicy comment says: 0 (strict, the default) and 1 (lenient)
+    // differ only in how the decode reports the blob; either way the VM's restore succeeds
+    // (degraded) unless FailBadRestores = 1.
+    let blob = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/runtime-state/v2.0-future-major.bin"),
+    )
+    .expect("fixture");
+    for policy in
+        [vsflow_core::codec::UnknownMajor::Strict, vsflow_core::codec::UnknownMajor::Lenient]
+    {
+        let config = vsflow_callout::DriverConfig {
+            unknown_major: policy,
+            ..enforce(RestoreMode::Synchronous)
+        };
+        let (mut b, sb) = host(2, config, "SW-B");
+        vm_port(&mut b, sb, 5, "6A1B2C3D-0000-4E5F-8A9B-0C1D2E3F4A5B", 1, true);
+        let tickets = b.restore(sb, 5, &[(Some(vsflow_callout::keys::PROVIDER), blob.clone())]);
+        assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "{policy:?}");
+        assert_eq!(b.driver().stats().restores_empty, 1, "{policy:?}: degraded");
+        finish(&mut b);
+    }
+}
+
 // Fails on main (726e666): a second migration before the VM's traffic resumed (A -> B -> C)
 // carried only B's exact records: the connections that travelled A -> B as fingerprints, still
 // pending on B, were lost.

@@ -106,12 +106,28 @@ pub fn flow_states(h: &Host, name: &str) -> Vec<vsflow_core::FlowState> {
 /// If `ListPorts` fails or its answer does not decode.
 #[must_use]
 pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
+    let listed = try_flows_of(h, name);
+    assert_eq!(listed.err(), None, "ListPorts");
+    listed.ok().flatten()
+}
+
+/// Flows in the table of the port named `name`.
+///
+/// # Errors
+/// The status `ListPorts` failed with (it allocates its list of port references: out of
+/// memory fails it).
+///
+/// # Panics
+/// If the answer does not decode.
+pub fn try_flows_of(h: &Host, name: &str) -> Result<Option<usize>, i32> {
     use vsflow_proto::request::Request;
     let req = Request::ListPorts;
     let mut buf = vec![0u8; req.encoded_len()];
     req.encode(&mut buf).expect("encodes");
     let (o, bytes) = h.ioctl(req.ioctl().code(), &buf, 1 << 20);
-    assert_eq!(o.status, 0, "ListPorts");
+    if o.status != 0 {
+        return Err(o.status);
+    }
     let mut found = None;
     vsflow_proto::response::decode_ports(&bytes, |p| {
         if p.name.to_string() == name {
@@ -119,7 +135,7 @@ pub fn flows_of(h: &Host, name: &str) -> Option<usize> {
         }
     })
     .expect("ports decode");
-    found
+    Ok(found)
 }
 
 /// Unloads the driver and asserts no contract was broken and nothing was left behind.

@@ -4,8 +4,8 @@ use alloc::boxed::Box;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use vsflow_callout::{ConfigValue, Driver, SETTINGS};
-use wdk_sys::ntddk::{KeQueryInterruptTimePrecise, RtlGetVersion};
+use vsflow_callout::{ConfigValue, Driver, KernelServices as _, SETTINGS};
+use wdk_sys::ntddk::RtlGetVersion;
 use wdk_sys::{
     _WDF_DRIVER_INIT_FLAGS, DRIVER_OBJECT, KEY_READ, NTSTATUS, PCUNICODE_STRING, PDRIVER_OBJECT,
     RTL_OSVERSIONINFOW, STATUS_SUCCESS, ULONG, UNICODE_STRING, WDF_DRIVER_CONFIG, WDF_NO_HANDLE,
@@ -15,7 +15,7 @@ use wdk_sys::{
 
 use crate::services::WdkServices;
 use crate::wdf::{parented, size_of_u32};
-use crate::{control, etw, expiry};
+use crate::{control, etw, expiry, random};
 
 /// The running driver (set once started, taken at unload).
 static DRIVER: AtomicPtr<Driver<WdkServices>> = AtomicPtr::new(ptr::null_mut());
@@ -126,13 +126,6 @@ fn os_build() -> Option<u32> {
     wdk::nt_success(status).then_some(info.dwBuildNumber)
 }
 
-fn boot_seed() -> u64 {
-    let mut qpc = 0u64;
-    // SAFETY: valid out-pointer.
-    let t = unsafe { KeQueryInterruptTimePrecise(&raw mut qpc) };
-    vsflow_callout::seed::boot_seed(t, qpc)
-}
-
 /// `DriverEntry`: a non-PnP KMDF driver with a control device.
 ///
 /// # Safety
@@ -197,16 +190,19 @@ unsafe fn create(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) ->
 fn start(device: WDFDEVICE, parameters: Parameters) -> NTSTATUS {
     // SAFETY: a valid control device.
     let wdm = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceWdmGetDeviceObject, device) };
-    let services = WdkServices {
-        work_item: AtomicUsize::new(0),
-        parameters,
-        seed: boot_seed(),
-        os_build: os_build(),
-    };
+    let (seed, source) = random::boot_seed();
+    let services =
+        WdkServices { work_item: AtomicUsize::new(0), parameters, seed, os_build: os_build() };
     let core = match Driver::try_from_services(services, wdm.cast()) {
         Ok(d) => d,
         Err(e) => return e.to_ntstatus(),
     };
+    if let random::SeedSource::Fallback(status) = source {
+        core.services().log(
+            vsflow_callout::LogLevel::Error,
+            format_args!("BCryptGenRandom failed ({status:#x}): seeded from interrupt time"),
+        );
+    }
     let boxed = match vsflow_callout::alloc_util::try_box(core) {
         Ok(b) => b,
         Err(e) => return e.to_ntstatus(),

@@ -85,6 +85,7 @@ const fn reason_name(reason: DegradedReason) -> &'static str {
         DegradedReason::UnknownMajor => "UnknownMajor",
         DegradedReason::UnknownPort => "UnknownPort",
         DegradedReason::OutOfMemory => "OutOfMemory",
+        DegradedReason::Oversized => "Oversized",
         _ => "Other",
     }
 }

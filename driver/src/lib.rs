@@ -8,6 +8,7 @@
 //! - [`control`]: the control device `\\.\vsflow` (SYSTEM and Administrators only) and its
 //!   sequential IOCTL queue; requests are handled by `vsflow_callout::control`.
 //! - [`expiry`]: the periodic WDF timer that expires idle flows.
+//! - [`random`]: the per-boot seed, from the system-preferred RNG (`BCryptGenRandom`).
 //! - [`etw`]: the `Vsflow.Callout` `TraceLogging` provider (docs/TRACING.md).
 //! - [`wdf`]: `WDF_OBJECT_ATTRIBUTES_INIT` and structure sizes.
 //!
@@ -34,6 +35,8 @@ pub mod entry;
 pub mod etw;
 #[cfg(any(windows, feature = "wdf-sim"))]
 pub mod expiry;
+#[cfg(any(windows, feature = "wdf-sim"))]
+pub mod random;
 #[cfg(any(windows, feature = "wdf-sim"))]
 pub mod services;
 #[cfg(any(windows, feature = "wdf-sim"))]

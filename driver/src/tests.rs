@@ -750,3 +750,31 @@ fn an_out_of_range_or_mistyped_value_is_refused_with_an_error_event_and_the_defa
     );
     unload_clean(&s, &h);
 }
+
+#[test]
+fn the_per_boot_seed_comes_from_the_system_preferred_rng() {
+    // The flow-table hash key and the fingerprint salt: BCryptGenRandom(NULL, ..,
+    // BCRYPT_USE_SYSTEM_PREFERRED_RNG) at PASSIVE_LEVEL in DriverEntry, not interrupt time.
+    let s = Session::new();
+    let h = Host::new(1);
+    s.set_rng_state(0x1234_5678);
+    assert_eq!(load(&s, &h), 0);
+    assert!(s.calls().contains(&"BCryptGenRandom"), "seeded without the system RNG");
+    let seed = entry::driver().expect("running").services().seed;
+    assert_eq!(seed, Session::next_random(0x1234_5678), "the seed is the RNG's 8 bytes");
+    unload_clean(&s, &h);
+    drop(s);
+    // If the RNG fails, the driver still loads (seeded from interrupt time) and says so.
+    let s = Session::new();
+    let h = Host::new(2);
+    s.fail_rng();
+    assert_eq!(load(&s, &h), 0);
+    assert!(
+        s.debug_output()
+            .iter()
+            .any(|(_, level, text)| *level == 0 && text.contains("BCryptGenRandom failed")),
+        "{:?}",
+        s.debug_output()
+    );
+    unload_clean(&s, &h);
+}

@@ -377,6 +377,30 @@ fn the_periodic_timer_runs_the_images_dpc_and_expires_idle_flows() {
 }
 
 #[test]
+fn the_images_seed_comes_from_cng_sys_bcrypt_gen_random_and_a_failure_is_logged() {
+    // driver/src/random.rs through the image's import of cng.sys!BCryptGenRandom.
+    let h = Host::new(9);
+    let driver = started(&[], &h);
+    assert!(driver.session().calls().contains(&"BCryptGenRandom"));
+    unload_clean(&driver, &h);
+    drop(driver);
+    let h = Host::new(10);
+    let driver = loaded(&[]);
+    driver.session().fail_rng();
+    assert_eq!(h.within(|| driver.driver_entry()), 0, "the driver loads without the RNG");
+    assert!(
+        driver
+            .session()
+            .debug_output()
+            .iter()
+            .any(|(_, level, text)| *level == 0 && text.contains("BCryptGenRandom failed")),
+        "{:?}",
+        driver.session().debug_output()
+    );
+    unload_clean(&driver, &h);
+}
+
+#[test]
 fn callout_flags_follow_the_build_rtl_get_version_reports() {
     let all = sys::FWP_CALLOUT_FLAG_ALLOW_RSC
         | sys::FWP_CALLOUT_FLAG_ALLOW_USO

@@ -24,6 +24,7 @@ use vsflow_proto::{PROTOCOL_VERSION, ProtoError};
 
 use crate::config::RestoreMode;
 use crate::driver::Driver;
+use crate::error::CalloutError;
 use crate::ports::{PortKey, PortState};
 use crate::services::KernelServices;
 
@@ -105,23 +106,27 @@ impl<S: KernelServices> Driver<S> {
                 written(info.encode(output))
             }
             Request::ListPorts => {
-                // One port lock at a time; never a host-wide one.
-                let listed = self.read_ports(|ix| {
-                    let ports = ix.ports().map(|slot| {
-                        let e = slot.state.lock();
-                        PortInfo {
-                            port: PortRef { switch_id: slot.key.switch, port_id: slot.key.port },
-                            flow_count: u32::try_from(e.port.table().len()).unwrap_or(u32::MAX),
-                            mode: e.port.mode(),
-                            nic_connected: e.nic_connected,
-                            restoring: e.port.is_restoring(),
-                            rules_version: e.port.rules().version(),
-                            name: *e.port.identity(),
-                        }
-                    });
-                    written(response::encode_ports(ports, output))
+                // A reference to each port, then one port lock at a time; never a host-wide one.
+                let ports = match self.ports.snapshot(self.services.current_processor()) {
+                    Ok(ports) => ports,
+                    Err(CalloutError::InvalidState) => {
+                        return IoctlOutcome::fail(STATUS_INVALID_DEVICE_STATE);
+                    }
+                    Err(_) => return IoctlOutcome::fail(STATUS_INSUFFICIENT_RESOURCES),
+                };
+                let listed = ports.iter().map(|slot| {
+                    let e = slot.state.lock();
+                    PortInfo {
+                        port: PortRef { switch_id: slot.key.switch, port_id: slot.key.port },
+                        flow_count: u32::try_from(e.port.table().len()).unwrap_or(u32::MAX),
+                        mode: e.port.mode(),
+                        nic_connected: e.nic_connected,
+                        restoring: e.port.is_restoring(),
+                        rules_version: e.port.rules().version(),
+                        name: *e.port.identity(),
+                    }
                 });
-                listed.unwrap_or(IoctlOutcome::fail(STATUS_INVALID_DEVICE_STATE))
+                written(response::encode_ports(listed, output))
             }
             Request::GetFlows { port, start, max } => self.get_flows(port, start, max, output),
             Request::GetCounters { port: None } => {
@@ -146,11 +151,9 @@ impl<S: KernelServices> Driver<S> {
                 match port {
                     None => {
                         self.clear_stats();
-                        let _ = self.read_ports(|ix| {
-                            for slot in ix.ports() {
-                                slot.state.lock().port.clear_counters();
-                            }
-                        });
+                        for slot in self.each_port() {
+                            slot.state.lock().port.clear_counters();
+                        }
                         written(response::encode_empty(output))
                     }
                     Some(p) => self.with_port(p, |e| {
@@ -184,9 +187,9 @@ impl<S: KernelServices> Driver<S> {
         port: PortRef,
         f: impl FnOnce(&mut PortState) -> IoctlOutcome,
     ) -> IoctlOutcome {
-        self.read_ports(|ix| ix.port(key(port)).map(|slot| f(&mut slot.state.lock())))
-            .flatten()
-            .unwrap_or(IoctlOutcome::fail(STATUS_NOT_FOUND))
+        // The map lock only to take a reference; the request runs under the port's lock.
+        self.port_ref(|_| Some(key(port)))
+            .map_or(IoctlOutcome::fail(STATUS_NOT_FOUND), |slot| f(&mut slot.state.lock()))
     }
 }
 

@@ -3,11 +3,13 @@
 //!
 //! Locks, and their order (a lock is only ever taken after the ones above it):
 //! 1. the port map: the current processor's reader/writer spin lock shared (readers), or every
-//!    processor's exclusively, in order (switch and port create/delete, stop): [`crate::ports`];
+//!    processor's exclusively, in order (switch and port create/delete, stop): [`crate::ports`].
+//!    Held only to find a port and take a reference on it, or to judge one packet;
 //! 2. one port's spin lock ([`crate::ports::PortSlot::state`]);
 //! 3. `pending` (spin; leaf), `reg` (spin; leaf).
 //!
-//! Packets take 1 shared (on a cache line only their processor writes) and 2. Everything works at
+//! Packets take 1 shared (on a cache line only their processor writes) and 2. Saves, restores,
+//! sweeps and IOCTLs take 1 only to take a port reference, then 2 alone. Everything works at
 //! `IRQL <= DISPATCH_LEVEL`; only `stop` and the work item wait, at `PASSIVE_LEVEL`.
 
 use alloc::vec::Vec;
@@ -24,7 +26,7 @@ use crate::error::CalloutError;
 use crate::keys;
 use crate::pending::PendingSet;
 use crate::percpu::{Counter, PerCpuCounters};
-use crate::ports::{Index, PortMap};
+use crate::ports::{Index, PortKey, PortMap, PortRef};
 use crate::registration::{Phase, Registration};
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
@@ -88,12 +90,15 @@ pub struct DriverStats {
     /// Registry values refused at load (out of range or not a `REG_DWORD`; their defaults
     /// apply, each traced `SettingRefused`).
     pub settings_refused: u64,
+    /// Restores refused because the blob was longer than the format's maximum (also counted
+    /// in `restores_empty`: the port was degraded).
+    pub restores_oversized: u64,
 }
 
 impl DriverStats {
     /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
     #[must_use]
-    pub const fn to_array(&self) -> [u64; 16] {
+    pub const fn to_array(&self) -> [u64; 17] {
         [
             self.classify_calls,
             self.trusted_port_packets,
@@ -111,6 +116,7 @@ impl DriverStats {
             self.restores_unknown_port,
             self.reorder_events,
             self.settings_refused,
+            self.restores_oversized,
         ]
     }
 }
@@ -255,8 +261,10 @@ impl<S: KernelServices> Driver<S> {
     pub fn stats(&self) -> DriverStats {
         let c = &self.counters;
         let port_calls = self
-            .read_ports(|ix| ix.ports().map(|p| p.state.lock().classify_calls).sum::<u64>())
-            .unwrap_or(0);
+            .each_port()
+            .iter()
+            .map(|p| p.state.lock().classify_calls)
+            .fold(0u64, u64::wrapping_add);
         DriverStats {
             classify_calls: c.sum(Counter::ClassifyCalls).wrapping_add(port_calls),
             trusted_port_packets: c.sum(Counter::TrustedPortPackets),
@@ -274,23 +282,36 @@ impl<S: KernelServices> Driver<S> {
             restores_unknown_port: c.sum(Counter::RestoresUnknownPort),
             reorder_events: c.sum(Counter::ReorderEvents),
             settings_refused: c.sum(Counter::SettingsRefused),
+            restores_oversized: c.sum(Counter::RestoresOversized),
         }
     }
 
     /// Runs `f` on the port map under this processor's shared lock (see [`crate::ports`]);
-    /// `None` once stopped.
+    /// `None` once stopped. `f` must be short: a lookup, or one packet's classify.
     pub(crate) fn read_ports<R>(&self, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
         self.ports.read(self.services.current_processor(), f)
+    }
+
+    /// A reference to the port `find` picks (the map lock is held only for the lookup).
+    pub(crate) fn port_ref(
+        &self,
+        find: impl FnOnce(&Index<S::Lock>) -> Option<PortKey>,
+    ) -> Option<PortRef<S::Lock>> {
+        self.ports.get(self.services.current_processor(), find)
+    }
+
+    /// A reference to every port, for a walk after the map lock is released (empty once
+    /// stopped, or if the list cannot be allocated: a diagnostic walk then sees no port).
+    pub(crate) fn each_port(&self) -> Vec<PortRef<S::Lock>> {
+        self.ports.snapshot(self.services.current_processor()).unwrap_or_default()
     }
 
     /// Zeroes the driver-wide counters.
     pub(crate) fn clear_stats(&self) {
         self.counters.clear();
-        let _ = self.read_ports(|ix| {
-            for p in ix.ports() {
-                p.state.lock().classify_calls = 0;
-            }
-        });
+        for p in self.each_port() {
+            p.state.lock().classify_calls = 0;
+        }
     }
 
     /// Counts one event on the current processor's line.
@@ -331,26 +352,23 @@ impl<S: KernelServices> Driver<S> {
     /// Flow totals over every port (one port lock at a time; diagnostics).
     #[must_use]
     pub fn flow_totals(&self) -> FlowTotals {
-        self.read_ports(|ix| {
-            let mut t = FlowTotals { consistent: true, ..FlowTotals::default() };
-            for p in ix.ports() {
-                let st = p.state.lock();
-                t.ports += 1;
-                t.flows += st.port.table().len();
-                t.established += st
-                    .port
-                    .table()
-                    .iter()
-                    .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
-                    .count();
-                t.packets_blocked += st.port.counters().packets_blocked;
-                t.restoring += usize::from(st.port.is_restoring());
-                t.largest_port = t.largest_port.max(st.port.table().len());
-                t.consistent &= st.port.table().check_invariants().is_ok();
-            }
-            t
-        })
-        .unwrap_or_else(|| FlowTotals { consistent: true, ..FlowTotals::default() })
+        let mut t = FlowTotals { consistent: true, ..FlowTotals::default() };
+        for p in self.each_port() {
+            let st = p.state.lock();
+            t.ports += 1;
+            t.flows += st.port.table().len();
+            t.established += st
+                .port
+                .table()
+                .iter()
+                .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
+                .count();
+            t.packets_blocked += st.port.counters().packets_blocked;
+            t.restoring += usize::from(st.port.is_restoring());
+            t.largest_port = t.largest_port.max(st.port.table().len());
+            t.consistent &= st.port.table().check_invariants().is_ok();
+        }
+        t
     }
 
     /// The clock vsflow-core runs on: the kernel's interrupt time plus [`CLOCK_EPOCH`].
@@ -368,19 +386,17 @@ impl<S: KernelServices> Driver<S> {
     }
 
     /// Removes idle flows from every port, up to `budget` per port (periodic timer). Takes one
-    /// port lock at a time.
+    /// port lock at a time, never the map's.
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.now();
-        self.read_ports(|ix| {
-            ix.ports()
-                .map(|p| {
-                    let mut st = p.state.lock();
-                    st.close_stale_window(now);
-                    st.port.expire(now, budget)
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+        self.each_port()
+            .iter()
+            .map(|p| {
+                let mut st = p.state.lock();
+                st.close_stale_window(now);
+                st.port.expire(now, budget)
+            })
+            .sum()
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`control`]: the control device's IOCTLs (vsflow-proto), validated before use.
 //! - [`frame`]: reads the TCP flags from the first bytes of a packet, which start at the IP
 //!   header at these layers (never writes a packet).
-//! - [`ports`]: per-port state under per-port locks, found through a lock-free published index.
+//! - [`ports`]: per-port state under per-port locks, found through per-processor reader locks
+//!   held only to find a port (and take a counted reference on it) or to judge one packet.
 //!
 //! Nothing here depends on wdk-sys: the crate builds and runs on Linux against `vsflow-sim`,
 //! which defines the same `fwpkclnt.sys` symbols the driver imports.

@@ -7,8 +7,11 @@
 //! has applied it and removes it ([`PendingSet::release`]); a port delete, switch delete or
 //! driver stop removes the port's unclaimed entries and completes them as cancelled. Whoever
 //! comes second finds nothing.
-//! At stop the set is closed: nothing more can be pended, and the stopper removes and completes
-//! everything left. The set lives under its own spin lock (never on the packet path).
+//! At stop the set is closed: nothing more can be pended, and the stopper finishes everything
+//! left (decodes, applies and completes it, as the worker would). While the driver adds its
+//! WFP objects again after a BFE restart the set is *held*: nothing new is pended (restores
+//! complete synchronously) until the objects are in. The set lives under its own spin lock
+//! (never on the packet path).
 
 use alloc::vec::Vec;
 
@@ -41,13 +44,14 @@ pub struct PendingSet {
     items: Vec<PendingRestore>,
     next_id: u64,
     closed: bool,
+    held: bool,
 }
 
 impl PendingSet {
     /// Records a pended restore; returns its id.
     ///
     /// # Errors
-    /// Out of memory, or the set is closed (the caller must then not return
+    /// Out of memory, or the set is closed or held (the caller must then not return
     /// `STATUS_PENDING`).
     pub fn push(
         &mut self,
@@ -56,7 +60,7 @@ impl PendingSet {
         blob: Vec<u8>,
         received_at: vsflow_core::Tick,
     ) -> Result<u64, CalloutError> {
-        if self.closed {
+        if self.closed || self.held {
             return Err(CalloutError::InvalidState);
         }
         self.items.try_reserve(1)?;
@@ -140,10 +144,16 @@ impl PendingSet {
         self.items.iter().any(|e| e.key == key && e.taken)
     }
 
-    /// Closes the set (driver stop): every later `push` fails. The caller then removes and
-    /// completes what is left with [`PendingSet::remove_where`].
+    /// Closes the set (driver stop): every later `push` fails. The caller then finishes what
+    /// is left ([`PendingSet::take_next`], [`PendingSet::remove`]).
     pub const fn close(&mut self) {
         self.closed = true;
+    }
+
+    /// Holds the set (`true`: every `push` fails until released with `false`): while the
+    /// driver adds WFP objects, which it may not do with a notification pended.
+    pub const fn hold(&mut self, held: bool) {
+        self.held = held;
     }
 
     /// True once closed.
@@ -188,5 +198,14 @@ mod tests {
         assert!(!p.in_flight(K) && p.is_empty());
         p.close();
         assert!(p.push(0xC1, K, alloc::vec![], 6).is_err(), "nothing is pended after close");
+    }
+
+    #[test]
+    fn a_held_set_refuses_new_entries_until_released() {
+        let mut p = PendingSet::default();
+        p.hold(true);
+        assert!(p.push(0xC0, K, alloc::vec![], 0).is_err());
+        p.hold(false);
+        assert!(p.push(0xC0, K, alloc::vec![], 0).is_ok());
     }
 }

@@ -26,18 +26,19 @@ pub enum Counter {
     RestoresUnknownPort,
     ReorderEvents,
     SettingsRefused,
+    RestoresOversized,
 }
 
 /// Number of counters.
-pub const COUNTERS: usize = 16;
+pub const COUNTERS: usize = 17;
 
 /// One processor's counters, alone on their cache lines.
 ///
 /// Not `#[repr(align(128))]`: the kernel heap (wdk-alloc, `ExAllocatePool2`) only guarantees
 /// 16-byte alignment and ignores a larger `Layout::align`, so an over-aligned type would be
-/// misaligned (undefined behaviour). Guard padding does the job instead: with a 192-byte
-/// stride and 64 bytes before each group of counters, the counters of two processors are at
-/// least 64 bytes apart wherever the array starts, so they never share a 64-byte line.
+/// misaligned (undefined behaviour). Guard padding does the job instead: 64 bytes before and
+/// after each group of counters keep the counters of two processors at least 128 bytes apart
+/// wherever the array starts, so they never share a 64-byte line.
 #[repr(C)]
 #[derive(Default)]
 struct Line {
@@ -45,7 +46,7 @@ struct Line {
     counters: [AtomicU64; COUNTERS],
 }
 
-const _: () = assert!(core::mem::size_of::<Line>() == 192);
+const _: () = assert!(core::mem::size_of::<Line>() == 64 + 8 * COUNTERS);
 const _: () = assert!(core::mem::align_of::<Line>() <= 16);
 
 /// Per-processor counters.

@@ -3,11 +3,28 @@
 //! Every port has its own spin lock ([`PortSlot::state`]): classify, save, restore and the
 //! IOCTLs of one port never wait for another port. Finding a port takes no lock shared between
 //! processors: the port map is guarded by one reader/writer spin lock (`EX_SPIN_LOCK`) *per
-//! processor*, each on its own cache lines. A reader (classify, save, restore, IOCTLs) takes its
-//! own processor's lock shared: an interlocked operation on a line no other processor writes.
-//! A writer (switch and port create/delete, stop: rare) takes every processor's lock
-//! exclusively, in order, so no reader is inside the map while it changes; a port is freed only
-//! then, so it is never freed under a reader.
+//! processor*, each on its own cache lines. A reader takes its own processor's lock shared: an
+//! interlocked operation on a line no other processor writes. A writer (switch and port
+//! create/delete, stop: rare) takes every processor's lock exclusively, in order.
+//!
+//! **Short holds only.** While a writer waits for processor k's lock it holds processors
+//! 0..k-1, and while it waits no new reader gets processor k's lock either ("Reader/Writer Spin
+//! Locks"): every reader of those processors waits as long as the slowest reader at k. So the
+//! map lock is held only for what is short and bounded:
+//! - to find a port and take a reference on it ([`PortRef`], a count in the port: one
+//!   interlocked increment), for everything that works on a port for longer than a packet:
+//!   save, restore apply, the IOCTLs, NIC events ([`PortMap::get`]); walks over every port
+//!   (the expiry sweep, `ListPorts`, counters) take a reference on each port into a list
+//!   allocated *before* the lock ([`PortMap::snapshot`]) and visit them one at a time after it;
+//! - to classify one packet ([`PortMap::read`]): the packet path takes no reference (no
+//!   interlocked operation on a line other processors write), judges the packet under its
+//!   port's lock and lets go; a classify allocates at most one flow and never copies a table.
+//!
+//! A port a writer removes from the map is freed when its last reference goes: by the writer
+//! (after releasing the map's locks) if nobody else holds one, else by the last holder. So a
+//! port is never freed under a reader, and no writer ever waits for long work. Rundown: once a
+//! port is out of the map no new reference to it can be taken (references are taken only
+//! under the map lock), and [`PortSlot::is_removed`] tells a holder it is gone.
 //!
 //! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
 //! nobody waits, a writer spins only for readers' short critical sections, and a reader never
@@ -16,11 +33,15 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use core::ops::Deref;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use vsflow_core::{Port, PortIdentity};
 
+use crate::alloc_util::try_box;
 use crate::error::CalloutError;
 use crate::services::{KernelServices, RawSpinLock};
 use crate::sync::{ExclusiveGuard, SharedGuard, SpinMutex};
@@ -89,23 +110,102 @@ impl PortState {
     }
 }
 
-/// A port and its lock. Lives in a box owned by the writer's map; readers reach it through the
-/// map under a shared hold of a processor's lock, and it is freed only after removal under all
-/// of them.
+/// A port and its lock. Lives in a box shared by [`PortRef`]s: the map holds one, and anyone
+/// working on the port holds another, taken under the map lock.
 pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) key: PortKey,
     /// `PortName`: never changes for a slot (a new name is a new port).
     pub(crate) identity: PortIdentity,
     pub(crate) state: SpinMutex<L, PortState>,
+    /// References held ([`PortRef`]); the slot is freed when the last goes.
+    refs: AtomicUsize,
+    /// Taken out of the map (deleted, replaced, or the driver stopped).
+    removed: AtomicBool,
+}
+
+impl<L: RawSpinLock> PortSlot<L> {
+    /// A port, not yet in the map.
+    pub(crate) const fn new(
+        key: PortKey,
+        identity: &PortIdentity,
+        state: SpinMutex<L, PortState>,
+    ) -> Self {
+        Self {
+            key,
+            identity: *identity,
+            state,
+            refs: AtomicUsize::new(1),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the port was taken out of the map (its work can stop: nobody will find it).
+    pub(crate) fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+}
+
+/// A counted reference to a [`PortSlot`]: the port lives while one exists.
+///
+/// New references are made only from one already held (`clone_ref`), and only under the map
+/// lock or by the map itself, so once a port is out of the map the count only goes down.
+pub(crate) struct PortRef<L: RawSpinLock> {
+    slot: NonNull<PortSlot<L>>,
+}
+
+// SAFETY: a `PortRef` is a shared reference to a `PortSlot` with a count; the slot is `Sync`
+// (its state is behind a spin lock, the rest is immutable or atomic), so it may be shared and
+// released from any thread.
+unsafe impl<L: RawSpinLock> Send for PortRef<L> where PortSlot<L>: Sync + Send {}
+// SAFETY: as above.
+unsafe impl<L: RawSpinLock> Sync for PortRef<L> where PortSlot<L>: Sync + Send {}
+
+impl<L: RawSpinLock> PortRef<L> {
+    /// The first reference to a new port (its count is 1).
+    ///
+    /// # Errors
+    /// Out of memory.
+    pub(crate) fn try_new(slot: PortSlot<L>) -> Result<Self, CalloutError> {
+        let boxed = try_box(slot)?;
+        Ok(Self { slot: NonNull::from(Box::leak(boxed)) })
+    }
+
+    /// Another reference to the same port.
+    pub(crate) fn clone_ref(&self) -> Self {
+        // Relaxed is enough: the caller's reference keeps the slot alive (as `Arc::clone`).
+        self.refs.fetch_add(1, Ordering::Relaxed);
+        Self { slot: self.slot }
+    }
+}
+
+impl<L: RawSpinLock> Deref for PortRef<L> {
+    type Target = PortSlot<L>;
+    fn deref(&self) -> &PortSlot<L> {
+        // SAFETY: this reference is counted, so the slot is alive until it is dropped.
+        unsafe { self.slot.as_ref() }
+    }
+}
+
+impl<L: RawSpinLock> Drop for PortRef<L> {
+    fn drop(&mut self) {
+        if self.refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        // Every other holder's use of the slot happened before its release (as `Arc`'s drop).
+        fence(Ordering::Acquire);
+        // SAFETY: the count reached zero: this was the last reference, and the slot came from
+        // `Box::leak` in `try_new`; it is freed exactly once.
+        drop(unsafe { Box::from_raw(self.slot.as_ptr()) });
+    }
 }
 
 /// The switches and ports, as readers see them (under a shared hold of the map).
 pub(crate) type Index<L> = Master<L>;
 
-/// The map: owns the port boxes.
+/// The map: holds a reference to every port.
 pub(crate) struct Master<L: RawSpinLock> {
     pub(crate) switches: Vec<SwitchEntry>,
-    pub(crate) ports: HashMap<PortKey, Box<PortSlot<L>>, FixedState>,
+    pub(crate) ports: HashMap<PortKey, PortRef<L>, FixedState>,
     next_switch_id: u32,
     closed: bool,
 }
@@ -133,14 +233,14 @@ impl<L: RawSpinLock> Master<L> {
             .map(|s| s.id)
     }
 
-    /// The port `key`.
+    /// The port `key` (valid while the map lock is held).
     pub(crate) fn port(&self, key: PortKey) -> Option<&PortSlot<L>> {
-        self.ports.get(&key).map(|b| &**b)
+        self.ports.get(&key).map(|r| &**r)
     }
 
-    /// Every port.
-    pub(crate) fn ports(&self) -> impl ExactSizeIterator<Item = &PortSlot<L>> + '_ {
-        self.ports.values().map(|b| &**b)
+    /// A reference to port `key`, usable after the map lock is released.
+    pub(crate) fn port_ref(&self, key: PortKey) -> Option<PortRef<L>> {
+        self.ports.get(&key).map(PortRef::clone_ref)
     }
 
     /// Number of ports.
@@ -168,39 +268,49 @@ impl<L: RawSpinLock> Master<L> {
         Ok(id)
     }
 
-    /// Removes a port and returns it (the caller frees it after releasing the map).
-    pub(crate) fn remove_port(&mut self, key: PortKey) -> Option<Box<PortSlot<L>>> {
-        self.ports.remove(&key)
+    /// Removes a port and returns the map's reference (the caller drops it after releasing
+    /// the map).
+    pub(crate) fn remove_port(&mut self, key: PortKey) -> Option<PortRef<L>> {
+        let gone = self.ports.remove(&key)?;
+        gone.removed.store(true, Ordering::Release);
+        Some(gone)
     }
 
-    /// Inserts (or replaces) a port; returns the port it replaced.
+    /// Inserts (or replaces) a port; returns the map's reference to the port it replaced.
     ///
     /// # Errors
-    /// Out of memory (nothing changed; the slot is handed back).
-    pub(crate) fn insert_port(&mut self, slot: Box<PortSlot<L>>) -> InsertResult<L> {
+    /// Out of memory (nothing changed; the reference is handed back).
+    pub(crate) fn insert_port(&mut self, slot: PortRef<L>) -> InsertResult<L> {
         if self.ports.try_reserve(1).is_err() {
             return Err((CalloutError::Core(vsflow_core::Error::OutOfMemory), slot));
         }
-        Ok(self.ports.insert(slot.key, slot))
+        let replaced = self.ports.insert(slot.key, slot);
+        if let Some(old) = &replaced {
+            old.removed.store(true, Ordering::Release);
+        }
+        Ok(replaced)
     }
 
-    /// Forgets a switch and returns its ports (the caller frees them after releasing the map).
+    /// Forgets a switch and returns the map's references to its ports (the caller drops them
+    /// after releasing the map).
     ///
     /// # Errors
     /// Out of memory (nothing removed).
-    pub(crate) fn remove_switch(&mut self, id: u32) -> Result<Vec<Box<PortSlot<L>>>, CalloutError> {
+    pub(crate) fn remove_switch(&mut self, id: u32) -> Result<Vec<PortRef<L>>, CalloutError> {
         let n = self.ports.keys().filter(|k| k.switch == id).count();
         let mut gone = Vec::new();
         gone.try_reserve_exact(n)?;
         gone.extend(self.ports.extract_if(|k, _| k.switch == id).map(|(_, slot)| slot));
+        for slot in &gone {
+            slot.removed.store(true, Ordering::Release);
+        }
         self.switches.retain(|s| s.id != id);
         Ok(gone)
     }
 }
 
-/// What [`Master::insert_port`] gives back: the port replaced, or the error and the slot.
-pub(crate) type InsertResult<L> =
-    Result<Option<Box<PortSlot<L>>>, (CalloutError, Box<PortSlot<L>>)>;
+/// What [`Master::insert_port`] gives back: the port replaced, or the error and the port.
+pub(crate) type InsertResult<L> = Result<Option<PortRef<L>>, (CalloutError, PortRef<L>)>;
 
 /// One processor's lock, alone on its cache lines.
 ///
@@ -253,7 +363,9 @@ impl<S: KernelServices> PortMap<S> {
     }
 
     /// Runs `f` on the map under the current processor's lock, shared; `None` once closed
-    /// (stop). Any IRQL `<= DISPATCH_LEVEL`; `f` runs at `DISPATCH_LEVEL` and must be short.
+    /// (stop). Any IRQL `<= DISPATCH_LEVEL`; `f` runs at `DISPATCH_LEVEL` and must be short:
+    /// find a port (and take a reference), or judge one packet. Anything longer takes a
+    /// reference ([`PortMap::get`], [`PortMap::snapshot`]) and works after the lock is gone.
     pub(crate) fn read<R>(&self, cpu: u32, f: impl FnOnce(&Index<S::Lock>) -> R) -> Option<R> {
         let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
         let _shared = SharedGuard::acquire(&lock.lock);
@@ -264,6 +376,43 @@ impl<S: KernelServices> PortMap<S> {
             return None;
         }
         Some(f(map))
+    }
+
+    /// A reference to the port `find` picks, taken under the current processor's lock (held
+    /// only for the lookup); `None` if there is none or the map is closed.
+    pub(crate) fn get(
+        &self,
+        cpu: u32,
+        find: impl FnOnce(&Index<S::Lock>) -> Option<PortKey>,
+    ) -> Option<PortRef<S::Lock>> {
+        self.read(cpu, |ix| find(ix).and_then(|key| ix.port_ref(key))).flatten()
+    }
+
+    /// A reference to every port, for a walk that visits them one at a time after the map
+    /// lock is released. The list is allocated before the lock is taken (a few ports of slack;
+    /// if ports came meanwhile it is allocated again), so the lock is held only to count
+    /// references in.
+    ///
+    /// # Errors
+    /// Out of memory; `InvalidState` once closed.
+    pub(crate) fn snapshot(&self, cpu: u32) -> Result<Vec<PortRef<S::Lock>>, CalloutError> {
+        let mut refs: Vec<PortRef<S::Lock>> = Vec::new();
+        loop {
+            let n = self.read(cpu, Index::len).ok_or(CalloutError::InvalidState)?;
+            refs.try_reserve_exact(n.saturating_add(8))?;
+            let filled = self
+                .read(cpu, |ix| {
+                    if ix.len() > refs.capacity() {
+                        return false;
+                    }
+                    refs.extend(ix.ports.values().map(PortRef::clone_ref));
+                    true
+                })
+                .ok_or(CalloutError::InvalidState)?;
+            if filled {
+                return Ok(refs);
+            }
+        }
     }
 
     /// Changes the map with `f` under every processor's lock, exclusive (any IRQL
@@ -289,18 +438,21 @@ impl<S: KernelServices> PortMap<S> {
         r
     }
 
-    /// Closes the map (stop): waits for every reader in flight (classify included), then frees
-    /// every port; returns the classify calls they had counted. Readers get `None` from then
-    /// on.
+    /// Closes the map (stop): waits for every reader in flight (classify included), then drops
+    /// the map's reference to every port; returns the classify calls they had counted. Readers
+    /// get `None` from then on.
     pub(crate) fn close(&self) -> u64 {
         let gone = self.update(|m| {
             m.closed = true;
             m.switches.clear();
             let mut ports = HashMap::with_hasher(FixedState::with_seed(0));
             core::mem::swap(&mut ports, &mut m.ports);
+            for slot in ports.values() {
+                slot.removed.store(true, Ordering::Release);
+            }
             Ok(ports)
         });
-        // Freed outside the locks.
+        // Dropped outside the locks.
         gone.map_or(0, |ports| {
             ports.into_values().map(|slot| slot.state.lock().classify_calls).sum()
         })

@@ -10,10 +10,18 @@
 //! BFE stop and restart (`FwpmBfeStateSubscribeChanges0` remarks; WFPSampler): on
 //! `STOP_PENDING` the engine handle is closed (BFE drops dynamic objects and invalidates
 //! handles) and the driver goes back to waiting; on `RUNNING` every object is added again.
-//! Run-time callouts and the vSwitch subscription are kernel objects and stay.
+//! Run-time callouts and the vSwitch subscription are kernel objects and stay. Before adding
+//! objects again the driver finishes every pended restore and holds new ones off (they complete
+//! synchronously until the objects are in): "Using Virtual Switch Filtering" — a callout must
+//! not add or delete filters before completing a pended vSwitch notification. A BFE state change
+//! that arrives while a registration runs is remembered, not dropped: a `STOP_PENDING` seen
+//! then makes the registration close its engine handle when it ends and wait for `RUNNING`
+//! again (or register again at once if BFE already runs again), so the driver never believes
+//! it runs on an engine that is gone.
 //!
-//! Stop (PASSIVE), in this order: unsubscribe BFE state; close the pending set, complete every
-//! pended notification and flush the work item; unsubscribe vSwitch events; wait for vSwitch
+//! Stop (PASSIVE), in this order: unsubscribe BFE state; close the pending set, finish every
+//! pended restore (decode, apply, complete: never cancelled, so unloading during a migration
+//! fails no VM) and flush the work item; unsubscribe vSwitch events; wait for vSwitch
 //! callbacks in flight; delete the objects and close the engine (dynamic filters go); unregister
 //! the callouts (on `STATUS_DEVICE_BUSY`, wait and retry: a driver cannot unload until its
 //! callouts are unregistered); close the port map (waits for classify calls in flight, frees
@@ -63,6 +71,12 @@ pub struct Registration {
     pub(crate) bfe: usize,
     /// A registration attempt is running (guards against a BFE callback racing stop).
     pub(crate) busy: bool,
+    /// BFE reported `STOP_PENDING` while a registration was running: it closes its handle
+    /// when it ends.
+    pub(crate) stop_seen: bool,
+    /// BFE reported `RUNNING` while a registration was running: it tries again if it ends
+    /// without being registered.
+    pub(crate) running_seen: bool,
 }
 
 impl Default for Registration {
@@ -74,6 +88,8 @@ impl Default for Registration {
             subscription: None,
             bfe: 0,
             busy: false,
+            stop_seen: false,
+            running_seen: false,
         }
     }
 }
@@ -173,6 +189,12 @@ impl<S: KernelServices> Driver<S> {
             }
             sys::FWPM_SERVICE_STOP_PENDING => {
                 let mut reg = self.reg.lock();
+                if reg.busy {
+                    // A registration is adding objects to the engine that is going away: it
+                    // acts on this when it ends (`register_all`).
+                    reg.stop_seen = true;
+                    return;
+                }
                 if reg.phase != Phase::Running {
                     return;
                 }
@@ -204,26 +226,68 @@ impl<S: KernelServices> Driver<S> {
         e
     }
 
-    /// Registers callouts, objects and the vSwitch subscription (idempotent).
+    /// Registers callouts, objects and the vSwitch subscription (idempotent). `PASSIVE_LEVEL`.
+    ///
+    /// With the vSwitch subscription already in place (a re-registration after a BFE
+    /// restart), pended restores are finished first and new ones held off until the objects
+    /// are in. A BFE state change reported meanwhile is acted on when the attempt ends.
     pub(crate) fn register_all(&self) -> Result<(), CalloutError> {
         {
             let mut reg = self.reg.lock();
-            if reg.phase != Phase::WaitingForBfe || reg.busy {
+            if reg.busy {
+                reg.running_seen = true;
+                return Ok(());
+            }
+            if reg.phase != Phase::WaitingForBfe {
                 return Ok(());
             }
             reg.busy = true;
+            reg.stop_seen = false;
+            reg.running_seen = false;
         }
-        let result = self.register_inner();
-        let mut reg = self.reg.lock();
-        reg.busy = false;
-        if result.is_ok() {
-            reg.phase = Phase::Running;
+        let subscribed = self.reg.lock().subscription.is_some();
+        if subscribed {
+            self.pending.lock().hold(true);
+            self.run_deferred();
+            self.services.flush_deferred_work();
         }
-        drop(reg);
-        if let Err(e) = result {
-            self.log(LogLevel::Error, format_args!("registration failed: {e}"));
-        } else {
-            self.log(LogLevel::Info, format_args!("registered at the vSwitch transport layers"));
+        let result = loop {
+            let result = self.register_inner();
+            let stop_seen = core::mem::take(&mut self.reg.lock().stop_seen);
+            if stop_seen {
+                // BFE began to stop while the objects went in: they go with it. Close the
+                // handle as on STOP_PENDING and wait for RUNNING, unless BFE runs again already.
+                self.close_engine();
+                self.log(
+                    LogLevel::Warning,
+                    format_args!("base filtering engine stopping during registration; waiting"),
+                );
+            }
+            // SAFETY: no preconditions.
+            let running = unsafe { sys::FwpmBfeStateGet0() } == sys::FWPM_SERVICE_RUNNING;
+            let mut reg = self.reg.lock();
+            let retry = core::mem::take(&mut reg.running_seen);
+            if result.is_ok() && !stop_seen {
+                reg.phase = Phase::Running;
+            } else if stop_seen && (running || retry) {
+                // Registered into an engine that stopped and runs again: once more.
+                continue;
+            }
+            reg.busy = false;
+            break if stop_seen { Ok(()) } else { result };
+        };
+        if subscribed {
+            self.pending.lock().hold(false);
+        }
+        match &result {
+            Err(e) => self.log(LogLevel::Error, format_args!("registration failed: {e}")),
+            Ok(()) if self.phase() == Phase::Running => {
+                self.log(
+                    LogLevel::Info,
+                    format_args!("registered at the vSwitch transport layers"),
+                );
+            }
+            Ok(()) => {}
         }
         result
     }
@@ -434,9 +498,10 @@ impl<S: KernelServices> Driver<S> {
         // 1. No more registration attempts from BFE callbacks (assumes unsubscribe waits for a
         //    running callback: verify on Windows, item 8).
         self.unsubscribe_bfe();
-        // 2. Complete everything pended, refuse new pended work, and flush the work item
-        //    (restores arriving from now on are handled synchronously).
-        self.cancel_all();
+        // 2. Refuse new pended work (restores arriving from now on are handled synchronously),
+        //    finish everything pended (decode, apply, complete: a cancelled restore fails the
+        //    VM's whole restore) and flush the work item.
+        self.finish_all();
         self.services.flush_deferred_work();
         // 3. No more vSwitch callbacks, then wait for those in flight.
         let subscription = self.reg.lock().subscription.take();

@@ -46,6 +46,8 @@ pub enum DegradedReason {
     UnknownPort,
     /// Memory ran out while applying it.
     OutOfMemory,
+    /// Longer than the format's maximum (65,535 bytes): refused before it was copied.
+    Oversized,
 }
 
 /// One diagnostic event.

@@ -203,28 +203,40 @@ fn the_checker_catches_a_protocol_that_completes_without_removing() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Port delete vs classify vs restore vs unload: the port map (ports.rs).
+// Port delete vs classify vs restore vs walks vs unload: the port map (ports.rs).
 //
 // A step-level model of `PortMap`: one reader/writer spin lock per processor; a reader takes its
-// processor's lock shared, a writer takes every processor's lock exclusively in order, changes
-// the map and frees what it removed after releasing them. Explored over every interleaving with
-// memoized states. Actors: classify on each processor, the restore worker (whoever removes a
-// pended entry completes it, then applies through the map as a reader), a port delete (cancel
-// the port's pended restores, then the exclusive update), and stop (close the pending set and
-// cancel all, then close the map: exclusive, take every port, free them). Checked in every
-// reachable state: no reader uses a freed port, no deadlock; at the end every pended
-// notification completed exactly once, every port freed, every lock free.
+// processor's lock shared, a writer takes every processor's lock exclusively in order, and while
+// a writer waits for a lock no new reader gets it ("Reader/Writer Spin Locks"). Classify judges
+// its packet under the shared hold (one step). Everything longer takes a *reference* on the port
+// under the shared hold, lets the lock go, and works outside it (several steps): the restore
+// worker (whoever removes a pended entry completes it, then applies through a reference) and a
+// walk (references to every port under one hold, then one port at a time). A writer changes the
+// map and drops the map's reference to what it removed after releasing the locks; a port is
+// freed when its last reference goes. Actors: classify on each processor, the worker, a walk, a
+// port delete (cancel the port's pended restores, then the exclusive update), and stop (close
+// the pending set and finish everything pended, then close the map). Explored over every
+// interleaving with memoized states. Checked in every reachable state: no one uses a freed
+// port; no writer waits at a processor's lock held by long work (it would hold the locks of the
+// processors before it meanwhile, and with them every packet there); no deadlock. At the end
+// every pended notification completed exactly once, every port freed, every lock free.
 // ---------------------------------------------------------------------------------------------
 
 mod portmap {
     use std::collections::{BTreeMap, BTreeSet, HashSet};
 
     const CPUS: usize = 2;
+    /// Steps of work a reference holder does on its port (long work, in the model's units).
+    const WORK: u8 = 2;
 
     #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, Default)]
     struct RwLock {
         shared: u32,
         exclusive: bool,
+        /// Writers waiting for it: no new reader gets in meanwhile.
+        waiting: u32,
+        /// Shared holders doing long work under it (only the broken design of the last test).
+        long: u32,
     }
 
     #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -232,8 +244,24 @@ mod portmap {
         Start,
         /// Holds its processor's lock shared.
         Holding,
-        /// Holds it and uses port `p` (under the port's lock).
+        /// Holds it and judges a packet of port `p` (under the port's lock).
         Using(u32),
+        Done,
+    }
+
+    /// Someone who works on a port for longer than a packet, through a reference.
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+    enum Holder {
+        Start,
+        /// Holds its processor's lock shared, about to look the port up.
+        Holding,
+        /// Works on port `p` (`left` more steps), holding a reference; `locked`: still holding
+        /// the processor's map lock (the old design, where long work ran under it).
+        Working {
+            p: u32,
+            left: u8,
+            locked: bool,
+        },
         Done,
     }
 
@@ -241,9 +269,11 @@ mod portmap {
     enum Writer {
         /// Holds the first `n` processors' locks exclusively.
         Locking(usize),
+        /// Holds the first `n` and waits for lock `n` (counted in its `waiting`).
+        Waiting(usize),
         /// Changed the map; releasing (holds `n` locks still).
         Releasing(usize),
-        /// Locks released; frees what it removed.
+        /// Locks released; drops the map's references to what it removed.
         Freeing,
         Done,
     }
@@ -260,12 +290,21 @@ mod portmap {
             port: u32,
             done: bool,
         },
-        /// The work item on processor `cpu`: take; remove (then complete); apply as a reader.
+        /// The work item on processor `cpu`: take; remove (then complete after applying);
+        /// apply through a reference.
         Worker {
             cpu: usize,
             job: Option<(usize, u32)>,
             removed: bool,
-            r: Reader,
+            h: Holder,
+        },
+        /// A walk over every port (expiry sweep, ListPorts): references to all under one hold
+        /// (`taken`), then each port in turn (`left`: a bit per port still to visit).
+        Walk {
+            cpu: usize,
+            taken: bool,
+            holding: bool,
+            left: u8,
         },
         /// Port delete: cancel its pended restores, then the exclusive update.
         Delete {
@@ -273,7 +312,7 @@ mod portmap {
             cancelled: bool,
             w: Writer,
         },
-        /// Stop: close the pending set and cancel everything, then close the map.
+        /// Stop: close the pending set and finish everything pended, then close the map.
         Stop {
             cancelled: bool,
             w: Writer,
@@ -285,8 +324,10 @@ mod portmap {
         locks: [RwLock; CPUS],
         closed: bool,
         map: BTreeSet<u32>,
+        /// References to each port (the map's one included).
+        refs: BTreeMap<u32, u32>,
         freed: BTreeSet<u32>,
-        /// Removed by a writer, not yet freed: (writer index, port).
+        /// Removed by a writer, its reference not yet dropped: (writer index, port).
         removed: BTreeSet<(usize, u32)>,
         /// Pended: (context, port, taken by the worker).
         pending: Vec<(usize, u32, bool)>,
@@ -294,6 +335,8 @@ mod portmap {
         pended: Vec<usize>,
         completed: BTreeMap<usize, u32>,
         actors: Vec<Actor>,
+        /// The old design: long work holds the map lock (the checker must catch it).
+        work_under_map_lock: bool,
     }
 
     impl World {
@@ -302,6 +345,7 @@ mod portmap {
                 locks: [RwLock::default(); CPUS],
                 closed: false,
                 map: ports.iter().copied().collect(),
+                refs: ports.iter().map(|&p| (p, 1)).collect(),
                 freed: BTreeSet::new(),
                 removed: BTreeSet::new(),
                 pending: Vec::new(),
@@ -309,6 +353,7 @@ mod portmap {
                 pended: Vec::new(),
                 completed: BTreeMap::new(),
                 actors,
+                work_under_map_lock: false,
             }
         }
 
@@ -316,14 +361,37 @@ mod portmap {
             *self.completed.entry(ctx).or_default() += 1;
         }
 
-        /// One step of a reader on `cpu` wanting `port`; `None` when blocked.
+        /// Takes `cpu`'s lock shared if no writer holds it or waits for it.
+        fn lock_shared(&mut self, cpu: usize) -> bool {
+            let l = &mut self.locks[cpu];
+            if l.exclusive || l.waiting > 0 {
+                return false;
+            }
+            l.shared += 1;
+            true
+        }
+
+        fn drop_ref(&mut self, p: u32) {
+            let n = self.refs.get_mut(&p).expect("a counted port");
+            assert!(*n > 0, "port {p}: reference dropped twice");
+            *n -= 1;
+            if *n == 0 {
+                assert!(!self.map.contains(&p), "port {p} freed while still in the map");
+                self.freed.insert(p);
+            }
+        }
+
+        fn use_port(&self, p: u32) {
+            assert!(!self.freed.contains(&p), "port {p} used after free");
+        }
+
+        /// One step of a classify on `cpu` wanting `port`; `None` when blocked.
         fn read_step(&mut self, cpu: usize, r: Reader, port: u32) -> Option<Reader> {
             Some(match r {
                 Reader::Start => {
-                    if self.locks[cpu].exclusive {
+                    if !self.lock_shared(cpu) {
                         return None;
                     }
-                    self.locks[cpu].shared += 1;
                     Reader::Holding
                 }
                 Reader::Holding => {
@@ -335,11 +403,50 @@ mod portmap {
                     }
                 }
                 Reader::Using(p) => {
-                    assert!(!self.freed.contains(&p), "port {p} used after free");
+                    self.use_port(p);
                     self.locks[cpu].shared -= 1;
                     Reader::Done
                 }
                 Reader::Done => return None,
+            })
+        }
+
+        /// One step of a reference holder on `cpu` working on `port`; `None` when blocked.
+        fn hold_step(&mut self, cpu: usize, h: Holder, port: u32) -> Option<Holder> {
+            Some(match h {
+                Holder::Start => {
+                    if !self.lock_shared(cpu) {
+                        return None;
+                    }
+                    Holder::Holding
+                }
+                Holder::Holding => {
+                    if self.closed || !self.map.contains(&port) {
+                        self.locks[cpu].shared -= 1;
+                        return Some(Holder::Done);
+                    }
+                    *self.refs.get_mut(&port).expect("a counted port") += 1;
+                    let locked = self.work_under_map_lock;
+                    if locked {
+                        self.locks[cpu].long += 1;
+                    } else {
+                        self.locks[cpu].shared -= 1;
+                    }
+                    Holder::Working { p: port, left: WORK, locked }
+                }
+                Holder::Working { p, left, locked } => {
+                    self.use_port(p);
+                    if left > 0 {
+                        return Some(Holder::Working { p, left: left - 1, locked });
+                    }
+                    if locked {
+                        self.locks[cpu].long -= 1;
+                        self.locks[cpu].shared -= 1;
+                    }
+                    self.drop_ref(p);
+                    Holder::Done
+                }
+                Holder::Done => return None,
             })
         }
 
@@ -354,8 +461,25 @@ mod portmap {
                 Writer::Locking(n) if n < CPUS => {
                     let l = &mut self.locks[n];
                     if l.exclusive || l.shared > 0 {
+                        l.waiting += 1;
+                        return Some(Writer::Waiting(n));
+                    }
+                    l.exclusive = true;
+                    Writer::Locking(n + 1)
+                }
+                Writer::Waiting(n) => {
+                    let l = &mut self.locks[n];
+                    if l.exclusive || l.shared > 0 {
+                        // Waiting here holds the locks of processors 0..n: it must only ever
+                        // wait for short holds.
+                        assert!(
+                            l.long == 0,
+                            "a writer holding {n} processors' locks waits for long work under \
+                             processor {n}'s map lock"
+                        );
                         return None;
                     }
+                    l.waiting -= 1;
                     l.exclusive = true;
                     Writer::Locking(n + 1)
                 }
@@ -373,7 +497,7 @@ mod portmap {
                         self.removed.iter().filter(|(w, _)| *w == me).copied().collect();
                     for (w, p) in mine {
                         self.removed.remove(&(w, p));
-                        self.freed.insert(p);
+                        self.drop_ref(p);
                     }
                     Writer::Done
                 }
@@ -402,7 +526,7 @@ mod portmap {
                     let Some(e) = self.pending.iter_mut().find(|e| !e.2) else { return false };
                     e.2 = true;
                     let (ctx, port) = (e.0, e.1);
-                    Actor::Worker { cpu, job: Some((ctx, port)), removed: false, r: Reader::Start }
+                    Actor::Worker { cpu, job: Some((ctx, port)), removed: false, h: Holder::Start }
                 }
                 // Decoded outside every lock; whoever removes the entry completes it.
                 Actor::Worker { cpu, job: Some((ctx, port)), removed: false, .. } => {
@@ -413,22 +537,48 @@ mod portmap {
                                 cpu,
                                 job: Some((ctx, port)),
                                 removed: true,
-                                r: Reader::Start,
+                                h: Holder::Start,
                             }
                         }
-                        None => Actor::Worker { cpu, job: None, removed: false, r: Reader::Start },
+                        None => Actor::Worker { cpu, job: None, removed: false, h: Holder::Start },
                     }
                 }
-                // Apply under the port's lock, found through the map; then complete.
-                Actor::Worker { cpu, job: Some((ctx, port)), removed: true, r } => {
-                    match self.read_step(cpu, r, port) {
-                        Some(Reader::Done) => {
+                // Apply through a reference to the port; then complete.
+                Actor::Worker { cpu, job: Some((ctx, port)), removed: true, h } => {
+                    match self.hold_step(cpu, h, port) {
+                        Some(Holder::Done) => {
                             self.complete(ctx);
-                            Actor::Worker { cpu, job: None, removed: false, r: Reader::Start }
+                            Actor::Worker { cpu, job: None, removed: false, h: Holder::Start }
                         }
-                        Some(r) => Actor::Worker { cpu, job: Some((ctx, port)), removed: true, r },
+                        Some(h) => Actor::Worker { cpu, job: Some((ctx, port)), removed: true, h },
                         None => return false,
                     }
+                }
+                Actor::Walk { cpu, taken: false, holding: false, left } => {
+                    if !self.lock_shared(cpu) {
+                        return false;
+                    }
+                    Actor::Walk { cpu, taken: false, holding: true, left }
+                }
+                Actor::Walk { cpu, taken: false, holding: true, .. } => {
+                    let mut left = 0u8;
+                    if !self.closed {
+                        for &p in &self.map {
+                            left |= 1 << p;
+                        }
+                        for p in self.map.clone() {
+                            *self.refs.get_mut(&p).expect("a counted port") += 1;
+                        }
+                    }
+                    self.locks[cpu].shared -= 1;
+                    Actor::Walk { cpu, taken: true, holding: false, left }
+                }
+                Actor::Walk { left: 0, .. } => return false,
+                Actor::Walk { cpu, taken: true, left, .. } => {
+                    let p = left.trailing_zeros();
+                    self.use_port(p);
+                    self.drop_ref(p);
+                    Actor::Walk { cpu, taken: true, holding: false, left: left & !(1 << p) }
                 }
                 Actor::Delete { port, cancelled: false, w } => {
                     match self.pending.iter().position(|e| e.1 == port) {
@@ -451,10 +601,13 @@ mod portmap {
                         None => return false,
                     }
                 }
+                // Stop finishes what is pended (decode, apply, complete with success), one
+                // entry per step; entries the worker took are its own to complete.
                 Actor::Stop { cancelled: false, w } => {
                     self.pending_closed = true;
-                    match self.pending.pop() {
-                        Some((ctx, _, _)) => {
+                    match self.pending.iter().position(|e| !e.2) {
+                        Some(at) => {
+                            let (ctx, _, _) = self.pending.remove(at);
                             self.complete(ctx);
                             Actor::Stop { cancelled: false, w }
                         }
@@ -485,6 +638,7 @@ mod portmap {
                 Actor::Classify { r: Reader::Done, .. }
                     | Actor::Restore { done: true, .. }
                     | Actor::Worker { job: None, .. }
+                    | Actor::Walk { taken: true, left: 0, .. }
                     | Actor::Delete { w: Writer::Done, .. }
                     | Actor::Stop { w: Writer::Done, .. }
             )
@@ -497,11 +651,17 @@ mod portmap {
                     return Err(format!("notification {ctx:#x} completed {n} times"));
                 }
             }
-            if self.locks.iter().any(|l| l.shared > 0 || l.exclusive) {
+            if self.locks.iter().any(|l| l.shared > 0 || l.exclusive || l.waiting > 0) {
                 return Err("a lock is still held".to_owned());
             }
             if !self.map.is_empty() || !self.removed.is_empty() {
                 return Err("ports left after stop".to_owned());
+            }
+            if let Some((p, n)) = self.refs.iter().find(|(_, n)| **n > 0) {
+                return Err(format!("port {p} still has {n} references after stop"));
+            }
+            if self.freed.len() != self.refs.len() {
+                return Err("a port was never freed".to_owned());
             }
             Ok(())
         }
@@ -529,11 +689,23 @@ mod portmap {
         }
     }
 
-    fn run(ports: &[u32], actors: Vec<Actor>) -> (u64, usize) {
+    fn run_world(world: &World) -> (u64, usize) {
         let mut seen = HashSet::new();
         let mut ends = 0;
-        explore(&World::new(ports, actors), &mut seen, &mut ends);
+        explore(world, &mut seen, &mut ends);
         (ends, seen.len())
+    }
+
+    fn run(ports: &[u32], actors: Vec<Actor>) -> (u64, usize) {
+        run_world(&World::new(ports, actors))
+    }
+
+    const fn walk(cpu: usize) -> Actor {
+        Actor::Walk { cpu, taken: false, holding: false, left: 0 }
+    }
+
+    const fn worker(cpu: usize) -> Actor {
+        Actor::Worker { cpu, job: None, removed: false, h: Holder::Start }
     }
 
     #[test]
@@ -544,8 +716,24 @@ mod portmap {
                 Actor::Restore { port: 1, done: false },
                 Actor::Classify { cpu: 0, port: 1, r: Reader::Start },
                 Actor::Classify { cpu: 1, port: 1, r: Reader::Start },
-                Actor::Worker { cpu: 1, job: None, removed: false, r: Reader::Start },
+                worker(1),
                 Actor::Delete { port: 1, cancelled: false, w: Writer::Locking(0) },
+                Actor::Stop { cancelled: false, w: Writer::Locking(0) },
+            ],
+        );
+        assert!(ends >= 2 && states > 1_000, "{ends} end states, {states} states");
+    }
+
+    #[test]
+    fn a_walk_and_the_worker_hold_references_across_a_delete_and_a_stop() {
+        let (ends, states) = run(
+            &[1, 2],
+            vec![
+                Actor::Restore { port: 2, done: false },
+                walk(1),
+                worker(0),
+                Actor::Classify { cpu: 0, port: 2, r: Reader::Start },
+                Actor::Delete { port: 2, cancelled: false, w: Writer::Locking(0) },
                 Actor::Stop { cancelled: false, w: Writer::Locking(0) },
             ],
         );
@@ -578,5 +766,41 @@ mod portmap {
         w.freed.insert(1);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.step(0)));
         assert!(r.is_err(), "use after free detected");
+    }
+
+    #[test]
+    fn the_model_catches_a_port_freed_under_a_reference() {
+        // A delete that frees the port outright (no reference counting) while the worker
+        // applies through its reference: the exploration must find the use after free.
+        let mut w = World::new(&[1], vec![worker(0)]);
+        w.pending.push((0x1000, 1, false));
+        w.pended.push(0x1000);
+        for _ in 0..4 {
+            assert!(w.step(0)); // take, remove, lock, reference
+        }
+        w.map.remove(&1);
+        w.freed.insert(1); // the broken delete
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.step(0)));
+        assert!(r.is_err(), "use after free detected");
+    }
+
+    #[test]
+    fn the_model_catches_long_work_under_the_map_lock() {
+        // The old design: the worker applied (and saves, sweeps and IOCTL walks ran) under the
+        // map lock. A port delete then waits at that processor holding the others' locks.
+        let mut world = World::new(
+            &[1, 2],
+            vec![
+                Actor::Restore { port: 1, done: false },
+                worker(1),
+                Actor::Delete { port: 2, cancelled: false, w: Writer::Locking(0) },
+                Actor::Classify { cpu: 0, port: 2, r: Reader::Start },
+                Actor::Stop { cancelled: false, w: Writer::Locking(0) },
+            ],
+        );
+        world.work_under_map_lock = true;
+        let r = std::panic::catch_unwind(|| run_world(&world));
+        let msg = r.err().and_then(|e| e.downcast::<String>().ok()).expect("caught");
+        assert!(msg.contains("waits for long work"), "{msg}");
     }
 }

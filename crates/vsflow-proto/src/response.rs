@@ -12,7 +12,7 @@ use crate::request::PortRef;
 use crate::wire::{HEADER_LEN, Header, Reader, Writer, count32, ensure};
 
 /// Driver-wide counters, in wire order (the driver's `DriverStats`).
-pub const DRIVER_COUNTER_NAMES: [&str; 16] = [
+pub const DRIVER_COUNTER_NAMES: [&str; 17] = [
     "classify_calls",
     "trusted_port_packets",
     "unknown_port_packets",
@@ -29,6 +29,7 @@ pub const DRIVER_COUNTER_NAMES: [&str; 16] = [
     "restores_unknown_port",
     "reorder_events",
     "settings_refused",
+    "restores_oversized",
 ];
 
 /// A writer over exactly the `needed` bytes of `out`, header written.

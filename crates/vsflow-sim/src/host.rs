@@ -471,6 +471,20 @@ impl Host {
     /// callouts (fwpkclnt, in the kernel) and vSwitch subscriptions stay.
     pub fn stop_bfe(&mut self) {
         self.bfe_transition(sys::FWPM_SERVICE_STOP_PENDING);
+        self.finish_bfe_stop();
+    }
+
+    /// Makes BFE begin to stop right after the driver's next successful `call` (an engine
+    /// function name, e.g. `"FwpmTransactionCommit0"`) returns: subscribers hear
+    /// `STOP_PENDING` then, from another thread, while the driver may be in the middle of
+    /// registering. The stop completes with [`Host::finish_bfe_stop`].
+    pub fn stop_bfe_after(&self, call: &'static str) {
+        with_host_id(self.id, |s| s.engine.stop_after = Some(call));
+    }
+
+    /// The rest of a BFE stop whose `STOP_PENDING` was already delivered: every session's
+    /// handle becomes invalid, dynamic sessions' objects are deleted, subscribers hear STOPPED.
+    pub fn finish_bfe_stop(&mut self) {
         with_host_id(self.id, |s| {
             let sessions: Vec<_> = s.engine.sessions.drain(..).collect();
             for session in sessions {
@@ -920,6 +934,27 @@ impl Host {
             }
         });
         results.first().map_or(sys::STATUS_SUCCESS, |r| r.status)
+    }
+
+    /// Sends `PORT_CREATE` (`create`) or `PORT_DELETE` for `port` on switch `sw` without
+    /// recording it in the host's list of the switch's ports (so it takes `&self`): for tests
+    /// that raise port events on one thread while others save, restore or send packets.
+    #[must_use]
+    pub fn port_notification(&self, sw: usize, port: &SimPort, create: bool) -> NTSTATUS {
+        let params = switch_params(&self.switches[sw].name);
+        let pp = port_params(port, false);
+        let event = if create {
+            sys::FWPS_VSWITCH_EVENT_PORT_CREATE
+        } else {
+            sys::FWPS_VSWITCH_EVENT_PORT_DELETE
+        };
+        self.port_event(event, &params, &pp)
+    }
+
+    /// Interrupts that hold up one of this host's processors ([`crate::kernel::interrupts`]).
+    #[must_use]
+    pub fn interrupts(&self) -> &crate::kernel::interrupts::InterruptHold {
+        &self.shared.interrupts
     }
 
     /// Deletes a VM port.

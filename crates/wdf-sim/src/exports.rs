@@ -263,7 +263,9 @@ pub unsafe extern "C" fn WdfRegistryClose(Key: WDFKEY) {
 // ---------------------------------------------------------------------------------------------
 // Control device (wdfcontrol.h, wdfdevice.h; fxdeviceapi.cpp WdfDeviceCreate, fxdevice.cpp)
 
-/// `WdfControlDeviceInitAllocate`: the SDDL string is required (NULL result on failure).
+/// `WdfControlDeviceInitAllocate`: PASSIVE_LEVEL; the SDDL must be a well-formed
+/// `UNICODE_STRING` (NULL result otherwise); its content is not parsed here
+/// (fxdeviceinitapi.cpp, fxdeviceinit.cpp `_AllocateControlDeviceInit`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn WdfControlDeviceInitAllocate(
     Driver: WDFDRIVER,
@@ -279,10 +281,8 @@ pub unsafe extern "C" fn WdfControlDeviceInitAllocate(
         let Some(sddl) = unicode(fw, "WdfControlDeviceInitAllocate", SDDLString) else {
             return std::ptr::null_mut();
         };
-        // An SDDL device-object string is a DACL ("D:" ...) of parenthesized ACEs.
-        if !sddl.starts_with("D:") || sddl.matches('(').count() != sddl.matches(')').count() {
-            return std::ptr::null_mut();
-        }
+        // Stored, not parsed (fxdeviceinit.cpp, _AllocateControlDeviceInit): WdfDeviceCreate
+        // hands it to IoCreateDeviceSecure, which parses it.
         let h = fw.handle();
         fw.inits.insert(h, DeviceInit { sddl, name: None });
         h as PWDFDEVICE_INIT
@@ -330,8 +330,9 @@ pub unsafe extern "C" fn WdfDeviceInitFree(DeviceInit: PWDFDEVICE_INIT) {
 }
 
 /// `WdfDeviceCreate`: PASSIVE_LEVEL; attributes with PARENT_NOT_ALLOWED | EXECUTION_LEVEL_ALLOWED
-/// | SYNCHRONIZATION_SCOPE_ALLOWED; SDDL needs a name (`STATUS_INVALID_SECURITY_DESCR`); on
-/// success the init structure is consumed and `*DeviceInit` set to NULL (fxdevice.cpp).
+/// | SYNCHRONIZATION_SCOPE_ALLOWED; SDDL needs a name (`STATUS_INVALID_SECURITY_DESCR`) and must
+/// be in the device-object subset ([`crate::sddl`]; `STATUS_INVALID_PARAMETER`); on success the
+/// init structure is consumed and `*DeviceInit` set to NULL (fxdevice.cpp).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn WdfDeviceCreate(
     DeviceInit: *mut PWDFDEVICE_INIT,
@@ -373,6 +374,11 @@ pub unsafe extern "C" fn WdfDeviceCreate(
             return status::INVALID_PARAMETER;
         };
         let Some(name) = init.name.clone() else { return status::INVALID_SECURITY_DESCR };
+        // FxDevice::CreateDevice -> IoCreateDeviceSecure parses the SDDL now ("SDDL for Device
+        // Objects": its subset only); a failure leaves the init structure to the driver.
+        if !crate::sddl::device_object_sddl_valid(&init.sddl) {
+            return status::INVALID_PARAMETER;
+        }
         let taken = fw.objects.values().any(
             |o| matches!(&o.kind, Kind::Device(d) if d.name.as_deref() == Some(name.as_str())),
         );
@@ -832,7 +838,10 @@ pub unsafe extern "C" fn WdfTimerStop(Timer: WDFTIMER, Wait: BOOLEAN) -> BOOLEAN
 // Objects (fxobjectapi.cpp WdfObjectDelete)
 
 /// `WdfObjectDelete`: deletes the object and its descendants, children first; work items are
-/// flushed and timers stopped as they are disposed. Requests are completed, never deleted.
+/// flushed and timers stopped as they are disposed. Requests are completed, never deleted. A
+/// device (or a tree holding one) only at PASSIVE_LEVEL (fxdevice.cpp `FxDevice::DeleteObject`:
+/// `FxVerifierCheckIrqlLevel(PASSIVE_LEVEL)`, then `IoDeleteDevice`); above it the call is
+/// reported and nothing is deleted.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn WdfObjectDelete(Object: WDFOBJECT) {
     let ok = framework::with(|fw| {
@@ -852,6 +861,15 @@ pub unsafe extern "C" fn WdfObjectDelete(Object: WDFOBJECT) {
                 handle: Object as usize,
                 expected: "a live object",
             });
+            return false;
+        }
+        // A control (legacy) device: FxDevice::DeleteObject checks PASSIVE_LEVEL (verifier)
+        // and deletes the WDM device object (IoDeleteDevice: PASSIVE_LEVEL). Refused above it.
+        let has_device = fw
+            .subtree(Object as usize)
+            .iter()
+            .any(|h| fw.objects.get(h).is_some_and(|o| matches!(o.kind, Kind::Device(_))));
+        if has_device && !fw.require_passive("WdfObjectDelete") {
             return false;
         }
         true
@@ -875,6 +893,7 @@ pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> K
             fw.violate(Violation::SpinLockRecursion);
         } else {
             fw.held_locks.push(SpinLock as usize);
+            fw.spin_irqls.insert(SpinLock as usize, old);
             // SAFETY: the driver's lock word.
             unsafe { SpinLock.write(1) };
         }
@@ -883,7 +902,8 @@ pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> K
     })
 }
 
-/// `KeReleaseSpinLock`: releases a held lock and restores the IRQL.
+/// `KeReleaseSpinLock`: releases a held lock and restores the IRQL, checked as
+/// [`Framework::spin_release`] says (IRQL, `NewIrql`, release order).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL) {
     framework::with(|fw| {
@@ -891,10 +911,11 @@ pub unsafe extern "C" fn KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL
             fw.held_locks.remove(i);
             // SAFETY: the driver's lock word.
             unsafe { SpinLock.write(0) };
+            fw.spin_release("KeReleaseSpinLock", SpinLock as usize, NewIrql);
         } else {
             fw.violate(Violation::SpinLockNotHeld);
+            fw.irql = NewIrql;
         }
-        fw.irql = NewIrql;
     });
 }
 
@@ -1122,9 +1143,11 @@ fn rw_acquire(call: &'static str, lock: PEX_SPIN_LOCK, exclusive: bool) -> KIRQL
         let old = fw.irql;
         let (shared, held_exclusive) =
             fw.rw_locks.get(&(lock as usize)).copied().unwrap_or((0, false));
-        // One simulated processor: waiting for another holder never ends. A shared holder that
-        // asks for the lock exclusively deadlocks on Windows too (documented).
-        if held_exclusive || (exclusive && shared > 0) {
+        // One simulated processor: a holder is the caller. "The caller must not already own
+        // this spin lock ... Recursive acquisition of a spin lock causes deadlock"
+        // (ExAcquireSpinLockShared/Exclusive), in either mode: a second shared hold deadlocks
+        // as soon as a writer waits between the two, an upgrade at once.
+        if held_exclusive || shared > 0 {
             fw.violate(Violation::SpinLockRecursion);
         } else {
             let entry = fw.rw_locks.entry(lock as usize).or_insert((0, false));
@@ -1133,6 +1156,7 @@ fn rw_acquire(call: &'static str, lock: PEX_SPIN_LOCK, exclusive: bool) -> KIRQL
             } else {
                 entry.0 += 1;
             }
+            fw.spin_irqls.insert(lock as usize, old);
             // SAFETY: the driver's lock word (nonzero while held).
             unsafe { lock.write(1) };
         }
@@ -1161,10 +1185,11 @@ fn rw_release(call: &'static str, lock: PEX_SPIN_LOCK, old: KIRQL, exclusive: bo
                 // SAFETY: the driver's lock word (zero when free).
                 unsafe { lock.write(0) };
             }
+            fw.spin_release(call, lock as usize, old);
         } else {
             fw.violate(Violation::BadArgument { call, what: "not held that way".into() });
+            fw.irql = old;
         }
-        fw.irql = old;
     });
 }
 
@@ -1190,6 +1215,70 @@ pub unsafe extern "C" fn ExAcquireSpinLockExclusive(SpinLock: PEX_SPIN_LOCK) -> 
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ExReleaseSpinLockExclusive(SpinLock: PEX_SPIN_LOCK, OldIrql: KIRQL) {
     rw_release("ExReleaseSpinLockExclusive", SpinLock, OldIrql, true);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Randomness (bcrypt.h; BCryptGenRandom, kernel mode through Cng.lib: cng.sys)
+
+/// `BCRYPT_RNG_USE_ENTROPY_IN_BUFFER` (ignored from Windows 8 on).
+const BCRYPT_RNG_USE_ENTROPY_IN_BUFFER: ULONG = 0x1;
+/// `BCRYPT_USE_SYSTEM_PREFERRED_RNG`.
+const BCRYPT_USE_SYSTEM_PREFERRED_RNG: ULONG = 0x2;
+/// SplitMix64's increment.
+pub(crate) const SPLITMIX_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// SplitMix64's output function.
+pub(crate) const fn splitmix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `BCryptGenRandom`, as its page documents it for kernel mode: with
+/// `BCRYPT_USE_SYSTEM_PREFERRED_RNG` `hAlgorithm` must be NULL and the call is "only supported at
+/// `PASSIVE_LEVEL` IRQL" (reported above it, and `STATUS_INVALID_PARAMETER`); a handle the
+/// double never opened (it has no algorithm providers) is `STATUS_INVALID_HANDLE`; a NULL
+/// buffer with a length, or an unknown flag, `STATUS_INVALID_PARAMETER`. The bytes come from a
+/// SplitMix64 stream whose state a test may set (`Session::set_rng_state`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn BCryptGenRandom(
+    hAlgorithm: PVOID,
+    pbBuffer: *mut u8,
+    cbBuffer: ULONG,
+    dwFlags: ULONG,
+) -> NTSTATUS {
+    framework::with(|fw| {
+        fw.calls.push("BCryptGenRandom");
+        if dwFlags & !(BCRYPT_RNG_USE_ENTROPY_IN_BUFFER | BCRYPT_USE_SYSTEM_PREFERRED_RNG) != 0 {
+            return status::INVALID_PARAMETER;
+        }
+        if dwFlags & BCRYPT_USE_SYSTEM_PREFERRED_RNG == 0 {
+            return status::INVALID_HANDLE;
+        }
+        if !hAlgorithm.is_null() {
+            return status::INVALID_PARAMETER;
+        }
+        if !fw.require_passive("BCryptGenRandom") {
+            return status::INVALID_PARAMETER;
+        }
+        if pbBuffer.is_null() && cbBuffer > 0 {
+            return status::INVALID_PARAMETER;
+        }
+        if fw.rng_fails {
+            return status::UNSUCCESSFUL;
+        }
+        if cbBuffer == 0 {
+            return status::SUCCESS;
+        }
+        // SAFETY: the caller's buffer of `cbBuffer` bytes (the DDI's contract), checked non-null.
+        let out = unsafe { std::slice::from_raw_parts_mut(pbBuffer, cbBuffer as usize) };
+        for chunk in out.chunks_mut(8) {
+            fw.rng_state = fw.rng_state.wrapping_add(SPLITMIX_GAMMA);
+            let word = splitmix64(fw.rng_state).to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        status::SUCCESS
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

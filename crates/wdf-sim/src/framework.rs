@@ -210,6 +210,8 @@ pub struct Framework {
     pub held_locks: Vec<usize>,
     /// Reader/writer spin locks (`EX_SPIN_LOCK`) held: address to (shared holders, exclusive).
     pub rw_locks: BTreeMap<usize, (u32, bool)>,
+    /// Spin locks of either kind held: address to the IRQL their acquisition returned.
+    pub spin_irqls: BTreeMap<usize, u8>,
     /// Rundown protections by address.
     pub rundowns: BTreeMap<usize, Rundown>,
     /// The kernel pool (`ExAllocatePool2`).
@@ -218,6 +220,12 @@ pub struct Framework {
     pub processors: u32,
     /// `KeGetCurrentProcessorNumberEx`.
     pub current_processor: u32,
+    /// The system-preferred RNG `BCryptGenRandom` draws from (a SplitMix64 stream; tests set
+    /// its state to know what the driver got).
+    pub rng_state: u64,
+    /// `BCryptGenRandom` fails (`STATUS_UNSUCCESSFUL`): a test's choice, to exercise the
+    /// driver's fallback.
+    pub rng_fails: bool,
     next_handle: usize,
 }
 
@@ -242,10 +250,13 @@ impl Default for Framework {
             running_timer: None,
             held_locks: Vec::new(),
             rw_locks: BTreeMap::new(),
+            spin_irqls: BTreeMap::new(),
             rundowns: BTreeMap::new(),
             pool: Pool::default(),
             processors: 4,
             current_processor: 0,
+            rng_state: 0x5EED_0000_0000_0001,
+            rng_fails: false,
             next_handle: 0x5F00_0000,
         }
     }
@@ -280,6 +291,44 @@ impl Framework {
             let irql = self.irql;
             self.violate(Violation::IrqlTooHigh { call, irql, max: DISPATCH_LEVEL });
         }
+    }
+
+    /// What every spin-lock release checks, after the lock at `lock` was taken out of
+    /// `held_locks` / `rw_locks`; then restores `new_irql`.
+    ///
+    /// `KeReleaseSpinLock`: "Callers of this routine are running at IRQL = `DISPATCH_LEVEL`"; "The
+    /// input `NewIrql` value must be the `OldIrql` returned by `KeAcquireSpinLock`" (and
+    /// `ExReleaseSpinLockShared`/`Exclusive`: "restores the IRQL to the original value that it
+    /// had on entry"). A release that takes the IRQL below `DISPATCH_LEVEL` while another spin
+    /// lock is held (locks released out of order) leaves the processor at a lower IRQL holding a
+    /// spin lock: reported too.
+    pub fn spin_release(&mut self, call: &'static str, lock: usize, new_irql: u8) {
+        if self.irql != DISPATCH_LEVEL {
+            let irql = self.irql;
+            self.violate(Violation::BadArgument {
+                call,
+                what: format!("called at IRQL {irql}: its callers run at DISPATCH_LEVEL"),
+            });
+        }
+        if let Some(acquired) = self.spin_irqls.remove(&lock)
+            && acquired != new_irql
+        {
+            self.violate(Violation::BadArgument {
+                call,
+                what: format!("NewIrql {new_irql}, but its acquisition returned {acquired}"),
+            });
+        }
+        let others = self.held_locks.len() + self.rw_locks.len();
+        if new_irql < DISPATCH_LEVEL && others > 0 {
+            self.violate(Violation::BadArgument {
+                call,
+                what: format!(
+                    "lowers the IRQL to {new_irql} while {others} other spin lock(s) are held \
+                     (released out of order)"
+                ),
+            });
+        }
+        self.irql = new_irql;
     }
 
     /// The object behind `handle`, if it is live and of the kind `expected` names.

@@ -9,7 +9,8 @@
 //! - object attributes validated per DDI as `FxValidateObjectAttributes` does ([`validate`]):
 //!   a zeroed `WDF_OBJECT_ATTRIBUTES` (`ExecutionLevel`/`SynchronizationScope` 0 = Invalid) is
 //!   `STATUS_WDF_OBJECT_ATTRIBUTES_INVALID`;
-//! - configuration structure sizes; the non-PnP control device sequence (SDDL, name,
+//! - configuration structure sizes; the non-PnP control device sequence (SDDL, parsed by
+//!   `WdfDeviceCreate` as `IoCreateDeviceSecure` does: [`sddl`]; name,
 //!   `WdfDeviceCreate`, symbolic link, default queue before `WdfControlFinishInitializing`, no
 //!   I/O until it is called);
 //! - `METHOD_BUFFERED` IOCTLs through a sequential queue with one shared system buffer, each
@@ -37,6 +38,7 @@ pub mod etw;
 pub mod exports;
 pub mod framework;
 pub mod pool;
+pub mod sddl;
 pub mod session;
 pub mod status;
 pub mod validate;

@@ -94,6 +94,24 @@ impl Session {
         framework::with(|fw| fw.parameters = None);
     }
 
+    /// The state of the system-preferred RNG `BCryptGenRandom` draws from; the bytes the next
+    /// call returns are [`Session::next_random`]'s.
+    pub fn set_rng_state(&self, state: u64) {
+        framework::with(|fw| fw.rng_state = state);
+    }
+
+    /// What the next 8 bytes of `BCryptGenRandom` will be for RNG state `state`, as a
+    /// little-endian `u64` (the SplitMix64 step the double uses).
+    #[must_use]
+    pub const fn next_random(state: u64) -> u64 {
+        crate::exports::splitmix64(state.wrapping_add(crate::exports::SPLITMIX_GAMMA))
+    }
+
+    /// Makes `BCryptGenRandom` fail from now on (`STATUS_UNSUCCESSFUL`).
+    pub fn fail_rng(&self) {
+        framework::with(|fw| fw.rng_fails = true);
+    }
+
     /// The build number `RtlGetVersion` reports.
     pub fn set_os_build(&self, build: u32) {
         framework::with(|fw| fw.os_build = build);

@@ -10,10 +10,14 @@ const fn s(v: u32) -> Status {
 
 /// `STATUS_SUCCESS` (ntstatus.h).
 pub const SUCCESS: Status = 0;
+/// `STATUS_UNSUCCESSFUL` (ntstatus.h).
+pub const UNSUCCESSFUL: Status = s(0xC000_0001);
 /// `STATUS_INFO_LENGTH_MISMATCH` (ntstatus.h): a structure's `Size` is wrong.
 pub const INFO_LENGTH_MISMATCH: Status = s(0xC000_0004);
 /// `STATUS_INVALID_PARAMETER` (ntstatus.h).
 pub const INVALID_PARAMETER: Status = s(0xC000_000D);
+/// `STATUS_INVALID_HANDLE` (ntstatus.h).
+pub const INVALID_HANDLE: Status = s(0xC000_0008);
 /// `STATUS_NO_SUCH_DEVICE` (ntstatus.h).
 pub const NO_SUCH_DEVICE: Status = s(0xC000_000E);
 /// `STATUS_INVALID_DEVICE_REQUEST` (ntstatus.h).

@@ -145,11 +145,14 @@ fn loaded() -> Session {
 /// strings that outlive the call).
 mod ddi {
     use super::{size, ustr};
-    use wdk_sys::ntddk::{KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, RtlGetVersion};
+    use wdk_sys::ntddk::{
+        ExAcquireSpinLockShared, ExReleaseSpinLockShared, KeAcquireSpinLockRaiseToDpc,
+        KeReleaseSpinLock, RtlGetVersion,
+    };
     use wdk_sys::{
-        KIRQL, KSPIN_LOCK, NTSTATUS, PWDFDEVICE_INIT, RTL_OSVERSIONINFOW, WDF_IO_QUEUE_CONFIG,
-        WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDFDEVICE, WDFDRIVER, WDFKEY, WDFOBJECT,
-        WDFQUEUE, WDFREQUEST, WDFWORKITEM, call_unsafe_wdf_function_binding,
+        EX_SPIN_LOCK, KIRQL, KSPIN_LOCK, NTSTATUS, PWDFDEVICE_INIT, RTL_OSVERSIONINFOW,
+        WDF_IO_QUEUE_CONFIG, WDF_NO_OBJECT_ATTRIBUTES, WDF_OBJECT_ATTRIBUTES, WDFDEVICE, WDFDRIVER,
+        WDFKEY, WDFOBJECT, WDFQUEUE, WDFREQUEST, WDFWORKITEM, call_unsafe_wdf_function_binding,
     };
 
     pub fn init_allocate(driver: WDFDRIVER, sddl: &[u16]) -> PWDFDEVICE_INIT {
@@ -278,6 +281,16 @@ mod ddi {
     pub fn spin_release(lock: &mut KSPIN_LOCK, irql: KIRQL) {
         // SAFETY: as above.
         unsafe { KeReleaseSpinLock(std::ptr::from_mut(lock), irql) };
+    }
+
+    pub fn shared_acquire(lock: &mut EX_SPIN_LOCK) -> KIRQL {
+        // SAFETY: a valid lock word.
+        unsafe { ExAcquireSpinLockShared(std::ptr::from_mut(lock)) }
+    }
+
+    pub fn shared_release(lock: &mut EX_SPIN_LOCK, irql: KIRQL) {
+        // SAFETY: as above.
+        unsafe { ExReleaseSpinLockShared(std::ptr::from_mut(lock), irql) };
     }
 
     pub fn rtl_get_version(info: &mut RTL_OSVERSIONINFOW) -> NTSTATUS {
@@ -451,7 +464,9 @@ fn sddl_without_a_name_is_refused_and_an_unfreed_init_is_reported() {
     let (st, _) = ddi::device_create(&mut init);
     assert_eq!(st, status::INVALID_SECURITY_DESCR);
     assert!(!init.is_null(), "a failed create leaves the init structure to the driver");
-    assert!(ddi::init_allocate(driver(), &wide("not sddl")).is_null());
+    // The SDDL is stored, not parsed, at allocation (see
+    // `a_malformed_sddl_fails_device_create_not_init_allocate`); this one is left unfreed too.
+    assert!(!ddi::init_allocate(driver(), &wide("not sddl")).is_null());
     s.unload().expect("unloads");
     assert!(
         s.violations().iter().any(
@@ -611,6 +626,145 @@ fn leftovers_at_unload_are_reported() {
         ),
         "{v:?}"
     );
+}
+
+#[test]
+fn a_second_shared_acquisition_of_an_ex_spin_lock_by_its_owner_is_reported() {
+    // ExAcquireSpinLockShared: "The caller must not already own this spin lock ... Recursive
+    // acquisition of a spin lock causes deadlock" (it does as soon as a writer waits).
+    let s = loaded();
+    let mut lock: wdk_sys::EX_SPIN_LOCK = 0;
+    let first = ddi::shared_acquire(&mut lock);
+    // The second shared acquisition is the misuse under test.
+    let second = ddi::shared_acquire(&mut lock);
+    ddi::shared_release(&mut lock, second);
+    ddi::shared_release(&mut lock, first);
+    assert!(s.violations().contains(&Violation::SpinLockRecursion), "{:?}", s.violations());
+    s.unload().expect("unloads");
+}
+
+#[test]
+fn spin_locks_released_out_of_order_or_with_another_irql_are_reported() {
+    // KeReleaseSpinLock: "Callers of this routine are running at IRQL = DISPATCH_LEVEL"; "The
+    // input NewIrql value must be the OldIrql returned by KeAcquireSpinLock".
+    let s = loaded();
+    let (mut a, mut b): (KSPIN_LOCK, KSPIN_LOCK) = (0, 0);
+    let old_a = ddi::spin_acquire(&mut a);
+    let old_b = ddi::spin_acquire(&mut b);
+    assert_eq!((old_a, old_b), (0, 2));
+    // Out of order: `a` first restores PASSIVE_LEVEL while `b` is still held.
+    ddi::spin_release(&mut a, old_a);
+    ddi::spin_release(&mut b, old_b);
+    let v = s.violations();
+    assert!(
+        v.iter().any(|v| matches!(v, Violation::BadArgument { call: "KeReleaseSpinLock", .. })),
+        "out-of-order release not reported: {v:?}"
+    );
+    s.unload().expect("unloads");
+    drop(s);
+    // In order, but with another IRQL than the acquisition returned.
+    let s = loaded();
+    let mut c: KSPIN_LOCK = 0;
+    let old = ddi::spin_acquire(&mut c);
+    ddi::spin_release(&mut c, old + 1);
+    assert!(
+        s.violations()
+            .iter()
+            .any(|v| matches!(v, Violation::BadArgument { call: "KeReleaseSpinLock", .. })),
+        "{:?}",
+        s.violations()
+    );
+    s.unload().expect("unloads");
+    drop(s);
+    // In order, each with its own IRQL: clean.
+    let s = loaded();
+    let (mut a, mut b): (KSPIN_LOCK, KSPIN_LOCK) = (0, 0);
+    let old_a = ddi::spin_acquire(&mut a);
+    let old_b = ddi::spin_acquire(&mut b);
+    ddi::spin_release(&mut b, old_b);
+    ddi::spin_release(&mut a, old_a);
+    s.unload().expect("unloads");
+    assert_eq!(s.violations(), []);
+}
+
+#[test]
+fn deleting_the_control_device_at_dispatch_level_is_refused() {
+    // fxdevice.cpp, FxDevice::DeleteObject for a control (legacy) device: verifier check for
+    // PASSIVE_LEVEL, then IoDeleteDevice (PASSIVE_LEVEL only).
+    let s = loaded();
+    let device = control_device(None);
+    finish(device);
+    let mut lock: KSPIN_LOCK = 0;
+    let old = ddi::spin_acquire(&mut lock);
+    ddi::delete(device as WDFOBJECT);
+    ddi::spin_release(&mut lock, old);
+    assert!(
+        s.violations().iter().any(|v| matches!(
+            v,
+            Violation::IrqlTooHigh { call: "WdfObjectDelete", irql: 2, max: 0 }
+        )),
+        "{:?}",
+        s.violations()
+    );
+    assert_eq!(
+        s.control_device().map(|d| d.0),
+        Some("\\Device\\simtest".to_owned()),
+        "not deleted"
+    );
+    s.unload().expect("unloads");
+}
+
+#[test]
+fn a_malformed_sddl_fails_device_create_not_init_allocate() {
+    // fxdeviceinitapi.cpp: WdfControlDeviceInitAllocate only validates the UNICODE_STRING and
+    // stores a copy (WDFDEVICE_INIT::_AllocateControlDeviceInit); the SDDL is parsed when the
+    // device object is created (fxdevice.cpp FxDevice::CreateDevice -> IoCreateDeviceSecure),
+    // so WdfDeviceCreate fails and leaves the init structure to the driver.
+    let s = loaded();
+    let mut init = ddi::init_allocate(driver(), &wide("not sddl"));
+    assert!(!init.is_null(), "the string is stored, not parsed, at allocation");
+    assert_eq!(ddi::assign_name(init, &wide("\\Device\\badsddl")), 0);
+    let (st, device) = ddi::device_create(&mut init);
+    assert!(st < 0, "WdfDeviceCreate fails on the SDDL: {st:#x}");
+    assert!(device.is_null());
+    assert!(!init.is_null(), "a failed create leaves the init structure to the driver");
+    // SAFETY: the init structure the failed create left to this driver.
+    unsafe { call_unsafe_wdf_function_binding!(WdfDeviceInitFree, init) };
+    s.unload().expect("unloads");
+    assert_eq!(s.violations(), []);
+}
+
+#[test]
+fn bcrypt_gen_random_needs_a_null_handle_the_system_rng_flag_and_passive_level() {
+    // BCryptGenRandom: with BCRYPT_USE_SYSTEM_PREFERRED_RNG "The hAlgorithm parameter must be
+    // NULL" and it "is only supported at PASSIVE_LEVEL IRQL"; STATUS_INVALID_HANDLE for a bad
+    // handle, STATUS_INVALID_PARAMETER for bad parameters.
+    use wdf_sim::exports::BCryptGenRandom;
+    let s = loaded();
+    s.set_rng_state(7);
+    let mut buf = [0u8; 12];
+    let draw = |h: usize, b: &mut [u8], flags: u32| {
+        // SAFETY: a buffer of `b.len()` bytes; the handle value is what is under test.
+        unsafe { BCryptGenRandom(h as *mut _, b.as_mut_ptr(), b.len() as u32, flags) }
+    };
+    assert_eq!(draw(0, &mut buf, 2), 0);
+    assert_eq!(buf[..8], Session::next_random(7).to_le_bytes(), "the RNG's stream");
+    assert_ne!(buf[8..], [0; 4], "a partial last word is filled too");
+    assert_eq!(draw(0x1234, &mut buf, 2), status::INVALID_PARAMETER, "handle with the flag");
+    assert_eq!(draw(0, &mut buf, 0), status::INVALID_HANDLE, "no handle, no flag");
+    assert_eq!(draw(0, &mut buf, 2 | 0x100), status::INVALID_PARAMETER, "unknown flag");
+    assert_eq!(s.violations(), []);
+    let mut lock: KSPIN_LOCK = 0;
+    let old = ddi::spin_acquire(&mut lock);
+    assert_eq!(draw(0, &mut buf, 2), status::INVALID_PARAMETER, "at DISPATCH_LEVEL");
+    ddi::spin_release(&mut lock, old);
+    assert!(
+        s.violations().iter().any(|v| matches!(
+            v,
+            Violation::IrqlTooHigh { call: "BCryptGenRandom", irql: 2, max: 0 }
+        ))
+    );
+    s.unload().expect("unloads");
 }
 
 #[test]

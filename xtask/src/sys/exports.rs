@@ -8,7 +8,7 @@
 //! declaration in the WDK 10.0.22621 headers: `xtask/sys/header_versions.py` re-derives it with
 //! clang from the headers wdk-real assembles (docs/WINDOWS-VERIFICATION.md gives the last run).
 //! Names and modules are the ones the WDK's import libraries give (ntoskrnl.lib, WdfLdr.lib,
-//! fwpkclnt.lib, ndis.lib); the Windows workflow compares the two images' import tables.
+//! fwpkclnt.lib, ndis.lib, cng.lib); the Windows workflow compares the two images' import tables.
 
 use std::fmt::Write as _;
 
@@ -128,8 +128,14 @@ pub const FWPKCLNT: Module = Module {
 /// NDIS.
 pub const NDIS: Module =
     Module { name: "ndis.sys", import_lib: None, what: "NDIS (fwps-sys, raw-dylib)" };
+/// Kernel-mode CNG.
+pub const CNG: Module = Module {
+    name: "cng.sys",
+    import_lib: Some("cng"),
+    what: "kernel-mode CNG (BCryptGenRandom: the per-boot seed, driver/src/random.rs)",
+};
 /// Every module the image may import from.
-pub const MODULES: [Module; 4] = [NTOSKRNL, WDFLDR, FWPKCLNT, NDIS];
+pub const MODULES: [Module; 5] = [NTOSKRNL, WDFLDR, FWPKCLNT, NDIS, CNG];
 
 /// Modules a WFP callout driver must not import, and why. Any module not in [`MODULES`] is
 /// refused too; these get their own reason because something in the build could name them.
@@ -259,6 +265,14 @@ pub const EXPORTS: &[Export] = &[
     ex(FWPKCLNT, "FwpmTransactionAbort0", Vista, Header("fwpmk.h")),
     ex(FWPKCLNT, "FwpmTransactionBegin0", Vista, Header("fwpmk.h")),
     ex(FWPKCLNT, "FwpmTransactionCommit0", Vista, Header("fwpmk.h")),
+    ex(
+        CNG,
+        "BCryptGenRandom",
+        Ws08,
+        Documented(
+            "bcrypt.h; BCryptGenRandom's page: kernel-mode callers link Cng.lib (Ksecdd.lib before Vista SP1), and BCRYPT_USE_SYSTEM_PREFERRED_RNG needs Vista SP1 (SP2 on Vista); the module name cng.sys is the one Cng.lib's imports are expected to give: verify on Windows (the workflow's import-table comparison)",
+        ),
+    ),
     ex(
         NDIS,
         "NdisGetDataBuffer",

@@ -1,9 +1,10 @@
 //! The Win64 functions vsflow.sys's imports are bound to: a file per module it imports from
 //! (`ntoskrnl.exe`: [`kernel`] and [`etw`]; `WDFLDR.SYS`: [`wdfldr`], whose function table
-//! holds [`wdf`]; `fwpkclnt.sys` and `ndis.sys`: [`wfp`]). Each is a thin shim over the double
-//! that implements the documented behaviour (docs/SIMULATOR-FIDELITY.md); none returns success
-//! without the double doing the work.
+//! holds [`wdf`]; `fwpkclnt.sys` and `ndis.sys`: [`wfp`]; `cng.sys`: [`cng`]). Each is a thin
+//! shim over the double that implements the documented behaviour (docs/SIMULATOR-FIDELITY.md);
+//! none returns success without the double doing the work.
 
+pub mod cng;
 pub mod etw;
 pub mod kernel;
 pub mod wdf;
@@ -115,6 +116,7 @@ pub fn table() -> Vec<(&'static str, &'static str, usize)> {
         ]
     );
     add!("ndis.sys", wfp, [NdisGetDataBuffer]);
+    add!("cng.sys", cng, [BCryptGenRandom]);
     t
 }
 

@@ -16,11 +16,10 @@ use vsflow_core::flow::TableConfig;
 use vsflow_core::{Port, PortConfig, PortIdentity};
 
 use super::{driver, identity};
-use crate::alloc_util::try_box;
 use crate::driver::Driver;
 use crate::error::CalloutError;
 use crate::percpu::Counter;
-use crate::ports::{PortKey, PortSlot, PortState};
+use crate::ports::{PortKey, PortRef, PortSlot, PortState};
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
 
@@ -177,11 +176,11 @@ impl<S: KernelServices> Driver<S> {
             },
             classify_calls: 0,
         };
-        let slot = try_box(PortSlot {
+        let slot = PortRef::try_new(PortSlot::new(
             key,
-            identity: name,
-            state: SpinMutex::new(self.services.new_lock(), state),
-        })?;
+            &name,
+            SpinMutex::new(self.services.new_lock(), state),
+        ))?;
         let replaced = self.ports.update(move |m| m.insert_port(slot).map_err(|(e, _slot)| e))?;
         // A port this one replaced is freed here, after the map's locks are released.
         if let Some(slot) = replaced {
@@ -190,9 +189,11 @@ impl<S: KernelServices> Driver<S> {
         Ok(())
     }
 
-    /// Frees a port taken out of the map, keeping its classify count in the driver's.
-    fn retire(&self, slot: alloc::boxed::Box<PortSlot<S::Lock>>) {
-        let calls = slot.state.lock().classify_calls;
+    /// Drops the map's reference to a port taken out of the map (the port is freed now, or by
+    /// whoever holds the last reference), keeping its classify count in the driver's: no
+    /// classify can reach it any more (classify runs under the map lock it was removed under).
+    fn retire(&self, slot: PortRef<S::Lock>) {
+        let calls = core::mem::take(&mut slot.state.lock().classify_calls);
         self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
         drop(slot);
     }
@@ -245,8 +246,8 @@ impl<S: KernelServices> Driver<S> {
     fn nic_event(&self, switch: u32, event: u32, nic: &NDIS_SWITCH_NIC_PARAMETERS) {
         let vm_nic = matches!(nic.NicType, NIC_TYPE_SYNTHETIC | NIC_TYPE_EMULATED);
         let nic_name = identity(&nic.NicName).filter(|n| !n.as_utf16().is_empty());
-        let _ = self.read_ports(|ix| {
-            let Some(slot) = ix.port(PortKey { switch, port: nic.PortId }) else { return };
+        let key = PortKey { switch, port: nic.PortId };
+        if let Some(slot) = self.port_ref(|_| Some(key)) {
             let mut e = slot.state.lock();
             match event {
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE => {
@@ -271,7 +272,7 @@ impl<S: KernelServices> Driver<S> {
                 }
                 _ => {}
             }
-        });
+        }
     }
 
     /// A NIC of the `VSWITCH_CREATE` array, applied by its `NicState`.

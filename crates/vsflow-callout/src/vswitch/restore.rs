@@ -11,15 +11,21 @@
 //!    restore is in flight for a save of its port (`PendingSet::in_flight`).
 //!    The time the entry waited since the callback ages its flows (a flow that idled past its
 //!    timeout while the work item was late arrives expired).
-//! 3. [`Driver::apply_restore`]: under the port's own lock only, applies the state (flows seen
-//!    in the restore window merge with the restored ones), or degrades (no flows carried,
-//!    policy kept or closed).
+//! 3. [`Driver::apply_restore`]: under the port's own lock only (the map's is held just to take
+//!    a reference on the port), applies the state (flows seen in the restore window merge with
+//!    the restored ones), or degrades (no flows carried, policy kept or closed).
 //! 4. [`Driver::complete`]: `FwpsvSwitchNotifyComplete0`, once.
 //!
 //! Cancel paths (each removes the entries it completes, so a worker that comes second finds
 //! nothing): [`Driver::cancel_port`] (port delete or replaced), [`Driver::cancel_switch`]
-//! (switch delete), [`Driver::cancel_all`] (stop: the set is closed first, so nothing new is
-//! pended).
+//! (switch delete): the port is gone, so is its VM. Stop does not cancel:
+//! [`Driver::finish_all`] closes the set (restores from then on complete synchronously) and
+//! finishes every restore still pended — decode, apply, complete with its status — so
+//! unloading the driver during a migration fails no VM's restore.
+//!
+//! A blob longer than [`MAX_BLOB_LEN`] (the format's documented maximum) is refused before it
+//! is copied or decoded: counted (`restores_oversized`), the port degraded
+//! ([`DegradedReason::Oversized`]), the restore completes at once.
 //!
 //! A migration never fails because of vsflow, and never opens the firewall: an empty,
 //! damaged, foreign or unknown-major blob, one from a source without state, or one that cannot
@@ -85,6 +91,12 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
     d.on_restore(completion_context, sw, port_id, blob)
 }
 
+/// The longest blob vsflow restores: 65,535 bytes.
+///
+/// docs/runtime-state-format.md, "Validation on restore"; a save never writes more than
+/// `BlobCap`, at most 65,000. A longer one is refused before anything is copied.
+pub const MAX_BLOB_LEN: usize = u16::MAX as usize;
+
 /// What a decode produced, ready to apply.
 #[allow(clippy::large_enum_variant, reason = "one value per restore, moved once, never stored")]
 enum Restorable {
@@ -116,6 +128,20 @@ impl<S: KernelServices> Driver<S> {
             return STATUS_SUCCESS;
         };
         let key = PortKey { switch, port: port_id };
+        if blob.len() > MAX_BLOB_LEN {
+            // Refused before any copy: a hostile or broken source must not make the host
+            // allocate and hash what it sends.
+            self.count(Counter::RestoresOversized);
+            self.log(
+                LogLevel::Warning,
+                format_args!(
+                    "port {port_id}: restore blob of {} bytes is over the maximum {MAX_BLOB_LEN}",
+                    blob.len()
+                ),
+            );
+            let refused = Restorable::Degraded(DegradedReason::Oversized, None, None);
+            return self.apply_restore(key, blob.len(), None, refused);
+        }
         if self.config.restore_mode == RestoreMode::Pending && !completion.is_null() {
             match self.pend_restore(completion, key, blob) {
                 Ok(()) => return STATUS_PENDING,
@@ -129,7 +155,7 @@ impl<S: KernelServices> Driver<S> {
         }
         self.count(Counter::RestoresSync);
         let decoded = self.decode(blob);
-        self.apply_restore(key, blob, decoded)
+        self.apply_restore(key, blob.len(), Some(self.digest(blob)), decoded)
     }
 
     /// A restore for no port vsflow knows: counted (`restores_unknown_port`), traced as
@@ -156,11 +182,9 @@ impl<S: KernelServices> Driver<S> {
         copy.extend_from_slice(blob);
         // The restore is coming: the port's window must not close on its own meanwhile,
         // however late the work item runs (the operator's changes made in it win either way).
-        let _ = self.read_ports(|ix| {
-            if let Some(slot) = ix.port(key) {
-                slot.state.lock().window_deadline = vsflow_core::Tick::MAX;
-            }
-        });
+        if let Some(slot) = self.port_ref(|_| Some(key)) {
+            slot.state.lock().window_deadline = vsflow_core::Tick::MAX;
+        }
         let id = self.pending.lock().push(completion as usize, key, copy, self.now())?;
         self.count(Counter::RestoresPended);
         if let Err(e) = self.services.request_deferred_work() {
@@ -182,7 +206,8 @@ impl<S: KernelServices> Driver<S> {
     /// Finishes pended restores: decodes each blob at `PASSIVE_LEVEL` outside every lock,
     /// applies it under the port's lock, and completes the notification, unless a canceller
     /// removed it meanwhile (then the canceller has completed it). Called by the driver's work
-    /// item.
+    /// item, and at `PASSIVE_LEVEL` by stop and by a re-registration after a BFE restart
+    /// (entries the work item took meanwhile it completes itself).
     pub fn run_deferred(&self) {
         loop {
             let job = self.pending.lock().take_next();
@@ -195,7 +220,7 @@ impl<S: KernelServices> Driver<S> {
                 continue;
             };
             self.age_by_wait(&mut decoded, received_at);
-            let status = self.apply_restore(key, &blob, decoded);
+            let status = self.apply_restore(key, blob.len(), Some(self.digest(&blob)), decoded);
             self.pending.lock().release(id);
             Self::complete(completion, status);
         }
@@ -222,7 +247,8 @@ impl<S: KernelServices> Driver<S> {
             let Some(entry) = entry else { break };
             let mut decoded = self.decode(&entry.blob);
             self.age_by_wait(&mut decoded, entry.received_at);
-            let status = self.apply_restore(key, &entry.blob, decoded);
+            let sum = Some(self.digest(&entry.blob));
+            let status = self.apply_restore(key, entry.blob.len(), sum, decoded);
             Self::complete(entry.completion, status);
         }
     }
@@ -235,7 +261,7 @@ impl<S: KernelServices> Driver<S> {
         let cfg = DecodeConfig {
             expected_provider: Some(keys::provider_core()),
             unknown_major: self.config.unknown_major,
-            max_len: usize::from(u16::MAX),
+            max_len: MAX_BLOB_LEN,
             digest_key: self.digest_key(),
             ..DecodeConfig::default()
         };
@@ -278,21 +304,29 @@ impl<S: KernelServices> Driver<S> {
         [seed ^ 0x6469_6765_7374_6b30, seed.rotate_left(29) ^ 0x7673_666c_6f77_6b31]
     }
 
-    /// Applies a decode result to port `key` under the port's lock only; returns the status to
-    /// report and traces the outcome.
-    fn apply_restore(&self, key: PortKey, blob: &[u8], decoded: Restorable) -> NTSTATUS {
+    /// A blob's keyed digest (with its length, what identifies a blob already applied).
+    fn digest(&self, blob: &[u8]) -> u64 {
+        codec::blob_digest(self.digest_key(), blob)
+    }
+
+    /// Applies a decode result to port `key` under the port's lock only (the map's is held just
+    /// to take a reference on the port); returns the status to report and traces the outcome.
+    ///
+    /// `bytes` is the blob's length, `sum` its keyed digest (`None` for a blob refused unread).
+    fn apply_restore(
+        &self,
+        key: PortKey,
+        bytes: usize,
+        sum: Option<u64>,
+        decoded: Restorable,
+    ) -> NTSTATUS {
         let now = self.now();
-        let sum = codec::blob_digest(self.digest_key(), blob);
-        let outcome = self.read_ports(|ix| {
-            let slot = ix.port(key)?;
-            let mut st = slot.state.lock();
-            Some(self.apply_locked(&mut st, key, blob.len(), sum, decoded, now))
-        });
-        if let Some(status) = outcome.flatten() {
-            return status;
-        }
-        self.restore_into_nothing(key.port, blob.len());
-        STATUS_SUCCESS
+        let Some(slot) = self.port_ref(|_| Some(key)).filter(|slot| !slot.is_removed()) else {
+            self.restore_into_nothing(key.port, bytes);
+            return STATUS_SUCCESS;
+        };
+        let mut st = slot.state.lock();
+        self.apply_locked(&mut st, key, bytes, sum, decoded, now)
     }
 
     fn apply_locked(
@@ -300,11 +334,11 @@ impl<S: KernelServices> Driver<S> {
         st: &mut PortState,
         key: PortKey,
         bytes: usize,
-        sum: u64,
+        sum: Option<u64>,
         decoded: Restorable,
         now: vsflow_core::Tick,
     ) -> NTSTATUS {
-        if st.last_restore == Some((sum, bytes)) {
+        if sum.is_some_and(|sum| st.last_restore == Some((sum, bytes))) {
             // The same blob again (same keyed digest and length): nothing changes.
             st.port.cancel_restore();
             st.window_deadline = vsflow_core::Tick::MAX;
@@ -328,7 +362,7 @@ impl<S: KernelServices> Driver<S> {
                 match codec::apply_with(&mut st.port, &state, now, &self.config.apply_config()) {
                     Ok(report) => {
                         st.window_deadline = vsflow_core::Tick::MAX;
-                        st.last_restore = Some((sum, bytes));
+                        st.last_restore = sum.map(|sum| (sum, bytes));
                         let outcome = if report.repeated {
                             RestoreOutcome::Repeated
                         } else {
@@ -375,7 +409,7 @@ impl<S: KernelServices> Driver<S> {
         &self,
         st: &mut PortState,
         key: PortKey,
-        (bytes, sum): (usize, u64),
+        (bytes, sum): (usize, Option<u64>),
         reason: DegradedReason,
         error: Option<CalloutError>,
         carried: Option<vsflow_core::port::CarriedPolicy<'_>>,
@@ -406,7 +440,7 @@ impl<S: KernelServices> Driver<S> {
             self.trace_restore(key.port, bytes, (0, 0), RestoreOutcome::Failed, status);
             return status;
         }
-        st.last_restore = Some((sum, bytes));
+        st.last_restore = sum.map(|sum| (sum, bytes));
         self.count(Counter::RestoresEmpty);
         self.log(
             LogLevel::Error,
@@ -491,9 +525,13 @@ impl<S: KernelServices> Driver<S> {
         self.cancel_where(|k| k.switch == switch);
     }
 
-    /// The driver stops: nothing more is pended, everything in flight is completed.
-    pub(crate) fn cancel_all(&self) {
+    /// The driver stops (`PASSIVE_LEVEL`): nothing more is pended (restores from now on
+    /// complete synchronously), and every restore still pended is finished here — decoded,
+    /// applied, completed with its status — never cancelled: `OID_SWITCH_NIC_RESTORE` fails the
+    /// VM's whole restore if an extension fails it. Entries the work item has taken it
+    /// completes itself; the caller flushes it next.
+    pub(crate) fn finish_all(&self) {
         self.pending.lock().close();
-        self.cancel_where(|_| true);
+        self.run_deferred();
     }
 }

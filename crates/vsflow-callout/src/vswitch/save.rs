@@ -6,8 +6,8 @@
 //! the next save of that port, freed with the port or at stop. Both are listed in
 //! docs/WINDOWS-VERIFICATION.md (verify on Windows: items 1-3).
 //!
-//! The encode runs under the saved port's own lock only: other ports' packets never wait for
-//! it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
+//! The encode runs under the saved port's own lock only (the port map's lock is held just to
+//! take a reference on the port): other ports' packets never wait for it. The output is `_Outptr_result_buffer_`: success always comes with a valid blob. A port
 //! vsflow does not track, an encode that fails, a save while the driver stops, while the work
 //! item holds the port's restore (decoding or applying it: the entry leaves the pending set
 //! only once applied, so a restore that arrived after the window closed on its own is covered
@@ -87,15 +87,16 @@ impl<S: KernelServices> Driver<S> {
             return self.save_no_state(port_id, NoState::Unavailable);
         }
         let now = self.now();
-        let saved = self.read_ports(|ix| {
-            let slot = ix.port(key?)?;
+        // The map lock only to take a reference; the encode runs under the port's lock alone.
+        let slot = key.and_then(|key| self.port_ref(|_| Some(key)));
+        let saved = slot.map(|slot| {
             let mut st = slot.state.lock();
             if st.port.is_restoring() {
                 // Still in its restore window under the port's own lock: no restore has been
                 // applied (none arrived yet), so its mode is this host's default for new ports
                 // and its rules none, not the VM's. A restore the work item holds is in flight
                 // above until applied.
-                return Some(Err(None));
+                return Err(None);
             }
             let mut buffer = core::mem::take(&mut st.save_buffer);
             let result = codec::encode(&st.port, now, &cfg, &mut buffer);
@@ -117,9 +118,9 @@ impl<S: KernelServices> Driver<S> {
             };
             // The buffer moves back into the port: its heap block (what WFP reads) stays put.
             st.save_buffer = buffer;
-            Some(out)
+            out
         });
-        match saved.flatten() {
+        match saved {
             Some(Ok((p, len, written, dropped, fingerprinted))) => {
                 self.trace(&TraceEvent::Save {
                     port: port_id,

@@ -29,6 +29,10 @@ struct Table {
 /// never 65,536 apart while both alive).
 static COUNTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 
+/// The largest block each host's driver asked for since [`reset_largest_driver_block`] (same
+/// indexing as `COUNTS`).
+static LARGEST: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+
 static TABLE: Table = Table {
     lock: AtomicBool::new(false),
     ptrs: [const { AtomicUsize::new(EMPTY) }; SLOTS],
@@ -124,10 +128,30 @@ fn driver_host() -> usize {
     DRIVER_HOST.try_with(Cell::get).unwrap_or(0)
 }
 
+/// Notes the size of a block the running driver asks for (`host`: 1 + host id, 0 for none).
+fn note_size(host: usize, size: usize) {
+    if host != 0 {
+        LARGEST[host % SLOTS].fetch_max(size, Ordering::Relaxed);
+    }
+}
+
+/// The largest block host `host`'s driver asked for (allocated or grown to) since the last
+/// [`reset_largest_driver_block`]: what a test checks to see that a buffer was never copied.
+#[must_use]
+pub fn largest_driver_block(host: usize) -> usize {
+    LARGEST[(host + 1) % SLOTS].load(Ordering::Relaxed)
+}
+
+/// Starts [`largest_driver_block`] over for host `host`.
+pub fn reset_largest_driver_block(host: usize) {
+    LARGEST[(host + 1) % SLOTS].store(0, Ordering::Relaxed);
+}
+
 // SAFETY: every call is forwarded unchanged to `System`, which upholds the `GlobalAlloc`
 // contract; the bookkeeping never touches the memory handed out.
 unsafe impl GlobalAlloc for Accounting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_size(driver_host(), layout.size());
         if injected_failure() {
             return std::ptr::null_mut();
         }
@@ -141,6 +165,7 @@ unsafe impl GlobalAlloc for Accounting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_size(driver_host(), layout.size());
         if injected_failure() {
             return std::ptr::null_mut();
         }
@@ -160,6 +185,7 @@ unsafe impl GlobalAlloc for Accounting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_size(driver_host(), new_size);
         if injected_failure() {
             return std::ptr::null_mut();
         }

@@ -1,15 +1,20 @@
 //! `KernelServices` for the simulator.
 //!
 //! A virtual clock, a deferred-work queue the scenario drives, spin locks that detect recursive
-//! acquisition, cache-aware rundown protection and fast mutexes with their documented
-//! contracts, an emulated IRQL per thread, and captured logs.
+//! acquisition, reader/writer spin locks whose waiting writer keeps new readers out,
+//! cache-aware rundown protection and fast mutexes with their documented contracts, an emulated
+//! IRQL per thread, and captured logs.
 //!
 //! Misuse is reported in [`HostShared::misuse`] and fails loudly (panics), as Driver Verifier
 //! would bugcheck: releasing a rundown reference never acquired, waiting for rundown at
 //! `DISPATCH_LEVEL` (`ExWaitForRundownProtectionReleaseCacheAware`: `IRQL <= APC_LEVEL`),
 //! reinitializing a rundown that was not run down, acquiring a fast mutex at `DISPATCH_LEVEL`
 //! or recursively (`ExAcquireFastMutex`: `IRQL <= APC_LEVEL`, not recursive), releasing a fast
-//! mutex the thread does not own.
+//! mutex the thread does not own. Recorded without panicking (the host reports them at unload):
+//! a service called at an IRQL its page forbids, a spin lock released below `DISPATCH_LEVEL`,
+//! with another IRQL than its acquisition returned, or out of order (the IRQL drops below
+//! `DISPATCH_LEVEL` while another spin lock is held), an `EX_SPIN_LOCK` acquired shared by a
+//! thread that already owns it.
 
 use std::cell::{Cell, RefCell};
 use std::ffi::c_void;
@@ -63,6 +68,8 @@ pub struct HostShared {
     pub work_item: Mutex<()>,
     /// Misuse of a kernel primitive (each also panics where it happened).
     pub misuse: Mutex<Vec<String>>,
+    /// Interrupts holding up one of this host's processors ([`crate::kernel::interrupts`]).
+    pub interrupts: crate::kernel::interrupts::InterruptHold,
     /// Scheduling control for race tests: the next clock read of a work item running on its
     /// own thread stops there until the test resumes it (another CPU preempted at that
     /// instant). See `Host::pause_work_item_at_clock`.
@@ -257,32 +264,98 @@ unsafe impl RawRundown for SimRundown {
     }
 }
 
+thread_local! {
+    /// Spin locks of either kind this thread holds (for the IRQL checks on release).
+    static SPIN_HELD: Cell<u32> = const { Cell::new(0) };
+}
+
+/// The checks every spin-lock release makes, then the IRQL it restores.
+///
+/// `KeReleaseSpinLock` ("Callers of this routine are running at IRQL = `DISPATCH_LEVEL` ... The
+/// input `NewIrql` value must be the `OldIrql` returned by `KeAcquireSpinLock`"), and the same for
+/// `ExReleaseSpinLockShared`/`Exclusive` ("restores the IRQL to the original value that it had
+/// on entry to ExAcquireSpinLock..."): a release called below `DISPATCH_LEVEL`, or with another
+/// IRQL than its acquisition returned, is misuse; so is a release that takes the IRQL below
+/// `DISPATCH_LEVEL` while the thread still holds another spin lock (locks released out of
+/// order: the thread would run at `PASSIVE_LEVEL` holding a spin lock).
+fn release_irql(shared: Option<&Arc<HostShared>>, call: &str, token: u8, acquired_at: u8) {
+    let now = current_irql();
+    if now != DISPATCH_LEVEL {
+        wrong_irql(shared, format!("{call} at IRQL {now}: its callers run at DISPATCH_LEVEL"));
+    }
+    if token != acquired_at {
+        wrong_irql(
+            shared,
+            format!("{call} restores IRQL {token}, its acquisition returned {acquired_at}"),
+        );
+    }
+    let left = SPIN_HELD.with(|h| {
+        let n = h.get().saturating_sub(1);
+        h.set(n);
+        n
+    });
+    if token < DISPATCH_LEVEL && left > 0 {
+        wrong_irql(
+            shared,
+            format!(
+                "{call} lowers the IRQL to {token} while {left} other spin lock(s) are held \
+                 (released out of order)"
+            ),
+        );
+    }
+    set_irql(token);
+}
+
+/// Counts a spin lock the thread now holds.
+fn acquired() {
+    SPIN_HELD.with(|h| h.set(h.get() + 1));
+}
+
 /// `EX_SPIN_LOCK`: shared or exclusive, the holder at `DISPATCH_LEVEL`.
 ///
-/// `ExAcquireSpinLockShared` / `ExAcquireSpinLockExclusive`: `IRQL <= DISPATCH_LEVEL`. A thread
-/// holding the lock shared must not acquire it exclusively (the documented deadlock): reported
-/// as misuse, as are releases of a hold the thread does not have.
+/// As "Reader/Writer Spin Locks" documents it: a writer waits for every reader to release the
+/// lock, and *while it waits no new reader acquires the lock*: a reader that comes meanwhile
+/// waits until the writer has acquired and released it. `ExAcquireSpinLockShared` /
+/// `ExAcquireSpinLockExclusive`: `IRQL <= DISPATCH_LEVEL`; "The caller must not already own this
+/// spin lock ... Recursive acquisition of a spin lock causes deadlock": a second acquisition
+/// by a thread that holds the lock (shared or exclusive, either mode) is reported. A shared
+/// holder that asks for the lock exclusively is the documented upgrade deadlock (reported and
+/// panics); so are releases of a hold the thread does not have.
 #[derive(Debug, Default)]
 pub struct SimRwLock {
-    /// Bit 31: held exclusively; low bits: shared holders.
+    /// Bit 31: held exclusively; bits 16-30: writers waiting; bits 0-15: shared holders.
     state: std::sync::atomic::AtomicU32,
+    /// The IRQL the exclusive holder's acquisition returned.
+    exclusive_irql: std::sync::atomic::AtomicU8,
     shared: Option<Arc<HostShared>>,
 }
 
 const EXCLUSIVE: u32 = 1 << 31;
+const WAITER: u32 = 1 << 16;
+const WAITERS: u32 = 0x7FFF << 16;
+const SHARED: u32 = 0xFFFF;
 
 thread_local! {
-    /// Reader/writer locks this thread holds: (address, shared holds, exclusive), no allocation.
-    static HELD_RW: RefCell<[(usize, u32, bool); 8]> = const { RefCell::new([(0, 0, false); 8]) };
+    /// Reader/writer locks this thread holds: (address, shared holds, exclusive, IRQL the
+    /// shared acquisition returned), no allocation.
+    static HELD_RW: RefCell<[(usize, u32, bool, u8); 8]> =
+        const { RefCell::new([(0, 0, false, 0); 8]) };
 }
 
 impl SimRwLock {
+    /// Writers waiting for the lock now (each keeps new readers out).
+    #[must_use]
+    pub fn writers_waiting(&self) -> u32 {
+        (self.state.load(Ordering::SeqCst) & WAITERS) / WAITER
+    }
+
     fn me(&self) -> usize {
         std::ptr::from_ref(self) as usize
     }
 
-    /// Changes this thread's record of holds on this lock; returns (shared, exclusive) before.
-    fn record(&self, shared: i32, exclusive: Option<bool>) -> (u32, bool) {
+    /// Changes this thread's record of holds on this lock; returns (shared, exclusive, shared
+    /// IRQL) before.
+    fn record(&self, shared: i32, exclusive: Option<bool>, irql: Option<u8>) -> (u32, bool, u8) {
         let me = self.me();
         HELD_RW.with(|h| {
             let mut h = h.borrow_mut();
@@ -290,21 +363,24 @@ impl SimRwLock {
                 .iter()
                 .position(|e| e.0 == me && (e.1 > 0 || e.2))
                 .or_else(|| h.iter().position(|e| e.1 == 0 && !e.2));
-            let Some(i) = i else { return (0, false) };
-            let before = (h[i].1, h[i].2);
+            let Some(i) = i else { return (0, false, 0) };
+            let before = (h[i].1, h[i].2, h[i].3);
             h[i].0 = me;
             h[i].1 = h[i].1.saturating_add_signed(shared);
             if let Some(x) = exclusive {
                 h[i].2 = x;
+            }
+            if let Some(q) = irql {
+                h[i].3 = q;
             }
             before
         })
     }
 }
 
-// SAFETY: exclusive holders take the word from 0 to EXCLUSIVE with a compare-exchange (no
-// shared or exclusive holder then); shared holders increment it only while EXCLUSIVE is clear
-// (compare-exchange); releases undo their own change with release ordering.
+// SAFETY: an exclusive holder sets EXCLUSIVE with a compare-exchange that sees no shared holder
+// and no exclusive one; shared holders increment the count only while EXCLUSIVE and the waiting
+// writers are clear (compare-exchange); releases undo their own change with release ordering.
 unsafe impl RawRwSpinLock for SimRwLock {
     fn lock_shared(&self) -> u8 {
         if current_irql() > DISPATCH_LEVEL {
@@ -313,10 +389,22 @@ unsafe impl RawRwSpinLock for SimRwLock {
                 "ExAcquireSpinLockShared above DISPATCH_LEVEL".to_owned(),
             );
         }
+        let (shared, exclusive, _) = self.record(0, None, None);
+        if shared > 0 || exclusive {
+            // Recorded, not fatal: the second shared hold goes through while no writer waits,
+            // and deadlocks on Windows the moment one does.
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExAcquireSpinLockShared by a thread that already owns the lock (recursive \
+                 acquisition deadlocks once a writer waits)"
+                    .to_owned(),
+            );
+        }
         let prev = set_irql(DISPATCH_LEVEL);
         loop {
             let s = self.state.load(Ordering::Relaxed);
-            if s & EXCLUSIVE == 0
+            if s & (EXCLUSIVE | WAITERS) == 0
+                && s & SHARED != SHARED
                 && self
                     .state
                     .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
@@ -326,12 +414,13 @@ unsafe impl RawRwSpinLock for SimRwLock {
             }
             std::hint::spin_loop();
         }
-        self.record(1, None);
+        self.record(1, None, Some(prev));
+        acquired();
         prev
     }
 
     unsafe fn unlock_shared(&self, token: u8) {
-        let (shared, _) = self.record(-1, None);
+        let (shared, _, irql) = self.record(-1, None, None);
         if shared == 0 {
             misuse(
                 self.shared.as_ref(),
@@ -339,7 +428,7 @@ unsafe impl RawRwSpinLock for SimRwLock {
             );
         }
         self.state.fetch_sub(1, Ordering::Release);
-        set_irql(token);
+        release_irql(self.shared.as_ref(), "ExReleaseSpinLockShared", token, irql);
     }
 
     fn lock_exclusive(&self) -> u8 {
@@ -349,7 +438,7 @@ unsafe impl RawRwSpinLock for SimRwLock {
                 "ExAcquireSpinLockExclusive above DISPATCH_LEVEL".to_owned(),
             );
         }
-        let (shared, exclusive) = self.record(0, None);
+        let (shared, exclusive, _) = self.record(0, None, None);
         if shared > 0 {
             misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive by a thread holding it shared (shared->exclusive upgrade deadlocks)".to_owned());
         }
@@ -357,27 +446,42 @@ unsafe impl RawRwSpinLock for SimRwLock {
             misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive recursively".to_owned());
         }
         let prev = set_irql(DISPATCH_LEVEL);
-        while self
-            .state
-            .compare_exchange_weak(0, EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        // Waiting: from now on no new reader gets in.
+        self.state.fetch_add(WAITER, Ordering::Relaxed);
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & (EXCLUSIVE | SHARED) == 0
+                && self
+                    .state
+                    .compare_exchange_weak(
+                        s,
+                        (s - WAITER) | EXCLUSIVE,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                break;
+            }
             std::hint::spin_loop();
         }
-        self.record(0, Some(true));
+        self.exclusive_irql.store(prev, Ordering::Relaxed);
+        self.record(0, Some(true), None);
+        acquired();
         prev
     }
 
     unsafe fn unlock_exclusive(&self, token: u8) {
-        let (_, exclusive) = self.record(0, Some(false));
+        let (_, exclusive, _) = self.record(0, Some(false), None);
         if !exclusive {
             misuse(
                 self.shared.as_ref(),
                 "ExReleaseSpinLockExclusive without an exclusive hold on this thread".to_owned(),
             );
         }
-        self.state.store(0, Ordering::Release);
-        set_irql(token);
+        let irql = self.exclusive_irql.load(Ordering::Relaxed);
+        self.state.fetch_and(!EXCLUSIVE, Ordering::Release);
+        release_irql(self.shared.as_ref(), "ExReleaseSpinLockExclusive", token, irql);
     }
 }
 
@@ -390,13 +494,18 @@ pub struct SimServices {
     pub seed: u64,
 }
 
-/// A spin lock that fails loudly on recursive acquisition; the holder runs at
-/// `DISPATCH_LEVEL` (`KeAcquireSpinLockRaiseToDpc`).
+/// A spin lock that fails loudly on recursive acquisition.
+///
+/// The holder runs at `DISPATCH_LEVEL` (`KeAcquireSpinLockRaiseToDpc`). Releases are checked as
+/// `KeReleaseSpinLock` documents (IRQL, the token, release order); right after an acquisition
+/// the host's [`crate::kernel::interrupts`] may hold the processor.
 #[derive(Debug, Default)]
 pub struct SimLock {
     held: AtomicBool,
     /// Identity of the holding thread (address of a thread-local), 0 when free.
     owner: AtomicUsize,
+    /// The IRQL the holder's acquisition returned.
+    irql: std::sync::atomic::AtomicU8,
     shared: Option<Arc<HostShared>>,
 }
 
@@ -421,7 +530,13 @@ unsafe impl RawSpinLock for SimLock {
                 .is_ok()
             {
                 self.owner.store(me, Ordering::Relaxed);
-                return set_irql(DISPATCH_LEVEL);
+                let prev = set_irql(DISPATCH_LEVEL);
+                self.irql.store(prev, Ordering::Relaxed);
+                acquired();
+                if let Some(s) = &self.shared {
+                    s.interrupts.after_acquire(current_processor());
+                }
+                return prev;
             }
             if self.owner.load(Ordering::Relaxed) == me {
                 if let Some(s) = &self.shared {
@@ -434,9 +549,10 @@ unsafe impl RawSpinLock for SimLock {
     }
 
     unsafe fn unlock(&self, token: u8) {
+        let irql = self.irql.load(Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Release);
-        set_irql(token);
+        release_irql(self.shared.as_ref(), "KeReleaseSpinLock", token, irql);
     }
 }
 

@@ -143,6 +143,10 @@ pub struct Engine {
     /// Unregister calls still to answer `STATUS_DEVICE_BUSY` as if a classify of the callout
     /// were running on another processor at that moment (a test's choice).
     pub busy_unregisters: u32,
+    /// BFE begins to stop (`STOP_PENDING` to every subscriber) right after the next successful
+    /// call of this function returns: the service control manager stops BFE whenever it is
+    /// told to, registration or not (a test's choice; `Host::stop_bfe_after`).
+    pub stop_after: Option<&'static str>,
     next_callout_id: u32,
     next_filter_id: u64,
 }
@@ -158,6 +162,7 @@ impl Default for Engine {
             registered: Vec::new(),
             classify_in_flight: Vec::new(),
             classify_calls: 0,
+            stop_after: None,
             busy_unregisters: 0,
             next_callout_id: 1,
             next_filter_id: 1,

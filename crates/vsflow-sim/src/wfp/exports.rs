@@ -48,6 +48,39 @@ fn rule<R>(f: impl FnOnce(&mut HostState, &mut Vec<Violation>) -> R) -> R {
     })
 }
 
+/// BFE begins to stop right after `call` returned success, if a test armed it
+/// (`Engine::stop_after`): `STOP_PENDING` reaches every state subscriber on another thread (the
+/// service control manager's), as a state notification does, and this returns once they have
+/// handled it. BFE keeps serving calls until it has stopped (`Host::finish_bfe_stop`).
+fn stop_bfe_if_armed(call: &'static str) {
+    let Some(id) = crate::world::current_id() else { return };
+    let subs = with_current(|h| {
+        if h.engine.stop_after != Some(call) {
+            return None;
+        }
+        h.engine.stop_after = None;
+        h.engine.bfe_state = sys::FWPM_SERVICE_STOP_PENDING;
+        Some(h.engine.bfe_subscriptions.clone())
+    });
+    let Some(subs) = subs else { return };
+    // The service control manager's thread is the simulator's, not the driver's: what
+    // creating it allocates (its handle, its result packet, freed as it exits, possibly after
+    // the join returns) is not the driver's heap.
+    let _sim = crate::kernel::alloc::Attribution::enter(None);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _cur = crate::world::CurrentHost::enter(id);
+            let _drv = crate::kernel::alloc::Attribution::enter(Some(id));
+            for sub in subs {
+                if let Some(cb) = sub.callback {
+                    // SAFETY: the driver's callback with the context it registered.
+                    unsafe { cb(sub.context as *mut c_void, sys::FWPM_SERVICE_STOP_PENDING) };
+                }
+            }
+        });
+    });
+}
+
 fn filter_change_allowed(h: &mut HostState, call: &'static str) {
     if h.vswitch.in_callback > 0 || !h.vswitch.outstanding.is_empty() {
         h.violate(Violation::FilterChangeDuringNotification { call });
@@ -201,7 +234,11 @@ pub unsafe extern "system" fn FwpmTransactionCommit0(engine_handle: HANDLE) -> N
         let _ = rule(|h, b| h.engine.end_transaction(engine_handle as usize, false, call, b));
         return sys::STATUS_INSUFFICIENT_RESOURCES;
     }
-    rule(|h, b| h.engine.end_transaction(engine_handle as usize, true, call, b))
+    let status = rule(|h, b| h.engine.end_transaction(engine_handle as usize, true, call, b));
+    if sys::nt_success(status) {
+        stop_bfe_if_armed(call);
+    }
+    status
 }
 
 #[unsafe(no_mangle)]
