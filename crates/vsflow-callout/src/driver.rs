@@ -408,9 +408,11 @@ impl<S: KernelServices> Driver<S> {
         self.budget.get()
     }
 
-    /// Removes idle flows from every port, up to `budget` per port (periodic timer). Takes one
-    /// port lock at a time, never the map's. Reports new flows the flow-memory budget refused
-    /// since the last tick (`FlowMemoryRefused`: one event per tick at most, not one per flow).
+    /// Removes idle flows from every port, up to `budget` per port (periodic timer), and frees
+    /// the save memory of ports not saved for a minute ([`crate::ports::ENCODER_KEEP`]). Takes
+    /// one port lock at a time, never the map's. Reports new flows the flow-memory budget
+    /// refused since the last tick (`FlowMemoryRefused`: one event per tick at most, not one
+    /// per flow).
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.now();
         let flows = self.budget.get();
@@ -422,14 +424,7 @@ impl<S: KernelServices> Driver<S> {
                 limit: flows.limit() as u64,
             });
         }
-        self.each_port()
-            .iter()
-            .map(|p| {
-                let mut st = p.state.lock();
-                st.close_stale_window(now);
-                st.port.expire(now, budget)
-            })
-            .sum()
+        self.each_port().iter().map(|p| p.state.lock().sweep(now, budget)).sum()
     }
 }
 

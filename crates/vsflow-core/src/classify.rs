@@ -274,16 +274,17 @@ fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow
     // blob's admission; by the VM's fingerprint: the VM's; neither: the rules judge). Loose
     // pickup, when on, makes such connections the VM's anyway (see `confirmed`).
     let window = matches!(port.judging, Judging::Restoring) && !port.restore_loose();
-    let midstream = meta.is_midstream_tcp();
-    if midstream && !fingerprint && (armed || window || port.judges_uncarried(now)) {
+    let uncarried = port.judges_uncarried(now) && !port.loose_open(now);
+    if meta.is_midstream_tcp() && !fingerprint && (armed || window || uncarried) {
         // While a restore's fingerprints are armed, a mid-stream segment of a connection the
         // blob carried neither exactly nor as the VM's fingerprint may be one a peer opened
         // (those are never fingerprinted: a rule or Monitor admitted them on the source). It
         // passes, as the VM's traffic always does, but its return traffic is judged by the
         // rules (re-checked on the next inbound packet) instead of admitted as the VM's: a
         // rule-admitted connection never becomes VM-admitted by a migration. Likewise in the
-        // restore window, and for the pickup window after any restore (one that armed no
-        // fingerprint, or a degraded one: nothing carried).
+        // restore window, and for the pickup window after any restore, degraded or one that
+        // armed no fingerprint (a connection the blob left out may be a peer's), except while
+        // loose pickup (the opt-in that takes such connections as the VM's) is open.
         Flow::JUDGED
     } else {
         Flow::VM

@@ -125,26 +125,31 @@ pub fn apply_with(
     let wanted = order.len().saturating_add(port.table.len()).min(bound);
     table.reserve(u32::try_from(wanted).unwrap_or(u32::MAX))?;
     let mut merged = 0u64;
+    // Flows seen in the window: usually none (the lookup is skipped then). Both tables have
+    // the port's configuration, hence its hash seed: one hash per flow serves both.
+    let window = (!port.table.is_empty()).then_some(&port.table);
     for &(_, i) in &order {
         let Some(s) = state.flows.get(i as usize) else {
             continue;
         };
-        if table.find(&s.key).is_some() {
+        let hash = table.hash(&s.key);
+        if table.find_hashed(hash, &s.key).is_some() {
             return Err(ApplyError::DuplicateFlow { index: i as usize });
         }
         let mut record = s.to_record(now);
         record.admission = plan.admission(record.admission);
-        if let Some(local) = port.table.get(&s.key) {
-            record = record.merge_window(local);
+        if let Some(local) =
+            window.and_then(|w| w.find_hashed(hash, &s.key).map(|at| *w.record(at)))
+        {
+            record = record.merge_window(&local);
             merged += 1;
         }
-        table.insert(s.key, record, now)?;
+        table.insert_hashed(hash, s.key, record, now)?;
     }
 
-    let mut pickup = Pickup::try_new(
-        state.fingerprints.try_clone()?,
-        if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) },
-    )?;
+    let pickup_until =
+        if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) };
+    let mut pickup = Pickup::try_new(state.fingerprints.try_clone()?, pickup_until)?;
     let mut kept_local = 0u32;
     for (k, r) in port.table.iter() {
         if table.len() >= bound {
@@ -194,14 +199,10 @@ pub fn apply_with(
         counters.identity_mismatches.saturating_add(u64::from(identity_mismatch));
     port.commit_restore(plan, table, counters, now);
     port.arm_pickup(pickup, now);
-    // For the pickup window the VM's mid-stream segment of a connection the blob did not
-    // carry is judged, whether or not any fingerprint was armed: it may be a connection a
-    // peer opened, which travels exactly or not at all (classify.rs, `vm_flow`).
-    port.judge_uncarried_until(if config.pickup_window == 0 {
-        0
-    } else {
-        now.saturating_add(config.pickup_window)
-    });
+    // A connection the blob left out (the cap, this host's bound) may be one a peer opened,
+    // which is never fingerprinted: armed fingerprints or not, the VM's mid-stream segment of
+    // a connection nothing carried is judged for the pickup window (issue 16).
+    port.judge_uncarried_until(pickup_until);
     port.restored_digest = digest;
     if port.nic.is_none() {
         port.nic = state.nic;
