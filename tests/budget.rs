@@ -200,6 +200,8 @@ fn at_the_budget_a_save_carries_every_connection_and_keeps_no_memory_past_it() {
     let stats = h.driver().stats();
     assert!(stats.flow_memory_bytes <= 1 << 20, "{} bytes charged", stats.flow_memory_bytes);
     assert_eq!((stats.saves, stats.saves_empty), (1, 0));
+    assert_eq!(h.driver().flow_budget().saves_unkept(), 1, "counted");
+    assert_eq!(stats.flows_refused_budget, 0, "a save is not a refused flow");
     let (second, _) = h.save(sw, 11);
     assert_eq!(second[0].1.len(), first[0].1.len(), "the next save: the same blob");
     assert_eq!(delivered(&mut h, sw, 11, &established), 4_000, "an established connection was cut");
