@@ -752,6 +752,11 @@ fn decode_compact_family<const ALEN: usize>(
         }
         let key =
             FlowKey { family, protocol: proto, local_addr, remote_addr, local_port, remote_port };
+        if list.len() == list.capacity() {
+            // Reserved above: never. (Without a growth path in the loop the entry is built in
+            // place instead of through the stack.)
+            return Err(DecodeError::OutOfMemory);
+        }
         list.push(SavedFlow {
             key,
             state,
