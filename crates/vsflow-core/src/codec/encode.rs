@@ -505,8 +505,7 @@ impl Dicts {
             }
             let r = s.key.remote_addr;
             let next = u32::try_from(rems.len()).unwrap_or(NONE);
-            let (rid, new) =
-                ri.find_or_insert(&r, next, |j| rems.get(j as usize).map(|x| x.0));
+            let (rid, new) = ri.find_or_insert(&r, next, |j| rems.get(j as usize).map(|x| x.0));
             if new {
                 // Reserved above: no growth.
                 rems.push((r, 1, NONE));
