@@ -500,6 +500,50 @@ mod tests {
         assert!(!q.to_sender);
     }
 
+    /// The quote is read only within the error's own datagram (its IPv4 total length or
+    /// IPv6 payload length): bytes past it are the frame's trailer, which the receiver's IP
+    /// layer drops, so a quote there relates nothing (issue 16, "Headers read only within the
+    /// IP datagram").
+    #[test]
+    fn a_quote_past_the_datagrams_end_is_never_read() {
+        let mut p = v4_header(1, 64, PEER, VM, 0);
+        p.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&v4_header(17, 64, VM, PEER, 0x4000));
+        p.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        let total = |p: &mut Vec<u8>, n: usize| {
+            p[2..4].copy_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+        };
+        total(&mut p, 56);
+        assert!(matches!(read(&p), Icmp::Error(_)), "control: the whole quote inside");
+        p.extend_from_slice(&[0xee; 8]);
+        assert!(matches!(read(&p), Icmp::Error(_)), "a trailer after the datagram is ignored");
+        for inside in [28, 40, 55] {
+            total(&mut p, inside);
+            assert_eq!(read(&p), Icmp::Other, "IPv4: the datagram ends at {inside}");
+        }
+        for bad in [0, 12, 19] {
+            total(&mut p, bad);
+            assert_eq!(read(&p), Icmp::Unreadable, "IPv4: total length {bad}");
+        }
+        // IPv6: ICMPv6 port unreachable quoting the VM's UDP datagram.
+        let (a, b) = ([0x20; 16], [0x30; 16]);
+        let mut p = v6_header(58, 64, b, a);
+        p.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&v6_header(17, 64, a, b));
+        p.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        let payload = |p: &mut Vec<u8>, n: usize| {
+            p[4..6].copy_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+        };
+        payload(&mut p, 56);
+        assert!(matches!(read(&p), Icmp::Error(_)), "control: the whole quote inside");
+        for inside in [8, 48, 55] {
+            payload(&mut p, inside);
+            assert_eq!(read(&p), Icmp::Other, "IPv6: the payload ends at {inside}");
+        }
+        payload(&mut p, 0);
+        assert_eq!(read(&p), Icmp::Unreadable, "IPv6: payload length 0");
+    }
+
     #[test]
     fn quoted_errors_and_later_fragments_are_never_related() {
         let inner_err = {
