@@ -149,8 +149,8 @@ fn addr<const N: usize>(b: &[u8], at: usize) -> Option<[u8; 16]> {
 }
 
 /// Walks an IP header (IPv4 options, IPv6 extension headers) with bounds. `None` if the
-/// header is not inside `ip`. The datagram's total length is not checked against `ip`: a
-/// quoted datagram is truncated by design and an outer one is read as a prefix.
+/// header is not inside `ip`. The datagram's total length is not checked against `ip` here: a
+/// quoted datagram is truncated by design, and [`read`] cuts an outer one to its length first.
 fn upper(ip: &[u8]) -> Option<Upper> {
     match *ip.first()? >> 4 {
         4 => {
@@ -244,11 +244,34 @@ const fn is_unspecified(a: &[u8; 16]) -> bool {
     u128::from_ne_bytes(*a) == 0
 }
 
+/// The bytes of `ip` (data starting at the IP header) that belong to its IP datagram: at most
+/// its IPv4 total length or its IPv6 header and payload length.
+///
+/// A frame may hold more than its datagram (Ethernet pads a frame to 60 bytes; a sender may
+/// append any trailer), and the receiver's IP layer drops what lies past the datagram's end
+/// (RFC 791, RFC 8200 section 3), so nothing there is read: an error of 8 bytes followed by a
+/// trailer that quotes the VM's flow would otherwise be related while the guest receives an
+/// error that quotes nothing (issue 16; the callout's `frame::datagram` bounds the TCP and UDP
+/// headers the same way). Unlike a TCP segment, an ICMP message is never a large send (LSO
+/// segments TCP only), so a length of 0 means no datagram: an IPv4 total length of 0, or an
+/// IPv6 payload length of 0 (a jumbogram's, RFC 2675, which no vSwitch port's MTU carries),
+/// leaves nothing to read past the IP header: unreadable, never the frame.
+fn datagram(ip: &[u8]) -> &[u8] {
+    let total = match ip.first().map(|b| b >> 4) {
+        Some(4) => be16(ip, 2).map_or(0, usize::from),
+        Some(6) => be16(ip, 4).map_or(0, |n| 40 + usize::from(n)),
+        _ => 0,
+    };
+    ip.get(..total).unwrap_or(ip)
+}
+
 /// Reads an ICMP or ICMPv6 packet (data starting at the IP header; a prefix of at least
 /// [`READ_LEN`] bytes where the packet has them). Never panics; what it cannot read is
-/// [`Icmp::Unreadable`].
+/// [`Icmp::Unreadable`]. Only the datagram's own bytes are read ([`datagram`]): a quote, or any
+/// part of one, past its end relates nothing ([`Icmp::Other`]).
 #[must_use]
 pub fn read(ip: &[u8]) -> Icmp {
+    let ip = datagram(ip);
     let Some(h) = upper(ip) else { return Icmp::Unreadable };
     if !h.first_fragment {
         return Icmp::LaterFragment;
@@ -470,15 +493,24 @@ mod tests {
     const VM: [u8; 4] = [192, 0, 2, 1];
     const PEER: [u8; 4] = [192, 0, 2, 2];
 
+    /// Reads `p` with its outer length field (IPv4 total length, IPv6 payload length) set to
+    /// the bytes given: the whole buffer is the datagram.
+    fn read_sealed(p: &[u8]) -> Icmp {
+        let mut p = p.to_vec();
+        let (at, len) = if p[0] >> 4 == 4 { (2, p.len()) } else { (4, p.len() - 40) };
+        p[at..at + 2].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        read(&p)
+    }
+
     #[test]
     fn echo_request_and_reply_carry_the_identifier_from_the_packet() {
         let mut p = v4_header(1, 64, VM, PEER, 0x4000);
         p.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
-        assert_eq!(read(&p), Icmp::Query { request: true, kind: 8, id: 0x1234 });
+        assert_eq!(read_sealed(&p), Icmp::Query { request: true, kind: 8, id: 0x1234 });
         p[20] = 0;
-        assert_eq!(read(&p), Icmp::Query { request: false, kind: 8, id: 0x1234 });
+        assert_eq!(read_sealed(&p), Icmp::Query { request: false, kind: 8, id: 0x1234 });
         // Truncated before the identifier.
-        assert_eq!(read(&p[..24]), Icmp::Unreadable);
+        assert_eq!(read_sealed(&p[..24]), Icmp::Unreadable);
     }
 
     #[test]
@@ -488,15 +520,15 @@ mod tests {
         p.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&v4_header(17, 64, VM, PEER, 0x4000));
         p.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
-        let Icmp::Error(q) = read(&p) else { panic!("{:?}", read(&p)) };
+        let Icmp::Error(q) = read_sealed(&p) else { panic!("{:?}", read_sealed(&p)) };
         assert_eq!((q.protocol, q.src_port, q.dst_port), (17, 5000, 53));
         assert!(q.to_sender);
         assert_eq!(&q.dst_addr[..4], &PEER);
         // One byte short of the quoted transport header's 8 bytes: not an error we can match.
-        assert_eq!(read(&p[..p.len() - 1]), Icmp::Other);
+        assert_eq!(read_sealed(&p[..p.len() - 1]), Icmp::Other);
         // Sent to someone else than the quoted packet's sender.
         p[16..20].copy_from_slice(&[192, 0, 2, 99]);
-        let Icmp::Error(q) = read(&p) else { panic!() };
+        let Icmp::Error(q) = read_sealed(&p) else { panic!() };
         assert!(!q.to_sender);
     }
 
@@ -568,7 +600,7 @@ mod tests {
         let nd = |ty: u8, hop: u8, src: [u8; 16]| {
             let mut p = v6_header(58, hop, src, global);
             p.extend_from_slice(&[ty, 0, 0, 0, 0, 0, 0, 0]);
-            read(&p)
+            read_sealed(&p)
         };
         assert_eq!(nd(136, 255, global), Icmp::Link { on_link: true });
         assert_eq!(nd(136, 254, global), Icmp::Link { on_link: false });
@@ -588,11 +620,11 @@ mod tests {
         p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
         p.extend_from_slice(&[58, 0, 0, 1, 0, 0, 0, 7]);
         p.extend_from_slice(&[128, 0, 0, 0, 0xab, 0xcd, 0, 1]);
-        assert_eq!(read(&p), Icmp::Query { request: true, kind: 128, id: 0xabcd });
+        assert_eq!(read_sealed(&p), Icmp::Query { request: true, kind: 128, id: 0xabcd });
         // The same fragment at offset 8: no ICMP header.
         p[50] = 0;
         p[51] = 0x40;
-        assert_eq!(read(&p), Icmp::LaterFragment);
+        assert_eq!(read_sealed(&p), Icmp::LaterFragment);
     }
 
     #[test]
