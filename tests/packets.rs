@@ -478,3 +478,78 @@ fn an_icmp_errors_quote_is_read_only_within_its_datagram() {
     );
     finish(&mut h);
 }
+
+/// A later fragment of `quoted`'s error at `offset` (8-byte units, the last fragment) whose 16
+/// bytes, laid over the quote in a reassembly where later bytes win, name another flow.
+fn error_later_fragment(quoted: &SimPacket, offset: u16) -> SimPacket {
+    let mut d = icmp_ip_header(quoted, 16, Some((offset, false)));
+    d.extend_from_slice(&[0x45, 0, 0, 0x30, 0, 0, 0x40, 0, 64, 6, 0, 0, 0xee, 0xee, 0xee, 0xee]);
+    d.resize(d.len().max(46), 0);
+    SimPacket::from_datagram(d).expect("an IP datagram")
+}
+
+/// RFC 1858 section 3.3 for ICMP: an error's first fragment quoting the VM's flow is admitted
+/// as related; a later fragment at byte 8 (or anywhere within the bytes vsflow reads of the
+/// first fragment) overwrites the quote in a reassembly that keeps later bytes, so the guest
+/// receives an error about a flow nothing admitted an error for (an unreachable that aborts a
+/// connection, a packet-too-big that shrinks its MSS). RFC 5722 and RFC 8200 section 4.5 make
+/// IPv6 receivers drop overlapping fragments and Linux drops overlapping IPv4 fragments, but
+/// nothing says every guest does (the worse case: WINDOWS-VERIFICATION 62). Such a later
+/// fragment is judged: inbound in Enforce only a rule admitting every ICMP type from its source
+/// admits it. Later fragments past the bytes read pass on their first fragment's verdict, and
+/// the VM's own fragments are its traffic.
+#[test]
+fn an_icmp_later_fragment_that_may_overlap_an_admitted_errors_quote_is_judged() {
+    let (mut h, sw) = one_port();
+    let mut passed = Vec::new();
+    for (n, family) in [(1, IpFamily::V4), (2, IpFamily::V6)] {
+        let udp = vm_udp(family, n);
+        assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &udp), PacketFate::Delivered);
+        // 8 + the quote (IP header, UDP header and 4 bytes of payload: a multiple of 8).
+        let extra = match family {
+            IpFamily::V4 => 4,
+            IpFamily::V6 => 0,
+        };
+        let first = unreachable_for(&udp, extra, None, Some((0, true)));
+        assert_eq!(
+            h.transmit(sw, EXTERNAL_PORT, PORT, &first),
+            PacketFate::Delivered,
+            "{family:?}: control: the error's first fragment quoting the VM's datagram is related"
+        );
+        for offset in [1u16, 2, 7, 23] {
+            let later = error_later_fragment(&udp, offset);
+            if h.transmit(sw, EXTERNAL_PORT, PORT, &later) == PacketFate::Delivered {
+                passed.push(format!("{family:?}: at byte {}", offset * 8));
+            }
+        }
+        // Past the bytes vsflow reads (192): on the first fragment's verdict.
+        for offset in [24u16, 185] {
+            let later = error_later_fragment(&udp, offset);
+            assert_eq!(
+                h.transmit(sw, EXTERNAL_PORT, PORT, &later),
+                PacketFate::Delivered,
+                "{family:?}: a later fragment at byte {}",
+                offset * 8
+            );
+        }
+        // The VM's own later fragment at byte 8 is its traffic.
+        let own = swap_addresses(&error_later_fragment(&udp, 1).datagram);
+        let own = SimPacket::from_datagram(own).expect("an IP datagram");
+        assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &own), PacketFate::Delivered);
+    }
+    assert!(
+        passed.is_empty(),
+        "later fragments that may overlap an admitted error's quote passed unjudged: {passed:?}"
+    );
+    finish(&mut h);
+}
+
+/// The same IP datagram with its source and destination addresses swapped.
+fn swap_addresses(d: &[u8]) -> Vec<u8> {
+    let mut d = d.to_vec();
+    let (s, len) = if d[0] >> 4 == 4 { (12, 4) } else { (8, 16) };
+    let src: Vec<u8> = d[s..s + len].to_vec();
+    d.copy_within(s + len..s + 2 * len, s);
+    d[s + len..s + 2 * len].copy_from_slice(&src);
+    d
+}
