@@ -379,69 +379,6 @@ fn vm_udp(family: IpFamily, n: u32) -> SimPacket {
     )
 }
 
-/// An IP header from the peer of `quoted` (its destination) to the VM, carrying ICMP (IPv4) or
-/// ICMPv6 with `length` bytes after the IP header, as a fragment at `offset` 8-byte units
-/// (`more`: more fragments follow) or, with `None`, unfragmented.
-fn icmp_ip_header(quoted: &SimPacket, length: usize, fragment: Option<(u16, bool)>) -> Vec<u8> {
-    let (src, dst) = (quoted.dst, quoted.src);
-    match quoted.family {
-        IpFamily::V4 => {
-            let total = u16::try_from(20 + length).expect("a small datagram");
-            let frag = fragment.map_or(0, |(off, more)| off | if more { 0x2000 } else { 0 });
-            let mut d = vec![0x45, 0];
-            d.extend_from_slice(&total.to_be_bytes());
-            d.extend_from_slice(&[0x42, 0x42]);
-            d.extend_from_slice(&frag.to_be_bytes());
-            d.extend_from_slice(&[64, protocol::ICMP, 0, 0]);
-            d.extend_from_slice(&src[..4]);
-            d.extend_from_slice(&dst[..4]);
-            d
-        }
-        IpFamily::V6 => {
-            let ext = if fragment.is_some() { 8 } else { 0 };
-            let payload = u16::try_from(ext + length).expect("a small datagram");
-            let next = if fragment.is_some() { 44 } else { protocol::ICMPV6 };
-            let mut d = vec![0x60, 0, 0, 0];
-            d.extend_from_slice(&payload.to_be_bytes());
-            d.extend_from_slice(&[next, 64]);
-            d.extend_from_slice(&src);
-            d.extend_from_slice(&dst);
-            if let Some((off, more)) = fragment {
-                d.extend_from_slice(&[protocol::ICMPV6, 0]);
-                d.extend_from_slice(&((off << 3) | u16::from(more)).to_be_bytes());
-                d.extend_from_slice(&0x4242_4242u32.to_be_bytes());
-            }
-            d
-        }
-    }
-}
-
-/// The port-unreachable error (ICMP 3/3, ICMPv6 1/4) the peer sends back for `quoted`, quoting
-/// its IP header and `quote_extra` more bytes after its transport header's first 8, of which
-/// only `inside` bytes of the ICMP message lie within the outer datagram (its total or payload
-/// length); the rest of the quote follows as the frame's trailer. `fragment` as for
-/// [`icmp_ip_header`].
-fn unreachable_for(
-    quoted: &SimPacket,
-    quote_extra: usize,
-    inside: Option<usize>,
-    fragment: Option<(u16, bool)>,
-) -> SimPacket {
-    let ip_len = quoted.ip_header_len();
-    let quote = &quoted.datagram[..ip_len + 8 + quote_extra];
-    let (ty, code) = match quoted.family {
-        IpFamily::V4 => (3, 3),
-        IpFamily::V6 => (1, 4),
-    };
-    let mut message = vec![ty, code, 0, 0, 0, 0, 0, 0];
-    message.extend_from_slice(quote);
-    let length = inside.unwrap_or(message.len());
-    let mut d = icmp_ip_header(quoted, length, fragment);
-    d.extend_from_slice(&message);
-    d.resize(d.len().max(46), 0);
-    SimPacket::from_datagram(d).expect("an IP datagram")
-}
-
 /// An ICMP error whose quote lies past the end of its IP datagram: in the frame's trailer, which
 /// the receiver's IP layer drops (RFC 791 total length, RFC 8200 payload length), as the TCP
 /// and UDP headers are read (issue 16). Before, the quote was read from the frame: an error of 8
@@ -456,7 +393,7 @@ fn an_icmp_errors_quote_is_read_only_within_its_datagram() {
     for (n, family) in [(1, IpFamily::V4), (2, IpFamily::V6)] {
         let udp = vm_udp(family, n);
         assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &udp), PacketFate::Delivered);
-        let whole = unreachable_for(&udp, 0, None, None);
+        let whole = traffic::icmp_unreachable(&udp, 0, None, None);
         assert_eq!(
             h.transmit(sw, EXTERNAL_PORT, PORT, &whole),
             PacketFate::Delivered,
@@ -466,7 +403,7 @@ fn an_icmp_errors_quote_is_read_only_within_its_datagram() {
         // The datagram ends after the ICMP header, inside the quoted IP header, and one byte
         // short of the quoted transport header's 8 bytes.
         for inside in [8, 8 + 12, 8 + quote - 1] {
-            let trailer = unreachable_for(&udp, 0, Some(inside), None);
+            let trailer = traffic::icmp_unreachable(&udp, 0, Some(inside), None);
             if h.transmit(sw, EXTERNAL_PORT, PORT, &trailer) == PacketFate::Delivered {
                 admitted.push(format!("{family:?}: {inside} of {} bytes inside", 8 + quote));
             }
@@ -477,15 +414,6 @@ fn an_icmp_errors_quote_is_read_only_within_its_datagram() {
         "errors quoting from past the datagram's end admitted: {admitted:?}"
     );
     finish(&mut h);
-}
-
-/// A later fragment of `quoted`'s error at `offset` (8-byte units, the last fragment) whose 16
-/// bytes, laid over the quote in a reassembly where later bytes win, name another flow.
-fn error_later_fragment(quoted: &SimPacket, offset: u16) -> SimPacket {
-    let mut d = icmp_ip_header(quoted, 16, Some((offset, false)));
-    d.extend_from_slice(&[0x45, 0, 0, 0x30, 0, 0, 0x40, 0, 64, 6, 0, 0, 0xee, 0xee, 0xee, 0xee]);
-    d.resize(d.len().max(46), 0);
-    SimPacket::from_datagram(d).expect("an IP datagram")
 }
 
 /// RFC 1858 section 3.3 for ICMP: an error's first fragment quoting the VM's flow is admitted
@@ -510,21 +438,21 @@ fn an_icmp_later_fragment_that_may_overlap_an_admitted_errors_quote_is_judged() 
             IpFamily::V4 => 4,
             IpFamily::V6 => 0,
         };
-        let first = unreachable_for(&udp, extra, None, Some((0, true)));
+        let first = traffic::icmp_unreachable(&udp, extra, None, Some((0, true)));
         assert_eq!(
             h.transmit(sw, EXTERNAL_PORT, PORT, &first),
             PacketFate::Delivered,
             "{family:?}: control: the error's first fragment quoting the VM's datagram is related"
         );
         for offset in [1u16, 2, 7, 23] {
-            let later = error_later_fragment(&udp, offset);
+            let later = traffic::icmp_later_fragment(&udp, offset);
             if h.transmit(sw, EXTERNAL_PORT, PORT, &later) == PacketFate::Delivered {
                 passed.push(format!("{family:?}: at byte {}", offset * 8));
             }
         }
         // Past the bytes vsflow reads (192): on the first fragment's verdict.
         for offset in [24u16, 185] {
-            let later = error_later_fragment(&udp, offset);
+            let later = traffic::icmp_later_fragment(&udp, offset);
             assert_eq!(
                 h.transmit(sw, EXTERNAL_PORT, PORT, &later),
                 PacketFate::Delivered,
@@ -533,7 +461,7 @@ fn an_icmp_later_fragment_that_may_overlap_an_admitted_errors_quote_is_judged() 
             );
         }
         // The VM's own later fragment at byte 8 is its traffic.
-        let own = swap_addresses(&error_later_fragment(&udp, 1).datagram);
+        let own = swap_addresses(&traffic::icmp_later_fragment(&udp, 1).datagram);
         let own = SimPacket::from_datagram(own).expect("an IP datagram");
         assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &own), PacketFate::Delivered);
     }
