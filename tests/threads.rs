@@ -283,3 +283,49 @@ fn a_save_racing_a_late_restore_after_the_window_closed_never_sends_the_default_
     assert_ne!(c.transmit(sc, EXTERNAL_PORT, 9, &syn), PacketFate::Delivered, "no rule admits it");
     finish(&mut c);
 }
+
+// Fails on main (2d1d872): the work item claims a pended restore (no port delete can cancel it
+// any more) and only then finds the port by its id to apply it. If the port was deleted and a
+// port with the same id created in that gap (another VM's NIC), the old VM's restore landed on
+// the new port: its flows (the old VM's peers admitted on the new VM) and its policy. The apply
+// must check that the port is the instance the restore was received for; any other port gets a
+// degraded restore (no flows, policy kept or closed), counted, and the notification succeeds.
+#[test]
+fn a_restore_claimed_for_a_port_deleted_and_created_again_never_lands_on_the_new_port() {
+    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let data = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
+    b.eager_work_items(true);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    let pause = b.pause_work_item_at_clock();
+    let tickets = b.restore(sb, 70, &blobs);
+    // The work item (another CPU) has claimed the restore and stops at its next clock read,
+    // before it finds the port to apply it.
+    assert!(pause.stopped(), "the work item reached its clock read");
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
+    // The port goes, and another VM's port takes its id.
+    assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
+    vm_port(&mut b, sb, 70, "vm-b", 2, false);
+    let degraded_before = b.driver().stats().restores_empty;
+    pause.resume();
+    let t = std::time::Instant::now();
+    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "a migration never fails");
+    assert_eq!(flows_of(&b, "vm-b"), Some(0), "none of vm-a's flows on vm-b's port");
+    assert_eq!(
+        vsflow_scenarios::delivered(&mut b, sb, 70, &data),
+        0,
+        "vm-a's peers' segments reach nothing on vm-b's port"
+    );
+    assert_eq!(
+        b.driver().stats().restores_empty,
+        degraded_before + 1,
+        "counted: a degraded restore of the new port"
+    );
+    finish(&mut b);
+}
