@@ -156,8 +156,7 @@ def main():
             ns(name, "ip", "addr", "add", f"{addr}/24", "dev", dev)
             ns(name, "ip", "link", "set", dev, "up")
             ns(name, "ip", "link", "set", "lo", "up")
-        policy = POLICY
-        subprocess.run(["ip", "netns", "exec", VM_NS, "nft", "-f", "-"], input=policy, text=True, check=True)
+        subprocess.run(["ip", "netns", "exec", VM_NS, "nft", "-f", "-"], input=POLICY, text=True, check=True)
         subprocess.run(["ip", "netns", "exec", PEER_NS, "nft", "-f", "-"], input=PEER_POLICY, text=True, check=True)
         if LOOSE is not None:
             ns(VM_NS, "sysctl", "-qw", f"net.netfilter.nf_conntrack_tcp_loose={LOOSE}")
@@ -176,7 +175,7 @@ def main():
                 ns(VM_NS, "python3", "-c", SENDER, PEER, seg.hex())
             time.sleep(0.2)
             after = counters()
-            hit = [k for k in after if after[k] != before.get(k, 0)]
+            hit = [k for k in after if after[k] != before.get(k, 0) and k.startswith(way + "_")]
             if way == "out":
                 verdict = f"sent (the VM's own: {', '.join(hit)})"
             elif hit and hit[0] in ("in_est", "in_rel", "in_new_acc"):
