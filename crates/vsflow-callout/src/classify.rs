@@ -374,7 +374,9 @@ fn addr4(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
     // SAFETY: the type tag says `uint32` is the active arm. WFP gives IPv4 addresses in host
     // byte order (verify on Windows, item 10).
     let a = unsafe { v.u.uint32 };
-    Some(vsflow_core::packet::v4(a.to_be_bytes()))
+    // `vsflow_core::packet::v4(a.to_be_bytes())` (the address bytes, then zeroes) built as
+    // one 16-byte value.
+    Some(u128::from(u32::from_le_bytes(a.to_be_bytes())).to_le_bytes())
 }
 
 /// # Safety

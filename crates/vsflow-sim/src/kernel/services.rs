@@ -363,18 +363,41 @@ const WAITER: u32 = 1 << 16;
 const WAITERS: u32 = 0x7FFF << 16;
 const SHARED: u32 = 0xFFFF;
 
-/// Holds of reader/writer locks by one thread: `(address, shared holds, exclusive, IRQL the
-/// shared acquisition returned)`, the first `len` entries live (no allocation; a thread holds
-/// few at a time, so the checks scan only those it holds).
-struct HeldRw {
-    len: usize,
-    entries: [(usize, u32, bool, u8); 8],
-}
+/// One thread's hold of a reader/writer lock: (address, shared holds, exclusive, IRQL the
+/// shared acquisition returned).
+type Hold = (usize, u32, bool, u8);
+
+/// Reader/writer locks one thread can hold at once and be checked on (a ninth is not tracked:
+/// its release is then reported as one without a hold).
+const HELD_RW_MAX: usize = 8;
 
 thread_local! {
-    /// Reader/writer locks this thread holds.
-    static HELD_RW: RefCell<HeldRw> =
-        const { RefCell::new(HeldRw { len: 0, entries: [(0, 0, false, 0); 8] }) };
+    /// Reader/writer locks this thread holds: the first [`HELD_RW_LEN`] entries (no
+    /// allocation; a thread holds few at a time, so the checks scan only those it holds).
+    static HELD_RW: [Cell<Hold>; HELD_RW_MAX] =
+        const { [const { Cell::new((0, 0, false, 0)) }; HELD_RW_MAX] };
+    /// How many entries of [`HELD_RW`] are live.
+    static HELD_RW_LEN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// This thread's hold of the reader/writer lock at `me`: its index and record.
+#[inline(always)]
+fn find_hold(me: usize) -> Option<(usize, Hold)> {
+    let len = HELD_RW_LEN.with(Cell::get).min(HELD_RW_MAX);
+    if len == 0 {
+        return None;
+    }
+    HELD_RW.with(|h| {
+        let mut i = 0;
+        while let Some(c) = h.get(i).filter(|_| i < len) {
+            let e = c.get();
+            if e.0 == me {
+                return Some((i, e));
+            }
+            i += 1;
+        }
+        None
+    })
 }
 
 impl SimRwLock {
@@ -391,73 +414,65 @@ impl SimRwLock {
     /// This thread's holds of this lock: (shared holds, exclusive).
     #[inline]
     fn holds(&self) -> (u32, bool) {
-        let me = self.me();
-        HELD_RW.with(|h| {
-            let h = h.borrow();
-            let live = h.entries.get(..h.len).unwrap_or(&[]);
-            live.iter().find(|e| e.0 == me).map_or((0, false), |e| (e.1, e.2))
-        })
+        find_hold(self.me()).map_or((0, false), |(_, e)| (e.1, e.2))
     }
 
     /// Records a hold taken by this thread: shared (with the IRQL its acquisition returned)
-    /// or exclusive. A thread holding eight other reader/writer locks is not tracked for a
-    /// ninth (its release is then reported as one without a hold).
+    /// or exclusive.
     #[inline]
     fn hold(&self, exclusive: bool, irql: u8) {
         let me = self.me();
-        HELD_RW.with(|h| {
-            let mut h = h.borrow_mut();
-            let h = &mut *h;
-            let len = h.len.min(h.entries.len());
-            let i = match h.entries[..len].iter().position(|e| e.0 == me) {
-                Some(i) => i,
-                None if len == h.entries.len() => return,
-                None => {
-                    h.entries[len] = (me, 0, false, 0);
-                    h.len = len + 1;
-                    len
+        let (i, mut e) = match find_hold(me) {
+            Some(found) => found,
+            None => {
+                let len = HELD_RW_LEN.with(Cell::get);
+                if len >= HELD_RW_MAX {
+                    return;
                 }
-            };
-            let e = &mut h.entries[i];
-            if exclusive {
-                e.2 = true;
-            } else {
-                e.1 = e.1.saturating_add(1);
-                e.3 = irql;
+                HELD_RW_LEN.with(|l| l.set(len + 1));
+                (len, (me, 0, false, 0))
             }
-        });
+        };
+        if exclusive {
+            e.2 = true;
+        } else {
+            e.1 = e.1.saturating_add(1);
+            e.3 = irql;
+        }
+        HELD_RW.with(|h| h.get(i).map(|c| c.set(e)));
     }
 
     /// Records the release of a hold by this thread: returns whether it had one (and for a
     /// shared hold, the IRQL its acquisition returned).
     #[inline]
     fn unhold(&self, exclusive: bool) -> Option<u8> {
-        let me = self.me();
-        HELD_RW.with(|h| {
-            let mut h = h.borrow_mut();
-            let h = &mut *h;
-            let len = h.len.min(h.entries.len());
-            let i = h.entries[..len].iter().position(|e| e.0 == me)?;
-            let e = &mut h.entries[i];
-            let irql = e.3;
-            if exclusive {
-                if !e.2 {
-                    return None;
-                }
-                e.2 = false;
-            } else {
-                if e.1 == 0 {
-                    return None;
-                }
-                e.1 -= 1;
+        let (i, mut e) = find_hold(self.me())?;
+        if exclusive {
+            if !e.2 {
+                return None;
             }
-            if e.1 == 0 && !e.2 {
-                // No hold left: the last live entry takes its place.
-                h.entries[i] = h.entries[len - 1];
-                h.len = len - 1;
+            e.2 = false;
+        } else {
+            if e.1 == 0 {
+                return None;
             }
-            Some(irql)
-        })
+            e.1 -= 1;
+        }
+        if e.1 == 0 && !e.2 {
+            // No hold left: the last live entry takes its place.
+            let last = HELD_RW_LEN.with(Cell::get).saturating_sub(1);
+            HELD_RW_LEN.with(|l| l.set(last));
+            if i != last {
+                HELD_RW.with(|h| {
+                    if let (Some(to), Some(from)) = (h.get(i), h.get(last)) {
+                        to.set(from.get());
+                    }
+                });
+            }
+        } else {
+            HELD_RW.with(|h| h.get(i).map(|c| c.set(e)));
+        }
+        Some(e.3)
     }
 }
 
