@@ -401,6 +401,7 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
 ///
 /// # Safety
 /// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
+#[inline(always)]
 unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
     // SAFETY: caller's contract.
     let v = value(unsafe { value_slice(values) }, sys::FIELD_VSWITCH_ID)?;
