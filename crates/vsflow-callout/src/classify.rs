@@ -401,6 +401,10 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
 ///
 /// # Safety
 /// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
+#[allow(
+    clippy::inline_always,
+    reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+)]
 #[inline(always)]
 unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
     // SAFETY: caller's contract.

@@ -223,6 +223,10 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
 /// # Safety
 /// `nbl` is null or a valid `NET_BUFFER_LIST` whose data stays valid and unchanged for as long
 /// as `storage` is borrowed (within one classify call).
+#[allow(
+    clippy::inline_always,
+    reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+)]
 #[inline(always)]
 pub unsafe fn nbl_prefix(
     nbl: *mut core::ffi::c_void,

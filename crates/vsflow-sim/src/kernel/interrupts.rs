@@ -72,9 +72,9 @@ impl InterruptHold {
     #[inline(never)]
     fn hold(&self, processor: u32) {
         if self
-                .armed
-                .compare_exchange(processor + 1, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
+            .armed
+            .compare_exchange(processor + 1, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
         {
             return;
         }

@@ -381,6 +381,10 @@ thread_local! {
 }
 
 /// This thread's hold of the reader/writer lock at `me`: its index and record.
+#[allow(
+    clippy::inline_always,
+    reason = "three times per lock hold on the classify path (callgrind, docs/PERFORMANCE.md)"
+)]
 #[inline(always)]
 fn find_hold(me: usize) -> Option<(usize, Hold)> {
     let len = HELD_RW_LEN.with(Cell::get).min(HELD_RW_MAX);
@@ -422,16 +426,15 @@ impl SimRwLock {
     #[inline]
     fn hold(&self, exclusive: bool, irql: u8) {
         let me = self.me();
-        let (i, mut e) = match find_hold(me) {
-            Some(found) => found,
-            None => {
-                let len = HELD_RW_LEN.with(Cell::get);
-                if len >= HELD_RW_MAX {
-                    return;
-                }
-                HELD_RW_LEN.with(|l| l.set(len + 1));
-                (len, (me, 0, false, 0))
+        let (i, mut e) = if let Some(found) = find_hold(me) {
+            found
+        } else {
+            let len = HELD_RW_LEN.with(Cell::get);
+            if len >= HELD_RW_MAX {
+                return;
             }
+            HELD_RW_LEN.with(|l| l.set(len + 1));
+            (len, (me, 0, false, 0))
         };
         if exclusive {
             e.2 = true;

@@ -342,10 +342,8 @@ struct Primitives {
 impl Primitives {
     fn new() -> Self {
         use vsflow_callout::KernelServices as _;
-        let services = crate::kernel::services::SimServices {
-            shared: std::sync::Arc::default(),
-            seed: 1,
-        };
+        let services =
+            crate::kernel::services::SimServices { shared: std::sync::Arc::default(), seed: 1 };
         let (map, port) = (services.new_rw_lock(), services.new_lock());
         Self { services, map, port }
     }
