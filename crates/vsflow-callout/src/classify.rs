@@ -206,10 +206,8 @@ impl<S: KernelServices> Driver<S> {
             .read_ports(|ix| {
                 let switch = ix.switch_id_le(name?)?;
                 let slot = ix.port(PortKey { switch, port: c.port_id })?;
-                let mut st = slot.state.lock();
-                st.classify_calls += 1;
-                st.close_stale_window(now);
-                Some(st.judged().then(|| st.port.classify(&c.meta, now)))
+                // Under the lock of the packet's flow's shard only (crate::ports).
+                Some(slot.classify(&c.meta, now))
             })
             .flatten();
         match found {

@@ -26,25 +26,41 @@
 //! port is out of the map no new reference to it can be taken (references are taken only
 //! under the map lock), and [`PortSlot::is_removed`] tells a holder it is gone.
 //!
+//! **One port on several processors** (issue 18 §2). A port's flows are split by flow hash into
+//! shards ([`vsflow_core::port::shards`]): the *home* shard is [`PortState::port`] under
+//! [`PortSlot::state`], the others ([`ShardSlot`], one per processor up to
+//! [`shards::MAX_SHARDS`]) each under a lock of its own, on cache lines of its own. While the port
+//! is *sharded* ([`PortSlot::sharded`]) a packet takes only its flow's shard's lock
+//! ([`PortSlot::classify`]), so two processors judging different connections of one VM (vRSS)
+//! do not wait for each other. Everything else sees the port whole: it takes the home lock and
+//! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
+//! expiry sweep splits a port again when nothing of a migration is open on it
+//! ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
+//! holder of any of them reads it stably.
+//!
 //! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
 //! nobody waits, a writer spins only for readers' short critical sections, and a reader never
-//! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port -> pending).
+//! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port's home shard ->
+//! its shards 1, 2, ... in order -> pending; classify takes one shard's lock, or the home's then
+//! one shard's).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
-use vsflow_core::{Port, PortIdentity};
+use vsflow_core::flow::TableConfig;
+use vsflow_core::port::shards::{self, MAX_SHARDS, ShardHasher};
+use vsflow_core::{PacketMeta, Port, PortCounters, PortIdentity, Tick, Verdict};
 
 use crate::alloc_util::try_box;
 use crate::error::CalloutError;
 use crate::services::{KernelServices, RawSpinLock};
-use crate::sync::{ExclusiveGuard, SharedGuard, SpinMutex};
+use crate::sync::{ExclusiveGuard, SharedGuard, SpinGuard, SpinMutex};
 
 /// A port of a switch: `(switch, PortId)`. `PortId`s are unique only within a switch and change
 /// across live migration; the port's durable identity lives in its [`PortState`].
@@ -110,38 +126,228 @@ impl PortState {
     }
 }
 
-/// A port and its lock. Lives in a box shared by [`PortRef`]s: the map holds one, and anyone
+/// A shard of a port beyond the home one: its own [`Port`] (the flows whose key maps to it, a
+/// copy of the port's policy, its counters) under its own lock, alone on its cache lines (see
+/// [`CpuLock`] for why padding and not alignment).
+#[repr(C)]
+pub(crate) struct ShardSlot<L: RawSpinLock> {
+    _front: [u64; 8],
+    pub(crate) port: SpinMutex<L, Port>,
+    /// Classify calls judged on this shard (written under its lock; summed on read).
+    calls: AtomicU64,
+    _back: [u64; 8],
+}
+
+impl<L: RawSpinLock> ShardSlot<L> {
+    /// A shard holding `port`.
+    pub(crate) const fn new(port: SpinMutex<L, Port>) -> Self {
+        Self { _front: [0; 8], port, calls: AtomicU64::new(0), _back: [0; 8] }
+    }
+
+    /// Counts a classify call; the caller holds the shard's lock (so no other writer).
+    #[inline]
+    fn count_call(&self) {
+        self.calls.store(self.calls.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// How a port is split (issue 18 §2): its other shards, the hash that picks a flow's shard and
+/// the port's own table configuration (what a merge restores).
+pub(crate) struct Sharding<L: RawSpinLock> {
+    pub(crate) shards: Vec<ShardSlot<L>>,
+    pub(crate) hasher: ShardHasher,
+    pub(crate) full: TableConfig,
+}
+
+/// A port and its locks. Lives in a box shared by [`PortRef`]s: the map holds one, and anyone
 /// working on the port holds another, taken under the map lock.
+///
+/// `repr(C)` with padding: what every packet reads (the shards, the hash, `sharded`) stays on
+/// lines no packet writes, apart from the home shard's lock and state.
+#[repr(C)]
 pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) key: PortKey,
     /// `PortName`: never changes for a slot (a new name is a new port).
     pub(crate) identity: PortIdentity,
-    pub(crate) state: SpinMutex<L, PortState>,
+    /// The other shards (none: the port is never split).
+    shards: Vec<ShardSlot<L>>,
+    hasher: ShardHasher,
+    full: TableConfig,
+    /// The port's flows are spread over its shards. Changed only under every one of the port's
+    /// locks: stable for anyone holding one of them.
+    sharded: AtomicBool,
     /// References held ([`PortRef`]); the slot is freed when the last goes.
     refs: AtomicUsize,
     /// Taken out of the map (deleted, replaced, or the driver stopped).
     removed: AtomicBool,
+    _pad: [u64; 8],
+    /// The home shard and everything else vsflow keeps for the port.
+    pub(crate) state: SpinMutex<L, PortState>,
+    _back: [u64; 8],
 }
 
 impl<L: RawSpinLock> PortSlot<L> {
-    /// A port, not yet in the map.
-    pub(crate) const fn new(
+    /// A port, not yet in the map, unsharded.
+    pub(crate) fn new(
         key: PortKey,
         identity: &PortIdentity,
         state: SpinMutex<L, PortState>,
+        sharding: Sharding<L>,
     ) -> Self {
+        let shards = if sharding.shards.len() < MAX_SHARDS { sharding.shards } else { Vec::new() };
         Self {
             key,
             identity: *identity,
-            state,
+            shards,
+            hasher: sharding.hasher,
+            full: sharding.full,
+            sharded: AtomicBool::new(false),
             refs: AtomicUsize::new(1),
             removed: AtomicBool::new(false),
+            _pad: [0; 8],
+            state,
+            _back: [0; 8],
         }
     }
 
     /// Whether the port was taken out of the map (its work can stop: nobody will find it).
     pub(crate) fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
+    }
+
+    /// Whether the port's flows are spread over its shards.
+    pub(crate) fn is_sharded(&self) -> bool {
+        self.sharded.load(Ordering::Acquire)
+    }
+
+    /// The shard (beyond the home one) that judges `meta`; `None` for the home shard.
+    #[inline]
+    fn shard_for(&self, meta: &PacketMeta) -> Option<&ShardSlot<L>> {
+        let s = self.hasher.shard_of(meta, self.shards.len() + 1);
+        s.checked_sub(1).and_then(|i| self.shards.get(i))
+    }
+
+    /// Judges one packet under the lock of its flow's shard (the home shard's, with the rest of
+    /// the port's state, when the port is not sharded); `None` for a port whose packets are not
+    /// judged (a generic port without a VM NIC; never sharded).
+    #[inline]
+    pub(crate) fn classify(&self, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+        if self.sharded.load(Ordering::Acquire)
+            && let Some(shard) = self.shard_for(meta)
+        {
+            let mut port = shard.port.lock();
+            // Stable under any of the port's locks; merged meanwhile: the home shard judges.
+            if self.sharded.load(Ordering::Relaxed) {
+                shard.count_call();
+                return Some(port.classify(meta, now));
+            }
+        }
+        let mut st = self.state.lock();
+        if self.sharded.load(Ordering::Relaxed)
+            && let Some(shard) = self.shard_for(meta)
+        {
+            // Split since the first look: the home lock, then the shard's (the lock order).
+            let mut port = shard.port.lock();
+            shard.count_call();
+            return Some(port.classify(meta, now));
+        }
+        st.classify_calls += 1;
+        st.close_stale_window(now);
+        st.judged().then(|| st.port.classify(meta, now))
+    }
+
+    /// Runs `f` with every other shard locked, in order (the caller holds the home shard's
+    /// lock); releases them in reverse order.
+    fn with_shards<R>(&self, f: impl FnOnce(&mut [Option<SpinGuard<'_, L, Port>>]) -> R) -> R {
+        let mut guards: [Option<SpinGuard<'_, L, Port>>; MAX_SHARDS - 1] = Default::default();
+        for (guard, shard) in guards.iter_mut().zip(&self.shards) {
+            *guard = Some(shard.port.lock());
+        }
+        let n = self.shards.len().min(MAX_SHARDS - 1);
+        let r = f(guards.get_mut(..n).unwrap_or_default());
+        for guard in guards.iter_mut().rev() {
+            drop(guard.take());
+        }
+        r
+    }
+
+    /// The port's lock with the port whole: a sharded port is merged back into its home shard
+    /// first, under every shard's lock ([`shards::merge`]: the port as one lock would have
+    /// kept it). For everything but classify, the expiry sweep and the read-only walks: save,
+    /// restore, NIC events, the IOCTLs that read flows or change the port.
+    pub(crate) fn lock_whole(&self, now: Tick) -> SpinGuard<'_, L, PortState> {
+        let mut st = self.state.lock();
+        if self.sharded.load(Ordering::Relaxed) {
+            let home = &mut st.port;
+            self.with_shards(|others| {
+                shards::merge(home, others, &self.full, now);
+                self.sharded.store(false, Ordering::Release);
+            });
+        }
+        st
+    }
+
+    /// The expiry sweep of this port: idle flows of every shard (up to `budget` in each), and
+    /// the restore window closed if no restore came in time; then a port with nothing of a
+    /// migration open is split ([`shards::split`]; it stays whole if that cannot be done now).
+    /// Returns the flows removed.
+    pub(crate) fn sweep(&self, now: Tick, budget: usize) -> usize {
+        let mut st = self.state.lock();
+        st.close_stale_window(now);
+        let mut removed = st.port.expire(now, budget);
+        if self.sharded.load(Ordering::Relaxed) {
+            for shard in &self.shards {
+                removed += shard.port.lock().expire(now, budget);
+            }
+        } else if !self.shards.is_empty() && st.judged() && shards::may_split(&st.port, now) {
+            let home = &mut st.port;
+            self.with_shards(|others| {
+                if shards::split(home, others, &self.hasher, &self.full).is_ok() {
+                    self.sharded.store(true, Ordering::Release);
+                }
+            });
+        }
+        removed
+    }
+
+    /// Runs `f` on the home shard's port and then on each other shard's, one lock at a time
+    /// (the caller holds the home lock, `st`): for reads that add up over the shards.
+    pub(crate) fn each_shard(&self, st: &PortState, mut f: impl FnMut(&Port)) {
+        f(&st.port);
+        if self.sharded.load(Ordering::Relaxed) {
+            for shard in &self.shards {
+                f(&shard.port.lock());
+            }
+        }
+    }
+
+    /// Flows in the port, every shard's (the caller holds the home lock, `st`).
+    pub(crate) fn flow_count(&self, st: &PortState) -> usize {
+        let mut n = 0;
+        self.each_shard(st, |p| n += p.table().len());
+        n
+    }
+
+    /// The port's counters, every shard's summed (the caller holds the home lock, `st`).
+    pub(crate) fn counters(&self, st: &PortState) -> PortCounters {
+        let mut sum = PortCounters::default();
+        self.each_shard(st, |p| sum = sum.saturating_add(p.counters()));
+        sum
+    }
+
+    /// Classify calls that reached the port, every shard's; `take` resets them (the caller
+    /// holds the home lock, `st`).
+    pub(crate) fn classify_calls(&self, st: &mut PortState, take: bool) -> u64 {
+        let mut n = if take { core::mem::take(&mut st.classify_calls) } else { st.classify_calls };
+        for shard in &self.shards {
+            let c = if take {
+                shard.calls.swap(0, Ordering::Relaxed)
+            } else {
+                shard.calls.load(Ordering::Relaxed)
+            };
+            n = n.wrapping_add(c);
+        }
+        n
     }
 }
 
@@ -454,7 +660,7 @@ impl<S: KernelServices> PortMap<S> {
         });
         // Dropped outside the locks.
         gone.map_or(0, |ports| {
-            ports.into_values().map(|slot| slot.state.lock().classify_calls).sum()
+            ports.into_values().map(|slot| slot.classify_calls(&mut slot.state.lock(), false)).sum()
         })
     }
 }

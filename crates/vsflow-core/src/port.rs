@@ -97,6 +97,8 @@
 //! included), `pickups_confirmed`, `pickups_refused`. Monitor mode permits everything and
 //! picks nothing up (the VM's own segments aside).
 
+pub mod shards;
+
 use core::fmt;
 
 use crate::classify::{Verdict, classify};
@@ -138,7 +140,7 @@ pub(crate) enum Judging {
 }
 
 /// The port's restore state.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RestoreState {
     /// Between [`Port::begin_restore`] and the restore's commit or cancel.
     pub(crate) restoring: bool,

@@ -13,13 +13,14 @@ use fwps_sys::{
     STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 use vsflow_core::flow::TableConfig;
+use vsflow_core::port::shards::{self, ShardHasher};
 use vsflow_core::{Port, PortConfig, PortIdentity};
 
 use super::{driver, identity};
 use crate::driver::Driver;
 use crate::error::CalloutError;
 use crate::percpu::Counter;
-use crate::ports::{PortKey, PortRef, PortSlot, PortState};
+use crate::ports::{PortKey, PortRef, PortSlot, PortState, ShardSlot, Sharding};
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
 
@@ -107,6 +108,32 @@ impl<S: KernelServices> Driver<S> {
         Ok(port)
     }
 
+    /// A new port's other shards (issue 18 §2; `crate::ports`): one per processor up to
+    /// `shards::MAX_SHARDS`, each with its share of the table bound
+    /// ([`shards::shard_bound`]). None on one processor, or if memory is short: the port
+    /// then keeps one lock, as it works unsplit anyway.
+    pub(crate) fn new_sharding(&self, identity: &PortIdentity) -> Sharding<S::Lock> {
+        let config = self.port_config();
+        let hasher = ShardHasher::new(config.table.hash_seed);
+        let n = (self.services.processor_count() as usize).clamp(1, shards::MAX_SHARDS);
+        let mut list = alloc::vec::Vec::new();
+        if n > 1 && list.try_reserve_exact(n - 1).is_ok() {
+            let table = TableConfig {
+                max_flows: shards::shard_bound(config.table.max_flows, n),
+                initial_capacity: 0,
+                ..config.table
+            };
+            for _ in 1..n {
+                let Ok(port) = Port::try_new(*identity, PortConfig { table, ..config }) else {
+                    list.clear();
+                    break;
+                };
+                list.push(ShardSlot::new(SpinMutex::new(self.services.new_lock(), port)));
+            }
+        }
+        Sharding { shards: list, hasher, full: config.table }
+    }
+
     /// Switch created or deleted (its initial ports and NICs are reported separately).
     pub fn on_switch(&self, event: u32, switch: &NDIS_SWITCH_PARAMETERS) -> NTSTATUS {
         let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
@@ -176,10 +203,12 @@ impl<S: KernelServices> Driver<S> {
             },
             classify_calls: 0,
         };
+        let sharding = self.new_sharding(&name);
         let slot = PortRef::try_new(PortSlot::new(
             key,
             &name,
             SpinMutex::new(self.services.new_lock(), state),
+            sharding,
         ))?;
         let replaced = self.ports.update(move |m| m.insert_port(slot).map_err(|(e, _slot)| e))?;
         // A port this one replaced is freed here, after the map's locks are released.
@@ -193,7 +222,7 @@ impl<S: KernelServices> Driver<S> {
     /// whoever holds the last reference), keeping its classify count in the driver's: no
     /// classify can reach it any more (classify runs under the map lock it was removed under).
     fn retire(&self, slot: PortRef<S::Lock>) {
-        let calls = core::mem::take(&mut slot.state.lock().classify_calls);
+        let calls = slot.classify_calls(&mut slot.state.lock(), true);
         self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
         drop(slot);
     }
@@ -248,7 +277,8 @@ impl<S: KernelServices> Driver<S> {
         let nic_name = identity(&nic.NicName).filter(|n| !n.as_utf16().is_empty());
         let key = PortKey { switch, port: nic.PortId };
         if let Some(slot) = self.port_ref(|_| Some(key)) {
-            let mut e = slot.state.lock();
+            // The port whole: whether it is judged (a VM NIC on it) changes here.
+            let mut e = slot.lock_whole(self.now());
             match event {
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE => {
                     e.nic = Some(nic.NicIndex);

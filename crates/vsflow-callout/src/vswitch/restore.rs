@@ -325,7 +325,7 @@ impl<S: KernelServices> Driver<S> {
             self.restore_into_nothing(key.port, bytes);
             return STATUS_SUCCESS;
         };
-        let mut st = slot.state.lock();
+        let mut st = slot.lock_whole(now);
         self.apply_locked(&mut st, key, bytes, sum, decoded, now)
     }
 

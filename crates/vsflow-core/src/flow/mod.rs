@@ -10,6 +10,6 @@ mod timeouts;
 
 pub use key::FlowKey;
 pub use record::{Admission, FlowRecord, FlowState, Opener};
-pub use table::{Eviction, FlowIndex, FlowTable, Room, TableConfig};
+pub use table::{Eviction, FlowIndex, FlowTable, MAX_FLOWS_LIMIT, Room, TableConfig};
 pub use tentative::{PickupKind, TentativeFlows};
 pub use timeouts::{TimeoutClass, Timeouts};

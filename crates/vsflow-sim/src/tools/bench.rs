@@ -295,7 +295,9 @@ impl ClassifyRig {
     }
 
     /// Opens `packets` connections from the VM of each of `ports` (handshakes through the
-    /// switch), and prepares the peers' data packets.
+    /// switch), and prepares the peers' data packets. Every lane gets connections of its own,
+    /// also when a port is named twice (two lanes of one port: one VM's connections spread over
+    /// processors, as vRSS does).
     ///
     /// # Panics
     /// As [`ClassifyRig::new`].
@@ -309,8 +311,9 @@ impl ClassifyRig {
     ) -> Self {
         let lanes = ports
             .iter()
-            .map(|&id| {
-                (0..packets)
+            .enumerate()
+            .map(|(lane, &id)| {
+                (lane * packets..(lane + 1) * packets)
                     .map(|k| {
                         h.advance(1_000);
                         let sport = 1024 + u16::try_from(k % 60_000).unwrap_or(0);
@@ -435,8 +438,18 @@ pub struct ScalingReport {
     pub two_port_cpu_ratio: f64,
     /// Load average (1 minute) when the measurement started.
     pub load: f64,
-    /// Two threads on one port, packets/s, and its ratio to one thread.
+    /// Two threads on one port, the same connections, packets/s, and its ratio to one thread.
     pub same_port: (f64, f64),
+    /// Two threads on one port, each with connections of its own (vRSS: a flow stays on one
+    /// processor), packets/s and its ratio to one thread (medians of trials).
+    pub one_port_own_flows: (f64, f64),
+    /// The same from CPU time per packet (`2 x cpu1 / cpu2`, median of trials).
+    pub one_port_own_flows_cpu: f64,
+    /// The same two threads on one port kept whole (one lock: merged by a save before the
+    /// point, as before issue 18 §2): packets/s, ratio to one thread, CPU-time ratio.
+    pub one_port_whole: (f64, f64, f64),
+    /// Whether the benchmark's ports were split into shards when measured.
+    pub sharded_ports: usize,
     /// Classify latency on port B, quiet: p50, p99 (ns, per call incl. the clock reads).
     pub quiet: (f64, f64),
     /// The same while another thread saves port A (at the blob cap) in a loop.
@@ -606,9 +619,16 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     for &id in &ids {
         h.create_port(sw, id, &format!("lane-{id}"), false);
     }
-    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-S", &ids, 1024);
+    // One more lane: port 10 again, with connections of its own (two processors on one port).
+    let mut lanes_ports = ids.clone();
+    lanes_ports.push(ids[0]);
+    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-S", &lanes_ports, 1024);
+    let own_lane = max_threads;
+    // The periodic sweep splits ports that have nothing of a migration open into shards.
+    let _ = h.within(|| h.driver().expire_idle(0));
+    let sharded_ports = h.driver().flow_totals().sharded;
     let d = Duration::from_secs_f64(seconds);
-    let mut r = ScalingReport { cores, trials, seconds, ..ScalingReport::default() };
+    let mut r = ScalingReport { cores, sharded_ports, trials, seconds, ..ScalingReport::default() };
     r.load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
@@ -618,6 +638,11 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     let mut cpu_ratios = Vec::new();
     let mut same = Vec::new();
     let mut same_ratio = Vec::new();
+    let mut own = Vec::new();
+    let mut own_ratio = Vec::new();
+    let mut own_cpu = Vec::new();
+    let (mut whole, mut whole_ratio, mut whole_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let bench_switch = switch_params("BENCH-S");
     for _ in 0..trials {
         for n in 1..=max_threads {
             points[n - 1].push(throughput(&rig, n, |t| t, d));
@@ -629,6 +654,17 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
         let two_same = throughput(&rig, 2, |_| 0, d);
         same.push(two_same.pps);
         same_ratio.push(two_same.pps / one.pps.max(1.0));
+        let two_own = throughput(&rig, 2, |t| if t == 0 { 0 } else { own_lane }, d);
+        own.push(two_own.pps);
+        own_ratio.push(two_own.pps / one.pps.max(1.0));
+        own_cpu.push(2.0 * one.cpu_ns / two_own.cpu_ns.max(1e-9));
+        // The same port whole (a save merges it), then split again by the sweep.
+        let _ = h.within(|| h.driver().on_save(&bench_switch, ids[0]));
+        let two_whole = throughput(&rig, 2, |t| if t == 0 { 0 } else { own_lane }, d);
+        whole.push(two_whole.pps);
+        whole_ratio.push(two_whole.pps / one.pps.max(1.0));
+        whole_cpu.push(2.0 * one.cpu_ns / two_whole.cpu_ns.max(1e-9));
+        let _ = h.within(|| h.driver().expire_idle(0));
     }
     r.distinct_ports = points
         .iter()
@@ -643,6 +679,9 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     r.two_port_ratio = median(ratios);
     r.two_port_cpu_ratio = median(cpu_ratios);
     r.same_port = (median(same), median(same_ratio));
+    r.one_port_own_flows = (median(own), median(own_ratio));
+    r.one_port_own_flows_cpu = median(own_cpu);
+    r.one_port_whole = (median(whole), median(whole_ratio), median(whole_cpu));
 
     // Latency on port B (lane 1) quiet, then while port A is saved in a loop.
     let calls = 400_000;
@@ -706,9 +745,26 @@ impl ScalingReport {
         );
         let _ = writeln!(
             s,
-            "  2 threads on ONE port                 {:>8.2} Mpps  {:.2}x of 1 thread (reported)",
+            "  2 threads on ONE port, same conns     {:>8.2} Mpps  {:.2}x of 1 thread (reported: both threads write the same flows)",
             self.same_port.0 / 1e6,
             self.same_port.1
+        );
+        let _ = writeln!(
+            s,
+            "  2 threads on ONE port, own conns      {:>8.2} Mpps  {:.2}x of 1 thread (target >= 1.6x)  {}; from CPU time per packet {:.2}x  {} ({} of the bench's ports sharded)",
+            self.one_port_own_flows.0 / 1e6,
+            self.one_port_own_flows.1,
+            met(self.one_port_own_flows.1 >= 1.6),
+            self.one_port_own_flows_cpu,
+            met(self.one_port_own_flows_cpu >= 1.6),
+            self.sharded_ports
+        );
+        let _ = writeln!(
+            s,
+            "  the same, port kept whole (one lock)  {:>8.2} Mpps  {:.2}x of 1 thread; from CPU time per packet {:.2}x (same-run baseline)",
+            self.one_port_whole.0 / 1e6,
+            self.one_port_whole.1,
+            self.one_port_whole.2
         );
         let ratio = self.while_saving.1 / self.quiet.1.max(1.0);
         let _ = writeln!(
