@@ -179,7 +179,7 @@ unsafe fn create(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) ->
         Err(status) => return status,
     };
     CONTROL_DEVICE.store(device as usize, Ordering::Release);
-    let status = start(device, parameters);
+    let status = start(device, &parameters);
     if !wdk::nt_success(status) {
         delete_control_device();
         return status;
@@ -187,12 +187,16 @@ unsafe fn create(driver: &mut DRIVER_OBJECT, registry_path: PCUNICODE_STRING) ->
     STATUS_SUCCESS
 }
 
-fn start(device: WDFDEVICE, parameters: Parameters) -> NTSTATUS {
+fn start(device: WDFDEVICE, parameters: &Parameters) -> NTSTATUS {
     // SAFETY: a valid control device.
     let wdm = unsafe { call_unsafe_wdf_function_binding!(WdfDeviceWdmGetDeviceObject, device) };
     let (seed, source) = random::boot_seed();
-    let services =
-        WdkServices { work_item: AtomicUsize::new(0), parameters, seed, os_build: os_build() };
+    let services = WdkServices {
+        work_item: AtomicUsize::new(0),
+        parameters: *parameters,
+        seed,
+        os_build: os_build(),
+    };
     let core = match Driver::try_from_services(services, wdm.cast()) {
         Ok(d) => d,
         Err(e) => return e.to_ntstatus(),

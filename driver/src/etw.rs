@@ -163,6 +163,14 @@ pub fn write(event: &TraceEvent) {
             u32("Default", default),
             str8("Reason", reason),
         ),
+        TraceEvent::FlowMemoryRefused { refused, used, limit } => event!(
+            "FlowMemoryRefused",
+            Warning,
+            KEYWORD_POLICY,
+            u32("Refused", refused),
+            u64("Used", used),
+            u64("Limit", limit),
+        ),
         TraceEvent::ForeignFilterRejected { filter_id, layer_id } => event!(
             "ForeignFilterRejected",
             Warning,

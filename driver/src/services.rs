@@ -13,11 +13,11 @@ use vsflow_callout::{
 use wdk_sys::ntddk::{
     DbgPrintEx, ExAcquireRundownProtectionCacheAware, ExAcquireSpinLockExclusive,
     ExAcquireSpinLockShared, ExAllocateCacheAwareRundownProtection,
-    ExFreeCacheAwareRundownProtection, ExReInitializeRundownProtectionCacheAware,
+    ExFreeCacheAwareRundownProtection, ExFreePool, ExReInitializeRundownProtectionCacheAware,
     ExReleaseRundownProtectionCacheAware, ExReleaseSpinLockExclusive, ExReleaseSpinLockShared,
     ExWaitForRundownProtectionReleaseCacheAware, KeAcquireSpinLockRaiseToDpc,
     KeDelayExecutionThread, KeGetCurrentProcessorNumberEx, KeQueryInterruptTimePrecise,
-    KeQueryMaximumProcessorCountEx, KeReleaseSpinLock,
+    KeQueryMaximumProcessorCountEx, KeReleaseSpinLock, MmGetPhysicalMemoryRangesEx2,
 };
 use wdk_sys::{
     _DPFLTR_TYPE, _MODE, _POOL_TYPE, ALL_PROCESSOR_GROUPS, EX_SPIN_LOCK, KSPIN_LOCK, LARGE_INTEGER,
@@ -253,6 +253,42 @@ impl KernelServices for WdkServices {
 
     fn hash_seed(&self) -> u64 {
         self.seed
+    }
+
+    /// `MmGetPhysicalMemoryRangesEx2(NULL, 0)` (ntddk.h, Windows 10 2004, `PASSIVE_LEVEL`;
+    /// Microsoft Learn, "`MmGetPhysicalMemoryRangesEx2` function"): a nonpaged pool block of
+    /// address and byte-count pairs ending with an entry of zeros, freed by the caller. The
+    /// driver calls it once, from `DriverEntry` (`PASSIVE_LEVEL`), to derive the default
+    /// flow-memory budget. NULL is the system partition (ntddk.h: `MM_SYSTEM_PARTITION_OBJECT`);
+    /// that the block is freed with `ExFreePool` is to verify on Windows
+    /// (docs/WINDOWS-VERIFICATION.md).
+    fn physical_memory_bytes(&self) -> Option<u64> {
+        // SAFETY: no partition object, no flags; PASSIVE_LEVEL (DriverEntry, the trait's
+        // contract for this method).
+        let ranges = unsafe { MmGetPhysicalMemoryRangesEx2(core::ptr::null_mut(), 0) };
+        if ranges.is_null() {
+            return None;
+        }
+        let mut total = 0u64;
+        // The block ends with an all-zero entry; a bound on the walk all the same.
+        for i in 0..4096 {
+            // SAFETY: the block holds every entry up to and including the terminating one, and
+            // the walk stops there: entry `i` is inside it.
+            let entry = unsafe { ranges.add(i) };
+            // SAFETY: as above; the pool block is aligned for the entries.
+            let r = unsafe { entry.read() };
+            // SAFETY: LARGE_INTEGER is a union of integers: every bit pattern is a QuadPart.
+            let base = unsafe { r.BaseAddress.QuadPart };
+            // SAFETY: as above.
+            let bytes = unsafe { r.NumberOfBytes.QuadPart };
+            if base == 0 && bytes == 0 {
+                break;
+            }
+            total = total.saturating_add(bytes.unsigned_abs());
+        }
+        // SAFETY: the block MmGetPhysicalMemoryRangesEx2 returned, freed once.
+        unsafe { ExFreePool(ranges.cast()) };
+        (total > 0).then_some(total)
     }
 
     fn trace(&self, event: &TraceEvent) {

@@ -685,6 +685,30 @@ fn setting_loose_window_seconds_ends_loose_pickup() {
     }
 }
 
+#[test]
+fn the_default_flow_memory_budget_is_a_64th_of_the_physical_memory_ranges_and_the_block_is_freed() {
+    const GIB: u64 = 1 << 30;
+    // (memory MmGetPhysicalMemoryRangesEx2 reports (0: it fails), FlowMemoryMB, budget)
+    for (memory, setting, limit) in [
+        (2 * GIB, None, 32usize << 20),
+        (64 * GIB, None, 1 << 30),
+        (0, None, 256 << 20),
+        (64 * GIB, Some(100), 100 << 20),
+    ] {
+        let s = Session::new();
+        let h = Host::new(32);
+        s.set_physical_memory(memory);
+        if let Some(mb) = setting {
+            s.set_parameter("FlowMemoryMB", mb);
+        }
+        assert_eq!(load(&s, &h), 0);
+        let budget = entry::driver().expect("running").flow_budget().limit();
+        assert_eq!(budget, limit, "{memory} bytes of memory, FlowMemoryMB {setting:?}");
+        assert!(s.pool_live().is_empty(), "the ranges block is freed: {:?}", s.pool_live());
+        unload_clean(&s, &h);
+    }
+}
+
 /// The registry value `name` that gives `c` (what the driver applied).
 fn applied(c: &vsflow_callout::DriverConfig, name: &str) -> u32 {
     match name {
@@ -700,6 +724,7 @@ fn applied(c: &vsflow_callout::DriverConfig, name: &str) -> u32 {
         "PickupWindowSeconds" => c.pickup_window_secs,
         "LoosePickup" => u32::from(c.loose_pickup),
         "LooseWindowSeconds" => c.loose_window_secs,
+        "FlowMemoryMB" => c.flow_memory_mb,
         other => panic!("unknown setting {other}"),
     }
 }
@@ -709,7 +734,7 @@ fn applied(c: &vsflow_callout::DriverConfig, name: &str) -> u32 {
 #[test]
 fn an_out_of_range_or_mistyped_value_is_refused_with_an_error_event_and_the_default_applies() {
     // (name, documented default, a value out of its range)
-    let cases: [(&str, u32, u32); 10] = [
+    let cases: [(&str, u32, u32); 11] = [
         ("RestoreMode", 0, 2),
         ("UnknownMajorPolicy", 0, 7),
         ("FlowsPerPort", 4096, 15),
@@ -720,6 +745,7 @@ fn an_out_of_range_or_mistyped_value_is_refused_with_an_error_event_and_the_defa
         ("PickupWindowSeconds", 300, 3_601),
         ("LoosePickup", 0, 2),
         ("LooseWindowSeconds", 60, 3_601),
+        ("FlowMemoryMB", 0, 65_537),
     ];
     for (name, default, bad) in cases {
         let s = Session::new();

@@ -153,14 +153,38 @@ pub fn smoke() -> Result<(), String> {
     result
 }
 
-/// Waits (`wineserver -w`) until no Wine server runs for `prefix`.
+/// How long the set-up's server may take to exit on its own.
+const SESSION_EXIT: std::time::Duration = std::time::Duration::from_mins(1);
+
+/// Ends the Wine session of `prefix`: waits (`wineserver -w`) for its server to exit, as the
+/// set-up's does once its processes have; after [`SESSION_EXIT`] stops it (`wineserver -k`),
+/// since a persistent server left by an interrupted run never exits and `-w` would wait forever.
 fn wait_for_server_exit(prefix: &Path) -> Result<(), String> {
-    let status = Command::new("wineserver")
-        .arg("-w")
-        .env("WINEPREFIX", prefix)
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run wineserver -w: {e}"))?;
+    let wait = || {
+        Command::new("wineserver")
+            .arg("-w")
+            .env("WINEPREFIX", prefix)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run wineserver -w: {e}"))
+    };
+    let mut waiting = wait()?;
+    let start = std::time::Instant::now();
+    while start.elapsed() < SESSION_EXIT {
+        match waiting.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(format!("wineserver -w failed ({status})")),
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Err(e) => return Err(format!("wineserver -w: {e}")),
+        }
+    }
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+    println!(
+        "wine: a server for the prefix still runs after {SESSION_EXIT:?} (left by an interrupted run?): stopping it"
+    );
+    let _ = Command::new("wineserver").arg("-k").env("WINEPREFIX", prefix).status();
+    let status = wait()?.wait().map_err(|e| format!("wineserver -w: {e}"))?;
     if status.success() { Ok(()) } else { Err(format!("wineserver -w failed ({status})")) }
 }
 

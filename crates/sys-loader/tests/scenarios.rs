@@ -265,6 +265,55 @@ fn classify_of_real_packets_tracks_the_vms_flow_and_blocks_unsolicited_inbound_i
 }
 
 #[test]
+fn flow_tables_grow_from_the_pool_in_bounded_steps_and_a_failed_step_refuses_only_the_new_flow() {
+    let mut h = Host::new(14);
+    let driver = started(&[("DefaultMode", 1)], &h);
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 7, "vm-seven");
+    let connection = |k: u16| {
+        traffic::vm_syn(
+            IpFamily::V4,
+            7,
+            30_000 + k,
+            remote_addr(IpFamily::V4, u32::from(k), false),
+            443,
+        )
+    };
+    // 64 connections fill the port's first slab segment.
+    let mut established = Vec::new();
+    for k in 0..64 {
+        let (fates, data) = traffic::vm_handshake(&mut h, sw, 7, &connection(k));
+        assert_eq!(fates, [PacketFate::Delivered; 3]);
+        established.push(data);
+    }
+    let pool = driver.session().pool_allocations();
+    let before: Vec<usize> = driver.session().pool_live().iter().map(|b| b.0).collect();
+    // The 65th needs one growth step from the pool; that ExAllocatePool2 returns NULL.
+    driver.session().fail_pool_allocation(1);
+    let (fates, _) = traffic::vm_handshake(&mut h, sw, 7, &connection(64));
+    assert_eq!(fates[0], PacketFate::Delivered, "the VM's SYN: its verdict stands");
+    assert_eq!(fates[1], PacketFate::BlockedAtEgress, "its reply: the flow was not tracked");
+    for data in &established {
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, 7, data), PacketFate::Delivered);
+    }
+    assert_eq!(fates[2], PacketFate::Delivered, "the VM's own next segment: tracked now");
+    // With pool again, the table took one bounded step (a slab segment of 8 KiB).
+    let (fates, _) = traffic::vm_handshake(&mut h, sw, 7, &connection(65));
+    assert_eq!(fates, [PacketFate::Delivered; 3]);
+    let grown: Vec<usize> = driver
+        .session()
+        .pool_live()
+        .iter()
+        .filter(|b| !before.contains(&b.0))
+        .map(|b| b.1)
+        .collect();
+    assert!(!grown.is_empty() && grown.iter().all(|&n| n <= 16 * 1024), "steps: {grown:?}");
+    assert!(driver.session().pool_allocations() > pool, "the image's flows come from the pool");
+    h.delete_switch(sw);
+    unload_clean(&driver, &h);
+}
+
+#[test]
 fn a_save_and_a_pended_restore_complete_from_the_work_item_and_etw_reports_both() {
     let mut h = Host::new(5);
     let driver = started(&[("DefaultMode", 1), ("RestoreMode", 0)], &h);

@@ -69,6 +69,7 @@ pub enum Key {
     PickupWindowSeconds,
     LoosePickup,
     LooseWindowSeconds,
+    FlowMemoryMB,
 }
 
 const fn dword(
@@ -81,7 +82,7 @@ const fn dword(
 }
 
 /// Every setting, in [`Key`] order.
-pub const SETTINGS: [Setting; 10] = [
+pub const SETTINGS: [Setting; 11] = [
     dword(
         "RestoreMode",
         (0, 1),
@@ -95,7 +96,12 @@ pub const SETTINGS: [Setting; 10] = [
         "0 strict: a blob of an unknown format major is a bad restore (failed only if \
          FailBadRestores is 1); 1 lenient: it restores without flows even then",
     ),
-    dword("FlowsPerPort", (16, 1 << 20), 4096, "flow-table bound per VM port"),
+    dword(
+        "FlowsPerPort",
+        (16, vsflow_core::flow::MAX_FLOWS_LIMIT),
+        4096,
+        "flow-table bound per VM port",
+    ),
     dword("BlobCap", (1024, 65_000), 61_440, "runtime-state blob size cap, bytes"),
     dword(
         "DefaultMode",
@@ -124,13 +130,55 @@ pub const SETTINGS: [Setting; 10] = [
     ),
     dword("LoosePickup", (0, 1), 0, "1 turns on loose pickup of mid-stream TCP after a restore"),
     dword("LooseWindowSeconds", (1, 3_600), 60, "the loose pickup window"),
+    dword(
+        "FlowMemoryMB",
+        (0, MAX_FLOW_MEMORY_MB),
+        0,
+        "host-wide flow-memory budget, MB (0: 1/64 of the host's physical memory, 16 MB to \
+         4,096 MB); new flows past it are refused, established ones kept",
+    ),
 ];
+
+/// Largest `FlowMemoryMB` (64 GiB).
+pub const MAX_FLOW_MEMORY_MB: u32 = 65_536;
+/// The derived budget's share of the host's physical memory: 1/64 (see [`flow_memory_budget`]).
+pub const FLOW_MEMORY_SHARE: u64 = 64;
+/// The derived budget's floor (16 MiB: 4 ports at the default bound, with room).
+pub const FLOW_MEMORY_MIN: u64 = 16 << 20;
+/// The derived budget's ceiling (4 GiB).
+pub const FLOW_MEMORY_MAX: u64 = 4 << 30;
+/// The budget when the host's memory size cannot be read: 256 MiB (what 1/64 gives a 16 GiB
+/// host).
+pub const FLOW_MEMORY_UNKNOWN: u64 = 256 << 20;
+
+/// The host-wide flow-memory budget in bytes.
+///
+/// `FlowMemoryMB` if set; otherwise derived from the host's physical memory (`physical`,
+/// bytes, read at `PASSIVE_LEVEL` at load:
+/// [`KernelServices::physical_memory_bytes`]): 1/64 of it, at least 16 MiB and at most 4 GiB,
+/// or 256 MiB if unknown.
+///
+/// Why 1/64: flow state lives in non-paged pool, which is never paged out; a host running VMs
+/// needs its memory for them. 1/64 of a 64 GiB Hyper-V host is 1 GiB, about eight million
+/// flows at about 132 bytes each (a slot and its bucket head, docs/PERFORMANCE.md): far past what its
+/// VMs legitimately open, small beside the host's memory.
+#[must_use]
+pub fn flow_memory_budget(flow_memory_mb: u32, physical: Option<u64>) -> usize {
+    let bytes = if flow_memory_mb != 0 {
+        u64::from(flow_memory_mb) << 20
+    } else {
+        physical.map_or(FLOW_MEMORY_UNKNOWN, |p| {
+            (p / FLOW_MEMORY_SHARE).clamp(FLOW_MEMORY_MIN, FLOW_MEMORY_MAX)
+        })
+    };
+    usize::try_from(bytes).unwrap_or(usize::MAX)
+}
 
 const _: () = assert!(DEFAULT_CAP == 61_440, "BlobCap's default is the codec's default cap");
 
 impl Key {
     /// Every key, in [`SETTINGS`] order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::RestoreMode,
         Self::UnknownMajorPolicy,
         Self::FlowsPerPort,
@@ -141,6 +189,7 @@ impl Key {
         Self::PickupWindowSeconds,
         Self::LoosePickup,
         Self::LooseWindowSeconds,
+        Self::FlowMemoryMB,
     ];
 
     /// Its entry in [`SETTINGS`].
@@ -157,6 +206,7 @@ impl Key {
             Self::PickupWindowSeconds => &SETTINGS[7],
             Self::LoosePickup => &SETTINGS[8],
             Self::LooseWindowSeconds => &SETTINGS[9],
+            Self::FlowMemoryMB => &SETTINGS[10],
         }
     }
 }
@@ -202,6 +252,9 @@ pub struct DriverConfig {
     pub loose_pickup: bool,
     /// Loose pickup window (`LooseWindowSeconds`).
     pub loose_window_secs: u32,
+    /// Host-wide flow-memory budget in MB (`FlowMemoryMB`; 0: derived from the host's
+    /// memory, [`flow_memory_budget`]).
+    pub flow_memory_mb: u32,
 }
 
 impl Default for DriverConfig {
@@ -233,6 +286,7 @@ impl DriverConfig {
             pickup_window_secs: value(Key::PickupWindowSeconds),
             loose_pickup: flag(Key::LoosePickup),
             loose_window_secs: value(Key::LooseWindowSeconds),
+            flow_memory_mb: value(Key::FlowMemoryMB),
         }
     }
 
@@ -250,6 +304,7 @@ impl DriverConfig {
             Key::PickupWindowSeconds => self.pickup_window_secs,
             Key::LoosePickup => u32::from(self.loose_pickup),
             Key::LooseWindowSeconds => self.loose_window_secs,
+            Key::FlowMemoryMB => self.flow_memory_mb,
         }
     }
 
@@ -343,6 +398,17 @@ mod tests {
         );
         assert_eq!(d.pickup_config(), PickupConfig::default(), "loose pickup is off by default");
         assert_eq!(d.apply_config(), ApplyConfig::default(), "the codec's 5-minute window");
+        assert_eq!(d.flow_memory_mb, 0, "the budget is derived from the host's memory");
+    }
+
+    #[test]
+    fn the_flow_memory_budget_is_the_setting_or_a_64th_of_the_hosts_memory_within_bounds() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(flow_memory_budget(3, Some(64 * GIB)), 3 << 20, "the setting wins");
+        assert_eq!(flow_memory_budget(0, Some(64 * GIB)), 1 << 30, "1/64 of 64 GiB");
+        assert_eq!(flow_memory_budget(0, Some(GIB / 2)), 16 << 20, "the floor");
+        assert_eq!(flow_memory_budget(0, Some(1024 * GIB)), 4 << 30, "the ceiling");
+        assert_eq!(flow_memory_budget(0, None), 256 << 20, "unknown memory size");
     }
 
     #[test]
@@ -362,6 +428,7 @@ mod tests {
             pickup_window_secs: 0,
             loose_pickup: true,
             loose_window_secs: 5,
+            flow_memory_mb: 3,
         };
         assert!(c.validate().is_ok());
         assert_eq!(DriverConfig::from_values(|k| c.registry_value(k)), c);
@@ -372,6 +439,8 @@ mod tests {
             DriverConfig { loose_window_secs: 0, ..DriverConfig::default() },
             DriverConfig { flows_per_port: 15, ..DriverConfig::default() },
             DriverConfig { blob_cap: 70_000, ..DriverConfig::default() },
+            DriverConfig { flows_per_port: 65_537, ..DriverConfig::default() },
+            DriverConfig { flow_memory_mb: 65_537, ..DriverConfig::default() },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -20,8 +20,10 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use fwps_sys::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0;
 use vsflow_core::PortIdentity;
 use vsflow_core::codec;
+use vsflow_core::flow::FlowBudget;
 
-use crate::config::DriverConfig;
+use crate::budget::HostBudget;
+use crate::config::{DriverConfig, flow_memory_budget};
 use crate::error::CalloutError;
 use crate::keys;
 use crate::pending::PendingSet;
@@ -93,12 +95,17 @@ pub struct DriverStats {
     /// Restores refused because the blob was longer than the format's maximum (also counted
     /// in `restores_empty`: the port was degraded).
     pub restores_oversized: u64,
+    /// New flows refused because the host-wide flow-memory budget (`FlowMemoryMB`) had no
+    /// room for their table's growth step (traced `FlowMemoryRefused`).
+    pub flows_refused_budget: u64,
+    /// Bytes of flow tables charged to the budget now.
+    pub flow_memory_bytes: u64,
 }
 
 impl DriverStats {
     /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
     #[must_use]
-    pub const fn to_array(&self) -> [u64; 17] {
+    pub const fn to_array(&self) -> [u64; 19] {
         [
             self.classify_calls,
             self.trusted_port_packets,
@@ -117,6 +124,8 @@ impl DriverStats {
             self.reorder_events,
             self.settings_refused,
             self.restores_oversized,
+            self.flows_refused_budget,
+            self.flow_memory_bytes,
         ]
     }
 }
@@ -160,6 +169,9 @@ pub struct Driver<S: KernelServices> {
     /// ([`NoState`]): they carry no policy (format 1.2).
     pub(crate) no_state_blobs: [Vec<u8>; 3],
     pub(crate) dispatch: FWPS_VSWITCH_EVENT_DISPATCH_TABLE0,
+    /// The host-wide flow-memory budget every port's table charges. Declared last: dropped
+    /// after the ports.
+    pub(crate) budget: HostBudget,
 }
 
 impl<S: KernelServices> fmt::Debug for Driver<S> {
@@ -200,6 +212,8 @@ impl<S: KernelServices> Driver<S> {
         let callbacks = services.new_rundown()?;
         let pending = SpinMutex::new(services.new_lock(), PendingSet::default());
         let reg = SpinMutex::new(services.new_lock(), Registration::default());
+        let limit = flow_memory_budget(config.flow_memory_mb, services.physical_memory_bytes());
+        let budget = HostBudget::try_new(limit)?;
         let no_state_blobs = [
             Self::no_state_blob(NoState::Untracked)?,
             Self::no_state_blob(NoState::EncodeFailed)?,
@@ -217,6 +231,7 @@ impl<S: KernelServices> Driver<S> {
             reorder_position: AtomicU8::new(0),
             no_state_blobs,
             dispatch: vswitch::dispatch_table::<S>(),
+            budget,
         })
     }
 
@@ -285,6 +300,8 @@ impl<S: KernelServices> Driver<S> {
             reorder_events: c.sum(Counter::ReorderEvents),
             settings_refused: c.sum(Counter::SettingsRefused),
             restores_oversized: c.sum(Counter::RestoresOversized),
+            flows_refused_budget: self.budget.get().refused(),
+            flow_memory_bytes: self.budget.get().used() as u64,
         }
     }
 
@@ -391,11 +408,27 @@ impl<S: KernelServices> Driver<S> {
         self.services.trace(event);
     }
 
-    /// Removes idle flows from every port, up to `budget` per port and shard (periodic
-    /// timer), and splits a port that has nothing of a migration open into its shards
-    /// ([`crate::ports`]). Takes one port's locks at a time, never the map's.
+    /// The host-wide flow-memory budget.
+    #[must_use]
+    pub fn flow_budget(&self) -> &FlowBudget {
+        self.budget.get()
+    }
+
+    /// Removes idle flows from every port, up to `budget` per port and shard (periodic timer),
+    /// and splits a port that has nothing of a migration open into its shards
+    /// ([`crate::ports`]). Takes one port's locks at a time, never the map's. Reports new flows the flow-memory budget refused
+    /// since the last tick (`FlowMemoryRefused`: one event per tick at most, not one per flow).
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.now();
+        let flows = self.budget.get();
+        let refused = flows.take_unreported();
+        if refused > 0 {
+            self.trace(&TraceEvent::FlowMemoryRefused {
+                refused: u32::try_from(refused).unwrap_or(u32::MAX),
+                used: flows.used() as u64,
+                limit: flows.limit() as u64,
+            });
+        }
         self.each_port().iter().map(|p| p.sweep(now, budget)).sum()
     }
 }

@@ -23,6 +23,7 @@
 extern crate alloc;
 
 pub mod alloc_util;
+mod budget;
 pub mod classify;
 pub mod config;
 pub mod control;

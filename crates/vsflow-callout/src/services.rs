@@ -176,6 +176,13 @@ pub trait KernelServices: Send + Sync + 'static {
         None
     }
 
+    /// The host's physical memory in bytes, read once at load (`PASSIVE_LEVEL`), or `None` if
+    /// it cannot be read: the default host-wide flow-memory budget is derived from it
+    /// ([`crate::config::flow_memory_budget`]).
+    fn physical_memory_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// A configuration value under the service's `Parameters` key (`WdfRegistryQueryULong` in
     /// the driver). Names: [`crate::config::SETTINGS`].
     fn config_value(&self, name: &str) -> ConfigValue;

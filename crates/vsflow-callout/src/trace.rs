@@ -109,6 +109,17 @@ pub enum TraceEvent {
         /// Why: `"out of range"` or `"not a REG_DWORD"`.
         reason: &'static str,
     },
+    /// New flows were refused since the last report because the host-wide flow-memory budget
+    /// (`FlowMemoryMB`) had no room for their tables' growth: their packets' verdicts stood,
+    /// they were not tracked; established connections were kept. At most one per expiry tick.
+    FlowMemoryRefused {
+        /// New flows refused since the last report.
+        refused: u32,
+        /// Bytes of flow tables charged now.
+        used: u64,
+        /// The budget in bytes.
+        limit: u64,
+    },
     /// A filter naming a vsflow callout that vsflow did not add was refused in `notifyFn`.
     ForeignFilterRejected {
         /// The filter's runtime id.

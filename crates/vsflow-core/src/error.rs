@@ -18,6 +18,10 @@ pub enum Error {
     /// A flow table is full and holds only flows an insert may not displace (established
     /// connections): the flow is not tracked (`STATUS_INSUFFICIENT_RESOURCES`).
     TableFull,
+    /// A flow table had to grow for a new flow, the host's flow-memory budget refused the
+    /// step and no flow could be reclaimed: the flow is not tracked
+    /// (`STATUS_INSUFFICIENT_RESOURCES`).
+    OverBudget,
 }
 
 impl fmt::Display for Error {
@@ -29,6 +33,7 @@ impl fmt::Display for Error {
             Self::NameTooLong => f.write_str("port name longer than 256 UTF-16 code units"),
             Self::CapTooSmall => f.write_str("runtime-state cap too small for the fixed records"),
             Self::TableFull => f.write_str("flow table full of established connections"),
+            Self::OverBudget => f.write_str("host flow-memory budget exhausted"),
         }
     }
 }

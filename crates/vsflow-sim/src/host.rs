@@ -290,6 +290,13 @@ impl Host {
         self.shared.clock.fetch_add(ticks, Ordering::SeqCst);
     }
 
+    /// Sets the host's physical memory the driver reads at load (`None`: unreadable); the
+    /// default flow-memory budget is derived from it.
+    pub fn set_physical_memory(&self, bytes: Option<u64>) {
+        let v = bytes.map_or(u64::MAX, |b| b.clamp(1, u64::MAX - 1));
+        self.shared.physical_memory.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Sets a `REG_DWORD` under the driver service's `Parameters` key (read at load).
     pub fn set_parameter(&self, name: &str, value: u32) {
         self.set_registry_value(name, RegValue::Dword(value));

@@ -46,7 +46,7 @@ enum Command {
         /// Write each port's blob here as migrated.
         #[arg(long)]
         save_dir: Option<PathBuf>,
-        /// Flow-table bound per port on both hosts (the driver's `FlowsPerPort`, 16..=1048576;
+        /// Flow-table bound per port on both hosts (the driver's `FlowsPerPort`, 16..=65536;
         /// default 4096). Raise it to migrate tables larger than the default.
         #[arg(long)]
         max_flows: Option<u32>,

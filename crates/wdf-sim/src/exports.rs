@@ -1003,6 +1003,58 @@ pub unsafe extern "C" fn ExFreePool(P: PVOID) {
     });
 }
 
+/// Pool tag of the block `MmGetPhysicalMemoryRangesEx2` returns (the memory manager's own; the
+/// caller frees it).
+const MM_RANGES_TAG: u32 = u32::from_le_bytes(*b"MmPh");
+
+/// `MmGetPhysicalMemoryRangesEx2(PartitionObject, Flags)` (ntddk.h; Microsoft Learn,
+/// "MmGetPhysicalMemoryRangesEx2 function"): `PASSIVE_LEVEL`; returns "a nonpaged pool block
+/// which contains the physical memory ranges", address and byte-count pairs, "the last entry
+/// contains zero for both", NULL on failure; the caller frees it (here with `ExFreePool`, which
+/// the pool double checks; the page does not name the routine: verify on Windows). The double
+/// reports its memory as two ranges (below and above 4 GiB, as a PC's firmware map has), NULL
+/// for a non-NULL partition object (not modelled) or when the test set no memory.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn MmGetPhysicalMemoryRangesEx2(
+    PartitionObject: PVOID,
+    Flags: ULONG,
+) -> wdk_sys::PPHYSICAL_MEMORY_RANGE {
+    framework::with(|fw| {
+        if !fw.require_passive("MmGetPhysicalMemoryRangesEx2") {
+            return std::ptr::null_mut();
+        }
+        if !PartitionObject.is_null() || Flags != 0 || fw.physical_memory == 0 {
+            return std::ptr::null_mut();
+        }
+        let low = fw.physical_memory.min(3 << 30);
+        let ranges = [(0x1000u64, low), (4 << 30, fw.physical_memory - low), (0, 0)];
+        let ranges: Vec<(u64, u64)> = ranges.into_iter().filter(|r| r.1 != 0 || r.0 == 0).collect();
+        let bytes = ranges.len() * size_of::<wdk_sys::PHYSICAL_MEMORY_RANGE>();
+        let mut v = Vec::new();
+        let p = fw.pool.allocate(crate::pool::POOL_FLAG_NON_PAGED, bytes, MM_RANGES_TAG, 0, &mut v);
+        fw.violations.extend(v);
+        #[allow(
+            clippy::cast_ptr_alignment,
+            reason = "the pool double aligns every block to 16 bytes (MEMORY_ALLOCATION_ALIGNMENT)"
+        )]
+        let p = p.cast::<wdk_sys::PHYSICAL_MEMORY_RANGE>();
+        if p.is_null() {
+            return p;
+        }
+        for (i, (base, len)) in ranges.into_iter().enumerate() {
+            let r = wdk_sys::PHYSICAL_MEMORY_RANGE {
+                BaseAddress: wdk_sys::LARGE_INTEGER { QuadPart: base.cast_signed() },
+                NumberOfBytes: wdk_sys::LARGE_INTEGER { QuadPart: len.cast_signed() },
+            };
+            // SAFETY: `bytes` were allocated for every entry: entry `i` is inside the block.
+            let entry = unsafe { p.add(i) };
+            // SAFETY: inside the block, 16-byte aligned (the pool's alignment).
+            unsafe { entry.write(r) };
+        }
+        p
+    })
+}
+
 // ---------------------------------------------------------------------------------------------
 // Rundown protection (wdm.h; "Run-Down Protection" in the kernel-mode driver architecture docs)
 

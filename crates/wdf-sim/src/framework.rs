@@ -226,6 +226,9 @@ pub struct Framework {
     /// `BCryptGenRandom` fails (`STATUS_UNSUCCESSFUL`): a test's choice, to exercise the
     /// driver's fallback.
     pub rng_fails: bool,
+    /// The host's physical memory in bytes (`MmGetPhysicalMemoryRangesEx2`'s ranges add up to
+    /// it); 0: the call fails (returns NULL).
+    pub physical_memory: u64,
     next_handle: usize,
 }
 
@@ -257,6 +260,7 @@ impl Default for Framework {
             current_processor: 0,
             rng_state: 0x5EED_0000_0000_0001,
             rng_fails: false,
+            physical_memory: 8 << 30,
             next_handle: 0x5F00_0000,
         }
     }

@@ -20,7 +20,10 @@
 //!   a zero-byte request is NULL (undocumented: the worse choice);
 //! - `ExFreePool` of a pointer the pool did not hand out, or freed already, is reported
 //!   (Driver Verifier bug check 0xC2) and ignored;
-//! - what is still allocated when the image unloads is reported, by tag (pool tracking).
+//! - what is still allocated when the image unloads is reported, by tag (pool tracking);
+//! - a test can make one later allocation fail (`fail_in`): NULL, as when "there is
+//!   insufficient memory in the free pool" (`ExAllocatePool2`'s return value), to check the
+//!   driver handles it (fail-closed, nothing established lost).
 
 use std::alloc::{Layout, alloc, dealloc};
 use std::collections::BTreeMap;
@@ -68,6 +71,8 @@ pub struct Pool {
     blocks: BTreeMap<usize, Block>,
     /// Allocations made so far.
     pub allocations: u64,
+    /// Fail the allocation this many calls from now (1: the next one); 0: none.
+    pub fail_in: u64,
 }
 
 impl Pool {
@@ -115,6 +120,12 @@ impl Pool {
         }
         if size == 0 {
             return std::ptr::null_mut();
+        }
+        if self.fail_in > 0 {
+            self.fail_in -= 1;
+            if self.fail_in == 0 {
+                return std::ptr::null_mut();
+            }
         }
         let align = if size >= PAGE_SIZE { PAGE_SIZE } else { ALIGNMENT };
         let Ok(layout) = Layout::from_size_align(size, align) else { return std::ptr::null_mut() };

@@ -112,6 +112,17 @@ impl Session {
         framework::with(|fw| fw.rng_fails = true);
     }
 
+    /// Makes the `n`-th `ExAllocatePool2` from now fail (NULL: insufficient pool).
+    pub fn fail_pool_allocation(&self, n: u64) {
+        framework::with(|fw| fw.pool.fail_in = n);
+    }
+
+    /// The physical memory `MmGetPhysicalMemoryRangesEx2` reports, in bytes (0: the call
+    /// fails).
+    pub fn set_physical_memory(&self, bytes: u64) {
+        framework::with(|fw| fw.physical_memory = bytes);
+    }
+
     /// The build number `RtlGetVersion` reports.
     pub fn set_os_build(&self, build: u32) {
         framework::with(|fw| fw.os_build = build);

@@ -221,6 +221,14 @@ pub const EXPORTS: &[Export] = &[
     ex(NTOSKRNL, "KeQueryInterruptTimePrecise", WinBlue, Header("wdm.h")),
     ex(NTOSKRNL, "KeQueryMaximumProcessorCountEx", Win7, Header("wdm.h")),
     ex(NTOSKRNL, "KeReleaseSpinLock", Win2k, NO_GUARD),
+    ex(
+        NTOSKRNL,
+        "MmGetPhysicalMemoryRangesEx2",
+        Win10Vb,
+        Documented(
+            "Microsoft Learn, \"MmGetPhysicalMemoryRangesEx2 function (ntddk.h)\": minimum supported client Windows 10, version 2004; the 10.0.22621 ntddk.h declares it with no NTDDI_VERSION guard (header_versions.py reads NTDDI_WIN2K), so the page is the evidence; the floor is 2004 already (ExAllocatePool2)",
+        ),
+    ),
     ex(NTOSKRNL, "RtlGetVersion", Win2k, NO_GUARD),
     ex(NTOSKRNL, "memcmp", Win2k, CRT),
     ex(NTOSKRNL, "memcpy", Win2k, CRT),

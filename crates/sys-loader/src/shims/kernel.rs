@@ -1,6 +1,6 @@
 //! `ntoskrnl.exe`: the kernel functions vsflow.sys imports, as Win64 functions over the KMDF
 //! double's kernel (crates/wdf-sim: spin locks, rundown protection, the pool, the clock, IRQL,
-//! processors, `RtlGetVersion`, `DbgPrintEx`), plus the C runtime routines and `__chkstk`
+//! processors, `RtlGetVersion`, `DbgPrintEx`, the physical memory ranges), plus the C runtime routines and `__chkstk`
 //! ([`crt`]), ETW ([`super::etw`]) and `KeBugCheckEx`.
 //!
 //! Each shim passes its arguments unchanged to the double's function of the same name, which
@@ -40,6 +40,7 @@ pass! {
     RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW) -> NTSTATUS;
     ExAllocatePool2(Flags: u64, NumberOfBytes: u64, Tag: ULONG) -> PVOID;
     ExFreePool(P: PVOID);
+    MmGetPhysicalMemoryRangesEx2(PartitionObject: PVOID, Flags: ULONG) -> wdk_sys::PPHYSICAL_MEMORY_RANGE;
     ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE, PoolTag: ULONG) -> PEX_RUNDOWN_REF_CACHE_AWARE;
     ExFreeCacheAwareRundownProtection(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE);
     ExAcquireRundownProtectionCacheAware(RunRefCacheAware: PEX_RUNDOWN_REF_CACHE_AWARE) -> BOOLEAN;

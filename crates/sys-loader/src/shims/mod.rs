@@ -66,6 +66,7 @@ pub fn table() -> Vec<(&'static str, &'static str, usize)> {
             RtlGetVersion,
             ExAllocatePool2,
             ExFreePool,
+            MmGetPhysicalMemoryRangesEx2,
             ExAllocateCacheAwareRundownProtection,
             ExFreeCacheAwareRundownProtection,
             ExAcquireRundownProtectionCacheAware,

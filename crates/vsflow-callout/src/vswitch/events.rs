@@ -94,6 +94,7 @@ impl<S: KernelServices> Driver<S> {
             table: TableConfig {
                 max_flows: self.config.flows_per_port,
                 hash_seed: self.services.hash_seed(),
+                budget: Some(self.budget.handle()),
                 ..TableConfig::default()
             },
             initial_mode: self.config.default_mode,

@@ -117,9 +117,13 @@ pub fn apply_with(
     }
     order.sort_unstable();
 
+    // The restored table is charged to the host's flow-memory budget even past its limit
+    // (`FlowTable::reserve`): it holds the VM's carried connections and the flows its port
+    // already had, which the budget never refuses. Reserved for both up front, so no insert
+    // below grows the slab on its own.
     let mut table = FlowTable::try_new(table_config)?;
-    #[allow(clippy::cast_possible_truncation, reason = "at most the bound, a u32")]
-    table.reserve(order.len() as u32)?;
+    let wanted = order.len().saturating_add(port.table.len()).min(bound);
+    table.reserve(u32::try_from(wanted).unwrap_or(u32::MAX))?;
     let mut merged = 0u64;
     for &(_, i) in &order {
         let Some(s) = state.flows.get(i as usize) else {

@@ -1,9 +1,28 @@
 //! The bounded per-port flow table.
 //!
-//! Layout: a slab of slots (`Vec<Slot>`, grown fallibly up to the bound, never shrunk), a
-//! `SwissTable` index from key hash to slot number (`hashbrown::HashTable<u32>`), and one
-//! intrusive LRU list per [`TimeoutClass`] threaded through the slots. Lookups, touches, state
-//! changes, inserts and evictions are O(1); nothing allocates unless the slab or index grows.
+//! Layout: a slab of slots in segments of 64 (`Segments`, grown fallibly one segment at a time
+//! up to the bound, never shrunk, never moved), a chained hash index from key hash to slot
+//! number (bucket heads in segments of 1,024, each slot carrying its chain link and the low 32
+//! bits of its hash), and one intrusive LRU list per [`TimeoutClass`] threaded through the
+//! slots. Lookups, touches, state changes, inserts and evictions are O(1); nothing allocates
+//! unless the slab or the index takes one growth step.
+//!
+//! Growth is off the packet path in the sense issue 18 asks for: no insert copies the table.
+//! The slab grows by one segment of 64 slots (8 KiB) when it is full; the index grows by
+//! *linear hashing* (Litwin 1980; Larson, "Dynamic hash tables", CACM 31(4), 1988): each insert
+//! that leaves more flows than buckets splits one bucket — the next in order — into itself and
+//! one new bucket, moving only the entries of that one chain, and a new segment of 512 bucket
+//! heads (2 KiB) is allocated when the bucket array crosses into it. The worst single insert
+//! therefore allocates at most one slab segment and one bucket segment and walks one chain; it
+//! never reallocates, frees or copies storage (`tests/growth.rs` proves it with a counting
+//! allocator and measures the worst classify). The directories of segments are reserved for the
+//! bound when the table is created. The hash is keyed per boot, so chains stay short against
+//! chosen 5-tuples.
+//!
+//! Every growth step is charged to the host's flow-memory budget, if the table has one
+//! ([`TableConfig::budget`], [`FlowBudget`]): an insert whose step the budget refuses recycles a
+//! slot by the eviction order below, as at the bound, or else is refused
+//! ([`Error::OverBudget`]). A refused bucket split only lengthens chains.
 //!
 //! A flow idle for at least its class's timeout is *expired*: it admits nothing (classify asks
 //! [`FlowTable::is_expired`] before using a flow and treats an expired one as absent), and
@@ -30,21 +49,30 @@
 //! granularity, and a busy flow is relinked at most ten times a second instead of on every
 //! packet (three random cache lines saved per packet).
 
-use alloc::vec::Vec;
 use core::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
 
+use super::budget::{BudgetRef, FlowBudget};
+use super::segments::Segments;
 use crate::error::Error;
 use crate::flow::{FlowKey, FlowRecord, FlowState, TimeoutClass, Timeouts};
 use crate::time::Tick;
 
 const NIL: u32 = u32::MAX;
 const FREE: u8 = u8::MAX;
+/// Slots per slab segment (64: 8 KiB).
+const SLOT_SEGMENT: usize = 64;
+/// Bucket heads per index segment (512: 2 KiB).
+const BUCKET_SEGMENT: usize = 512;
+/// Fewest buckets a table has.
+const MIN_BUCKETS: u32 = 16;
 
-/// Largest bound a table accepts (a port with a million flows is a misconfiguration).
-pub const MAX_FLOWS_LIMIT: u32 = 1 << 20;
+/// Largest bound a table accepts: the driver's documented maximum of `FlowsPerPort`.
+///
+/// docs/INSTALL.md gives the reasons: the host-wide budget bounds the total, and a port's
+/// migration blob carries about 25,900 connections at most.
+pub const MAX_FLOWS_LIMIT: u32 = 1 << 16;
 
 /// Table sizing and behaviour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +89,9 @@ pub struct TableConfig {
     pub hash_seed: u64,
     /// Granularity of the LRU order in ticks (default 1,000,000 = 100 ms); see the module docs.
     pub lru_granularity: Tick,
+    /// The host-wide flow-memory budget every growth step is charged to (`None`: only the
+    /// bound limits the table).
+    pub budget: Option<BudgetRef>,
 }
 
 impl Default for TableConfig {
@@ -71,6 +102,7 @@ impl Default for TableConfig {
             timeouts: Timeouts::default(),
             hash_seed: 0x5653_464c_4f57_0001,
             lru_granularity: 1_000_000,
+            budget: None,
         }
     }
 }
@@ -82,7 +114,7 @@ impl TableConfig {
     /// [`Error::InvalidConfig`] naming the offending value.
     pub const fn validate(&self) -> Result<(), Error> {
         if self.max_flows == 0 || self.max_flows > MAX_FLOWS_LIMIT {
-            return Err(Error::InvalidConfig("max_flows must be 1..=1048576"));
+            return Err(Error::InvalidConfig("max_flows must be 1..=65536"));
         }
         if !self.timeouts.is_valid() {
             return Err(Error::InvalidConfig("timeouts must be non-zero"));
@@ -133,6 +165,10 @@ struct Slot {
     linked_at: Tick,
     prev: u32,
     next: u32,
+    /// The next slot in this slot's bucket chain.
+    chain: u32,
+    /// The low 32 bits of the key's hash (bucket address and a cheap key filter).
+    hash: u32,
     class: u8,
 }
 
@@ -144,11 +180,43 @@ struct List {
 
 const EMPTY_LIST: List = List { head: NIL, tail: NIL };
 
+/// What a slab segment's slots hold before first use (never read: the slab's length says
+/// which slots were used).
+const FREE_SLOT: Slot = Slot {
+    key: FlowKey {
+        family: crate::packet::IpFamily::V4,
+        protocol: 0,
+        local_addr: [0; 16],
+        remote_addr: [0; 16],
+        local_port: 0,
+        remote_port: 0,
+    },
+    record: FlowRecord::new(
+        FlowState::Closed,
+        crate::flow::Opener::Vm,
+        crate::flow::Admission::Vm,
+        0,
+    ),
+    linked_at: 0,
+    prev: NIL,
+    next: NIL,
+    chain: NIL,
+    hash: 0,
+    class: FREE,
+};
+
 /// A bounded table of flows with idle reclaim and LRU eviction. See the module docs.
 #[derive(Debug)]
 pub struct FlowTable {
-    index: HashTable<u32>,
-    slots: Vec<Slot>,
+    slots: Segments<Slot, SLOT_SEGMENT>,
+    /// Bucket chain heads; buckets `0..level + split` are in use (linear hashing).
+    buckets: Segments<u32, BUCKET_SEGMENT>,
+    /// The bucket count at the start of the current round of splits (a power of two).
+    level: u32,
+    /// The next bucket to split.
+    split: u32,
+    /// Most buckets the table will have (the bound rounded up to a power of two).
+    max_buckets: u32,
     free: u32,
     lists: [List; TimeoutClass::COUNT],
     len: u32,
@@ -157,19 +225,35 @@ pub struct FlowTable {
     /// indexes it without a bounds check on the packet path.
     timeouts: [Tick; 8],
     hasher: FixedState,
+    /// Bytes charged to the budget, given back on drop.
+    charged: usize,
+}
+
+impl Drop for FlowTable {
+    fn drop(&mut self) {
+        if let Some(BudgetRef(b)) = self.config.budget {
+            b.release(self.charged);
+        }
+    }
 }
 
 impl FlowTable {
-    /// Creates an empty table with `config.initial_capacity` slots reserved.
+    /// Creates an empty table with `config.initial_capacity` slots reserved. Its first storage
+    /// is charged to the budget even past the limit (a port must not be left untracked).
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for an out-of-range value, [`Error::OutOfMemory`] if the initial
     /// reservation fails.
     pub fn try_new(config: TableConfig) -> Result<Self, Error> {
         config.validate()?;
+        let max_buckets = config.max_flows.next_power_of_two().max(MIN_BUCKETS);
+        let level = config.initial_capacity.clamp(MIN_BUCKETS, max_buckets).next_power_of_two();
         let mut table = Self {
-            index: HashTable::new(),
-            slots: Vec::new(),
+            slots: Segments::try_new(config.max_flows as usize)?,
+            buckets: Segments::try_new(max_buckets as usize)?,
+            level,
+            split: 0,
+            max_buckets,
             free: NIL,
             lists: [EMPTY_LIST; TimeoutClass::COUNT],
             len: 0,
@@ -178,32 +262,79 @@ impl FlowTable {
                 TimeoutClass::ALL.get(i).map_or(Tick::MAX, |&c| config.timeouts.of(c))
             }),
             hasher: FixedState::with_seed(config.hash_seed),
+            charged: 0,
         };
+        table.charge(table.slots.dir_bytes() + table.buckets.dir_bytes(), false);
+        while table.buckets.len() < level as usize {
+            if table.buckets.is_full() {
+                table.grow_buckets(false)?;
+            }
+            table.buckets.push(NIL);
+        }
         table.reserve(config.initial_capacity)?;
         Ok(table)
     }
 
-    /// Ensures room for `additional` more flows (capped at the bound) without further
-    /// allocation.
+    /// Ensures room for `additional` more flows (capped at the bound) without further slab
+    /// growth. What it allocates is charged to the budget even past the limit: it is for a
+    /// port's creation and a restore's carried connections, never for a packet.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`].
     pub fn reserve(&mut self, additional: u32) -> Result<(), Error> {
         let want = self.len.saturating_add(additional).min(self.config.max_flows) as usize;
-        let have = self.slots.capacity();
-        if want > have {
-            self.slots.try_reserve_exact(want - self.slots.len())?;
+        while self.slots.capacity() < want {
+            self.grow_slots(false)?;
         }
-        let extra = want.saturating_sub(self.len as usize);
-        let Self { index, slots, hasher, .. } = self;
-        index.try_reserve(extra, |&i| hasher.hash_one(slots[i as usize].key))?;
         Ok(())
+    }
+
+    /// Charges `bytes` to the budget (strictly, or even past the limit); `false` if refused.
+    fn charge(&mut self, bytes: usize, strict: bool) -> bool {
+        match self.config.budget {
+            Some(BudgetRef(b)) if strict && !b.try_charge(bytes) => return false,
+            Some(BudgetRef(b)) if !strict => b.charge_over(bytes),
+            _ => {}
+        }
+        self.charged += bytes;
+        true
+    }
+
+    fn uncharge(&mut self, bytes: usize) {
+        if let Some(BudgetRef(b)) = self.config.budget {
+            b.release(bytes);
+        }
+        self.charged -= bytes;
+    }
+
+    /// One slab growth step: a segment of up to 64 slots.
+    fn grow_slots(&mut self, strict: bool) -> Result<(), Error> {
+        let bytes = self.slots.next_segment_bytes();
+        if !self.charge(bytes, strict) {
+            return Err(Error::OverBudget);
+        }
+        self.slots.grow(FREE_SLOT).inspect_err(|_| self.uncharge(bytes))
+    }
+
+    /// One index growth step: a segment of up to 1,024 bucket heads.
+    fn grow_buckets(&mut self, strict: bool) -> Result<(), Error> {
+        let bytes = self.buckets.next_segment_bytes();
+        if !self.charge(bytes, strict) {
+            return Err(Error::OverBudget);
+        }
+        self.buckets.grow(NIL).inspect_err(|_| self.uncharge(bytes))
     }
 
     /// The configuration the table was created with.
     #[must_use]
     pub const fn config(&self) -> &TableConfig {
         &self.config
+    }
+
+    /// The budget the table charges, if any.
+    #[must_use]
+    pub fn budget(&self) -> Option<&'static FlowBudget> {
+        self.config.budget.map(|BudgetRef(b)| b)
     }
 
     /// Number of flows.
@@ -224,11 +355,17 @@ impl FlowTable {
         self.slots.capacity().min(self.config.max_flows as usize)
     }
 
-    /// Bytes of heap the table holds (slab and index), for accounting.
+    /// Bytes of heap the table holds (slab, index and their directories), for accounting;
+    /// what it charged to its budget.
     #[must_use]
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * core::mem::size_of::<Slot>()
-            + self.index.capacity() * (core::mem::size_of::<u32>() + 1)
+        self.slots.heap_bytes() + self.buckets.heap_bytes()
+    }
+
+    /// Buckets of the index in use.
+    #[must_use]
+    pub const fn buckets(&self) -> usize {
+        (self.level + self.split) as usize
     }
 
     /// The hash of a key under this table's seed.
@@ -236,6 +373,13 @@ impl FlowTable {
     #[must_use]
     pub fn hash(&self, key: &FlowKey) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    /// The bucket of a (32-bit) hash under linear hashing.
+    #[inline]
+    const fn bucket_of(&self, hash: u32) -> usize {
+        let b = hash & (self.level - 1);
+        if b < self.split { (hash & (2 * self.level - 1)) as usize } else { b as usize }
     }
 
     /// Finds a flow by key.
@@ -249,8 +393,17 @@ impl FlowTable {
     #[inline]
     #[must_use]
     pub fn find_hashed(&self, hash: u64, key: &FlowKey) -> Option<FlowIndex> {
-        let slots = &self.slots;
-        self.index.find(hash, |&i| slots[i as usize].key == *key).map(|&i| FlowIndex(i))
+        #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
+        let h = hash as u32;
+        let mut at = *self.buckets.get(self.bucket_of(h));
+        while at != NIL {
+            let s = self.slots.get(at as usize);
+            if s.hash == h && s.key == *key {
+                return Some(FlowIndex(at));
+            }
+            at = s.chain;
+        }
+        None
     }
 
     /// The record of a flow, by key.
@@ -262,19 +415,19 @@ impl FlowTable {
     /// The key of a flow.
     #[must_use]
     pub fn key(&self, at: FlowIndex) -> &FlowKey {
-        &self.slots[at.0 as usize].key
+        &self.slots.get(at.0 as usize).key
     }
 
     /// The record of a flow.
     #[must_use]
     pub fn record(&self, at: FlowIndex) -> &FlowRecord {
-        &self.slots[at.0 as usize].record
+        &self.slots.get(at.0 as usize).record
     }
 
     /// The record of a flow, to update counters. Use [`FlowTable::set_state`] to change its
     /// state and [`FlowTable::touch`] after a packet.
     pub fn record_mut(&mut self, at: FlowIndex) -> &mut FlowRecord {
-        &mut self.slots[at.0 as usize].record
+        &mut self.slots.get_mut(at.0 as usize).record
     }
 
     /// True if the flow has been idle for at least its class's timeout at `now`: it admits
@@ -282,7 +435,7 @@ impl FlowTable {
     #[inline]
     #[must_use]
     pub fn is_expired(&self, at: FlowIndex, now: Tick) -> bool {
-        let slot = &self.slots[at.0 as usize];
+        let slot = self.slots.get(at.0 as usize);
         let timeout = self.timeouts[usize::from(slot.class & 7)];
         now.saturating_sub(slot.record.last_seen) >= timeout
     }
@@ -292,7 +445,7 @@ impl FlowTable {
     #[inline]
     pub fn touch(&mut self, at: FlowIndex) {
         let i = at.0;
-        let slot = &self.slots[i as usize];
+        let slot = self.slots.get(i as usize);
         if slot.record.last_seen.saturating_sub(slot.linked_at) < self.config.lru_granularity {
             return;
         }
@@ -304,7 +457,7 @@ impl FlowTable {
     /// Changes a flow's state, moving it to the list of its new timeout class.
     pub fn set_state(&mut self, at: FlowIndex, state: FlowState) {
         let i = at.0;
-        let slot = &mut self.slots[i as usize];
+        let slot = self.slots.get_mut(i as usize);
         slot.record.state = state;
         let class = TimeoutClass::of(slot.key.protocol, state).index();
         if usize::from(slot.class) != class {
@@ -319,8 +472,9 @@ impl FlowTable {
     ///
     /// # Errors
     /// [`Error::TableFull`] if the table is full and no flow may be reclaimed (the table is
-    /// unchanged); [`Error::OutOfMemory`] if the slab or index had to grow and could not (the
-    /// table is unchanged except that a reclaimed flow stays reclaimed).
+    /// unchanged); [`Error::OverBudget`] if the slab had to grow, the host's budget refused the
+    /// step and no flow may be reclaimed (the table is unchanged); [`Error::OutOfMemory`] if
+    /// the slab had to grow and could not (the table is unchanged).
     pub fn insert(
         &mut self,
         key: FlowKey,
@@ -358,41 +512,84 @@ impl FlowTable {
         room: Room,
     ) -> Result<(FlowIndex, Option<Eviction>), Error> {
         debug_assert!(self.find_hashed(hash, &key).is_none(), "insert of a present key");
-        let evicted = if self.len >= self.config.max_flows {
+        let mut evicted = if self.len >= self.config.max_flows {
             Some(self.evict_one(now, room).ok_or(Error::TableFull)?)
         } else {
             None
         };
-        if self.free == NIL && self.slots.len() == self.slots.capacity() {
-            let cap = self.slots.capacity();
-            let grow = cap.max(16).min((self.config.max_flows as usize).saturating_sub(cap));
-            self.slots.try_reserve_exact(grow.max(1))?;
-        }
-        {
-            let Self { index, slots, hasher, .. } = self;
-            index.try_reserve(1, |&i| hasher.hash_one(slots[i as usize].key))?;
+        if self.free == NIL && self.slots.is_full() {
+            match self.grow_slots(true) {
+                Ok(()) => {}
+                // Past the host's budget: recycle a slot as at the bound, or refuse.
+                Err(Error::OverBudget) => {
+                    evicted = Some(self.evict_one(now, room).ok_or(Error::OverBudget)?);
+                }
+                Err(e) => return Err(e),
+            }
         }
         let class = TimeoutClass::of(key.protocol, record.state).index();
-        let slot =
-            Slot { key, record, linked_at: record.last_seen, prev: NIL, next: NIL, class: 0 };
+        #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
+        let h = hash as u32;
+        let slot = Slot {
+            key,
+            record,
+            linked_at: record.last_seen,
+            prev: NIL,
+            next: NIL,
+            chain: NIL,
+            hash: h,
+            class: 0,
+        };
         let i = if self.free == NIL {
-            // Cannot fail to fit: capacity was reserved above.
-            let i = self.slots.len();
-            self.slots.push(slot);
+            // Cannot fail to fit: a segment with room was made above.
             #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
-            let i = i as u32;
+            let i = self.slots.len() as u32;
+            self.slots.push(slot);
             i
         } else {
             let i = self.free;
-            self.free = self.slots[i as usize].next;
-            self.slots[i as usize] = slot;
+            self.free = self.slots.get(i as usize).next;
+            *self.slots.get_mut(i as usize) = slot;
             i
         };
         self.push_front(i, class);
-        let Self { index, slots, hasher, .. } = self;
-        index.insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].key));
+        let b = self.bucket_of(h);
+        self.slots.get_mut(i as usize).chain = *self.buckets.get(b);
+        *self.buckets.get_mut(b) = i;
         self.len += 1;
+        self.split_one();
         Ok((FlowIndex(i), evicted))
+    }
+
+    /// One step of linear hashing: while the table holds more flows than buckets, splits the
+    /// next bucket into itself and a new one, moving only that chain's entries. Allocates at
+    /// most one segment of bucket heads; if the budget or the allocator refuses it, the table
+    /// keeps its buckets (longer chains, still correct).
+    fn split_one(&mut self) {
+        let in_use = self.level + self.split;
+        if self.len <= in_use || in_use >= self.max_buckets {
+            return;
+        }
+        if self.buckets.is_full() && self.grow_buckets(true).is_err() {
+            return;
+        }
+        self.buckets.push(NIL);
+        let from = self.split;
+        let to = from + self.level;
+        let mut at = core::mem::replace(self.buckets.get_mut(from as usize), NIL);
+        while at != NIL {
+            let s = self.slots.get_mut(at as usize);
+            let next = s.chain;
+            let dest = if s.hash & self.level == 0 { from } else { to };
+            s.chain = *self.buckets.get(dest as usize);
+            *self.buckets.get_mut(dest as usize) = at;
+            at = next;
+        }
+        self.split += 1;
+        if self.split == self.level {
+            self.level *= 2;
+            self.split = 0;
+        }
     }
 
     /// Removes a flow by key, returning its record.
@@ -424,7 +621,7 @@ impl FlowTable {
                 if tail == NIL {
                     break;
                 }
-                let last = self.slots[tail as usize].record.last_seen;
+                let last = self.slots.get(tail as usize).record.last_seen;
                 if now.saturating_sub(last) < timeout {
                     break;
                 }
@@ -437,7 +634,12 @@ impl FlowTable {
 
     /// Removes every flow, keeping the allocated storage.
     pub fn clear(&mut self) {
-        self.index.clear();
+        let buckets = self.buckets.len();
+        self.buckets.clear();
+        for _ in 0..buckets {
+            // Into the kept segments: no allocation.
+            self.buckets.push(NIL);
+        }
         self.slots.clear();
         self.free = NIL;
         self.lists = [EMPTY_LIST; TimeoutClass::COUNT];
@@ -446,16 +648,15 @@ impl FlowTable {
 
     /// All flows, in slab order.
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowRecord)> + '_ {
-        self.slots.iter().filter(|s| s.class != FREE).map(|s| (&s.key, &s.record))
+        self.slots.iter_from(0).filter(|s| s.class != FREE).map(|s| (&s.key, &s.record))
     }
 
     /// The flows from slab position `from` on, in slab order, each with its position: a
     /// cursor for paging (a page resumes at the last position + 1 without walking what came
     /// before).
     pub fn iter_from(&self, from: u32) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
-        let start = (from as usize).min(self.slots.len());
         (from..)
-            .zip(self.slots.get(start..).unwrap_or(&[]))
+            .zip(self.slots.iter_from(from as usize))
             .filter(|(_, s)| s.class != FREE)
             .map(|(i, s)| (i, &s.key, &s.record))
     }
@@ -467,7 +668,7 @@ impl FlowTable {
             if at == NIL {
                 return None;
             }
-            let s = &self.slots[at as usize];
+            let s = self.slots.get(at as usize);
             at = s.prev;
             Some((&s.key, &s.record))
         })
@@ -487,7 +688,7 @@ impl FlowTable {
             if tail == NIL {
                 continue;
             }
-            let last = self.slots[tail as usize].record.last_seen;
+            let last = self.slots.get(tail as usize).record.last_seen;
             let idle_for = now.saturating_sub(last);
             let timeout = self.timeouts.get(class.index()).copied().unwrap_or(0);
             if idle_for >= timeout {
@@ -517,16 +718,29 @@ impl FlowTable {
     }
 
     fn remove_at(&mut self, i: u32) {
-        let hash = self.hash(&self.slots[i as usize].key);
+        let hash = u64::from(self.slots.get(i as usize).hash);
         self.remove_at_hashed(hash, i);
     }
 
     fn remove_at_hashed(&mut self, hash: u64, i: u32) {
-        if let Ok(entry) = self.index.find_entry(hash, |&j| j == i) {
-            entry.remove();
+        #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
+        let b = self.bucket_of(hash as u32);
+        let next = self.slots.get(i as usize).chain;
+        let mut at = *self.buckets.get(b);
+        if at == i {
+            *self.buckets.get_mut(b) = next;
+        } else {
+            while at != NIL {
+                let s = self.slots.get_mut(at as usize);
+                if s.chain == i {
+                    s.chain = next;
+                    break;
+                }
+                at = s.chain;
+            }
         }
         self.unlink(i);
-        let slot = &mut self.slots[i as usize];
+        let slot = self.slots.get_mut(i as usize);
         slot.class = FREE;
         slot.next = self.free;
         slot.prev = NIL;
@@ -535,17 +749,17 @@ impl FlowTable {
     }
 
     fn unlink(&mut self, i: u32) {
-        let Slot { prev, next, class, .. } = self.slots[i as usize];
+        let Slot { prev, next, class, .. } = *self.slots.get(i as usize);
         let list = &mut self.lists[class as usize];
         if prev == NIL {
             list.head = next;
         } else {
-            self.slots[prev as usize].next = next;
+            self.slots.get_mut(prev as usize).next = next;
         }
         if next == NIL {
             list.tail = prev;
         } else {
-            self.slots[next as usize].prev = prev;
+            self.slots.get_mut(next as usize).prev = prev;
         }
     }
 
@@ -556,7 +770,7 @@ impl FlowTable {
         if old == NIL {
             list.tail = i;
         }
-        let slot = &mut self.slots[i as usize];
+        let slot = self.slots.get_mut(i as usize);
         slot.prev = NIL;
         slot.next = old;
         slot.linked_at = slot.record.last_seen;
@@ -564,7 +778,7 @@ impl FlowTable {
         let class_u8 = class as u8;
         slot.class = class_u8;
         if old != NIL {
-            self.slots[old as usize].prev = i;
+            self.slots.get_mut(old as usize).prev = i;
         }
     }
 
@@ -580,7 +794,7 @@ impl FlowTable {
             let mut prev = NIL;
             let mut steps = 0usize;
             while at != NIL {
-                let s = self.slots.get(at as usize).ok_or("list points outside the slab")?;
+                let s = self.slots.try_get(at as usize).ok_or("list points outside the slab")?;
                 if usize::from(s.class) != c {
                     return Err("slot in the wrong class list");
                 }
@@ -605,13 +819,41 @@ impl FlowTable {
             }
             in_lists += steps;
         }
-        if in_lists != self.len as usize || self.index.len() != self.len as usize {
+        let mut chained = 0usize;
+        for b in 0..self.buckets() {
+            let mut at = *self.buckets.try_get(b).ok_or("bucket outside the index")?;
+            while at != NIL {
+                let s = self.slots.try_get(at as usize).ok_or("chain points outside the slab")?;
+                if s.class == FREE {
+                    return Err("a free slot is chained");
+                }
+                #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits")]
+                if s.hash != self.hash(&s.key) as u32 {
+                    return Err("stored hash is not the key's");
+                }
+                if self.bucket_of(s.hash) != b {
+                    return Err("flow chained in the wrong bucket");
+                }
+                chained += 1;
+                if chained > self.slots.len() {
+                    return Err("cycle in a chain");
+                }
+                at = s.chain;
+            }
+        }
+        if in_lists != self.len as usize || chained != self.len as usize {
             return Err("length disagrees with lists or index");
+        }
+        if self.buckets() > self.max_buckets as usize || self.buckets() > self.buckets.len() {
+            return Err("more buckets than the index holds");
         }
         if self.len > self.config.max_flows {
             return Err("table holds more than its bound");
         }
-        let free = self.slots.iter().filter(|s| s.class == FREE).count();
+        if self.charged != self.heap_bytes() {
+            return Err("charged bytes differ from the storage held");
+        }
+        let free = self.slots.iter_from(0).filter(|s| s.class == FREE).count();
         if free + self.len as usize != self.slots.len() {
             return Err("free list and live slots do not cover the slab");
         }
@@ -887,6 +1129,62 @@ mod tests {
         t.check_invariants().unwrap();
         t.insert(key(1, protocol::UDP), rec(FlowState::Active, 1), 1).unwrap();
         t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn past_the_budget_a_new_flow_recycles_its_tables_unestablished_flows_or_is_refused() {
+        let budget: &'static FlowBudget =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(FlowBudget::new(0)));
+        let config = TableConfig {
+            max_flows: 1024,
+            initial_capacity: 64,
+            budget: Some(BudgetRef(budget)),
+            ..TableConfig::default()
+        };
+        let mut t = FlowTable::try_new(config).unwrap();
+        // The first storage is charged past the (zero) limit: a port is never left untracked.
+        assert_eq!(budget.used(), t.heap_bytes());
+        assert_eq!(budget.overdraft(), t.heap_bytes() as u64);
+        for n in 0..64 {
+            t.insert(key(n, protocol::TCP), rec(FlowState::Established, 1), 1).unwrap();
+        }
+        let used = budget.used();
+        // A handshake needs a growth step: refused, nothing established is displaced.
+        let r = rec(FlowState::SynSent, 2);
+        assert_eq!(t.insert(key(100, protocol::TCP), r, 2), Err(Error::OverBudget));
+        assert_eq!((t.len(), budget.used(), budget.refused()), (64, used, 1));
+        // An unestablished flow of the table's own is recycled instead, as at the bound.
+        t.remove(&key(0, protocol::TCP)).unwrap();
+        t.insert(key(100, protocol::TCP), r, 2).unwrap();
+        let (_, ev) = t.insert(key(101, protocol::UDP), rec(FlowState::Active, 3), 3).unwrap();
+        assert_eq!(ev, Some(Eviction::LeastRecentlyUsed), "the handshake made room");
+        assert!(t.get(&key(100, protocol::TCP)).is_none());
+        t.check_invariants().unwrap();
+        // A restore's storage is charged past the limit; everything is given back on drop.
+        t.reserve(200).unwrap();
+        assert!(t.capacity() >= 264 && budget.used() == t.heap_bytes());
+        drop(t);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn linear_hashing_keeps_one_bucket_per_flow_through_growth_and_removal() {
+        let mut t = table(4096);
+        for n in 0..3000 {
+            t.insert(key(n, protocol::UDP), rec(FlowState::Active, 1), 1).unwrap();
+        }
+        assert!(t.buckets() >= 3000 && t.buckets() <= 4096, "{} buckets", t.buckets());
+        t.check_invariants().unwrap();
+        for n in (0..3000).step_by(3) {
+            assert!(t.remove(&key(n, protocol::UDP)).is_some());
+        }
+        for n in 0..3000 {
+            assert_eq!(t.get(&key(n, protocol::UDP)).is_some(), n % 3 != 0, "flow {n}");
+        }
+        t.check_invariants().unwrap();
+        t.clear();
+        t.check_invariants().unwrap();
+        assert!(t.get(&key(1, protocol::UDP)).is_none());
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct HostShared {
     pub misuse: Mutex<Vec<String>>,
     /// Interrupts holding up one of this host's processors ([`crate::kernel::interrupts`]).
     pub interrupts: crate::kernel::interrupts::InterruptHold,
+    /// The host's physical memory in bytes as the driver reads it at load: 0 for
+    /// [`SIM_PHYSICAL_MEMORY`], `u64::MAX` for a host whose size cannot be read.
+    pub physical_memory: AtomicU64,
     /// Scheduling control for race tests: the next clock read of a work item running on its
     /// own thread stops there until the test resumes it (another CPU preempted at that
     /// instant). See `Host::pause_work_item_at_clock`.
@@ -84,6 +87,9 @@ pub struct ClockPause {
     /// Received (or dropped) to let it go on.
     pub resume: std::sync::mpsc::Receiver<()>,
 }
+
+/// The simulated host's physical memory unless a test sets another (16 GiB).
+pub const SIM_PHYSICAL_MEMORY: u64 = 16 << 30;
 
 /// Processors the simulated host reports (`KeQueryMaximumProcessorCountEx`).
 pub const PROCESSORS: u32 = 8;
@@ -717,6 +723,14 @@ impl KernelServices for SimServices {
 
     fn hash_seed(&self) -> u64 {
         self.seed
+    }
+
+    fn physical_memory_bytes(&self) -> Option<u64> {
+        match self.shared.physical_memory.load(Ordering::Relaxed) {
+            0 => Some(SIM_PHYSICAL_MEMORY),
+            u64::MAX => None,
+            bytes => Some(bytes),
+        }
     }
 
     /// The registry double: what `WdfRegistryQueryULong` returns for the value (wdfregistry.h:

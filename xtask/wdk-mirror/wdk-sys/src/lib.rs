@@ -399,6 +399,17 @@ impl Default for _LARGE_INTEGER {
 }
 pub type LARGE_INTEGER = _LARGE_INTEGER;
 pub type PLARGE_INTEGER = *mut LARGE_INTEGER;
+pub type PHYSICAL_ADDRESS = LARGE_INTEGER;
+
+/// ntddk.h `PHYSICAL_MEMORY_RANGE`.
+#[repr(C)]
+#[derive(Copy, Clone)]
+pub struct _PHYSICAL_MEMORY_RANGE {
+    pub BaseAddress: PHYSICAL_ADDRESS,
+    pub NumberOfBytes: LARGE_INTEGER,
+}
+pub type PHYSICAL_MEMORY_RANGE = _PHYSICAL_MEMORY_RANGE;
+pub type PPHYSICAL_MEMORY_RANGE = *mut _PHYSICAL_MEMORY_RANGE;
 
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -433,6 +444,7 @@ pub mod ntddk {
         pub fn KeQueryMaximumProcessorCountEx(GroupNumber: USHORT) -> ULONG;
         pub fn KeDelayExecutionThread(WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Interval: PLARGE_INTEGER) -> NTSTATUS;
         pub fn ExFreePool(P: PVOID);
+        pub fn MmGetPhysicalMemoryRangesEx2(PartitionObject: PVOID, Flags: ULONG) -> PPHYSICAL_MEMORY_RANGE;
     }
 }
 

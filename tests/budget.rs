@@ -1,0 +1,144 @@
+//! The host-wide flow-memory budget (issue 18 item 3): `FlowMemoryMB` bounds the flow memory
+//! of every port of the host together. A guest (here several VMs at once) opening new flows
+//! past it is refused — the packet's verdict stands, the flow is not tracked (fail-closed for
+//! its return traffic in Enforce) — and connections already established keep passing.
+
+use vsflow_callout::TraceEvent;
+use vsflow_core::IpFamily;
+use vsflow_core::packet::protocol;
+use vsflow_scenarios::{delivered, finish, open_connections, vm_ip, vm_port};
+use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::kernel::faults::{self, Site};
+use vsflow_sim::tools::traffic;
+use vsflow_sim::{Host, PacketFate, SimPacket};
+
+/// Fewest bytes one tracked flow can cost (its key and record alone are larger).
+const MIN_FLOW_BYTES: usize = 64;
+
+#[test]
+fn a_host_wide_flow_memory_budget_bounds_all_ports_together_and_spares_established_ones() {
+    let mut h = Host::new(18);
+    h.set_parameter("FlowMemoryMB", 1);
+    h.set_parameter("FlowsPerPort", 65_536);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("budget", &[]);
+    for id in 11..=14 {
+        vm_port(&mut h, sw, id, &format!("vm{id}"), u16::try_from(id - 10).unwrap(), false);
+    }
+    let established = open_connections(&mut h, sw, 11, 50);
+    // Four VMs each open 20,000 UDP flows: 80,000 flows, several MB of tables unbounded.
+    for id in 11..=14u32 {
+        for i in 0..20_000u32 {
+            let remote = vsflow_core::packet::v4([198, 18, 0, u8::try_from(i % 200).unwrap()]);
+            let p = SimPacket::new(
+                IpFamily::V4,
+                protocol::UDP,
+                vm_ip(id),
+                u16::try_from(10_000 + i).unwrap(),
+                remote,
+                53,
+                0,
+                40,
+            );
+            h.advance(10);
+            let _ = h.transmit(sw, id, EXTERNAL_PORT, &p);
+        }
+    }
+    let totals = h.driver().flow_totals();
+    assert!(totals.consistent);
+    assert!(
+        totals.flows * MIN_FLOW_BYTES <= 1 << 20,
+        "{} flows tracked host-wide: past a 1 MB budget",
+        totals.flows
+    );
+    assert_eq!(delivered(&mut h, sw, 11, &established), 50, "an established connection was cut");
+    let stats = h.driver().stats();
+    assert_eq!(stats.settings_refused, 0);
+    assert!(stats.flows_refused_budget > 0, "refusals are counted");
+    assert!(stats.flow_memory_bytes <= 1 << 20, "{} bytes charged", stats.flow_memory_bytes);
+    // The idle-flow timer reports the refusals once: one event, not one per flow.
+    let _ = h.within(|| h.driver().expire_idle(64));
+    let _ = h.within(|| h.driver().expire_idle(64));
+    let reports: Vec<_> = h
+        .trace_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            TraceEvent::FlowMemoryRefused { refused, limit, .. } => Some((refused, limit)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reports,
+        [(u32::try_from(stats.flows_refused_budget).unwrap(), 1 << 20)],
+        "one FlowMemoryRefused event"
+    );
+    finish(&mut h);
+}
+
+#[test]
+fn the_default_budget_is_a_64th_of_the_hosts_memory_within_its_bounds() {
+    for (memory, budget) in [
+        (Some(16u64 << 30), 256usize << 20),
+        (Some(2 << 30), 32 << 20),
+        (Some(256 << 20), 16 << 20),
+        (Some(1 << 40), 4 << 30),
+        (None, 256 << 20),
+    ] {
+        let mut h = Host::new(21);
+        h.set_physical_memory(memory);
+        h.load_driver_from_registry().expect("loads");
+        assert_eq!(h.driver().flow_budget().limit(), budget, "{memory:?}");
+        finish(&mut h);
+    }
+}
+
+#[test]
+fn a_failed_growth_allocation_refuses_the_new_flow_fail_closed_and_keeps_established_ones() {
+    let mut h = Host::new(22);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("alloc", &[]);
+    vm_port(&mut h, sw, 11, "vm", 1, false);
+    // 64 connections fill the port's first slab segment exactly.
+    let established = open_connections(&mut h, sw, 11, 64);
+    // The 65th flow needs one growth step; its allocation (ExAllocatePool2) fails.
+    faults::arm(h.id(), Some(Site::Alloc), 1);
+    let syn = traffic::vm_syn(
+        IpFamily::V4,
+        11,
+        40_000,
+        traffic::remote_addr(IpFamily::V4, 9, false),
+        443,
+    );
+    let (fates, data) = traffic::vm_handshake(&mut h, sw, 11, &syn);
+    faults::disarm();
+    assert_eq!(faults::fired(), 1, "the growth step allocated and failed");
+    assert_eq!(fates[0], PacketFate::Delivered, "the VM's own SYN: its verdict stands");
+    assert_ne!(fates[1], PacketFate::Delivered, "its reply is not admitted: not tracked");
+    // (The VM's next segment is its own mid-stream packet: tracked as established then.)
+    assert_eq!(fates[2], PacketFate::Delivered);
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, 11, &data), PacketFate::Delivered);
+    assert_eq!(delivered(&mut h, sw, 11, &established), 64, "an established connection was cut");
+    // Memory back: the next new flow grows the table and is tracked.
+    let syn = traffic::vm_syn(
+        IpFamily::V4,
+        11,
+        40_001,
+        traffic::remote_addr(IpFamily::V4, 9, false),
+        443,
+    );
+    let (fates, _) = traffic::vm_handshake(&mut h, sw, 11, &syn);
+    assert_eq!(fates, [PacketFate::Delivered; 3]);
+    finish(&mut h);
+}
+
+#[test]
+fn flows_per_port_past_its_documented_maximum_is_refused_with_its_default() {
+    let mut h = Host::new(19);
+    h.set_parameter("FlowsPerPort", 1 << 20);
+    h.load_driver_from_registry().expect("loads");
+    assert_eq!(h.driver().config().flows_per_port, 4096, "the default applies");
+    assert_eq!(h.driver().stats().settings_refused, 1);
+    finish(&mut h);
+}
