@@ -448,6 +448,9 @@ pub struct ScalingReport {
     /// The same two threads on one port kept whole (one lock: merged by a save before the
     /// point, as before issue 18 §2): packets/s, ratio to one thread, CPU-time ratio.
     pub one_port_whole: (f64, f64, f64),
+    /// One thread on lane 0, CPU ns per packet: the port sharded (the 1-thread point) and
+    /// kept whole (medians of trials): what sharding costs a packet on one processor.
+    pub one_thread_sharded_vs_whole: (f64, f64),
     /// Whether the benchmark's ports were split into shards when measured.
     pub sharded_ports: usize,
     /// Classify latency on port B, quiet: p50, p99 (ns, per call incl. the clock reads).
@@ -642,6 +645,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     let mut own_ratio = Vec::new();
     let mut own_cpu = Vec::new();
     let (mut whole, mut whole_ratio, mut whole_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut one_sharded, mut one_whole) = (Vec::new(), Vec::new());
     let bench_switch = switch_params("BENCH-S");
     for _ in 0..trials {
         for n in 1..=max_threads {
@@ -664,6 +668,8 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
         whole.push(two_whole.pps);
         whole_ratio.push(two_whole.pps / one.pps.max(1.0));
         whole_cpu.push(2.0 * one.cpu_ns / two_whole.cpu_ns.max(1e-9));
+        one_sharded.push(one.cpu_ns);
+        one_whole.push(throughput(&rig, 1, |_| 0, d).cpu_ns);
         let _ = h.within(|| h.driver().expire_idle(0));
     }
     r.distinct_ports = points
@@ -682,6 +688,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     r.one_port_own_flows = (median(own), median(own_ratio));
     r.one_port_own_flows_cpu = median(own_cpu);
     r.one_port_whole = (median(whole), median(whole_ratio), median(whole_cpu));
+    r.one_thread_sharded_vs_whole = (median(one_sharded), median(one_whole));
 
     // Latency on port B (lane 1) quiet, then while port A is saved in a loop.
     let calls = 400_000;
@@ -765,6 +772,13 @@ impl ScalingReport {
             self.one_port_whole.0 / 1e6,
             self.one_port_whole.1,
             self.one_port_whole.2
+        );
+        let _ = writeln!(
+            s,
+            "  1 thread on one port: sharded {:.1} vs whole {:.1} CPU ns/packet ({:.2}x, reported)",
+            self.one_thread_sharded_vs_whole.0,
+            self.one_thread_sharded_vs_whole.1,
+            self.one_thread_sharded_vs_whole.0 / self.one_thread_sharded_vs_whole.1.max(1e-9)
         );
         let ratio = self.while_saving.1 / self.quiet.1.max(1.0);
         let _ = writeln!(
