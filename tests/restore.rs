@@ -833,3 +833,56 @@ fn a_peers_connection_lost_to_a_degraded_restore_never_becomes_the_vms() {
     assert_eq!(delivered(&mut b, sb, 77, &ssh_in), 0, "no rule admits SSH any more");
     finish(&mut b);
 }
+
+// Fails on main (0a6f9c3): with loose pickup on (the documented opt-in: a mid-stream segment of
+// an unknown connection is taken as the VM's), a connection the VM resumed first after a degraded
+// restore was judged by the rules (the judging of uncarried connections ignored loose pickup),
+// so its peer's packets were blocked, while the same connection resumed by the peer first was
+// picked up loosely. In the loose window the VM's own segment opens the VM's flow, as before.
+#[test]
+fn with_loose_pickup_the_vm_resumes_its_connections_after_a_degraded_restore() {
+    let (blobs, vm_in, _) = source_with_ssh(12, 0, 61_440);
+    let mut bad = blobs;
+    let at = bad[0].1.len() - 20;
+    bad[0].1[at] ^= 0x40;
+    let cfg = DriverConfig { loose_pickup: true, ..enforce(RestoreMode::Pending) };
+    let (mut b, sb) = host(2, cfg, "SW-B");
+    vm_port(&mut b, sb, 77, NAME, 1, true);
+    let tickets = b.restore(sb, 77, &bad);
+    b.run_deferred();
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
+    assert_eq!(b.driver().stats().restores_empty, 1, "degraded: no flows carried");
+    for p in &vm_in {
+        let out = p.reply(traffic::tcp::ACK, 100);
+        let _ = b.transmit(sb, 77, vsflow_sim::host::EXTERNAL_PORT, &out);
+    }
+    assert_eq!(delivered(&mut b, sb, 77, &vm_in), vm_in.len(), "loose pickup: the VM's own");
+    finish(&mut b);
+}
+
+// Fails on main (464ad64): a server VM whose connections peers opened (admitted by a rule, so
+// never fingerprinted) and that the cap left out arms no fingerprint on B; the VM's mid-stream
+// segment of such a lost connection then opened a VM-admitted flow, which survived B removing
+// every rule (A cuts it). For the pickup window after any restore, the VM's segment of a
+// connection nothing carried opens a flow whose return traffic the rules judge.
+#[test]
+fn a_peers_connection_the_cap_left_out_never_becomes_the_vms() {
+    let (blobs, _, ssh_in) = source_with_ssh(0, 300, 2048);
+    let (mut b, sb) =
+        host(2, DriverConfig { flows_per_port: 8192, ..enforce(RestoreMode::Pending) }, "SW-B");
+    vm_port(&mut b, sb, 77, NAME, 1, true);
+    let tickets = b.restore(sb, 77, &blobs);
+    b.run_deferred();
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
+    let flows = flows_of(&b, NAME).expect("port");
+    assert!(flows < ssh_in.len(), "the cap left connections out ({flows} carried)");
+    for p in &ssh_in {
+        let out = p.reply(traffic::tcp::ACK, 100);
+        let _ = b.transmit(sb, 77, vsflow_sim::host::EXTERNAL_PORT, &out);
+    }
+    assert_eq!(delivered(&mut b, sb, 77, &ssh_in), ssh_in.len(), "the SSH rule admits them");
+    let v = port_info(&b, NAME).rules_version;
+    assert_eq!(replace_rules(&b, NAME, v, &[]), 0);
+    assert_eq!(delivered(&mut b, sb, 77, &ssh_in), 0, "no rule admits SSH any more");
+    finish(&mut b);
+}

@@ -8,8 +8,10 @@
 //! was completed exactly once and nothing else was completed.
 //!
 //! - `Restore(port)`: `Driver::pend_restore`: one step, refused once stopping.
-//! - `Worker`: `Driver::run_deferred`: step 1 `take_next`; step 2 `remove(id)`, and the
-//!   completion if it removed it; repeat until `take_next` finds nothing.
+//! - `Worker`: `Driver::run_deferred`: step 1 `take_next`; step 2 `claim(id)` (nothing more if
+//!   a canceller removed it); step 3, once applied, `release(id)` and the completion; repeat
+//!   until `take_next` finds nothing. While it holds a claimed entry, the port's restore is in
+//!   flight (`in_flight`: what a save of the port checks) in every interleaving.
 //! - `PortDelete(port)`: `Driver::cancel_pending` for one port: `remove_where` and complete,
 //!   until nothing is left for the port.
 //! - `Stop`: `Driver::stop`: set `stopping`, then `cancel_pending` for all ports; afterwards the
@@ -23,7 +25,7 @@ use vsflow_callout::ports::PortKey;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Actor {
     Restore { port: u32, done: bool },
-    Worker { holding: Option<u64>, finished: bool },
+    Worker { holding: Option<(u64, u32, bool)>, finished: bool },
     PortDelete { port: u32, finished: bool },
     Stop { stopped: bool, finished: bool },
 }
@@ -37,6 +39,8 @@ struct World {
     completed: BTreeMap<usize, u32>,
     /// contexts that were pended
     pended: Vec<usize>,
+    /// entries the worker claimed and has not released: id -> completion context
+    claimed: BTreeMap<u64, usize>,
 }
 
 const fn key(port: u32) -> PortKey {
@@ -65,12 +69,24 @@ impl World {
                 Actor::Restore { port, done: true }
             }
             Actor::Worker { holding: None, .. } => match self.pending.take_next() {
-                Some((id, _, _)) => Actor::Worker { holding: Some(id), finished: false },
+                Some((id, k, _)) => {
+                    Actor::Worker { holding: Some((id, k.port, false)), finished: false }
+                }
                 None => Actor::Worker { holding: None, finished: true },
             },
-            Actor::Worker { holding: Some(id), .. } => {
-                if let Some(e) = self.pending.remove(id) {
-                    self.complete(e.completion);
+            Actor::Worker { holding: Some((id, port, false)), .. } => {
+                match self.pending.claim(id) {
+                    Some((ctx, _)) => {
+                        self.claimed.insert(id, ctx);
+                        Actor::Worker { holding: Some((id, port, true)), finished: false }
+                    }
+                    None => Actor::Worker { holding: None, finished: false },
+                }
+            }
+            Actor::Worker { holding: Some((id, _, true)), .. } => {
+                self.pending.release(id);
+                if let Some(ctx) = self.claimed.remove(&id) {
+                    self.complete(ctx);
                 }
                 Actor::Worker { holding: None, finished: false }
             }
@@ -96,6 +112,12 @@ impl World {
             },
         };
         self.actors[i] = next;
+        // A save checks `in_flight`: a claimed restore not yet applied must show there.
+        for a in &self.actors {
+            if let Actor::Worker { holding: Some((_, port, true)), .. } = a {
+                assert!(self.pending.in_flight(key(*port)), "a claimed restore is in flight");
+            }
+        }
         true
     }
 
@@ -152,6 +174,7 @@ fn world(actors: Vec<Actor>) -> World {
         actors,
         completed: BTreeMap::new(),
         pended: Vec::new(),
+        claimed: BTreeMap::new(),
     }
 }
 

@@ -270,14 +270,17 @@ fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
-    if (armed && !fingerprint) || (meta.is_midstream_tcp() && port.judges_uncarried(now)) {
+    let uncarried = meta.is_midstream_tcp() && port.judges_uncarried(now) && !port.loose_open(now);
+    if !fingerprint && (armed || uncarried) {
         // While a restore's fingerprints are armed, a mid-stream segment of a connection the
         // blob carried neither exactly nor as the VM's fingerprint may be one a peer opened
         // (those are never fingerprinted: a rule or Monitor admitted them on the source). It
         // passes, as the VM's traffic always does, but its return traffic is judged by the
         // rules (re-checked on the next inbound packet) instead of admitted as the VM's: a
-        // rule-admitted connection never becomes VM-admitted by a migration. After a
-        // degraded restore (nothing carried) likewise, for the pickup window.
+        // rule-admitted connection never becomes VM-admitted by a migration. Likewise for the
+        // pickup window after any restore, degraded or one that armed no fingerprint (a
+        // connection the blob left out may be a peer's), except while loose pickup (the
+        // opt-in that takes such connections as the VM's) is open.
         Flow::JUDGED
     } else {
         Flow::VM

@@ -487,13 +487,15 @@ impl Port {
         self.restore.loose_from = Some(now);
     }
 
-    /// After a degraded restore (no flow carried, no fingerprint armed): until `until` (the
-    /// driver passes the restore instant plus `PickupWindowSeconds`), the VM's mid-stream
-    /// segment of a TCP connection the table does not know opens a flow whose return traffic
-    /// the rules judge, as while a restore's fingerprints are armed: the connection may be one
-    /// a peer opened (admitted by a rule on the source), which must not become the VM's and
-    /// survive a later rule removal. The VM's own connections were lost with the blob
-    /// (documented); a connection its rules admit resumes under them.
+    /// After a restore (the codec's `apply`) or a degraded one (the driver): until `until`
+    /// (the restore instant plus `PickupWindowSeconds`), the VM's mid-stream segment of a TCP
+    /// connection the table does not know and no fingerprint vouches for opens a flow whose
+    /// return traffic the rules judge: the connection may be one a peer opened (admitted by a
+    /// rule on the source) that the blob could not carry (peer-opened connections are never
+    /// fingerprinted), which must not become the VM's and survive a later rule removal. The VM's own connections were lost with the blob
+    /// (documented); a connection its rules admit resumes under them. While loose pickup is
+    /// open (the opt-in that takes an unknown connection as the VM's) the VM's segment opens
+    /// the VM's flow, as a peer's segment would be picked up.
     pub const fn judge_uncarried_until(&mut self, until: Tick) {
         self.restore.judge_uncarried_until = until;
     }

@@ -141,10 +141,9 @@ pub fn apply_with(
         table.insert(s.key, record, now)?;
     }
 
-    let mut pickup = Pickup::try_new(
-        state.fingerprints.try_clone()?,
-        if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) },
-    )?;
+    let pickup_until =
+        if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) };
+    let mut pickup = Pickup::try_new(state.fingerprints.try_clone()?, pickup_until)?;
     let mut kept_local = 0u32;
     for (k, r) in port.table.iter() {
         if table.len() >= bound {
@@ -194,6 +193,10 @@ pub fn apply_with(
         counters.identity_mismatches.saturating_add(u64::from(identity_mismatch));
     port.commit_restore(plan, table, counters, now);
     port.arm_pickup(pickup, now);
+    // A connection the blob left out (the cap, this host's bound) may be one a peer opened,
+    // which is never fingerprinted: armed fingerprints or not, the VM's mid-stream segment of
+    // a connection nothing carried is judged for the pickup window (issue 16).
+    port.judge_uncarried_until(pickup_until);
     port.restored_digest = digest;
     if port.nic.is_none() {
         port.nic = state.nic;
