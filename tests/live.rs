@@ -905,7 +905,10 @@ fn live_linux_traffic_judged_by_vsflow_and_conntrack() {
     let (snaps, pause) = traffic(&topo);
     topo.stop_captures();
     let read = |f: &str| {
-        replay::read_capture(&std::fs::read(topo.dir.join(f)).expect("capture")).expect("pcap")
+        let c =
+            replay::read_capture(&std::fs::read(topo.dir.join(f)).expect("capture")).expect("pcap");
+        assert_eq!(c.damaged, None, "{f}: tcpdump stopped mid-record");
+        c.frames
     };
     let frames = read("vm0.pcap");
     let mut logged = read_nflog(&read("nflog.pcap"));

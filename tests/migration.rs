@@ -236,3 +236,49 @@ fn a_blob_saved_under_another_provider_is_not_delivered() {
     finish(&mut a);
     finish(&mut b);
 }
+
+/// Issue 18 item 4: a port's saves reuse the port's encoder memory. Once a port has been
+/// saved, saving it again at the same size allocates nothing in the driver, whether every flow
+/// fits the blob (600 connections) or the save ranks and fingerprints them (6,000, past the
+/// exact capacity of 60 KiB).
+#[test]
+fn a_second_save_of_a_port_allocates_nothing() {
+    let config = DriverConfig { flows_per_port: 8_000, ..enforce(RestoreMode::Pending) };
+    let (mut h, sw) = host(7, config, "SW-A");
+    for (id, name, n) in [(10, "vm-fits", 600), (11, "vm-past-the-cap", 6_000)] {
+        vm_port(&mut h, sw, id, name, 1, false);
+        open_connections(&mut h, sw, id, n);
+        let (first, _) = h.save(sw, id);
+        let before = h.driver_allocations();
+        let (second, _) = h.save(sw, id);
+        let made = h.driver_allocations() - before;
+        assert_eq!(made, 0, "{name}: the second save allocated {made} blocks");
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].1.len(), second[0].1.len(), "{name}: the same port, the same size");
+    }
+    finish(&mut h);
+}
+
+/// The memory a save keeps for the next one is the port's only while saves come: the expiry
+/// sweep frees it a minute after the port's last save (a port saves once per migration), and a
+/// later save allocates it again.
+#[test]
+fn a_ports_save_memory_is_freed_a_minute_after_its_last_save() {
+    let (mut h, sw) = host(8, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut h, sw, 10, "vm", 1, false);
+    open_connections(&mut h, sw, 10, 2_000);
+    let _ = h.save(sw, 10);
+    let kept = h.driver_blocks().expect("blocks counted");
+    h.advance(30 * 10_000_000);
+    let _ = h.within(|| h.driver().expire_idle(16));
+    assert_eq!(h.driver_blocks(), Some(kept), "kept for 30 s after the save");
+    h.advance(31 * 10_000_000);
+    let _ = h.within(|| h.driver().expire_idle(16));
+    let freed = h.driver_blocks().expect("blocks counted");
+    assert!(freed < kept, "the sweep a minute after the save frees its memory ({kept} -> {freed})");
+    let before = h.driver_allocations();
+    let (blob, _) = h.save(sw, 10);
+    assert!(h.driver_allocations() > before, "the next save allocates again");
+    assert!(!blob.is_empty());
+    finish(&mut h);
+}

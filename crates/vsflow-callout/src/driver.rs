@@ -415,9 +415,11 @@ impl<S: KernelServices> Driver<S> {
     }
 
     /// Removes idle flows from every port, up to `budget` per port and shard (periodic timer),
-    /// and splits a port that has nothing of a migration open into its shards
-    /// ([`crate::ports`]). Takes one port's locks at a time, never the map's. Reports new flows the flow-memory budget refused
-    /// since the last tick (`FlowMemoryRefused`: one event per tick at most, not one per flow).
+    /// splits a port that has nothing of a migration open into its shards ([`crate::ports`]),
+    /// and frees the save memory of ports not saved for a minute
+    /// ([`crate::ports::ENCODER_KEEP`]). Takes one port's locks at a time, never the map's.
+    /// Reports new flows the flow-memory budget refused since the last tick
+    /// (`FlowMemoryRefused`: one event per tick at most, not one per flow).
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.now();
         let flows = self.budget.get();

@@ -54,6 +54,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use vsflow_core::flow::TableConfig;
+use vsflow_core::port::MAX_NAME_UNITS;
 use vsflow_core::port::shards::{self, MAX_SHARDS, ShardHasher};
 use vsflow_core::{PacketMeta, Port, PortCounters, PortIdentity, Tick, Verdict};
 
@@ -72,6 +73,10 @@ pub struct PortKey {
     pub port: u32,
 }
 
+/// How long a port keeps its encoder's memory after a save (60 s): a migration's retries and
+/// a checkpoint series reuse it; a port that stays frees it at the next sweep after that.
+pub(crate) const ENCODER_KEEP: vsflow_core::Tick = vsflow_core::time::secs(60);
+
 /// A virtual switch.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SwitchEntry {
@@ -79,6 +84,31 @@ pub(crate) struct SwitchEntry {
     pub(crate) id: u32,
     /// `SwitchName` (the switch GUID string).
     pub(crate) name: PortIdentity,
+    /// The name as UTF-16LE bytes (as WFP's `FWPS_FIELD_*_VSWITCH_ID` blob carries it), so a
+    /// packet's switch is found with one byte comparison; `None` if the name holds a NUL unit
+    /// (no blob can name it: a blob's name ends at its first NUL).
+    name_le: Option<([u8; 2 * MAX_NAME_UNITS], usize)>,
+}
+
+impl SwitchEntry {
+    fn new(id: u32, name: &PortIdentity) -> Self {
+        let units = name.as_utf16();
+        let mut le = [0u8; 2 * MAX_NAME_UNITS];
+        for (d, u) in le.chunks_exact_mut(2).zip(units) {
+            d.copy_from_slice(&u.to_le_bytes());
+        }
+        let name_le = (!units.contains(&0)).then_some((le, 2 * units.len()));
+        Self { id, name: *name, name_le }
+    }
+
+    /// Whether `bytes` (UTF-16LE, up to an optional NUL unit) is this switch's name.
+    fn is_named_le(&self, bytes: &[u8]) -> bool {
+        let Some((le, n)) = &self.name_le else { return false };
+        // The blob ends with the name (an odd byte after it is not a unit), or a NUL unit
+        // follows it.
+        let ends = matches!(bytes.get(*n..), Some([] | [_] | [0, 0, ..]));
+        ends && bytes.get(..*n) == le.get(..*n)
+    }
 }
 
 /// Everything vsflow keeps for one switch port, under the port's own lock.
@@ -98,6 +128,14 @@ pub(crate) struct PortState {
     /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
     /// driver: replaced by the next save, freed with the port or at stop.
     pub(crate) save_buffer: Vec<u8>,
+    /// The working memory of this port's saves, reused by each (no allocation per save once
+    /// the port has been saved at its size: `vsflow_core::codec::Encoder`; about 200 bytes a
+    /// flow). Freed with the port, or by the expiry sweep once no save came for
+    /// [`ENCODER_KEEP`] ([`PortState::sweep`]): a port saves once per migration, and a port
+    /// that stays keeps no save memory.
+    pub(crate) encoder: vsflow_core::codec::Encoder,
+    /// When the port was last saved (`Tick::MAX`: never).
+    pub(crate) last_save: vsflow_core::Tick,
     /// Keyed digest and length of the last blob restored into this port (a second restore of
     /// the same blob changes nothing).
     pub(crate) last_restore: Option<(u64, usize)>,
@@ -118,6 +156,20 @@ impl PortState {
             self.window_deadline = vsflow_core::Tick::MAX;
             self.port.restore_timed_out(now);
         }
+    }
+
+    /// The periodic sweep of this port: closes a stale restore window, removes up to `budget`
+    /// idle flows (returns how many), and frees the encoder's memory once no save came for
+    /// [`ENCODER_KEEP`].
+    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize) -> usize {
+        self.close_stale_window(now);
+        if self.last_save != vsflow_core::Tick::MAX
+            && now.saturating_sub(self.last_save) >= ENCODER_KEEP
+        {
+            self.encoder.release();
+            self.last_save = vsflow_core::Tick::MAX;
+        }
+        self.port.expire(now, budget)
     }
 
     /// Whether packets of this port are judged (generic ports only with a VM NIC on them).
@@ -293,8 +345,7 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// Returns the flows removed.
     pub(crate) fn sweep(&self, now: Tick, budget: usize) -> usize {
         let mut st = self.state.lock();
-        st.close_stale_window(now);
-        let mut removed = st.port.expire(now, budget);
+        let mut removed = st.sweep(now, budget);
         if self.sharded.load(Ordering::Relaxed) {
             for shard in &self.shards {
                 removed += shard.port.lock().expire(now, budget);
@@ -425,18 +476,8 @@ impl<L: RawSpinLock> Master<L> {
     /// The id of the switch whose name is `bytes` (UTF-16LE, up to an optional NUL unit),
     /// compared in place.
     pub(crate) fn switch_id_le(&self, bytes: &[u8]) -> Option<u32> {
-        let units = bytes.chunks_exact(2).map(|p| match p {
-            [lo, hi] => u16::from_le_bytes([*lo, *hi]),
-            _ => 0,
-        });
-        let len = units.clone().position(|u| u == 0).unwrap_or(bytes.len() / 2);
-        self.switches
-            .iter()
-            .find(|s| {
-                let name = s.name.as_utf16();
-                name.len() == len && name.iter().copied().eq(units.clone().take(len))
-            })
-            .map(|s| s.id)
+        // Once per packet: the name's bytes against each switch's, compared whole.
+        self.switches.iter().find(|s| s.is_named_le(bytes)).map(|s| s.id)
     }
 
     /// The port `key` (valid while the map lock is held).
@@ -470,7 +511,7 @@ impl<L: RawSpinLock> Master<L> {
         self.switches.try_reserve(1)?;
         let id = self.next_switch_id;
         self.next_switch_id = self.next_switch_id.wrapping_add(1).max(1);
-        self.switches.push(SwitchEntry { id, name: *name });
+        self.switches.push(SwitchEntry::new(id, name));
         Ok(id)
     }
 
@@ -662,5 +703,38 @@ impl<S: KernelServices> PortMap<S> {
         gone.map_or(0, |ports| {
             ports.into_values().map(|slot| slot.classify_calls(&mut slot.state.lock(), false)).sum()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    use super::SwitchEntry;
+    use vsflow_core::PortIdentity;
+
+    fn le(units: &[u16]) -> Vec<u8> {
+        units.iter().flat_map(|u| u.to_le_bytes()).collect()
+    }
+
+    /// The name a blob carries ends at its first NUL unit or at its end (an odd last byte is
+    /// not a unit); anything else is another name.
+    #[test]
+    fn a_switch_is_named_by_its_utf16le_bytes_up_to_a_nul_unit() {
+        let units: Vec<u16> = "SW-A".encode_utf16().collect();
+        let s = SwitchEntry::new(1, &PortIdentity::try_from_utf16(&units).unwrap());
+        assert!(s.is_named_le(&le(&units)));
+        assert!(s.is_named_le(&[le(&units), vec![0, 0]].concat()));
+        assert!(s.is_named_le(&[le(&units), vec![0, 0, b'x', 0]].concat()));
+        assert!(s.is_named_le(&[le(&units), vec![7]].concat()));
+        assert!(!s.is_named_le(&[le(&units), vec![b'x', 0]].concat()));
+        assert!(!s.is_named_le(&le(&units[..3])));
+        assert!(!s.is_named_le(&le(&"SW-B".encode_utf16().collect::<Vec<_>>())));
+        assert!(!s.is_named_le(&[]));
+        // A name holding a NUL unit is never a blob's.
+        let nul = SwitchEntry::new(2, &PortIdentity::try_from_utf16(&[b'S'.into(), 0]).unwrap());
+        assert!(!nul.is_named_le(&le(&[b'S'.into(), 0])));
+        assert!(!nul.is_named_le(&le(&[b'S'.into()])));
     }
 }

@@ -270,17 +270,21 @@ fn vm_flow(port: &mut Port, key: &FlowKey, meta: &PacketMeta, now: Tick) -> Flow
         c.fingerprint_pickups = c.fingerprint_pickups.wrapping_add(1);
         c.pickups_confirmed = c.pickups_confirmed.wrapping_add(1);
     }
-    let uncarried = meta.is_midstream_tcp() && port.judges_uncarried(now) && !port.loose_open(now);
-    if !fingerprint && (armed || uncarried) {
+    // In the restore window nothing is known yet: the restore decides (carried exactly: the
+    // blob's admission; by the VM's fingerprint: the VM's; neither: the rules judge). Loose
+    // pickup, when on, makes such connections the VM's anyway (see `confirmed`).
+    let window = matches!(port.judging, Judging::Restoring) && !port.restore_loose();
+    let uncarried = port.judges_uncarried(now) && !port.loose_open(now);
+    if meta.is_midstream_tcp() && !fingerprint && (armed || window || uncarried) {
         // While a restore's fingerprints are armed, a mid-stream segment of a connection the
         // blob carried neither exactly nor as the VM's fingerprint may be one a peer opened
         // (those are never fingerprinted: a rule or Monitor admitted them on the source). It
         // passes, as the VM's traffic always does, but its return traffic is judged by the
         // rules (re-checked on the next inbound packet) instead of admitted as the VM's: a
-        // rule-admitted connection never becomes VM-admitted by a migration. Likewise for the
-        // pickup window after any restore, degraded or one that armed no fingerprint (a
-        // connection the blob left out may be a peer's), except while loose pickup (the
-        // opt-in that takes such connections as the VM's) is open.
+        // rule-admitted connection never becomes VM-admitted by a migration. Likewise in the
+        // restore window, and for the pickup window after any restore, degraded or one that
+        // armed no fingerprint (a connection the blob left out may be a peer's), except while
+        // loose pickup (the opt-in that takes such connections as the VM's) is open.
         Flow::JUDGED
     } else {
         Flow::VM

@@ -344,6 +344,28 @@ fn apply_keeps_flows_the_destination_saw_before_the_restore() {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    /// Issue 18 item 4: a port's encoder keeps its working memory across saves; what it writes
+    /// never depends on what it encoded before (each blob is the one a fresh encode writes),
+    /// whether the flows fit, need ranking and fingerprints, or are fewer than last time.
+    #[test]
+    fn a_reused_encoder_writes_what_a_fresh_encode_writes(
+        states in proptest::collection::vec((arb_state(60), 0usize..3), 1..5),
+    ) {
+        let mut encoder = codec::Encoder::new();
+        let mut reused = Vec::new();
+        for (s, c) in &states {
+            let cap = [1_200, 2_500, codec::DEFAULT_CAP][*c];
+            let config = codec::EncodeConfig { cap, ..encode_config() };
+            let mut fresh = Vec::new();
+            let a = codec::encode_state(s, &config, &mut fresh);
+            let b = encoder.encode_state(s, &config, &mut reused);
+            prop_assert_eq!(&a, &b);
+            if a.is_ok() {
+                prop_assert_eq!(&fresh, &reused);
+            }
+        }
+    }
+
     #[test]
     fn decode_of_encode_is_identity(s in arb_state(40)) {
         let blob = encode_state(&s);

@@ -139,3 +139,59 @@ fn an_outsider_cannot_fill_the_table_during_the_restore_window() {
         assert!(p.table().get(&FlowKey::of(&m)).is_none());
     }
 }
+
+// ---- A connection a peer opened stays the peer's (review16) ----
+
+/// What an Enforce source port with the SSH allow rule saves when none of its connections fit
+/// as exact records (a connection a peer opened travels exactly or not at all, format 1.2) and
+/// none is fingerprinted.
+fn ssh_enforce_state() -> PortState {
+    let mut src = port(Mode::Enforce, 64);
+    let ssh = vsflow_core::AllowRule {
+        protocol: Some(protocol::TCP),
+        local_ports: vsflow_core::PortRange::single(22),
+        remote: vsflow_core::Prefix::Any,
+    };
+    src.replace_rules(&[ssh]).unwrap();
+    let mut blob = Vec::new();
+    let cfg = codec::EncodeConfig { provider: PROVIDER, cap: codec::DEFAULT_CAP };
+    codec::encode(&src, 5, &cfg, &mut blob).unwrap();
+    match codec::decode(&blob, &DecodeConfig::default()).unwrap() {
+        Decoded::State(s) => s,
+        Decoded::UnsupportedMajor { .. } | Decoded::NoState { .. } => unreachable!(),
+    }
+}
+
+/// An SSH connection a peer opened through the source's allow rule, not carried exactly: the
+/// VM (the SSH server) speaks on it first on the destination, in the restore window or after
+/// a restore that armed no fingerprint. Its return traffic stays judged by the rules, as on
+/// the source: once the operator removes the rule, the peer's segments are blocked there and
+/// must be here. (A mid-stream segment of the VM's proves nothing about who opened the
+/// connection: `classify.rs`, `vm_flow`.)
+#[test]
+fn a_peer_opened_connection_the_vm_speaks_on_first_after_a_migration_stays_the_peers() {
+    const PSH_ACK: u8 = 0x18;
+    let peer = inbound(protocol::TCP, 7, 22, PSH_ACK);
+    let server = peer.reply(PSH_ACK);
+    for in_window in [true, false] {
+        let mut b = port(Mode::Enforce, 64);
+        b.begin_restore();
+        let mut now = 10;
+        if !in_window {
+            codec::apply(&mut b, &ssh_enforce_state(), now).unwrap();
+        }
+        now += 1;
+        assert_eq!(b.classify(&server, now), Verdict::Permit, "the VM's own segment");
+        assert_eq!(b.classify(&peer, now + 1), Verdict::Permit, "window {in_window}");
+        if in_window {
+            codec::apply(&mut b, &ssh_enforce_state(), now + 2).unwrap();
+        }
+        assert_eq!(b.classify(&peer, now + 3), Verdict::Permit, "the rule admits it");
+        b.replace_rules(&[]).unwrap();
+        assert_eq!(
+            b.classify(&peer, now + 4),
+            Verdict::Block(BlockReason::NotAdmitted),
+            "window {in_window}: a peer-opened connection became the VM's and outlived its rule"
+        );
+    }
+}

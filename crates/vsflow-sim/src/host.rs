@@ -555,6 +555,19 @@ impl Host {
         self.driver.as_deref().expect("no driver loaded")
     }
 
+    /// Allocations (and reallocations) this host's driver has made so far: what a callback
+    /// allocates is the difference across it.
+    #[must_use]
+    pub fn driver_allocations(&self) -> usize {
+        crate::kernel::alloc::driver_allocations(self.id)
+    }
+
+    /// Blocks this host's driver has allocated and not freed; `None` if the record overflowed.
+    #[must_use]
+    pub fn driver_blocks(&self) -> Option<usize> {
+        crate::kernel::alloc::live_driver_blocks(self.id)
+    }
+
     /// Stops and unloads the driver, then checks it left nothing behind.
     pub fn unload_driver(&mut self) {
         let Some(driver) = self.driver.take() else { return };

@@ -110,7 +110,9 @@ enum Command {
         command: BlobCommand,
     },
     /// Replay a packet capture (pcap or pcapng) through vsflow as one VM's port: per flow,
-    /// what vsflow would do and why. Exits 1 if any packet was blocked.
+    /// what vsflow would do and why. Exits 1 if any packet was blocked, 2 on a usage or file
+    /// error; a capture cut or damaged mid-file is replayed up to the damage, reported, and
+    /// exits 2.
     Replay {
         /// The capture.
         file: PathBuf,
@@ -314,8 +316,8 @@ fn replay(
         Ok(b) => b,
         Err(e) => return fail(format!("{}: {e}", file.display())),
     };
-    let frames = match replay::read_capture(&bytes) {
-        Ok(f) => f,
+    let capture = match replay::read_capture(&bytes) {
+        Ok(c) => c,
         Err(e) => return fail(format!("{}: {e}", file.display())),
     };
     let mode = match mode {
@@ -324,7 +326,7 @@ fn replay(
     };
     let opts =
         ReplayOptions { vm, mode, rules, migrate_at, loose_pickup, ..ReplayOptions::default() };
-    let report = replay::replay(&frames, &opts);
+    let report = replay::replay(&capture.frames, &opts);
     if packets {
         for p in &report.packets {
             let what = match &p.fate {
@@ -344,6 +346,12 @@ fn replay(
         }
     }
     print!("{}", report.to_text());
+    // A damaged capture is replayed as far as it can be read and reported, but never passes
+    // as a clean replay: exit 2, as for a file error, whatever the verdicts before it.
+    if let Some(why) = &capture.damaged {
+        println!("capture damaged: {why}");
+        return fail(format!("{}: damaged: {why}", file.display()));
+    }
     if report.classified().1 == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 

@@ -1,5 +1,5 @@
 //! The `vsflow-sim` command line as support engineers and CI use it: `blob inspect` on good,
-//! damaged and missing files, and a small `migrate` run.
+//! damaged and missing files, a small `migrate` run, and `replay` of a damaged capture.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -145,4 +145,28 @@ fn differential_lists_its_cases_runs_one_as_json_and_fails_on_an_unknown_case() 
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(v["options"]["settings"][0], serde_json::json!(["RestoreMode", 1]), "{v}");
     assert_eq!(v["passed"], true, "{v}");
+}
+
+fn capture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/pcap").join(name)
+}
+
+// Issue 17: a capture whose writer stopped in the middle of a record (dpkt's
+// truncated_dns_2.pcap: one DNS answer, then 7 of the next record header's 16 bytes) was
+// refused whole, "Error reading bytes" and no report, though tcpdump shows its packet: a
+// customer's capture cut short is still their traffic. It is replayed as far as it reads, the
+// damage is reported, and the exit status is 2 (never a clean pass).
+#[test]
+fn replay_of_a_capture_cut_mid_record_reports_the_frames_before_the_cut_and_exits_2() {
+    let out = bin()
+        .arg("replay")
+        .arg(capture("dpkt-truncated-dns-2.pcap"))
+        .args(["--vm-ip", "192.168.1.100"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("frames 1: classified 1 (permitted 1, blocked 0)"), "{text}");
+    assert!(text.contains("udp 192.168.1.100:53 <-> 192.168.1.101:1297: out 1 in 0"), "{text}");
+    assert!(text.contains("capture damaged: frame 1 unreadable"), "{text}");
+    assert_eq!(out.status.code(), Some(2), "{text}");
 }

@@ -194,6 +194,8 @@ impl<S: KernelServices> Driver<S> {
             nic_connected: false,
             vm_nic: false,
             save_buffer: alloc::vec::Vec::new(),
+            encoder: vsflow_core::codec::Encoder::new(),
+            last_save: vsflow_core::Tick::MAX,
             last_restore: None,
             window_deadline: if restoring {
                 self.now().saturating_add(vsflow_core::time::secs(u64::from(

@@ -20,7 +20,7 @@
 use core::ffi::c_void;
 
 use fwps_sys::{NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
-use vsflow_core::codec::{self, EncodeConfig};
+use vsflow_core::codec::EncodeConfig;
 
 use super::{driver, identity};
 use crate::driver::{Driver, NoState};
@@ -101,7 +101,10 @@ impl<S: KernelServices> Driver<S> {
                 return Err(None);
             }
             let mut buffer = core::mem::take(&mut st.save_buffer);
-            let result = codec::encode(&st.port, now, &cfg, &mut buffer);
+            // The port's own encoder: its working memory is reused from the last save.
+            let st = &mut *st;
+            let result = st.encoder.encode(&st.port, now, &cfg, &mut buffer);
+            st.last_save = now;
             let out = match result {
                 Ok(summary) => {
                     st.port.note_saved(summary.flows_dropped, summary.flows_fingerprinted);

@@ -125,20 +125,26 @@ pub fn apply_with(
     let wanted = order.len().saturating_add(port.table.len()).min(bound);
     table.reserve(u32::try_from(wanted).unwrap_or(u32::MAX))?;
     let mut merged = 0u64;
+    // Flows seen in the window: usually none (the lookup is skipped then). Both tables have
+    // the port's configuration, hence its hash seed: one hash per flow serves both.
+    let window = (!port.table.is_empty()).then_some(&port.table);
     for &(_, i) in &order {
         let Some(s) = state.flows.get(i as usize) else {
             continue;
         };
-        if table.find(&s.key).is_some() {
+        let hash = table.hash(&s.key);
+        if table.find_hashed(hash, &s.key).is_some() {
             return Err(ApplyError::DuplicateFlow { index: i as usize });
         }
         let mut record = s.to_record(now);
         record.admission = plan.admission(record.admission);
-        if let Some(local) = port.table.get(&s.key) {
-            record = record.merge_window(local);
+        if let Some(local) =
+            window.and_then(|w| w.find_hashed(hash, &s.key).map(|at| *w.record(at)))
+        {
+            record = record.merge_window(&local);
             merged += 1;
         }
-        table.insert(s.key, record, now)?;
+        table.insert_hashed(hash, s.key, record, now)?;
     }
 
     let pickup_until =

@@ -618,7 +618,23 @@ fn decode_compact(
     rules_version: u32,
     list: &mut Vec<SavedFlow>,
 ) -> Result<(), DecodeError> {
-    let (family, dkind, alen) = if kind == rec::COMPACT_V4 {
+    // One copy of the loop per address length, so every address copy has a fixed size.
+    if kind == rec::COMPACT_V4 {
+        decode_compact_family::<4>(kind, dict, payload, rules_version, list)
+    } else {
+        decode_compact_family::<16>(kind, dict, payload, rules_version, list)
+    }
+}
+
+#[allow(clippy::too_many_lines, reason = "one entry's fields in their order")]
+fn decode_compact_family<const ALEN: usize>(
+    kind: u16,
+    dict: Option<&[u8]>,
+    payload: &[u8],
+    rules_version: u32,
+    list: &mut Vec<SavedFlow>,
+) -> Result<(), DecodeError> {
+    let (family, dkind, alen) = if ALEN == 4 {
         (IpFamily::V4, rec::ADDRS_V4, 4)
     } else {
         (IpFamily::V6, rec::ADDRS_V6, 16)
@@ -634,11 +650,9 @@ fn decode_compact(
     let addrs = d.take(alen * usize::from(n)).unwrap_or(&[]);
     let addr_at = |i: u32| -> Option<[u8; 16]> {
         let start = (i as usize).checked_mul(alen)?;
-        let a = addrs.get(start..start.checked_add(alen)?)?;
+        let a: &[u8; ALEN] = addrs.get(start..start.checked_add(ALEN)?)?.try_into().ok()?;
         let mut out = [0u8; 16];
-        for (dst, src) in out.iter_mut().zip(a) {
-            *dst = *src;
-        }
+        out.get_mut(..ALEN)?.copy_from_slice(a);
         Some(out)
     };
     // The header.
@@ -693,10 +707,10 @@ fn decode_compact(
         let local_addr =
             addr_at(li).ok_or_else(|| invalid(entry, "local address index", li.into()))?;
         let remote_addr = if tag & compact::REMOTE_LITERAL != 0 {
-            let a = p.take(alen).ok_or(short)?;
+            let a: [u8; ALEN] = p.array().ok_or(short)?;
             let mut out = [0u8; 16];
-            for (dst, src) in out.iter_mut().zip(a) {
-                *dst = *src;
+            if let Some(d) = out.get_mut(..ALEN) {
+                d.copy_from_slice(&a);
             }
             out
         } else {

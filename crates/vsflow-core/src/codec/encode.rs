@@ -14,6 +14,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use siphasher::sip::SipHasher13;
 
+use super::Encoder;
 use super::format::{self, compact, hdr, rec};
 use super::{PortState, SavedFlow, crc32c, rice};
 use crate::counters::PortCounters;
@@ -50,7 +51,7 @@ pub struct EncodeSummary {
 }
 
 /// Where the encoder gets a port's contents: a live [`Port`] or a decoded [`PortState`].
-trait Source {
+pub(super) trait Source {
     fn identity(&self) -> &PortIdentity;
     fn nic(&self) -> Option<&PortIdentity>;
     fn mode(&self) -> Mode;
@@ -59,11 +60,16 @@ trait Source {
     /// True for a live port's save: the blob's counters count the save itself
     /// (`Port::note_saved` then counts it on the source the same way).
     fn is_save(&self) -> bool;
-    fn flow_count(&self) -> usize;
-    /// Every flow, oldest activity first where the source knows it.
-    fn for_each(&self, f: &mut dyn FnMut(SavedFlow));
+    /// Appends every flow to `out`, oldest activity first where the source knows it.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error>;
     /// The fingerprint salt of this save.
     fn salt(&self) -> [u64; 2];
+    /// A key for the encoder's address hashing: the port's per-boot random seed, so peers
+    /// cannot aim their addresses at one run of slots.
+    fn hash_seed(&self) -> u64;
     /// Fingerprints the source already carries, kept as they are: a decoded state's, or the
     /// ones a live port's restore armed that no connection has used yet (a second migration
     /// before the VM's traffic resumed carries them on). Appends them (sorted, distinct) to
@@ -76,9 +82,9 @@ trait Source {
     fn carried_count(&self, n: usize) -> usize;
 }
 
-struct LivePort<'a> {
-    port: &'a Port,
-    now: Tick,
+pub(super) struct LivePort<'a> {
+    pub(super) port: &'a Port,
+    pub(super) now: Tick,
 }
 
 impl Source for LivePort<'_> {
@@ -100,17 +106,22 @@ impl Source for LivePort<'_> {
     fn is_save(&self) -> bool {
         true
     }
-    fn flow_count(&self) -> usize {
-        self.port.table.len()
-    }
-    fn for_each(&self, f: &mut dyn FnMut(SavedFlow)) {
+    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error> {
+        out.try_reserve(self.port.table.len())?;
         // Class by class, least recently used first: the decoder's recency sort then sees
         // long sorted runs.
         for class in TimeoutClass::ALL {
-            for (k, r) in self.port.table.iter_lru(class) {
-                f(SavedFlow::from_record(*k, r, self.now));
-            }
+            out.extend(
+                self.port
+                    .table
+                    .iter_lru(class)
+                    .map(|(k, r)| SavedFlow::from_record(*k, r, self.now)),
+            );
         }
+        Ok(())
+    }
+    fn hash_seed(&self) -> u64 {
+        self.port.table.config().hash_seed
     }
     fn salt(&self) -> [u64; 2] {
         // Random per save without a random source in the core: SipHash keyed by the table's
@@ -172,13 +183,14 @@ impl Source for PortState {
     fn is_save(&self) -> bool {
         false
     }
-    fn flow_count(&self) -> usize {
-        self.flows.len()
+    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error> {
+        out.try_reserve(self.flows.len())?;
+        out.extend_from_slice(&self.flows);
+        Ok(())
     }
-    fn for_each(&self, f: &mut dyn FnMut(SavedFlow)) {
-        for s in &self.flows {
-            f(*s);
-        }
+    fn hash_seed(&self) -> u64 {
+        // Tools and tests: any fixed key (the blob does not depend on it).
+        0x5653_464c_4449_4354
     }
     fn salt(&self) -> [u64; 2] {
         if !self.fingerprints.is_empty() {
@@ -218,7 +230,7 @@ pub fn encode(
     config: &EncodeConfig,
     out: &mut Vec<u8>,
 ) -> Result<EncodeSummary, Error> {
-    encode_source(&LivePort { port, now }, config, out)
+    Encoder::new().encode(port, now, config, out)
 }
 
 /// Encodes a [`PortState`] (tools, fixtures, tests).
@@ -234,7 +246,7 @@ pub fn encode_state(
     config: &EncodeConfig,
     out: &mut Vec<u8>,
 ) -> Result<EncodeSummary, Error> {
-    encode_source(state, config, out)
+    Encoder::new().encode_state(state, config, out)
 }
 
 /// Writes the blob of a port the source host has no state for ([`format::FLAG_NO_STATE`]).
@@ -311,36 +323,122 @@ const NONE: u32 = u32::MAX;
 /// that at least two flows share, each in first-seen order), and every flow's indexes into
 /// its family's dictionary. Built in two passes with one hash lookup per flow (consecutive
 /// flows of one VM address skip even that).
-struct Dicts {
+///
+/// Kept in an [`super::Encoder`] across saves: [`Dicts::build`] clears it and reuses every
+/// allocation, so a save of a port no larger than the previous one allocates nothing here.
+#[derive(Debug, Default)]
+pub(super) struct Dicts {
     addrs: [Vec<[u8; 16]>; 2],
     lays: [Layout; 2],
     /// Per flow: (local index or NONE, remote index or NONE).
     idx: Vec<(u32, u32)>,
+    local_index: [HashTable<u32>; 2],
+    /// Distinct remotes per family in first-seen order: address, uses, dictionary index.
+    remotes: [Vec<([u8; 16], u32, u32)>; 2],
+    /// Per family: remote address -> its position in `remotes`.
+    remote_index: [AddrIndex; 2],
+}
+
+/// A map from addresses to ids for one dictionary build: open addressing with linear probing,
+/// at most half full, keyed by the port's per-boot seed (remote addresses are the peers'
+/// choice: they cannot aim them at one run of slots). A slot belongs to the current build
+/// only if it carries the build's generation, so a new build reuses the slots without
+/// clearing them.
+#[derive(Debug, Default)]
+struct AddrIndex {
+    slots: Vec<AddrSlot>,
+    /// Slots in use by this build (a power of two, at most `slots.len()`) minus one.
+    mask: usize,
+    generation: u32,
+    hasher: FixedState,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct AddrSlot {
+    addr: u128,
+    generation: u32,
+    id: u32,
+}
+
+impl AddrIndex {
+    /// Starts a build of at most `n` addresses under `seed`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn reset(&mut self, n: usize, seed: u64) -> Result<(), Error> {
+        let want = n.saturating_mul(2).next_power_of_two().max(16);
+        if self.slots.len() < want {
+            self.slots.clear();
+            self.slots.try_reserve_exact(want)?;
+            self.slots.resize(want, AddrSlot::default());
+            self.generation = 0;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // Wrapped: every stamp could look current; clear them once.
+            for slot in &mut self.slots {
+                slot.generation = 0;
+            }
+            self.generation = 1;
+        }
+        self.mask = want - 1;
+        self.hasher = FixedState::with_seed(seed);
+        Ok(())
+    }
+
+    /// The id of `addr`, or `id` if it is new (then recorded): (the id, whether new). At most
+    /// `n` (of [`AddrIndex::reset`]) distinct addresses per build.
+    fn find_or_insert(&mut self, addr: &[u8; 16], id: u32) -> (u32, bool) {
+        let a = u128::from_ne_bytes(*addr);
+        #[allow(clippy::cast_possible_truncation, reason = "a hash, masked")]
+        let mut i = self.hasher.hash_one(a) as usize & self.mask;
+        // At most half full: an empty slot comes before the probe wraps around.
+        for _ in 0..=self.mask {
+            let Some(slot) = self.slots.get_mut(i) else { break };
+            if slot.generation != self.generation {
+                *slot = AddrSlot { addr: a, generation: self.generation, id };
+                return (id, true);
+            }
+            if slot.addr == a {
+                return (slot.id, false);
+            }
+            i = (i + 1) & self.mask;
+        }
+        (NONE, false)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * core::mem::size_of::<AddrSlot>()
+    }
+}
+
+/// The dictionaries' hash: fixed (their order is first-seen, not hash order, so the hash
+/// never shows in a blob). An address hashes as one `u128`.
+fn addr_hash(a: &[u8; 16]) -> u64 {
+    FixedState::with_seed(7).hash_one(u128::from_ne_bytes(*a))
 }
 
 impl Dicts {
+    /// Builds the dictionaries of `flows` (with `remotes` false, the local addresses only:
+    /// every flow's remote is then written literally, which is what the plan's over-the-cap
+    /// costs assume).
     #[allow(
         clippy::too_many_lines,
         clippy::many_single_char_names,
         reason = "two passes over the flows; f family, a/r addresses, h hash, i/j indexes"
     )]
-    fn build(flows: &[SavedFlow]) -> Result<Self, Error> {
-        let hasher = FixedState::with_seed(7);
-        let mut addrs: [Vec<[u8; 16]>; 2] = [Vec::new(), Vec::new()];
-        let mut local_index: [HashTable<u32>; 2] = [HashTable::new(), HashTable::new()];
-        // Distinct remotes per family: address, uses, dictionary index.
-        let mut remotes: [Vec<([u8; 16], u32, u32)>; 2] = [Vec::new(), Vec::new()];
-        let mut remote_index: [HashTable<u32>; 2] = [HashTable::new(), HashTable::new()];
-        let mut idx: Vec<(u32, u32)> = Vec::new();
-        idx.try_reserve_exact(flows.len())?;
-        // Room for every flow having a distinct remote: no growth while building.
-        let v4 = flows.iter().filter(|s| s.key.family == IpFamily::V4).count();
-        for (f, n) in [(0, v4), (1, flows.len() - v4)] {
-            if let (Some(rems), Some(ri)) = (remotes.get_mut(f), remote_index.get_mut(f)) {
-                rems.try_reserve_exact(n)?;
-                ri.try_reserve(n, |k: &u32| {
-                    hasher.hash_one(rems.get(*k as usize).map(|x| x.0).unwrap_or_default())
-                })?;
+    fn build(&mut self, flows: &[SavedFlow], remotes: bool, seed: u64) -> Result<(), Error> {
+        self.clear();
+        let Self { addrs, lays, idx, local_index, remotes: rems_all, remote_index } = self;
+        idx.try_reserve(flows.len())?;
+        if remotes {
+            // Room for every flow having a distinct remote: no growth while building.
+            let v4 = flows.iter().filter(|s| s.key.family == IpFamily::V4).count();
+            for (f, n) in [(0, v4), (1, flows.len() - v4)] {
+                if let (Some(rems), Some(ri)) = (rems_all.get_mut(f), remote_index.get_mut(f)) {
+                    rems.try_reserve(n)?;
+                    ri.reset(n, seed)?;
+                }
             }
         }
         let mut last_local: Option<(usize, [u8; 16], u32)> = None;
@@ -350,7 +448,7 @@ impl Dicts {
             let (Some(dict), Some(li), Some(rems), Some(ri)) = (
                 addrs.get_mut(f),
                 local_index.get_mut(f),
-                remotes.get_mut(f),
+                rems_all.get_mut(f),
                 remote_index.get_mut(f),
             ) else {
                 continue;
@@ -359,7 +457,7 @@ impl Dicts {
             let local = match last_local {
                 Some((lf, la, i)) if lf == f && la == a => i,
                 _ => {
-                    let h = hasher.hash_one(a);
+                    let h = addr_hash(&a);
                     let found = li.find(h, |&j| dict.get(j as usize) == Some(&a)).copied();
                     let i = match found {
                         Some(i) => i,
@@ -368,9 +466,7 @@ impl Dicts {
                             let i = dict.len() as u32;
                             dict.try_reserve(1)?;
                             dict.push(a);
-                            let rehash = |j: &u32| {
-                                hasher.hash_one(dict.get(*j as usize).copied().unwrap_or_default())
-                            };
+                            let rehash = |j: &u32| dict.get(*j as usize).map_or(0, addr_hash);
                             li.try_reserve(1, rehash)?;
                             li.insert_unique(h, i, rehash);
                             i
@@ -381,44 +477,45 @@ impl Dicts {
                     i
                 }
             };
+            if !remotes {
+                idx.push((local, NONE));
+                continue;
+            }
             let r = s.key.remote_addr;
-            let h = hasher.hash_one(r);
-            let found = ri.find(h, |&j| rems.get(j as usize).map(|x| &x.0) == Some(&r)).copied();
-            let rid = if let Some(j) = found {
-                if let Some(x) = rems.get_mut(j as usize) {
-                    x.1 += 1;
-                }
-                j
-            } else {
-                let j = u32::try_from(rems.len()).unwrap_or(NONE);
-                rems.try_reserve(1)?;
+            let next = u32::try_from(rems.len()).unwrap_or(NONE);
+            let (rid, new) = ri.find_or_insert(&r, next);
+            if new {
+                // Reserved above: no growth.
                 rems.push((r, 1, NONE));
-                let rehash = |k: &u32| {
-                    hasher.hash_one(rems.get(*k as usize).map(|x| x.0).unwrap_or_default())
-                };
-                ri.try_reserve(1, rehash)?;
-                ri.insert_unique(h, j, rehash);
-                j
-            };
+            } else if let Some(x) = rems.get_mut(rid as usize) {
+                x.1 += 1;
+            }
             idx.push((local, rid));
         }
         let locals = [addrs[0].len(), addrs[1].len()];
-        // Pass 2: remotes used twice or more join the dictionary (once costs less as a literal).
-        for (s, slot) in flows.iter().zip(idx.iter_mut()) {
-            let f = family_slot(s.key.family);
-            let (Some(dict), Some(rems)) = (addrs.get_mut(f), remotes.get_mut(f)) else { continue };
-            let Some(x) = rems.get_mut(slot.1 as usize) else {
-                slot.1 = NONE;
-                continue;
-            };
-            if x.1 >= 2 && x.2 == NONE && dict.len() < MAX_DICT {
-                #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
-                let i = dict.len() as u32;
-                dict.try_reserve(1)?;
-                dict.push(x.0);
-                x.2 = i;
+        if remotes {
+            // Remotes used twice or more join the dictionary (once costs less as a literal),
+            // in the order of the first flow using each: `rems` is in first-seen order.
+            for (dict, rems) in addrs.iter_mut().zip(rems_all.iter_mut()) {
+                let shared = rems.iter().filter(|x| x.1 >= 2).count();
+                let room = MAX_DICT.saturating_sub(dict.len());
+                dict.try_reserve(shared.min(room))?;
+                for x in rems.iter_mut() {
+                    if x.1 >= 2 && dict.len() < MAX_DICT {
+                        #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
+                        let i = dict.len() as u32;
+                        dict.push(x.0);
+                        x.2 = i;
+                    }
+                }
             }
-            slot.1 = x.2;
+            for (s, slot) in flows.iter().zip(idx.iter_mut()) {
+                let f = family_slot(s.key.family);
+                slot.1 = rems_all
+                    .get(f)
+                    .and_then(|rems| rems.get(slot.1 as usize))
+                    .map_or(NONE, |x| x.2);
+            }
         }
         let lay = |locals: usize, total: usize| Layout {
             lw: match locals {
@@ -428,12 +525,34 @@ impl Dicts {
             },
             rw: if total <= 256 { 1 } else { 2 },
         };
-        let lays = [lay(locals[0], addrs[0].len()), lay(locals[1], addrs[1].len())];
-        Ok(Self { addrs, lays, idx })
+        *lays = [lay(locals[0], addrs[0].len()), lay(locals[1], addrs[1].len())];
+        Ok(())
     }
 
     fn bytes(&self) -> usize {
         self.addrs[0].len() * 4 + self.addrs[1].len() * 16
+    }
+
+    /// Empties the dictionaries (keeping their memory).
+    fn clear(&mut self) {
+        for f in 0..2 {
+            self.addrs[f].clear();
+            self.local_index[f].clear();
+            self.remotes[f].clear();
+        }
+        self.idx.clear();
+    }
+
+    /// Heap bytes held.
+    fn heap_bytes(&self) -> usize {
+        let mut n = self.idx.capacity() * core::mem::size_of::<(u32, u32)>();
+        for f in 0..2 {
+            n += self.addrs[f].capacity() * 16
+                + self.remotes[f].capacity() * core::mem::size_of::<([u8; 16], u32, u32)>()
+                + self.local_index[f].capacity() * 5
+                + self.remote_index[f].heap_bytes();
+        }
+        n
     }
 
     /// Bytes of flow `i`'s compact entry; `None` if its local address is not in the dictionary.
@@ -454,6 +573,7 @@ impl Dicts {
 }
 
 /// Per-family layout choices.
+#[derive(Clone, Copy, Debug, Default)]
 struct Layout {
     lw: usize,
     rw: usize,
@@ -513,34 +633,12 @@ const fn minimal_len(identity_units: usize) -> usize {
         + format::TRAILER_LEN
 }
 
-/// What goes into the blob.
-struct Plan {
-    /// The fingerprint salt the plan's values are under.
-    salt: [u64; 2],
-    exact: Vec<SavedFlow>,
-    /// The dictionaries of `exact`, when the plan built them (every flow exact).
-    dicts: Option<Dicts>,
-    /// Fingerprints to write: sorted, distinct.
-    fps: Vec<u32>,
-    /// Their Rice parameter.
-    k: u8,
-    /// Connections the fingerprints stand for.
-    fingerprinted: usize,
-    lost: usize,
-    counters: bool,
-}
-
-/// Fingerprints a decoded state brings along.
-struct Carried<'a> {
-    values: &'a [u32],
-    flows: usize,
-}
-
 #[allow(clippy::too_many_lines, reason = "the budget, then the blob layout, written in order")]
-fn encode_source(
+pub(super) fn encode_source(
     src: &dyn Source,
     config: &EncodeConfig,
     out: &mut Vec<u8>,
+    work: &mut Work,
 ) -> Result<EncodeSummary, Error> {
     out.clear();
     let identity = src.identity().as_utf16();
@@ -566,34 +664,33 @@ fn encode_source(
     // under their own salt: a decoded state's (re-encoded by a tool), or those a live port's
     // restore armed that no connection has used yet (A -> B -> C before the VM's traffic
     // resumed: B's new fingerprints join them under A's salt, which no peer knows either).
-    let mut carried_values = Vec::new();
-    let carried_salt = src.carried(&mut carried_values)?;
-    let salt = carried_salt.unwrap_or_else(|| src.salt());
-    let carried_in =
-        Carried { values: &carried_values, flows: src.carried_count(carried_values.len()) };
+    // (Taken out of the working memory for the plan, and put back after: no allocation.)
+    let mut carried_values = core::mem::take(&mut work.carried);
+    carried_values.clear();
+    let planned = src.carried(&mut carried_values).and_then(|carried_salt| {
+        let salt = carried_salt.unwrap_or_else(|| src.salt());
+        let carried_in =
+            Carried { values: &carried_values, flows: src.carried_count(carried_values.len()) };
+        work.flows.clear();
+        work.seed = src.hash_seed();
+        src.flows(&mut work.flows)?;
+        plan(work, room, rules_version, salt, &carried_in)
+    });
+    work.carried = carried_values;
+    let plan = planned?;
 
-    let mut flows: Vec<SavedFlow> = Vec::new();
-    flows.try_reserve_exact(src.flow_count())?;
-    src.for_each(&mut |s| flows.push(s));
-    let plan = plan(flows, room, rules_version, salt, &carried_in)?;
-
-    // Dictionaries of what is written: those of every flow when every flow is written,
-    // otherwise rebuilt for the flows kept.
-    let dicts = match plan.dicts {
-        Some(d) => d,
-        None => Dicts::build(&plan.exact)?,
-    };
-    let families = [IpFamily::V4, IpFamily::V6];
-    let mut entries_len = [0usize; 2];
+    // What is written: every flow with the dictionaries of every flow, or the flows kept
+    // with theirs.
+    let (exact, dicts) =
+        if plan.all_exact { (&work.flows, &work.all) } else { (&work.exact, &work.kept) };
     let mut counts = [0usize; 2];
-    for (i, s) in plan.exact.iter().enumerate() {
-        let f = family_slot(s.key.family);
-        if let (Some(e), Some(c)) = (entries_len.get_mut(f), counts.get_mut(f)) {
-            *e += dicts.entry_len(i, s, rules_version, plan.counters).unwrap_or(0);
+    for s in exact {
+        if let Some(c) = counts.get_mut(family_slot(s.key.family)) {
             *c += 1;
         }
     }
-    let fps = &plan.fps;
+    let entries_len = plan.entries;
+    let fps = &work.fps;
     let fp_bytes = rice::bytes(fps, plan.k);
 
     let len = minimal
@@ -612,7 +709,7 @@ fn encode_source(
     out.try_reserve_exact(len)?;
 
     let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let written = plan.exact.len();
+    let written = exact.len();
     let fingerprinted = plan.fingerprinted;
     let lost = plan.lost;
     let in_table = written + fingerprinted + lost;
@@ -702,7 +799,7 @@ fn encode_source(
             w.u16(u);
         }
     }
-    for (f, family) in families.into_iter().enumerate() {
+    for (f, family) in [IpFamily::V4, IpFamily::V6].into_iter().enumerate() {
         let (dict, lay) = (&dicts.addrs[f], &dicts.lays[f]);
         let (dkind, ckind) = match family {
             IpFamily::V4 => (rec::ADDRS_V4, rec::COMPACT_V4),
@@ -723,11 +820,20 @@ fn encode_source(
         w.u8(lay.rw as u8);
         w.u8(0);
         w.u32(clamp(counts[f]));
-        for (s, &(local, remote)) in plan.exact.iter().zip(dicts.idx.iter()) {
+        if counts[f] == 0 {
+            continue;
+        }
+        // The entries are written in place: the record's bytes are made first (the capacity
+        // was reserved: no allocation), then filled entry by entry.
+        let start = w.out.len();
+        w.out.resize(start + entries_len[f], 0);
+        let mut e = Entry { b: w.out.get_mut(start..).unwrap_or(&mut []), n: 0 };
+        for (s, &(local, remote)) in exact.iter().zip(dicts.idx.iter()) {
             if s.key.family == family {
-                write_compact(&mut w, s, (local, remote, lay), rules_version, plan.counters);
+                write_compact(&mut e, s, (local, remote, lay), rules_version, plan.counters);
             }
         }
+        debug_assert_eq!(e.n, entries_len[f], "the entries' planned length");
     }
     // Fingerprints.
     w.record(rec::FINGERPRINTS, format::FINGERPRINTS_HEADER_LEN + fp_bytes);
@@ -753,71 +859,220 @@ fn encode_source(
     })
 }
 
-/// Chooses exact records and fingerprints within `room` bytes.
+/// What goes into the blob (the flows and values themselves are in the [`Work`] it was
+/// planned in).
+struct Plan {
+    /// The fingerprint salt the plan's values are under.
+    salt: [u64; 2],
+    /// Every flow is written exactly, with the dictionaries [`Work::all`]; otherwise the
+    /// flows in [`Work::exact`] with [`Work::kept`].
+    all_exact: bool,
+    /// Their Rice parameter.
+    k: u8,
+    /// Connections the fingerprints stand for.
+    fingerprinted: usize,
+    lost: usize,
+    counters: bool,
+    /// Bytes of the compact entries per family (with counters if `counters`).
+    entries: [usize; 2],
+}
+
+/// Fingerprints a decoded state brings along.
+struct Carried<'a> {
+    values: &'a [u32],
+    flows: usize,
+}
+
+/// The encoder's working memory: every vector and hash table one encode needs, cleared and
+/// reused by the next (`Vec::clear` and `HashTable::clear` keep their allocations). Owned by
+/// an [`super::Encoder`].
+#[derive(Debug, Default)]
+pub(super) struct Work {
+    /// The source's flows, as saved.
+    flows: Vec<SavedFlow>,
+    /// Fingerprints the source carries.
+    carried: Vec<u32>,
+    /// Dictionaries of every flow (all of them, or the locals only when the flows cannot
+    /// all fit).
+    all: Dicts,
+    /// Over the cap: the flows written exactly, and their dictionaries.
+    exact: Vec<SavedFlow>,
+    kept: Dicts,
+    /// Fingerprints to write: sorted, distinct.
+    fps: Vec<u32>,
+    /// Over the cap: (value rank, flow index), ranked.
+    order: Vec<(u64, u32)>,
+    /// Flow index -> fingerprint priority (0: not fingerprinted).
+    prio: Vec<u32>,
+    /// Priority - 1 -> flow index.
+    by_prio: Vec<u32>,
+    /// (fingerprint value, priority), sorted.
+    pool: Vec<(u32, u32)>,
+    /// Distinct values of a subset of the pool.
+    subset: Vec<u32>,
+    /// Flow index -> 0 lost, 1 fingerprint, 2 exact.
+    take: Vec<u8>,
+    /// Priority -> its value is shared by no other pool entry.
+    unique: Vec<bool>,
+    /// Per family, per local dictionary index: charged to the budget already.
+    charged: [Vec<bool>; 2],
+    /// Key of the dictionaries' address hash (the source's [`Source::hash_seed`]).
+    seed: u64,
+}
+
+impl Work {
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        let flow = core::mem::size_of::<SavedFlow>();
+        (self.flows.capacity() + self.exact.capacity()) * flow
+            + (self.carried.capacity() + self.fps.capacity() + self.subset.capacity()) * 4
+            + self.all.heap_bytes()
+            + self.kept.heap_bytes()
+            + self.order.capacity() * 16
+            + (self.prio.capacity() + self.by_prio.capacity()) * 4
+            + self.pool.capacity() * 8
+            + self.take.capacity()
+            + self.unique.capacity()
+            + self.charged[0].capacity()
+            + self.charged[1].capacity()
+    }
+}
+
+/// Fewest bytes any compact entry takes: tag, remote index (1 byte at least), both ports, the
+/// two age varints. A port whose flows need more than the room even at this size is over the
+/// cap without building its remote dictionary.
+const MIN_ENTRY_LEN: usize = 1 + 1 + 4 + 2;
+
+/// Bytes the per-flow counters add to `s`'s compact entry.
+fn counters_len(s: &SavedFlow) -> usize {
+    varint_len(s.packets[0])
+        + varint_len(s.packets[1])
+        + varint_len(s.bytes[0])
+        + varint_len(s.bytes[1])
+}
+
+/// Tries to fit every flow exactly (the dictionaries of every flow, one pass of entry
+/// lengths). `Some((entries, counters))` if they fit: the bytes of each family's entries and
+/// whether per-flow counters fit too.
+fn fit_all(
+    w: &mut Work,
+    room: usize,
+    rules_version: u32,
+    carried_bytes: usize,
+) -> Result<Option<([usize; 2], bool)>, Error> {
+    if w.flows.len().saturating_mul(MIN_ENTRY_LEN).saturating_add(carried_bytes) > room {
+        return Ok(None);
+    }
+    w.all.build(&w.flows, true, w.seed)?;
+    let mut base = [0usize; 2];
+    for (s, &(local, remote)) in w.flows.iter().zip(w.all.idx.iter()) {
+        if local == NONE {
+            // Its local address did not fit the dictionary: it cannot be written exactly.
+            return Ok(None);
+        }
+        let f = family_slot(s.key.family);
+        let (Some(b), Some(lay)) = (base.get_mut(f), w.all.lays.get(f)) else {
+            return Ok(None);
+        };
+        *b += entry_len(s, lay, remote != NONE, rules_version, false);
+    }
+    let without = w.all.bytes() + carried_bytes + base[0] + base[1];
+    if without > room {
+        return Ok(None);
+    }
+    // Per-flow counters take 4 bytes at least (four varints): often that alone decides.
+    if without + 4 * w.flows.len() > room {
+        return Ok(Some((base, false)));
+    }
+    let mut extra = [0usize; 2];
+    for s in &w.flows {
+        if let Some(x) = extra.get_mut(family_slot(s.key.family)) {
+            *x += counters_len(s);
+        }
+    }
+    if without + extra[0] + extra[1] <= room {
+        Ok(Some(([base[0] + extra[0], base[1] + extra[1]], true)))
+    } else {
+        Ok(Some((base, false)))
+    }
+}
+
+/// Chooses exact records and fingerprints within `room` bytes, from the flows in `w.flows`.
 #[allow(
     clippy::too_many_lines,
     clippy::many_single_char_names,
     reason = "three cases of one budget; s flow, i index, p priority, f family, c cost, t choice"
 )]
 fn plan(
-    flows: Vec<SavedFlow>,
+    w: &mut Work,
     room: usize,
     rules_version: u32,
     salt: [u64; 2],
     carried: &Carried<'_>,
 ) -> Result<Plan, Error> {
-    // Dictionaries and costs over every flow: exact when every flow is written; over the cap,
-    // their index widths bound those of any subset's dictionary.
-    let dicts = Dicts::build(&flows)?;
-    let dict_bytes = dicts.bytes();
-    // A flow that cannot be written exactly (its local address did not fit the dictionary)
-    // costs more than any budget.
-    let cost = |i: usize, s: &SavedFlow, counters: bool| {
-        dicts.entry_len(i, s, rules_version, counters).unwrap_or(1 << 40)
-    };
+    w.exact.clear();
+    w.fps.clear();
     let carried_k = rice::best_k(carried.values);
     let carried_bytes = rice::bytes(carried.values, carried_k);
-    let sum = |counters| {
-        flows
-            .iter()
-            .enumerate()
-            .fold(dict_bytes + carried_bytes, |a, (i, s)| a.saturating_add(cost(i, s, counters)))
-    };
-    if sum(false) <= room {
-        let counters = sum(true) <= room;
-        let mut fps = Vec::new();
-        fps.try_reserve_exact(carried.values.len())?;
-        fps.extend_from_slice(carried.values);
+    // `w.all` is this encode's from here on (never a previous encode's).
+    w.all.clear();
+    if let Some((entries, counters)) = fit_all(w, room, rules_version, carried_bytes)? {
+        w.fps.try_reserve(carried.values.len())?;
+        w.fps.extend_from_slice(carried.values);
         return Ok(Plan {
             salt,
-            exact: flows,
-            dicts: Some(dicts),
-            fps,
+            all_exact: true,
             k: carried_k,
             fingerprinted: carried.flows,
             lost: 0,
             counters,
+            entries,
         });
     }
-
-    // Over the cap. Rank: established TCP first, then most recently active.
-    let mut order: Vec<(u64, u32)> = Vec::new();
-    order.try_reserve_exact(flows.len())?;
+    // Over the cap. The local dictionary of every flow gives each flow's local index and the
+    // index widths (which bound those of any subset's dictionary); remotes are charged as
+    // literals below, so their dictionary is not needed.
+    let Work {
+        flows,
+        all: dicts,
+        exact,
+        kept,
+        fps,
+        order,
+        prio,
+        by_prio,
+        pool,
+        subset: scratch,
+        take,
+        unique,
+        charged,
+        seed,
+        ..
+    } = w;
+    let flows: &[SavedFlow] = flows;
+    if dicts.idx.len() != flows.len() {
+        // `fit_all` left early, before building them.
+        dicts.build(flows, false, *seed)?;
+    }
+    // Rank: established TCP first, then most recently active.
+    order.clear();
+    order.try_reserve(flows.len())?;
     order.extend((0u32..).zip(flows.iter()).map(|(i, s)| (s.value_rank(), i)));
-    order.sort_unstable();
+    // As `sort_unstable` of the pairs, with one comparison of a packed key per step.
+    order.sort_unstable_by_key(|&(r, i)| (u128::from(r) << 32) | u128::from(i));
     // Only the VM's own connections are fingerprinted: a pickup admits a flow as the VM's,
     // which a peer-opened connection (admitted by a rule, or in Monitor mode) is not. Those
     // travel exactly or not at all, and the destination's rules judge their next packet.
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
     // The fingerprint pool: (value, priority); carried values have priority 0, established
     // flows 1 + their rank among established flows. Sorted by value.
-    let mut prio = Vec::new(); // flow index -> priority (0: not established)
-    prio.try_reserve_exact(flows.len())?;
+    prio.clear();
+    prio.try_reserve(flows.len())?;
     prio.resize(flows.len(), 0u32);
-    let mut by_prio: Vec<u32> = Vec::new(); // priority - 1 -> flow index
-    by_prio.try_reserve_exact(flows.len())?;
+    by_prio.clear();
+    by_prio.try_reserve(flows.len())?;
     let mut n_est = 0u32;
-    for &(_, i) in &order {
+    for &(_, i) in order.iter() {
         if flows.get(i as usize).is_some_and(is_est) {
             n_est += 1;
             by_prio.push(i);
@@ -826,8 +1081,8 @@ fn plan(
             }
         }
     }
-    let mut pool: Vec<(u32, u32)> = Vec::new();
-    pool.try_reserve_exact(carried.values.len() + flows.len())?;
+    pool.clear();
+    pool.try_reserve(carried.values.len() + by_prio.len())?;
     // Two connections with one fingerprint value would be one pickup on the destination (a
     // value is taken once), so one of them would be lost. Without carried values the salt is
     // ours to choose: try further salts, derived from the first so that saves stay
@@ -838,13 +1093,12 @@ fn plan(
     for attempt in 0..SALT_TRIES {
         pool.clear();
         pool.extend(carried.values.iter().map(|&v| (v, 0)));
-        for &i in &by_prio {
+        for (p, &i) in (1u32..).zip(by_prio.iter()) {
             if let Some(s) = flows.get(i as usize) {
-                let p = prio.get(i as usize).copied().unwrap_or(0);
                 pool.push((crate::fingerprint::fingerprint(salt, &s.key), p));
             }
         }
-        pool.sort_unstable();
+        pool.sort_unstable_by_key(|&(v, p)| (u64::from(v) << 32) | u64::from(p));
         let collides = pool.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0));
         if !collides || !carried.values.is_empty() || attempt + 1 == SALT_TRIES {
             break;
@@ -852,23 +1106,24 @@ fn plan(
         salt = next_salt(salt);
     }
     // Distinct values of the pool entries with priority below `m`.
-    let mut scratch: Vec<u32> = Vec::new();
-    scratch.try_reserve_exact(pool.len())?;
+    scratch.clear();
+    scratch.try_reserve(pool.len())?;
+    let pool: &[(u32, u32)] = pool;
     let subset = |m: u32, out: &mut Vec<u32>| {
         out.clear();
-        for &(v, p) in &pool {
+        for &(v, p) in pool {
             if p < m && out.last() != Some(&v) {
                 out.push(v);
             }
         }
     };
     let n_all = n_est + 1;
-    subset(n_all, &mut scratch);
-    let k_all = rice::best_k(&scratch);
-    let all_bytes = rice::bytes(&scratch, k_all);
+    subset(n_all, scratch);
+    let k_all = rice::best_k(scratch);
+    let all_bytes = rice::bytes(scratch, k_all);
 
-    let mut take = Vec::new(); // flow index -> 0 lost, 1 fingerprint, 2 exact
-    take.try_reserve_exact(flows.len())?;
+    take.clear();
+    take.try_reserve(flows.len())?;
     take.resize(flows.len(), 0u8);
     let max_fps = crate::fingerprint::MAX_FINGERPRINTS;
     let (m, k) = if all_bytes >= room || scratch.len() > max_fps {
@@ -881,13 +1136,13 @@ fn plan(
         let (mut lo, mut hi) = (0u32, n_all); // fits(lo), and m >= hi does not
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if fits(mid, &mut scratch).0 {
+            if fits(mid, scratch).0 {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
-        let (_, k) = fits(lo, &mut scratch);
+        let (_, k) = fits(lo, scratch);
         for (t, &p) in take.iter_mut().zip(prio.iter()) {
             if p != 0 && p < lo {
                 *t = 1;
@@ -899,8 +1154,8 @@ fn plan(
         // records. Removing a value that no other entry shares shrinks the fingerprints by at
         // least k bits (see `rice`), so an established flow's upgrade costs its entry minus
         // k / 8 bytes.
-        let mut unique = Vec::new(); // priority -> value not shared
-        unique.try_reserve_exact(n_all as usize)?;
+        unique.clear();
+        unique.try_reserve(n_all as usize)?;
         unique.resize(n_all as usize, false);
         for (j, &(v, p)) in pool.iter().enumerate() {
             let shared = (j > 0 && pool.get(j - 1).is_some_and(|x| x.0 == v))
@@ -916,12 +1171,12 @@ fn plan(
         // bound of what the rebuilt dictionary costs).
         let saving = usize::from(k_all / 8);
         let mut left = room - all_bytes;
-        let mut charged: [Vec<bool>; 2] = [Vec::new(), Vec::new()];
         for (c, d) in charged.iter_mut().zip(dicts.addrs.iter()) {
-            c.try_reserve_exact(d.len())?;
+            c.clear();
+            c.try_reserve(d.len())?;
             c.resize(d.len(), false);
         }
-        for &(_, i) in &order {
+        for &(_, i) in order.iter() {
             let Some(s) = flows.get(i as usize) else { continue };
             let p = prio.get(i as usize).copied().unwrap_or(0);
             let f = family_slot(s.key.family);
@@ -950,24 +1205,22 @@ fn plan(
         }
         (n_all, k_all)
     };
-    let mut exact = Vec::new();
     let mut lost = 0;
     let mut fp_count = 0;
     // Exact records keep the source's order (oldest activity first within each class).
+    #[allow(clippy::naive_bytecount, reason = "a few thousand bytes once per save; no dependency")]
+    let n_exact = take.iter().filter(|&&t| t == 2).count();
+    exact.try_reserve(n_exact)?;
     for (s, &t) in flows.iter().zip(take.iter()) {
         match t {
-            2 => {
-                exact.try_reserve(1)?;
-                exact.push(*s);
-            }
+            2 => exact.push(*s),
             1 => fp_count += 1,
             _ => lost += 1,
         }
     }
-    let mut fps = Vec::new();
-    fps.try_reserve_exact(pool.len())?;
+    fps.try_reserve(pool.len())?;
     let mut prev_value = None;
-    for &(v, p) in &pool {
+    for &(v, p) in pool {
         let keep = if p == 0 {
             m > 0
         } else {
@@ -980,16 +1233,23 @@ fn plan(
             prev_value = Some(v);
         }
     }
+    // The dictionaries of what is written, and its entries' bytes.
+    kept.build(exact, true, *seed)?;
+    let mut entries = [0usize; 2];
+    for (i, s) in exact.iter().enumerate() {
+        if let Some(e) = entries.get_mut(family_slot(s.key.family)) {
+            *e += kept.entry_len(i, s, rules_version, false).unwrap_or(0);
+        }
+    }
     let carried_kept = if m > 0 { carried.flows } else { 0 };
     Ok(Plan {
         salt,
-        exact,
-        dicts: None,
-        fps,
+        all_exact: false,
         k,
         fingerprinted: fp_count + carried_kept,
         lost: lost + (carried.flows - carried_kept),
         counters: false,
+        entries,
     })
 }
 
@@ -1006,8 +1266,9 @@ fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
     w.bytes(&super::rule::rule_to_bytes(r));
 }
 
+/// Writes `s`'s compact entry at `e`'s position.
 fn write_compact(
-    w: &mut Writer<'_>,
+    e: &mut Entry<'_>,
     s: &SavedFlow,
     (local, remote, lay): (u32, u32, &Layout),
     rules_version: u32,
@@ -1029,27 +1290,73 @@ fn write_compact(
         | (adm << compact::ADMISSION_SHIFT)
         | ((s.fin_seen & 0b11) << compact::FIN_SHIFT)
         | if literal { compact::REMOTE_LITERAL } else { 0 };
-    w.u8(tag);
+    e.u8(tag);
     if kind == compact::KIND_ACTIVE_OTHER {
-        w.u8(s.key.protocol);
+        e.u8(s.key.protocol);
     }
-    w.index(local, lay.lw);
+    e.index(local, lay.lw);
     if literal {
-        w.bytes(s.key.remote_addr.get(..addr_len(s.key.family)).unwrap_or(&[]));
+        let r = &s.key.remote_addr;
+        match s.key.family {
+            IpFamily::V4 => e.bytes(&[r[0], r[1], r[2], r[3]]),
+            IpFamily::V6 => e.bytes(r),
+        }
     } else {
-        w.index(remote, lay.rw);
+        e.index(remote, lay.rw);
     }
-    w.u16(s.key.local_port);
-    w.u16(s.key.remote_port);
+    e.bytes(&s.key.local_port.to_le_bytes());
+    e.bytes(&s.key.remote_port.to_le_bytes());
     if let Some(d) = delta {
-        w.varint(u64::from(d));
+        e.varint(u64::from(d));
     }
     let (last_s, dur_m) = coarse_ages(s);
-    w.varint(last_s);
-    w.varint(dur_m);
+    e.varint(last_s);
+    e.varint(dur_m);
     if counters {
         for v in [s.packets[0], s.packets[1], s.bytes[0], s.bytes[1]] {
-            w.varint(v);
+            e.varint(v);
+        }
+    }
+}
+
+/// The compact entries of one record being written in place.
+struct Entry<'a> {
+    b: &'a mut [u8],
+    n: usize,
+}
+
+impl Entry<'_> {
+    #[inline]
+    fn u8(&mut self, v: u8) {
+        if let Some(d) = self.b.get_mut(self.n) {
+            *d = v;
+            self.n += 1;
+        }
+    }
+    #[inline]
+    fn bytes(&mut self, v: &[u8]) {
+        if let Some(d) = self.b.get_mut(self.n..self.n + v.len()) {
+            d.copy_from_slice(v);
+            self.n += v.len();
+        }
+    }
+    #[inline]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            #[allow(clippy::cast_possible_truncation, reason = "low 7 bits")]
+            self.u8((v as u8) | 0x80);
+            v >>= 7;
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "v < 0x80")]
+        self.u8(v as u8);
+    }
+    #[inline]
+    fn index(&mut self, i: u32, width: usize) {
+        let b = i.to_le_bytes();
+        match width {
+            1 => self.u8(b[0]),
+            2 => self.bytes(&[b[0], b[1]]),
+            _ => {}
         }
     }
 }
@@ -1080,21 +1387,6 @@ impl Writer<'_> {
     fn u64(&mut self, v: u64) {
         self.bytes(&v.to_le_bytes());
     }
-    #[inline]
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            #[allow(clippy::cast_possible_truncation, reason = "low 7 bits")]
-            self.u8((v as u8) | 0x80);
-            v >>= 7;
-        }
-        #[allow(clippy::cast_possible_truncation, reason = "v < 0x80")]
-        self.u8(v as u8);
-    }
-    #[inline]
-    fn index(&mut self, i: u32, width: usize) {
-        let b = i.to_le_bytes();
-        self.bytes(b.get(..width).unwrap_or(&[]));
-    }
     fn record(&mut self, kind: u16, payload: usize) {
         self.u16(kind);
         self.u16(0);
@@ -1106,7 +1398,7 @@ impl Writer<'_> {
 mod tests {
     use alloc::vec::Vec;
 
-    use super::{Carried, SavedFlow, plan, varint_len};
+    use super::{Carried, SavedFlow, Work, plan, varint_len};
     use crate::fingerprint::fingerprint;
     use crate::flow::{Admission, FlowKey, FlowState, Opener};
     use crate::packet::{Direction, PacketMeta, protocol};
@@ -1159,10 +1451,11 @@ mod tests {
         let flows: Vec<SavedFlow> = alloc::vec![x, y];
         // Room for fingerprints only: both connections go as fingerprints.
         let carried = Carried { values: &[], flows: 0 };
-        let p = plan(flows, 16, 1, salt, &carried).expect("plan");
+        let mut w = Work { flows, ..Work::default() };
+        let p = plan(&mut w, 16, 1, salt, &carried).expect("plan");
         assert_eq!(p.fingerprinted, 2);
         assert_eq!(p.lost, 0);
-        assert_eq!(p.fps.len(), 2, "one value per connection: each is picked up on its own");
+        assert_eq!(w.fps.len(), 2, "one value per connection: each is picked up on its own");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod apply;
 mod crc;
 mod decode;
 mod encode;
+mod encoder;
 mod error;
 pub mod format;
 mod reader;
@@ -32,6 +33,7 @@ pub use self::decode::{
     peek_version, salvage_policy,
 };
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_no_state, encode_state};
+pub use self::encoder::Encoder;
 pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
 

@@ -50,6 +50,13 @@ impl<'a> Reader<'a> {
     /// An unsigned LEB128 varint of at most 10 bytes whose value fits 64 bits; `None` past
     /// the end, for an overlong encoding (a final zero byte after the first) or overflow.
     pub fn varint(&mut self) -> Option<u64> {
+        // One byte: most ages and small counters.
+        if let Some(&b) = self.bytes.get(self.pos)
+            && b < 0x80
+        {
+            self.pos += 1;
+            return Some(u64::from(b));
+        }
         let mut v = 0u64;
         for i in 0..10u32 {
             let b = self.u8()?;

@@ -29,6 +29,16 @@ struct Table {
 /// never 65,536 apart while both alive).
 static COUNTS: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
 
+/// Allocations ever made per host's driver (blocks allocated or reallocated; indexed as
+/// `COUNTS`): what a path allocates is the difference across it.
+static MADE: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+
+fn made(host: usize) {
+    if let Some(n) = MADE.get(host % SLOTS) {
+        n.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The largest block each host's driver asked for since [`reset_largest_driver_block`] (same
 /// indexing as `COUNTS`).
 static LARGEST: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
@@ -159,6 +169,7 @@ unsafe impl GlobalAlloc for Accounting {
         let p = unsafe { System.alloc(layout) };
         let host = driver_host();
         if host != 0 && !p.is_null() {
+            made(host);
             record(p as usize, host);
         }
         p
@@ -173,6 +184,7 @@ unsafe impl GlobalAlloc for Accounting {
         let p = unsafe { System.alloc_zeroed(layout) };
         let host = driver_host();
         if host != 0 && !p.is_null() {
+            made(host);
             record(p as usize, host);
         }
         p
@@ -191,6 +203,10 @@ unsafe impl GlobalAlloc for Accounting {
         }
         // SAFETY: as above.
         let q = unsafe { System.realloc(ptr, layout, new_size) };
+        let host = driver_host();
+        if host != 0 && !q.is_null() {
+            made(host);
+        }
         if !q.is_null() {
             let _ = forget_and_report(ptr as usize, q as usize);
         }
@@ -247,6 +263,12 @@ impl Drop for Attribution {
     fn drop(&mut self) {
         DRIVER_HOST.with(|d| d.set(self.previous));
     }
+}
+
+/// Allocations (and reallocations) host `host`'s driver has made since the process started.
+#[must_use]
+pub fn driver_allocations(host: usize) -> usize {
+    MADE.get((host + 1) % SLOTS).map_or(0, |n| n.load(Ordering::Relaxed))
 }
 
 /// Blocks allocated by host `host`'s driver and not yet freed; `None` if the record

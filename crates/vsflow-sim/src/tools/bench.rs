@@ -46,6 +46,13 @@ pub struct BenchReport {
     pub restore_sync: Latency,
     /// Restore callback in synchronous mode, the past-the-cap blob (arms its fingerprints).
     pub restore_over_cap: Latency,
+    /// The same six measurements in the calling thread's CPU time (save baseline, at cap,
+    /// past cap; restore baseline, at cap, past cap): what the callbacks cost whatever else the
+    /// machine runs (a descheduled thread's wait is not in it). Includes the simulator's copy
+    /// of the blob and its notification bookkeeping around each callback.
+    pub cpu: [Latency; 6],
+    /// Load average (1 minute) when the callbacks were measured.
+    pub load: f64,
     /// All callbacks of one migrating port.
     pub per_port: Latency,
     /// Classify through the callout, ns per packet (median of rounds).
@@ -74,8 +81,24 @@ fn fill_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
     }
 }
 
-fn sample(n: usize, mut f: impl FnMut() -> Duration) -> Latency {
-    Latency::of((0..n).map(|_| f()).collect())
+/// `n` samples of `f`: its wall-clock figures (what `f` returns) and the thread CPU time of
+/// each call.
+fn sample(n: usize, mut f: impl FnMut() -> Duration) -> (Latency, Latency) {
+    let (wall, cpu): (Vec<Duration>, Vec<Duration>) = (0..n)
+        .map(|_| {
+            let t = thread_cpu();
+            let wall = f();
+            (wall, thread_cpu().saturating_sub(t))
+        })
+        .unzip();
+    (Latency::of(wall), Latency::of(cpu))
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -121,27 +144,34 @@ pub fn run(iterations: usize) -> BenchReport {
     }
     // The past-the-cap port costs milliseconds a save: fewer samples.
     let few = (iterations / 10).max(20);
-    r.save_baseline = sample(iterations, || a.save(sa, 9).1);
-    r.save_at_cap = sample(iterations, || a.save(sa, 10).1);
-    r.save_over_cap = sample(few, || a.save(sa, 11).1);
+    r.load = load_average();
+    (r.save_baseline, r.cpu[0]) = sample(iterations, || a.save(sa, 9).1);
+    (r.save_at_cap, r.cpu[1]) = sample(iterations, || a.save(sa, 10).1);
+    (r.save_over_cap, r.cpu[2]) = sample(few, || a.save(sa, 11).1);
 
     // Restore, synchronous: decode + validate + apply inside the callback.
     let mut b = Host::new(2);
     b.load_driver(big).expect("loads");
     let sb = b.create_switch("BENCH-B", &[]);
     let mut id = 100;
+    // Thread CPU time around the restore callback alone (not the port's create and delete).
     let mut restore = |blobs: &[(Option<sys::GUID>, Vec<u8>)], n: usize| {
-        sample(n, || {
-            id += 1;
-            b.create_port(sb, id, "at-cap", true);
-            let t = b.restore(sb, id, blobs);
-            b.delete_port(sb, id);
-            t.first().map_or(Duration::ZERO, |t| t.elapsed)
-        })
+        let (wall, cpu): (Vec<Duration>, Vec<Duration>) = (0..n)
+            .map(|_| {
+                id += 1;
+                b.create_port(sb, id, "at-cap", true);
+                let c = thread_cpu();
+                let t = b.restore(sb, id, blobs);
+                let cpu = thread_cpu().saturating_sub(c);
+                b.delete_port(sb, id);
+                (t.first().map_or(Duration::ZERO, |t| t.elapsed), cpu)
+            })
+            .unzip();
+        (Latency::of(wall), Latency::of(cpu))
     };
-    r.restore_baseline = restore(&baseline_blobs, iterations);
-    r.restore_sync = restore(&blobs, iterations);
-    r.restore_over_cap = restore(&over_blobs, few);
+    (r.restore_baseline, r.cpu[3]) = restore(&baseline_blobs, iterations);
+    (r.restore_sync, r.cpu[4]) = restore(&blobs, iterations);
+    (r.restore_over_cap, r.cpu[5]) = restore(&over_blobs, few);
     a.unload_driver();
     b.unload_driver();
 
@@ -794,10 +824,10 @@ impl ScalingReport {
         let r = self.callout_ns / self.core_ns.max(f64::MIN_POSITIVE);
         let _ = writeln!(
             s,
-            "  classify via callout {:.1} ns/packet vs core {:.1} ns/packet, one thread: {r:.2}x (target <= 1.5x)  {}",
+            "  classify via callout {:.1} ns/packet vs core {:.1} ns/packet, one thread: {r:.2}x (target <= 2x, issue 18)  {}",
             self.callout_ns,
             self.core_ns,
-            met(r <= 1.5)
+            met(r <= 2.0)
         );
         s
     }
@@ -846,7 +876,7 @@ impl BenchReport {
             &mut s,
             &format!("save, past cap ({OVER_CAP_FLOWS}, {} B)", self.over_cap_blob.0),
             self.save_over_cap,
-            Duration::from_micros(100),
+            Duration::from_millis(1),
         );
         row(
             &mut s,
@@ -874,14 +904,30 @@ impl BenchReport {
             ratio(self.restore_sync, self.restore_baseline),
             ratio(self.restore_over_cap, self.restore_baseline)
         );
+        let _ = writeln!(
+            s,
+            "  the same in thread CPU time (load average {:.1} at start; a descheduled wait is not in it):",
+            self.load
+        );
+        let names = [
+            ("save, baseline (886 conns)", Duration::from_micros(100)),
+            ("save, at cap (4096)", Duration::from_micros(100)),
+            ("save, past cap (20000)", Duration::from_millis(1)),
+            ("restore sync, baseline (886)", Duration::from_micros(200)),
+            ("restore sync, at cap (4096)", Duration::from_micros(200)),
+            ("restore sync, past cap (20000)", Duration::from_micros(200)),
+        ];
+        for ((name, target), l) in names.into_iter().zip(self.cpu) {
+            row(&mut s, &format!("{name}, CPU"), l, target);
+        }
         row(&mut s, "one migrating port, all callbacks", self.per_port, Duration::from_millis(1));
         let ratio = self.classify_callout_ns / self.classify_core_ns.max(f64::MIN_POSITIVE);
         let _ = writeln!(
             s,
-            "  classify via callout                {:.1} ns/packet vs core {:.1} ns/packet: {ratio:.2}x (target <= 1.5x)  {}",
+            "  classify via callout                {:.1} ns/packet vs core {:.1} ns/packet: {ratio:.2}x (target <= 2x, issue 18)  {}",
             self.classify_callout_ns,
             self.classify_core_ns,
-            if ratio <= 1.5 { "met" } else { "MISSED" }
+            if ratio <= 2.0 { "met" } else { "MISSED" }
         );
         s
     }

@@ -53,16 +53,39 @@ pub const LINK_NULL: u32 = 0;
 /// `LINKTYPE_LOOP` (OpenBSD loopback).
 pub const LINK_LOOP: u32 = 108;
 
+/// A capture's frames, and the damage that ended the reading early, if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// The frames read, in file order; each is whole (as the capture recorded it).
+    pub frames: Vec<Frame>,
+    /// Why the reading stopped before the end of the file: a record cut short (the writer
+    /// was stopped in the middle of one: a killed tcpdump, a full disk) or damaged. The
+    /// frames before it are in [`Capture::frames`], nothing after it is read.
+    pub damaged: Option<String>,
+}
+
 /// Reads a pcap or pcapng file's frames.
 ///
+/// A file that is cut or damaged after its header gives the frames before the damage and
+/// says where ([`Capture::damaged`]): a customer's capture stopped mid-record is still worth
+/// replaying, and the report must say it is incomplete. Nothing is guessed past the damage
+/// (pcapfix's business, not a firewall's).
+///
 /// # Errors
-/// Neither format, or a damaged file (what was read before the damage is not returned).
-pub fn read_capture(bytes: &[u8]) -> Result<Vec<Frame>, String> {
+/// Neither format: no readable file header.
+pub fn read_capture(bytes: &[u8]) -> Result<Capture, String> {
     let magic = bytes.get(..4).ok_or("shorter than a capture header")?;
     if magic == [0x0a, 0x0d, 0x0d, 0x0a] { read_pcapng(bytes) } else { read_pcap(bytes) }
 }
 
-fn read_pcap(bytes: &[u8]) -> Result<Vec<Frame>, String> {
+/// The frames read before the damage, and which frame could not be read and why.
+fn cut_short(frames: Vec<Frame>, why: &impl std::fmt::Display) -> Capture {
+    let damaged =
+        format!("frame {} unreadable ({why}); the rest of the file is not read", frames.len());
+    Capture { frames, damaged: Some(damaged) }
+}
+
+fn read_pcap(bytes: &[u8]) -> Result<Capture, String> {
     let mut reader = pcap_file::pcap::PcapReader::new(bytes).map_err(|e| e.to_string())?;
     let header = reader.header();
     let link = u32::from(header.datalink);
@@ -71,35 +94,41 @@ fn read_pcap(bytes: &[u8]) -> Result<Vec<Frame>, String> {
     // The raw records: pcap-file 2.0's checked path refuses a record whose original length
     // is over the snapshot length, which is every truncated capture.
     while let Some(p) = reader.next_raw_packet() {
-        let p = p.map_err(|e| e.to_string())?;
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => return Ok(cut_short(frames, &e)),
+        };
         let frac = u64::from(p.ts_frac) * if nanos { 1 } else { 1_000 };
         let ts_ns = u64::from(p.ts_sec) * 1_000_000_000 + frac;
         frames.push(Frame { ts_ns, link, data: p.data.into_owned() });
     }
-    Ok(frames)
+    Ok(Capture { frames, damaged: None })
 }
 
-fn read_pcapng(bytes: &[u8]) -> Result<Vec<Frame>, String> {
+fn read_pcapng(bytes: &[u8]) -> Result<Capture, String> {
     use pcap_file::pcapng::{Block, PcapNgReader};
     let mut reader = PcapNgReader::new(bytes).map_err(|e| e.to_string())?;
     let mut frames = Vec::new();
     while let Some(block) = reader.next_block() {
-        let block = block.map_err(|e| e.to_string())?;
+        let block = match block {
+            Ok(b) => b,
+            Err(e) => return Ok(cut_short(frames, &e)),
+        };
         let (iface, ts, data) = match block {
             Block::EnhancedPacket(p) => (Some(p.interface_id), p.timestamp, p.data.into_owned()),
             Block::SimplePacket(p) => (Some(0), std::time::Duration::ZERO, p.data.into_owned()),
             _ => (None, std::time::Duration::ZERO, Vec::new()),
         };
         let Some(iface) = iface else { continue };
-        let link = reader
-            .interfaces()
-            .get(iface as usize)
-            .map(|i| u32::from(i.linktype))
-            .ok_or("packet of an undeclared interface")?;
+        let Some(link) = reader.interfaces().get(iface as usize).map(|i| u32::from(i.linktype))
+        else {
+            let why = format!("a packet of interface {iface}, which no block declared");
+            return Ok(cut_short(frames, &why));
+        };
         let ts_ns = ts.as_secs() * 1_000_000_000 + u64::from(ts.subsec_nanos());
         frames.push(Frame { ts_ns, link, data });
     }
-    Ok(frames)
+    Ok(Capture { frames, damaged: None })
 }
 
 /// Source and destination MAC of an Ethernet frame.

@@ -1,0 +1,62 @@
+//! The save and restore work of issue 18 item 4, for callgrind (instruction counts compare
+//! versions repeatably on a shared machine): `ROUNDS` encodes, or decodes + applies, of a port
+//! at the default table (4,096 established IPv4 connections, all exact) or past it (20,000,
+//! exact records and fingerprints). `setup-N` builds the port and one blob only: subtract it.
+//!
+//! ```text
+//! cargo build --release -p vsflow-core --example save_restore
+//! for m in setup-4096 save-4096 restore-4096 setup-20000 save-20000 restore-20000; do
+//!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/examples/save_restore $m 2>&1 | grep Collected
+//! done
+//! ```
+
+use std::hint::black_box;
+
+use vsflow_core::codec::{self, DecodeConfig, Decoded};
+
+#[path = "../benches/workload/mod.rs"]
+mod workload;
+
+/// Rounds per measured mode.
+const ROUNDS: usize = 20;
+
+fn main() {
+    let mode = std::env::args().nth(1).unwrap_or_else(|| "save-4096".into());
+    let (what, n) = mode.split_once('-').expect("MODE-FLOWS");
+    let n: u32 = n.parse().expect("a flow count");
+    let now = 1_000_000_000_000u64;
+    let port = workload::established_port(now, n);
+    let cfg = codec::EncodeConfig { provider: workload::PROVIDER, cap: codec::DEFAULT_CAP };
+    let mut out = Vec::with_capacity(codec::DEFAULT_CAP);
+    let s = codec::encode(&port, now, &cfg, &mut out).expect("encodes");
+    // The port's encoder, as the driver keeps one per port (its first save sizes it).
+    let mut encoder = codec::Encoder::new();
+    encoder.encode(&port, now, &cfg, &mut out).expect("encodes");
+    let rounds = match what {
+        "setup" => 0,
+        "save" | "restore" => ROUNDS,
+        other => panic!("unknown mode {other}"),
+    };
+    for _ in 0..rounds {
+        if what == "save" {
+            black_box(encoder.encode(black_box(&port), now, &cfg, &mut out).expect("encodes"));
+        } else {
+            let mut dst = workload::port(n, 64);
+            let Ok(Decoded::State(st)) = codec::decode(black_box(&out), &DecodeConfig::default())
+            else {
+                panic!("decodes")
+            };
+            black_box(codec::apply(&mut dst, &st, now + 5).expect("applies"));
+        }
+    }
+    println!(
+        "{mode}: {rounds} rounds; blob {} bytes, {} exact, {} fingerprinted, {} lost; the port's \
+         encoder holds {} bytes",
+        out.len(),
+        s.flows_written,
+        s.flows_fingerprinted,
+        s.flows_dropped,
+        encoder.heap_bytes()
+    );
+}
