@@ -75,3 +75,79 @@ fn a_packet_of_one_connection_does_not_wait_for_another_connection_of_its_port_o
     assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
     finish(&mut h);
 }
+
+/// Sends `packet` to port `id` from the external port on simulated processor `cpu`.
+fn on_processor(
+    wire: &vsflow_sim::vswitch::wire::Wire,
+    sw: usize,
+    id: u32,
+    cpu: u32,
+    p: &vsflow_sim::SimPacket,
+) -> PacketFate {
+    let (wire, p) = (wire.clone(), p.clone());
+    std::thread::spawn(move || {
+        set_processor(cpu);
+        wire.transmit(sw, EXTERNAL_PORT, id, &p)
+    })
+    .join()
+    .expect("sender")
+}
+
+/// Processor-affine shards: the connections a processor judges are in that processor's shard,
+/// so no packet of them ever waits for another processor judging its own connections of the
+/// same port (vRSS keeps a flow's packets on one processor). With shards chosen by a hash of
+/// the flow, each processor's connections spread over every shard, and some of them wait.
+#[test]
+fn a_processor_judging_its_own_connections_of_a_port_never_waits_for_another_processor() {
+    set_processor(3);
+    let (mut h, sw) = host(21, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-busy", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 25);
+    let _ = h.within(|| h.driver().expire_idle(100));
+    let wire = h.wire();
+    // Processor 1 has judged connection 0; processor 0 the 24 others.
+    assert_eq!(on_processor(&wire, sw, 7, 1, &inbound[0]), PacketFate::Delivered);
+    for p in &inbound[1..] {
+        assert_eq!(on_processor(&wire, sw, 7, 0, p), PacketFate::Delivered);
+    }
+    h.interrupts().arm(1);
+    let judged_in_time = std::thread::scope(|s| {
+        let held = {
+            let wire = wire.clone();
+            let first = inbound[0].clone();
+            s.spawn(move || {
+                set_processor(1);
+                wire.transmit(sw, EXTERNAL_PORT, 7, &first)
+            })
+        };
+        assert!(h.interrupts().wait_held(PATIENCE), "the packet took no spin lock");
+        let senders: Vec<_> = inbound[1..]
+            .iter()
+            .map(|p| {
+                let (wire, p) = (wire.clone(), p.clone());
+                s.spawn(move || {
+                    set_processor(0);
+                    wire.transmit(sw, EXTERNAL_PORT, 7, &p)
+                })
+            })
+            .collect();
+        let t = Instant::now();
+        while senders.iter().any(|t| !t.is_finished()) && t.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let judged = senders.iter().filter(|t| t.is_finished()).count();
+        assert!(h.interrupts().is_held(), "processor 1 is held until released");
+        h.interrupts().release();
+        for sender in senders {
+            assert_eq!(sender.join().expect("sender"), PacketFate::Delivered, "established flows");
+        }
+        assert_eq!(held.join().expect("held packet"), PacketFate::Delivered);
+        judged
+    });
+    assert_eq!(
+        judged_in_time, 24,
+        "packets of processor 0's own connections of port 7 waited for processor 1"
+    );
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
