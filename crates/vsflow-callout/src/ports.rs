@@ -26,13 +26,15 @@
 //! port is out of the map no new reference to it can be taken (references are taken only
 //! under the map lock), and [`PortSlot::is_removed`] tells a holder it is gone.
 //!
-//! **One port on several processors** (issue 18 §2). A port's flows are split by flow hash into
-//! shards ([`vsflow_core::port::shards`]): the *home* shard is [`PortState::port`] under
-//! [`PortSlot::state`], the others ([`ShardSlot`], one per processor up to
-//! [`shards::MAX_SHARDS`]) each under a lock of its own, on cache lines of its own. While the port
-//! is *sharded* ([`PortSlot::sharded`]) a packet takes only its flow's shard's lock
-//! ([`PortSlot::classify`]), so two processors judging different connections of one VM (vRSS)
-//! do not wait for each other. Everything else sees the port whole: it takes the home lock and
+//! **One port on several processors** (issue 18 §2). A port's flows are split over shards, one
+//! per processor ([`vsflow_core::port::shards`]): the *home* shard is [`PortState::port`] under
+//! [`PortSlot::state`], the processors' ([`ShardSlot`], one per processor up to
+//! [`shards::MAX_SHARDS`]) each under a lock of its own, on cache lines of its own. While the
+//! port is *split* ([`PortSlot::is_sharded`]) a packet of a flow its processor's shard holds
+//! takes only that shard's lock ([`PortSlot::classify`]): a processor judging its own
+//! connections writes only lines no other processor writes. Anything else (a new flow, a flow
+//! another processor's shard holds, ICMP) takes the home lock and finds the flow's shard
+//! (`shards::classify_slow`). Everything else sees the port whole: it takes the home lock and
 //! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
 //! expiry sweep splits a port again when nothing of a migration is open on it
 //! ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
@@ -41,8 +43,8 @@
 //! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
 //! nobody waits, a writer spins only for readers' short critical sections, and a reader never
 //! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port's home shard ->
-//! its shards 1, 2, ... in order -> pending; classify takes one shard's lock, or the home's then
-//! one shard's).
+//! its shards 0, 1, ... in order -> pending; classify takes one shard's lock, or the home's then
+//! one shard's at a time).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -55,7 +57,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use vsflow_core::flow::TableConfig;
 use vsflow_core::port::MAX_NAME_UNITS;
-use vsflow_core::port::shards::{self, MAX_SHARDS, ShardHasher};
+use vsflow_core::port::shards::{self, MAX_SHARDS};
 use vsflow_core::{PacketMeta, Port, PortCounters, PortIdentity, Tick, Verdict};
 
 use crate::alloc_util::try_box;
@@ -72,6 +74,12 @@ pub struct PortKey {
     /// The current host's `NDIS_SWITCH_PORT_ID`.
     pub port: u32,
 }
+
+/// A split port holding at least this fraction of its bound (7/8) is merged back by the sweep.
+pub(crate) const MERGE_AT: (u64, u64) = (7, 8);
+/// A whole port is split by the sweep only while it holds less than this fraction (3/4) of its
+/// bound.
+pub(crate) const SPLIT_BELOW: (u64, u64) = (3, 4);
 
 /// How long a port keeps its encoder's memory after a save (60 s): a migration's retries and
 /// a checkpoint series reuse it; a port that stays frees it at the next sweep after that.
@@ -144,6 +152,9 @@ pub(crate) struct PortState {
     pub(crate) window_deadline: vsflow_core::Tick,
     /// Classify calls that reached this port (summed into the driver's count on read).
     pub(crate) classify_calls: u64,
+    /// While the port is split: its flows, counted across the shards (kept by the slow path and
+    /// the sweep, under this lock: `shards::classify_slow`).
+    pub(crate) spread: u32,
 }
 
 impl PortState {
@@ -178,7 +189,7 @@ impl PortState {
     }
 }
 
-/// A shard of a port beyond the home one: its own [`Port`] (the flows whose key maps to it, a
+/// A processor's shard of a port: its own [`Port`] (the flows that processor judged first, a
 /// copy of the port's policy, its counters) under its own lock, alone on its cache lines (see
 /// [`CpuLock`] for why padding and not alignment).
 #[repr(C)]
@@ -203,27 +214,25 @@ impl<L: RawSpinLock> ShardSlot<L> {
     }
 }
 
-/// How a port is split (issue 18 §2): its other shards, the hash that picks a flow's shard and
-/// the port's own table configuration (what a merge restores).
+/// How a port is split (issue 18 §2): its processors' shards and the port's own table
+/// configuration (what a merge restores).
 pub(crate) struct Sharding<L: RawSpinLock> {
     pub(crate) shards: Vec<ShardSlot<L>>,
-    pub(crate) hasher: ShardHasher,
     pub(crate) full: TableConfig,
 }
 
 /// A port and its locks. Lives in a box shared by [`PortRef`]s: the map holds one, and anyone
 /// working on the port holds another, taken under the map lock.
 ///
-/// `repr(C)` with padding: what every packet reads (the shards, the hash, `sharded`) stays on
-/// lines no packet writes, apart from the home shard's lock and state.
+/// `repr(C)` with padding: what every packet reads (the shards, `sharded`) stays on lines no
+/// packet writes, apart from the home shard's lock and state.
 #[repr(C)]
 pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) key: PortKey,
     /// `PortName`: never changes for a slot (a new name is a new port).
     pub(crate) identity: PortIdentity,
-    /// The other shards (none: the port is never split).
+    /// The processors' shards (none: the port is never split).
     shards: Vec<ShardSlot<L>>,
-    hasher: ShardHasher,
     full: TableConfig,
     /// The port's flows are spread over its shards. Changed only under every one of the port's
     /// locks: stable for anyone holding one of them.
@@ -246,12 +255,11 @@ impl<L: RawSpinLock> PortSlot<L> {
         state: SpinMutex<L, PortState>,
         sharding: Sharding<L>,
     ) -> Self {
-        let shards = if sharding.shards.len() < MAX_SHARDS { sharding.shards } else { Vec::new() };
+        let shards = if sharding.shards.len() <= MAX_SHARDS { sharding.shards } else { Vec::new() };
         Self {
             key,
             identity: *identity,
             shards,
-            hasher: sharding.hasher,
             full: sharding.full,
             sharded: AtomicBool::new(false),
             refs: AtomicUsize::new(1),
@@ -272,50 +280,54 @@ impl<L: RawSpinLock> PortSlot<L> {
         self.sharded.load(Ordering::Acquire)
     }
 
-    /// The shard (beyond the home one) that judges `meta`; `None` for the home shard.
+    /// Judges one packet on processor `cpu` (`KeGetCurrentProcessorNumberEx`, read at
+    /// `DISPATCH_LEVEL`: only which shard is tried first depends on it, never the verdict).
+    /// While the port is split, a packet of a flow `cpu`'s shard holds is judged under that
+    /// shard's lock only; anything else under the home lock (`shards::classify_slow`), as is
+    /// every packet of a whole port. `None` for a port whose packets are not judged (a generic
+    /// port without a VM NIC; never split).
     #[inline]
-    fn shard_for(&self, meta: &PacketMeta) -> Option<&ShardSlot<L>> {
-        let s = self.hasher.shard_of(meta, self.shards.len() + 1);
-        s.checked_sub(1).and_then(|i| self.shards.get(i))
-    }
-
-    /// Judges one packet under the lock of its flow's shard (the home shard's, with the rest of
-    /// the port's state, when the port is not sharded); `None` for a port whose packets are not
-    /// judged (a generic port without a VM NIC; never sharded).
-    #[inline]
-    pub(crate) fn classify(&self, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+    pub(crate) fn classify(&self, cpu: u32, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+        let n = self.shards.len();
+        let own = if n == 0 { 0 } else { cpu as usize % n };
         if self.sharded.load(Ordering::Acquire)
-            && let Some(shard) = self.shard_for(meta)
+            && let Some(shard) = self.shards.get(own)
         {
             let mut port = shard.port.lock();
-            // Stable under any of the port's locks; merged meanwhile: the home shard judges.
-            if self.sharded.load(Ordering::Relaxed) {
+            // Stable under any of the port's locks; merged meanwhile: the home lock judges.
+            if self.sharded.load(Ordering::Relaxed)
+                && let Some(verdict) = port.classify_existing(meta, now)
+            {
                 shard.count_call();
-                return Some(port.classify(meta, now));
+                return Some(verdict);
             }
         }
         let mut st = self.state.lock();
-        if self.sharded.load(Ordering::Relaxed)
-            && let Some(shard) = self.shard_for(meta)
-        {
-            // Split since the first look: the home lock, then the shard's (the lock order).
-            let mut port = shard.port.lock();
-            shard.count_call();
-            return Some(port.classify(meta, now));
-        }
         st.classify_calls += 1;
+        if self.sharded.load(Ordering::Relaxed) {
+            let st = &mut *st;
+            return Some(shards::classify_slow(
+                &mut st.port,
+                &mut st.spread,
+                self.full.max_flows,
+                own,
+                |i| self.shards.get(i).map(|s| s.port.lock()),
+                meta,
+                now,
+            ));
+        }
         st.close_stale_window(now);
         st.judged().then(|| st.port.classify(meta, now))
     }
 
-    /// Runs `f` with every other shard locked, in order (the caller holds the home shard's
-    /// lock); releases them in reverse order.
+    /// Runs `f` with every processor's shard locked, in order (the caller holds the home
+    /// shard's lock); releases them in reverse order.
     fn with_shards<R>(&self, f: impl FnOnce(&mut [Option<SpinGuard<'_, L, Port>>]) -> R) -> R {
-        let mut guards: [Option<SpinGuard<'_, L, Port>>; MAX_SHARDS - 1] = Default::default();
+        let mut guards: [Option<SpinGuard<'_, L, Port>>; MAX_SHARDS] = Default::default();
         for (guard, shard) in guards.iter_mut().zip(&self.shards) {
             *guard = Some(shard.port.lock());
         }
-        let n = self.shards.len().min(MAX_SHARDS - 1);
+        let n = self.shards.len().min(MAX_SHARDS);
         let r = f(guards.get_mut(..n).unwrap_or_default());
         for guard in guards.iter_mut().rev() {
             drop(guard.take());
@@ -335,28 +347,55 @@ impl<L: RawSpinLock> PortSlot<L> {
                 shards::merge(home, others, &self.full, now);
                 self.sharded.store(false, Ordering::Release);
             });
+            st.spread = 0;
         }
         st
     }
 
-    /// The expiry sweep of this port: idle flows of every shard (up to `budget` in each), and
-    /// the restore window closed if no restore came in time; then a port with nothing of a
-    /// migration open is split ([`shards::split`]; it stays whole if that cannot be done now).
-    /// Returns the flows removed.
+    /// The expiry sweep of this port: idle flows of every shard (up to `budget` in each), the
+    /// restore window closed if no restore came in time, the save memory freed after a minute
+    /// ([`PortState::sweep`]); then a whole port with nothing of a migration open is split
+    /// ([`shards::split`]; it stays whole if that cannot be done now), and a split port over
+    /// [`MERGE_AT`] of its bound is merged back (a port near its bound reclaims slots in the
+    /// single table's exact order, and churning floods gain nothing from processors), to split
+    /// again below [`SPLIT_BELOW`]. Returns the flows removed.
     pub(crate) fn sweep(&self, now: Tick, budget: usize) -> usize {
         let mut st = self.state.lock();
         let mut removed = st.sweep(now, budget);
+        let bound = u64::from(self.full.max_flows);
         if self.sharded.load(Ordering::Relaxed) {
+            let mut spread_removed = removed;
             for shard in &self.shards {
-                removed += shard.port.lock().expire(now, budget);
+                let n = shard.port.lock().expire(now, budget);
+                removed += n;
+                spread_removed += n;
             }
-        } else if !self.shards.is_empty() && st.judged() && shards::may_split(&st.port, now) {
+            let spread_removed = u32::try_from(spread_removed).unwrap_or(u32::MAX);
+            st.spread = st.spread.saturating_sub(spread_removed);
+            if u64::from(st.spread) * MERGE_AT.1 >= bound * MERGE_AT.0 {
+                let home = &mut st.port;
+                self.with_shards(|others| {
+                    shards::merge(home, others, &self.full, now);
+                    self.sharded.store(false, Ordering::Release);
+                });
+                st.spread = 0;
+            }
+        } else if !self.shards.is_empty()
+            && st.judged()
+            && shards::may_split(&st.port, now)
+            && (st.port.table().len() as u64) * SPLIT_BELOW.1 < bound * SPLIT_BELOW.0
+        {
             let home = &mut st.port;
-            self.with_shards(|others| {
-                if shards::split(home, others, &self.hasher, &self.full).is_ok() {
+            let split = self.with_shards(|others| {
+                let r = shards::split(home, others, &self.full);
+                if r.is_ok() {
                     self.sharded.store(true, Ordering::Release);
                 }
+                r
             });
+            if let Ok(flows) = split {
+                st.spread = flows;
+            }
         }
         removed
     }

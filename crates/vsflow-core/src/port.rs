@@ -758,6 +758,13 @@ impl Port {
         classify(self, meta, now)
     }
 
+    /// Classifies one packet of a flow this port holds, or changes nothing and returns `None`:
+    /// see [`crate::classify::classify_existing`].
+    #[inline]
+    pub fn classify_existing(&mut self, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+        crate::classify::classify_existing(self, meta, now)
+    }
+
     /// Counts a runtime-state save of this port that left `dropped` flows out and carried
     /// `fingerprinted` connections as fingerprints (the blob's own counters include it).
     pub const fn note_saved(&mut self, dropped: u32, fingerprinted: u32) {

@@ -1,32 +1,43 @@
-//! A port split into shards judges and saves as the one-lock port would (issue 18 §2).
+//! A port split into processor shards judges and saves as the one-lock port would (issue 18 §2).
 //!
 //! The same random traffic (TCP with any flags, UDP, ICMP queries, replies and errors quoting
-//! flows, unreadable headers), interleaved with rule and mode changes, expiry and idle time, goes
-//! to a whole port and to a port of four shards, each packet to the shard
-//! `ShardHasher::shard_of` names (what the callout does). Every verdict must be the same, and
-//! merged back (what a save, a restore or an IOCTL sees) the sharded port must hold exactly the
-//! whole port's flows, records and counters. Rule and mode changes merge, change and split
-//! again, as the driver does (`PortSlot::lock_whole`, then the sweep).
+//! flows, unreadable headers), each packet on a random processor (a flow's packets mostly on
+//! one, sometimes on another: vRSS steering a flow's two directions to two processors, or a
+//! flow moved), interleaved with rule and mode changes, saves, expiry and idle time, goes to a
+//! whole port and to a port split over four processor shards, through exactly the driver's
+//! paths: the processor's shard first (`Port::classify_existing`), then the slow path under the
+//! home lock (`shards::classify_slow`). Every verdict must be the same; at every step a flow is
+//! in at most one shard and the port's flow count is the shards' sum; merged back (what a save,
+//! a restore or an IOCTL sees) the split port holds exactly the whole port's flows, records and
+//! counters. Rule and mode changes merge, change and split again, as the driver does
+//! (`PortSlot::lock_whole`, then the sweep). A second property runs a port at its bound: new
+//! flows reclaim exactly the slots the whole port reclaims.
+//!
+//! Each shard is a `RefCell` standing for its lock: a path that held two shards at once, or a
+//! shard twice, would panic.
+
+use std::cell::{RefCell, RefMut};
+use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use vsflow_core::flow::TableConfig;
 use vsflow_core::packet::Headers;
-use vsflow_core::port::shards::{self, ShardHasher};
+use vsflow_core::port::shards;
 use vsflow_core::{
     AllowRule, Direction, FlowKey, FlowRecord, Icmp, Mode, PacketMeta, Port, PortConfig,
-    PortCounters, PortIdentity, PortRange, Prefix, icmp::Quoted, protocol,
+    PortIdentity, PortRange, Prefix, Verdict, icmp::Quoted, protocol,
 };
 
 const SHARDS: usize = 4;
 const MAX_FLOWS: u32 = 4096;
 
-fn arb_packet() -> impl Strategy<Value = PacketMeta> {
+fn arb_packet(remotes: u8, lports: u16) -> impl Strategy<Value = PacketMeta> {
     (
         any::<bool>(),
         prop_oneof![Just(protocol::TCP), Just(protocol::UDP), Just(protocol::ICMP)],
         0u8..4,
-        0u16..40,
-        0u8..4,
+        0u16..lports,
+        0u8..remotes,
         0u16..6,
         any::<u8>(),
         0u8..16,
@@ -71,25 +82,41 @@ fn arb_packet() -> impl Strategy<Value = PacketMeta> {
         })
 }
 
+/// The processor a packet arrives on: mostly one fixed by its local port and direction (vRSS:
+/// a flow's packets on one processor per direction), sometimes any.
+fn processor(m: &PacketMeta, pick: u8) -> usize {
+    let local = if m.direction == Direction::Outbound { m.src_port } else { m.dst_port };
+    let dir = usize::from(m.direction == Direction::Inbound && pick.is_multiple_of(2));
+    if pick < 200 { (usize::from(local) + dir) % SHARDS } else { usize::from(pick) % SHARDS }
+}
+
 #[derive(Clone, Debug)]
 enum Step {
-    Packet(PacketMeta, u64),
+    Packet(PacketMeta, u64, u8),
     Rules(u16),
     Mode(bool),
+    Save,
     Expire,
 }
 
-fn arb_step() -> impl Strategy<Value = Step> {
+fn arb_step(remotes: u8, lports: u16, max_dt: u64) -> impl Strategy<Value = Step> {
     prop_oneof![
-        40 => (arb_packet(), 0u64..2_000_000_000).prop_map(|(m, dt)| Step::Packet(m, dt)),
+        40 => (arb_packet(remotes, lports), 1..max_dt, any::<u8>())
+            .prop_map(|(m, dt, cpu)| Step::Packet(m, dt, cpu)),
         1 => (0u16..40).prop_map(Step::Rules),
         1 => any::<bool>().prop_map(Step::Mode),
+        1 => Just(Step::Save),
         1 => Just(Step::Expire),
     ]
 }
 
-fn config() -> TableConfig {
-    TableConfig { max_flows: MAX_FLOWS, initial_capacity: 4, ..TableConfig::default() }
+fn config(max_flows: u32, granularity: u64) -> TableConfig {
+    TableConfig {
+        max_flows,
+        initial_capacity: 4,
+        lru_granularity: granularity,
+        ..TableConfig::default()
+    }
 }
 
 fn port(table: TableConfig) -> Port {
@@ -97,49 +124,103 @@ fn port(table: TableConfig) -> Port {
     Port::try_new(PortIdentity::try_from_str("shards").unwrap(), cfg).unwrap()
 }
 
-/// The whole port and its shards (`home` and `others`), split.
-struct Sharded {
+/// A port split over processor shards, as the driver keeps it (`PortSlot`).
+struct Split {
     home: Port,
-    others: Vec<Option<Port>>,
-    hasher: ShardHasher,
+    /// Processor `i`'s shard; the cell stands for its lock.
+    shards: Vec<RefCell<Port>>,
+    /// The port's flows across the shards (`PortState::spread`).
+    flows: u32,
+    sharded: bool,
+    full: TableConfig,
 }
 
-impl Sharded {
-    fn new() -> Self {
-        let table = TableConfig {
-            max_flows: shards::shard_bound(MAX_FLOWS, SHARDS),
-            initial_capacity: 0,
-            ..config()
-        };
+impl Split {
+    fn new(full: TableConfig) -> Self {
+        let shard = TableConfig { initial_capacity: 0, ..full };
         let mut s = Self {
-            home: port(config()),
-            others: (1..SHARDS).map(|_| Some(port(table))).collect(),
-            hasher: ShardHasher::new(0x1234_5678),
+            home: port(full),
+            shards: (0..SHARDS).map(|_| RefCell::new(port(shard))).collect(),
+            flows: 0,
+            sharded: false,
+            full,
         };
         s.split();
         s
     }
 
-    fn refs(others: &mut [Option<Port>]) -> Vec<Option<&mut Port>> {
-        others.iter_mut().map(Option::as_mut).collect()
+    fn locked(&self) -> Vec<Option<RefMut<'_, Port>>> {
+        self.shards.iter().map(|c| Some(c.borrow_mut())).collect()
     }
 
     fn split(&mut self) {
         assert!(shards::may_split(&self.home, 0));
-        let mut refs = Self::refs(&mut self.others);
-        shards::split(&mut self.home, &mut refs, &self.hasher, &config()).expect("splits");
+        let mut locked: Vec<Option<RefMut<'_, Port>>> =
+            self.shards.iter().map(|c| Some(c.borrow_mut())).collect();
+        self.flows = shards::split(&mut self.home, &mut locked, &self.full).expect("splits");
+        self.sharded = true;
     }
 
     fn merge(&mut self, now: u64) {
-        let mut refs = Self::refs(&mut self.others);
-        assert_eq!(shards::merge(&mut self.home, &mut refs, &config(), now), 0);
+        let mut locked: Vec<Option<RefMut<'_, Port>>> =
+            self.shards.iter().map(|c| Some(c.borrow_mut())).collect();
+        assert_eq!(shards::merge(&mut self.home, &mut locked, &self.full, now), 0);
+        drop(locked);
+        self.sharded = false;
+        self.flows = 0;
     }
 
-    fn shard(&mut self, meta: &PacketMeta) -> &mut Port {
-        match self.hasher.shard_of(meta, SHARDS) {
-            0 => &mut self.home,
-            s => self.others[s - 1].as_mut().unwrap(),
+    /// `PortSlot::classify` on processor `cpu`.
+    fn classify(&mut self, cpu: usize, m: &PacketMeta, now: u64) -> Verdict {
+        if !self.sharded {
+            return self.home.classify(m, now);
         }
+        if let Some(v) = self.shards[cpu].borrow_mut().classify_existing(m, now) {
+            return v;
+        }
+        let shards = &self.shards;
+        shards::classify_slow(
+            &mut self.home,
+            &mut self.flows,
+            self.full.max_flows,
+            cpu,
+            |i| shards.get(i).map(RefCell::borrow_mut),
+            m,
+            now,
+        )
+    }
+
+    fn expire(&mut self, now: u64) -> usize {
+        let mut n = self.home.expire(now, usize::MAX);
+        for s in &self.shards {
+            n += s.borrow_mut().expire(now, usize::MAX);
+        }
+        if self.sharded {
+            self.flows -= u32::try_from(n).unwrap();
+        }
+        n
+    }
+
+    /// A flow is in at most one shard, and the count is the shards' sum.
+    fn check(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        let mut total = 0usize;
+        for p in std::iter::once(&self.home).chain(self.locked().iter().flatten().map(|g| &**g)) {
+            for (k, _) in p.table().iter() {
+                if !seen.insert(*k) {
+                    return Err(format!("{k:?} in two shards"));
+                }
+            }
+            total += p.table().len();
+            p.table().check_invariants().map_err(str::to_owned)?;
+        }
+        if self.sharded && total != self.flows as usize {
+            return Err(format!("{total} flows, counted {}", self.flows));
+        }
+        if total > self.full.max_flows as usize {
+            return Err(format!("{total} flows over the bound {}", self.full.max_flows));
+        }
+        Ok(())
     }
 }
 
@@ -159,69 +240,80 @@ fn rules(n: u16) -> Vec<AllowRule> {
         .collect()
 }
 
+/// Runs `steps` on a whole port and a split one with table configuration `full`.
+fn run(steps: Vec<Step>, full: TableConfig) -> Result<(), TestCaseError> {
+    let mut whole = port(full);
+    let mut split = Split::new(full);
+    let mut now = 1_000u64;
+    for step in steps {
+        match step {
+            Step::Packet(m, dt, pick) => {
+                now += dt;
+                let a = whole.classify(&m, now);
+                let b = split.classify(processor(&m, pick), &m, now);
+                prop_assert_eq!(a, b, "verdict on {:?}", m);
+            }
+            Step::Rules(n) => {
+                // As the driver does: the port whole for the change, split again later.
+                split.merge(now);
+                let v = whole.replace_rules(&rules(n)).unwrap();
+                prop_assert_eq!(split.home.replace_rules(&rules(n)).unwrap(), v);
+                split.split();
+            }
+            Step::Mode(enforce) => {
+                let mode = if enforce { Mode::Enforce } else { Mode::Monitor };
+                split.merge(now);
+                whole.set_mode(mode);
+                split.home.set_mode(mode);
+                split.split();
+            }
+            Step::Save => {
+                split.merge(now);
+                prop_assert_eq!(flows(&whole), flows(&split.home));
+                split.split();
+            }
+            Step::Expire => {
+                let a = whole.expire(now, usize::MAX);
+                prop_assert_eq!(a, split.expire(now), "flows expired");
+            }
+        }
+        split.check().map_err(TestCaseError::fail)?;
+    }
+    split.merge(now);
+    prop_assert_eq!(flows(&whole), flows(&split.home));
+    prop_assert_eq!(whole.counters().to_all_array(), split.home.counters().to_all_array());
+    prop_assert!(split.home.table().check_invariants().is_ok());
+    prop_assert_eq!(split.home.rules(), whole.rules());
+    prop_assert_eq!(split.home.mode(), whole.mode());
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn a_sharded_port_judges_and_merges_back_as_the_whole_port(
-        steps in proptest::collection::vec(arb_step(), 1..600),
+    fn a_port_split_over_processors_judges_and_merges_back_as_the_whole_port(
+        steps in proptest::collection::vec(arb_step(4, 40, 2_000_000_000), 1..600),
     ) {
-        let mut whole = port(config());
-        let mut sharded = Sharded::new();
-        let mut now = 1_000u64;
-        for step in steps {
-            match step {
-                Step::Packet(m, dt) => {
-                    now += dt;
-                    let a = whole.classify(&m, now);
-                    let b = sharded.shard(&m).classify(&m, now);
-                    prop_assert_eq!(a, b, "verdict on {:?}", m);
-                }
-                Step::Rules(n) => {
-                    // As the driver does: the port whole for the change, split again later.
-                    sharded.merge(now);
-                    let v = whole.replace_rules(&rules(n)).unwrap();
-                    prop_assert_eq!(sharded.home.replace_rules(&rules(n)).unwrap(), v);
-                    sharded.split();
-                }
-                Step::Mode(enforce) => {
-                    let mode = if enforce { Mode::Enforce } else { Mode::Monitor };
-                    sharded.merge(now);
-                    whole.set_mode(mode);
-                    sharded.home.set_mode(mode);
-                    sharded.split();
-                }
-                Step::Expire => {
-                    let a = whole.expire(now, usize::MAX);
-                    let mut b = sharded.home.expire(now, usize::MAX);
-                    for o in sharded.others.iter_mut().flatten() {
-                        b += o.expire(now, usize::MAX);
-                    }
-                    prop_assert_eq!(a, b, "flows expired");
-                }
-            }
-        }
-        sharded.merge(now);
-        prop_assert_eq!(flows(&whole), flows(&sharded.home));
-        prop_assert_eq!(
-            whole.counters().to_all_array(),
-            sharded.home.counters().to_all_array()
-        );
-        prop_assert!(sharded.home.table().check_invariants().is_ok());
-        prop_assert_eq!(sharded.home.rules(), whole.rules());
-        prop_assert_eq!(sharded.home.mode(), whole.mode());
+        run(steps, config(MAX_FLOWS, 1_000_000))?;
+    }
+
+    /// At the bound (12 flows, many more offered; exact LRU order): every new flow reclaims
+    /// the slot the whole port reclaims, or is refused as there.
+    #[test]
+    fn a_split_port_at_its_bound_reclaims_what_the_whole_port_reclaims(
+        steps in proptest::collection::vec(arb_step(16, 24, 200_000_000), 1..600),
+    ) {
+        run(steps, config(12, 1))?;
     }
 }
 
+/// After a split every flow is in the home shard; the first packet of each on a processor moves
+/// it to that processor's shard, and from then on that processor judges it alone.
 #[test]
-fn every_flow_of_a_split_port_is_in_the_shard_its_packets_go_to() {
-    let mut s = Sharded { home: port(config()), others: Vec::new(), hasher: ShardHasher::new(7) };
-    let table = TableConfig {
-        max_flows: shards::shard_bound(MAX_FLOWS, SHARDS),
-        initial_capacity: 0,
-        ..config()
-    };
-    s.others = (1..SHARDS).map(|_| Some(port(table))).collect();
+fn a_split_ports_flows_move_to_the_processor_that_judges_them() {
+    let mut s = Split::new(config(MAX_FLOWS, 1_000_000));
+    s.merge(10);
     let mut packets = Vec::new();
     for k in 0..2_000u16 {
         let m = PacketMeta::ipv4(
@@ -238,13 +330,8 @@ fn every_flow_of_a_split_port_is_in_the_shard_its_packets_go_to() {
         packets.push(m);
     }
     s.split();
-    let mut sizes = [s.home.table().len(), 0, 0, 0];
-    for (i, o) in s.others.iter().flatten().enumerate() {
-        sizes[i + 1] = o.table().len();
-    }
-    assert_eq!(sizes.iter().sum::<usize>(), 2_000);
-    assert!(sizes.iter().all(|&n| n > 350), "a keyed hash spreads the flows: {sizes:?}");
-    for m in &packets {
+    assert_eq!(s.home.table().len(), 2_000, "a split moves nothing");
+    for (k, m) in packets.iter().enumerate() {
         let answer = PacketMeta::ipv4(
             Direction::Inbound,
             protocol::TCP,
@@ -255,41 +342,46 @@ fn every_flow_of_a_split_port_is_in_the_shard_its_packets_go_to() {
             0x12,
             60,
         );
-        assert!(s.shard(&answer).table().get(&FlowKey::of(&answer)).is_some());
+        assert_eq!(s.classify(k % SHARDS, &answer, 20), Verdict::Permit);
+        // The next packet is its processor's alone.
+        let ack = PacketMeta { tcp_flags: vsflow_core::TcpFlags(0x10), ..*m };
+        assert_eq!(
+            s.shards[k % SHARDS].borrow_mut().classify_existing(&ack, 21),
+            Some(Verdict::Permit)
+        );
     }
-    let c: PortCounters = *s.home.counters();
-    s.merge(10);
+    assert_eq!(s.home.table().len(), 0);
+    for shard in &s.shards {
+        assert_eq!(shard.borrow().table().len(), 500);
+    }
+    s.check().unwrap();
+    s.merge(30);
     assert_eq!(s.home.table().len(), 2_000);
-    assert_eq!(s.home.counters().flows_created, c.flows_created);
+    assert_eq!(s.home.counters().flows_created, 2_000);
 }
 
+/// A packet the processor's shard does not hold changes nothing there: the slow path judges it.
 #[test]
-fn a_split_that_would_overfill_a_shard_changes_nothing() {
-    // A port over its shards' bound (e.g. FlowsPerPort lowered) stays whole.
-    let small = TableConfig { max_flows: 8, initial_capacity: 4, ..TableConfig::default() };
-    let mut home = port(small);
-    for k in 0..8u16 {
-        let m = PacketMeta::ipv4(
-            Direction::Outbound,
-            protocol::UDP,
-            [10, 0, 0, 1],
-            k,
-            [198, 51, 100, 7],
-            53,
-            0,
-            60,
-        );
-        let _ = home.classify(&m, 10);
-    }
-    let shard_table = TableConfig { max_flows: shards::shard_bound(8, 8), ..small };
-    let mut others: Vec<Option<Port>> = (1..8).map(|_| Some(port(shard_table))).collect();
-    let mut refs: Vec<Option<&mut Port>> = others.iter_mut().map(Option::as_mut).collect();
-    let before = flows(&home);
-    let _ = shards::split(&mut home, &mut refs, &ShardHasher::new(1), &small);
-    let spread: usize = others.iter().flatten().map(|o| o.table().len()).sum();
-    if flows(&home) == before {
-        assert_eq!(spread, 0, "a refused split moves nothing");
-    } else {
-        assert_eq!(spread + home.table().len(), 8, "a split moves every flow");
-    }
+fn the_fast_path_changes_nothing_on_a_miss() {
+    let mut p = port(config(MAX_FLOWS, 1_000_000));
+    let syn = PacketMeta::ipv4(
+        Direction::Outbound,
+        protocol::TCP,
+        [10, 0, 0, 1],
+        1024,
+        [198, 51, 100, 7],
+        443,
+        0x02,
+        60,
+    );
+    assert_eq!(p.classify_existing(&syn, 10), None);
+    assert_eq!(p.table().len(), 0);
+    assert_eq!(p.counters().to_all_array(), vsflow_core::PortCounters::default().to_all_array());
+    assert_eq!(p.classify(&syn, 10), Verdict::Permit);
+    // A closed flow restarted by a new SYN is the slow path's (it replaces the flow).
+    let rst = PacketMeta { tcp_flags: vsflow_core::TcpFlags(0x04), ..syn };
+    assert_eq!(p.classify(&rst, 11), Verdict::Permit);
+    let before = p.counters().to_all_array();
+    assert_eq!(p.classify_existing(&syn, 12), None);
+    assert_eq!(p.counters().to_all_array(), before);
 }

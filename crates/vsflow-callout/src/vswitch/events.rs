@@ -13,7 +13,7 @@ use fwps_sys::{
     STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 use vsflow_core::flow::TableConfig;
-use vsflow_core::port::shards::{self, ShardHasher};
+use vsflow_core::port::shards;
 use vsflow_core::{Port, PortConfig, PortIdentity};
 
 use super::{driver, identity};
@@ -109,22 +109,18 @@ impl<S: KernelServices> Driver<S> {
         Ok(port)
     }
 
-    /// A new port's other shards (issue 18 §2; `crate::ports`): one per processor up to
-    /// `shards::MAX_SHARDS`, each with its share of the table bound
-    /// ([`shards::shard_bound`]). None on one processor, or if memory is short: the port
-    /// then keeps one lock, as it works unsplit anyway.
+    /// A new port's processor shards (issue 18 §2; `crate::ports`): one per processor up to
+    /// `shards::MAX_SHARDS`, each table with the port's bound (one processor may judge all of
+    /// the port's connections; the port's total is kept by the slow path) and no slot reserved.
+    /// None on one processor, or if memory is short: the port then keeps one lock, as it works
+    /// unsplit anyway.
     pub(crate) fn new_sharding(&self, identity: &PortIdentity) -> Sharding<S::Lock> {
         let config = self.port_config();
-        let hasher = ShardHasher::new(config.table.hash_seed);
         let n = (self.services.processor_count() as usize).clamp(1, shards::MAX_SHARDS);
         let mut list = alloc::vec::Vec::new();
-        if n > 1 && list.try_reserve_exact(n - 1).is_ok() {
-            let table = TableConfig {
-                max_flows: shards::shard_bound(config.table.max_flows, n),
-                initial_capacity: 0,
-                ..config.table
-            };
-            for _ in 1..n {
+        if n > 1 && list.try_reserve_exact(n).is_ok() {
+            let table = TableConfig { initial_capacity: 0, ..config.table };
+            for _ in 0..n {
                 let Ok(port) = Port::try_new(*identity, PortConfig { table, ..config }) else {
                     list.clear();
                     break;
@@ -132,7 +128,7 @@ impl<S: KernelServices> Driver<S> {
                 list.push(ShardSlot::new(SpinMutex::new(self.services.new_lock(), port)));
             }
         }
-        Sharding { shards: list, hasher, full: config.table }
+        Sharding { shards: list, full: config.table }
     }
 
     /// Switch created or deleted (its initial ports and NICs are reported separately).
@@ -205,6 +201,7 @@ impl<S: KernelServices> Driver<S> {
                 vsflow_core::Tick::MAX
             },
             classify_calls: 0,
+            spread: 0,
         };
         let sharding = self.new_sharding(&name);
         let slot = PortRef::try_new(PortSlot::new(

@@ -1,55 +1,76 @@
-//! One port on several processors: the port's flows split by flow hash into *shards*, each a
-//! [`Port`] of its own that the caller keeps under its own lock (issue 18, item 2).
+//! One port on several processors: the port's flows split over *shards*, one per processor,
+//! each a [`Port`] of its own that the caller keeps under its own lock (issue 18, item 2).
 //!
 //! On Hyper-V, vRSS spreads one busy VM's traffic over several processors; with one lock per
 //! port they all queue on it, and its cache line (and the table's) moves between them on every
-//! packet. A *sharded* port keeps each flow in exactly one of `n` shards, the one
-//! [`ShardHasher::shard_of`] names for the packet, so two processors classifying different
-//! connections of one VM take different locks.
+//! packet. Shards chosen by a hash of the flow do not fix that: each processor's connections
+//! spread over every shard, so about half of all acquisitions of a shard's lock (and of the
+//! shard's counters, written per packet) find the line last written by the other processor.
+//! Here a flow lives in the shard of the **processor that first judged it** (while the port is
+//! split), so the lines a packet writes are written by one processor only, as long as a flow's
+//! packets stay on one processor (the Windows assumption: vRSS and VMQ steer a flow's packets
+//! to one processor per direction; docs/WINDOWS-VERIFICATION.md).
 //!
-//! # What a shard holds, and why the result is the single-lock port's
+//! # The two paths
+//!
+//! - **Fast** (the packet's processor's shard, under that shard's lock only): a TCP or UDP
+//!   packet of a flow the shard holds, live and not restarted, is judged there
+//!   ([`Port::classify_existing`]): one hash, one lookup, nothing else locked or written.
+//! - **Slow** ([`classify_slow`], under the *home* lock, the port's own): everything else: a
+//!   new flow, a packet of a flow another shard holds (a flow whose directions arrive on two
+//!   processors: correct, slower), ICMP, unreadable headers, a flow that expired or restarts.
+//!   Under the home lock it finds the flow's shard by looking in each (one lock at a time, in
+//!   order; at most [`MAX_SHARDS`] + 1 lookups), judges the packet there, and creates a new flow
+//!   in the packet's processor's shard. A flow the home shard holds (every flow, right after a
+//!   split) moves to the processor's shard right after a packet of it that the flow saw
+//!   (*adoption*; a packet the flow does not count, such as a blocked one, leaves it in place),
+//!   so a split port's existing connections reach the fast path after one packet each.
+//!
+//! **Invariant: a flow is in at most one shard.** Only the slow path creates flows and moves
+//! them, and it does so under the home lock after looking in every shard; the fast path never
+//! adds or removes a flow (it judges an existing flow in place), the expiry sweep only removes.
+//! So under the home lock the shards' flows are stable as sets, and the slow path's search is
+//! exact.
+//!
+//! # Why the verdicts are the single-lock port's
 //!
 //! Classify reads the port's policy (mode, rules, how it judges) and reads or writes at most
 //! *one* flow per packet: the packet's own ([`FlowKey::of`]), the ICMP query it answers, or
-//! the flow an ICMP error quotes ([`packet_flow`]). Everything else it writes is a counter.
-//! So a shard is a whole [`Port`]: its own table (the flows whose key maps to it) and counters,
-//! and a copy of the port's policy. Classify on the shard the packet maps to does exactly what
-//! classify on the whole port would do: the same flow (or its absence), the same policy.
+//! the flow an ICMP error quotes ([`packet_flow`]). Every shard holds a copy of the policy; a
+//! packet is judged on the shard that holds its flow (or, for a new flow, on a shard that does
+//! not hold it while no other does): on that shard, classify does what classify on the whole
+//! port would. Each packet is judged under the lock of the shard holding its flow, and flows
+//! change shard only under the home lock, so concurrent packets are judged as in some order of
+//! the single-lock port (the slow path takes the home lock, then one shard's lock at a time: a
+//! fixed order; the fast path takes one shard's lock and nothing else: no cycle).
 //!
-//! Everything else stays on one port, *shard 0*, the *home* shard:
-//! - **A port is sharded only while nothing of a migration is open** ([`may_split`]): not
-//!   restoring, no armed fingerprints, no tentative pickup, no loose window. Pickups need the
-//!   one fingerprint set (each fingerprint admits one connection) and the one bounded tentative
-//!   set; a restore window changes policy under the packets. A port created for a restore
-//!   starts and stays unsharded until all of that is over.
-//! - **Every operation but classify, expiry and reads works on the unsharded port**: the caller
-//!   takes every shard's lock (home first, then 1, 2, ... : a fixed order, so two such callers
-//!   never deadlock and classify, which takes one, never waits in a cycle) and [`merge`]s the
-//!   shards back into the home shard before a save, a restore, a rule or mode change, a counter
-//!   reset. Under all the locks no packet is between two shards, so the merged port *is* the
-//!   single-lock port at that instant: the union of disjoint shards (each flow in exactly one),
-//!   counters summed, the policy of the home shard (the others are copies of it). A save
-//!   therefore encodes exactly what the single-lock port would have held.
-//! - [`split`] makes an unsharded port sharded again (the driver's expiry sweep does it), under
-//!   every lock: fresh tables are built first (nothing changes if one cannot be allocated),
-//!   each flow moved to its shard in least-recently-used order per timeout class (so eviction
-//!   and expiry order stay exact within each shard), the policy copied.
+//! Everything else sees the port whole, as before:
+//! - **A port is split only while nothing of a migration is open** ([`may_split`]): not
+//!   restoring, no armed fingerprints, no tentative pickup, no loose window.
+//! - **Every operation but classify, expiry and reads works on the whole port**: the caller
+//!   takes the home lock and then every shard's, in order, and [`merge`]s the shards back into
+//!   the home shard (a save, a restore, a rule or mode change, NIC events, the IOCTLs that read
+//!   flows or change the port). Under all the locks the merged port *is* the single-lock port.
+//! - [`split`] makes a whole port split again (the expiry sweep does it): the other shards get
+//!   empty tables and a copy of the policy; the flows stay in the home shard until adopted.
 //!
 //! # Bounds
 //!
-//! A sharded port's shard holds at most [`shard_bound`] flows: `ceil(max_flows x 9 / 8 / n)`.
-//! With a keyed hash an outsider cannot aim its flows at one shard; a shard of a full port
-//! reaches its bound about when the port reaches `max_flows` (a split that would put more than
-//! the bound into a shard does not happen). So a sharded port holds at most `9/8 x max_flows`
-//! flows. A new flow in a full shard reclaims a slot in that shard by the table's rules
-//! ([`crate::flow::Room`]): as a single table would, within the shard.
+//! The port's flows are counted across its shards (`flows`, kept under the home lock: only the
+//! slow path and the sweep change how many there are). A shard's table has the port's bound
+//! (one processor may judge every connection of the port), and the port as a whole never holds
+//! more than its bound: when it is full, a new flow goes to the shard holding the flow the
+//! single-lock port would reclaim (its eviction order compared across the shards,
+//! `FlowTable::eviction_rank`), and that shard reclaims it; if none may be reclaimed, the flow
+//! is refused as in the single-lock port. Storage: a shard's slab never shrinks while split, so
+//! a split port's slots are bounded by `(1 + shards) x` its bound in the worst case (flows
+//! created on one processor, expired, then created on another), all charged to the host's
+//! flow-memory budget; a merge frees the other shards' storage.
 
 use alloc::vec::Vec;
-use core::hash::BuildHasher;
 use core::ops::DerefMut;
 
-use foldhash::fast::FixedState;
-
+use crate::Verdict;
 use crate::counters::PortCounters;
 use crate::error::Error;
 use crate::fingerprint::Pickup;
@@ -60,10 +81,11 @@ use crate::policy::RuleSet;
 use crate::port::Port;
 use crate::time::Tick;
 
-/// Most shards a port is split into.
+/// Most shards (beyond the home one) a port is split into: one per processor, processors
+/// beyond share (`processor % shards`).
 pub const MAX_SHARDS: usize = 8;
 
-/// The flow a packet reads or writes in classify, if any: the key its shard is chosen by.
+/// The flow a packet reads or writes in classify, if any: the key its shard is found by.
 ///
 /// `None` for a packet that touches no flow (a TCP or UDP first fragment without ports, ICMP
 /// that is neither a query nor an error quoting a packet sent to its sender): it reads only
@@ -94,59 +116,8 @@ pub fn packet_flow(meta: &PacketMeta) -> Option<FlowKey> {
     }
 }
 
-/// Picks a flow's shard: a keyed hash of its key, under a seed of its own (not the table's: a
-/// shard's keys would otherwise share the low bits its table indexes by).
-#[derive(Clone, Debug)]
-pub struct ShardHasher {
-    hasher: FixedState,
-}
-
-impl ShardHasher {
-    /// A hasher keyed by `seed` (the driver's per-boot random value).
-    #[must_use]
-    pub const fn new(seed: u64) -> Self {
-        Self { hasher: FixedState::with_seed(seed ^ 0x7368_6172_6473_2d31) }
-    }
-
-    /// The shard, of `n`, that holds the flow `key`.
-    #[must_use]
-    #[inline]
-    pub fn shard_of_key(&self, key: &FlowKey, n: usize) -> usize {
-        let h = self.hasher.hash_one(key);
-        // Multiply-shift: the high bits of `h x n`, uniform for any `n`.
-        #[allow(clippy::cast_possible_truncation, reason = "the result is < n <= MAX_SHARDS")]
-        let s = ((u128::from(h) * n as u128) >> 64) as usize;
-        s
-    }
-
-    /// The shard, of `n`, that judges this packet ([`packet_flow`]; shard 0 for a packet that
-    /// touches no flow).
-    #[must_use]
-    #[inline]
-    pub fn shard_of(&self, meta: &PacketMeta, n: usize) -> usize {
-        packet_flow(meta).map_or(0, |key| self.shard_of_key(&key, n))
-    }
-}
-
-/// The most flows one of `n` shards of a port bounded by `max_flows` holds: `ceil(max_flows x
-/// 9 / 8 / n)` (see the module docs).
-#[must_use]
-pub const fn shard_bound(max_flows: u32, n: usize) -> u32 {
-    let n = if n == 0 { 1 } else { n as u64 };
-    let b = (max_flows as u64 * 9).div_ceil(8 * n);
-    #[allow(clippy::cast_possible_truncation, reason = "b <= max_flows, a u32, in that branch")]
-    let shard = b as u32;
-    if b > max_flows as u64 {
-        max_flows
-    } else if b == 0 {
-        1
-    } else {
-        shard
-    }
-}
-
-/// True if `home` (an unsharded port) may be split at `now`: nothing of a migration is open
-/// (see the module docs).
+/// True if `home` (a whole port) may be split at `now`: nothing of a migration is open (see
+/// the module docs).
 #[must_use]
 pub fn may_split(home: &Port, now: Tick) -> bool {
     !home.is_restoring()
@@ -155,70 +126,48 @@ pub fn may_split(home: &Port, now: Tick) -> bool {
         && !home.pickups_open(now)
 }
 
-/// Splits the unsharded port `home` into `1 + others.len()` shards.
+/// Splits the whole port `home` over the processors' shards `others`.
 ///
-/// Under every shard's lock: `others` are shards 1, 2, ... in order, each `Some`. `full` is
-/// the port's own table configuration (what [`merge`] restores).
+/// The shards (each `Some`, locked, in order) get an empty table with the port's configuration
+/// `full` and a copy of `home`'s policy; the flows stay in `home` (processors adopt them, see
+/// the module docs). Returns how many flows the port holds (the count the slow path keeps).
 ///
-/// Every table is built before anything moves: on error nothing has changed.
+/// Everything is allocated before anything changes: on error nothing has changed.
 ///
 /// # Errors
-/// [`Error::OutOfMemory`]; [`Error::TableFull`] if a shard would get more than its bound (the
-/// port stays unsharded; the sweep tries again later).
+/// [`Error::OutOfMemory`]; [`Error::InvalidConfig`] for no shard, more than [`MAX_SHARDS`], or
+/// one not locked.
 pub fn split<G: DerefMut<Target = Port>>(
     home: &mut Port,
     others: &mut [Option<G>],
-    hasher: &ShardHasher,
     full: &TableConfig,
-) -> Result<(), Error> {
-    let n = others.len() + 1;
-    if n == 1 || n > MAX_SHARDS || others.iter().any(Option::is_none) {
-        return Err(Error::InvalidConfig("shards: 2..=MAX_SHARDS, every one locked"));
+) -> Result<u32, Error> {
+    if others.is_empty() || others.len() > MAX_SHARDS || others.iter().any(Option::is_none) {
+        return Err(Error::InvalidConfig("shards: 1..=MAX_SHARDS, every one locked"));
     }
-    let bound = shard_bound(full.max_flows, n);
-    let mut counts = [0u32; MAX_SHARDS];
-    for (key, _) in home.table.iter() {
-        let c = counts.get_mut(hasher.shard_of_key(key, n)).ok_or(Error::TableFull)?;
-        *c += 1;
-        if *c > bound {
-            return Err(Error::TableFull);
-        }
-    }
-    let shard_config = TableConfig { max_flows: bound, initial_capacity: 0, ..*full };
+    let config = TableConfig { initial_capacity: 0, ..*full };
     let mut tables = Vec::new();
-    tables.try_reserve_exact(n)?;
-    for &count in counts.iter().take(n) {
-        let mut t = FlowTable::try_new(shard_config)?;
-        t.reserve(count)?;
-        tables.push(t);
-    }
+    tables.try_reserve_exact(others.len())?;
     let mut rules = Vec::new();
     rules.try_reserve_exact(others.len())?;
-    for _ in 0..others.len() {
+    for o in others.iter().flatten() {
+        // A shard emptied by a merge keeps its (empty) table when it has the port's
+        // configuration.
+        let reuse = o.table.is_empty() && *o.table.config() == config;
+        tables.push(if reuse { None } else { Some(FlowTable::try_new(config)?) });
         rules.push(RuleSet::try_from_slice(home.rules.version(), home.rules.rules())?);
-    }
-    // Nothing fails from here on: every table has room reserved for exactly what it receives.
-    // Each class in least-recently-used order: every shard's lists keep their order.
-    for class in TimeoutClass::ALL {
-        for (key, record) in home.table.iter_lru(class) {
-            if let Some(t) = tables.get_mut(hasher.shard_of_key(key, n)) {
-                let _ = t.insert(*key, *record, record.last_seen);
-            }
-        }
-    }
-    let mut tables = tables.into_iter();
-    if let Some(t) = tables.next() {
-        home.table = t;
     }
     for ((o, t), r) in others.iter_mut().flatten().zip(tables).zip(rules) {
         copy_policy(home, o, r);
-        o.table = t;
+        if let Some(t) = t {
+            o.table = t;
+        }
     }
-    Ok(())
+    Ok(u32::try_from(home.table.len()).unwrap_or(u32::MAX))
 }
 
 /// Makes `to` judge as `home` does: the same mode, rules (`rules`, a copy of `home`'s), restore
-/// state and names; no pickups (a sharded port has none) and zero counters.
+/// state and names; no pickups (a split port has none) and zero counters.
 fn copy_policy(home: &Port, to: &mut Port, rules: RuleSet) {
     to.identity = home.identity;
     to.mode = home.mode;
@@ -230,6 +179,108 @@ fn copy_policy(home: &Port, to: &mut Port, rules: RuleSet) {
     to.pickup = Pickup::default();
     to.tentative.clear();
     to.counters = PortCounters::default();
+}
+
+/// The slow path of a split port (see the module docs), under the home lock.
+///
+/// Judges `meta` on the shard holding its flow (`home` is the home shard), creating a new flow
+/// in shard `own` (the packet's processor's). `lock(i)` locks processor shard `i` (`None`: no
+/// such shard, and none after it); `flows` is the port's flow count across the shards,
+/// `bound` the port's bound.
+pub fn classify_slow<G: DerefMut<Target = Port>>(
+    home: &mut Port,
+    flows: &mut u32,
+    bound: u32,
+    own: usize,
+    mut lock: impl FnMut(usize) -> Option<G>,
+    meta: &PacketMeta,
+    now: Tick,
+) -> Verdict {
+    let Some(key) = packet_flow(meta) else {
+        // Policy only: any shard judges it alike.
+        return home.classify(meta, now);
+    };
+    if home.table.find(&key).is_some() {
+        let verdict = judge(home, flows, bound, meta, now);
+        if home.table.get(&key).is_some_and(|r| r.last_seen == now)
+            && let Some(mut shard) = lock(own)
+        {
+            adopt(home, &mut shard, &key);
+        }
+        return verdict;
+    }
+    for i in 0..MAX_SHARDS {
+        let Some(mut shard) = lock(i) else { break };
+        if shard.table.find(&key).is_some() {
+            return judge(&mut shard, flows, bound, meta, now);
+        }
+    }
+    // A new flow (if the packet makes one). In the processor's shard while the port has room;
+    // at its bound, in the shard whose flow the single-lock port would reclaim.
+    if *flows >= bound {
+        let mut best = home.table.eviction_rank(now).map(|r| (r, None));
+        for i in 0..MAX_SHARDS {
+            let Some(shard) = lock(i) else { break };
+            if let Some(r) = shard.table.eviction_rank(now)
+                && best.is_none_or(|(b, _)| r < b)
+            {
+                best = Some((r, Some(i)));
+            }
+        }
+        match best {
+            Some((_, None)) => return judge(home, flows, bound, meta, now),
+            Some((_, Some(i))) => {
+                if let Some(mut shard) = lock(i) {
+                    return judge(&mut shard, flows, bound, meta, now);
+                }
+            }
+            None => {}
+        }
+    }
+    match lock(own) {
+        Some(mut shard) => judge(&mut shard, flows, bound, meta, now),
+        None => judge(home, flows, bound, meta, now),
+    }
+}
+
+/// Moves the flow `key` from `home` to `to` if `to` has a free slot for it (growing by a step
+/// the host's budget allows, never reclaiming a slot). Called right after a packet of the flow
+/// (its `last_seen` is now): it goes to the head of its list in `to`, placed now, so every
+/// list stays ordered by placement time (what expiry and eviction rely on).
+fn adopt(home: &mut Port, to: &mut Port, key: &FlowKey) {
+    if !to.table.make_room() {
+        return;
+    }
+    let Some(record) = home.table.remove(key) else { return };
+    if to.table.insert(*key, record, record.last_seen).is_err() {
+        // Not expected (room was made): back where it was, placed now (the slot it left is
+        // free: no allocation, no eviction).
+        let _ = home.table.insert(*key, record, record.last_seen);
+    }
+}
+
+/// Classifies `meta` on `port`, a shard of a split port holding `flows` flows of at most
+/// `bound`: at the bound, a new flow reclaims a slot of this shard or is refused.
+fn judge(port: &mut Port, flows: &mut u32, bound: u32, meta: &PacketMeta, now: Tick) -> Verdict {
+    let before = port.table.len();
+    let full = *flows >= bound;
+    let limit = port.table.config().max_flows;
+    if full {
+        #[allow(clippy::cast_possible_truncation, reason = "a table's length fits its u32 bound")]
+        port.table.set_max_flows(before as u32);
+    }
+    let verdict = port.classify(meta, now);
+    if full {
+        port.table.set_max_flows(limit);
+    }
+    let after = port.table.len();
+    #[allow(clippy::cast_possible_truncation, reason = "a table's length fits its u32 bound")]
+    if after >= before {
+        *flows = flows.saturating_add((after - before) as u32);
+    } else {
+        *flows = flows.saturating_sub((before - after) as u32);
+    }
+    verdict
 }
 
 /// Merges the shards `others` (shards 1, 2, ..., each locked) back into `home`.
@@ -269,7 +320,11 @@ pub fn merge<G: DerefMut<Target = Port>>(
         }
     }
     for o in others.iter_mut().flatten() {
-        o.table.clear();
+        // Empty, and its storage freed (a split port's shards may have grown).
+        match FlowTable::try_new(TableConfig { initial_capacity: 0, ..*o.table.config() }) {
+            Ok(t) => o.table = t,
+            Err(_) => o.table.clear(),
+        }
     }
     sum_into(home, others);
     home.counters.untracked = home.counters.untracked.saturating_add(dropped as u64);
