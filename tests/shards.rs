@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use vsflow_callout::RestoreMode;
-use vsflow_scenarios::{enforce, finish, host, open_connections, vm_port};
+use vsflow_scenarios::{enforce, finish, flows_of, host, open_connections, vm_port};
 use vsflow_sim::PacketFate;
 use vsflow_sim::host::EXTERNAL_PORT;
 use vsflow_sim::kernel::services::set_processor;
@@ -148,6 +148,81 @@ fn a_processor_judging_its_own_connections_of_a_port_never_waits_for_another_pro
         judged_in_time, 24,
         "packets of processor 0's own connections of port 7 waited for processor 1"
     );
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
+
+/// Four processors open and use connections of one port at once, each connection's two
+/// directions on one processor or on two (vRSS steering them apart: the slow path), while the
+/// port is saved (merged) and swept (split) over and over: every handshake and data packet is
+/// delivered, every unsolicited SYN blocked, no lock misused (the double checks order and
+/// IRQL), and the port ends with exactly the connections opened.
+#[test]
+fn processors_judging_one_port_while_it_is_saved_and_swept_agree_with_one_lock() {
+    use vsflow_core::IpFamily;
+    use vsflow_sim::tools::traffic::{tcp, vm_syn};
+    const PER_CPU: u16 = 60;
+    set_processor(3);
+    let (mut h, sw) = host(23, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-busy", 1, false);
+    let _ = open_connections(&mut h, sw, 7, 8);
+    let wire = h.wire();
+    let (saves, sweeps) = std::thread::scope(|s| {
+        let senders: Vec<_> = (0..4u32)
+            .map(|cpu| {
+                let wire = wire.clone();
+                s.spawn(move || {
+                    set_processor(cpu);
+                    for k in 0..PER_CPU {
+                        let remote = vsflow_core::packet::v4([203, 0, 113, (k % 200) as u8]);
+                        let sport = 20_000 + u16::try_from(cpu).unwrap() * 1_000 + k;
+                        let syn = vm_syn(IpFamily::V4, 7, sport, remote, 443);
+                        // Odd connections: the peer's direction on the next processor.
+                        let back = if k % 2 == 1 { (cpu + 1) % 4 } else { cpu };
+                        let out = |p: &vsflow_sim::SimPacket| {
+                            set_processor(cpu);
+                            wire.transmit(sw, 7, EXTERNAL_PORT, p)
+                        };
+                        let inb = |p: &vsflow_sim::SimPacket| {
+                            set_processor(back);
+                            wire.transmit(sw, EXTERNAL_PORT, 7, p)
+                        };
+                        assert_eq!(out(&syn), PacketFate::Delivered, "SYN {cpu}/{k}");
+                        let synack = syn.reply(tcp::SYN_ACK, 0);
+                        assert_eq!(inb(&synack), PacketFate::Delivered, "SYN-ACK {cpu}/{k}");
+                        let ack = synack.reply(tcp::ACK, 0);
+                        assert_eq!(out(&ack), PacketFate::Delivered, "ACK {cpu}/{k}");
+                        let data = syn.reply(tcp::PSH_ACK, 500);
+                        for _ in 0..3 {
+                            assert_eq!(inb(&data), PacketFate::Delivered, "data {cpu}/{k}");
+                            assert_eq!(out(&ack), PacketFate::Delivered, "ACK {cpu}/{k}");
+                        }
+                        // A peer's SYN to a port nothing listens on: blocked, whichever processor.
+                        let probe = vsflow_sim::tools::traffic::inbound_syn(
+                            IpFamily::V4,
+                            remote,
+                            40_000 + k,
+                            7,
+                            9,
+                        );
+                        assert_ne!(inb(&probe), PacketFate::Delivered, "unsolicited {cpu}/{k}");
+                    }
+                })
+            })
+            .collect();
+        let (mut saves, mut sweeps) = (0u32, 0u32);
+        // Until every sender is done (or one failed: its assertion is reported by the scope).
+        while senders.iter().any(|t| !t.is_finished()) {
+            let (blobs, _) = h.save(sw, 7);
+            assert!(!blobs.is_empty(), "the port saves");
+            saves += 1;
+            let _ = h.within(|| h.driver().expire_idle(0));
+            sweeps += 1;
+        }
+        (saves, sweeps)
+    });
+    assert!(saves > 0 && sweeps > 0);
+    assert_eq!(flows_of(&h, "vm-busy"), Some(8 + 4 * usize::from(PER_CPU)));
     assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
     finish(&mut h);
 }
