@@ -71,6 +71,7 @@ fn arb_packet(remotes: u8, lports: u16) -> impl Strategy<Value = PacketMeta> {
                         to_sender: true,
                         query: Some((true, 8, lport)),
                     }),
+                    _ if extra >= 8 => Icmp::OverlappingFragment,
                     _ => Icmp::Other,
                 };
             } else if extra == 15 {

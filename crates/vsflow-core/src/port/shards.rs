@@ -106,6 +106,7 @@ pub fn packet_flow(meta: &PacketMeta) -> Option<FlowKey> {
             Icmp::Error(q) => icmp::quoted_flow(meta, &q),
             Icmp::Link { .. }
             | Icmp::LaterFragment
+            | Icmp::OverlappingFragment
             | Icmp::None
             | Icmp::Unreadable
             | Icmp::Other => None,

@@ -262,6 +262,45 @@ pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
     (median(callout_rounds), median(core_rounds))
 }
 
+/// One thread on one port, split over processor shards or kept whole (issue 18 §2).
+///
+/// Classifies the inbound packets of 10,000 established connections of one port through the
+/// callout, `rounds` rounds, with the port split over processor shards (as the periodic sweep
+/// leaves a port with nothing of a migration open) or kept whole (as a save leaves it): for
+/// instruction counts (`valgrind --tool=callgrind --toggle-collect='*classify_fn*'`)
+/// of what splitting costs a packet on one processor (issue 18 §2). Returns CPU ns per packet
+/// (median of rounds).
+///
+/// # Panics
+/// If the simulated driver cannot be loaded.
+#[must_use]
+pub fn one_port_one_thread(cfg: DriverConfig, split: bool, rounds: usize) -> f64 {
+    crate::kernel::services::set_processor(0);
+    let mut h = Host::new(3);
+    h.load_driver(DriverConfig { flows_per_port: 16_384, ..cfg }).expect("loads");
+    let sw = h.create_switch("BENCH-C", &[]);
+    h.create_port(sw, 20, "classify", false);
+    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-C", &[20], 10_000);
+    let _ = h.within(|| h.driver().expire_idle(0));
+    if !split {
+        let _ = h.within(|| h.driver().on_save(&switch_params("BENCH-C"), 20));
+    }
+    assert_eq!(h.driver().flow_totals().sharded, usize::from(split), "the port as asked");
+    let mut per_packet = Vec::new();
+    for _ in 0..rounds {
+        let t = thread_cpu();
+        let blocked = rig.classify_round(0);
+        #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+        per_packet.push(
+            thread_cpu().saturating_sub(t).as_nanos() as f64 / rig.lanes[0].calls.len() as f64,
+        );
+        assert_eq!(blocked, 0, "established return traffic is permitted");
+    }
+    drop(rig);
+    h.unload_driver();
+    median(per_packet)
+}
+
 /// Prepared classify calls on a loaded driver.
 ///
 /// Per port ("lane"), the inbound packets of established (or unsolicited) connections as WFP
@@ -469,7 +508,11 @@ pub struct ScalingReport {
     /// Load average (1 minute) when the measurement started.
     pub load: f64,
     /// Two threads on one port, the same connections, packets/s, and its ratio to one thread.
+    /// With the port split, every packet of the second processor misses its shard: what a
+    /// flow steered to two processors costs (the Windows assumption failing for every flow).
     pub same_port: (f64, f64),
+    /// The same from CPU time per packet, split and kept whole (medians of trials).
+    pub same_port_cpu: (f64, f64),
     /// Two threads on one port, each with connections of its own (vRSS: a flow stays on one
     /// processor), packets/s and its ratio to one thread (medians of trials).
     pub one_port_own_flows: (f64, f64),
@@ -671,6 +714,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     let mut cpu_ratios = Vec::new();
     let mut same = Vec::new();
     let mut same_ratio = Vec::new();
+    let (mut same_cpu, mut same_whole_cpu) = (Vec::new(), Vec::new());
     let mut own = Vec::new();
     let mut own_ratio = Vec::new();
     let mut own_cpu = Vec::new();
@@ -688,6 +732,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
         let two_same = throughput(&rig, 2, |_| 0, d);
         same.push(two_same.pps);
         same_ratio.push(two_same.pps / one.pps.max(1.0));
+        same_cpu.push(2.0 * one.cpu_ns / two_same.cpu_ns.max(1e-9));
         let two_own = throughput(&rig, 2, |t| if t == 0 { 0 } else { own_lane }, d);
         own.push(two_own.pps);
         own_ratio.push(two_own.pps / one.pps.max(1.0));
@@ -698,6 +743,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
         whole.push(two_whole.pps);
         whole_ratio.push(two_whole.pps / one.pps.max(1.0));
         whole_cpu.push(2.0 * one.cpu_ns / two_whole.cpu_ns.max(1e-9));
+        same_whole_cpu.push(2.0 * one.cpu_ns / throughput(&rig, 2, |_| 0, d).cpu_ns.max(1e-9));
         one_sharded.push(one.cpu_ns);
         one_whole.push(throughput(&rig, 1, |_| 0, d).cpu_ns);
         let _ = h.within(|| h.driver().expire_idle(0));
@@ -715,6 +761,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     r.two_port_ratio = median(ratios);
     r.two_port_cpu_ratio = median(cpu_ratios);
     r.same_port = (median(same), median(same_ratio));
+    r.same_port_cpu = (median(same_cpu), median(same_whole_cpu));
     r.one_port_own_flows = (median(own), median(own_ratio));
     r.one_port_own_flows_cpu = median(own_cpu);
     r.one_port_whole = (median(whole), median(whole_ratio), median(whole_cpu));
@@ -782,9 +829,11 @@ impl ScalingReport {
         );
         let _ = writeln!(
             s,
-            "  2 threads on ONE port, same conns     {:>8.2} Mpps  {:.2}x of 1 thread (reported: both threads write the same flows)",
+            "  2 threads on ONE port, same conns     {:>8.2} Mpps  {:.2}x of 1 thread; from CPU time per packet {:.2}x split, {:.2}x kept whole (reported: every flow on both processors)",
             self.same_port.0 / 1e6,
-            self.same_port.1
+            self.same_port.1,
+            self.same_port_cpu.0,
+            self.same_port_cpu.1
         );
         let _ = writeln!(
             s,
