@@ -4,7 +4,7 @@
 //! flows, unreadable headers), each packet on a random processor (a flow's packets mostly on
 //! one, sometimes on another: vRSS steering a flow's two directions to two processors, or a
 //! flow moved), interleaved with rule and mode changes, saves, expiry and idle time, goes to a
-//! whole port and to a port split over four processor shards, through exactly the driver's
+//! whole port and to a port split over eight processor shards (the most a port has), through exactly the driver's
 //! paths: the processor's shard first (`Port::classify_existing`), then the slow path under the
 //! home lock (`shards::classify_slow`). Every verdict must be the same; at every step a flow is
 //! in at most one shard and the port's flow count is the shards' sum; merged back (what a save,
@@ -28,7 +28,7 @@ use vsflow_core::{
     PortIdentity, PortRange, Prefix, Verdict, icmp::Quoted, protocol,
 };
 
-const SHARDS: usize = 4;
+const SHARDS: usize = shards::MAX_SHARDS;
 const MAX_FLOWS: u32 = 4096;
 
 fn arb_packet(remotes: u8, lports: u16) -> impl Strategy<Value = PacketMeta> {
@@ -353,7 +353,7 @@ fn a_split_ports_flows_move_to_the_processor_that_judges_them() {
     }
     assert_eq!(s.home.table().len(), 0);
     for shard in &s.shards {
-        assert_eq!(shard.borrow().table().len(), 500);
+        assert_eq!(shard.borrow().table().len(), 2_000 / SHARDS);
     }
     s.check().unwrap();
     s.merge(30);
