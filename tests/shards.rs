@@ -168,17 +168,19 @@ fn processors_judging_one_port_while_it_is_saved_and_swept_agree_with_one_lock()
     let _ = open_connections(&mut h, sw, 7, 8);
     let wire = h.wire();
     let (saves, sweeps) = std::thread::scope(|s| {
-        let senders: Vec<_> = (0..4u32)
-            .map(|cpu| {
-                let wire = wire.clone();
+        // Four of the host's eight processors, the last one among them.
+        const CPUS: [u32; 4] = [0, 2, 5, 7];
+        let senders: Vec<_> = (0..4usize)
+            .map(|t| {
+                let (wire, cpu) = (wire.clone(), CPUS[t]);
                 s.spawn(move || {
                     set_processor(cpu);
                     for k in 0..PER_CPU {
                         let remote = vsflow_core::packet::v4([203, 0, 113, (k % 200) as u8]);
-                        let sport = 20_000 + u16::try_from(cpu).unwrap() * 1_000 + k;
+                        let sport = 20_000 + u16::try_from(t).unwrap() * 1_000 + k;
                         let syn = vm_syn(IpFamily::V4, 7, sport, remote, 443);
                         // Odd connections: the peer's direction on the next processor.
-                        let back = if k % 2 == 1 { (cpu + 1) % 4 } else { cpu };
+                        let back = if k % 2 == 1 { CPUS[(t + 1) % 4] } else { cpu };
                         let out = |p: &vsflow_sim::SimPacket| {
                             set_processor(cpu);
                             wire.transmit(sw, 7, EXTERNAL_PORT, p)

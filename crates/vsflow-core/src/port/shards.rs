@@ -304,22 +304,26 @@ pub fn merge<G: DerefMut<Target = Port>>(
     }
     let total = home.table.len() + others.iter().flatten().map(|o| o.table.len()).sum::<usize>();
     let bound = u32::try_from(total).unwrap_or(u32::MAX).clamp(full.max_flows, MAX_FLOWS_LIMIT);
-    let mut dropped = 0usize;
-    match FlowTable::try_new(TableConfig { max_flows: bound, initial_capacity: 0, ..*full }) {
-        Ok(mut table) => {
-            #[allow(clippy::cast_possible_truncation, reason = "total <= 9/8 x MAX_FLOWS_LIMIT")]
-            let _ = table.reserve(total as u32);
-            for class in TimeoutClass::ALL {
-                dropped += merge_class(&mut table, home, others, class, now);
+    let dropped =
+        match FlowTable::try_new(TableConfig { max_flows: bound, initial_capacity: 0, ..*full }) {
+            Ok(mut table) => {
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    reason = "total <= MAX_FLOWS_LIMIT: the bound"
+                )]
+                let _ = table.reserve(total as u32);
+                for class in TimeoutClass::ALL {
+                    merge_class(&mut table, home, others, class, now);
+                }
+                // Whatever was not placed (out of memory only), counted from the totals.
+                let dropped = total.saturating_sub(table.len());
+                home.table = table;
+                dropped
             }
-            home.table = table;
-        }
-        Err(_) => {
             // Not even an empty table: the home shard keeps its own flows; the others' are
             // dropped (counted) so that the port is whole again.
-            dropped = others.iter().flatten().map(|o| o.table.len()).sum();
-        }
-    }
+            Err(_) => others.iter().flatten().map(|o| o.table.len()).sum(),
+        };
     for o in others.iter_mut().flatten() {
         // Empty, and its storage freed (a split port's shards may have grown).
         match FlowTable::try_new(TableConfig { initial_capacity: 0, ..*o.table.config() }) {
@@ -333,16 +337,16 @@ pub fn merge<G: DerefMut<Target = Port>>(
 }
 
 /// Moves one timeout class of every shard into `table`, oldest first across the shards (a
-/// merge of the shards' lists, each ordered by placement time). Returns the flows not placed.
+/// merge of the shards' lists, each ordered by placement time).
 fn merge_class<G: DerefMut<Target = Port>>(
     table: &mut FlowTable,
     home: &Port,
     others: &[Option<G>],
     class: TimeoutClass,
     now: Tick,
-) -> usize {
-    let mut dropped = 0;
-    let mut lists: [Option<_>; MAX_SHARDS] = Default::default();
+) {
+    // The home shard and up to MAX_SHARDS processors' shards.
+    let mut lists: [Option<_>; MAX_SHARDS + 1] = Default::default();
     for (slot, port) in
         lists.iter_mut().zip(core::iter::once(home).chain(others.iter().flatten().map(|o| &**o)))
     {
@@ -363,12 +367,10 @@ fn merge_class<G: DerefMut<Target = Port>>(
         else {
             break;
         };
-        // The bound holds every flow: an insert fails only if memory runs out.
-        if table.insert(*key, *record, now).is_err() {
-            dropped += 1;
-        }
+        // The bound holds every flow: an insert fails only if memory runs out (the caller
+        // counts what is missing).
+        let _ = table.insert(*key, *record, now);
     }
-    dropped
 }
 
 /// Adds the other shards' counters into `home`'s and zeroes theirs.
