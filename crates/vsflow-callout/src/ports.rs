@@ -231,6 +231,10 @@ pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) key: PortKey,
     /// `PortName`: never changes for a slot (a new name is a new port).
     pub(crate) identity: PortIdentity,
+    /// This port's instance, unique among the driver's ports: a port deleted and created again
+    /// with the same key is another instance (a restore received for one never applies to the
+    /// other: `vswitch::restore`).
+    pub(crate) instance: u64,
     /// The processors' shards (none: the port is never split).
     shards: Vec<ShardSlot<L>>,
     full: TableConfig,
@@ -252,6 +256,7 @@ impl<L: RawSpinLock> PortSlot<L> {
     pub(crate) fn new(
         key: PortKey,
         identity: &PortIdentity,
+        instance: u64,
         state: SpinMutex<L, PortState>,
         sharding: Sharding<L>,
     ) -> Self {
@@ -259,6 +264,7 @@ impl<L: RawSpinLock> PortSlot<L> {
         Self {
             key,
             identity: *identity,
+            instance,
             shards,
             full: sharding.full,
             sharded: AtomicBool::new(false),

@@ -204,9 +204,13 @@ impl<S: KernelServices> Driver<S> {
             spread: 0,
         };
         let sharding = self.new_sharding(&name);
+        // A new instance, even under the key and name of a port deleted a moment ago: a restore
+        // received for that port is not this one's (`vswitch::restore`).
+        let instance = self.port_instances.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
         let slot = PortRef::try_new(PortSlot::new(
             key,
             &name,
+            instance,
             SpinMutex::new(self.services.new_lock(), state),
             sharding,
         ))?;
