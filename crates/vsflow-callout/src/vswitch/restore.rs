@@ -162,7 +162,8 @@ impl<S: KernelServices> Driver<S> {
         }
         self.count(Counter::RestoresSync);
         let decoded = self.decode(blob);
-        self.apply_restore(target, blob.len(), Some(self.digest(blob)), decoded)
+        let sum = self.digest_of(blob, &decoded);
+        self.apply_restore(target, blob.len(), Some(sum), decoded)
     }
 
     /// A restore for no port vsflow knows: counted (`restores_unknown_port`), traced as
@@ -228,8 +229,8 @@ impl<S: KernelServices> Driver<S> {
                 continue;
             };
             self.age_by_wait(&mut decoded, received_at);
-            let sum = Some(self.digest(&blob));
-            let status = self.apply_restore(target, blob.len(), sum, decoded);
+            let sum = self.digest_of(&blob, &decoded);
+            let status = self.apply_restore(target, blob.len(), Some(sum), decoded);
             self.pending.lock().release(id);
             Self::complete(completion, status);
         }
@@ -256,7 +257,7 @@ impl<S: KernelServices> Driver<S> {
             let Some(entry) = entry else { break };
             let mut decoded = self.decode(&entry.blob);
             self.age_by_wait(&mut decoded, entry.received_at);
-            let sum = Some(self.digest(&entry.blob));
+            let sum = Some(self.digest_of(&entry.blob, &decoded));
             let status = self.apply_restore((key, entry.instance), entry.blob.len(), sum, decoded);
             Self::complete(entry.completion, status);
         }
@@ -316,6 +317,16 @@ impl<S: KernelServices> Driver<S> {
     /// A blob's keyed digest (with its length, what identifies a blob already applied).
     fn digest(&self, blob: &[u8]) -> u64 {
         codec::blob_digest(self.digest_key(), blob)
+    }
+
+    /// [`Self::digest`] of the blob `decoded` came from: a decoded state carries it already
+    /// (the decoder computed it under the same key, [`Self::decode`]), so a blob of 60 KB is not
+    /// hashed twice; a degraded one is hashed here.
+    fn digest_of(&self, blob: &[u8], decoded: &Restorable) -> u64 {
+        match decoded {
+            Restorable::State(state) if state.digest != 0 => state.digest,
+            _ => self.digest(blob),
+        }
     }
 
     /// Applies a decode result to the port of `target` under the port's lock only (the map's
