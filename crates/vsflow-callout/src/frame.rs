@@ -156,16 +156,26 @@ pub fn tcp_offset(ip: &[u8]) -> Option<usize> {
 ///
 /// Not readable: see [`tcp_offset`], or the flags lie past the end of the [`datagram`].
 #[must_use]
+#[inline]
 pub fn tcp_flags(ip: &[u8]) -> Option<u8> {
-    let ip = datagram(ip);
     // Every packet: IPv4 without options carrying TCP, read in a few tests (what `walk` finds
-    // for it: a non-first fragment has no flags; otherwise the TCP header is at 20).
-    if let [0x45, _, _, _, _, _, f0, f1, _, IPPROTO_TCP, ..] = ip {
-        if u16::from_be_bytes([*f0, *f1]) & 0x1fff != 0 {
+    // for it: a non-first fragment has no flags; otherwise the TCP header is at 20, and its
+    // flags byte, 33, must lie inside the datagram: see `datagram` for the total length).
+    if let [0x45, _, t0, t1, _, _, f0, f1, _, IPPROTO_TCP, ..] = *ip {
+        let total = usize::from(u16::from_be_bytes([t0, t1]));
+        let end = if total == 0 || total > ip.len() { ip.len() } else { total };
+        if u16::from_be_bytes([f0, f1]) & 0x1fff != 0 || end <= 20 + 13 {
             return None;
         }
         return ip.get(20 + 13).copied();
     }
+    tcp_flags_walked(ip)
+}
+
+/// [`tcp_flags`] for every other packet: the header walk.
+#[inline(never)]
+fn tcp_flags_walked(ip: &[u8]) -> Option<u8> {
+    let ip = datagram(ip);
     ip.get(tcp_offset(ip)?.checked_add(13)?).copied()
 }
 
@@ -223,6 +233,11 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
 /// # Safety
 /// `nbl` is null or a valid `NET_BUFFER_LIST` whose data stays valid and unchanged for as long
 /// as `storage` is borrowed (within one classify call).
+#[allow(
+    clippy::inline_always,
+    reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+)]
+#[inline(always)]
 pub unsafe fn nbl_prefix(
     nbl: *mut core::ffi::c_void,
     storage: &mut [u8],
