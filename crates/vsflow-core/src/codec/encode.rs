@@ -861,6 +861,7 @@ pub(super) fn encode_source(
 
 /// What goes into the blob (the flows and values themselves are in the [`Work`] it was
 /// planned in).
+#[cfg_attr(test, derive(Debug, PartialEq, Eq))]
 struct Plan {
     /// The fingerprint salt the plan's values are under.
     salt: [u64; 2],
@@ -900,12 +901,19 @@ pub(super) struct Work {
     kept: Dicts,
     /// Fingerprints to write: sorted, distinct.
     fps: Vec<u32>,
-    /// Over the cap: (value rank, flow index), ranked.
-    order: Vec<(u64, u32)>,
-    /// Flow index -> fingerprint priority (0: not fingerprinted).
+    /// Over the cap: `rank_key`s (value rank, flow index), ranked (all of them, or the
+    /// best by selection).
+    order: Vec<u128>,
+    /// Flow index -> fingerprint priority (0: not fingerprinted); the fast path: flow index
+    /// -> fingerprint value (established connections of the VM's only).
     prio: Vec<u32>,
-    /// Priority - 1 -> flow index.
+    /// Priority - 1 -> flow index; the fast path: every fingerprint value (carried ones and
+    /// the connections'), sorted, with repeats.
     by_prio: Vec<u32>,
+    /// The fast path: values of the connections made exact, sorted.
+    gone: Vec<u32>,
+    /// The radix sort's digit counts (`sort_values`).
+    radix: Vec<u32>,
     /// (fingerprint value, priority), sorted.
     pool: Vec<(u32, u32)>,
     /// Distinct values of a subset of the pool.
@@ -929,7 +937,8 @@ impl Work {
             + self.all.heap_bytes()
             + self.kept.heap_bytes()
             + self.order.capacity() * 16
-            + (self.prio.capacity() + self.by_prio.capacity()) * 4
+            + (self.prio.capacity() + self.by_prio.capacity() + self.gone.capacity()) * 4
+            + self.radix.capacity() * 4
             + self.pool.capacity() * 8
             + self.take.capacity()
             + self.unique.capacity()
@@ -998,17 +1007,26 @@ fn fit_all(
 }
 
 /// Chooses exact records and fingerprints within `room` bytes, from the flows in `w.flows`.
-#[allow(
-    clippy::too_many_lines,
-    clippy::many_single_char_names,
-    reason = "three cases of one budget; s flow, i index, p priority, f family, c cost, t choice"
-)]
 fn plan(
     w: &mut Work,
     room: usize,
     rules_version: u32,
     salt: [u64; 2],
     carried: &Carried<'_>,
+) -> Result<Plan, Error> {
+    plan_with(w, room, rules_version, salt, carried, true)
+}
+
+/// [`plan`], with the over-the-cap fast path ([`plan_upgrades`]) on or off. Off, every case
+/// takes [`plan_ranked`], the planner before issue 18's fast path: the property tests hold the
+/// two to the same choices.
+fn plan_with(
+    w: &mut Work,
+    room: usize,
+    rules_version: u32,
+    salt: [u64; 2],
+    carried: &Carried<'_>,
+    fast: bool,
 ) -> Result<Plan, Error> {
     w.exact.clear();
     w.fps.clear();
@@ -1032,6 +1050,32 @@ fn plan(
     // Over the cap. The local dictionary of every flow gives each flow's local index and the
     // index widths (which bound those of any subset's dictionary); remotes are charged as
     // literals below, so their dictionary is not needed.
+    if w.all.idx.len() != w.flows.len() {
+        // `fit_all` left early, before building them.
+        w.all.build(&w.flows, false, w.seed)?;
+    }
+    if fast && let Some(p) = plan_upgrades(w, room, rules_version, salt, carried)? {
+        return Ok(p);
+    }
+    plan_ranked(w, room, rules_version, salt, carried)
+}
+
+/// The over-the-cap planner that ranks every flow (a sort of all of them) and fingerprints
+/// them by priority: what [`plan`] does when even the fingerprints of every established
+/// connection do not fit (the largest prefix by rank that fits is fingerprinted), and, in
+/// tests, the reference the fast path is held to.
+#[allow(
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    reason = "two cases of one budget; s flow, i index, p priority, f family, c cost, t choice"
+)]
+fn plan_ranked(
+    w: &mut Work,
+    room: usize,
+    rules_version: u32,
+    salt: [u64; 2],
+    carried: &Carried<'_>,
+) -> Result<Plan, Error> {
     let Work {
         flows,
         all: dicts,
@@ -1050,16 +1094,11 @@ fn plan(
         ..
     } = w;
     let flows: &[SavedFlow] = flows;
-    if dicts.idx.len() != flows.len() {
-        // `fit_all` left early, before building them.
-        dicts.build(flows, false, *seed)?;
-    }
-    // Rank: established TCP first, then most recently active.
+    // Rank: established TCP first, then most recently active (packed keys, see `rank_key`).
     order.clear();
     order.try_reserve(flows.len())?;
-    order.extend((0u32..).zip(flows.iter()).map(|(i, s)| (s.value_rank(), i)));
-    // As `sort_unstable` of the pairs, with one comparison of a packed key per step.
-    order.sort_unstable_by_key(|&(r, i)| (u128::from(r) << 32) | u128::from(i));
+    order.extend((0u32..).zip(flows.iter()).map(|(i, s)| rank_key(s, i)));
+    order.sort_unstable();
     // Only the VM's own connections are fingerprinted: a pickup admits a flow as the VM's,
     // which a peer-opened connection (admitted by a rule, or in Monitor mode) is not. Those
     // travel exactly or not at all, and the destination's rules judge their next packet.
@@ -1072,7 +1111,7 @@ fn plan(
     by_prio.clear();
     by_prio.try_reserve(flows.len())?;
     let mut n_est = 0u32;
-    for &(_, i) in order.iter() {
+    for i in order.iter().map(|&x| rank_index(x)) {
         if flows.get(i as usize).is_some_and(is_est) {
             n_est += 1;
             by_prio.push(i);
@@ -1176,7 +1215,7 @@ fn plan(
             c.try_reserve(d.len())?;
             c.resize(d.len(), false);
         }
-        for &(_, i) in order.iter() {
+        for i in order.iter().map(|&x| rank_index(x)) {
             let Some(s) = flows.get(i as usize) else { continue };
             let p = prio.get(i as usize).copied().unwrap_or(0);
             let f = family_slot(s.key.family);
@@ -1251,6 +1290,302 @@ fn plan(
         counters: false,
         entries,
     })
+}
+
+/// A flow's place in the save-cap ranking ([`SavedFlow::value_rank`], ties by position in the
+/// source's order), packed so that one integer comparison orders two flows.
+fn rank_key(s: &SavedFlow, i: u32) -> u128 {
+    (u128::from(s.value_rank()) << 32) | u128::from(i)
+}
+
+/// The flow index of a [`rank_key`].
+const fn rank_index(key: u128) -> u32 {
+    #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits hold the index")]
+    let i = key as u32;
+    i
+}
+
+/// Bits per digit of [`sort_values`]' radix sort (three passes cover 32 bits).
+const RADIX_BITS: u32 = 11;
+/// Buckets per digit.
+const RADIX: usize = 1 << RADIX_BITS;
+/// Below this many values a comparison sort is cheaper than three radix passes.
+const RADIX_MIN: usize = 512;
+
+/// Sorts `values` ascending, using `tmp` (its memory reused) and `hist` (the digit counts,
+/// `3 * RADIX` entries, kept across saves) for a least-significant-digit radix sort: three
+/// passes of 11 bits, linear in the values. Past the cap the encoder sorts every
+/// connection's fingerprint at each save (20,000 at issue 18's target), where a comparison
+/// sort cost about 120 instructions a value and this about 30. The values are uniform under
+/// a salt no peer knows, but the radix sort's cost does not depend on their distribution.
+///
+/// # Errors
+/// [`Error::OutOfMemory`] (the first sort of a port's encoder reserves `tmp` and `hist`).
+fn sort_values(values: &mut Vec<u32>, tmp: &mut Vec<u32>, hist: &mut Vec<u32>) -> Result<(), Error> {
+    if values.len() < RADIX_MIN {
+        values.sort_unstable();
+        return Ok(());
+    }
+    let Ok(n) = u32::try_from(values.len()) else {
+        values.sort_unstable();
+        return Ok(());
+    };
+    if hist.len() != 3 * RADIX {
+        hist.clear();
+        hist.try_reserve_exact(3 * RADIX)?;
+        hist.resize(3 * RADIX, 0);
+    }
+    hist.fill(0);
+    let digit = |v: u32, pass: u32| (v >> (pass * RADIX_BITS)) as usize & (RADIX - 1);
+    for &v in values.iter() {
+        for pass in 0..3 {
+            if let Some(c) = hist.get_mut(pass as usize * RADIX + digit(v, pass)) {
+                *c += 1;
+            }
+        }
+    }
+    tmp.clear();
+    // As much as `values` holds: the two swap buffers, and the next save must find either as
+    // large as this one's `values` (no allocation then).
+    tmp.try_reserve(values.capacity())?;
+    tmp.resize(values.len(), 0);
+    for pass in 0..3u32 {
+        let Some(counts) = hist.get_mut(pass as usize * RADIX..(pass as usize + 1) * RADIX) else {
+            break;
+        };
+        // A digit every value shares moves nothing: skip the pass.
+        if counts.contains(&n) {
+            continue;
+        }
+        // Counts to starting offsets.
+        let mut at = 0u32;
+        for c in counts.iter_mut() {
+            let x = *c;
+            *c = at;
+            at += x;
+        }
+        for &v in values.iter() {
+            if let Some(c) = counts.get_mut(digit(v, pass)) {
+                if let Some(d) = tmp.get_mut(*c as usize) {
+                    *d = v;
+                }
+                *c += 1;
+            }
+        }
+        core::mem::swap(values, tmp);
+    }
+    Ok(())
+}
+
+/// Candidates ranked per selection step of [`plan_upgrades`] at the least (the step is larger
+/// when the room left could still take more flows).
+const MIN_STEP: usize = 256;
+
+/// Over the cap, when every established connection's fingerprint fits (the case past the
+/// default table): the same choices as [`plan_ranked`], without ranking or sorting every flow.
+///
+/// [`plan_ranked`] sorts all flows by rank and walks every one of them to upgrade flows to
+/// exact records greedily; but an upgrade costs at least `MIN_UPGRADE` bytes, so once the
+/// room left is below that, no later flow can be upgraded and the walk decides nothing more.
+/// This planner therefore ranks only the best candidates, a selection step at a time
+/// (`select_nth_unstable`, linear, then a sort of the step), until the room is spent; every
+/// other flow keeps its fingerprint (or, not being one of the VM's established connections,
+/// is lost). Its fingerprint pool is the values alone (sorted with repeats); whether an upgraded
+/// connection's value is shared is a binary search there. `None` when the fingerprints do not
+/// all fit (then [`plan_ranked`] chooses the prefix by rank that does).
+///
+/// The blob is byte for byte what [`plan_ranked`] produces
+/// (`the_fast_planner_chooses_what_the_ranked_planner_chooses`).
+#[allow(
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    reason = "one budget in order; s flow, i index, f family, c cost, t choice, v value"
+)]
+fn plan_upgrades(
+    w: &mut Work,
+    room: usize,
+    rules_version: u32,
+    salt: [u64; 2],
+    carried: &Carried<'_>,
+) -> Result<Option<Plan>, Error> {
+    let Work {
+        flows,
+        all: dicts,
+        exact,
+        kept,
+        fps,
+        order,
+        prio: vals,
+        by_prio: values,
+        gone,
+        subset: distinct,
+        take,
+        charged,
+        seed,
+        radix,
+        ..
+    } = w;
+    let flows: &[SavedFlow] = flows;
+    let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
+    // Every fingerprint value, under the first salt under which no two connections share one
+    // (as `plan_ranked`: carried values fix the salt).
+    vals.clear();
+    vals.try_reserve(flows.len())?;
+    values.clear();
+    values.try_reserve(carried.values.len() + flows.len())?;
+    let mut salt = salt;
+    for attempt in 0..SALT_TRIES {
+        vals.clear();
+        values.clear();
+        values.extend_from_slice(carried.values);
+        for s in flows {
+            let v = if is_est(s) { crate::fingerprint::fingerprint(salt, &s.key) } else { 0 };
+            vals.push(v);
+            if is_est(s) {
+                values.push(v);
+            }
+        }
+        sort_values(values, distinct, radix)?;
+        let collides = values.windows(2).any(|x| matches!(x, [a, b] if a == b));
+        if !collides || !carried.values.is_empty() || attempt + 1 == SALT_TRIES {
+            break;
+        }
+        salt = next_salt(salt);
+    }
+    distinct.clear();
+    distinct.try_reserve(values.len())?;
+    for &v in values.iter() {
+        if distinct.last() != Some(&v) {
+            distinct.push(v);
+        }
+    }
+    let (k, all_bits) = rice::best_k_bits(distinct);
+    let all_bytes = usize::try_from(all_bits.div_ceil(8)).unwrap_or(usize::MAX);
+    if all_bytes >= room || distinct.len() > crate::fingerprint::MAX_FINGERPRINTS {
+        return Ok(None);
+    }
+    // Every fingerprint fits: spend the rest upgrading the most valuable flows to exact
+    // records, as `plan_ranked` does (its comments give the costs).
+    let saving = usize::from(k / 8);
+    // The least an upgrade costs: a tag, two ports, an IPv4 remote written literally and two
+    // one-byte ages (see `entry_len`), less what its fingerprint gives back.
+    let min_upgrade = (1 + 4 + 4 + 1 + 1usize).saturating_sub(saving).max(1);
+    let mut left = room - all_bytes;
+    for (c, d) in charged.iter_mut().zip(dicts.addrs.iter()) {
+        c.clear();
+        c.try_reserve(d.len())?;
+        c.resize(d.len(), false);
+    }
+    take.clear();
+    take.try_reserve(flows.len())?;
+    take.extend(flows.iter().map(|s| u8::from(is_est(s))));
+    order.clear();
+    order.try_reserve(flows.len())?;
+    order.extend((0u32..).zip(flows.iter()).map(|(i, s)| rank_key(s, i)));
+    let shared = |v: u32| {
+        let at = values.partition_point(|&x| x < v);
+        values.get(at + 1) == Some(&v)
+    };
+    let mut rest: &mut [u128] = order;
+    while left >= min_upgrade && !rest.is_empty() {
+        // At most `left / min_upgrade` more flows can be upgraded; rank a step of that many
+        // (or the rest) and walk it.
+        let step = (left / min_upgrade + 1).max(MIN_STEP).min(rest.len());
+        if step < rest.len() {
+            rest.select_nth_unstable(step - 1);
+        }
+        let (now, later) = rest.split_at_mut(step);
+        now.sort_unstable();
+        for i in now.iter().map(|&x| rank_index(x)) {
+            if left < min_upgrade {
+                break;
+            }
+            let Some(s) = flows.get(i as usize) else { continue };
+            let f = family_slot(s.key.family);
+            let local = dicts.idx.get(i as usize).map_or(NONE, |x| x.0);
+            let first_use = charged.get(f).and_then(|c| c.get(local as usize)) == Some(&false);
+            let c = dicts
+                .lays
+                .get(f)
+                .filter(|_| local != NONE)
+                .map_or(1 << 40, |lay| entry_len(s, lay, false, rules_version, false))
+                + if first_use { addr_len(s.key.family) } else { 0 };
+            let est = is_est(s);
+            let v = vals.get(i as usize).copied().unwrap_or(0);
+            let back = if est && !shared(v) { saving } else { 0 };
+            let extra = c.saturating_sub(back);
+            if extra <= left {
+                left -= extra;
+                if let Some(b) = charged.get_mut(f).and_then(|c| c.get_mut(local as usize)) {
+                    *b = true;
+                }
+                if let Some(t) = take.get_mut(i as usize) {
+                    *t = 2;
+                }
+            }
+        }
+        rest = later;
+    }
+    // Exact records keep the source's order (oldest activity first within each class); the
+    // values of the connections made exact leave the fingerprints (unless another entry
+    // shares the value).
+    let mut lost = 0;
+    let mut fp_count = 0;
+    #[allow(clippy::naive_bytecount, reason = "a few thousand bytes once per save; no dependency")]
+    let n_exact = take.iter().filter(|&&t| t == 2).count();
+    exact.try_reserve(n_exact)?;
+    gone.clear();
+    gone.try_reserve(n_exact)?;
+    for ((s, &t), &v) in flows.iter().zip(take.iter()).zip(vals.iter()) {
+        match t {
+            2 => {
+                exact.push(*s);
+                if is_est(s) {
+                    gone.push(v);
+                }
+            }
+            1 => fp_count += 1,
+            _ => lost += 1,
+        }
+    }
+    gone.sort_unstable();
+    fps.try_reserve(distinct.len())?;
+    let (mut a, mut g) = (0usize, 0usize);
+    while let Some(&v) = values.get(a) {
+        let mut n = 0;
+        while values.get(a) == Some(&v) {
+            a += 1;
+            n += 1;
+        }
+        while gone.get(g).is_some_and(|&x| x < v) {
+            g += 1;
+        }
+        let mut m = 0;
+        while gone.get(g) == Some(&v) {
+            g += 1;
+            m += 1;
+        }
+        if n > m {
+            fps.push(v);
+        }
+    }
+    // The dictionaries of what is written, and its entries' bytes.
+    kept.build(exact, true, *seed)?;
+    let mut entries = [0usize; 2];
+    for (i, s) in exact.iter().enumerate() {
+        if let Some(e) = entries.get_mut(family_slot(s.key.family)) {
+            *e += kept.entry_len(i, s, rules_version, false).unwrap_or(0);
+        }
+    }
+    Ok(Some(Plan {
+        salt,
+        all_exact: false,
+        k,
+        fingerprinted: fp_count + carried.flows,
+        lost,
+        counters: false,
+        entries,
+    }))
 }
 
 /// Salts [`plan`] tries before it accepts a fingerprint collision among the connections.
@@ -1456,6 +1791,131 @@ mod tests {
         assert_eq!(p.fingerprinted, 2);
         assert_eq!(p.lost, 0);
         assert_eq!(w.fps.len(), 2, "one value per connection: each is picked up on its own");
+    }
+
+    /// A random mix of flows for the planners: established connections of the VM's (the
+    /// fingerprinted kind) and of peers', handshakes, UDP and other protocols, IPv4 and IPv6,
+    /// several VM addresses, ages with many ties, rule admissions at other versions.
+    fn arb_flows(n: usize) -> impl proptest::strategy::Strategy<Value = Vec<SavedFlow>> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            (any::<u64>(), 0u8..10, 0u8..4, any::<bool>(), 0u64..6, 0u64..4_000),
+            0..n,
+        )
+        .prop_map(|raw| {
+            raw.into_iter()
+                .enumerate()
+                .map(|(j, (r, kind, adm, v6, last, extra))| {
+                    let mut s = established(0x0a00_0000 + u32::try_from(j).unwrap_or(0));
+                    let b = r.to_le_bytes();
+                    s.key.remote_addr[..4].copy_from_slice(&b[..4]);
+                    s.key.local_addr[3] = 2 + (b[4] & 3);
+                    s.key.local_port = u16::from_le_bytes([b[5], b[6]]);
+                    if v6 {
+                        s.key.family = crate::packet::IpFamily::V6;
+                        s.key.local_addr[8..].copy_from_slice(&r.to_be_bytes());
+                        s.key.remote_addr[4..12].copy_from_slice(&r.rotate_left(7).to_le_bytes());
+                    }
+                    (s.state, s.key.protocol) = match kind {
+                        0..=5 => (FlowState::Established, protocol::TCP),
+                        6 => (FlowState::SynSent, protocol::TCP),
+                        7 => (FlowState::FinWait, protocol::TCP),
+                        8 => (FlowState::Active, protocol::UDP),
+                        _ => (FlowState::Active, 47),
+                    };
+                    (s.opener, s.admission) = match adm {
+                        0 | 1 => (Opener::Vm, Admission::Vm),
+                        2 => (Opener::Remote, Admission::Rule(1)),
+                        _ => (Opener::Remote, Admission::Rule(u32::from(b[7]))),
+                    };
+                    // Ages in whole seconds, coarse, so that many flows tie in rank.
+                    s.last_age = last * crate::time::TICKS_PER_SECOND;
+                    s.first_age = s.last_age + extra * crate::time::TICKS_PER_SECOND;
+                    s
+                })
+                .collect()
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 300,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Issue 18 item 4: past the cap the planner ranks only the best candidates and sorts
+        /// fingerprint values alone; it chooses exactly what the planner that ranks and sorts
+        /// every flow chooses (the same exact records, fingerprints, salt, Rice parameter and
+        /// counts), whatever the room, the mix of flows and the carried values.
+        #[test]
+        fn the_fast_planner_chooses_what_the_ranked_planner_chooses(
+            flows in arb_flows(700),
+            room in 0usize..6_000,
+            carried in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..40),
+            salt in proptest::prelude::any::<[u64; 2]>(),
+        ) {
+            let mut carried = carried;
+            carried.sort_unstable();
+            carried.dedup();
+            let c = Carried { values: &carried, flows: carried.len() + 3 };
+            let mut fast = Work { flows: flows.clone(), ..Work::default() };
+            let mut ranked = Work { flows, ..Work::default() };
+            let a = super::plan_with(&mut fast, room, 1, salt, &c, true);
+            let b = super::plan_with(&mut ranked, room, 1, salt, &c, false);
+            proptest::prop_assert_eq!(&a, &b);
+            proptest::prop_assert_eq!(&fast.exact, &ranked.exact);
+            proptest::prop_assert_eq!(&fast.fps, &ranked.fps);
+            // And a second plan in the same working memory (as a port's encoder reuses it).
+            let again = super::plan_with(&mut fast, room, 1, salt, &c, true);
+            proptest::prop_assert_eq!(&again, &b);
+            proptest::prop_assert_eq!(&fast.exact, &ranked.exact);
+            proptest::prop_assert_eq!(&fast.fps, &ranked.fps);
+        }
+    }
+
+    #[test]
+    fn the_fast_planner_chooses_what_the_ranked_planner_chooses_past_the_table() {
+        // 20,000 established connections of the VM's, as issue 18's target: every
+        // fingerprint fits, the room upgrades the most recent ones.
+        let flows: Vec<SavedFlow> = (0..20_000u32)
+            .map(|j| {
+                let mut s = established(0xc633_0000 + j);
+                s.last_age = u64::from(20_000 - j) * 10_000;
+                s.first_age = s.last_age;
+                s
+            })
+            .collect();
+        let c = Carried { values: &[], flows: 0 };
+        for room in [45_000, 55_000, 60_000] {
+            let mut fast = Work { flows: flows.clone(), ..Work::default() };
+            let mut ranked = Work { flows: flows.clone(), ..Work::default() };
+            let a = super::plan_with(&mut fast, room, 1, [3, 4], &c, true).expect("plans");
+            let b = super::plan_with(&mut ranked, room, 1, [3, 4], &c, false).expect("plans");
+            assert_eq!(a, b, "room {room}");
+            assert_eq!(fast.exact, ranked.exact);
+            assert_eq!(fast.fps, ranked.fps);
+        }
+    }
+
+    #[test]
+    fn the_radix_sort_sorts() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for n in [0usize, 1, 511, 512, 513, 5_000, 20_000] {
+            let mut v: Vec<u32> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // Some repeats and some shared digits.
+                    if i % 7 == 0 { 42 } else { (x >> 32) as u32 & 0xffff_f0ff }
+                })
+                .collect();
+            let mut want = v.clone();
+            want.sort_unstable();
+            let (mut tmp, mut hist) = (Vec::new(), Vec::new());
+            super::sort_values(&mut v, &mut tmp, &mut hist).expect("sorts");
+            assert_eq!(v, want, "n {n}");
+        }
     }
 
     #[test]
