@@ -114,28 +114,37 @@ struct BitWriter<'a> {
 }
 
 impl BitWriter<'_> {
-    /// Most bits one [`BitWriter::put`] takes (fewer than 8 are pending before it).
-    const MAX_PUT: u32 = 56;
+    /// Most bits one [`BitWriter::put`] takes (fewer than 32 are pending before it).
+    const MAX_PUT: u32 = 32;
 
     /// Appends the low `count` (<= [`BitWriter::MAX_PUT`]) bits of `v`, most significant
-    /// first.
+    /// first. Bits leave in whole 32-bit words (big-endian bytes) once 32 are pending.
+    #[inline]
     fn put(&mut self, v: u64, count: u32) {
         self.acc = (self.acc << count) | v;
         self.n += count;
+        if self.n >= 32 {
+            self.n -= 32;
+            #[allow(clippy::cast_possible_truncation, reason = "the next 32 bits")]
+            let word = (self.acc >> self.n) as u32;
+            self.out.extend_from_slice(&word.to_be_bytes());
+            self.acc &= (1u64 << self.n) - 1;
+        }
+    }
+
+    /// Writes the pending bits, the last byte padded with zero-bits.
+    fn finish(&mut self) {
         while self.n >= 8 {
             self.n -= 8;
             #[allow(clippy::cast_possible_truncation, reason = "one byte")]
             self.out.push((self.acc >> self.n) as u8);
         }
-        self.acc &= (1u64 << self.n) - 1;
-    }
-
-    fn finish(&mut self) {
         if self.n > 0 {
             #[allow(clippy::cast_possible_truncation, reason = "one byte")]
             self.out.push((self.acc << (8 - self.n)) as u8);
             self.n = 0;
         }
+        self.acc = 0;
     }
 }
 
@@ -294,8 +303,8 @@ mod tests {
         // most one put takes, and far over it.
         for k in 0..=MAX_K {
             let mut values = vec![0u32];
-            let edge = BitWriter::MAX_PUT - 1 - u32::from(k);
-            for q in [0, 1, 2, edge - 1, edge, edge + 1, edge + 40] {
+            let edge = BitWriter::MAX_PUT.saturating_sub(1 + u32::from(k));
+            for q in [0, 1, 2, edge.saturating_sub(1), edge, edge + 1, edge + 40] {
                 let low = (1u64 << k) - 1;
                 let d = (u64::from(q) << k) | low;
                 let next = u64::from(*values.last().unwrap()) + 1 + d;
