@@ -915,7 +915,7 @@ pub(super) struct Work {
     gone: Vec<u32>,
     /// The fast path: connections whose fingerprints collide, (value, rank key).
     collide: Vec<(u32, u128)>,
-    /// The radix sort's digit counts (`sort_values`).
+    /// The value sort's bucket counts (`sort_values`).
     radix: Vec<u32>,
     /// (fingerprint value, priority), sorted.
     pool: Vec<(u32, u32)>,
@@ -1309,76 +1309,97 @@ const fn rank_index(key: u128) -> u32 {
     i
 }
 
-/// Bits per digit of [`sort_values`]' radix sort (three passes cover 32 bits).
-const RADIX_BITS: u32 = 11;
-/// Buckets per digit.
-const RADIX: usize = 1 << RADIX_BITS;
-/// Below this many values a comparison sort is cheaper than three radix passes.
-const RADIX_MIN: usize = 512;
+/// Most bits [`sort_values`] distributes on (4,096 buckets: 16 KiB of counts).
+const BUCKET_BITS_MAX: u32 = 12;
+/// Below this many values a comparison sort is as cheap as distributing them.
+const BUCKET_MIN: usize = 256;
+/// A bucket larger than this is sorted by a comparison sort (insertion sort below it).
+const BUCKET_INSERTION_MAX: usize = 24;
 
-/// Sorts `values` ascending, using `tmp` (its memory reused) and `hist` (the digit counts,
-/// `3 * RADIX` entries, kept across saves) for a least-significant-digit radix sort: three
-/// passes of 11 bits, linear in the values. Past the cap the encoder sorts every
-/// connection's fingerprint at each save (20,000 at issue 18's target), where a comparison
-/// sort cost about 120 instructions a value and this about 30. The values are uniform under
-/// a salt no peer knows, but the radix sort's cost does not depend on their distribution.
+/// Sorts `values` ascending: one distribution pass on their top bits into `tmp` (its memory
+/// reused; about four values a bucket), then each bucket by insertion sort, or a comparison
+/// sort if it is large. `hist` holds the bucket counts (kept across saves).
+///
+/// Past the cap the encoder sorts every connection's fingerprint at each save (20,000 at
+/// issue 18's target), where a comparison sort cost about 120 instructions a value and this
+/// about 20. Fingerprints are uniform under a salt no peer knows, so the buckets stay small;
+/// whatever the values, the cost is at most that of the comparison sort of the largest
+/// buckets (never quadratic).
 ///
 /// # Errors
 /// [`Error::OutOfMemory`] (the first sort of a port's encoder reserves `tmp` and `hist`).
 fn sort_values(values: &mut Vec<u32>, tmp: &mut Vec<u32>, hist: &mut Vec<u32>) -> Result<(), Error> {
-    if values.len() < RADIX_MIN {
+    let n = values.len();
+    if n < BUCKET_MIN {
         values.sort_unstable();
         return Ok(());
     }
-    let Ok(n) = u32::try_from(values.len()) else {
-        values.sort_unstable();
-        return Ok(());
-    };
-    if hist.len() != 3 * RADIX {
+    // About four values a bucket: log2(n / 4) bits, at most BUCKET_BITS_MAX.
+    let bits = (n / 4).ilog2().clamp(4, BUCKET_BITS_MAX);
+    let buckets = 1usize << bits;
+    let shift = 32 - bits;
+    if hist.capacity() < buckets {
         hist.clear();
-        hist.try_reserve_exact(3 * RADIX)?;
-        hist.resize(3 * RADIX, 0);
+        hist.try_reserve_exact(1 << BUCKET_BITS_MAX)?;
     }
-    hist.fill(0);
-    let digit = |v: u32, pass: u32| (v >> (pass * RADIX_BITS)) as usize & (RADIX - 1);
+    hist.clear();
+    hist.resize(buckets, 0);
     for &v in values.iter() {
-        for pass in 0..3 {
-            if let Some(c) = hist.get_mut(pass as usize * RADIX + digit(v, pass)) {
-                *c += 1;
-            }
+        if let Some(c) = hist.get_mut((v >> shift) as usize) {
+            *c += 1;
         }
+    }
+    // Counts to starting offsets.
+    let mut at = 0u32;
+    for c in hist.iter_mut() {
+        let x = *c;
+        *c = at;
+        at += x;
     }
     tmp.clear();
     // As much as `values` holds: the two swap buffers, and the next save must find either as
     // large as this one's `values` (no allocation then).
     tmp.try_reserve(values.capacity())?;
-    tmp.resize(values.len(), 0);
-    for pass in 0..3u32 {
-        let Some(counts) = hist.get_mut(pass as usize * RADIX..(pass as usize + 1) * RADIX) else {
-            break;
-        };
-        // A digit every value shares moves nothing: skip the pass.
-        if counts.contains(&n) {
-            continue;
+    tmp.resize(n, 0);
+    for &v in values.iter() {
+        if let Some(c) = hist.get_mut((v >> shift) as usize) {
+            if let Some(d) = tmp.get_mut(*c as usize) {
+                *d = v;
+            }
+            *c += 1;
         }
-        // Counts to starting offsets.
-        let mut at = 0u32;
-        for c in counts.iter_mut() {
-            let x = *c;
-            *c = at;
-            at += x;
-        }
-        for &v in values.iter() {
-            if let Some(c) = counts.get_mut(digit(v, pass)) {
-                if let Some(d) = tmp.get_mut(*c as usize) {
-                    *d = v;
-                }
-                *c += 1;
+    }
+    // Each count is now its bucket's end.
+    let mut start = 0usize;
+    for &end in hist.iter() {
+        let end = end as usize;
+        if let Some(bucket) = tmp.get_mut(start..end) {
+            if bucket.len() > BUCKET_INSERTION_MAX {
+                bucket.sort_unstable();
+            } else {
+                insertion_sort(bucket);
             }
         }
-        core::mem::swap(values, tmp);
+        start = end;
     }
+    core::mem::swap(values, tmp);
     Ok(())
+}
+
+/// Sorts a short slice ascending.
+fn insertion_sort(v: &mut [u32]) {
+    for i in 1..v.len() {
+        let mut j = i;
+        while j > 0 {
+            match (v.get(j - 1), v.get(j)) {
+                (Some(&a), Some(&b)) if a > b => {
+                    v.swap(j - 1, j);
+                    j -= 1;
+                }
+                _ => break,
+            }
+        }
+    }
 }
 
 /// Candidates ranked per selection step of [`plan_upgrades`] at the least (the step is larger
@@ -2007,9 +2028,19 @@ mod tests {
     }
 
     #[test]
-    fn the_radix_sort_sorts() {
+    fn the_value_sort_sorts_even_values_that_all_share_a_bucket() {
+        let mut v: Vec<u32> = (0..3_000u32).rev().map(|i| i % 1_000).collect();
+        let mut want = v.clone();
+        want.sort_unstable();
+        let (mut tmp, mut hist) = (Vec::new(), Vec::new());
+        super::sort_values(&mut v, &mut tmp, &mut hist).expect("sorts");
+        assert_eq!(v, want);
+    }
+
+    #[test]
+    fn the_value_sort_sorts() {
         let mut x = 0x1234_5678_9abc_def1u64;
-        for n in [0usize, 1, 511, 512, 513, 5_000, 20_000] {
+        for n in [0usize, 1, 255, 256, 257, 1_000, 5_000, 20_000, 70_000] {
             let mut v: Vec<u32> = (0..n)
                 .map(|i| {
                     x ^= x << 13;
