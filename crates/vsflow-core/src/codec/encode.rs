@@ -19,7 +19,7 @@ use super::format::{self, compact, hdr, rec};
 use super::{PortState, SavedFlow, crc32c, rice};
 use crate::counters::PortCounters;
 use crate::error::Error;
-use crate::flow::{Admission, FlowState, TimeoutClass};
+use crate::flow::{Admission, FlowKey, FlowState, TimeoutClass};
 use crate::guid::Guid;
 use crate::packet::{IpFamily, protocol};
 use crate::policy::{AllowRule, Mode, RuleSet};
@@ -60,11 +60,19 @@ pub(super) trait Source {
     /// True for a live port's save: the blob's counters count the save itself
     /// (`Port::note_saved` then counts it on the source the same way).
     fn is_save(&self) -> bool;
-    /// Appends every flow to `out`, oldest activity first where the source knows it.
+    /// Appends every flow to `out`, oldest activity first where the source knows it, and,
+    /// for a live port with more flows than `room` bytes could hold as exact records (so
+    /// fingerprints are needed), each flow's table slot to `slots` (left empty otherwise).
+    /// Returns the bound of the slot numbers (0 without slots).
     ///
     /// # Errors
     /// [`Error::OutOfMemory`].
-    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error>;
+    fn flows(
+        &self,
+        out: &mut Vec<SavedFlow>,
+        slots: &mut Vec<u32>,
+        room: usize,
+    ) -> Result<usize, Error>;
     /// The fingerprint salt of this save.
     fn salt(&self) -> [u64; 2];
     /// A key for the encoder's address hashing: the port's per-boot random seed, so peers
@@ -106,19 +114,34 @@ impl Source for LivePort<'_> {
     fn is_save(&self) -> bool {
         true
     }
-    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error> {
-        out.try_reserve(self.port.table.len())?;
+    fn flows(
+        &self,
+        out: &mut Vec<SavedFlow>,
+        slots: &mut Vec<u32>,
+        room: usize,
+    ) -> Result<usize, Error> {
+        let table = &self.port.table;
+        out.try_reserve(table.len())?;
         // Class by class, least recently used first: the decoder's recency sort then sees
         // long sorted runs.
-        for class in TimeoutClass::ALL {
-            out.extend(
-                self.port
-                    .table
-                    .iter_lru(class)
-                    .map(|(k, r)| SavedFlow::from_record(*k, r, self.now)),
-            );
+        if table.len().saturating_mul(MIN_ENTRY_LEN) <= room {
+            for class in TimeoutClass::ALL {
+                out.extend(
+                    table.iter_lru(class).map(|(k, r)| SavedFlow::from_record(*k, r, self.now)),
+                );
+            }
+            return Ok(0);
         }
-        Ok(())
+        // Certainly past the cap: the slots key the encoder's kept fingerprints.
+        slots.try_reserve(table.len())?;
+        for class in TimeoutClass::ALL {
+            for (i, k, r) in table.iter_lru_slots(class) {
+                // Reserved above: no growth.
+                out.push(SavedFlow::from_record(*k, r, self.now));
+                slots.push(i);
+            }
+        }
+        Ok(table.slot_count())
     }
     fn hash_seed(&self) -> u64 {
         self.port.table.config().hash_seed
@@ -183,10 +206,15 @@ impl Source for PortState {
     fn is_save(&self) -> bool {
         false
     }
-    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error> {
+    fn flows(
+        &self,
+        out: &mut Vec<SavedFlow>,
+        _slots: &mut Vec<u32>,
+        _room: usize,
+    ) -> Result<usize, Error> {
         out.try_reserve(self.flows.len())?;
         out.extend_from_slice(&self.flows);
-        Ok(())
+        Ok(0)
     }
     fn hash_seed(&self) -> u64 {
         // Tools and tests: any fixed key (the blob does not depend on it).
@@ -668,12 +696,16 @@ pub(super) fn encode_source(
     let mut carried_values = core::mem::take(&mut work.carried);
     carried_values.clear();
     let planned = src.carried(&mut carried_values).and_then(|carried_salt| {
-        let salt = carried_salt.unwrap_or_else(|| src.salt());
+        // A live port keeps the salt of its encoder's fingerprints (`FpCache`): only the
+        // values of connections new since its last save past the cap are computed.
+        let kept_salt = work.cache.salt.filter(|_| src.is_save());
+        let salt = carried_salt.or(kept_salt).unwrap_or_else(|| src.salt());
         let carried_in =
             Carried { values: &carried_values, flows: src.carried_count(carried_values.len()) };
         work.flows.clear();
+        work.slots.clear();
         work.seed = src.hash_seed();
-        src.flows(&mut work.flows)?;
+        work.slot_count = src.flows(&mut work.flows, &mut work.slots, room)?;
         plan(work, room, rules_version, salt, &carried_in)
     });
     work.carried = carried_values;
@@ -891,6 +923,12 @@ struct Carried<'a> {
 pub(super) struct Work {
     /// The source's flows, as saved.
     flows: Vec<SavedFlow>,
+    /// A live port's, past the cap: each flow's table slot (parallel to `flows`), and their
+    /// bound.
+    slots: Vec<u32>,
+    slot_count: usize,
+    /// Fingerprints of the port's connections as of its last save past the cap.
+    cache: FpCache,
     /// Fingerprints the source carries.
     carried: Vec<u32>,
     /// Dictionaries of every flow (all of them, or the locals only when the flows cannot
@@ -931,6 +969,22 @@ pub(super) struct Work {
     seed: u64,
 }
 
+/// The fingerprints of a live port's connections, kept by its encoder from one save past
+/// the cap to the next, by table slot: a connection's value under the kept salt is computed
+/// once, when a save first fingerprints it, and reused while its slot holds the same key.
+///
+/// The salt is the encoder's first save's (random per port and save, as
+/// [`Source::salt`]), kept while the encoder lives: a port's saves share it until the driver
+/// frees the encoder (a minute after the last save). docs/runtime-state-format.md
+/// ("Fingerprints") gives why that keeps the false-admission bound. A save that carries
+/// fingerprints of an earlier restore writes under their salt; the cache then switches to it.
+#[derive(Debug, Default)]
+struct FpCache {
+    salt: Option<[u64; 2]>,
+    /// Per slot: the key its value was computed for, and the value.
+    entries: Vec<Option<(FlowKey, u32)>>,
+}
+
 impl Work {
     /// Heap bytes held.
     pub(super) fn heap_bytes(&self) -> usize {
@@ -942,6 +996,8 @@ impl Work {
             + self.order.capacity() * 16
             + (self.prio.capacity() + self.by_prio.capacity() + self.gone.capacity()) * 4
             + self.radix.capacity() * 4
+            + self.slots.capacity() * 4
+            + self.cache.entries.capacity() * core::mem::size_of::<Option<(FlowKey, u32)>>()
             + self.collide.capacity() * core::mem::size_of::<(u32, u128)>()
             + self.pool.capacity() * 8
             + self.take.capacity()
@@ -1459,10 +1515,25 @@ fn plan_upgrades(
         charged,
         seed,
         radix,
+        slots,
+        slot_count,
+        cache,
         ..
     } = w;
     let flows: &[SavedFlow] = flows;
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
+    // A live port's fingerprints computed at its earlier saves, if under this salt.
+    let cached = slots.len() == flows.len() && *slot_count > 0;
+    if cached {
+        if cache.salt != Some(salt) {
+            cache.entries.clear();
+            cache.salt = Some(salt);
+        }
+        if cache.entries.len() < *slot_count {
+            cache.entries.try_reserve(*slot_count - cache.entries.len())?;
+            cache.entries.resize(*slot_count, None);
+        }
+    }
     // One pass: every connection's fingerprint, its first choice (fingerprint, or lost if it
     // is not one of the VM's established connections) and its rank.
     let n = flows.len();
@@ -1479,7 +1550,20 @@ fn plan_upgrades(
     for (i, s) in (0u32..).zip(flows) {
         order.push(rank_key(s, i));
         if is_est(s) {
-            let v = crate::fingerprint::fingerprint(salt, &s.key);
+            let entry = if cached {
+                slots.get(i as usize).and_then(|&at| cache.entries.get_mut(at as usize))
+            } else {
+                None
+            };
+            let v = match entry {
+                Some(Some((key, v))) if *key == s.key => *v,
+                Some(e) => {
+                    let v = crate::fingerprint::fingerprint(salt, &s.key);
+                    *e = Some((s.key, v));
+                    v
+                }
+                None => crate::fingerprint::fingerprint(salt, &s.key),
+            };
             vals.push(v);
             take.push(1);
             values.push(v);
