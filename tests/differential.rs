@@ -189,6 +189,22 @@ fn a_first_fragment_without_ports_is_judged_in_enforce() {
     );
 }
 
+/// Review of issue 16 (residuals): an ICMP error's quote read from the frame's trailer, and a
+/// later fragment rewriting an admitted error's quote, were admitted on host A and B alike (the
+/// comparison alone cannot see them: A is the reference here). Failing first: 7d74726, 7a4514a.
+#[test]
+fn icmp_errors_quoting_past_the_datagram_or_overlapped_by_a_later_fragment_admit_nothing() {
+    let r = case("icmp-quotes");
+    assert!(r.passed(), "{}", r.to_text());
+    assert!(r.empty_classes().is_empty(), "classes without traffic: {:?}", r.empty_classes());
+    for class in [
+        "errors quoting carried connections from the frame's trailer",
+        "later fragments at bytes 8-184, over the admitted error's quote",
+    ] {
+        assert_eq!(r.class(class).reference_admitted, 0, "{class}: {}", r.to_text());
+    }
+}
+
 #[test]
 fn a_udp_datagram_on_a_tcp_fingerprint_key_is_not_picked_up() {
     passes("udp-on-tcp-fingerprint");

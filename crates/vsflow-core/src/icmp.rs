@@ -32,7 +32,10 @@
 //! convention); a query flow a peer opened is re-checked against its request type.
 //!
 //! A non-first fragment carries no ICMP header: it is permitted without a flow, as the callout
-//! does for TCP and UDP fragments (the first fragment was judged).
+//! does for TCP and UDP fragments (the first fragment was judged), unless it starts within the
+//! bytes vsflow reads of its first fragment ([`READ_LEN`]): then it may rewrite the quote an
+//! error was related by (RFC 1858 section 3.3), and it is judged like a packet without ports
+//! ([`Icmp::OverlappingFragment`]).
 
 use crate::classify::{BlockReason, Verdict, admitted, track};
 use crate::flow::FlowKey;
@@ -62,8 +65,13 @@ pub enum Icmp {
     /// An ICMP packet whose message is not in the bytes read (truncated, malformed, or an
     /// extension header vsflow does not walk).
     Unreadable,
-    /// A non-first fragment: no ICMP header.
+    /// A non-first fragment that starts past the bytes vsflow reads of its first fragment
+    /// ([`READ_LEN`]): no ICMP header, and nothing it overlaps was judged.
     LaterFragment,
+    /// A non-first fragment that starts within the bytes vsflow reads of its first fragment: it
+    /// may rewrite the header or the quote that fragment was judged by (RFC 1858 section 3.3),
+    /// so it is judged, never passed on the first fragment's verdict (see [`classify`]).
+    OverlappingFragment,
     /// A query or its answer.
     Query {
         /// True for the request (echo request, ...), false for the reply.
@@ -133,6 +141,9 @@ struct Upper {
     offset: usize,
     hop_limit: u8,
     first_fragment: bool,
+    /// A non-first fragment's offset in its datagram's fragmentable part, in bytes (0 for a
+    /// first fragment).
+    fragment_offset: usize,
     src: [u8; 16],
     dst: [u8; 16],
 }
@@ -149,8 +160,8 @@ fn addr<const N: usize>(b: &[u8], at: usize) -> Option<[u8; 16]> {
 }
 
 /// Walks an IP header (IPv4 options, IPv6 extension headers) with bounds. `None` if the
-/// header is not inside `ip`. The datagram's total length is not checked against `ip`: a
-/// quoted datagram is truncated by design and an outer one is read as a prefix.
+/// header is not inside `ip`. The datagram's total length is not checked against `ip` here: a
+/// quoted datagram is truncated by design, and [`read`] cuts an outer one to its length first.
 fn upper(ip: &[u8]) -> Option<Upper> {
     match *ip.first()? >> 4 {
         4 => {
@@ -158,13 +169,14 @@ fn upper(ip: &[u8]) -> Option<Upper> {
             if ihl < 20 || ip.len() < ihl {
                 return None;
             }
-            let fragment_offset = be16(ip, 6)? & 0x1fff;
+            let fragment_offset = usize::from(be16(ip, 6)? & 0x1fff) * 8;
             Some(Upper {
                 family: IpFamily::V4,
                 protocol: *ip.get(9)?,
                 offset: ihl,
                 hop_limit: *ip.get(8)?,
                 first_fragment: fragment_offset == 0,
+                fragment_offset,
                 src: addr::<4>(ip, 12)?,
                 dst: addr::<4>(ip, 16)?,
             })
@@ -172,30 +184,34 @@ fn upper(ip: &[u8]) -> Option<Upper> {
         6 => {
             let mut next = *ip.get(6)?;
             let mut off = 40usize;
-            let mut first_fragment = true;
+            let v6 = |protocol, offset, fragment_offset| {
+                Some(Upper {
+                    family: IpFamily::V6,
+                    protocol,
+                    offset,
+                    hop_limit: *ip.get(7)?,
+                    first_fragment: fragment_offset == 0,
+                    fragment_offset,
+                    src: addr::<16>(ip, 8)?,
+                    dst: addr::<16>(ip, 24)?,
+                })
+            };
             for _ in 0..MAX_EXTENSIONS {
                 let len = match next {
                     // Hop-by-hop, routing, destination options: length in 8-byte units.
                     0 | 43 | 60 => (usize::from(*ip.get(off.checked_add(1)?)?) + 1) * 8,
-                    // Fragment: fixed 8 bytes.
+                    // Fragment: fixed 8 bytes. A non-first fragment's data is no header: the
+                    // walk ends there, with the protocol its fragment header names.
                     44 => {
-                        let fragment_offset = be16(ip, off.checked_add(2)?)? >> 3;
-                        first_fragment &= fragment_offset == 0;
+                        let fragment_offset = usize::from(be16(ip, off.checked_add(2)?)? & 0xfff8);
+                        if fragment_offset != 0 {
+                            return v6(*ip.get(off)?, off.checked_add(8)?, fragment_offset);
+                        }
                         8
                     }
                     // Authentication header: length in 4-byte units, minus 2.
                     51 => (usize::from(*ip.get(off.checked_add(1)?)?) + 2) * 4,
-                    _ => {
-                        return Some(Upper {
-                            family: IpFamily::V6,
-                            protocol: next,
-                            offset: off,
-                            hop_limit: *ip.get(7)?,
-                            first_fragment,
-                            src: addr::<16>(ip, 8)?,
-                            dst: addr::<16>(ip, 24)?,
-                        });
-                    }
+                    _ => return v6(next, off, 0),
                 };
                 next = *ip.get(off)?;
                 off = off.checked_add(len)?;
@@ -244,14 +260,45 @@ const fn is_unspecified(a: &[u8; 16]) -> bool {
     u128::from_ne_bytes(*a) == 0
 }
 
+/// The bytes of `ip` (data starting at the IP header) that belong to its IP datagram: at most
+/// its IPv4 total length or its IPv6 header and payload length.
+///
+/// A frame may hold more than its datagram (Ethernet pads a frame to 60 bytes; a sender may
+/// append any trailer), and the receiver's IP layer drops what lies past the datagram's end
+/// (RFC 791, RFC 8200 section 3), so nothing there is read: an error of 8 bytes followed by a
+/// trailer that quotes the VM's flow would otherwise be related while the guest receives an
+/// error that quotes nothing (issue 16; the callout's `frame::datagram` bounds the TCP and UDP
+/// headers the same way). Unlike a TCP segment, an ICMP message is never a large send (LSO
+/// segments TCP only), so a length of 0 means no datagram: an IPv4 total length of 0, or an
+/// IPv6 payload length of 0 (a jumbogram's, RFC 2675, which no vSwitch port's MTU carries),
+/// leaves nothing to read past the IP header: unreadable, never the frame.
+fn datagram(ip: &[u8]) -> &[u8] {
+    let total = match ip.first().map(|b| b >> 4) {
+        Some(4) => be16(ip, 2).map_or(0, usize::from),
+        Some(6) => be16(ip, 4).map_or(0, |n| 40 + usize::from(n)),
+        _ => 0,
+    };
+    ip.get(..total).unwrap_or(ip)
+}
+
 /// Reads an ICMP or ICMPv6 packet (data starting at the IP header; a prefix of at least
-/// [`READ_LEN`] bytes where the packet has them). Never panics; what it cannot read is
-/// [`Icmp::Unreadable`].
+/// [`READ_LEN`] bytes where the packet has them).
+///
+/// Never panics; what it cannot read is [`Icmp::Unreadable`]. Only the datagram's own bytes
+/// are read ([`datagram`]): a quote, or any part of one, past its end relates nothing
+/// ([`Icmp::Other`]).
 #[must_use]
 pub fn read(ip: &[u8]) -> Icmp {
+    let ip = datagram(ip);
     let Some(h) = upper(ip) else { return Icmp::Unreadable };
     if !h.first_fragment {
-        return Icmp::LaterFragment;
+        // RFC 1858 section 3.3: a fragment starting within the bytes read of its first fragment
+        // may overlap them (at byte 8 it lies on an error's quote).
+        return if h.fragment_offset < READ_LEN {
+            Icmp::OverlappingFragment
+        } else {
+            Icmp::LaterFragment
+        };
     }
     if !is_icmp(h.family, h.protocol) {
         return Icmp::Unreadable;
@@ -385,7 +432,34 @@ pub(crate) fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict
             }
         }
         Icmp::LaterFragment => Verdict::Permit,
+        Icmp::OverlappingFragment => overlapping(port, meta),
         Icmp::None | Icmp::Unreadable | Icmp::Other => unmatched(port, meta),
+    }
+}
+
+/// A later fragment that may overlap what its first fragment was judged by
+/// ([`Icmp::OverlappingFragment`]): at byte 8 it rewrites an error's quote, so an error admitted
+/// as related to one flow reaches a guest that keeps the later bytes as an error about another
+/// (an unreachable that aborts a connection, a packet-too-big that shrinks its segments). It
+/// names no flow and its type is not in it (what WFP reports as its type is not relied on: the
+/// worse case), so it is judged like a TCP or UDP packet without ports: the VM's own is
+/// permitted, and inbound in Enforce (the restore window included) only a rule admitting every
+/// type of its protocol from its source admits it. RFC 5722 and RFC 8200 section 4.5 make IPv6
+/// receivers drop overlapping fragments, and Linux drops overlapping IPv4 ones; a guest that
+/// does not is the threat model's worse case. No sender fragments a datagram this finely on a
+/// link whose MTU is 252 bytes or more (a 60-byte IPv4 header and [`READ_LEN`]; IPv6's minimum
+/// MTU is 1280).
+fn overlapping(port: &mut Port, meta: &PacketMeta) -> Verdict {
+    if meta.direction == Direction::Outbound {
+        return Verdict::Permit;
+    }
+    let c = &mut port.counters;
+    c.headers_unreadable = c.headers_unreadable.wrapping_add(1);
+    c.icmp_unmatched = c.icmp_unmatched.wrapping_add(1);
+    if port.monitors() || port.rules.admits_every_port(meta.protocol, meta.family, &meta.src_addr) {
+        Verdict::Permit
+    } else {
+        Verdict::Block(BlockReason::Unsolicited)
     }
 }
 
@@ -470,15 +544,24 @@ mod tests {
     const VM: [u8; 4] = [192, 0, 2, 1];
     const PEER: [u8; 4] = [192, 0, 2, 2];
 
+    /// Reads `p` with its outer length field (IPv4 total length, IPv6 payload length) set to
+    /// the bytes given: the whole buffer is the datagram.
+    fn read_sealed(p: &[u8]) -> Icmp {
+        let mut p = p.to_vec();
+        let (at, len) = if p[0] >> 4 == 4 { (2, p.len()) } else { (4, p.len() - 40) };
+        p[at..at + 2].copy_from_slice(&u16::try_from(len).unwrap().to_be_bytes());
+        read(&p)
+    }
+
     #[test]
     fn echo_request_and_reply_carry_the_identifier_from_the_packet() {
         let mut p = v4_header(1, 64, VM, PEER, 0x4000);
         p.extend_from_slice(&[8, 0, 0, 0, 0x12, 0x34, 0, 1]);
-        assert_eq!(read(&p), Icmp::Query { request: true, kind: 8, id: 0x1234 });
+        assert_eq!(read_sealed(&p), Icmp::Query { request: true, kind: 8, id: 0x1234 });
         p[20] = 0;
-        assert_eq!(read(&p), Icmp::Query { request: false, kind: 8, id: 0x1234 });
+        assert_eq!(read_sealed(&p), Icmp::Query { request: false, kind: 8, id: 0x1234 });
         // Truncated before the identifier.
-        assert_eq!(read(&p[..24]), Icmp::Unreadable);
+        assert_eq!(read_sealed(&p[..24]), Icmp::Unreadable);
     }
 
     #[test]
@@ -488,16 +571,60 @@ mod tests {
         p.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&v4_header(17, 64, VM, PEER, 0x4000));
         p.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
-        let Icmp::Error(q) = read(&p) else { panic!("{:?}", read(&p)) };
+        let Icmp::Error(q) = read_sealed(&p) else { panic!("{:?}", read_sealed(&p)) };
         assert_eq!((q.protocol, q.src_port, q.dst_port), (17, 5000, 53));
         assert!(q.to_sender);
         assert_eq!(&q.dst_addr[..4], &PEER);
         // One byte short of the quoted transport header's 8 bytes: not an error we can match.
-        assert_eq!(read(&p[..p.len() - 1]), Icmp::Other);
+        assert_eq!(read_sealed(&p[..p.len() - 1]), Icmp::Other);
         // Sent to someone else than the quoted packet's sender.
         p[16..20].copy_from_slice(&[192, 0, 2, 99]);
-        let Icmp::Error(q) = read(&p) else { panic!() };
+        let Icmp::Error(q) = read_sealed(&p) else { panic!() };
         assert!(!q.to_sender);
+    }
+
+    /// The quote is read only within the error's own datagram (its IPv4 total length or
+    /// IPv6 payload length): bytes past it are the frame's trailer, which the receiver's IP
+    /// layer drops, so a quote there relates nothing (issue 16, "Headers read only within the
+    /// IP datagram").
+    #[test]
+    fn a_quote_past_the_datagrams_end_is_never_read() {
+        let mut p = v4_header(1, 64, PEER, VM, 0);
+        p.extend_from_slice(&[3, 3, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&v4_header(17, 64, VM, PEER, 0x4000));
+        p.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        let total = |p: &mut Vec<u8>, n: usize| {
+            p[2..4].copy_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+        };
+        total(&mut p, 56);
+        assert!(matches!(read(&p), Icmp::Error(_)), "control: the whole quote inside");
+        p.extend_from_slice(&[0xee; 8]);
+        assert!(matches!(read(&p), Icmp::Error(_)), "a trailer after the datagram is ignored");
+        for inside in [28, 40, 55] {
+            total(&mut p, inside);
+            assert_eq!(read(&p), Icmp::Other, "IPv4: the datagram ends at {inside}");
+        }
+        for bad in [0, 12, 19] {
+            total(&mut p, bad);
+            assert_eq!(read(&p), Icmp::Unreadable, "IPv4: total length {bad}");
+        }
+        // IPv6: ICMPv6 port unreachable quoting the VM's UDP datagram.
+        let (a, b) = ([0x20; 16], [0x30; 16]);
+        let mut p = v6_header(58, 64, b, a);
+        p.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&v6_header(17, 64, a, b));
+        p.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 8, 0, 0]);
+        let payload = |p: &mut Vec<u8>, n: usize| {
+            p[4..6].copy_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+        };
+        payload(&mut p, 56);
+        assert!(matches!(read(&p), Icmp::Error(_)), "control: the whole quote inside");
+        for inside in [8, 48, 55] {
+            payload(&mut p, inside);
+            assert_eq!(read(&p), Icmp::Other, "IPv6: the payload ends at {inside}");
+        }
+        payload(&mut p, 0);
+        assert_eq!(read(&p), Icmp::Unreadable, "IPv6: payload length 0");
     }
 
     #[test]
@@ -524,7 +651,7 @@ mod tests {
         let nd = |ty: u8, hop: u8, src: [u8; 16]| {
             let mut p = v6_header(58, hop, src, global);
             p.extend_from_slice(&[ty, 0, 0, 0, 0, 0, 0, 0]);
-            read(&p)
+            read_sealed(&p)
         };
         assert_eq!(nd(136, 255, global), Icmp::Link { on_link: true });
         assert_eq!(nd(136, 254, global), Icmp::Link { on_link: false });
@@ -544,11 +671,46 @@ mod tests {
         p.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
         p.extend_from_slice(&[58, 0, 0, 1, 0, 0, 0, 7]);
         p.extend_from_slice(&[128, 0, 0, 0, 0xab, 0xcd, 0, 1]);
-        assert_eq!(read(&p), Icmp::Query { request: true, kind: 128, id: 0xabcd });
-        // The same fragment at offset 8: no ICMP header.
+        assert_eq!(read_sealed(&p), Icmp::Query { request: true, kind: 128, id: 0xabcd });
+        // The same fragment at byte 64: no ICMP header, and it may overlap the bytes read.
         p[50] = 0;
         p[51] = 0x40;
-        assert_eq!(read(&p), Icmp::LaterFragment);
+        assert_eq!(read_sealed(&p), Icmp::OverlappingFragment);
+        // At byte 192, past them.
+        p[50..52].copy_from_slice(&192u16.to_be_bytes());
+        assert_eq!(read_sealed(&p), Icmp::LaterFragment);
+    }
+
+    /// RFC 1858 section 3.3: a later fragment starting within the [`READ_LEN`] bytes vsflow
+    /// reads may rewrite an error's quote; only one starting past them is a plain later
+    /// fragment. IPv4 and IPv6.
+    #[test]
+    fn a_later_fragment_within_the_bytes_read_may_overlap_them() {
+        let mut p = v4_header(1, 64, PEER, VM, 0);
+        p.extend_from_slice(&[0xee; 16]);
+        for (units, what) in [
+            (1u16, Icmp::OverlappingFragment),
+            (23, Icmp::OverlappingFragment),
+            (24, Icmp::LaterFragment),
+            (185, Icmp::LaterFragment),
+        ] {
+            p[6..8].copy_from_slice(&units.to_be_bytes());
+            assert_eq!(read_sealed(&p), what, "IPv4 offset {units}");
+            p[6] |= 0x20; // more fragments
+            assert_eq!(read_sealed(&p), what, "IPv4 offset {units}, MF");
+        }
+        let mut p = v6_header(44, 64, [0x20; 16], [0x30; 16]);
+        // A fragment header naming ICMPv6; the data after it reads as no header.
+        p.extend_from_slice(&[58, 0, 0, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(&[60, 0xff, 0, 0, 0, 0, 0, 0]);
+        for (units, what) in [
+            (1u16, Icmp::OverlappingFragment),
+            (23, Icmp::OverlappingFragment),
+            (24, Icmp::LaterFragment),
+        ] {
+            p[42..44].copy_from_slice(&(units << 3).to_be_bytes());
+            assert_eq!(read_sealed(&p), what, "IPv6 offset {units}");
+        }
     }
 
     #[test]
@@ -764,6 +926,30 @@ mod tests {
             let frag = msg(Direction::Inbound, PEER, VM, 0, Icmp::LaterFragment);
             assert_eq!(p.classify(&frag, 1), Verdict::Permit);
             assert!(p.table().is_empty());
+        }
+
+        #[test]
+        fn a_later_fragment_that_may_overlap_is_judged_like_a_packet_without_ports() {
+            let mut p = port();
+            let frag = msg(Direction::Inbound, PEER, VM, 0, Icmp::OverlappingFragment);
+            assert_eq!(p.classify(&frag, 1), Verdict::Block(BlockReason::Unsolicited));
+            let own = msg(Direction::Outbound, VM, PEER, 0, Icmp::OverlappingFragment);
+            assert_eq!(p.classify(&own, 1), Verdict::Permit, "the VM's own");
+            // A rule for one type (WFP's value for a later fragment) does not admit it.
+            let echo = |ports| AllowRule {
+                protocol: Some(protocol::ICMP),
+                local_ports: ports,
+                remote: Prefix::Any,
+            };
+            p.replace_rules(&[echo(PortRange::single(0))]).unwrap();
+            assert_eq!(p.classify(&frag, 2), Verdict::Block(BlockReason::Unsolicited));
+            p.replace_rules(&[echo(PortRange::ANY)]).unwrap();
+            assert_eq!(p.classify(&frag, 3), Verdict::Permit, "a rule admitting every type");
+            p.replace_rules(&[]).unwrap();
+            p.set_mode(Mode::Monitor);
+            assert_eq!(p.classify(&frag, 4), Verdict::Permit);
+            assert!(p.table().is_empty());
+            assert_eq!(p.counters().headers_unreadable, 4, "every inbound one counted");
         }
     }
 

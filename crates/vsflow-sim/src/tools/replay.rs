@@ -663,6 +663,10 @@ fn explain(h: &Host, dir: Dir, p: &SimPacket) -> String {
                     .to_owned()
             }
             Icmp::LaterFragment => "a later ICMP fragment (not expected to be blocked)".to_owned(),
+            Icmp::OverlappingFragment => {
+                "a later ICMP fragment within the bytes read of its first fragment (it may rewrite an error's quote, RFC 1858 3.3) that no rule admitting every type admits"
+                    .to_owned()
+            }
             _ => {
                 "an ICMP message of no flow (unknown type or unreadable) that no allow rule admits"
                     .to_owned()

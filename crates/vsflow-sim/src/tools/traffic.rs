@@ -117,3 +117,88 @@ pub fn udp_exchange(h: &mut Host, sw: usize, port: u32, query: &SimPacket) -> [P
     let b = h.transmit(sw, EXTERNAL_PORT, port, &query.reply(0, 120));
     [a, b]
 }
+
+/// An IP header from the destination of `quoted` back to its source, carrying ICMP (IPv4) or
+/// ICMPv6 with `length` bytes after the IP header (and the fragment header), unfragmented
+/// (`None`) or as a fragment at an offset in 8-byte units (`more`: more fragments follow).
+fn icmp_ip_header(quoted: &SimPacket, length: usize, fragment: Option<(u16, bool)>) -> Vec<u8> {
+    let (src, dst) = (quoted.dst, quoted.src);
+    match quoted.family {
+        IpFamily::V4 => {
+            let total = u16::try_from(20 + length).unwrap_or(u16::MAX);
+            let frag = fragment.map_or(0, |(off, more)| off | if more { 0x2000 } else { 0 });
+            let mut d = vec![0x45, 0];
+            d.extend_from_slice(&total.to_be_bytes());
+            d.extend_from_slice(&[0x42, 0x42]);
+            d.extend_from_slice(&frag.to_be_bytes());
+            d.extend_from_slice(&[64, protocol::ICMP, 0, 0]);
+            d.extend_from_slice(src.get(..4).unwrap_or(&[0; 4]));
+            d.extend_from_slice(dst.get(..4).unwrap_or(&[0; 4]));
+            d
+        }
+        IpFamily::V6 => {
+            let ext = if fragment.is_some() { 8 } else { 0 };
+            let payload = u16::try_from(ext + length).unwrap_or(u16::MAX);
+            let next = if fragment.is_some() { 44 } else { protocol::ICMPV6 };
+            let mut d = vec![0x60, 0, 0, 0];
+            d.extend_from_slice(&payload.to_be_bytes());
+            d.extend_from_slice(&[next, 64]);
+            d.extend_from_slice(&src);
+            d.extend_from_slice(&dst);
+            if let Some((off, more)) = fragment {
+                d.extend_from_slice(&[protocol::ICMPV6, 0]);
+                d.extend_from_slice(&((off << 3) | u16::from(more)).to_be_bytes());
+                d.extend_from_slice(&0x4242_4242u32.to_be_bytes());
+            }
+            d
+        }
+    }
+}
+
+/// The port-unreachable error (ICMP 3/3, ICMPv6 1/4) that `quoted`'s destination sends back.
+///
+/// It quotes `quoted`'s IP header, the first 8 bytes of its transport header and `quote_extra`
+/// bytes more (RFC 792, RFC 4443 section 3.1).
+///
+/// `inside`: how many bytes of the ICMP message lie within the datagram (its IPv4 total length
+/// or IPv6 payload length), the rest following as the frame's trailer; `None`, all of them.
+/// `fragment`: unfragmented (`None`), or a fragment at an offset in 8-byte units (`more`: more
+/// fragments follow). The frame is padded to Ethernet's 60 bytes.
+///
+/// # Panics
+/// If `quoted` has fewer bytes than the quote.
+#[must_use]
+pub fn icmp_unreachable(
+    quoted: &SimPacket,
+    quote_extra: usize,
+    inside: Option<usize>,
+    fragment: Option<(u16, bool)>,
+) -> SimPacket {
+    let quote = &quoted.datagram[..quoted.ip_header_len() + 8 + quote_extra];
+    let (ty, code) = match quoted.family {
+        IpFamily::V4 => (3, 3),
+        IpFamily::V6 => (1, 4),
+    };
+    let mut message = vec![ty, code, 0, 0, 0, 0, 0, 0];
+    message.extend_from_slice(quote);
+    let mut d = icmp_ip_header(quoted, inside.unwrap_or(message.len()), fragment);
+    d.extend_from_slice(&message);
+    d.resize(d.len().max(46), 0);
+    SimPacket::from_datagram(d).expect("an IP datagram")
+}
+
+/// A later fragment (the last) at `offset` 8-byte units of the error [`icmp_unreachable`]
+/// builds for `quoted`.
+///
+/// Its 16 bytes, laid over the quote (offset 1 is the quote's first byte) in a reassembly that
+/// keeps later bytes, make it quote an IPv4 TCP packet of no flow.
+///
+/// # Panics
+/// Never: the datagram is well formed.
+#[must_use]
+pub fn icmp_later_fragment(quoted: &SimPacket, offset: u16) -> SimPacket {
+    let mut d = icmp_ip_header(quoted, 16, Some((offset, false)));
+    d.extend_from_slice(&[0x45, 0, 0, 0x30, 0, 0, 0x40, 0, 64, 6, 0, 0, 0xee, 0xee, 0xee, 0xee]);
+    d.resize(d.len().max(46), 0);
+    SimPacket::from_datagram(d).expect("an IP datagram")
+}
