@@ -959,6 +959,8 @@ pub(super) struct Work {
     /// The fast path: values of the connections made exact, sorted (first: the values more
     /// than one entry holds).
     gone: Vec<u32>,
+    /// The fast path: the first selection step's heap (`smallest_first`).
+    heap: alloc::collections::BinaryHeap<u128>,
     /// The fast path: connections whose fingerprints collide, (value, rank key).
     collide: Vec<(u32, u128)>,
     /// The value sort's bucket counts (`sort_values`).
@@ -1007,6 +1009,7 @@ impl Work {
             + self.slots.capacity() * 4
             + self.cache.entries.capacity() * core::mem::size_of::<Option<(FlowKey, u32)>>()
             + self.collide.capacity() * core::mem::size_of::<(u32, u128)>()
+            + self.heap.capacity() * 16
             + self.pool.capacity() * 8
             + self.take.capacity()
             + self.unique.capacity()
@@ -1466,6 +1469,44 @@ fn insertion_sort(v: &mut [u32]) {
     }
 }
 
+/// Moves the `k` smallest of `keys` (distinct; `k < keys.len()`) to its front, in any order.
+///
+/// A bounded max-heap fed from the end of `keys`: the flows are in the table's recency order
+/// (least recently placed first in each class), so from the end the ranks arrive nearly
+/// ascending and almost every key past the first `k` is refused by one comparison with the
+/// heap's top (`select_nth_unstable` moved every key several times). Any order costs at most
+/// `n log k`. `heap` is the encoder's, its memory reused.
+///
+/// # Errors
+/// [`Error::OutOfMemory`] (the first save past the cap reserves the heap).
+fn smallest_first(
+    keys: &mut [u128],
+    k: usize,
+    heap: &mut alloc::collections::BinaryHeap<u128>,
+) -> Result<(), Error> {
+    heap.clear();
+    heap.try_reserve(k)?;
+    for &x in keys.iter().rev() {
+        if heap.len() < k {
+            heap.push(x);
+        } else if let Some(mut top) = heap.peek_mut()
+            && x < *top
+        {
+            *top = x;
+        }
+    }
+    let Some(&t) = heap.peek() else { return Ok(()) };
+    // The k keys not above the k-th smallest, to the front.
+    let mut j = 0;
+    for i in 0..keys.len() {
+        if keys.get(i).is_some_and(|&x| x <= t) {
+            keys.swap(i, j);
+            j += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Candidates ranked per selection step of [`plan_upgrades`] at the least (the step is larger
 /// when the room left could still take more flows).
 const MIN_STEP: usize = 256;
@@ -1526,6 +1567,7 @@ fn plan_upgrades(
         slots,
         slot_count,
         cache,
+        heap,
         ..
     } = w;
     let flows: &[SavedFlow] = flows;
@@ -1679,13 +1721,19 @@ fn plan_upgrades(
         }
     }
     let mut rest: &mut [u128] = order;
+    let mut first = true;
     while left >= min_upgrade && !rest.is_empty() {
         // At most `left / min_upgrade` more flows can be upgraded; rank a step of that many
         // (or the rest) and walk it.
         let step = (left / min_upgrade + 1).max(MIN_STEP).min(rest.len());
         if step < rest.len() {
-            rest.select_nth_unstable(step - 1);
+            if first {
+                smallest_first(rest, step, heap)?;
+            } else {
+                rest.select_nth_unstable(step - 1);
+            }
         }
+        first = false;
         let (now, later) = rest.split_at_mut(step);
         now.sort_unstable();
         for i in now.iter().map(|&x| rank_index(x)) {
