@@ -1667,7 +1667,8 @@ fn plan_upgrades(
             .map_or(1 << 40, |lay| entry_len(s, lay, false, rules_version, false))
             + if first_use { addr_len(s.key.family) } else { 0 };
         let v = vals.get(i as usize).copied().unwrap_or(0);
-        let back = if is_est(s) && !shared(v) { saving } else { 0 };
+        // Without any repeated value (almost always), no value is shared.
+        let back = if is_est(s) && !(collisions && shared(v)) { saving } else { 0 };
         let extra = c.saturating_sub(back);
         if extra > *left {
             return false;
@@ -1769,23 +1770,37 @@ fn plan_upgrades(
         }
     }
     gone.sort_unstable();
-    fps.try_reserve(distinct.len())?;
-    let (mut a, mut g) = (0usize, 0usize);
-    while let Some(&v) = values.get(a) {
-        let mut n = 0;
-        while values.get(a) == Some(&v) {
-            a += 1;
-            n += 1;
-        }
-        while gone.get(g).is_some_and(|&x| x < v) {
-            g += 1;
-        }
+    // A value leaves when every entry holding it was made exact: `gone` keeps those values
+    // (in place, sorted), then the distinct values are copied without them.
+    let mut kept_gone = 0;
+    let mut g = 0;
+    while let Some(&v) = gone.get(g) {
         let mut m = 0;
         while gone.get(g) == Some(&v) {
             g += 1;
             m += 1;
         }
-        if n > m {
+        let n = if collisions {
+            let at = values.partition_point(|&x| x < v);
+            values.get(at..).map_or(0, |r| r.iter().take_while(|&&x| x == v).count())
+        } else {
+            1
+        };
+        if n == m {
+            if let Some(d) = gone.get_mut(kept_gone) {
+                *d = v;
+            }
+            kept_gone += 1;
+        }
+    }
+    gone.truncate(kept_gone);
+    fps.try_reserve(distinct.len())?;
+    let mut r = 0;
+    for &v in distinct.iter() {
+        while gone.get(r).is_some_and(|&x| x < v) {
+            r += 1;
+        }
+        if gone.get(r) != Some(&v) {
             fps.push(v);
         }
     }
