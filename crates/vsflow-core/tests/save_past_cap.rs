@@ -18,13 +18,13 @@ use vsflow_core::{
 };
 
 fn conn(n: u32, flags: u8) -> PacketMeta {
-    let [a, b, c, d] = (0xc633_0000 + n * 7).to_be_bytes();
+    let [r0, r1, r2, r3] = (0xc633_0000 + n * 7).to_be_bytes();
     PacketMeta::ipv4(
         Direction::Outbound,
         protocol::TCP,
         [10, 0, 0, 2],
         u16::try_from(20_000 + n % 40_000).unwrap(),
-        [a | 1, b, c, d],
+        [r0 | 1, r1, r2, r3],
         443,
         flags,
         60,
