@@ -959,7 +959,7 @@ pub(super) struct Work {
     /// The fast path: values of the connections made exact, sorted (first: the values more
     /// than one entry holds).
     gone: Vec<u32>,
-    /// The fast path: the first selection step's heap (`smallest_first`).
+    /// The fast path: the first selection step's heap.
     heap: alloc::collections::BinaryHeap<u128>,
     /// The fast path: connections whose fingerprints collide, (value, rank key).
     collide: Vec<(u32, u128)>,
@@ -1469,44 +1469,6 @@ fn insertion_sort(v: &mut [u32]) {
     }
 }
 
-/// Moves the `k` smallest of `keys` (distinct; `k < keys.len()`) to its front, in any order.
-///
-/// A bounded max-heap fed from the end of `keys`: the flows are in the table's recency order
-/// (least recently placed first in each class), so from the end the ranks arrive nearly
-/// ascending and almost every key past the first `k` is refused by one comparison with the
-/// heap's top (`select_nth_unstable` moved every key several times). Any order costs at most
-/// `n log k`. `heap` is the encoder's, its memory reused.
-///
-/// # Errors
-/// [`Error::OutOfMemory`] (the first save past the cap reserves the heap).
-fn smallest_first(
-    keys: &mut [u128],
-    k: usize,
-    heap: &mut alloc::collections::BinaryHeap<u128>,
-) -> Result<(), Error> {
-    heap.clear();
-    heap.try_reserve(k)?;
-    for &x in keys.iter().rev() {
-        if heap.len() < k {
-            heap.push(x);
-        } else if let Some(mut top) = heap.peek_mut()
-            && x < *top
-        {
-            *top = x;
-        }
-    }
-    let Some(&t) = heap.peek() else { return Ok(()) };
-    // The k keys not above the k-th smallest, to the front.
-    let mut j = 0;
-    for i in 0..keys.len() {
-        if keys.get(i).is_some_and(|&x| x <= t) {
-            keys.swap(i, j);
-            j += 1;
-        }
-    }
-    Ok(())
-}
-
 /// Candidates ranked per selection step of [`plan_upgrades`] at the least (the step is larger
 /// when the room left could still take more flows).
 const MIN_STEP: usize = 256;
@@ -1591,14 +1553,11 @@ fn plan_upgrades(
     vals.try_reserve(n)?;
     take.clear();
     take.try_reserve(n)?;
-    order.clear();
-    order.try_reserve(n)?;
     values.clear();
     values.try_reserve(carried.values.len() + n)?;
     values.extend_from_slice(carried.values);
     // Reserved above: no push grows a vector.
     for (i, s) in (0u32..).zip(flows) {
-        order.push(rank_key(s, i));
         if is_est(s) {
             let entry = if cached {
                 slots.get(i as usize).and_then(|&at| cache.entries.get_mut(at as usize))
@@ -1696,10 +1655,10 @@ fn plan_upgrades(
             }
         }
         collide.clear();
-        for ((&v, &t), &r) in vals.iter().zip(take.iter()).zip(order.iter()) {
+        for (((i, s), &v), &t) in (0u32..).zip(flows).zip(vals.iter()).zip(take.iter()) {
             if t == 1 && gone.binary_search(&v).is_ok() {
                 collide.try_reserve(1)?;
-                collide.push((v, r));
+                collide.push((v, rank_key(s, i)));
             }
         }
         collide.sort_unstable();
@@ -1721,20 +1680,62 @@ fn plan_upgrades(
             j = end;
         }
     }
-    let mut rest: &mut [u128] = order;
-    let mut first = true;
-    while left >= min_upgrade && !rest.is_empty() {
-        // At most `left / min_upgrade` more flows can be upgraded; rank a step of that many
-        // (or the rest) and walk it.
-        let step = (left / min_upgrade + 1).max(MIN_STEP).min(rest.len());
-        if step < rest.len() {
-            if first {
-                smallest_first(rest, step, heap)?;
-            } else {
-                rest.select_nth_unstable(step - 1);
+    // At most `left / min_upgrade` more flows can be upgraded: each step ranks that many of
+    // the flows not walked yet (at least MIN_STEP) and walks them in rank order.
+    //
+    // The first step takes them straight from the flows with a bounded max-heap fed from the
+    // end: the flows are in the table's recency order (least recently placed first in each
+    // class), so from the end the ranks arrive nearly ascending and almost every flow past the
+    // first `step` is refused by one comparison with the heap's top (any order costs at most
+    // `n log step`).
+    let n_flows = flows.len();
+    let mut walked: Option<u128> = None;
+    if left >= min_upgrade && n_flows > 0 {
+        let step = (left / min_upgrade + 1).max(MIN_STEP).min(n_flows);
+        heap.clear();
+        heap.try_reserve(step)?;
+        let n32 = u32::try_from(n_flows).unwrap_or(u32::MAX);
+        for (i, s) in (0..n32).zip(flows.iter()).rev() {
+            let x = rank_key(s, i);
+            if heap.len() < step {
+                heap.push(x);
+            } else if let Some(mut top) = heap.peek_mut()
+                && x < *top
+            {
+                *top = x;
             }
         }
-        first = false;
+        order.clear();
+        order.try_reserve(step)?;
+        order.extend(heap.drain());
+        order.sort_unstable();
+        walked = order.last().copied();
+        for i in order.iter().map(|&x| rank_index(x)) {
+            if left < min_upgrade {
+                break;
+            }
+            if take.get(i as usize) != Some(&2) {
+                upgrade(i, &mut left, take);
+            }
+        }
+    }
+    // Room left after the first step (many flows did not fit): the flows not walked yet,
+    // ranked a step at a time by selection.
+    if left >= min_upgrade && order.len() < n_flows {
+        order.clear();
+        order.try_reserve(n_flows)?;
+        order.extend(
+            (0u32..).zip(flows).map(|(i, s)| rank_key(s, i)).filter(|&x| Some(x) > walked),
+        );
+    } else {
+        order.clear();
+    }
+    let mut rest: &mut [u128] = order;
+    while left >= min_upgrade && !rest.is_empty() {
+        let step = (left / min_upgrade + 1).max(MIN_STEP).min(rest.len());
+        if step < rest.len() {
+            rest.select_nth_unstable(step - 1);
+        }
         let (now, later) = rest.split_at_mut(step);
         now.sort_unstable();
         for i in now.iter().map(|&x| rank_index(x)) {
