@@ -142,3 +142,68 @@ fn flows_per_port_past_its_documented_maximum_is_refused_with_its_default() {
     assert_eq!(h.driver().stats().settings_refused, 1);
     finish(&mut h);
 }
+
+/// Issue 18 item 4: the memory a port's save keeps for its next save (the port's encoder,
+/// about 200 bytes a flow) is flow memory like the tables': charged to the host's budget while
+/// it is kept, and given back when the sweep frees it a minute after the port's last save.
+#[test]
+fn a_ports_save_memory_is_charged_to_the_flow_budget_and_given_back() {
+    let mut h = Host::new(23);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("save-memory", &[]);
+    vm_port(&mut h, sw, 11, "vm", 1, false);
+    let _ = open_connections(&mut h, sw, 11, 2_000);
+    let tables = h.driver().stats().flow_memory_bytes;
+    let (blob, _) = h.save(sw, 11);
+    assert_eq!(blob.len(), 1);
+    let charged = h.driver().stats().flow_memory_bytes;
+    assert!(
+        charged >= tables + 2_000 * 100,
+        "the save keeps its memory for the next one: {tables} -> {charged} bytes charged"
+    );
+    h.advance(61 * 10_000_000);
+    let _ = h.within(|| h.driver().expire_idle(16));
+    assert_eq!(
+        h.driver().stats().flow_memory_bytes,
+        tables,
+        "freed a minute after the last save: its charge is given back"
+    );
+    finish(&mut h);
+}
+
+/// At its budget, a host's save still carries every connection (a save never fails and never
+/// drops state for the budget), but the port keeps none of the save's working memory past the
+/// budget: it is freed as the save ends, and the next save allocates it again. Established
+/// connections keep passing.
+#[test]
+fn at_the_budget_a_save_carries_every_connection_and_keeps_no_memory_past_it() {
+    let mut h = Host::new(24);
+    h.set_parameter("FlowMemoryMB", 1);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("save-at-budget", &[]);
+    vm_port(&mut h, sw, 11, "vm", 1, false);
+    // About 520 KB of table: within the 1 MB budget; the save's ~800 KB would pass it.
+    let established = open_connections(&mut h, sw, 11, 4_000);
+    assert!(h.driver().stats().flow_memory_bytes <= 1 << 20);
+    let blocks = h.driver_blocks().expect("blocks counted");
+    let (first, _) = h.save(sw, 11);
+    let Ok(vsflow_core::codec::Decoded::State(st)) =
+        vsflow_core::codec::decode(&first[0].1, &vsflow_core::codec::DecodeConfig::default())
+    else {
+        panic!("the save wrote a state blob")
+    };
+    assert_eq!(st.flows.len(), 4_000, "every connection carried exactly");
+    let kept = h.driver_blocks().expect("blocks counted") - blocks;
+    assert!(kept <= 1, "past the budget the port kept {kept} blocks of save memory (its blob: 1)");
+    let stats = h.driver().stats();
+    assert!(stats.flow_memory_bytes <= 1 << 20, "{} bytes charged", stats.flow_memory_bytes);
+    assert_eq!((stats.saves, stats.saves_empty), (1, 0));
+    assert_eq!(h.driver().flow_budget().saves_unkept(), 1, "counted");
+    assert_eq!(stats.flows_refused_budget, 0, "a save is not a refused flow");
+    let (second, _) = h.save(sw, 11);
+    assert_eq!(second[0].1.len(), first[0].1.len(), "the next save: the same blob");
+    assert_eq!(delivered(&mut h, sw, 11, &established), 4_000, "an established connection was cut");
+    finish(&mut h);
+}

@@ -283,3 +283,97 @@ fn a_save_racing_a_late_restore_after_the_window_closed_never_sends_the_default_
     assert_ne!(c.transmit(sc, EXTERNAL_PORT, 9, &syn), PacketFate::Delivered, "no rule admits it");
     finish(&mut c);
 }
+
+// Fails on main (2d1d872): the work item claims a pended restore (no port delete can cancel it
+// any more) and only then finds the port by its id to apply it. If the port was deleted and a
+// port with the same id created in that gap (another VM's NIC), the old VM's restore landed on
+// the new port: its flows (the old VM's peers admitted on the new VM) and its policy. The apply
+// must check that the port is the instance the restore was received for; any other port gets a
+// degraded restore (no flows, policy kept or closed), counted, and the notification succeeds.
+#[test]
+fn a_restore_claimed_for_a_port_deleted_and_created_again_never_lands_on_the_new_port() {
+    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let data = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
+    b.eager_work_items(true);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    let pause = b.pause_work_item_at_clock();
+    let tickets = b.restore(sb, 70, &blobs);
+    // The work item (another CPU) has claimed the restore and stops at its next clock read,
+    // before it finds the port to apply it.
+    assert!(pause.stopped(), "the work item reached its clock read");
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
+    // The port goes, and another VM's port takes its id.
+    assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
+    vm_port(&mut b, sb, 70, "vm-b", 2, false);
+    let degraded_before = b.driver().stats().restores_empty;
+    pause.resume();
+    let t = std::time::Instant::now();
+    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "a migration never fails");
+    assert_eq!(flows_of(&b, "vm-b"), Some(0), "none of vm-a's flows on vm-b's port");
+    assert_eq!(
+        vsflow_scenarios::delivered(&mut b, sb, 70, &data),
+        0,
+        "vm-a's peers' segments reach nothing on vm-b's port"
+    );
+    assert_eq!(
+        b.driver().stats().restores_empty,
+        degraded_before + 1,
+        "counted: a degraded restore of the new port"
+    );
+    assert!(
+        b.trace_events().iter().any(|e| matches!(
+            e,
+            vsflow_callout::TraceEvent::Restore {
+                port: 70,
+                outcome: vsflow_callout::RestoreOutcome::Degraded(
+                    vsflow_callout::DegradedReason::PortReplaced
+                ),
+                ..
+            }
+        )),
+        "traced as a degraded restore, port replaced"
+    );
+    finish(&mut b);
+}
+
+/// The same race when the port is created again for the same VM (its NIC re-created, a
+/// restoring port): the stale restore degrades it (its window closes, fail closed), and the
+/// restore Hyper-V then sends for the new port, the same blob, is applied in full (the stale one
+/// is not remembered as this port's: a repeat would otherwise be ignored).
+#[test]
+fn a_port_created_again_for_the_same_vm_takes_its_own_restore_after_the_stale_one() {
+    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let data = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
+    b.eager_work_items(true);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    let pause = b.pause_work_item_at_clock();
+    let stale = b.restore(sb, 70, &blobs);
+    assert!(pause.stopped(), "the work item reached its clock read");
+    assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    pause.resume();
+    let t = std::time::Instant::now();
+    while b.vm_restore(&stale) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
+    assert_eq!(b.vm_restore(&stale), VmRestore::Succeeded);
+    assert_eq!(flows_of(&b, "vm-a"), Some(0), "nothing of the stale restore");
+    b.eager_work_items(false);
+    let own = b.restore(sb, 70, &blobs);
+    b.run_deferred();
+    assert_eq!(b.vm_restore(&own), VmRestore::Succeeded);
+    assert_eq!(flows_of(&b, "vm-a"), Some(6), "the port's own restore applies in full");
+    assert_eq!(vsflow_scenarios::delivered(&mut b, sb, 70, &data), 6);
+    finish(&mut b);
+}

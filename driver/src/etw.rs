@@ -86,6 +86,7 @@ const fn reason_name(reason: DegradedReason) -> &'static str {
         DegradedReason::UnknownPort => "UnknownPort",
         DegradedReason::OutOfMemory => "OutOfMemory",
         DegradedReason::Oversized => "Oversized",
+        DegradedReason::PortReplaced => "PortReplaced",
         _ => "Other",
     }
 }

@@ -15,7 +15,7 @@
 use alloc::vec::Vec;
 use core::ffi::c_void;
 use core::fmt;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use fwps_sys::FWPS_VSWITCH_EVENT_DISPATCH_TABLE0;
 use vsflow_core::PortIdentity;
@@ -98,7 +98,8 @@ pub struct DriverStats {
     /// New flows refused because the host-wide flow-memory budget (`FlowMemoryMB`) had no
     /// room for their table's growth step (traced `FlowMemoryRefused`).
     pub flows_refused_budget: u64,
-    /// Bytes of flow tables charged to the budget now.
+    /// Bytes of flow tables, and of save memory kept for a port's next save, charged to the
+    /// budget now.
     pub flow_memory_bytes: u64,
 }
 
@@ -163,6 +164,8 @@ pub struct Driver<S: KernelServices> {
     pub(crate) reg: SpinMutex<S::Lock, Registration>,
     /// Last filter-engine reorder report: 0 none, 1 out of position, 2 in position.
     pub(crate) reorder_position: AtomicU8,
+    /// The last port instance handed out (`PortSlot::instance`).
+    pub(crate) port_instances: AtomicU64,
     /// The no-state blobs saved for a port vsflow has no state for, by reason
     /// ([`NoState`]): they carry no policy (format 1.2).
     pub(crate) no_state_blobs: [Vec<u8>; 3],
@@ -227,6 +230,7 @@ impl<S: KernelServices> Driver<S> {
             callbacks,
             reg,
             reorder_position: AtomicU8::new(0),
+            port_instances: AtomicU64::new(0),
             no_state_blobs,
             dispatch: vswitch::dispatch_table::<S>(),
             budget,

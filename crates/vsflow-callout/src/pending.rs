@@ -18,6 +18,11 @@ use alloc::vec::Vec;
 use crate::error::CalloutError;
 use crate::ports::PortKey;
 
+/// The port a restore is for: its key, and the instance that had the key when the restore was
+/// received (`PortSlot::instance`; `None`: no port had it then). Only that instance is restored
+/// into.
+pub type Target = (PortKey, Option<u64>);
+
 /// One pended restore.
 #[derive(Clone, Debug)]
 pub struct PendingRestore {
@@ -27,6 +32,9 @@ pub struct PendingRestore {
     pub completion: usize,
     /// The port it restores.
     pub key: PortKey,
+    /// The instance of that port when the restore was received (`PortSlot::instance`; `None`
+    /// if no port had the key then): only that instance is restored into.
+    pub instance: Option<u64>,
     /// The blob, copied out of WFP's buffer in the callback. Moved to the worker when taken.
     pub blob: Vec<u8>,
     /// When the callback received it: the blob's ages count from its save, and the time it
@@ -56,7 +64,7 @@ impl PendingSet {
     pub fn push(
         &mut self,
         completion: usize,
-        key: PortKey,
+        (key, instance): Target,
         blob: Vec<u8>,
         received_at: vsflow_core::Tick,
     ) -> Result<u64, CalloutError> {
@@ -70,6 +78,7 @@ impl PendingSet {
             id,
             completion,
             key,
+            instance,
             blob,
             received_at,
             taken: false,
@@ -91,10 +100,11 @@ impl PendingSet {
     }
 
     /// The oldest entry the worker has not taken yet: marks it taken and moves its blob out.
-    pub fn take_next(&mut self) -> Option<(u64, PortKey, Vec<u8>)> {
+    /// Returns its id, its port and that port's instance, and the blob.
+    pub fn take_next(&mut self) -> Option<(u64, Target, Vec<u8>)> {
         let e = self.items.iter_mut().find(|e| !e.taken)?;
         e.taken = true;
-        Some((e.id, e.key, core::mem::take(&mut e.blob)))
+        Some((e.id, (e.key, e.instance), core::mem::take(&mut e.blob)))
     }
 
     /// Removes entry `id`, if still present and not claimed by the worker; the caller must
@@ -177,9 +187,9 @@ mod tests {
     #[test]
     fn an_entry_is_removed_once_whoever_asks_first() {
         let mut p = PendingSet::default();
-        let id = p.push(0xC0, K, alloc::vec![1, 2, 3], 5).unwrap();
+        let id = p.push(0xC0, (K, Some(3)), alloc::vec![1, 2, 3], 5).unwrap();
         let (tid, key, blob) = p.take_next().unwrap();
-        assert_eq!((tid, key, blob.as_slice()), (id, K, &[1u8, 2, 3][..]));
+        assert_eq!((tid, key, blob.as_slice()), (id, (K, Some(3)), &[1u8, 2, 3][..]));
         assert!(p.take_next().is_none(), "a taken entry is not handed out twice");
         // The port is deleted while the worker decodes: the canceller wins.
         let cancelled = p.remove_where(|k| *k == K).unwrap();
@@ -187,7 +197,7 @@ mod tests {
         assert!(p.remove(id).is_none(), "the worker finds nothing to complete");
         assert!(p.is_empty());
         // Claimed by the worker: no canceller removes it, and it is in flight until released.
-        let id = p.push(0xC2, K, alloc::vec![4], 6).unwrap();
+        let id = p.push(0xC2, (K, None), alloc::vec![4], 6).unwrap();
         let _ = p.take_next().unwrap();
         assert_eq!(p.claim(id), Some((0xC2, 6)));
         assert!(p.remove_where(|k| *k == K).is_none(), "the worker owns a claimed entry");
@@ -197,15 +207,18 @@ mod tests {
         p.release(id);
         assert!(!p.in_flight(K) && p.is_empty());
         p.close();
-        assert!(p.push(0xC1, K, alloc::vec![], 6).is_err(), "nothing is pended after close");
+        assert!(
+            p.push(0xC1, (K, None), alloc::vec![], 6).is_err(),
+            "nothing is pended after close"
+        );
     }
 
     #[test]
     fn a_held_set_refuses_new_entries_until_released() {
         let mut p = PendingSet::default();
         p.hold(true);
-        assert!(p.push(0xC0, K, alloc::vec![], 0).is_err());
+        assert!(p.push(0xC0, (K, None), alloc::vec![], 0).is_err());
         p.hold(false);
-        assert!(p.push(0xC0, K, alloc::vec![], 0).is_ok());
+        assert!(p.push(0xC0, (K, None), alloc::vec![], 0).is_ok());
     }
 }

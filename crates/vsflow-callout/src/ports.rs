@@ -168,6 +168,10 @@ pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) key: PortKey,
     /// `PortName`: never changes for a slot (a new name is a new port).
     pub(crate) identity: PortIdentity,
+    /// This port's instance, unique among the driver's ports: a port deleted and created again
+    /// with the same key is another instance (a restore received for one never applies to the
+    /// other: `vswitch::restore`).
+    pub(crate) instance: u64,
     pub(crate) state: SpinMutex<L, PortState>,
     /// References held ([`PortRef`]); the slot is freed when the last goes.
     refs: AtomicUsize,
@@ -180,11 +184,13 @@ impl<L: RawSpinLock> PortSlot<L> {
     pub(crate) const fn new(
         key: PortKey,
         identity: &PortIdentity,
+        instance: u64,
         state: SpinMutex<L, PortState>,
     ) -> Self {
         Self {
             key,
             identity: *identity,
+            instance,
             state,
             refs: AtomicUsize::new(1),
             removed: AtomicBool::new(false),

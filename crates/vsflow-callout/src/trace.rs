@@ -48,6 +48,10 @@ pub enum DegradedReason {
     OutOfMemory,
     /// Longer than the format's maximum (65,535 bytes): refused before it was copied.
     Oversized,
+    /// Received for a port that was deleted before it could be applied, and another port took
+    /// the port's id meanwhile: the restore is not that port's (never another VM's flows on
+    /// it), which gets a degraded restore instead.
+    PortReplaced,
 }
 
 /// One diagnostic event.

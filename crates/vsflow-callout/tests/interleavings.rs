@@ -63,14 +63,14 @@ impl World {
             Actor::Restore { port, done: false } => {
                 if !self.stopping {
                     let ctx = 0x1000 + self.pended.len();
-                    self.pending.push(ctx, key(port), vec![0], 0).unwrap();
+                    self.pending.push(ctx, (key(port), None), vec![0], 0).unwrap();
                     self.pended.push(ctx);
                 }
                 Actor::Restore { port, done: true }
             }
             Actor::Worker { holding: None, .. } => match self.pending.take_next() {
                 Some((id, k, _)) => {
-                    Actor::Worker { holding: Some((id, k.port, false)), finished: false }
+                    Actor::Worker { holding: Some((id, k.0.port, false)), finished: false }
                 }
                 None => Actor::Worker { holding: None, finished: true },
             },

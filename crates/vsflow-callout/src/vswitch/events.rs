@@ -179,9 +179,13 @@ impl<S: KernelServices> Driver<S> {
             },
             classify_calls: 0,
         };
+        // A new instance, even under the key and name of a port deleted a moment ago: a restore
+        // received for that port is not this one's (`vswitch::restore`).
+        let instance = self.port_instances.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
         let slot = PortRef::try_new(PortSlot::new(
             key,
             &name,
+            instance,
             SpinMutex::new(self.services.new_lock(), state),
         ))?;
         let replaced = self.ports.update(move |m| m.insert_port(slot).map_err(|(e, _slot)| e))?;

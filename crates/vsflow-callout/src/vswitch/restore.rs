@@ -13,7 +13,11 @@
 //!    timeout while the work item was late arrives expired).
 //! 3. [`Driver::apply_restore`]: under the port's own lock only (the map's is held just to take
 //!    a reference on the port), applies the state (flows seen in the restore window merge with
-//!    the restored ones), or degrades (no flows carried, policy kept or closed).
+//!    the restored ones), or degrades (no flows carried, policy kept or closed). Only into the
+//!    port *instance* the restore was received for: a port deleted after the work item claimed
+//!    its restore (no delete can cancel it then) and created again with the same id is another
+//!    port, perhaps another VM's, which gets a degraded restore instead, counted and traced
+//!    ([`DegradedReason::PortReplaced`]), never the old VM's flows or policy.
 //! 4. [`Driver::complete`]: `FwpsvSwitchNotifyComplete0`, once.
 //!
 //! Cancel paths (each removes the entries it completes, so a worker that comes second finds
@@ -53,6 +57,7 @@ use crate::config::RestoreMode;
 use crate::driver::Driver;
 use crate::error::CalloutError;
 use crate::keys;
+use crate::pending::Target;
 use crate::percpu::Counter;
 use crate::ports::{PortKey, PortState};
 use crate::services::{KernelServices, LogLevel};
@@ -128,6 +133,8 @@ impl<S: KernelServices> Driver<S> {
             return STATUS_SUCCESS;
         };
         let key = PortKey { switch, port: port_id };
+        // The port instance this restore is for: only it is restored into, however late.
+        let target = (key, self.port_ref(|_| Some(key)).map(|slot| slot.instance));
         if blob.len() > MAX_BLOB_LEN {
             // Refused before any copy: a hostile or broken source must not make the host
             // allocate and hash what it sends.
@@ -140,10 +147,10 @@ impl<S: KernelServices> Driver<S> {
                 ),
             );
             let refused = Restorable::Degraded(DegradedReason::Oversized, None, None);
-            return self.apply_restore(key, blob.len(), None, refused);
+            return self.apply_restore(target, blob.len(), None, refused);
         }
         if self.config.restore_mode == RestoreMode::Pending && !completion.is_null() {
-            match self.pend_restore(completion, key, blob) {
+            match self.pend_restore(completion, target, blob) {
                 Ok(()) => return STATUS_PENDING,
                 Err(e) => self.log(
                     LogLevel::Warning,
@@ -155,7 +162,8 @@ impl<S: KernelServices> Driver<S> {
         }
         self.count(Counter::RestoresSync);
         let decoded = self.decode(blob);
-        self.apply_restore(key, blob.len(), Some(self.digest(blob)), decoded)
+        let sum = self.digest_of(blob, &decoded);
+        self.apply_restore(target, blob.len(), Some(sum), decoded)
     }
 
     /// A restore for no port vsflow knows: counted (`restores_unknown_port`), traced as
@@ -174,7 +182,7 @@ impl<S: KernelServices> Driver<S> {
     fn pend_restore(
         &self,
         completion: *mut c_void,
-        key: PortKey,
+        target: Target,
         blob: &[u8],
     ) -> Result<(), CalloutError> {
         let mut copy = Vec::new();
@@ -182,10 +190,11 @@ impl<S: KernelServices> Driver<S> {
         copy.extend_from_slice(blob);
         // The restore is coming: the port's window must not close on its own meanwhile,
         // however late the work item runs (the operator's changes made in it win either way).
-        if let Some(slot) = self.port_ref(|_| Some(key)) {
+        let (key, instance) = target;
+        if let Some(slot) = self.port_ref(|_| Some(key)).filter(|s| Some(s.instance) == instance) {
             slot.state.lock().window_deadline = vsflow_core::Tick::MAX;
         }
-        let id = self.pending.lock().push(completion as usize, key, copy, self.now())?;
+        let id = self.pending.lock().push(completion as usize, target, copy, self.now())?;
         self.count(Counter::RestoresPended);
         if let Err(e) = self.services.request_deferred_work() {
             // Take it back; if it is already gone, someone completed it: still report pending.
@@ -211,7 +220,7 @@ impl<S: KernelServices> Driver<S> {
     pub fn run_deferred(&self) {
         loop {
             let job = self.pending.lock().take_next();
-            let Some((id, key, blob)) = job else { break };
+            let Some((id, target, blob)) = job else { break };
             let mut decoded = self.decode(&blob);
             // Claimed, not removed: until it is applied the restore stays in flight for a save
             // of the port, which would otherwise encode the port as it was before its restore.
@@ -220,7 +229,8 @@ impl<S: KernelServices> Driver<S> {
                 continue;
             };
             self.age_by_wait(&mut decoded, received_at);
-            let status = self.apply_restore(key, blob.len(), Some(self.digest(&blob)), decoded);
+            let sum = self.digest_of(&blob, &decoded);
+            let status = self.apply_restore(target, blob.len(), Some(sum), decoded);
             self.pending.lock().release(id);
             Self::complete(completion, status);
         }
@@ -247,8 +257,8 @@ impl<S: KernelServices> Driver<S> {
             let Some(entry) = entry else { break };
             let mut decoded = self.decode(&entry.blob);
             self.age_by_wait(&mut decoded, entry.received_at);
-            let sum = Some(self.digest(&entry.blob));
-            let status = self.apply_restore(key, entry.blob.len(), sum, decoded);
+            let sum = Some(self.digest_of(&entry.blob, &decoded));
+            let status = self.apply_restore((key, entry.instance), entry.blob.len(), sum, decoded);
             Self::complete(entry.completion, status);
         }
     }
@@ -309,13 +319,33 @@ impl<S: KernelServices> Driver<S> {
         codec::blob_digest(self.digest_key(), blob)
     }
 
-    /// Applies a decode result to port `key` under the port's lock only (the map's is held just
-    /// to take a reference on the port); returns the status to report and traces the outcome.
+    /// [`Self::digest`] of the blob `decoded` came from: a decoded state carries it already
+    /// (the decoder computed it under the same key, [`Self::decode`]), so a blob of 60 KB is not
+    /// hashed twice; a degraded one is hashed here.
+    fn digest_of(&self, blob: &[u8], decoded: &Restorable) -> u64 {
+        match decoded {
+            Restorable::State(state) if state.digest != 0 => state.digest,
+            _ => self.digest(blob),
+        }
+    }
+
+    /// Applies a decode result to the port of `target` under the port's lock only (the map's
+    /// is held just to take a reference on the port); returns the status to report and traces
+    /// the outcome.
     ///
+    /// `target` is the port's key and the instance that had it when the restore was received;
     /// `bytes` is the blob's length, `sum` its keyed digest (`None` for a blob refused unread).
+    ///
+    /// The port is found by its key, so it may be another instance: the one the restore was
+    /// for was deleted after the work item claimed the restore (a delete cancels only what the
+    /// work item has not claimed) and a port created with the same id since, maybe another
+    /// VM's. That port gets a degraded restore ([`DegradedReason::PortReplaced`]): no flows,
+    /// its own policy kept or closed (fail closed, as for any restore it cannot use), counted
+    /// (`restores_empty`) and traced; never the old VM's flows or policy. The notification
+    /// succeeds whatever `FailBadRestores` says: the blob is not bad, and its port is gone.
     fn apply_restore(
         &self,
-        key: PortKey,
+        (key, instance): Target,
         bytes: usize,
         sum: Option<u64>,
         decoded: Restorable,
@@ -326,6 +356,18 @@ impl<S: KernelServices> Driver<S> {
             return STATUS_SUCCESS;
         };
         let mut st = slot.state.lock();
+        if instance != Some(slot.instance) {
+            self.log(
+                LogLevel::Warning,
+                format_args!(
+                    "port {}: restore received for a port since deleted; port '{}' has its id now",
+                    key.port,
+                    st.port.identity()
+                ),
+            );
+            let replaced = DegradedReason::PortReplaced;
+            return self.degrade(&mut st, key, (bytes, None), replaced, None, None);
+        }
         self.apply_locked(&mut st, key, bytes, sum, decoded, now)
     }
 
@@ -424,9 +466,11 @@ impl<S: KernelServices> Driver<S> {
         let window = self.config.apply_config().pickup_window;
         st.port.judge_uncarried_until(if window == 0 { 0 } else { now.saturating_add(window) });
         st.window_deadline = vsflow_core::Tick::MAX;
-        // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob.
-        let expected = reason == DegradedReason::UnknownMajor
-            && self.config.unknown_major == codec::UnknownMajor::Lenient;
+        // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob. A restore
+        // whose port was replaced is not a bad blob either, and its port is gone.
+        let expected = (reason == DegradedReason::UnknownMajor
+            && self.config.unknown_major == codec::UnknownMajor::Lenient)
+            || reason == DegradedReason::PortReplaced;
         if self.config.fail_bad_restores && !expected {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
             self.count(Counter::RestoresFailed);

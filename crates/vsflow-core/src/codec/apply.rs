@@ -133,18 +133,20 @@ pub fn apply_with(
             continue;
         };
         let hash = table.hash(&s.key);
-        if table.find_hashed(hash, &s.key).is_some() {
+        let admission = plan.admission(s.admission);
+        let local = window.and_then(|w| w.find_hashed(hash, &s.key).map(|at| *w.record(at)));
+        // Room was reserved above: placed without growth, split or eviction; one chain walk
+        // checks for a duplicate and places the flow, its record written in place.
+        let placed = table.insert_unique(hash, &s.key, now, |r| {
+            s.write_record(now, admission, r);
+            if let Some(local) = &local {
+                *r = r.merge_window(local);
+            }
+        })?;
+        if placed.is_none() {
             return Err(ApplyError::DuplicateFlow { index: i as usize });
         }
-        let mut record = s.to_record(now);
-        record.admission = plan.admission(record.admission);
-        if let Some(local) =
-            window.and_then(|w| w.find_hashed(hash, &s.key).map(|at| *w.record(at)))
-        {
-            record = record.merge_window(&local);
-            merged += 1;
-        }
-        table.insert_hashed(hash, s.key, record, now)?;
+        merged += u64::from(local.is_some());
     }
 
     let pickup_until =

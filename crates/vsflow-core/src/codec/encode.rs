@@ -131,21 +131,39 @@ impl Source for LivePort<'_> {
         out.try_reserve(table.len())?;
         // Class by class, least recently used first: the decoder's recency sort then sees
         // long sorted runs.
+        // The key field by field: copied whole it went through the stack in pieces that the
+        // push re-read with wider loads (a store-forwarding stall per flow).
+        let key = |k: &FlowKey| FlowKey {
+            family: k.family,
+            protocol: k.protocol,
+            local_addr: k.local_addr,
+            remote_addr: k.remote_addr,
+            local_port: k.local_port,
+            remote_port: k.remote_port,
+        };
         if table.len().saturating_mul(MIN_ENTRY_LEN) <= room {
             for class in TimeoutClass::ALL {
-                out.extend(
-                    table.iter_lru(class).map(|(k, r)| SavedFlow::from_record(*k, r, self.now)),
-                );
+                for (k, r) in table.iter_lru(class) {
+                    // Reserved above: always true. Pushing only within the capacity lets the
+                    // record be built in place (with a growth path the value went through the
+                    // stack and was re-read with wide loads: another stall).
+                    if out.len() < out.capacity() {
+                        out.push(SavedFlow::from_record(key(k), r, self.now));
+                    }
+                }
             }
             return Ok(0);
         }
-        // Certainly past the cap: the slots key the encoder's kept fingerprints.
+        // Certainly past the cap (fingerprints needed): each flow's slot too, which keys the
+        // encoder's kept fingerprints (`FpCache`).
         slots.try_reserve(table.len())?;
         for class in TimeoutClass::ALL {
             for (i, k, r) in table.iter_lru_slots(class) {
-                // Reserved above: no growth.
-                out.push(SavedFlow::from_record(*k, r, self.now));
-                slots.push(i);
+                // Reserved above: always true (as above).
+                if out.len() < out.capacity() && slots.len() < slots.capacity() {
+                    out.push(SavedFlow::from_record(key(k), r, self.now));
+                    slots.push(i);
+                }
             }
         }
         Ok(table.slot_count())
@@ -389,9 +407,12 @@ struct AddrIndex {
     hasher: FixedState,
 }
 
+/// 12 bytes: the address itself is the caller's (`id` indexes it), so the index stays small
+/// enough for the cache (a 4,096-flow save probes 96 KiB, not 256).
 #[derive(Clone, Copy, Debug, Default)]
 struct AddrSlot {
-    addr: u128,
+    /// The address's hash's high 32 bits: most different addresses differ here.
+    tag: u32,
     generation: u32,
     id: u32,
 }
@@ -423,19 +444,26 @@ impl AddrIndex {
     }
 
     /// The id of `addr`, or `id` if it is new (then recorded): (the id, whether new). At most
-    /// `n` (of [`AddrIndex::reset`]) distinct addresses per build.
-    fn find_or_insert(&mut self, addr: &[u8; 16], id: u32) -> (u32, bool) {
-        let a = u128::from_ne_bytes(*addr);
+    /// `n` (of [`AddrIndex::reset`]) distinct addresses per build. `known(j)` is the address
+    /// recorded under id `j` (the caller keeps them).
+    fn find_or_insert(
+        &mut self,
+        addr: &[u8; 16],
+        id: u32,
+        known: impl Fn(u32) -> Option<[u8; 16]>,
+    ) -> (u32, bool) {
+        let h = self.hasher.hash_one(u128::from_ne_bytes(*addr));
         #[allow(clippy::cast_possible_truncation, reason = "a hash, masked")]
-        let mut i = self.hasher.hash_one(a) as usize & self.mask;
+        let mut i = h as usize & self.mask;
+        let tag = (h >> 32) as u32;
         // At most half full: an empty slot comes before the probe wraps around.
         for _ in 0..=self.mask {
             let Some(slot) = self.slots.get_mut(i) else { break };
             if slot.generation != self.generation {
-                *slot = AddrSlot { addr: a, generation: self.generation, id };
+                *slot = AddrSlot { tag, generation: self.generation, id };
                 return (id, true);
             }
-            if slot.addr == a {
+            if slot.tag == tag && known(slot.id).as_ref() == Some(addr) {
                 return (slot.id, false);
             }
             i = (i + 1) & self.mask;
@@ -519,7 +547,7 @@ impl Dicts {
             }
             let r = s.key.remote_addr;
             let next = u32::try_from(rems.len()).unwrap_or(NONE);
-            let (rid, new) = ri.find_or_insert(&r, next);
+            let (rid, new) = ri.find_or_insert(&r, next, |j| rems.get(j as usize).map(|x| x.0));
             if new {
                 // Reserved above: no growth.
                 rems.push((r, 1, NONE));
@@ -723,12 +751,10 @@ pub(super) fn encode_source(
     // with theirs.
     let (exact, dicts) =
         if plan.all_exact { (&work.flows, &work.all) } else { (&work.exact, &work.kept) };
-    let mut counts = [0usize; 2];
-    for s in exact {
-        if let Some(c) = counts.get_mut(family_slot(s.key.family)) {
-            *c += 1;
-        }
-    }
+    // Counted in a register (an increment of an array slot per flow chained every flow
+    // through a store and a reload).
+    let v4 = exact.iter().filter(|s| s.key.family == IpFamily::V4).count();
+    let counts = [v4, exact.len() - v4];
     let entries_len = plan.entries;
     let fps = &work.fps;
     let fp_bytes = rice::bytes(fps, plan.k);
@@ -1044,18 +1070,20 @@ fn fit_all(
         return Ok(None);
     }
     w.all.build(&w.flows, true, w.seed)?;
-    let mut base = [0usize; 2];
+    // Summed in registers, one per family (see `encode_source`'s count).
+    let (mut b4, mut b6) = (0usize, 0usize);
+    let [lay4, lay6] = w.all.lays;
     for (s, &(local, remote)) in w.flows.iter().zip(w.all.idx.iter()) {
         if local == NONE {
             // Its local address did not fit the dictionary: it cannot be written exactly.
             return Ok(None);
         }
-        let f = family_slot(s.key.family);
-        let (Some(b), Some(lay)) = (base.get_mut(f), w.all.lays.get(f)) else {
-            return Ok(None);
-        };
-        *b += entry_len(s, lay, remote != NONE, rules_version, false);
+        match s.key.family {
+            IpFamily::V4 => b4 += entry_len(s, &lay4, remote != NONE, rules_version, false),
+            IpFamily::V6 => b6 += entry_len(s, &lay6, remote != NONE, rules_version, false),
+        }
     }
+    let base = [b4, b6];
     let without = w.all.bytes() + carried_bytes + base[0] + base[1];
     if without > room {
         return Ok(None);
@@ -1064,12 +1092,14 @@ fn fit_all(
     if without + 4 * w.flows.len() > room {
         return Ok(Some((base, false)));
     }
-    let mut extra = [0usize; 2];
+    let (mut x4, mut x6) = (0usize, 0usize);
     for s in &w.flows {
-        if let Some(x) = extra.get_mut(family_slot(s.key.family)) {
-            *x += counters_len(s);
+        match s.key.family {
+            IpFamily::V4 => x4 += counters_len(s),
+            IpFamily::V6 => x6 += counters_len(s),
         }
     }
+    let extra = [x4, x6];
     if without + extra[0] + extra[1] <= room {
         Ok(Some(([base[0] + extra[0], base[1] + extra[1]], true)))
     } else {

@@ -18,6 +18,16 @@
 //! them at the save instead, in one pass over the flows with one hash lookup per flow, in
 //! reused tables; see docs/PERFORMANCE.md for what that costs.
 //!
+//! **Charged to the host's flow-memory budget.** What an encoder keeps is flow memory like the
+//! port's table (about 200 bytes a flow), so a live port's save settles it with the budget the
+//! port's table charges ([`crate::flow::FlowBudget`]) as the save ends: the growth is charged
+//! if the budget has room for it (kept for the next save), and otherwise the encoder frees
+//! everything at once (counted, [`crate::flow::FlowBudget::saves_unkept`]). A save never fails
+//! and never drops state for the budget: its blob is the same either way; past the budget its
+//! working memory exists only while the save runs (under the port's lock, bounded by the
+//! port's flow bound), and the next save allocates it again. Whatever it charged is given back
+//! by [`Encoder::release`] and when the encoder is dropped.
+//!
 //! **One consistent port.** The encoder reads the port's flows once, in least-recently-used
 //! order per timeout class ([`crate::flow::FlowTable::iter_lru`]), while the caller holds
 //! whatever makes the port consistent (today the port's lock). When a port's flows are split
@@ -31,6 +41,7 @@ use alloc::vec::Vec;
 use super::encode::{LivePort, Work, encode_source};
 use super::{EncodeConfig, EncodeSummary, PortState};
 use crate::error::Error;
+use crate::flow::BudgetRef;
 use crate::port::Port;
 use crate::time::Tick;
 
@@ -38,6 +49,16 @@ use crate::time::Tick;
 #[derive(Debug, Default)]
 pub struct Encoder {
     work: Work,
+    /// The budget `charged` is charged to (the saved port's table's), if any.
+    budget: Option<BudgetRef>,
+    /// Bytes of `work` charged to `budget`.
+    charged: usize,
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        self.uncharge();
+    }
 }
 
 impl Encoder {
@@ -60,7 +81,9 @@ impl Encoder {
         config: &EncodeConfig,
         out: &mut Vec<u8>,
     ) -> Result<EncodeSummary, Error> {
-        encode_source(&LivePort { port, now }, config, out, &mut self.work)
+        let result = encode_source(&LivePort { port, now }, config, out, &mut self.work);
+        self.settle(port.table.config().budget);
+        result
     }
 
     /// Encodes a [`PortState`] (tools, fixtures, tests), as [`super::encode_state`].
@@ -82,8 +105,45 @@ impl Encoder {
         self.work.heap_bytes()
     }
 
-    /// Frees every allocation (the next save allocates again).
+    /// Frees every allocation (the next save allocates again) and gives back its charge.
     pub fn release(&mut self) {
         self.work = Work::default();
+        self.uncharge();
+    }
+
+    /// Bytes charged to the flow-memory budget now.
+    #[must_use]
+    pub const fn charged_bytes(&self) -> usize {
+        self.charged
+    }
+
+    /// Settles the memory kept after a live port's save with the port's budget (see the module
+    /// docs): charges its growth if the budget has room, frees everything otherwise.
+    fn settle(&mut self, budget: Option<BudgetRef>) {
+        if self.budget != budget {
+            // Another budget than the one charged (not the driver's case: a port keeps its
+            // table's): give the old one back first.
+            self.uncharge();
+            self.budget = budget;
+        }
+        let Some(BudgetRef(b)) = self.budget else { return };
+        let held = self.work.heap_bytes();
+        if held <= self.charged {
+            // Vectors never shrink on their own: nothing new to charge.
+            return;
+        }
+        if b.try_charge_save(held - self.charged) {
+            self.charged = held;
+        } else {
+            self.work = Work::default();
+            self.uncharge();
+        }
+    }
+
+    fn uncharge(&mut self) {
+        if let Some(BudgetRef(b)) = self.budget {
+            b.release(self.charged);
+        }
+        self.charged = 0;
     }
 }

@@ -109,6 +109,20 @@ impl SavedFlow {
         }
     }
 
+    /// Writes [`SavedFlow::to_record`] with `admission` in place of the saved one (a restore
+    /// maps carried admissions to this host's rule versions) into `out`, field by field (a
+    /// restore's bulk insert writes the table's slot in place: [`crate::flow::FlowTable::insert_unique`]).
+    pub const fn write_record(&self, now: Tick, admission: Admission, out: &mut FlowRecord) {
+        out.state = self.state;
+        out.opener = self.opener;
+        out.admission = admission;
+        out.fin_seen = self.fin_seen;
+        out.packets = self.packets;
+        out.bytes = self.bytes;
+        out.first_seen = now.saturating_sub(self.first_age);
+        out.last_seen = now.saturating_sub(self.last_age);
+    }
+
     /// Sort key of the save-cap policy: established TCP first, then most recently active.
     /// Smaller is more valuable; equal ranks keep the order of the table (deterministic).
     #[must_use]

@@ -49,6 +49,8 @@ impl<'a> Reader<'a> {
 
     /// An unsigned LEB128 varint of at most 10 bytes whose value fits 64 bits; `None` past
     /// the end, for an overlong encoding (a final zero byte after the first) or overflow.
+    #[allow(clippy::inline_always, reason = "the decode loop's fast path: up to 8 a flow")]
+    #[inline(always)]
     pub fn varint(&mut self) -> Option<u64> {
         // One byte: most ages and small counters.
         if let Some(&b) = self.bytes.get(self.pos)
@@ -57,6 +59,19 @@ impl<'a> Reader<'a> {
             self.pos += 1;
             return Some(u64::from(b));
         }
+        // Two bytes (ages in seconds up to 4.5 hours): canonical if the second is not 0.
+        if let Some(&[b0, b1]) = self.bytes.get(self.pos..self.pos.wrapping_add(2))
+            && (1..0x80).contains(&b1)
+        {
+            self.pos += 2;
+            return Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
+        }
+        self.varint_long()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn varint_long(&mut self) -> Option<u64> {
         let mut v = 0u64;
         for i in 0..10u32 {
             let b = self.u8()?;
@@ -73,6 +88,18 @@ impl<'a> Reader<'a> {
             }
         }
         None
+    }
+
+    /// A dictionary index of `width` bytes (0, 1 or 2; 0 reads as 0), little-endian: the
+    /// compact entries' widths, read without a loop.
+    #[inline]
+    pub fn index(&mut self, width: usize) -> Option<u32> {
+        match width {
+            0 => Some(0),
+            1 => self.u8().map(u32::from),
+            2 => self.u16().map(u32::from),
+            _ => self.uint(width),
+        }
     }
 
     /// A little-endian unsigned integer of `width` bytes (0..=4; 0 reads as 0).
@@ -107,6 +134,9 @@ mod tests {
         assert_eq!(Reader::new(&[0]).varint(), Some(0));
         assert_eq!(Reader::new(&[0x7f]).varint(), Some(127));
         assert_eq!(Reader::new(&[0x80, 0x01]).varint(), Some(128));
+        assert_eq!(Reader::new(&[0xff, 0x7f]).varint(), Some(16_383));
+        assert_eq!(Reader::new(&[0x80, 0x80, 0x01]).varint(), Some(16_384));
+        assert_eq!(Reader::new(&[0xff, 0x00]).varint(), None, "overlong");
         assert_eq!(Reader::new(&[0x80, 0x00]).varint(), None, "overlong");
         assert_eq!(Reader::new(&[0x80]).varint(), None, "truncated");
         let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
@@ -115,5 +145,10 @@ mod tests {
         assert_eq!(Reader::new(&over).varint(), None, "past 64 bits");
         assert_eq!(Reader::new(&[1, 2, 3]).uint(2), Some(0x0201));
         assert_eq!(Reader::new(&[1]).uint(0), Some(0));
+        for w in 0..=4 {
+            let b = [0x11, 0x22, 0x33, 0x44, 0x55];
+            assert_eq!(Reader::new(&b).index(w), Reader::new(&b).uint(w), "width {w}");
+            assert_eq!(Reader::new(&b[..w.saturating_sub(1)]).index(w).is_none(), w > 0);
+        }
     }
 }

@@ -11,7 +11,11 @@
 //!   connections) are charged even past the limit ([`FlowBudget::charge_over`], counted as
 //!   overdraft): refusing them would leave a port untracked or cut established connections.
 //!   Both are bounded by the per-port bound and the blob size, not by the guest's traffic;
-//! - nothing already tracked is ever given up for the budget: it refuses only new flows.
+//! - nothing already tracked is ever given up for the budget: it refuses only new flows;
+//! - the memory a port's save keeps for its next save ([`crate::codec::Encoder`], about 200
+//!   bytes a flow) is charged as the save ends if there is room ([`FlowBudget::try_charge_save`]);
+//!   otherwise it is freed at once (counted, [`FlowBudget::saves_unkept`]): a save never fails
+//!   and its blob does not change, it only allocates again next time.
 //!
 //! A table releases what it charged when it is dropped. The budget is a few atomics: a growth
 //! step (one per 64 flows at most) does one compare-exchange on it, a packet that finds its flow
@@ -28,6 +32,7 @@ pub struct FlowBudget {
     refused: AtomicU64,
     reported: AtomicU64,
     overdraft: AtomicU64,
+    saves_unkept: AtomicU64,
 }
 
 impl FlowBudget {
@@ -40,6 +45,7 @@ impl FlowBudget {
             refused: AtomicU64::new(0),
             reported: AtomicU64::new(0),
             overdraft: AtomicU64::new(0),
+            saves_unkept: AtomicU64::new(0),
         }
     }
 
@@ -52,6 +58,20 @@ impl FlowBudget {
         });
         if charged.is_err() {
             self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        charged.is_ok()
+    }
+
+    /// Charges `bytes` of a save's kept memory if the total stays within the limit; otherwise
+    /// charges nothing, counts the save in [`FlowBudget::saves_unkept`] (not as a refused
+    /// flow) and returns `false`: the caller frees the memory.
+    pub fn try_charge_save(&self, bytes: usize) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let charged = self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+            used.checked_add(bytes).filter(|&total| total <= limit)
+        });
+        if charged.is_err() {
+            self.saves_unkept.fetch_add(1, Ordering::Relaxed);
         }
         charged.is_ok()
     }
@@ -98,6 +118,12 @@ impl FlowBudget {
         self.overdraft.load(Ordering::Relaxed)
     }
 
+    /// Saves whose working memory the budget had no room to keep (freed as the save ended).
+    #[must_use]
+    pub fn saves_unkept(&self) -> u64 {
+        self.saves_unkept.load(Ordering::Relaxed)
+    }
+
     /// Refusals since the last call (for a periodic event), or 0.
     pub fn take_unreported(&self) -> u64 {
         let refused = self.refused();
@@ -140,6 +166,10 @@ mod tests {
         assert_eq!((b.used(), b.overdraft()), (130, 30));
         b.release(130);
         assert_eq!(b.used(), 0);
+        assert!(b.try_charge_save(100));
+        assert!(!b.try_charge_save(1), "a save's memory past the limit");
+        assert_eq!((b.used(), b.refused(), b.saves_unkept()), (100, 1, 1), "not a refused flow");
+        b.release(100);
         assert_eq!(b.take_unreported(), 1);
         assert_eq!(b.take_unreported(), 0);
     }

@@ -89,6 +89,19 @@ impl<T: Copy, const N: usize> Segments<T, N> {
         }
     }
 
+    /// Appends an element for the caller to overwrite in place (it holds what the slot held
+    /// before: the segment's fill or an old element); `None` without room
+    /// ([`Segments::is_full`]).
+    #[inline]
+    pub fn push_in_place(&mut self) -> Option<&mut T> {
+        if self.len >= self.bound {
+            return None;
+        }
+        let segment = self.dir.get_mut(self.len / N)?;
+        self.len += 1;
+        Some(&mut segment[(self.len - 1) % N])
+    }
+
     /// The element at `i` (`i < capacity`).
     #[inline]
     pub fn get(&self, i: usize) -> &T {
