@@ -1406,15 +1406,15 @@ const fn rank_index(key: u128) -> u32 {
     i
 }
 
-/// Most bits [`sort_values`] distributes on (4,096 buckets: 16 KiB of counts).
-const BUCKET_BITS_MAX: u32 = 12;
+/// Most bits [`sort_values`] distributes on (32,768 buckets: 128 KiB of counts).
+const BUCKET_BITS_MAX: u32 = 15;
 /// Below this many values a comparison sort is as cheap as distributing them.
 const BUCKET_MIN: usize = 256;
 /// A bucket larger than this is sorted by a comparison sort (insertion sort below it).
 const BUCKET_INSERTION_MAX: usize = 24;
 
 /// Sorts `values` ascending: one distribution pass on their top bits into `tmp` (its memory
-/// reused; about four values a bucket), then each bucket by insertion sort, or a comparison
+/// reused; about one value a bucket), then each bucket by insertion sort, or a comparison
 /// sort if it is large. `hist` holds the bucket counts (kept across saves).
 ///
 /// Past the cap the encoder sorts every connection's fingerprint at each save (20,000 at
@@ -1431,8 +1431,9 @@ fn sort_values(values: &mut Vec<u32>, tmp: &mut Vec<u32>, hist: &mut Vec<u32>) -
         values.sort_unstable();
         return Ok(());
     }
-    // About four values a bucket: log2(n / 4) bits, at most BUCKET_BITS_MAX.
-    let bits = (n / 4).ilog2().clamp(4, BUCKET_BITS_MAX);
+    // About one value a bucket: log2(n) bits, at most BUCKET_BITS_MAX (insertion sorts of
+    // several values mispredict their branches: buckets of one or two cost less).
+    let bits = n.ilog2().clamp(4, BUCKET_BITS_MAX);
     let buckets = 1usize << bits;
     let shift = 32 - bits;
     if hist.capacity() < buckets {
