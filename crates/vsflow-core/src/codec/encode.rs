@@ -1425,7 +1425,11 @@ const BUCKET_INSERTION_MAX: usize = 24;
 ///
 /// # Errors
 /// [`Error::OutOfMemory`] (the first sort of a port's encoder reserves `tmp` and `hist`).
-fn sort_values(values: &mut Vec<u32>, tmp: &mut Vec<u32>, hist: &mut Vec<u32>) -> Result<(), Error> {
+fn sort_values(
+    values: &mut Vec<u32>,
+    tmp: &mut Vec<u32>,
+    hist: &mut Vec<u32>,
+) -> Result<(), Error> {
     let n = values.len();
     if n < BUCKET_MIN {
         values.sort_unstable();
@@ -1755,9 +1759,8 @@ fn plan_upgrades(
     if left >= min_upgrade && order.len() < n_flows {
         order.clear();
         order.try_reserve(n_flows)?;
-        order.extend(
-            (0u32..).zip(flows).map(|(i, s)| rank_key(s, i)).filter(|&x| Some(x) > walked),
-        );
+        order
+            .extend((0u32..).zip(flows).map(|(i, s)| rank_key(s, i)).filter(|&x| Some(x) > walked));
     } else {
         order.clear();
     }
@@ -2196,7 +2199,10 @@ mod tests {
         for room in [2_000, 3_000] {
             let mut w = Work { flows: flows.clone(), ..Work::default() };
             let p = plan(&mut w, room, 1, salt, &carried).expect("plan");
-            assert_eq!(p.salt, salt, "no second salt: the collision is resolved by an exact record");
+            assert_eq!(
+                p.salt, salt,
+                "no second salt: the collision is resolved by an exact record"
+            );
             assert_eq!(p.lost, 0);
             assert_eq!(p.fingerprinted + w.exact.len(), flows.len(), "every connection carried");
             // y (more valuable) is exact; x keeps the value alone.
