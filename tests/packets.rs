@@ -340,8 +340,11 @@ fn a_later_fragment_that_may_overlap_the_judged_tcp_header_is_judged() {
                     passed.push(format!("{what} {family:?}: at byte {}", offset * 8));
                 }
             }
-            // Past the bytes vsflow reads: on the first fragment's verdict, unjudged.
-            for offset in [16u16, 185] {
+            // Past the bytes vsflow reads: on the first fragment's verdict, unjudged. For IPv6
+            // that is past the 192 bytes of an ICMPv6 first fragment: reassembly ignores a later
+            // fragment's next header (RFC 8200 4.5; see the next tests).
+            let past = if family == IpFamily::V4 { 16u16 } else { 24 };
+            for offset in [past, 185] {
                 let later = to_rdp(family, n, tcp::ACK).as_fragment(Fragment::NonFirst(offset));
                 assert_eq!(
                     h.transmit(s, EXTERNAL_PORT, PORT, &later),
@@ -480,4 +483,49 @@ fn swap_addresses(d: &[u8]) -> Vec<u8> {
     d.copy_within(s + len..s + 2 * len, s);
     d[s + len..s + 2 * len].copy_from_slice(&src);
     d
+}
+
+/// RFC 8200 section 4.5: "The Next Header values in the Fragment headers of different fragments
+/// of the same original packet may differ. Only the value from the Offset zero fragment packet
+/// is used for reassembly." So an IPv6 later fragment whose fragment header names UDP (or TCP)
+/// may overlap an ICMPv6 first fragment, and the bytes of it vsflow reads reach 192, not the
+/// 128 of a TCP header's: an error quoting the VM's datagram sent with five destination-options
+/// headers has the quoted ports at byte 128 of the fragmentable part. A later fragment there
+/// that names UDP passed as a plain later fragment (its protocol's bound is 128) and rewrote the
+/// admitted error's quote in a guest that keeps later bytes.
+#[test]
+fn an_ipv6_later_fragment_naming_another_protocol_may_overlap_an_icmpv6_errors_quote() {
+    let (mut h, sw) = one_port();
+    let udp = vm_udp(IpFamily::V6, 3).with_ipv6_ext(&[Ipv6Ext::DestinationOptions; 5]);
+    assert_eq!(udp.ip_header_len(), 120);
+    assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &udp), PacketFate::Delivered);
+    // ICMPv6 header, then the quote: 120 bytes of IPv6 headers and the 8 of UDP (ports at 128).
+    let first = traffic::icmp_unreachable(&udp, 0, None, Some((0, true)));
+    assert_eq!(
+        h.transmit(sw, EXTERNAL_PORT, PORT, &first),
+        PacketFate::Delivered,
+        "control: the error's first fragment quoting the VM's datagram is related"
+    );
+    let mut passed = Vec::new();
+    for next in [protocol::UDP, protocol::TCP, protocol::ICMPV6] {
+        for units in [16u16, 17, 23] {
+            let mut d = traffic::icmp_later_fragment(&udp, units).datagram;
+            assert_eq!(d[40], protocol::ICMPV6, "the fragment header's next header");
+            d[40] = next;
+            let later = SimPacket::from_datagram(d).expect("an IP datagram");
+            if h.transmit(sw, EXTERNAL_PORT, PORT, &later) == PacketFate::Delivered {
+                passed.push(format!("naming {next} at byte {}", units * 8));
+            }
+        }
+        // Past every byte vsflow reads: on the first fragment's verdict.
+        let mut d = traffic::icmp_later_fragment(&udp, 24).datagram;
+        d[40] = next;
+        let later = SimPacket::from_datagram(d).expect("an IP datagram");
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &later), PacketFate::Delivered);
+    }
+    assert!(
+        passed.is_empty(),
+        "later fragments over the admitted error's quote passed: {passed:?}"
+    );
+    finish(&mut h);
 }

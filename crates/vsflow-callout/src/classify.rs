@@ -258,18 +258,24 @@ pub enum Bypass {
     NonFirstFragment,
 }
 
-/// Reads one incoming value, if present.
+/// WFP's incoming values of one classify call, as a slice (empty if there are none).
 ///
 /// # Safety
-/// `values` is WFP's valid `FWPS_INCOMING_VALUES0` for this call.
-unsafe fn value(values: &FWPS_INCOMING_VALUES0, index: usize) -> Option<sys::FWP_VALUE0> {
-    if values.incomingValue.is_null() || index >= values.valueCount as usize {
-        return None;
+/// `values` is WFP's valid `FWPS_INCOMING_VALUES0` for this call: `incomingValue` points to
+/// `valueCount` values, valid for the call.
+#[inline]
+unsafe fn value_slice(values: &FWPS_INCOMING_VALUES0) -> &[sys::FWPS_INCOMING_VALUE0] {
+    if values.incomingValue.is_null() {
+        return &[];
     }
-    // SAFETY: `index < valueCount` and the array has `valueCount` elements (caller's contract).
-    let v = unsafe { values.incomingValue.add(index) };
-    // SAFETY: `v` points inside the array.
-    Some(unsafe { (*v).value })
+    // SAFETY: non-null, `valueCount` elements valid for the call (caller's contract).
+    unsafe { core::slice::from_raw_parts(values.incomingValue, values.valueCount as usize) }
+}
+
+/// One incoming value by its field index, if present.
+#[inline]
+fn value(values: &[sys::FWPS_INCOMING_VALUE0], index: usize) -> Option<sys::FWP_VALUE0> {
+    values.get(index).map(|v| v.value)
 }
 
 /// Reads the 5-tuple and the VM's port id from the values of one classify call.
@@ -279,10 +285,13 @@ unsafe fn value(values: &FWPS_INCOMING_VALUES0, index: usize) -> Option<sys::FWP
 ///
 /// # Safety
 /// `values` and `meta` are the valid pointers WFP passed to classify.
+#[inline]
 pub unsafe fn read_values(
     values: &FWPS_INCOMING_VALUES0,
     meta: &FWPS_INCOMING_METADATA_VALUES0,
 ) -> Result<Classified, Bypass> {
+    // SAFETY: caller's contract on `values`.
+    let fields = unsafe { value_slice(values) };
     let (ingress, v6) = match values.layerId {
         sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4 => (true, false),
         sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V6 => (true, true),
@@ -309,17 +318,11 @@ pub unsafe fn read_values(
     if port_id == 0 {
         return Err(Bypass::TrustedPort);
     }
-    // SAFETY: caller's contract on `values`.
-    let src = unsafe { value(values, sys::FIELD_IP_SOURCE_ADDRESS) }.ok_or(Bypass::Malformed)?;
-    // SAFETY: as above.
-    let dst =
-        unsafe { value(values, sys::FIELD_IP_DESTINATION_ADDRESS) }.ok_or(Bypass::Malformed)?;
-    // SAFETY: as above.
-    let proto = unsafe { value(values, sys::FIELD_IP_PROTOCOL) }.ok_or(Bypass::Malformed)?;
-    // SAFETY: as above.
-    let sport = unsafe { value(values, sys::FIELD_IP_SOURCE_PORT) };
-    // SAFETY: as above.
-    let dport = unsafe { value(values, sys::FIELD_IP_DESTINATION_PORT) };
+    let src = value(fields, sys::FIELD_IP_SOURCE_ADDRESS).ok_or(Bypass::Malformed)?;
+    let dst = value(fields, sys::FIELD_IP_DESTINATION_ADDRESS).ok_or(Bypass::Malformed)?;
+    let proto = value(fields, sys::FIELD_IP_PROTOCOL).ok_or(Bypass::Malformed)?;
+    let sport = value(fields, sys::FIELD_IP_SOURCE_PORT);
+    let dport = value(fields, sys::FIELD_IP_DESTINATION_PORT);
     if proto.r#type != sys::FWP_UINT8 {
         return Err(Bypass::Malformed);
     }
@@ -371,7 +374,9 @@ fn addr4(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
     // SAFETY: the type tag says `uint32` is the active arm. WFP gives IPv4 addresses in host
     // byte order (verify on Windows, item 10).
     let a = unsafe { v.u.uint32 };
-    Some(vsflow_core::packet::v4(a.to_be_bytes()))
+    // `vsflow_core::packet::v4(a.to_be_bytes())` (the address bytes, then zeroes) built as
+    // one 16-byte value.
+    Some(u128::from(u32::from_le_bytes(a.to_be_bytes())).to_le_bytes())
 }
 
 /// # Safety
@@ -396,9 +401,14 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
 ///
 /// # Safety
 /// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
+#[allow(
+    clippy::inline_always,
+    reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+)]
+#[inline(always)]
 unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
     // SAFETY: caller's contract.
-    let v = unsafe { value(values, sys::FIELD_VSWITCH_ID) }?;
+    let v = value(unsafe { value_slice(values) }, sys::FIELD_VSWITCH_ID)?;
     if v.r#type != sys::FWP_BYTE_BLOB_TYPE {
         return None;
     }

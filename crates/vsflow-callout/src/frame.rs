@@ -156,16 +156,26 @@ pub fn tcp_offset(ip: &[u8]) -> Option<usize> {
 ///
 /// Not readable: see [`tcp_offset`], or the flags lie past the end of the [`datagram`].
 #[must_use]
+#[inline]
 pub fn tcp_flags(ip: &[u8]) -> Option<u8> {
-    let ip = datagram(ip);
     // Every packet: IPv4 without options carrying TCP, read in a few tests (what `walk` finds
-    // for it: a non-first fragment has no flags; otherwise the TCP header is at 20).
-    if let [0x45, _, _, _, _, _, f0, f1, _, IPPROTO_TCP, ..] = ip {
-        if u16::from_be_bytes([*f0, *f1]) & 0x1fff != 0 {
+    // for it: a non-first fragment has no flags; otherwise the TCP header is at 20, and its
+    // flags byte, 33, must lie inside the datagram: see `datagram` for the total length).
+    if let [0x45, _, t0, t1, _, _, f0, f1, _, IPPROTO_TCP, ..] = *ip {
+        let total = usize::from(u16::from_be_bytes([t0, t1]));
+        let end = if total == 0 || total > ip.len() { ip.len() } else { total };
+        if u16::from_be_bytes([f0, f1]) & 0x1fff != 0 || end <= 20 + 13 {
             return None;
         }
         return ip.get(20 + 13).copied();
     }
+    tcp_flags_walked(ip)
+}
+
+/// [`tcp_flags`] for every other packet: the header walk.
+#[inline(never)]
+fn tcp_flags_walked(ip: &[u8]) -> Option<u8> {
+    let ip = datagram(ip);
     ip.get(tcp_offset(ip)?.checked_add(13)?).copied()
 }
 
@@ -180,9 +190,9 @@ pub fn is_non_first_fragment(ip: &[u8]) -> bool {
 
 /// True if `ip` is a later fragment that may overlap the headers its first fragment was judged by.
 ///
-/// Its data starts within the first [`IP_PREFIX`] bytes of the datagram's fragmentable part,
-/// where every header vsflow reads in a first fragment lies, so it may rewrite what that
-/// fragment's verdict rested on.
+/// Its data starts within the first [`IP_PREFIX`] bytes of the datagram's fragmentable part
+/// (IPv6: `vsflow_core::icmp::READ_LEN`, below), where every header vsflow reads in a first
+/// fragment lies, so it may rewrite what that fragment's verdict rested on.
 ///
 /// RFC 1858 section 3.3: a fragment at offset 1 (byte 8) overwrites a TCP header's bytes 8-15,
 /// its flags among them, so a first fragment judged as a mid-stream ACK becomes a SYN in the
@@ -197,11 +207,21 @@ pub fn is_non_first_fragment(ip: &[u8]) -> bool {
 /// carries, and UDP has no flags, so nothing a later fragment overlaps was judged (a capture
 /// of NTP fragmented at offset 48 replays unchanged: `captures.rs`). IPv6 UDP is not exempt:
 /// destination options or an AH after the fragment header move its ports into reach.
+///
+/// IPv6's bound is wider: RFC 8200 section 4.5, "the Next Header values in the Fragment headers
+/// of different fragments of the same original packet may differ. Only the value from the
+/// Offset zero fragment packet is used for reassembly", so a later fragment that names TCP or
+/// UDP may overlap an ICMPv6 first fragment, whose quote vsflow reads up to
+/// [`vsflow_core::icmp::READ_LEN`] bytes (an IPv4 fragment joins only fragments of its own
+/// protocol, RFC 791). ICMP later fragments are judged by `vsflow_core::icmp::read` to the same
+/// bound. No IPv6 sender makes one: every link carries 1280 bytes.
 #[must_use]
 pub fn may_overlap_headers(ip: &[u8]) -> bool {
     let Walk::NonFirstFragment { offset } = walk(ip) else { return false };
-    let ipv4_udp = ip.first().is_some_and(|b| b >> 4 == 4) && ip.get(9) == Some(&17);
-    offset < IP_PREFIX && !ipv4_udp
+    if ip.first().is_some_and(|b| b >> 4 == 6) {
+        return offset < vsflow_core::icmp::READ_LEN;
+    }
+    offset < IP_PREFIX && ip.get(9) != Some(&17)
 }
 
 /// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
@@ -213,6 +233,11 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
 /// # Safety
 /// `nbl` is null or a valid `NET_BUFFER_LIST` whose data stays valid and unchanged for as long
 /// as `storage` is borrowed (within one classify call).
+#[allow(
+    clippy::inline_always,
+    reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+)]
+#[inline(always)]
 pub unsafe fn nbl_prefix(
     nbl: *mut core::ffi::c_void,
     storage: &mut [u8],
@@ -433,7 +458,9 @@ mod tests {
         ip6[6] = 44;
         ip6.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 1]);
         ip6.extend_from_slice(&[0; 8]);
-        for (units, overlaps) in [(1u16, true), (15, true), (16, false)] {
+        // IPv6: to the bytes read of an ICMPv6 first fragment (reassembly ignores a later
+        // fragment's next header, RFC 8200 4.5).
+        for (units, overlaps) in [(1u16, true), (15, true), (16, true), (23, true), (24, false)] {
             ip6[42..44].copy_from_slice(&(units << 3).to_be_bytes());
             assert_eq!(may_overlap_headers(&ip6), overlaps, "IPv6 offset {units}");
         }

@@ -199,11 +199,13 @@ fn main() -> ExitCode {
                         restore_mode: vsflow_callout::RestoreMode::Synchronous,
                         ..vsflow_callout::DriverConfig::default()
                     };
-                    let (c, k) = vsflow_sim::tools::bench::callout_vs_core(cfg, trials.max(1) * 3);
+                    let r = vsflow_sim::tools::bench::callout_vs_core(cfg, trials.max(1) * 3);
                     println!(
-                        "classify via callout {c:.1} ns/packet vs core {k:.1} ns/packet, one thread: {:.2}x",
-                        c / k.max(f64::MIN_POSITIVE)
+                        "vsflow-sim bench --mode classify (load average {:.1} at start; {} rounds of 10,000 packets, medians)",
+                        vsflow_sim::tools::bench::load_average(),
+                        trials.max(1) * 3
                     );
+                    println!("  {}", r.to_line());
                     return ExitCode::SUCCESS;
                 }
                 "callbacks" => (true, false),

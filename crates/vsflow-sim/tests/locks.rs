@@ -153,3 +153,43 @@ fn an_interrupt_holds_its_processor_with_the_spin_lock_it_just_took() {
     assert!(other_got_it.load(Ordering::SeqCst));
     assert!(!s.shared.interrupts.is_held());
 }
+
+/// The double keeps one record per lock a thread holds: releasing one of several (in any
+/// order) leaves the others' records intact, so a recursive acquisition of a lock still held
+/// is still reported and every release still finds its own hold and IRQL.
+#[test]
+fn holds_of_several_reader_writer_locks_are_tracked_each_on_its_own() {
+    let s = services();
+    let (a, b, c) = (s.new_rw_lock(), s.new_rw_lock(), s.new_rw_lock());
+    // At DISPATCH_LEVEL already (a DPC): releases in any order keep the IRQL there.
+    vsflow_sim::kernel::services::set_irql(DISPATCH_LEVEL);
+    let ta = a.lock_shared();
+    let tb = b.lock_exclusive();
+    let tc = c.lock_shared();
+    assert_eq!((ta, tb, tc), (DISPATCH_LEVEL, DISPATCH_LEVEL, DISPATCH_LEVEL));
+    // SAFETY: `a` held shared by this thread (released before the others on purpose: the
+    // double's record of `c` moves into `a`'s place).
+    unsafe { a.unlock_shared(ta) };
+    assert!(misuse(&s).is_empty(), "{:?}", misuse(&s));
+    // `c` is still known as held: a second shared acquisition of it is reported.
+    let again = c.lock_shared();
+    assert!(misuse(&s).iter().any(|w| w.contains("already owns")), "{:?}", misuse(&s));
+    s.shared.misuse.lock().unwrap().clear();
+    // SAFETY: the second (recursive) hold of `c`, then the first, then `b`: each held.
+    unsafe { c.unlock_shared(again) };
+    // SAFETY: as above.
+    unsafe { c.unlock_shared(tc) };
+    // SAFETY: as above.
+    unsafe { b.unlock_exclusive(tb) };
+    assert!(misuse(&s).is_empty(), "{:?}", misuse(&s));
+    assert_eq!(current_irql(), DISPATCH_LEVEL);
+    // Nothing is held any more: a release now is one without a hold (the double panics, as
+    // Driver Verifier would bugcheck).
+    let released_twice = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: deliberately wrong: `a` is not held; the double reports it.
+        unsafe { a.unlock_shared(DISPATCH_LEVEL) };
+    }));
+    assert!(released_twice.is_err());
+    assert!(misuse(&s).iter().any(|w| w.contains("without a shared hold")), "{:?}", misuse(&s));
+    vsflow_sim::kernel::services::set_irql(PASSIVE_LEVEL);
+}

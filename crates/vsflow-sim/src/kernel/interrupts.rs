@@ -60,12 +60,21 @@ impl InterruptHold {
 
     /// Called by the double's spin lock on `processor` right after an acquisition: holds the
     /// calling thread while the test keeps it held.
+    #[inline]
     pub(crate) fn after_acquire(&self, processor: u32) {
-        if self.armed.load(Ordering::Relaxed) != processor + 1
-            || self
-                .armed
-                .compare_exchange(processor + 1, 0, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
+        if self.armed.load(Ordering::Relaxed) == processor + 1 {
+            self.hold(processor);
+        }
+    }
+
+    /// Holds the calling thread (processor `processor`) if it is still the armed one.
+    #[cold]
+    #[inline(never)]
+    fn hold(&self, processor: u32) {
+        if self
+            .armed
+            .compare_exchange(processor + 1, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
         {
             return;
         }

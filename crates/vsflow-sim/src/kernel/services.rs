@@ -146,6 +146,8 @@ pub fn set_processor(n: u32) {
 }
 
 #[allow(clippy::needless_pass_by_value, reason = "callers build the message for this call")]
+#[cold]
+#[inline(never)]
 fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
     let _kernel = crate::kernel::alloc::Attribution::enter(None);
     if let Some(s) = shared {
@@ -158,6 +160,8 @@ fn misuse(shared: Option<&Arc<HostShared>>, what: String) -> ! {
 /// records it (the host reports it as a violation at unload) and lets the call proceed, so one
 /// wrong-IRQL call fails its test instead of aborting the whole test binary (a panic cannot
 /// unwind out of the `extern "system"` callback the call usually sits in).
+#[cold]
+#[inline(never)]
 fn wrong_irql(shared: Option<&Arc<HostShared>>, what: String) {
     let _kernel = crate::kernel::alloc::Attribution::enter(None);
     if let Some(s) = shared {
@@ -284,8 +288,32 @@ thread_local! {
 /// IRQL than its acquisition returned, is misuse; so is a release that takes the IRQL below
 /// `DISPATCH_LEVEL` while the thread still holds another spin lock (locks released out of
 /// order: the thread would run at `PASSIVE_LEVEL` holding a spin lock).
+#[inline]
 fn release_irql(shared: Option<&Arc<HostShared>>, call: &str, token: u8, acquired_at: u8) {
     let now = current_irql();
+    let left = SPIN_HELD.with(|h| {
+        let n = h.get().saturating_sub(1);
+        h.set(n);
+        n
+    });
+    if now != DISPATCH_LEVEL || token != acquired_at || (token < DISPATCH_LEVEL && left > 0) {
+        bad_release(shared, call, now, token, acquired_at, left);
+    }
+    set_irql(token);
+}
+
+/// Reports what [`release_irql`] found wrong (off the fast path: the checks are the double's,
+/// their messages cost nothing until one fails).
+#[cold]
+#[inline(never)]
+fn bad_release(
+    shared: Option<&Arc<HostShared>>,
+    call: &str,
+    now: u8,
+    token: u8,
+    acquired_at: u8,
+    left: u32,
+) {
     if now != DISPATCH_LEVEL {
         wrong_irql(shared, format!("{call} at IRQL {now}: its callers run at DISPATCH_LEVEL"));
     }
@@ -295,11 +323,6 @@ fn release_irql(shared: Option<&Arc<HostShared>>, call: &str, token: u8, acquire
             format!("{call} restores IRQL {token}, its acquisition returned {acquired_at}"),
         );
     }
-    let left = SPIN_HELD.with(|h| {
-        let n = h.get().saturating_sub(1);
-        h.set(n);
-        n
-    });
     if token < DISPATCH_LEVEL && left > 0 {
         wrong_irql(
             shared,
@@ -309,7 +332,6 @@ fn release_irql(shared: Option<&Arc<HostShared>>, call: &str, token: u8, acquire
             ),
         );
     }
-    set_irql(token);
 }
 
 /// Counts a spin lock the thread now holds.
@@ -341,11 +363,45 @@ const WAITER: u32 = 1 << 16;
 const WAITERS: u32 = 0x7FFF << 16;
 const SHARED: u32 = 0xFFFF;
 
+/// One thread's hold of a reader/writer lock: (address, shared holds, exclusive, IRQL the
+/// shared acquisition returned).
+type Hold = (usize, u32, bool, u8);
+
+/// Reader/writer locks one thread can hold at once and be checked on (a ninth is not tracked:
+/// its release is then reported as one without a hold).
+const HELD_RW_MAX: usize = 8;
+
 thread_local! {
-    /// Reader/writer locks this thread holds: (address, shared holds, exclusive, IRQL the
-    /// shared acquisition returned), no allocation.
-    static HELD_RW: RefCell<[(usize, u32, bool, u8); 8]> =
-        const { RefCell::new([(0, 0, false, 0); 8]) };
+    /// Reader/writer locks this thread holds: the first [`HELD_RW_LEN`] entries (no
+    /// allocation; a thread holds few at a time, so the checks scan only those it holds).
+    static HELD_RW: [Cell<Hold>; HELD_RW_MAX] =
+        const { [const { Cell::new((0, 0, false, 0)) }; HELD_RW_MAX] };
+    /// How many entries of [`HELD_RW`] are live.
+    static HELD_RW_LEN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// This thread's hold of the reader/writer lock at `me`: its index and record.
+#[allow(
+    clippy::inline_always,
+    reason = "three times per lock hold on the classify path (callgrind, docs/PERFORMANCE.md)"
+)]
+#[inline(always)]
+fn find_hold(me: usize) -> Option<(usize, Hold)> {
+    let len = HELD_RW_LEN.with(Cell::get).min(HELD_RW_MAX);
+    if len == 0 {
+        return None;
+    }
+    HELD_RW.with(|h| {
+        let mut i = 0;
+        while let Some(c) = h.get(i).filter(|_| i < len) {
+            let e = c.get();
+            if e.0 == me {
+                return Some((i, e));
+            }
+            i += 1;
+        }
+        None
+    })
 }
 
 impl SimRwLock {
@@ -359,28 +415,67 @@ impl SimRwLock {
         std::ptr::from_ref(self) as usize
     }
 
-    /// Changes this thread's record of holds on this lock; returns (shared, exclusive, shared
-    /// IRQL) before.
-    fn record(&self, shared: i32, exclusive: Option<bool>, irql: Option<u8>) -> (u32, bool, u8) {
+    /// This thread's holds of this lock: (shared holds, exclusive).
+    #[inline]
+    fn holds(&self) -> (u32, bool) {
+        find_hold(self.me()).map_or((0, false), |(_, e)| (e.1, e.2))
+    }
+
+    /// Records a hold taken by this thread: shared (with the IRQL its acquisition returned)
+    /// or exclusive.
+    #[inline]
+    fn hold(&self, exclusive: bool, irql: u8) {
         let me = self.me();
-        HELD_RW.with(|h| {
-            let mut h = h.borrow_mut();
-            let i = h
-                .iter()
-                .position(|e| e.0 == me && (e.1 > 0 || e.2))
-                .or_else(|| h.iter().position(|e| e.1 == 0 && !e.2));
-            let Some(i) = i else { return (0, false, 0) };
-            let before = (h[i].1, h[i].2, h[i].3);
-            h[i].0 = me;
-            h[i].1 = h[i].1.saturating_add_signed(shared);
-            if let Some(x) = exclusive {
-                h[i].2 = x;
+        let (i, mut e) = if let Some(found) = find_hold(me) {
+            found
+        } else {
+            let len = HELD_RW_LEN.with(Cell::get);
+            if len >= HELD_RW_MAX {
+                return;
             }
-            if let Some(q) = irql {
-                h[i].3 = q;
+            HELD_RW_LEN.with(|l| l.set(len + 1));
+            (len, (me, 0, false, 0))
+        };
+        if exclusive {
+            e.2 = true;
+        } else {
+            e.1 = e.1.saturating_add(1);
+            e.3 = irql;
+        }
+        HELD_RW.with(|h| h.get(i).map(|c| c.set(e)));
+    }
+
+    /// Records the release of a hold by this thread: returns whether it had one (and for a
+    /// shared hold, the IRQL its acquisition returned).
+    #[inline]
+    fn unhold(&self, exclusive: bool) -> Option<u8> {
+        let (i, mut e) = find_hold(self.me())?;
+        if exclusive {
+            if !e.2 {
+                return None;
             }
-            before
-        })
+            e.2 = false;
+        } else {
+            if e.1 == 0 {
+                return None;
+            }
+            e.1 -= 1;
+        }
+        if e.1 == 0 && !e.2 {
+            // No hold left: the last live entry takes its place.
+            let last = HELD_RW_LEN.with(Cell::get).saturating_sub(1);
+            HELD_RW_LEN.with(|l| l.set(last));
+            if i != last {
+                HELD_RW.with(|h| {
+                    if let (Some(to), Some(from)) = (h.get(i), h.get(last)) {
+                        to.set(from.get());
+                    }
+                });
+            }
+        } else {
+            HELD_RW.with(|h| h.get(i).map(|c| c.set(e)));
+        }
+        Some(e.3)
     }
 }
 
@@ -395,7 +490,7 @@ unsafe impl RawRwSpinLock for SimRwLock {
                 "ExAcquireSpinLockShared above DISPATCH_LEVEL".to_owned(),
             );
         }
-        let (shared, exclusive, _) = self.record(0, None, None);
+        let (shared, exclusive) = self.holds();
         if shared > 0 || exclusive {
             // Recorded, not fatal: the second shared hold goes through while no writer waits,
             // and deadlocks on Windows the moment one does.
@@ -420,19 +515,18 @@ unsafe impl RawRwSpinLock for SimRwLock {
             }
             std::hint::spin_loop();
         }
-        self.record(1, None, Some(prev));
+        self.hold(false, prev);
         acquired();
         prev
     }
 
     unsafe fn unlock_shared(&self, token: u8) {
-        let (shared, _, irql) = self.record(-1, None, None);
-        if shared == 0 {
+        let Some(irql) = self.unhold(false) else {
             misuse(
                 self.shared.as_ref(),
                 "ExReleaseSpinLockShared without a shared hold on this thread".to_owned(),
             );
-        }
+        };
         self.state.fetch_sub(1, Ordering::Release);
         release_irql(self.shared.as_ref(), "ExReleaseSpinLockShared", token, irql);
     }
@@ -444,7 +538,7 @@ unsafe impl RawRwSpinLock for SimRwLock {
                 "ExAcquireSpinLockExclusive above DISPATCH_LEVEL".to_owned(),
             );
         }
-        let (shared, exclusive, _) = self.record(0, None, None);
+        let (shared, exclusive) = self.holds();
         if shared > 0 {
             misuse(self.shared.as_ref(), "ExAcquireSpinLockExclusive by a thread holding it shared (shared->exclusive upgrade deadlocks)".to_owned());
         }
@@ -472,14 +566,13 @@ unsafe impl RawRwSpinLock for SimRwLock {
             std::hint::spin_loop();
         }
         self.exclusive_irql.store(prev, Ordering::Relaxed);
-        self.record(0, Some(true), None);
+        self.hold(true, prev);
         acquired();
         prev
     }
 
     unsafe fn unlock_exclusive(&self, token: u8) {
-        let (_, exclusive, _) = self.record(0, Some(false), None);
-        if !exclusive {
+        if self.unhold(true).is_none() {
             misuse(
                 self.shared.as_ref(),
                 "ExReleaseSpinLockExclusive without an exclusive hold on this thread".to_owned(),
@@ -603,6 +696,22 @@ impl SimServices {
         }
     }
 
+    /// A clock read by a work item on its own thread: stops there if a test asked for it
+    /// (`Host::pause_work_item_at_clock`).
+    #[cold]
+    #[inline(never)]
+    fn work_item_clock_read(&self) {
+        let pause = {
+            let _kernel = crate::kernel::alloc::Attribution::enter(None);
+            self.shared.work_item_clock_pause.lock().unwrap_or_else(PoisonError::into_inner).take()
+        };
+        if let Some(p) = pause {
+            let _kernel = crate::kernel::alloc::Attribution::enter(None);
+            let _ = p.reached.send(());
+            let _ = p.resume.recv_timeout(std::time::Duration::from_secs(30));
+        }
+    }
+
     /// Starts the work item on its own thread at `PASSIVE_LEVEL` and gives it a moment to run
     /// (so its completion can come before the requesting callback returns).
     fn start_worker(&self) {
@@ -660,19 +769,7 @@ impl KernelServices for SimServices {
 
     fn now(&self) -> u64 {
         if WORK_ITEM_THREAD.with(Cell::get) {
-            let pause = {
-                let _kernel = crate::kernel::alloc::Attribution::enter(None);
-                self.shared
-                    .work_item_clock_pause
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take()
-            };
-            if let Some(p) = pause {
-                let _kernel = crate::kernel::alloc::Attribution::enter(None);
-                let _ = p.reached.send(());
-                let _ = p.resume.recv_timeout(std::time::Duration::from_secs(30));
-            }
+            self.work_item_clock_read();
         }
         self.shared.clock.load(Ordering::Relaxed)
     }

@@ -59,10 +59,8 @@ pub struct BenchReport {
     pub load: f64,
     /// All callbacks of one migrating port.
     pub per_port: Latency,
-    /// Classify through the callout, ns per packet (median of rounds).
-    pub classify_callout_ns: f64,
-    /// `vsflow_core::classify` directly, ns per packet (median of rounds).
-    pub classify_core_ns: f64,
+    /// Classify through the callout against the core call.
+    pub classify: CalloutVsCore,
 }
 
 fn fill_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
@@ -98,7 +96,9 @@ fn sample(n: usize, mut f: impl FnMut() -> Duration) -> (Latency, Latency) {
     (Latency::of(wall), Latency::of(cpu))
 }
 
-fn load_average() -> f64 {
+/// The 1-minute load average (`/proc/loadavg`), 0 where it cannot be read.
+#[must_use]
+pub fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
@@ -200,61 +200,118 @@ pub fn run(iterations: usize) -> BenchReport {
     r.per_port = m.per_port_total;
 
     // Classify: the callout's extern "system" path vs the core directly, same packets.
-    let (callout_ns, core_ns) = callout_vs_core(cfg, 15);
-    r.classify_callout_ns = callout_ns;
-    r.classify_core_ns = core_ns;
+    r.classify = callout_vs_core(cfg, 15);
     r
 }
 
+/// Classify through the callout against the core call, one thread (CPU ns per packet, medians
+/// of rounds interleaved).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CalloutVsCore {
+    /// The callout's `extern "system"` classify function, as WFP calls it.
+    pub callout_ns: f64,
+    /// `vsflow_core::classify` on the same packets of the same connections.
+    pub core_ns: f64,
+    /// The simulator's kernel primitives a classify call uses, alone, on the same thread and
+    /// packets: a shared hold of an `EX_SPIN_LOCK`, a `KSPIN_LOCK`, a clock read and
+    /// `NdisGetDataBuffer` on the packet's `NET_BUFFER`. With their contract checks
+    /// (per-thread hold records, an emulated IRQL, release order) they cost more than the
+    /// kernel's: included in `callout_ns`, reported so the floor they set is visible.
+    pub primitives_ns: f64,
+}
+
+impl CalloutVsCore {
+    /// The target's ratio: callout / core.
+    #[must_use]
+    pub fn ratio(&self) -> f64 {
+        self.callout_ns / self.core_ns.max(f64::MIN_POSITIVE)
+    }
+
+    /// The simulator's floor: what the ratio would be if the callout's own work cost nothing
+    /// ((core + the simulator's primitives) / core).
+    #[must_use]
+    pub fn floor(&self) -> f64 {
+        (self.core_ns + self.primitives_ns) / self.core_ns.max(f64::MIN_POSITIVE)
+    }
+
+    /// One line: both figures, the ratio against issue 18's target (<= 2x) with met/MISSED,
+    /// and the primitives' share.
+    #[must_use]
+    pub fn to_line(&self) -> String {
+        let r = self.ratio();
+        format!(
+            "classify via callout {:.1} ns/packet vs core {:.1} ns/packet, one thread: {r:.2}x (target <= 2x, issue 18)  {}\n    of which the simulator's checked kernel primitives {:.1} ns/packet (measured alone): floor (core + primitives) / core {:.2}x; the callout's own work {:.1} ns/packet",
+            self.callout_ns,
+            self.core_ns,
+            if r <= CALLOUT_TARGET { "met" } else { "MISSED" },
+            self.primitives_ns,
+            self.floor(),
+            (self.callout_ns - self.core_ns - self.primitives_ns).max(0.0),
+        )
+    }
+}
+
+/// Issue 18's target: classify through the callout at most twice the core call.
+pub const CALLOUT_TARGET: f64 = 2.0;
+
 /// One thread: CPU ns per packet through the callout and through the core call.
 ///
-/// The callout's classify function and `vsflow_core::classify` directly, on the same 10,000
-/// established flows (medians of `rounds` rounds, interleaved; thread CPU time).
+/// Both sides get the same packets in the same order: the peers' data segments (PSH|ACK, 100
+/// bytes) of 10,000 connections the VM opened with a full handshake, on a port table with the
+/// same bound and growth (the driver's `FlowsPerPort` 16,384, grown from the default initial
+/// capacity by the same inserts), at a clock that does not move during the rounds. What
+/// differs is what the target measures: the core call gets the packet as a ready
+/// `PacketMeta` from a dense array; the callout reads it from WFP's values, metadata and
+/// `NET_BUFFER_LIST` (separate allocations per packet, as WFP's are), parses the IP and TCP
+/// headers for the flags, finds the switch and the port, and takes the map and port locks.
+/// Medians of `rounds` rounds, interleaved; thread CPU time.
 ///
 /// # Panics
 /// If the simulated driver cannot be loaded.
 #[must_use]
-pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
+pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> CalloutVsCore {
     let mut h = Host::new(3);
-    h.load_driver(DriverConfig { flows_per_port: 16_384, ..cfg }).expect("loads");
+    let flows_per_port = 16_384;
+    h.load_driver(DriverConfig { flows_per_port, ..cfg }).expect("loads");
     let sw = h.create_switch("BENCH-C", &[]);
     h.create_port(sw, 20, "classify", false);
     let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-C", &[20], 10_000);
     let mut core_port = Port::try_new(
         PortIdentity::try_from_str("core").unwrap_or_else(|_| unreachable!()),
         PortConfig {
-            table: TableConfig {
-                max_flows: 16_384,
-                initial_capacity: 16_384,
-                ..TableConfig::default()
-            },
-            initial_mode: Mode::Enforce,
+            table: TableConfig { max_flows: flows_per_port, ..TableConfig::default() },
+            initial_mode: cfg.default_mode,
         },
     )
     .expect("port");
-    let metas: Vec<PacketMeta> = rig.lanes[0]
-        .packets
-        .iter()
-        .map(|p| PacketMeta {
-            direction: Direction::Outbound,
-            family: IpFamily::V4,
-            protocol: p.protocol,
-            src_addr: p.dst,
-            dst_addr: p.src,
-            src_port: p.dport,
-            dst_port: p.sport,
-            tcp_flags: vsflow_core::TcpFlags(0x10),
-            length: 100,
-            headers: vsflow_core::Headers::Complete,
-            icmp: vsflow_core::Icmp::None,
-        })
-        .collect();
-    for (t, m) in (0u64..).zip(&metas) {
-        core_port.classify(m, t);
+    // The packets as the callout reads them (inbound on the VM's port).
+    let meta_of = |p: &SimPacket| PacketMeta {
+        direction: Direction::Inbound,
+        family: p.family,
+        protocol: p.protocol,
+        src_addr: p.src,
+        dst_addr: p.dst,
+        src_port: p.sport,
+        dst_port: p.dport,
+        tcp_flags: vsflow_core::TcpFlags(p.flags),
+        length: u32::try_from(p.datagram.len()).unwrap_or(u32::MAX),
+        headers: vsflow_core::Headers::Complete,
+        icmp: vsflow_core::Icmp::None,
+    };
+    let inbound: Vec<PacketMeta> = rig.lanes[0].packets.iter().map(meta_of).collect();
+    // The same connections opened the same way: the VM's SYN, the peer's SYN-ACK, the VM's ACK.
+    let mut now = vsflow_callout::driver::CLOCK_EPOCH;
+    for m in &inbound {
+        now += 1_000;
+        let syn = m.reply(0x02);
+        core_port.classify(&syn, now);
+        core_port.classify(&syn.reply(0x12), now);
+        core_port.classify(&syn.reply(0x12).reply(0x10), now);
     }
-    let inbound: Vec<PacketMeta> = metas.iter().map(|m| m.reply(0x10)).collect();
     let mut callout_rounds = Vec::new();
     let mut core_rounds = Vec::new();
+    let mut primitive_rounds = Vec::new();
+    let primitives = Primitives::new();
     // Thread CPU time, not wall time: on a shared machine a round that is descheduled would
     // otherwise count the other processes' time (rounds are 0.5-2 ms, near a time slice).
     for _ in 0..rounds {
@@ -266,15 +323,61 @@ pub fn callout_vs_core(cfg: DriverConfig, rounds: usize) -> (f64, f64) {
         );
         assert_eq!(blocked, 0, "established return traffic is permitted");
         let t = thread_cpu();
-        for (now, m) in (1_000_000u64..).zip(&inbound) {
+        for m in &inbound {
             black_box(core_port.classify(black_box(m), now));
         }
         #[allow(clippy::cast_precision_loss, reason = "a measurement")]
         core_rounds.push(thread_cpu().saturating_sub(t).as_nanos() as f64 / inbound.len() as f64);
+        let t = thread_cpu();
+        for call in &rig.lanes[0].calls {
+            primitives.run(call.layer_data);
+        }
+        #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+        primitive_rounds
+            .push(thread_cpu().saturating_sub(t).as_nanos() as f64 / inbound.len() as f64);
     }
     drop(rig);
     h.unload_driver();
-    (median(callout_rounds), median(core_rounds))
+    CalloutVsCore {
+        callout_ns: median(callout_rounds),
+        core_ns: median(core_rounds),
+        primitives_ns: median(primitive_rounds),
+    }
+}
+
+/// The simulator's kernel primitives one classify call uses, each once, as the callout uses
+/// them: the clock, this processor's `EX_SPIN_LOCK` shared, a port's `KSPIN_LOCK`, and
+/// `NdisGetDataBuffer` for the first [`vsflow_callout::frame::IP_PREFIX`] bytes.
+struct Primitives {
+    services: crate::kernel::services::SimServices,
+    map: crate::kernel::services::SimRwLock,
+    port: crate::kernel::services::SimLock,
+}
+
+impl Primitives {
+    fn new() -> Self {
+        use vsflow_callout::KernelServices as _;
+        let services =
+            crate::kernel::services::SimServices { shared: std::sync::Arc::default(), seed: 1 };
+        let (map, port) = (services.new_rw_lock(), services.new_lock());
+        Self { services, map, port }
+    }
+
+    #[inline(never)]
+    fn run(&self, layer_data: *mut std::ffi::c_void) {
+        use vsflow_callout::{KernelServices as _, RawRwSpinLock as _, RawSpinLock as _};
+        black_box(self.services.now());
+        let shared = self.map.lock_shared();
+        let held = self.port.lock();
+        let mut storage = [0u8; vsflow_callout::frame::IP_PREFIX];
+        // SAFETY: `layer_data` is the rig's NET_BUFFER_LIST, alive for the bench; `storage`
+        // has IP_PREFIX writable bytes.
+        black_box(unsafe { vsflow_callout::frame::nbl_prefix(layer_data, &mut storage) });
+        // SAFETY: acquired above by this thread with these tokens, released in reverse order.
+        unsafe { self.port.unlock(held) };
+        // SAFETY: as above.
+        unsafe { self.map.unlock_shared(shared) };
+    }
 }
 
 /// Prepared classify calls on a loaded driver.
@@ -488,10 +591,8 @@ pub struct ScalingReport {
     pub while_saving: (f64, f64),
     /// Saves completed during the latency measurement.
     pub saves: u64,
-    /// Callout vs core, one thread: ns per packet.
-    pub callout_ns: f64,
-    /// The core call alone.
-    pub core_ns: f64,
+    /// Classify through the callout against the core call, one thread.
+    pub classify: CalloutVsCore,
     /// Trials and seconds per throughput point.
     pub trials: usize,
     /// Seconds per throughput point.
@@ -711,9 +812,7 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     r.saves = saves.into_inner();
     drop(rig);
     h.unload_driver();
-    let (c, k) = callout_vs_core(cfg, 15);
-    r.callout_ns = c;
-    r.core_ns = k;
+    r.classify = callout_vs_core(cfg, 15);
     r
 }
 
@@ -766,14 +865,7 @@ impl ScalingReport {
             self.while_saving.1,
             met(ratio <= 2.0)
         );
-        let r = self.callout_ns / self.core_ns.max(f64::MIN_POSITIVE);
-        let _ = writeln!(
-            s,
-            "  classify via callout {:.1} ns/packet vs core {:.1} ns/packet, one thread: {r:.2}x (target <= 2x, issue 18)  {}",
-            self.callout_ns,
-            self.core_ns,
-            met(r <= 2.0)
-        );
+        let _ = writeln!(s, "  {}", self.classify.to_line());
         s
     }
 }
@@ -880,14 +972,7 @@ impl BenchReport {
             Duration::from_millis(1),
         );
         row(&mut s, "one migrating port, all callbacks", self.per_port, Duration::from_millis(1));
-        let ratio = self.classify_callout_ns / self.classify_core_ns.max(f64::MIN_POSITIVE);
-        let _ = writeln!(
-            s,
-            "  classify via callout                {:.1} ns/packet vs core {:.1} ns/packet: {ratio:.2}x (target <= 2x, issue 18)  {}",
-            self.classify_callout_ns,
-            self.classify_core_ns,
-            if ratio <= 2.0 { "met" } else { "MISSED" }
-        );
+        let _ = writeln!(s, "  {}", self.classify.to_line());
         s
     }
 }
