@@ -202,14 +202,14 @@ impl<S: KernelServices> Driver<S> {
         }
         // 4. The port, and its verdict under the port's own lock.
         let now = self.now();
+        let cpu = self.services.current_processor();
         let found = self
-            .read_ports(|ix| {
+            .ports
+            .read(cpu, |ix| {
                 let switch = ix.switch_id_le(name?)?;
                 let slot = ix.port(PortKey { switch, port: c.port_id })?;
-                let mut st = slot.state.lock();
-                st.classify_calls += 1;
-                st.close_stale_window(now);
-                Some(st.judged().then(|| st.port.classify(&c.meta, now)))
+                // Under this processor's shard's lock only, for its own flows (crate::ports).
+                Some(slot.classify(cpu, &c.meta, now))
             })
             .flatten();
         match found {

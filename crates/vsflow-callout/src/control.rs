@@ -116,9 +116,10 @@ impl<S: KernelServices> Driver<S> {
                 };
                 let listed = ports.iter().map(|slot| {
                     let e = slot.state.lock();
+                    let flows = slot.flow_count(&e);
                     PortInfo {
                         port: PortRef { switch_id: slot.key.switch, port_id: slot.key.port },
-                        flow_count: u32::try_from(e.port.table().len()).unwrap_or(u32::MAX),
+                        flow_count: u32::try_from(flows).unwrap_or(u32::MAX),
                         mode: e.port.mode(),
                         nic_connected: e.nic_connected,
                         restoring: e.port.is_restoring(),
@@ -132,12 +133,17 @@ impl<S: KernelServices> Driver<S> {
             Request::GetCounters { port: None } => {
                 written(response::encode_counters(&self.stats().to_array(), output))
             }
-            Request::GetCounters { port: Some(p) } => self.with_port(p, |e| {
+            Request::GetCounters { port: Some(p) } => {
+                // Every shard's counters summed, one shard lock at a time: the port stays split.
+                let Some(slot) = self.port_ref(|_| Some(key(p))) else {
+                    return IoctlOutcome::fail(STATUS_NOT_FOUND);
+                };
+                let counters = slot.counters(&slot.state.lock());
                 // Every counter, extended ones included (`PortCounters::ALL_NAMES` order): the
                 // answer is count-prefixed and only ever appended to, so an older reader takes
                 // the counters it knows and skips the rest (no protocol version change).
-                written(response::encode_counters(&e.port.counters().to_all_array(), output))
-            }),
+                written(response::encode_counters(&counters.to_all_array(), output))
+            }
             Request::GetRules { port } => self.with_port(port, |e| {
                 let rules = e.port.rules();
                 written(response::encode_rules(rules.version(), rules.rules(), output))
@@ -151,8 +157,9 @@ impl<S: KernelServices> Driver<S> {
                 match port {
                     None => {
                         self.clear_stats();
+                        let now = self.now();
                         for slot in self.each_port() {
-                            slot.state.lock().port.clear_counters();
+                            slot.lock_whole(now).port.clear_counters();
                         }
                         written(response::encode_empty(output))
                     }
@@ -181,15 +188,17 @@ impl<S: KernelServices> Driver<S> {
         }
     }
 
-    /// Runs `f` on a port under its own lock; `STATUS_NOT_FOUND` if there is no such port.
+    /// Runs `f` on a port under its own lock, the port whole (a sharded port merged:
+    /// `PortSlot::lock_whole`); `STATUS_NOT_FOUND` if there is no such port.
     fn with_port(
         &self,
         port: PortRef,
         f: impl FnOnce(&mut PortState) -> IoctlOutcome,
     ) -> IoctlOutcome {
-        // The map lock only to take a reference; the request runs under the port's lock.
+        // The map lock only to take a reference; the request runs under the port's locks.
+        let now = self.now();
         self.port_ref(|_| Some(key(port)))
-            .map_or(IoctlOutcome::fail(STATUS_NOT_FOUND), |slot| f(&mut slot.state.lock()))
+            .map_or(IoctlOutcome::fail(STATUS_NOT_FOUND), |slot| f(&mut slot.lock_whole(now)))
     }
 }
 

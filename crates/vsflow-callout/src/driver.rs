@@ -146,6 +146,8 @@ pub struct FlowTotals {
     pub restoring: usize,
     /// Flows of the fullest port.
     pub largest_port: usize,
+    /// Ports whose flows are spread over shards (one port on several processors).
+    pub sharded: usize,
     /// Every port's flow table passed its invariant check.
     pub consistent: bool,
 }
@@ -282,7 +284,7 @@ impl<S: KernelServices> Driver<S> {
         let port_calls = self
             .each_port()
             .iter()
-            .map(|p| p.state.lock().classify_calls)
+            .map(|p| p.classify_calls(&mut p.state.lock(), false))
             .fold(0u64, u64::wrapping_add);
         DriverStats {
             classify_calls: c.sum(Counter::ClassifyCalls).wrapping_add(port_calls),
@@ -331,7 +333,7 @@ impl<S: KernelServices> Driver<S> {
     pub(crate) fn clear_stats(&self) {
         self.counters.clear();
         for p in self.each_port() {
-            p.state.lock().classify_calls = 0;
+            let _ = p.classify_calls(&mut p.state.lock(), true);
         }
     }
 
@@ -377,17 +379,21 @@ impl<S: KernelServices> Driver<S> {
         for p in self.each_port() {
             let st = p.state.lock();
             t.ports += 1;
-            t.flows += st.port.table().len();
-            t.established += st
-                .port
-                .table()
-                .iter()
-                .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
-                .count();
-            t.packets_blocked += st.port.counters().packets_blocked;
             t.restoring += usize::from(st.port.is_restoring());
-            t.largest_port = t.largest_port.max(st.port.table().len());
-            t.consistent &= st.port.table().check_invariants().is_ok();
+            t.sharded += usize::from(p.is_sharded());
+            let mut flows = 0;
+            p.each_shard(&st, |port| {
+                let table = port.table();
+                flows += table.len();
+                t.established += table
+                    .iter()
+                    .filter(|(_, r)| r.state == vsflow_core::flow::FlowState::Established)
+                    .count();
+                t.packets_blocked += port.counters().packets_blocked;
+                t.consistent &= table.check_invariants().is_ok();
+            });
+            t.flows += flows;
+            t.largest_port = t.largest_port.max(flows);
         }
         t
     }
@@ -412,11 +418,12 @@ impl<S: KernelServices> Driver<S> {
         self.budget.get()
     }
 
-    /// Removes idle flows from every port, up to `budget` per port (periodic timer), and frees
-    /// the save memory of ports not saved for a minute ([`crate::ports::ENCODER_KEEP`]). Takes
-    /// one port lock at a time, never the map's. Reports new flows the flow-memory budget
-    /// refused since the last tick (`FlowMemoryRefused`: one event per tick at most, not one
-    /// per flow).
+    /// Removes idle flows from every port, up to `budget` per port and shard (periodic timer),
+    /// splits a port that has nothing of a migration open into its shards ([`crate::ports`]),
+    /// and frees the save memory of ports not saved for a minute
+    /// ([`crate::ports::ENCODER_KEEP`]). Takes one port's locks at a time, never the map's.
+    /// Reports new flows the flow-memory budget refused since the last tick
+    /// (`FlowMemoryRefused`: one event per tick at most, not one per flow).
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.now();
         let flows = self.budget.get();
@@ -428,7 +435,7 @@ impl<S: KernelServices> Driver<S> {
                 limit: flows.limit() as u64,
             });
         }
-        self.each_port().iter().map(|p| p.state.lock().sweep(now, budget)).sum()
+        self.each_port().iter().map(|p| p.sweep(now, budget)).sum()
     }
 }
 

@@ -26,26 +26,44 @@
 //! port is out of the map no new reference to it can be taken (references are taken only
 //! under the map lock), and [`PortSlot::is_removed`] tells a holder it is gone.
 //!
+//! **One port on several processors** (issue 18 §2). A port's flows are split over shards, one
+//! per processor ([`vsflow_core::port::shards`]): the *home* shard is [`PortState::port`] under
+//! [`PortSlot::state`], the processors' ([`ShardSlot`], one per processor up to
+//! [`shards::MAX_SHARDS`]) each under a lock of its own, on cache lines of its own. While the
+//! port is *split* ([`PortSlot::is_sharded`]) a packet of a flow its processor's shard holds
+//! takes only that shard's lock ([`PortSlot::classify`]): a processor judging its own
+//! connections writes only lines no other processor writes. Anything else (a new flow, a flow
+//! another processor's shard holds, ICMP) takes the home lock and finds the flow's shard
+//! (`shards::classify_slow`). Everything else sees the port whole: it takes the home lock and
+//! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
+//! expiry sweep splits a port again when nothing of a migration is open on it
+//! ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
+//! holder of any of them reads it stably.
+//!
 //! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
 //! nobody waits, a writer spins only for readers' short critical sections, and a reader never
-//! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port -> pending).
+//! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port's home shard ->
+//! its shards 0, 1, ... in order -> pending; classify takes one shard's lock, or the home's then
+//! one shard's at a time).
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
+use vsflow_core::flow::TableConfig;
 use vsflow_core::port::MAX_NAME_UNITS;
-use vsflow_core::{Port, PortIdentity};
+use vsflow_core::port::shards::{self, MAX_SHARDS};
+use vsflow_core::{PacketMeta, Port, PortCounters, PortIdentity, Tick, Verdict};
 
 use crate::alloc_util::try_box;
 use crate::error::CalloutError;
 use crate::services::{KernelServices, RawSpinLock};
-use crate::sync::{ExclusiveGuard, SharedGuard, SpinMutex};
+use crate::sync::{ExclusiveGuard, SharedGuard, SpinGuard, SpinMutex};
 
 /// A port of a switch: `(switch, PortId)`. `PortId`s are unique only within a switch and change
 /// across live migration; the port's durable identity lives in its [`PortState`].
@@ -56,6 +74,12 @@ pub struct PortKey {
     /// The current host's `NDIS_SWITCH_PORT_ID`.
     pub port: u32,
 }
+
+/// A split port holding at least this fraction of its bound (7/8) is merged back by the sweep.
+pub(crate) const MERGE_AT: (u64, u64) = (7, 8);
+/// A whole port is split by the sweep only while it holds less than this fraction (3/4) of its
+/// bound.
+pub(crate) const SPLIT_BELOW: (u64, u64) = (3, 4);
 
 /// How long a port keeps its encoder's memory after a save (60 s): a migration's retries and
 /// a checkpoint series reuse it; a port that stays frees it at the next sweep after that.
@@ -128,6 +152,9 @@ pub(crate) struct PortState {
     pub(crate) window_deadline: vsflow_core::Tick,
     /// Classify calls that reached this port (summed into the driver's count on read).
     pub(crate) classify_calls: u64,
+    /// While the port is split: its flows, counted across the shards (kept by the slow path and
+    /// the sweep, under this lock: `shards::classify_slow`).
+    pub(crate) spread: u32,
 }
 
 impl PortState {
@@ -162,8 +189,44 @@ impl PortState {
     }
 }
 
-/// A port and its lock. Lives in a box shared by [`PortRef`]s: the map holds one, and anyone
+/// A processor's shard of a port: its own [`Port`] (the flows that processor judged first, a
+/// copy of the port's policy, its counters) under its own lock, alone on its cache lines (see
+/// [`CpuLock`] for why padding and not alignment).
+#[repr(C)]
+pub(crate) struct ShardSlot<L: RawSpinLock> {
+    _front: [u64; 8],
+    pub(crate) port: SpinMutex<L, Port>,
+    /// Classify calls judged on this shard (written under its lock; summed on read).
+    calls: AtomicU64,
+    _back: [u64; 8],
+}
+
+impl<L: RawSpinLock> ShardSlot<L> {
+    /// A shard holding `port`.
+    pub(crate) const fn new(port: SpinMutex<L, Port>) -> Self {
+        Self { _front: [0; 8], port, calls: AtomicU64::new(0), _back: [0; 8] }
+    }
+
+    /// Counts a classify call; the caller holds the shard's lock (so no other writer).
+    #[inline]
+    fn count_call(&self) {
+        self.calls.store(self.calls.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// How a port is split (issue 18 §2): its processors' shards and the port's own table
+/// configuration (what a merge restores).
+pub(crate) struct Sharding<L: RawSpinLock> {
+    pub(crate) shards: Vec<ShardSlot<L>>,
+    pub(crate) full: TableConfig,
+}
+
+/// A port and its locks. Lives in a box shared by [`PortRef`]s: the map holds one, and anyone
 /// working on the port holds another, taken under the map lock.
+///
+/// `repr(C)` with padding: what every packet reads (the shards, `sharded`) stays on lines no
+/// packet writes, apart from the home shard's lock and state.
+#[repr(C)]
 pub(crate) struct PortSlot<L: RawSpinLock> {
     pub(crate) key: PortKey,
     /// `PortName`: never changes for a slot (a new name is a new port).
@@ -172,34 +235,215 @@ pub(crate) struct PortSlot<L: RawSpinLock> {
     /// with the same key is another instance (a restore received for one never applies to the
     /// other: `vswitch::restore`).
     pub(crate) instance: u64,
-    pub(crate) state: SpinMutex<L, PortState>,
+    /// The processors' shards (none: the port is never split).
+    shards: Vec<ShardSlot<L>>,
+    full: TableConfig,
+    /// The port's flows are spread over its shards. Changed only under every one of the port's
+    /// locks: stable for anyone holding one of them.
+    sharded: AtomicBool,
     /// References held ([`PortRef`]); the slot is freed when the last goes.
     refs: AtomicUsize,
     /// Taken out of the map (deleted, replaced, or the driver stopped).
     removed: AtomicBool,
+    _pad: [u64; 8],
+    /// The home shard and everything else vsflow keeps for the port.
+    pub(crate) state: SpinMutex<L, PortState>,
+    _back: [u64; 8],
 }
 
 impl<L: RawSpinLock> PortSlot<L> {
-    /// A port, not yet in the map.
-    pub(crate) const fn new(
+    /// A port, not yet in the map, unsharded.
+    pub(crate) fn new(
         key: PortKey,
         identity: &PortIdentity,
         instance: u64,
         state: SpinMutex<L, PortState>,
+        sharding: Sharding<L>,
     ) -> Self {
+        let shards = if sharding.shards.len() <= MAX_SHARDS { sharding.shards } else { Vec::new() };
         Self {
             key,
             identity: *identity,
             instance,
-            state,
+            shards,
+            full: sharding.full,
+            sharded: AtomicBool::new(false),
             refs: AtomicUsize::new(1),
             removed: AtomicBool::new(false),
+            _pad: [0; 8],
+            state,
+            _back: [0; 8],
         }
     }
 
     /// Whether the port was taken out of the map (its work can stop: nobody will find it).
     pub(crate) fn is_removed(&self) -> bool {
         self.removed.load(Ordering::Acquire)
+    }
+
+    /// Whether the port's flows are spread over its shards.
+    pub(crate) fn is_sharded(&self) -> bool {
+        self.sharded.load(Ordering::Acquire)
+    }
+
+    /// Judges one packet on processor `cpu` (`KeGetCurrentProcessorNumberEx`, read at
+    /// `DISPATCH_LEVEL`: only which shard is tried first depends on it, never the verdict).
+    /// While the port is split, a packet of a flow `cpu`'s shard holds is judged under that
+    /// shard's lock only; anything else under the home lock (`shards::classify_slow`), as is
+    /// every packet of a whole port. `None` for a port whose packets are not judged (a generic
+    /// port without a VM NIC; never split).
+    #[inline]
+    pub(crate) fn classify(&self, cpu: u32, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+        let n = self.shards.len();
+        let own = if n == 0 { 0 } else { cpu as usize % n };
+        if self.sharded.load(Ordering::Acquire)
+            && let Some(shard) = self.shards.get(own)
+        {
+            let mut port = shard.port.lock();
+            // Stable under any of the port's locks; merged meanwhile: the home lock judges.
+            if self.sharded.load(Ordering::Relaxed)
+                && let Some(verdict) = port.classify_existing(meta, now)
+            {
+                shard.count_call();
+                return Some(verdict);
+            }
+        }
+        let mut st = self.state.lock();
+        st.classify_calls += 1;
+        if self.sharded.load(Ordering::Relaxed) {
+            let st = &mut *st;
+            return Some(shards::classify_slow(
+                &mut st.port,
+                &mut st.spread,
+                self.full.max_flows,
+                own,
+                |i| self.shards.get(i).map(|s| s.port.lock()),
+                meta,
+                now,
+            ));
+        }
+        st.close_stale_window(now);
+        st.judged().then(|| st.port.classify(meta, now))
+    }
+
+    /// Runs `f` with every processor's shard locked, in order (the caller holds the home
+    /// shard's lock); releases them in reverse order.
+    fn with_shards<R>(&self, f: impl FnOnce(&mut [Option<SpinGuard<'_, L, Port>>]) -> R) -> R {
+        let mut guards: [Option<SpinGuard<'_, L, Port>>; MAX_SHARDS] = Default::default();
+        for (guard, shard) in guards.iter_mut().zip(&self.shards) {
+            *guard = Some(shard.port.lock());
+        }
+        let n = self.shards.len().min(MAX_SHARDS);
+        let r = f(guards.get_mut(..n).unwrap_or_default());
+        for guard in guards.iter_mut().rev() {
+            drop(guard.take());
+        }
+        r
+    }
+
+    /// The port's lock with the port whole: a sharded port is merged back into its home shard
+    /// first, under every shard's lock ([`shards::merge`]: the port as one lock would have
+    /// kept it). For everything but classify, the expiry sweep and the read-only walks: save,
+    /// restore, NIC events, the IOCTLs that read flows or change the port.
+    pub(crate) fn lock_whole(&self, now: Tick) -> SpinGuard<'_, L, PortState> {
+        let mut st = self.state.lock();
+        if self.sharded.load(Ordering::Relaxed) {
+            let home = &mut st.port;
+            self.with_shards(|others| {
+                shards::merge(home, others, &self.full, now);
+                self.sharded.store(false, Ordering::Release);
+            });
+            st.spread = 0;
+        }
+        st
+    }
+
+    /// The expiry sweep of this port: idle flows of every shard (up to `budget` in each), the
+    /// restore window closed if no restore came in time, the save memory freed after a minute
+    /// ([`PortState::sweep`]); then a whole port with nothing of a migration open is split
+    /// ([`shards::split`]; it stays whole if that cannot be done now), and a split port over
+    /// [`MERGE_AT`] of its bound is merged back (a port near its bound reclaims slots in the
+    /// single table's exact order, and churning floods gain nothing from processors), to split
+    /// again below [`SPLIT_BELOW`]. Returns the flows removed.
+    pub(crate) fn sweep(&self, now: Tick, budget: usize) -> usize {
+        let mut st = self.state.lock();
+        let mut removed = st.sweep(now, budget);
+        let bound = u64::from(self.full.max_flows);
+        if self.sharded.load(Ordering::Relaxed) {
+            let mut spread_removed = removed;
+            for shard in &self.shards {
+                let n = shard.port.lock().expire(now, budget);
+                removed += n;
+                spread_removed += n;
+            }
+            let spread_removed = u32::try_from(spread_removed).unwrap_or(u32::MAX);
+            st.spread = st.spread.saturating_sub(spread_removed);
+            if u64::from(st.spread) * MERGE_AT.1 >= bound * MERGE_AT.0 {
+                let home = &mut st.port;
+                self.with_shards(|others| {
+                    shards::merge(home, others, &self.full, now);
+                    self.sharded.store(false, Ordering::Release);
+                });
+                st.spread = 0;
+            }
+        } else if !self.shards.is_empty()
+            && st.judged()
+            && shards::may_split(&st.port, now)
+            && (st.port.table().len() as u64) * SPLIT_BELOW.1 < bound * SPLIT_BELOW.0
+        {
+            let home = &mut st.port;
+            let split = self.with_shards(|others| {
+                let r = shards::split(home, others, &self.full);
+                if r.is_ok() {
+                    self.sharded.store(true, Ordering::Release);
+                }
+                r
+            });
+            if let Ok(flows) = split {
+                st.spread = flows;
+            }
+        }
+        removed
+    }
+
+    /// Runs `f` on the home shard's port and then on each other shard's, one lock at a time
+    /// (the caller holds the home lock, `st`): for reads that add up over the shards.
+    pub(crate) fn each_shard(&self, st: &PortState, mut f: impl FnMut(&Port)) {
+        f(&st.port);
+        if self.sharded.load(Ordering::Relaxed) {
+            for shard in &self.shards {
+                f(&shard.port.lock());
+            }
+        }
+    }
+
+    /// Flows in the port, every shard's (the caller holds the home lock, `st`).
+    pub(crate) fn flow_count(&self, st: &PortState) -> usize {
+        let mut n = 0;
+        self.each_shard(st, |p| n += p.table().len());
+        n
+    }
+
+    /// The port's counters, every shard's summed (the caller holds the home lock, `st`).
+    pub(crate) fn counters(&self, st: &PortState) -> PortCounters {
+        let mut sum = PortCounters::default();
+        self.each_shard(st, |p| sum = sum.saturating_add(p.counters()));
+        sum
+    }
+
+    /// Classify calls that reached the port, every shard's; `take` resets them (the caller
+    /// holds the home lock, `st`).
+    pub(crate) fn classify_calls(&self, st: &mut PortState, take: bool) -> u64 {
+        let mut n = if take { core::mem::take(&mut st.classify_calls) } else { st.classify_calls };
+        for shard in &self.shards {
+            let c = if take {
+                shard.calls.swap(0, Ordering::Relaxed)
+            } else {
+                shard.calls.load(Ordering::Relaxed)
+            };
+            n = n.wrapping_add(c);
+        }
+        n
     }
 }
 
@@ -502,7 +746,7 @@ impl<S: KernelServices> PortMap<S> {
         });
         // Dropped outside the locks.
         gone.map_or(0, |ports| {
-            ports.into_values().map(|slot| slot.state.lock().classify_calls).sum()
+            ports.into_values().map(|slot| slot.classify_calls(&mut slot.state.lock(), false)).sum()
         })
     }
 }

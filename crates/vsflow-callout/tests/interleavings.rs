@@ -827,3 +827,380 @@ mod portmap {
         assert!(msg.contains("waits for long work"), "{msg}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// One port on several processors (issue 18 §2; `vsflow_core::port::shards`, `PortSlot::classify`,
+// `PortSlot::lock_whole`, `PortSlot::sweep`). The port's locks are the home lock (0) and one per
+// processor's shard (1, 2); the tables are sets of flows. Each actor's steps are those of the
+// driver at lock granularity:
+// - classify on processor `cpu` of a packet of flow `key` (that creates it if absent, or not):
+//   read `sharded`; if set, lock the processor's shard, and if it holds the flow judge it there
+//   (the fast path); else unlock it, lock home; whole port: judge in home; split: look in home
+//   (judge there, then move the flow to the processor's shard: adoption), then in each shard,
+//   one lock at a time, judging where found; else lock the processor's shard and create there;
+// - a save (merge): lock home, then every shard in order, move every flow home, clear `sharded`;
+// - the sweep: lock home; split: expire the flow from home and from each shard, one lock at a
+//   time; whole: lock every shard in order and set `sharded`.
+// Checked in every reachable state: a flow is in at most one table; a packet is judged in a
+// table whose lock it holds, and judged as "no such flow" only when no table holds it (else its
+// verdict could differ from the single-lock port's); no deadlock.
+// ---------------------------------------------------------------------------------------------
+
+mod shards {
+    use std::collections::HashSet;
+
+    const CPUS: usize = 2;
+    const LOCKS: usize = 1 + CPUS;
+
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+    enum Pc {
+        Start,
+        /// Wants its processor's shard's lock (fast path).
+        Fast,
+        /// Holds it.
+        FastHeld,
+        /// Wants the home lock.
+        Home,
+        /// Holds the home lock.
+        HomeHeld,
+        /// Holds home, judged the flow there; wants its shard's lock to adopt the flow.
+        Adopt,
+        /// Holds home, wants shard `i`'s lock to look for the flow.
+        Search(usize),
+        /// Holds home and shard `i`.
+        SearchHeld(usize),
+        /// Holds home, wants its processor's shard's lock to create the flow.
+        Create,
+        Done,
+    }
+
+    #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+    enum Actor {
+        Classify {
+            cpu: usize,
+            key: u8,
+            creates: bool,
+            pc: Pc,
+        },
+        /// Save (`lock_whole`): `held` locks taken in order, then merge and release.
+        Save {
+            held: usize,
+            done: bool,
+        },
+        /// Sweep: `held` locks in order (home, then one shard at a time when split).
+        Sweep {
+            key: u8,
+            held: usize,
+            split: Option<bool>,
+            done: bool,
+        },
+    }
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq)]
+    struct World {
+        /// Which actor holds each lock (0 = home, 1 + cpu = that processor's shard).
+        held: [Option<usize>; LOCKS],
+        sharded: bool,
+        /// Flows (bits) of each table.
+        tables: [u8; LOCKS],
+        actors: Vec<Actor>,
+        /// A broken slow path that lets go of the home lock before searching (the model must
+        /// catch it).
+        broken_early_release: bool,
+    }
+
+    impl World {
+        fn new(sharded: bool, tables: [u8; LOCKS], actors: Vec<Actor>) -> Self {
+            Self { held: [None; LOCKS], sharded, tables, actors, broken_early_release: false }
+        }
+
+        fn lock(&mut self, l: usize, me: usize) -> bool {
+            if self.held[l].is_some() {
+                return false;
+            }
+            self.held[l] = Some(me);
+            true
+        }
+
+        fn unlock(&mut self, l: usize, me: usize) {
+            assert_eq!(self.held[l], Some(me), "lock {l} released by a non-holder");
+            self.held[l] = None;
+        }
+
+        /// Judges flow `key` in table `t` (creating it if `creates`); the judge holds `t`.
+        fn judge(&mut self, me: usize, t: usize, key: u8, creates: bool) {
+            assert_eq!(self.held[t], Some(me), "judged in table {t} without its lock");
+            let bit = 1 << key;
+            if self.tables[t] & bit == 0 {
+                let elsewhere: Vec<_> = (0..LOCKS).filter(|&o| self.tables[o] & bit != 0).collect();
+                assert!(
+                    elsewhere.is_empty(),
+                    "flow {key} judged absent in table {t} while tables {elsewhere:?} hold it"
+                );
+                if creates {
+                    self.tables[t] |= bit;
+                }
+            }
+        }
+
+        fn holds(&self, key: u8, t: usize) -> bool {
+            self.tables[t] & (1 << key) != 0
+        }
+
+        fn check(&self) {
+            for key in 0..8u8 {
+                let n = (0..LOCKS).filter(|&t| self.holds(key, t)).count();
+                assert!(n <= 1, "flow {key} in {n} tables: {:?}", self.tables);
+            }
+        }
+
+        #[allow(clippy::too_many_lines, reason = "one match arm per step of the driver")]
+        fn step(&mut self, i: usize) -> bool {
+            let next = match self.actors[i] {
+                Actor::Classify { pc: Pc::Done, .. }
+                | Actor::Save { done: true, .. }
+                | Actor::Sweep { done: true, .. } => return false,
+                Actor::Classify { cpu, key, creates, pc } => {
+                    let own = 1 + cpu;
+                    let pc = match pc {
+                        Pc::Start => {
+                            if self.sharded {
+                                Pc::Fast
+                            } else {
+                                Pc::Home
+                            }
+                        }
+                        Pc::Fast => {
+                            if !self.lock(own, i) {
+                                return false;
+                            }
+                            Pc::FastHeld
+                        }
+                        Pc::FastHeld => {
+                            let hit = self.sharded && self.holds(key, own);
+                            if hit {
+                                self.judge(i, own, key, false);
+                            }
+                            self.unlock(own, i);
+                            if hit { Pc::Done } else { Pc::Home }
+                        }
+                        Pc::Home => {
+                            if !self.lock(0, i) {
+                                return false;
+                            }
+                            Pc::HomeHeld
+                        }
+                        Pc::HomeHeld => {
+                            if !self.sharded {
+                                self.judge(i, 0, key, creates);
+                                self.unlock(0, i);
+                                Pc::Done
+                            } else if self.holds(key, 0) {
+                                self.judge(i, 0, key, creates);
+                                Pc::Adopt
+                            } else {
+                                if self.broken_early_release {
+                                    self.held[0] = None;
+                                }
+                                Pc::Search(0)
+                            }
+                        }
+                        Pc::Adopt => {
+                            if !self.lock(own, i) {
+                                return false;
+                            }
+                            if self.holds(key, 0) {
+                                self.tables[0] &= !(1 << key);
+                                self.tables[own] |= 1 << key;
+                            }
+                            self.unlock(own, i);
+                            self.unlock(0, i);
+                            Pc::Done
+                        }
+                        Pc::Search(s) => {
+                            if !self.lock(1 + s, i) {
+                                return false;
+                            }
+                            Pc::SearchHeld(s)
+                        }
+                        Pc::SearchHeld(s) => {
+                            let found = self.holds(key, 1 + s);
+                            if found {
+                                self.judge(i, 1 + s, key, creates);
+                            }
+                            self.unlock(1 + s, i);
+                            if found {
+                                if !self.broken_early_release {
+                                    self.unlock(0, i);
+                                }
+                                Pc::Done
+                            } else if s + 1 < CPUS {
+                                Pc::Search(s + 1)
+                            } else {
+                                Pc::Create
+                            }
+                        }
+                        Pc::Create => {
+                            if !self.lock(own, i) {
+                                return false;
+                            }
+                            self.judge(i, own, key, creates);
+                            self.unlock(own, i);
+                            if !self.broken_early_release {
+                                self.unlock(0, i);
+                            }
+                            Pc::Done
+                        }
+                        Pc::Done => unreachable!(),
+                    };
+                    Actor::Classify { cpu, key, creates, pc }
+                }
+                Actor::Save { held, .. } if held < LOCKS => {
+                    if !self.lock(held, i) {
+                        return false;
+                    }
+                    Actor::Save { held: held + 1, done: false }
+                }
+                Actor::Save { held, .. } => {
+                    let all = self.tables.iter().fold(0, |a, t| a | t);
+                    self.tables = [0; LOCKS];
+                    self.tables[0] = all;
+                    self.sharded = false;
+                    for l in (0..LOCKS).rev() {
+                        self.unlock(l, i);
+                    }
+                    Actor::Save { held, done: true }
+                }
+                Actor::Sweep { key, held: 0, .. } => {
+                    if !self.lock(0, i) {
+                        return false;
+                    }
+                    self.tables[0] &= !(1 << key);
+                    Actor::Sweep { key, held: 1, split: Some(self.sharded), done: false }
+                }
+                Actor::Sweep { key, held, split: Some(true), .. } => {
+                    // Split: expire in each shard, one lock at a time.
+                    if held < LOCKS {
+                        if !self.lock(held, i) {
+                            return false;
+                        }
+                        self.tables[held] &= !(1 << key);
+                        self.unlock(held, i);
+                        Actor::Sweep { key, held: held + 1, split: Some(true), done: false }
+                    } else {
+                        self.unlock(0, i);
+                        Actor::Sweep { key, held, split: Some(true), done: true }
+                    }
+                }
+                Actor::Sweep { key, held, split: Some(false), .. } => {
+                    // Whole: every shard's lock in order, then split.
+                    if held < LOCKS {
+                        if !self.lock(held, i) {
+                            return false;
+                        }
+                        Actor::Sweep { key, held: held + 1, split: Some(false), done: false }
+                    } else {
+                        self.sharded = true;
+                        for l in (0..LOCKS).rev() {
+                            self.unlock(l, i);
+                        }
+                        Actor::Sweep { key, held, split: Some(false), done: true }
+                    }
+                }
+                Actor::Sweep { split: None, .. } => unreachable!(),
+            };
+            self.actors[i] = next;
+            self.check();
+            true
+        }
+    }
+
+    fn explore(w: &World, seen: &mut HashSet<World>, ends: &mut u64) {
+        if !seen.insert(w.clone()) {
+            return;
+        }
+        let mut progressed = false;
+        for i in 0..w.actors.len() {
+            let mut next = w.clone();
+            if next.step(i) {
+                progressed = true;
+                explore(&next, seen, ends);
+            }
+        }
+        if !progressed {
+            let stuck: Vec<_> = w
+                .actors
+                .iter()
+                .filter(|a| {
+                    !matches!(
+                        a,
+                        Actor::Classify { pc: Pc::Done, .. }
+                            | Actor::Save { done: true, .. }
+                            | Actor::Sweep { done: true, .. }
+                    )
+                })
+                .collect();
+            assert!(stuck.is_empty(), "deadlock: {stuck:?} in {w:#?}");
+            assert!(w.held.iter().all(Option::is_none), "a lock left held: {w:?}");
+            *ends += 1;
+        }
+    }
+
+    fn run(w: &World) -> (u64, usize) {
+        let mut seen = HashSet::new();
+        let mut ends = 0;
+        explore(w, &mut seen, &mut ends);
+        (ends, seen.len())
+    }
+
+    const fn classify(cpu: usize, key: u8, creates: bool) -> Actor {
+        Actor::Classify { cpu, key, creates, pc: Pc::Start }
+    }
+
+    #[test]
+    fn a_new_flow_on_two_processors_at_once_is_created_once_under_saves_and_sweeps() {
+        // Flow 0 new, its two directions on both processors; flow 1 in processor 0's shard,
+        // judged on processor 1 (the slow path); flow 2 in home, adopted.
+        let w = World::new(
+            true,
+            [0b100, 0b010, 0],
+            vec![
+                classify(0, 0, true),
+                classify(1, 0, true),
+                classify(1, 1, true),
+                classify(0, 2, false),
+                Actor::Save { held: 0, done: false },
+                Actor::Sweep { key: 3, held: 0, split: None, done: false },
+            ],
+        );
+        let (ends, states) = run(&w);
+        assert!(ends >= 1 && states > 10_000, "{ends} end states, {states} states");
+    }
+
+    #[test]
+    fn a_whole_port_split_by_the_sweep_while_packets_of_one_flow_arrive_on_both_processors() {
+        let w = World::new(
+            false,
+            [0b11, 0, 0],
+            vec![
+                classify(0, 0, true),
+                classify(1, 0, true),
+                classify(1, 1, false),
+                classify(0, 2, true),
+                Actor::Sweep { key: 1, held: 0, split: None, done: false },
+                Actor::Sweep { key: 3, held: 0, split: None, done: false },
+            ],
+        );
+        let (ends, states) = run(&w);
+        assert!(ends >= 1 && states > 1_000, "{ends} end states, {states} states");
+    }
+
+    #[test]
+    fn the_model_catches_a_slow_path_that_searches_without_the_home_lock() {
+        let mut w = World::new(true, [0; LOCKS], vec![classify(0, 0, true), classify(1, 0, true)]);
+        w.broken_early_release = true;
+        let r = std::panic::catch_unwind(|| run(&w));
+        let msg = r.err().and_then(|e| e.downcast::<String>().ok()).expect("caught");
+        assert!(msg.contains("in 2 tables") || msg.contains("judged absent"), "{msg}");
+    }
+}

@@ -75,6 +75,37 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     } else {
         track(port, FlowKey::of(meta), meta, now)
     };
+    count(port, verdict);
+    verdict
+}
+
+/// [`classify`] for a packet of a flow `port` holds, or `None` with nothing changed.
+///
+/// Judged here: a TCP or UDP packet with complete headers of a flow the port holds, live and
+/// not restarted by this packet (an initial SYN on a closed flow): the same verdict, flow
+/// update and counts as [`classify`]. Anything else is `None`: what a processor's shard of a
+/// port judges on its own (see [`crate::port::shards`]).
+#[inline]
+pub fn classify_existing(port: &mut Port, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+    let maybe_icmp = meta.protocol != protocol::TCP && meta.protocol != protocol::UDP;
+    if !matches!(meta.headers, Headers::Complete)
+        || (maybe_icmp && crate::icmp::is_icmp(meta.family, meta.protocol))
+    {
+        return None;
+    }
+    let key = FlowKey::of(meta);
+    let at = port.table.find(&key)?;
+    if port.table.is_expired(at, now) || restarts(port, at, meta) {
+        return None;
+    }
+    let verdict = existing_flow(port, at, meta, now);
+    count(port, verdict);
+    Some(verdict)
+}
+
+/// Counts a verdict in the port's counters.
+#[inline]
+fn count(port: &mut Port, verdict: Verdict) {
     let c = &mut port.counters;
     match verdict {
         Verdict::Permit => c.packets_permitted = c.packets_permitted.wrapping_add(1),
@@ -85,7 +116,15 @@ pub fn classify(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
             }
         }
     }
-    verdict
+}
+
+/// True if `meta` starts a new connection on the 5-tuple of the flow at `at` (an initial SYN on
+/// a closed flow): the flow is replaced.
+#[inline]
+fn restarts(port: &Port, at: FlowIndex, meta: &PacketMeta) -> bool {
+    meta.protocol == protocol::TCP
+        && meta.tcp_flags.is_initial_syn()
+        && port.table.record(at).state == FlowState::Closed
 }
 
 /// A packet whose TCP flags or ports could not be read ([`Headers`]): counted, then judged
@@ -114,10 +153,7 @@ pub(crate) fn track(port: &mut Port, key: FlowKey, meta: &PacketMeta, now: Tick)
             new_flow(port, hash, key, meta, now)
         }
         Some(at) => {
-            let restart = meta.protocol == protocol::TCP
-                && meta.tcp_flags.is_initial_syn()
-                && port.table.record(at).state == FlowState::Closed;
-            if restart {
+            if restarts(port, at, meta) {
                 // A new connection reusing the 5-tuple of a closed one starts from scratch.
                 port.table.remove_hashed(hash, at);
                 new_flow(port, hash, key, meta, now)

@@ -467,36 +467,44 @@ fn overlapping(port: &mut Port, meta: &PacketMeta) -> Verdict {
 /// an inbound error, one whose inbound traffic is still admitted) and the error goes back to
 /// its sender. Never creates, refreshes or changes a flow.
 fn related(port: &mut Port, meta: &PacketMeta, q: &Quoted, now: Tick) -> Verdict {
-    if q.to_sender {
-        // The quoted packet travelled the other way; its source is this packet's destination.
-        let quoted_dir = match meta.direction {
-            Direction::Outbound => Direction::Inbound,
-            Direction::Inbound => Direction::Outbound,
-        };
-        let key = match q.query {
-            Some(query) => {
-                query_key(quoted_dir, meta.family, q.protocol, meta.dst_addr, q.dst_addr, query)
-            }
-            None => FlowKey::of(&PacketMeta {
-                direction: quoted_dir,
-                protocol: q.protocol,
-                src_addr: meta.dst_addr,
-                dst_addr: q.dst_addr,
-                src_port: q.src_port,
-                dst_port: q.dst_port,
-                ..*meta
-            }),
-        };
-        if let Some(at) = port.table.find(&key)
-            && !port.table.is_expired(at, now)
-            && (meta.direction == Direction::Outbound || port.monitors() || admitted(port, at))
-        {
-            let c = &mut port.counters;
-            c.icmp_related = c.icmp_related.wrapping_add(1);
-            return Verdict::Permit;
-        }
+    if let Some(key) = quoted_flow(meta, q)
+        && let Some(at) = port.table.find(&key)
+        && !port.table.is_expired(at, now)
+        && (meta.direction == Direction::Outbound || port.monitors() || admitted(port, at))
+    {
+        let c = &mut port.counters;
+        c.icmp_related = c.icmp_related.wrapping_add(1);
+        return Verdict::Permit;
     }
     unmatched(port, meta)
+}
+
+/// The flow an ICMP error `meta` quoting `q` is related to, if it goes back to the quoted
+/// packet's sender (only such an error can be; see [`related`]).
+#[must_use]
+pub fn quoted_flow(meta: &PacketMeta, q: &Quoted) -> Option<FlowKey> {
+    if !q.to_sender {
+        return None;
+    }
+    // The quoted packet travelled the other way; its source is this packet's destination.
+    let quoted_dir = match meta.direction {
+        Direction::Outbound => Direction::Inbound,
+        Direction::Inbound => Direction::Outbound,
+    };
+    Some(match q.query {
+        Some(query) => {
+            query_key(quoted_dir, meta.family, q.protocol, meta.dst_addr, q.dst_addr, query)
+        }
+        None => FlowKey::of(&PacketMeta {
+            direction: quoted_dir,
+            protocol: q.protocol,
+            src_addr: meta.dst_addr,
+            dst_addr: q.dst_addr,
+            src_port: q.src_port,
+            dst_port: q.dst_port,
+            ..*meta
+        }),
+    })
 }
 
 /// An ICMP packet that belongs to no flow: permitted outbound (the VM's own traffic, not

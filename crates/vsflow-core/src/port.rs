@@ -97,6 +97,8 @@
 //! included), `pickups_confirmed`, `pickups_refused`. Monitor mode permits everything and
 //! picks nothing up (the VM's own segments aside).
 
+pub mod shards;
+
 use core::fmt;
 
 use crate::classify::{Verdict, classify};
@@ -138,7 +140,7 @@ pub(crate) enum Judging {
 }
 
 /// The port's restore state.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct RestoreState {
     /// Between [`Port::begin_restore`] and the restore's commit or cancel.
     pub(crate) restoring: bool,
@@ -754,6 +756,13 @@ impl Port {
     #[inline]
     pub fn classify(&mut self, meta: &PacketMeta, now: Tick) -> Verdict {
         classify(self, meta, now)
+    }
+
+    /// Classifies one packet of a flow this port holds, or changes nothing and returns `None`:
+    /// see [`crate::classify::classify_existing`].
+    #[inline]
+    pub fn classify_existing(&mut self, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+        crate::classify::classify_existing(self, meta, now)
     }
 
     /// Counts a runtime-state save of this port that left `dropped` flows out and carried

@@ -13,13 +13,14 @@ use fwps_sys::{
     STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 use vsflow_core::flow::TableConfig;
+use vsflow_core::port::shards;
 use vsflow_core::{Port, PortConfig, PortIdentity};
 
 use super::{driver, identity};
 use crate::driver::Driver;
 use crate::error::CalloutError;
 use crate::percpu::Counter;
-use crate::ports::{PortKey, PortRef, PortSlot, PortState};
+use crate::ports::{PortKey, PortRef, PortSlot, PortState, ShardSlot, Sharding};
 use crate::services::{KernelServices, LogLevel};
 use crate::sync::SpinMutex;
 
@@ -108,6 +109,28 @@ impl<S: KernelServices> Driver<S> {
         Ok(port)
     }
 
+    /// A new port's processor shards (issue 18 §2; `crate::ports`): one per processor up to
+    /// `shards::MAX_SHARDS`, each table with the port's bound (one processor may judge all of
+    /// the port's connections; the port's total is kept by the slow path) and no slot reserved.
+    /// None on one processor, or if memory is short: the port then keeps one lock, as it works
+    /// unsplit anyway.
+    pub(crate) fn new_sharding(&self, identity: &PortIdentity) -> Sharding<S::Lock> {
+        let config = self.port_config();
+        let n = (self.services.processor_count() as usize).clamp(1, shards::MAX_SHARDS);
+        let mut list = alloc::vec::Vec::new();
+        if n > 1 && list.try_reserve_exact(n).is_ok() {
+            let table = TableConfig { initial_capacity: 0, ..config.table };
+            for _ in 0..n {
+                let Ok(port) = Port::try_new(*identity, PortConfig { table, ..config }) else {
+                    list.clear();
+                    break;
+                };
+                list.push(ShardSlot::new(SpinMutex::new(self.services.new_lock(), port)));
+            }
+        }
+        Sharding { shards: list, full: config.table }
+    }
+
     /// Switch created or deleted (its initial ports and NICs are reported separately).
     pub fn on_switch(&self, event: u32, switch: &NDIS_SWITCH_PARAMETERS) -> NTSTATUS {
         let Some(name) = identity(&switch.SwitchName) else { return STATUS_INVALID_PARAMETER };
@@ -178,7 +201,9 @@ impl<S: KernelServices> Driver<S> {
                 vsflow_core::Tick::MAX
             },
             classify_calls: 0,
+            spread: 0,
         };
+        let sharding = self.new_sharding(&name);
         // A new instance, even under the key and name of a port deleted a moment ago: a restore
         // received for that port is not this one's (`vswitch::restore`).
         let instance = self.port_instances.fetch_add(1, core::sync::atomic::Ordering::Relaxed) + 1;
@@ -187,6 +212,7 @@ impl<S: KernelServices> Driver<S> {
             &name,
             instance,
             SpinMutex::new(self.services.new_lock(), state),
+            sharding,
         ))?;
         let replaced = self.ports.update(move |m| m.insert_port(slot).map_err(|(e, _slot)| e))?;
         // A port this one replaced is freed here, after the map's locks are released.
@@ -200,7 +226,7 @@ impl<S: KernelServices> Driver<S> {
     /// whoever holds the last reference), keeping its classify count in the driver's: no
     /// classify can reach it any more (classify runs under the map lock it was removed under).
     fn retire(&self, slot: PortRef<S::Lock>) {
-        let calls = core::mem::take(&mut slot.state.lock().classify_calls);
+        let calls = slot.classify_calls(&mut slot.state.lock(), true);
         self.counters.add(self.services.current_processor(), Counter::ClassifyCalls, calls);
         drop(slot);
     }
@@ -255,7 +281,8 @@ impl<S: KernelServices> Driver<S> {
         let nic_name = identity(&nic.NicName).filter(|n| !n.as_utf16().is_empty());
         let key = PortKey { switch, port: nic.PortId };
         if let Some(slot) = self.port_ref(|_| Some(key)) {
-            let mut e = slot.state.lock();
+            // The port whole: whether it is judged (a VM NIC on it) changes here.
+            let mut e = slot.lock_whole(self.now());
             match event {
                 sys::FWPS_VSWITCH_EVENT_INTERFACE_CREATE => {
                     e.nic = Some(nic.NicIndex);

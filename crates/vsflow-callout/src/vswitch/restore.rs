@@ -355,7 +355,7 @@ impl<S: KernelServices> Driver<S> {
             self.restore_into_nothing(key.port, bytes);
             return STATUS_SUCCESS;
         };
-        let mut st = slot.state.lock();
+        let mut st = slot.lock_whole(now);
         if instance != Some(slot.instance) {
             self.log(
                 LogLevel::Warning,

@@ -90,7 +90,9 @@ impl<S: KernelServices> Driver<S> {
         // The map lock only to take a reference; the encode runs under the port's lock alone.
         let slot = key.and_then(|key| self.port_ref(|_| Some(key)));
         let saved = slot.map(|slot| {
-            let mut st = slot.state.lock();
+            // The port whole: a sharded port merged under every shard's lock (what one lock
+            // would have held: vsflow_core::port::shards).
+            let mut st = slot.lock_whole(now);
             if st.port.is_restoring() {
                 // Still in its restore window under the port's own lock: no restore has been
                 // applied (none arrived yet), so its mode is this host's default for new ports

@@ -788,6 +788,63 @@ impl FlowTable {
         })
     }
 
+    /// Lowers the bound to `max_flows` (at most the bound the table was created with), or
+    /// restores it: a port split into shards lets only the shard a new flow goes to reclaim a
+    /// slot when the port as a whole is full ([`crate::port::shards`]). `0` makes every insert
+    /// reclaim or be refused.
+    pub(crate) fn set_max_flows(&mut self, max_flows: u32) {
+        self.config.max_flows = max_flows;
+    }
+
+    /// Makes sure the next insert finds a free slot without reclaiming one: true if the table
+    /// is below its bound and has a free slot, or grew by one slab step the host's budget
+    /// allows. For a flow that moves between tables (nothing new is tracked).
+    pub(crate) fn make_room(&mut self) -> bool {
+        if self.len >= self.config.max_flows {
+            return false;
+        }
+        self.free != NIL || !self.slots.is_full() || self.grow_slots(true).is_ok()
+    }
+
+    /// The flow an insert into this table at its bound would reclaim first (the order of
+    /// [`FlowTable::insert`]), ranked so that ranks of several tables compare as if their flows
+    /// were in one table: lower goes first; `None` for an empty table. An established TCP
+    /// connection ranks last (`3`): it goes only if the insert may displace one.
+    pub(crate) fn eviction_rank(&self, now: Tick) -> Option<(u8, u64)> {
+        let closed = self.lists[TimeoutClass::Closed.index()].tail;
+        if closed != NIL {
+            return Some((0, self.slots.get(closed as usize).record.last_seen));
+        }
+        let mut idle: Option<u64> = None;
+        let mut lru: Option<Tick> = None;
+        for class in TimeoutClass::ALL {
+            let tail = self.lists[class.index()].tail;
+            if tail == NIL {
+                continue;
+            }
+            let last = self.slots.get(tail as usize).record.last_seen;
+            let idle_for = now.saturating_sub(last);
+            let timeout = self.timeouts.get(class.index()).copied().unwrap_or(0);
+            if idle_for >= timeout {
+                let overdue = idle_for - timeout;
+                if idle.is_none_or(|o| overdue > o) {
+                    idle = Some(overdue);
+                }
+            }
+            if class != TimeoutClass::TcpEstablished && lru.is_none_or(|l| last < l) {
+                lru = Some(last);
+            }
+        }
+        if let Some(overdue) = idle {
+            return Some((1, u64::MAX - overdue));
+        }
+        if let Some(last) = lru {
+            return Some((2, last));
+        }
+        let est = self.lists[TimeoutClass::TcpEstablished.index()].tail;
+        (est != NIL).then(|| (3, self.slots.get(est as usize).record.last_seen))
+    }
+
     /// Picks and removes one flow in the documented order; `None` if nothing may go.
     fn evict_one(&mut self, now: Tick, room: Room) -> Option<Eviction> {
         let closed = self.lists[TimeoutClass::Closed.index()].tail;

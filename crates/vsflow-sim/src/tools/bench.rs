@@ -365,6 +365,45 @@ impl Primitives {
     }
 }
 
+/// One thread on one port, split over processor shards or kept whole (issue 18 §2).
+///
+/// Classifies the inbound packets of 10,000 established connections of one port through the
+/// callout, `rounds` rounds, with the port split over processor shards (as the periodic sweep
+/// leaves a port with nothing of a migration open) or kept whole (as a save leaves it): for
+/// instruction counts (`valgrind --tool=callgrind --toggle-collect='*classify_fn*'`)
+/// of what splitting costs a packet on one processor (issue 18 §2). Returns CPU ns per packet
+/// (median of rounds).
+///
+/// # Panics
+/// If the simulated driver cannot be loaded.
+#[must_use]
+pub fn one_port_one_thread(cfg: DriverConfig, split: bool, rounds: usize) -> f64 {
+    crate::kernel::services::set_processor(0);
+    let mut h = Host::new(3);
+    h.load_driver(DriverConfig { flows_per_port: 16_384, ..cfg }).expect("loads");
+    let sw = h.create_switch("BENCH-C", &[]);
+    h.create_port(sw, 20, "classify", false);
+    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-C", &[20], 10_000);
+    let _ = h.within(|| h.driver().expire_idle(0));
+    if !split {
+        let _ = h.within(|| h.driver().on_save(&switch_params("BENCH-C"), 20));
+    }
+    assert_eq!(h.driver().flow_totals().sharded, usize::from(split), "the port as asked");
+    let mut per_packet = Vec::new();
+    for _ in 0..rounds {
+        let t = thread_cpu();
+        let blocked = rig.classify_round(0);
+        #[allow(clippy::cast_precision_loss, reason = "a measurement")]
+        per_packet.push(
+            thread_cpu().saturating_sub(t).as_nanos() as f64 / rig.lanes[0].calls.len() as f64,
+        );
+        assert_eq!(blocked, 0, "established return traffic is permitted");
+    }
+    drop(rig);
+    h.unload_driver();
+    median(per_packet)
+}
+
 /// Prepared classify calls on a loaded driver.
 ///
 /// Per port ("lane"), the inbound packets of established (or unsolicited) connections as WFP
@@ -428,7 +467,9 @@ impl ClassifyRig {
     }
 
     /// Opens `packets` connections from the VM of each of `ports` (handshakes through the
-    /// switch), and prepares the peers' data packets.
+    /// switch), and prepares the peers' data packets. Every lane gets connections of its own,
+    /// also when a port is named twice (two lanes of one port: one VM's connections spread over
+    /// processors, as vRSS does).
     ///
     /// # Panics
     /// As [`ClassifyRig::new`].
@@ -442,8 +483,9 @@ impl ClassifyRig {
     ) -> Self {
         let lanes = ports
             .iter()
-            .map(|&id| {
-                (0..packets)
+            .enumerate()
+            .map(|(lane, &id)| {
+                (lane * packets..(lane + 1) * packets)
                     .map(|k| {
                         h.advance(1_000);
                         let sport = 1024 + u16::try_from(k % 60_000).unwrap_or(0);
@@ -568,8 +610,25 @@ pub struct ScalingReport {
     pub two_port_cpu_ratio: f64,
     /// Load average (1 minute) when the measurement started.
     pub load: f64,
-    /// Two threads on one port, packets/s, and its ratio to one thread.
+    /// Two threads on one port, the same connections, packets/s, and its ratio to one thread.
+    /// With the port split, every packet of the second processor misses its shard: what a
+    /// flow steered to two processors costs (the Windows assumption failing for every flow).
     pub same_port: (f64, f64),
+    /// The same from CPU time per packet, split and kept whole (medians of trials).
+    pub same_port_cpu: (f64, f64),
+    /// Two threads on one port, each with connections of its own (vRSS: a flow stays on one
+    /// processor), packets/s and its ratio to one thread (medians of trials).
+    pub one_port_own_flows: (f64, f64),
+    /// The same from CPU time per packet (`2 x cpu1 / cpu2`, median of trials).
+    pub one_port_own_flows_cpu: f64,
+    /// The same two threads on one port kept whole (one lock: merged by a save before the
+    /// point, as before issue 18 §2): packets/s, ratio to one thread, CPU-time ratio.
+    pub one_port_whole: (f64, f64, f64),
+    /// One thread on lane 0, CPU ns per packet: the port sharded (the 1-thread point) and
+    /// kept whole (medians of trials): what sharding costs a packet on one processor.
+    pub one_thread_sharded_vs_whole: (f64, f64),
+    /// Whether the benchmark's ports were split into shards when measured.
+    pub sharded_ports: usize,
     /// Classify latency on port B, quiet: p50, p99 (ns, per call incl. the clock reads).
     pub quiet: (f64, f64),
     /// The same while another thread saves port A (at the blob cap) in a loop.
@@ -737,9 +796,16 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     for &id in &ids {
         h.create_port(sw, id, &format!("lane-{id}"), false);
     }
-    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-S", &ids, 1024);
+    // One more lane: port 10 again, with connections of its own (two processors on one port).
+    let mut lanes_ports = ids.clone();
+    lanes_ports.push(ids[0]);
+    let rig = ClassifyRig::with_connections(&mut h, sw, "BENCH-S", &lanes_ports, 1024);
+    let own_lane = max_threads;
+    // The periodic sweep splits ports that have nothing of a migration open into shards.
+    let _ = h.within(|| h.driver().expire_idle(0));
+    let sharded_ports = h.driver().flow_totals().sharded;
     let d = Duration::from_secs_f64(seconds);
-    let mut r = ScalingReport { cores, trials, seconds, ..ScalingReport::default() };
+    let mut r = ScalingReport { cores, sharded_ports, trials, seconds, ..ScalingReport::default() };
     r.load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
@@ -749,6 +815,13 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     let mut cpu_ratios = Vec::new();
     let mut same = Vec::new();
     let mut same_ratio = Vec::new();
+    let (mut same_cpu, mut same_whole_cpu) = (Vec::new(), Vec::new());
+    let mut own = Vec::new();
+    let mut own_ratio = Vec::new();
+    let mut own_cpu = Vec::new();
+    let (mut whole, mut whole_ratio, mut whole_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut one_sharded, mut one_whole) = (Vec::new(), Vec::new());
+    let bench_switch = switch_params("BENCH-S");
     for _ in 0..trials {
         for n in 1..=max_threads {
             points[n - 1].push(throughput(&rig, n, |t| t, d));
@@ -760,6 +833,21 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
         let two_same = throughput(&rig, 2, |_| 0, d);
         same.push(two_same.pps);
         same_ratio.push(two_same.pps / one.pps.max(1.0));
+        same_cpu.push(2.0 * one.cpu_ns / two_same.cpu_ns.max(1e-9));
+        let two_own = throughput(&rig, 2, |t| if t == 0 { 0 } else { own_lane }, d);
+        own.push(two_own.pps);
+        own_ratio.push(two_own.pps / one.pps.max(1.0));
+        own_cpu.push(2.0 * one.cpu_ns / two_own.cpu_ns.max(1e-9));
+        // The same port whole (a save merges it), then split again by the sweep.
+        let _ = h.within(|| h.driver().on_save(&bench_switch, ids[0]));
+        let two_whole = throughput(&rig, 2, |t| if t == 0 { 0 } else { own_lane }, d);
+        whole.push(two_whole.pps);
+        whole_ratio.push(two_whole.pps / one.pps.max(1.0));
+        whole_cpu.push(2.0 * one.cpu_ns / two_whole.cpu_ns.max(1e-9));
+        same_whole_cpu.push(2.0 * one.cpu_ns / throughput(&rig, 2, |_| 0, d).cpu_ns.max(1e-9));
+        one_sharded.push(one.cpu_ns);
+        one_whole.push(throughput(&rig, 1, |_| 0, d).cpu_ns);
+        let _ = h.within(|| h.driver().expire_idle(0));
     }
     r.distinct_ports = points
         .iter()
@@ -774,6 +862,11 @@ pub fn scaling(seconds: f64, trials: usize) -> ScalingReport {
     r.two_port_ratio = median(ratios);
     r.two_port_cpu_ratio = median(cpu_ratios);
     r.same_port = (median(same), median(same_ratio));
+    r.same_port_cpu = (median(same_cpu), median(same_whole_cpu));
+    r.one_port_own_flows = (median(own), median(own_ratio));
+    r.one_port_own_flows_cpu = median(own_cpu);
+    r.one_port_whole = (median(whole), median(whole_ratio), median(whole_cpu));
+    r.one_thread_sharded_vs_whole = (median(one_sharded), median(one_whole));
 
     // Latency on port B (lane 1) quiet, then while port A is saved in a loop.
     let calls = 400_000;
@@ -835,9 +928,35 @@ impl ScalingReport {
         );
         let _ = writeln!(
             s,
-            "  2 threads on ONE port                 {:>8.2} Mpps  {:.2}x of 1 thread (reported)",
+            "  2 threads on ONE port, same conns     {:>8.2} Mpps  {:.2}x of 1 thread; from CPU time per packet {:.2}x split, {:.2}x kept whole (reported: every flow on both processors)",
             self.same_port.0 / 1e6,
-            self.same_port.1
+            self.same_port.1,
+            self.same_port_cpu.0,
+            self.same_port_cpu.1
+        );
+        let _ = writeln!(
+            s,
+            "  2 threads on ONE port, own conns      {:>8.2} Mpps  {:.2}x of 1 thread (target >= 1.6x)  {}; from CPU time per packet {:.2}x  {} ({} of the bench's ports sharded)",
+            self.one_port_own_flows.0 / 1e6,
+            self.one_port_own_flows.1,
+            met(self.one_port_own_flows.1 >= 1.6),
+            self.one_port_own_flows_cpu,
+            met(self.one_port_own_flows_cpu >= 1.6),
+            self.sharded_ports
+        );
+        let _ = writeln!(
+            s,
+            "  the same, port kept whole (one lock)  {:>8.2} Mpps  {:.2}x of 1 thread; from CPU time per packet {:.2}x (same-run baseline)",
+            self.one_port_whole.0 / 1e6,
+            self.one_port_whole.1,
+            self.one_port_whole.2
+        );
+        let _ = writeln!(
+            s,
+            "  1 thread on one port: sharded {:.1} vs whole {:.1} CPU ns/packet ({:.2}x, reported)",
+            self.one_thread_sharded_vs_whole.0,
+            self.one_thread_sharded_vs_whole.1,
+            self.one_thread_sharded_vs_whole.0 / self.one_thread_sharded_vs_whole.1.max(1e-9)
         );
         let ratio = self.while_saving.1 / self.quiet.1.max(1.0);
         let _ = writeln!(

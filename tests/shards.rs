@@ -1,0 +1,230 @@
+//! One port on several processors (issue 18 §2).
+//!
+//! On Hyper-V, vRSS spreads one busy VM's traffic over several processors: the connections of
+//! one port are judged on several processors at once. With one lock per port, a processor
+//! that holds it (a packet interrupted by a burst of interrupts, a cache-missing walk) stops
+//! every other processor's packets of that VM. A port's flows are split by flow hash into
+//! shards with a lock each (`vsflow_core::port::shards`): a packet waits only for packets of
+//! connections in its own shard.
+//!
+//! The test holds processor 1 (the double's interrupts: `kernel::interrupts`) right after the
+//! first spin lock a packet of one connection of port 7 takes there, then sends a packet of each
+//! of eight other connections of port 7 on processor 0: with one lock per port none of them
+//! can be judged while processor 1 is held; with the port sharded, those in other shards are.
+
+use std::time::{Duration, Instant};
+
+use vsflow_callout::RestoreMode;
+use vsflow_scenarios::{enforce, finish, flows_of, host, open_connections, vm_port};
+use vsflow_sim::PacketFate;
+use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::kernel::services::set_processor;
+
+/// How long a test waits for something that should happen at once.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_packet_of_one_connection_does_not_wait_for_another_connection_of_its_port_on_another_processor()
+ {
+    set_processor(3);
+    let (mut h, sw) = host(19, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-busy", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 9);
+    // The expiry sweep splits a port that has nothing of a migration open.
+    let _ = h.within(|| h.driver().expire_idle(100));
+    let wire = h.wire();
+    h.interrupts().arm(1);
+    let judged_in_time = std::thread::scope(|s| {
+        let held = {
+            let wire = wire.clone();
+            let first = inbound[0].clone();
+            s.spawn(move || {
+                set_processor(1);
+                wire.transmit(sw, EXTERNAL_PORT, 7, &first)
+            })
+        };
+        assert!(h.interrupts().wait_held(PATIENCE), "the packet took no spin lock");
+        let senders: Vec<_> = inbound[1..]
+            .iter()
+            .map(|p| {
+                let (wire, p) = (wire.clone(), p.clone());
+                s.spawn(move || {
+                    set_processor(0);
+                    wire.transmit(sw, EXTERNAL_PORT, 7, &p)
+                })
+            })
+            .collect();
+        // Packets of the other shards go through at once; give them time.
+        let t = Instant::now();
+        while senders.iter().any(|t| !t.is_finished()) && t.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let judged = senders.iter().filter(|t| t.is_finished()).count();
+        assert!(h.interrupts().is_held(), "processor 1 is held until released");
+        h.interrupts().release();
+        for sender in senders {
+            assert_eq!(sender.join().expect("sender"), PacketFate::Delivered, "established flows");
+        }
+        assert_eq!(held.join().expect("held packet"), PacketFate::Delivered);
+        judged
+    });
+    assert!(
+        judged_in_time > 0,
+        "all 8 packets of other connections of port 7 on processor 0 waited for processor 1"
+    );
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
+
+/// Sends `packet` to port `id` from the external port on simulated processor `cpu`.
+fn on_processor(
+    wire: &vsflow_sim::vswitch::wire::Wire,
+    sw: usize,
+    id: u32,
+    cpu: u32,
+    p: &vsflow_sim::SimPacket,
+) -> PacketFate {
+    let (wire, p) = (wire.clone(), p.clone());
+    std::thread::spawn(move || {
+        set_processor(cpu);
+        wire.transmit(sw, EXTERNAL_PORT, id, &p)
+    })
+    .join()
+    .expect("sender")
+}
+
+/// Processor-affine shards: the connections a processor judges are in that processor's shard,
+/// so no packet of them ever waits for another processor judging its own connections of the
+/// same port (vRSS keeps a flow's packets on one processor). With shards chosen by a hash of
+/// the flow, each processor's connections spread over every shard, and some of them wait.
+#[test]
+fn a_processor_judging_its_own_connections_of_a_port_never_waits_for_another_processor() {
+    set_processor(3);
+    let (mut h, sw) = host(21, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-busy", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 25);
+    let _ = h.within(|| h.driver().expire_idle(100));
+    let wire = h.wire();
+    // Processor 1 has judged connection 0; processor 0 the 24 others.
+    assert_eq!(on_processor(&wire, sw, 7, 1, &inbound[0]), PacketFate::Delivered);
+    for p in &inbound[1..] {
+        assert_eq!(on_processor(&wire, sw, 7, 0, p), PacketFate::Delivered);
+    }
+    h.interrupts().arm(1);
+    let judged_in_time = std::thread::scope(|s| {
+        let held = {
+            let wire = wire.clone();
+            let first = inbound[0].clone();
+            s.spawn(move || {
+                set_processor(1);
+                wire.transmit(sw, EXTERNAL_PORT, 7, &first)
+            })
+        };
+        assert!(h.interrupts().wait_held(PATIENCE), "the packet took no spin lock");
+        let senders: Vec<_> = inbound[1..]
+            .iter()
+            .map(|p| {
+                let (wire, p) = (wire.clone(), p.clone());
+                s.spawn(move || {
+                    set_processor(0);
+                    wire.transmit(sw, EXTERNAL_PORT, 7, &p)
+                })
+            })
+            .collect();
+        let t = Instant::now();
+        while senders.iter().any(|t| !t.is_finished()) && t.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let judged = senders.iter().filter(|t| t.is_finished()).count();
+        assert!(h.interrupts().is_held(), "processor 1 is held until released");
+        h.interrupts().release();
+        for sender in senders {
+            assert_eq!(sender.join().expect("sender"), PacketFate::Delivered, "established flows");
+        }
+        assert_eq!(held.join().expect("held packet"), PacketFate::Delivered);
+        judged
+    });
+    assert_eq!(
+        judged_in_time, 24,
+        "packets of processor 0's own connections of port 7 waited for processor 1"
+    );
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
+
+/// Four processors open and use connections of one port at once, each connection's two
+/// directions on one processor or on two (vRSS steering them apart: the slow path), while the
+/// port is saved (merged) and swept (split) over and over: every handshake and data packet is
+/// delivered, every unsolicited SYN blocked, no lock misused (the double checks order and
+/// IRQL), and the port ends with exactly the connections opened.
+#[test]
+fn processors_judging_one_port_while_it_is_saved_and_swept_agree_with_one_lock() {
+    use vsflow_core::IpFamily;
+    use vsflow_sim::tools::traffic::{tcp, vm_syn};
+    const PER_CPU: u16 = 60;
+    set_processor(3);
+    let (mut h, sw) = host(23, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-busy", 1, false);
+    let _ = open_connections(&mut h, sw, 7, 8);
+    let wire = h.wire();
+    let (saves, sweeps) = std::thread::scope(|s| {
+        // Four of the host's eight processors, the last one among them.
+        const CPUS: [u32; 4] = [0, 2, 5, 7];
+        let senders: Vec<_> = (0..4usize)
+            .map(|t| {
+                let (wire, cpu) = (wire.clone(), CPUS[t]);
+                s.spawn(move || {
+                    set_processor(cpu);
+                    for k in 0..PER_CPU {
+                        let remote = vsflow_core::packet::v4([203, 0, 113, (k % 200) as u8]);
+                        let sport = 20_000 + u16::try_from(t).unwrap() * 1_000 + k;
+                        let syn = vm_syn(IpFamily::V4, 7, sport, remote, 443);
+                        // Odd connections: the peer's direction on the next processor.
+                        let back = if k % 2 == 1 { CPUS[(t + 1) % 4] } else { cpu };
+                        let out = |p: &vsflow_sim::SimPacket| {
+                            set_processor(cpu);
+                            wire.transmit(sw, 7, EXTERNAL_PORT, p)
+                        };
+                        let inb = |p: &vsflow_sim::SimPacket| {
+                            set_processor(back);
+                            wire.transmit(sw, EXTERNAL_PORT, 7, p)
+                        };
+                        assert_eq!(out(&syn), PacketFate::Delivered, "SYN {cpu}/{k}");
+                        let synack = syn.reply(tcp::SYN_ACK, 0);
+                        assert_eq!(inb(&synack), PacketFate::Delivered, "SYN-ACK {cpu}/{k}");
+                        let ack = synack.reply(tcp::ACK, 0);
+                        assert_eq!(out(&ack), PacketFate::Delivered, "ACK {cpu}/{k}");
+                        let data = syn.reply(tcp::PSH_ACK, 500);
+                        for _ in 0..3 {
+                            assert_eq!(inb(&data), PacketFate::Delivered, "data {cpu}/{k}");
+                            assert_eq!(out(&ack), PacketFate::Delivered, "ACK {cpu}/{k}");
+                        }
+                        // A peer's SYN to a port nothing listens on: blocked, whichever processor.
+                        let probe = vsflow_sim::tools::traffic::inbound_syn(
+                            IpFamily::V4,
+                            remote,
+                            40_000 + k,
+                            7,
+                            9,
+                        );
+                        assert_ne!(inb(&probe), PacketFate::Delivered, "unsolicited {cpu}/{k}");
+                    }
+                })
+            })
+            .collect();
+        let (mut saves, mut sweeps) = (0u32, 0u32);
+        // Until every sender is done (or one failed: its assertion is reported by the scope).
+        while senders.iter().any(|t| !t.is_finished()) {
+            let (blobs, _) = h.save(sw, 7);
+            assert!(!blobs.is_empty(), "the port saves");
+            saves += 1;
+            let _ = h.within(|| h.driver().expire_idle(0));
+            sweeps += 1;
+        }
+        (saves, sweeps)
+    });
+    assert!(saves > 0 && sweeps > 0);
+    assert_eq!(flows_of(&h, "vm-busy"), Some(8 + 4 * usize::from(PER_CPU)));
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
