@@ -1075,11 +1075,7 @@ mod tests {
     /// against it, not against issue 11's 1.5x; the floor is (core + primitives) / core.
     #[test]
     fn the_classify_line_judges_the_ratio_against_two_times_the_core_call() {
-        let at = |callout_ns| CalloutVsCore {
-            callout_ns,
-            core_ns: 40.0,
-            primitives_ns: 30.0,
-        };
+        let at = |callout_ns| CalloutVsCore { callout_ns, core_ns: 40.0, primitives_ns: 30.0 };
         let met = at(80.0).to_line();
         assert!(met.contains("2.00x (target <= 2x, issue 18)  met"), "{met}");
         let missed = at(80.4).to_line();
