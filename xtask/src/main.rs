@@ -28,6 +28,7 @@
 
 mod inf;
 mod live;
+mod markers;
 mod package;
 mod sys;
 mod target;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
     let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("markers") => markers::check(&rest.first().map_or_else(root, PathBuf::from)),
         Some("fmt") => run("cargo", &["fmt", "--all"]),
         Some("toolchain") => toolchain::ensure_installed(),
         Some("inf-lint") => inf_lint(&rest),
@@ -69,7 +71,7 @@ fn main() -> ExitCode {
         Some("sys-loader") => sys::loader_tests(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|live|sys [--check] [--image FILE] [--reproducible] [--exports] [--compare A B]|sys-loader>"
+                "usage: cargo xtask <ci|markers [DIR]|fmt|toolchain|inf-lint FILE [--source]|package [--arch A]|wdk-check|driver-tests|wine|live|sys [--check] [--image FILE] [--reproducible] [--exports] [--compare A B]|sys-loader>"
             );
             return ExitCode::from(2);
         }
@@ -104,6 +106,7 @@ fn inf_lint(args: &[&str]) -> Result<(), String> {
 
 fn ci() -> Result<(), String> {
     step("toolchain (rust-toolchain.toml components and targets)", toolchain::ensure_installed)?;
+    step("no merge-conflict markers in tracked files", || markers::check(&root()))?;
     step("rustfmt --check", || run("cargo", &["fmt", "--all", "--", "--check"]))?;
     step("clippy (host, all targets)", || {
         run(

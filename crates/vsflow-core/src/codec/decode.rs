@@ -7,7 +7,7 @@
 use alloc::vec::Vec;
 use core::hash::Hasher;
 
-use siphasher::sip::SipHasher24;
+use siphasher::sip::SipHasher13;
 
 use super::error::DecodeError;
 use super::format::{self, compact, hdr, rec};
@@ -67,14 +67,18 @@ impl Default for DecodeConfig {
 /// The fixed digest key of [`DecodeConfig::default`].
 pub const DEFAULT_DIGEST_KEY: [u64; 2] = [0x7673_666c_6f77_2d62, 0x6c6f_622d_6964_2d31];
 
-/// A blob's identity: SipHash-2-4 under `key` of its length and bytes, never 0.
+/// A blob's identity: SipHash-1-3 under `key` of its length and bytes, never 0.
 ///
 /// The length (u64 LE) is hashed first, then the bytes. Two different blobs share it with
-/// probability 2^-64 under a key they were not built for (a CRC identifies nothing: a
-/// different blob with the same CRC and length is easy to build).
+/// probability about 2^-64 under a key they were not built for (a CRC identifies nothing: a
+/// different blob with the same CRC and length is easy to build). SipHash-1-3, the keyed
+/// function std's `HashMap` relies on against chosen keys, not SipHash-2-4: the digest only
+/// recognises a blob already applied under a per-boot secret key (a forged match would make a
+/// port keep the state it has, never open it), and hashing 45-60 KB is on the synchronous
+/// restore's path (issue 18: half the rounds, about 100,000 instructions a restore).
 #[must_use]
 pub fn blob_digest(key: [u64; 2], bytes: &[u8]) -> u64 {
-    let mut h = SipHasher24::new_with_keys(key[0], key[1]);
+    let mut h = SipHasher13::new_with_keys(key[0], key[1]);
     h.write(&(bytes.len() as u64).to_le_bytes());
     h.write(bytes);
     h.finish() | 1
