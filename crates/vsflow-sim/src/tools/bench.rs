@@ -1072,3 +1072,22 @@ impl BenchReport {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CalloutVsCore;
+
+    /// The classify line states issue 18's target (<= 2x the core call) and judges the ratio
+    /// against it, not against issue 11's 1.5x; the floor is (core + primitives) / core.
+    #[test]
+    fn the_classify_line_judges_the_ratio_against_two_times_the_core_call() {
+        let at = |callout_ns| CalloutVsCore { callout_ns, core_ns: 40.0, primitives_ns: 30.0 };
+        let met = at(80.0).to_line();
+        assert!(met.contains("2.00x (target <= 2x, issue 18)  met"), "{met}");
+        let missed = at(80.4).to_line();
+        assert!(missed.contains("2.01x (target <= 2x, issue 18)  MISSED"), "{missed}");
+        assert!(!missed.contains("1.5x"), "{missed}");
+        assert!(missed.contains("floor (core + primitives) / core 1.75x"), "{missed}");
+        assert!((at(60.0).ratio() - 1.5).abs() < 1e-9);
+    }
+}
