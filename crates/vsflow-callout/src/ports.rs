@@ -34,7 +34,7 @@
 //! takes only that shard's lock ([`PortSlot::classify`]): a processor judging its own
 //! connections writes only lines no other processor writes. A packet of a flow another
 //! processor's shard holds (its other direction's processor) takes, after the flow's first
-//! packet here, that shard's lock alone (the processor's hint, [`ShardSlot::hints`]). Anything
+//! packet here, that shard's lock alone (the processor's hint, `ShardSlot::hints`). Anything
 //! else (a new flow, ICMP, a stale hint) takes the home lock and finds the flow's shard
 //! (`shards::classify_slow`). Everything else sees the port whole: it takes the home lock and
 //! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
