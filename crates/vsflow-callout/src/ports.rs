@@ -32,8 +32,10 @@
 //! [`shards::MAX_SHARDS`]) each under a lock of its own, on cache lines of its own. While the
 //! port is *split* ([`PortSlot::is_sharded`]) a packet of a flow its processor's shard holds
 //! takes only that shard's lock ([`PortSlot::classify`]): a processor judging its own
-//! connections writes only lines no other processor writes. Anything else (a new flow, a flow
-//! another processor's shard holds, ICMP) takes the home lock and finds the flow's shard
+//! connections writes only lines no other processor writes. A packet of a flow another
+//! processor's shard holds (its other direction's processor) takes, after the flow's first
+//! packet here, that shard's lock alone (the processor's hint, `ShardSlot::hints`). Anything
+//! else (a new flow, ICMP, a stale hint) takes the home lock and finds the flow's shard
 //! (`shards::classify_slow`). Everything else sees the port whole: it takes the home lock and
 //! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
 //! expiry sweep splits a port again when nothing of a migration is open on it
