@@ -228,3 +228,51 @@ fn processors_judging_one_port_while_it_is_saved_and_swept_agree_with_one_lock()
     assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
     finish(&mut h);
 }
+
+/// A connection whose two directions vRSS steers to two processors: after its first packet on
+/// the processor that does not hold it, its packets there are judged under the lock of the
+/// shard holding it alone (the processor's hint), never waiting for the port's home lock
+/// (held here by the expiry sweep, stopped on processor 1 right after it took that lock).
+#[test]
+fn a_connection_judged_on_two_processors_does_not_wait_for_the_home_lock() {
+    use vsflow_sim::tools::traffic::tcp;
+    set_processor(3);
+    let (mut h, sw) = host(29, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-busy", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 4);
+    let _ = h.within(|| h.driver().expire_idle(100));
+    let wire = h.wire();
+    // Connection 0 lives in processor 0's shard; processor 2 judges its VM's direction.
+    assert_eq!(on_processor(&wire, sw, 7, 0, &inbound[0]), PacketFate::Delivered);
+    let ack = inbound[0].reply(tcp::ACK, 0);
+    let out = |wire: &vsflow_sim::vswitch::wire::Wire| {
+        set_processor(2);
+        wire.transmit(sw, 7, EXTERNAL_PORT, &ack)
+    };
+    assert_eq!(out(&wire), PacketFate::Delivered);
+    h.interrupts().arm(1);
+    let judged_in_time = std::thread::scope(|s| {
+        let sweep = s.spawn(|| {
+            set_processor(1);
+            h.within(|| h.driver().expire_idle(100))
+        });
+        assert!(h.interrupts().wait_held(PATIENCE), "the sweep took no spin lock");
+        let sender = {
+            let wire = wire.clone();
+            s.spawn(move || out(&wire))
+        };
+        let t = Instant::now();
+        while !sender.is_finished() && t.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let judged = sender.is_finished();
+        assert!(h.interrupts().is_held(), "processor 1 is held until released");
+        h.interrupts().release();
+        assert_eq!(sender.join().expect("sender"), PacketFate::Delivered);
+        let _ = sweep.join().expect("sweep");
+        judged
+    });
+    assert!(judged_in_time, "the VM's packet on processor 2 waited for the home lock");
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
