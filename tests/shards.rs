@@ -3,14 +3,15 @@
 //! On Hyper-V, vRSS spreads one busy VM's traffic over several processors: the connections of
 //! one port are judged on several processors at once. With one lock per port, a processor
 //! that holds it (a packet interrupted by a burst of interrupts, a cache-missing walk) stops
-//! every other processor's packets of that VM. A port's flows are split by flow hash into
-//! shards with a lock each (`vsflow_core::port::shards`): a packet waits only for packets of
-//! connections in its own shard.
+//! every other processor's packets of that VM. A port's flows are split over one shard per
+//! processor, each with its lock (`vsflow_core::port::shards`): a flow lives in the shard of the
+//! processor that first judged it, so a processor judging its own connections waits for no
+//! other processor.
 //!
-//! The test holds processor 1 (the double's interrupts: `kernel::interrupts`) right after the
-//! first spin lock a packet of one connection of port 7 takes there, then sends a packet of each
-//! of eight other connections of port 7 on processor 0: with one lock per port none of them
-//! can be judged while processor 1 is held; with the port sharded, those in other shards are.
+//! The tests hold a processor (the double's interrupts: `kernel::interrupts`) right after the
+//! first spin lock it takes (a packet's shard lock, or the sweep's home lock), then send packets
+//! of other connections of the same port on other processors and count those judged while it
+//! is held; and run four processors against one port while it is saved and swept.
 
 use std::time::{Duration, Instant};
 
