@@ -157,17 +157,53 @@ pub fn reset_largest_driver_block(host: usize) {
     LARGEST[(host + 1) % SLOTS].store(0, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the `GlobalAlloc`
-// contract; the bookkeeping never touches the memory handed out.
+/// Keeps the process heap resident, as the non-paged pool the driver allocates from is.
+///
+/// Non-paged pool is "nonpageable system memory" that "can be accessed from any IRQL"
+/// (`POOL_TYPE`, `NonPagedPool`); a page fault at `DISPATCH_LEVEL` is a bug check ("Making
+/// Drivers Pageable"). The C library's allocator, by default, gives freed memory back to the
+/// system (it trims the top of a heap past 128 KiB free and maps blocks of 128 KiB and more
+/// one by one), so a block freed and allocated again was faulted in page by page: a Linux
+/// artifact that was about 17% of a synchronous restore in `vsflow-sim bench`. Here glibc
+/// keeps what it has (no trim; no per-block mappings below 32 MiB, its largest threshold on
+/// 64-bit). Called by every [`crate::Host::new`]; runs once per process.
+pub fn keep_heap_resident() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            // SAFETY: `mallopt` only sets glibc's allocator parameters (under its own lock);
+            // `i32::MAX` is a valid trim threshold (mallopt(3): any non-negative value).
+            let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) };
+            // SAFETY: as above; 32 MiB is the largest mmap threshold glibc accepts on 64-bit
+            // (mallopt(3): `DEFAULT_MMAP_THRESHOLD_MAX`).
+            let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) };
+            debug_assert!(trim == 1 && mmap == 1, "mallopt refused a parameter");
+        }
+    });
+}
+
+// SAFETY: every call is forwarded to `System`, which upholds the `GlobalAlloc` contract; a
+// driver's `alloc` is `System`'s `alloc_zeroed` (which satisfies `alloc`'s contract too), and
+// a driver's `realloc` zeroes only the bytes past the old size of the block it returns; the
+// bookkeeping never touches the memory handed out.
 unsafe impl GlobalAlloc for Accounting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_size(driver_host(), layout.size());
         if injected_failure() {
             return std::ptr::null_mut();
         }
-        // SAFETY: the caller's layout obligations are passed on.
-        let p = unsafe { System.alloc(layout) };
         let host = driver_host();
+        // The driver's heap is `ExAllocatePool2(POOL_FLAG_NON_PAGED)` (wdk-alloc), which
+        // zero-initializes every block ("ExAllocatePool2 function", Remarks: unless
+        // `POOL_FLAG_UNINITIALIZED` is given, which wdk-alloc never does): paid here too.
+        let p = if host == 0 {
+            // SAFETY: the caller's layout obligations are passed on.
+            unsafe { System.alloc(layout) }
+        } else {
+            // SAFETY: as above.
+            unsafe { System.alloc_zeroed(layout) }
+        };
         if host != 0 && !p.is_null() {
             made(host);
             record(p as usize, host);
@@ -206,6 +242,16 @@ unsafe impl GlobalAlloc for Accounting {
         let host = driver_host();
         if host != 0 && !q.is_null() {
             made(host);
+            // wdk-alloc has no `realloc`: Rust's default allocates a new (zeroed)
+            // `ExAllocatePool2` block and copies the old bytes in, so what is added is zero.
+            if let Some(added) = new_size.checked_sub(layout.size()) {
+                // SAFETY: `q` is a live block of `new_size` >= `layout.size()` bytes, so the
+                // offset stays inside it (or one past its end when nothing was added).
+                let tail = unsafe { q.add(layout.size()) };
+                // SAFETY: the `added` bytes from `tail` are the end of the live block `q`,
+                // which nothing else refers to yet.
+                unsafe { tail.write_bytes(0, added) };
+            }
         }
         if !q.is_null() {
             let _ = forget_and_report(ptr as usize, q as usize);
@@ -332,7 +378,7 @@ mod tests {
     }
 
     /// Non-paged pool is resident: a driver block freed and allocated again takes no page
-    /// fault (on Windows a fault at DISPATCH_LEVEL would be a bug check). The simulator's
+    /// fault (on Windows a fault at `DISPATCH_LEVEL` would be a bug check). The simulator's
     /// heap (glibc's) gave freed memory back to the system by default, so a table freed with
     /// a port and allocated again by the next restore was faulted in page by page.
     #[test]
