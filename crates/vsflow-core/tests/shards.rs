@@ -403,10 +403,10 @@ fn the_fast_path_changes_nothing_on_a_miss() {
 #[test]
 fn past_the_budget_a_split_port_tracks_a_new_flow_where_the_whole_port_has_room() {
     use vsflow_core::flow::{BudgetRef, FlowBudget};
-    let budget = |_| -> &'static FlowBudget { Box::leak(Box::new(FlowBudget::new(0))) };
+    let budget = || -> &'static FlowBudget { Box::leak(Box::new(FlowBudget::new(0))) };
     let full = |b| TableConfig { budget: Some(BudgetRef(b)), ..config(MAX_FLOWS, 1_000_000) };
-    let mut whole = port(full(budget(())));
-    let mut split = Split::new(full(budget(())));
+    let mut whole = port(full(budget()));
+    let mut split = Split::new(full(budget()));
     for k in 0..3u16 {
         let syn = PacketMeta::ipv4(
             Direction::Outbound,

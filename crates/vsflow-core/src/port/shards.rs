@@ -237,11 +237,7 @@ pub fn classify_slow<G: DerefMut<Target = Port>>(
     }
     // A new flow (if the packet makes one). In the processor's shard while the port has room;
     // at its bound, in the shard whose flow the single-lock port would reclaim.
-    if *flows >= bound {
-        if let Some(judged) = reclaim(home, flows, bound, &mut lock, meta, now) {
-            return judged;
-        }
-    } else {
+    if *flows < bound {
         // The processor's shard, if it has a slot (growing by a step the host's budget allows:
         // at most one step per shard for packets that open nothing, then the slot is free).
         if let Some(mut shard) = lock(own)
@@ -263,9 +259,9 @@ pub fn classify_slow<G: DerefMut<Target = Port>>(
                 return (judge(&mut shard, flows, bound, meta, now), Some(i));
             }
         }
-        if let Some(judged) = reclaim(home, flows, bound, &mut lock, meta, now) {
-            return judged;
-        }
+    }
+    if let Some(judged) = reclaim(home, flows, bound, &mut lock, meta, now) {
+        return judged;
     }
     match lock(own) {
         Some(mut shard) => (judge(&mut shard, flows, bound, meta, now), Some(own)),
