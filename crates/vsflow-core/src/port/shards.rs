@@ -64,22 +64,21 @@
 //!
 //! # Bounds
 //!
-//! The port's flows are counted across its shards (`flows`, kept under the home lock: only the
-//! slow path and the sweep change how many there are). A shard's table has the port's bound
-//! (one processor may judge every connection of the port), and the port as a whole never holds
-//! more than its bound: when it is full, a new flow goes to the shard holding the flow the
-//! single-lock port would reclaim (its eviction order compared across the shards,
-//! `FlowTable::eviction_rank`), and that shard reclaims it; if none may be reclaimed, the flow
-//! is refused as in the single-lock port. Past the host's flow-memory budget (no growth step
-//! allowed) a new flow goes to a shard with a free slot (the processor's, the home shard, any
-//! other), else to the shard whose flow the whole port's eviction order reclaims first: as the
-//! single-lock port tracks it in any free slot of its table or recycles one (the shards' free slots
-//! are not the whole table's, so the two may differ in which flow is recycled; a flow is refused
-//! only when no shard has a free slot and nothing may be reclaimed). Storage: a shard's slab never
-//! shrinks while split, so
-//! a split port's slots are bounded by `(1 + shards) x` its bound in the worst case (flows
-//! created on one processor, expired, then created on another), all charged to the host's
-//! flow-memory budget; a merge frees the other shards' storage.
+//! The port's flows are counted across its shards (`flows`, kept under the home lock: only the slow
+//! path and the sweep change how many there are). A shard's table has the port's bound (one
+//! processor may judge every connection of the port), and the port as a whole never holds more than
+//! its bound: when it is full, a new flow goes to the shard holding the flow the single-lock port
+//! would reclaim (its eviction order compared across the shards, `FlowTable::eviction_rank`), and
+//! that shard reclaims it; if none may be reclaimed, the flow is refused as in the single-lock
+//! port. Past the host's flow-memory budget (no growth step allowed) a new flow goes to a shard
+//! with a free slot (the processor's, the home shard, any other), else to the shard whose flow the
+//! whole port's eviction order reclaims first: as the single-lock port tracks it in any free slot
+//! of its table or recycles one (the shards' free slots are not the whole table's, so the two may
+//! differ in which flow is recycled; a flow is refused only when no shard has a free slot and
+//! nothing may be reclaimed). Storage: a shard's slab never shrinks while split, so a split port's
+//! slots are bounded by `(1 + shards) x` its bound in the worst case (flows created on one
+//! processor, expired, then created on another), all charged to the host's flow-memory budget; a
+//! merge frees the other shards' storage.
 
 use alloc::vec::Vec;
 use core::ops::DerefMut;
