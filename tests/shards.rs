@@ -3,14 +3,15 @@
 //! On Hyper-V, vRSS spreads one busy VM's traffic over several processors: the connections of
 //! one port are judged on several processors at once. With one lock per port, a processor
 //! that holds it (a packet interrupted by a burst of interrupts, a cache-missing walk) stops
-//! every other processor's packets of that VM. A port's flows are split by flow hash into
-//! shards with a lock each (`vsflow_core::port::shards`): a packet waits only for packets of
-//! connections in its own shard.
+//! every other processor's packets of that VM. A port's flows are split over one shard per
+//! processor, each with its lock (`vsflow_core::port::shards`): a flow lives in the shard of the
+//! processor that first judged it, so a processor judging its own connections waits for no
+//! other processor.
 //!
-//! The test holds processor 1 (the double's interrupts: `kernel::interrupts`) right after the
-//! first spin lock a packet of one connection of port 7 takes there, then sends a packet of each
-//! of eight other connections of port 7 on processor 0: with one lock per port none of them
-//! can be judged while processor 1 is held; with the port sharded, those in other shards are.
+//! The tests hold a processor (the double's interrupts: `kernel::interrupts`) right after the
+//! first spin lock it takes (a packet's shard lock, or the sweep's home lock), then send packets
+//! of other connections of the same port on other processors and count those judged while it
+//! is held; and run four processors against one port while it is saved and swept.
 
 use std::time::{Duration, Instant};
 
@@ -225,6 +226,54 @@ fn processors_judging_one_port_while_it_is_saved_and_swept_agree_with_one_lock()
     });
     assert!(saves > 0 && sweeps > 0);
     assert_eq!(flows_of(&h, "vm-busy"), Some(8 + 4 * usize::from(PER_CPU)));
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
+
+/// A connection whose two directions vRSS steers to two processors: after its first packet on
+/// the processor that does not hold it, its packets there are judged under the lock of the
+/// shard holding it alone (the processor's hint), never waiting for the port's home lock
+/// (held here by the expiry sweep, stopped on processor 1 right after it took that lock).
+#[test]
+fn a_connection_judged_on_two_processors_does_not_wait_for_the_home_lock() {
+    use vsflow_sim::tools::traffic::tcp;
+    set_processor(3);
+    let (mut h, sw) = host(29, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 7, "vm-busy", 1, false);
+    let inbound = open_connections(&mut h, sw, 7, 4);
+    let _ = h.within(|| h.driver().expire_idle(100));
+    let wire = h.wire();
+    // Connection 0 lives in processor 0's shard; processor 2 judges its VM's direction.
+    assert_eq!(on_processor(&wire, sw, 7, 0, &inbound[0]), PacketFate::Delivered);
+    let ack = inbound[0].reply(tcp::ACK, 0);
+    let out = |wire: &vsflow_sim::vswitch::wire::Wire| {
+        set_processor(2);
+        wire.transmit(sw, 7, EXTERNAL_PORT, &ack)
+    };
+    assert_eq!(out(&wire), PacketFate::Delivered);
+    h.interrupts().arm(1);
+    let judged_in_time = std::thread::scope(|s| {
+        let sweep = s.spawn(|| {
+            set_processor(1);
+            h.within(|| h.driver().expire_idle(100))
+        });
+        assert!(h.interrupts().wait_held(PATIENCE), "the sweep took no spin lock");
+        let sender = {
+            let wire = wire.clone();
+            s.spawn(move || out(&wire))
+        };
+        let t = Instant::now();
+        while !sender.is_finished() && t.elapsed() < Duration::from_millis(500) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let judged = sender.is_finished();
+        assert!(h.interrupts().is_held(), "processor 1 is held until released");
+        h.interrupts().release();
+        assert_eq!(sender.join().expect("sender"), PacketFate::Delivered);
+        let _ = sweep.join().expect("sweep");
+        judged
+    });
+    assert!(judged_in_time, "the VM's packet on processor 2 waited for the home lock");
     assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
     finish(&mut h);
 }

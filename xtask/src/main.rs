@@ -42,7 +42,7 @@ use std::process::{Command, ExitCode};
 
 /// The `no_std` crates that must build for the kernel target without std.
 const NO_STD_CRATES: &[&str] =
-    &["fwps-sys", "vsflow-core", "vsflow-proto", "vsflow-callout", "kmdf-stub"];
+    &["crc32c-hw", "fwps-sys", "vsflow-core", "vsflow-proto", "vsflow-callout", "kmdf-stub"];
 /// The user-mode crates whose Windows code (`#[cfg(windows)]`) must compile and pass clippy.
 const USER_MODE_WINDOWS_CRATES: &[&str] = &["netports", "netports-nsp"];
 /// The user-mode Windows target (the gnu ABI: its linker and import libraries install on Linux).

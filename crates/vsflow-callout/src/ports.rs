@@ -32,8 +32,10 @@
 //! [`shards::MAX_SHARDS`]) each under a lock of its own, on cache lines of its own. While the
 //! port is *split* ([`PortSlot::is_sharded`]) a packet of a flow its processor's shard holds
 //! takes only that shard's lock ([`PortSlot::classify`]): a processor judging its own
-//! connections writes only lines no other processor writes. Anything else (a new flow, a flow
-//! another processor's shard holds, ICMP) takes the home lock and finds the flow's shard
+//! connections writes only lines no other processor writes. A packet of a flow another
+//! processor's shard holds (its other direction's processor) takes, after the flow's first
+//! packet here, that shard's lock alone (the processor's hint, `ShardSlot::hints`). Anything
+//! else (a new flow, ICMP, a stale hint) takes the home lock and finds the flow's shard
 //! (`shards::classify_slow`). Everything else sees the port whole: it takes the home lock and
 //! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
 //! expiry sweep splits a port again when nothing of a migration is open on it
@@ -49,9 +51,10 @@
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
+use core::hash::BuildHasher;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
@@ -198,13 +201,27 @@ pub(crate) struct ShardSlot<L: RawSpinLock> {
     pub(crate) port: SpinMutex<L, Port>,
     /// Classify calls judged on this shard (written under its lock; summed on read).
     calls: AtomicU64,
+    /// Where this processor's slow path last judged a flow of each hash bucket that another
+    /// processor's shard holds (`1 + shard`; `0`: none): the next packet of such a flow tries
+    /// that shard's lock alone first (`shards`, "A flow another processor's shard holds").
+    /// Written and read by this shard's processor; any value is safe (a hint).
+    hints: [AtomicU8; HINTS],
     _back: [u64; 8],
 }
+
+/// Hints per processor's shard (256 bytes: four cache lines of its own).
+const HINTS: usize = 256;
 
 impl<L: RawSpinLock> ShardSlot<L> {
     /// A shard holding `port`.
     pub(crate) const fn new(port: SpinMutex<L, Port>) -> Self {
-        Self { _front: [0; 8], port, calls: AtomicU64::new(0), _back: [0; 8] }
+        Self {
+            _front: [0; 8],
+            port,
+            calls: AtomicU64::new(0),
+            hints: [const { AtomicU8::new(0) }; HINTS],
+            _back: [0; 8],
+        }
     }
 
     /// Counts a classify call; the caller holds the shard's lock (so no other writer).
@@ -238,6 +255,8 @@ pub(crate) struct PortSlot<L: RawSpinLock> {
     /// The processors' shards (none: the port is never split).
     shards: Vec<ShardSlot<L>>,
     full: TableConfig,
+    /// Keyed (per boot) hash of a flow to its hint bucket ([`ShardSlot::hints`]).
+    hint_hash: FixedState,
     /// The port's flows are spread over its shards. Changed only under every one of the port's
     /// locks: stable for anyone holding one of them.
     sharded: AtomicBool,
@@ -267,6 +286,7 @@ impl<L: RawSpinLock> PortSlot<L> {
             instance,
             shards,
             full: sharding.full,
+            hint_hash: FixedState::with_seed(sharding.full.hash_seed ^ 0x6869_6e74_7368_6172),
             sharded: AtomicBool::new(false),
             refs: AtomicUsize::new(1),
             removed: AtomicBool::new(false),
@@ -307,23 +327,97 @@ impl<L: RawSpinLock> PortSlot<L> {
                 shard.count_call();
                 return Some(verdict);
             }
+            drop(port);
+            if let Some(verdict) = self.classify_hinted(shard, own, meta, now) {
+                return Some(verdict);
+            }
+            return self.classify_split(&mut self.state.lock(), own, meta, now);
         }
         let mut st = self.state.lock();
-        st.classify_calls += 1;
         if self.sharded.load(Ordering::Relaxed) {
-            let st = &mut *st;
-            return Some(shards::classify_slow(
-                &mut st.port,
-                &mut st.spread,
-                self.full.max_flows,
-                own,
-                |i| self.shards.get(i).map(|s| s.port.lock()),
-                meta,
-                now,
-            ));
+            // Split since the first look.
+            return self.classify_split(&mut st, own, meta, now);
         }
+        st.classify_calls += 1;
         st.close_stale_window(now);
         st.judged().then(|| st.port.classify(meta, now))
+    }
+
+    /// A packet its processor's shard does not hold, on a split port: judged in the shard this
+    /// processor's slow path last judged a flow of its bucket in, under that lock alone, if
+    /// that shard holds it (out of line: the fast path's hits stay short).
+    #[cold]
+    #[inline(never)]
+    fn classify_hinted(
+        &self,
+        shard: &ShardSlot<L>,
+        own: usize,
+        meta: &PacketMeta,
+        now: Tick,
+    ) -> Option<Verdict> {
+        let other = self.hinted(shard, own, meta)?;
+        let mut port = other.port.lock();
+        if !self.sharded.load(Ordering::Relaxed) {
+            return None;
+        }
+        let verdict = port.classify_existing(meta, now)?;
+        other.count_call();
+        Some(verdict)
+    }
+
+    /// The slow path of a split port, under the home lock (`st`; `shards::classify_slow`), and
+    /// the hint it leaves for the flow's next packet on this processor. A port merged meanwhile
+    /// is judged whole.
+    #[cold]
+    #[inline(never)]
+    fn classify_split(
+        &self,
+        st: &mut PortState,
+        own: usize,
+        meta: &PacketMeta,
+        now: Tick,
+    ) -> Option<Verdict> {
+        st.classify_calls += 1;
+        if !self.sharded.load(Ordering::Relaxed) {
+            st.close_stale_window(now);
+            return st.judged().then(|| st.port.classify(meta, now));
+        }
+        let (verdict, judged_in) = shards::classify_slow(
+            &mut st.port,
+            &mut st.spread,
+            self.full.max_flows,
+            own,
+            |i| self.shards.get(i).map(|s| s.port.lock()),
+            meta,
+            now,
+        );
+        if let Some(j) = judged_in.filter(|&j| j != own)
+            && let (Some(key), Some(shard)) = (shards::fast_flow(meta), self.shards.get(own))
+            && let Ok(hint) = u8::try_from(j + 1)
+        {
+            let bucket = self.hint_bucket(&key);
+            if let Some(h) = shard.hints.get(bucket) {
+                h.store(hint, Ordering::Relaxed);
+            }
+        }
+        Some(verdict)
+    }
+
+    /// The hint bucket of flow `key`.
+    #[inline]
+    fn hint_bucket(&self, key: &vsflow_core::FlowKey) -> usize {
+        #[allow(clippy::cast_possible_truncation, reason = "the low bits pick a bucket")]
+        let h = self.hint_hash.hash_one(key) as usize;
+        h & (HINTS - 1)
+    }
+
+    /// The shard `own`'s hints name for the flow of `meta` (a fast-path packet), if another.
+    #[inline]
+    fn hinted(&self, shard: &ShardSlot<L>, own: usize, meta: &PacketMeta) -> Option<&ShardSlot<L>> {
+        let key = shards::fast_flow(meta)?;
+        let hint = shard.hints.get(self.hint_bucket(&key))?.load(Ordering::Relaxed);
+        let j = usize::from(hint).checked_sub(1).filter(|&j| j != own)?;
+        self.shards.get(j)
     }
 
     /// Runs `f` with every processor's shard locked, in order (the caller holds the home

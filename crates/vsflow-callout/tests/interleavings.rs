@@ -835,7 +835,8 @@ mod portmap {
 // driver at lock granularity:
 // - classify on processor `cpu` of a packet of flow `key` (that creates it if absent, or not):
 //   read `sharded`; if set, lock the processor's shard, and if it holds the flow judge it there
-//   (the fast path); else unlock it, lock home; whole port: judge in home; split: look in home
+//   (the fast path); else unlock it; if the processor's hints name another shard, lock that one
+//   alone and judge there if it holds the flow; else lock home; whole port: judge in home; split: look in home
 //   (judge there, then move the flow to the processor's shard: adoption), then in each shard,
 //   one lock at a time, judging where found; else lock the processor's shard and create there;
 // - a save (merge): lock home, then every shard in order, move every flow home, clear `sharded`;
@@ -859,6 +860,10 @@ mod shards {
         Fast,
         /// Holds it.
         FastHeld,
+        /// Missed; wants the hinted shard `j`'s lock (alone).
+        Hint(usize),
+        /// Holds shard `j`'s lock alone.
+        HintHeld(usize),
         /// Wants the home lock.
         Home,
         /// Holds the home lock.
@@ -876,24 +881,12 @@ mod shards {
 
     #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
     enum Actor {
-        Classify {
-            cpu: usize,
-            key: u8,
-            creates: bool,
-            pc: Pc,
-        },
+        /// `hint`: the shard this processor's hints name for the flow (any: hints may be stale).
+        Classify { cpu: usize, key: u8, creates: bool, hint: Option<usize>, pc: Pc },
         /// Save (`lock_whole`): `held` locks taken in order, then merge and release.
-        Save {
-            held: usize,
-            done: bool,
-        },
+        Save { held: usize, done: bool },
         /// Sweep: `held` locks in order (home, then one shard at a time when split).
-        Sweep {
-            key: u8,
-            held: usize,
-            split: Option<bool>,
-            done: bool,
-        },
+        Sweep { key: u8, held: usize, split: Option<bool>, done: bool },
     }
 
     #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -960,7 +953,7 @@ mod shards {
                 Actor::Classify { pc: Pc::Done, .. }
                 | Actor::Save { done: true, .. }
                 | Actor::Sweep { done: true, .. } => return false,
-                Actor::Classify { cpu, key, creates, pc } => {
+                Actor::Classify { cpu, key, creates, hint, pc } => {
                     let own = 1 + cpu;
                     let pc = match pc {
                         Pc::Start => {
@@ -982,6 +975,24 @@ mod shards {
                                 self.judge(i, own, key, false);
                             }
                             self.unlock(own, i);
+                            match hint {
+                                _ if hit => Pc::Done,
+                                Some(j) if j != cpu => Pc::Hint(j),
+                                _ => Pc::Home,
+                            }
+                        }
+                        Pc::Hint(j) => {
+                            if !self.lock(1 + j, i) {
+                                return false;
+                            }
+                            Pc::HintHeld(j)
+                        }
+                        Pc::HintHeld(j) => {
+                            let hit = self.sharded && self.holds(key, 1 + j);
+                            if hit {
+                                self.judge(i, 1 + j, key, false);
+                            }
+                            self.unlock(1 + j, i);
                             if hit { Pc::Done } else { Pc::Home }
                         }
                         Pc::Home => {
@@ -1053,7 +1064,7 @@ mod shards {
                         }
                         Pc::Done => unreachable!(),
                     };
-                    Actor::Classify { cpu, key, creates, pc }
+                    Actor::Classify { cpu, key, creates, hint, pc }
                 }
                 Actor::Save { held, .. } if held < LOCKS => {
                     if !self.lock(held, i) {
@@ -1154,7 +1165,12 @@ mod shards {
     }
 
     const fn classify(cpu: usize, key: u8, creates: bool) -> Actor {
-        Actor::Classify { cpu, key, creates, pc: Pc::Start }
+        Actor::Classify { cpu, key, creates, hint: None, pc: Pc::Start }
+    }
+
+    /// A classify whose processor's hints name shard `hint` for the flow.
+    const fn hinted(cpu: usize, key: u8, hint: usize) -> Actor {
+        Actor::Classify { cpu, key, creates: true, hint: Some(hint), pc: Pc::Start }
     }
 
     #[test]
@@ -1167,7 +1183,7 @@ mod shards {
             vec![
                 classify(0, 0, true),
                 classify(1, 0, true),
-                classify(1, 1, true),
+                hinted(1, 1, 0),
                 classify(0, 2, false),
                 Actor::Save { held: 0, done: false },
                 Actor::Sweep { key: 3, held: 0, split: None, done: false },
@@ -1186,7 +1202,7 @@ mod shards {
                 classify(0, 0, true),
                 classify(1, 0, true),
                 classify(1, 1, false),
-                classify(0, 2, true),
+                hinted(0, 2, 1),
                 Actor::Sweep { key: 1, held: 0, split: None, done: false },
                 Actor::Sweep { key: 3, held: 0, split: None, done: false },
             ],

@@ -61,8 +61,9 @@ enum Command {
         iterations: usize,
         /// `callbacks` (save, restore, per-port, classify vs core), `scaling` (threads and
         /// ports, classify latency during saves: issue 11), `classify` (callout vs core
-        /// only), `classify-split` / `classify-whole` (one thread on one port split over
-        /// processor shards or kept whole: issue 18 §2), or `all`.
+        /// only), `classify-split` / `classify-whole` / `classify-elsewhere` (one thread on one
+        /// port split over processor shards, kept whole, or split with its flows in another
+        /// processor's shard: issue 18 §2), or `all`.
         #[arg(long, default_value = "all")]
         mode: String,
         /// Seconds per throughput point (scaling mode).
@@ -159,19 +160,23 @@ enum BlobCommand {
     },
 }
 
-/// `bench --mode classify-split` / `classify-whole`: one thread on one port split over
-/// processor shards or kept whole (issue 18 §2; docs/PERFORMANCE.md).
-fn bench_one_port(split: bool, trials: usize) -> ExitCode {
+/// `bench --mode classify-split` / `classify-whole` / `classify-elsewhere`: one thread on one
+/// port split over processor shards or kept whole, or split with every flow held by another
+/// processor's shard (issue 18 §2; docs/PERFORMANCE.md).
+fn bench_one_port(split: bool, elsewhere: bool, trials: usize) -> ExitCode {
     let cfg = vsflow_callout::DriverConfig {
         default_mode: vsflow_core::Mode::Enforce,
         restore_mode: vsflow_callout::RestoreMode::Synchronous,
         ..vsflow_callout::DriverConfig::default()
     };
-    let ns = vsflow_sim::tools::bench::one_port_one_thread(cfg, split, trials.max(1) * 3);
-    println!(
-        "classify via callout, one thread on one port {}: {ns:.1} CPU ns/packet",
-        if split { "split over processor shards" } else { "kept whole" }
-    );
+    let ns =
+        vsflow_sim::tools::bench::one_port_one_thread(cfg, split, elsewhere, trials.max(1) * 3);
+    let how = match (split, elsewhere) {
+        (true, false) => "split over processor shards",
+        (true, true) => "split, every flow in another processor's shard",
+        (false, _) => "kept whole",
+    };
+    println!("classify via callout, one thread on one port {how}: {ns:.1} CPU ns/packet");
     ExitCode::SUCCESS
 }
 
@@ -225,14 +230,15 @@ fn main() -> ExitCode {
                     println!("  {}", r.to_line());
                     return ExitCode::SUCCESS;
                 }
-                "classify-split" => return bench_one_port(true, trials),
-                "classify-whole" => return bench_one_port(false, trials),
+                "classify-split" => return bench_one_port(true, false, trials),
+                "classify-whole" => return bench_one_port(false, false, trials),
+                "classify-elsewhere" => return bench_one_port(true, true, trials),
                 "callbacks" => (true, false),
                 "scaling" => (false, true),
                 "all" => (true, true),
                 other => {
                     eprintln!(
-                        "vsflow-sim bench: unknown mode '{other}' (callbacks, scaling, classify, classify-split, classify-whole, all)"
+                        "vsflow-sim bench: unknown mode '{other}' (callbacks, scaling, classify, classify-split, classify-whole, classify-elsewhere, all)"
                     );
                     return ExitCode::from(2);
                 }

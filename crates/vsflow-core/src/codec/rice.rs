@@ -45,17 +45,38 @@ const fn gap(prev: Option<u32>, v: u32) -> u32 {
 /// The parameter giving the smallest encoding of `values`.
 #[must_use]
 pub fn best_k(values: &[u32]) -> u8 {
-    let n = u64::try_from(values.len()).unwrap_or(u64::MAX).max(1);
+    best_k_bits(values).0
+}
+
+/// The parameter giving the smallest encoding of `values` (sorted, distinct), and that
+/// encoding's size in bits ([`bits`]): the three candidates are measured in one pass over the
+/// gaps.
+#[must_use]
+pub fn best_k_bits(values: &[u32]) -> (u8, u64) {
+    let n = u64::try_from(values.len()).unwrap_or(u64::MAX);
     // Near-optimal for geometric gaps of mean m: floor(log2(m * ln 2)); check its neighbours.
-    let m = ((1u64 << 32) / n).max(1) * 11 / 16;
+    let m = ((1u64 << 32) / n.max(1)).max(1) * 11 / 16;
     #[allow(clippy::cast_possible_truncation, reason = "at most 63")]
     let guess = m.max(1).ilog2() as u8;
     let guess = guess.min(MAX_K);
-    let mut best = (bits(values, guess), guess);
-    for k in [guess.saturating_sub(1), guess.saturating_add(1).min(MAX_K)] {
-        best = best.min((bits(values, k), k));
+    let ks = [guess, guess.saturating_sub(1), guess.saturating_add(1).min(MAX_K)];
+    // bits(k) = n (1 + k) + the sum of the gaps' quotients.
+    let mut q = [0u64; 3];
+    let mut prev: Option<u32> = None;
+    for &v in values {
+        let d = gap(prev, v);
+        for (s, &k) in q.iter_mut().zip(ks.iter()) {
+            *s += u64::from(d >> k);
+        }
+        prev = Some(v);
     }
-    best.1
+    let size = |i: usize| {
+        let k = ks.get(i).copied().unwrap_or(MAX_K);
+        (q.get(i).copied().unwrap_or(0) + n * (1 + u64::from(k)), k)
+    };
+    // The smallest size, then the smallest k: as comparing (bits, k) pairs.
+    let best = size(0).min(size(1)).min(size(2));
+    (best.1, best.0)
 }
 
 /// Appends the encoding of sorted, distinct `values` to `out` (its capacity reserved by the
@@ -63,16 +84,24 @@ pub fn best_k(values: &[u32]) -> u8 {
 pub fn encode(values: &[u32], k: u8, out: &mut Vec<u8>) {
     let mut w = BitWriter { out, acc: 0, n: 0 };
     let mut prev = None;
+    let low = (1u64 << k) - 1;
     for &v in values {
         let d = gap(prev, v);
-        let mut q = d >> k;
-        while q > 0 {
-            let run = q.min(32);
-            w.put((1u64 << run) - 1, run);
-            q -= run;
+        let q = d >> k;
+        let len = q + 1 + u32::from(k);
+        if len <= BitWriter::MAX_PUT {
+            // The whole code word at once: q one-bits, a zero-bit, the low k bits.
+            w.put((((1u64 << q) - 1) << (u32::from(k) + 1)) | (u64::from(d) & low), len);
+        } else {
+            let mut q = q;
+            while q > 0 {
+                let run = q.min(32);
+                w.put((1u64 << run) - 1, run);
+                q -= run;
+            }
+            w.put(0, 1);
+            w.put(u64::from(d) & low, u32::from(k));
         }
-        w.put(0, 1);
-        w.put(u64::from(d) & ((1u64 << k) - 1), u32::from(k));
         prev = Some(v);
     }
     w.finish();
@@ -85,24 +114,37 @@ struct BitWriter<'a> {
 }
 
 impl BitWriter<'_> {
-    /// Appends the low `count` (<= 32) bits of `v`, most significant first.
+    /// Most bits one [`BitWriter::put`] takes (fewer than 32 are pending before it).
+    const MAX_PUT: u32 = 32;
+
+    /// Appends the low `count` (<= [`BitWriter::MAX_PUT`]) bits of `v`, most significant
+    /// first. Bits leave in whole 32-bit words (big-endian bytes) once 32 are pending.
+    #[inline]
     fn put(&mut self, v: u64, count: u32) {
         self.acc = (self.acc << count) | v;
         self.n += count;
+        if self.n >= 32 {
+            self.n -= 32;
+            #[allow(clippy::cast_possible_truncation, reason = "the next 32 bits")]
+            let word = (self.acc >> self.n) as u32;
+            self.out.extend_from_slice(&word.to_be_bytes());
+            self.acc &= (1u64 << self.n) - 1;
+        }
+    }
+
+    /// Writes the pending bits, the last byte padded with zero-bits.
+    fn finish(&mut self) {
         while self.n >= 8 {
             self.n -= 8;
             #[allow(clippy::cast_possible_truncation, reason = "one byte")]
             self.out.push((self.acc >> self.n) as u8);
         }
-        self.acc &= (1u64 << self.n) - 1;
-    }
-
-    fn finish(&mut self) {
         if self.n > 0 {
             #[allow(clippy::cast_possible_truncation, reason = "one byte")]
             self.out.push((self.acc << (8 - self.n)) as u8);
             self.n = 0;
         }
+        self.acc = 0;
     }
 }
 
@@ -223,6 +265,58 @@ mod tests {
         assert_eq!(out.len(), bytes(&values, k));
         assert!(out.len() * 8 < values.len() * (usize::from(k) + 3));
         assert_eq!(decode(&out, k, u32::try_from(values.len()).unwrap()).unwrap(), values);
+    }
+
+    #[test]
+    fn best_k_bits_is_the_smallest_of_the_three_candidates_measured_one_by_one() {
+        let mut x = 0x0bad_cafe_1234_5678u64;
+        for n in [0usize, 1, 2, 7, 100, 5_000, 12_000] {
+            let mut values: Vec<u32> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    (x >> 32) as u32
+                })
+                .collect();
+            values.sort_unstable();
+            values.dedup();
+            let count = u64::try_from(values.len()).unwrap().max(1);
+            let m = ((1u64 << 32) / count).max(1) * 11 / 16;
+            let guess = u8::try_from(m.max(1).ilog2()).unwrap().min(MAX_K);
+            let mut want = (bits(&values, guess), guess);
+            for k in [guess.saturating_sub(1), guess.saturating_add(1).min(MAX_K)] {
+                want = want.min((bits(&values, k), k));
+            }
+            assert_eq!(best_k_bits(&values), (want.1, want.0), "n {n}");
+            // And the one-put encoding writes what bits() counts, decodably.
+            let mut out = Vec::new();
+            encode(&values, want.1, &mut out);
+            assert_eq!(out.len(), bytes(&values, want.1));
+            assert_eq!(decode(&out, want.1, u32::try_from(values.len()).unwrap()).unwrap(), values);
+        }
+    }
+
+    #[test]
+    fn every_parameter_round_trips_code_words_on_both_sides_of_one_put() {
+        // Gaps whose quotient puts a code word (q + 1 + k bits) just under, at and over the
+        // most one put takes, and far over it.
+        for k in 0..=MAX_K {
+            let mut values = vec![0u32];
+            let edge = BitWriter::MAX_PUT.saturating_sub(1 + u32::from(k));
+            for q in [0, 1, 2, edge.saturating_sub(1), edge, edge + 1, edge + 40] {
+                let low = (1u64 << k) - 1;
+                let d = (u64::from(q) << k) | low;
+                let next = u64::from(*values.last().unwrap()) + 1 + d;
+                let Ok(next) = u32::try_from(next) else { break };
+                values.push(next);
+            }
+            let mut out = Vec::new();
+            encode(&values, k, &mut out);
+            assert_eq!(out.len(), bytes(&values, k), "k {k}");
+            let n = u32::try_from(values.len()).unwrap();
+            assert_eq!(decode(&out, k, n).unwrap(), values, "k {k}");
+        }
     }
 
     #[test]

@@ -777,15 +777,32 @@ impl FlowTable {
 
     /// The flows of one timeout class, least recently used first.
     pub fn iter_lru(&self, class: TimeoutClass) -> impl Iterator<Item = (&FlowKey, &FlowRecord)> {
+        self.iter_lru_slots(class).map(|(_, k, r)| (k, r))
+    }
+
+    /// [`FlowTable::iter_lru`] with each flow's slot number: the same while the flow stays in
+    /// the table, below [`FlowTable::slot_count`], reused by a later flow once it leaves (the
+    /// save encoder keys its per-flow memory by it, checking the key).
+    pub fn iter_lru_slots(
+        &self,
+        class: TimeoutClass,
+    ) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> {
         let mut at = self.lists[class.index()].tail;
         core::iter::from_fn(move || {
             if at == NIL {
                 return None;
             }
+            let i = at;
             let s = self.slots.get(at as usize);
             at = s.prev;
-            Some((&s.key, &s.record))
+            Some((i, &s.key, &s.record))
         })
+    }
+
+    /// Slot numbers in use so far: every flow's slot is below it.
+    #[must_use]
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Lowers the bound to `max_flows` (at most the bound the table was created with), or

@@ -25,6 +25,14 @@
 //!   split) moves to the processor's shard right after a packet of it that the flow saw
 //!   (*adoption*; a packet the flow does not count, such as a blocked one, leaves it in place),
 //!   so a split port's existing connections reach the fast path after one packet each.
+//! - **A flow another processor's shard holds** (its two directions steered to two processors):
+//!   the slow path tells the caller which shard judged it, and the caller keeps that as a
+//!   *hint* for the processor (per hash bucket of the flow, on the processor's own lines); the
+//!   next packet of the flow there tries the hinted shard under that shard's lock alone
+//!   ([`Port::classify_existing`] again) before the home lock. Any hint is safe: a flow is in at
+//!   most one shard and only the slow path adds or moves flows, so a flow found in a shard under
+//!   that shard's lock is judged where the single-lock port would judge it; a stale hint costs
+//!   one lock and one lookup, then the slow path.
 //!
 //! **Invariant: a flow is in at most one shard.** Only the slow path creates flows and moves
 //! them, and it does so under the home lock after looking in every shard; the fast path never
@@ -117,6 +125,16 @@ pub fn packet_flow(meta: &PacketMeta) -> Option<FlowKey> {
     }
 }
 
+/// The flow of a packet the fast path may judge ([`Port::classify_existing`]): a TCP or UDP
+/// packet with complete headers; `None` for any other (the slow path's).
+#[must_use]
+#[inline]
+pub fn fast_flow(meta: &PacketMeta) -> Option<FlowKey> {
+    let tcp_udp = meta.protocol == crate::packet::protocol::TCP
+        || meta.protocol == crate::packet::protocol::UDP;
+    (tcp_udp && matches!(meta.headers, Headers::Complete)).then(|| FlowKey::of(meta))
+}
+
 /// True if `home` (a whole port) may be split at `now`: nothing of a migration is open (see
 /// the module docs).
 #[must_use]
@@ -187,7 +205,8 @@ fn copy_policy(home: &Port, to: &mut Port, rules: RuleSet) {
 /// Judges `meta` on the shard holding its flow (`home` is the home shard), creating a new flow
 /// in shard `own` (the packet's processor's). `lock(i)` locks processor shard `i` (`None`: no
 /// such shard, and none after it); `flows` is the port's flow count across the shards,
-/// `bound` the port's bound.
+/// `bound` the port's bound. Returns the verdict and the processor shard that judged it, if
+/// one did (the caller's hint for this flow's next packet on this processor).
 pub fn classify_slow<G: DerefMut<Target = Port>>(
     home: &mut Port,
     flows: &mut u32,
@@ -196,10 +215,10 @@ pub fn classify_slow<G: DerefMut<Target = Port>>(
     mut lock: impl FnMut(usize) -> Option<G>,
     meta: &PacketMeta,
     now: Tick,
-) -> Verdict {
+) -> (Verdict, Option<usize>) {
     let Some(key) = packet_flow(meta) else {
         // Policy only: any shard judges it alike.
-        return home.classify(meta, now);
+        return (home.classify(meta, now), None);
     };
     if home.table.find(&key).is_some() {
         let verdict = judge(home, flows, bound, meta, now);
@@ -208,12 +227,12 @@ pub fn classify_slow<G: DerefMut<Target = Port>>(
         {
             adopt(home, &mut shard, &key);
         }
-        return verdict;
+        return (verdict, None);
     }
     for i in 0..MAX_SHARDS {
         let Some(mut shard) = lock(i) else { break };
         if shard.table.find(&key).is_some() {
-            return judge(&mut shard, flows, bound, meta, now);
+            return (judge(&mut shard, flows, bound, meta, now), Some(i));
         }
     }
     // A new flow (if the packet makes one). In the processor's shard while the port has room;
@@ -229,18 +248,18 @@ pub fn classify_slow<G: DerefMut<Target = Port>>(
             }
         }
         match best {
-            Some((_, None)) => return judge(home, flows, bound, meta, now),
+            Some((_, None)) => return (judge(home, flows, bound, meta, now), None),
             Some((_, Some(i))) => {
                 if let Some(mut shard) = lock(i) {
-                    return judge(&mut shard, flows, bound, meta, now);
+                    return (judge(&mut shard, flows, bound, meta, now), Some(i));
                 }
             }
             None => {}
         }
     }
     match lock(own) {
-        Some(mut shard) => judge(&mut shard, flows, bound, meta, now),
-        None => judge(home, flows, bound, meta, now),
+        Some(mut shard) => (judge(&mut shard, flows, bound, meta, now), Some(own)),
+        None => (judge(home, flows, bound, meta, now), None),
     }
 }
 
