@@ -255,6 +255,7 @@ impl Host {
     /// A host whose base filtering engine is running.
     #[must_use]
     pub fn new(seed: u64) -> Self {
+        crate::kernel::alloc::keep_heap_resident();
         let id = register_host();
         let shared = Arc::new(HostShared::default());
         shared.host_id.store(id, Ordering::SeqCst);

@@ -157,17 +157,53 @@ pub fn reset_largest_driver_block(host: usize) {
     LARGEST[(host + 1) % SLOTS].store(0, Ordering::Relaxed);
 }
 
-// SAFETY: every call is forwarded unchanged to `System`, which upholds the `GlobalAlloc`
-// contract; the bookkeeping never touches the memory handed out.
+/// Keeps the process heap resident, as the non-paged pool the driver allocates from is.
+///
+/// Non-paged pool is "nonpageable system memory" that "can be accessed from any IRQL"
+/// (`POOL_TYPE`, `NonPagedPool`); a page fault at `DISPATCH_LEVEL` is a bug check ("Making
+/// Drivers Pageable"). The C library's allocator, by default, gives freed memory back to the
+/// system (it trims the top of a heap past 128 KiB free and maps blocks of 128 KiB and more
+/// one by one), so a block freed and allocated again was faulted in page by page: a Linux
+/// artifact that was about 17% of a synchronous restore in `vsflow-sim bench`. Here glibc
+/// keeps what it has (no trim; no per-block mappings below 32 MiB, its largest threshold on
+/// 64-bit). Called by every [`crate::Host::new`]; runs once per process.
+pub fn keep_heap_resident() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        {
+            // SAFETY: `mallopt` only sets glibc's allocator parameters (under its own lock);
+            // `i32::MAX` is a valid trim threshold (mallopt(3): any non-negative value).
+            let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) };
+            // SAFETY: as above; 32 MiB is the largest mmap threshold glibc accepts on 64-bit
+            // (mallopt(3): `DEFAULT_MMAP_THRESHOLD_MAX`).
+            let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) };
+            debug_assert!(trim == 1 && mmap == 1, "mallopt refused a parameter");
+        }
+    });
+}
+
+// SAFETY: every call is forwarded to `System`, which upholds the `GlobalAlloc` contract; a
+// driver's `alloc` is `System`'s `alloc_zeroed` (which satisfies `alloc`'s contract too), and
+// a driver's `realloc` zeroes only the bytes past the old size of the block it returns; the
+// bookkeeping never touches the memory handed out.
 unsafe impl GlobalAlloc for Accounting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_size(driver_host(), layout.size());
         if injected_failure() {
             return std::ptr::null_mut();
         }
-        // SAFETY: the caller's layout obligations are passed on.
-        let p = unsafe { System.alloc(layout) };
         let host = driver_host();
+        // The driver's heap is `ExAllocatePool2(POOL_FLAG_NON_PAGED)` (wdk-alloc), which
+        // zero-initializes every block ("ExAllocatePool2 function", Remarks: unless
+        // `POOL_FLAG_UNINITIALIZED` is given, which wdk-alloc never does): paid here too.
+        let p = if host == 0 {
+            // SAFETY: the caller's layout obligations are passed on.
+            unsafe { System.alloc(layout) }
+        } else {
+            // SAFETY: as above.
+            unsafe { System.alloc_zeroed(layout) }
+        };
         if host != 0 && !p.is_null() {
             made(host);
             record(p as usize, host);
@@ -206,6 +242,16 @@ unsafe impl GlobalAlloc for Accounting {
         let host = driver_host();
         if host != 0 && !q.is_null() {
             made(host);
+            // wdk-alloc has no `realloc`: Rust's default allocates a new (zeroed)
+            // `ExAllocatePool2` block and copies the old bytes in, so what is added is zero.
+            if let Some(added) = new_size.checked_sub(layout.size()) {
+                // SAFETY: `q` is a live block of `new_size` >= `layout.size()` bytes, so the
+                // offset stays inside it (or one past its end when nothing was added).
+                let tail = unsafe { q.add(layout.size()) };
+                // SAFETY: the `added` bytes from `tail` are the end of the live block `q`,
+                // which nothing else refers to yet.
+                unsafe { tail.write_bytes(0, added) };
+            }
         }
         if !q.is_null() {
             let _ = forget_and_report(ptr as usize, q as usize);
@@ -280,4 +326,87 @@ pub fn live_driver_blocks(host: usize) -> Option<usize> {
     }
     let _g = Locked::take();
     Some(COUNTS[(host + 1) % SLOTS].load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout};
+
+    use super::{Accounting, Attribution};
+
+    /// Minor page faults of the calling thread so far (`getrusage(RUSAGE_THREAD)`).
+    fn minor_faults() -> i64 {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: `usage` is a writable `rusage`; RUSAGE_THREAD is valid on Linux.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()) };
+        assert_eq!(rc, 0, "getrusage failed");
+        // SAFETY: getrusage returned 0, so it filled `usage` (and it was zeroed before).
+        let usage = unsafe { usage.assume_init() };
+        usage.ru_minflt
+    }
+
+    /// `ExAllocatePool2` zero-initializes unless `POOL_FLAG_UNINITIALIZED` (wdk-alloc never
+    /// passes it): a driver block is zeroed even where a freed one held other bytes, and the
+    /// part a reallocation adds is zeroed too (wdk-alloc's realloc is a new `ExAllocatePool2`
+    /// block, the old bytes copied in).
+    #[test]
+    fn a_driver_allocation_is_zeroed_like_exallocatepool2s() {
+        let layout = Layout::from_size_align(8192, 16).unwrap();
+        let _driver = Attribution::enter(Some(7_000));
+        for _ in 0..4 {
+            // SAFETY: a layout of non-zero size.
+            let p = unsafe { Accounting.alloc(layout) };
+            assert!(!p.is_null());
+            // SAFETY: `p` is a live block of `layout.size()` bytes, used only through this
+            // slice until it is reallocated below.
+            let block = unsafe { std::slice::from_raw_parts_mut(p, layout.size()) };
+            assert!(block.iter().all(|&b| b == 0), "a driver block was not zeroed");
+            block.fill(0xA5);
+            // SAFETY: `p` came from this allocator with `layout`; the new size is non-zero.
+            let q = unsafe { Accounting.realloc(p, layout, 3 * 8192) };
+            assert!(!q.is_null());
+            // SAFETY: `q` is a live block of 3 * 8192 bytes, used only through this slice
+            // until it is freed below.
+            let grown = unsafe { std::slice::from_raw_parts_mut(q, 3 * 8192) };
+            assert!(grown[..8192].iter().all(|&b| b == 0xA5), "realloc kept the bytes");
+            assert!(grown[8192..].iter().all(|&b| b == 0), "realloc's new part not zeroed");
+            grown.fill(0x5A);
+            let grown_layout = Layout::from_size_align(3 * 8192, 16).unwrap();
+            // SAFETY: `q` came from this allocator with `grown_layout` and is freed once.
+            unsafe { Accounting.dealloc(q, grown_layout) };
+        }
+    }
+
+    /// Non-paged pool is resident: a driver block freed and allocated again takes no page
+    /// fault (on Windows a fault at `DISPATCH_LEVEL` would be a bug check). The simulator's
+    /// heap (glibc's) gave freed memory back to the system by default, so a table freed with
+    /// a port and allocated again by the next restore was faulted in page by page.
+    #[test]
+    fn a_driver_block_freed_and_allocated_again_takes_no_page_fault() {
+        let _host = crate::Host::new(1);
+        let layout = Layout::from_size_align(1 << 20, 16).unwrap();
+        let mut blocks = [std::ptr::null_mut::<u8>(); 8];
+        let mut faults = 0;
+        let _driver = Attribution::enter(Some(7_001));
+        for round in 0..4 {
+            let before = minor_faults();
+            for slot in &mut blocks {
+                // SAFETY: a layout of non-zero size.
+                let p = unsafe { Accounting.alloc(layout) };
+                assert!(!p.is_null());
+                // SAFETY: `p` is a live block of `layout.size()` bytes; every page touched.
+                unsafe { p.write_bytes(0x5A, layout.size()) };
+                *slot = p;
+            }
+            for p in blocks {
+                // SAFETY: `p` came from this allocator with `layout` and is freed once.
+                unsafe { Accounting.dealloc(p, layout) };
+            }
+            if round >= 2 {
+                faults += minor_faults() - before;
+            }
+        }
+        // 8 MiB a round is 2,048 pages: with the heap given back they all fault again.
+        assert!(faults < 64, "{faults} page faults reusing 8 MiB of freed driver blocks");
+    }
 }
