@@ -395,3 +395,48 @@ fn the_fast_path_changes_nothing_on_a_miss() {
     assert_eq!(p.classify_existing(&syn, 12), None);
     assert_eq!(p.counters().to_all_array(), before);
 }
+
+/// Past the host's flow-memory budget (a host-wide limit other ports may have used up), a new
+/// flow of a split port is tracked wherever the port has a free slot, as the whole port tracks
+/// it in its table's free slots: a processor's shard with no storage of its own must not refuse
+/// the VM's connection (its untracked SYN would be permitted, the peer's SYN-ACK blocked).
+#[test]
+fn past_the_budget_a_split_port_tracks_a_new_flow_where_the_whole_port_has_room() {
+    use vsflow_core::flow::{BudgetRef, FlowBudget};
+    let budget = || -> &'static FlowBudget { Box::leak(Box::new(FlowBudget::new(0))) };
+    let full = |b| TableConfig { budget: Some(BudgetRef(b)), ..config(MAX_FLOWS, 1_000_000) };
+    let mut whole = port(full(budget()));
+    let mut split = Split::new(full(budget()));
+    for k in 0..3u16 {
+        let syn = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 1],
+            1024 + k,
+            [198, 51, 100, 7],
+            443,
+            0x02,
+            60,
+        );
+        let synack = PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [198, 51, 100, 7],
+            443,
+            [10, 0, 0, 1],
+            1024 + k,
+            0x12,
+            60,
+        );
+        let now = 10 + u64::from(k);
+        let cpu = usize::from(k) + 1;
+        assert_eq!(whole.classify(&syn, now), Verdict::Permit);
+        assert_eq!(split.classify(cpu, cpu, &syn, now), Verdict::Permit);
+        assert_eq!(whole.classify(&synack, now), Verdict::Permit, "the whole port tracks it");
+        assert_eq!(split.classify(cpu, cpu, &synack, now), Verdict::Permit, "flow {k}");
+        split.check().unwrap();
+    }
+    split.merge(20);
+    assert_eq!(flows(&whole), flows(&split.home));
+    assert_eq!(whole.counters().to_all_array(), split.home.counters().to_all_array());
+}

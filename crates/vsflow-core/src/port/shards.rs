@@ -64,16 +64,21 @@
 //!
 //! # Bounds
 //!
-//! The port's flows are counted across its shards (`flows`, kept under the home lock: only the
-//! slow path and the sweep change how many there are). A shard's table has the port's bound
-//! (one processor may judge every connection of the port), and the port as a whole never holds
-//! more than its bound: when it is full, a new flow goes to the shard holding the flow the
-//! single-lock port would reclaim (its eviction order compared across the shards,
-//! `FlowTable::eviction_rank`), and that shard reclaims it; if none may be reclaimed, the flow
-//! is refused as in the single-lock port. Storage: a shard's slab never shrinks while split, so
-//! a split port's slots are bounded by `(1 + shards) x` its bound in the worst case (flows
-//! created on one processor, expired, then created on another), all charged to the host's
-//! flow-memory budget; a merge frees the other shards' storage.
+//! The port's flows are counted across its shards (`flows`, kept under the home lock: only the slow
+//! path and the sweep change how many there are). A shard's table has the port's bound (one
+//! processor may judge every connection of the port), and the port as a whole never holds more than
+//! its bound: when it is full, a new flow goes to the shard holding the flow the single-lock port
+//! would reclaim (its eviction order compared across the shards, `FlowTable::eviction_rank`), and
+//! that shard reclaims it; if none may be reclaimed, the flow is refused as in the single-lock
+//! port. Past the host's flow-memory budget (no growth step allowed) a new flow goes to a shard
+//! with a free slot (the processor's, the home shard, any other), else to the shard whose flow the
+//! whole port's eviction order reclaims first: as the single-lock port tracks it in any free slot
+//! of its table or recycles one (the shards' free slots are not the whole table's, so the two may
+//! differ in which flow is recycled; a flow is refused only when no shard has a free slot and
+//! nothing may be reclaimed). Storage: a shard's slab never shrinks while split, so a split port's
+//! slots are bounded by `(1 + shards) x` its bound in the worst case (flows created on one
+//! processor, expired, then created on another), all charged to the host's flow-memory budget; a
+//! merge frees the other shards' storage.
 
 use alloc::vec::Vec;
 use core::ops::DerefMut;
@@ -237,29 +242,64 @@ pub fn classify_slow<G: DerefMut<Target = Port>>(
     }
     // A new flow (if the packet makes one). In the processor's shard while the port has room;
     // at its bound, in the shard whose flow the single-lock port would reclaim.
-    if *flows >= bound {
-        let mut best = home.table.eviction_rank(now).map(|r| (r, None));
+    if *flows < bound {
+        // The processor's shard, if it has a slot (growing by a step the host's budget allows:
+        // at most one step per shard for packets that open nothing, then the slot is free).
+        if let Some(mut shard) = lock(own)
+            && shard.table.make_room()
+        {
+            return (judge(&mut shard, flows, bound, meta, now), Some(own));
+        }
+        // Past the host's budget (or out of memory) the processor's shard has no slot: the
+        // whole port would track the flow in any free slot of its table, else recycle one in
+        // its eviction order. So: the shard with a free slot (the home shard first), else the
+        // shard whose flow the whole port's order reclaims first (its insert recycles it past
+        // the budget, or refuses as the whole port would).
+        if home.table.make_room() {
+            return (judge(home, flows, bound, meta, now), None);
+        }
         for i in 0..MAX_SHARDS {
-            let Some(shard) = lock(i) else { break };
-            if let Some(r) = shard.table.eviction_rank(now)
-                && best.is_none_or(|(b, _)| r < b)
-            {
-                best = Some((r, Some(i)));
+            let Some(mut shard) = lock(i) else { break };
+            if i != own && shard.table.make_room() {
+                return (judge(&mut shard, flows, bound, meta, now), Some(i));
             }
         }
-        match best {
-            Some((_, None)) => return (judge(home, flows, bound, meta, now), None),
-            Some((_, Some(i))) => {
-                if let Some(mut shard) = lock(i) {
-                    return (judge(&mut shard, flows, bound, meta, now), Some(i));
-                }
-            }
-            None => {}
-        }
+    }
+    if let Some(judged) = reclaim(home, flows, bound, &mut lock, meta, now) {
+        return judged;
     }
     match lock(own) {
         Some(mut shard) => (judge(&mut shard, flows, bound, meta, now), Some(own)),
         None => (judge(home, flows, bound, meta, now), None),
+    }
+}
+
+/// A new flow where the single-lock port would reclaim a slot for it: judged on the shard (the
+/// home shard, `None`, or processor shard `i`) whose flow comes first in the whole port's
+/// eviction order (`FlowTable::eviction_rank` compared across the shards); `None` if every
+/// shard is empty.
+fn reclaim<G: DerefMut<Target = Port>>(
+    home: &mut Port,
+    flows: &mut u32,
+    bound: u32,
+    lock: &mut impl FnMut(usize) -> Option<G>,
+    meta: &PacketMeta,
+    now: Tick,
+) -> Option<(Verdict, Option<usize>)> {
+    let mut best = home.table.eviction_rank(now).map(|r| (r, None));
+    for i in 0..MAX_SHARDS {
+        let Some(shard) = lock(i) else { break };
+        if let Some(r) = shard.table.eviction_rank(now)
+            && best.is_none_or(|(b, _)| r < b)
+        {
+            best = Some((r, Some(i)));
+        }
+    }
+    match best? {
+        (_, None) => Some((judge(home, flows, bound, meta, now), None)),
+        (_, Some(i)) => {
+            lock(i).map(|mut shard| (judge(&mut shard, flows, bound, meta, now), Some(i)))
+        }
     }
 }
 
