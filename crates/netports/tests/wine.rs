@@ -724,12 +724,22 @@ fn returns_after_bfe_stopped(
     match rx.recv_timeout(STOP_NOTICED) {
         Ok(got) => got,
         Err(e) => {
+            // On a thread of its own and bounded: a stalled service manager must not turn the
+            // failure into a hang.
+            let (tx, answer) = mpsc::channel();
             let start = std::time::Instant::now();
-            let state = netports::win::service::state("BFE");
+            std::thread::spawn(move || {
+                let _ = tx.send((netports::win::service::state("BFE"), start.elapsed()));
+            });
+            let query = answer.recv_timeout(Duration::from_secs(10)).map_or_else(
+                |_| "gave no answer within 10 s".to_owned(),
+                |(state, took)| {
+                    format!("read {state:?} in {took:?} (1 = stopped, 3 = stop pending)")
+                },
+            );
             panic!(
-                "{what} within {STOP_NOTICED:?}: {e}; a fresh query of the service manager then \
-                 read BFE's state as {state:?} (1 = stopped, 3 = stop pending) in {:?}",
-                start.elapsed()
+                "{what} within {STOP_NOTICED:?}: {e}; a fresh query of BFE's state through the \
+                 service manager then {query}"
             );
         }
     }
