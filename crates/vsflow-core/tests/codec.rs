@@ -418,3 +418,69 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    /// Review (rv-codec) of the restore's bulk insert (`FlowTable::reserve` and
+    /// `insert_unique`): a second restore into a port that already holds a first restore's
+    /// flows (the window lookup, the merge, the kept flows and the fallback past the reserved
+    /// room all run), under a small bound, with duplicate keys injected anywhere in the blob.
+    /// A blob without duplicates always applies; an apply that fails changes nothing; an apply
+    /// that succeeds leaves a consistent table within its bound holding every flow it reports.
+    #[test]
+    fn a_restore_over_restored_flows_with_duplicates_applies_cleanly_or_changes_nothing(
+        first in arb_state(24),
+        second in arb_state(24),
+        shared in proptest::collection::vec(any::<prop::sample::Index>(), 0..12),
+        dups in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..3),
+        bound in 1u32..40,
+    ) {
+        let cfg = PortConfig {
+            table: TableConfig { max_flows: bound, initial_capacity: 1, ..TableConfig::default() },
+            initial_mode: Mode::Monitor,
+        };
+        let now = secs(100_000);
+        let mut p = Port::try_new(PortIdentity::try_from_str("r").unwrap(), cfg).unwrap();
+        let mut first = first;
+        let mut seen = std::collections::BTreeSet::new();
+        first.flows.retain(|f| seen.insert(f.key));
+        codec::apply(&mut p, &first, now).unwrap();
+        p.table().check_invariants().unwrap();
+        // The second blob shares keys with the first (merged with the port's flows).
+        let mut second = second;
+        if !first.flows.is_empty() {
+            for i in &shared {
+                let mut f = second.flows.first().copied().unwrap_or(first.flows[0]);
+                f.key = first.flows[i.index(first.flows.len())].key;
+                second.flows.push(f);
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        second.flows.retain(|f| seen.insert(f.key));
+        let distinct = dups.is_empty() || second.flows.is_empty();
+        if !second.flows.is_empty() {
+            for (a, b) in &dups {
+                let f = second.flows[a.index(second.flows.len())];
+                let at = b.index(second.flows.len() + 1);
+                second.flows.insert(at, f);
+            }
+        }
+        let before: Vec<_> = p.table().iter().map(|(k, r)| (*k, *r)).collect();
+        let (mode, counters, rules) = (p.mode(), *p.counters(), p.rules().clone());
+        match codec::apply(&mut p, &second, now + secs(1)) {
+            Ok(report) => {
+                p.table().check_invariants().unwrap();
+                prop_assert!(p.table().len() <= bound as usize);
+                prop_assert_eq!(p.table().len(), (report.restored + report.kept_local) as usize);
+            }
+            Err(e) => {
+                prop_assert!(!distinct, "a blob without duplicates refused: {:?}", e);
+                prop_assert!(matches!(e, codec::ApplyError::DuplicateFlow { .. }), "{:?}", e);
+                let after: Vec<_> = p.table().iter().map(|(k, r)| (*k, *r)).collect();
+                prop_assert_eq!(before, after);
+                prop_assert_eq!((p.mode(), *p.counters(), p.rules().clone()), (mode, counters, rules));
+            }
+        }
+    }
+}

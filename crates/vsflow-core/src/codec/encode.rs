@@ -2251,6 +2251,70 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 300,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        /// Review (rv-codec) of the collision path the equivalence property leaves out: carried
+        /// values equal to some live connections' fingerprints (a collision under the first
+        /// salt that the planner must resolve without a second salt). Whatever the room, every
+        /// VM connection is exact or has its value among the fingerprints; when the fast
+        /// planner resolves the collision, no fingerprinted connection shares its value with
+        /// another entry (carried or connection), and every other flow is exact or counted lost.
+        #[test]
+        fn colliding_with_carried_values_every_connection_is_carried_on_its_own(
+            flows in arb_flows(400),
+            room in 0usize..6_000,
+            pick in proptest::collection::vec(proptest::prelude::any::<proptest::sample::Index>(), 1..8),
+            extra in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..8),
+            salt in proptest::prelude::any::<[u64; 2]>(),
+        ) {
+            let is_est =
+                |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
+            let est: Vec<u32> =
+                flows.iter().filter(|s| is_est(s)).map(|s| fingerprint(salt, &s.key)).collect();
+            proptest::prop_assume!(!est.is_empty());
+            let mut carried: Vec<u32> =
+                pick.iter().map(|i| est[i.index(est.len())]).chain(extra).collect();
+            carried.sort_unstable();
+            carried.dedup();
+            let c = Carried { values: &carried, flows: carried.len() };
+            let mut w = Work { flows: flows.clone(), ..Work::default() };
+            w.exact.clear();
+            w.fps.clear();
+            w.all.clear();
+            let fits = super::fit_all(&mut w, room, 1, super::rice::bytes(&carried, super::rice::best_k(&carried)));
+            let Ok(None) = fits else { return Ok(()) };
+            if w.all.idx.len() != w.flows.len() {
+                w.all.build(&w.flows, false, w.seed).expect("dictionaries");
+            }
+            let Ok(Some(p)) = super::plan_upgrades(&mut w, room, 1, salt, &c) else { return Ok(()) };
+            let exact: alloc::collections::BTreeSet<FlowKey> = w.exact.iter().map(|s| s.key).collect();
+            let mut fingerprinted = 0usize;
+            for s in &flows {
+                if exact.contains(&s.key) {
+                    continue;
+                }
+                if is_est(s) {
+                    fingerprinted += 1;
+                    let v = fingerprint(salt, &s.key);
+                    proptest::prop_assert!(w.fps.binary_search(&v).is_ok(), "a connection lost");
+                    proptest::prop_assert!(carried.binary_search(&v).is_err(), "shares a carried value");
+                    let holders = flows
+                        .iter()
+                        .filter(|o| is_est(o) && !exact.contains(&o.key) && fingerprint(salt, &o.key) == v)
+                        .count();
+                    proptest::prop_assert_eq!(holders, 1, "two fingerprinted connections share a value");
+                }
+            }
+            proptest::prop_assert_eq!(p.fingerprinted, fingerprinted + carried.len());
+            proptest::prop_assert_eq!(p.lost + fingerprinted + w.exact.len(), flows.len());
+            proptest::prop_assert_eq!(p.salt, salt);
+        }
+    }
+
     #[test]
     fn varint_lengths() {
         assert_eq!(varint_len(0), 1);
