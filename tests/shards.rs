@@ -277,3 +277,64 @@ fn a_connection_judged_on_two_processors_does_not_wait_for_the_home_lock() {
     assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
     finish(&mut h);
 }
+
+/// A split port's storage stays near what the whole port would use. Each processor's shard
+/// grows its own slab, and a slab never shrinks while the port is split: a guest whose
+/// connections come and go on one processor after another (vRSS steers them by 5-tuple), each
+/// batch under 7/8 of the bound (so the sweep never merges), would make its port hold a slab of
+/// nearly the bound in every processor's shard (8 here), all of it charged to the host-wide
+/// flow budget that every other VM's new flows share. The sweep merges (freeing the shards'
+/// storage) once the shards hold slots for more than twice the port's bound.
+#[test]
+fn a_split_ports_storage_stays_bounded_when_its_flows_move_from_processor_to_processor() {
+    use vsflow_core::IpFamily;
+    use vsflow_core::packet::protocol;
+    use vsflow_sim::{Host, SimPacket};
+    const BOUND: u32 = 1024;
+    const BATCH: u32 = 800;
+    set_processor(3);
+    let mut h = Host::new(31);
+    h.set_parameter("FlowsPerPort", BOUND);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 7, "vm-churn", 1, false);
+    // Split (nothing of a migration open).
+    let _ = h.within(|| h.driver().expire_idle(100));
+    assert_eq!(h.driver().flow_totals().sharded, 1, "the sweep splits the port");
+    let mut after_first = 0;
+    for cpu in 0..8u32 {
+        set_processor(cpu);
+        for i in 0..BATCH {
+            let remote = vsflow_core::packet::v4([198, 18, u8::try_from(cpu).unwrap(), 1]);
+            let p = SimPacket::new(
+                IpFamily::V4,
+                protocol::UDP,
+                vsflow_scenarios::vm_ip(7),
+                u16::try_from(10_000 + i).unwrap(),
+                remote,
+                53,
+                0,
+                40,
+            );
+            h.advance(10);
+            assert_eq!(h.transmit(sw, 7, EXTERNAL_PORT, &p), PacketFate::Delivered);
+        }
+        set_processor(3);
+        // The batch goes idle and the sweep removes it (UDP: 60 s).
+        h.advance(vsflow_core::time::secs(120));
+        let _ = h.within(|| h.driver().expire_idle(100_000));
+        assert_eq!(flows_of(&h, "vm-churn"), Some(0));
+        if cpu == 0 {
+            after_first = h.driver().stats().flow_memory_bytes;
+        }
+    }
+    let last = h.driver().stats().flow_memory_bytes;
+    assert!(
+        last <= 3 * after_first,
+        "flow memory {last} bytes after 8 batches on 8 processors, {after_first} after the first \
+         (the port never held more than {BATCH} flows)"
+    );
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}

@@ -83,6 +83,11 @@ pub(crate) const MERGE_AT: (u64, u64) = (7, 8);
 /// A whole port is split by the sweep only while it holds less than this fraction (3/4) of its
 /// bound.
 pub(crate) const SPLIT_BELOW: (u64, u64) = (3, 4);
+/// A split port whose processors' shards hold slots for more than this many times its bound is
+/// merged back by the sweep (freeing them): a slab never shrinks while the port is split, and a
+/// guest's connections coming and going on one processor after another would otherwise keep a
+/// slab of nearly the bound in every processor's shard, charged to the host-wide flow budget.
+pub(crate) const MERGE_SLOTS: u64 = 2;
 
 /// How long a port keeps its encoder's memory after a save (60 s): a migration's retries and
 /// a checkpoint series reuse it; a port that stays frees it at the next sweep after that.
@@ -465,14 +470,24 @@ impl<L: RawSpinLock> PortSlot<L> {
         let bound = u64::from(self.full.max_flows);
         if self.sharded.load(Ordering::Relaxed) {
             let mut spread_removed = removed;
+            // Slots the processors' shards hold (their slabs never shrink while split).
+            let mut slots = 0u64;
             for shard in &self.shards {
-                let n = shard.port.lock().expire(now, budget);
+                let mut port = shard.port.lock();
+                let n = port.expire(now, budget);
+                slots = slots.saturating_add(port.table().capacity() as u64);
                 removed += n;
                 spread_removed += n;
             }
             let spread_removed = u32::try_from(spread_removed).unwrap_or(u32::MAX);
             st.spread = st.spread.saturating_sub(spread_removed);
-            if u64::from(st.spread) * MERGE_AT.1 >= bound * MERGE_AT.0 {
+            // Merged near the bound, or once the shards' storage passes MERGE_SLOTS times the
+            // bound (flows that came and went on one processor after another): a merge frees
+            // the shards' storage, so a split port never keeps much more than the whole
+            // port's from the host's budget.
+            if u64::from(st.spread) * MERGE_AT.1 >= bound * MERGE_AT.0
+                || slots > bound.saturating_mul(MERGE_SLOTS)
+            {
                 let home = &mut st.port;
                 self.with_shards(|others| {
                     shards::merge(home, others, &self.full, now);

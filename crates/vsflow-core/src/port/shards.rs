@@ -75,10 +75,13 @@
 //! whole port's eviction order reclaims first: as the single-lock port tracks it in any free slot
 //! of its table or recycles one (the shards' free slots are not the whole table's, so the two may
 //! differ in which flow is recycled; a flow is refused only when no shard has a free slot and
-//! nothing may be reclaimed). Storage: a shard's slab never shrinks while split, so a split port's
-//! slots are bounded by `(1 + shards) x` its bound in the worst case (flows created on one
-//! processor, expired, then created on another), all charged to the host's flow-memory budget; a
-//! merge frees the other shards' storage.
+//! nothing may be reclaimed). Storage: a shard's slab never shrinks while split (flows created on one
+//! processor, expired, then created on another grow every processor's shard), all charged to the
+//! host's flow-memory budget; a merge frees the other shards' storage (empty ones too), and the
+//! driver's sweep merges a port whose processors' shards hold slots for more than twice its bound
+//! (`ports::MERGE_SLOTS` in vsflow-callout), so a split port keeps at most about four times its
+//! bound: the home shard's, twice the bound in the others at a sweep, and what grows until the
+//! next one.
 
 use alloc::vec::Vec;
 use core::ops::DerefMut;
@@ -358,6 +361,7 @@ pub fn merge<G: DerefMut<Target = Port>>(
 ) -> usize {
     let spread = others.iter().flatten().any(|o| !o.table.is_empty());
     if !spread && home.table.config().max_flows >= full.max_flows {
+        release(others);
         sum_into(home, others);
         return 0;
     }
@@ -383,16 +387,24 @@ pub fn merge<G: DerefMut<Target = Port>>(
             // dropped (counted) so that the port is whole again.
             Err(_) => others.iter().flatten().map(|o| o.table.len()).sum(),
         };
+    release(others);
+    sum_into(home, others);
+    home.counters.untracked = home.counters.untracked.saturating_add(dropped as u64);
+    dropped
+}
+
+/// Empties the shards `others` and frees their storage (a split port's shards may have grown;
+/// a shard left empty but holding slots keeps them across splits otherwise).
+fn release<G: DerefMut<Target = Port>>(others: &mut [Option<G>]) {
     for o in others.iter_mut().flatten() {
-        // Empty, and its storage freed (a split port's shards may have grown).
+        if o.table.is_empty() && o.table.capacity() == 0 {
+            continue;
+        }
         match FlowTable::try_new(TableConfig { initial_capacity: 0, ..*o.table.config() }) {
             Ok(t) => o.table = t,
             Err(_) => o.table.clear(),
         }
     }
-    sum_into(home, others);
-    home.counters.untracked = home.counters.untracked.saturating_add(dropped as u64);
-    dropped
 }
 
 /// Moves one timeout class of every shard into `table`, oldest first across the shards (a
