@@ -828,46 +828,18 @@ impl FlowTable {
     /// were in one table: lower goes first; `None` for an empty table. An established TCP
     /// connection ranks last (`3`): it goes only if the insert may displace one.
     pub(crate) fn eviction_rank(&self, now: Tick) -> Option<(u8, u64)> {
-        let closed = self.lists[TimeoutClass::Closed.index()].tail;
-        if closed != NIL {
-            return Some((0, self.slots.get(closed as usize).record.last_seen));
-        }
-        let mut idle: Option<u64> = None;
-        let mut lru: Option<Tick> = None;
-        for class in TimeoutClass::ALL {
-            let tail = self.lists[class.index()].tail;
-            if tail == NIL {
-                continue;
-            }
-            let last = self.slots.get(tail as usize).record.last_seen;
-            let idle_for = now.saturating_sub(last);
-            let timeout = self.timeouts.get(class.index()).copied().unwrap_or(0);
-            if idle_for >= timeout {
-                let overdue = idle_for - timeout;
-                if idle.is_none_or(|o| overdue > o) {
-                    idle = Some(overdue);
-                }
-            }
-            if class != TimeoutClass::TcpEstablished && lru.is_none_or(|l| last < l) {
-                lru = Some(last);
-            }
-        }
-        if let Some(overdue) = idle {
-            return Some((1, u64::MAX - overdue));
-        }
-        if let Some(last) = lru {
-            return Some((2, last));
-        }
-        let est = self.lists[TimeoutClass::TcpEstablished.index()].tail;
-        (est != NIL).then(|| (3, self.slots.get(est as usize).record.last_seen))
+        self.eviction_choice(now).map(|(class, order, _)| (class, order))
     }
 
-    /// Picks and removes one flow in the documented order; `None` if nothing may go.
-    fn evict_one(&mut self, now: Tick, room: Room) -> Option<Eviction> {
+    /// The flow the documented order reclaims first, as (class, order within the class, slot):
+    /// class 0 the oldest closed flow, 1 the most overdue idle flow (of any timeout class), 2 the
+    /// least recently used flow that is not an established connection, 3 the least recently
+    /// used established connection. The one place that order is written: [`Self::evict_one`]
+    /// removes this flow and [`Self::eviction_rank`] compares it across tables.
+    fn eviction_choice(&self, now: Tick) -> Option<(u8, u64, u32)> {
         let closed = self.lists[TimeoutClass::Closed.index()].tail;
         if closed != NIL {
-            self.remove_at(closed);
-            return Some(Eviction::Closed);
+            return Some((0, self.slots.get(closed as usize).record.last_seen, closed));
         }
         let mut idle: Option<(u64, u32)> = None;
         let mut lru: Option<(Tick, u32)> = None;
@@ -889,20 +861,28 @@ impl FlowTable {
                 lru = Some((last, tail));
             }
         }
-        if let Some((_, at)) = idle {
-            self.remove_at(at);
-            return Some(Eviction::Idle);
+        if let Some((overdue, at)) = idle {
+            return Some((1, u64::MAX - overdue, at));
         }
-        let at = match (lru, room) {
-            (Some((_, at)), _) => at,
-            (None, Room::Any) => self.lists[TimeoutClass::TcpEstablished.index()].tail,
-            (None, Room::SpareEstablished) => NIL,
+        if let Some((last, at)) = lru {
+            return Some((2, last, at));
+        }
+        let est = self.lists[TimeoutClass::TcpEstablished.index()].tail;
+        (est != NIL).then(|| (3, self.slots.get(est as usize).record.last_seen, est))
+    }
+
+    /// Picks and removes one flow in the documented order; `None` if nothing may go.
+    fn evict_one(&mut self, now: Tick, room: Room) -> Option<Eviction> {
+        let (class, _, at) = self.eviction_choice(now)?;
+        let eviction = match class {
+            0 => Eviction::Closed,
+            1 => Eviction::Idle,
+            2 => Eviction::LeastRecentlyUsed,
+            _ if matches!(room, Room::Any) => Eviction::LeastRecentlyUsed,
+            _ => return None,
         };
-        if at == NIL {
-            return None;
-        }
         self.remove_at(at);
-        Some(Eviction::LeastRecentlyUsed)
+        Some(eviction)
     }
 
     fn remove_at(&mut self, i: u32) {
