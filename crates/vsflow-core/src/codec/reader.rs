@@ -66,33 +66,18 @@ impl<'a> Reader<'a> {
             self.pos += 2;
             return Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
         }
-        self.varint_long()
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn varint_long(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for i in 0..10u32 {
-            let b = self.u8()?;
-            let low = u64::from(b & 0x7f);
-            if i == 9 && b > 1 {
-                return None;
-            }
-            v |= low << (7 * i);
-            if b & 0x80 == 0 {
-                if i > 0 && b == 0 {
-                    return None;
-                }
-                return Some(v);
-            }
-        }
-        None
+        // The long form works on copies (not `&mut self`): a call that took the reader's
+        // address would keep its position in memory through the whole decode loop, a store
+        // and reload on every byte read.
+        let (v, pos) = varint_long(self.bytes, self.pos)?;
+        self.pos = pos;
+        Some(v)
     }
 
     /// A dictionary index of `width` bytes (0, 1 or 2; 0 reads as 0), little-endian: the
     /// compact entries' widths, read without a loop.
-    #[inline]
+    #[allow(clippy::inline_always, reason = "the decode loop's index reads: one a flow")]
+    #[inline(always)]
     pub fn index(&mut self, width: usize) -> Option<u32> {
         match width {
             0 => Some(0),
@@ -103,6 +88,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A little-endian unsigned integer of `width` bytes (0..=4; 0 reads as 0).
+    #[inline]
     pub fn uint(&mut self, width: usize) -> Option<u32> {
         let b = self.take(width)?;
         let mut v = 0u32;
@@ -111,6 +97,30 @@ impl<'a> Reader<'a> {
         }
         Some(v)
     }
+}
+
+/// [`Reader::varint`] past its two-byte fast path, from `pos` in `bytes`: the value and the
+/// position after it.
+#[cold]
+#[inline(never)]
+fn varint_long(bytes: &[u8], mut pos: usize) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for i in 0..10u32 {
+        let &b = bytes.get(pos)?;
+        pos += 1;
+        let low = u64::from(b & 0x7f);
+        if i == 9 && b > 1 {
+            return None;
+        }
+        v |= low << (7 * i);
+        if b & 0x80 == 0 {
+            if i > 0 && b == 0 {
+                return None;
+            }
+            return Some((v, pos));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
