@@ -57,7 +57,8 @@ pub struct BenchReport {
     pub cpu: [Latency; 6],
     /// Load average (1 minute) when the callbacks were measured.
     pub load: f64,
-    /// All callbacks of one migrating port.
+    /// All callbacks of one migrating port, from a full `migrate` run (only the callbacks are
+    /// timed: [`crate::tools::migrate::MigrationReport::per_port_total`]).
     pub per_port: Latency,
     /// Classify through the callout against the core call.
     pub classify: CalloutVsCore,
