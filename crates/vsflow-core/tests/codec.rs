@@ -280,6 +280,88 @@ fn semantic_damage_behind_a_valid_crc_is_named_precisely() {
     assert_eq!(decode_state(&reseal(b)), Err(DecodeError::UnknownFlags { flags: 0x80 }));
 }
 
+/// The apply inserts a blob already listed oldest first straight from the blob, and any other
+/// order through a sort: both give the same table (slot order, records, LRU order), the same
+/// expired count, and refuse a duplicate leaving the port unchanged.
+#[test]
+fn apply_in_blob_order_equals_apply_through_the_sort() {
+    let now = secs(1000);
+    let src = port_with_traffic(40, now);
+    let mut blob = Vec::new();
+    codec::encode(&src, now, &encode_config(), &mut blob).unwrap();
+    let mut oldest_first = decode_state(&blob).unwrap();
+    // One flow idle for a day: expired at the save, never restored, in both orders.
+    oldest_first.flows[7].last_age = 86_400 * vsflow_core::TICKS_PER_SECOND;
+    oldest_first.flows[7].first_age = oldest_first.flows[7].last_age;
+    // Stable: equal ages keep the blob's order, as the apply's sort does.
+    oldest_first.flows.sort_by_key(|f| core::cmp::Reverse(f.last_age));
+    let mut reversed = oldest_first.clone();
+    reversed.flows.reverse();
+    // Equal ages break ties by blob position in the sort: reverse each run of equal ages back.
+    let mut start = 0;
+    while start < reversed.flows.len() {
+        let age = reversed.flows[start].last_age;
+        let end = start + reversed.flows[start..].iter().take_while(|f| f.last_age == age).count();
+        reversed.flows[start..end].reverse();
+        start = end;
+    }
+    assert_ne!(oldest_first.flows, reversed.flows);
+    let restore = |state: &codec::PortState| {
+        let mut dst = Port::try_new(
+            PortIdentity::try_from_str("port-a").unwrap(),
+            // Room for every flow of the blob: the newcomers below fill it, then evict.
+            PortConfig {
+                table: TableConfig { max_flows: 40, ..TableConfig::default() },
+                initial_mode: Mode::Monitor,
+            },
+        )
+        .unwrap();
+        let report = codec::apply(&mut dst, state, now).unwrap();
+        dst.table().check_invariants().unwrap();
+        let table: Vec<_> = dst.table().iter().map(|(k, r)| (*k, *r)).collect();
+        (report, table, dst.counters().expired, dst)
+    };
+    let (report_a, table_a, expired_a, mut a) = restore(&oldest_first);
+    let (report_b, table_b, expired_b, mut b) = restore(&reversed);
+    assert_eq!((report_a, expired_a), (report_b, expired_b));
+    // The day-idle flow and the half-open ones past their (shorter) timeout.
+    assert!(expired_a >= 1);
+    assert_eq!(u64::from(report_a.restored) + expired_a, 40);
+    assert_eq!(table_a, table_b);
+    // The same LRU order: filled to the bound, both evict the same flows in the same order.
+    for n in 0..40u16 {
+        let newcomer = PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::UDP,
+            [10, 0, 0, 3],
+            n,
+            [192, 0, 2, 9],
+            9,
+            0,
+            60,
+        );
+        a.classify(&newcomer, now + 1);
+        b.classify(&newcomer, now + 1);
+    }
+    assert!(a.counters().evicted_lru > 0);
+    let a_now: Vec<_> = a.table().iter().map(|(k, _)| *k).collect();
+    let b_now: Vec<_> = b.table().iter().map(|(k, _)| *k).collect();
+    assert_eq!(a_now, b_now);
+    // A duplicate in a blob listed oldest first (next to its twin, same age) is refused, and
+    // the port is left as it was.
+    let mut duplicated = oldest_first.clone();
+    duplicated.flows.insert(3, duplicated.flows[3]);
+    let mut p = port_with_traffic(5, now);
+    let before: Vec<_> = p.table().iter().map(|(k, r)| (*k, *r)).collect();
+    let counters = *p.counters();
+    assert_eq!(
+        codec::apply(&mut p, &duplicated, now),
+        Err(codec::ApplyError::DuplicateFlow { index: 4 })
+    );
+    let after: Vec<_> = p.table().iter().map(|(k, r)| (*k, *r)).collect();
+    assert_eq!((before, counters), (after, *p.counters()));
+}
+
 #[test]
 fn apply_is_all_or_nothing_on_duplicate_flows() {
     let mut s = fixture_enforce_rules();

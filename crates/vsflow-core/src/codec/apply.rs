@@ -92,44 +92,73 @@ pub fn apply_with(
 
     // Choose which saved flows to restore, and insert them oldest first so that each class's
     // LRU list ends up in recency order.
-    let mut order: Vec<(Reverse<Tick>, u32)> = Vec::new();
-    order.try_reserve_exact(state.flows.len()).map_err(crate::Error::from)?;
     // Flows idle past their timeout at the save admit nothing: not restored, counted expired.
     // (Ages are rebased on `now`: a caller whose clock reads less than a flow's idle time
     // would clamp it at 0 and let it outlive its timeout, so the driver runs the core on a
     // clock that starts a day after boot, past every timeout.)
+    let expired_at =
+        |s: &SavedFlow| table_config.timeouts.expired(s.key.protocol, s.state, s.last_age);
+    // One pass first: how many are live, and whether the blob already lists them oldest first.
+    // The encoder writes each class least recently used first, so a port of one class (the
+    // common case: established TCP) is already in the order the sort below would produce
+    // (oldest first, ties in blob order): then the flows are inserted straight from the blob,
+    // without the 16-byte-a-flow order vector and its sort.
     let mut expired = 0u64;
-    for (i, s) in (0u32..).zip(state.flows.iter()) {
-        if table_config.timeouts.expired(s.key.protocol, s.state, s.last_age) {
+    let mut live = 0usize;
+    let mut in_order = true;
+    let mut previous_age = Tick::MAX;
+    for s in &state.flows {
+        if expired_at(s) {
             expired += 1;
             continue;
         }
-        order.push((Reverse(s.last_age), i));
+        live += 1;
+        in_order &= s.last_age <= previous_age;
+        previous_age = s.last_age;
     }
+    let mut order: Vec<(Reverse<Tick>, u32)> = Vec::new();
     let mut dropped = 0usize;
-    if order.len() > bound {
-        let flows = &state.flows;
-        let rank =
-            |&(_, i): &(Reverse<Tick>, u32)| flows.get(i as usize).map(SavedFlow::value_rank);
-        order.sort_unstable_by_key(rank);
-        dropped = order.len() - bound;
-        order.truncate(bound);
+    let direct = in_order && live <= bound;
+    if !direct {
+        order.try_reserve_exact(live).map_err(crate::Error::from)?;
+        for (i, s) in (0u32..).zip(state.flows.iter()) {
+            if !expired_at(s) {
+                order.push((Reverse(s.last_age), i));
+            }
+        }
+        if order.len() > bound {
+            let flows = &state.flows;
+            let rank =
+                |&(_, i): &(Reverse<Tick>, u32)| flows.get(i as usize).map(SavedFlow::value_rank);
+            order.sort_unstable_by_key(rank);
+            dropped = order.len() - bound;
+            order.truncate(bound);
+        }
+        order.sort_unstable();
     }
-    order.sort_unstable();
+    let restored = live - dropped;
 
     // The restored table is charged to the host's flow-memory budget even past its limit
     // (`FlowTable::reserve`): it holds the VM's carried connections and the flows its port
     // already had, which the budget never refuses. Reserved for both up front, so no insert
     // below grows the slab on its own.
     let mut table = FlowTable::try_new(table_config)?;
-    let wanted = order.len().saturating_add(port.table.len()).min(bound);
+    let wanted = restored.saturating_add(port.table.len()).min(bound);
     table.reserve(u32::try_from(wanted).unwrap_or(u32::MAX))?;
     let mut merged = 0u64;
     // Flows seen in the window: usually none (the lookup is skipped then). Both tables have
     // the port's configuration, hence its hash seed: one hash per flow serves both.
     let window = (!port.table.is_empty()).then_some(&port.table);
-    for &(_, i) in &order {
-        let Some(s) = state.flows.get(i as usize) else {
+    // The flows to place, oldest first: straight from the blob, or through the sorted order.
+    let straight_flows: &[SavedFlow] = if direct { &state.flows } else { &[] };
+    let straight = straight_flows
+        .iter()
+        .enumerate()
+        .filter(|&(_, s)| expired == 0 || !expired_at(s))
+        .map(|(i, _)| i);
+    let sorted = order.iter().map(|&(_, i)| i as usize);
+    for i in straight.chain(sorted) {
+        let Some(s) = state.flows.get(i) else {
             continue;
         };
         let hash = table.hash(&s.key);
@@ -144,7 +173,7 @@ pub fn apply_with(
             }
         })?;
         if placed.is_none() {
-            return Err(ApplyError::DuplicateFlow { index: i as usize });
+            return Err(ApplyError::DuplicateFlow { index: i });
         }
         merged += u64::from(local.is_some());
     }
@@ -182,7 +211,7 @@ pub fn apply_with(
     let picked_up_local = pickup.picked();
 
     // Commit: nothing below can fail.
-    let restored = u32::try_from(order.len()).unwrap_or(u32::MAX);
+    let restored = u32::try_from(restored).unwrap_or(u32::MAX);
     let dropped = u32::try_from(dropped).unwrap_or(u32::MAX);
     let fingerprints = u32::try_from(state.fingerprints.len()).unwrap_or(u32::MAX);
     let identity_mismatch = state.identity != port.identity
