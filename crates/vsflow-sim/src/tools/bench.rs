@@ -57,8 +57,11 @@ pub struct BenchReport {
     pub cpu: [Latency; 6],
     /// Load average (1 minute) when the callbacks were measured.
     pub load: f64,
-    /// All callbacks of one migrating port.
+    /// All callbacks of one migrating port, from a full `migrate` run (only the callbacks are
+    /// timed: [`crate::tools::migrate::MigrationReport::per_port_total`]).
     pub per_port: Latency,
+    /// The same in thread CPU time.
+    pub per_port_cpu: Latency,
     /// Classify through the callout against the core call.
     pub classify: CalloutVsCore,
 }
@@ -198,6 +201,7 @@ pub fn run(iterations: usize) -> BenchReport {
         ..MigrateOptions::default()
     });
     r.per_port = m.per_port_total;
+    r.per_port_cpu = m.per_port_cpu;
 
     // Classify: the callout's extern "system" path vs the core directly, same packets.
     r.classify = callout_vs_core(cfg, 15);
@@ -686,7 +690,7 @@ fn switch_params(name: &str) -> sys::NDIS_SWITCH_PARAMETERS {
 
 /// CPU time the calling thread has used.
 #[cfg(unix)]
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid out-pointer; CLOCK_THREAD_CPUTIME_ID needs nothing else.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
@@ -699,7 +703,7 @@ fn thread_cpu() -> Duration {
 /// Elsewhere (the simulator also builds for Windows): wall time since the first call, so the
 /// figures are wall-clock ones there.
 #[cfg(not(unix))]
-fn thread_cpu() -> Duration {
+pub(crate) fn thread_cpu() -> Duration {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed()
 }
@@ -1097,6 +1101,7 @@ impl BenchReport {
             Duration::from_millis(1),
         );
         row(&mut s, "one migrating port, all callbacks", self.per_port, Duration::from_millis(1));
+        row(&mut s, "the same, CPU", self.per_port_cpu, Duration::from_millis(1));
         let _ = writeln!(s, "  {}", self.classify.to_line());
         s
     }

@@ -8,11 +8,12 @@
 //! permitted on B right after the restore, while the same scenario with save/restore disabled
 //! blocks them.
 
+use crate::tools::bench::thread_cpu;
 use crate::tools::rng::SplitMix64;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode, RestoreOutcome, TraceEvent};
@@ -113,9 +114,15 @@ pub struct MigrationReport {
     pub restore_callback: Latency,
     /// Restore latency until completion (callback + deferred decode/apply/complete).
     pub restore_complete: Latency,
-    /// All callbacks of one migrating port together (save + restore to completion + port/NIC
-    /// events on both hosts).
+    /// All callbacks of one migrating port together (save, NIC disconnect/delete, port delete;
+    /// port create, NIC create, restore to completion, NIC connect), each host call timed on
+    /// its own and summed: the harness's own work between them (decoding the blobs for its
+    /// statistics, writing them out, advancing the clock, the one packet it sends in the
+    /// restore window) is not a callback of the port and is not in the sample.
     pub per_port_total: Latency,
+    /// [`Self::per_port_total`] in the thread's CPU time: what the callbacks cost whatever
+    /// else the machine runs (a descheduled thread's wait is not in it).
+    pub per_port_cpu: Latency,
     /// Blob sizes: min, mean, max.
     pub blob_sizes: (usize, usize, usize),
     /// Flows on host A before migration.
@@ -263,6 +270,25 @@ fn port_name(i: usize) -> String {
     format!("6F1C{i:04X}-5A3B-4C2D-9E8F-{:012X}", i * 7919)
 }
 
+/// Wall-clock and thread CPU time of one port's callbacks, summed host call by host call.
+#[derive(Clone, Copy, Debug, Default)]
+struct CallbackTime {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl CallbackTime {
+    /// Runs one host call (the callbacks it makes and the double's bookkeeping around them)
+    /// and adds its time.
+    fn time<T>(&mut self, call: impl FnOnce() -> T) -> T {
+        let (cpu, wall) = (thread_cpu(), Instant::now());
+        let out = call();
+        self.wall += wall.elapsed();
+        self.cpu += thread_cpu().saturating_sub(cpu);
+        out
+    }
+}
+
 /// Runs the scenario (and, if `opts.save_restore`, the baseline too) and returns the report.
 ///
 /// # Panics
@@ -385,6 +411,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
     let mut restore_cb = Vec::new();
     let mut restore_done = Vec::new();
     let mut per_port = Vec::new();
+    let mut per_port_cpu = Vec::new();
     let mut sizes = Vec::new();
     let mut carried = 0u64;
     let mut fingerprinted = 0u64;
@@ -405,8 +432,9 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         let id_a = 100 + u32::try_from(i).unwrap_or(0);
         let id_b = 5000 + u32::try_from(i).unwrap_or(0);
         let nic = u16::try_from(i % 60_000).unwrap_or(0) + 1;
-        let t0 = std::time::Instant::now();
-        let (blobs, elapsed) = depart(&mut a, sa, id_a, nic, opts.save_restore);
+        // The port's callbacks, host call by host call (the field's doc says what is out).
+        let mut callbacks = CallbackTime::default();
+        let (blobs, elapsed) = callbacks.time(|| depart(&mut a, sa, id_a, nic, opts.save_restore));
         let blobs = if opts.save_restore {
             saves.push(elapsed);
             for (_, blob) in &blobs {
@@ -432,13 +460,14 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         };
 
         b.advance(TICK_MS);
-        arrive(&mut b, sb, id_b, &port_name(i), nic, opts.save_restore);
+        callbacks.time(|| arrive(&mut b, sb, id_b, &port_name(i), nic, opts.save_restore));
         let connect_first = opts.shuffle && rng.below(2) == 0;
         if connect_first {
-            b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
+            callbacks
+                .time(|| b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT));
         }
         if opts.save_restore {
-            let tickets = b.restore(sb, id_b, &blobs);
+            let tickets = callbacks.time(|| b.restore(sb, id_b, &blobs));
             // The restore window: the NIC is created and traffic flows before the pended
             // restore completes ("Hyper-V extensible switch port and network adapter
             // states"). The VM's first carried connection sends now.
@@ -456,18 +485,20 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
                     deferred_tickets.push(t);
                     continue;
                 }
-                let t1 = std::time::Instant::now();
-                b.run_deferred();
-                restore_done.push(t.elapsed + t1.elapsed());
+                let wall_before = callbacks.wall;
+                callbacks.time(|| b.run_deferred());
+                restore_done.push(t.elapsed + callbacks.wall.saturating_sub(wall_before));
                 if b.restore_status(&t) != Some(sys::STATUS_SUCCESS) {
                     failed += 1;
                 }
             }
         }
         if !connect_first {
-            b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT);
+            callbacks
+                .time(|| b.nic_event(sb, id_b, nic, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT));
         }
-        per_port.push(t0.elapsed());
+        per_port.push(callbacks.wall);
+        per_port_cpu.push(callbacks.cpu);
     }
     // Deferred work the shuffle held back runs now, after later ports' events.
     b.run_deferred();
@@ -524,6 +555,7 @@ fn run_once(opts: &MigrateOptions) -> MigrationReport {
         restore_callback: Latency::of(restore_cb),
         restore_complete: Latency::of(restore_done),
         per_port_total: Latency::of(per_port),
+        per_port_cpu: Latency::of(per_port_cpu),
         blob_sizes: (min, mean, max),
         flows_on_a,
         flows_carried: carried,
@@ -651,6 +683,7 @@ impl MigrationReport {
             ("restore (callback)", self.restore_callback),
             ("restore (to completion)", self.restore_complete),
             ("one port, all callbacks", self.per_port_total),
+            ("the same, CPU time", self.per_port_cpu),
         ] {
             let _ =
                 writeln!(s, "  {name:<24} {:>12} {:>12} {:>12}", us(l.p50), us(l.p99), us(l.max));
@@ -767,7 +800,7 @@ impl MigrationReport {
             "ports": self.ports,
             "flows_per_port": self.flows_per_port,
             "restore": if self.pending { "pending" } else { "sync" },
-            "latency": {"save": lat(self.save), "restore_callback": lat(self.restore_callback), "restore_complete": lat(self.restore_complete), "per_port_total": lat(self.per_port_total)},
+            "latency": {"save": lat(self.save), "restore_callback": lat(self.restore_callback), "restore_complete": lat(self.restore_complete), "per_port_total": lat(self.per_port_total), "per_port_cpu": lat(self.per_port_cpu)},
             "blob_bytes": {"min": self.blob_sizes.0, "mean": self.blob_sizes.1, "max": self.blob_sizes.2},
             "flows": {"on_a": self.flows_on_a, "carried": self.flows_carried, "fingerprinted": self.flows_fingerprinted, "dropped": self.flows_dropped},
             "connections": {"exact": self.split.exact, "picked_up_by_fingerprint": self.split.picked_up, "admitted_by_rule": self.split.by_rule, "lost": self.split.lost, "shared_fingerprint_values": self.shared_fingerprints(), "documented_capacity_per_port": DOCUMENTED_CAPACITY, "beyond_capacity": self.beyond_capacity()},
