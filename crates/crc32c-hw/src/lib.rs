@@ -48,13 +48,13 @@ pub fn crc32c_table(bytes: &[u8]) -> u32 {
 pub fn crc32c_hardware(bytes: &[u8]) -> Option<u32> {
     #[cfg(target_arch = "x86_64")]
     {
-        if x86_64::has_sse42() {
-            return Some(x86_64::crc32c_checked(bytes));
-        }
+        x86_64::crc32c_if_sse42(bytes)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
-    None
+    {
+        let _ = bytes;
+        None
+    }
 }
 
 /// Whether this processor has SSE4.2, as CPUID reports it (what [`crc32c`] chooses by).
@@ -107,13 +107,16 @@ mod x86_64 {
         present
     }
 
-    /// The `crc32` loop, for a caller that has checked [`has_sse42`].
-    pub fn crc32c_checked(bytes: &[u8]) -> u32 {
-        debug_assert!(has_sse42(), "crc32c_checked without SSE4.2");
-        // SAFETY: `crc32c_sse42` requires the `sse4.2` target feature; every caller of this
-        // function has seen `has_sse42()` return true, i.e. CPUID.01H:ECX.SSE4_2 is set on
-        // this processor (and its crc32 instruction touches no extended state: module docs).
-        unsafe { crc32c_sse42(bytes) }
+    /// The `crc32` loop where CPUID reports SSE4.2; `None` otherwise. The check is here, not
+    /// left to the caller, so no safe function depends on a precondition.
+    pub fn crc32c_if_sse42(bytes: &[u8]) -> Option<u32> {
+        if !has_sse42() {
+            return None;
+        }
+        // SAFETY: `crc32c_sse42` requires the `sse4.2` target feature; `has_sse42()` just
+        // returned true, i.e. CPUID.01H:ECX.SSE4_2 is set on this processor (and its crc32
+        // instruction touches no extended state: module docs).
+        Some(unsafe { crc32c_sse42(bytes) })
     }
 
     /// CRC-32C with `crc32`: eight bytes an instruction, then the tail a byte at a time.
