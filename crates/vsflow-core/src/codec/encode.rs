@@ -996,33 +996,28 @@ fn encode_source_with(
         if counts[f] == 0 {
             continue;
         }
+        if let (Some(_), Some((port, now))) = (from_table, live) {
+            // A live port whose flows all fit: from its table ([`exact`]).
+            exact::write_live(
+                w.out,
+                &port.table,
+                now,
+                work,
+                family,
+                counts[f],
+                entries_len[f],
+                plan.counters,
+            );
+            continue;
+        }
         // The entries are written in place: the record's bytes are made first (the capacity
         // was reserved: no allocation), then filled entry by entry.
         let start = w.out.len();
         w.out.resize(start + entries_len[f], 0);
         let mut e = Entry { b: w.out.get_mut(start..).unwrap_or(&mut []), n: 0 };
-        match (from_table, live) {
-            (Some(_), Some((port, now))) => exact::write_live(
-                &mut e,
-                &port.table,
-                now,
-                work,
-                family,
-                rules_version,
-                plan.counters,
-            ),
-            _ => {
-                for (s, &(local, remote)) in exact.iter().zip(dicts.idx.iter()) {
-                    if s.key.family == family {
-                        write_compact(
-                            &mut e,
-                            s,
-                            (local, remote, lay),
-                            rules_version,
-                            plan.counters,
-                        );
-                    }
-                }
+        for (s, &(local, remote)) in exact.iter().zip(dicts.idx.iter()) {
+            if s.key.family == family {
+                write_compact(&mut e, s, (local, remote, lay), rules_version, plan.counters);
             }
         }
         debug_assert_eq!(e.n, entries_len[f], "the entries' planned length");
@@ -1129,6 +1124,8 @@ pub(super) struct Work {
     charged: [Vec<bool>; 2],
     /// Key of the dictionaries' address hash (the source's [`Source::hash_seed`]).
     seed: u64,
+    /// A live port's save when every flow fits: what [`exact`] keeps.
+    live: exact::Kept,
 }
 
 /// The fingerprints of a live port's connections, kept by its encoder from one save past
@@ -1167,6 +1164,7 @@ impl Work {
             + self.unique.capacity()
             + self.charged[0].capacity()
             + self.charged[1].capacity()
+            + self.live.heap_bytes()
     }
 }
 

@@ -5,31 +5,41 @@
 //! every flow into a [`SavedFlow`] (104 bytes each, about 430 KB at 4,096 flows), then reads
 //! that copy again to build the dictionaries, again for the entries' lengths, and once per
 //! address family to write them. A port whose flows all fit needs none of the planner's
-//! choices, so this path reads the table itself:
+//! choices, so this path reads the table itself, once:
 //!
-//! 1. [`plan_live`] walks the table's LRU lists once, in the order every save writes (class by
-//!    class, least recently used first), building the address dictionaries (the local
-//!    addresses, the remotes with their use counts), summing each family's entry bytes that
-//!    depend on no layout choice, and recording each flow's slot number with its dictionary
-//!    ids. The layouts, the shared remotes' indexes and the entries' total length then follow
-//!    from counts alone (no second pass); only when the per-flow counters might fit does it
-//!    read the flows again (by slot) for their lengths.
-//! 2. [`write_live`] writes each family's entries from the recorded slots (independent loads,
-//!    not a second walk of the lists), mapping each remote's id to its dictionary index as it
-//!    goes.
+//! 1. [`plan_live`] walks the table's LRU lists in the order every save writes (class by
+//!    class, least recently used first). For each flow it finds its local address's and its
+//!    remote's ids (the dictionaries, the remotes' use counts) and writes its entry as it would
+//!    be if the VM had one address and no remote were shared (no local index, the remote
+//!    literal): the *provisional* entry, in a buffer per family kept by the encoder. The
+//!    dictionaries' layouts, the shared remotes' indexes and so the entries' exact lengths
+//!    then follow from counts alone. Only when the per-flow counters might fit does it read
+//!    the flows again (by slot) for their lengths.
+//! 2. [`write_live`] writes each family's entries: where that family's VM has one address and
+//!    no remote is shared (a port at the cap with distinct peers), the provisional entries
+//!    are the entries, copied whole; otherwise each is rewritten from its provisional form
+//!    (the tag's literal bit, a local index inserted, a shared remote's address replaced by
+//!    its index; the counters appended from the flow's slot when they fit).
 //!
 //! The caller holds the port's lock across both passes (the driver's `lock_whole`: one
 //! consistent port, every shard merged), so the table cannot change between them. The bytes
 //! are exactly those of the general path (the tests below hold the two to each other over
 //! random ports); when the flows do not all fit, [`plan_live`] says so and the general path
-//! (the planner, fingerprints) runs instead. Its working memory is the encoder's
-//! ([`super::Work`]: the slot numbers, the dictionaries), kept across saves: a second save
-//! of the same port allocates nothing, and the 104-byte copies are never made.
+//! (the planner, fingerprints) runs instead. Its working memory ([`Kept`]: the provisional
+//! entries, each flow's slot and ids, the remote index; about 30 bytes a flow) is kept by the
+//! port's encoder across saves: a second save of the same port allocates nothing, and the
+//! 104-byte copies are never made.
+
+use alloc::vec::Vec;
+use core::hash::BuildHasher;
+
+use foldhash::fast::FixedState;
 
 use super::{
-    Carried, Dicts, Entry, EntryFlow, MIN_ENTRY_LEN, NONE, Plan, Work, addr_len, counters_len,
-    family_slot, fixed_len, local_id, write_compact,
+    Carried, Dicts, Entry, EntryFlow, Layout, MIN_ENTRY_LEN, NONE, Plan, Work, counters_len,
+    local_id, write_compact,
 };
+use crate::codec::format::compact;
 use crate::codec::{SavedFlow, rice};
 use crate::error::Error;
 use crate::flow::{Admission, FlowKey, FlowRecord, FlowState, FlowTable, TimeoutClass};
@@ -72,106 +82,274 @@ impl EntryFlow for LiveFlow<'_> {
     }
 }
 
-/// The family's half of a per-family pair (no index, no check: two fields).
-#[inline]
-fn pick<T>(pair: &mut [T; 2], family: IpFamily) -> &mut T {
-    let [v4, v6] = pair;
-    match family {
-        IpFamily::V4 => v4,
-        IpFamily::V6 => v6,
+/// Longest provisional entry: tag, protocol, a literal IPv6 remote, ports, a rule-version
+/// delta (5 bytes for 32 bits) and two age varints (10 bytes each for 64 bits).
+const MAX_PROVISIONAL: usize = 1 + 1 + 16 + 4 + 5 + 10 + 10;
+
+/// The layout of a provisional entry: no local index, every remote literal.
+const PROVISIONAL: Layout = Layout { lw: 0, rw: 1 };
+
+/// One flow of the save, in save order within its family.
+#[derive(Clone, Copy, Debug, Default)]
+struct Flow {
+    /// Its table slot.
+    slot: u32,
+    /// Its local address's dictionary index.
+    local: u32,
+    /// Its remote's position in the family's remotes (`Dicts::remotes`), NONE if the index
+    /// was full (never: it holds twice the flows).
+    remote: u32,
+    /// Its provisional entry's length.
+    len: u32,
+}
+
+/// What the at-cap save keeps from one save to the next (in the port's encoder): per family,
+/// the provisional entries, the flows, the remote index.
+#[derive(Debug, Default)]
+pub(super) struct Kept {
+    /// Provisional entries; `used` bytes of them are this save's (the rest is room, so that
+    /// an entry is written in place without a length check per byte growing the vector).
+    entries: [Vec<u8>; 2],
+    used: [usize; 2],
+    flows: [Vec<Flow>; 2],
+    index: [RemoteIndex; 2],
+}
+
+impl Kept {
+    /// Heap bytes held.
+    pub(super) fn heap_bytes(&self) -> usize {
+        let mut n = 0;
+        for f in 0..2 {
+            n += self.entries[f].capacity()
+                + self.flows[f].capacity() * core::mem::size_of::<Flow>()
+                + self.index[f].slots.capacity() * 4;
+        }
+        n
+    }
+}
+
+/// A map from remote addresses to their ids (positions in the family's remotes) for one save:
+/// open addressing with linear probing, at most half full, one `u32` a slot (the hash's top
+/// 16 bits, then the id + 1; 0 is empty), keyed by the port's per-boot seed (peers choose
+/// their addresses: they cannot aim them at one run of slots). At 4,096 flows it is 32 KiB,
+/// cleared per save (a `memset`), so its probes stay in the first-level cache where the
+/// general path's 12-byte slots (96 KiB) did not.
+#[derive(Debug, Default)]
+struct RemoteIndex {
+    slots: Vec<u32>,
+    mask: usize,
+    hasher: FixedState,
+}
+
+/// Most flows of one family the index takes (ids + 1 fit its 16 low bits).
+const MAX_INDEXED: usize = 0xffff - 1;
+
+impl RemoteIndex {
+    /// Starts a save of at most `n` (<= [`MAX_INDEXED`]) remotes under `seed`.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn reset(&mut self, n: usize, seed: u64) -> Result<(), Error> {
+        let want = n.saturating_mul(2).next_power_of_two().max(16);
+        if self.slots.len() < want {
+            self.slots.try_reserve_exact(want - self.slots.len())?;
+            self.slots.resize(want, 0);
+        }
+        if let Some(used) = self.slots.get_mut(..want) {
+            used.fill(0);
+        }
+        self.mask = want - 1;
+        self.hasher = FixedState::with_seed(seed);
+        Ok(())
+    }
+
+    /// The id of `addr`, or `id` if it is new (then recorded): (the id, whether new).
+    /// `known(j)` is the address recorded under id `j` (the caller keeps them).
+    #[inline]
+    fn find_or_insert(
+        &mut self,
+        addr: &[u8; 16],
+        id: u32,
+        known: impl Fn(u32) -> Option<[u8; 16]>,
+    ) -> (u32, bool) {
+        let h = self.hasher.hash_one(u128::from_ne_bytes(*addr));
+        #[allow(clippy::cast_possible_truncation, reason = "a hash, masked")]
+        let mut i = h as usize & self.mask;
+        #[allow(clippy::cast_possible_truncation, reason = "the top 16 bits")]
+        let tag = ((h >> 48) as u32) << 16;
+        // At most half full: an empty slot comes before the probe wraps around.
+        for _ in 0..=self.mask {
+            let Some(slot) = self.slots.get_mut(i) else { break };
+            if *slot == 0 {
+                *slot = tag | (id + 1);
+                return (id, true);
+            }
+            if *slot & 0xffff_0000 == tag {
+                let j = (*slot & 0xffff) - 1;
+                if known(j).as_ref() == Some(addr) {
+                    return (j, false);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+        (NONE, false)
+    }
+}
+
+/// One family's part of pass 1: where its flows' ids, provisional entries and records go.
+struct Family<'a> {
+    dict: &'a mut Vec<[u8; 16]>,
+    local_index: &'a mut hashbrown::HashTable<u32>,
+    remotes: &'a mut Vec<([u8; 16], u32, u32)>,
+    index: &'a mut RemoteIndex,
+    flows: &'a mut Vec<Flow>,
+    entries: &'a mut Vec<u8>,
+    used: &'a mut usize,
+    /// Its vectors and remote index are readied by its first flow: a port of one family
+    /// holds nothing for the other.
+    ready: bool,
+    /// The last flow's local address and its index (consecutive flows of one VM address
+    /// skip the lookup).
+    last_local: Option<([u8; 16], u32)>,
+    /// Remotes used by two flows or more so far.
+    shared: usize,
+}
+
+impl Family<'_> {
+    /// Records one flow (see [`build_live`]); `false` if it cannot be written exactly here.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    #[inline]
+    fn add(
+        &mut self,
+        slot: u32,
+        live: &LiveFlow<'_>,
+        n: usize,
+        rules_version: u32,
+        seed: u64,
+    ) -> Result<bool, Error> {
+        if !self.ready {
+            self.flows.clear();
+            self.flows.try_reserve(n)?;
+            self.remotes.try_reserve(n)?;
+            self.index.reset(n, seed)?;
+            self.ready = true;
+        }
+        // Reserved for `n`: a push past the capacity (more flows on the lists than the table
+        // counts) would allocate infallibly.
+        if self.flows.len() == self.flows.capacity() || self.flows.len() >= n {
+            return Ok(false);
+        }
+        let a = live.key.local_addr;
+        let local = match self.last_local {
+            Some((la, i)) if la == a => i,
+            _ => {
+                let i = local_id(self.dict, self.local_index, a)?;
+                self.last_local = Some((a, i));
+                i
+            }
+        };
+        if local == NONE {
+            return Ok(false);
+        }
+        let r = live.key.remote_addr;
+        let rems = &mut *self.remotes;
+        let next = u32::try_from(rems.len()).unwrap_or(NONE);
+        let (remote, new) =
+            self.index.find_or_insert(&r, next, |j| rems.get(j as usize).map(|x| x.0));
+        if new {
+            if rems.len() == rems.capacity() {
+                return Ok(false);
+            }
+            rems.push((r, 1, NONE));
+        } else if let Some(x) = rems.get_mut(remote as usize) {
+            self.shared += usize::from(x.1 == 1);
+            x.1 = x.1.saturating_add(1);
+        }
+        // The provisional entry, in place: room for the longest first.
+        let at = *self.used;
+        if self.entries.len() < at + MAX_PROVISIONAL {
+            let grow = self.entries.len().max(n.saturating_mul(16)).max(MAX_PROVISIONAL);
+            self.entries.try_reserve_exact(grow)?;
+            self.entries.resize(self.entries.len() + grow, 0);
+        }
+        let Some(room) = self.entries.get_mut(at..) else { return Ok(false) };
+        let mut e = Entry { b: room, n: 0 };
+        write_compact(&mut e, live, (0, NONE, &PROVISIONAL), rules_version, false);
+        *self.used = at + e.n;
+        #[allow(clippy::cast_possible_truncation, reason = "at most MAX_PROVISIONAL")]
+        self.flows.push(Flow { slot, local, remote, len: e.n as u32 });
+        Ok(true)
     }
 }
 
 /// What pass 1 counts per family.
-#[derive(Default)]
-struct Sums {
-    /// Flows.
-    count: [usize; 2],
-    /// Their entries' bytes that depend on no layout: [`fixed_len`].
-    fixed: [usize; 2],
-    /// Flows whose remote is written as a dictionary index.
-    indexed: [usize; 2],
+struct Counts {
+    flows: [usize; 2],
+    /// Remotes two flows or more share.
+    shared: [usize; 2],
 }
 
-/// Pass 1 (see the module docs): the dictionaries of every flow of `table` into `d`, each
-/// flow's slot into `slots` and its (local index, remote id) into `d.idx`, in save order.
-/// `None` if a flow cannot be written exactly (its local address did not fit the dictionary)
-/// or the lists hold more flows than the table counts (never): the general path decides.
-///
-/// Unlike [`Dicts::build`], each flow's second id is its remote's position in `d.remotes`
-/// (its dictionary index is that entry's third field, or NONE for a literal).
+/// Pass 1 (see the module docs): for every flow of `table` in save order, its ids (the
+/// dictionaries and the remotes' counts into `d`), its provisional entry and its record into
+/// `k`. Returns per family the flows and the remotes two flows or more share; `None` if a flow
+/// cannot be written exactly (its local address did not fit the dictionary), or the port is
+/// larger than this path takes, or the lists hold more flows than the table counts (never):
+/// the general path decides.
 ///
 /// # Errors
 /// [`Error::OutOfMemory`].
 fn build_live(
     d: &mut Dicts,
-    slots: &mut alloc::vec::Vec<u32>,
+    k: &mut Kept,
     table: &FlowTable,
     now: Tick,
     rules_version: u32,
     seed: u64,
-) -> Result<Option<Sums>, Error> {
+) -> Result<Option<Counts>, Error> {
     d.clear();
-    slots.clear();
     let n = table.len();
-    slots.try_reserve(n)?;
-    d.idx.try_reserve(n)?;
-    let mut sums = Sums::default();
-    // A family's remote index is sized (and its list reserved) by its first flow: a port of
-    // one family holds nothing for the other.
-    let mut ready = [false; 2];
-    let mut last_local: Option<(IpFamily, [u8; 16], u32)> = None;
-    let Dicts { addrs, idx, local_index, remotes, remote_index, .. } = d;
+    if n > MAX_INDEXED {
+        return Ok(None);
+    }
+    k.used = [0; 2];
+    let Dicts { addrs: [dict4, dict6], local_index: [li4, li6], remotes: [rems4, rems6], .. } =
+        d;
+    let Kept {
+        entries: [entries4, entries6],
+        used: [used4, used6],
+        flows: [flows4, flows6],
+        index: [index4, index6],
+    } = k;
+    let family = |dict, local_index, remotes, index, flows, entries, used| Family {
+        dict,
+        local_index,
+        remotes,
+        index,
+        flows,
+        entries,
+        used,
+        ready: false,
+        last_local: None,
+        shared: 0,
+    };
+    let mut v4 = family(dict4, li4, rems4, index4, flows4, entries4, used4);
+    let mut v6 = family(dict6, li6, rems6, index6, flows6, entries6, used6);
     for class in TimeoutClass::ALL {
         for (slot, key, record) in table.iter_lru_slots(class) {
-            // Reserved for `n`: a push past the capacity (more flows on the lists than the
-            // table counts) would allocate infallibly.
-            if slots.len() >= n || slots.len() == slots.capacity() || idx.len() == idx.capacity() {
-                return Ok(None);
-            }
-            let fam = key.family;
-            let rems = pick(remotes, fam);
-            let ri = pick(remote_index, fam);
-            let started = pick(&mut ready, fam);
-            if !*started {
-                rems.try_reserve(n)?;
-                ri.reset(n, seed)?;
-                *started = true;
-            }
-            let a = key.local_addr;
-            let local = match last_local {
-                Some((lf, la, i)) if lf == fam && la == a => i,
-                _ => {
-                    let i = local_id(pick(addrs, fam), pick(local_index, fam), a)?;
-                    last_local = Some((fam, a, i));
-                    i
-                }
-            };
-            if local == NONE {
-                return Ok(None);
-            }
-            let r = key.remote_addr;
-            let next = u32::try_from(rems.len()).unwrap_or(NONE);
-            let (rid, new) = ri.find_or_insert(&r, next, |j| rems.get(j as usize).map(|x| x.0));
-            if new {
-                if rems.len() == rems.capacity() {
-                    return Ok(None);
-                }
-                rems.push((r, 1, NONE));
-            } else if let Some(x) = rems.get_mut(rid as usize) {
-                x.1 = x.1.saturating_add(1);
-            }
             let live = LiveFlow { key, record, now };
-            *pick(&mut sums.fixed, fam) += fixed_len(&live, rules_version);
-            *pick(&mut sums.count, fam) += 1;
-            slots.push(slot);
-            idx.push((local, rid));
+            let added = match key.family {
+                IpFamily::V4 => v4.add(slot, &live, n, rules_version, seed)?,
+                IpFamily::V6 => v6.add(slot, &live, n, rules_version, seed)?,
+            };
+            if !added {
+                return Ok(None);
+            }
         }
     }
-    let locals = [d.addrs[0].len(), d.addrs[1].len()];
-    sums.indexed = d.adopt_shared_remotes()?;
-    d.set_layouts(locals);
-    Ok(Some(sums))
+    let count = |f: &Family<'_>| if f.ready { f.flows.len() } else { 0 };
+    Ok(Some(Counts { flows: [count(&v4), count(&v6)], shared: [v4.shared, v6.shared] }))
 }
 
 /// Plans the save of a live port's `table` if every flow fits exactly within `room` bytes
@@ -196,40 +374,42 @@ pub(super) fn plan_live(
     if table.len().saturating_mul(MIN_ENTRY_LEN).saturating_add(carried_bytes) > room {
         return Ok(None);
     }
-    let Some(sums) = build_live(&mut w.all, &mut w.slots, table, now, rules_version, w.seed)?
+    let Some(Counts { flows: counts, shared }) =
+        build_live(&mut w.all, &mut w.live, table, now, rules_version, w.seed)?
     else {
         return Ok(None);
     };
-    // Each flow's entry is its fixed bytes, its local index and its remote: a literal, or an
-    // index for the `indexed` flows whose remote is in the dictionary (what `entry_len` sums
-    // flow by flow on the general path).
+    let locals = [w.all.addrs[0].len(), w.all.addrs[1].len()];
+    // No remote shared (every peer its own: no pass over the remotes).
+    let indexed = if shared == [0, 0] { [0, 0] } else { w.all.adopt_shared_remotes()? };
+    w.all.set_layouts(locals);
+    // Each entry is its provisional form with a local index of the layout's width, and an
+    // index in place of the literal address for the `indexed` flows whose remote is shared.
     let mut base = [0usize; 2];
-    for (f, family) in [IpFamily::V4, IpFamily::V6].into_iter().enumerate() {
-        let (Some(b), Some(lay), Some(&count), Some(&fixed), Some(&indexed)) = (
-            base.get_mut(f),
-            w.all.lays.get(f),
-            sums.count.get(f),
-            sums.fixed.get(f),
-            sums.indexed.get(f),
-        ) else {
+    for (f, (family, b)) in [IpFamily::V4, IpFamily::V6].into_iter().zip(&mut base).enumerate()
+    {
+        let (Some(lay), Some(&count), Some(&used), Some(&shared)) =
+            (w.all.lays.get(f), counts.get(f), w.live.used.get(f), indexed.get(f))
+        else {
             continue;
         };
-        let alen = addr_len(family);
-        *b =
-            (fixed + count * (lay.lw + alen)).saturating_sub(indexed * alen.saturating_sub(lay.rw));
+        let alen = super::addr_len(family);
+        *b = (used + count * lay.lw).saturating_sub(shared * alen.saturating_sub(lay.rw));
     }
     let without = w.all.bytes() + carried_bytes + base[0] + base[1];
     if without > room {
         return Ok(None);
     }
-    let n = sums.count[0] + sums.count[1];
+    let n = counts[0] + counts[1];
     let (mut entries, mut counters) = (base, false);
     // Per-flow counters take 4 bytes at least (four varints): often that alone decides.
     if without + 4 * n <= room {
         let mut extra = [0usize; 2];
-        for &slot in &w.slots {
-            if let Some((key, record)) = table.slot_flow(slot) {
-                *pick(&mut extra, key.family) += counters_len(&LiveFlow { key, record, now });
+        for (list, x) in w.live.flows.iter().zip(&mut extra).zip(counts) .map(|((l, x), c)| (l.get(..c).unwrap_or(&[]), x)) {
+            for flow in list {
+                if let Some((key, record)) = table.slot_flow(flow.slot) {
+                    *x += counters_len(&LiveFlow { key, record, now });
+                }
             }
         }
         if without + extra[0] + extra[1] <= room {
@@ -248,37 +428,73 @@ pub(super) fn plan_live(
         counters,
         entries,
     };
-    Ok(Some((plan, sums.count)))
+    Ok(Some((plan, counts)))
 }
 
-/// Pass 2 (see the module docs): writes the entries of `family`'s flows, in save order, from
-/// the slots [`plan_live`] recorded in `w`.
+/// Pass 2 (see the module docs): appends to `out` the entries of `family`'s `count` flows
+/// (`len` bytes, the plan's), in save order, from what [`plan_live`] kept in `w`. `out` has
+/// the room (the blob's length was reserved).
+#[allow(clippy::too_many_arguments, reason = "the entries' place and what they are made of")]
 pub(super) fn write_live(
-    e: &mut Entry<'_>,
+    out: &mut Vec<u8>,
     table: &FlowTable,
     now: Tick,
     w: &Work,
     family: IpFamily,
-    rules_version: u32,
+    count: usize,
+    len: usize,
     counters: bool,
 ) {
-    let d = &w.all;
-    let f = family_slot(family);
-    let (Some(lay), Some(rems)) = (d.lays.get(f), d.remotes.get(f)) else { return };
-    for (&slot, &(local, rid)) in w.slots.iter().zip(d.idx.iter()) {
-        let Some((key, record)) = table.slot_flow(slot) else { continue };
-        if key.family != family {
-            continue;
-        }
-        let remote = rems.get(rid as usize).map_or(NONE, |x| x.2);
-        write_compact(
-            e,
-            &LiveFlow { key, record, now },
-            (local, remote, lay),
-            rules_version,
-            counters,
-        );
+    let fam = super::family_slot(family);
+    let (Some(lay), Some(dict), Some(rems), Some(flows), Some(provisional)) = (
+        w.all.lays.get(fam),
+        w.all.addrs.get(fam),
+        w.all.remotes.get(fam),
+        w.live.flows.get(fam).and_then(|v| v.get(..count)),
+        w.live.entries.get(fam).and_then(|b| w.live.used.get(fam).and_then(|&u| b.get(..u))),
+    ) else {
+        return;
+    };
+    // One VM address (an index of width 0) and a dictionary of it alone (no remote shared):
+    // every provisional entry is final.
+    if lay.lw == 0 && dict.len() <= 1 && !counters && provisional.len() == len {
+        out.extend_from_slice(provisional);
+        return;
     }
+    let start = out.len();
+    out.resize(start + len, 0);
+    let mut e = Entry { b: out.get_mut(start..).unwrap_or(&mut []), n: 0 };
+    let alen = super::addr_len(family);
+    let mut at = 0usize;
+    for flow in flows {
+        let flow_len = flow.len as usize;
+        let Some(p) = provisional.get(at..at + flow_len) else { return };
+        at += flow_len;
+        let (Some(&tag), Some(proto)) = (p.first(), p.get(1).copied()) else { return };
+        let head = if tag & compact::KIND_MASK == compact::KIND_ACTIVE_OTHER { 2 } else { 1 };
+        let remote = rems.get(flow.remote as usize).map_or(NONE, |x| x.2);
+        if remote == NONE {
+            e.u8(tag);
+        } else {
+            e.u8(tag & !compact::REMOTE_LITERAL);
+        }
+        if head == 2 {
+            e.u8(proto);
+        }
+        e.index(flow.local, lay.lw);
+        if remote == NONE {
+            e.bytes(p.get(head..head + alen).unwrap_or(&[]));
+        } else {
+            e.index(remote, lay.rw);
+        }
+        e.bytes(p.get(head + alen..).unwrap_or(&[]));
+        if counters && let Some((key, record)) = table.slot_flow(flow.slot) {
+            for v in (LiveFlow { key, record, now }).counters() {
+                e.varint(v);
+            }
+        }
+    }
+    debug_assert_eq!(e.n, len, "the entries' planned length");
 }
 
 #[cfg(test)]
@@ -428,14 +644,22 @@ mod tests {
         #[test]
         fn the_save_from_the_table_writes_what_the_save_through_records_writes(
             ports in prop::collection::vec(
-                (prop::collection::vec(raw_flow(), 0..500), 1u16..400,
-                 prop::collection::vec(any::<usize>(), 0..50), 0usize..4),
+                (prop::collection::vec(raw_flow(), 0..500), prop_oneof![Just(1u16), 1u16..400],
+                 prop::collection::vec(any::<usize>(), 0..50), 0usize..4, any::<bool>()),
                 1..4,
             ),
         ) {
             let (mut direct, mut general) = (Work::default(), Work::default());
-            for (raw, locals, touch, c) in &ports {
-                let p = live_port(raw, *locals, touch);
+            for (raw, locals, touch, c, distinct) in &ports {
+                let mut raw = raw.clone();
+                if *distinct {
+                    // Every remote its own (the provisional entries are the entries when
+                    // the VM has one address too).
+                    for (j, f) in raw.iter_mut().enumerate() {
+                        f.4 = u16::try_from(j).unwrap_or(0);
+                    }
+                }
+                let p = live_port(&raw, *locals, touch);
                 let cap = [2_500, 9_000, 30_000, codec::DEFAULT_CAP][*c];
                 let a = save(&p, cap, &mut direct, true);
                 let b = save(&p, cap, &mut general, false);
