@@ -1994,15 +1994,35 @@ fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
     w.bytes(&super::rule::rule_to_bytes(r));
 }
 
+/// Longest compact entry: tag, protocol, a 2-byte local index, a literal IPv6 remote, both
+/// ports, a rule-version delta (5 bytes for 32 bits), the two age varints and the four
+/// counters (10 bytes each for 64 bits).
+pub(super) const MAX_ENTRY: usize = 1 + 1 + 2 + 16 + 4 + 5 + 2 * 10 + 4 * 10;
+
 /// Writes `s`'s compact entry at `e`'s position.
 #[inline]
 fn write_compact(
     e: &mut Entry<'_>,
     s: &impl EntryFlow,
-    (local, remote, lay): (u32, u32, &Layout),
+    ids: (u32, u32, &Layout),
     rules_version: u32,
     counters: bool,
 ) {
+    let mut b = [0u8; MAX_ENTRY];
+    let n = compact_entry(&mut b, s, ids, rules_version, counters);
+    e.bytes(b.get(..n).unwrap_or(&[]));
+}
+
+/// Writes `s`'s compact entry at the start of `b`; returns its length. The one definition of
+/// an entry's bytes (the at-cap save writes its entries with it straight into its buffer).
+#[inline]
+fn compact_entry(
+    b: &mut [u8; MAX_ENTRY],
+    s: &impl EntryFlow,
+    (local, remote, lay): (u32, u32, &Layout),
+    rules_version: u32,
+    counters: bool,
+) -> usize {
     let key = s.key();
     let kind = match s.state() {
         FlowState::Active if key.protocol == protocol::UDP => compact::KIND_ACTIVE_UDP,
@@ -2020,6 +2040,8 @@ fn write_compact(
         | (adm << compact::ADMISSION_SHIFT)
         | ((s.fin_seen() & 0b11) << compact::FIN_SHIFT)
         | if literal { compact::REMOTE_LITERAL } else { 0 };
+    // A local cursor (in a register), one check per write.
+    let mut e = Entry { b, n: 0 };
     e.u8(tag);
     if kind == compact::KIND_ACTIVE_OTHER {
         e.u8(key.protocol);
@@ -2034,8 +2056,9 @@ fn write_compact(
     } else {
         e.index(remote, lay.rw);
     }
-    e.bytes(&key.local_port.to_le_bytes());
-    e.bytes(&key.remote_port.to_le_bytes());
+    let [l0, l1] = key.local_port.to_le_bytes();
+    let [r0, r1] = key.remote_port.to_le_bytes();
+    e.bytes(&[l0, l1, r0, r1]);
     if let Some(d) = delta {
         e.varint(u64::from(d));
     }
@@ -2047,6 +2070,7 @@ fn write_compact(
             e.varint(v);
         }
     }
+    e.n
 }
 
 /// The compact entries of one record being written in place.

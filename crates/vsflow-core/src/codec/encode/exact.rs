@@ -36,8 +36,8 @@ use core::hash::BuildHasher;
 use foldhash::fast::FixedState;
 
 use super::{
-    Carried, Dicts, Entry, EntryFlow, Layout, MIN_ENTRY_LEN, NONE, Plan, Work, counters_len,
-    local_id, write_compact,
+    Carried, Dicts, Entry, EntryFlow, Layout, MAX_ENTRY, MIN_ENTRY_LEN, NONE, Plan, Work,
+    compact_entry, counters_len, local_id,
 };
 use crate::codec::format::compact;
 use crate::codec::{SavedFlow, rice};
@@ -81,10 +81,6 @@ impl EntryFlow for LiveFlow<'_> {
         SavedFlow::ages(self.record, self.now)
     }
 }
-
-/// Longest provisional entry: tag, protocol, a literal IPv6 remote, ports, a rule-version
-/// delta (5 bytes for 32 bits) and two age varints (10 bytes each for 64 bits).
-const MAX_PROVISIONAL: usize = 1 + 1 + 16 + 4 + 5 + 10 + 10;
 
 /// The layout of a provisional entry: no local index, every remote literal.
 const PROVISIONAL: Layout = Layout { lw: 0, rw: 1 };
@@ -285,17 +281,18 @@ impl Family<'_> {
         }
         // The provisional entry, in place: room for the longest first.
         let at = *self.used;
-        if self.entries.len() < at + MAX_PROVISIONAL {
-            let grow = self.entries.len().max(n.saturating_mul(16)).max(MAX_PROVISIONAL);
+        if self.entries.len() < at + MAX_ENTRY {
+            let grow = self.entries.len().max(n.saturating_mul(16)).max(MAX_ENTRY);
             self.entries.try_reserve_exact(grow)?;
             self.entries.resize(self.entries.len() + grow, 0);
         }
-        let Some(room) = self.entries.get_mut(at..) else { return Ok(false) };
-        let mut e = Entry { b: room, n: 0 };
-        write_compact(&mut e, live, (0, NONE, &PROVISIONAL), rules_version, false);
-        *self.used = at + e.n;
+        let Some(room) = self.entries.get_mut(at..).and_then(|b| b.first_chunk_mut()) else {
+            return Ok(false);
+        };
+        let len = compact_entry(room, live, (0, NONE, &PROVISIONAL), rules_version, false);
+        *self.used = at + len;
         #[allow(clippy::cast_possible_truncation, reason = "a bit below 2^20; an entry's length")]
-        self.flows.push(Flow { slot, local, remote: bit as u32, len: e.n as u32 });
+        self.flows.push(Flow { slot, local, remote: bit as u32, len: len as u32 });
         Ok(true)
     }
 }
