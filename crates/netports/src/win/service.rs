@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Error;
+use crate::stop_watch::{Seen, StopPoll, Wake};
 
 /// The pid of service `name` when it runs (`None`: unknown, stopped, or not readable).
 #[must_use]
@@ -234,8 +235,14 @@ const fn is_stopping(state: u32) -> bool {
     state == SERVICE_STOPPED || state == SERVICE_STOP_PENDING
 }
 
-fn state_text(state: u32) -> String {
-    if state == SERVICE_STOPPED { "stopped".into() } else { "stopping".into() }
+/// A state read as the watch's decision sees it.
+fn seen(state: Option<u32>) -> Seen {
+    match state {
+        None => Seen::Deleted,
+        Some(SERVICE_STOPPED) => Seen::Stopped,
+        Some(SERVICE_STOP_PENDING) => Seen::StopPending,
+        Some(_) => Seen::Other,
+    }
 }
 
 /// The notifier thread: asks for the stop notification and sets `notified` when it comes;
@@ -289,6 +296,7 @@ fn notifier(name: &str, events: &Events) {
 /// The watcher thread: `Some(why)` when the service stopped, `None` when the watch ended.
 fn watcher(name: &str, events: &Events) -> Option<String> {
     let handles = [events.end as HANDLE, events.notified as HANDLE];
+    let mut poll = StopPoll::default();
     loop {
         // SAFETY: two event handles alive while `events` is.
         let w = unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, POLL_MS) };
@@ -297,13 +305,9 @@ fn watcher(name: &str, events: &Events) -> Option<String> {
         }
         // Notified, or a second passed: the state decides (a notification may come late, be
         // lost, or report an error).
-        match state(name) {
-            Ok(Some(s)) if is_stopping(s) => return Some(state_text(s)),
-            Ok(None) => return Some("deleted".into()),
-            Ok(Some(_)) if w == WAIT_OBJECT_0 + 1 => {
-                return Some("the stop notification failed".into());
-            }
-            _ => {}
+        let wake = if w == WAIT_OBJECT_0 + 1 { Wake::Notified } else { Wake::Poll };
+        if let Some(why) = poll.look(wake, state(name).map(seen)) {
+            return Some(why);
         }
     }
 }
