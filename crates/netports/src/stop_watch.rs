@@ -57,3 +57,61 @@ impl StopPoll {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Seen, StopPoll, Wake};
+    use crate::error::{Error, win32};
+
+    fn unreadable() -> Result<Seen, Error> {
+        Err(Error::from_win32(win32::ACCESS_DENIED, "QueryServiceStatus"))
+    }
+
+    /// A watch that cannot read the service's state is a watch that cannot watch: its doc
+    /// promises a stop report, not a silent retry for ever (session 3's wineflake finding).
+    #[test]
+    fn a_state_that_stays_unreadable_is_reported_as_a_stop_within_three_polls() {
+        let mut poll = StopPoll::default();
+        let reported = (1..=10).find_map(|n| poll.look(Wake::Poll, unreadable()).map(|w| (n, w)));
+        let Some((n, why)) = reported else {
+            panic!("10 polls of an unreadable state, never reported")
+        };
+        assert_eq!(n, 3, "reported after {n} unreadable polls: {why}");
+        assert!(why.contains("could not be read"), "{why}");
+    }
+
+    /// The notification said the service stopped (or failed): a state that cannot be read
+    /// then is no reason to wait; and the notified event stays set, so waiting would spin.
+    #[test]
+    fn a_notification_whose_state_cannot_be_read_is_reported_at_once() {
+        let mut poll = StopPoll::default();
+        assert!(poll.look(Wake::Notified, unreadable()).is_some());
+    }
+
+    /// One failed read (Wine has returned `ERROR_INVALID_HANDLE` to two threads opening the
+    /// manager at once) is not a stop; a good read starts the count again.
+    #[test]
+    fn failed_reads_between_good_ones_are_not_a_stop() {
+        let mut poll = StopPoll::default();
+        for _ in 0..10 {
+            assert_eq!(poll.look(Wake::Poll, unreadable()), None);
+            assert_eq!(poll.look(Wake::Poll, unreadable()), None);
+            assert_eq!(poll.look(Wake::Poll, Ok(Seen::Other)), None);
+        }
+    }
+
+    #[test]
+    fn a_stop_is_reported_with_its_state() {
+        for (seen, text) in [
+            (Seen::Stopped, "stopped"),
+            (Seen::StopPending, "stopping"),
+            (Seen::Deleted, "deleted"),
+        ] {
+            for wake in [Wake::Poll, Wake::Notified] {
+                assert_eq!(StopPoll::default().look(wake, Ok(seen)).as_deref(), Some(text));
+            }
+        }
+        assert_eq!(StopPoll::default().look(Wake::Poll, Ok(Seen::Other)), None);
+        assert!(StopPoll::default().look(Wake::Notified, Ok(Seen::Other)).is_some());
+    }
+}
