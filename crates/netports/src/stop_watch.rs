@@ -5,6 +5,15 @@
 //! whether to report a stop. The decision is platform-independent so that it is tested here,
 //! on Linux, with the failures Windows and Wine do not produce on demand; the watch runs this
 //! same code.
+//!
+//! **A watch that cannot watch reports a stop** (what `StopWatch::start` promises): a state
+//! that cannot be read [`MAX_FAILED_READS`] polls in a row (about three seconds, each read
+//! itself retrying Wine's transient `ERROR_INVALID_HANDLE`) is reported, and so is a
+//! notification whose state cannot be read (the notification says the service stopped or the
+//! request failed; waiting would only spin, its event staying set). One failed read between
+//! good ones is not a stop: a read can fail once (Wine has failed two threads opening the
+//! manager at once), and a false report ends the caller's watch, which is safe (its WFP
+//! objects go, nothing opens) but needless. A good read starts the count again.
 
 use crate::error::Error;
 
@@ -29,31 +38,53 @@ pub enum Wake {
     Notified,
     /// The poll interval passed.
     Poll,
+    /// The wait itself failed (`WAIT_FAILED`, with `GetLastError`'s code): it would fail at
+    /// once again, so the watch could only spin; it reports a stop instead.
+    WaitFailed(u32),
 }
+
+/// Polls in a row whose state cannot be read before the watch reports a stop (see the
+/// module docs).
+pub const MAX_FAILED_READS: u32 = 3;
 
 /// The watch's decisions, one [`StopPoll::look`] per wake.
 #[derive(Debug, Default)]
 pub struct StopPoll {
-    _private: (),
+    /// Polls in a row whose state could not be read.
+    failed_reads: u32,
 }
 
 impl StopPoll {
     /// What one look concludes: `Some(why)` to report a stop (the watch ends), `None` to go on
     /// watching.
     pub fn look(&mut self, wake: Wake, seen: Result<Seen, Error>) -> Option<String> {
-        match seen {
-            Ok(Seen::Stopped) => Some("stopped".into()),
-            Ok(Seen::StopPending) => Some("stopping".into()),
-            Ok(Seen::Deleted) => Some("deleted".into()),
-            Ok(Seen::Other) if wake == Wake::Notified => {
-                Some("the stop notification failed".into())
+        if let Wake::WaitFailed(code) = wake {
+            return Some(format!("the watch's wait failed (error {code}), it cannot watch"));
+        }
+        let seen = match seen {
+            Ok(seen) => {
+                self.failed_reads = 0;
+                seen
             }
-            Ok(Seen::Other) => None,
-            // Not readable this time: the next look asks again.
+            Err(e) if wake == Wake::Notified => {
+                return Some(format!("notified, and its state could not be read: {e}"));
+            }
             Err(e) => {
-                drop(e);
-                None
+                self.failed_reads = self.failed_reads.saturating_add(1);
+                return (self.failed_reads >= MAX_FAILED_READS).then(|| {
+                    format!(
+                        "its state could not be read {} times in a row, the watch cannot watch: {e}",
+                        self.failed_reads
+                    )
+                });
             }
+        };
+        match seen {
+            Seen::Stopped => Some("stopped".into()),
+            Seen::StopPending => Some("stopping".into()),
+            Seen::Deleted => Some("deleted".into()),
+            Seen::Other if wake == Wake::Notified => Some("the stop notification failed".into()),
+            Seen::Other => None,
         }
     }
 }
@@ -86,6 +117,13 @@ mod tests {
     fn a_notification_whose_state_cannot_be_read_is_reported_at_once() {
         let mut poll = StopPoll::default();
         assert!(poll.look(Wake::Notified, unreadable()).is_some());
+    }
+
+    /// A wait that fails returns at once every time: the watch reports instead of spinning.
+    #[test]
+    fn a_failed_wait_is_reported_at_once() {
+        let why = StopPoll::default().look(Wake::WaitFailed(6), Ok(Seen::Other));
+        assert!(why.is_some_and(|w| w.contains("wait failed")));
     }
 
     /// One failed read (Wine has returned `ERROR_INVALID_HANDLE` to two threads opening the
