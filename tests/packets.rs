@@ -733,3 +733,41 @@ fn only_a_rule_admitting_everything_admits_a_fragment_whose_headers_may_be_rewri
     assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &own), PacketFate::Delivered, "the VM's own");
     finish(&mut h);
 }
+
+/// A TCP header (20 bytes) from `sport` to `dport` with `flags`.
+fn tcp_header(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t
+}
+
+/// Review s4, R4-1 for TCP: the first fragment's TCP header lies past the 128 bytes vsflow
+/// reads for flags (unreadable flags: judged by the rules as a new connection, which a rule for
+/// port 80 admits); its last fragment at byte 192 rewrites the header to a SYN to port 3389 (no
+/// rule). In a guest that keeps later bytes the SYN reaches a port no rule admits (the VM's
+/// SYN-ACK opens only a half-open flow the rules judge, so the handshake does not complete:
+/// a port scan through the firewall). Failed on main (2012f64: the later fragment passed
+/// unjudged); since the fix the first fragment is [`vsflow_core::Headers::Unknown`] and blocked,
+/// and the later one too.
+#[test]
+fn an_ipv6_later_fragment_over_a_deep_tcp_header_is_judged() {
+    let (mut h, sw) = one_port();
+    let web = vsflow_core::policy::AllowRule {
+        protocol: Some(protocol::TCP),
+        local_ports: vsflow_core::policy::PortRange::single(80),
+        remote: vsflow_core::policy::Prefix::Any,
+    };
+    assert_eq!(h.replace_rules_everywhere(&[web]), 1);
+    let peer = remote_addr(IpFamily::V6, 43, false);
+    let first = v6_first_fragment(peer, 192, protocol::TCP, &tcp_header(40_003, 80, tcp::SYN));
+    let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+    let later = v6_later_fragment(peer, protocol::TCP, 192, &tcp_header(40_003, 3389, tcp::SYN));
+    let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+    assert!(
+        first_fate != PacketFate::Delivered || later_fate != PacketFate::Delivered,
+        "a SYN to 80 rewritten to 3389 by a later fragment passed"
+    );
+    finish(&mut h);
+}
