@@ -673,16 +673,8 @@ fn an_ipv6_later_fragment_naming_any_protocol_over_the_judged_headers_is_judged(
     assert_eq!(h.replace_rules_everywhere(&[udp_rule(53), every_tcp_port]), 1);
     let peer = remote_addr(IpFamily::V6, 42, false);
     // The VM's own GRE packet to the peer (a tunnel): its return traffic is admitted.
-    let gre = SimPacket::new(
-        IpFamily::V6,
-        47,
-        traffic::vm_addr(IpFamily::V6, PORT),
-        0,
-        peer,
-        0,
-        0,
-        24,
-    );
+    let gre =
+        SimPacket::new(IpFamily::V6, 47, traffic::vm_addr(IpFamily::V6, PORT), 0, peer, 0, 0, 24);
     assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &gre), PacketFate::Delivered);
     let first = v6_first_fragment(peer, 8, protocol::UDP, &udp_header(40_002, 53));
     assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &first), PacketFate::Delivered, "control");

@@ -17,7 +17,11 @@
 //! so ([`is_non_first_fragment`]: fragment offset not 0); otherwise it is judged without ports
 //! ([`vsflow_core::Headers::NoPorts`]). A TCP (or IPv6 UDP) later fragment that starts within
 //! the bytes vsflow reads ([`may_overlap_headers`]) may rewrite the headers its first fragment
-//! was judged by (RFC 1858 3.3): it is judged without ports too. See `classify.rs`.
+//! was judged by (RFC 1858 3.3): it is judged without ports too. And a fragment whose protocol
+//! and ports fragments vsflow does not judge may rewrite ([`headers_rewritable`]: a first
+//! fragment whose headers lie past the bound later fragments are judged within, an IPv6 later
+//! fragment within it whatever protocol it names) is [`vsflow_core::Headers::Unknown`]. See
+//! `classify.rs`.
 
 /// Bytes of a packet's start that classify asks for: IPv6 (40), a few extension headers, and
 /// the first 14 bytes of TCP. Also covers a maximal IPv4 header (60), an AH, plus 14.
@@ -243,9 +247,10 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
     offset < IP_PREFIX && ip.get(9) != Some(&17)
 }
 
-/// True if fragments vsflow does not judge may rewrite what `ip`'s protocol and ports rest on:
-/// neither can be relied on ([`vsflow_core::Headers::Unknown`]). `ip` is the packet's start as
-/// read: [`IP_PREFIX`] bytes of IPv4, [`vsflow_core::icmp::READ_LEN`] of IPv6.
+/// True if fragments vsflow does not judge may rewrite what `ip`'s protocol and ports rest on.
+///
+/// Then neither can be relied on ([`vsflow_core::Headers::Unknown`]). `ip` is the packet's
+/// start as read: [`IP_PREFIX`] bytes of IPv4, [`vsflow_core::icmp::READ_LEN`] of IPv6.
 ///
 /// Later fragments are judged only when they start within the bound of [`may_overlap_headers`]
 /// (IPv4: [`IP_PREFIX`] bytes of the fragmentable part; IPv6: `READ_LEN`); past it they pass on
@@ -278,8 +283,7 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
 pub fn headers_rewritable(ip: &[u8]) -> bool {
     // Every packet: IPv4 without options, not a fragment (no MF, offset 0), not an AH.
     if let [0x45, _, _, _, _, _, f0, f1, _, protocol, ..] = *ip
-        && f0 & 0x3f == 0
-        && f1 == 0
+        && u16::from_be_bytes([f0, f1]).trailing_zeros() >= 14 // MF and the offset are 0
         && protocol != AUTHENTICATION
     {
         return false;

@@ -245,7 +245,9 @@ impl RuleSet {
     #[must_use]
     pub fn admits_everything(&self, family: IpFamily, remote: &[u8; 16]) -> bool {
         self.rules.iter().any(|r| {
-            r.protocol.is_none() && r.local_ports == PortRange::ANY && r.remote.contains(family, remote)
+            r.protocol.is_none()
+                && r.local_ports == PortRange::ANY
+                && r.remote.contains(family, remote)
         })
     }
 }
