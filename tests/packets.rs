@@ -607,7 +607,7 @@ fn udp_rule(port: u16) -> vsflow_core::policy::AllowRule {
 /// "every header vsflow reads in a first fragment lies" there. But the ports a first fragment
 /// is judged by are WFP's (`FWPS_FIELD_*_IP_LOCAL_PORT`), read wherever the upper-layer header
 /// lies: destination options after the Fragment header (RFC 8200 4.1) move it as far as the
-/// sender likes (a PadN of up to 2 KB). Here the peer's first fragment carries a UDP header
+/// sender likes (a `PadN` of up to 2 KB). Here the peer's first fragment carries a UDP header
 /// to port 53 (a rule admits it) after 192 bytes of destination options; its last fragment,
 /// at byte 192 and naming UDP, carries a UDP header to port 161 (no rule). In a guest that
 /// keeps later bytes (WINDOWS-VERIFICATION 62) the datagram reassembles to port 161, and the
