@@ -232,7 +232,9 @@ fn a_save_past_the_budget_is_reported_by_the_counters_ioctl_and_etw() {
     h.load_driver_from_registry().expect("loads");
     let sw = h.create_switch("save-unkept", &[]);
     vm_port(&mut h, sw, 11, "vm", 1, false);
-    // As above: the table fits the 1 MB budget, the save's working memory would pass it.
+    // As above: the tables fit the 1 MB budget, the save's working memory would pass it.
+    vm_port(&mut h, sw, 12, "other", 2, false);
+    let _ = open_connections(&mut h, sw, 12, 2_500);
     let _ = open_connections(&mut h, sw, 11, 4_000);
     let _ = h.save(sw, 11);
     assert_eq!(h.driver().flow_budget().saves_unkept(), 1, "the save's memory was not kept");
