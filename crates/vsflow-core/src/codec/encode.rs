@@ -424,12 +424,7 @@ impl AddrIndex {
     /// [`Error::OutOfMemory`].
     fn reset(&mut self, n: usize, seed: u64) -> Result<(), Error> {
         let want = n.saturating_mul(2).next_power_of_two().max(16);
-        if self.slots.len() < want {
-            self.slots.clear();
-            self.slots.try_reserve_exact(want)?;
-            self.slots.resize(want, AddrSlot::default());
-            self.generation = 0;
-        }
+        self.size_for(n)?;
         self.generation = self.generation.wrapping_add(1);
         if self.generation == 0 {
             // Wrapped: every stamp could look current; clear them once.
@@ -473,6 +468,22 @@ impl AddrIndex {
 
     fn heap_bytes(&self) -> usize {
         self.slots.capacity() * core::mem::size_of::<AddrSlot>()
+    }
+
+    /// Sizes the slots for builds of up to `n` addresses ([`AddrIndex::reset`] then
+    /// allocates nothing).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn size_for(&mut self, n: usize) -> Result<(), Error> {
+        let want = n.saturating_mul(2).next_power_of_two().max(16);
+        if self.slots.len() < want {
+            self.slots.clear();
+            self.slots.try_reserve_exact(want)?;
+            self.slots.resize(want, AddrSlot::default());
+            self.generation = 0;
+        }
+        Ok(())
     }
 }
 
@@ -1022,9 +1033,136 @@ struct FpCache {
     salt: Option<[u64; 2]>,
     /// Per slot: the key its value was computed for, and the value.
     entries: Vec<Option<(FlowKey, u32)>>,
+    /// The slot the next [`Work::prepare`] looks at first.
+    cursor: u32,
+    /// An IPv6 flow was seen by a preparation: the IPv6 dictionary vectors are sized too.
+    v6: bool,
 }
 
+/// Grows `v`'s capacity to at least `n` (to `n` and an eighth, so that a table growing a
+/// little at a time does not reallocate at every step).
+///
+/// # Errors
+/// [`Error::OutOfMemory`].
+fn grow_to<T>(v: &mut Vec<T>, n: usize) -> Result<(), Error> {
+    if v.capacity() < n {
+        v.try_reserve_exact((n + n / 8).saturating_sub(v.len()))?;
+    }
+    Ok(())
+}
+
+/// The least an upgrade to an exact record costs past the cap: `plan_upgrades`' `min_upgrade`
+/// with the largest fingerprint saving (`k / 8` for `k <= 31`). A save past the cap writes at
+/// most `cap / MIN_UPGRADE` exact records and ranks at most that many candidates a step.
+const MIN_UPGRADE: usize = 1 + 4 + 4 + 1 + 1 - 3;
+
 impl Work {
+    /// Readies the working memory for the next save of a live port past the cap, away from
+    /// the save (the driver's expiry sweep, once a second: see [`super::Encoder::prepare`]):
+    /// draws the fingerprint salt if none is kept, sizes every vector a save of the port's
+    /// flows uses (so that its save allocates nothing), and computes the fingerprints of up
+    /// to `hash` connections among the next `scan` flows of the table from a cursor (slab
+    /// order), so that a save finds them computed. Returns the fingerprints computed.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] (what was sized before stays).
+    pub(super) fn prepare(
+        &mut self,
+        src: &LivePort<'_>,
+        cap: usize,
+        scan: usize,
+        hash: usize,
+    ) -> Result<usize, Error> {
+        let table = &src.port.table;
+        let n = table.len();
+        let salt = *self.cache.salt.get_or_insert_with(|| src.salt());
+        // Sizes: what `flows`, `plan`, `plan_upgrades` and `sort_values` reserve at a save
+        // of `n` flows past the cap; the exact records' vectors and the first selection step
+        // for as many as any such save writes (`MIN_UPGRADE`). Only a save whose first
+        // selection step leaves room that later steps fill reserves more (their candidates).
+        let m = n.min(cap / MIN_UPGRADE + 1);
+        grow_to(&mut self.flows, n)?;
+        grow_to(&mut self.slots, n)?;
+        grow_to(&mut self.prio, n)?;
+        grow_to(&mut self.take, n)?;
+        // The value sort swaps these two and wants either as large as the other: both sized
+        // to one capacity.
+        if self.by_prio.capacity().min(self.subset.capacity()) < n {
+            let c = (n + n / 8).max(self.by_prio.capacity()).max(self.subset.capacity());
+            for v in [&mut self.by_prio, &mut self.subset] {
+                v.try_reserve_exact(c.saturating_sub(v.len()))?;
+            }
+        }
+        grow_to(&mut self.fps, n)?;
+        grow_to(&mut self.radix, 1 << BUCKET_BITS_MAX)?;
+        grow_to(&mut self.all.idx, n)?;
+        grow_to(&mut self.exact, m)?;
+        grow_to(&mut self.gone, m)?;
+        grow_to(&mut self.order, m.max(MIN_STEP).min(n))?;
+        if self.heap.capacity() < m.max(MIN_STEP).min(n) {
+            self.heap.try_reserve_exact(m.max(MIN_STEP).min(n))?;
+        }
+        grow_to(&mut self.collide, 8)?;
+        grow_to(&mut self.kept.idx, m)?;
+        let families = if self.cache.v6 { 2 } else { 1 };
+        for f in 0..families {
+            // Locals (a VM has few), and for the exact records' the remotes they share.
+            for (d, addrs) in [(&mut self.all, 4), (&mut self.kept, m.max(4))] {
+                if let Some(a) = d.addrs.get_mut(f) {
+                    grow_to(a, addrs)?;
+                }
+                if let Some(t) = d.local_index.get_mut(f)
+                    && t.capacity() < 4
+                {
+                    // Emptied first (each build starts empty): nothing to rehash.
+                    t.clear();
+                    t.try_reserve(4, |_: &u32| 0)?;
+                }
+            }
+            if let Some(c) = self.charged.get_mut(f) {
+                grow_to(c, 4)?;
+            }
+            if let Some(r) = self.kept.remotes.get_mut(f) {
+                grow_to(r, m)?;
+            }
+            if let Some(ri) = self.kept.remote_index.get_mut(f) {
+                ri.size_for(m)?;
+            }
+        }
+        // A build sizes both families' remote index, its smallest even for none.
+        for ri in &mut self.kept.remote_index {
+            ri.size_for(0)?;
+        }
+        // Fingerprints: the kept ones by slot, the key checked (as `plan_upgrades` does).
+        let slot_count = table.slot_count();
+        let entries = &mut self.cache.entries;
+        if entries.len() < slot_count {
+            grow_to(entries, slot_count)?;
+            entries.resize(slot_count, None);
+        }
+        let from = if (self.cache.cursor as usize) < slot_count { self.cache.cursor } else { 0 };
+        let mut next = 0;
+        let mut computed = 0;
+        for (seen, (i, k, r)) in table.iter_from(from).enumerate() {
+            if seen == scan || computed == hash {
+                next = i;
+                break;
+            }
+            self.cache.v6 |= k.family == IpFamily::V6;
+            if r.state != FlowState::Established || r.admission != Admission::Vm {
+                continue;
+            }
+            if let Some(e) = entries.get_mut(i as usize)
+                && !matches!(e, Some((key, _)) if key == k)
+            {
+                *e = Some((*k, crate::fingerprint::fingerprint(salt, k)));
+                computed += 1;
+            }
+        }
+        self.cache.cursor = next;
+        Ok(computed)
+    }
+
     /// Heap bytes held.
     pub(super) fn heap_bytes(&self) -> usize {
         let flow = core::mem::size_of::<SavedFlow>();
@@ -1050,7 +1188,7 @@ impl Work {
 /// Fewest bytes any compact entry takes: tag, remote index (1 byte at least), both ports, the
 /// two age varints. A port whose flows need more than the room even at this size is over the
 /// cap without building its remote dictionary.
-const MIN_ENTRY_LEN: usize = 1 + 1 + 4 + 2;
+pub(super) const MIN_ENTRY_LEN: usize = 1 + 1 + 4 + 2;
 
 /// Bytes the per-flow counters add to `s`'s compact entry.
 fn counters_len(s: &SavedFlow) -> usize {
