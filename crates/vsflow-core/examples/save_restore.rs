@@ -5,8 +5,10 @@
 //! `cold-N` saves with a new encoder each time (a port's first save, or one after the driver
 //! freed its encoder: its memory allocated, every connection's fingerprint computed); `first-N`
 //! the same a minute apart each (another salt each time, as `vsflow-sim bench`'s first saves:
-//! the planner's work depends on the fingerprint values); `save-N` with the port's encoder
-//! kept, as the driver keeps it between saves.
+//! the planner's work depends on the fingerprint values); `prepared-N` the same with the
+//! encoder readied first as the driver's expiry sweep readies it (`Encoder::prepare`; count
+//! the saves alone with `--toggle-collect='*Encoder*encode*'`); `save-N` with the port's
+//! encoder kept, as the driver keeps it between saves.
 //!
 //! ```text
 //! cargo build --release -p vsflow-core --example save_restore
@@ -41,16 +43,22 @@ fn main() {
     let rounds = match what {
         "setup" => 0,
         "save" | "cold" | "restore" => ROUNDS,
-        "first" => 3 * ROUNDS,
+        "first" | "prepared" => 3 * ROUNDS,
         other => panic!("unknown mode {other}"),
     };
     for round in 0..rounds {
         if what == "save" {
             black_box(encoder.encode(black_box(&port), now, &cfg, &mut out).expect("encodes"));
-        } else if what == "cold" || what == "first" {
+        } else if what == "cold" || what == "first" || what == "prepared" {
             // `first`: a minute later each round (the salt is drawn from the save's instant).
-            let at = if what == "first" { now + 610_000_000 * u64::try_from(round).unwrap_or(0) } else { now };
+            let at = if what == "cold" {
+                now
+            } else {
+                now + 610_000_000 * u64::try_from(round).unwrap_or(0)
+            };
             let mut fresh = codec::Encoder::new();
+            // `prepared`: readied first as the driver's sweep does (once a second).
+            while what == "prepared" && fresh.prepare(&port, at, cfg.cap) > 0 {}
             black_box(fresh.encode(black_box(&port), at, &cfg, &mut out).expect("encodes"));
         } else {
             let mut dst = workload::port(n, 64);
