@@ -1149,7 +1149,10 @@ impl Work {
                 break;
             }
             self.cache.v6 |= k.family == IpFamily::V6;
-            if r.state != FlowState::Established || r.admission != Admission::Vm {
+            // The VM's established connections, and every other TCP flow (whose value the
+            // planner checks against the written ones).
+            let est = r.state == FlowState::Established && r.admission == Admission::Vm;
+            if !est && k.protocol != protocol::TCP {
                 continue;
             }
             if let Some(e) = entries.get_mut(i as usize)
@@ -1380,7 +1383,15 @@ fn plan_ranked(
             }
         }
         pool.sort_unstable_by_key(|&(v, p)| (u64::from(v) << 32) | u64::from(p));
-        let collides = pool.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0));
+        // A TCP connection that is not fingerprinted but has a pool value's key would be
+        // picked up by it (see `plan_upgrades`, "Left-out connections"): another salt too.
+        let collides = pool.windows(2).any(|w| matches!(w, [a, b] if a.0 == b.0))
+            || flows.iter().any(|s| {
+                !is_est(s) && s.key.protocol == protocol::TCP && {
+                    let v = crate::fingerprint::fingerprint(salt, &s.key);
+                    pool.binary_search_by_key(&v, |&(x, _)| x).is_ok()
+                }
+            });
         if !collides || !carried.values.is_empty() || attempt + 1 == SALT_TRIES {
             break;
         }
@@ -1733,9 +1744,13 @@ fn plan_upgrades(
     values.clear();
     values.try_reserve(carried.values.len() + n)?;
     values.extend_from_slice(carried.values);
-    // Reserved above: no push grows a vector.
+    // Reserved above: no push grows a vector. A TCP flow that is not one of the VM's
+    // established connections is carried exactly or not at all; its value is computed too
+    // (see "Left-out connections" below), and kept in `vals` beside the others'.
+    let mut left_out_tcp = false;
     for (i, s) in (0u32..).zip(flows) {
-        if is_est(s) {
+        let est = is_est(s);
+        if est || s.key.protocol == protocol::TCP {
             let entry = if cached {
                 slots.get(i as usize).and_then(|&at| cache.entries.get_mut(at as usize))
             } else {
@@ -1751,8 +1766,13 @@ fn plan_upgrades(
                 None => crate::fingerprint::fingerprint(salt, &s.key),
             };
             vals.push(v);
-            take.push(1);
-            values.push(v);
+            if est {
+                take.push(1);
+                values.push(v);
+            } else {
+                take.push(0);
+                left_out_tcp = true;
+            }
         } else {
             vals.push(0);
             take.push(0);
@@ -1855,6 +1875,24 @@ fn plan_upgrades(
                 }
             }
             j = end;
+        }
+    }
+    // Left-out connections (review s4, R4-4). A TCP connection the blob does not fingerprint
+    // (a peer opened it, or it is not established) whose key has the value of a written
+    // fingerprint would be picked up by it on the destination: the VM confirms it (it has
+    // it), so it becomes the VM's (surviving a rule removal the source enforces) and takes
+    // the value of the connection the fingerprint stands for (lost). Such a connection is
+    // made exact first, like colliding ones: it is then carried, as a flow the destination
+    // knows. If the room cannot take it, `plan_ranked` tries further salts.
+    if left_out_tcp {
+        for (i, s) in (0u32..).zip(flows.iter()) {
+            if is_est(s) || s.key.protocol != protocol::TCP || take.get(i as usize) == Some(&2) {
+                continue;
+            }
+            let v = vals.get(i as usize).copied().unwrap_or(0);
+            if values.binary_search(&v).is_ok() && !upgrade(i, &mut left, take) {
+                return Ok(None);
+            }
         }
     }
     // At most `left / min_upgrade` more flows can be upgraded: each step ranks that many of
@@ -2310,6 +2348,13 @@ mod tests {
                 .collect();
             all.sort_unstable();
             proptest::prop_assume!(all.windows(2).all(|w| w[0] != w[1]));
+            // Nor a left-out TCP connection's key with a written value (R4-4: the fast planner
+            // makes it exact, the ranked one tries another salt).
+            proptest::prop_assume!(flows.iter().all(|s| {
+                (s.state == FlowState::Established && s.admission == Admission::Vm)
+                    || s.key.protocol != protocol::TCP
+                    || all.binary_search(&fingerprint(salt, &s.key)).is_err()
+            }));
             let c = Carried { values: &carried, flows: carried.len() + 3 };
             let mut fast = Work { flows: flows.clone(), ..Work::default() };
             let mut ranked = Work { flows, ..Work::default() };
