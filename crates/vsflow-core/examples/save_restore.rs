@@ -12,10 +12,12 @@
 //!
 //! ```text
 //! cargo build --release -p vsflow-core --example save_restore
-//! for m in setup-4096 save-4096 restore-4096 setup-20000 save-20000 cold-20000 first-20000 restore-20000; do
+//! for m in setup-4096 save-4096 restore-4096 setup-20000 save-20000 cold-20000 first-20000 \
+//!          prepared-20000 restore-20000; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 //!     target/release/examples/save_restore $m 2>&1 | grep Collected
-//! done   # per operation = (mode - setup) / 20 (first: / 60)
+//! done   # per operation = (mode - setup) / 20 (first, prepared: / 60); the saves alone:
+//!        # --toggle-collect='*Encoder*encode*'
 //! ```
 
 use std::hint::black_box;
@@ -46,6 +48,7 @@ fn main() {
         "first" | "prepared" => 3 * ROUNDS,
         other => panic!("unknown mode {other}"),
     };
+    let mut last_fresh = 0;
     for round in 0..rounds {
         if what == "save" {
             black_box(encoder.encode(black_box(&port), now, &cfg, &mut out).expect("encodes"));
@@ -60,6 +63,7 @@ fn main() {
             // `prepared`: readied first as the driver's sweep does (once a second).
             while what == "prepared" && fresh.prepare(&port, at, cfg.cap) > 0 {}
             black_box(fresh.encode(black_box(&port), at, &cfg, &mut out).expect("encodes"));
+            last_fresh = fresh.heap_bytes();
         } else {
             let mut dst = workload::port(n, 64);
             let Ok(Decoded::State(st)) = codec::decode(black_box(&out), &DecodeConfig::default())
@@ -71,7 +75,7 @@ fn main() {
     }
     println!(
         "{mode}: {rounds} rounds; blob {} bytes, {} exact, {} fingerprinted, {} lost; the port's \
-         encoder holds {} bytes",
+         encoder holds {} bytes (the last round's new one: {last_fresh})",
         out.len(),
         s.flows_written,
         s.flows_fingerprinted,

@@ -1956,7 +1956,10 @@ fn plan_upgrades(
     order.clear();
     if left >= min_upgrade && walked_all < n_flows {
         let fits = |i: u32| floor(i) <= left;
-        let n = (0u32..).zip(flows.iter()).filter(|&(i, s)| Some(rank_key(s, i)) > walked && fits(i)).count();
+        let n = (0u32..)
+            .zip(flows.iter())
+            .filter(|&(i, s)| Some(rank_key(s, i)) > walked && fits(i))
+            .count();
         order.try_reserve(n)?;
         order.extend(
             (0u32..)
