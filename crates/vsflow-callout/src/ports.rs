@@ -196,9 +196,15 @@ impl PortState {
         }
         let removed = self.port.expire(now, budget);
         self.encoder.prepare(&self.port, now, cap);
-        if self.encoder.heap_bytes() > 0 && self.save_buffer.capacity() < cap {
-            // The blob's buffer too (it stays with the port after its first save anyway).
-            let _ = self.save_buffer.try_reserve_exact(cap);
+        let buffer = self.save_buffer.bytes_mut();
+        if self.encoder.heap_bytes() > 0 && buffer.capacity() < cap {
+            // The blob's buffer too (it stays with the port after its first save anyway),
+            // charged as a save charges it (crate::save_buffer).
+            if buffer.try_reserve_exact(cap.saturating_sub(buffer.len())).is_ok()
+                && let Some(budget) = self.port.table().config().budget
+            {
+                self.save_buffer.settle(budget);
+            }
         }
         removed
     }
