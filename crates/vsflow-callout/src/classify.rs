@@ -29,7 +29,6 @@ use crate::frame::{IP_PREFIX, is_non_first_fragment, may_overlap_headers, tcp_fl
 use crate::instances;
 use crate::keys::HOOKS;
 use crate::percpu::Counter;
-use crate::ports::PortKey;
 use crate::services::KernelServices;
 use crate::trace::TraceEvent;
 
@@ -203,15 +202,11 @@ impl<S: KernelServices> Driver<S> {
         // 4. The port, and its verdict under the port's own lock.
         let now = self.now();
         let cpu = self.services.current_processor();
+        // The port from this processor's port cache, or the map (crate::ports); judged under
+        // this processor's shard's lock only, for its own flows.
         let found = self
             .ports
-            .read(cpu, |ix| {
-                let switch = ix.switch_id_le(name?)?;
-                let slot = ix.port(PortKey { switch, port: c.port_id })?;
-                // Under this processor's shard's lock only, for its own flows (crate::ports).
-                Some(slot.classify(cpu, &c.meta, now))
-            })
-            .flatten();
+            .with_packet_port(cpu, name, c.port_id, |slot| slot.classify(cpu, &c.meta, now));
         match found {
             Some(Some(verdict)) => Some(verdict),
             Some(None) => {
