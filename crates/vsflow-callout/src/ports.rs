@@ -875,20 +875,21 @@ impl<S: KernelServices> PortMap<S> {
         f: impl FnOnce(&PortSlot<S::Lock>) -> R,
     ) -> Option<R> {
         let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
-        let _shared = SharedGuard::acquire(&lock.lock);
+        let shared = SharedGuard::acquire(&lock.lock);
         // SAFETY: a shared hold of one processor's lock excludes every writer (writers hold
         // all of them exclusively), so no `&mut` to the map exists meanwhile.
         let map = unsafe { &*self.map.get() };
-        if map.closed {
-            return None;
-        }
-        let name = name?;
-        let entry = lock.cache.get(port as usize % CACHED_PORTS)?;
-        let slot = match entry.get(map, name, port) {
-            Some(slot) => slot,
-            None => Self::look_up(map, entry, name, port)?,
+        let slot = match (map.closed, name, lock.cache.get(port as usize % CACHED_PORTS)) {
+            (false, Some(name), Some(entry)) => match entry.get(map, name, port) {
+                Some(slot) => Some(slot),
+                None => Self::look_up(map, entry, name, port),
+            },
+            _ => None,
         };
-        Some(f(slot))
+        let r = slot.map(f);
+        // One release for every outcome (inlined once).
+        drop(shared);
+        r
     }
 
     /// The port of switch `name` and port id `port` from the map, remembered in `entry` (a

@@ -560,7 +560,19 @@ unsafe impl RawRwSpinLock for SimRwLock {
     )]
     #[inline(always)]
     unsafe fn unlock_shared(&self, token: u8) {
-        let Some(irql) = self.unhold(false) else {
+        // The usual case: this thread's last recorded hold is its only hold of this lock, shared
+        // once (holds are released in reverse order). Anything else takes the general path.
+        let me = self.me();
+        let len = HELD_RW_LEN.with(Cell::get).min(HELD_RW_MAX);
+        let last = HELD_RW.with(|h| len.checked_sub(1).and_then(|i| h.get(i)).map(Cell::get));
+        let irql = match last {
+            Some((lock, 1, false, irql)) if lock == me => {
+                HELD_RW_LEN.with(|l| l.set(len - 1));
+                Some(irql)
+            }
+            _ => self.unhold(false),
+        };
+        let Some(irql) = irql else {
             misuse(
                 self.shared.as_ref(),
                 "ExReleaseSpinLockShared without a shared hold on this thread".to_owned(),
