@@ -27,7 +27,9 @@ use vsflow_core::{
 };
 
 use crate::driver::Driver;
-use crate::frame::{IP_PREFIX, is_non_first_fragment, may_overlap_headers, tcp_flags};
+use crate::frame::{
+    IP_PREFIX, headers_rewritable, is_non_first_fragment, may_overlap_headers, tcp_flags,
+};
 use crate::instances;
 use crate::keys::HOOKS;
 use crate::percpu::Counter;
@@ -176,15 +178,12 @@ impl<S: KernelServices> Driver<S> {
         // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, what an
         //    ICMP message says (WFP's port values hold only its type and code), and for a packet
         //    WFP gave no ports for, whether it is a non-first fragment.
+        //    Every packet's IP headers are read: a fragment may rewrite what WFP's protocol and
+        //    ports rest on (`frame::headers_rewritable`).
         let icmp = icmp::is_icmp(packet.family, packet.protocol);
         let portless = packet.headers == Headers::NoPorts;
         let mut storage = [0u8; icmp::READ_LEN];
-        let want = match packet.protocol {
-            _ if portless => IP_PREFIX,
-            protocol::TCP => IP_PREFIX,
-            _ if icmp => icmp::READ_LEN,
-            _ => 0,
-        };
+        let want = if icmp || packet.family == IpFamily::V6 { icmp::READ_LEN } else { IP_PREFIX };
         let storage = storage.get_mut(..want).unwrap_or(&mut []);
         if icmp {
             packet.icmp = Icmp::Unreadable;
@@ -195,7 +194,11 @@ impl<S: KernelServices> Driver<S> {
             packet.length = frame.frame_len;
         }
         let head = frame.as_ref().map_or(&[][..], |f| f.head);
-        if portless {
+        if headers_rewritable(head) {
+            // Neither its protocol nor its ports can be relied on: inbound in Enforce only a
+            // rule admitting everything from its source admits it (review s4, R4-1 and R4-2).
+            packet.headers = Headers::Unknown;
+        } else if portless {
             // A later fragment that may overlap its first fragment's headers (RFC 1858 3.3) is
             // judged without ports, like a first fragment without them: inbound in Enforce
             // only a rule admitting every port of its protocol admits it (issue 16).
