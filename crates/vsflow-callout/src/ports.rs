@@ -159,8 +159,9 @@ pub(crate) struct PortState {
     /// A VM NIC (synthetic or emulated) is on the port. A generic port is judged only then.
     pub(crate) vm_nic: bool,
     /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
-    /// driver: replaced by the next save, freed with the port or at stop.
-    pub(crate) save_buffer: Vec<u8>,
+    /// driver: replaced by the next save, freed with the port or at stop; charged to the
+    /// host's flow-memory budget while it lives ([`crate::save_buffer`]).
+    pub(crate) save_buffer: crate::save_buffer::SaveBuffer,
     /// The working memory of this port's saves, reused by each (no allocation per save once
     /// the port has been saved at its size: `vsflow_core::codec::Encoder`; about 200 bytes a
     /// flow). Freed with the port, or by the expiry sweep once no save came for
