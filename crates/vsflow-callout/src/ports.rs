@@ -42,6 +42,20 @@
 //! ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
 //! holder of any of them reads it stably.
 //!
+//! **The packet's port without a map lookup** ([`PortMap::with_packet_port`]). Each processor
+//! keeps, beside its map lock and on its cache lines, a small cache of the ports its packets
+//! found ([`CachedPort`]: the port, the switch's index, the map *generation* they were found
+//! at). Every change of the map (switch or port create, delete, replace, stop: [`PortMap::update`])
+//! takes a new generation under every processor's lock held exclusively, so an entry of an
+//! older generation is never used: a port deleted, or deleted and created again with the same
+//! key (another [`PortSlot`], another instance), is looked up in the map again. An entry is used
+//! only if its generation is the map's and its port, switch and the packet's `VSWITCH_ID` bytes
+//! and port id all agree, checked on every packet (so entries written at once by two readers of
+//! one processor's lock — a thread that read its processor number before its IRQL was raised —
+//! can mix, but never name a port the packet does not). The cache is read and written only under
+//! that processor's lock held shared, and a port in the map at the generation the lock holder
+//! sees is alive (the map holds a reference), so an entry never outlives its port's use.
+//!
 //! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
 //! nobody waits, a writer spins only for readers' short critical sections, and a reader never
 //! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port's home shard ->
@@ -54,7 +68,9 @@ use core::cell::UnsafeCell;
 use core::hash::BuildHasher;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
+};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
@@ -180,9 +196,13 @@ impl PortState {
     }
 
     /// The periodic sweep of this port: closes a stale restore window, removes up to `budget`
-    /// idle flows (returns how many), and frees the encoder's memory once no save came for
-    /// [`ENCODER_KEEP`].
-    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize) -> usize {
+    /// idle flows (returns how many), frees the encoder's memory once no save came for
+    /// [`ENCODER_KEEP`] (with it the fingerprint salt of its saves), and readies the encoder
+    /// of a port past the cap for its next save (blobs of at most `cap` bytes): its memory
+    /// sized, its salt drawn and its connections' fingerprints computed a bounded number at a
+    /// time (`vsflow_core::codec::Encoder::prepare`), so that a port's first save, as a live
+    /// migration's usually is, allocates nothing and hashes only connections new since.
+    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize, cap: usize) -> usize {
         self.close_stale_window(now);
         if self.last_save != vsflow_core::Tick::MAX
             && now.saturating_sub(self.last_save) >= ENCODER_KEEP
@@ -190,7 +210,19 @@ impl PortState {
             self.encoder.release();
             self.last_save = vsflow_core::Tick::MAX;
         }
-        self.port.expire(now, budget)
+        let removed = self.port.expire(now, budget);
+        self.encoder.prepare(&self.port, now, cap);
+        let buffer = self.save_buffer.bytes_mut();
+        if self.encoder.heap_bytes() > 0 && buffer.capacity() < cap {
+            // The blob's buffer too (it stays with the port after its first save anyway),
+            // charged as a save charges it (crate::save_buffer).
+            if buffer.try_reserve_exact(cap.saturating_sub(buffer.len())).is_ok()
+                && let Some(budget) = self.port.table().config().budget
+            {
+                self.save_buffer.settle(budget);
+            }
+        }
+        removed
     }
 
     /// Whether packets of this port are judged (generic ports only with a VM NIC on them).
@@ -470,9 +502,9 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// [`MERGE_AT`] of its bound is merged back (a port near its bound reclaims slots in the
     /// single table's exact order, and churning floods gain nothing from processors), to split
     /// again below [`SPLIT_BELOW`]. Returns the flows removed.
-    pub(crate) fn sweep(&self, now: Tick, budget: usize) -> usize {
+    pub(crate) fn sweep(&self, now: Tick, budget: usize, cap: usize) -> usize {
         let mut st = self.state.lock();
-        let mut removed = st.sweep(now, budget);
+        let mut removed = st.sweep(now, budget, cap);
         let bound = u64::from(self.full.max_flows);
         if self.sharded.load(Ordering::Relaxed) {
             let mut spread_removed = removed;
@@ -625,19 +657,15 @@ pub(crate) struct Master<L: RawSpinLock> {
     pub(crate) ports: HashMap<PortKey, PortRef<L>, FixedState>,
     next_switch_id: u32,
     closed: bool,
+    /// Changes with every [`PortMap::update`] (never 0): what the processors' port caches are
+    /// valid for.
+    generation: u64,
 }
 
 impl<L: RawSpinLock> Master<L> {
     /// The id of the switch named `name`.
     pub(crate) fn switch_id(&self, name: &[u16]) -> Option<u32> {
         self.switches.iter().find(|s| s.name.as_utf16() == name).map(|s| s.id)
-    }
-
-    /// The id of the switch whose name is `bytes` (UTF-16LE, up to an optional NUL unit),
-    /// compared in place.
-    pub(crate) fn switch_id_le(&self, bytes: &[u8]) -> Option<u32> {
-        // Once per packet: the name's bytes against each switch's, compared whole.
-        self.switches.iter().find(|s| s.is_named_le(bytes)).map(|s| s.id)
     }
 
     /// The port `key` (valid while the map lock is held).
@@ -725,22 +753,88 @@ pub(crate) type InsertResult<L> = Result<Option<PortRef<L>>, (CalloutError, Port
 /// 16-byte alignment and ignores a larger `Layout::align` (undefined behaviour for an
 /// over-aligned type). 64 bytes of guard padding on each side keep two processors' locks at
 /// least 128 bytes apart wherever the array starts, so they never share a 64-byte line.
+///
+/// Its port cache sits on the same lines: written only by this processor's packets, under
+/// this lock held shared.
 #[repr(C)]
-struct CpuLock<R> {
+struct CpuLock<R, L: RawSpinLock> {
     _front: [u64; 8],
     lock: R,
+    cache: [CachedPort<L>; CACHED_PORTS],
     _back: [u64; 8],
 }
 
-impl<R> CpuLock<R> {
+impl<R, L: RawSpinLock> CpuLock<R, L> {
     const fn new(lock: R) -> Self {
-        Self { _front: [0; 8], lock, _back: [0; 8] }
+        Self {
+            _front: [0; 8],
+            lock,
+            cache: [const { CachedPort::EMPTY }; CACHED_PORTS],
+            _back: [0; 8],
+        }
+    }
+}
+
+/// Entries of a processor's port cache, chosen by the port id's low bits (a host's port ids
+/// are small numbers given out in order, so a processor serving a few VMs keeps them all).
+const CACHED_PORTS: usize = 8;
+
+/// One entry of a processor's port cache (module docs, "The packet's port without a map
+/// lookup"): the port a packet of this switch and port id found, at map generation
+/// `generation` (0: empty). Three separate atomics: two readers of one processor's lock
+/// may write an entry at once, so a reader checks that what it read agrees with itself and
+/// with the packet ([`CachedPort::get`]).
+struct CachedPort<L: RawSpinLock> {
+    generation: AtomicU64,
+    slot: AtomicPtr<PortSlot<L>>,
+    /// The switch's index in [`Master::switches`].
+    switch: AtomicUsize,
+}
+
+impl<L: RawSpinLock> CachedPort<L> {
+    #[allow(clippy::declare_interior_mutable_const, reason = "an array initializer only")]
+    const EMPTY: Self = Self {
+        generation: AtomicU64::new(0),
+        slot: AtomicPtr::new(core::ptr::null_mut()),
+        switch: AtomicUsize::new(0),
+    };
+
+    /// The cached port of switch `name` (`VSWITCH_ID` bytes) and port id `port`, if this entry
+    /// holds it for the map's generation. The caller holds this processor's lock shared and
+    /// `map` is the map under it.
+    #[inline]
+    fn get<'m>(&self, map: &'m Master<L>, name: &[u8], port: u32) -> Option<&'m PortSlot<L>> {
+        // Acquire: the slot and switch written before this generation (`set`) are seen.
+        if self.generation.load(Ordering::Acquire) != map.generation {
+            return None;
+        }
+        let switch = map.switches.get(self.switch.load(Ordering::Relaxed))?;
+        let slot = self.slot.load(Ordering::Relaxed);
+        // SAFETY: non-null entries are written only under this processor's lock held shared
+        // (`set`), with a port in the map at the generation read above. Every map change takes
+        // a new generation under this lock held exclusively, which orders all of them before
+        // this hold; so whatever was stored after the generation this load synchronised with was
+        // stored in this generation: a port the map holds a reference to now, alive while the
+        // caller holds the lock (module docs).
+        let slot = unsafe { slot.as_ref() }?;
+        // Checked together: an entry written at once by two readers may mix their values.
+        (slot.key.port == port && slot.key.switch == switch.id && switch.is_named_le(name))
+            .then_some(slot)
+    }
+
+    /// Remembers `slot` (switch number `switch` of the map) at `generation`. The caller holds
+    /// this processor's lock shared and found `slot` in the map at `generation`.
+    #[inline]
+    fn set(&self, generation: u64, slot: &PortSlot<L>, switch: usize) {
+        self.slot.store(core::ptr::from_ref(slot).cast_mut(), Ordering::Relaxed);
+        self.switch.store(switch, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Release);
     }
 }
 
 /// The port map: the switches and ports under one reader/writer spin lock per processor.
 pub(crate) struct PortMap<S: KernelServices> {
-    locks: Vec<CpuLock<S::RwLock>>,
+    locks: Vec<CpuLock<S::RwLock, S::Lock>>,
     map: UnsafeCell<Master<S::Lock>>,
 }
 
@@ -769,6 +863,7 @@ impl<S: KernelServices> PortMap<S> {
             ))),
             next_switch_id: 1,
             closed: false,
+            generation: 1,
         };
         Ok(Self { locks, map: UnsafeCell::new(map) })
     }
@@ -787,6 +882,56 @@ impl<S: KernelServices> PortMap<S> {
             return None;
         }
         Some(f(map))
+    }
+
+    /// Runs `f` on the port a packet belongs to — its switch named by the `VSWITCH_ID` bytes
+    /// `name`, its port id `port` — under processor `cpu`'s lock held shared (the packet path:
+    /// `f` judges one packet). `None` once closed, or if the switch or the port is unknown.
+    ///
+    /// The port is taken from this processor's port cache when an entry holds it for the map's
+    /// current generation, else looked up in the map (and cached): the common packet does no
+    /// hashing and no walk of the switches (module docs, "The packet's port without a map
+    /// lookup").
+    #[inline]
+    pub(crate) fn with_packet_port<R>(
+        &self,
+        cpu: u32,
+        name: Option<&[u8]>,
+        port: u32,
+        f: impl FnOnce(&PortSlot<S::Lock>) -> R,
+    ) -> Option<R> {
+        let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
+        let shared = SharedGuard::acquire(&lock.lock);
+        // SAFETY: a shared hold of one processor's lock excludes every writer (writers hold
+        // all of them exclusively), so no `&mut` to the map exists meanwhile.
+        let map = unsafe { &*self.map.get() };
+        let slot = match (map.closed, name, lock.cache.get(port as usize % CACHED_PORTS)) {
+            (false, Some(name), Some(entry)) => match entry.get(map, name, port) {
+                Some(slot) => Some(slot),
+                None => Self::look_up(map, entry, name, port),
+            },
+            _ => None,
+        };
+        let r = slot.map(f);
+        // One release for every outcome (inlined once).
+        drop(shared);
+        r
+    }
+
+    /// The port of switch `name` and port id `port` from the map, remembered in `entry` (a
+    /// packet of a port this processor has not seen at this generation: out of line).
+    #[cold]
+    #[inline(never)]
+    fn look_up<'m>(
+        map: &'m Master<S::Lock>,
+        entry: &CachedPort<S::Lock>,
+        name: &[u8],
+        port: u32,
+    ) -> Option<&'m PortSlot<S::Lock>> {
+        let (index, switch) = map.switches.iter().enumerate().find(|(_, s)| s.is_named_le(name))?;
+        let slot = map.port(PortKey { switch: switch.id, port })?;
+        entry.set(map.generation, slot, index);
+        Some(slot)
     }
 
     /// A reference to the port `find` picks, taken under the current processor's lock (held
@@ -842,6 +987,8 @@ impl<S: KernelServices> PortMap<S> {
         // SAFETY: every processor's lock is held exclusively: no reader and no other writer.
         let map = unsafe { &mut *self.map.get() };
         let r = if map.closed { Err(CalloutError::InvalidState) } else { f(map) };
+        // Every processor's port cache is now out of date (module docs), whatever `f` did.
+        map.generation = map.generation.wrapping_add(1).max(1);
         // Release in reverse order: the first hold restores the caller's IRQL, last.
         while let Some(guard) = held.pop() {
             drop(guard);

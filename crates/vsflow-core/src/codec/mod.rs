@@ -33,7 +33,7 @@ pub use self::decode::{
     peek_version, salvage_policy,
 };
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_no_state, encode_state};
-pub use self::encoder::Encoder;
+pub use self::encoder::{Encoder, PREPARE_HASH, PREPARE_SCAN};
 pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
 
