@@ -171,6 +171,10 @@ impl RemoteIndex {
         id: u32,
         known: impl Fn(u32) -> Option<[u8; 16]>,
     ) -> (u32, bool) {
+        if id as usize > MAX_INDEXED {
+            // Past what a slot's 16 bits hold (never: ports this large take the general path).
+            return (NONE, false);
+        }
         let h = self.hasher.hash_one(u128::from_ne_bytes(*addr));
         #[allow(clippy::cast_possible_truncation, reason = "a hash, masked")]
         let mut i = h as usize & self.mask;
@@ -184,7 +188,7 @@ impl RemoteIndex {
                 return (id, true);
             }
             if *slot & 0xffff_0000 == tag {
-                let j = (*slot & 0xffff) - 1;
+                let j = (*slot & 0xffff).wrapping_sub(1);
                 if known(j).as_ref() == Some(addr) {
                     return (j, false);
                 }
