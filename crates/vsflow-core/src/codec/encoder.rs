@@ -20,7 +20,7 @@
 //! a tick while it computes 1,024 fingerprints, for about 20 s after the encoder is made; about
 //! 80,000 a tick to read 4,096 flows once they are ready); the memory is held from then on,
 //! not only for a minute after a save (about 300 bytes a flow past the cap, 20,000 flows:
-//! 5.9 MB, sized for the most exact records any save writes; 3.9 MB when a save sizes it for
+//! 6.1 MB, sized for the most exact records any save writes; 4.1 MB when a save sizes it for
 //! its own), charged to the budget only while an eighth of it stays free for new flows.
 //!
 //! **Why not dictionaries maintained as flows come and go.** Keeping the address
