@@ -14,6 +14,8 @@
 //! every connection under another salt, and takes each connection's fingerprint from the
 //! port's encoder when an earlier save computed it (`FpCache`).
 
+mod exact;
+
 use alloc::vec::Vec;
 use core::hash::BuildHasher;
 
@@ -97,6 +99,11 @@ pub(super) trait Source {
     fn carried(&self, out: &mut Vec<u32>) -> Result<Option<[u64; 2]>, Error>;
     /// Connections `n` carried fingerprints stand for.
     fn carried_count(&self, n: usize) -> usize;
+    /// A live port and the save instant: its flows are read from its table directly when
+    /// they all fit exactly ([`exact`]).
+    fn live(&self) -> Option<(&Port, Tick)> {
+        None
+    }
 }
 
 pub(super) struct LivePort<'a> {
@@ -215,6 +222,9 @@ impl Source for LivePort<'_> {
     fn carried_count(&self, n: usize) -> usize {
         // Each pending value stands for one connection that has not resumed.
         n
+    }
+    fn live(&self) -> Option<(&Port, Tick)> {
+        Some((self.port, self.now))
     }
 }
 
@@ -492,6 +502,29 @@ impl AddrIndex {
     }
 }
 
+/// The dictionary index of local address `a` (added to `dict` if new), NONE once the
+/// dictionary is full.
+///
+/// # Errors
+/// [`Error::OutOfMemory`].
+fn local_id(dict: &mut Vec<[u8; 16]>, li: &mut HashTable<u32>, a: [u8; 16]) -> Result<u32, Error> {
+    let h = addr_hash(&a);
+    if let Some(&i) = li.find(h, |&j| dict.get(j as usize) == Some(&a)) {
+        return Ok(i);
+    }
+    if dict.len() >= MAX_DICT {
+        return Ok(NONE);
+    }
+    #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
+    let i = dict.len() as u32;
+    dict.try_reserve(1)?;
+    dict.push(a);
+    let rehash = |j: &u32| dict.get(*j as usize).map_or(0, addr_hash);
+    li.try_reserve(1, rehash)?;
+    li.insert_unique(h, i, rehash);
+    Ok(i)
+}
+
 /// The dictionaries' hash: fixed (their order is first-seen, not hash order, so the hash
 /// never shows in a blob). An address hashes as one `u128`.
 fn addr_hash(a: &[u8; 16]) -> u64 {
@@ -509,7 +542,7 @@ impl Dicts {
     )]
     fn build(&mut self, flows: &[SavedFlow], remotes: bool, seed: u64) -> Result<(), Error> {
         self.clear();
-        let Self { addrs, lays, idx, local_index, remotes: rems_all, remote_index } = self;
+        let Self { addrs, lays: _, idx, local_index, remotes: rems_all, remote_index } = self;
         idx.try_reserve(flows.len())?;
         if remotes {
             // Room for every flow having a distinct remote: no growth while building.
@@ -537,22 +570,7 @@ impl Dicts {
             let local = match last_local {
                 Some((lf, la, i)) if lf == f && la == a => i,
                 _ => {
-                    let h = addr_hash(&a);
-                    let found = li.find(h, |&j| dict.get(j as usize) == Some(&a)).copied();
-                    let i = match found {
-                        Some(i) => i,
-                        None if dict.len() < MAX_DICT => {
-                            #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
-                            let i = dict.len() as u32;
-                            dict.try_reserve(1)?;
-                            dict.push(a);
-                            let rehash = |j: &u32| dict.get(*j as usize).map_or(0, addr_hash);
-                            li.try_reserve(1, rehash)?;
-                            li.insert_unique(h, i, rehash);
-                            i
-                        }
-                        None => NONE,
-                    };
+                    let i = local_id(dict, li, a)?;
                     last_local = Some((f, a, i));
                     i
                 }
@@ -574,21 +592,8 @@ impl Dicts {
         }
         let locals = [addrs[0].len(), addrs[1].len()];
         if remotes {
-            // Remotes used twice or more join the dictionary (once costs less as a literal),
-            // in the order of the first flow using each: `rems` is in first-seen order.
-            for (dict, rems) in addrs.iter_mut().zip(rems_all.iter_mut()) {
-                let shared = rems.iter().filter(|x| x.1 >= 2).count();
-                let room = MAX_DICT.saturating_sub(dict.len());
-                dict.try_reserve(shared.min(room))?;
-                for x in rems.iter_mut() {
-                    if x.1 >= 2 && dict.len() < MAX_DICT {
-                        #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
-                        let i = dict.len() as u32;
-                        dict.push(x.0);
-                        x.2 = i;
-                    }
-                }
-            }
+            self.adopt_shared_remotes()?;
+            let Self { idx, remotes: rems_all, .. } = self;
             for (s, slot) in flows.iter().zip(idx.iter_mut()) {
                 let f = family_slot(s.key.family);
                 slot.1 = rems_all
@@ -597,6 +602,38 @@ impl Dicts {
                     .map_or(NONE, |x| x.2);
             }
         }
+        self.set_layouts(locals);
+        Ok(())
+    }
+
+    /// After the locals and the remotes' counts (`remotes`, first-seen order): remotes used
+    /// twice or more join the dictionary (once costs less as a literal), in the order of the
+    /// first flow using each, while it has room; each remote's third field becomes its
+    /// dictionary index (or stays NONE). Returns, per family, the flows whose remote is then
+    /// written as an index.
+    fn adopt_shared_remotes(&mut self) -> Result<[usize; 2], Error> {
+        let mut indexed = [0usize; 2];
+        for ((dict, rems), n) in
+            self.addrs.iter_mut().zip(self.remotes.iter_mut()).zip(indexed.iter_mut())
+        {
+            let shared = rems.iter().filter(|x| x.1 >= 2).count();
+            let room = MAX_DICT.saturating_sub(dict.len());
+            dict.try_reserve(shared.min(room))?;
+            for x in rems.iter_mut() {
+                if x.1 >= 2 && dict.len() < MAX_DICT {
+                    #[allow(clippy::cast_possible_truncation, reason = "below MAX_DICT")]
+                    let i = dict.len() as u32;
+                    dict.push(x.0);
+                    x.2 = i;
+                    *n += x.1 as usize;
+                }
+            }
+        }
+        Ok(indexed)
+    }
+
+    /// The index widths, from the count of local addresses per family and the dictionaries.
+    fn set_layouts(&mut self, locals: [usize; 2]) {
         let lay = |locals: usize, total: usize| Layout {
             lw: match locals {
                 0 | 1 => 0,
@@ -605,8 +642,7 @@ impl Dicts {
             },
             rw: if total <= 256 { 1 } else { 2 },
         };
-        *lays = [lay(locals[0], addrs[0].len()), lay(locals[1], addrs[1].len())];
-        Ok(())
+        self.lays = [lay(locals[0], self.addrs[0].len()), lay(locals[1], self.addrs[1].len())];
     }
 
     fn bytes(&self) -> usize {
@@ -659,39 +695,87 @@ struct Layout {
     rw: usize,
 }
 
+/// What a compact entry is written from: a saved flow, or (the at-cap save, [`exact`]) a
+/// live table slot as of the save. The same flow gives the same bytes either way.
+pub(super) trait EntryFlow {
+    fn key(&self) -> &FlowKey;
+    fn state(&self) -> FlowState;
+    fn admission(&self) -> Admission;
+    fn fin_seen(&self) -> u8;
+    /// Packets, then bytes, per direction (the per-flow counters' order in an entry).
+    fn counters(&self) -> [u64; 4];
+    /// `(first_age, last_age)` at the save instant ([`SavedFlow::ages`]).
+    fn ages(&self) -> (Tick, Tick);
+}
+
+impl EntryFlow for SavedFlow {
+    #[inline]
+    fn key(&self) -> &FlowKey {
+        &self.key
+    }
+    #[inline]
+    fn state(&self) -> FlowState {
+        self.state
+    }
+    #[inline]
+    fn admission(&self) -> Admission {
+        self.admission
+    }
+    #[inline]
+    fn fin_seen(&self) -> u8 {
+        self.fin_seen
+    }
+    #[inline]
+    fn counters(&self) -> [u64; 4] {
+        [self.packets[0], self.packets[1], self.bytes[0], self.bytes[1]]
+    }
+    #[inline]
+    fn ages(&self) -> (Tick, Tick) {
+        (self.first_age, self.last_age)
+    }
+}
+
 /// Bytes of `s`'s compact entry with this layout.
 fn entry_len(
-    s: &SavedFlow,
+    s: &impl EntryFlow,
     lay: &Layout,
     remote_indexed: bool,
     rules_version: u32,
     counters: bool,
 ) -> usize {
-    let mut n = 1 + lay.lw + 4;
-    if s.state == FlowState::Active && s.key.protocol != protocol::UDP {
+    let mut n = fixed_len(s, rules_version) + lay.lw;
+    n += if remote_indexed { lay.rw } else { addr_len(s.key().family) };
+    if counters {
+        n += counters_len(s);
+    }
+    n
+}
+
+/// Bytes of `s`'s compact entry that depend on neither the dictionaries' layout nor the
+/// remote's form, nor the per-flow counters: tag, protocol, ports, rule delta, ages.
+#[inline]
+fn fixed_len(s: &impl EntryFlow, rules_version: u32) -> usize {
+    let key = s.key();
+    let mut n = 1 + 4;
+    if s.state() == FlowState::Active && key.protocol != protocol::UDP {
         n += 1;
     }
-    n += if remote_indexed { lay.rw } else { addr_len(s.key.family) };
-    if let Admission::Rule(v) = s.admission
+    if let Admission::Rule(v) = s.admission()
         && v != rules_version
     {
         n += varint_len(u64::from(rules_version.wrapping_sub(v)));
     }
     let (last_s, dur_m) = coarse_ages(s);
-    n += varint_len(last_s) + varint_len(dur_m);
-    if counters {
-        n += [s.packets[0], s.packets[1], s.bytes[0], s.bytes[1]]
-            .iter()
-            .map(|&v| varint_len(v))
-            .sum::<usize>();
-    }
-    n
+    n + varint_len(last_s) + varint_len(dur_m)
 }
 
-const fn coarse_ages(s: &SavedFlow) -> (u64, u64) {
-    let last = s.last_age / TICKS_PER_SECOND;
-    let dur =
-        s.first_age.saturating_sub(s.last_age) / (TICKS_PER_SECOND * compact::DURATION_UNIT_SECS);
+/// An entry's ages: seconds since the last packet, the flow's duration in
+/// [`compact::DURATION_UNIT_SECS`] units.
+#[inline]
+fn coarse_ages(s: &impl EntryFlow) -> (u64, u64) {
+    let (first_age, last_age) = s.ages();
+    let last = last_age / TICKS_PER_SECOND;
+    let dur = first_age.saturating_sub(last_age) / (TICKS_PER_SECOND * compact::DURATION_UNIT_SECS);
     (last, dur)
 }
 
@@ -713,13 +797,27 @@ const fn minimal_len(identity_units: usize) -> usize {
         + format::TRAILER_LEN
 }
 
-#[allow(clippy::too_many_lines, reason = "the budget, then the blob layout, written in order")]
 pub(super) fn encode_source(
     src: &dyn Source,
     config: &EncodeConfig,
     out: &mut Vec<u8>,
     work: &mut Work,
 ) -> Result<EncodeSummary, Error> {
+    encode_source_with(src, config, out, work, true)
+}
+
+/// [`encode_source`], with the at-cap path that writes a live port's entries straight from
+/// its table ([`exact`]) on or off. Off, a live port's flows are copied into saved records
+/// first, as for every other source: the tests hold the two to the same bytes.
+#[allow(clippy::too_many_lines, reason = "the budget, then the blob layout, written in order")]
+fn encode_source_with(
+    src: &dyn Source,
+    config: &EncodeConfig,
+    out: &mut Vec<u8>,
+    work: &mut Work,
+    direct: bool,
+) -> Result<EncodeSummary, Error> {
+    let live = if direct { src.live() } else { None };
     out.clear();
     let identity = src.identity().as_utf16();
     let all_rules = src.rules().rules();
@@ -754,23 +852,32 @@ pub(super) fn encode_source(
         let salt = carried_salt.or(kept_salt).unwrap_or_else(|| src.salt());
         let carried_in =
             Carried { values: &carried_values, flows: src.carried_count(carried_values.len()) };
+        work.seed = src.hash_seed();
+        // A live port whose flows all fit: from its table, without copying them ([`exact`]).
+        if let Some((port, now)) = live
+            && let Some((p, counts)) =
+                exact::plan_live(work, &port.table, now, room, rules_version, salt, &carried_in)?
+        {
+            return Ok((p, Some(counts)));
+        }
         work.flows.clear();
         work.slots.clear();
-        work.seed = src.hash_seed();
         work.slot_count = src.flows(&mut work.flows, &mut work.slots, room)?;
-        plan(work, room, rules_version, salt, &carried_in)
+        plan(work, room, rules_version, salt, &carried_in).map(|p| (p, None))
     });
     work.carried = carried_values;
-    let plan = planned?;
+    let (plan, from_table) = planned?;
 
-    // What is written: every flow with the dictionaries of every flow, or the flows kept
-    // with theirs.
+    // What is written: every flow with the dictionaries of every flow (from the live table's
+    // slots when `from_table` gives their counts), or the flows kept with theirs.
     let (exact, dicts) =
         if plan.all_exact { (&work.flows, &work.all) } else { (&work.exact, &work.kept) };
     // Counted in a register (an increment of an array slot per flow chained every flow
     // through a store and a reload).
-    let v4 = exact.iter().filter(|s| s.key.family == IpFamily::V4).count();
-    let counts = [v4, exact.len() - v4];
+    let counts = from_table.unwrap_or_else(|| {
+        let v4 = exact.iter().filter(|s| s.key.family == IpFamily::V4).count();
+        [v4, exact.len() - v4]
+    });
     let entries_len = plan.entries;
     let fps = &work.fps;
     let fp_bytes = rice::bytes(fps, plan.k);
@@ -791,7 +898,7 @@ pub(super) fn encode_source(
     out.try_reserve_exact(len)?;
 
     let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let written = exact.len();
+    let written = counts[0] + counts[1];
     let fingerprinted = plan.fingerprinted;
     let lost = plan.lost;
     let in_table = written + fingerprinted + lost;
@@ -903,6 +1010,20 @@ pub(super) fn encode_source(
         w.u8(0);
         w.u32(clamp(counts[f]));
         if counts[f] == 0 {
+            continue;
+        }
+        if let (Some(_), Some((port, now))) = (from_table, live) {
+            // A live port whose flows all fit: from its table ([`exact`]).
+            exact::write_live(
+                w.out,
+                &port.table,
+                now,
+                work,
+                family,
+                counts[f],
+                entries_len[f],
+                plan.counters,
+            );
             continue;
         }
         // The entries are written in place: the record's bytes are made first (the capacity
@@ -1019,6 +1140,8 @@ pub(super) struct Work {
     charged: [Vec<bool>; 2],
     /// Key of the dictionaries' address hash (the source's [`Source::hash_seed`]).
     seed: u64,
+    /// A live port's save when every flow fits: what [`exact`] keeps.
+    live: exact::Kept,
     /// Candidates the last plan's selection steps after the first handled (the flows each
     /// step partitioned, summed): a measure of the planner's work, for tests.
     selected: usize,
@@ -1195,6 +1318,7 @@ impl Work {
             + self.unique.capacity()
             + self.charged[0].capacity()
             + self.charged[1].capacity()
+            + self.live.heap_bytes()
     }
 }
 
@@ -1204,11 +1328,10 @@ impl Work {
 pub(super) const MIN_ENTRY_LEN: usize = 1 + 1 + 4 + 2;
 
 /// Bytes the per-flow counters add to `s`'s compact entry.
-fn counters_len(s: &SavedFlow) -> usize {
-    varint_len(s.packets[0])
-        + varint_len(s.packets[1])
-        + varint_len(s.bytes[0])
-        + varint_len(s.bytes[1])
+#[inline]
+fn counters_len(s: &impl EntryFlow) -> usize {
+    let [p0, p1, b0, b1] = s.counters();
+    varint_len(p0) + varint_len(p1) + varint_len(b0) + varint_len(b1)
 }
 
 /// Tries to fit every flow exactly (the dictionaries of every flow, one pass of entry
@@ -2101,20 +2224,42 @@ fn write_rule(w: &mut Writer<'_>, r: &AllowRule) {
     w.bytes(&super::rule::rule_to_bytes(r));
 }
 
+/// Longest compact entry: tag, protocol, a 2-byte local index, a literal IPv6 remote, both
+/// ports, a rule-version delta (5 bytes for 32 bits), the two age varints and the four
+/// counters (10 bytes each for 64 bits).
+pub(super) const MAX_ENTRY: usize = 1 + 1 + 2 + 16 + 4 + 5 + 2 * 10 + 4 * 10;
+
 /// Writes `s`'s compact entry at `e`'s position.
+#[inline]
 fn write_compact(
     e: &mut Entry<'_>,
-    s: &SavedFlow,
-    (local, remote, lay): (u32, u32, &Layout),
+    s: &impl EntryFlow,
+    ids: (u32, u32, &Layout),
     rules_version: u32,
     counters: bool,
 ) {
-    let kind = match s.state {
-        FlowState::Active if s.key.protocol == protocol::UDP => compact::KIND_ACTIVE_UDP,
+    let mut b = [0u8; MAX_ENTRY];
+    let n = compact_entry(&mut b, s, ids, rules_version, counters);
+    e.bytes(b.get(..n).unwrap_or(&[]));
+}
+
+/// Writes `s`'s compact entry at the start of `b`; returns its length. The one definition of
+/// an entry's bytes (the at-cap save writes its entries with it straight into its buffer).
+#[inline]
+fn compact_entry(
+    b: &mut [u8; MAX_ENTRY],
+    s: &impl EntryFlow,
+    (local, remote, lay): (u32, u32, &Layout),
+    rules_version: u32,
+    counters: bool,
+) -> usize {
+    let key = s.key();
+    let kind = match s.state() {
+        FlowState::Active if key.protocol == protocol::UDP => compact::KIND_ACTIVE_UDP,
         FlowState::Active => compact::KIND_ACTIVE_OTHER,
         st => st.to_wire(),
     };
-    let (adm, delta) = match s.admission {
+    let (adm, delta) = match s.admission() {
         Admission::Vm => (compact::ADM_VM, None),
         Admission::Monitor => (compact::ADM_MONITOR, None),
         Admission::Rule(v) if v == rules_version => (compact::ADM_RULE_CURRENT, None),
@@ -2123,24 +2268,27 @@ fn write_compact(
     let literal = remote == NONE;
     let tag = kind
         | (adm << compact::ADMISSION_SHIFT)
-        | ((s.fin_seen & 0b11) << compact::FIN_SHIFT)
+        | ((s.fin_seen() & 0b11) << compact::FIN_SHIFT)
         | if literal { compact::REMOTE_LITERAL } else { 0 };
+    // A local cursor (in a register), one check per write.
+    let mut e = Entry { b, n: 0 };
     e.u8(tag);
     if kind == compact::KIND_ACTIVE_OTHER {
-        e.u8(s.key.protocol);
+        e.u8(key.protocol);
     }
     e.index(local, lay.lw);
     if literal {
-        let r = &s.key.remote_addr;
-        match s.key.family {
+        let r = &key.remote_addr;
+        match key.family {
             IpFamily::V4 => e.bytes(&[r[0], r[1], r[2], r[3]]),
             IpFamily::V6 => e.bytes(r),
         }
     } else {
         e.index(remote, lay.rw);
     }
-    e.bytes(&s.key.local_port.to_le_bytes());
-    e.bytes(&s.key.remote_port.to_le_bytes());
+    let [l0, l1] = key.local_port.to_le_bytes();
+    let [r0, r1] = key.remote_port.to_le_bytes();
+    e.bytes(&[l0, l1, r0, r1]);
     if let Some(d) = delta {
         e.varint(u64::from(d));
     }
@@ -2148,10 +2296,11 @@ fn write_compact(
     e.varint(last_s);
     e.varint(dur_m);
     if counters {
-        for v in [s.packets[0], s.packets[1], s.bytes[0], s.bytes[1]] {
+        for v in s.counters() {
             e.varint(v);
         }
     }
+    e.n
 }
 
 /// The compact entries of one record being written in place.
