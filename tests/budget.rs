@@ -207,3 +207,45 @@ fn at_the_budget_a_save_carries_every_connection_and_keeps_no_memory_past_it() {
     assert_eq!(delivered(&mut h, sw, 11, &established), 4_000, "an established connection was cut");
     finish(&mut h);
 }
+
+/// A save whose working memory the budget could not keep is reported like every other
+/// driver counter: in the driver-wide counters IOCTL (what `netports driver counters` and the
+/// simulator's tools read, one `DriverStats`), and by the idle-flow timer's
+/// `FlowMemoryRefused` event, once, as flows refused for the budget are.
+#[test]
+fn a_save_past_the_budget_is_reported_by_the_counters_ioctl_and_etw() {
+    use vsflow_proto::request::Request;
+    use vsflow_proto::response::{DRIVER_COUNTER_NAMES, decode_counters};
+    let mut h = Host::new(25);
+    h.set_parameter("FlowMemoryMB", 1);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("save-unkept", &[]);
+    vm_port(&mut h, sw, 11, "vm", 1, false);
+    // As above: the table fits the 1 MB budget, the save's working memory would pass it.
+    let _ = open_connections(&mut h, sw, 11, 4_000);
+    let _ = h.save(sw, 11);
+    assert_eq!(h.driver().flow_budget().saves_unkept(), 1, "the save's memory was not kept");
+    let (status, bytes) = h.control(&Request::GetCounters { port: None }, 1024);
+    assert_eq!(status, 0, "GetCounters");
+    let mut values = [0u64; 64];
+    let n = decode_counters(&bytes, &mut values).expect("counters");
+    let at = DRIVER_COUNTER_NAMES.iter().position(|&c| c == "saves_unkept");
+    let reported = at.and_then(|i| values.get(..n)?.get(i).copied());
+    assert_eq!(reported, Some(1), "saves_unkept in the driver counters ({n} counters)");
+    // The timer reports it once, although no new flow was refused.
+    let _ = h.within(|| h.driver().expire_idle(64));
+    let _ = h.within(|| h.driver().expire_idle(64));
+    let reports: Vec<_> = h
+        .trace_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            TraceEvent::FlowMemoryRefused { refused, saves_unkept, .. } => {
+                Some((refused, saves_unkept))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, [(0, 1)], "one FlowMemoryRefused event, with the unkept save");
+    finish(&mut h);
+}

@@ -164,11 +164,12 @@ pub fn write(event: &TraceEvent) {
             u32("Default", default),
             str8("Reason", reason),
         ),
-        TraceEvent::FlowMemoryRefused { refused, used, limit } => event!(
+        TraceEvent::FlowMemoryRefused { refused, saves_unkept, used, limit } => event!(
             "FlowMemoryRefused",
             Warning,
             KEYWORD_POLICY,
             u32("Refused", refused),
+            u32("SavesUnkept", saves_unkept),
             u64("Used", used),
             u64("Limit", limit),
         ),

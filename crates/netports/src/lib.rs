@@ -11,6 +11,8 @@
 //!   [`firewall`]: Windows Defender Firewall's own Teredo rules.
 //! - [`service_sid`]: the SID of `NT SERVICE\<name>`, which scopes the Teredo exception to
 //!   the Teredo service.
+//! - [`stop_watch`]: what the watch on BFE's state concludes from each look (the Windows watch
+//!   is `win::service::StopWatch`).
 //! - [`nsp`]: hosting, installing and querying the Winsock name provider (netports-nsp), and
 //!   its names file.
 //! - `win` (Windows only): the Windows implementations, every `iphlpapi`/`ws2_32`/`fwpuclnt` function
@@ -32,6 +34,7 @@ pub mod platform;
 pub mod range;
 pub mod rules_file;
 pub mod service_sid;
+pub mod stop_watch;
 pub mod teredo;
 #[cfg(windows)]
 pub mod win;

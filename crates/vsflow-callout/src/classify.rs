@@ -25,7 +25,9 @@ use fwps_sys::{
 use vsflow_core::{Direction, Headers, Icmp, PacketMeta, TcpFlags, Verdict, icmp, protocol};
 
 use crate::driver::Driver;
-use crate::frame::{IP_PREFIX, is_non_first_fragment, may_overlap_headers, tcp_flags};
+use crate::frame::{
+    IP_PREFIX, headers_rewritable, is_non_first_fragment, may_overlap_headers, tcp_flags,
+};
 use crate::instances;
 use crate::keys::HOOKS;
 use crate::percpu::Counter;
@@ -161,14 +163,15 @@ impl<S: KernelServices> Driver<S> {
         // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, what an
         //    ICMP message says (WFP's port values hold only its type and code), and for a packet
         //    WFP gave no ports for, whether it is a non-first fragment.
+        //    Every packet's IP headers are read: a fragment may rewrite what WFP's protocol and
+        //    ports rest on (`frame::headers_rewritable`).
         let icmp = icmp::is_icmp(c.meta.family, c.meta.protocol);
         let portless = c.meta.headers == Headers::NoPorts;
         let mut storage = [0u8; icmp::READ_LEN];
-        let want = match c.meta.protocol {
-            _ if portless => IP_PREFIX,
-            protocol::TCP => IP_PREFIX,
-            _ if icmp => icmp::READ_LEN,
-            _ => 0,
+        let want = if icmp || c.meta.family == vsflow_core::IpFamily::V6 {
+            icmp::READ_LEN
+        } else {
+            IP_PREFIX
         };
         let storage = storage.get_mut(..want).unwrap_or(&mut []);
         if icmp {
@@ -180,7 +183,11 @@ impl<S: KernelServices> Driver<S> {
             c.meta.length = frame.frame_len;
         }
         let head = frame.as_ref().map_or(&[][..], |f| f.head);
-        if portless {
+        if headers_rewritable(head) {
+            // Neither its protocol nor its ports can be relied on: inbound in Enforce only a
+            // rule admitting everything from its source admits it (review s4, R4-1 and R4-2).
+            c.meta.headers = Headers::Unknown;
+        } else if portless {
             // A later fragment that may overlap its first fragment's headers (RFC 1858 3.3) is
             // judged without ports, like a first fragment without them: inbound in Enforce
             // only a rule admitting every port of its protocol admits it (issue 16).

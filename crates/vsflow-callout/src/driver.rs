@@ -101,12 +101,16 @@ pub struct DriverStats {
     /// Bytes of flow tables, and of save memory kept for a port's next save, charged to the
     /// budget now.
     pub flow_memory_bytes: u64,
+    /// Saves whose working memory the flow-memory budget had no room to keep for the port's
+    /// next save: freed as the save ended (the blob carried every connection; the next save
+    /// allocates again). Traced in `FlowMemoryRefused`.
+    pub saves_unkept: u64,
 }
 
 impl DriverStats {
     /// The counters in `vsflow_proto::response::DRIVER_COUNTER_NAMES` order.
     #[must_use]
-    pub const fn to_array(&self) -> [u64; 19] {
+    pub const fn to_array(&self) -> [u64; 20] {
         [
             self.classify_calls,
             self.trusted_port_packets,
@@ -127,6 +131,7 @@ impl DriverStats {
             self.restores_oversized,
             self.flows_refused_budget,
             self.flow_memory_bytes,
+            self.saves_unkept,
         ]
     }
 }
@@ -306,6 +311,7 @@ impl<S: KernelServices> Driver<S> {
             restores_oversized: c.sum(Counter::RestoresOversized),
             flows_refused_budget: self.budget.get().refused(),
             flow_memory_bytes: self.budget.get().used() as u64,
+            saves_unkept: self.budget.get().saves_unkept(),
         }
     }
 
@@ -422,15 +428,16 @@ impl<S: KernelServices> Driver<S> {
     /// splits a port that has nothing of a migration open into its shards ([`crate::ports`]),
     /// and frees the save memory of ports not saved for a minute
     /// ([`crate::ports::ENCODER_KEEP`]). Takes one port's locks at a time, never the map's.
-    /// Reports new flows the flow-memory budget refused since the last tick
-    /// (`FlowMemoryRefused`: one event per tick at most, not one per flow).
+    /// Reports what the flow-memory budget refused since the last tick, new flows and saves'
+    /// kept memory (`FlowMemoryRefused`: one event per tick at most, not one per flow or save).
     pub fn expire_idle(&self, budget: usize) -> usize {
         let now = self.now();
         let flows = self.budget.get();
-        let refused = flows.take_unreported();
-        if refused > 0 {
+        let unreported = flows.take_unreported();
+        if !unreported.is_empty() {
             self.trace(&TraceEvent::FlowMemoryRefused {
-                refused: u32::try_from(refused).unwrap_or(u32::MAX),
+                refused: u32::try_from(unreported.refused).unwrap_or(u32::MAX),
+                saves_unkept: u32::try_from(unreported.saves_unkept).unwrap_or(u32::MAX),
                 used: flows.used() as u64,
                 limit: flows.limit() as u64,
             });

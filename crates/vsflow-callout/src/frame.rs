@@ -17,13 +17,18 @@
 //! so ([`is_non_first_fragment`]: fragment offset not 0); otherwise it is judged without ports
 //! ([`vsflow_core::Headers::NoPorts`]). A TCP (or IPv6 UDP) later fragment that starts within
 //! the bytes vsflow reads ([`may_overlap_headers`]) may rewrite the headers its first fragment
-//! was judged by (RFC 1858 3.3): it is judged without ports too. See `classify.rs`.
+//! was judged by (RFC 1858 3.3): it is judged without ports too. And a fragment whose protocol
+//! and ports fragments vsflow does not judge may rewrite ([`headers_rewritable`]: a first
+//! fragment whose headers lie past the bound later fragments are judged within, an IPv6 later
+//! fragment within it whatever protocol it names) is [`vsflow_core::Headers::Unknown`]. See
+//! `classify.rs`.
 
 /// Bytes of a packet's start that classify asks for: IPv6 (40), a few extension headers, and
 /// the first 14 bytes of TCP. Also covers a maximal IPv4 header (60), an AH, plus 14.
 pub const IP_PREFIX: usize = 128;
 
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 const HOP_BY_HOP: u8 = 0;
 const ROUTING: u8 = 43;
 const FRAGMENT: u8 = 44;
@@ -46,6 +51,10 @@ pub enum Walk {
         protocol: u8,
         /// Where it starts.
         at: usize,
+        /// For the first fragment of a fragmented datagram (IPv4: offset 0 with more fragments
+        /// to come; IPv6: a Fragment header at offset 0), where its fragmentable part starts:
+        /// the byte later fragments' offsets count from. `None` for a whole datagram.
+        fragmentable: Option<usize>,
     },
     /// A fragment whose offset is not 0: no transport header.
     NonFirstFragment {
@@ -99,10 +108,12 @@ pub fn walk(ip: &[u8]) -> Walk {
                 // The datagram (or the bytes read) ends inside its own header.
                 return Walk::Unreadable;
             }
-            chain(ip, protocol, ihl, false).unwrap_or(Walk::Unreadable)
+            // More fragments (MF) at offset 0: a first fragment, fragmentable after the header.
+            let first = (frag & 0x2000 != 0).then_some(ihl);
+            chain(ip, protocol, ihl, false, first).unwrap_or(Walk::Unreadable)
         }
         6 => match ip.get(6) {
-            Some(&next) => chain(ip, next, 40, true).unwrap_or(Walk::Unreadable),
+            Some(&next) => chain(ip, next, 40, true, None).unwrap_or(Walk::Unreadable),
             None => Walk::Unreadable,
         },
         _ => Walk::Unreadable,
@@ -110,7 +121,14 @@ pub fn walk(ip: &[u8]) -> Walk {
 }
 
 /// Follows the header chain from header `next` at `off`; `None` if a header is cut short.
-fn chain(ip: &[u8], mut next: u8, mut off: usize, v6: bool) -> Option<Walk> {
+/// `fragmentable`: where a first fragment's fragmentable part starts, if known yet.
+fn chain(
+    ip: &[u8],
+    mut next: u8,
+    mut off: usize,
+    v6: bool,
+    mut fragmentable: Option<usize>,
+) -> Option<Walk> {
     for _ in 0..MAX_EXTENSIONS {
         match next {
             AUTHENTICATION => {
@@ -132,13 +150,18 @@ fn chain(ip: &[u8], mut next: u8, mut off: usize, v6: bool) -> Option<Walk> {
                 }
                 next = *ip.get(off)?;
                 off = off.checked_add(8)?;
+                fragmentable = Some(off);
             }
-            protocol => return Some(Walk::Transport { protocol, at: off }),
+            protocol => return Some(Walk::Transport { protocol, at: off, fragmentable }),
         }
     }
     let extension = matches!(next, AUTHENTICATION)
         || (v6 && matches!(next, HOP_BY_HOP | ROUTING | DESTINATION | FRAGMENT));
-    Some(if extension { Walk::Unreadable } else { Walk::Transport { protocol: next, at: off } })
+    Some(if extension {
+        Walk::Unreadable
+    } else {
+        Walk::Transport { protocol: next, at: off, fragmentable }
+    })
 }
 
 /// Where the TCP header starts in an IP packet, or `None` if the packet is not TCP, is a
@@ -146,7 +169,7 @@ fn chain(ip: &[u8], mut next: u8, mut off: usize, v6: bool) -> Option<Walk> {
 #[must_use]
 pub fn tcp_offset(ip: &[u8]) -> Option<usize> {
     match walk(ip) {
-        Walk::Transport { protocol: IPPROTO_TCP, at } => Some(at),
+        Walk::Transport { protocol: IPPROTO_TCP, at, .. } => Some(at),
         _ => None,
     }
 }
@@ -222,6 +245,73 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
         return offset < vsflow_core::icmp::READ_LEN;
     }
     offset < IP_PREFIX && ip.get(9) != Some(&17)
+}
+
+/// True if fragments vsflow does not judge may rewrite what `ip`'s protocol and ports rest on.
+///
+/// Then neither can be relied on ([`vsflow_core::Headers::Unknown`]). `ip` is the packet's
+/// start as read: [`IP_PREFIX`] bytes of IPv4, [`vsflow_core::icmp::READ_LEN`] of IPv6.
+///
+/// Later fragments are judged only when they start within the bound of [`may_overlap_headers`]
+/// (IPv4: [`IP_PREFIX`] bytes of the fragmentable part; IPv6: `READ_LEN`); past it they pass on
+/// their first fragment's verdict. That is sound only if every byte a first fragment is judged
+/// by lies within the bound, and two kinds of packet break it (review s4, R4-1 and R4-2):
+///
+/// - A **first fragment whose upper-layer header lies past the bound**. WFP gives a transport
+///   header's ports wherever it lies (the double does; verify on Windows), and IPv6 destination
+///   options after the Fragment header (RFC 8200 section 4.1: up to 2 KB each, `PadN`) or AHs
+///   (RFC 4302, either family) move it as deep as a sender likes: a later fragment past the
+///   bound rewrites the judged ports (UDP to 53 reassembles as UDP to 161) or the header
+///   chain's last Next Header, so the protocol too. Judged: TCP's first 14 bytes (ports and
+///   flags), UDP's first 4 (ports), and for every protocol the chain before its header.
+/// - An **IPv6 later fragment within the bound, whatever protocol it names**. Reassembly uses
+///   only the first fragment's Next Header (RFC 8200 section 4.5), so one that names GRE or
+///   TCP lies on a UDP first fragment's header as well as one naming UDP: judging it as a
+///   packet of the protocol it names (a GRE flow admitting it, or a rule admitting every TCP
+///   port) would admit a rewrite of a UDP datagram. IPv4 fragments join only fragments of their
+///   own protocol (RFC 791), so an IPv4 later fragment names its datagram's protocol, except
+///   behind an AH, whose chain a later fragment at offset 8 or more may rewrite.
+///
+/// And an IPv6 packet whose header chain cannot be walked within the bytes read (more than
+/// `READ_LEN` - 8 bytes of extension headers, or more than [`MAX_EXTENSIONS`] of them, or cut
+/// short): whether it is such a fragment cannot be told, so it is taken to be one. No sender
+/// makes any of these on a link whose MTU is 1280 bytes or more (IPv6's minimum) unless it
+/// means to: a fragment carries at least 1232 bytes of data; nothing legitimate puts 150 bytes
+/// of options after a Fragment header.
+#[must_use]
+#[inline]
+pub fn headers_rewritable(ip: &[u8]) -> bool {
+    // Every packet: IPv4 without options, not a fragment (no MF, offset 0), not an AH.
+    if let [0x45, _, _, _, _, _, f0, f1, _, protocol, ..] = *ip
+        && u16::from_be_bytes([f0, f1]).trailing_zeros() >= 14 // MF and the offset are 0
+        && protocol != AUTHENTICATION
+    {
+        return false;
+    }
+    headers_rewritable_walked(ip)
+}
+
+/// [`headers_rewritable`] for every other packet: the header walk.
+#[inline(never)]
+fn headers_rewritable_walked(ip: &[u8]) -> bool {
+    let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
+    let bound = if v6 { vsflow_core::icmp::READ_LEN } else { IP_PREFIX };
+    match walk(ip) {
+        Walk::Transport { fragmentable: None, .. } => false,
+        Walk::Transport { protocol, at, fragmentable: Some(start) } => {
+            let judged = match protocol {
+                IPPROTO_TCP => 14,
+                IPPROTO_UDP => 4,
+                _ => 0,
+            };
+            at.saturating_add(judged) > start.saturating_add(bound)
+        }
+        Walk::NonFirstFragment { offset } => {
+            offset < bound && (v6 || ip.get(9) == Some(&AUTHENTICATION))
+        }
+        // IPv4: malformed, judged as before by what WFP and `tcp_flags` say.
+        Walk::Unreadable => v6 || ip.first().is_none_or(|b| b >> 4 != 4),
+    }
 }
 
 /// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
@@ -464,6 +554,79 @@ mod tests {
             ip6[42..44].copy_from_slice(&(units << 3).to_be_bytes());
             assert_eq!(may_overlap_headers(&ip6), overlaps, "IPv6 offset {units}");
         }
+    }
+
+    #[test]
+    fn headers_later_fragments_may_rewrite_are_found_in_either_family() {
+        use super::{AUTHENTICATION, DESTINATION, FRAGMENT, HOP_BY_HOP, headers_rewritable};
+        // IPv4: a whole datagram, a first fragment with its TCP header at 20, one behind an AH
+        // of 24 bytes (within the 128 later fragments are judged in) and one of 124 bytes.
+        let v4 = |mf_offset: u16, protocol: u8, ah_words: Option<u8>| {
+            let mut ip = alloc::vec![0u8; 20];
+            ip[0] = 0x45;
+            ip[6..8].copy_from_slice(&mf_offset.to_be_bytes());
+            ip[9] = if ah_words.is_some() { AUTHENTICATION } else { protocol };
+            if let Some(words) = ah_words {
+                // AH: next header, payload length in words minus 2, then (words * 4 - 2) bytes.
+                ip.extend_from_slice(&[protocol, words - 2]);
+                ip.resize(ip.len() + usize::from(words) * 4 - 2, 0);
+            }
+            ip.extend_from_slice(&tcp(0x10));
+            ip
+        };
+        assert!(!headers_rewritable(&v4(0, 6, None)), "whole");
+        assert!(!headers_rewritable(&v4(0x2000, 6, None)), "first fragment");
+        assert!(!headers_rewritable(&v4(0x2000, 17, None)), "first fragment, UDP");
+        assert!(!headers_rewritable(&v4(0x2000, 6, Some(6))), "AH of 24 bytes");
+        assert!(!headers_rewritable(&v4(0, 6, Some(31))), "a whole datagram behind a deep AH");
+        assert!(headers_rewritable(&v4(0x2000, 6, Some(31))), "TCP behind an AH of 124 bytes");
+        assert!(!headers_rewritable(&v4(0x2000, 17, Some(31))), "UDP ports at 124-127: within");
+        assert!(headers_rewritable(&v4(0x2000, 17, Some(32))), "UDP behind an AH of 128 bytes");
+        // Later fragments: named AH within 128 bytes; others are the port-less path's.
+        assert!(headers_rewritable(&v4(1, 6, Some(6))), "an AH later fragment at 8");
+        assert!(!headers_rewritable(&v4(16, 6, Some(6))), "an AH later fragment at 128");
+        assert!(!headers_rewritable(&v4(1, 6, None)), "a TCP later fragment: NoPorts");
+        // IPv6: a Fragment header at offset 0, then `opts` bytes of destination options, then
+        // UDP (ports within 192 bytes of the fragmentable part only up to 188).
+        let v6 = |offset_units: u16, opts: usize, upper: u8| {
+            let mut ip = alloc::vec![0u8; 40];
+            ip[0] = 0x60;
+            ip[6] = FRAGMENT;
+            let next = if opts == 0 { upper } else { DESTINATION };
+            ip.extend_from_slice(&[next, 0]);
+            ip.extend_from_slice(&(offset_units << 3 | 1).to_be_bytes());
+            ip.extend_from_slice(&[0, 0, 0, 1]);
+            if opts > 0 {
+                ip.extend_from_slice(&[upper, u8::try_from(opts / 8 - 1).unwrap()]);
+                ip.resize(ip.len() + opts - 2, 0);
+            }
+            ip.extend_from_slice(&tcp(0x10));
+            ip.truncate(vsflow_core::icmp::READ_LEN);
+            ip
+        };
+        assert!(!headers_rewritable(&v6(0, 0, 17)), "UDP at 0");
+        assert!(!headers_rewritable(&v6(0, 88, 17)), "UDP at 88");
+        assert!(!headers_rewritable(&v6(0, 184, 17)), "UDP ports at 184-187: within the bound");
+        assert!(headers_rewritable(&v6(0, 192, 17)), "UDP at 192: past it");
+        assert!(!headers_rewritable(&v6(0, 176, 6)), "TCP at 176: its flags at 189, within");
+        assert!(headers_rewritable(&v6(0, 184, 6)), "TCP at 184: its flags at 197, past it");
+        assert!(headers_rewritable(&v6(3, 0, 47)), "a later fragment at 24 naming GRE");
+        assert!(headers_rewritable(&v6(23, 0, 17)), "at 184 naming UDP");
+        assert!(!headers_rewritable(&v6(24, 0, 17)), "at 192: past what is judged");
+        // A whole IPv6 datagram with its headers within reach; nothing read at all.
+        let mut whole = alloc::vec![0u8; 40];
+        whole[0] = 0x60;
+        whole[6] = 17;
+        whole.extend_from_slice(&[0; 8]);
+        assert!(!headers_rewritable(&whole));
+        assert!(headers_rewritable(&[]), "no bytes: nothing can be relied on");
+        // A hop-by-hop header of 160 bytes: the chain goes on past the bytes read.
+        let mut long = alloc::vec![0u8; 40];
+        long[0] = 0x60;
+        long[6] = HOP_BY_HOP;
+        long.extend_from_slice(&[FRAGMENT, 19]);
+        long.resize(vsflow_core::icmp::READ_LEN, 0);
+        assert!(headers_rewritable(&long), "a chain that cannot be walked in the bytes read");
     }
 
     #[test]

@@ -59,6 +59,7 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering,
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 use vsflow_core::flow::TableConfig;
+use vsflow_core::keys;
 use vsflow_core::port::MAX_NAME_UNITS;
 use vsflow_core::port::shards::{self, MAX_SHARDS};
 use vsflow_core::{PacketMeta, Port, PortCounters, PortIdentity, Tick, Verdict};
@@ -291,7 +292,11 @@ impl<L: RawSpinLock> PortSlot<L> {
             instance,
             shards,
             full: sharding.full,
-            hint_hash: FixedState::with_seed(sharding.full.hash_seed ^ 0x6869_6e74_7368_6172),
+            // The hints' own key (vsflow_core::keys), not the port's seed.
+            hint_hash: FixedState::with_seed(keys::derive(
+                sharding.full.hash_seed,
+                keys::Purpose::ShardHints,
+            )),
             sharded: AtomicBool::new(false),
             refs: AtomicUsize::new(1),
             removed: AtomicBool::new(false),
@@ -756,7 +761,11 @@ impl<S: KernelServices> PortMap<S> {
         locks.extend((0..n).map(|_| CpuLock::new(services.new_rw_lock())));
         let map = Master {
             switches: Vec::new(),
-            ports: HashMap::with_hasher(FixedState::with_seed(services.hash_seed())),
+            // The map's own key (vsflow_core::keys), not the boot seed itself.
+            ports: HashMap::with_hasher(FixedState::with_seed(keys::derive(
+                services.hash_seed(),
+                keys::Purpose::PortMap,
+            ))),
             next_switch_id: 1,
             closed: false,
         };

@@ -115,10 +115,14 @@ pub enum TraceEvent {
     },
     /// New flows were refused since the last report because the host-wide flow-memory budget
     /// (`FlowMemoryMB`) had no room for their tables' growth: their packets' verdicts stood,
-    /// they were not tracked; established connections were kept. At most one per expiry tick.
+    /// they were not tracked; established connections were kept. Or saves' working memory was
+    /// not kept for the port's next save (freed as the save ended; the blob carried every
+    /// connection). At most one per expiry tick.
     FlowMemoryRefused {
         /// New flows refused since the last report.
         refused: u32,
+        /// Saves since the last report whose working memory the budget had no room to keep.
+        saves_unkept: u32,
         /// Bytes of flow tables charged now.
         used: u64,
         /// The budget in bytes.

@@ -135,7 +135,24 @@ fn unreadable(port: &mut Port, meta: &PacketMeta, now: Tick) -> Verdict {
     c.headers_unreadable = c.headers_unreadable.wrapping_add(1);
     match meta.headers {
         Headers::NoPorts => portless(port, meta),
+        Headers::Unknown => unknown(port, meta),
         Headers::NoFlags | Headers::Complete => track(port, FlowKey::of(meta), meta, now),
+    }
+}
+
+/// A packet whose protocol and ports cannot be relied on ([`Headers::Unknown`]): the VM's own
+/// and Monitor's pass; inbound in Enforce (the restore window included) only a rule admitting
+/// every protocol and port from its source admits it.
+fn unknown(port: &Port, meta: &PacketMeta) -> Verdict {
+    match (meta.direction, port.judging) {
+        (Direction::Outbound, _) | (Direction::Inbound, Judging::Monitor) => Verdict::Permit,
+        (Direction::Inbound, Judging::Enforce | Judging::Restoring) => {
+            if port.rules.admits_everything(meta.family, &meta.src_addr) {
+                Verdict::Permit
+            } else {
+                Verdict::Block(BlockReason::Unsolicited)
+            }
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`codec`]: the live-migration runtime-state blob (`encode`, `decode`, `apply`).
 //! - [`fingerprint`]: keyed fingerprints of connections a blob carries beyond its exact
 //!   records, and their pickup on the destination.
+//! - [`keys`]: a key per purpose (each hash's own) derived from the per-boot seed.
 //!
 //! Time is supplied by the caller as [`Tick`]s (100 ns units, Windows interrupt time).
 //! Allocation is fallible everywhere: out of memory is [`Error::OutOfMemory`], never a panic.
@@ -30,6 +31,7 @@ pub mod fingerprint;
 pub mod flow;
 pub mod guid;
 pub mod icmp;
+pub mod keys;
 pub mod packet;
 pub mod policy;
 pub mod port;

@@ -101,6 +101,13 @@ pub enum Headers {
     NoFlags,
     /// TCP or UDP whose ports could not be read (ports and flags are 0).
     NoPorts,
+    /// Neither the protocol nor the ports can be relied on: fragments vsflow does not judge
+    /// may rewrite them in the guest's reassembly (an IPv6 later fragment that may overlap its
+    /// first fragment's headers whatever protocol it names, or a first fragment whose headers
+    /// lie past the bytes later fragments are judged within; the callout's
+    /// `frame::headers_rewritable`). Inbound in Enforce only a rule admitting every protocol
+    /// and port from its source admits it; it neither creates nor matches a flow.
+    Unknown,
 }
 
 /// One packet as classify sees it.

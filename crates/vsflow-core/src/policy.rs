@@ -238,6 +238,18 @@ impl RuleSet {
             .iter()
             .any(|r| r.local_ports == PortRange::ANY && r.matches(protocol, family, 0, remote))
     }
+
+    /// True if some rule admits inbound traffic of every protocol from `remote` to every local
+    /// port: the judgement of a packet whose protocol and ports cannot be relied on
+    /// ([`crate::packet::Headers::Unknown`]).
+    #[must_use]
+    pub fn admits_everything(&self, family: IpFamily, remote: &[u8; 16]) -> bool {
+        self.rules.iter().any(|r| {
+            r.protocol.is_none()
+                && r.local_ports == PortRange::ANY
+                && r.remote.contains(family, remote)
+        })
+    }
 }
 
 #[cfg(test)]

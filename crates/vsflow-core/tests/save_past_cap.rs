@@ -103,11 +103,25 @@ fn a_kept_encoder_writes_each_connections_fingerprint_as_the_port_changes() {
     assert_eq!(s2.fingerprints.salt(), s1.fingerprints.salt());
 
     // A fresh encoder (a port whose encoder was freed) draws a new salt, and chooses the same
-    // exact records.
+    // exact records, up to one or two at the cap's margin: the fingerprint section is
+    // Rice-coded, so its size depends on the salt by a few bytes (seen: 492 exact records
+    // under one salt, the same but the least recent under another).
     let mut fresh = Vec::new();
     codec::Encoder::new().encode(&p, t1 + secs(1), &config, &mut fresh).unwrap();
     let s3 = decoded(&fresh);
     check(&p, &s3);
     assert_ne!(s3.fingerprints.salt(), s2.fingerprints.salt());
-    assert_eq!(s3.flows, s2.flows);
+    let (fewer, more) = if s3.flows.len() <= s2.flows.len() {
+        (&s3.flows, &s2.flows)
+    } else {
+        (&s2.flows, &s3.flows)
+    };
+    assert!(
+        more.len() - fewer.len() <= 2,
+        "{} vs {} exact records",
+        s2.flows.len(),
+        s3.flows.len()
+    );
+    assert!(fewer.iter().all(|f| more.contains(f)), "the same exact records");
+    assert_eq!(s3.flows.len() + s3.fingerprints.values().len(), 2_700);
 }

@@ -12,7 +12,7 @@ use crate::request::PortRef;
 use crate::wire::{HEADER_LEN, Header, Reader, Writer, count32, ensure};
 
 /// Driver-wide counters, in wire order (the driver's `DriverStats`).
-pub const DRIVER_COUNTER_NAMES: [&str; 19] = [
+pub const DRIVER_COUNTER_NAMES: [&str; 20] = [
     "classify_calls",
     "trusted_port_packets",
     "unknown_port_packets",
@@ -32,6 +32,7 @@ pub const DRIVER_COUNTER_NAMES: [&str; 19] = [
     "restores_oversized",
     "flows_refused_budget",
     "flow_memory_bytes",
+    "saves_unkept",
 ];
 
 /// A writer over exactly the `needed` bytes of `out`, header written.

@@ -6,7 +6,7 @@
 
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_INVALID_HANDLE, ERROR_SERVICE_DOES_NOT_EXIST, HANDLE, WAIT_IO_COMPLETION,
-    WAIT_OBJECT_0,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::System::Services::{
     CloseServiceHandle, NotifyServiceStatusChangeW, OpenSCManagerW, OpenServiceW,
@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Error;
+use crate::stop_watch::{Seen, StopPoll, Wake};
 
 /// The pid of service `name` when it runs (`None`: unknown, stopped, or not readable).
 #[must_use]
@@ -142,7 +143,9 @@ pub fn running(name: &str) -> Result<bool, Error> {
 /// handle cancels the request. The *watcher* waits for the notifier's signal or the watch's
 /// end, and asks the state itself once a second with handles of its own, so a late or lost
 /// notification, or a notifier stuck in the call (Wine has kept one there when the service
-/// stopped while it registered), still gets the stop reported within that second. User mode
+/// stopped while it registered), still gets the stop reported within that second. A watch
+/// that cannot watch reports a stop too ([`crate::stop_watch`]): the state unreadable three
+/// polls in a row, a notification whose state cannot be read, a failed wait. User mode
 /// has no BFE-state subscription (`FwpmBfeStateSubscribeChanges0` is kernel mode only), so
 /// this is how netports learns that BFE, and every WFP handle with it, went away.
 pub struct StopWatch {
@@ -204,7 +207,8 @@ unsafe extern "system" fn on_status(parameter: *const std::ffi::c_void) {
 impl StopWatch {
     /// Watches service `name` (which must exist); `on_stop` runs once, on the watch's thread,
     /// when it stops or is stopping, or if the watch itself fails (the safe reading: a watch
-    /// that cannot watch reports a stop).
+    /// that cannot watch reports a stop; [`crate::stop_watch`] says when: the state
+    /// unreadable [`crate::stop_watch::MAX_FAILED_READS`] polls in a row, about three seconds).
     ///
     /// # Errors
     /// The service does not exist, or the service control manager cannot be read.
@@ -234,8 +238,14 @@ const fn is_stopping(state: u32) -> bool {
     state == SERVICE_STOPPED || state == SERVICE_STOP_PENDING
 }
 
-fn state_text(state: u32) -> String {
-    if state == SERVICE_STOPPED { "stopped".into() } else { "stopping".into() }
+/// A state read as the watch's decision sees it.
+fn seen(state: Option<u32>) -> Seen {
+    match state {
+        None => Seen::Deleted,
+        Some(SERVICE_STOPPED) => Seen::Stopped,
+        Some(SERVICE_STOP_PENDING) => Seen::StopPending,
+        Some(_) => Seen::Other,
+    }
 }
 
 /// The notifier thread: asks for the stop notification and sets `notified` when it comes;
@@ -289,6 +299,7 @@ fn notifier(name: &str, events: &Events) {
 /// The watcher thread: `Some(why)` when the service stopped, `None` when the watch ended.
 fn watcher(name: &str, events: &Events) -> Option<String> {
     let handles = [events.end as HANDLE, events.notified as HANDLE];
+    let mut poll = StopPoll::default();
     loop {
         // SAFETY: two event handles alive while `events` is.
         let w = unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, POLL_MS) };
@@ -297,13 +308,13 @@ fn watcher(name: &str, events: &Events) -> Option<String> {
         }
         // Notified, or a second passed: the state decides (a notification may come late, be
         // lost, or report an error).
-        match state(name) {
-            Ok(Some(s)) if is_stopping(s) => return Some(state_text(s)),
-            Ok(None) => return Some("deleted".into()),
-            Ok(Some(_)) if w == WAIT_OBJECT_0 + 1 => {
-                return Some("the stop notification failed".into());
-            }
-            _ => {}
+        let wake = match w {
+            WAIT_TIMEOUT => Wake::Poll,
+            n if n == WAIT_OBJECT_0 + 1 => Wake::Notified,
+            _ => Wake::WaitFailed(last_error()),
+        };
+        if let Some(why) = poll.look(wake, state(name).map(seen)) {
+            return Some(why);
         }
     }
 }

@@ -307,11 +307,12 @@ impl<S: KernelServices> Driver<S> {
 
     // ---- 3. Apply -----------------------------------------------------------------------
 
-    /// The key of the digest that identifies a blob: per boot, random (the flow tables' hash
-    /// seed), so nobody can build a second blob that passes for the first.
+    /// The key of the digest that identifies a blob: per boot, random (derived from the boot
+    /// seed for this purpose, `vsflow_core::keys`), so nobody can build a second blob that
+    /// passes for the first.
     fn digest_key(&self) -> [u64; 2] {
-        let seed = self.services.hash_seed();
-        [seed ^ 0x6469_6765_7374_6b30, seed.rotate_left(29) ^ 0x7673_666c_6f77_6b31]
+        use vsflow_core::keys::{Purpose, derive128};
+        derive128(self.services.hash_seed(), Purpose::BlobDigest)
     }
 
     /// A blob's keyed digest (with its length, what identifies a blob already applied).

@@ -28,6 +28,7 @@ use crate::counters::PortCounters;
 use crate::error::Error;
 use crate::flow::{Admission, FlowKey, FlowState, TimeoutClass};
 use crate::guid::Guid;
+use crate::keys::{self, Purpose};
 use crate::packet::{IpFamily, protocol};
 use crate::policy::{AllowRule, Mode, RuleSet};
 use crate::port::{Port, PortIdentity};
@@ -82,8 +83,9 @@ pub(super) trait Source {
     ) -> Result<usize, Error>;
     /// A fresh fingerprint salt (a live port's encoder keeps the first it draws past the cap).
     fn salt(&self) -> [u64; 2];
-    /// A key for the encoder's address hashing: the port's per-boot random seed, so peers
-    /// cannot aim their addresses at one run of slots.
+    /// A key for the encoder's address hashing: derived from the port's per-boot random seed
+    /// for that purpose ([`crate::keys`]), so peers cannot aim their addresses at one run of
+    /// slots.
     fn hash_seed(&self) -> u64;
     /// Fingerprints the source already carries, kept as they are: a decoded state's, or the
     /// ones a live port's restore armed that no connection has used yet (a second migration
@@ -169,14 +171,17 @@ impl Source for LivePort<'_> {
         Ok(table.slot_count())
     }
     fn hash_seed(&self) -> u64 {
-        self.port.table.config().hash_seed
+        // The address index's own key (crate::keys), not the port's seed.
+        keys::derive(self.port.table.config().hash_seed, Purpose::AddressIndex)
     }
     fn salt(&self) -> [u64; 2] {
-        // Random without a random source in the core: SipHash keyed by the table's per-boot
-        // random seed over the save instant and the save count. A peer knows neither the seed
-        // nor the salt. The port's encoder keeps the salt its first save past the cap drew for
-        // its later saves (`FpCache`; docs/runtime-state-format.md, "Fingerprints").
-        let seed = self.port.table.config().hash_seed;
+        // Random without a random source in the core: SipHash keyed by a key derived from the
+        // port's per-boot random seed for this purpose (crate::keys) over the save instant and
+        // the save count. A peer knows neither the key nor the salt. The port's encoder keeps
+        // the salt its first save past the cap drew for its later saves (`FpCache`;
+        // docs/runtime-state-format.md, "Fingerprints").
+        let [k0, k1] =
+            keys::derive128(self.port.table.config().hash_seed, Purpose::FingerprintSalt);
         let mut msg = [0u8; 17];
         for (d, s) in msg
             .iter_mut()
@@ -189,7 +194,7 @@ impl Source for LivePort<'_> {
             if let Some(last) = m.last_mut() {
                 *last = lane;
             }
-            SipHasher13::new_with_keys(seed, seed.rotate_left(32) ^ 0x5653_464c_5341_4c54).hash(&m)
+            SipHasher13::new_with_keys(k0, k1).hash(&m)
         };
         [h(0), h(1)]
     }

@@ -33,6 +33,24 @@ pub struct FlowBudget {
     reported: AtomicU64,
     overdraft: AtomicU64,
     saves_unkept: AtomicU64,
+    saves_unkept_reported: AtomicU64,
+}
+
+/// What the budget refused since the last report ([`FlowBudget::take_unreported`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unreported {
+    /// New flows refused.
+    pub refused: u64,
+    /// Saves whose working memory was freed at once, not kept.
+    pub saves_unkept: u64,
+}
+
+impl Unreported {
+    /// Nothing to report.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.refused == 0 && self.saves_unkept == 0
+    }
 }
 
 impl FlowBudget {
@@ -46,6 +64,7 @@ impl FlowBudget {
             reported: AtomicU64::new(0),
             overdraft: AtomicU64::new(0),
             saves_unkept: AtomicU64::new(0),
+            saves_unkept_reported: AtomicU64::new(0),
         }
     }
 
@@ -124,11 +143,16 @@ impl FlowBudget {
         self.saves_unkept.load(Ordering::Relaxed)
     }
 
-    /// Refusals since the last call (for a periodic event), or 0.
-    pub fn take_unreported(&self) -> u64 {
-        let refused = self.refused();
-        let before = self.reported.swap(refused, Ordering::Relaxed);
-        refused.saturating_sub(before)
+    /// Refused flows and unkept saves since the last call (for a periodic event: the driver's
+    /// `FlowMemoryRefused`, one per tick at most).
+    pub fn take_unreported(&self) -> Unreported {
+        let since = |total: u64, reported: &AtomicU64| {
+            total.saturating_sub(reported.swap(total, Ordering::Relaxed))
+        };
+        Unreported {
+            refused: since(self.refused(), &self.reported),
+            saves_unkept: since(self.saves_unkept(), &self.saves_unkept_reported),
+        }
     }
 }
 
@@ -170,7 +194,9 @@ mod tests {
         assert!(!b.try_charge_save(1), "a save's memory past the limit");
         assert_eq!((b.used(), b.refused(), b.saves_unkept()), (100, 1, 1), "not a refused flow");
         b.release(100);
-        assert_eq!(b.take_unreported(), 1);
-        assert_eq!(b.take_unreported(), 0);
+        assert_eq!(b.take_unreported(), Unreported { refused: 1, saves_unkept: 1 });
+        assert!(b.take_unreported().is_empty(), "each reported once");
+        assert!(!b.try_charge_save(101));
+        assert_eq!(b.take_unreported(), Unreported { refused: 0, saves_unkept: 1 });
     }
 }

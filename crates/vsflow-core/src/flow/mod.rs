@@ -12,7 +12,7 @@ mod table;
 pub mod tentative;
 mod timeouts;
 
-pub use budget::{BudgetRef, FlowBudget};
+pub use budget::{BudgetRef, FlowBudget, Unreported};
 pub use key::FlowKey;
 pub use record::{Admission, FlowRecord, FlowState, Opener};
 pub use table::{Eviction, FlowIndex, FlowTable, MAX_FLOWS_LIMIT, Room, TableConfig};

@@ -53,6 +53,8 @@ use core::hash::BuildHasher;
 
 use foldhash::fast::FixedState;
 
+use crate::keys::{self, Purpose};
+
 use super::budget::{BudgetRef, FlowBudget};
 use super::segments::Segments;
 use crate::error::Error;
@@ -84,8 +86,9 @@ pub struct TableConfig {
     pub initial_capacity: u32,
     /// Idle timeouts.
     pub timeouts: Timeouts,
-    /// Seed of the key hash. The driver passes a per-boot random value so that a peer cannot
-    /// aim crafted 5-tuples at one bucket.
+    /// The port's secret seed. The driver passes its per-boot random value so that a peer
+    /// cannot aim crafted 5-tuples at one bucket. Every hash of the port keys itself with a
+    /// key derived from it for its purpose ([`crate::keys`]), never with the seed itself.
     pub hash_seed: u64,
     /// Granularity of the LRU order in ticks (default 1,000,000 = 100 ms); see the module docs.
     pub lru_granularity: Tick,
@@ -261,7 +264,9 @@ impl FlowTable {
             timeouts: core::array::from_fn(|i| {
                 TimeoutClass::ALL.get(i).map_or(Tick::MAX, |&c| config.timeouts.of(c))
             }),
-            hasher: FixedState::with_seed(config.hash_seed),
+            // The table's own key, derived from the port's seed (crate::keys): not the seed
+            // itself, which keys other hashes too.
+            hasher: FixedState::with_seed(keys::derive(config.hash_seed, Purpose::FlowTable)),
             charged: 0,
         };
         table.charge(table.slots.dir_bytes() + table.buckets.dir_bytes(), false);

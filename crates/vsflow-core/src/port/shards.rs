@@ -109,7 +109,7 @@ pub const MAX_SHARDS: usize = 8;
 #[must_use]
 pub fn packet_flow(meta: &PacketMeta) -> Option<FlowKey> {
     match meta.headers {
-        Headers::NoPorts => None,
+        Headers::NoPorts | Headers::Unknown => None,
         Headers::Complete if icmp::is_icmp(meta.family, meta.protocol) => match meta.icmp {
             Icmp::Query { request, kind, id } => Some(icmp::query_key(
                 meta.direction,
