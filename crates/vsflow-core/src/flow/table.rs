@@ -636,33 +636,27 @@ impl FlowTable {
             }
             at = s.chain;
         }
-        let placed_directly =
-            self.len < self.config.max_flows && self.len < self.level + self.split;
-        if placed_directly && self.free == NIL && self.slots.is_full() {
-            // Below the bound, so the directory has room for another segment.
-            self.grow_slots(false)?;
-        }
-        if !placed_directly {
+        if self.len >= self.config.max_flows || self.len >= self.level + self.split {
             let mut record = FREE_SLOT.record;
             fill(&mut record);
             let room = Room::for_record(&record);
             return self.insert_with(hash, *key, record, now, room).map(|(at, _)| Some(at));
         }
-        let i = if self.free == NIL {
-            #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        // Below the bound and with the index split ahead: placed directly, in a free slot or
+        // at the slab's end (which grows by a segment when full: below the bound, the
+        // directory has room for it).
+        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        let (i, slot) = if self.free == NIL {
             let i = self.slots.len() as u32;
-            i
+            if self.slots.is_full() {
+                self.grow_slots(false)?;
+            }
+            (i, self.slots.push_in_place())
         } else {
             let i = self.free;
             self.free = self.slots.get(i as usize).next;
-            i
+            (i, Some(self.slots.get_mut(i as usize)))
         };
-        let slot = if i as usize == self.slots.len() {
-            self.slots.push_in_place()
-        } else {
-            Some(self.slots.get_mut(i as usize))
-        };
-        // Checked above: a free slot or room in the slab.
         let Some(d) = slot else { return Err(Error::TableFull) };
         fill(&mut d.record);
         let class = TimeoutClass::of(key.protocol, d.record.state).index();
