@@ -164,10 +164,13 @@ fn a_ports_save_memory_is_charged_to_the_flow_budget_and_given_back() {
     );
     h.advance(61 * 10_000_000);
     let _ = h.within(|| h.driver().expire_idle(16));
-    assert_eq!(
-        h.driver().stats().flow_memory_bytes,
-        tables,
-        "freed a minute after the last save: its charge is given back"
+    // Freed a minute after the last save: its charge is given back. The buffer WFP was handed
+    // stays with the port, charged (a_ports_save_buffer_is_charged_..., below).
+    let buffer = h.driver().stats().flow_memory_bytes - tables;
+    let len = blob[0].1.len() as u64;
+    assert!(
+        (len..=61_440).contains(&buffer),
+        "after the sweep only the {len}-byte blob's buffer stays charged: {buffer} bytes"
     );
     finish(&mut h);
 }
@@ -247,5 +250,37 @@ fn a_save_past_the_budget_is_reported_by_the_counters_ioctl_and_etw() {
         })
         .collect();
     assert_eq!(reports, [(0, 1)], "one FlowMemoryRefused event, with the unkept save");
+    finish(&mut h);
+}
+
+/// The buffer a port's save hands to WFP (up to `BlobCap` bytes, kept until the port's next
+/// save or its deletion: WFP may read it after the callback returns) is flow memory the host
+/// holds for the port, like the save's kept working memory: charged to the host-wide budget,
+/// and given back when the port goes.
+#[test]
+fn a_ports_save_buffer_is_charged_to_the_flow_budget_until_the_port_goes() {
+    let mut h = Host::new(26);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("save-buffer", &[]);
+    vm_port(&mut h, sw, 11, "vm", 1, false);
+    let _ = open_connections(&mut h, sw, 11, 2_000);
+    let tables = h.driver().stats().flow_memory_bytes;
+    let (blob, _) = h.save(sw, 11);
+    let len = blob[0].1.len() as u64;
+    assert!(len > 10_000, "a blob of 2,000 connections: {len} bytes");
+    // A minute later the sweep frees the save's working memory; the buffer WFP was handed
+    // stays with the port, and stays charged.
+    h.advance(61 * 10_000_000);
+    let _ = h.within(|| h.driver().expire_idle(16));
+    let kept = h.driver().stats().flow_memory_bytes;
+    assert!(
+        kept >= tables + len,
+        "the port's save buffer ({len} bytes) is charged: {tables} -> {kept} bytes"
+    );
+    assert!(kept <= tables + 61_440, "at most BlobCap more: {tables} -> {kept} bytes");
+    // The port deleted: its table and its save buffer are given back.
+    assert_eq!(h.delete_port(sw, 11), 0);
+    assert_eq!(h.driver().stats().flow_memory_bytes, 0, "everything given back");
     finish(&mut h);
 }

@@ -467,3 +467,101 @@ fn a_restore_window_without_a_restore_closes_after_its_deadline() {
     assert!(!h.list_ports()[0].restoring);
     finish(&mut h);
 }
+
+/// Runs `f` as simulated processor `cpu` (the thread's processor number decides which
+/// processor's map lock and port cache a packet uses), then goes back to processor 0.
+fn on_processor<R>(cpu: u32, f: impl FnOnce() -> R) -> R {
+    vsflow_sim::kernel::services::set_processor(cpu);
+    let r = f();
+    vsflow_sim::kernel::services::set_processor(0);
+    r
+}
+
+// The per-processor port cache (crates/vsflow-callout/src/ports.rs, "The packet's port without a
+// map lookup") never judges a packet by a port the map no longer holds: every processor's
+// cached port goes stale with any map change, wherever it is made. A port deleted and created
+// again with the same key is another port, with no flows: the old connections' packets are
+// blocked (Enforce), never admitted by the old port's table; a deleted port judges nothing.
+#[test]
+fn a_cached_port_deleted_or_created_again_never_judges_a_packet() {
+    let (mut h, sw) = host(26, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    let inbound = on_processor(3, || open_connections(&mut h, sw, 5, 6));
+    // Cached on processors 3 (the handshakes) and 5. (The switch's external port, where these
+    // packets enter, is not tracked: its ingress classify is counted as an unknown port's.)
+    let unknown = |h: &Host| h.driver().stats().unknown_port_packets;
+    let u = unknown(&h);
+    assert_eq!(on_processor(3, || delivered(&mut h, sw, 5, &inbound)), 6);
+    assert_eq!(on_processor(5, || delivered(&mut h, sw, 5, &inbound)), 6);
+    let live = unknown(&h) - u;
+
+    // Deleted from processor 0: nobody judges these packets (an unknown port is not filtered),
+    // and no processor reaches the old port.
+    assert_eq!(h.delete_port(sw, 5), 0);
+    let u = unknown(&h);
+    assert_eq!(on_processor(3, || delivered(&mut h, sw, 5, &inbound)), 6, "not judged");
+    assert_eq!(on_processor(5, || delivered(&mut h, sw, 5, &inbound)), 6, "not judged");
+    assert_eq!(unknown(&h) - u, live + 12, "every packet counted for an unknown port");
+
+    // Created again with the same key: a new port without flows. Every processor judges by it.
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    let u = unknown(&h);
+    assert_eq!(on_processor(3, || delivered(&mut h, sw, 5, &inbound)), 0, "the old port's flows");
+    assert_eq!(on_processor(5, || delivered(&mut h, sw, 5, &inbound)), 0, "the old port's flows");
+    assert_eq!(unknown(&h) - u, live, "judged by the new port");
+    let port = port_ref(&h, "vm");
+    assert!(port_counter(&h, port, "packets_blocked") >= 12, "judged by the new port");
+
+    // Cached again on processor 3, then replaced without a delete (a create for a key the
+    // driver holds replaces the port): still never the old one.
+    let fresh = on_processor(3, || open_connections(&mut h, sw, 5, 2));
+    assert_eq!(on_processor(3, || delivered(&mut h, sw, 5, &fresh)), 2);
+    assert_eq!(h.create_port(sw, 5, "vm2", false), sys::STATUS_SUCCESS);
+    assert_eq!(
+        h.nic_event(sw, 5, 1, sys::FWPS_VSWITCH_EVENT_INTERFACE_CONNECT),
+        sys::STATUS_SUCCESS
+    );
+    assert_eq!(
+        on_processor(3, || delivered(&mut h, sw, 5, &fresh)),
+        0,
+        "the replaced port's flows"
+    );
+    finish(&mut h);
+}
+
+// A switch deleted and created again under the same name is another switch: a processor's
+// cached port of the old one is never used for the new one's port of the same id.
+#[test]
+fn a_cached_port_of_a_switch_created_again_never_judges_a_packet() {
+    let (mut h, sw) = host(27, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    let inbound = on_processor(2, || open_connections(&mut h, sw, 5, 4));
+    assert_eq!(on_processor(2, || delivered(&mut h, sw, 5, &inbound)), 4);
+    h.delete_switch(sw);
+    let again = h.create_switch("SW", &[]);
+    vm_port(&mut h, again, 5, "vm", 1, false);
+    assert_eq!(on_processor(2, || delivered(&mut h, again, 5, &inbound)), 0, "old switch's port");
+    finish(&mut h);
+}
+
+// Ports whose ids share a processor's cache entry (ids 8 apart) are each judged by their own
+// table, packet after packet, on several processors.
+#[test]
+fn ports_sharing_a_cache_entry_are_each_judged_by_their_own_table() {
+    let (mut h, sw) = host(28, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "a", 1, false);
+    vm_port(&mut h, sw, 13, "b", 2, false);
+    vm_port(&mut h, sw, 21, "c", 3, false);
+    let a = on_processor(1, || open_connections(&mut h, sw, 5, 3));
+    let b = on_processor(1, || open_connections(&mut h, sw, 13, 3));
+    for cpu in [1, 4] {
+        for _ in 0..3 {
+            // Each port admits its own connections and no other port's.
+            assert_eq!(on_processor(cpu, || delivered(&mut h, sw, 5, &a)), 3);
+            assert_eq!(on_processor(cpu, || delivered(&mut h, sw, 13, &b)), 3);
+            assert_eq!(on_processor(cpu, || delivered(&mut h, sw, 21, &a)), 0);
+            assert_eq!(on_processor(cpu, || delivered(&mut h, sw, 21, &b)), 0);
+        }
+    }
+    finish(&mut h);
+}

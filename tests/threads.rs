@@ -377,3 +377,42 @@ fn a_port_created_again_for_the_same_vm_takes_its_own_restore_after_the_stale_on
     assert_eq!(vsflow_scenarios::delivered(&mut b, sb, 70, &data), 6);
     finish(&mut b);
 }
+
+/// Review s4, finding R4-3. The same race with `LoosePickup` = 1: the degraded restore of the
+/// *new* port (another VM's, never migrated, `PortReplaced`) goes through `degrade`, which opens
+/// the loose pickup window on it (`open_loose_window`: "no connection was carried"), so for
+/// `LooseWindowSeconds` any outsider's mid-stream TCP segment to that VM is picked up, on a port
+/// no migration touched (SECURITY.md edge 9 states only "becomes Enforce (fail closed)").
+/// Failed on main (review4's 4410050): vm-a's peers' mid-stream segments reached vm-b.
+#[test]
+fn a_restore_for_a_replaced_port_opens_no_loose_window_on_the_new_port() {
+    let loose =
+        vsflow_callout::DriverConfig { loose_pickup: true, ..enforce(RestoreMode::Pending) };
+    let (mut a, sa) = host(1, loose, "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let data = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    let (mut b, sb) = host(2, loose, "SW-B");
+    b.eager_work_items(true);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    let pause = b.pause_work_item_at_clock();
+    let tickets = b.restore(sb, 70, &blobs);
+    assert!(pause.stopped(), "the work item reached its clock read");
+    assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
+    vm_port(&mut b, sb, 70, "vm-b", 2, false);
+    // Control: before the stale restore lands, vm-b (Enforce, no restore) blocks them.
+    assert_eq!(vsflow_scenarios::delivered(&mut b, sb, 70, &data[..1]), 0, "control");
+    pause.resume();
+    let t = std::time::Instant::now();
+    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "a migration never fails");
+    assert_eq!(
+        vsflow_scenarios::delivered(&mut b, sb, 70, &data[1..]),
+        0,
+        "outsiders' mid-stream segments reach nothing on vm-b's port"
+    );
+    finish(&mut b);
+}

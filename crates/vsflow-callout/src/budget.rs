@@ -3,8 +3,8 @@
 //! ([`vsflow_core::flow::BudgetRef`]).
 //!
 //! The budget is allocated fallibly (`try_box`) when the driver object is created and freed
-//! when it is dropped. The tables that refer to it all live inside the driver (its ports, and a
-//! restore's table while it is built): the driver declares the budget as its last field, so
+//! when it is dropped. The tables and buffers that refer to it all live inside the driver (its
+//! ports' tables, encoders and save buffers, and a restore's table while it is built): the driver declares the budget as its last field, so
 //! Rust drops it after every port, and a restore runs only while the driver holds a reference
 //! to the port (unload drains every callback and work item before the driver is dropped). The
 //! `'static` lifetime handed out is therefore never outlived; the core stays free of `unsafe`.

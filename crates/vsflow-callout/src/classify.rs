@@ -22,7 +22,9 @@ use fwps_sys::{
     FWPS_CLASSIFY_OUT0, FWPS_FILTER3, FWPS_INCOMING_METADATA_VALUES0, FWPS_INCOMING_VALUES0, GUID,
     NTSTATUS, STATUS_SUCCESS,
 };
-use vsflow_core::{Direction, Headers, Icmp, PacketMeta, TcpFlags, Verdict, icmp, protocol};
+use vsflow_core::{
+    Direction, Headers, Icmp, IpFamily, PacketMeta, TcpFlags, Verdict, icmp, protocol,
+};
 
 use crate::driver::Driver;
 use crate::frame::{
@@ -31,7 +33,6 @@ use crate::frame::{
 use crate::instances;
 use crate::keys::HOOKS;
 use crate::percpu::Counter;
-use crate::ports::PortKey;
 use crate::services::KernelServices;
 use crate::trace::TraceEvent;
 
@@ -143,10 +144,24 @@ impl<S: KernelServices> Driver<S> {
         meta: &FWPS_INCOMING_METADATA_VALUES0,
         layer_data: *mut c_void,
     ) -> Option<Verdict> {
-        // 1. WFP's values: the VM's port and the 5-tuple.
+        // 1. WFP's values: the VM's port and the 5-tuple, written into the packet as the core
+        //    reads it (built in place: no intermediate copy).
+        let mut packet = PacketMeta {
+            direction: Direction::Inbound,
+            family: IpFamily::V4,
+            protocol: 0,
+            src_addr: [0; 16],
+            dst_addr: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            tcp_flags: TcpFlags(0),
+            length: 0,
+            headers: Headers::Complete,
+            icmp: Icmp::None,
+        };
         // SAFETY: caller's contract.
-        let mut c = match unsafe { read_values(values, meta) } {
-            Ok(c) => c,
+        let port_id = match unsafe { read_values_into(values, meta, &mut packet) } {
+            Ok(port_id) => port_id,
             Err(why) => {
                 self.count(Counter::ClassifyCalls);
                 self.count(match why {
@@ -165,28 +180,24 @@ impl<S: KernelServices> Driver<S> {
         //    WFP gave no ports for, whether it is a non-first fragment.
         //    Every packet's IP headers are read: a fragment may rewrite what WFP's protocol and
         //    ports rest on (`frame::headers_rewritable`).
-        let icmp = icmp::is_icmp(c.meta.family, c.meta.protocol);
-        let portless = c.meta.headers == Headers::NoPorts;
+        let icmp = icmp::is_icmp(packet.family, packet.protocol);
+        let portless = packet.headers == Headers::NoPorts;
         let mut storage = [0u8; icmp::READ_LEN];
-        let want = if icmp || c.meta.family == vsflow_core::IpFamily::V6 {
-            icmp::READ_LEN
-        } else {
-            IP_PREFIX
-        };
+        let want = if icmp || packet.family == IpFamily::V6 { icmp::READ_LEN } else { IP_PREFIX };
         let storage = storage.get_mut(..want).unwrap_or(&mut []);
         if icmp {
-            c.meta.icmp = Icmp::Unreadable;
+            packet.icmp = Icmp::Unreadable;
         }
         // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
         let frame = unsafe { self.services.read_frame(layer_data, meta, storage) };
         if let Some(frame) = &frame {
-            c.meta.length = frame.frame_len;
+            packet.length = frame.frame_len;
         }
         let head = frame.as_ref().map_or(&[][..], |f| f.head);
         if headers_rewritable(head) {
             // Neither its protocol nor its ports can be relied on: inbound in Enforce only a
             // rule admitting everything from its source admits it (review s4, R4-1 and R4-2).
-            c.meta.headers = Headers::Unknown;
+            packet.headers = Headers::Unknown;
         } else if portless {
             // A later fragment that may overlap its first fragment's headers (RFC 1858 3.3) is
             // judged without ports, like a first fragment without them: inbound in Enforce
@@ -198,27 +209,23 @@ impl<S: KernelServices> Driver<S> {
                 self.count(Counter::UnknownPortPackets);
                 return None;
             }
-        } else if c.meta.protocol == protocol::TCP {
+        } else if packet.protocol == protocol::TCP {
             // Flags that cannot be read are never "no flags" (issue 16).
             match tcp_flags(head) {
-                Some(flags) => c.meta.tcp_flags = TcpFlags(flags),
-                None => c.meta.headers = Headers::NoFlags,
+                Some(flags) => packet.tcp_flags = TcpFlags(flags),
+                None => packet.headers = Headers::NoFlags,
             }
         } else if icmp && frame.is_some() {
-            c.meta.icmp = icmp::read(head);
+            packet.icmp = icmp::read(head);
         }
         // 4. The port, and its verdict under the port's own lock.
         let now = self.now();
         let cpu = self.services.current_processor();
+        // The port from this processor's port cache, or the map (crate::ports); judged under
+        // this processor's shard's lock only, for its own flows.
         let found = self
             .ports
-            .read(cpu, |ix| {
-                let switch = ix.switch_id_le(name?)?;
-                let slot = ix.port(PortKey { switch, port: c.port_id })?;
-                // Under this processor's shard's lock only, for its own flows (crate::ports).
-                Some(slot.classify(cpu, &c.meta, now))
-            })
-            .flatten();
+            .with_packet_port(cpu, name, port_id, |slot| slot.classify(cpu, &packet, now));
         match found {
             Some(Some(verdict)) => Some(verdict),
             Some(None) => {
@@ -292,11 +299,43 @@ fn value(values: &[sys::FWPS_INCOMING_VALUE0], index: usize) -> Option<sys::FWP_
 ///
 /// # Safety
 /// `values` and `meta` are the valid pointers WFP passed to classify.
-#[inline]
 pub unsafe fn read_values(
     values: &FWPS_INCOMING_VALUES0,
     meta: &FWPS_INCOMING_METADATA_VALUES0,
 ) -> Result<Classified, Bypass> {
+    let mut packet = PacketMeta {
+        direction: Direction::Inbound,
+        family: IpFamily::V4,
+        protocol: 0,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: TcpFlags(0),
+        length: 0,
+        headers: Headers::Complete,
+        icmp: Icmp::None,
+    };
+    // SAFETY: caller's contract.
+    let port_id = unsafe { read_values_into(values, meta, &mut packet) }?;
+    Ok(Classified { port_id, meta: packet })
+}
+
+/// [`read_values`] into `packet`, as classify uses it: writes its direction, family, protocol,
+/// addresses, ports and `headers` (the other fields are left as they are; the addresses'
+/// unused bytes must be zero already) and returns the VM's port id.
+///
+/// # Errors
+/// As [`read_values`] (`packet` may then be partly written).
+///
+/// # Safety
+/// As [`read_values`].
+#[inline]
+unsafe fn read_values_into(
+    values: &FWPS_INCOMING_VALUES0,
+    meta: &FWPS_INCOMING_METADATA_VALUES0,
+    packet: &mut PacketMeta,
+) -> Result<u32, Bypass> {
     // SAFETY: caller's contract on `values`.
     let fields = unsafe { value_slice(values) };
     let (ingress, v6) = match values.layerId {
@@ -347,43 +386,36 @@ pub unsafe fn read_values(
         _ if matches!(protocol, protocol::TCP | protocol::UDP) => (0, 0, Headers::NoPorts),
         _ => (0, 0, Headers::Complete),
     };
-    let (src_addr, dst_addr) = if v6 {
+    if v6 {
         // SAFETY: caller's contract; `addr16` checks the type tag and the pointer.
-        (
-            unsafe { addr16(&src) }.ok_or(Bypass::Malformed)?,
-            unsafe { addr16(&dst) }.ok_or(Bypass::Malformed)?,
-        )
+        packet.src_addr = unsafe { addr16(&src) }.ok_or(Bypass::Malformed)?;
+        // SAFETY: as above.
+        packet.dst_addr = unsafe { addr16(&dst) }.ok_or(Bypass::Malformed)?;
+        packet.family = IpFamily::V6;
     } else {
-        (addr4(&src).ok_or(Bypass::Malformed)?, addr4(&dst).ok_or(Bypass::Malformed)?)
-    };
-    Ok(Classified {
-        port_id,
-        meta: PacketMeta {
-            direction,
-            family: if v6 { vsflow_core::IpFamily::V6 } else { vsflow_core::IpFamily::V4 },
-            protocol,
-            src_addr,
-            dst_addr,
-            src_port,
-            dst_port,
-            tcp_flags: TcpFlags(0),
-            length: 0,
-            headers,
-            icmp: Icmp::None,
-        },
-    })
+        // The first four bytes (`vsflow_core::packet::v4`); the rest are zero already.
+        addr4(&src, &mut packet.src_addr).ok_or(Bypass::Malformed)?;
+        addr4(&dst, &mut packet.dst_addr).ok_or(Bypass::Malformed)?;
+        packet.family = IpFamily::V4;
+    }
+    packet.direction = direction;
+    packet.protocol = protocol;
+    packet.src_port = src_port;
+    packet.dst_port = dst_port;
+    packet.headers = headers;
+    Ok(port_id)
 }
 
-fn addr4(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
+/// Writes an IPv4 address value's four bytes (network order) to the start of `to`.
+fn addr4(v: &sys::FWP_VALUE0, to: &mut [u8; 16]) -> Option<()> {
     if v.r#type != sys::FWP_UINT32 {
         return None;
     }
     // SAFETY: the type tag says `uint32` is the active arm. WFP gives IPv4 addresses in host
     // byte order (verify on Windows, item 10).
     let a = unsafe { v.u.uint32 };
-    // `vsflow_core::packet::v4(a.to_be_bytes())` (the address bytes, then zeroes) built as
-    // one 16-byte value.
-    Some(u128::from(u32::from_le_bytes(a.to_be_bytes())).to_le_bytes())
+    *to.first_chunk_mut::<4>()? = a.to_be_bytes();
+    Some(())
 }
 
 /// # Safety

@@ -98,8 +98,8 @@ pub struct DriverStats {
     /// New flows refused because the host-wide flow-memory budget (`FlowMemoryMB`) had no
     /// room for their table's growth step (traced `FlowMemoryRefused`).
     pub flows_refused_budget: u64,
-    /// Bytes of flow tables, and of save memory kept for a port's next save, charged to the
-    /// budget now.
+    /// Bytes of flow tables, of save memory kept for a port's next save and of the save
+    /// buffers handed to WFP, charged to the budget now.
     pub flow_memory_bytes: u64,
     /// Saves whose working memory the flow-memory budget had no room to keep for the port's
     /// next save: freed as the save ended (the blob carried every connection; the next save

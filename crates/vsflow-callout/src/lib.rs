@@ -37,6 +37,7 @@ pub mod pending;
 mod percpu;
 pub mod ports;
 pub mod registration;
+mod save_buffer;
 pub mod seed;
 pub mod services;
 pub mod sync;

@@ -42,6 +42,20 @@
 //! ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
 //! holder of any of them reads it stably.
 //!
+//! **The packet's port without a map lookup** ([`PortMap::with_packet_port`]). Each processor
+//! keeps, beside its map lock and on its cache lines, a small cache of the ports its packets
+//! found ([`CachedPort`]: the port, the switch's index, the map *generation* they were found
+//! at). Every change of the map (switch or port create, delete, replace, stop: [`PortMap::update`])
+//! takes a new generation under every processor's lock held exclusively, so an entry of an
+//! older generation is never used: a port deleted, or deleted and created again with the same
+//! key (another [`PortSlot`], another instance), is looked up in the map again. An entry is used
+//! only if its generation is the map's and its port, switch and the packet's `VSWITCH_ID` bytes
+//! and port id all agree, checked on every packet (so entries written at once by two readers of
+//! one processor's lock — a thread that read its processor number before its IRQL was raised —
+//! can mix, but never name a port the packet does not). The cache is read and written only under
+//! that processor's lock held shared, and a port in the map at the generation the lock holder
+//! sees is alive (the map holds a reference), so an entry never outlives its port's use.
+//!
 //! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
 //! nobody waits, a writer spins only for readers' short critical sections, and a reader never
 //! asks for a lock exclusively (lock order: map (shared or exclusive) -> one port's home shard ->
@@ -54,7 +68,9 @@ use core::cell::UnsafeCell;
 use core::hash::BuildHasher;
 use core::ops::Deref;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering, fence,
+};
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
@@ -143,8 +159,9 @@ pub(crate) struct PortState {
     /// A VM NIC (synthetic or emulated) is on the port. A generic port is judged only then.
     pub(crate) vm_nic: bool,
     /// The buffer handed to WFP by the last runtime-state save of this port. Owned by the
-    /// driver: replaced by the next save, freed with the port or at stop.
-    pub(crate) save_buffer: Vec<u8>,
+    /// driver: replaced by the next save, freed with the port or at stop; charged to the
+    /// host's flow-memory budget while it lives ([`crate::save_buffer`]).
+    pub(crate) save_buffer: crate::save_buffer::SaveBuffer,
     /// The working memory of this port's saves, reused by each (no allocation per save once
     /// the port has been saved at its size: `vsflow_core::codec::Encoder`; about 200 bytes a
     /// flow). Freed with the port, or by the expiry sweep once no save came for
@@ -624,19 +641,15 @@ pub(crate) struct Master<L: RawSpinLock> {
     pub(crate) ports: HashMap<PortKey, PortRef<L>, FixedState>,
     next_switch_id: u32,
     closed: bool,
+    /// Changes with every [`PortMap::update`] (never 0): what the processors' port caches are
+    /// valid for.
+    generation: u64,
 }
 
 impl<L: RawSpinLock> Master<L> {
     /// The id of the switch named `name`.
     pub(crate) fn switch_id(&self, name: &[u16]) -> Option<u32> {
         self.switches.iter().find(|s| s.name.as_utf16() == name).map(|s| s.id)
-    }
-
-    /// The id of the switch whose name is `bytes` (UTF-16LE, up to an optional NUL unit),
-    /// compared in place.
-    pub(crate) fn switch_id_le(&self, bytes: &[u8]) -> Option<u32> {
-        // Once per packet: the name's bytes against each switch's, compared whole.
-        self.switches.iter().find(|s| s.is_named_le(bytes)).map(|s| s.id)
     }
 
     /// The port `key` (valid while the map lock is held).
@@ -724,22 +737,88 @@ pub(crate) type InsertResult<L> = Result<Option<PortRef<L>>, (CalloutError, Port
 /// 16-byte alignment and ignores a larger `Layout::align` (undefined behaviour for an
 /// over-aligned type). 64 bytes of guard padding on each side keep two processors' locks at
 /// least 128 bytes apart wherever the array starts, so they never share a 64-byte line.
+///
+/// Its port cache sits on the same lines: written only by this processor's packets, under
+/// this lock held shared.
 #[repr(C)]
-struct CpuLock<R> {
+struct CpuLock<R, L: RawSpinLock> {
     _front: [u64; 8],
     lock: R,
+    cache: [CachedPort<L>; CACHED_PORTS],
     _back: [u64; 8],
 }
 
-impl<R> CpuLock<R> {
+impl<R, L: RawSpinLock> CpuLock<R, L> {
     const fn new(lock: R) -> Self {
-        Self { _front: [0; 8], lock, _back: [0; 8] }
+        Self {
+            _front: [0; 8],
+            lock,
+            cache: [const { CachedPort::EMPTY }; CACHED_PORTS],
+            _back: [0; 8],
+        }
+    }
+}
+
+/// Entries of a processor's port cache, chosen by the port id's low bits (a host's port ids
+/// are small numbers given out in order, so a processor serving a few VMs keeps them all).
+const CACHED_PORTS: usize = 8;
+
+/// One entry of a processor's port cache (module docs, "The packet's port without a map
+/// lookup"): the port a packet of this switch and port id found, at map generation
+/// `generation` (0: empty). Three separate atomics: two readers of one processor's lock
+/// may write an entry at once, so a reader checks that what it read agrees with itself and
+/// with the packet ([`CachedPort::get`]).
+struct CachedPort<L: RawSpinLock> {
+    generation: AtomicU64,
+    slot: AtomicPtr<PortSlot<L>>,
+    /// The switch's index in [`Master::switches`].
+    switch: AtomicUsize,
+}
+
+impl<L: RawSpinLock> CachedPort<L> {
+    #[allow(clippy::declare_interior_mutable_const, reason = "an array initializer only")]
+    const EMPTY: Self = Self {
+        generation: AtomicU64::new(0),
+        slot: AtomicPtr::new(core::ptr::null_mut()),
+        switch: AtomicUsize::new(0),
+    };
+
+    /// The cached port of switch `name` (`VSWITCH_ID` bytes) and port id `port`, if this entry
+    /// holds it for the map's generation. The caller holds this processor's lock shared and
+    /// `map` is the map under it.
+    #[inline]
+    fn get<'m>(&self, map: &'m Master<L>, name: &[u8], port: u32) -> Option<&'m PortSlot<L>> {
+        // Acquire: the slot and switch written before this generation (`set`) are seen.
+        if self.generation.load(Ordering::Acquire) != map.generation {
+            return None;
+        }
+        let switch = map.switches.get(self.switch.load(Ordering::Relaxed))?;
+        let slot = self.slot.load(Ordering::Relaxed);
+        // SAFETY: non-null entries are written only under this processor's lock held shared
+        // (`set`), with a port in the map at the generation read above. Every map change takes
+        // a new generation under this lock held exclusively, which orders all of them before
+        // this hold; so whatever was stored after the generation this load synchronised with was
+        // stored in this generation: a port the map holds a reference to now, alive while the
+        // caller holds the lock (module docs).
+        let slot = unsafe { slot.as_ref() }?;
+        // Checked together: an entry written at once by two readers may mix their values.
+        (slot.key.port == port && slot.key.switch == switch.id && switch.is_named_le(name))
+            .then_some(slot)
+    }
+
+    /// Remembers `slot` (switch number `switch` of the map) at `generation`. The caller holds
+    /// this processor's lock shared and found `slot` in the map at `generation`.
+    #[inline]
+    fn set(&self, generation: u64, slot: &PortSlot<L>, switch: usize) {
+        self.slot.store(core::ptr::from_ref(slot).cast_mut(), Ordering::Relaxed);
+        self.switch.store(switch, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Release);
     }
 }
 
 /// The port map: the switches and ports under one reader/writer spin lock per processor.
 pub(crate) struct PortMap<S: KernelServices> {
-    locks: Vec<CpuLock<S::RwLock>>,
+    locks: Vec<CpuLock<S::RwLock, S::Lock>>,
     map: UnsafeCell<Master<S::Lock>>,
 }
 
@@ -768,6 +847,7 @@ impl<S: KernelServices> PortMap<S> {
             ))),
             next_switch_id: 1,
             closed: false,
+            generation: 1,
         };
         Ok(Self { locks, map: UnsafeCell::new(map) })
     }
@@ -786,6 +866,56 @@ impl<S: KernelServices> PortMap<S> {
             return None;
         }
         Some(f(map))
+    }
+
+    /// Runs `f` on the port a packet belongs to — its switch named by the `VSWITCH_ID` bytes
+    /// `name`, its port id `port` — under processor `cpu`'s lock held shared (the packet path:
+    /// `f` judges one packet). `None` once closed, or if the switch or the port is unknown.
+    ///
+    /// The port is taken from this processor's port cache when an entry holds it for the map's
+    /// current generation, else looked up in the map (and cached): the common packet does no
+    /// hashing and no walk of the switches (module docs, "The packet's port without a map
+    /// lookup").
+    #[inline]
+    pub(crate) fn with_packet_port<R>(
+        &self,
+        cpu: u32,
+        name: Option<&[u8]>,
+        port: u32,
+        f: impl FnOnce(&PortSlot<S::Lock>) -> R,
+    ) -> Option<R> {
+        let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
+        let shared = SharedGuard::acquire(&lock.lock);
+        // SAFETY: a shared hold of one processor's lock excludes every writer (writers hold
+        // all of them exclusively), so no `&mut` to the map exists meanwhile.
+        let map = unsafe { &*self.map.get() };
+        let slot = match (map.closed, name, lock.cache.get(port as usize % CACHED_PORTS)) {
+            (false, Some(name), Some(entry)) => match entry.get(map, name, port) {
+                Some(slot) => Some(slot),
+                None => Self::look_up(map, entry, name, port),
+            },
+            _ => None,
+        };
+        let r = slot.map(f);
+        // One release for every outcome (inlined once).
+        drop(shared);
+        r
+    }
+
+    /// The port of switch `name` and port id `port` from the map, remembered in `entry` (a
+    /// packet of a port this processor has not seen at this generation: out of line).
+    #[cold]
+    #[inline(never)]
+    fn look_up<'m>(
+        map: &'m Master<S::Lock>,
+        entry: &CachedPort<S::Lock>,
+        name: &[u8],
+        port: u32,
+    ) -> Option<&'m PortSlot<S::Lock>> {
+        let (index, switch) = map.switches.iter().enumerate().find(|(_, s)| s.is_named_le(name))?;
+        let slot = map.port(PortKey { switch: switch.id, port })?;
+        entry.set(map.generation, slot, index);
+        Some(slot)
     }
 
     /// A reference to the port `find` picks, taken under the current processor's lock (held
@@ -841,6 +971,8 @@ impl<S: KernelServices> PortMap<S> {
         // SAFETY: every processor's lock is held exclusively: no reader and no other writer.
         let map = unsafe { &mut *self.map.get() };
         let r = if map.closed { Err(CalloutError::InvalidState) } else { f(map) };
+        // Every processor's port cache is now out of date (module docs), whatever `f` did.
+        map.generation = map.generation.wrapping_add(1).max(1);
         // Release in reverse order: the first hold restores the caller's IRQL, last.
         while let Some(guard) = held.pop() {
             drop(guard);

@@ -189,7 +189,7 @@ impl<S: KernelServices> Driver<S> {
             nic: None,
             nic_connected: false,
             vm_nic: false,
-            save_buffer: alloc::vec::Vec::new(),
+            save_buffer: crate::save_buffer::SaveBuffer::new(),
             encoder: vsflow_core::codec::Encoder::new(),
             last_save: vsflow_core::Tick::MAX,
             last_restore: None,

@@ -459,13 +459,18 @@ impl<S: KernelServices> Driver<S> {
     ) -> NTSTATUS {
         codec::apply_degraded(&mut st.port, carried);
         let now = self.now();
-        // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
-        st.port.open_loose_window(now);
-        // Nor was any connection's opener: for the pickup window the VM's mid-stream segment
-        // of a connection the port does not know may be a peer's, so its return traffic is
-        // judged by the rules (never made the VM's: a later rule removal must cut it).
-        let window = self.config.apply_config().pickup_window;
-        st.port.judge_uncarried_until(if window == 0 { 0 } else { now.saturating_add(window) });
+        // A replaced port is another VM's (or a new instance's) that no migration brought: none
+        // of its connections was carried or lost, so nothing opens for them (review s4, R4-3).
+        if reason != DegradedReason::PortReplaced {
+            // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
+            st.port.open_loose_window(now);
+            // Nor was any connection's opener: for the pickup window the VM's mid-stream
+            // segment of a connection the port does not know may be a peer's, so its return
+            // traffic is judged by the rules (never made the VM's: a later rule removal must
+            // cut it).
+            let window = self.config.apply_config().pickup_window;
+            st.port.judge_uncarried_until(if window == 0 { 0 } else { now.saturating_add(window) });
+        }
         st.window_deadline = vsflow_core::Tick::MAX;
         // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob. A restore
         // whose port was replaced is not a bad blob either, and its port is gone.

@@ -3,7 +3,8 @@
 //! Synchronous, always: how a *pended* save would hand its buffer back is not documented
 //! (`FwpsvSwitchNotifyComplete0` has no buffer argument). The driver keeps ownership of the
 //! buffer it returns (who frees it is not documented either): one buffer per port, reused by
-//! the next save of that port, freed with the port or at stop. Both are listed in
+//! the next save of that port, freed with the port or at stop, and charged to the host's
+//! flow-memory budget meanwhile ([`crate::save_buffer`]). Both are listed in
 //! docs/WINDOWS-VERIFICATION.md (verify on Windows: items 1-3).
 //!
 //! The encode runs under the saved port's own lock only (the port map's lock is held just to
@@ -103,24 +104,28 @@ impl<S: KernelServices> Driver<S> {
             let mut buffer = core::mem::take(&mut st.save_buffer);
             // The port's own encoder: its working memory is reused from the last save.
             let st = &mut *st;
-            let result = st.encoder.encode(&st.port, now, &cfg, &mut buffer);
+            let result = st.encoder.encode(&st.port, now, &cfg, buffer.bytes_mut());
             st.last_save = now;
             let out = match result {
                 Ok(summary) => {
                     st.port.note_saved(summary.flows_dropped, summary.flows_fingerprinted);
+                    let (blob, len) = buffer.blob();
                     Ok((
-                        buffer.as_ptr(),
-                        buffer.len(),
+                        blob,
+                        len,
                         summary.flows_written,
                         summary.flows_dropped,
                         summary.flows_fingerprinted,
                     ))
                 }
                 Err(e) => {
-                    buffer.clear();
+                    buffer.bytes_mut().clear();
                     Err(Some(e))
                 }
             };
+            // What the buffer holds is charged to the host's flow-memory budget (even past it:
+            // WFP may read it after we return; crate::save_buffer).
+            buffer.settle(self.budget.handle());
             // The buffer moves back into the port: its heap block (what WFP reads) stays put.
             st.save_buffer = buffer;
             out

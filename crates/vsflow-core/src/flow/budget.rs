@@ -16,6 +16,10 @@
 //!   bytes a flow) is charged as the save ends if there is room ([`FlowBudget::try_charge_save`]);
 //!   otherwise it is freed at once (counted, [`FlowBudget::saves_unkept`]): a save never fails
 //!   and its blob does not change, it only allocates again next time.
+//! - the buffer a port's save hands to WFP (the driver's, `vsflow_callout`'s `save_buffer`: at
+//!   most `BlobCap` bytes a port, kept until the port's next save or its deletion) is charged
+//!   even past the limit ([`FlowBudget::charge_over`]): WFP may read it after the save
+//!   returns, so it cannot be freed for the budget.
 //!
 //! A table releases what it charged when it is dropped. The budget is a few atomics: a growth
 //! step (one per 64 flows at most) does one compare-exchange on it, a packet that finds its flow

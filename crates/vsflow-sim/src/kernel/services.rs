@@ -404,6 +404,17 @@ fn find_hold(me: usize) -> Option<(usize, Hold)> {
     })
 }
 
+/// Appends a hold record for a lock this thread did not hold (a ninth lock is not tracked:
+/// its release is then reported as one without a hold).
+#[inline]
+fn push_hold(record: Hold) {
+    let len = HELD_RW_LEN.with(Cell::get);
+    if len < HELD_RW_MAX {
+        HELD_RW.with(|h| h.get(len).map(|c| c.set(record)));
+        HELD_RW_LEN.with(|l| l.set(len + 1));
+    }
+}
+
 impl SimRwLock {
     /// Writers waiting for the lock now (each keeps new readers out).
     #[must_use]
@@ -413,6 +424,29 @@ impl SimRwLock {
 
     fn me(&self) -> usize {
         std::ptr::from_ref(self) as usize
+    }
+
+    /// What is wrong with a shared acquisition at `irql` by a thread whose hold of this lock
+    /// is `found` (off the fast path: reported, not fatal).
+    #[cold]
+    #[inline(never)]
+    fn shared_misuse(&self, irql: u8, found: Option<(usize, Hold)>) {
+        if irql > DISPATCH_LEVEL {
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExAcquireSpinLockShared above DISPATCH_LEVEL".to_owned(),
+            );
+        }
+        if found.is_some_and(|(_, e)| e.1 > 0 || e.2) {
+            // Recorded, not fatal: the second shared hold goes through while no writer waits,
+            // and deadlocks on Windows the moment one does.
+            wrong_irql(
+                self.shared.as_ref(),
+                "ExAcquireSpinLockShared by a thread that already owns the lock (recursive \
+                 acquisition deadlocks once a writer waits)"
+                    .to_owned(),
+            );
+        }
     }
 
     /// This thread's holds of this lock: (shared holds, exclusive).
@@ -483,25 +517,21 @@ impl SimRwLock {
 // and no exclusive one; shared holders increment the count only while EXCLUSIVE and the waiting
 // writers are clear (compare-exchange); releases undo their own change with release ordering.
 unsafe impl RawRwSpinLock for SimRwLock {
+    // The shared pair is on every packet's path: inlined, one scan of this thread's holds
+    // each, the messages built only when a check fails (`shared_misuse`, `bad_release`). The
+    // checks are the same as the exclusive pair's.
+    #[allow(
+        clippy::inline_always,
+        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+    )]
+    #[inline(always)]
     fn lock_shared(&self) -> u8 {
-        if current_irql() > DISPATCH_LEVEL {
-            wrong_irql(
-                self.shared.as_ref(),
-                "ExAcquireSpinLockShared above DISPATCH_LEVEL".to_owned(),
-            );
+        let prev = current_irql();
+        let found = find_hold(self.me());
+        if prev > DISPATCH_LEVEL || found.is_some() {
+            self.shared_misuse(prev, found);
         }
-        let (shared, exclusive) = self.holds();
-        if shared > 0 || exclusive {
-            // Recorded, not fatal: the second shared hold goes through while no writer waits,
-            // and deadlocks on Windows the moment one does.
-            wrong_irql(
-                self.shared.as_ref(),
-                "ExAcquireSpinLockShared by a thread that already owns the lock (recursive \
-                 acquisition deadlocks once a writer waits)"
-                    .to_owned(),
-            );
-        }
-        let prev = set_irql(DISPATCH_LEVEL);
+        set_irql(DISPATCH_LEVEL);
         loop {
             let s = self.state.load(Ordering::Relaxed);
             if s & (EXCLUSIVE | WAITERS) == 0
@@ -515,13 +545,34 @@ unsafe impl RawRwSpinLock for SimRwLock {
             }
             std::hint::spin_loop();
         }
-        self.hold(false, prev);
+        match found {
+            // The usual case: no hold of this lock yet; a new record at the end.
+            None => push_hold((self.me(), 1, false, prev)),
+            Some(_) => self.hold(false, prev),
+        }
         acquired();
         prev
     }
 
+    #[allow(
+        clippy::inline_always,
+        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+    )]
+    #[inline(always)]
     unsafe fn unlock_shared(&self, token: u8) {
-        let Some(irql) = self.unhold(false) else {
+        // The usual case: this thread's last recorded hold is its only hold of this lock, shared
+        // once (holds are released in reverse order). Anything else takes the general path.
+        let me = self.me();
+        let len = HELD_RW_LEN.with(Cell::get).min(HELD_RW_MAX);
+        let last = HELD_RW.with(|h| len.checked_sub(1).and_then(|i| h.get(i)).map(Cell::get));
+        let irql = match last {
+            Some((lock, 1, false, irql)) if lock == me => {
+                HELD_RW_LEN.with(|l| l.set(len - 1));
+                Some(irql)
+            }
+            _ => self.unhold(false),
+        };
+        let Some(irql) = irql else {
             misuse(
                 self.shared.as_ref(),
                 "ExReleaseSpinLockShared without a shared hold on this thread".to_owned(),

@@ -1,0 +1,110 @@
+//! The buffer a port's runtime-state save hands to WFP, charged to the host's flow-memory
+//! budget.
+//!
+//! WFP reads the blob after the save callback returns, and who frees it is not documented
+//! ([`crate::vswitch::save`]; docs/WINDOWS-VERIFICATION.md items 1-3), so the driver keeps one
+//! buffer per port: reused by the port's next save, freed with the port or at stop. It holds up
+//! to `BlobCap` bytes (61,440 by default) for as long as the port lives, non-paged memory like
+//! the port's flow table, so it is charged to the same host-wide budget
+//! ([`vsflow_core::flow::FlowBudget`]) as each save ends, as the save's kept working memory is
+//! (`vsflow_core::codec::Encoder`). Unlike that memory it cannot be freed when the budget has
+//! no room (WFP may still be reading it), so it is charged even past the limit
+//! ([`vsflow_core::flow::FlowBudget::charge_over`], counted as overdraft), as a port's first
+//! storage and a restore's are: bounded by `BlobCap` per port, not by the guest's traffic. A
+//! buffer that shrank gives back the difference; a dropped one gives back everything.
+
+use alloc::vec::Vec;
+
+use vsflow_core::flow::BudgetRef;
+
+/// A port's save buffer and what it has charged (see the module docs).
+#[derive(Debug, Default)]
+pub struct SaveBuffer {
+    bytes: Vec<u8>,
+    /// The budget `charged` is charged to.
+    budget: Option<BudgetRef>,
+    /// Bytes of `bytes`' capacity charged to `budget`.
+    charged: usize,
+}
+
+impl SaveBuffer {
+    /// An empty buffer, nothing charged.
+    pub const fn new() -> Self {
+        Self { bytes: Vec::new(), budget: None, charged: 0 }
+    }
+
+    /// The bytes, for the encoder to write the blob into.
+    pub const fn bytes_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// The blob's address and length (what WFP is handed).
+    pub fn blob(&self) -> (*const u8, usize) {
+        (self.bytes.as_ptr(), self.bytes.len())
+    }
+
+    /// Bytes charged to the budget now.
+    #[cfg(test)]
+    pub const fn charged(&self) -> usize {
+        self.charged
+    }
+
+    /// Settles the buffer's capacity with `budget` once a save has written it: growth charged
+    /// even past the limit, a shrink given back.
+    pub fn settle(&mut self, budget: BudgetRef) {
+        if self.budget != Some(budget) {
+            self.uncharge();
+            self.budget = Some(budget);
+        }
+        let held = self.bytes.capacity();
+        if held > self.charged {
+            budget.0.charge_over(held - self.charged);
+        } else {
+            budget.0.release(self.charged - held);
+        }
+        self.charged = held;
+    }
+
+    fn uncharge(&mut self) {
+        if let Some(BudgetRef(b)) = self.budget {
+            b.release(self.charged);
+        }
+        self.charged = 0;
+    }
+}
+
+impl Drop for SaveBuffer {
+    fn drop(&mut self) {
+        self.uncharge();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SaveBuffer;
+    use vsflow_core::flow::{BudgetRef, FlowBudget};
+
+    #[test]
+    fn growth_is_charged_even_past_the_limit_and_given_back_on_drop() {
+        let budget: &'static FlowBudget =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(FlowBudget::new(100)));
+        let mut b = SaveBuffer::new();
+        b.bytes_mut().extend_from_slice(&[7; 64]);
+        b.settle(BudgetRef(budget));
+        assert_eq!(budget.used(), b.charged());
+        assert!(b.charged() >= 64);
+        b.bytes_mut().extend_from_slice(&[7; 200]);
+        b.settle(BudgetRef(budget));
+        assert!(budget.used() >= 264, "past the 100-byte limit: charged all the same");
+        assert!(budget.overdraft() > 0, "counted as overdraft");
+        assert_eq!(budget.refused(), 0, "not a refused flow");
+        b.bytes_mut().clear();
+        b.bytes_mut().shrink_to_fit();
+        b.settle(BudgetRef(budget));
+        assert_eq!(budget.used(), 0, "a shrink gives back the difference");
+        b.bytes_mut().extend_from_slice(&[7; 32]);
+        b.settle(BudgetRef(budget));
+        drop(b);
+        assert_eq!(budget.used(), 0, "dropped: everything given back");
+    }
+}
