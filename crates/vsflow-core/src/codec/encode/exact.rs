@@ -414,12 +414,11 @@ fn build_live(
     for class in TimeoutClass::ALL {
         for (slot, key, record) in table.iter_lru_slots(class) {
             let live = LiveFlow { key, record, now };
-            // One call site: the loop's body is inlined once (the driver image's size).
-            let family = match key.family {
-                IpFamily::V4 => &mut v4,
-                IpFamily::V6 => &mut v6,
+            let added = match key.family {
+                IpFamily::V4 => v4.add(slot, &live, n, rules_version, &hasher)?,
+                IpFamily::V6 => v6.add(slot, &live, n, rules_version, &hasher)?,
             };
-            if !family.add(slot, &live, n, rules_version, &hasher)? {
+            if !added {
                 return Ok(None);
             }
         }
