@@ -897,8 +897,8 @@ impl<S: KernelServices> PortMap<S> {
             _ => None,
         };
         let r = slot.map(f);
-        // One release for every outcome (inlined once).
-        drop(shared);
+        // One release for every outcome, inlined here.
+        shared.release();
         r
     }
 
