@@ -259,6 +259,38 @@ fn a_second_save_of_a_port_allocates_nothing() {
     finish(&mut h);
 }
 
+/// Issue 18 item 4: a port's first save past the cap (a live migration saves a port once)
+/// allocates nothing and hashes no connection the expiry sweep has already readied: the sweep
+/// sizes the port's encoder and computes its connections' fingerprints away from the save
+/// (`vsflow_core::codec::Encoder::prepare`). Also after the sweep freed the encoder a minute
+/// after a save, once the sweep has run again.
+#[test]
+fn a_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing() {
+    let config = DriverConfig { flows_per_port: 9_000, ..enforce(RestoreMode::Pending) };
+    let (mut h, sw) = host(9, config, "SW-A");
+    vm_port(&mut h, sw, 11, "vm-past-the-cap", 1, false);
+    // 9,000 connections: more than 60 KiB could hold as exact records.
+    open_connections(&mut h, sw, 11, 9_000);
+    let sweeps = |h: &mut vsflow_sim::Host, n: u32| {
+        for _ in 0..n {
+            h.advance(10_000_000);
+            let _ = h.within(|| h.driver().expire_idle(16));
+        }
+    };
+    sweeps(&mut h, 10);
+    for round in ["first save", "first save after the encoder was freed"] {
+        let before = h.driver_allocations();
+        let (blob, _) = h.save(sw, 11);
+        let made = h.driver_allocations() - before;
+        assert_eq!(made, 0, "{round}: allocated {made} blocks");
+        assert_eq!(blob.len(), 1);
+        // A minute later the sweep frees the encoder (and with it the salt); it readies it
+        // again over the next seconds.
+        sweeps(&mut h, 61 + 10);
+    }
+    finish(&mut h);
+}
+
 /// The memory a save keeps for the next one is the port's only while saves come: the expiry
 /// sweep frees it a minute after the port's last save (a port saves once per migration), and a
 /// later save allocates it again.

@@ -426,8 +426,10 @@ impl<S: KernelServices> Driver<S> {
 
     /// Removes idle flows from every port, up to `budget` per port and shard (periodic timer),
     /// splits a port that has nothing of a migration open into its shards ([`crate::ports`]),
-    /// and frees the save memory of ports not saved for a minute
-    /// ([`crate::ports::ENCODER_KEEP`]). Takes one port's locks at a time, never the map's.
+    /// frees the save memory of ports not saved for a minute
+    /// ([`crate::ports::ENCODER_KEEP`]) and readies the encoder of every port past the cap
+    /// for its next save (`vsflow_core::codec::Encoder::prepare`). Takes one port's locks at a
+    /// time, never the map's.
     /// Reports what the flow-memory budget refused since the last tick, new flows and saves'
     /// kept memory (`FlowMemoryRefused`: one event per tick at most, not one per flow or save).
     pub fn expire_idle(&self, budget: usize) -> usize {
@@ -442,7 +444,8 @@ impl<S: KernelServices> Driver<S> {
                 limit: flows.limit() as u64,
             });
         }
-        self.each_port().iter().map(|p| p.sweep(now, budget)).sum()
+        let cap = self.config.blob_cap;
+        self.each_port().iter().map(|p| p.sweep(now, budget, cap)).sum()
     }
 }
 

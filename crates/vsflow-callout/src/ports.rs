@@ -196,9 +196,13 @@ impl PortState {
     }
 
     /// The periodic sweep of this port: closes a stale restore window, removes up to `budget`
-    /// idle flows (returns how many), and frees the encoder's memory once no save came for
-    /// [`ENCODER_KEEP`].
-    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize) -> usize {
+    /// idle flows (returns how many), frees the encoder's memory once no save came for
+    /// [`ENCODER_KEEP`] (with it the fingerprint salt of its saves), and readies the encoder
+    /// of a port past the cap for its next save (blobs of at most `cap` bytes): its memory
+    /// sized, its salt drawn and its connections' fingerprints computed a bounded number at a
+    /// time (`vsflow_core::codec::Encoder::prepare`), so that a port's first save, as a live
+    /// migration's usually is, allocates nothing and hashes only connections new since.
+    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize, cap: usize) -> usize {
         self.close_stale_window(now);
         if self.last_save != vsflow_core::Tick::MAX
             && now.saturating_sub(self.last_save) >= ENCODER_KEEP
@@ -206,7 +210,19 @@ impl PortState {
             self.encoder.release();
             self.last_save = vsflow_core::Tick::MAX;
         }
-        self.port.expire(now, budget)
+        let removed = self.port.expire(now, budget);
+        self.encoder.prepare(&self.port, now, cap);
+        let buffer = self.save_buffer.bytes_mut();
+        if self.encoder.heap_bytes() > 0 && buffer.capacity() < cap {
+            // The blob's buffer too (it stays with the port after its first save anyway),
+            // charged as a save charges it (crate::save_buffer).
+            if buffer.try_reserve_exact(cap.saturating_sub(buffer.len())).is_ok()
+                && let Some(budget) = self.port.table().config().budget
+            {
+                self.save_buffer.settle(budget);
+            }
+        }
+        removed
     }
 
     /// Whether packets of this port are judged (generic ports only with a VM NIC on them).
@@ -486,9 +502,9 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// [`MERGE_AT`] of its bound is merged back (a port near its bound reclaims slots in the
     /// single table's exact order, and churning floods gain nothing from processors), to split
     /// again below [`SPLIT_BELOW`]. Returns the flows removed.
-    pub(crate) fn sweep(&self, now: Tick, budget: usize) -> usize {
+    pub(crate) fn sweep(&self, now: Tick, budget: usize, cap: usize) -> usize {
         let mut st = self.state.lock();
-        let mut removed = st.sweep(now, budget);
+        let mut removed = st.sweep(now, budget, cap);
         let bound = u64::from(self.full.max_flows);
         if self.sharded.load(Ordering::Relaxed) {
             let mut spread_removed = removed;

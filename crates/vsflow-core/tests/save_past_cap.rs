@@ -125,3 +125,62 @@ fn a_kept_encoder_writes_each_connections_fingerprint_as_the_port_changes() {
     assert!(fewer.iter().all(|f| more.contains(f)), "the same exact records");
     assert_eq!(s3.flows.len() + s3.fingerprints.values().len(), 2_700);
 }
+
+/// Issue 18 item 4: a port's first save past the cap (a live migration saves a port once)
+/// finds its encoder readied away from the save by the driver's sweep (`Encoder::prepare`):
+/// its salt drawn and its connections' fingerprints computed a bounded number per call,
+/// whatever the port did between calls (connections expired, their table slots reused by new
+/// ones). The blob's fingerprints are exactly those of the connections it does not carry
+/// exactly, and it carries about as many exact records as an encoder never prepared.
+#[test]
+fn a_prepared_encoders_first_save_writes_each_connections_fingerprint() {
+    let cfg = PortConfig {
+        table: TableConfig { max_flows: 6_000, ..TableConfig::default() },
+        initial_mode: Mode::Enforce,
+    };
+    let mut p = Port::try_new(PortIdentity::try_from_str("past-cap").unwrap(), cfg).unwrap();
+    let t0 = secs(10_000);
+    for n in 0..3_000 {
+        open(&mut p, n, t0 + u64::from(n) * 1_000);
+    }
+    let config = codec::EncodeConfig { cap: 12 * 1024, ..encode_config() };
+    let mut encoder = codec::Encoder::new();
+    // A port within the cap is left alone.
+    assert_eq!(encoder.prepare(&p, t0 + secs(1), 64 * 1024), 0);
+    assert_eq!(encoder.heap_bytes(), 0);
+    // Past it: a bounded number of fingerprints per call.
+    assert_eq!(encoder.prepare(&p, t0 + secs(1), config.cap), codec::PREPARE_HASH);
+    assert!(encoder.heap_bytes() > 0);
+
+    // Between two calls the even connections, idle since the start, expire and 1,200 new
+    // connections take their slots.
+    let t1 = t0 + secs(2 * 60 * 60 + 30);
+    for n in (1..3_000).step_by(2) {
+        touch(&mut p, n, t1 - secs(60));
+    }
+    assert_eq!(p.expire(t1, usize::MAX), 1_500);
+    for n in 3_000..4_200 {
+        open(&mut p, n, t1 + u64::from(n));
+    }
+    let mut computed = 0;
+    for s in 2..12 {
+        computed += encoder.prepare(&p, t1 + secs(s), config.cap);
+    }
+    assert!(computed >= 1_200, "the new connections' fingerprints at least ({computed})");
+    assert_eq!(encoder.prepare(&p, t1 + secs(12), config.cap), 0, "every one computed");
+
+    let mut blob = Vec::new();
+    let first = encoder.encode(&p, t1 + secs(13), &config, &mut blob).unwrap();
+    let s1 = decoded(&blob);
+    check(&p, &s1);
+    assert_eq!(first.flows_written + first.flows_fingerprinted, 2_700);
+
+    let mut fresh = Vec::new();
+    codec::Encoder::new().encode(&p, t1 + secs(13), &config, &mut fresh).unwrap();
+    let s2 = decoded(&fresh);
+    check(&p, &s2);
+    // The salts differ (each is drawn from its instant), so the Rice coding's length and with
+    // it the room left for exact records may differ by a few bytes.
+    let (a, b) = (s1.flows.len(), s2.flows.len());
+    assert!(a.abs_diff(b) <= 4, "about the exact records of an unprepared encoder: {a} vs {b}");
+}

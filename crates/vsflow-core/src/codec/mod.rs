@@ -33,7 +33,7 @@ pub use self::decode::{
     peek_version, salvage_policy,
 };
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_no_state, encode_state};
-pub use self::encoder::Encoder;
+pub use self::encoder::{Encoder, PREPARE_HASH, PREPARE_SCAN};
 pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
 
@@ -77,8 +77,7 @@ impl SavedFlow {
     /// A live record as of `now`.
     #[must_use]
     pub const fn from_record(key: FlowKey, r: &FlowRecord, now: Tick) -> Self {
-        let first_age = now.saturating_sub(r.first_seen);
-        let last_age = now.saturating_sub(r.last_seen);
+        let (first_age, last_age) = Self::ages(r, now);
         Self {
             key,
             state: r.state,
@@ -88,10 +87,19 @@ impl SavedFlow {
             packets: r.packets,
             bytes: r.bytes,
             first_age,
-            // A record whose first_seen lies in the future (caller clock bug) still saves
-            // with last_age <= first_age.
-            last_age: if last_age < first_age { last_age } else { first_age },
+            last_age,
         }
+    }
+
+    /// A live record's `(first_age, last_age)` as of `now`: what [`SavedFlow::from_record`]
+    /// saves (the at-cap save writes entries straight from the table with these).
+    #[must_use]
+    pub const fn ages(r: &FlowRecord, now: Tick) -> (Tick, Tick) {
+        let first_age = now.saturating_sub(r.first_seen);
+        let last_age = now.saturating_sub(r.last_seen);
+        // A record whose first_seen lies in the future (caller clock bug) still saves with
+        // last_age <= first_age.
+        (first_age, if last_age < first_age { last_age } else { first_age })
     }
 
     /// The live record on a host whose clock reads `now` (ages rebased, clamped at zero).

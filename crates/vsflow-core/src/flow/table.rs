@@ -804,6 +804,15 @@ impl FlowTable {
         })
     }
 
+    /// The flow in slot `slot` (a number [`FlowTable::iter_lru_slots`] gave), `None` for a
+    /// slot out of range or free. The at-cap save walks the lists once and reads the same
+    /// flows again by slot number (independent loads, not a second pointer chase).
+    #[inline]
+    #[must_use]
+    pub fn slot_flow(&self, slot: u32) -> Option<(&FlowKey, &FlowRecord)> {
+        self.slots.try_get(slot as usize).filter(|s| s.class != FREE).map(|s| (&s.key, &s.record))
+    }
+
     /// Slot numbers in use so far: every flow's slot is below it.
     #[must_use]
     pub fn slot_count(&self) -> usize {
