@@ -184,3 +184,31 @@ fn a_prepared_encoders_first_save_writes_each_connections_fingerprint() {
     let (a, b) = (s1.flows.len(), s2.flows.len());
     assert!(a.abs_diff(b) <= 4, "about the exact records of an unprepared encoder: {a} vs {b}");
 }
+
+/// A port readied past the cap whose connections then end gives the memory back: once it is
+/// well within the cap again (three quarters of it, so that a port at the threshold does not
+/// allocate and free at every tick), the next preparation frees what the last one sized.
+#[test]
+fn a_prepared_encoder_frees_its_memory_when_the_port_falls_back_within_the_cap() {
+    let cfg = PortConfig {
+        table: TableConfig { max_flows: 6_000, ..TableConfig::default() },
+        initial_mode: Mode::Enforce,
+    };
+    let mut p = Port::try_new(PortIdentity::try_from_str("past-cap").unwrap(), cfg).unwrap();
+    let t0 = secs(10_000);
+    for n in 0..3_000 {
+        open(&mut p, n, t0 + u64::from(n) * 1_000);
+    }
+    let cap = 12 * 1024;
+    let mut encoder = codec::Encoder::new();
+    assert!(encoder.prepare(&p, t0 + secs(1), cap) > 0);
+    assert!(encoder.heap_bytes() > 0);
+    // Two hours on, only the last 1,000 connections spoke: the rest expire.
+    let t1 = t0 + secs(2 * 60 * 60 + 30);
+    for n in 2_000..3_000 {
+        touch(&mut p, n, t1 - secs(60));
+    }
+    assert_eq!(p.expire(t1, usize::MAX), 2_000);
+    encoder.prepare(&p, t1 + secs(1), cap);
+    assert_eq!(encoder.heap_bytes(), 0, "1,000 connections fit 12 KiB exactly: nothing kept");
+}

@@ -139,12 +139,13 @@ pub fn apply_with(
     let restored = live - dropped;
 
     // The restored table is charged to the host's flow-memory budget even past its limit
-    // (`FlowTable::reserve`): it holds the VM's carried connections and the flows its port
-    // already had, which the budget never refuses. Reserved for both up front, so no insert
-    // below grows the slab on its own.
+    // (`FlowTable::reserve_index`, `FlowTable::insert_unique`): it holds the VM's carried
+    // connections and the flows its port already had, which the budget never refuses. The
+    // index is split ahead for both, so no insert below splits a bucket; the slab grows a
+    // segment at a time as the carried flows fill it, each segment written while in the cache.
     let mut table = FlowTable::try_new(table_config)?;
     let wanted = restored.saturating_add(port.table.len()).min(bound);
-    table.reserve(u32::try_from(wanted).unwrap_or(u32::MAX))?;
+    table.reserve_index(u32::try_from(wanted).unwrap_or(u32::MAX))?;
     let mut merged = 0u64;
     // Flows seen in the window: usually none (the lookup is skipped then). Both tables have
     // the port's configuration, hence its hash seed: one hash per flow serves both.
@@ -164,7 +165,7 @@ pub fn apply_with(
         let hash = table.hash(&s.key);
         let admission = plan.admission(s.admission);
         let local = window.and_then(|w| w.find_hashed(hash, &s.key).map(|at| *w.record(at)));
-        // Room was reserved above: placed without growth, split or eviction; one chain walk
+        // The index was split ahead above: placed without split or eviction; one chain walk
         // checks for a duplicate and places the flow, its record written in place.
         let placed = table.insert_unique(hash, &s.key, now, |r| {
             s.write_record(now, admission, r);

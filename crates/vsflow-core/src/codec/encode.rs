@@ -1145,6 +1145,9 @@ pub(super) struct Work {
     /// Candidates the last plan's selection steps after the first handled (the flows each
     /// step partitioned, summed): a measure of the planner's work, for tests.
     selected: usize,
+    /// The fast path: each flow's [`SavedFlow::value_rank`], taken in the pass that reads its
+    /// key, so that ranking reads 8 bytes a flow and not the flow again.
+    ranks: Vec<u64>,
 }
 
 /// The fingerprints of a live port's connections, kept by its encoder from one save past
@@ -1213,6 +1216,7 @@ impl Work {
         grow_to(&mut self.slots, n)?;
         grow_to(&mut self.prio, n)?;
         grow_to(&mut self.take, n)?;
+        grow_to(&mut self.ranks, n)?;
         // The value sort swaps these two and wants either as large as the other: both sized
         // to one capacity.
         if self.by_prio.capacity().min(self.subset.capacity()) < n {
@@ -1305,6 +1309,7 @@ impl Work {
             + (self.prio.capacity() + self.by_prio.capacity() + self.gone.capacity()) * 4
             + self.radix.capacity() * 4
             + self.slots.capacity() * 4
+            + self.ranks.capacity() * 8
             + self.cache.entries.capacity() * core::mem::size_of::<Option<(FlowKey, u32)>>()
             + self.collide.capacity() * core::mem::size_of::<(u32, u128)>()
             + self.heap.capacity() * 16
@@ -1846,6 +1851,7 @@ fn plan_upgrades(
         cache,
         heap,
         selected,
+        ranks,
         ..
     } = w;
     let flows: &[SavedFlow] = flows;
@@ -1872,11 +1878,14 @@ fn plan_upgrades(
     values.clear();
     values.try_reserve(carried.values.len() + n)?;
     values.extend_from_slice(carried.values);
+    ranks.clear();
+    ranks.try_reserve(n)?;
     // Reserved above: no push grows a vector. A TCP flow that is not one of the VM's
     // established connections is carried exactly or not at all; its value is computed too
     // (see "Left-out connections" below), and kept in `vals` beside the others'.
     let mut left_out_tcp = false;
     for (i, s) in (0u32..).zip(flows) {
+        ranks.push(s.value_rank());
         let est = is_est(s);
         if est || s.key.protocol == protocol::TCP {
             let entry = if cached {
@@ -2039,8 +2048,8 @@ fn plan_upgrades(
         heap.clear();
         heap.try_reserve(step)?;
         let n32 = u32::try_from(n_flows).unwrap_or(u32::MAX);
-        for (i, s) in (0..n32).zip(flows.iter()).rev() {
-            let x = rank_key(s, i);
+        for (i, &r) in (0..n32).zip(ranks.iter()).rev() {
+            let x = (u128::from(r) << 32) | u128::from(i);
             if heap.len() < step {
                 heap.push(x);
             } else if let Some(mut top) = heap.peek_mut()
@@ -2084,15 +2093,17 @@ fn plan_upgrades(
     order.clear();
     if left >= min_upgrade && walked_all < n_flows {
         let fits = |i: u32| floor(i) <= left;
+        let key = |(i, &r): (u32, &u64)| (u128::from(r) << 32) | u128::from(i);
         let n = (0u32..)
-            .zip(flows.iter())
-            .filter(|&(i, s)| Some(rank_key(s, i)) > walked && fits(i))
+            .zip(ranks.iter())
+            .map(key)
+            .filter(|&x| Some(x) > walked && fits(rank_index(x)))
             .count();
         order.try_reserve(n)?;
         order.extend(
             (0u32..)
-                .zip(flows)
-                .map(|(i, s)| rank_key(s, i))
+                .zip(ranks.iter())
+                .map(key)
                 .filter(|&x| Some(x) > walked && fits(rank_index(x))),
         );
     }

@@ -20,7 +20,7 @@
 //! a tick while it computes 1,024 fingerprints, for about 20 s after the encoder is made; about
 //! 80,000 a tick to read 4,096 flows once they are ready); the memory is held from then on,
 //! not only for a minute after a save (about 300 bytes a flow past the cap, 20,000 flows:
-//! 5.9 MB, sized for the most exact records any save writes; 3.9 MB when a save sizes it for
+//! 6.1 MB, sized for the most exact records any save writes; 4.1 MB when a save sizes it for
 //! its own), charged to the budget only while an eighth of it stays free for new flows.
 //!
 //! **Why not dictionaries maintained as flows come and go.** Keeping the address
@@ -68,6 +68,9 @@ pub struct Encoder {
     /// The budget had no room for a preparation at this many flows: the next is tried once
     /// the port has an eighth more (or after the memory was freed).
     unprepared_at: Option<usize>,
+    /// A preparation sized the memory it holds (freed by a later preparation once the port is
+    /// well within the cap again).
+    prepared: bool,
 }
 
 /// Flows a preparation ([`Encoder::prepare`]) looks at per call, at most.
@@ -145,6 +148,12 @@ impl Encoder {
     pub fn prepare(&mut self, port: &Port, now: Tick, cap: usize) -> usize {
         let n = port.table.len();
         if n.saturating_mul(MIN_ENTRY_LEN) <= cap {
+            // Within the cap: nothing to ready. Memory a preparation sized is given back once
+            // the port is well within it (three quarters: a port at the threshold does not
+            // allocate and free at every call).
+            if self.prepared && n.saturating_mul(MIN_ENTRY_LEN) <= cap / 4 * 3 {
+                self.release();
+            }
             return 0;
         }
         if self.unprepared_at.is_some_and(|at| n <= at + at / 8) {
@@ -157,6 +166,7 @@ impl Encoder {
             self.unprepared_at = Some(n);
             return 0;
         }
+        self.prepared = true;
         computed
     }
 
@@ -181,6 +191,7 @@ impl Encoder {
         } else {
             self.work = Work::default();
             self.uncharge();
+            self.prepared = false;
             false
         }
     }
@@ -196,6 +207,7 @@ impl Encoder {
         self.work = Work::default();
         self.uncharge();
         self.unprepared_at = None;
+        self.prepared = false;
     }
 
     /// Bytes charged to the flow-memory budget now.
@@ -224,6 +236,7 @@ impl Encoder {
         } else {
             self.work = Work::default();
             self.uncharge();
+            self.prepared = false;
         }
     }
 

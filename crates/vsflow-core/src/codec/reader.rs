@@ -3,46 +3,57 @@
 
 #[derive(Clone, Copy, Debug)]
 pub struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+    /// What is left to read: every read splits its bytes off the front, one length check.
+    rest: &'a [u8],
+    /// The length of the whole input (the position is `len - rest.len()`).
+    len: usize,
 }
 
 impl<'a> Reader<'a> {
     pub const fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+        Self { rest: bytes, len: bytes.len() }
     }
 
     pub const fn pos(&self) -> usize {
-        self.pos
+        self.len - self.rest.len()
     }
 
     pub const fn remaining(&self) -> usize {
-        self.bytes.len() - self.pos
+        self.rest.len()
     }
 
+    #[inline]
     pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let s = self.bytes.get(self.pos..end)?;
-        self.pos = end;
+        let (s, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
         Some(s)
     }
 
+    #[inline]
     pub fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
+        let (s, rest) = self.rest.split_first_chunk::<N>()?;
+        self.rest = rest;
+        Some(*s)
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Option<u8> {
-        Some(self.array::<1>()?[0])
+        let (&b, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        Some(b)
     }
 
+    #[inline]
     pub fn u16(&mut self) -> Option<u16> {
         self.array().map(u16::from_le_bytes)
     }
 
+    #[inline]
     pub fn u32(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
     }
 
+    #[inline]
     pub fn u64(&mut self) -> Option<u64> {
         self.array().map(u64::from_le_bytes)
     }
@@ -52,26 +63,26 @@ impl<'a> Reader<'a> {
     #[allow(clippy::inline_always, reason = "the decode loop's fast path: up to 8 a flow")]
     #[inline(always)]
     pub fn varint(&mut self) -> Option<u64> {
-        // One byte: most ages and small counters.
-        if let Some(&b) = self.bytes.get(self.pos)
-            && b < 0x80
-        {
-            self.pos += 1;
-            return Some(u64::from(b));
+        match *self.rest {
+            // One byte: most ages and small counters.
+            [b, ref rest @ ..] if b < 0x80 => {
+                self.rest = rest;
+                Some(u64::from(b))
+            }
+            // Two bytes (ages in seconds up to 4.5 hours): canonical if the second is not 0.
+            [b0, b1, ref rest @ ..] if (1..0x80).contains(&b1) => {
+                self.rest = rest;
+                Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7)
+            }
+            // The long form works on a copy of the slice (not `&mut self`): a call that took
+            // the reader's address would keep it in memory through the whole decode loop, a
+            // store and reload on every byte read.
+            _ => {
+                let (v, rest) = varint_long(self.rest)?;
+                self.rest = rest;
+                Some(v)
+            }
         }
-        // Two bytes (ages in seconds up to 4.5 hours): canonical if the second is not 0.
-        if let Some(&[b0, b1]) = self.bytes.get(self.pos..self.pos.wrapping_add(2))
-            && (1..0x80).contains(&b1)
-        {
-            self.pos += 2;
-            return Some(u64::from(b0 & 0x7f) | u64::from(b1) << 7);
-        }
-        // The long form works on copies (not `&mut self`): a call that took the reader's
-        // address would keep its position in memory through the whole decode loop, a store
-        // and reload on every byte read.
-        let (v, pos) = varint_long(self.bytes, self.pos)?;
-        self.pos = pos;
-        Some(v)
     }
 
     /// A dictionary index of `width` bytes (0, 1 or 2; 0 reads as 0), little-endian: the
@@ -99,15 +110,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// [`Reader::varint`] past its two-byte fast path, from `pos` in `bytes`: the value and the
-/// position after it.
+/// [`Reader::varint`] past its two-byte fast path, from the front of `bytes`: the value and
+/// what follows it.
 #[cold]
 #[inline(never)]
-fn varint_long(bytes: &[u8], mut pos: usize) -> Option<(u64, usize)> {
+fn varint_long(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let mut v = 0u64;
+    let mut rest = bytes;
     for i in 0..10u32 {
-        let &b = bytes.get(pos)?;
-        pos += 1;
+        let (&b, after) = rest.split_first()?;
+        rest = after;
         let low = u64::from(b & 0x7f);
         if i == 9 && b > 1 {
             return None;
@@ -117,7 +129,7 @@ fn varint_long(bytes: &[u8], mut pos: usize) -> Option<(u64, usize)> {
             if i > 0 && b == 0 {
                 return None;
             }
-            return Some((v, pos));
+            return Some((v, rest));
         }
     }
     None

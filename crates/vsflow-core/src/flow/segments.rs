@@ -89,6 +89,21 @@ impl<T: Copy, const N: usize> Segments<T, N> {
         }
     }
 
+    /// Appends `value` until the array holds `len` elements, or as many as its segments and
+    /// bound allow: a segment's run at a time (a fill, not one push each).
+    pub fn fill_to(&mut self, len: usize, value: T) {
+        let end = len.min(self.capacity()).min(self.bound);
+        while self.len < end {
+            let at = self.len % N;
+            let run = (N - at).min(end - self.len);
+            if let Some(part) = self.dir.get_mut(self.len / N).and_then(|s| s.get_mut(at..at + run))
+            {
+                part.fill(value);
+            }
+            self.len += run;
+        }
+    }
+
     /// Appends an element for the caller to overwrite in place (it holds what the slot held
     /// before: the segment's fill or an old element); `None` without room
     /// ([`Segments::is_full`]).
@@ -158,5 +173,11 @@ mod tests {
         assert_eq!(s.try_get(10), None);
         s.clear();
         assert_eq!((s.len(), s.capacity()), (0, 12));
+        s.push(40);
+        s.fill_to(7, 41);
+        assert_eq!(s.iter_from(0).copied().collect::<Vec<_>>(), [40, 41, 41, 41, 41, 41, 41]);
+        s.fill_to(100, 42);
+        assert_eq!(s.len(), 10, "up to the bound only");
+        assert_eq!(s.iter_from(6).copied().collect::<Vec<_>>(), [41, 42, 42, 42]);
     }
 }

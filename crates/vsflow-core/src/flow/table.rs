@@ -281,11 +281,9 @@ impl FlowTable {
     }
 
     /// Ensures room for `additional` more flows (capped at the bound) without further slab
-    /// growth, and splits the index ahead to a bucket per flow, so that inserts up to that many
-    /// flows neither grow nor split anything (a restore's bulk insert:
-    /// [`FlowTable::insert_unique`]). What it allocates is charged to the budget even past the
-    /// limit: it is for a port's creation and a restore's carried connections, never for a
-    /// packet.
+    /// growth, and splits the index ahead to a bucket per flow ([`FlowTable::reserve_index`]).
+    /// What it allocates is charged to the budget even past the limit: it is for a port's
+    /// creation and a restore's carried connections, never for a packet.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`].
@@ -294,18 +292,31 @@ impl FlowTable {
         while self.slots.capacity() < want as usize {
             self.grow_slots(false)?;
         }
+        self.reserve_index(additional)
+    }
+
+    /// Splits the index ahead to a bucket per flow for `additional` more flows (capped at the
+    /// bound), so that inserts up to that many flows split nothing: a restore's bulk insert
+    /// ([`FlowTable::insert_unique`]), which then grows the slab itself a segment at a time as
+    /// it fills it, so that each 8 KiB segment is allocated (zeroed by the pool), written and
+    /// linked while it is in the cache, instead of the whole slab being allocated first and
+    /// every line of it missed again by the inserts (issue 18). What it allocates is charged
+    /// to the budget even past the limit, as [`FlowTable::reserve`].
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    pub fn reserve_index(&mut self, additional: u32) -> Result<(), Error> {
+        let want = self.len.saturating_add(additional).min(self.config.max_flows);
         // What `split_one` would do insert by insert, done at once (on an empty table each
         // split moves nothing).
         let target = want.min(self.max_buckets);
         if self.len == 0 && self.level + self.split < target {
             // Nothing to move: the index takes its final shape at once (the largest power of
             // two not above the target, plus the splits of the current round).
-            while self.buckets.len() < target as usize {
-                if self.buckets.is_full() {
-                    self.grow_buckets(false)?;
-                }
-                self.buckets.push(NIL);
+            while self.buckets.capacity() < target as usize {
+                self.grow_buckets(false)?;
             }
+            self.buckets.fill_to(target as usize, NIL);
             self.level = 1 << target.ilog2();
             self.split = target - self.level;
             return Ok(());
@@ -593,10 +604,12 @@ impl FlowTable {
 
     /// Inserts a flow unless its key is present (then `Ok(None)`, the table unchanged): a
     /// restore's bulk insert, one chain walk for the duplicate check and the placement. `fill`
-    /// writes the new flow's record (every field) in place. With room made by
-    /// [`FlowTable::reserve`] the flow is placed directly (no eviction, growth or split);
-    /// otherwise this is [`FlowTable::insert_with`] with [`Room::for_record`]. The new flow is
-    /// most recently used in its class.
+    /// writes the new flow's record (every field) in place. Below the bound and with the index
+    /// split ahead ([`FlowTable::reserve`], [`FlowTable::reserve_index`]) the flow is placed
+    /// directly: no eviction or split; if the slab is full it grows by one segment, charged to
+    /// the budget even past the limit as `reserve` charges it (a restore's carried
+    /// connections are never refused). Otherwise this is [`FlowTable::insert_with`] with
+    /// [`Room::for_record`]. The new flow is most recently used in its class.
     ///
     /// (The record is written in place rather than passed by value: a record built just before
     /// and copied whole through the stack re-read its small stores with wide loads, a
@@ -623,30 +636,27 @@ impl FlowTable {
             }
             at = s.chain;
         }
-        let placed_directly = self.len < self.config.max_flows
-            && self.len < self.level + self.split
-            && (self.free != NIL || !self.slots.is_full());
-        if !placed_directly {
+        if self.len >= self.config.max_flows || self.len >= self.level + self.split {
             let mut record = FREE_SLOT.record;
             fill(&mut record);
             let room = Room::for_record(&record);
             return self.insert_with(hash, *key, record, now, room).map(|(at, _)| Some(at));
         }
-        let i = if self.free == NIL {
-            #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        // Below the bound and with the index split ahead: placed directly, in a free slot or
+        // at the slab's end (which grows by a segment when full: below the bound, the
+        // directory has room for it).
+        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        let (i, slot) = if self.free == NIL {
             let i = self.slots.len() as u32;
-            i
+            if self.slots.is_full() {
+                self.grow_slots(false)?;
+            }
+            (i, self.slots.push_in_place())
         } else {
             let i = self.free;
             self.free = self.slots.get(i as usize).next;
-            i
+            (i, Some(self.slots.get_mut(i as usize)))
         };
-        let slot = if i as usize == self.slots.len() {
-            self.slots.push_in_place()
-        } else {
-            Some(self.slots.get_mut(i as usize))
-        };
-        // Checked above: a free slot or room in the slab.
         let Some(d) = slot else { return Err(Error::TableFull) };
         fill(&mut d.record);
         let class = TimeoutClass::of(key.protocol, d.record.state).index();
@@ -1404,6 +1414,48 @@ mod tests {
         }
         assert_eq!(bulk.len(), 4096);
         bulk.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_bulk_insert_grows_the_slab_a_segment_at_a_time_charged_past_the_budget() {
+        // A budget with no room at all: a restore's carried flows are charged past it.
+        let budget: &'static FlowBudget =
+            alloc::boxed::Box::leak(alloc::boxed::Box::new(FlowBudget::new(0)));
+        let config = TableConfig {
+            max_flows: 4096,
+            initial_capacity: 64,
+            budget: Some(BudgetRef(budget)),
+            ..TableConfig::default()
+        };
+        let mut bulk = FlowTable::try_new(config).unwrap();
+        let mut one = table(4096);
+        bulk.reserve_index(1000).unwrap();
+        assert_eq!((bulk.buckets(), bulk.capacity()), (1000, 64), "index split ahead, slab not");
+        for n in 0..1000u16 {
+            let k = key(n, protocol::TCP);
+            let r = rec(FlowState::Established, u64::from(n));
+            let hash = bulk.hash(&k);
+            let at = bulk.insert_unique(hash, &k, u64::from(n), |d| *d = r).unwrap();
+            assert!(at.is_some(), "flow {n} placed");
+            // The slab holds what was placed, rounded up to its next segment of 64.
+            assert_eq!(bulk.capacity(), (usize::from(n) / 64 + 1) * 64, "flow {n}");
+            one.insert(k, r, u64::from(n)).unwrap();
+        }
+        assert_eq!(bulk.buckets(), 1000, "nothing split");
+        assert_eq!(budget.used(), bulk.heap_bytes(), "every segment charged");
+        assert_eq!(budget.refused(), 0, "a restore's flows are never refused");
+        bulk.check_invariants().unwrap();
+        for class in TimeoutClass::ALL {
+            assert!(bulk.iter_lru(class).eq(one.iter_lru(class)), "{class:?}: the same LRU order");
+        }
+        // A duplicate is refused with the table unchanged.
+        let k = key(7, protocol::TCP);
+        let hash = bulk.hash(&k);
+        assert_eq!(bulk.insert_unique(hash, &k, 9, |_| unreachable!()), Ok(None));
+        assert_eq!(bulk.len(), 1000);
+        bulk.check_invariants().unwrap();
+        drop(bulk);
+        assert_eq!(budget.used(), 0, "given back");
     }
 
     #[test]
