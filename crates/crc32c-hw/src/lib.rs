@@ -119,21 +119,110 @@ mod x86_64 {
         Some(unsafe { crc32c_sse42(bytes) })
     }
 
-    /// CRC-32C with `crc32`: eight bytes an instruction, then the tail a byte at a time.
-    /// The instruction computes the reflected Castagnoli CRC without the initial and final
-    /// inversion, which are done here.
+    /// Bytes of each of the three streams [`crc32c_sse42`] runs side by side: the `crc32`
+    /// instruction takes three cycles to give its result but can start one every cycle, so
+    /// three independent streams keep it busy (Intel, "Fast CRC Computation for iSCSI
+    /// Polynomial Using CRC32 Instruction", 2011). 512 bytes: a 45 KB blob is about 30 rounds,
+    /// each combined with two table shifts.
+    const STREAM: usize = 512;
+
+    /// The reflected Castagnoli polynomial (x^32 + x^28 + ... + 1, bit-reversed).
+    const POLY: u32 = 0x82F6_3B78;
+
+    /// `a * b mod P` in the reflected representation (bit 31 is x^0): zlib's `multmodp`.
+    const fn mult_mod_p(a: u32, mut b: u32) -> u32 {
+        let mut m = 1u32 << 31;
+        let mut p = 0u32;
+        loop {
+            if a & m != 0 {
+                p ^= b;
+                if a & (m - 1) == 0 {
+                    return p;
+                }
+            }
+            m >>= 1;
+            b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+        }
+    }
+
+    /// `x^(8 n) mod P`: the operator that moves a CRC register past `n` zero bytes.
+    const fn x_8n_mod_p(n: usize) -> u32 {
+        // x^1 is bit 30 in the reflected representation; square-and-multiply over 8 n.
+        let mut result = 1u32 << 31; // x^0
+        let mut square = 1u32 << 30; // x^1, squared as the exponent's bits go by
+        let mut e = 8 * n;
+        while e != 0 {
+            if e & 1 != 0 {
+                result = mult_mod_p(square, result);
+            }
+            square = mult_mod_p(square, square);
+            e >>= 1;
+        }
+        result
+    }
+
+    /// The CRC register moved past [`STREAM`] zero bytes, a byte of the register at a time:
+    /// `SHIFT[k][b]` is `(b << 8 k) * x^(8 STREAM) mod P` (the map is linear, so the four
+    /// lookups XOR to the whole register's).
+    static SHIFT: [[u32; 256]; 4] = {
+        let op = x_8n_mod_p(STREAM);
+        let mut t = [[0u32; 256]; 4];
+        let mut k = 0;
+        while k < 4 {
+            let mut b = 0;
+            while b < 256 {
+                #[allow(clippy::cast_possible_truncation, reason = "b < 256")]
+                let v = (b as u32) << (8 * k);
+                t[k][b] = mult_mod_p(op, v);
+                b += 1;
+            }
+            k += 1;
+        }
+        t
+    };
+
+    /// `crc` moved past [`STREAM`] zero bytes.
+    #[inline]
+    fn shift(crc: u32) -> u32 {
+        let [b0, b1, b2, b3] = crc.to_le_bytes();
+        SHIFT[0][usize::from(b0)]
+            ^ SHIFT[1][usize::from(b1)]
+            ^ SHIFT[2][usize::from(b2)]
+            ^ SHIFT[3][usize::from(b3)]
+    }
+
+    /// CRC-32C with `crc32`, eight bytes an instruction: rounds of three [`STREAM`]-byte
+    /// streams side by side, combined by moving the first two past the bytes after them
+    /// (the CRC register is linear: `crc(r, A B) = crc(r, A) * x^(8 |B|) + crc(0, B)`), then the
+    /// rest eight bytes and a byte at a time. The instruction computes the reflected Castagnoli
+    /// CRC without the initial and final inversion, which are done here.
     #[target_feature(enable = "sse4.2")]
     fn crc32c_sse42(bytes: &[u8]) -> u32 {
-        let (words, tail) = bytes.as_chunks::<8>();
-        let mut crc = u64::from(u32::MAX);
-        for word in words {
-            crc = _mm_crc32_u64(crc, u64::from_le_bytes(*word));
-        }
         #[allow(
             clippy::cast_possible_truncation,
             reason = "crc32 r64 zero-extends its 32-bit CRC into the 64-bit register"
         )]
-        let mut crc = crc as u32;
+        let low = |c: u64| c as u32;
+        let (rounds, rest) = bytes.as_chunks::<{ 3 * STREAM }>();
+        let mut crc = u32::MAX;
+        for round in rounds {
+            let (words, _) = round.as_chunks::<8>();
+            let (a, bc) = words.split_at(STREAM / 8);
+            let (b, c) = bc.split_at(STREAM / 8);
+            let (mut ca, mut cb, mut cc) = (u64::from(crc), 0u64, 0u64);
+            for ((wa, wb), wc) in a.iter().zip(b).zip(c) {
+                ca = _mm_crc32_u64(ca, u64::from_le_bytes(*wa));
+                cb = _mm_crc32_u64(cb, u64::from_le_bytes(*wb));
+                cc = _mm_crc32_u64(cc, u64::from_le_bytes(*wc));
+            }
+            crc = shift(shift(low(ca)) ^ low(cb)) ^ low(cc);
+        }
+        let (words, tail) = rest.as_chunks::<8>();
+        let mut wide = u64::from(crc);
+        for word in words {
+            wide = _mm_crc32_u64(wide, u64::from_le_bytes(*word));
+        }
+        let mut crc = low(wide);
         for &byte in tail {
             crc = _mm_crc32_u8(crc, byte);
         }

@@ -17,6 +17,21 @@ proptest! {
             prop_assert_eq!(hardware, reference);
         }
     }
+
+    /// The same over several of the hardware path's three-stream rounds (1,536 bytes each)
+    /// and every remainder after them.
+    #[test]
+    fn hardware_equals_the_crc_crate_over_several_rounds(
+        bytes in proptest::collection::vec(any::<u8>(), 1_500..8_000),
+        cut in 0usize..1_600,
+    ) {
+        let bytes = bytes.get(..bytes.len().saturating_sub(cut)).unwrap_or(&[]);
+        let reference = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI).checksum(bytes);
+        prop_assert_eq!(crc32c_hw::crc32c(bytes), reference);
+        if let Some(hardware) = crc32c_hw::crc32c_hardware(bytes) {
+            prop_assert_eq!(hardware, reference);
+        }
+    }
 }
 
 /// A blob-sized input (the codec's 60 KiB cap and more), every byte value.

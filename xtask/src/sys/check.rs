@@ -15,10 +15,12 @@ use sys_image::{
 use super::exports::{self, FLOOR, FORBIDDEN_MODULES, MODULES};
 
 /// Largest file (bytes) and `SizeOfImage` the budget allows (docs/WINDOWS-VERIFICATION.md,
-/// "Image checks": about 1.5 times the image when the budget was set).
-pub const FILE_BUDGET: usize = 320 * 1024;
+/// "Image checks": about 1.5 times the image when the budget was set; raised once, on
+/// 2026-12-07, when issue 18's processor shards, per-processor port cache, save paths and keys
+/// had grown the file from 224 KB to 340 KB).
+pub const FILE_BUDGET: usize = 384 * 1024;
 /// See [`FILE_BUDGET`].
-pub const IMAGE_BUDGET: u32 = 384 * 1024;
+pub const IMAGE_BUDGET: u32 = 448 * 1024;
 /// The sections the image may have (what rustc and the linker emit for it today). A new one
 /// (a writable code section, TLS, an `INIT` section) is a change to review and to budget.
 pub const SECTIONS: [&str; 5] = [".text", ".rdata", ".data", ".pdata", ".reloc"];

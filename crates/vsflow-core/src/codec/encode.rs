@@ -2245,7 +2245,12 @@ fn write_compact(
 
 /// Writes `s`'s compact entry at the start of `b`; returns its length. The one definition of
 /// an entry's bytes (the at-cap save writes its entries with it straight into its buffer).
-#[inline]
+#[allow(
+    clippy::inline_always,
+    reason = "once per flow; inlined, the at-cap save's constant layout folds away (callgrind: \
+              about 30 instructions a flow fewer)"
+)]
+#[inline(always)]
 fn compact_entry(
     b: &mut [u8; MAX_ENTRY],
     s: &impl EntryFlow,

@@ -7,9 +7,11 @@
 //! ranking and fingerprint pool; allocating and freeing those on every save cost as much as
 //! the encoding itself. An [`Encoder`] keeps them: each save clears and reuses them, so a save
 //! of a port no larger than at its previous save allocates nothing but what the blob itself
-//! needs (and the driver reuses the blob's buffer too). Memory: about 150 bytes per flow of
-//! the largest save so far (a 4,096-flow port: about 600 KiB; [`Encoder::heap_bytes`]),
-//! freed with the port, or at once by [`Encoder::release`].
+//! needs (and the driver reuses the blob's buffer too). Memory: a port whose flows all fit
+//! as exact records is saved straight from its table (`encode/exact.rs`: no copy of its
+//! flows; about 40 bytes a flow, a 4,096-flow port 158 KB); past the cap about 200-300 bytes
+//! a flow (below). [`Encoder::heap_bytes`]; freed with the port, or at once by
+//! [`Encoder::release`].
 //!
 //! **Readied before the save.** A live migration saves a port once, so a save that sizes the
 //! encoder's memory and computes every fingerprint itself is the common case, not the

@@ -171,6 +171,10 @@ impl RemoteIndex {
         id: u32,
         known: impl Fn(u32) -> Option<[u8; 16]>,
     ) -> (u32, bool) {
+        if id as usize > MAX_INDEXED {
+            // Past what a slot's 16 bits hold (never: ports this large take the general path).
+            return (NONE, false);
+        }
         let h = self.hasher.hash_one(u128::from_ne_bytes(*addr));
         #[allow(clippy::cast_possible_truncation, reason = "a hash, masked")]
         let mut i = h as usize & self.mask;
@@ -184,7 +188,7 @@ impl RemoteIndex {
                 return (id, true);
             }
             if *slot & 0xffff_0000 == tag {
-                let j = (*slot & 0xffff) - 1;
+                let j = (*slot & 0xffff).wrapping_sub(1);
                 if known(j).as_ref() == Some(addr) {
                     return (j, false);
                 }
@@ -410,11 +414,12 @@ fn build_live(
     for class in TimeoutClass::ALL {
         for (slot, key, record) in table.iter_lru_slots(class) {
             let live = LiveFlow { key, record, now };
-            let added = match key.family {
-                IpFamily::V4 => v4.add(slot, &live, n, rules_version, &hasher)?,
-                IpFamily::V6 => v6.add(slot, &live, n, rules_version, &hasher)?,
+            // One call site: the loop's body is inlined once (the driver image's size).
+            let family = match key.family {
+                IpFamily::V4 => &mut v4,
+                IpFamily::V6 => &mut v6,
             };
-            if !added {
+            if !family.add(slot, &live, n, rules_version, &hasher)? {
                 return Ok(None);
             }
         }
