@@ -220,6 +220,9 @@ impl<S: KernelServices> Driver<S> {
         }
         // 4. The port, and its verdict under the port's own lock.
         let now = self.now();
+        // Read before the map lock raises the IRQL: at PASSIVE_LEVEL the thread may move after
+        // it, which costs a line another processor writes, never a wrong verdict
+        // (`PortSlot::classify`).
         let cpu = self.services.current_processor();
         // The port from this processor's port cache, or the map (crate::ports); judged under
         // this processor's shard's lock only, for its own flows.

@@ -349,8 +349,12 @@ impl<L: RawSpinLock> PortSlot<L> {
         self.sharded.load(Ordering::Acquire)
     }
 
-    /// Judges one packet on processor `cpu` (`KeGetCurrentProcessorNumberEx`, read at
-    /// `DISPATCH_LEVEL`: only which shard is tried first depends on it, never the verdict).
+    /// Judges one packet on processor `cpu` (`KeGetCurrentProcessorNumberEx`, read by classify
+    /// before the map lock raises the IRQL: a classify called at `PASSIVE_LEVEL` may have moved
+    /// to another processor since. Only which shard is tried first, and which processor's map
+    /// lock and port cache are used, depend on it, never the verdict: any processor's map lock
+    /// excludes every writer, the cache's entries are checked as two readers may write them, and
+    /// any shard may be tried first).
     /// While the port is split, a packet of a flow `cpu`'s shard holds is judged under that
     /// shard's lock only; anything else under the home lock (`shards::classify_slow`), as is
     /// every packet of a whole port. `None` for a port whose packets are not judged (a generic
@@ -913,8 +917,8 @@ impl<S: KernelServices> PortMap<S> {
             _ => None,
         };
         let r = slot.map(f);
-        // One release for every outcome (inlined once).
-        drop(shared);
+        // One release for every outcome, inlined here.
+        shared.release();
         r
     }
 

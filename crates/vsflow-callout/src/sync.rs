@@ -72,6 +72,19 @@ impl<'a, L: RawRwSpinLock> SharedGuard<'a, L> {
     }
 }
 
+impl<L: RawRwSpinLock> SharedGuard<'_, L> {
+    /// Releases the hold now (what dropping the guard does; a path that releases at one known
+    /// place calls this, so the release is inlined there instead of called out of line).
+    #[inline]
+    pub fn release(self) {
+        let (lock, token) = (self.lock, self.token);
+        core::mem::forget(self);
+        // SAFETY: this guard acquired the lock shared with `token`; it is forgotten above, so
+        // its drop does not release it a second time.
+        unsafe { lock.unlock_shared(token) };
+    }
+}
+
 impl<L: RawRwSpinLock> Drop for SharedGuard<'_, L> {
     fn drop(&mut self) {
         // SAFETY: this guard acquired the lock shared with `token`; released once.

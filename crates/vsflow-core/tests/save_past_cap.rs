@@ -212,3 +212,31 @@ fn a_prepared_encoder_frees_its_memory_when_the_port_falls_back_within_the_cap()
     encoder.prepare(&p, t1 + secs(1), cap);
     assert_eq!(encoder.heap_bytes(), 0, "1,000 connections fit 12 KiB exactly: nothing kept");
 }
+
+/// The salt is random per port: two ports whose encoders are readied in one sweep (the same
+/// instant, no save yet, one boot seed) draw different salts, as two saves at different
+/// instants always did.
+#[test]
+fn ports_readied_at_one_instant_draw_different_salts() {
+    let cfg = PortConfig {
+        table: TableConfig { max_flows: 6_000, ..TableConfig::default() },
+        initial_mode: Mode::Enforce,
+    };
+    let t0 = secs(10_000);
+    let config = codec::EncodeConfig { cap: 12 * 1024, ..encode_config() };
+    let salts: Vec<[u64; 2]> = ["port-a", "port-b"]
+        .into_iter()
+        .map(|name| {
+            let mut p = Port::try_new(PortIdentity::try_from_str(name).unwrap(), cfg).unwrap();
+            for n in 0..3_000 {
+                open(&mut p, n, t0 + u64::from(n) * 1_000);
+            }
+            let mut encoder = codec::Encoder::new();
+            assert!(encoder.prepare(&p, t0 + secs(1), config.cap) > 0);
+            let mut blob = Vec::new();
+            encoder.encode(&p, t0 + secs(2), &config, &mut blob).unwrap();
+            decoded(&blob).fingerprints.salt()
+        })
+        .collect();
+    assert_ne!(salts[0], salts[1], "one salt for two ports readied at one instant");
+}

@@ -183,8 +183,8 @@ impl Source for LivePort<'_> {
     }
     fn salt(&self) -> [u64; 2] {
         // Random without a random source in the core: SipHash keyed by a key derived from the
-        // port's per-boot random seed for this purpose (crate::keys) over the save instant and
-        // the save count. A peer knows neither the key nor the salt. The port's encoder keeps
+        // port's per-boot random seed for this purpose (crate::keys) over the instant, the save
+        // count and the port's name. A peer knows neither the key nor the salt. The port's encoder keeps
         // the salt its first save past the cap drew for its later saves (`FpCache`;
         // docs/runtime-state-format.md, "Fingerprints").
         let [k0, k1] =
@@ -196,12 +196,20 @@ impl Source for LivePort<'_> {
         {
             *d = *s;
         }
+        // And the port's name: the sweep readies every port's encoder at one instant
+        // (`Encoder::prepare`), where ports not saved yet have one save count.
+        let name = self.port.identity.as_utf16();
         let h = |lane: u8| {
             let mut m = msg;
             if let Some(last) = m.last_mut() {
                 *last = lane;
             }
-            SipHasher13::new_with_keys(k0, k1).hash(&m)
+            let mut s = SipHasher13::new_with_keys(k0, k1);
+            core::hash::Hasher::write(&mut s, &m);
+            for &u in name {
+                core::hash::Hasher::write_u16(&mut s, u);
+            }
+            core::hash::Hasher::finish(&s)
         };
         [h(0), h(1)]
     }

@@ -71,7 +71,9 @@ pub struct BenchReport {
     pub classify: CalloutVsCore,
 }
 
-fn fill_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
+/// Opens `flows` established TCP connections from the VM on port `id` of switch `sw` (the
+/// bench's ports; also `examples/restore_at_cap.rs`).
+pub fn fill_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
     let [_, _, hi, lo] = id.to_be_bytes();
     let vm = vsflow_core::packet::v4([10, hi, lo, 2]);
     for k in 0..flows {
@@ -1030,8 +1032,8 @@ fn us(d: Duration) -> String {
     format!("{:.1} us", d.as_secs_f64() * 1e6)
 }
 
-/// Connections of the past-the-cap port.
-const OVER_CAP_FLOWS: u16 = 20_000;
+/// Connections of the past-the-cap port (and the bench's `FlowsPerPort`).
+pub const OVER_CAP_FLOWS: u16 = 20_000;
 
 impl BenchReport {
     /// The report with each target and whether it was met.
