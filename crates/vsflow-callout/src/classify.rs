@@ -146,19 +146,7 @@ impl<S: KernelServices> Driver<S> {
     ) -> Option<Verdict> {
         // 1. WFP's values: the VM's port and the 5-tuple, written into the packet as the core
         //    reads it (built in place: no intermediate copy).
-        let mut packet = PacketMeta {
-            direction: Direction::Inbound,
-            family: IpFamily::V4,
-            protocol: 0,
-            src_addr: [0; 16],
-            dst_addr: [0; 16],
-            src_port: 0,
-            dst_port: 0,
-            tcp_flags: TcpFlags(0),
-            length: 0,
-            headers: Headers::Complete,
-            icmp: Icmp::None,
-        };
+        let mut packet = UNREAD;
         // SAFETY: caller's contract.
         let port_id = match unsafe { read_values_into(values, meta, &mut packet) } {
             Ok(port_id) => port_id,
@@ -245,6 +233,21 @@ impl<S: KernelServices> Driver<S> {
     }
 }
 
+/// The packet before [`read_values_into`] writes WFP's values into it.
+const UNREAD: PacketMeta = PacketMeta {
+    direction: Direction::Inbound,
+    family: IpFamily::V4,
+    protocol: 0,
+    src_addr: [0; 16],
+    dst_addr: [0; 16],
+    src_port: 0,
+    dst_port: 0,
+    tcp_flags: TcpFlags(0),
+    length: 0,
+    headers: Headers::Complete,
+    icmp: Icmp::None,
+};
+
 /// The vSwitch fields of one classify call, read from WFP's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Classified {
@@ -306,19 +309,7 @@ pub unsafe fn read_values(
     values: &FWPS_INCOMING_VALUES0,
     meta: &FWPS_INCOMING_METADATA_VALUES0,
 ) -> Result<Classified, Bypass> {
-    let mut packet = PacketMeta {
-        direction: Direction::Inbound,
-        family: IpFamily::V4,
-        protocol: 0,
-        src_addr: [0; 16],
-        dst_addr: [0; 16],
-        src_port: 0,
-        dst_port: 0,
-        tcp_flags: TcpFlags(0),
-        length: 0,
-        headers: Headers::Complete,
-        icmp: Icmp::None,
-    };
+    let mut packet = UNREAD;
     // SAFETY: caller's contract.
     let port_id = unsafe { read_values_into(values, meta, &mut packet) }?;
     Ok(Classified { port_id, meta: packet })

@@ -1089,6 +1089,31 @@ struct Plan {
     entries: [usize; 2],
 }
 
+impl Plan {
+    /// Every flow written exactly, the carried fingerprints kept as they came (their values
+    /// copied into [`Work::fps`]).
+    fn all_exact(
+        w: &mut Work,
+        salt: [u64; 2],
+        carried: &Carried<'_>,
+        k: u8,
+        counters: bool,
+        entries: [usize; 2],
+    ) -> Result<Self, Error> {
+        w.fps.try_reserve(carried.values.len())?;
+        w.fps.extend_from_slice(carried.values);
+        Ok(Self {
+            salt,
+            all_exact: true,
+            k,
+            fingerprinted: carried.flows,
+            lost: 0,
+            counters,
+            entries,
+        })
+    }
+}
+
 /// Fingerprints a decoded state brings along.
 struct Carried<'a> {
     values: &'a [u32],
@@ -1421,17 +1446,7 @@ fn plan_with(
     // `w.all` is this encode's from here on (never a previous encode's).
     w.all.clear();
     if let Some((entries, counters)) = fit_all(w, room, rules_version, carried_bytes)? {
-        w.fps.try_reserve(carried.values.len())?;
-        w.fps.extend_from_slice(carried.values);
-        return Ok(Plan {
-            salt,
-            all_exact: true,
-            k: carried_k,
-            fingerprinted: carried.flows,
-            lost: 0,
-            counters,
-            entries,
-        });
+        return Plan::all_exact(w, salt, carried, carried_k, counters, entries);
     }
     // Over the cap. The local dictionary of every flow gives each flow's local index and the
     // index widths (which bound those of any subset's dictionary); remotes are charged as

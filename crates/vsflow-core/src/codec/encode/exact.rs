@@ -510,17 +510,7 @@ pub(super) fn plan_live(
             counters = true;
         }
     }
-    w.fps.try_reserve(carried.values.len())?;
-    w.fps.extend_from_slice(carried.values);
-    let plan = Plan {
-        salt,
-        all_exact: true,
-        k: carried_k,
-        fingerprinted: carried.flows,
-        lost: 0,
-        counters,
-        entries,
-    };
+    let plan = Plan::all_exact(w, salt, carried, carried_k, counters, entries)?;
     Ok(Some((plan, counts)))
 }
 
