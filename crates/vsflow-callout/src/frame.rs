@@ -581,6 +581,12 @@ mod tests {
         assert!(!headers_rewritable(&v4(0, 6, Some(31))), "a whole datagram behind a deep AH");
         assert!(headers_rewritable(&v4(0x2000, 6, Some(31))), "TCP behind an AH of 124 bytes");
         assert!(!headers_rewritable(&v4(0x2000, 17, Some(31))), "UDP ports at 124-127: within");
+        // Two AHs, the second past the 128 bytes read: the chain cannot be walked.
+        let mut two = v4(0x2000, AUTHENTICATION, Some(30));
+        two.truncate(super::IP_PREFIX);
+        assert!(headers_rewritable(&two), "a first fragment's AH chain past the bytes read");
+        two[6] = 0;
+        assert!(!headers_rewritable(&two), "the same, not a fragment: as before");
         assert!(headers_rewritable(&v4(0x2000, 17, Some(32))), "UDP behind an AH of 128 bytes");
         // Later fragments: named AH within 128 bytes; others are the port-less path's.
         assert!(headers_rewritable(&v4(1, 6, Some(6))), "an AH later fragment at 8");
