@@ -309,8 +309,14 @@ fn headers_rewritable_walked(ip: &[u8]) -> bool {
         Walk::NonFirstFragment { offset } => {
             offset < bound && (v6 || ip.get(9) == Some(&AUTHENTICATION))
         }
-        // IPv4: malformed, judged as before by what WFP and `tcp_flags` say.
-        Walk::Unreadable => v6 || ip.first().is_none_or(|b| b >> 4 != 4),
+        // IPv6, or nothing read: whether it is such a fragment cannot be told. IPv4: a first
+        // fragment (MF) whose chain of AHs goes on past the bytes read is one (its transport
+        // header lies past the bound); any other is judged as before by what WFP and
+        // `tcp_flags` say.
+        Walk::Unreadable => {
+            v6 || ip.first().is_none_or(|b| b >> 4 != 4)
+                || be16(ip, 6).is_some_and(|frag| frag & 0x2000 != 0)
+        }
     }
 }
 
