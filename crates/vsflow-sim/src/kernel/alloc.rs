@@ -328,9 +328,10 @@ pub fn live_driver_blocks(host: usize) -> Option<usize> {
     Some(COUNTS[(host + 1) % SLOTS].load(Ordering::Relaxed))
 }
 
-/// Whether `ptr` starts a block host `host`'s driver allocated and has not freed (what a
-/// reader of that block, such as WFP copying a saved blob, needs; Driver Verifier's special
-/// pool bugchecks a read of a freed one).
+/// Whether `ptr` starts a block host `host`'s driver allocated and has not freed.
+///
+/// What a later reader of the block needs (WFP copying a saved blob); Driver Verifier's special
+/// pool bugchecks a read of a freed one.
 #[must_use]
 pub fn is_live_driver_block(host: usize, ptr: *const u8) -> bool {
     let p = ptr as usize;
