@@ -983,3 +983,103 @@ fn no_first_fragment_is_admitted_whose_judged_bytes_a_later_fragment_past_the_bo
     assert!(passed.is_empty(), "{} of {checked} passed: {passed:#?}", passed.len());
     finish(&mut h);
 }
+
+/// An IPv4 datagram from `src` to `dst` (the first four bytes of each): `ihl` words of header
+/// (options NOP-padded), protocol `proto`, fragment field `frag`, then `payload`.
+fn v4_datagram(
+    src: [u8; 16],
+    dst: [u8; 16],
+    ihl: u8,
+    proto: u8,
+    frag: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let header = usize::from(ihl) * 4;
+    let total = u16::try_from(header + payload.len()).expect("small");
+    let mut d = vec![0x40 | ihl, 0];
+    d.extend_from_slice(&total.to_be_bytes());
+    d.extend_from_slice(&[0x77, 0x77]);
+    d.extend_from_slice(&frag.to_be_bytes());
+    d.extend_from_slice(&[64, proto, 0, 0]);
+    d.extend_from_slice(&src[..4]);
+    d.extend_from_slice(&dst[..4]);
+    d.resize(header, 1);
+    d.extend_from_slice(payload);
+    d
+}
+
+/// Review s5: the same invariant for IPv4 (bound: 128 bytes of the fragmentable part, which
+/// starts after the IP header and its options). Random headers of 20-60 bytes, 0-3 AHs of
+/// 12-200 bytes (RFC 4302: 12 and more, a multiple of 4), then UDP to 53, a TCP SYN to 80 or
+/// an ICMP echo request (rules admit each); the VM has sent its own AH later fragment to the
+/// peer, so an AH later fragment is the return traffic of a flow (review s4 L3: otherwise
+/// every AH later fragment is blocked). Where the bytes the first fragment is judged by reach
+/// byte 128, either it or a later fragment at the first multiple of 8 over them (at or past
+/// 128, naming the datagram's protocol as IPv4 fragments do) is blocked.
+#[test]
+fn no_ipv4_first_fragment_is_admitted_whose_judged_bytes_a_later_fragment_past_the_bound_may_rewrite()
+ {
+    use vsflow_core::policy::{AllowRule, PortRange, Prefix};
+    let (mut h, sw) = one_port();
+    let rule = |protocol, port| AllowRule {
+        protocol: Some(protocol),
+        local_ports: PortRange::single(port),
+        remote: Prefix::Any,
+    };
+    let rules = [rule(protocol::UDP, 53), rule(protocol::TCP, 80), rule(protocol::ICMP, 8)];
+    assert_eq!(h.replace_rules_everywhere(&rules), 1);
+    let peer = remote_addr(IpFamily::V4, 47, false);
+    let vm = traffic::vm_addr(IpFamily::V4, PORT);
+    let own = SimPacket::from_datagram(v4_datagram(vm, peer, 5, 51, 32, &[0; 24])).expect("IPv4");
+    assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &own), PacketFate::Delivered, "the VM's own");
+    let back = SimPacket::from_datagram(v4_datagram(peer, vm, 5, 51, 25, &[0; 24])).expect("IPv4");
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &back), PacketFate::Delivered, "control");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |n: usize| -> usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        usize::try_from(x % u64::try_from(n).expect("small")).expect("small")
+    };
+    let mut passed = Vec::new();
+    let mut checked = 0;
+    for case in 0..3_000u16 {
+        let (upper, judged, l4) = match rnd(3) {
+            0 => (protocol::UDP, 4, udp_header(41_000 + case % 20_000, 53)),
+            1 => (protocol::TCP, 14, tcp_header(41_000 + case % 20_000, 80, tcp::SYN)),
+            _ => (protocol::ICMP, 2, vec![8, 0, 0, 0, 0x12, 0x34, 0, 1]),
+        };
+        let ihl = u8::try_from(5 + rnd(11)).expect("small");
+        let ahs: Vec<usize> = (0..rnd(4)).map(|_| 4 * (3 + rnd(48))).collect();
+        let mut payload = Vec::new();
+        for (i, &len) in ahs.iter().enumerate() {
+            let next = if i + 1 < ahs.len() { 51 } else { upper };
+            let mut ah = vec![next, u8::try_from(len / 4 - 2).expect("small"), 0, 0];
+            ah.resize(len, 0);
+            payload.extend(ah);
+        }
+        let at = payload.len();
+        let end = at + judged;
+        let later_at = (at / 8 * 8).max(128);
+        if later_at >= end {
+            continue;
+        }
+        checked += 1;
+        payload.extend(l4);
+        payload.resize(payload.len().next_multiple_of(8), 0);
+        let proto = if ahs.is_empty() { upper } else { 51 };
+        let first = v4_datagram(peer, vm, ihl, proto, 0x2000, &payload);
+        let Ok(first) = SimPacket::from_datagram(first) else { continue };
+        let offset = u16::try_from(later_at / 8).expect("small");
+        let later = v4_datagram(peer, vm, 5, proto, offset, &[0x5a; 24]);
+        let later = SimPacket::from_datagram(later).expect("IPv4");
+        let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+        let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+        if first_fate == PacketFate::Delivered && later_fate == PacketFate::Delivered {
+            passed.push(format!("{upper}: ihl {ihl}, AHs {ahs:?}: header at {at}"));
+        }
+    }
+    assert!(checked > 300, "only {checked} datagrams reach the bound");
+    assert!(passed.is_empty(), "{} of {checked} passed: {passed:#?}", passed.len());
+    finish(&mut h);
+}
