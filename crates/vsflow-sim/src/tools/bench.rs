@@ -311,7 +311,9 @@ pub const CALLOUT_TARGET: f64 = 2.0;
 /// `PacketMeta` from a dense array; the callout reads it from WFP's values, metadata and
 /// `NET_BUFFER_LIST` (separate allocations per packet, as WFP's are), parses the IP and TCP
 /// headers for the flags, finds the switch and the port, and takes the map and port locks.
-/// Medians of `rounds` rounds, interleaved; thread CPU time.
+/// Medians of `rounds` rounds, interleaved; thread CPU time. Beside them, as a diagnostic
+/// ([`CalloutVsCore::warm_callout_ns`]): a round of the inputs read alone, and a round of
+/// the same calls each right after its inputs were read (the inputs warm, as WFP's are).
 ///
 /// # Panics
 /// If the simulated driver cannot be loaded.
