@@ -252,13 +252,13 @@ pub struct CalloutVsCore {
     /// kernel's: included in `callout_ns`, reported so the floor they set is visible.
     pub primitives_ns: f64,
     /// The same `classify_fn` calls with each packet's WFP inputs warm: its values, metadata,
-    /// `VSWITCH_ID` blob and `NET_BUFFER_LIST` chain read ([`touch_inputs`]) just before its
+    /// `VSWITCH_ID` blob and `NET_BUFFER_LIST` chain read (`touch_inputs`) just before its
     /// call, as WFP has just written them on Windows, and that read's own time (a round of
     /// reads alone) subtracted. A diagnostic beside the target's line, not the judged figure:
     /// the rig builds every packet's inputs ahead of the rounds (~10 MB), so `callout_ns`
     /// reads them cold while the core call reads a dense, prefetched array.
     pub warm_callout_ns: f64,
-    /// What reading one packet's WFP inputs cold costs alone ([`touch_inputs`], a round).
+    /// What reading one packet's WFP inputs cold costs alone (`touch_inputs`, a round).
     pub inputs_cold_ns: f64,
 }
 
