@@ -37,9 +37,10 @@
 //! packet here, that shard's lock alone (the processor's hint, `ShardSlot::hints`). Anything
 //! else (a new flow, ICMP, a stale hint) takes the home lock and finds the flow's shard
 //! (`shards::classify_slow`). Everything else sees the port whole: it takes the home lock and
-//! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
-//! expiry sweep splits a port again when nothing of a migration is open on it
-//! ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
+//! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]), but a
+//! save, which only reads, reads the shards in place under the same locks
+//! ([`PortSlot::with_all_locks`]: the same blob, and the port stays split); the expiry sweep
+//! splits a port again when nothing of a migration is open on it ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
 //! holder of any of them reads it stably.
 //!
 //! **The packet's port without a map lookup** ([`PortMap::with_packet_port`]). Each processor

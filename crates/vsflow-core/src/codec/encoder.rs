@@ -44,11 +44,13 @@
 //!
 //! **One consistent port.** The encoder reads the port's flows once, in least-recently-used
 //! order per timeout class ([`crate::flow::FlowTable::iter_lru`]), while the caller holds
-//! whatever makes the port consistent (today the port's lock). When a port's flows are split
-//! over several tables (shards, each with its own lock), a save must still see one consistent
-//! port: take every shard's lock in shard order (or a snapshot taken under them) and feed the
-//! flows of all shards; the blob does not depend on which shard a flow came from, only on the
-//! order within each class (oldest first, so the destination's recency sort sees long runs).
+//! whatever makes the port consistent (the port's lock). When a port's flows are split over
+//! processors' shards (each with its own lock, [`crate::port::shards`]), the caller holds every
+//! shard's lock too and [`Encoder::encode_split`] reads each class oldest first across the
+//! shards, as [`crate::port::shards::merge`] would place them: the blob is the merged port's,
+//! byte for byte, without the merge's new table in the save, and every flow keeps its slot
+//! (the encoder keeps fingerprints by table and slot). The sweep readies a split port's encoder
+//! shard by shard ([`Encoder::prepare_split`], [`Encoder::prepare_shard`]).
 
 use alloc::vec::Vec;
 
