@@ -1291,10 +1291,15 @@ struct FpCache {
     /// Per table (the home shard's, then each processor shard's: [`slot_table`]), per slot:
     /// the key its value was computed for, and the value.
     entries: [Vec<Option<(FlowKey, u32)>>; TABLES],
-    /// Per table: the slot the next preparation looks at first.
-    cursor: [u32; TABLES],
-    /// What the current preparation (a sweep's) may still look at and compute over the
-    /// processors' shards ([`Work::prepare_table`]).
+    /// The table and slot the next preparation looks at first: one position over every
+    /// table, so that a sweep's budget goes on from where the last one stopped (a cursor per
+    /// table, each sweep starting at the home shard, spent the budget again on the first
+    /// shards' flows, computed already, and never reached the last shards').
+    cursor: (usize, u32),
+    /// The current preparation (a sweep's) stopped at `cursor` for its budget.
+    stopped: bool,
+    /// What the current preparation may still look at and compute over the processors'
+    /// shards ([`Work::prepare_table`]).
     scan_left: usize,
     hash_left: usize,
     /// An IPv6 flow was seen by a preparation: the IPv6 dictionary vectors are sized too.
@@ -1309,26 +1314,32 @@ impl FpCache {
     }
 
     /// Computes the fingerprints of up to `self.hash_left` connections among the next
-    /// `self.scan_left` flows of table `t` from its cursor (slab order), under the kept salt.
-    /// Returns how many it computed.
+    /// `self.scan_left` flows of table `t` (slab order) from the cursor, under the kept salt.
+    /// A preparation visits the tables in order: a table before the cursor's waits for the
+    /// next round, the cursor's is taken up where the last preparation stopped. Returns how
+    /// many it computed.
     fn fill(&mut self, t: usize, table: &crate::flow::FlowTable) -> Result<usize, Error> {
         let Some(salt) = self.salt else { return Ok(0) };
-        let slot_count = table.slot_count();
-        let (Some(entries), Some(cursor)) = (self.entries.get_mut(t), self.cursor.get_mut(t))
-        else {
+        if self.stopped || t < self.cursor.0 || self.scan_left == 0 || self.hash_left == 0 {
             return Ok(0);
-        };
+        }
+        let slot_count = table.slot_count();
+        let Some(entries) = self.entries.get_mut(t) else { return Ok(0) };
         if entries.len() < slot_count {
             grow_to(entries, slot_count)?;
             entries.resize(slot_count, None);
         }
-        let from = if (*cursor as usize) < slot_count { *cursor } else { 0 };
-        let mut next = 0;
+        let from = if t == self.cursor.0 && (self.cursor.1 as usize) < slot_count {
+            self.cursor.1
+        } else {
+            0
+        };
         let mut computed = 0;
         let mut seen = 0;
         for (i, k, r) in table.iter_from(from) {
             if seen == self.scan_left || computed == self.hash_left {
-                next = i;
+                self.cursor = (t, i);
+                self.stopped = true;
                 break;
             }
             seen += 1;
@@ -1346,7 +1357,6 @@ impl FpCache {
                 computed += 1;
             }
         }
-        *cursor = next;
         self.scan_left -= seen;
         self.hash_left -= computed;
         Ok(computed)
@@ -1455,6 +1465,11 @@ impl Work {
         // Fingerprints: the kept ones by slot, the key checked (as `plan_upgrades` does).
         self.cache.scan_left = scan;
         self.cache.hash_left = hash;
+        // The last preparation went through every table within its budget: a new round.
+        if !self.cache.stopped {
+            self.cache.cursor = (0, 0);
+        }
+        self.cache.stopped = false;
         self.cache.fill(0, table)
     }
 
