@@ -753,7 +753,8 @@ fn switch_params(name: &str) -> sys::NDIS_SWITCH_PARAMETERS {
 
 /// CPU time the calling thread has used.
 #[cfg(unix)]
-pub(crate) fn thread_cpu() -> Duration {
+#[must_use]
+pub fn thread_cpu() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid out-pointer; CLOCK_THREAD_CPUTIME_ID needs nothing else.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
@@ -766,7 +767,8 @@ pub(crate) fn thread_cpu() -> Duration {
 /// Elsewhere (the simulator also builds for Windows): wall time since the first call, so the
 /// figures are wall-clock ones there.
 #[cfg(not(unix))]
-pub(crate) fn thread_cpu() -> Duration {
+#[must_use]
+pub fn thread_cpu() -> Duration {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     START.get_or_init(Instant::now).elapsed()
 }
