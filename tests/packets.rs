@@ -763,3 +763,99 @@ fn an_ipv6_later_fragment_over_a_deep_tcp_header_is_judged() {
     );
     finish(&mut h);
 }
+
+/// An IPv6 first fragment: a Fragment header (offset 0, M = 1) whose fragmentable part is
+/// `chain` (raw extension headers, the first named by `next`) followed by `l4`.
+fn v6_first_fragment_of(remote: [u8; 16], next: u8, chain: &[u8], l4: &[u8]) -> SimPacket {
+    let mut l4 = l4.to_vec();
+    l4.resize(l4.len().next_multiple_of(8), 0);
+    let payload = 8 + chain.len() + l4.len();
+    let mut d = vec![0x60, 0, 0, 0];
+    d.extend_from_slice(&u16::try_from(payload).expect("small").to_be_bytes());
+    d.extend_from_slice(&[44, 64]);
+    d.extend_from_slice(&remote);
+    d.extend_from_slice(&traffic::vm_addr(IpFamily::V6, PORT));
+    d.extend_from_slice(&[next, 0, 0, 1, 0x51, 0x51, 0x51, 0x51]);
+    d.extend_from_slice(chain);
+    d.extend_from_slice(&l4);
+    SimPacket::from_datagram(d).expect("an IP datagram")
+}
+
+/// Destination options of `len` bytes (a multiple of 8, at least 8) naming `next`: one `PadN`.
+fn dest_opts(next: u8, len: usize) -> Vec<u8> {
+    let mut d = vec![next, u8::try_from(len / 8 - 1).expect("small"), 1];
+    d.push(u8::try_from(len - 4).expect("small"));
+    d.resize(len, 0);
+    d
+}
+
+/// Review s5, R5-1. `frame::headers_rewritable` bounds a first fragment's judged headers by
+/// the bytes later fragments are judged within, counted from where its fragmentable part starts
+/// (`Walk::Transport::fragmentable`). The walk sets that start at *every* Fragment header at
+/// offset 0, so a second one (an atomic fragment, RFC 6946: offset 0, M = 0) moves it 8 bytes
+/// on, while the datagram is reassembled on the first one's offsets: the UDP ports checked as
+/// lying at 188-191 of the inner part lie at 196-199 of the outer, and a later fragment at
+/// byte 192 (past the bound, unjudged) rewrites them. A guest that keeps later bytes
+/// (WINDOWS-VERIFICATION 62) reassembles a datagram to port 161 from a first fragment admitted
+/// as port 53: a UDP conversation the rules block. Control: the same first fragment with one
+/// Fragment header and the ports at 196 is judged as `Headers::Unknown` (R4-1).
+#[test]
+fn a_second_fragment_header_does_not_move_the_bound_later_fragments_are_judged_within() {
+    let (mut h, sw) = one_port();
+    assert_eq!(h.replace_rules_everywhere(&[udp_rule(53)]), 1);
+    let peer = remote_addr(IpFamily::V6, 44, false);
+    // Control: one Fragment header, 192 bytes of options: the ports at 192-195, past the bound.
+    let control =
+        v6_first_fragment_of(peer, 60, &dest_opts(protocol::UDP, 192), &udp_header(40_010, 53));
+    assert_ne!(h.transmit(sw, EXTERNAL_PORT, PORT, &control), PacketFate::Delivered, "control");
+    // An atomic Fragment header (offset 0, M = 0) then 184 bytes of options: the ports at
+    // 192-195 of the outer fragmentable part, 184-187 of the inner one.
+    let mut chain = vec![60, 0, 0, 0, 0x52, 0x52, 0x52, 0x52];
+    chain.extend_from_slice(&dest_opts(protocol::UDP, 184));
+    let first = v6_first_fragment_of(peer, 44, &chain, &udp_header(40_011, 53));
+    let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+    let later = v6_later_fragment(peer, protocol::UDP, 192, &udp_header(40_011, 161));
+    let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+    assert!(
+        first_fate != PacketFate::Delivered || later_fate != PacketFate::Delivered,
+        "UDP to 53 behind two Fragment headers rewritten to 161 by a later fragment at 192: \
+         first {first_fate:?}, later {later_fate:?}"
+    );
+    finish(&mut h);
+}
+
+/// Review s5, R5-2. `frame::headers_rewritable` counts, for a first fragment, the bytes of its
+/// upper-layer header it is judged by: TCP's 14, UDP's 4, and none for any other protocol. But
+/// an ICMPv6 message is judged by its type (and code), which WFP reports in its port values
+/// wherever the header lies (icmp.rs; the double does likewise), and a rule for ICMPv6 matches
+/// the type. With the header at exactly byte 192 of the fragmentable part (192 bytes of
+/// destination options) the check `at + 0 > start + 192` is false, so the first fragment is
+/// judged by WFP's type (an echo request a rule admits), and a later fragment at byte 192
+/// (past the bound: unjudged) rewrites it into a type no rule admits (139, a node information
+/// query, which the guest answers) in a guest that keeps later bytes. Control: the header at
+/// 184 is caught by the later-fragment check.
+#[test]
+fn an_icmpv6_type_at_the_bound_is_judged_as_a_header_later_fragments_may_rewrite() {
+    let (mut h, sw) = one_port();
+    let echo = vsflow_core::policy::AllowRule {
+        protocol: Some(protocol::ICMPV6),
+        local_ports: vsflow_core::policy::PortRange::single(128),
+        remote: vsflow_core::policy::Prefix::Any,
+    };
+    assert_eq!(h.replace_rules_everywhere(&[echo]), 1);
+    let peer = remote_addr(IpFamily::V6, 45, false);
+    let echo_request = [128u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    let node_query = [139u8, 0, 0, 0, 0, 0, 0, 0];
+    let mut passed = Vec::new();
+    for opts in [184usize, 192] {
+        let first = v6_first_fragment(peer, opts, protocol::ICMPV6, &echo_request);
+        let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+        let later = v6_later_fragment(peer, protocol::ICMPV6, opts, &node_query);
+        let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+        if first_fate == PacketFate::Delivered && later_fate == PacketFate::Delivered {
+            passed.push(format!("ICMPv6 header at byte {opts}: echo request rewritten to 139"));
+        }
+    }
+    assert!(passed.is_empty(), "later fragments over a judged ICMPv6 type passed: {passed:?}");
+    finish(&mut h);
+}

@@ -111,6 +111,18 @@ pub(crate) const MERGE_SLOTS: u64 = 2;
 /// a checkpoint series reuse it; a port that stays frees it at the next sweep after that.
 pub(crate) const ENCODER_KEEP: vsflow_core::Tick = vsflow_core::time::secs(60);
 
+/// How long after a page of a `GetFlows` listing the sweep leaves the port whole (10 s).
+///
+/// A listing pages with a cursor that is a position in the port's table. A page runs on the
+/// port whole ([`PortSlot::lock_whole`]: a split port merged into a new table, every flow at a
+/// new position), so a split between two pages (and the VM's packets moving flows into the
+/// processors' shards) would make the next page's merge lay the flows out anew, and the
+/// listing skip some and repeat others (review s4, L2). While the port stays whole its flows
+/// keep their positions: a listing whose pages come within this of each other lists every
+/// flow that lives throughout it exactly once. The price: the port's packets take its one lock
+/// for as long (diagnostics are rare; a split port is split again at the next sweep after).
+pub(crate) const LISTING_HOLD: vsflow_core::Tick = vsflow_core::time::secs(10);
+
 /// A virtual switch.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SwitchEntry {
@@ -171,6 +183,9 @@ pub(crate) struct PortState {
     pub(crate) encoder: vsflow_core::codec::Encoder,
     /// When the port was last saved (`Tick::MAX`: never).
     pub(crate) last_save: vsflow_core::Tick,
+    /// When a page of a `GetFlows` listing last read the port (`Tick::MAX`: never): the sweep
+    /// does not split it for [`LISTING_HOLD`] after.
+    pub(crate) last_listed: vsflow_core::Tick,
     /// Keyed digest and length of the last blob restored into this port (a second restore of
     /// the same blob changes nothing).
     pub(crate) last_restore: Option<(u64, usize)>,
@@ -575,6 +590,7 @@ impl<L: RawSpinLock> PortSlot<L> {
             }
         } else if !self.shards.is_empty()
             && st.judged()
+            && (st.last_listed == Tick::MAX || now.saturating_sub(st.last_listed) >= LISTING_HOLD)
             && shards::may_split(&st.port, now)
             && (st.port.table().len() as u64) * SPLIT_BELOW.1 < bound * SPLIT_BELOW.0
         {
