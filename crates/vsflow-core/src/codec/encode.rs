@@ -239,28 +239,50 @@ impl Source for LivePort<'_> {
             return Ok(());
         }
         // Split: each class oldest first across the shards, ties to the earlier table, as
-        // `shards::merge` places them in the home shard's new table.
+        // `shards::merge` places them in the home shard's new table: each step takes the
+        // smallest of the lists' heads by (last seen, list), a list's key u128::MAX once it is
+        // done (a plain scan of at most nine keys: a scan through peekable iterators cost
+        // three times the single table's walk).
+        #[allow(clippy::cast_possible_truncation, reason = "at < TABLES")]
         for class in TimeoutClass::ALL {
             let mut lists: [Option<_>; TABLES] = Default::default();
-            for (list, (t, table)) in lists.iter_mut().zip(self.tables()) {
-                if !table.is_empty() {
-                    *list = Some((t, table.iter_lru_slots(class).peekable()));
+            let mut heads = [u128::MAX; TABLES];
+            let mut used = 0;
+            for (t, table) in self.tables() {
+                let mut it = table.iter_lru_slots(class);
+                if let Some(first) = it.next()
+                    && let (Some(list), Some(head)) = (lists.get_mut(used), heads.get_mut(used))
+                {
+                    *head = (u128::from(first.2.last_seen) << 8) | used as u128;
+                    *list = Some((t, first, it));
+                    used += 1;
                 }
             }
+            let heads = heads.get_mut(..used).unwrap_or_default();
             loop {
-                let mut oldest: Option<(usize, Tick)> = None;
-                for (at, list) in lists.iter_mut().enumerate() {
-                    if let Some((_, l)) = list
-                        && let Some((_, _, r)) = l.peek()
-                        && oldest.is_none_or(|(_, t)| r.last_seen < t)
-                    {
-                        oldest = Some((at, r.last_seen));
+                let mut best = u128::MAX;
+                for &h in heads.iter() {
+                    if h < best {
+                        best = h;
                     }
                 }
-                let Some((at, _)) = oldest else { break };
-                let Some((t, list)) = lists.get_mut(at).and_then(Option::as_mut) else { break };
-                let Some((slot, k, r)) = list.next() else { break };
-                push(*t, slot, k, r);
+                if best == u128::MAX {
+                    break;
+                }
+                let at = (best & 0xff) as usize;
+                let (Some(Some((t, (slot, k, r), it))), Some(head)) =
+                    (lists.get_mut(at), heads.get_mut(at))
+                else {
+                    break;
+                };
+                push(*t, *slot, k, r);
+                match it.next() {
+                    Some(next) => {
+                        *head = (u128::from(next.2.last_seen) << 8) | at as u128;
+                        (*slot, *k, *r) = next;
+                    }
+                    None => *head = u128::MAX,
+                }
             }
         }
         Ok(())
