@@ -239,15 +239,12 @@ impl PortState {
         flows: usize,
     ) -> bool {
         self.encoder.prepare_split(&self.port, flows, now, cap);
-        let buffer = self.save_buffer.bytes_mut();
-        if self.encoder.heap_bytes() > 0 && buffer.capacity() < cap {
+        if self.encoder.heap_bytes() > 0 {
             // The blob's buffer too (it stays with the port after its first save anyway),
-            // charged as a save charges it (crate::save_buffer).
-            if buffer.try_reserve_exact(cap.saturating_sub(buffer.len())).is_ok()
-                && let Some(budget) = self.port.table().config().budget
-            {
-                self.save_buffer.settle(budget);
-            }
+            // charged as a save charges it; never one a save handed to WFP, which may still
+            // be copying it (crate::save_buffer; review s5, R5-3).
+            let _ =
+                self.save_buffer.reserve_before_first_save(cap, self.port.table().config().budget);
         }
         self.encoder.is_prepared()
     }
