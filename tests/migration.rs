@@ -368,8 +368,7 @@ fn a_ports_save_memory_is_freed_a_minute_after_its_last_save() {
 /// existed. `a_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing` (above) checks
 /// a whole port (9,000 of a 9,000 bound: never split).
 #[test]
-#[ignore = "fails on main (review s5, R5-4, for pastcap): a split port's encoder is readied from its home shard only"]
-fn a_split_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing() {
+fn a_split_ports_first_save_past_the_cap_allocates_nothing_after_a_listing_made_it_whole() {
     use vsflow_sim::host::EXTERNAL_PORT;
     use vsflow_sim::kernel::services::set_processor;
     let config = DriverConfig { flows_per_port: 30_000, ..enforce(RestoreMode::Pending) };
