@@ -270,7 +270,8 @@ impl<S: KernelServices> Driver<S> {
             digest_key: self.digest_key(),
             ..DecodeConfig::default()
         };
-        let stage = StageConfig { table: self.port_config().table, base: received };
+        let now = self.now();
+        let stage = StageConfig { table: self.port_config().table, base: received.min(now), now };
         match codec::decode_staged(blob, &cfg, &stage) {
             Ok(DecodedStaged::State(state, staged)) => Restorable::State(state, staged),
             Ok(DecodedStaged::UnsupportedMajor { major, minor }) => Restorable::Degraded(

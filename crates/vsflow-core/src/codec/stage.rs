@@ -18,17 +18,18 @@
 //! Carried admissions stay as the blob has them: the apply maps them to this host's rule
 //! versions once it has planned the port's policy under the port's lock.
 //!
-//! Times are rebased on [`StageConfig::base`]: a flow's `last_seen` is `base - last_age`. The
-//! apply runs later (a pended restore waits for its work item): the flows are then older by
-//! the time since `base`, and those that idled past their timeout meanwhile are removed then.
+//! Times are rebased on [`StageConfig::base`], the instant the restore was received: a flow's
+//! `last_seen` is `base - last_age`. The staging and the apply run later (a pended restore
+//! waits for its work item): the flows are then older by the time since `base`; those idle
+//! past their timeout at the staging ([`StageConfig::now`]) are left out, and those that pass
+//! it before the apply are removed by the apply.
 
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use super::SavedFlow;
-use super::error::ApplyError;
 use crate::error::Error;
-use crate::flow::{Admission, FlowTable, TableConfig, TimeoutClass};
+use crate::flow::{Admission, FlowTable, TableConfig};
 use crate::time::Tick;
 
 
@@ -42,31 +43,46 @@ pub struct StageConfig {
     pub table: TableConfig,
     /// The instant the restore was received (the blob's ages are ages at that instant).
     pub base: Tick,
+    /// The instant of the staging (`>= base`): flows idle past their timeout by then are left
+    /// out (counted expired); those that pass it before the apply are removed by the apply.
+    pub now: Tick,
+}
+
+impl StageConfig {
+    /// The time between the restore's receipt and the staging (a pended restore's wait).
+    const fn waited(&self) -> Tick {
+        self.now.saturating_sub(self.base)
+    }
 }
 
 /// A restore's flows in a detached table; see the module docs.
 #[derive(Debug)]
 pub struct Staged {
+    /// The flows written in its slab's slots, not linked yet (the apply links them).
     pub(super) table: FlowTable,
     /// The instant the records' times are rebased on.
     pub(super) base: Tick,
+    /// Ticks between `base` and the staging: added to a flow's age to tell if it expired.
+    waited: Tick,
     /// Flows taken ([`Staged::put`]).
     taken: usize,
     /// Flows left out because they were idle past their timeout.
     pub(super) expired: u64,
     /// Flows left out because of the table's bound.
     pub(super) dropped: u32,
-    /// Some placed flow has a rule admission (the apply maps those to this host's versions).
+    /// Memory placing the flows was refused: the apply's error.
+    pub(super) failed: Option<Error>,
+    /// Some flow placed has a rule admission (the apply maps those to this host's versions).
     pub(super) rule_admitted: bool,
-    /// What placing the flows met (a duplicate key, memory): the apply's error.
-    pub(super) failed: Option<ApplyError>,
-    /// Per class, the age of the flow taken last (oldest first: ages never grow).
-    last_age: [Tick; TimeoutClass::COUNT],
-    /// Classes whose flows were taken out of age order (a bit per class).
-    unordered: u8,
-    /// The list index of each flow taken, when they were not taken in list order (over the
-    /// bound, [`stage_saved`]): a duplicate's index in the error.
-    order: Vec<u32>,
+    /// The age of the live flow taken last, and whether every live flow came oldest first.
+    previous_age: Tick,
+    in_order: bool,
+    /// The slots in the order the apply links them (oldest first): empty for slab order (the
+    /// flows came oldest first).
+    pub(super) link_order: Vec<u32>,
+    /// The list index of each slot's flow, when the slots are not in list order (over the
+    /// bound, [`stage_saved`]): a duplicate's index in the error. Empty: the slot number.
+    index_of: Vec<u32>,
 }
 
 impl Staged {
@@ -80,21 +96,24 @@ impl Staged {
         Ok(Self {
             table,
             base: config.base,
+            waited: config.waited(),
             taken: 0,
             expired: 0,
             dropped: 0,
-            rule_admitted: false,
             failed: None,
-            last_age: [Tick::MAX; TimeoutClass::COUNT],
-            unordered: 0,
-            order: Vec::new(),
+            rule_admitted: false,
+            previous_age: Tick::MAX,
+            in_order: true,
+            link_order: Vec::new(),
+            index_of: Vec::new(),
         })
     }
 
     /// Takes the next flow (the caller keeps to the table's bound): its key and record,
-    /// rebased on the base, are written in the next slot of the table's slab, not linked yet
-    /// ([`Staged::finish`] links them all); one idle past its timeout is left out (counted
-    /// expired). Memory refused is kept as the apply's error; nothing is taken after it.
+    /// rebased on the base, are written in the next slot of the table's slab, not linked
+    /// (the apply links them, [`super::apply_staged`]); one idle past its timeout is left out
+    /// (counted expired). Memory refused is kept as the apply's error; nothing is taken after
+    /// it.
     #[allow(clippy::inline_always, reason = "the decoder's per-entry loop: one call site each")]
     #[inline(always)]
     pub(super) fn put(&mut self, s: SavedFlow) {
@@ -102,24 +121,20 @@ impl Staged {
         if self.failed.is_some() {
             return;
         }
-        let left_out = self.table.config().timeouts.expired(s.key.protocol, s.state, s.last_age);
+        let idle = s.last_age.saturating_add(self.waited);
+        let left_out = self.table.config().timeouts.expired(s.key.protocol, s.state, idle);
         if left_out {
             self.expired += 1;
         } else {
-            let class = TimeoutClass::of(s.key.protocol, s.state).index();
-            if let Some(previous) = self.last_age.get_mut(class) {
-                if s.last_age > *previous {
-                    self.unordered |= 1 << class;
-                }
-                *previous = s.last_age;
-            }
+            self.in_order &= s.last_age <= self.previous_age;
+            self.previous_age = s.last_age;
             self.rule_admitted |= matches!(s.admission, Admission::Rule(_));
         }
         let base = self.base;
         if let Err(e) =
             self.table.push_unlinked(&s.key, left_out, |r| s.write_record(base, s.admission, r))
         {
-            self.failed = Some(ApplyError::Core(e));
+            self.failed = Some(e);
         }
     }
 
@@ -128,54 +143,54 @@ impl Staged {
         self.taken
     }
 
-    /// Ends the placement: the flows taken are linked into the table in the order taken (a
-    /// key taken twice is the apply's error, [`ApplyError::DuplicateFlow`]), and each list
-    /// taken out of age order is put in order.
+    /// Ends the placement: flows that did not come oldest first (a blob of several classes or
+    /// address families, each written oldest first) are given the order the apply links them
+    /// in: oldest first, ties in the order taken, so that each class's list is in recency
+    /// order.
     pub(super) fn finish(mut self) -> Self {
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.in_order {
             return self;
         }
-        if let Err(slot) = self.table.link_pushed() {
-            let index = self.order.get(slot as usize).map_or(slot as usize, |&i| i as usize);
-            self.failed = Some(ApplyError::DuplicateFlow { index });
+        let mut order: Vec<(Tick, u32)> = Vec::new();
+        if let Err(e) = order.try_reserve_exact(self.table.unlinked() as usize) {
+            self.failed = Some(e.into());
             return self;
         }
-        if self.unordered != 0
-            && let Err(e) = self.table.order_lists(self.unordered)
-        {
-            self.failed = Some(ApplyError::Core(e));
+        // `last_seen` is `base - last_age`: oldest first is `last_seen` ascending (a live
+        // flow's age is below its timeout, which the driver's clock, a day past boot, exceeds).
+        order.extend(self.table.pushed().map(|(slot, _, r)| (r.last_seen, slot)));
+        order.sort_unstable();
+        if let Err(e) = self.link_order.try_reserve_exact(order.len()) {
+            self.failed = Some(e.into());
+            return self;
         }
+        self.link_order.extend(order.iter().map(|&(_, slot)| slot));
         self
     }
 
-    /// Flows placed.
+    /// The list index of the flow in `slot`.
+    pub(super) fn index_of(&self, slot: u32) -> usize {
+        self.index_of.get(slot as usize).map_or(slot as usize, |&i| i as usize)
+    }
+
+    /// Flows placed (not left out; the apply may still leave some out).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.table.pushed().count()
     }
 
     /// True if no flow was placed.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.len() == 0
     }
 
-    /// The staged table (its flows' admissions still the blob's).
-    #[must_use]
-    pub const fn table(&self) -> &FlowTable {
-        &self.table
-    }
-
-    /// The flows again, as a list in each class's order (oldest first): for an apply into a
-    /// port whose table configuration differs from the staged one.
+    /// The flows again, as a list (in the order they were placed, ages as of the base): for
+    /// an apply into a port whose table configuration differs from the staged one.
     pub(super) fn to_saved(&self) -> Result<Vec<SavedFlow>, Error> {
         let mut out = Vec::new();
-        out.try_reserve_exact(self.table.len())?;
-        for class in TimeoutClass::ALL {
-            out.extend(
-                self.table.iter_lru(class).map(|(k, r)| SavedFlow::from_record(*k, r, self.base)),
-            );
-        }
+        out.try_reserve_exact(self.table.unlinked() as usize)?;
+        out.extend(self.table.pushed().map(|(_, k, r)| SavedFlow::from_record(*k, r, self.base)));
         Ok(out)
     }
 }
@@ -190,7 +205,10 @@ impl Staged {
 pub fn stage_saved(flows: &[SavedFlow], config: &StageConfig) -> Result<Staged, Error> {
     let timeouts = config.table.timeouts;
     let bound = config.table.max_flows as usize;
-    let expired_at = |s: &SavedFlow| timeouts.expired(s.key.protocol, s.state, s.last_age);
+    let waited = config.waited();
+    let expired_at = |s: &SavedFlow| {
+        timeouts.expired(s.key.protocol, s.state, s.last_age.saturating_add(waited))
+    };
     let live = flows.iter().filter(|s| !expired_at(s)).count();
     if flows.len() <= bound {
         // Every flow in list order (those idle past their timeout take a slot, freed).
@@ -218,8 +236,8 @@ pub fn stage_saved(flows: &[SavedFlow], config: &StageConfig) -> Result<Staged, 
     order.sort_unstable();
     let kept = order.len();
     let mut staged = Staged::try_new(config, u32::try_from(kept).unwrap_or(u32::MAX))?;
-    staged.order.try_reserve_exact(kept)?;
-    staged.order.extend(order.iter().map(|&(_, i)| i));
+    staged.index_of.try_reserve_exact(kept)?;
+    staged.index_of.extend(order.iter().map(|&(_, i)| i));
     staged.expired = u64::try_from(flows.len() - live).unwrap_or(u64::MAX);
     staged.dropped = u32::try_from(live - kept).unwrap_or(u32::MAX);
     for &(_, i) in &order {
