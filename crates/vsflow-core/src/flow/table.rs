@@ -801,6 +801,7 @@ impl FlowTable {
             return true;
         }
         let key = s.key;
+        let mut class = TimeoutClass::of(key.protocol, s.record.state).index();
         let hash = self.hash(&key);
         #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
         let h = hash as u32;
@@ -814,7 +815,6 @@ impl FlowTable {
             }
             at = t.chain;
         }
-        let lists = &mut self.lists;
         let d = self.slots.get_mut(i as usize);
         if let Some(remap) = remap {
             d.record.admission = remap(d.record.admission);
@@ -823,14 +823,16 @@ impl FlowTable {
             && let Some(at) = w.find_hashed(hash, &key)
         {
             d.record = d.record.merge_window(w.record(at));
+            class = TimeoutClass::of(key.protocol, d.record.state).index();
             *merged += 1;
         }
-        let class = TimeoutClass::of(key.protocol, d.record.state).index();
-        let list = &mut lists[class];
-        let list_head = list.head;
-        list.head = i;
-        if list_head == NIL {
-            list.tail = i;
+        let list_head = self.lists.get(class).map_or(NIL, |l| l.head);
+        let d = self.slots.get_mut(i as usize);
+        if let Some(list) = self.lists.get_mut(class) {
+            list.head = i;
+            if list_head == NIL {
+                list.tail = i;
+            }
         }
         d.linked_at = d.record.last_seen;
         d.prev = NIL;
