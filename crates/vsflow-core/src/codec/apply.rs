@@ -127,7 +127,7 @@ pub fn apply_staged(
     let plan = port.plan_restore(carried_policy(state))?;
     let mut staged = staged?;
     if let Some(e) = staged.failed {
-        return Err(ApplyError::Core(e));
+        return Err(e);
     }
     if !same_table(staged.table.config(), &table_config) {
         // Staged for another table (the port's configuration is not what the decoder was
@@ -136,62 +136,58 @@ pub fn apply_staged(
         let stage = StageConfig { table: table_config, base: staged.base, now };
         let mut again = stage_saved(&flows, &stage)?;
         if let Some(e) = again.failed {
-            return Err(ApplyError::Core(e));
+            return Err(e);
         }
         again.expired = again.expired.saturating_add(staged.expired);
         again.dropped = again.dropped.saturating_add(staged.dropped);
         staged = again;
     }
-    // Link the placed flows, oldest first, so that each class's LRU list ends up in recency
-    // order: a key twice refuses the restore; carried rule admissions map to this host's rule
-    // versions (Vm and Monitor stay as they are), and a flow the window saw too merges with
-    // it (both tables have the port's configuration, hence its hash key: one hash per flow
-    // serves both). The index was split ahead for the carried flows and the window's (nothing
-    // below splits a bucket), charged past the budget's limit as the slab was.
-    let wanted = (staged.table.unlinked() as usize).saturating_add(port.table.len()).min(bound);
-    staged.table.reserve_index(u32::try_from(wanted).unwrap_or(u32::MAX))?;
-    let remap = |a| plan.admission(a);
-    let remap: Option<&dyn Fn(Admission) -> Admission> =
-        if staged.rule_admitted { Some(&remap) } else { None };
-    let window = (!port.table.is_empty()).then_some(&port.table);
-    let linked = staged.table.link_pushed(&staged.link_order, remap, window);
-    let merged = linked.map_err(|slot| ApplyError::DuplicateFlow { index: staged.index_of(slot) })?;
-    let Staged { mut table, expired, dropped, .. } = staged;
-    // Flows that idled past their timeout since the staging (a pended restore's wait) admit
-    // nothing: removed (each class's list is oldest first), counted expired.
+    let Staged { mut table, expired, dropped, rule_admitted, .. } = staged;
+    // Carried rule admissions to this host's rule versions (Vm and Monitor stay as they are).
+    if rule_admitted {
+        table.for_each_record_mut(|r| r.admission = plan.admission(r.admission));
+    }
+    // Flows that idled past their timeout since the staging's base (a pended restore's wait)
+    // admit nothing: removed, counted expired.
     let late = table.expire(now, usize::MAX);
     let expired = expired.saturating_add(u64::try_from(late).unwrap_or(u64::MAX));
     let restored = table.len();
 
+    // The flows seen in the window (usually none): one carried too merges with it; one only
+    // on this host is kept while room remains.
     let pickup_until =
         if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) };
     let mut pickup = Pickup::try_new(state.fingerprints.try_clone()?, pickup_until)?;
+    let mut merged = 0u64;
     let mut kept_local = 0u32;
     for (k, r) in port.table.iter() {
+        if let Some(at) = table.find(k) {
+            table.update_record(at, |carried| *carried = carried.merge_window(r));
+            merged += 1;
+            continue;
+        }
         if table.len() >= bound {
-            break;
+            continue;
         }
-        if table.find(k).is_none() {
-            let mut r = *r;
-            let fingerprinted = k.protocol == protocol::TCP
-                && matches!(r.state, FlowState::Established | FlowState::FinWait)
-                && pickup.lookup(k, now).is_some();
-            // Only a flow the VM itself spoke on in the window resumes by fingerprint; one a
-            // peer alone spoke on proves nothing (issue 16): it is left out, and its next
-            // segment is picked up tentatively like any other.
-            if fingerprinted && r.packets[0] == 0 {
-                continue;
-            }
-            let resumed = fingerprinted && pickup.take(k, now);
-            if resumed {
-                // A carried connection whose packets arrived before the restore: it was
-                // allowed on the source, so its traffic stays allowed both ways.
-                r.opener = Opener::Vm;
-                r.admission = Admission::Vm;
-            }
-            table.insert(*k, r, now)?;
-            kept_local += 1;
+        let mut r = *r;
+        let fingerprinted = k.protocol == protocol::TCP
+            && matches!(r.state, FlowState::Established | FlowState::FinWait)
+            && pickup.lookup(k, now).is_some();
+        // Only a flow the VM itself spoke on in the window resumes by fingerprint; one a
+        // peer alone spoke on proves nothing (issue 16): it is left out, and its next
+        // segment is picked up tentatively like any other.
+        if fingerprinted && r.packets[0] == 0 {
+            continue;
         }
+        let resumed = fingerprinted && pickup.take(k, now);
+        if resumed {
+            // A carried connection whose packets arrived before the restore: it was
+            // allowed on the source, so its traffic stays allowed both ways.
+            r.opener = Opener::Vm;
+            r.admission = Admission::Vm;
+        }
+        table.insert(*k, r, now)?;
+        kept_local += 1;
     }
     let picked_up_local = pickup.picked();
 

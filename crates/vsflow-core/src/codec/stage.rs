@@ -28,8 +28,9 @@ use alloc::vec::Vec;
 use core::cmp::Reverse;
 
 use super::SavedFlow;
+use super::error::ApplyError;
 use crate::error::Error;
-use crate::flow::{Admission, FlowTable, TableConfig};
+use crate::flow::{Admission, FlowTable, TableConfig, TimeoutClass};
 use crate::time::Tick;
 
 
@@ -58,7 +59,6 @@ impl StageConfig {
 /// A restore's flows in a detached table; see the module docs.
 #[derive(Debug)]
 pub struct Staged {
-    /// The flows written in its slab's slots, not linked yet (the apply links them).
     pub(super) table: FlowTable,
     /// The instant the records' times are rebased on.
     pub(super) base: Tick,
@@ -70,19 +70,17 @@ pub struct Staged {
     pub(super) expired: u64,
     /// Flows left out because of the table's bound.
     pub(super) dropped: u32,
-    /// Memory placing the flows was refused: the apply's error.
-    pub(super) failed: Option<Error>,
-    /// Some flow placed has a rule admission (the apply maps those to this host's versions).
+    /// Some placed flow has a rule admission (the apply maps those to this host's versions).
     pub(super) rule_admitted: bool,
-    /// The age of the live flow taken last, and whether every live flow came oldest first.
-    previous_age: Tick,
-    in_order: bool,
-    /// The slots in the order the apply links them (oldest first): empty for slab order (the
-    /// flows came oldest first).
-    pub(super) link_order: Vec<u32>,
-    /// The list index of each slot's flow, when the slots are not in list order (over the
-    /// bound, [`stage_saved`]): a duplicate's index in the error. Empty: the slot number.
-    index_of: Vec<u32>,
+    /// What placing the flows met (a duplicate key, memory): the apply's error.
+    pub(super) failed: Option<ApplyError>,
+    /// Per class, the age of the flow taken last (oldest first: ages never grow).
+    last_age: [Tick; TimeoutClass::COUNT],
+    /// Classes whose flows were taken out of age order (a bit per class).
+    unordered: u8,
+    /// The list index of each flow taken, when they were not taken in list order (over the
+    /// bound, [`stage_saved`]): a duplicate's index in the error.
+    order: Vec<u32>,
 }
 
 impl Staged {
@@ -100,20 +98,18 @@ impl Staged {
             taken: 0,
             expired: 0,
             dropped: 0,
-            failed: None,
             rule_admitted: false,
-            previous_age: Tick::MAX,
-            in_order: true,
-            link_order: Vec::new(),
-            index_of: Vec::new(),
+            failed: None,
+            last_age: [Tick::MAX; TimeoutClass::COUNT],
+            unordered: 0,
+            order: Vec::new(),
         })
     }
 
     /// Takes the next flow (the caller keeps to the table's bound): its key and record,
-    /// rebased on the base, are written in the next slot of the table's slab, not linked
-    /// (the apply links them, [`super::apply_staged`]); one idle past its timeout is left out
-    /// (counted expired). Memory refused is kept as the apply's error; nothing is taken after
-    /// it.
+    /// rebased on the base, are written in the next slot of the table's slab, not linked yet
+    /// ([`Staged::finish`] links them all); one idle past its timeout is left out (counted
+    /// expired). Memory refused is kept as the apply's error; nothing is taken after it.
     #[allow(clippy::inline_always, reason = "the decoder's per-entry loop: one call site each")]
     #[inline(always)]
     pub(super) fn put(&mut self, s: SavedFlow) {
@@ -126,15 +122,20 @@ impl Staged {
         if left_out {
             self.expired += 1;
         } else {
-            self.in_order &= s.last_age <= self.previous_age;
-            self.previous_age = s.last_age;
+            let class = TimeoutClass::of(s.key.protocol, s.state).index();
+            if let Some(previous) = self.last_age.get_mut(class) {
+                if s.last_age > *previous {
+                    self.unordered |= 1 << class;
+                }
+                *previous = s.last_age;
+            }
             self.rule_admitted |= matches!(s.admission, Admission::Rule(_));
         }
         let base = self.base;
         if let Err(e) =
             self.table.push_unlinked(&s.key, left_out, |r| s.write_record(base, s.admission, r))
         {
-            self.failed = Some(e);
+            self.failed = Some(ApplyError::Core(e));
         }
     }
 
@@ -143,54 +144,54 @@ impl Staged {
         self.taken
     }
 
-    /// Ends the placement: flows that did not come oldest first (a blob of several classes or
-    /// address families, each written oldest first) are given the order the apply links them
-    /// in: oldest first, ties in the order taken, so that each class's list is in recency
-    /// order.
+    /// Ends the placement: the flows taken are linked into the table in the order taken (a
+    /// key taken twice is the apply's error, [`ApplyError::DuplicateFlow`]), and each list
+    /// taken out of age order is put in order.
     pub(super) fn finish(mut self) -> Self {
-        if self.failed.is_some() || self.in_order {
+        if self.failed.is_some() {
             return self;
         }
-        let mut order: Vec<(Tick, u32)> = Vec::new();
-        if let Err(e) = order.try_reserve_exact(self.table.unlinked() as usize) {
-            self.failed = Some(e.into());
+        if let Err(slot) = self.table.link_pushed() {
+            let index = self.order.get(slot as usize).map_or(slot as usize, |&i| i as usize);
+            self.failed = Some(ApplyError::DuplicateFlow { index });
             return self;
         }
-        // `last_seen` is `base - last_age`: oldest first is `last_seen` ascending (a live
-        // flow's age is below its timeout, which the driver's clock, a day past boot, exceeds).
-        order.extend(self.table.pushed().map(|(slot, _, r)| (r.last_seen, slot)));
-        order.sort_unstable();
-        if let Err(e) = self.link_order.try_reserve_exact(order.len()) {
-            self.failed = Some(e.into());
-            return self;
+        if self.unordered != 0
+            && let Err(e) = self.table.order_lists(self.unordered)
+        {
+            self.failed = Some(ApplyError::Core(e));
         }
-        self.link_order.extend(order.iter().map(|&(_, slot)| slot));
         self
     }
 
-    /// The list index of the flow in `slot`.
-    pub(super) fn index_of(&self, slot: u32) -> usize {
-        self.index_of.get(slot as usize).map_or(slot as usize, |&i| i as usize)
-    }
-
-    /// Flows placed (not left out; the apply may still leave some out).
+    /// Flows placed.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.table.pushed().count()
+        self.table.len()
     }
 
     /// True if no flow was placed.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.table.is_empty()
     }
 
-    /// The flows again, as a list (in the order they were placed, ages as of the base): for
-    /// an apply into a port whose table configuration differs from the staged one.
+    /// The staged table (its flows' admissions still the blob's).
+    #[must_use]
+    pub const fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// The flows again, as a list in each class's order (oldest first): for an apply into a
+    /// port whose table configuration differs from the staged one.
     pub(super) fn to_saved(&self) -> Result<Vec<SavedFlow>, Error> {
         let mut out = Vec::new();
-        out.try_reserve_exact(self.table.unlinked() as usize)?;
-        out.extend(self.table.pushed().map(|(_, k, r)| SavedFlow::from_record(*k, r, self.base)));
+        out.try_reserve_exact(self.table.len())?;
+        for class in TimeoutClass::ALL {
+            out.extend(
+                self.table.iter_lru(class).map(|(k, r)| SavedFlow::from_record(*k, r, self.base)),
+            );
+        }
         Ok(out)
     }
 }
@@ -236,8 +237,8 @@ pub fn stage_saved(flows: &[SavedFlow], config: &StageConfig) -> Result<Staged, 
     order.sort_unstable();
     let kept = order.len();
     let mut staged = Staged::try_new(config, u32::try_from(kept).unwrap_or(u32::MAX))?;
-    staged.index_of.try_reserve_exact(kept)?;
-    staged.index_of.extend(order.iter().map(|&(_, i)| i));
+    staged.order.try_reserve_exact(kept)?;
+    staged.order.extend(order.iter().map(|&(_, i)| i));
     staged.expired = u64::try_from(flows.len() - live).unwrap_or(u64::MAX);
     staged.dropped = u32::try_from(live - kept).unwrap_or(u32::MAX);
     for &(_, i) in &order {

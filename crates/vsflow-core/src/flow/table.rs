@@ -58,7 +58,7 @@ use crate::keys::{self, Purpose};
 use super::budget::{BudgetRef, FlowBudget};
 use super::segments::Segments;
 use crate::error::Error;
-use crate::flow::{Admission, FlowKey, FlowRecord, FlowState, TimeoutClass, Timeouts};
+use crate::flow::{FlowKey, FlowRecord, FlowState, TimeoutClass, Timeouts};
 use crate::time::Tick;
 
 const NIL: u32 = u32::MAX;
@@ -730,141 +730,71 @@ impl FlowTable {
         Ok(())
     }
 
-    /// Links the slots [`FlowTable::push_unlinked`] wrote: in slab order, or in `order` (slot
-    /// numbers) if it is not empty (every slot pushed and not left out, once). Each flow's key
-    /// is looked for in its bucket's chain (a duplicate ends the pass); then, if `remap` is
-    /// given, its admission becomes `remap`'s; if `window` has its key (a table with this
-    /// table's hash key), the window's record merges into it
-    /// ([`FlowRecord::merge_window`]); and it is linked into the chain and at the head of its
-    /// class's list. Every slot not linked goes to the free list. The index should have been
-    /// split ahead ([`FlowTable::reserve_index`]): nothing is split here. Returns the number
-    /// of flows merged with the window's.
+    /// Links every slot [`FlowTable::push_unlinked`] wrote, in slab order: each into its
+    /// bucket's chain (after a check for its key there) and at the head of its class's list;
+    /// a slot pushed left out goes to the free list. The index should have been split ahead
+    /// ([`FlowTable::reserve_index`]): nothing is split here.
     ///
     /// # Errors
-    /// The slot number of the first flow whose key a flow linked before has: the pass stops
-    /// there (the table stays consistent, with the flows linked before it; it is for a restore
-    /// that is refused whole).
-    pub(crate) fn link_pushed(
-        &mut self,
-        order: &[u32],
-        remap: Option<&dyn Fn(Admission) -> Admission>,
-        window: Option<&Self>,
-    ) -> Result<u64, u32> {
-        debug_assert!(window.is_none_or(|w| w.config.hash_seed == self.config.hash_seed));
+    /// The slot number of the first flow whose key an earlier flow has: it and every slot
+    /// after it are freed, the table stays consistent (with the flows linked before it).
+    pub(crate) fn link_pushed(&mut self) -> Result<(), u32> {
         #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
         let end = self.slots.len() as u32;
-        let start = end - self.unlinked;
-        let len_before = self.len;
-        let mut merged = 0u64;
-        let mut result = Ok(());
-        if order.is_empty() {
-            for i in start..end {
-                if !self.link_one(i, remap, window, &mut merged) {
-                    result = Err(i);
+        let mut i = end - self.unlinked;
+        let mut duplicate = None;
+        while i < end {
+            let s = self.slots.get(i as usize);
+            if s.class == FREE || duplicate.is_some() {
+                self.free_pushed(i);
+                i += 1;
+                continue;
+            }
+            let key = s.key;
+            let class = TimeoutClass::of(key.protocol, s.record.state).index();
+            #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
+            let h = self.hash(&key) as u32;
+            let b = self.bucket_of(h);
+            let head = *self.buckets.get(b);
+            let mut at = head;
+            while at != NIL {
+                let t = self.slots.get(at as usize);
+                if t.hash == h && t.key == key {
                     break;
                 }
+                at = t.chain;
             }
-        } else {
-            for &i in order {
-                if !self.link_one(i, remap, window, &mut merged) {
-                    result = Err(i);
-                    break;
+            if at != NIL {
+                duplicate = Some(i);
+                self.free_pushed(i);
+                i += 1;
+                continue;
+            }
+            let list_head = self.lists.get(class).map_or(NIL, |l| l.head);
+            let d = self.slots.get_mut(i as usize);
+            d.linked_at = d.record.last_seen;
+            d.prev = NIL;
+            d.next = list_head;
+            d.chain = head;
+            d.hash = h;
+            #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
+            let class_u8 = class as u8;
+            d.class = class_u8;
+            if let Some(list) = self.lists.get_mut(class) {
+                list.head = i;
+                if list_head == NIL {
+                    list.tail = i;
                 }
             }
-        }
-        // What was left out (pushed so, or after a duplicate) is free.
-        let linked = self.len - len_before;
-        if linked < end - start {
-            for i in (start..end).rev() {
-                let class = self.slots.get(i as usize).class;
-                if class == FREE || class == UNLINKED {
-                    self.free_pushed(i);
-                }
+            if list_head != NIL {
+                self.slots.get_mut(list_head as usize).prev = i;
             }
+            *self.buckets.get_mut(b) = i;
+            self.len += 1;
+            i += 1;
         }
         self.unlinked = 0;
-        result.map(|()| merged)
-    }
-
-    /// One step of [`FlowTable::link_pushed`]: slot `i`; false for a duplicate.
-    #[allow(clippy::inline_always, reason = "the restore's linking loop: two call sites")]
-    #[inline(always)]
-    fn link_one(
-        &mut self,
-        i: u32,
-        remap: Option<&dyn Fn(Admission) -> Admission>,
-        window: Option<&Self>,
-        merged: &mut u64,
-    ) -> bool {
-        let s = self.slots.get(i as usize);
-        if s.class != UNLINKED {
-            return true;
-        }
-        let key = s.key;
-        let mut class = TimeoutClass::of(key.protocol, s.record.state).index();
-        let hash = self.hash(&key);
-        #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
-        let h = hash as u32;
-        let b = self.bucket_of(h);
-        let head = *self.buckets.get(b);
-        let mut at = head;
-        while at != NIL {
-            let t = self.slots.get(at as usize);
-            if t.hash == h && t.key == key {
-                return false;
-            }
-            at = t.chain;
-        }
-        let d = self.slots.get_mut(i as usize);
-        if let Some(remap) = remap {
-            d.record.admission = remap(d.record.admission);
-        }
-        if let Some(w) = window
-            && let Some(at) = w.find_hashed(hash, &key)
-        {
-            d.record = d.record.merge_window(w.record(at));
-            class = TimeoutClass::of(key.protocol, d.record.state).index();
-            *merged += 1;
-        }
-        let list_head = self.lists.get(class).map_or(NIL, |l| l.head);
-        let d = self.slots.get_mut(i as usize);
-        if let Some(list) = self.lists.get_mut(class) {
-            list.head = i;
-            if list_head == NIL {
-                list.tail = i;
-            }
-        }
-        d.linked_at = d.record.last_seen;
-        d.prev = NIL;
-        d.next = list_head;
-        d.chain = head;
-        d.hash = h;
-        #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
-        let class_u8 = class as u8;
-        d.class = class_u8;
-        if list_head != NIL {
-            self.slots.get_mut(list_head as usize).prev = i;
-        }
-        *self.buckets.get_mut(b) = i;
-        self.len += 1;
-        true
-    }
-
-    /// The flows [`FlowTable::push_unlinked`] wrote and not left out, in slab order, with
-    /// their slot numbers (before [`FlowTable::link_pushed`]).
-    pub(crate) fn pushed(&self) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
-        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
-        let start = self.slots.len() as u32 - self.unlinked;
-        self.iter_slots_from(start).filter(|(_, s)| s.class == UNLINKED).map(|(i, s)| (i, &s.key, &s.record))
-    }
-
-    fn iter_slots_from(&self, from: u32) -> impl Iterator<Item = (u32, &Slot)> + '_ {
-        (from..).zip(self.slots.iter_from(from as usize))
-    }
-
-    /// Slots written by [`FlowTable::push_unlinked`] and not linked yet.
-    pub(crate) const fn unlinked(&self) -> u32 {
-        self.unlinked
+        duplicate.map_or(Ok(()), Err)
     }
 
     /// A pushed slot that is not linked goes to the free list.
@@ -875,6 +805,58 @@ impl FlowTable {
         slot.next = free;
         slot.prev = NIL;
         self.free = i;
+    }
+
+    /// Puts the lists of the classes in `classes` (a bit per [`TimeoutClass::index`]) in the
+    /// order of their flows' `last_seen`, ties by slot number (placement order): a restore that
+    /// placed a class's flows out of age order (a blob of IPv4 then IPv6 flows, each list
+    /// oldest first) gets each list ordered as if they had been inserted oldest first, so
+    /// expiry and eviction order stay exact (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] (a list's order is built in a vector); the table is unchanged.
+    pub(crate) fn order_lists(&mut self, classes: u8) -> Result<(), Error> {
+        for class in TimeoutClass::ALL {
+            let c = class.index();
+            if classes & (1 << c) == 0 {
+                continue;
+            }
+            let mut order: alloc::vec::Vec<(Tick, u32)> = alloc::vec::Vec::new();
+            order.try_reserve_exact(self.len as usize)?;
+            order.extend(self.iter_lru_slots(class).map(|(i, _, r)| (r.last_seen, i)));
+            order.sort_unstable();
+            self.lists[c] = EMPTY_LIST;
+            for &(_, i) in &order {
+                self.push_front(i, c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites a flow's record in place (`update`): a restore merging the flow the restore
+    /// window saw into the carried one. Its list place stays, now dated by its `last_seen`
+    /// (as if it had been placed with it); if its state moved it to another timeout class, it
+    /// goes to the head of that class's list, as [`FlowTable::set_state`] moves it.
+    pub(crate) fn update_record(&mut self, at: FlowIndex, update: impl FnOnce(&mut FlowRecord)) {
+        let i = at.0;
+        let slot = self.slots.get_mut(i as usize);
+        update(&mut slot.record);
+        let class = TimeoutClass::of(slot.key.protocol, slot.record.state).index();
+        slot.linked_at = slot.record.last_seen;
+        if usize::from(slot.class) != class {
+            self.unlink(i);
+            self.push_front(i, class);
+        }
+    }
+
+    /// Calls `f` on every flow's record, in slab order: a restore maps its carried rule
+    /// admissions to this host's rule versions in one sequential pass.
+    pub(crate) fn for_each_record_mut(&mut self, mut f: impl FnMut(&mut FlowRecord)) {
+        self.slots.for_each_mut(|s| {
+            if s.class != FREE {
+                f(&mut s.record);
+            }
+        });
     }
 
     /// One step of linear hashing: while the table holds more flows than buckets, splits the
