@@ -493,7 +493,8 @@ mod tests {
     /// A flow of a small key space (so that windows overlap it), any state, admission and
     /// age (some past their timeouts).
     fn arb_flow() -> impl Strategy<Value = SavedFlow> {
-        (0u8..48, any::<bool>(), any::<u8>(), 0u8..4, any::<u8>(), 0u64..2_000_000_000_000)
+        let age = prop_oneof![4 => 0u64..30_000_000_000, 1 => 0u64..2_000_000_000_000];
+        (0u8..48, any::<bool>(), any::<u8>(), 0u8..4, any::<u8>(), age)
             .prop_map(|(n, udp, s, adm, fin, age)| {
                 let state = state_of(udp, s);
                 let (opener, admission) = match adm {
@@ -555,14 +556,14 @@ mod tests {
 
     /// A destination port of bound `bound` whose window saw `window` (key number, UDP, state,
     /// ticks before the restore).
-    fn port(bound: u32, window: &[(u8, bool, u8, u64)]) -> Port {
+    fn port(bound: u32, window: &[(FlowKey, u8, u64)]) -> Port {
         let config = PortConfig {
             table: TableConfig { max_flows: bound, ..TableConfig::default() },
             initial_mode: Mode::Monitor,
         };
         let mut p = Port::try_new(PortIdentity::try_from_str("stage").unwrap(), config).unwrap();
-        for &(n, udp, s, ago) in window {
-            let k = key(n, udp);
+        for &(k, s, ago) in window {
+            let udp = k.protocol == protocol::UDP;
             if p.table.find(&k).is_none() && p.table.len() < bound as usize {
                 let mut r = FlowRecord::new(state_of(udp, s), Opener::Vm, Admission::Vm, NOW - ago);
                 r.fin_seen = if udp { 0 } else { s & 3 };
@@ -592,11 +593,22 @@ mod tests {
         fn the_staged_apply_equals_the_session4_apply(
             state in arb_state(),
             bound in 1u32..48,
-            window in proptest::collection::vec(
-                (0u8..48, any::<bool>(), any::<u8>(), 0u64..1_000_000_000),
+            seen in proptest::collection::vec(
+                (any::<prop::sample::Index>(), any::<u8>(), 0u64..1_000_000_000),
                 0..6,
             ),
+            others in proptest::collection::vec(
+                (0u8..48, any::<bool>(), any::<u8>(), 0u64..1_000_000_000),
+                0..3,
+            ),
         ) {
+            // The window saw some of the blob's flows (in any state) and others.
+            let mut window: Vec<(FlowKey, u8, u64)> = seen
+                .iter()
+                .filter(|_| !state.flows.is_empty())
+                .map(|&(i, s, ago)| (state.flows[i.index(state.flows.len())].key, s, ago))
+                .collect();
+            window.extend(others.iter().map(|&(n, udp, s, ago)| (key(n, udp), s, ago)));
             let (mut a, mut b) = (port(bound, &window), port(bound, &window));
             let config = ApplyConfig::default();
             let ra = session4_apply(&mut a, &state, NOW, &config);
