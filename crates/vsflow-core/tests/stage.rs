@@ -76,13 +76,13 @@ fn by_list(p: &mut Port, blob: &[u8], wait: u64) -> Result<codec::ApplyReport, A
 /// The restore the driver runs: staged as decoded, received `wait` ticks before the apply.
 fn staged(p: &mut Port, blob: &[u8], wait: u64) -> Result<codec::ApplyReport, ApplyError> {
     let stage = StageConfig { table: *p.table().config(), base: NOW - wait, now: NOW };
-    let Ok(DecodedStaged::State(state, flows)) =
+    let Ok(DecodedStaged::State(port_state, flows)) =
         codec::decode_staged(blob, &DecodeConfig::default(), &stage)
     else {
         panic!("decodes")
     };
-    assert!(state.flows.is_empty(), "the flows are in the staged table only");
-    codec::apply_staged(p, &state, flows, NOW, &ApplyConfig::default())
+    assert!(port_state.flows.is_empty(), "the flows are in the staged table only");
+    codec::apply_staged(p, &port_state, flows, NOW, &ApplyConfig::default())
 }
 
 fn both(
@@ -157,13 +157,13 @@ fn a_table_staged_for_another_configuration_is_placed_again() {
     let mut b = dst(200, 7);
     let other = TableConfig { max_flows: 4096, hash_seed: 99, ..TableConfig::default() };
     let stage = StageConfig { table: other, base: NOW, now: NOW };
-    let Ok(DecodedStaged::State(state, flows)) =
+    let Ok(DecodedStaged::State(port_state, flows)) =
         codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
     else {
         panic!("decodes")
     };
     assert_eq!(flows.as_ref().map(codec::Staged::len), Ok(300), "staged at the other bound");
-    let rb = codec::apply_staged(&mut b, &state, flows, NOW, &ApplyConfig::default()).unwrap();
+    let rb = codec::apply_staged(&mut b, &port_state, flows, NOW, &ApplyConfig::default()).unwrap();
     assert_eq!((rb.restored, rb.dropped), (200, 100));
     assert_eq!(outcome(&a), outcome(&b));
 }

@@ -271,9 +271,10 @@ impl<S: KernelServices> Driver<S> {
             ..DecodeConfig::default()
         };
         let now = self.now();
-        let stage = StageConfig { table: self.port_config().table, base: received.min(now), now };
-        match codec::decode_staged(blob, &cfg, &stage) {
-            Ok(DecodedStaged::State(state, staged)) => Restorable::State(state, staged),
+        let placement =
+            StageConfig { table: self.port_config().table, base: received.min(now), now };
+        match codec::decode_staged(blob, &cfg, &placement) {
+            Ok(DecodedStaged::State(port, flows)) => Restorable::State(port, flows),
             Ok(DecodedStaged::UnsupportedMajor { major, minor }) => Restorable::Degraded(
                 DegradedReason::UnknownMajor,
                 Some(CalloutError::Decode(DecodeError::UnsupportedMajor { major, minor })),

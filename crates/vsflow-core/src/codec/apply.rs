@@ -1,8 +1,8 @@
 //! Installing a decoded state into a port, all or nothing, idempotently.
 
+use super::PortState;
 use super::error::ApplyError;
 use super::stage::{StageConfig, Staged, stage_saved};
-use super::PortState;
 use crate::fingerprint::{DEFAULT_PICKUP_WINDOW, Pickup};
 use crate::flow::{Admission, FlowState, Opener, TableConfig};
 use crate::packet::protocol;
@@ -66,8 +66,8 @@ pub fn apply_with(
     if let Some(report) = repeated(port, state) {
         return Ok(report);
     }
-    let stage = StageConfig { table: *port.table.config(), base: now, now };
-    let staged = stage_saved(&state.flows, &stage).map_err(ApplyError::Core);
+    let placement = StageConfig { table: *port.table.config(), base: now, now };
+    let staged = stage_saved(&state.flows, &placement).map_err(ApplyError::Core);
     apply_staged(port, state, staged, now, config)
 }
 
@@ -133,8 +133,8 @@ pub fn apply_staged(
         // Staged for another table (the port's configuration is not what the decoder was
         // given): placed again in one like the port's, through the list.
         let flows = staged.to_saved()?;
-        let stage = StageConfig { table: table_config, base: staged.base, now };
-        let mut again = stage_saved(&flows, &stage)?;
+        let placement = StageConfig { table: table_config, base: staged.base, now };
+        let mut again = stage_saved(&flows, &placement)?;
         if let Some(e) = again.failed {
             return Err(e);
         }
@@ -289,6 +289,7 @@ mod tests {
     const RULES_VERSION: u32 = 40;
 
     /// The session-4 `apply_with` (main 6f6c920), verbatim: the reference.
+    #[allow(clippy::too_many_lines, clippy::trivially_copy_pass_by_ref, reason = "verbatim")]
     fn session4_apply(
         port: &mut Port,
         state: &PortState,
@@ -343,8 +344,9 @@ mod tests {
             }
             if order.len() > bound {
                 let flows = &state.flows;
-                let rank =
-                    |&(_, i): &(Reverse<Tick>, u32)| flows.get(i as usize).map(SavedFlow::value_rank);
+                let rank = |&(_, i): &(Reverse<Tick>, u32)| {
+                    flows.get(i as usize).map(SavedFlow::value_rank)
+                };
                 order.sort_unstable_by_key(rank);
                 dropped = order.len() - bound;
                 order.truncate(bound);
@@ -494,8 +496,8 @@ mod tests {
     /// age (some past their timeouts).
     fn arb_flow() -> impl Strategy<Value = SavedFlow> {
         let age = prop_oneof![4 => 0u64..30_000_000_000, 1 => 0u64..2_000_000_000_000];
-        (0u8..48, any::<bool>(), any::<u8>(), 0u8..4, any::<u8>(), age)
-            .prop_map(|(n, udp, s, adm, fin, age)| {
+        (0u8..48, any::<bool>(), any::<u8>(), 0u8..4, any::<u8>(), age).prop_map(
+            |(n, udp, s, adm, fin, age)| {
                 let state = state_of(udp, s);
                 let (opener, admission) = match adm {
                     0 => (Opener::Vm, Admission::Vm),
@@ -514,7 +516,8 @@ mod tests {
                     first_age: age + u64::from(fin) * 1_000,
                     last_age: age,
                 }
-            })
+            },
+        )
     }
 
     fn arb_state() -> impl Strategy<Value = PortState> {

@@ -203,10 +203,11 @@ pub fn decode(bytes: &[u8], config: &DecodeConfig) -> Result<Decoded, DecodeErro
     })
 }
 
-/// [`decode`] for a restore: the state's flows are placed, as they are read, in a table
-/// configured as `stage` says (the port's table configuration, ages rebased on the instant the
-/// blob was received): the table the port gets from [`super::apply_staged`]. The same checks,
-/// errors and state as [`decode`], the flows apart.
+/// [`decode`] for a restore: the state's flows are placed as they are read.
+///
+/// They go in a table configured as `stage` says (the port's table configuration, ages rebased
+/// on the instant the blob was received): the table the port gets from
+/// [`super::apply_staged`]. The same checks, errors and state as [`decode`], the flows apart.
 ///
 /// # Errors
 /// As [`decode`]. What placing the flows meets (a duplicate key, memory) is not a decode
@@ -217,7 +218,7 @@ pub fn decode_staged(
     stage: &StageConfig,
 ) -> Result<DecodedStaged, DecodeError> {
     Ok(match decode_with(bytes, config, stage)? {
-        Decoding::State(state, staged) => DecodedStaged::State(state, staged),
+        Decoding::State(port, flows) => DecodedStaged::State(port, flows),
         Decoding::UnsupportedMajor { major, minor } => {
             DecodedStaged::UnsupportedMajor { major, minor }
         }
@@ -275,6 +276,7 @@ impl FlowsOut for &StageConfig {
 }
 
 /// [`decode`] and [`decode_staged`].
+#[allow(clippy::large_enum_variant, reason = "returned once per decode, moved once")]
 enum Decoding<T> {
     State(PortState, T),
     UnsupportedMajor { major: u16, minor: u16 },
@@ -652,11 +654,8 @@ fn decode_v1<F: FlowsOut>(
                 flows.is_empty() && placed_count <= u64::from(stage.table.max_flows)
             });
             let mut placed = 0usize;
-            let mut staged: Option<Result<Staged, crate::Error>> = None;
-            if let Some(stage) = direct_to {
-                let expected = u32::try_from(placed_count).unwrap_or(u32::MAX);
-                staged = Some(Staged::try_new(stage, expected));
-            }
+            let expected = u32::try_from(placed_count).unwrap_or(u32::MAX);
+            let mut staged = direct_to.map(|stage| Staged::try_new(stage, expected));
             for (ckind, dict, payload) in compacts {
                 if let Some(p) = payload {
                     match &mut staged {
@@ -803,7 +802,7 @@ impl FlowSink for Staged {
     #[allow(clippy::inline_always, reason = "the decoder's per-entry loop")]
     #[inline(always)]
     fn put(&mut self, flow: SavedFlow) -> Result<(), DecodeError> {
-        Staged::put(self, flow);
+        Self::put(self, flow);
         Ok(())
     }
 }

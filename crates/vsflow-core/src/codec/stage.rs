@@ -4,6 +4,11 @@
 //! The decoder places each flow it reads straight into the table's slot
 //! ([`super::decode_staged`]): no list of [`SavedFlow`]s is built and read again (issue 18
 //! item 4: writing that list was a third of the decode, and the list 426 KB at 4,096 flows).
+//! It writes each flow's key and record in the next slot of the slab as it reads it, and
+//! [`Staged::finish`] then links them all, in one short loop, into the index and the LRU
+//! lists (a flow inserted as it was read cost more than the list it replaced: the insert's
+//! chain walk and the decode's serial reads no longer overlapped). In the driver all of this
+//! runs outside every lock; only the apply takes the port's.
 //! A decoded [`super::PortState`]'s list is placed the same way ([`stage_saved`], for
 //! [`super::apply_with`] and for blobs the decoder cannot place as it reads them), so every
 //! restore reaches the port through one apply.
@@ -16,7 +21,11 @@
 //! through [`stage_saved`]); a duplicate key or a failed allocation is kept as the apply's
 //! error, so a blob that decodes still carries its policy when its flows cannot be placed.
 //! Carried admissions stay as the blob has them: the apply maps them to this host's rule
-//! versions once it has planned the port's policy under the port's lock.
+//! versions once it has planned the port's policy under the port's lock (one pass over the
+//! slab, only if a flow has a rule admission), and merges the flows the restore window saw
+//! into them (a merge that moves a flow to another timeout class puts it at the head of that
+//! class's list, as a packet that changes a flow's state does; the session-4 apply put it at
+//! its blob position).
 //!
 //! Times are rebased on [`StageConfig::base`], the instant the restore was received: a flow's
 //! `last_seen` is `base - last_age`. The staging and the apply run later (a pended restore
@@ -32,7 +41,6 @@ use super::error::ApplyError;
 use crate::error::Error;
 use crate::flow::{Admission, FlowTable, TableConfig, TimeoutClass};
 use crate::time::Tick;
-
 
 /// Where a restore's flows are placed: the port's table configuration (its bound, timeouts,
 /// hash seed and the host's budget) and the instant the blob's ages count from.
@@ -196,9 +204,10 @@ impl Staged {
     }
 }
 
-/// Places a decoded list of flows ([`super::PortState::flows`], blob order) into a staged
-/// table: every live flow if they fit the bound, else the most valuable
-/// ([`SavedFlow::value_rank`]) placed oldest first.
+/// Places a decoded list of flows ([`super::PortState::flows`], blob order) in a staged table.
+///
+/// Every live flow if they fit the bound, else the most valuable ([`SavedFlow::value_rank`]),
+/// placed oldest first.
 ///
 /// # Errors
 /// [`Error::InvalidConfig`], [`Error::OutOfMemory`] (the table or the order of a list over the

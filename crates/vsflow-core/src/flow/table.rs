@@ -741,57 +741,57 @@ impl FlowTable {
     pub(crate) fn link_pushed(&mut self) -> Result<(), u32> {
         #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
         let end = self.slots.len() as u32;
-        let mut i = end - self.unlinked;
+        let mut slot = end - self.unlinked;
         let mut duplicate = None;
-        while i < end {
-            let s = self.slots.get(i as usize);
-            if s.class == FREE || duplicate.is_some() {
-                self.free_pushed(i);
-                i += 1;
+        while slot < end {
+            let pushed = self.slots.get(slot as usize);
+            if pushed.class == FREE || duplicate.is_some() {
+                self.free_pushed(slot);
+                slot += 1;
                 continue;
             }
-            let key = s.key;
-            let class = TimeoutClass::of(key.protocol, s.record.state).index();
+            let key = pushed.key;
+            let class = TimeoutClass::of(key.protocol, pushed.record.state).index();
             #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
-            let h = self.hash(&key) as u32;
-            let b = self.bucket_of(h);
-            let head = *self.buckets.get(b);
+            let hash = self.hash(&key) as u32;
+            let bucket = self.bucket_of(hash);
+            let head = *self.buckets.get(bucket);
             let mut at = head;
             while at != NIL {
                 let t = self.slots.get(at as usize);
-                if t.hash == h && t.key == key {
+                if t.hash == hash && t.key == key {
                     break;
                 }
                 at = t.chain;
             }
             if at != NIL {
-                duplicate = Some(i);
-                self.free_pushed(i);
-                i += 1;
+                duplicate = Some(slot);
+                self.free_pushed(slot);
+                slot += 1;
                 continue;
             }
             let list_head = self.lists.get(class).map_or(NIL, |l| l.head);
-            let d = self.slots.get_mut(i as usize);
+            let d = self.slots.get_mut(slot as usize);
             d.linked_at = d.record.last_seen;
             d.prev = NIL;
             d.next = list_head;
             d.chain = head;
-            d.hash = h;
+            d.hash = hash;
             #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
             let class_u8 = class as u8;
             d.class = class_u8;
             if let Some(list) = self.lists.get_mut(class) {
-                list.head = i;
+                list.head = slot;
                 if list_head == NIL {
-                    list.tail = i;
+                    list.tail = slot;
                 }
             }
             if list_head != NIL {
-                self.slots.get_mut(list_head as usize).prev = i;
+                self.slots.get_mut(list_head as usize).prev = slot;
             }
-            *self.buckets.get_mut(b) = i;
+            *self.buckets.get_mut(bucket) = slot;
             self.len += 1;
-            i += 1;
+            slot += 1;
         }
         self.unlinked = 0;
         duplicate.map_or(Ok(()), Err)
