@@ -293,3 +293,37 @@ fn a_ports_save_buffer_is_charged_to_the_flow_budget_until_the_port_goes() {
     assert_eq!(h.driver().stats().flow_memory_bytes, 0, "everything given back");
     finish(&mut h);
 }
+
+/// Review s5, R5-3. WFP copies the blob a save callback returns some time before the save's OID
+/// completes (WINDOWS-VERIFICATION 1: when within that is not documented), which is why a
+/// port's save buffer is kept, unmoved, until the port's next save or its deletion
+/// (`save_buffer.rs`). The expiry sweep, readying the buffer for a port's next save, grew it to
+/// `BlobCap` whenever the port's encoder held memory, which it does after every save: the
+/// sweep after a port's first save reallocated the buffer, freeing the block WFP may not have
+/// copied yet (a read of freed pool: a bugcheck under Driver Verifier's special pool, a
+/// corrupt blob and a failed or degraded migration otherwise). The sweep may run on another
+/// processor the moment the save callback returns.
+#[test]
+fn the_blob_a_save_hands_to_wfp_stays_allocated_through_the_sweep() {
+    let mut h = Host::new(27);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("held-blob", &[]);
+    vm_port(&mut h, sw, 11, "vm", 1, false);
+    let _ = open_connections(&mut h, sw, 11, 20);
+    let held = h.save_held(sw, 11);
+    assert!(h.held_blob_is_live(&held), "the blob of a tracked port is its save buffer");
+    // The sweep runs before WFP copied the blob.
+    h.advance(10_000_000);
+    let _ = h.within(|| h.driver().expire_idle(16));
+    assert!(
+        h.held_blob_is_live(&held),
+        "the sweep freed the {} bytes handed to WFP before WFP copied them",
+        held.len
+    );
+    // The next save may reuse (or grow) the buffer: WFP copied the last blob before that
+    // save's OID completed.
+    let (blob, _) = h.save(sw, 11);
+    assert_eq!(blob.len(), 1);
+    finish(&mut h);
+}

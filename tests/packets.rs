@@ -763,3 +763,323 @@ fn an_ipv6_later_fragment_over_a_deep_tcp_header_is_judged() {
     );
     finish(&mut h);
 }
+
+/// An IPv6 first fragment: a Fragment header (offset 0, M = 1) whose fragmentable part is
+/// `chain` (raw extension headers, the first named by `next`) followed by `l4`.
+fn v6_first_fragment_of(remote: [u8; 16], next: u8, chain: &[u8], l4: &[u8]) -> SimPacket {
+    let mut l4 = l4.to_vec();
+    l4.resize(l4.len().next_multiple_of(8), 0);
+    let payload = 8 + chain.len() + l4.len();
+    let mut d = vec![0x60, 0, 0, 0];
+    d.extend_from_slice(&u16::try_from(payload).expect("small").to_be_bytes());
+    d.extend_from_slice(&[44, 64]);
+    d.extend_from_slice(&remote);
+    d.extend_from_slice(&traffic::vm_addr(IpFamily::V6, PORT));
+    d.extend_from_slice(&[next, 0, 0, 1, 0x51, 0x51, 0x51, 0x51]);
+    d.extend_from_slice(chain);
+    d.extend_from_slice(&l4);
+    SimPacket::from_datagram(d).expect("an IP datagram")
+}
+
+/// Destination options of `len` bytes (a multiple of 8, at least 8) naming `next`: one `PadN`.
+fn dest_opts(next: u8, len: usize) -> Vec<u8> {
+    let mut d = vec![next, u8::try_from(len / 8 - 1).expect("small"), 1];
+    d.push(u8::try_from(len - 4).expect("small"));
+    d.resize(len, 0);
+    d
+}
+
+/// Review s5, R5-1. `frame::headers_rewritable` bounds a first fragment's judged headers by
+/// the bytes later fragments are judged within, counted from where its fragmentable part starts
+/// (`Walk::Transport::fragmentable`). The walk sets that start at *every* Fragment header at
+/// offset 0, so a second one (an atomic fragment, RFC 6946: offset 0, M = 0) moves it 8 bytes
+/// on, while the datagram is reassembled on the first one's offsets: the UDP ports checked as
+/// lying at 188-191 of the inner part lie at 196-199 of the outer, and a later fragment at
+/// byte 192 (past the bound, unjudged) rewrites them. A guest that keeps later bytes
+/// (WINDOWS-VERIFICATION 62) reassembles a datagram to port 161 from a first fragment admitted
+/// as port 53: a UDP conversation the rules block. Control: the same first fragment with one
+/// Fragment header and the ports at 196 is judged as `Headers::Unknown` (R4-1).
+#[test]
+fn a_second_fragment_header_does_not_move_the_bound_later_fragments_are_judged_within() {
+    let (mut h, sw) = one_port();
+    assert_eq!(h.replace_rules_everywhere(&[udp_rule(53)]), 1);
+    let peer = remote_addr(IpFamily::V6, 44, false);
+    // Control: one Fragment header, 192 bytes of options: the ports at 192-195, past the bound.
+    let control =
+        v6_first_fragment_of(peer, 60, &dest_opts(protocol::UDP, 192), &udp_header(40_010, 53));
+    assert_ne!(h.transmit(sw, EXTERNAL_PORT, PORT, &control), PacketFate::Delivered, "control");
+    // An atomic Fragment header (offset 0, M = 0) then 184 bytes of options: the ports at
+    // 192-195 of the outer fragmentable part, 184-187 of the inner one.
+    let mut chain = vec![60, 0, 0, 0, 0x52, 0x52, 0x52, 0x52];
+    chain.extend_from_slice(&dest_opts(protocol::UDP, 184));
+    let first = v6_first_fragment_of(peer, 44, &chain, &udp_header(40_011, 53));
+    let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+    let later = v6_later_fragment(peer, protocol::UDP, 192, &udp_header(40_011, 161));
+    let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+    assert!(
+        first_fate != PacketFate::Delivered || later_fate != PacketFate::Delivered,
+        "UDP to 53 behind two Fragment headers rewritten to 161 by a later fragment at 192: \
+         first {first_fate:?}, later {later_fate:?}"
+    );
+    finish(&mut h);
+}
+
+/// Review s5, R5-2. `frame::headers_rewritable` counts, for a first fragment, the bytes of its
+/// upper-layer header it is judged by: TCP's 14, UDP's 4, and none for any other protocol. But
+/// an ICMPv6 message is judged by its type (and code), which WFP reports in its port values
+/// wherever the header lies (icmp.rs; the double does likewise), and a rule for ICMPv6 matches
+/// the type. With the header at exactly byte 192 of the fragmentable part (192 bytes of
+/// destination options) the check `at + 0 > start + 192` is false, so the first fragment is
+/// judged by WFP's type (an echo request a rule admits), and a later fragment at byte 192
+/// (past the bound: unjudged) rewrites it into a type no rule admits (139, a node information
+/// query, which the guest answers) in a guest that keeps later bytes. Control: the header at
+/// 184 is caught by the later-fragment check.
+#[test]
+fn an_icmpv6_type_at_the_bound_is_judged_as_a_header_later_fragments_may_rewrite() {
+    let (mut h, sw) = one_port();
+    let echo = vsflow_core::policy::AllowRule {
+        protocol: Some(protocol::ICMPV6),
+        local_ports: vsflow_core::policy::PortRange::single(128),
+        remote: vsflow_core::policy::Prefix::Any,
+    };
+    assert_eq!(h.replace_rules_everywhere(&[echo]), 1);
+    let peer = remote_addr(IpFamily::V6, 45, false);
+    let echo_request = [128u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    let node_query = [139u8, 0, 0, 0, 0, 0, 0, 0];
+    let mut passed = Vec::new();
+    for opts in [184usize, 192] {
+        let first = v6_first_fragment(peer, opts, protocol::ICMPV6, &echo_request);
+        let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+        let later = v6_later_fragment(peer, protocol::ICMPV6, opts, &node_query);
+        let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+        if first_fate == PacketFate::Delivered && later_fate == PacketFate::Delivered {
+            passed.push(format!("ICMPv6 header at byte {opts}: echo request rewritten to 139"));
+        }
+    }
+    assert!(passed.is_empty(), "later fragments over a judged ICMPv6 type passed: {passed:?}");
+    finish(&mut h);
+}
+
+/// One IPv6 extension header of `len` bytes (a multiple of 8) for the chain tests below:
+/// hop-by-hop (0), routing (43, segments left 0), destination options (60), an AH (51) or a
+/// Fragment header (44, offset 0; `len` 8, M = 1 or, `atomic`, 0).
+fn ext_header(kind: u8, next: u8, len: usize, atomic: bool) -> Vec<u8> {
+    match kind {
+        44 => vec![next, 0, 0, u8::from(!atomic), 0x51, 0x51, 0x51, 0x51],
+        // RFC 4302 2.2: the AH's payload length is its length in 4-byte words minus 2.
+        51 => {
+            let mut h = vec![next, u8::try_from(len / 4 - 2).expect("small"), 0, 0];
+            h.resize(len, 0);
+            h
+        }
+        43 => {
+            let mut h = vec![next, u8::try_from(len / 8 - 1).expect("small"), 0, 0];
+            h.resize(len, 0);
+            h
+        }
+        _ => {
+            let mut h = dest_opts(next, len);
+            h[0] = next;
+            h
+        }
+    }
+}
+
+/// Review s5: the invariant R4-1 and R5-1 broke, over random chains. An IPv6 later fragment
+/// past byte 192 of its datagram's fragmentable part (counted from the first Fragment header,
+/// as reassembly counts) passes unjudged, so a first fragment is admitted only if every byte
+/// it is judged by lies before that byte. Random chains of hop-by-hop (first only), routing,
+/// destination options, AH and Fragment headers (at least one Fragment header at offset 0,
+/// 8-208 bytes each) before a UDP header to port 53, a TCP SYN to port 80 or an ICMPv6 echo
+/// request (rules admit each): where the bytes it is judged by (UDP's ports, TCP's first 14,
+/// ICMPv6's type and code) reach byte 192 of the first Fragment header's fragmentable part,
+/// either the first fragment or a later fragment at the first multiple of 8 over them (at or
+/// past 192) is blocked. The positions come from how the packet is built, not from vsflow's
+/// walk. With R5-2's fix (7c7cd19) reverted 7 of 769 chains passed; with R5-1's, 15 of 769.
+#[test]
+fn no_first_fragment_is_admitted_whose_judged_bytes_a_later_fragment_past_the_bound_may_rewrite() {
+    use vsflow_core::policy::{AllowRule, PortRange, Prefix};
+    let (mut h, sw) = one_port();
+    let rule = |protocol, port| AllowRule {
+        protocol: Some(protocol),
+        local_ports: PortRange::single(port),
+        remote: Prefix::Any,
+    };
+    let rules = [rule(protocol::UDP, 53), rule(protocol::TCP, 80), rule(protocol::ICMPV6, 128)];
+    assert_eq!(h.replace_rules_everywhere(&rules), 1);
+    let peer = remote_addr(IpFamily::V6, 46, false);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = |n: usize| -> usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        usize::try_from(x % u64::try_from(n).expect("small")).expect("small")
+    };
+    let mut passed = Vec::new();
+    let mut checked = 0;
+    for case in 0..3_000u16 {
+        let (upper, judged, l4) = match rnd(3) {
+            0 => (protocol::UDP, 4, udp_header(41_000 + case % 20_000, 53)),
+            1 => (protocol::TCP, 14, tcp_header(41_000 + case % 20_000, 80, tcp::SYN)),
+            _ => (protocol::ICMPV6, 2, vec![128, 0, 0, 0, 0x12, 0x34, 0, 1]),
+        };
+        let count = 1 + rnd(4);
+        let mut kinds: Vec<u8> = (0..count).map(|_| [0u8, 43, 60, 51, 44][rnd(5)]).collect();
+        if !kinds.contains(&44) {
+            let at = rnd(count + 1);
+            kinds.insert(at, 44);
+        }
+        // Hop-by-hop only right after the IPv6 header (RFC 8200 4.1: a receiver drops any
+        // other).
+        for k in kinds.iter_mut().skip(1) {
+            if *k == 0 {
+                *k = 60;
+            }
+        }
+        // 8-208 bytes; an AH at least 16 (RFC 4302: 12 and more, a multiple of 8 in IPv6).
+        let lens: Vec<usize> = kinds
+            .iter()
+            .map(|&k| match k {
+                44 => 8,
+                51 => 8 * (2 + rnd(25)),
+                _ => 8 * (1 + rnd(26)),
+            })
+            .collect();
+        let first_frag = kinds.iter().position(|&k| k == 44).expect("one");
+        // Offsets from the IPv6 header's end: where the first Fragment header's part starts,
+        // and the upper-layer header.
+        let start: usize = lens.iter().take(first_frag + 1).sum();
+        let at: usize = lens.iter().sum();
+        // Fragmentable-part offsets of the judged bytes' end, and of the later fragment.
+        let end = at - start + judged;
+        let later_at = ((at - start) / 8 * 8).max(192);
+        if later_at >= end {
+            continue;
+        }
+        checked += 1;
+        let mut chain = Vec::new();
+        for (i, (&k, &len)) in kinds.iter().zip(&lens).enumerate() {
+            let next = kinds.get(i + 1).copied().unwrap_or(upper);
+            chain.extend(ext_header(k, next, len, i != first_frag && rnd(2) == 0));
+        }
+        let mut l4 = l4;
+        l4.resize(l4.len().next_multiple_of(8), 0);
+        let mut d = vec![0x60, 0, 0, 0];
+        d.extend_from_slice(&u16::try_from(chain.len() + l4.len()).expect("small").to_be_bytes());
+        d.extend_from_slice(&[kinds[0], 64]);
+        d.extend_from_slice(&peer);
+        d.extend_from_slice(&traffic::vm_addr(IpFamily::V6, PORT));
+        d.extend_from_slice(&chain);
+        d.extend_from_slice(&l4);
+        let first = SimPacket::from_datagram(d).expect("an IP datagram");
+        let later = v6_later_fragment(peer, upper, later_at, &[0x5a; 24]);
+        let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+        let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+        if first_fate == PacketFate::Delivered && later_fate == PacketFate::Delivered {
+            passed.push(format!("{upper}: {kinds:?} {lens:?}: header at {}", at - start));
+        }
+    }
+    assert!(checked > 500, "only {checked} chains reach the bound");
+    assert!(passed.is_empty(), "{} of {checked} passed: {passed:#?}", passed.len());
+    finish(&mut h);
+}
+
+/// An IPv4 datagram from `src` to `dst` (the first four bytes of each): `ihl` words of header
+/// (options NOP-padded), protocol `proto`, fragment field `frag`, then `payload`.
+fn v4_datagram(
+    src: [u8; 16],
+    dst: [u8; 16],
+    ihl: u8,
+    proto: u8,
+    frag: u16,
+    payload: &[u8],
+) -> Vec<u8> {
+    let header = usize::from(ihl) * 4;
+    let total = u16::try_from(header + payload.len()).expect("small");
+    let mut d = vec![0x40 | ihl, 0];
+    d.extend_from_slice(&total.to_be_bytes());
+    d.extend_from_slice(&[0x77, 0x77]);
+    d.extend_from_slice(&frag.to_be_bytes());
+    d.extend_from_slice(&[64, proto, 0, 0]);
+    d.extend_from_slice(&src[..4]);
+    d.extend_from_slice(&dst[..4]);
+    d.resize(header, 1);
+    d.extend_from_slice(payload);
+    d
+}
+
+/// Review s5: the same invariant for IPv4 (bound: 128 bytes of the fragmentable part, which
+/// starts after the IP header and its options). Random headers of 20-60 bytes, 0-3 AHs of
+/// 12-200 bytes (RFC 4302: 12 and more, a multiple of 4), then UDP to 53, a TCP SYN to 80 or
+/// an ICMP echo request (rules admit each); the VM has sent its own AH later fragment to the
+/// peer, so an AH later fragment is the return traffic of a flow (review s4 L3: otherwise
+/// every AH later fragment is blocked). Where the bytes the first fragment is judged by reach
+/// byte 128, either it or a later fragment at the first multiple of 8 over them (at or past
+/// 128, naming the datagram's protocol as IPv4 fragments do) is blocked.
+#[test]
+fn no_ipv4_first_fragment_is_admitted_whose_judged_bytes_a_later_fragment_past_the_bound_may_rewrite()
+ {
+    use vsflow_core::policy::{AllowRule, PortRange, Prefix};
+    let (mut h, sw) = one_port();
+    let rule = |protocol, port| AllowRule {
+        protocol: Some(protocol),
+        local_ports: PortRange::single(port),
+        remote: Prefix::Any,
+    };
+    let rules = [rule(protocol::UDP, 53), rule(protocol::TCP, 80), rule(protocol::ICMP, 8)];
+    assert_eq!(h.replace_rules_everywhere(&rules), 1);
+    let peer = remote_addr(IpFamily::V4, 47, false);
+    let vm = traffic::vm_addr(IpFamily::V4, PORT);
+    let own = SimPacket::from_datagram(v4_datagram(vm, peer, 5, 51, 32, &[0; 24])).expect("IPv4");
+    assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &own), PacketFate::Delivered, "the VM's own");
+    let back = SimPacket::from_datagram(v4_datagram(peer, vm, 5, 51, 25, &[0; 24])).expect("IPv4");
+    assert_eq!(h.transmit(sw, EXTERNAL_PORT, PORT, &back), PacketFate::Delivered, "control");
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |n: usize| -> usize {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        usize::try_from(x % u64::try_from(n).expect("small")).expect("small")
+    };
+    let mut passed = Vec::new();
+    let mut checked = 0;
+    for case in 0..3_000u16 {
+        let (upper, judged, l4) = match rnd(3) {
+            0 => (protocol::UDP, 4, udp_header(41_000 + case % 20_000, 53)),
+            1 => (protocol::TCP, 14, tcp_header(41_000 + case % 20_000, 80, tcp::SYN)),
+            _ => (protocol::ICMP, 2, vec![8, 0, 0, 0, 0x12, 0x34, 0, 1]),
+        };
+        let ihl = u8::try_from(5 + rnd(11)).expect("small");
+        let ahs: Vec<usize> = (0..rnd(4)).map(|_| 4 * (3 + rnd(48))).collect();
+        let mut payload = Vec::new();
+        for (i, &len) in ahs.iter().enumerate() {
+            let next = if i + 1 < ahs.len() { 51 } else { upper };
+            let mut ah = vec![next, u8::try_from(len / 4 - 2).expect("small"), 0, 0];
+            ah.resize(len, 0);
+            payload.extend(ah);
+        }
+        let at = payload.len();
+        let end = at + judged;
+        let later_at = (at / 8 * 8).max(128);
+        if later_at >= end {
+            continue;
+        }
+        checked += 1;
+        payload.extend(l4);
+        payload.resize(payload.len().next_multiple_of(8), 0);
+        let proto = if ahs.is_empty() { upper } else { 51 };
+        let first = v4_datagram(peer, vm, ihl, proto, 0x2000, &payload);
+        let Ok(first) = SimPacket::from_datagram(first) else { continue };
+        let offset = u16::try_from(later_at / 8).expect("small");
+        let later = v4_datagram(peer, vm, 5, proto, offset, &[0x5a; 24]);
+        let later = SimPacket::from_datagram(later).expect("IPv4");
+        let first_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &first);
+        let later_fate = h.transmit(sw, EXTERNAL_PORT, PORT, &later);
+        if first_fate == PacketFate::Delivered && later_fate == PacketFate::Delivered {
+            passed.push(format!("{upper}: ihl {ihl}, AHs {ahs:?}: header at {at}"));
+        }
+    }
+    assert!(checked > 300, "only {checked} datagrams reach the bound");
+    assert!(passed.is_empty(), "{} of {checked} passed: {passed:#?}", passed.len());
+    finish(&mut h);
+}

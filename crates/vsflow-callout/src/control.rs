@@ -222,6 +222,9 @@ impl<S: KernelServices> Driver<S> {
         // One page under the port's lock: the cursor is a position in the port's table, so a
         // page walks only its own flows, never the table before it.
         self.with_port(port, |entry| {
+            // The sweep leaves the port whole for a while, so the next page's cursor points
+            // into the same table (ports::LISTING_HOLD; review s4, L2).
+            entry.last_listed = now;
             let table = entry.port.table();
             let total = u32::try_from(table.len()).unwrap_or(u32::MAX);
             let remaining = table.iter_from(start).take(max as usize + 1).count();

@@ -143,6 +143,15 @@ fn chain(
                 off = off.checked_add(len)?;
             }
             FRAGMENT if v6 => {
+                if fragmentable.is_some() {
+                    // A second Fragment header (review s5, R5-1). No sender makes one (RFC
+                    // 8200 section 4.1: each extension header at most once, Destination
+                    // Options twice), and a receiver reassembles on the first one's offsets
+                    // while the second would move where the fragmentable part starts, so the
+                    // bound later fragments are judged within: unreadable (IPv6: what fragments
+                    // may rewrite cannot be told, `headers_rewritable`).
+                    return Some(Walk::Unreadable);
+                }
                 // The offset in 8-byte units in the upper 13 bits: masked, it is in bytes.
                 let offset = usize::from(be16(ip, off.checked_add(2)?)? & 0xfff8);
                 if offset != 0 {
@@ -263,7 +272,8 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
 ///   (RFC 4302, either family) move it as deep as a sender likes: a later fragment past the
 ///   bound rewrites the judged ports (UDP to 53 reassembles as UDP to 161) or the header
 ///   chain's last Next Header, so the protocol too. Judged: TCP's first 14 bytes (ports and
-///   flags), UDP's first 4 (ports), and for every protocol the chain before its header.
+///   flags), UDP's first 4 (ports), ICMP's and ICMPv6's first 2 (type and code, WFP's port
+///   values), and for every protocol the chain before its header.
 /// - An **IPv6 later fragment within the bound, whatever protocol it names**. Reassembly uses
 ///   only the first fragment's Next Header (RFC 8200 section 4.5), so one that names GRE or
 ///   TCP lies on a UDP first fragment's header as well as one naming UDP: judging it as a
@@ -274,7 +284,8 @@ pub fn may_overlap_headers(ip: &[u8]) -> bool {
 ///
 /// And an IPv6 packet whose header chain cannot be walked within the bytes read (more than
 /// `READ_LEN` - 8 bytes of extension headers, or more than [`MAX_EXTENSIONS`] of them, or cut
-/// short): whether it is such a fragment cannot be told, so it is taken to be one. No sender
+/// short, or a second Fragment header): whether it is such a fragment cannot be told, so it is
+/// taken to be one. No sender
 /// makes any of these on a link whose MTU is 1280 bytes or more (IPv6's minimum) unless it
 /// means to: a fragment carries at least 1232 bytes of data; nothing legitimate puts 150 bytes
 /// of options after a Fragment header.
@@ -299,9 +310,15 @@ fn headers_rewritable_walked(ip: &[u8]) -> bool {
     match walk(ip) {
         Walk::Transport { fragmentable: None, .. } => false,
         Walk::Transport { protocol, at, fragmentable: Some(start) } => {
+            let family = if v6 { vsflow_core::IpFamily::V6 } else { vsflow_core::IpFamily::V4 };
             let judged = match protocol {
                 IPPROTO_TCP => 14,
                 IPPROTO_UDP => 4,
+                // ICMP's type and code: WFP reports them in its port values wherever the header
+                // lies, and a rule for ICMP matches the type (review s5, R5-2: a header at
+                // exactly the bound was judged by its type, which a later fragment there
+                // rewrote unjudged).
+                p if vsflow_core::icmp::is_icmp(family, p) => 2,
                 _ => 0,
             };
             at.saturating_add(judged) > start.saturating_add(bound)
@@ -622,9 +639,27 @@ mod tests {
         assert!(headers_rewritable(&v6(0, 192, 17)), "UDP at 192: past it");
         assert!(!headers_rewritable(&v6(0, 176, 6)), "TCP at 176: its flags at 189, within");
         assert!(headers_rewritable(&v6(0, 184, 6)), "TCP at 184: its flags at 197, past it");
+        // ICMPv6: its type and code (WFP's port values) at 192-193 lie past the bound (R5-2).
+        assert!(!headers_rewritable(&v6(0, 184, 58)), "ICMPv6 type at 184: within");
+        assert!(headers_rewritable(&v6(0, 192, 58)), "ICMPv6 type at 192: past it");
+        assert!(!headers_rewritable(&v6(0, 192, 47)), "GRE at 192: nothing of it judged");
         assert!(headers_rewritable(&v6(3, 0, 47)), "a later fragment at 24 naming GRE");
         assert!(headers_rewritable(&v6(23, 0, 17)), "at 184 naming UDP");
         assert!(!headers_rewritable(&v6(24, 0, 17)), "at 192: past what is judged");
+        // A second Fragment header (an atomic one, offset 0): the bound's start cannot be told
+        // (R5-1). Nor can it behind a first one at offset 0 with a later one's offset.
+        for second in [0u16, 1, 24 << 3] {
+            let mut two = alloc::vec![0u8; 40];
+            two[0] = 0x60;
+            two[6] = FRAGMENT;
+            two.extend_from_slice(&[FRAGMENT, 0, 0, 1, 0, 0, 0, 1]);
+            two.extend_from_slice(&[17, 0]);
+            two.extend_from_slice(&second.to_be_bytes());
+            two.extend_from_slice(&[0, 0, 0, 2]);
+            two.extend_from_slice(&[0; 8]);
+            assert_eq!(walk(&two), Walk::Unreadable, "second Fragment header {second:#x}");
+            assert!(headers_rewritable(&two), "second Fragment header {second:#x}");
+        }
         // A whole IPv6 datagram with its headers within reach; nothing read at all.
         let mut whole = alloc::vec![0u8; 40];
         whole[0] = 0x60;

@@ -110,6 +110,18 @@ pub(crate) const MERGE_SLOTS: u64 = 2;
 /// a checkpoint series reuse it; a port that stays frees it at the next sweep after that.
 pub(crate) const ENCODER_KEEP: vsflow_core::Tick = vsflow_core::time::secs(60);
 
+/// How long after a page of a `GetFlows` listing the sweep leaves the port whole (10 s).
+///
+/// A listing pages with a cursor that is a position in the port's table. A page runs on the
+/// port whole ([`PortSlot::lock_whole`]: a split port merged into a new table, every flow at a
+/// new position), so a split between two pages (and the VM's packets moving flows into the
+/// processors' shards) would make the next page's merge lay the flows out anew, and the
+/// listing skip some and repeat others (review s4, L2). While the port stays whole its flows
+/// keep their positions: a listing whose pages come within this of each other lists every
+/// flow that lives throughout it exactly once. The price: the port's packets take its one lock
+/// for as long (diagnostics are rare; a split port is split again at the next sweep after).
+pub(crate) const LISTING_HOLD: vsflow_core::Tick = vsflow_core::time::secs(10);
+
 /// A virtual switch.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct SwitchEntry {
@@ -170,6 +182,9 @@ pub(crate) struct PortState {
     pub(crate) encoder: vsflow_core::codec::Encoder,
     /// When the port was last saved (`Tick::MAX`: never).
     pub(crate) last_save: vsflow_core::Tick,
+    /// When a page of a `GetFlows` listing last read the port (`Tick::MAX`: never): the sweep
+    /// does not split it for [`LISTING_HOLD`] after.
+    pub(crate) last_listed: vsflow_core::Tick,
     /// Keyed digest and length of the last blob restored into this port (a second restore of
     /// the same blob changes nothing).
     pub(crate) last_restore: Option<(u64, usize)>,
@@ -212,15 +227,12 @@ impl PortState {
         }
         let removed = self.port.expire(now, budget);
         self.encoder.prepare(&self.port, now, cap);
-        let buffer = self.save_buffer.bytes_mut();
-        if self.encoder.heap_bytes() > 0 && buffer.capacity() < cap {
+        if self.encoder.heap_bytes() > 0 {
             // The blob's buffer too (it stays with the port after its first save anyway),
-            // charged as a save charges it (crate::save_buffer).
-            if buffer.try_reserve_exact(cap.saturating_sub(buffer.len())).is_ok()
-                && let Some(budget) = self.port.table().config().budget
-            {
-                self.save_buffer.settle(budget);
-            }
+            // charged as a save charges it; never one a save handed to WFP, which may still
+            // be copying it (crate::save_buffer; review s5, R5-3).
+            let _ =
+                self.save_buffer.reserve_before_first_save(cap, self.port.table().config().budget);
         }
         removed
     }
@@ -539,6 +551,7 @@ impl<L: RawSpinLock> PortSlot<L> {
             }
         } else if !self.shards.is_empty()
             && st.judged()
+            && (st.last_listed == Tick::MAX || now.saturating_sub(st.last_listed) >= LISTING_HOLD)
             && shards::may_split(&st.port, now)
             && (st.port.table().len() as u64) * SPLIT_BELOW.1 < bound * SPLIT_BELOW.0
         {

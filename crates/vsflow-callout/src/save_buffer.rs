@@ -25,12 +25,15 @@ pub struct SaveBuffer {
     budget: Option<BudgetRef>,
     /// Bytes of `bytes`' capacity charged to `budget`.
     charged: usize,
+    /// A save handed the buffer's bytes to WFP ([`SaveBuffer::blob`]): from then on only a
+    /// save (or the port's deletion) may move or free them (review s5, R5-3).
+    handed: bool,
 }
 
 impl SaveBuffer {
     /// An empty buffer, nothing charged.
     pub const fn new() -> Self {
-        Self { bytes: Vec::new(), budget: None, charged: 0 }
+        Self { bytes: Vec::new(), budget: None, charged: 0, handed: false }
     }
 
     /// The bytes, for the encoder to write the blob into.
@@ -38,9 +41,31 @@ impl SaveBuffer {
         &mut self.bytes
     }
 
-    /// The blob's address and length (what WFP is handed).
-    pub fn blob(&self) -> (*const u8, usize) {
+    /// The blob's address and length, handed to WFP: the bytes stay where they are until the
+    /// port's next save or its deletion (WFP copies them some time before the save's OID
+    /// completes: WINDOWS-VERIFICATION 1).
+    pub const fn blob(&mut self) -> (*const u8, usize) {
+        self.handed = true;
         (self.bytes.as_ptr(), self.bytes.len())
+    }
+
+    /// Reserves room for a blob of `cap` bytes before the port's first save (the expiry sweep
+    /// readying a port past the cap, so that its save allocates nothing), charged to `budget`
+    /// as a save's buffer is. Only a buffer no save has handed to WFP: one that was is never
+    /// moved or freed outside a save, since WFP may still be copying it (review s5, R5-3: the
+    /// sweep after a port's first save grew the buffer, a reallocation that freed the block
+    /// WFP was handed). `false` if nothing was reserved.
+    pub fn reserve_before_first_save(&mut self, cap: usize, budget: Option<BudgetRef>) -> bool {
+        if self.handed || self.bytes.capacity() >= cap {
+            return false;
+        }
+        if self.bytes.try_reserve_exact(cap.saturating_sub(self.bytes.len())).is_err() {
+            return false;
+        }
+        if let Some(budget) = budget {
+            self.settle(budget);
+        }
+        true
     }
 
     /// Bytes charged to the budget now.
@@ -104,6 +129,19 @@ mod tests {
         assert_eq!(budget.used(), 0, "a shrink gives back the difference");
         b.bytes_mut().extend_from_slice(&[7; 32]);
         b.settle(BudgetRef(budget));
+        drop(b);
+        assert_eq!(budget.used(), 0, "dropped: everything given back");
+        // Reserved before the first save; never once a save handed the bytes out.
+        let mut b = SaveBuffer::new();
+        assert!(b.reserve_before_first_save(256, Some(BudgetRef(budget))));
+        assert!(b.charged() >= 256 && budget.used() == b.charged(), "charged as a save's");
+        assert!(!b.reserve_before_first_save(256, Some(BudgetRef(budget))), "already room");
+        drop(b);
+        let mut b = SaveBuffer::new();
+        b.bytes_mut().extend_from_slice(&[7; 64]);
+        let (at, len) = b.blob();
+        assert!(!b.reserve_before_first_save(256, Some(BudgetRef(budget))), "handed out");
+        assert_eq!(b.blob(), (at, len), "the handed bytes stay put");
         drop(b);
         assert_eq!(budget.used(), 0, "dropped: everything given back");
     }

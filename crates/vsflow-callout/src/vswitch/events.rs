@@ -192,6 +192,7 @@ impl<S: KernelServices> Driver<S> {
             save_buffer: crate::save_buffer::SaveBuffer::new(),
             encoder: vsflow_core::codec::Encoder::new(),
             last_save: vsflow_core::Tick::MAX,
+            last_listed: vsflow_core::Tick::MAX,
             last_restore: None,
             window_deadline: if restoring {
                 self.now().saturating_add(vsflow_core::time::secs(u64::from(

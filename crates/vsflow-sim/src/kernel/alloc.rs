@@ -328,6 +328,28 @@ pub fn live_driver_blocks(host: usize) -> Option<usize> {
     Some(COUNTS[(host + 1) % SLOTS].load(Ordering::Relaxed))
 }
 
+/// Whether `ptr` starts a block host `host`'s driver allocated and has not freed.
+///
+/// What a later reader of the block needs (WFP copying a saved blob); Driver Verifier's special
+/// pool bugchecks a read of a freed one.
+#[must_use]
+pub fn is_live_driver_block(host: usize, ptr: *const u8) -> bool {
+    let p = ptr as usize;
+    if p == EMPTY {
+        return false;
+    }
+    let _g = Locked::take();
+    let mut i = slot_of(p);
+    for _ in 0..SLOTS {
+        match TABLE.ptrs[i].load(Ordering::Relaxed) {
+            EMPTY => return false,
+            q if q == p => return TABLE.hosts[i].load(Ordering::Relaxed) == host + 1,
+            _ => i = (i + 1) % SLOTS,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use std::alloc::{GlobalAlloc, Layout};

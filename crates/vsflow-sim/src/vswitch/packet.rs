@@ -272,10 +272,7 @@ impl SimPacket {
             }
             Some(LaxNetSlice::Ipv6(ip)) => {
                 let h = ip.header();
-                let first = ip.extensions().clone().into_iter().all(|e| match e {
-                    etherparse::Ipv6ExtensionSlice::Fragment(f) => f.fragment_offset().value() == 0,
-                    _ => true,
-                });
+                let first = first_fragment_v6(ip.extensions());
                 (IpFamily::V6, h.source(), h.destination(), ip.payload().clone(), first)
             }
             _ => return Err("not an IP datagram".into()),
@@ -724,6 +721,34 @@ impl ClassifyInput {
     pub fn layer_data(&mut self) -> *mut c_void {
         (&raw mut *self.list.nbl).cast()
     }
+}
+
+/// True unless a Fragment header among `exts` has a non-zero offset.
+///
+/// Walks only the headers etherparse validated (`exts.slice()`): its iterator assumes the
+/// whole chain was, and when its lax parse stopped early (an AH shorter than RFC 4302's 12
+/// bytes, say) it reads past the slice for the next header the chain names (etherparse
+/// 0.21.0 `Ipv6ExtensionSliceIter`: `from_slice_unchecked`, a debug UB check aborts the test
+/// process).
+fn first_fragment_v6(exts: &etherparse::Ipv6ExtensionsSlice<'_>) -> bool {
+    use etherparse::Ipv6ExtensionSlice as E;
+    let total = exts.slice().len();
+    let mut seen = 0;
+    let mut iter = exts.clone().into_iter();
+    while seen < total {
+        let Some(e) = iter.next() else { break };
+        seen += match e {
+            E::HopByHop(x) | E::Routing(x) | E::DestinationOptions(x) => x.slice().len(),
+            E::Authentication(a) => a.slice().len(),
+            E::Fragment(f) => {
+                if f.fragment_offset().value() != 0 {
+                    return false;
+                }
+                f.slice().len()
+            }
+        };
+    }
+    true
 }
 
 #[cfg(test)]
