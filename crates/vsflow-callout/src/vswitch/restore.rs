@@ -258,7 +258,8 @@ impl<S: KernelServices> Driver<S> {
     /// Decodes a blob (no lock held), placing its flows in a table with the configuration
     /// every port of this driver has (`Driver::port_config`: a restore's port has it unless a
     /// merge of its shards raised its bound, and then the apply places them again), their ages
-    /// counted from `received` (the callback's instant).
+    /// counted from `received` (the callback's instant): the time the restore waited for the
+    /// work item ages them.
     fn decode(&self, blob: &[u8], received: vsflow_core::Tick) -> Restorable {
         if blob.is_empty() {
             return Restorable::Degraded(DegradedReason::Empty, None, None);
@@ -270,9 +271,11 @@ impl<S: KernelServices> Driver<S> {
             digest_key: self.digest_key(),
             ..DecodeConfig::default()
         };
-        let now = self.now();
+        // Flows idle past their timeout at the receipt are left out here; those that pass it
+        // while the restore waits are removed by the apply, before the window merges (no
+        // clock read here: the work item reads it once it has claimed the restore).
         let placement =
-            StageConfig { table: self.port_config().table, base: received.min(now), now };
+            StageConfig { table: self.port_config().table, base: received, now: received };
         match codec::decode_staged(blob, &cfg, &placement) {
             Ok(DecodedStaged::State(port, flows)) => Restorable::State(port, flows),
             Ok(DecodedStaged::UnsupportedMajor { major, minor }) => Restorable::Degraded(
