@@ -76,7 +76,9 @@ fn main() {
                 panic!("decodes")
             };
             let config = codec::ApplyConfig::default();
-            black_box(codec::apply_staged(&mut dst, &st, flows, now + 5, &config).expect("applies"));
+            black_box(
+                codec::apply_staged(&mut dst, &st, flows, now + 5, &config).expect("applies"),
+            );
         }
     }
     println!(
