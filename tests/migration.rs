@@ -291,6 +291,48 @@ fn a_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing() {
     finish(&mut h);
 }
 
+/// Issue 18 item 4 and review-s4 L4, the production shape: a port whose bound is raised past
+/// its connections (here 16,000 for 9,000) is split over the processors by the expiry sweep, and
+/// its connections move to the shards of the processors their packets arrive on. Its first save
+/// past the cap, after the sweep readied the encoder, allocates nothing either: the save reads
+/// the shards in place (a merge into a new table allocated the table and gave every flow a new
+/// slot, so the fingerprints the sweep had computed by slot were computed again), and the sweep
+/// readies the encoder for the flows of every shard (it saw the home shard's alone, which the
+/// packets had emptied).
+#[test]
+fn a_split_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing() {
+    use vsflow_sim::host::EXTERNAL_PORT;
+    use vsflow_sim::kernel::services::{PROCESSORS, set_processor};
+    let config = DriverConfig { flows_per_port: 16_000, ..enforce(RestoreMode::Pending) };
+    let (mut h, sw) = host(10, config, "SW-A");
+    vm_port(&mut h, sw, 11, "vm-split", 1, false);
+    let data = open_connections(&mut h, sw, 11, 9_000);
+    let sweeps = |h: &mut vsflow_sim::Host, n: u32| {
+        for _ in 0..n {
+            h.advance(10_000_000);
+            let _ = h.within(|| h.driver().expire_idle(16));
+        }
+    };
+    // The sweep splits the port (9,000 < 3/4 of 16,000); each connection's next packet, on the
+    // processor vRSS steers it to, moves it to that processor's shard.
+    sweeps(&mut h, 1);
+    for (k, p) in (0u32..).zip(&data) {
+        set_processor(k % PROCESSORS);
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, 11, p), vsflow_sim::PacketFate::Delivered);
+    }
+    set_processor(0);
+    sweeps(&mut h, 10);
+    for round in ["first save", "first save after the encoder was freed"] {
+        let before = h.driver_allocations();
+        let (blob, _) = h.save(sw, 11);
+        let made = h.driver_allocations() - before;
+        assert_eq!(made, 0, "{round}: allocated {made} blocks");
+        assert_eq!(blob.len(), 1);
+        sweeps(&mut h, 61 + 10);
+    }
+    finish(&mut h);
+}
+
 /// The memory a save keeps for the next one is the port's only while saves come: the expiry
 /// sweep frees it a minute after the port's last save (a port saves once per migration), and a
 /// later save allocates it again.
@@ -326,8 +368,7 @@ fn a_ports_save_memory_is_freed_a_minute_after_its_last_save() {
 /// existed. `a_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing` (above) checks
 /// a whole port (9,000 of a 9,000 bound: never split).
 #[test]
-#[ignore = "fails on main (review s5, R5-4, for pastcap): a split port's encoder is readied from its home shard only"]
-fn a_split_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing() {
+fn a_split_ports_first_save_past_the_cap_allocates_nothing_after_a_listing_made_it_whole() {
     use vsflow_sim::host::EXTERNAL_PORT;
     use vsflow_sim::kernel::services::set_processor;
     let config = DriverConfig { flows_per_port: 30_000, ..enforce(RestoreMode::Pending) };

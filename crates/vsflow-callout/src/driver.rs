@@ -153,6 +153,8 @@ pub struct FlowTotals {
     pub largest_port: usize,
     /// Ports whose flows are spread over shards (one port on several processors).
     pub sharded: usize,
+    /// Flows held in processors' shards (not in their port's home shard).
+    pub in_shards: usize,
     /// Every port's flow table passed its invariant check.
     pub consistent: bool,
 }
@@ -398,6 +400,7 @@ impl<S: KernelServices> Driver<S> {
                 t.packets_blocked += port.counters().packets_blocked;
                 t.consistent &= table.check_invariants().is_ok();
             });
+            t.in_shards += flows - st.port.table().len();
             t.flows += flows;
             t.largest_port = t.largest_port.max(flows);
         }

@@ -37,9 +37,10 @@
 //! packet here, that shard's lock alone (the processor's hint, `ShardSlot::hints`). Anything
 //! else (a new flow, ICMP, a stale hint) takes the home lock and finds the flow's shard
 //! (`shards::classify_slow`). Everything else sees the port whole: it takes the home lock and
-//! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]); the
-//! expiry sweep splits a port again when nothing of a migration is open on it
-//! ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
+//! then every shard's, in order, and merges the shards back ([`PortSlot::lock_whole`]), but a
+//! save, which only reads, reads the shards in place under the same locks
+//! ([`PortSlot::with_all_locks`]: the same blob, and the port stays split); the expiry sweep
+//! splits a port again when nothing of a migration is open on it ([`PortSlot::sweep`]). `sharded` changes only under every one of the port's locks, so a
 //! holder of any of them reads it stably.
 //!
 //! **The packet's port without a map lookup** ([`PortMap::with_packet_port`]). Each processor
@@ -210,14 +211,10 @@ impl PortState {
         }
     }
 
-    /// The periodic sweep of this port: closes a stale restore window, removes up to `budget`
-    /// idle flows (returns how many), frees the encoder's memory once no save came for
-    /// [`ENCODER_KEEP`] (with it the fingerprint salt of its saves), and readies the encoder
-    /// of a port past the cap for its next save (blobs of at most `cap` bytes): its memory
-    /// sized, its salt drawn and its connections' fingerprints computed a bounded number at a
-    /// time (`vsflow_core::codec::Encoder::prepare`), so that a port's first save, as a live
-    /// migration's usually is, allocates nothing and hashes only connections new since.
-    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize, cap: usize) -> usize {
+    /// The periodic sweep of this port's home shard: closes a stale restore window, removes up
+    /// to `budget` idle flows (returns how many), frees the encoder's memory once no save came
+    /// for [`ENCODER_KEEP`] (with it the fingerprint salt of its saves).
+    pub(crate) fn sweep(&mut self, now: vsflow_core::Tick, budget: usize) -> usize {
         self.close_stale_window(now);
         if self.last_save != vsflow_core::Tick::MAX
             && now.saturating_sub(self.last_save) >= ENCODER_KEEP
@@ -225,8 +222,23 @@ impl PortState {
             self.encoder.release();
             self.last_save = vsflow_core::Tick::MAX;
         }
-        let removed = self.port.expire(now, budget);
-        self.encoder.prepare(&self.port, now, cap);
+        self.port.expire(now, budget)
+    }
+
+    /// Readies the encoder of a port past the cap for its next save (blobs of at most `cap`
+    /// bytes; the port holds `flows` flows, every shard's): its memory sized, its salt drawn
+    /// and its connections' fingerprints computed a bounded number at a time
+    /// (`vsflow_core::codec::Encoder::prepare_split`; a split port's processors' shards after
+    /// this, `Encoder::prepare_shard`), so that a port's first save, as a live migration's
+    /// usually is, allocates nothing and hashes only connections new since. True if the
+    /// encoder holds prepared memory.
+    pub(crate) fn prepare_save(
+        &mut self,
+        now: vsflow_core::Tick,
+        cap: usize,
+        flows: usize,
+    ) -> bool {
+        self.encoder.prepare_split(&self.port, flows, now, cap);
         if self.encoder.heap_bytes() > 0 {
             // The blob's buffer too (it stays with the port after its first save anyway),
             // charged as a save charges it; never one a save handed to WFP, which may still
@@ -234,7 +246,7 @@ impl PortState {
             let _ =
                 self.save_buffer.reserve_before_first_save(cap, self.port.table().config().budget);
         }
-        removed
+        self.encoder.is_prepared()
     }
 
     /// Whether packets of this port are judged (generic ports only with a VM NIC on them).
@@ -511,6 +523,30 @@ impl<L: RawSpinLock> PortSlot<L> {
         st
     }
 
+    /// Runs `f` on the port's state with every one of the port's locks held, the home shard's
+    /// and then each processor's shard's in order (as [`PortSlot::lock_whole`] takes them), and
+    /// the processors' shards (none while the port is whole), without merging them: a save
+    /// (`vsflow_core::codec::Encoder::encode_split` writes the blob the merged port would give,
+    /// byte for byte, reading the shards in place; a merge would build a new table of the port's
+    /// flows in the save, and move every flow to a new slot, so the fingerprints the sweep
+    /// readied by slot were computed again: review-s4 L4). The port stays split.
+    pub(crate) fn with_all_locks<R>(
+        &self,
+        f: impl FnOnce(&mut PortState, &[Option<&Port>]) -> R,
+    ) -> R {
+        let mut st = self.state.lock();
+        if !self.sharded.load(Ordering::Relaxed) {
+            return f(&mut st, &[]);
+        }
+        self.with_shards(|others| {
+            let mut ports: [Option<&Port>; MAX_SHARDS] = [None; MAX_SHARDS];
+            for (p, g) in ports.iter_mut().zip(others.iter()) {
+                *p = g.as_deref();
+            }
+            f(&mut st, ports.get(..others.len()).unwrap_or_default())
+        })
+    }
+
     /// The expiry sweep of this port: idle flows of every shard (up to `budget` in each), the
     /// restore window closed if no restore came in time, the save memory freed after a minute
     /// ([`PortState::sweep`]); then a whole port with nothing of a migration open is split
@@ -520,7 +556,7 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// again below [`SPLIT_BELOW`]. Returns the flows removed.
     pub(crate) fn sweep(&self, now: Tick, budget: usize, cap: usize) -> usize {
         let mut st = self.state.lock();
-        let mut removed = st.sweep(now, budget, cap);
+        let mut removed = st.sweep(now, budget);
         let bound = u64::from(self.full.max_flows);
         if self.sharded.load(Ordering::Relaxed) {
             let mut spread_removed = removed;
@@ -566,6 +602,21 @@ impl<L: RawSpinLock> PortSlot<L> {
             if let Ok(flows) = split {
                 st.spread = flows;
             }
+        }
+        // The encoder of a port past the cap readied for its next save: sized for every flow,
+        // the home shard's fingerprints computed, then each processor's shard's under that
+        // shard's lock alone (a save reads the shards in place: `with_all_locks`).
+        if self.sharded.load(Ordering::Relaxed) {
+            let flows = st.spread as usize;
+            if st.prepare_save(now, cap, flows) {
+                for (i, shard) in self.shards.iter().enumerate() {
+                    let port = shard.port.lock();
+                    st.encoder.prepare_shard(i, &port);
+                }
+            }
+        } else {
+            let flows = st.port.table().len();
+            st.prepare_save(now, cap, flows);
         }
         removed
     }

@@ -91,44 +91,45 @@ impl<S: KernelServices> Driver<S> {
         // The map lock only to take a reference; the encode runs under the port's lock alone.
         let slot = key.and_then(|key| self.port_ref(|_| Some(key)));
         let saved = slot.map(|slot| {
-            // The port whole: a sharded port merged under every shard's lock (what one lock
-            // would have held: vsflow_core::port::shards).
-            let mut st = slot.lock_whole(now);
-            if st.port.is_restoring() {
-                // Still in its restore window under the port's own lock: no restore has been
-                // applied (none arrived yet), so its mode is this host's default for new ports
-                // and its rules none, not the VM's. A restore the work item holds is in flight
-                // above until applied.
-                return Err(None);
-            }
-            let mut buffer = core::mem::take(&mut st.save_buffer);
-            // The port's own encoder: its working memory is reused from the last save.
-            let st = &mut *st;
-            let result = st.encoder.encode(&st.port, now, &cfg, buffer.bytes_mut());
-            st.last_save = now;
-            let out = match result {
-                Ok(summary) => {
-                    st.port.note_saved(summary.flows_dropped, summary.flows_fingerprinted);
-                    let (blob, len) = buffer.blob();
-                    Ok((
-                        blob,
-                        len,
-                        summary.flows_written,
-                        summary.flows_dropped,
-                        summary.flows_fingerprinted,
-                    ))
+            // The port whole: every one of its locks held, a split port's shards read in place
+            // (the blob the port merged would give: `PortSlot::with_all_locks`).
+            slot.with_all_locks(|st, shards| {
+                if st.port.is_restoring() {
+                    // Still in its restore window under the port's own lock: no restore has been
+                    // applied (none arrived yet), so its mode is this host's default for new ports
+                    // and its rules none, not the VM's. A restore the work item holds is in flight
+                    // above until applied.
+                    return Err(None);
                 }
-                Err(e) => {
-                    buffer.bytes_mut().clear();
-                    Err(Some(e))
-                }
-            };
-            // What the buffer holds is charged to the host's flow-memory budget (even past it:
-            // WFP may read it after we return; crate::save_buffer).
-            buffer.settle(self.budget.handle());
-            // The buffer moves back into the port: its heap block (what WFP reads) stays put.
-            st.save_buffer = buffer;
-            out
+                let mut buffer = core::mem::take(&mut st.save_buffer);
+                // The port's own encoder: its working memory is reused from the last save.
+                let result =
+                    st.encoder.encode_split(&st.port, shards, now, &cfg, buffer.bytes_mut());
+                st.last_save = now;
+                let out = match result {
+                    Ok(summary) => {
+                        st.port.note_saved(summary.flows_dropped, summary.flows_fingerprinted);
+                        let (blob, len) = buffer.blob();
+                        Ok((
+                            blob,
+                            len,
+                            summary.flows_written,
+                            summary.flows_dropped,
+                            summary.flows_fingerprinted,
+                        ))
+                    }
+                    Err(e) => {
+                        buffer.bytes_mut().clear();
+                        Err(Some(e))
+                    }
+                };
+                // What the buffer holds is charged to the host's flow-memory budget (even past it:
+                // WFP may read it after we return; crate::save_buffer).
+                buffer.settle(self.budget.handle());
+                // The buffer moves back into the port: its heap block (what WFP reads) stays put.
+                st.save_buffer = buffer;
+                out
+            })
         });
         match saved {
             Some(Ok((p, len, written, dropped, fingerprinted))) => {

@@ -72,8 +72,9 @@ pub(super) trait Source {
     fn is_save(&self) -> bool;
     /// Appends every flow to `out`, oldest activity first where the source knows it, and,
     /// for a live port with more flows than `room` bytes could hold as exact records (so
-    /// fingerprints are needed), each flow's table slot to `slots` (left empty otherwise).
-    /// Returns the bound of the slot numbers (0 without slots).
+    /// fingerprints are needed), each flow's place to `slots` (left empty otherwise): its
+    /// table ([`slot_table`]: 0 the home shard's, `i + 1` processor shard `i`'s) and its slot
+    /// in it, and each table's bound of the slot numbers to `counts` (left 0 without slots).
     ///
     /// # Errors
     /// [`Error::OutOfMemory`].
@@ -81,8 +82,9 @@ pub(super) trait Source {
         &self,
         out: &mut Vec<SavedFlow>,
         slots: &mut Vec<u32>,
+        counts: &mut [usize; TABLES],
         room: usize,
-    ) -> Result<usize, Error>;
+    ) -> Result<(), Error>;
     /// A fresh fingerprint salt (a live port's encoder keeps the first it draws past the cap).
     fn salt(&self) -> [u64; 2];
     /// A key for the encoder's address hashing: derived from the port's per-boot random seed
@@ -106,9 +108,50 @@ pub(super) trait Source {
     }
 }
 
+/// A live port: its home shard `port` and, while it is split, its processors' shards
+/// (`vsflow_core::port::shards`; every lock held by the caller). A save reads the shards in
+/// place: the blob is the one the port merged into its home shard would give (the flows of
+/// each timeout class taken oldest first across the shards, in the order `shards::merge`
+/// places them, its counters summed as it sums them), without the merge's new table, so every
+/// flow keeps its slot and the encoder's fingerprints kept by slot stay valid (review-s4 L4).
 pub(super) struct LivePort<'a> {
     pub(super) port: &'a Port,
+    pub(super) shards: &'a [Option<&'a Port>],
     pub(super) now: Tick,
+}
+
+/// Tables a live port's flows are read from: the home shard's and each processor shard's.
+pub(super) const TABLES: usize = crate::port::shards::MAX_SHARDS + 1;
+/// A flow's place for the encoder's kept fingerprints: its table in the bits from here up,
+/// its slot below.
+const TABLE_SHIFT: u32 = 24;
+
+/// The table and the slot of a place [`Source::flows`] gives.
+const fn slot_table(at: u32) -> (usize, usize) {
+    ((at >> TABLE_SHIFT) as usize, (at & ((1 << TABLE_SHIFT) - 1)) as usize)
+}
+
+impl<'a> LivePort<'a> {
+    /// A whole port (not split).
+    pub(super) const fn whole(port: &'a Port, now: Tick) -> Self {
+        Self { port, shards: &[], now }
+    }
+
+    /// Each table with its number ([`slot_table`]).
+    fn tables(&self) -> impl Iterator<Item = (usize, &'a crate::flow::FlowTable)> + '_ {
+        core::iter::once((0, &self.port.table))
+            .chain(self.shards.iter().enumerate().filter_map(|(i, p)| p.map(|p| (i + 1, &p.table))))
+    }
+
+    /// The port's flows, every shard's.
+    fn len(&self) -> usize {
+        self.tables().map(|(_, t)| t.len()).sum()
+    }
+
+    /// Every flow is in the home shard (the port is whole, or split with nothing moved yet).
+    fn in_home(&self) -> bool {
+        self.shards.iter().flatten().all(|p| p.table.is_empty())
+    }
 }
 
 impl Source for LivePort<'_> {
@@ -125,7 +168,8 @@ impl Source for LivePort<'_> {
         &self.port.rules
     }
     fn counters(&self) -> PortCounters {
-        self.port.counters
+        // As `shards::merge` sums them into the home shard's.
+        self.shards.iter().flatten().fold(self.port.counters, |c, p| c.saturating_add(&p.counters))
     }
     fn is_save(&self) -> bool {
         true
@@ -134,10 +178,11 @@ impl Source for LivePort<'_> {
         &self,
         out: &mut Vec<SavedFlow>,
         slots: &mut Vec<u32>,
+        counts: &mut [usize; TABLES],
         room: usize,
-    ) -> Result<usize, Error> {
-        let table = &self.port.table;
-        out.try_reserve(table.len())?;
+    ) -> Result<(), Error> {
+        let n = self.len();
+        out.try_reserve(n)?;
         // Class by class, least recently used first: the decoder's recency sort then sees
         // long sorted runs.
         // The key field by field: copied whole it went through the stack in pieces that the
@@ -150,7 +195,9 @@ impl Source for LivePort<'_> {
             local_port: k.local_port,
             remote_port: k.remote_port,
         };
-        if table.len().saturating_mul(MIN_ENTRY_LEN) <= room {
+        let table = &self.port.table;
+        let past = n.saturating_mul(MIN_ENTRY_LEN) > room;
+        if !past && self.in_home() {
             for class in TimeoutClass::ALL {
                 for (k, r) in table.iter_lru(class) {
                     // Reserved above: always true. Pushing only within the capacity lets the
@@ -161,21 +208,84 @@ impl Source for LivePort<'_> {
                     }
                 }
             }
-            return Ok(0);
+            return Ok(());
         }
-        // Certainly past the cap (fingerprints needed): each flow's slot too, which keys the
+        // Certainly past the cap (fingerprints needed): each flow's place too, which keys the
         // encoder's kept fingerprints (`FpCache`).
-        slots.try_reserve(table.len())?;
-        for class in TimeoutClass::ALL {
-            for (i, k, r) in table.iter_lru_slots(class) {
-                // Reserved above: always true (as above).
-                if out.len() < out.capacity() && slots.len() < slots.capacity() {
-                    out.push(SavedFlow::from_record(key(k), r, self.now));
-                    slots.push(i);
+        if past {
+            slots.try_reserve(n)?;
+            for (t, table) in self.tables() {
+                if let Some(c) = counts.get_mut(t) {
+                    *c = table.slot_count();
                 }
             }
         }
-        Ok(table.slot_count())
+        #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
+        let mut push = |t: usize, i: u32, k: &FlowKey, r: &crate::flow::FlowRecord| {
+            // Reserved above: always true (as above).
+            if out.len() < out.capacity() && (!past || slots.len() < slots.capacity()) {
+                out.push(SavedFlow::from_record(key(k), r, self.now));
+                if past {
+                    slots.push(((t as u32) << TABLE_SHIFT) | i);
+                }
+            }
+        };
+        if self.in_home() {
+            for class in TimeoutClass::ALL {
+                for (i, k, r) in table.iter_lru_slots(class) {
+                    push(0, i, k, r);
+                }
+            }
+            return Ok(());
+        }
+        // Split: each class oldest first across the shards, ties to the earlier table, as
+        // `shards::merge` places them in the home shard's new table: each step takes the
+        // smallest of the lists' heads by (last seen, list), a list's key u128::MAX once it is
+        // done (a plain scan of at most nine keys: a scan through peekable iterators cost
+        // three times the single table's walk).
+        #[allow(clippy::cast_possible_truncation, reason = "at < TABLES")]
+        for class in TimeoutClass::ALL {
+            let mut lists: [Option<_>; TABLES] = Default::default();
+            let mut heads = [u128::MAX; TABLES];
+            let mut used = 0;
+            for (t, table) in self.tables() {
+                let mut it = table.iter_lru_slots(class);
+                if let Some(first) = it.next()
+                    && let (Some(list), Some(head)) = (lists.get_mut(used), heads.get_mut(used))
+                {
+                    *head = (u128::from(first.2.last_seen) << 8) | used as u128;
+                    *list = Some((t, first, it));
+                    used += 1;
+                }
+            }
+            let heads = heads.get_mut(..used).unwrap_or_default();
+            loop {
+                let mut best = u128::MAX;
+                for &h in heads.iter() {
+                    if h < best {
+                        best = h;
+                    }
+                }
+                if best == u128::MAX {
+                    break;
+                }
+                let at = (best & 0xff) as usize;
+                let (Some(Some((t, (slot, k, r), it))), Some(head)) =
+                    (lists.get_mut(at), heads.get_mut(at))
+                else {
+                    break;
+                };
+                push(*t, *slot, k, r);
+                match it.next() {
+                    Some(next) => {
+                        *head = (u128::from(next.2.last_seen) << 8) | at as u128;
+                        (*slot, *k, *r) = next;
+                    }
+                    None => *head = u128::MAX,
+                }
+            }
+        }
+        Ok(())
     }
     fn hash_seed(&self) -> u64 {
         // The address index's own key (crate::keys), not the port's seed.
@@ -232,7 +342,8 @@ impl Source for LivePort<'_> {
         n
     }
     fn live(&self) -> Option<(&Port, Tick)> {
-        Some((self.port, self.now))
+        // The at-cap path reads one table: a split port's flows go through saved records.
+        self.in_home().then_some((self.port, self.now))
     }
 }
 
@@ -259,11 +370,12 @@ impl Source for PortState {
         &self,
         out: &mut Vec<SavedFlow>,
         _slots: &mut Vec<u32>,
+        _counts: &mut [usize; TABLES],
         _room: usize,
-    ) -> Result<usize, Error> {
+    ) -> Result<(), Error> {
         out.try_reserve(self.flows.len())?;
         out.extend_from_slice(&self.flows);
-        Ok(0)
+        Ok(())
     }
     fn hash_seed(&self) -> u64 {
         // Tools and tests: any fixed key (the blob does not depend on it).
@@ -870,7 +982,8 @@ fn encode_source_with(
         }
         work.flows.clear();
         work.slots.clear();
-        work.slot_count = src.flows(&mut work.flows, &mut work.slots, room)?;
+        work.slot_count = [0; TABLES];
+        src.flows(&mut work.flows, &mut work.slots, &mut work.slot_count, room)?;
         plan(work, room, rules_version, salt, &carried_in).map(|p| (p, None))
     });
     work.carried = carried_values;
@@ -1127,10 +1240,10 @@ struct Carried<'a> {
 pub(super) struct Work {
     /// The source's flows, as saved.
     flows: Vec<SavedFlow>,
-    /// A live port's, past the cap: each flow's table slot (parallel to `flows`), and their
-    /// bound.
+    /// A live port's, past the cap: each flow's table and slot (parallel to `flows`;
+    /// [`slot_table`]), and each table's bound of the slot numbers.
     slots: Vec<u32>,
-    slot_count: usize,
+    slot_count: [usize; TABLES],
     /// Fingerprints of the port's connections as of its last save past the cap.
     cache: FpCache,
     /// Fingerprints the source carries.
@@ -1178,6 +1291,8 @@ pub(super) struct Work {
     /// Candidates the last plan's selection steps after the first handled (the flows each
     /// step partitioned, summed): a measure of the planner's work, for tests.
     selected: usize,
+    /// Fingerprints the last plan computed itself (not found kept): for tests.
+    hashed: usize,
     /// The fast path: each flow's [`SavedFlow::value_rank`], taken in the pass that reads its
     /// key, so that ranking reads 8 bytes a flow and not the flow again.
     ranks: Vec<u64>,
@@ -1195,12 +1310,79 @@ pub(super) struct Work {
 #[derive(Debug, Default)]
 struct FpCache {
     salt: Option<[u64; 2]>,
-    /// Per slot: the key its value was computed for, and the value.
-    entries: Vec<Option<(FlowKey, u32)>>,
-    /// The slot the next [`Work::prepare`] looks at first.
-    cursor: u32,
+    /// Per table (the home shard's, then each processor shard's: [`slot_table`]), per slot:
+    /// the key its value was computed for, and the value.
+    entries: [Vec<Option<(FlowKey, u32)>>; TABLES],
+    /// The table and slot the next preparation looks at first: one position over every
+    /// table, so that a sweep's budget goes on from where the last one stopped (a cursor per
+    /// table, each sweep starting at the home shard, spent the budget again on the first
+    /// shards' flows, computed already, and never reached the last shards').
+    cursor: (usize, u32),
+    /// The current preparation (a sweep's) stopped at `cursor` for its budget.
+    stopped: bool,
+    /// What the current preparation may still look at and compute over the processors'
+    /// shards ([`Work::prepare_table`]).
+    scan_left: usize,
+    hash_left: usize,
     /// An IPv6 flow was seen by a preparation: the IPv6 dictionary vectors are sized too.
     v6: bool,
+}
+
+impl FpCache {
+    /// The entry of a place ([`slot_table`]).
+    fn entry(&mut self, at: u32) -> Option<&mut Option<(FlowKey, u32)>> {
+        let (t, i) = slot_table(at);
+        self.entries.get_mut(t).and_then(|e| e.get_mut(i))
+    }
+
+    /// Computes the fingerprints of up to `self.hash_left` connections among the next
+    /// `self.scan_left` flows of table `t` (slab order) from the cursor, under the kept salt.
+    /// A preparation visits the tables in order: a table before the cursor's waits for the
+    /// next round, the cursor's is taken up where the last preparation stopped. Returns how
+    /// many it computed.
+    fn fill(&mut self, t: usize, table: &crate::flow::FlowTable) -> Result<usize, Error> {
+        let Some(salt) = self.salt else { return Ok(0) };
+        if self.stopped || t < self.cursor.0 || self.scan_left == 0 || self.hash_left == 0 {
+            return Ok(0);
+        }
+        let slot_count = table.slot_count();
+        let Some(entries) = self.entries.get_mut(t) else { return Ok(0) };
+        if entries.len() < slot_count {
+            grow_to(entries, slot_count)?;
+            entries.resize(slot_count, None);
+        }
+        let from = if t == self.cursor.0 && (self.cursor.1 as usize) < slot_count {
+            self.cursor.1
+        } else {
+            0
+        };
+        let mut computed = 0;
+        let mut seen = 0;
+        for (i, k, r) in table.iter_from(from) {
+            if seen == self.scan_left || computed == self.hash_left {
+                self.cursor = (t, i);
+                self.stopped = true;
+                break;
+            }
+            seen += 1;
+            self.v6 |= k.family == IpFamily::V6;
+            // The VM's established connections, and every other TCP flow (whose value the
+            // planner checks against the written ones).
+            let est = r.state == FlowState::Established && r.admission == Admission::Vm;
+            if !est && k.protocol != protocol::TCP {
+                continue;
+            }
+            if let Some(e) = entries.get_mut(i as usize)
+                && !matches!(e, Some((key, _)) if key == k)
+            {
+                *e = Some((*k, crate::fingerprint::fingerprint(salt, k)));
+                computed += 1;
+            }
+        }
+        self.scan_left -= seen;
+        self.hash_left -= computed;
+        Ok(computed)
+    }
 }
 
 /// Grows `v`'s capacity to at least `n` (to `n` and an eighth, so that a table growing a
@@ -1228,18 +1410,22 @@ impl Work {
     /// to `hash` connections among the next `scan` flows of the table from a cursor (slab
     /// order), so that a save finds them computed. Returns the fingerprints computed.
     ///
+    /// `src` is the port's home shard (whole, or split); `n` its flows, every shard's. A split
+    /// port's processors' shards are readied after this, one at a time under each shard's own
+    /// lock, within what is left of `scan` and `hash` ([`Work::prepare_table`]).
+    ///
     /// # Errors
     /// [`Error::OutOfMemory`] (what was sized before stays).
     pub(super) fn prepare(
         &mut self,
         src: &LivePort<'_>,
+        n: usize,
         cap: usize,
         scan: usize,
         hash: usize,
     ) -> Result<usize, Error> {
         let table = &src.port.table;
-        let n = table.len();
-        let salt = *self.cache.salt.get_or_insert_with(|| src.salt());
+        self.cache.salt.get_or_insert_with(|| src.salt());
         // Sizes: what `flows`, `plan`, `plan_upgrades` and `sort_values` reserve at a save
         // of `n` flows past the cap; the exact records' vectors and the first selection step
         // for as many as any such save writes (`MIN_UPGRADE`). Only a save whose first
@@ -1299,36 +1485,27 @@ impl Work {
             ri.size_for(0)?;
         }
         // Fingerprints: the kept ones by slot, the key checked (as `plan_upgrades` does).
-        let slot_count = table.slot_count();
-        let entries = &mut self.cache.entries;
-        if entries.len() < slot_count {
-            grow_to(entries, slot_count)?;
-            entries.resize(slot_count, None);
+        self.cache.scan_left = scan;
+        self.cache.hash_left = hash;
+        // The last preparation went through every table within its budget: a new round.
+        if !self.cache.stopped {
+            self.cache.cursor = (0, 0);
         }
-        let from = if (self.cache.cursor as usize) < slot_count { self.cache.cursor } else { 0 };
-        let mut next = 0;
-        let mut computed = 0;
-        for (seen, (i, k, r)) in table.iter_from(from).enumerate() {
-            if seen == scan || computed == hash {
-                next = i;
-                break;
-            }
-            self.cache.v6 |= k.family == IpFamily::V6;
-            // The VM's established connections, and every other TCP flow (whose value the
-            // planner checks against the written ones).
-            let est = r.state == FlowState::Established && r.admission == Admission::Vm;
-            if !est && k.protocol != protocol::TCP {
-                continue;
-            }
-            if let Some(e) = entries.get_mut(i as usize)
-                && !matches!(e, Some((key, _)) if key == k)
-            {
-                *e = Some((*k, crate::fingerprint::fingerprint(salt, k)));
-                computed += 1;
-            }
-        }
-        self.cache.cursor = next;
-        Ok(computed)
+        self.cache.stopped = false;
+        self.cache.fill(0, table)
+    }
+
+    /// Readies processor shard `shard`'s flows of a split port (after [`Work::prepare`] of
+    /// its home shard, within what that left of its budget): their fingerprints computed.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    pub(super) fn prepare_table(
+        &mut self,
+        shard: usize,
+        table: &crate::flow::FlowTable,
+    ) -> Result<usize, Error> {
+        self.cache.fill(shard + 1, table)
     }
 
     /// Heap bytes held.
@@ -1343,7 +1520,8 @@ impl Work {
             + self.radix.capacity() * 4
             + self.slots.capacity() * 4
             + self.ranks.capacity() * 8
-            + self.cache.entries.capacity() * core::mem::size_of::<Option<(FlowKey, u32)>>()
+            + self.cache.entries.iter().map(Vec::capacity).sum::<usize>()
+                * core::mem::size_of::<Option<(FlowKey, u32)>>()
             + self.collide.capacity() * core::mem::size_of::<(u32, u128)>()
             + self.heap.capacity() * 16
             + self.pool.capacity() * 8
@@ -1874,21 +2052,26 @@ fn plan_upgrades(
         cache,
         heap,
         selected,
+        hashed,
         ranks,
         ..
     } = w;
     let flows: &[SavedFlow] = flows;
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
     // A live port's fingerprints computed at its earlier saves, if under this salt.
-    let cached = slots.len() == flows.len() && *slot_count > 0;
+    let cached = slots.len() == flows.len() && slot_count.iter().any(|&c| c > 0);
     if cached {
         if cache.salt != Some(salt) {
-            cache.entries.clear();
+            for e in &mut cache.entries {
+                e.clear();
+            }
             cache.salt = Some(salt);
         }
-        if cache.entries.len() < *slot_count {
-            cache.entries.try_reserve(*slot_count - cache.entries.len())?;
-            cache.entries.resize(*slot_count, None);
+        for (e, &c) in cache.entries.iter_mut().zip(slot_count.iter()) {
+            if e.len() < c {
+                e.try_reserve(c - e.len())?;
+                e.resize(c, None);
+            }
         }
     }
     // One pass: every connection's fingerprint, its first choice (fingerprint, or lost if it
@@ -1907,23 +2090,25 @@ fn plan_upgrades(
     // established connections is carried exactly or not at all; its value is computed too
     // (see "Left-out connections" below), and kept in `vals` beside the others'.
     let mut left_out_tcp = false;
+    *hashed = 0;
     for (i, s) in (0u32..).zip(flows) {
         ranks.push(s.value_rank());
         let est = is_est(s);
         if est || s.key.protocol == protocol::TCP {
-            let entry = if cached {
-                slots.get(i as usize).and_then(|&at| cache.entries.get_mut(at as usize))
-            } else {
-                None
-            };
+            let entry =
+                if cached { slots.get(i as usize).and_then(|&at| cache.entry(at)) } else { None };
             let v = match entry {
                 Some(Some((key, v))) if *key == s.key => *v,
                 Some(e) => {
                     let v = crate::fingerprint::fingerprint(salt, &s.key);
                     *e = Some((s.key, v));
+                    *hashed += 1;
                     v
                 }
-                None => crate::fingerprint::fingerprint(salt, &s.key),
+                None => {
+                    *hashed += 1;
+                    crate::fingerprint::fingerprint(salt, &s.key)
+                }
             };
             vals.push(v);
             if est {

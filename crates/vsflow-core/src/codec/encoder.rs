@@ -44,11 +44,13 @@
 //!
 //! **One consistent port.** The encoder reads the port's flows once, in least-recently-used
 //! order per timeout class ([`crate::flow::FlowTable::iter_lru`]), while the caller holds
-//! whatever makes the port consistent (today the port's lock). When a port's flows are split
-//! over several tables (shards, each with its own lock), a save must still see one consistent
-//! port: take every shard's lock in shard order (or a snapshot taken under them) and feed the
-//! flows of all shards; the blob does not depend on which shard a flow came from, only on the
-//! order within each class (oldest first, so the destination's recency sort sees long runs).
+//! whatever makes the port consistent (the port's lock). When a port's flows are split over
+//! processors' shards (each with its own lock, [`crate::port::shards`]), the caller holds every
+//! shard's lock too and [`Encoder::encode_split`] reads each class oldest first across the
+//! shards, as [`crate::port::shards::merge`] would place them: the blob is the merged port's,
+//! byte for byte, without the merge's new table in the save, and every flow keeps its slot
+//! (the encoder keeps fingerprints by table and slot). The sweep readies a split port's encoder
+//! shard by shard ([`Encoder::prepare_split`], [`Encoder::prepare_shard`]).
 
 use alloc::vec::Vec;
 
@@ -113,7 +115,32 @@ impl Encoder {
         config: &EncodeConfig,
         out: &mut Vec<u8>,
     ) -> Result<EncodeSummary, Error> {
-        let result = encode_source(&LivePort { port, now }, config, out, &mut self.work);
+        self.encode_split(port, &[], now, config, out)
+    }
+
+    /// [`Encoder::encode`] of a port split over processors' shards
+    /// ([`crate::port::shards`]): `port` its home shard, `shards` the processors' (`Some` each,
+    /// the caller holding every one's lock and the home one's).
+    ///
+    /// The blob is the one [`Encoder::encode`] writes for the port after
+    /// [`crate::port::shards::merge`], byte for byte, but the shards are read in place: a
+    /// merge would build a new table (an allocation the size of the port's flows, a hash per
+    /// flow) and give every flow a new slot, and this encoder keeps each connection's
+    /// fingerprint by its slot, so a save that merged computed them all again (review-s4 L4).
+    /// The port stays split, its flows where they are.
+    ///
+    /// # Errors
+    /// As [`super::encode`].
+    pub fn encode_split(
+        &mut self,
+        port: &Port,
+        shards: &[Option<&Port>],
+        now: Tick,
+        config: &EncodeConfig,
+        out: &mut Vec<u8>,
+    ) -> Result<EncodeSummary, Error> {
+        let src = LivePort { port, shards, now };
+        let result = encode_source(&src, config, out, &mut self.work);
         self.settle(port.table.config().budget);
         result
     }
@@ -148,7 +175,18 @@ impl Encoder {
     /// driver frees the encoder a minute after a save, so the next preparation draws a new one.
     /// Returns the fingerprints computed.
     pub fn prepare(&mut self, port: &Port, now: Tick, cap: usize) -> usize {
-        let n = port.table.len();
+        self.prepare_split(port, port.table.len(), now, cap)
+    }
+
+    /// [`Encoder::prepare`] of a port's home shard `port` when the port holds `flows` flows in
+    /// all (split over processors' shards: [`crate::port::shards`]). The memory is sized for
+    /// every flow and the home shard's fingerprints computed; the caller then passes each
+    /// processor's shard to [`Encoder::prepare_shard`] under that shard's lock (one at a time:
+    /// a processor judging its own connections waits for its own shard only), which computes
+    /// theirs within what this call left of [`PREPARE_SCAN`] and [`PREPARE_HASH`]. Returns
+    /// the fingerprints computed.
+    pub fn prepare_split(&mut self, port: &Port, flows: usize, now: Tick, cap: usize) -> usize {
+        let n = flows;
         if n.saturating_mul(MIN_ENTRY_LEN) <= cap {
             // Within the cap: nothing to ready. Memory a preparation sized is given back once
             // the port is well within it (three quarters: a port at the threshold does not
@@ -162,13 +200,30 @@ impl Encoder {
             return 0;
         }
         self.unprepared_at = None;
-        let src = LivePort { port, now };
-        let computed = self.work.prepare(&src, cap, PREPARE_SCAN, PREPARE_HASH).unwrap_or_default();
+        let src = LivePort::whole(port, now);
+        let computed =
+            self.work.prepare(&src, n, cap, PREPARE_SCAN, PREPARE_HASH).unwrap_or_default();
         if !self.settle_prepared(port.table.config().budget) {
             self.unprepared_at = Some(n);
             return 0;
         }
         self.prepared = true;
+        computed
+    }
+
+    /// Readies processor shard `shard` (`0..MAX_SHARDS`) of a split port, after
+    /// [`Encoder::prepare_split`] of its home shard in the same sweep: the fingerprints of its
+    /// connections, within what that call left of the sweep's budget (nothing if it readied
+    /// nothing: a port within the cap, or one the budget had no room for). Returns the
+    /// fingerprints computed.
+    pub fn prepare_shard(&mut self, shard: usize, port: &Port) -> usize {
+        if !self.prepared {
+            return 0;
+        }
+        let computed = self.work.prepare_table(shard, &port.table).unwrap_or_default();
+        if !self.settle_prepared(port.table.config().budget) {
+            return 0;
+        }
         computed
     }
 
@@ -196,6 +251,13 @@ impl Encoder {
             self.prepared = false;
             false
         }
+    }
+
+    /// Whether a preparation ([`Encoder::prepare`]) sized the memory the encoder holds (a port
+    /// past the cap, readied for its next save).
+    #[must_use]
+    pub const fn is_prepared(&self) -> bool {
+        self.prepared
     }
 
     /// Heap bytes the encoder holds (for accounting).

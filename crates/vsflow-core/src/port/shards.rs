@@ -57,8 +57,11 @@
 //!   restoring, no armed fingerprints, no tentative pickup, no loose window.
 //! - **Every operation but classify, expiry and reads works on the whole port**: the caller
 //!   takes the home lock and then every shard's, in order, and [`merge`]s the shards back into
-//!   the home shard (a save, a restore, a rule or mode change, NIC events, the IOCTLs that read
-//!   flows or change the port). Under all the locks the merged port *is* the single-lock port.
+//!   the home shard (a restore, a rule or mode change, NIC events, the IOCTLs that read flows
+//!   or change the port). Under all the locks the merged port *is* the single-lock port. A
+//!   save takes the same locks and reads the shards in place instead
+//!   (`codec::Encoder::encode_split`: the blob of the merged port, byte for byte, without
+//!   building its table in the save; the port stays split).
 //! - [`split`] makes a whole port split again (the expiry sweep does it): the other shards get
 //!   empty tables and a copy of the policy; the flows stay in the home shard until adopted.
 //!

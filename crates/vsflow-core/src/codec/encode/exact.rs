@@ -589,7 +589,9 @@ mod tests {
 
     use super::super::{LivePort, Work, encode_source_with};
     use crate::codec::{self, DecodeConfig, Decoded, EncodeConfig};
-    use crate::flow::{Admission, FlowKey, FlowRecord, FlowState, Opener, TableConfig};
+    use crate::flow::{
+        Admission, FlowKey, FlowRecord, FlowState, Opener, TableConfig, TimeoutClass,
+    };
     use crate::guid::Guid;
     use crate::packet::{IpFamily, protocol};
     use crate::policy::Mode;
@@ -708,7 +710,7 @@ mod tests {
     fn save(p: &Port, cap: usize, work: &mut Work, direct: bool) -> Result<Vec<u8>, String> {
         let mut out = Vec::new();
         let config = EncodeConfig { provider: PROVIDER, cap };
-        encode_source_with(&LivePort { port: p, now: NOW }, &config, &mut out, work, direct)
+        encode_source_with(&LivePort::whole(p, NOW), &config, &mut out, work, direct)
             .map(|s| {
                 assert_eq!(s.len, out.len());
                 out
@@ -754,6 +756,122 @@ mod tests {
                 prop_assert_eq!(&save(&p, cap, &mut direct, true), &b);
             }
         }
+    }
+
+    /// `p`'s flows moved to `n` processors' shards as `to` says (0: stays in the home shard),
+    /// each shard's in its own LRU order, and some counters in each shard: the shape
+    /// `shards::split` and the processors' packets give a port.
+    fn split(p: &mut Port, n: usize, to: &[u8]) -> Vec<Port> {
+        let mut shards: Vec<Port> = (0..n).map(|_| port(p.table.config().max_flows)).collect();
+        let mut moved = Vec::new();
+        let mut seen = 0usize;
+        for class in TimeoutClass::ALL {
+            for (k, r) in p.table.iter_lru(class) {
+                let s = usize::from(to.get(seen % to.len().max(1)).copied().unwrap_or(0)) % (n + 1);
+                seen += 1;
+                if s != 0 {
+                    moved.push((s - 1, *k, *r));
+                }
+            }
+        }
+        for (s, k, r) in moved {
+            let _ = p.table.remove(&k);
+            if let Some(shard) = shards.get_mut(s) {
+                shard.table.insert(k, r, r.last_seen).expect("room");
+            }
+        }
+        for (i, shard) in (1u64..).zip(&mut shards) {
+            shard.counters.expired = i;
+            shard.counters.untracked = 3 * i;
+        }
+        shards
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Issue 18 item 4, review-s4 L4: a split port's save reads its processors' shards in
+        /// place and writes, byte for byte, what the port merged into its home shard
+        /// (`shards::merge`, what a save did before) writes: the same flows in the same order,
+        /// the same counters; within the cap and past it, again from the same working memory.
+        #[test]
+        fn a_split_ports_save_writes_what_the_merged_port_writes(
+            raw in prop::collection::vec(raw_flow(), 0..600),
+            locals in prop_oneof![Just(1u16), 1u16..40],
+            touch in prop::collection::vec(any::<usize>(), 0..50),
+            to in prop::collection::vec(any::<u8>(), 1..64),
+            n in 1usize..=crate::port::shards::MAX_SHARDS,
+            c in 0usize..4,
+        ) {
+            let cap = [2_500, 9_000, 30_000, codec::DEFAULT_CAP][c];
+            let mut home = live_port(&raw, locals, &touch);
+            let shards = split(&mut home, n, &to);
+            let refs: Vec<Option<&Port>> = shards.iter().map(Some).collect();
+            let config = EncodeConfig { provider: PROVIDER, cap };
+            let mut work = Work::default();
+            let mut in_place = Vec::new();
+            let a = encode_source_with(
+                &LivePort { port: &home, shards: &refs, now: NOW }, &config, &mut in_place,
+                &mut work, true,
+            ).map_err(|e| alloc::format!("{e:?}"));
+            let mut again = Vec::new();
+            let b = encode_source_with(
+                &LivePort { port: &home, shards: &refs, now: NOW }, &config, &mut again,
+                &mut work, true,
+            ).map_err(|e| alloc::format!("{e:?}"));
+            prop_assert_eq!(&a, &b);
+            prop_assert_eq!(&in_place, &again);
+            let full = *home.table.config();
+            let mut shards = shards;
+            let mut others: Vec<Option<&mut Port>> = shards.iter_mut().map(Some).collect();
+            let _ = crate::port::shards::merge(&mut home, &mut others, &full, NOW);
+            let merged = save(&home, cap, &mut Work::default(), true);
+            prop_assert_eq!(a.map(|_| in_place), merged);
+        }
+    }
+
+    /// Issue 18 item 4, review-s4 L4: the fingerprints a split port's preparations computed,
+    /// every shard's, are found by its save: a save that reads the shards in place hashes
+    /// none of them. The sweeps' budget goes round every shard (9,000 connections, 1,024
+    /// fingerprints a sweep: ready after 9 sweeps, whichever shard holds them).
+    #[test]
+    fn a_split_ports_save_finds_the_fingerprints_its_preparation_computed() {
+        let raw: Vec<RawFlow> = (0..9_000u32)
+            .map(|i| {
+                let r = u16::try_from(i).unwrap_or(0);
+                (
+                    2,
+                    0,
+                    false,
+                    0,
+                    r,
+                    i.wrapping_mul(2_654_435_761),
+                    (60 * TICKS_PER_SECOND, u64::from(i) * 8_000),
+                    10,
+                )
+            })
+            .collect();
+        let mut home = live_port(&raw, 1, &[]);
+        let to: Vec<u8> = (0..=8).collect();
+        let shards = split(&mut home, 8, &to);
+        assert!(shards.iter().all(|s| !s.table.is_empty()) && !home.table.is_empty());
+        let refs: Vec<Option<&Port>> = shards.iter().map(Some).collect();
+        let cap = 9_000;
+        let mut work = Work::default();
+        // The sweep's preparations until every shard's connections are hashed.
+        for _ in 0..10 {
+            let src = LivePort::whole(&home, NOW);
+            work.prepare(&src, raw.len(), cap, 4_096, 1_024).expect("prepares");
+            for (i, s) in shards.iter().enumerate() {
+                work.prepare_table(i, &s.table).expect("prepares");
+            }
+        }
+        let config = EncodeConfig { provider: PROVIDER, cap };
+        let mut out = Vec::new();
+        let src = LivePort { port: &home, shards: &refs, now: NOW };
+        let s = encode_source_with(&src, &config, &mut out, &mut work, true).expect("saves");
+        assert!(s.flows_fingerprinted > 1_000, "{s:?}");
+        assert_eq!(work.hashed, 0, "fingerprints computed again at the save");
     }
 
     #[test]
