@@ -1,0 +1,227 @@
+//! Review s5b (attacker's review of the restore's staged decode, `codec::decode_staged` /
+//! `codec::apply_staged`, landed e757ffa): the restore blob is the source host's (or a tampered
+//! migration stream's), so every property here is over blobs the encoder did not write.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use vsflow_core::codec::{
+    self, ApplyConfig, ApplyError, DecodeConfig, Decoded, DecodedStaged, StageConfig, format,
+};
+use vsflow_core::flow::{BudgetRef, FlowBudget, TableConfig, TimeoutClass};
+use vsflow_core::time::secs;
+use vsflow_core::{
+    Direction, IpFamily, Mode, PacketMeta, Port, PortConfig, PortIdentity, protocol,
+};
+
+const NOW: u64 = 1_000_000_000_000;
+
+fn dst(table: TableConfig) -> Port {
+    let cfg = PortConfig { table, initial_mode: Mode::Enforce };
+    Port::try_new(PortIdentity::try_from_str("rv5b").unwrap(), cfg).unwrap()
+}
+
+/// Outbound packets on the IPv4 TCP/UDP keys among `keys`, `t` ticks before the restore.
+fn window(p: &mut Port, keys: &[vsflow_core::FlowKey], t: u64) {
+    for k in keys {
+        if k.family != IpFamily::V4 || !(k.protocol == protocol::TCP || k.protocol == protocol::UDP)
+        {
+            continue;
+        }
+        let a = |x: [u8; 16]| [x[0], x[1], x[2], x[3]];
+        let flags = if k.protocol == protocol::TCP { 0x10 } else { 0 };
+        let m = PacketMeta::ipv4(
+            Direction::Outbound,
+            k.protocol,
+            a(k.local_addr),
+            k.local_port,
+            a(k.remote_addr),
+            k.remote_port,
+            flags,
+            60,
+        );
+        p.classify(&m, NOW - t);
+    }
+}
+
+/// Everything a restore leaves in a port.
+fn outcome(p: &Port) -> impl PartialEq + core::fmt::Debug {
+    let lists: Vec<Vec<_>> = TimeoutClass::ALL
+        .iter()
+        .map(|&c| p.table().iter_lru(c).map(|(k, r)| (*k, *r)).collect())
+        .collect();
+    p.table().check_invariants().unwrap();
+    (lists, *p.counters(), p.mode(), p.rules().clone())
+}
+
+/// Applies what the two decodes of `blob` gave to two like ports; both must agree.
+fn compare(blob: &[u8], table: TableConfig, window_keys: &[vsflow_core::FlowKey], wait: u64) {
+    let cfg = DecodeConfig::default();
+    let listed = codec::decode(blob, &cfg);
+    let stage = StageConfig { table, base: NOW - wait, now: NOW };
+    let staged = codec::decode_staged(blob, &cfg, &stage);
+    match (listed, staged) {
+        (Err(a), Err(b)) => assert_eq!(a, b, "decode errors"),
+        (Ok(Decoded::State(mut list)), Ok(DecodedStaged::State(state, flows))) => {
+            assert!(state.flows.is_empty());
+            let mut aged = list.clone();
+            for f in &mut aged.flows {
+                f.first_age = f.first_age.saturating_add(wait);
+                f.last_age = f.last_age.saturating_add(wait);
+            }
+            list.flows.clear();
+            assert_eq!(list, state, "the states but their flows");
+            let (mut a, mut b) = (dst(table), dst(table));
+            window(&mut a, window_keys, 2);
+            window(&mut b, window_keys, 2);
+            let config = ApplyConfig::default();
+            let ra = codec::apply_with(&mut a, &aged, NOW, &config);
+            let rb = codec::apply_staged(&mut b, &state, flows, NOW, &config);
+            match (&ra, &rb) {
+                (Ok(x), Ok(y)) => assert_eq!(x, y, "reports"),
+                (Err(ApplyError::DuplicateFlow { .. }), Err(ApplyError::DuplicateFlow { .. })) => {}
+                _ => panic!("list apply {ra:?}, staged apply {rb:?}"),
+            }
+            assert_eq!(outcome(&a), outcome(&b), "ports");
+        }
+        (Ok(Decoded::NoState { reason: a }), Ok(DecodedStaged::NoState { reason: b })) => {
+            assert_eq!(a, b);
+        }
+        (
+            Ok(Decoded::UnsupportedMajor { major: a, minor: c }),
+            Ok(DecodedStaged::UnsupportedMajor { major: b, minor: d }),
+        ) => assert_eq!((a, c), (b, d)),
+        (a, b) => panic!("list decode {a:?}, staged decode {b:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Any resealed mutation of any blob (the checks past the CRC reached: counts, tags,
+    /// dictionary indexes, lengths, flags), under any bound and pended wait: the staged decode
+    /// and apply give what the list decode and apply give, error for error.
+    #[test]
+    fn a_staged_restore_of_a_tampered_blob_equals_the_list_restore(
+        s in arb_state(24),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        bound in 1u32..40,
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+        wait_s in prop_oneof![Just(0u64), 0u64..200, 0u64..100_000],
+    ) {
+        let keys: Vec<_> = picks
+            .iter()
+            .filter(|_| !s.flows.is_empty())
+            .map(|i| s.flows[i.index(s.flows.len())].key)
+            .collect();
+        let mut blob = encode_state(&s);
+        for (pos, v) in edits {
+            let i = pos.index(blob.len());
+            blob[i] = v;
+        }
+        let blob = reseal(blob);
+        let table = TableConfig { max_flows: bound, hash_seed: 5, ..TableConfig::default() };
+        compare(&blob, table, &keys, secs(wait_s));
+    }
+
+    /// The same over edits aimed at the compact records' payloads (the entries the staging
+    /// places as it reads them).
+    #[test]
+    fn a_staged_restore_of_a_blob_with_tampered_entries_equals_the_list_restore(
+        s in arb_state(24),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        bound in 1u32..40,
+        wait_s in prop_oneof![Just(0u64), 0u64..100_000],
+    ) {
+        let mut blob = encode_state(&s);
+        let compacts: Vec<_> = records(&blob)
+            .into_iter()
+            .filter(|r| r.kind == format::rec::COMPACT_V4 || r.kind == format::rec::COMPACT_V6)
+            .filter(|r| r.payload.1 > r.payload.0)
+            .collect();
+        prop_assume!(!compacts.is_empty());
+        for (n, (pos, v)) in edits.into_iter().enumerate() {
+            let r = compacts[n % compacts.len()];
+            let i = r.payload.0 + pos.index(r.payload.1 - r.payload.0);
+            blob[i] = v;
+        }
+        let blob = reseal(blob);
+        let table = TableConfig { max_flows: bound, hash_seed: 5, ..TableConfig::default() };
+        compare(&blob, table, &[], secs(wait_s));
+    }
+}
+
+/// A blob of two flows whose first compact record declares 65,535 entries (the payload holds
+/// two): rejected, as the list decode rejects it. The staging split its table's index for the
+/// declared count before the decoder checked it against the payload (`decode_v1`'s
+/// `placed_count`, `Staged::try_new` -> `FlowTable::reserve_index`), charged to the host's
+/// flow-memory budget even past its limit (a restore's charge): a record of a few dozen bytes made the host
+/// allocate 256 KiB of bucket heads and overdraw the limit by 145 KiB (`FlowBudget::overdraft`) while every other
+/// port's new flows were refused against it. A record's entries take at least 7 bytes each:
+/// what the staging sizes for must be what the record's bytes can hold.
+#[test]
+fn a_blobs_declared_entry_count_does_not_size_the_staging_past_what_its_bytes_hold() {
+    let budget: &'static FlowBudget = Box::leak(Box::new(FlowBudget::new(128 * 1024)));
+    let table = TableConfig {
+        max_flows: vsflow_core::flow::MAX_FLOWS_LIMIT,
+        hash_seed: 5,
+        budget: Some(BudgetRef(budget)),
+        ..TableConfig::default()
+    };
+    let port = {
+        let mut p = dst(TableConfig { max_flows: 2, ..TableConfig::default() });
+        window(
+            &mut p,
+            &[
+                vsflow_core::FlowKey {
+                    family: IpFamily::V4,
+                    protocol: protocol::UDP,
+                    local_addr: vsflow_core::packet::v4([10, 0, 0, 2]),
+                    remote_addr: vsflow_core::packet::v4([192, 0, 2, 1]),
+                    local_port: 5000,
+                    remote_port: 53,
+                },
+                vsflow_core::FlowKey {
+                    family: IpFamily::V4,
+                    protocol: protocol::UDP,
+                    local_addr: vsflow_core::packet::v4([10, 0, 0, 2]),
+                    remote_addr: vsflow_core::packet::v4([192, 0, 2, 2]),
+                    local_port: 5001,
+                    remote_port: 53,
+                },
+            ],
+            5,
+        );
+        p
+    };
+    let mut blob = Vec::new();
+    codec::encode(&port, NOW, &encode_config(), &mut blob).unwrap();
+    let stage = StageConfig { table, base: NOW, now: NOW };
+    // Control: the blob as written stages within the budget.
+    let Ok(DecodedStaged::State(_, Ok(staged))) =
+        codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
+    else {
+        panic!("the intact blob decodes and stages")
+    };
+    assert_eq!(staged.len(), 2);
+    drop(staged);
+    assert_eq!(budget.overdraft(), 0, "the intact blob's staging stays within the budget");
+    let r = records(&blob)
+        .into_iter()
+        .find(|r| r.kind == format::rec::COMPACT_V4)
+        .expect("a compact record");
+    assert_eq!(le32(&blob, r.payload.0 + 4), 2, "the count field");
+    blob[r.payload.0 + 4..r.payload.0 + 8].copy_from_slice(&65_535u32.to_le_bytes());
+    let blob = reseal(blob);
+    let listed = codec::decode(&blob, &DecodeConfig::default());
+    assert!(listed.is_err(), "the list decode rejects the count");
+    let staged = codec::decode_staged(&blob, &DecodeConfig::default(), &stage);
+    assert_eq!(staged.err(), listed.err(), "the staged decode rejects it alike");
+    assert_eq!(budget.used(), 0, "everything given back");
+    assert_eq!(
+        budget.overdraft(),
+        0,
+        "a rejected record of two entries charged bytes past the host's flow-memory limit"
+    );
+}
