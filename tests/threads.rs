@@ -426,7 +426,6 @@ fn a_restore_for_a_replaced_port_opens_no_loose_window_on_the_new_port() {
 /// are judged in Enforce (blocked) until its own restore lands. Nothing of the old port
 /// concerns the new one.
 #[test]
-#[ignore = "fails on main (review s5, R5-5, for restore): a PortReplaced degrade closes the new port's own restore window"]
 fn a_stale_restore_for_a_replaced_port_leaves_the_new_ports_restore_window_open() {
     let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
     vm_port(&mut a, sa, 7, "vm-a", 1, false);
