@@ -424,7 +424,9 @@ fn a_restore_for_a_replaced_port_opens_no_loose_window_on_the_new_port() {
 /// port restoring, its restore not here yet), the stale restore closes *its* restore window:
 /// the mid-stream segments of its carried connections, picked up tentatively in the window,
 /// are judged in Enforce (blocked) until its own restore lands. Nothing of the old port
-/// concerns the new one.
+/// concerns the new one. (The test above, `..._takes_its_own_restore_after_the_stale_one`,
+/// calls that close "fail closed": a choice for the restore owner; the window's pickups are
+/// tentative, confirmed by the VM, so keeping it open admits nothing the window would not.)
 #[test]
 fn a_stale_restore_for_a_replaced_port_leaves_the_new_ports_restore_window_open() {
     let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
