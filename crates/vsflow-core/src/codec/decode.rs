@@ -761,9 +761,14 @@ fn decode_fingerprints(payload: &[u8]) -> Result<FingerprintSet, DecodeError> {
 
 #[allow(clippy::too_many_lines, reason = "one entry layout, field by field")]
 /// The entry count a compact record's header declares (0 if it has no header: the decode
-/// reports that).
+/// reports that), at most what its bytes can hold: every entry takes at least 7 bytes (the
+/// check [`decode_compact_family`] makes before it reads one). A restore sizes its staged
+/// table's index by this count before the entries are read, charged to the host's budget even
+/// past its limit: a tampered count must not size it past the blob (review2 s5, R5b-1).
 fn compact_count(payload: &[u8]) -> u64 {
-    payload.get(4..8).and_then(|c| Reader::new(c).u32()).map_or(0, u64::from)
+    let declared = payload.get(4..8).and_then(|c| Reader::new(c).u32()).map_or(0, u64::from);
+    let room = payload.len().saturating_sub(compact::HEADER_LEN) / 7;
+    declared.min(u64::try_from(room).unwrap_or(u64::MAX))
 }
 
 /// Where the decoder puts each flow it reads: a list, or a staged table ([`Staged::place`]).
