@@ -225,3 +225,59 @@ fn a_blobs_declared_entry_count_does_not_size_the_staging_past_what_its_bytes_ho
         "a rejected record of two entries charged bytes past the host's flow-memory limit"
     );
 }
+
+/// R5b-2: a carried flow the restore window saw keeps its blob place in its class's list
+/// (`FlowTable::update_record`, as the session-4 apply kept it), now dated by the window's
+/// packet: the oldest UDP flow of the blob, seen a second before the restore, sits at its
+/// list's tail with a fresh `last_seen`. The sweep (`FlowTable::expire`) walks each list from
+/// the tail and stops at the first live flow, and eviction at the bound looks only at the
+/// tails: the blob's other UDP flows that idle past their timeout behind it are neither
+/// reclaimed nor seen as idle until the window's flow itself expires (up to a whole timeout
+/// later), and at the bound the live, just-used flow is what goes first.
+#[test]
+fn a_window_merge_keeps_each_list_in_recency_order_for_the_sweep() {
+    use vsflow_core::codec::SavedFlow;
+    use vsflow_core::flow::Admission;
+    use vsflow_core::{FlowState, Opener};
+    let udp = |n: u8, age_s: u64| SavedFlow {
+        key: vsflow_core::FlowKey {
+            family: IpFamily::V4,
+            protocol: protocol::UDP,
+            local_addr: vsflow_core::packet::v4([10, 0, 0, 2]),
+            remote_addr: vsflow_core::packet::v4([192, 0, 2, n]),
+            local_port: 5000,
+            remote_port: 53,
+        },
+        state: FlowState::Active,
+        opener: Opener::Vm,
+        admission: Admission::Vm,
+        fin_seen: 0,
+        packets: [1, 1],
+        bytes: [100, 100],
+        first_age: secs(age_s),
+        last_age: secs(age_s),
+    };
+    // Oldest first, as the encoder writes a class.
+    let (a, b, c) = (udp(1, 50), udp(2, 40), udp(3, 10));
+    let mut state = fixture_monitor_mixed();
+    state.flows = vec![a, b, c];
+    let blob = encode_state(&state);
+    let table = TableConfig { max_flows: 16, hash_seed: 5, ..TableConfig::default() };
+    let mut p = dst(table);
+    window(&mut p, &[a.key], secs(1));
+    let stage = StageConfig { table, base: NOW, now: NOW };
+    let Ok(DecodedStaged::State(st, flows)) =
+        codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
+    else {
+        panic!("decodes")
+    };
+    let r = codec::apply_staged(&mut p, &st, flows, NOW, &ApplyConfig::default()).unwrap();
+    assert_eq!(r.restored, 3);
+    assert_eq!(p.counters().window_flows_merged, 1);
+    // 25 s on: b idled 65 s (past UDP's 60 s), c 35 s, a (seen in the window) 26 s.
+    let later = NOW + secs(25);
+    let removed = p.expire(later, usize::MAX);
+    assert_eq!(removed, 1, "the sweep reclaims the carried flow that idled past its timeout");
+    assert!(p.table().get(&b.key).is_none());
+    assert!(p.table().get(&a.key).is_some() && p.table().get(&c.key).is_some());
+}
