@@ -55,6 +55,29 @@ fn outcome(p: &Port) -> impl PartialEq + core::fmt::Debug {
     (lists, *p.counters(), p.mode(), p.rules().clone())
 }
 
+/// `arb_state`'s ages are any `u64` (nearly every flow past its timeout): with `young`, each
+/// flow's last age within 0-150 s (most flows live, some past the shorter timeouts), the
+/// blob's order kept (so classes are out of age order).
+fn live_ages(mut s: vsflow_core::codec::PortState, young: bool) -> vsflow_core::codec::PortState {
+    if young {
+        for f in &mut s.flows {
+            let span = f.first_age - f.last_age;
+            f.last_age %= secs(150);
+            f.first_age = f.last_age + span % secs(100);
+        }
+    }
+    s
+}
+
+/// Each class's list oldest first by `last_seen` (what the sweep and eviction rely on: they
+/// read a list from its tail and stop at the first live flow).
+fn in_recency_order(p: &Port) {
+    for class in TimeoutClass::ALL {
+        let ages: Vec<u64> = p.table().iter_lru(class).map(|(_, r)| r.last_seen).collect();
+        assert!(ages.is_sorted(), "{class:?} list out of recency order: {ages:?}");
+    }
+}
+
 /// Applies what the two decodes of `blob` gave to two like ports; both must agree.
 fn compare(blob: &[u8], table: TableConfig, window_keys: &[vsflow_core::FlowKey], wait: u64) {
     let cfg = DecodeConfig::default();
@@ -84,6 +107,9 @@ fn compare(blob: &[u8], table: TableConfig, window_keys: &[vsflow_core::FlowKey]
                 _ => panic!("list apply {ra:?}, staged apply {rb:?}"),
             }
             assert_eq!(outcome(&a), outcome(&b), "ports");
+            if rb.is_ok() {
+                in_recency_order(&b);
+            }
         }
         (Ok(Decoded::NoState { reason: a }), Ok(DecodedStaged::NoState { reason: b })) => {
             assert_eq!(a, b);
@@ -109,7 +135,9 @@ proptest! {
         bound in 1u32..40,
         picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
         wait_s in prop_oneof![Just(0u64), 0u64..200, 0u64..100_000],
+        young in any::<bool>(),
     ) {
+        let s = live_ages(s, young);
         let keys: Vec<_> = picks
             .iter()
             .filter(|_| !s.flows.is_empty())
@@ -133,7 +161,15 @@ proptest! {
         edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
         bound in 1u32..40,
         wait_s in prop_oneof![Just(0u64), 0u64..100_000],
+        young in any::<bool>(),
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
     ) {
+        let s = live_ages(s, young);
+        let keys: Vec<_> = picks
+            .iter()
+            .filter(|_| !s.flows.is_empty())
+            .map(|i| s.flows[i.index(s.flows.len())].key)
+            .collect();
         let mut blob = encode_state(&s);
         let compacts: Vec<_> = records(&blob)
             .into_iter()
@@ -148,7 +184,7 @@ proptest! {
         }
         let blob = reseal(blob);
         let table = TableConfig { max_flows: bound, hash_seed: 5, ..TableConfig::default() };
-        compare(&blob, table, &[], secs(wait_s));
+        compare(&blob, table, &keys, secs(wait_s));
     }
 }
 
