@@ -4,7 +4,7 @@ use super::PortState;
 use super::error::ApplyError;
 use super::stage::{StageConfig, Staged, stage_saved};
 use crate::fingerprint::{DEFAULT_PICKUP_WINDOW, Pickup};
-use crate::flow::{Admission, FlowState, Opener, TableConfig};
+use crate::flow::{Admission, FlowState, Opener, TableConfig, TimeoutClass};
 use crate::packet::protocol;
 use crate::port::{CarriedPolicy, Port};
 use crate::time::Tick;
@@ -159,11 +159,14 @@ pub fn apply_staged(
         if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) };
     let mut pickup = Pickup::try_new(state.fingerprints.try_clone()?, pickup_until)?;
     let mut merged = 0u64;
+    let mut merged_classes = 0u8;
     let mut kept_local = 0u32;
     for (k, r) in port.table.iter() {
         if let Some(at) = table.find(k) {
             table.update_record(at, |carried| *carried = carried.merge_window(r));
             merged += 1;
+            let class = TimeoutClass::of(k.protocol, table.record(at).state).index();
+            merged_classes |= 1 << class;
             continue;
         }
         if table.len() >= bound {
@@ -188,6 +191,15 @@ pub fn apply_staged(
         }
         table.insert(*k, r, now)?;
         kept_local += 1;
+        merged_classes |= 1 << TimeoutClass::of(k.protocol, r.state).index();
+    }
+    // A window's packet dates a carried flow later than its place in its class's list, and a
+    // flow only the window saw goes to its list's head whatever its age: each list the window
+    // touched is put back in recency order, as the sweep and eviction read the lists from
+    // their oldest end and stop at the first live flow (the carried flows behind a fresh one
+    // at the tail were neither reclaimed nor seen idle: review2 s5, R5b-2). Usually none.
+    if merged_classes != 0 {
+        table.order_lists(merged_classes)?;
     }
     let picked_up_local = pickup.picked();
 
