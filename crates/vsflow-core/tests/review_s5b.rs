@@ -82,8 +82,8 @@ fn in_recency_order(p: &Port) {
 fn compare(blob: &[u8], table: TableConfig, window_keys: &[vsflow_core::FlowKey], wait: u64) {
     let cfg = DecodeConfig::default();
     let listed = codec::decode(blob, &cfg);
-    let stage = StageConfig { table, base: NOW - wait, now: NOW };
-    let staged = codec::decode_staged(blob, &cfg, &stage);
+    let placement = StageConfig { table, base: NOW - wait, now: NOW };
+    let staged = codec::decode_staged(blob, &cfg, &placement);
     match (listed, staged) {
         (Err(a), Err(b)) => assert_eq!(a, b, "decode errors"),
         (Ok(Decoded::State(mut list)), Ok(DecodedStaged::State(state, flows))) => {
@@ -294,13 +294,13 @@ fn a_window_merge_keeps_each_list_in_recency_order_for_the_sweep() {
         last_age: secs(age_s),
     };
     // Oldest first, as the encoder writes a class.
-    let (a, b, c) = (udp(1, 50), udp(2, 40), udp(3, 10));
-    let mut state = fixture_monitor_mixed();
-    state.flows = vec![a, b, c];
-    let blob = encode_state(&state);
+    let (oldest, middle, young) = (udp(1, 50), udp(2, 40), udp(3, 10));
+    let mut saved = fixture_monitor_mixed();
+    saved.flows = vec![oldest, middle, young];
+    let blob = encode_state(&saved);
     let table = TableConfig { max_flows: 16, hash_seed: 5, ..TableConfig::default() };
     let mut p = dst(table);
-    window(&mut p, &[a.key], secs(1));
+    window(&mut p, &[oldest.key], secs(1));
     let stage = StageConfig { table, base: NOW, now: NOW };
     let Ok(DecodedStaged::State(st, flows)) =
         codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
@@ -310,10 +310,11 @@ fn a_window_merge_keeps_each_list_in_recency_order_for_the_sweep() {
     let r = codec::apply_staged(&mut p, &st, flows, NOW, &ApplyConfig::default()).unwrap();
     assert_eq!(r.restored, 3);
     assert_eq!(p.counters().window_flows_merged, 1);
-    // 25 s on: b idled 65 s (past UDP's 60 s), c 35 s, a (seen in the window) 26 s.
+    // 25 s on: the middle flow idled 65 s (past UDP's 60 s), the young one 35 s, the oldest
+    // (seen in the window) 26 s.
     let later = NOW + secs(25);
     let removed = p.expire(later, usize::MAX);
     assert_eq!(removed, 1, "the sweep reclaims the carried flow that idled past its timeout");
-    assert!(p.table().get(&b.key).is_none());
-    assert!(p.table().get(&a.key).is_some() && p.table().get(&c.key).is_some());
+    assert!(p.table().get(&middle.key).is_none());
+    assert!(p.table().get(&oldest.key).is_some() && p.table().get(&young.key).is_some());
 }

@@ -197,9 +197,15 @@ pub fn apply_staged(
     // flow only the window saw goes to its list's head whatever its age: each list the window
     // touched is put back in recency order, as the sweep and eviction read the lists from
     // their oldest end and stop at the first live flow (the carried flows behind a fresh one
-    // at the tail were neither reclaimed nor seen idle: review2 s5, R5b-2). Usually none.
-    if merged_classes != 0 {
-        table.order_lists(merged_classes)?;
+    // at the tail were neither reclaimed nor seen idle: review2 s5, R5b-2). Usually no window
+    // flow; a list the window only added its freshest flows to is in order already.
+    let unordered = TimeoutClass::ALL
+        .iter()
+        .filter(|c| merged_classes & (1 << c.index()) != 0)
+        .filter(|&&c| !table.iter_lru(c).map(|(_, r)| r.last_seen).is_sorted())
+        .fold(0u8, |m, c| m | 1 << c.index());
+    if unordered != 0 {
+        table.order_lists(unordered)?;
     }
     let picked_up_local = pickup.picked();
 
