@@ -100,7 +100,8 @@ pub fn fill_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
 ///
 /// One expiry sweep splits port `id` of switch `sw` over the processors, then one packet of each of its first `flows` connections
 /// ([`fill_port`]'s), from the peer, arrives on processor `k % PROCESSORS` (vRSS spreading the
-/// VM's connections), which moves the connection to that processor's shard.
+/// VM's connections), 50 us after the one before, which moves the connection to that
+/// processor's shard.
 pub fn spread_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
     use crate::kernel::services::{PROCESSORS, set_processor};
     let [_, _, hi, lo] = id.to_be_bytes();
@@ -117,6 +118,8 @@ pub fn spread_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
         let data =
             SimPacket::new(IpFamily::V4, protocol::TCP, vm, 20_000 + k, remote, 443, 0x10, 0)
                 .reply(0x18, 100);
+        // 50 us apart (20,000 connections' packets a second, each at its own instant).
+        h.advance(500);
         set_processor(u32::from(k) % PROCESSORS);
         h.transmit(sw, EXTERNAL_PORT, id, &data);
     }
