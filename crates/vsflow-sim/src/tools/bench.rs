@@ -3,7 +3,9 @@
 //!
 //! - save callback of a port at the cap: the default table full (4,096 established IPv4
 //!   connections, all exact records in format 1.1), of a port past it (20,000 connections, the
-//!   bound raised: exact records and fingerprints filling 60 KiB), and, as the same-run
+//!   bound raised to 32,768 so that the sweep splits the port over the processors and its
+//!   connections sit in their processors' shards, as in production: exact records and
+//!   fingerprints filling 60 KiB), and, as the same-run
 //!   baseline, of the 886 connections format 1.0 carried at most;
 //! - restore callback, synchronous mode (decode + validate + apply inside the callback), of the
 //!   same three blobs;
