@@ -886,3 +886,32 @@ fn a_peers_connection_the_cap_left_out_never_becomes_the_vms() {
     assert_eq!(delivered(&mut b, sb, 77, &ssh_in), 0, "no rule admits SSH any more");
     finish(&mut b);
 }
+
+/// A pended restore's wait counts as idle time: its flows are decoded straight into the port's
+/// future table with their ages counted from the callback (issue 18 item 4, fifth session), so
+/// a connection that idled past its timeout while the work item was late arrives expired (the
+/// source's idle time plus the wait), and one that did not arrives live.
+#[test]
+fn a_pended_restores_wait_ages_its_flows_as_idle_time() {
+    let established = 2 * 60 * 60 * vsflow_core::TICKS_PER_SECOND;
+    for (wait, live) in
+        [(established - 600 * vsflow_core::TICKS_PER_SECOND, true), (established, false)]
+    {
+        let (mut a, _, _, blobs) = source(5);
+        finish(&mut a);
+        let (mut b, sb) = destination(RestoreMode::Pending, 5);
+        let tickets = b.restore(sb, 5, &blobs);
+        assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
+        b.advance(wait);
+        b.run_deferred();
+        assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "never fails the VM");
+        assert_eq!(
+            flows_of(&b, NAME),
+            Some(if live { 5 } else { 0 }),
+            "a wait of {} s: the five connections {}",
+            wait / vsflow_core::TICKS_PER_SECOND,
+            if live { "arrive live" } else { "arrive expired" }
+        );
+        finish(&mut b);
+    }
+}

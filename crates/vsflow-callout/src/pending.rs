@@ -100,11 +100,11 @@ impl PendingSet {
     }
 
     /// The oldest entry the worker has not taken yet: marks it taken and moves its blob out.
-    /// Returns its id, its port and that port's instance, and the blob.
-    pub fn take_next(&mut self) -> Option<(u64, Target, Vec<u8>)> {
+    /// Returns its id, its port and that port's instance, the blob, and when it was received.
+    pub fn take_next(&mut self) -> Option<(u64, Target, Vec<u8>, vsflow_core::Tick)> {
         let e = self.items.iter_mut().find(|e| !e.taken)?;
         e.taken = true;
-        Some((e.id, (e.key, e.instance), core::mem::take(&mut e.blob)))
+        Some((e.id, (e.key, e.instance), core::mem::take(&mut e.blob), e.received_at))
     }
 
     /// Removes entry `id`, if still present and not claimed by the worker; the caller must
@@ -188,7 +188,7 @@ mod tests {
     fn an_entry_is_removed_once_whoever_asks_first() {
         let mut p = PendingSet::default();
         let id = p.push(0xC0, (K, Some(3)), alloc::vec![1, 2, 3], 5).unwrap();
-        let (tid, key, blob) = p.take_next().unwrap();
+        let (tid, key, blob, _) = p.take_next().unwrap();
         assert_eq!((tid, key, blob.as_slice()), (id, (K, Some(3)), &[1u8, 2, 3][..]));
         assert!(p.take_next().is_none(), "a taken entry is not handed out twice");
         // The port is deleted while the worker decodes: the canceller wins.

@@ -69,7 +69,7 @@ impl World {
                 Actor::Restore { port, done: true }
             }
             Actor::Worker { holding: None, .. } => match self.pending.take_next() {
-                Some((id, k, _)) => {
+                Some((id, k, _, _)) => {
                     Actor::Worker { holding: Some((id, k.0.port, false)), finished: false }
                 }
                 None => Actor::Worker { holding: None, finished: true },
@@ -216,7 +216,7 @@ fn the_checker_catches_a_protocol_that_completes_without_removing() {
     // port delete: the checker must find the double completion.
     let mut w = world(vec![Actor::Restore { port: 1, done: false }]);
     while w.step(0) {}
-    let (id, _, _) = w.pending.take_next().unwrap();
+    let (id, _, _, _) = w.pending.take_next().unwrap();
     let ctx = w.pended[0];
     let e = w.pending.remove_where(|_| true).unwrap(); // port delete wins
     w.complete(e.completion);

@@ -22,7 +22,7 @@
 
 use std::hint::black_box;
 
-use vsflow_core::codec::{self, DecodeConfig, Decoded};
+use vsflow_core::codec::{self, DecodeConfig, DecodedStaged};
 
 #[path = "../benches/workload/mod.rs"]
 mod workload;
@@ -65,12 +65,20 @@ fn main() {
             black_box(fresh.encode(black_box(&port), at, &cfg, &mut out).expect("encodes"));
             last_fresh = fresh.heap_bytes();
         } else {
+            // As the driver restores: the flows decoded straight into the port's future table
+            // (`decode_staged`), then applied (`apply_staged`).
             let mut dst = workload::port(n, 64);
-            let Ok(Decoded::State(st)) = codec::decode(black_box(&out), &DecodeConfig::default())
+            let stage =
+                codec::StageConfig { table: *dst.table().config(), base: now + 5, now: now + 5 };
+            let Ok(DecodedStaged::State(st, flows)) =
+                codec::decode_staged(black_box(&out), &DecodeConfig::default(), &stage)
             else {
                 panic!("decodes")
             };
-            black_box(codec::apply(&mut dst, &st, now + 5).expect("applies"));
+            let config = codec::ApplyConfig::default();
+            black_box(
+                codec::apply_staged(&mut dst, &st, flows, now + 5, &config).expect("applies"),
+            );
         }
     }
     println!(

@@ -9,8 +9,10 @@
 //!    outside every lock, then claims it (no canceller can remove it any more) and, once it is
 //!    applied, removes it from the set: whoever removes an entry completes it. Until then the
 //!    restore is in flight for a save of its port (`PendingSet::in_flight`).
-//!    The time the entry waited since the callback ages its flows (a flow that idled past its
-//!    timeout while the work item was late arrives expired).
+//!    The blob's flows are placed, as they are decoded, in the table the port will get
+//!    (`codec::decode_staged`, the port's table configuration), their ages counted from the
+//!    callback: the time the entry waited ages them (a flow that idled past its timeout while
+//!    the work item was late arrives expired). The synchronous path decodes the same way.
 //! 3. [`Driver::apply_restore`]: under the port's own lock only (the map's is held just to take
 //!    a reference on the port), applies the state (flows seen in the restore window merge with
 //!    the restored ones), or degrades (no flows carried, policy kept or closed). Only into the
@@ -50,7 +52,9 @@ use core::ffi::c_void;
 use fwps_sys::{
     NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS,
 };
-use vsflow_core::codec::{self, DecodeConfig, DecodeError, Decoded, SalvagedPolicy};
+use vsflow_core::codec::{
+    self, ApplyError, DecodeConfig, DecodeError, DecodedStaged, SalvagedPolicy, StageConfig, Staged,
+};
 
 use super::{driver, identity};
 use crate::config::RestoreMode;
@@ -105,8 +109,9 @@ pub const MAX_BLOB_LEN: usize = u16::MAX as usize;
 /// What a decode produced, ready to apply.
 #[allow(clippy::large_enum_variant, reason = "one value per restore, moved once, never stored")]
 enum Restorable {
-    /// A state to apply.
-    State(vsflow_core::codec::PortState),
+    /// A state to apply: its policy, and its flows placed in the port's future table (or what
+    /// placing them met, the apply's error).
+    State(vsflow_core::codec::PortState, Result<Staged, ApplyError>),
     /// No flows: a degraded restore (or a failed one under the opt-in policy), with the policy
     /// the blob still carries if its own check survived the damage (format 1.2).
     Degraded(DegradedReason, Option<CalloutError>, Option<SalvagedPolicy>),
@@ -161,7 +166,7 @@ impl<S: KernelServices> Driver<S> {
             }
         }
         self.count(Counter::RestoresSync);
-        let decoded = self.decode(blob);
+        let decoded = self.decode(blob, self.now());
         let sum = self.digest_of(blob, &decoded);
         self.apply_restore(target, blob.len(), Some(sum), decoded)
     }
@@ -220,31 +225,19 @@ impl<S: KernelServices> Driver<S> {
     pub fn run_deferred(&self) {
         loop {
             let job = self.pending.lock().take_next();
-            let Some((id, target, blob)) = job else { break };
-            let mut decoded = self.decode(&blob);
+            let Some((id, target, blob, received_at)) = job else { break };
+            // Ages count from the callback: the wait ages the flows.
+            let decoded = self.decode(&blob, received_at);
             // Claimed, not removed: until it is applied the restore stays in flight for a save
             // of the port, which would otherwise encode the port as it was before its restore.
-            let Some((completion, received_at)) = self.pending.lock().claim(id) else {
+            let Some((completion, _)) = self.pending.lock().claim(id) else {
                 // Cancelled while decoding: completed by the canceller.
                 continue;
             };
-            self.age_by_wait(&mut decoded, received_at);
             let sum = self.digest_of(&blob, &decoded);
             let status = self.apply_restore(target, blob.len(), Some(sum), decoded);
             self.pending.lock().release(id);
             Self::complete(completion, status);
-        }
-    }
-
-    /// The blob's ages count from its save; the time it waited in the pending set passes too,
-    /// so a flow that idled past its timeout meanwhile arrives expired.
-    fn age_by_wait(&self, decoded: &mut Restorable, received_at: vsflow_core::Tick) {
-        if let Restorable::State(state) = decoded {
-            let waited = self.now().saturating_sub(received_at);
-            for f in &mut state.flows {
-                f.first_age = f.first_age.saturating_add(waited);
-                f.last_age = f.last_age.saturating_add(waited);
-            }
         }
     }
 
@@ -255,16 +248,19 @@ impl<S: KernelServices> Driver<S> {
         loop {
             let entry = self.pending.lock().remove_waiting(key);
             let Some(entry) = entry else { break };
-            let mut decoded = self.decode(&entry.blob);
-            self.age_by_wait(&mut decoded, entry.received_at);
+            let decoded = self.decode(&entry.blob, entry.received_at);
             let sum = Some(self.digest_of(&entry.blob, &decoded));
             let status = self.apply_restore((key, entry.instance), entry.blob.len(), sum, decoded);
             Self::complete(entry.completion, status);
         }
     }
 
-    /// Decodes a blob (no lock held).
-    fn decode(&self, blob: &[u8]) -> Restorable {
+    /// Decodes a blob (no lock held), placing its flows in a table with the configuration
+    /// every port of this driver has (`Driver::port_config`: a restore's port has it unless a
+    /// merge of its shards raised its bound, and then the apply places them again), their ages
+    /// counted from `received` (the callback's instant): the time the restore waited for the
+    /// work item ages them.
+    fn decode(&self, blob: &[u8], received: vsflow_core::Tick) -> Restorable {
         if blob.is_empty() {
             return Restorable::Degraded(DegradedReason::Empty, None, None);
         }
@@ -275,14 +271,19 @@ impl<S: KernelServices> Driver<S> {
             digest_key: self.digest_key(),
             ..DecodeConfig::default()
         };
-        match codec::decode(blob, &cfg) {
-            Ok(Decoded::State(state)) => Restorable::State(state),
-            Ok(Decoded::UnsupportedMajor { major, minor }) => Restorable::Degraded(
+        // Flows idle past their timeout at the receipt are left out here; those that pass it
+        // while the restore waits are removed by the apply, before the window merges (no
+        // clock read here: the work item reads it once it has claimed the restore).
+        let placement =
+            StageConfig { table: self.port_config().table, base: received, now: received };
+        match codec::decode_staged(blob, &cfg, &placement) {
+            Ok(DecodedStaged::State(port, flows)) => Restorable::State(port, flows),
+            Ok(DecodedStaged::UnsupportedMajor { major, minor }) => Restorable::Degraded(
                 DegradedReason::UnknownMajor,
                 Some(CalloutError::Decode(DecodeError::UnsupportedMajor { major, minor })),
                 None,
             ),
-            Ok(Decoded::NoState { reason }) => {
+            Ok(DecodedStaged::NoState { reason }) => {
                 self.log(
                     LogLevel::Error,
                     format_args!("runtime state from a source without state (reason {reason})"),
@@ -325,7 +326,7 @@ impl<S: KernelServices> Driver<S> {
     /// hashed twice; a degraded one is hashed here.
     fn digest_of(&self, blob: &[u8], decoded: &Restorable) -> u64 {
         match decoded {
-            Restorable::State(state) if state.digest != 0 => state.digest,
+            Restorable::State(state, _) if state.digest != 0 => state.digest,
             _ => self.digest(blob),
         }
     }
@@ -389,7 +390,7 @@ impl<S: KernelServices> Driver<S> {
             return STATUS_SUCCESS;
         }
         match decoded {
-            Restorable::State(state) => {
+            Restorable::State(state, staged) => {
                 if state.identity != *st.port.identity() {
                     self.count(Counter::IdentityMismatches);
                     self.log(
@@ -402,7 +403,8 @@ impl<S: KernelServices> Driver<S> {
                         ),
                     );
                 }
-                match codec::apply_with(&mut st.port, &state, now, &self.config.apply_config()) {
+                let config = self.config.apply_config();
+                match codec::apply_staged(&mut st.port, &state, staged, now, &config) {
                     Ok(report) => {
                         st.window_deadline = vsflow_core::Tick::MAX;
                         st.last_restore = sum.map(|sum| (sum, bytes));

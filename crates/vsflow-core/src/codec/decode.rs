@@ -9,9 +9,10 @@ use core::hash::Hasher;
 
 use siphasher::sip::SipHasher13;
 
-use super::error::DecodeError;
+use super::error::{ApplyError, DecodeError};
 use super::format::{self, compact, hdr, rec};
 use super::reader::Reader;
+use super::stage::{StageConfig, Staged, stage_saved};
 use super::{PortState, SaveInfo, SavedFlow, crc32c};
 use crate::counters::PortCounters;
 use crate::fingerprint::FingerprintSet;
@@ -109,6 +110,31 @@ pub enum Decoded {
     },
 }
 
+/// A successful [`decode_staged`]: [`Decoded`] with the state's flows placed in a table.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per restore; boxing would add an infallible allocation"
+)]
+#[derive(Debug)]
+pub enum DecodedStaged {
+    /// A state to apply ([`super::apply_staged`]): its `flows` list is empty, they are in the
+    /// staged table, or in the error that placing them met (a duplicate key, memory), which
+    /// the apply reports (the state's policy still stands).
+    State(PortState, Result<Staged, ApplyError>),
+    /// As [`Decoded::UnsupportedMajor`].
+    UnsupportedMajor {
+        /// Major version found.
+        major: u16,
+        /// Minor version found.
+        minor: u16,
+    },
+    /// As [`Decoded::NoState`].
+    NoState {
+        /// Why ([`format::no_state`]).
+        reason: u8,
+    },
+}
+
 /// The mode and rules of a 1.2 blob that failed to decode, recovered through their own
 /// integrity check ([`format::rec::POLICY_CHECK`]): damage after them does not lose them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,21 +196,113 @@ pub fn peek_version(bytes: &[u8], max_len: usize) -> Result<(u16, u16), DecodeEr
 /// # Errors
 /// A [`DecodeError`] naming the first problem found. Arbitrary input never panics.
 pub fn decode(bytes: &[u8], config: &DecodeConfig) -> Result<Decoded, DecodeError> {
+    Ok(match decode_with(bytes, config, InList)? {
+        Decoding::State(state, ()) => Decoded::State(state),
+        Decoding::UnsupportedMajor { major, minor } => Decoded::UnsupportedMajor { major, minor },
+        Decoding::NoState { reason } => Decoded::NoState { reason },
+    })
+}
+
+/// [`decode`] for a restore: the state's flows are placed as they are read.
+///
+/// They go in a table configured as `stage` says (the port's table configuration, ages rebased
+/// on the instant the blob was received): the table the port gets from
+/// [`super::apply_staged`]. The same checks, errors and state as [`decode`], the flows apart.
+///
+/// # Errors
+/// As [`decode`]. What placing the flows meets (a duplicate key, memory) is not a decode
+/// error: it is the apply's ([`DecodedStaged::State`]).
+pub fn decode_staged(
+    bytes: &[u8],
+    config: &DecodeConfig,
+    stage: &StageConfig,
+) -> Result<DecodedStaged, DecodeError> {
+    Ok(match decode_with(bytes, config, stage)? {
+        Decoding::State(port, flows) => DecodedStaged::State(port, flows),
+        Decoding::UnsupportedMajor { major, minor } => {
+            DecodedStaged::UnsupportedMajor { major, minor }
+        }
+        Decoding::NoState { reason } => DecodedStaged::NoState { reason },
+    })
+}
+
+/// Where a decode puts the state's flows: in its list ([`decode`]) or placed in a staged
+/// table ([`decode_staged`]).
+trait FlowsOut {
+    /// What the decode returns beside the state.
+    type Out;
+    /// The staged table's configuration, if the flows are placed.
+    fn stage(&self) -> Option<&StageConfig>;
+    /// The flows' destination once every record is read: `direct` holds the flows the decoder
+    /// placed as it read them (`None`: they are in `flows`).
+    fn finish(
+        self,
+        flows: &mut Vec<SavedFlow>,
+        direct: Option<Result<Staged, crate::Error>>,
+    ) -> Self::Out;
+}
+
+/// The flows stay in the state's list.
+struct InList;
+
+impl FlowsOut for InList {
+    type Out = ();
+    fn stage(&self) -> Option<&StageConfig> {
+        None
+    }
+    fn finish(self, _: &mut Vec<SavedFlow>, _: Option<Result<Staged, crate::Error>>) {}
+}
+
+impl FlowsOut for &StageConfig {
+    type Out = Result<Staged, ApplyError>;
+    fn stage(&self) -> Option<&StageConfig> {
+        Some(self)
+    }
+    fn finish(
+        self,
+        flows: &mut Vec<SavedFlow>,
+        direct: Option<Result<Staged, crate::Error>>,
+    ) -> Self::Out {
+        let staged = match direct {
+            Some(Ok(staged)) => Ok(staged.finish()),
+            Some(Err(e)) => Err(ApplyError::Core(e)),
+            // A list the decoder could not place as it read it (a 1.0 record, more flows
+            // than the bound): placed now, then dropped.
+            None => stage_saved(flows, self).map_err(ApplyError::Core),
+        };
+        *flows = Vec::new();
+        staged
+    }
+}
+
+/// [`decode`] and [`decode_staged`].
+#[allow(clippy::large_enum_variant, reason = "returned once per decode, moved once")]
+enum Decoding<T> {
+    State(PortState, T),
+    UnsupportedMajor { major: u16, minor: u16 },
+    NoState { reason: u8 },
+}
+
+fn decode_with<F: FlowsOut>(
+    bytes: &[u8],
+    config: &DecodeConfig,
+    out: F,
+) -> Result<Decoding<F::Out>, DecodeError> {
     let (major, minor) = peek_version(bytes, config.max_len)?;
     if major != format::MAJOR {
         return match config.unknown_major {
             UnknownMajor::Strict => Err(DecodeError::UnsupportedMajor { major, minor }),
-            UnknownMajor::Lenient => Ok(Decoded::UnsupportedMajor { major, minor }),
+            UnknownMajor::Lenient => Ok(Decoding::UnsupportedMajor { major, minor }),
         };
     }
     let body = bytes.get(..bytes.len() - format::TRAILER_LEN).unwrap_or(&[]);
     let flags = Reader::new(body.get(hdr::FLAGS..).unwrap_or(&[])).u16().unwrap_or(0);
     if flags & format::FLAG_NO_STATE != 0 && config.reader_minor >= 2 {
-        return decode_no_state(body, config).map(|reason| Decoded::NoState { reason });
+        return decode_no_state(body, config).map(|reason| Decoding::NoState { reason });
     }
-    let mut state = decode_v1(body, minor, config)?;
+    let (mut state, staged) = decode_v1(body, minor, config, out)?;
     state.digest = blob_digest(config.digest_key, bytes);
-    Ok(Decoded::State(state))
+    Ok(Decoding::State(state, staged))
 }
 
 /// The fixed header and port identity of a 1.x blob, checked.
@@ -313,7 +431,12 @@ pub fn salvage_policy(bytes: &[u8], config: &DecodeConfig) -> Option<SalvagedPol
 }
 
 #[allow(clippy::too_many_lines, reason = "one linear pass over the header and records")]
-fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState, DecodeError> {
+fn decode_v1<F: FlowsOut>(
+    body: &[u8],
+    minor: u16,
+    config: &DecodeConfig,
+    out: F,
+) -> Result<(PortState, F::Out), DecodeError> {
     let known_flags = format::known_flags(config.reader_minor) & !format::FLAG_NO_STATE;
     let Header { records: mut r, flags, provider, record_count, identity } =
         header(body, config, known_flags)?;
@@ -500,6 +623,7 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
         return Err(DecodeError::InconsistentSaveInfo);
     }
     let mut flows = flows.unwrap_or_default();
+    let mut direct = None;
     let legacy = u64::try_from(flows.len()).unwrap_or(u64::MAX);
     let dropped_flag = flags & format::FLAG_FLOWS_DROPPED != 0;
     if dropped_flag != (save_info.flows_dropped > 0)
@@ -519,18 +643,37 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
             // 1.1: the 1.0 view counts every flow outside the 1.0 records as dropped; the real
             // split is exact (both kinds of record) + fingerprinted + lost.
             let version = rules.version();
-            for (ckind, dict, payload) in
-                [(rec::COMPACT_V4, addrs_v4, compact_v4), (rec::COMPACT_V6, addrs_v6, compact_v6)]
-            {
+            let compacts =
+                [(rec::COMPACT_V4, addrs_v4, compact_v4), (rec::COMPACT_V6, addrs_v6, compact_v6)];
+            // A restore places the compact entries in its table as it reads them when they are
+            // all the blob's flows and fit the table's bound (always, from this build's
+            // encoder at the cap); otherwise they go to the list, placed from there.
+            let placed_count: u64 =
+                compacts.iter().map(|&(_, _, p)| p.map_or(0, compact_count)).sum();
+            let direct_to = out.stage().filter(|stage| {
+                flows.is_empty() && placed_count <= u64::from(stage.table.max_flows)
+            });
+            let mut placed = 0usize;
+            let expected = u32::try_from(placed_count).unwrap_or(u32::MAX);
+            let mut staged = direct_to.map(|stage| Staged::try_new(stage, expected));
+            for (ckind, dict, payload) in compacts {
                 if let Some(p) = payload {
-                    decode_compact(ckind, dict, p, version, &mut flows)?;
+                    match &mut staged {
+                        Some(Ok(table)) => decode_compact(ckind, dict, p, version, table)?,
+                        // Without memory for the table, the entries are still checked.
+                        _ => decode_compact(ckind, dict, p, version, &mut flows)?,
+                    }
                 }
             }
+            if let Some(Ok(table)) = &staged {
+                placed = table.taken();
+            }
+            direct = staged;
             let fingerprints = match fps {
                 Some(p) => decode_fingerprints(p)?,
                 None => FingerprintSet::default(),
             };
-            let exact = u64::try_from(flows.len()).unwrap_or(u64::MAX);
+            let exact = u64::try_from(flows.len() + placed).unwrap_or(u64::MAX);
             if u64::from(save_info.flows_in_table)
                 != exact + u64::from(fingerprinted) + u64::from(lost)
                 || u64::try_from(fingerprints.len()).unwrap_or(u64::MAX) > u64::from(fingerprinted)
@@ -546,7 +689,8 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
             (fingerprints, save_info)
         }
     };
-    Ok(PortState {
+    let staged = out.finish(&mut flows, direct);
+    let state = PortState {
         minor,
         provider,
         identity,
@@ -559,7 +703,8 @@ fn decode_v1(body: &[u8], minor: u16, config: &DecodeConfig) -> Result<PortState
         save_info,
         skipped_records: skipped,
         digest: 0,
-    })
+    };
+    Ok((state, staged))
 }
 
 fn identity_from(bytes: &[u8], units: u16) -> Result<PortIdentity, DecodeError> {
@@ -615,12 +760,59 @@ fn decode_fingerprints(payload: &[u8]) -> Result<FingerprintSet, DecodeError> {
 }
 
 #[allow(clippy::too_many_lines, reason = "one entry layout, field by field")]
+/// The entry count a compact record's header declares (0 if it has no header: the decode
+/// reports that).
+fn compact_count(payload: &[u8]) -> u64 {
+    payload.get(4..8).and_then(|c| Reader::new(c).u32()).map_or(0, u64::from)
+}
+
+/// Where the decoder puts each flow it reads: a list, or a staged table ([`Staged::place`]).
+trait FlowSink {
+    /// Room for `n` more flows.
+    fn reserve(&mut self, n: usize) -> Result<(), DecodeError>;
+    /// One flow, in blob order.
+    fn put(&mut self, flow: SavedFlow) -> Result<(), DecodeError>;
+}
+
+impl FlowSink for Vec<SavedFlow> {
+    fn reserve(&mut self, n: usize) -> Result<(), DecodeError> {
+        self.try_reserve(n).map_err(|_| DecodeError::OutOfMemory)
+    }
+
+    #[allow(clippy::inline_always, reason = "the decoder's per-entry loop")]
+    #[inline(always)]
+    fn put(&mut self, flow: SavedFlow) -> Result<(), DecodeError> {
+        if self.len() == self.capacity() {
+            // Reserved first: never. (Without a growth path in the loop the entry is built in
+            // place instead of through the stack.)
+            return Err(DecodeError::OutOfMemory);
+        }
+        self.push(flow);
+        Ok(())
+    }
+}
+
+impl FlowSink for Staged {
+    fn reserve(&mut self, _: usize) -> Result<(), DecodeError> {
+        // The table's index was split ahead for every entry (`Staged::try_new`); its slab
+        // grows a segment at a time as the entries fill it.
+        Ok(())
+    }
+
+    #[allow(clippy::inline_always, reason = "the decoder's per-entry loop")]
+    #[inline(always)]
+    fn put(&mut self, flow: SavedFlow) -> Result<(), DecodeError> {
+        Self::put(self, flow);
+        Ok(())
+    }
+}
+
 fn decode_compact(
     kind: u16,
     dict: Option<&[u8]>,
     payload: &[u8],
     rules_version: u32,
-    list: &mut Vec<SavedFlow>,
+    list: &mut impl FlowSink,
 ) -> Result<(), DecodeError> {
     // One copy of the loop per address length, so every address copy has a fixed size.
     if kind == rec::COMPACT_V4 {
@@ -636,7 +828,7 @@ fn decode_compact_family<const ALEN: usize>(
     dict: Option<&[u8]>,
     payload: &[u8],
     rules_version: u32,
-    list: &mut Vec<SavedFlow>,
+    list: &mut impl FlowSink,
 ) -> Result<(), DecodeError> {
     let (family, dkind, alen) = if ALEN == 4 {
         (IpFamily::V4, rec::ADDRS_V4, 4)
@@ -680,7 +872,7 @@ fn decode_compact_family<const ALEN: usize>(
     if count_us > p.remaining() / 7 {
         return Err(bad_len);
     }
-    list.try_reserve(count_us).map_err(|_| DecodeError::OutOfMemory)?;
+    list.reserve(count_us)?;
     for entry in 0..count {
         let short = bad_len;
         let tag = p.u8().ok_or(short)?;
@@ -756,12 +948,7 @@ fn decode_compact_family<const ALEN: usize>(
         }
         let key =
             FlowKey { family, protocol: proto, local_addr, remote_addr, local_port, remote_port };
-        if list.len() == list.capacity() {
-            // Reserved above: never. (Without a growth path in the loop the entry is built in
-            // place instead of through the stack.)
-            return Err(DecodeError::OutOfMemory);
-        }
-        list.push(SavedFlow {
+        list.put(SavedFlow {
             key,
             state,
             opener,
@@ -771,7 +958,7 @@ fn decode_compact_family<const ALEN: usize>(
             bytes: [c[2], c[3]],
             first_age,
             last_age,
-        });
+        })?;
     }
     if p.remaining() != 0 {
         return Err(bad_len);

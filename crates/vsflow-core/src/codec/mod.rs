@@ -6,7 +6,10 @@
 //! - [`decode`] validates a blob completely and returns the [`PortState`] it holds. Blobs are
 //!   untrusted (they cross hosts and driver versions): every malformation is a
 //!   [`DecodeError`], never a panic.
-//! - [`apply`] installs a decoded state into a port, all or nothing.
+//! - [`apply`] installs a decoded state into a port, all or nothing. A restore decodes with
+//!   [`decode_staged`], which places the flows in the port's future table as it reads them
+//!   ([`Staged`]), and applies that with [`apply_staged`]; [`apply`] places a decoded list
+//!   the same way first.
 //!
 //! Times travel as *ages* relative to the save instant and are rebased on the destination's
 //! clock. The byte format is specified in `docs/runtime-state-format.md` and [`format`].
@@ -21,21 +24,23 @@ pub mod format;
 mod reader;
 pub mod rice;
 mod rule;
+mod stage;
 
 use alloc::vec::Vec;
 
 pub use self::apply::{
-    ApplyConfig, ApplyReport, apply, apply_degraded, apply_with, carried_policy,
+    ApplyConfig, ApplyReport, apply, apply_degraded, apply_staged, apply_with, carried_policy,
 };
 pub use self::crc::crc32c;
 pub use self::decode::{
-    DEFAULT_DIGEST_KEY, DecodeConfig, Decoded, SalvagedPolicy, UnknownMajor, blob_digest, decode,
-    peek_version, salvage_policy,
+    DEFAULT_DIGEST_KEY, DecodeConfig, Decoded, DecodedStaged, SalvagedPolicy, UnknownMajor,
+    blob_digest, decode, decode_staged, peek_version, salvage_policy,
 };
 pub use self::encode::{EncodeConfig, EncodeSummary, encode, encode_no_state, encode_state};
 pub use self::encoder::{Encoder, PREPARE_HASH, PREPARE_SCAN};
 pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
+pub use self::stage::{StageConfig, Staged, stage_saved};
 
 use crate::counters::PortCounters;
 use crate::fingerprint::FingerprintSet;
@@ -170,7 +175,8 @@ pub struct PortState {
     pub mode: Mode,
     /// The port's allow rules.
     pub rules: RuleSet,
-    /// Saved flows (exact records).
+    /// Saved flows (exact records). Empty in a state from [`decode_staged`]: its flows are in
+    /// the [`Staged`] table beside it.
     pub flows: Vec<SavedFlow>,
     /// Fingerprints of established connections saved without an exact record (1.1).
     pub fingerprints: FingerprintSet,

@@ -134,6 +134,21 @@ impl<T: Copy, const N: usize> Segments<T, N> {
         if i < self.len { self.dir.get(i / N).map(|s| &s[i % N]) } else { None }
     }
 
+    /// Calls `f` on every element held, in order, a segment at a time.
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut T)) {
+        let mut left = self.len;
+        for segment in &mut self.dir {
+            let n = left.min(N);
+            for v in segment.iter_mut().take(n) {
+                f(v);
+            }
+            left -= n;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+
     /// Forgets every element, keeping the segments.
     pub fn clear(&mut self) {
         self.len = 0;

@@ -63,6 +63,8 @@ use crate::time::Tick;
 
 const NIL: u32 = u32::MAX;
 const FREE: u8 = u8::MAX;
+/// The class byte of a slot written by [`FlowTable::push_unlinked`], not linked yet.
+const UNLINKED: u8 = u8::MAX - 1;
 /// Slots per slab segment (64: 8 KiB).
 const SLOT_SEGMENT: usize = 64;
 /// Bucket heads per index segment (512: 2 KiB).
@@ -230,6 +232,9 @@ pub struct FlowTable {
     hasher: FixedState,
     /// Bytes charged to the budget, given back on drop.
     charged: usize,
+    /// Slots at the slab's end written by [`FlowTable::push_unlinked`] and not yet linked
+    /// ([`FlowTable::link_pushed`]).
+    unlinked: u32,
 }
 
 impl Drop for FlowTable {
@@ -268,6 +273,7 @@ impl FlowTable {
             // itself, which keys other hashes too.
             hasher: FixedState::with_seed(keys::derive(config.hash_seed, Purpose::FlowTable)),
             charged: 0,
+            unlinked: 0,
         };
         table.charge(table.slots.dir_bytes() + table.buckets.dir_bytes(), false);
         while table.buckets.len() < level as usize {
@@ -682,6 +688,175 @@ impl FlowTable {
         *self.buckets.get_mut(b) = i;
         self.len += 1;
         Ok(Some(FlowIndex(i)))
+    }
+
+    /// Writes a flow in the slab's next slot without linking it into the index or its list:
+    /// a restore's staging writes each flow's slot as it decodes it, and links them all in one
+    /// pass afterwards ([`FlowTable::link_pushed`]), as the key and record are written only
+    /// once (no list of decoded flows in between) and the linking loop stays short (issue 18).
+    /// `fill` writes the record (every field). A flow pushed `left_out` (idle past its
+    /// timeout) takes its slot but is never linked: the link pass frees it (so a pushed flow's
+    /// slot number is its position in what was pushed). Only on a table nothing was removed
+    /// from, below its bound; the slab grows a segment at a time, charged to the budget even
+    /// past the limit ([`FlowTable::insert_unique`] charges it so). Until the link pass the
+    /// table must not be used otherwise.
+    ///
+    /// # Errors
+    /// [`Error::TableFull`] at the bound or on a table with free slots; [`Error::OutOfMemory`].
+    #[allow(clippy::inline_always, reason = "a restore's per-flow decode loop: one call site")]
+    #[inline(always)]
+    pub(crate) fn push_unlinked(
+        &mut self,
+        key: &FlowKey,
+        left_out: bool,
+        fill: impl FnOnce(&mut FlowRecord),
+    ) -> Result<(), Error> {
+        if self.free != NIL || self.len + self.unlinked >= self.config.max_flows {
+            return Err(Error::TableFull);
+        }
+        if self.slots.is_full() {
+            self.grow_slots(false)?;
+        }
+        let Some(d) = self.slots.push_in_place() else { return Err(Error::TableFull) };
+        d.key.family = key.family;
+        d.key.protocol = key.protocol;
+        d.key.local_addr = key.local_addr;
+        d.key.remote_addr = key.remote_addr;
+        d.key.local_port = key.local_port;
+        d.key.remote_port = key.remote_port;
+        fill(&mut d.record);
+        d.class = if left_out { FREE } else { UNLINKED };
+        self.unlinked += 1;
+        Ok(())
+    }
+
+    /// Links every slot [`FlowTable::push_unlinked`] wrote, in slab order: each into its
+    /// bucket's chain (after a check for its key there) and at the head of its class's list;
+    /// a slot pushed left out goes to the free list. The index should have been split ahead
+    /// ([`FlowTable::reserve_index`]): nothing is split here.
+    ///
+    /// # Errors
+    /// The slot number of the first flow whose key an earlier flow has: it and every slot
+    /// after it are freed, the table stays consistent (with the flows linked before it).
+    pub(crate) fn link_pushed(&mut self) -> Result<(), u32> {
+        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        let end = self.slots.len() as u32;
+        let mut slot = end - self.unlinked;
+        let mut duplicate = None;
+        while slot < end {
+            let pushed = self.slots.get(slot as usize);
+            if pushed.class == FREE || duplicate.is_some() {
+                self.free_pushed(slot);
+                slot += 1;
+                continue;
+            }
+            let key = pushed.key;
+            let class = TimeoutClass::of(key.protocol, pushed.record.state).index();
+            #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
+            let hash = self.hash(&key) as u32;
+            let bucket = self.bucket_of(hash);
+            let head = *self.buckets.get(bucket);
+            let mut at = head;
+            while at != NIL {
+                let t = self.slots.get(at as usize);
+                if t.hash == hash && t.key == key {
+                    break;
+                }
+                at = t.chain;
+            }
+            if at != NIL {
+                duplicate = Some(slot);
+                self.free_pushed(slot);
+                slot += 1;
+                continue;
+            }
+            let list_head = self.lists.get(class).map_or(NIL, |l| l.head);
+            let d = self.slots.get_mut(slot as usize);
+            d.linked_at = d.record.last_seen;
+            d.prev = NIL;
+            d.next = list_head;
+            d.chain = head;
+            d.hash = hash;
+            #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
+            let class_u8 = class as u8;
+            d.class = class_u8;
+            if let Some(list) = self.lists.get_mut(class) {
+                list.head = slot;
+                if list_head == NIL {
+                    list.tail = slot;
+                }
+            }
+            if list_head != NIL {
+                self.slots.get_mut(list_head as usize).prev = slot;
+            }
+            *self.buckets.get_mut(bucket) = slot;
+            self.len += 1;
+            slot += 1;
+        }
+        self.unlinked = 0;
+        duplicate.map_or(Ok(()), Err)
+    }
+
+    /// A pushed slot that is not linked goes to the free list.
+    fn free_pushed(&mut self, i: u32) {
+        let free = self.free;
+        let slot = self.slots.get_mut(i as usize);
+        slot.class = FREE;
+        slot.next = free;
+        slot.prev = NIL;
+        self.free = i;
+    }
+
+    /// Puts the lists of the classes in `classes` (a bit per [`TimeoutClass::index`]) in the
+    /// order of their flows' `last_seen`, ties by slot number (placement order): a restore that
+    /// placed a class's flows out of age order (a blob of IPv4 then IPv6 flows, each list
+    /// oldest first) gets each list ordered as if they had been inserted oldest first, so
+    /// expiry and eviction order stay exact (see the module docs).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] (a list's order is built in a vector); the table is unchanged.
+    pub(crate) fn order_lists(&mut self, classes: u8) -> Result<(), Error> {
+        for class in TimeoutClass::ALL {
+            let c = class.index();
+            if classes & (1 << c) == 0 {
+                continue;
+            }
+            let mut order: alloc::vec::Vec<(Tick, u32)> = alloc::vec::Vec::new();
+            order.try_reserve_exact(self.len as usize)?;
+            order.extend(self.iter_lru_slots(class).map(|(i, _, r)| (r.last_seen, i)));
+            order.sort_unstable();
+            self.lists[c] = EMPTY_LIST;
+            for &(_, i) in &order {
+                self.push_front(i, c);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites a flow's record in place (`update`): a restore merging the flow the restore
+    /// window saw into the carried one. Its list place stays, now dated by its `last_seen`
+    /// (as if it had been placed with it); if its state moved it to another timeout class, it
+    /// goes to the head of that class's list, as [`FlowTable::set_state`] moves it.
+    pub(crate) fn update_record(&mut self, at: FlowIndex, update: impl FnOnce(&mut FlowRecord)) {
+        let i = at.0;
+        let slot = self.slots.get_mut(i as usize);
+        update(&mut slot.record);
+        let class = TimeoutClass::of(slot.key.protocol, slot.record.state).index();
+        slot.linked_at = slot.record.last_seen;
+        if usize::from(slot.class) != class {
+            self.unlink(i);
+            self.push_front(i, class);
+        }
+    }
+
+    /// Calls `f` on every flow's record, in slab order: a restore maps its carried rule
+    /// admissions to this host's rule versions in one sequential pass.
+    pub(crate) fn for_each_record_mut(&mut self, mut f: impl FnMut(&mut FlowRecord)) {
+        self.slots.for_each_mut(|s| {
+            if s.class != FREE {
+                f(&mut s.record);
+            }
+        });
     }
 
     /// One step of linear hashing: while the table holds more flows than buckets, splits the
