@@ -18,8 +18,8 @@
 //!    the restored ones), or degrades (no flows carried, policy kept or closed). Only into the
 //!    port *instance* the restore was received for: a port deleted after the work item claimed
 //!    its restore (no delete can cancel it then) and created again with the same id is another
-//!    port, perhaps another VM's, which gets a degraded restore instead, counted and traced
-//!    ([`DegradedReason::PortReplaced`]), never the old VM's flows or policy.
+//!    port, perhaps another VM's, which is left as it is (the restore counted and traced as
+//!    degraded, [`DegradedReason::PortReplaced`]): never the old VM's flows or policy.
 //! 4. [`Driver::complete`]: `FwpsvSwitchNotifyComplete0`, once.
 //!
 //! Cancel paths (each removes the entries it completes, so a worker that comes second finds
@@ -341,10 +341,11 @@ impl<S: KernelServices> Driver<S> {
     /// The port is found by its key, so it may be another instance: the one the restore was
     /// for was deleted after the work item claimed the restore (a delete cancels only what the
     /// work item has not claimed) and a port created with the same id since, maybe another
-    /// VM's. That port gets a degraded restore ([`DegradedReason::PortReplaced`]): no flows,
-    /// its own policy kept or closed (fail closed, as for any restore it cannot use), counted
-    /// (`restores_empty`) and traced; never the old VM's flows or policy. The notification
-    /// succeeds whatever `FailBadRestores` says: the blob is not bad, and its port is gone.
+    /// VM's. That port is left as it is: never the old VM's flows or policy, and nothing of its
+    /// own touched (its restore window, fingerprints, policy: another VM migrating in awaits
+    /// its own restore); the restore is counted (`restores_empty`) and traced as degraded
+    /// ([`DegradedReason::PortReplaced`]). The notification succeeds whatever
+    /// `FailBadRestores` says: the blob is not bad, and its port is gone.
     fn apply_restore(
         &self,
         (key, instance): Target,
@@ -357,19 +358,26 @@ impl<S: KernelServices> Driver<S> {
             self.restore_into_nothing(key.port, bytes);
             return STATUS_SUCCESS;
         };
-        let mut st = slot.lock_whole(now);
         if instance != Some(slot.instance) {
+            // Nothing of the old port concerns this one: it is left exactly as it is (its own
+            // restore window, armed fingerprints and policy: it may be another VM migrating in,
+            // whose own restore is still to come; review s5, R5-5). Counted and traced as a
+            // degraded restore; the notification succeeds whatever `FailBadRestores` says (the
+            // blob is not bad, and its port is gone).
             self.log(
                 LogLevel::Warning,
                 format_args!(
-                    "port {}: restore received for a port since deleted; port '{}' has its id now",
-                    key.port,
-                    st.port.identity()
+                    "port {}: restore received for a port since deleted; port '{}' has its id now \
+                     and is left as it is",
+                    key.port, slot.identity
                 ),
             );
-            let replaced = DegradedReason::PortReplaced;
-            return self.degrade(&mut st, key, (bytes, None), replaced, None, None);
+            self.count(Counter::RestoresEmpty);
+            let replaced = RestoreOutcome::Degraded(DegradedReason::PortReplaced);
+            self.trace_restore(key.port, bytes, (0, 0), replaced, STATUS_SUCCESS);
+            return STATUS_SUCCESS;
         }
+        let mut st = slot.lock_whole(now);
         self.apply_locked(&mut st, key, bytes, sum, decoded, now)
     }
 
@@ -461,24 +469,17 @@ impl<S: KernelServices> Driver<S> {
     ) -> NTSTATUS {
         codec::apply_degraded(&mut st.port, carried);
         let now = self.now();
-        // A replaced port is another VM's (or a new instance's) that no migration brought: none
-        // of its connections was carried or lost, so nothing opens for them (review s4, R4-3).
-        if reason != DegradedReason::PortReplaced {
-            // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
-            st.port.open_loose_window(now);
-            // Nor was any connection's opener: for the pickup window the VM's mid-stream
-            // segment of a connection the port does not know may be a peer's, so its return
-            // traffic is judged by the rules (never made the VM's: a later rule removal must
-            // cut it).
-            let window = self.config.apply_config().pickup_window;
-            st.port.judge_uncarried_until(if window == 0 { 0 } else { now.saturating_add(window) });
-        }
+        // No connection was carried: loose pickup (if on) is for exactly this (issue 16).
+        st.port.open_loose_window(now);
+        // Nor was any connection's opener: for the pickup window the VM's mid-stream segment of
+        // a connection the port does not know may be a peer's, so its return traffic is judged
+        // by the rules (never made the VM's: a later rule removal must cut it).
+        let window = self.config.apply_config().pickup_window;
+        st.port.judge_uncarried_until(if window == 0 { 0 } else { now.saturating_add(window) });
         st.window_deadline = vsflow_core::Tick::MAX;
-        // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob. A restore
-        // whose port was replaced is not a bad blob either, and its port is gone.
-        let expected = (reason == DegradedReason::UnknownMajor
-            && self.config.unknown_major == codec::UnknownMajor::Lenient)
-            || reason == DegradedReason::PortReplaced;
+        // Lenient: an unknown major is a rolling downgrade, expected, not a bad blob.
+        let expected = reason == DegradedReason::UnknownMajor
+            && self.config.unknown_major == codec::UnknownMajor::Lenient;
         if self.config.fail_bad_restores && !expected {
             let status = error.map_or(fwps_sys::STATUS_DATA_ERROR, CalloutError::to_ntstatus);
             self.count(Counter::RestoresFailed);
