@@ -3,7 +3,9 @@
 //!
 //! - save callback of a port at the cap: the default table full (4,096 established IPv4
 //!   connections, all exact records in format 1.1), of a port past it (20,000 connections, the
-//!   bound raised: exact records and fingerprints filling 60 KiB), and, as the same-run
+//!   bound raised to 32,768 so that the sweep splits the port over the processors and its
+//!   connections sit in their processors' shards, as in production: exact records and
+//!   fingerprints filling 60 KiB), and, as the same-run
 //!   baseline, of the 886 connections format 1.0 carried at most;
 //! - restore callback, synchronous mode (decode + validate + apply inside the callback), of the
 //!   same three blobs;
@@ -100,7 +102,8 @@ pub fn fill_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
 ///
 /// One expiry sweep splits port `id` of switch `sw` over the processors, then one packet of each of its first `flows` connections
 /// ([`fill_port`]'s), from the peer, arrives on processor `k % PROCESSORS` (vRSS spreading the
-/// VM's connections), which moves the connection to that processor's shard.
+/// VM's connections), 50 us after the one before, which moves the connection to that
+/// processor's shard.
 pub fn spread_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
     use crate::kernel::services::{PROCESSORS, set_processor};
     let [_, _, hi, lo] = id.to_be_bytes();
@@ -117,6 +120,8 @@ pub fn spread_port(h: &mut Host, sw: usize, id: u32, flows: u16) {
         let data =
             SimPacket::new(IpFamily::V4, protocol::TCP, vm, 20_000 + k, remote, 443, 0x10, 0)
                 .reply(0x18, 100);
+        // 50 us apart (20,000 connections' packets a second, each at its own instant).
+        h.advance(500);
         set_processor(u32::from(k) % PROCESSORS);
         h.transmit(sw, EXTERNAL_PORT, id, &data);
     }
