@@ -115,7 +115,17 @@ proptest! {
         picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
         others in proptest::collection::vec(arb_key(), 0..4),
         wait_s in prop_oneof![Just(0u64), 0u64..200, 0u64..100_000],
+        recent in proptest::collection::vec(proptest::option::of(0u64..150), 48),
     ) {
+        // Most flows of `arb_state` idled for ages (any u64): these restore live (the last
+        // packet 0-150 s before the save), the others as they are.
+        let mut state = state;
+        for (f, r) in state.flows.iter_mut().zip(&recent) {
+            if let Some(r) = r {
+                f.last_age = secs(*r);
+                f.first_age = secs(*r * 2);
+            }
+        }
         let mut keys: Vec<_> =
             picks.iter().filter(|_| !state.flows.is_empty()).map(|i| state.flows[i.index(state.flows.len())].key).collect();
         keys.extend(others);
