@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use fwps_sys as sys;
+use vsflow_callout::DriverConfig;
 use vsflow_callout::RestoreMode;
 use vsflow_scenarios::{enforce, finish, flows_of, host, open_connections, vm_port};
 use vsflow_sim::host::EXTERNAL_PORT;
+use vsflow_sim::host::{SavedBlob, WorkItemPause};
 use vsflow_sim::kernel::irql::Irql;
-use vsflow_sim::{Host, PacketFate, VmRestore};
+use vsflow_sim::{Host, PacketFate, RestoreTicket, SimPacket, VmRestore};
 
 #[test]
 fn vswitch_callbacks_run_at_dispatch_level_as_documented() {
@@ -184,6 +186,49 @@ fn saves_and_restores_of_different_nics_run_concurrently() {
     finish(&mut b);
 }
 
+/// A restore the work item has claimed and is about to apply (the race tests below): vm-a
+/// (Enforce, 6 connections) saved on host 1 (`a_config`), its blob sent to port 70 of host 2
+/// (`b_config`; vm-a's port created restoring, then `before_restore` run), whose work item runs
+/// on its own thread (another CPU) and stops at its next clock read, with the restore pending.
+struct Claimed {
+    b: Host,
+    sb: usize,
+    /// vm-a's peers' data segments, one per connection (mid-stream on host 2).
+    data: Vec<SimPacket>,
+    blobs: Vec<SavedBlob>,
+    tickets: Vec<RestoreTicket>,
+    pause: WorkItemPause,
+}
+
+fn claimed_restore(
+    a_config: DriverConfig,
+    b_config: DriverConfig,
+    before_restore: impl FnOnce(&mut Host),
+) -> Claimed {
+    let (mut a, sa) = host(1, a_config, "SW-A");
+    vm_port(&mut a, sa, 7, "vm-a", 1, false);
+    let data = open_connections(&mut a, sa, 7, 6);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    let (mut b, sb) = host(2, b_config, "SW-B");
+    b.eager_work_items(true);
+    vm_port(&mut b, sb, 70, "vm-a", 1, true);
+    before_restore(&mut b);
+    let pause = b.pause_work_item_at_clock();
+    let tickets = b.restore(sb, 70, &blobs);
+    assert!(pause.stopped(), "the work item reached its clock read");
+    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
+    Claimed { b, sb, data, blobs, tickets, pause }
+}
+
+/// Waits (up to 10 s) for a restore a work item completes on its own thread.
+fn settle(b: &Host, tickets: &[RestoreTicket]) {
+    let t = std::time::Instant::now();
+    while b.vm_restore(tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
+        std::thread::yield_now();
+    }
+}
+
 // Fails on main (08e07ee): the work item removes a pended restore from the pending set (it is no
 // longer "in flight") before it takes the port's lock to apply it. A save of the port in that
 // gap saw neither a pended nor an in-flight restore and encoded the port as it was before its
@@ -191,31 +236,18 @@ fn saves_and_restores_of_different_nics_run_concurrently() {
 // the VM's: an Enforce VM became Monitor after two migrations and an unsolicited SYN reached it.
 #[test]
 fn a_save_racing_the_work_item_never_sends_the_port_as_it_was_before_its_restore() {
-    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
-    vm_port(&mut a, sa, 7, "vm-a", 1, false);
-    let _ = open_connections(&mut a, sa, 7, 6);
-    let (blobs, _) = a.save(sa, 7);
-    finish(&mut a);
     // B's (and C's) DefaultMode is Monitor: what the VM's Enforce must never become.
-    let (mut b, sb) = host(2, vsflow_callout::DriverConfig::default(), "SW-B");
-    b.eager_work_items(true);
-    vm_port(&mut b, sb, 70, "vm-a", 1, true);
-    let pause = b.pause_work_item_at_clock();
-    let tickets = b.restore(sb, 70, &blobs);
+    let Claimed { mut b, sb, tickets, pause, .. } =
+        claimed_restore(enforce(RestoreMode::Pending), DriverConfig::default(), |_| {});
     // The work item (another CPU) has taken the blob, decoded it and removed it from the
     // pending set; it stops at its next clock read, before it locks the port to apply it.
-    assert!(pause.stopped(), "the work item reached its clock read");
-    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
     let (onward, _) = b.save(sb, 70);
     pause.resume();
-    let t = std::time::Instant::now();
-    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
-        std::thread::yield_now();
-    }
+    settle(&b, &tickets);
     assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
     finish(&mut b);
 
-    let (mut c, sc) = host(3, vsflow_callout::DriverConfig::default(), "SW-C");
+    let (mut c, sc) = host(3, DriverConfig::default(), "SW-C");
     vm_port(&mut c, sc, 9, "vm-a", 1, true);
     let t = c.restore(sc, 9, &onward);
     c.run_deferred();
@@ -240,33 +272,21 @@ fn a_save_racing_the_work_item_never_sends_the_port_as_it_was_before_its_restore
 // mode (Monitor) and no rules, which C installed as the VM's policy.
 #[test]
 fn a_save_racing_a_late_restore_after_the_window_closed_never_sends_the_default_policy() {
-    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
-    vm_port(&mut a, sa, 7, "vm-a", 1, false);
-    let _ = open_connections(&mut a, sa, 7, 6);
-    let (blobs, _) = a.save(sa, 7);
-    finish(&mut a);
-    let (mut b, sb) = host(2, vsflow_callout::DriverConfig::default(), "SW-B");
-    b.eager_work_items(true);
-    vm_port(&mut b, sb, 70, "vm-a", 1, true);
-    // No restore within RestoreWindowSeconds (60): the window closes on its own (the timer).
-    b.advance(61 * vsflow_core::TICKS_PER_SECOND);
-    let _ = b.within(|| b.driver().expire_idle(16));
-    let pause = b.pause_work_item_at_clock();
-    let tickets = b.restore(sb, 70, &blobs);
-    assert!(pause.stopped(), "the work item reached its clock read");
-    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
+    let Claimed { mut b, sb, tickets, pause, .. } =
+        claimed_restore(enforce(RestoreMode::Pending), DriverConfig::default(), |b| {
+            // No restore within RestoreWindowSeconds (60): the window closes (the timer).
+            b.advance(61 * vsflow_core::TICKS_PER_SECOND);
+            let _ = b.within(|| b.driver().expire_idle(16));
+        });
     let (onward, _) = b.save(sb, 70);
     pause.resume();
-    let t = std::time::Instant::now();
-    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
-        std::thread::yield_now();
-    }
+    settle(&b, &tickets);
     assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded);
     let on_b = b.list_ports().into_iter().find(|p| p.name.to_string() == "vm-a").expect("port");
     assert_eq!(on_b.mode, vsflow_core::Mode::Enforce, "B applied the late restore");
     finish(&mut b);
 
-    let (mut c, sc) = host(3, vsflow_callout::DriverConfig::default(), "SW-C");
+    let (mut c, sc) = host(3, DriverConfig::default(), "SW-C");
     vm_port(&mut c, sc, 9, "vm-a", 1, true);
     let t = c.restore(sc, 9, &onward);
     c.run_deferred();
@@ -292,29 +312,16 @@ fn a_save_racing_a_late_restore_after_the_window_closed_never_sends_the_default_
 // degraded restore (no flows, policy kept or closed), counted, and the notification succeeds.
 #[test]
 fn a_restore_claimed_for_a_port_deleted_and_created_again_never_lands_on_the_new_port() {
-    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
-    vm_port(&mut a, sa, 7, "vm-a", 1, false);
-    let data = open_connections(&mut a, sa, 7, 6);
-    let (blobs, _) = a.save(sa, 7);
-    finish(&mut a);
-    let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
-    b.eager_work_items(true);
-    vm_port(&mut b, sb, 70, "vm-a", 1, true);
-    let pause = b.pause_work_item_at_clock();
-    let tickets = b.restore(sb, 70, &blobs);
+    let Claimed { mut b, sb, data, tickets, pause, .. } =
+        claimed_restore(enforce(RestoreMode::Pending), enforce(RestoreMode::Pending), |_| {});
     // The work item (another CPU) has claimed the restore and stops at its next clock read,
     // before it finds the port to apply it.
-    assert!(pause.stopped(), "the work item reached its clock read");
-    assert_eq!(b.vm_restore(&tickets), VmRestore::Pending);
     // The port goes, and another VM's port takes its id.
     assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
     vm_port(&mut b, sb, 70, "vm-b", 2, false);
     let degraded_before = b.driver().stats().restores_empty;
     pause.resume();
-    let t = std::time::Instant::now();
-    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
-        std::thread::yield_now();
-    }
+    settle(&b, &tickets);
     assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "a migration never fails");
     assert_eq!(flows_of(&b, "vm-b"), Some(0), "none of vm-a's flows on vm-b's port");
     assert_eq!(
@@ -350,24 +357,12 @@ fn a_restore_claimed_for_a_port_deleted_and_created_again_never_lands_on_the_new
 /// otherwise be ignored).
 #[test]
 fn a_port_created_again_for_the_same_vm_takes_its_own_restore_after_the_stale_one() {
-    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
-    vm_port(&mut a, sa, 7, "vm-a", 1, false);
-    let data = open_connections(&mut a, sa, 7, 6);
-    let (blobs, _) = a.save(sa, 7);
-    finish(&mut a);
-    let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
-    b.eager_work_items(true);
-    vm_port(&mut b, sb, 70, "vm-a", 1, true);
-    let pause = b.pause_work_item_at_clock();
-    let stale = b.restore(sb, 70, &blobs);
-    assert!(pause.stopped(), "the work item reached its clock read");
+    let Claimed { mut b, sb, data, blobs, tickets: stale, pause, .. } =
+        claimed_restore(enforce(RestoreMode::Pending), enforce(RestoreMode::Pending), |_| {});
     assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
     vm_port(&mut b, sb, 70, "vm-a", 1, true);
     pause.resume();
-    let t = std::time::Instant::now();
-    while b.vm_restore(&stale) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
-        std::thread::yield_now();
-    }
+    settle(&b, &stale);
     assert_eq!(b.vm_restore(&stale), VmRestore::Succeeded);
     assert_eq!(flows_of(&b, "vm-a"), Some(0), "nothing of the stale restore");
     b.eager_work_items(false);
@@ -389,26 +384,13 @@ fn a_port_created_again_for_the_same_vm_takes_its_own_restore_after_the_stale_on
 fn a_restore_for_a_replaced_port_opens_no_loose_window_on_the_new_port() {
     let loose =
         vsflow_callout::DriverConfig { loose_pickup: true, ..enforce(RestoreMode::Pending) };
-    let (mut a, sa) = host(1, loose, "SW-A");
-    vm_port(&mut a, sa, 7, "vm-a", 1, false);
-    let data = open_connections(&mut a, sa, 7, 6);
-    let (blobs, _) = a.save(sa, 7);
-    finish(&mut a);
-    let (mut b, sb) = host(2, loose, "SW-B");
-    b.eager_work_items(true);
-    vm_port(&mut b, sb, 70, "vm-a", 1, true);
-    let pause = b.pause_work_item_at_clock();
-    let tickets = b.restore(sb, 70, &blobs);
-    assert!(pause.stopped(), "the work item reached its clock read");
+    let Claimed { mut b, sb, data, tickets, pause, .. } = claimed_restore(loose, loose, |_| {});
     assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
     vm_port(&mut b, sb, 70, "vm-b", 2, false);
     // Control: before the stale restore lands, vm-b (Enforce, no restore) blocks them.
     assert_eq!(vsflow_scenarios::delivered(&mut b, sb, 70, &data[..1]), 0, "control");
     pause.resume();
-    let t = std::time::Instant::now();
-    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
-        std::thread::yield_now();
-    }
+    settle(&b, &tickets);
     assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "a migration never fails");
     assert_eq!(
         vsflow_scenarios::delivered(&mut b, sb, 70, &data[1..]),
@@ -431,17 +413,8 @@ fn a_restore_for_a_replaced_port_opens_no_loose_window_on_the_new_port() {
 /// window would not, and closing it costs the new VM's real connections.
 #[test]
 fn a_stale_restore_for_a_replaced_port_leaves_the_new_ports_restore_window_open() {
-    let (mut a, sa) = host(1, enforce(RestoreMode::Pending), "SW-A");
-    vm_port(&mut a, sa, 7, "vm-a", 1, false);
-    let data = open_connections(&mut a, sa, 7, 6);
-    let (blobs, _) = a.save(sa, 7);
-    finish(&mut a);
-    let (mut b, sb) = host(2, enforce(RestoreMode::Pending), "SW-B");
-    b.eager_work_items(true);
-    vm_port(&mut b, sb, 70, "vm-a", 1, true);
-    let pause = b.pause_work_item_at_clock();
-    let tickets = b.restore(sb, 70, &blobs);
-    assert!(pause.stopped(), "the work item reached its clock read");
+    let Claimed { mut b, sb, data, tickets, pause, .. } =
+        claimed_restore(enforce(RestoreMode::Pending), enforce(RestoreMode::Pending), |_| {});
     assert_eq!(b.delete_port(sb, 70), sys::STATUS_SUCCESS);
     // Another VM migrating in on the reused id: its port restoring, its restore not here yet.
     vm_port(&mut b, sb, 70, "vm-b", 2, true);
@@ -451,10 +424,7 @@ fn a_stale_restore_for_a_replaced_port_leaves_the_new_ports_restore_window_open(
         "control: in vm-b's restore window a mid-stream segment is picked up tentatively"
     );
     pause.resume();
-    let t = std::time::Instant::now();
-    while b.vm_restore(&tickets) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
-        std::thread::yield_now();
-    }
+    settle(&b, &tickets);
     assert_eq!(b.vm_restore(&tickets), VmRestore::Succeeded, "a migration never fails");
     assert_eq!(
         vsflow_scenarios::delivered(&mut b, sb, 70, &data[1..]),
@@ -468,10 +438,7 @@ fn a_stale_restore_for_a_replaced_port_leaves_the_new_ports_restore_window_open(
     let (blobs_b, _) = c.save(sc, 9);
     finish(&mut c);
     let tickets_b = b.restore(sb, 70, &blobs_b);
-    let t = std::time::Instant::now();
-    while b.vm_restore(&tickets_b) == VmRestore::Pending && t.elapsed().as_secs() < 10 {
-        std::thread::yield_now();
-    }
+    settle(&b, &tickets_b);
     assert_eq!(b.vm_restore(&tickets_b), VmRestore::Succeeded);
     assert_eq!(vsflow_scenarios::delivered(&mut b, sb, 70, &data_b), 4, "vm-b's own connections");
     finish(&mut b);
