@@ -318,3 +318,79 @@ fn a_window_merge_keeps_each_list_in_recency_order_for_the_sweep() {
     assert!(p.table().get(&middle.key).is_none());
     assert!(p.table().get(&oldest.key).is_some() && p.table().get(&young.key).is_some());
 }
+
+/// R5b-3: past the host's flow-memory budget (a host-wide limit the other ports' flows may
+/// have used up, e.g. a neighbour VM's flood), a restore whose table's slab is full (4,096
+/// carried connections fill 64 segments exactly) and whose window saw a flow of its own (a DNS
+/// query the VM sent before the restore landed) must still carry every connection. The apply
+/// kept the window's flow with `FlowTable::insert`, which grows the slab only within the
+/// budget and otherwise reclaims a slot: an unestablished flow may not displace an established
+/// one, so the insert failed `OverBudget`, the apply failed and the restore degraded: every
+/// carried connection lost for one DNS query. (The apply's docs say the window's flows kept
+/// are charged even past the limit, as the carried ones are.)
+#[test]
+fn a_window_flow_past_the_budget_never_costs_the_carried_connections() {
+    // The source: 64 established outbound connections (a full slab segment).
+    let mut src = dst(TableConfig { max_flows: 4096, hash_seed: 5, ..TableConfig::default() });
+    for n in 0..64u16 {
+        let [hi, lo] = n.to_be_bytes();
+        let out = |flags| {
+            PacketMeta::ipv4(
+                Direction::Outbound,
+                protocol::TCP,
+                [10, 0, 0, 2],
+                20_000 + n,
+                [198, 51, hi, lo],
+                443,
+                flags,
+                60,
+            )
+        };
+        let t = NOW - secs(30);
+        src.classify(&out(0x02), t);
+        let syn_ack = PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [198, 51, hi, lo],
+            443,
+            [10, 0, 0, 2],
+            20_000 + n,
+            0x12,
+            60,
+        );
+        src.classify(&syn_ack, t);
+        src.classify(&out(0x10), t);
+    }
+    let mut blob = Vec::new();
+    codec::encode(&src, NOW, &encode_config(), &mut blob).unwrap();
+    // The destination host's budget is used up (limit 0: every byte charged is past it).
+    let budget: &'static FlowBudget = Box::leak(Box::new(FlowBudget::new(0)));
+    let table = TableConfig {
+        max_flows: 4096,
+        hash_seed: 5,
+        budget: Some(BudgetRef(budget)),
+        ..TableConfig::default()
+    };
+    let mut p = dst(table);
+    let dns = vsflow_core::FlowKey {
+        family: IpFamily::V4,
+        protocol: protocol::UDP,
+        local_addr: vsflow_core::packet::v4([10, 0, 0, 2]),
+        remote_addr: vsflow_core::packet::v4([192, 0, 2, 53]),
+        local_port: 5353,
+        remote_port: 53,
+    };
+    window(&mut p, &[dns], secs(1));
+    assert_eq!(p.table().len(), 1, "the window's flow (in the port's first storage)");
+    let stage = StageConfig { table, base: NOW, now: NOW };
+    let Ok(DecodedStaged::State(st, flows)) =
+        codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
+    else {
+        panic!("decodes")
+    };
+    let r = codec::apply_staged(&mut p, &st, flows, NOW, &ApplyConfig::default());
+    let report = r.expect("the restore applies: a window flow is no reason to lose the carried");
+    assert_eq!(report.restored, 64);
+    assert_eq!(p.table().len(), 65, "every carried connection and the window's flow");
+    p.table().check_invariants().unwrap();
+}
