@@ -161,6 +161,17 @@ pub fn apply_staged(
     let mut merged = 0u64;
     let mut merged_classes = 0u8;
     let mut kept_local = 0u32;
+    if !port.table.is_empty() {
+        // The window's flows move into the new table charged as the carried ones are (their
+        // old table's charge is given back at the commit): its index split ahead for them, so
+        // each is placed directly, the slab grown past the host's limit if need be
+        // (`FlowTable::insert_unique`), never in place of a carried flow. `FlowTable::insert`
+        // grew it only within the budget and otherwise reclaimed a slot: past the budget, with
+        // the slab full (any multiple of 64 carried flows), an established window flow evicted
+        // a carried connection and an unestablished one failed the apply, every carried
+        // connection lost (review2 s5, R5b-3). Without memory for the index, fewer are kept.
+        let _ = table.reserve_index(u32::try_from(port.table.len()).unwrap_or(u32::MAX));
+    }
     for (k, r) in port.table.iter() {
         if let Some(at) = table.find(k) {
             table.update_record(at, |carried| *carried = carried.merge_window(r));
@@ -169,7 +180,9 @@ pub fn apply_staged(
             merged_classes |= 1 << class;
             continue;
         }
-        if table.len() >= bound {
+        // The bound, or an index not split ahead for one more (no memory for it): kept only
+        // while a flow can be placed directly.
+        if table.len() >= bound || table.len() >= table.buckets() {
             continue;
         }
         let mut r = *r;
@@ -189,7 +202,11 @@ pub fn apply_staged(
             r.opener = Opener::Vm;
             r.admission = Admission::Vm;
         }
-        table.insert(*k, r, now)?;
+        let hash = table.hash(k);
+        // Absent (checked above): placed, or (out of memory for a slab segment) left out.
+        if !matches!(table.insert_unique(hash, k, now, |placed| *placed = r), Ok(Some(_))) {
+            continue;
+        }
         kept_local += 1;
         merged_classes |= 1 << TimeoutClass::of(k.protocol, r.state).index();
     }
