@@ -388,9 +388,42 @@ fn a_window_flow_past_the_budget_never_costs_the_carried_connections() {
     else {
         panic!("decodes")
     };
+    // And a connection the VM opened in the window (established): kept beside the carried
+    // ones, not in place of one.
+    let out = |flags| {
+        PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 2],
+            40_000,
+            [203, 0, 113, 9],
+            443,
+            flags,
+            60,
+        )
+    };
+    let t = NOW - secs(1);
+    p.classify(&out(0x02), t);
+    p.classify(
+        &PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [203, 0, 113, 9],
+            443,
+            [10, 0, 0, 2],
+            40_000,
+            0x12,
+            60,
+        ),
+        t,
+    );
+    p.classify(&out(0x10), t);
+    assert_eq!(p.table().len(), 2, "the window's flows (in the port's first storage)");
     let r = codec::apply_staged(&mut p, &st, flows, NOW, &ApplyConfig::default());
     let report = r.expect("the restore applies: a window flow is no reason to lose the carried");
     assert_eq!(report.restored, 64);
-    assert_eq!(p.table().len(), 65, "every carried connection and the window's flow");
+    let carried = src.table().iter().filter(|(k, _)| p.table().get(k).is_some()).count();
+    assert_eq!(carried, 64, "every carried connection stays");
+    assert_eq!(p.table().len(), 66, "every carried connection and the window's two flows");
     p.table().check_invariants().unwrap();
 }
