@@ -161,6 +161,7 @@ pub fn apply_staged(
     let mut merged = 0u64;
     let mut merged_classes = 0u8;
     let mut kept_local = 0u32;
+    let mut untracked = 0u64;
     if !port.table.is_empty() {
         // The window's flows move into the new table charged as the carried ones are (their
         // old table's charge is given back at the commit): its index split ahead for them, so
@@ -180,9 +181,13 @@ pub fn apply_staged(
             merged_classes |= 1 << class;
             continue;
         }
-        // The bound, or an index not split ahead for one more (no memory for it): kept only
-        // while a flow can be placed directly.
-        if table.len() >= bound || table.len() >= table.buckets() {
+        if table.len() >= bound {
+            continue;
+        }
+        // An index not split ahead for one more (no memory for it): kept only while a flow can
+        // be placed directly; one left out is counted untracked (fails closed for it).
+        if table.len() >= table.buckets() {
+            untracked += 1;
             continue;
         }
         let mut r = *r;
@@ -205,6 +210,7 @@ pub fn apply_staged(
         let hash = table.hash(k);
         // Absent (checked above): placed, or (out of memory for a slab segment) left out.
         if !matches!(table.insert_unique(hash, k, now, |placed| *placed = r), Ok(Some(_))) {
+            untracked += 1;
             continue;
         }
         kept_local += 1;
@@ -237,6 +243,7 @@ pub fn apply_staged(
     counters.restores = counters.restores.saturating_add(1);
     counters.expired = counters.expired.saturating_add(expired);
     counters.window_flows_merged = counters.window_flows_merged.saturating_add(merged);
+    counters.untracked = counters.untracked.saturating_add(untracked);
     counters.restored_flows = counters.restored_flows.saturating_add(u64::from(restored));
     counters.restore_dropped = counters.restore_dropped.saturating_add(u64::from(dropped));
     counters.restored_fingerprints =
