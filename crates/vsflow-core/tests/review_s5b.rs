@@ -427,3 +427,96 @@ fn a_window_flow_past_the_budget_never_costs_the_carried_connections() {
     assert_eq!(p.table().len(), 66, "every carried connection and the window's two flows");
     p.table().check_invariants().unwrap();
 }
+
+/// R5b-3's other half: the window holds only a connection the VM opened (established).
+/// `FlowTable::insert` past the budget with the slab full reclaimed the least recently used
+/// established flow for it: a carried connection, silently lost (the restore reported success).
+#[test]
+fn an_established_window_flow_past_the_budget_displaces_no_carried_connection() {
+    // The source: 64 established outbound connections (a full slab segment).
+    let mut src = dst(TableConfig { max_flows: 4096, hash_seed: 5, ..TableConfig::default() });
+    for n in 0..64u16 {
+        let [hi, lo] = n.to_be_bytes();
+        let out = |flags| {
+            PacketMeta::ipv4(
+                Direction::Outbound,
+                protocol::TCP,
+                [10, 0, 0, 2],
+                20_000 + n,
+                [198, 51, hi, lo],
+                443,
+                flags,
+                60,
+            )
+        };
+        let t = NOW - secs(30);
+        src.classify(&out(0x02), t);
+        let syn_ack = PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [198, 51, hi, lo],
+            443,
+            [10, 0, 0, 2],
+            20_000 + n,
+            0x12,
+            60,
+        );
+        src.classify(&syn_ack, t);
+        src.classify(&out(0x10), t);
+    }
+    let mut blob = Vec::new();
+    codec::encode(&src, NOW, &encode_config(), &mut blob).unwrap();
+    // The destination host's budget is used up (limit 0: every byte charged is past it).
+    let budget: &'static FlowBudget = Box::leak(Box::new(FlowBudget::new(0)));
+    let table = TableConfig {
+        max_flows: 4096,
+        hash_seed: 5,
+        budget: Some(BudgetRef(budget)),
+        ..TableConfig::default()
+    };
+    let mut p = dst(table);
+    let stage = StageConfig { table, base: NOW, now: NOW };
+    let Ok(DecodedStaged::State(st, flows)) =
+        codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
+    else {
+        panic!("decodes")
+    };
+    // And a connection the VM opened in the window (established): kept beside the carried
+    // ones, not in place of one.
+    let out = |flags| {
+        PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 2],
+            40_000,
+            [203, 0, 113, 9],
+            443,
+            flags,
+            60,
+        )
+    };
+    let t = NOW - secs(1);
+    p.classify(&out(0x02), t);
+    p.classify(
+        &PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [203, 0, 113, 9],
+            443,
+            [10, 0, 0, 2],
+            40_000,
+            0x12,
+            60,
+        ),
+        t,
+    );
+    p.classify(&out(0x10), t);
+    assert_eq!(p.table().len(), 1, "the window's connection (in the port's first storage)");
+    let r = codec::apply_staged(&mut p, &st, flows, NOW, &ApplyConfig::default());
+    let report = r.expect("the restore applies: a window flow is no reason to lose the carried");
+    assert_eq!(report.restored, 64);
+    let carried = src.table().iter().filter(|(k, _)| p.table().get(k).is_some()).count();
+    assert_eq!(carried, 64, "every carried connection stays");
+    assert_eq!(p.table().len(), 65, "every carried connection and the window's");
+    p.table().check_invariants().unwrap();
+}
