@@ -22,39 +22,6 @@ fn dst(table: TableConfig) -> Port {
     Port::try_new(PortIdentity::try_from_str("rv5b").unwrap(), cfg).unwrap()
 }
 
-/// Outbound packets on the IPv4 TCP/UDP keys among `keys`, `t` ticks before the restore.
-fn window(p: &mut Port, keys: &[vsflow_core::FlowKey], t: u64) {
-    for k in keys {
-        if k.family != IpFamily::V4 || !(k.protocol == protocol::TCP || k.protocol == protocol::UDP)
-        {
-            continue;
-        }
-        let a = |x: [u8; 16]| [x[0], x[1], x[2], x[3]];
-        let flags = if k.protocol == protocol::TCP { 0x10 } else { 0 };
-        let m = PacketMeta::ipv4(
-            Direction::Outbound,
-            k.protocol,
-            a(k.local_addr),
-            k.local_port,
-            a(k.remote_addr),
-            k.remote_port,
-            flags,
-            60,
-        );
-        p.classify(&m, NOW - t);
-    }
-}
-
-/// Everything a restore leaves in a port.
-fn outcome(p: &Port) -> impl PartialEq + core::fmt::Debug {
-    let lists: Vec<Vec<_>> = TimeoutClass::ALL
-        .iter()
-        .map(|&c| p.table().iter_lru(c).map(|(k, r)| (*k, *r)).collect())
-        .collect();
-    p.table().check_invariants().unwrap();
-    (lists, *p.counters(), p.mode(), p.rules().clone())
-}
-
 /// `arb_state`'s ages are any `u64` (nearly every flow past its timeout): with `young`, each
 /// flow's last age within 0-150 s (most flows live, some past the shorter timeouts), the
 /// blob's order kept (so classes are out of age order).
@@ -96,8 +63,8 @@ fn compare(blob: &[u8], table: TableConfig, window_keys: &[vsflow_core::FlowKey]
             list.flows.clear();
             assert_eq!(list, state, "the states but their flows");
             let (mut a, mut b) = (dst(table), dst(table));
-            window(&mut a, window_keys, 2);
-            window(&mut b, window_keys, 2);
+            window(&mut a, window_keys, NOW - 2);
+            window(&mut b, window_keys, NOW - 2);
             let config = ApplyConfig::default();
             let ra = codec::apply_with(&mut a, &aged, NOW, &config);
             let rb = codec::apply_staged(&mut b, &state, flows, NOW, &config);
@@ -227,7 +194,7 @@ fn a_blobs_declared_entry_count_does_not_size_the_staging_past_what_its_bytes_ho
                     remote_port: 53,
                 },
             ],
-            5,
+            NOW - 5,
         );
         p
     };
@@ -300,7 +267,7 @@ fn a_window_merge_keeps_each_list_in_recency_order_for_the_sweep() {
     let blob = encode_state(&saved);
     let table = TableConfig { max_flows: 16, hash_seed: 5, ..TableConfig::default() };
     let mut p = dst(table);
-    window(&mut p, &[oldest.key], secs(1));
+    window(&mut p, &[oldest.key], NOW - secs(1));
     let stage = StageConfig { table, base: NOW, now: NOW };
     let Ok(DecodedStaged::State(st, flows)) =
         codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
@@ -319,6 +286,56 @@ fn a_window_merge_keeps_each_list_in_recency_order_for_the_sweep() {
     assert!(p.table().get(&oldest.key).is_some() && p.table().get(&young.key).is_some());
 }
 
+/// The VM (10.0.0.2) opens a TCP connection from `local_port` to `remote`:443 at `at`: its
+/// SYN, the peer's SYN-ACK, its ACK (established).
+fn connect(p: &mut Port, local_port: u16, remote: [u8; 4], at: u64) {
+    let vm = [10, 0, 0, 2];
+    let out = |flags| {
+        PacketMeta::ipv4(Direction::Outbound, protocol::TCP, vm, local_port, remote, 443, flags, 60)
+    };
+    p.classify(&out(0x02), at);
+    let syn_ack =
+        PacketMeta::ipv4(Direction::Inbound, protocol::TCP, remote, 443, vm, local_port, 0x12, 60);
+    p.classify(&syn_ack, at);
+    p.classify(&out(0x10), at);
+}
+
+/// The source of R5b-3's tests: 64 established outbound connections (a full slab segment),
+/// 30 s old, and its blob.
+fn sixty_four_connections() -> (Port, Vec<u8>) {
+    let mut src = dst(TableConfig { max_flows: 4096, hash_seed: 5, ..TableConfig::default() });
+    for n in 0..64u16 {
+        let [hi, lo] = n.to_be_bytes();
+        connect(&mut src, 20_000 + n, [198, 51, hi, lo], NOW - secs(30));
+    }
+    let mut blob = Vec::new();
+    codec::encode(&src, NOW, &encode_config(), &mut blob).unwrap();
+    (src, blob)
+}
+
+/// The destination's table when the host's flow budget is used up (limit 0: every byte
+/// charged is past it).
+fn spent_budget() -> TableConfig {
+    let budget: &'static FlowBudget = Box::leak(Box::new(FlowBudget::new(0)));
+    TableConfig {
+        max_flows: 4096,
+        hash_seed: 5,
+        budget: Some(BudgetRef(budget)),
+        ..TableConfig::default()
+    }
+}
+
+/// `blob` decoded into a table staged with `table`, received at `NOW`.
+fn stage(blob: &[u8], table: TableConfig) -> (codec::PortState, Result<codec::Staged, ApplyError>) {
+    let stage = StageConfig { table, base: NOW, now: NOW };
+    let Ok(DecodedStaged::State(st, flows)) =
+        codec::decode_staged(blob, &DecodeConfig::default(), &stage)
+    else {
+        panic!("decodes")
+    };
+    (st, flows)
+}
+
 /// R5b-3: past the host's flow-memory budget (a host-wide limit the other ports' flows may
 /// have used up, e.g. a neighbour VM's flood), a restore whose table's slab is full (4,096
 /// carried connections fill 64 segments exactly) and whose window saw a flow of its own (a DNS
@@ -330,47 +347,8 @@ fn a_window_merge_keeps_each_list_in_recency_order_for_the_sweep() {
 /// are charged even past the limit, as the carried ones are.)
 #[test]
 fn a_window_flow_past_the_budget_never_costs_the_carried_connections() {
-    // The source: 64 established outbound connections (a full slab segment).
-    let mut src = dst(TableConfig { max_flows: 4096, hash_seed: 5, ..TableConfig::default() });
-    for n in 0..64u16 {
-        let [hi, lo] = n.to_be_bytes();
-        let out = |flags| {
-            PacketMeta::ipv4(
-                Direction::Outbound,
-                protocol::TCP,
-                [10, 0, 0, 2],
-                20_000 + n,
-                [198, 51, hi, lo],
-                443,
-                flags,
-                60,
-            )
-        };
-        let t = NOW - secs(30);
-        src.classify(&out(0x02), t);
-        let syn_ack = PacketMeta::ipv4(
-            Direction::Inbound,
-            protocol::TCP,
-            [198, 51, hi, lo],
-            443,
-            [10, 0, 0, 2],
-            20_000 + n,
-            0x12,
-            60,
-        );
-        src.classify(&syn_ack, t);
-        src.classify(&out(0x10), t);
-    }
-    let mut blob = Vec::new();
-    codec::encode(&src, NOW, &encode_config(), &mut blob).unwrap();
-    // The destination host's budget is used up (limit 0: every byte charged is past it).
-    let budget: &'static FlowBudget = Box::leak(Box::new(FlowBudget::new(0)));
-    let table = TableConfig {
-        max_flows: 4096,
-        hash_seed: 5,
-        budget: Some(BudgetRef(budget)),
-        ..TableConfig::default()
-    };
+    let (src, blob) = sixty_four_connections();
+    let table = spent_budget();
     let mut p = dst(table);
     let dns = vsflow_core::FlowKey {
         family: IpFamily::V4,
@@ -380,44 +358,12 @@ fn a_window_flow_past_the_budget_never_costs_the_carried_connections() {
         local_port: 5353,
         remote_port: 53,
     };
-    window(&mut p, &[dns], secs(1));
+    window(&mut p, &[dns], NOW - secs(1));
     assert_eq!(p.table().len(), 1, "the window's flow (in the port's first storage)");
-    let stage = StageConfig { table, base: NOW, now: NOW };
-    let Ok(DecodedStaged::State(st, flows)) =
-        codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
-    else {
-        panic!("decodes")
-    };
+    let (st, flows) = stage(&blob, table);
     // And a connection the VM opened in the window (established): kept beside the carried
     // ones, not in place of one.
-    let out = |flags| {
-        PacketMeta::ipv4(
-            Direction::Outbound,
-            protocol::TCP,
-            [10, 0, 0, 2],
-            40_000,
-            [203, 0, 113, 9],
-            443,
-            flags,
-            60,
-        )
-    };
-    let t = NOW - secs(1);
-    p.classify(&out(0x02), t);
-    p.classify(
-        &PacketMeta::ipv4(
-            Direction::Inbound,
-            protocol::TCP,
-            [203, 0, 113, 9],
-            443,
-            [10, 0, 0, 2],
-            40_000,
-            0x12,
-            60,
-        ),
-        t,
-    );
-    p.classify(&out(0x10), t);
+    connect(&mut p, 40_000, [203, 0, 113, 9], NOW - secs(1));
     assert_eq!(p.table().len(), 2, "the window's flows (in the port's first storage)");
     let r = codec::apply_staged(&mut p, &st, flows, NOW, &ApplyConfig::default());
     let report = r.expect("the restore applies: a window flow is no reason to lose the carried");
@@ -433,84 +379,13 @@ fn a_window_flow_past_the_budget_never_costs_the_carried_connections() {
 /// established flow for it: a carried connection, silently lost (the restore reported success).
 #[test]
 fn an_established_window_flow_past_the_budget_displaces_no_carried_connection() {
-    // The source: 64 established outbound connections (a full slab segment).
-    let mut src = dst(TableConfig { max_flows: 4096, hash_seed: 5, ..TableConfig::default() });
-    for n in 0..64u16 {
-        let [hi, lo] = n.to_be_bytes();
-        let out = |flags| {
-            PacketMeta::ipv4(
-                Direction::Outbound,
-                protocol::TCP,
-                [10, 0, 0, 2],
-                20_000 + n,
-                [198, 51, hi, lo],
-                443,
-                flags,
-                60,
-            )
-        };
-        let t = NOW - secs(30);
-        src.classify(&out(0x02), t);
-        let syn_ack = PacketMeta::ipv4(
-            Direction::Inbound,
-            protocol::TCP,
-            [198, 51, hi, lo],
-            443,
-            [10, 0, 0, 2],
-            20_000 + n,
-            0x12,
-            60,
-        );
-        src.classify(&syn_ack, t);
-        src.classify(&out(0x10), t);
-    }
-    let mut blob = Vec::new();
-    codec::encode(&src, NOW, &encode_config(), &mut blob).unwrap();
-    // The destination host's budget is used up (limit 0: every byte charged is past it).
-    let budget: &'static FlowBudget = Box::leak(Box::new(FlowBudget::new(0)));
-    let table = TableConfig {
-        max_flows: 4096,
-        hash_seed: 5,
-        budget: Some(BudgetRef(budget)),
-        ..TableConfig::default()
-    };
+    let (src, blob) = sixty_four_connections();
+    let table = spent_budget();
     let mut p = dst(table);
-    let stage = StageConfig { table, base: NOW, now: NOW };
-    let Ok(DecodedStaged::State(st, flows)) =
-        codec::decode_staged(&blob, &DecodeConfig::default(), &stage)
-    else {
-        panic!("decodes")
-    };
-    // And a connection the VM opened in the window (established): kept beside the carried
-    // ones, not in place of one.
-    let out = |flags| {
-        PacketMeta::ipv4(
-            Direction::Outbound,
-            protocol::TCP,
-            [10, 0, 0, 2],
-            40_000,
-            [203, 0, 113, 9],
-            443,
-            flags,
-            60,
-        )
-    };
-    let t = NOW - secs(1);
-    p.classify(&out(0x02), t);
-    p.classify(
-        &PacketMeta::ipv4(
-            Direction::Inbound,
-            protocol::TCP,
-            [203, 0, 113, 9],
-            443,
-            [10, 0, 0, 2],
-            40_000,
-            0x12,
-            60,
-        ),
-        t,
-    );
-    p.classify(&out(0x10), t);
+    let (st, flows) = stage(&blob, table);
+    // A connection the VM opened in the window (established): kept beside the carried ones,
+    // not in place of one.
+    connect(&mut p, 40_000, [203, 0, 113, 9], NOW - secs(1));
     assert_eq!(p.table().len(), 1, "the window's connection (in the port's first storage)");
     let r = codec::apply_staged(&mut p, &st, flows, NOW, &ApplyConfig::default());
     let report = r.expect("the restore applies: a window flow is no reason to lose the carried");

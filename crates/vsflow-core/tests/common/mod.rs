@@ -508,3 +508,40 @@ pub fn fixture_capped() -> (PortState, usize) {
     }
     (s, 2048)
 }
+
+/// Packets the destination port saw in a restore window: outbound, on `keys` (IPv4 TCP and
+/// UDP ones; others are skipped), at `at`.
+pub fn window(p: &mut vsflow_core::Port, keys: &[FlowKey], at: u64) {
+    use vsflow_core::{Direction, PacketMeta};
+    for k in keys {
+        if k.family != IpFamily::V4 || !(k.protocol == protocol::TCP || k.protocol == protocol::UDP)
+        {
+            continue;
+        }
+        let a = |x: [u8; 16]| [x[0], x[1], x[2], x[3]];
+        let flags = if k.protocol == protocol::TCP { 0x10 } else { 0 };
+        let m = PacketMeta::ipv4(
+            Direction::Outbound,
+            k.protocol,
+            a(k.local_addr),
+            k.local_port,
+            a(k.remote_addr),
+            k.remote_port,
+            flags,
+            60,
+        );
+        p.classify(&m, at);
+    }
+}
+
+/// Everything a restore leaves in a port that two restore paths must agree on: each timeout
+/// class's list in LRU order, the counters, the mode and the rules (the table's invariants
+/// checked).
+pub fn outcome(p: &vsflow_core::Port) -> impl PartialEq + core::fmt::Debug {
+    let lists: Vec<Vec<_>> = vsflow_core::flow::TimeoutClass::ALL
+        .iter()
+        .map(|&c| p.table().iter_lru(c).map(|(k, r)| (*k, *r)).collect())
+        .collect();
+    p.table().check_invariants().unwrap();
+    (lists, *p.counters(), p.mode(), p.rules().clone())
+}
