@@ -259,6 +259,28 @@ fn a_second_save_of_a_port_allocates_nothing() {
     finish(&mut h);
 }
 
+/// `n` expiry sweeps, 10 s apart (the driver's timer).
+fn sweeps(h: &vsflow_sim::Host, n: u32) {
+    for _ in 0..n {
+        h.advance(10_000_000);
+        let _ = h.within(|| h.driver().expire_idle(16));
+    }
+}
+
+/// Port `id`'s first save allocates nothing, and so does its first save after the sweep freed
+/// its encoder: a minute after a save the sweep frees the encoder (and with it the salt) and
+/// readies it again over the next seconds.
+fn first_saves_allocate_nothing(h: &vsflow_sim::Host, sw: usize, id: u32) {
+    for round in ["first save", "first save after the encoder was freed"] {
+        let before = h.driver_allocations();
+        let (blob, _) = h.save(sw, id);
+        let made = h.driver_allocations() - before;
+        assert_eq!(made, 0, "{round}: allocated {made} blocks");
+        assert_eq!(blob.len(), 1);
+        sweeps(h, 61 + 10);
+    }
+}
+
 /// Issue 18 item 4: a port's first save past the cap (a live migration saves a port once)
 /// allocates nothing and hashes no connection the expiry sweep has already readied: the sweep
 /// sizes the port's encoder and computes its connections' fingerprints away from the save
@@ -271,23 +293,8 @@ fn a_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing() {
     vm_port(&mut h, sw, 11, "vm-past-the-cap", 1, false);
     // 9,000 connections: more than 60 KiB could hold as exact records.
     open_connections(&mut h, sw, 11, 9_000);
-    let sweeps = |h: &mut vsflow_sim::Host, n: u32| {
-        for _ in 0..n {
-            h.advance(10_000_000);
-            let _ = h.within(|| h.driver().expire_idle(16));
-        }
-    };
-    sweeps(&mut h, 10);
-    for round in ["first save", "first save after the encoder was freed"] {
-        let before = h.driver_allocations();
-        let (blob, _) = h.save(sw, 11);
-        let made = h.driver_allocations() - before;
-        assert_eq!(made, 0, "{round}: allocated {made} blocks");
-        assert_eq!(blob.len(), 1);
-        // A minute later the sweep frees the encoder (and with it the salt); it readies it
-        // again over the next seconds.
-        sweeps(&mut h, 61 + 10);
-    }
+    sweeps(&h, 10);
+    first_saves_allocate_nothing(&h, sw, 11);
     finish(&mut h);
 }
 
@@ -307,29 +314,16 @@ fn a_split_ports_first_save_past_the_cap_after_the_sweep_allocates_nothing() {
     let (mut h, sw) = host(10, config, "SW-A");
     vm_port(&mut h, sw, 11, "vm-split", 1, false);
     let data = open_connections(&mut h, sw, 11, 9_000);
-    let sweeps = |h: &mut vsflow_sim::Host, n: u32| {
-        for _ in 0..n {
-            h.advance(10_000_000);
-            let _ = h.within(|| h.driver().expire_idle(16));
-        }
-    };
     // The sweep splits the port (9,000 < 3/4 of 16,000); each connection's next packet, on the
     // processor vRSS steers it to, moves it to that processor's shard.
-    sweeps(&mut h, 1);
+    sweeps(&h, 1);
     for (k, p) in (0u32..).zip(&data) {
         set_processor(k % PROCESSORS);
         assert_eq!(h.transmit(sw, EXTERNAL_PORT, 11, p), vsflow_sim::PacketFate::Delivered);
     }
     set_processor(0);
-    sweeps(&mut h, 10);
-    for round in ["first save", "first save after the encoder was freed"] {
-        let before = h.driver_allocations();
-        let (blob, _) = h.save(sw, 11);
-        let made = h.driver_allocations() - before;
-        assert_eq!(made, 0, "{round}: allocated {made} blocks");
-        assert_eq!(blob.len(), 1);
-        sweeps(&mut h, 61 + 10);
-    }
+    sweeps(&h, 10);
+    first_saves_allocate_nothing(&h, sw, 11);
     finish(&mut h);
 }
 
@@ -375,8 +369,7 @@ fn a_split_ports_first_save_past_the_cap_allocates_nothing_after_a_listing_made_
     let (mut h, sw) = host(12, config, "SW-A");
     vm_port(&mut h, sw, 11, "vm-split-past-the-cap", 1, false);
     let inbound = open_connections(&mut h, sw, 11, 9_000);
-    h.advance(10_000_000);
-    let _ = h.within(|| h.driver().expire_idle(16));
+    sweeps(&h, 1);
     assert_eq!(h.driver().flow_totals().sharded, 1, "the sweep splits the port");
     // The VM's traffic, judged on processors 0 and 1.
     let wire = h.wire();
@@ -391,10 +384,7 @@ fn a_split_ports_first_save_past_the_cap_allocates_nothing_after_a_listing_made_
         .expect("sender");
         assert_eq!(fate, vsflow_sim::PacketFate::Delivered);
     }
-    for _ in 0..10 {
-        h.advance(10_000_000);
-        let _ = h.within(|| h.driver().expire_idle(16));
-    }
+    sweeps(&h, 10);
     // The port made whole first (a save merges it, allocating the merged table: not the
     // encoder's), here by a page of its flows.
     let listed = h.list_ports().into_iter().find(|p| p.port.port_id == 11).expect("port 11");
