@@ -874,6 +874,52 @@ mod tests {
         assert_eq!(work.hashed, 0, "fingerprints computed again at the save");
     }
 
+    /// Issue 18 item 4 (save past the cap): a live port past the cap, whole or split over
+    /// processors' shards, is planned from its tables' slots: no saved record of every flow
+    /// (20,000 x 104 bytes at the target, written and read again), only its exact records
+    /// made; the blob is the one the save through saved records writes, in fresh and in reused
+    /// working memory.
+    #[test]
+    fn a_port_past_the_cap_is_saved_from_its_tables_without_copying_its_flows() {
+        let raw: Vec<RawFlow> = (0..2_000u32)
+            .map(|i| {
+                let r = u16::try_from(i).unwrap_or(0);
+                // Mostly the VM's established connections, some other flows and states.
+                (
+                    if i % 7 == 0 { u8::try_from(i % 9).unwrap_or(0) } else { 2 },
+                    u8::try_from(i % 3).unwrap_or(0),
+                    i % 11 == 0,
+                    u8::try_from(i % 3).unwrap_or(0),
+                    r,
+                    i.wrapping_mul(2_654_435_761),
+                    (60 * TICKS_PER_SECOND, u64::from(i % 1_000) * 8_000_000),
+                    10,
+                )
+            })
+            .collect();
+        let config = EncodeConfig { provider: PROVIDER, cap: 9_000 };
+        for n in [0, 3, 8] {
+            let mut home = live_port(&raw, 3, &[]);
+            let to: Vec<u8> = (0..=8).collect();
+            let shards = split(&mut home, n, &to);
+            let refs: Vec<Option<&Port>> = shards.iter().map(Some).collect();
+            let src = LivePort { port: &home, shards: &refs, now: NOW };
+            let mut work = Work::default();
+            let mut blob = Vec::new();
+            let s = encode_source_with(&src, &config, &mut blob, &mut work, true).expect("saves");
+            assert!(s.flows_fingerprinted > 800 && s.flows_written > 50, "{s:?}");
+            assert_eq!(work.flows.capacity(), 0, "{n} shards: saved records made");
+            assert!(work.exact.len() == s.flows_written as usize, "{n} shards");
+            let mut through = Vec::new();
+            encode_source_with(&src, &config, &mut through, &mut Work::default(), false)
+                .expect("saves");
+            assert_eq!(blob, through, "{n} shards");
+            let mut again = Vec::new();
+            encode_source_with(&src, &config, &mut again, &mut work, true).expect("saves");
+            assert_eq!(blob, again, "{n} shards, working memory reused");
+        }
+    }
+
     #[test]
     fn a_port_at_the_cap_is_saved_from_its_table_without_copying_its_flows() {
         // 4,096 established connections of one VM address to distinct peers (the bench's).
