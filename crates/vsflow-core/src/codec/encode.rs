@@ -106,6 +106,11 @@ pub(super) trait Source {
     fn live(&self) -> Option<(&Port, Tick)> {
         None
     }
+    /// A live port (whole or split): past the cap its flows are planned from its tables'
+    /// slots ([`plan_past_live`]).
+    fn as_live(&self) -> Option<&LivePort<'_>> {
+        None
+    }
 }
 
 /// A live port: its home shard `port` and, while it is split, its processors' shards
@@ -152,6 +157,95 @@ impl<'a> LivePort<'a> {
         self.tables().map(|(_, t)| t.len()).sum()
     }
 
+    /// Calls `visit` with every flow (its table, [`slot_table`], its slot, key and record) in
+    /// the order the merged port's home shard would hold them: each timeout class least
+    /// recently used first, a split port's shards merged as `shards::merge` merges them.
+    ///
+    /// # Errors
+    /// What `visit` returns (the walk stops there).
+    #[allow(clippy::too_many_lines, reason = "one table, or the shards' lists merged")]
+    fn visit(
+        &self,
+        mut visit: impl FnMut(usize, u32, &FlowKey, &crate::flow::FlowRecord) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        if self.in_home() {
+            for class in TimeoutClass::ALL {
+                for (i, k, r) in self.port.table.iter_lru_slots(class) {
+                    visit(0, i, k, r)?;
+                }
+            }
+            return Ok(());
+        }
+        // Split: each class oldest first across the shards, ties to the earlier table, as
+        // `shards::merge` places them in the home shard's new table: each step takes the
+        // smallest of the lists' heads by (last seen, list), a list's key u128::MAX once it is
+        // done (a scan of the heads through peekable iterators cost three times the single
+        // table's walk, a plain scan of the nine keys still twice).
+        #[allow(clippy::cast_possible_truncation, reason = "at < TABLES")]
+        for class in TimeoutClass::ALL {
+            let mut lists: [Option<_>; TABLES] = Default::default();
+            let mut heads = [u128::MAX; TABLES];
+            let mut used = 0;
+            for (t, table) in self.tables() {
+                let mut it = table.iter_lru_slots(class);
+                if let Some(first) = it.next()
+                    && let (Some(list), Some(head)) = (lists.get_mut(used), heads.get_mut(used))
+                {
+                    *head = (u128::from(first.2.last_seen) << 8) | used as u128;
+                    *list = Some((t, first, it));
+                    used += 1;
+                }
+            }
+            // A tournament over the lists' head keys: node `i` holds the smaller of nodes
+            // `2i` and `2i + 1`, the leaves (from `width`) the heads, the root the oldest; a
+            // step replays the taken list's path only (three levels for eight shards).
+            let width = used.next_power_of_two();
+            let mut tree = [u128::MAX; 2 * TREE_LEAVES];
+            for (leaf, &h) in tree.iter_mut().skip(width).zip(heads.iter().take(used)) {
+                *leaf = h;
+            }
+            let min_of = |tree: &[u128; 2 * TREE_LEAVES], node: usize| {
+                let a = tree.get(2 * node).copied().unwrap_or(u128::MAX);
+                let b = tree.get(2 * node + 1).copied().unwrap_or(u128::MAX);
+                if a < b { a } else { b }
+            };
+            for node in (1..width).rev() {
+                let smaller = min_of(&tree, node);
+                if let Some(x) = tree.get_mut(node) {
+                    *x = smaller;
+                }
+            }
+            loop {
+                let best = tree.get(1).copied().unwrap_or(u128::MAX);
+                if best == u128::MAX {
+                    break;
+                }
+                let at = (best & 0xff) as usize;
+                let Some(Some((t, (slot, k, r), it))) = lists.get_mut(at) else { break };
+                visit(*t, *slot, k, r)?;
+                let head = match it.next() {
+                    Some(next) => {
+                        (*slot, *k, *r) = next;
+                        (u128::from(next.2.last_seen) << 8) | at as u128
+                    }
+                    None => u128::MAX,
+                };
+                let mut node = width + at;
+                if let Some(x) = tree.get_mut(node) {
+                    *x = head;
+                }
+                while node > 1 {
+                    node /= 2;
+                    let smaller = min_of(&tree, node);
+                    if let Some(x) = tree.get_mut(node) {
+                        *x = smaller;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Every flow is in the home shard (the port is whole, or split with nothing moved yet).
     fn in_home(&self) -> bool {
         self.shards.iter().flatten().all(|p| p.table.is_empty())
@@ -178,7 +272,6 @@ impl Source for LivePort<'_> {
     fn is_save(&self) -> bool {
         true
     }
-    #[allow(clippy::too_many_lines, reason = "one table, or the shards' lists merged")]
     fn flows(
         &self,
         out: &mut Vec<SavedFlow>,
@@ -235,82 +328,10 @@ impl Source for LivePort<'_> {
                 }
             }
         };
-        if self.in_home() {
-            for class in TimeoutClass::ALL {
-                for (i, k, r) in table.iter_lru_slots(class) {
-                    push(0, i, k, r);
-                }
-            }
-            return Ok(());
-        }
-        // Split: each class oldest first across the shards, ties to the earlier table, as
-        // `shards::merge` places them in the home shard's new table: each step takes the
-        // smallest of the lists' heads by (last seen, list), a list's key u128::MAX once it is
-        // done (a scan of the heads through peekable iterators cost three times the single
-        // table's walk, a plain scan of the nine keys still twice).
-        #[allow(clippy::cast_possible_truncation, reason = "at < TABLES")]
-        for class in TimeoutClass::ALL {
-            let mut lists: [Option<_>; TABLES] = Default::default();
-            let mut heads = [u128::MAX; TABLES];
-            let mut used = 0;
-            for (t, table) in self.tables() {
-                let mut it = table.iter_lru_slots(class);
-                if let Some(first) = it.next()
-                    && let (Some(list), Some(head)) = (lists.get_mut(used), heads.get_mut(used))
-                {
-                    *head = (u128::from(first.2.last_seen) << 8) | used as u128;
-                    *list = Some((t, first, it));
-                    used += 1;
-                }
-            }
-            // A tournament over the lists' head keys: node `i` holds the smaller of nodes
-            // `2i` and `2i + 1`, the leaves (from `width`) the heads, the root the oldest; a
-            // step replays the taken list's path only (three levels for eight shards).
-            let width = used.next_power_of_two();
-            let mut tree = [u128::MAX; 2 * TREE_LEAVES];
-            for (leaf, &h) in tree.iter_mut().skip(width).zip(heads.iter().take(used)) {
-                *leaf = h;
-            }
-            let min_of = |tree: &[u128; 2 * TREE_LEAVES], node: usize| {
-                let a = tree.get(2 * node).copied().unwrap_or(u128::MAX);
-                let b = tree.get(2 * node + 1).copied().unwrap_or(u128::MAX);
-                if a < b { a } else { b }
-            };
-            for node in (1..width).rev() {
-                let smaller = min_of(&tree, node);
-                if let Some(x) = tree.get_mut(node) {
-                    *x = smaller;
-                }
-            }
-            loop {
-                let best = tree.get(1).copied().unwrap_or(u128::MAX);
-                if best == u128::MAX {
-                    break;
-                }
-                let at = (best & 0xff) as usize;
-                let Some(Some((t, (slot, k, r), it))) = lists.get_mut(at) else { break };
-                push(*t, *slot, k, r);
-                let head = match it.next() {
-                    Some(next) => {
-                        (*slot, *k, *r) = next;
-                        (u128::from(next.2.last_seen) << 8) | at as u128
-                    }
-                    None => u128::MAX,
-                };
-                let mut node = width + at;
-                if let Some(x) = tree.get_mut(node) {
-                    *x = head;
-                }
-                while node > 1 {
-                    node /= 2;
-                    let smaller = min_of(&tree, node);
-                    if let Some(x) = tree.get_mut(node) {
-                        *x = smaller;
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.visit(|t, i, k, r| {
+            push(t, i, k, r);
+            Ok(())
+        })
     }
     fn hash_seed(&self) -> u64 {
         // The address index's own key (crate::keys), not the port's seed.
@@ -369,6 +390,9 @@ impl Source for LivePort<'_> {
     fn live(&self) -> Option<(&Port, Tick)> {
         // The at-cap path reads one table: a split port's flows go through saved records.
         self.in_home().then_some((self.port, self.now))
+    }
+    fn as_live(&self) -> Option<&LivePort<'_>> {
+        Some(self)
     }
 }
 
@@ -751,6 +775,44 @@ impl Dicts {
         Ok(())
     }
 
+    /// [`Dicts::build`] without remotes, a flow at a time (in the source's order; `last` the
+    /// previous flow's local address, its family and index, `None` at the first): its local
+    /// index is pushed to `idx` (reserved by the caller). [`Dicts::finish_locals`] ends it.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    #[inline]
+    fn push_local(
+        &mut self,
+        family: IpFamily,
+        a: [u8; 16],
+        last: &mut Option<(usize, [u8; 16], u32)>,
+    ) -> Result<(), Error> {
+        let f = family_slot(family);
+        let local = match *last {
+            Some((lf, la, i)) if lf == f && la == a => i,
+            _ => {
+                let (Some(dict), Some(li)) = (self.addrs.get_mut(f), self.local_index.get_mut(f))
+                else {
+                    return Ok(());
+                };
+                let i = local_id(dict, li, a)?;
+                *last = Some((f, a, i));
+                i
+            }
+        };
+        // Reserved by the caller: within the capacity.
+        if self.idx.len() < self.idx.capacity() {
+            self.idx.push((local, NONE));
+        }
+        Ok(())
+    }
+
+    /// Ends a build made by [`Dicts::push_local`]: the index widths.
+    fn finish_locals(&mut self) {
+        self.set_layouts([self.addrs[0].len(), self.addrs[1].len()]);
+    }
+
     /// After the locals and the remotes' counts (`remotes`, first-seen order): remotes used
     /// twice or more join the dictionary (once costs less as a literal), in the order of the
     /// first flow using each, while it has room; each remote's third field becomes its
@@ -1005,6 +1067,14 @@ fn encode_source_with(
         {
             return Ok((p, Some(counts)));
         }
+        // A live port past the cap: planned from its tables' slots, no copy of every flow.
+        if direct
+            && let Some(lp) = src.as_live()
+            && lp.len().saturating_mul(MIN_ENTRY_LEN).saturating_add(carried_in.bytes()) > room
+            && let Some(p) = plan_past_live(work, lp, room, rules_version, salt, &carried_in)?
+        {
+            return Ok((p, None));
+        }
         work.flows.clear();
         work.slots.clear();
         work.slot_count = [0; TABLES];
@@ -1256,6 +1326,13 @@ impl Plan {
 struct Carried<'a> {
     values: &'a [u32],
     flows: usize,
+}
+
+impl Carried<'_> {
+    /// Bytes the values take in the blob alone ([`plan_with`]'s `carried_bytes`).
+    fn bytes(&self) -> usize {
+        rice::bytes(self.values, rice::best_k(self.values))
+    }
 }
 
 /// The encoder's working memory: every vector and hash table one encode needs, cleared and
@@ -2058,25 +2135,12 @@ fn plan_upgrades(
 ) -> Result<Option<Plan>, Error> {
     let Work {
         flows,
-        all: dicts,
-        exact,
-        kept,
-        fps,
-        order,
         prio: vals,
         by_prio: values,
-        gone,
-        collide,
-        subset: distinct,
         take,
-        charged,
-        seed,
-        radix,
         slots,
         slot_count,
         cache,
-        heap,
-        selected,
         hashed,
         ranks,
         ..
@@ -2114,7 +2178,6 @@ fn plan_upgrades(
     // Reserved above: no push grows a vector. A TCP flow that is not one of the VM's
     // established connections is carried exactly or not at all; its value is computed too
     // (see "Left-out connections" below), and kept in `vals` beside the others'.
-    let mut left_out_tcp = false;
     *hashed = 0;
     for (i, s) in (0u32..).zip(flows) {
         ranks.push(s.value_rank());
@@ -2140,14 +2203,198 @@ fn plan_upgrades(
                 take.push(1);
                 values.push(v);
             } else {
-                take.push(0);
-                left_out_tcp = true;
+                take.push(LEFT_OUT_TCP);
             }
         } else {
             vals.push(0);
             take.push(0);
         }
     }
+    // The rest reads the flows by index only.
+    let flows = core::mem::take(&mut w.flows);
+    let planned =
+        plan_chosen(w, room, rules_version, salt, carried, |i| flows.get(i as usize).copied());
+    w.flows = flows;
+    planned
+}
+
+/// [`plan_upgrades`] for a live port past the cap (whole or split, every lock held), from its
+/// tables' slots: one walk in the merged port's order ([`LivePort::visit`]) takes each
+/// flow's place, rank, fingerprint (kept by the encoder, `FpCache`) and local address, and
+/// nothing else; only the candidates the room can take and the flows made exact are read
+/// again, by slot ([`plan_chosen`]). No copy of every flow (a 104-byte [`SavedFlow`] each:
+/// 2 MB at 20,000, written then read twice, was a third of the save). The plan is
+/// [`plan_upgrades`]' over the flows [`Source::flows`] gives, byte for byte (the flows in the
+/// same order, every choice read from the same values): `None` where it is `None`, and the
+/// caller then takes that path.
+///
+/// # Errors
+/// [`Error::OutOfMemory`].
+fn plan_past_live(
+    w: &mut Work,
+    src: &LivePort<'_>,
+    room: usize,
+    rules_version: u32,
+    salt: [u64; 2],
+    carried: &Carried<'_>,
+) -> Result<Option<Plan>, Error> {
+    w.exact.clear();
+    w.fps.clear();
+    {
+        let Work {
+            all: dicts,
+            prio: vals,
+            by_prio: values,
+            take,
+            slots,
+            slot_count,
+            cache,
+            hashed,
+            ranks,
+            ..
+        } = w;
+        *slot_count = [0; TABLES];
+        for (t, table) in src.tables() {
+            if let Some(c) = slot_count.get_mut(t) {
+                *c = table.slot_count();
+            }
+        }
+        // The port's fingerprints computed at its earlier saves, if under this salt.
+        if cache.salt != Some(salt) {
+            for e in &mut cache.entries {
+                e.clear();
+            }
+            cache.salt = Some(salt);
+        }
+        for (e, &c) in cache.entries.iter_mut().zip(slot_count.iter()) {
+            if e.len() < c {
+                e.try_reserve(c - e.len())?;
+                e.resize(c, None);
+            }
+        }
+        let n = src.len();
+        slots.clear();
+        slots.try_reserve(n)?;
+        vals.clear();
+        vals.try_reserve(n)?;
+        take.clear();
+        take.try_reserve(n)?;
+        values.clear();
+        values.try_reserve(carried.values.len() + n)?;
+        values.extend_from_slice(carried.values);
+        ranks.clear();
+        ranks.try_reserve(n)?;
+        dicts.clear();
+        dicts.idx.try_reserve(n)?;
+        *hashed = 0;
+        let now = src.now;
+        let mut last_local = None;
+        // Reserved above: no push grows a vector (each is checked, so a port that gained
+        // flows since `n` was counted, impossible under its locks, writes no more than that).
+        #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
+        src.visit(|t, i, k, r| {
+            if slots.len() == slots.capacity() || ranks.len() == ranks.capacity() {
+                return Ok(());
+            }
+            let at = ((t as u32) << TABLE_SHIFT) | i;
+            slots.push(at);
+            // `SavedFlow::value_rank` of the flow's saved record.
+            let (_, last_age) = SavedFlow::ages(r, now);
+            ranks.push(
+                (u64::from(r.state != FlowState::Established) << 63) | last_age.min(u64::MAX >> 1),
+            );
+            let est = r.state == FlowState::Established && r.admission == Admission::Vm;
+            if est || k.protocol == protocol::TCP {
+                let v = match cache.entry(at) {
+                    Some(Some((key, v))) if key == k => *v,
+                    Some(e) => {
+                        let v = crate::fingerprint::fingerprint(salt, k);
+                        *e = Some((*k, v));
+                        *hashed += 1;
+                        v
+                    }
+                    None => {
+                        *hashed += 1;
+                        crate::fingerprint::fingerprint(salt, k)
+                    }
+                };
+                vals.push(v);
+                if est {
+                    take.push(1);
+                    values.push(v);
+                } else {
+                    take.push(LEFT_OUT_TCP);
+                }
+            } else {
+                vals.push(0);
+                take.push(0);
+            }
+            dicts.push_local(k.family, k.local_addr, &mut last_local)
+        })?;
+        dicts.finish_locals();
+    }
+    // The rest reads a flow by its slot (a candidate's cost, an exact record).
+    let slots = core::mem::take(&mut w.slots);
+    let now = src.now;
+    let table = |t: usize| match t {
+        0 => Some(&src.port.table),
+        _ => src.shards.get(t - 1).copied().flatten().map(|p| &p.table),
+    };
+    let planned = plan_chosen(w, room, rules_version, salt, carried, |i| {
+        let (t, slot) = slot_table(*slots.get(i as usize)?);
+        #[allow(clippy::cast_possible_truncation, reason = "slot < 2^24")]
+        let (k, r) = table(t)?.slot_flow(slot as u32)?;
+        Some(SavedFlow::from_record(*k, r, now))
+    });
+    w.slots = slots;
+    planned
+}
+
+/// `take`'s mark of a TCP flow that is not one of the VM's established connections before the
+/// choice (carried exactly or lost, see "Left-out connections" in [`plan_chosen`]).
+const LEFT_OUT_TCP: u8 = 3;
+
+/// [`plan_upgrades`] once each flow's rank, fingerprint value and first choice are in the
+/// working memory (`ranks`, `prio`, `take`: 1 the VM's established connection, fingerprinted,
+/// [`LEFT_OUT_TCP`], or 0; `by_prio` the carried values then the connections'; `all` every
+/// flow's local index): flows are otherwise read by index through `flow`, only the
+/// candidates the room can take and the ones made exact (a live port past the cap
+/// materialises those alone, [`plan_past_live`]).
+#[allow(
+    clippy::too_many_lines,
+    clippy::many_single_char_names,
+    reason = "one budget in order; s flow, i index, f family, c cost, t choice, v value"
+)]
+fn plan_chosen(
+    w: &mut Work,
+    room: usize,
+    rules_version: u32,
+    salt: [u64; 2],
+    carried: &Carried<'_>,
+    flow: impl Fn(u32) -> Option<SavedFlow>,
+) -> Result<Option<Plan>, Error> {
+    let Work {
+        all: dicts,
+        exact,
+        kept,
+        fps,
+        order,
+        prio: vals,
+        by_prio: values,
+        gone,
+        collide,
+        subset: distinct,
+        take,
+        charged,
+        seed,
+        radix,
+        heap,
+        selected,
+        ranks,
+        ..
+    } = w;
+    let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
+    let left_out_tcp = take.contains(&LEFT_OUT_TCP);
     sort_values(values, distinct, radix)?;
     distinct.clear();
     distinct.try_reserve(values.len())?;
@@ -2182,7 +2429,8 @@ fn plan_upgrades(
     };
     // Upgrades flow `i` if its cost fits what is left.
     let mut upgrade = |i: u32, left: &mut usize, take: &mut [u8]| {
-        let Some(s) = flows.get(i as usize) else { return false };
+        let Some(s) = flow(i) else { return false };
+        let s = &s;
         let f = family_slot(s.key.family);
         let local = dicts.idx.get(i as usize).map_or(NONE, |x| x.0);
         let first_use = charged.get(f).and_then(|c| c.get(local as usize)) == Some(&false);
@@ -2222,10 +2470,10 @@ fn plan_upgrades(
             }
         }
         collide.clear();
-        for (((i, s), &v), &t) in (0u32..).zip(flows).zip(vals.iter()).zip(take.iter()) {
+        for (((i, &r), &v), &t) in (0u32..).zip(ranks.iter()).zip(vals.iter()).zip(take.iter()) {
             if t == 1 && gone.binary_search(&v).is_ok() {
                 collide.try_reserve(1)?;
-                collide.push((v, rank_key(s, i)));
+                collide.push((v, (u128::from(r) << 32) | u128::from(i)));
             }
         }
         collide.sort_unstable();
@@ -2255,8 +2503,8 @@ fn plan_upgrades(
     // made exact first, like colliding ones: it is then carried, as a flow the destination
     // knows. If the room cannot take it, `plan_ranked` tries further salts.
     if left_out_tcp {
-        for (i, s) in (0u32..).zip(flows.iter()) {
-            if is_est(s) || s.key.protocol != protocol::TCP || take.get(i as usize) == Some(&2) {
+        for i in 0..u32::try_from(take.len()).unwrap_or(u32::MAX) {
+            if take.get(i as usize) != Some(&LEFT_OUT_TCP) {
                 continue;
             }
             let v = vals.get(i as usize).copied().unwrap_or(0);
@@ -2273,7 +2521,7 @@ fn plan_upgrades(
     // class), so from the end the ranks arrive nearly ascending and almost every flow past the
     // first `step` is refused by one comparison with the heap's top (any order costs at most
     // `n log step`).
-    let n_flows = flows.len();
+    let n_flows = ranks.len();
     let mut walked: Option<u128> = None;
     let mut walked_all = 0;
     if left >= min_upgrade && n_flows > 0 {
@@ -2328,7 +2576,8 @@ fn plan_upgrades(
     // every remaining entry ranked all of them, 256 a step: about one first save in ten at
     // 20,000 connections cost three times the others).
     let floor = |i: u32| {
-        let Some(s) = flows.get(i as usize) else { return usize::MAX };
+        let Some(s) = flow(i) else { return usize::MAX };
+        let s = &s;
         let local = dicts.idx.get(i as usize).map_or(NONE, |x| x.0);
         dicts
             .lays
@@ -2392,12 +2641,18 @@ fn plan_upgrades(
     exact.try_reserve(n_exact)?;
     gone.clear();
     gone.try_reserve(n_exact)?;
-    for ((s, &t), &v) in flows.iter().zip(take.iter()).zip(vals.iter()) {
+    for ((i, &t), &v) in (0u32..).zip(take.iter()).zip(vals.iter()) {
         match t {
             2 => {
-                exact.push(*s);
-                if is_est(s) {
-                    gone.push(v);
+                // Counted above: within the capacity. A flow the source cannot give again
+                // (never: the plan read it) would be neither written nor counted.
+                if let Some(s) = flow(i)
+                    && exact.len() < exact.capacity()
+                {
+                    exact.push(s);
+                    if is_est(&s) {
+                        gone.push(v);
+                    }
                 }
             }
             1 => fp_count += 1,

@@ -821,6 +821,15 @@ mod tests {
             ).map_err(|e| alloc::format!("{e:?}"));
             prop_assert_eq!(&a, &b);
             prop_assert_eq!(&in_place, &again);
+            // Past the cap the save plans from the shards' slots: the save through saved
+            // records (every flow copied, as before) writes the same.
+            let mut through = Vec::new();
+            let c = encode_source_with(
+                &LivePort { port: &home, shards: &refs, now: NOW }, &config, &mut through,
+                &mut Work::default(), false,
+            ).map_err(|e| alloc::format!("{e:?}"));
+            prop_assert_eq!(&a, &c);
+            prop_assert_eq!(&in_place, &through);
             let full = *home.table.config();
             let mut shards = shards;
             let mut others: Vec<Option<&mut Port>> = shards.iter_mut().map(Some).collect();
