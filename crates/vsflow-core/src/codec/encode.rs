@@ -135,6 +135,21 @@ const TABLE_SHIFT: u32 = 24;
 /// [`TABLES`]).
 const TREE_LEAVES: usize = TABLES.next_power_of_two();
 
+/// The list bits of a merge key ([`head_key`]).
+const HEAD_LIST: u64 = 0xf;
+const _: () = assert!(TABLES <= HEAD_LIST as usize);
+
+/// A list head's key in the merge of a split port's lists ([`LivePort::visit`]): its last
+/// activity above, its list (`< TABLES`) in the low 4 bits, so one `u64` comparison orders two
+/// heads as `shards::merge` does (older first, ties to the earlier list). An instant past
+/// 2^60 ticks (3,650 years of uptime at 10 MHz) counts as 2^60 - 1; `u64::MAX` stays a
+/// finished list's.
+#[allow(clippy::cast_possible_truncation, reason = "list < TABLES")]
+const fn head_key(last_seen: Tick, list: usize) -> u64 {
+    let t = if last_seen < (1 << 60) - 1 { last_seen } else { (1 << 60) - 1 };
+    (t << 4) | (list as u64 & HEAD_LIST)
+}
+
 /// The table and the slot of a place [`Source::flows`] gives.
 const fn slot_table(at: u32) -> (usize, usize) {
     ((at >> TABLE_SHIFT) as usize, (at & ((1 << TABLE_SHIFT) - 1)) as usize)
@@ -178,20 +193,21 @@ impl<'a> LivePort<'a> {
         }
         // Split: each class oldest first across the shards, ties to the earlier table, as
         // `shards::merge` places them in the home shard's new table: each step takes the
-        // smallest of the lists' heads by (last seen, list), a list's key u128::MAX once it is
+        // smallest of the lists' heads by (last seen, list), a list's key u64::MAX once it is
         // done (a scan of the heads through peekable iterators cost three times the single
-        // table's walk, a plain scan of the nine keys still twice).
+        // table's walk, a plain scan of the nine keys still twice). A key is the instant in
+        // its high 60 bits (`head_key`), the list below.
         #[allow(clippy::cast_possible_truncation, reason = "at < TABLES")]
         for class in TimeoutClass::ALL {
             let mut lists: [Option<_>; TABLES] = Default::default();
-            let mut heads = [u128::MAX; TABLES];
+            let mut heads = [u64::MAX; TABLES];
             let mut used = 0;
             for (t, table) in self.tables() {
                 let mut it = table.iter_lru_slots(class);
                 if let Some(first) = it.next()
                     && let (Some(list), Some(head)) = (lists.get_mut(used), heads.get_mut(used))
                 {
-                    *head = (u128::from(first.2.last_seen) << 8) | used as u128;
+                    *head = head_key(first.2.last_seen, used);
                     *list = Some((t, first, it));
                     used += 1;
                 }
@@ -200,14 +216,14 @@ impl<'a> LivePort<'a> {
             // `2i` and `2i + 1`, the leaves (from `width`) the heads, the root the oldest; a
             // step replays the taken list's path only (three levels for eight shards).
             let width = used.next_power_of_two();
-            let mut tree = [u128::MAX; 2 * TREE_LEAVES];
+            let mut tree = [u64::MAX; 2 * TREE_LEAVES];
             for (leaf, &h) in tree.iter_mut().skip(width).zip(heads.iter().take(used)) {
                 *leaf = h;
             }
-            let min_of = |tree: &[u128; 2 * TREE_LEAVES], node: usize| {
-                let a = tree.get(2 * node).copied().unwrap_or(u128::MAX);
-                let b = tree.get(2 * node + 1).copied().unwrap_or(u128::MAX);
-                if a < b { a } else { b }
+            let min_of = |tree: &[u64; 2 * TREE_LEAVES], node: usize| {
+                let a = tree.get(2 * node).copied().unwrap_or(u64::MAX);
+                let b = tree.get(2 * node + 1).copied().unwrap_or(u64::MAX);
+                a.min(b)
             };
             for node in (1..width).rev() {
                 let smaller = min_of(&tree, node);
@@ -216,19 +232,19 @@ impl<'a> LivePort<'a> {
                 }
             }
             loop {
-                let best = tree.get(1).copied().unwrap_or(u128::MAX);
-                if best == u128::MAX {
+                let best = tree.get(1).copied().unwrap_or(u64::MAX);
+                if best == u64::MAX {
                     break;
                 }
-                let at = (best & 0xff) as usize;
+                let at = (best & HEAD_LIST) as usize;
                 let Some(Some((t, (slot, k, r), it))) = lists.get_mut(at) else { break };
                 visit(*t, *slot, k, r)?;
                 let head = match it.next() {
                     Some(next) => {
                         (*slot, *k, *r) = next;
-                        (u128::from(next.2.last_seen) << 8) | at as u128
+                        head_key(next.2.last_seen, at)
                     }
-                    None => u128::MAX,
+                    None => u64::MAX,
                 };
                 let mut node = width + at;
                 if let Some(x) = tree.get_mut(node) {
@@ -775,40 +791,54 @@ impl Dicts {
         Ok(())
     }
 
-    /// [`Dicts::build`] without remotes, a flow at a time (in the source's order; `last` the
-    /// previous flow's local address, its family and index, `None` at the first): its local
-    /// index is pushed to `idx` (reserved by the caller). [`Dicts::finish_locals`] ends it.
+    /// [`Dicts::build`] without remotes and without the flows' indexes, a flow at a time (in
+    /// the source's order; `last` the previous flow's local address, its family and index,
+    /// `None` at the first): its local address joins the dictionary. [`Dicts::local`] then
+    /// finds a flow's index; [`Dicts::finish_locals`] ends the build.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`].
     #[inline]
-    fn push_local(
+    fn add_local(
         &mut self,
         family: IpFamily,
         a: [u8; 16],
         last: &mut Option<(usize, [u8; 16], u32)>,
     ) -> Result<(), Error> {
         let f = family_slot(family);
-        let local = match *last {
-            Some((lf, la, i)) if lf == f && la == a => i,
-            _ => {
-                let (Some(dict), Some(li)) = (self.addrs.get_mut(f), self.local_index.get_mut(f))
-                else {
-                    return Ok(());
-                };
-                let i = local_id(dict, li, a)?;
-                *last = Some((f, a, i));
-                i
-            }
-        };
-        // Reserved by the caller: within the capacity.
-        if self.idx.len() < self.idx.capacity() {
-            self.idx.push((local, NONE));
+        if let Some((lf, la, _)) = *last
+            && lf == f
+            && u128::from_ne_bytes(la) == u128::from_ne_bytes(a)
+        {
+            return Ok(());
         }
+        let (Some(dict), Some(li)) = (self.addrs.get_mut(f), self.local_index.get_mut(f)) else {
+            return Ok(());
+        };
+        let i = local_id(dict, li, a)?;
+        *last = Some((f, a, i));
         Ok(())
     }
 
-    /// Ends a build made by [`Dicts::push_local`]: the index widths.
+    /// Flow `i`'s local index (`s` the flow): from the flows' indexes when the build made
+    /// them, else found in the dictionary ([`Dicts::add_local`]); NONE if it did not fit.
+    #[inline]
+    fn local(&self, i: u32, s: &SavedFlow) -> u32 {
+        if let Some(&(local, _)) = self.idx.get(i as usize) {
+            return local;
+        }
+        let f = family_slot(s.key.family);
+        let a = s.key.local_addr;
+        match (self.addrs.get(f), self.local_index.get(f)) {
+            (Some(dict), Some(li)) => li
+                .find(addr_hash(&a), |&j| dict.get(j as usize) == Some(&a))
+                .copied()
+                .unwrap_or(NONE),
+            _ => NONE,
+        }
+    }
+
+    /// Ends a build made by [`Dicts::add_local`]: the index widths.
     fn finish_locals(&mut self) {
         self.set_layouts([self.addrs[0].len(), self.addrs[1].len()]);
     }
@@ -2285,7 +2315,6 @@ fn plan_past_live(
         ranks.clear();
         ranks.try_reserve(n)?;
         dicts.clear();
-        dicts.idx.try_reserve(n)?;
         *hashed = 0;
         let now = src.now;
         let mut last_local = None;
@@ -2306,7 +2335,7 @@ fn plan_past_live(
             let est = r.state == FlowState::Established && r.admission == Admission::Vm;
             if est || k.protocol == protocol::TCP {
                 let v = match cache.entry(at) {
-                    Some(Some((key, v))) if key == k => *v,
+                    Some(Some((key, v))) if same_key(key, k) => *v,
                     Some(e) => {
                         let v = crate::fingerprint::fingerprint(salt, k);
                         *e = Some((*k, v));
@@ -2329,7 +2358,7 @@ fn plan_past_live(
                 vals.push(0);
                 take.push(0);
             }
-            dicts.push_local(k.family, k.local_addr, &mut last_local)
+            dicts.add_local(k.family, k.local_addr, &mut last_local)
         })?;
         dicts.finish_locals();
     }
@@ -2348,6 +2377,18 @@ fn plan_past_live(
     });
     w.slots = slots;
     planned
+}
+
+/// `a == b`: the addresses as 16-byte words first (the derived comparison, field by field
+/// and byte array by byte array, took about twenty instructions a flow in the save's pass).
+#[inline]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    (u128::from_ne_bytes(a.remote_addr) == u128::from_ne_bytes(b.remote_addr))
+        & (u128::from_ne_bytes(a.local_addr) == u128::from_ne_bytes(b.local_addr))
+        & (a.local_port == b.local_port)
+        & (a.remote_port == b.remote_port)
+        & (a.protocol == b.protocol)
+        & (a.family == b.family)
 }
 
 /// `take`'s mark of a TCP flow that is not one of the VM's established connections before the
@@ -2432,7 +2473,7 @@ fn plan_chosen(
         let Some(s) = flow(i) else { return false };
         let s = &s;
         let f = family_slot(s.key.family);
-        let local = dicts.idx.get(i as usize).map_or(NONE, |x| x.0);
+        let local = dicts.local(i, s);
         let first_use = charged.get(f).and_then(|c| c.get(local as usize)) == Some(&false);
         let c = dicts
             .lays
@@ -2578,7 +2619,7 @@ fn plan_chosen(
     let floor = |i: u32| {
         let Some(s) = flow(i) else { return usize::MAX };
         let s = &s;
-        let local = dicts.idx.get(i as usize).map_or(NONE, |x| x.0);
+        let local = dicts.local(i, s);
         dicts
             .lays
             .get(family_slot(s.key.family))
