@@ -212,51 +212,48 @@ impl<'a> LivePort<'a> {
                     used += 1;
                 }
             }
-            // A tournament over the lists' head keys: node `i` holds the smaller of nodes
-            // `2i` and `2i + 1`, the leaves (from `width`) the heads, the root the oldest; a
-            // step replays the taken list's path only (three levels for eight shards).
+            // A tournament over the lists' head keys (a loser tree): node `i` (from 1) holds
+            // the larger of the two keys that met there, the leaves (from `width`) the heads,
+            // `best` the smallest; a step replays the taken list's path only, one comparison
+            // a level (three for eight shards).
             let width = used.next_power_of_two();
-            let mut tree = [u64::MAX; 2 * TREE_LEAVES];
-            for (leaf, &h) in tree.iter_mut().skip(width).zip(heads.iter().take(used)) {
+            let mut won = [u64::MAX; 2 * TREE_LEAVES];
+            for (leaf, &h) in won.iter_mut().skip(width).zip(heads.iter().take(used)) {
                 *leaf = h;
             }
-            let min_of = |tree: &[u64; 2 * TREE_LEAVES], node: usize| {
-                let a = tree.get(2 * node).copied().unwrap_or(u64::MAX);
-                let b = tree.get(2 * node + 1).copied().unwrap_or(u64::MAX);
-                a.min(b)
-            };
+            let mut lost = [u64::MAX; TREE_LEAVES];
             for node in (1..width).rev() {
-                let smaller = min_of(&tree, node);
-                if let Some(x) = tree.get_mut(node) {
-                    *x = smaller;
+                let a = won.get(2 * node).copied().unwrap_or(u64::MAX);
+                let b = won.get(2 * node + 1).copied().unwrap_or(u64::MAX);
+                if let (Some(w), Some(l)) = (won.get_mut(node), lost.get_mut(node)) {
+                    (*w, *l) = (a.min(b), a.max(b));
                 }
             }
-            loop {
-                let best = tree.get(1).copied().unwrap_or(u64::MAX);
-                if best == u64::MAX {
-                    break;
-                }
+            let mut best = won.get(1.min(width)).copied().unwrap_or(u64::MAX);
+            if width == 1 {
+                best = heads.first().copied().unwrap_or(u64::MAX);
+            }
+            while best != u64::MAX {
                 let at = (best & HEAD_LIST) as usize;
                 let Some(Some((t, (slot, k, r), it))) = lists.get_mut(at) else { break };
                 visit(*t, *slot, k, r)?;
-                let head = match it.next() {
+                let mut key = match it.next() {
                     Some(next) => {
                         (*slot, *k, *r) = next;
                         head_key(next.2.last_seen, at)
                     }
                     None => u64::MAX,
                 };
-                let mut node = width + at;
-                if let Some(x) = tree.get_mut(node) {
-                    *x = head;
-                }
-                while node > 1 {
-                    node /= 2;
-                    let smaller = min_of(&tree, node);
-                    if let Some(x) = tree.get_mut(node) {
-                        *x = smaller;
+                let mut node = (width + at) / 2;
+                while node > 0 {
+                    if let Some(l) = lost.get_mut(node)
+                        && *l < key
+                    {
+                        core::mem::swap(l, &mut key);
                     }
+                    node /= 2;
                 }
+                best = key;
             }
         }
         Ok(())
