@@ -1012,8 +1012,9 @@ fn v4_datagram(
 /// starts after the IP header and its options). Random headers of 20-60 bytes, 0-3 AHs of
 /// 12-200 bytes (RFC 4302: 12 and more, a multiple of 4), then UDP to 53, a TCP SYN to 80 or
 /// an ICMP echo request (rules admit each); the VM has sent its own AH later fragment to the
-/// peer, so an AH later fragment is the return traffic of a flow (review s4 L3: otherwise
-/// every AH later fragment is blocked). Where the bytes the first fragment is judged by reach
+/// peer (before the fix of review s4 L3 that made an AH later fragment the return traffic of
+/// a flow; since then an AH later fragment past the bound passes anyway, so the first fragment
+/// is what must be blocked). Where the bytes the first fragment is judged by reach
 /// byte 128, either it or a later fragment at the first multiple of 8 over them (at or past
 /// 128, naming the datagram's protocol as IPv4 fragments do) is blocked.
 #[test]
