@@ -403,7 +403,7 @@ fn a_split_ports_first_save_past_the_cap_allocates_nothing_after_a_listing_made_
 /// long as its blob (a few hundred bytes), which no sweep may move or free afterwards (WFP may
 /// still be copying it: `save_buffer.rs`). When the port then grows past the cap, the sweep
 /// readies the encoder but cannot grow that buffer, so the next save (a live migration's, at
-/// DISPATCH_LEVEL in the save callback) allocated its 60 KiB blob buffer there: an allocation
+/// `DISPATCH_LEVEL` in the save callback) allocated its 60 KiB blob buffer there: an allocation
 /// the first save past the cap otherwise never makes, and a failure of it sends the no-state
 /// blob (every connection of the VM lost). The sweep readies a second buffer beside the handed
 /// one instead, which the save swaps in: the save allocates nothing, and the handed blob stays
