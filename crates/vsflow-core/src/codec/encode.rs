@@ -137,7 +137,7 @@ const TREE_LEAVES: usize = TABLES.next_power_of_two();
 
 /// The list bits of a merge key ([`head_key`]).
 const HEAD_LIST: u64 = 0xf;
-const _: () = assert!(TABLES <= HEAD_LIST as usize);
+const _: () = assert!(TABLES as u64 <= HEAD_LIST);
 
 /// A list head's key in the merge of a split port's lists ([`LivePort::visit`]): its last
 /// activity above, its list (`< TABLES`) in the low 4 bits, so one `u64` comparison orders two
@@ -229,10 +229,8 @@ impl<'a> LivePort<'a> {
                     (*w, *l) = (a.min(b), a.max(b));
                 }
             }
-            let mut best = won.get(1.min(width)).copied().unwrap_or(u64::MAX);
-            if width == 1 {
-                best = heads.first().copied().unwrap_or(u64::MAX);
-            }
+            // (One list: its leaf is node 1.)
+            let mut best = won.get(1).copied().unwrap_or(u64::MAX);
             while best != u64::MAX {
                 let at = (best & HEAD_LIST) as usize;
                 let Some(Some((t, (slot, k, r), it))) = lists.get_mut(at) else { break };
@@ -244,7 +242,8 @@ impl<'a> LivePort<'a> {
                     }
                     None => u64::MAX,
                 };
-                let mut node = (width + at) / 2;
+                let leaf = width + at;
+                let mut node = leaf / 2;
                 while node > 0 {
                     if let Some(l) = lost.get_mut(node)
                         && *l < key
@@ -2257,6 +2256,7 @@ fn plan_upgrades(
 ///
 /// # Errors
 /// [`Error::OutOfMemory`].
+#[allow(clippy::too_many_lines, reason = "one walk, then the plan: read top to bottom")]
 fn plan_past_live(
     w: &mut Work,
     src: &LivePort<'_>,
@@ -2380,12 +2380,12 @@ fn plan_past_live(
 /// and byte array by byte array, took about twenty instructions a flow in the save's pass).
 #[inline]
 fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    (u128::from_ne_bytes(a.remote_addr) == u128::from_ne_bytes(b.remote_addr))
-        & (u128::from_ne_bytes(a.local_addr) == u128::from_ne_bytes(b.local_addr))
-        & (a.local_port == b.local_port)
-        & (a.remote_port == b.remote_port)
-        & (a.protocol == b.protocol)
-        & (a.family == b.family)
+    u128::from_ne_bytes(a.remote_addr) == u128::from_ne_bytes(b.remote_addr)
+        && u128::from_ne_bytes(a.local_addr) == u128::from_ne_bytes(b.local_addr)
+        && a.local_port == b.local_port
+        && a.remote_port == b.remote_port
+        && a.protocol == b.protocol
+        && a.family == b.family
 }
 
 /// `take`'s mark of a TCP flow that is not one of the VM's established connections before the
