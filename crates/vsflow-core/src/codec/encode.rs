@@ -179,9 +179,12 @@ impl<'a> LivePort<'a> {
     /// # Errors
     /// What `visit` returns (the walk stops there).
     #[allow(clippy::too_many_lines, reason = "one table, or the shards' lists merged")]
+    ///
+    /// (`visit` is not inlined either way: taken as a `dyn`, the walk's code is one copy for
+    /// both its callers; the driver image has a size budget.)
     fn visit(
         &self,
-        mut visit: impl FnMut(usize, u32, &FlowKey, &crate::flow::FlowRecord) -> Result<(), Error>,
+        visit: &mut dyn FnMut(usize, u32, &FlowKey, &crate::flow::FlowRecord) -> Result<(), Error>,
     ) -> Result<(), Error> {
         if self.in_home() {
             for class in TimeoutClass::ALL {
@@ -340,7 +343,7 @@ impl Source for LivePort<'_> {
                 }
             }
         };
-        self.visit(|t, i, k, r| {
+        self.visit(&mut |t, i, k, r| {
             push(t, i, k, r);
             Ok(())
         })
@@ -2318,7 +2321,7 @@ fn plan_past_live(
         // Reserved above: no push grows a vector (each is checked, so a port that gained
         // flows since `n` was counted, impossible under its locks, writes no more than that).
         #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
-        src.visit(|t, i, k, r| {
+        src.visit(&mut |t, i, k, r| {
             if slots.len() == slots.capacity() || ranks.len() == ranks.capacity() {
                 return Ok(());
             }
