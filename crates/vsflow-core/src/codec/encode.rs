@@ -135,6 +135,10 @@ const TABLE_SHIFT: u32 = 24;
 /// [`TABLES`]).
 const TREE_LEAVES: usize = TABLES.next_power_of_two();
 
+/// What [`LivePort::visit`] calls with each flow: its table, slot, key and record.
+type Visitor<'v> =
+    dyn FnMut(usize, u32, &FlowKey, &crate::flow::FlowRecord) -> Result<(), Error> + 'v;
+
 /// The list bits of a merge key ([`head_key`]).
 const HEAD_LIST: u64 = 0xf;
 const _: () = assert!(TABLES as u64 <= HEAD_LIST);
@@ -182,10 +186,7 @@ impl<'a> LivePort<'a> {
     ///
     /// (`visit` is not inlined either way: taken as a `dyn`, the walk's code is one copy for
     /// both its callers; the driver image has a size budget.)
-    fn visit(
-        &self,
-        visit: &mut dyn FnMut(usize, u32, &FlowKey, &crate::flow::FlowRecord) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn visit(&self, visit: &mut Visitor<'_>) -> Result<(), Error> {
         if self.in_home() {
             for class in TimeoutClass::ALL {
                 for (i, k, r) in self.port.table.iter_lru_slots(class) {
