@@ -13,8 +13,8 @@
 //! (`PortSlot::lock_whole`, then the sweep). A second property runs a port at its bound: new
 //! flows reclaim exactly the slots the whole port reclaims.
 //!
-//! Each shard is a `RefCell` standing for its lock: a path that held two shards at once, or a
-//! shard twice, would panic.
+//! Each shard is a `RefCell` standing for its lock: a path that took a shard's lock while
+//! holding it would panic.
 
 use std::cell::{RefCell, RefMut};
 use std::collections::BTreeSet;
