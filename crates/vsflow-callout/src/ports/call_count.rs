@@ -12,14 +12,26 @@
 use super::{AtomicU64, Ordering};
 
 /// Classify calls judged on one processor's shard.
+///
+/// Never reset in place: a reset writes only its own baseline, `taken` (the count it has
+/// reported), and a read is the count past it. The count has one writer (the shard's
+/// processor, under the shard's lock) and only ever grows, so a reset racing a count reports
+/// the calls it saw once and leaves the rest for the next read: none lost, none repeated.
+/// Before, a reset swapped the count to zero between a count's load and its store, and the
+/// store put the old count back (those calls reported twice), or was overwritten by it (one
+/// lost): the counting is a plain load and store, not an interlocked add, to keep the packet
+/// path free of locked instructions.
 pub struct CallCount {
+    /// Calls counted since the shard was made (wrapping).
     calls: AtomicU64,
+    /// What the resets have reported of `calls` (written only under the home lock).
+    taken: AtomicU64,
 }
 
 impl CallCount {
     /// None counted.
     pub fn new() -> Self {
-        Self { calls: AtomicU64::new(0) }
+        Self { calls: AtomicU64::new(0), taken: AtomicU64::new(0) }
     }
 
     /// Counts a classify call; the caller holds the shard's lock (so no other writer).
@@ -30,11 +42,15 @@ impl CallCount {
 
     /// Calls counted since the last [`CallCount::take`] (the caller holds the home lock).
     pub fn read(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
+        self.calls.load(Ordering::Relaxed).wrapping_sub(self.taken.load(Ordering::Relaxed))
     }
 
-    /// [`CallCount::read`], and counting from zero after it (the caller holds the home lock).
+    /// [`CallCount::read`], and counting from there after it (the caller holds the home lock:
+    /// no other reset at once).
     pub fn take(&self) -> u64 {
-        self.calls.swap(0, Ordering::Relaxed)
+        let calls = self.calls.load(Ordering::Relaxed);
+        let taken = self.taken.load(Ordering::Relaxed);
+        self.taken.store(calls, Ordering::Relaxed);
+        calls.wrapping_sub(taken)
     }
 }
