@@ -28,7 +28,8 @@ use vsflow_core::{
 
 use crate::driver::Driver;
 use crate::frame::{
-    IP_PREFIX, headers_rewritable, is_non_first_fragment, may_overlap_headers, tcp_flags,
+    IP_PREFIX, headers_rewritable, is_non_first_fragment, may_overlap_headers, plain_tcp_flags,
+    tcp_flags,
 };
 use crate::instances;
 use crate::keys::HOOKS;
@@ -181,7 +182,14 @@ impl<S: KernelServices> Driver<S> {
             packet.length = frame.frame_len;
         }
         let head = frame.as_ref().map_or(&[][..], |f| f.head);
-        if headers_rewritable(head) {
+        if let Some(flags) = (packet.protocol == protocol::TCP && !portless)
+            .then(|| plain_tcp_flags(head))
+            .flatten()
+        {
+            // The common packet (IPv4 without options, not a fragment, TCP): what the branches
+            // below find for it, read with one look (`frame::plain_tcp_flags`).
+            packet.tcp_flags = TcpFlags(flags);
+        } else if headers_rewritable(head) {
             // Neither its protocol nor its ports can be relied on: inbound in Enforce only a
             // rule admitting everything from its source admits it (review s4, R4-1 and R4-2).
             packet.headers = Headers::Unknown;
