@@ -391,13 +391,12 @@ unsafe fn read_values_into<'v>(
 ) -> Result<(u32, Option<&'v [u8]>), Bypass> {
     // SAFETY: caller's contract on `values`.
     let all = unsafe { value_slice(values) };
-    let short;
-    let fields = match all.first_chunk::<READ_FIELDS>() {
-        Some(fields) => fields,
-        None => {
-            short = padded(all);
-            &short
-        }
+    let padded_fields;
+    let fields = if let Some(fields) = all.first_chunk::<READ_FIELDS>() {
+        fields
+    } else {
+        padded_fields = padded(all);
+        &padded_fields
     };
     // A value absent from a short call reads as `FWP_EMPTY` (`padded`): every check below
     // rejects either the same way.

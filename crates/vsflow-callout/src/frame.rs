@@ -215,7 +215,8 @@ pub fn tcp_flags(ip: &[u8]) -> Option<u8> {
 #[inline]
 pub fn plain_tcp_flags(ip: &[u8]) -> Option<u8> {
     if let [0x45, _, t0, t1, _, _, f0, f1, _, IPPROTO_TCP, ..] = *ip
-        && u16::from_be_bytes([f0, f1]) & 0x3fff == 0
+        && u16::from_be_bytes([f0, f1]).trailing_zeros() >= 14
+    // MF and the offset are 0
     {
         let total = usize::from(u16::from_be_bytes([t0, t1]));
         let end = if total == 0 || total > ip.len() { ip.len() } else { total };
