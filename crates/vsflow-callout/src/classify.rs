@@ -174,32 +174,26 @@ impl<S: KernelServices> Driver<S> {
         if icmp {
             packet.icmp = Icmp::Unreadable;
         }
-        // SAFETY: caller's contract on `layer_data`.
-        let buffer = unsafe { crate::frame::first_buffer(layer_data) };
+        // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
+        let frame = unsafe { self.services.read_frame(layer_data, meta, storage) };
+        let framed = frame.is_some();
+        let head = frame.map_or(&[][..], |f| {
+            packet.length = f.frame_len;
+            f.head
+        });
+        crate::prefetch::bytes(head, TCP_FLAGS_AT);
         // 3. The clock, and the processor (read before the map lock raises the IRQL: at
         //    PASSIVE_LEVEL the thread may move after it, which costs a line another processor
         //    writes, never a wrong verdict: `PortSlot::classify`).
         let now = self.now();
         let cpu = self.services.current_processor();
         // 4. The port (the switch by the name read with the values: never guessed), from this
-        //    processor's port cache or the map (crate::ports); then, under the lock of this
-        //    processor's shard of the port or the port's, the packet's first bytes and headers
-        //    (`read_headers`) and its verdict.
+        //    processor's port cache or the map (crate::ports); then the packet's headers
+        //    (`read_headers`); then its verdict under the lock of this processor's shard of the
+        //    port, for its own flows, or the port's.
         let found = self.ports.with_packet_port(cpu, name, port_id, |slot| {
-            // SAFETY: caller's contract on `layer_data` (`buffer` is its first NET_BUFFER).
-            unsafe { crate::frame::ask_for_current_mdl(buffer) };
-            let packet = &mut packet;
-            slot.classify(cpu, now, move || {
-                // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to
-                // this call.
-                let frame = unsafe { self.services.read_frame(layer_data, meta, storage) };
-                let framed = frame.is_some();
-                let head = frame.map_or(&[][..], |f| {
-                    packet.length = f.frame_len;
-                    f.head
-                });
-                read_headers(packet, head, framed, icmp, portless).then_some(&*packet)
-            })
+            read_headers(&mut packet, head, framed, icmp, portless)
+                .then(|| slot.classify(cpu, &packet, now))
         });
         match found {
             Some(Some(Some(verdict))) => Some(verdict),

@@ -360,35 +360,6 @@ fn headers_rewritable_walked(ip: &[u8]) -> bool {
     }
 }
 
-/// The first `NET_BUFFER` of the list at `nbl` (null if none), its line asked for
-/// ([`crate::prefetch`]): what [`nbl_prefix`] reads first, found before the map lock so that
-/// `NdisGetDataBuffer`'s reads after it do not wait for the list's chain one line at a time.
-///
-/// # Safety
-/// `nbl` is null or a valid `NET_BUFFER_LIST` (valid for the classify call).
-#[inline]
-pub unsafe fn first_buffer(nbl: *mut core::ffi::c_void) -> *mut fwps_sys::NET_BUFFER {
-    // SAFETY: caller's contract.
-    let Some(list) = (unsafe { nbl.cast::<fwps_sys::NET_BUFFER_LIST>().as_ref() }) else {
-        return core::ptr::null_mut();
-    };
-    crate::prefetch::line(list.FirstNetBuffer);
-    list.FirstNetBuffer
-}
-
-/// Asks for the line of the current MDL of `nb` (from [`first_buffer`]): what
-/// `NdisGetDataBuffer` reads after the buffer.
-///
-/// # Safety
-/// `nb` is null or the first `NET_BUFFER` of the classify call's valid `NET_BUFFER_LIST`.
-#[inline]
-pub unsafe fn ask_for_current_mdl(nb: *mut fwps_sys::NET_BUFFER) {
-    // SAFETY: caller's contract.
-    if let Some(buffer) = unsafe { nb.as_ref() } {
-        crate::prefetch::line(buffer.CurrentMdl);
-    }
-}
-
 /// The start of a frame in a `NET_BUFFER_LIST`, without copying when NDIS has it contiguous.
 ///
 /// Up to `storage.len()` bytes from the first `NET_BUFFER` of the list at `nbl` (what WFP

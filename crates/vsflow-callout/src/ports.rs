@@ -384,41 +384,34 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// every packet of a whole port. `None` for a port whose packets are not judged (a generic
     /// port without a VM NIC; never split).
     #[inline]
-    pub(crate) fn classify<'p>(
-        &self,
-        cpu: u32,
-        now: Tick,
-        packet: impl FnOnce() -> Option<&'p PacketMeta>,
-    ) -> Option<Option<Verdict>> {
+    pub(crate) fn classify(&self, cpu: u32, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
         let n = self.shards.len();
         let own = if n == 0 { 0 } else { cpu as usize % n };
         if self.sharded.load(Ordering::Acquire)
             && let Some(shard) = self.shards.get(own)
         {
             let mut port = shard.port.lock();
-            let meta = packet()?;
             // Stable under any of the port's locks; merged meanwhile: the home lock judges.
             if self.sharded.load(Ordering::Relaxed)
                 && let Some(verdict) = port.classify_existing(meta, now)
             {
                 shard.count_call();
-                return Some(Some(verdict));
+                return Some(verdict);
             }
             drop(port);
             if let Some(verdict) = self.classify_hinted(shard, own, meta, now) {
-                return Some(Some(verdict));
+                return Some(verdict);
             }
-            return Some(self.classify_split(&mut self.state.lock(), own, meta, now));
+            return self.classify_split(&mut self.state.lock(), own, meta, now);
         }
         let mut st = self.state.lock();
-        let meta = packet()?;
         if self.sharded.load(Ordering::Relaxed) {
             // Split since the first look.
-            return Some(self.classify_split(&mut st, own, meta, now));
+            return self.classify_split(&mut st, own, meta, now);
         }
         st.classify_calls += 1;
         st.close_stale_window(now);
-        Some(st.judged().then(|| st.port.classify(meta, now)))
+        st.judged().then(|| st.port.classify(meta, now))
     }
 
     /// A packet its processor's shard does not hold, on a split port: judged in the shard this
