@@ -161,11 +161,13 @@ impl<S: KernelServices> Driver<S> {
                 return None;
             }
         };
-        // 2. The packet's first bytes (data starts at the IP header at these layers), found with
-        //    `NdisGetDataBuffer`: read in step 4, under the map lock. Their lines are asked for
-        //    now: the interlocked operation that takes the map lock waits for every load issued
-        //    before it, not for a prefetch (module `prefetch`), so their miss overlaps the lock's
-        //    instead of coming before it.
+        // 2. (The switch's name, read with the values above, is compared with the port map's
+        //    switches in step 4: never guessed.)
+        // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, what an
+        //    ICMP message says (WFP's port values hold only its type and code), and for a packet
+        //    WFP gave no ports for, whether it is a non-first fragment.
+        //    Every packet's IP headers are read: a fragment may rewrite what WFP's protocol and
+        //    ports rest on (`frame::headers_rewritable`).
         let icmp = icmp::is_icmp(packet.family, packet.protocol);
         let portless = packet.headers == Headers::NoPorts;
         let mut storage = [0u8; icmp::READ_LEN];
@@ -176,91 +178,66 @@ impl<S: KernelServices> Driver<S> {
         }
         // SAFETY: caller's contract on `layer_data` and `meta`; `storage` is local to this call.
         let frame = unsafe { self.services.read_frame(layer_data, meta, storage) };
-        let framed = frame.is_some();
-        let head = frame.map_or(&[][..], |f| {
-            packet.length = f.frame_len;
-            f.head
-        });
-        crate::prefetch::bytes(head, TCP_FLAGS_AT);
-        // 3. The clock, and the processor (read before the map lock raises the IRQL: at
-        //    PASSIVE_LEVEL the thread may move after it, which costs a line another processor
-        //    writes, never a wrong verdict: `PortSlot::classify`).
+        if let Some(frame) = &frame {
+            packet.length = frame.frame_len;
+        }
+        let head = frame.as_ref().map_or(&[][..], |f| f.head);
+        if let Some(flags) = (packet.protocol == protocol::TCP && !portless)
+            .then(|| plain_tcp_flags(head))
+            .flatten()
+        {
+            // The common packet (IPv4 without options, not a fragment, TCP): what the branches
+            // below find for it, read with one look (`frame::plain_tcp_flags`).
+            packet.tcp_flags = TcpFlags(flags);
+        } else if headers_rewritable(head) {
+            // Neither its protocol nor its ports can be relied on: inbound in Enforce only a
+            // rule admitting everything from its source admits it (review s4, R4-1 and R4-2).
+            packet.headers = Headers::Unknown;
+        } else if portless {
+            // A later fragment that may overlap its first fragment's headers (RFC 1858 3.3) is
+            // judged without ports, like a first fragment without them: inbound in Enforce
+            // only a rule admitting every port of its protocol admits it (issue 16).
+            if is_non_first_fragment(head) && !may_overlap_headers(head) {
+                // No transport header: it passes on its first fragment's verdict (without that
+                // fragment the datagram is never reassembled).
+                self.count(Counter::ClassifyCalls);
+                self.count(Counter::UnknownPortPackets);
+                return None;
+            }
+        } else if packet.protocol == protocol::TCP {
+            // Flags that cannot be read are never "no flags" (issue 16).
+            match tcp_flags(head) {
+                Some(flags) => packet.tcp_flags = TcpFlags(flags),
+                None => packet.headers = Headers::NoFlags,
+            }
+        } else if icmp && frame.is_some() {
+            packet.icmp = icmp::read(head);
+        }
+        // 4. The port, and its verdict under the port's own lock.
         let now = self.now();
+        // Read before the map lock raises the IRQL: at PASSIVE_LEVEL the thread may move after
+        // it, which costs a line another processor writes, never a wrong verdict
+        // (`PortSlot::classify`).
         let cpu = self.services.current_processor();
-        // 4. The port (the switch by the name read with the values: never guessed), from this
-        //    processor's port cache or the map (crate::ports); then the packet's headers
-        //    (`read_headers`); then its verdict under the lock of this processor's shard of the
-        //    port, for its own flows, or the port's.
-        let found = self.ports.with_packet_port(cpu, name, port_id, |slot| {
-            read_headers(&mut packet, head, framed, icmp, portless)
-                .then(|| slot.classify(cpu, &packet, now))
-        });
+        // The port from this processor's port cache, or the map (crate::ports); judged under
+        // this processor's shard's lock only, for its own flows.
+        let found = self
+            .ports
+            .with_packet_port(cpu, name, port_id, |slot| slot.classify(cpu, &packet, now));
         match found {
-            Some(Some(Some(verdict))) => Some(verdict),
-            Some(Some(None)) => {
+            Some(Some(verdict)) => Some(verdict),
+            Some(None) => {
                 // A generic port without a VM NIC: not judged.
                 self.count(Counter::UnknownPortPackets);
                 None
             }
-            // No such switch or port, or a later fragment passing on its first fragment's verdict.
-            Some(None) | None => {
+            None => {
                 self.count(Counter::ClassifyCalls);
                 self.count(Counter::UnknownPortPackets);
                 None
             }
         }
     }
-}
-
-/// Where the common packet's TCP flags lie (IPv4 without options: 20 + 13): the furthest byte
-/// classify reads of it, whose line is asked for with the first one's.
-const TCP_FLAGS_AT: usize = 20 + 13;
-
-/// Reads what `packet` needs from its first bytes `head` (data starting at the IP header;
-/// `framed`: `NdisGetDataBuffer` returned them): the TCP flags, what an ICMP message says
-/// (WFP's port values hold only its type and code), and for a packet WFP gave no ports for
-/// (`portless`), whether it is a non-first fragment. Every packet's IP headers are read: a
-/// fragment may rewrite what WFP's protocol and ports rest on (`frame::headers_rewritable`).
-///
-/// Returns `false` for a later fragment that passes on its first fragment's verdict (not
-/// judged).
-#[inline]
-fn read_headers(
-    packet: &mut PacketMeta,
-    head: &[u8],
-    framed: bool,
-    icmp: bool,
-    portless: bool,
-) -> bool {
-    if let Some(flags) =
-        (packet.protocol == protocol::TCP && !portless).then(|| plain_tcp_flags(head)).flatten()
-    {
-        // The common packet (IPv4 without options, not a fragment, TCP): what the branches
-        // below find for it, read with one look (`frame::plain_tcp_flags`).
-        packet.tcp_flags = TcpFlags(flags);
-    } else if headers_rewritable(head) {
-        // Neither its protocol nor its ports can be relied on: inbound in Enforce only a rule
-        // admitting everything from its source admits it (review s4, R4-1 and R4-2).
-        packet.headers = Headers::Unknown;
-    } else if portless {
-        // A later fragment that may overlap its first fragment's headers (RFC 1858 3.3) is
-        // judged without ports, like a first fragment without them: inbound in Enforce only a
-        // rule admitting every port of its protocol admits it (issue 16).
-        if is_non_first_fragment(head) && !may_overlap_headers(head) {
-            // No transport header: it passes on its first fragment's verdict (without that
-            // fragment the datagram is never reassembled).
-            return false;
-        }
-    } else if packet.protocol == protocol::TCP {
-        // Flags that cannot be read are never "no flags" (issue 16).
-        match tcp_flags(head) {
-            Some(flags) => packet.tcp_flags = TcpFlags(flags),
-            None => packet.headers = Headers::NoFlags,
-        }
-    } else if icmp && framed {
-        packet.icmp = icmp::read(head);
-    }
-    true
 }
 
 /// The packet before [`read_values_into`] writes WFP's values into it.

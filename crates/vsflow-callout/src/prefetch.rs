@@ -28,15 +28,3 @@ pub fn line<T>(p: *const T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
-
-/// Asks for the lines of `bytes` a reader will look at: its first byte's, and the one `at`
-/// (or its last, if shorter). Nothing for an empty slice.
-#[inline]
-pub fn bytes(bytes: &[u8], at: usize) {
-    if let Some(first) = bytes.first() {
-        line(first);
-    }
-    if let Some(far) = bytes.get(at).or_else(|| bytes.last()) {
-        line(far);
-    }
-}
