@@ -241,10 +241,12 @@ impl PortState {
         self.encoder.prepare_split(&self.port, flows, now, cap);
         if self.encoder.heap_bytes() > 0 {
             // The blob's buffer too (it stays with the port after its first save anyway),
-            // charged as a save charges it; never one a save handed to WFP, which may still
-            // be copying it (crate::save_buffer; review s5, R5-3).
-            let _ =
-                self.save_buffer.reserve_before_first_save(cap, self.port.table().config().budget);
+            // charged as a save charges it; one a save handed to WFP, which may still be
+            // copying it, is left where it is and a spare readied beside it for the next save
+            // (crate::save_buffer; review s5, R5-3).
+            let _ = self.save_buffer.reserve_for_next_save(cap, self.port.table().config().budget);
+        } else {
+            self.save_buffer.release_spare();
         }
         self.encoder.is_prepared()
     }
