@@ -182,9 +182,8 @@ impl<S: KernelServices> Driver<S> {
             packet.length = frame.frame_len;
         }
         let head = frame.as_ref().map_or(&[][..], |f| f.head);
-        if let Some(flags) = (packet.protocol == protocol::TCP && !portless)
-            .then(|| plain_tcp_flags(head))
-            .flatten()
+        if let Some(flags) =
+            (packet.protocol == protocol::TCP && !portless).then(|| plain_tcp_flags(head)).flatten()
         {
             // The common packet (IPv4 without options, not a fragment, TCP): what the branches
             // below find for it, read with one look (`frame::plain_tcp_flags`).
