@@ -70,21 +70,11 @@ pub(super) trait Source {
     /// True for a live port's save: the blob's counters count the save itself
     /// (`Port::note_saved` then counts it on the source the same way).
     fn is_save(&self) -> bool;
-    /// Appends every flow to `out`, oldest activity first where the source knows it, and,
-    /// for a live port with more flows than `room` bytes could hold as exact records (so
-    /// fingerprints are needed), each flow's place to `slots` (left empty otherwise): its
-    /// table ([`slot_table`]: 0 the home shard's, `i + 1` processor shard `i`'s) and its slot
-    /// in it, and each table's bound of the slot numbers to `counts` (left 0 without slots).
+    /// Appends every flow to `out`, oldest activity first where the source knows it.
     ///
     /// # Errors
     /// [`Error::OutOfMemory`].
-    fn flows(
-        &self,
-        out: &mut Vec<SavedFlow>,
-        slots: &mut Vec<u32>,
-        counts: &mut [usize; TABLES],
-        room: usize,
-    ) -> Result<(), Error>;
+    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error>;
     /// A fresh fingerprint salt (a live port's encoder keeps the first it draws past the cap).
     fn salt(&self) -> [u64; 2];
     /// A key for the encoder's address hashing: derived from the port's per-boot random seed
@@ -288,17 +278,11 @@ impl Source for LivePort<'_> {
     fn is_save(&self) -> bool {
         true
     }
-    fn flows(
-        &self,
-        out: &mut Vec<SavedFlow>,
-        slots: &mut Vec<u32>,
-        counts: &mut [usize; TABLES],
-        room: usize,
-    ) -> Result<(), Error> {
-        let n = self.len();
-        out.try_reserve(n)?;
+    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error> {
+        out.try_reserve(self.len())?;
         // Class by class, least recently used first: the decoder's recency sort then sees
-        // long sorted runs.
+        // long sorted runs. (A save past the cap reads the tables' slots instead:
+        // [`plan_past_live`]; this copy serves the rest.)
         // The key field by field: copied whole it went through the stack in pieces that the
         // push re-read with wider loads (a store-forwarding stall per flow).
         let key = |k: &FlowKey| FlowKey {
@@ -309,43 +293,13 @@ impl Source for LivePort<'_> {
             local_port: k.local_port,
             remote_port: k.remote_port,
         };
-        let table = &self.port.table;
-        let past = n.saturating_mul(MIN_ENTRY_LEN) > room;
-        if !past && self.in_home() {
-            for class in TimeoutClass::ALL {
-                for (k, r) in table.iter_lru(class) {
-                    // Reserved above: always true. Pushing only within the capacity lets the
-                    // record be built in place (with a growth path the value went through the
-                    // stack and was re-read with wide loads: another stall).
-                    if out.len() < out.capacity() {
-                        out.push(SavedFlow::from_record(key(k), r, self.now));
-                    }
-                }
-            }
-            return Ok(());
-        }
-        // Certainly past the cap (fingerprints needed): each flow's place too, which keys the
-        // encoder's kept fingerprints (`FpCache`).
-        if past {
-            slots.try_reserve(n)?;
-            for (t, table) in self.tables() {
-                if let Some(c) = counts.get_mut(t) {
-                    *c = table.slot_count();
-                }
-            }
-        }
-        #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
-        let mut push = |t: usize, i: u32, k: &FlowKey, r: &crate::flow::FlowRecord| {
-            // Reserved above: always true (as above).
-            if out.len() < out.capacity() && (!past || slots.len() < slots.capacity()) {
+        self.visit(&mut |_, _, k, r| {
+            // Reserved above: always true. Pushing only within the capacity lets the record be
+            // built in place (with a growth path the value went through the stack and was
+            // re-read with wide loads: another stall).
+            if out.len() < out.capacity() {
                 out.push(SavedFlow::from_record(key(k), r, self.now));
-                if past {
-                    slots.push(((t as u32) << TABLE_SHIFT) | i);
-                }
             }
-        };
-        self.visit(&mut |t, i, k, r| {
-            push(t, i, k, r);
             Ok(())
         })
     }
@@ -431,13 +385,7 @@ impl Source for PortState {
     fn is_save(&self) -> bool {
         false
     }
-    fn flows(
-        &self,
-        out: &mut Vec<SavedFlow>,
-        _slots: &mut Vec<u32>,
-        _counts: &mut [usize; TABLES],
-        _room: usize,
-    ) -> Result<(), Error> {
+    fn flows(&self, out: &mut Vec<SavedFlow>) -> Result<(), Error> {
         out.try_reserve(self.flows.len())?;
         out.extend_from_slice(&self.flows);
         Ok(())
@@ -1098,18 +1046,22 @@ fn encode_source_with(
             return Ok((p, Some(counts)));
         }
         // A live port past the cap: planned from its tables' slots, no copy of every flow.
-        if direct
+        // Where that finds no plan (the fingerprints do not all fit, or a collision the room
+        // cannot resolve), neither does `plan_upgrades` over the same flows: the ranked planner
+        // decides.
+        let past = direct
+            && src.as_live().is_some_and(|lp| {
+                lp.len().saturating_mul(MIN_ENTRY_LEN).saturating_add(carried_in.bytes()) > room
+            });
+        if past
             && let Some(lp) = src.as_live()
-            && lp.len().saturating_mul(MIN_ENTRY_LEN).saturating_add(carried_in.bytes()) > room
             && let Some(p) = plan_past_live(work, lp, room, rules_version, salt, &carried_in)?
         {
             return Ok((p, None));
         }
         work.flows.clear();
-        work.slots.clear();
-        work.slot_count = [0; TABLES];
-        src.flows(&mut work.flows, &mut work.slots, &mut work.slot_count, room)?;
-        plan(work, room, rules_version, salt, &carried_in).map(|p| (p, None))
+        src.flows(&mut work.flows)?;
+        plan_with(work, room, rules_version, salt, &carried_in, !past).map(|p| (p, None))
     });
     work.carried = carried_values;
     let (plan, from_table) = planned?;
@@ -1372,8 +1324,8 @@ impl Carried<'_> {
 pub(super) struct Work {
     /// The source's flows, as saved.
     flows: Vec<SavedFlow>,
-    /// A live port's, past the cap: each flow's table and slot (parallel to `flows`;
-    /// [`slot_table`]), and each table's bound of the slot numbers.
+    /// A live port's, past the cap ([`plan_past_live`]): each flow's table and slot (parallel
+    /// to `ranks`; [`slot_table`]), and each table's bound of the slot numbers.
     slots: Vec<u32>,
     slot_count: [usize; TABLES],
     /// Fingerprints of the port's connections as of its last save past the cap.
@@ -1736,18 +1688,8 @@ fn fit_all(
     }
 }
 
-/// Chooses exact records and fingerprints within `room` bytes, from the flows in `w.flows`.
-fn plan(
-    w: &mut Work,
-    room: usize,
-    rules_version: u32,
-    salt: [u64; 2],
-    carried: &Carried<'_>,
-) -> Result<Plan, Error> {
-    plan_with(w, room, rules_version, salt, carried, true)
-}
-
-/// [`plan`], with the over-the-cap fast path ([`plan_upgrades`]) on or off. Off, every case
+/// Chooses exact records and fingerprints within `room` bytes, from the flows in `w.flows`,
+/// with the over-the-cap fast path ([`plan_upgrades`]) on or off. Off, every case
 /// takes [`plan_ranked`], the planner before issue 18's fast path: the property tests hold the
 /// two to the same choices.
 fn plan_with(
@@ -1781,7 +1723,7 @@ fn plan_with(
 }
 
 /// The over-the-cap planner that ranks every flow (a sort of all of them) and fingerprints
-/// them by priority: what [`plan`] does when even the fingerprints of every established
+/// them by priority: what [`plan_with`] does when even the fingerprints of every established
 /// connection do not fit (the largest prefix by rank that fits is fingerprinted), and, in
 /// tests, the reference the fast path is held to.
 #[allow(
@@ -2172,36 +2114,9 @@ fn plan_upgrades(
     salt: [u64; 2],
     carried: &Carried<'_>,
 ) -> Result<Option<Plan>, Error> {
-    let Work {
-        flows,
-        prio: vals,
-        by_prio: values,
-        take,
-        slots,
-        slot_count,
-        cache,
-        hashed,
-        ranks,
-        ..
-    } = w;
+    let Work { flows, prio: vals, by_prio: values, take, hashed, ranks, .. } = w;
     let flows: &[SavedFlow] = flows;
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
-    // A live port's fingerprints computed at its earlier saves, if under this salt.
-    let cached = slots.len() == flows.len() && slot_count.iter().any(|&c| c > 0);
-    if cached {
-        if cache.salt != Some(salt) {
-            for e in &mut cache.entries {
-                e.clear();
-            }
-            cache.salt = Some(salt);
-        }
-        for (e, &c) in cache.entries.iter_mut().zip(slot_count.iter()) {
-            if e.len() < c {
-                e.try_reserve(c - e.len())?;
-                e.resize(c, None);
-            }
-        }
-    }
     // One pass: every connection's fingerprint, its first choice (fingerprint, or lost if it
     // is not one of the VM's established connections) and its rank.
     let n = flows.len();
@@ -2218,25 +2133,12 @@ fn plan_upgrades(
     // established connections is carried exactly or not at all; its value is computed too
     // (see "Left-out connections" below), and kept in `vals` beside the others'.
     *hashed = 0;
-    for (i, s) in (0u32..).zip(flows) {
+    for s in flows {
         ranks.push(s.value_rank());
         let est = is_est(s);
         if est || s.key.protocol == protocol::TCP {
-            let entry =
-                if cached { slots.get(i as usize).and_then(|&at| cache.entry(at)) } else { None };
-            let v = match entry {
-                Some(Some((key, v))) if *key == s.key => *v,
-                Some(e) => {
-                    let v = crate::fingerprint::fingerprint(salt, &s.key);
-                    *e = Some((s.key, v));
-                    *hashed += 1;
-                    v
-                }
-                None => {
-                    *hashed += 1;
-                    crate::fingerprint::fingerprint(salt, &s.key)
-                }
-            };
+            *hashed += 1;
+            let v = crate::fingerprint::fingerprint(salt, &s.key);
             vals.push(v);
             if est {
                 take.push(1);
@@ -2252,7 +2154,7 @@ fn plan_upgrades(
     // The rest reads the flows by index only.
     let flows = core::mem::take(&mut w.flows);
     let planned =
-        plan_chosen(w, room, rules_version, salt, carried, |i| flows.get(i as usize).copied());
+        plan_chosen(w, room, rules_version, salt, carried, &|i| flows.get(i as usize).copied());
     w.flows = flows;
     planned
 }
@@ -2379,7 +2281,7 @@ fn plan_past_live(
         0 => Some(&src.port.table),
         _ => src.shards.get(t - 1).copied().flatten().map(|p| &p.table),
     };
-    let planned = plan_chosen(w, room, rules_version, salt, carried, |i| {
+    let planned = plan_chosen(w, room, rules_version, salt, carried, &|i| {
         let (t, slot) = slot_table(*slots.get(i as usize)?);
         #[allow(clippy::cast_possible_truncation, reason = "slot < 2^24")]
         let (k, r) = table(t)?.slot_flow(slot as u32)?;
@@ -2422,7 +2324,8 @@ fn plan_chosen(
     rules_version: u32,
     salt: [u64; 2],
     carried: &Carried<'_>,
-    flow: impl Fn(u32) -> Option<SavedFlow>,
+    // (A `dyn`: one copy of the planner for both sources, read for the candidates only.)
+    flow: &dyn Fn(u32) -> Option<SavedFlow>,
 ) -> Result<Option<Plan>, Error> {
     let Work {
         all: dicts,
@@ -2764,7 +2667,7 @@ fn plan_chosen(
     }))
 }
 
-/// Salts [`plan`] tries before it accepts a fingerprint collision among the connections.
+/// Salts [`plan_ranked`] tries before it accepts a fingerprint collision among the connections.
 const SALT_TRIES: u32 = 8;
 
 /// The salt tried after `salt` when two connections' fingerprints collide: a fixed step of the
@@ -2940,7 +2843,7 @@ impl Writer<'_> {
 mod tests {
     use alloc::vec::Vec;
 
-    use super::{Carried, SavedFlow, Work, plan, varint_len};
+    use super::{Carried, SavedFlow, Work, plan_with, varint_len};
     use crate::fingerprint::fingerprint;
     use crate::flow::{Admission, FlowKey, FlowState, Opener};
     use crate::packet::{Direction, PacketMeta, protocol};
@@ -2994,7 +2897,7 @@ mod tests {
         // Room for fingerprints only: both connections go as fingerprints.
         let carried = Carried { values: &[], flows: 0 };
         let mut w = Work { flows, ..Work::default() };
-        let p = plan(&mut w, 16, 1, salt, &carried).expect("plan");
+        let p = plan_with(&mut w, 16, 1, salt, &carried, true).expect("plan");
         assert_eq!(p.fingerprinted, 2);
         assert_eq!(p.lost, 0);
         assert_eq!(w.fps.len(), 2, "one value per connection: each is picked up on its own");
@@ -3175,7 +3078,7 @@ mod tests {
         let carried = Carried { values: &[], flows: 0 };
         for room in [2_000, 3_000] {
             let mut w = Work { flows: flows.clone(), ..Work::default() };
-            let p = plan(&mut w, room, 1, salt, &carried).expect("plan");
+            let p = plan_with(&mut w, room, 1, salt, &carried, true).expect("plan");
             assert_eq!(
                 p.salt, salt,
                 "no second salt: the collision is resolved by an exact record"
@@ -3191,7 +3094,7 @@ mod tests {
         let shared_value = [fingerprint(salt, &x.key)];
         let carried = Carried { values: &shared_value, flows: 1 };
         let mut w = Work { flows: flows.clone(), ..Work::default() };
-        let p = plan(&mut w, 3_000, 1, salt, &carried).expect("plan");
+        let p = plan_with(&mut w, 3_000, 1, salt, &carried, true).expect("plan");
         assert!(w.exact.contains(&x) && w.exact.contains(&y));
         assert_eq!(p.lost, 0);
         assert_eq!(p.fingerprinted + w.exact.len(), flows.len() + 1);
