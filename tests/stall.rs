@@ -263,8 +263,6 @@ fn check_one_port_behind_its_own_packet(
 }
 
 #[test]
-#[ignore = "R6-1 (review s6), open: classify holds its processor's map lock shared while it waits \
-            for its port's lock; fails on main"]
 fn a_packet_never_waits_for_an_ioctl_reading_another_ports_flows_behind_that_ports_packet() {
     let port = vsflow_proto::request::PortRef { switch_id: 1, port_id: 7 };
     check_one_port_behind_its_own_packet(enforce(RestoreMode::Pending), "a GetFlows page", |h| {
