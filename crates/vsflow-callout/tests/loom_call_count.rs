@@ -14,8 +14,8 @@
 //! processor loads 1, the reset swaps 1 for 0 and reports it, the processor stores 2, and the
 //! next read reports both again ("taken 1, left 2"). It also reports executions losing a call
 //! ("taken 0, left 1") that C11 coherence forbids (a relaxed load reading a value older than
-//! its own thread's last store: loom's model of the relaxed swap); the double count alone fails the old
-//! design.
+//! its own thread's last store: loom's model of the relaxed swap); the double count alone
+//! fails the old design.
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};
