@@ -568,8 +568,8 @@ fn kernel_rules_spin_lock_recursion_and_rtl_get_version_size() {
 }
 
 /// `KeTryToAcquireSpinLockAtDpcLevel` and `KeReleaseSpinLockFromDpcLevel` (wdm.h: "IRQL >=
-/// DISPATCH_LEVEL", the IRQL unchanged): taken at DPC level under another lock, a lock is
-/// taken once (a second try, by its holder, is `FALSE` and reported); a call at PASSIVE_LEVEL
+/// `DISPATCH_LEVEL`", the IRQL unchanged): taken at DPC level under another lock, a lock is
+/// taken once (a second try, by its holder, is `FALSE` and reported); a call at `PASSIVE_LEVEL`
 /// and a DPC-level release of a lock `KeAcquireSpinLockRaiseToDpc` took are reported.
 #[test]
 fn kernel_rules_spin_locks_at_dpc_level() {
