@@ -653,6 +653,69 @@ mod tests {
         TimeoutClass::ALL.iter().flat_map(|&c| t.iter_lru(c).map(|(k, r)| (*k, *r))).collect()
     }
 
+    /// A destination port of bound `bound` whose window saw `window` in time order, as a
+    /// port's packets fill it (each list oldest first).
+    fn port_in_time_order(bound: u32, window: &mut [(FlowKey, u8, u64)]) -> Port {
+        window.sort_by_key(|&(_, _, ago)| Reverse(ago));
+        port(bound, window)
+    }
+
+    fn in_recency_order(t: &FlowTable) -> bool {
+        TimeoutClass::ALL.iter().all(|&c| t.iter_lru(c).map(|(_, r)| r.last_seen).is_sorted())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        /// Issue 18 item 1: a window larger than the blob's flows (the carried flows merged
+        /// into the port's live table, `FlowTable::merge_carried`) gives what the session-4
+        /// apply gives (flows, records, report, counters, policy), at any bound (window flows
+        /// let go at the bound, the last in slot order first), with carried flows older,
+        /// fresher or in between the window's, and every list in recency order.
+        #[test]
+        fn an_apply_into_a_larger_window_equals_the_session4_apply(
+            state in arb_state(),
+            bound in 1u32..48,
+            seen in proptest::collection::vec(
+                (any::<prop::sample::Index>(), any::<u8>(), 0u64..40_000_000_000),
+                0..8,
+            ),
+            others in proptest::collection::vec(
+                (0u8..48, any::<bool>(), any::<u8>(), 0u64..40_000_000_000),
+                0..48,
+            ),
+        ) {
+            let mut window: Vec<(FlowKey, u8, u64)> = seen
+                .iter()
+                .filter(|_| !state.flows.is_empty())
+                .map(|&(i, s, ago)| (state.flows[i.index(state.flows.len())].key, s, ago))
+                .collect();
+            window.extend(others.iter().map(|&(n, udp, s, ago)| (key(n, udp), s, ago)));
+            let (mut a, mut b) =
+                (port_in_time_order(bound, &mut window), port_in_time_order(bound, &mut window));
+            let config = ApplyConfig::default();
+            let ra = session4_apply(&mut a, &state, NOW, &config);
+            let rb = apply_with(&mut b, &state, NOW, &config);
+            match (ra, rb) {
+                (Ok(ra), Ok(rb)) => prop_assert_eq!(ra, rb),
+                (Err(ApplyError::DuplicateFlow { .. }), Err(ApplyError::DuplicateFlow { .. })) => {}
+                (ra, rb) => prop_assert!(false, "{:?} != {:?}", ra, rb),
+            }
+            b.table.check_invariants().unwrap();
+            prop_assert_eq!(sorted_flows(&a.table), sorted_flows(&b.table));
+            prop_assert_eq!(a.counters, b.counters);
+            prop_assert_eq!((a.mode(), a.rules()), (b.mode(), b.rules()));
+            prop_assert!(
+                in_recency_order(&b.table),
+                "lists out of recency order: {:?}",
+                TimeoutClass::ALL
+                    .iter()
+                    .map(|&c| b.table.iter_lru(c).map(|(k, r)| (k.local_port, r.last_seen)).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 

@@ -964,8 +964,9 @@ impl FlowTable {
     /// Links the slots of `run` (one class's, each taken off every list, in time order) into
     /// their class's list, each after the flows of an earlier time and before those of the same
     /// or a later one (the run's ties in run order): a cursor from the list's oldest end places
-    /// the run's oldest, one from its freshest end the run's freshest, a step each in turn, so
-    /// the nodes walked past are at most those whose times lie between the run's. Returns them.
+    /// the run's oldest, one from its freshest end the run's freshest, a step each in turn
+    /// (once the rest are of one time, the oldest end's alone), so the nodes walked past are at
+    /// most twice those whose times lie between the run's. Returns them.
     fn place_run(&mut self, class: usize, run: &[(u8, Tick, u32, u32)]) -> u64 {
         let Some(list) = self.lists.get(class).copied() else { return 0 };
         #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
@@ -983,10 +984,11 @@ impl FlowTable {
             return 0;
         }
         let linked_at = |t: &Self, i: u32| t.slots.get(i as usize).linked_at;
-        // `old`: the first node from the oldest end not older than the run's oldest left
-        // (NIL: past the freshest end); `fresh`: the first node from the freshest end older
-        // than the run's freshest left (NIL: past the oldest end).
-        let (mut old, mut fresh) = (list.tail, list.head);
+        // Each side inserts next to the node it placed or stepped past last (NIL: its end of
+        // the list), so what the other side inserted meanwhile is seen, never stepped over.
+        // `old`: the run's oldest left goes just fresher than it; `fresh`: the run's freshest
+        // left goes just older than it.
+        let (mut old, mut fresh) = (NIL, NIL);
         let (mut lo, mut hi) = (0usize, run.len());
         let mut walked = 0u64;
         while lo < hi {
@@ -995,22 +997,31 @@ impl FlowTable {
                 break;
             };
             // From the oldest end (alone once the rest are of one time: ties in run order).
-            if old == NIL || linked_at(self, old) >= t_lo {
-                self.link_before(a, old, class);
+            let next =
+                if old == NIL { self.lists[class].tail } else { self.slots.get(old as usize).prev };
+            if next == NIL || linked_at(self, next) >= t_lo {
+                self.link_after(a, old, class);
+                old = a;
                 lo += 1;
             } else {
-                old = self.slots.get(old as usize).prev;
+                old = next;
                 walked += 1;
             }
             if t_lo == t_hi || lo >= hi {
                 continue;
             }
             // From the freshest end.
-            if fresh == NIL || linked_at(self, fresh) < t_hi {
-                self.link_after(z, fresh, class);
+            let next = if fresh == NIL {
+                self.lists[class].head
+            } else {
+                self.slots.get(fresh as usize).next
+            };
+            if next == NIL || linked_at(self, next) < t_hi {
+                self.link_before(z, fresh, class);
+                fresh = z;
                 hi -= 1;
             } else {
-                fresh = self.slots.get(fresh as usize).next;
+                fresh = next;
                 walked += 1;
             }
         }
@@ -1020,9 +1031,7 @@ impl FlowTable {
     /// Links `i` into `class`'s list just older than `at` (NIL: at the freshest end).
     fn link_before(&mut self, i: u32, at: u32, class: usize) {
         if at == NIL {
-            let t = self.slots.get(i as usize).linked_at;
             self.push_front(i, class);
-            self.slots.get_mut(i as usize).linked_at = t;
             return;
         }
         let older = self.slots.get(at as usize).next;
