@@ -185,3 +185,64 @@ fn the_apply_copies_no_window_flow_however_many_the_window_created() {
         bytes[0]
     );
 }
+
+/// The carried connections' times among the window's (the source runs until its last save
+/// while the destination's window is open): window connections of the VM last used before,
+/// between and after the carried ones (the same list), some carried ones also seen in the
+/// window (merged, moved to their later time), and a bound that leaves no room for all (the
+/// window's own flows give way, never a carried connection). Every carried connection stays,
+/// no window flow that stays moves, each list is in recency order.
+#[test]
+fn carried_flows_among_the_windows_keep_their_recency_places_and_the_bound() {
+    let blob = blob();
+    let window = 2_048u32;
+    let seen_again = 16u32;
+    let bound = CARRIED + window - 10;
+    let mut p = port(bound);
+    // Window connections over the carried connections' span and past it (8 s before the
+    // freshest carried to 2 s after it), created in time order as packets make them.
+    let first = NOW - secs(10) - secs(u64::from(CARRIED)) - secs(8);
+    let span = secs(u64::from(CARRIED)) + secs(10);
+    for i in 0..window {
+        let t = first + span * u64::from(i) / u64::from(window);
+        let syn = tcp(30_000 + u16::try_from(i).unwrap(), [198, 51, 100, 9], 0x02);
+        p.classify(&syn, t);
+        p.classify(&syn.reply(0x12), t + 1);
+        p.classify(&tcp(30_000 + u16::try_from(i).unwrap(), [198, 51, 100, 9], 0x10), t + 2);
+    }
+    // Some carried connections seen in the window too, at the end.
+    for i in 0..seen_again {
+        let m = tcp(2000 + u16::try_from(i * 7).unwrap(), [203, 0, 113, 7], 0x10);
+        p.classify(&m, NOW - secs(1) + u64::from(i));
+    }
+    assert_eq!(p.table().len(), (window + seen_again) as usize);
+    let before = slots(&p);
+    let (_, report) = restore(&mut p, &blob);
+    assert_eq!(report.restored, CARRIED);
+    assert_eq!(p.counters().window_flows_merged, u64::from(seen_again));
+    assert_eq!(p.table().len(), bound as usize, "the table at its bound");
+    assert_eq!(report.kept_local, bound - CARRIED, "the window's flows give way at the bound");
+    for i in 0..CARRIED {
+        let k = FlowKey::of(&tcp(2000 + u16::try_from(i).unwrap(), [203, 0, 113, 7], 0x02));
+        assert!(p.table().find(&k).is_some(), "carried connection {i} kept");
+    }
+    p.table().check_invariants().unwrap();
+    in_recency_order(&p);
+    // One list: the carried connections among the window's, window ones on both sides (the
+    // ones seen again, now the freshest, aside).
+    let seen = |port: u16| port >= 2000 && (port - 2000) % 7 == 0 && (port - 2000) / 7 < 16;
+    let carried_at: Vec<bool> = p
+        .table()
+        .iter_lru(TimeoutClass::TcpEstablished)
+        .filter(|(k, _)| !(k.remote_addr[..4] == [203, 0, 113, 7] && seen(k.local_port)))
+        .map(|(k, _)| k.remote_addr[..4] == [203, 0, 113, 7])
+        .collect();
+    let first_carried = carried_at.iter().position(|&c| c).unwrap();
+    let last_carried = carried_at.iter().rposition(|&c| c).unwrap();
+    assert!(first_carried > 0 && last_carried + 1 < carried_at.len(), "window flows around");
+    assert!(carried_at[first_carried..last_carried].contains(&false), "and among them");
+    let after = slots(&p);
+    let stayed = before.iter().filter(|(_, k)| after.iter().any(|(_, a)| a == k)).count();
+    let unmoved = before.iter().filter(|s| after.contains(s)).count();
+    assert_eq!(unmoved, stayed, "a window flow that stays keeps its slot");
+}

@@ -104,6 +104,14 @@ fn repeated(port: &mut Port, state: &PortState) -> Option<ApplyReport> {
 /// ([`crate::flow::FlowTable::reserve_index`], [`crate::flow::FlowTable::insert_unique`]): it holds the VM's carried connections, which the budget
 /// never refuses; so are the window's flows kept in it.
 ///
+/// Except when the window holds more flows than the staged table and no fingerprint is armed
+/// (the window may fill the port's table, and in the driver this runs under the port's lock
+/// at `DISPATCH_LEVEL`): then the carried flows go into the port's own table instead (the
+/// window's flows stay in their slots and list places; `FlowTable::merge_carried`), the same
+/// flows, records, report and counters, each list in recency order, so the work is the carried
+/// flows' (bounded by the blob), not the window's (issue 18 item 1; review3 s5). The carried
+/// flows' storage is charged there as it was in the staged table, which is dropped.
+///
 /// Idempotent: applying a decoded blob that was already applied to this port (same
 /// [`PortState::digest`], non-zero) changes nothing and reports `repeated`.
 ///

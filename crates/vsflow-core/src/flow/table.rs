@@ -816,13 +816,18 @@ impl FlowTable {
     /// # Errors
     /// [`Error::OutOfMemory`] (a list's order is built in a vector); the table is unchanged.
     pub(crate) fn order_lists(&mut self, classes: u8) -> Result<(), Error> {
+        // One vector for every list (each list is at most the table): one allocation, not one
+        // a class (review3 s5).
+        let mut order: alloc::vec::Vec<(Tick, u32)> = alloc::vec::Vec::new();
+        if classes != 0 {
+            order.try_reserve_exact(self.len as usize)?;
+        }
         for class in TimeoutClass::ALL {
             let c = class.index();
             if classes & (1 << c) == 0 {
                 continue;
             }
-            let mut order: alloc::vec::Vec<(Tick, u32)> = alloc::vec::Vec::new();
-            order.try_reserve_exact(self.len as usize)?;
+            order.clear();
             order.extend(self.iter_lru_slots(class).map(|(i, _, r)| (r.last_seen, i)));
             order.sort_unstable();
             self.lists[c] = EMPTY_LIST;
