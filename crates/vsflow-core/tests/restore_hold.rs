@@ -230,7 +230,8 @@ fn carried_flows_among_the_windows_keep_their_recency_places_and_the_bound() {
     in_recency_order(&p);
     // One list: the carried connections among the window's, window ones on both sides (the
     // ones seen again, now the freshest, aside).
-    let seen = |port: u16| port >= 2000 && (port - 2000).is_multiple_of(7) && (port - 2000) / 7 < 16;
+    let seen =
+        |port: u16| port >= 2000 && (port - 2000).is_multiple_of(7) && (port - 2000) / 7 < 16;
     let carried_at: Vec<bool> = p
         .table()
         .iter_lru(TimeoutClass::TcpEstablished)

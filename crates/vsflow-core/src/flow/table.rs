@@ -857,12 +857,13 @@ impl FlowTable {
     /// them.
     ///
     /// Work: one lookup and one placement per carried flow, plus the window flows a placement
-    /// walks past: none when the carried flows are all older or all fresher than the window's
-    /// (the restore is received before the VM runs on the destination: the window's own flows
-    /// are fresher), and at most those whose times lie between the carried flows' (each list is
-    /// walked from both ends at once), plus, only at the bound, the slots it steps over to find
-    /// window flows to let go (at most the carried flows' count of them). Nothing else of the
-    /// window is read.
+    /// walks past (`place_run`): none when each class's carried flows are all
+    /// older or all fresher than its window flows (the VM's own flows in the window come after
+    /// the source's last save), at worst a class list's window flows, once, when the two are
+    /// interleaved in time; plus, only at the bound, the slots it steps over to find window
+    /// flows to let go (as many as there are new carried flows, and the merged and free slots
+    /// among them). The index is not split ahead for the new flows (later inserts split it on,
+    /// one bucket each, as every insert does). Nothing else of the window is read.
     ///
     /// Returns `None` (this table unchanged but for storage reserved) if the memory for the
     /// carried flows or the placement order could not be had: the apply then merges the other
@@ -888,8 +889,15 @@ impl FlowTable {
         // Each placement: (class, time, order taken, slot).
         let mut places: alloc::vec::Vec<(u8, Tick, u32, u32)> = alloc::vec::Vec::new();
         places.try_reserve_exact(plan.len()).ok()?;
-        // Storage for the new ones (the bound's room made below), charged past the limit.
-        self.reserve(new).ok()?;
+        // Storage for the new ones (the bound's room made below), charged past the limit. The
+        // index is not split ahead for them (a split walks a chain of flows scattered over the
+        // slab, for every one of them: two fifths of this merge's instructions): their chains
+        // are a little longer until later inserts split it on, one bucket each, as every insert
+        // does.
+        let want = self.len.saturating_add(new).min(self.config.max_flows) as usize;
+        while self.slots.capacity() < want {
+            self.grow_slots(false).ok()?;
+        }
 
         // 2. At the bound: the window's own flows go, the last in slot order first.
         let mut excess = (self.len + new).saturating_sub(self.config.max_flows);
@@ -969,9 +977,12 @@ impl FlowTable {
     /// Links the slots of `run` (one class's, each taken off every list, in time order) into
     /// their class's list, each after the flows of an earlier time and before those of the same
     /// or a later one (the run's ties in run order): a cursor from the list's oldest end places
-    /// the run's oldest, one from its freshest end the run's freshest, a step each in turn
-    /// (once the rest are of one time, the oldest end's alone), so the nodes walked past are at
-    /// most twice those whose times lie between the run's. Returns them.
+    /// the run's oldest, one from its freshest end the run's freshest, whichever can without a
+    /// step, and only when neither can does each step past one node (once the rest are of one
+    /// time, the oldest end's cursor alone). A run older or fresher than the whole list walks
+    /// nothing; otherwise the nodes walked past are at most twice those of the nearer side:
+    /// the window flows between the run's and, at most, those older than its oldest or
+    /// fresher than its freshest, whichever are fewer. Returns them.
     fn place_run(&mut self, class: usize, run: &[(u8, Tick, u32, u32)]) -> u64 {
         let Some(list) = self.lists.get(class).copied() else { return 0 };
         #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
@@ -1001,34 +1012,37 @@ impl FlowTable {
             else {
                 break;
             };
-            // From the oldest end (alone once the rest are of one time: ties in run order).
-            let next =
+            // The oldest left goes in from the oldest end if it can without a step (alone once
+            // the rest are of one time: ties in run order) ...
+            let older =
                 if old == NIL { self.lists[class].tail } else { self.slots.get(old as usize).prev };
-            if next == NIL || linked_at(self, next) >= t_lo {
+            if older == NIL || linked_at(self, older) >= t_lo {
                 self.link_after(a, old, class);
                 old = a;
                 lo += 1;
-            } else {
-                old = next;
-                walked += 1;
-            }
-            if t_lo == t_hi || lo >= hi {
                 continue;
             }
-            // From the freshest end.
-            let next = if fresh == NIL {
+            if t_lo == t_hi {
+                old = older;
+                walked += 1;
+                continue;
+            }
+            // ... else the freshest left from the freshest end ...
+            let fresher = if fresh == NIL {
                 self.lists[class].head
             } else {
                 self.slots.get(fresh as usize).next
             };
-            if next == NIL || linked_at(self, next) < t_hi {
+            if fresher == NIL || linked_at(self, fresher) < t_hi {
                 self.link_before(z, fresh, class);
                 fresh = z;
                 hi -= 1;
-            } else {
-                fresh = next;
-                walked += 1;
+                continue;
             }
+            // ... else each end steps past one node.
+            old = older;
+            fresh = fresher;
+            walked += 2;
         }
         walked
     }
