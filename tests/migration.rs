@@ -398,3 +398,42 @@ fn a_split_ports_first_save_past_the_cap_allocates_nothing_after_a_listing_made_
     assert_eq!(made, 0, "the split port's first save allocated {made} blocks");
     finish(&mut h);
 }
+
+/// Review s5, a consequence of R5-3's fix. A port saved once while small hands WFP a buffer as
+/// long as its blob (a few hundred bytes), which no sweep may move or free afterwards (WFP may
+/// still be copying it: `save_buffer.rs`). When the port then grows past the cap, the sweep
+/// readies the encoder but cannot grow that buffer, so the next save (a live migration's, at
+/// `DISPATCH_LEVEL` in the save callback) allocated its 60 KiB blob buffer there: an allocation
+/// the first save past the cap otherwise never makes, and a failure of it sends the no-state
+/// blob (every connection of the VM lost). The sweep readies a second buffer beside the handed
+/// one instead, which the save swaps in: the save allocates nothing, and the handed blob stays
+/// where WFP was given it until that save.
+#[test]
+fn a_port_saved_small_then_grown_past_the_cap_saves_without_allocating() {
+    use vsflow_core::IpFamily;
+    use vsflow_sim::tools::traffic;
+    let config = DriverConfig { flows_per_port: 9_000, ..enforce(RestoreMode::Pending) };
+    let (mut h, sw) = host(12, config, "SW-A");
+    vm_port(&mut h, sw, 11, "vm-grows", 1, false);
+    // 20 connections to port 8080 (open_connections below opens others, to 443).
+    for k in 0..20u16 {
+        h.advance(10_000);
+        let remote = vsflow_core::packet::v4([198, 51, 101, u8::try_from(k).expect("small")]);
+        let syn = traffic::vm_syn(IpFamily::V4, 11, 20_000 + k, remote, 8_080);
+        let (fates, _) = traffic::vm_handshake(&mut h, sw, 11, &syn);
+        assert_eq!(fates, [vsflow_sim::PacketFate::Delivered; 3]);
+    }
+    let small = h.save_held(sw, 11);
+    assert!(small.len < 2_048, "a small port's blob: {} bytes", small.len);
+    // The port grows past the cap; the sweep readies its next save meanwhile.
+    open_connections(&mut h, sw, 11, 8_900);
+    sweeps(&h, 10);
+    assert!(h.held_blob_is_live(&small), "the handed blob stays put until the next save");
+    let before = h.driver_allocations();
+    let (blob, _) = h.save(sw, 11);
+    let made = h.driver_allocations() - before;
+    assert_eq!(blob.len(), 1);
+    assert!(blob[0].1.len() > 30_000, "past the cap: {} bytes", blob[0].1.len());
+    assert_eq!(made, 0, "the first save after the port grew allocated {made} blocks");
+    finish(&mut h);
+}

@@ -1012,8 +1012,9 @@ fn v4_datagram(
 /// starts after the IP header and its options). Random headers of 20-60 bytes, 0-3 AHs of
 /// 12-200 bytes (RFC 4302: 12 and more, a multiple of 4), then UDP to 53, a TCP SYN to 80 or
 /// an ICMP echo request (rules admit each); the VM has sent its own AH later fragment to the
-/// peer, so an AH later fragment is the return traffic of a flow (review s4 L3: otherwise
-/// every AH later fragment is blocked). Where the bytes the first fragment is judged by reach
+/// peer (before the fix of review s4 L3 that made an AH later fragment the return traffic of
+/// a flow; since then an AH later fragment past the bound passes anyway, so the first fragment
+/// is what must be blocked). Where the bytes the first fragment is judged by reach
 /// byte 128, either it or a later fragment at the first multiple of 8 over them (at or past
 /// 128, naming the datagram's protocol as IPv4 fragments do) is blocked.
 #[test]
@@ -1081,5 +1082,150 @@ fn no_ipv4_first_fragment_is_admitted_whose_judged_bytes_a_later_fragment_past_t
     }
     assert!(checked > 300, "only {checked} datagrams reach the bound");
     assert!(passed.is_empty(), "{} of {checked} passed: {passed:#?}", passed.len());
+    finish(&mut h);
+}
+
+// ---- Review s4, L3: later fragments of an AH-protected datagram ----
+
+/// An authentication header (RFC 4302 section 2: next header, payload length in 4-octet units
+/// minus 2, reserved, SPI, sequence number, a 96-bit ICV): 24 bytes.
+fn ah_header(next: u8) -> Vec<u8> {
+    let mut a = vec![next, 4, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 7];
+    a.resize(24, 0x5a);
+    a
+}
+
+/// An IPv6 fragment of a datagram whose fragmentable part starts with an AH (RFC 8200 4.1
+/// order: Fragment, then AH): the Fragment header names AH (51), at `offset` bytes (a multiple
+/// of 8), `more` fragments following, carrying `data`.
+fn v6_ah_fragment(src: [u8; 16], dst: [u8; 16], offset: usize, more: bool, data: &[u8]) -> Vec<u8> {
+    let mut d = vec![0x60, 0, 0, 0];
+    d.extend_from_slice(&u16::try_from(8 + data.len()).expect("small").to_be_bytes());
+    d.extend_from_slice(&[44, 64]);
+    d.extend_from_slice(&src);
+    d.extend_from_slice(&dst);
+    let off = (u16::try_from(offset / 8).expect("small") << 3) | u16::from(more);
+    d.push(51);
+    d.push(0);
+    d.extend_from_slice(&off.to_be_bytes());
+    d.extend_from_slice(&[0xa5, 0xa5, 0, 1]);
+    d.extend_from_slice(data);
+    d
+}
+
+/// Review s4, L3 (WINDOWS-VERIFICATION 56). WFP reports an AH-protected first fragment by the
+/// transport protocol behind the AH, with its ports (the double's choice, the worse one for the
+/// driver: its flags sit behind the AH), but a later fragment has no AH and no transport header:
+/// the only protocol it names is the AH's (IPv4's protocol field; IPv6: its Fragment header's
+/// Next Header, which senders copy from the first fragment's). Judged as a packet of protocol
+/// 51, no flow of the port ever matches it (the flow is the UDP one its first fragment made or
+/// matched), so every inbound fragmented AH-protected datagram lost its later fragments and was
+/// never reassembled: the VM's AH-protected UDP exchanges with large answers (DNS, NFS, IKE
+/// peers' own traffic under AH transport mode) failed in Enforce. A later fragment past the
+/// bound (IPv4 128 bytes of the fragmentable part, IPv6 192) rewrites nothing its first
+/// fragment was judged by, so it passes on its first fragment's verdict, as TCP and UDP later
+/// fragments do (without its first fragment the datagram is never reassembled); within the
+/// bound it is still judged ([`vsflow_core::Headers::Unknown`]: it may rewrite the AH chain).
+#[test]
+fn an_ah_protected_datagrams_later_fragments_follow_its_first_fragment() {
+    let (mut h, sw) = one_port();
+    let mut lost = Vec::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let peer = remote_addr(family, 61, false);
+        let vm = traffic::vm_addr(family, PORT);
+        let query = |src, dst, sport: u16, dport: u16| {
+            let mut l4 = ah_header(protocol::UDP);
+            l4.extend(udp_header(sport, dport));
+            match family {
+                IpFamily::V4 => v4_datagram(src, dst, 5, 51, 0, &l4),
+                IpFamily::V6 => {
+                    let mut d = vec![0x60, 0, 0, 0];
+                    d.extend_from_slice(&u16::try_from(l4.len()).expect("small").to_be_bytes());
+                    d.extend_from_slice(&[51, 64]);
+                    d.extend_from_slice(&src);
+                    d.extend_from_slice(&dst);
+                    d.extend(l4);
+                    d
+                }
+            }
+        };
+        // The VM's AH-protected query opens its UDP flow.
+        let out = SimPacket::from_datagram(query(vm, peer, 5_000, 53)).expect("IP");
+        assert_eq!((out.protocol, out.sport), (protocol::UDP, 5_000), "WFP's view: UDP behind AH");
+        assert_eq!(h.transmit(sw, PORT, EXTERNAL_PORT, &out), PacketFate::Delivered);
+        // The peer's answer, 2,000 bytes, in two fragments: the first (AH, UDP header, data)
+        // admitted by the VM's flow, the second (at 1,480 or 1,232 bytes) naming AH.
+        let mut first_part = ah_header(protocol::UDP);
+        first_part.extend(udp_header(53, 5_000));
+        let (first, later) = match family {
+            IpFamily::V4 => {
+                first_part.resize(1_480, 0x33);
+                (
+                    v4_datagram(peer, vm, 5, 51, 0x2000, &first_part),
+                    v4_datagram(peer, vm, 5, 51, 1_480 / 8, &[0x44; 544]),
+                )
+            }
+            IpFamily::V6 => {
+                first_part.resize(1_232, 0x33);
+                (
+                    v6_ah_fragment(peer, vm, 0, true, &first_part),
+                    v6_ah_fragment(peer, vm, 1_232, false, &[0x44; 792]),
+                )
+            }
+        };
+        let first = SimPacket::from_datagram(first).expect("IP");
+        let later = SimPacket::from_datagram(later).expect("IP");
+        assert_eq!(first.protocol, protocol::UDP, "{family:?}: WFP's view of the first fragment");
+        // What WFP names a later fragment by is not documented (WINDOWS-VERIFICATION 56): its
+        // own header names only the AH; the double reports that for IPv6 and, for IPv4, what
+        // its parser reads in the fragment's data taken for an AH (here 0x44): not TCP or UDP.
+        assert!(!matches!(later.protocol, protocol::TCP | protocol::UDP), "{family:?}");
+        assert_eq!(
+            h.transmit(sw, EXTERNAL_PORT, PORT, &first),
+            PacketFate::Delivered,
+            "{family:?}: the answer's first fragment is the VM's flow's"
+        );
+        if h.transmit(sw, EXTERNAL_PORT, PORT, &later) != PacketFate::Delivered {
+            lost.push(format!("{family:?}: the answer's later fragment (AH, past the bound)"));
+        }
+        // The VM's own fragmented AH datagram: its later fragment passes too.
+        let own_later = match family {
+            IpFamily::V4 => v4_datagram(vm, peer, 5, 51, 1_480 / 8, &[0x55; 64]),
+            IpFamily::V6 => v6_ah_fragment(vm, peer, 1_232, false, &[0x55; 64]),
+        };
+        let own_later = SimPacket::from_datagram(own_later).expect("IP");
+        if h.transmit(sw, PORT, EXTERNAL_PORT, &own_later) != PacketFate::Delivered {
+            lost.push(format!("{family:?}: the VM's own later fragment"));
+        }
+        // Fail closed as before: an unsolicited AH-protected first fragment to a port no rule
+        // admits is blocked, and a later fragment within the bound (it may rewrite the AH
+        // chain's Next Header or the ports) is judged and blocked, even beside an admitted flow.
+        let mut blocked_part = ah_header(protocol::UDP);
+        blocked_part.extend(udp_header(40_000, 161));
+        blocked_part.resize(1_232, 0x66);
+        let unsolicited = match family {
+            IpFamily::V4 => v4_datagram(peer, vm, 5, 51, 0x2000, &blocked_part),
+            IpFamily::V6 => v6_ah_fragment(peer, vm, 0, true, &blocked_part),
+        };
+        let unsolicited = SimPacket::from_datagram(unsolicited).expect("IP");
+        assert_ne!(
+            h.transmit(sw, EXTERNAL_PORT, PORT, &unsolicited),
+            PacketFate::Delivered,
+            "{family:?}: an unsolicited AH-protected first fragment"
+        );
+        let within = match family {
+            IpFamily::V4 => v4_datagram(peer, vm, 5, 51, 1, &udp_header(53, 5_000)),
+            IpFamily::V6 => v6_ah_fragment(peer, vm, 8, false, &udp_header(53, 5_000)),
+        };
+        let within = SimPacket::from_datagram(within).expect("IP");
+        assert_ne!(
+            h.transmit(sw, EXTERNAL_PORT, PORT, &within),
+            PacketFate::Delivered,
+            "{family:?}: an AH later fragment within the bound"
+        );
+    }
+    assert!(lost.is_empty(), "later fragments of AH-protected datagrams blocked: {lost:?}");
+    // Nothing but the two UDP flows is tracked (no AH "flow" keyed on port 0).
+    assert_eq!(flow_states(&h, NAME).len(), 2, "{:?}", flow_states(&h, NAME));
     finish(&mut h);
 }

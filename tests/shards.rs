@@ -385,3 +385,47 @@ fn a_paged_flow_listing_of_a_split_port_lists_every_flow_once() {
     assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
     finish(&mut h);
 }
+
+/// A split port at its bound reclaims for each new flow under every processor shard's lock at
+/// once (`shards::reclaim`, review s4's shard eviction race), taken in order and released in
+/// reverse through the driver's own spin locks: the double's lock checks (recursion, release
+/// order, IRQL) see no misuse, and the port stays at its bound, the newest flows tracked.
+#[test]
+fn a_split_port_at_its_bound_reclaims_under_every_shards_lock_without_misuse() {
+    use vsflow_core::IpFamily;
+    use vsflow_core::packet::protocol;
+    use vsflow_sim::{Host, SimPacket};
+    const BOUND: u32 = 64;
+    set_processor(3);
+    let mut h = Host::new(32);
+    h.set_parameter("FlowsPerPort", BOUND);
+    h.set_parameter("DefaultMode", 1);
+    h.load_driver_from_registry().expect("loads");
+    let sw = h.create_switch("SW", &[]);
+    vm_port(&mut h, sw, 7, "vm-full", 1, false);
+    let _ = h.within(|| h.driver().expire_idle(100));
+    assert_eq!(h.driver().flow_totals().sharded, 1, "the sweep splits the port");
+    let udp = |i: u16| {
+        SimPacket::new(
+            IpFamily::V4,
+            protocol::UDP,
+            vsflow_scenarios::vm_ip(7),
+            10_000 + i,
+            vsflow_core::packet::v4([198, 18, 0, 1]),
+            53,
+            0,
+            40,
+        )
+    };
+    // Twice the bound, on processor after processor: the second half reclaims.
+    for i in 0..2 * u16::try_from(BOUND).unwrap() {
+        set_processor(u32::from(i % 8));
+        h.advance(10);
+        assert_eq!(h.transmit(sw, 7, EXTERNAL_PORT, &udp(i)), PacketFate::Delivered);
+    }
+    set_processor(3);
+    assert_eq!(h.driver().flow_totals().sharded, 1, "still split (no sweep ran)");
+    assert_eq!(flows_of(&h, "vm-full"), Some(usize::try_from(BOUND).unwrap()), "at the bound");
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}

@@ -28,7 +28,8 @@ use vsflow_core::{
 
 use crate::driver::Driver;
 use crate::frame::{
-    IP_PREFIX, headers_rewritable, is_non_first_fragment, may_overlap_headers, tcp_flags,
+    IP_PREFIX, headers_rewritable, is_ah_later_fragment, is_non_first_fragment,
+    may_overlap_headers, tcp_flags,
 };
 use crate::instances;
 use crate::keys::HOOKS;
@@ -205,6 +206,15 @@ impl<S: KernelServices> Driver<S> {
             }
         } else if icmp && frame.is_some() {
             packet.icmp = icmp::read(head);
+        } else if is_ah_later_fragment(head) {
+            // An AH-protected datagram's later fragment past the bound (within it, it is
+            // `Unknown` above): WFP judged its first fragment by the transport behind the AH,
+            // so no flow matches this one, which names only the AH; it rewrites nothing that
+            // verdict rested on, and passes on it like a TCP or UDP later fragment (review s4,
+            // L3; `frame::is_ah_later_fragment`).
+            self.count(Counter::ClassifyCalls);
+            self.count(Counter::UnknownPortPackets);
+            return None;
         }
         // 4. The port, and its verdict under the port's own lock.
         let now = self.now();

@@ -60,6 +60,10 @@ pub enum Walk {
     NonFirstFragment {
         /// Where its data starts in the datagram's fragmentable part, in bytes.
         offset: usize,
+        /// The protocol its own header names: IPv4's protocol field, IPv6's Fragment header's
+        /// Next Header (the first header of the fragmentable part, as the sender copied it
+        /// from the first fragment's; RFC 8200 4.5: reassembly uses only the first's).
+        next: u8,
     },
     /// The headers are not inside the bytes given, are malformed, or are more than
     /// [`MAX_EXTENSIONS`].
@@ -102,7 +106,8 @@ pub fn walk(ip: &[u8]) -> Walk {
                 return Walk::Unreadable;
             }
             if frag & 0x1fff != 0 {
-                return Walk::NonFirstFragment { offset: usize::from(frag & 0x1fff) * 8 };
+                let offset = usize::from(frag & 0x1fff) * 8;
+                return Walk::NonFirstFragment { offset, next: protocol };
             }
             if ihl > ip.len() {
                 // The datagram (or the bytes read) ends inside its own header.
@@ -155,7 +160,7 @@ fn chain(
                 // The offset in 8-byte units in the upper 13 bits: masked, it is in bytes.
                 let offset = usize::from(be16(ip, off.checked_add(2)?)? & 0xfff8);
                 if offset != 0 {
-                    return Some(Walk::NonFirstFragment { offset });
+                    return Some(Walk::NonFirstFragment { offset, next: *ip.get(off)? });
                 }
                 next = *ip.get(off)?;
                 off = off.checked_add(8)?;
@@ -249,11 +254,43 @@ pub fn is_non_first_fragment(ip: &[u8]) -> bool {
 /// bound. No IPv6 sender makes one: every link carries 1280 bytes.
 #[must_use]
 pub fn may_overlap_headers(ip: &[u8]) -> bool {
-    let Walk::NonFirstFragment { offset } = walk(ip) else { return false };
+    let Walk::NonFirstFragment { offset, .. } = walk(ip) else { return false };
     if ip.first().is_some_and(|b| b >> 4 == 6) {
         return offset < vsflow_core::icmp::READ_LEN;
     }
     offset < IP_PREFIX && ip.get(9) != Some(&17)
+}
+
+/// True if `ip` is a later fragment (offset not 0) of an AH-protected datagram.
+///
+/// Its own header names the authentication header (RFC 4302: AH is applied to whole datagrams,
+/// and fragments made after it; IPv4's protocol field, or IPv6's Fragment header's Next
+/// Header, is 51).
+///
+/// Review s4, L3. WFP reports such a datagram's first fragment by the transport protocol
+/// behind the AH, with its ports (the double does; verify on Windows, WINDOWS-VERIFICATION
+/// 56), and a later fragment, which has neither the AH nor a transport header, by whatever
+/// else it can (51, or what its data reads as): judged as that protocol's packet it never
+/// matches the flow its first fragment made or matched, and the datagram is never reassembled.
+/// Classify passes one that starts past the bound on its first fragment's verdict, as TCP and
+/// UDP later fragments (within it, [`headers_rewritable`] has made it `Unknown` already: it
+/// may rewrite the AH chain's Next Header or the ports).
+#[must_use]
+#[inline]
+pub fn is_ah_later_fragment(ip: &[u8]) -> bool {
+    match ip.first().map(|b| b >> 4) {
+        // IPv4: the protocol field names AH, and the offset is not 0 (`walk` reads it).
+        Some(4) => {
+            ip.get(9) == Some(&AUTHENTICATION)
+                && matches!(walk(ip), Walk::NonFirstFragment { next: AUTHENTICATION, .. })
+        }
+        // IPv6: only a packet with extension headers can be a fragment.
+        Some(6) => {
+            matches!(ip.get(6), Some(&(HOP_BY_HOP | ROUTING | FRAGMENT | DESTINATION)))
+                && matches!(walk(ip), Walk::NonFirstFragment { next: AUTHENTICATION, .. })
+        }
+        _ => false,
+    }
 }
 
 /// True if fragments vsflow does not judge may rewrite what `ip`'s protocol and ports rest on.
@@ -323,7 +360,7 @@ fn headers_rewritable_walked(ip: &[u8]) -> bool {
             };
             at.saturating_add(judged) > start.saturating_add(bound)
         }
-        Walk::NonFirstFragment { offset } => {
+        Walk::NonFirstFragment { offset, .. } => {
             offset < bound && (v6 || ip.get(9) == Some(&AUTHENTICATION))
         }
         // IPv6, or nothing read: whether it is such a fragment cannot be told. IPv4: a first
@@ -549,6 +586,42 @@ mod tests {
     }
 
     #[test]
+    fn a_later_fragment_naming_ah_is_an_ah_protected_datagrams() {
+        use super::is_ah_later_fragment;
+        // IPv4: protocol 51, offset 185 units; a first fragment (offset 0, MF) is not one, nor
+        // is a later fragment of UDP.
+        let mut ip = alloc::vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[9] = 51;
+        ip.extend_from_slice(&[0x44; 16]);
+        ip[6..8].copy_from_slice(&185u16.to_be_bytes());
+        assert!(is_ah_later_fragment(&ip));
+        ip[6..8].copy_from_slice(&0x2000u16.to_be_bytes());
+        assert!(!is_ah_later_fragment(&ip), "a first fragment");
+        ip[6..8].copy_from_slice(&185u16.to_be_bytes());
+        ip[9] = 17;
+        assert!(!is_ah_later_fragment(&ip), "UDP");
+        assert!(!is_ah_later_fragment(&ip[..8]) && !is_ah_later_fragment(&[]), "unreadable");
+        // IPv6: a Fragment header naming AH at offset 154 units, behind a hop-by-hop header; at
+        // offset 0 (a first fragment) it is not one, nor is one naming UDP.
+        let mut ip6: Vec<u8> = alloc::vec![0u8; 40];
+        ip6[0] = 0x60;
+        ip6[6] = 0;
+        ip6.extend_from_slice(&[44, 0, 1, 4, 0, 0, 0, 0]);
+        ip6.extend_from_slice(&[51, 0, 0, 0, 0, 0, 0, 1]);
+        ip6.extend_from_slice(&[0x44; 16]);
+        ip6[50..52].copy_from_slice(&(154u16 << 3).to_be_bytes());
+        assert!(is_ah_later_fragment(&ip6));
+        ip6[50..52].copy_from_slice(&1u16.to_be_bytes());
+        assert!(!is_ah_later_fragment(&ip6), "a first fragment");
+        ip6[50..52].copy_from_slice(&(154u16 << 3).to_be_bytes());
+        ip6[48] = 17;
+        assert!(!is_ah_later_fragment(&ip6), "UDP");
+        ip6[6] = 17;
+        assert!(!is_ah_later_fragment(&ip6), "no extension headers: not a fragment");
+    }
+
+    #[test]
     fn a_later_fragment_within_the_bytes_read_may_overlap_the_headers() {
         use super::may_overlap_headers;
         let mut ip = alloc::vec![0u8; 20];
@@ -557,7 +630,8 @@ mod tests {
         ip.extend_from_slice(&[0; 8]);
         for (units, overlaps) in [(1u16, true), (2, true), (15, true), (16, false), (185, false)] {
             ip[6..8].copy_from_slice(&units.to_be_bytes());
-            assert_eq!(walk(&ip), Walk::NonFirstFragment { offset: usize::from(units) * 8 });
+            let offset = usize::from(units) * 8;
+            assert_eq!(walk(&ip), Walk::NonFirstFragment { offset, next: 6 });
             assert_eq!(may_overlap_headers(&ip), overlaps, "IPv4 offset {units}");
         }
         ip[6..8].copy_from_slice(&0u16.to_be_bytes());

@@ -82,9 +82,12 @@ use vsflow_core::port::shards::{self, MAX_SHARDS};
 use vsflow_core::{PacketMeta, Port, PortCounters, PortIdentity, Tick, Verdict};
 
 use crate::alloc_util::try_box;
+
+mod call_count;
 use crate::error::CalloutError;
 use crate::services::{KernelServices, RawSpinLock};
 use crate::sync::{ExclusiveGuard, SharedGuard, SpinGuard, SpinMutex};
+use call_count::CallCount;
 
 /// A port of a switch: `(switch, PortId)`. `PortId`s are unique only within a switch and change
 /// across live migration; the port's durable identity lives in its [`PortState`].
@@ -241,10 +244,12 @@ impl PortState {
         self.encoder.prepare_split(&self.port, flows, now, cap);
         if self.encoder.heap_bytes() > 0 {
             // The blob's buffer too (it stays with the port after its first save anyway),
-            // charged as a save charges it; never one a save handed to WFP, which may still
-            // be copying it (crate::save_buffer; review s5, R5-3).
-            let _ =
-                self.save_buffer.reserve_before_first_save(cap, self.port.table().config().budget);
+            // charged as a save charges it; one a save handed to WFP, which may still be
+            // copying it, is left where it is and a spare readied beside it for the next save
+            // (crate::save_buffer; review s5, R5-3).
+            let _ = self.save_buffer.reserve_for_next_save(cap, self.port.table().config().budget);
+        } else {
+            self.save_buffer.release_spare();
         }
         self.encoder.is_prepared()
     }
@@ -263,7 +268,7 @@ pub(crate) struct ShardSlot<L: RawSpinLock> {
     _front: [u64; 8],
     pub(crate) port: SpinMutex<L, Port>,
     /// Classify calls judged on this shard (written under its lock; summed on read).
-    calls: AtomicU64,
+    calls: CallCount,
     /// Where this processor's slow path last judged a flow of each hash bucket that another
     /// processor's shard holds (`1 + shard`; `0`: none): the next packet of such a flow tries
     /// that shard's lock alone first (`shards`, "A flow another processor's shard holds").
@@ -277,11 +282,11 @@ const HINTS: usize = 256;
 
 impl<L: RawSpinLock> ShardSlot<L> {
     /// A shard holding `port`.
-    pub(crate) const fn new(port: SpinMutex<L, Port>) -> Self {
+    pub(crate) fn new(port: SpinMutex<L, Port>) -> Self {
         Self {
             _front: [0; 8],
             port,
-            calls: AtomicU64::new(0),
+            calls: CallCount::new(),
             hints: [const { AtomicU8::new(0) }; HINTS],
             _back: [0; 8],
         }
@@ -290,7 +295,7 @@ impl<L: RawSpinLock> ShardSlot<L> {
     /// Counts a classify call; the caller holds the shard's lock (so no other writer).
     #[inline]
     fn count_call(&self) {
-        self.calls.store(self.calls.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.calls.count();
     }
 }
 
@@ -651,11 +656,7 @@ impl<L: RawSpinLock> PortSlot<L> {
     pub(crate) fn classify_calls(&self, st: &mut PortState, take: bool) -> u64 {
         let mut n = if take { core::mem::take(&mut st.classify_calls) } else { st.classify_calls };
         for shard in &self.shards {
-            let c = if take {
-                shard.calls.swap(0, Ordering::Relaxed)
-            } else {
-                shard.calls.load(Ordering::Relaxed)
-            };
+            let c = if take { shard.calls.take() } else { shard.calls.read() };
             n = n.wrapping_add(c);
         }
         n

@@ -12,6 +12,17 @@
 //! ([`vsflow_core::flow::FlowBudget::charge_over`], counted as overdraft), as a port's first
 //! storage and a restore's are: bounded by `BlobCap` per port, not by the guest's traffic. A
 //! buffer that shrank gives back the difference; a dropped one gives back everything.
+//!
+//! **Readied before the save.** The expiry sweep readies the buffer of a port past the cap for
+//! its next save ([`SaveBuffer::reserve_for_next_save`]), so that a save, at `DISPATCH_LEVEL`
+//! in the save callback and usually a live migration's, allocates nothing. A buffer a save
+//! handed to WFP is never moved or freed outside a save (review s5, R5-3), so for a port
+//! saved once while small (its buffer as long as that blob) and grown since, the sweep
+//! reserves a second buffer beside it, the *spare*, which the next save takes
+//! ([`SaveBuffer::for_save`]: the handed block is freed there, where a save reusing it would
+//! overwrite it anyway). At most `2 x BlobCap` per port meanwhile, charged like the buffer. A
+//! sweep that cannot allocate leaves it to the save, which grows the buffer itself (and sends
+//! the no-state blob if that fails too: degraded, never a lower policy).
 
 use alloc::vec::Vec;
 
@@ -28,16 +39,33 @@ pub struct SaveBuffer {
     /// A save handed the buffer's bytes to WFP ([`SaveBuffer::blob`]): from then on only a
     /// save (or the port's deletion) may move or free them (review s5, R5-3).
     handed: bool,
+    /// Room the sweep reserved for the next save beside handed `bytes` too short for it (see
+    /// the module docs); empty otherwise.
+    spare: Vec<u8>,
 }
 
 impl SaveBuffer {
     /// An empty buffer, nothing charged.
     pub const fn new() -> Self {
-        Self { bytes: Vec::new(), budget: None, charged: 0, handed: false }
+        Self { bytes: Vec::new(), budget: None, charged: 0, handed: false, spare: Vec::new() }
     }
 
     /// The bytes, for the encoder to write the blob into.
     pub const fn bytes_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
+    }
+
+    /// The bytes a save writes its blob into: the spare the sweep reserved, if it holds more
+    /// than the buffer, swapped in (the buffer the last save handed out is freed: WFP copied
+    /// that blob before the last save's OID completed, WINDOWS-VERIFICATION 1, as reusing it
+    /// assumes); otherwise the buffer itself. Allocates nothing.
+    pub fn for_save(&mut self) -> &mut Vec<u8> {
+        if self.spare.capacity() > self.bytes.capacity() {
+            self.bytes = core::mem::take(&mut self.spare);
+            self.handed = false;
+        } else if self.spare.capacity() > 0 {
+            self.spare = Vec::new();
+        }
         &mut self.bytes
     }
 
@@ -49,23 +77,44 @@ impl SaveBuffer {
         (self.bytes.as_ptr(), self.bytes.len())
     }
 
-    /// Reserves room for a blob of `cap` bytes before the port's first save (the expiry sweep
+    /// Reserves room for a blob of `cap` bytes for the port's next save (the expiry sweep
     /// readying a port past the cap, so that its save allocates nothing), charged to `budget`
-    /// as a save's buffer is. Only a buffer no save has handed to WFP: one that was is never
-    /// moved or freed outside a save, since WFP may still be copying it (review s5, R5-3: the
-    /// sweep after a port's first save grew the buffer, a reallocation that freed the block
-    /// WFP was handed). `false` if nothing was reserved.
-    pub fn reserve_before_first_save(&mut self, cap: usize, budget: Option<BudgetRef>) -> bool {
-        if self.handed || self.bytes.capacity() >= cap {
+    /// as a save's buffer is. A buffer no save has handed to WFP grows in place; one that was
+    /// is never moved or freed outside a save, since WFP may still be copying it (review s5,
+    /// R5-3: the sweep after a port's first save grew the buffer, a reallocation that freed
+    /// the block WFP was handed), so a spare of `cap` bytes is reserved beside it for the save
+    /// to take ([`SaveBuffer::for_save`]). Fallible: `false` if nothing was reserved (room
+    /// already, or no memory: the save then grows the buffer itself).
+    pub fn reserve_for_next_save(&mut self, cap: usize, budget: Option<BudgetRef>) -> bool {
+        if self.bytes.capacity() >= cap || self.spare.capacity() >= cap {
             return false;
         }
-        if self.bytes.try_reserve_exact(cap.saturating_sub(self.bytes.len())).is_err() {
-            return false;
-        }
-        if let Some(budget) = budget {
+        let reserved = if self.handed {
+            let mut spare = Vec::new();
+            let ok = spare.try_reserve_exact(cap).is_ok();
+            if ok {
+                self.spare = spare;
+            }
+            ok
+        } else {
+            self.bytes.try_reserve_exact(cap.saturating_sub(self.bytes.len())).is_ok()
+        };
+        if reserved && let Some(budget) = budget {
             self.settle(budget);
         }
-        true
+        reserved
+    }
+
+    /// Frees the spare (a port no longer past the cap: its next save fits the buffer it has or
+    /// grows it as any save within the cap does), giving its charge back.
+    pub fn release_spare(&mut self) {
+        if self.spare.capacity() == 0 {
+            return;
+        }
+        self.spare = Vec::new();
+        if let Some(budget) = self.budget {
+            self.settle(budget);
+        }
     }
 
     /// Bytes charged to the budget now.
@@ -81,7 +130,7 @@ impl SaveBuffer {
             self.uncharge();
             self.budget = Some(budget);
         }
-        let held = self.bytes.capacity();
+        let held = self.bytes.capacity().saturating_add(self.spare.capacity());
         if held > self.charged {
             budget.0.charge_over(held - self.charged);
         } else {
@@ -131,18 +180,39 @@ mod tests {
         b.settle(BudgetRef(budget));
         drop(b);
         assert_eq!(budget.used(), 0, "dropped: everything given back");
-        // Reserved before the first save; never once a save handed the bytes out.
+        // Reserved before the first save in place.
         let mut b = SaveBuffer::new();
-        assert!(b.reserve_before_first_save(256, Some(BudgetRef(budget))));
+        assert!(b.reserve_for_next_save(256, Some(BudgetRef(budget))));
         assert!(b.charged() >= 256 && budget.used() == b.charged(), "charged as a save's");
-        assert!(!b.reserve_before_first_save(256, Some(BudgetRef(budget))), "already room");
+        assert!(!b.reserve_for_next_save(256, Some(BudgetRef(budget))), "already room");
         drop(b);
+        // Once a save handed the bytes out: they stay put, a spare beside them, which the next
+        // save takes without allocating.
         let mut b = SaveBuffer::new();
         b.bytes_mut().extend_from_slice(&[7; 64]);
+        b.settle(BudgetRef(budget));
         let (at, len) = b.blob();
-        assert!(!b.reserve_before_first_save(256, Some(BudgetRef(budget))), "handed out");
+        assert!(b.reserve_for_next_save(256, Some(BudgetRef(budget))), "a spare");
         assert_eq!(b.blob(), (at, len), "the handed bytes stay put");
-        drop(b);
+        assert!(b.charged() >= 64 + 256 && budget.used() == b.charged(), "both charged");
+        assert!(!b.reserve_for_next_save(256, Some(BudgetRef(budget))), "already a spare");
+        let spare = b.spare.as_ptr();
+        let bytes = b.for_save();
+        assert!(bytes.capacity() >= 256 && bytes.as_ptr() == spare, "the save takes the spare");
+        bytes.extend_from_slice(&[9; 200]);
+        b.settle(BudgetRef(budget));
+        assert!(b.charged() >= 256 && b.charged() < 64 + 256, "the old buffer given back");
+        assert_eq!(b.blob().0, spare, "the blob is the spare's bytes");
+        // A spare released: its charge given back.
+        let mut c = SaveBuffer::new();
+        c.bytes_mut().extend_from_slice(&[7; 64]);
+        c.settle(BudgetRef(budget));
+        let _ = c.blob();
+        let before = c.charged();
+        assert!(c.reserve_for_next_save(256, Some(BudgetRef(budget))));
+        c.release_spare();
+        assert_eq!(c.charged(), before, "the spare's charge given back");
+        drop((b, c));
         assert_eq!(budget.used(), 0, "dropped: everything given back");
     }
 }

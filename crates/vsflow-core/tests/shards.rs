@@ -13,8 +13,8 @@
 //! (`PortSlot::lock_whole`, then the sweep). A second property runs a port at its bound: new
 //! flows reclaim exactly the slots the whole port reclaims.
 //!
-//! Each shard is a `RefCell` standing for its lock: a path that held two shards at once, or a
-//! shard twice, would panic.
+//! Each shard is a `RefCell` standing for its lock: a path that took a shard's lock while
+//! holding it would panic.
 
 use std::cell::{RefCell, RefMut};
 use std::collections::BTreeSet;
@@ -439,4 +439,115 @@ fn past_the_budget_a_split_port_tracks_a_new_flow_where_the_whole_port_has_room(
     split.merge(20);
     assert_eq!(flows(&whole), flows(&split.home));
     assert_eq!(whole.counters().to_all_array(), split.home.counters().to_all_array());
+}
+
+/// Review s4 (processor shards, low): at the port's bound a new flow goes to the shard whose
+/// flow the whole port's eviction order reclaims first. `shards::reclaim` ranked the shards one
+/// lock at a time and then locked the winner again: in between, a packet on the winner's
+/// processor (its fast path takes that shard's lock alone) can make its candidate, a
+/// connection the VM is opening, established; the winner then has nothing an unestablished
+/// flow may displace, and the new flow was refused where the single-lock port, in either
+/// serial order of the two packets, reclaims another shard's candidate (the VM's SYN was not
+/// tracked: its SYN-ACK is blocked, the VM retries). Forced here: the peer's SYN-ACK for the
+/// candidate runs on shard 1's processor just before the slow path's k-th lock of shard 1, for
+/// every k (each a point at which another processor may take that lock), and after it
+/// (never within). In every schedule the new flow is tracked and no established connection
+/// is lost.
+#[test]
+fn at_the_bound_a_packet_between_ranking_and_reclaiming_never_refuses_the_new_flow() {
+    use std::cell::Cell;
+    const BOUND: u32 = 8;
+    let syn = |lport: u16, remote: u8| {
+        PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 1],
+            lport,
+            [198, 51, 100, remote],
+            443,
+            0x02,
+            60,
+        )
+    };
+    let synack = |lport: u16, remote: u8| {
+        PacketMeta::ipv4(
+            Direction::Inbound,
+            protocol::TCP,
+            [198, 51, 100, remote],
+            443,
+            [10, 0, 0, 1],
+            lport,
+            0x12,
+            60,
+        )
+    };
+    let established = |s: &Split| {
+        let mut n = 0;
+        for p in std::iter::once(&s.home).chain(s.locked().iter().flatten().map(|g| &**g)) {
+            n += p.table().iter().filter(|(_, r)| r.is_established()).count();
+        }
+        n
+    };
+    let tracked = |s: &Split, m: &PacketMeta| {
+        let key = shards::packet_flow(m).expect("TCP");
+        std::iter::once(&s.home)
+            .chain(s.locked().iter().flatten().map(|g| &**g))
+            .any(|p| p.table().get(&key).is_some())
+    };
+    let mut refused = Vec::new();
+    // k = 0: the SYN-ACK after the slow path; k >= 1: before its k-th lock of shard 1.
+    for k in 0..=4u32 {
+        let mut s = Split::new(config(BOUND, 1));
+        // Two connections the VM is opening: A on processor 1 (the older: the whole port's
+        // first candidate), B on processor 2; six established ones on processors 3 and 4.
+        assert_eq!(s.classify(1, 1, &syn(1_000, 1), 10), Verdict::Permit);
+        assert_eq!(s.classify(2, 2, &syn(1_001, 2), 11), Verdict::Permit);
+        for c in 0..6u16 {
+            let cpu = 3 + usize::from(c % 2);
+            let remote = 10 + u8::try_from(c).unwrap();
+            assert_eq!(s.classify(cpu, cpu, &syn(2_000 + c, remote), 20), Verdict::Permit);
+            assert_eq!(s.classify(cpu, cpu, &synack(2_000 + c, remote), 21), Verdict::Permit);
+        }
+        s.check().unwrap();
+        assert_eq!((s.flows, established(&s)), (BOUND, 6), "at the bound");
+        // A new connection on processor 5 at the bound; A's SYN-ACK races it on processor 1.
+        let new = syn(3_000, 99);
+        let calls = Cell::new(0u32);
+        let fired = Cell::new(false);
+        let shards = &s.shards;
+        let (verdict, _) = shards::classify_slow(
+            &mut s.home,
+            &mut s.flows,
+            BOUND,
+            5,
+            |i| {
+                if i == 1 {
+                    calls.set(calls.get() + 1);
+                    if calls.get() == k {
+                        // Processor 1's fast path, under shard 1's lock alone (free now).
+                        let v = shards[1].borrow_mut().classify_existing(&synack(1_000, 1), 100);
+                        assert_eq!(v, Some(Verdict::Permit), "A's SYN-ACK on its shard");
+                        fired.set(true);
+                    }
+                }
+                shards.get(i).map(RefCell::borrow_mut)
+            },
+            &new,
+            100,
+        );
+        if !fired.get() {
+            let _ = s.classify(1, 1, &synack(1_000, 1), 100);
+        }
+        s.check().unwrap();
+        assert_eq!(verdict, Verdict::Permit, "the VM's own SYN");
+        if !tracked(&s, &new) || established(&s) < 6 {
+            refused.push(format!(
+                "A's SYN-ACK before lock {k} of shard 1 (of {}): new flow tracked {}, {} established",
+                calls.get(),
+                tracked(&s, &new),
+                established(&s)
+            ));
+        }
+    }
+    assert!(refused.is_empty(), "{refused:#?}");
 }

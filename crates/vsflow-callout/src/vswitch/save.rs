@@ -103,8 +103,10 @@ impl<S: KernelServices> Driver<S> {
                 }
                 let mut buffer = core::mem::take(&mut st.save_buffer);
                 // The port's own encoder: its working memory is reused from the last save.
+                // Into the spare the sweep readied, if the port grew since its last save
+                // (crate::save_buffer): no allocation here.
                 let result =
-                    st.encoder.encode_split(&st.port, shards, now, &cfg, buffer.bytes_mut());
+                    st.encoder.encode_split(&st.port, shards, now, &cfg, buffer.for_save());
                 st.last_save = now;
                 let out = match result {
                     Ok(summary) => {

@@ -71,9 +71,9 @@
 //! path and the sweep change how many there are). A shard's table has the port's bound (one
 //! processor may judge every connection of the port), and the port as a whole never holds more than
 //! its bound: when it is full, a new flow goes to the shard holding the flow the single-lock port
-//! would reclaim (its eviction order compared across the shards, `FlowTable::eviction_rank`), and
-//! that shard reclaims it; if none may be reclaimed, the flow is refused as in the single-lock
-//! port. Past the host's flow-memory budget (no growth step allowed) a new flow goes to a shard
+//! would reclaim (its eviction order compared across the shards, `FlowTable::eviction_rank`,
+//! under every shard's lock until the flow is judged), and that shard reclaims it; if none may
+//! be reclaimed, the flow is refused as in the single-lock port. Past the host's flow-memory budget (no growth step allowed) a new flow goes to a shard
 //! with a free slot (the processor's, the home shard, any other), else to the shard whose flow the
 //! whole port's eviction order reclaims first: as the single-lock port tracks it in any free slot
 //! of its table or recycles one (the shards' free slots are not the whole table's, so the two may
@@ -284,6 +284,15 @@ pub fn classify_slow<G: DerefMut<Target = Port>>(
 /// home shard, `None`, or processor shard `i`) whose flow comes first in the whole port's
 /// eviction order (`FlowTable::eviction_rank` compared across the shards); `None` if every
 /// shard is empty.
+///
+/// Every processor shard's lock is held from the ranking to the judging, taken in order and
+/// released in reverse (the order `PortSlot::lock_whole` takes them in): ranked one lock at a
+/// time and the winner locked again, a packet on the winner's processor in between (its fast
+/// path takes that shard's lock alone) could make its candidate an established connection,
+/// which a new flow may not displace, and the new flow was refused where the single-lock port,
+/// in either order of the two packets, reclaims another shard's flow (review s4, the shard
+/// eviction race). Only at the port's bound; the shards' fast paths wait for one ranking
+/// (each an O(1) look at its lists' tails) and one classify.
 fn reclaim<G: DerefMut<Target = Port>>(
     home: &mut Port,
     flows: &mut u32,
@@ -292,21 +301,31 @@ fn reclaim<G: DerefMut<Target = Port>>(
     meta: &PacketMeta,
     now: Tick,
 ) -> Option<(Verdict, Option<usize>)> {
-    let mut best = home.table.eviction_rank(now).map(|r| (r, None));
-    for i in 0..MAX_SHARDS {
+    let mut held: [Option<G>; MAX_SHARDS] = core::array::from_fn(|_| None);
+    for (i, guard) in held.iter_mut().enumerate() {
         let Some(shard) = lock(i) else { break };
-        if let Some(r) = shard.table.eviction_rank(now)
+        *guard = Some(shard);
+    }
+    let mut best = home.table.eviction_rank(now).map(|r| (r, None));
+    for (i, shard) in held.iter().enumerate() {
+        if let Some(r) = shard.as_ref().and_then(|s| s.table.eviction_rank(now))
             && best.is_none_or(|(b, _)| r < b)
         {
             best = Some((r, Some(i)));
         }
     }
-    match best? {
-        (_, None) => Some((judge(home, flows, bound, meta, now), None)),
-        (_, Some(i)) => {
-            lock(i).map(|mut shard| (judge(&mut shard, flows, bound, meta, now), Some(i)))
-        }
+    let judged = match best {
+        None => None,
+        Some((_, None)) => Some((judge(home, flows, bound, meta, now), None)),
+        Some((_, Some(i))) => held
+            .get_mut(i)
+            .and_then(Option::as_mut)
+            .map(|shard| (judge(shard, flows, bound, meta, now), Some(i))),
+    };
+    for guard in held.iter_mut().rev() {
+        drop(guard.take());
     }
+    judged
 }
 
 /// Moves the flow `key` from `home` to `to` if `to` has a free slot for it (growing by a step

@@ -1,0 +1,64 @@
+//! Every interleaving of a processor shard's classify-call counter with a reset, by loom.
+//!
+//! `ports/call_count.rs` is compiled here as it is in the driver, against loom's atomics
+//! instead of `core::sync::atomic` (its only imports, taken from this crate's root): loom runs
+//! the shard's processor counting (under the shard's lock: one writer) against the
+//! diagnostics reading and resetting the counter (`ClearCounters`, or a port leaving the map:
+//! under the port's home lock, which the counting processor does not take), through every
+//! interleaving of their loads and stores the memory model allows.
+//!
+//! The invariant: every call counted is reported exactly once, by the reset that took it or
+//! by a read after it; never lost, never counted twice.
+
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicU64, Ordering};
+use loom::thread;
+
+#[path = "../src/ports/call_count.rs"]
+#[allow(dead_code, reason = "the driver's file, whole")]
+mod call_count;
+
+use call_count::CallCount;
+
+/// The counting processor counts twice while the diagnostics take (reset) the counter once:
+/// what the take returned and what a read finds afterwards add up to the two calls.
+#[test]
+fn a_reset_racing_a_count_neither_loses_nor_repeats_a_call() {
+    loom::model(|| {
+        let c = Arc::new(CallCount::new());
+        let shard = {
+            let c = Arc::clone(&c);
+            thread::spawn(move || {
+                c.count();
+                c.count();
+            })
+        };
+        let taken = c.take();
+        shard.join().expect("the shard's processor");
+        let left = c.read();
+        assert_eq!(taken + left, 2, "taken {taken}, left {left}: a call lost or counted twice");
+    });
+}
+
+/// A read between two resets sees only calls counted since the first, and two resets split
+/// the calls between them.
+#[test]
+fn two_resets_split_the_calls_between_them() {
+    loom::model(|| {
+        let c = Arc::new(CallCount::new());
+        let shard = {
+            let c = Arc::clone(&c);
+            thread::spawn(move || {
+                c.count();
+                c.count();
+                c.count();
+            })
+        };
+        let first = c.take();
+        let seen = c.read();
+        let second = c.take();
+        shard.join().expect("the shard's processor");
+        assert!(seen >= second, "a read ({seen}) is never ahead of the next reset ({second})");
+        assert_eq!(first + second + c.read(), 3, "first {first}, second {second}");
+    });
+}
