@@ -191,3 +191,83 @@ fn a_packet_never_waits_for_the_driver_wide_counters() {
         assert_eq!(h.control(&Request::GetCounters { port: None }, 4096).0, 0);
     });
 }
+
+/// The same, with a packet of the held port sent first on processor 3 (the VM's traffic spread
+/// over processors by vRSS): it waits for port 7's lock while holding processor 3's map lock
+/// shared, so the port create on processor 2 takes processors 0..2 exclusively and waits at
+/// processor 3 for it. Port 8's packet on processor 0 must still be judged while processor 1
+/// is held: no packet of another port may wait behind port 7's long work through that chain
+/// (review s6, R6-1). `long` must take port 7's lock as its first spin lock.
+fn check_one_port_behind_its_own_packet(
+    config: DriverConfig,
+    what: &str,
+    long: impl FnOnce(&Host) + Send,
+) {
+    let (mut h, sw, [(p7, own), (p8, other)]) = rig(config);
+    let wire = h.wire();
+    h.interrupts().arm(1);
+    let (own_waited, other_in_time) = std::thread::scope(|s| {
+        let long_work = s.spawn(|| {
+            set_processor(1);
+            long(&h);
+        });
+        let held = h.interrupts().wait_held(PATIENCE);
+        // Port 7's own packet on processor 3: it waits for port 7's lock.
+        let own_sender = {
+            let wire = wire.clone();
+            s.spawn(move || {
+                set_processor(3);
+                wire.transmit(sw, EXTERNAL_PORT, p7, &own)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let own_waited = held && !own_sender.is_finished();
+        let writer = s.spawn(|| {
+            set_processor(2);
+            let port = SimPort::new(9, "vm-new", sys::NdisSwitchPortTypeSynthetic);
+            h.port_notification(sw, &port, true)
+        });
+        // The writer either finishes or settles into waiting for processor 3.
+        let _ = wait_for(|| writer.is_finished(), Duration::from_millis(200));
+        let other_sender = {
+            let wire = wire.clone();
+            s.spawn(move || {
+                set_processor(0);
+                wire.transmit(sw, EXTERNAL_PORT, p8, &other)
+            })
+        };
+        let judged = wait_for(|| other_sender.is_finished(), Duration::from_millis(500));
+        let in_time = judged && h.interrupts().is_held();
+        h.interrupts().release();
+        for sender in [own_sender, other_sender] {
+            assert_eq!(
+                sender.join().expect("sender"),
+                PacketFate::Delivered,
+                "an established flow"
+            );
+        }
+        assert_eq!(writer.join().expect("writer thread"), sys::STATUS_SUCCESS);
+        long_work.join().expect("long operation");
+        (own_waited, in_time)
+    });
+    assert!(own_waited, "the rig: port 7's packet on processor 3 did not wait for {what}");
+    assert!(
+        other_in_time,
+        "a packet of port 8 on processor 0 waited for {what} of port 7 held on processor 1 \
+         (behind a port create that holds processor 0's map lock while it waits at processor 3 \
+         for a packet of port 7, which holds processor 3's map lock shared while it waits for \
+         port 7's lock)"
+    );
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}
+
+#[test]
+#[ignore = "R6-1 (review s6), open: classify holds its processor's map lock shared while it waits \
+            for its port's lock; fails on main"]
+fn a_packet_never_waits_for_an_ioctl_reading_another_ports_flows_behind_that_ports_packet() {
+    let port = vsflow_proto::request::PortRef { switch_id: 1, port_id: 7 };
+    check_one_port_behind_its_own_packet(enforce(RestoreMode::Pending), "a GetFlows page", |h| {
+        assert_eq!(h.control(&Request::GetFlows { port, start: 0, max: 500 }, 1 << 16).0, 0);
+    });
+}

@@ -1406,6 +1406,15 @@ impl FpCache {
         }
         self.scan_left -= seen;
         self.hash_left -= computed;
+        if !self.stopped && (self.scan_left == 0 || self.hash_left == 0) {
+            // The budget ran out exactly at this table's end: the next preparation goes on at
+            // the next table. (Not noted, the next one began a new round at the home shard: a
+            // home shard of exactly `PREPARE_SCAN` flows then took every sweep's budget and the
+            // processors' shards were never readied: review s6, R6-2.) Past the last table the
+            // next preparation finds nothing and the one after it starts a new round.
+            self.cursor = (t + 1, 0);
+            self.stopped = true;
+        }
         Ok(computed)
     }
 }

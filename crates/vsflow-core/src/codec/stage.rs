@@ -18,8 +18,9 @@
 //! order, which the encoder writes least recently used first per class and address family;
 //! a list placed out of age order is put in order once placed, [`Staged::finish`]); a blob of
 //! more flows than the table's bound keeps the most valuable ([`SavedFlow::value_rank`],
-//! through [`stage_saved`]); a duplicate key or a failed allocation is kept as the apply's
-//! error, so a blob that decodes still carries its policy when its flows cannot be placed.
+//! through [`stage_saved`]); a duplicate key or a failed allocation while placing is kept as the
+//! apply's error, so a blob that decodes still carries its policy when its flows cannot be
+//! placed (the order of a list placed out of age order is best effort: [`Staged::finish`]).
 //! Carried admissions stay as the blob has them: the apply maps them to this host's rule
 //! versions once it has planned the port's policy under the port's lock (one pass over the
 //! slab, only if a flow has a rule admission), and merges the flows the restore window saw
@@ -154,7 +155,13 @@ impl Staged {
 
     /// Ends the placement: the flows taken are linked into the table in the order taken (a
     /// key taken twice is the apply's error, [`ApplyError::DuplicateFlow`]), and each list
-    /// taken out of age order is put in order.
+    /// taken out of age order is put in order, if there is memory for that order (16 bytes a
+    /// flow): without it the list stays in placement order, consistent, its idle flows only
+    /// reclaimed later (classify treats a flow idle past its timeout as absent anyway), never
+    /// a reason to lose the carried connections (review s6, R6-3: the refusal was the apply's
+    /// error, a degraded restore; any dual-stack port's blob places a list out of order, its
+    /// IPv4 flows before its IPv6 ones). The apply's re-sort after the window merge is best
+    /// effort the same way.
     pub(super) fn finish(mut self) -> Self {
         if self.failed.is_some() {
             return self;
@@ -164,10 +171,8 @@ impl Staged {
             self.failed = Some(ApplyError::DuplicateFlow { index });
             return self;
         }
-        if self.unordered != 0
-            && let Err(e) = self.table.order_lists(self.unordered)
-        {
-            self.failed = Some(ApplyError::Core(e));
+        if self.unordered != 0 {
+            let _ = self.table.order_lists(self.unordered);
         }
         self
     }

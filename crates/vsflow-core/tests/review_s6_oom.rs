@@ -1,0 +1,113 @@
+//! Review s6 (review, wip/review6), R6-3: a restore's staging that cannot have the memory to put
+//! a class's list in age order loses no carried connection. With a global allocator that
+//! refuses large blocks while armed (this thread only).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use vsflow_core::codec::{
+    self, ApplyConfig, DecodeConfig, DecodedStaged, EncodeConfig, Encoder, StageConfig,
+};
+use vsflow_core::flow::TableConfig;
+use vsflow_core::{Direction, Mode, PacketMeta, Port, PortConfig, PortIdentity, protocol};
+
+/// Blocks larger than this are refused while armed: above a slab segment (64 slots) and an
+/// index segment (1,024 heads), below the age order of a list of 1,000 flows (16 bytes a flow).
+const REFUSE_ABOVE: usize = 12 * 1024;
+
+struct Refusing;
+
+thread_local! {
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn refused(size: usize) -> bool {
+    size > REFUSE_ABOVE && ARMED.try_with(Cell::get).unwrap_or(false)
+}
+
+// SAFETY: every method forwards to `System` (which upholds the `GlobalAlloc` contract) or
+// returns null, which the contract allows for any allocation.
+unsafe impl GlobalAlloc for Refusing {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if refused(layout.size()) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: the caller's layout obligations are passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` with `layout` (every allocation goes there).
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if refused(new_size) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: as for `dealloc`; `new_size` obligations are the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Refusing = Refusing;
+
+const NOW: u64 = 100_000_000_000;
+
+fn config() -> PortConfig {
+    PortConfig {
+        table: TableConfig { max_flows: 4_096, initial_capacity: 64, ..TableConfig::default() },
+        initial_mode: Mode::Enforce,
+    }
+}
+
+/// The VM's UDP flow `n` over IPv4 or IPv6.
+fn udp(v6: bool, n: u16) -> PacketMeta {
+    let [a, b] = n.to_be_bytes();
+    if v6 {
+        let mut local = [0u8; 16];
+        local[..2].copy_from_slice(&[0x20, 0x01]);
+        local[15] = 2;
+        let mut remote = local;
+        remote[13..16].copy_from_slice(&[a, b, 9]);
+        PacketMeta::ipv6(Direction::Outbound, protocol::UDP, local, 5_000, remote, 53, 0, 60)
+    } else {
+        PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::UDP,
+            [10, 0, 0, 2],
+            5_000,
+            [10, 9, a, b],
+            53,
+            0,
+            60,
+        )
+    }
+}
+
+#[test]
+fn a_staging_without_memory_to_order_a_list_keeps_every_carried_flow() {
+    // The source: 500 IPv6 flows, then 500 IPv4 flows, all UDP (one timeout class). The blob
+    // lists the IPv4 flows first, so the staged UDP list is out of age order.
+    let mut src = Port::try_new(PortIdentity::try_from_str("vm").unwrap(), config()).unwrap();
+    for n in 0..1_000u16 {
+        src.classify(&udp(n < 500, n), NOW - 20_000_000 + u64::from(n) * 10_000);
+    }
+    assert_eq!(src.table().len(), 1_000);
+    let mut blob = Vec::new();
+    let cfg = EncodeConfig { provider: vsflow_core::Guid::default(), cap: 61_440 };
+    Encoder::new().encode(&src, NOW, &cfg, &mut blob).unwrap();
+
+    let mut dest = Port::try_new(PortIdentity::try_from_str("vm").unwrap(), config()).unwrap();
+    let placement = StageConfig { table: *dest.table().config(), base: NOW, now: NOW };
+    ARMED.with(|a| a.set(true));
+    let decoded = codec::decode_staged(&blob, &DecodeConfig::default(), &placement);
+    ARMED.with(|a| a.set(false));
+    let Ok(DecodedStaged::State(state, staged)) = decoded else { panic!("decodes: {decoded:?}") };
+    let report = codec::apply_staged(&mut dest, &state, staged, NOW, &ApplyConfig::default());
+    assert_eq!(
+        report.map(|r| r.restored).map_err(|e| e.to_string()),
+        Ok(1_000),
+        "a 16 KB order for the UDP list refused: the restore must still carry every flow"
+    );
+    dest.table().check_invariants().unwrap();
+}
