@@ -360,8 +360,8 @@ pub unsafe fn read_values(
 /// [`read_values`] into `packet`, as classify uses it: writes its direction, family, protocol,
 /// addresses, ports and `headers` (the other fields are left as they are; the addresses'
 /// unused bytes must be zero already) and returns the VM's port id and the switch's name
-/// ([`switch_name_bytes`]). Every value is read from one array of the first [`READ_FIELDS`]
-/// (WFP's own when it has them all: the lines they lie on are asked for together).
+/// ([`switch_name_bytes`]). Every value is read by constant index from one array of the
+/// first [`READ_FIELDS`] (WFP's own when it has them all, as every vsflow layer does).
 ///
 /// # Errors
 /// As [`read_values`] (`packet` may then be partly written).
