@@ -289,3 +289,24 @@ fn a_packet_never_waits_for_a_save_of_another_port_behind_that_ports_packet() {
         let _ = h.save(0, 7);
     });
 }
+
+/// A restore's apply to port 7 (synchronous: its first spin lock is port 7's), behind port 7's
+/// own packet on processor 3 (review s6, R6-1).
+#[test]
+#[ignore = "R6-1 (review s6), fixed on wip/lows6: fails on main until it lands"]
+fn a_packet_never_waits_for_a_restore_being_applied_to_another_port_behind_that_ports_packet() {
+    let (mut a, sa) = host(17, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-long", 1, false);
+    let _ = open_connections(&mut a, sa, 7, 50);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    check_one_port_behind_its_own_packet(
+        enforce(RestoreMode::Synchronous),
+        "a restore's apply",
+        0,
+        move |h| {
+            let tickets = h.restore(0, 7, &blobs);
+            assert_eq!(h.vm_restore(&tickets), vsflow_sim::VmRestore::Succeeded);
+        },
+    );
+}
