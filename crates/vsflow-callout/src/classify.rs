@@ -29,7 +29,7 @@ use vsflow_core::{
 use crate::driver::Driver;
 use crate::frame::{
     IP_PREFIX, headers_rewritable, is_ah_later_fragment, is_non_first_fragment,
-    may_overlap_headers, tcp_flags,
+    may_overlap_headers, plain_tcp_flags, tcp_flags,
 };
 use crate::instances;
 use crate::keys::HOOKS;
@@ -149,8 +149,8 @@ impl<S: KernelServices> Driver<S> {
         //    reads it (built in place: no intermediate copy).
         let mut packet = UNREAD;
         // SAFETY: caller's contract.
-        let port_id = match unsafe { read_values_into(values, meta, &mut packet) } {
-            Ok(port_id) => port_id,
+        let (port_id, name) = match unsafe { read_values_into(values, meta, &mut packet) } {
+            Ok(read) => read,
             Err(why) => {
                 self.count(Counter::ClassifyCalls);
                 self.count(match why {
@@ -161,9 +161,8 @@ impl<S: KernelServices> Driver<S> {
                 return None;
             }
         };
-        // 2. The switch, by name (never guessed).
-        // SAFETY: caller's contract.
-        let name = unsafe { switch_name_bytes(values) };
+        // 2. (The switch's name, read with the values above, is compared with the port map's
+        //    switches in step 4: never guessed.)
         // 3. Packet bytes (data starts at the IP header at these layers): the TCP flags, what an
         //    ICMP message says (WFP's port values hold only its type and code), and for a packet
         //    WFP gave no ports for, whether it is a non-first fragment.
@@ -183,7 +182,13 @@ impl<S: KernelServices> Driver<S> {
             packet.length = frame.frame_len;
         }
         let head = frame.as_ref().map_or(&[][..], |f| f.head);
-        if headers_rewritable(head) {
+        if let Some(flags) =
+            (packet.protocol == protocol::TCP && !portless).then(|| plain_tcp_flags(head)).flatten()
+        {
+            // The common packet (IPv4 without options, not a fragment, TCP): what the branches
+            // below find for it, read with one look (`frame::plain_tcp_flags`).
+            packet.tcp_flags = TcpFlags(flags);
+        } else if headers_rewritable(head) {
             // Neither its protocol nor its ports can be relied on: inbound in Enforce only a
             // rule admitting everything from its source admits it (review s4, R4-1 and R4-2).
             packet.headers = Headers::Unknown;
@@ -288,6 +293,27 @@ pub enum Bypass {
     NonFirstFragment,
 }
 
+/// The incoming values classify reads: `FIELD_IP_SOURCE_ADDRESS` ..= `FIELD_VSWITCH_ID`, the
+/// first [`READ_FIELDS`] of every vSwitch transport layer's values (14 at ingress, 17 at
+/// egress), read by constant index (no bounds check per value).
+const READ_FIELDS: usize = sys::FIELD_VSWITCH_ID + 1;
+const _: () = assert!(
+    sys::FIELD_IP_SOURCE_ADDRESS < READ_FIELDS
+        && sys::FIELD_IP_DESTINATION_ADDRESS < READ_FIELDS
+        && sys::FIELD_IP_PROTOCOL < READ_FIELDS
+        && sys::FIELD_IP_SOURCE_PORT < READ_FIELDS
+        && sys::FIELD_IP_DESTINATION_PORT < READ_FIELDS
+        && READ_FIELDS == 8
+);
+
+/// An `FWP_EMPTY` incoming value.
+const EMPTY_VALUE: sys::FWPS_INCOMING_VALUE0 = sys::FWPS_INCOMING_VALUE0 {
+    value: sys::FWP_VALUE0 {
+        r#type: sys::FWP_EMPTY,
+        u: sys::FWP_VALUE0_u { uint64: ptr::null_mut() },
+    },
+};
+
 /// WFP's incoming values of one classify call, as a slice (empty if there are none).
 ///
 /// # Safety
@@ -302,10 +328,16 @@ unsafe fn value_slice(values: &FWPS_INCOMING_VALUES0) -> &[sys::FWPS_INCOMING_VA
     unsafe { core::slice::from_raw_parts(values.incomingValue, values.valueCount as usize) }
 }
 
-/// One incoming value by its field index, if present.
-#[inline]
-fn value(values: &[sys::FWPS_INCOMING_VALUE0], index: usize) -> Option<sys::FWP_VALUE0> {
-    values.get(index).map(|v| v.value)
+/// The first [`READ_FIELDS`] values of a call that has fewer (none of vsflow's layers does),
+/// those it lacks `FWP_EMPTY`: read as a call with all of them would be, absent as absent.
+#[cold]
+#[inline(never)]
+fn padded(fields: &[sys::FWPS_INCOMING_VALUE0]) -> [sys::FWPS_INCOMING_VALUE0; READ_FIELDS] {
+    let mut all = [EMPTY_VALUE; READ_FIELDS];
+    for (to, from) in all.iter_mut().zip(fields) {
+        *to = *from;
+    }
+    all
 }
 
 /// Reads the 5-tuple and the VM's port id from the values of one classify call.
@@ -321,27 +353,39 @@ pub unsafe fn read_values(
 ) -> Result<Classified, Bypass> {
     let mut packet = UNREAD;
     // SAFETY: caller's contract.
-    let port_id = unsafe { read_values_into(values, meta, &mut packet) }?;
+    let (port_id, _) = unsafe { read_values_into(values, meta, &mut packet) }?;
     Ok(Classified { port_id, meta: packet })
 }
 
 /// [`read_values`] into `packet`, as classify uses it: writes its direction, family, protocol,
 /// addresses, ports and `headers` (the other fields are left as they are; the addresses'
-/// unused bytes must be zero already) and returns the VM's port id.
+/// unused bytes must be zero already) and returns the VM's port id and the switch's name
+/// ([`switch_name_bytes`]). Every value is read by constant index from one array of the
+/// first [`READ_FIELDS`] (WFP's own when it has them all, as every vsflow layer does).
 ///
 /// # Errors
 /// As [`read_values`] (`packet` may then be partly written).
 ///
 /// # Safety
-/// As [`read_values`].
+/// As [`read_values`]; the name's bytes live as long as WFP's values (the classify call).
 #[inline]
-unsafe fn read_values_into(
-    values: &FWPS_INCOMING_VALUES0,
+unsafe fn read_values_into<'v>(
+    values: &'v FWPS_INCOMING_VALUES0,
     meta: &FWPS_INCOMING_METADATA_VALUES0,
     packet: &mut PacketMeta,
-) -> Result<u32, Bypass> {
+) -> Result<(u32, Option<&'v [u8]>), Bypass> {
     // SAFETY: caller's contract on `values`.
-    let fields = unsafe { value_slice(values) };
+    let all = unsafe { value_slice(values) };
+    let padded_fields;
+    let fields = if let Some(fields) = all.first_chunk::<READ_FIELDS>() {
+        fields
+    } else {
+        padded_fields = padded(all);
+        &padded_fields
+    };
+    // A value absent from a short call reads as `FWP_EMPTY` (`padded`): every check below
+    // rejects either the same way.
+    let value = |i: usize| fields.get(i).map(|v| v.value);
     let (ingress, v6) = match values.layerId {
         sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V4 => (true, false),
         sys::FWPS_LAYER_INGRESS_VSWITCH_TRANSPORT_V6 => (true, true),
@@ -368,11 +412,11 @@ unsafe fn read_values_into(
     if port_id == 0 {
         return Err(Bypass::TrustedPort);
     }
-    let src = value(fields, sys::FIELD_IP_SOURCE_ADDRESS).ok_or(Bypass::Malformed)?;
-    let dst = value(fields, sys::FIELD_IP_DESTINATION_ADDRESS).ok_or(Bypass::Malformed)?;
-    let proto = value(fields, sys::FIELD_IP_PROTOCOL).ok_or(Bypass::Malformed)?;
-    let sport = value(fields, sys::FIELD_IP_SOURCE_PORT);
-    let dport = value(fields, sys::FIELD_IP_DESTINATION_PORT);
+    let src = value(sys::FIELD_IP_SOURCE_ADDRESS).ok_or(Bypass::Malformed)?;
+    let dst = value(sys::FIELD_IP_DESTINATION_ADDRESS).ok_or(Bypass::Malformed)?;
+    let proto = value(sys::FIELD_IP_PROTOCOL).ok_or(Bypass::Malformed)?;
+    let sport = value(sys::FIELD_IP_SOURCE_PORT);
+    let dport = value(sys::FIELD_IP_DESTINATION_PORT);
     if proto.r#type != sys::FWP_UINT8 {
         return Err(Bypass::Malformed);
     }
@@ -407,7 +451,9 @@ unsafe fn read_values_into(
     packet.src_port = src_port;
     packet.dst_port = dst_port;
     packet.headers = headers;
-    Ok(port_id)
+    // SAFETY: caller's contract (the values' blob is valid for the call).
+    let name = unsafe { switch_name_bytes(value(sys::FIELD_VSWITCH_ID)) };
+    Ok((port_id, name))
 }
 
 /// Writes an IPv4 address value's four bytes (network order) to the start of `to`.
@@ -437,21 +483,26 @@ unsafe fn addr16(v: &sys::FWP_VALUE0) -> Option<[u8; 16]> {
     Some(unsafe { ptr::read_unaligned(p) }.byteArray16)
 }
 
-/// The switch a classify call belongs to: the bytes of the `VSWITCH_ID` value (assumed: the
-/// switch name as a UTF-16LE byte blob, maybe NUL-terminated; verify on Windows, item 9), at
-/// most 256 units. Always consulted: a packet of a switch vsflow does not know is never judged
-/// by another switch's port. Compared in place, never copied.
+/// The switch a classify call belongs to: the bytes of the `VSWITCH_ID` value `v` (assumed:
+/// the switch name as a UTF-16LE byte blob, maybe NUL-terminated; verify on Windows, item 9),
+/// at most 256 units. Always consulted: a packet of a switch vsflow does not know is never
+/// judged by another switch's port. Compared in place, never copied.
+///
+/// The bytes are compared only after the map lock is taken (`PortMap::with_packet_port`), and
+/// an interlocked operation waits for every load issued before it: their line is asked for
+/// here ([`crate::prefetch`]), so that its miss overlaps the packet's other reads instead of
+/// following the lock.
 ///
 /// # Safety
-/// As [`read_values`]; the returned bytes live as long as WFP's values (the classify call).
+/// As [`read_values`]; `v` is the call's `VSWITCH_ID` value (or `None`); the returned bytes
+/// live as long as WFP's values (the classify call).
 #[allow(
     clippy::inline_always,
     reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
 )]
 #[inline(always)]
-unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
-    // SAFETY: caller's contract.
-    let v = value(unsafe { value_slice(values) }, sys::FIELD_VSWITCH_ID)?;
+unsafe fn switch_name_bytes<'v>(v: Option<sys::FWP_VALUE0>) -> Option<&'v [u8]> {
+    let v = v?;
     if v.r#type != sys::FWP_BYTE_BLOB_TYPE {
         return None;
     }
@@ -465,6 +516,7 @@ unsafe fn switch_name_bytes(values: &FWPS_INCOMING_VALUES0) -> Option<&[u8]> {
     if blob.data.is_null() {
         return None;
     }
+    crate::prefetch::line(blob.data);
     let bytes = (blob.size as usize).min(2 * 256);
     // SAFETY: WFP's blob has `size` readable bytes for the call; we read at most that many.
     Some(unsafe { core::slice::from_raw_parts(blob.data, bytes) })

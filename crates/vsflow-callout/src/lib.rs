@@ -36,6 +36,7 @@ pub mod os_version;
 pub mod pending;
 mod percpu;
 pub mod ports;
+mod prefetch;
 pub mod registration;
 mod save_buffer;
 pub mod seed;
