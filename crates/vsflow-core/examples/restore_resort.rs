@@ -58,7 +58,14 @@ fn window_flow(i: u32) -> Vec<PacketMeta> {
         )
     };
     // `udp` on the command line: every window flow UDP (one list holds them all).
-    let kind = if std::env::args().any(|a| a == "udp") { 4 } else { i % 6 };
+    // `est`: every window flow an established connection (the carried flows' list).
+    let kind = if std::env::args().any(|a| a == "udp") {
+        4
+    } else if std::env::args().any(|a| a == "est") {
+        1
+    } else {
+        i % 6
+    };
     match kind {
         0 => vec![tcp(0x02)],
         1 => vec![tcp(0x02), tcp(0x02).reply(0x12), tcp(0x10)],
@@ -94,7 +101,13 @@ fn destination(now: u64, count: u32, shuffled: bool) -> Port {
     let mut p = workload::port(MAX_FLOWS_LIMIT, 64);
     let flows: Vec<Vec<PacketMeta>> = (0..count).map(window_flow).collect();
     for (i, f) in flows.iter().enumerate() {
-        let t = now - 6 * SEC + 2 * SEC * i as u64 / u64::from(count);
+        // `interleaved`: created over the carried connections' hour (the worst order for the
+        // apply that merges the carried flows into the window's table: each list walked whole).
+        let t = if std::env::args().any(|a| a == "interleaved") {
+            now - 10 * SEC - 3600 * SEC + 3600 * SEC * i as u64 / u64::from(count)
+        } else {
+            now - 6 * SEC + 2 * SEC * i as u64 / u64::from(count)
+        };
         for (j, m) in f.iter().enumerate() {
             p.classify(m, t + j as u64);
         }

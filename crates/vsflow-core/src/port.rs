@@ -28,7 +28,9 @@
 //! 2. the codec builds the new table from the carried flows, each with the admission
 //!    [`RestorePlan::admission`] maps it to, and adds the flows this port already tracks
 //!    (seen in the window), merging a flow both sides know with
-//!    [`crate::FlowRecord::merge_window`];
+//!    [`crate::FlowRecord::merge_window`] (when the window holds more flows than the blob,
+//!    the carried flows go into the port's table instead: the same table, built with the
+//!    carried flows' work, not the window's);
 //! 3. [`Port::commit_restore`] swaps everything in (infallible), and the codec arms the
 //!    restored fingerprints ([`Port::arm_pickup`]).
 //!

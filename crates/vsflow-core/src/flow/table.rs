@@ -816,13 +816,18 @@ impl FlowTable {
     /// # Errors
     /// [`Error::OutOfMemory`] (a list's order is built in a vector); the table is unchanged.
     pub(crate) fn order_lists(&mut self, classes: u8) -> Result<(), Error> {
+        // One vector for every list (each list is at most the table): one allocation, not one
+        // a class (review3 s5).
+        let mut order: alloc::vec::Vec<(Tick, u32)> = alloc::vec::Vec::new();
+        if classes != 0 {
+            order.try_reserve_exact(self.len as usize)?;
+        }
         for class in TimeoutClass::ALL {
             let c = class.index();
             if classes & (1 << c) == 0 {
                 continue;
             }
-            let mut order: alloc::vec::Vec<(Tick, u32)> = alloc::vec::Vec::new();
-            order.try_reserve_exact(self.len as usize)?;
+            order.clear();
             order.extend(self.iter_lru_slots(class).map(|(i, _, r)| (r.last_seen, i)));
             order.sort_unstable();
             self.lists[c] = EMPTY_LIST;
@@ -831,6 +836,252 @@ impl FlowTable {
             }
         }
         Ok(())
+    }
+
+    /// Merges a restore's carried flows (`carried`: a table with this one's configuration, so
+    /// the same hash key, each list oldest first) into this table, the port's live one holding
+    /// the flows the restore window saw: the restore's apply when the window is the larger
+    /// side, so that its work under the port's lock is the carried flows', not the window's
+    /// (issue 18 item 1: a window that filled a 65,536-flow table was copied flow by flow into
+    /// the carried table and re-sorted, 5-7.5 ms at `DISPATCH_LEVEL`; review3 s5).
+    ///
+    /// The result is the table the apply builds the other way round, flow for flow: a carried
+    /// flow the window also saw becomes `merge(carried, window)` (where its time or class
+    /// changes, it moves to its place by its `last_seen`); every other carried flow is placed
+    /// at its place by its `last_seen` in its class's list, after the window's flows of an
+    /// earlier time and before those of the same or a later one (the order the apply's sort
+    /// gives, carried flows first on ties); if the bound leaves no room for all, the window's
+    /// flows that only the window saw go, the last in slot order first (the apply kept them in
+    /// slot order while room remained). Window flows stay in their slots and list places.
+    /// Carried flows are charged to the budget even past the limit, as the staging charged
+    /// them.
+    ///
+    /// Work: one lookup and one placement per carried flow, plus the window flows a placement
+    /// walks past (`place_run`): none when each class's carried flows are all
+    /// older or all fresher than its window flows (the VM's own flows in the window come after
+    /// the source's last save), at worst a class list's window flows, once, when the two are
+    /// interleaved in time; plus, only at the bound, the slots it steps over to find window
+    /// flows to let go (as many as there are new carried flows, and the merged and free slots
+    /// among them). The index is not split ahead for the new flows (later inserts split it on,
+    /// one bucket each, as every insert does). Nothing else of the window is read.
+    ///
+    /// Returns `None` (this table unchanged but for storage reserved) if the memory for the
+    /// carried flows or the placement order could not be had: the apply then merges the other
+    /// way round. Otherwise `(merged, let_go, walked)`: carried flows the window also saw,
+    /// window flows let go for the bound, and list nodes walked past.
+    pub(crate) fn merge_carried(
+        &mut self,
+        carried: &Self,
+        merge: impl Fn(&FlowRecord, &FlowRecord) -> FlowRecord,
+    ) -> Option<(u32, u32, u64)> {
+        // 1. Read only: each carried flow's slot here (NIL: new), and what is new.
+        let mut plan: alloc::vec::Vec<(u32, u32)> = alloc::vec::Vec::new();
+        plan.try_reserve_exact(carried.len()).ok()?;
+        let mut new = 0u32;
+        for class in TimeoutClass::ALL {
+            for (cs, key, _) in carried.iter_lru_slots(class) {
+                let hash = carried.slots.get(cs as usize).hash;
+                let at = self.find_hashed(u64::from(hash), key).map_or(NIL, |a| a.0);
+                new += u32::from(at == NIL);
+                plan.push((cs, at));
+            }
+        }
+        // Each placement: (class, time, order taken, slot).
+        let mut places: alloc::vec::Vec<(u8, Tick, u32, u32)> = alloc::vec::Vec::new();
+        places.try_reserve_exact(plan.len()).ok()?;
+        // Storage for the new ones (the bound's room made below), charged past the limit. The
+        // index is not split ahead for them (a split walks a chain of flows scattered over the
+        // slab, for every one of them: two fifths of this merge's instructions): their chains
+        // are a little longer until later inserts split it on, one bucket each, as every insert
+        // does.
+        let want = self.len.saturating_add(new).min(self.config.max_flows) as usize;
+        while self.slots.capacity() < want {
+            self.grow_slots(false).ok()?;
+        }
+
+        // 2. At the bound: the window's own flows go, the last in slot order first.
+        let mut excess = (self.len + new).saturating_sub(self.config.max_flows);
+        let let_go = excess;
+        let mut slot = self.slots.len();
+        while excess > 0 && slot > 0 {
+            slot -= 1;
+            let s = self.slots.get(slot);
+            if s.class >= UNLINKED || carried.find_hashed(u64::from(s.hash), &s.key).is_some() {
+                continue;
+            }
+            #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+            self.remove_at(slot as u32);
+            excess -= 1;
+        }
+
+        // 3. Merge or place each carried flow (taken off its list while it is placed).
+        let mut merged = 0u32;
+        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        for (&(cs, at), order) in plan.iter().zip(0u32..) {
+            let c = carried.slots.get(cs as usize);
+            let (slot, record) = if at == NIL {
+                let i = if self.free == NIL {
+                    let i = self.slots.len() as u32;
+                    // Reserved above: never full.
+                    if self.slots.push_in_place().is_none() {
+                        continue;
+                    }
+                    i
+                } else {
+                    let i = self.free;
+                    self.free = self.slots.get(i as usize).next;
+                    i
+                };
+                let b = self.bucket_of(c.hash);
+                let chain = *self.buckets.get(b);
+                let d = self.slots.get_mut(i as usize);
+                d.key = c.key;
+                d.record = c.record;
+                d.chain = chain;
+                d.hash = c.hash;
+                d.prev = NIL;
+                d.next = NIL;
+                *self.buckets.get_mut(b) = i;
+                self.len += 1;
+                (i, c.record)
+            } else {
+                merged += 1;
+                let w = self.slots.get(at as usize);
+                let record = merge(&c.record, &w.record);
+                let class = TimeoutClass::of(w.key.protocol, record.state).index();
+                let stays = usize::from(w.class) == class && record.last_seen == w.record.last_seen;
+                self.slots.get_mut(at as usize).record = record;
+                if stays {
+                    continue;
+                }
+                self.unlink(at);
+                (at, record)
+            };
+            let class = TimeoutClass::of(c.key.protocol, record.state).index();
+            places.push((class as u8, record.last_seen, order, slot));
+        }
+
+        // 4. Each class's placements in time order, into its list.
+        places.sort_unstable();
+        let mut walked = 0u64;
+        let mut rest = places.as_slice();
+        while let Some(&(class, ..)) = rest.first() {
+            let n = rest.iter().take_while(|p| p.0 == class).count();
+            let (run, after) = rest.split_at(n);
+            walked += self.place_run(usize::from(class), run);
+            rest = after;
+        }
+        Some((merged, let_go, walked))
+    }
+
+    /// Links the slots of `run` (one class's, each taken off every list, in time order) into
+    /// their class's list, each after the flows of an earlier time and before those of the same
+    /// or a later one (the run's ties in run order): a cursor from the list's oldest end places
+    /// the run's oldest, one from its freshest end the run's freshest, whichever can without a
+    /// step, and only when neither can does each step past one node (once the rest are of one
+    /// time, the oldest end's cursor alone). A run older or fresher than the whole list walks
+    /// nothing; otherwise the nodes walked past are at most twice those of the nearer side:
+    /// the window flows between the run's and, at most, those older than its oldest or
+    /// fresher than its freshest, whichever are fewer. Returns them.
+    fn place_run(&mut self, class: usize, run: &[(u8, Tick, u32, u32)]) -> u64 {
+        let Some(list) = self.lists.get(class).copied() else { return 0 };
+        #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
+        let class_u8 = class as u8;
+        for &(_, t, _, i) in run {
+            let s = self.slots.get_mut(i as usize);
+            s.linked_at = t;
+            s.class = class_u8;
+        }
+        if list.head == NIL {
+            // Nothing to walk past: oldest first, each at the head.
+            for &(.., i) in run {
+                self.push_front(i, class);
+            }
+            return 0;
+        }
+        let linked_at = |t: &Self, i: u32| t.slots.get(i as usize).linked_at;
+        // Each side inserts next to the node it placed or stepped past last (NIL: its end of
+        // the list), so what the other side inserted meanwhile is seen, never stepped over.
+        // `old`: the run's oldest left goes just fresher than it; `fresh`: the run's freshest
+        // left goes just older than it.
+        let (mut old, mut fresh) = (NIL, NIL);
+        let (mut lo, mut hi) = (0usize, run.len());
+        let mut walked = 0u64;
+        while lo < hi {
+            let (Some(&(_, t_lo, _, a)), Some(&(_, t_hi, _, z))) = (run.get(lo), run.get(hi - 1))
+            else {
+                break;
+            };
+            // The oldest left goes in from the oldest end if it can without a step (alone once
+            // the rest are of one time: ties in run order) ...
+            let older =
+                if old == NIL { self.lists[class].tail } else { self.slots.get(old as usize).prev };
+            if older == NIL || linked_at(self, older) >= t_lo {
+                self.link_after(a, old, class);
+                old = a;
+                lo += 1;
+                continue;
+            }
+            if t_lo == t_hi {
+                old = older;
+                walked += 1;
+                continue;
+            }
+            // ... else the freshest left from the freshest end ...
+            let fresher = if fresh == NIL {
+                self.lists[class].head
+            } else {
+                self.slots.get(fresh as usize).next
+            };
+            if fresher == NIL || linked_at(self, fresher) < t_hi {
+                self.link_before(z, fresh, class);
+                fresh = z;
+                hi -= 1;
+                continue;
+            }
+            // ... else each end steps past one node.
+            old = older;
+            fresh = fresher;
+            walked += 2;
+        }
+        walked
+    }
+
+    /// Links `i` into `class`'s list just older than `at` (NIL: at the freshest end).
+    fn link_before(&mut self, i: u32, at: u32, class: usize) {
+        if at == NIL {
+            self.push_front(i, class);
+            return;
+        }
+        let older = self.slots.get(at as usize).next;
+        let s = self.slots.get_mut(i as usize);
+        s.prev = at;
+        s.next = older;
+        self.slots.get_mut(at as usize).next = i;
+        if older == NIL {
+            self.lists[class].tail = i;
+        } else {
+            self.slots.get_mut(older as usize).prev = i;
+        }
+    }
+
+    /// Links `i` into `class`'s list just fresher than `at` (NIL: at the oldest end).
+    fn link_after(&mut self, i: u32, at: u32, class: usize) {
+        let fresher =
+            if at == NIL { self.lists[class].tail } else { self.slots.get(at as usize).prev };
+        let s = self.slots.get_mut(i as usize);
+        s.prev = fresher;
+        s.next = at;
+        if at == NIL {
+            self.lists[class].tail = i;
+        } else {
+            self.slots.get_mut(at as usize).prev = i;
+        }
+        if fresher == NIL {
+            self.lists[class].head = i;
+        } else {
+            self.slots.get_mut(fresher as usize).next = i;
+        }
     }
 
     /// Rewrites a flow's record in place (`update`): a restore merging the flow the restore
