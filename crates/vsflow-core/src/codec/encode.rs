@@ -172,10 +172,11 @@ impl<'a> LivePort<'a> {
     ///
     /// # Errors
     /// What `visit` returns (the walk stops there).
-    #[allow(clippy::too_many_lines, reason = "one table, or the shards' lists merged")]
     ///
-    /// (`visit` is not inlined either way: taken as a `dyn`, the walk's code is one copy for
-    /// both its callers; the driver image has a size budget.)
+    /// (The visitor is a `dyn` and the walk out of line: one copy of the walk's code for both
+    /// its callers; the driver image has a size budget.)
+    #[allow(clippy::too_many_lines, reason = "one table, or the shards' lists merged")]
+    #[inline(never)]
     fn visit(&self, visit: &mut Visitor<'_>) -> Result<(), Error> {
         if self.in_home() {
             for class in TimeoutClass::ALL {
@@ -995,6 +996,8 @@ pub(super) fn encode_source(
 /// its table ([`exact`]) on or off. Off, a live port's flows are copied into saved records
 /// first, as for every other source: the tests hold the two to the same bytes.
 #[allow(clippy::too_many_lines, reason = "the budget, then the blob layout, written in order")]
+// Out of line: one copy in the driver image (it has a size budget).
+#[inline(never)]
 fn encode_source_with(
     src: &dyn Source,
     config: &EncodeConfig,
@@ -2248,15 +2251,13 @@ fn plan_past_live(
             if est || k.protocol == protocol::TCP {
                 let v = match cache.entry(at) {
                     Some(Some((key, v))) if same_key(key, k) => *v,
-                    Some(e) => {
+                    e => {
                         let v = crate::fingerprint::fingerprint(salt, k);
-                        *e = Some((*k, v));
+                        if let Some(e) = e {
+                            *e = Some((*k, v));
+                        }
                         *hashed += 1;
                         v
-                    }
-                    None => {
-                        *hashed += 1;
-                        crate::fingerprint::fingerprint(salt, k)
                     }
                 };
                 vals.push(v);
@@ -2318,6 +2319,8 @@ const LEFT_OUT_TCP: u8 = 3;
     clippy::many_single_char_names,
     reason = "one budget in order; s flow, i index, f family, c cost, t choice, v value"
 )]
+// Out of line: its two callers would each inline a copy (the driver image has a size budget).
+#[inline(never)]
 fn plan_chosen(
     w: &mut Work,
     room: usize,
