@@ -198,14 +198,16 @@ fn a_packet_never_waits_for_the_driver_wide_counters() {
 /// processor 3 for it. Port 8's packet on processor 0 must still be judged while processor 1
 /// is held: no packet of another port may wait behind port 7's long work through that chain
 /// (review s6, R6-1). `long` must take port 7's lock as its first spin lock.
+/// `skip`: spin locks `long` takes before port 7's (held after the next one).
 fn check_one_port_behind_its_own_packet(
     config: DriverConfig,
     what: &str,
+    skip: u32,
     long: impl FnOnce(&Host) + Send,
 ) {
     let (mut h, sw, [(p7, own), (p8, other)]) = rig(config);
     let wire = h.wire();
-    h.interrupts().arm(1);
+    h.interrupts().arm_after(1, skip);
     let (own_waited, other_in_time) = std::thread::scope(|s| {
         let long_work = s.spawn(|| {
             set_processor(1);
@@ -263,11 +265,44 @@ fn check_one_port_behind_its_own_packet(
 }
 
 #[test]
-#[ignore = "R6-1 (review s6), open: classify holds its processor's map lock shared while it waits \
-            for its port's lock; fails on main"]
 fn a_packet_never_waits_for_an_ioctl_reading_another_ports_flows_behind_that_ports_packet() {
     let port = vsflow_proto::request::PortRef { switch_id: 1, port_id: 7 };
-    check_one_port_behind_its_own_packet(enforce(RestoreMode::Pending), "a GetFlows page", |h| {
-        assert_eq!(h.control(&Request::GetFlows { port, start: 0, max: 500 }, 1 << 16).0, 0);
+    check_one_port_behind_its_own_packet(
+        enforce(RestoreMode::Pending),
+        "a GetFlows page",
+        0,
+        |h| {
+            assert_eq!(h.control(&Request::GetFlows { port, start: 0, max: 500 }, 1 << 16).0, 0);
+        },
+    );
+}
+
+/// A save of port 7 held at port 7's lock (review s6, T6-1: `a_packet_never_waits_for_a_save_of_another_port`
+/// holds the save at its first spin lock, the pending set's, so it never held port 7's lock):
+/// the pending set's lock twice (`finish_pended`, `in_flight`), then port 7's.
+#[test]
+fn a_packet_never_waits_for_a_save_of_another_port_behind_that_ports_packet() {
+    check_one_port_behind_its_own_packet(enforce(RestoreMode::Pending), "a save", 2, |h| {
+        let _ = h.save(0, 7);
     });
+}
+
+/// A restore's apply to port 7 (synchronous: its first spin lock is port 7's), behind port 7's
+/// own packet on processor 3 (review s6, R6-1).
+#[test]
+fn a_packet_never_waits_for_a_restore_being_applied_to_another_port_behind_that_ports_packet() {
+    let (mut a, sa) = host(17, enforce(RestoreMode::Pending), "SW-A");
+    vm_port(&mut a, sa, 7, "vm-long", 1, false);
+    let _ = open_connections(&mut a, sa, 7, 50);
+    let (blobs, _) = a.save(sa, 7);
+    finish(&mut a);
+    check_one_port_behind_its_own_packet(
+        enforce(RestoreMode::Synchronous),
+        "a restore's apply",
+        0,
+        move |h| {
+            let tickets = h.restore(0, 7, &blobs);
+            assert_eq!(h.vm_restore(&tickets), vsflow_sim::VmRestore::Succeeded);
+        },
+    );
 }
