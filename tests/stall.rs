@@ -265,8 +265,6 @@ fn check_one_port_behind_its_own_packet(
 }
 
 #[test]
-#[ignore = "R6-1 (review s6), open: classify holds its processor's map lock shared while it waits \
-            for its port's lock; fails on main"]
 fn a_packet_never_waits_for_an_ioctl_reading_another_ports_flows_behind_that_ports_packet() {
     let port = vsflow_proto::request::PortRef { switch_id: 1, port_id: 7 };
     check_one_port_behind_its_own_packet(
@@ -283,7 +281,6 @@ fn a_packet_never_waits_for_an_ioctl_reading_another_ports_flows_behind_that_por
 /// holds the save at its first spin lock, the pending set's, so it never held port 7's lock):
 /// the pending set's lock twice (`finish_pended`, `in_flight`), then port 7's.
 #[test]
-#[ignore = "R6-1 (review s6), fixed on wip/lows6: fails on main until it lands"]
 fn a_packet_never_waits_for_a_save_of_another_port_behind_that_ports_packet() {
     check_one_port_behind_its_own_packet(enforce(RestoreMode::Pending), "a save", 2, |h| {
         let _ = h.save(0, 7);
@@ -293,7 +290,6 @@ fn a_packet_never_waits_for_a_save_of_another_port_behind_that_ports_packet() {
 /// A restore's apply to port 7 (synchronous: its first spin lock is port 7's), behind port 7's
 /// own packet on processor 3 (review s6, R6-1).
 #[test]
-#[ignore = "R6-1 (review s6), fixed on wip/lows6: fails on main until it lands"]
 fn a_packet_never_waits_for_a_restore_being_applied_to_another_port_behind_that_ports_packet() {
     let (mut a, sa) = host(17, enforce(RestoreMode::Pending), "SW-A");
     vm_port(&mut a, sa, 7, "vm-long", 1, false);

@@ -17,7 +17,8 @@ use wdk_sys::ntddk::{
     ExReleaseRundownProtectionCacheAware, ExReleaseSpinLockExclusive, ExReleaseSpinLockShared,
     ExWaitForRundownProtectionReleaseCacheAware, KeAcquireSpinLockRaiseToDpc,
     KeDelayExecutionThread, KeGetCurrentProcessorNumberEx, KeQueryInterruptTimePrecise,
-    KeQueryMaximumProcessorCountEx, KeReleaseSpinLock, MmGetPhysicalMemoryRangesEx2,
+    KeQueryMaximumProcessorCountEx, KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel,
+    KeTryToAcquireSpinLockAtDpcLevel, MmGetPhysicalMemoryRangesEx2,
 };
 use wdk_sys::{
     _DPFLTR_TYPE, _MODE, _POOL_TYPE, ALL_PROCESSOR_GROUPS, EX_SPIN_LOCK, KSPIN_LOCK, LARGE_INTEGER,
@@ -32,12 +33,14 @@ use crate::entry::POOL_TAG;
 #[allow(clippy::cast_sign_loss, reason = "a small non-negative enum constant")]
 const DPFLTR_IHVNETWORK_ID: u32 = _DPFLTR_TYPE::DPFLTR_IHVNETWORK_ID as u32;
 
-/// A `KSPIN_LOCK` (acquired with `KeAcquireSpinLockRaiseToDpc`).
+/// A `KSPIN_LOCK` (acquired with `KeAcquireSpinLockRaiseToDpc`, or at DPC level with
+/// `KeTryToAcquireSpinLockAtDpcLevel` and released with `KeReleaseSpinLockFromDpcLevel`).
 pub struct KernelSpinLock {
     lock: UnsafeCell<KSPIN_LOCK>,
 }
 
-// SAFETY: `KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock` give mutual exclusion at
+// SAFETY: `KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock` and
+// `KeTryToAcquireSpinLockAtDpcLevel` / `KeReleaseSpinLockFromDpcLevel` give mutual exclusion at
 // DISPATCH_LEVEL; the lock word is only touched by them.
 unsafe impl RawSpinLock for KernelSpinLock {
     fn lock(&self) -> u8 {
@@ -48,6 +51,17 @@ unsafe impl RawSpinLock for KernelSpinLock {
     unsafe fn unlock(&self, token: u8) {
         // SAFETY: the caller holds the lock, acquired with the IRQL in `token`.
         unsafe { KeReleaseSpinLock(self.lock.get(), token) };
+    }
+
+    fn try_lock_at_dpc(&self) -> bool {
+        // SAFETY: the lock word lives as long as `self` and was initialized to 0; the caller
+        // runs at DISPATCH_LEVEL (the trait's contract).
+        unsafe { KeTryToAcquireSpinLockAtDpcLevel(self.lock.get()) != 0 }
+    }
+
+    unsafe fn unlock_from_dpc(&self) {
+        // SAFETY: the caller holds the lock, acquired by `KeTryToAcquireSpinLockAtDpcLevel`.
+        unsafe { KeReleaseSpinLockFromDpcLevel(self.lock.get()) };
     }
 }
 

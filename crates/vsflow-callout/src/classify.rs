@@ -229,9 +229,9 @@ impl<S: KernelServices> Driver<S> {
         let cpu = self.services.current_processor();
         // The port from this processor's port cache, or the map (crate::ports); judged under
         // this processor's shard's lock only, for its own flows.
-        let found = self
-            .ports
-            .with_packet_port(cpu, name, port_id, |slot| slot.classify(cpu, &packet, now));
+        let found = self.ports.with_packet_port(cpu, name, port_id, |slot, wait| {
+            slot.classify(cpu, &packet, now, wait)
+        });
         match found {
             Some(Some(verdict)) => Some(verdict),
             Some(None) => {

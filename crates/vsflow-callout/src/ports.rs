@@ -16,9 +16,15 @@
 //!   save, restore apply, the IOCTLs, NIC events ([`PortMap::get`]); walks over every port
 //!   (the expiry sweep, `ListPorts`, counters) take a reference on each port into a list
 //!   allocated *before* the lock ([`PortMap::snapshot`]) and visit them one at a time after it;
-//! - to classify one packet ([`PortMap::read`]): the packet path takes no reference (no
-//!   interlocked operation on a line other processors write), judges the packet under its
-//!   port's lock and lets go; a classify allocates at most one flow and never copies a table.
+//! - to classify one packet ([`PortMap::with_packet_port`]): the packet path takes no
+//!   reference (no interlocked operation on a line other processors write), judges the packet
+//!   under its port's lock and lets go; a classify allocates at most one flow and never copies
+//!   a table. Under the map lock it never *waits* for a lock of its port: it takes them only
+//!   if free (`KeTryToAcquireSpinLockAtDpcLevel`), and a port whose home lock is taken (its
+//!   save, restore apply, an IOCTL, a merge) is judged after the map lock is released, on a
+//!   reference taken under it (review s6, R6-1: a packet spinning on its port's lock under
+//!   processor k's map lock made a writer holding processors 0..k-1 wait for that port's long
+//!   work, and every packet of every port on those processors with it).
 //!
 //! A port a writer removes from the map is freed when its last reference goes: by the writer
 //! (after releasing the map's locks) if nobody else holds one, else by the last holder. So a
@@ -260,6 +266,32 @@ impl PortState {
     }
 }
 
+/// Whether a classify waits for the port's locks ([`PortSlot::classify`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Waits (spins) for them: outside the map lock.
+    Spin,
+    /// Takes a lock only if it is free (`KeTryToAcquireSpinLockAtDpcLevel`): under the map
+    /// lock, at `DISPATCH_LEVEL`.
+    No,
+}
+
+impl Wait {
+    /// `m`'s guard: waited for, or only if free.
+    #[inline]
+    fn take<L: RawSpinLock, T>(self, m: &SpinMutex<L, T>) -> Option<SpinGuard<'_, L, T>> {
+        match self {
+            Self::Spin => Some(m.lock()),
+            Self::No => m.try_lock_at_dpc(),
+        }
+    }
+}
+
+/// A port's home lock was taken when a classify under the map lock looked ([`Wait::No`]):
+/// nothing was judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Busy;
+
 /// A processor's shard of a port: its own [`Port`] (the flows that processor judged first, a
 /// copy of the port's policy, its counters) under its own lock, alone on its cache lines (see
 /// [`CpuLock`] for why padding and not alignment).
@@ -388,35 +420,54 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// shard's lock only; anything else under the home lock (`shards::classify_slow`), as is
     /// every packet of a whole port. `None` for a port whose packets are not judged (a generic
     /// port without a VM NIC; never split).
+    ///
+    /// `wait`: under the map lock ([`Wait::No`], the packet path's first try) no lock of the
+    /// port is waited for: a shard's lock that is taken is passed over (its flows are found
+    /// by the slow path), and a home lock that is taken returns [`Busy`] before anything was
+    /// judged, for the caller to wait for it after releasing the map lock (review s6, R6-1:
+    /// [`PortMap::with_packet_port`]). Under the home lock the slow path waits for a shard's
+    /// lock: only a packet's fast path holds one without the home lock, for one packet.
+    ///
+    /// # Errors
+    /// [`Busy`]: with [`Wait::No`] only, the port's home lock is taken; nothing was judged.
     #[inline]
-    pub(crate) fn classify(&self, cpu: u32, meta: &PacketMeta, now: Tick) -> Option<Verdict> {
+    pub(crate) fn classify(
+        &self,
+        cpu: u32,
+        meta: &PacketMeta,
+        now: Tick,
+        wait: Wait,
+    ) -> Result<Option<Verdict>, Busy> {
         let n = self.shards.len();
         let own = if n == 0 { 0 } else { cpu as usize % n };
         if self.sharded.load(Ordering::Acquire)
             && let Some(shard) = self.shards.get(own)
         {
-            let mut port = shard.port.lock();
-            // Stable under any of the port's locks; merged meanwhile: the home lock judges.
-            if self.sharded.load(Ordering::Relaxed)
-                && let Some(verdict) = port.classify_existing(meta, now)
-            {
-                shard.count_call();
-                return Some(verdict);
+            // Taken (another packet of this processor's shard, or the port's long work): the
+            // slow path finds the flow wherever it is.
+            if let Some(mut port) = wait.take(&shard.port) {
+                // Stable under any of the port's locks; merged meanwhile: the home lock judges.
+                if self.sharded.load(Ordering::Relaxed)
+                    && let Some(verdict) = port.classify_existing(meta, now)
+                {
+                    shard.count_call();
+                    return Ok(Some(verdict));
+                }
             }
-            drop(port);
-            if let Some(verdict) = self.classify_hinted(shard, own, meta, now) {
-                return Some(verdict);
+            if let Some(verdict) = self.classify_hinted(shard, own, meta, now, wait) {
+                return Ok(Some(verdict));
             }
-            return self.classify_split(&mut self.state.lock(), own, meta, now);
+            let mut st = wait.take(&self.state).ok_or(Busy)?;
+            return Ok(self.classify_split(&mut st, own, meta, now));
         }
-        let mut st = self.state.lock();
+        let mut st = wait.take(&self.state).ok_or(Busy)?;
         if self.sharded.load(Ordering::Relaxed) {
             // Split since the first look.
-            return self.classify_split(&mut st, own, meta, now);
+            return Ok(self.classify_split(&mut st, own, meta, now));
         }
         st.classify_calls += 1;
         st.close_stale_window(now);
-        st.judged().then(|| st.port.classify(meta, now))
+        Ok(st.judged().then(|| st.port.classify(meta, now)))
     }
 
     /// A packet its processor's shard does not hold, on a split port: judged in the shard this
@@ -430,9 +481,11 @@ impl<L: RawSpinLock> PortSlot<L> {
         own: usize,
         meta: &PacketMeta,
         now: Tick,
+        wait: Wait,
     ) -> Option<Verdict> {
         let other = self.hinted(shard, own, meta)?;
-        let mut port = other.port.lock();
+        // Taken: as if there were no hint (the slow path finds the flow).
+        let mut port = wait.take(&other.port)?;
         if !self.sharded.load(Ordering::Relaxed) {
             return None;
         }
@@ -961,13 +1014,22 @@ impl<S: KernelServices> PortMap<S> {
     /// current generation, else looked up in the map (and cached): the common packet does no
     /// hashing and no walk of the switches (module docs, "The packet's port without a map
     /// lookup").
+    ///
+    /// `f` runs first under the map lock with [`Wait::No`]: it never waits for a lock of the
+    /// port there. If the port's home lock is taken ([`Busy`]: the port's save, restore apply,
+    /// an IOCTL walking it, a merge, or another packet's slow path), a reference to the port
+    /// is taken (one interlocked operation, only then), the map lock released, and `f` runs
+    /// again with [`Wait::Spin`] outside it (review s6, R6-1). A packet that waited for its
+    /// port's long work under its processor's map lock held shared made a port create or
+    /// delete wait there while it held every lower processor's map lock exclusively, so every
+    /// packet of every port on those processors waited for one port's long work.
     #[inline]
     pub(crate) fn with_packet_port<R>(
         &self,
         cpu: u32,
         name: Option<&[u8]>,
         port: u32,
-        f: impl FnOnce(&PortSlot<S::Lock>) -> R,
+        f: impl Fn(&PortSlot<S::Lock>, Wait) -> Result<R, Busy>,
     ) -> Option<R> {
         let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
         let shared = SharedGuard::acquire(&lock.lock);
@@ -981,10 +1043,31 @@ impl<S: KernelServices> PortMap<S> {
             },
             _ => None,
         };
-        let r = slot.map(f);
+        let r = slot.map(|slot| f(slot, Wait::No));
+        if matches!(r, Some(Err(Busy))) {
+            return Self::wait_for_port(map, slot, shared, f);
+        }
         // One release for every outcome, inlined here.
         shared.release();
-        r
+        r.and_then(Result::ok)
+    }
+
+    /// [`PortMap::with_packet_port`] for a port whose home lock was taken: `f` waits for it
+    /// outside the map lock, on a reference taken under it (out of line: the common packet
+    /// never comes here).
+    #[cold]
+    #[inline(never)]
+    fn wait_for_port<R>(
+        map: &Master<S::Lock>,
+        slot: Option<&PortSlot<S::Lock>>,
+        shared: SharedGuard<'_, S::RwLock>,
+        f: impl Fn(&PortSlot<S::Lock>, Wait) -> Result<R, Busy>,
+    ) -> Option<R> {
+        // The map holds the port (the caller found it in the map at this hold), so a reference
+        // may be taken now and keeps it alive after the lock.
+        let port = slot.and_then(|s| map.port_ref(s.key));
+        shared.release();
+        f(&*port?, Wait::Spin).ok()
     }
 
     /// The port of switch `name` and port id `port` from the map, remembered in `entry` (a

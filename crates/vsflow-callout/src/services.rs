@@ -58,6 +58,16 @@ pub unsafe trait RawSpinLock: Send + Sync {
     /// # Safety
     /// The caller holds the lock, acquired by the `lock` call that returned `token`.
     unsafe fn unlock(&self, token: u8);
+    /// Acquires the lock only if it is free, without waiting and without changing the IRQL
+    /// (`KeTryToAcquireSpinLockAtDpcLevel`); `true` if acquired. The caller runs at
+    /// `DISPATCH_LEVEL` already (it holds another spin lock).
+    fn try_lock_at_dpc(&self) -> bool;
+    /// Releases a lock [`RawSpinLock::try_lock_at_dpc`] acquired, leaving the IRQL as it is
+    /// (`KeReleaseSpinLockFromDpcLevel`).
+    ///
+    /// # Safety
+    /// The caller holds the lock, acquired by a successful `try_lock_at_dpc`.
+    unsafe fn unlock_from_dpc(&self);
 }
 
 /// Cache-aware rundown protection (`EX_RUNDOWN_REF_CACHE_AWARE`).

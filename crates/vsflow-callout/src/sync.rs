@@ -28,7 +28,17 @@ impl<L: RawSpinLock, T> SpinMutex<L, T> {
         let token = self.lock.lock();
         SpinGuard { mutex: self, token }
     }
+
+    /// Acquires the lock if it is free, without waiting; the caller runs at `DISPATCH_LEVEL`
+    /// already (it holds another spin lock), which the guard leaves as it is.
+    pub fn try_lock_at_dpc(&self) -> Option<SpinGuard<'_, L, T>> {
+        self.lock.try_lock_at_dpc().then(|| SpinGuard { mutex: self, token: FROM_DPC })
+    }
 }
+
+/// A guard's token for a lock [`SpinMutex::try_lock_at_dpc`] acquired (no IRQL was saved:
+/// never a valid IRQL, 0 to 31).
+const FROM_DPC: u8 = u8::MAX;
 
 /// Proof of holding a [`SpinMutex`]; releases it on drop.
 pub struct SpinGuard<'a, L: RawSpinLock, T> {
@@ -53,8 +63,14 @@ impl<L: RawSpinLock, T> DerefMut for SpinGuard<'_, L, T> {
 
 impl<L: RawSpinLock, T> Drop for SpinGuard<'_, L, T> {
     fn drop(&mut self) {
-        // SAFETY: this guard acquired the lock with `token` and releases it exactly once.
-        unsafe { self.mutex.lock.unlock(self.token) };
+        if self.token == FROM_DPC {
+            // SAFETY: this guard acquired the lock with `try_lock_at_dpc` and releases it
+            // exactly once.
+            unsafe { self.mutex.lock.unlock_from_dpc() };
+        } else {
+            // SAFETY: this guard acquired the lock with `token` and releases it exactly once.
+            unsafe { self.mutex.lock.unlock(self.token) };
+        }
     }
 }
 

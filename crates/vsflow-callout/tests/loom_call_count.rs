@@ -9,6 +9,13 @@
 //!
 //! The invariant: every call counted is reported exactly once, by the reset that took it or
 //! by a read after it; never lost, never counted twice.
+//!
+//! Against the old reset (a swap of the count to zero), loom finds the double count: the
+//! processor loads 1, the reset swaps 1 for 0 and reports it, the processor stores 2, and the
+//! next read reports both again ("taken 1, left 2"). It also reports executions losing a call
+//! ("taken 0, left 1") that C11 coherence forbids (a relaxed load reading a value older than
+//! its own thread's last store: loom's model of the relaxed swap); the double count alone
+//! fails the old design.
 
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU64, Ordering};

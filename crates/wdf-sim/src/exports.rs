@@ -902,6 +902,59 @@ pub unsafe extern "C" fn KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> K
     })
 }
 
+/// `KeTryToAcquireSpinLockAtDpcLevel`: "IRQL >= `DISPATCH_LEVEL`" (lower is reported), one
+/// attempt, the IRQL unchanged; `TRUE` if it took the lock. A lock the (single) processor
+/// already holds is taken: `FALSE` (reported too: the driver tried a lock it holds).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeTryToAcquireSpinLockAtDpcLevel(SpinLock: PKSPIN_LOCK) -> BOOLEAN {
+    framework::with(|fw| {
+        if fw.irql < DISPATCH_LEVEL {
+            let irql = fw.irql;
+            fw.violate(Violation::BadArgument {
+                call: "KeTryToAcquireSpinLockAtDpcLevel",
+                what: format!("called at IRQL {irql}: its callers run at DISPATCH_LEVEL"),
+            });
+        }
+        if fw.held_locks.contains(&(SpinLock as usize)) {
+            fw.violate(Violation::SpinLockRecursion);
+            return 0;
+        }
+        fw.held_locks.push(SpinLock as usize);
+        // SAFETY: the driver's lock word.
+        unsafe { SpinLock.write(1) };
+        1
+    })
+}
+
+/// `KeReleaseSpinLockFromDpcLevel`: releases a lock taken at DPC level, the IRQL unchanged;
+/// "IRQL >= `DISPATCH_LEVEL`".
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn KeReleaseSpinLockFromDpcLevel(SpinLock: PKSPIN_LOCK) {
+    framework::with(|fw| {
+        if fw.irql < DISPATCH_LEVEL {
+            let irql = fw.irql;
+            fw.violate(Violation::BadArgument {
+                call: "KeReleaseSpinLockFromDpcLevel",
+                what: format!("called at IRQL {irql}: its callers run at DISPATCH_LEVEL"),
+            });
+        }
+        if let Some(i) = fw.held_locks.iter().position(|l| *l == SpinLock as usize) {
+            fw.held_locks.remove(i);
+            // SAFETY: the driver's lock word.
+            unsafe { SpinLock.write(0) };
+            if fw.spin_irqls.remove(&(SpinLock as usize)).is_some() {
+                fw.violate(Violation::BadArgument {
+                    call: "KeReleaseSpinLockFromDpcLevel",
+                    what: "a lock KeAcquireSpinLockRaiseToDpc took (its IRQL is not restored)"
+                        .into(),
+                });
+            }
+        } else {
+            fw.violate(Violation::SpinLockNotHeld);
+        }
+    });
+}
+
 /// `KeReleaseSpinLock`: releases a held lock and restores the IRQL, checked as
 /// [`Framework::spin_release`] says (IRQL, `NewIrql`, release order).
 #[unsafe(no_mangle)]

@@ -147,7 +147,8 @@ mod ddi {
     use super::{size, ustr};
     use wdk_sys::ntddk::{
         ExAcquireSpinLockShared, ExReleaseSpinLockShared, KeAcquireSpinLockRaiseToDpc,
-        KeReleaseSpinLock, RtlGetVersion,
+        KeReleaseSpinLock, KeReleaseSpinLockFromDpcLevel, KeTryToAcquireSpinLockAtDpcLevel,
+        RtlGetVersion,
     };
     use wdk_sys::{
         EX_SPIN_LOCK, KIRQL, KSPIN_LOCK, NTSTATUS, PWDFDEVICE_INIT, RTL_OSVERSIONINFOW,
@@ -281,6 +282,16 @@ mod ddi {
     pub fn spin_release(lock: &mut KSPIN_LOCK, irql: KIRQL) {
         // SAFETY: as above.
         unsafe { KeReleaseSpinLock(std::ptr::from_mut(lock), irql) };
+    }
+
+    pub fn spin_try_at_dpc(lock: &mut KSPIN_LOCK) -> bool {
+        // SAFETY: a valid lock word.
+        unsafe { KeTryToAcquireSpinLockAtDpcLevel(std::ptr::from_mut(lock)) != 0 }
+    }
+
+    pub fn spin_release_from_dpc(lock: &mut KSPIN_LOCK) {
+        // SAFETY: as above.
+        unsafe { KeReleaseSpinLockFromDpcLevel(std::ptr::from_mut(lock)) };
     }
 
     pub fn shared_acquire(lock: &mut EX_SPIN_LOCK) -> KIRQL {
@@ -554,6 +565,32 @@ fn kernel_rules_spin_lock_recursion_and_rtl_get_version_size() {
     assert_eq!(ddi::rtl_get_version(&mut info), 0);
     assert_eq!((info.dwMajorVersion, info.dwBuildNumber), (10, 19_045));
     s.unload().expect("unloads");
+}
+
+/// `KeTryToAcquireSpinLockAtDpcLevel` and `KeReleaseSpinLockFromDpcLevel` (wdm.h: "IRQL >=
+/// `DISPATCH_LEVEL`", the IRQL unchanged): taken at DPC level under another lock, a lock is
+/// taken once (a second try, by its holder, is `FALSE` and reported); a call at `PASSIVE_LEVEL`
+/// and a DPC-level release of a lock `KeAcquireSpinLockRaiseToDpc` took are reported.
+#[test]
+fn kernel_rules_spin_locks_at_dpc_level() {
+    let s = loaded();
+    let (mut outer, mut inner) = (0 as KSPIN_LOCK, 0 as KSPIN_LOCK);
+    let old = ddi::spin_acquire(&mut outer);
+    assert!(ddi::spin_try_at_dpc(&mut inner), "a free lock is taken");
+    assert_eq!(s.violations(), [], "used as documented");
+    assert!(!ddi::spin_try_at_dpc(&mut inner), "a taken lock is not");
+    assert_eq!(s.violations(), [Violation::SpinLockRecursion], "its holder tried it again");
+    ddi::spin_release_from_dpc(&mut inner);
+    ddi::spin_release(&mut outer, old);
+    assert_eq!(s.violations().len(), 1, "released as documented");
+    // At PASSIVE_LEVEL: reported.
+    assert!(ddi::spin_try_at_dpc(&mut inner));
+    ddi::spin_release_from_dpc(&mut inner);
+    assert_eq!(s.violations().len(), 3, "{:?}", s.violations());
+    // A raised lock released at DPC level: its IRQL is never restored.
+    let _ = ddi::spin_acquire(&mut outer);
+    ddi::spin_release_from_dpc(&mut outer);
+    assert_eq!(s.violations().len(), 4, "{:?}", s.violations());
 }
 
 #[test]

@@ -221,6 +221,8 @@ pub const EXPORTS: &[Export] = &[
     ex(NTOSKRNL, "KeQueryInterruptTimePrecise", WinBlue, Header("wdm.h")),
     ex(NTOSKRNL, "KeQueryMaximumProcessorCountEx", Win7, Header("wdm.h")),
     ex(NTOSKRNL, "KeReleaseSpinLock", Win2k, NO_GUARD),
+    ex(NTOSKRNL, "KeReleaseSpinLockFromDpcLevel", Win2k, NO_GUARD),
+    ex(NTOSKRNL, "KeTryToAcquireSpinLockAtDpcLevel", Ws03Sp1, Header("wdm.h")),
     ex(
         NTOSKRNL,
         "MmGetPhysicalMemoryRangesEx2",

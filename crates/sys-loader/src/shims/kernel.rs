@@ -36,6 +36,8 @@ macro_rules! pass {
 pass! {
     KeAcquireSpinLockRaiseToDpc(SpinLock: PKSPIN_LOCK) -> KIRQL;
     KeReleaseSpinLock(SpinLock: PKSPIN_LOCK, NewIrql: KIRQL);
+    KeTryToAcquireSpinLockAtDpcLevel(SpinLock: PKSPIN_LOCK) -> BOOLEAN;
+    KeReleaseSpinLockFromDpcLevel(SpinLock: PKSPIN_LOCK);
     KeQueryInterruptTimePrecise(QpcTimeStamp: PULONG64) -> ULONG64;
     RtlGetVersion(lpVersionInformation: PRTL_OSVERSIONINFOW) -> NTSTATUS;
     ExAllocatePool2(Flags: u64, NumberOfBytes: u64, Tag: ULONG) -> PVOID;

@@ -62,6 +62,8 @@ pub fn table() -> Vec<(&'static str, &'static str, usize)> {
         [
             KeAcquireSpinLockRaiseToDpc,
             KeReleaseSpinLock,
+            KeTryToAcquireSpinLockAtDpcLevel,
+            KeReleaseSpinLockFromDpcLevel,
             KeQueryInterruptTimePrecise,
             RtlGetVersion,
             ExAllocatePool2,

@@ -704,7 +704,62 @@ unsafe impl RawSpinLock for SimLock {
         self.held.store(false, Ordering::Release);
         release_irql(self.shared.as_ref(), "KeReleaseSpinLock", token, irql);
     }
+
+    /// `KeTryToAcquireSpinLockAtDpcLevel`: "IRQL >= `DISPATCH_LEVEL`" (the caller's; anything
+    /// lower is reported), one attempt, the IRQL unchanged. A thread trying a lock it holds
+    /// gets `false` (Windows would too: the lock is taken), and it is reported as the
+    /// recursive acquisition it is.
+    fn try_lock_at_dpc(&self) -> bool {
+        if current_irql() < DISPATCH_LEVEL {
+            wrong_irql(
+                self.shared.as_ref(),
+                format!(
+                    "KeTryToAcquireSpinLockAtDpcLevel at IRQL {}: its callers run at \
+                     DISPATCH_LEVEL or above",
+                    current_irql()
+                ),
+            );
+        }
+        if self.held.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            if self.owner.load(Ordering::Relaxed) == thread_tag()
+                && let Some(s) = &self.shared
+            {
+                s.recursive_locks.fetch_add(1, Ordering::SeqCst);
+            }
+            return false;
+        }
+        self.owner.store(thread_tag(), Ordering::Relaxed);
+        self.irql.store(FROM_DPC, Ordering::Relaxed);
+        acquired();
+        if let Some(s) = &self.shared {
+            s.interrupts.after_acquire(current_processor());
+        }
+        true
+    }
+
+    /// `KeReleaseSpinLockFromDpcLevel`: "IRQL >= `DISPATCH_LEVEL`", the IRQL unchanged; only a
+    /// lock `KeTryToAcquireSpinLockAtDpcLevel` took (a `KeAcquireSpinLockRaiseToDpc` one must
+    /// restore its IRQL with `KeReleaseSpinLock`).
+    unsafe fn unlock_from_dpc(&self) {
+        let irql = self.irql.load(Ordering::Relaxed);
+        self.owner.store(0, Ordering::Relaxed);
+        self.held.store(false, Ordering::Release);
+        SPIN_HELD.with(|h| h.set(h.get().saturating_sub(1)));
+        if current_irql() < DISPATCH_LEVEL || irql != FROM_DPC {
+            wrong_irql(
+                self.shared.as_ref(),
+                format!(
+                    "KeReleaseSpinLockFromDpcLevel at IRQL {} of a lock acquired {}",
+                    current_irql(),
+                    if irql == FROM_DPC { "at DPC level" } else { "raising the IRQL" }
+                ),
+            );
+        }
+    }
 }
+
+/// What [`SimLock::irql`] holds for a lock acquired at DPC level (no IRQL saved).
+const FROM_DPC: u8 = u8::MAX;
 
 impl SimServices {
     /// Runs queued deferred work now; returns how many runs.
