@@ -229,9 +229,15 @@ impl<S: KernelServices> Driver<S> {
         let cpu = self.services.current_processor();
         // The port from this processor's port cache, or the map (crate::ports); judged under
         // this processor's shard's lock only, for its own flows.
-        let found = self.ports.with_packet_port(cpu, name, port_id, |slot, wait| {
-            slot.classify(cpu, &packet, now, wait)
-        });
+        // Inlined: called from two places (under the map lock, and outside it for a busy port),
+        // it was otherwise compiled out of line, a call and a frame on every packet.
+        let found = self.ports.with_packet_port(
+            cpu,
+            name,
+            port_id,
+            #[inline(always)]
+            |slot, wait| slot.classify(cpu, &packet, now, wait),
+        );
         match found {
             Some(Some(verdict)) => Some(verdict),
             Some(None) => {

@@ -430,7 +430,11 @@ impl<L: RawSpinLock> PortSlot<L> {
     ///
     /// # Errors
     /// [`Busy`]: with [`Wait::No`] only, the port's home lock is taken; nothing was judged.
-    #[inline]
+    #[allow(
+        clippy::inline_always,
+        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+    )]
+    #[inline(always)]
     pub(crate) fn classify(
         &self,
         cpu: u32,

@@ -709,6 +709,11 @@ unsafe impl RawSpinLock for SimLock {
     /// lower is reported), one attempt, the IRQL unchanged. A thread trying a lock it holds
     /// gets `false` (Windows would too: the lock is taken), and it is reported as the
     /// recursive acquisition it is.
+    #[allow(
+        clippy::inline_always,
+        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+    )]
+    #[inline(always)]
     fn try_lock_at_dpc(&self) -> bool {
         if current_irql() < DISPATCH_LEVEL {
             wrong_irql(
@@ -740,6 +745,11 @@ unsafe impl RawSpinLock for SimLock {
     /// `KeReleaseSpinLockFromDpcLevel`: "IRQL >= `DISPATCH_LEVEL`", the IRQL unchanged; only a
     /// lock `KeTryToAcquireSpinLockAtDpcLevel` took (a `KeAcquireSpinLockRaiseToDpc` one must
     /// restore its IRQL with `KeReleaseSpinLock`).
+    #[allow(
+        clippy::inline_always,
+        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
+    )]
+    #[inline(always)]
     unsafe fn unlock_from_dpc(&self) {
         let irql = self.irql.load(Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
