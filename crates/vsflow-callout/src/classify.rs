@@ -34,6 +34,7 @@ use crate::frame::{
 use crate::instances;
 use crate::keys::HOOKS;
 use crate::percpu::Counter;
+use crate::ports::NO_WAIT;
 use crate::services::KernelServices;
 use crate::trace::TraceEvent;
 
@@ -229,15 +230,14 @@ impl<S: KernelServices> Driver<S> {
         let cpu = self.services.current_processor();
         // The port from this processor's port cache, or the map (crate::ports); judged under
         // this processor's shard's lock only, for its own flows.
-        // Inlined: called from two places (under the map lock, and outside it for a busy port),
-        // it was otherwise compiled out of line, a call and a frame on every packet.
-        let found = self.ports.with_packet_port(
-            cpu,
-            name,
-            port_id,
-            #[inline(always)]
-            |slot, wait| slot.classify(cpu, &packet, now, wait),
-        );
+        let found = match self.ports.with_packet_port(cpu, name, port_id, |slot| {
+            slot.classify::<NO_WAIT>(cpu, &packet, now)
+        }) {
+            Some(Ok(verdict)) => Some(verdict),
+            // Its home lock was taken: judged waiting for it, outside the map lock.
+            Some(Err(port)) => Some(port.classify_waiting(cpu, &packet, now)),
+            None => None,
+        };
         match found {
             Some(Some(verdict)) => Some(verdict),
             Some(None) => {

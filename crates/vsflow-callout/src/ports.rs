@@ -266,28 +266,22 @@ impl PortState {
     }
 }
 
-/// Whether a classify waits for the port's locks ([`PortSlot::classify`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// Waits (spins) for them: outside the map lock.
-    Spin,
-    /// Takes a lock only if it is free (`KeTryToAcquireSpinLockAtDpcLevel`): under the map
-    /// lock, at `DISPATCH_LEVEL`.
-    No,
+/// Whether a classify waits for the port's locks ([`PortSlot::classify`]'s `WAIT`): `true`
+/// outside the map lock (spins for them), `false` under it (takes a lock only if it is free,
+/// `KeTryToAcquireSpinLockAtDpcLevel`, at `DISPATCH_LEVEL`). A constant, so that the packet
+/// path's copy is its own and inlined.
+pub(crate) type Wait = bool;
+
+/// Under the map lock: never wait ([`Wait`]).
+pub(crate) const NO_WAIT: Wait = false;
+
+/// `m`'s guard: waited for (`WAIT`), or only if free.
+#[inline]
+fn take<const WAIT: bool, L: RawSpinLock, T>(m: &SpinMutex<L, T>) -> Option<SpinGuard<'_, L, T>> {
+    if WAIT { Some(m.lock()) } else { m.try_lock_at_dpc() }
 }
 
-impl Wait {
-    /// `m`'s guard: waited for, or only if free.
-    #[inline]
-    fn take<L: RawSpinLock, T>(self, m: &SpinMutex<L, T>) -> Option<SpinGuard<'_, L, T>> {
-        match self {
-            Self::Spin => Some(m.lock()),
-            Self::No => m.try_lock_at_dpc(),
-        }
-    }
-}
-
-/// A port's home lock was taken when a classify under the map lock looked ([`Wait::No`]):
+/// A port's home lock was taken when a classify under the map lock looked ([`NO_WAIT`]):
 /// nothing was judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Busy;
@@ -421,7 +415,7 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// every packet of a whole port. `None` for a port whose packets are not judged (a generic
     /// port without a VM NIC; never split).
     ///
-    /// `wait`: under the map lock ([`Wait::No`], the packet path's first try) no lock of the
+    /// `WAIT`: under the map lock ([`NO_WAIT`], the packet path's first try) no lock of the
     /// port is waited for: a shard's lock that is taken is passed over (its flows are found
     /// by the slow path), and a home lock that is taken returns [`Busy`] before anything was
     /// judged, for the caller to wait for it after releasing the map lock (review s6, R6-1:
@@ -429,18 +423,13 @@ impl<L: RawSpinLock> PortSlot<L> {
     /// lock: only a packet's fast path holds one without the home lock, for one packet.
     ///
     /// # Errors
-    /// [`Busy`]: with [`Wait::No`] only, the port's home lock is taken; nothing was judged.
-    #[allow(
-        clippy::inline_always,
-        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
-    )]
-    #[inline(always)]
-    pub(crate) fn classify(
+    /// [`Busy`]: with [`NO_WAIT`] only, the port's home lock is taken; nothing was judged.
+    #[inline]
+    pub(crate) fn classify<const WAIT: Wait>(
         &self,
         cpu: u32,
         meta: &PacketMeta,
         now: Tick,
-        wait: Wait,
     ) -> Result<Option<Verdict>, Busy> {
         let n = self.shards.len();
         let own = if n == 0 { 0 } else { cpu as usize % n };
@@ -449,7 +438,7 @@ impl<L: RawSpinLock> PortSlot<L> {
         {
             // Taken (another packet of this processor's shard, or the port's long work): the
             // slow path finds the flow wherever it is.
-            if let Some(mut port) = wait.take(&shard.port) {
+            if let Some(mut port) = take::<WAIT, _, _>(&shard.port) {
                 // Stable under any of the port's locks; merged meanwhile: the home lock judges.
                 if self.sharded.load(Ordering::Relaxed)
                     && let Some(verdict) = port.classify_existing(meta, now)
@@ -458,13 +447,13 @@ impl<L: RawSpinLock> PortSlot<L> {
                     return Ok(Some(verdict));
                 }
             }
-            if let Some(verdict) = self.classify_hinted(shard, own, meta, now, wait) {
+            if let Some(verdict) = self.classify_hinted::<WAIT>(shard, own, meta, now) {
                 return Ok(Some(verdict));
             }
-            let mut st = wait.take(&self.state).ok_or(Busy)?;
+            let mut st = take::<WAIT, _, _>(&self.state).ok_or(Busy)?;
             return Ok(self.classify_split(&mut st, own, meta, now));
         }
-        let mut st = wait.take(&self.state).ok_or(Busy)?;
+        let mut st = take::<WAIT, _, _>(&self.state).ok_or(Busy)?;
         if self.sharded.load(Ordering::Relaxed) {
             // Split since the first look.
             return Ok(self.classify_split(&mut st, own, meta, now));
@@ -474,22 +463,36 @@ impl<L: RawSpinLock> PortSlot<L> {
         Ok(st.judged().then(|| st.port.classify(meta, now)))
     }
 
+    /// [`PortSlot::classify`] waiting for the port's locks (`WAIT`): outside the map
+    /// lock, for a packet whose port's home lock was taken when it looked
+    /// ([`PortMap::with_packet_port`]). Out of line: only contended packets come here.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn classify_waiting(
+        &self,
+        cpu: u32,
+        meta: &PacketMeta,
+        now: Tick,
+    ) -> Option<Verdict> {
+        // Waiting always takes the lock: never `Busy`.
+        self.classify::<true>(cpu, meta, now).unwrap_or(None)
+    }
+
     /// A packet its processor's shard does not hold, on a split port: judged in the shard this
     /// processor's slow path last judged a flow of its bucket in, under that lock alone, if
     /// that shard holds it (out of line: the fast path's hits stay short).
     #[cold]
     #[inline(never)]
-    fn classify_hinted(
+    fn classify_hinted<const WAIT: Wait>(
         &self,
         shard: &ShardSlot<L>,
         own: usize,
         meta: &PacketMeta,
         now: Tick,
-        wait: Wait,
     ) -> Option<Verdict> {
         let other = self.hinted(shard, own, meta)?;
         // Taken: as if there were no hint (the slow path finds the flow).
-        let mut port = wait.take(&other.port)?;
+        let mut port = take::<WAIT, _, _>(&other.port)?;
         if !self.sharded.load(Ordering::Relaxed) {
             return None;
         }
@@ -1019,22 +1022,23 @@ impl<S: KernelServices> PortMap<S> {
     /// hashing and no walk of the switches (module docs, "The packet's port without a map
     /// lookup").
     ///
-    /// `f` runs first under the map lock with [`Wait::No`]: it never waits for a lock of the
-    /// port there. If the port's home lock is taken ([`Busy`]: the port's save, restore apply,
-    /// an IOCTL walking it, a merge, or another packet's slow path), a reference to the port
-    /// is taken (one interlocked operation, only then), the map lock released, and `f` runs
-    /// again with [`Wait::Spin`] outside it (review s6, R6-1). A packet that waited for its
-    /// port's long work under its processor's map lock held shared made a port create or
-    /// delete wait there while it held every lower processor's map lock exclusively, so every
-    /// packet of every port on those processors waited for one port's long work.
+    /// `f` runs under the map lock and must never wait for a lock of the port there
+    /// ([`NO_WAIT`]). If the port's home lock is taken ([`Busy`]: the port's save, restore
+    /// apply, an IOCTL walking it, a merge, or another packet's slow path), a reference to the
+    /// port is taken (one interlocked operation, only then) and returned once the map lock is
+    /// released, for the caller to judge the packet waiting for the port's lock outside it
+    /// ([`PortSlot::classify_waiting`]; review s6, R6-1). A packet that waited for its port's
+    /// long work under its processor's map lock held shared made a port create or delete wait
+    /// there while it held every lower processor's map lock exclusively, so every packet of
+    /// every port on those processors waited for one port's long work.
     #[inline]
     pub(crate) fn with_packet_port<R>(
         &self,
         cpu: u32,
         name: Option<&[u8]>,
         port: u32,
-        f: impl Fn(&PortSlot<S::Lock>, Wait) -> Result<R, Busy>,
-    ) -> Option<R> {
+        f: impl FnOnce(&PortSlot<S::Lock>) -> Result<R, Busy>,
+    ) -> Option<Result<R, PortRef<S::Lock>>> {
         let lock = self.locks.get(cpu as usize % self.locks.len().max(1))?;
         let shared = SharedGuard::acquire(&lock.lock);
         // SAFETY: a shared hold of one processor's lock excludes every writer (writers hold
@@ -1047,31 +1051,32 @@ impl<S: KernelServices> PortMap<S> {
             },
             _ => None,
         };
-        let r = slot.map(|slot| f(slot, Wait::No));
-        if matches!(r, Some(Err(Busy))) {
-            return Self::wait_for_port(map, slot, shared, f);
-        }
-        // One release for every outcome, inlined here.
+        let r = match slot.map(f) {
+            Some(Ok(r)) => Some(Ok(r)),
+            Some(Err(Busy)) => return Self::contended(map, slot, shared),
+            None => None,
+        };
+        // One release for every other outcome, inlined here.
         shared.release();
-        r.and_then(Result::ok)
+        r
     }
 
-    /// [`PortMap::with_packet_port`] for a port whose home lock was taken: `f` waits for it
-    /// outside the map lock, on a reference taken under it (out of line: the common packet
-    /// never comes here).
+    /// [`PortMap::with_packet_port`] for a port whose home lock was taken: a reference taken
+    /// under the map lock, returned after it is released (out of line: the common packet never
+    /// comes here). `None` if the port could not be found again (not possible: the map holds
+    /// it at this hold).
     #[cold]
     #[inline(never)]
-    fn wait_for_port<R>(
+    fn contended<R>(
         map: &Master<S::Lock>,
         slot: Option<&PortSlot<S::Lock>>,
         shared: SharedGuard<'_, S::RwLock>,
-        f: impl Fn(&PortSlot<S::Lock>, Wait) -> Result<R, Busy>,
-    ) -> Option<R> {
+    ) -> Option<Result<R, PortRef<S::Lock>>> {
         // The map holds the port (the caller found it in the map at this hold), so a reference
         // may be taken now and keeps it alive after the lock.
         let port = slot.and_then(|s| map.port_ref(s.key));
         shared.release();
-        f(&*port?, Wait::Spin).ok()
+        port.map(Err)
     }
 
     /// The port of switch `name` and port id `port` from the map, remembered in `entry` (a

@@ -62,11 +62,6 @@ impl<L: RawSpinLock, T> DerefMut for SpinGuard<'_, L, T> {
 }
 
 impl<L: RawSpinLock, T> Drop for SpinGuard<'_, L, T> {
-    #[allow(
-        clippy::inline_always,
-        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
-    )]
-    #[inline(always)]
     fn drop(&mut self) {
         if self.token == FROM_DPC {
             // SAFETY: this guard acquired the lock with `try_lock_at_dpc` and releases it

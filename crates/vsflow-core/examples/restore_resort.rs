@@ -14,6 +14,12 @@
 //! order, as a VM that re-sends on its flows in any order makes it: every list out of order,
 //! each sorted whole). The difference is the sort's own cost.
 //!
+//! Window s6 (issue 18 item 1) added shapes: `est` (every window flow an established
+//! connection, the carried flows' list), `interleaved` (the window's flows created over the
+//! carried connections' hour, so the carried lie among them: the merge's placement walk at its
+//! worst) and `fp` (a blob with fingerprints: the apply still copies the window). Results:
+//! docs/PERFORMANCE.md, "Issue 18: the restore window's hold bounded".
+//!
 //! ```text
 //! cargo build --release -p vsflow-core --example restore_resort
 //! target/release/examples/restore_resort timed 15          # alternates the two
@@ -197,7 +203,10 @@ fn main() {
             hi = mid;
         }
     }
-    let s = encode(lo, &mut blob);
+    // `fp`: 4,000 connections past that, so the blob arms fingerprints (the apply then checks
+    // each window connection against them and copies the window, window s6).
+    let fp = std::env::args().any(|a| a == "fp");
+    let s = encode(if fp { lo + 4_000 } else { lo }, &mut blob);
     let carried = s.flows_written;
     let window = MAX_FLOWS_LIMIT - carried;
     println!(

@@ -26,6 +26,12 @@ struct Counting;
 thread_local! {
     /// Bytes this thread allocated (the harness's own threads never count).
     static BYTES: Cell<usize> = const { Cell::new(0) };
+    /// A block size this thread's allocations of are refused (0: none).
+    static REFUSE: Cell<usize> = const { Cell::new(0) };
+}
+
+fn refused(size: usize) -> bool {
+    size != 0 && REFUSE.try_with(Cell::get).unwrap_or(0) == size
 }
 
 fn note(bytes: usize) {
@@ -36,10 +42,14 @@ fn take() -> usize {
     BYTES.with(|b| b.replace(0))
 }
 
-// SAFETY: every method forwards to `System`, which upholds the `GlobalAlloc` contract; the
-// counter has no effect on the memory returned.
+// SAFETY: every method forwards to `System`, which upholds the `GlobalAlloc` contract, or
+// returns null, which the contract allows for any allocation; the counter has no effect on the
+// memory returned.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if refused(layout.size()) {
+            return std::ptr::null_mut();
+        }
         note(layout.size());
         // SAFETY: the caller's layout obligations are passed on unchanged.
         unsafe { System.alloc(layout) }
@@ -54,6 +64,9 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if refused(new_size) {
+            return std::ptr::null_mut();
+        }
         note(new_size);
         // SAFETY: as for `dealloc`; `new_size` obligations are the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -246,4 +259,41 @@ fn carried_flows_among_the_windows_keep_their_recency_places_and_the_bound() {
     let stayed = before.iter().filter(|(_, k)| after.iter().any(|(_, a)| a == k)).count();
     let unmoved = before.iter().filter(|s| after.contains(s)).count();
     assert_eq!(unmoved, stayed, "a window flow that stays keeps its slot");
+}
+
+/// What a restore left that two ways of applying it must agree on: every flow with its
+/// record (by key), the report and the counters.
+fn result(
+    p: &Port,
+    report: codec::ApplyReport,
+) -> (Vec<String>, codec::ApplyReport, vsflow_core::PortCounters) {
+    let mut flows: Vec<String> = p.table().iter().map(|(k, r)| format!("{k:?} {r:?}")).collect();
+    flows.sort();
+    (flows, report, *p.counters())
+}
+
+/// Without memory for the merge into the window's table (its placement order refused), the
+/// apply goes the other way round (the window's flows copied into the staged table): the
+/// same flows, records, report and counters, the restore applied, nothing lost.
+#[test]
+fn without_memory_for_the_merge_the_apply_goes_the_other_way_and_loses_nothing() {
+    let blob = blob();
+    let window = 1_024;
+    let mut merged = destination(window);
+    let (_, report) = restore(&mut merged, &blob);
+    let expected = result(&merged, report);
+    let mut other = destination(window);
+    // The placement order: a (class, time, order, slot) per carried flow.
+    REFUSE.with(|r| r.set(CARRIED as usize * std::mem::size_of::<(u8, u64, u32, u32)>()));
+    let before = slots(&other);
+    let (_, report) = restore(&mut other, &blob);
+    REFUSE.with(|r| r.set(0));
+    assert_eq!(result(&other, report), expected);
+    other.table().check_invariants().unwrap();
+    in_recency_order(&other);
+    let after = slots(&other);
+    assert!(
+        before.iter().all(|s| !after.contains(s)),
+        "the window's flows were copied: the other way"
+    );
 }

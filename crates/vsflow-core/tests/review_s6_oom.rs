@@ -111,3 +111,100 @@ fn a_staging_without_memory_to_order_a_list_keeps_every_carried_flow() {
     );
     dest.table().check_invariants().unwrap();
 }
+
+/// The VM's TCP connection `n` over IPv4 (distinct for every `n` below 2^16), its three
+/// handshake segments.
+fn connection(n: u16) -> [PacketMeta; 3] {
+    let [a, b] = n.to_be_bytes();
+    let out = |flags| {
+        PacketMeta::ipv4(
+            Direction::Outbound,
+            protocol::TCP,
+            [10, 0, 0, 2],
+            40_000,
+            [10, 8, a, b],
+            443,
+            flags,
+            60,
+        )
+    };
+    let syn = out(0x02);
+    [syn, syn.reply(0x12), out(0x10)]
+}
+
+/// R6-4: a restore whose apply cannot have the memory to arm the blob's fingerprints (a copy of
+/// the set, 4 bytes a fingerprint, and its pickup state) still carries the connections the blob
+/// holds exactly: the fingerprints are left unarmed (those connections' next segments judged as
+/// any uncarried connection's), never a degraded restore that loses every one.
+#[test]
+fn an_apply_without_memory_to_arm_the_fingerprints_keeps_the_exact_connections() {
+    let cfg = PortConfig {
+        table: TableConfig { max_flows: 16_384, initial_capacity: 64, ..TableConfig::default() },
+        initial_mode: Mode::Enforce,
+    };
+    let mut src = Port::try_new(PortIdentity::try_from_str("vm").unwrap(), cfg).unwrap();
+    for n in 0..10_000u16 {
+        let t = NOW - 20_000_000 + u64::from(n) * 1_000;
+        for (i, p) in (0u64..).zip(connection(n)) {
+            src.classify(&p, t + i);
+        }
+    }
+    let mut blob = Vec::new();
+    let enc = EncodeConfig { provider: vsflow_core::Guid::default(), cap: 61_440 };
+    let summary = Encoder::new().encode(&src, NOW, &enc, &mut blob).unwrap();
+    assert!(summary.flows_fingerprinted > 4_000, "{summary:?}");
+
+    let mut dest = Port::try_new(PortIdentity::try_from_str("vm").unwrap(), cfg).unwrap();
+    let placement = StageConfig { table: *dest.table().config(), base: NOW, now: NOW };
+    let decoded = codec::decode_staged(&blob, &DecodeConfig::default(), &placement);
+    let Ok(DecodedStaged::State(state, staged)) = decoded else { panic!("decodes: {decoded:?}") };
+    ARMED.with(|a| a.set(true));
+    let report = codec::apply_staged(&mut dest, &state, staged, NOW, &ApplyConfig::default());
+    ARMED.with(|a| a.set(false));
+    assert_eq!(
+        report.map(|r| r.restored).map_err(|e| e.to_string()),
+        Ok(summary.flows_written),
+        "no memory to arm {} fingerprints: the exact connections must still be carried",
+        summary.flows_fingerprinted
+    );
+    dest.table().check_invariants().unwrap();
+}
+
+/// R6-5: a restore whose decode cannot have the memory for the blob's fingerprint set (4 bytes
+/// a fingerprint, after the blob's CRC-32C has checked every byte) still carries the
+/// connections the blob holds exactly: the fingerprints are left out (those connections judged
+/// as any uncarried connection's), never a degraded restore that loses every one.
+#[test]
+fn a_decode_without_memory_for_the_fingerprints_keeps_the_exact_connections() {
+    let cfg = PortConfig {
+        table: TableConfig { max_flows: 16_384, initial_capacity: 64, ..TableConfig::default() },
+        initial_mode: Mode::Enforce,
+    };
+    let mut src = Port::try_new(PortIdentity::try_from_str("vm").unwrap(), cfg).unwrap();
+    for n in 0..10_000u16 {
+        let t = NOW - 20_000_000 + u64::from(n) * 1_000;
+        for (i, p) in (0u64..).zip(connection(n)) {
+            src.classify(&p, t + i);
+        }
+    }
+    let mut blob = Vec::new();
+    let enc = EncodeConfig { provider: vsflow_core::Guid::default(), cap: 61_440 };
+    let summary = Encoder::new().encode(&src, NOW, &enc, &mut blob).unwrap();
+    assert!(summary.flows_fingerprinted > 4_000, "{summary:?}");
+
+    let mut dest = Port::try_new(PortIdentity::try_from_str("vm").unwrap(), cfg).unwrap();
+    let placement = StageConfig { table: *dest.table().config(), base: NOW, now: NOW };
+    ARMED.with(|a| a.set(true));
+    let decoded = codec::decode_staged(&blob, &DecodeConfig::default(), &placement);
+    ARMED.with(|a| a.set(false));
+    let Ok(DecodedStaged::State(state, staged)) = decoded else {
+        panic!(
+            "no memory for {} fingerprints: decodes all the same: {decoded:?}",
+            summary.flows_fingerprinted
+        )
+    };
+    assert!(state.fingerprints.is_empty(), "none armed");
+    let report = codec::apply_staged(&mut dest, &state, staged, NOW, &ApplyConfig::default());
+    assert_eq!(report.map(|r| r.restored).map_err(|e| e.to_string()), Ok(summary.flows_written));
+    dest.table().check_invariants().unwrap();
+}

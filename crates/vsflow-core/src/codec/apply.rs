@@ -95,7 +95,8 @@ fn repeated(port: &mut Port, state: &PortState) -> Option<ApplyReport> {
 /// wait). Flows the port already tracks (seen in the restore window) merge with the
 /// blob's ([`crate::FlowRecord::merge_window`], counted `window_flows_merged`); one only on
 /// this host is kept while room remains, and if it matches a fingerprint it becomes a carried
-/// connection. The blob's fingerprints are armed for
+/// connection. The blob's fingerprints are armed (if there is memory for them; else none,
+/// counted `untracked`: review s6, R6-4) for
 /// `config.pickup_window`. If the blob holds more flows than this host's bound, the most
 /// valuable are kept ([`super::SavedFlow::value_rank`], counted `restore_dropped`).
 ///
@@ -165,11 +166,18 @@ pub fn apply_staged(
     // on this host is kept while room remains.
     let pickup_until =
         if config.pickup_window == 0 { 0 } else { now.saturating_add(config.pickup_window) };
-    let mut pickup = Pickup::try_new(state.fingerprints.try_clone()?, pickup_until)?;
+    // The blob's fingerprints, armed for the pickup window. Without memory for them (a copy of
+    // the set and its pickup state, a few bytes a fingerprint) none is armed: those connections
+    // are judged as any connection nothing carried (fail closed for them; counted untracked),
+    // and the flows the blob carries exactly are restored all the same (review s6, R6-4: the
+    // refusal was the apply's error, a degraded restore that lost every one of them).
+    let armed = state.fingerprints.try_clone().and_then(|set| Pickup::try_new(set, pickup_until));
+    let unarmed = if armed.is_err() { state.fingerprints.len() } else { 0 };
+    let mut pickup = armed.unwrap_or_default();
     let mut merged = 0u64;
     let mut merged_classes = 0u8;
     let mut kept_local = 0u32;
-    let mut untracked = 0u64;
+    let mut untracked = u64::try_from(unarmed).unwrap_or(u64::MAX);
     // The window the larger side (it may fill the port's table: 60,437 of 65,536 flows,
     // review3 s5) and no fingerprint to check its connections against: the carried flows go
     // into the port's live table instead, the same flows, records, counts and list order
@@ -264,7 +272,7 @@ pub fn apply_staged(
 
     // Commit: nothing below can fail.
     let restored = u32::try_from(restored).unwrap_or(u32::MAX);
-    let fingerprints = u32::try_from(state.fingerprints.len()).unwrap_or(u32::MAX);
+    let fingerprints = u32::try_from(pickup.set().len()).unwrap_or(u32::MAX);
     let identity_mismatch = state.identity != port.identity
         || matches!((&state.nic, &port.nic), (Some(a), Some(b)) if a != b);
     let mut counters = port.counters.saturating_add(&state.counters);

@@ -669,9 +669,15 @@ fn decode_v1<F: FlowsOut>(
                 placed = table.taken();
             }
             direct = staged;
-            let fingerprints = match fps {
-                Some(p) => decode_fingerprints(p)?,
-                None => FingerprintSet::default(),
+            let fingerprints = match fps.map(decode_fingerprints) {
+                Some(Ok(set)) => set,
+                // Without memory for the set (4 bytes a fingerprint; the blob's CRC-32C checked
+                // every byte already): none, so those connections are judged as any the blob
+                // does not carry (fail closed for them), and the flows it carries exactly are
+                // restored all the same (review s6, R6-5: this was the decode's error, a
+                // degraded restore that lost every one of them).
+                Some(Err(DecodeError::OutOfMemory)) | None => FingerprintSet::default(),
+                Some(Err(e)) => return Err(e),
             };
             let exact = u64::try_from(flows.len() + placed).unwrap_or(u64::MAX);
             if u64::from(save_info.flows_in_table)

@@ -709,21 +709,10 @@ unsafe impl RawSpinLock for SimLock {
     /// lower is reported), one attempt, the IRQL unchanged. A thread trying a lock it holds
     /// gets `false` (Windows would too: the lock is taken), and it is reported as the
     /// recursive acquisition it is.
-    #[allow(
-        clippy::inline_always,
-        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
-    )]
-    #[inline(always)]
+    #[inline]
     fn try_lock_at_dpc(&self) -> bool {
         if current_irql() < DISPATCH_LEVEL {
-            wrong_irql(
-                self.shared.as_ref(),
-                format!(
-                    "KeTryToAcquireSpinLockAtDpcLevel at IRQL {}: its callers run at \
-                     DISPATCH_LEVEL or above",
-                    current_irql()
-                ),
-            );
+            below_dispatch(self.shared.as_ref(), "KeTryToAcquireSpinLockAtDpcLevel");
         }
         if self.held.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             if self.owner.load(Ordering::Relaxed) == thread_tag()
@@ -745,27 +734,34 @@ unsafe impl RawSpinLock for SimLock {
     /// `KeReleaseSpinLockFromDpcLevel`: "IRQL >= `DISPATCH_LEVEL`", the IRQL unchanged; only a
     /// lock `KeTryToAcquireSpinLockAtDpcLevel` took (a `KeAcquireSpinLockRaiseToDpc` one must
     /// restore its IRQL with `KeReleaseSpinLock`).
-    #[allow(
-        clippy::inline_always,
-        reason = "once per packet on the classify path: out of line it costs a call and a frame (callgrind, docs/PERFORMANCE.md)"
-    )]
-    #[inline(always)]
+    #[inline]
     unsafe fn unlock_from_dpc(&self) {
         let irql = self.irql.load(Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
         self.held.store(false, Ordering::Release);
         SPIN_HELD.with(|h| h.set(h.get().saturating_sub(1)));
-        if current_irql() < DISPATCH_LEVEL || irql != FROM_DPC {
+        if current_irql() < DISPATCH_LEVEL {
+            below_dispatch(self.shared.as_ref(), "KeReleaseSpinLockFromDpcLevel");
+        }
+        if irql != FROM_DPC {
             wrong_irql(
                 self.shared.as_ref(),
-                format!(
-                    "KeReleaseSpinLockFromDpcLevel at IRQL {} of a lock acquired {}",
-                    current_irql(),
-                    if irql == FROM_DPC { "at DPC level" } else { "raising the IRQL" }
-                ),
+                "KeReleaseSpinLockFromDpcLevel of a lock KeAcquireSpinLockRaiseToDpc took (its \
+                 IRQL is never restored)"
+                    .to_owned(),
             );
         }
     }
+}
+
+/// A DPC-level spin lock call below `DISPATCH_LEVEL` (reported off the fast path).
+#[cold]
+#[inline(never)]
+fn below_dispatch(shared: Option<&Arc<HostShared>>, call: &str) {
+    wrong_irql(
+        shared,
+        format!("{call} at IRQL {}: its callers run at DISPATCH_LEVEL or above", current_irql()),
+    );
 }
 
 /// What [`SimLock::irql`] holds for a lock acquired at DPC level (no IRQL saved).
