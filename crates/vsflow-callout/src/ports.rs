@@ -289,9 +289,16 @@ pub(crate) struct Busy;
 /// A processor's shard of a port: its own [`Port`] (the flows that processor judged first, a
 /// copy of the port's policy, its counters) under its own lock, alone on its cache lines (see
 /// [`CpuLock`] for why padding and not alignment).
+///
+/// The guards are [`SHARD_GUARD`] bytes a side, not 64: with 64 the two processors' shards of
+/// one port interfered (two threads on one port, own connections, fell from 1.96x to 1.61-1.69x
+/// of one thread when `calls` grew by 8 bytes in 25e0ac5; 128-byte guards: 1.99x; PERFORMANCE.md,
+/// the lead's sixth-session re-measure). x86 processors' adjacent-line prefetcher fetches
+/// 128-byte pairs of lines, so hot data of two processors closer than 128 bytes can still share
+/// a pair (a hypothesis consistent with the measure, not profiled; verify on Windows hardware).
 #[repr(C)]
 pub(crate) struct ShardSlot<L: RawSpinLock> {
-    _front: [u64; 8],
+    _front: [u64; SHARD_GUARD / 8],
     pub(crate) port: SpinMutex<L, Port>,
     /// Classify calls judged on this shard (written under its lock; summed on read).
     calls: CallCount,
@@ -300,8 +307,14 @@ pub(crate) struct ShardSlot<L: RawSpinLock> {
     /// that shard's lock alone first (`shards`, "A flow another processor's shard holds").
     /// Written and read by this shard's processor; any value is safe (a hint).
     hints: [AtomicU8; HINTS],
-    _back: [u64; 8],
+    _back: [u64; SHARD_GUARD / 8],
 }
+
+/// Bytes of guard padding on each side of a [`ShardSlot`]: a 128-byte pair of cache lines.
+const SHARD_GUARD: usize = 128;
+
+// Two shards' hot fields stay at least a whole 128-byte line pair apart.
+const _: () = assert!(SHARD_GUARD >= 128 && SHARD_GUARD.is_multiple_of(8));
 
 /// Hints per processor's shard (256 bytes: four cache lines of its own).
 const HINTS: usize = 256;
@@ -310,11 +323,11 @@ impl<L: RawSpinLock> ShardSlot<L> {
     /// A shard holding `port`.
     pub(crate) fn new(port: SpinMutex<L, Port>) -> Self {
         Self {
-            _front: [0; 8],
+            _front: [0; SHARD_GUARD / 8],
             port,
             calls: CallCount::new(),
             hints: [const { AtomicU8::new(0) }; HINTS],
-            _back: [0; 8],
+            _back: [0; SHARD_GUARD / 8],
         }
     }
 
