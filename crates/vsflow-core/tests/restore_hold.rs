@@ -297,3 +297,75 @@ fn without_memory_for_the_merge_the_apply_goes_the_other_way_and_loses_nothing()
         "the window's flows were copied: the other way"
     );
 }
+
+/// Established connections of the VM's source port in the fingerprint blob.
+const SOURCE: u32 = 600;
+/// A blob cap that carries part of `SOURCE` exactly and fingerprints the rest.
+const FP_CAP: usize = 3 * 1024;
+
+/// A blob of `SOURCE` established connections of the VM, part of them carried exactly and the
+/// rest as fingerprints (the cap), and the keys of the fingerprinted ones.
+fn fingerprint_blob() -> (Vec<u8>, Vec<FlowKey>) {
+    let mut src = port(4096);
+    for i in 0..SOURCE {
+        let syn = tcp(2000 + u16::try_from(i).unwrap(), [203, 0, 113, 7], 0x02);
+        let t = NOW - secs(10) - secs(u64::from(SOURCE - i));
+        src.classify(&syn, t);
+        src.classify(&syn.reply(0x12), t + 1);
+    }
+    let mut blob = Vec::new();
+    let cfg = codec::EncodeConfig { cap: FP_CAP, ..encode_config() };
+    let s = codec::encode(&src, NOW, &cfg, &mut blob).unwrap();
+    assert!(s.flows_fingerprinted > 0 && s.flows_written > 0, "{s:?}");
+    let Ok(codec::Decoded::State(decoded)) = codec::decode(&blob, &DecodeConfig::default()) else {
+        panic!("decodes")
+    };
+    let fingerprinted = (0..SOURCE)
+        .map(|i| FlowKey::of(&tcp(2000 + u16::try_from(i).unwrap(), [203, 0, 113, 7], 0x02)))
+        .filter(|k| decoded.flows.iter().all(|f| f.key != *k))
+        .collect();
+    (blob, fingerprinted)
+}
+
+/// Issue 18 item 1 (window s6, what was left): a blob that arms fingerprints, restored into a
+/// window larger than the blob (the VM's own UDP flows, and some fingerprinted connections the
+/// VM resumed in the window). The apply must check each window connection against the
+/// fingerprints (resume it), but it must not copy the window: no window flow moves, and the
+/// apply allocates no more with a window of 16,384 flows than with one of 1,024.
+#[test]
+fn a_fingerprint_blob_into_a_large_window_copies_no_window_flow() {
+    let (blob, fingerprinted) = fingerprint_blob();
+    let resumed: Vec<FlowKey> = fingerprinted.iter().step_by(3).copied().collect();
+    let mut bytes = Vec::new();
+    let mut moved = Vec::new();
+    for window in [1_024, 16_384] {
+        let mut p = destination(window);
+        // The VM's own segments on a third of the fingerprinted connections, in the window.
+        for k in &resumed {
+            let ack = tcp(k.local_port, [203, 0, 113, 7], 0x10);
+            p.classify(&ack, NOW - secs(1));
+        }
+        let before = slots(&p);
+        let (allocated, report) = restore(&mut p, &blob);
+        assert_eq!(report.picked_up_local as usize, resumed.len(), "{report:?}");
+        assert_eq!(report.kept_local as usize, window as usize + resumed.len());
+        assert_eq!(p.table().len(), report.restored as usize + window as usize + resumed.len());
+        for k in &resumed {
+            let r = p.table().get(k).expect("a resumed connection is kept");
+            assert_eq!(r.admission, vsflow_core::flow::Admission::Vm);
+        }
+        p.table().check_invariants().unwrap();
+        in_recency_order(&p);
+        let after = slots(&p);
+        moved.push(before.iter().filter(|s| !after.contains(s)).count());
+        bytes.push(allocated);
+    }
+    println!("window flows moved {moved:?}, bytes the apply allocated {bytes:?}");
+    assert_eq!(moved, [0, 0], "window flows moved to another slot (windows of 1,024 and 16,384)");
+    assert!(
+        bytes[1] < bytes[0] + SEGMENT,
+        "the apply allocated {} bytes with 16,384 window flows, {} with 1,024: it grows with the window",
+        bytes[1],
+        bytes[0]
+    );
+}
