@@ -25,11 +25,13 @@ mod reader;
 pub mod rice;
 mod rule;
 mod stage;
+mod window;
 
 use alloc::vec::Vec;
 
 pub use self::apply::{
-    ApplyConfig, ApplyReport, apply, apply_degraded, apply_staged, apply_with, carried_policy,
+    ApplyConfig, ApplyReport, apply, apply_degraded, apply_staged, apply_staged_checked,
+    apply_with, carried_policy,
 };
 pub use self::crc::crc32c;
 pub use self::decode::{
@@ -41,6 +43,7 @@ pub use self::encoder::{Encoder, PREPARE_HASH, PREPARE_SCAN};
 pub use self::error::{ApplyError, DecodeError};
 pub use self::rule::{RULE_LEN, rule_from_bytes, rule_to_bytes};
 pub use self::stage::{StageConfig, Staged, stage_saved};
+pub use self::window::{CHECK_STEP, MAX_RESTARTS, WindowCheck};
 
 use crate::counters::PortCounters;
 use crate::fingerprint::FingerprintSet;

@@ -235,7 +235,37 @@ pub struct FlowTable {
     /// Slots at the slab's end written by [`FlowTable::push_unlinked`] and not yet linked
     /// ([`FlowTable::link_pushed`]).
     unlinked: u32,
+    /// A restore's check of the window's flows against its fingerprints, while one runs
+    /// ([`SlotWatch`]; empty otherwise).
+    watch: SlotWatch,
 }
+
+/// Which slots a restore's window check (`codec::WindowCheck`) has read since it armed this
+/// table: one bit a slot, set by the check, cleared whenever the slot takes another flow (a
+/// flow placed in a free slot: [`FlowTable::insert_with`], [`FlowTable::insert_unique`],
+/// `FlowTable::merge_carried`; every slot on [`FlowTable::clear`]). A slot past the bits
+/// (pushed at the slab's end beyond them) reads as not read. So between the check's bounded
+/// lock holds, whatever packets do to the table, a set bit means: this slot holds the flow the
+/// check read (the same key; its record may have changed). `token` tells one arming from
+/// another (and from another table's): 0 while none is armed.
+#[derive(Debug, Default)]
+struct SlotWatch {
+    token: u32,
+    bits: alloc::vec::Vec<u64>,
+}
+
+impl SlotWatch {
+    /// The slot took another flow: not read since.
+    #[inline]
+    fn forget(&mut self, i: u32) {
+        if let Some(w) = self.bits.get_mut((i >> 6) as usize) {
+            *w &= !(1u64 << (i & 63));
+        }
+    }
+}
+
+/// Tokens of [`SlotWatch`] armings, unique on this host (never 0).
+static WATCH_TOKENS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(1);
 
 impl Drop for FlowTable {
     fn drop(&mut self) {
@@ -274,6 +304,7 @@ impl FlowTable {
             hasher: FixedState::with_seed(keys::derive(config.hash_seed, Purpose::FlowTable)),
             charged: 0,
             unlinked: 0,
+            watch: SlotWatch { token: 0, bits: alloc::vec::Vec::new() },
         };
         table.charge(table.slots.dir_bytes() + table.buckets.dir_bytes(), false);
         while table.buckets.len() < level as usize {
@@ -597,6 +628,7 @@ impl FlowTable {
             let i = self.free;
             self.free = self.slots.get(i as usize).next;
             *self.slots.get_mut(i as usize) = slot;
+            self.watch.forget(i);
             i
         };
         self.push_front(i, class);
@@ -661,6 +693,7 @@ impl FlowTable {
         } else {
             let i = self.free;
             self.free = self.slots.get(i as usize).next;
+            self.watch.forget(i);
             (i, Some(self.slots.get_mut(i as usize)))
         };
         let Some(d) = slot else { return Err(Error::TableFull) };
@@ -865,15 +898,21 @@ impl FlowTable {
     /// among them). The index is not split ahead for the new flows (later inserts split it on,
     /// one bucket each, as every insert does). Nothing else of the window is read.
     ///
+    /// The window flows in the slots `drop` (a restore's fingerprint check found their peers
+    /// alone spoke on connections the blob fingerprints: `codec::WindowCheck`) are removed
+    /// first, once the memory is had, so they neither count for the bound nor are let go.
+    ///
     /// Returns `None` (this table unchanged but for storage reserved) if the memory for the
     /// carried flows or the placement order could not be had: the apply then merges the other
-    /// way round. Otherwise `(merged, let_go, walked)`: carried flows the window also saw,
-    /// window flows let go for the bound, and list nodes walked past.
+    /// way round. Otherwise `(merged, let_go, walked, cut)`: carried flows the window also saw,
+    /// window flows let go for the bound, list nodes walked past, and the lowest slot a window
+    /// flow was let go from (`u32::MAX`: none; every window flow in a lower slot stays).
     pub(crate) fn merge_carried(
         &mut self,
         carried: &Self,
         merge: impl Fn(&FlowRecord, &FlowRecord) -> FlowRecord,
-    ) -> Option<(u32, u32, u64)> {
+        drop: &[u32],
+    ) -> Option<(u32, u32, u64, u32)> {
         // 1. Read only: each carried flow's slot here (NIL: new), and what is new.
         let mut plan: alloc::vec::Vec<(u32, u32)> = alloc::vec::Vec::new();
         plan.try_reserve_exact(carried.len()).ok()?;
@@ -898,11 +937,17 @@ impl FlowTable {
         while self.slots.capacity() < want {
             self.grow_slots(false).ok()?;
         }
+        for &i in drop {
+            if self.slots.try_get(i as usize).is_some_and(|s| s.class < UNLINKED) {
+                self.remove_at(i);
+            }
+        }
 
         // 2. At the bound: the window's own flows go, the last in slot order first.
         let mut excess = (self.len + new).saturating_sub(self.config.max_flows);
         let let_go = excess;
         let mut slot = self.slots.len();
+        let mut cut = NIL;
         while excess > 0 && slot > 0 {
             slot -= 1;
             let s = self.slots.get(slot);
@@ -910,7 +955,9 @@ impl FlowTable {
                 continue;
             }
             #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
-            self.remove_at(slot as u32);
+            let i = slot as u32;
+            self.remove_at(i);
+            cut = i;
             excess -= 1;
         }
 
@@ -930,6 +977,7 @@ impl FlowTable {
                 } else {
                     let i = self.free;
                     self.free = self.slots.get(i as usize).next;
+                    self.watch.forget(i);
                     i
                 };
                 let b = self.bucket_of(c.hash);
@@ -971,7 +1019,7 @@ impl FlowTable {
             walked += self.place_run(usize::from(class), run);
             rest = after;
         }
-        Some((merged, let_go, walked))
+        Some((merged, let_go, walked, cut))
     }
 
     /// Links the slots of `run` (one class's, each taken off every list, in time order) into
@@ -1100,6 +1148,84 @@ impl FlowTable {
         }
     }
 
+    /// Arms a new [`SlotWatch`] on this table with `bits` (its storage, allocated by the caller
+    /// outside the lock; zeroed here: no slot read yet), replacing one armed before; returns its
+    /// token (never 0).
+    pub(crate) fn arm_watch(&mut self, mut bits: alloc::vec::Vec<u64>) -> u32 {
+        bits.fill(0);
+        let mut token = 0;
+        while token == 0 {
+            token = WATCH_TOKENS.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        }
+        self.watch = SlotWatch { token, bits };
+        token
+    }
+
+    /// The armed watch's token (0: none).
+    pub(crate) const fn watch_token(&self) -> u32 {
+        self.watch.token
+    }
+
+    /// Ends the watch armed with `token` (if it is still this table's), giving back its storage.
+    pub(crate) fn disarm_watch(&mut self, token: u32) -> Option<alloc::vec::Vec<u64>> {
+        if token == 0 || self.watch.token != token {
+            return None;
+        }
+        Some(core::mem::take(&mut self.watch).bits)
+    }
+
+    /// Notes slot `i` read by the watch's check (beyond its bits: nothing noted, the slot
+    /// stays unread).
+    pub(crate) fn watch_read(&mut self, i: u32) {
+        if let Some(w) = self.watch.bits.get_mut((i >> 6) as usize) {
+            *w |= 1u64 << (i & 63);
+        }
+    }
+
+    /// True if slot `i` holds the flow the watch's check read there.
+    pub(crate) fn watch_was_read(&self, i: u32) -> bool {
+        self.watch.bits.get((i >> 6) as usize).is_some_and(|w| w & (1u64 << (i & 63)) != 0)
+    }
+
+    /// The flows in slots the watch's check has not read (placed since, or never read), with
+    /// their slot numbers, in slab order: a word of bits at a time, so a window the check has
+    /// read costs one load per 64 slots.
+    pub(crate) fn watch_unread(&self) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
+        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        let end = self.slots.len() as u32;
+        let mut at = 0u32;
+        core::iter::from_fn(move || {
+            while at < end {
+                let word = self.watch.bits.get((at >> 6) as usize).copied().unwrap_or(0);
+                let unread = !word >> (at & 63);
+                if unread == 0 {
+                    at = (at | 63) + 1;
+                    continue;
+                }
+                let i = at + unread.trailing_zeros();
+                at = i + 1;
+                if i >= end {
+                    break;
+                }
+                if let Some(s) = self.slots.try_get(i as usize).filter(|s| s.class < UNLINKED) {
+                    return Some((i, &s.key, &s.record));
+                }
+            }
+            None
+        })
+    }
+
+    /// The record of the flow in slot `slot` (`None`: out of range or free), to change in place
+    /// what changes neither its class nor its time (a restore resuming a window flow as a
+    /// carried connection: its opener and admission).
+    pub(crate) fn slot_record_mut(&mut self, slot: u32) -> Option<&mut FlowRecord> {
+        if self.slots.try_get(slot as usize).is_some_and(|s| s.class < UNLINKED) {
+            Some(&mut self.slots.get_mut(slot as usize).record)
+        } else {
+            None
+        }
+    }
+
     /// Calls `f` on every flow's record, in slab order: a restore maps its carried rule
     /// admissions to this host's rule versions in one sequential pass.
     pub(crate) fn for_each_record_mut(&mut self, mut f: impl FnMut(&mut FlowRecord)) {
@@ -1196,6 +1322,8 @@ impl FlowTable {
             self.buckets.push(NIL);
         }
         self.slots.clear();
+        // Every slot takes another flow from here: none read.
+        self.watch.bits.fill(0);
         self.free = NIL;
         self.lists = [EMPTY_LIST; TimeoutClass::COUNT];
         self.len = 0;
