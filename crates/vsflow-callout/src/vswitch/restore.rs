@@ -15,7 +15,11 @@
 //!    the work item was late arrives expired). The synchronous path decodes the same way.
 //! 3. [`Driver::apply_restore`]: under the port's own lock only (the map's is held just to take
 //!    a reference on the port), applies the state (flows seen in the restore window merge with
-//!    the restored ones), or degrades (no flows carried, policy kept or closed). Only into the
+//!    the restored ones), or degrades (no flows carried, policy kept or closed). A blob that
+//!    arms fingerprints has the window's flows checked against them first, in short holds of
+//!    the port's lock ([`Driver::check_window`], `codec::WindowCheck`: it only reads, so the
+//!    packets judged between the holds are judged as before the restore), so that the apply's
+//!    one hold does the work the blob bounds, not the window's (issue 18 item 1). Only into the
 //!    port *instance* the restore was received for: a port deleted after the work item claimed
 //!    its restore (no delete can cancel it then) and created again with the same id is another
 //!    port, perhaps another VM's, which is left as it is (the restore counted and traced as
@@ -54,6 +58,7 @@ use fwps_sys::{
 };
 use vsflow_core::codec::{
     self, ApplyError, DecodeConfig, DecodeError, DecodedStaged, SalvagedPolicy, StageConfig, Staged,
+    WindowCheck,
 };
 
 use super::{driver, identity};
@@ -99,6 +104,11 @@ pub unsafe extern "system" fn restore_fn<S: KernelServices>(
     };
     d.on_restore(completion_context, sw, port_id, blob)
 }
+
+/// Most holds of a port's lock [`Driver::check_window`] takes: every slot of a full table four
+/// times over (a table replaced between holds starts the check over,
+/// [`codec::MAX_RESTARTS`]).
+pub const CHECK_HOLDS: u32 = 4 * vsflow_core::flow::MAX_FLOWS_LIMIT / codec::CHECK_STEP;
 
 /// The longest blob vsflow restores: 65,535 bytes.
 ///
@@ -377,10 +387,39 @@ impl<S: KernelServices> Driver<S> {
             self.trace_restore(key.port, bytes, (0, 0), replaced, STATUS_SUCCESS);
             return STATUS_SUCCESS;
         }
+        let mut check = self.check_window(&slot, &decoded, now);
         let mut st = slot.lock_whole(now);
-        self.apply_locked(&mut st, key, bytes, sum, decoded, now)
+        let status = self.apply_locked(&mut st, key, bytes, sum, decoded, now, check.as_mut());
+        if let Some(c) = check.as_mut() {
+            // However the restore ended: the table's watch ends with it.
+            c.disarm(&mut st.port);
+        }
+        status
     }
 
+    /// Checks the restore window's flows against the fingerprints `decoded` arms, ahead of the
+    /// apply: [`codec::CHECK_STEP`] slots per hold of the port's lock, the lock released between
+    /// holds (packets are judged meanwhile, as before the restore: the check only reads). At
+    /// most [`CHECK_HOLDS`] holds: what is left then (a VM placing flows as fast as the check
+    /// reads them) the apply reads in its own hold. `None`: nothing to check (no fingerprints, a
+    /// degraded restore) or no memory for the check (the apply checks in its own hold).
+    fn check_window(
+        &self,
+        slot: &crate::ports::PortSlot<S::Lock>,
+        decoded: &Restorable,
+        now: vsflow_core::Tick,
+    ) -> Option<WindowCheck> {
+        let Restorable::State(state, Ok(_)) = decoded else { return None };
+        let mut check = WindowCheck::try_new(state, self.port_config().table.max_flows)?;
+        for _ in 0..CHECK_HOLDS {
+            if check.step(&mut slot.lock_whole(now).port, state, codec::CHECK_STEP) {
+                break;
+            }
+        }
+        Some(check)
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "one restore's parts, named at the call")]
     fn apply_locked(
         &self,
         st: &mut PortState,
@@ -389,6 +428,7 @@ impl<S: KernelServices> Driver<S> {
         sum: Option<u64>,
         decoded: Restorable,
         now: vsflow_core::Tick,
+        check: Option<&mut WindowCheck>,
     ) -> NTSTATUS {
         if sum.is_some_and(|sum| st.last_restore == Some((sum, bytes))) {
             // The same blob again (same keyed digest and length): nothing changes.
@@ -412,7 +452,8 @@ impl<S: KernelServices> Driver<S> {
                     );
                 }
                 let config = self.config.apply_config();
-                match codec::apply_staged(&mut st.port, &state, staged, now, &config) {
+                match codec::apply_staged_checked(&mut st.port, &state, staged, now, &config, check)
+                {
                     Ok(report) => {
                         st.window_deadline = vsflow_core::Tick::MAX;
                         st.last_restore = sum.map(|sum| (sum, bytes));

@@ -414,7 +414,9 @@ fn complete(port: &Port, state: &PortState, check: &mut WindowCheck) -> Option<(
     let matched = check.matched_mut();
     matched.retain(|&(slot, _)| table.watch_was_read(slot));
     let mut unread = Vec::new();
+    let mut read = 0u32;
     for (slot, key, _) in table.watch_unread() {
+        read += 1;
         if key.protocol != protocol::TCP {
             continue;
         }
@@ -427,6 +429,7 @@ fn complete(port: &Port, state: &PortState, check: &mut WindowCheck) -> Option<(
     matched.try_reserve(unread.len()).ok()?;
     matched.extend_from_slice(&unread);
     matched.sort_unstable();
+    check.note_read_by_apply(read);
     Some(())
 }
 

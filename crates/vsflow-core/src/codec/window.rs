@@ -55,6 +55,9 @@ use crate::port::Port;
 /// of microseconds (docs/PERFORMANCE.md, "Issue 18: the fingerprint window's hold bounded").
 pub const CHECK_STEP: u32 = 1024;
 
+/// Matches a check makes room for beyond one per fingerprint, before any lock.
+const MATCH_SLACK: usize = 64;
+
 /// Times a check starts over because the port's table was replaced between its steps (a merge
 /// of a split port's shards, another restore): after that it gives up (the apply checks in its
 /// own hold).
@@ -76,6 +79,8 @@ pub struct WindowCheck {
     /// set, ascending by slot.
     matched: Vec<(u32, u32)>,
     restarts: u32,
+    /// Slots the apply read itself (those the steps had not).
+    read_by_apply: u32,
     /// No memory, or too many restarts: the apply does not use this check.
     failed: bool,
 }
@@ -96,9 +101,21 @@ impl WindowCheck {
         let mut bits = Vec::new();
         bits.try_reserve_exact(words).ok()?;
         bits.resize(words, 0);
+        // A match per fingerprint, and room for a few more (a key matching by chance, a match
+        // in a slot that took another flow since, dropped at the apply).
         let mut matched = Vec::new();
-        matched.try_reserve_exact(state.fingerprints.len().min(max_flows as usize)).ok()?;
-        Some(Self { token: 0, next: 0, bits, words, matched, restarts: 0, failed: false })
+        let room = state.fingerprints.len().min(max_flows as usize) + MATCH_SLACK;
+        matched.try_reserve_exact(room).ok()?;
+        Some(Self {
+            token: 0,
+            next: 0,
+            bits,
+            words,
+            matched,
+            restarts: 0,
+            read_by_apply: 0,
+            failed: false,
+        })
     }
 
     /// Reads at most `budget` more of `port`'s slots (under its lock): notes each read in the
@@ -166,6 +183,25 @@ impl WindowCheck {
     /// The matches found, for the apply to complete (`usable` checked).
     pub(crate) const fn matched_mut(&mut self) -> &mut Vec<(u32, u32)> {
         &mut self.matched
+    }
+
+    /// The apply read `n` flows the steps had not.
+    pub(crate) const fn note_read_by_apply(&mut self, n: u32) {
+        self.read_by_apply = self.read_by_apply.saturating_add(n);
+    }
+
+    /// Flows the apply read itself (placed after the steps passed their slots, or left when the
+    /// steps ran out): its work under the lock beyond what the blob bounds.
+    #[must_use]
+    pub const fn read_by_apply(&self) -> u32 {
+        self.read_by_apply
+    }
+
+    /// True if the check was given up (no memory for its matches or its bits, or the table
+    /// replaced too often): the apply checks in its own hold.
+    #[must_use]
+    pub const fn is_failed(&self) -> bool {
+        self.failed
     }
 
     /// Ends the check on `port` (under its lock): the table's watch, if still this check's, is
