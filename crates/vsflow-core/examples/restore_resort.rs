@@ -20,6 +20,14 @@
 //! worst) and `fp` (a blob with fingerprints: the apply still copies the window). Results:
 //! docs/PERFORMANCE.md, "Issue 18: the restore window's hold bounded".
 //!
+//! fpwindow s7 (issue 18 item 1, `fp`): the window is checked against the fingerprints ahead
+//! of the apply, as the driver does it (`vsflow-callout` `Driver::check_window`): holds of
+//! `codec::CHECK_STEP` slots (`check_hold`, each a hold of the port's lock in the driver), then
+//! the apply's hold (`apply`). `timed` prints the apply's hold and the longest check hold;
+//! callgrind counts them apart (`--toggle-collect='*restore_resort*check_hold*'`). Results:
+//! docs/PERFORMANCE.md, "Issue 18: the fingerprint window's hold bounded (fpwindow, seventh
+//! session)".
+//!
 //! ```text
 //! cargo build --release -p vsflow-core --example restore_resort
 //! target/release/examples/restore_resort timed 15          # alternates the two
@@ -137,8 +145,17 @@ fn destination(now: u64, count: u32, shuffled: bool) -> Port {
 
 struct Run {
     apply_ns: u128,
+    /// The longest of the check's holds (0: no check).
+    hold_ns: u128,
+    holds: u32,
     restored: u32,
     lists: [usize; TimeoutClass::COUNT],
+}
+
+/// One hold of the window check (the driver's port lock held around it).
+#[inline(never)]
+fn check_hold(dst: &mut Port, st: &codec::PortState, check: &mut codec::WindowCheck) -> bool {
+    check.step(dst, st, codec::CHECK_STEP)
 }
 
 #[inline(never)]
@@ -147,9 +164,10 @@ fn apply(
     st: &codec::PortState,
     flows: Result<codec::Staged, codec::ApplyError>,
     now: u64,
+    check: Option<&mut codec::WindowCheck>,
 ) -> u32 {
     let config = codec::ApplyConfig::default();
-    codec::apply_staged(dst, st, flows, now, &config).expect("applies").restored
+    codec::apply_staged_checked(dst, st, flows, now, &config, check).expect("applies").restored
 }
 
 fn restore(blob: &[u8], now: u64, window: u32, shuffled: bool, timed: bool) -> Run {
@@ -160,9 +178,28 @@ fn restore(blob: &[u8], now: u64, window: u32, shuffled: bool, timed: bool) -> R
     else {
         panic!("decodes")
     };
+    // The driver's steps (`Driver::check_window`): the check made outside the lock, then
+    // holds of the lock until it has read every slot.
+    let mut check = codec::WindowCheck::try_new(&st, dst.table().config().max_flows);
+    let (mut hold_ns, mut holds) = (0, 0);
+    if let Some(c) = check.as_mut() {
+        loop {
+            let start = timed.then(wall_ns);
+            let done = black_box(check_hold(&mut dst, &st, c));
+            hold_ns = hold_ns.max(start.map_or(0, |s| wall_ns() - s));
+            holds += 1;
+            if done {
+                break;
+            }
+        }
+    }
     let start = timed.then(wall_ns);
-    let restored = black_box(apply(&mut dst, &st, flows, now));
+    let restored = black_box(apply(&mut dst, &st, flows, now, check.as_mut()));
     let apply_ns = start.map_or(0, |s| wall_ns() - s);
+    if let Some(c) = check.as_mut() {
+        assert_eq!(c.read_by_apply(), 0, "the apply read no window flow itself");
+        c.disarm(&mut dst);
+    }
     let mut lists = [0; TimeoutClass::COUNT];
     for c in TimeoutClass::ALL {
         let ages: Vec<u64> = dst.table().iter_lru(c).map(|(_, r)| r.last_seen).collect();
@@ -170,7 +207,7 @@ fn restore(blob: &[u8], now: u64, window: u32, shuffled: bool, timed: bool) -> R
         lists[c.index()] = ages.len();
     }
     assert_eq!(dst.table().len(), MAX_FLOWS_LIMIT as usize, "the table at the bound");
-    Run { apply_ns, restored, lists }
+    Run { apply_ns, hold_ns, holds, restored, lists }
 }
 
 /// Wall time (ns) from a fixed instant; the figures keep each mode's minimum and median (a
@@ -180,6 +217,7 @@ fn wall_ns() -> u128 {
     START.get_or_init(Instant::now).elapsed().as_nanos()
 }
 
+#[allow(clippy::too_many_lines, reason = "one example's modes, each a few lines")]
 fn main() {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "timed".into());
@@ -238,22 +276,32 @@ fn main() {
         }
         "sorted" | "shuffled" => {
             let r = restore(&blob, now, window, mode == "shuffled", false);
-            println!("{mode}: restored {}, lists {:?}", r.restored, r.lists);
+            println!(
+                "{mode}: restored {}, lists {:?}, window check holds {}",
+                r.restored, r.lists, r.holds
+            );
         }
         "timed" => {
             let rounds: usize = args.next().map_or(15, |r| r.parse().expect("rounds"));
             let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut ha, mut hb) = (Vec::new(), Vec::new());
             let mut lists = ([0; TimeoutClass::COUNT], [0; TimeoutClass::COUNT]);
+            let mut holds = 0;
             for _ in 0..rounds {
                 let r = restore(&blob, now, window, false, true);
                 lists.0 = r.lists;
                 a.push(r.apply_ns);
+                ha.push(r.hold_ns);
                 let r = restore(&blob, now, window, true, true);
                 lists.1 = r.lists;
                 b.push(r.apply_ns);
+                hb.push(r.hold_ns);
+                holds = r.holds;
             }
             a.sort_unstable();
             b.sort_unstable();
+            ha.sort_unstable();
+            hb.sort_unstable();
             #[allow(
                 clippy::cast_precision_loss,
                 reason = "microseconds of a restore: far below 2^52"
@@ -278,6 +326,16 @@ fn main() {
                 us(&b, m) - us(&a, m),
                 us(&b, m) / us(&a, m)
             );
+            if holds > 0 {
+                println!(
+                    "window check: {holds} holds; longest hold a restore, sorted: min {:.0} us, \
+                     median {:.0} us; shuffled: min {:.0} us, median {:.0} us",
+                    us(&ha, 0),
+                    us(&ha, m),
+                    us(&hb, 0),
+                    us(&hb, m)
+                );
+            }
         }
         other => panic!("unknown mode {other}"),
     }

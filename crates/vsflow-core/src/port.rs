@@ -30,7 +30,8 @@
 //!    (seen in the window), merging a flow both sides know with
 //!    [`crate::FlowRecord::merge_window`] (when the window holds more flows than the blob,
 //!    the carried flows go into the port's table instead: the same table, built with the
-//!    carried flows' work, not the window's);
+//!    carried flows' work, not the window's; a blob's fingerprints are checked against the
+//!    window's connections ahead, in short holds of the port's lock, `codec::WindowCheck`);
 //! 3. [`Port::commit_restore`] swaps everything in (infallible), and the codec arms the
 //!    restored fingerprints ([`Port::arm_pickup`]).
 //!

@@ -468,5 +468,8 @@ fn without_memory_for_the_window_check_the_restore_is_the_same() {
     other.table().check_invariants().unwrap();
     in_recency_order(&other);
     let after = slots(&other);
-    assert!(before.iter().all(|s| !after.contains(s)), "the window's flows were copied: the old way");
+    assert!(
+        before.iter().all(|s| !after.contains(s)),
+        "the window's flows were copied: the old way"
+    );
 }

@@ -57,8 +57,8 @@ use fwps_sys::{
     NDIS_SWITCH_PARAMETERS, NTSTATUS, STATUS_CANCELLED, STATUS_PENDING, STATUS_SUCCESS,
 };
 use vsflow_core::codec::{
-    self, ApplyError, DecodeConfig, DecodeError, DecodedStaged, SalvagedPolicy, StageConfig, Staged,
-    WindowCheck,
+    self, ApplyError, DecodeConfig, DecodeError, DecodedStaged, SalvagedPolicy, StageConfig,
+    Staged, WindowCheck,
 };
 
 use super::{driver, identity};

@@ -4,12 +4,12 @@ use super::PortState;
 use super::error::ApplyError;
 use super::stage::{StageConfig, Staged, stage_saved};
 use super::window::WindowCheck;
-use alloc::vec::Vec;
 use crate::fingerprint::{DEFAULT_PICKUP_WINDOW, Pickup};
 use crate::flow::{Admission, FlowRecord, FlowState, FlowTable, Opener, TableConfig, TimeoutClass};
 use crate::packet::protocol;
 use crate::port::{CarriedPolicy, Port};
 use crate::time::Tick;
+use alloc::vec::Vec;
 
 /// Restore settings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +107,8 @@ fn repeated(port: &mut Port, state: &PortState) -> Option<ApplyReport> {
 /// ([`crate::flow::FlowTable::reserve_index`], [`crate::flow::FlowTable::insert_unique`]): it holds the VM's carried connections, which the budget
 /// never refuses; so are the window's flows kept in it.
 ///
-/// Except when the window holds more flows than the staged table and no fingerprint is armed
-/// (the window may fill the port's table, and in the driver this runs under the port's lock
+/// Except when the window holds more flows than the staged table (the window may fill the
+/// port's table, and in the driver this runs under the port's lock
 /// at `DISPATCH_LEVEL`): then the carried flows go into the port's own table instead (the
 /// window's flows stay in their slots and list places; `FlowTable::merge_carried`), the same
 /// flows, records, report and counters, each list in recency order, so the work is the carried
@@ -136,9 +136,11 @@ pub fn apply_staged(
     apply_staged_checked(port, state, staged, now, config, None)
 }
 
-/// [`apply_staged`] with the window's flows checked against `state`'s fingerprints ahead
-/// (`check`, [`WindowCheck::step`] run to its end in short holds of the port's lock before
-/// this one): the apply reads only what the check has not (see [`super::window`]). A check
+/// [`apply_staged`] with the window's flows checked against `state`'s fingerprints ahead.
+///
+/// `check`: [`WindowCheck::step`] run to its end in short holds of the port's lock before
+/// this one; the apply reads only what the check has not (the design: [`WindowCheck`]'s
+/// module, `codec/window.rs`). A check
 /// not usable (not run, given up, or made on a table the port no longer has) is checked here
 /// as [`apply_staged`] does. The result is [`apply_staged`]'s in every case. The caller
 /// disarms the check ([`WindowCheck::disarm`]) when this returns, whatever it returned.
@@ -206,8 +208,7 @@ pub fn apply_staged_checked(
     let mut kept_local = 0u32;
     let mut untracked = u64::try_from(unarmed).unwrap_or(u64::MAX);
     // The window the larger side (it may fill the port's table: 60,437 of 65,536 flows,
-    // review3 s5) and no fingerprint to check its connections against: the carried flows go
-    // into the port's live table instead, the same flows, records, counts and list order
+    // review3 s5): the carried flows go into the port's live table instead, the same flows, records, counts and list order
     // (`FlowTable::merge_carried`), so the work here, under the port's lock at
     // `DISPATCH_LEVEL`, is the carried flows' (bounded by the blob), not the window's (issue
     // 18 item 1: copying the window's flows and re-sorting them held the lock 5-7.5 ms).

@@ -29,6 +29,12 @@
 //! packets) keeps its key, so what was read about it stays true; its state and the VM's packets
 //! are read at the apply, under the lock, as the apply always read them.
 //!
+//! Once every slot has been read, the steps catch up: each reads the flows placed since in
+//! slots already read (found a word of bits at a time), its matches in slots that took another
+//! flow dropped first, until a step finds at most [`CAUGHT_UP`]; a VM that opens flows as fast
+//! as the steps read them is stopped by the driver's bound on the holds (`CHECK_HOLDS` in
+//! vsflow-callout), the rest then read by the apply.
+//!
 //! The apply ([`super::apply_staged_checked`]) then, in its one lock hold:
 //! 1. reads the slots the check has not read (placed since, or left when the steps ran out):
 //!    found a word of bits at a time, one load per 64 slots read;
@@ -54,6 +60,10 @@ use crate::port::Port;
 /// Slots one [`WindowCheck::step`] reads: about 1,024 `SipHash`es and as many slot reads, tens
 /// of microseconds (docs/PERFORMANCE.md, "Issue 18: the fingerprint window's hold bounded").
 pub const CHECK_STEP: u32 = 1024;
+
+/// A catch-up step that read at most this many flows ends the check: the apply reads the rest
+/// (those placed after it) in its own hold.
+pub const CAUGHT_UP: u32 = 64;
 
 /// Matches a check makes room for beyond one per fingerprint, before any lock.
 const MATCH_SLACK: usize = 64;
@@ -120,14 +130,16 @@ impl WindowCheck {
 
     /// Reads at most `budget` more of `port`'s slots (under its lock): notes each read in the
     /// table's watch (armed by the first step) and each TCP flow whose key's fingerprint is in
-    /// `state`'s set. Changes nothing classify reads. Returns true when there is nothing more
-    /// to read (every slot read once, or the check given up): the apply may run.
+    /// `state`'s set. Changes nothing classify reads. Once every slot has been read, a step
+    /// reads the flows placed since in slots it had read (catching up with the packets between
+    /// the holds). Returns true when the apply may run: a catch-up step found at most
+    /// [`CAUGHT_UP`] such flows (the apply reads those placed after it), or the check was
+    /// given up.
     pub fn step(&mut self, port: &mut Port, state: &PortState, budget: u32) -> bool {
         if self.failed {
             return true;
         }
-        let table = &mut port.table;
-        if self.token == 0 || table.watch_token() != self.token {
+        if self.token == 0 || port.table.watch_token() != self.token {
             if self.token != 0 {
                 // The table was replaced since the last step: start over on this one.
                 self.restarts += 1;
@@ -136,30 +148,57 @@ impl WindowCheck {
                     return true;
                 }
             }
-            self.token = table.arm_watch(core::mem::take(&mut self.bits));
+            self.token = port.table.arm_watch(core::mem::take(&mut self.bits));
             self.next = 0;
             self.matched.clear();
         }
         #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
-        let end = table.slot_count() as u32;
-        let stop = self.next.saturating_add(budget).min(end);
-        for i in self.next..stop {
-            let found = table
-                .slot_flow(i)
-                .filter(|(k, _)| k.protocol == protocol::TCP)
-                .and_then(|(k, _)| state.fingerprints.position(k));
-            if let Some(at) = found {
-                if self.matched.try_reserve(1).is_err() {
-                    self.failed = true;
+        let end = port.table.slot_count() as u32;
+        if self.next < end {
+            // The first reading, in slot order.
+            let stop = self.next.saturating_add(budget).min(end);
+            for i in self.next..stop {
+                if !self.read(port, state, i) {
                     return true;
                 }
-                #[allow(clippy::cast_possible_truncation, reason = "at most MAX_FINGERPRINTS")]
-                self.matched.push((i, at as u32));
             }
-            table.watch_read(i);
+            self.next = stop;
+            return false;
         }
-        self.next = stop;
-        stop >= end
+        // Catching up: first the matches in slots that took another flow since go (their bit
+        // is clear: read again below if still unread, never kept for the flow there now).
+        let table = &port.table;
+        self.matched.retain(|&(slot, _)| table.watch_was_read(slot));
+        let (mut at, mut read) = (0, 0);
+        while read < budget {
+            let Some(i) = port.table.watch_next_unread(at) else { break };
+            if !self.read(port, state, i) {
+                return true;
+            }
+            read += 1;
+            at = i + 1;
+        }
+        read <= CAUGHT_UP
+    }
+
+    /// Reads slot `i`: notes a match, and the slot read. False (the check given up) without
+    /// memory for a match.
+    fn read(&mut self, port: &mut Port, state: &PortState, i: u32) -> bool {
+        let found = port
+            .table
+            .slot_flow(i)
+            .filter(|(k, _)| k.protocol == protocol::TCP)
+            .and_then(|(k, _)| state.fingerprints.position(k));
+        if let Some(at) = found {
+            if self.matched.try_reserve(1).is_err() {
+                self.failed = true;
+                return false;
+            }
+            #[allow(clippy::cast_possible_truncation, reason = "at most MAX_FINGERPRINTS")]
+            self.matched.push((i, at as u32));
+        }
+        port.table.watch_read(i);
+        true
     }
 
     /// New bits for a restart (the old ones went with the replaced table); false without

@@ -1187,31 +1187,41 @@ impl FlowTable {
         self.watch.bits.get((i >> 6) as usize).is_some_and(|w| w & (1u64 << (i & 63)) != 0)
     }
 
-    /// The flows in slots the watch's check has not read (placed since, or never read), with
-    /// their slot numbers, in slab order: a word of bits at a time, so a window the check has
-    /// read costs one load per 64 slots.
-    pub(crate) fn watch_unread(&self) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
+    /// The first slot from `from` on holding a flow the watch's check has not read (placed
+    /// since, or never read): a word of bits at a time, so slots the check has read cost one
+    /// load per 64.
+    pub(crate) fn watch_next_unread(&self, from: u32) -> Option<u32> {
         #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
         let end = self.slots.len() as u32;
+        let mut at = from;
+        while at < end {
+            let word = self.watch.bits.get((at >> 6) as usize).copied().unwrap_or(0);
+            let unread = !word >> (at & 63);
+            if unread == 0 {
+                at = (at | 63) + 1;
+                continue;
+            }
+            let i = at + unread.trailing_zeros();
+            if i >= end {
+                break;
+            }
+            if self.slots.try_get(i as usize).is_some_and(|s| s.class < UNLINKED) {
+                return Some(i);
+            }
+            at = i + 1;
+        }
+        None
+    }
+
+    /// The flows in slots the watch's check has not read, with their slot numbers, in slab
+    /// order ([`FlowTable::watch_next_unread`]).
+    pub(crate) fn watch_unread(&self) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
         let mut at = 0u32;
         core::iter::from_fn(move || {
-            while at < end {
-                let word = self.watch.bits.get((at >> 6) as usize).copied().unwrap_or(0);
-                let unread = !word >> (at & 63);
-                if unread == 0 {
-                    at = (at | 63) + 1;
-                    continue;
-                }
-                let i = at + unread.trailing_zeros();
-                at = i + 1;
-                if i >= end {
-                    break;
-                }
-                if let Some(s) = self.slots.try_get(i as usize).filter(|s| s.class < UNLINKED) {
-                    return Some((i, &s.key, &s.record));
-                }
-            }
-            None
+            let i = self.watch_next_unread(at)?;
+            at = i + 1;
+            let s = self.slots.try_get(i as usize)?;
+            Some((i, &s.key, &s.record))
         })
     }
 
