@@ -224,6 +224,8 @@ struct Outcome {
     /// Each probe: delivered.
     probes: Vec<bool>,
     violations: Vec<String>,
+    /// The driver logged that the blob's rules could not be had.
+    rules_lost_logged: bool,
 }
 
 /// The probes, in order: the sample of carried connections' packets, then what must stay
@@ -253,6 +255,10 @@ fn restore_once(b: &mut Host, sb: usize, id: u32, case: &Case, nth: Option<u64>)
     for &(family, k) in &case.window {
         open(b, sb, id, family, k);
     }
+    let rules_lost_logs = |b: &Host| {
+        b.logs().iter().filter(|l| l.contains("no memory for the blob's allow rules")).count()
+    };
+    let logged_before = rules_lost_logs(b);
     faults::arm(b.id(), nth.map(|_| Site::Alloc), nth.unwrap_or(0));
     let tickets = b.restore(sb, id, &case.blobs);
     b.run_deferred();
@@ -279,6 +285,7 @@ fn restore_once(b: &mut Host, sb: usize, id: u32, case: &Case, nth: Option<u64>)
         counters,
         probes,
         violations: b.violations().iter().map(ToString::to_string).collect(),
+        rules_lost_logged: rules_lost_logs(b) > logged_before,
     }
 }
 
@@ -290,6 +297,8 @@ enum Covers {
     Table,
     /// The fingerprint set or its pickup state: the fingerprints.
     Fingerprints,
+    /// The carried rule set (read or copied): the rules (the port gets none: fail closed).
+    Rules,
     /// Anything else (a copy, an order, a report): nothing the port carries.
     Nothing,
 }
@@ -298,6 +307,8 @@ fn covers(stack: &str) -> Covers {
     let has = |s: &str| stack.contains(s);
     if has("decode_fingerprints") || has("Pickup::try_new") || has("FingerprintSet::try_clone") {
         Covers::Fingerprints
+    } else if has("RuleSet::try_from_slice") {
+        Covers::Rules
     } else if has("FlowTable::try_new")
         || has("FlowTable::reserve_index")
         || has("FlowTable::grow_slots")
@@ -323,6 +334,9 @@ fn check(reference: &Outcome, o: &Outcome) -> Result<(), String> {
     }
     if o.rules.iter().any(|r| !reference.rules.contains(r)) {
         return Err(format!("rules {:?}, the reference has {:?}", o.rules, reference.rules));
+    }
+    if o.rules.len() < reference.rules.len() && !o.rules_lost_logged {
+        return Err(format!("rules {:?} lost without a word", reference.rules));
     }
     let opened: Vec<usize> = (0..o.probes.len())
         .filter(|&i| o.probes[i] && !reference.probes.get(i).copied().unwrap_or(false))
@@ -357,15 +371,17 @@ fn check(reference: &Outcome, o: &Outcome) -> Result<(), String> {
     // What is lost is no more than what the refused allocation was for.
     let lost_any_flow = degraded || lost_flows > 0;
     let allowed = covers(stack);
+    let lost_rules = o.rules.len() < reference.rules.len();
     let within = match allowed {
-        Covers::Table => true,
-        Covers::Fingerprints => !lost_any_flow,
-        Covers::Nothing => !lost_any_flow && lost_fps == 0,
+        Covers::Table => !lost_rules,
+        Covers::Fingerprints => !lost_any_flow && !lost_rules,
+        Covers::Rules => !lost_any_flow && lost_fps == 0,
+        Covers::Nothing => !lost_any_flow && lost_fps == 0 && !lost_rules,
     };
     if !within {
         return Err(format!(
             "a refused block of {size} bytes ({allowed:?}) cost {lost_flows} of {} flows, \
-             {lost_fps} fingerprints, degraded: {degraded}; refused at:\n{}",
+             {lost_fps} fingerprints, rules lost: {lost_rules}, degraded: {degraded}; refused at:\n{}",
             reference.flows,
             at()
         ));

@@ -414,6 +414,16 @@ impl<S: KernelServices> Driver<S> {
                 let config = self.config.apply_config();
                 match codec::apply_staged(&mut st.port, &state, staged, now, &config) {
                     Ok(report) => {
+                        if report.rules_lost {
+                            self.log(
+                                LogLevel::Error,
+                                format_args!(
+                                    "port {}: restore: no memory for the blob's allow rules: \
+                                     none installed (closed to what they admitted)",
+                                    key.port
+                                ),
+                            );
+                        }
                         st.window_deadline = vsflow_core::Tick::MAX;
                         st.last_restore = sum.map(|sum| (sum, bytes));
                         let outcome = if report.repeated {
