@@ -177,6 +177,15 @@ fn cases() -> Vec<Case> {
         window: Vec::new(),
         carried: sample(&past, 211),
     });
+    // The same blob into a port of a smaller bound (2,048): more flows than it holds, placed
+    // through the list, the most valuable kept (`stage_saved`).
+    out.push(Case {
+        name: "past the cap into a smaller bound (placed through the list)",
+        blobs: out[1].blobs.clone(),
+        dest: DriverConfig { flows_per_port: 2_048, ..pended },
+        window: Vec::new(),
+        carried: Vec::new(),
+    });
     // A restore window larger than the blob (the carried flows merged into the port's table).
     let few = v4(0..300);
     let window = v4(30_000..31_000);
@@ -293,7 +302,8 @@ fn restore_once(b: &mut Host, sb: usize, id: u32, case: &Case, nth: Option<u64>)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Covers {
     /// The staged table's own storage (its index or slab; `Staged::try_new`, `reserve_index`,
-    /// a slab segment): the flows it would hold.
+    /// a slab segment), or the decoded list that holds the flows on the way to it (1.0
+    /// records, more flows than the bound): the flows it would hold.
     Table,
     /// The fingerprint set or its pickup state: the fingerprints.
     Fingerprints,
@@ -310,6 +320,8 @@ fn covers(stack: &str) -> Covers {
     } else if has("RuleSet::try_from_slice") {
         Covers::Rules
     } else if has("FlowTable::try_new")
+        || has("as vsflow_core::codec::decode::FlowSink>::reserve")
+        || has("codec::decode::decode_flows")
         || has("FlowTable::reserve_index")
         || has("FlowTable::grow_slots")
         || has("FlowTable::grow_buckets")
