@@ -264,22 +264,23 @@ fn main() {
     // `fp resumed` (fpwindow s7): the VM spoke in the window on every fingerprinted connection
     // (a hostile VM's most matches: each is resumed by the apply, under the lock).
     let resumed: Vec<PacketMeta> = if std::env::args().any(|a| a == "resumed") {
-        let Ok(codec::Decoded::State(d)) = codec::decode(&blob, &DecodeConfig::default()) else {
+        let Ok(codec::Decoded::State(decoded)) = codec::decode(&blob, &DecodeConfig::default())
+        else {
             panic!("decodes")
         };
-        let exact: std::collections::HashSet<_> = d.flows.iter().map(|f| f.key).collect();
+        let exact: std::collections::HashSet<_> = decoded.flows.iter().map(|f| f.key).collect();
         let src = workload::established_port(now - 10 * SEC, sources);
         src.table()
             .iter()
             .filter(|(k, _)| !exact.contains(*k))
             .map(|(k, _)| {
-                let [a, b, c, d, ..] = k.remote_addr;
+                let remote: [u8; 4] = k.remote_addr[..4].try_into().expect("IPv4");
                 PacketMeta::ipv4(
                     Direction::Outbound,
                     protocol::TCP,
                     [10, 0, 0, 2],
                     k.local_port,
-                    [a, b, c, d],
+                    remote,
                     k.remote_port,
                     0x10,
                     60,
