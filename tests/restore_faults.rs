@@ -3,8 +3,8 @@
 //! few bytes a flow that cost every carried connection of a restore).
 //!
 //! For representative blobs and ports (at the cap; past the cap with fingerprints from a split
-//! port; a restore window larger than the blob; a dual-stack port whose lists are placed out
-//! of order), allocation N of the restore (callback, work item, apply) is refused, for every
+//! port; a restore window larger than the blob, with and without fingerprints; a dual-stack
+//! port whose lists are placed out of order), allocation N of the restore (callback, work item, apply) is refused, for every
 //! N until none is, on a fresh port each time. Every time:
 //!
 //! - the VM's restore completes, with success, exactly once (no contract violation);
@@ -194,6 +194,21 @@ fn cases() -> Vec<Case> {
     out.push(Case {
         name: "a window larger than the blob",
         blobs: source(pended, &few, false),
+        dest: pended,
+        window,
+        carried,
+    });
+    // A blob with fingerprints (the source past a small cap) into a window larger than its
+    // exact flows: the window checked against the fingerprints ahead of the apply, in short
+    // holds (fpwindow s7, `codec::WindowCheck`); each of its allocations refused falls back
+    // to the check in the apply's hold, then to the copying apply: the same restore.
+    let past_small = v4(0..1_000);
+    let window = v4(30_000..31_200);
+    let mut carried = sample(&past_small, 13);
+    carried.extend(sample(&window, 50));
+    out.push(Case {
+        name: "a fingerprint blob into a larger window",
+        blobs: source(DriverConfig { blob_cap: 4_096, ..pended }, &past_small, false),
         dest: pended,
         window,
         carried,
