@@ -459,7 +459,7 @@ fn without_memory_for_the_window_check_the_restore_is_the_same() {
     };
     let before = slots(&other);
     // (A match per fingerprint and 64 more: `codec::window`.)
-    REFUSE.with(|r| r.set((decoded.fingerprints.len() + 64) * std::mem::size_of::<(u32, u32)>()));
+    REFUSE.with(|r| r.set((decoded.fingerprints.len() + 64) * std::mem::size_of::<u32>()));
     let check = codec::WindowCheck::try_new(&decoded, other.table().config().max_flows);
     let applied = codec::apply_staged(&mut other, &decoded, staged, NOW, &ApplyConfig::default());
     REFUSE.with(|r| r.set(0));

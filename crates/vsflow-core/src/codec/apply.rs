@@ -3,7 +3,7 @@
 use super::PortState;
 use super::error::ApplyError;
 use super::stage::{StageConfig, Staged, stage_saved};
-use super::window::WindowCheck;
+use super::window::{WindowCheck, unpack};
 use crate::fingerprint::{DEFAULT_PICKUP_WINDOW, Pickup};
 use crate::flow::{Admission, FlowRecord, FlowState, FlowTable, Opener, TableConfig, TimeoutClass};
 use crate::packet::protocol;
@@ -373,6 +373,7 @@ pub fn apply_staged_checked(
 /// the merge lets go the last window flows for the bound (a flow left out past the bound is
 /// let go all the same), and a flow is resumed only if it stays (below the lowest slot let go:
 /// its fingerprint unused otherwise, as the copying apply leaves it).
+#[inline(never)]
 fn merge_checked(
     port: &mut Port,
     state: &PortState,
@@ -393,11 +394,11 @@ fn merge_checked(
             c
         }
     };
-    let merged = complete(port, state, check).and_then(|()| {
-        let (drop, resume) = window_decisions(port, carried, pickup, check.matched_mut())?;
+    let merged = check.complete(port, state).then_some(()).and_then(|()| {
+        let (drop, resume) = window_decisions(port, carried, pickup, check.matched())?;
         let (both, let_go, walked, cut) =
             port.table.merge_carried(carried, FlowRecord::merge_window, &drop)?;
-        for &(slot, at) in resume.iter().filter(|&&(slot, _)| slot < cut) {
+        for (slot, at) in resume.iter().map(|&m| unpack(m)).filter(|&(slot, _)| slot < cut) {
             if let Some(r) = port.table.slot_record_mut(slot) {
                 // A carried connection whose packets arrived before the restore: it was allowed
                 // on the source, so its traffic stays allowed both ways.
@@ -415,54 +416,23 @@ fn merge_checked(
     merged
 }
 
-/// Completes `check` on `port` (under the lock): its matches in slots that took another flow
-/// since are dropped, the slots it has not read are read, and the matches are put in slot
-/// order. `None` without memory for the new matches.
-fn complete(port: &Port, state: &PortState, check: &mut WindowCheck) -> Option<()> {
-    let table = &port.table;
-    let matched = check.matched_mut();
-    matched.retain(|&(slot, _)| table.watch_was_read(slot));
-    let mut unread = Vec::new();
-    let mut read = 0u32;
-    for (slot, key, _) in table.watch_unread() {
-        read += 1;
-        if key.protocol != protocol::TCP {
-            continue;
-        }
-        if let Some(at) = state.fingerprints.position(key) {
-            unread.try_reserve(1).ok()?;
-            #[allow(clippy::cast_possible_truncation, reason = "at most MAX_FINGERPRINTS")]
-            unread.push((slot, at as u32));
-        }
-    }
-    matched.try_reserve(unread.len()).ok()?;
-    matched.extend_from_slice(&unread);
-    // In slot order already unless flows were placed behind the steps' reading (a check of
-    // the sorted list costs a twentieth of a sort that finds it sorted).
-    if !matched.is_sorted() {
-        matched.sort_unstable();
-    }
-    check.note_read_by_apply(read);
-    Some(())
-}
-
 /// What the copying apply decides for each matching window flow, in slot order (see
-/// [`merge_checked`]): the slots of the flows left out, and the `(slot, fingerprint)` of those
-/// resumed if they stay. Reads only. `None` without memory.
-#[allow(clippy::type_complexity, reason = "two lists of slots, named at the call")]
+/// [`merge_checked`]): the slots of the flows left out, and the matches of those resumed if
+/// they stay. Reads only. `None` without memory.
 fn window_decisions(
     port: &Port,
     carried: &FlowTable,
     pickup: &Pickup,
-    matched: &[(u32, u32)],
-) -> Option<(Vec<u32>, Vec<(u32, u32)>)> {
+    matched: &[u32],
+) -> Option<(Vec<u32>, Vec<u32>)> {
     // Fingerprints an earlier window flow resumed (every one is unused when armed).
     let mut used: Vec<u64> = Vec::new();
     let words = pickup.set().len().div_ceil(64);
     used.try_reserve_exact(words).ok()?;
     used.resize(words, 0);
     let (mut drop, mut resume) = (Vec::new(), Vec::new());
-    for &(slot, at) in matched {
+    for &m in matched {
+        let (slot, at) = unpack(m);
         let Some((key, r)) = port.table.slot_flow(slot) else { continue };
         // A flow the blob carries exactly merges with it, unchecked; only an established or
         // closing connection resumes by fingerprint.
@@ -486,7 +456,7 @@ fn window_decisions(
         } else {
             *w |= bit;
             resume.try_reserve(1).ok()?;
-            resume.push((slot, at));
+            resume.push(m);
         }
     }
     Some((drop, resume))

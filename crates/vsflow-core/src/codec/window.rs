@@ -73,6 +73,21 @@ const MATCH_SLACK: usize = 64;
 /// own hold).
 pub const MAX_RESTARTS: u32 = 2;
 
+/// A match: slot `slot` holds a flow whose key's fingerprint is at position `at` of the set,
+/// in one `u32` (the slot in the high half: they sort by slot; the driver image has the `u32`
+/// sort already, a sort of pairs cost it 8.7 KB). `None` past 16 bits (never: a table has at
+/// most `MAX_FLOWS_LIMIT` = 2^16 slots, a set at most `MAX_FINGERPRINTS` < 2^16).
+fn pack(slot: u32, at: usize) -> Option<u32> {
+    let at = u16::try_from(at).ok()?;
+    let slot = u16::try_from(slot).ok()?;
+    Some(u32::from(slot) << 16 | u32::from(at))
+}
+
+/// A [`pack`]ed match's slot and fingerprint position.
+pub const fn unpack(m: u32) -> (u32, u32) {
+    (m >> 16, m & 0xffff)
+}
+
 /// The check of a restore window's flows against a blob's fingerprints, ahead of the apply; see
 /// the module docs.
 #[derive(Debug)]
@@ -85,9 +100,9 @@ pub struct WindowCheck {
     bits: Vec<u64>,
     /// Bit words the table's watch needs.
     words: usize,
-    /// `(slot, fingerprint position)` of each TCP flow read whose key's fingerprint is in the
-    /// set, ascending by slot.
-    matched: Vec<(u32, u32)>,
+    /// Each TCP flow read whose key's fingerprint is in the set: its slot and the
+    /// fingerprint's position, [`pack`]ed (ascending by slot in the first reading).
+    matched: Vec<u32>,
     restarts: u32,
     /// Slots the apply read itself (those the steps had not).
     read_by_apply: u32,
@@ -135,6 +150,7 @@ impl WindowCheck {
     /// the holds). Returns true when the apply may run: a catch-up step found at most
     /// [`CAUGHT_UP`] such flows (the apply reads those placed after it), or the check was
     /// given up.
+    #[inline(never)]
     pub fn step(&mut self, port: &mut Port, state: &PortState, budget: u32) -> bool {
         if self.failed {
             return true;
@@ -165,20 +181,40 @@ impl WindowCheck {
             self.next = stop;
             return false;
         }
-        // Catching up: first the matches in slots that took another flow since go (their bit
-        // is clear: read again below if still unread, never kept for the flow there now).
+        self.catch_up(port, state, budget).is_none_or(|read| read <= CAUGHT_UP)
+    }
+
+    /// Reads at most `budget` flows in slots the check has not read (placed since it read the
+    /// slot, or never read), the matches in slots that took another flow since dropped first
+    /// (their bit is clear: read again if still unread, never kept for the flow there now).
+    /// Returns how many it read; `None` (the check given up) without memory for a match.
+    fn catch_up(&mut self, port: &mut Port, state: &PortState, budget: u32) -> Option<u32> {
         let table = &port.table;
-        self.matched.retain(|&(slot, _)| table.watch_was_read(slot));
+        self.matched.retain(|&m| table.watch_was_read(unpack(m).0));
         let (mut at, mut read) = (0, 0);
         while read < budget {
             let Some(i) = port.table.watch_next_unread(at) else { break };
             if !self.read(port, state, i) {
-                return true;
+                return None;
             }
             read += 1;
             at = i + 1;
         }
-        read <= CAUGHT_UP
+        Some(read)
+    }
+
+    /// Completes the check for the apply, under the lock of the apply's hold: the flows the
+    /// steps have not read are read (counted, [`WindowCheck::read_by_apply`]), the matches put
+    /// in slot order. False (the check given up) without memory for a match.
+    pub(crate) fn complete(&mut self, port: &mut Port, state: &PortState) -> bool {
+        let Some(read) = self.catch_up(port, state, u32::MAX) else { return false };
+        self.read_by_apply = self.read_by_apply.saturating_add(read);
+        // In slot order already unless flows were placed behind the steps' reading (a check of
+        // the sorted list costs a twentieth of a sort that finds it sorted).
+        if !self.matched.is_sorted() {
+            self.matched.sort_unstable();
+        }
+        true
     }
 
     /// Reads slot `i`: notes a match, and the slot read. False (the check given up) without
@@ -190,12 +226,11 @@ impl WindowCheck {
             .filter(|(k, _)| k.protocol == protocol::TCP)
             .and_then(|(k, _)| state.fingerprints.position(k));
         if let Some(at) = found {
-            if self.matched.try_reserve(1).is_err() {
+            let Some(m) = pack(i, at).filter(|_| self.matched.try_reserve(1).is_ok()) else {
                 self.failed = true;
                 return false;
-            }
-            #[allow(clippy::cast_possible_truncation, reason = "at most MAX_FINGERPRINTS")]
-            self.matched.push((i, at as u32));
+            };
+            self.matched.push(m);
         }
         port.table.watch_read(i);
         true
@@ -219,14 +254,9 @@ impl WindowCheck {
         !self.failed && self.token != 0 && port.table.watch_token() == self.token
     }
 
-    /// The matches found, for the apply to complete (`usable` checked).
-    pub(crate) const fn matched_mut(&mut self) -> &mut Vec<(u32, u32)> {
-        &mut self.matched
-    }
-
-    /// The apply read `n` flows the steps had not.
-    pub(crate) const fn note_read_by_apply(&mut self, n: u32) {
-        self.read_by_apply = self.read_by_apply.saturating_add(n);
+    /// The matches found, [`pack`]ed, in slot order once [`WindowCheck::complete`]d.
+    pub(crate) fn matched(&self) -> &[u32] {
+        &self.matched
     }
 
     /// Flows the apply read itself (placed after the steps passed their slots, or left when the

@@ -907,6 +907,7 @@ impl FlowTable {
     /// way round. Otherwise `(merged, let_go, walked, cut)`: carried flows the window also saw,
     /// window flows let go for the bound, list nodes walked past, and the lowest slot a window
     /// flow was let go from (`u32::MAX`: none; every window flow in a lower slot stays).
+    #[inline(never)]
     pub(crate) fn merge_carried(
         &mut self,
         carried: &Self,
@@ -1211,18 +1212,6 @@ impl FlowTable {
             at = i + 1;
         }
         None
-    }
-
-    /// The flows in slots the watch's check has not read, with their slot numbers, in slab
-    /// order ([`FlowTable::watch_next_unread`]).
-    pub(crate) fn watch_unread(&self) -> impl Iterator<Item = (u32, &FlowKey, &FlowRecord)> + '_ {
-        let mut at = 0u32;
-        core::iter::from_fn(move || {
-            let i = self.watch_next_unread(at)?;
-            at = i + 1;
-            let s = self.slots.try_get(i as usize)?;
-            Some((i, &s.key, &s.record))
-        })
     }
 
     /// The record of the flow in slot `slot` (`None`: out of range or free), to change in place
