@@ -631,3 +631,63 @@ fn every_classify_call_is_counted_once_with_the_reason_it_was_passed_by() {
     );
     finish(&mut h);
 }
+
+// A processor that passed a port's packets by because the map held no such port (its absence
+// cache: crates/vsflow-callout/src/ports.rs, `CachedAbsence`) judges them as soon as the port
+// is created, and passes them by again once it is deleted: the absence goes stale with any map
+// change, as a cached port does. An absence is a switch's: the same port id on another switch
+// is judged by that switch's port.
+#[test]
+fn a_port_cached_as_absent_is_judged_once_created() {
+    use vsflow_core::IpFamily;
+    use vsflow_sim::PacketFate;
+    use vsflow_sim::host::EXTERNAL_PORT;
+    use vsflow_sim::tools::traffic;
+
+    let (mut h, sw) = host(29, enforce(RestoreMode::Pending), "SW");
+    let other = h.create_switch("SW2", &[]);
+    vm_port(&mut h, other, 14, "vm-b", 2, false);
+    let syn = |k: u8| {
+        traffic::inbound_syn(
+            IpFamily::V4,
+            vsflow_core::packet::v4([198, 51, 100, k]),
+            40_000,
+            14,
+            8080,
+        )
+    };
+    let unknown = |h: &Host| h.driver().stats().unknown_port_packets;
+
+    // Port 14 of "SW" does not exist: passed by (its call and the external port's counted).
+    let u = unknown(&h);
+    for k in 0..3 {
+        assert_eq!(
+            on_processor(3, || h.transmit(sw, EXTERNAL_PORT, 14, &syn(k))),
+            PacketFate::Delivered
+        );
+    }
+    assert_eq!(unknown(&h) - u, 6, "passed by as a port the map does not hold");
+    // Port 14 of "SW2" is judged on the same processor: an unsolicited SYN is blocked.
+    assert_eq!(
+        on_processor(3, || h.transmit(other, EXTERNAL_PORT, 14, &syn(9))),
+        PacketFate::BlockedAtEgress,
+        "another switch's port of the same id"
+    );
+
+    // Created: judged at once on the processor that cached its absence.
+    vm_port(&mut h, sw, 14, "vm-a", 1, false);
+    for k in 0..3 {
+        assert_eq!(
+            on_processor(3, || h.transmit(sw, EXTERNAL_PORT, 14, &syn(k))),
+            PacketFate::BlockedAtEgress,
+            "judged by the new port"
+        );
+    }
+    // Deleted: passed by again.
+    assert_eq!(h.delete_port(sw, 14), 0);
+    assert_eq!(
+        on_processor(3, || h.transmit(sw, EXTERNAL_PORT, 14, &syn(4))),
+        PacketFate::Delivered
+    );
+    finish(&mut h);
+}
