@@ -7,7 +7,7 @@
 //! lock raises the IRQL or after it is released), so a thread may be preempted between a load
 //! and a store by another thread counting on the same processor, or move to another processor
 //! after reading its number: a plain load and store would lose counts, and the counters are
-//! exact (the HLK and `tests/callout.rs` compare them with the engine's calls). A packet a
+//! exact (`tests/callout.rs` compares them with the engine's calls). A packet a
 //! port judges counts nothing here (its port counts it under the port's lock with plain stores:
 //! `ports::PortState::classify_calls`, `ports/call_count.rs`); a packet classify passes by
 //! counts one event, whose counter stands for its classify call too ([`Counter`]).
