@@ -127,8 +127,11 @@ fn repeated(port: &mut Port, state: &PortState) -> Option<ApplyReport> {
 /// [`PortState::digest`], non-zero) changes nothing and reports `repeated`.
 ///
 /// # Errors
-/// [`ApplyError::DuplicateFlow`] if two saved flows share a key; [`ApplyError::Core`] for out of
-/// memory (either of them met while staging, `staged`, or here).
+/// [`ApplyError::Core`] for out of memory for the staged table itself (met while staging,
+/// `staged`, or placing again here). A key two saved flows share is no error: neither record is
+/// restored, counted `untracked` (`Staged::finish`, faults s7); nor is memory refused for the
+/// carried rules (an empty set, [`ApplyReport::rules_lost`]), the fingerprints (none armed) or
+/// a list's order.
 pub fn apply_staged(
     port: &mut Port,
     state: &PortState,
@@ -181,9 +184,10 @@ pub fn apply_staged_checked(
         }
         again.expired = again.expired.saturating_add(staged.expired);
         again.dropped = again.dropped.saturating_add(staged.dropped);
+        again.duplicated = again.duplicated.saturating_add(staged.duplicated);
         staged = again;
     }
-    let Staged { mut table, expired, dropped, rule_admitted, .. } = staged;
+    let Staged { mut table, expired, dropped, rule_admitted, duplicated, .. } = staged;
     // Carried rule admissions to this host's rule versions (Vm and Monitor stay as they are).
     if rule_admitted {
         table.for_each_record_mut(|r| r.admission = plan.admission(r.admission));
@@ -211,7 +215,12 @@ pub fn apply_staged_checked(
     let mut kept_local = 0u32;
     // Fingerprints the decode had no memory for are lost the same way (review s7 F3).
     let unread = u64::from(state.save_info.fingerprints_unread);
-    let mut untracked = u64::try_from(unarmed).unwrap_or(u64::MAX).saturating_add(unread);
+    // Keys the blob carries twice: neither record placed (`Staged::finish`), those
+    // connections judged as any the blob does not carry.
+    let mut untracked = u64::try_from(unarmed)
+        .unwrap_or(u64::MAX)
+        .saturating_add(unread)
+        .saturating_add(u64::from(duplicated));
     // The window the larger side (it may fill the port's table: 60,437 of 65,536 flows,
     // review3 s5): the carried flows go into the port's live table instead, the same flows, records, counts and list order
     // (`FlowTable::merge_carried`), so the work here, under the port's lock at
@@ -830,6 +839,24 @@ mod tests {
         port(bound, window)
     }
 
+    /// A state that carries a key twice (`arb_state`'s twin): the same state without any
+    /// record of that key (what the apply restores: neither record, faults s7), and whether
+    /// the twin was live (then counted `untracked`; else each record counted `expired`) and
+    /// how many records it had. `None` if every key is carried once.
+    fn without_twin(state: &PortState) -> Option<(PortState, bool, u64)> {
+        let twin = *state
+            .flows
+            .iter()
+            .enumerate()
+            .find(|&(i, f)| state.flows[..i].iter().any(|g| g.key == f.key))?
+            .1;
+        let mut s = state.clone();
+        s.flows.retain(|f| f.key != twin.key);
+        let records = (state.flows.len() - s.flows.len()) as u64;
+        let timeouts = TableConfig::default().timeouts;
+        Some((s, !timeouts.expired(twin.key.protocol, twin.state, twin.last_age), records))
+    }
+
     fn in_recency_order(t: &FlowTable) -> bool {
         TimeoutClass::ALL.iter().all(|&c| t.iter_lru(c).map(|(_, r)| r.last_seen).is_sorted())
     }
@@ -864,11 +891,25 @@ mod tests {
             let (mut a, mut b) =
                 (port_in_time_order(bound, &mut window), port_in_time_order(bound, &mut window));
             let config = ApplyConfig::default();
-            let ra = session4_apply(&mut a, &state, NOW, &config);
+            // A key carried twice restores neither record (faults s7): the reference is the
+            // state without that key, one connection more counted untracked (over the bound,
+            // where a twin may be ranked out alone, only a clean apply is checked).
+            let twin = without_twin(&state);
+            if twin.is_some() && state.flows.len() > bound as usize {
+                prop_assert!(apply_with(&mut b, &state, NOW, &config).is_ok());
+                b.table.check_invariants().unwrap();
+                return Ok(());
+            }
+            let (reference, live, records) = twin.unwrap_or_else(|| (state.clone(), false, 0));
+            let ra = session4_apply(&mut a, &reference, NOW, &config);
             let rb = apply_with(&mut b, &state, NOW, &config);
+            if live {
+                a.counters.untracked += 1;
+            } else {
+                a.counters.expired += records;
+            }
             match (ra, rb) {
                 (Ok(ra), Ok(rb)) => prop_assert_eq!(ra, rb),
-                (Err(ApplyError::DuplicateFlow { .. }), Err(ApplyError::DuplicateFlow { .. })) => {}
                 (ra, rb) => prop_assert!(false, "{:?} != {:?}", ra, rb),
             }
             b.table.check_invariants().unwrap();
@@ -911,12 +952,26 @@ mod tests {
             window.extend(others.iter().map(|&(n, udp, s, ago)| (key(n, udp), s, ago)));
             let (mut a, mut b) = (port(bound, &window), port(bound, &window));
             let config = ApplyConfig::default();
-            let ra = session4_apply(&mut a, &state, NOW, &config);
+            // A key carried twice restores neither record (faults s7): the reference is the
+            // state without that key, one connection more counted untracked (over the bound,
+            // where a twin may be ranked out alone, only a clean apply is checked).
+            let twin = without_twin(&state);
+            if twin.is_some() && state.flows.len() > bound as usize {
+                prop_assert!(apply_with(&mut b, &state, NOW, &config).is_ok());
+                b.table.check_invariants().unwrap();
+                return Ok(());
+            }
+            let (reference, live, records) = twin.unwrap_or_else(|| (state.clone(), false, 0));
+            let ra = session4_apply(&mut a, &reference, NOW, &config);
             let rb = apply_with(&mut b, &state, NOW, &config);
+            if live {
+                a.counters.untracked += 1;
+            } else {
+                a.counters.expired += records;
+            }
             let kept_local = ra.as_ref().map_or(0, |r| r.kept_local);
             match (ra, rb) {
                 (Ok(ra), Ok(rb)) => prop_assert_eq!(ra, rb),
-                (Err(ApplyError::DuplicateFlow { .. }), Err(ApplyError::DuplicateFlow { .. })) => {}
                 (ra, rb) => prop_assert!(false, "{:?} != {:?}", ra, rb),
             }
             b.table.check_invariants().unwrap();
@@ -987,6 +1042,30 @@ mod tests {
         apply_staged_checked(p, state, staged, NOW, &ApplyConfig::default(), check)
     }
 
+    /// The session-4 apply of `state` into `a` as this apply's reference: a key carried twice
+    /// restores neither record (faults s7), so the reference is the state without it, one
+    /// connection more counted untracked (or its records expired). `None` for a twin over the
+    /// bound (a twin may be ranked out alone there: only a clean apply is checked, as the
+    /// tests above do).
+    fn reference_apply(
+        a: &mut Port,
+        state: &PortState,
+        bound: u32,
+    ) -> Option<Result<ApplyReport, ApplyError>> {
+        let twin = without_twin(state);
+        if twin.is_some() && state.flows.len() > bound as usize {
+            return None;
+        }
+        let (reference, live, records) = twin.unwrap_or_else(|| (state.clone(), false, 0));
+        let ra = session4_apply(a, &reference, NOW, &ApplyConfig::default());
+        if live {
+            a.counters.untracked += 1;
+        } else {
+            a.counters.expired += records;
+        }
+        Some(ra)
+    }
+
     fn assert_same(
         a: &Port,
         b: &Port,
@@ -995,7 +1074,6 @@ mod tests {
     ) -> Result<(), TestCaseError> {
         match (ra, rb) {
             (Ok(ra), Ok(rb)) => prop_assert_eq!(ra, rb),
-            (Err(ApplyError::DuplicateFlow { .. }), Err(ApplyError::DuplicateFlow { .. })) => {}
             (ra, rb) => prop_assert!(false, "{:?} != {:?}", ra, rb),
         }
         b.table.check_invariants().unwrap();
@@ -1033,7 +1111,7 @@ mod tests {
             let state = with_fingerprints(state, &fps);
             let mut window = spoken_window(&state, &seen, &others);
             let (mut a, mut b) = (spoken_port(bound, &mut window), spoken_port(bound, &mut window));
-            let ra = session4_apply(&mut a, &state, NOW, &ApplyConfig::default());
+            let ra = reference_apply(&mut a, &state, bound);
             let mut check = steps.as_ref().and_then(|_| WindowCheck::try_new(&state, bound));
             if let (Some(c), Some(steps)) = (check.as_mut(), steps.as_ref()) {
                 for &n in steps {
@@ -1044,6 +1122,11 @@ mod tests {
             if let Some(c) = check.as_mut() {
                 c.disarm(&mut b);
             }
+            let Some(ra) = ra else {
+                prop_assert!(rb.is_ok());
+                b.table.check_invariants().unwrap();
+                return Ok(());
+            };
             assert_same(&a, &b, ra, rb)?;
             prop_assert!(in_recency_order(&b.table));
         }
@@ -1148,11 +1231,16 @@ mod tests {
                 // The steps the driver runs to the end before the apply's hold.
                 while !c.step(&mut b, &state, 4) {}
             }
-            let ra = session4_apply(&mut a, &state, NOW, &ApplyConfig::default());
+            let ra = reference_apply(&mut a, &state, bound);
             let rb = checked_apply(&mut b, &state, check.as_mut());
             if let Some(c) = check.as_mut() {
                 c.disarm(&mut b);
             }
+            let Some(ra) = ra else {
+                prop_assert!(rb.is_ok());
+                b.table.check_invariants().unwrap();
+                return Ok(());
+            };
             assert_same(&a, &b, ra, rb)?;
         }
     }
