@@ -40,7 +40,7 @@ use core::cmp::Reverse;
 use super::SavedFlow;
 use super::error::ApplyError;
 use crate::error::Error;
-use crate::flow::{Admission, FlowTable, TableConfig, TimeoutClass};
+use crate::flow::{Admission, FlowTable, Linking, TableConfig, TimeoutClass};
 use crate::time::Tick;
 
 /// Where a restore's flows are placed: the port's table configuration (its bound, timeouts,
@@ -98,7 +98,7 @@ impl Staged {
     /// # Errors
     /// [`Error::InvalidConfig`], [`Error::OutOfMemory`].
     pub(super) fn try_new(config: &StageConfig, expected: u32) -> Result<Self, Error> {
-        let mut table = FlowTable::try_new(config.table)?;
+        let mut table = FlowTable::try_new_unreserved(config.table)?;
         table.reserve_index(expected)?;
         Ok(Self {
             table,
@@ -126,12 +126,12 @@ impl Staged {
         if self.failed.is_some() {
             return;
         }
+        let class = TimeoutClass::of(s.key.protocol, s.state).index();
         let idle = s.last_age.saturating_add(self.waited);
-        let left_out = self.table.config().timeouts.expired(s.key.protocol, s.state, idle);
+        let left_out = idle >= self.table.timeout(class);
         if left_out {
             self.expired += 1;
         } else {
-            let class = TimeoutClass::of(s.key.protocol, s.state).index();
             if let Some(previous) = self.last_age.get_mut(class) {
                 if s.last_age > *previous {
                     self.unordered |= 1 << class;
@@ -141,10 +141,25 @@ impl Staged {
             self.rule_admitted |= matches!(s.admission, Admission::Rule(_));
         }
         let base = self.base;
-        if let Err(e) =
-            self.table.push_unlinked(&s.key, left_out, |r| s.write_record(base, s.admission, r))
+        if let Err(e) = self
+            .table
+            .push_unlinked(&s.key, class, left_out, |r| s.write_record(base, s.admission, r))
         {
             self.failed = Some(ApplyError::Core(e));
+        } else if self.table.unlinked() == 64 {
+            self.link();
+        }
+    }
+
+    /// Links the flows placed since the last link ([`FlowTable::link_pushed`]).
+    fn link(&mut self) {
+        match self.table.link_pushed() {
+            Ok(()) => {}
+            Err(Linking::Duplicate(slot)) => {
+                let index = self.order.get(slot as usize).map_or(slot as usize, |&i| i as usize);
+                self.failed = Some(ApplyError::DuplicateFlow { index });
+            }
+            Err(Linking::Memory(e)) => self.failed = Some(ApplyError::Core(e)),
         }
     }
 
@@ -166,9 +181,8 @@ impl Staged {
         if self.failed.is_some() {
             return self;
         }
-        if let Err(slot) = self.table.link_pushed() {
-            let index = self.order.get(slot as usize).map_or(slot as usize, |&i| i as usize);
-            self.failed = Some(ApplyError::DuplicateFlow { index });
+        self.link();
+        if self.failed.is_some() {
             return self;
         }
         if self.unordered != 0 {
