@@ -96,6 +96,33 @@ proptest! {
         let _ = both(&state, bound, &keys, secs(wait_s));
     }
 
+    /// Blobs of several slab segments (the staging builds the slab a segment at a time as the
+    /// decoder places the flows, and links each segment as it is built; issue 18 item 4),
+    /// flows idle past their timeout among them, bounds below and above the count, and now
+    /// and then a key twice, the second copy in a later segment: alike.
+    #[test]
+    fn a_staged_restore_of_several_segments_equals_the_list_restore(
+        state in arb_state(320),
+        bound in prop_oneof![1u32..64, 64u32..700],
+        recent in proptest::collection::vec(proptest::option::of(0u64..150), 320),
+        twin in proptest::option::of((any::<prop::sample::Index>(), any::<prop::sample::Index>())),
+        wait_s in prop_oneof![Just(0u64), 0u64..200],
+    ) {
+        let mut state = state;
+        for (f, r) in state.flows.iter_mut().zip(&recent) {
+            if let Some(r) = r {
+                f.last_age = secs(*r);
+                f.first_age = secs(*r * 2);
+            }
+        }
+        if let Some((a, b)) = twin.filter(|_| !state.flows.is_empty()) {
+            let first = state.flows[a.index(state.flows.len())];
+            let at = b.index(state.flows.len() + 1);
+            state.flows.insert(at, first);
+        }
+        let _ = both(&state, bound, &[], secs(wait_s));
+    }
+
     /// A blob with a key twice: both paths refuse it with the same error, the port unchanged.
     #[test]
     fn a_duplicate_is_refused_alike(state in arb_state(24), at in any::<prop::sample::Index>()) {
