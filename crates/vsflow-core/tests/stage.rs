@@ -169,6 +169,29 @@ fn a_table_staged_for_another_configuration_is_placed_again() {
     assert_eq!(outcome(&a), outcome(&b));
 }
 
+/// A key twice, the second copy in a later slab segment than the first: refused alike (the
+/// staging links a segment at a time; the duplicate check spans them).
+#[test]
+fn a_key_twice_in_two_segments_is_refused_alike() {
+    let port = established(200);
+    let mut blob = Vec::new();
+    codec::encode(&port, NOW, &encode_config(), &mut blob).unwrap();
+    let Ok(Decoded::State(mut state)) = codec::decode(&blob, &DecodeConfig::default()) else {
+        panic!("decodes")
+    };
+    let twin = state.flows[10];
+    state.flows.insert(150, twin);
+    let blob = encode_state(&state);
+    for bound in [200, 201, 4096] {
+        let (mut a, mut b) = (dst(bound, 7), dst(bound, 7));
+        let ra = by_list(&mut a, &blob, 0);
+        let rb = staged(&mut b, &blob, 0);
+        assert!(matches!(ra, Err(ApplyError::DuplicateFlow { .. })), "{ra:?}");
+        assert_eq!(ra, rb);
+        assert_eq!(outcome(&a), outcome(&b));
+    }
+}
+
 fn both_blob(blob: &[u8], bound: u32, wait: u64) -> Result<codec::ApplyReport, ApplyError> {
     let (mut a, mut b) = (dst(bound, 7), dst(bound, 7));
     let ra = by_list(&mut a, blob, wait);
