@@ -247,6 +247,11 @@ pub struct FlowTable {
     /// The segment [`FlowTable::push_unlinked`] writes past the slab's (empty, no allocation,
     /// but while a restore stages its flows).
     building: alloc::vec::Vec<Slot>,
+    /// Slots `building` may take (its capacity is a whole segment's; the bound may leave
+    /// room for fewer).
+    building_limit: usize,
+    /// What `building`'s allocation was charged to the budget.
+    building_charge: usize,
 }
 
 impl Drop for FlowTable {
@@ -298,6 +303,8 @@ impl FlowTable {
             charged: 0,
             unlinked: 0,
             building: alloc::vec::Vec::new(),
+            building_limit: 0,
+            building_charge: 0,
         };
         table.charge(table.slots.dir_bytes() + table.buckets.dir_bytes(), false);
         while table.buckets.len() < level as usize {
@@ -746,26 +753,28 @@ impl FlowTable {
         left_out: bool,
         fill: impl FnOnce(&mut FlowRecord),
     ) -> Result<(), Error> {
-        if self.building.len() == self.building.capacity() {
+        if self.building.len() >= self.building_limit {
             self.next_building()?;
         }
         let mut record = FREE_SLOT.record;
         fill(&mut record);
         #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
         let class = if left_out { FREE } else { class as u8 };
-        if self.building.len() < self.building.capacity() {
-            self.building.push(Slot {
-                key: *key,
-                record,
-                linked_at: 0,
-                prev: NIL,
-                next: NIL,
-                chain: NIL,
-                hash: 0,
-                class,
-            });
-            self.unlinked += 1;
+        if self.building.len() >= self.building.capacity() {
+            // Never: the segment holds `building_limit` (at most a segment's) slots.
+            return Err(Error::TableFull);
         }
+        self.building.push(Slot {
+            key: *key,
+            record,
+            linked_at: 0,
+            prev: NIL,
+            next: NIL,
+            chain: NIL,
+            hash: 0,
+            class,
+        });
+        self.unlinked += 1;
         Ok(())
     }
 
@@ -779,7 +788,8 @@ impl FlowTable {
     }
 
     /// Allocates the segment [`FlowTable::push_unlinked`] builds next (the slab's are full),
-    /// charged to the budget even past the limit.
+    /// a whole segment's slots (so that appending it never reallocates), of which it takes
+    /// those the bound leaves room for; charged to the budget even past the limit.
     fn start_building(&mut self) -> Result<(), Error> {
         let room = (self.config.max_flows as usize).saturating_sub(self.slots.len());
         let bytes = self.slots.next_segment_bytes();
@@ -788,13 +798,13 @@ impl FlowTable {
         }
         self.charge(bytes, false);
         let mut segment = alloc::vec::Vec::new();
-        // Room for the slots the bound allows (a whole segment's when it allows as many): the
-        // push's one test of the capacity is the bound's too.
-        if let Err(e) = segment.try_reserve_exact(SLOT_SEGMENT.min(room)) {
+        if let Err(e) = segment.try_reserve_exact(SLOT_SEGMENT) {
             self.uncharge(bytes);
             return Err(e.into());
         }
         self.building = segment;
+        self.building_limit = SLOT_SEGMENT.min(room);
+        self.building_charge = bytes;
         Ok(())
     }
 
@@ -802,17 +812,20 @@ impl FlowTable {
     /// free-slot pattern, unused).
     ///
     /// # Errors
-    /// [`Error::OutOfMemory`] (never: its allocation holds a whole segment): the slots built
-    /// are lost and no longer counted pushed, the segment's charge given back.
+    /// [`Error::OutOfMemory`] (never: its allocation holds a whole segment, so appending it
+    /// allocates nothing): the slots built are lost and no longer counted pushed, the
+    /// segment's charge given back.
     fn end_building(&mut self) -> Result<(), Error> {
         let building = core::mem::take(&mut self.building);
+        let charge = core::mem::take(&mut self.building_charge);
+        self.building_limit = 0;
         if building.capacity() == 0 {
             return Ok(());
         }
         #[allow(clippy::cast_possible_truncation, reason = "at most a segment")]
         let n = building.len() as u32;
         self.slots.push_segment(building, FREE_SLOT).inspect_err(|_| {
-            self.uncharge(SLOT_SEGMENT * core::mem::size_of::<Slot>());
+            self.uncharge(charge);
             self.unlinked -= n;
         })
     }
