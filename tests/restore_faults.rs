@@ -324,6 +324,7 @@ fn covers(stack: &str) -> Covers {
         || has("codec::decode::decode_flows")
         || has("FlowTable::reserve_index")
         || has("FlowTable::grow_slots")
+        || has("FlowTable::start_building")
         || has("FlowTable::grow_buckets")
     {
         Covers::Table
