@@ -143,7 +143,7 @@ impl Staged {
         let base = self.base;
         if let Err(e) = self
             .table
-            .push_unlinked(&s.key, class, left_out, |r| s.write_record(base, s.admission, r))
+            .push_unlinked(&s.key, class, left_out, s.to_record(base))
         {
             self.failed = Some(ApplyError::Core(e));
         } else if self.table.unlinked() == 64 {

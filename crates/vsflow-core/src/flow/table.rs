@@ -751,13 +751,11 @@ impl FlowTable {
         key: &FlowKey,
         class: usize,
         left_out: bool,
-        fill: impl FnOnce(&mut FlowRecord),
+        record: FlowRecord,
     ) -> Result<(), Error> {
         if self.building.len() >= self.building_limit {
             self.next_building()?;
         }
-        let mut record = FREE_SLOT.record;
-        fill(&mut record);
         #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
         let class = if left_out { FREE } else { class as u8 };
         if self.building.len() >= self.building.capacity() {
