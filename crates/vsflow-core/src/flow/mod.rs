@@ -15,7 +15,6 @@ mod timeouts;
 pub use budget::{BudgetRef, FlowBudget, Unreported};
 pub use key::FlowKey;
 pub use record::{Admission, FlowRecord, FlowState, Opener};
-pub(crate) use table::Linking;
 pub use table::{Eviction, FlowIndex, FlowTable, MAX_FLOWS_LIMIT, Room, TableConfig};
 pub use tentative::{PickupKind, TentativeFlows};
 pub use timeouts::{TimeoutClass, Timeouts};

@@ -65,6 +65,9 @@ const NIL: u32 = u32::MAX;
 const FREE: u8 = u8::MAX;
 /// The class byte of a slot written by [`FlowTable::push_unlinked`], not linked yet.
 const UNLINKED: u8 = u8::MAX - 1;
+/// `linked_at` of a linked slot whose key [`FlowTable::link_pushed`] met again (a flow's
+/// `linked_at` is its `last_seen`, never this): removed once the pass is over.
+const DUPLICATED: Tick = Tick::MAX;
 /// Slots per slab segment (64: 8 KiB).
 const SLOT_SEGMENT: usize = 64;
 /// Bucket heads per index segment (512: 2 KiB).
@@ -158,13 +161,13 @@ impl Room {
     }
 }
 
-/// What stopped [`FlowTable::link_pushed`].
+/// What [`FlowTable::link_pushed`] met: keys pushed again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Linking {
-    /// The slot of the first flow whose key an earlier flow has.
-    Duplicate(u32),
-    /// The slots pushed last could not be appended to the slab.
-    Memory(Error),
+pub struct Linked {
+    /// Keys met again for the first time.
+    pub duplicated: u32,
+    /// The first slot marked (`u32::MAX`: none).
+    pub first_marked: u32,
 }
 
 /// A handle to a flow in a table, valid until the next insert or removal.
@@ -838,20 +841,32 @@ impl FlowTable {
     /// a slot pushed left out goes to the free list. The index should have been split ahead
     /// ([`FlowTable::reserve_index`]): nothing is split here.
     ///
+    /// A key pushed more than once (a blob that describes one connection twice: only a buggy
+    /// or hostile source writes one) keeps none of its flows: every slot of it is freed, the
+    /// others are linked. Neither description is trusted, so the duplicate never makes the
+    /// connection more permissive than either record alone would, and costs that connection
+    /// only, not every other (review s6 "Left open", faults s7). A restore links a segment's
+    /// slots at a time: a key's first slot, once met again, is marked and stays linked (so that
+    /// an occurrence in any later batch still finds it) until
+    /// [`FlowTable::remove_duplicated`], after the last batch. Returns how many keys this batch
+    /// met again for the first time, and the first slot it marked.
+    ///
     /// # Errors
-    /// [`Linking::Duplicate`]: the slot number of the first flow whose key an earlier flow
-    /// has: it and every slot after it are freed, the table stays consistent (with the flows
-    /// linked before it). [`Linking::Memory`]: the segment being built could not be appended
-    /// (its flows are lost; the table stays consistent with those linked before).
-    pub(crate) fn link_pushed(&mut self) -> Result<(), Linking> {
+    /// [`Error::OutOfMemory`] (never: [`FlowTable::push_unlinked`]'s segment holds a whole
+    /// segment's slots): the segment being built could not be appended; its flows are lost,
+    /// those before it linked.
+    pub(crate) fn link_pushed(&mut self) -> Result<Linked, Error> {
         let built = self.end_building();
         #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
         let end = self.slots.len() as u32;
         let mut slot = end - self.unlinked;
-        let mut duplicate = None;
+        // Keys met twice: their first (linked) slot is marked and unlinked after the pass, so
+        // that a third occurrence still finds it.
+        let mut duplicated = 0u32;
+        let mut first_marked = NIL;
         while slot < end {
             let pushed = self.slots.get(slot as usize);
-            if pushed.class == FREE || duplicate.is_some() {
+            if pushed.class == FREE {
                 self.free_pushed(slot);
                 slot += 1;
                 continue;
@@ -871,7 +886,12 @@ impl FlowTable {
                 at = t.chain;
             }
             if at != NIL {
-                duplicate = Some(slot);
+                let first = self.slots.get_mut(at as usize);
+                if first.linked_at != DUPLICATED {
+                    first.linked_at = DUPLICATED;
+                    duplicated += 1;
+                    first_marked = first_marked.min(at);
+                }
                 self.free_pushed(slot);
                 slot += 1;
                 continue;
@@ -897,10 +917,20 @@ impl FlowTable {
             slot += 1;
         }
         self.unlinked = 0;
-        if let Some(slot) = duplicate {
-            return Err(Linking::Duplicate(slot));
+        built.map(|()| Linked { duplicated, first_marked })
+    }
+
+    /// Removes the slots [`FlowTable::link_pushed`] marked, from slot `from` (the first it
+    /// marked) on: every slot of a key pushed more than once.
+    pub(crate) fn remove_duplicated(&mut self, from: u32) {
+        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        let end = self.slots.len() as u32;
+        for i in from..end {
+            let s = self.slots.get(i as usize);
+            if usize::from(s.class) < TimeoutClass::COUNT && s.linked_at == DUPLICATED {
+                self.remove_at(i);
+            }
         }
-        built.map_err(Linking::Memory)
     }
 
     /// A pushed slot that is not linked goes to the free list.
