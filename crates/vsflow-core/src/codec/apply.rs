@@ -638,8 +638,8 @@ mod tests {
     fn arb_state_of(
         flows: impl Strategy<Value = Vec<SavedFlow>>,
     ) -> impl Strategy<Value = PortState> {
-        (flows, any::<bool>(), any::<bool>(), 0u8..4, any::<prop::sample::Index>())
-            .prop_map(|(flows, sorted, complete, twin, at)| {
+        (flows, any::<bool>(), any::<bool>(), 0u8..4, any::<prop::sample::Index>()).prop_map(
+            |(flows, sorted, complete, twin, at)| {
                 let mut once: Vec<SavedFlow> = Vec::new();
                 let mut seen = alloc::collections::BTreeSet::new();
                 for f in flows {
@@ -674,7 +674,8 @@ mod tests {
                     skipped_records: 0,
                     digest: 0,
                 }
-            })
+            },
+        )
     }
 
     /// A destination port of bound `bound` whose window saw `window` (key number, UDP, state,

@@ -150,10 +150,7 @@ impl Staged {
             self.rule_admitted |= matches!(s.admission, Admission::Rule(_));
         }
         let base = self.base;
-        if let Err(e) = self
-            .table
-            .push_unlinked(&s.key, class, left_out, s.to_record(base))
-        {
+        if let Err(e) = self.table.push_unlinked(&s.key, class, left_out, s.to_record(base)) {
             self.failed = Some(ApplyError::Core(e));
         } else if self.table.unlinked() == 64 {
             self.link();
