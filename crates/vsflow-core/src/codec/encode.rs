@@ -1081,7 +1081,8 @@ fn encode_source_with(
     });
     let entries_len = plan.entries;
     let fps = &work.fps;
-    let fp_bytes = rice::bytes(fps, plan.k);
+    let fp_bytes = plan.fp_bytes;
+    debug_assert_eq!(fp_bytes, rice::bytes(fps, plan.k), "the planner's count of the coding");
 
     let len = minimal
         + nic.map_or(0, |n| format::RECORD_HEADER_LEN + 2 + 2 * n.len())
@@ -1280,6 +1281,9 @@ struct Plan {
     counters: bool,
     /// Bytes of the compact entries per family (with counters if `counters`).
     entries: [usize; 2],
+    /// Bytes of the fingerprints' Rice coding under `k` (`rice::bytes`; [`plan_chosen`]
+    /// counts them as it keeps the values, without a pass of its own).
+    fp_bytes: usize,
 }
 
 impl Plan {
@@ -1296,6 +1300,7 @@ impl Plan {
         w.fps.try_reserve(carried.values.len())?;
         w.fps.extend_from_slice(carried.values);
         Ok(Self {
+            fp_bytes: rice::bytes(carried.values, k),
             salt,
             all_exact: true,
             k,
@@ -1962,6 +1967,7 @@ fn plan_ranked(
         lost: lost + (carried.flows - carried_kept),
         counters: false,
         entries,
+        fp_bytes: rice::bytes(fps, k),
     })
 }
 
@@ -2642,6 +2648,10 @@ fn plan_chosen(
     }
     gone.truncate(kept_gone);
     fps.try_reserve(distinct.len())?;
+    // The coding's size is counted as the values are kept (`rice::bits`, without a second
+    // pass over them): each kept value's gap from the one kept before it.
+    let mut fp_bits = 0u64;
+    let mut prev: Option<u32> = None;
     let mut r = 0;
     for &v in distinct.iter() {
         while gone.get(r).is_some_and(|&x| x < v) {
@@ -2649,6 +2659,8 @@ fn plan_chosen(
         }
         if gone.get(r) != Some(&v) {
             fps.push(v);
+            fp_bits += rice::code_bits(prev, v, k);
+            prev = Some(v);
         }
     }
     // The dictionaries of what is written, and its entries' bytes.
@@ -2667,6 +2679,7 @@ fn plan_chosen(
         lost,
         counters: false,
         entries,
+        fp_bytes: usize::try_from(fp_bits.div_ceil(8)).unwrap_or(usize::MAX),
     }))
 }
 
