@@ -2496,9 +2496,18 @@ fn plan_chosen(
         // that their keys too arrive ascending (fed from the end, each was the smallest yet
         // and replaced the top: a sift per flow, a fifth of a save when every flow had one
         // rank). The heap keeps the `step` smallest keys whatever the order.
+        //
+        // Once the heap is full, a flow ranked after its top (`top_rank`) is refused by that
+        // one comparison of its rank, before its key is made (most flows, past the first
+        // `step`: a tenth of the feed's instructions).
         let mut end = ranks.len().min(n_flows);
+        let mut top_rank = u64::MAX;
         while end > 0 {
             let r = ranks.get(end - 1).copied().unwrap_or(0);
+            if r > top_rank {
+                end -= 1;
+                continue;
+            }
             let mut start = end - 1;
             while start > 0 && ranks.get(start - 1) == Some(&r) {
                 start -= 1;
@@ -2513,6 +2522,11 @@ fn plan_chosen(
                 {
                     *top = x;
                 }
+            }
+            if heap.len() == step {
+                #[allow(clippy::cast_possible_truncation, reason = "the rank is the high 64 bits")]
+                let t = heap.peek().map_or(u64::MAX, |&t| (t >> 32) as u64);
+                top_rank = t;
             }
             end = start;
         }
