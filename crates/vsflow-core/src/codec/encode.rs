@@ -240,10 +240,12 @@ impl<'a> LivePort<'a> {
                 let leaf = width + at;
                 let mut node = leaf / 2;
                 while node > 0 {
-                    if let Some(l) = lost.get_mut(node)
-                        && *l < key
-                    {
-                        core::mem::swap(l, &mut key);
+                    // Without a branch on the comparison (which list wins is the data's: a
+                    // branch here mispredicted about every other level).
+                    if let Some(l) = lost.get_mut(node) {
+                        let x = *l;
+                        *l = x.max(key);
+                        key = x.min(key);
                     }
                     node /= 2;
                 }
@@ -1504,6 +1506,27 @@ fn grow_to<T>(v: &mut Vec<T>, n: usize) -> Result<(), Error> {
 const MIN_UPGRADE: usize = 1 + 4 + 4 + 1 + 1 - 3;
 
 impl Work {
+    /// Starts the key pass of [`plan_upgrades`] or [`plan_past_live`] over `n` flows: each
+    /// flow's value, first choice and rank vectors emptied with room for `n` (no push of the
+    /// pass grows them), the fingerprint values starting with the `carried` ones, no
+    /// fingerprint computed yet.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn begin_key_pass(&mut self, n: usize, carried: &[u32]) -> Result<(), Error> {
+        self.prio.clear();
+        self.prio.try_reserve(n)?;
+        self.take.clear();
+        self.take.try_reserve(n)?;
+        self.by_prio.clear();
+        self.by_prio.try_reserve(carried.len() + n)?;
+        self.by_prio.extend_from_slice(carried);
+        self.ranks.clear();
+        self.ranks.try_reserve(n)?;
+        self.hashed = 0;
+        Ok(())
+    }
+
     /// Readies the working memory for the next save of a live port past the cap, away from
     /// the save (the driver's expiry sweep, once a second: see [`super::Encoder::prepare`]):
     /// draws the fingerprint salt if none is kept, sizes every vector a save of the port's
@@ -2123,42 +2146,23 @@ fn plan_upgrades(
     salt: [u64; 2],
     carried: &Carried<'_>,
 ) -> Result<Option<Plan>, Error> {
+    w.begin_key_pass(w.flows.len(), carried.values)?;
     let Work { flows, prio: vals, by_prio: values, take, hashed, ranks, .. } = w;
     let flows: &[SavedFlow] = flows;
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
     // One pass: every connection's fingerprint, its first choice (fingerprint, or lost if it
     // is not one of the VM's established connections) and its rank.
-    let n = flows.len();
-    vals.clear();
-    vals.try_reserve(n)?;
-    take.clear();
-    take.try_reserve(n)?;
-    values.clear();
-    values.try_reserve(carried.values.len() + n)?;
-    values.extend_from_slice(carried.values);
-    ranks.clear();
-    ranks.try_reserve(n)?;
     // Reserved above: no push grows a vector. A TCP flow that is not one of the VM's
     // established connections is carried exactly or not at all; its value is computed too
     // (see "Left-out connections" below), and kept in `vals` beside the others'.
-    *hashed = 0;
     for s in flows {
         ranks.push(s.value_rank());
         let est = is_est(s);
-        if est || s.key.protocol == protocol::TCP {
+        let v = (est || s.key.protocol == protocol::TCP).then(|| {
             *hashed += 1;
-            let v = crate::fingerprint::fingerprint(salt, &s.key);
-            vals.push(v);
-            if est {
-                take.push(1);
-                values.push(v);
-            } else {
-                take.push(LEFT_OUT_TCP);
-            }
-        } else {
-            vals.push(0);
-            take.push(0);
-        }
+            crate::fingerprint::fingerprint(salt, &s.key)
+        });
+        push_first_choice(vals, take, values, v, est);
     }
     // The rest reads the flows by index only.
     let flows = core::mem::take(&mut w.flows);
@@ -2191,6 +2195,7 @@ fn plan_past_live(
 ) -> Result<Option<Plan>, Error> {
     w.exact.clear();
     w.fps.clear();
+    w.begin_key_pass(src.len(), carried.values)?;
     {
         let Work {
             all: dicts,
@@ -2223,20 +2228,9 @@ fn plan_past_live(
                 e.resize(c, None);
             }
         }
-        let n = src.len();
         slots.clear();
-        slots.try_reserve(n)?;
-        vals.clear();
-        vals.try_reserve(n)?;
-        take.clear();
-        take.try_reserve(n)?;
-        values.clear();
-        values.try_reserve(carried.values.len() + n)?;
-        values.extend_from_slice(carried.values);
-        ranks.clear();
-        ranks.try_reserve(n)?;
+        slots.try_reserve(src.len())?;
         dicts.clear();
-        *hashed = 0;
         let now = src.now;
         let mut last_local = None;
         // Reserved above: no push grows a vector (each is checked, so a port that gained
@@ -2254,8 +2248,8 @@ fn plan_past_live(
                 (u64::from(r.state != FlowState::Established) << 63) | last_age.min(u64::MAX >> 1),
             );
             let est = r.state == FlowState::Established && r.admission == Admission::Vm;
-            if est || k.protocol == protocol::TCP {
-                let v = match cache.entry(at) {
+            let v = (est || k.protocol == protocol::TCP).then(|| {
+                match cache.entry(at) {
                     Some(Some((key, v))) if same_key(key, k) => *v,
                     e => {
                         let v = crate::fingerprint::fingerprint(salt, k);
@@ -2265,18 +2259,9 @@ fn plan_past_live(
                         *hashed += 1;
                         v
                     }
-                };
-                vals.push(v);
-                if est {
-                    take.push(1);
-                    values.push(v);
-                } else {
-                    take.push(LEFT_OUT_TCP);
                 }
-            } else {
-                vals.push(0);
-                take.push(0);
-            }
+            });
+            push_first_choice(vals, take, values, v, est);
             dicts.add_local(k.family, k.local_addr, &mut last_local)
         })?;
         dicts.finish_locals();
@@ -2301,13 +2286,43 @@ fn plan_past_live(
 /// `a == b`: the addresses as 16-byte words first (the derived comparison, field by field
 /// and byte array by byte array, took about twenty instructions a flow in the save's pass).
 #[inline]
+#[allow(clippy::needless_bitwise_bool, reason = "one branch for the whole key, not one a field")]
 fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    u128::from_ne_bytes(a.remote_addr) == u128::from_ne_bytes(b.remote_addr)
-        && u128::from_ne_bytes(a.local_addr) == u128::from_ne_bytes(b.local_addr)
-        && a.local_port == b.local_port
-        && a.remote_port == b.remote_port
-        && a.protocol == b.protocol
-        && a.family == b.family
+    // Every field compared and the results combined without short-circuiting: one branch,
+    // not six (the keys are almost always equal, but each `&&` was a branch of its own).
+    (u128::from_ne_bytes(a.remote_addr) == u128::from_ne_bytes(b.remote_addr))
+        & (u128::from_ne_bytes(a.local_addr) == u128::from_ne_bytes(b.local_addr))
+        & (a.local_port == b.local_port)
+        & (a.remote_port == b.remote_port)
+        & (a.protocol == b.protocol)
+        & (a.family == b.family)
+}
+
+/// Records a flow's first choice in the key pass of [`plan_upgrades`] or [`plan_past_live`]:
+/// `v` its fingerprint value if it is a TCP flow or one of the VM's established connections
+/// (`est`: fingerprinted, its value joins `values`; otherwise [`LEFT_OUT_TCP`]), `None` for
+/// any other flow (lost unless made exact). The vectors' room is reserved
+/// ([`Work::begin_key_pass`]).
+#[inline]
+fn push_first_choice(
+    vals: &mut Vec<u32>,
+    take: &mut Vec<u8>,
+    values: &mut Vec<u32>,
+    v: Option<u32>,
+    est: bool,
+) {
+    if let Some(v) = v {
+        vals.push(v);
+        if est {
+            take.push(1);
+            values.push(v);
+        } else {
+            take.push(LEFT_OUT_TCP);
+        }
+    } else {
+        vals.push(0);
+        take.push(0);
+    }
 }
 
 /// `take`'s mark of a TCP flow that is not one of the VM's established connections before the
