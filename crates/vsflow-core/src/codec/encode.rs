@@ -240,12 +240,10 @@ impl<'a> LivePort<'a> {
                 let leaf = width + at;
                 let mut node = leaf / 2;
                 while node > 0 {
-                    // Without a branch on the comparison (which list wins is the data's: a
-                    // branch here mispredicted about every other level).
-                    if let Some(l) = lost.get_mut(node) {
-                        let x = *l;
-                        *l = x.max(key);
-                        key = x.min(key);
+                    if let Some(l) = lost.get_mut(node)
+                        && *l < key
+                    {
+                        core::mem::swap(l, &mut key);
                     }
                     node /= 2;
                 }
