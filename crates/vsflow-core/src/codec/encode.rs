@@ -1418,13 +1418,71 @@ struct FpCache {
     hash_left: usize,
     /// An IPv6 flow was seen by a preparation: the IPv6 dictionary vectors are sized too.
     v6: bool,
+    /// The fingerprint values of the port's established connections (the VM's), kept sorted
+    /// across saves so that a save sorts only what changed (issue 18 item 4: sorting every
+    /// value was a tenth of a save past the cap). Each member is `value << 32 | place`
+    /// ([`slot_table`]), ascending. While `set_ok`, the members are exactly the places whose
+    /// `tags` entry is `2 * epoch` or `2 * epoch + 1` (each with its entry's value): a save
+    /// (epoch `E + 1`) tags the members it finds again `2 * (E + 1)`, the connections it adds
+    /// `2 * (E + 1) + 1`, and keeps of the old members those tagged `2 * (E + 1)`; a place
+    /// whose entry is written for another key is untagged (0) first.
+    set: Vec<u64>,
+    set_ok: bool,
+    epoch: u32,
+    /// Per table, per slot: the member tag (see `set`).
+    tags: [Vec<u32>; TABLES],
+    /// Members the preparations added and removed since the set was last updated (sorted and
+    /// applied at the next preparation of the home shard or the next save).
+    pending_added: Vec<u64>,
+    pending_gone: Vec<u64>,
+    /// Scratch: the set's update is merged into it, then swapped.
+    set_tmp: Vec<u64>,
 }
 
+/// Epochs stop before this (tags are `2 * epoch + 1`): past it every tag is cleared and the
+/// epochs start again (after 2^31 saves of one encoder: never in practice, but defined).
+const EPOCH_MAX: u32 = (u32::MAX >> 1) - 1;
+
 impl FpCache {
-    /// The entry of a place ([`slot_table`]).
-    fn entry(&mut self, at: u32) -> Option<&mut Option<(FlowKey, u32)>> {
-        let (t, i) = slot_table(at);
-        self.entries.get_mut(t).and_then(|e| e.get_mut(i))
+    /// Applies what the preparations added to and removed from the set since it was last
+    /// updated (`pending_added`, `pending_gone`). A set that cannot be updated (out of
+    /// memory) is left for the next save to rebuild (`set_ok` false).
+    fn apply_pending(&mut self, hist: &mut Vec<u32>) {
+        if self.pending_added.is_empty() && self.pending_gone.is_empty() {
+            return;
+        }
+        if self.set_ok {
+            let Self { set, pending_added, pending_gone, set_tmp, .. } = self;
+            pending_gone.sort_unstable();
+            let gone: &[u64] = pending_gone;
+            let applied = update_set(set, set_tmp, pending_added, hist, |x| {
+                gone.is_empty() || gone.binary_search(&x).is_err()
+            });
+            self.set_ok = applied.is_ok();
+        }
+        self.pending_added.clear();
+        self.pending_gone.clear();
+    }
+
+    /// Starts the set's epoch of a save: returns the epoch the set was kept under (0: no
+    /// member, every place's tag is below 2). A set that is not up to date, or kept under
+    /// another salt, is emptied (its places' tags then match no epoch: the save adds every
+    /// connection).
+    fn begin_epoch(&mut self) -> u32 {
+        if !self.set_ok {
+            self.set.clear();
+            self.set_ok = true;
+            // Past every tag written so far.
+            self.epoch += 1;
+        }
+        if self.epoch >= EPOCH_MAX {
+            for t in &mut self.tags {
+                t.fill(0);
+            }
+            self.set.clear();
+            self.epoch = 0;
+        }
+        self.epoch
     }
 
     /// Computes the fingerprints of up to `self.hash_left` connections among the next
@@ -1438,11 +1496,21 @@ impl FpCache {
             return Ok(0);
         }
         let slot_count = table.slot_count();
-        let Some(entries) = self.entries.get_mut(t) else { return Ok(0) };
+        let (Some(entries), Some(tags)) = (self.entries.get_mut(t), self.tags.get_mut(t)) else {
+            return Ok(0);
+        };
         if entries.len() < slot_count {
             grow_to(entries, slot_count)?;
             entries.resize(slot_count, None);
         }
+        if tags.len() < slot_count {
+            grow_to(tags, slot_count)?;
+            tags.resize(slot_count, 0);
+        }
+        // Members are kept up to date only while the set is (and within the pending room the
+        // preparation reserved: past it the next save rebuilds the set).
+        let member = 2 * self.epoch;
+        let keep_set = self.set_ok;
         let from = if t == self.cursor.0 && (self.cursor.1 as usize) < slot_count {
             self.cursor.1
         } else {
@@ -1464,11 +1532,40 @@ impl FpCache {
             if !est && k.protocol != protocol::TCP {
                 continue;
             }
-            if let Some(e) = entries.get_mut(i as usize)
-                && !matches!(e, Some((key, _)) if key == k)
-            {
+            let (Some(e), Some(tag)) = (entries.get_mut(i as usize), tags.get_mut(i as usize))
+            else {
+                continue;
+            };
+            #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
+            let at = u64::from(((t as u32) << TABLE_SHIFT) | i);
+            if !matches!(e, Some((key, _)) if key == k) {
+                // Another key's entry: its member (if it is one) leaves the set.
+                if let Some((_, old)) = *e
+                    && keep_set
+                    && *tag & !1 == member
+                {
+                    if self.pending_gone.len() < self.pending_gone.capacity() {
+                        self.pending_gone.push((u64::from(old) << 32) | at);
+                    } else {
+                        self.set_ok = false;
+                    }
+                }
+                *tag = 0;
                 *e = Some((*k, crate::fingerprint::fingerprint(salt, k)));
                 computed += 1;
+            }
+            // The VM's established connection joins the set if it is not a member yet.
+            if est
+                && keep_set
+                && *tag & !1 != member
+                && let Some((_, v)) = *e
+            {
+                if self.pending_added.len() < self.pending_added.capacity() {
+                    self.pending_added.push((u64::from(v) << 32) | at);
+                    *tag = member | 1;
+                } else {
+                    self.set_ok = false;
+                }
             }
         }
         self.scan_left -= seen;
@@ -1606,6 +1703,16 @@ impl Work {
         for ri in &mut self.kept.remote_index {
             ri.size_for(0)?;
         }
+        // The set of values kept sorted across saves (`FpCache::set`): its members and what
+        // one save or preparation adds to it.
+        grow_to(&mut self.cache.set, n)?;
+        grow_to(&mut self.cache.set_tmp, n)?;
+        grow_to(&mut self.cache.pending_added, n)?;
+        grow_to(&mut self.cache.pending_gone, n.min(scan))?;
+        self.cache.apply_pending(&mut self.radix);
+        // From the encoder's first preparation on, the preparations keep the set (its first
+        // save past the cap then sorts only what changed since).
+        self.cache.begin_epoch();
         // Fingerprints: the kept ones by slot, the key checked (as `plan_upgrades` does).
         self.cache.scan_left = scan;
         self.cache.hash_left = hash;
@@ -1644,6 +1751,12 @@ impl Work {
             + self.ranks.capacity() * 8
             + self.cache.entries.iter().map(Vec::capacity).sum::<usize>()
                 * core::mem::size_of::<Option<(FlowKey, u32)>>()
+            + self.cache.tags.iter().map(Vec::capacity).sum::<usize>() * 4
+            + (self.cache.set.capacity()
+                + self.cache.set_tmp.capacity()
+                + self.cache.pending_added.capacity()
+                + self.cache.pending_gone.capacity())
+                * 8
             + self.collide.capacity() * core::mem::size_of::<(u32, u128)>()
             + self.heap.capacity() * 16
             + self.pool.capacity() * 8
@@ -2024,9 +2137,9 @@ const BUCKET_INSERTION_MAX: usize = 24;
 ///
 /// # Errors
 /// [`Error::OutOfMemory`] (the first sort of a port's encoder reserves `tmp` and `hist`).
-fn sort_values(
-    values: &mut Vec<u32>,
-    tmp: &mut Vec<u32>,
+fn sort_values<T: RadixKey>(
+    values: &mut Vec<T>,
+    tmp: &mut Vec<T>,
     hist: &mut Vec<u32>,
 ) -> Result<(), Error> {
     let n = values.len();
@@ -2046,7 +2159,7 @@ fn sort_values(
     hist.clear();
     hist.resize(buckets, 0);
     for &v in values.iter() {
-        if let Some(c) = hist.get_mut((v >> shift) as usize) {
+        if let Some(c) = hist.get_mut((v.top() >> shift) as usize) {
             *c += 1;
         }
     }
@@ -2061,9 +2174,9 @@ fn sort_values(
     // As much as `values` holds: the two swap buffers, and the next save must find either as
     // large as this one's `values` (no allocation then).
     tmp.try_reserve(values.capacity())?;
-    tmp.resize(n, 0);
+    tmp.resize(n, T::default());
     for &v in values.iter() {
-        if let Some(c) = hist.get_mut((v >> shift) as usize) {
+        if let Some(c) = hist.get_mut((v.top() >> shift) as usize) {
             if let Some(d) = tmp.get_mut(*c as usize) {
                 *d = v;
             }
@@ -2087,8 +2200,97 @@ fn sort_values(
     Ok(())
 }
 
+/// What [`sort_values`] sorts: fingerprint values, or the kept set's members (a value in the
+/// high 32 bits, its place below: `FpCache::set`), distributed by their value's top bits.
+trait RadixKey: Copy + Ord + Default {
+    /// The fingerprint value.
+    fn top(self) -> u32;
+}
+
+impl RadixKey for u32 {
+    #[inline]
+    fn top(self) -> u32 {
+        self
+    }
+}
+
+impl RadixKey for u64 {
+    #[inline]
+    fn top(self) -> u32 {
+        #[allow(clippy::cast_possible_truncation, reason = "the high 32 bits")]
+        let v = (self >> 32) as u32;
+        v
+    }
+}
+
+/// Updates the kept set of values (`FpCache::set`): `set` becomes its members `keep` keeps
+/// and every member of `added` (unsorted, emptied here), ascending. `tmp` is scratch; the
+/// three vectors trade their memory (each sized for every connection by the preparation:
+/// no allocation then).
+///
+/// # Errors
+/// [`Error::OutOfMemory`] (the set is then not up to date: the caller marks it so).
+fn update_set(
+    set: &mut Vec<u64>,
+    tmp: &mut Vec<u64>,
+    added: &mut Vec<u64>,
+    hist: &mut Vec<u32>,
+    keep: impl Fn(u64) -> bool,
+) -> Result<(), Error> {
+    if added.len() >= BUCKET_MIN {
+        sort_values(added, tmp, hist)?;
+    } else {
+        added.sort_unstable();
+    }
+    tmp.clear();
+    tmp.try_reserve(set.len() + added.len())?;
+    let mut a = added.iter().copied().peekable();
+    for &x in set.iter() {
+        if !keep(x) {
+            continue;
+        }
+        while let Some(y) = a.next_if(|&y| y < x) {
+            tmp.push(y);
+        }
+        tmp.push(x);
+    }
+    tmp.extend(a);
+    core::mem::swap(set, tmp);
+    added.clear();
+    Ok(())
+}
+
+/// `values` (the carried values, sorted) merged with the values of the kept `set` (sorted):
+/// every value once for each entry holding it, ascending. `tmp` is scratch (as large as the
+/// set: no allocation then).
+///
+/// # Errors
+/// [`Error::OutOfMemory`].
+fn values_of_set(values: &mut Vec<u32>, set: &[u64], tmp: &mut Vec<u64>) -> Result<(), Error> {
+    values.try_reserve(set.len())?;
+    if values.is_empty() {
+        values.extend(set.iter().map(|&x| x.top()));
+        return Ok(());
+    }
+    // The carried values (a restore's that no connection used yet: a few at most) with the
+    // set's, through `tmp` as members of place 0.
+    tmp.clear();
+    tmp.try_reserve(values.len() + set.len())?;
+    let mut c = values.iter().map(|&v| u64::from(v) << 32).peekable();
+    for &x in set {
+        while let Some(y) = c.next_if(|&y| y <= x) {
+            tmp.push(y);
+        }
+        tmp.push(x);
+    }
+    tmp.extend(c);
+    values.clear();
+    values.extend(tmp.iter().map(|&x| x.top()));
+    Ok(())
+}
+
 /// Sorts a short slice ascending.
-fn insertion_sort(v: &mut [u32]) {
+fn insertion_sort<T: Copy + Ord>(v: &mut [T]) {
     for i in 1..v.len() {
         let mut j = i;
         while j > 0 {
@@ -2160,12 +2362,16 @@ fn plan_upgrades(
             *hashed += 1;
             crate::fingerprint::fingerprint(salt, &s.key)
         });
-        push_first_choice(vals, take, values, v, est);
+        push_first_choice(vals, take, v, est);
+        if let (Some(v), true) = (v, est) {
+            values.push(v);
+        }
     }
     // The rest reads the flows by index only.
     let flows = core::mem::take(&mut w.flows);
-    let planned =
-        plan_chosen(w, room, rules_version, salt, carried, &|i| flows.get(i as usize).copied());
+    let planned = plan_chosen(w, room, rules_version, salt, carried, false, &|i| {
+        flows.get(i as usize).copied()
+    });
     w.flows = flows;
     planned
 }
@@ -2205,6 +2411,7 @@ fn plan_past_live(
             cache,
             hashed,
             ranks,
+            radix,
             ..
         } = w;
         *slot_count = [0; TABLES];
@@ -2213,29 +2420,48 @@ fn plan_past_live(
                 *c = table.slot_count();
             }
         }
-        // The port's fingerprints computed at its earlier saves, if under this salt.
+        // The port's fingerprints computed at its earlier saves, if under this salt (the set
+        // of values kept across saves with them).
         if cache.salt != Some(salt) {
             for e in &mut cache.entries {
                 e.clear();
             }
             cache.salt = Some(salt);
+            cache.set_ok = false;
         }
-        for (e, &c) in cache.entries.iter_mut().zip(slot_count.iter()) {
+        for ((e, tags), &c) in cache.entries.iter_mut().zip(&mut cache.tags).zip(slot_count.iter())
+        {
             if e.len() < c {
                 e.try_reserve(c - e.len())?;
                 e.resize(c, None);
             }
+            if tags.len() < c {
+                tags.try_reserve(c - tags.len())?;
+                tags.resize(c, 0);
+            }
         }
+        // The kept set of values (`FpCache::set`): what the preparations changed, then this
+        // save's epoch. Until the set is updated below it is not up to date (an error on the
+        // way leaves it for the next save to rebuild).
+        cache.apply_pending(radix);
+        let before = 2 * cache.begin_epoch();
+        let member = before + 2;
+        cache.set_ok = false;
+        let n = src.len();
+        cache.pending_added.try_reserve(n)?;
+        let FpCache { entries, tags, pending_added: added, .. } = cache;
+        let mut kept = 0usize;
         slots.clear();
-        slots.try_reserve(src.len())?;
+        slots.try_reserve(n)?;
         dicts.clear();
         let now = src.now;
         let mut last_local = None;
-        // Reserved above: no push grows a vector (each is checked, so a port that gained
-        // flows since `n` was counted, impossible under its locks, writes no more than that).
+        // Reserved above: no push grows a vector (at most `n` flows are taken, so a port
+        // that gained flows since `n` was counted, impossible under its locks, writes no more
+        // than that; every vector, the set's additions too, has room for `n`).
         #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
         src.visit(&mut |t, i, k, r| {
-            if slots.len() == slots.capacity() || ranks.len() == ranks.capacity() {
+            if slots.len() >= n {
                 return Ok(());
             }
             let at = ((t as u32) << TABLE_SHIFT) | i;
@@ -2247,22 +2473,55 @@ fn plan_past_live(
             );
             let est = r.state == FlowState::Established && r.admission == Admission::Vm;
             let v = (est || k.protocol == protocol::TCP).then(|| {
-                match cache.entry(at) {
-                    Some(Some((key, v))) if same_key(key, k) => *v,
-                    e => {
+                let (Some(e), Some(tag)) = (
+                    entries.get_mut(t).and_then(|e| e.get_mut(i as usize)),
+                    tags.get_mut(t).and_then(|g| g.get_mut(i as usize)),
+                ) else {
+                    *hashed += 1;
+                    return crate::fingerprint::fingerprint(salt, k);
+                };
+                let v = match e {
+                    Some((key, v)) if same_key(key, k) => *v,
+                    _ => {
                         let v = crate::fingerprint::fingerprint(salt, k);
-                        if let Some(e) = e {
-                            *e = Some((*k, v));
-                        }
+                        *e = Some((*k, v));
+                        // Another key's entry: not a member any more.
+                        *tag = 0;
                         *hashed += 1;
                         v
                     }
+                };
+                if est {
+                    // A member found again, or a connection new to the set.
+                    if *tag & !1 == before && before > 0 {
+                        *tag = member;
+                        kept += 1;
+                    } else if added.len() < added.capacity() {
+                        *tag = member | 1;
+                        added.push((u64::from(v) << 32) | u64::from(at));
+                    }
                 }
+                v
             });
-            push_first_choice(vals, take, values, v, est);
+            push_first_choice(vals, take, v, est);
             dicts.add_local(k.family, k.local_addr, &mut last_local)
         })?;
         dicts.finish_locals();
+        // The set: the members found again (all of them, or those tagged so) and the new.
+        if kept != cache.set.len() || !cache.pending_added.is_empty() {
+            let FpCache { set, set_tmp, pending_added, tags, .. } = cache;
+            let all_kept = kept == set.len();
+            let tags: &[Vec<u32>; TABLES] = tags;
+            update_set(set, set_tmp, pending_added, radix, |x| {
+                #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits: a place")]
+                let (t, i) = slot_table(x as u32);
+                all_kept || tags.get(t).and_then(|g| g.get(i)) == Some(&member)
+            })?;
+        }
+        cache.epoch = member / 2;
+        cache.set_ok = true;
+        // The values to write: the carried ones and the connections' (both sorted), merged.
+        values_of_set(values, &cache.set, &mut cache.set_tmp)?;
     }
     // The rest reads a flow by its slot (a candidate's cost, an exact record).
     let slots = core::mem::take(&mut w.slots);
@@ -2271,7 +2530,7 @@ fn plan_past_live(
         0 => Some(&src.port.table),
         _ => src.shards.get(t - 1).copied().flatten().map(|p| &p.table),
     };
-    let planned = plan_chosen(w, room, rules_version, salt, carried, &|i| {
+    let planned = plan_chosen(w, room, rules_version, salt, carried, true, &|i| {
         let (t, slot) = slot_table(*slots.get(i as usize)?);
         #[allow(clippy::cast_possible_truncation, reason = "slot < 2^24")]
         let (k, r) = table(t)?.slot_flow(slot as u32)?;
@@ -2298,25 +2557,13 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 
 /// Records a flow's first choice in the key pass of [`plan_upgrades`] or [`plan_past_live`]:
 /// `v` its fingerprint value if it is a TCP flow or one of the VM's established connections
-/// (`est`: fingerprinted, its value joins `values`; otherwise [`LEFT_OUT_TCP`]), `None` for
-/// any other flow (lost unless made exact). The vectors' room is reserved
-/// ([`Work::begin_key_pass`]).
+/// (`est`: fingerprinted; otherwise [`LEFT_OUT_TCP`]), `None` for any other flow (lost unless
+/// made exact). The vectors' room is reserved ([`Work::begin_key_pass`]).
 #[inline]
-fn push_first_choice(
-    vals: &mut Vec<u32>,
-    take: &mut Vec<u8>,
-    values: &mut Vec<u32>,
-    v: Option<u32>,
-    est: bool,
-) {
+fn push_first_choice(vals: &mut Vec<u32>, take: &mut Vec<u8>, v: Option<u32>, est: bool) {
     if let Some(v) = v {
         vals.push(v);
-        if est {
-            take.push(1);
-            values.push(v);
-        } else {
-            take.push(LEFT_OUT_TCP);
-        }
+        take.push(if est { 1 } else { LEFT_OUT_TCP });
     } else {
         vals.push(0);
         take.push(0);
@@ -2346,6 +2593,8 @@ fn plan_chosen(
     rules_version: u32,
     salt: [u64; 2],
     carried: &Carried<'_>,
+    // `by_prio` is sorted already (a live port's, from its kept set: `FpCache::set`).
+    sorted: bool,
     // (A `dyn`: one copy of the planner for both sources, read for the candidates only.)
     flow: &dyn Fn(u32) -> Option<SavedFlow>,
 ) -> Result<Option<Plan>, Error> {
@@ -2371,7 +2620,9 @@ fn plan_chosen(
     } = w;
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
     let left_out_tcp = take.contains(&LEFT_OUT_TCP);
-    sort_values(values, distinct, radix)?;
+    if !sorted {
+        sort_values(values, distinct, radix)?;
+    }
     distinct.clear();
     distinct.try_reserve(values.len())?;
     let mut collisions = false;
