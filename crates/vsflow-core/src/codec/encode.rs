@@ -1288,19 +1288,20 @@ struct Plan {
 
 impl Plan {
     /// Every flow written exactly, the carried fingerprints kept as they came (their values
-    /// copied into [`Work::fps`]).
+    /// copied into [`Work::fps`]; their Rice parameter and coding's bytes as the caller
+    /// counted them).
     fn all_exact(
         w: &mut Work,
         salt: [u64; 2],
         carried: &Carried<'_>,
-        k: u8,
+        (k, fp_bytes): (u8, usize),
         counters: bool,
         entries: [usize; 2],
     ) -> Result<Self, Error> {
         w.fps.try_reserve(carried.values.len())?;
         w.fps.extend_from_slice(carried.values);
         Ok(Self {
-            fp_bytes: rice::bytes(carried.values, k),
+            fp_bytes,
             salt,
             all_exact: true,
             k,
@@ -1403,8 +1404,8 @@ pub(super) struct Work {
 struct FpCache {
     salt: Option<[u64; 2]>,
     /// Per table (the home shard's, then each processor shard's: [`slot_table`]), per slot:
-    /// the key its value was computed for, and the value.
-    entries: [Vec<Option<(FlowKey, u32)>>; TABLES],
+    /// the key its value was computed for, the value, and the slot's member tag (`set`).
+    entries: [Vec<FpSlot>; TABLES],
     /// The table and slot the next preparation looks at first: one position over every
     /// table, so that a sweep's budget goes on from where the last one stopped (a cursor per
     /// table, each sweep starting at the home shard, spent the budget again on the first
@@ -1422,21 +1423,27 @@ struct FpCache {
     /// across saves so that a save sorts only what changed (issue 18 item 4: sorting every
     /// value was a tenth of a save past the cap). Each member is `value << 32 | place`
     /// ([`slot_table`]), ascending. While `set_ok`, the members are exactly the places whose
-    /// `tags` entry is `2 * epoch` or `2 * epoch + 1` (each with its entry's value): a save
+    /// entry's tag is `2 * epoch` or `2 * epoch + 1` (each with its entry's value): a save
     /// (epoch `E + 1`) tags the members it finds again `2 * (E + 1)`, the connections it adds
     /// `2 * (E + 1) + 1`, and keeps of the old members those tagged `2 * (E + 1)`; a place
     /// whose entry is written for another key is untagged (0) first.
     set: Vec<u64>,
     set_ok: bool,
     epoch: u32,
-    /// Per table, per slot: the member tag (see `set`).
-    tags: [Vec<u32>; TABLES],
     /// Members the preparations added and removed since the set was last updated (sorted and
     /// applied at the next preparation of the home shard or the next save).
     pending_added: Vec<u64>,
     pending_gone: Vec<u64>,
     /// Scratch: the set's update is merged into it, then swapped.
     set_tmp: Vec<u64>,
+}
+
+/// One slot's kept fingerprint ([`FpCache::entries`]): the key its value was computed for and
+/// the value, and the slot's member tag ([`FpCache::set`]; 0: none).
+#[derive(Clone, Copy, Debug, Default)]
+struct FpSlot {
+    fp: Option<(FlowKey, u32)>,
+    tag: u32,
 }
 
 /// Epochs stop before this (tags are `2 * epoch + 1`): past it every tag is cleared and the
@@ -1476,8 +1483,8 @@ impl FpCache {
             self.epoch += 1;
         }
         if self.epoch >= EPOCH_MAX {
-            for t in &mut self.tags {
-                t.fill(0);
+            for e in self.entries.iter_mut().flatten() {
+                e.tag = 0;
             }
             self.set.clear();
             self.epoch = 0;
@@ -1496,16 +1503,10 @@ impl FpCache {
             return Ok(0);
         }
         let slot_count = table.slot_count();
-        let (Some(entries), Some(tags)) = (self.entries.get_mut(t), self.tags.get_mut(t)) else {
-            return Ok(0);
-        };
+        let Some(entries) = self.entries.get_mut(t) else { return Ok(0) };
         if entries.len() < slot_count {
             grow_to(entries, slot_count)?;
-            entries.resize(slot_count, None);
-        }
-        if tags.len() < slot_count {
-            grow_to(tags, slot_count)?;
-            tags.resize(slot_count, 0);
+            entries.resize(slot_count, FpSlot::default());
         }
         // Members are kept up to date only while the set is (and within the pending room the
         // preparation reserved: past it the next save rebuilds the set).
@@ -1532,10 +1533,7 @@ impl FpCache {
             if !est && k.protocol != protocol::TCP {
                 continue;
             }
-            let (Some(e), Some(tag)) = (entries.get_mut(i as usize), tags.get_mut(i as usize))
-            else {
-                continue;
-            };
+            let Some(FpSlot { fp: e, tag }) = entries.get_mut(i as usize) else { continue };
             #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
             let at = u64::from(((t as u32) << TABLE_SHIFT) | i);
             if !matches!(e, Some((key, _)) if key == k) {
@@ -1750,8 +1748,7 @@ impl Work {
             + self.slots.capacity() * 4
             + self.ranks.capacity() * 8
             + self.cache.entries.iter().map(Vec::capacity).sum::<usize>()
-                * core::mem::size_of::<Option<(FlowKey, u32)>>()
-            + self.cache.tags.iter().map(Vec::capacity).sum::<usize>() * 4
+                * core::mem::size_of::<FpSlot>()
             + (self.cache.set.capacity()
                 + self.cache.set_tmp.capacity()
                 + self.cache.pending_added.capacity()
@@ -1849,7 +1846,7 @@ fn plan_with(
     // `w.all` is this encode's from here on (never a previous encode's).
     w.all.clear();
     if let Some((entries, counters)) = fit_all(w, room, rules_version, carried_bytes)? {
-        return Plan::all_exact(w, salt, carried, carried_k, counters, entries);
+        return Plan::all_exact(w, salt, carried, (carried_k, carried_bytes), counters, entries);
     }
     // Over the cap. The local dictionary of every flow gives each flow's local index and the
     // index widths (which bound those of any subset's dictionary); remotes are charged as
@@ -2260,35 +2257,6 @@ fn update_set(
     Ok(())
 }
 
-/// `values` (the carried values, sorted) merged with the values of the kept `set` (sorted):
-/// every value once for each entry holding it, ascending. `tmp` is scratch (as large as the
-/// set: no allocation then).
-///
-/// # Errors
-/// [`Error::OutOfMemory`].
-fn values_of_set(values: &mut Vec<u32>, set: &[u64], tmp: &mut Vec<u64>) -> Result<(), Error> {
-    values.try_reserve(set.len())?;
-    if values.is_empty() {
-        values.extend(set.iter().map(|&x| x.top()));
-        return Ok(());
-    }
-    // The carried values (a restore's that no connection used yet: a few at most) with the
-    // set's, through `tmp` as members of place 0.
-    tmp.clear();
-    tmp.try_reserve(values.len() + set.len())?;
-    let mut c = values.iter().map(|&v| u64::from(v) << 32).peekable();
-    for &x in set {
-        while let Some(y) = c.next_if(|&y| y <= x) {
-            tmp.push(y);
-        }
-        tmp.push(x);
-    }
-    tmp.extend(c);
-    values.clear();
-    values.extend(tmp.iter().map(|&x| x.top()));
-    Ok(())
-}
-
 /// Sorts a short slice ascending.
 fn insertion_sort<T: Copy + Ord>(v: &mut [T]) {
     for i in 1..v.len() {
@@ -2429,15 +2397,10 @@ fn plan_past_live(
             cache.salt = Some(salt);
             cache.set_ok = false;
         }
-        for ((e, tags), &c) in cache.entries.iter_mut().zip(&mut cache.tags).zip(slot_count.iter())
-        {
+        for (e, &c) in cache.entries.iter_mut().zip(slot_count.iter()) {
             if e.len() < c {
                 e.try_reserve(c - e.len())?;
-                e.resize(c, None);
-            }
-            if tags.len() < c {
-                tags.try_reserve(c - tags.len())?;
-                tags.resize(c, 0);
+                e.resize(c, FpSlot::default());
             }
         }
         // The kept set of values (`FpCache::set`): what the preparations changed, then this
@@ -2449,7 +2412,7 @@ fn plan_past_live(
         cache.set_ok = false;
         let n = src.len();
         cache.pending_added.try_reserve(n)?;
-        let FpCache { entries, tags, pending_added: added, .. } = cache;
+        let FpCache { entries, pending_added: added, .. } = cache;
         let mut kept = 0usize;
         slots.clear();
         slots.try_reserve(n)?;
@@ -2473,10 +2436,8 @@ fn plan_past_live(
             );
             let est = r.state == FlowState::Established && r.admission == Admission::Vm;
             let v = (est || k.protocol == protocol::TCP).then(|| {
-                let (Some(e), Some(tag)) = (
-                    entries.get_mut(t).and_then(|e| e.get_mut(i as usize)),
-                    tags.get_mut(t).and_then(|g| g.get_mut(i as usize)),
-                ) else {
+                let Some(FpSlot { fp: e, tag }) = entries.get_mut(t).and_then(|e| e.get_mut(i as usize))
+                else {
                     *hashed += 1;
                     return crate::fingerprint::fingerprint(salt, k);
                 };
@@ -2509,19 +2470,21 @@ fn plan_past_live(
         dicts.finish_locals();
         // The set: the members found again (all of them, or those tagged so) and the new.
         if kept != cache.set.len() || !cache.pending_added.is_empty() {
-            let FpCache { set, set_tmp, pending_added, tags, .. } = cache;
+            let FpCache { set, set_tmp, pending_added, entries, .. } = cache;
             let all_kept = kept == set.len();
-            let tags: &[Vec<u32>; TABLES] = tags;
+            let entries: &[Vec<FpSlot>; TABLES] = entries;
             update_set(set, set_tmp, pending_added, radix, |x| {
                 #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits: a place")]
                 let (t, i) = slot_table(x as u32);
-                all_kept || tags.get(t).and_then(|g| g.get(i)) == Some(&member)
+                all_kept || entries.get(t).and_then(|g| g.get(i)).is_some_and(|e| e.tag == member)
             })?;
         }
         cache.epoch = member / 2;
         cache.set_ok = true;
-        // The values to write: the carried ones and the connections' (both sorted), merged.
-        values_of_set(values, &cache.set, &mut cache.set_tmp)?;
+        // The values to write: the connections', sorted, after the carried ones (a restore's
+        // that no connection used yet: then the planner sorts the two together).
+        values.try_reserve(cache.set.len())?;
+        values.extend(cache.set.iter().map(|&x| x.top()));
     }
     // The rest reads a flow by its slot (a candidate's cost, an exact record).
     let slots = core::mem::take(&mut w.slots);
@@ -2530,7 +2493,8 @@ fn plan_past_live(
         0 => Some(&src.port.table),
         _ => src.shards.get(t - 1).copied().flatten().map(|p| &p.table),
     };
-    let planned = plan_chosen(w, room, rules_version, salt, carried, true, &|i| {
+    let sorted = carried.values.is_empty();
+    let planned = plan_chosen(w, room, rules_version, salt, carried, sorted, &|i| {
         let (t, slot) = slot_table(*slots.get(i as usize)?);
         #[allow(clippy::cast_possible_truncation, reason = "slot < 2^24")]
         let (k, r) = table(t)?.slot_flow(slot as u32)?;

@@ -510,7 +510,7 @@ pub(super) fn plan_live(
             counters = true;
         }
     }
-    let plan = Plan::all_exact(w, salt, carried, carried_k, counters, entries)?;
+    let plan = Plan::all_exact(w, salt, carried, (carried_k, carried_bytes), counters, entries)?;
     Ok(Some((plan, counts)))
 }
 
