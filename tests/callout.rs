@@ -565,3 +565,129 @@ fn ports_sharing_a_cache_entry_are_each_judged_by_their_own_table() {
     }
     finish(&mut h);
 }
+
+// Every classify call vsflow's callouts get is counted once in `classify_calls`, whether a port
+// judged it or classify passed it by, and each reason a packet is passed by is counted exactly:
+// port 0 (trusted), a port vsflow does not track (the switch's external port), a later fragment
+// passed on its first fragment's verdict, a generic port without a VM NIC (its port counts the
+// call). `ClearCounters` zeroes them all. (A packet passed by counts one per-processor event,
+// which stands for its classify call too: crates/vsflow-callout/src/percpu.rs.)
+#[test]
+fn every_classify_call_is_counted_once_with_the_reason_it_was_passed_by() {
+    use vsflow_core::IpFamily;
+    use vsflow_sim::host::{EXTERNAL_PORT, SimPort};
+    use vsflow_sim::tools::traffic;
+    use vsflow_sim::vswitch::packet::Fragment;
+
+    let (mut h, sw) = host(28, enforce(RestoreMode::Pending), "SW");
+    vm_port(&mut h, sw, 5, "vm", 1, false);
+    let generic = SimPort::new(22, "generic", sys::NdisSwitchPortTypeGeneric);
+    assert_eq!(h.create_port_as(sw, generic, false), sys::STATUS_SUCCESS);
+    let counts = |h: &Host| {
+        let s = h.driver().stats();
+        (h.classify_invocations(), s.classify_calls, s.trusted_port_packets, s.unknown_port_packets)
+    };
+    let remote = |k: u8| vsflow_core::packet::v4([198, 51, 100, k]);
+    let (calls0, counted0, trusted0, unknown0) = counts(&h);
+
+    // 4 connections opened by the VM (3 packets each, ingress and egress: one call at port 5,
+    // judged, and one at the external port, untracked).
+    let inbound = open_connections(&mut h, sw, 5, 4);
+    // Their peers' data (judged at port 5 after the external port's call): 4 packets.
+    assert_eq!(delivered(&mut h, sw, 5, &inbound), 4);
+    // 3 unsolicited SYNs to the VM: the external port's call, then blocked at port 5.
+    for k in 0..3 {
+        let syn = traffic::inbound_syn(IpFamily::V4, remote(100 + k), 40_000, 5, 8080);
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, 5, &syn), vsflow_sim::PacketFate::BlockedAtEgress);
+    }
+    // 2 packets to port 0: the external port's call, then port 0's (trusted).
+    // 2 packets to the generic port without a VM NIC: the external port's call, then its own
+    // (not judged).
+    // 2 later fragments to the VM: the external port's call, then port 5's (passed on their
+    // first fragment's verdict, counted as an unknown port's).
+    for k in 0..2 {
+        let p = traffic::inbound_syn(IpFamily::V4, remote(110 + k), 40_000, 9, 80);
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, 0, &p), vsflow_sim::PacketFate::Delivered);
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, 22, &p), vsflow_sim::PacketFate::Delivered);
+        let later = traffic::inbound_syn(IpFamily::V4, remote(120 + k), 40_000, 5, 8080)
+            .as_fragment(Fragment::NonFirst(185));
+        assert_eq!(h.transmit(sw, EXTERNAL_PORT, 5, &later), vsflow_sim::PacketFate::Delivered);
+    }
+
+    let (calls, counted, trusted, unknown) = counts(&h);
+    let transmits = 4 * 3 + 4 + 3 + 2 * 3;
+    assert_eq!(calls - calls0, 2 * transmits, "the engine's calls: ingress and egress each");
+    assert_eq!(counted - counted0, calls - calls0, "every call counted once");
+    assert_eq!(trusted - trusted0, 2, "port 0's packets");
+    // One at the external port a packet, the generic port's 2 and the later fragments' 2.
+    assert_eq!(unknown - unknown0, transmits + 2 + 2, "packets of ports not judged");
+
+    assert_eq!(h.control(&Request::ClearCounters { port: None }, 64).0, 0);
+    let s = h.driver().stats();
+    assert_eq!(
+        (s.classify_calls, s.trusted_port_packets, s.unknown_port_packets, s.malformed_values),
+        (0, 0, 0, 0),
+        "ClearCounters zeroes every classify count"
+    );
+    finish(&mut h);
+}
+
+// A processor that passed a port's packets by because the map held no such port (its absence
+// cache: crates/vsflow-callout/src/ports.rs, `CachedAbsence`) judges them as soon as the port
+// is created, and passes them by again once it is deleted: the absence goes stale with any map
+// change, as a cached port does. An absence is a switch's: the same port id on another switch
+// is judged by that switch's port.
+#[test]
+fn a_port_cached_as_absent_is_judged_once_created() {
+    use vsflow_core::IpFamily;
+    use vsflow_sim::PacketFate;
+    use vsflow_sim::host::EXTERNAL_PORT;
+    use vsflow_sim::tools::traffic;
+
+    let (mut h, sw) = host(29, enforce(RestoreMode::Pending), "SW");
+    let other = h.create_switch("SW2", &[]);
+    vm_port(&mut h, other, 14, "vm-b", 2, false);
+    let syn = |k: u8| {
+        traffic::inbound_syn(
+            IpFamily::V4,
+            vsflow_core::packet::v4([198, 51, 100, k]),
+            40_000,
+            14,
+            8080,
+        )
+    };
+    let unknown = |h: &Host| h.driver().stats().unknown_port_packets;
+
+    // Port 14 of "SW" does not exist: passed by (its call and the external port's counted).
+    let u = unknown(&h);
+    for k in 0..3 {
+        assert_eq!(
+            on_processor(3, || h.transmit(sw, EXTERNAL_PORT, 14, &syn(k))),
+            PacketFate::Delivered
+        );
+    }
+    assert_eq!(unknown(&h) - u, 6, "passed by as a port the map does not hold");
+    // Port 14 of "SW2" is judged on the same processor: an unsolicited SYN is blocked.
+    assert_eq!(
+        on_processor(3, || h.transmit(other, EXTERNAL_PORT, 14, &syn(9))),
+        PacketFate::BlockedAtEgress,
+        "another switch's port of the same id"
+    );
+
+    // Created: judged at once on the processor that cached its absence.
+    vm_port(&mut h, sw, 14, "vm-a", 1, false);
+    for k in 0..3 {
+        assert_eq!(
+            on_processor(3, || h.transmit(sw, EXTERNAL_PORT, 14, &syn(k))),
+            PacketFate::BlockedAtEgress,
+            "judged by the new port"
+        );
+    }
+    // Deleted: passed by again.
+    assert_eq!(h.delete_port(sw, 14), 0);
+    assert_eq!(
+        on_processor(3, || h.transmit(sw, EXTERNAL_PORT, 14, &syn(4))),
+        PacketFate::Delivered
+    );
+    finish(&mut h);
+}

@@ -306,3 +306,66 @@ fn a_packet_never_waits_for_a_restore_being_applied_to_another_port_behind_that_
         },
     );
 }
+
+/// Review s7 (R6-1's reference): a packet whose port's home lock was taken waits for it
+/// outside the map lock on a reference to the port (`PortMap::with_packet_port`); the port's
+/// delete meanwhile takes it out of the map without waiting for that packet (it holds no map
+/// lock: a later packet of the port finds no port at once), and the port lives on for the
+/// holders of its references: the waiting packet is judged on it (an established flow:
+/// delivered, as before the delete), the last reference (the packet's, the IOCTL's or the
+/// delete's own, which waits for the port's lock to read its counters) frees it then, not at
+/// unload, and no primitive is misused.
+#[test]
+fn a_port_deleted_while_its_packet_waits_for_its_lock_is_freed_by_the_last_holder() {
+    let (mut h, sw, [(p7, own), _]) = rig(enforce(RestoreMode::Pending));
+    let wire = h.wire();
+    let port = vsflow_proto::request::PortRef { switch_id: 1, port_id: 7 };
+    // A GetFlows page of port 7 held at its first spin lock, port 7's home lock.
+    h.interrupts().arm(1);
+    let (own_waited, out_of_map_in_time, blocks_held, fate) = std::thread::scope(|s| {
+        let long_work = s.spawn(|| {
+            set_processor(1);
+            h.control(&Request::GetFlows { port, start: 0, max: 500 }, 1 << 16).0
+        });
+        let held = h.interrupts().wait_held(PATIENCE);
+        let send = |processor: u32| {
+            let (wire, own) = (wire.clone(), own.clone());
+            s.spawn(move || {
+                set_processor(processor);
+                wire.transmit(sw, EXTERNAL_PORT, p7, &own)
+            })
+        };
+        let own_sender = send(3);
+        std::thread::sleep(Duration::from_millis(100));
+        let own_waited = held && !own_sender.is_finished();
+        let deleter = s.spawn(|| {
+            set_processor(2);
+            let gone = SimPort::new(p7, "vm-long", sys::NdisSwitchPortTypeSynthetic);
+            h.port_notification(sw, &gone, false)
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        // Port 7 is out of the map: its next packet finds no port, without waiting.
+        let probe = send(0);
+        let out_of_map = wait_for(|| probe.is_finished(), Duration::from_millis(500));
+        let out_of_map_in_time = out_of_map && h.interrupts().is_held();
+        let blocks_held = h.driver_blocks();
+        h.interrupts().release();
+        let fate = own_sender.join().expect("sender");
+        let _ = probe.join().expect("probe");
+        assert_eq!(deleter.join().expect("deleter"), sys::STATUS_SUCCESS);
+        assert_eq!(long_work.join().expect("GetFlows"), 0);
+        (own_waited, out_of_map_in_time, blocks_held, fate)
+    });
+    assert!(own_waited, "the rig: port 7's packet on processor 3 did not wait for its lock");
+    assert!(out_of_map_in_time, "port 7's delete waited, under the map's locks, for its packet");
+    assert_eq!(fate, PacketFate::Delivered, "judged on the port it found (an established flow)");
+    let (Some(held), Some(after)) = (blocks_held, h.driver_blocks()) else {
+        panic!("the double counts the driver's heap blocks")
+    };
+    assert!(
+        after < held,
+        "the deleted port is freed by its last holder ({held} -> {after} blocks)"
+    );
+    assert!(h.primitive_misuse().is_empty(), "{:?}", h.primitive_misuse());
+    finish(&mut h);
+}

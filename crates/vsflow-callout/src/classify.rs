@@ -153,7 +153,7 @@ impl<S: KernelServices> Driver<S> {
         let (port_id, name) = match unsafe { read_values_into(values, meta, &mut packet) } {
             Ok(read) => read,
             Err(why) => {
-                self.count(Counter::ClassifyCalls);
+                // One count, which stands for the classify call too (`Counter`).
                 self.count(match why {
                     Bypass::TrustedPort => Counter::TrustedPortPackets,
                     Bypass::Malformed | Bypass::UnknownLayer => Counter::MalformedValues,
@@ -200,7 +200,6 @@ impl<S: KernelServices> Driver<S> {
             if is_non_first_fragment(head) && !may_overlap_headers(head) {
                 // No transport header: it passes on its first fragment's verdict (without that
                 // fragment the datagram is never reassembled).
-                self.count(Counter::ClassifyCalls);
                 self.count(Counter::UnknownPortPackets);
                 return None;
             }
@@ -218,7 +217,6 @@ impl<S: KernelServices> Driver<S> {
             // so no flow matches this one, which names only the AH; it rewrites nothing that
             // verdict rested on, and passes on it like a TCP or UDP later fragment (review s4,
             // L3; `frame::is_ah_later_fragment`).
-            self.count(Counter::ClassifyCalls);
             self.count(Counter::UnknownPortPackets);
             return None;
         }
@@ -241,12 +239,11 @@ impl<S: KernelServices> Driver<S> {
         match found {
             Some(Some(verdict)) => Some(verdict),
             Some(None) => {
-                // A generic port without a VM NIC: not judged.
-                self.count(Counter::UnknownPortPackets);
+                // A generic port without a VM NIC: not judged (the port counted the call).
+                self.count(Counter::UnjudgedPortPackets);
                 None
             }
             None => {
-                self.count(Counter::ClassifyCalls);
                 self.count(Counter::UnknownPortPackets);
                 None
             }

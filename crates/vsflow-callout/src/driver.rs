@@ -293,11 +293,23 @@ impl<S: KernelServices> Driver<S> {
             .iter()
             .map(|p| p.classify_calls(&mut p.state.lock(), false))
             .fold(0u64, u64::wrapping_add);
+        // A packet passed by counts one event, which is its classify call too
+        // (crate::percpu::Counter).
+        let (trusted, unknown, malformed) = (
+            c.sum(Counter::TrustedPortPackets),
+            c.sum(Counter::UnknownPortPackets),
+            c.sum(Counter::MalformedValues),
+        );
         DriverStats {
-            classify_calls: c.sum(Counter::ClassifyCalls).wrapping_add(port_calls),
-            trusted_port_packets: c.sum(Counter::TrustedPortPackets),
-            unknown_port_packets: c.sum(Counter::UnknownPortPackets),
-            malformed_values: c.sum(Counter::MalformedValues),
+            classify_calls: c
+                .sum(Counter::ClassifyCalls)
+                .wrapping_add(trusted)
+                .wrapping_add(unknown)
+                .wrapping_add(malformed)
+                .wrapping_add(port_calls),
+            trusted_port_packets: trusted,
+            unknown_port_packets: unknown.wrapping_add(c.sum(Counter::UnjudgedPortPackets)),
+            malformed_values: malformed,
             saves: c.sum(Counter::Saves),
             saves_empty: c.sum(Counter::SavesEmpty),
             restores_sync: c.sum(Counter::RestoresSync),

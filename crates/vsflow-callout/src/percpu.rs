@@ -1,18 +1,39 @@
 //! Driver-wide counters that do not bounce a cache line: one line per processor, summed on
 //! read.
+//!
+//! **Interlocked, and on no judged packet's path.** A counter is added to with `fetch_add` (an
+//! x86-64 `lock xadd`): the events counted here happen at any IRQL `<= DISPATCH_LEVEL`
+//! (`classifyFn` is called at `PASSIVE_LEVEL` too, and its bypass counts come before the map
+//! lock raises the IRQL or after it is released), so a thread may be preempted between a load
+//! and a store by another thread counting on the same processor, or move to another processor
+//! after reading its number: a plain load and store would lose counts, and the counters are
+//! exact (`tests/callout.rs` compares them with the engine's calls). A packet a
+//! port judges counts nothing here (its port counts it under the port's lock with plain stores:
+//! `ports::PortState::classify_calls`, `ports/call_count.rs`); a packet classify passes by
+//! counts one event, whose counter stands for its classify call too ([`Counter`]).
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::CalloutError;
 
-/// The driver-wide counters, by position (`DriverStats` field order).
+/// The driver-wide counters, by position.
+///
+/// A packet classify passes by without a port judging it counts one of `TrustedPortPackets`,
+/// `UnknownPortPackets` and `MalformedValues`, which each stand for that classify call as well
+/// (`DriverStats::classify_calls` adds them): one interlocked add a packet, not two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(usize)]
 pub enum Counter {
+    /// Classify calls not counted by an event below nor by a port in the map: those of ports
+    /// that left the map (their count is folded in here as they go).
     ClassifyCalls,
+    /// Packets of port 0 (trusted), a classify call each.
     TrustedPortPackets,
+    /// Packets of no port vsflow judges (untracked port, no port id, later fragments passed on
+    /// their first fragment's verdict), a classify call each.
     UnknownPortPackets,
+    /// Calls whose values are not of the types the layer documents, a classify call each.
     MalformedValues,
     Saves,
     SavesEmpty,
@@ -27,10 +48,13 @@ pub enum Counter {
     ReorderEvents,
     SettingsRefused,
     RestoresOversized,
+    /// Packets of a port in the map that does not judge them (a generic port without a VM
+    /// NIC): reported with `UnknownPortPackets`; the port counted the classify call.
+    UnjudgedPortPackets,
 }
 
 /// Number of counters.
-pub const COUNTERS: usize = 17;
+pub const COUNTERS: usize = Counter::UnjudgedPortPackets as usize + 1;
 
 /// One processor's counters, alone on their cache lines.
 ///

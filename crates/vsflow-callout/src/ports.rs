@@ -62,6 +62,10 @@
 //! can mix, but never name a port the packet does not). The cache is read and written only under
 //! that processor's lock held shared, and a port in the map at the generation the lock holder
 //! sees is alive (the map holds a reference), so an entry never outlives its port's use.
+//! Beside it, an *absence cache* ([`CachedAbsence`]) remembers, by the same generation rule,
+//! port ids of a known switch the map holds no port for: a switch's external and internal
+//! ports, which vsflow does not track, are one side of every packet between a VM and the
+//! outside, and their packets are passed by without hashing the map each time.
 //!
 //! All of it works at `IRQL <= DISPATCH_LEVEL` (vSwitch callbacks may come at `DISPATCH_LEVEL`):
 //! nobody waits, a writer spins only for readers' short critical sections, and a reader never
@@ -896,13 +900,14 @@ pub(crate) type InsertResult<L> = Result<Option<PortRef<L>>, (CalloutError, Port
 /// over-aligned type). 64 bytes of guard padding on each side keep two processors' locks at
 /// least 128 bytes apart wherever the array starts, so they never share a 64-byte line.
 ///
-/// Its port cache sits on the same lines: written only by this processor's packets, under
-/// this lock held shared.
+/// Its port cache and absence cache sit on the same lines: written only by this processor's
+/// packets, under this lock held shared.
 #[repr(C)]
 struct CpuLock<R, L: RawSpinLock> {
     _front: [u64; 8],
     lock: R,
     cache: [CachedPort<L>; CACHED_PORTS],
+    absent: [CachedAbsence; CACHED_ABSENT],
     _back: [u64; 8],
 }
 
@@ -912,8 +917,63 @@ impl<R, L: RawSpinLock> CpuLock<R, L> {
             _front: [0; 8],
             lock,
             cache: [const { CachedPort::EMPTY }; CACHED_PORTS],
+            absent: [const { CachedAbsence::EMPTY }; CACHED_ABSENT],
             _back: [0; 8],
         }
+    }
+}
+
+/// Entries of a processor's absence cache, chosen by the port id's low bits: the ports of a
+/// known switch the map holds no port for that this processor's packets met (a switch's
+/// external and internal ports, which vsflow does not track: one side of every packet between
+/// a VM and the outside).
+const CACHED_ABSENT: usize = 4;
+
+/// One entry of a processor's absence cache: port id `key & 0xFFFF_FFFF` of switch number
+/// `key >> 32` of the map (its index in [`Master::switches`]) was looked up and not found, at
+/// map generation `generation` (0: empty). A packet of that switch and port id is passed by
+/// without hashing the map again ([`PortMap::with_packet_port`]).
+///
+/// The switch's number and the port id are one atomic word, so two readers of one processor's
+/// lock writing an entry at once never leave a mix of theirs: any key read after a generation
+/// equal to the map's was written at that generation (each writer stores its key before its
+/// generation, with release; every map change takes a new generation under every processor's
+/// lock held exclusively, so a writer of an older generation finished before it), and so names
+/// a port id the map at this generation does not hold. A switch's number is checked against
+/// the packet's `VSWITCH_ID` bytes on every use, as the port cache's is.
+struct CachedAbsence {
+    generation: AtomicU64,
+    key: AtomicU64,
+}
+
+impl CachedAbsence {
+    #[allow(clippy::declare_interior_mutable_const, reason = "an array initializer only")]
+    const EMPTY: Self = Self { generation: AtomicU64::new(0), key: AtomicU64::new(0) };
+
+    /// Whether this entry says the map holds no port `port` of switch `name` (`VSWITCH_ID`
+    /// bytes) at its generation. The caller holds this processor's lock shared and `map` is
+    /// the map under it.
+    #[inline]
+    fn holds<L: RawSpinLock>(&self, map: &Master<L>, name: &[u8], port: u32) -> bool {
+        // Acquire: the key written before this generation (`set`) is seen.
+        if self.generation.load(Ordering::Acquire) != map.generation {
+            return false;
+        }
+        let key = self.key.load(Ordering::Relaxed);
+        #[allow(clippy::cast_possible_truncation, reason = "the low half is the port id")]
+        let cached_port = key as u32;
+        let switch = usize::try_from(key >> 32).ok().and_then(|i| map.switches.get(i));
+        cached_port == port && switch.is_some_and(|s| s.is_named_le(name))
+    }
+
+    /// Remembers that the map holds no port `port` of switch number `switch` at
+    /// `generation`. The caller holds this processor's lock shared and looked the port up in
+    /// the map at `generation`.
+    #[inline]
+    fn set(&self, generation: u64, switch: usize, port: u32) {
+        let Ok(switch) = u32::try_from(switch) else { return };
+        self.key.store(u64::from(switch) << 32 | u64::from(port), Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Release);
     }
 }
 
@@ -1060,7 +1120,7 @@ impl<S: KernelServices> PortMap<S> {
         let slot = match (map.closed, name, lock.cache.get(port as usize % CACHED_PORTS)) {
             (false, Some(name), Some(entry)) => match entry.get(map, name, port) {
                 Some(slot) => Some(slot),
-                None => Self::look_up(map, entry, name, port),
+                None => Self::look_up(map, lock, entry, name, port),
             },
             _ => None,
         };
@@ -1093,17 +1153,30 @@ impl<S: KernelServices> PortMap<S> {
     }
 
     /// The port of switch `name` and port id `port` from the map, remembered in `entry` (a
-    /// packet of a port this processor has not seen at this generation: out of line).
+    /// packet of a port this processor has not seen at this generation: out of line). A port
+    /// of a known switch the map does not hold (the switch's external port: vsflow tracks VM
+    /// ports) is remembered in the processor's absence cache, and its next packets are passed
+    /// by from there without hashing the map ([`CachedAbsence`]).
     #[cold]
     #[inline(never)]
     fn look_up<'m>(
         map: &'m Master<S::Lock>,
+        lock: &CpuLock<S::RwLock, S::Lock>,
         entry: &CachedPort<S::Lock>,
         name: &[u8],
         port: u32,
     ) -> Option<&'m PortSlot<S::Lock>> {
+        let absent = lock.absent.get(port as usize % CACHED_ABSENT);
+        if absent.is_some_and(|a| a.holds(map, name, port)) {
+            return None;
+        }
         let (index, switch) = map.switches.iter().enumerate().find(|(_, s)| s.is_named_le(name))?;
-        let slot = map.port(PortKey { switch: switch.id, port })?;
+        let Some(slot) = map.port(PortKey { switch: switch.id, port }) else {
+            if let Some(a) = absent {
+                a.set(map.generation, index, port);
+            }
+            return None;
+        };
         entry.set(map.generation, slot, index);
         Some(slot)
     }

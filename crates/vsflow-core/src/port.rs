@@ -216,6 +216,8 @@ pub struct RestorePlan {
     /// admitted under exactly that version keep a rule admission.
     trusted_version: Option<u32>,
     version: u32,
+    /// The carried rules could not be copied (no memory): the plan installs none of them.
+    rules_lost: bool,
 }
 
 impl RestorePlan {
@@ -244,6 +246,13 @@ impl RestorePlan {
     #[must_use]
     pub const fn installs_rules(&self) -> bool {
         self.rules.is_some()
+    }
+
+    /// True if the carried rules could not be copied for want of memory: the plan installs an
+    /// empty rule set in their place (fail closed), [`Port::plan_restore`].
+    #[must_use]
+    pub const fn rules_lost(&self) -> bool {
+        self.rules_lost
     }
 }
 
@@ -552,23 +561,38 @@ impl Port {
     /// are later than the source's save; otherwise the carried mode and rules are installed
     /// (the VM's policy migrates with it).
     ///
+    /// Without the memory to copy the carried rules (a few bytes a rule), the plan installs an
+    /// empty rule set at the same new version instead, and trusts no carried rule admission
+    /// ([`RestorePlan::rules_lost`]): the refusal costs the rules (fail closed: no new
+    /// conversation they would admit, every carried flow they admitted re-checked against the
+    /// empty set on its next inbound packet), never the carried flows; it was the apply's error,
+    /// a degraded restore that lost every carried connection (review s7 F2, faults).
+    ///
     /// # Errors
-    /// [`Error::OutOfMemory`], [`Error::TooManyRules`] (building the carried rule set); the
-    /// caller may fall back to [`Port::plan_uncarried`], which cannot fail.
+    /// [`Error::TooManyRules`] (a carried set past [`crate::policy::MAX_RULES`]); the caller may
+    /// fall back to [`Port::plan_uncarried`], which cannot fail.
     pub fn plan_restore(&self, carried: CarriedPolicy<'_>) -> Result<RestorePlan, Error> {
         let local = self.rules.version();
         let r = &self.restore;
+        let mut rules_lost = false;
         let (rules, version, trusted_version) = if r.operator.rules {
             (None, local, None)
         } else {
             let from = carried.rules.version();
             let base = if from < 1 << 31 { local.max(from) } else { local };
             let version = base.wrapping_add(1).max(1);
-            let rules = RuleSet::try_from_slice(version, carried.rules.rules())?;
-            (Some(rules), version, carried.complete.then_some(from))
+            match RuleSet::try_from_slice(version, carried.rules.rules()) {
+                Ok(rules) => (Some(rules), version, carried.complete.then_some(from)),
+                Err(Error::OutOfMemory) => {
+                    rules_lost = true;
+                    // An empty set allocates nothing.
+                    (Some(RuleSet::try_from_slice(version, &[])?), version, None)
+                }
+                Err(e) => return Err(e),
+            }
         };
         let mode = (!r.operator.mode).then_some(carried.mode);
-        Ok(RestorePlan { rules, mode, trusted_version, version })
+        Ok(RestorePlan { rules, mode, trusted_version, version, rules_lost })
     }
 
     /// Step 1 of a restore that carries no policy (the blob could not be read, or its source
@@ -580,7 +604,13 @@ impl Port {
     pub const fn plan_uncarried(&self) -> RestorePlan {
         let r = &self.restore;
         let mode = if r.operator.mode || r.mode_known { None } else { Some(Mode::Enforce) };
-        RestorePlan { rules: None, mode, trusted_version: None, version: self.rules.version() }
+        RestorePlan {
+            rules: None,
+            mode,
+            trusted_version: None,
+            version: self.rules.version(),
+            rules_lost: false,
+        }
     }
 
     /// Step 3 of a restore: installs `table`, the planned mode and rules, and `counters`; ends

@@ -297,10 +297,13 @@ impl<S: KernelServices> Driver<S> {
                     DecodeError::OutOfMemory => DegradedReason::OutOfMemory,
                     _ => DegradedReason::Damaged,
                 };
-                // Damage may have spared the policy: a 1.2 blob checks it on its own.
-                let salvaged = (reason == DegradedReason::Damaged)
-                    .then(|| codec::salvage_policy(blob, &cfg))
-                    .flatten();
+                // Damage may have spared the policy: a 1.2 blob checks it on its own. A blob
+                // this host had no memory to decode is intact: its policy stands (review s7
+                // F6, faults: it was lost with the flows).
+                let salvaged =
+                    matches!(reason, DegradedReason::Damaged | DegradedReason::OutOfMemory)
+                        .then(|| codec::salvage_policy(blob, &cfg))
+                        .flatten();
                 Restorable::Degraded(reason, Some(CalloutError::Decode(e)), salvaged)
             }
         }
@@ -414,6 +417,16 @@ impl<S: KernelServices> Driver<S> {
                 let config = self.config.apply_config();
                 match codec::apply_staged(&mut st.port, &state, staged, now, &config) {
                     Ok(report) => {
+                        if report.rules_lost {
+                            self.log(
+                                LogLevel::Error,
+                                format_args!(
+                                    "port {}: restore: no memory for the blob's allow rules: \
+                                     none installed (closed to what they admitted)",
+                                    key.port
+                                ),
+                            );
+                        }
                         st.window_deadline = vsflow_core::Tick::MAX;
                         st.last_restore = sum.map(|sum| (sum, bytes));
                         let outcome = if report.repeated {

@@ -41,6 +41,9 @@ pub struct ApplyReport {
     pub identity_mismatch: bool,
     /// The same blob was already applied to this port: nothing changed.
     pub repeated: bool,
+    /// The blob's allow rules could not be had (no memory to read or copy them): the port got
+    /// an empty rule set in their place (fail closed; review s7 F1/F2, faults).
+    pub rules_lost: bool,
 }
 
 /// [`apply_with`] with the default [`ApplyConfig`].
@@ -177,7 +180,9 @@ pub fn apply_staged(
     let mut merged = 0u64;
     let mut merged_classes = 0u8;
     let mut kept_local = 0u32;
-    let mut untracked = u64::try_from(unarmed).unwrap_or(u64::MAX);
+    // Fingerprints the decode had no memory for are lost the same way (review s7 F3).
+    let unread = u64::from(state.save_info.fingerprints_unread);
+    let mut untracked = u64::try_from(unarmed).unwrap_or(u64::MAX).saturating_add(unread);
     // The window the larger side (it may fill the port's table: 60,437 of 65,536 flows,
     // review3 s5) and no fingerprint to check its connections against: the carried flows go
     // into the port's live table instead, the same flows, records, counts and list order
@@ -275,6 +280,8 @@ pub fn apply_staged(
     let fingerprints = u32::try_from(pickup.set().len()).unwrap_or(u32::MAX);
     let identity_mismatch = state.identity != port.identity
         || matches!((&state.nic, &port.nic), (Some(a), Some(b)) if a != b);
+    let rules_lost =
+        plan.rules_lost() || (plan.installs_rules() && state.save_info.rules_unread != 0);
     let mut counters = port.counters.saturating_add(&state.counters);
     counters.restores = counters.restores.saturating_add(1);
     counters.expired = counters.expired.saturating_add(expired);
@@ -306,6 +313,7 @@ pub fn apply_staged(
         picked_up_local,
         identity_mismatch,
         repeated: false,
+        rules_lost,
     })
 }
 
@@ -544,6 +552,7 @@ mod tests {
             picked_up_local,
             identity_mismatch,
             repeated: false,
+            rules_lost: false,
         })
     }
 

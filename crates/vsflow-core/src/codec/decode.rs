@@ -426,8 +426,8 @@ pub fn salvage_policy(bytes: &[u8], config: &DecodeConfig) -> Option<SalvagedPol
         return None;
     }
     let mode = Mode::from_wire(Reader::new(mode).u8()?)?;
-    let rules = decode_rules(rules).ok()?;
-    Some(SalvagedPolicy { mode, rules, complete: rules_dropped == 0 })
+    let (rules, unread) = decode_rules(rules).ok()?;
+    Some(SalvagedPolicy { mode, rules, complete: rules_dropped == 0 && unread == 0 })
 }
 
 #[allow(clippy::too_many_lines, reason = "one linear pass over the header and records")]
@@ -448,6 +448,7 @@ fn decode_v1<F: FlowsOut>(
 
     let mut mode = None;
     let mut rules = None;
+    let mut rules_unread = 0u16;
     let mut counters = None;
     let mut save_info = None;
     let mut flows: Option<Vec<SavedFlow>> = None;
@@ -486,7 +487,9 @@ fn decode_v1<F: FlowsOut>(
                 }
             }
             rec::RULES => {
-                if rules.replace(decode_rules(payload)?).is_some() {
+                let (set, unread) = decode_rules(payload)?;
+                rules_unread = unread;
+                if rules.replace(set).is_some() {
                     return Err(dup);
                 }
             }
@@ -669,14 +672,20 @@ fn decode_v1<F: FlowsOut>(
                 placed = table.taken();
             }
             direct = staged;
+            let mut fingerprints_unread = 0;
             let fingerprints = match fps.map(decode_fingerprints) {
                 Some(Ok(set)) => set,
                 // Without memory for the set (4 bytes a fingerprint; the blob's CRC-32C checked
                 // every byte already): none, so those connections are judged as any the blob
                 // does not carry (fail closed for them), and the flows it carries exactly are
                 // restored all the same (review s6, R6-5: this was the decode's error, a
-                // degraded restore that lost every one of them).
-                Some(Err(DecodeError::OutOfMemory)) | None => FingerprintSet::default(),
+                // degraded restore that lost every one of them); counted by the apply
+                // (`untracked`, review s7 F3).
+                Some(Err(DecodeError::OutOfMemory)) => {
+                    fingerprints_unread = fingerprinted;
+                    FingerprintSet::default()
+                }
+                None => FingerprintSet::default(),
                 Some(Err(e)) => return Err(e),
             };
             let exact = u64::try_from(flows.len() + placed).unwrap_or(u64::MAX);
@@ -691,9 +700,17 @@ fn decode_v1<F: FlowsOut>(
                 flows_dropped: lost,
                 flows_fingerprinted: fingerprinted,
                 rules_dropped: rules_dropped.into(),
+                rules_unread: 0,
+                fingerprints_unread,
             };
             (fingerprints, save_info)
         }
+    };
+    // Rules the decode had no memory for make the carried set incomplete (fail closed).
+    let save_info = SaveInfo {
+        rules_dropped: save_info.rules_dropped.saturating_add(rules_unread.into()),
+        rules_unread: rules_unread.into(),
+        ..save_info
     };
     let staged = out.finish(&mut flows, direct);
     let state = PortState {
@@ -989,7 +1006,9 @@ fn widen<const ALEN: usize>(a: &[u8; ALEN]) -> [u8; 16] {
     <[u8; 16]>::try_from(&a[..]).unwrap_or([0; 16])
 }
 
-fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {
+/// The rule set of a RULES record, and how many of its rules were left out for want of memory
+/// (all of them, then: the set is empty, [`SaveInfo::rules_unread`]).
+fn decode_rules(payload: &[u8]) -> Result<(RuleSet, u16), DecodeError> {
     let kind = rec::RULES;
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let bad_len = DecodeError::BadRecordLength { kind, len };
@@ -1012,8 +1031,14 @@ fn decode_rules(payload: &[u8]) -> Result<RuleSet, DecodeError> {
         let e = p.take(usize::from(entry_len)).ok_or(bad_len)?;
         *slot = super::rule::rule_from_bytes(e, i)?;
     }
-    RuleSet::try_from_slice(version, out.get(..usize::from(count)).unwrap_or(&[]))
-        .map_err(|_| DecodeError::OutOfMemory)
+    match RuleSet::try_from_slice(version, out.get(..usize::from(count)).unwrap_or(&[])) {
+        Ok(set) => Ok((set, 0)),
+        // An empty set allocates nothing; its version is the carried one.
+        Err(crate::Error::OutOfMemory) => RuleSet::try_from_slice(version, &[])
+            .map(|set| (set, count))
+            .map_err(|_| DecodeError::OutOfMemory),
+        Err(_) => Err(DecodeError::TooManyRules { count }),
+    }
 }
 
 fn decode_flows(kind: u16, payload: &[u8], list: &mut Vec<SavedFlow>) -> Result<(), DecodeError> {

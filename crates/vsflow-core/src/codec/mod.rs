@@ -156,8 +156,19 @@ pub struct SaveInfo {
     pub flows_dropped: u32,
     /// Established connections carried as fingerprints (format 1.1; 0 in 1.0 blobs).
     pub flows_fingerprinted: u32,
-    /// Allow rules left out because they did not fit the cap (format 1.1).
+    /// Allow rules left out because they did not fit the cap (format 1.1), plus those this
+    /// host could not read ([`SaveInfo::rules_unread`]): the carried rule set is incomplete,
+    /// so no carried rule admission is trusted.
     pub rules_dropped: u32,
+    /// Not in the blob: allow rules it carries that the decode had no memory for (a few bytes
+    /// a rule). The state then carries an empty rule set (fail closed: nothing the rules would
+    /// admit is, every carried flow they admitted is re-checked), never a failed decode that
+    /// loses every carried flow (review s7 F1, faults).
+    pub rules_unread: u32,
+    /// Not in the blob: fingerprints it carries that the decode had no memory for (4 bytes a
+    /// fingerprint; review s6 R6-5). Those connections are judged as uncarried ones; the apply
+    /// counts them `untracked` (review s7 F3: they were lost uncounted).
+    pub fingerprints_unread: u32,
 }
 
 /// Everything a blob carries for one port.

@@ -129,9 +129,9 @@ fn forget(p: usize) {
 }
 
 /// A driver allocation the fault plan fails ([`crate::kernel::faults`]).
-fn injected_failure() -> bool {
+fn injected_failure(size: usize) -> bool {
     let host = driver_host();
-    host != 0 && crate::kernel::faults::hit(host - 1, crate::kernel::faults::Site::Alloc)
+    host != 0 && crate::kernel::faults::hit_alloc(host - 1, size)
 }
 
 fn driver_host() -> usize {
@@ -190,7 +190,7 @@ pub fn keep_heap_resident() {
 unsafe impl GlobalAlloc for Accounting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         note_size(driver_host(), layout.size());
-        if injected_failure() {
+        if injected_failure(layout.size()) {
             return std::ptr::null_mut();
         }
         let host = driver_host();
@@ -213,7 +213,7 @@ unsafe impl GlobalAlloc for Accounting {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note_size(driver_host(), layout.size());
-        if injected_failure() {
+        if injected_failure(layout.size()) {
             return std::ptr::null_mut();
         }
         // SAFETY: as above.
@@ -234,7 +234,7 @@ unsafe impl GlobalAlloc for Accounting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note_size(driver_host(), new_size);
-        if injected_failure() {
+        if injected_failure(new_size) {
             return std::ptr::null_mut();
         }
         // SAFETY: as above.

@@ -15,7 +15,9 @@
 //! process (the sweep runs each point in its own process); calls are counted only on the
 //! armed host, so other hosts in the same process are unaffected.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::backtrace::Backtrace;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// A kind of fallible service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +67,12 @@ static SITE: AtomicUsize = AtomicUsize::new(usize::MAX);
 static AT: AtomicU64 = AtomicU64::new(0);
 static COUNTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 static FIRED: AtomicU64 = AtomicU64::new(0);
+/// Bytes the failed allocation asked for (0: none failed, or not an allocation).
+static FIRED_SIZE: AtomicUsize = AtomicUsize::new(0);
+/// Capture the call stack of the failed allocation ([`capture_backtraces`]).
+static CAPTURE: AtomicBool = AtomicBool::new(false);
+/// The call stack of the failed allocation, if captured (resolved only when read).
+static FIRED_AT: Mutex<Option<Backtrace>> = Mutex::new(None);
 
 /// Counts calls on host `host` and fails call `nth` (1-based) of `site`; `None` only counts.
 pub fn arm(host: usize, site: Option<Site>, nth: u64) {
@@ -72,6 +80,10 @@ pub fn arm(host: usize, site: Option<Site>, nth: u64) {
         c.store(0, Ordering::SeqCst);
     }
     FIRED.store(0, Ordering::SeqCst);
+    FIRED_SIZE.store(0, Ordering::SeqCst);
+    if let Ok(mut at) = FIRED_AT.lock() {
+        *at = None;
+    }
     AT.store(nth, Ordering::SeqCst);
     SITE.store(site.map_or(usize::MAX, Site::index), Ordering::SeqCst);
     ARMED.store(host + 1, Ordering::SeqCst);
@@ -105,6 +117,43 @@ pub fn hit(host: usize, site: Site) -> bool {
         return true;
     }
     false
+}
+
+/// Whether a failed allocation records its call stack ([`fired_backtrace`]): a test that must
+/// tell which allocation it refused (what the refusal may cost) turns it on.
+pub fn capture_backtraces(on: bool) {
+    CAPTURE.store(on, Ordering::SeqCst);
+}
+
+/// Bytes the allocation failed since [`arm`] asked for (0 if none failed).
+#[must_use]
+pub fn fired_size() -> usize {
+    FIRED_SIZE.load(Ordering::SeqCst)
+}
+
+/// The call stack of the allocation failed since [`arm`], resolved to symbol names (with
+/// [`capture_backtraces`] on; `None` otherwise or if none failed).
+#[must_use]
+pub fn fired_backtrace() -> Option<String> {
+    FIRED_AT.lock().ok().and_then(|at| at.as_ref().map(ToString::to_string))
+}
+
+/// A driver allocation of `size` bytes on host `host`: true if it must fail. When it fails,
+/// its size is kept and, if asked for, its call stack (captured as simulator code: the
+/// capture's own allocations are neither counted nor failed).
+pub(crate) fn hit_alloc(host: usize, size: usize) -> bool {
+    if !hit(host, Site::Alloc) {
+        return false;
+    }
+    FIRED_SIZE.store(size, Ordering::SeqCst);
+    if CAPTURE.load(Ordering::SeqCst) {
+        let _simulator = crate::kernel::alloc::Attribution::enter(None);
+        let trace = Backtrace::force_capture();
+        if let Ok(mut at) = FIRED_AT.lock() {
+            *at = Some(trace);
+        }
+    }
+    true
 }
 
 /// An engine call on the calling thread's current host: true if it must fail.
