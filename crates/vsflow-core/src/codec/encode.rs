@@ -1454,7 +1454,7 @@ impl FpCache {
     /// Applies what the preparations added to and removed from the set since it was last
     /// updated (`pending_added`, `pending_gone`). A set that cannot be updated (out of
     /// memory) is left for the next save to rebuild (`set_ok` false).
-    fn apply_pending(&mut self, hist: &mut Vec<u32>) {
+    fn apply_pending(&mut self) {
         if self.pending_added.is_empty() && self.pending_gone.is_empty() {
             return;
         }
@@ -1462,7 +1462,7 @@ impl FpCache {
             let Self { set, pending_added, pending_gone, set_tmp, .. } = self;
             pending_gone.sort_unstable();
             let gone: &[u64] = pending_gone;
-            let applied = update_set(set, set_tmp, pending_added, hist, |x| {
+            let applied = update_set(set, set_tmp, pending_added, &|x| {
                 gone.is_empty() || gone.binary_search(&x).is_err()
             });
             self.set_ok = applied.is_ok();
@@ -1707,7 +1707,7 @@ impl Work {
         grow_to(&mut self.cache.set_tmp, n)?;
         grow_to(&mut self.cache.pending_added, n)?;
         grow_to(&mut self.cache.pending_gone, n.min(scan))?;
-        self.cache.apply_pending(&mut self.radix);
+        self.cache.apply_pending();
         // From the encoder's first preparation on, the preparations keep the set (its first
         // save past the cap then sorts only what changed since).
         self.cache.begin_epoch();
@@ -2134,9 +2134,9 @@ const BUCKET_INSERTION_MAX: usize = 24;
 ///
 /// # Errors
 /// [`Error::OutOfMemory`] (the first sort of a port's encoder reserves `tmp` and `hist`).
-fn sort_values<T: RadixKey>(
-    values: &mut Vec<T>,
-    tmp: &mut Vec<T>,
+fn sort_values(
+    values: &mut Vec<u32>,
+    tmp: &mut Vec<u32>,
     hist: &mut Vec<u32>,
 ) -> Result<(), Error> {
     let n = values.len();
@@ -2156,7 +2156,7 @@ fn sort_values<T: RadixKey>(
     hist.clear();
     hist.resize(buckets, 0);
     for &v in values.iter() {
-        if let Some(c) = hist.get_mut((v.top() >> shift) as usize) {
+        if let Some(c) = hist.get_mut((v >> shift) as usize) {
             *c += 1;
         }
     }
@@ -2171,9 +2171,9 @@ fn sort_values<T: RadixKey>(
     // As much as `values` holds: the two swap buffers, and the next save must find either as
     // large as this one's `values` (no allocation then).
     tmp.try_reserve(values.capacity())?;
-    tmp.resize(n, T::default());
+    tmp.resize(n, 0);
     for &v in values.iter() {
-        if let Some(c) = hist.get_mut((v.top() >> shift) as usize) {
+        if let Some(c) = hist.get_mut((v >> shift) as usize) {
             if let Some(d) = tmp.get_mut(*c as usize) {
                 *d = v;
             }
@@ -2197,48 +2197,25 @@ fn sort_values<T: RadixKey>(
     Ok(())
 }
 
-/// What [`sort_values`] sorts: fingerprint values, or the kept set's members (a value in the
-/// high 32 bits, its place below: `FpCache::set`), distributed by their value's top bits.
-trait RadixKey: Copy + Ord + Default {
-    /// The fingerprint value.
-    fn top(self) -> u32;
-}
-
-impl RadixKey for u32 {
-    #[inline]
-    fn top(self) -> u32 {
-        self
-    }
-}
-
-impl RadixKey for u64 {
-    #[inline]
-    fn top(self) -> u32 {
-        #[allow(clippy::cast_possible_truncation, reason = "the high 32 bits")]
-        let v = (self >> 32) as u32;
-        v
-    }
-}
-
 /// Updates the kept set of values (`FpCache::set`): `set` becomes its members `keep` keeps
 /// and every member of `added` (unsorted, emptied here), ascending. `tmp` is scratch; the
-/// three vectors trade their memory (each sized for every connection by the preparation:
-/// no allocation then).
+/// two trade their memory (each sized for every connection by the preparation: no
+/// allocation then).
 ///
 /// # Errors
 /// [`Error::OutOfMemory`] (the set is then not up to date: the caller marks it so).
+// Out of line: one copy for its two callers (the driver image has a size budget).
+#[inline(never)]
 fn update_set(
     set: &mut Vec<u64>,
     tmp: &mut Vec<u64>,
     added: &mut Vec<u64>,
-    hist: &mut Vec<u32>,
-    keep: impl Fn(u64) -> bool,
+    keep: &dyn Fn(u64) -> bool,
 ) -> Result<(), Error> {
-    if added.len() >= BUCKET_MIN {
-        sort_values(added, tmp, hist)?;
-    } else {
-        added.sort_unstable();
-    }
+    // (A comparison sort: a radix sort of pairs was a second copy of `sort_values` in the
+    // driver image, for the one save that adds every connection: an encoder's first, when no
+    // sweep readied it.)
+    added.sort_unstable();
     tmp.clear();
     tmp.try_reserve(set.len() + added.len())?;
     let mut a = added.iter().copied().peekable();
@@ -2258,7 +2235,7 @@ fn update_set(
 }
 
 /// Sorts a short slice ascending.
-fn insertion_sort<T: Copy + Ord>(v: &mut [T]) {
+fn insertion_sort(v: &mut [u32]) {
     for i in 1..v.len() {
         let mut j = i;
         while j > 0 {
@@ -2379,7 +2356,6 @@ fn plan_past_live(
             cache,
             hashed,
             ranks,
-            radix,
             ..
         } = w;
         *slot_count = [0; TABLES];
@@ -2406,7 +2382,7 @@ fn plan_past_live(
         // The kept set of values (`FpCache::set`): what the preparations changed, then this
         // save's epoch. Until the set is updated below it is not up to date (an error on the
         // way leaves it for the next save to rebuild).
-        cache.apply_pending(radix);
+        cache.apply_pending();
         let before = 2 * cache.begin_epoch();
         let member = before + 2;
         cache.set_ok = false;
@@ -2473,7 +2449,7 @@ fn plan_past_live(
             let FpCache { set, set_tmp, pending_added, entries, .. } = cache;
             let all_kept = kept == set.len();
             let entries: &[Vec<FpSlot>; TABLES] = entries;
-            update_set(set, set_tmp, pending_added, radix, |x| {
+            update_set(set, set_tmp, pending_added, &|x| {
                 #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits: a place")]
                 let (t, i) = slot_table(x as u32);
                 all_kept || entries.get(t).and_then(|g| g.get(i)).is_some_and(|e| e.tag == member)
@@ -2484,7 +2460,8 @@ fn plan_past_live(
         // The values to write: the connections', sorted, after the carried ones (a restore's
         // that no connection used yet: then the planner sorts the two together).
         values.try_reserve(cache.set.len())?;
-        values.extend(cache.set.iter().map(|&x| x.top()));
+        #[allow(clippy::cast_possible_truncation, reason = "the value: the high 32 bits")]
+        values.extend(cache.set.iter().map(|&x| (x >> 32) as u32));
     }
     // The rest reads a flow by its slot (a candidate's cost, an exact record).
     let slots = core::mem::take(&mut w.slots);
