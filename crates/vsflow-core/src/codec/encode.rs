@@ -2412,7 +2412,8 @@ fn plan_past_live(
             );
             let est = r.state == FlowState::Established && r.admission == Admission::Vm;
             let v = (est || k.protocol == protocol::TCP).then(|| {
-                let Some(FpSlot { fp: e, tag }) = entries.get_mut(t).and_then(|e| e.get_mut(i as usize))
+                let Some(FpSlot { fp: e, tag }) =
+                    entries.get_mut(t).and_then(|e| e.get_mut(i as usize))
                 else {
                     *hashed += 1;
                     return crate::fingerprint::fingerprint(salt, k);
