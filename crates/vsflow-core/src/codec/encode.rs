@@ -1462,7 +1462,8 @@ impl FpCache {
             let Self { set, pending_added, pending_gone, set_tmp, .. } = self;
             pending_gone.sort_unstable();
             let gone: &[u64] = pending_gone;
-            let applied = update_set(set, set_tmp, pending_added, &|x| {
+            let kept = set.len().saturating_sub(pending_gone.len());
+            let applied = update_set(set, set_tmp, pending_added, kept, &|x| {
                 gone.is_empty() || gone.binary_search(&x).is_err()
             });
             self.set_ok = applied.is_ok();
@@ -2210,6 +2211,7 @@ fn update_set(
     set: &mut Vec<u64>,
     tmp: &mut Vec<u64>,
     added: &mut Vec<u64>,
+    kept: usize,
     keep: &dyn Fn(u64) -> bool,
 ) -> Result<(), Error> {
     // (A comparison sort: a radix sort of pairs was a second copy of `sort_values` in the
@@ -2217,8 +2219,14 @@ fn update_set(
     // sweep readied it.)
     added.sort_unstable();
     tmp.clear();
-    tmp.try_reserve(set.len() + added.len())?;
+    // Room for what the set becomes (`kept` of its members and the added ones: no more than
+    // the port's connections, for which the preparation sized it), not for every old member
+    // as well (a port whose flows all moved, merged from its shards, would need twice that).
+    // More than `kept` members kept (never, while the tags are right) refuses the update:
+    // the vector is never grown here.
+    tmp.try_reserve(kept + added.len())?;
     let mut a = added.iter().copied().peekable();
+    let mut members = 0;
     for &x in set.iter() {
         if !keep(x) {
             continue;
@@ -2226,6 +2234,10 @@ fn update_set(
         while let Some(y) = a.next_if(|&y| y < x) {
             tmp.push(y);
         }
+        if members == kept {
+            return Err(Error::OutOfMemory);
+        }
+        members += 1;
         tmp.push(x);
     }
     tmp.extend(a);
@@ -2345,7 +2357,9 @@ fn plan_past_live(
     w.exact.clear();
     w.fps.clear();
     w.begin_key_pass(src.len(), carried.values)?;
+    let mut sorted = false;
     {
+        let sorted = &mut sorted;
         let Work {
             all: dicts,
             prio: vals,
@@ -2446,23 +2460,34 @@ fn plan_past_live(
         })?;
         dicts.finish_locals();
         // The set: the members found again (all of them, or those tagged so) and the new.
-        if kept != cache.set.len() || !cache.pending_added.is_empty() {
+        let updated = if kept != cache.set.len() || !cache.pending_added.is_empty() {
             let FpCache { set, set_tmp, pending_added, entries, .. } = cache;
             let all_kept = kept == set.len();
             let entries: &[Vec<FpSlot>; TABLES] = entries;
-            update_set(set, set_tmp, pending_added, &|x| {
+            update_set(set, set_tmp, pending_added, kept, &|x| {
                 #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits: a place")]
                 let (t, i) = slot_table(x as u32);
                 all_kept || entries.get(t).and_then(|g| g.get(i)).is_some_and(|e| e.tag == member)
-            })?;
-        }
-        cache.epoch = member / 2;
-        cache.set_ok = true;
+            })
+            .is_ok()
+        } else {
+            true
+        };
         // The values to write: the connections', sorted, after the carried ones (a restore's
-        // that no connection used yet: then the planner sorts the two together).
-        values.try_reserve(cache.set.len())?;
-        #[allow(clippy::cast_possible_truncation, reason = "the value: the high 32 bits")]
-        values.extend(cache.set.iter().map(|&x| (x >> 32) as u32));
+        // that no connection used yet: then the planner sorts the two together). A set that
+        // could not be updated is rebuilt by the next save; this one takes the values from its
+        // pass (their room reserved), for the planner to sort.
+        cache.epoch = member / 2;
+        cache.set_ok = updated;
+        if updated {
+            values.try_reserve(cache.set.len())?;
+            #[allow(clippy::cast_possible_truncation, reason = "the value: the high 32 bits")]
+            values.extend(cache.set.iter().map(|&x| (x >> 32) as u32));
+        } else {
+            cache.pending_added.clear();
+            values.extend(vals.iter().zip(take.iter()).filter(|&(_, &t)| t == 1).map(|(&v, _)| v));
+        }
+        *sorted = updated && carried.values.is_empty();
     }
     // The rest reads a flow by its slot (a candidate's cost, an exact record).
     let slots = core::mem::take(&mut w.slots);
@@ -2471,7 +2496,6 @@ fn plan_past_live(
         0 => Some(&src.port.table),
         _ => src.shards.get(t - 1).copied().flatten().map(|p| &p.table),
     };
-    let sorted = carried.values.is_empty();
     let planned = plan_chosen(w, room, rules_version, salt, carried, sorted, &|i| {
         let (t, slot) = slot_table(*slots.get(i as usize)?);
         #[allow(clippy::cast_possible_truncation, reason = "slot < 2^24")]
