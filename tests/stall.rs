@@ -343,10 +343,12 @@ fn a_port_deleted_while_its_packet_waits_for_its_lock_is_freed_by_the_last_holde
             let gone = SimPort::new(p7, "vm-long", sys::NdisSwitchPortTypeSynthetic);
             h.port_notification(sw, &gone, false)
         });
-        std::thread::sleep(Duration::from_millis(100));
+        // (Its map update takes no port lock: done at once, but a loaded machine may start
+        // the thread late.)
+        std::thread::sleep(Duration::from_millis(300));
         // Port 7 is out of the map: its next packet finds no port, without waiting.
         let probe = send(0);
-        let out_of_map = wait_for(|| probe.is_finished(), Duration::from_millis(500));
+        let out_of_map = wait_for(|| probe.is_finished(), PATIENCE);
         let out_of_map_in_time = out_of_map && h.interrupts().is_held();
         let blocks_held = h.driver_blocks();
         h.interrupts().release();

@@ -93,10 +93,12 @@ use vsflow_core::{PacketMeta, Port, PortCounters, PortIdentity, Tick, Verdict};
 
 use crate::alloc_util::try_box;
 
+mod absence;
 mod call_count;
 use crate::error::CalloutError;
 use crate::services::{KernelServices, RawSpinLock};
 use crate::sync::{ExclusiveGuard, SharedGuard, SpinGuard, SpinMutex};
+use absence::Absence;
 use call_count::CallCount;
 
 /// A port of a switch: `(switch, PortId)`. `PortId`s are unique only within a switch and change
@@ -912,12 +914,12 @@ struct CpuLock<R, L: RawSpinLock> {
 }
 
 impl<R, L: RawSpinLock> CpuLock<R, L> {
-    const fn new(lock: R) -> Self {
+    fn new(lock: R) -> Self {
         Self {
             _front: [0; 8],
             lock,
             cache: [const { CachedPort::EMPTY }; CACHED_PORTS],
-            absent: [const { CachedAbsence::EMPTY }; CACHED_ABSENT],
+            absent: core::array::from_fn(|_| CachedAbsence::new()),
             _back: [0; 8],
         }
     }
@@ -931,35 +933,25 @@ const CACHED_ABSENT: usize = 4;
 
 /// One entry of a processor's absence cache: port id `key & 0xFFFF_FFFF` of switch number
 /// `key >> 32` of the map (its index in [`Master::switches`]) was looked up and not found, at
-/// map generation `generation` (0: empty). A packet of that switch and port id is passed by
-/// without hashing the map again ([`PortMap::with_packet_port`]).
-///
-/// The switch's number and the port id are one atomic word, so two readers of one processor's
-/// lock writing an entry at once never leave a mix of theirs: any key read after a generation
-/// equal to the map's was written at that generation (each writer stores its key before its
-/// generation, with release; every map change takes a new generation under every processor's
-/// lock held exclusively, so a writer of an older generation finished before it), and so names
-/// a port id the map at this generation does not hold. A switch's number is checked against
-/// the packet's `VSWITCH_ID` bytes on every use, as the port cache's is.
-struct CachedAbsence {
-    generation: AtomicU64,
-    key: AtomicU64,
-}
+/// the map's generation ([`absence::Absence`]: the key is one atomic word, so two readers of
+/// one processor's lock writing an entry at once never leave a mix of theirs, and a key read
+/// at the map's generation was written at it: a port id the map at this generation does not
+/// hold). A packet of that switch and port id is passed by without hashing the map again
+/// ([`PortMap::with_packet_port`]). A switch's number is checked against the packet's
+/// `VSWITCH_ID` bytes on every use, as the port cache's is.
+struct CachedAbsence(Absence);
 
 impl CachedAbsence {
-    #[allow(clippy::declare_interior_mutable_const, reason = "an array initializer only")]
-    const EMPTY: Self = Self { generation: AtomicU64::new(0), key: AtomicU64::new(0) };
+    fn new() -> Self {
+        Self(Absence::new())
+    }
 
     /// Whether this entry says the map holds no port `port` of switch `name` (`VSWITCH_ID`
     /// bytes) at its generation. The caller holds this processor's lock shared and `map` is
     /// the map under it.
     #[inline]
     fn holds<L: RawSpinLock>(&self, map: &Master<L>, name: &[u8], port: u32) -> bool {
-        // Acquire: the key written before this generation (`set`) is seen.
-        if self.generation.load(Ordering::Acquire) != map.generation {
-            return false;
-        }
-        let key = self.key.load(Ordering::Relaxed);
+        let Some(key) = self.0.get(map.generation) else { return false };
         #[allow(clippy::cast_possible_truncation, reason = "the low half is the port id")]
         let cached_port = key as u32;
         let switch = usize::try_from(key >> 32).ok().and_then(|i| map.switches.get(i));
@@ -972,8 +964,7 @@ impl CachedAbsence {
     #[inline]
     fn set(&self, generation: u64, switch: usize, port: u32) {
         let Ok(switch) = u32::try_from(switch) else { return };
-        self.key.store(u64::from(switch) << 32 | u64::from(port), Ordering::Relaxed);
-        self.generation.store(generation, Ordering::Release);
+        self.0.set(generation, u64::from(switch) << 32 | u64::from(port));
     }
 }
 

@@ -120,8 +120,11 @@ fn repeated(port: &mut Port, state: &PortState) -> Option<ApplyReport> {
 /// [`PortState::digest`], non-zero) changes nothing and reports `repeated`.
 ///
 /// # Errors
-/// [`ApplyError::DuplicateFlow`] if two saved flows share a key; [`ApplyError::Core`] for out of
-/// memory (either of them met while staging, `staged`, or here).
+/// [`ApplyError::Core`] for out of memory for the staged table itself (met while staging,
+/// `staged`, or placing again here). A key two saved flows share is no error: neither record is
+/// restored, counted `untracked` (`Staged::finish`, faults s7); nor is memory refused for the
+/// carried rules (an empty set, [`ApplyReport::rules_lost`]), the fingerprints (none armed) or
+/// a list's order.
 #[allow(clippy::too_many_lines, reason = "one build-then-commit sequence")]
 pub fn apply_staged(
     port: &mut Port,
@@ -152,9 +155,10 @@ pub fn apply_staged(
         }
         again.expired = again.expired.saturating_add(staged.expired);
         again.dropped = again.dropped.saturating_add(staged.dropped);
+        again.duplicated = again.duplicated.saturating_add(staged.duplicated);
         staged = again;
     }
-    let Staged { mut table, expired, dropped, rule_admitted, .. } = staged;
+    let Staged { mut table, expired, dropped, rule_admitted, duplicated, .. } = staged;
     // Carried rule admissions to this host's rule versions (Vm and Monitor stay as they are).
     if rule_admitted {
         table.for_each_record_mut(|r| r.admission = plan.admission(r.admission));
@@ -182,7 +186,12 @@ pub fn apply_staged(
     let mut kept_local = 0u32;
     // Fingerprints the decode had no memory for are lost the same way (review s7 F3).
     let unread = u64::from(state.save_info.fingerprints_unread);
-    let mut untracked = u64::try_from(unarmed).unwrap_or(u64::MAX).saturating_add(unread);
+    // Keys the blob carries twice: neither record placed (`Staged::finish`), those
+    // connections judged as any the blob does not carry.
+    let mut untracked = u64::try_from(unarmed)
+        .unwrap_or(u64::MAX)
+        .saturating_add(unread)
+        .saturating_add(u64::from(duplicated));
     // The window the larger side (it may fill the port's table: 60,437 of 65,536 flows,
     // review3 s5) and no fingerprint to check its connections against: the carried flows go
     // into the port's live table instead, the same flows, records, counts and list order
@@ -685,6 +694,24 @@ mod tests {
         port(bound, window)
     }
 
+    /// A state that carries a key twice (`arb_state`'s twin): the same state without any
+    /// record of that key (what the apply restores: neither record, faults s7), and whether
+    /// the twin was live (then counted `untracked`; else each record counted `expired`) and
+    /// how many records it had. `None` if every key is carried once.
+    fn without_twin(state: &PortState) -> Option<(PortState, bool, u64)> {
+        let twin = *state
+            .flows
+            .iter()
+            .enumerate()
+            .find(|&(i, f)| state.flows[..i].iter().any(|g| g.key == f.key))?
+            .1;
+        let mut s = state.clone();
+        s.flows.retain(|f| f.key != twin.key);
+        let records = (state.flows.len() - s.flows.len()) as u64;
+        let timeouts = TableConfig::default().timeouts;
+        Some((s, !timeouts.expired(twin.key.protocol, twin.state, twin.last_age), records))
+    }
+
     fn in_recency_order(t: &FlowTable) -> bool {
         TimeoutClass::ALL.iter().all(|&c| t.iter_lru(c).map(|(_, r)| r.last_seen).is_sorted())
     }
@@ -719,11 +746,25 @@ mod tests {
             let (mut a, mut b) =
                 (port_in_time_order(bound, &mut window), port_in_time_order(bound, &mut window));
             let config = ApplyConfig::default();
-            let ra = session4_apply(&mut a, &state, NOW, &config);
+            // A key carried twice restores neither record (faults s7): the reference is the
+            // state without that key, one connection more counted untracked (over the bound,
+            // where a twin may be ranked out alone, only a clean apply is checked).
+            let twin = without_twin(&state);
+            if twin.is_some() && state.flows.len() > bound as usize {
+                prop_assert!(apply_with(&mut b, &state, NOW, &config).is_ok());
+                b.table.check_invariants().unwrap();
+                return Ok(());
+            }
+            let (reference, live, records) = twin.unwrap_or_else(|| (state.clone(), false, 0));
+            let ra = session4_apply(&mut a, &reference, NOW, &config);
             let rb = apply_with(&mut b, &state, NOW, &config);
+            if live {
+                a.counters.untracked += 1;
+            } else {
+                a.counters.expired += records;
+            }
             match (ra, rb) {
                 (Ok(ra), Ok(rb)) => prop_assert_eq!(ra, rb),
-                (Err(ApplyError::DuplicateFlow { .. }), Err(ApplyError::DuplicateFlow { .. })) => {}
                 (ra, rb) => prop_assert!(false, "{:?} != {:?}", ra, rb),
             }
             b.table.check_invariants().unwrap();
@@ -766,12 +807,26 @@ mod tests {
             window.extend(others.iter().map(|&(n, udp, s, ago)| (key(n, udp), s, ago)));
             let (mut a, mut b) = (port(bound, &window), port(bound, &window));
             let config = ApplyConfig::default();
-            let ra = session4_apply(&mut a, &state, NOW, &config);
+            // A key carried twice restores neither record (faults s7): the reference is the
+            // state without that key, one connection more counted untracked (over the bound,
+            // where a twin may be ranked out alone, only a clean apply is checked).
+            let twin = without_twin(&state);
+            if twin.is_some() && state.flows.len() > bound as usize {
+                prop_assert!(apply_with(&mut b, &state, NOW, &config).is_ok());
+                b.table.check_invariants().unwrap();
+                return Ok(());
+            }
+            let (reference, live, records) = twin.unwrap_or_else(|| (state.clone(), false, 0));
+            let ra = session4_apply(&mut a, &reference, NOW, &config);
             let rb = apply_with(&mut b, &state, NOW, &config);
+            if live {
+                a.counters.untracked += 1;
+            } else {
+                a.counters.expired += records;
+            }
             let kept_local = ra.as_ref().map_or(0, |r| r.kept_local);
             match (ra, rb) {
                 (Ok(ra), Ok(rb)) => prop_assert_eq!(ra, rb),
-                (Err(ApplyError::DuplicateFlow { .. }), Err(ApplyError::DuplicateFlow { .. })) => {}
                 (ra, rb) => prop_assert!(false, "{:?} != {:?}", ra, rb),
             }
             b.table.check_invariants().unwrap();

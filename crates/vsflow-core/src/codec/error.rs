@@ -179,7 +179,9 @@ impl fmt::Display for DecodeError {
 /// Why [`crate::codec::apply`] failed. The port was not changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplyError {
-    /// Two saved flows have the same key.
+    /// Two saved flows have the same key. No longer returned by the apply (since faults s7 a
+    /// key carried twice restores neither record and the rest: `codec::Staged::finish`); kept
+    /// for callers that match on it.
     DuplicateFlow {
         /// Index of the second occurrence in the state's flow list.
         index: usize,

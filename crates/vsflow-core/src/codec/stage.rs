@@ -18,9 +18,15 @@
 //! order, which the encoder writes least recently used first per class and address family;
 //! a list placed out of age order is put in order once placed, [`Staged::finish`]); a blob of
 //! more flows than the table's bound keeps the most valuable ([`SavedFlow::value_rank`],
-//! through [`stage_saved`]); a duplicate key or a failed allocation while placing is kept as the
+//! through [`stage_saved`]); a failed allocation of the table while placing is kept as the
 //! apply's error, so a blob that decodes still carries its policy when its flows cannot be
 //! placed (the order of a list placed out of age order is best effort: [`Staged::finish`]).
+//! A key the blob carries twice (only a buggy or hostile source writes one) is carried by
+//! neither record: both are left out, counted `untracked` by the apply, the connection judged
+//! as any the blob does not carry (fail closed for it), every other flow placed (faults s7: it
+//! was the apply's error, a degraded restore that lost every carried connection). A duplicate
+//! whose twin was left out (idle past its timeout, or past this host's bound) is not seen: the
+//! record placed stands as it would alone.
 //! Carried admissions stay as the blob has them: the apply maps them to this host's rule
 //! versions once it has planned the port's policy under the port's lock (one pass over the
 //! slab, only if a flow has a rule admission), and merges the flows the restore window saw
@@ -81,15 +87,15 @@ pub struct Staged {
     pub(super) dropped: u32,
     /// Some placed flow has a rule admission (the apply maps those to this host's versions).
     pub(super) rule_admitted: bool,
-    /// What placing the flows met (a duplicate key, memory): the apply's error.
+    /// What placing the flows met (memory for the table): the apply's error.
     pub(super) failed: Option<ApplyError>,
+    /// Keys taken more than once: none of their flows placed (the apply counts them
+    /// `untracked`).
+    pub(super) duplicated: u32,
     /// Per class, the age of the flow taken last (oldest first: ages never grow).
     last_age: [Tick; TimeoutClass::COUNT],
     /// Classes whose flows were taken out of age order (a bit per class).
     unordered: u8,
-    /// The list index of each flow taken, when they were not taken in list order (over the
-    /// bound, [`stage_saved`]): a duplicate's index in the error.
-    order: Vec<u32>,
 }
 
 impl Staged {
@@ -109,9 +115,9 @@ impl Staged {
             dropped: 0,
             rule_admitted: false,
             failed: None,
+            duplicated: 0,
             last_age: [Tick::MAX; TimeoutClass::COUNT],
             unordered: 0,
-            order: Vec::new(),
         })
     }
 
@@ -154,7 +160,8 @@ impl Staged {
     }
 
     /// Ends the placement: the flows taken are linked into the table in the order taken (a
-    /// key taken twice is the apply's error, [`ApplyError::DuplicateFlow`]), and each list
+    /// key taken more than once keeps none of its flows, counted in `duplicated`:
+    /// `FlowTable::link_pushed`), and each list
     /// taken out of age order is put in order, if there is memory for that order (16 bytes a
     /// flow): without it the list stays in placement order, consistent, its idle flows only
     /// reclaimed later (classify treats a flow idle past its timeout as absent anyway), never
@@ -166,11 +173,7 @@ impl Staged {
         if self.failed.is_some() {
             return self;
         }
-        if let Err(slot) = self.table.link_pushed() {
-            let index = self.order.get(slot as usize).map_or(slot as usize, |&i| i as usize);
-            self.failed = Some(ApplyError::DuplicateFlow { index });
-            return self;
-        }
+        self.duplicated = self.table.link_pushed();
         if self.unordered != 0 {
             let _ = self.table.order_lists(self.unordered);
         }
@@ -216,8 +219,8 @@ impl Staged {
 ///
 /// # Errors
 /// [`Error::InvalidConfig`], [`Error::OutOfMemory`] (the table itself; without memory for the
-/// ranking of a list over the bound, the first live flows in list order are kept). A duplicate
-/// key is the staged table's error ([`Staged`]).
+/// ranking of a list over the bound, the first live flows in list order are kept). A key listed
+/// twice keeps neither record (`Staged::finish`).
 pub fn stage_saved(flows: &[SavedFlow], config: &StageConfig) -> Result<Staged, Error> {
     let timeouts = config.table.timeouts;
     let bound = config.table.max_flows as usize;
@@ -264,12 +267,6 @@ pub fn stage_saved(flows: &[SavedFlow], config: &StageConfig) -> Result<Staged, 
     order.sort_unstable();
     let kept = order.len();
     let mut staged = Staged::try_new(config, u32::try_from(kept).unwrap_or(u32::MAX))?;
-    // The list index of each flow placed, only to name a duplicate in the error: without the
-    // memory for it (4 bytes a flow) the error names the slot (review s7 F5: a refusal here
-    // was the apply's error, a degraded restore that lost every carried flow).
-    if staged.order.try_reserve_exact(kept).is_ok() {
-        staged.order.extend(order.iter().map(|&(_, i)| i));
-    }
     staged.expired = u64::try_from(flows.len() - live).unwrap_or(u64::MAX);
     staged.dropped = u32::try_from(live - kept).unwrap_or(u32::MAX);
     for &(_, i) in &order {

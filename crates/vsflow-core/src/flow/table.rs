@@ -65,6 +65,9 @@ const NIL: u32 = u32::MAX;
 const FREE: u8 = u8::MAX;
 /// The class byte of a slot written by [`FlowTable::push_unlinked`], not linked yet.
 const UNLINKED: u8 = u8::MAX - 1;
+/// `linked_at` of a linked slot whose key [`FlowTable::link_pushed`] met again (a flow's
+/// `linked_at` is its `last_seen`, never this): removed once the pass is over.
+const DUPLICATED: Tick = Tick::MAX;
 /// Slots per slab segment (64: 8 KiB).
 const SLOT_SEGMENT: usize = 64;
 /// Bucket heads per index segment (512: 2 KiB).
@@ -735,17 +738,23 @@ impl FlowTable {
     /// a slot pushed left out goes to the free list. The index should have been split ahead
     /// ([`FlowTable::reserve_index`]): nothing is split here.
     ///
-    /// # Errors
-    /// The slot number of the first flow whose key an earlier flow has: it and every slot
-    /// after it are freed, the table stays consistent (with the flows linked before it).
-    pub(crate) fn link_pushed(&mut self) -> Result<(), u32> {
+    /// A key pushed more than once (a blob that describes one connection twice: only a buggy
+    /// or hostile source writes one) keeps none of its flows: every slot of it is freed, the
+    /// others are linked. Neither description is trusted, so the duplicate never makes the
+    /// connection more permissive than either record alone would, and costs that connection
+    /// only, not every other (review s6 "Left open", faults s7). Returns how many keys were
+    /// pushed more than once (connections lost that way).
+    pub(crate) fn link_pushed(&mut self) -> u32 {
         #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
         let end = self.slots.len() as u32;
         let mut slot = end - self.unlinked;
-        let mut duplicate = None;
+        // Keys met twice: their first (linked) slot is marked and unlinked after the pass, so
+        // that a third occurrence still finds it.
+        let mut duplicated = 0u32;
+        let mut first_marked = end;
         while slot < end {
             let pushed = self.slots.get(slot as usize);
-            if pushed.class == FREE || duplicate.is_some() {
+            if pushed.class == FREE {
                 self.free_pushed(slot);
                 slot += 1;
                 continue;
@@ -765,7 +774,12 @@ impl FlowTable {
                 at = t.chain;
             }
             if at != NIL {
-                duplicate = Some(slot);
+                let first = self.slots.get_mut(at as usize);
+                if first.linked_at != DUPLICATED {
+                    first.linked_at = DUPLICATED;
+                    duplicated += 1;
+                    first_marked = first_marked.min(at);
+                }
                 self.free_pushed(slot);
                 slot += 1;
                 continue;
@@ -794,7 +808,15 @@ impl FlowTable {
             slot += 1;
         }
         self.unlinked = 0;
-        duplicate.map_or(Ok(()), Err)
+        if duplicated != 0 {
+            for i in first_marked..end {
+                let s = self.slots.get(i as usize);
+                if usize::from(s.class) < TimeoutClass::COUNT && s.linked_at == DUPLICATED {
+                    self.remove_at(i);
+                }
+            }
+        }
+        duplicated
     }
 
     /// A pushed slot that is not linked goes to the free list.

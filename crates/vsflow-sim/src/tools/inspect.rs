@@ -136,7 +136,18 @@ pub fn inspect(bytes: &[u8]) -> Result<String, String> {
             secs(f.last_age)
         );
     }
-    // Duplicate keys are only detected when applying: try it on a scratch port.
+    // A key carried twice decodes (the restore then carries neither record: faults s7), but
+    // only a buggy or hostile source writes one: said so.
+    let mut keys: Vec<String> = state.flows.iter().map(|f| format!("{:?}", f.key)).collect();
+    keys.sort_unstable();
+    if let Some(twice) = keys.windows(2).find_map(|w| match w {
+        [a, b] if a == b => Some(a),
+        _ => None,
+    }) {
+        return Err(format!(
+            "invalid runtime-state blob: flow key carried twice ({twice}); a restore carries neither"
+        ));
+    }
     let mut scratch =
         Port::try_new(state.identity, PortConfig::default()).map_err(|e| e.to_string())?;
     if let Err(e) = codec::apply(&mut scratch, &state, 0) {
