@@ -17,9 +17,12 @@
 //!   the fingerprints, a refused copy or order nothing at all (the call stack of each refusal
 //!   names it: `faults::fired_backtrace`).
 //!
-//! The save: allocation N of the save callback refused, every N: the callback succeeds (a VM's
-//! save never fails because of vsflow), and the blob it hands over restores on a destination
-//! without opening anything the source would block.
+//! The save: allocation N of a save whose encoder the idle sweep had freed (a save right after
+//! another allocates nothing) refused, every N: the callback hands a blob (a VM's save never
+//! fails because of vsflow), and that blob restores on a destination without admitting
+//! anything the unrefused save's restore blocks; a refused fingerprint allocation may cost
+//! fingerprints only. (Every refusal of the encoder's working memory sends the no-state blob
+//! today: the destination keeps or closes its own policy and carries no flow.)
 
 use fwps_sys as sys;
 use vsflow_callout::{DriverConfig, RestoreMode};
@@ -116,6 +119,16 @@ struct Case {
 
 /// A source port with the SSH rule and `conns` connections (family, number), saved.
 fn source(config: DriverConfig, conns: &[(IpFamily, u16)], spread: bool) -> Vec<SavedBlob> {
+    let (mut a, sa) = loaded_source(config, conns, spread);
+    let (blobs, _) = a.save(sa, VM);
+    a.unload_driver();
+    assert!(a.violations().is_empty(), "{:?}", a.violations());
+    blobs
+}
+
+/// A host whose port `VM` has the SSH rule and `conns` connections (family, number), split
+/// over the processors if `spread`; returns it and its switch.
+fn loaded_source(config: DriverConfig, conns: &[(IpFamily, u16)], spread: bool) -> (Host, usize) {
     let mut a = Host::new(1);
     a.load_driver(config).expect("loads");
     let sa = a.create_switch("SW-A", &[]);
@@ -140,10 +153,7 @@ fn source(config: DriverConfig, conns: &[(IpFamily, u16)], spread: bool) -> Vec<
         set_processor(0);
     }
     a.advance(1_000_000);
-    let (blobs, _) = a.save(sa, VM);
-    a.unload_driver();
-    assert!(a.violations().is_empty(), "{:?}", a.violations());
-    blobs
+    (a, sa)
 }
 
 fn v4(range: std::ops::Range<u16>) -> Vec<(IpFamily, u16)> {
@@ -196,6 +206,21 @@ fn cases() -> Vec<Case> {
         blobs: source(pended, &few, false),
         dest: pended,
         window,
+        carried,
+    });
+    // A blob with fingerprints into a window larger than its exact flows (the source's cap
+    // small, 8,000 bytes, so that most of its 2,000 connections travel as fingerprints): the
+    // window's connections checked against the fingerprints (review s7's suggestion).
+    let fp_source = v4(0..2_000);
+    let fp_window = v4(30_000..31_200);
+    let small_cap = DriverConfig { blob_cap: 8_000, ..pended };
+    let mut carried = sample(&fp_source, 41);
+    carried.extend(sample(&fp_window, 60));
+    out.push(Case {
+        name: "fingerprints into a larger window",
+        blobs: source(small_cap, &fp_source, false),
+        dest: pended,
+        window: fp_window,
         carried,
     });
     // Dual stack: IPv4 and IPv6 connections opened alternately; the blob lists the IPv4 ones
@@ -324,6 +349,7 @@ fn covers(stack: &str) -> Covers {
         || has("codec::decode::decode_flows")
         || has("FlowTable::reserve_index")
         || has("FlowTable::grow_slots")
+        || has("FlowTable::start_building")
         || has("FlowTable::grow_buckets")
     {
         Covers::Table
@@ -450,13 +476,156 @@ fn sweep_restore(case: &Case) -> Vec<String> {
     failures
 }
 
+/// One fault plan per process: the sweeps take turns.
+static SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_allocation_of_a_restore_refused_in_turn_keeps_policy_and_costs_only_what_it_covers() {
+    let _one = SWEEP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     faults::capture_backtraces(true);
     let mut failures = Vec::new();
     for case in cases() {
         failures.extend(sweep_restore(&case));
     }
+    faults::capture_backtraces(false);
+    assert!(
+        failures.is_empty(),
+        "{} refusals broke a rule:\n{}",
+        failures.len(),
+        failures.iter().take(12).cloned().collect::<Vec<_>>().join("\n\n")
+    );
+}
+
+// ---- The save ------------------------------------------------------------------------------
+
+/// What a refused allocation of a save was for, from its call stack: what the destination may
+/// lose for it.
+fn save_covers(stack: &str) -> &'static str {
+    let has = |s: &str| stack.contains(s);
+    if has("FpCache") || has("fingerprint") || has("rice::") { "fingerprints" } else { "the blob" }
+}
+
+/// Every allocation of a save of the port `conns` fill (the port kept saving: its encoder and
+/// buffer warm) refused in turn; each blob restored on a destination.
+fn sweep_save(
+    name: &str,
+    source_config: DriverConfig,
+    conns: &[(IpFamily, u16)],
+    spread: bool,
+) -> Vec<String> {
+    let (mut a, sa) = loaded_source(source_config, conns, spread);
+    // A save the port's encoder was freed before (a minute after its last save, by the idle
+    // sweep the driver's timer runs each second): what it allocates is what is refused. (A
+    // save right after another allocates nothing: the encoder and the buffer are kept.)
+    let first_save = |a: &mut Host| {
+        for _ in 0..61 {
+            a.advance(10_000_000);
+            let _ = a.within(|| a.driver().expire_idle(16));
+        }
+    };
+    let _ = a.save(sa, VM);
+    first_save(&mut a);
+    faults::arm(a.id(), None, 0);
+    let (reference_blobs, _) = a.save(sa, VM);
+    let total = faults::count(Site::Alloc);
+    faults::disarm();
+    let case = |blobs: Vec<SavedBlob>| Case {
+        name: "save",
+        blobs,
+        dest: source_config,
+        window: Vec::new(),
+        carried: sample(conns, 97),
+    };
+    let mut b = Host::new(3);
+    b.load_driver(source_config).expect("loads");
+    let sb = b.create_switch("SW-B", &[]);
+    let mut id = 100;
+    let reference = restore_once(&mut b, sb, id, &case(reference_blobs), None);
+    assert_eq!(reference.vm_restore, VmRestore::Succeeded, "{name}");
+    let mut failures = Vec::new();
+    let mut costs = Vec::new();
+    for nth in 1..=total + 2 {
+        first_save(&mut a);
+        faults::arm(a.id(), Some(Site::Alloc), nth);
+        let (blobs, _) = a.save(sa, VM);
+        let refused = (faults::fired() > 0)
+            .then(|| (faults::fired_size(), faults::fired_backtrace().unwrap_or_default()));
+        faults::disarm();
+        let Some((size, stack)) = refused else {
+            if nth > total {
+                break;
+            }
+            continue;
+        };
+        let violations = a.violations();
+        if !violations.is_empty() || blobs.iter().all(|(_, b)| b.is_empty()) {
+            failures.push(format!("{name}: save allocation {nth}: no blob or {violations:?}"));
+            continue;
+        }
+        id += 1;
+        let o = restore_once(&mut b, sb, id, &case(blobs), None);
+        let lost = reference.flows.saturating_sub(o.flows);
+        let lost_fps = reference
+            .counters
+            .restored_fingerprints
+            .saturating_sub(o.counters.restored_fingerprints);
+        let covers = save_covers(&stack);
+        let opened: Vec<usize> = (0..o.probes.len())
+            .filter(|&i| o.probes[i] && !reference.probes.get(i).copied().unwrap_or(false))
+            .collect();
+        let mut wrong = Vec::new();
+        if o.vm_restore != VmRestore::Succeeded || !o.violations.is_empty() {
+            wrong.push(format!("restore {:?} {:?}", o.vm_restore, o.violations));
+        }
+        if o.mode != reference.mode || o.rules.iter().any(|r| !reference.rules.contains(r)) {
+            wrong.push(format!("policy {:?} {:?}", o.mode, o.rules));
+        }
+        if !opened.is_empty() {
+            wrong.push(format!("probes {opened:?} admitted that the reference blocks"));
+        }
+        if covers == "fingerprints" && (lost > 0 || o.rules.len() < reference.rules.len()) {
+            wrong.push(format!("{lost} flows lost for a refusal of the fingerprints"));
+        }
+        if !wrong.is_empty() {
+            let at = stack
+                .lines()
+                .filter(|l| l.contains("vsflow") && !l.contains("vsflow_sim::kernel"))
+                .take(14)
+                .collect::<Vec<_>>()
+                .join("\n");
+            failures.push(format!(
+                "{name}: save allocation {nth} of {total} ({size} B, {covers}): {}; lost {lost} \
+                 flows, {lost_fps} fingerprints; refused at:\n{at}",
+                wrong.join("; ")
+            ));
+        }
+        if lost > 0 || lost_fps > 0 {
+            costs.push(format!("#{nth} {size}B ({covers}) -{lost} flows -{lost_fps} fps"));
+            if std::env::var_os("VSFLOW_SWEEP_STACKS").is_some() {
+                eprintln!("save #{nth} {size} B refused at:\n{stack}");
+            }
+        }
+    }
+    b.unload_driver();
+    a.unload_driver();
+    for h in [&a, &b] {
+        let v = h.violations();
+        if !v.is_empty() {
+            failures.push(format!("{name}: at unload: {v:?}"));
+        }
+    }
+    eprintln!("save, {name}: {total} allocations refused in turn; losses: {}", costs.join(", "));
+    failures
+}
+
+#[test]
+fn every_allocation_of_a_save_refused_in_turn_never_fails_it_nor_opens_the_destination() {
+    let _one = SWEEP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    faults::capture_backtraces(true);
+    let pended = enforce(RestoreMode::Pending);
+    let mut failures = sweep_save("at the cap", pended, &v4(0..4_096), false);
+    let big = DriverConfig { flows_per_port: 16_384, ..pended };
+    failures.extend(sweep_save("past the cap, split port", big, &v4(0..10_000), true));
     faults::capture_backtraces(false);
     assert!(
         failures.is_empty(),

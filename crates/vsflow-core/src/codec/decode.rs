@@ -874,7 +874,9 @@ fn decode_compact_family<const ALEN: usize>(
     let addrs = d.take(alen * usize::from(n)).unwrap_or(&[]);
     // The dictionary as whole addresses: an index is one bounds check.
     let (addrs, _) = addrs.as_chunks::<ALEN>();
-    let addr_at = |i: u32| -> Option<[u8; 16]> { addrs.get(i as usize).map(widen) };
+    // (`u128`, not `[u8; 16]`: an `Option<[u8; 16]>` holds its array at offset 1, and every
+    // address then went into the table's slot in five misaligned pieces.)
+    let addr_at = |i: u32| -> Option<u128> { addrs.get(i as usize).map(widen) };
     // The header.
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     let bad_len = DecodeError::BadRecordLength { kind, len };
@@ -974,8 +976,14 @@ fn decode_compact_family<const ALEN: usize>(
                 *v = p.varint().ok_or(short)?;
             }
         }
-        let key =
-            FlowKey { family, protocol: proto, local_addr, remote_addr, local_port, remote_port };
+        let key = FlowKey {
+            family,
+            protocol: proto,
+            local_addr: local_addr.to_le_bytes(),
+            remote_addr: remote_addr.to_le_bytes(),
+            local_port,
+            remote_port,
+        };
         list.put(SavedFlow {
             key,
             state,
@@ -999,11 +1007,11 @@ fn decode_compact_family<const ALEN: usize>(
 /// stalled store forwarding on every entry (a third of the decode's time).
 #[allow(clippy::inline_always, reason = "one register move per address in the decode loop")]
 #[inline(always)]
-fn widen<const ALEN: usize>(a: &[u8; ALEN]) -> [u8; 16] {
+fn widen<const ALEN: usize>(a: &[u8; ALEN]) -> u128 {
     if let Ok(&v4) = <&[u8; 4]>::try_from(&a[..]) {
-        return u128::from(u32::from_le_bytes(v4)).to_le_bytes();
+        return u128::from(u32::from_le_bytes(v4));
     }
-    <[u8; 16]>::try_from(&a[..]).unwrap_or([0; 16])
+    <[u8; 16]>::try_from(&a[..]).map_or(0, u128::from_le_bytes)
 }
 
 /// The rule set of a RULES record, and how many of its rules were left out for want of memory

@@ -92,6 +92,8 @@ pub struct Staged {
     /// Keys taken more than once: none of their flows placed (the apply counts them
     /// `untracked`).
     pub(super) duplicated: u32,
+    /// The first slot [`FlowTable::link_pushed`] marked as a key met again (`u32::MAX`: none).
+    first_marked: u32,
     /// Per class, the age of the flow taken last (oldest first: ages never grow).
     last_age: [Tick; TimeoutClass::COUNT],
     /// Classes whose flows were taken out of age order (a bit per class).
@@ -104,7 +106,7 @@ impl Staged {
     /// # Errors
     /// [`Error::InvalidConfig`], [`Error::OutOfMemory`].
     pub(super) fn try_new(config: &StageConfig, expected: u32) -> Result<Self, Error> {
-        let mut table = FlowTable::try_new(config.table)?;
+        let mut table = FlowTable::try_new_unreserved(config.table)?;
         table.reserve_index(expected)?;
         Ok(Self {
             table,
@@ -116,6 +118,7 @@ impl Staged {
             rule_admitted: false,
             failed: None,
             duplicated: 0,
+            first_marked: u32::MAX,
             last_age: [Tick::MAX; TimeoutClass::COUNT],
             unordered: 0,
         })
@@ -132,12 +135,12 @@ impl Staged {
         if self.failed.is_some() {
             return;
         }
+        let class = TimeoutClass::of(s.key.protocol, s.state).index();
         let idle = s.last_age.saturating_add(self.waited);
-        let left_out = self.table.config().timeouts.expired(s.key.protocol, s.state, idle);
+        let left_out = idle >= self.table.timeout(class);
         if left_out {
             self.expired += 1;
         } else {
-            let class = TimeoutClass::of(s.key.protocol, s.state).index();
             if let Some(previous) = self.last_age.get_mut(class) {
                 if s.last_age > *previous {
                     self.unordered |= 1 << class;
@@ -147,10 +150,21 @@ impl Staged {
             self.rule_admitted |= matches!(s.admission, Admission::Rule(_));
         }
         let base = self.base;
-        if let Err(e) =
-            self.table.push_unlinked(&s.key, left_out, |r| s.write_record(base, s.admission, r))
-        {
+        if let Err(e) = self.table.push_unlinked(&s.key, class, left_out, s.to_record(base)) {
             self.failed = Some(ApplyError::Core(e));
+        } else if self.table.unlinked() == 64 {
+            self.link();
+        }
+    }
+
+    /// Links the flows placed since the last link ([`FlowTable::link_pushed`]).
+    fn link(&mut self) {
+        match self.table.link_pushed() {
+            Ok(linked) => {
+                self.duplicated = self.duplicated.saturating_add(linked.duplicated);
+                self.first_marked = self.first_marked.min(linked.first_marked);
+            }
+            Err(e) => self.failed = Some(ApplyError::Core(e)),
         }
     }
 
@@ -173,7 +187,13 @@ impl Staged {
         if self.failed.is_some() {
             return self;
         }
-        self.duplicated = self.table.link_pushed();
+        self.link();
+        if self.failed.is_some() {
+            return self;
+        }
+        if self.duplicated != 0 {
+            self.table.remove_duplicated(self.first_marked);
+        }
         if self.unordered != 0 {
             let _ = self.table.order_lists(self.unordered);
         }

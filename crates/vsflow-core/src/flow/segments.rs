@@ -79,6 +79,30 @@ impl<T: Copy, const N: usize> Segments<T, N> {
         Ok(())
     }
 
+    /// Appends a segment built by the caller: its elements (at most `N`) are appended, the
+    /// rest of the segment holds `fill`. Only when every segment is full (the length a
+    /// multiple of `N`, as after [`Segments::grow`]'s segments are used up).
+    ///
+    /// # Errors
+    /// [`Error::TableFull`] with the directory full or a segment not full (nothing changes);
+    /// [`Error::OutOfMemory`] if `values` had room for fewer than `N` and no more could be had.
+    pub fn push_segment(&mut self, mut values: Vec<T>, fill: T) -> Result<(), Error> {
+        let n = values.len();
+        if n > N || self.len != self.dir.len() * N || self.dir.len() == self.dir.capacity() {
+            return Err(Error::TableFull);
+        }
+        // Within the capacity reserved for the segment (`N`: no allocation).
+        values.try_reserve_exact(N - n)?;
+        values.resize(N, fill);
+        // Exactly `N` elements: neither conversion reallocates.
+        let segment: Box<[T; N]> =
+            values.into_boxed_slice().try_into().map_err(|_| Error::OutOfMemory)?;
+        // Cannot reallocate: the directory was reserved for every segment up to the bound.
+        self.dir.push(segment);
+        self.len += n;
+        Ok(())
+    }
+
     /// Appends `value`; the caller made room ([`Segments::is_full`] is false).
     #[inline]
     pub fn push(&mut self, value: T) {

@@ -161,6 +161,15 @@ impl Room {
     }
 }
 
+/// What [`FlowTable::link_pushed`] met: keys pushed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linked {
+    /// Keys met again for the first time.
+    pub duplicated: u32,
+    /// The first slot marked (`u32::MAX`: none).
+    pub first_marked: u32,
+}
+
 /// A handle to a flow in a table, valid until the next insert or removal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowIndex(u32);
@@ -238,6 +247,14 @@ pub struct FlowTable {
     /// Slots at the slab's end written by [`FlowTable::push_unlinked`] and not yet linked
     /// ([`FlowTable::link_pushed`]).
     unlinked: u32,
+    /// The segment [`FlowTable::push_unlinked`] writes past the slab's (empty, no allocation,
+    /// but while a restore stages its flows).
+    building: alloc::vec::Vec<Slot>,
+    /// Slots `building` may take (its capacity is a whole segment's; the bound may leave
+    /// room for fewer).
+    building_limit: usize,
+    /// What `building`'s allocation was charged to the budget.
+    building_charge: usize,
 }
 
 impl Drop for FlowTable {
@@ -256,6 +273,17 @@ impl FlowTable {
     /// [`Error::InvalidConfig`] for an out-of-range value, [`Error::OutOfMemory`] if the initial
     /// reservation fails.
     pub fn try_new(config: TableConfig) -> Result<Self, Error> {
+        let mut table = Self::try_new_unreserved(config)?;
+        table.reserve(config.initial_capacity)?;
+        Ok(table)
+    }
+
+    /// [`FlowTable::try_new`] without its initial slots: a restore's staged table, whose
+    /// slab [`FlowTable::push_unlinked`] builds a segment at a time.
+    ///
+    /// # Errors
+    /// As [`FlowTable::try_new`].
+    pub(crate) fn try_new_unreserved(config: TableConfig) -> Result<Self, Error> {
         config.validate()?;
         let max_buckets = config.max_flows.next_power_of_two().max(MIN_BUCKETS);
         let level = config.initial_capacity.clamp(MIN_BUCKETS, max_buckets).next_power_of_two();
@@ -277,6 +305,9 @@ impl FlowTable {
             hasher: FixedState::with_seed(keys::derive(config.hash_seed, Purpose::FlowTable)),
             charged: 0,
             unlinked: 0,
+            building: alloc::vec::Vec::new(),
+            building_limit: 0,
+            building_charge: 0,
         };
         table.charge(table.slots.dir_bytes() + table.buckets.dir_bytes(), false);
         while table.buckets.len() < level as usize {
@@ -285,7 +316,6 @@ impl FlowTable {
             }
             table.buckets.push(NIL);
         }
-        table.reserve(config.initial_capacity)?;
         Ok(table)
     }
 
@@ -478,6 +508,12 @@ impl FlowTable {
     /// state and [`FlowTable::touch`] after a packet.
     pub fn record_mut(&mut self, at: FlowIndex) -> &mut FlowRecord {
         &mut self.slots.get_mut(at.0 as usize).record
+    }
+
+    /// The idle timeout of the class of index `class` ([`TimeoutClass::index`]).
+    #[inline]
+    pub(crate) fn timeout(&self, class: usize) -> Tick {
+        self.timeouts[class & 7]
     }
 
     /// True if the flow has been idle for at least its class's timeout at `now`: it admits
@@ -694,43 +730,110 @@ impl FlowTable {
     }
 
     /// Writes a flow in the slab's next slot without linking it into the index or its list:
-    /// a restore's staging writes each flow's slot as it decodes it, and links them all in one
-    /// pass afterwards ([`FlowTable::link_pushed`]), as the key and record are written only
+    /// a restore's staging writes each flow's slot as it decodes it, and links them a
+    /// segment at a time ([`FlowTable::link_pushed`]), as the key and record are written only
     /// once (no list of decoded flows in between) and the linking loop stays short (issue 18).
-    /// `fill` writes the record (every field). A flow pushed `left_out` (idle past its
-    /// timeout) takes its slot but is never linked: the link pass frees it (so a pushed flow's
-    /// slot number is its position in what was pushed). Only on a table nothing was removed
-    /// from, below its bound; the slab grows a segment at a time, charged to the budget even
-    /// past the limit ([`FlowTable::insert_unique`] charges it so). Until the link pass the
-    /// table must not be used otherwise.
+    /// `class` is the flow's [`TimeoutClass::index`]; `fill` writes the record (every field).
+    /// A flow pushed `left_out` (idle past its timeout) takes its slot but is never linked:
+    /// the link pass frees it (so a pushed flow's slot number is its position in what was
+    /// pushed). Only on a table made by [`FlowTable::try_new_unreserved`] (no slot yet), below
+    /// its bound; until the link pass the table must not be used otherwise.
+    ///
+    /// The flows are written into the slab's next segment as it is built (`building`: an
+    /// allocation of a segment's slots, charged to the budget even past the limit as
+    /// [`FlowTable::insert_unique`] charges the slab's growth), not into a segment first
+    /// filled with the free-slot pattern: each slot is written once, not twice (the pool's
+    /// zeroing aside). [`FlowTable::link_pushed`] appends it to the slab.
     ///
     /// # Errors
-    /// [`Error::TableFull`] at the bound or on a table with free slots; [`Error::OutOfMemory`].
+    /// [`Error::TableFull`] at the bound (or on a table with slots); [`Error::OutOfMemory`].
     #[allow(clippy::inline_always, reason = "a restore's per-flow decode loop: one call site")]
     #[inline(always)]
     pub(crate) fn push_unlinked(
         &mut self,
         key: &FlowKey,
+        class: usize,
         left_out: bool,
-        fill: impl FnOnce(&mut FlowRecord),
+        record: FlowRecord,
     ) -> Result<(), Error> {
-        if self.free != NIL || self.len + self.unlinked >= self.config.max_flows {
+        if self.building.len() >= self.building_limit {
+            self.next_building()?;
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
+        let class = if left_out { FREE } else { class as u8 };
+        if self.building.len() >= self.building.capacity() {
+            // Never: the segment holds `building_limit` (at most a segment's) slots.
             return Err(Error::TableFull);
         }
-        if self.slots.is_full() {
-            self.grow_slots(false)?;
-        }
-        let Some(d) = self.slots.push_in_place() else { return Err(Error::TableFull) };
-        d.key.family = key.family;
-        d.key.protocol = key.protocol;
-        d.key.local_addr = key.local_addr;
-        d.key.remote_addr = key.remote_addr;
-        d.key.local_port = key.local_port;
-        d.key.remote_port = key.remote_port;
-        fill(&mut d.record);
-        d.class = if left_out { FREE } else { UNLINKED };
+        self.building.push(Slot {
+            key: *key,
+            record,
+            linked_at: 0,
+            prev: NIL,
+            next: NIL,
+            chain: NIL,
+            hash: 0,
+            class,
+        });
         self.unlinked += 1;
         Ok(())
+    }
+
+    /// Appends the segment built (if any) to the slab and starts the next, of the slots the
+    /// bound leaves room for.
+    #[cold]
+    #[inline(never)]
+    fn next_building(&mut self) -> Result<(), Error> {
+        self.end_building()?;
+        self.start_building()
+    }
+
+    /// Allocates the segment [`FlowTable::push_unlinked`] builds next (the slab's are full),
+    /// a whole segment's slots (so that appending it never reallocates), of which it takes
+    /// those the bound leaves room for; charged to the budget even past the limit.
+    fn start_building(&mut self) -> Result<(), Error> {
+        let room = (self.config.max_flows as usize).saturating_sub(self.slots.len());
+        let bytes = self.slots.next_segment_bytes();
+        if room == 0 || bytes == 0 || self.slots.len() != self.slots.capacity() {
+            return Err(Error::TableFull);
+        }
+        self.charge(bytes, false);
+        let mut segment = alloc::vec::Vec::new();
+        if let Err(e) = segment.try_reserve_exact(SLOT_SEGMENT) {
+            self.uncharge(bytes);
+            return Err(e.into());
+        }
+        self.building = segment;
+        self.building_limit = SLOT_SEGMENT.min(room);
+        self.building_charge = bytes;
+        Ok(())
+    }
+
+    /// Appends the segment being built to the slab (its slots past those written hold the
+    /// free-slot pattern, unused).
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] (never: its allocation holds a whole segment, so appending it
+    /// allocates nothing): the slots built are lost and no longer counted pushed, the
+    /// segment's charge given back.
+    fn end_building(&mut self) -> Result<(), Error> {
+        let building = core::mem::take(&mut self.building);
+        let charge = core::mem::take(&mut self.building_charge);
+        self.building_limit = 0;
+        if building.capacity() == 0 {
+            return Ok(());
+        }
+        #[allow(clippy::cast_possible_truncation, reason = "at most a segment")]
+        let n = building.len() as u32;
+        self.slots.push_segment(building, FREE_SLOT).inspect_err(|_| {
+            self.uncharge(charge);
+            self.unlinked -= n;
+        })
+    }
+
+    /// Slots pushed and not linked yet.
+    pub(crate) const fn unlinked(&self) -> u32 {
+        self.unlinked
     }
 
     /// Links every slot [`FlowTable::push_unlinked`] wrote, in slab order: each into its
@@ -742,16 +845,25 @@ impl FlowTable {
     /// or hostile source writes one) keeps none of its flows: every slot of it is freed, the
     /// others are linked. Neither description is trusted, so the duplicate never makes the
     /// connection more permissive than either record alone would, and costs that connection
-    /// only, not every other (review s6 "Left open", faults s7). Returns how many keys were
-    /// pushed more than once (connections lost that way).
-    pub(crate) fn link_pushed(&mut self) -> u32 {
+    /// only, not every other (review s6 "Left open", faults s7). A restore links a segment's
+    /// slots at a time: a key's first slot, once met again, is marked and stays linked (so that
+    /// an occurrence in any later batch still finds it) until
+    /// [`FlowTable::remove_duplicated`], after the last batch. Returns how many keys this batch
+    /// met again for the first time, and the first slot it marked.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`] (never: [`FlowTable::push_unlinked`]'s segment holds a whole
+    /// segment's slots): the segment being built could not be appended; its flows are lost,
+    /// those before it linked.
+    pub(crate) fn link_pushed(&mut self) -> Result<Linked, Error> {
+        let built = self.end_building();
         #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
         let end = self.slots.len() as u32;
         let mut slot = end - self.unlinked;
         // Keys met twice: their first (linked) slot is marked and unlinked after the pass, so
         // that a third occurrence still finds it.
         let mut duplicated = 0u32;
-        let mut first_marked = end;
+        let mut first_marked = NIL;
         while slot < end {
             let pushed = self.slots.get(slot as usize);
             if pushed.class == FREE {
@@ -760,7 +872,7 @@ impl FlowTable {
                 continue;
             }
             let key = pushed.key;
-            let class = TimeoutClass::of(key.protocol, pushed.record.state).index();
+            let class = usize::from(pushed.class);
             #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits address buckets")]
             let hash = self.hash(&key) as u32;
             let bucket = self.bucket_of(hash);
@@ -791,9 +903,6 @@ impl FlowTable {
             d.next = list_head;
             d.chain = head;
             d.hash = hash;
-            #[allow(clippy::cast_possible_truncation, reason = "class < TimeoutClass::COUNT")]
-            let class_u8 = class as u8;
-            d.class = class_u8;
             if let Some(list) = self.lists.get_mut(class) {
                 list.head = slot;
                 if list_head == NIL {
@@ -808,15 +917,20 @@ impl FlowTable {
             slot += 1;
         }
         self.unlinked = 0;
-        if duplicated != 0 {
-            for i in first_marked..end {
-                let s = self.slots.get(i as usize);
-                if usize::from(s.class) < TimeoutClass::COUNT && s.linked_at == DUPLICATED {
-                    self.remove_at(i);
-                }
+        built.map(|()| Linked { duplicated, first_marked })
+    }
+
+    /// Removes the slots [`FlowTable::link_pushed`] marked, from slot `from` (the first it
+    /// marked) on: every slot of a key pushed more than once.
+    pub(crate) fn remove_duplicated(&mut self, from: u32) {
+        #[allow(clippy::cast_possible_truncation, reason = "bounded by MAX_FLOWS_LIMIT")]
+        let end = self.slots.len() as u32;
+        for i in from..end {
+            let s = self.slots.get(i as usize);
+            if usize::from(s.class) < TimeoutClass::COUNT && s.linked_at == DUPLICATED {
+                self.remove_at(i);
             }
         }
-        duplicated
     }
 
     /// A pushed slot that is not linked goes to the free list.
