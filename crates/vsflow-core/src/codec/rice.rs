@@ -22,11 +22,18 @@ pub fn bits(values: &[u32], k: u8) -> u64 {
     let mut prev: Option<u32> = None;
     let mut total = 0u64;
     for &v in values {
-        let d = gap(prev, v);
-        total += u64::from(d >> k) + 1 + u64::from(k);
+        total += code_bits(prev, v, k);
         prev = Some(v);
     }
     total
+}
+
+/// Bits of the code word of `v` after `prev` (`None`: `v` is the first value): [`bits`] is
+/// their sum.
+#[inline]
+#[must_use]
+pub fn code_bits(prev: Option<u32>, v: u32, k: u8) -> u64 {
+    u64::from(gap(prev, v) >> k) + 1 + u64::from(k)
 }
 
 /// Bytes of the encoding.
@@ -83,10 +90,12 @@ pub fn best_k_bits(values: &[u32]) -> (u8, u64) {
 /// caller: no allocation here).
 pub fn encode(values: &[u32], k: u8, out: &mut Vec<u8>) {
     let mut w = BitWriter { out, acc: 0, n: 0 };
-    let mut prev = None;
+    // The gap is `v - next` with `next` the previous value + 1 (0 before the first: the first
+    // gap is the value itself), as `gap` gives it without a branch on the first value.
+    let mut next = 0u32;
     let low = (1u64 << k) - 1;
     for &v in values {
-        let d = gap(prev, v);
+        let d = v.wrapping_sub(next);
         let q = d >> k;
         let len = q + 1 + u32::from(k);
         if len <= BitWriter::MAX_PUT {
@@ -102,13 +111,15 @@ pub fn encode(values: &[u32], k: u8, out: &mut Vec<u8>) {
             w.put(0, 1);
             w.put(u64::from(d) & low, u32::from(k));
         }
-        prev = Some(v);
+        next = v.wrapping_add(1);
     }
     w.finish();
 }
 
 struct BitWriter<'a> {
     out: &'a mut Vec<u8>,
+    /// The pending bits in its low `n` bits; the bits above them are left over from bits
+    /// already written (never read again: every read takes whole bits below `n` + 32).
     acc: u64,
     n: u32,
 }
@@ -125,10 +136,10 @@ impl BitWriter<'_> {
         self.n += count;
         if self.n >= 32 {
             self.n -= 32;
+            // (The bits above these 32 are written already: the truncation drops them.)
             #[allow(clippy::cast_possible_truncation, reason = "the next 32 bits")]
             let word = (self.acc >> self.n) as u32;
             self.out.extend_from_slice(&word.to_be_bytes());
-            self.acc &= (1u64 << self.n) - 1;
         }
     }
 

@@ -510,7 +510,7 @@ pub(super) fn plan_live(
             counters = true;
         }
     }
-    let plan = Plan::all_exact(w, salt, carried, carried_k, counters, entries)?;
+    let plan = Plan::all_exact(w, salt, carried, (carried_k, carried_bytes), counters, entries)?;
     Ok(Some((plan, counts)))
 }
 
@@ -836,6 +836,169 @@ mod tests {
             let _ = crate::port::shards::merge(&mut home, &mut others, &full, NOW);
             let merged = save(&home, cap, &mut Work::default(), true);
             prop_assert_eq!(a.map(|_| in_place), merged);
+        }
+    }
+
+    /// One change to a live port between two saves (see
+    /// `the_set_of_values_kept_across_saves_follows_every_change`): (what, which table, which
+    /// flow, a seed for a new key).
+    type Change = (u8, u8, u16, u32);
+
+    /// Applies `c` to the home shard and `shards` (every table its own index: 0 the home
+    /// shard): a flow removed, a new established connection of the VM's, a connection's state
+    /// changed both ways, a flow moved to another table (a free slot reused), or the sweep's
+    /// preparations (a small budget: some tables readied, others not).
+    fn change(home: &mut Port, shards: &mut [Port], what: Change, work: &mut Work, n_raw: usize) {
+        let (what, t, j, seed) = what;
+        let tables = shards.len() + 1;
+        let t = usize::from(t) % tables;
+        let pick = |p: &Port| {
+            let len = p.table.len();
+            (len > 0)
+                .then(|| p.table.iter().nth(usize::from(j) % len).map(|(k, r)| (*k, *r)))
+                .flatten()
+        };
+        let port = if t == 0 { &mut *home } else { &mut shards[t - 1] };
+        match what % 6 {
+            0 => {
+                if let Some((k, _)) = pick(port) {
+                    let _ = port.table.remove(&k);
+                }
+            }
+            1 => {
+                let [vm, hi, lo, port_lo] = seed.to_le_bytes();
+                let key = FlowKey {
+                    family: IpFamily::V4,
+                    protocol: protocol::TCP,
+                    local_addr: [10, 0, 0, vm % 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    remote_addr: [203, 0, hi, lo, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                    local_port: 40_000 + u16::from(port_lo),
+                    remote_port: 443,
+                };
+                let mut r = FlowRecord::new(FlowState::Established, Opener::Vm, Admission::Vm, NOW);
+                r.last_seen = NOW - u64::from(seed % 5_000) * 1_000;
+                r.first_seen = r.last_seen;
+                let _ = port.table.insert(key, r, r.last_seen);
+            }
+            2 | 3 => {
+                if let Some((k, r)) = pick(port)
+                    && k.protocol == protocol::TCP
+                    && let Some(at) = port.table.find(&k)
+                {
+                    let state = if r.state == FlowState::Established {
+                        FlowState::FinWait
+                    } else {
+                        FlowState::Established
+                    };
+                    port.table.set_state(at, state);
+                }
+            }
+            4 => {
+                if let Some((k, r)) = pick(port) {
+                    let _ = port.table.remove(&k);
+                    let u = usize::from(j.rotate_left(3)) % tables;
+                    let to = if u == 0 { &mut *home } else { &mut shards[u - 1] };
+                    let _ = to.table.insert(k, r, r.last_seen);
+                }
+            }
+            _ => {
+                let n = n_raw + 64;
+                work.prepare(&LivePort::whole(home, NOW), n, 6_000, 256, 96).expect("prepares");
+                for (i, s) in shards.iter().enumerate() {
+                    work.prepare_table(i, &s.table).expect("prepares");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Issue 18 item 4: a live port's encoder keeps the sorted fingerprint values of its
+        /// connections from one save past the cap to the next (`FpCache::set`), changed only
+        /// by what changed. Whatever changes between saves (connections closed, new ones,
+        /// states changed both ways, flows moved between the shards and slots reused, the
+        /// sweep's preparations in between or not), each save writes, byte for byte, what a
+        /// save in fresh working memory under the same salt writes, and what the save through
+        /// saved records writes.
+        #[test]
+        fn the_set_of_values_kept_across_saves_follows_every_change(
+            raw in prop::collection::vec(raw_flow(), 300..1_200),
+            to in prop::collection::vec(any::<u8>(), 1..64),
+            n in 0usize..=crate::port::shards::MAX_SHARDS,
+            // The same few flows picked again and again (a connection closed and reopened,
+            // a slot freed and reused), or any.
+            rounds in prop::collection::vec(
+                prop::collection::vec(
+                    (any::<u8>(), prop_oneof![Just(0u8), any::<u8>()],
+                     prop_oneof![0u16..4, any::<u16>()], any::<u32>()),
+                    0..24,
+                ),
+                2..7,
+            ),
+            c in 0usize..2,
+        ) {
+            let cap = [6_000, 9_000][c];
+            let mut home = live_port(&raw, 3, &[]);
+            let mut shards = split(&mut home, n, &to);
+            let config = EncodeConfig { provider: PROVIDER, cap };
+            let mut work = Work::default();
+            for round in &rounds {
+                for &ch in round {
+                    change(&mut home, &mut shards, ch, &mut work, raw.len());
+                }
+                let refs: Vec<Option<&Port>> = shards.iter().map(Some).collect();
+                let src = LivePort { port: &home, shards: &refs, now: NOW };
+                let mut kept = Vec::new();
+                let a = encode_source_with(&src, &config, &mut kept, &mut work, true)
+                    .map_err(|e| alloc::format!("{e:?}"));
+                let salt = work.cache.salt;
+                let mut fresh_work = Work::default();
+                fresh_work.cache.salt = salt;
+                let mut fresh = Vec::new();
+                let b = encode_source_with(&src, &config, &mut fresh, &mut fresh_work, true)
+                    .map_err(|e| alloc::format!("{e:?}"));
+                prop_assert_eq!(&a, &b);
+                prop_assert_eq!(&kept, &fresh);
+                let mut records_work = Work::default();
+                records_work.cache.salt = salt;
+                let mut through = Vec::new();
+                let c = encode_source_with(&src, &config, &mut through, &mut records_work, false)
+                    .map_err(|e| alloc::format!("{e:?}"));
+                prop_assert_eq!(&a, &c);
+                prop_assert_eq!(&kept, &through);
+            }
+        }
+    }
+
+    /// Issue 18 item 4: a connection that leaves the kept set (no longer established) and
+    /// comes back (established again, its fingerprint entry unchanged) joins the set again:
+    /// the save writes its value, as a save in fresh memory does.
+    #[test]
+    fn a_connection_that_leaves_the_kept_set_and_comes_back_is_written_again() {
+        let raw: Vec<RawFlow> = (0..800u32)
+            .map(|i| {
+                let r = u16::try_from(i).unwrap_or(0);
+                (2, 0, false, 0, r, i.wrapping_mul(2_654_435_761), (60 * TICKS_PER_SECOND, 0), 1)
+            })
+            .collect();
+        let mut home = live_port(&raw, 1, &[]);
+        let config = EncodeConfig { provider: PROVIDER, cap: 6_000 };
+        let mut work = Work::default();
+        // The oldest connection: fingerprinted, never made exact.
+        let class = TimeoutClass::of(protocol::TCP, FlowState::Established);
+        let (key, _) = home.table.iter_lru(class).next().map(|(k, r)| (*k, *r)).expect("a flow");
+        for state in [FlowState::Established, FlowState::FinWait, FlowState::Established] {
+            let at = home.table.find(&key).expect("in the table");
+            home.table.set_state(at, state);
+            let src = LivePort::whole(&home, NOW);
+            let mut kept = Vec::new();
+            encode_source_with(&src, &config, &mut kept, &mut work, true).expect("saves");
+            let mut fresh_work = Work::default();
+            fresh_work.cache.salt = work.cache.salt;
+            let mut fresh = Vec::new();
+            encode_source_with(&src, &config, &mut fresh, &mut fresh_work, true).expect("saves");
+            assert_eq!(kept, fresh, "{state:?}");
         }
     }
 
