@@ -1321,4 +1321,81 @@ mod tests {
             assert_same(&a, &b, ra, rb)?;
         }
     }
+
+    /// Two TCP keys whose fingerprints under the tests' salt are equal (found by search: among
+    /// 2^17 keys a 32-bit collision is all but certain).
+    fn colliding_keys() -> (FlowKey, FlowKey) {
+        let salt = [0x5eed, 7];
+        let mut all: Vec<(u32, FlowKey)> = (0..1u32 << 17)
+            .map(|i| {
+                let [lo, hi, third, _] = i.to_le_bytes();
+                let mut k = key(0, false);
+                k.local_port = u16::from_le_bytes([lo, hi]);
+                k.remote_addr[3] = third + 1;
+                (crate::fingerprint::fingerprint(salt, &k), k)
+            })
+            .collect();
+        all.sort_unstable_by_key(|&(f, _)| f);
+        let pair = all.windows(2).find(|w| w[0].0 == w[1].0).expect("a collision");
+        (pair[0].1, pair[1].1)
+    }
+
+    /// Two window connections sharing one fingerprint (a chance collision, or a hostile VM's
+    /// search): the first in slot order decides it, as the copying apply decided (the VM's
+    /// own connection first: resumed, the fingerprint used, the peer-only one after it kept as
+    /// it is; the peer-only one first: left out, the VM's resumed). The `used` branch of
+    /// `window_decisions`, which random keys never reach.
+    #[test]
+    fn two_window_connections_sharing_a_fingerprint_are_decided_in_slot_order() {
+        let (k1, k2) = colliding_keys();
+        let mut state = with_fingerprints(arb_state_one(), &[]);
+        state.fingerprints =
+            crate::fingerprint::FingerprintSet::try_from_keys([0x5eed, 7], [k1].iter()).unwrap();
+        assert!(state.fingerprints.contains(&k2), "the two keys share the fingerprint");
+        for (first_spoke, second_spoke) in [(true, false), (false, true), (true, true)] {
+            for steps in [false, true] {
+                // Established (state selector 2), the first older (placed first), plus two
+                // UDP flows so that the window is the larger side.
+                let mut window: Vec<Spoken> = alloc::vec![
+                    (k1, 2, 3_000_000_000, first_spoke),
+                    (k2, 2, 2_000_000_000, second_spoke),
+                    (key(40, true), 0, 1_000_000_000, true),
+                    (key(41, true), 0, 1_000_000_000, true),
+                ];
+                let (mut a, mut b) = (spoken_port(16, &mut window), spoken_port(16, &mut window));
+                let ra = session4_apply(&mut a, &state, NOW, &ApplyConfig::default());
+                let mut check = steps.then(|| WindowCheck::try_new(&state, 16)).flatten();
+                if let Some(c) = check.as_mut() {
+                    while !c.step(&mut b, &state, 1) {}
+                }
+                let rb = checked_apply(&mut b, &state, check.as_mut());
+                if let Some(c) = check.as_mut() {
+                    c.disarm(&mut b);
+                }
+                let picked = ra.as_ref().map_or(0, |r| r.picked_up_local);
+                assert_eq!(picked, 1, "one of them resumed ({first_spoke}, {second_spoke})");
+                assert_same(&a, &b, ra, rb).unwrap();
+            }
+        }
+    }
+
+    /// A state of one carried UDP flow (the blob the smaller side).
+    fn arb_state_one() -> PortState {
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut state =
+            proptest::strategy::ValueTree::current(&arb_state().new_tree(&mut runner).unwrap());
+        state.flows.clear();
+        state.flows.push(SavedFlow {
+            key: key(42, true),
+            state: FlowState::Active,
+            opener: Opener::Vm,
+            admission: Admission::Vm,
+            fin_seen: 0,
+            packets: [1, 1],
+            bytes: [100, 100],
+            first_age: 1_000,
+            last_age: 1_000,
+        });
+        state
+    }
 }
