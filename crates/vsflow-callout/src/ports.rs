@@ -302,6 +302,11 @@ pub(crate) struct Busy;
 /// the lead's sixth-session re-measure). x86 processors' adjacent-line prefetcher fetches
 /// 128-byte pairs of lines, so hot data of two processors closer than 128 bytes can still share
 /// a pair (a hypothesis consistent with the measure, not profiled; verify on Windows hardware).
+/// The seventh session's restore changes grew the shard's `Port` by 72 bytes (a `FlowTable`'s
+/// window-check and staging fields, cold on the packet path) and two threads on one port fell
+/// again, to 1.88-1.90x (four runs); with 256-byte guards 1.98x, 1.98x in the same window
+/// (PERFORMANCE.md, the lead's seventh-session re-measure). The distance, not the exact layout,
+/// is what the measure rewards: 256 bytes keeps two processors' hot lines two line pairs apart.
 #[repr(C)]
 pub(crate) struct ShardSlot<L: RawSpinLock> {
     _front: [u64; SHARD_GUARD / 8],
@@ -316,11 +321,11 @@ pub(crate) struct ShardSlot<L: RawSpinLock> {
     _back: [u64; SHARD_GUARD / 8],
 }
 
-/// Bytes of guard padding on each side of a [`ShardSlot`]: a 128-byte pair of cache lines.
-const SHARD_GUARD: usize = 128;
+/// Bytes of guard padding on each side of a [`ShardSlot`]: two 128-byte pairs of cache lines.
+const SHARD_GUARD: usize = 256;
 
-// Two shards' hot fields stay at least a whole 128-byte line pair apart.
-const _: () = assert!(SHARD_GUARD >= 128 && SHARD_GUARD.is_multiple_of(8));
+// Two shards' hot fields stay at least two whole 128-byte line pairs apart.
+const _: () = assert!(SHARD_GUARD >= 256 && SHARD_GUARD.is_multiple_of(8));
 
 /// Hints per processor's shard (256 bytes: four cache lines of its own).
 const HINTS: usize = 256;
