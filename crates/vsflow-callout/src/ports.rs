@@ -301,12 +301,12 @@ pub(crate) struct Busy;
 /// of one thread when `calls` grew by 8 bytes in 25e0ac5; 128-byte guards: 1.99x; PERFORMANCE.md,
 /// the lead's sixth-session re-measure). x86 processors' adjacent-line prefetcher fetches
 /// 128-byte pairs of lines, so hot data of two processors closer than 128 bytes can still share
-/// a pair (a hypothesis consistent with the measure, not profiled; verify on Windows hardware).
-/// The seventh session's restore changes grew the shard's `Port` by 72 bytes (a `FlowTable`'s
-/// window-check and staging fields, cold on the packet path) and two threads on one port fell
-/// again, to 1.88-1.90x (four runs); with 256-byte guards 1.98x, 1.98x in the same window
-/// (PERFORMANCE.md, the lead's seventh-session re-measure). The distance, not the exact layout,
-/// is what the measure rewards: 256 bytes keeps two processors' hot lines two line pairs apart.
+/// a pair (a hypothesis consistent with the measure, not profiled; verify on Windows hardware:
+/// WINDOWS-VERIFICATION 80). The seventh session's restore changes grew the shard's `Port` by
+/// 72 bytes (a `FlowTable`'s window-check and staging fields, cold on the packet path) and two
+/// threads on one port fell again, to 1.88-1.90x (four runs); with 256-byte guards 1.98x, 1.98x
+/// in the same window (PERFORMANCE.md, the lead's seventh-session re-measure). Whether the
+/// distance or the exact placement is what matters is not known: one experiment, not a profile.
 #[repr(C)]
 pub(crate) struct ShardSlot<L: RawSpinLock> {
     _front: [u64; SHARD_GUARD / 8],
