@@ -8,48 +8,24 @@ mod common;
 
 use common::*;
 use vsflow_core::codec::{self, ApplyConfig, DecodeConfig, DecodedStaged, PortState, StageConfig};
-use vsflow_core::flow::TableConfig;
-use vsflow_core::{
-    Direction, FlowState, Mode, PacketMeta, Port, PortConfig, PortIdentity, Verdict, protocol,
-    time::secs,
-};
+use vsflow_core::{FlowState, Mode, PacketMeta, Port, PortIdentity, Verdict, time::secs};
 
 const CONNS: u16 = 40;
 
-fn config() -> PortConfig {
-    PortConfig {
-        table: TableConfig { max_flows: 4_096, ..TableConfig::default() },
-        initial_mode: Mode::Enforce,
-    }
-}
-
-/// The VM's TCP connection `n` to 192.0.2.9:443: its SYN.
-fn syn(n: u16) -> PacketMeta {
-    PacketMeta::ipv4(
-        Direction::Outbound,
-        protocol::TCP,
-        [10, 0, 0, 2],
-        1024 + n,
-        [192, 0, 2, 9],
-        443,
-        0x02,
-        60,
-    )
-}
-
 /// The peer's data segment of connection `n`.
 fn peer_data(n: u16) -> PacketMeta {
-    syn(n).reply(0x18)
+    vm_syn(n).reply(0x18)
 }
 
 /// The source: `CONNS` established connections the VM opened, saved and decoded (a list).
 fn saved(now: u64) -> PortState {
-    let mut src = Port::try_new(PortIdentity::try_from_str("dup").unwrap(), config()).unwrap();
+    let mut src =
+        Port::try_new(PortIdentity::try_from_str("dup").unwrap(), enforce_config(4_096)).unwrap();
     for n in 0..CONNS {
         let t = now - u64::from(CONNS - n) * 2 * vsflow_core::TICKS_PER_SECOND;
-        src.classify(&syn(n), t);
-        src.classify(&syn(n).reply(0x12), t + 1);
-        src.classify(&syn(n).reply(0x12).reply(0x10), t + 2);
+        src.classify(&vm_syn(n), t);
+        src.classify(&vm_syn(n).reply(0x12), t + 1);
+        src.classify(&vm_syn(n).reply(0x12).reply(0x10), t + 2);
     }
     let mut blob = Vec::new();
     codec::encode(&src, now, &encode_config(), &mut blob).unwrap();
@@ -60,14 +36,14 @@ fn saved(now: u64) -> PortState {
 /// (`decode_staged` + `apply_staged`) and through the decoded list (`apply`), and checks both.
 fn restore_both_ways(state: &PortState, victim: u16, now: u64) {
     let blob = encode_state(state);
-    let placement = StageConfig { table: config().table, base: now, now };
+    let placement = StageConfig { table: enforce_config(4_096).table, base: now, now };
     let decoded = codec::decode_staged(&blob, &DecodeConfig::default(), &placement);
     let Ok(DecodedStaged::State(st, staged)) = decoded else { panic!("decodes: {decoded:?}") };
     let mut staged_port =
-        Port::try_new(PortIdentity::try_from_str("dup").unwrap(), config()).unwrap();
+        Port::try_new(PortIdentity::try_from_str("dup").unwrap(), enforce_config(4_096)).unwrap();
     let report = codec::apply_staged(&mut staged_port, &st, staged, now, &ApplyConfig::default());
     let mut list_port =
-        Port::try_new(PortIdentity::try_from_str("dup").unwrap(), config()).unwrap();
+        Port::try_new(PortIdentity::try_from_str("dup").unwrap(), enforce_config(4_096)).unwrap();
     let listed = codec::apply(&mut list_port, &decode_state(&blob).unwrap(), now);
     for (how, port, report) in
         [("staged", &mut staged_port, report), ("list", &mut list_port, listed)]
@@ -78,7 +54,7 @@ fn restore_both_ways(state: &PortState, victim: u16, now: u64) {
         assert_eq!(port.mode(), Mode::Enforce, "{how}");
         port.table().check_invariants().unwrap();
         assert!(
-            port.table().get(&vsflow_core::FlowKey::of(&syn(victim))).is_none(),
+            port.table().get(&vsflow_core::FlowKey::of(&vm_syn(victim))).is_none(),
             "{how}: neither record of the duplicated key is placed"
         );
         for n in 0..CONNS {
@@ -101,7 +77,7 @@ fn a_key_carried_twice_is_carried_by_neither_record_and_costs_only_that_connecti
     let at = state
         .flows
         .iter()
-        .position(|f| f.key == vsflow_core::FlowKey::of(&syn(victim)))
+        .position(|f| f.key == vsflow_core::FlowKey::of(&vm_syn(victim)))
         .expect("the victim is carried");
     // The twin says something else of the connection (a handshake the VM is still waiting on):
     // written before or after the original, next to it or far from it, or twice more.

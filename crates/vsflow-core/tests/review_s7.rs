@@ -8,35 +8,10 @@ mod common;
 
 use common::*;
 use vsflow_core::codec::{self, ApplyConfig, DecodeConfig, DecodedStaged, StageConfig};
-use vsflow_core::flow::TableConfig;
-use vsflow_core::{
-    Direction, FlowKey, FlowState, Mode, PacketMeta, Port, PortConfig, PortIdentity, Verdict,
-    protocol, time::secs,
-};
+use vsflow_core::{FlowKey, FlowState, Port, PortIdentity, Verdict, time::secs};
 
 /// Connections the source carries: several 64-slot batches of the staging.
 const CONNS: u16 = 300;
-
-fn config() -> PortConfig {
-    PortConfig {
-        table: TableConfig { max_flows: 4_096, ..TableConfig::default() },
-        initial_mode: Mode::Enforce,
-    }
-}
-
-/// The VM's TCP connection `n` to 192.0.2.9:443: its SYN.
-fn syn(n: u16) -> PacketMeta {
-    PacketMeta::ipv4(
-        Direction::Outbound,
-        protocol::TCP,
-        [10, 0, 0, 2],
-        1024 + n,
-        [192, 0, 2, 9],
-        443,
-        0x02,
-        60,
-    )
-}
 
 /// Two to five occurrences of one key, far apart in the blob (in other
 /// 64-slot batches of the staging than each other): neither record is restored, the
@@ -45,19 +20,20 @@ fn syn(n: u16) -> PacketMeta {
 #[test]
 fn a_key_carried_two_to_five_times_far_apart_is_carried_by_no_record() {
     let now = secs(5_000);
-    let mut src = Port::try_new(PortIdentity::try_from_str("dup").unwrap(), config()).unwrap();
+    let mut src =
+        Port::try_new(PortIdentity::try_from_str("dup").unwrap(), enforce_config(4_096)).unwrap();
     for n in 0..CONNS {
         let t = now - u64::from(CONNS - n) * vsflow_core::TICKS_PER_SECOND;
-        src.classify(&syn(n), t);
-        src.classify(&syn(n).reply(0x12), t + 1);
-        src.classify(&syn(n).reply(0x12).reply(0x10), t + 2);
+        src.classify(&vm_syn(n), t);
+        src.classify(&vm_syn(n).reply(0x12), t + 1);
+        src.classify(&vm_syn(n).reply(0x12).reply(0x10), t + 2);
     }
     let mut blob = Vec::new();
     codec::encode(&src, now, &encode_config(), &mut blob).unwrap();
     let state = decode_state(&blob).unwrap();
     assert_eq!(state.flows.len(), usize::from(CONNS));
     let victim = 150u16;
-    let key = FlowKey::of(&syn(victim));
+    let key = FlowKey::of(&vm_syn(victim));
     let at = state.flows.iter().position(|f| f.key == key).expect("the victim is carried");
     let mut twin = state.flows[at];
     twin.state = FlowState::SynSent;
@@ -95,10 +71,12 @@ fn a_key_carried_two_to_five_times_far_apart_is_carried_by_no_record() {
         let blob = encode_state(&s);
         let back = decode_state(&blob).unwrap();
         assert_eq!(back.flows.iter().filter(|f| f.key == key).count(), copies, "the blob");
-        let placement = StageConfig { table: config().table, base: now, now };
+        let placement = StageConfig { table: enforce_config(4_096).table, base: now, now };
         let decoded = codec::decode_staged(&blob, &DecodeConfig::default(), &placement);
         let Ok(DecodedStaged::State(st, staged)) = decoded else { panic!("decodes: {decoded:?}") };
-        let mut port = Port::try_new(PortIdentity::try_from_str("dup").unwrap(), config()).unwrap();
+        let mut port =
+            Port::try_new(PortIdentity::try_from_str("dup").unwrap(), enforce_config(4_096))
+                .unwrap();
         let report = codec::apply_staged(&mut port, &st, staged, now, &ApplyConfig::default())
             .unwrap_or_else(|e| panic!("{copies} copies at {places:?}: the restore fails: {e}"));
         assert_eq!(report.restored, u32::from(CONNS) - 1, "{copies} copies at {places:?}");
@@ -108,7 +86,7 @@ fn a_key_carried_two_to_five_times_far_apart_is_carried_by_no_record() {
             "{copies} copies at {places:?}: a record of the duplicated key was restored"
         );
         assert_eq!(port.counters().untracked, 1, "{copies} copies at {places:?}");
-        let v = port.classify(&syn(victim).reply(0x18), now + 10);
+        let v = port.classify(&vm_syn(victim).reply(0x18), now + 10);
         assert!(matches!(v, Verdict::Block(_)), "{copies} copies at {places:?}: {v:?}");
     }
 }

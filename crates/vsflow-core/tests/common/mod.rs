@@ -545,3 +545,25 @@ pub fn outcome(p: &vsflow_core::Port) -> impl PartialEq + core::fmt::Debug {
     p.table().check_invariants().unwrap();
     (lists, *p.counters(), p.mode(), p.rules().clone())
 }
+
+/// A port in Enforce with room for `max_flows` flows (the duplicate-key tests' port).
+pub fn enforce_config(max_flows: u32) -> vsflow_core::PortConfig {
+    vsflow_core::PortConfig {
+        table: vsflow_core::flow::TableConfig { max_flows, ..Default::default() },
+        initial_mode: Mode::Enforce,
+    }
+}
+
+/// The VM's TCP connection `n` to 192.0.2.9:443 from 10.0.0.2:`1024 + n`: its SYN.
+pub fn vm_syn(n: u16) -> vsflow_core::PacketMeta {
+    vsflow_core::PacketMeta::ipv4(
+        vsflow_core::Direction::Outbound,
+        protocol::TCP,
+        [10, 0, 0, 2],
+        1024 + n,
+        [192, 0, 2, 9],
+        443,
+        0x02,
+        60,
+    )
+}
